@@ -1,0 +1,44 @@
+"""napari writer hooks: Image -> TIFF, Labels -> TIFF, Tracks -> CSV (tracks.csv contract)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .io.images import write_tiff
+from .io.tables import TRACKS_COLUMNS, tracks_table_from_layer, write_csv
+
+
+def _with_suffix(path: str, suffixes: tuple[str, ...], default: str) -> Path:
+    p = Path(path)
+    return p if p.name.lower().endswith(suffixes) else p.with_name(p.name + default)
+
+
+def write_image_tiff(path: str, data: Any, meta: dict) -> list[str]:
+    """Write an Image layer to TIFF (dtype kept)."""
+    target = _with_suffix(path, (".tif", ".tiff"), ".tif")
+    write_tiff(target, np.asarray(data), overwrite=True)
+    return [str(target)]
+
+
+def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
+    """Write a Labels layer to TIFF as uint16 (uint32 when ids exceed 65535)."""
+    arr = np.asarray(data)
+    dtype = np.uint16 if arr.max(initial=0) <= np.iinfo(np.uint16).max and arr.min(initial=0) >= 0 else np.uint32
+    target = _with_suffix(path, (".tif", ".tiff"), ".tif")
+    write_tiff(target, arr.astype(dtype), overwrite=True)
+    return [str(target)]
+
+
+def write_tracks_csv(path: str, data: Any, meta: dict) -> list[str]:
+    """Write a Tracks layer to ``tracks.csv`` (columns: see ``TRACKS_COLUMNS``)."""
+    features = meta.get("features")
+    if features is not None and not isinstance(features, pd.DataFrame):
+        features = pd.DataFrame(features)
+    table = tracks_table_from_layer(np.asarray(data), meta.get("graph") or {}, features)
+    target = _with_suffix(path, (".csv",), ".csv")
+    write_csv(target, table, leading=TRACKS_COLUMNS)
+    return [str(target)]

@@ -1,0 +1,1 @@
+"""autolabel subpackage."""

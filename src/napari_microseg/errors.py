@@ -1,0 +1,9 @@
+"""Exceptions with messages meant for users (shown in widgets and by the CLI)."""
+
+
+class MicrosegError(Exception):
+    """A problem with the user's input or settings; the message is one clear line."""
+
+
+class InputError(MicrosegError, ValueError):
+    """Bad input data: wrong dimensionality, empty labels, shape mismatch, NaN, unreadable file."""

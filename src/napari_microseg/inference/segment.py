@@ -1,0 +1,351 @@
+"""Segment images with a trained model: normalise, tiled prediction, post-processing, measurement.
+
+:func:`segment_image` is a generator (yields :class:`~napari_microseg.progress.Progress`,
+returns a :class:`SegmentResult`) so that a widget can run it in a thread and
+the CLI can drive it with a text bar; :func:`segment` is the plain-call form.
+
+Frames of a (T, Y, X) stack are processed one at a time: memory holds one
+frame's probabilities (float32, or float16 for frames above
+``PROBABILITY_FLOAT16_PIXELS``) plus one row band of tiles, so stacks and
+zarr/dask images of any length work; label frames are written into ``out``
+(numpy, or a zarr array for huge data) as they are finished.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generator
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from ..progress import Progress
+from . import postprocess
+from .tiling import count_tiles, predict_tiled_iter
+
+#: frames with more pixels than this keep probabilities as float16
+PROBABILITY_FLOAT16_PIXELS = 4096 * 4096
+#: percentile statistics are computed on at most about this many pixels per frame (strided subsample)
+NORMALIZATION_SAMPLE_PIXELS = 4_000_000
+
+
+@dataclass
+class SegmentResult:
+    """Result of :func:`segment_image`.
+
+    Attributes
+    ----------
+    labels : (Y, X) or (T, Y, X) uint16/uint32 instance labels (binary and
+        three_class models) or uint8 class map (multiclass models); numpy, or
+        the zarr array passed as ``out``.
+    probabilities : (K, Y, X) or (T, K, Y, X) float32 network output, or None
+        when not kept (``keep_probabilities=False`` or a huge input).
+    objects : per-object table (``t, label, y, x, area, ...``; multiclass adds
+        ``class`` and ``class_name``).
+    counts : per-frame counts (``t, count``; multiclass adds ``count_<class>``
+        and ``fraction_<class>``; binary/three_class add ``count_by_area``).
+    output_mode : the model's output mode.
+    class_names : class names from the model config.
+    settings : the parameters used (tile, overlap, device, sizes ...), to store with results.
+    """
+
+    labels: Any
+    probabilities: Any
+    objects: pd.DataFrame
+    counts: pd.DataFrame
+    output_mode: str = "binary"
+    class_names: list = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+
+
+def _activation(output_mode: str) -> Callable:
+    import torch
+
+    if output_mode == "binary":
+        return torch.sigmoid
+    return lambda x: torch.softmax(x, dim=1)
+
+
+def make_predict_fn(loaded: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """``predict_fn(batch (B,1,H,W) float32 normalised) -> (B,K,H,W) float32 probabilities`` for a loaded model.
+
+    Uses ``napari_microseg.training.predict.predict_patch_batch`` when present;
+    otherwise runs the network under ``torch.inference_mode`` on the model's
+    device and applies sigmoid (binary) or softmax.
+    """
+    try:
+        from ..training.predict import predict_patch_batch
+    except ImportError:
+        predict_patch_batch = None
+    if predict_patch_batch is not None:
+        def fn(batch: np.ndarray) -> np.ndarray:
+            out = predict_patch_batch(loaded, batch)
+            if hasattr(out, "detach"):
+                out = out.detach().cpu().numpy()
+            return np.asarray(out, dtype=np.float32)
+        return fn
+
+    import torch
+
+    act = _activation(loaded.output_mode)
+    device = getattr(loaded, "device", "cpu")
+
+    def fn(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
+            return act(loaded.model(x)).float().cpu().numpy()
+    return fn
+
+
+def n_outputs(loaded: Any) -> int:
+    """Number of output channels of a loaded model (from its config)."""
+    model_cfg = loaded.config.get("model", {})
+    n = model_cfg.get("n_classes", loaded.config.get("n_classes"))
+    if n is None:
+        n = {"binary": 1, "three_class": 3}.get(loaded.output_mode)
+    if n is None:
+        raise InputError("model config does not state the number of output classes")
+    return int(n)
+
+
+def _sample_frame(frame: Any, max_pixels: int = NORMALIZATION_SAMPLE_PIXELS) -> np.ndarray:
+    h, w = frame.shape[-2:]
+    step = int(np.ceil(np.sqrt(h * w / max_pixels))) if h * w > max_pixels else 1
+    sample = frame[::step, ::step]
+    if hasattr(sample, "compute"):
+        sample = sample.compute()
+    return np.asarray(sample, dtype=np.float32)
+
+
+def make_band_transform(image: Any, spec: dict) -> tuple[Callable[[np.ndarray, int], np.ndarray], dict]:
+    """Band transform applying normalisation ``spec`` with statistics of the WHOLE frame.
+
+    Percentile / min-max limits are computed per frame on the full frame (or a
+    strided subsample of about ``NORMALIZATION_SAMPLE_PIXELS`` pixels for huge
+    frames), exactly as training normalised whole images, and then applied to
+    each band; statistics are never taken per tile (tiles would disagree).
+
+    Returns the transform and a dict ``{t: (low, high)}`` of the limits used
+    (filled lazily, one frame at a time).
+    """
+    from ..training.normalize import make_normalization_spec, normalize
+
+    spec = make_normalization_spec(spec)
+    limits: dict[int, tuple[float, float]] = {}
+    stack = image.ndim == 3
+
+    def transform(band: np.ndarray, t: int) -> np.ndarray:
+        kind = spec["kind"]
+        if kind in ("fixed", "none"):
+            return normalize(band, spec)
+        if t not in limits:
+            sample = _sample_frame(image[t] if stack else image)
+            if not np.all(np.isfinite(sample)):
+                raise InputError(f"frame {t} contains NaN or infinite values")
+            if kind == "minmax":
+                lo, hi = float(sample.min()), float(sample.max())
+            else:
+                lo, hi = (float(v) for v in np.percentile(sample, [spec["p_low"], spec["p_high"]]))
+            limits.clear()  # only the current frame is needed
+            limits[t] = (lo, hi)
+        lo, hi = limits[t]
+        x = np.asarray(band, dtype=np.float32)
+        if not np.all(np.isfinite(x)):
+            raise InputError(f"frame {t} contains NaN or infinite values")
+        return (x - lo) / max(hi - lo, 1e-6)
+
+    return transform, limits
+
+
+def _resolve_loaded(model: Any, device: str) -> Any:
+    if isinstance(model, (str, os.PathLike)):
+        from ..io.models import load_model
+
+        return load_model(model, device=device)
+    return model
+
+
+def _check_input(image: Any) -> tuple[int, ...]:
+    shape = tuple(int(s) for s in image.shape)
+    if len(shape) not in (2, 3):
+        raise InputError(f"expected a 2D (Y,X) image or a (T,Y,X) stack, got shape {shape}")
+    if min(shape) == 0:
+        raise InputError(f"image is empty (shape {shape})")
+    dtype = np.dtype(image.dtype)
+    if not (np.issubdtype(dtype, np.number) or dtype == bool) or np.issubdtype(dtype, np.complexfloating):
+        raise InputError(f"image dtype {dtype} is not a real-valued image")
+    return shape
+
+
+def segment_image(
+    model: Any,
+    image: Any,
+    tile: int | None = None,
+    overlap: int | float = 0.125,
+    batch_size: int = 4,
+    device: str = "auto",
+    threshold: float = 0.5,
+    min_size: int = 8,
+    max_size: int | None = None,
+    fill_holes: bool = True,
+    remove_border: bool = False,
+    out: Any = None,
+    keep_probabilities: bool | None = None,
+    measure: bool = True,
+    predict_fn: Callable | None = None,
+) -> Generator[Progress, None, SegmentResult]:
+    """Segment a 2D image or a (T, Y, X) stack; generator yielding progress, returning a :class:`SegmentResult`.
+
+    Parameters
+    ----------
+    model : LoadedModel or path to a model file
+        A path is loaded on ``device``. The stored normalisation spec is
+        applied with whole-frame statistics.
+    image : array-like (Y, X) or (T, Y, X)
+        numpy, zarr or dask, any real dtype.
+    tile : int, optional
+        Tile size in pixels; default: the model's training ``patch_size``
+        rounded up to a multiple of 32, at least 256.
+    overlap : int or float
+        Tile overlap in pixels, or a fraction of the tile if < 1 (default 1/8).
+    batch_size : tiles per network call.
+    device : "auto", "cpu", "cuda", ... (used when ``model`` is a path).
+    threshold : foreground probability cut (binary and three_class), default 0.5.
+    min_size, max_size : object area limits in pixels (binary/three_class);
+        default min 8 px, no max.
+    fill_holes : fill holes inside objects.
+    remove_border : drop objects touching the image border.
+    out : array-like, optional
+        Where to write labels, same (Y, X) / (T, Y, X) shape as ``image``
+        (e.g. a zarr array for huge inputs); allocated in memory when None.
+    keep_probabilities : return the probability maps; default True when the
+        whole map is below 64 M values, else False.
+    measure : compute the objects and counts tables.
+    predict_fn : override the network call (``(B,1,h,w) -> (B,K,h,w)``), for tests.
+    """
+    shape = _check_input(image)
+    loaded = _resolve_loaded(model, device)
+    mode = loaded.output_mode
+    class_names = list(loaded.class_names) if hasattr(loaded, "class_names") else []
+    k = n_outputs(loaded)
+    if mode == "three_class" and not class_names:
+        class_names = list(postprocess.THREE_CLASS_ORDER)
+    if tile is None:
+        patch = getattr(loaded, "patch_size", None) or (256, 256)
+        tile = max(256, int(np.ceil(max(patch) / 32)) * 32)
+    tile = int(tile)
+    stack = len(shape) == 3
+    n_frames = shape[0] if stack else 1
+    h, w = shape[-2:]
+    if keep_probabilities is None:
+        keep_probabilities = n_frames * k * h * w <= 64_000_000
+    label_shape = shape
+    if out is not None and tuple(out.shape) != label_shape:
+        raise InputError(f"output array has shape {tuple(out.shape)}, expected {label_shape}")
+    label_dtype = np.uint8 if mode == "multiclass" else np.uint32
+    labels_out = out if out is not None else np.zeros(label_shape, dtype=label_dtype)
+    probs_all = np.zeros(((n_frames,) if stack else ()) + (k, h, w), np.float32) if keep_probabilities else None
+    fn = predict_fn or make_predict_fn(loaded)
+    spec = loaded.config.get("normalization") or loaded.config.get("normalisation")
+    transform, _ = make_band_transform(image, spec)
+    prob_dtype = np.float16 if h * w > PROBABILITY_FLOAT16_PIXELS and not keep_probabilities else np.float32
+    per_frame_tiles = count_tiles((h, w), tile, overlap)
+    total = per_frame_tiles * n_frames
+    object_tables: list[pd.DataFrame] = []
+    max_label = 0
+    three_kw = {}
+    if mode == "three_class":
+        three_kw["class_order"] = tuple(class_names) if set(postprocess.THREE_CLASS_ORDER) <= set(class_names) else postprocess.THREE_CLASS_ORDER
+
+    for t in range(n_frames):
+        frame = image[t] if stack else image
+        probs = np.zeros((k, h, w), prob_dtype)
+        gen = predict_tiled_iter(frame, fn, k, tile=tile, overlap=overlap, batch_size=batch_size, out=probs,
+                                 transform=lambda band, _t, t=t: transform(band, t))
+        while True:
+            try:
+                ev = next(gen)
+            except StopIteration:
+                break
+            yield Progress(t * per_frame_tiles + ev.done, total, f"frame {t + 1}/{n_frames}" if stack else "tiles")
+        if probs_all is not None:
+            if stack:
+                probs_all[t] = probs
+            else:
+                probs_all[...] = probs
+        lab = postprocess.probabilities_to_labels(probs, mode, threshold=threshold, min_size=min_size,
+                                                  max_size=max_size, fill_holes=fill_holes,
+                                                  remove_border=remove_border, **three_kw)
+        del probs
+        if mode != "multiclass":
+            max_label = max(max_label, int(lab.max()) if lab.size else 0)
+        if stack:
+            labels_out[t] = lab
+        else:
+            labels_out[...] = lab
+        if measure:
+            intensity = np.asarray(frame.compute() if hasattr(frame, "compute") else frame)
+            object_tables.append(_measure_frame(lab, intensity, t, mode, class_names))
+        yield Progress((t + 1) * per_frame_tiles, total, f"post-processed frame {t + 1}/{n_frames}")
+
+    labels = labels_out
+    if out is None and mode != "multiclass":
+        labels = labels_out.astype(postprocess.label_dtype(max_label), copy=False)
+    objects, counts = _tables(object_tables, labels, n_frames, mode, class_names) if measure else (
+        pd.DataFrame(), pd.DataFrame())
+    settings = dict(tile=tile, overlap=overlap, batch_size=batch_size, device=getattr(loaded, "device", device),
+                    threshold=threshold, min_size=min_size, max_size=max_size, fill_holes=fill_holes,
+                    remove_border=remove_border, output_mode=mode, n_outputs=k,
+                    normalization=spec, model_path=getattr(loaded, "path", None))
+    return SegmentResult(labels=labels, probabilities=probs_all, objects=objects, counts=counts,
+                         output_mode=mode, class_names=class_names, settings=settings)
+
+
+def _measure_frame(lab: np.ndarray, intensity: np.ndarray, t: int, mode: str, class_names: list) -> pd.DataFrame:
+    from ..measure.tables import frame_object_table
+
+    if mode != "multiclass":
+        return frame_object_table(lab, intensity, t)
+    inst, classes = postprocess.class_map_to_instances(lab)
+    df = frame_object_table(inst, intensity, t)
+    if len(df):
+        cls = classes[df["label"].to_numpy() - 1]
+        df["class"] = cls
+        df["class_name"] = [class_names[c] if c < len(class_names) else str(c) for c in cls]
+    else:
+        df["class"] = pd.Series(dtype="int64")
+        df["class_name"] = pd.Series(dtype="object")
+    return df
+
+
+def _tables(object_tables: list, labels: Any, n_frames: int, mode: str, class_names: list) -> tuple[pd.DataFrame, pd.DataFrame]:
+    from ..measure.counts import class_fractions, counts_from_objects
+
+    nonempty = [d for d in object_tables if len(d)]
+    objects = pd.concat(nonempty, ignore_index=True) if nonempty else object_tables[0]
+    if mode == "multiclass":
+        names = class_names or [str(i) for i in range(int(np.max(labels)) + 1)]
+        counts = counts_from_objects(objects, n_frames, "class", names)
+        fr = class_fractions(labels, names)
+        counts = counts.merge(fr, on="t")
+        return objects, counts
+    counts = counts_from_objects(objects, n_frames)
+    # [N] alternative count: foreground area / typical (median) object area of the run
+    areas = objects["area"].to_numpy() if len(objects) else np.zeros(0)
+    typical = float(np.median(areas)) if areas.size else float("nan")
+    fg = objects.groupby("t")["area"].sum() if len(objects) else pd.Series(dtype=float)
+    counts["foreground_area"] = [int(fg.get(t, 0)) for t in range(n_frames)]
+    counts["count_by_area"] = counts["foreground_area"] / typical if np.isfinite(typical) and typical > 0 else 0.0
+    return objects, counts
+
+
+def segment(model: Any, image: Any, **kwargs: Any) -> SegmentResult:
+    """Plain-call form of :func:`segment_image` (no progress events)."""
+    gen = segment_image(model, image, **kwargs)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value

@@ -1,0 +1,250 @@
+"""Reading and writing images: TIFF (tifffile), FITS (astropy), Zarr / OME-Zarr (zarr, lazily via dask).
+
+Time-lapse axis order is (T, Y, X). Every failure to read raises
+:class:`napari_microseg.errors.InputError` with a one-line message that names
+the file, never a bare traceback from a library.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from .atomic import atomic_path
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
+ZARR_SUFFIXES = (".zarr", ".ome.zarr")
+
+
+def image_kind(path: str | os.PathLike) -> str | None:
+    """Return ``"tiff"``, ``"fits"``, ``"zarr"`` or None for a path, by its name."""
+    name = str(path).rstrip("/").lower()
+    if name.endswith(FITS_SUFFIXES):
+        return "fits"
+    if name.endswith(TIFF_SUFFIXES):
+        return "tiff"
+    if name.endswith(ZARR_SUFFIXES) or (Path(path).is_dir() and _looks_like_zarr(Path(path))):
+        return "zarr"
+    return None
+
+
+def _looks_like_zarr(path: Path) -> bool:
+    return any((path / marker).exists() for marker in (".zarray", ".zgroup", "zarr.json"))
+
+
+@dataclass
+class ImageData:
+    """An image read from disk.
+
+    Attributes
+    ----------
+    data : numpy array (TIFF, FITS) or dask array (Zarr), shape (Y, X) or (T, Y, X) or more.
+    kind : "tiff", "fits" or "zarr".
+    metadata : header / attributes (FITS header as a dict, OME-Zarr attributes, ...).
+    """
+
+    data: Any
+    kind: str
+    metadata: dict = field(default_factory=dict)
+
+
+def read_image(path: str | os.PathLike, hdu: int | None = None, min_ndim: int = 2) -> ImageData:
+    """Read a TIFF, FITS or Zarr image.
+
+    Parameters
+    ----------
+    path : file (``.tif``, ``.tiff``, ``.fits``, ``.fit``, ``.fts``, optionally ``.gz``) or
+        Zarr / OME-Zarr folder.
+    hdu : FITS only: index of the HDU to read; default: the first HDU with image data.
+    min_ndim : arrays with fewer dimensions are rejected (a 1-D array is not an image).
+
+    Returns
+    -------
+    ImageData with ``data`` of shape (Y, X) or (T, Y, X) (Zarr: a lazy dask array).
+
+    Raises
+    ------
+    InputError for a missing, empty, unreadable or non-image file.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file or folder")
+    kind = image_kind(p)
+    if kind is None:
+        raise InputError(f"{p.name}: unsupported image type (use .tif/.tiff, .fits/.fit/.fts[.gz] or .zarr)")
+    if p.is_file() and p.stat().st_size == 0:
+        raise InputError(f"{p.name}: file is empty")
+    reader = {"tiff": _read_tiff, "fits": _read_fits, "zarr": _read_zarr}[kind]
+    if kind == "fits":
+        result = reader(p, hdu)
+    else:
+        result = reader(p)
+    if result.data.ndim < min_ndim:
+        raise InputError(f"{p.name}: {result.data.ndim}-D array of shape {tuple(result.data.shape)} is not an image (need at least {min_ndim}-D)")
+    if 0 in result.data.shape:
+        raise InputError(f"{p.name}: image has an empty axis, shape {tuple(result.data.shape)}")
+    return result
+
+
+def _read_tiff(path: Path) -> ImageData:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            data = tif.asarray()
+            meta: dict = {}
+            if tif.imagej_metadata:
+                meta["imagej"] = {k: v for k, v in tif.imagej_metadata.items() if isinstance(v, (int, float, str))}
+    except Exception as err:  # tifffile raises several types for corrupt files
+        raise InputError(f"{path.name}: not a readable TIFF file ({type(err).__name__}: {err})") from err
+    return ImageData(np.asarray(data), "tiff", meta)
+
+
+def _read_fits(path: Path, hdu: int | None) -> ImageData:
+    from astropy.io import fits
+
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            if hdu is not None:
+                if not 0 <= hdu < len(hdul):
+                    raise InputError(f"{path.name}: HDU {hdu} does not exist (file has {len(hdul)} HDUs)")
+                chosen = hdul[hdu]
+                if chosen.data is None or getattr(chosen.data, "ndim", 0) < 2:
+                    raise InputError(f"{path.name}: HDU {hdu} holds no image data")
+                index = hdu
+            else:
+                index = next(
+                    (i for i, h in enumerate(hdul) if h.data is not None and getattr(h, "is_image", False) and h.data.ndim >= 2),
+                    None,
+                )
+                if index is None:
+                    raise InputError(f"{path.name}: FITS file has no HDU with image data")
+                chosen = hdul[index]
+            data = np.asarray(chosen.data)
+            header = {k: v for k, v in chosen.header.items() if k and isinstance(v, (int, float, str, bool))}
+    except InputError:
+        raise
+    except (OSError, gzip.BadGzipFile, ValueError, TypeError) as err:
+        raise InputError(f"{path.name}: not a readable FITS file ({err})") from err
+    # FITS data are big-endian; napari/torch want native byte order
+    if data.dtype.byteorder not in ("=", "|"):
+        data = data.astype(data.dtype.newbyteorder("="))
+    header["HDU_INDEX"] = index
+    return ImageData(data, "fits", header)
+
+
+def _read_zarr(path: Path) -> ImageData:
+    import dask.array as da
+    import zarr
+
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as err:
+        raise InputError(f"{path.name}: not a readable Zarr store ({err})") from err
+    attrs = dict(node.attrs) if hasattr(node, "attrs") else {}
+    if isinstance(node, zarr.Array):
+        arr = node
+    else:
+        # OME-Zarr: first multiscale level; plain group: first array
+        arr = None
+        multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+        if multiscales:
+            arr = node[multiscales[0]["datasets"][0]["path"]]
+        else:
+            names = sorted(name for name, _ in node.arrays())
+            if names:
+                arr = node[names[0]]
+        if arr is None:
+            raise InputError(f"{path.name}: Zarr group holds no array")
+    data = da.from_zarr(arr)
+    # squeeze leading singleton axes (OME-Zarr is often T,C,Z,Y,X with size-1 axes)
+    while data.ndim > 2 and data.shape[0] == 1:
+        data = data[0]
+    return ImageData(data, "zarr", attrs)
+
+
+def write_tiff(path: str | os.PathLike, data: np.ndarray, overwrite: bool = False, **kwargs: Any) -> Path:
+    """Write ``data`` (any shape, e.g. (Y, X) or (T, Y, X)) to a TIFF file atomically.
+
+    Refuses to replace an existing file unless ``overwrite`` is true. Large
+    arrays (> 2 GB) are written as BigTIFF; ``kwargs`` go to ``tifffile.imwrite``.
+    """
+    import tifffile
+
+    target = Path(path)
+    if target.exists() and not overwrite:
+        raise InputError(f"{target}: exists already (choose another name or allow overwriting)")
+    arr = np.asarray(data)
+    kwargs.setdefault("bigtiff", arr.nbytes > 2**31 - 2**25)
+    kwargs.setdefault("compression", "zlib" if arr.dtype.kind in "iub" else None)
+    with atomic_path(target) as tmp:
+        tifffile.imwrite(tmp, arr, **kwargs)
+    return target
+
+
+def write_fits(path: str | os.PathLike, data: np.ndarray, header: dict | None = None, overwrite: bool = False) -> Path:
+    """Write a 2-D or 3-D array to a FITS file (primary HDU) atomically, with optional header cards."""
+    from astropy.io import fits
+
+    target = Path(path)
+    if target.exists() and not overwrite:
+        raise InputError(f"{target}: exists already (choose another name or allow overwriting)")
+    hdu = fits.PrimaryHDU(np.asarray(data))
+    for key, value in (header or {}).items():
+        hdu.header[str(key)[:8].upper()] = value
+    with atomic_path(target) as tmp:
+        hdu.writeto(tmp, overwrite=True)
+    return target
+
+
+def write_zarr(path: str | os.PathLike, data: Any, chunks: tuple[int, ...] | None = None, overwrite: bool = False) -> Path:
+    """Write a numpy or dask array to a Zarr array folder.
+
+    Written to a temporary sibling folder first, then renamed, so an
+    interrupted write never leaves a half-written store at ``path``.
+    """
+    import shutil
+    import tempfile
+
+    import dask.array as da
+
+    target = Path(path)
+    if target.exists() and not overwrite:
+        raise InputError(f"{target}: exists already (choose another name or allow overwriting)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        arr = data if isinstance(data, da.Array) else da.from_array(np.asarray(data), chunks=chunks or "auto")
+        if chunks:
+            arr = arr.rechunk(chunks)
+        da.to_zarr(arr, str(tmp / "store"), overwrite=True)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp / "store", target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def check_image_array(image: Any, name: str = "image", ndims: tuple[int, ...] = (2, 3)) -> None:
+    """Raise InputError for arrays that cannot be processed as images.
+
+    Checks dimensionality, empty axes, NaN/inf (numpy inputs only) and all-constant images.
+    """
+    shape = tuple(getattr(image, "shape", ()))
+    if len(shape) not in ndims:
+        raise InputError(f"{name}: expected a {' or '.join(f'{d}-D' for d in ndims)} array, got shape {shape}")
+    if 0 in shape:
+        raise InputError(f"{name}: empty array of shape {shape}")
+    if isinstance(image, np.ndarray):
+        if image.dtype.kind == "f" and not np.isfinite(image).all():
+            raise InputError(f"{name}: contains NaN or infinite values")
+        if image.size and image.min() == image.max():
+            raise InputError(f"{name}: all pixels have the same value ({image.flat[0]}); nothing to see")

@@ -1,0 +1,177 @@
+"""The model file: one ``torch.save`` file holding weights and a JSON-able config.
+
+Layout of the saved dict (plain types and tensors only, so that
+``torch.load(..., weights_only=True)`` reads it and no class is unpickled)::
+
+    {
+      "format": "napari-microseg-model",
+      "format_version": 1,
+      "config_json": "<JSON text of the config dict>",
+      "state_dict": {name: tensor, ...},
+      # training checkpoints (``<model>.last.pt``) add:
+      "optimizer_state": {...}, "scheduler_state": {...}, "trainer_state_json": "...",
+    }
+
+The config dict (see :func:`save_model`) holds at least::
+
+    {"model": {"architecture": "unet", "in_channels": 1, "n_classes": 1, ...},
+     "output_mode": "binary" | "three_class" | "multiclass",
+     "class_names": [...],
+     "normalization": {"kind": "percentile", "p_low": 1.0, "p_high": 99.8},
+     "patch_size": [256, 256],
+     "training": {... data description, epochs, seed, device, metrics, history, versions ...}}
+
+Loading needs nothing but this file (no widget state).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from .atomic import atomic_path
+
+__all__ = ["MODEL_FORMAT", "LoadedModel", "save_model", "load_model", "read_model_file", "model_payload"]
+
+MODEL_FORMAT = "napari-microseg-model"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class LoadedModel:
+    """A network in eval mode plus the config it was saved with.
+
+    Attributes
+    ----------
+    model : ``torch.nn.Module`` in eval mode on ``device``.
+    config : the JSON-able config dict stored in the file.
+    device : torch device string the model lives on.
+    path : file the model was read from (None when built in memory).
+    """
+
+    model: Any
+    config: dict
+    device: str = "cpu"
+    path: str | None = None
+    extra: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def output_mode(self) -> str:
+        return self.config.get("output_mode", "binary")
+
+    @property
+    def normalization(self) -> dict:
+        from ..training.normalize import make_normalization_spec
+
+        return make_normalization_spec(self.config.get("normalization"))
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.config.get("class_names") or [])
+
+    @property
+    def patch_size(self) -> tuple[int, int] | None:
+        p = self.config.get("patch_size")
+        return tuple(int(v) for v in p) if p else None
+
+
+def _jsonable(config: dict) -> str:
+    try:
+        return json.dumps(config, allow_nan=True)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"model config is not JSON-serialisable: {err}") from err
+
+
+def model_payload(model: Any, config: dict) -> dict:
+    """Return the dict written by :func:`save_model` (weights copied to CPU)."""
+    if "model" not in config:
+        raise ValueError("model config needs a 'model' entry (architecture and its parameters)")
+    state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+    return {
+        "format": MODEL_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config_json": _jsonable(config),
+        "state_dict": state,
+    }
+
+
+def save_model(path: str | os.PathLike, model: Any, config: dict, extra: dict | None = None) -> Path:
+    """Write ``model``'s weights and ``config`` to ``path`` atomically.
+
+    Parameters
+    ----------
+    path : target file (``.pt`` by convention). Replaced only once the new file is complete.
+    model : ``torch.nn.Module``.
+    config : JSON-able dict with at least ``"model"`` (a model config for
+        :func:`napari_microseg.models.build_model`); see the module docstring.
+    extra : further plain entries (dicts of tensors / numbers / strings), e.g. optimiser
+        state for training checkpoints.
+    """
+    import torch
+
+    payload = model_payload(model, config)
+    if extra:
+        payload.update(extra)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    with atomic_path(path, suffix=".tmp") as tmp:
+        tmp.write_bytes(buffer.getvalue())
+    return Path(path)
+
+
+def read_model_file(path: str | os.PathLike, map_location: str = "cpu") -> dict:
+    """Read and check a model file; return the raw payload with ``config`` decoded.
+
+    Raises
+    ------
+    InputError
+        When the file is missing, unreadable or not a napari-microseg model file.
+    """
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"model file not found: {p}")
+    try:
+        payload = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any failure means "not a model file"
+        raise InputError(f"{p.name} is not a napari-microseg model file ({type(err).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        raise InputError(f"{p.name} is not a napari-microseg model file (no '{MODEL_FORMAT}' marker)")
+    if int(payload.get("format_version", 0)) > FORMAT_VERSION:
+        raise InputError(f"{p.name} was written by a newer napari-microseg (format {payload['format_version']}); update the plugin")
+    try:
+        payload["config"] = json.loads(payload["config_json"])
+    except (KeyError, TypeError, ValueError):
+        raise InputError(f"{p.name}: model config is missing or damaged") from None
+    if "state_dict" not in payload or "model" not in payload["config"]:
+        raise InputError(f"{p.name}: model file lacks weights or the model description")
+    return payload
+
+
+def load_model(path: str | os.PathLike, device: str = "cpu") -> LoadedModel:
+    """Load a model file; return the network in eval mode on ``device`` and its config.
+
+    Parameters
+    ----------
+    path : a file written by :func:`save_model` (a best model or a ``.last.pt`` checkpoint).
+    device : ``"cpu"``, ``"cuda"``, ``"mps"`` or ``"auto"``.
+    """
+    from ..device import resolve_device
+    from ..models import build_model
+
+    device = resolve_device(device)
+    payload = read_model_file(path)
+    config = payload["config"]
+    try:
+        model = build_model(config["model"])
+        model.load_state_dict(payload["state_dict"])
+    except (ValueError, RuntimeError, TypeError) as err:
+        raise InputError(f"{Path(path).name}: weights do not fit the stored architecture ({str(err).splitlines()[0]})") from None
+    model.to(device).eval()
+    return LoadedModel(model=model, config=config, device=device, path=str(path))

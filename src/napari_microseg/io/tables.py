@@ -1,0 +1,85 @@
+"""CSV tables (comma-separated, one header row, UTF-8), written atomically.
+
+Contracts (DESIGN.md): ``tracks.csv`` starts with
+``track_id,t,y,x,parent_track_id,root_track_id,generation,label``;
+``counts.csv`` starts with ``t,count``; ``objects.csv`` with ``t,label,y,x,area``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from .atomic import atomic_path
+
+TRACKS_COLUMNS = ["track_id", "t", "y", "x", "parent_track_id", "root_track_id", "generation", "label"]
+
+
+def write_csv(path: str | os.PathLike, table: pd.DataFrame, overwrite: bool = True, leading: list[str] | None = None) -> Path:
+    """Write ``table`` to ``path`` as UTF-8 CSV atomically.
+
+    ``leading`` columns (those present) are moved to the front in that order.
+    With ``overwrite=False`` an existing file raises InputError.
+    """
+    target = Path(path)
+    if target.exists() and not overwrite:
+        raise InputError(f"{target}: exists already (choose another name or allow overwriting)")
+    if leading:
+        first = [c for c in leading if c in table.columns]
+        table = table[first + [c for c in table.columns if c not in first]]
+    with atomic_path(target, suffix=".csv") as tmp:
+        table.to_csv(tmp, index=False, encoding="utf-8", lineterminator="\n")
+    return target
+
+
+def tracks_table_from_layer(data: np.ndarray, graph: dict | None = None, features: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Build a ``tracks.csv`` table from napari Tracks layer data.
+
+    Parameters
+    ----------
+    data : (N, 4) array of ``track_id, t, y, x`` (or (N, 5) ``track_id, t, z, y, x``).
+    graph : ``{child_track_id: [parent_track_id, ...]}`` for divisions (first parent used).
+    features : optional per-row table (same N rows); a ``label`` column is used when present,
+        other columns are appended as measurements.
+
+    Returns
+    -------
+    DataFrame with columns ``track_id,t,[z,]y,x,parent_track_id,root_track_id,generation,label, ...``;
+    ``parent_track_id`` is 0 for roots, ``root_track_id`` the first ancestor, ``generation`` 0 for roots.
+    """
+    arr = np.asarray(data, dtype=float)
+    if arr.ndim != 2 or arr.shape[1] not in (4, 5):
+        raise InputError(f"tracks data must be (N, 4) or (N, 5), got shape {arr.shape}")
+    spatial = ["z", "y", "x"] if arr.shape[1] == 5 else ["y", "x"]
+    table = pd.DataFrame(arr, columns=["track_id", "t", *spatial])
+    table["track_id"] = table["track_id"].astype(np.int64)
+    table["t"] = table["t"].astype(np.int64)
+    parent_of = {int(child): int(np.atleast_1d(parents)[0]) for child, parents in (graph or {}).items() if len(np.atleast_1d(parents))}
+
+    def root_and_generation(track_id: int) -> tuple[int, int]:
+        gen, node, seen = 0, track_id, set()
+        while node in parent_of and node not in seen:
+            seen.add(node)
+            node = parent_of[node]
+            gen += 1
+        return node, gen
+
+    ids = table["track_id"].to_numpy()
+    info = {int(i): root_and_generation(int(i)) for i in np.unique(ids)}
+    table["parent_track_id"] = [parent_of.get(int(i), 0) for i in ids]
+    table["root_track_id"] = [info[int(i)][0] for i in ids]
+    table["generation"] = [info[int(i)][1] for i in ids]
+    if features is not None and len(features) == len(table):
+        feats = features.reset_index(drop=True)
+        table["label"] = feats["label"].to_numpy() if "label" in feats else table["track_id"]
+        for col in feats.columns:
+            if col not in table.columns:
+                table[col] = feats[col].to_numpy()
+    else:
+        table["label"] = table["track_id"]
+    first = ["track_id", "t", *spatial, "parent_track_id", "root_track_id", "generation", "label"]
+    return table[first + [c for c in table.columns if c not in first]].sort_values(["track_id", "t"], kind="stable").reset_index(drop=True)

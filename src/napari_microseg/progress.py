@@ -1,0 +1,70 @@
+"""Progress reporting shared by long-running generators, the CLI and widgets.
+
+Long work is written as a generator that yields :class:`Progress` (or richer
+event objects with the same ``done``/``total``/``message`` fields). The CLI
+drives it with :func:`run_with_text_progress`; widgets drive it in a
+``napari.qt.threading.thread_worker`` and update a progress bar from ``yielded``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Generator, Iterable, TextIO
+
+
+@dataclass
+class Progress:
+    """One progress step: ``done`` of ``total`` units, with a short message."""
+
+    done: int
+    total: int
+    message: str = ""
+
+
+def text_bar(done: int, total: int, width: int = 30) -> str:
+    frac = 0.0 if total <= 0 else min(1.0, done / total)
+    filled = int(round(frac * width))
+    return "[" + "#" * filled + "-" * (width - filled) + f"] {done}/{total}"
+
+
+def run_with_text_progress(gen: Generator[Any, None, Any], stream: TextIO | None = None, label: str = "") -> Any:
+    """Drive a progress generator, printing a one-line bar with ETA; return its return value."""
+    stream = stream or sys.stderr
+    start = time.perf_counter()
+    interactive = hasattr(stream, "isatty") and stream.isatty()
+    last_print = 0.0
+    result = None
+    try:
+        while True:
+            event = next(gen)
+            done = getattr(event, "done", None)
+            total = getattr(event, "total", None)
+            if done is None or total is None:
+                continue
+            now = time.perf_counter()
+            elapsed = now - start
+            eta = elapsed / done * (total - done) if done else float("nan")
+            msg = getattr(event, "message", "")
+            line = f"{label} {text_bar(done, total)} {elapsed:6.1f}s eta {eta:6.1f}s {msg}"
+            if interactive:
+                stream.write("\r" + line[:150].ljust(150))
+                stream.flush()
+            elif now - last_print > 2.0 or done == total:
+                stream.write(line + "\n")
+                last_print = now
+    except StopIteration as stop:
+        result = stop.value
+    if interactive:
+        stream.write("\n")
+    return result
+
+
+def iterate_with_progress(items: Iterable[Any], total: int, message: str = "") -> Generator[Progress, None, list]:
+    """Turn an iterable into a progress generator that returns the list of items."""
+    out = []
+    for i, item in enumerate(items, 1):
+        out.append(item)
+        yield Progress(i, total, message)
+    return out

@@ -1,0 +1,123 @@
+"""Helpers shared by the simulators: random generators, smooth noise, JSON-safe params."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from ..errors import InputError
+
+
+def make_rng(seed: int | None | np.random.Generator) -> np.random.Generator:
+    """Return ``np.random.default_rng(seed)`` (a Generator passes through unchanged)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    return np.random.default_rng(seed)
+
+
+def jsonable(value: Any) -> Any:
+    """Convert numpy scalars/arrays, tuples and nested containers to plain JSON types."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def check_shape_2d(shape, name: str = "shape", minimum: int = 8) -> tuple[int, int]:
+    """Validate a (Y, X) shape and return it as a tuple of ints."""
+    try:
+        y, x = (int(v) for v in shape)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be two integers (Y, X), got {shape!r}") from None
+    if y < minimum or x < minimum:
+        raise InputError(f"{name} must be at least {minimum}x{minimum} pixels, got {y}x{x}")
+    return y, x
+
+
+def check_range(pair, name: str, low: float = -np.inf) -> tuple[float, float]:
+    """Validate an ordered (min, max) pair."""
+    try:
+        a, b = (float(v) for v in pair)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a (min, max) pair, got {pair!r}") from None
+    if not (a <= b) or a < low:
+        raise InputError(f"{name} must satisfy {low} <= min <= max, got ({a}, {b})")
+    return a, b
+
+
+def smooth_noise(shape, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian-filtered white noise with zero mean and unit standard deviation (float32)."""
+    field = ndi.gaussian_filter(rng.standard_normal(shape), sigma, mode="wrap")
+    sd = field.std()
+    return ((field - field.mean()) / (sd if sd > 0 else 1.0)).astype(np.float32)
+
+
+def _fade(t: np.ndarray) -> np.ndarray:
+    return t * t * t * (t * (t * 6 - 15) + 10)
+
+
+def perlin_noise(shape, cell_size: float, rng: np.random.Generator) -> np.ndarray:
+    """2D gradient (Perlin) noise of roughly unit amplitude, features ~``cell_size`` px.
+
+    A small numpy implementation (random unit gradients on a lattice, quintic fade);
+    returns float32 (Y, X) with values in about [-1, 1].
+    """
+    ny, nx = shape
+    gy = int(math.ceil(ny / cell_size)) + 2
+    gx = int(math.ceil(nx / cell_size)) + 2
+    angles = rng.uniform(0, 2 * np.pi, (gy, gx))
+    grad = np.stack([np.cos(angles), np.sin(angles)], axis=-1)
+    oy, ox = rng.uniform(0, 1, 2)
+    y = np.arange(ny) / cell_size + oy
+    x = np.arange(nx) / cell_size + ox
+    y0 = np.floor(y).astype(int)
+    x0 = np.floor(x).astype(int)
+    fy = (y - y0)[:, None]
+    fx = (x - x0)[None, :]
+    Y0, X0 = y0[:, None], x0[None, :]
+
+    def dot(iy, ix, dy, dx):
+        g = grad[iy, ix]
+        return g[..., 0] * dy + g[..., 1] * dx
+
+    n00 = dot(Y0, X0, fy, fx)
+    n01 = dot(Y0, X0 + 1, fy, fx - 1)
+    n10 = dot(Y0 + 1, X0, fy - 1, fx)
+    n11 = dot(Y0 + 1, X0 + 1, fy - 1, fx - 1)
+    uy, ux = _fade(fy), _fade(fx)
+    nx0 = n00 + ux * (n01 - n00)
+    nx1 = n10 + ux * (n11 - n10)
+    return (np.sqrt(2) * (nx0 + uy * (nx1 - nx0))).astype(np.float32)
+
+
+def fractal_perlin(shape, cell_size: float, rng: np.random.Generator, octaves: int = 4, persistence: float = 0.5) -> np.ndarray:
+    """Sum of ``octaves`` Perlin layers (each half the cell size, ``persistence`` x the amplitude), ~unit sd."""
+    total = np.zeros(shape, np.float32)
+    amp = 1.0
+    for k in range(octaves):
+        total += amp * perlin_noise(shape, max(cell_size / 2**k, 1.0), rng)
+        amp *= persistence
+    sd = total.std()
+    return total / (sd if sd > 0 else 1.0)
+
+
+def illumination_field(shape, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Uneven illumination: a smooth bump with a random off-centre peak, 1 at the peak, ``1-strength`` far away."""
+    ny, nx = shape
+    cy, cx = rng.uniform(0.25, 0.75, 2) * (ny, nx)
+    s = rng.uniform(0.6, 1.2) * max(ny, nx)
+    yy, xx = np.ogrid[:ny, :nx]
+    bump = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s))
+    return (1.0 - strength + strength * bump).astype(np.float32)

@@ -1,0 +1,513 @@
+"""Training data: labelled image pairs, targets per output mode, patch sampling, splits.
+
+Targets are ``int64`` arrays of shape ``(Y, X)`` holding class indices, with
+``IGNORE = -1`` for pixels that must not contribute to the loss (not annotated,
+or padding added to images smaller than the patch).
+
+Output modes and how targets are made from label images:
+
+- ``"binary"``: 1 for label > 0, 0 for background.
+- ``"three_class"``: 0 background, 1 interior, 2 boundary, from *instance* labels; the
+  boundary is the inner border of each instance (``skimage.segmentation.find_boundaries``,
+  ``mode="inner"``), which separates touching nuclei.
+- ``"multiclass"``: the label value is the class index (0 .. n_classes - 1).
+
+Partial annotation: pixels whose label equals ``ignore_value`` (default -1) are ignored.
+With ``unlabelled_is_ignored=True`` (sparse painting) label 0 means "not annotated"
+(ignored) and ``background_value`` marks painted background (class 0).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import InputError
+from .normalize import make_normalization_spec, normalize
+
+__all__ = [
+    "IGNORE",
+    "OUTPUT_MODES",
+    "LabelledImage",
+    "TrainingData",
+    "make_target",
+    "prepare_training_data",
+    "find_image_label_pairs",
+    "load_training_pairs",
+    "split_train_val",
+    "PatchSampler",
+    "tile_for_validation",
+]
+
+IGNORE = -1
+OUTPUT_MODES = ("binary", "three_class", "multiclass")
+
+
+@dataclass
+class LabelledImage:
+    """One normalised image with its target.
+
+    Attributes
+    ----------
+    image : float32 ``(C, Y, X)``, already normalised.
+    target : int64 ``(Y, X)`` class indices, ``IGNORE`` (-1) where not annotated.
+    name : where it came from (file name, ``frame 3``, ...).
+    """
+
+    image: np.ndarray
+    target: np.ndarray
+    name: str = ""
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.target.shape)  # type: ignore[return-value]
+
+    @property
+    def n_annotated(self) -> int:
+        return int(np.count_nonzero(self.target != IGNORE))
+
+
+@dataclass
+class TrainingData:
+    """A list of :class:`LabelledImage` plus how the targets were made."""
+
+    items: list[LabelledImage]
+    output_mode: str = "binary"
+    n_classes: int = 2
+    normalization: dict = field(default_factory=lambda: make_normalization_spec(None))
+    description: str = ""
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def class_frequencies(self) -> np.ndarray:
+        """Fraction of annotated pixels per class, shape ``(n_classes,)``."""
+        counts = np.zeros(self.n_classes, dtype=np.float64)
+        for it in self.items:
+            t = it.target[it.target != IGNORE]
+            counts += np.bincount(t.ravel(), minlength=self.n_classes)[: self.n_classes]
+        total = counts.sum()
+        return counts / total if total > 0 else counts
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.items[0].image.shape[0]) if self.items else 1
+
+
+def make_target(
+    labels: np.ndarray,
+    output_mode: str = "binary",
+    n_classes: int | None = None,
+    ignore_value: int | None = IGNORE,
+    unlabelled_is_ignored: bool = False,
+    background_value: int | None = None,
+    ignore_mask: np.ndarray | None = None,
+) -> np.ndarray:
+    """Turn a label image into a training target.
+
+    Parameters
+    ----------
+    labels : integer ``(Y, X)`` label image (instance labels for binary / three_class,
+        class indices for multiclass).
+    output_mode : ``"binary"``, ``"three_class"`` or ``"multiclass"``.
+    n_classes : number of classes for multiclass (values >= n_classes raise InputError).
+    ignore_value : label value meaning "not annotated" (default -1; None: no such value).
+    unlabelled_is_ignored : sparse painting: 0 means not annotated.
+    background_value : with ``unlabelled_is_ignored``, the label value of painted background.
+    ignore_mask : optional boolean ``(Y, X)``; True pixels are ignored.
+
+    Returns
+    -------
+    int64 ``(Y, X)`` target with ``IGNORE`` (-1) at ignored pixels.
+    """
+    from skimage.segmentation import find_boundaries
+
+    lab = np.asarray(labels)
+    if lab.ndim != 2:
+        raise InputError(f"labels must be 2-D (Y, X), got shape {lab.shape}")
+    if lab.dtype.kind == "f":
+        if not np.all(np.isfinite(lab)):
+            raise InputError("labels contain NaN or infinite values")
+        lab = lab.astype(np.int64)
+    elif lab.dtype.kind == "b":
+        lab = lab.astype(np.int64)
+    lab = lab.astype(np.int64, copy=True)
+    ignored = np.zeros(lab.shape, dtype=bool)
+    if ignore_value is not None:
+        ignored |= lab == ignore_value
+    if unlabelled_is_ignored:
+        ignored |= lab == 0
+        if background_value is not None:
+            lab[lab == background_value] = 0
+    elif background_value is not None:
+        lab[lab == background_value] = 0
+    if ignore_mask is not None:
+        m = np.asarray(ignore_mask, dtype=bool)
+        if m.shape != lab.shape:
+            raise InputError(f"ignore mask shape {m.shape} does not match labels {lab.shape}")
+        ignored |= m
+    lab[ignored] = 0
+    lab[lab < 0] = 0
+    if output_mode == "binary":
+        target = (lab > 0).astype(np.int64)
+    elif output_mode == "three_class":
+        target = (lab > 0).astype(np.int64)
+        boundary = find_boundaries(lab, connectivity=1, mode="inner") & (lab > 0)
+        target[boundary] = 2
+    elif output_mode == "multiclass":
+        if n_classes is None or n_classes < 2:
+            raise InputError("output mode 'multiclass' needs n_classes >= 2")
+        if lab.max(initial=0) >= n_classes:
+            raise InputError(f"labels hold class {int(lab.max())} but n_classes is {n_classes}")
+        target = lab
+    else:
+        raise InputError(f"unknown output mode {output_mode!r}: use {', '.join(OUTPUT_MODES)}")
+    target[ignored] = IGNORE
+    return target
+
+
+def _as_list(images: Any, labels: Any) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+    """Accept lists of 2-D arrays or (T, Y, X) stacks; frames without annotation get None."""
+    if isinstance(images, np.ndarray) or hasattr(images, "__array__") and not isinstance(images, (list, tuple)):
+        images = np.asarray(images)
+        if images.ndim == 2:
+            images = [images]
+        elif images.ndim == 3:
+            images = list(images)
+        else:
+            raise InputError(f"images must be (Y, X) or (T, Y, X), got shape {images.shape}")
+    if isinstance(labels, np.ndarray) or hasattr(labels, "__array__") and not isinstance(labels, (list, tuple)):
+        labels = np.asarray(labels)
+        if labels.ndim == 2:
+            labels = [labels]
+        elif labels.ndim == 3:
+            labels = list(labels)
+        else:
+            raise InputError(f"labels must be (Y, X) or (T, Y, X), got shape {labels.shape}")
+    images = [np.asarray(im) for im in images]
+    labels = [None if lb is None else np.asarray(lb) for lb in labels]
+    if len(images) != len(labels):
+        raise InputError(f"{len(images)} images but {len(labels)} label images")
+    return images, labels
+
+
+def prepare_training_data(
+    images: Any,
+    labels: Any,
+    output_mode: str = "binary",
+    n_classes: int | None = None,
+    normalization: dict | str | None = None,
+    ignore_value: int | None = IGNORE,
+    unlabelled_is_ignored: bool = False,
+    background_value: int | None = None,
+    ignore_masks: Sequence[np.ndarray | None] | None = None,
+    frames: Sequence[int] | None = None,
+    names: Sequence[str] | None = None,
+    description: str = "",
+) -> TrainingData:
+    """Normalise images and make targets; return a :class:`TrainingData`.
+
+    Parameters
+    ----------
+    images : a 2-D array, a list of 2-D arrays, or a ``(T, Y, X)`` stack.
+        ``(C, Y, X)`` multi-channel images are passed as a list of 3-D arrays.
+    labels : matching label arrays (same forms). In a stack, frames whose labels are all
+        0 / ``ignore_value`` count as not annotated and are skipped (or give ``frames``).
+    output_mode, n_classes, ignore_value, unlabelled_is_ignored, background_value :
+        see :func:`make_target`. For binary and three_class, ``n_classes`` is set to 2 / 3.
+    normalization : normalisation spec (default: percentile 1 / 99.8 per image).
+    ignore_masks : optional boolean masks per image (True = ignore).
+    frames : indices of annotated images to use (default: all with any annotation).
+    names : names per image (default ``image <i>``).
+
+    Raises
+    ------
+    InputError
+        On shape mismatch, wrong dimensionality, NaN, or when no pixel is annotated.
+    """
+    imgs, labs = _as_list(images, labels)
+    spec = make_normalization_spec(normalization)
+    if output_mode == "binary":
+        n_classes = 2
+    elif output_mode == "three_class":
+        n_classes = 3
+    elif output_mode == "multiclass":
+        if n_classes is None:
+            top = max((int(np.max(lb)) for lb in labs if lb is not None and lb.size), default=1)
+            n_classes = max(2, top + 1)
+    else:
+        raise InputError(f"unknown output mode {output_mode!r}: use {', '.join(OUTPUT_MODES)}")
+    chosen = range(len(imgs)) if frames is None else list(frames)
+    items: list[LabelledImage] = []
+    for i in chosen:
+        if i < 0 or i >= len(imgs):
+            raise InputError(f"frame {i} out of range (0..{len(imgs) - 1})")
+        im, lb = imgs[i], labs[i]
+        if lb is None:
+            continue
+        if im.ndim == 2:
+            im = im[None]
+        if im.ndim != 3:
+            raise InputError(f"image {i} must be 2-D (Y, X) or (C, Y, X), got shape {im.shape}")
+        if lb.shape != im.shape[1:]:
+            raise InputError(f"image {i} has shape {im.shape[1:]} but its labels have shape {lb.shape}")
+        mask = None if ignore_masks is None else ignore_masks[i]
+        target = make_target(lb, output_mode, n_classes, ignore_value, unlabelled_is_ignored, background_value, mask)
+        if frames is None and not np.any(target != IGNORE):
+            continue
+        if frames is None and len(imgs) > 1 and not unlabelled_is_ignored and not np.any(lb != 0) and ignore_masks is None:
+            # an all-zero frame in a stack counts as "not annotated"
+            continue
+        norm = normalize(im, spec)
+        name = names[i] if names is not None else f"image {i}"
+        items.append(LabelledImage(norm.astype(np.float32), target, name))
+    if not items:
+        raise InputError("no annotated pixels: paint or load labels for at least one image")
+    chans = {it.image.shape[0] for it in items}
+    if len(chans) > 1:
+        raise InputError(f"images have different channel counts: {sorted(chans)}")
+    if not description:
+        description = f"{len(items)} labelled image(s), {sum(it.n_annotated for it in items)} annotated pixels"
+    return TrainingData(items, output_mode, int(n_classes), spec, description)
+
+
+# ---------------------------------------------------------------- files
+_LABEL_SUFFIX = re.compile(r"([_\-.](labels?|masks?|seg|gt|annotations?))$", re.IGNORECASE)
+_IMAGE_EXT = (".tif", ".tiff", ".fits", ".fit", ".fits.gz", ".fit.gz", ".npy", ".png")
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for ext in sorted(_IMAGE_EXT, key=len, reverse=True):
+        if name.lower().endswith(ext):
+            name = name[: -len(ext)]
+            break
+    return _LABEL_SUFFIX.sub("", name)
+
+
+def _expand(spec: str | os.PathLike) -> list[Path]:
+    p = Path(spec)
+    if p.is_dir():
+        return sorted(q for q in p.iterdir() if q.is_file() and q.name.lower().endswith(_IMAGE_EXT) and not q.name.startswith("."))
+    if p.is_file():
+        return [p]
+    hits = sorted(Path(h) for h in glob.glob(str(spec)))
+    hits = [h for h in hits if h.is_file()]
+    if not hits:
+        raise InputError(f"no image files found at {spec}")
+    return hits
+
+
+def find_image_label_pairs(images: str | os.PathLike, labels: str | os.PathLike) -> list[tuple[Path, Path]]:
+    """Match image files to label files by name.
+
+    Parameters
+    ----------
+    images : a file, a folder, or a glob pattern.
+    labels : a file or a folder. Names match when equal after dropping the extension and a
+        trailing ``_label(s)`` / ``_mask(s)`` / ``_seg`` / ``_gt``.
+
+    Raises
+    ------
+    InputError
+        If nothing matches.
+    """
+    img_files = _expand(images)
+    lab_files = _expand(labels)
+    if len(img_files) == 1 and len(lab_files) == 1:
+        return [(img_files[0], lab_files[0])]
+    by_stem = {_stem(p): p for p in lab_files}
+    pairs = [(p, by_stem[_stem(p)]) for p in img_files if _stem(p) in by_stem]
+    if not pairs:
+        raise InputError(f"no label file matches any image by name ({len(img_files)} images, {len(lab_files)} label files)")
+    return pairs
+
+
+def _read(path: Path) -> np.ndarray:
+    if path.suffix.lower() == ".npy":
+        return np.load(path)
+    if path.suffix.lower() == ".png":
+        from skimage.io import imread
+
+        return np.asarray(imread(path))
+    from ..io.images import read_image
+
+    return np.asarray(read_image(path).data)
+
+
+def load_training_pairs(
+    images: str | os.PathLike, labels: str | os.PathLike, max_images: int | None = None
+) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+    """Read matched image / label files; return ``(images, labels, names)`` lists.
+
+    A ``(T, Y, X)`` file is split into frames named ``<file>[t]``. RGB(A) images
+    ``(Y, X, 3|4)`` are converted to grey (mean over colour).
+    """
+    out_i, out_l, names = [], [], []
+    for ip, lp in find_image_label_pairs(images, labels)[: max_images or None]:
+        im, lb = _read(ip), _read(lp)
+        if im.ndim == 3 and im.shape[-1] in (3, 4) and lb.ndim == 2 and im.shape[:2] == lb.shape:
+            im = im[..., :3].mean(axis=-1)
+        if im.ndim == 3 and lb.ndim == 3:
+            if im.shape != lb.shape:
+                raise InputError(f"{ip.name} has shape {im.shape} but {lp.name} has {lb.shape}")
+            for t in range(im.shape[0]):
+                out_i.append(im[t]), out_l.append(lb[t]), names.append(f"{ip.name}[{t}]")
+            continue
+        if im.shape[-2:] != lb.shape[-2:] or lb.ndim != 2:
+            raise InputError(f"{ip.name} has shape {im.shape} but {lp.name} has {lb.shape}")
+        out_i.append(im), out_l.append(lb), names.append(ip.name)
+    return out_i, out_l, names
+
+
+# ---------------------------------------------------------------- split
+def split_train_val(
+    data: TrainingData, val_fraction: float = 0.2, seed: int = 0, min_val_size: int = 32
+) -> tuple[TrainingData, TrainingData | None]:
+    """Split into training and validation data.
+
+    With two or more images the split is by image (at least one image each side).
+    With one image a strip of ``val_fraction`` of the longer axis (at its end) is held out,
+    so no validation pixel is seen in training. ``val_fraction=0`` returns ``(data, None)``.
+    """
+    if val_fraction <= 0:
+        return data, None
+    if not 0 < val_fraction < 1:
+        raise InputError(f"val_fraction must be in [0, 1), got {val_fraction}")
+
+    def like(items: list[LabelledImage]) -> TrainingData:
+        return TrainingData(items, data.output_mode, data.n_classes, data.normalization, data.description)
+
+    if len(data.items) >= 2:
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(data.items))
+        n_val = min(len(order) - 1, max(1, int(round(val_fraction * len(order)))))
+        val_idx = set(order[:n_val].tolist())
+        train = [it for i, it in enumerate(data.items) if i not in val_idx]
+        val = [it for i, it in enumerate(data.items) if i in val_idx]
+        return like(train), like(val)
+    it = data.items[0]
+    h, w = it.shape
+    axis = 1 if w >= h else 0
+    size = (w, h)[axis == 0]
+    n_val = max(min_val_size, int(round(val_fraction * size)))
+    if size - n_val < min_val_size:
+        raise InputError(f"image too small ({h}x{w}) to hold out a validation strip; use val_fraction=0 or give validation data")
+    cut = size - n_val
+    sl_train = (slice(None), slice(None, cut)) if axis == 1 else (slice(None, cut), slice(None))
+    sl_val = (slice(None), slice(cut, None)) if axis == 1 else (slice(cut, None), slice(None))
+    train_item = LabelledImage(it.image[(slice(None),) + sl_train], it.target[sl_train], it.name + " (train part)")
+    val_item = LabelledImage(it.image[(slice(None),) + sl_val], it.target[sl_val], it.name + " (validation strip)")
+    if val_item.n_annotated == 0:
+        raise InputError("the held-out validation strip has no annotated pixels; annotate more or give validation data")
+    return like([train_item]), like([val_item])
+
+
+# ---------------------------------------------------------------- patches
+def _pad_to(image: np.ndarray, target: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Reflect-pad an image (C, Y, X) and IGNORE-pad its target up to at least ``size``."""
+    h, w = target.shape
+    ph, pw = max(0, size[0] - h), max(0, size[1] - w)
+    if not (ph or pw):
+        return image, target
+    pad = ((0, ph), (0, pw))
+    mode = "reflect" if h > 1 and w > 1 else "edge"
+    image = np.pad(image, ((0, 0),) + pad, mode=mode)
+    target = np.pad(target, pad, mode="constant", constant_values=IGNORE)
+    return image, target
+
+
+class PatchSampler:
+    """Random square patches from a :class:`TrainingData`, favouring foreground.
+
+    Parameters
+    ----------
+    data : training data.
+    patch_size : patch side in pixels (int) or ``(h, w)``.
+    foreground_bias : probability that a patch is centred on a random foreground
+        (class > 0) pixel; otherwise its position is uniform. Images are chosen with
+        probability proportional to their annotated pixel count.
+    seed : seed of the default random generator.
+
+    Images smaller than the patch are reflect-padded; the padding is IGNORE in the target.
+    """
+
+    def __init__(self, data: TrainingData, patch_size: int | tuple[int, int] = 256, foreground_bias: float = 0.7, seed: int = 0):
+        self.patch = (patch_size, patch_size) if np.isscalar(patch_size) else tuple(int(v) for v in patch_size)
+        self.foreground_bias = float(foreground_bias)
+        self.rng = np.random.default_rng(seed)
+        self.images: list[np.ndarray] = []
+        self.targets: list[np.ndarray] = []
+        self.fg_coords: list[np.ndarray] = []
+        weights = []
+        for it in data.items:
+            im, tg = _pad_to(it.image, it.target, self.patch)
+            self.images.append(np.ascontiguousarray(im, dtype=np.float32))
+            self.targets.append(np.ascontiguousarray(tg, dtype=np.int64))
+            fg = np.argwhere(tg > 0)
+            if len(fg) > 20000:  # keep memory small; a subsample is as good for centring
+                fg = fg[np.random.default_rng(len(fg)).choice(len(fg), 20000, replace=False)]
+            self.fg_coords.append(fg.astype(np.int32))
+            weights.append(max(1, it.n_annotated))
+        w = np.asarray(weights, dtype=np.float64)
+        self.image_p = w / w.sum()
+        self.in_channels = self.images[0].shape[0]
+
+    def sample(self, batch_size: int, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(images float32 (B, C, h, w), targets int64 (B, h, w))``."""
+        rng = rng or self.rng
+        ph, pw = self.patch
+        xb = np.empty((batch_size, self.in_channels, ph, pw), dtype=np.float32)
+        yb = np.empty((batch_size, ph, pw), dtype=np.int64)
+        for b in range(batch_size):
+            k = int(rng.choice(len(self.images), p=self.image_p))
+            im, tg, fg = self.images[k], self.targets[k], self.fg_coords[k]
+            h, w = tg.shape
+            if len(fg) and rng.random() < self.foreground_bias:
+                cy, cx = fg[rng.integers(len(fg))]
+                y0 = int(np.clip(cy - ph // 2 + rng.integers(-ph // 4, ph // 4 + 1), 0, h - ph))
+                x0 = int(np.clip(cx - pw // 2 + rng.integers(-pw // 4, pw // 4 + 1), 0, w - pw))
+            else:
+                y0 = int(rng.integers(0, h - ph + 1))
+                x0 = int(rng.integers(0, w - pw + 1))
+            xb[b] = im[:, y0 : y0 + ph, x0 : x0 + pw]
+            yb[b] = tg[y0 : y0 + ph, x0 : x0 + pw]
+        return xb, yb
+
+
+def tile_for_validation(
+    data: TrainingData, patch_size: int | tuple[int, int] = 256, max_tiles: int = 64, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cut validation images into non-overlapping tiles (a fixed, repeatable set).
+
+    Returns ``(images float32 (N, C, h, w), targets int64 (N, h, w))``; tiles without any
+    annotated pixel are dropped and at most ``max_tiles`` are kept (seeded choice).
+    """
+    ph, pw = (patch_size, patch_size) if np.isscalar(patch_size) else tuple(int(v) for v in patch_size)
+    xs, ys = [], []
+    for it in data.items:
+        im, tg = _pad_to(it.image, it.target, (ph, pw))
+        h, w = tg.shape
+        # pad up to whole tiles (ignored)
+        H, W = -(-h // ph) * ph, -(-w // pw) * pw
+        if (H, W) != (h, w):
+            im = np.pad(im, ((0, 0), (0, H - h), (0, W - w)), mode="reflect" if min(h, w) > max(H - h, W - w) else "edge")
+            tg = np.pad(tg, ((0, H - h), (0, W - w)), constant_values=IGNORE)
+        for y0 in range(0, H, ph):
+            for x0 in range(0, W, pw):
+                t = tg[y0 : y0 + ph, x0 : x0 + pw]
+                if np.any(t != IGNORE):
+                    xs.append(im[:, y0 : y0 + ph, x0 : x0 + pw])
+                    ys.append(t)
+    if not xs:
+        raise InputError("validation data hold no annotated pixels")
+    if len(xs) > max_tiles:
+        keep = np.sort(np.random.default_rng(seed).choice(len(xs), max_tiles, replace=False))
+        xs, ys = [xs[i] for i in keep], [ys[i] for i in keep]
+    return np.stack(xs).astype(np.float32), np.stack(ys).astype(np.int64)

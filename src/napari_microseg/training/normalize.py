@@ -1,0 +1,99 @@
+"""Intensity normalisation that is stored with a model and reapplied at inference.
+
+A *normalisation spec* is a JSON-able dict with a ``kind`` and its parameters:
+
+- ``{"kind": "percentile", "p_low": 1.0, "p_high": 99.8}`` (default for microscopy):
+  per image, map the ``p_low`` / ``p_high`` percentiles to 0 / 1.
+- ``{"kind": "minmax"}``: per image, map min / max to 0 / 1.
+- ``{"kind": "fixed", "offset": 8800.0, "scale": 1000.0}``: ``(x - offset) / scale``, the
+  same for every image (raw ADC for CCD frames: train and predict on one scale).
+- ``{"kind": "none"}``: cast to float32 only.
+
+Mismatched intensity scales between training and use are the commonest silent
+failure, so the spec goes into the model file and :func:`normalize` is applied
+again by the inference code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+
+__all__ = ["DEFAULT_NORMALIZATION", "make_normalization_spec", "normalize", "KINDS"]
+
+KINDS = ("percentile", "minmax", "fixed", "none")
+
+DEFAULT_NORMALIZATION: dict[str, Any] = {"kind": "percentile", "p_low": 1.0, "p_high": 99.8}
+
+_DEFAULTS = {
+    "percentile": {"p_low": 1.0, "p_high": 99.8},
+    "minmax": {},
+    "fixed": {"offset": 0.0, "scale": 1.0},
+    "none": {},
+}
+
+
+def make_normalization_spec(spec: dict[str, Any] | str | None = None, **params: Any) -> dict[str, Any]:
+    """Return a complete, validated spec (kind + all parameters with defaults filled in).
+
+    Parameters
+    ----------
+    spec : a spec dict, a kind name (``"percentile"``, ``"minmax"``, ``"fixed"``, ``"none"``),
+        or None for the default (percentile 1 / 99.8).
+    **params : parameters overriding those in ``spec`` (e.g. ``offset=8800, scale=1000``).
+    """
+    if spec is None:
+        spec = dict(DEFAULT_NORMALIZATION)
+    elif isinstance(spec, str):
+        spec = {"kind": spec}
+    else:
+        spec = dict(spec)
+    spec.update(params)
+    kind = str(spec.get("kind", "percentile")).lower()
+    if kind not in _DEFAULTS:
+        raise InputError(f"unknown normalisation kind {kind!r}: use one of {', '.join(KINDS)}")
+    out: dict[str, Any] = {"kind": kind}
+    for key, default in _DEFAULTS[kind].items():
+        out[key] = float(spec.get(key, default))
+    if kind == "percentile" and not (0.0 <= out["p_low"] < out["p_high"] <= 100.0):
+        raise InputError(f"percentile normalisation needs 0 <= p_low < p_high <= 100, got {out['p_low']}, {out['p_high']}")
+    if kind == "fixed" and out["scale"] == 0:
+        raise InputError("fixed normalisation needs a non-zero scale")
+    return out
+
+
+def normalize(image: np.ndarray, spec: dict[str, Any] | str | None = None, eps: float = 1e-6) -> np.ndarray:
+    """Normalise an image according to ``spec``; return float32 of the same shape.
+
+    Parameters
+    ----------
+    image : array of any real dtype; ``(Y, X)`` or ``(C, Y, X)`` (per-image statistics
+        are taken over the whole array).
+    spec : normalisation spec (see module docstring).
+    eps : guard against division by zero for flat images (a flat image maps to 0).
+
+    Raises
+    ------
+    InputError
+        If the image holds NaN or infinite values.
+    """
+    spec = make_normalization_spec(spec)
+    x = np.asarray(image)
+    if x.dtype == bool:
+        x = x.astype(np.float32)
+    x = x.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(x)):
+        raise InputError("image contains NaN or infinite values")
+    kind = spec["kind"]
+    if kind == "none":
+        return x.copy() if x is image else x
+    if kind == "fixed":
+        return ((x - spec["offset"]) / spec["scale"]).astype(np.float32)
+    if kind == "minmax":
+        lo, hi = float(x.min()), float(x.max())
+    else:  # percentile
+        lo, hi = (float(v) for v in np.percentile(x, [spec["p_low"], spec["p_high"]]))
+    return ((x - lo) / max(hi - lo, eps)).astype(np.float32)

@@ -1,0 +1,173 @@
+"""Shared dock-widget machinery: a worker runner with progress bar, Stop button and error line.
+
+Long work is a generator (from the Qt-free core) that yields progress events;
+:meth:`MicrosegDock.start` runs it in ``napari.qt.threading.thread_worker``,
+updates the progress bar from each yielded event on the GUI thread, and hands the
+generator's return value to a callback on the GUI thread (the only place that
+touches layers). Stop calls ``worker.quit()``, which acts at the next yield.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from typing import Any, Callable, Generator
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+
+from ..errors import MicrosegError
+
+
+class MicrosegDock(QWidget):
+    """Base for the plugin's dock widgets.
+
+    Subclasses put their controls into ``self.body`` (a QVBoxLayout) and call
+    :meth:`start` with a generator factory. Progress, Stop and errors are shared.
+    """
+
+    title = ""
+    description = ""
+
+    def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.worker = None
+        self._started_at = 0.0
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        header = QLabel(f"<b>{self.title}</b><br>{self.description}")
+        header.setWordWrap(True)
+        header.setTextFormat(Qt.RichText)
+        layout.addWidget(header)
+        self.body = QVBoxLayout()
+        layout.addLayout(self.body)
+        row = QHBoxLayout()
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("idle")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setEnabled(False)
+        self.stop_button.clicked.connect(self.stop)
+        row.addWidget(self.progress, 1)
+        row.addWidget(self.stop_button)
+        layout.addLayout(row)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+    # -- messages ---------------------------------------------------------
+    def show_message(self, text: str) -> None:
+        self.status.setStyleSheet("")
+        self.status.setText(text)
+
+    def show_error(self, text: str) -> None:
+        """Show a one-line error in the dock (red) instead of a traceback dialog."""
+        self.status.setStyleSheet("color: #ff6b6b;")
+        self.status.setText(text)
+
+    # -- work -------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        return self.worker is not None
+
+    def start(
+        self,
+        make_generator: Callable[[], Generator[Any, None, Any]],
+        on_done: Callable[[Any], None],
+        on_event: Callable[[Any], None] | None = None,
+        label: str = "working",
+    ) -> Any:
+        """Run ``make_generator()`` in a worker thread; return the worker.
+
+        ``on_event`` receives every yielded event on the GUI thread; ``on_done``
+        receives the generator's return value on the GUI thread (not called
+        when the run was stopped or failed).
+        """
+        from napari.qt.threading import thread_worker
+
+        if self.busy:
+            self.show_error("Already running: press Stop first.")
+            return None
+
+        @thread_worker
+        def run() -> Generator[Any, None, Any]:
+            return (yield from make_generator())
+
+        worker = run()
+        self.worker = worker
+        self._started_at = time.perf_counter()
+        self.progress.setRange(0, 0)  # busy indicator until the first event
+        self.progress.setFormat(label)
+        self.stop_button.setEnabled(True)
+        self.show_message(f"{label} ...")
+
+        def yielded(event: Any) -> None:
+            done, total = getattr(event, "done", None), getattr(event, "total", None)
+            if done is not None and total:
+                self.progress.setRange(0, int(total))
+                self.progress.setValue(int(done))
+                elapsed = time.perf_counter() - self._started_at
+                eta = elapsed / done * (total - done) if done else 0.0
+                self.progress.setFormat(f"{label} %v/%m  eta {eta:.0f}s")
+            msg = getattr(event, "message", "")
+            if msg:
+                self.show_message(msg)
+            if on_event is not None:
+                on_event(event)
+
+        def returned(value: Any) -> None:
+            try:
+                on_done(value)
+            except MicrosegError as err:
+                self.show_error(str(err))
+            except Exception as err:  # noqa: BLE001 - never a traceback dialog
+                traceback.print_exc()
+                self.show_error(f"{type(err).__name__}: {err}")
+
+        def errored(err: Exception) -> None:
+            if isinstance(err, MicrosegError):
+                self.show_error(str(err))
+            else:
+                traceback.print_exception(err)
+                self.show_error(f"{type(err).__name__}: {err}")
+
+        def finished() -> None:
+            self.worker = None
+            self.stop_button.setEnabled(False)
+            self.progress.setRange(0, 1)
+            self.progress.setValue(1 if self.progress.format() != "stopped" else 0)
+            self.progress.setFormat("done" if self.progress.format() != "stopped" else "stopped")
+
+        worker.yielded.connect(yielded)
+        worker.returned.connect(returned)
+        worker.errored.connect(errored)
+        worker.finished.connect(finished)
+        worker.start()
+        return worker
+
+    def stop(self) -> None:
+        """Ask the running worker to stop at its next yield."""
+        if self.worker is not None:
+            self.progress.setFormat("stopped")
+            self.show_message("Stopping at the next step ...")
+            self.worker.quit()
+
+
+def layer_names(viewer: Any, kind: str) -> list[str]:
+    """Names of the viewer's layers of a kind ("Image", "Labels", "Tracks", ...)."""
+    return [layer.name for layer in viewer.layers if type(layer).__name__ == kind]
+
+
+def unique_layer_name(viewer: Any, base: str) -> str:
+    """A layer name not yet used in the viewer (results never replace user layers)."""
+    names = {layer.name for layer in viewer.layers}
+    if base not in names:
+        return base
+    i = 2
+    while f"{base} [{i}]" in names:
+        i += 1
+    return f"{base} [{i}]"

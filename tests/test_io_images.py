@@ -1,0 +1,120 @@
+"""Readers/writers round-trip with real files, and reject bad files with clear messages."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+
+import numpy as np
+import pytest
+import tifffile
+from astropy.io import fits
+
+from napari_microseg.errors import InputError
+from napari_microseg.io.images import read_image, write_fits, write_tiff, write_zarr
+
+
+def test_tiff_round_trip_real_dsb(shared_data, tmp_path):
+    src = sorted((shared_data / "dsb2018" / "images").glob("*.tif"))[0]
+    original = tifffile.imread(src)
+    image = read_image(src)
+    assert image.kind == "tiff"
+    np.testing.assert_array_equal(image.data, original)
+    out = write_tiff(tmp_path / "copy.tif", image.data)
+    np.testing.assert_array_equal(read_image(out).data, original)
+
+
+def test_tiff_timelapse_multipage(tmp_path):
+    stack = (np.arange(5 * 32 * 40) % 251).astype(np.uint8).reshape(5, 32, 40)
+    out = write_tiff(tmp_path / "movie.tif", stack)
+    back = read_image(out).data
+    assert back.shape == (5, 32, 40)
+    np.testing.assert_array_equal(back, stack)
+
+
+def test_write_refuses_to_overwrite(tmp_path):
+    target = tmp_path / "a.tif"
+    write_tiff(target, np.ones((4, 4), np.uint8))
+    with pytest.raises(InputError, match="exists already"):
+        write_tiff(target, np.zeros((4, 4), np.uint8))
+    assert read_image(target).data.max() == 1  # untouched
+
+
+def test_fits_real_gz_and_round_trip(shared_data, tmp_path):
+    src = shared_data / "ccd_fe55" / "ESIS1_00002.fit.gz"
+    image = read_image(src)
+    assert image.kind == "fits"
+    assert image.data.shape == (1040, 2152)
+    assert image.data.dtype == np.uint16  # BZERO-scaled int16 read as unsigned ADC
+    assert image.metadata["CAM_ID"].strip() == "ESIS1"
+    crop = image.data[:64, :80]
+    out = write_fits(tmp_path / "crop.fits", crop, header={"origin": "test"})
+    back = read_image(out)
+    np.testing.assert_array_equal(back.data, crop)
+    assert back.metadata["ORIGIN"] == "test"
+    # the same file gzip-compressed by us also reads
+    gz = tmp_path / "crop.fits.gz"
+    with open(out, "rb") as f_in, gzip.open(gz, "wb") as f_out:
+        shutil.copyfileobj(f_in, f_out)
+    np.testing.assert_array_equal(read_image(gz).data, crop)
+
+
+def test_fits_picks_first_hdu_with_image(tmp_path):
+    data = np.arange(12, dtype=np.float32).reshape(3, 4)
+    hdul = fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(data)])
+    path = tmp_path / "ext.fits"
+    hdul.writeto(path)
+    np.testing.assert_array_equal(read_image(path).data, data)
+    with pytest.raises(InputError, match="no image data"):
+        read_image(path, hdu=0)
+
+
+def test_zarr_round_trip_lazy(shared_data, tmp_path):
+    import dask.array as da
+
+    src = sorted((shared_data / "dsb2018" / "labels").glob("*.tif"))[1]
+    labels = tifffile.imread(src)
+    out = write_zarr(tmp_path / "labels.zarr", labels, chunks=(64, 64))
+    image = read_image(out)
+    assert image.kind == "zarr"
+    assert isinstance(image.data, da.Array)
+    np.testing.assert_array_equal(image.data.compute(), labels)
+
+
+def test_reject_empty_file(tmp_path):
+    path = tmp_path / "empty.tif"
+    path.write_bytes(b"")
+    with pytest.raises(InputError, match="empty"):
+        read_image(path)
+
+
+def test_reject_text_named_tif(tmp_path):
+    path = tmp_path / "notes.tif"
+    path.write_text("this is not an image\n")
+    with pytest.raises(InputError, match="not a readable TIFF"):
+        read_image(path)
+
+
+def test_reject_fits_without_image_hdu(tmp_path):
+    from astropy.table import Table
+
+    path = tmp_path / "table.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.table_to_hdu(Table({"a": [1, 2, 3]}))]).writeto(path)
+    with pytest.raises(InputError, match="no HDU with image data"):
+        read_image(path)
+
+
+def test_reject_one_dimensional_array(tmp_path):
+    path = tmp_path / "line.tif"
+    tifffile.imwrite(path, np.arange(10, dtype=np.uint16))
+    with pytest.raises(InputError, match="not an image"):
+        read_image(path)
+
+
+def test_reject_missing_and_unknown(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        read_image(tmp_path / "nope.tif")
+    other = tmp_path / "x.png"
+    other.write_bytes(b"\x89PNG")
+    with pytest.raises(InputError, match="unsupported"):
+        read_image(other)

@@ -1,0 +1,63 @@
+"""Reader, writer and sample-data hooks work without a viewer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_microseg._reader import get_reader
+from napari_microseg._sample_data import ccd_fe55, dsb2018_nuclei
+from napari_microseg._writer import write_labels_tiff, write_tracks_csv
+from napari_microseg.errors import InputError
+from napari_microseg.io.images import read_image
+from napari_microseg.io.tables import TRACKS_COLUMNS
+
+
+def test_reader_claims_our_types_only(shared_data, tmp_path):
+    assert get_reader(str(tmp_path / "a.png")) is None
+    reader = get_reader(str(shared_data / "ccd_fe55" / "ESIS1_00099.fit.gz"))
+    assert reader is not None
+    (data, kwargs, kind), = reader(str(shared_data / "ccd_fe55" / "ESIS1_00099.fit.gz"))
+    assert kind == "image" and data.shape == (1040, 2152)
+    assert kwargs["name"] == "ESIS1_00099"
+    assert kwargs["metadata"]["header"]["CAM_ID"].strip() == "ESIS1"
+
+
+def test_reader_bad_file_gives_clear_message(tmp_path):
+    bad = tmp_path / "bad.tif"
+    bad.write_text("nope")
+    with pytest.raises(InputError, match="bad.tif"):
+        get_reader(str(bad))(str(bad))
+
+
+def test_sample_data_loads_fast():
+    (image, _, kind_i), (labels, _, kind_l) = dsb2018_nuclei()
+    assert kind_i == "image" and kind_l == "labels"
+    assert image.shape == labels.shape == (256, 256)
+    assert len(np.unique(labels)) - 1 == 62
+    (ccd, meta, _), = ccd_fe55()
+    assert ccd.shape == (256, 512) and meta["contrast_limits"][1] > meta["contrast_limits"][0]
+
+
+def test_labels_writer(tmp_path):
+    labels = np.zeros((3, 20, 20), np.int32)
+    labels[:, 5:9, 5:9] = 7
+    (path,) = write_labels_tiff(str(tmp_path / "lab"), labels, {})
+    back = read_image(path).data
+    assert back.dtype == np.uint16 and path.endswith(".tif")
+    np.testing.assert_array_equal(back, labels)
+
+
+def test_tracks_writer_contract(tmp_path):
+    # track 1 (t 0-1) divides into 2 and 3 (t 2-3)
+    data = np.array([[1, 0, 10, 10], [1, 1, 11, 10], [2, 2, 12, 8], [2, 3, 13, 7], [3, 2, 12, 12], [3, 3, 13, 13]], float)
+    graph = {2: [1], 3: [1]}
+    (path,) = write_tracks_csv(str(tmp_path / "tracks.csv"), data, {"graph": graph, "features": {"area": [5, 5, 3, 3, 3, 3]}})
+    table = pd.read_csv(path)
+    assert list(table.columns[:8]) == TRACKS_COLUMNS
+    assert "area" in table.columns
+    daughters = table[table.track_id.isin([2, 3])]
+    assert set(daughters.parent_track_id) == {1} and set(daughters.root_track_id) == {1} and set(daughters.generation) == {1}
+    root = table[table.track_id == 1]
+    assert set(root.parent_track_id) == {0} and set(root.generation) == {0}
