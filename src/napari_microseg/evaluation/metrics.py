@@ -310,7 +310,7 @@ def evaluate_dataset(pairs: Iterable[tuple[str, np.ndarray, np.ndarray]],
     rows, inst_tables = [], []
     pix = np.zeros(4, np.int64)
     obj = np.zeros(3, np.int64)
-    n_gt_obj = n_pred_obj = 0
+    n_gt_obj = n_pred_obj = n_gt_detected = 0
     for name, gt, pred in pairs:
         r = evaluate_segmentation(gt, pred, thresholds)
         inst_tables.append(r.pop("instance"))
@@ -318,6 +318,7 @@ def evaluate_dataset(pairs: Iterable[tuple[str, np.ndarray, np.ndarray]],
         obj += [r["object_tp"], r["object_fp"], r["object_fn"]]
         n_gt_obj += r["object_n_gt"]
         n_pred_obj += r["object_n_pred"]
+        n_gt_detected += r["object_gt_detected"]
         rows.append({"name": name, **r})
     if not rows:
         raise InputError("no image pairs to evaluate")
@@ -328,6 +329,7 @@ def evaluate_dataset(pairs: Iterable[tuple[str, np.ndarray, np.ndarray]],
     for k, v in counts_to_scores(*obj).items():
         pooled[f"object_{k}"] = v
     pooled["object_n_gt"], pooled["object_n_pred"] = n_gt_obj, n_pred_obj
+    pooled["object_gt_detected"] = n_gt_detected
     pooled.update(_instance_summary(pool_instance_scores(inst_tables)))
     pooled["mean_image_map"] = float(per_image["map"].mean())
     return per_image, pooled

@@ -16,6 +16,8 @@ from typing import Any, Callable, Generator
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
+from napari.qt.threading import thread_worker
+
 from ..errors import MicrosegError
 
 
@@ -87,8 +89,6 @@ class MicrosegDock(QWidget):
         receives the generator's return value on the GUI thread (not called
         when the run was stopped or failed).
         """
-        from napari.qt.threading import thread_worker
-
         if self.busy:
             self.show_error("Already running: press Stop first.")
             return None

@@ -1,15 +1,205 @@
-"""Training dock widget (thin shell over the Qt-free core)."""
+"""Training dock widget: train on image + labels layers in a worker, with a live loss plot.
+
+Stop sets a stop event: the trainer finishes the current step, keeps the best
+model file and returns normally, so the plot and the result stay. The window
+stays responsive: all work happens in the worker; layers are read (copied)
+before it starts and written only from the GUI thread.
+"""
 
 from __future__ import annotations
 
+import os
+import threading
+import time
+from pathlib import Path
 from typing import Any
 
-from ._base import MicrosegDock
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, PushButton, SpinBox
+
+from ..errors import InputError
+from ._base import MicrosegDock, layer_names, unique_layer_name
+from ._plot import LossPlot
+
+
+def check_training_layers(image: np.ndarray, labels: np.ndarray, partial: bool) -> None:
+    """Raise InputError for layers that cannot be trained on (shown in the dock)."""
+    if image.ndim not in (2, 3):
+        raise InputError(f"image layer must be 2-D (Y, X) or a (T, Y, X) stack, got shape {image.shape}")
+    if labels.shape != image.shape:
+        raise InputError(f"labels shape {labels.shape} does not match image shape {image.shape}")
+    painted = labels > 0 if not partial else labels != 0
+    if not painted.any():
+        raise InputError("the labels layer is empty: paint a few objects first")
+    if image.dtype.kind == "f" and not np.isfinite(image).all():
+        raise InputError("the image contains NaN or infinite values")
 
 
 class TrainingWidget(MicrosegDock):
     title = "Training"
-    description = "Train a U-Net on image + labels layers in a background thread, with a live loss plot, Stop (keeps the best model) and resume."
+    description = (
+        "Train a U-Net on image + labels layers in a background thread, with a live loss plot, "
+        "Stop (keeps the best model) and resume. Paint a few nuclei; with 'sparse' only painted pixels count."
+    )
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__(napari_viewer)
+        self.image_layer = ComboBox(label="image", choices=self._image_choices)
+        self.labels_layer = ComboBox(label="labels", choices=self._labels_choices)
+        self.preset = ComboBox(label="preset", choices=["small", "n", "c"], value="small",
+                               tooltip="small: fast CPU default; n: [N] 64-filter U-Net; c: [C] CCD U-Net")
+        self.output_mode = ComboBox(label="output", choices=["three_class", "binary", "multiclass"], value="three_class",
+                                    tooltip="three_class separates touching nuclei; multiclass for semantic classes (CCD)")
+        self.sparse = CheckBox(label="sparse labels (0 = not annotated)", value=False,
+                               tooltip="only painted pixels count; paint background with the label id below")
+        self.background_id = SpinBox(label="background id", value=1, min=1, max=65535)
+        self.patch = SpinBox(label="patch (px)", value=128, min=32, max=1024, step=32)
+        self.epochs = SpinBox(label="epochs", value=20, min=1, max=10000)
+        self.patches_per_epoch = SpinBox(label="patches / epoch", value=64, min=4, max=100000)
+        self.batch_size = SpinBox(label="batch", value=8, min=1, max=256)
+        self.lr = FloatSpinBox(label="learning rate", value=1e-3, min=1e-6, max=1.0, step=1e-4)
+        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
+        self.out_path = FileEdit(label="model file", mode="w", value=str(Path.home() / "microseg_model.pt"), filter="*.pt")
+        self.resume = CheckBox(label="resume from the model file's last state", value=False)
+        self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
+        self.train_button = PushButton(text="Train")
+        self.preview_button = PushButton(text="Predict preview (current frame)")
+        self.form = Container(widgets=[
+            self.image_layer, self.labels_layer, self.preset, self.output_mode, self.sparse, self.background_id,
+            self.patch, self.epochs, self.patches_per_epoch, self.batch_size, self.lr, self.device,
+            self.out_path, self.resume, self.seed, self.train_button, self.preview_button,
+        ])
+        self.body.addWidget(self.form.native)
+        self.plot = LossPlot()
+        self.body.addWidget(self.plot)
+        self.train_button.changed.connect(self.train)
+        self.preview_button.changed.connect(self.preview)
+        self.stop_event: threading.Event | None = None
+        self.result = None
+        self.model_path: str | None = None
+        self._last_redraw = 0.0
+        # import torch and the trainer once, now, rather than during a run: a first import holds
+        # the interpreter lock for a second or more and would freeze the window mid-training
+        import kornia  # noqa: F401
+        import torch  # noqa: F401
+
+        import napari_microseg.io.models  # noqa: F401
+        import napari_microseg.models  # noqa: F401
+        import napari_microseg.training.augment  # noqa: F401
+        import napari_microseg.training.trainer  # noqa: F401
+
+        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
+            event.connect(self._refresh_choices)
+
+    # -- layer pickers ------------------------------------------------------
+    def _image_choices(self, *_: Any) -> list[str]:
+        return layer_names(self.viewer, "Image")
+
+    def _labels_choices(self, *_: Any) -> list[str]:
+        return layer_names(self.viewer, "Labels")
+
+    def _refresh_choices(self, *_: Any) -> None:
+        self.image_layer.reset_choices()
+        self.labels_layer.reset_choices()
+
+    # -- training -----------------------------------------------------------
+    def config(self) -> dict:
+        """The TrainConfig (dict form) from the form's values."""
+        return {
+            "preset": self.preset.value, "output_mode": self.output_mode.value, "patch_size": int(self.patch.value),
+            "epochs": int(self.epochs.value), "patches_per_epoch": int(self.patches_per_epoch.value),
+            "batch_size": int(self.batch_size.value), "lr": float(self.lr.value), "device": self.device.value,
+            "seed": int(self.seed.value), "unlabelled_is_ignored": bool(self.sparse.value),
+            "background_value": int(self.background_id.value) if self.sparse.value else None,
+            # leave one core to the GUI thread so the window stays responsive
+            "num_threads": max(1, (os.cpu_count() or 2) - 1),
+            "data_description": f"napari layers: {self.image_layer.value} + {self.labels_layer.value}",
+        }
+
+    def train(self, *_: Any) -> Any:
+        """Validate the inputs on the GUI thread, then train in a worker."""
+        if self.busy:
+            self.show_error("Already running: press Stop first.")
+            return None
+        if not self.image_layer.value or not self.labels_layer.value:
+            self.show_error("Choose an image layer and a labels layer (paint a few objects in a Labels layer).")
+            return None
+        image = np.asarray(self.viewer.layers[self.image_layer.value].data)
+        labels = np.asarray(self.viewer.layers[self.labels_layer.value].data).copy()
+        try:
+            check_training_layers(image, labels, bool(self.sparse.value))
+        except InputError as err:
+            self.show_error(str(err))
+            return None
+        out_path = Path(str(self.out_path.value))
+        resume = str(out_path) if self.resume.value else None
+        cfg = self.config()
+        self.stop_event = threading.Event()
+        stop_event = self.stop_event
+        self.plot.reset()
+
+        def make_generator():
+            from ..training.trainer import train  # torch is imported in the worker, not on the GUI thread
+
+            return train(cfg, (image, labels), out_path=out_path, resume=resume, stop_event=stop_event)
+
+        return self.start(make_generator, self._finished, on_event=self._on_event, label="training")
+
+    def stop(self) -> None:
+        """Ask the trainer to stop after the current step (it keeps the best model)."""
+        if self.stop_event is not None:
+            self.stop_event.set()
+            self.show_message("Stopping after this step; the best model so far is kept ...")
+        else:
+            super().stop()
+
+    def _on_event(self, event: Any) -> None:
+        if getattr(event, "kind", "") == "step" and event.train_loss is not None:
+            self.plot.add_step(event.epoch - 1 + event.step / max(event.n_steps, 1), event.train_loss)
+        if getattr(event, "kind", "") == "epoch":
+            self.plot.add_epoch(event.epoch, event.val_loss, event.val_dice)
+            dice = f"{event.val_dice:.3f}" if event.val_dice is not None else "-"
+            vloss = f"{event.val_loss:.4f}" if event.val_loss is not None else "-"
+            self.show_message(f"epoch {event.epoch}/{event.n_epochs}: val loss {vloss}, val Dice {dice} on {event.device}")
+        now = time.perf_counter()
+        if now - self._last_redraw > 0.5 or getattr(event, "kind", "") == "epoch":
+            self._last_redraw = now
+            self.plot.refresh()
+
+    def _finished(self, result: Any) -> None:
+        self.stop_event = None
+        self.result = result
+        self.model_path = result.model_path
+        self.plot.refresh()
+        best = f"{result.best_value:.4f}" if result.best_value is not None else "-"
+        self.show_message(
+            f"{result.stop_reason}: {result.epochs_run} epochs on {result.device}; best epoch {result.best_epoch} "
+            f"(monitor {best}); model: {result.model_path}"
+        )
+
+    # -- preview ------------------------------------------------------------
+    def preview(self, *_: Any) -> Any:
+        """Segment the visible frame of the image layer with the current best model (new layer)."""
+        path = self.model_path or str(self.out_path.value)
+        if not Path(path).is_file():
+            self.show_error("No model yet: train first (or choose an existing model file).")
+            return None
+        if not self.image_layer.value:
+            self.show_error("Choose an image layer.")
+            return None
+        layer = self.viewer.layers[self.image_layer.value]
+        data = layer.data
+        t = int(self.viewer.dims.current_step[0]) if data.ndim == 3 else None
+        frame = np.asarray(data[t] if t is not None else data)
+
+        def make_generator():
+            from ..inference.segment import segment_image
+
+            return segment_image(path, frame)
+
+        def done(result: Any) -> None:
+            name = unique_layer_name(self.viewer, f"preview {Path(path).stem}" + (f" t={t}" if t is not None else ""))
+            self.viewer.add_labels(result.labels, name=name, opacity=0.5)
+            self.show_message(f"preview: {int(result.labels.max())} objects")
+
+        return self.start(make_generator, done, label="predicting")

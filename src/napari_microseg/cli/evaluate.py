@@ -1,0 +1,178 @@
+"""``microseg evaluate``: score results against ground truth.
+
+``microseg evaluate seg --gt DIR --pred DIR [--out metrics.csv]`` matches label
+images by file name (exact name first, then the name without its image
+suffix, ignoring a ``_labels``/``_mask``/``_pred`` ending), and writes one row
+per image plus a pooled ``ALL`` row to ``--out`` and the pooled scores per IoU
+threshold to ``<out>_thresholds.csv``. Scores: pixel precision/recall/
+accuracy/Dice/IoU; the METHODS [N] any-overlap object scores; IoU-matched
+(one-to-one, Hungarian) TP/FP/FN, precision, recall, F1 and AP = TP/(TP+FP+FN)
+at IoU 0.50..0.90, panoptic quality. Images holding only two values (masks)
+are split into connected components first. (T,Y,X) stacks are scored frame by
+frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from ..errors import InputError
+
+_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".fits.gz", ".fit.gz", ".fits", ".fit", ".png", ".npy", ".zarr")
+_ENDINGS = ("_labels", "_label", "_masks", "_mask", "_pred", "_prediction", "_gt")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="score segmentations against ground truth", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    kinds = p.add_subparsers(dest="kind", metavar="KIND")
+    s = kinds.add_parser("seg", help="instance/pixel segmentation scores (label images)", description=__doc__,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("--gt", required=True, help="folder (or single file) of ground-truth label images")
+    s.add_argument("--pred", required=True, help="folder (or single file) of predicted label images")
+    s.add_argument("--out", default="metrics.csv", help="CSV to write (default metrics.csv)")
+    s.add_argument("--thresholds", default="0.5:0.9:0.05",
+                   help="IoU thresholds, 'start:stop:step' or comma list (default 0.5:0.9:0.05)")
+    s.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    s.set_defaults(func=run_seg)
+    p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
+
+
+def parse_thresholds(text: str) -> list[float]:
+    """'0.5:0.9:0.05' -> [0.5, 0.55, ..., 0.9]; '0.5,0.75' -> [0.5, 0.75]."""
+    import numpy as np
+
+    try:
+        if ":" in text:
+            a, b, c = (float(v) for v in text.split(":"))
+            vals = np.round(np.arange(a, b + c / 2, c), 4).tolist()
+        else:
+            vals = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"cannot read thresholds {text!r} (use 'start:stop:step' or a comma list)") from None
+    if not vals or any(not 0 < v <= 1 for v in vals):
+        raise InputError(f"IoU thresholds must lie in (0, 1], got {text!r}")
+    return vals
+
+
+def _key(name: str) -> str:
+    low = name.lower()
+    for suf in _SUFFIXES:
+        if low.endswith(suf):
+            name = name[: -len(suf)]
+            break
+    for end in _ENDINGS:
+        if name.lower().endswith(end):
+            return name[: -len(end)]
+    return name
+
+
+def _list(path: Path) -> list[Path]:
+    if path.is_file() or path.name.lower().endswith(".zarr"):
+        return [path]
+    if not path.is_dir():
+        raise InputError(f"{path}: no such file or folder")
+    files = sorted(q for q in path.iterdir() if not q.name.startswith(".") and q.name.lower().endswith(_SUFFIXES))
+    if not files:
+        raise InputError(f"{path}: folder holds no label images")
+    return files
+
+
+def match_files(gt_dir: Path, pred_dir: Path) -> list[tuple[Path, Path]]:
+    """Pairs (gt, pred) matched by exact name, else by name without suffix/_labels-like ending."""
+    gts, preds = _list(gt_dir), _list(pred_dir)
+    if len(gts) == 1 and len(preds) == 1:
+        return [(gts[0], preds[0])]
+    by_name = {p.name: p for p in preds}
+    by_key = {}
+    for p in preds:
+        by_key.setdefault(_key(p.name), p)
+    pairs = []
+    for g in gts:
+        p = by_name.get(g.name) or by_key.get(_key(g.name))
+        if p is not None:
+            pairs.append((g, p))
+    if not pairs:
+        raise InputError(f"no file names in {pred_dir} match those in {gt_dir}")
+    return pairs
+
+
+def read_labels(path: Path):
+    """Read a label image as numpy; two-valued images (masks) become connected-component labels."""
+    import numpy as np
+    from scipy import ndimage as ndi
+
+    if path.suffix.lower() == ".npy":
+        arr = np.load(path)
+    elif path.suffix.lower() == ".png":
+        from skimage.io import imread
+
+        arr = imread(path)
+    else:
+        from ..io.images import read_image
+
+        arr = read_image(path).data
+    arr = np.asarray(arr)
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+            raise InputError(f"{path.name}: label image holds non-integer values")
+        arr = arr.astype(np.int64)
+    if arr.dtype.kind not in "uib":
+        raise InputError(f"{path.name}: not a label image (dtype {arr.dtype})")
+    if arr.ndim not in (2, 3):
+        raise InputError(f"{path.name}: expected (Y,X) or (T,Y,X) labels, got shape {arr.shape}")
+    if np.unique(arr).size <= 2:
+        frames = arr[None] if arr.ndim == 2 else arr
+        lab = np.stack([ndi.label(f != 0, structure=np.ones((3, 3), bool))[0] for f in frames])
+        arr = lab[0] if arr.ndim == 2 else lab
+    return arr
+
+
+def iter_pairs(pairs):
+    for g, p in pairs:
+        gt, pred = read_labels(g), read_labels(p)
+        if gt.shape != pred.shape:
+            raise InputError(f"{g.name}: ground truth shape {gt.shape} differs from prediction {p.name} shape {pred.shape}")
+        if gt.ndim == 2:
+            yield g.name, gt, pred
+        else:
+            for t in range(gt.shape[0]):
+                yield f"{g.name}[{t}]", gt[t], pred[t]
+
+
+def run_seg(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from ..evaluation.metrics import evaluate_dataset
+    from ..measure.tables import check_overwrite, write_table_csv
+
+    thresholds = parse_thresholds(args.thresholds)
+    out = Path(args.out)
+    out_thr = out.with_name(out.stem + "_thresholds.csv")
+    check_overwrite([out, out_thr], args.overwrite)
+    pairs = match_files(Path(args.gt), Path(args.pred))
+    per_image, pooled = evaluate_dataset(iter_pairs(pairs), thresholds)
+    pooled_row = {"name": "ALL"}
+    pooled_row.update({k: v for k, v in pooled.items() if k in per_image.columns or k == "mean_image_map"})
+    table = pd.concat([per_image, pd.DataFrame([pooled_row])], ignore_index=True)
+    write_table_csv(table, out)
+    thr_rows = []
+    for t in thresholds:
+        k = f"{t:.2f}"
+        thr_rows.append({"threshold": t, "precision": pooled[f"precision@{k}"], "recall": pooled[f"recall@{k}"],
+                         "f1": pooled[f"f1@{k}"], "ap": pooled[f"ap@{k}"]})
+    write_table_csv(pd.DataFrame(thr_rows), out_thr)
+    n_skipped = len(_list(Path(args.gt))) - len(pairs)
+    print(f"{pooled['n_images']} image(s) scored" + (f"; {n_skipped} ground-truth file(s) had no prediction" if n_skipped > 0 else ""))
+    print(f"pixel:   precision {pooled['pixel_precision']:.3f}  recall {pooled['pixel_recall']:.3f}  "
+          f"accuracy {pooled['pixel_accuracy']:.3f}  dice {pooled['pixel_dice']:.3f}  iou {pooled['pixel_iou']:.3f}")
+    print(f"objects (any overlap): TP {pooled['object_tp']}  FP {pooled['object_fp']}  FN {pooled['object_fn']}  "
+          f"precision {pooled['object_precision']:.3f}  recall {pooled['object_recall']:.3f}  dice {pooled['object_dice']:.3f}")
+    print("instances (IoU-matched): " + "  ".join(f"AP@{t:.2f} {pooled[f'ap@{t:.2f}']:.3f}" for t in thresholds))
+    t0 = f"{thresholds[0]:.2f}"
+    print(f"  F1@{t0} {pooled[f'f1@{t0}']:.3f}  PQ {pooled['pq']:.3f}  mean AP {pooled['map']:.3f} "
+          f"(per-image mean {pooled['mean_image_map']:.3f})  objects gt {pooled['n_gt']} pred {pooled['n_pred']}")
+    print(f"wrote {out} and {out_thr}")
+    return 0

@@ -1,0 +1,224 @@
+"""``microseg segment``: segment images with a trained model; write labels, objects.csv and counts.csv.
+
+Input is one image (TIFF, FITS or Zarr), a folder of images, or a glob
+pattern. For each input ``<stem>`` the labels go to ``OUT/labels/<stem>.tif``
+(Zarr inputs and images above ``--zarr-above`` pixels: ``OUT/labels/<stem>.zarr``,
+written frame by frame). All objects go to ``OUT/objects.csv`` and the
+per-frame counts to ``OUT/counts.csv`` (both with an ``image`` column last);
+the settings and device go to ``OUT/segment_run.json``. Existing outputs are
+never replaced without ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ..errors import InputError
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".zarr")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("segment", help="segment images with a trained model", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="model file (.pt) written by 'microseg train'")
+    p.add_argument("--input", required=True, help="image file, folder of images, glob pattern ('data/*.tif') or .zarr")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--tile", type=int, default=None, help="tile size in px (default: model patch size, >= 256)")
+    p.add_argument("--overlap", type=float, default=0.125, help="tile overlap: px, or fraction of the tile if < 1 (default 0.125)")
+    p.add_argument("--batch-size", type=int, default=4, help="tiles per network call (default 4)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    p.add_argument("--threshold", type=float, default=0.5, help="foreground probability threshold (default 0.5)")
+    p.add_argument("--min-size", type=int, default=8, help="drop objects smaller than this many px (default 8)")
+    p.add_argument("--max-size", type=int, default=None, help="drop objects larger than this many px (default: none)")
+    p.add_argument("--remove-border", action="store_true", help="drop objects touching the image border")
+    p.add_argument("--no-fill-holes", action="store_true", help="do not fill holes inside objects")
+    p.add_argument("--save-probabilities", action="store_true", help="also write OUT/probabilities/<stem>.tif (float32, K channels)")
+    p.add_argument("--zarr-above", type=int, default=8192 * 8192,
+                   help="write labels as Zarr for images with more pixels than this (default 8192*8192)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def find_inputs(spec: str) -> list[Path]:
+    """Resolve ``--input``: a file, a .zarr folder, a folder of images, or a glob pattern; sorted paths."""
+    from ..io.images import image_kind
+
+    p = Path(spec)
+    if p.exists() and (p.is_file() or image_kind(p) == "zarr"):
+        return [p]
+    if p.is_dir():
+        found = sorted(q for q in p.iterdir() if not q.name.startswith(".") and image_kind(q) is not None)
+        if not found:
+            raise InputError(f"{p}: folder holds no images (.tif, .tiff, .fits, .fit, .zarr)")
+        return found
+    if any(ch in spec for ch in "*?["):
+        found = sorted(Path(q) for q in glob.glob(spec) if image_kind(q) is not None)
+        if not found:
+            raise InputError(f"no images match {spec!r}")
+        return found
+    raise InputError(f"{spec}: no such file or folder")
+
+
+def _stem(path: Path) -> str:
+    name = path.name.rstrip("/")
+    for suffix in sorted(IMAGE_SUFFIXES + (".ome.zarr",), key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _probe_shape(path: Path) -> tuple | None:
+    """Image shape without reading pixels (TIFF, Zarr); None when unknown."""
+    from ..io.images import image_kind, read_image
+
+    kind = image_kind(path)
+    try:
+        if kind == "zarr":
+            return tuple(read_image(path).data.shape)
+        if kind == "tiff":
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                return tuple(tif.series[0].shape)
+    except Exception:  # noqa: BLE001 - the real read reports problems
+        return None
+    return None
+
+
+def _label_target(out: Path, path: Path, shape: tuple | None, zarr_above: int) -> list[Path]:
+    """Labels output path; both candidates (.tif, .zarr) when the shape is unknown yet."""
+    from ..io.images import image_kind
+
+    base = out / "labels" / _stem(path)
+    if image_kind(path) == "zarr" or (shape is not None and shape[-2] * shape[-1] > zarr_above):
+        return [base.with_name(base.name + ".zarr")]
+    if shape is None:
+        return [base.with_name(base.name + ".tif"), base.with_name(base.name + ".zarr")]
+    return [base.with_name(base.name + ".tif")]
+
+
+def _open_zarr_labels(tmp_dir: Path, shape: tuple, dtype: str):
+    import zarr
+
+    chunks = tuple([1] * (len(shape) - 2)) + (min(shape[-2], 1024), min(shape[-1], 1024))
+    return zarr.open_array(str(tmp_dir), mode="w", shape=shape, chunks=chunks, dtype=dtype)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import pandas as pd
+
+    from ..inference.segment import segment_image
+    from ..io.images import read_image, write_tiff
+    from ..io.models import load_model
+    from ..measure.tables import check_overwrite, write_objects_csv, write_table_csv
+    from ..progress import run_with_text_progress
+
+    if args.tile is not None and args.tile < 16:
+        raise InputError(f"--tile must be at least 16 px, got {args.tile}")
+    if args.overlap < 0:
+        raise InputError(f"--overlap must be >= 0, got {args.overlap}")
+    if args.min_size < 0 or (args.max_size is not None and args.max_size < max(args.min_size, 1)):
+        raise InputError("--max-size must be >= --min-size and both non-negative")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(int(args.threads))
+    inputs = find_inputs(args.input)
+    stems = [_stem(p) for p in inputs]
+    dupes = {s for s in stems if stems.count(s) > 1}
+    if dupes:
+        raise InputError(f"several inputs share the name {sorted(dupes)[0]!r}; put them in separate runs")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} exists and is not a folder")
+    try:
+        loaded = load_model(args.model, device=args.device)
+    except ValueError as err:  # device errors
+        raise InputError(str(err)) from None
+
+    # refuse to replace anything before doing any work
+    targets = [out / "objects.csv", out / "counts.csv", out / "segment_run.json"]
+    for path in inputs:
+        shape = _probe_shape(path)
+        if shape is not None and len(shape) not in (2, 3):
+            raise InputError(f"{path.name}: expected a (Y,X) image or (T,Y,X) stack, got shape {shape}")
+        targets.extend(_label_target(out, path, shape, args.zarr_above))
+        if args.save_probabilities:
+            targets.append(out / "probabilities" / f"{_stem(path)}.tif")
+    check_overwrite(targets, args.overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+
+    all_objects, all_counts, per_image = [], [], []
+    t0 = time.perf_counter()
+    for i, path in enumerate(inputs):
+        data = read_image(path).data  # numpy (TIFF/FITS) or lazy dask (Zarr)
+        if data.ndim not in (2, 3):
+            raise InputError(f"{path.name}: expected a (Y,X) image or (T,Y,X) stack, got shape {tuple(data.shape)}")
+        target = _label_target(out, path, tuple(data.shape), args.zarr_above)[0]
+        zarr_out = target.suffix == ".zarr"
+        tmp_dir = None
+        out_arr = None
+        if zarr_out:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp_dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+            dtype = "uint8" if loaded.output_mode == "multiclass" else "uint32"
+            out_arr = _open_zarr_labels(tmp_dir / "store", tuple(data.shape), dtype)
+        try:
+            gen = segment_image(
+                loaded, data, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
+                threshold=args.threshold, min_size=args.min_size, max_size=args.max_size,
+                fill_holes=not args.no_fill_holes, remove_border=args.remove_border, out=out_arr,
+                keep_probabilities=True if args.save_probabilities else None,
+            )
+            label = f"[{i + 1}/{len(inputs)}] {path.name}"
+            if args.quiet:
+                with open(os.devnull, "w") as sink:
+                    result = run_with_text_progress(gen, stream=sink, label=label)
+            else:
+                result = run_with_text_progress(gen, stream=sys.stderr, label=label)
+            if zarr_out:
+                if target.exists():
+                    shutil.rmtree(target)
+                os.replace(tmp_dir / "store", target)
+            else:
+                write_tiff(target, np.asarray(result.labels), overwrite=args.overwrite)
+            if args.save_probabilities and result.probabilities is not None:
+                write_tiff(out / "probabilities" / f"{_stem(path)}.tif", result.probabilities, overwrite=args.overwrite)
+        finally:
+            if tmp_dir is not None:
+                shutil.rmtree(tmp_dir, ignore_errors=True)
+        objects = result.objects.copy()
+        objects["image"] = path.name
+        counts = result.counts.copy()
+        counts["image"] = path.name
+        all_objects.append(objects)
+        all_counts.append(counts)
+        per_image.append({"image": str(path), "labels": str(target), "shape": list(data.shape),
+                          "objects": int(len(objects))})
+        n_obj = len(objects)
+        print(f"{path.name}: {n_obj} objects in {int(data.shape[0]) if data.ndim == 3 else 1} frame(s) -> {target}")
+
+    objects = pd.concat([o for o in all_objects if len(o)] or all_objects[:1], ignore_index=True)
+    counts = pd.concat(all_counts, ignore_index=True)
+    write_objects_csv(objects, out / "objects.csv")
+    write_table_csv(counts, out / "counts.csv")
+    settings = dict(result.settings)
+    settings.update(model=str(args.model), input=str(args.input), device=loaded.device,
+                    seconds=round(time.perf_counter() - t0, 3), images=per_image)
+    from ..io.atomic import atomic_write_text
+
+    atomic_write_text(out / "segment_run.json", json.dumps(settings, indent=2, default=str))
+    print(f"wrote {out / 'objects.csv'} ({len(objects)} objects), {out / 'counts.csv'}, {out / 'segment_run.json'}")
+    return 0

@@ -1,0 +1,174 @@
+"""``microseg train``: train a segmentation U-Net on image / label files or simulated nuclei.
+
+Writes the model file (weights + settings + normalisation + history), a resumable
+``<model>.last.pt`` checkpoint, and ``history.csv`` (epoch, train_loss, val_loss,
+val_dice, lr, seconds) next to the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+from pathlib import Path
+
+from ..errors import InputError
+
+HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a segmentation U-Net (files or simulated nuclei)",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    src = p.add_argument_group("data")
+    src.add_argument("--images", help="image file, folder or glob (TIFF/FITS/Zarr; T,Y,X stacks are split into frames)")
+    src.add_argument("--labels", help="label file or folder, matched to images by file name")
+    src.add_argument("--simulated", type=int, metavar="N", help="train on N simulated nuclei images instead of files")
+    src.add_argument("--sim-size", type=int, default=256, help="side of simulated images, pixels")
+    src.add_argument("--sim-nuclei", type=int, default=30, help="nuclei per simulated image")
+    src.add_argument("--max-images", type=int, help="use at most this many image files")
+    src.add_argument("--val-images", help="validation images (default: split off --val-fraction)")
+    src.add_argument("--val-labels", help="validation labels for --val-images")
+    src.add_argument("--val-fraction", type=float, default=0.2, help="share of images held out for validation (a strip if only one image)")
+    src.add_argument("--ignore-value", type=int, default=-1, help="label value meaning 'not annotated'")
+    src.add_argument("--unlabelled-is-ignored", action="store_true", help="sparse painting: label 0 = not annotated")
+    src.add_argument("--background-value", type=int, help="label value of painted background (with --unlabelled-is-ignored)")
+    m = p.add_argument_group("model")
+    m.add_argument("--preset", default="small", choices=["small", "n", "c"], help="network preset")
+    m.add_argument("--output-mode", default="binary", choices=["binary", "three_class", "multiclass"])
+    m.add_argument("--n-classes", type=int, help="classes for multiclass (default: max label + 1)")
+    m.add_argument("--class-names", help="comma-separated class names")
+    m.add_argument("--normalization", choices=["percentile", "minmax", "fixed", "none"],
+                   help="intensity normalisation stored with the model (default: percentile, or that of --init-model / --resume)")
+    m.add_argument("--p-low", type=float, default=1.0, help="percentile normalisation: low percentile")
+    m.add_argument("--p-high", type=float, default=99.8, help="percentile normalisation: high percentile")
+    m.add_argument("--offset", type=float, default=0.0, help="fixed normalisation: subtract this (e.g. CCD pedestal 8800)")
+    m.add_argument("--scale", type=float, default=1.0, help="fixed normalisation: then divide by this")
+    t = p.add_argument_group("training")
+    t.add_argument("--out", required=True, help="model file to write (.pt)")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing model file")
+    t.add_argument("--epochs", type=int, default=50)
+    t.add_argument("--patch", type=int, default=256, help="patch side, pixels")
+    t.add_argument("--patches-per-epoch", type=int, default=256)
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--lr", type=float, default=1e-3, help="initial learning rate")
+    t.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd", "adadelta"])
+    t.add_argument("--loss", choices=["bce", "ce", "weighted_ce", "dice", "bce_dice", "ce_dice", "focal"],
+                   help="loss (default: bce_dice binary, ce_dice three_class, weighted_ce multiclass)")
+    t.add_argument("--patience", type=int, default=20, help="early-stopping patience, epochs (0: off)")
+    t.add_argument("--no-augment", action="store_true", help="switch augmentation off")
+    t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    t.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    t.add_argument("--threads", type=int, help="torch CPU threads")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--resume", help="continue from a checkpoint (<model>.last.pt, or the model next to one)")
+    t.add_argument("--init-model", help="fine-tune from this model file")
+    t.add_argument("--freeze-encoder", action="store_true", help="with --init-model: keep the encoder fixed")
+    t.add_argument("--history", help="history CSV path (default: history.csv next to --out)")
+    p.set_defaults(func=run)
+
+
+def _simulated(n: int, size: int, n_nuclei: int, seed: int):
+    from ..simulate.nuclei import simulate_nuclei_image
+
+    images, labels = [], []
+    for i in range(n):
+        im, lb = simulate_nuclei_image((size, size), n_nuclei, seed=seed * 100003 + i)
+        images.append(im), labels.append(lb)
+    return images, labels
+
+
+def write_history_csv(path: str | Path, history: list[dict]) -> Path:
+    """Write the per-epoch history as CSV (atomically)."""
+    from ..io.atomic import atomic_write_text
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(HISTORY_COLUMNS)
+    for row in history:
+        w.writerow(["" if row.get(c) is None else (f"{row[c]:.6g}" if isinstance(row[c], float) else row[c]) for c in HISTORY_COLUMNS])
+    return atomic_write_text(path, buf.getvalue())
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..progress import run_with_text_progress
+    from ..training.data import load_training_pairs, prepare_training_data
+    from ..training.normalize import make_normalization_spec
+    from ..training.trainer import TrainConfig, train
+
+    out = Path(args.out)
+    if out.suffix == "":
+        raise InputError(f"--out {out} needs a file name with an extension such as .pt")
+    if out.exists() and not (args.overwrite or args.resume):
+        raise InputError(f"{out} exists; pass --overwrite to replace it or --resume to continue it")
+    if args.simulated is not None:
+        if args.simulated < 1:
+            raise InputError("--simulated needs N >= 1")
+        images, labels = _simulated(args.simulated, args.sim_size, args.sim_nuclei, args.seed)
+        description = f"{args.simulated} simulated nuclei images {args.sim_size}x{args.sim_size}, {args.sim_nuclei} nuclei each, seed {args.seed}"
+    else:
+        if not args.images or not args.labels:
+            raise InputError("give --images and --labels, or --simulated N")
+        images, labels, names = load_training_pairs(args.images, args.labels, max_images=args.max_images)
+        description = f"{len(images)} image(s) from {args.images} with labels from {args.labels}"
+    if args.normalization is None:
+        spec = None
+    elif args.normalization == "percentile":
+        spec = make_normalization_spec("percentile", p_low=args.p_low, p_high=args.p_high)
+    elif args.normalization == "fixed":
+        spec = make_normalization_spec("fixed", offset=args.offset, scale=args.scale)
+    else:
+        spec = make_normalization_spec(args.normalization)
+    cfg = TrainConfig(
+        preset=args.preset, output_mode=args.output_mode, n_classes=args.n_classes,
+        class_names=[s.strip() for s in args.class_names.split(",")] if args.class_names else None,
+        normalization=spec,
+        patch_size=args.patch, patches_per_epoch=args.patches_per_epoch, batch_size=args.batch_size,
+        epochs=args.epochs, lr=args.lr, optimizer=args.optimizer, loss=args.loss,
+        early_stopping_patience=args.patience or None, device=args.device, amp=not args.no_amp,
+        seed=args.seed, num_threads=args.threads, freeze_encoder=args.freeze_encoder,
+        val_fraction=args.val_fraction, augment=not args.no_augment, ignore_value=args.ignore_value,
+        unlabelled_is_ignored=args.unlabelled_is_ignored, background_value=args.background_value,
+        data_description=description,
+    )
+    train_data = (images, labels)
+    val_data = None
+    if args.val_images or args.val_labels:
+        if not (args.val_images and args.val_labels):
+            raise InputError("give both --val-images and --val-labels")
+        vi, vl, _ = load_training_pairs(args.val_images, args.val_labels)
+        val_data = (vi, vl)
+    gen = train(cfg, train_data, val_data, out_path=out, resume=args.resume, init_model=args.init_model)
+    history_path = Path(args.history) if args.history else out.parent / "history.csv"
+    try:
+        result = run_with_text_progress(gen, label="train")
+    except KeyboardInterrupt:
+        gen.close()  # keeps the best model; write what history there is
+        _write_history_from_file(out, history_path)
+        raise
+    write_history_csv(history_path, result.history)
+    best = next((r for r in result.history if r["epoch"] == result.best_epoch), None)
+    summary = f"{result.stop_reason} after {result.epochs_run} epoch(s) on {result.device}; best epoch {result.best_epoch}"
+    if best and best.get("val_dice") is not None:
+        summary += f" (val_loss {best['val_loss']:.4f}, val_dice {best['val_dice']:.3f})"
+    print(summary)
+    print(f"model: {result.model_path}")
+    print(f"history: {history_path}")
+    return 0
+
+
+def _write_history_from_file(model_path: Path, history_path: Path) -> None:
+    from ..io.models import read_model_file
+    from ..training.trainer import last_checkpoint_path
+
+    for p in (last_checkpoint_path(model_path), model_path):
+        try:
+            hist = read_model_file(p)["config"]["training"]["history"]
+        except Exception:  # noqa: BLE001 - best effort on interrupt
+            continue
+        write_history_csv(history_path, hist)
+        return

@@ -1,0 +1,343 @@
+"""Simulated CCD frames for the dark-matter search ([C]), with exact per-pixel classes.
+
+A frame is the sum of independent, noise-free components plus read noise:
+
+``image = pedestal + glow + hot + clusters (+ muons + electrons) + N(0, noise_sd)``
+
+Classes (uint8): 0 background, 1 glowing, 2 hot pixel, 3 cluster. They are
+exact by construction: each class is a threshold on its own noise-free
+component image, and where components overlap the precedence is
+**cluster > hot > glow > background** (a charge cluster on a hot line is a
+cluster pixel; a hot line crossing the glowing band is hot). Muon and electron
+tracks are ionisation signals and are labelled as class 3 (cluster) too.
+
+Cluster model (the study drew measured clusters; we model them): point charges
+whose energy comes from an Fe-55-like spectrum -- a 5.9 keV K-alpha line
+(sd ``fe55_sd_kev``), a 6.49 keV K-beta line (12 %), and a low-energy continuum
+(``continuum_fraction``, exponential, mean ``continuum_mean_kev``); the charge
+is ``E / 3.65 eV`` electrons, converted to ADC with ``gain`` (ADC per
+electron), and spread by Gaussian diffusion whose sigma grows with the
+interaction depth z (fraction of the thickness, drawn exponentially since
+X-rays are absorbed near the surface): ``sigma = sigma_min + (sigma_max -
+sigma_min) * sqrt(z)``. The charge is integrated exactly over each pixel (erf).
+A pixel belongs to a cluster when the noise-free cluster charge in it is at
+least ``cluster_threshold`` ADC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy.special import erf
+
+from ..errors import InputError
+from ..io.atomic import atomic_path
+from ._common import check_range, check_shape_2d, jsonable, make_rng
+
+CLASS_NAMES = ("background", "glowing", "hot_pixel", "cluster")
+BALANCED_FRACTIONS = (0.41, 0.25, 0.21, 0.13)
+EV_PER_ELECTRON = 3.65
+
+
+@dataclass
+class CCDFrame:
+    """A simulated CCD frame.
+
+    Attributes
+    ----------
+    image : (Y, X) float32, ADC (pedestal + signals + Gaussian read noise).
+    classes : (Y, X) uint8, 0 background, 1 glowing, 2 hot pixel, 3 cluster (exact).
+    components : dict name -> (Y, X) float32 noise-free component images in ADC
+        ("glow", "hot", "clusters", "tracks").
+    clusters : (N, 5) float array, one row per point charge: y, x, energy_keV, sigma_px, total_adc.
+    params : every parameter used (JSON-serialisable).
+    """
+
+    image: np.ndarray
+    classes: np.ndarray
+    components: dict = field(default_factory=dict)
+    clusters: np.ndarray = field(default_factory=lambda: np.zeros((0, 5)))
+    params: dict = field(default_factory=dict)
+
+    @property
+    def class_fractions(self) -> np.ndarray:
+        """Fraction of pixels in each of the four classes."""
+        return np.bincount(self.classes.ravel(), minlength=4)[:4] / self.classes.size
+
+
+def fe55_energies(n: int, rng: np.random.Generator, fe55_sd_kev: float = 0.12, continuum_fraction: float = 0.3, continuum_mean_kev: float = 1.5) -> np.ndarray:
+    """Draw ``n`` deposited energies (keV): Fe-55 K-alpha 5.9 / K-beta 6.49 lines plus an exponential low-energy continuum."""
+    kind = rng.random(n)
+    e = np.where(rng.random(n) < 0.12, 6.49, 5.895) + rng.normal(0, fe55_sd_kev, n)
+    cont = rng.exponential(continuum_mean_kev, n) + 0.2
+    e = np.where(kind < continuum_fraction, np.minimum(cont, 6.0), e)
+    return np.clip(e, 0.1, None)
+
+
+def _add_gaussian_charge(target: np.ndarray, y: float, x: float, sigma: float, total: float) -> None:
+    """Add ``total`` ADC spread by a 2D Gaussian (sigma px), integrated exactly over pixels."""
+    ny, nx = target.shape
+    r = int(np.ceil(4 * sigma)) + 1
+    iy, ix = int(np.floor(y)), int(np.floor(x))
+    y0, y1 = max(iy - r, 0), min(iy + r + 1, ny)
+    x0, x1 = max(ix - r, 0), min(ix + r + 1, nx)
+    if y0 >= y1 or x0 >= x1:
+        return
+    s = sigma * np.sqrt(2)
+    ey = erf((np.arange(y0, y1 + 1) - y) / s)
+    ex = erf((np.arange(x0, x1 + 1) - x) / s)
+    py = np.diff(ey) / 2
+    px = np.diff(ex) / 2
+    target[y0:y1, x0:x1] += total * np.outer(py, px)
+
+
+def _add_segment(target: np.ndarray, p0, p1, adc_per_px: float, sigma: float, rng) -> None:
+    """Deposit charge along a straight segment (steps of 0.5 px), each step diffused."""
+    p0, p1 = np.asarray(p0, float), np.asarray(p1, float)
+    length = float(np.hypot(*(p1 - p0)))
+    steps = max(int(length / 0.5), 1)
+    for k in range(steps + 1):
+        y, x = p0 + (p1 - p0) * k / steps
+        _add_gaussian_charge(target, y, x, sigma, adc_per_px * 0.5 * rng.gamma(4.0, 0.25))
+
+
+def simulate_ccd_frame(
+    shape: tuple[int, int] = (256, 256),
+    seed: int | None = 0,
+    pedestal: float = 8800.0,
+    noise_sd: float = 60.0,
+    glow_probability: float = 0.6,
+    glow_level: tuple[float, float] = (1400.0, 1500.0),
+    glow_width: tuple[int, int] = (3, 24),
+    hot_level: float = 2200.0,
+    n_hot: int | None = None,
+    hot_length: tuple[int, int] = (1, 256),
+    n_clusters: int | None = None,
+    balanced: bool = False,
+    muons: bool = False,
+    electrons: bool = False,
+    gain: float = 1.0,
+    sigma_range: tuple[float, float] = (0.2, 0.8),
+    absorption_depth: float = 0.3,
+    fe55_sd_kev: float = 0.12,
+    continuum_fraction: float = 0.3,
+    continuum_mean_kev: float = 1.5,
+    cluster_threshold: float = 30.0,
+    n_muons: int | None = None,
+    n_electrons: int | None = None,
+    target_fractions: tuple[float, float, float, float] = BALANCED_FRACTIONS,
+) -> CCDFrame:
+    """Simulate one CCD tile in ADC with exact per-pixel class labels.
+
+    Parameters
+    ----------
+    shape : (Y, X) tile size in pixels (the study: 256x256).
+    seed : seed for ``np.random.default_rng``.
+    pedestal : pedestal level (ADC).
+    noise_sd : Gaussian read-noise sd (ADC).
+    glow_probability : probability that the tile has a glowing band.
+    glow_level : (min, max) ADC of the glow above the pedestal; one level per tile.
+    glow_width : (min, max) width in columns of the glowing band; it starts at a
+        uniformly random column (never always column 0).
+    hot_level : ADC of hot pixels/lines above the pedestal.
+    n_hot : number of hot lines (1-px wide, vertical or horizontal, length
+        drawn from ``hot_length``, length 1 = single hot pixel); ``None`` draws 0-6.
+    n_clusters : number of point-charge clusters; ``None`` draws 5-40.
+    balanced : build a layout with class fractions near ``target_fractions``
+        (41/25/21/13 % bg/glow/hot/cluster by default): clusters and hot lines
+        are added until their fractions are reached and the glowing band is
+        widened until its visible fraction is reached. ``n_hot``/``n_clusters``
+        are then ignored, and the band is always present.
+    muons : add straight muon tracks (class 3), ~80 e-/um deposited -> long
+        straight lines with ~``gain`` x 300 ADC per pixel.
+    electrons : add worm-like electron tracks (class 3): random walks with
+        curvature, 10-40 steps.
+    gain : ADC per electron (charge = energy / 3.65 eV).
+    sigma_range : diffusion sigma (px) at the surface and at full depth.
+    absorption_depth : mean interaction depth as a fraction of the thickness
+        (exponential); sigma = min + (max - min) * sqrt(depth).
+    fe55_sd_kev, continuum_fraction, continuum_mean_kev : energy spectrum, see module docstring.
+    cluster_threshold : ADC of noise-free cluster charge from which a pixel is class 3.
+    n_muons, n_electrons : number of tracks when enabled (``None``: 1-2 muons, 1-4 electrons).
+    target_fractions : class fractions aimed at when ``balanced``.
+
+    Returns
+    -------
+    CCDFrame
+    """
+    ny, nx = check_shape_2d(shape, minimum=4)
+    g_lo, g_hi = check_range(glow_level, "glow_level")
+    w_lo, w_hi = (int(v) for v in check_range(glow_width, "glow_width", low=1))
+    h_lo, h_hi = (int(v) for v in check_range(hot_length, "hot_length", low=1))
+    s_lo, s_hi = check_range(sigma_range, "sigma_range", low=0.05)
+    if noise_sd < 0:
+        raise InputError(f"noise_sd must be >= 0, got {noise_sd}")
+    if not 0 <= glow_probability <= 1:
+        raise InputError(f"glow_probability must be in [0, 1], got {glow_probability}")
+    params = jsonable({k: v for k, v in locals().items() if k not in ("ny", "nx", "g_lo", "g_hi", "w_lo", "w_hi", "h_lo", "h_hi", "s_lo", "s_hi")})
+    rng = make_rng(seed)
+
+    glow = np.zeros((ny, nx), np.float32)
+    hot = np.zeros((ny, nx), np.float32)
+    clusters = np.zeros((ny, nx), np.float32)
+    tracks = np.zeros((ny, nx), np.float32)
+    cluster_rows: list[tuple] = []
+
+    def add_clusters(k: int) -> None:
+        energies = fe55_energies(k, rng, fe55_sd_kev, continuum_fraction, continuum_mean_kev)
+        depth = np.clip(rng.exponential(absorption_depth, k), 0, 1)
+        sig = s_lo + (s_hi - s_lo) * np.sqrt(depth)
+        ys = rng.uniform(0, ny, k)
+        xs = rng.uniform(0, nx, k)
+        totals = energies * 1000.0 / EV_PER_ELECTRON * gain
+        for y, x, e, s, tot in zip(ys, xs, energies, sig, totals):
+            _add_gaussian_charge(clusters, y, x, s, tot)
+            cluster_rows.append((y, x, e, s, tot))
+
+    def add_hot_lines(k: int) -> None:
+        for _ in range(k):
+            vertical = rng.random() < 0.5
+            full = ny if vertical else nx
+            length = int(rng.integers(min(h_lo, full), min(h_hi, full) + 1))
+            start = int(rng.integers(0, full - length + 1))
+            other = int(rng.integers(0, nx if vertical else ny))
+            if vertical:
+                hot[start : start + length, other] = hot_level
+            else:
+                hot[other, start : start + length] = hot_level
+
+    if muons:
+        for _ in range(int(rng.integers(1, 3)) if n_muons is None else int(n_muons)):
+            ang = rng.uniform(0, np.pi)
+            cy, cx = rng.uniform(0, ny), rng.uniform(0, nx)
+            half = max(ny, nx)
+            p0 = (cy - half * np.sin(ang), cx - half * np.cos(ang))
+            p1 = (cy + half * np.sin(ang), cx + half * np.cos(ang))
+            _add_segment(tracks, p0, p1, 300.0 * gain, rng.uniform(0.4, 0.8), rng)
+    if electrons:
+        for _ in range(int(rng.integers(1, 5)) if n_electrons is None else int(n_electrons)):
+            pos = np.array([rng.uniform(0, ny), rng.uniform(0, nx)])
+            heading = rng.uniform(0, 2 * np.pi)
+            turn = rng.normal(0, 0.15)
+            for _step in range(int(rng.integers(10, 41))):
+                heading += turn + rng.normal(0, 0.35)
+                new = pos + 1.5 * np.array([np.sin(heading), np.cos(heading)])
+                _add_segment(tracks, pos, new, 250.0 * gain, rng.uniform(0.5, 0.9), rng)
+                pos = new
+
+    def class_map(glow_arr):
+        cls = np.zeros((ny, nx), np.uint8)
+        cls[glow_arr > 0] = 1
+        cls[hot > 0] = 2
+        cls[(clusters + tracks) >= cluster_threshold] = 3
+        return cls
+
+    if balanced:
+        n_pix = ny * nx
+        f_bg, f_glow, f_hot, f_cl = (float(v) for v in target_fractions)
+        # clusters first (highest precedence), in batches until the fraction is met
+        need_cl = f_cl * n_pix
+        batch = max(4, int(need_cl / 40))
+        for _ in range(200):
+            have = np.count_nonzero((clusters + tracks) >= cluster_threshold)
+            if have >= need_cl:
+                break
+            if cluster_rows:  # adapt the batch to the pixels per cluster seen so far
+                per_cluster = max(have / len(cluster_rows), 1.0)
+                batch = max(2, int(0.7 * (need_cl - have) / per_cluster))
+            add_clusters(batch)
+        cl_mask = (clusters + tracks) >= cluster_threshold
+        for _ in range(10 * (ny + nx)):
+            if np.count_nonzero((hot > 0) & ~cl_mask) >= f_hot * n_pix:
+                break
+            add_hot_lines(1)
+        free_per_col = ((hot == 0) & ~cl_mask).sum(0)
+        need = f_glow * n_pix
+        c0 = int(rng.integers(0, nx))
+        c1 = c0
+        got = 0
+        while got < need and (c1 - c0) < nx:
+            # grow to the right, then to the left once the edge is hit
+            if c1 < nx:
+                got += free_per_col[c1]
+                c1 += 1
+            else:
+                c0 -= 1
+                got += free_per_col[c0]
+        level = rng.uniform(g_lo, g_hi)
+        glow[:, c0:c1] = level
+        glow_info = (c0, c1 - c0, level)
+    else:
+        if rng.random() < glow_probability:
+            width = int(rng.integers(w_lo, w_hi + 1))
+            width = min(width, nx)
+            c0 = int(rng.integers(0, nx - width + 1))
+            level = rng.uniform(g_lo, g_hi)
+            glow[:, c0 : c0 + width] = level
+            glow_info = (c0, width, level)
+        else:
+            glow_info = None
+        add_hot_lines(int(rng.integers(0, 7)) if n_hot is None else int(n_hot))
+        add_clusters(int(rng.integers(5, 41)) if n_clusters is None else int(n_clusters))
+
+    classes = class_map(glow)
+    image = pedestal + glow + hot + clusters + tracks
+    image = image + rng.normal(0, noise_sd, (ny, nx))
+    params["glow_band"] = None if glow_info is None else {"column": glow_info[0], "width": glow_info[1], "level": glow_info[2]}
+    params["n_clusters_drawn"] = len(cluster_rows)
+    params["class_names"] = list(CLASS_NAMES)
+    params = jsonable(params)
+    return CCDFrame(
+        image=image.astype(np.float32),
+        classes=classes,
+        components={"glow": glow, "hot": hot, "clusters": clusters, "tracks": tracks},
+        clusters=np.array(cluster_rows, float).reshape(-1, 5),
+        params=params,
+    )
+
+
+def write_ccd_fits(path, frame: CCDFrame, classes_path=None, overwrite: bool = True) -> Path:
+    """Write ``frame.image`` to a FITS file atomically (float32 ADC, header with the simulation parameters).
+
+    Parameters
+    ----------
+    path : target ``.fits`` / ``.fit`` path.
+    frame : the simulated frame.
+    classes_path : optional second FITS path for the uint8 class map.
+    overwrite : if False and ``path`` exists, raise :class:`InputError`.
+
+    Header keys: BUNIT='ADU', PEDESTAL, NOISE, SEED, GAIN, GLOWPROB, GLOWCOL,
+    GLOWWID, GLOWLVL, HOTLVL, NCLUST, BALANCED, CLASSES, plus SIMULAT and ORIGIN.
+    """
+    from astropy.io import fits
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise InputError(f"{path} exists; refusing to overwrite")
+    p = frame.params
+    header = fits.Header()
+    header["BUNIT"] = ("ADU", "pixel values in ADC units")
+    header["ORIGIN"] = ("napari-microseg", "simulated frame")
+    header["SIMULAT"] = (True, "simulated by napari_microseg.simulate.ccd")
+    header["PEDESTAL"] = (float(p.get("pedestal", 0)), "[ADU] pedestal level")
+    header["NOISE"] = (float(p.get("noise_sd", 0)), "[ADU] Gaussian read-noise sd")
+    seed = p.get("seed")
+    header["SEED"] = (-1 if seed is None else int(seed), "random seed (-1: none)")
+    header["GAIN"] = (float(p.get("gain", 1.0)), "[ADU/e-] conversion gain")
+    header["GLOWPROB"] = (float(p.get("glow_probability", 0)), "probability of a glowing band")
+    band = p.get("glow_band")
+    header["GLOWCOL"] = (-1 if not band else int(band["column"]), "first glowing column (-1: none)")
+    header["GLOWWID"] = (0 if not band else int(band["width"]), "glowing band width [px]")
+    header["GLOWLVL"] = (0.0 if not band else float(band["level"]), "[ADU] glow above pedestal")
+    header["HOTLVL"] = (float(p.get("hot_level", 0)), "[ADU] hot pixel level above pedestal")
+    header["NCLUST"] = (int(p.get("n_clusters_drawn", 0)), "number of point-charge clusters")
+    header["BALANCED"] = (bool(p.get("balanced", False)), "balanced class layout")
+    header["CLASSES"] = ("0 bg,1 glow,2 hot,3 cluster", "class indices of the label map")
+    with atomic_path(path) as tmp:
+        fits.PrimaryHDU(data=frame.image.astype(np.float32), header=header).writeto(tmp, overwrite=True)
+    if classes_path is not None:
+        with atomic_path(classes_path) as tmp:
+            fits.PrimaryHDU(data=frame.classes.astype(np.uint8), header=header).writeto(tmp, overwrite=True)
+    return path

@@ -1,0 +1,259 @@
+"""Write and read tracking results; curation edits on a :class:`TrackResult`.
+
+Files (all written atomically):
+
+- ``tracks.csv``: :data:`napari_microseg.tracking.track.TRACK_COLUMNS` then measurements.
+- ``counts.csv``: ``t, count, divisions, track_starts, track_ends`` per frame:
+  ``count`` objects tracked in frame t, ``divisions`` division events whose
+  daughters first appear in frame t, ``track_starts`` / ``track_ends`` tracks
+  whose first / last frame is t (daughters count as starts, mothers as ends).
+- Cell Tracking Challenge folder: ``res_track.txt`` (lines ``L B E P``) and
+  ``mask000.tif`` ... (uint16; 3-digit names up to 1000 frames, 4-digit above).
+  A track with gaps (frames bridged by the tracker) is cut at each gap into
+  CTC tracks, each later piece having the previous one as parent (the CTC
+  convention for gap closing).
+
+Curation helpers are pure functions: they return a new consistent
+:class:`TrackResult` (table, tracks_data, graph, relabelled) and never modify
+their input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from ..io.atomic import atomic_path, atomic_write_text
+from .track import TRACK_COLUMNS, TrackResult, finalize
+
+
+def _table(obj: TrackResult | pd.DataFrame) -> pd.DataFrame:
+    return obj.table if isinstance(obj, TrackResult) else obj
+
+
+# ----------------------------------------------------------------------------- CSV
+def write_tracks_csv(result: TrackResult | pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write ``tracks.csv`` (contract columns first, then measurements)."""
+    table = _table(result)
+    missing = [c for c in TRACK_COLUMNS if c not in table.columns]
+    if missing:
+        raise InputError(f"tracks table lacks columns {missing}")
+    cols = TRACK_COLUMNS + [c for c in table.columns if c not in TRACK_COLUMNS]
+    return atomic_write_text(path, table[cols].to_csv(index=False, lineterminator="\n"))
+
+
+def read_tracks_csv(path: str | os.PathLike, labels: np.ndarray | None = None, n_frames: int | None = None) -> TrackResult:
+    """Read a ``tracks.csv`` back into a :class:`TrackResult` (optionally with its label stack)."""
+    table = pd.read_csv(path)
+    missing = [c for c in ("track_id", "t", "y", "x") if c not in table.columns]
+    if missing:
+        raise InputError(f"{path} is not a tracks table (missing {missing})")
+    if "parent_track_id" not in table.columns:
+        table["parent_track_id"] = 0
+    table["parent_track_id"] = table["parent_track_id"].fillna(0)
+    return finalize(table, n_frames=n_frames, labels=labels)
+
+
+def counts_table(result: TrackResult | pd.DataFrame, n_frames: int | None = None) -> pd.DataFrame:
+    """Per-frame ``t, count, divisions, track_starts, track_ends`` (see module doc)."""
+    table = _table(result)
+    if n_frames is None:
+        n_frames = result.n_frames if isinstance(result, TrackResult) and result.n_frames else int(table["t"].max()) + 1
+    t = np.arange(n_frames)
+    count = np.bincount(table["t"].to_numpy(), minlength=n_frames)[:n_frames]
+    spans = table.groupby("track_id").agg(start=("t", "min"), end=("t", "max"), parent=("parent_track_id", "first"))
+    starts = np.bincount(spans["start"].to_numpy(), minlength=n_frames)[:n_frames]
+    ends = np.bincount(spans["end"].to_numpy(), minlength=n_frames)[:n_frames]
+    daughters = spans[spans["parent"] != 0]
+    first_of_division = daughters.groupby("parent")["start"].min()
+    n_children = daughters.groupby("parent").size()
+    div_t = first_of_division[n_children.reindex(first_of_division.index) >= 2].to_numpy()
+    divisions = np.bincount(div_t.astype(int), minlength=n_frames)[:n_frames] if len(div_t) else np.zeros(n_frames, int)
+    return pd.DataFrame({"t": t, "count": count, "divisions": divisions, "track_starts": starts, "track_ends": ends})
+
+
+def write_counts_csv(result: TrackResult | pd.DataFrame, path: str | os.PathLike, n_frames: int | None = None) -> Path:
+    """Write ``counts.csv`` (see :func:`counts_table`)."""
+    return atomic_write_text(path, counts_table(result, n_frames).to_csv(index=False, lineterminator="\n"))
+
+
+def write_config_json(result: TrackResult, path: str | os.PathLike) -> Path:
+    """Write the configuration used (JSON) so the run can be repeated."""
+    return atomic_write_text(path, json.dumps(result.config, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(obj):
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return str(obj)
+
+
+# ----------------------------------------------------------------------------- CTC
+def ctc_digits(n_frames: int) -> int:
+    """Digits in CTC mask names: 3 (``mask000.tif``) up to 1000 frames, else 4."""
+    return 3 if n_frames <= 1000 else 4
+
+
+def ctc_tracks(result: TrackResult) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """CTC view of a result: ``(lbep, table)`` where ``lbep`` has columns
+    ``L, B, E, P`` and ``table`` is the result table with a ``ctc_label`` column.
+
+    Tracks without gaps keep their id as CTC label; a track with gaps is cut
+    into pieces, later pieces get new labels with the previous piece as parent.
+    """
+    table = result.table.sort_values(["track_id", "t"]).reset_index(drop=True)
+    ctc_label = table["track_id"].to_numpy().copy()
+    next_label = int(table["track_id"].max()) + 1 if len(table) else 1
+    last_piece: dict[int, int] = {}
+    rows = []
+    for tid, grp in table.groupby("track_id", sort=True):
+        ts = grp["t"].to_numpy()
+        cuts = np.flatnonzero(np.diff(ts) > 1) + 1
+        bounds = np.split(np.arange(len(ts)), cuts)
+        parent = int(grp["parent_track_id"].iloc[0])
+        prev = None
+        for k, piece in enumerate(bounds):
+            label = int(tid) if k == 0 else next_label
+            if k > 0:
+                next_label += 1
+            ctc_label[grp.index[piece]] = label
+            p = parent if k == 0 else prev  # piece 0: fixed below to the mother's last piece
+            rows.append((label, int(ts[piece[0]]), int(ts[piece[-1]]), p, int(tid), k))
+            prev = label
+        last_piece[int(tid)] = prev
+    lbep = pd.DataFrame(rows, columns=["L", "B", "E", "P", "track_id", "piece"])
+    # parents of daughters must be the *last* piece of the mother track
+    lbep.loc[lbep["piece"] == 0, "P"] = [
+        last_piece.get(int(p), 0) if p else 0 for p in lbep.loc[lbep["piece"] == 0, "P"]
+    ]
+    if next_label - 1 > 65535:
+        raise InputError("more than 65535 CTC tracks: CTC masks are uint16")
+    return lbep[["L", "B", "E", "P"]], table.assign(ctc_label=ctc_label)
+
+
+def write_ctc(result: TrackResult, folder: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write a CTC result folder: ``res_track.txt`` + ``maskNNN.tif`` (uint16).
+
+    Needs ``result.labels`` (the label stack the tracks were built from).
+    """
+    import tifffile
+
+    if result.labels is None:
+        raise InputError("CTC export needs the label stack (tracks from points have no masks)")
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()) and not overwrite:
+        raise InputError(f"{folder} exists and is not empty (use overwrite)")
+    folder.mkdir(parents=True, exist_ok=True)
+    lbep, table = ctc_tracks(result)
+    # map (t, label) -> ctc label per frame
+    from .track import relabel_stack
+
+    masks = relabel_stack(result.labels, table.assign(track_id=table["ctc_label"]))
+    digits = ctc_digits(result.n_frames or masks.shape[0])
+    for t in range(masks.shape[0]):
+        with atomic_path(folder / f"mask{t:0{digits}d}.tif") as p:
+            tifffile.imwrite(p, masks[t].astype(np.uint16))
+    text = "".join(f"{r.L} {r.B} {r.E} {r.P}\n" for r in lbep.itertuples(index=False))
+    atomic_write_text(folder / "res_track.txt", text)
+    return folder
+
+
+def read_ctc(folder: str | os.PathLike, track_file: str | None = None) -> TrackResult:
+    """Read a CTC folder (results ``res_track.txt`` + ``mask*.tif`` or ground
+    truth ``man_track.txt`` + ``man_track*.tif``) into a :class:`TrackResult`.
+
+    Each CTC track becomes one track; its id is the CTC label (gap pieces stay
+    separate tracks linked parent -> child). ``relabelled`` equals the masks.
+    """
+    import tifffile
+
+    folder = Path(folder)
+    if track_file is None:
+        found = sorted(folder.glob("*_track.txt"))
+        if len(found) != 1:
+            raise InputError(f"{folder}: expected one *_track.txt file, found {len(found)}")
+        track_path = found[0]
+    else:
+        track_path = folder / track_file
+    files = sorted(p for p in folder.glob("*.tif*") if p.stem.rstrip("0123456789") in ("mask", "man_track", "man_seg"))
+    if not files:
+        raise InputError(f"{folder}: no mask*.tif or man_track*.tif files")
+    masks = np.stack([tifffile.imread(p) for p in files]).astype(np.int32)
+    lbep = pd.read_csv(track_path, sep=r"\s+", header=None, names=["L", "B", "E", "P"])
+    from skimage.measure import regionprops_table
+
+    frames = []
+    for t in range(masks.shape[0]):
+        tab = regionprops_table(masks[t], properties=["label", "centroid", "area"])
+        frames.append(pd.DataFrame({"t": t, "label": tab["label"], "y": tab["centroid-0"], "x": tab["centroid-1"], "area": tab["area"]}))
+    obj = pd.concat(frames, ignore_index=True)
+    obj["track_id"] = obj["label"]
+    parent = dict(zip(lbep["L"].astype(int), lbep["P"].astype(int)))
+    obj["parent_track_id"] = obj["track_id"].map(lambda l: parent.get(int(l), 0))
+    return finalize(obj, n_frames=masks.shape[0], labels=masks, config={"source": str(folder)})
+
+
+# ----------------------------------------------------------------------------- curation
+def _check_track(result: TrackResult, track_id: int) -> None:
+    if int(track_id) not in set(result.table["track_id"].tolist()):
+        raise InputError(f"no track with id {track_id}")
+
+
+def _rebuild(result: TrackResult, table: pd.DataFrame, edit: str) -> TrackResult:
+    config = dict(result.config)
+    config["edits"] = list(config.get("edits", [])) + [edit]
+    return finalize(table, n_frames=result.n_frames, labels=result.labels, config=config, info=result.info)
+
+
+def delete_track(result: TrackResult, track_id: int) -> TrackResult:
+    """Remove a track; its daughters become roots."""
+    _check_track(result, track_id)
+    tab = result.table[result.table["track_id"] != track_id].copy()
+    tab.loc[tab["parent_track_id"] == track_id, "parent_track_id"] = 0
+    return _rebuild(result, tab, f"delete {track_id}")
+
+
+def merge_tracks(result: TrackResult, id_a: int, id_b: int) -> TrackResult:
+    """Join track ``id_b`` onto the end of ``id_a`` (b continues a).
+
+    ``a`` must end before ``b`` starts. The merged track keeps id ``a`` and
+    takes over b's daughters; a's former daughters become roots, and b's former
+    parent loses b.
+    """
+    _check_track(result, id_a)
+    _check_track(result, id_b)
+    if id_a == id_b:
+        raise InputError("cannot merge a track with itself")
+    tab = result.table.copy()
+    end_a = tab.loc[tab["track_id"] == id_a, "t"].max()
+    start_b = tab.loc[tab["track_id"] == id_b, "t"].min()
+    if end_a >= start_b:
+        raise InputError(f"track {id_a} ends at t={end_a}, not before track {id_b} starts at t={start_b}")
+    tab.loc[tab["parent_track_id"] == id_a, "parent_track_id"] = 0
+    parent_a = int(tab.loc[tab["track_id"] == id_a, "parent_track_id"].iloc[0])
+    tab.loc[tab["track_id"] == id_b, "track_id"] = id_a
+    tab.loc[tab["track_id"] == id_a, "parent_track_id"] = parent_a
+    tab.loc[tab["parent_track_id"] == id_b, "parent_track_id"] = id_a
+    return _rebuild(result, tab, f"merge {id_a} {id_b}")
+
+
+def split_track(result: TrackResult, track_id: int, t: int) -> TrackResult:
+    """Cut a track before frame ``t``: rows at ``t`` and later get a new id
+    (max id + 1), a root that takes over the track's daughters."""
+    _check_track(result, track_id)
+    tab = result.table.copy()
+    sel = (tab["track_id"] == track_id) & (tab["t"] >= t)
+    if not sel.any() or sel.all() or ((tab["track_id"] == track_id) & (tab["t"] < t)).sum() == 0:
+        raise InputError(f"track {track_id} has no rows on both sides of t={t}")
+    new_id = int(tab["track_id"].max()) + 1
+    tab.loc[tab["parent_track_id"] == track_id, "parent_track_id"] = new_id
+    tab.loc[sel, "track_id"] = new_id
+    tab.loc[sel, "parent_track_id"] = 0
+    return _rebuild(result, tab, f"split {track_id} {t}")

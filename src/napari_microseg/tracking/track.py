@@ -1,0 +1,713 @@
+"""Track segmented objects over time with btrack (Bayesian tracker).
+
+Pipeline: label stack (T, Y, X) -> one object per label per frame
+(:func:`objects_from_labels`: centroid, area, mean intensity) -> optional
+stage-shift correction (:mod:`.shift`) -> btrack: frame-by-frame Bayesian
+linking with a Kalman motion model, then (``optimize=True``) a global
+optimisation of tracklet hypotheses (link across gaps, appear, disappear,
+false positive and, for the ``cell`` configuration, divide) -> a
+:class:`TrackResult` whose table follows the ``tracks.csv`` contract.
+
+btrack's *dummy objects* (positions it predicts for a track in frames where it
+found no detection, used to bridge gaps of up to ``max_lost`` frames) are not
+kept: they have no label and no measurement. A track bridged over a gap is one
+track whose rows skip the missing frames (``t`` jumps). The Tracks layer draws
+across the gap; the CTC export splits such a track at the gap (see
+:func:`napari_microseg.tracking.export.write_ctc`).
+
+Coordinates are pixels (``y`` row, ``x`` column, centroid of the label) and
+``t`` is the frame index. Track ids are renumbered 1..N by first frame.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generator
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from ..progress import Progress
+
+#: columns of ``tracks.csv`` in contract order (measurements follow them)
+TRACK_COLUMNS = ["track_id", "t", "y", "x", "parent_track_id", "root_track_id", "generation", "label"]
+
+#: folder of the JSON configurations shipped with the package
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+#: ``update_method="auto"`` uses EXACT Bayesian updates up to this many objects
+#: in the most crowded frame and APPROXIMATE (local, within the search radius)
+#: above it. EXACT costs grow ~N^3 per frame (12 s for 100 x 500 objects here).
+APPROXIMATE_ABOVE = 100
+
+#: GLPK options used for the global optimisation (quiet, 60 s limit)
+QUIET_GLPK = {"tm_lim": 60_000, "msg_lev": "GLP_MSG_OFF"}
+
+
+@dataclass
+class TrackResult:
+    """Tracks found in a time-lapse.
+
+    Attributes
+    ----------
+    table : DataFrame, one row per tracked object per frame, columns
+        ``track_id, t, y, x, parent_track_id, root_track_id, generation, label``
+        then measurements (``area`` in pixels, ``mean_intensity`` in image units,
+        ...). ``parent_track_id`` is 0 for roots; ``root_track_id`` of a root is
+        its own id; ``generation`` counts divisions from the root (root = 0).
+        ``label`` is the object's value in the input label stack (0 when tracks
+        came from points without labels). Sorted by ``track_id, t``.
+    tracks_data : float array (N, 4), ``(track_id, t, y, x)`` for a napari
+        Tracks layer.
+    graph : dict {child_track_id: [parent_track_id]} for the Tracks layer.
+    relabelled : int32 array (T, Y, X) where each object carries its track id
+        (0 = background or untracked), or None when tracking points.
+    config : JSON-able dict with everything needed to repeat the run.
+    labels : the input label stack (T, Y, X) or None; kept so that curation
+        edits can rebuild ``relabelled``.
+    n_frames : number of frames of the time-lapse.
+    """
+
+    table: pd.DataFrame
+    tracks_data: np.ndarray
+    graph: dict
+    relabelled: np.ndarray | None
+    config: dict
+    labels: np.ndarray | None = None
+    n_frames: int = 0
+    info: dict = field(default_factory=dict)
+
+    @property
+    def track_ids(self) -> np.ndarray:
+        """Sorted unique track ids."""
+        return np.unique(self.table["track_id"].to_numpy())
+
+    @property
+    def n_tracks(self) -> int:
+        return int(self.table["track_id"].nunique())
+
+    def napari_tracks(self) -> tuple[np.ndarray, dict]:
+        """Return ``(data, kwargs)`` for ``viewer.add_tracks(data, **kwargs)``."""
+        props = {c: self.table[c].to_numpy() for c in self.table.columns if c not in ("track_id", "t", "y", "x")}
+        return self.tracks_data, {"graph": self.graph, "properties": props, "name": "tracks"}
+
+
+# ----------------------------------------------------------------------------- configuration
+def _quiet_btrack() -> None:
+    import btrack  # noqa: F401  (its import sets its own logger to DEBUG)
+
+    logging.getLogger("btrack").setLevel(logging.WARNING)
+
+
+def available_configs() -> list[str]:
+    """Names of the configurations shipped with the package (``cell``, ``particle``)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+
+
+def load_config(config: str | os.PathLike | dict = "cell") -> dict:
+    """Return a tracker configuration as a JSON-able dict.
+
+    Parameters
+    ----------
+    config : ``"cell"`` (random-walk motion model, divisions allowed),
+        ``"particle"`` (same motion model, no divisions), a path to a JSON file
+        (our format, i.e. btrack's ``TrackerConfig`` fields, or a legacy btrack
+        file with a ``TrackerConfig`` key) or a dict of the same.
+
+    Returns
+    -------
+    dict with at least ``motion_model`` and, when optimisation is possible,
+    ``hypothesis_model``; matrices as ``{"matrix": [...], "sigma": s}`` or flat
+    lists.
+    """
+    if isinstance(config, dict):
+        cfg = copy.deepcopy(config)
+    else:
+        name = str(config)
+        path = CONFIG_DIR / f"{name}.json" if name in available_configs() else Path(name)
+        if not path.is_file():
+            raise InputError(f"tracking config {name!r} is neither one of {available_configs()} nor a JSON file")
+        try:
+            cfg = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise InputError(f"tracking config {path} is not valid JSON: {err}") from None
+    if "TrackerConfig" in cfg:  # legacy btrack layout
+        legacy = cfg["TrackerConfig"]
+        cfg = {"motion_model": legacy.get("MotionModel"), "hypothesis_model": legacy.get("HypothesisModel") or None}
+        cfg = {k: v for k, v in cfg.items() if v}
+    if not isinstance(cfg.get("motion_model"), dict):
+        raise InputError("tracking config has no motion_model")
+    return cfg
+
+
+def _json_matrix(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.ravel().tolist()
+    return value
+
+
+def _btrack_config(cfg: dict, *, max_search_radius: float, update_method: str, volume: tuple):
+    """Build a btrack ``TrackerConfig`` from our dict."""
+    _quiet_btrack()
+    from btrack import constants
+    from btrack.config import TrackerConfig
+    from btrack.models import HypothesisModel, MotionModel
+
+    try:
+        motion = MotionModel(**cfg["motion_model"])
+        hyp = HypothesisModel(**cfg["hypothesis_model"]) if cfg.get("hypothesis_model") else None
+    except Exception as err:  # pydantic validation error: one clear line
+        raise InputError(f"invalid tracking config: {str(err).splitlines()[0]} ({err})") from None
+    options = dict(QUIET_GLPK)
+    options.update(cfg.get("optimizer_options") or {})
+    return TrackerConfig(
+        name=cfg.get("name", "microseg"),
+        verbose=False,
+        motion_model=motion,
+        hypothesis_model=hyp,
+        max_search_radius=float(max_search_radius),
+        volume=volume,
+        update_method=constants.BayesianUpdates[update_method],
+        optimizer_options=options,
+    )
+
+
+# ----------------------------------------------------------------------------- objects
+def objects_from_labels(labels_stack: np.ndarray, image_stack: np.ndarray | None = None) -> pd.DataFrame:
+    """Measure every labelled object in every frame.
+
+    Parameters
+    ----------
+    labels_stack : int array (T, Y, X); 0 is background.
+    image_stack : optional array (T, Y, X) of the same shape (any real dtype).
+
+    Returns
+    -------
+    DataFrame with columns ``t, label, y, x, area`` (+ ``mean_intensity`` with
+    an image); ``y, x`` are centroids in pixels, ``area`` in pixels.
+    """
+    from skimage.measure import regionprops_table
+
+    labels_stack = check_labels_stack(labels_stack)
+    if image_stack is not None:
+        image_stack = np.asarray(image_stack)
+        if image_stack.shape != labels_stack.shape:
+            raise InputError(f"image stack shape {image_stack.shape} does not match labels shape {labels_stack.shape}")
+        if image_stack.dtype.kind == "f" and not np.all(np.isfinite(image_stack)):
+            raise InputError("image stack contains NaN or infinite values")
+    props = ["label", "centroid", "area"] + (["intensity_mean"] if image_stack is not None else [])
+    frames = []
+    for t in range(labels_stack.shape[0]):
+        frame = np.asarray(labels_stack[t])
+        if not frame.any():
+            continue
+        tab = regionprops_table(frame, intensity_image=None if image_stack is None else np.asarray(image_stack[t]), properties=props)
+        df = pd.DataFrame({"t": t, "label": tab["label"], "y": tab["centroid-0"], "x": tab["centroid-1"], "area": tab["area"]})
+        if image_stack is not None:
+            df["mean_intensity"] = tab["intensity_mean"]
+        frames.append(df)
+    if not frames:
+        raise InputError("labels stack is empty: no objects to track")
+    out = pd.concat(frames, ignore_index=True)
+    out["t"] = out["t"].astype(np.int64)
+    out["label"] = out["label"].astype(np.int64)
+    out["area"] = out["area"].astype(np.int64)
+    return out
+
+
+def check_labels_stack(labels_stack: np.ndarray) -> np.ndarray:
+    """Validate a (T, Y, X) integer label stack and return it as an array."""
+    labels_stack = np.asarray(labels_stack)
+    if labels_stack.ndim != 3:
+        raise InputError(f"labels must be a (T, Y, X) stack, got {labels_stack.ndim} dimensions {labels_stack.shape}")
+    if labels_stack.dtype.kind not in "iub":
+        if labels_stack.dtype.kind == "f" and np.all(np.isfinite(labels_stack)) and np.all(labels_stack == np.round(labels_stack)):
+            labels_stack = labels_stack.astype(np.int64)
+        else:
+            raise InputError(f"labels must be integers, got {labels_stack.dtype}")
+    if labels_stack.dtype.kind == "i" and labels_stack.size and labels_stack.min() < 0:
+        raise InputError("labels must be >= 0")
+    return labels_stack
+
+
+# ----------------------------------------------------------------------------- tracking core
+def _choose_update_method(update_method: str, max_per_frame: int) -> str:
+    method = update_method.lower()
+    if method == "auto":
+        return "APPROXIMATE" if max_per_frame > APPROXIMATE_ABOVE else "EXACT"
+    if method not in ("exact", "approximate"):
+        raise InputError(f"update_method must be 'auto', 'exact' or 'approximate', not {update_method!r}")
+    return method.upper()
+
+
+def track_points_iter(
+    points: pd.DataFrame,
+    *,
+    config: str | os.PathLike | dict = "particle",
+    max_search_radius: float | None = None,
+    update_method: str = "auto",
+    optimize: bool = True,
+    volume: tuple | None = None,
+    offsets: np.ndarray | None = None,
+    n_frames: int | None = None,
+    step_size: int = 10,
+) -> Generator[Progress, None, TrackResult]:
+    """Link points into tracks; a generator yielding :class:`Progress`, returning a :class:`TrackResult`.
+
+    Parameters
+    ----------
+    points : DataFrame with columns ``t`` (int frame), ``y``, ``x`` (pixels),
+        optional ``label`` (int, object value in a label image) and any
+        measurement columns (copied to the result table).
+    config : see :func:`load_config`.
+    max_search_radius : largest displacement between frames considered for a
+        link, pixels (default: the config's value, else 20).
+    update_method : ``"auto"`` (EXACT up to :data:`APPROXIMATE_ABOVE` objects
+        per frame, else APPROXIMATE), ``"exact"`` or ``"approximate"``.
+    optimize : run btrack's global optimisation of hypotheses (joins broken
+        tracklets, and for configs with ``P_branch``, finds divisions).
+    volume : ``((x0, x1), (y0, y1))`` imaging volume in pixels (after shift
+        correction); default: bounding box of the points padded by the search
+        radius. Tracks predicted outside it are ended.
+    offsets : optional (T, 2) float array of per-frame ``(dy, dx)`` stage
+        displacements (see :func:`napari_microseg.tracking.shift.estimate_stage_shift`);
+        linking uses ``(y - dy, x - dx)`` but the table keeps the original
+        coordinates.
+    n_frames : number of frames of the time-lapse (default: last ``t`` + 1).
+    step_size : frames per tracking step (one progress event each).
+    """
+    for col in ("t", "y", "x"):
+        if col not in points.columns:
+            raise InputError(f"points need a {col!r} column")
+    if len(points) == 0:
+        raise InputError("no points to track")
+    pts = points.reset_index(drop=True)
+    t = pts["t"].to_numpy().astype(np.int64)
+    if t.min() < 0:
+        raise InputError("frame index t must be >= 0")
+    y = pts["y"].to_numpy(dtype=np.float64)
+    x = pts["x"].to_numpy(dtype=np.float64)
+    if not (np.all(np.isfinite(y)) and np.all(np.isfinite(x))):
+        raise InputError("point coordinates contain NaN or infinite values")
+    n_frames = int(n_frames if n_frames is not None else t.max() + 1)
+    yc, xc = y.copy(), x.copy()
+    if offsets is not None:
+        offsets = np.asarray(offsets, dtype=np.float64)
+        if offsets.shape != (n_frames, 2):
+            raise InputError(f"offsets must have shape ({n_frames}, 2), got {offsets.shape}")
+        yc -= offsets[t, 0]
+        xc -= offsets[t, 1]
+
+    cfg = load_config(config)
+    radius = float(max_search_radius if max_search_radius is not None else cfg.get("max_search_radius", 20.0))
+    if radius <= 0:
+        raise InputError("max_search_radius must be > 0")
+    counts = np.bincount(t)
+    method = _choose_update_method(update_method, int(counts.max()))
+    if volume is None:
+        volume = ((float(xc.min() - radius), float(xc.max() + radius)), (float(yc.min() - radius), float(yc.max() + radius)))
+    volume3 = (tuple(map(float, volume[0])), tuple(map(float, volume[1])), (-1e5, 1e5))
+    do_opt = bool(optimize and cfg.get("hypothesis_model"))
+
+    _quiet_btrack()
+    from btrack import BayesianTracker, btypes
+
+    bt_cfg = _btrack_config(cfg, max_search_radius=radius, update_method=method, volume=volume3)
+    # objects: ID = row index so that btrack's refs point back into ``pts``
+    objects = []
+    for i in range(len(pts)):
+        obj = btypes.PyTrackObject()
+        obj.ID = i
+        obj.x = xc[i]
+        obj.y = yc[i]
+        obj.z = 0.0
+        obj.t = int(t[i])
+        objects.append(obj)
+    total = n_frames + (1 if do_opt else 0) + 1
+    yield Progress(0, total, f"tracking {len(pts)} objects ({method.lower()})")
+
+    with BayesianTracker(verbose=False) as tracker:
+        tracker.configure(bt_cfg)
+        lib, engine = tracker._lib, tracker._engine
+        for obj in objects:
+            lib.append(engine, obj)
+        tracker._objects = objects  # btrack keeps the Python objects for its own accessors
+        tracker._frame_range = [int(t.min()), int(t.max())]
+        lib.set_update_features(engine, sum(int(f.value) for f in tracker.configuration.tracking_updates))
+        stats = tracker.step()
+        done = 0
+        while stats is not None and stats.tracker_active:
+            stats = tracker.step(step_size)
+            done = min(n_frames, done + step_size)
+            yield Progress(done, total, "linking frames")
+        if do_opt:
+            yield Progress(n_frames, total, "optimising hypotheses")
+            tracker.optimise(options=dict(tracker.configuration.optimizer_options))
+        raw = _read_tracks(tracker)
+    yield Progress(total - 1, total, "building tables")
+
+    table = _table_from_raw(raw, pts)
+    hyps = (cfg.get("hypothesis_model") or {}).get("hypotheses", [])
+    div_opts = {**DIVISION_DEFAULTS, **(cfg.get("divisions") or {})}
+    n_div = 0
+    if do_opt and "P_branch" in hyps and div_opts.get("repair", True):
+        table, n_div = repair_divisions(
+            table, max_distance=float(div_opts["max_distance"]), area_ratio=float(div_opts["area_ratio"]), offsets=offsets
+        )
+    saved_cfg = copy.deepcopy(cfg)
+    saved_cfg["max_search_radius"] = radius
+    saved_cfg["update_method"] = method
+    saved_cfg["optimize"] = do_opt
+    if "P_branch" in hyps:
+        saved_cfg["divisions"] = div_opts
+    saved_cfg["volume"] = [list(volume3[0]), list(volume3[1])]
+    saved_cfg["motion_model"] = {k: _json_matrix(v) for k, v in saved_cfg["motion_model"].items()}
+    try:
+        import btrack
+
+        saved_cfg["btrack_version"] = btrack.__version__
+    except AttributeError:  # pragma: no cover
+        pass
+    if offsets is not None:
+        saved_cfg["stage_offsets"] = np.round(offsets, 3).tolist()
+    result = finalize(table, n_frames=n_frames, labels=None, config=saved_cfg)
+    result.info["n_dummies_dropped"] = int(raw["n_dummies"])
+    result.info["n_divisions_repaired"] = int(n_div)
+    yield Progress(total, total, f"{result.n_tracks} tracks")
+    return result
+
+
+def _read_tracks(tracker) -> dict:
+    """Pull tracks out of the btrack engine without building btrack Tracklets (fast)."""
+    lib, engine = tracker._lib, tracker._engine
+    n = lib.size(engine)
+    ids, parents, refs = [], [], []
+    n_dummies = 0
+    for i in range(n):
+        length = lib.track_length(engine, i)
+        r = np.zeros((length,), dtype=np.int32)
+        lib.get_refs(engine, r, i)
+        ids.append(int(lib.get_ID(engine, i)))
+        parents.append(int(lib.get_parent(engine, i)))
+        keep = r[r >= 0]
+        n_dummies += int(length - keep.size)
+        refs.append(keep)
+    return {"ids": ids, "parents": parents, "refs": refs, "n_dummies": n_dummies}
+
+
+def _table_from_raw(raw: dict, pts: pd.DataFrame) -> pd.DataFrame:
+    ids, parents, refs = raw["ids"], raw["parents"], raw["refs"]
+    parent_of = {i: p for i, p in zip(ids, parents) if p != i and p in set(ids)}
+    empty = {i for i, r in zip(ids, refs) if r.size == 0}
+
+    def live_parent(i: int) -> int:
+        p = parent_of.get(i, 0)
+        while p in empty:  # a parent made only of dummies: skip it
+            p = parent_of.get(p, 0)
+        return p
+
+    rows_idx, rows_tid, rows_parent = [], [], []
+    for i, r in zip(ids, refs):
+        if r.size == 0:
+            continue
+        rows_idx.append(r)
+        rows_tid.append(np.full(r.size, i, dtype=np.int64))
+        rows_parent.append(np.full(r.size, live_parent(i), dtype=np.int64))
+    idx = np.concatenate(rows_idx)
+    table = pts.iloc[idx].reset_index(drop=True).copy()
+    table["track_id"] = np.concatenate(rows_tid)
+    table["parent_track_id"] = np.concatenate(rows_parent)
+    if "label" not in table.columns:
+        table["label"] = 0
+    return renumber_tracks(table)
+
+
+#: division repair defaults (config key ``"divisions"``): a new track that
+#: starts within ``max_distance`` pixels of where a running track was one frame
+#: before, on the opposite side of it, while both objects are smaller than
+#: ``area_ratio`` x the mother's area (when areas are known), is taken as the
+#: second daughter of a division that the frame-by-frame linker hid by
+#: continuing the mother into the first daughter.
+DIVISION_DEFAULTS = {"repair": True, "max_distance": 20.0, "area_ratio": 0.8}
+
+
+def repair_divisions(
+    table: pd.DataFrame, *, max_distance: float = 20.0, area_ratio: float = 0.8, offsets: np.ndarray | None = None
+) -> tuple[pd.DataFrame, int]:
+    """Turn "mother continues into one daughter + a new track appears next to it"
+    into a division: the mother ends, both daughters get it as parent.
+
+    Parameters
+    ----------
+    table : tracks table with ``track_id, t, y, x, parent_track_id`` (and
+        ``area`` to use the size test).
+    max_distance : largest distance in pixels from the mother's last position
+        to each daughter's first position.
+    area_ratio : each daughter's area must be below ``area_ratio`` x the
+        mother's (skipped when there is no ``area`` column).
+    offsets : optional (T, 2) stage offsets subtracted from positions.
+
+    Returns
+    -------
+    (new table, number of divisions created)
+    """
+    if table.empty:
+        return table, 0
+    tab = table.copy()
+    ys = tab["y"].to_numpy(dtype=float).copy()
+    xs = tab["x"].to_numpy(dtype=float).copy()
+    if offsets is not None:
+        ys -= offsets[tab["t"].to_numpy(), 0]
+        xs -= offsets[tab["t"].to_numpy(), 1]
+    tab["ycorr_"], tab["xcorr_"] = ys, xs
+    has_area = "area" in tab.columns
+    first = tab.sort_values("t").groupby("track_id").head(1)
+    starts = first[(first["parent_track_id"] == 0) & (first["t"] > tab["t"].min())]
+    if starts.empty:
+        return table, 0
+    by_t = {int(t): g for t, g in tab.groupby("t")}
+    next_id = int(tab["track_id"].max()) + 1
+    used: set[tuple[int, int]] = set()
+    plans = []
+    for row in starts.itertuples(index=False):
+        t = int(row.t)
+        prev, cur = by_t.get(t - 1), by_t.get(t)
+        if prev is None or cur is None:
+            continue
+        both = prev.merge(cur, on="track_id", suffixes=("_p", "_c"))
+        both = both[both["track_id"] != row.track_id]
+        if both.empty:
+            continue
+        vq = np.c_[row.ycorr_ - both["ycorr__p"], row.xcorr_ - both["xcorr__p"]]
+        vc = np.c_[both["ycorr__c"] - both["ycorr__p"], both["xcorr__c"] - both["xcorr__p"]]
+        dq, dc = np.hypot(*vq.T), np.hypot(*vc.T)
+        cos = (vq * vc).sum(1) / np.maximum(dq * dc, 1e-9)
+        ok = (dq <= max_distance) & (dc <= max_distance) & (cos < 0.0)
+        if has_area:
+            mother_area = both["area_p"].to_numpy(dtype=float)
+            ok &= (float(row.area) < area_ratio * mother_area) & (both["area_c"].to_numpy(dtype=float) < area_ratio * mother_area)
+        if not ok.any():
+            continue
+        k = int(np.argmin(np.where(ok, dq, np.inf)))
+        mother = int(both["track_id"].iloc[k])
+        if (mother, t) in used:
+            continue
+        used.add((mother, t))
+        plans.append((mother, t, int(row.track_id)))
+    if not plans:
+        return table, 0
+    out = table.copy()
+    for mother, t, second in plans:
+        d1 = next_id
+        next_id += 1
+        sel = (out["track_id"] == mother) & (out["t"] >= t)
+        out.loc[sel, "track_id"] = d1
+        out.loc[out["parent_track_id"] == mother, "parent_track_id"] = d1  # mother's old children now hang on d1
+        out.loc[out["track_id"] == d1, "parent_track_id"] = mother
+        out.loc[out["track_id"] == second, "parent_track_id"] = mother
+    return renumber_tracks(out), len(plans)
+
+
+# ----------------------------------------------------------------------------- tables -> result
+def renumber_tracks(table: pd.DataFrame) -> pd.DataFrame:
+    """Renumber track ids 1..N ordered by (first frame, first y, first x); parents follow."""
+    first = table.sort_values(["t", "y", "x"]).groupby("track_id", sort=False).head(1)
+    order = first.sort_values(["t", "y", "x"], kind="stable")["track_id"].to_numpy()
+    mapping = {int(old): new for new, old in enumerate(order, start=1)}
+    out = table.copy()
+    out["track_id"] = out["track_id"].map(mapping).astype(np.int64)
+    out["parent_track_id"] = out["parent_track_id"].map(lambda p: mapping.get(int(p), 0)).astype(np.int64)
+    return out
+
+
+def _lineage_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """Recompute ``root_track_id`` and ``generation`` from ``parent_track_id``."""
+    parent = table.groupby("track_id")["parent_track_id"].first().to_dict()
+    root, gen = {}, {}
+
+    def resolve(tid: int) -> tuple[int, int]:
+        chain = []
+        cur = tid
+        while cur not in root:
+            p = parent.get(cur, 0)
+            if p == 0 or p not in parent or p in chain or p == cur:
+                root[cur], gen[cur] = cur, 0
+                break
+            chain.append(cur)
+            cur = p
+        for c in reversed(chain):
+            p = parent[c]
+            root[c], gen[c] = root[p], gen[p] + 1
+        return root[tid], gen[tid]
+
+    for tid in parent:
+        resolve(tid)
+    out = table.copy()
+    out["root_track_id"] = out["track_id"].map(root).astype(np.int64)
+    out["generation"] = out["track_id"].map(gen).astype(np.int64)
+    return out
+
+
+def finalize(
+    table: pd.DataFrame,
+    *,
+    n_frames: int | None = None,
+    labels: np.ndarray | None = None,
+    config: dict | None = None,
+    info: dict | None = None,
+) -> TrackResult:
+    """Build a consistent :class:`TrackResult` from a table with at least
+    ``track_id, t, y, x, parent_track_id`` (``label`` needed for ``relabelled``).
+
+    Parent ids that are not present, or whose track does not end before the
+    child starts, are set to 0. ``root_track_id`` and ``generation`` are
+    recomputed; columns are put in contract order.
+    """
+    table = table.copy()
+    if "label" not in table.columns:
+        table["label"] = 0
+    if len(table):
+        spans = table.groupby("track_id")["t"].agg(["min", "max"])
+        tmin, tmax = spans["min"].to_dict(), spans["max"].to_dict()
+        first_t = table["track_id"].map(tmin)
+        par = table["parent_track_id"].fillna(0).astype(np.int64)
+        valid = par.map(lambda p: p in tmax) & (par.map(lambda p: tmax.get(p, np.inf)) < first_t)
+        table["parent_track_id"] = np.where(valid, par, 0).astype(np.int64)
+    else:
+        table["parent_track_id"] = np.zeros(0, np.int64)
+    table = _lineage_columns(table) if len(table) else table.assign(root_track_id=np.zeros(0, np.int64), generation=np.zeros(0, np.int64))
+    extra = [c for c in table.columns if c not in TRACK_COLUMNS]
+    table = table[TRACK_COLUMNS + extra].sort_values(["track_id", "t"], kind="stable").reset_index(drop=True)
+    for c in ("track_id", "t", "parent_track_id", "root_track_id", "generation", "label"):
+        table[c] = table[c].astype(np.int64)
+    tracks_data = table[["track_id", "t", "y", "x"]].to_numpy(dtype=np.float64)
+    parents = table.groupby("track_id")["parent_track_id"].first()
+    graph = {int(c): [int(p)] for c, p in parents.items() if p != 0}
+    if n_frames is None:
+        n_frames = int(table["t"].max()) + 1 if len(table) else 0
+    relabelled = relabel_stack(labels, table) if labels is not None else None
+    return TrackResult(
+        table=table,
+        tracks_data=tracks_data,
+        graph=graph,
+        relabelled=relabelled,
+        config=config or {},
+        labels=labels,
+        n_frames=int(n_frames),
+        info=dict(info or {}),
+    )
+
+
+def relabel_stack(labels_stack: np.ndarray, table: pd.DataFrame) -> np.ndarray:
+    """Return a copy of ``labels_stack`` (T, Y, X) where each tracked object carries
+    its ``track_id`` (int32); objects absent from ``table`` become 0."""
+    labels_stack = np.asarray(labels_stack)
+    out = np.zeros(labels_stack.shape, dtype=np.int32)
+    for t, grp in table.groupby("t"):
+        t = int(t)
+        if t < 0 or t >= labels_stack.shape[0]:
+            continue
+        frame = labels_stack[t]
+        lab = grp["label"].to_numpy(dtype=np.int64)
+        lab_ok = lab > 0
+        if not lab_ok.any():
+            continue
+        lut = np.zeros(int(max(frame.max(), lab.max())) + 1, dtype=np.int32)
+        lut[lab[lab_ok]] = grp["track_id"].to_numpy()[lab_ok]
+        out[t] = lut[frame]
+    return out
+
+
+# ----------------------------------------------------------------------------- public entry points
+def track_points(points: pd.DataFrame, **kwargs) -> TrackResult:
+    """Plain-function form of :func:`track_points_iter` (no progress events)."""
+    gen = track_points_iter(points, **kwargs)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+def track(
+    labels_stack: np.ndarray,
+    image_stack: np.ndarray | None = None,
+    *,
+    config: str | os.PathLike | dict = "cell",
+    max_search_radius: float | None = None,
+    update_method: str = "auto",
+    optimize: bool = True,
+    stage_shift: str | None = None,
+    max_shift: float | None = None,
+) -> Generator[Progress, None, TrackResult]:
+    """Track labelled objects through a time-lapse; a generator of :class:`Progress`
+    events that returns a :class:`TrackResult`.
+
+    Parameters
+    ----------
+    labels_stack : int array (T, Y, X), one label per object per frame.
+    image_stack : optional array (T, Y, X); adds ``mean_intensity`` and is used
+        for ``stage_shift="images"``.
+    config : ``"cell"`` (divisions), ``"particle"`` (no divisions), a JSON
+        path or a dict (see :func:`load_config`).
+    max_search_radius : pixels; default from the config (30 for cell, 20 for particle).
+    update_method : ``"auto"``, ``"exact"`` or ``"approximate"``.
+    optimize : global optimisation of appear/disappear/link/divide hypotheses.
+    stage_shift : None (no correction), ``"images"`` (phase correlation of the
+        images) or ``"objects"`` (phase correlation of the object masks).
+    max_shift : largest stage jump accepted between two frames, pixels
+        (default: a quarter of the smaller image side).
+
+    The imaging volume is the image shape, widened by the stage offsets.
+    """
+    labels_stack = check_labels_stack(labels_stack)
+    n_frames, height, width = labels_stack.shape
+    offsets = None
+    yield Progress(0, 1, "measuring objects")
+    points = objects_from_labels(labels_stack, image_stack)
+    if stage_shift:
+        from .shift import estimate_stage_shift
+
+        mode = str(stage_shift).lower()
+        if mode == "images":
+            if image_stack is None:
+                raise InputError("stage_shift='images' needs an image stack")
+            source = np.asarray(image_stack, dtype=np.float32)
+        elif mode == "objects":
+            source = (labels_stack > 0).astype(np.float32)
+        else:
+            raise InputError(f"stage_shift must be None, 'images' or 'objects', not {stage_shift!r}")
+        yield Progress(0, 1, "estimating stage shifts")
+        offsets = estimate_stage_shift(source, max_shift=max_shift)
+    oy = offsets[:, 0] if offsets is not None else np.zeros(1)
+    ox = offsets[:, 1] if offsets is not None else np.zeros(1)
+    volume = ((float(-ox.max()), float(width - ox.min())), (float(-oy.max()), float(height - oy.min())))
+    result = yield from track_points_iter(
+        points,
+        config=config,
+        max_search_radius=max_search_radius,
+        update_method=update_method,
+        optimize=optimize,
+        volume=volume,
+        offsets=offsets,
+        n_frames=n_frames,
+    )
+    result.config["stage_shift"] = stage_shift
+    result.config["image_shape"] = [int(n_frames), int(height), int(width)]
+    return finalize(result.table, n_frames=n_frames, labels=labels_stack, config=result.config, info=result.info)
+
+
+def run_tracking(labels_stack: np.ndarray, image_stack: np.ndarray | None = None, **kwargs) -> TrackResult:
+    """Plain-function form of :func:`track` (no progress events); same arguments."""
+    gen = track(labels_stack, image_stack, **kwargs)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value

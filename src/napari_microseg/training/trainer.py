@@ -1,0 +1,648 @@
+"""Training loop as a generator of progress events.
+
+:func:`train` yields :class:`TrainEvent` after every optimisation step (and every
+validation batch), so a consumer can update a progress bar and a loss plot and can
+stop training within about one step: either call ``generator.close()`` (what
+napari's ``thread_worker.quit()`` does) or set ``stop_event``. The best model so far
+is written atomically at the end of every epoch that improves the monitored value
+(``out_path``); the last state with optimiser and scheduler (``out_path + ".last.pt"``)
+is written after every epoch, so a crash loses at most the running epoch and
+``resume=`` continues from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Generator
+
+import numpy as np
+
+from ..errors import InputError
+from .augment import AugmentConfig, augment_batch
+from .data import IGNORE, PatchSampler, TrainingData, prepare_training_data, split_train_val, tile_for_validation
+from .normalize import make_normalization_spec
+
+__all__ = ["TrainConfig", "TrainEvent", "TrainResult", "train", "default_loss", "last_checkpoint_path"]
+
+DEFAULT_CLASS_NAMES = {
+    "binary": ["background", "foreground"],
+    "three_class": ["background", "interior", "boundary"],
+}
+
+
+@dataclass
+class TrainConfig:
+    """Training settings; ``asdict(config)`` is JSON-able and stored in the model file.
+
+    Attributes
+    ----------
+    preset : model preset (``"small"``, ``"n"``, ``"c"``; see ``napari_microseg.models``).
+    model : overrides of the preset's parameters (e.g. ``{"base_filters": 32}``).
+    output_mode : ``"binary"``, ``"three_class"`` or ``"multiclass"``.
+    n_classes : classes for multiclass (None: from the labels).
+    class_names : names per class (None: defaults per mode).
+    normalization : normalisation spec (None: percentile 1 / 99.8, or the spec of the
+        ``init_model`` / ``resume`` model).
+    patch_size : square patch side, pixels.
+    patches_per_epoch : patches drawn per training epoch.
+    batch_size : patches per optimisation step.
+    epochs : last epoch number (with ``resume``, training continues up to it).
+    lr : initial learning rate.
+    optimizer : ``"adam"``, ``"adamw"``, ``"sgd"`` (momentum 0.9) or ``"adadelta"``.
+    weight_decay : L2 penalty / decoupled decay (adamw).
+    loss : loss name (None: ``bce_dice`` binary, ``ce_dice`` three_class,
+        ``weighted_ce`` multiclass); see ``napari_microseg.training.losses``.
+    focal_gamma, focal_alpha : focal-loss parameters ([N]: 2 and 0.5).
+    class_weights : per-class weights, ``"auto"`` (from training frequencies, for
+        ``weighted_ce``) or None.
+    early_stopping_patience : epochs without improvement before stopping (None: never).
+    reduce_lr_patience : epochs without improvement before multiplying the lr by
+        ``reduce_lr_factor`` (None: constant lr).
+    min_lr : lower bound for the plateau scheduler.
+    monitor : ``"val_loss"`` (lower is better) or ``"val_dice"`` (higher is better).
+    device : ``"auto"`` (cuda > mps > cpu), ``"cpu"``, ``"cuda"``, ...
+    amp : mixed precision on CUDA (bfloat16 where supported, else float16 + grad scaling).
+    seed : seeds patch sampling, augmentation, initialisation and the validation split.
+    num_threads : torch CPU threads during training (None: leave torch's setting).
+    freeze_encoder : with ``init_model``, keep the contracting path fixed.
+    val_fraction : share of images (or of the single image, as a strip) held out.
+    val_max_tiles : validation tiles of ``patch_size`` evaluated per epoch.
+    foreground_bias : probability that a patch is centred on foreground.
+    augment : apply augmentation; ``augmentation`` holds its settings
+        (see :class:`~napari_microseg.training.augment.AugmentConfig`; intensity
+        augmentation is off by default for ``fixed`` normalisation).
+    ignore_value, unlabelled_is_ignored, background_value : partial annotation, see
+        :func:`~napari_microseg.training.data.make_target`.
+    data_description : free text stored in the model file.
+    """
+
+    preset: str = "small"
+    model: dict = field(default_factory=dict)
+    output_mode: str = "binary"
+    n_classes: int | None = None
+    class_names: list | None = None
+    normalization: dict | None = None
+    patch_size: int = 256
+    patches_per_epoch: int = 256
+    batch_size: int = 8
+    epochs: int = 50
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    loss: str | None = None
+    focal_gamma: float = 2.0
+    focal_alpha: float = 0.5
+    class_weights: Any = "auto"
+    early_stopping_patience: int | None = 20
+    reduce_lr_patience: int | None = 5
+    reduce_lr_factor: float = 0.1
+    min_lr: float = 1e-6
+    monitor: str = "val_loss"
+    device: str = "auto"
+    amp: bool = True
+    seed: int = 0
+    num_threads: int | None = None
+    freeze_encoder: bool = False
+    val_fraction: float = 0.2
+    val_max_tiles: int = 64
+    foreground_bias: float = 0.7
+    augment: bool = True
+    augmentation: dict = field(default_factory=dict)
+    ignore_value: int | None = IGNORE
+    unlabelled_is_ignored: bool = False
+    background_value: int | None = None
+    data_description: str = ""
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise InputError(f"unknown training settings: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+@dataclass
+class TrainEvent:
+    """One progress event. ``done`` / ``total`` count optimisation steps over the run.
+
+    ``kind`` is ``"step"`` (after a training step), ``"validate"`` (during validation),
+    ``"epoch"`` (epoch finished: ``val_loss``, ``val_dice``, ``seconds`` are set) or
+    ``"saved"``. ``seconds`` is the wall time of the epoch so far.
+    """
+
+    epoch: int
+    n_epochs: int
+    step: int
+    n_steps: int
+    train_loss: float | None
+    val_loss: float | None
+    val_dice: float | None
+    lr: float
+    seconds: float
+    device: str
+    done: int
+    total: int
+    message: str = ""
+    kind: str = "step"
+    improved: bool = False
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    ``model_path`` holds the best model (None only if no epoch finished and nothing was
+    saved); ``stop_reason`` is ``"completed"``, ``"early_stopping"`` or ``"stopped"``.
+    """
+
+    model_path: str | None
+    last_path: str | None
+    best_epoch: int | None
+    best_value: float | None
+    epochs_run: int
+    stop_reason: str
+    history: list
+    device: str
+    config: dict
+
+
+def last_checkpoint_path(out_path: str | os.PathLike) -> Path:
+    """Path of the resumable checkpoint written next to a model file."""
+    return Path(str(out_path) + ".last.pt")
+
+
+def default_loss(output_mode: str) -> str:
+    return {"binary": "bce_dice", "three_class": "ce_dice", "multiclass": "weighted_ce"}[output_mode]
+
+
+def _versions() -> dict:
+    import torch
+
+    from .. import __version__
+
+    v = {"napari_microseg": __version__, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}
+    try:
+        import kornia
+
+        v["kornia"] = kornia.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    return v
+
+
+def _make_optimizer(name: str, params, lr: float, weight_decay: float):
+    import torch
+
+    name = name.lower()
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True)
+    if name == "adadelta":
+        return torch.optim.Adadelta(params, lr=lr, weight_decay=weight_decay)
+    raise InputError(f"unknown optimiser {name!r}: use adam, adamw, sgd or adadelta")
+
+
+def _as_training_data(data: Any, cfg: TrainConfig, normalization: dict) -> TrainingData:
+    if data is None:
+        return None
+    if isinstance(data, TrainingData):
+        return data
+    if isinstance(data, dict):
+        images, labels = data["images"], data["labels"]
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        images, labels = data
+    else:
+        raise InputError("training data must be a TrainingData, an (images, labels) pair or a dict with images and labels")
+    return prepare_training_data(
+        images, labels, output_mode=cfg.output_mode, n_classes=cfg.n_classes, normalization=normalization,
+        ignore_value=cfg.ignore_value, unlabelled_is_ignored=cfg.unlabelled_is_ignored,
+        background_value=cfg.background_value,
+    )
+
+
+def _dice_counts(logits, target, n_out: int):
+    """Return (intersection, sum_pred, sum_true) per foreground class (float64 numpy)."""
+    import torch
+
+    valid = target >= 0
+    if n_out == 1:
+        pred = (logits[:, 0] > 0).long()
+        true = (target == 1)
+        pred_f = (pred == 1) & valid
+        true_f = true & valid
+        return np.array([float((pred_f & true_f).sum())]), np.array([float(pred_f.sum())]), np.array([float(true_f.sum())])
+    pred = logits.argmax(1)
+    inter, sp, st = [], [], []
+    for c in range(1, n_out):
+        p = (pred == c) & valid
+        t = (target == c) & valid
+        inter.append(float((p & t).sum()))
+        sp.append(float(p.sum()))
+        st.append(float(t.sum()))
+    return np.array(inter), np.array(sp), np.array(st)
+
+
+def _foreground_dice(inter, sp, st, output_mode: str) -> float:
+    """Dice of the foreground: binary / three_class (interior + boundary as one); multiclass: mean over
+    foreground classes present in truth or prediction."""
+    if output_mode in ("binary",):
+        d = sp[0] + st[0]
+        return float(2 * inter[0] / d) if d > 0 else 1.0
+    if output_mode == "three_class":
+        return float("nan")  # computed separately from merged counts
+    per = [2 * i / (p + t) for i, p, t in zip(inter, sp, st) if p + t > 0]
+    return float(np.mean(per)) if per else 1.0
+
+
+def train(
+    config: TrainConfig | dict,
+    train_data: Any,
+    val_data: Any = None,
+    out_path: str | os.PathLike = "model.pt",
+    resume: str | os.PathLike | None = None,
+    init_model: str | os.PathLike | None = None,
+    stop_event: threading.Event | None = None,
+) -> Generator[TrainEvent, None, TrainResult]:
+    """Train a segmentation network; a generator of :class:`TrainEvent` returning a :class:`TrainResult`.
+
+    Parameters
+    ----------
+    config : :class:`TrainConfig` or its dict form.
+    train_data : a :class:`~napari_microseg.training.data.TrainingData`, or ``(images, labels)``
+        (lists of 2-D arrays or ``(T, Y, X)`` stacks; see ``prepare_training_data``).
+    val_data : validation data in the same forms; None: split off ``config.val_fraction``
+        of ``train_data`` (by image, or a strip of a single image).
+    out_path : model file for the best model; the resumable last state goes to
+        ``out_path + ".last.pt"``.
+    resume : a ``.last.pt`` checkpoint (or a model path next to one): continue its epochs,
+        optimiser, scheduler and history up to ``config.epochs``.
+    init_model : a model file to fine-tune from (weights, architecture and normalisation
+        are taken from it; a head with a different class count is re-initialised).
+    stop_event : ``threading.Event``; when set, training stops after the current step.
+
+    Notes
+    -----
+    Stopping (``close()``, ``stop_event``, early stopping) keeps the best model file. If
+    stopped before the first epoch finished, the current weights are saved to
+    ``out_path`` (marked ``"complete": false``) so a file always exists after a stop.
+    """
+    import torch
+
+    from ..device import resolve_device
+    from ..io.models import read_model_file, save_model
+    from ..models import build_model, n_outputs_for_mode, resolve_model_config
+
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config))
+    if cfg.output_mode not in ("binary", "three_class", "multiclass"):
+        raise InputError(f"unknown output mode {cfg.output_mode!r}: use binary, three_class or multiclass")
+    if cfg.monitor not in ("val_loss", "val_dice"):
+        raise InputError("monitor must be 'val_loss' or 'val_dice'")
+    try:
+        device = resolve_device(cfg.device)
+    except ValueError as err:
+        raise InputError(str(err)) from None
+    out_path = Path(out_path)
+    last_path = last_checkpoint_path(out_path)
+
+    # ---- checkpoint / init model
+    ckpt = None
+    if resume is not None:
+        rp = Path(resume)
+        if rp.is_file():
+            ckpt = read_model_file(rp)
+        if ckpt is None or "optimizer_state" not in ckpt:
+            alt = last_checkpoint_path(rp)
+            if alt.is_file():
+                ckpt = read_model_file(alt)
+            elif ckpt is None:
+                raise InputError(f"cannot resume: {rp} not found")
+            else:
+                raise InputError(f"cannot resume from {rp.name}: it holds no optimiser state (use init_model to fine-tune)")
+    init = read_model_file(init_model) if init_model is not None else None
+    source = ckpt or init
+    normalization = cfg.normalization
+    if normalization is None and source is not None:
+        normalization = source["config"].get("normalization")
+    normalization = make_normalization_spec(normalization)
+    if not cfg.augmentation and normalization["kind"] == "fixed":
+        aug_cfg = AugmentConfig(intensity=False)
+    else:
+        aug_cfg = AugmentConfig.from_dict(cfg.augmentation)
+    if ckpt is not None:
+        mode = ckpt["config"].get("output_mode")
+        if mode != cfg.output_mode:
+            raise InputError(f"cannot resume: checkpoint output mode is {mode!r}, settings say {cfg.output_mode!r}")
+
+    # ---- data
+    train_td = _as_training_data(train_data, cfg, normalization)
+    val_td = _as_training_data(val_data, cfg, normalization)
+    if val_td is None:
+        train_td, val_td = split_train_val(train_td, cfg.val_fraction, seed=cfg.seed)
+    n_classes = train_td.n_classes
+    n_out = n_outputs_for_mode(cfg.output_mode, n_classes)
+    class_names = list(cfg.class_names) if cfg.class_names else DEFAULT_CLASS_NAMES.get(
+        cfg.output_mode, [f"class {i}" for i in range(n_classes)])
+    if len(class_names) != n_classes:
+        raise InputError(f"{len(class_names)} class names for {n_classes} classes")
+
+    # ---- threads, seeds
+    prev_threads = torch.get_num_threads()
+    if cfg.num_threads:
+        torch.set_num_threads(int(cfg.num_threads))
+    torch.manual_seed(cfg.seed)
+
+    # ---- model
+    if source is not None:
+        model_cfg = dict(source["config"]["model"])
+        if init is not None and ckpt is None:
+            model_cfg["n_classes"] = n_out
+    else:
+        model_cfg = dict(cfg.model)
+        model_cfg.setdefault("preset", cfg.preset)
+        model_cfg["in_channels"] = train_td.in_channels
+        model_cfg["n_classes"] = n_out
+    try:
+        model_cfg = resolve_model_config(model_cfg)
+        model = build_model(model_cfg)
+    except ValueError as err:
+        raise InputError(str(err)) from None
+    if int(model_cfg.get("n_classes", n_out)) != n_out:
+        raise InputError(f"checkpoint has {model_cfg['n_classes']} outputs but {cfg.output_mode} needs {n_out}")
+    if source is not None:
+        state = source["state_dict"]
+        own = model.state_dict()
+        fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        if ckpt is None and len(fitting) < len(own):
+            missing = [k for k in own if k not in fitting]
+            if any(not k.startswith("head.") for k in missing):
+                raise InputError(f"init model does not fit: {len(missing)} tensors differ beyond the output layer")
+        model.load_state_dict(fitting, strict=ckpt is not None)
+    model.to(device)
+    frozen: list = []
+    if cfg.freeze_encoder:
+        enc = model.encoder_modules() if hasattr(model, "encoder_modules") else []
+        for m in enc:
+            for p in m.parameters():
+                p.requires_grad_(False)
+        frozen = enc
+
+    # ---- loss
+    loss_name = cfg.loss or default_loss(cfg.output_mode)
+    class_weights = None
+    if isinstance(cfg.class_weights, (list, tuple)):
+        class_weights = [float(v) for v in cfg.class_weights]
+    elif cfg.class_weights == "auto" and loss_name == "weighted_ce":
+        from .losses import class_weights_from_frequencies
+
+        class_weights = class_weights_from_frequencies(train_td.class_frequencies())
+    from .losses import make_loss
+
+    try:
+        loss_fn = make_loss(loss_name, class_weights=class_weights, gamma=cfg.focal_gamma, alpha=cfg.focal_alpha)
+    except ValueError as err:
+        raise InputError(str(err)) from None
+
+    # ---- optimiser, scheduler, AMP
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = _make_optimizer(cfg.optimizer, params, cfg.lr, cfg.weight_decay)
+    higher_better = cfg.monitor == "val_dice"
+    scheduler = None
+    if cfg.reduce_lr_patience is not None:
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max" if higher_better else "min", factor=cfg.reduce_lr_factor,
+            patience=int(cfg.reduce_lr_patience), min_lr=cfg.min_lr)
+    use_amp = bool(cfg.amp) and device.startswith("cuda")
+    amp_dtype = None
+    scaler = None
+    if use_amp:
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if amp_dtype == torch.float16:
+            scaler = torch.amp.GradScaler("cuda")
+        torch.backends.cudnn.benchmark = True
+
+    def autocast():
+        if use_amp:
+            return torch.autocast(device_type="cuda", dtype=amp_dtype)
+        return contextlib.nullcontext()
+
+    start_epoch = 1
+    history: list[dict] = []
+    best_value = None
+    best_epoch = None
+    bad_epochs = 0
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt["optimizer_state"])
+        if scheduler is not None and ckpt.get("scheduler_state"):
+            scheduler.load_state_dict(ckpt["scheduler_state"])
+        tstate = json.loads(ckpt.get("trainer_state_json", "{}"))
+        start_epoch = int(tstate.get("epoch", 0)) + 1
+        history = list(tstate.get("history", []))
+        best_value = tstate.get("best_value")
+        best_epoch = tstate.get("best_epoch")
+        bad_epochs = int(tstate.get("bad_epochs", 0))
+        if scaler is not None and ckpt.get("scaler_state"):
+            scaler.load_state_dict(ckpt["scaler_state"])
+
+    # ---- samplers
+    sampler = PatchSampler(train_td, cfg.patch_size, foreground_bias=cfg.foreground_bias, seed=cfg.seed)
+    val_x = val_y = None
+    if val_td is not None:
+        val_x, val_y = tile_for_validation(val_td, cfg.patch_size, max_tiles=cfg.val_max_tiles, seed=cfg.seed)
+    steps_per_epoch = max(1, math.ceil(cfg.patches_per_epoch / cfg.batch_size))
+    n_val_batches = 0 if val_x is None else math.ceil(len(val_x) / cfg.batch_size)
+    n_epochs = int(cfg.epochs)
+    total = max(0, n_epochs - start_epoch + 1) * steps_per_epoch
+    done = 0
+
+    train_desc = cfg.data_description or train_td.description
+    val_desc = "none" if val_td is None else f"{len(val_td)} image(s) / {len(val_x)} tiles"
+
+    def file_config(complete: bool, metrics: dict) -> dict:
+        return {
+            "model": model_cfg,
+            "output_mode": cfg.output_mode,
+            "n_classes": n_classes,
+            "class_names": class_names,
+            "normalization": normalization,
+            "patch_size": [int(cfg.patch_size), int(cfg.patch_size)],
+            "training": {
+                "complete": complete,
+                "config": cfg.to_dict(),
+                "loss": loss_name,
+                "class_weights": class_weights,
+                "data": train_desc,
+                "validation": val_desc,
+                "epochs_run": history[-1]["epoch"] if history else 0,
+                "best_epoch": best_epoch,
+                "seed": cfg.seed,
+                "device": device,
+                "amp": str(amp_dtype).replace("torch.", "") if use_amp else None,
+                "init_model": str(init_model) if init_model else None,
+                "resumed_from": str(resume) if resume else None,
+                "metrics": metrics,
+                "history": history,
+                "versions": _versions(),
+                "saved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
+        }
+
+    def write_last(epoch: int) -> None:
+        tstate = {"epoch": epoch, "history": history, "best_value": best_value, "best_epoch": best_epoch,
+                  "bad_epochs": bad_epochs}
+        extra = {"optimizer_state": optimizer.state_dict(), "trainer_state_json": json.dumps(tstate)}
+        if scheduler is not None:
+            extra["scheduler_state"] = scheduler.state_dict()
+        if scaler is not None:
+            extra["scaler_state"] = scaler.state_dict()
+        save_model(last_path, model, file_config(False, history[-1] if history else {}), extra=extra)
+
+    def set_train_mode() -> None:
+        model.train()
+        for m in frozen:
+            m.eval()
+
+    def validate():
+        model.eval()
+        tot_loss, n = 0.0, 0
+        inter = sp = st = None
+        with torch.no_grad():
+            for i in range(n_val_batches):
+                xb = torch.from_numpy(val_x[i * cfg.batch_size:(i + 1) * cfg.batch_size]).to(device)
+                yb = torch.from_numpy(val_y[i * cfg.batch_size:(i + 1) * cfg.batch_size]).to(device)
+                with autocast():
+                    logits = model(xb)
+                logits = logits.float()
+                w = int((yb >= 0).sum())
+                tot_loss += float(loss_fn(logits, yb)) * w
+                n += w
+                if cfg.output_mode == "three_class":
+                    fg_logit = torch.logsumexp(logits[:, 1:], 1, keepdim=True) - logits[:, :1]
+                    yfg = torch.where(yb > 0, torch.ones_like(yb), yb)
+                    c = _dice_counts(fg_logit, yfg, 1)
+                else:
+                    c = _dice_counts(logits, yb, n_out)
+                inter, sp, st = c if inter is None else (inter + c[0], sp + c[1], st + c[2])
+                yield i + 1
+        vloss = tot_loss / max(n, 1)
+        vdice = _foreground_dice(inter, sp, st, "binary" if cfg.output_mode == "three_class" else cfg.output_mode)
+        return vloss, vdice
+
+    stop_reason = "completed"
+    saved_any = out_path.is_file() and ckpt is not None
+    epoch = start_epoch - 1
+    lr = optimizer.param_groups[0]["lr"]
+    t_epoch = time.perf_counter()
+    gen_torch = torch.Generator().manual_seed(cfg.seed)
+    try:
+        for epoch in range(start_epoch, n_epochs + 1):
+            # per-epoch seeding: a resumed run draws the same patches as an uninterrupted one
+            rng = np.random.default_rng([cfg.seed, epoch])
+            gen_torch.manual_seed(cfg.seed * 100003 + epoch)
+            torch.manual_seed(cfg.seed * 100003 + epoch)
+            set_train_mode()
+            t_epoch = time.perf_counter()
+            run_loss, run_n = 0.0, 0
+            lr = optimizer.param_groups[0]["lr"]
+            for step in range(1, steps_per_epoch + 1):
+                if stop_event is not None and stop_event.is_set():
+                    stop_reason = "stopped"
+                    break
+                bs = min(cfg.batch_size, cfg.patches_per_epoch - (step - 1) * cfg.batch_size)
+                xb_np, yb_np = sampler.sample(max(1, bs), rng)
+                xb = torch.from_numpy(xb_np).to(device, non_blocking=True)
+                yb = torch.from_numpy(yb_np).to(device, non_blocking=True)
+                if cfg.augment:
+                    xb, yb = augment_batch(xb, yb, aug_cfg, generator=gen_torch)
+                optimizer.zero_grad(set_to_none=True)
+                with autocast():
+                    logits = model(xb)
+                loss = loss_fn(logits.float(), yb)
+                if not torch.isfinite(loss):
+                    raise InputError(f"training diverged (loss is {float(loss)}) at epoch {epoch}; lower the learning rate")
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    optimizer.step()
+                run_loss += float(loss.detach()) * xb.shape[0]
+                run_n += xb.shape[0]
+                done += 1
+                yield TrainEvent(epoch, n_epochs, step, steps_per_epoch, run_loss / run_n, None, None, lr,
+                                 time.perf_counter() - t_epoch, device, done, total,
+                                 f"epoch {epoch}/{n_epochs} loss {run_loss / run_n:.4f}", "step")
+            if stop_reason == "stopped":
+                break
+            train_loss = run_loss / max(run_n, 1)
+            val_loss = val_dice = None
+            if val_x is not None:
+                vgen = validate()
+                while True:
+                    try:
+                        i = next(vgen)
+                    except StopIteration as fin:
+                        val_loss, val_dice = fin.value
+                        break
+                    yield TrainEvent(epoch, n_epochs, steps_per_epoch, steps_per_epoch, train_loss, None, None, lr,
+                                     time.perf_counter() - t_epoch, device, done, total,
+                                     f"epoch {epoch}/{n_epochs} validating {i}/{n_val_batches}", "validate")
+                    if stop_event is not None and stop_event.is_set():
+                        stop_reason = "stopped"
+                        break
+                if stop_reason == "stopped":
+                    break
+            monitored = {"val_loss": val_loss, "val_dice": val_dice}[cfg.monitor]
+            if monitored is None:  # no validation data: monitor training loss
+                monitored = train_loss if not higher_better else -train_loss
+            seconds = time.perf_counter() - t_epoch
+            row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_dice": val_dice,
+                   "lr": lr, "seconds": seconds}
+            history.append(row)
+            improved = best_value is None or (monitored > best_value if higher_better else monitored < best_value)
+            if improved:
+                best_value, best_epoch, bad_epochs = float(monitored), epoch, 0
+                save_model(out_path, model, file_config(True, dict(row)))
+                saved_any = True
+            else:
+                bad_epochs += 1
+            if scheduler is not None:
+                scheduler.step(monitored)
+            write_last(epoch)
+            msg = (f"epoch {epoch}/{n_epochs} loss {train_loss:.4f}"
+                   + (f" val_loss {val_loss:.4f} val_dice {val_dice:.3f}" if val_loss is not None else "")
+                   + (" *" if improved else ""))
+            yield TrainEvent(epoch, n_epochs, steps_per_epoch, steps_per_epoch, train_loss, val_loss, val_dice, lr,
+                             seconds, device, done, total, msg, "epoch", improved)
+            if cfg.early_stopping_patience is not None and bad_epochs >= int(cfg.early_stopping_patience):
+                stop_reason = "early_stopping"
+                break
+    except GeneratorExit:
+        stop_reason = "stopped"
+        if not saved_any:
+            save_model(out_path, model, file_config(False, {}))
+        raise
+    finally:
+        if cfg.num_threads:
+            torch.set_num_threads(prev_threads)
+    if stop_reason == "stopped" and not saved_any:
+        save_model(out_path, model, file_config(False, {}))
+        saved_any = True
+    epochs_run = history[-1]["epoch"] if history else 0
+    return TrainResult(str(out_path) if saved_any else None, str(last_path) if last_path.is_file() else None,
+                       best_epoch, best_value, epochs_run, stop_reason, history, device, file_config(True, {}))

@@ -1,0 +1,64 @@
+"""A live loss/metric plot for a dock widget, drawn with pyqtgraph.
+
+pyqtgraph paints with Qt directly (a few milliseconds per update), where a
+matplotlib redraw took 150-200 ms on the GUI thread on a 2-core machine and
+made the window stutter during training.
+"""
+
+from __future__ import annotations
+
+import pyqtgraph as pg
+
+BG = "#262930"
+
+
+class LossPlot(pg.PlotWidget):
+    """Train loss per step (thin line), validation loss per epoch (orange) and validation Dice (green, right axis 0-1)."""
+
+    def __init__(self) -> None:
+        super().__init__(background=BG)
+        self.setMinimumHeight(200)
+        item = self.getPlotItem()
+        item.setLabel("bottom", "epoch")
+        item.setLabel("left", "loss")
+        item.showGrid(x=True, y=True, alpha=0.2)
+        item.addLegend(offset=(-5, 5), labelTextSize="7pt")
+        self.train_curve = item.plot([], [], pen=pg.mkPen("#6fa8dc", width=1), name="train loss")
+        self.val_curve = item.plot([], [], pen=pg.mkPen("#f6b26b", width=2), symbol="o", symbolSize=5,
+                                   symbolBrush="#f6b26b", name="val loss")
+        # Dice on a second view box sharing x, with its own 0..1 axis on the right
+        self.dice_view = pg.ViewBox()
+        item.showAxis("right")
+        item.scene().addItem(self.dice_view)
+        item.getAxis("right").linkToView(self.dice_view)
+        item.getAxis("right").setLabel("val Dice")
+        self.dice_view.setXLink(item)
+        self.dice_view.setYRange(0, 1, padding=0)
+        self.dice_curve = pg.PlotDataItem([], [], pen=pg.mkPen("#93c47d", width=2), symbol="s", symbolSize=5,
+                                          symbolBrush="#93c47d", name="val Dice")
+        self.dice_view.addItem(self.dice_curve)
+        item.legend.addItem(self.dice_curve, "val Dice")
+        item.vb.sigResized.connect(self._sync_views)
+        self.reset()
+
+    def _sync_views(self) -> None:
+        self.dice_view.setGeometry(self.getPlotItem().vb.sceneBoundingRect())
+
+    def reset(self) -> None:
+        self.steps: list[tuple[float, float]] = []
+        self.epochs: list[tuple[int, float | None, float | None]] = []
+        self.refresh()
+
+    def add_step(self, x: float, loss: float) -> None:
+        self.steps.append((x, loss))
+
+    def add_epoch(self, epoch: int, val_loss: float | None, val_dice: float | None) -> None:
+        self.epochs.append((epoch, val_loss, val_dice))
+
+    def refresh(self) -> None:
+        """Push the collected points into the curves (cheap; safe to call often)."""
+        self.train_curve.setData([x for x, _ in self.steps], [y for _, y in self.steps])
+        val = [(e, v) for e, v, _ in self.epochs if v is not None]
+        self.val_curve.setData([e for e, _ in val], [v for _, v in val])
+        dice = [(e, d) for e, _, d in self.epochs if d is not None]
+        self.dice_curve.setData([e for e, _ in dice], [d for _, d in dice])

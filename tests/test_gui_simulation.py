@@ -1,0 +1,63 @@
+"""The Simulation widget generates samples in a worker and adds them as new layers."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.gui
+
+
+def _run(widget, qtbot, domain, **params):
+    widget.domain.value = domain
+    for name, value in params.items():
+        widget.forms[domain][name].value = value
+    worker = widget.generate()
+    assert worker is not None
+    with qtbot.waitSignal(worker.finished, timeout=60000):
+        pass
+    qtbot.wait(50)
+
+
+def test_generate_nuclei_timelapse_layers(make_napari_viewer, qtbot, artifacts):
+    from napari_microseg.widgets.simulation import SimulationWidget
+
+    viewer = make_napari_viewer(show=True)
+    widget = SimulationWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Simulation")
+    _run(widget, qtbot, "nuclei time-lapse [N]", n_frames=6, size=128, n_nuclei=12)
+    kinds = {layer.name: type(layer).__name__ for layer in viewer.layers}
+    assert kinds["sim nuclei (fluorescence)"] == "Image"
+    assert kinds["sim nuclei labels"] == "Labels"
+    assert kinds["sim nuclei tracks (truth)"] == "Tracks"
+    assert viewer.layers["sim nuclei labels"].data.shape == (6, 128, 128)
+    assert viewer.layers["sim nuclei labels"].data.max() > 0
+    # a second run never replaces the user's layers
+    _run(widget, qtbot, "nuclei time-lapse [N]", n_frames=3, size=64, n_nuclei=4)
+    assert viewer.layers["sim nuclei labels"].data.shape == (6, 128, 128)
+    assert "sim nuclei labels [2]" in [layer.name for layer in viewer.layers]
+    viewer.window._qt_window.resize(1400, 900)
+    qtbot.wait(100)
+    from skimage.io import imsave
+
+    imsave(artifacts / "simulation_nuclei.png", viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
+
+
+@pytest.mark.parametrize("domain,params,expected", [
+    ("CCD frames [C]", {"size": 128}, "sim CCD classes"),
+    ("response images [R]", {"n_images": 4}, "sim response images"),
+    ("TEM liposomes [T]", {"size": 256, "n_particles": 8}, "sim liposome labels"),
+    ("STEM nanoparticles [P]", {"n": 8}, "sim nanoparticles (hole)"),
+])
+def test_generate_other_domains(make_napari_viewer, qtbot, artifacts, domain, params, expected):
+    from napari_microseg.widgets.simulation import SimulationWidget
+
+    viewer = make_napari_viewer(show=True)
+    widget = SimulationWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Simulation")
+    _run(widget, qtbot, domain, **params)
+    assert expected in [layer.name for layer in viewer.layers], widget.status.text()
+    viewer.window._qt_window.resize(1400, 900)
+    qtbot.wait(100)
+    from skimage.io import imsave
+
+    imsave(artifacts / f"simulation_{expected.split()[1].lower()}.png", viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)

@@ -1,0 +1,118 @@
+"""Training widget: trains in a worker while the GUI stays responsive; Stop keeps the best model; preview works."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gui
+
+
+def _viewer_with_sample(make_napari_viewer):
+    from napari_microseg._sample_data import dsb2018_nuclei
+
+    viewer = make_napari_viewer(show=True)
+    for data, kwargs, kind in dsb2018_nuclei():
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    return viewer
+
+
+def _small_config(widget, tmp_path, epochs=2):
+    widget.image_layer.value = "DSB2018 nuclei"
+    widget.labels_layer.value = "DSB2018 nuclei labels"
+    widget.patch.value = 64
+    widget.epochs.value = epochs
+    widget.patches_per_epoch.value = 16
+    widget.batch_size.value = 4
+    widget.out_path.value = str(tmp_path / "model.pt")
+
+
+def test_training_keeps_gui_responsive_and_writes_model(make_napari_viewer, qtbot, tmp_path, artifacts):
+    from qtpy.QtCore import QTimer
+
+    from napari_microseg.widgets.training import TrainingWidget
+
+    viewer = _viewer_with_sample(make_napari_viewer)
+    widget = TrainingWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Training")
+    _small_config(widget, tmp_path, epochs=3)
+
+    gaps: list[float] = []
+    last = [time.perf_counter()]
+    running = [False]  # measure while the run is in progress: from its first progress event
+
+    def beat():
+        now = time.perf_counter()
+        if running[0]:
+            gaps.append(now - last[0])
+        last[0] = now
+
+    timer = QTimer()
+    timer.setInterval(20)
+    timer.timeout.connect(beat)
+    timer.start()
+    worker = widget.train()
+    assert worker is not None, widget.status.text()
+    worker.yielded.connect(lambda _: running.__setitem__(0, True))
+    with qtbot.waitSignal(worker.finished, timeout=180000):
+        pass
+    timer.stop()
+    qtbot.wait(50)
+    assert (tmp_path / "model.pt").is_file(), widget.status.text()
+    assert widget.result is not None and widget.result.epochs_run == 3
+    assert len(widget.plot.epochs) == 3 and len(widget.plot.steps) > 3
+    p99 = float(np.percentile(gaps, 99))
+    assert len(gaps) > 20
+    assert p99 < 0.2, f"GUI event loop stalled: 99th percentile heartbeat gap {p99 * 1000:.0f} ms"
+
+    # preview on the current frame adds a new labels layer
+    preview = widget.preview()
+    with qtbot.waitSignal(preview.finished, timeout=60000):
+        pass
+    qtbot.wait(50)
+    assert any(layer.name.startswith("preview model") for layer in viewer.layers)
+    viewer.window._qt_window.resize(1400, 1000)
+    qtbot.wait(100)
+    from skimage.io import imsave
+
+    imsave(artifacts / "training_widget.png", viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
+
+
+def test_stop_keeps_best_model(make_napari_viewer, qtbot, tmp_path):
+    from napari_microseg.io.models import load_model
+    from napari_microseg.widgets.training import TrainingWidget
+
+    viewer = _viewer_with_sample(make_napari_viewer)
+    widget = TrainingWidget(viewer)
+    _small_config(widget, tmp_path, epochs=200)
+    worker = widget.train()
+    qtbot.waitUntil(lambda: len(widget.plot.epochs) >= 1, timeout=120000)
+    widget.stop()
+    with qtbot.waitSignal(worker.finished, timeout=60000):
+        pass
+    qtbot.wait(50)
+    assert widget.result.stop_reason == "stopped"
+    assert widget.result.epochs_run < 200
+    loaded = load_model(tmp_path / "model.pt")
+    assert loaded.config is not None
+
+
+def test_bad_inputs_give_messages(make_napari_viewer, qtbot, tmp_path):
+    from napari_microseg.widgets.training import TrainingWidget
+
+    viewer = make_napari_viewer(show=False)
+    widget = TrainingWidget(viewer)
+    assert widget.train() is None
+    assert "Choose an image layer" in widget.status.text()
+    viewer.add_image(np.random.rand(64, 64).astype(np.float32), name="img")
+    viewer.add_labels(np.zeros((64, 64), np.uint16), name="empty")
+    viewer.add_labels(np.ones((32, 32), np.uint16), name="small")
+    widget.image_layer.value = "img"
+    widget.labels_layer.value = "empty"
+    assert widget.train() is None
+    assert "empty" in widget.status.text()
+    widget.labels_layer.value = "small"
+    assert widget.train() is None
+    assert "does not match" in widget.status.text()

@@ -1,0 +1,162 @@
+"""Segmentation metrics on hand-computed cases (incl. the METHODS [N] expert table) and edge cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_microseg.errors import InputError
+from napari_microseg.evaluation.metrics import (
+    DEFAULT_THRESHOLDS,
+    Overlaps,
+    compute_overlaps,
+    counts_to_scores,
+    evaluate_dataset,
+    evaluate_segmentation,
+    instance_scores,
+    match_instances,
+    overlap_object_counts,
+    overlap_object_scores,
+    pixel_scores,
+    pool_instance_scores,
+)
+
+
+def test_expert_table_from_methods_n():
+    s = counts_to_scores(tp=2062, fp=28, fn=2)
+    assert round(s["precision"], 3) == 0.987
+    assert round(s["recall"], 3) == 0.999
+    assert round(s["dice"], 3) == 0.993
+    assert round(s["iou"], 3) == 0.986
+    assert s["f1"] == s["dice"]
+
+
+def test_counts_to_scores_accuracy_and_empty():
+    s = counts_to_scores(3, 1, 2, tn=4)
+    assert s["precision"] == pytest.approx(3 / 4)
+    assert s["recall"] == pytest.approx(3 / 5)
+    assert s["accuracy"] == pytest.approx(7 / 10)
+    assert s["iou"] == pytest.approx(3 / 6)
+    empty = counts_to_scores(0, 0, 0)
+    assert empty["precision"] == empty["recall"] == empty["dice"] == empty["iou"] == 1.0
+    only_fp = counts_to_scores(0, 2, 0)
+    assert only_fp["precision"] == 0.0 and only_fp["iou"] == 0.0
+
+
+def test_pixel_scores_hand_computed():
+    gt = np.zeros((4, 4), int)
+    pred = np.zeros((4, 4), int)
+    gt[0, :4] = 1          # 4 px
+    pred[0, 2:4] = 5       # 2 px overlap
+    pred[3, 3] = 2         # 1 px false positive
+    s = pixel_scores(gt, pred)
+    assert (s["tp"], s["fp"], s["fn"], s["tn"]) == (2, 1, 2, 11)
+    assert s["precision"] == pytest.approx(2 / 3)
+    assert s["recall"] == pytest.approx(0.5)
+    assert s["accuracy"] == pytest.approx(13 / 16)
+    assert s["dice"] == pytest.approx(4 / 7)
+    assert s["iou"] == pytest.approx(2 / 5)
+
+
+def test_any_overlap_object_counts():
+    gt = np.zeros((20, 40), np.uint16)
+    gt[2:6, 2:6] = 1      # A
+    gt[2:6, 8:12] = 2     # B
+    gt[12:16, 30:34] = 3  # C: missed
+    pred = np.zeros_like(gt)
+    pred[3:5, 3:11] = 1    # clump over A and B -> one TP
+    pred[15:19, 2:6] = 2   # no overlap -> FP
+    pred[5:8, 5:8] = 3     # touches A by one pixel -> TP (no IoU threshold)
+    c = overlap_object_counts(gt, pred)
+    assert c == {"tp": 2, "fp": 1, "fn": 1, "n_gt": 3, "n_pred": 3, "gt_detected": 2}
+    s = overlap_object_scores(gt, pred)
+    assert s["precision"] == pytest.approx(2 / 3)
+    assert s["recall"] == pytest.approx(2 / 3)
+    assert s["iou"] == pytest.approx(2 / 4)
+
+
+def test_iou_matching_thresholds():
+    gt = np.zeros((30, 30), np.uint16)
+    pred = np.zeros_like(gt)
+    gt[5:15, 5:15] = 4         # 100 px
+    pred[5:15, 7:17] = 9       # shifted 2 px: intersection 80, union 120 -> IoU 2/3
+    gt[20:25, 20:25] = 1       # unmatched gt
+    ov = compute_overlaps(gt, pred)
+    np.testing.assert_allclose(ov.dense(), [[0.0], [2 / 3]])
+    assert ov.gt_ids.tolist() == [1, 4] and ov.pred_ids.tolist() == [9]
+    table = instance_scores(gt, pred)
+    assert table.threshold.tolist() == pytest.approx(list(DEFAULT_THRESHOLDS))
+    assert len(table) == 9
+    matched = table.set_index("threshold").tp
+    assert matched.loc[0.65] == 1 and matched.loc[0.7] == 0
+    row = table.iloc[0]
+    assert (row.tp, row.fp, row.fn) == (1, 0, 1)
+    assert row.ap == pytest.approx(0.5)
+    assert row.f1 == pytest.approx(2 / 3)
+    assert row.sq == pytest.approx(2 / 3)
+    assert row.pq == pytest.approx(4 / 9)
+    last = table.iloc[-1]
+    assert (last.tp, last.fp, last.fn, last.ap) == (0, 1, 2, 0.0)
+
+
+def test_hungarian_beats_greedy():
+    # G0-P0 0.9 would be chosen greedily and leave one match; two matches are possible
+    ov = Overlaps(gt_ids=np.array([1, 2]), pred_ids=np.array([1, 2]),
+                  pairs_gt=np.array([0, 0, 1]), pairs_pred=np.array([0, 1, 0]), iou=np.array([0.9, 0.4, 0.4]))
+    g, p, iou = match_instances(ov, threshold=0.3)
+    assert sorted(zip(g.tolist(), p.tolist())) == [(0, 1), (1, 0)]
+    g, p, iou = match_instances(ov, threshold=0.5)
+    assert list(zip(g.tolist(), p.tolist())) == [(0, 0)] and iou.tolist() == [0.9]
+
+
+def test_empty_gt_and_empty_pred():
+    empty = np.zeros((10, 10), np.uint16)
+    objs = empty.copy()
+    objs[1:3, 1:3] = 1
+    objs[5:8, 5:8] = 2
+    both = evaluate_segmentation(empty, empty)
+    assert both["ap@0.50"] == 1.0 and both["pixel_dice"] == 1.0 and both["object_precision"] == 1.0
+    no_gt = evaluate_segmentation(empty, objs)
+    assert no_gt["ap@0.50"] == 0.0 and no_gt["object_fp"] == 2 and no_gt["precision@0.50"] == 0.0
+    no_pred = evaluate_segmentation(objs, empty)
+    assert no_pred["ap@0.50"] == 0.0 and no_pred["object_fn"] == 2 and no_pred["recall@0.50"] == 0.0
+    assert no_pred["n_gt"] == 2 and no_pred["n_pred"] == 0
+    with pytest.raises(InputError):
+        evaluate_segmentation(empty, np.zeros((10, 11), np.uint16))
+
+
+def test_identical_labels_score_one_with_permuted_ids():
+    rng = np.random.default_rng(0)
+    gt = np.zeros((64, 64), np.uint16)
+    for i in range(1, 9):
+        y, x = rng.integers(0, 56, 2)
+        gt[y:y + 6, x:x + 6] = i
+    perm = np.array([0] + rng.permutation(np.arange(100, 100 + 8)).tolist())
+    pred = perm[gt]
+    r = evaluate_segmentation(gt, pred)
+    n = len(np.unique(gt)) - 1
+    assert r["n_gt"] == r["n_pred"] == n
+    assert r["map"] == 1.0 and r["pq"] == 1.0 and r["pixel_iou"] == 1.0
+
+
+def test_dataset_pooling():
+    a_gt = np.zeros((10, 10), np.uint16)
+    a_gt[0:4, 0:4] = 1
+    a_pred = a_gt.copy()          # 1 TP
+    b_gt = np.zeros((10, 10), np.uint16)
+    b_gt[0:4, 0:4] = 1
+    b_gt[6:9, 6:9] = 2
+    b_pred = np.zeros_like(b_gt)
+    b_pred[0:4, 5:9] = 1          # FP, and both gt missed
+    per_image, pooled = evaluate_dataset([("a", a_gt, a_pred), ("b", b_gt, b_pred)])
+    assert per_image.name.tolist() == ["a", "b"]
+    assert per_image["ap@0.50"].tolist() == [1.0, 0.0]
+    # pooled: TP 1, FP 1, FN 2 -> AP 1/4, not the mean of per-image APs (0.5)
+    assert pooled["ap@0.50"] == pytest.approx(0.25)
+    assert pooled["mean_image_map"] == pytest.approx(0.5)
+    assert pooled["object_tp"] == 1 and pooled["object_fp"] == 1 and pooled["object_fn"] == 2
+    assert pooled["pixel_tp"] == 16 and pooled["n_images"] == 2
+    pooled_table = pool_instance_scores([instance_scores(a_gt, a_pred), instance_scores(b_gt, b_pred)])
+    assert pooled_table.iloc[0].ap == pytest.approx(0.25)
+    with pytest.raises(InputError):
+        evaluate_dataset([])

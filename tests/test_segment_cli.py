@@ -1,0 +1,131 @@
+"""``microseg segment`` and ``microseg evaluate seg`` on tiny files with a small saved model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+import torch
+
+from napari_microseg.cli import build_parser, main
+from napari_microseg.evaluation.metrics import evaluate_dataset
+from napari_microseg.io.models import save_model
+from napari_microseg.models.registry import build_model
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    torch.manual_seed(0)
+    cfg_model = {"preset": "small", "n_classes": 1, "depth": 2, "base_filters": 4}
+    net = build_model(cfg_model)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    save_model(path, net, {"model": cfg_model, "output_mode": "binary", "patch_size": [64, 64],
+                           "normalization": {"kind": "percentile", "p_low": 1.0, "p_high": 99.8}})
+    return path
+
+
+def _images(folder):
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    a = (rng.random((2, 70, 90)) * 255).astype(np.uint8)
+    b = (rng.random((80, 64)) * 4000).astype(np.uint16)
+    tifffile.imwrite(folder / "a.tif", a)
+    tifffile.imwrite(folder / "b.tif", b)
+    return a, b
+
+
+def test_segment_cli_writes_outputs_and_refuses_overwrite(tmp_path, model_file, capsys):
+    a, b = _images(tmp_path / "in")
+    out = tmp_path / "out"
+    args = ["segment", "--model", str(model_file), "--input", str(tmp_path / "in"), "--out", str(out),
+            "--tile", "64", "--overlap", "16", "--device", "cpu", "--min-size", "0", "--quiet"]
+    assert main(args) == 0
+    la = tifffile.imread(out / "labels" / "a.tif")
+    lb = tifffile.imread(out / "labels" / "b.tif")
+    assert la.shape == a.shape and lb.shape == b.shape
+    assert la.dtype in (np.uint16, np.uint32)
+    objects = pd.read_csv(out / "objects.csv")
+    counts = pd.read_csv(out / "counts.csv")
+    assert list(objects.columns[:5]) == ["t", "label", "y", "x", "area"]
+    assert list(counts.columns[:2]) == ["t", "count"]
+    assert counts[counts.image == "a.tif"]["count"].tolist() == [int((np.unique(f) > 0).sum()) for f in la]
+    assert counts[counts.image == "b.tif"]["count"].tolist() == [int((np.unique(lb) > 0).sum())]
+    run = json.loads((out / "segment_run.json").read_text())
+    assert run["device"] == "cpu" and run["tile"] == 64
+    before = (out / "objects.csv").read_bytes()
+    # a second run must not replace anything without --overwrite
+    assert main(args) == 2
+    assert "overwrite" in capsys.readouterr().err
+    assert (out / "objects.csv").read_bytes() == before
+    assert main(args + ["--overwrite"]) == 0
+
+
+def test_segment_cli_zarr_in_zarr_out_and_glob(tmp_path, model_file):
+    import zarr
+
+    img = (np.random.default_rng(1).random((2, 60, 75)) * 255).astype(np.uint8)
+    z = zarr.open_array(str(tmp_path / "movie.zarr"), mode="w", shape=img.shape, chunks=(1, 32, 32), dtype="uint8")
+    z[:] = img
+    out = tmp_path / "out"
+    assert main(["segment", "--model", str(model_file), "--input", str(tmp_path / "movie.zarr"), "--out", str(out),
+                 "--tile", "64", "--quiet"]) == 0
+    labels = zarr.open_array(str(out / "labels" / "movie.zarr"), mode="r")
+    assert labels.shape == img.shape
+    assert not [p for p in (out / "labels").iterdir() if p.name.startswith(".")]  # temp store renamed away
+    tifffile.imwrite(tmp_path / "c.tif", img[0])
+    assert main(["segment", "--model", str(model_file), "--input", str(tmp_path / "*.tif"), "--out",
+                 str(tmp_path / "out2"), "--tile", "64", "--quiet"]) == 0
+    assert (tmp_path / "out2" / "labels" / "c.tif").is_file()
+
+
+def test_segment_cli_bad_input(tmp_path, model_file, capsys):
+    assert main(["segment", "--model", str(model_file), "--input", str(tmp_path / "nothing.tif"),
+                 "--out", str(tmp_path / "o")]) == 2
+    (tmp_path / "junk.pt").write_bytes(b"not a model")
+    tifffile.imwrite(tmp_path / "x.tif", np.zeros((10, 10), np.uint8))
+    assert main(["segment", "--model", str(tmp_path / "junk.pt"), "--input", str(tmp_path / "x.tif"),
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") >= 2 and "Traceback" not in err
+
+
+def test_evaluate_cli(tmp_path, capsys):
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    gt_dir.mkdir()
+    pred_dir.mkdir()
+    pairs = []
+    for i in range(2):
+        gt = np.zeros((40, 40), np.uint16)
+        gt[5:15, 5:15] = 1
+        gt[20:30, 20:30 + i * 5] = 2
+        pred = np.zeros_like(gt)
+        pred[5:15, 7:17] = 3
+        if i:
+            pred[0:3, 30:33] = 9
+        tifffile.imwrite(gt_dir / f"img{i}.tif", gt)
+        tifffile.imwrite(pred_dir / f"img{i}_labels.tif", pred)
+        pairs.append((f"img{i}.tif", gt, pred))
+    out = tmp_path / "metrics.csv"
+    assert main(["evaluate", "seg", "--gt", str(gt_dir), "--pred", str(pred_dir), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "AP@0.50" in printed
+    table = pd.read_csv(out)
+    assert table.name.tolist() == ["img0.tif", "img1.tif", "ALL"]
+    _, pooled = evaluate_dataset(pairs)
+    all_row = table.set_index("name").loc["ALL"]
+    assert all_row["ap@0.50"] == pytest.approx(pooled["ap@0.50"], abs=1e-5)
+    assert all_row["object_fp"] == 1 and all_row["object_fn"] == 2
+    thr = pd.read_csv(tmp_path / "metrics_thresholds.csv")
+    assert thr.threshold.tolist() == pytest.approx([0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9])
+    assert main(["evaluate", "seg", "--gt", str(gt_dir), "--pred", str(pred_dir), "--out", str(out)]) == 2
+    assert main(["evaluate", "seg", "--gt", str(gt_dir), "--pred", str(tmp_path / "missing"), "--out",
+                 str(tmp_path / "m2.csv")]) == 2
+
+
+def test_parser_builds():
+    parser = build_parser()
+    args = parser.parse_args(["segment", "--model", "m.pt", "--input", "x.tif", "--out", "o", "--remove-border"])
+    assert args.remove_border and args.min_size == 8 and args.overwrite is False

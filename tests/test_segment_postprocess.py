@@ -1,0 +1,131 @@
+"""Post-processing: thresholds, size filters, holes, border removal, watershed split of touching nuclei."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from napari_microseg.inference.postprocess import (
+    binary_to_labels,
+    class_map_to_instances,
+    fill_label_holes,
+    filter_labels,
+    label_dtype,
+    multiclass_to_classes,
+    probabilities_to_labels,
+    three_class_to_labels,
+)
+
+
+def disc(shape, center, radius):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (yy - center[0]) ** 2 + (xx - center[1]) ** 2 <= radius**2
+
+
+def touching_nuclei(shape=(100, 120), c1=(50, 42), c2=(50, 68), r=15):
+    """Two overlapping discs and three_class-like probabilities (background, interior, boundary)."""
+    d1, d2 = disc(shape, c1, r), disc(shape, c2, r)
+    union = d1 | d2
+    outline = union & ~ndi.binary_erosion(union, iterations=2)
+    # contact line: pixels of the union that are about equally far from both centres
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    dist1 = np.hypot(yy - c1[0], xx - c1[1])
+    dist2 = np.hypot(yy - c2[0], xx - c2[1])
+    contact = union & (np.abs(dist1 - dist2) <= 2.0)
+    boundary = outline | contact
+    interior = union & ~boundary
+    p = np.full((3,) + shape, 0.05, np.float32)
+    p[0][~union] = 0.9
+    p[1][interior] = 0.9
+    p[2][boundary] = 0.9
+    p /= p.sum(0, keepdims=True)
+    return p, d1, d2
+
+
+def iou(a, b):
+    return (a & b).sum() / (a | b).sum()
+
+
+def test_watershed_splits_touching_nuclei():
+    p, d1, d2 = touching_nuclei()
+    labels = three_class_to_labels(p)
+    assert labels.dtype == np.uint16
+    assert labels.max() == 2
+    ids = [np.bincount(labels[d].ravel()).argmax() for d in (d1 & ~d2, d2 & ~d1)]
+    assert set(ids) == {1, 2}
+    for lab_id, d in zip(ids, (d1, d2)):
+        assert iou(labels == lab_id, d) > 0.8
+    # boundary pixels are part of the objects: foreground covers the union
+    assert iou(labels > 0, d1 | d2) > 0.97
+    # the binary route (threshold + connected components) sees one clump, as in [N]
+    fg = 1 - p[0]
+    assert binary_to_labels(fg).max() == 1
+    # dispatcher
+    np.testing.assert_array_equal(probabilities_to_labels(p, "three_class"), labels)
+
+
+def test_unseeded_foreground_is_kept():
+    p, d1, d2 = touching_nuclei()
+    # a small blob that is all boundary class (no interior seed)
+    blob = disc(p.shape[1:], (15, 15), 4)
+    p[:, blob] = np.array([0.05, 0.05, 0.9], np.float32)[:, None]
+    labels = three_class_to_labels(p)
+    assert labels.max() == 3
+    assert np.unique(labels[blob]).tolist() == [3]
+
+
+def test_binary_threshold_sizes_holes_border():
+    fg = np.zeros((60, 60), np.float32)
+    fg[10:20, 10:20] = 0.9          # 100 px square with a hole
+    fg[14:16, 14:16] = 0.1
+    fg[30:32, 30:32] = 0.8          # 4 px speck
+    fg[0:10, 40:50] = 0.7           # touches the top border
+    fg[40:55, 40:55] = 0.49         # below threshold
+    lab = binary_to_labels(fg, min_size=8)
+    assert lab.max() == 2
+    assert (lab > 0).sum() == 100 + 100  # hole filled
+    assert binary_to_labels(fg, min_size=0).max() == 3
+    assert binary_to_labels(fg, min_size=0, fill_holes=False)[14, 14] == 0
+    lab_nb = binary_to_labels(fg, min_size=8, remove_border=True)
+    assert lab_nb.max() == 1 and lab_nb[15, 15] == 1
+    assert binary_to_labels(fg, max_size=50, min_size=0).max() == 1  # only the speck
+    assert binary_to_labels(fg, threshold=0.4, min_size=0).max() == 4
+    # K=1 and K=2 outputs give the same labels
+    two = np.stack([1 - fg, fg])
+    np.testing.assert_array_equal(probabilities_to_labels(fg[None], "binary"), probabilities_to_labels(two, "binary"))
+
+
+def test_filter_relabels_sequentially_and_dtype():
+    lab = np.zeros((10, 10), np.int32)
+    lab[1:3, 1:3] = 7
+    lab[5:9, 5:9] = 70000
+    out = filter_labels(lab)
+    assert sorted(np.unique(out).tolist()) == [0, 1, 2] and out.dtype == np.uint16
+    assert label_dtype(65535) == np.uint16 and label_dtype(65536) == np.uint32
+    assert filter_labels(np.zeros((4, 4), int)).max() == 0
+
+
+def test_fill_label_holes():
+    lab = np.zeros((12, 12), np.uint16)
+    lab[2:9, 2:9] = 3
+    lab[4:6, 4:6] = 0
+    filled = fill_label_holes(lab)
+    assert (filled[4:6, 4:6] == 3).all()
+    assert (filled[0] == 0).all()
+
+
+def test_multiclass_argmax_and_instances():
+    p = np.zeros((4, 20, 20), np.float32)
+    p[0] = 0.5
+    p[1, :, 0:2] = 0.9          # glowing column
+    p[3, 5:7, 10:12] = 0.9      # cluster
+    p[3, 15:17, 15:17] = 0.9    # another cluster
+    cm = multiclass_to_classes(p)
+    assert cm.dtype == np.uint8
+    assert set(np.unique(cm).tolist()) == {0, 1, 3}
+    inst, classes = class_map_to_instances(cm)
+    assert inst.max() == 3 and sorted(classes.tolist()) == [1, 3, 3]
+    np.testing.assert_array_equal(probabilities_to_labels(p, "multiclass"), cm)
+    with pytest.raises(ValueError):
+        probabilities_to_labels(p, "nonsense")

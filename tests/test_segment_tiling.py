@@ -1,0 +1,157 @@
+"""Tiled prediction: equals untiled prediction, no seams, stacks, zarr and dask in/out, small images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage as ndi
+
+from napari_microseg.errors import InputError
+from napari_microseg.inference.tiling import (
+    blending_window,
+    count_tiles,
+    predict_tiled,
+    predict_tiled_iter,
+    taper_1d,
+    tile_starts,
+)
+from napari_microseg.progress import Progress
+
+
+def smooth_predictor(batch: np.ndarray) -> np.ndarray:
+    """Translation-equivariant 2-channel 'network': local mean (5x5) and the squared input."""
+    x = batch[:, 0]
+    return np.stack([ndi.uniform_filter(x, size=(1, 5, 5), mode="reflect"), x**2], axis=1)
+
+
+def _conv_predictor(seed: int = 0):
+    torch.manual_seed(seed)
+    conv = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Tanh(), torch.nn.Conv2d(4, 3, 3, padding=1))
+    conv.eval()
+
+    def fn(batch: np.ndarray) -> torch.Tensor:
+        with torch.inference_mode():
+            return torch.softmax(conv(torch.from_numpy(batch)), dim=1)
+    return fn
+
+
+def test_tile_starts_cover_and_end_exactly():
+    for length, tile, ov in [(1000, 256, 32), (256, 256, 32), (257, 256, 32), (100, 256, 0), (513, 64, 16)]:
+        starts = tile_starts(length, tile, ov)
+        assert starts[0] == 0
+        if length > tile:
+            assert starts[-1] + tile == length
+            assert all(b - a <= tile - ov for a, b in zip(starts, starts[1:]))
+            covered = np.zeros(length, bool)
+            for s in starts:
+                covered[s:s + tile] = True
+            assert covered.all()
+
+
+def test_taper_is_partition_of_unity_and_positive():
+    tile, ov = 64, 16
+    w = taper_1d(tile, ov)
+    assert w.min() > 0 and w.max() == 1
+    # two neighbours offset by tile - overlap sum to one over the overlap
+    np.testing.assert_allclose(w[tile - ov:] + w[:ov], 1.0, atol=1e-12)
+    win = blending_window((64, 32), (16, 8), border=(True, False, False, True))
+    assert win.shape == (64, 32) and win.dtype == np.float32
+    assert np.all(win[0, 8:] == 1.0)  # top edge on the image border: not tapered
+    assert np.all(win[8:-16, -1] == 1.0)  # right edge on the image border
+    assert win[-1, 0] < 0.01  # inner corner tapered
+
+
+def test_tiled_equals_untiled_away_from_tile_edges():
+    rng = np.random.default_rng(1)
+    img = rng.random((301, 517)).astype(np.float32)
+    full = smooth_predictor(img[None, None])[0]
+    out = predict_tiled(img, smooth_predictor, 2, tile=64, overlap=16, batch_size=3)
+    assert out.shape == (2, 301, 517) and out.dtype == np.float32
+    # pointwise channel is exact everywhere; neighbourhood channel differs only by
+    # tile-edge effects weighted by the tiny taper weight
+    np.testing.assert_allclose(out[1], full[1], rtol=1e-5)
+    np.testing.assert_allclose(out[0], full[0], atol=5e-3)
+    # without blending (plain stitching) the error at tile edges would be ~0.1
+    assert np.abs(out[0] - full[0]).mean() < 1e-4
+
+
+def test_conv_model_no_seams():
+    fn = _conv_predictor()
+    rng = np.random.default_rng(2)
+    img = ndi.gaussian_filter(rng.random((200, 260)), 3).astype(np.float32)
+    full = fn(img[None, None]).numpy()[0]
+    out = predict_tiled(img, fn, 3, tile=64, overlap=0.25)
+    np.testing.assert_allclose(out.sum(0), 1.0, atol=1e-5)  # blended softmax stays normalised
+    err = np.abs(out - full)
+    assert err.max() < 2e-3
+    # a seam would show as a jump in the difference along tile borders
+    jumps = np.abs(np.diff(out[0], axis=1)).max()
+    assert jumps < np.abs(np.diff(full[0], axis=1)).max() + 1e-3
+
+
+def test_constant_predictor_is_constant():
+    def const(batch):
+        return np.full((batch.shape[0], 1) + batch.shape[2:], 0.7, np.float32)
+
+    out = predict_tiled(np.zeros((130, 300), np.uint8), const, 1, tile=48, overlap=12)
+    np.testing.assert_allclose(out, 0.7, rtol=1e-6)
+
+
+def test_small_image_is_padded_and_batches_have_tile_shape():
+    seen = []
+
+    def fn(batch):
+        seen.append(batch.shape)
+        return smooth_predictor(batch)
+
+    img = np.random.default_rng(3).random((20, 37)).astype(np.float32)
+    out = predict_tiled(img, fn, 2, tile=64, overlap=16)
+    assert out.shape == (2, 20, 37)
+    assert all(s[1:] == (1, 64, 64) for s in seen)
+    np.testing.assert_allclose(out[1], img**2, rtol=1e-6)
+
+
+def test_stack_progress_and_per_frame_transform():
+    img = np.stack([np.full((100, 90), 1.0), np.full((100, 90), 3.0)]).astype(np.float32)
+    gen = predict_tiled_iter(img, smooth_predictor, 2, tile=48, overlap=8, batch_size=2,
+                             transform=lambda band, t: band * (t + 1))
+    events = []
+    while True:
+        try:
+            events.append(next(gen))
+        except StopIteration as stop:
+            out = stop.value
+            break
+    assert all(isinstance(e, Progress) for e in events)
+    assert events[-1].done == events[-1].total == count_tiles(img.shape, 48, 8)
+    assert out.shape == (2, 2, 100, 90)
+    np.testing.assert_allclose(out[0, 0], 1.0, rtol=1e-6)
+    np.testing.assert_allclose(out[1, 0], 6.0, rtol=1e-6)  # frame 1: 3.0 * 2
+
+
+def test_zarr_in_zarr_out_and_dask_in(tmp_path):
+    import dask.array as da
+    import zarr
+
+    rng = np.random.default_rng(4)
+    img = (rng.random((3, 150, 170)) * 1000).astype(np.uint16)
+    src = zarr.open_array(str(tmp_path / "in.zarr"), mode="w", shape=img.shape, chunks=(1, 64, 64), dtype="uint16")
+    src[:] = img
+    dst = zarr.open_array(str(tmp_path / "out.zarr"), mode="w", shape=(3, 2, 150, 170), chunks=(1, 1, 64, 64),
+                          dtype="float32")
+    ref = predict_tiled(img, smooth_predictor, 2, tile=64, overlap=16)
+    res = predict_tiled(src, smooth_predictor, 2, tile=64, overlap=16, out=dst)
+    assert res is dst
+    np.testing.assert_allclose(np.asarray(zarr.open_array(str(tmp_path / "out.zarr"), mode="r")[:]), ref, rtol=1e-6)
+    res_dask = predict_tiled(da.from_array(img, chunks=(1, 50, 50)), smooth_predictor, 2, tile=64, overlap=16)
+    np.testing.assert_allclose(res_dask, ref, rtol=1e-6)
+
+
+def test_bad_inputs():
+    with pytest.raises(InputError):
+        predict_tiled(np.zeros((2, 3, 4, 5)), smooth_predictor, 2)
+    with pytest.raises(ValueError, match="shape"):
+        predict_tiled(np.zeros((40, 40)), smooth_predictor, 3, tile=32)  # wrong channel count
+    with pytest.raises(ValueError, match="out has shape"):
+        predict_tiled(np.zeros((40, 40)), smooth_predictor, 2, tile=32, out=np.zeros((2, 40, 41)))
