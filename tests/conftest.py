@@ -24,3 +24,18 @@ def artifacts() -> Path:
     """Folder where tests write screenshots and other artefacts to look at."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def tiny_nuclei_model(tmp_path_factory):
+    """A small three-class U-Net trained for a few seconds on simulated nuclei (weak on purpose)."""
+    from napari_microseg.progress import run_with_text_progress
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+    from napari_microseg.training.trainer import train
+
+    pairs = [simulate_nuclei_image(shape=(128, 128), n_nuclei=15, seed=s) for s in range(4)]
+    out = tmp_path_factory.mktemp("tiny_model") / "tiny.pt"
+    cfg = {"preset": "small", "output_mode": "three_class", "patch_size": 64, "patches_per_epoch": 16, "batch_size": 4,
+           "epochs": 2, "lr": 3e-3, "seed": 0, "num_threads": 2, "val_fraction": 0.25}
+    run_with_text_progress(train(cfg, ([p[0] for p in pairs], [p[1] for p in pairs]), out_path=out), label="tiny model")
+    return out

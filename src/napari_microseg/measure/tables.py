@@ -1,5 +1,11 @@
 """Per-object measurement tables (``objects.csv``) from label images.
 
+Measurements follow ``skimage.measure.regionprops`` definitions; the default
+columns are computed vectorised over all labels at once (bincount /
+``ndimage.find_objects``), since regionprops costs ~1.5 ms per object (100 s for
+the ~65,000 nuclei of an 8192x8192 frame). ``detailed=True`` adds solidity and
+perimeter through ``regionprops_table``.
+
 Columns start ``t, label, y, x, area`` (DESIGN contract); then intensity and
 shape measurements. Coordinates and lengths are in pixels, ``area`` in pixels,
 ``orientation`` in radians (scikit-image convention), intensities in the units
@@ -21,28 +27,70 @@ from ..io.atomic import atomic_path
 OBJECT_COLUMNS = ["t", "label", "y", "x", "area"]
 #: shape columns measured for every object
 SHAPE_COLUMNS = ["bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1", "eccentricity", "major_axis_length",
-                 "minor_axis_length", "orientation", "solidity", "perimeter", "equivalent_diameter"]
+                 "minor_axis_length", "orientation", "equivalent_diameter"]
 #: intensity columns measured when an intensity image is given
 INTENSITY_COLUMNS = ["mean_intensity", "max_intensity", "min_intensity"]
 
-_PROPS = ["label", "centroid", "area", "bbox", "eccentricity", "axis_major_length", "axis_minor_length",
-          "orientation", "solidity", "perimeter", "equivalent_diameter_area"]
-_RENAME = {
-    "centroid-0": "y", "centroid-1": "x",
-    "bbox-0": "bbox_y0", "bbox-1": "bbox_x0", "bbox-2": "bbox_y1", "bbox-3": "bbox_x1",
-    "axis_major_length": "major_axis_length", "axis_minor_length": "minor_axis_length",
-    "equivalent_diameter_area": "equivalent_diameter",
-    "intensity_mean": "mean_intensity", "intensity_max": "max_intensity", "intensity_min": "min_intensity",
-}
 
 
-def empty_object_table(with_intensity: bool = True) -> pd.DataFrame:
+def empty_object_table(with_intensity: bool = True, detailed: bool = False) -> pd.DataFrame:
     """An objects table with all columns and no rows."""
-    cols = OBJECT_COLUMNS + (INTENSITY_COLUMNS if with_intensity else []) + SHAPE_COLUMNS
+    cols = _columns(with_intensity, detailed)
     return pd.DataFrame({c: pd.Series(dtype="int64" if c in ("t", "label") else "float64") for c in cols})
 
 
-def frame_object_table(labels: np.ndarray, intensity: np.ndarray | None = None, t: int = 0) -> pd.DataFrame:
+#: extra columns of ``detailed=True`` (scikit-image regionprops, slower: convex hull per object)
+DETAILED_COLUMNS = ["solidity", "perimeter"]
+
+
+def _fast_props(labels: np.ndarray, intensity: np.ndarray | None) -> pd.DataFrame:
+    """Vectorised per-label measurements (bincount / find_objects), same definitions as regionprops."""
+    from scipy import ndimage as ndi
+
+    flat = labels.ravel()
+    n = int(flat.max())
+    area = np.bincount(flat, minlength=n + 1).astype(np.float64)
+    ids = np.nonzero(area[1:])[0] + 1
+    yy = np.repeat(np.arange(labels.shape[0], dtype=np.float64), labels.shape[1])
+    xx = np.tile(np.arange(labels.shape[1], dtype=np.float64), labels.shape[0])
+    a = area[ids]
+    sy = np.bincount(flat, yy, n + 1)[ids]
+    sx = np.bincount(flat, xx, n + 1)[ids]
+    cy, cx = sy / a, sx / a
+    # central second moments (population covariance of pixel coordinates)
+    vyy = np.bincount(flat, yy * yy, n + 1)[ids] / a - cy * cy
+    vxx = np.bincount(flat, xx * xx, n + 1)[ids] / a - cx * cx
+    vxy = np.bincount(flat, yy * xx, n + 1)[ids] / a - cy * cx
+    del yy, xx
+    vyy, vxx = np.maximum(vyy, 0), np.maximum(vxx, 0)
+    half_tr = (vyy + vxx) / 2
+    disc = np.sqrt(np.maximum(((vyy - vxx) / 2) ** 2 + vxy * vxy, 0))
+    l1, l2 = half_tr + disc, np.maximum(half_tr - disc, 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ecc = np.where(l1 > 0, np.sqrt(np.clip(1 - l2 / np.where(l1 > 0, l1, 1), 0, 1)), 0.0)
+    # scikit-image convention: angle between the row axis and the major axis, in (-pi/2, pi/2]
+    orient = np.where(vxx - vyy == 0, np.where(vxy > 0, np.pi / 4, -np.pi / 4), 0.5 * np.arctan2(2 * vxy, vyy - vxx))
+    orient = np.where((vxx - vyy == 0) & (vxy == 0), -np.pi / 4, orient)
+    slices = ndi.find_objects(labels)
+    bbox = np.array([[sl[0].start, sl[1].start, sl[0].stop, sl[1].stop] for sl in (slices[i - 1] for i in ids)],
+                    dtype=np.int64).reshape(-1, 4)
+    df = pd.DataFrame({"label": ids.astype(np.int64), "y": cy, "x": cx, "area": a.astype(np.int64)})
+    if intensity is not None:
+        vals = intensity.ravel().astype(np.float64)
+        df["mean_intensity"] = np.bincount(flat, vals, n + 1)[ids] / a
+        df["max_intensity"] = np.asarray(ndi.maximum(intensity, labels, ids), dtype=np.float64)
+        df["min_intensity"] = np.asarray(ndi.minimum(intensity, labels, ids), dtype=np.float64)
+    df["bbox_y0"], df["bbox_x0"], df["bbox_y1"], df["bbox_x1"] = bbox.T
+    df["eccentricity"] = ecc
+    df["major_axis_length"] = 4 * np.sqrt(l1)
+    df["minor_axis_length"] = 4 * np.sqrt(l2)
+    df["orientation"] = orient
+    df["equivalent_diameter"] = np.sqrt(4 * a / np.pi)
+    return df
+
+
+def frame_object_table(labels: np.ndarray, intensity: np.ndarray | None = None, t: int = 0,
+                       detailed: bool = False) -> pd.DataFrame:
     """Measure the objects of one 2D label image.
 
     Parameters
@@ -50,14 +98,20 @@ def frame_object_table(labels: np.ndarray, intensity: np.ndarray | None = None, 
     labels : int array (Y, X), 0 = background.
     intensity : array (Y, X), optional; adds mean/max/min intensity.
     t : frame index written in column ``t``.
+    detailed : also compute ``solidity`` and ``perimeter`` with
+        ``skimage.measure.regionprops_table`` (about 1 ms per object; the
+        default columns are computed vectorised, ~100x faster, with the same
+        definitions as regionprops: centroid, area, bbox (half-open),
+        eccentricity, axis lengths = 4 sqrt(eigenvalues of the coordinate
+        covariance), orientation in radians, equivalent diameter).
 
     Returns
     -------
     DataFrame, one row per label, columns ``t, label, y, x, area, [mean_intensity,
-    max_intensity, min_intensity,] bbox_y0 ... equivalent_diameter``.
+    max_intensity, min_intensity,] bbox_y0, bbox_x0, bbox_y1, bbox_x1,
+    eccentricity, major_axis_length, minor_axis_length, orientation,
+    equivalent_diameter [, solidity, perimeter]``.
     """
-    from skimage.measure import regionprops_table
-
     labels = np.asarray(labels)
     if labels.ndim != 2:
         raise InputError(f"labels must be 2D (Y,X) per frame, got shape {labels.shape}")
@@ -65,40 +119,48 @@ def frame_object_table(labels: np.ndarray, intensity: np.ndarray | None = None, 
         intensity = np.asarray(intensity)
         if intensity.shape != labels.shape:
             raise InputError(f"image shape {intensity.shape} does not match labels shape {labels.shape}")
+    if labels.dtype.kind not in "ui":
+        raise InputError(f"labels must be integers, got dtype {labels.dtype}")
     if not labels.any():
-        return empty_object_table(intensity is not None)
-    props = list(_PROPS)
-    if intensity is not None:
-        props += ["intensity_mean", "intensity_max", "intensity_min"]
-    table = regionprops_table(labels.astype(np.int32 if labels.max() < 2**31 else np.int64, copy=False),
-                              intensity_image=intensity, properties=props)
-    df = pd.DataFrame(table).rename(columns=_RENAME)
+        return empty_object_table(intensity is not None, detailed)
+    if labels.min() < 0:
+        raise InputError("labels must be non-negative")
+    lab = labels.astype(np.intp, copy=False)
+    df = _fast_props(lab, intensity)
+    if detailed:
+        from skimage.measure import regionprops_table
+
+        extra = pd.DataFrame(regionprops_table(lab, properties=["label", "solidity", "perimeter"]))
+        df = df.merge(extra, on="label", how="left")
     df.insert(0, "t", int(t))
-    order = OBJECT_COLUMNS + (INTENSITY_COLUMNS if intensity is not None else []) + SHAPE_COLUMNS
-    df = df[order]
-    df["label"] = df["label"].astype("int64")
-    df["area"] = df["area"].astype("int64")
-    return df
+    return df[_columns(intensity is not None, detailed)]
 
 
-def object_table(labels: Any, intensity: Any = None, t_offset: int = 0) -> pd.DataFrame:
-    """Measure objects in a 2D (Y,X) label image or a (T,Y,X) stack.
+def _columns(with_intensity: bool, detailed: bool) -> list[str]:
+    cols = OBJECT_COLUMNS + (INTENSITY_COLUMNS if with_intensity else []) + SHAPE_COLUMNS
+    return cols + (DETAILED_COLUMNS if detailed else [])
+
+
+def object_table(labels: Any, intensity: Any = None, t_offset: int = 0, detailed: bool = False) -> pd.DataFrame:
+    """Measure objects in a 2D (Y,X) label image or a (T,Y,X) stack (see :func:`frame_object_table`).
 
     Frames are loaded one at a time (zarr/dask stacks are fine). ``t`` is 0 for
     2D input, the frame index (+ ``t_offset``) for stacks.
     """
     shape = tuple(labels.shape)
     if len(shape) == 2:
-        return frame_object_table(np.asarray(labels), None if intensity is None else np.asarray(intensity), t_offset)
+        return frame_object_table(np.asarray(labels), None if intensity is None else np.asarray(intensity), t_offset,
+                                  detailed)
     if len(shape) != 3:
         raise InputError(f"labels must be (Y,X) or (T,Y,X), got shape {shape}")
     if intensity is not None and tuple(intensity.shape) != shape:
         raise InputError(f"image shape {tuple(intensity.shape)} does not match labels shape {shape}")
     frames = [
-        frame_object_table(np.asarray(labels[t]), None if intensity is None else np.asarray(intensity[t]), t + t_offset)
+        frame_object_table(np.asarray(labels[t]), None if intensity is None else np.asarray(intensity[t]), t + t_offset,
+                           detailed)
         for t in range(shape[0])
     ]
-    frames = [f for f in frames if len(f)] or [empty_object_table(intensity is not None)]
+    frames = [f for f in frames if len(f)] or [empty_object_table(intensity is not None, detailed)]
     return pd.concat(frames, ignore_index=True)
 
 

@@ -220,7 +220,13 @@ def simulate_response_image(
     left_depth = peak_diff * rng.uniform(0.5, 0.9)
     right_sd, left_sd = rng.uniform(1.0, 1.8), rng.uniform(1.5, 3.0)
     stretch = np.exp(-0.5 * ((yy - ny / 2) / (3.0 * ny)) ** 2)  # stretched along y (nearly flat)
-    dips = (left_depth * np.exp(-0.5 * ((xx - x_left) / left_sd) ** 2) + right_depth * np.exp(-0.5 * ((xx - x_right) / right_sd) ** 2)) * stretch
+    # calibrate so that the dip depth measured on the final (pixelated, stripe-filtered)
+    # noise-free profile equals the drawn peak difference
+    x1d = np.arange(nx, dtype=float)
+    right_unit = np.exp(-0.5 * ((x1d - x_right) / right_sd) ** 2)
+    left_unit = np.exp(-0.5 * ((x1d - x_left) / left_sd) ** 2)
+    measured = ndi.correlate1d(right_unit, kernel, mode="reflect").max()
+    dips = (left_depth * left_unit + right_depth * right_unit)[None, :] / measured * stretch
     edges = 1.0 - dips / mu_b
 
     # --- bed top (quadratic through 3 points) -----------------------------------
@@ -274,6 +280,7 @@ def simulate_response_image(
     artefact_mask = np.zeros((ny, nx), bool)
     has_signal = kind in ("good_signal", "dark_spot", "saturated") or (kind in ("spike", "fiber", "line") and rng.random() < 0.5)
     max_good = 65535 - 1.5 * mu_b
+    draws["signal_peak"] = 0.0  # the peak actually used (0: no signal)
     if has_signal:
         if kind == "saturated":
             peak = float(rng.uniform(65536, 3 * 65536)) if signal_peak is None else float(signal_peak)

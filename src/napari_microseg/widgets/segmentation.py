@@ -1,15 +1,262 @@
-"""Segmentation dock widget (thin shell over the Qt-free core)."""
+"""Segmentation dock widget: run a model on the current frame or the whole stack, in a worker.
+
+Results are new layers (never replacing the user's): a Labels layer whose
+``features`` table holds the measurements, and optionally the probability map.
+Counts per frame are shown and exportable. Correct-and-retrain: fix the predicted
+labels with napari's tools, "Add to training set", then "Fine-tune" the model
+on the corrected frames (in a worker), which becomes the current model.
+"""
 
 from __future__ import annotations
 
+import os
+import threading
+from pathlib import Path
 from typing import Any
 
-from ._base import MicrosegDock
+import numpy as np
+import pandas as pd
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, SpinBox
+
+from ..pretrained import list_pretrained, resolve_model
+from ._base import MicrosegDock, layer_names, unique_layer_name
+
+FILE_CHOICE = "model file ..."
+
+#: models trained in this session (the Training widget appends), offered first
+RECENT_MODELS: list[str] = []
 
 
 class SegmentationWidget(MicrosegDock):
     title = "Segmentation"
-    description = "Segment the current frame or a whole stack with a trained model (tiled, no seams); results as a new Labels layer with measurements, counts per frame, CSV export."
+    description = (
+        "Segment the current frame or a whole stack with a trained model (tiled, no seams); "
+        "results as a new Labels layer with measurements, counts per frame and CSV export. "
+        "Correct the labels, add them to the training set and fine-tune."
+    )
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__(napari_viewer)
+        self.image_layer = ComboBox(label="image", choices=lambda *_: layer_names(self.viewer, "Image"))
+        self.model_choice = ComboBox(label="model", choices=self._model_choices)
+        self.model_file = FileEdit(label="model file", mode="r", filter="*.pt", value="")
+        self.scope = ComboBox(label="run on", choices=["current frame", "whole stack"], value="current frame")
+        self.tile = SpinBox(label="tile (px)", value=256, min=64, max=4096, step=32)
+        self.min_size = SpinBox(label="min size (px)", value=15, min=0, max=100000)
+        self.remove_border = CheckBox(label="remove border objects", value=False)
+        self.keep_probabilities = CheckBox(label="add probability layer", value=False)
+        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
+        self.run_button = PushButton(text="Segment")
+        self.counts_label = Label(value="")
+        self.export_dir = FileEdit(label="export folder", mode="d", value=str(Path.home() / "microseg_results"))
+        self.export_button = PushButton(text="Export counts.csv + objects.csv")
+        self.labels_for_training = ComboBox(label="corrected labels", choices=lambda *_: layer_names(self.viewer, "Labels"))
+        self.add_button = PushButton(text="Add to training set (current frame)")
+        self.finetune_epochs = SpinBox(label="fine-tune epochs", value=10, min=1, max=1000)
+        self.finetune_button = PushButton(text="Fine-tune")
+        self.form = Container(widgets=[
+            self.image_layer, self.model_choice, self.model_file, self.scope, self.tile, self.min_size,
+            self.remove_border, self.keep_probabilities, self.device, self.run_button, self.counts_label,
+            self.export_dir, self.export_button, Label(value="<b>correct and retrain</b>"),
+            self.labels_for_training, self.add_button, self.finetune_epochs, self.finetune_button,
+        ])
+        self.body.addWidget(self.form.native)
+        self.run_button.changed.connect(self.segment)
+        self.export_button.changed.connect(self.export)
+        self.add_button.changed.connect(self.add_to_training_set)
+        self.finetune_button.changed.connect(self.fine_tune)
+        self.model_choice.changed.connect(self._toggle_file)
+        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
+            event.connect(lambda *_: self.form.reset_choices())
+        self.result = None
+        self.result_layer_name: str | None = None
+        self.training_pairs: list[tuple[np.ndarray, np.ndarray]] = []
+        self.fine_tuned_path: str | None = None
+        self._toggle_file()
+
+    # -- model choice ------------------------------------------------------
+    def _model_choices(self, *_: Any) -> list[str]:
+        return [*RECENT_MODELS, *list_pretrained(), FILE_CHOICE]
+
+    def _toggle_file(self, *_: Any) -> None:
+        self.model_file.visible = self.model_choice.value == FILE_CHOICE
+
+    def model_path(self) -> Path:
+        """The chosen model as a file path (InputError if missing)."""
+        spec = str(self.model_file.value) if self.model_choice.value == FILE_CHOICE else self.model_choice.value
+        return resolve_model(spec)
+
+    def set_model(self, path: str) -> None:
+        """Make ``path`` the current model (e.g. after training or fine-tuning)."""
+        if path not in RECENT_MODELS:
+            RECENT_MODELS.insert(0, path)
+        self.model_choice.reset_choices()
+        self.model_choice.value = path
+
+    # -- segmentation -------------------------------------------------------
+    def _current_frame(self) -> int | None:
+        layer = self.viewer.layers[self.image_layer.value]
+        return int(self.viewer.dims.current_step[0]) if layer.data.ndim == 3 else None
+
+    def segment(self, *_: Any) -> Any:
+        """Segment in a worker; a new Labels layer arrives when done."""
+        from ..errors import MicrosegError
+
+        if not self.image_layer.value:
+            self.show_error("Choose an image layer.")
+            return None
+        try:
+            model = self.model_path()
+        except MicrosegError as err:
+            self.show_error(str(err))
+            return None
+        layer = self.viewer.layers[self.image_layer.value]
+        t = self._current_frame()
+        whole = self.scope.value == "whole stack" or t is None
+        image = layer.data if whole else layer.data[t]
+        if image.ndim not in (2, 3):
+            self.show_error(f"image must be 2-D or a (T, Y, X) stack, got shape {image.shape}")
+            return None
+        settings = dict(tile=int(self.tile.value), min_size=int(self.min_size.value), remove_border=bool(self.remove_border.value),
+                        device=self.device.value, keep_probabilities=bool(self.keep_probabilities.value))
+
+        def make_generator():
+            from ..inference.segment import segment_image
+
+            return segment_image(str(model), image, **settings)
+
+        def done(result: Any) -> None:
+            self._add_result(result, layer, t if not whole else None, model)
+
+        return self.start(make_generator, done, label="segmenting")
+
+    def _add_result(self, result: Any, layer: Any, t: int | None, model: Path) -> None:
+        self.result = result
+        labels = np.asarray(result.labels)
+        if t is not None:  # a single frame of a stack: place it in a stack-shaped layer
+            full = np.zeros(layer.data.shape, dtype=labels.dtype)
+            full[t] = labels
+            labels = full
+        features = result.objects
+        if "label" in features and not features.empty:
+            features = features.drop_duplicates("label").reset_index(drop=True)
+        name = unique_layer_name(self.viewer, f"{layer.name} segmented")
+        kwargs = {"name": name, "opacity": 0.5, "metadata": {"objects": result.objects, "counts": result.counts, "model": str(model)}}
+        if result.output_mode != "multiclass" and not features.empty:
+            kwargs["features"] = features
+        self.viewer.add_labels(labels, **kwargs)
+        if result.probabilities is not None:
+            probs = np.asarray(result.probabilities)
+            fg = probs[..., 1 if probs.shape[-3] > 1 else 0, :, :] if probs.ndim >= 3 else probs
+            self.viewer.add_image(fg, name=unique_layer_name(self.viewer, f"{layer.name} probability"), colormap="magma",
+                                  blending="additive", visible=True, opacity=0.6)
+        self.result_layer_name = name
+        self.labels_for_training.reset_choices()
+        self.labels_for_training.value = name
+        counts = result.counts
+        if len(counts) == 1:
+            self.counts_label.value = f"{int(counts['count'].iloc[0])} objects"
+        else:
+            c = counts["count"].to_numpy()
+            self.counts_label.value = f"{len(c)} frames: {c.min()}-{c.max()} objects per frame (mean {c.mean():.1f})"
+        self.show_message(f"segmented with {model.name}: new layer '{name}'")
+
+    def export(self, *_: Any) -> list[str]:
+        """Write counts.csv and objects.csv of the last result into the export folder (new names if taken)."""
+        from ..io.tables import write_csv
+
+        if self.result is None:
+            self.show_error("Nothing to export yet: segment first.")
+            return []
+        folder = Path(str(self.export_dir.value))
+        written = []
+        for stem, table, leading in (("counts", self.result.counts, ["t", "count"]), ("objects", self.result.objects, ["t", "label", "y", "x", "area"])):
+            path = folder / f"{stem}.csv"
+            i = 2
+            while path.exists():  # never overwrite an earlier export
+                path = folder / f"{stem}_{i}.csv"
+                i += 1
+            write_csv(path, table, overwrite=False, leading=leading)
+            written.append(str(path))
+        self.show_message("written: " + ", ".join(written))
+        return written
+
+    # -- correct and retrain ------------------------------------------------
+    def add_to_training_set(self, *_: Any) -> int:
+        """Copy the current frame of the image and the corrected labels into the fine-tuning set."""
+        if not self.image_layer.value or not self.labels_for_training.value:
+            self.show_error("Choose the image layer and the corrected labels layer.")
+            return len(self.training_pairs)
+        image = np.asarray(self.viewer.layers[self.image_layer.value].data)
+        labels = np.asarray(self.viewer.layers[self.labels_for_training.value].data)
+        if image.shape != labels.shape:
+            self.show_error(f"labels shape {labels.shape} does not match image shape {image.shape}")
+            return len(self.training_pairs)
+        if image.ndim == 3:
+            t = self._current_frame()
+            image, labels = image[t], labels[t]
+        if not (labels > 0).any():
+            self.show_error("the corrected labels are empty on this frame")
+            return len(self.training_pairs)
+        self.training_pairs.append((image.copy(), labels.copy()))
+        self.show_message(f"training set: {len(self.training_pairs)} corrected frame(s)")
+        return len(self.training_pairs)
+
+    def fine_tune(self, *_: Any) -> Any:
+        """Fine-tune the current model on the corrected frames in a worker; the result becomes the current model."""
+        from ..errors import MicrosegError
+
+        if not self.training_pairs:
+            self.show_error("Add at least one corrected frame to the training set first.")
+            return None
+        try:
+            base = self.model_path()
+        except MicrosegError as err:
+            self.show_error(str(err))
+            return None
+        out = fine_tuned_name(base)
+        images = [img for img, _ in self.training_pairs]
+        labels = [lab for _, lab in self.training_pairs]
+        config = {"epochs": int(self.finetune_epochs.value), "patches_per_epoch": 32, "batch_size": 4, "lr": 3e-4,
+                  "patch_size": min(128, *[min(i.shape) for i in images]) // 32 * 32 or 64, "val_fraction": 0.0,
+                  "early_stopping_patience": None, "num_threads": max(1, (os.cpu_count() or 2) - 1),
+                  "data_description": "fine-tuned on corrected labels in napari"}
+        stop_event = threading.Event()
+        self._stop_event = stop_event
+
+        def make_generator():
+            return fine_tune_model(base, images, labels, out, config, stop_event)
+
+        def done(result: Any) -> None:
+            self._stop_event = None
+            self.fine_tuned_path = str(out)
+            self.set_model(str(out))
+            self.show_message(f"fine-tuned ({result.stop_reason}, {result.epochs_run} epochs): {out}")
+
+        return self.start(make_generator, done, label="fine-tuning")
+
+    def stop(self) -> None:
+        if getattr(self, "_stop_event", None) is not None:
+            self._stop_event.set()
+        super().stop()
+
+
+def fine_tuned_name(base: Path) -> Path:
+    """A new file name next to (or, for shipped models, in the home folder) for a fine-tuned model."""
+    from ..pretrained import PRETRAINED_DIR
+
+    folder = Path.home() / "microseg_models" if base.parent == PRETRAINED_DIR else base.parent
+    i = 1
+    while (folder / f"{base.stem}-ft{i}.pt").exists():
+        i += 1
+    return folder / f"{base.stem}-ft{i}.pt"
+
+
+def fine_tune_model(base: Path, images: list, labels: list, out: Path, config: dict, stop_event: threading.Event | None = None):
+    """Generator: fine-tune ``base`` on (image, labels) pairs; returns the TrainResult (core call, no Qt)."""
+    from ..io.models import load_model
+    from ..training.trainer import train
+
+    # architecture, normalisation and output mode come from the base model (init_model)
+    cfg = {"output_mode": load_model(base).output_mode, **config}
+    return (yield from train(cfg, (images, labels), out_path=out, init_model=base, stop_event=stop_event))

@@ -1,0 +1,334 @@
+"""``microseg simulate``: write simulated labelled data sets (images, labels, class/track tables, params.json).
+
+Domains:
+  nuclei         time-lapse(s): fluorescence.tif, phase.tif, labels.tif (T,Y,X), tracks.csv, events.csv;
+                 or --mode images: images/*.tif + labels/*.tif for training
+  response       balanced good/bad 16-bit response images: images/, integration/, artefacts/, classes.csv
+  liposomes      TEM images: images/, labels/, classes.csv (image,label,lamellarity,encapsulation,...)
+  nanoparticles  thickness profiles: profiles.tif (n, views, points), classes.csv, renders.tif
+  ccd            CCD frames: frames/*.fits (ADC), classes/*.tif (uint8), classes.csv (class fractions)
+
+Sample i of a run uses the seed SeedSequence([seed, i]), so a run with --n 2N
+starts with the N samples of a run with --n N (nested data sets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+DOMAINS = ("nuclei", "response", "liposomes", "nanoparticles", "ccd")
+
+
+def _shape(values) -> tuple[int, int]:
+    return int(values[0]), int(values[1])
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "simulate",
+        help="write simulated labelled data (nuclei, response, liposomes, nanoparticles, ccd)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    dsub = p.add_subparsers(dest="domain", metavar="DOMAIN")
+    dsub.required = True
+
+    def common(q: argparse.ArgumentParser, n_default: int, n_help: str) -> None:
+        q.add_argument("--out", required=True, type=Path, help="output folder (created; must not hold a previous simulation unless --overwrite)")
+        q.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+        q.add_argument("--n", type=int, default=n_default, help=n_help)
+        q.add_argument("--overwrite", action="store_true", help="replace files of a previous simulation in --out")
+        q.set_defaults(func=run)
+
+    q = dsub.add_parser("nuclei", help="nuclei time-lapse(s) or single training images", description="Nuclei: fluorescence + phase time-lapse with labels (= track ids) and tracks.csv, or varied single training images.")
+    common(q, 1, "number of time-lapses (mode timelapse) or images (mode images); default 1")
+    q.add_argument("--mode", choices=("timelapse", "images"), default="timelapse")
+    q.add_argument("--frames", type=int, default=20, help="frames per time-lapse (default 20)")
+    q.add_argument("--shape", type=int, nargs=2, default=(256, 256), metavar=("Y", "X"))
+    q.add_argument("--nuclei", type=int, default=None, help="nuclei per field (default 30 timelapse, 40 images)")
+    q.add_argument("--diameter", type=float, nargs=2, default=None, metavar=("MIN", "MAX"), help="nucleus diameter range in px (default 8 20; images: drawn per image)")
+    q.add_argument("--division-rate", type=float, default=0.02)
+    q.add_argument("--death-rate", type=float, default=0.012)
+    q.add_argument("--motion-sd", type=float, default=1.0, help="Brownian step sd, px/frame")
+    q.add_argument("--drift", type=float, nargs=2, default=(0.0, 0.0), metavar=("DY", "DX"))
+    q.add_argument("--stage-shift-sd", type=float, default=0.0, help="sd of a global stage jump per frame, px")
+    q.add_argument("--no-touching", action="store_true", help="keep a gap between nuclei")
+    q.add_argument("--no-enter-leave", action="store_true", help="keep nuclei inside the field")
+    q.add_argument("--dtype", choices=("float32", "uint16"), default="float32", help="fluorescence dtype")
+
+    q = dsub.add_parser("response", help="balanced good/bad response images", description="Response images (16-bit): balanced 50/50 good/bad, bad types equal; or one --kind.")
+    common(q, 100, "number of images (default 100)")
+    q.add_argument("--shape", type=int, nargs=2, default=(96, 64), metavar=("Y", "X"))
+    q.add_argument("--column-width", type=int, default=29, help="column width in px (29 or 31)")
+    q.add_argument("--kind", default=None, help="only this kind (good_signal, good_empty, spike, fiber, line, dark_spot, stop, saturated)")
+
+    q = dsub.add_parser("liposomes", help="TEM liposome images with per-particle classes", description="TEM liposome images, one label per particle, classes.csv with lamellarity and encapsulation.")
+    common(q, 1, "number of images (default 1)")
+    q.add_argument("--shape", type=int, nargs=2, default=(512, 512), metavar=("Y", "X"))
+    q.add_argument("--particles", type=int, default=30, help="particles per image")
+    q.add_argument("--study-weights", action="store_true", help="use the study's class frequencies (87/12/0.6 %%, 97/0.65/2 %%) instead of the default mix")
+
+    q = dsub.add_parser("nanoparticles", help="STEM thickness profiles (holes, chirality)", description="1D thickness profiles of 2D particles, single or multi-view.")
+    common(q, 1000, "number of particles (default 1000; classes alternate, balanced)")
+    q.add_argument("--task", choices=("hole", "chirality"), default="hole")
+    q.add_argument("--views", type=int, default=1, help="views per particle")
+    q.add_argument("--view-angle", type=float, default=90.0, help="degrees between views")
+    q.add_argument("--points", type=int, default=32, help="samples per profile")
+    q.add_argument("--noiseless", action="store_true", help="raw thickness, no noise or normalisation")
+    q.add_argument("--renders", type=int, default=16, help="how many particles to rasterise into renders.tif (default 16)")
+
+    q = dsub.add_parser("ccd", help="CCD frames (FITS, ADC) with class maps", description="CCD frames in ADC with exact class maps (0 bg, 1 glowing, 2 hot pixel, 3 cluster).")
+    common(q, 1, "number of frames (default 1)")
+    q.add_argument("--shape", type=int, nargs=2, default=(256, 256), metavar=("Y", "X"))
+    q.add_argument("--balanced", action="store_true", help="class fractions near 41/25/21/13 %%")
+    q.add_argument("--muons", action="store_true")
+    q.add_argument("--electrons", action="store_true")
+    q.add_argument("--pedestal", type=float, default=8800.0)
+    q.add_argument("--noise", type=float, default=60.0, help="read-noise sd, ADC")
+    q.add_argument("--glow-probability", type=float, default=0.6)
+    q.add_argument("--gain", type=float, default=1.0, help="ADC per electron")
+
+
+def _sample_seed(seed: int, index: int) -> int:
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
+
+
+def _write_tiff(path: Path, data: np.ndarray) -> None:
+    import tifffile
+
+    from ..io.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, data)
+
+
+def _write_csv(path: Path, table) -> None:
+    from ..io.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+
+
+def _write_json(path: Path, obj) -> None:
+    from ..io.atomic import atomic_write_text
+    from ..simulate._common import jsonable
+
+    atomic_write_text(path, json.dumps(jsonable(obj), indent=2))
+
+
+def _prepare_out(out: Path, overwrite: bool) -> Path:
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} exists and is not a folder")
+    if (out / "params.json").exists() and not overwrite:
+        raise InputError(f"{out} already holds a simulation (params.json); use another --out or --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _drive(gen, n: int, label: str):
+    """Run a progress generator with the text bar when there is more than one sample."""
+    from ..progress import run_with_text_progress
+
+    if n > 1:
+        return run_with_text_progress(gen, label=label)
+    try:
+        while True:
+            next(gen)
+    except StopIteration as stop:
+        return stop.value
+
+
+def _check_common(args) -> None:
+    if args.n < 1:
+        raise InputError(f"--n must be >= 1, got {args.n}")
+    shape = getattr(args, "shape", None)
+    if shape is not None and min(shape) < 8:
+        raise InputError(f"--shape must be at least 8x8, got {shape[0]}x{shape[1]}")
+
+
+def run(args: argparse.Namespace) -> int:
+    _check_common(args)
+    if args.domain == "response" and args.kind is not None:
+        from ..simulate.response import KINDS
+
+        if args.kind not in KINDS:
+            raise InputError(f"--kind must be one of {', '.join(KINDS)}; got {args.kind!r}")
+    out = _prepare_out(args.out, args.overwrite)
+    handler = {"nuclei": _run_nuclei, "response": _run_response, "liposomes": _run_liposomes, "nanoparticles": _run_nanoparticles, "ccd": _run_ccd}[args.domain]
+    summary = handler(args, out)
+    cli = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
+    _write_json(out / "params.json", {"domain": args.domain, "seed": args.seed, "n": args.n, "cli": cli, "sample_seeds": "numpy SeedSequence([seed, index])", **summary})
+    print(f"microseg simulate {args.domain}: wrote {args.n} sample(s) to {out}")
+    return 0
+
+
+# --- domains -----------------------------------------------------------------------
+
+
+def _run_nuclei(args, out: Path) -> dict:
+    import pandas as pd
+
+    from ..progress import Progress
+    from ..simulate.nuclei import simulate_nuclei_image, simulate_nuclei_timelapse
+
+    if args.frames < 1:
+        raise InputError(f"--frames must be >= 1, got {args.frames}")
+    shape = _shape(args.shape)
+    if args.mode == "images":
+        n_nuclei = 40 if args.nuclei is None else args.nuclei
+
+        def gen():
+            rows = []
+            for i in range(args.n):
+                s = _sample_seed(args.seed, i)
+                image, labels = simulate_nuclei_image(shape=shape, n_nuclei=n_nuclei, seed=s, diameter_range=args.diameter)
+                name = f"nuclei_{i:05d}.tif"
+                _write_tiff(out / "images" / name, image)
+                _write_tiff(out / "labels" / name, labels)
+                rows.append({"image": f"images/{name}", "labels": f"labels/{name}", "seed": s, "n_nuclei": int(labels.max())})
+                yield Progress(i + 1, args.n, name)
+            _write_csv(out / "images.csv", pd.DataFrame(rows))
+            return {"mode": "images", "n_nuclei": n_nuclei}
+
+        return _drive(gen(), args.n, "nuclei")
+
+    kwargs = dict(
+        n_frames=args.frames,
+        shape=shape,
+        n_nuclei=30 if args.nuclei is None else args.nuclei,
+        diameter_range=tuple(args.diameter) if args.diameter else (8.0, 20.0),
+        division_rate=args.division_rate,
+        death_rate=args.death_rate,
+        motion_sd=args.motion_sd,
+        drift=tuple(args.drift),
+        stage_shift_sd=args.stage_shift_sd,
+        allow_touching=not args.no_touching,
+        enter_leave=not args.no_enter_leave,
+        output_dtype=args.dtype,
+    )
+
+    def gen():
+        movies = []
+        for i in range(args.n):
+            s = args.seed if args.n == 1 else _sample_seed(args.seed, i)
+            sim = simulate_nuclei_timelapse(seed=s, **kwargs)
+            folder = out if args.n == 1 else out / f"movie_{i:03d}"
+            _write_tiff(folder / "fluorescence.tif", sim.fluorescence)
+            _write_tiff(folder / "phase.tif", sim.phase)
+            _write_tiff(folder / "labels.tif", sim.labels)
+            _write_csv(folder / "tracks.csv", sim.tracks)
+            _write_csv(folder / "events.csv", sim.events)
+            if args.n > 1:
+                _write_json(folder / "movie_params.json", sim.params)
+            movies.append(sim.params)
+            yield Progress(i + 1, args.n, f"movie {i}")
+        return {"mode": "timelapse", "simulation": movies[0] if args.n == 1 else movies}
+
+    return _drive(gen(), args.n, "nuclei")
+
+
+def _run_response(args, out: Path) -> dict:
+    import pandas as pd
+
+    from ..progress import Progress
+    from ..simulate.response import KINDS, balanced_kind, image_seed, simulate_response_image
+
+    if args.kind is not None and args.kind not in KINDS:
+        raise InputError(f"--kind must be one of {', '.join(KINDS)}; got {args.kind!r}")
+    shape = _shape(args.shape)
+    simulate_response_image("good_empty", shape=shape, column_width=args.column_width, seed=0)  # validates geometry early
+
+    def gen():
+        rows = []
+        for i in range(args.n):
+            kind = args.kind or balanced_kind(i)
+            s = image_seed(args.seed, i)
+            r = simulate_response_image(kind, shape=shape, column_width=args.column_width, seed=s)
+            name = f"response_{i:05d}.tif"
+            _write_tiff(out / "images" / name, r.image)
+            _write_tiff(out / "integration" / name, r.integration_mask.astype(np.uint8))
+            _write_tiff(out / "artefacts" / name, r.artefact_mask.astype(np.uint8))
+            cb = r.params["crop_box"]
+            rows.append({"index": i, "image": f"images/{name}", "label": r.label, "is_good": int(r.label == "good"), "subclass": r.subclass, "seed": s, "background_mean": r.params["background_mean"], "noise_sd": r.params["noise_sd"], "signal_peak": r.params.get("signal_peak") or 0.0, "crop_y0": cb[0], "crop_x0": cb[1], "crop_y1": cb[2], "crop_x1": cb[3]})
+            yield Progress(i + 1, args.n, kind)
+        _write_csv(out / "classes.csv", pd.DataFrame(rows))
+        return {"kinds": sorted({r["subclass"] for r in rows}), "shape": shape, "column_width": args.column_width}
+
+    return _drive(gen(), args.n, "response")
+
+
+def _run_liposomes(args, out: Path) -> dict:
+    import pandas as pd
+
+    from ..progress import Progress
+    from ..simulate.liposomes import STUDY_CLASS_WEIGHTS, simulate_liposome_image
+
+    weights = STUDY_CLASS_WEIGHTS if args.study_weights else None
+
+    def gen():
+        tables = []
+        first = None
+        for i in range(args.n):
+            s = _sample_seed(args.seed, i)
+            r = simulate_liposome_image(shape=_shape(args.shape), n_particles=args.particles, class_weights=weights, seed=s)
+            first = first or r.params
+            name = f"liposomes_{i:05d}.tif"
+            _write_tiff(out / "images" / name, r.image)
+            _write_tiff(out / "labels" / name, r.labels)
+            table = r.classes.copy()
+            table.insert(0, "image", f"images/{name}")
+            tables.append(table)
+            yield Progress(i + 1, args.n, name)
+        _write_csv(out / "classes.csv", pd.concat(tables, ignore_index=True))
+        return {"simulation": first}
+
+    return _drive(gen(), args.n, "liposomes")
+
+
+def _run_nanoparticles(args, out: Path) -> dict:
+    import pandas as pd
+
+    from ..simulate.nanoparticles import render_particle, simulate_profiles
+
+    if args.views < 1 or args.points < 2:
+        raise InputError("--views must be >= 1 and --points >= 2")
+    gen = simulate_profiles(args.n, task=args.task, n_views=args.views, view_angle_deg=args.view_angle, seed=args.seed, noiseless=args.noiseless, data_points=args.points, progress=True)
+    ps = _drive(gen, args.n, "nanoparticles")
+    _write_tiff(out / "profiles.tif", ps.profiles)
+    _write_csv(out / "classes.csv", pd.DataFrame({"index": np.arange(len(ps.labels)), "label": ps.labels, "class": [ps.class_names[k] for k in ps.labels]}))
+    k = min(max(args.renders, 0), len(ps.polygons))
+    if k:
+        _write_tiff(out / "renders.tif", np.stack([render_particle(p, 128) for p in ps.polygons[:k]]))
+    return {"simulation": ps.params}
+
+
+def _run_ccd(args, out: Path) -> dict:
+    import pandas as pd
+
+    from ..progress import Progress
+    from ..simulate.ccd import CLASS_NAMES, simulate_ccd_frame, write_ccd_fits
+
+    def gen():
+        rows = []
+        first = None
+        for i in range(args.n):
+            s = _sample_seed(args.seed, i)
+            f = simulate_ccd_frame(shape=_shape(args.shape), seed=s, pedestal=args.pedestal, noise_sd=args.noise, glow_probability=args.glow_probability, balanced=args.balanced, muons=args.muons, electrons=args.electrons, gain=args.gain)
+            first = first or f.params
+            name = f"ccd_{i:05d}"
+            write_ccd_fits(out / "frames" / f"{name}.fits", f)
+            _write_tiff(out / "classes" / f"{name}.tif", f.classes)
+            row = {"index": i, "image": f"frames/{name}.fits", "classes": f"classes/{name}.tif", "seed": s, "n_clusters": f.params["n_clusters_drawn"]}
+            row.update({f"fraction_{c}": float(v) for c, v in zip(CLASS_NAMES, f.class_fractions)})
+            rows.append(row)
+            yield Progress(i + 1, args.n, name)
+        _write_csv(out / "classes.csv", pd.DataFrame(rows))
+        return {"simulation": first, "class_names": list(CLASS_NAMES)}
+
+    return _drive(gen(), args.n, "ccd")

@@ -1,0 +1,211 @@
+"""Tracking accuracy against ground truth.
+
+- :func:`ctc_scores`: Cell Tracking Challenge TRA, DET, LNK (AOGM based) and
+  division precision / recall / F1, computed by the maintained
+  ``traccuracy`` package (CTC matcher: a prediction matches a ground-truth
+  object when it covers more than half of it).
+- :func:`link_recall`: fraction of true links kept, cheap: a true link is the
+  same ground-truth object in two consecutive frames; it is kept when the
+  predicted objects matched to it (majority overlap, > 50 % of the true
+  object's pixels) in both frames carry the same track id.
+- :func:`point_link_recall` and :func:`unbroken_fraction`: the same for point
+  data where each detection knows its true id (benchmarks).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from .track import TrackResult
+
+
+def _quiet() -> None:
+    """Silence traccuracy's logging and its tqdm progress bars."""
+    import functools
+    import sys
+
+    for name in ("traccuracy", "traccuracy.matchers", "traccuracy.loaders", "traccuracy.metrics"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    import traccuracy.loaders  # noqa: F401
+    import traccuracy.matchers  # noqa: F401
+    import traccuracy.metrics  # noqa: F401
+    from tqdm import tqdm
+
+    quiet_tqdm = functools.partial(tqdm, disable=True)
+    for mod_name, mod in list(sys.modules.items()):
+        if mod_name.startswith("traccuracy") and getattr(mod, "tqdm", None) is tqdm:
+            mod.tqdm = quiet_tqdm
+
+
+def tracking_graph(result: TrackResult, name: str = "tracks"):
+    """Convert a :class:`TrackResult` (with ``relabelled``) into a ``traccuracy.TrackingGraph``.
+
+    Nodes are objects (segmentation id = track id in ``relabelled``), edges join
+    consecutive rows of a track (gaps become skip edges) and each mother's last
+    object to each daughter's first object.
+    """
+    import networkx as nx
+
+    _quiet()
+    from traccuracy import TrackingGraph
+
+    if result.relabelled is None:
+        raise InputError("CTC metrics need label masks (tracks from points have none)")
+    tab = result.table.sort_values(["track_id", "t"]).reset_index(drop=True)
+    node = np.arange(1, len(tab) + 1)
+    g = nx.DiGraph()
+    g.add_nodes_from(
+        (int(n), {"t": int(t), "y": float(y), "x": float(x), "segmentation_id": int(s)})
+        for n, t, y, x, s in zip(node, tab["t"], tab["y"], tab["x"], tab["track_id"])
+    )
+    same = (tab["track_id"].to_numpy()[1:] == tab["track_id"].to_numpy()[:-1])
+    g.add_edges_from(zip(node[:-1][same].tolist(), node[1:][same].tolist()))
+    first = tab.groupby("track_id").head(1)
+    last = tab.groupby("track_id").tail(1)
+    last_node = dict(zip(last["track_id"], node[last.index]))
+    for idx, p in zip(first.index, first["parent_track_id"]):
+        if p and p in last_node:
+            g.add_edge(int(last_node[p]), int(node[idx]))
+    seg = np.asarray(result.relabelled).astype(np.int32, copy=False)
+    return TrackingGraph(g, segmentation=seg, name=name, location_keys=("y", "x"))
+
+
+def load_ctc_graph(folder: str | os.PathLike, name: str | None = None):
+    """Load a CTC folder (``*_track.txt`` + masks) with traccuracy's own loader."""
+    _quiet()
+    from traccuracy.loaders import load_ctc_data
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_ctc_data(str(folder), name=name or Path(folder).name)
+
+
+def _as_graph(obj, name: str):
+    if isinstance(obj, TrackResult):
+        return tracking_graph(obj, name)
+    if isinstance(obj, (str, os.PathLike)):
+        return load_ctc_graph(obj, name)
+    return obj  # assume a TrackingGraph
+
+
+def ctc_scores(ground_truth, prediction, *, division_frame_buffer: int = 1) -> dict:
+    """CTC TRA / DET / LNK and division scores of ``prediction`` against ``ground_truth``.
+
+    Parameters
+    ----------
+    ground_truth, prediction : :class:`TrackResult` with label masks, a CTC
+        folder path, or a ``traccuracy.TrackingGraph``.
+    division_frame_buffer : divisions found up to this many frames off still count.
+
+    Returns
+    -------
+    dict with ``TRA, DET, LNK`` (0..1, 1 = perfect), the AOGM error counts
+    (``fp_nodes, fn_nodes, ns_nodes, fp_edges, fn_edges, ws_edges``) and
+    ``division_precision, division_recall, division_f1`` (NaN when there are no
+    divisions), ``true_divisions, found_divisions``.
+    """
+    _quiet()
+    from traccuracy import run_metrics
+    from traccuracy.matchers import CTCMatcher
+    from traccuracy.metrics import CTCMetrics, DivisionMetrics
+
+    gt = _as_graph(ground_truth, "ground_truth")
+    pred = _as_graph(prediction, "prediction")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results, _ = run_metrics(gt, pred, matcher=CTCMatcher(), metrics=[CTCMetrics(), DivisionMetrics(max_frame_buffer=division_frame_buffer)])
+    out: dict = {}
+    for res in results:
+        vals = res.get("results", {})
+        if res.get("metric", {}).get("name") == "DivisionMetrics":
+            key = f"Frame Buffer {division_frame_buffer}"
+            div = vals.get(key, vals)
+            out["division_precision"] = float(div.get("Division Precision", np.nan))
+            out["division_recall"] = float(div.get("Division Recall", np.nan))
+            out["division_f1"] = float(div.get("Division F1", np.nan))
+            out["true_divisions"] = int(div.get("True Positive Divisions", 0)) + int(div.get("False Negative Divisions", 0))
+            out["found_divisions"] = int(div.get("True Positive Divisions", 0)) + int(div.get("False Positive Divisions", 0))
+        else:
+            for k, v in vals.items():
+                out[k] = float(v) if isinstance(v, (int, float, np.floating, np.integer)) else v
+    return out
+
+
+# ----------------------------------------------------------------------------- cheap link metrics
+def _match_frame(gt: np.ndarray, pred: np.ndarray) -> dict[int, int]:
+    """Map each gt label to the pred label covering > 50 % of its pixels (0 if none)."""
+    fg = gt > 0
+    if not fg.any():
+        return {}
+    g = gt[fg].astype(np.int64)
+    p = pred[fg].astype(np.int64)
+    pairs, counts = np.unique(np.stack([g, p]), axis=1, return_counts=True)
+    sizes = dict(zip(*np.unique(g, return_counts=True)))
+    out: dict[int, int] = {}
+    for (gl, pl), c in zip(pairs.T, counts):
+        if pl != 0 and c * 2 > sizes[gl]:
+            out[int(gl)] = int(pl)
+    return out
+
+
+def link_recall(gt_labels: np.ndarray, pred_relabelled: np.ndarray) -> float:
+    """Fraction of true links kept.
+
+    Parameters
+    ----------
+    gt_labels : int array (T, Y, X) whose value identifies the true object
+        (the same value in consecutive frames = one true link).
+    pred_relabelled : int array (T, Y, X) of predicted track ids
+        (:attr:`TrackResult.relabelled`).
+
+    Returns
+    -------
+    kept / true links, in [0, 1] (NaN without any true link).
+    """
+    gt_labels = np.asarray(gt_labels)
+    pred_relabelled = np.asarray(pred_relabelled)
+    if gt_labels.shape != pred_relabelled.shape:
+        raise InputError(f"shape mismatch: {gt_labels.shape} vs {pred_relabelled.shape}")
+    total = kept = 0
+    prev = None
+    prev_ids: set = set()
+    for t in range(gt_labels.shape[0]):
+        cur = _match_frame(gt_labels[t], pred_relabelled[t])
+        ids = set(np.unique(gt_labels[t]).tolist()) - {0}
+        if prev is not None:
+            common = ids & prev_ids
+            total += len(common)
+            kept += sum(1 for g in common if prev.get(g, 0) and prev.get(g) == cur.get(g, -1))
+        prev, prev_ids = cur, ids
+    return kept / total if total else float("nan")
+
+
+def point_link_recall(true_id: np.ndarray, t: np.ndarray, pred_track_id: np.ndarray) -> float:
+    """Fraction of true links (same ``true_id`` in frames t and t+1) whose two
+    detections got the same ``pred_track_id`` (arrays of equal length, one per detection)."""
+    df = pd.DataFrame({"g": np.asarray(true_id), "t": np.asarray(t), "p": np.asarray(pred_track_id)})
+    df = df.sort_values(["g", "t"])
+    g, tt, p = df["g"].to_numpy(), df["t"].to_numpy(), df["p"].to_numpy()
+    link = (g[1:] == g[:-1]) & (tt[1:] - tt[:-1] == 1)
+    if not link.any():
+        return float("nan")
+    return float(np.mean(p[1:][link] == p[:-1][link]))
+
+
+def unbroken_fraction(true_id: np.ndarray, t: np.ndarray, pred_track_id: np.ndarray) -> float:
+    """Fraction of true tracks whose detections all carry one predicted track id
+    that no other true track uses."""
+    df = pd.DataFrame({"g": np.asarray(true_id), "p": np.asarray(pred_track_id)})
+    per_true = df.groupby("g")["p"].nunique()
+    single = per_true[per_true == 1].index
+    owner = df.groupby("p")["g"].nunique()
+    first_p = df.groupby("g")["p"].first()
+    ok = [g for g in single if owner[first_p[g]] == 1]
+    return len(ok) / len(per_true) if len(per_true) else float("nan")

@@ -1,0 +1,80 @@
+"""Segmentation widget: segments in a worker into a new Labels layer, exports CSVs, fine-tunes on corrections."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.gui
+
+
+def _wait(qtbot, worker, timeout=120000):
+    assert worker is not None
+    with qtbot.waitSignal(worker.finished, timeout=timeout):
+        pass
+    qtbot.wait(50)
+
+
+def test_segment_export_and_finetune(make_napari_viewer, qtbot, tmp_path, artifacts, tiny_nuclei_model):
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+    from napari_microseg.widgets.segmentation import FILE_CHOICE, SegmentationWidget
+
+    sim = simulate_nuclei_timelapse(n_frames=3, shape=(128, 128), n_nuclei=10, seed=3)
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(sim.fluorescence, name="movie")
+    original = sim.fluorescence.copy()
+    widget = SegmentationWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segmentation")
+    widget.image_layer.value = "movie"
+    widget.model_choice.value = FILE_CHOICE
+    widget.model_file.value = str(tiny_nuclei_model)
+    widget.export_dir.value = str(tmp_path / "export")
+
+    viewer.dims.set_current_step(0, 1)
+    _wait(qtbot, widget.segment())
+    layer = viewer.layers["movie segmented"]
+    assert layer.data.shape == (3, 128, 128)
+    assert layer.data[0].max() == 0 and layer.data[2].max() == 0  # only the current frame was run
+    np.testing.assert_array_equal(viewer.layers["movie"].data, original)  # the user's layer is untouched
+    if layer.data[1].max() > 0:
+        assert "label" in layer.features.columns and "area" in layer.features.columns
+    assert "objects" in widget.counts_label.value
+
+    widget.scope.value = "whole stack"
+    _wait(qtbot, widget.segment())
+    assert "movie segmented [2]" in [lay.name for lay in viewer.layers]
+    assert "3 frames" in widget.counts_label.value
+
+    written = widget.export()
+    counts = pd.read_csv(written[0])
+    assert list(counts.columns[:2]) == ["t", "count"] and len(counts) == 3
+    assert list(pd.read_csv(written[1]).columns[:5]) == ["t", "label", "y", "x", "area"]
+    assert widget.export()[0].endswith("counts_2.csv")  # never overwrites an earlier export
+
+    # correct-and-retrain: the user fixes frame 1 (here: with the true labels) and fine-tunes
+    viewer.add_labels(sim.labels.astype(np.uint32), name="corrected")
+    widget.labels_for_training.value = "corrected"
+    assert widget.add_to_training_set() == 1
+    widget.finetune_epochs.value = 2
+    _wait(qtbot, widget.fine_tune())
+    assert widget.fine_tuned_path is not None and widget.model_choice.value == widget.fine_tuned_path
+
+    viewer.window._qt_window.resize(1400, 1000)
+    qtbot.wait(100)
+    from skimage.io import imsave
+
+    imsave(artifacts / "segmentation_widget.png", viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
+
+
+def test_segment_bad_model_message(make_napari_viewer):
+    from napari_microseg.widgets.segmentation import FILE_CHOICE, SegmentationWidget
+
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(np.random.rand(64, 64), name="img")
+    widget = SegmentationWidget(viewer)
+    widget.image_layer.value = "img"
+    widget.model_choice.value = FILE_CHOICE
+    widget.model_file.value = "/nonexistent/model.pt"
+    assert widget.segment() is None
+    assert "neither a file nor a shipped model" in widget.status.text()
