@@ -43,43 +43,61 @@ def empty_object_table(with_intensity: bool = True, detailed: bool = False) -> p
 DETAILED_COLUMNS = ["solidity", "perimeter"]
 
 
-def _fast_props(labels: np.ndarray, intensity: np.ndarray | None) -> pd.DataFrame:
-    """Vectorised per-label measurements (bincount / find_objects), same definitions as regionprops."""
+def _fast_props(labels: np.ndarray, intensity: np.ndarray | None, band_pixels: int = 2**22) -> pd.DataFrame:
+    """Vectorised per-label measurements (bincount / find_objects), same definitions as regionprops.
+
+    Sums are accumulated over row bands of about ``band_pixels`` pixels, so
+    temporary memory stays ~100 MB whatever the image size.
+    """
     from scipy import ndimage as ndi
 
-    flat = labels.ravel()
-    n = int(flat.max())
-    area = np.bincount(flat, minlength=n + 1).astype(np.float64)
+    n = int(labels.max())
+    h, w = labels.shape
+    sums = np.zeros((6, n + 1), np.float64)  # area, y, x, yy, xx, xy
+    if intensity is not None:
+        s_int = np.zeros(n + 1, np.float64)
+        mx = np.full(n + 1, -np.inf)
+        mn = np.full(n + 1, np.inf)
+    rows = max(1, band_pixels // max(w, 1))
+    xs = np.arange(w, dtype=np.float64)
+    for y0 in range(0, h, rows):
+        lab = labels[y0:y0 + rows].astype(np.intp, copy=False)
+        fg = lab.ravel() != 0
+        flat = lab.ravel()[fg]
+        if flat.size == 0:
+            continue
+        yy = np.repeat(np.arange(y0, y0 + lab.shape[0], dtype=np.float64), w)[fg]
+        xx = np.tile(xs, lab.shape[0])[fg]
+        for k, weights in enumerate((None, yy, xx, yy * yy, xx * xx, yy * xx)):
+            sums[k] += np.bincount(flat, weights, n + 1)
+        if intensity is not None:
+            vals = intensity[y0:y0 + rows].ravel()[fg].astype(np.float64)
+            s_int += np.bincount(flat, vals, n + 1)
+            np.maximum.at(mx, flat, vals)
+            np.minimum.at(mn, flat, vals)
+    area = sums[0]
     ids = np.nonzero(area[1:])[0] + 1
-    yy = np.repeat(np.arange(labels.shape[0], dtype=np.float64), labels.shape[1])
-    xx = np.tile(np.arange(labels.shape[1], dtype=np.float64), labels.shape[0])
     a = area[ids]
-    sy = np.bincount(flat, yy, n + 1)[ids]
-    sx = np.bincount(flat, xx, n + 1)[ids]
-    cy, cx = sy / a, sx / a
+    cy, cx = sums[1, ids] / a, sums[2, ids] / a
     # central second moments (population covariance of pixel coordinates)
-    vyy = np.bincount(flat, yy * yy, n + 1)[ids] / a - cy * cy
-    vxx = np.bincount(flat, xx * xx, n + 1)[ids] / a - cx * cx
-    vxy = np.bincount(flat, yy * xx, n + 1)[ids] / a - cy * cx
-    del yy, xx
-    vyy, vxx = np.maximum(vyy, 0), np.maximum(vxx, 0)
+    vyy = np.maximum(sums[3, ids] / a - cy * cy, 0)
+    vxx = np.maximum(sums[4, ids] / a - cx * cx, 0)
+    vxy = sums[5, ids] / a - cy * cx
     half_tr = (vyy + vxx) / 2
     disc = np.sqrt(np.maximum(((vyy - vxx) / 2) ** 2 + vxy * vxy, 0))
     l1, l2 = half_tr + disc, np.maximum(half_tr - disc, 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ecc = np.where(l1 > 0, np.sqrt(np.clip(1 - l2 / np.where(l1 > 0, l1, 1), 0, 1)), 0.0)
-    # scikit-image convention: angle between the row axis and the major axis, in (-pi/2, pi/2]
+    safe_l1 = np.where(l1 > 0, l1, 1)
+    ecc = np.where(l1 > 0, np.sqrt(np.clip(1 - l2 / safe_l1, 0, 1)), 0.0)
+    # scikit-image convention: angle between the row axis and the major axis
     orient = np.where(vxx - vyy == 0, np.where(vxy > 0, np.pi / 4, -np.pi / 4), 0.5 * np.arctan2(2 * vxy, vyy - vxx))
-    orient = np.where((vxx - vyy == 0) & (vxy == 0), -np.pi / 4, orient)
     slices = ndi.find_objects(labels)
     bbox = np.array([[sl[0].start, sl[1].start, sl[0].stop, sl[1].stop] for sl in (slices[i - 1] for i in ids)],
                     dtype=np.int64).reshape(-1, 4)
     df = pd.DataFrame({"label": ids.astype(np.int64), "y": cy, "x": cx, "area": a.astype(np.int64)})
     if intensity is not None:
-        vals = intensity.ravel().astype(np.float64)
-        df["mean_intensity"] = np.bincount(flat, vals, n + 1)[ids] / a
-        df["max_intensity"] = np.asarray(ndi.maximum(intensity, labels, ids), dtype=np.float64)
-        df["min_intensity"] = np.asarray(ndi.minimum(intensity, labels, ids), dtype=np.float64)
+        df["mean_intensity"] = s_int[ids] / a
+        df["max_intensity"] = mx[ids]
+        df["min_intensity"] = mn[ids]
     df["bbox_y0"], df["bbox_x0"], df["bbox_y1"], df["bbox_x1"] = bbox.T
     df["eccentricity"] = ecc
     df["major_axis_length"] = 4 * np.sqrt(l1)
@@ -125,12 +143,11 @@ def frame_object_table(labels: np.ndarray, intensity: np.ndarray | None = None, 
         return empty_object_table(intensity is not None, detailed)
     if labels.min() < 0:
         raise InputError("labels must be non-negative")
-    lab = labels.astype(np.intp, copy=False)
-    df = _fast_props(lab, intensity)
+    df = _fast_props(labels, intensity)
     if detailed:
         from skimage.measure import regionprops_table
 
-        extra = pd.DataFrame(regionprops_table(lab, properties=["label", "solidity", "perimeter"]))
+        extra = pd.DataFrame(regionprops_table(labels.astype(np.intp, copy=False), properties=["label", "solidity", "perimeter"]))
         df = df.merge(extra, on="label", how="left")
     df.insert(0, "t", int(t))
     return df[_columns(intensity is not None, detailed)]

@@ -556,10 +556,10 @@ def simulate_nuclei_image(
     """One fluorescence-like nuclei image with instance labels, for training.
 
     The appearance is drawn at random per call (when ``vary_appearance``):
-    background level 0-0.12, nucleus brightness 0.15-0.95 with a per-nucleus
-    spread up to x3 (dim and bright nuclei in one image), blur sigma 0.3-2 px,
+    background level 0-0.12, nucleus brightness 0.2-0.95 with a per-nucleus
+    spread up to x2.5 (dim and bright nuclei in one image), blur sigma 0.3-2 px,
     Gaussian noise sd 0.003-0.05 plus optional Poisson-like noise, uneven
-    illumination, gamma 0.6-1.5, optional uint8 quantisation. Sizes follow
+    illumination, gamma 0.7-1.4, optional uint8 quantisation. Sizes follow
     DSB2018 (nuclei mostly 10-40 px across): the diameter range is drawn per
     call unless given. A fraction of the nuclei is placed in touching clusters.
 
@@ -588,13 +588,13 @@ def simulate_nuclei_image(
     d_lo, d_hi = check_range(diameter_range, "diameter_range", low=2.0)
     if vary_appearance:
         bg = rng.uniform(0.0, 0.12)
-        bright = rng.uniform(0.15, 0.95)
-        spread = rng.uniform(1.0, 3.0)
+        bright = rng.uniform(0.2, 0.95)
+        spread = rng.uniform(1.0, 2.5)
         blur = rng.uniform(0.3, 2.0)
         noise_sd = rng.uniform(0.003, 0.05)
         poisson_scale = rng.choice([0.0, rng.uniform(50, 2000)])
         illum_strength = rng.uniform(0, 0.5)
-        gamma = rng.uniform(0.6, 1.5)
+        gamma = rng.uniform(0.7, 1.4)
         texture_strength = rng.uniform(0.05, 0.5)
         quantise = rng.random() < 0.5
         aspect_hi = rng.uniform(1.1, 2.0)

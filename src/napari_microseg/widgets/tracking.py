@@ -1,15 +1,252 @@
-"""Tracking dock widget (thin shell over the Qt-free core)."""
+"""Tracking dock widget: btrack on a labels time-lapse, in a worker.
+
+Results: a Tracks layer (tails, coloured by track or generation) and a Labels
+layer relabelled by track id — both new layers owned by this widget. A table
+lists the tracks; clicking a row jumps to the track's first frame and centres
+it. Curation (delete, merge, split at the current frame) rebuilds the result,
+updates those two layers, and the exports reflect the edits.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from ._base import MicrosegDock
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, PushButton
+from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
+
+from ..errors import InputError, MicrosegError
+from ._base import MicrosegDock, layer_names, unique_layer_name
+
+NO_IMAGE = "(none)"
+TABLE_COLUMNS = ["track", "start", "end", "frames", "parent", "generation"]
 
 
 class TrackingWidget(MicrosegDock):
     title = "Tracking"
-    description = "Link objects of a labels time-lapse into tracks with btrack (divisions included); results as Tracks + relabelled Labels layers, CSV and Cell Tracking Challenge export."
+    description = (
+        "Link objects of a labels time-lapse into tracks with btrack (divisions included); results as "
+        "Tracks + relabelled Labels layers, a track table (click to jump), curation, CSV and Cell Tracking Challenge export."
+    )
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__(napari_viewer)
+        from ..tracking.track import available_configs
+
+        self.labels_layer = ComboBox(label="labels (T,Y,X)", choices=lambda *_: layer_names(self.viewer, "Labels"))
+        self.image_layer = ComboBox(label="image (optional)", choices=lambda *_: [NO_IMAGE, *layer_names(self.viewer, "Image")])
+        self.config = ComboBox(label="model", choices=available_configs(), value="cell" if "cell" in available_configs() else None,
+                               tooltip="cell: motion model with divisions; particle: no divisions")
+        self.max_search_radius = FloatSpinBox(label="max search radius (px)", value=30.0, min=1.0, max=1000.0)
+        self.stage_shift = ComboBox(label="stage-shift correction", choices=["none", "images", "objects"], value="none")
+        self.optimize = CheckBox(label="optimise (divisions, appear/disappear)", value=True)
+        self.colour_by = ComboBox(label="colour by", choices=["track_id", "generation", "root_track_id"], value="track_id")
+        self.track_button = PushButton(text="Track")
+        self.export_dir = FileEdit(label="export folder", mode="d", value=str(Path.home() / "microseg_tracks"))
+        self.export_csv_button = PushButton(text="Export tracks.csv + counts.csv")
+        self.export_ctc_button = PushButton(text="Export CTC (res_track.txt + masks)")
+        self.delete_button = PushButton(text="Delete selected track")
+        self.merge_button = PushButton(text="Merge 2 selected (second continues first)")
+        self.split_button = PushButton(text="Split selected at current frame")
+        self.form = Container(widgets=[self.labels_layer, self.image_layer, self.config, self.max_search_radius,
+                                       self.stage_shift, self.optimize, self.colour_by, self.track_button])
+        self.body.addWidget(self.form.native)
+        self.table = QTableWidget(0, len(TABLE_COLUMNS))
+        self.table.setHorizontalHeaderLabels(TABLE_COLUMNS)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.setMinimumHeight(160)
+        self.table.verticalHeader().setVisible(False)
+        self.table.itemSelectionChanged.connect(self._jump_to_selected)
+        self.body.addWidget(self.table)
+        self.actions = Container(widgets=[self.delete_button, self.merge_button, self.split_button, self.export_dir,
+                                          self.export_csv_button, self.export_ctc_button])
+        self.body.addWidget(self.actions.native)
+        self.track_button.changed.connect(self.track)
+        self.export_csv_button.changed.connect(self.export_csv)
+        self.export_ctc_button.changed.connect(self.export_ctc)
+        self.delete_button.changed.connect(self.delete_selected)
+        self.merge_button.changed.connect(self.merge_selected)
+        self.split_button.changed.connect(self.split_selected)
+        self.colour_by.changed.connect(self._recolour)
+        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
+            event.connect(lambda *_: self.form.reset_choices())
+        self.result = None
+        self.tracks_layer = None
+        self.relabelled_layer = None
+
+    # -- tracking -------------------------------------------------------------
+    def track(self, *_: Any) -> Any:
+        """Track the chosen labels layer in a worker."""
+        if not self.labels_layer.value:
+            self.show_error("Choose a labels layer holding a (T, Y, X) time-lapse.")
+            return None
+        labels = np.asarray(self.viewer.layers[self.labels_layer.value].data)
+        if labels.ndim != 3 or labels.shape[0] < 2:
+            self.show_error(f"tracking needs a (T, Y, X) labels stack with at least 2 frames, got shape {labels.shape}")
+            return None
+        image = None
+        if self.image_layer.value and self.image_layer.value != NO_IMAGE:
+            image = np.asarray(self.viewer.layers[self.image_layer.value].data)
+            if image.shape != labels.shape:
+                self.show_error(f"image shape {image.shape} does not match labels shape {labels.shape}")
+                return None
+        shift = None if self.stage_shift.value == "none" else self.stage_shift.value
+        if shift == "images" and image is None:
+            self.show_error("stage-shift correction from images needs an image layer")
+            return None
+        kwargs = dict(config=self.config.value, max_search_radius=float(self.max_search_radius.value),
+                      optimize=bool(self.optimize.value), stage_shift=shift)
+        labels = labels.copy()
+
+        def make_generator():
+            from ..tracking.track import track
+
+            return track(labels, image, **kwargs)
+
+        return self.start(make_generator, self._show_result, label="tracking")
+
+    def _show_result(self, result: Any) -> None:
+        self.result = result
+        self._update_layers(new=True)
+        self.show_message(f"{result.n_tracks} tracks over {result.n_frames} frames; "
+                          f"{len(result.graph)} daughter tracks from divisions")
+
+    def _update_layers(self, new: bool = False) -> None:
+        result = self.result
+        data, kwargs = result.napari_tracks()
+        if new or self.tracks_layer is None or self.tracks_layer not in self.viewer.layers:
+            name = unique_layer_name(self.viewer, f"{self.labels_layer.value} tracks")
+            kwargs = {**kwargs, "name": name, "tail_length": 10, "color_by": "track_id"}
+            self.tracks_layer = self.viewer.add_tracks(data, **kwargs)
+            self.relabelled_layer = self.viewer.add_labels(
+                result.relabelled, name=unique_layer_name(self.viewer, f"{self.labels_layer.value} by track"), opacity=0.4, visible=False)
+        else:  # our own result layers: update them after curation
+            self.tracks_layer.data = data
+            self.tracks_layer.graph = kwargs["graph"]
+            self.tracks_layer.properties = kwargs["properties"]
+            if result.relabelled is not None and self.relabelled_layer in self.viewer.layers:
+                self.relabelled_layer.data = result.relabelled
+        self._recolour()
+        self._fill_table()
+
+    def _recolour(self, *_: Any) -> None:
+        if self.tracks_layer is not None and self.colour_by.value in self.tracks_layer.properties:
+            self.tracks_layer.color_by = self.colour_by.value
+
+    def _fill_table(self) -> None:
+        table = self.result.table
+        summary = table.groupby("track_id").agg(start=("t", "min"), end=("t", "max"), frames=("t", "size"),
+                                                parent=("parent_track_id", "first"), generation=("generation", "first"))
+        self.table.blockSignals(True)
+        self.table.setRowCount(len(summary))
+        for row, (track_id, rec) in enumerate(summary.iterrows()):
+            values = [track_id, rec.start, rec.end, rec.frames, rec.parent, rec.generation]
+            for col, value in enumerate(values):
+                item = QTableWidgetItem()
+                item.setData(0, int(value))
+                self.table.setItem(row, col, item)
+        self.table.blockSignals(False)
+
+    # -- table interaction --------------------------------------------------
+    def selected_track_ids(self) -> list[int]:
+        rows = sorted({index.row() for index in self.table.selectedIndexes()})
+        return [int(self.table.item(r, 0).data(0)) for r in rows]
+
+    def _jump_to_selected(self) -> None:
+        ids = self.selected_track_ids()
+        if not ids or self.result is None:
+            return
+        rows = self.result.table[self.result.table.track_id == ids[-1]].sort_values("t")
+        first = rows.iloc[0]
+        self.viewer.dims.set_current_step(0, int(first.t))
+        self.viewer.camera.center = (float(first.y), float(first.x))
+        self.show_message(f"track {ids[-1]}: frames {int(rows.t.min())}-{int(rows.t.max())}")
+
+    def _edit(self, edit: Any) -> None:
+        if self.result is None:
+            self.show_error("Track first.")
+            return
+        try:
+            self.result = edit(self.result)
+        except (MicrosegError, ValueError, KeyError) as err:
+            self.show_error(str(err))
+            return
+        self._update_layers()
+
+    def delete_selected(self, *_: Any) -> None:
+        from ..tracking.export import delete_track
+
+        ids = self.selected_track_ids()
+        if len(ids) != 1:
+            self.show_error("Select one track in the table to delete.")
+            return
+        self._edit(lambda r: delete_track(r, ids[0]))
+        self.show_message(f"deleted track {ids[0]}")
+
+    def merge_selected(self, *_: Any) -> None:
+        from ..tracking.export import merge_tracks
+
+        ids = self.selected_track_ids()
+        if len(ids) != 2:
+            self.show_error("Select exactly two tracks (the earlier one first in the table) to merge.")
+            return
+        self._edit(lambda r: merge_tracks(r, ids[0], ids[1]))
+        self.show_message(f"merged track {ids[1]} onto {ids[0]}")
+
+    def split_selected(self, *_: Any) -> None:
+        from ..tracking.export import split_track
+
+        ids = self.selected_track_ids()
+        if len(ids) != 1:
+            self.show_error("Select one track in the table to split at the current frame.")
+            return
+        t = int(self.viewer.dims.current_step[0])
+        self._edit(lambda r: split_track(r, ids[0], t))
+        self.show_message(f"split track {ids[0]} at frame {t}")
+
+    # -- export ---------------------------------------------------------------
+    def _export_folder(self) -> Path:
+        if self.result is None:
+            raise InputError("Nothing to export yet: track first.")
+        return Path(str(self.export_dir.value))
+
+    def export_csv(self, *_: Any) -> list[str]:
+        """Write tracks.csv, counts.csv and the config JSON (new names if the files exist)."""
+        from ..tracking.export import write_config_json, write_counts_csv, write_tracks_csv
+
+        try:
+            folder = self._export_folder()
+        except InputError as err:
+            self.show_error(str(err))
+            return []
+        paths = [free_name(folder / "tracks.csv"), free_name(folder / "counts.csv"), free_name(folder / "tracking_config.json")]
+        write_tracks_csv(self.result, paths[0])
+        write_counts_csv(self.result, paths[1])
+        write_config_json(self.result, paths[2])
+        self.show_message("written: " + ", ".join(str(p) for p in paths))
+        return [str(p) for p in paths]
+
+    def export_ctc(self, *_: Any) -> str | None:
+        """Write a Cell Tracking Challenge result folder (res_track.txt + maskNNN.tif)."""
+        from ..tracking.export import write_ctc
+
+        try:
+            folder = free_name(self._export_folder() / "ctc_RES")
+            write_ctc(self.result, folder)
+        except MicrosegError as err:
+            self.show_error(str(err))
+            return None
+        self.show_message(f"written CTC folder {folder}")
+        return str(folder)
+
+
+def free_name(path: Path) -> Path:
+    """``path`` if unused, else ``stem_2.suffix``, ``stem_3.suffix``, ... (exports never overwrite)."""
+    if not path.exists():
+        return path
+    i = 2
+    while (candidate := path.with_name(f"{path.stem}_{i}{path.suffix}")).exists():
+        i += 1
+    return candidate

@@ -1,0 +1,71 @@
+"""Tracking widget: tracks a simulated time-lapse in a worker, shows layers and a table, curates and exports."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.gui
+
+
+def test_track_curate_export(make_napari_viewer, qtbot, tmp_path, artifacts):
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+    from napari_microseg.widgets.tracking import TrackingWidget
+
+    sim = simulate_nuclei_timelapse(n_frames=12, shape=(160, 160), n_nuclei=12, seed=5)
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(sim.fluorescence, name="movie")
+    viewer.add_labels(sim.labels, name="nuclei")
+    widget = TrackingWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Tracking")
+    widget.labels_layer.value = "nuclei"
+    widget.image_layer.value = "movie"
+    widget.export_dir.value = str(tmp_path)
+    worker = widget.track()
+    assert worker is not None, widget.status.text()
+    with qtbot.waitSignal(worker.finished, timeout=120000):
+        pass
+    qtbot.wait(50)
+    assert widget.result is not None, widget.status.text()
+    assert type(widget.tracks_layer).__name__ == "Tracks"
+    n_tracks = widget.result.n_tracks
+    assert widget.table.rowCount() == n_tracks
+    assert n_tracks >= sim.tracks.track_id.nunique() * 0.8
+
+    # click-to-jump: selecting a row moves the viewer to the track's first frame
+    late = widget.result.table.groupby("track_id").t.min().idxmax()
+    row = [int(widget.table.item(r, 0).data(0)) for r in range(widget.table.rowCount())].index(int(late))
+    widget.table.selectRow(row)
+    assert viewer.dims.current_step[0] == int(widget.result.table[widget.result.table.track_id == late].t.min())
+
+    # curation: delete the selected track -> fewer tracks, and the export reflects it
+    widget.delete_selected()
+    assert widget.result.n_tracks == n_tracks - 1
+    assert widget.table.rowCount() == n_tracks - 1
+    tracks_csv, counts_csv, _ = widget.export_csv()
+    table = pd.read_csv(tracks_csv)
+    assert list(table.columns[:8]) == ["track_id", "t", "y", "x", "parent_track_id", "root_track_id", "generation", "label"]
+    assert late not in set(table.track_id)
+    assert list(pd.read_csv(counts_csv).columns[:2]) == ["t", "count"]
+    ctc = widget.export_ctc()
+    assert ctc is not None and (tmp_path / "ctc_RES" / "res_track.txt").is_file()
+
+    viewer.dims.set_current_step(0, 11)
+    viewer.layers["nuclei"].visible = False
+    viewer.window._qt_window.resize(1400, 1000)
+    qtbot.wait(100)
+    from skimage.io import imsave
+
+    imsave(artifacts / "tracking_widget.png", viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
+
+
+def test_tracking_rejects_2d_labels(make_napari_viewer):
+    from napari_microseg.widgets.tracking import TrackingWidget
+
+    viewer = make_napari_viewer(show=False)
+    viewer.add_labels(np.ones((32, 32), np.uint16), name="flat")
+    widget = TrackingWidget(viewer)
+    widget.labels_layer.value = "flat"
+    assert widget.track() is None
+    assert "(T, Y, X)" in widget.status.text()

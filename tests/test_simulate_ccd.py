@@ -1,0 +1,103 @@
+"""Property tests of the CCD frame simulator ([C])."""
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from napari_microseg.errors import InputError
+from napari_microseg.simulate.ccd import BALANCED_FRACTIONS, fe55_energies, simulate_ccd_frame, write_ccd_fits
+
+
+def test_pedestal_and_noise_on_background():
+    f = simulate_ccd_frame(seed=1, n_clusters=10, n_hot=2)
+    bg = f.image[f.classes == 0]
+    assert abs(bg.mean() - 8800) < 3
+    assert abs(bg.std() - 60) < 2
+    assert f.image.dtype == np.float32 and f.classes.dtype == np.uint8
+    g = simulate_ccd_frame(seed=1, pedestal=1000, noise_sd=10, n_clusters=10)
+    bg = g.image[g.classes == 0]
+    assert abs(bg.mean() - 1000) < 1 and abs(bg.std() - 10) < 0.5
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_balanced_fractions(seed):
+    f = simulate_ccd_frame(seed=seed, balanced=True)
+    assert np.allclose(f.class_fractions, BALANCED_FRACTIONS, atol=0.03), f.class_fractions
+
+
+def test_classes_match_components():
+    f = simulate_ccd_frame(seed=4, glow_probability=1.0, n_hot=4, n_clusters=30)
+    img = f.image - 8800
+    comp = f.components
+    # glow: whole columns of one level in the glow range
+    glow_cols = np.flatnonzero(comp["glow"].any(0))
+    assert len(glow_cols) >= 1 and np.all(np.diff(glow_cols) == 1)
+    only_glow = (f.classes == 1)
+    assert 1400 - 10 < img[only_glow].mean() < 1500 + 10
+    # hot pixels: level 2200 above pedestal (those without a cluster on them)
+    hot = (f.classes == 2) & (comp["glow"] == 0)
+    assert abs(img[hot].mean() - 2200) < 20
+    # precedence cluster > hot > glow: every pixel with enough cluster charge is class 3
+    assert np.all(f.classes[comp["clusters"] >= f.params["cluster_threshold"]] == 3)
+    assert np.all(f.classes[(comp["hot"] > 0) & (comp["clusters"] < f.params["cluster_threshold"])] == 2)
+
+
+def test_glow_column_is_random_and_hot_lines_thin():
+    starts = set()
+    for seed in range(12):
+        f = simulate_ccd_frame(seed=seed, glow_probability=1.0, n_hot=1, n_clusters=0)
+        starts.add(int(np.flatnonzero(f.components["glow"][0])[0]))
+        hot = f.components["hot"] > 0
+        (sl,) = ndi.find_objects(hot.astype(int))
+        h, w = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
+        assert min(h, w) == 1  # a 1-px line (or a single pixel)
+    assert len(starts) >= 6 and starts != {0}
+
+
+def test_clusters_compact_with_fe55_peak():
+    f = simulate_ccd_frame(seed=7, n_clusters=200, n_hot=0, glow_probability=0)
+    lab, n = ndi.label(f.classes == 3)
+    sizes = np.bincount(lab.ravel())[1:]
+    assert n > 100 and np.median(sizes) <= 9 and sizes.max() < 60  # a few px across
+    e = fe55_energies(20000, np.random.default_rng(0))
+    hist, edges = np.histogram(e, bins=60, range=(0, 7))
+    assert 5.6 < edges[np.argmax(hist)] < 6.1  # K-alpha peak
+    assert np.mean(e < 4) > 0.15  # low-energy continuum
+    # charge -> ADC with the gain: 5.9 keV ~ 1616 e-
+    totals = f.clusters[:, 4]
+    assert np.allclose(totals, f.clusters[:, 2] * 1000 / 3.65 * 1.0)
+
+
+def test_tracks_are_class_cluster():
+    f = simulate_ccd_frame(seed=3, muons=True, electrons=True, n_muons=1, n_electrons=2, n_clusters=0, n_hot=0, glow_probability=0)
+    assert (f.components["tracks"] > 0).any()
+    assert np.count_nonzero(f.classes == 3) > 100  # a muon crosses the tile
+
+
+def test_deterministic_and_seed_dependent():
+    a, b, c = simulate_ccd_frame(seed=5), simulate_ccd_frame(seed=5), simulate_ccd_frame(seed=6)
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.classes, b.classes)
+    assert not np.array_equal(a.image, c.image)
+
+
+def test_fits_roundtrip(tmp_path):
+    from astropy.io import fits
+
+    f = simulate_ccd_frame(seed=2, shape=(64, 80))
+    path = write_ccd_fits(tmp_path / "frame.fits", f, classes_path=tmp_path / "classes.fits")
+    with fits.open(path) as hdul:
+        assert np.array_equal(hdul[0].data, f.image)
+        h = hdul[0].header
+        assert h["BUNIT"] == "ADU" and h["PEDESTAL"] == 8800.0 and h["NOISE"] == 60.0 and h["SEED"] == 2
+    with fits.open(tmp_path / "classes.fits") as hdul:
+        assert np.array_equal(hdul[0].data, f.classes)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files left
+    with pytest.raises(InputError):
+        write_ccd_fits(path, f, overwrite=False)
+
+
+def test_bad_input():
+    with pytest.raises(InputError):
+        simulate_ccd_frame(shape=(2, 2))
+    with pytest.raises(InputError):
+        simulate_ccd_frame(glow_probability=1.5)

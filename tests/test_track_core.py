@@ -1,0 +1,150 @@
+"""Tracking core: divisions, entering/leaving objects, stage shifts, points."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from skimage.draw import disk
+
+from napari_microseg.errors import InputError
+from napari_microseg.tracking.metrics import link_recall, point_link_recall
+from napari_microseg.tracking.shift import estimate_stage_shift
+from napari_microseg.tracking.track import TRACK_COLUMNS, objects_from_labels, run_tracking, track, track_points
+
+
+def division_stack(n_frames=6, shape=(100, 100)):
+    """Cell A moves right and divides at frame 3 into two daughters; cell B sits still.
+    Returns labels (segmentation labels differ from frame to frame for B) and the true identity stack."""
+    lab = np.zeros((n_frames,) + shape, np.int32)
+    ident = np.zeros_like(lab)
+    for t in range(n_frames):
+        if t < 3:
+            rr, cc = disk((30, 20 + 3 * t), 6, shape=shape)
+            lab[t][rr, cc], ident[t][rr, cc] = 1, 1
+        else:
+            rr, cc = disk((22, 26 + t), 5, shape=shape)
+            lab[t][rr, cc], ident[t][rr, cc] = 2, 2
+            rr, cc = disk((40, 26 + t), 5, shape=shape)
+            lab[t][rr, cc], ident[t][rr, cc] = 3, 3
+        rr, cc = disk((75, 70), 6, shape=shape)
+        lab[t][rr, cc], ident[t][rr, cc] = 10 + t, 4
+    return lab, ident
+
+
+def test_division_columns_and_lineage():
+    labels, _ = division_stack()
+    image = labels.astype(np.float32) * 2.0
+    res = run_tracking(labels, image, config="cell")
+    tab = res.table
+    assert list(tab.columns[: len(TRACK_COLUMNS)]) == TRACK_COLUMNS
+    assert {"area", "mean_intensity"} <= set(tab.columns)
+    assert len(tab) == 3 * 2 + 3 * 3
+    mother = tab[(tab["t"] == 0) & (tab["label"] == 1)]["track_id"].item()
+    still = tab[(tab["t"] == 0) & (tab["label"] == 10)]["track_id"].item()
+    d1 = tab[(tab["t"] == 3) & (tab["label"] == 2)]["track_id"].item()
+    d2 = tab[(tab["t"] == 3) & (tab["label"] == 3)]["track_id"].item()
+    assert len({mother, still, d1, d2}) == 4
+    m = tab[tab["track_id"] == mother]
+    assert m["t"].tolist() == [0, 1, 2] and m["label"].tolist() == [1, 1, 1]
+    assert (m["parent_track_id"] == 0).all() and (m["root_track_id"] == mother).all() and (m["generation"] == 0).all()
+    for d, lab in ((d1, 2), (d2, 3)):
+        rows = tab[tab["track_id"] == d]
+        assert rows["t"].tolist() == [3, 4, 5] and (rows["label"] == lab).all()
+        assert (rows["parent_track_id"] == mother).all() and (rows["root_track_id"] == mother).all()
+        assert (rows["generation"] == 1).all()
+    s = tab[tab["track_id"] == still]
+    assert s["label"].tolist() == [10, 11, 12, 13, 14, 15] and (s["parent_track_id"] == 0).all()
+    assert res.graph == {d1: [mother], d2: [mother]}
+    # napari Tracks data and relabelled stack agree with the table
+    assert res.tracks_data.shape == (len(tab), 4)
+    np.testing.assert_array_equal(res.tracks_data[:, 0], tab["track_id"].to_numpy())
+    assert res.relabelled.shape == labels.shape
+    assert set(np.unique(res.relabelled[4])) == {0, still, d1, d2}
+    np.testing.assert_allclose(tab[tab["label"] == 2]["mean_intensity"], 4.0)
+    # the particle model never divides
+    part = run_tracking(labels, config="particle")
+    assert part.graph == {} and (part.table["parent_track_id"] == 0).all()
+
+
+def moving_discs(n_frames=10, shape=(120, 160), jump_at=None, jump=(15, 15)):
+    """Discs moving right by 3 px/frame; one leaves across the right border, one enters at frame 4."""
+    lab = np.zeros((n_frames,) + shape, np.int32)
+    starts = {1: (20, 20), 2: (60, 40), 3: (100, 30), 4: (40, 138)}  # 4 leaves on the right
+    for t in range(n_frames):
+        off = np.array(jump) if (jump_at is not None and t >= jump_at) else np.zeros(2)
+        for ident, (y, x) in starts.items():
+            rr, cc = disk((y + off[0], x + 3 * t + off[1]), 6, shape=shape)
+            lab[t][rr, cc] = ident
+        if t >= 4:  # 5 enters from the left border
+            rr, cc = disk((85 + off[0], -4 + 3 * (t - 4) + off[1]), 6, shape=shape)
+            lab[t][rr, cc] = 5
+    return lab
+
+
+def test_linking_with_entering_and_leaving():
+    ident = moving_discs()
+    res = run_tracking(ident, config="particle")
+    assert link_recall(ident, res.relabelled) == 1.0
+    # one track per true object, no track shared by two objects
+    pairs = {(int(g), int(p)) for g, p in zip(ident.ravel(), res.relabelled.ravel()) if g}
+    assert len(pairs) == 5 and len({p for _, p in pairs}) == 5
+    spans = res.table.groupby("label")["t"].agg(["min", "max"])
+    assert spans.loc[5, "min"] == 4 and spans.loc[4, "max"] < 9
+
+
+def test_stage_shift_correction_keeps_tracks():
+    ident = moving_discs(jump_at=5, jump=(20, -20))  # 26 px: beyond search radius and gap closing
+    broken = run_tracking(ident, config="particle", max_search_radius=10)
+    assert link_recall(ident, broken.relabelled) < 0.9
+    for mode, image in (("objects", None), ("images", ident.astype(np.float32) * 100)):
+        res = run_tracking(ident, image, config="particle", max_search_radius=10, stage_shift=mode)
+        assert link_recall(ident, res.relabelled) == 1.0, mode
+        # coordinates stay in the original image frame
+        row = res.table[(res.table["t"] == 6) & (res.table["label"] == 1)]
+        assert row["y"].item() == pytest.approx(40, abs=0.5) and row["x"].item() == pytest.approx(18, abs=0.5)
+        assert res.config["stage_shift"] == mode
+
+
+def test_estimate_stage_shift_sign():
+    rng = np.random.default_rng(0)
+    base = rng.random((64, 64)).astype(np.float32)
+    stack = np.stack([base, np.roll(base, (5, -7), axis=(0, 1)), np.roll(base, (5, -7), axis=(0, 1))])
+    off = estimate_stage_shift(stack)
+    np.testing.assert_allclose(off, [[0, 0], [5, -7], [5, -7]], atol=0.01)
+
+
+def test_track_is_a_progress_generator_and_rejects_bad_input():
+    labels, _ = division_stack()
+    events = []
+    gen = track(labels, config="cell")
+    try:
+        while True:
+            events.append(next(gen))
+    except StopIteration as stop:
+        result = stop.value
+    assert events and events[-1].done == events[-1].total
+    assert result.n_tracks == 4
+    with pytest.raises(InputError):
+        run_tracking(np.zeros((3, 10, 10), np.int32))
+    with pytest.raises(InputError):
+        run_tracking(labels[0])
+    with pytest.raises(InputError):
+        run_tracking(labels, np.zeros((2, 5, 5)))
+    with pytest.raises(InputError):
+        run_tracking(labels, config="no-such-config")
+
+
+def test_track_points_walkers_and_update_modes():
+    rng = np.random.default_rng(1)
+    n, T = 40, 15
+    pos = rng.uniform(0, 400, (n, 2))
+    rows = []
+    for t in range(T):
+        rows.append(pd.DataFrame({"t": t, "y": pos[:, 0], "x": pos[:, 1], "true_id": np.arange(n)}))
+        pos = pos + rng.normal(0, 1.0, pos.shape)
+    pts = pd.concat(rows, ignore_index=True)
+    for method in ("exact", "approximate"):
+        res = track_points(pts, config="particle", update_method=method)
+        assert res.relabelled is None and res.config["update_method"] == method.upper()
+        tab = res.table
+        assert point_link_recall(tab["true_id"], tab["t"], tab["track_id"]) > 0.99
+    assert objects_from_labels(division_stack()[0])["label"].tolist()[:2] == [1, 10]

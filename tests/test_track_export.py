@@ -1,0 +1,154 @@
+"""Tracking export: CSV contracts, CTC round trip through traccuracy, curation edits, CLI."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from napari_microseg.cli import main
+from napari_microseg.errors import InputError
+from napari_microseg.tracking.export import (
+    counts_table,
+    ctc_digits,
+    delete_track,
+    merge_tracks,
+    read_ctc,
+    read_tracks_csv,
+    split_track,
+    write_counts_csv,
+    write_ctc,
+    write_tracks_csv,
+)
+from napari_microseg.tracking.metrics import ctc_scores, link_recall
+from napari_microseg.tracking.track import TRACK_COLUMNS, run_tracking
+
+from test_track_core import division_stack, moving_discs
+
+
+@pytest.fixture(scope="module")
+def division_result():
+    labels, _ = division_stack()
+    return run_tracking(labels, config="cell")
+
+
+def ids(res):
+    tab = res.table
+    get = lambda t, lab: tab[(tab["t"] == t) & (tab["label"] == lab)]["track_id"].item()  # noqa: E731
+    return {"mother": get(0, 1), "d1": get(3, 2), "d2": get(3, 3), "still": get(0, 10)}
+
+
+def test_csv_files(division_result, tmp_path):
+    res = division_result
+    write_tracks_csv(res, tmp_path / "tracks.csv")
+    text = (tmp_path / "tracks.csv").read_text()
+    header = text.splitlines()[0].split(",")
+    assert header[:8] == TRACK_COLUMNS and header[8:] == ["area"]
+    back = read_tracks_csv(tmp_path / "tracks.csv")
+    pd.testing.assert_frame_equal(back.table, res.table, check_dtype=False)
+    write_counts_csv(res, tmp_path / "counts.csv")
+    counts = pd.read_csv(tmp_path / "counts.csv")
+    assert list(counts.columns) == ["t", "count", "divisions", "track_starts", "track_ends"]
+    assert counts["count"].tolist() == [2, 2, 2, 3, 3, 3]
+    assert counts["divisions"].tolist() == [0, 0, 0, 1, 0, 0]
+    assert counts["track_starts"].tolist() == [2, 0, 0, 2, 0, 0]
+    assert counts["track_ends"].tolist() == [0, 0, 1, 0, 0, 3]
+    assert list(tmp_path.glob(".*")) == []  # atomic writes leave no temp files
+
+
+def test_ctc_roundtrip_and_tra(division_result, tmp_path):
+    res = division_result
+    write_ctc(res, tmp_path / "gt")
+    assert sorted(p.name for p in (tmp_path / "gt").iterdir()) == [f"mask{t:03d}.tif" for t in range(6)] + ["res_track.txt"]
+    assert tifffile.imread(tmp_path / "gt" / "mask003.tif").dtype == np.uint16
+    i = ids(res)
+    lines = {tuple(map(int, l.split())) for l in (tmp_path / "gt" / "res_track.txt").read_text().splitlines()}
+    assert (i["mother"], 0, 2, 0) in lines and (i["d1"], 3, 5, i["mother"]) in lines and (i["d2"], 3, 5, i["mother"]) in lines
+    # GT vs itself through traccuracy's own CTC loader == 1
+    perfect = ctc_scores(tmp_path / "gt", tmp_path / "gt")
+    assert perfect["TRA"] == 1.0 and perfect["DET"] == 1.0 and perfect["division_recall"] == 1.0
+    # a broken track lowers TRA; a lost division lowers division recall
+    broken = split_track(res, i["still"], 3)
+    write_ctc(broken, tmp_path / "broken")
+    s = ctc_scores(tmp_path / "gt", tmp_path / "broken")
+    assert s["TRA"] < 1.0 and s["DET"] == 1.0 and s["fn_edges"] == 1
+    no_div = delete_track(res, i["d2"])
+    s2 = ctc_scores(res, no_div)
+    assert s2["DET"] < 1.0 and s2["division_recall"] < 1.0
+    # read back
+    back = read_ctc(tmp_path / "gt")
+    assert back.graph == res.graph and len(back.table) == len(res.table)
+    with pytest.raises(InputError):
+        write_ctc(res, tmp_path / "gt")  # never overwrite silently
+    assert ctc_digits(1000) == 3 and ctc_digits(1001) == 4
+
+
+def test_ctc_export_splits_gaps(tmp_path):
+    labels = moving_discs(n_frames=8)
+    labels[4][labels[4] == 2] = 0  # object 2 missed in frame 4: the tracker bridges the gap
+    res = run_tracking(labels, config="particle")
+    tid = res.table[(res.table["label"] == 2)]["track_id"].unique()
+    assert len(tid) == 1 and 4 not in res.table[res.table["track_id"] == tid[0]]["t"].tolist()
+    write_ctc(res, tmp_path / "ctc")
+    lbep = np.loadtxt(tmp_path / "ctc" / "res_track.txt", dtype=int)
+    first = lbep[lbep[:, 0] == tid[0]][0]
+    assert first[1:3].tolist() == [0, 3]
+    second = lbep[lbep[:, 3] == tid[0]]
+    assert second.shape[0] == 1 and second[0, 1] == 5
+    assert ctc_scores(tmp_path / "ctc", tmp_path / "ctc")["TRA"] == 1.0
+
+
+def test_curation_edits(division_result, tmp_path):
+    res = division_result
+    i = ids(res)
+    n = res.n_tracks
+    # delete a daughter: the mother keeps one daughter
+    d = delete_track(res, i["d2"])
+    assert d.n_tracks == n - 1 and i["d2"] not in d.graph and d.graph[i["d1"]] == [i["mother"]]
+    assert not (d.relabelled == i["d2"]).any() and (res.relabelled == i["d2"]).any()  # input untouched
+    # merge: d1 continues the mother, d2 becomes a root
+    m = merge_tracks(res, i["mother"], i["d1"])
+    rows = m.table[m.table["track_id"] == i["mother"]]
+    assert rows["t"].tolist() == list(range(6)) and m.graph == {}
+    assert (m.table[m.table["track_id"] == i["d2"]]["generation"] == 0).all()
+    assert (m.relabelled[4] == i["mother"]).sum() == (res.relabelled[4] == i["d1"]).sum()
+    np.testing.assert_array_equal(m.tracks_data[:, 0], m.table["track_id"])
+    # split: the still cell becomes two tracks from t=2 on
+    s = split_track(res, i["still"], 2)
+    new = s.table["track_id"].max()
+    assert s.table[s.table["track_id"] == new]["t"].tolist() == [2, 3, 4, 5]
+    assert s.table[s.table["track_id"] == i["still"]]["t"].tolist() == [0, 1]
+    assert link_recall(res.relabelled, s.relabelled) < 1.0
+    write_tracks_csv(s, tmp_path / "t.csv")
+    assert pd.read_csv(tmp_path / "t.csv")["track_id"].nunique() == n + 1
+    assert s.config["edits"] == [f"split {i['still']} 2"]
+    for bad in (lambda: delete_track(res, 999), lambda: merge_tracks(res, i["d1"], i["mother"]), lambda: split_track(res, i["still"], 0)):
+        with pytest.raises(InputError):
+            bad()
+    c = counts_table(m)
+    assert c["divisions"].sum() == 0
+
+
+def test_cli_track(tmp_path):
+    labels, _ = division_stack()
+    tifffile.imwrite(tmp_path / "labels.tif", labels.astype(np.uint16))
+    tifffile.imwrite(tmp_path / "image.tif", labels.astype(np.float32))
+    out = tmp_path / "out"
+    rc = main(["track", "--labels", str(tmp_path / "labels.tif"), "--image", str(tmp_path / "image.tif"), "--out", str(out), "--ctc"])
+    assert rc == 0
+    tab = pd.read_csv(out / "tracks.csv")
+    assert list(tab.columns[:8]) == TRACK_COLUMNS and "mean_intensity" in tab.columns
+    assert tab["track_id"].nunique() == 4 and (tab["generation"] == 1).sum() == 6
+    assert (out / "counts.csv").is_file() and (out / "ctc" / "res_track.txt").is_file()
+    cfg = json.loads((out / "track_config.json").read_text())
+    assert cfg["update_method"] == "EXACT" and cfg["seed"] == 0
+    relab = tifffile.imread(out / "tracks_labels.tif")
+    assert relab.shape == labels.shape and set(np.unique(relab)) == {0, 1, 2, 3, 4}
+    before = (out / "tracks.csv").read_bytes()
+    assert main(["track", "--labels", str(tmp_path / "labels.tif"), "--out", str(out)]) == 2  # no overwrite
+    assert (out / "tracks.csv").read_bytes() == before
+    assert main(["track", "--labels", str(tmp_path / "labels.tif"), "--out", str(out), "--overwrite", "--config", "particle"]) == 0
+    assert pd.read_csv(out / "tracks.csv")["parent_track_id"].eq(0).all()
+    tifffile.imwrite(tmp_path / "flat.tif", labels[0].astype(np.uint16))
+    assert main(["track", "--labels", str(tmp_path / "flat.tif"), "--out", str(tmp_path / "o2")]) == 2

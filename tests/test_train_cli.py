@@ -1,0 +1,50 @@
+"""``microseg train`` on a tiny folder of TIFFs writes a model and history.csv."""
+
+import csv
+
+import numpy as np
+import tifffile
+
+from napari_microseg.cli import main
+from napari_microseg.io.models import load_model
+from test_train_data import disk_set
+
+
+def _folder(tmp_path, n=3):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    imgs, labs = disk_set(n, seed=8)
+    for i, (im, lb) in enumerate(zip(imgs, labs)):
+        tifffile.imwrite(tmp_path / "images" / f"f{i}.tif", (im * 200).clip(0, 255).astype(np.uint8))
+        tifffile.imwrite(tmp_path / "labels" / f"f{i}.tif", lb.astype(np.uint16))
+    return tmp_path / "images", tmp_path / "labels"
+
+
+def test_cli_train_writes_model_and_history(tmp_path, capsys):
+    images, labels = _folder(tmp_path)
+    out = tmp_path / "run" / "model.pt"
+    args = ["train", "--images", str(images), "--labels", str(labels), "--out", str(out), "--epochs", "2",
+            "--patch", "64", "--patches-per-epoch", "16", "--batch-size", "8", "--threads", "2", "--seed", "3",
+            "--output-mode", "three_class", "--device", "cpu"]
+    assert main(args) == 0
+    loaded = load_model(out)
+    assert loaded.output_mode == "three_class" and loaded.config["training"]["seed"] == 3
+    assert "3 image(s)" in loaded.config["training"]["data"]
+    with open(out.parent / "history.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert set(rows[0]) == {"epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds"}
+    assert float(rows[1]["val_dice"]) >= 0
+    # refuses to overwrite without --overwrite; resume continues to epoch 3
+    assert main(args) == 2
+    assert "exists" in capsys.readouterr().err
+    assert main(args[:-8] + ["--epochs", "3", "--resume", str(out), "--output-mode", "three_class"]) == 0
+    with open(out.parent / "history.csv", newline="") as fh:
+        assert [r["epoch"] for r in csv.DictReader(fh)] == ["1", "2", "3"]
+
+
+def test_cli_train_bad_input_exits_2(tmp_path, capsys):
+    images, _ = _folder(tmp_path, 1)
+    assert main(["train", "--images", str(images), "--labels", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m.pt")]) == 2
+    assert "no image files" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "m.pt")]) == 2
