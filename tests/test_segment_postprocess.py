@@ -129,3 +129,14 @@ def test_multiclass_argmax_and_instances():
     np.testing.assert_array_equal(probabilities_to_labels(p, "multiclass"), cm)
     with pytest.raises(ValueError):
         probabilities_to_labels(p, "nonsense")
+
+
+def test_fill_mask_holes_matches_scipy():
+    from napari_microseg.inference.postprocess import fill_mask_holes
+
+    rng = np.random.default_rng(5)
+    for _ in range(5):
+        mask = ndi.gaussian_filter(rng.random((90, 110)), 2) > 0.5
+        np.testing.assert_array_equal(fill_mask_holes(mask), ndi.binary_fill_holes(mask))
+    assert fill_mask_holes(np.ones((4, 4), bool)).all()
+    assert not fill_mask_holes(np.zeros((4, 4), bool)).any()

@@ -75,11 +75,16 @@ def test_divisions_give_two_adjacent_daughters_with_new_ids(busy):
         mother = tr[(tr.track_id == e.track_id)].sort_values("t")
         daughters = tr[tr.parent_track_id == e.track_id]
         ids = sorted(daughters.track_id.unique())
-        assert 1 <= len(ids) <= 2
+        last = mother.iloc[-1]
+        Y, X = busy.labels.shape[1:]
+        at_border = min(last.y, last.x, Y - 1 - last.y, X - 1 - last.x) < 12
+        assert 1 <= len(ids) <= 2 or (at_border and not ids)  # daughters may fall outside the field
+        if not ids:
+            continue
         assert all(i > e.track_id for i in ids)  # new ids
         first = daughters.sort_values("t").groupby("track_id").first()
-        assert (first.t == e.t + 1).all()  # appear in the next frame
-        last = mother.iloc[-1]
+        # daughters appear in the next frame (one may be hidden by its sister for a frame or two)
+        assert first.t.min() == e.t + 1 and first.t.max() <= e.t + 3
         assert (np.hypot(first.y - last.y, first.x - last.x) < 20).all()  # next to the mother
         if len(ids) == 2:
             assert np.hypot(*(first.iloc[0][["y", "x"]] - first.iloc[1][["y", "x"]])) < 25
@@ -129,7 +134,9 @@ def test_enter_leave_with_drift():
     assert {"enter", "leave"} <= kinds
     entered = sim.events[sim.events.event == "enter"].track_id
     first = sim.tracks[sim.tracks.track_id.isin(entered)].sort_values("t").groupby("track_id").first()
-    assert (first.x < 20).all()  # drifting right: nuclei enter on the left
+    edge_distance = np.minimum.reduce([first.y, first.x, 95 - first.y, 95 - first.x])
+    assert (edge_distance < 12).all()  # nuclei enter at the border, never appear mid-field
+    assert (first.x < 20).mean() >= 0.5  # drifting right: most enter on the left
 
 
 def test_no_touching_keeps_labels_apart():

@@ -15,7 +15,6 @@ frame.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from ..errors import InputError

@@ -164,6 +164,9 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     for i, path in enumerate(inputs):
         data = read_image(path).data  # numpy (TIFF/FITS) or lazy dask (Zarr)
+        if data.ndim == 3 and data.shape[-1] in (3, 4) and data.shape[0] > 4:
+            print(f"{path.name}: RGB(A) image of shape {tuple(data.shape)}, using the mean of the colour channels")
+            data = np.asarray(data)[..., :3].mean(axis=-1, dtype=np.float32)
         if data.ndim not in (2, 3):
             raise InputError(f"{path.name}: expected a (Y,X) image or (T,Y,X) stack, got shape {tuple(data.shape)}")
         target = _label_target(out, path, tuple(data.shape), args.zarr_above)[0]

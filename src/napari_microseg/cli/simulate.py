@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--mode", choices=("timelapse", "images"), default="timelapse")
     q.add_argument("--frames", type=int, default=20, help="frames per time-lapse (default 20)")
     q.add_argument("--shape", type=int, nargs=2, default=(256, 256), metavar=("Y", "X"))
-    q.add_argument("--nuclei", type=int, default=None, help="nuclei per field (default 30 timelapse, 40 images)")
+    q.add_argument("--nuclei", type=int, default=None, help="nuclei per field (default 30 for timelapse; images: drawn per image, 2-150 per 256x256)")
     q.add_argument("--diameter", type=float, nargs=2, default=None, metavar=("MIN", "MAX"), help="nucleus diameter range in px (default 8 20; images: drawn per image)")
     q.add_argument("--division-rate", type=float, default=0.02)
     q.add_argument("--death-rate", type=float, default=0.012)
@@ -147,6 +147,8 @@ def _drive(gen, n: int, label: str):
 def _check_common(args) -> None:
     if args.n < 1:
         raise InputError(f"--n must be >= 1, got {args.n}")
+    if getattr(args, "frames", 1) < 1:
+        raise InputError(f"--frames must be >= 1, got {args.frames}")
     shape = getattr(args, "shape", None)
     if shape is not None and min(shape) < 8:
         raise InputError(f"--shape must be at least 8x8, got {shape[0]}x{shape[1]}")
@@ -181,7 +183,7 @@ def _run_nuclei(args, out: Path) -> dict:
         raise InputError(f"--frames must be >= 1, got {args.frames}")
     shape = _shape(args.shape)
     if args.mode == "images":
-        n_nuclei = 40 if args.nuclei is None else args.nuclei
+        n_nuclei = args.nuclei  # None: a random count per image
 
         def gen():
             rows = []

@@ -173,6 +173,8 @@ def _check_input(image: Any) -> tuple[int, ...]:
         raise InputError(f"expected a 2D (Y,X) image or a (T,Y,X) stack, got shape {shape}")
     if min(shape) == 0:
         raise InputError(f"image is empty (shape {shape})")
+    if len(shape) == 3 and shape[-1] in (3, 4) and shape[0] > 4:
+        raise InputError(f"image of shape {shape} looks like RGB(A) (Y,X,C); convert it to one grey channel first")
     dtype = np.dtype(image.dtype)
     if not (np.issubdtype(dtype, np.number) or dtype == bool) or np.issubdtype(dtype, np.complexfloating):
         raise InputError(f"image dtype {dtype} is not a real-valued image")

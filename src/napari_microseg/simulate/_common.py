@@ -78,24 +78,26 @@ def perlin_noise(shape, cell_size: float, rng: np.random.Generator) -> np.ndarra
     gy = int(math.ceil(ny / cell_size)) + 2
     gx = int(math.ceil(nx / cell_size)) + 2
     angles = rng.uniform(0, 2 * np.pi, (gy, gx))
-    grad = np.stack([np.cos(angles), np.sin(angles)], axis=-1)
     oy, ox = rng.uniform(0, 1, 2)
     y = np.arange(ny) / cell_size + oy
     x = np.arange(nx) / cell_size + ox
     y0 = np.floor(y).astype(int)
     x0 = np.floor(x).astype(int)
-    fy = (y - y0)[:, None]
-    fx = (x - x0)[None, :]
-    Y0, X0 = y0[:, None], x0[None, :]
+    fy = (y - y0)[:, None].astype(np.float32)
+    fx = (x - x0)[None, :].astype(np.float32)
+    gcos = np.cos(angles).astype(np.float32)
+    gsin = np.sin(angles).astype(np.float32)
 
-    def dot(iy, ix, dy, dx):
-        g = grad[iy, ix]
-        return g[..., 0] * dy + g[..., 1] * dx
+    def dot(dy_idx, dx_idx, dy, dx):
+        # separable gathers (rows then columns) are much faster than 2D fancy indexing
+        a = gcos.take(y0 + dy_idx, axis=0).take(x0 + dx_idx, axis=1)
+        b = gsin.take(y0 + dy_idx, axis=0).take(x0 + dx_idx, axis=1)
+        return a * dy + b * dx
 
-    n00 = dot(Y0, X0, fy, fx)
-    n01 = dot(Y0, X0 + 1, fy, fx - 1)
-    n10 = dot(Y0 + 1, X0, fy - 1, fx)
-    n11 = dot(Y0 + 1, X0 + 1, fy - 1, fx - 1)
+    n00 = dot(0, 0, fy, fx)
+    n01 = dot(0, 1, fy, fx - 1)
+    n10 = dot(1, 0, fy - 1, fx)
+    n11 = dot(1, 1, fy - 1, fx - 1)
     uy, ux = _fade(fy), _fade(fx)
     nx0 = n00 + ux * (n01 - n00)
     nx1 = n10 + ux * (n11 - n10)

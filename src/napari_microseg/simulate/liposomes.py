@@ -212,13 +212,17 @@ def simulate_liposome_image(
     for _ in range(n_ice_drawn):
         r = rng.uniform(4, 18)
         cy, cx = rng.uniform(0, ny), rng.uniform(0, nx)
-        blob = np.zeros((ny, nx))
+        half = int(np.ceil(4 * r)) + 2
+        y0, y1 = max(int(cy) - half, 0), min(int(cy) + half + 1, ny)
+        x0, x1 = max(int(cx) - half, 0), min(int(cx) + half + 1, nx)
+        by, bx = yy[y0:y1, x0:x1], xx[y0:y1, x0:x1]
+        blob = np.zeros(by.shape)
         for _k in range(int(rng.integers(2, 6))):
             oy, ox = rng.normal(0, r * 0.6, 2)
-            blob = np.maximum(blob, np.exp(-0.5 * ((yy - cy - oy) ** 2 + (xx - cx - ox) ** 2) / (r * rng.uniform(0.4, 1.0)) ** 2))
-        blob_mask = blob > 0.5
-        ice |= blob_mask & (labels == 0)
-        ice_dark = np.maximum(ice_dark, (rng.uniform(0.3, 0.5) * np.clip((blob - 0.3) / 0.4, 0, 1)).astype(np.float32))
+            blob = np.maximum(blob, np.exp(-0.5 * ((by - cy - oy) ** 2 + (bx - cx - ox) ** 2) / (r * rng.uniform(0.4, 1.0)) ** 2))
+        free = labels[y0:y1, x0:x1] == 0
+        ice[y0:y1, x0:x1] |= (blob > 0.5) & free
+        ice_dark[y0:y1, x0:x1] = np.maximum(ice_dark[y0:y1, x0:x1], (rng.uniform(0.3, 0.5) * np.clip((blob - 0.3) / 0.4, 0, 1)).astype(np.float32))
 
     image = background - darkening - ice_dark * (labels == 0)
     image = ndi.gaussian_filter(image, blur_sigma) if blur_sigma > 0 else image

@@ -240,14 +240,14 @@ def _render_frame(nuclei, ext_shape, margin, field_shape, offset, texture_streng
 
 
 def _phase_image(nuc_mask, cell_mask, nuc_tex, rng, halo_strength, noise_sd):
-    cell = ndi.gaussian_filter(cell_mask.astype(np.float32), 1.0)
+    cell = ndi.gaussian_filter(cell_mask.astype(np.float32), 1.5)
     nuc = ndi.gaussian_filter(nuc_mask.astype(np.float32), 0.8)
     halo_cell = np.clip(ndi.gaussian_filter(cell_mask.astype(np.float32), 2.5) - cell_mask, 0, None)
     halo_nuc = np.clip(ndi.gaussian_filter(nuc_mask.astype(np.float32), 1.5) - nuc_mask, 0, None)
     ny, nx = nuc_mask.shape
     yy, xx = np.mgrid[:ny, :nx] / max(ny, nx)
     gy, gx = rng.normal(0, 0.03, 2)
-    background = 0.5 + gy * (yy - 0.5) + gx * (xx - 0.5)
+    background = 0.5 + gy * (yy - 0.5) + gx * (xx - 0.5) + 0.015 * smooth_noise(nuc_mask.shape, 6.0, rng)
     phase = (
         background
         - 0.07 * cell
@@ -502,6 +502,9 @@ def simulate_nuclei_timelapse(
             elif not reaches and n.track_id:
                 events.append((t - 1, n.track_id, "leave"))
                 n.track_id = 0
+            elif not reaches and n.age == 0 and n.parent_track_id:
+                # a daughter born out of sight: if it enters later it is a new root
+                n.parent_track_id, n.generation, n.root_track_id = 0, 0, 0
         if next_id > 65535:
             raise InputError("too many tracks for uint16 labels; use fewer frames or nuclei")
 
@@ -547,7 +550,7 @@ def simulate_nuclei_timelapse(
 
 def simulate_nuclei_image(
     shape: tuple[int, int] = (256, 256),
-    n_nuclei: int = 40,
+    n_nuclei: int | None = 40,
     seed: int | None = 0,
     diameter_range: tuple[float, float] | None = None,
     vary_appearance: bool = True,
@@ -558,7 +561,7 @@ def simulate_nuclei_image(
     The appearance is drawn at random per call (when ``vary_appearance``):
     background level 0-0.12, nucleus brightness 0.2-0.95 with a per-nucleus
     spread up to x2.5 (dim and bright nuclei in one image), blur sigma 0.3-2 px,
-    Gaussian noise sd 0.003-0.05 plus optional Poisson-like noise, uneven
+    Gaussian noise sd 0.002-0.03 (log-uniform) plus optional Poisson-like noise, uneven
     illumination, gamma 0.7-1.4, optional uint8 quantisation. Sizes follow
     DSB2018 (nuclei mostly 10-40 px across): the diameter range is drawn per
     call unless given. A fraction of the nuclei is placed in touching clusters.
@@ -566,10 +569,12 @@ def simulate_nuclei_image(
     Parameters
     ----------
     shape : (Y, X) image size in pixels.
-    n_nuclei : number of nuclei to place (fewer if the field is too crowded).
+    n_nuclei : number of nuclei to place (fewer if the field is too crowded);
+        ``None`` draws a count per call, log-uniform in 2..150 per 256x256 pixels
+        (DSB2018 holds 1 to ~375 nuclei per image).
     seed : seed for ``np.random.default_rng``.
     diameter_range : (min, max) diameter in pixels; ``None`` draws one per call
-        (min ~ U[8, 22], max = min x U[1.3, 2.2]).
+        (min ~ U[6, 22], max = min x U[1.3, 2.2]).
     vary_appearance : if False, use fixed mid-range appearance settings.
     cluster_fraction : fraction of nuclei placed touching another one; ``None`` draws U[0, 0.5].
 
@@ -579,11 +584,13 @@ def simulate_nuclei_image(
     labels : (Y, X) uint16 instance labels 1..n (a partition; later nuclei win overlaps).
     """
     ny, nx = check_shape_2d(shape)
-    if int(n_nuclei) < 0:
+    if n_nuclei is not None and int(n_nuclei) < 0:
         raise InputError(f"n_nuclei must be >= 0, got {n_nuclei}")
     rng = make_rng(seed)
+    if n_nuclei is None:
+        n_nuclei = int(round(np.exp(rng.uniform(np.log(2), np.log(150))) * ny * nx / 256**2))
     if diameter_range is None:
-        d_lo = rng.uniform(8, 22)
+        d_lo = rng.uniform(6, 22)
         diameter_range = (d_lo, d_lo * rng.uniform(1.3, 2.2))
     d_lo, d_hi = check_range(diameter_range, "diameter_range", low=2.0)
     if vary_appearance:
@@ -591,7 +598,7 @@ def simulate_nuclei_image(
         bright = rng.uniform(0.2, 0.95)
         spread = rng.uniform(1.0, 2.5)
         blur = rng.uniform(0.3, 2.0)
-        noise_sd = rng.uniform(0.003, 0.05)
+        noise_sd = float(np.exp(rng.uniform(np.log(0.002), np.log(0.03))))
         poisson_scale = rng.choice([0.0, rng.uniform(50, 2000)])
         illum_strength = rng.uniform(0, 0.5)
         gamma = rng.uniform(0.7, 1.4)

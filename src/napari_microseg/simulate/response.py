@@ -35,7 +35,8 @@ Recipe (METHODS [R]); each image = background x edges (x above-bed factor)
 * Artefacts lie inside the integration area: spike, fiber, column-bound line,
   dark spot (depth 0.8, only on signal images, never below the image minimum),
   stop (high-affinity-only signal with peak in [2 mu_b, 65535] + a bright
-  plateau above the bed), saturated (signal peak in [65536, 3 x 65536], clipped).
+  plateau above the bed), saturated (signal peak in [65536, 3 x 65536] -- measured
+  inside the integration area, so that the quantified pixels saturate -- clipped).
 
 The artefact mask marks pixels where the artefact's own noise-free component is
 at least 10 % of its peak (dark spot: where the multiplicative dip removes >= 10 %
@@ -288,7 +289,11 @@ def simulate_response_image(
             peak = float(rng.uniform(0.05, 1.0) * max_good) if signal_peak is None else float(signal_peak)
             if kind == "dark_spot":
                 peak = max(peak, 0.2 * max_good)  # a dark spot needs signal to be seen
-        signal = moyal_signal() * peak
+        signal = moyal_signal()
+        if kind == "saturated":
+            # the peak is taken inside the integration area, so the saturation spoils the quantification
+            signal = signal / max(float(signal[integration].max()), 1e-9)
+        signal = signal * peak
         draws["signal_peak"] = peak
     ref = max(float(signal.max()), 20 * noise_sd, 2000.0)
     iy, ix = np.nonzero(integration)

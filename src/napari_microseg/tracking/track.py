@@ -257,6 +257,7 @@ def track_points_iter(
     offsets: np.ndarray | None = None,
     n_frames: int | None = None,
     step_size: int = 10,
+    tile_objects: int | None = 600,
 ) -> Generator[Progress, None, TrackResult]:
     """Link points into tracks; a generator yielding :class:`Progress`, returning a :class:`TrackResult`.
 
@@ -281,6 +282,13 @@ def track_points_iter(
         coordinates.
     n_frames : number of frames of the time-lapse (default: last ``t`` + 1).
     step_size : frames per tracking step (one progress event each).
+    tile_objects : when a frame holds more objects than this, the field is cut
+        into overlapping tiles of about this many objects per frame, each
+        tracked on its own, and the links are stitched (each link is taken
+        from the tile whose core holds its first object; tiles overlap by
+        twice the larger of the search radius and the gap-closing distance).
+        btrack's per-frame cost grows with the square of the object count, so
+        this keeps 5000 objects per frame fast. None disables tiling.
     """
     for col in ("t", "y", "x"):
         if col not in points.columns:
@@ -315,41 +323,18 @@ def track_points_iter(
     volume3 = (tuple(map(float, volume[0])), tuple(map(float, volume[1])), (-1e5, 1e5))
     do_opt = bool(optimize and cfg.get("hypothesis_model"))
 
-    _quiet_btrack()
-    from btrack import BayesianTracker, btypes
-
     bt_cfg = _btrack_config(cfg, max_search_radius=radius, update_method=method, volume=volume3)
-    # objects: ID = row index so that btrack's refs point back into ``pts``
-    objects = []
-    for i in range(len(pts)):
-        obj = btypes.PyTrackObject()
-        obj.ID = i
-        obj.x = xc[i]
-        obj.y = yc[i]
-        obj.z = 0.0
-        obj.t = int(t[i])
-        objects.append(obj)
-    total = n_frames + (1 if do_opt else 0) + 1
-    yield Progress(0, total, f"tracking {len(pts)} objects ({method.lower()})")
-
-    with BayesianTracker(verbose=False) as tracker:
-        tracker.configure(bt_cfg)
-        lib, engine = tracker._lib, tracker._engine
-        for obj in objects:
-            lib.append(engine, obj)
-        tracker._objects = objects  # btrack keeps the Python objects for its own accessors
-        tracker._frame_range = [int(t.min()), int(t.max())]
-        lib.set_update_features(engine, sum(int(f.value) for f in tracker.configuration.tracking_updates))
-        stats = tracker.step()
-        done = 0
-        while stats is not None and stats.tracker_active:
-            stats = tracker.step(step_size)
-            done = min(n_frames, done + step_size)
-            yield Progress(done, total, "linking frames")
-        if do_opt:
-            yield Progress(n_frames, total, "optimising hypotheses")
-            tracker.optimise(options=dict(tracker.configuration.optimizer_options))
-        raw = _read_tracks(tracker)
+    use_tiles = bool(tile_objects) and int(counts.max()) > int(tile_objects)
+    total = n_frames + 2
+    yield Progress(0, total, f"tracking {len(pts)} objects ({method.lower()}{', tiled' if use_tiles else ''})")
+    if use_tiles:
+        hyp_dist = float((cfg.get("hypothesis_model") or {}).get("dist_thresh", radius)) if do_opt else 0.0
+        raw = yield from _run_tiled(
+            xc, yc, t, cfg, radius=radius, method=method, do_opt=do_opt, tile_objects=int(tile_objects),
+            margin=2.0 * max(radius, hyp_dist), max_per_frame=int(counts.max()), n_frames=n_frames, total=total,
+        )
+    else:
+        raw = yield from _run_btrack(xc, yc, t, bt_cfg, do_opt=do_opt, step_size=step_size, n_frames=n_frames, total=total)
     yield Progress(total - 1, total, "building tables")
 
     table = _table_from_raw(raw, pts)
@@ -381,6 +366,142 @@ def track_points_iter(
     result.info["n_divisions_repaired"] = int(n_div)
     yield Progress(total, total, f"{result.n_tracks} tracks")
     return result
+
+
+_OBJECT_FIELDS = ["ID", "x", "y", "z", "t", "dummy", "states", "label", "n_features"]
+_OBJECT_FORMATS = ["<i8", "<f8", "<f8", "<f8", "<u4", "?", "<u4", "<i4", "<i4"]
+
+
+def _object_array(xc: np.ndarray, yc: np.ndarray, t: np.ndarray):
+    """A ctypes array of btrack ``PyTrackObject`` filled through a numpy view (fast)."""
+    import ctypes
+
+    from btrack import btypes, constants
+
+    cls = btypes.PyTrackObject
+    n = len(xc)
+    arr = (cls * n)()
+    dtype = np.dtype(
+        {
+            "names": _OBJECT_FIELDS,
+            "formats": _OBJECT_FORMATS,
+            "offsets": [getattr(cls, f).offset for f in _OBJECT_FIELDS],
+            "itemsize": ctypes.sizeof(cls),
+        }
+    )
+    view = np.frombuffer((ctypes.c_char * ctypes.sizeof(arr)).from_address(ctypes.addressof(arr)), dtype=dtype)
+    view["ID"] = np.arange(n)
+    view["x"], view["y"], view["z"] = xc, yc, 0.0
+    view["t"] = t
+    view["dummy"] = False
+    view["states"] = len(constants.States)
+    view["label"] = constants.States.NULL.value
+    view["n_features"] = 0
+    return arr
+
+
+def _run_btrack(xc, yc, t, bt_cfg, *, do_opt: bool, step_size: int, n_frames: int, total: int, report: bool = True):
+    """Run btrack on points; generator of Progress returning raw tracks (refs index the given arrays)."""
+    _quiet_btrack()
+    from btrack import BayesianTracker
+
+    objects = _object_array(xc, yc, t)
+    with BayesianTracker(verbose=False) as tracker:
+        tracker.configure(bt_cfg)
+        lib, engine = tracker._lib, tracker._engine
+        for i in range(len(objects)):
+            lib.append(engine, objects[i])
+        tracker._frame_range = [int(t.min()), int(t.max())]
+        lib.set_update_features(engine, sum(int(f.value) for f in tracker.configuration.tracking_updates))
+        stats = tracker.step()
+        done = 0
+        while stats is not None and stats.tracker_active:
+            stats = tracker.step(step_size)
+            done = min(n_frames, done + step_size)
+            if report:
+                yield Progress(done, total, "linking frames")
+        if do_opt:
+            if report:
+                yield Progress(n_frames, total, "optimising hypotheses")
+            tracker.optimise(options=dict(tracker.configuration.optimizer_options))
+        raw = _read_tracks(tracker)
+    return raw
+
+
+def _run_tiled(xc, yc, t, cfg, *, radius, method, do_opt, tile_objects, margin, max_per_frame, n_frames, total):
+    """Track overlapping spatial tiles separately and stitch their links (see ``tile_objects``)."""
+    n_tiles = int(np.ceil(max_per_frame / tile_objects))
+    x0, x1, y0, y1 = xc.min(), xc.max() + 1e-6, yc.min(), yc.max() + 1e-6
+    aspect = (x1 - x0) / max(y1 - y0, 1e-6)
+    nx = max(1, int(round(np.sqrt(n_tiles * aspect))))
+    ny = max(1, int(np.ceil(n_tiles / nx)))
+    xe, ye = np.linspace(x0, x1, nx + 1), np.linspace(y0, y1, ny + 1)
+    succ: dict[int, list[tuple[float, int]]] = {}
+    n_dummies = 0
+    k = 0
+    for iy in range(ny):
+        for ix in range(nx):
+            k += 1
+            core = (xc >= xe[ix]) & (xc < xe[ix + 1]) & (yc >= ye[iy]) & (yc < ye[iy + 1])
+            if not core.any():
+                continue
+            lo_x, hi_x, lo_y, hi_y = xe[ix] - margin, xe[ix + 1] + margin, ye[iy] - margin, ye[iy + 1] + margin
+            sel = np.flatnonzero((xc >= lo_x) & (xc < hi_x) & (yc >= lo_y) & (yc < hi_y))
+            vol = ((lo_x - radius, hi_x + radius), (lo_y - radius, hi_y + radius), (-1e5, 1e5))
+            bt_cfg = _btrack_config(cfg, max_search_radius=radius, update_method=method, volume=vol)
+            raw = yield from _run_btrack(xc[sel], yc[sel], t[sel], bt_cfg, do_opt=do_opt, step_size=n_frames + 1, n_frames=n_frames, total=total, report=False)
+            n_dummies += raw["n_dummies"]
+            last = {}
+            for tid, r in zip(raw["ids"], raw["refs"]):
+                if r.size:
+                    last[tid] = int(sel[r[-1]])
+            for tid, par, r in zip(raw["ids"], raw["parents"], raw["refs"]):
+                if r.size == 0:
+                    continue
+                g = sel[r]
+                links = list(zip(g[:-1].tolist(), g[1:].tolist()))
+                if par != tid and par in last:
+                    links.append((last[par], int(g[0])))
+                for a, b in links:
+                    if core[a]:
+                        d = float(np.hypot(xc[a] - xc[b], yc[a] - yc[b]))
+                        succ.setdefault(a, []).append((d, b))
+            yield Progress(int(n_frames * k / (nx * ny)), total, f"tile {k}/{nx * ny}")
+    return _raw_from_links(succ, len(xc), n_dummies)
+
+
+def _raw_from_links(succ: dict, n_objects: int, n_dummies: int) -> dict:
+    """Turn object-to-object links into raw tracks (ids, parents, refs); a target
+    claimed by several sources keeps the closest one."""
+    pred: dict[int, tuple[float, int]] = {}
+    for a, outs in succ.items():
+        for d, b in outs:
+            if b not in pred or d < pred[b][0]:
+                pred[b] = (d, a)
+    children: dict[int, list[int]] = {}
+    for b, (_, a) in pred.items():
+        children.setdefault(a, []).append(b)
+    ids, parents, refs = [], [], []
+    track_of = np.zeros(n_objects, dtype=np.int64)
+    next_id = 1
+    # roots first; daughters are queued when their mother's track is built
+    queue = [i for i in range(n_objects - 1, -1, -1) if i not in pred]
+    while queue:
+        head = queue.pop()
+        chain = [head]
+        cur = head
+        while len(children.get(cur, [])) == 1:
+            cur = children[cur][0]
+            chain.append(cur)
+        tid = next_id
+        next_id += 1
+        track_of[chain] = tid
+        parent = int(track_of[pred[head][1]]) if head in pred else tid
+        ids.append(tid)
+        parents.append(parent)
+        refs.append(np.asarray(chain, dtype=np.int64))
+        queue.extend(children.get(cur, []) if len(children.get(cur, [])) > 1 else [])
+    return {"ids": ids, "parents": parents, "refs": refs, "n_dummies": n_dummies}
 
 
 def _read_tracks(tracker) -> dict:

@@ -1,0 +1,56 @@
+"""Generation speed of the simulators (images or profiles per second) on this machine.
+
+Run: ``.venv/bin/python benchmarks/bench_simulate.py [--repeat N]``.
+Single-threaded numpy/scipy; the figures are wall-clock means over ``--repeat`` calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import numpy as np
+
+
+def _rate(fn, repeat: int) -> float:
+    fn(0)  # warm-up (imports, caches)
+    t0 = time.perf_counter()
+    for i in range(repeat):
+        fn(i + 1)
+    return repeat / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--repeat", type=int, default=10)
+    args = ap.parse_args()
+    from napari_microseg.simulate import (
+        simulate_ccd_frame,
+        simulate_liposome_image,
+        simulate_nuclei_image,
+        simulate_nuclei_timelapse,
+        simulate_profiles,
+        simulate_response_image,
+    )
+    from napari_microseg.simulate.response import balanced_kind
+
+    r = args.repeat
+    cases = [
+        ("nuclei time-lapse 20x256x256, 30 nuclei", "frames/s", lambda s: simulate_nuclei_timelapse(seed=s), 20, max(r // 5, 2)),
+        ("nuclei training image 256x256, 40 nuclei", "images/s", lambda s: simulate_nuclei_image(seed=s), 1, r * 5),
+        ("ccd frame 256x256", "images/s", lambda s: simulate_ccd_frame(seed=s), 1, r * 5),
+        ("ccd frame 256x256 balanced", "images/s", lambda s: simulate_ccd_frame(seed=s, balanced=True), 1, r),
+        ("response image 96x64 (balanced kinds)", "images/s", lambda s: simulate_response_image(balanced_kind(s), seed=s), 1, r * 20),
+        ("liposome image 512x512, 30 particles", "images/s", lambda s: simulate_liposome_image(seed=s), 1, r),
+        ("nanoparticle profiles, 1 view x 32", "profiles/s", lambda s: simulate_profiles(1000, seed=s), 1000, max(r // 5, 2)),
+        ("nanoparticle profiles, 2 views x 32", "profiles/s", lambda s: simulate_profiles(1000, n_views=2, task="chirality", seed=s), 1000, max(r // 5, 2)),
+    ]
+    print(f"# napari-microseg simulators on {platform.processor() or platform.machine()}, numpy {np.__version__}")
+    for name, unit, fn, per_call, repeat in cases:
+        rate = _rate(fn, repeat) * per_call
+        print(f"{name:45s} {rate:10.1f} {unit}")
+
+
+if __name__ == "__main__":
+    main()

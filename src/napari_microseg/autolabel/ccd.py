@@ -1,0 +1,455 @@
+"""Class maps of CCD frames by thresholds and shape rules ([C]).
+
+Classes (uint8): 0 background, 1 glowing, 2 hot pixel, 3 cluster (the order of
+:mod:`napari_microseg.simulate.ccd`).
+
+Steps of :func:`autolabel_ccd`:
+
+1. **Taps.** Multi-amplifier frames are read out by several taps, each with
+   its own pedestal (the ESIS frames in ``shared/data/ccd_fe55``: 2x2 taps, split
+   at row 520 and column 1076, pedestals differing by ~300 ADC). With
+   ``taps="auto"`` the frame is split at its middle row / column when the medians
+   on either side differ by more than ``tap_sigma`` x noise; ``taps=(r, c)`` forces
+   an r x c grid; ``(1, 1)`` treats the frame as one tap. All statistics below are
+   per tap.
+2. **Pedestal and noise** by robust statistics: pedestal = median of the tap;
+   column baseline = median of each column; noise = 1.4826 x MAD of the pixels
+   minus their column baseline (clusters and hot pixels barely move a median).
+3. **Glowing columns**: columns whose baseline exceeds the pedestal by more than
+   ``glow_sigma`` x noise (or ``glow_adc`` if given). Runs of at least
+   ``glow_min_width`` such columns are glowing (class 1); a single raised column
+   is a hot column (class 2: a 1-px-wide straight line, [C] shape rule).
+4. **Signals**: residual = image - column baseline. Seed pixels exceed
+   ``seed_sigma`` x noise; they grow (hysteresis) into 8-connected neighbours
+   above ``grow_sigma`` x noise.
+5. **Hot pixels / lines** ([C] shape rule "hot pixels are straight lines"):
+   1-px-wide horizontal or vertical runs of at least ``hot_min_length`` pixels
+   (thin: no detected pixel on both sides along most of the run), plus isolated
+   components of at most ``hot_max_pixels`` pixels whose every pixel exceeds
+   ``hot_pixel_adc`` above the baseline (a single very bright pixel; charge
+   clusters spread over several pixels by diffusion).
+6. **Clusters** (class 3): the remaining components with at least
+   ``cluster_min_size`` pixels. Components larger than ``cluster_max_size`` px
+   (muon / electron tracks) stay class 3 when ``tracks_as_clusters`` (the
+   simulator's convention) and become background otherwise.
+
+``exclude_columns`` (indices) are left out of every statistic and set to class
+0; use it for prescan / overscan columns whose statistics differ from the
+active area. In the ESIS frames only the first column of each tap differs
+(+17 ADC, ~4 noise sd, below the default glow threshold), so nothing needs
+excluding there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage as ndi
+
+from ..errors import InputError
+
+CLASS_NAMES = ("background", "glowing", "hot_pixel", "cluster")
+MAD_TO_SD = 1.4826
+
+
+@dataclass
+class CCDBaseline:
+    """Robust per-tap statistics of a CCD frame.
+
+    Attributes
+    ----------
+    baseline : (Y, X) float32 column baseline (median of each column within its tap), ADC.
+    pedestal : (Y, X) float32 tap pedestal (median of the tap), ADC.
+    noise : (Y, X) float32 read-noise sd of the tap (1.4826 x MAD of image - baseline), ADC.
+    tap_rows, tap_cols : split positions (row / column indices where a new tap starts).
+    taps : list of dicts, one per tap: ``rows, cols, pedestal, noise``.
+    """
+
+    baseline: np.ndarray
+    pedestal: np.ndarray
+    noise: np.ndarray
+    tap_rows: list
+    tap_cols: list
+    taps: list = field(default_factory=list)
+
+
+@dataclass
+class CCDLabels:
+    """Result of :func:`autolabel_ccd_details`: the class map plus what was used to make it."""
+
+    classes: np.ndarray
+    baseline: CCDBaseline
+    glow_columns: np.ndarray
+    params: dict = field(default_factory=dict)
+
+    @property
+    def class_fractions(self) -> np.ndarray:
+        return class_fractions(self.classes)
+
+
+def class_fractions(classes: np.ndarray) -> np.ndarray:
+    """Fraction of pixels in each of the four classes (length-4 float array)."""
+    c = np.asarray(classes)
+    return np.bincount(c.ravel(), minlength=4)[:4] / max(c.size, 1)
+
+
+def _check_image(image) -> np.ndarray:
+    img = np.asarray(image)
+    if img.ndim != 2:
+        raise InputError(f"expected a 2-D CCD frame, got shape {img.shape}")
+    if img.dtype.kind not in "uif":
+        raise InputError(f"unsupported CCD image dtype {img.dtype}")
+    img = img.astype(np.float32)
+    if not np.all(np.isfinite(img)):
+        raise InputError("CCD frame holds NaN or infinite values")
+    if img.shape[0] < 4 or img.shape[1] < 4:
+        raise InputError(f"CCD frame too small: {img.shape}")
+    return img
+
+
+def _robust_noise(values: np.ndarray) -> float:
+    v = values[np.isfinite(values)]
+    if v.size == 0:
+        return 0.0
+    med = np.median(v)
+    return float(MAD_TO_SD * np.median(np.abs(v - med)))
+
+
+def detect_taps(image: np.ndarray, tap_sigma: float = 10.0, max_level: int = 1) -> tuple[list, list]:
+    """Find tap boundaries: split at the middle row / column if the two halves' medians differ.
+
+    A half is compared per column-half (or row-half), so two taps side by side are
+    found even when another pair of taps would cancel in a global median. Returns
+    ``(tap_rows, tap_cols)``: start indices of taps after the first (empty if none).
+    """
+    img = np.asarray(image, np.float32)
+    ny, nx = img.shape
+    col_resid = img - np.median(img, axis=0, keepdims=True)
+    noise = max(_robust_noise(col_resid[:, :: max(1, nx // 512)]), 1e-6)
+    rows, cols = [], []
+    my, mx = ny // 2, nx // 2
+    k = 16  # a tap boundary is a step right at the middle AND between the two halves as a whole
+    limit = tap_sigma * noise
+    for xs in (slice(0, mx), slice(mx, nx)):
+        whole = abs(np.median(img[:my, xs]) - np.median(img[my:, xs]))
+        step = abs(np.median(img[max(my - k, 0):my, xs]) - np.median(img[my:my + k, xs]))
+        if whole > limit and step > limit:
+            rows = [my]
+    for ys in (slice(0, my), slice(my, ny)):
+        whole = abs(np.median(img[ys, :mx]) - np.median(img[ys, mx:]))
+        step = abs(np.median(img[ys, max(mx - k, 0):mx]) - np.median(img[ys, mx:mx + k]))
+        if whole > limit and step > limit:
+            cols = [mx]
+    return rows, cols
+
+
+def _clipped_column_stats(block: np.ndarray, clip_sigma: float = 3.0, iterations: int = 3) -> tuple[np.ndarray, float]:
+    """Per-column median and one read-noise sd of a block, iteratively ignoring pixels above ``clip_sigma`` sd.
+
+    Only the upper side is clipped (signals are positive), so frames where a third of
+    the pixels hold charge (the simulator's balanced layout) still give the right
+    baseline and noise.
+    """
+    data = block.astype(np.float32)
+    step = max(1, data.shape[0] // 512)  # at most ~512 rows per column are enough for a median
+    data = data[::step]
+    keep = np.ones(data.shape, bool)
+    colmed = np.median(data, axis=0)
+    sd = _robust_noise((data - colmed).ravel())
+    for _ in range(iterations):
+        resid = data - colmed
+        sd = _robust_noise(resid[keep])
+        keep = resid < clip_sigma * max(sd, 1e-6)
+        masked = np.where(keep, data, np.nan)
+        with np.errstate(all="ignore"):
+            new = np.nanmedian(masked, axis=0)
+        colmed = np.where(np.isfinite(new), new, colmed)
+    sd = _robust_noise((data - colmed)[keep])
+    return colmed.astype(np.float32), float(sd)
+
+
+def _lowest_level(column_medians: np.ndarray, tolerance: float) -> float:
+    """Pedestal = median of the column medians near the low end (robust to glowing columns covering most of a tap)."""
+    low = float(np.percentile(column_medians, 10))
+    near = column_medians[column_medians <= low + max(tolerance, 1e-6)]
+    return float(np.median(near)) if near.size else low
+
+
+def estimate_baseline(image, taps: str | tuple[int, int] = "auto", exclude_columns: Sequence[int] | None = None,
+                      tap_sigma: float = 10.0, clip_sigma: float = 3.0, glow_sigma: float = 10.0) -> CCDBaseline:
+    """Per-tap pedestal, per-column baseline and read noise of a (Y, X) frame in ADC.
+
+    Parameters
+    ----------
+    image : (Y, X) array in ADC.
+    taps : ``"auto"`` (see :func:`detect_taps`), or ``(n_rows, n_cols)`` of an even grid of taps.
+    exclude_columns : column indices left out of the statistics (prescan / overscan).
+    tap_sigma : threshold for ``"auto"`` in noise sd.
+    clip_sigma : pixels above the column median by more than this (noise sd) are
+        ignored when re-estimating medians and noise (3 iterations).
+    glow_sigma : the pedestal is the median of the column medians within
+        ``glow_sigma / 2`` noise sd of their 10th percentile (glowing columns excluded).
+    """
+    img = _check_image(image)
+    ny, nx = img.shape
+    if isinstance(taps, str):
+        if taps != "auto":
+            raise InputError(f"taps must be 'auto' or (rows, cols), got {taps!r}")
+        tap_rows, tap_cols = detect_taps(img, tap_sigma)
+    else:
+        r, c = (int(v) for v in taps)
+        if r < 1 or c < 1:
+            raise InputError(f"taps must be >= 1 each, got {taps}")
+        tap_rows = [round(ny * k / r) for k in range(1, r)]
+        tap_cols = [round(nx * k / c) for k in range(1, c)]
+    use = np.ones(nx, bool)
+    if exclude_columns is not None and len(exclude_columns):
+        idx = np.asarray(list(exclude_columns), int)
+        if idx.min() < -nx or idx.max() >= nx:
+            raise InputError(f"exclude_columns out of range for width {nx}")
+        use[idx] = False
+    baseline = np.zeros_like(img)
+    pedestal = np.zeros_like(img)
+    noise = np.zeros_like(img)
+    info = []
+    r_edges = [0, *tap_rows, ny]
+    c_edges = [0, *tap_cols, nx]
+    for r0, r1 in zip(r_edges[:-1], r_edges[1:]):
+        for c0, c1 in zip(c_edges[:-1], c_edges[1:]):
+            block = img[r0:r1, c0:c1]
+            cols_ok = use[c0:c1]
+            colmed, sd = _clipped_column_stats(block, clip_sigma)
+            if not cols_ok.any():
+                ped = float(np.median(colmed))
+            else:
+                ped = _lowest_level(colmed[cols_ok], glow_sigma * sd / 2)
+            colmed = np.where(cols_ok, colmed, ped)
+            baseline[r0:r1, c0:c1] = colmed[None, :]
+            pedestal[r0:r1, c0:c1] = ped
+            noise[r0:r1, c0:c1] = sd
+            info.append({"rows": [int(r0), int(r1)], "cols": [int(c0), int(c1)], "pedestal": ped, "noise": sd})
+    return CCDBaseline(baseline, pedestal, noise, list(tap_rows), list(tap_cols), info)
+
+
+def _thin_runs(mask: np.ndarray, length: int, vertical: bool, thin_fraction: float = 0.7) -> np.ndarray:
+    """Pixels of 1-px-wide straight runs of ``mask`` at least ``length`` long (vertical or horizontal)."""
+    m = mask if vertical else mask.T
+    run = ndi.binary_opening(m, structure=np.ones((length, 1), bool))
+    # a run pixel is thin if neither left nor right neighbour is set
+    left = np.zeros_like(m)
+    left[:, 1:] = m[:, :-1]
+    right = np.zeros_like(m)
+    right[:, :-1] = m[:, 1:]
+    thin = run & ~(left | right)
+    out = np.zeros_like(m)
+    lab, n = ndi.label(run, structure=np.array([[0, 1, 0], [0, 1, 0], [0, 1, 0]], bool))
+    if n:
+        size = np.bincount(lab.ravel(), minlength=n + 1)
+        n_thin = np.bincount(lab.ravel(), weights=thin.ravel(), minlength=n + 1)
+        ok = (n_thin >= thin_fraction * size) & (size >= length)
+        ok[0] = False
+        out = ok[lab] & thin
+    return out if vertical else out.T
+
+
+def autolabel_ccd_details(
+    image_adc,
+    pedestal: float | np.ndarray | None = None,
+    noise: float | None = None,
+    taps: str | tuple[int, int] = "auto",
+    exclude_columns: Sequence[int] | None = None,
+    glow_sigma: float = 10.0,
+    glow_adc: float | None = None,
+    glow_min_width: int = 2,
+    seed_sigma: float = 5.0,
+    grow_sigma: float = 2.5,
+    hot_min_length: int = 4,
+    hot_pixel_adc: float | None = 2000.0,
+    hot_max_pixels: int = 2,
+    cluster_min_size: int = 1,
+    cluster_max_size: int = 200,
+    tracks_as_clusters: bool = True,
+) -> CCDLabels:
+    """:func:`autolabel_ccd` returning a :class:`CCDLabels` (class map, baseline, glow columns, params)."""
+    params = {k: (v if not isinstance(v, np.ndarray) else "array") for k, v in locals().items() if k != "image_adc"}
+    if exclude_columns is not None:
+        params["exclude_columns"] = [int(v) for v in exclude_columns]
+    img = _check_image(image_adc)
+    ny, nx = img.shape
+    base = estimate_baseline(img, taps=taps, exclude_columns=exclude_columns, glow_sigma=glow_sigma)
+    if pedestal is not None:
+        ped = np.broadcast_to(np.asarray(pedestal, np.float32), img.shape)
+        base.pedestal = np.array(ped, np.float32)
+    if noise is not None:
+        if noise <= 0:
+            raise InputError(f"noise must be > 0, got {noise}")
+        base.noise = np.full(img.shape, float(noise), np.float32)
+    sd = np.maximum(base.noise, 1e-6)
+    excluded = np.zeros(nx, bool)
+    if exclude_columns is not None and len(exclude_columns):
+        excluded[np.asarray(list(exclude_columns), int)] = True
+
+    classes = np.zeros((ny, nx), np.uint8)
+    # 3. glowing columns (per tap row band: a column may glow in one tap only)
+    excess = base.baseline - base.pedestal
+    limit = glow_adc if glow_adc is not None else glow_sigma * sd
+    raised = excess > limit  # constant down each column within a tap
+    raised[:, excluded] = False
+    glow_mask = np.zeros_like(raised)
+    hot_cols = np.zeros_like(raised)
+    r_edges = [0, *base.tap_rows, ny]
+    for r0, r1 in zip(r_edges[:-1], r_edges[1:]):
+        row = raised[r0]
+        lab, n = ndi.label(row)
+        if n:
+            widths = np.bincount(lab, minlength=n + 1)
+            wide = widths >= glow_min_width
+            wide[0] = False
+            glow_mask[r0:r1] = wide[lab][None, :]
+            hot_cols[r0:r1] = (row & ~wide[lab])[None, :]
+    glow_columns = np.flatnonzero(glow_mask.any(axis=0))
+    classes[glow_mask] = 1
+
+    # 4. signals above the column baseline (hysteresis)
+    resid = img - base.baseline
+    resid[:, excluded] = 0
+    seeds = resid > seed_sigma * sd
+    grow = resid > grow_sigma * sd
+    lab, n = ndi.label(grow, structure=np.ones((3, 3), bool))
+    if n:
+        has_seed = np.zeros(n + 1, bool)
+        has_seed[np.unique(lab[seeds])] = True
+        has_seed[0] = False
+        signal = has_seed[lab]
+    else:
+        signal = np.zeros_like(grow)
+
+    # 5. hot pixels / lines
+    hot = hot_cols.copy()
+    if hot_min_length and hot_min_length > 1:
+        hot |= _thin_runs(signal, int(hot_min_length), vertical=True)
+        hot |= _thin_runs(signal, int(hot_min_length), vertical=False)
+    rest = signal & ~hot
+    lab, n = ndi.label(rest, structure=np.ones((3, 3), bool))
+    if n:
+        sizes = np.bincount(lab.ravel(), minlength=n + 1)
+        if hot_pixel_adc is not None:
+            mins = ndi.minimum(resid, lab, np.arange(1, n + 1))
+            bright = np.zeros(n + 1, bool)
+            bright[1:] = (np.asarray(mins) >= hot_pixel_adc) & (sizes[1:] <= hot_max_pixels)
+            hot |= bright[lab]
+            rest &= ~bright[lab]
+            sizes[bright] = 0
+        keep = sizes >= cluster_min_size
+        if not tracks_as_clusters:
+            keep &= sizes <= cluster_max_size
+        keep[0] = False
+        cluster = keep[lab] & rest
+    else:
+        cluster = np.zeros_like(rest)
+    classes[hot] = 2
+    classes[cluster] = 3
+    classes[:, excluded] = 0
+    return CCDLabels(classes, base, glow_columns, params)
+
+
+def autolabel_ccd(image_adc, pedestal: float | np.ndarray | None = None, noise: float | None = None, **kwargs) -> np.ndarray:
+    """Per-pixel class map of a CCD frame by robust thresholds and shape rules ([C]).
+
+    Parameters
+    ----------
+    image_adc : (Y, X) frame in ADC (any numeric dtype; raw, not rescaled).
+    pedestal : pedestal in ADC (scalar or (Y, X)); None: median per tap. Used for glow detection.
+    noise : read-noise sd in ADC; None: 1.4826 x MAD per tap.
+    **kwargs : see :func:`autolabel_ccd_details` and the module docstring:
+        ``taps="auto"``, ``exclude_columns=None``, ``glow_sigma=10``, ``glow_adc=None``,
+        ``glow_min_width=2`` (columns), ``seed_sigma=5``, ``grow_sigma=2.5`` (noise sd),
+        ``hot_min_length=4`` (px), ``hot_pixel_adc=2000`` (ADC above baseline; the
+        simulator's hot level is 2200, an Fe-55 cluster holds <= ~1800 ADC in total at
+        gain 1), ``hot_max_pixels=2``, ``cluster_min_size=1``, ``cluster_max_size=200`` (px),
+        ``tracks_as_clusters=True``.
+
+    Returns
+    -------
+    classes : (Y, X) uint8, 0 background, 1 glowing, 2 hot pixel, 3 cluster.
+    """
+    return autolabel_ccd_details(image_adc, pedestal=pedestal, noise=noise, **kwargs).classes
+
+
+def find_clusters(class_map: np.ndarray, image: np.ndarray, pedestal: float | np.ndarray | None = None,
+                  cluster_class: int = 3, max_size: int | None = None, connectivity: int = 2) -> pd.DataFrame:
+    """One row per connected cluster (class ``cluster_class``) of a class map.
+
+    Parameters
+    ----------
+    class_map : (Y, X) class map (e.g. from :func:`autolabel_ccd`).
+    image : (Y, X) frame in ADC.
+    pedestal : scalar or (Y, X) baseline in ADC subtracted before summing the charge;
+        None: the column baseline of :func:`estimate_baseline` (taps auto).
+    max_size : clusters larger than this (px) are left out (None: keep all).
+    connectivity : 1 (4-neighbours) or 2 (8-neighbours).
+
+    Returns
+    -------
+    DataFrame with columns ``label, y, x, size_px, charge_adc, peak_adc`` (y, x: charge-weighted
+    centroid in px; charge_adc: sum of image - pedestal over the cluster's pixels; peak_adc:
+    the largest pixel value above the pedestal).
+    """
+    cls = np.asarray(class_map)
+    img = _check_image(image)
+    if cls.shape != img.shape:
+        raise InputError(f"class map {cls.shape} and image {img.shape} differ in shape")
+    if pedestal is None:
+        ped = estimate_baseline(img).baseline
+    else:
+        ped = np.broadcast_to(np.asarray(pedestal, np.float32), img.shape)
+    above = img - ped
+    struct = ndi.generate_binary_structure(2, connectivity)
+    lab, n = ndi.label(cls == cluster_class, structure=struct)
+    cols = ["label", "y", "x", "size_px", "charge_adc", "peak_adc"]
+    if n == 0:
+        return pd.DataFrame({c: pd.Series(dtype=float if c in ("y", "x", "charge_adc", "peak_adc") else int) for c in cols})
+    idx = np.arange(1, n + 1)
+    size = np.bincount(lab.ravel(), minlength=n + 1)[1:]
+    charge = np.asarray(ndi.sum(above, lab, idx))
+    peak = np.asarray(ndi.maximum(above, lab, idx))
+    w = np.clip(above, 0, None)
+    wsum = np.asarray(ndi.sum(w, lab, idx))
+    yy, xx = np.indices(img.shape)
+    ysum = np.asarray(ndi.sum(w * yy, lab, idx))
+    xsum = np.asarray(ndi.sum(w * xx, lab, idx))
+    ycm = np.asarray(ndi.mean(yy, lab, idx))
+    xcm = np.asarray(ndi.mean(xx, lab, idx))
+    ok = wsum > 0
+    y = np.where(ok, ysum / np.where(ok, wsum, 1), ycm)
+    x = np.where(ok, xsum / np.where(ok, wsum, 1), xcm)
+    table = pd.DataFrame({"label": idx, "y": y, "x": x, "size_px": size, "charge_adc": charge, "peak_adc": peak})
+    if max_size is not None:
+        table = table[table.size_px <= max_size].reset_index(drop=True)
+    return table
+
+
+def class_agreement(true_classes: np.ndarray, predicted: np.ndarray, n_classes: int = 4) -> pd.DataFrame:
+    """Per-class pixel precision, recall, F1 and IoU of a predicted class map against the truth.
+
+    Returns a DataFrame with columns ``class, name, n_true, n_pred, precision, recall, f1, iou``.
+    """
+    t = np.asarray(true_classes).ravel().astype(np.int64)
+    p = np.asarray(predicted).ravel().astype(np.int64)
+    if t.shape != p.shape:
+        raise InputError("class maps differ in shape")
+    cm = np.bincount(t * n_classes + p, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    rows = []
+    for k in range(n_classes):
+        tp = cm[k, k]
+        n_true, n_pred = cm[k].sum(), cm[:, k].sum()
+        prec = tp / n_pred if n_pred else (1.0 if n_true == 0 else 0.0)
+        rec = tp / n_true if n_true else (1.0 if n_pred == 0 else 0.0)
+        f1 = 2 * tp / (n_true + n_pred) if (n_true + n_pred) else 1.0
+        iou = tp / (n_true + n_pred - tp) if (n_true + n_pred - tp) else 1.0
+        rows.append({"class": k, "name": CLASS_NAMES[k] if k < len(CLASS_NAMES) else str(k), "n_true": int(n_true),
+                     "n_pred": int(n_pred), "precision": float(prec), "recall": float(rec), "f1": float(f1), "iou": float(iou)})
+    return pd.DataFrame(rows)

@@ -1,0 +1,687 @@
+"""Experiment-scale batch processing on Dask: :func:`run_batch`.
+
+One task per input file (per frame for Zarr (T, Y, X) stacks in ``segment``
+and ``autolabel``), run on a Dask cluster: a ``LocalCluster`` of worker
+processes started for the run (one thread each, since torch uses threads
+itself), or an existing cluster given by its scheduler address or a
+``distributed.Client``. ``workers=0`` runs the items one after another in the
+calling process (no cluster; small jobs and debugging).
+
+Results are written as items finish: label images (TIFF, or a Zarr store for
+Zarr input), table shards (``OUT/shards/<kind>/<key>.csv``) and a line in
+``OUT/manifest.jsonl`` (see :mod:`.manifest`), appended only once the
+outputs are in place. At the end the shards of all done items are merged into
+``OUT/objects.csv`` + ``OUT/counts.csv`` (segment, autolabel) or
+``OUT/tracks.csv`` + ``OUT/counts.csv`` (track), sorted by image then frame,
+with an ``image`` column (the input path relative to the input root).
+
+Resuming: a rerun with the same inputs, settings and ``OUT`` skips every item
+the manifest records as done whose input checksum is unchanged and whose
+outputs exist; a killed run loses at most the items that were in flight.
+Failed items (unreadable file, wrong shape...) are recorded with their reason
+in ``OUT/failures.csv`` and retried by the next run; they never stop a batch.
+
+The run is a generator yielding :class:`BatchProgress` and returning a
+:class:`BatchSummary`: the CLI drives it with a text bar, a widget in a
+thread worker. Closing the generator (``gen.close()``, or an exception in the
+driver) cancels the outstanding tasks and shuts down a cluster the run started.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generator, Iterable, Sequence
+
+import pandas as pd
+
+from .. import __version__
+from ..errors import InputError
+from ..progress import Progress
+from .manifest import (CONFIG_NAME, FAILURES_NAME, LOCK_NAME, MANIFEST_NAME, Manifest, is_done, sha256_file,
+                       sha256_json, utc_now, write_failures_csv)
+from .tasks import PER_FRAME_TASKS, BatchItem, TaskSpec, autolabel_function, failure_reason, run_item
+
+#: batch tasks that exist (``classify`` is refused with a clear message until the package has a classifier)
+TASKS = ("segment", "track", "autolabel", "classify")
+
+#: keyword parameters accepted per task (passed to the task function on the workers)
+SEGMENT_PARAMS = ("tile", "overlap", "batch_size", "threshold", "min_size", "max_size", "fill_holes", "remove_border")
+TRACK_PARAMS = ("config", "max_search_radius", "update_method", "optimize", "stage_shift")
+TASK_PARAMS = {
+    "segment": SEGMENT_PARAMS,
+    "track": TRACK_PARAMS + SEGMENT_PARAMS,
+    "autolabel": ("autolabel",),
+}
+#: parameters that do not change results (left out of the settings hash)
+NEUTRAL_PARAMS = ("batch_size",)
+
+#: merged table name and sort keys per shard kind
+MERGED_TABLES = {
+    "objects": ("objects.csv", ["image", "t", "label"]),
+    "counts": ("counts.csv", ["image", "t"]),
+    "tracks": ("tracks.csv", ["image", "track_id", "t"]),
+}
+
+
+@dataclass
+class BatchProgress(Progress):
+    """Progress of a batch: ``done`` = processed + skipped + failed of ``total`` items.
+
+    Attributes
+    ----------
+    processed : items computed in this run.
+    skipped : items already done by an earlier run (same input checksum, outputs present).
+    failed : items that failed in this run (reasons in ``failures.csv``).
+    in_flight : items submitted and not finished.
+    elapsed : seconds since the run started.
+    eta : estimated seconds left (from the rate of processed items), None while unknown.
+    last : manifest record of the item that just finished (None for heartbeat events).
+    """
+
+    processed: int = 0
+    skipped: int = 0
+    failed: int = 0
+    in_flight: int = 0
+    elapsed: float = 0.0
+    eta: float | None = None
+    last: dict | None = None
+
+
+@dataclass
+class BatchSummary:
+    """What a finished batch did.
+
+    Attributes
+    ----------
+    task : the task run.
+    out : output folder.
+    total, processed, skipped, failed : item counts (``processed`` = computed in this run).
+    seconds : wall time of the run.
+    tables : merged tables written, ``{kind: path}`` (``objects``, ``counts``, ``tracks``).
+    failures : failed records of this run (``key, input, frame, reason``).
+    manifest, failures_csv : paths of ``manifest.jsonl`` and ``failures.csv``.
+    workers : number of Dask workers used (0: in process).
+    """
+
+    task: str
+    out: Path
+    total: int
+    processed: int
+    skipped: int
+    failed: int
+    seconds: float
+    tables: dict = field(default_factory=dict)
+    failures: list = field(default_factory=list)
+    manifest: Path | None = None
+    failures_csv: Path | None = None
+    workers: int = 0
+
+    @property
+    def items_per_second(self) -> float:
+        """Processed (not skipped) items per second of wall time."""
+        return self.processed / self.seconds if self.seconds > 0 else float("nan")
+
+
+# ----------------------------------------------------------------------------- inputs
+def _split_suffix(name: str) -> tuple[str, str]:
+    from ..io.images import FITS_SUFFIXES, TIFF_SUFFIXES, ZARR_SUFFIXES
+
+    lower = name.lower()
+    for suffix in sorted(FITS_SUFFIXES + TIFF_SUFFIXES + ZARR_SUFFIXES, key=len, reverse=True):
+        if lower.endswith(suffix):
+            return name[: -len(suffix)], name[-len(suffix):]
+    stem, dot, ext = name.rpartition(".")
+    return (stem, dot + ext) if dot and stem else (name, "")
+
+
+def _is_within(path: Path, folder: Path | None) -> bool:
+    if folder is None:
+        return False
+    try:
+        path.resolve().relative_to(folder)
+        return True
+    except ValueError:
+        return False
+
+
+def _walk_images(folder: Path, exclude: Path | None) -> list[Path]:
+    """Images under ``folder`` (recursive); Zarr stores are taken whole; hidden names and ``exclude`` are skipped."""
+    from ..io.images import image_kind
+
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        here = Path(dirpath)
+        keep = []
+        for d in sorted(dirnames):
+            sub = here / d
+            if d.startswith(".") or _is_within(sub, exclude):
+                continue
+            if image_kind(sub) == "zarr":
+                found.append(sub)
+            else:
+                keep.append(d)
+        dirnames[:] = keep
+        found.extend(here / f for f in filenames if not f.startswith(".") and image_kind(here / f) is not None
+                     and (here / f).is_file())
+    return found
+
+
+def find_batch_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike],
+                      exclude: str | os.PathLike | None = None) -> list[tuple[Path, str]]:
+    """Resolve the batch inputs to ``[(absolute path, path relative to the input root), ...]``, sorted.
+
+    Parameters
+    ----------
+    inputs : one or several of: an image file (TIFF, FITS, Zarr store), a
+        folder (searched recursively; Zarr stores inside are taken whole), a
+        glob pattern (``"plate*/**/*.tif"``, recursive ``**`` allowed).
+    exclude : a folder to leave out (the output folder, when it lies inside an input folder).
+
+    The input root is the deepest folder holding all inputs; relative paths
+    name the outputs, so inputs in different sub-folders may share a name.
+    Raises InputError when nothing is found or two inputs would share outputs.
+    """
+    from ..io.images import image_kind
+
+    specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    if not specs:
+        raise InputError("no inputs given")
+    excl = Path(exclude).resolve() if exclude is not None else None
+    paths: list[Path] = []
+    for spec in specs:
+        p = Path(spec)
+        if p.exists() and (p.is_file() or image_kind(p) == "zarr"):
+            paths.append(p)
+        elif p.is_dir():
+            found = _walk_images(p, excl)
+            if not found:
+                raise InputError(f"{p}: folder holds no images (.tif, .tiff, .fits, .fit, .zarr)")
+            paths.extend(found)
+        elif any(ch in str(spec) for ch in "*?["):
+            found = [Path(q) for q in glob.glob(str(spec), recursive=True)
+                     if image_kind(q) is not None and not Path(q).name.startswith(".")]
+            if not found:
+                raise InputError(f"no images match {str(spec)!r}")
+            paths.extend(found)
+        else:
+            raise InputError(f"{spec}: no such file or folder")
+    unique = sorted({p.resolve() for p in paths if not _is_within(p, excl)})
+    if not unique:
+        raise InputError("all inputs lie inside the output folder")
+    root = Path(os.path.commonpath([str(p.parent) for p in unique]))
+    result = [(p, p.relative_to(root).as_posix()) for p in unique]
+    stems: dict[str, str] = {}
+    for _, rel in result:
+        stem = _split_suffix(rel)[0]
+        if stem in stems:
+            raise InputError(f"inputs {stems[stem]!r} and {rel!r} would write the same outputs; run them separately")
+        stems[stem] = rel
+    return result
+
+
+def plan_items(inputs: Sequence[tuple[Path, str]], task: str) -> tuple[list[BatchItem], dict[str, tuple]]:
+    """Items for the task: one per input; one per frame of a Zarr (T,Y,X) stack for per-frame tasks.
+
+    Returns the items and ``{stem: (shape, dtype)}`` of the Zarr stacks split into frames
+    (their label stores are created before the run).
+    """
+    from ..io.images import image_kind, read_image
+
+    items: list[BatchItem] = []
+    stacks: dict[str, tuple] = {}
+    for path, rel in inputs:
+        stem = _split_suffix(rel)[0]
+        if task in PER_FRAME_TASKS and image_kind(path) == "zarr":
+            try:
+                shape = tuple(int(s) for s in read_image(path).data.shape)
+            except InputError:
+                shape = None  # the worker reports the reason
+            if shape is not None and len(shape) == 3:
+                stacks[stem] = shape
+                digits = max(6, len(str(shape[0] - 1)))
+                items.extend(BatchItem(key=f"{stem}.zarr/t{t:0{digits}d}", source=str(path), stem=stem, image=rel,
+                                       frame=t) for t in range(shape[0]))
+                continue
+        items.append(BatchItem(key=stem, source=str(path), stem=stem, image=rel))
+    return items, stacks
+
+
+def prepare_zarr_stores(out: Path, stacks: dict[str, tuple], dtype: str) -> set[str]:
+    """Create ``OUT/labels/<stem>.zarr`` (T,Y,X) stores, one frame per chunk row, for per-frame tasks.
+
+    An existing store of the right shape and dtype is kept (resume); one that
+    does not fit is replaced. Returns the stems whose stores are new (none of
+    their frames can be skipped).
+    """
+    import zarr
+
+    fresh = set()
+    for stem, shape in stacks.items():
+        target = out / "labels" / f"{stem}.zarr"
+        if target.exists():
+            try:
+                arr = zarr.open_array(str(target), mode="r")
+                if tuple(arr.shape) == tuple(shape) and str(arr.dtype) == dtype:
+                    continue
+            except Exception:  # noqa: BLE001 - a damaged store is replaced
+                pass
+            shutil.rmtree(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            chunks = (1, min(shape[1], 2048), min(shape[2], 2048))
+            arr = zarr.open_array(str(tmp / "store"), mode="w", shape=shape, chunks=chunks, dtype=dtype)
+            arr.attrs["microseg_batch"] = {"complete": False}
+            os.replace(tmp / "store", target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        fresh.add(stem)
+    return fresh
+
+
+# ----------------------------------------------------------------------------- output folder
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _acquire_lock(out: Path) -> Path:
+    """Create ``OUT/.batch.lock``; refuse when a live run on this host holds it (a stale lock is taken over)."""
+    lock = out / LOCK_NAME
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "time": utc_now()}
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                held = json.loads(lock.read_text())
+            except (OSError, ValueError):
+                held = {}
+            pid = int(held.get("pid", 0) or 0)
+            if held.get("host") != me["host"] or (pid and pid != os.getpid() and _pid_alive(pid)):
+                raise InputError(f"{out} is in use by another batch run (pid {pid} on {held.get('host')}); "
+                                 f"wait for it, or delete {lock} if that run is gone") from None
+            lock.unlink(missing_ok=True)  # stale: its run was killed
+            continue
+        with os.fdopen(fd, "w") as fh:
+            json.dump(me, fh)
+        return lock
+    raise InputError(f"cannot lock {out} ({lock} keeps reappearing)")
+
+
+def _check_out_folder(out: Path, task: str, settings_hash: str, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} exists and is not a folder")
+    if not out.exists():
+        return
+    config_path = out / CONFIG_NAME
+    if not config_path.exists():
+        if (out / MANIFEST_NAME).exists() or not any(out.iterdir()):
+            return
+        raise InputError(f"{out} is not empty and holds no batch results ({CONFIG_NAME}); choose a new or empty folder")
+    try:
+        previous = json.loads(config_path.read_text())
+    except (OSError, ValueError):
+        previous = {}
+    if previous.get("task") not in (None, task):
+        raise InputError(f"{out} holds results of 'batch {previous.get('task')}'; choose another folder for 'batch {task}'")
+    if previous.get("settings_hash") not in (None, settings_hash) and not overwrite:
+        raise InputError(f"{out} holds results made with other settings or another model; "
+                         "choose another folder, or allow overwriting (--overwrite) to redo every item")
+
+
+# ----------------------------------------------------------------------------- Dask
+def default_workers(threads_per_worker: int = 1) -> int:
+    """Worker processes for a local cluster: the CPU cores this process may use / threads per worker (>= 1)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, int(threads_per_worker)))
+
+
+def _connect(scheduler: Any, workers: int | None, threads_per_worker: int, memory_limit: str | None):
+    """Return ``(client, cluster_or_None, owns_client)``."""
+    from distributed import Client, LocalCluster
+
+    if isinstance(scheduler, Client):
+        return scheduler, None, False
+    if scheduler:
+        try:
+            client = Client(str(scheduler), timeout="30s")
+        except (OSError, TimeoutError) as err:
+            raise InputError(f"cannot reach the Dask scheduler at {scheduler} ({err})") from None
+        return client, None, True
+    n = int(workers) if workers else default_workers(threads_per_worker)
+    kwargs = dict(n_workers=n, threads_per_worker=int(threads_per_worker), processes=True, dashboard_address=None,
+                  silence_logs=logging.ERROR)
+    if memory_limit is not None:
+        kwargs["memory_limit"] = memory_limit
+    cluster = LocalCluster(**kwargs)
+    try:
+        client = Client(cluster)
+    except BaseException:
+        cluster.close()
+        raise
+    return client, cluster, True
+
+
+# ----------------------------------------------------------------------------- merging
+def merge_tables(out: Path, records: Sequence[dict]) -> dict[str, Path]:
+    """Merge the table shards of ``records`` (done items) into ``OUT/<kind>.csv``; returns ``{kind: path}``.
+
+    Rows are sorted by image, then frame (and label / track id). ``objects.csv``
+    and ``counts.csv`` are written like ``microseg segment`` writes them
+    (6 significant digits), ``tracks.csv`` like ``microseg track``.
+    """
+    from ..measure.tables import write_objects_csv, write_table_csv
+    from ..tracking.export import write_tracks_csv
+
+    written: dict[str, Path] = {}
+    kinds = sorted({k for rec in records for k in (rec.get("outputs") or {}) if k in MERGED_TABLES})
+    for kind in kinds:
+        name, order = MERGED_TABLES[kind]
+        frames = [pd.read_csv(out / rec["outputs"][kind], float_precision="round_trip")
+                  for rec in records if kind in (rec.get("outputs") or {})]
+        nonempty = [f for f in frames if len(f)]
+        table = pd.concat(nonempty, ignore_index=True) if nonempty else frames[0]
+        keys = [c for c in order if c in table.columns]
+        if keys and len(table):
+            table = table.sort_values(keys, kind="stable").reset_index(drop=True)
+        path = out / name
+        if kind == "objects" and {"t", "label", "y", "x", "area"} <= set(table.columns):
+            write_objects_csv(table, path)
+        elif kind == "tracks":
+            write_tracks_csv(table, path)
+        else:
+            write_table_csv(table, path)
+        written[kind] = path
+    return written
+
+
+# ----------------------------------------------------------------------------- the run
+def _check_params(task: str, params: dict) -> dict:
+    allowed = TASK_PARAMS[task]
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise InputError(f"batch {task} does not take {', '.join(unknown)} (allowed: {', '.join(allowed)})")
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def _model_info(model: str | os.PathLike | None, task: str) -> tuple[str | None, str | None, str]:
+    """Absolute model path, its checksum and the label dtype for Zarr outputs."""
+    if model is None:
+        if task == "segment":
+            raise InputError("batch segment needs a model file (--model)")
+        return None, None, "uint32"
+    from ..io.models import read_model_file
+
+    path = Path(model)
+    if not path.is_file():
+        raise InputError(f"{path}: model file not found")
+    config = read_model_file(path)["config"]
+    dtype = "uint8" if config.get("output_mode") == "multiclass" else "uint32"
+    return str(path.resolve()), sha256_file(path), dtype
+
+
+def run_batch(
+    task: str,
+    inputs: str | os.PathLike | Iterable[str | os.PathLike],
+    out: str | os.PathLike,
+    model: str | os.PathLike | None = None,
+    *,
+    scheduler: Any = None,
+    workers: int | None = None,
+    threads_per_worker: int = 1,
+    torch_threads: int | None = None,
+    memory_limit: str | None = None,
+    device: str = "auto",
+    overwrite: bool = False,
+    max_in_flight: int | None = None,
+    heartbeat: float = 1.0,
+    **params: Any,
+) -> Generator[BatchProgress, None, BatchSummary]:
+    """Run a task over many images on Dask; a generator of :class:`BatchProgress` returning a :class:`BatchSummary`.
+
+    Parameters
+    ----------
+    task : ``"segment"``, ``"track"`` or ``"autolabel"`` (``"classify"`` raises
+        InputError: the package has no image classifier yet).
+    inputs : file, folder (recursive), glob pattern or Zarr store, or a list of them
+        (see :func:`find_batch_inputs`).
+    out : output folder: new, empty, or one written by an earlier run of the
+        same task (then done items are skipped).
+    model : model file (``segment``; ``track``: optional, segments image stacks
+        before tracking; without it the inputs must be (T,Y,X) label stacks).
+    scheduler : None (start a ``LocalCluster``), a scheduler address
+        (``"tcp://host:8786"``) or a ``distributed.Client`` to use.
+    workers : worker processes of the local cluster (default: CPU cores /
+        ``threads_per_worker``); ``0`` runs in this process without Dask.
+    threads_per_worker : Dask threads per local worker (default 1: torch threads itself).
+    torch_threads : torch CPU threads per task (default 1 on a cluster; unchanged in process).
+    memory_limit : per-worker memory limit of the local cluster (default: Dask's share of RAM).
+    device : torch device for the model on the workers (``"auto"``, ``"cpu"``, ``"cuda"``...).
+    overwrite : redo every item when ``out`` holds results made with other settings.
+    max_in_flight : tasks submitted at a time (default 4 per worker thread); bounds
+        scheduler memory for 10^4..10^5 items.
+    heartbeat : seconds between progress events while waiting (lets a caller cancel).
+    **params : task settings. segment: ``tile, overlap, batch_size, threshold,
+        min_size, max_size, fill_holes, remove_border`` (see
+        :func:`napari_microseg.inference.segment.segment_image`); track:
+        ``config, max_search_radius, update_method, optimize, stage_shift``
+        (see :func:`napari_microseg.tracking.track.track`) plus the segment
+        settings when a model is given; autolabel: ``autolabel`` (dict of
+        keyword arguments for the auto-labeller).
+
+    Yields
+    ------
+    BatchProgress after every finished item and every ``heartbeat`` seconds.
+
+    Returns
+    -------
+    BatchSummary. Items that failed are listed in ``OUT/failures.csv`` (and in
+    the summary); the batch itself only raises for bad settings or inputs
+    that cannot be found.
+    """
+    start = time.perf_counter()
+    if task == "classify":
+        raise InputError("batch classify is not available yet: the package has no image classifier to run "
+                         "(napari_microseg.inference.classify is missing)")
+    if task not in TASK_PARAMS:
+        raise InputError(f"unknown batch task {task!r}; choose one of {', '.join(TASKS)}")
+    if task == "autolabel":
+        autolabel_function()  # raises a clear InputError when the auto-labeller is missing
+    params = _check_params(task, params)
+    if workers is not None and int(workers) < 0:
+        raise InputError(f"workers must be >= 0, got {workers}")
+    if int(threads_per_worker) < 1:
+        raise InputError(f"threads per worker must be >= 1, got {threads_per_worker}")
+    model_path, model_sum, label_dtype = _model_info(model, task)
+    out = Path(out).resolve()
+    settings = {"task": task, "model_sha256": model_sum,
+                "params": {k: v for k, v in sorted(params.items()) if k not in NEUTRAL_PARAMS}}
+    settings_hash = sha256_json(settings)
+    found = find_batch_inputs(inputs, exclude=out)
+    _check_out_folder(out, task, settings_hash, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = _acquire_lock(out)
+    manifest = Manifest(out / MANIFEST_NAME)
+    client = cluster = None
+    owns_client = False
+    pending: list = []
+    failures: list[dict] = []
+    finished = False
+    try:
+        from ..io.atomic import atomic_write_text
+
+        config = {"task": task, "settings_hash": settings_hash, "settings": settings, "model": model_path,
+                  "params": params, "inputs": [str(p) for p, _ in found], "device": device,
+                  "started": utc_now(), "microseg": __version__}
+        atomic_write_text(out / CONFIG_NAME, json.dumps(config, indent=2, default=str) + "\n")
+        items, stacks = plan_items(found, task)
+        fresh = prepare_zarr_stores(out, stacks, label_dtype)
+        records = manifest.load()
+        expected = {}
+        for item in items:
+            rec = records.get(item.key)
+            if item.stem not in fresh and is_done(rec, out, settings_hash):
+                expected[item.key] = rec.get("checksum")
+        total = len(items)
+        in_process = workers is not None and int(workers) == 0 and scheduler is None
+        spec = TaskSpec(task=task, out=str(out), model=model_path, params=params, device=device,
+                        threads=torch_threads if (torch_threads or in_process) else 1, label_dtype=label_dtype)
+        counts = {"processed": 0, "skipped": 0, "failed": 0}
+        processed_seconds = 0.0
+
+        def event(message: str, last: dict | None = None, in_flight: int = 0) -> BatchProgress:
+            done = counts["processed"] + counts["skipped"] + counts["failed"]
+            elapsed = time.perf_counter() - start
+            eta = None
+            rate_items = counts["processed"] + counts["failed"]
+            if rate_items and compute_start is not None:
+                eta = (time.perf_counter() - compute_start) / rate_items * (total - done)
+            text = (f"{counts['processed']} done, {counts['skipped']} skipped, {counts['failed']} failed"
+                    + (f", {message}" if message else ""))
+            return BatchProgress(done, total, text, processed=counts["processed"], skipped=counts["skipped"],
+                                 failed=counts["failed"], in_flight=in_flight, elapsed=elapsed, eta=eta, last=last)
+
+        def finish(rec: dict) -> None:
+            nonlocal processed_seconds
+            status = rec.get("status")
+            if status == "skipped":
+                counts["skipped"] += 1
+                return
+            rec["settings"] = settings_hash
+            if status == "done":
+                counts["processed"] += 1
+                processed_seconds += float(rec.get("seconds") or 0)
+            else:
+                rec["status"] = "failed"
+                counts["failed"] += 1
+                failures.append(rec)
+            manifest.append(rec)  # outputs are in place: the worker wrote them before returning
+            records[rec["key"]] = rec
+
+        compute_start = None
+        yield event("starting" if in_process else "starting Dask workers")
+        if in_process:
+            n_workers = 0
+            compute_start = time.perf_counter()
+            for item in items:
+                rec = run_item(item, spec, expected.get(item.key))
+                finish(rec)
+                yield event(item.image, last=rec)
+        else:
+            from distributed import as_completed
+
+            client, cluster, owns_client = _connect(scheduler, workers, threads_per_worker, memory_limit)
+            n_threads = sum(client.nthreads().values()) or 1
+            n_workers = len(client.nthreads())
+            window = int(max_in_flight) if max_in_flight else 4 * n_threads
+            by_future: dict = {}
+            queue = iter(items)
+            ac = as_completed(with_results=True, raise_errors=False)
+
+            def submit_next() -> bool:
+                item = next(queue, None)
+                if item is None:
+                    return False
+                fut = client.submit(run_item, item, spec, expected.get(item.key), pure=False,
+                                    key=f"microseg-batch-{task}-{len(by_future)}-{os.urandom(4).hex()}")
+                by_future[fut.key] = item
+                pending.append(fut)
+                ac.add(fut)
+                return True
+
+            for _ in range(window):
+                if not submit_next():
+                    break
+            compute_start = time.perf_counter()
+            last_event = time.perf_counter()
+            while pending:
+                ready = ac.next_batch(block=False)
+                if not ready:
+                    if time.perf_counter() - last_event >= heartbeat:
+                        last_event = time.perf_counter()
+                        yield event("", in_flight=len(pending))
+                    time.sleep(0.02)
+                    continue
+                for fut, result in ready:
+                    pending.remove(fut)
+                    item = by_future.pop(fut.key)
+                    if isinstance(result, BaseException) or fut.status != "finished":
+                        reason = failure_reason(result) if isinstance(result, BaseException) else f"task {fut.status}"
+                        if "KilledWorker" in reason:
+                            reason = f"a Dask worker died while processing it (out of memory?): {reason}"
+                        result = {"key": item.key, "input": item.source, "frame": item.frame, "status": "failed",
+                                  "checksum": None, "outputs": {}, "reason": reason, "worker": None}
+                    finish(result)
+                    submit_next()
+                    last_event = time.perf_counter()
+                    yield event(item.image, last=result, in_flight=len(pending))
+
+        yield event("merging tables")
+        done_records = [records[i.key] for i in items if records.get(i.key, {}).get("status") == "done"]
+        tables = merge_tables(out, done_records) if done_records else {}
+        for stem in stacks:
+            keys = [i.key for i in items if i.stem == stem]
+            if all(records.get(k, {}).get("status") == "done" for k in keys):
+                import zarr
+
+                arr = zarr.open_array(str(out / "labels" / f"{stem}.zarr"), mode="r+")
+                arr.attrs["microseg_batch"] = {"complete": True, "frames": len(keys)}
+        failures_csv = write_failures_csv(out / FAILURES_NAME, failures)
+        summary = BatchSummary(task=task, out=out, total=total, processed=counts["processed"],
+                               skipped=counts["skipped"], failed=counts["failed"],
+                               seconds=round(time.perf_counter() - start, 3), tables=tables, failures=failures,
+                               manifest=manifest.path, failures_csv=failures_csv, workers=n_workers)
+        finished = True
+        yield event("finished")
+        return summary
+    finally:
+        if pending and client is not None:
+            try:
+                client.cancel(pending, force=True)
+            except Exception:  # noqa: BLE001 - best effort while shutting down
+                pass
+        if failures and not finished:
+            try:
+                write_failures_csv(out / FAILURES_NAME, failures)
+            except OSError:
+                pass
+        manifest.close()
+        if client is not None and owns_client:
+            try:
+                client.close(timeout=10)
+            except Exception:  # noqa: BLE001
+                pass
+        if cluster is not None:
+            try:
+                cluster.close(timeout=20)
+            except Exception:  # noqa: BLE001
+                pass
+        lock.unlink(missing_ok=True)
+
+
+def run_batch_sync(*args: Any, **kwargs: Any) -> BatchSummary:
+    """Plain-call form of :func:`run_batch` (no progress events); same arguments."""
+    gen = run_batch(*args, **kwargs)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value

@@ -1,0 +1,406 @@
+"""Work done for one batch item, in a Dask worker (or in the calling process).
+
+:func:`run_item` is the function submitted to Dask for every item. It
+computes the input checksum, returns ``"skipped"`` when it equals the checksum
+the manifest recorded for the item, otherwise runs the task (segment, track,
+autolabel), writes the outputs atomically and returns their paths. It never
+raises: any error becomes a ``"failed"`` result with a one-line reason, so a
+bad file never stops a batch.
+
+Models are loaded once per worker process (:func:`get_model` keeps the last
+loaded model, keyed by path, modification time and device), not per item.
+Inside a task Dask runs single-threaded (``scheduler="synchronous"``) so that
+lazy Zarr reads never submit tasks back to the cluster.
+
+Output layout under ``OUT`` (``<stem>`` = the input path relative to the input
+root, without its suffix):
+
+- segment: ``labels/<stem>.tif`` (Zarr input: ``labels/<stem>.zarr``, one
+  frame written per task), ``shards/objects/<key>.csv``, ``shards/counts/<key>.csv``;
+- track: ``tracks_labels/<stem>.tif`` (objects carry their track id),
+  ``shards/tracks/<key>.csv``, ``shards/counts/<key>.csv`` and, when a model
+  segments the images first, ``labels/<stem>.tif``;
+- autolabel: as segment, labels made by the classical fluorescence pipeline.
+
+Every table shard has an ``image`` column (the input path relative to the
+input root) so that the merged tables say where each row came from.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from .manifest import sha256_array, sha256_file, sha256_tree
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One unit of batch work.
+
+    Attributes
+    ----------
+    key : unique id, also the shard file name: the input path relative to the
+        input root without suffix (``plate1/A01``); frames of a Zarr stack are
+        ``<stem>.zarr/t000012``.
+    source : absolute path of the input file or Zarr store.
+    stem : input path relative to the input root, without suffix (names the outputs).
+    image : input path relative to the input root, with suffix (the tables' ``image`` column).
+    frame : frame index for one frame of a Zarr (T, Y, X) stack; None for a whole input.
+    """
+
+    key: str
+    source: str
+    stem: str
+    image: str
+    frame: int | None = None
+
+    @property
+    def is_zarr(self) -> bool:
+        from ..io.images import image_kind
+
+        return image_kind(self.source) == "zarr"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What to do with every item (sent to the workers with each item; small).
+
+    Attributes
+    ----------
+    task : ``"segment"``, ``"track"`` or ``"autolabel"``.
+    out : absolute path of the output folder.
+    model : model file (segment; optional for track: segment the images first).
+    params : keyword arguments of the task function (see :func:`napari_microseg.batch.runner.run_batch`).
+    device : torch device for the model (``"auto"``, ``"cpu"``, ``"cuda"``...).
+    threads : torch CPU threads per worker (None: leave torch's setting).
+    label_dtype : dtype of Zarr label outputs (``uint32``; ``uint8`` for multiclass models).
+    """
+
+    task: str
+    out: str
+    model: str | None = None
+    params: dict = field(default_factory=dict)
+    device: str = "auto"
+    threads: int | None = None
+    label_dtype: str = "uint32"
+
+
+# ----------------------------------------------------------------------------- per-worker state
+_MODELS: dict = {}
+
+
+def get_model(path: str, device: str = "auto") -> Any:
+    """Load a model file once per process; later calls with the same file (path, mtime, size) and device reuse it."""
+    from ..io.models import load_model
+
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_mtime_ns, st.st_size, device)
+    model = _MODELS.get(key)
+    if model is None:
+        _MODELS.clear()  # keep one model per worker: memory stays bounded
+        model = load_model(path, device=device)
+        _MODELS[key] = model
+    return model
+
+
+def _set_threads(threads: int | None) -> None:
+    if not threads:
+        return
+    import torch
+
+    if torch.get_num_threads() != int(threads):
+        torch.set_num_threads(int(threads))
+
+
+def _worker_name() -> str:
+    try:
+        from distributed import get_worker
+
+        return f"{get_worker().address} pid {os.getpid()}"
+    except (ImportError, ValueError):
+        return f"local pid {os.getpid()}"
+
+
+def failure_reason(err: BaseException, limit: int = 500) -> str:
+    """One-line reason for a failed item: the message of a :class:`MicrosegError`, else ``Type: message`` and where."""
+    from ..errors import MicrosegError
+
+    if isinstance(err, MicrosegError):
+        text = str(err)
+    else:
+        text = f"{type(err).__name__}: {err}"
+        tb = traceback.extract_tb(err.__traceback__)
+        if tb:
+            frame = tb[-1]
+            text += f" (at {Path(frame.filename).name}:{frame.lineno})"
+    text = " ".join(text.split())
+    return text[:limit]
+
+
+# ----------------------------------------------------------------------------- inputs
+def read_zarr_frame(item: BatchItem) -> np.ndarray:
+    """Frame ``item.frame`` of a Zarr (T, Y, X) stack as a numpy array (read synchronously)."""
+    from ..io.images import read_image
+
+    data = read_image(item.source).data
+    if data.ndim != 3:
+        raise InputError(f"{item.image}: expected a (T,Y,X) stack for per-frame work, got shape {tuple(data.shape)}")
+    if not 0 <= item.frame < data.shape[0]:
+        raise InputError(f"{item.image}: frame {item.frame} does not exist (stack has {data.shape[0]} frames)")
+    return np.asarray(data[item.frame].compute(scheduler="synchronous"))
+
+
+def item_checksum(item: BatchItem) -> tuple[str, np.ndarray | None]:
+    """Checksum of an item's input and, for Zarr frames, the frame that was hashed (reused by the task).
+
+    Files: sha256 of the bytes. Zarr stores read whole: sha256 over all files
+    of the store. Zarr frames: sha256 of the decoded frame (dtype, shape, bytes).
+    """
+    if item.frame is not None:
+        frame = read_zarr_frame(item)
+        return sha256_array(frame), frame
+    path = Path(item.source)
+    if not path.exists():
+        raise InputError(f"{item.image}: no such file or folder")
+    if path.is_dir():
+        return sha256_tree(path), None
+    return sha256_file(path), None
+
+
+def _read_whole(item: BatchItem) -> Any:
+    """The whole input: numpy for files, a lazy dask array for Zarr stores."""
+    from ..io.images import read_image
+
+    return read_image(item.source).data
+
+
+# ----------------------------------------------------------------------------- writers
+def _write_shard(out: Path, kind: str, item: BatchItem, table: pd.DataFrame) -> str:
+    from ..io.tables import write_csv
+
+    table = table.copy()
+    table["image"] = item.image
+    rel = f"shards/{kind}/{item.key}.csv"
+    write_csv(out / rel, table)  # full precision; the merged tables round like the single-image CLI
+    return rel
+
+
+def _write_labels_tiff(out: Path, rel: str, labels: Any) -> str:
+    from ..io.images import write_tiff
+
+    write_tiff(out / rel, np.asarray(labels), overwrite=True)
+    return rel
+
+
+def _frame_tables(objects: pd.DataFrame, counts: pd.DataFrame, t: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    objects = objects.copy()
+    counts = counts.copy()
+    if "t" in objects.columns:
+        objects["t"] = int(t)
+    if "t" in counts.columns:
+        counts["t"] = int(t)
+    return objects, counts
+
+
+def _segment_params(spec: TaskSpec) -> dict:
+    keys = ("tile", "overlap", "batch_size", "threshold", "min_size", "max_size", "fill_holes", "remove_border")
+    kw = {k: spec.params[k] for k in keys if k in spec.params}
+    kw["keep_probabilities"] = False
+    return kw
+
+
+def _labels_into_zarr_store(out: Path, rel: str, make: Callable[[Any], Any], shape: tuple, dtype: str) -> Any:
+    """Run ``make(zarr_array)`` on a new store in a temporary folder, then rename it to ``out/rel``."""
+    import zarr
+
+    target = out / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        chunks = tuple([1] * (len(shape) - 2)) + (min(shape[-2], 2048), min(shape[-1], 2048))
+        arr = zarr.open_array(str(tmp / "store"), mode="w", shape=shape, chunks=chunks, dtype=dtype)
+        result = make(arr)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp / "store", target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+def write_zarr_frame(out: Path, rel: str, t: int, labels: np.ndarray) -> None:
+    """Write one frame into the batch's Zarr label store (chunks never span frames; each chunk write is atomic)."""
+    import zarr
+
+    arr = zarr.open_array(str(out / rel), mode="r+")
+    if tuple(arr.shape[1:]) != tuple(labels.shape):
+        raise InputError(f"{rel}: frame shape {labels.shape} does not fit the label store {tuple(arr.shape)}")
+    arr[t] = labels.astype(arr.dtype, copy=False)
+
+
+# ----------------------------------------------------------------------------- tasks
+def segment_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> dict:
+    """Segment one image, stack or Zarr frame with ``spec.model``; write labels and table shards."""
+    from ..inference.segment import segment
+
+    out = Path(spec.out)
+    loaded = get_model(spec.model, spec.device)
+    kw = _segment_params(spec)
+    if frame is not None:  # one frame of a Zarr stack
+        result = segment(loaded, frame, **kw)
+        rel = f"labels/{item.stem}.zarr"
+        write_zarr_frame(out, rel, item.frame, np.asarray(result.labels))
+        objects, counts = _frame_tables(result.objects, result.counts, item.frame)
+    elif item.is_zarr:  # a whole Zarr store (2D image or a stack read as one item): written chunk by chunk
+        data = _read_whole(item)
+        rel = f"labels/{item.stem}.zarr"
+        result = _labels_into_zarr_store(out, rel, lambda arr: segment(loaded, data, out=arr, **kw),
+                                         tuple(data.shape), spec.label_dtype)
+        objects, counts = result.objects, result.counts
+    else:
+        data = _read_whole(item)
+        result = segment(loaded, data, **kw)
+        rel = _write_labels_tiff(out, f"labels/{item.stem}.tif", result.labels)
+        objects, counts = result.objects, result.counts
+    return {"labels": rel, "objects": _write_shard(out, "objects", item, objects),
+            "counts": _write_shard(out, "counts", item, counts)}
+
+
+def autolabel_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> dict:
+    """Auto-label one fluorescence image (or each frame of a stack / one Zarr frame); write labels and shards."""
+    from ..measure.counts import count_objects
+    from ..measure.tables import object_table
+
+    fn = autolabel_function()
+    out = Path(spec.out)
+    kw = dict(spec.params.get("autolabel", {}))
+    if frame is not None:
+        labels = np.asarray(fn(frame, **kw))
+        rel = f"labels/{item.stem}.zarr"
+        write_zarr_frame(out, rel, item.frame, labels)
+        objects = object_table(labels, frame, t_offset=item.frame)
+        counts = count_objects(labels)
+        counts["t"] = item.frame
+    else:
+        data = np.asarray(_read_whole(item))
+        if data.ndim == 2:
+            labels = np.asarray(fn(data, **kw))
+        elif data.ndim == 3:
+            labels = np.stack([np.asarray(fn(data[t], **kw)) for t in range(data.shape[0])])
+        else:
+            raise InputError(f"{item.image}: expected a (Y,X) image or (T,Y,X) stack, got shape {data.shape}")
+        suffix = ".zarr" if item.is_zarr else ".tif"
+        rel = f"labels/{item.stem}{suffix}"
+        if item.is_zarr:
+            from ..io.images import write_zarr
+
+            write_zarr(out / rel, labels, overwrite=True)
+        else:
+            _write_labels_tiff(out, rel, labels)
+        objects = object_table(labels, data)
+        counts = count_objects(labels)
+    return {"labels": rel, "objects": _write_shard(out, "objects", item, objects),
+            "counts": _write_shard(out, "counts", item, counts)}
+
+
+def track_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> dict:
+    """Track one (T, Y, X) label stack (or segment an image stack with ``spec.model`` first); write tracks and shards."""
+    from ..tracking.export import counts_table
+    from ..tracking.track import run_tracking
+
+    if frame is not None:
+        raise InputError(f"{item.image}: tracking needs the whole stack, not one frame")
+    out = Path(spec.out)
+    data = np.asarray(_read_whole(item))
+    data = np.squeeze(data)
+    if data.ndim != 3:
+        raise InputError(f"{item.image}: tracking needs a (T,Y,X) stack, got shape {data.shape}")
+    outputs: dict[str, str] = {}
+    if spec.model:
+        from ..inference.segment import segment
+
+        loaded = get_model(spec.model, spec.device)
+        labels = np.asarray(segment(loaded, data, measure=False, **_segment_params(spec)).labels)
+        image = data
+        outputs["labels"] = _write_labels_tiff(out, f"labels/{item.stem}.tif", labels)
+    else:
+        if data.dtype.kind not in "ui":
+            raise InputError(f"{item.image}: tracking needs integer labels, got dtype {data.dtype} "
+                             "(give a model to segment images first)")
+        labels, image = data, None
+    kw = {k: spec.params[k] for k in ("config", "max_search_radius", "update_method", "optimize", "stage_shift")
+          if k in spec.params}
+    result = run_tracking(labels, image, **kw)
+    relabelled = result.relabelled
+    dtype = np.uint16 if len(result.table) == 0 or result.table["track_id"].max() <= 65535 else np.int32
+    outputs["tracks_labels"] = _write_labels_tiff(out, f"tracks_labels/{item.stem}.tif", relabelled.astype(dtype))
+    outputs["tracks"] = _write_shard(out, "tracks", item, result.table)
+    outputs["counts"] = _write_shard(out, "counts", item, counts_table(result, n_frames=labels.shape[0]))
+    return outputs
+
+
+def autolabel_function() -> Callable:
+    """The fluorescence auto-labeller, or InputError when it is not part of the package yet."""
+    try:
+        from ..autolabel.fluorescence import autolabel_fluorescence
+    except ImportError:
+        raise InputError("batch autolabel is not available yet: napari_microseg.autolabel.fluorescence "
+                         "is missing from this installation") from None
+    return autolabel_fluorescence
+
+
+#: task name -> function(item, spec, zarr_frame_or_None) -> {output kind: path relative to OUT}
+TASK_FUNCTIONS: dict[str, Callable[[BatchItem, TaskSpec, Any], dict]] = {
+    "segment": segment_item,
+    "track": track_item,
+    "autolabel": autolabel_item,
+}
+
+#: tasks whose Zarr (T,Y,X) inputs are split into one item per frame
+PER_FRAME_TASKS = {"segment", "autolabel"}
+
+
+def run_item(item: BatchItem, spec: TaskSpec, expected_checksum: str | None = None) -> dict:
+    """Process one item; never raises. Returns a manifest-ready record.
+
+    Parameters
+    ----------
+    item, spec : what and how.
+    expected_checksum : checksum recorded by an earlier run for this item; when
+        the input still has it, the item is skipped (``status="skipped"``).
+
+    Returns
+    -------
+    dict with ``key, input, frame, status ("done", "skipped" or "failed"),
+    checksum, outputs ({kind: path relative to OUT}), reason, seconds, worker``.
+    """
+    import dask
+
+    start = time.perf_counter()
+    record: dict[str, Any] = {"key": item.key, "input": item.source, "frame": item.frame, "status": "failed",
+                              "checksum": None, "outputs": {}, "reason": "", "worker": _worker_name()}
+    try:
+        with dask.config.set(scheduler="synchronous"):
+            checksum, frame = item_checksum(item)
+            record["checksum"] = checksum
+            if expected_checksum is not None and checksum == expected_checksum:
+                record["status"] = "skipped"
+            else:
+                _set_threads(spec.threads)
+                record["outputs"] = TASK_FUNCTIONS[spec.task](item, spec, frame)
+                record["status"] = "done"
+    except Exception as err:  # noqa: BLE001 - a failed item is recorded, the batch goes on
+        record["reason"] = failure_reason(err)
+    record["seconds"] = round(time.perf_counter() - start, 4)
+    return record

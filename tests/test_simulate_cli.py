@@ -1,0 +1,90 @@
+"""``microseg simulate ...`` writes the promised files (run in-process via cli.main)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from napari_microseg.cli import main
+
+
+def test_nuclei_timelapse(tmp_path):
+    out = tmp_path / "nuc"
+    assert main(["simulate", "nuclei", "--out", str(out), "--seed", "4", "--frames", "5", "--shape", "96", "96", "--nuclei", "8"]) == 0
+    fl = tifffile.imread(out / "fluorescence.tif")
+    ph = tifffile.imread(out / "phase.tif")
+    lab = tifffile.imread(out / "labels.tif")
+    assert fl.shape == ph.shape == lab.shape == (5, 96, 96) and lab.dtype == np.uint16
+    tracks = pd.read_csv(out / "tracks.csv")
+    assert list(tracks.columns[:5]) == ["track_id", "t", "y", "x", "parent_track_id"]
+    for t in range(5):
+        assert set(tracks[tracks.t == t].track_id) == set(np.unique(lab[t])) - {0}
+    params = json.loads((out / "params.json").read_text())
+    assert params["domain"] == "nuclei" and params["seed"] == 4 and params["simulation"]["n_frames"] == 5
+    # the same seed reproduces the files; the folder is protected against overwriting
+    assert main(["simulate", "nuclei", "--out", str(out), "--seed", "4", "--frames", "5", "--shape", "96", "96", "--nuclei", "8"]) == 2
+    assert main(["simulate", "nuclei", "--out", str(out), "--seed", "4", "--frames", "5", "--shape", "96", "96", "--nuclei", "8", "--overwrite"]) == 0
+    assert np.array_equal(tifffile.imread(out / "labels.tif"), lab)
+
+
+def test_nuclei_training_images(tmp_path, capsys):
+    assert main(["simulate", "nuclei", "--mode", "images", "--n", "3", "--out", str(tmp_path), "--shape", "64", "64"]) == 0
+    table = pd.read_csv(tmp_path / "images.csv")
+    assert len(table) == 3
+    img = tifffile.imread(tmp_path / table.image[0])
+    lab = tifffile.imread(tmp_path / table.labels[0])
+    assert img.shape == lab.shape == (64, 64)
+    assert "3/3" in capsys.readouterr().err  # the text progress bar
+
+
+def test_response_balanced(tmp_path):
+    assert main(["simulate", "response", "--n", "12", "--out", str(tmp_path), "--seed", "2"]) == 0
+    cls = pd.read_csv(tmp_path / "classes.csv")
+    assert len(cls) == 12 and cls.is_good.sum() == 6
+    img = tifffile.imread(tmp_path / cls.image[1])
+    assert img.dtype == np.uint16
+    area = tifffile.imread(tmp_path / "integration" / cls.image[1].split("/")[-1])
+    assert area.sum() == 29 * 30
+    assert main(["simulate", "response", "--n", "2", "--out", str(tmp_path / "x"), "--kind", "smudge"]) == 2
+    assert not (tmp_path / "x").exists()
+
+
+def test_liposomes(tmp_path):
+    assert main(["simulate", "liposomes", "--n", "2", "--out", str(tmp_path), "--shape", "128", "128", "--particles", "5"]) == 0
+    cls = pd.read_csv(tmp_path / "classes.csv")
+    assert {"image", "label", "lamellarity", "encapsulation"} <= set(cls.columns)
+    for name, g in cls.groupby("image"):
+        lab = tifffile.imread(tmp_path / name.replace("images/", "labels/"))
+        assert set(g.label) == set(np.unique(lab)) - {0}
+
+
+def test_nanoparticles(tmp_path):
+    assert main(["simulate", "nanoparticles", "--n", "30", "--views", "2", "--task", "chirality", "--out", str(tmp_path), "--renders", "4"]) == 0
+    prof = tifffile.imread(tmp_path / "profiles.tif")
+    assert prof.shape == (30, 2, 32)
+    cls = pd.read_csv(tmp_path / "classes.csv")
+    assert set(cls["class"]) == {"clockwise", "anticlockwise"}
+    assert tifffile.imread(tmp_path / "renders.tif").shape == (4, 128, 128)
+
+
+def test_ccd(tmp_path):
+    from astropy.io import fits
+
+    assert main(["simulate", "ccd", "--n", "2", "--balanced", "--out", str(tmp_path), "--shape", "64", "64"]) == 0
+    cls = pd.read_csv(tmp_path / "classes.csv")
+    assert len(cls) == 2
+    with fits.open(tmp_path / cls.image[0]) as h:
+        data = h[0].data
+        assert h[0].header["BUNIT"] == "ADU"
+    classes = tifffile.imread(tmp_path / cls.classes[0])
+    assert data.shape == classes.shape == (64, 64)
+    assert abs(np.mean(data[classes == 0]) - 8800) < 20
+
+
+def test_bad_input_exits_2(tmp_path):
+    assert main(["simulate", "ccd", "--out", str(tmp_path / "a"), "--n", "0"]) == 2
+    assert main(["simulate", "nuclei", "--out", str(tmp_path / "b"), "--frames", "0"]) == 2
+    with pytest.raises(SystemExit):
+        main(["simulate", "bogus", "--out", str(tmp_path)])
