@@ -20,8 +20,8 @@ def _viewer_with_sample(make_napari_viewer):
 
 
 def _small_config(widget, tmp_path, epochs=2):
-    widget.image_layer.value = "DSB2018 nuclei"
-    widget.labels_layer.value = "DSB2018 nuclei labels"
+    widget.image_layer.value = ["DSB2018 nuclei"]
+    widget.labels_layer.value = ["DSB2018 nuclei labels"]
     widget.patch.value = 64
     widget.epochs.value = epochs
     widget.patches_per_epoch.value = 16
@@ -109,10 +109,13 @@ def test_bad_inputs_give_messages(make_napari_viewer, qtbot, tmp_path):
     viewer.add_image(np.random.rand(64, 64).astype(np.float32), name="img")
     viewer.add_labels(np.zeros((64, 64), np.uint16), name="empty")
     viewer.add_labels(np.ones((32, 32), np.uint16), name="small")
-    widget.image_layer.value = "img"
-    widget.labels_layer.value = "empty"
+    widget.image_layer.value = ["img"]
+    widget.labels_layer.value = ["empty"]
     assert widget.train() is None
     assert "empty" in widget.status.text()
-    widget.labels_layer.value = "small"
+    widget.labels_layer.value = ["small"]
     assert widget.train() is None
     assert "does not match" in widget.status.text()
+    widget.labels_layer.value = ["small", "empty"]
+    assert widget.train() is None
+    assert "one labels layer per image" in widget.status.text()

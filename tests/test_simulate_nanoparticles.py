@@ -39,7 +39,6 @@ def test_hole_conserves_mass():
         assert len(holed) == 2 and polygon_area(holed[1]) > 0.01
         assert abs(_net_area(holed) / _net_area(solid) - 1) < 0.01
         x = np.linspace(-2.5, 2.5, 400)
-        dx = x[1] - x[0]
         assert abs(project(holed, x).sum() / project(solid, x).sum() - 1) < 0.01
 
 

@@ -566,6 +566,7 @@ def run_batch(
                 counts["skipped"] += 1
                 return
             rec["settings"] = settings_hash
+            rec["time"] = utc_now()
             if status == "done":
                 counts["processed"] += 1
                 processed_seconds += float(rec.get("seconds") or 0)

@@ -263,7 +263,10 @@ def segment_image(
 
     for t in range(n_frames):
         frame = image[t] if stack else image
-        probs = np.zeros((k, h, w), prob_dtype)
+        if probs_all is not None:  # predict straight into the returned array
+            probs = probs_all[t] if stack else probs_all
+        else:
+            probs = np.zeros((k, h, w), prob_dtype)
         gen = predict_tiled_iter(frame, fn, k, tile=tile, overlap=overlap, batch_size=batch_size, out=probs,
                                  transform=lambda band, _t, t=t: transform(band, t))
         while True:
@@ -272,11 +275,6 @@ def segment_image(
             except StopIteration:
                 break
             yield Progress(t * per_frame_tiles + ev.done, total, f"frame {t + 1}/{n_frames}" if stack else "tiles")
-        if probs_all is not None:
-            if stack:
-                probs_all[t] = probs
-            else:
-                probs_all[...] = probs
         lab = postprocess.probabilities_to_labels(probs, mode, threshold=threshold, min_size=min_size,
                                                   max_size=max_size, fill_holes=fill_holes,
                                                   remove_border=remove_border, **three_kw)

@@ -248,3 +248,31 @@ def check_image_array(image: Any, name: str = "image", ndims: tuple[int, ...] = 
             raise InputError(f"{name}: contains NaN or infinite values")
         if image.size and image.min() == image.max():
             raise InputError(f"{name}: all pixels have the same value ({image.flat[0]}); nothing to see")
+
+
+def parse_fits_section(section: str) -> tuple[slice, slice]:
+    """Parse a FITS section string ``"[x1:x2,y1:y2]"`` (1-based, inclusive) into numpy (row, column) slices."""
+    text = section.strip().strip("[]")
+    try:
+        xpart, ypart = text.split(",")
+        x1, x2 = (int(v) for v in xpart.split(":"))
+        y1, y2 = (int(v) for v in ypart.split(":"))
+    except ValueError as err:
+        raise InputError(f"cannot parse FITS section {section!r} (expected '[x1:x2,y1:y2]')") from err
+    return slice(min(y1, y2) - 1, max(y1, y2)), slice(min(x1, x2) - 1, max(x1, x2))
+
+
+def crop_data_section(image: np.ndarray, header: dict, keys: tuple[str, ...] = ("TRIMSEC", "DATASEC")) -> tuple[np.ndarray, tuple[slice, slice] | None]:
+    """Crop a CCD frame to its light-sensitive area, removing overscan/prescan.
+
+    Uses the first of ``keys`` found in the FITS ``header`` (standard
+    ``TRIMSEC``/``DATASEC`` cards, ``"[x1:x2,y1:y2]"``). Returns the cropped
+    (Y, X) view and the (row, column) slices used, or the image unchanged and
+    None when the header names no section (crop by hand then, e.g.
+    ``image[:, 8:-8]``).
+    """
+    for key in keys:
+        if key in header and isinstance(header[key], str):
+            rows, cols = parse_fits_section(header[key])
+            return image[..., rows, cols], (rows, cols)
+    return image, None

@@ -144,6 +144,7 @@ def simulate_liposome_image(
         R = rng.uniform(r_lo, r_hi)
         if lam == "multilamellar":
             R = max(R, r_lo + 8)
+        R = min(R, 0.45 * min(ny, nx))
         overlap_wanted = lam == "uncertain" and placed and rng.random() < 0.6
         ok = False
         for _attempt in range(40):

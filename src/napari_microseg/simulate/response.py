@@ -292,7 +292,9 @@ def simulate_response_image(
         signal = moyal_signal()
         if kind == "saturated":
             # the peak is taken inside the integration area, so the saturation spoils the quantification
-            signal = signal / max(float(signal[integration].max()), 1e-9)
+            # (measured as the stripes filter will see it)
+            seen = ndi.correlate1d(signal, _stripes_kernel(stripes_sigma_x), axis=1, mode="reflect")
+            signal = signal / max(float(seen[integration].max()), 1e-9)
         signal = signal * peak
         draws["signal_peak"] = peak
     ref = max(float(signal.max()), 20 * noise_sd, 2000.0)
@@ -326,7 +328,7 @@ def simulate_response_image(
             seg = np.hypot(*np.diff(curve, axis=0).T)
             if (seg * inside[1:]).sum() >= 10:
                 break
-        comp = _spikes_along(curve, yy, xx, rng, 1.0)
+        comp = _spikes_along(curve, yy, xx, rng, 1.0, spacing=0.6)
         artefact = rng.uniform(lo, hi) * ref * comp
         artefact_mask = comp >= 0.1
         draws["fiber_scale"] = scale
@@ -365,7 +367,6 @@ def simulate_response_image(
         draws["stop_peak"] = peak
     # dark spots: multiplicative, on signal images only
     combined = background * edges * bed_factor + signal + artefact
-    combined = np.minimum(combined, 65535.0)
     if kind == "dark_spot":
         floor = float(combined.min())
         dip = np.zeros((ny, nx))
@@ -378,7 +379,8 @@ def simulate_response_image(
         artefact_mask = (dip >= 0.1) & integration
         draws["n_dark_spots"] = n
         draws["min_before_dark_spot"] = floor
-    # stripes: 3x1 Gaussian along x, applied last
+    # stripes: 3x1 Gaussian along x, applied last; then the 16-bit range clips
+    # (saturation is a detector limit, so it acts after the stripes)
     image = ndi.correlate1d(combined, kernel, axis=1, mode="reflect")
     image = np.clip(np.rint(image), 0, 65535).astype(np.uint16)
     if kind == "saturated":

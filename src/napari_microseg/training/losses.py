@@ -127,9 +127,15 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, a
 def class_weights_from_frequencies(frequencies: Sequence[float], max_weight: float = 50.0) -> list[float]:
     """Inverse-frequency class weights, normalised so the annotated pixels' mean weight is 1.
 
-    ``w_c = 1 / f_c``, scaled so that ``sum_c f_c w_c = 1``... then clipped to at most
-    ``max_weight`` times the smallest weight. Classes absent from the data get the largest weight.
-    Rarest classes get the largest weights (as in METHODS [C]).
+    ``w_c = 1 / f_c``, clipped to at most ``max_weight`` times the smallest weight, then
+    scaled so that ``sum_c f_c w_c = 1`` (the loss keeps the scale of the unweighted one).
+    Classes absent from the data get the largest weight. Rarest classes are weighted most
+    (as in METHODS [C]).
+
+    Parameters
+    ----------
+    frequencies : fraction of annotated pixels per class, shape ``(K,)``.
+    max_weight : cap on the ratio of largest to smallest weight.
     """
     f = np.asarray(frequencies, dtype=np.float64)
     present = f > 0

@@ -131,6 +131,9 @@ class MicrosegDock(QWidget):
         def errored(err: Exception) -> None:
             if isinstance(err, MicrosegError):
                 self.show_error(str(err))
+            elif "out of memory" in str(err).lower():
+                self.show_error("The GPU ran out of memory: lower the patch size or batch size, "
+                                "or choose device 'cpu' (slower, but it fits) and run again.")
             else:
                 traceback.print_exception(err)
                 self.show_error(f"{type(err).__name__}: {err}")

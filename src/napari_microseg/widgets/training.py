@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, PushButton, Select, SpinBox
 
 from ..errors import InputError
 from ._base import MicrosegDock, layer_names, unique_layer_name
@@ -44,8 +44,10 @@ class TrainingWidget(MicrosegDock):
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__(napari_viewer)
-        self.image_layer = ComboBox(label="image", choices=self._image_choices)
-        self.labels_layer = ComboBox(label="labels", choices=self._labels_choices)
+        self.image_layer = Select(label="image(s)", choices=self._image_choices,
+                                  tooltip="one or several image layers; 2-D images or (T, Y, X) stacks")
+        self.labels_layer = Select(label="labels", choices=self._labels_choices,
+                                   tooltip="one labels layer per image, in the same order; in a stack, unpainted frames are skipped")
         self.preset = ComboBox(label="preset", choices=["small", "n", "c"], value="small",
                                tooltip="small: fast CPU default; n: [N] 64-filter U-Net; c: [C] CCD U-Net")
         self.output_mode = ComboBox(label="output", choices=["three_class", "binary", "multiclass"], value="three_class",
@@ -103,6 +105,25 @@ class TrainingWidget(MicrosegDock):
         self.labels_layer.reset_choices()
 
     # -- training -----------------------------------------------------------
+    def training_pairs(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Copies of the chosen (image, labels) layer pairs, checked; InputError with a clear message otherwise."""
+        image_names, label_names = list(self.image_layer.value), list(self.labels_layer.value)
+        if not image_names or not label_names:
+            raise InputError("Choose an image layer and a labels layer (paint a few objects in a Labels layer).")
+        if len(image_names) != len(label_names):
+            raise InputError(f"choose one labels layer per image: {len(image_names)} image(s), {len(label_names)} labels layer(s)")
+        images, labels = [], []
+        for image_name, label_name in zip(image_names, label_names):
+            image = np.asarray(self.viewer.layers[image_name].data)
+            label = np.asarray(self.viewer.layers[label_name].data).copy()
+            try:
+                check_training_layers(image, label, bool(self.sparse.value))
+            except InputError as err:
+                raise InputError(f"{label_name}: {err}") from None
+            images.append(image)
+            labels.append(label)
+        return images, labels
+
     def config(self) -> dict:
         """The TrainConfig (dict form) from the form's values."""
         return {
@@ -113,7 +134,7 @@ class TrainingWidget(MicrosegDock):
             "background_value": int(self.background_id.value) if self.sparse.value else None,
             # leave one core to the GUI thread so the window stays responsive
             "num_threads": max(1, (os.cpu_count() or 2) - 1),
-            "data_description": f"napari layers: {self.image_layer.value} + {self.labels_layer.value}",
+            "data_description": "napari layers: " + ", ".join(f"{i} + {lab}" for i, lab in zip(self.image_layer.value, self.labels_layer.value)),
         }
 
     def train(self, *_: Any) -> Any:
@@ -121,13 +142,8 @@ class TrainingWidget(MicrosegDock):
         if self.busy:
             self.show_error("Already running: press Stop first.")
             return None
-        if not self.image_layer.value or not self.labels_layer.value:
-            self.show_error("Choose an image layer and a labels layer (paint a few objects in a Labels layer).")
-            return None
-        image = np.asarray(self.viewer.layers[self.image_layer.value].data)
-        labels = np.asarray(self.viewer.layers[self.labels_layer.value].data).copy()
         try:
-            check_training_layers(image, labels, bool(self.sparse.value))
+            images, labels = self.training_pairs()
         except InputError as err:
             self.show_error(str(err))
             return None
@@ -141,7 +157,7 @@ class TrainingWidget(MicrosegDock):
         def make_generator():
             from ..training.trainer import train  # torch is imported in the worker, not on the GUI thread
 
-            return train(cfg, (image, labels), out_path=out_path, resume=resume, stop_event=stop_event)
+            return train(cfg, (images, labels), out_path=out_path, resume=resume, stop_event=stop_event)
 
         return self.start(make_generator, self._finished, on_event=self._on_event, label="training")
 
@@ -170,6 +186,11 @@ class TrainingWidget(MicrosegDock):
         self.stop_event = None
         self.result = result
         self.model_path = result.model_path
+        if result.model_path:
+            from .segmentation import RECENT_MODELS
+
+            if result.model_path not in RECENT_MODELS:
+                RECENT_MODELS.insert(0, result.model_path)
         self.plot.refresh()
         best = f"{result.best_value:.4f}" if result.best_value is not None else "-"
         self.show_message(
@@ -187,7 +208,7 @@ class TrainingWidget(MicrosegDock):
         if not self.image_layer.value:
             self.show_error("Choose an image layer.")
             return None
-        layer = self.viewer.layers[self.image_layer.value]
+        layer = self.viewer.layers[self.image_layer.value[0]]
         data = layer.data
         t = int(self.viewer.dims.current_step[0]) if data.ndim == 3 else None
         frame = np.asarray(data[t] if t is not None else data)

@@ -1,0 +1,280 @@
+"""``microseg autolabel``: labels without a network.
+
+``microseg autolabel fluorescence --stain FILE [--target FILE] --out DIR [--tile 512 --qc]``
+    auto-labels nuclei in a nuclear-stain image ([N]: CLAHE, local Otsu, fill
+    holes, watershed split, size filter, border clearing) and writes
+    ``OUT/labels.tif``. With ``--target`` (phase contrast / bright field of the
+    same field) it checks the registration, cuts (target, labels) tiles at
+    identical positions into ``OUT/tiles/`` and lists them in ``OUT/tiles.csv``;
+    ``--qc`` applies the [N] data-set filter (drop the 25 % of tiles with the
+    fewest nucleus pixels and tiles with > 50 % foreground) and writes
+    ``OUT/qc.csv``; dropped tiles are not written unless ``--keep-dropped``.
+    Stacks (T, Y, X) are labelled and tiled frame by frame.
+
+``microseg autolabel ccd --input FITS --out DIR``
+    per-pixel class map of a CCD frame in ADC ([C]: 0 background, 1 glowing,
+    2 hot pixel, 3 cluster) by robust thresholds and shape rules; writes
+    ``OUT/classes.tif``, ``OUT/clusters.csv`` (label, y, x, size_px, charge_adc,
+    peak_adc), ``OUT/class_fractions.csv`` and ``OUT/params.json``.
+
+Images: TIFF, FITS, Zarr (and PNG / JPEG via scikit-image). Existing outputs
+are never replaced without ``--overwrite``. No randomness is involved, so there is
+no ``--seed``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+PLAIN_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+def _pair(text: str) -> tuple[float, float]:
+    try:
+        a, b = (float(v) for v in text.replace("x", ",").split(","))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected two numbers 'A,B', got {text!r}") from err
+    return a, b
+
+
+def _taps(text: str):
+    if text == "auto":
+        return "auto"
+    try:
+        r, c = (int(v) for v in text.lower().replace("x", ",").split(","))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"--taps: 'auto' or 'RxC' (e.g. 2x2), got {text!r}") from err
+    return (r, c)
+
+
+def _columns(text: str) -> list[int]:
+    cols: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if "-" in part[1:]:
+                a, b = part.split("-", 1) if not part.startswith("-") else (part, part)
+                cols.extend(range(int(a), int(b) + 1))
+            else:
+                cols.append(int(part))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"--exclude-columns: comma-separated indices or ranges like 0-3, got {text!r}") from err
+    return cols
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("autolabel", help="auto-label nuclei from a stain, or classify CCD pixels by thresholds",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    kinds = p.add_subparsers(dest="kind", metavar="KIND")
+    kinds.required = True
+
+    f = kinds.add_parser("fluorescence", help="nuclei labels from a nuclear stain (+ training tile pairs)",
+                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    f.add_argument("--stain", required=True, help="nuclear-stain image (Y, X) or stack (T, Y, X)")
+    f.add_argument("--target", default=None, help="phase / bright-field image of the same field (same shape): write tile pairs")
+    f.add_argument("--out", required=True, help="output folder")
+    f.add_argument("--tile", type=int, default=512, help="tile size in px (default 512, clipped to the image)")
+    f.add_argument("--qc", action="store_true", help="apply the [N] QC filter to the tiles and write qc.csv")
+    f.add_argument("--qc-drop-lowest", type=float, default=0.25, help="QC: share of tiles with fewest nucleus pixels dropped (default 0.25)")
+    f.add_argument("--qc-max-foreground", type=float, default=0.5, help="QC: drop tiles with a larger foreground fraction (default 0.5)")
+    f.add_argument("--keep-dropped", action="store_true", help="QC: still write the dropped tiles")
+    f.add_argument("--correct-shift", action="store_true", help="shift the labels onto the target when the channels are misregistered")
+    f.add_argument("--max-shift", type=float, default=5.0, help="warn when the estimated shift exceeds this (px, default 5)")
+    f.add_argument("--clahe-kernel", type=int, default=127, help="CLAHE block size in px; 0 disables CLAHE (default 127)")
+    f.add_argument("--clahe-clip", type=float, default=3.0 / 256, help="CLAHE clip limit (default 3/256)")
+    f.add_argument("--smooth-sigma", type=float, default=1.0, help="Gaussian sigma in px (default 1)")
+    f.add_argument("--otsu-window", type=int, default=51, help="local Otsu window in px; 0 = global Otsu (default 51)")
+    f.add_argument("--threshold-bounds", type=_pair, default=(0.05, 1.0), help="clip of the local threshold, 'LOW,HIGH' (default 0.05,1.0)")
+    f.add_argument("--diameter-range", type=_pair, default=(5.0, 30.0), help="kept equivalent diameters in px, 'MIN,MAX' (default 5,30)")
+    f.add_argument("--no-fill-holes", action="store_true", help="do not fill holes")
+    f.add_argument("--no-split", action="store_true", help="do not split clumps by watershed")
+    f.add_argument("--keep-border", action="store_true", help="keep objects touching the image border")
+    f.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
+    f.set_defaults(func=run_fluorescence)
+
+    c = kinds.add_parser("ccd", help="per-pixel class map (bg/glow/hot/cluster) and cluster table of a CCD frame",
+                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("--input", required=True, help="CCD frame in ADC (FITS, TIFF or Zarr; 2-D)")
+    c.add_argument("--hdu", type=int, default=None, help="FITS HDU index (default: first with image data)")
+    c.add_argument("--out", required=True, help="output folder")
+    c.add_argument("--taps", type=_taps, default="auto", help="readout taps: 'auto' or 'RxC' grid, e.g. 2x2 (default auto)")
+    c.add_argument("--exclude-columns", type=_columns, default=None, help="columns left out (prescan/overscan), e.g. '0-7,2144-2151'")
+    c.add_argument("--seed-sigma", type=float, default=5.0, help="signal seed threshold in noise sd (default 5)")
+    c.add_argument("--grow-sigma", type=float, default=2.5, help="signal growth threshold in noise sd (default 2.5)")
+    c.add_argument("--glow-sigma", type=float, default=10.0, help="glowing column threshold in noise sd (default 10)")
+    c.add_argument("--hot-pixel-adc", type=float, default=2000.0, help="isolated pixels above this (ADC over baseline) are hot (default 2000; <0 disables)")
+    c.add_argument("--hot-min-length", type=int, default=4, help="1-px-wide straight runs at least this long are hot (default 4)")
+    c.add_argument("--cluster-max-size", type=int, default=200, help="clusters.csv keeps clusters up to this many px (default 200)")
+    c.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    c.set_defaults(func=run_ccd)
+
+
+def read_any(path: str, hdu: int | None = None) -> np.ndarray:
+    """Read an image as a numpy array: TIFF/FITS/Zarr via ``read_image``, PNG/JPEG via scikit-image."""
+    p = Path(path)
+    if p.name.lower().endswith(PLAIN_SUFFIXES):
+        if not p.exists():
+            raise InputError(f"{p}: no such file")
+        try:
+            import skimage.io
+
+            arr = np.asarray(skimage.io.imread(p))
+        except Exception as err:  # noqa: BLE001 - any decoder error is bad input
+            raise InputError(f"{p.name}: not a readable image ({err})") from err
+        if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+            arr = arr[..., :3].mean(-1).astype(np.float32)
+        return arr
+    from ..io.images import read_image
+
+    return np.asarray(read_image(p, hdu=hdu).data)
+
+
+def _prepare_out(out: Path, names: list[str], overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    if not overwrite:
+        clash = [n for n in names if (out / n).exists()]
+        if clash:
+            raise InputError(f"{out / clash[0]}: exists already (use --overwrite or another --out)")
+
+
+def run_fluorescence(args: argparse.Namespace) -> int:
+    import warnings
+
+    import pandas as pd
+
+    from ..autolabel.fluorescence import autolabel_fluorescence_iter
+    from ..autolabel.pairing import RegistrationWarning, make_training_pairs
+    from ..autolabel.qc import qc_filter
+    from ..io.atomic import atomic_write_text
+    from ..io.images import write_tiff
+    from ..io.tables import write_csv
+    from ..progress import run_with_text_progress
+
+    stain = read_any(args.stain)
+    if stain.ndim not in (2, 3):
+        raise InputError(f"{args.stain}: expected (Y, X) or (T, Y, X), got shape {stain.shape}")
+    target = None
+    if args.target:
+        target = read_any(args.target)
+        if target.shape != stain.shape:
+            raise InputError(f"--target shape {target.shape} differs from --stain shape {stain.shape}")
+    if args.tile < 1:
+        raise InputError(f"--tile must be >= 1, got {args.tile}")
+    out = Path(args.out)
+    names = ["labels.tif", "params.json"] + (["tiles.csv", "tiles"] if target is not None else []) + (["qc.csv"] if args.qc else [])
+    _prepare_out(out, names, args.overwrite)
+    kwargs = dict(
+        clahe_kernel=args.clahe_kernel or None, clahe_clip=args.clahe_clip, smooth_sigma=args.smooth_sigma or None,
+        otsu_window=args.otsu_window or None, threshold_bounds=tuple(args.threshold_bounds),
+        diameter_range=tuple(args.diameter_range), fill_holes=not args.no_fill_holes, split_clumps=not args.no_split,
+        clear_border=not args.keep_border,
+    )
+    start = time.perf_counter()
+    gen = autolabel_fluorescence_iter(stain, **kwargs)
+    if args.quiet:
+        labels = None
+        while True:
+            try:
+                next(gen)
+            except StopIteration as stop:
+                labels = stop.value
+                break
+    else:
+        labels = run_with_text_progress(gen, label="autolabel")
+    write_tiff(out / "labels.tif", labels, overwrite=True)
+    summary = {"n_objects_per_frame": [int(labels.max())] if labels.ndim == 2 else [int(f.max()) for f in labels]}
+    if target is not None:
+        frames = [(0, stain, target, labels)] if stain.ndim == 2 else [(t, stain[t], target[t], labels[t]) for t in range(stain.shape[0])]
+        tile_rows, label_tiles, target_tiles, shifts = [], [], [], []
+        for t, s, g, lab in frames:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", RegistrationWarning)
+                pairs = make_training_pairs(s, g, tile=args.tile, labels=lab, correct_shift=args.correct_shift, max_shift_px=args.max_shift)
+            for w in caught:
+                print(f"microseg autolabel: warning: frame {t}: {w.message}")
+            shifts.append({"t": t, "dy": pairs.shift[0], "dx": pairs.shift[1], "corrected": pairs.shift_applied})
+            for (y, x), gt_tile, lt in zip(pairs.positions, pairs.targets, pairs.labels):
+                tile_rows.append({"tile": len(tile_rows), "t": t, "y": int(y), "x": int(x), "height": pairs.tile_shape[0], "width": pairs.tile_shape[1]})
+                target_tiles.append(gt_tile)
+                label_tiles.append(lt)
+        table = pd.DataFrame(tile_rows)
+        if args.qc:
+            kept, qc = qc_filter(label_tiles, drop_lowest_fraction=args.qc_drop_lowest, max_foreground_fraction=args.qc_max_foreground)
+            qc = table.merge(qc, on="tile")
+            write_csv(out / "qc.csv", qc, leading=["tile", "t", "y", "x"])
+            table["kept"] = qc["kept"].to_numpy()
+        else:
+            table["kept"] = True
+        tiles_dir = out / "tiles"
+        tiles_dir.mkdir(exist_ok=True)
+        files_t, files_l = [], []
+        for i, row in table.iterrows():
+            if row["kept"] or args.keep_dropped:
+                ft, fl = f"tiles/target_{i:05d}.tif", f"tiles/labels_{i:05d}.tif"
+                write_tiff(out / ft, target_tiles[i], overwrite=True)
+                write_tiff(out / fl, label_tiles[i], overwrite=True)
+            else:
+                ft = fl = ""
+            files_t.append(ft)
+            files_l.append(fl)
+        table["target_file"] = files_t
+        table["labels_file"] = files_l
+        write_csv(out / "tiles.csv", table, leading=["tile", "t", "y", "x"])
+        summary.update({"n_tiles": len(table), "n_kept": int(table["kept"].sum()), "shifts": shifts})
+    params = {"command": "autolabel fluorescence", "stain": str(args.stain), "target": args.target, "tile": args.tile,
+              "qc": args.qc, "qc_drop_lowest": args.qc_drop_lowest, "qc_max_foreground": args.qc_max_foreground,
+              "correct_shift": args.correct_shift, "max_shift": args.max_shift, "autolabel": kwargs,
+              "seconds": round(time.perf_counter() - start, 3), **summary}
+    atomic_write_text(out / "params.json", json.dumps(params, indent=2, default=str))
+    msg = f"autolabel: {sum(summary['n_objects_per_frame'])} nuclei -> {out / 'labels.tif'}"
+    if target is not None:
+        msg += f"; {summary['n_kept']}/{summary['n_tiles']} tile pairs -> {out / 'tiles'}"
+    print(msg)
+    return 0
+
+
+def run_ccd(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from ..autolabel.ccd import CLASS_NAMES, autolabel_ccd_details, find_clusters
+    from ..io.atomic import atomic_write_text
+    from ..io.images import write_tiff
+    from ..io.tables import write_csv
+
+    image = read_any(args.input, hdu=args.hdu)
+    if image.ndim != 2:
+        raise InputError(f"{args.input}: expected a 2-D frame, got shape {image.shape}")
+    out = Path(args.out)
+    _prepare_out(out, ["classes.tif", "clusters.csv", "class_fractions.csv", "params.json"], args.overwrite)
+    start = time.perf_counter()
+    res = autolabel_ccd_details(
+        image, taps=args.taps, exclude_columns=args.exclude_columns, seed_sigma=args.seed_sigma, grow_sigma=args.grow_sigma,
+        glow_sigma=args.glow_sigma, hot_pixel_adc=None if args.hot_pixel_adc < 0 else args.hot_pixel_adc,
+        hot_min_length=args.hot_min_length,
+    )
+    clusters = find_clusters(res.classes, image, res.baseline.baseline, max_size=args.cluster_max_size)
+    write_tiff(out / "classes.tif", res.classes, overwrite=True)
+    write_csv(out / "clusters.csv", clusters)
+    counts = np.bincount(res.classes.ravel(), minlength=4)[:4]
+    fractions = pd.DataFrame({"class": np.arange(4), "name": CLASS_NAMES, "pixels": counts, "percent": 100.0 * counts / res.classes.size})
+    write_csv(out / "class_fractions.csv", fractions)
+    params = {"command": "autolabel ccd", "input": str(args.input), "hdu": args.hdu, "shape": list(image.shape),
+              "settings": res.params, "taps": res.baseline.taps, "glow_columns": res.glow_columns.tolist(),
+              "n_clusters": int(len(clusters)), "percent": dict(zip(CLASS_NAMES, (100.0 * counts / res.classes.size).round(4).tolist())),
+              "seconds": round(time.perf_counter() - start, 3)}
+    atomic_write_text(out / "params.json", json.dumps(params, indent=2, default=str))
+    pct = ", ".join(f"{n} {p:.3f} %" for n, p in zip(CLASS_NAMES, 100.0 * counts / res.classes.size))
+    print(f"autolabel ccd: {len(clusters)} clusters; {pct} -> {out}")
+    return 0

@@ -1,0 +1,164 @@
+"""``microseg batch``: run segment / track / autolabel over many images on a Dask cluster, resumably.
+
+Examples::
+
+    microseg batch segment --model nuclei.pt --input data/ --out results/
+    microseg batch segment --model nuclei.pt --input 'plate*/**/*.tif' --out results/ --workers 8
+    microseg batch segment --model nuclei.pt --input movie.zarr --out results/ --scheduler tcp://head:8786
+    microseg batch track --input labels/ --out tracks/            # (T,Y,X) label stacks
+    microseg batch track --model nuclei.pt --input movies/ --out tracks/   # segment, then track
+
+Without ``--scheduler`` a local Dask cluster of worker processes is started
+(``--workers`` of them, one thread each by default: torch threads itself);
+with ``--scheduler tcp://host:port`` the run joins an existing cluster (the
+workers need napari-microseg installed and the input/output paths mounted at
+the same place). ``--workers 0`` runs in this process without Dask.
+
+One task per image file, one per frame for Zarr (T,Y,X) stacks. Outputs in
+``--out``: ``labels/<name>.tif`` (Zarr input: ``labels/<name>.zarr``),
+table shards under ``shards/``, merged ``objects.csv`` and ``counts.csv``
+(segment, autolabel) or ``tracks.csv`` and ``counts.csv`` (track), each with
+an ``image`` column; ``manifest.jsonl`` (done items with input checksums),
+``failures.csv`` (items that failed, with the reason) and
+``batch_config.json`` (settings). Run the same command again to resume: done
+items whose input is unchanged are skipped. Exit status 0 when every item
+succeeded, 1 when some failed (see failures.csv), 2 for bad settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+TASK_HELP = {
+    "segment": "segment images with a trained model (labels, objects.csv, counts.csv)",
+    "track": "track (T,Y,X) label stacks, or image stacks segmented with --model first (tracks.csv, counts.csv)",
+    "autolabel": "auto-label fluorescence nuclei images without a model (labels, objects.csv, counts.csv)",
+    "classify": "classify whole images (not available yet)",
+}
+
+
+def _common(p: argparse.ArgumentParser, model_required: bool) -> None:
+    p.add_argument("--input", required=True, nargs="+",
+                   help="image files, folders (searched recursively), glob patterns ('plate*/**/*.tif') or .zarr stores")
+    p.add_argument("--out", required=True, help="output folder (new, empty, or an earlier run's to resume)")
+    p.add_argument("--model", required=model_required, default=None, help="model file (.pt) written by 'microseg train'")
+    g = p.add_argument_group("Dask")
+    g.add_argument("--scheduler", default=None, help="address of a running Dask scheduler (tcp://host:port); "
+                                                     "default: start a local cluster")
+    g.add_argument("--workers", type=int, default=None,
+                   help="local worker processes (default: CPU cores / threads per worker; 0: no Dask, run here)")
+    g.add_argument("--threads-per-worker", type=int, default=1, help="threads per local worker (default 1)")
+    g.add_argument("--torch-threads", type=int, default=None, help="torch CPU threads per task (default 1 on Dask)")
+    g.add_argument("--memory-limit", default=None, help="memory limit per local worker, e.g. 4GB (default: Dask's share)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="allow redoing all items when --out holds results made with other settings")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _segment_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("segmentation")
+    g.add_argument("--tile", type=int, default=None, help="tile size in px (default: model patch size, >= 256)")
+    g.add_argument("--overlap", type=float, default=None, help="tile overlap: px, or fraction of the tile if < 1 (default 0.125)")
+    g.add_argument("--batch-size", type=int, default=None, help="tiles per network call (default 4)")
+    g.add_argument("--threshold", type=float, default=None, help="foreground probability threshold (default 0.5)")
+    g.add_argument("--min-size", type=int, default=None, help="drop objects smaller than this many px (default 8)")
+    g.add_argument("--max-size", type=int, default=None, help="drop objects larger than this many px (default: none)")
+    g.add_argument("--remove-border", action="store_true", help="drop objects touching the image border")
+    g.add_argument("--no-fill-holes", action="store_true", help="do not fill holes inside objects")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("batch", help="run segment/track/autolabel over many images on Dask (resumable)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    tasks = p.add_subparsers(dest="batch_task", metavar="TASK")
+    for name in ("segment", "track", "autolabel", "classify"):
+        q = tasks.add_parser(name, help=TASK_HELP[name], description=f"microseg batch {name}: {TASK_HELP[name]}. "
+                             "See 'microseg batch --help' for outputs and resuming.")
+        _common(q, model_required=False)  # checked in run(): a clear one-line message
+        if name in ("segment", "track"):
+            _segment_options(q)
+        if name == "track":
+            g = q.add_argument_group("tracking")
+            g.add_argument("--config", default=None, help="'cell' (divisions), 'particle' or a JSON file (default cell)")
+            g.add_argument("--max-search-radius", type=float, default=None, help="largest displacement per frame, px")
+            g.add_argument("--update-method", choices=["auto", "exact", "approximate"], default=None)
+            g.add_argument("--no-optimize", action="store_true", help="skip the global optimisation")
+            g.add_argument("--stage-shift", choices=["none", "images", "objects"], default="none",
+                           help="correct stage jumps (default none)")
+        q.set_defaults(func=run)
+    p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
+
+
+def _params(args: argparse.Namespace) -> dict:
+    params: dict = {}
+    if args.batch_task in ("segment", "track"):
+        for name in ("tile", "overlap", "batch_size", "threshold", "min_size", "max_size"):
+            value = getattr(args, name)
+            if value is not None:
+                params[name] = value
+        if args.remove_border:
+            params["remove_border"] = True
+        if args.no_fill_holes:
+            params["fill_holes"] = False
+    if args.batch_task == "track":
+        if args.model is None:  # segmentation settings mean nothing without a model
+            params = {}
+        for name in ("config", "max_search_radius", "update_method"):
+            value = getattr(args, name)
+            if value is not None:
+                params[name] = value
+        if args.no_optimize:
+            params["optimize"] = False
+        if args.stage_shift != "none":
+            params["stage_shift"] = args.stage_shift
+    return params
+
+
+def _raise_interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise KeyboardInterrupt
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..batch.runner import run_batch
+    from ..errors import InputError
+    from ..progress import run_with_text_progress
+
+    if args.batch_task == "segment" and not args.model:
+        raise InputError("batch segment needs --model")
+    if getattr(args, "tile", None) is not None and args.tile < 16:
+        raise InputError(f"--tile must be at least 16 px, got {args.tile}")
+    gen = run_batch(args.batch_task, args.input, args.out, model=args.model, scheduler=args.scheduler,
+                    workers=args.workers, threads_per_worker=args.threads_per_worker,
+                    torch_threads=args.torch_threads, memory_limit=args.memory_limit, device=args.device,
+                    overwrite=args.overwrite, **_params(args))
+    # a TERM signal (job schedulers, kill) stops like Ctrl-C: tasks cancelled, local cluster shut down
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
+    try:
+        if args.quiet:
+            with open(os.devnull, "w") as sink:
+                summary = run_with_text_progress(gen, stream=sink, label=f"batch {args.batch_task}")
+        else:
+            summary = run_with_text_progress(gen, stream=sys.stderr, label=f"batch {args.batch_task}")
+    finally:
+        gen.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    tables = ", ".join(str(p) for p in summary.tables.values()) or "no tables"
+    print(f"batch {summary.task}: {summary.processed} processed, {summary.skipped} skipped (done before), "
+          f"{summary.failed} failed of {summary.total} items in {summary.seconds:.1f} s -> {tables}")
+    if summary.failed:
+        first = summary.failures[0]
+        print(f"{summary.failed} item(s) failed, reasons in {summary.failures_csv}; first: {first['key']}: {first['reason']}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
