@@ -104,7 +104,9 @@ def isl_phase_validation(minutes: float = 4.0, png: str | None = "/tmp/isl_phase
     except StopIteration as stop:
         result = stop.value
     t_train = time.perf_counter() - t1
-    seg = segment(model_path, test_img, device="cpu")
+    # drop specks smaller than the smallest auto-labelled nucleus (diameter 10 px -> 78 px area)
+    min_size = int(np.pi * (ISL_SETTINGS["diameter_range"][0] / 2) ** 2)
+    seg = segment(model_path, test_img, device="cpu", min_size=min_size)
     pred = np.asarray(seg.labels)
     scores = evaluate_segmentation(test_lab, pred, thresholds=(0.5,))
     out = {"plane": plane, "autolabel_seconds": round(t_label, 1), "dapi_nuclei": int(labels.max()),

@@ -13,7 +13,7 @@ def _run(widget, qtbot, domain, **params):
         widget.forms[domain][name].value = value
     worker = widget.generate()
     assert worker is not None
-    with qtbot.waitSignal(worker.finished, timeout=60000):
+    with qtbot.waitSignal(worker.finished, timeout=180000):
         pass
     qtbot.wait(50)
 

@@ -118,12 +118,39 @@ def _robust_noise(values: np.ndarray) -> float:
     return float(MAD_TO_SD * np.median(np.abs(v - med)))
 
 
-def detect_taps(image: np.ndarray, tap_sigma: float = 10.0, max_level: int = 1) -> tuple[list, list]:
-    """Find tap boundaries: split at the middle row / column if the two halves' medians differ.
+def _row_steps(img: np.ndarray, k: int, limit: float) -> list[int]:
+    """Rows where the pixel level steps by more than ``limit`` (window medians of ``k`` rows)."""
+    from numpy.lib.stride_tricks import sliding_window_view
 
-    A half is compared per column-half (or row-half), so two taps side by side are
-    found even when another pair of taps would cancel in a global median. Returns
-    ``(tap_rows, tap_cols)``: start indices of taps after the first (empty if none).
+    ny, nx = img.shape
+    sub = img[:, :: max(1, nx // 1024)]
+    # row profile of the pixels minus a per-column reference (median of the first rows):
+    # glowing / hot columns cancel out
+    row_med = np.median(sub - np.median(sub[: min(64, ny)], axis=0, keepdims=True), axis=1)
+    win = np.median(sliding_window_view(row_med, k), axis=1)  # win[i] = median of rows i..i+k-1
+    idx = np.arange(k, ny - k + 1)
+    step = np.abs(win[idx] - win[idx - k])
+    found: list[int] = []
+    for j in np.argsort(step)[::-1][:16]:
+        if step[j] <= limit:
+            break
+        pos = int(idx[j])
+        # refine: the largest single-row jump near the window step
+        lo_, hi_ = max(pos - k // 2, 1), min(pos + k // 2, ny - 1)
+        pos = lo_ + int(np.argmax(np.abs(np.diff(row_med[lo_ - 1:hi_ + 1]))[: hi_ - lo_ + 1]))
+        if all(abs(pos - r) >= 2 * k for r in found):
+            found.append(pos)
+    return found
+
+
+def detect_taps(image: np.ndarray, tap_sigma: float = 10.0, max_level: int = 1) -> tuple[list, list]:
+    """Find tap boundaries (pedestal steps) of a CCD frame.
+
+    Rows: any row where the median of the 32 rows after it differs from the median of
+    the 32 rows before it by more than ``tap_sigma`` x noise (noise from neighbour
+    differences, blind to the steps). Columns: the middle column, if both the two
+    halves and the 16 columns either side of the middle differ by that much (within
+    each row band). Returns ``(tap_rows, tap_cols)``: start indices of taps after the first.
     """
     img = np.asarray(image, np.float32)
     ny, nx = img.shape
@@ -132,16 +159,27 @@ def detect_taps(image: np.ndarray, tap_sigma: float = 10.0, max_level: int = 1) 
     noise = max(_robust_noise(diffs) / np.sqrt(2), 1e-6)
     rows, cols = [], []
     my, mx = ny // 2, nx // 2
-    k = 16  # a tap boundary is a step right at the middle AND between the two halves as a whole
+    k = 32
     limit = tap_sigma * noise
-    for xs in (slice(0, mx), slice(mx, nx)):
-        whole = abs(np.median(img[:my, xs]) - np.median(img[my:, xs]))
-        step = abs(np.median(img[max(my - k, 0):my, xs]) - np.median(img[my:my + k, xs]))
-        if whole > limit and step > limit:
-            rows = [my]
-    for ys in (slice(0, my), slice(my, ny)):
+    # rows: a pedestal step anywhere (glowing columns do not change row medians)
+    if ny >= 2 * k + 2:
+        # each column half separately: left and right taps step by different amounts
+        halves = (slice(0, mx), slice(mx, nx)) if nx >= 64 else (slice(0, nx),)
+        for xs in halves:
+            for pos in _row_steps(img[:, xs], k, limit):
+                if all(abs(pos - r) >= 2 * k for r in rows):
+                    rows.append(pos)
+        rows = sorted(rows)
+    # columns: split at the middle only (amplifiers at both ends of the serial register);
+    # a glowing band would need to end exactly there to fake it
+    kc = 16
+    r_edges = [0, *rows, ny]
+    for r0, r1 in zip(r_edges[:-1], r_edges[1:]):
+        ys = slice(r0, r1)
+        if nx < 2 * kc:
+            break
         whole = abs(np.median(img[ys, :mx]) - np.median(img[ys, mx:]))
-        step = abs(np.median(img[ys, max(mx - k, 0):mx]) - np.median(img[ys, mx:mx + k]))
+        step = abs(np.median(img[ys, mx - kc:mx]) - np.median(img[ys, mx:mx + kc]))
         if whole > limit and step > limit:
             cols = [mx]
     return rows, cols

@@ -20,7 +20,10 @@ Pipeline per frame (every step is a keyword argument of
    ``seed_min_distance`` px apart ([N]: "split clumps by intensity watershed");
 7. size filter: keep objects whose equivalent diameter lies in
    ``diameter_range`` px ([N]: 5-30 px at their pixel size);
-8. optionally clear objects touching the image border ([N] does).
+8. drop objects that are not brighter than ``min_object_contrast`` x the global
+   Otsu threshold of the image before CLAHE (CLAHE turns flat background noise
+   into blobs);
+9. optionally clear objects touching the image border ([N] does).
 
 About the Otsu window: [N] used 20x20 px for nuclei 5-30 px across. A window
 must hold both nucleus and background to find a threshold between them, so it
@@ -104,10 +107,12 @@ def autolabel_frame(
     seed_min_distance: int | None = None,
     seed_prominence: float | None = 0.05,
     clear_border: bool = True,
+    min_object_contrast: float | None = 0.5,
     normalize_percentiles: tuple[float, float] | None = (0.1, 99.9),
 ) -> np.ndarray:
     """Auto-label one (Y, X) fluorescence frame; see :func:`autolabel_fluorescence`."""
     img = rescale_intensity_robust(frame, normalize_percentiles)
+    original = img
     ny, nx = img.shape
     if img.max() <= 0:
         return np.zeros((ny, nx), np.uint16 if ny * nx < 65535 else np.uint32)
@@ -170,6 +175,17 @@ def autolabel_frame(
         labels = watershed(-smooth, markers, mask=mask)
     else:
         labels, _ = ndi.label(mask)
+    if min_object_contrast and labels.max():
+        from skimage.filters import threshold_otsu
+
+        # CLAHE stretches background noise; an object must also stand out in the original image
+        base = ndi.gaussian_filter(original, smooth_sigma) if smooth_sigma else original
+        limit = float(min_object_contrast) * float(threshold_otsu(base))
+        n_lab = int(labels.max())
+        means = np.asarray(ndi.mean(base, labels, np.arange(1, n_lab + 1)))
+        dim = np.zeros(n_lab + 1, bool)
+        dim[1:] = means < limit
+        labels[dim[labels]] = 0
     if diameter_range and labels.max():
         areas = np.bincount(labels.ravel())
         diam = np.sqrt(4 * areas / np.pi)
@@ -223,6 +239,7 @@ def autolabel_fluorescence(
     seed_min_distance: int | None = None,
     seed_prominence: float | None = 0.05,
     clear_border: bool = True,
+    min_object_contrast: float | None = 0.5,
     normalize_percentiles: tuple[float, float] | None = (0.1, 99.9),
 ) -> np.ndarray:
     """Instance labels of nuclei from a fluorescent nuclear-stain image ([N]).
@@ -256,6 +273,10 @@ def autolabel_fluorescence(
         pieces. None / 0: every local maximum is a seed.
     clear_border : drop objects touching the image border ([N] does; switch off
         when labels should cover the whole field).
+    min_object_contrast : drop objects whose mean intensity in the smoothed original
+        (before CLAHE, rescaled to [0, 1]) is below this fraction of that image's global
+        Otsu threshold (our addition: CLAHE turns flat background noise into blobs that
+        pass the local threshold). None / 0 disables it.
     normalize_percentiles : percentiles mapped to 0 and 1 before CLAHE; None: min / max.
 
     Returns

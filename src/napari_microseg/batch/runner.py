@@ -48,7 +48,7 @@ from ..errors import InputError
 from ..progress import Progress
 from .manifest import (CONFIG_NAME, FAILURES_NAME, LOCK_NAME, MANIFEST_NAME, Manifest, is_done, sha256_file,
                        sha256_json, utc_now, write_failures_csv)
-from .tasks import PER_FRAME_TASKS, BatchItem, TaskSpec, autolabel_function, failure_reason, run_item
+from .tasks import PER_FRAME_TASKS, BatchItem, TaskSpec, autolabel_function, failure_reason, item_checksum, run_item
 
 #: batch tasks that exist (``classify`` is refused with a clear message until the package has a classifier)
 TASKS = ("segment", "track", "autolabel", "classify")
@@ -289,6 +289,30 @@ def prepare_zarr_stores(out: Path, stacks: dict[str, tuple], dtype: str) -> set[
 
 
 # ----------------------------------------------------------------------------- output folder
+def remove_stale_temporaries(out: Path, folders: Sequence[str] = ("labels", "tracks_labels", "shards")) -> int:
+    """Delete temporary files/folders (names starting with ``.``) that a killed run left under the output folders.
+
+    Only called while holding the folder's lock. Returns how many were removed.
+    """
+    removed = 0
+    for name in folders:
+        base = out / name
+        if not base.is_dir():
+            continue
+        for dirpath, dirnames, filenames in os.walk(base):
+            here = Path(dirpath)
+            for d in [d for d in dirnames if d.startswith(".")]:
+                shutil.rmtree(here / d, ignore_errors=True)
+                dirnames.remove(d)
+                removed += 1
+            dirnames[:] = [d for d in dirnames if not d.endswith(".zarr")]  # inside a store: zarr's own files
+            for f in filenames:
+                if f.startswith("."):
+                    (here / f).unlink(missing_ok=True)
+                    removed += 1
+    return removed
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -367,8 +391,9 @@ def _connect(scheduler: Any, workers: int | None, threads_per_worker: int, memor
             raise InputError(f"cannot reach the Dask scheduler at {scheduler} ({err})") from None
         return client, None, True
     n = int(workers) if workers else default_workers(threads_per_worker)
+    # no dashboard; the scheduler's small HTTP server takes any free port (no clash with other clusters on 8787)
     kwargs = dict(n_workers=n, threads_per_worker=int(threads_per_worker), processes=True, dashboard_address=None,
-                  silence_logs=logging.ERROR)
+                  scheduler_kwargs={"dashboard_address": ":0"}, silence_logs=logging.ERROR)
     if memory_limit is not None:
         kwargs["memory_limit"] = memory_limit
     cluster = LocalCluster(**kwargs)
@@ -438,6 +463,24 @@ def _model_info(model: str | os.PathLike | None, task: str) -> tuple[str | None,
     return str(path.resolve()), sha256_file(path), dtype
 
 
+def verify_checksums(items: Sequence[BatchItem], expected: dict[str, str], threads: int = 4
+                     ) -> Generator[tuple[str, bool], None, None]:
+    """Yield ``(key, input checksum == expected[key])`` for each item, hashing in a thread pool (input order)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def check(item: BatchItem) -> bool:
+        try:
+            return item_checksum(item)[0] == expected.get(item.key)
+        except Exception:  # noqa: BLE001 - unreadable now: redo it (the task reports why)
+            return False
+
+    if not items:
+        return
+    with ThreadPoolExecutor(max_workers=max(1, int(threads))) as pool:
+        for item, same in zip(items, pool.map(check, items)):
+            yield item.key, same
+
+
 def run_batch(
     task: str,
     inputs: str | os.PathLike | Iterable[str | os.PathLike],
@@ -453,6 +496,7 @@ def run_batch(
     overwrite: bool = False,
     max_in_flight: int | None = None,
     heartbeat: float = 1.0,
+    resume_threads: int = 4,
     **params: Any,
 ) -> Generator[BatchProgress, None, BatchSummary]:
     """Run a task over many images on Dask; a generator of :class:`BatchProgress` returning a :class:`BatchSummary`.
@@ -479,6 +523,9 @@ def run_batch(
     max_in_flight : tasks submitted at a time (default 4 per worker thread); bounds
         scheduler memory for 10^4..10^5 items.
     heartbeat : seconds between progress events while waiting (lets a caller cancel).
+    resume_threads : threads hashing the inputs of items done by an earlier run
+        (in this process, before any cluster starts; a rerun with nothing left
+        to do starts no cluster).
     **params : task settings. segment: ``tile, overlap, batch_size, threshold,
         min_size, max_size, fill_holes, remove_border`` (see
         :func:`napari_microseg.inference.segment.segment_image`); track:
@@ -532,6 +579,7 @@ def run_batch(
                   "params": params, "inputs": [str(p) for p, _ in found], "device": device,
                   "started": utc_now(), "microseg": __version__}
         atomic_write_text(out / CONFIG_NAME, json.dumps(config, indent=2, default=str) + "\n")
+        remove_stale_temporaries(out)
         items, stacks = plan_items(found, task)
         fresh = prepare_zarr_stores(out, stacks, label_dtype)
         records = manifest.load()
@@ -578,15 +626,30 @@ def run_batch(
             records[rec["key"]] = rec
 
         compute_start = None
-        yield event("starting" if in_process else "starting Dask workers")
-        if in_process:
-            n_workers = 0
+        # resume check: hash the inputs of items done before (threads in this process, no cluster needed)
+        todo = items
+        if expected:
+            yield event(f"checking {len(expected)} items done before")
+            skipped = set()
+            last_event = time.perf_counter()
+            for key, same in verify_checksums([i for i in items if i.key in expected], expected, resume_threads):
+                if same:
+                    skipped.add(key)
+                    counts["skipped"] += 1
+                if time.perf_counter() - last_event >= heartbeat:
+                    last_event = time.perf_counter()
+                    yield event("checking items done before")
+            todo = [i for i in items if i.key not in skipped]
+        n_workers = 0
+        if todo:
+            yield event("starting" if in_process else "starting Dask workers")
+        if in_process and todo:
             compute_start = time.perf_counter()
-            for item in items:
-                rec = run_item(item, spec, expected.get(item.key))
+            for item in todo:
+                rec = run_item(item, spec)
                 finish(rec)
                 yield event(item.image, last=rec)
-        else:
+        elif todo:
             from distributed import as_completed
 
             client, cluster, owns_client = _connect(scheduler, workers, threads_per_worker, memory_limit)
@@ -594,14 +657,14 @@ def run_batch(
             n_workers = len(client.nthreads())
             window = int(max_in_flight) if max_in_flight else 4 * n_threads
             by_future: dict = {}
-            queue = iter(items)
+            queue = iter(todo)
             ac = as_completed(with_results=True, raise_errors=False)
 
             def submit_next() -> bool:
                 item = next(queue, None)
                 if item is None:
                     return False
-                fut = client.submit(run_item, item, spec, expected.get(item.key), pure=False,
+                fut = client.submit(run_item, item, spec, None, pure=False,
                                     key=f"microseg-batch-{task}-{len(by_future)}-{os.urandom(4).hex()}")
                 by_future[fut.key] = item
                 pending.append(fut)

@@ -9,7 +9,9 @@ Domains:
   ccd            CCD frames: frames/*.fits (ADC), classes/*.tif (uint8), classes.csv (class fractions)
 
 Sample i of a run uses the seed SeedSequence([seed, i]), so a run with --n 2N
-starts with the N samples of a run with --n N (nested data sets).
+starts with the N samples of a run with --n N (nested data sets); a single
+nuclei time-lapse (--n 1) uses --seed itself. The seed of every sample is
+recorded (params.json, or a seed column in the CSV).
 """
 
 from __future__ import annotations
@@ -324,7 +326,7 @@ def _run_ccd(args, out: Path) -> dict:
             f = simulate_ccd_frame(shape=_shape(args.shape), seed=s, pedestal=args.pedestal, noise_sd=args.noise, glow_probability=args.glow_probability, balanced=args.balanced, muons=args.muons, electrons=args.electrons, gain=args.gain)
             first = first or f.params
             name = f"ccd_{i:05d}"
-            write_ccd_fits(out / "frames" / f"{name}.fits", f)
+            write_ccd_fits(out / "frames" / f"{name}.fits", f, overwrite=True)  # the folder check guards the user's files
             _write_tiff(out / "classes" / f"{name}.tif", f.classes)
             row = {"index": i, "image": f"frames/{name}.fits", "classes": f"classes/{name}.tif", "seed": s, "n_clusters": f.params["n_clusters_drawn"]}
             row.update({f"fraction_{c}": float(v) for c, v in zip(CLASS_NAMES, f.class_fractions)})

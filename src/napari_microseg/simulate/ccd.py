@@ -298,7 +298,7 @@ def simulate_ccd_frame(
     )
 
 
-def write_ccd_fits(path, frame: CCDFrame, classes_path=None, overwrite: bool = True) -> Path:
+def write_ccd_fits(path, frame: CCDFrame, classes_path=None, overwrite: bool = False) -> Path:
     """Write ``frame.image`` to a FITS file atomically (float32 ADC, header with the simulation parameters).
 
     Parameters
@@ -306,7 +306,7 @@ def write_ccd_fits(path, frame: CCDFrame, classes_path=None, overwrite: bool = T
     path : target ``.fits`` / ``.fit`` path.
     frame : the simulated frame.
     classes_path : optional second FITS path for the uint8 class map.
-    overwrite : if False and ``path`` exists, raise :class:`InputError`.
+    overwrite : if False (default) and a target exists, raise :class:`InputError`.
 
     Header keys: BUNIT='ADU', PEDESTAL, NOISE, SEED, GAIN, GLOWPROB, GLOWCOL,
     GLOWWID, GLOWLVL, HOTLVL, NCLUST, BALANCED, CLASSES, plus SIMULAT and ORIGIN.
@@ -314,8 +314,9 @@ def write_ccd_fits(path, frame: CCDFrame, classes_path=None, overwrite: bool = T
     from astropy.io import fits
 
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise InputError(f"{path} exists; refusing to overwrite")
+    for target in (path, classes_path):
+        if target is not None and Path(target).exists() and not overwrite:
+            raise InputError(f"{target} exists; refusing to overwrite (pass overwrite=True)")
     p = frame.params
     header = fits.Header()
     header["BUNIT"] = ("ADU", "pixel values in ADC units")
@@ -324,7 +325,7 @@ def write_ccd_fits(path, frame: CCDFrame, classes_path=None, overwrite: bool = T
     header["PEDESTAL"] = (float(p.get("pedestal", 0)), "[ADU] pedestal level")
     header["NOISE"] = (float(p.get("noise_sd", 0)), "[ADU] Gaussian read-noise sd")
     seed = p.get("seed")
-    header["SEED"] = (-1 if seed is None else int(seed), "random seed (-1: none)")
+    header["SEED"] = (int(seed) if isinstance(seed, int) else -1, "random seed (-1: none or a Generator)")
     header["GAIN"] = (float(p.get("gain", 1.0)), "[ADU/e-] conversion gain")
     header["GLOWPROB"] = (float(p.get("glow_probability", 0)), "probability of a glowing band")
     band = p.get("glow_band")

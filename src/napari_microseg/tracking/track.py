@@ -336,7 +336,8 @@ def track_points_iter(
     else:
         raw = yield from _run_btrack(xc, yc, t, bt_cfg, do_opt=do_opt, step_size=step_size, n_frames=n_frames, total=total)
     yield Progress(total - 1, total, "building tables")
-
+    if not any(r.size for r in raw["refs"]):
+        raise InputError("the tracker returned no tracks: check the tracking config (max_lost >= 1, probabilities in (0, 1))")
     table = _table_from_raw(raw, pts)
     hyps = (cfg.get("hypothesis_model") or {}).get("hypotheses", [])
     div_opts = {**DIVISION_DEFAULTS, **(cfg.get("divisions") or {})}
@@ -590,8 +591,6 @@ def repair_divisions(
     has_area = "area" in tab.columns
     first = tab.sort_values("t").groupby("track_id").head(1)
     starts = first[(first["parent_track_id"] == 0) & (first["t"] > tab["t"].min())]
-    if starts.empty:
-        return table, 0
     by_t = {int(t): g for t, g in tab.groupby("t")}
     next_id = int(tab["track_id"].max()) + 1
     used: set[tuple[int, int]] = set()
@@ -621,10 +620,41 @@ def repair_divisions(
             continue
         used.add((mother, t))
         plans.append((mother, t, int(row.track_id)))
+    # case B: the mother track ended and two new root tracks start next to it one frame later
+    taken = {p[2] for p in plans}
+    free = starts[~starts["track_id"].isin(list(taken))]
+    last = tab.sort_values("t").groupby("track_id").tail(1)
+    has_children = set(tab.loc[tab["parent_track_id"] != 0, "parent_track_id"].tolist())
+    enders = last[~last["track_id"].isin(list(has_children)) & ~last["track_id"].isin(free["track_id"].tolist())]
+    pairs = []
+    for m in enders.itertuples(index=False):
+        cand = free[free["t"] == m.t + 1]
+        if len(cand) < 2:
+            continue
+        v = np.c_[cand["ycorr_"] - m.ycorr_, cand["xcorr_"] - m.xcorr_]
+        d = np.hypot(*v.T)
+        ok = d <= max_distance
+        if has_area:
+            ok &= cand["area"].to_numpy(dtype=float) < area_ratio * float(m.area)
+        idx = np.flatnonzero(ok)
+        if idx.size < 2:
+            continue
+        idx = idx[np.argsort(d[idx])][:2]
+        cos = float(v[idx[0]] @ v[idx[1]] / max(d[idx[0]] * d[idx[1]], 1e-9))
+        if cos < 0.0:
+            pairs.append((float(d[idx].sum()), int(m.track_id), [int(cand["track_id"].iloc[i]) for i in idx]))
+    for _, mother, kids in sorted(pairs):
+        if any(k in taken for k in kids):
+            continue
+        taken.update(kids)
+        plans.append((mother, None, kids))
     if not plans:
         return table, 0
     out = table.copy()
     for mother, t, second in plans:
+        if t is None:  # case B
+            out.loc[out["track_id"].isin(second), "parent_track_id"] = mother
+            continue
         d1 = next_id
         next_id += 1
         sel = (out["track_id"] == mother) & (out["t"] >= t)

@@ -1,0 +1,206 @@
+"""Apply a classifier model file: whole images ([R]), objects ([T]), profiles ([P]).
+
+The crop and normalisation settings stored in the model file are reapplied here, so
+inputs are prepared exactly as in training.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+
+__all__ = ["load_classifier", "predict_proba", "classify_images", "classify_objects", "classify_profiles",
+           "population_summary"]
+
+
+def load_classifier(model: Any, device: str = "cpu"):
+    """Return a :class:`~napari_microseg.io.models.LoadedModel` for a path or a LoadedModel.
+
+    Raises InputError when the file is not a classifier (no ``task`` in its config).
+    """
+    from ..io.models import LoadedModel, load_model
+    from . import _register_architectures
+
+    _register_architectures()
+    if isinstance(model, LoadedModel):
+        lm = model
+    elif isinstance(model, (str, os.PathLike)):
+        lm = load_model(model, device=device)
+    else:
+        raise InputError("model must be a model file path or a LoadedModel")
+    if lm.config.get("task") not in ("images", "objects", "profiles"):
+        raise InputError(f"{lm.path or 'model'} is not a classifier model (it has no classification task)")
+    return lm
+
+
+def predict_proba(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Class probabilities ``(N, n_classes)`` float64 for network-ready samples ``x`` (float32).
+
+    A binary (one-logit) model returns ``[1 - p, p]`` with ``p`` the probability of class 1.
+    """
+    import torch
+
+    lm = load_classifier(model)
+    net = lm.model
+    net.eval()
+    x = np.ascontiguousarray(x, np.float32)
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(x), int(batch_size)):
+            logits = net(torch.from_numpy(x[i:i + batch_size]).to(lm.device)).float().cpu()
+            if logits.shape[1] == 1:
+                p = torch.sigmoid(logits[:, 0]).double().numpy()
+                out.append(np.stack([1 - p, p], 1))
+            else:
+                out.append(torch.softmax(logits, 1).double().numpy())
+    n_classes = len(lm.class_names) or 2
+    return np.concatenate(out) if out else np.zeros((0, n_classes))
+
+
+def _check_task(lm, task: str) -> None:
+    if lm.config.get("task") != task:
+        raise InputError(f"this model classifies {lm.config.get('task')}, not {task}")
+
+
+def classify_images(model: Any, images: Sequence[np.ndarray], boxes: Sequence | None = None,
+                    masks: Sequence[np.ndarray] | None = None, threshold: float | None = None,
+                    names: Sequence[str] | None = None, batch_size: int = 256) -> pd.DataFrame:
+    """Classify whole response images good / bad ([R]).
+
+    Parameters
+    ----------
+    model : model file path or LoadedModel of an ``images`` classifier.
+    images : 2-D arrays (uint16 or any real dtype).
+    boxes : integration area per image ``(y0, x0, y1, x1)`` (or one box for all); the crop
+        of the model's size is centred on it (cut as is when it has the crop's size).
+    masks : boolean integration-area masks (used when ``boxes`` is None).
+    threshold : decision threshold on ``probability_bad`` (default: the model's, 0.5).
+    names : file names to put in a ``file`` column.
+
+    Returns
+    -------
+    DataFrame with columns ``index, [file,] probability_bad, verdict ("good"/"bad"), threshold``.
+    """
+    from .data import response_crops
+
+    lm = load_classifier(model)
+    _check_task(lm, "images")
+    crop = lm.config.get("crop") or {}
+    size = crop.get("size") or lm.config.get("patch_size") or [39, 42]
+    x = response_crops(images, boxes, masks, crop_size=size, normalization=lm.config.get("normalization") or "minmax")
+    prob = predict_proba(lm, x, batch_size)
+    thr = float(lm.config.get("threshold", 0.5) if threshold is None else threshold)
+    pos = lm.class_names[1] if len(lm.class_names) == 2 else "bad"
+    neg = lm.class_names[0] if len(lm.class_names) == 2 else "good"
+    df = pd.DataFrame({"index": np.arange(len(prob))})
+    if names is not None:
+        df["file"] = [str(n) for n in names]
+    df["probability_bad"] = prob[:, 1]
+    df["verdict"] = np.where(prob[:, 1] >= thr, pos, neg)
+    df["threshold"] = thr
+    return df
+
+
+def classify_objects(model: Any, image: np.ndarray, labels: np.ndarray, t: int | None = None,
+                     batch_size: int = 256) -> pd.DataFrame:
+    """Classify every labelled object of an image ([T]).
+
+    Parameters
+    ----------
+    model : model file path or LoadedModel of an ``objects`` classifier.
+    image : (Y, X) grey image, or (T, Y, X) with ``labels`` of the same shape.
+    labels : integer labels, 0 = background.
+    t : frame index written to the ``t`` column for a 2-D image (default 0).
+
+    Returns
+    -------
+    DataFrame (``objects.csv`` layout): ``t, label, y, x, area, class, probability`` and one
+    ``prob_<class>`` column per class. ``y, x`` is the centroid in pixels.
+    """
+    from scipy import ndimage as ndi
+
+    from .crops import object_crops
+
+    lm = load_classifier(model)
+    _check_task(lm, "objects")
+    image = np.asarray(image)
+    labels = np.asarray(labels)
+    if image.shape != labels.shape:
+        raise InputError(f"labels shape {labels.shape} differs from image shape {image.shape}")
+    if image.ndim == 3:
+        tables = [classify_objects(lm, image[i], labels[i], t=i, batch_size=batch_size) for i in range(len(image))]
+        return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    crop = lm.config.get("crop") or {}
+    crops, ids = object_crops(image, labels, mode=crop.get("mode", "masked"), size=crop.get("size") or lm.config.get("patch_size") or (28, 28),
+                              margin=int(crop.get("margin", 50)), normalization=lm.config.get("normalization"))
+    names = lm.class_names
+    cols = ["t", "label", "y", "x", "area", "class", "probability"] + [f"prob_{n}" for n in names]
+    if len(ids) == 0:
+        return pd.DataFrame(columns=cols)
+    prob = predict_proba(lm, crops[:, None], batch_size)
+    lab = labels.astype(np.int64, copy=False)
+    centroids = np.array(ndi.center_of_mass(np.ones_like(lab), lab, ids)).reshape(-1, 2)
+    area = ndi.sum_labels(np.ones_like(lab), lab, ids)
+    k = prob.argmax(1)
+    df = pd.DataFrame({"t": 0 if t is None else int(t), "label": ids, "y": centroids[:, 0], "x": centroids[:, 1],
+                       "area": np.asarray(area, np.int64), "class": [names[i] for i in k], "probability": prob.max(1)})
+    for c, n in enumerate(names):
+        df[f"prob_{n}"] = prob[:, c]
+    return df[cols]
+
+
+def classify_profiles(model: Any, profiles: np.ndarray, batch_size: int = 1024) -> pd.DataFrame:
+    """Classify particles from their thickness profiles ([P]).
+
+    Parameters
+    ----------
+    model : model file path or LoadedModel of a ``profiles`` classifier.
+    profiles : (N, views, points) or (N, points) for one view; float, each particle's views
+        min-max normalised together to [0, 1] (as the simulator writes them). Profiles
+        outside [0, 1] are normalised per particle here.
+
+    Returns
+    -------
+    DataFrame with columns ``index, class, probability`` and ``prob_<class>`` per class.
+    See :func:`population_summary` for the population percentages.
+    """
+    lm = load_classifier(model)
+    _check_task(lm, "profiles")
+    x = np.asarray(profiles, np.float32)
+    if x.ndim == 2:
+        x = x[:, None]
+    if x.ndim != 3:
+        raise InputError(f"profiles must be (N, views, points) or (N, points), got shape {x.shape}")
+    want = lm.config.get("input_shape")
+    if want and list(x.shape[1:]) != list(want):
+        raise InputError(f"the model expects profiles of shape (N, {want[0]}, {want[1]}) (views, points), got {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise InputError("profiles contain NaN or infinite values")
+    if x.size and (x.min() < -1e-6 or x.max() > 1 + 1e-6):
+        lo = x.min(axis=(1, 2), keepdims=True)
+        hi = x.max(axis=(1, 2), keepdims=True)
+        x = np.where(hi > lo, (x - lo) / np.where(hi > lo, hi - lo, 1), 0).astype(np.float32)
+    prob = predict_proba(lm, x, batch_size)
+    names = lm.class_names
+    k = prob.argmax(1)
+    df = pd.DataFrame({"index": np.arange(len(x)), "class": [names[i] for i in k], "probability": prob.max(1)})
+    for c, n in enumerate(names):
+        df[f"prob_{n}"] = prob[:, c]
+    return df
+
+
+def population_summary(table: pd.DataFrame, class_names: Sequence[str] | None = None) -> pd.DataFrame:
+    """Population percentages: ``class, count, percent, mean_probability`` (one row per class)."""
+    names = list(class_names) if class_names is not None else sorted(table["class"].unique())
+    n = len(table)
+    rows = []
+    for name in names:
+        sel = table["class"] == name
+        rows.append({"class": name, "count": int(sel.sum()), "percent": 100.0 * sel.sum() / n if n else float("nan"),
+                     "mean_probability": float(table.loc[sel, "probability"].mean()) if sel.any() else float("nan")})
+    return pd.DataFrame(rows)

@@ -1,0 +1,718 @@
+"""Training of classifiers as a generator of progress events ([R], [T], [P]).
+
+Same conventions as the segmentation trainer (:mod:`napari_microseg.training.trainer`):
+:func:`train_classifier` yields :class:`ClassifierEvent` after every optimisation step
+and every validation batch (``done`` / ``total`` count steps over the run), returns a
+:class:`ClassifierTrainResult`, stops within one step when ``generator.close()`` is
+called (napari ``thread_worker.quit()``) or ``stop_event`` is set, writes the best model
+atomically whenever the monitored value improves (``out_path``) and the resumable
+last state after every epoch (``out_path + ".last.pt"``).
+
+Also here: :func:`train_with_strategy` (real only / simulated only / pre-train then
+fine-tune / pre-train + frozen conv base, METHODS [R]) and :func:`cross_validate`
+(k-fold, grouped or stratified).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Generator
+
+import numpy as np
+
+from ..errors import InputError
+from .data import ClassificationData, as_classification_data, class_weights_from_labels, epoch_indices
+
+__all__ = [
+    "ClassifierTrainConfig",
+    "ClassifierEvent",
+    "ClassifierTrainResult",
+    "train_classifier",
+    "train_with_strategy",
+    "cross_validate",
+    "STRATEGIES",
+    "split_validation",
+]
+
+STRATEGIES = ("real", "simulated", "pretrain_finetune", "pretrain_freeze")
+TASKS = ("images", "objects", "profiles")
+
+
+@dataclass
+class ClassifierTrainConfig:
+    """Settings of a classifier training run (``to_dict()`` is JSON-able and goes into the model file).
+
+    Attributes
+    ----------
+    task : ``"images"`` ([R], binary good/bad), ``"objects"`` ([T]) or ``"profiles"`` ([P]).
+    model : model config: ``{"architecture": "small_cnn" | "vgg16_like" | "lipnet" |
+        "profile_cnn", ...builder keyword arguments}``; ``input_size`` / ``n_views`` /
+        ``data_points`` / ``n_classes`` are filled in from the data.
+    output_mode : ``"binary"`` (one sigmoid logit; needs 2 classes, index 1 positive) or
+        ``"multiclass"`` (softmax); None: binary for images, multiclass otherwise.
+    class_names : names per class (None: from the data).
+    normalization : normalisation spec the data were prepared with (stored for inference;
+        the trainer itself receives normalised samples).
+    crop : how inputs were cut (stored for inference), e.g. ``{"kind": "integration",
+        "size": [39, 42]}`` or ``{"kind": "object", "mode": "masked", "margin": 50, "size": [28, 28]}``.
+    epochs : last epoch number (300 max in [R]; 200 in [P]).
+    batch_size : samples per step ([R] 70-128, [T] 32).
+    lr : learning rate ([R] 1e-4..3e-4 with Adam; AdaDelta in [P] uses 1.0).
+    optimizer : ``"adam"``, ``"adamw"``, ``"sgd"`` (momentum 0.9, Nesterov) or ``"adadelta"``.
+    weight_decay : L2 penalty (0: the study found decay on convs killed filters).
+    label_smoothing : label smoothing ([T]; 0 = off).
+    class_weights : None, ``"auto"`` (inversely proportional to training frequencies) or a list.
+    oversample : oversample minority classes to the majority count each epoch ([T]).
+    undersample_fraction : random share of the majority class left out each epoch ([T]: 0.2).
+    augment : ``"none"``, ``"hflip"`` ([R]: horizontal flips, p 0.5) or ``"affine"`` ([T]:
+        kornia rotation, shear, shift, zoom, flips; settings in ``augmentation``).
+    augmentation : ``degrees`` (180), ``shear`` (0.2 rad, given to kornia in degrees),
+        ``translate`` (0.1), ``scale`` ([0.8, 1.0]), ``flip_p`` (0.5).
+    early_stopping_patience : epochs without improvement of ``val_loss`` before stopping
+        (30 in [R]; None: never).
+    device, seed, num_threads : as in the segmentation trainer.
+    freeze_features : with ``init_model``: keep the conv base fixed, train the head only.
+    val_fraction : share held out for validation when no ``val_data`` is given (by group
+        when the data have groups, stratified by class otherwise); 0: no validation
+        (the training loss is monitored).
+    data_description : free text stored in the model file.
+    """
+
+    task: str = "images"
+    model: dict = field(default_factory=lambda: {"architecture": "small_cnn"})
+    output_mode: str | None = None
+    class_names: list | None = None
+    normalization: dict | None = None
+    crop: dict = field(default_factory=dict)
+    epochs: int = 50
+    batch_size: int = 64
+    lr: float = 3e-4
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.0
+    class_weights: Any = None
+    oversample: bool = False
+    undersample_fraction: float = 0.0
+    augment: str = "hflip"
+    augmentation: dict = field(default_factory=dict)
+    early_stopping_patience: int | None = 30
+    device: str = "auto"
+    seed: int = 0
+    num_threads: int | None = None
+    freeze_features: bool = False
+    val_fraction: float = 0.2
+    data_description: str = ""
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ClassifierTrainConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise InputError(f"unknown training settings: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+@dataclass
+class ClassifierEvent:
+    """One progress event (``kind``: ``"step"``, ``"validate"``, ``"epoch"``)."""
+
+    epoch: int
+    n_epochs: int
+    step: int
+    n_steps: int
+    train_loss: float | None
+    val_loss: float | None
+    val_accuracy: float | None
+    lr: float
+    seconds: float
+    device: str
+    done: int
+    total: int
+    message: str = ""
+    kind: str = "step"
+    improved: bool = False
+    phase: str = ""
+
+
+@dataclass
+class ClassifierTrainResult:
+    """What :func:`train_classifier` returns (``stop_reason``: completed / early_stopping / stopped)."""
+
+    model_path: str | None
+    last_path: str | None
+    best_epoch: int | None
+    best_value: float | None
+    epochs_run: int
+    stop_reason: str
+    history: list
+    device: str
+    config: dict
+
+
+def _last_path(out_path) -> Path:
+    return Path(str(out_path) + ".last.pt")
+
+
+def split_validation(data: ClassificationData, fraction: float, seed: int = 0):
+    """Hold out ``fraction`` of ``data``: by group when it has groups, else stratified by class."""
+    from sklearn.model_selection import GroupShuffleSplit, train_test_split
+
+    n = len(data)
+    if fraction <= 0 or n < 4:
+        return data, None
+    idx = np.arange(n)
+    if data.groups is not None and len(np.unique(data.groups)) >= 2:
+        tr, va = next(GroupShuffleSplit(1, test_size=fraction, random_state=seed).split(idx, data.y, data.groups))
+    else:
+        counts = np.bincount(data.y)
+        strat = data.y if counts[counts > 0].min() >= 2 and int(round(fraction * n)) >= (counts > 0).sum() else None
+        tr, va = train_test_split(idx, test_size=fraction, random_state=seed, stratify=strat)
+    return data.subset(np.sort(tr)), data.subset(np.sort(va))
+
+
+def _make_optimizer(name: str, params, lr: float, weight_decay: float):
+    import torch
+
+    name = name.lower()
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    if name == "adadelta":
+        return torch.optim.Adadelta(params, lr=lr, weight_decay=weight_decay)
+    raise InputError(f"unknown optimiser {name!r}: use adam, adamw, sgd or adadelta")
+
+
+def make_augmenter(kind: str, settings: dict | None = None):
+    """Return ``f(x: Tensor, generator) -> Tensor`` for the augmentation ``kind``."""
+    import torch
+
+    settings = dict(settings or {})
+    if kind in (None, "none", False):
+        return None
+    if kind == "hflip":
+        p = float(settings.get("flip_p", 0.5))
+
+        def hflip(x, gen):
+            flip = torch.rand(x.shape[0], generator=gen) < p
+            if flip.any():
+                x = x.clone()
+                x[flip] = torch.flip(x[flip], dims=[-1])
+            return x
+
+        return hflip
+    if kind == "affine":
+        import kornia.augmentation as K
+
+        shear_deg = float(np.rad2deg(float(settings.get("shear", 0.2))))
+        t = float(settings.get("translate", 0.1))
+        scale = tuple(settings.get("scale", (0.8, 1.0)))
+        flip_p = float(settings.get("flip_p", 0.5))
+        aug = torch.nn.Sequential(
+            K.RandomAffine(degrees=float(settings.get("degrees", 180.0)), translate=(t, t), scale=scale,
+                           shear=(-shear_deg, shear_deg), p=1.0, padding_mode="zeros"),
+            K.RandomHorizontalFlip(p=flip_p), K.RandomVerticalFlip(p=flip_p))
+
+        def affine(x, gen):
+            # kornia draws from torch's global generator; seed it from ours for reproducibility
+            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+            with torch.no_grad():
+                return aug(x)
+
+        return affine
+    raise InputError(f"unknown augmentation {kind!r}: use none, hflip or affine")
+
+
+def _versions() -> dict:
+    import platform
+
+    import torch
+
+    from .. import __version__
+
+    return {"napari_microseg": __version__, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}
+
+
+def _load_weights_lenient(model, state: dict) -> list[str]:
+    """Load matching tensors; return names re-initialised because their shape differs."""
+    own = model.state_dict()
+    keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(keep, strict=False)
+    return sorted(k for k in own if k not in keep)
+
+
+def train_classifier(
+    config: ClassifierTrainConfig | dict,
+    data: Any,
+    val_data: Any = None,
+    out_path: str | os.PathLike = "classifier.pt",
+    resume: str | os.PathLike | None = None,
+    init_model: str | os.PathLike | None = None,
+    stop_event: threading.Event | None = None,
+) -> Generator[ClassifierEvent, None, ClassifierTrainResult]:
+    """Train a classifier; a generator of :class:`ClassifierEvent` returning a :class:`ClassifierTrainResult`.
+
+    Parameters
+    ----------
+    config : :class:`ClassifierTrainConfig` or its dict form.
+    data : :class:`~napari_microseg.classify.data.ClassificationData` (or ``(x, y)``): samples
+        already cropped and normalised, ``x`` (N, 1, H, W) or (N, views, points) float32.
+    val_data : validation samples in the same forms; None: ``config.val_fraction`` of ``data``
+        is held out (by group / stratified).
+    out_path : best model file; the resumable last state goes to ``out_path + ".last.pt"``.
+    resume : a ``.last.pt`` checkpoint (or a model path next to one) to continue.
+    init_model : a classifier model file to fine-tune from (architecture, normalisation and
+        crop settings are taken from it; a head with another class count is re-initialised).
+    stop_event : ``threading.Event``; when set, training stops after the current step.
+
+    Notes
+    -----
+    Stopping keeps the best model file; if stopped before the first epoch finished, the
+    current weights are written (``"complete": false``) so a file always exists.
+    """
+    import torch
+
+    from ..device import resolve_device
+    from ..io.models import read_model_file, save_model
+    from ..models import resolve_model_config
+    from ..models.registry import build_model
+    from . import _register_architectures
+
+    _register_architectures()
+    cfg = config if isinstance(config, ClassifierTrainConfig) else ClassifierTrainConfig.from_dict(dict(config))
+    if cfg.task not in TASKS:
+        raise InputError(f"unknown task {cfg.task!r}: use {', '.join(TASKS)}")
+    try:
+        device = resolve_device(cfg.device)
+    except ValueError as err:
+        raise InputError(str(err)) from None
+    out_path = Path(out_path)
+    last_path = _last_path(out_path)
+
+    ckpt = None
+    if resume is not None:
+        rp = Path(resume)
+        for cand in (rp, _last_path(rp)):
+            if cand.is_file():
+                c = read_model_file(cand)
+                if "optimizer_state" in c:
+                    ckpt = c
+                    break
+        if ckpt is None:
+            raise InputError(f"cannot resume from {rp}: no checkpoint with optimiser state found")
+    init = read_model_file(init_model) if init_model is not None else None
+    source = ckpt or init
+
+    data = as_classification_data(data, cfg.class_names)
+    if data is None or len(data) == 0:
+        raise InputError("no training samples")
+    val = as_classification_data(val_data, data.class_names)
+    if val is None:
+        data, val = split_validation(data, cfg.val_fraction, cfg.seed)
+    class_names = list(cfg.class_names or data.class_names)
+    n_classes = len(class_names)
+    output_mode = cfg.output_mode or ("binary" if cfg.task == "images" else "multiclass")
+    if output_mode == "binary" and n_classes != 2:
+        raise InputError(f"binary output needs 2 classes, got {n_classes}")
+    n_out = 1 if output_mode == "binary" else n_classes
+    normalization = cfg.normalization if cfg.normalization is not None else (source["config"].get("normalization") if source else None)
+    crop = dict(cfg.crop) or (dict(source["config"].get("crop") or {}) if source else {})
+
+    prev_threads = torch.get_num_threads()
+    if cfg.num_threads:
+        torch.set_num_threads(int(cfg.num_threads))
+    torch.manual_seed(cfg.seed)
+
+    # ---- model
+    if source is not None:
+        model_cfg = dict(source["config"]["model"])
+        if ckpt is None:
+            model_cfg["n_classes"] = n_out
+    else:
+        model_cfg = dict(cfg.model or {})
+        arch = str(model_cfg.get("architecture", "small_cnn")).lower()
+        model_cfg["architecture"] = arch
+        model_cfg["n_classes"] = n_out
+        if arch == "profile_cnn":
+            model_cfg.setdefault("n_views", int(data.x.shape[1]))
+            model_cfg.setdefault("data_points", int(data.x.shape[2]))
+        else:
+            model_cfg.setdefault("input_size", [int(data.x.shape[-2]), int(data.x.shape[-1])])
+            model_cfg.setdefault("in_channels", int(data.x.shape[1]))
+    try:
+        model_cfg = resolve_model_config(model_cfg)
+        model = build_model(model_cfg)
+    except (ValueError, TypeError) as err:
+        raise InputError(f"cannot build the classifier: {err}") from None
+    reinit: list[str] = []
+    if ckpt is not None:
+        model.load_state_dict(ckpt["state_dict"])
+    elif init is not None:
+        reinit = _load_weights_lenient(model, init["state_dict"])
+    model.to(device)
+    frozen = []
+    if cfg.freeze_features:
+        if init is None and ckpt is None:
+            raise InputError("freezing the conv base needs a pre-trained model (init_model)")
+        for p in model.features.parameters():
+            p.requires_grad_(False)
+        frozen = [model.features]
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = _make_optimizer(cfg.optimizer, params, cfg.lr, cfg.weight_decay)
+
+    # ---- loss
+    if cfg.class_weights is None:
+        weights = None
+    elif cfg.class_weights == "auto":
+        weights = class_weights_from_labels(data.y, n_classes)
+    else:
+        weights = [float(w) for w in cfg.class_weights]
+        if len(weights) != n_classes:
+            raise InputError(f"{len(weights)} class weights for {n_classes} classes")
+    w_t = None if weights is None else torch.tensor(weights, dtype=torch.float32, device=device)
+    ls = float(cfg.label_smoothing)
+
+    def loss_fn(logits, yb, reduce_weights=True):
+        if output_mode == "binary":
+            target = yb.float() * (1 - ls) + 0.5 * ls
+            per = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 0], target, reduction="none")
+            if w_t is not None and reduce_weights:
+                sw = w_t[yb]
+                return (per * sw).sum() / sw.sum()
+            return per.mean()
+        return torch.nn.functional.cross_entropy(logits, yb, weight=w_t if reduce_weights else None, label_smoothing=ls)
+
+    augmenter = make_augmenter(cfg.augment, cfg.augmentation) if cfg.augment else None
+
+    start_epoch = 1
+    history: list[dict] = []
+    best_value = None
+    best_epoch = None
+    bad_epochs = 0
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt["optimizer_state"])
+        tstate = json.loads(ckpt.get("trainer_state_json", "{}"))
+        start_epoch = int(tstate.get("epoch", 0)) + 1
+        history = list(tstate.get("history", []))
+        best_value = tstate.get("best_value")
+        best_epoch = tstate.get("best_epoch")
+        bad_epochs = int(tstate.get("bad_epochs", 0))
+
+    # ---- sizes
+    counts = np.bincount(data.y, minlength=n_classes)
+    n_epoch = len(epoch_indices(data.y, np.random.default_rng(0), cfg.oversample, cfg.undersample_fraction))
+    bs = int(cfg.batch_size)
+    steps_per_epoch = max(1, math.ceil(n_epoch / bs))
+    n_val_batches = 0 if val is None else math.ceil(len(val) / bs)
+    n_epochs = int(cfg.epochs)
+    total = max(0, n_epochs - start_epoch + 1) * steps_per_epoch
+    done = 0
+    input_size = list(data.x.shape[1:])
+    train_desc = cfg.data_description or data.description or f"{len(data)} samples"
+    val_desc = "none" if val is None else (val.description or f"{len(val)} samples")
+
+    def file_config(complete: bool, metrics: dict) -> dict:
+        return {
+            "model": model_cfg,
+            "task": cfg.task,
+            "output_mode": output_mode,
+            "n_classes": n_classes,
+            "class_names": class_names,
+            "positive_class": class_names[1] if output_mode == "binary" else None,
+            "normalization": normalization,
+            "crop": crop,
+            "input_shape": input_size,
+            "patch_size": input_size[-2:] if cfg.task != "profiles" else None,
+            "threshold": 0.5,
+            "training": {
+                "complete": complete,
+                "config": cfg.to_dict(),
+                "class_weights": weights,
+                "class_counts": [int(c) for c in counts],
+                "data": train_desc,
+                "validation": val_desc,
+                "epochs_run": history[-1]["epoch"] if history else 0,
+                "best_epoch": best_epoch,
+                "seed": cfg.seed,
+                "device": device,
+                "init_model": str(init_model) if init_model else None,
+                "reinitialised": reinit,
+                "frozen_features": bool(frozen),
+                "resumed_from": str(resume) if resume else None,
+                "metrics": metrics,
+                "history": history,
+                "versions": _versions(),
+                "saved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
+        }
+
+    def write_last(epoch: int) -> None:
+        tstate = {"epoch": epoch, "history": history, "best_value": best_value, "best_epoch": best_epoch, "bad_epochs": bad_epochs}
+        save_model(last_path, model, file_config(False, history[-1] if history else {}),
+                   extra={"optimizer_state": optimizer.state_dict(), "trainer_state_json": json.dumps(tstate)})
+
+    def set_train_mode() -> None:
+        model.train()
+        for m in frozen:
+            m.eval()
+
+    val_x = None if val is None else torch.from_numpy(val.x)
+    val_y = None if val is None else torch.from_numpy(val.y)
+
+    def validate():
+        model.eval()
+        tot, correct, n = 0.0, 0, 0
+        with torch.no_grad():
+            for i in range(n_val_batches):
+                xb = val_x[i * bs:(i + 1) * bs].to(device)
+                yb = val_y[i * bs:(i + 1) * bs].to(device)
+                logits = model(xb).float()
+                tot += float(loss_fn(logits, yb, reduce_weights=False)) * len(yb)
+                pred = (logits[:, 0] > 0).long() if output_mode == "binary" else logits.argmax(1)
+                correct += int((pred == yb).sum())
+                n += len(yb)
+                yield i + 1
+        return tot / max(n, 1), correct / max(n, 1)
+
+    stop_reason = "completed"
+    saved_any = out_path.is_file() and ckpt is not None
+    x_all = torch.from_numpy(data.x)
+    y_all = torch.from_numpy(data.y)
+    gen_torch = torch.Generator().manual_seed(cfg.seed)
+    epoch = start_epoch - 1
+    try:
+        for epoch in range(start_epoch, n_epochs + 1):
+            rng = np.random.default_rng([cfg.seed, epoch])
+            gen_torch.manual_seed(cfg.seed * 100003 + epoch)
+            torch.manual_seed(cfg.seed * 100003 + epoch)
+            order = epoch_indices(data.y, rng, cfg.oversample, cfg.undersample_fraction)
+            set_train_mode()
+            t0 = time.perf_counter()
+            run_loss, run_n = 0.0, 0
+            lr = optimizer.param_groups[0]["lr"]
+            n_steps = max(1, math.ceil(len(order) / bs))
+            for step in range(1, n_steps + 1):
+                if stop_event is not None and stop_event.is_set():
+                    stop_reason = "stopped"
+                    break
+                idx = torch.from_numpy(order[(step - 1) * bs:step * bs])
+                xb, yb = x_all[idx], y_all[idx]
+                if augmenter is not None:
+                    xb = augmenter(xb, gen_torch)
+                xb, yb = xb.to(device), yb.to(device)
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_fn(model(xb).float(), yb)
+                if not torch.isfinite(loss):
+                    raise InputError(f"training diverged (loss is {float(loss)}) at epoch {epoch}; lower the learning rate")
+                loss.backward()
+                optimizer.step()
+                run_loss += float(loss.detach()) * len(yb)
+                run_n += len(yb)
+                done = min(done + 1, total)
+                yield ClassifierEvent(epoch, n_epochs, step, n_steps, run_loss / run_n, None, None, lr,
+                                      time.perf_counter() - t0, device, done, total,
+                                      f"epoch {epoch}/{n_epochs} loss {run_loss / run_n:.4f}", "step")
+            if stop_reason == "stopped":
+                break
+            train_loss = run_loss / max(run_n, 1)
+            val_loss = val_acc = None
+            if val is not None:
+                vgen = validate()
+                while True:
+                    try:
+                        i = next(vgen)
+                    except StopIteration as fin:
+                        val_loss, val_acc = fin.value
+                        break
+                    yield ClassifierEvent(epoch, n_epochs, n_steps, n_steps, train_loss, None, None, lr,
+                                          time.perf_counter() - t0, device, done, total,
+                                          f"epoch {epoch}/{n_epochs} validating {i}/{n_val_batches}", "validate")
+                    if stop_event is not None and stop_event.is_set():
+                        stop_reason = "stopped"
+                        break
+                if stop_reason == "stopped":
+                    break
+            monitored = val_loss if val_loss is not None else train_loss
+            seconds = time.perf_counter() - t0
+            row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr, "seconds": seconds}
+            history.append(row)
+            improved = best_value is None or monitored < best_value
+            if improved:
+                best_value, best_epoch, bad_epochs = float(monitored), epoch, 0
+                save_model(out_path, model, file_config(True, dict(row)))
+                saved_any = True
+            else:
+                bad_epochs += 1
+            write_last(epoch)
+            msg = (f"epoch {epoch}/{n_epochs} loss {train_loss:.4f}"
+                   + (f" val_loss {val_loss:.4f} val_acc {val_acc:.3f}" if val_loss is not None else "")
+                   + (" *" if improved else ""))
+            yield ClassifierEvent(epoch, n_epochs, n_steps, n_steps, train_loss, val_loss, val_acc, lr, seconds,
+                                  device, done, total, msg, "epoch", improved)
+            if cfg.early_stopping_patience is not None and bad_epochs >= int(cfg.early_stopping_patience):
+                stop_reason = "early_stopping"
+                break
+    except GeneratorExit:
+        stop_reason = "stopped"
+        if not saved_any:
+            save_model(out_path, model, file_config(False, {}))
+        raise
+    finally:
+        if cfg.num_threads:
+            torch.set_num_threads(prev_threads)
+    if stop_reason == "stopped" and not saved_any:
+        save_model(out_path, model, file_config(False, {}))
+        saved_any = True
+    epochs_run = history[-1]["epoch"] if history else 0
+    return ClassifierTrainResult(str(out_path) if saved_any else None, str(last_path) if last_path.is_file() else None,
+                                 best_epoch, best_value, epochs_run, stop_reason, history, device, file_config(True, {}))
+
+
+def _relabel(gen, phase: str, offset: int, n_remaining: int, label: str, state: dict | None = None):
+    """Re-emit events of an inner run with a phase name and run-wide done / total.
+
+    ``total`` is estimated as ``offset + n_remaining x`` the inner run's total (runs still to
+    come are assumed as long as this one); ``state["done"]`` keeps the last ``done``.
+    """
+    try:
+        while True:
+            e = next(gen)
+            total = offset + e.total * n_remaining
+            done = offset + e.done
+            if state is not None:
+                state["done"] = done
+            yield replace(e, done=done, total=max(total, done), phase=phase,
+                          message=f"{label}: {e.message}")
+    except StopIteration as stop:
+        return stop.value
+
+
+def train_with_strategy(
+    strategy: str,
+    config: ClassifierTrainConfig | dict,
+    real: Any = None,
+    simulated: Any = None,
+    out_path: str | os.PathLike = "classifier.pt",
+    pretrain_config: ClassifierTrainConfig | dict | None = None,
+    real_val: Any = None,
+    stop_event: threading.Event | None = None,
+) -> Generator[ClassifierEvent, None, ClassifierTrainResult]:
+    """Train by one of the [R] strategies; events carry ``phase`` (``"pretrain"`` / ``"finetune"`` / ``"train"``).
+
+    Parameters
+    ----------
+    strategy : ``"real"`` (real data only), ``"simulated"`` (simulated only),
+        ``"pretrain_finetune"`` (pre-train on simulated, then fine-tune every layer on real),
+        ``"pretrain_freeze"`` (pre-train, then train the dense head on real with the conv base frozen).
+    config : settings of the (final) training on real data (or on simulated for ``"simulated"``).
+    real, simulated : :class:`ClassificationData` (or ``(x, y)``).
+    out_path : final model file; a pre-trained model is kept as ``<stem>.pretrained.pt`` next to it.
+    pretrain_config : settings of the pre-training (default: ``config``).
+    real_val : validation samples for the real-data phase (default: split from ``real``).
+    """
+    if strategy not in STRATEGIES:
+        raise InputError(f"unknown strategy {strategy!r}: use {', '.join(STRATEGIES)}")
+    cfg = config if isinstance(config, ClassifierTrainConfig) else ClassifierTrainConfig.from_dict(dict(config))
+    out_path = Path(out_path)
+    if strategy in ("real", "pretrain_finetune", "pretrain_freeze") and real is None:
+        raise InputError(f"strategy {strategy!r} needs real (annotated) data")
+    if strategy != "real" and simulated is None:
+        raise InputError(f"strategy {strategy!r} needs simulated data")
+    if strategy == "real":
+        return (yield from _relabel(train_classifier(cfg, real, real_val, out_path, stop_event=stop_event), "train", 0, 1, "train"))
+    if strategy == "simulated":
+        return (yield from _relabel(train_classifier(cfg, simulated, None, out_path, stop_event=stop_event), "train", 0, 1, "train"))
+    pcfg = cfg if pretrain_config is None else (pretrain_config if isinstance(pretrain_config, ClassifierTrainConfig)
+                                                 else ClassifierTrainConfig.from_dict(dict(pretrain_config)))
+    pcfg = replace(pcfg, freeze_features=False)
+    pre_path = out_path.with_name(out_path.stem + ".pretrained.pt")
+    state = {"done": 0}
+    pre = yield from _relabel(train_classifier(pcfg, simulated, None, pre_path, stop_event=stop_event), "pretrain", 0, 2, "pre-train on simulated (1/2)", state)
+    if pre.stop_reason == "stopped" or pre.model_path is None:
+        return pre
+    offset = state["done"]
+    fcfg = replace(cfg, freeze_features=(strategy == "pretrain_freeze"))
+    fine = train_classifier(fcfg, real, real_val, out_path, init_model=pre.model_path, stop_event=stop_event)
+    result = yield from _relabel(fine, "finetune", offset, 1, "fine-tune on real (2/2)")
+    result.config.setdefault("training", {})["strategy"] = strategy
+    result.config["training"]["pretrained_model"] = str(pre_path)
+    return result
+
+
+def cross_validate(
+    config: ClassifierTrainConfig | dict,
+    data: Any,
+    k: int = 5,
+    grouped: bool | None = None,
+    out_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    stop_event: threading.Event | None = None,
+) -> Generator[ClassifierEvent, None, dict]:
+    """k-fold cross-validation; returns ``{"folds": DataFrame, "predictions": DataFrame, "summary": dict}``.
+
+    Parameters
+    ----------
+    config : training settings of every fold (validation for early stopping is split from
+        the training folds with ``config.val_fraction``; the test fold is never seen).
+    data : :class:`ClassificationData`.
+    k : folds (5 in [T]).
+    grouped : split by ``data.groups`` (GroupKFold: copies of one sample stay in one fold);
+        None: when the data have groups. Otherwise stratified by class.
+    out_dir : where fold models go (``fold_<i>.pt``); None: a temporary folder.
+    """
+    import pandas as pd
+
+    from .data import fold_indices
+    from .evaluate import classification_report
+    from .predict import load_classifier, predict_proba
+
+    cfg = config if isinstance(config, ClassifierTrainConfig) else ClassifierTrainConfig.from_dict(dict(config))
+    data = as_classification_data(data)
+    grouped = (data.groups is not None) if grouped is None else bool(grouped)
+    if grouped and data.groups is None:
+        raise InputError("grouped cross-validation needs groups")
+    folds = fold_indices(data.y, k, data.groups if grouped else None, stratified=True, seed=seed)
+    tmp = None
+    if out_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="microseg-cv-")
+        out_dir = tmp.name
+    out_dir = Path(out_dir)
+    rows, preds = [], []
+    state = {"done": 0}
+    try:
+        for i, (tr, te) in enumerate(folds, 1):
+            res = yield from _relabel(train_classifier(cfg, data.subset(tr), None, out_dir / f"fold_{i}.pt", stop_event=stop_event),
+                                      "fold", state["done"], len(folds) - i + 1, f"fold {i}/{len(folds)}", state)
+            if res.stop_reason == "stopped":
+                break
+            lm = load_classifier(res.model_path)
+            prob = predict_proba(lm, data.x[te])
+            pred = prob.argmax(1)
+            rep = classification_report(data.y[te], pred, data.class_names, prob=prob)
+            rows.append({"fold": i, "n_train": len(tr), "n_test": len(te), "best_epoch": res.best_epoch, **rep["summary"]})
+            p = pd.DataFrame({"index": te, "fold": i, "true": data.y[te], "pred": pred})
+            for c, name in enumerate(data.class_names):
+                p[f"prob_{name}"] = prob[:, c]
+            if data.subclass is not None:
+                p["subclass"] = data.subclass[te]
+            preds.append(p)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    folds_df = pd.DataFrame(rows)
+    pred_df = pd.concat(preds, ignore_index=True) if preds else pd.DataFrame()
+    summary = {} if folds_df.empty else {c: float(folds_df[c].mean()) for c in folds_df.columns
+                                          if c not in ("fold", "n_train", "n_test", "best_epoch") and np.issubdtype(folds_df[c].dtype, np.number)}
+    return {"folds": folds_df, "predictions": pred_df, "summary": summary}

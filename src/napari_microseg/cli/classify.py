@@ -1,0 +1,408 @@
+"""``microseg classify``: classify whole images, objects or thickness profiles, or train a classifier.
+
+  classify images    --model M --input DIR|FILES --out DIR   -> flags.csv (index,file,probability_bad,verdict,threshold)
+  classify objects   --model M --image IMG --labels LBL --out DIR (or --input a simulated liposome folder)
+                     -> objects.csv (t,label,y,x,area,class,probability,prob_*) + class_counts.csv
+  classify profiles  --model M --input profiles.tif|.npy|DIR --out DIR -> profiles.csv + population.csv
+  classify train {images,objects,profiles} --simulated N --out model.pt
+                     -> model file, <model>.last.pt checkpoint, history.csv next to the model
+
+Image inputs for ``images``: a folder written by ``microseg simulate response`` (classes.csv
+with crop boxes; its labels are used to also write metrics.json), a folder of TIFFs, or
+TIFF files. The integration area comes from ``--box`` (one box for all), the crop_*
+columns of classes.csv, or ``integration/`` masks beside ``images/``; otherwise the
+images must already have the model's crop size (39 x 42).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_accuracy", "lr", "seconds", "phase"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("classify", help="classify images / objects / profiles, or train a classifier",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    csub = p.add_subparsers(dest="what", metavar="WHAT")
+    csub.required = True
+
+    q = csub.add_parser("images", help="good/bad verdict per response image (flags.csv)")
+    q.add_argument("--model", required=True, help="classifier model file (task images)")
+    q.add_argument("--input", required=True, nargs="+", help="simulated response folder, folder of TIFFs, or TIFF files")
+    q.add_argument("--out", required=True, type=Path, help="output folder")
+    q.add_argument("--box", type=int, nargs=4, metavar=("Y0", "X0", "Y1", "X1"), help="integration area / crop box for every image")
+    q.add_argument("--threshold", type=float, default=None, help="flag as bad when probability_bad >= this (default: the model's, 0.5)")
+    q.add_argument("--device", default="cpu")
+    q.set_defaults(func=run)
+
+    q = csub.add_parser("objects", help="class per labelled object (objects.csv)")
+    q.add_argument("--model", required=True, help="classifier model file (task objects)")
+    q.add_argument("--image", help="image file (Y,X or T,Y,X)")
+    q.add_argument("--labels", help="label image file of the same shape")
+    q.add_argument("--input", type=Path, help="instead of --image/--labels: a folder with images/ and labels/ (same names)")
+    q.add_argument("--out", required=True, type=Path, help="output folder")
+    q.add_argument("--device", default="cpu")
+    q.set_defaults(func=run)
+
+    q = csub.add_parser("profiles", help="class per particle from thickness profiles (profiles.csv, population.csv)")
+    q.add_argument("--model", required=True, help="classifier model file (task profiles)")
+    q.add_argument("--input", required=True, type=Path, help="profiles.tif / .npy of shape (N, views, points), or a simulated folder")
+    q.add_argument("--out", required=True, type=Path, help="output folder")
+    q.add_argument("--device", default="cpu")
+    q.set_defaults(func=run)
+
+    t = csub.add_parser("train", help="train a classifier on simulated (and optionally real) data")
+    tsub = t.add_subparsers(dest="train_task", metavar="TASK")
+    tsub.required = True
+
+    def common(r: argparse.ArgumentParser, epochs: int, batch: int, lr: float, arch: str) -> None:
+        r.add_argument("--out", required=True, type=Path, help="model file to write (.pt)")
+        r.add_argument("--simulated", type=int, default=0, help="number of simulated samples (images / TEM images / particles)")
+        r.add_argument("--epochs", type=int, default=epochs)
+        r.add_argument("--batch-size", type=int, default=batch)
+        r.add_argument("--lr", type=float, default=lr)
+        r.add_argument("--arch", default=arch, help=f"architecture (default {arch})")
+        r.add_argument("--patience", type=int, default=30, help="early-stopping patience in epochs (0: off)")
+        r.add_argument("--val-fraction", type=float, default=0.2)
+        r.add_argument("--seed", type=int, default=0)
+        r.add_argument("--device", default="auto")
+        r.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+        r.add_argument("--history", type=Path, help="history CSV (default: history.csv next to --out)")
+        r.add_argument("--init-model", help="fine-tune from this classifier model file")
+        r.add_argument("--freeze", action="store_true", help="with --init-model: keep the conv base fixed")
+        r.add_argument("--resume", help="continue from a .last.pt checkpoint")
+        r.set_defaults(func=run)
+
+    r = tsub.add_parser("images", help="[R] good/bad whole-image classifier")
+    common(r, 100, 64, 3e-4, "small_cnn")
+    r.add_argument("--input", type=Path, help="real annotated images: a folder like `microseg simulate response` writes "
+                                              "(classes.csv with image, label or is_good, optional crop_* and group columns)")
+    r.add_argument("--strategy", choices=("real", "simulated", "pretrain_finetune", "pretrain_freeze"), default=None,
+                   help="default: simulated without --input, pretrain_finetune with it")
+    r.add_argument("--keep-16bit", action="store_true", help="keep the 16-bit scale (x / 65535) instead of per-image min-max")
+    r.add_argument("--box", type=int, nargs=4, metavar=("Y0", "X0", "Y1", "X1"), help="crop box for real images without crop columns")
+
+    r = tsub.add_parser("objects", help="[T] per-object classifier (LipNet) on simulated liposomes")
+    common(r, 30, 32, 1e-3, "lipnet")
+    r.add_argument("--task", choices=("lamellarity", "encapsulation"), default="lamellarity")
+    r.add_argument("--mode", choices=("margin", "tight", "masked"), default="masked")
+    r.add_argument("--size", type=int, default=28, help="crop side in pixels (28; 32 for LipNet-6)")
+    r.add_argument("--margin", type=int, default=50)
+    r.add_argument("--depth", type=int, choices=(1, 2, 4, 6), default=4, help="LipNet-k conv layers")
+    r.add_argument("--all-conv", action="store_true", help="LipNet-kc (stride-2 convs, 1x1 conv head)")
+    r.add_argument("--particles", type=int, default=30, help="particles per simulated image")
+    r.add_argument("--no-oversample", action="store_true")
+    r.add_argument("--undersample", type=float, default=0.2, help="share of the majority left out per epoch")
+    r.add_argument("--class-weights", action="store_true", help="weight the loss inversely to class frequency")
+    r.add_argument("--label-smoothing", type=float, default=0.1)
+    r.add_argument("--no-augment", action="store_true")
+
+    r = tsub.add_parser("profiles", help="[P] 1D CNN on thickness profiles (single or multi-view)")
+    common(r, 50, 128, 1.0, "profile_cnn")
+    r.add_argument("--task", choices=("hole", "chirality"), default="hole")
+    r.add_argument("--views", type=int, default=1)
+    r.add_argument("--view-angle", type=float, default=90.0)
+    r.add_argument("--points", type=int, default=32)
+    r.add_argument("--no-pooling", action="store_true")
+    r.add_argument("--optimizer", default="adadelta")
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _write_csv(path: Path, table) -> None:
+    from ..io.tables import write_csv
+
+    write_csv(path, table)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    from ..io.atomic import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=2, default=float))
+
+
+def write_history_csv(path: Path, history: list[dict]) -> Path:
+    """Per-epoch history as CSV (atomically)."""
+    from ..io.atomic import atomic_write_text
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(HISTORY_COLUMNS)
+    for row in history:
+        w.writerow(["" if row.get(c) is None else (f"{row[c]:.6g}" if isinstance(row[c], float) else row[c]) for c in HISTORY_COLUMNS])
+    return atomic_write_text(path, buf.getvalue())
+
+
+def _read(path: Path) -> np.ndarray:
+    from ..io.images import read_image
+
+    p = Path(path)
+    if p.suffix.lower() == ".npy":
+        if not p.is_file():
+            raise InputError(f"{p}: no such file")
+        return np.load(p)
+    return np.asarray(read_image(p).data)
+
+
+def _tiffs(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
+    if not files:
+        raise InputError(f"{folder}: no TIFF images found")
+    return files
+
+
+def load_response_folder(folder: Path, box=None) -> dict:
+    """Read response images with boxes / masks / labels from a folder (see module docstring)."""
+    import pandas as pd
+
+    folder = Path(folder)
+    table = folder / "classes.csv"
+    if table.is_file():
+        df = pd.read_csv(table)
+        if "image" not in df.columns:
+            raise InputError(f"{table}: needs an 'image' column")
+        files = [folder / f for f in df["image"]]
+        images = [_read(f) for f in files]
+        boxes = None
+        if box is not None:
+            boxes = [list(box)] * len(images)
+        elif {"crop_y0", "crop_x0", "crop_y1", "crop_x1"} <= set(df.columns):
+            boxes = df[["crop_y0", "crop_x0", "crop_y1", "crop_x1"]].to_numpy().tolist()
+        masks = None
+        if boxes is None and (folder / "integration").is_dir():
+            masks = [_read(folder / "integration" / f.name) > 0 for f in files]
+        labels = None
+        if "label" in df.columns and df["label"].astype(str).isin(["good", "bad"]).all():
+            labels = (df["label"].astype(str) == "bad").astype(int).to_numpy()
+        elif "is_good" in df.columns:
+            labels = 1 - df["is_good"].astype(int).to_numpy()
+        groups = df["group"].to_numpy() if "group" in df.columns else None
+        sub = df["subclass"].astype(str).to_numpy() if "subclass" in df.columns else None
+        return {"images": images, "files": [str(f.relative_to(folder)) for f in files], "boxes": boxes, "masks": masks,
+                "labels": labels, "groups": groups, "subclass": sub}
+    img_dir = folder / "images" if (folder / "images").is_dir() else folder
+    files = _tiffs(img_dir)
+    masks = None
+    if box is None and (folder / "integration").is_dir():
+        masks = [_read(folder / "integration" / f.name) > 0 for f in files]
+    return {"images": [_read(f) for f in files], "files": [f.name for f in files], "boxes": None if box is None else [list(box)] * len(files),
+            "masks": masks, "labels": None, "groups": None, "subclass": None}
+
+
+# ------------------------------------------------------------------ run
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.what == "train":
+        return _run_train(args)
+    return {"images": _run_images, "objects": _run_objects, "profiles": _run_profiles}[args.what](args)
+
+
+def _run_images(args) -> int:
+    from ..classify.evaluate import classification_report, roc_curve_auc
+    from ..classify.predict import classify_images, load_classifier
+
+    lm = load_classifier(args.model, device=args.device)
+    inputs = [Path(p) for p in args.input]
+    if len(inputs) == 1 and inputs[0].is_dir():
+        d = load_response_folder(inputs[0], args.box)
+    else:
+        for p in inputs:
+            if not p.is_file():
+                raise InputError(f"{p}: no such file")
+        d = {"images": [_read(p) for p in inputs], "files": [str(p) for p in inputs],
+             "boxes": None if args.box is None else [list(args.box)] * len(inputs), "masks": None, "labels": None}
+    for f, img in zip(d["files"], d["images"]):
+        if img.ndim != 2:
+            raise InputError(f"{f}: expected a 2-D image, got shape {img.shape}")
+    df = classify_images(lm, d["images"], boxes=d["boxes"], masks=d["masks"], threshold=args.threshold, names=d["files"])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_csv(out / "flags.csv", df)
+    n_bad = int((df["verdict"] == (lm.class_names[1] if len(lm.class_names) == 2 else "bad")).sum())
+    if d.get("labels") is not None:
+        y = d["labels"]
+        p = df["probability_bad"].to_numpy()
+        pred = (p >= df["threshold"].iloc[0]).astype(int)
+        rep = classification_report(y, pred, ["good", "bad"], prob=p)
+        _write_json(out / "metrics.json", {"n": len(y), **rep["summary"], "confusion": rep["confusion"].tolist(),
+                                            "threshold": float(df["threshold"].iloc[0]), "auc": roc_curve_auc(y, p)["auc"]})
+    print(f"microseg classify images: {len(df)} image(s), {n_bad} flagged bad -> {out / 'flags.csv'}")
+    return 0
+
+
+def _run_objects(args) -> int:
+    import pandas as pd
+
+    from ..classify.predict import classify_objects, load_classifier
+
+    lm = load_classifier(args.model, device=args.device)
+    pairs = []
+    if args.input is not None:
+        if not (args.input / "images").is_dir() or not (args.input / "labels").is_dir():
+            raise InputError(f"{args.input}: needs images/ and labels/ folders")
+        for f in _tiffs(args.input / "images"):
+            lab = args.input / "labels" / f.name
+            if not lab.is_file():
+                raise InputError(f"{lab}: label image missing")
+            pairs.append((f"images/{f.name}", _read(f), _read(lab)))
+    else:
+        if not args.image or not args.labels:
+            raise InputError("give --image and --labels, or --input with images/ and labels/")
+        pairs.append((str(args.image), _read(Path(args.image)), _read(Path(args.labels))))
+    tables = []
+    for name, img, lab in pairs:
+        if img.shape != lab.shape:
+            raise InputError(f"{name}: labels shape {lab.shape} differs from image shape {img.shape}")
+        if not np.any(lab):
+            raise InputError(f"{name}: the label image is empty")
+        t = classify_objects(lm, img, lab)
+        if len(pairs) > 1:
+            t.insert(0, "image", name)
+        tables.append(t)
+    df = pd.concat(tables, ignore_index=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_csv(out / "objects.csv", df)
+    counts = df.groupby("t")["class"].value_counts().unstack(fill_value=0).reindex(columns=lm.class_names, fill_value=0)
+    counts.insert(0, "count", counts.sum(1))
+    _write_csv(out / "class_counts.csv", counts.reset_index())
+    print(f"microseg classify objects: {len(df)} object(s) -> {out / 'objects.csv'}")
+    return 0
+
+
+def _run_profiles(args) -> int:
+    from ..classify.predict import classify_profiles, load_classifier, population_summary
+
+    lm = load_classifier(args.model, device=args.device)
+    src = Path(args.input)
+    if src.is_dir():
+        src = src / "profiles.tif"
+    profiles = _read(src) if src.suffix.lower() == ".npy" else _read_profiles_tiff(src)
+    df = classify_profiles(lm, profiles)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_csv(out / "profiles.csv", df)
+    pop = population_summary(df, lm.class_names)
+    _write_csv(out / "population.csv", pop)
+    summary = ", ".join(f"{r['class']} {r['percent']:.1f} %" for _, r in pop.iterrows())
+    print(f"microseg classify profiles: {len(df)} particle(s): {summary} -> {out / 'profiles.csv'}")
+    return 0
+
+
+def _read_profiles_tiff(path: Path) -> np.ndarray:
+    import tifffile
+
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        return np.asarray(tifffile.imread(path))
+    except Exception as err:  # noqa: BLE001
+        raise InputError(f"{path.name}: cannot read ({type(err).__name__})") from None
+
+
+def _run_train(args) -> int:
+    from ..classify.trainer import ClassifierTrainConfig, train_classifier, train_with_strategy
+    from ..progress import run_with_text_progress
+
+    task = args.train_task
+    if args.epochs < 1 or args.batch_size < 1:
+        raise InputError("--epochs and --batch-size must be >= 1")
+    base = dict(task=task, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
+                num_threads=args.threads, val_fraction=args.val_fraction,
+                early_stopping_patience=args.patience if args.patience > 0 else None)
+    out = Path(args.out)
+    real = simulated = None
+    strategy = None
+    if task == "images":
+        from ..classify.data import ClassificationData, RESPONSE_CLASS_NAMES, response_crops, simulated_response_data
+
+        norm = {"kind": "fixed", "offset": 0.0, "scale": 65535.0} if args.keep_16bit else {"kind": "minmax"}
+        strategy = args.strategy or ("pretrain_finetune" if args.input else "simulated")
+        if strategy != "real" and args.simulated < 4:
+            raise InputError(f"strategy {strategy!r} needs --simulated N (N >= 4)")
+        if strategy != "simulated" and args.input is None:
+            raise InputError(f"strategy {strategy!r} needs real annotated images (--input)")
+        if args.simulated:
+            simulated = run_with_text_progress(simulated_response_data(args.simulated, seed=args.seed, normalization=norm, progress=True), label="simulate")
+        if args.input is not None:
+            d = load_response_folder(args.input, args.box)
+            if d["labels"] is None:
+                raise InputError(f"{args.input}: classes.csv needs a 'label' (good/bad) or 'is_good' column")
+            x = response_crops(d["images"], d["boxes"], d["masks"], normalization=norm)
+            real = ClassificationData(x, d["labels"], list(RESPONSE_CLASS_NAMES), d["groups"], d["subclass"],
+                                      f"{len(x)} annotated images from {args.input}")
+        cfg = ClassifierTrainConfig(model={"architecture": args.arch}, normalization=norm, augment="hflip",
+                                    crop={"kind": "integration", "size": [39, 42]}, **base)
+    elif task == "objects":
+        from ..classify.data import simulated_liposome_data
+
+        if args.simulated < 1:
+            raise InputError("--simulated N (number of simulated TEM images) must be >= 1")
+        simulated = run_with_text_progress(simulated_liposome_data(args.simulated, task=args.task, mode=args.mode, size=(args.size, args.size),
+                                                                   margin=args.margin, seed=args.seed, progress=True, n_particles=args.particles), label="simulate")
+        model = {"architecture": args.arch}
+        if args.arch == "lipnet":
+            model.update(n_conv=args.depth, all_conv=bool(args.all_conv))
+        cfg = ClassifierTrainConfig(model=model, normalization=None, augment="none" if args.no_augment else "affine",
+                                    crop={"kind": "object", "mode": args.mode, "margin": args.margin, "size": [args.size, args.size]},
+                                    oversample=not args.no_oversample, undersample_fraction=args.undersample,
+                                    class_weights="auto" if args.class_weights else None, label_smoothing=args.label_smoothing, **base)
+    else:
+        from ..classify.data import simulated_profile_data
+
+        if args.simulated < 4:
+            raise InputError("--simulated N (number of particles) must be >= 4")
+        simulated = simulated_profile_data(args.simulated, task=args.task, n_views=args.views, seed=args.seed,
+                                           view_angle_deg=args.view_angle, data_points=args.points)
+        model = {"architecture": args.arch}
+        if args.arch == "profile_cnn":
+            model["pooling"] = not args.no_pooling
+        cfg = ClassifierTrainConfig(model=model, normalization={"kind": "none"}, augment="none", optimizer=args.optimizer,
+                                    crop={"kind": "profile", "views": args.views, "points": args.points, "view_angle": args.view_angle}, **base)
+    if args.freeze and not args.init_model:
+        raise InputError("--freeze needs --init-model")
+    if args.init_model or args.resume:
+        from dataclasses import replace
+
+        cfg = replace(cfg, freeze_features=bool(args.freeze))
+        data = real if real is not None else simulated
+        gen = train_classifier(cfg, data, None, out, resume=args.resume, init_model=args.init_model)
+    elif task == "images":
+        gen = train_with_strategy(strategy, cfg, real=real, simulated=simulated, out_path=out)
+    else:
+        gen = train_classifier(cfg, simulated, None, out)
+    history_path = Path(args.history) if args.history else out.parent / "history.csv"
+    history: list[dict] = []
+
+    def track():
+        try:
+            while True:
+                e = next(gen)
+                if getattr(e, "kind", "") == "epoch":
+                    history.append({"epoch": e.epoch, "train_loss": e.train_loss, "val_loss": e.val_loss,
+                                    "val_accuracy": e.val_accuracy, "lr": e.lr, "seconds": e.seconds, "phase": getattr(e, "phase", "")})
+                yield e
+        except StopIteration as stop:
+            return stop.value
+
+    try:
+        result = run_with_text_progress(track(), label=f"train {task}")
+    except KeyboardInterrupt:
+        gen.close()
+        write_history_csv(history_path, history)
+        raise
+    write_history_csv(history_path, history)
+    print(f"microseg classify train {task}: {result.stop_reason} after {result.epochs_run} epoch(s); best epoch "
+          f"{result.best_epoch} -> {result.model_path}; history -> {history_path}")
+    return 0

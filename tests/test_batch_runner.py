@@ -1,0 +1,334 @@
+"""Batch processing on Dask: same results as one process, resume, failures, kill + rerun, cancel.
+
+One local cluster (2 worker processes, 1 thread each) is shared by the module;
+the CLI runs join it with ``--scheduler``. Images are 64x64 so that the whole
+module stays well under a minute and a half on a loaded 2-core machine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from napari_microseg.batch import find_batch_inputs, run_batch, run_batch_sync
+from napari_microseg.batch.manifest import Manifest, sha256_array
+from napari_microseg.errors import InputError
+
+N_IMAGES = 20
+TILE = 128
+
+
+def _segment_reference(model_path, image_paths, **kw):
+    """Labels and tables from plain single-process ``segment`` calls (torch with 1 thread, like the workers)."""
+    import torch
+
+    from napari_microseg.inference.segment import segment
+    from napari_microseg.io.models import load_model
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        loaded = load_model(model_path, device="cpu")
+        labels, objects, counts = {}, [], []
+        for path, rel in image_paths:
+            res = segment(loaded, tifffile.imread(path), keep_probabilities=False, **kw)
+            labels[rel] = np.asarray(res.labels)
+            objects.append(res.objects.assign(image=rel))
+            counts.append(res.counts.assign(image=rel))
+    finally:
+        torch.set_num_threads(before)
+    return labels, pd.concat(objects, ignore_index=True), pd.concat(counts, ignore_index=True)
+
+
+def _sorted(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    return df.sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+def _done_lines(manifest: Path) -> int:
+    if not manifest.exists():
+        return 0
+    return sum('"status": "done"' in line for line in manifest.read_text().splitlines())
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    """20 simulated 64x64 nuclei images (some in a sub-folder) and one corrupt 'TIFF' (a text file)."""
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    root = tmp_path_factory.mktemp("batch_images")
+    (root / "well_B").mkdir()
+    for i in range(N_IMAGES):
+        image, _ = simulate_nuclei_image(shape=(64, 64), n_nuclei=5, seed=100 + i)
+        folder = root / "well_B" if i % 4 == 0 else root
+        tifffile.imwrite(folder / f"img{i:02d}.tif", (image * 255).astype(np.uint8))
+    (root / "corrupt.tif").write_text("this is not a TIFF file\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A three-class U-Net trained for one short epoch: weak, but it finds a few objects per image."""
+    from napari_microseg.progress import run_with_text_progress
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+    from napari_microseg.training.trainer import train
+
+    pairs = [simulate_nuclei_image(shape=(128, 128), n_nuclei=15, seed=s) for s in range(4)]
+    out = tmp_path_factory.mktemp("batch_model") / "tiny.pt"
+    cfg = {"preset": "small", "output_mode": "three_class", "patch_size": 64, "patches_per_epoch": 8, "batch_size": 4,
+           "epochs": 1, "lr": 3e-3, "seed": 0, "num_threads": 2, "val_fraction": 0.25}
+    with open(os.devnull, "w") as sink:
+        run_with_text_progress(train(cfg, ([p[0] for p in pairs], [p[1] for p in pairs]), out_path=out), stream=sink)
+    return out
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from distributed import Client, LocalCluster
+
+    lc = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      scheduler_kwargs={"dashboard_address": ":0"}, silence_logs=logging.ERROR)
+    client = Client(lc)
+    yield client
+    client.close()
+    lc.close()
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, images, tiny_model, cluster) -> tuple[Path, object]:
+    """An uninterrupted batch run on the shared cluster (joined by address)."""
+    out = tmp_path_factory.mktemp("batch_ref") / "out"
+    summary = run_batch_sync("segment", images, out, model=tiny_model, scheduler=cluster.scheduler.address,
+                             tile=TILE)
+    return out, summary
+
+
+def test_cluster_results_equal_single_process(images, tiny_model, reference_run):
+    out, summary = reference_run
+    assert (summary.total, summary.processed, summary.skipped, summary.failed) == (N_IMAGES + 1, N_IMAGES, 0, 1)
+    assert summary.workers == 2
+    good = [(p, rel) for p, rel in find_batch_inputs(images) if "corrupt" not in rel]
+    ref_labels, ref_objects, ref_counts = _segment_reference(tiny_model, good, tile=TILE)
+    assert sum(int(lab.max()) for lab in ref_labels.values()) >= N_IMAGES  # the model finds objects
+    for rel, lab in ref_labels.items():
+        got = tifffile.imread(out / "labels" / rel)
+        np.testing.assert_array_equal(got, lab, err_msg=rel)
+    objects = pd.read_csv(out / "objects.csv")
+    counts = pd.read_csv(out / "counts.csv")
+    assert list(objects.columns[:5]) == ["t", "label", "y", "x", "area"] and objects.columns[-1] == "image"
+    assert len(objects) == len(ref_objects) and set(objects["image"]) == set(ref_labels)
+    keys = ["image", "t", "label"]
+    pd.testing.assert_frame_equal(_sorted(objects, keys), _sorted(ref_objects[objects.columns], keys),
+                                  check_dtype=False, rtol=1e-5)
+    pd.testing.assert_frame_equal(_sorted(counts, ["image", "t"]), _sorted(ref_counts[counts.columns], ["image", "t"]),
+                                  check_dtype=False, rtol=1e-5)
+    # the corrupt file is recorded with its reason; everything else completed
+    failures = pd.read_csv(out / "failures.csv")
+    assert list(failures["key"]) == ["corrupt"]
+    assert "not a readable TIFF" in failures["reason"][0]
+    records = Manifest(out / "manifest.jsonl").load()
+    assert sum(r["status"] == "done" for r in records.values()) == N_IMAGES
+    assert records["corrupt"]["status"] == "failed"
+    assert all(r["checksum"].startswith("sha256:") for r in records.values())
+    assert not (out / ".batch.lock").exists()
+
+
+def test_resume_skips_done_items(tmp_path, images, reference_run, tiny_model, cluster):
+    ref_out, _ = reference_run
+    out = tmp_path / "out"
+    shutil.copytree(ref_out, out)
+    before = {p: p.stat().st_mtime_ns for p in (out / "labels").rglob("*.tif")}
+    events = []
+    gen = run_batch("segment", images, out, model=tiny_model, scheduler=cluster.scheduler.address, tile=TILE)
+    while True:
+        try:
+            events.append(next(gen))
+        except StopIteration as stop:
+            summary = stop.value
+            break
+    assert (summary.processed, summary.skipped, summary.failed) == (0, N_IMAGES, 1)  # only the corrupt file retried
+    assert events[-1].skipped == N_IMAGES and events[-1].done == N_IMAGES + 1
+    assert {p: p.stat().st_mtime_ns for p in (out / "labels").rglob("*.tif")} == before
+    assert (out / "objects.csv").read_bytes() == (ref_out / "objects.csv").read_bytes()
+
+
+def test_resume_redoes_changed_and_missing_items(tmp_path, tiny_model):
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(4):
+        tifffile.imwrite(src / f"a{i}.tif", simulate_nuclei_image(shape=(48, 48), n_nuclei=3, seed=i)[0])
+    out = tmp_path / "out"
+    first = run_batch_sync("segment", src, out, model=tiny_model, workers=0, tile=64)
+    assert (first.processed, first.skipped) == (4, 0)
+    tifffile.imwrite(src / "a1.tif", simulate_nuclei_image(shape=(48, 48), n_nuclei=3, seed=99)[0])  # new content
+    (out / "labels" / "a2.tif").unlink()  # lost output
+    second = run_batch_sync("segment", src, out, model=tiny_model, workers=0, tile=64)
+    assert (second.processed, second.skipped) == (2, 2)
+    assert (out / "labels" / "a2.tif").exists()
+    # other settings must not silently replace results
+    with pytest.raises(InputError, match="other settings"):
+        run_batch_sync("segment", src, out, model=tiny_model, workers=0, tile=64, threshold=0.3)
+
+
+def test_killed_cli_run_resumes_to_identical_outputs(tmp_path, images, reference_run, tiny_model, cluster):
+    ref_out, _ = reference_run
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "napari_microseg.cli", "batch", "segment", "--model", str(tiny_model),
+           "--input", str(images), "--out", str(out), "--scheduler", cluster.scheduler.address,
+           "--tile", str(TILE), "--quiet"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    manifest = out / "manifest.jsonl"
+    deadline = time.monotonic() + 120
+    while _done_lines(manifest) < 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    n_at_kill = _done_lines(manifest)
+    assert 3 <= n_at_kill < N_IMAGES, f"kill came too late or too early ({n_at_kill} done): {proc.stdout.read()!r}"
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 1, rerun.stderr  # 1: the corrupt file failed (again)
+    assert "corrupt" in rerun.stderr
+    done_now = _done_lines(manifest)
+    assert done_now == N_IMAGES  # each item recorded once: the rerun redid only what was missing
+    records = Manifest(manifest).load()
+    assert sum(r["status"] == "done" for r in records.values()) == N_IMAGES
+    assert f"{N_IMAGES - n_at_kill} processed, {n_at_kill} skipped" in rerun.stdout
+    for name in ("objects.csv", "counts.csv"):
+        assert (out / name).read_bytes() == (ref_out / name).read_bytes(), name
+    ref_tifs = sorted(p.relative_to(ref_out) for p in (ref_out / "labels").rglob("*") if p.is_file())
+    got_tifs = sorted(p.relative_to(out) for p in (out / "labels").rglob("*") if p.is_file())
+    assert got_tifs == ref_tifs  # no temporary leftovers
+    for rel in ref_tifs:
+        np.testing.assert_array_equal(tifffile.imread(out / rel), tifffile.imread(ref_out / rel))
+
+
+def test_closing_generator_cancels_and_shuts_down_own_cluster(tmp_path, images, tiny_model):
+    import multiprocessing
+
+    def children() -> set[int]:
+        return {p.pid for p in multiprocessing.active_children()}
+
+    others = children()  # e.g. the module's shared cluster
+    out = tmp_path / "out"
+    gen = run_batch("segment", images, out, model=tiny_model, workers=2, tile=TILE, heartbeat=0.1)
+    for event in gen:
+        if event.in_flight > 0:
+            break
+    assert len(children() - others) == 2  # the run's two worker processes
+    gen.close()
+    deadline = time.monotonic() + 30
+    while children() - others and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not children() - others
+    assert not (out / ".batch.lock").exists()
+    assert _done_lines(out / "manifest.jsonl") < N_IMAGES
+
+
+def test_zarr_stack_one_task_per_frame(tmp_path, tiny_model):
+    import zarr
+
+    from napari_microseg.inference.segment import segment
+    from napari_microseg.io.models import load_model
+    from napari_microseg.io.images import write_zarr
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+
+    movie = simulate_nuclei_timelapse(n_frames=3, shape=(48, 48), n_nuclei=4, seed=3).fluorescence
+    write_zarr(tmp_path / "movie.zarr", movie, chunks=(1, 48, 48))
+    out = tmp_path / "out"
+    summary = run_batch_sync("segment", tmp_path / "movie.zarr", out, model=tiny_model, workers=0, tile=64)
+    assert (summary.total, summary.processed) == (3, 3)
+    store = zarr.open_array(str(out / "labels" / "movie.zarr"), mode="r")
+    assert store.attrs["microseg_batch"]["complete"] is True
+    loaded = load_model(tiny_model, device="cpu")
+    counts = pd.read_csv(out / "counts.csv")
+    assert list(counts["t"]) == [0, 1, 2] and set(counts["image"]) == {"movie.zarr"}
+    for t in range(3):
+        np.testing.assert_array_equal(store[t], segment(loaded, movie[t], tile=64).labels)
+    records = Manifest(out / "manifest.jsonl").load()
+    assert records["movie.zarr/t000001"]["checksum"] == sha256_array(np.asarray(zarr.open_array(
+        str(tmp_path / "movie.zarr"), mode="r")[1]))
+    again = run_batch_sync("segment", tmp_path / "movie.zarr", out, model=tiny_model, workers=0, tile=64)
+    assert (again.processed, again.skipped) == (0, 3)
+
+
+def test_track_batch_matches_run_tracking(tmp_path):
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+    from napari_microseg.tracking.track import run_tracking
+
+    src = tmp_path / "stacks"
+    src.mkdir()
+    stacks = {}
+    for i in range(2):
+        sim = simulate_nuclei_timelapse(n_frames=4, shape=(64, 64), n_nuclei=4, seed=10 + i)
+        stacks[f"movie{i}.tif"] = sim.labels
+        tifffile.imwrite(src / f"movie{i}.tif", sim.labels)
+    (src / "flat.tif").write_bytes(b"")  # empty file: fails, the others go on
+    out = tmp_path / "out"
+    summary = run_batch_sync("track", src, out, workers=0)
+    assert (summary.processed, summary.failed) == (2, 1)
+    assert "empty" in summary.failures[0]["reason"]
+    tracks = pd.read_csv(out / "tracks.csv")
+    assert list(tracks.columns[:8]) == ["track_id", "t", "y", "x", "parent_track_id", "root_track_id", "generation",
+                                        "label"]
+    for name, labels in stacks.items():
+        expected = run_tracking(labels).table
+        got = tracks[tracks["image"] == name].drop(columns="image").reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, expected[got.columns].reset_index(drop=True), check_dtype=False, rtol=1e-6)
+        assert tifffile.imread(out / "tracks_labels" / name).max() == expected["track_id"].max()
+    assert set(pd.read_csv(out / "counts.csv")["image"]) == set(stacks)
+
+
+def test_find_batch_inputs(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for rel in ("a/x.tif", "b/x.tif", "b/y.tiff", "notes.txt", "a/.hidden.tif"):
+        (tmp_path / rel).write_bytes(b"0")
+    found = find_batch_inputs(tmp_path)
+    assert [rel for _, rel in found] == ["a/x.tif", "b/x.tif", "b/y.tiff"]
+    assert [rel for _, rel in find_batch_inputs(str(tmp_path / "*" / "*.tif"))] == ["a/x.tif", "b/x.tif"]
+    # an output folder inside the input folder is never read back as input
+    assert [rel for _, rel in find_batch_inputs(tmp_path, exclude=tmp_path / "b")] == ["x.tif"]
+    (tmp_path / "b" / "x.fits").write_bytes(b"0")
+    with pytest.raises(InputError, match="same outputs"):
+        find_batch_inputs(tmp_path / "b")
+    with pytest.raises(InputError, match="no images match"):
+        find_batch_inputs(str(tmp_path / "*.zarr"))
+
+
+def test_manifest_ignores_a_line_cut_by_a_crash(tmp_path):
+    path = tmp_path / "manifest.jsonl"
+    with Manifest(path) as m:
+        m.append({"key": "a", "status": "done", "outputs": {}})
+    with open(path, "a") as fh:
+        fh.write('{"key": "b", "status": "do')  # killed mid-line
+    assert set(Manifest(path).load()) == {"a"}
+    with Manifest(path) as m:
+        m.append({"key": "c", "status": "done", "outputs": {}})
+    assert set(Manifest(path).load()) == {"a", "c"}
+    assert json.loads(path.read_text().splitlines()[-1])["key"] == "c"
+
+
+def test_cli_errors(tmp_path, images):
+    from napari_microseg.cli import main
+
+    assert main(["batch", "classify", "--input", str(images), "--out", str(tmp_path / "c")]) == 2
+    assert main(["batch", "segment", "--input", str(images), "--out", str(tmp_path / "s")]) == 2  # no model
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "thesis.docx").write_text("precious")
+    assert main(["batch", "track", "--input", str(images), "--out", str(tmp_path / "busy"), "--workers", "0"]) == 2
+    assert (tmp_path / "busy" / "thesis.docx").read_text() == "precious"
+    with pytest.raises(InputError, match="not available yet"):
+        run_batch_sync("classify", images, tmp_path / "c2")
