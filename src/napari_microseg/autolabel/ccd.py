@@ -18,7 +18,10 @@ Steps of :func:`autolabel_ccd`:
 3. **Glowing columns**: columns whose baseline exceeds the pedestal by more than
    ``glow_sigma`` x noise (or ``glow_adc`` if given). Runs of at least
    ``glow_min_width`` such columns are glowing (class 1); a single raised column
-   is a hot column (class 2: a 1-px-wide straight line, [C] shape rule).
+   is a hot column (class 2: a 1-px-wide straight line, [C] shape rule). A raised
+   column must be raised along at least ``glow_min_coverage`` of its length
+   (pixels above half the threshold); columns raised only because a partial hot
+   line covers most of them get the pedestal as baseline instead.
 4. **Signals**: residual = image - column baseline. Seed pixels exceed
    ``seed_sigma`` x noise; they grow (hysteresis) into 8-connected neighbours
    above ``grow_sigma`` x noise.
@@ -290,7 +293,10 @@ def _thin_runs(mask: np.ndarray, length: int, vertical: bool, thin_fraction: flo
         n_thin = np.bincount(lab.ravel(), weights=thin.ravel(), minlength=n + 1)
         ok = (n_thin >= thin_fraction * size) & (size >= length)
         ok[0] = False
-        out = ok[lab] & thin
+        # run pixels stay hot where the signal across the line is at most 2 px wide (a noise
+        # pixel beside the line); wider places are a cluster sitting on the line
+        across = ndi.convolve1d(m.astype(np.uint8), np.ones(5, np.uint8), axis=1, mode="constant")
+        out = ok[lab] & (across <= 2)
     return out if vertical else out.T
 
 
@@ -303,6 +309,7 @@ def autolabel_ccd_details(
     glow_sigma: float = 10.0,
     glow_adc: float | None = None,
     glow_min_width: int = 2,
+    glow_min_coverage: float = 0.9,
     seed_sigma: float = 5.0,
     grow_sigma: float = 2.5,
     hot_min_length: int = 4,
@@ -339,9 +346,19 @@ def autolabel_ccd_details(
     raised[:, excluded] = False
     glow_mask = np.zeros_like(raised)
     hot_cols = np.zeros_like(raised)
+    baseline = base.baseline.copy()
     r_edges = [0, *base.tap_rows, ny]
     for r0, r1 in zip(r_edges[:-1], r_edges[1:]):
-        row = raised[r0]
+        row = raised[r0].copy()
+        if not row.any():
+            continue
+        # a glowing (or fully hot) column is raised along (nearly) its whole length; a column
+        # raised only because a hot line covers most of it is not: its baseline is the pedestal
+        above = (img[r0:r1] - base.pedestal[r0:r1]) > (limit[r0:r1] / 2 if np.ndim(limit) else limit / 2)
+        coverage = above.mean(axis=0)
+        partial = row & (coverage < glow_min_coverage)
+        baseline[r0:r1, partial] = base.pedestal[r0:r1, partial]
+        row &= ~partial
         lab, n = ndi.label(row)
         if n:
             widths = np.bincount(lab, minlength=n + 1)
@@ -349,6 +366,7 @@ def autolabel_ccd_details(
             wide[0] = False
             glow_mask[r0:r1] = wide[lab][None, :]
             hot_cols[r0:r1] = (row & ~wide[lab])[None, :]
+    base.baseline = baseline
     glow_columns = np.flatnonzero(glow_mask.any(axis=0))
     classes[glow_mask] = 1
 
@@ -373,6 +391,13 @@ def autolabel_ccd_details(
         hot |= _thin_runs(signal, int(hot_min_length), vertical=False)
     rest = signal & ~hot
     lab, n = ndi.label(rest, structure=np.ones((3, 3), bool))
+    if n:
+        # what is left of a component after removing hot lines needs its own seed pixel
+        seeded = np.zeros(n + 1, bool)
+        seeded[np.unique(lab[seeds & rest])] = True
+        seeded[0] = False
+        rest &= seeded[lab]
+        lab, n = ndi.label(rest, structure=np.ones((3, 3), bool))
     if n:
         sizes = np.bincount(lab.ravel(), minlength=n + 1)
         if hot_pixel_adc is not None:
@@ -405,7 +430,7 @@ def autolabel_ccd(image_adc, pedestal: float | np.ndarray | None = None, noise: 
     noise : read-noise sd in ADC; None: 1.4826 x MAD per tap.
     **kwargs : see :func:`autolabel_ccd_details` and the module docstring:
         ``taps="auto"``, ``exclude_columns=None``, ``glow_sigma=10``, ``glow_adc=None``,
-        ``glow_min_width=2`` (columns), ``seed_sigma=5``, ``grow_sigma=2.5`` (noise sd),
+        ``glow_min_width=2`` (columns), ``glow_min_coverage=0.9``, ``seed_sigma=5``, ``grow_sigma=2.5`` (noise sd),
         ``hot_min_length=4`` (px), ``hot_pixel_adc=2000`` (ADC above baseline; the
         simulator's hot level is 2200, an Fe-55 cluster holds <= ~1800 ADC in total at
         gain 1), ``hot_max_pixels=2``, ``cluster_min_size=1``, ``cluster_max_size=200`` (px),

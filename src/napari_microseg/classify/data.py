@@ -226,6 +226,7 @@ def simulated_response_data(n: int, seed: int = 0, crop_size: Sequence[int] = DE
     """
     from ..progress import Progress
     from ..simulate.response import iter_balanced_set
+    from ..training.normalize import make_normalization_spec
 
     def gen():
         images, boxes, labels, subs = [], [], [], []
@@ -238,7 +239,8 @@ def simulated_response_data(n: int, seed: int = 0, crop_size: Sequence[int] = DE
         x = response_crops(images, boxes, crop_size=crop_size, normalization=normalization)
         return ClassificationData(x, np.array(labels), list(RESPONSE_CLASS_NAMES), np.arange(len(labels)),
                                   np.array(subs), f"{n} simulated response images (seed {seed})",
-                                  {"simulated": True, "seed": seed, "n": int(n)})
+                                  {"simulated": True, "seed": seed, "n": int(n), "normalization": make_normalization_spec(normalization),
+                                   "crop": {"kind": "integration", "size": [int(crop_size[0]), int(crop_size[1])]}})
 
     g = gen()
     return g if progress else _drain(g)
@@ -272,6 +274,7 @@ def simulated_liposome_data(n_images: int, task: str = "lamellarity", mode: str 
     """
     from ..progress import Progress
     from ..simulate.liposomes import simulate_liposome_image
+    from ..training.normalize import make_normalization_spec
     from .crops import LIPOSOME_CLASSES, object_crops
 
     if task not in LIPOSOME_CLASSES:
@@ -292,7 +295,9 @@ def simulated_liposome_data(n_images: int, task: str = "lamellarity", mode: str 
         x = np.concatenate(xs)[:, None] if xs else np.zeros((0, 1, *size), np.float32)
         return ClassificationData(x, np.array(ys, np.int64), names, np.array(gs), None,
                                   f"{len(ys)} particles from {n_images} simulated liposome images (seed {seed}, {task}, {mode})",
-                                  {"simulated": True, "seed": seed, "task": task, "mode": mode})
+                                  {"simulated": True, "seed": seed, "task": task, "mode": mode,
+                                   "normalization": make_normalization_spec(normalization),
+                                   "crop": {"kind": "object", "mode": mode, "margin": int(margin), "size": [int(size[0]), int(size[1])]}})
 
     g = gen()
     return g if progress else _drain(g)
@@ -305,7 +310,8 @@ def simulated_profile_data(n: int, task: str = "hole", n_views: int = 1, seed: i
     ps = simulate_profiles(int(n), task=task, n_views=int(n_views), seed=seed, **sim_kwargs)
     return ClassificationData(ps.profiles, ps.labels, list(ps.class_names), None, None,
                               f"{n} simulated {task} particles, {n_views} view(s) (seed {seed})",
-                              {"simulated": True, "seed": seed, "task": task, "n_views": int(n_views)})
+                              {"simulated": True, "seed": seed, "task": task, "n_views": int(n_views),
+                               "normalization": {"kind": "none"}, "crop": {"kind": "profile", "views": int(n_views)}})
 
 
 # ---------------------------------------------------------------------------- imbalance

@@ -82,8 +82,10 @@ def per_class_metrics(cm: np.ndarray, class_names: Sequence[str] | None = None) 
         tn = int(total - tp - fn - fp)
         rec = _ratio(tp, tp + fn)
         prec = _ratio(tp, tp + fp)
-        f1 = float(2 * prec * rec / (prec + rec)) if np.isfinite(prec) and np.isfinite(rec) and prec + rec > 0 else (
-            0.0 if np.isfinite(prec) and np.isfinite(rec) else float("nan"))
+        if tp == 0:
+            f1 = 0.0 if (tp + fn + fp) > 0 else float("nan")  # no hit although the class occurs or is predicted
+        else:
+            f1 = float(2 * prec * rec / (prec + rec))
         rows.append({"class": name, "support": tp + fn, "tp": tp, "fn": fn, "fp": fp, "tn": tn, "recall": rec,
                      "precision": prec, "specificity": _ratio(tn, tn + fp), "npv": _ratio(tn, tn + fn), "f1": f1})
     return pd.DataFrame(rows)

@@ -327,8 +327,11 @@ def train_classifier(
     if output_mode == "binary" and n_classes != 2:
         raise InputError(f"binary output needs 2 classes, got {n_classes}")
     n_out = 1 if output_mode == "binary" else n_classes
-    normalization = cfg.normalization if cfg.normalization is not None else (source["config"].get("normalization") if source else None)
-    crop = dict(cfg.crop) or (dict(source["config"].get("crop") or {}) if source else {})
+    # settings to reapply at inference: the config's, else the data's, else the source model's
+    normalization = cfg.normalization if cfg.normalization is not None else data.meta.get("normalization")
+    if normalization is None and source is not None:
+        normalization = source["config"].get("normalization")
+    crop = dict(cfg.crop) or dict(data.meta.get("crop") or {}) or (dict(source["config"].get("crop") or {}) if source else {})
 
     prev_threads = torch.get_num_threads()
     if cfg.num_threads:

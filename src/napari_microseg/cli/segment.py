@@ -44,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-probabilities", action="store_true", help="also write OUT/probabilities/<stem>.tif (float32, K channels)")
     p.add_argument("--zarr-above", type=int, default=8192 * 8192,
                    help="write labels as Zarr for images with more pixels than this (default 8192*8192)")
+    p.add_argument("--hdu", type=int, default=None, help="FITS only: HDU index to read (default: first with image data)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -163,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
     all_objects, all_counts, per_image = [], [], []
     t0 = time.perf_counter()
     for i, path in enumerate(inputs):
-        data = read_image(path).data  # numpy (TIFF/FITS) or lazy dask (Zarr)
+        data = read_image(path, hdu=args.hdu).data  # numpy (TIFF/FITS) or lazy dask (Zarr)
         if data.ndim == 3 and data.shape[-1] in (3, 4) and data.shape[0] > 4:
             print(f"{path.name}: RGB(A) image of shape {tuple(data.shape)}, using the mean of the colour channels")
             data = np.asarray(data)[..., :3].mean(axis=-1, dtype=np.float32)

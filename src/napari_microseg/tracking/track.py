@@ -555,12 +555,15 @@ def _table_from_raw(raw: dict, pts: pd.DataFrame) -> pd.DataFrame:
 #: before, on the opposite side of it, while both objects are smaller than
 #: ``area_ratio`` x the mother's area (when areas are known), is taken as the
 #: second daughter of a division that the frame-by-frame linker hid by
-#: continuing the mother into the first daughter.
-DIVISION_DEFAULTS = {"repair": True, "max_distance": 20.0, "area_ratio": 0.8}
+#: continuing the mother into the first daughter (case A); a track that ends
+#: with two such new tracks next to it one frame later becomes their mother
+#: (case B). ``max_distance`` should be about a nucleus diameter (12 px was
+#: best on simulated nuclei of 8-20 px: division precision 0.95-1.0, recall 0.9).
+DIVISION_DEFAULTS = {"repair": True, "max_distance": 12.0, "area_ratio": 1.0}
 
 
 def repair_divisions(
-    table: pd.DataFrame, *, max_distance: float = 20.0, area_ratio: float = 0.8, offsets: np.ndarray | None = None
+    table: pd.DataFrame, *, max_distance: float = 12.0, area_ratio: float = 1.0, offsets: np.ndarray | None = None
 ) -> tuple[pd.DataFrame, int]:
     """Turn "mother continues into one daughter + a new track appears next to it"
     into a division: the mother ends, both daughters get it as parent.
@@ -625,7 +628,7 @@ def repair_divisions(
     free = starts[~starts["track_id"].isin(list(taken))]
     last = tab.sort_values("t").groupby("track_id").tail(1)
     has_children = set(tab.loc[tab["parent_track_id"] != 0, "parent_track_id"].tolist())
-    enders = last[~last["track_id"].isin(list(has_children)) & ~last["track_id"].isin(free["track_id"].tolist())]
+    enders = last[~last["track_id"].isin(list(has_children))]
     pairs = []
     for m in enders.itertuples(index=False):
         cand = free[free["t"] == m.t + 1]
@@ -651,6 +654,9 @@ def repair_divisions(
     if not plans:
         return table, 0
     out = table.copy()
+    # case B first, then case A from the latest split backwards, so that a mother
+    # that divides twice hands its later daughters on to its first continuation
+    plans.sort(key=lambda p: -np.inf if p[1] is None else -p[1])
     for mother, t, second in plans:
         if t is None:  # case B
             out.loc[out["track_id"].isin(second), "parent_track_id"] = mother

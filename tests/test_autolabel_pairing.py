@@ -1,0 +1,112 @@
+"""Training pairs from a stain and a target channel: identical crop positions, registration check."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from napari_microseg.autolabel.pairing import (
+    RegistrationWarning,
+    check_registration,
+    make_training_pairs,
+    shift_labels,
+    tile_positions,
+)
+from napari_microseg.errors import InputError
+from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+
+
+@pytest.fixture(scope="module")
+def sim():
+    s = simulate_nuclei_timelapse(n_frames=1, shape=(200, 300), n_nuclei=40, seed=4)
+    return s.fluorescence[0], s.phase[0], s.labels[0]
+
+
+def test_tile_positions_cover_the_field():
+    pos, shape = tile_positions((1040, 1408), 512)
+    assert shape == (512, 512)
+    assert pos[:, 0].max() + 512 == 1040 and pos[:, 1].max() + 512 == 1408
+    assert len(pos) == 3 * 3
+    pos, shape = tile_positions((1040, 1408), 512, overlap=False)
+    assert len(pos) == 2 * 2
+    pos, shape = tile_positions((100, 80), 512)  # clipped to the image
+    assert shape == (100, 80) and pos.tolist() == [[0, 0]]
+    with pytest.raises(InputError):
+        tile_positions((10, 10), 0)
+
+
+def test_pairs_share_positions(sim):
+    stain, phase, _ = sim
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RegistrationWarning)  # registered channels: no warning
+        pairs = make_training_pairs(stain, phase, tile=128, autolabel_kwargs={"clear_border": False})
+    assert pairs.tile_shape == (128, 128)
+    assert len(pairs.targets) == len(pairs.labels) == len(pairs.positions) == 2 * 3
+    for (y, x), t, lab in zip(pairs.positions, pairs.targets, pairs.labels):
+        np.testing.assert_array_equal(t, phase[y : y + 128, x : x + 128])
+        assert lab.shape == (128, 128)
+        # the label tile is the full-field labels at the same place (relabelled)
+        np.testing.assert_array_equal(lab > 0, pairs.full_labels[y : y + 128, x : x + 128] > 0)
+        if lab.max():
+            assert set(np.unique(lab)) == set(range(int(lab.max()) + 1))
+    assert pairs.shift is not None and np.hypot(*pairs.shift) <= 2
+
+
+def test_autolabels_match_simulated_truth(sim):
+    from napari_microseg.evaluation.metrics import instance_scores
+
+    stain, phase, truth = sim
+    pairs = make_training_pairs(stain, phase, tile=512, autolabel_kwargs={"clear_border": False})
+    f1 = instance_scores(truth, pairs.full_labels, thresholds=(0.5,)).f1.iloc[0]
+    assert f1 > 0.7
+
+
+def test_shift_is_detected_and_corrected(sim):
+    stain, phase, truth = sim
+    moved = ndi.shift(stain, (9, -6), order=1, mode="nearest")
+    shift, err = check_registration(moved, phase)
+    assert abs(shift[0] + 9) <= 2 and abs(shift[1] - 6) <= 2
+    lab = ndi.shift(truth, (9, -6), order=0)
+    with pytest.warns(RegistrationWarning, match="shifted"):
+        pairs = make_training_pairs(moved, phase, tile=256, labels=lab, correct_shift=True)
+    assert pairs.shift_applied
+    back = pairs.full_labels > 0
+    # corrected labels overlap the true (target-aligned) labels again
+    inter = (back & (truth > 0)).sum() / max((truth > 0).sum(), 1)
+    assert inter > 0.8
+    with pytest.warns(RegistrationWarning, match="NOT corrected"):
+        pairs = make_training_pairs(moved, phase, tile=256, labels=lab, correct_shift=False)
+    assert not pairs.shift_applied
+    np.testing.assert_array_equal(pairs.full_labels, lab)
+
+
+def test_shift_labels_rounds_and_pads():
+    lab = np.zeros((10, 10), np.uint16)
+    lab[2, 3] = 5
+    out = shift_labels(lab, (1.4, -2.6))
+    assert out[3, 0] == 5 and out.sum() == 5
+
+
+def test_real_isl_field_is_registered(shared_data):
+    import skimage.io
+
+    dapi = skimage.io.imread(shared_data / "isl_phase_dapi" / "dapi.png")[:512, :512]
+    phase = skimage.io.imread(shared_data / "isl_phase_dapi" / "phase_z6.png")[:512, :512]
+    shift, _ = check_registration(dapi, phase)
+    assert np.hypot(*shift) <= 5  # registered data set (cross-modality estimate scatters by a few px)
+    moved = ndi.shift(dapi, (0, 25), order=0, mode="nearest")
+    shift2, _ = check_registration(moved, phase)
+    assert abs(shift2[1] + 25) <= 5
+
+
+def test_bad_inputs(sim):
+    stain, phase, _ = sim
+    with pytest.raises(InputError):
+        make_training_pairs(stain, phase[:-1])
+    with pytest.raises(InputError):
+        make_training_pairs(stain[None], phase[None])
+    with pytest.raises(InputError):
+        make_training_pairs(stain, phase, labels=np.zeros((3, 3)))

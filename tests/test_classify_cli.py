@@ -1,0 +1,68 @@
+"""``microseg classify``: train + classify end to end on tiny simulated sets."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from napari_microseg.cli import build_parser, main
+
+
+def test_classify_train_and_images_end_to_end(tmp_path):
+    model = tmp_path / "m.pt"
+    rc = main(["classify", "train", "images", "--simulated", "24", "--epochs", "2", "--batch-size", "12", "--out", str(model),
+               "--device", "cpu", "--threads", "2", "--seed", "1"])
+    assert rc == 0 and model.is_file()
+    hist = pd.read_csv(tmp_path / "history.csv")
+    assert list(hist["epoch"]) == [1, 2] and hist["train_loss"].notna().all()
+    sim = tmp_path / "sim"
+    assert main(["simulate", "response", "--n", "6", "--out", str(sim), "--seed", "5"]) == 0
+    out = tmp_path / "res"
+    assert main(["classify", "images", "--model", str(model), "--input", str(sim), "--out", str(out), "--threshold", "0.4"]) == 0
+    flags = pd.read_csv(out / "flags.csv")
+    assert list(flags.columns) == ["index", "file", "probability_bad", "verdict", "threshold"]
+    assert len(flags) == 6 and (flags["threshold"] == 0.4).all()
+    assert ((flags["probability_bad"] >= 0.4) == (flags["verdict"] == "bad")).all()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] == 6 and 0 <= metrics["accuracy"] <= 1
+
+
+def test_classify_cli_bad_input(tmp_path, capsys):
+    sim = tmp_path / "sim"
+    main(["simulate", "response", "--n", "2", "--out", str(sim)])
+    # not a model file
+    bogus = tmp_path / "bogus.pt"
+    bogus.write_text("nope")
+    assert main(["classify", "images", "--model", str(bogus), "--input", str(sim), "--out", str(tmp_path / "o")]) == 2
+    # strategy that needs real data without --input
+    assert main(["classify", "train", "images", "--simulated", "8", "--strategy", "pretrain_freeze", "--out", str(tmp_path / "x.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "Traceback" not in err
+
+
+def test_classify_train_profiles_and_objects_tiny(tmp_path):
+    pm = tmp_path / "p.pt"
+    assert main(["classify", "train", "profiles", "--simulated", "40", "--epochs", "1", "--views", "2", "--out", str(pm), "--device", "cpu"]) == 0
+    sim = tmp_path / "nano"
+    assert main(["simulate", "nanoparticles", "--n", "10", "--views", "2", "--out", str(sim), "--renders", "0"]) == 0
+    assert main(["classify", "profiles", "--model", str(pm), "--input", str(sim), "--out", str(tmp_path / "pr")]) == 0
+    pop = pd.read_csv(tmp_path / "pr" / "population.csv")
+    assert pop["count"].sum() == 10 and pop["percent"].sum() == pytest.approx(100)
+    om = tmp_path / "o.pt"
+    assert main(["classify", "train", "objects", "--simulated", "1", "--particles", "10", "--epochs", "1", "--out", str(om),
+                 "--device", "cpu", "--history", str(tmp_path / "oh.csv")]) == 0
+    lip = tmp_path / "lip"
+    assert main(["simulate", "liposomes", "--n", "1", "--shape", "256", "256", "--particles", "6", "--out", str(lip)]) == 0
+    assert main(["classify", "objects", "--model", str(om), "--input", str(lip), "--out", str(tmp_path / "ob")]) == 0
+    objs = pd.read_csv(tmp_path / "ob" / "objects.csv")
+    truth = pd.read_csv(lip / "classes.csv")
+    assert sorted(objs["label"]) == sorted(truth["label"])
+    assert {"t", "label", "y", "x", "area", "class", "probability"} <= set(objs.columns)
+
+
+def test_parser_has_classify_help():
+    parser = build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["classify", "train", "images", "--help"])
