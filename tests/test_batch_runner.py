@@ -188,7 +188,7 @@ def test_killed_cli_run_resumes_to_identical_outputs(tmp_path, images, reference
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "napari_microseg.cli", "batch", "segment", "--model", str(tiny_model),
            "--input", str(images), "--out", str(out), "--scheduler", cluster.scheduler.address,
-           "--tile", str(TILE), "--quiet"]
+           "--tile", str(TILE), "--max-in-flight", "2", "--quiet"]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     manifest = out / "manifest.jsonl"
     deadline = time.monotonic() + 120
@@ -317,17 +317,66 @@ def test_manifest_ignores_a_line_cut_by_a_crash(tmp_path):
     assert json.loads(path.read_text().splitlines()[-1])["key"] == "c"
 
 
-def test_cli_errors(tmp_path, images):
+def test_autolabel_batch_matches_autolabel_fluorescence(tmp_path):
+    from napari_microseg.autolabel.fluorescence import autolabel_fluorescence
+    from napari_microseg.cli import main
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    src = tmp_path / "in"
+    src.mkdir()
+    images = {}
+    for i in range(3):
+        images[f"n{i}.tif"] = (simulate_nuclei_image(shape=(96, 96), n_nuclei=8, seed=i)[0] * 255).astype(np.uint8)
+        tifffile.imwrite(src / f"n{i}.tif", images[f"n{i}.tif"])
+    out = tmp_path / "out"
+    assert main(["batch", "autolabel", "--input", str(src), "--out", str(out), "--workers", "0", "--quiet",
+                 "--otsu-window", "31"]) == 0
+    objects = pd.read_csv(out / "objects.csv")
+    for name, image in images.items():
+        expected = autolabel_fluorescence(image, otsu_window=31)
+        np.testing.assert_array_equal(tifffile.imread(out / "labels" / name), expected)
+        assert (objects["image"] == name).sum() == int(expected.max())
+
+
+def test_classify_batch_matches_classify_images(tmp_path):
+    from napari_microseg.classify.predict import classify_images
     from napari_microseg.cli import main
 
-    assert main(["batch", "classify", "--input", str(images), "--out", str(tmp_path / "c")]) == 2
+    model = tmp_path / "clf.pt"
+    assert main(["classify", "train", "images", "--simulated", "12", "--epochs", "1", "--batch-size", "12",
+                 "--out", str(model), "--device", "cpu", "--threads", "1", "--seed", "1"]) == 0
+    sim = tmp_path / "sim"
+    assert main(["simulate", "response", "--n", "4", "--out", str(sim), "--seed", "5"]) == 0
+    truth = pd.read_csv(sim / "classes.csv")
+    box = [int(v) for v in truth[["crop_y0", "crop_x0", "crop_y1", "crop_x1"]].iloc[0]]
+    out = tmp_path / "out"
+    assert main(["batch", "classify", "--model", str(model), "--input", str(sim / "images"), "--out", str(out), "--workers", "0",
+                 "--box", *map(str, box), "--threshold", "0.4", "--quiet"]) == 0
+    flags = pd.read_csv(out / "flags.csv")
+    assert list(flags.columns) == ["image", "probability_bad", "verdict", "threshold"]
+    files = [p for p, _ in find_batch_inputs(sim / "images")]
+    expected = classify_images(str(model), [tifffile.imread(p) for p in files], boxes=[box] * len(files), threshold=0.4)
+    assert len(flags) == len(files) == 4
+    np.testing.assert_allclose(flags["probability_bad"], expected["probability_bad"], rtol=1e-6)
+    assert list(flags["verdict"]) == list(expected["verdict"])
+    # a segmentation model is refused with a clear message
+    with pytest.raises(InputError, match="classif"):
+        run_batch_sync("classify", sim, tmp_path / "o2", model=model.parent / "missing.pt")
+
+
+def test_cli_errors(tmp_path, images, tiny_model):
+    from napari_microseg.cli import main
+
+    assert main(["batch", "classify", "--input", str(images), "--out", str(tmp_path / "c")]) == 2  # no model
     assert main(["batch", "segment", "--input", str(images), "--out", str(tmp_path / "s")]) == 2  # no model
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "thesis.docx").write_text("precious")
     assert main(["batch", "track", "--input", str(images), "--out", str(tmp_path / "busy"), "--workers", "0"]) == 2
     assert (tmp_path / "busy" / "thesis.docx").read_text() == "precious"
-    with pytest.raises(InputError, match="not available yet"):
-        run_batch_sync("classify", images, tmp_path / "c2")
+    with pytest.raises(InputError, match="no model"):
+        run_batch_sync("autolabel", images, tmp_path / "a", model=tmp_path / "x.pt")
+    with pytest.raises(InputError, match="segmentation model|segments images"):
+        run_batch_sync("classify", images, tmp_path / "c2", model=tiny_model)
 
 
 def _session_processes(sid: int) -> list[int]:

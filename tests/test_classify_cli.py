@@ -44,7 +44,9 @@ def test_classify_cli_bad_input(tmp_path, capsys):
 
 def test_classify_train_profiles_and_objects_tiny(tmp_path):
     pm = tmp_path / "p.pt"
-    assert main(["classify", "train", "profiles", "--simulated", "40", "--epochs", "1", "--views", "2", "--out", str(pm), "--device", "cpu"]) == 0
+    assert main(["classify", "train", "profiles", "--simulated", "40", "--epochs", "1", "--views", "2", "--out", str(pm), "--device", "cpu",
+                 "--folds", "2"]) == 0
+    assert len(pd.read_csv(tmp_path / "cv_folds.csv")) == 2
     sim = tmp_path / "nano"
     assert main(["simulate", "nanoparticles", "--n", "10", "--views", "2", "--out", str(sim), "--renders", "0"]) == 0
     assert main(["classify", "profiles", "--model", str(pm), "--input", str(sim), "--out", str(tmp_path / "pr")]) == 0

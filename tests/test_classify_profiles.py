@@ -18,15 +18,15 @@ HOLE = dict(hole_radius=0.3, hole_radius_sd=0.02, offset_sd=0.0)
 
 
 def _cfg(**kw):
-    cfg = {"task": "profiles", "model": {"architecture": "profile_cnn"}, "epochs": 8, "batch_size": 32, "lr": 1.0,
-           "optimizer": "adadelta", "augment": "none", "device": "cpu", "val_fraction": 0.0, "seed": 0,
+    cfg = {"task": "profiles", "model": {"architecture": "profile_cnn"}, "epochs": 15, "batch_size": 32, "lr": 3e-3,
+           "optimizer": "adam", "augment": "none", "device": "cpu", "val_fraction": 0.0, "seed": 0,
            "num_threads": 1, "early_stopping_patience": None}
     cfg.update(kw)
     return cfg
 
 
 def test_hole_profiles_training_beats_chance(tmp_path):
-    train = simulated_profile_data(400, task="hole", n_views=1, seed=0, **HOLE)
+    train = simulated_profile_data(600, task="hole", n_views=1, seed=0, **HOLE)
     test = simulated_profile_data(200, task="hole", n_views=1, seed=1, **HOLE)
     res = run_with_text_progress(train_classifier(_cfg(), train, out_path=tmp_path / "p.pt"), stream=io.StringIO())
     prob = predict_proba(res.model_path, test.x)
@@ -45,7 +45,7 @@ def test_siamese_net_with_the_same_view_twice_trains(tmp_path):
     from napari_microseg.classify.data import ClassificationData
 
     data = ClassificationData(twice, one.y, one.class_names)
-    res = run_with_text_progress(train_classifier(_cfg(epochs=4), data, out_path=tmp_path / "p2.pt"), stream=io.StringIO())
+    res = run_with_text_progress(train_classifier(_cfg(epochs=8), data, out_path=tmp_path / "p2.pt"), stream=io.StringIO())
     test = simulated_profile_data(100, task="hole", n_views=1, seed=1, **HOLE)
     prob = predict_proba(res.model_path, np.concatenate([test.x, test.x], axis=1))
     assert prob.shape == (100, 2) and np.allclose(prob.sum(1), 1)

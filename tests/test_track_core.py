@@ -147,4 +147,9 @@ def test_track_points_walkers_and_update_modes():
         assert res.relabelled is None and res.config["update_method"] == method.upper()
         tab = res.table
         assert point_link_recall(tab["true_id"], tab["t"], tab["track_id"]) > 0.99
+    # tiled tracking (used above ``tile_objects`` objects per frame) stitches the same links
+    tiled = track_points(pts, config="particle", tile_objects=10)
+    tab = tiled.table
+    assert len(tab) == len(pts) and tab["track_id"].nunique() < 2 * n
+    assert point_link_recall(tab["true_id"], tab["t"], tab["track_id"]) > 0.99
     assert objects_from_labels(division_stack()[0])["label"].tolist()[:2] == [1, 10]

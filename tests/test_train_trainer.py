@@ -22,6 +22,8 @@ def run(gen):
     try:
         while True:
             events.append(next(gen))
+            # the consumer's code never runs with autograd switched off by the trainer
+            assert torch.is_grad_enabled()
     except StopIteration as stop:
         return events, stop.value
 

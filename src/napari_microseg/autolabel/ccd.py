@@ -146,7 +146,7 @@ def _row_steps(img: np.ndarray, k: int, limit: float) -> list[int]:
     return found
 
 
-def detect_taps(image: np.ndarray, tap_sigma: float = 10.0, max_level: int = 1) -> tuple[list, list]:
+def detect_taps(image: np.ndarray, tap_sigma: float = 10.0) -> tuple[list, list]:
     """Find tap boundaries (pedestal steps) of a CCD frame.
 
     Rows: any row where the median of the 32 rows after it differs from the median of
@@ -482,14 +482,12 @@ def find_clusters(class_map: np.ndarray, image: np.ndarray, pedestal: float | np
     peak = np.asarray(ndi.maximum(above, lab, idx))
     w = np.clip(above, 0, None)
     wsum = np.asarray(ndi.sum(w, lab, idx))
-    yy, xx = np.indices(img.shape)
-    ysum = np.asarray(ndi.sum(w * yy, lab, idx))
-    xsum = np.asarray(ndi.sum(w * xx, lab, idx))
-    ycm = np.asarray(ndi.mean(yy, lab, idx))
-    xcm = np.asarray(ndi.mean(xx, lab, idx))
-    ok = wsum > 0
-    y = np.where(ok, ysum / np.where(ok, wsum, 1), ycm)
-    x = np.where(ok, xsum / np.where(ok, wsum, 1), xcm)
+    with np.errstate(all="ignore"):
+        com = np.asarray(ndi.center_of_mass(w, lab, idx), float).reshape(-1, 2)
+        geo = np.asarray(ndi.center_of_mass(np.ones_like(w), lab, idx), float).reshape(-1, 2)
+    ok = (wsum > 0) & np.all(np.isfinite(com), axis=1)
+    y = np.where(ok, com[:, 0], geo[:, 0])
+    x = np.where(ok, com[:, 1], geo[:, 1])
     table = pd.DataFrame({"label": idx, "y": y, "x": x, "size_px": size, "charge_adc": charge, "peak_adc": peak})
     if max_size is not None:
         table = table[table.size_px <= max_size].reset_index(drop=True)

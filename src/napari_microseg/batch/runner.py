@@ -11,13 +11,19 @@ Results are written as items finish: label images (TIFF, or a Zarr store for
 Zarr input), table shards (``OUT/shards/<kind>/<key>.csv``) and a line in
 ``OUT/manifest.jsonl`` (see :mod:`.manifest`), appended only once the
 outputs are in place. At the end the shards of all done items are merged into
-``OUT/objects.csv`` + ``OUT/counts.csv`` (segment, autolabel) or
-``OUT/tracks.csv`` + ``OUT/counts.csv`` (track), sorted by image then frame,
+``OUT/objects.csv`` + ``OUT/counts.csv`` (segment, autolabel),
+``OUT/tracks.csv`` + ``OUT/counts.csv`` (track) or ``OUT/flags.csv``
+(classify: ``image, probability_bad, verdict, threshold``), sorted by image then frame,
 with an ``image`` column (the input path relative to the input root).
 
-Resuming: a rerun with the same inputs, settings and ``OUT`` skips every item
-the manifest records as done whose input checksum is unchanged and whose
-outputs exist; a killed run loses at most the items that were in flight.
+Resuming: a rerun with the same settings and ``OUT`` skips every item the
+manifest records as done whose input checksum is unchanged and whose outputs
+exist (the checksums are computed in the driver with a few threads before any
+cluster starts, so a rerun with nothing left to do starts none); a killed run
+loses at most the items that were in flight. Inputs added since are
+processed; the merged tables hold the items of the current inputs only. A
+rerun with other settings (model, threshold, tile...) is refused unless
+``overwrite=True``, which redoes every item.
 Failed items (unreadable file, wrong shape...) are recorded with their reason
 in ``OUT/failures.csv`` and retried by the next run; they never stop a batch.
 
@@ -50,7 +56,7 @@ from .manifest import (CONFIG_NAME, FAILURES_NAME, LOCK_NAME, MANIFEST_NAME, Man
                        sha256_json, utc_now, write_failures_csv)
 from .tasks import PER_FRAME_TASKS, BatchItem, TaskSpec, autolabel_function, failure_reason, item_checksum, run_item
 
-#: batch tasks that exist (``classify`` is refused with a clear message until the package has a classifier)
+#: batch tasks
 TASKS = ("segment", "track", "autolabel", "classify")
 
 #: keyword parameters accepted per task (passed to the task function on the workers)
@@ -60,6 +66,7 @@ TASK_PARAMS = {
     "segment": SEGMENT_PARAMS,
     "track": TRACK_PARAMS + SEGMENT_PARAMS,
     "autolabel": ("autolabel",),
+    "classify": ("box", "threshold"),
 }
 #: parameters that do not change results (left out of the settings hash)
 NEUTRAL_PARAMS = ("batch_size",)
@@ -69,6 +76,7 @@ MERGED_TABLES = {
     "objects": ("objects.csv", ["image", "t", "label"]),
     "counts": ("counts.csv", ["image", "t"]),
     "tracks": ("tracks.csv", ["image", "track_id", "t"]),
+    "flags": ("flags.csv", ["image"]),
 }
 
 
@@ -413,6 +421,7 @@ def merge_tables(out: Path, records: Sequence[dict]) -> dict[str, Path]:
     and ``counts.csv`` are written like ``microseg segment`` writes them
     (6 significant digits), ``tracks.csv`` like ``microseg track``.
     """
+    from ..io.tables import write_csv
     from ..measure.tables import write_objects_csv, write_table_csv
     from ..tracking.export import write_tracks_csv
 
@@ -432,6 +441,8 @@ def merge_tables(out: Path, records: Sequence[dict]) -> dict[str, Path]:
             write_objects_csv(table, path)
         elif kind == "tracks":
             write_tracks_csv(table, path)
+        elif kind == "flags":  # one row per image: the image first, as a spreadsheet reader expects
+            write_csv(path, table, leading=["image"])
         else:
             write_table_csv(table, path)
         written[kind] = path
@@ -450,8 +461,8 @@ def _check_params(task: str, params: dict) -> dict:
 def _model_info(model: str | os.PathLike | None, task: str) -> tuple[str | None, str | None, str]:
     """Absolute model path, its checksum and the label dtype for Zarr outputs."""
     if model is None:
-        if task == "segment":
-            raise InputError("batch segment needs a model file (--model)")
+        if task in ("segment", "classify"):
+            raise InputError(f"batch {task} needs a model file (--model)")
         return None, None, "uint32"
     from ..io.models import read_model_file
 
@@ -459,6 +470,12 @@ def _model_info(model: str | os.PathLike | None, task: str) -> tuple[str | None,
     if not path.is_file():
         raise InputError(f"{path}: model file not found")
     config = read_model_file(path)["config"]
+    kind = config.get("task")  # classifiers say what they classify; segmentation models have no task
+    if task == "classify" and kind != "images":
+        raise InputError(f"{path.name}: batch classify needs a whole-image classifier ('classify train images'), "
+                         f"this model {'classifies ' + str(kind) if kind else 'segments images'}")
+    if task in ("segment", "track") and kind is not None:
+        raise InputError(f"{path.name}: a classifier ({kind}), not a segmentation model")
     dtype = "uint8" if config.get("output_mode") == "multiclass" else "uint32"
     return str(path.resolve()), sha256_file(path), dtype
 
@@ -503,8 +520,8 @@ def run_batch(
 
     Parameters
     ----------
-    task : ``"segment"``, ``"track"`` or ``"autolabel"`` (``"classify"`` raises
-        InputError: the package has no image classifier yet).
+    task : ``"segment"``, ``"track"``, ``"autolabel"`` or ``"classify"`` (whole
+        images good / bad with an ``images`` classifier).
     inputs : file, folder (recursive), glob pattern or Zarr store, or a list of them
         (see :func:`find_batch_inputs`).
     out : output folder: new, empty, or one written by an earlier run of the
@@ -532,7 +549,10 @@ def run_batch(
         ``config, max_search_radius, update_method, optimize, stage_shift``
         (see :func:`napari_microseg.tracking.track.track`) plus the segment
         settings when a model is given; autolabel: ``autolabel`` (dict of
-        keyword arguments for the auto-labeller).
+        keyword arguments for
+        :func:`napari_microseg.autolabel.fluorescence.autolabel_fluorescence`);
+        classify: ``box`` (``(y0, x0, y1, x1)`` integration area for all images)
+        and ``threshold`` (on ``probability_bad``).
 
     Yields
     ------
@@ -545,16 +565,17 @@ def run_batch(
     that cannot be found.
     """
     start = time.perf_counter()
-    if task == "classify":
-        raise InputError("batch classify is not available yet: the package has no image classifier to run "
-                         "(napari_microseg.inference.classify is missing)")
     if task not in TASK_PARAMS:
         raise InputError(f"unknown batch task {task!r}; choose one of {', '.join(TASKS)}")
     if task == "autolabel":
         autolabel_function()  # raises a clear InputError when the auto-labeller is missing
+        if model is not None:
+            raise InputError("batch autolabel uses no model (it labels fluorescence images by thresholding)")
     params = _check_params(task, params)
     if workers is not None and int(workers) < 0:
         raise InputError(f"workers must be >= 0, got {workers}")
+    if max_in_flight is not None and int(max_in_flight) < 1:
+        raise InputError(f"max_in_flight must be >= 1, got {max_in_flight}")
     if int(threads_per_worker) < 1:
         raise InputError(f"threads per worker must be >= 1, got {threads_per_worker}")
     model_path, model_sum, label_dtype = _model_info(model, task)
@@ -593,7 +614,6 @@ def run_batch(
         spec = TaskSpec(task=task, out=str(out), model=model_path, params=params, device=device,
                         threads=torch_threads if (torch_threads or in_process) else 1, label_dtype=label_dtype)
         counts = {"processed": 0, "skipped": 0, "failed": 0}
-        processed_seconds = 0.0
 
         def event(message: str, last: dict | None = None, in_flight: int = 0) -> BatchProgress:
             done = counts["processed"] + counts["skipped"] + counts["failed"]
@@ -608,7 +628,6 @@ def run_batch(
                                  failed=counts["failed"], in_flight=in_flight, elapsed=elapsed, eta=eta, last=last)
 
         def finish(rec: dict) -> None:
-            nonlocal processed_seconds
             status = rec.get("status")
             if status == "skipped":
                 counts["skipped"] += 1
@@ -617,7 +636,6 @@ def run_batch(
             rec["time"] = utc_now()
             if status == "done":
                 counts["processed"] += 1
-                processed_seconds += float(rec.get("seconds") or 0)
             else:
                 rec["status"] = "failed"
                 counts["failed"] += 1

@@ -20,7 +20,8 @@ root, without its suffix):
 - track: ``tracks_labels/<stem>.tif`` (objects carry their track id),
   ``shards/tracks/<key>.csv``, ``shards/counts/<key>.csv`` and, when a model
   segments the images first, ``labels/<stem>.tif``;
-- autolabel: as segment, labels made by the classical fluorescence pipeline.
+- autolabel: as segment, labels made by the classical fluorescence pipeline;
+- classify: ``shards/flags/<key>.csv`` (one row: ``probability_bad, verdict, threshold, image``).
 
 Every table shard has an ``image`` column (the input path relative to the
 input root) so that the merged tables say where each row came from.
@@ -78,7 +79,7 @@ class TaskSpec:
 
     Attributes
     ----------
-    task : ``"segment"``, ``"track"`` or ``"autolabel"``.
+    task : ``"segment"``, ``"track"``, ``"autolabel"`` or ``"classify"``.
     out : absolute path of the output folder.
     model : model file (segment; optional for track: segment the images first).
     params : keyword arguments of the task function (see :func:`napari_microseg.batch.runner.run_batch`).
@@ -350,6 +351,37 @@ def track_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> dic
     return outputs
 
 
+def get_classifier(path: str, device: str = "auto") -> Any:
+    """A whole-image classifier model, loaded once per process (see :func:`get_model`)."""
+    from ..classify import _register_architectures
+    from ..classify.predict import load_classifier
+
+    _register_architectures()  # classifier networks are built from the classify package's registry entries
+    return load_classifier(get_model(path, device))
+
+
+def classify_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> dict:
+    """Classify one whole 2-D image good / bad with an ``images`` classifier; write a one-row ``flags`` shard.
+
+    ``spec.params``: ``box`` (``y0, x0, y1, x1`` integration area, one for all
+    images; without it the images must already have the model's crop size) and
+    ``threshold`` (on ``probability_bad``; default: the model's).
+    """
+    from ..classify.predict import classify_images
+
+    if frame is not None:
+        raise InputError(f"{item.image}: whole-image classification takes 2-D images, not stack frames")
+    image = np.asarray(_read_whole(item))
+    if image.ndim != 2:
+        raise InputError(f"{item.image}: expected a 2-D image, got shape {image.shape}")
+    box = spec.params.get("box")
+    table = classify_images(get_classifier(spec.model, spec.device), [image],
+                            boxes=None if box is None else [list(box)], threshold=spec.params.get("threshold"))
+    table = table.drop(columns=[c for c in ("index", "file") if c in table.columns])
+    table.insert(0, "image", item.image)
+    return {"flags": _write_shard(Path(spec.out), "flags", item, table.drop(columns="image"))}
+
+
 def autolabel_function() -> Callable:
     """The fluorescence auto-labeller, or InputError when it is not part of the package yet."""
     try:
@@ -365,6 +397,7 @@ TASK_FUNCTIONS: dict[str, Callable[[BatchItem, TaskSpec, Any], dict]] = {
     "segment": segment_item,
     "track": track_item,
     "autolabel": autolabel_item,
+    "classify": classify_item,
 }
 
 #: tasks whose Zarr (T,Y,X) inputs are split into one item per frame

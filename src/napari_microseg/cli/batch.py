@@ -1,4 +1,4 @@
-"""``microseg batch``: run segment / track / autolabel over many images on a Dask cluster, resumably.
+"""``microseg batch``: run segment / track / autolabel / classify over many images on a Dask cluster, resumably.
 
 Examples::
 
@@ -7,6 +7,8 @@ Examples::
     microseg batch segment --model nuclei.pt --input movie.zarr --out results/ --scheduler tcp://head:8786
     microseg batch track --input labels/ --out tracks/            # (T,Y,X) label stacks
     microseg batch track --model nuclei.pt --input movies/ --out tracks/   # segment, then track
+    microseg batch autolabel --input stains/ --out autolabels/            # no model
+    microseg batch classify --model response.pt --input images/ --out flags/ --box 10 20 49 62
 
 Without ``--scheduler`` a local Dask cluster of worker processes is started
 (``--workers`` of them, one thread each by default: torch threads itself);
@@ -17,8 +19,8 @@ the same place). ``--workers 0`` runs in this process without Dask.
 One task per image file, one per frame for Zarr (T,Y,X) stacks. Outputs in
 ``--out``: ``labels/<name>.tif`` (Zarr input: ``labels/<name>.zarr``),
 table shards under ``shards/``, merged ``objects.csv`` and ``counts.csv``
-(segment, autolabel) or ``tracks.csv`` and ``counts.csv`` (track), each with
-an ``image`` column; ``manifest.jsonl`` (done items with input checksums),
+(segment, autolabel), ``tracks.csv`` and ``counts.csv`` (track) or
+``flags.csv`` (classify), each with an ``image`` column; ``manifest.jsonl`` (done items with input checksums),
 ``failures.csv`` (items that failed, with the reason) and
 ``batch_config.json`` (settings). Run the same command again to resume: done
 items whose input is unchanged are skipped. Exit status 0 when every item
@@ -36,7 +38,7 @@ TASK_HELP = {
     "segment": "segment images with a trained model (labels, objects.csv, counts.csv)",
     "track": "track (T,Y,X) label stacks, or image stacks segmented with --model first (tracks.csv, counts.csv)",
     "autolabel": "auto-label fluorescence nuclei images without a model (labels, objects.csv, counts.csv)",
-    "classify": "classify whole images (not available yet)",
+    "classify": "classify whole images good/bad with an 'images' classifier (flags.csv)",
 }
 
 
@@ -52,6 +54,8 @@ def _common(p: argparse.ArgumentParser, model_required: bool) -> None:
                    help="local worker processes (default: CPU cores / threads per worker; 0: no Dask, run here)")
     g.add_argument("--threads-per-worker", type=int, default=1, help="threads per local worker (default 1)")
     g.add_argument("--torch-threads", type=int, default=None, help="torch CPU threads per task (default 1 on Dask)")
+    g.add_argument("--max-in-flight", type=int, default=None,
+                   help="tasks submitted at a time (default 4 per worker thread); a kill loses at most these")
     g.add_argument("--memory-limit", default=None, help="memory limit per local worker, e.g. 4GB (default: Dask's share)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--overwrite", action="store_true",
@@ -72,7 +76,7 @@ def _segment_options(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("batch", help="run segment/track/autolabel over many images on Dask (resumable)",
+    p = sub.add_parser("batch", help="run segment/track/autolabel/classify over many images on Dask (resumable)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     tasks = p.add_subparsers(dest="batch_task", metavar="TASK")
     for name in ("segment", "track", "autolabel", "classify"):
@@ -89,6 +93,17 @@ def register(sub: argparse._SubParsersAction) -> None:
             g.add_argument("--no-optimize", action="store_true", help="skip the global optimisation")
             g.add_argument("--stage-shift", choices=["none", "images", "objects"], default="none",
                            help="correct stage jumps (default none)")
+        if name == "autolabel":
+            g = q.add_argument_group("auto-labelling (see 'microseg autolabel --help')")
+            g.add_argument("--otsu-window", type=int, default=None, help="local Otsu window side, px (default 51)")
+            g.add_argument("--diameter-range", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+                           help="keep objects with an equivalent diameter in this range, px (default 5 30)")
+            g.add_argument("--keep-border", action="store_true", help="keep objects touching the image border")
+        if name == "classify":
+            g = q.add_argument_group("classification")
+            g.add_argument("--box", type=int, nargs=4, default=None, metavar=("Y0", "X0", "Y1", "X1"),
+                           help="integration area for all images (default: images already have the model's crop size)")
+            g.add_argument("--threshold", type=float, default=None, help="threshold on probability_bad (default: the model's)")
         q.set_defaults(func=run)
     p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
 
@@ -104,6 +119,21 @@ def _params(args: argparse.Namespace) -> dict:
             params["remove_border"] = True
         if args.no_fill_holes:
             params["fill_holes"] = False
+    if args.batch_task == "autolabel":
+        kw = {}
+        if args.otsu_window is not None:
+            kw["otsu_window"] = args.otsu_window
+        if args.diameter_range is not None:
+            kw["diameter_range"] = tuple(args.diameter_range)
+        if args.keep_border:
+            kw["clear_border"] = False
+        if kw:
+            params["autolabel"] = kw
+    if args.batch_task == "classify":
+        if args.box is not None:
+            params["box"] = list(args.box)
+        if args.threshold is not None:
+            params["threshold"] = args.threshold
     if args.batch_task == "track":
         if args.model is None:  # segmentation settings mean nothing without a model
             params = {}
@@ -127,14 +157,14 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from ..progress import run_with_text_progress
 
-    if args.batch_task == "segment" and not args.model:
-        raise InputError("batch segment needs --model")
+    if args.batch_task in ("segment", "classify") and not args.model:
+        raise InputError(f"batch {args.batch_task} needs --model")
     if getattr(args, "tile", None) is not None and args.tile < 16:
         raise InputError(f"--tile must be at least 16 px, got {args.tile}")
     gen = run_batch(args.batch_task, args.input, args.out, model=args.model, scheduler=args.scheduler,
                     workers=args.workers, threads_per_worker=args.threads_per_worker,
                     torch_threads=args.torch_threads, memory_limit=args.memory_limit, device=args.device,
-                    overwrite=args.overwrite, **_params(args))
+                    overwrite=args.overwrite, max_in_flight=args.max_in_flight, **_params(args))
     # a TERM signal (job schedulers, kill) stops like Ctrl-C: tasks cancelled, local cluster shut down
     previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
     try:

@@ -4,8 +4,9 @@
   classify objects   --model M --image IMG --labels LBL --out DIR (or --input a simulated liposome folder)
                      -> objects.csv (t,label,y,x,area,class,probability,prob_*) + class_counts.csv
   classify profiles  --model M --input profiles.tif|.npy|DIR --out DIR -> profiles.csv + population.csv
-  classify train {images,objects,profiles} --simulated N --out model.pt
+  classify train {images,objects,profiles} --simulated N --out model.pt [--folds K]
                      -> model file, <model>.last.pt checkpoint, history.csv next to the model
+                        (--folds: also cv_folds.csv and cv_predictions.csv)
 
 Image inputs for ``images``: a folder written by ``microseg simulate response`` (classes.csv
 with crop boxes; its labels are used to also write metrics.json), a folder of TIFFs, or
@@ -80,6 +81,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         r.add_argument("--init-model", help="fine-tune from this classifier model file")
         r.add_argument("--freeze", action="store_true", help="with --init-model: keep the conv base fixed")
         r.add_argument("--resume", help="continue from a .last.pt checkpoint")
+        r.add_argument("--folds", type=int, default=0,
+                       help="first run K-fold cross-validation (grouped when the data have groups, else stratified) "
+                            "and write cv_folds.csv / cv_predictions.csv next to --out; then train the final model")
         r.set_defaults(func=run)
 
     r = tsub.add_parser("images", help="[R] good/bad whole-image classifier")
@@ -370,6 +374,15 @@ def _run_train(args) -> int:
             model["pooling"] = not args.no_pooling
         cfg = ClassifierTrainConfig(model=model, normalization={"kind": "none"}, augment="none", optimizer=args.optimizer,
                                     crop={"kind": "profile", "views": args.views, "points": args.points, "view_angle": args.view_angle}, **base)
+    if args.folds:
+        from ..classify.trainer import cross_validate
+
+        cv_data = real if real is not None else simulated
+        cv = run_with_text_progress(cross_validate(cfg, cv_data, k=args.folds, seed=args.seed), label=f"{args.folds}-fold CV")
+        _write_csv(out.parent / "cv_folds.csv", cv["folds"])
+        _write_csv(out.parent / "cv_predictions.csv", cv["predictions"])
+        print(f"microseg classify train {task}: {args.folds}-fold CV " + ", ".join(f"{k} {v:.3f}" for k, v in cv["summary"].items())
+              + f" -> {out.parent / 'cv_folds.csv'}")
     if args.freeze and not args.init_model:
         raise InputError("--freeze needs --init-model")
     if args.init_model or args.resume:

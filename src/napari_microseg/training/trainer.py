@@ -520,8 +520,10 @@ def train(
         model.eval()
         tot_loss, n = 0.0, 0
         inter = sp = st = None
-        with torch.no_grad():
-            for i in range(n_val_batches):
+        for i in range(n_val_batches):
+            # grad mode is switched off per batch only, never across a yield (the consumer's
+            # code runs while this generator is suspended)
+            with torch.no_grad():
                 xb = torch.from_numpy(val_x[i * cfg.batch_size:(i + 1) * cfg.batch_size]).to(device)
                 yb = torch.from_numpy(val_y[i * cfg.batch_size:(i + 1) * cfg.batch_size]).to(device)
                 with autocast():
@@ -536,8 +538,8 @@ def train(
                     c = _dice_counts(fg_logit, yfg, 1)
                 else:
                     c = _dice_counts(logits, yb, n_out)
-                inter, sp, st = c if inter is None else (inter + c[0], sp + c[1], st + c[2])
-                yield i + 1
+            inter, sp, st = c if inter is None else (inter + c[0], sp + c[1], st + c[2])
+            yield i + 1
         vloss = tot_loss / max(n, 1)
         vdice = _foreground_dice(inter, sp, st, "binary" if cfg.output_mode == "three_class" else cfg.output_mode)
         return vloss, vdice

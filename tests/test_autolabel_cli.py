@@ -1,0 +1,120 @@
+"""``microseg autolabel fluorescence|ccd`` through ``napari_microseg.cli.main``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from napari_microseg.cli import main
+from napari_microseg.io.images import write_tiff
+from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+
+SAMPLE_CCD = "src/napari_microseg/sample_data/ccd_fe55_ESIS1_00002_crop.fits.gz"
+
+
+@pytest.fixture(scope="module")
+def channels(tmp_path_factory):
+    d = tmp_path_factory.mktemp("channels")
+    sim = simulate_nuclei_timelapse(n_frames=2, shape=(160, 200), n_nuclei=25, seed=5)
+    write_tiff(d / "stain.tif", sim.fluorescence[0])
+    write_tiff(d / "phase.tif", sim.phase[0])
+    write_tiff(d / "stain_t.tif", sim.fluorescence)
+    write_tiff(d / "phase_t.tif", sim.phase)
+    return d, sim
+
+
+def test_fluorescence_with_target_and_qc(channels, tmp_path):
+    d, sim = channels
+    out = tmp_path / "out"
+    rc = main(["autolabel", "fluorescence", "--stain", str(d / "stain.tif"), "--target", str(d / "phase.tif"),
+               "--out", str(out), "--tile", "64", "--qc", "--quiet", "--keep-border"])
+    assert rc == 0
+    labels = tifffile.imread(out / "labels.tif")
+    assert labels.shape == (160, 200) and labels.max() >= 15
+    tiles = pd.read_csv(out / "tiles.csv")
+    qc = pd.read_csv(out / "qc.csv")
+    assert len(tiles) == len(qc) == 3 * 4
+    assert {"tile", "t", "y", "x", "foreground_fraction", "n_objects", "kept", "reason"} <= set(qc.columns)
+    assert (~qc.kept).sum() >= 3  # floor(0.25 * 12) lowest tiles at least
+    kept = tiles[tiles.kept]
+    for _, row in kept.iterrows():
+        t_img = tifffile.imread(out / row.target_file)
+        l_img = tifffile.imread(out / row.labels_file)
+        np.testing.assert_array_equal(t_img, sim.phase[0][row.y : row.y + 64, row.x : row.x + 64])
+        np.testing.assert_array_equal(l_img > 0, labels[row.y : row.y + 64, row.x : row.x + 64] > 0)
+    assert tiles[~tiles.kept].target_file.isna().all()
+    params = json.loads((out / "params.json").read_text())
+    assert params["autolabel"]["otsu_window"] == 51 and params["n_kept"] == len(kept)
+    # no overwrite without --overwrite
+    rc = main(["autolabel", "fluorescence", "--stain", str(d / "stain.tif"), "--out", str(out), "--quiet"])
+    assert rc == 2
+
+
+def test_fluorescence_stack_without_target(channels, tmp_path):
+    d, sim = channels
+    rc = main(["autolabel", "fluorescence", "--stain", str(d / "stain_t.tif"), "--out", str(tmp_path), "--quiet"])
+    assert rc == 0
+    labels = tifffile.imread(tmp_path / "labels.tif")
+    assert labels.shape == sim.fluorescence.shape
+    assert not (tmp_path / "tiles.csv").exists()
+
+
+def test_fluorescence_real_png_pair(shared_data, tmp_path):
+    import skimage.io
+
+    folder = shared_data / "isl_phase_dapi"
+    # crop the real pair into small PNGs so the test stays fast
+    skimage.io.imsave(tmp_path / "dapi.png", skimage.io.imread(folder / "dapi.png")[:256, 512:768], check_contrast=False)
+    skimage.io.imsave(tmp_path / "phase.png", skimage.io.imread(folder / "phase_z6.png")[:256, 512:768], check_contrast=False)
+    rc = main(["autolabel", "fluorescence", "--stain", str(tmp_path / "dapi.png"), "--target", str(tmp_path / "phase.png"),
+               "--out", str(tmp_path / "o"), "--tile", "128", "--diameter-range", "10,60", "--quiet"])
+    assert rc == 0
+    assert tifffile.imread(tmp_path / "o" / "labels.tif").max() > 3
+    assert len(pd.read_csv(tmp_path / "o" / "tiles.csv")) == 4
+
+
+def test_fluorescence_bad_input(channels, tmp_path, capsys):
+    d, _ = channels
+    write_tiff(tmp_path / "small.tif", np.zeros((10, 10), np.uint16))
+    rc = main(["autolabel", "fluorescence", "--stain", str(d / "stain.tif"), "--target", str(tmp_path / "small.tif"),
+               "--out", str(tmp_path / "o")])
+    assert rc == 2
+    assert "differs" in capsys.readouterr().err
+    assert main(["autolabel", "fluorescence", "--stain", str(tmp_path / "missing.tif"), "--out", str(tmp_path / "o2")]) == 2
+
+
+def test_ccd_on_real_crop(tmp_path):
+    out = tmp_path / "ccd"
+    rc = main(["autolabel", "ccd", "--input", SAMPLE_CCD, "--out", str(out)])
+    assert rc == 0
+    classes = tifffile.imread(out / "classes.tif")
+    assert classes.shape == (256, 512) and classes.dtype == np.uint8
+    clusters = pd.read_csv(out / "clusters.csv")
+    assert list(clusters.columns[:5]) == ["label", "y", "x", "size_px", "charge_adc"]
+    assert len(clusters) > 50
+    fr = pd.read_csv(out / "class_fractions.csv")
+    assert fr.percent.sum() == pytest.approx(100.0)
+    params = json.loads((out / "params.json").read_text())
+    assert params["n_clusters"] == len(clusters) and len(params["taps"]) == 2
+    assert main(["autolabel", "ccd", "--input", SAMPLE_CCD, "--out", str(out)]) == 2  # exists
+    assert main(["autolabel", "ccd", "--input", SAMPLE_CCD, "--out", str(out), "--overwrite", "--taps", "1x1",
+                 "--exclude-columns", "0-3,10"]) == 0
+    classes = tifffile.imread(out / "classes.tif")
+    assert (classes[:, [0, 1, 2, 3, 10]] == 0).all()
+
+
+def test_ccd_bad_input(tmp_path):
+    write_tiff(tmp_path / "stack.tif", np.zeros((2, 8, 8), np.uint16))
+    assert main(["autolabel", "ccd", "--input", str(tmp_path / "stack.tif"), "--out", str(tmp_path / "o")]) == 2
+    with pytest.raises(SystemExit):
+        main(["autolabel", "ccd", "--input", SAMPLE_CCD, "--out", str(tmp_path / "o"), "--taps", "banana"])
+
+
+def test_help():
+    with pytest.raises(SystemExit) as err:
+        main(["autolabel", "--help"])
+    assert err.value.code == 0
