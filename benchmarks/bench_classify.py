@@ -111,12 +111,13 @@ def bench_p(args, tmp: Path) -> dict:
         va = va2 if views == 2 else ClassificationData(va2.x[:, :1], va2.y, va2.class_names)
         cfg = {"task": "profiles", "model": {"architecture": "profile_cnn"}, "epochs": args.p_epochs, "batch_size": 64,
                "lr": args.p_lr, "optimizer": args.p_optimizer, "augment": "none", "device": "cpu", "seed": 0,
-               "num_threads": args.threads, "early_stopping_patience": 10}
+               "num_threads": args.threads, "early_stopping_patience": args.p_patience}
         res, secs = _train(cfg, tr, va, tmp / f"p{views}.pt")
         best = min(res.history, key=lambda h: h["val_loss"])
         out[f"{views}_view"] = {"val_accuracy_at_best_val_loss": round(best["val_accuracy"], 4),
                                 "max_val_accuracy": round(max(h["val_accuracy"] for h in res.history), 4),
-                                "epochs_run": res.epochs_run, "train_seconds": round(secs, 1)}
+                                "epochs_run": res.epochs_run, "train_seconds": round(secs, 1),
+                                "val_accuracy_per_epoch": [round(h["val_accuracy"], 3) for h in res.history]}
     out["optimizer"] = f"{args.p_optimizer} lr {args.p_lr}"
     return out
 
@@ -138,8 +139,9 @@ def main() -> None:
     ap.add_argument("--t-epochs", type=int, default=30)
     ap.add_argument("--p-train", type=int, default=8000)
     ap.add_argument("--p-val", type=int, default=2000)
-    ap.add_argument("--p-epochs", type=int, default=40)
+    ap.add_argument("--p-epochs", type=int, default=60)
     ap.add_argument("--p-hole", type=float, default=0.1)
+    ap.add_argument("--p-patience", type=int, default=20)
     ap.add_argument("--p-optimizer", default="adam")
     ap.add_argument("--p-lr", type=float, default=3e-3)
     ap.add_argument("--out", type=Path, default=Path("bench_classify.json"))

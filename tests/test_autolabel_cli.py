@@ -61,6 +61,15 @@ def test_fluorescence_stack_without_target(channels, tmp_path):
     labels = tifffile.imread(tmp_path / "labels.tif")
     assert labels.shape == sim.fluorescence.shape
     assert not (tmp_path / "tiles.csv").exists()
+    # --qc without --target tiles the stain itself, frame by frame
+    rc = main(["autolabel", "fluorescence", "--stain", str(d / "stain_t.tif"), "--out", str(tmp_path / "q"), "--quiet",
+               "--qc", "--tile", "100"])
+    assert rc == 0
+    tiles = pd.read_csv(tmp_path / "q" / "tiles.csv")
+    assert len(tiles) == 2 * 2 * 2 and sorted(tiles.t.unique()) == [0, 1]
+    first = tiles[tiles.kept].iloc[0]
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "q" / first.target_file),
+                                  sim.fluorescence[first.t][first.y : first.y + 100, first.x : first.x + 100])
 
 
 def test_fluorescence_real_png_pair(shared_data, tmp_path):

@@ -12,8 +12,8 @@ from napari_microseg.cli import build_parser, main
 
 def test_classify_train_and_images_end_to_end(tmp_path):
     model = tmp_path / "m.pt"
-    rc = main(["classify", "train", "images", "--simulated", "24", "--epochs", "2", "--batch-size", "12", "--out", str(model),
-               "--device", "cpu", "--threads", "2", "--seed", "1"])
+    rc = main(["classify", "train", "images", "--simulated", "16", "--epochs", "2", "--batch-size", "8", "--out", str(model),
+               "--device", "cpu", "--threads", "1", "--seed", "1"])
     assert rc == 0 and model.is_file()
     hist = pd.read_csv(tmp_path / "history.csv")
     assert list(hist["epoch"]) == [1, 2] and hist["train_loss"].notna().all()

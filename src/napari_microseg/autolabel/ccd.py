@@ -470,25 +470,25 @@ def find_clusters(class_map: np.ndarray, image: np.ndarray, pedestal: float | np
         ped = estimate_baseline(img).baseline
     else:
         ped = np.broadcast_to(np.asarray(pedestal, np.float32), img.shape)
-    above = img - ped
     struct = ndi.generate_binary_structure(2, connectivity)
     lab, n = ndi.label(cls == cluster_class, structure=struct)
     cols = ["label", "y", "x", "size_px", "charge_adc", "peak_adc"]
     if n == 0:
         return pd.DataFrame({c: pd.Series(dtype=float if c in ("y", "x", "charge_adc", "peak_adc") else int) for c in cols})
-    idx = np.arange(1, n + 1)
-    size = np.bincount(lab.ravel(), minlength=n + 1)[1:]
-    charge = np.asarray(ndi.sum(above, lab, idx))
-    peak = np.asarray(ndi.maximum(above, lab, idx))
-    w = np.clip(above, 0, None)
-    wsum = np.asarray(ndi.sum(w, lab, idx))
-    with np.errstate(all="ignore"):
-        com = np.asarray(ndi.center_of_mass(w, lab, idx), float).reshape(-1, 2)
-        geo = np.asarray(ndi.center_of_mass(np.ones_like(w), lab, idx), float).reshape(-1, 2)
-    ok = (wsum > 0) & np.all(np.isfinite(com), axis=1)
-    y = np.where(ok, com[:, 0], geo[:, 0])
-    x = np.where(ok, com[:, 1], geo[:, 1])
-    table = pd.DataFrame({"label": idx, "y": y, "x": x, "size_px": size, "charge_adc": charge, "peak_adc": peak})
+    rows = np.zeros((n, 6))
+    for i, sl in enumerate(ndi.find_objects(lab)):  # work on each cluster's bounding box only
+        inside = lab[sl] == i + 1
+        vals = (img[sl].astype(np.float64) - ped[sl])[inside]
+        yy, xx = np.nonzero(inside)
+        w = np.clip(vals, 0, None)
+        if w.sum() > 0:
+            cy, cx = (yy * w).sum() / w.sum(), (xx * w).sum() / w.sum()
+        else:
+            cy, cx = yy.mean(), xx.mean()
+        rows[i] = (i + 1, cy + sl[0].start, cx + sl[1].start, inside.sum(), vals.sum(), vals.max())
+    table = pd.DataFrame(rows, columns=cols)
+    table["label"] = table["label"].astype(int)
+    table["size_px"] = table["size_px"].astype(int)
     if max_size is not None:
         table = table[table.size_px <= max_size].reset_index(drop=True)
     return table

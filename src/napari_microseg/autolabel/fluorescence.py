@@ -115,7 +115,7 @@ def autolabel_frame(
     original = img
     ny, nx = img.shape
     if img.max() <= 0:
-        return np.zeros((ny, nx), np.uint16 if ny * nx < 65535 else np.uint32)
+        return np.zeros((ny, nx), np.uint16)
     if clahe_kernel:
         from skimage.exposure import equalize_adapthist
 

@@ -8,7 +8,8 @@
     identical positions into ``OUT/tiles/`` and lists them in ``OUT/tiles.csv``;
     ``--qc`` applies the [N] data-set filter (drop the 25 % of tiles with the
     fewest nucleus pixels and tiles with > 50 % foreground) and writes
-    ``OUT/qc.csv``; dropped tiles are not written unless ``--keep-dropped``.
+    ``OUT/qc.csv``; dropped tiles are not written unless ``--keep-dropped``
+    (``--qc`` without ``--target`` tiles the stain itself with its labels).
     Stacks (T, Y, X) are labelled and tiled frame by frame.
 
 ``microseg autolabel ccd --input FITS --out DIR``
@@ -170,6 +171,8 @@ def run_fluorescence(args: argparse.Namespace) -> int:
         target = read_any(args.target)
         if target.shape != stain.shape:
             raise InputError(f"--target shape {target.shape} differs from --stain shape {stain.shape}")
+    if target is None and args.qc:
+        target = stain  # QC needs tiles: pair the stain with its own labels
     if args.tile < 1:
         raise InputError(f"--tile must be >= 1, got {args.tile}")
     out = Path(args.out)
@@ -233,7 +236,7 @@ def run_fluorescence(args: argparse.Namespace) -> int:
         table["labels_file"] = files_l
         write_csv(out / "tiles.csv", table, leading=["tile", "t", "y", "x"])
         summary.update({"n_tiles": len(table), "n_kept": int(table["kept"].sum()), "shifts": shifts})
-    params = {"command": "autolabel fluorescence", "stain": str(args.stain), "target": args.target, "tile": args.tile,
+    params = {"command": "autolabel fluorescence", "stain": str(args.stain), "target": args.target or (str(args.stain) if args.qc else None), "tile": args.tile,
               "qc": args.qc, "qc_drop_lowest": args.qc_drop_lowest, "qc_max_foreground": args.qc_max_foreground,
               "correct_shift": args.correct_shift, "max_shift": args.max_shift, "autolabel": kwargs,
               "seconds": round(time.perf_counter() - start, 3), **summary}
