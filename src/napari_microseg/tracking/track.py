@@ -350,6 +350,7 @@ def track_points_iter(
     saved_cfg["max_search_radius"] = radius
     saved_cfg["update_method"] = method
     saved_cfg["optimize"] = do_opt
+    saved_cfg["tile_objects"] = int(tile_objects) if use_tiles else None
     if "P_branch" in hyps:
         saved_cfg["divisions"] = div_opts
     saved_cfg["volume"] = [list(volume3[0]), list(volume3[1])]
