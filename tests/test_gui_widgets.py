@@ -6,7 +6,7 @@ import pytest
 
 pytestmark = pytest.mark.gui
 
-WIDGETS = ["Simulation", "Training", "Segmentation", "Tracking"]
+WIDGETS = ["Simulation", "Training", "Segmentation", "Tracking", "Auto-label"]
 
 
 def settle(qtbot, ms: int = 150) -> None:

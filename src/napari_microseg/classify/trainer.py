@@ -72,7 +72,9 @@ class ClassifierTrainConfig:
     oversample : oversample minority classes to the majority count each epoch ([T]).
     undersample_fraction : random share of the majority class left out each epoch ([T]: 0.2).
     augment : ``"none"``, ``"hflip"`` ([R]: horizontal flips, p 0.5) or ``"affine"`` ([T]:
-        kornia rotation, shear, shift, zoom, flips; settings in ``augmentation``).
+        kornia rotation, shear, shift, zoom, flips; settings in ``augmentation``); None: by
+        task -- hflip for images, affine for objects, none for profiles (mirroring the views
+        of a multi-view particle one by one is not a mirror of the particle).
     augmentation : ``degrees`` (180), ``shear`` (0.2 rad, given to kornia in degrees),
         ``translate`` (0.1), ``scale`` ([0.8, 1.0]), ``flip_p`` (0.5).
     early_stopping_patience : epochs without improvement of ``val_loss`` before stopping
@@ -100,7 +102,7 @@ class ClassifierTrainConfig:
     class_weights: Any = None
     oversample: bool = False
     undersample_fraction: float = 0.0
-    augment: str = "hflip"
+    augment: str | None = None
     augmentation: dict = field(default_factory=dict)
     early_stopping_patience: int | None = 30
     device: str = "auto"
@@ -397,7 +399,8 @@ def train_classifier(
             return per.mean()
         return torch.nn.functional.cross_entropy(logits, yb, weight=w_t if reduce_weights else None, label_smoothing=ls)
 
-    augmenter = make_augmenter(cfg.augment, cfg.augmentation) if cfg.augment else None
+    augment = cfg.augment if cfg.augment is not None else {"images": "hflip", "objects": "affine", "profiles": "none"}[cfg.task]
+    augmenter = make_augmenter(augment, cfg.augmentation)
 
     start_epoch = 1
     history: list[dict] = []
@@ -443,6 +446,7 @@ def train_classifier(
                 "complete": complete,
                 "config": cfg.to_dict(),
                 "class_weights": weights,
+                "augment": augment,
                 "class_counts": [int(c) for c in counts],
                 "data": train_desc,
                 "validation": val_desc,

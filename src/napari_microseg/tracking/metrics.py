@@ -113,14 +113,21 @@ def ctc_scores(ground_truth, prediction, *, division_frame_buffer: int = 1) -> d
     """
     _quiet()
     from traccuracy import run_metrics
-    from traccuracy.matchers import CTCMatcher
+    from traccuracy.matchers import CTCMatcher, IOUMatcher
     from traccuracy.metrics import CTCMetrics, DivisionMetrics
 
     gt = _as_graph(ground_truth, "ground_truth")
     pred = _as_graph(prediction, "prediction")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        results, _ = run_metrics(gt, pred, matcher=CTCMatcher(), metrics=[CTCMetrics(), DivisionMetrics(max_frame_buffer=division_frame_buffer)])
+        results, _ = run_metrics(gt, pred, matcher=CTCMatcher(), metrics=[CTCMetrics()])
+        # division metrics need a one-to-one matching, which the CTC matcher does not guarantee once the
+        # segmentation differs from the truth (merged or split objects): match by IoU >= 0.5 one-to-one for them
+        gt = _as_graph(ground_truth, "ground_truth")
+        pred = _as_graph(prediction, "prediction")
+        div_results, _ = run_metrics(gt, pred, matcher=IOUMatcher(iou_threshold=0.5, one_to_one=True),
+                                     metrics=[DivisionMetrics(max_frame_buffer=division_frame_buffer)])
+        results = list(results) + list(div_results)
     out: dict = {}
     for res in results:
         vals = res.get("results", {})

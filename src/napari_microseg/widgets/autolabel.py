@@ -1,0 +1,191 @@
+"""Auto-label dock widget: labels from a nuclear stain ([N]), live preview, QC of tiles.
+
+Preview: parameter changes restart a short timer (debounce); when it fires, the
+current frame is labelled in a worker and a "preview" layer owned by this widget
+is updated. Apply labels the whole stack in a worker into a new Labels layer.
+QC tiles the labels, applies the [N] filter and shows kept (green) and dropped
+(red) tiles as a Shapes layer, with the reasons in a table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, PushButton, SpinBox
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
+
+from ._base import MicrosegDock, layer_names, unique_layer_name
+
+PREVIEW_DELAY_MS = 400
+QC_COLUMNS = ["tile", "y", "x", "fg fraction", "objects", "kept", "reason"]
+
+
+class AutolabelWidget(MicrosegDock):
+    title = "Auto-label"
+    description = (
+        "Labels from a nuclear stain ([N]: CLAHE, local Otsu, watershed, size filter) with a live preview on the "
+        "current frame; apply to the stack; QC keeps informative tiles. Correct the labels with napari's tools, "
+        "then train on them (Training widget)."
+    )
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__(napari_viewer)
+        self.stain_layer = ComboBox(label="stain (fluorescence)", choices=lambda *_: layer_names(self.viewer, "Image"))
+        self.otsu_window = SpinBox(label="Otsu window (px)", value=51, min=5, max=1001, step=2)
+        self.min_diameter = FloatSpinBox(label="min diameter (px)", value=5.0, min=1.0, max=500.0)
+        self.max_diameter = FloatSpinBox(label="max diameter (px)", value=30.0, min=2.0, max=2000.0)
+        self.smooth_sigma = FloatSpinBox(label="smoothing sigma (px)", value=1.0, min=0.0, max=10.0, step=0.5)
+        self.split_clumps = CheckBox(label="split clumps (watershed)", value=True)
+        self.clear_border = CheckBox(label="remove border objects", value=True)
+        self.live = CheckBox(label="live preview (current frame)", value=True)
+        self.apply_button = PushButton(text="Apply to all frames")
+        self.tile = SpinBox(label="QC tile (px)", value=512, min=32, max=4096, step=32)
+        self.drop_lowest = FloatSpinBox(label="drop lowest fraction", value=0.25, min=0.0, max=0.95, step=0.05)
+        self.max_foreground = FloatSpinBox(label="max foreground", value=0.5, min=0.05, max=1.0, step=0.05)
+        self.qc_button = PushButton(text="QC tiles of the labels")
+        self.form = Container(widgets=[
+            self.stain_layer, self.otsu_window, self.min_diameter, self.max_diameter, self.smooth_sigma,
+            self.split_clumps, self.clear_border, self.live, self.apply_button,
+            self.tile, self.drop_lowest, self.max_foreground, self.qc_button,
+        ])
+        self.body.addWidget(self.form.native)
+        self.qc_table = QTableWidget(0, len(QC_COLUMNS))
+        self.qc_table.setHorizontalHeaderLabels(QC_COLUMNS)
+        self.qc_table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.qc_table.verticalHeader().setVisible(False)
+        self.qc_table.setMinimumHeight(120)
+        self.body.addWidget(self.qc_table)
+        self.timer = QTimer(self)
+        self.timer.setSingleShot(True)
+        self.timer.setInterval(PREVIEW_DELAY_MS)
+        self.timer.timeout.connect(self.preview)
+        for w in (self.stain_layer, self.otsu_window, self.min_diameter, self.max_diameter, self.smooth_sigma,
+                  self.split_clumps, self.clear_border, self.live):
+            w.changed.connect(self.schedule_preview)
+        napari_viewer.dims.events.current_step.connect(self.schedule_preview)
+        self.apply_button.changed.connect(self.apply)
+        self.qc_button.changed.connect(self.run_qc)
+        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
+            event.connect(lambda *_: self.stain_layer.reset_choices())
+        self.preview_layer = None
+        self.labels_layer = None
+        self.qc = None
+        self._pending_preview = False
+
+    def parameters(self) -> dict:
+        """Keyword arguments for ``autolabel_fluorescence`` from the form."""
+        return {
+            "otsu_window": int(self.otsu_window.value),
+            "diameter_range": (float(self.min_diameter.value), float(self.max_diameter.value)),
+            "smooth_sigma": float(self.smooth_sigma.value) or None,
+            "split_clumps": bool(self.split_clumps.value),
+            "clear_border": bool(self.clear_border.value),
+        }
+
+    def _stain(self) -> Any:
+        return self.viewer.layers[self.stain_layer.value] if self.stain_layer.value else None
+
+    def _frame_index(self, data: Any) -> int | None:
+        return int(self.viewer.dims.current_step[0]) if data.ndim == 3 else None
+
+    # -- preview ------------------------------------------------------------
+    def schedule_preview(self, *_: Any) -> None:
+        """Restart the debounce timer; the preview runs when the user pauses."""
+        if self.live.value and self.stain_layer.value:
+            self.timer.start()
+
+    def preview(self) -> Any:
+        """Label the current frame in a worker and show it in the preview layer."""
+        layer = self._stain()
+        if layer is None:
+            return None
+        if self.busy:  # a run is going: try again when it ends
+            self._pending_preview = True
+            return None
+        t = self._frame_index(layer.data)
+        frame = np.asarray(layer.data[t] if t is not None else layer.data)
+        params = self.parameters()
+
+        def make_generator():
+            from ..autolabel.fluorescence import autolabel_frame
+            from ..progress import Progress
+
+            yield Progress(0, 1, "previewing ...")
+            return autolabel_frame(frame, **params)
+
+        def done(labels: np.ndarray) -> None:
+            full = labels if t is None else _in_stack(labels, layer.data.shape, t)
+            if self.preview_layer is None or self.preview_layer not in self.viewer.layers:
+                self.preview_layer = self.viewer.add_labels(full, name=unique_layer_name(self.viewer, "auto-label preview"), opacity=0.5)
+            else:
+                self.preview_layer.data = full
+            self.show_message(f"preview: {int(len(np.unique(labels)) - 1)} nuclei on {'frame ' + str(t) if t is not None else 'the image'}")
+            if self._pending_preview:
+                self._pending_preview = False
+                self.schedule_preview()
+
+        return self.start(make_generator, done, label="previewing")
+
+    # -- apply --------------------------------------------------------------
+    def apply(self, *_: Any) -> Any:
+        """Auto-label every frame in a worker into a new Labels layer (to correct, then train on)."""
+        layer = self._stain()
+        if layer is None:
+            self.show_error("Choose the stain (fluorescence) image layer.")
+            return None
+        data = np.asarray(layer.data)
+        if data.ndim not in (2, 3):
+            self.show_error(f"the stain must be 2-D or a (T, Y, X) stack, got shape {data.shape}")
+            return None
+        params = self.parameters()
+
+        def make_generator():
+            from ..autolabel.fluorescence import autolabel_fluorescence_iter
+
+            return autolabel_fluorescence_iter(data, **params)
+
+        def done(labels: np.ndarray) -> None:
+            self.labels_layer = self.viewer.add_labels(labels, name=unique_layer_name(self.viewer, f"{layer.name} auto-labels"), opacity=0.5)
+            self.show_message(f"labelled {1 if data.ndim == 2 else data.shape[0]} frame(s): correct with napari's tools, then QC / train")
+
+        return self.start(make_generator, done, label="auto-labelling")
+
+    # -- QC -----------------------------------------------------------------
+    def run_qc(self, *_: Any) -> Any:
+        """Tile the auto-labels (current frame) and show kept / dropped tiles."""
+        from ..autolabel.pairing import tile_positions
+        from ..autolabel.qc import qc_filter
+
+        layer = self.labels_layer if self.labels_layer in self.viewer.layers else None
+        if layer is None:
+            self.show_error("Apply the auto-labeller first (QC works on its labels layer).")
+            return None
+        labels = np.asarray(layer.data)
+        t = self._frame_index(labels)
+        frame = labels[t] if t is not None else labels
+        positions, (th, tw) = tile_positions(frame.shape, int(self.tile.value))
+        tiles = [frame[y:y + th, x:x + tw] for y, x in positions]
+        kept, table = qc_filter(tiles, drop_lowest_fraction=float(self.drop_lowest.value),
+                                max_foreground_fraction=float(self.max_foreground.value))
+        table = table.assign(y=positions[:, 0], x=positions[:, 1])
+        self.qc = table
+        rects = [np.array([[y, x], [y, x + tw], [y + th, x + tw], [y + th, x]], float) for y, x in positions]
+        colours = ["#33cc33" if k else "#ff4444" for k in table.kept]
+        name = unique_layer_name(self.viewer, f"{layer.name} QC tiles")
+        self.viewer.add_shapes(rects, shape_type="rectangle", edge_color=colours, face_color="transparent",
+                               edge_width=max(2, th // 100), name=name, features={"kept": table.kept.to_numpy(), "reason": table.reason.to_numpy()})
+        self.qc_table.setRowCount(len(table))
+        for row, rec in table.reset_index(drop=True).iterrows():
+            values = [rec.tile, rec.y, rec.x, f"{rec.foreground_fraction:.3f}", rec.n_objects, "yes" if rec.kept else "no", rec.reason]
+            for col, value in enumerate(values):
+                self.qc_table.setItem(row, col, QTableWidgetItem(str(value)))
+        self.show_message(f"QC: kept {len(kept)} of {len(table)} tiles of {th}x{tw} px")
+        return table
+
+
+def _in_stack(frame_labels: np.ndarray, shape: tuple, t: int) -> np.ndarray:
+    full = np.zeros(shape, dtype=frame_labels.dtype)
+    full[t] = frame_labels
+    return full

@@ -1,0 +1,62 @@
+"""Auto-label widget: debounced live preview, apply to a stack, QC tiles on the canvas."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gui
+
+
+def test_preview_apply_and_qc(make_napari_viewer, qtbot, artifacts):
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+    from napari_microseg.widgets.autolabel import AutolabelWidget
+
+    sim = simulate_nuclei_timelapse(n_frames=3, shape=(192, 192), n_nuclei=25, seed=2)
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(sim.fluorescence, name="stain")
+    widget = AutolabelWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Auto-label")
+    widget.stain_layer.value = "stain"
+    widget.clear_border.value = False
+    # several quick changes -> one preview after the pause
+    for window in (31, 41, 51):
+        widget.otsu_window.value = window
+    qtbot.waitUntil(lambda: widget.preview_layer is not None and not widget.busy, timeout=60000)
+    qtbot.wait(600)
+    current = int(viewer.dims.current_step[0])
+    preview = widget.preview_layer.data
+    assert preview[current].max() > 5
+    others = [t for t in range(3) if t != current]
+    assert all(preview[t].max() == 0 for t in others)
+
+    worker = widget.apply()
+    with qtbot.waitSignal(worker.finished, timeout=60000):
+        pass
+    qtbot.wait(50)
+    labels = widget.labels_layer.data
+    assert labels.shape == (3, 192, 192) and all(labels[t].max() > 5 for t in range(3))
+    from napari_microseg.evaluation.metrics import instance_scores
+
+    f1 = instance_scores(sim.labels[current], labels[current], thresholds=[0.5]).f1.iloc[0]
+    assert f1 > 0.6, f"auto-labels disagree with the simulated truth (F1 {f1:.2f})"
+
+    widget.tile.value = 64
+    table = widget.run_qc()
+    assert len(table) == 9 and widget.qc_table.rowCount() == 9
+    assert (~table.kept).sum() >= 2  # the lowest 25 % are dropped
+    assert any(type(lay).__name__ == "Shapes" for lay in viewer.layers)
+    viewer.window._qt_window.resize(1400, 1000)
+    qtbot.wait(100)
+    from skimage.io import imsave
+
+    imsave(artifacts / "autolabel_widget.png", viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
+
+
+def test_autolabel_messages(make_napari_viewer):
+    from napari_microseg.widgets.autolabel import AutolabelWidget
+
+    viewer = make_napari_viewer(show=False)
+    widget = AutolabelWidget(viewer)
+    assert widget.apply() is None and "Choose the stain" in widget.status.text()
+    assert widget.run_qc() is None and "Apply the auto-labeller first" in widget.status.text()
