@@ -9,6 +9,7 @@ touches layers). Stop calls ``worker.quit()``, which acts at the next yield.
 
 from __future__ import annotations
 
+import threading
 import time
 import traceback
 from typing import Any, Callable, Generator
@@ -19,6 +20,9 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBox
 from napari.qt.threading import thread_worker
 
 from ..errors import MicrosegError
+
+
+_STOPPED = object()  # returned by a run that was stopped
 
 
 class MicrosegDock(QWidget):
@@ -93,9 +97,27 @@ class MicrosegDock(QWidget):
             self.show_error("Already running: press Stop first.")
             return None
 
+        stop_requested = threading.Event()
+        self._stop_requested = stop_requested
+
         @thread_worker
         def run() -> Generator[Any, None, Any]:
-            return (yield from make_generator())
+            # Stop is checked here, in the worker thread, between events: the inner generator is then
+            # closed in this thread, so its clean-up (e.g. shutting down a Dask cluster) runs off the GUI
+            # thread and always runs (superqt's quit() would only stop iterating, never close it).
+            gen = make_generator()
+            try:
+                while True:
+                    if stop_requested.is_set():
+                        gen.close()
+                        return _STOPPED
+                    try:
+                        event = next(gen)
+                    except StopIteration as done:
+                        return done.value
+                    yield event
+            finally:
+                gen.close()
 
         worker = run()
         self.worker = worker
@@ -120,6 +142,9 @@ class MicrosegDock(QWidget):
                 on_event(event)
 
         def returned(value: Any) -> None:
+            if value is _STOPPED:
+                self.show_message("stopped; nothing was changed")
+                return
             try:
                 on_done(value)
             except MicrosegError as err:
@@ -153,11 +178,11 @@ class MicrosegDock(QWidget):
         return worker
 
     def stop(self) -> None:
-        """Ask the running worker to stop at its next yield."""
+        """Ask the running work to stop at its next progress event (its generator is closed in the worker)."""
         if self.worker is not None:
             self.progress.setFormat("stopped")
             self.show_message("Stopping at the next step ...")
-            self.worker.quit()
+            self._stop_requested.set()
 
 
 def layer_names(viewer: Any, kind: str) -> list[str]:
@@ -174,3 +199,16 @@ def unique_layer_name(viewer: Any, base: str) -> str:
     while f"{base} [{i}]" in names:
         i += 1
     return f"{base} [{i}]"
+
+
+#: fixed colours for semantic classes (index = class id; 0 = background, transparent)
+CLASS_COLOURS = ["transparent", "#ff9f1c", "#2ec4b6", "#e71d95", "#8ac926", "#1982c4", "#ffca3a", "#6a4c93"]
+
+
+def class_colormap(n_classes: int) -> Any:
+    """A napari label colormap with fixed, distinct colours per class id (background transparent)."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    colours = {i: CLASS_COLOURS[i % len(CLASS_COLOURS)] if i else "transparent" for i in range(n_classes)}
+    colours[None] = "transparent"
+    return DirectLabelColormap(color_dict=colours)

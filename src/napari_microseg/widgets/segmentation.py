@@ -18,8 +18,10 @@ import numpy as np
 import pandas as pd
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, SpinBox
 
+from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
+
 from ..pretrained import list_pretrained, resolve_model
-from ._base import MicrosegDock, layer_names, unique_layer_name
+from ._base import CLASS_COLOURS, MicrosegDock, class_colormap, layer_names, unique_layer_name
 
 FILE_CHOICE = "model file ..."
 
@@ -50,6 +52,12 @@ class SegmentationWidget(MicrosegDock):
         self.counts_label = Label(value="")
         self.export_dir = FileEdit(label="export folder", mode="d", value=str(Path.home() / "microseg_results"))
         self.export_button = PushButton(text="Export counts.csv + objects.csv")
+        self.find_class = ComboBox(label="find tiles with class", choices=self._class_choices)
+        self.find_button = PushButton(text="List tiles")
+        self.batch_input = FileEdit(label="folder / Zarr", mode="d", value="")
+        self.batch_out = FileEdit(label="batch output", mode="d", value=str(Path.home() / "microseg_batch"))
+        self.batch_workers = SpinBox(label="Dask workers (0 = in this process)", value=2, min=0, max=256)
+        self.batch_button = PushButton(text="Run batch (Dask, resumable)")
         self.labels_for_training = ComboBox(label="corrected labels", choices=lambda *_: layer_names(self.viewer, "Labels"))
         self.add_button = PushButton(text="Add to training set (current frame)")
         self.finetune_epochs = SpinBox(label="fine-tune epochs", value=10, min=1, max=1000)
@@ -57,10 +65,23 @@ class SegmentationWidget(MicrosegDock):
         self.form = Container(widgets=[
             self.image_layer, self.model_choice, self.model_file, self.scope, self.tile, self.min_size,
             self.remove_border, self.keep_probabilities, self.device, self.run_button, self.counts_label,
-            self.export_dir, self.export_button, Label(value="<b>correct and retrain</b>"),
+            self.export_dir, self.export_button, self.find_class, self.find_button,
+            Label(value="<b>correct and retrain</b>"),
             self.labels_for_training, self.add_button, self.finetune_epochs, self.finetune_button,
+            Label(value="<b>batch: a folder or Zarr store, on a local Dask cluster</b>"),
+            self.batch_input, self.batch_out, self.batch_workers, self.batch_button,
         ])
         self.body.addWidget(self.form.native)
+        self.tile_table = QTableWidget(0, 4)
+        self.tile_table.setHorizontalHeaderLabels(["y0", "x0", "pixels", "tile"])
+        self.tile_table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.tile_table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.tile_table.verticalHeader().setVisible(False)
+        self.tile_table.setMaximumHeight(140)
+        self.tile_table.itemSelectionChanged.connect(self._jump_to_tile)
+        self.body.addWidget(self.tile_table)
+        self.find_button.changed.connect(self.find_tiles)
+        self.batch_button.changed.connect(self.run_batch)
         self.run_button.changed.connect(self.segment)
         self.export_button.changed.connect(self.export)
         self.add_button.changed.connect(self.add_to_training_set)
@@ -69,6 +90,8 @@ class SegmentationWidget(MicrosegDock):
         for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
             event.connect(lambda *_: self.form.reset_choices())
         self.result = None
+        self.tiles = None
+        self.clusters = None
         self.result_layer_name: str | None = None
         self.training_pairs: list[tuple[np.ndarray, np.ndarray]] = []
         self.fine_tuned_path: str | None = None
@@ -142,9 +165,16 @@ class SegmentationWidget(MicrosegDock):
             features = features.drop_duplicates("label").reset_index(drop=True)
         name = unique_layer_name(self.viewer, f"{layer.name} segmented")
         kwargs = {"name": name, "opacity": 0.5, "metadata": {"objects": result.objects, "counts": result.counts, "model": str(model)}}
-        if result.output_mode != "multiclass" and not features.empty:
+        if result.output_mode == "multiclass":
+            names = list(result.class_names) or [f"class {i}" for i in range(int(labels.max()) + 1)]
+            kwargs["colormap"] = class_colormap(len(names))
+            kwargs["opacity"] = 0.7
+            kwargs["features"] = {"label": list(range(len(names))), "class": names}
+            self.clusters = self._clusters(labels, layer.data, t, names)
+        elif not features.empty:
             kwargs["features"] = features
         self.viewer.add_labels(labels, **kwargs)
+        self.find_class.reset_choices()
         if result.probabilities is not None:
             probs = np.asarray(result.probabilities)
             fg = probs[..., 1 if probs.shape[-3] > 1 else 0, :, :] if probs.ndim >= 3 else probs
@@ -154,7 +184,13 @@ class SegmentationWidget(MicrosegDock):
         self.labels_for_training.reset_choices()
         self.labels_for_training.value = name
         counts = result.counts
-        if len(counts) == 1:
+        if result.output_mode == "multiclass":
+            fractions = [(c.removeprefix("fraction_"), counts[c].mean()) for c in counts.columns if c.startswith("fraction_")]
+            legend = ", ".join(f'<span style="color:{CLASS_COLOURS[i % len(CLASS_COLOURS)] if i else "#aaaaaa"}">{n}</span> {100 * v:.2f} %'
+                               for i, (n, v) in enumerate(fractions))
+            extra = f"; {len(self.clusters)} clusters" if self.clusters is not None else ""
+            self.counts_label.value = legend + extra
+        elif len(counts) == 1:
             self.counts_label.value = f"{int(counts['count'].iloc[0])} objects"
         else:
             c = counts["count"].to_numpy()
@@ -170,7 +206,10 @@ class SegmentationWidget(MicrosegDock):
             return []
         folder = Path(str(self.export_dir.value))
         written = []
-        for stem, table, leading in (("counts", self.result.counts, ["t", "count"]), ("objects", self.result.objects, ["t", "label", "y", "x", "area"])):
+        tables = [("counts", self.result.counts, ["t", "count"]), ("objects", self.result.objects, ["t", "label", "y", "x", "area"])]
+        if self.clusters is not None:
+            tables.append(("clusters", self.clusters, ["label", "y", "x", "size_px", "charge_adc"]))
+        for stem, table, leading in tables:
             path = folder / f"{stem}.csv"
             i = 2
             while path.exists():  # never overwrite an earlier export
@@ -180,6 +219,78 @@ class SegmentationWidget(MicrosegDock):
             written.append(str(path))
         self.show_message("written: " + ", ".join(written))
         return written
+
+    # -- semantic classes (CCD) -------------------------------------------
+    def _class_choices(self, *_: Any) -> list[str]:
+        """Non-background classes of the last multi-class result."""
+        result = getattr(self, "result", None)  # also called while the widget is being built
+        if result is None or result.output_mode != "multiclass":
+            return []
+        return list(result.class_names)[1:]
+
+    @staticmethod
+    def _clusters(class_map: np.ndarray, image: Any, t: int | None, names: list[str]) -> Any:
+        """Charge clusters as objects (position, size, charge above the pedestal) for a class map with a 'cluster' class."""
+        if "cluster" not in names or class_map.ndim != 2:
+            return None
+        from ..autolabel.ccd import find_clusters
+
+        frame = np.asarray(image[t] if t is not None else image, dtype=np.float32)
+        return find_clusters(class_map, frame, cluster_class=names.index("cluster"))
+
+    def find_tiles(self, *_: Any) -> Any:
+        """List the 256-px tiles holding the chosen class; click a row to jump there."""
+        from ..measure.tiles import tiles_with_class
+
+        if self.result is None or self.result.output_mode != "multiclass" or not self.find_class.value:
+            self.show_error("Segment with a multi-class model (e.g. CCD classes) first.")
+            return None
+        class_map = np.asarray(self.result.labels)
+        class_map = class_map[self._current_frame() or 0] if class_map.ndim == 3 else class_map
+        class_id = list(self.result.class_names).index(self.find_class.value)
+        self.tiles = tiles_with_class(class_map, class_id, tile=256)
+        self.tile_table.setRowCount(len(self.tiles))
+        for row, rec in self.tiles.iterrows():
+            for col, value in enumerate([int(rec.y0), int(rec.x0), int(rec.pixels), f"{int(rec.tile_row)},{int(rec.tile_col)}"]):
+                self.tile_table.setItem(row, col, QTableWidgetItem(str(value)))
+        self.show_message(f"{len(self.tiles)} tiles hold '{self.find_class.value}'")
+        return self.tiles
+
+    def _jump_to_tile(self) -> None:
+        rows = sorted({i.row() for i in self.tile_table.selectedIndexes()})
+        if rows and self.tiles is not None:
+            rec = self.tiles.iloc[rows[0]]
+            self.viewer.camera.center = (float(rec.centre_y), float(rec.centre_x))
+            self.viewer.camera.zoom = max(self.viewer.camera.zoom, 2.0)
+
+    # -- batch --------------------------------------------------------------
+    def run_batch(self, *_: Any) -> Any:
+        """Segment a folder or Zarr store with the chosen model on a local Dask cluster (resumable), in a worker."""
+        from ..errors import MicrosegError
+
+        source = str(self.batch_input.value)
+        if not source or not Path(source).exists() or source == ".":
+            self.show_error("Choose a folder of images or a Zarr store to segment.")
+            return None
+        try:
+            model = self.model_path()
+        except MicrosegError as err:
+            self.show_error(str(err))
+            return None
+        out = str(self.batch_out.value)
+        settings = {"tile": int(self.tile.value), "min_size": int(self.min_size.value), "device": self.device.value,
+                    "workers": int(self.batch_workers.value)}
+
+        def make_generator():
+            from ..batch.runner import run_batch
+
+            return run_batch("segment", source, out, str(model), **settings)
+
+        def done(summary: Any) -> None:
+            self.show_message(f"batch: {summary.processed} done, {summary.skipped} skipped (already done), "
+                              f"{summary.failed} failed; results in {summary.out}")
+
+        return self.start(make_generator, done, label="batch")
 
     # -- correct and retrain ------------------------------------------------
     def add_to_training_set(self, *_: Any) -> int:
@@ -237,8 +348,9 @@ class SegmentationWidget(MicrosegDock):
 
     def stop(self) -> None:
         if getattr(self, "_stop_event", None) is not None:
-            self._stop_event.set()
-        super().stop()
+            self._stop_event.set()  # fine-tuning: the trainer stops after this step and keeps the best model
+        else:
+            super().stop()
 
 
 def fine_tuned_name(base: Path) -> Path:

@@ -1,0 +1,102 @@
+"""Segmentation widget with a multi-class CCD model on the real FITS sample; batch runs and stops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+pytestmark = pytest.mark.gui
+
+CCD_CLASSES = ["background", "glowing", "hot pixel", "cluster"]
+
+
+@pytest.fixture(scope="module")
+def tiny_ccd_model(tmp_path_factory):
+    from napari_microseg.progress import run_with_text_progress
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+    from napari_microseg.training.trainer import train
+
+    frames = [simulate_ccd_frame(shape=(128, 128), seed=s, balanced=True) for s in range(4)]
+    out = tmp_path_factory.mktemp("ccd_model") / "ccd.pt"
+    cfg = {"preset": "small", "output_mode": "multiclass", "n_classes": 4, "class_names": CCD_CLASSES,
+           "normalization": {"kind": "fixed", "offset": 8800.0, "scale": 1000.0}, "patch_size": 64,
+           "patches_per_epoch": 16, "batch_size": 4, "epochs": 2, "lr": 3e-3, "num_threads": 2, "val_fraction": 0.25}
+    run_with_text_progress(train(cfg, ([f.image for f in frames], [f.classes for f in frames]), out_path=out), label="ccd")
+    return out
+
+
+def _wait(qtbot, worker, timeout=180000):
+    assert worker is not None
+    with qtbot.waitSignal(worker.finished, timeout=timeout):
+        pass
+    qtbot.wait(50)
+
+
+def test_multiclass_result_tiles_and_clusters(make_napari_viewer, qtbot, tmp_path, artifacts, tiny_ccd_model):
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+    from napari_microseg.widgets.segmentation import FILE_CHOICE, SegmentationWidget
+
+    frame = simulate_ccd_frame(shape=(300, 300), seed=11, n_clusters=30)
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(frame.image, name="ccd")
+    widget = SegmentationWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segmentation")
+    widget.image_layer.value = "ccd"
+    widget.model_choice.value = FILE_CHOICE
+    widget.model_file.value = str(tiny_ccd_model)
+    widget.export_dir.value = str(tmp_path / "export")
+    _wait(qtbot, widget.segment())
+    layer = viewer.layers["ccd segmented"]
+    assert layer.data.max() <= 3
+    assert list(layer.features["class"]) == CCD_CLASSES
+    assert "%" in widget.counts_label.value
+    assert widget.clusters is not None and {"size_px", "charge_adc"} <= set(widget.clusters.columns)
+    assert list(widget.find_class.choices) == CCD_CLASSES[1:]
+    widget.find_class.value = "cluster"
+    tiles = widget.find_tiles()
+    expected = [(y, x) for y in (0, 256) for x in (0, 256) if (layer.data[y:y + 256, x:x + 256] == 3).any()]
+    assert sorted(zip(tiles.y0, tiles.x0)) == expected and widget.tile_table.rowCount() == len(expected)
+    if len(tiles):
+        widget.tile_table.selectRow(0)
+        assert viewer.camera.center[-2:] == pytest.approx((tiles.centre_y[0], tiles.centre_x[0]))
+    written = widget.export()
+    assert any(p.endswith("clusters.csv") for p in written)
+    viewer.window._qt_window.resize(1400, 1100)
+    qtbot.wait(100)
+    from skimage.io import imsave
+
+    imsave(artifacts / "segmentation_ccd.png", viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
+
+
+def test_batch_folder_then_resume_and_stop(make_napari_viewer, qtbot, tmp_path, tiny_nuclei_model):
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+    from napari_microseg.widgets.segmentation import FILE_CHOICE, SegmentationWidget
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(3):
+        tifffile.imwrite(folder / f"img{i}.tif", simulate_nuclei_image(shape=(96, 96), n_nuclei=8, seed=i)[0])
+    viewer = make_napari_viewer(show=False)
+    widget = SegmentationWidget(viewer)
+    widget.model_choice.value = FILE_CHOICE
+    widget.model_file.value = str(tiny_nuclei_model)
+    widget.batch_input.value = str(folder)
+    widget.batch_out.value = str(tmp_path / "out")
+    widget.batch_workers.value = 0
+    _wait(qtbot, widget.run_batch())
+    assert "3 done" in widget.status.text(), widget.status.text()
+    objects = pd.read_csv(tmp_path / "out" / "objects.csv")
+    assert set(objects["image"].astype(str).str.contains("img")) == {True}
+    _wait(qtbot, widget.run_batch())
+    assert "0 done, 3 skipped" in widget.status.text(), widget.status.text()
+
+    # Stop: a larger batch is stopped early and reports it
+    for i in range(3, 40):
+        tifffile.imwrite(folder / f"img{i}.tif", np.zeros((96, 96), np.uint8) + i)
+    worker = widget.run_batch()
+    qtbot.waitUntil(lambda: widget.progress.maximum() > 1, timeout=60000)
+    widget.stop()
+    _wait(qtbot, worker)
+    assert "stopped" in widget.status.text()
