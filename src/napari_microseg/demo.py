@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .io.atomic import atomic_path, atomic_write_text
-from .progress import Progress
+from .progress import Progress, drain
 
 DEFAULT_MODEL = "nuclei_fluorescence"
 
@@ -74,16 +74,7 @@ def run_demo(out: str | Path = "demo_out", n_frames: int = 30, size: int = 256, 
 
     yield Progress(1, total_steps, f"segmenting {n_frames} frames with {model_path.name} ...")
     clock = time.perf_counter()
-    seg = None
-    gen = segment_image(str(model_path), sim.fluorescence, device="auto")
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as stop:
-            seg = stop.value
-            break
-        if getattr(event, "total", 0):
-            yield Progress(1, total_steps, f"segmenting: {event.message or f'{event.done}/{event.total}'}")
+    seg = yield from _relay(segment_image(str(model_path), sim.fluorescence, device="auto"), 1, total_steps, "segmenting")
     result.segmentation = seg
     labels = np.asarray(seg.labels)
     write_tiff(out / "labels.tif", labels, overwrite=True)
@@ -95,13 +86,8 @@ def run_demo(out: str | Path = "demo_out", n_frames: int = 30, size: int = 256, 
 
     yield Progress(2, total_steps, "tracking ...")
     clock = time.perf_counter()
-    gen = track(labels, sim.fluorescence, config="cell", stage_shift="objects" if stage_shift_sd > 0 else None)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            tracks = stop.value
-            break
+    shift = "objects" if stage_shift_sd > 0 else None
+    tracks = yield from _relay(track(labels, sim.fluorescence, config="cell", stage_shift=shift), 2, total_steps, "tracking")
     result.tracking = tracks
     write_tracks_csv(tracks, out / "tracks.csv")
     write_counts_csv(tracks, out / "counts.csv", n_frames=n_frames)
@@ -118,13 +104,7 @@ def run_demo(out: str | Path = "demo_out", n_frames: int = 30, size: int = 256, 
     write_tracks_csv(truth, out / "truth_tracks.csv")
     result.scores["tracking_with_own_segmentation"] = _pick(ctc_scores(truth, tracks))
     # tracking the true masks isolates the linker's accuracy from the segmentation's
-    gen = track(sim.labels, sim.fluorescence, config="cell", stage_shift="objects" if stage_shift_sd > 0 else None)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            tracks_on_truth = stop.value
-            break
+    tracks_on_truth = drain(track(sim.labels, sim.fluorescence, config="cell", stage_shift=shift))
     result.scores["tracking_with_true_segmentation"] = _pick(ctc_scores(truth, tracks_on_truth))
     result.scores["segmentation"] = _segmentation_scores(sim.labels, labels)
     true_counts = sim.tracks.groupby("t").size().reindex(range(n_frames), fill_value=0)
@@ -143,6 +123,17 @@ def run_demo(out: str | Path = "demo_out", n_frames: int = 30, size: int = 256, 
     result.files["report"] = out / "demo_report.json"
     yield Progress(5, total_steps, "done")
     return result
+
+
+def _relay(gen: Generator, step: int, total_steps: int, label: str) -> Generator[Progress, None, object]:
+    """Run a sub-step's progress generator, re-yielding its events as one step of the demo's progress."""
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if getattr(event, "total", 0):
+            yield Progress(step, total_steps, f"{label}: {event.message or f'{event.done}/{event.total}'}")
 
 
 def _pick(scores: dict) -> dict:

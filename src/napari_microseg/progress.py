@@ -68,3 +68,17 @@ def iterate_with_progress(items: Iterable[Any], total: int, message: str = "") -
         out.append(item)
         yield Progress(i, total, message)
     return out
+
+
+def drain(gen: Generator[Any, None, Any], on_event: Any = None) -> Any:
+    """Run a progress generator to its end without printing; return its return value.
+
+    ``on_event(event)`` is called for every yielded event when given.
+    """
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if on_event is not None:
+            on_event(event)

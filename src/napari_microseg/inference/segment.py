@@ -127,34 +127,28 @@ def make_band_transform(image: Any, spec: dict) -> tuple[Callable[[np.ndarray, i
     frames), exactly as training normalised whole images, and then applied to
     each band; statistics are never taken per tile (tiles would disagree).
 
-    Returns the transform and a dict ``{t: (low, high)}`` of the limits used
+    Returns the transform and a dict ``{t: (offset, scale)}`` of the limits used
     (filled lazily, one frame at a time).
     """
-    from ..training.normalize import make_normalization_spec, normalize
+    from ..training.normalize import make_normalization_spec, normalization_limits
 
     spec = make_normalization_spec(spec)
     limits: dict[int, tuple[float, float]] = {}
     stack = image.ndim == 3
+    per_frame = spec["kind"] not in ("fixed", "none")
 
     def transform(band: np.ndarray, t: int) -> np.ndarray:
-        kind = spec["kind"]
-        if kind in ("fixed", "none"):
-            return normalize(band, spec)
         if t not in limits:
-            sample = _sample_frame(image[t] if stack else image)
+            sample = _sample_frame(image[t] if stack else image) if per_frame else np.zeros((1, 1), np.float32)
             if not np.all(np.isfinite(sample)):
                 raise InputError(f"frame {t} contains NaN or infinite values")
-            if kind == "minmax":
-                lo, hi = float(sample.min()), float(sample.max())
-            else:
-                lo, hi = (float(v) for v in np.percentile(sample, [spec["p_low"], spec["p_high"]]))
             limits.clear()  # only the current frame is needed
-            limits[t] = (lo, hi)
-        lo, hi = limits[t]
+            limits[t] = normalization_limits(sample, spec)
+        offset, scale = limits[t]
         x = np.asarray(band, dtype=np.float32)
         if not np.all(np.isfinite(x)):
             raise InputError(f"frame {t} contains NaN or infinite values")
-        return (x - lo) / max(hi - lo, 1e-6)
+        return (x - offset) / scale
 
     return transform, limits
 

@@ -144,6 +144,9 @@ def _register_builtin() -> None:
     from .unet import UNet
 
     register_architecture("unet", UNet)
+    # the classifiers register themselves on import; importing them here lets load_model
+    # rebuild any shipped architecture without the caller importing napari_microseg.classify
+    from . import classifiers, profile  # noqa: F401
 
 
 _register_builtin()

@@ -7,6 +7,10 @@ A *normalisation spec* is a JSON-able dict with a ``kind`` and its parameters:
 - ``{"kind": "minmax"}``: per image, map min / max to 0 / 1.
 - ``{"kind": "fixed", "offset": 8800.0, "scale": 1000.0}``: ``(x - offset) / scale``, the
   same for every image (raw ADC for CCD frames: train and predict on one scale).
+- ``{"kind": "pedestal", "scale": 1000.0}``: ``(x - median(x)) / scale``: subtract the
+  frame's own pedestal (its median, robust to the signal) and keep the raw ADC scale,
+  so CCD frames from cameras with different pedestals (8800 ADC in [C]'s simulation,
+  ~3600 ADC for the ESIS frames) share one intensity scale without a per-image stretch.
 - ``{"kind": "none"}``: cast to float32 only.
 
 Mismatched intensity scales between training and use are the commonest silent
@@ -22,9 +26,9 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["DEFAULT_NORMALIZATION", "make_normalization_spec", "normalize", "KINDS"]
+__all__ = ["DEFAULT_NORMALIZATION", "make_normalization_spec", "normalization_limits", "normalize", "KINDS"]
 
-KINDS = ("percentile", "minmax", "fixed", "none")
+KINDS = ("percentile", "minmax", "fixed", "pedestal", "none")
 
 DEFAULT_NORMALIZATION: dict[str, Any] = {"kind": "percentile", "p_low": 1.0, "p_high": 99.8}
 
@@ -32,6 +36,7 @@ _DEFAULTS = {
     "percentile": {"p_low": 1.0, "p_high": 99.8},
     "minmax": {},
     "fixed": {"offset": 0.0, "scale": 1.0},
+    "pedestal": {"scale": 1.0},
     "none": {},
 }
 
@@ -60,8 +65,8 @@ def make_normalization_spec(spec: dict[str, Any] | str | None = None, **params: 
         out[key] = float(spec.get(key, default))
     if kind == "percentile" and not (0.0 <= out["p_low"] < out["p_high"] <= 100.0):
         raise InputError(f"percentile normalisation needs 0 <= p_low < p_high <= 100, got {out['p_low']}, {out['p_high']}")
-    if kind == "fixed" and out["scale"] == 0:
-        raise InputError("fixed normalisation needs a non-zero scale")
+    if kind in ("fixed", "pedestal") and out["scale"] == 0:
+        raise InputError(f"{kind} normalisation needs a non-zero scale")
     return out
 
 
@@ -87,13 +92,30 @@ def normalize(image: np.ndarray, spec: dict[str, Any] | str | None = None, eps: 
     x = x.astype(np.float32, copy=False)
     if not np.all(np.isfinite(x)):
         raise InputError("image contains NaN or infinite values")
+    if spec["kind"] == "none":
+        return x.copy() if x is image else x
+    offset, scale = normalization_limits(x, spec, eps=eps)
+    return ((x - offset) / scale).astype(np.float32)
+
+
+def normalization_limits(image: np.ndarray, spec: dict[str, Any] | str | None = None, eps: float = 1e-6) -> tuple[float, float]:
+    """``(offset, scale)`` such that the normalised image is ``(image - offset) / scale``.
+
+    Per-image statistics (percentile, min-max, pedestal median) are taken from ``image``,
+    which may be the whole frame or a strided sample of it (tiled inference computes them
+    once per frame and applies them to every tile, so tiles never disagree).
+    """
+    spec = make_normalization_spec(spec)
     kind = spec["kind"]
     if kind == "none":
-        return x.copy() if x is image else x
+        return 0.0, 1.0
     if kind == "fixed":
-        return ((x - spec["offset"]) / spec["scale"]).astype(np.float32)
+        return spec["offset"], spec["scale"]
+    x = np.asarray(image, dtype=np.float32)
+    if kind == "pedestal":
+        return float(np.median(x)), spec["scale"]
     if kind == "minmax":
         lo, hi = float(x.min()), float(x.max())
     else:  # percentile
         lo, hi = (float(v) for v in np.percentile(x, [spec["p_low"], spec["p_high"]]))
-    return ((x - lo) / max(hi - lo, eps)).astype(np.float32)
+    return lo, max(hi - lo, eps)

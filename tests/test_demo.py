@@ -1,0 +1,55 @@
+"""``microseg demo --quick``: the main job runs end to end with the shipped model and writes every output."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+from skimage.io import imread
+
+from napari_microseg.cli import main
+from napari_microseg.io.tables import TRACKS_COLUMNS
+from napari_microseg.pretrained import list_pretrained
+
+
+def test_shipped_models_have_cards():
+    from napari_microseg.pretrained import PRETRAINED_DIR
+
+    names = list_pretrained()
+    assert "nuclei_fluorescence" in names
+    for name in names:
+        card = (PRETRAINED_DIR / f"{name}.md").read_text()
+        assert "Held-out metrics" in card and "reproduce" in card
+        assert (PRETRAINED_DIR / f"{name}.pt").stat().st_size < 20 * 2**20  # a few MB, shipped in the package
+
+
+def test_demo_quick_writes_everything(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "TRA" in printed and str(out.resolve()) in printed
+    tracks = pd.read_csv(out / "tracks.csv")
+    assert list(tracks.columns[:8]) == TRACKS_COLUMNS and len(tracks) > 0
+    counts = pd.read_csv(out / "counts.csv")
+    assert list(counts.columns[:2]) == ["t", "count"] and len(counts) == 8
+    objects = pd.read_csv(out / "objects.csv")
+    assert list(objects.columns[:5]) == ["t", "label", "y", "x", "area"]
+    assert (out / "ctc_RES" / "res_track.txt").is_file() and (out / "ctc_RES" / "mask000.tif").is_file()
+    picture = imread(out / "summary.png")
+    assert picture.shape[0] > 300 and picture[..., :3].std() > 10
+    report = json.loads((out / "demo_report.json").read_text())
+    own = report["scores"]["tracking_with_own_segmentation"]["TRA"]
+    truth = report["scores"]["tracking_with_true_segmentation"]["TRA"]
+    assert truth > 0.9, f"tracking the true masks should be near perfect, TRA {truth}"
+    assert own > 0.7, f"end-to-end TRA with the shipped model is too low: {own}"
+    seg = report["scores"]["segmentation"]
+    assert seg["f1@0.50"] > 0.7, f"shipped model segments simulated nuclei poorly: {seg}"
+    # the segmented counts follow the truth
+    assert report["scores"]["count_mean_abs_error"] < 3
+
+
+def test_demo_rejects_bad_settings(tmp_path, capsys):
+    assert main(["demo", "--frames", "1", "--out", str(tmp_path)]) == 2
+    assert "need --frames >= 2" in capsys.readouterr().err
+    assert main(["demo", "--quick", "--model", "no_such_model", "--out", str(tmp_path)]) == 2
