@@ -6,7 +6,7 @@ import pytest
 
 pytestmark = pytest.mark.gui
 
-WIDGETS = ["Simulation", "Training", "Segmentation", "Tracking", "Auto-label"]
+WIDGETS = ["Simulation", "Training", "Segmentation", "Tracking", "Auto-label", "Classification"]
 
 
 def settle(qtbot, ms: int = 150) -> None:

@@ -15,7 +15,7 @@ BG = "#262930"
 class LossPlot(pg.PlotWidget):
     """Train loss per step (thin line), validation loss per epoch (orange) and validation Dice (green, right axis 0-1)."""
 
-    def __init__(self) -> None:
+    def __init__(self, metric_name: str = "val Dice") -> None:
         super().__init__(background=BG)
         self.setMinimumHeight(200)
         item = self.getPlotItem()
@@ -31,13 +31,13 @@ class LossPlot(pg.PlotWidget):
         item.showAxis("right")
         item.scene().addItem(self.dice_view)
         item.getAxis("right").linkToView(self.dice_view)
-        item.getAxis("right").setLabel("val Dice")
+        item.getAxis("right").setLabel(metric_name)
         self.dice_view.setXLink(item)
         self.dice_view.setYRange(0, 1, padding=0)
         self.dice_curve = pg.PlotDataItem([], [], pen=pg.mkPen("#93c47d", width=2), symbol="s", symbolSize=5,
-                                          symbolBrush="#93c47d", name="val Dice")
+                                          symbolBrush="#93c47d", name=metric_name)
         self.dice_view.addItem(self.dice_curve)
-        item.legend.addItem(self.dice_curve, "val Dice")
+        item.legend.addItem(self.dice_curve, metric_name)
         item.vb.sigResized.connect(self._sync_views)
         self.reset()
 

@@ -101,7 +101,8 @@ def _generate_response(p: dict, seed: int) -> Generator[Progress, None, list[tup
     artefacts = np.stack([np.where(it.artefact_mask, 1, np.where(it.integration_mask, 2, 0)).astype(np.uint8) for it in items])
     return [
         (images, {"name": "sim response images", "colormap": "magma",
-                  "metadata": {"label": [it.label for it in items], "subclass": [it.subclass for it in items]}}, "image"),
+                  "metadata": {"label": [it.label for it in items], "subclass": [it.subclass for it in items],
+                               "crop_box": [list(it.params["crop_box"]) for it in items]}}, "image"),
         (artefacts, {"name": "sim response areas (1 artefact, 2 integration)", "opacity": 0.4}, "labels"),
     ]
 

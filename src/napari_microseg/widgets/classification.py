@@ -1,0 +1,318 @@
+"""Classification dock widget: whole response images [R], objects [T] and STEM profiles [P].
+
+Classify runs in a worker; results come back as a table (click a row to jump to
+the image or object), a threshold for good/bad images with an ROC curve when the
+truth is known, a class-coloured Labels layer for objects, and a CSV export.
+A classifier can be trained on simulated data here too, in a worker, with a live
+loss / accuracy plot and Stop (which keeps the best model).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyqtgraph as pg
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, Label, PushButton, SpinBox
+from qtpy.QtGui import QColor
+from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
+
+from ..errors import InputError, MicrosegError
+from ..pretrained import list_pretrained, resolve_model
+from ._base import CLASS_COLOURS, MicrosegDock, layer_names, unique_layer_name
+from ._plot import BG, LossPlot
+
+TASKS = {"response images [R]": "images", "objects [T]": "objects", "profiles [P]": "profiles"}
+FILE_CHOICE = "model file ..."
+NONE = "(none)"
+RECENT_CLASSIFIERS: list[str] = []
+
+
+class ClassificationWidget(MicrosegDock):
+    title = "Classification"
+    description = (
+        "Classify whole response images good/bad [R] (threshold, ROC), objects of a Labels layer [T], or "
+        "multi-view STEM profiles [P]; results as a table (click to jump) and CSV. Train a classifier on "
+        "simulated data with a live plot."
+    )
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__(napari_viewer)
+        self.task = ComboBox(label="task", choices=list(TASKS), value=list(TASKS)[0])
+        self.image_layer = ComboBox(label="images / image", choices=lambda *_: layer_names(self.viewer, "Image"))
+        self.labels_layer = ComboBox(label="objects (labels)", choices=lambda *_: [NONE, *layer_names(self.viewer, "Labels")])
+        self.model_choice = ComboBox(label="model", choices=lambda *_: [*RECENT_CLASSIFIERS, *list_pretrained(), FILE_CHOICE])
+        self.model_file = FileEdit(label="model file", mode="r", filter="*.pt", value="")
+        self.classify_button = PushButton(text="Classify")
+        self.threshold = FloatSlider(label="threshold (bad)", value=0.5, min=0.0, max=1.0, step=0.01)
+        self.summary = Label(value="")
+        self.export_dir = FileEdit(label="export folder", mode="d", value=str(Path.home() / "microseg_classify"))
+        self.export_button = PushButton(text="Export CSV")
+        self.train_n = SpinBox(label="simulated samples", value=400, min=20, max=200000, step=20)
+        self.train_epochs = SpinBox(label="epochs", value=20, min=1, max=1000)
+        self.train_out = FileEdit(label="new model file", mode="w", filter="*.pt", value=str(Path.home() / "microseg_classifier.pt"))
+        self.train_button = PushButton(text="Train on simulated data")
+        self.form = Container(widgets=[
+            self.task, self.image_layer, self.labels_layer, self.model_choice, self.model_file, self.classify_button,
+            self.threshold, self.summary, self.export_dir, self.export_button,
+            Label(value="<b>train a classifier on simulated data</b>"), self.train_n, self.train_epochs, self.train_out, self.train_button,
+        ])
+        self.body.addWidget(self.form.native)
+        self.table = QTableWidget(0, 0)
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setMinimumHeight(150)
+        self.table.itemSelectionChanged.connect(self._jump)
+        self.body.addWidget(self.table)
+        self.roc = pg.PlotWidget(background=BG)
+        self.roc.setMinimumHeight(160)
+        self.roc.setLabel("bottom", "false positive rate (good flagged bad)")
+        self.roc.setLabel("left", "true positive rate")
+        self.roc_curve = self.roc.plot([], [], pen=pg.mkPen("#f6b26b", width=2))
+        self.roc_point = self.roc.plot([], [], pen=None, symbol="o", symbolBrush="#e71d95", symbolSize=9)
+        self.roc.setVisible(False)
+        self.body.addWidget(self.roc)
+        self.plot = LossPlot(metric_name="val accuracy")
+        self.plot.setVisible(False)
+        self.body.addWidget(self.plot)
+        self.task.changed.connect(self._task_changed)
+        self.model_choice.changed.connect(self._task_changed)
+        self.classify_button.changed.connect(self.classify)
+        self.threshold.changed.connect(self._apply_threshold)
+        self.export_button.changed.connect(self.export)
+        self.train_button.changed.connect(self.train)
+        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
+            event.connect(lambda *_: self.form.reset_choices())
+        self.results: pd.DataFrame | None = None
+        self.truth: np.ndarray | None = None
+        self._stop_event: threading.Event | None = None
+        self._task_changed()
+
+    # -- form -------------------------------------------------------------------
+    @property
+    def task_name(self) -> str:
+        return TASKS[self.task.value]
+
+    def _task_changed(self, *_: Any) -> None:
+        self.labels_layer.visible = self.task_name == "objects"
+        self.threshold.visible = self.task_name == "images"
+        self.model_file.visible = self.model_choice.value == FILE_CHOICE
+
+    def model_path(self) -> Path:
+        spec = str(self.model_file.value) if self.model_choice.value == FILE_CHOICE else self.model_choice.value
+        return resolve_model(spec or "")
+
+    # -- classify ---------------------------------------------------------------
+    def classify(self, *_: Any) -> Any:
+        """Classify the chosen layer(s) in a worker."""
+        try:
+            model = self.model_path()
+            make, layer = self._make_job(model)
+        except MicrosegError as err:
+            self.show_error(str(err))
+            return None
+        return self.start(make, lambda table: self._show(table, layer), label="classifying")
+
+    def _make_job(self, model: Path):
+        from ..progress import Progress
+
+        if not self.image_layer.value:
+            raise InputError("Choose the image layer to classify.")
+        layer = self.viewer.layers[self.image_layer.value]
+        data = np.asarray(layer.data)
+        task = self.task_name
+        if task == "images":
+            images = [data] if data.ndim == 2 else list(data)
+            boxes = layer.metadata.get("crop_box")
+            truth = layer.metadata.get("label")
+            self.truth = None if truth is None else np.array([t == "bad" for t in truth], dtype=int)
+
+            def job():
+                from ..classify.predict import classify_images
+
+                yield Progress(0, 1, f"classifying {len(images)} images ...")
+                return classify_images(str(model), images, boxes=boxes, threshold=float(self.threshold.value))
+        elif task == "objects":
+            if self.labels_layer.value in (None, NONE):
+                raise InputError("Choose the Labels layer holding the objects to classify.")
+            labels = np.asarray(self.viewer.layers[self.labels_layer.value].data)
+            if labels.shape != data.shape:
+                raise InputError(f"labels shape {labels.shape} does not match image shape {data.shape}")
+            if labels.max() == 0:
+                raise InputError("the labels layer holds no objects")
+
+            def job():
+                from ..classify.predict import classify_objects
+
+                yield Progress(0, 1, f"classifying {len(np.unique(labels)) - 1} objects ...")
+                return classify_objects(str(model), data, labels)
+        else:
+            if data.ndim != 3:
+                raise InputError(f"profiles must be an (N, views, points) layer, got shape {data.shape}")
+
+            def job():
+                from ..classify.predict import classify_profiles
+
+                yield Progress(0, 1, f"classifying {data.shape[0]} profiles ...")
+                return classify_profiles(str(model), data)
+        return job, layer
+
+    def _show(self, table: pd.DataFrame, layer: Any) -> None:
+        self.results = table
+        task = self.task_name
+        if task == "images":
+            self._apply_threshold()
+        else:
+            self._fill_table(table)
+            counts = table["class"].value_counts()
+            self.summary.value = ", ".join(f"{k}: {v} ({100 * v / len(table):.1f} %)" for k, v in counts.items())
+        if task == "objects":
+            labels = np.asarray(self.viewer.layers[self.labels_layer.value].data)
+            self._add_class_layer(labels, table, layer.name)
+        self.show_message(f"classified {len(table)} {task}")
+
+    def _add_class_layer(self, labels: np.ndarray, table: pd.DataFrame, name: str) -> None:
+        """A new Labels layer coloured by class, with the class and probability in its features."""
+        from napari.utils.colormaps import DirectLabelColormap
+
+        classes = sorted(table["class"].unique())
+        colour_of = {c: CLASS_COLOURS[1 + i % (len(CLASS_COLOURS) - 1)] for i, c in enumerate(classes)}
+        per_label = table.drop_duplicates("label")
+        colours = {int(lab): colour_of[c] for lab, c in zip(per_label["label"], per_label["class"])}
+        colours.update({0: "transparent", None: "transparent"})
+        self.viewer.add_labels(labels, name=unique_layer_name(self.viewer, f"{name} classes"), opacity=0.6,
+                               colormap=DirectLabelColormap(color_dict=colours),
+                               features=per_label[["label", "class", "probability"]].reset_index(drop=True))
+
+    def _apply_threshold(self, *_: Any) -> None:
+        """Recompute good/bad verdicts at the slider's threshold (no re-run), table and ROC point."""
+        if self.results is None or self.task_name != "images":
+            return
+        thr = float(self.threshold.value)
+        table = self.results.assign(threshold=thr, verdict=np.where(self.results["probability_bad"] >= thr, "bad", "good"))
+        if self.truth is not None and len(self.truth) == len(table):
+            table["truth"] = np.where(self.truth == 1, "bad", "good")
+        self.results = table
+        self._fill_table(table)
+        flagged = int((table.verdict == "bad").sum())
+        text = f"{flagged} of {len(table)} images flagged bad at threshold {thr:.2f}"
+        if "truth" in table:
+            from ..classify.evaluate import roc_curve_auc
+
+            roc = roc_curve_auc(self.truth, table["probability_bad"].to_numpy())
+            self.roc_curve.setData(roc["fpr"], roc["tpr"])
+            bad, good = self.truth == 1, self.truth == 0
+            pred_bad = table["probability_bad"].to_numpy() >= thr
+            fpr = float(pred_bad[good].mean()) if good.any() else np.nan
+            tpr = float(pred_bad[bad].mean()) if bad.any() else np.nan
+            self.roc_point.setData([fpr], [tpr])
+            self.roc.setVisible(True)
+            text += f"; AUC {roc['auc']:.3f}, accuracy {(table.verdict == table.truth).mean():.3f}"
+        self.summary.value = text
+
+    def _fill_table(self, table: pd.DataFrame) -> None:
+        shown = [c for c in table.columns if not c.startswith("prob_")]
+        self.table.setColumnCount(len(shown))
+        self.table.setHorizontalHeaderLabels(shown)
+        self.table.setRowCount(len(table))
+        for row, rec in enumerate(table[shown].itertuples(index=False)):
+            bad = "verdict" in shown and rec[shown.index("verdict")] == "bad"
+            for col, value in enumerate(rec):
+                item = QTableWidgetItem(f"{value:.3f}" if isinstance(value, float) else str(value))
+                if bad:
+                    item.setBackground(QColor("#7a2e2e"))
+                self.table.setItem(row, col, item)
+
+    def _jump(self) -> None:
+        rows = sorted({i.row() for i in self.table.selectedIndexes()})
+        if not rows or self.results is None:
+            return
+        rec = self.results.iloc[rows[0]]
+        if self.task_name in ("images", "profiles") and "index" in rec:
+            self.viewer.dims.set_current_step(0, int(rec["index"]))
+        elif "y" in rec and "x" in rec:
+            if "t" in rec and self.viewer.dims.ndim > 2:
+                self.viewer.dims.set_current_step(0, int(rec["t"]))
+            self.viewer.camera.center = (float(rec["y"]), float(rec["x"]))
+
+    def export(self, *_: Any) -> str | None:
+        """Write flags.csv (images), object_classes.csv or profile_classes.csv (never overwriting)."""
+        from ..io.tables import write_csv
+        from .tracking import free_name
+
+        if self.results is None:
+            self.show_error("Nothing to export yet: classify first.")
+            return None
+        stem = {"images": "flags", "objects": "object_classes", "profiles": "profile_classes"}[self.task_name]
+        path = free_name(Path(str(self.export_dir.value)) / f"{stem}.csv")
+        write_csv(path, self.results, overwrite=False)
+        self.show_message(f"written {path}")
+        return str(path)
+
+    # -- train ------------------------------------------------------------------
+    def train(self, *_: Any) -> Any:
+        """Train a classifier for the chosen task on simulated data, in a worker, with a live plot."""
+        task, n, epochs = self.task_name, int(self.train_n.value), int(self.train_epochs.value)
+        out = Path(str(self.train_out.value))
+        stop_event = threading.Event()
+        self._stop_event = stop_event
+        self.plot.reset()
+        self.plot.setVisible(True)
+
+        def make_generator():
+            from ..classify.trainer import train_with_strategy
+
+            data = _simulated_data(task, n)
+            config = _default_config(task, epochs)
+            return (yield from train_with_strategy("simulated", config, simulated=data, out_path=out, stop_event=stop_event))
+
+        def on_event(event: Any) -> None:
+            if getattr(event, "kind", "") == "step" and event.train_loss is not None:
+                self.plot.add_step(event.epoch - 1 + event.step / max(event.n_steps, 1), event.train_loss)
+            elif getattr(event, "kind", "") == "epoch":
+                self.plot.add_epoch(event.epoch, event.val_loss, event.val_accuracy)
+                self.plot.refresh()
+
+        def done(result: Any) -> None:
+            self._stop_event = None
+            self.plot.refresh()
+            if result.model_path and result.model_path not in RECENT_CLASSIFIERS:
+                RECENT_CLASSIFIERS.insert(0, result.model_path)
+                self.model_choice.reset_choices()
+                self.model_choice.value = result.model_path
+            self.show_message(f"trained ({result.stop_reason}): {result.model_path}")
+
+        return self.start(make_generator, done, on_event=on_event, label="training classifier")
+
+    def stop(self) -> None:
+        if self._stop_event is not None:
+            self._stop_event.set()
+        else:
+            super().stop()
+
+
+def _simulated_data(task: str, n: int):
+    from ..classify import data
+
+    if task == "images":
+        return data.simulated_response_data(n, seed=0)
+    if task == "objects":
+        return data.simulated_liposome_data(max(1, n // 30), seed=0)
+    return data.simulated_profile_data(n, task="hole", n_views=2, seed=0)
+
+
+def _default_config(task: str, epochs: int) -> dict:
+    """Small, CPU-friendly defaults per task (the study's settings are options of ClassifierTrainConfig)."""
+    threads = max(1, (os.cpu_count() or 2) - 1)
+    if task == "images":
+        return {"task": "images", "model": {"architecture": "small_cnn"}, "epochs": epochs, "batch_size": 64, "lr": 3e-4, "num_threads": threads}
+    if task == "objects":
+        return {"task": "objects", "model": {"architecture": "lipnet", "n_conv": 4}, "epochs": epochs, "batch_size": 32, "lr": 1e-3,
+                "oversample": True, "num_threads": threads}
+    return {"task": "profiles", "model": {"architecture": "profile_cnn"}, "epochs": epochs, "batch_size": 64,
+            "optimizer": "adadelta", "lr": 1.0, "num_threads": threads}

@@ -1,0 +1,93 @@
+"""Classification widget: train an [R] classifier on simulated data with a live plot, classify a stack,
+move the threshold (verdicts and ROC point follow), jump to an image, export flags.csv; objects [T]."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.gui
+
+
+def _wait(qtbot, worker, timeout=300000):
+    assert worker is not None
+    with qtbot.waitSignal(worker.finished, timeout=timeout):
+        pass
+    qtbot.wait(50)
+
+
+def test_response_images_train_classify_threshold(make_napari_viewer, qtbot, tmp_path, artifacts):
+    from napari_microseg.widgets.classification import ClassificationWidget
+    from napari_microseg.widgets.simulation import _generate_response
+    from napari_microseg.progress import drain
+
+    viewer = make_napari_viewer(show=True)
+    for data, kwargs, kind in drain(_generate_response({"n_images": 40}, 7)):
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    widget = ClassificationWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Classification")
+    widget.train_n.value = 120
+    widget.train_epochs.value = 4
+    widget.train_out.value = str(tmp_path / "response.pt")
+    _wait(qtbot, widget.train())
+    assert (tmp_path / "response.pt").is_file(), widget.status.text()
+    assert len(widget.plot.epochs) >= 1
+    assert widget.model_choice.value == str(tmp_path / "response.pt")
+
+    widget.image_layer.value = "sim response images"
+    _wait(qtbot, widget.classify())
+    table = widget.results
+    assert len(table) == 40 and widget.table.rowCount() == 40
+    assert "truth" in table and "AUC" in widget.summary.value
+    widget.threshold.value = 0.0
+    assert (widget.results.verdict == "bad").all()
+    widget.threshold.value = 1.0
+    assert (widget.results.verdict == "good").sum() >= 39
+    widget.threshold.value = 0.5
+    widget.table.selectRow(5)
+    assert viewer.dims.current_step[0] == 5
+    widget.export_dir.value = str(tmp_path)
+    flags = pd.read_csv(widget.export())
+    assert {"probability_bad", "verdict", "threshold"} <= set(flags.columns)
+    viewer.window._qt_window.resize(1400, 1100)
+    qtbot.wait(100)
+    from skimage.io import imsave
+
+    imsave(artifacts / "classification_widget.png", viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
+
+
+def test_objects_classified_into_new_layer(make_napari_viewer, qtbot, tmp_path):
+    from napari_microseg.classify.data import simulated_liposome_data
+    from napari_microseg.classify.trainer import train_with_strategy
+    from napari_microseg.progress import drain
+    from napari_microseg.simulate.liposomes import simulate_liposome_image
+    from napari_microseg.widgets.classification import FILE_CHOICE, ClassificationWidget, _default_config
+
+    model = tmp_path / "lipo.pt"
+    drain(train_with_strategy("simulated", _default_config("objects", 2), simulated=simulated_liposome_data(2, seed=0), out_path=model))
+    sim = simulate_liposome_image(shape=(256, 256), n_particles=8, seed=3)
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(sim.image, name="tem")
+    viewer.add_labels(sim.labels, name="particles")
+    widget = ClassificationWidget(viewer)
+    widget.task.value = "objects [T]"
+    widget.image_layer.value = "tem"
+    widget.labels_layer.value = "particles"
+    widget.model_choice.value = FILE_CHOICE
+    widget.model_file.value = str(model)
+    _wait(qtbot, widget.classify())
+    layer = viewer.layers["tem classes"]
+    assert set(layer.features["label"]) == set(np.unique(sim.labels)) - {0}
+    assert "%" in widget.summary.value
+    np.testing.assert_array_equal(viewer.layers["particles"].data, sim.labels)  # the user's layer is untouched
+
+
+def test_classification_messages(make_napari_viewer):
+    from napari_microseg.widgets.classification import ClassificationWidget
+
+    viewer = make_napari_viewer(show=False)
+    widget = ClassificationWidget(viewer)
+    assert widget.classify() is None
+    assert "neither a file nor a shipped model" in widget.status.text() or "Choose" in widget.status.text()
+    assert widget.export() is None and "classify first" in widget.status.text()
