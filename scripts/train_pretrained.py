@@ -4,7 +4,8 @@ Each model gets a model card (``<name>.md``) with its data, preset, epochs and
 metrics on held-out data. Usage::
 
     .venv/bin/python scripts/train_pretrained.py nuclei_fluorescence [--epochs 40] [--out DIR]
-    .venv/bin/python scripts/train_pretrained.py ccd_classes
+    .venv/bin/python scripts/train_pretrained.py ccd_classes --simulated 60 --epochs 25 --patches 256
+    .venv/bin/python scripts/train_pretrained.py response_good_bad --simulated 2000 --epochs 60
 
 DSB2018 split (stated in the cards): the 412 images of ``../shared/data/dsb2018``
 sorted by file name; index % 5 == 0 is the held-out test set (83 images), the
@@ -60,6 +61,33 @@ def evaluate_on_dsb(model_path: Path, files: list[Path]) -> dict:
     return pooled
 
 
+def card_from_model_file(name: str, task: str, model_path: Path, held_out: dict) -> dict:
+    """A model card from the training metadata stored in the model file itself."""
+    from napari_microseg.io.models import load_model
+
+    cfg = load_model(model_path).config
+    meta = cfg.get("training", {})
+    history = meta.get("history") or []
+    return {"name": name, "task": task, "preset": cfg.get("model", {}).get("preset", "?"),
+            "epochs_run": meta.get("epochs_run"), "best_epoch": meta.get("best_epoch"),
+            "stop_reason": meta.get("stop_reason", "completed"),
+            "training_minutes_cpu": round(sum(h.get("seconds", 0) for h in history) / 60, 1),
+            "config": {**meta.get("config", {}), "data_description": meta.get("data", "")}, "held_out": held_out}
+
+
+NUCLEI_TASK = "instance segmentation of nuclei in fluorescence images (three-class: background / interior / boundary, watershed split)"
+
+
+def evaluate_nuclei_fluorescence(args: argparse.Namespace) -> None:
+    """Held-out DSB2018 metrics for an existing nuclei model file, written into its card."""
+    _, test_files = dsb_split()
+    out = Path(args.out) / "nuclei_fluorescence.pt"
+    pooled = evaluate_on_dsb(out, test_files)
+    held = {"data": f"DSB2018 {len(test_files)} test images (sorted index % 5 == 0), never seen in training",
+            **{k: round(float(v), 4) for k, v in pooled.items() if isinstance(v, (int, float, np.floating, np.integer))}}
+    write_card(out, card_from_model_file("nuclei_fluorescence", NUCLEI_TASK, out, held))
+
+
 def train_nuclei_fluorescence(args: argparse.Namespace) -> None:
     from napari_microseg.progress import run_with_text_progress
     from napari_microseg.simulate.nuclei import simulate_nuclei_image
@@ -78,25 +106,93 @@ def train_nuclei_fluorescence(args: argparse.Namespace) -> None:
         im, lab = simulate_nuclei_image(shape=(256, 256), n_nuclei=int(np.random.default_rng(s).integers(10, 80)), seed=10_000 + s)
         images.append(im)
         labels.append(lab)
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+
+    n_movies = 0 if args.quick else args.movies
+    for m in range(n_movies):  # frames of simulated time-lapses (crowding, touching daughters), seeds unlike the demo's
+        movie = simulate_nuclei_timelapse(n_frames=30, shape=(256, 256), n_nuclei=int(30 + 5 * m), seed=5_000 + m)
+        for t in range(0, 30, 6):
+            images.append(movie.fluorescence[t])
+            labels.append(movie.labels[t])
     cfg = {
         "preset": args.preset, "output_mode": "three_class", "patch_size": args.patch, "patches_per_epoch": args.patches,
         "batch_size": 8, "epochs": args.epochs, "lr": 2e-3, "seed": 0, "num_threads": args.threads, "val_fraction": 0.1,
         "early_stopping_patience": 15, "reduce_lr_patience": 5, "reduce_lr_factor": 0.3, "monitor": "val_loss",
-        "data_description": f"DSB2018 stage1_train (CC0) {len(train_files)} images (sorted index % 5 != 0) + {n_sim} simulated nuclei images 256x256",
+        "data_description": f"DSB2018 stage1_train (CC0) {len(train_files)} images (sorted index % 5 != 0) + {n_sim} simulated nuclei images 256x256 + {5 * n_movies} frames of {n_movies} simulated time-lapses (seeds 5000+)",
     }
     out = Path(args.out) / "nuclei_fluorescence.pt"
-    start = time.perf_counter()
-    result = run_with_text_progress(train(cfg, (images, labels), out_path=out), label="nuclei_fluorescence")
-    minutes = (time.perf_counter() - start) / 60
-    pooled = evaluate_on_dsb(out, test_files)
-    card = {
-        "name": "nuclei_fluorescence",
-        "task": "instance segmentation of nuclei in fluorescence images (three-class: background / interior / boundary, watershed split)",
-        "preset": args.preset, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "stop_reason": result.stop_reason,
-        "training_minutes_cpu": round(minutes, 1), "config": cfg,
-        "held_out": {"data": f"DSB2018 {len(test_files)} test images (sorted index % 5 == 0), never seen in training",
-                     **{k: round(float(v), 4) for k, v in pooled.items() if isinstance(v, (int, float, np.floating, np.integer))}},
+    resume = str(out) if args.resume else None
+    run_with_text_progress(train(cfg, (images, labels), out_path=out, resume=resume), label="nuclei_fluorescence")
+    evaluate_nuclei_fluorescence(args)
+
+
+CCD_CLASSES = ["background", "glowing", "hot pixel", "cluster"]
+
+
+def train_ccd_classes(args: argparse.Namespace) -> None:
+    """[C] four-class CCD model on simulated frames (half balanced layout), pedestal-normalised raw ADC."""
+    from napari_microseg.autolabel.ccd import class_agreement
+    from napari_microseg.inference.segment import segment
+    from napari_microseg.progress import run_with_text_progress
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+    from napari_microseg.training.trainer import train
+
+    n = 8 if args.quick else args.simulated
+    frames = [simulate_ccd_frame(shape=(256, 256), seed=20_000 + s, balanced=bool(s % 2)) for s in range(n)]
+    cfg = {
+        "preset": args.preset, "output_mode": "multiclass", "n_classes": 4, "class_names": CCD_CLASSES,
+        "normalization": {"kind": "pedestal", "scale": 200.0}, "loss": "weighted_ce", "class_weights": "auto",
+        "patch_size": args.patch, "patches_per_epoch": args.patches, "batch_size": 8, "epochs": args.epochs, "lr": 2e-3,
+        "seed": 0, "num_threads": args.threads, "val_fraction": 0.1, "early_stopping_patience": 10,
+        "reduce_lr_patience": 4, "reduce_lr_factor": 0.3, "monitor": "val_loss",
+        "augmentation": {"intensity": False},
+        "data_description": f"{n} simulated CCD frames 256x256 (seeds 20000+; odd seeds balanced layout), raw ADC minus the frame median / 200",
     }
+    out = Path(args.out) / "ccd_classes.pt"
+    start = time.perf_counter()
+    result = run_with_text_progress(train(cfg, ([f.image for f in frames], [f.classes for f in frames]), out_path=out), label="ccd_classes")
+    minutes = (time.perf_counter() - start) / 60
+    test = [simulate_ccd_frame(shape=(256, 256), seed=90_000 + s, balanced=bool(s % 2)) for s in range(4 if args.quick else 16)]
+    true = np.stack([f.classes for f in test])
+    pred = np.stack([np.asarray(segment(str(out), f.image, measure=False).labels) for f in test])
+    agreement = class_agreement(true, pred)
+    held = {"data": f"{len(test)} held-out simulated frames 256x256 (seeds 90000+, half balanced)",
+            "pixel_accuracy": round(float((true == pred).mean()), 4)}
+    for rec in agreement.itertuples():
+        for metric in ("precision", "recall", "f1"):
+            held[f"{rec.name}_{metric}"] = round(float(getattr(rec, metric)), 4)
+    card = {"name": "ccd_classes", "task": "[C] per-pixel classes of CCD frames: background, glowing, hot pixel, cluster",
+            "preset": args.preset, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+            "stop_reason": result.stop_reason, "training_minutes_cpu": round(minutes, 1), "config": cfg, "held_out": held}
+    write_card(out, card)
+
+
+def train_response_good_bad(args: argparse.Namespace) -> None:
+    """[R] small net on simulated response images (simulated-only strategy)."""
+    from napari_microseg.classify.data import simulated_response_data
+    from napari_microseg.classify.evaluate import classification_report
+    from napari_microseg.classify.predict import predict_proba
+    from napari_microseg.classify.trainer import train_with_strategy
+    from napari_microseg.progress import run_with_text_progress
+
+    n = 200 if args.quick else args.simulated
+    train_data = simulated_response_data(n, seed=0)
+    test = simulated_response_data(100 if args.quick else 600, seed=777)
+    cfg = {"task": "images", "model": {"architecture": "small_cnn"}, "epochs": args.epochs, "batch_size": 64, "lr": 3e-4,
+           "num_threads": args.threads, "early_stopping_patience": 15,
+           "data_description": f"{n} simulated response images (balanced good/bad, seed 0), 39x42 crops, per-image min-max"}
+    out = Path(args.out) / "response_good_bad.pt"
+    start = time.perf_counter()
+    result = run_with_text_progress(train_with_strategy("simulated", cfg, simulated=train_data, out_path=out), label="response_good_bad")
+    minutes = (time.perf_counter() - start) / 60
+    prob = predict_proba(str(out), test.x)
+    p_bad = prob[:, -1] if prob.ndim == 2 else prob
+    report = classification_report(test.y, (p_bad >= 0.5).astype(int), ["good", "bad"], prob=p_bad)
+    held = {"data": f"{len(test.y)} held-out simulated response images (seed 777)",
+            **{k: round(float(v), 4) for k, v in report["summary"].items() if isinstance(v, (int, float, np.floating))}}
+    card = {"name": "response_good_bad", "task": "[R] whole-image good/bad classification of 16-bit response images",
+            "preset": "small_cnn (352 k parameters)", "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+            "stop_reason": result.stop_reason, "training_minutes_cpu": round(minutes, 1), "config": cfg, "held_out": held}
     write_card(out, card)
 
 
@@ -119,17 +215,26 @@ def write_card(model_path: Path, card: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", choices=["nuclei_fluorescence"])
+    parser.add_argument("model", choices=["nuclei_fluorescence", "ccd_classes", "response_good_bad"])
     parser.add_argument("--out", default=str(OUT))
     parser.add_argument("--preset", default="small")
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--patch", type=int, default=128)
     parser.add_argument("--patches", type=int, default=512, help="patches per epoch")
     parser.add_argument("--simulated", type=int, default=150, help="simulated images added to the training set")
+    parser.add_argument("--movies", type=int, default=8, help="simulated time-lapses whose frames join the training set")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="tiny run to check the script")
+    parser.add_argument("--resume", action="store_true", help="continue the model's last state up to --epochs")
+    parser.add_argument("--evaluate-only", action="store_true", help="only (re)write the card of an existing model file")
     args = parser.parse_args()
-    {"nuclei_fluorescence": train_nuclei_fluorescence}[args.model](args)
+    if args.evaluate_only:
+        if args.model != "nuclei_fluorescence":
+            sys.exit("--evaluate-only is implemented for nuclei_fluorescence")
+        evaluate_nuclei_fluorescence(args)
+        return
+    {"nuclei_fluorescence": train_nuclei_fluorescence, "ccd_classes": train_ccd_classes,
+     "response_good_bad": train_response_good_bad}[args.model](args)
 
 
 if __name__ == "__main__":
