@@ -27,6 +27,7 @@ SUBCOMMAND_MODULES = [
     "track",
     "evaluate",
     "batch",
+    "export",
     "info",
 ]
 

@@ -1,0 +1,86 @@
+"""Export a trained model for use outside the plugin: TorchScript (and ONNX when the exporter is available).
+
+The exported file carries the model's JSON config (normalisation, classes, output
+mode, ...) so the consumer can prepare inputs exactly as in training:
+TorchScript stores it as the extra file ``config.json``; ONNX as metadata ``config``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ..errors import InputError
+from .atomic import atomic_path
+from .models import load_model
+
+
+def _example_input(config: dict):
+    import torch
+
+    model_cfg = config.get("model", {})
+    if "input_size" in model_cfg:  # classifiers: fixed input size
+        size = model_cfg["input_size"]
+        return torch.zeros(1, int(model_cfg.get("in_channels", 1)), *[int(s) for s in size])
+    if model_cfg.get("architecture") == "profile_cnn":
+        return torch.zeros(1, int(model_cfg.get("n_views", 1)), int(model_cfg.get("data_points", 32)))
+    patch = config.get("patch_size") or [256, 256]
+    patch = patch if isinstance(patch, (list, tuple)) else [patch, patch]
+    return torch.zeros(1, int(model_cfg.get("in_channels", 1)), int(patch[0]), int(patch[1]))
+
+
+def export_torchscript(model_path: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Trace a model file into a TorchScript file (``torch.jit.load`` reads it; no napari-microseg needed).
+
+    The traced graph takes an already-normalised float32 batch ``(B, C, H, W)`` and returns
+    the network's logits; ``config.json`` inside the file says how to normalise and decode.
+    """
+    import torch
+
+    target = Path(out)
+    if target.exists() and not overwrite:
+        raise InputError(f"{target}: exists already (use --overwrite)")
+    loaded = load_model(model_path, device="cpu")
+    example = _example_input(loaded.config)
+    model = loaded.model.eval()
+    with torch.no_grad():
+        traced = torch.jit.trace(model, example, check_trace=False)
+    extra = {"config.json": json.dumps(loaded.config)}
+    with atomic_path(target, suffix=".pt") as tmp:
+        torch.jit.save(traced, str(tmp), _extra_files=extra)
+    return target
+
+
+def load_torchscript(path: str | os.PathLike):
+    """Load an exported TorchScript model and its config: ``(module, config_dict)``."""
+    import torch
+
+    extra = {"config.json": ""}
+    module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    return module, json.loads(extra["config.json"] or "{}")
+
+
+def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Export to ONNX with dynamic batch/height/width; needs the ``onnx`` package (InputError otherwise)."""
+    import torch
+
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise InputError("ONNX export needs the 'onnx' package: pip install onnx (TorchScript export works without it)") from None
+    target = Path(out)
+    if target.exists() and not overwrite:
+        raise InputError(f"{target}: exists already (use --overwrite)")
+    loaded = load_model(model_path, device="cpu")
+    example = _example_input(loaded.config)
+    with atomic_path(target, suffix=".onnx") as tmp:
+        torch.onnx.export(loaded.model.eval(), example, str(tmp), input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch", 2: "height", 3: "width"}})
+        import onnx
+
+        proto = onnx.load(str(tmp))
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = "config", json.dumps(loaded.config)
+        onnx.save(proto, str(tmp))
+    return target

@@ -1,0 +1,33 @@
+"""TorchScript export: the exported file alone gives the same output as the model file, config included."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_microseg.cli import main
+from napari_microseg.io.export import load_torchscript
+from napari_microseg.io.models import load_model
+from napari_microseg.training.normalize import normalize
+
+
+def test_torchscript_export_matches_shipped_nuclei_model(tmp_path):
+    out = tmp_path / "nuclei_ts.pt"
+    assert main(["export", "--model", "nuclei_fluorescence", "--out", str(out)]) == 0
+    module, config = load_torchscript(out)
+    loaded = load_model(__import__("napari_microseg.pretrained", fromlist=["x"]).pretrained_path("nuclei_fluorescence"))
+    assert config["normalization"] == loaded.config["normalization"] and config["output_mode"] == "three_class"
+    rng = np.random.default_rng(0)
+    image = rng.gamma(2.0, 20.0, (96, 128)).astype(np.float32)
+    x = torch.from_numpy(normalize(image, config["normalization"])[None, None])
+    with torch.no_grad():
+        expected = loaded.model(x).numpy()
+        got = module(x).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    assert main(["export", "--model", "nuclei_fluorescence", "--out", str(out)]) == 2  # no silent overwrite
+
+
+def test_export_unknown_model_fails_cleanly(tmp_path, capsys):
+    assert main(["export", "--model", "nope", "--out", str(tmp_path / "x.pt")]) == 2
+    assert "neither a file nor a shipped model" in capsys.readouterr().err
