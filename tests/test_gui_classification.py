@@ -19,11 +19,11 @@ def _wait(qtbot, worker, timeout=300000):
 
 def test_response_images_train_classify_threshold(make_napari_viewer, qtbot, tmp_path, artifacts):
     from napari_microseg.widgets.classification import ClassificationWidget
-    from napari_microseg.widgets.simulation import _generate_response
+    from napari_microseg.simulate.samples import generate_response
     from napari_microseg.progress import drain
 
     viewer = make_napari_viewer(show=True)
-    for data, kwargs, kind in drain(_generate_response({"n_images": 40}, 7)):
+    for data, kwargs, kind in drain(generate_response({"n_images": 40}, 7)):
         getattr(viewer, f"add_{kind}")(data, **kwargs)
     widget = ClassificationWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Classification")

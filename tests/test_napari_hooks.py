@@ -61,3 +61,15 @@ def test_tracks_writer_contract(tmp_path):
     assert set(daughters.parent_track_id) == {1} and set(daughters.root_track_id) == {1} and set(daughters.generation) == {1}
     root = table[table.track_id == 1]
     assert set(root.parent_track_id) == {0} and set(root.generation) == {0}
+
+
+def test_simulated_samples_one_per_domain():
+    from napari_microseg import _sample_data as samples
+
+    kinds = {}
+    for name in ("simulated_nuclei", "simulated_ccd", "simulated_response", "simulated_liposomes", "simulated_nanoparticles"):
+        layers = getattr(samples, name)()
+        assert layers and all(kind in ("image", "labels", "tracks") for _, _, kind in layers)
+        kinds[name] = {kind for _, _, kind in layers}
+    assert kinds["simulated_nuclei"] == {"image", "labels", "tracks"}
+    assert "labels" in kinds["simulated_ccd"] and "labels" in kinds["simulated_liposomes"]

@@ -27,3 +27,44 @@ def ccd_fe55() -> list[tuple]:
     image = read_image(SAMPLE_DIR / "ccd_fe55_ESIS1_00002_crop.fits.gz")
     lo, hi = np.percentile(image.data, [0.5, 99.9])
     return [(image.data, {"name": "CCD Fe-55 (ADC)", "contrast_limits": (float(lo), float(hi)), "metadata": {"header": image.metadata}}, "image")]
+
+
+def _simulated(generator, params: dict, seed: int = 0) -> list[tuple]:
+    from .progress import drain
+
+    return drain(generator(params, seed))
+
+
+def simulated_nuclei() -> list[tuple]:
+    """A simulated 20-frame nuclei time-lapse with labels and ground-truth tracks (divisions included)."""
+    from .simulate.samples import generate_nuclei
+
+    return _simulated(generate_nuclei, {"n_frames": 20, "size": 256, "n_nuclei": 30, "stage_shift": 0, "enter_leave": True})
+
+
+def simulated_ccd() -> list[tuple]:
+    """A simulated 256x256 CCD frame in ADC with its exact class map."""
+    from .simulate.samples import generate_ccd
+
+    return _simulated(generate_ccd, {"n_images": 1, "size": 256, "balanced": False})
+
+
+def simulated_response() -> list[tuple]:
+    """A balanced stack of 16 simulated response images (good / bad with artefacts)."""
+    from .simulate.samples import generate_response
+
+    return _simulated(generate_response, {"n_images": 16})
+
+
+def simulated_liposomes() -> list[tuple]:
+    """A simulated TEM image of liposomes with one label per particle and its class table."""
+    from .simulate.samples import generate_liposomes
+
+    return _simulated(generate_liposomes, {"size": 512, "n_particles": 30})
+
+
+def simulated_nanoparticles() -> list[tuple]:
+    """Simulated STEM nanoparticles (with and without holes) and their two-view thickness profiles."""
+    from .simulate.samples import generate_profiles
+
+    return _simulated(generate_profiles, {"n": 32, "task": "hole", "n_views": 2})
