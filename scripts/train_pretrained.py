@@ -122,7 +122,10 @@ def train_nuclei_fluorescence(args: argparse.Namespace) -> None:
     }
     out = Path(args.out) / "nuclei_fluorescence.pt"
     resume = str(out) if args.resume else None
-    run_with_text_progress(train(cfg, (images, labels), out_path=out, resume=resume), label="nuclei_fluorescence")
+    if args.init_model:
+        cfg["data_description"] += f"; fine-tuned from {Path(args.init_model).name} (same recipe, first run)"
+    run_with_text_progress(train(cfg, (images, labels), out_path=out, resume=resume, init_model=args.init_model),
+                           label="nuclei_fluorescence")
     evaluate_nuclei_fluorescence(args)
 
 
@@ -226,6 +229,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="tiny run to check the script")
     parser.add_argument("--resume", action="store_true", help="continue the model's last state up to --epochs")
+    parser.add_argument("--init-model", default=None, help="fine-tune from this model file (new data, fresh best tracking)")
     parser.add_argument("--evaluate-only", action="store_true", help="only (re)write the card of an existing model file")
     args = parser.parse_args()
     if args.evaluate_only:

@@ -28,6 +28,7 @@ from typing import Any, Generator
 import numpy as np
 
 from ..errors import InputError
+from ..training.trainer import _make_optimizer, _versions, last_checkpoint_path
 from .data import ClassificationData, as_classification_data, class_weights_from_labels, epoch_indices
 
 __all__ = [
@@ -161,10 +162,6 @@ class ClassifierTrainResult:
     config: dict
 
 
-def _last_path(out_path) -> Path:
-    return Path(str(out_path) + ".last.pt")
-
-
 def split_validation(data: ClassificationData, fraction: float, seed: int = 0):
     """Hold out ``fraction`` of ``data``: by group when it has groups, else stratified by class."""
     from sklearn.model_selection import GroupShuffleSplit, train_test_split
@@ -180,21 +177,6 @@ def split_validation(data: ClassificationData, fraction: float, seed: int = 0):
         strat = data.y if counts[counts > 0].min() >= 2 and int(round(fraction * n)) >= (counts > 0).sum() else None
         tr, va = train_test_split(idx, test_size=fraction, random_state=seed, stratify=strat)
     return data.subset(np.sort(tr)), data.subset(np.sort(va))
-
-
-def _make_optimizer(name: str, params, lr: float, weight_decay: float):
-    import torch
-
-    name = name.lower()
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
-    if name == "adadelta":
-        return torch.optim.Adadelta(params, lr=lr, weight_decay=weight_decay)
-    raise InputError(f"unknown optimiser {name!r}: use adam, adamw, sgd or adadelta")
 
 
 def make_augmenter(kind: str, settings: dict | None = None):
@@ -235,16 +217,6 @@ def make_augmenter(kind: str, settings: dict | None = None):
 
         return affine
     raise InputError(f"unknown augmentation {kind!r}: use none, hflip or affine")
-
-
-def _versions() -> dict:
-    import platform
-
-    import torch
-
-    from .. import __version__
-
-    return {"napari_microseg": __version__, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}
 
 
 def _load_weights_lenient(model, state: dict) -> list[str]:
@@ -301,12 +273,12 @@ def train_classifier(
     except ValueError as err:
         raise InputError(str(err)) from None
     out_path = Path(out_path)
-    last_path = _last_path(out_path)
+    last_path = last_checkpoint_path(out_path)
 
     ckpt = None
     if resume is not None:
         rp = Path(resume)
-        for cand in (rp, _last_path(rp)):
+        for cand in (rp, last_checkpoint_path(rp)):
             if cand.is_file():
                 c = read_model_file(cand)
                 if "optimizer_state" in c:
