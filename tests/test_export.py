@@ -31,3 +31,17 @@ def test_torchscript_export_matches_shipped_nuclei_model(tmp_path):
 def test_export_unknown_model_fails_cleanly(tmp_path, capsys):
     assert main(["export", "--model", "nope", "--out", str(tmp_path / "x.pt")]) == 2
     assert "neither a file nor a shipped model" in capsys.readouterr().err
+
+
+def test_commands_accept_shipped_model_names(tmp_path):
+    import tifffile
+
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    image, _ = simulate_nuclei_image(shape=(128, 128), n_nuclei=10, seed=4)
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    assert main(["segment", "--model", "nuclei_fluorescence", "--input", str(tmp_path / "img.tif"), "--out", str(tmp_path / "seg")]) == 0
+    assert (tmp_path / "seg" / "objects.csv").is_file()
+    assert load_model("nuclei_fluorescence").output_mode == "three_class"
+    with pytest.raises(Exception, match="shipped models: .*nuclei_fluorescence"):
+        load_model("no_such_model")

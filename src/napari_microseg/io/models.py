@@ -136,7 +136,13 @@ def read_model_file(path: str | os.PathLike, map_location: str = "cpu") -> dict:
 
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"model file not found: {p}")
+        from ..pretrained import PRETRAINED_DIR, list_pretrained
+
+        shipped = PRETRAINED_DIR / f"{p.name}.pt"
+        if p.suffix == "" and p.parent == Path(".") and shipped.is_file():
+            p = shipped  # the name of a model shipped with the package
+        else:
+            raise InputError(f"model file not found: {p} (shipped models: {', '.join(list_pretrained()) or 'none'})")
     try:
         payload = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure means "not a model file"
