@@ -77,6 +77,8 @@ def main() -> None:
     while widget.busy:
         QApplication.processEvents()
         time.sleep(0.02)
+    if widget.result is None:
+        raise SystemExit(f"training did not return a result: {widget.status.text()}")
     epochs = widget.result.epochs_run
     preview = widget.preview()
     while widget.busy:

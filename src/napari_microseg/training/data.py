@@ -373,8 +373,10 @@ def split_train_val(
     """Split into training and validation data.
 
     With two or more images the split is by image (at least one image each side).
-    With one image a strip of ``val_fraction`` of the longer axis (at its end) is held out,
-    so no validation pixel is seen in training. ``val_fraction=0`` returns ``(data, None)``.
+    With one image a strip of ``val_fraction`` of the longer axis is held out, so no validation
+    pixel is seen in training: at the image's end when that strip holds a fair share of the
+    annotations, else where it holds about ``val_fraction`` of them (sparse painting), with the
+    training parts on both sides. ``val_fraction=0`` returns ``(data, None)``.
     """
     if val_fraction <= 0:
         return data, None
@@ -399,14 +401,46 @@ def split_train_val(
     n_val = max(min_val_size, int(round(val_fraction * size)))
     if size - n_val < min_val_size:
         raise InputError(f"image too small ({h}x{w}) to hold out a validation strip; use val_fraction=0 or give validation data")
-    cut = size - n_val
-    sl_train = (slice(None), slice(None, cut)) if axis == 1 else (slice(None, cut), slice(None))
-    sl_val = (slice(None), slice(cut, None)) if axis == 1 else (slice(cut, None), slice(None))
-    train_item = LabelledImage(it.image[(slice(None),) + sl_train], it.target[sl_train], it.name + " (train part)")
+    start = _validation_strip_start(it.target, axis, n_val, val_fraction)
+    if start is None:
+        raise InputError("the annotations are too few or too concentrated to hold out a validation strip; "
+                         "annotate more, use val_fraction=0, or give validation data")
+
+    def cut(lo: int, hi: int) -> tuple:
+        return (slice(None), slice(lo, hi)) if axis == 1 else (slice(lo, hi), slice(None))
+
+    train_items = []
+    for lo, hi, part in ((0, start, "before"), (start + n_val, size, "after")):
+        sl = cut(lo, hi)
+        if hi - lo > 0 and (it.target[sl] >= 0).any():
+            train_items.append(LabelledImage(it.image[(slice(None),) + sl], it.target[sl], f"{it.name} (train part {part} the strip)"))
+    sl_val = cut(start, start + n_val)
     val_item = LabelledImage(it.image[(slice(None),) + sl_val], it.target[sl_val], it.name + " (validation strip)")
-    if val_item.n_annotated == 0:
-        raise InputError("the held-out validation strip has no annotated pixels; annotate more or give validation data")
-    return like([train_item]), like([val_item])
+    return like(train_items), like([val_item])
+
+
+def _validation_strip_start(target: np.ndarray, axis: int, n_val: int, val_fraction: float) -> int | None:
+    """Start of a strip of ``n_val`` rows/columns holding about ``val_fraction`` of the annotated pixels.
+
+    The end of the image is preferred when it qualifies (dense annotation: the plain end strip);
+    with sparse painting the strip moves to where the annotations are, leaving annotated pixels on the
+    training side too. None when no position leaves annotations on both sides.
+    """
+    annotated = (np.asarray(target) >= 0).sum(axis=1 - axis).astype(np.int64)  # per column (axis 1) or row (axis 0)
+    total = int(annotated.sum())
+    size = annotated.size
+    if total == 0:
+        return None
+    window = np.convolve(annotated, np.ones(n_val, np.int64), mode="valid")  # annotated pixels per strip start
+    share = window / total
+    valid = (window > 0) & (window < total)
+    if not valid.any():
+        return None
+    end = size - n_val
+    if valid[end] and share[end] >= 0.5 * val_fraction:
+        return end
+    candidates = np.flatnonzero(valid)
+    return int(candidates[np.argmin(np.abs(share[candidates] - val_fraction))])
 
 
 # ---------------------------------------------------------------- patches
