@@ -16,7 +16,7 @@ def show_demo(result: Any, run: bool = True) -> Any:
     viewer.add_labels(seg.labels, name="segmented", opacity=0.4)
     data, kwargs = tracks.napari_tracks()
     viewer.add_tracks(data, **{**kwargs, "name": "tracks", "tail_length": 12})
-    for name in ("Simulation", "Training", "Segmentation", "Tracking"):
+    for name in ("Simulation", "Training", "Segmentation", "Tracking", "Auto-label", "Classification"):
         viewer.window.add_plugin_dock_widget("napari-microseg", name, tabify=True)
     if run:
         napari.run()

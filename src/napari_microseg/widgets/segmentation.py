@@ -336,6 +336,8 @@ class SegmentationWidget(MicrosegDock):
         self._stop_event = stop_event
 
         def make_generator():
+            from ..training.finetune import fine_tune_model
+
             return fine_tune_model(base, images, labels, out, config, stop_event)
 
         def done(result: Any) -> None:
@@ -362,13 +364,3 @@ def fine_tuned_name(base: Path) -> Path:
     while (folder / f"{base.stem}-ft{i}.pt").exists():
         i += 1
     return folder / f"{base.stem}-ft{i}.pt"
-
-
-def fine_tune_model(base: Path, images: list, labels: list, out: Path, config: dict, stop_event: threading.Event | None = None):
-    """Generator: fine-tune ``base`` on (image, labels) pairs; returns the TrainResult (core call, no Qt)."""
-    from ..io.models import load_model
-    from ..training.trainer import train
-
-    # architecture, normalisation and output mode come from the base model (init_model)
-    cfg = {"output_mode": load_model(base).output_mode, **config}
-    return (yield from train(cfg, (images, labels), out_path=out, init_model=base, stop_event=stop_event))
