@@ -109,6 +109,16 @@ class SegmentationWidget(MicrosegDock):
         spec = str(self.model_file.value) if self.model_choice.value == FILE_CHOICE else self.model_choice.value
         return resolve_model(spec)
 
+    def _chosen_model(self) -> Path | None:
+        """The chosen model file, or None after showing why it cannot be used."""
+        from ..errors import MicrosegError
+
+        try:
+            return self.model_path()
+        except MicrosegError as err:
+            self.show_error(str(err))
+            return None
+
     def set_model(self, path: str) -> None:
         """Make ``path`` the current model (e.g. after training or fine-tuning)."""
         if path not in RECENT_MODELS:
@@ -123,15 +133,11 @@ class SegmentationWidget(MicrosegDock):
 
     def segment(self, *_: Any) -> Any:
         """Segment in a worker; a new Labels layer arrives when done."""
-        from ..errors import MicrosegError
-
         if not self.image_layer.value:
             self.show_error("Choose an image layer.")
             return None
-        try:
-            model = self.model_path()
-        except MicrosegError as err:
-            self.show_error(str(err))
+        model = self._chosen_model()
+        if model is None:
             return None
         layer = self.viewer.layers[self.image_layer.value]
         t = self._current_frame()
@@ -266,16 +272,12 @@ class SegmentationWidget(MicrosegDock):
     # -- batch --------------------------------------------------------------
     def run_batch(self, *_: Any) -> Any:
         """Segment a folder or Zarr store with the chosen model on a local Dask cluster (resumable), in a worker."""
-        from ..errors import MicrosegError
-
         source = str(self.batch_input.value)
         if not source or not Path(source).exists() or source == ".":
             self.show_error("Choose a folder of images or a Zarr store to segment.")
             return None
-        try:
-            model = self.model_path()
-        except MicrosegError as err:
-            self.show_error(str(err))
+        model = self._chosen_model()
+        if model is None:
             return None
         out = str(self.batch_out.value)
         settings = {"tile": int(self.tile.value), "min_size": int(self.min_size.value), "device": self.device.value,
@@ -315,15 +317,11 @@ class SegmentationWidget(MicrosegDock):
 
     def fine_tune(self, *_: Any) -> Any:
         """Fine-tune the current model on the corrected frames in a worker; the result becomes the current model."""
-        from ..errors import MicrosegError
-
         if not self.training_pairs:
             self.show_error("Add at least one corrected frame to the training set first.")
             return None
-        try:
-            base = self.model_path()
-        except MicrosegError as err:
-            self.show_error(str(err))
+        base = self._chosen_model()
+        if base is None:
             return None
         out = fine_tuned_name(base)
         images = [img for img, _ in self.training_pairs]
