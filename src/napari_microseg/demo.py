@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Generator
 
 import numpy as np
-import pandas as pd
 
 from .io.atomic import atomic_path, atomic_write_text
 from .progress import Progress, drain

@@ -161,7 +161,7 @@ def detect_taps(image: np.ndarray, tap_sigma: float = 10.0) -> tuple[list, list]
     diffs = np.diff(img[:: max(1, ny // 512)], axis=1).ravel()
     noise = max(_robust_noise(diffs) / np.sqrt(2), 1e-6)
     rows, cols = [], []
-    my, mx = ny // 2, nx // 2
+    mx = nx // 2
     k = 32
     limit = tap_sigma * noise
     # rows: a pedestal step anywhere (glowing columns do not change row medians)

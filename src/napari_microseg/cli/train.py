@@ -96,7 +96,7 @@ def write_history_csv(path: str | Path, history: list[dict]) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from ..progress import run_with_text_progress
-    from ..training.data import load_training_pairs, prepare_training_data
+    from ..training.data import load_training_pairs
     from ..training.normalize import make_normalization_spec
     from ..training.trainer import TrainConfig, train
 

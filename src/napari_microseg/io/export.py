@@ -66,7 +66,7 @@ def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, overwrite
     import torch
 
     try:
-        import onnx  # noqa: F401
+        import onnx
     except ImportError:
         raise InputError("ONNX export needs the 'onnx' package: pip install onnx (TorchScript export works without it)") from None
     target = Path(out)
@@ -77,8 +77,6 @@ def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, overwrite
     with atomic_path(target, suffix=".onnx") as tmp:
         torch.onnx.export(loaded.model.eval(), example, str(tmp), input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch", 2: "height", 3: "width"}})
-        import onnx
-
         proto = onnx.load(str(tmp))
         entry = proto.metadata_props.add()
         entry.key, entry.value = "config", json.dumps(loaded.config)

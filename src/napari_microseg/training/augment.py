@@ -10,7 +10,6 @@ image only. Everything runs batched on the device the tensors live on (GPU or CP
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 

@@ -237,8 +237,6 @@ def _as_training_data(data: Any, cfg: TrainConfig, normalization: dict) -> Train
 
 def _dice_counts(logits, target, n_out: int):
     """Return (intersection, sum_pred, sum_true) per foreground class (float64 numpy)."""
-    import torch
-
     valid = target >= 0
     if n_out == 1:
         pred = (logits[:, 0] > 0).long()
