@@ -39,3 +39,16 @@ def tiny_nuclei_model(tmp_path_factory):
            "epochs": 2, "lr": 3e-3, "seed": 0, "num_threads": 2, "val_fraction": 0.25}
     run_with_text_progress(train(cfg, ([p[0] for p in pairs], [p[1] for p in pairs]), out_path=out), label="tiny model")
     return out
+
+
+@pytest.fixture
+def wait_worker(qtbot):
+    """Wait until a widget's worker has finished (and its result was handed to the GUI thread)."""
+
+    def wait(worker, timeout: int = 180000) -> None:
+        assert worker is not None, "the widget refused to start the work"
+        with qtbot.waitSignal(worker.finished, timeout=timeout):
+            pass
+        qtbot.wait(50)
+
+    return wait

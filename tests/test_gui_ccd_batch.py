@@ -27,14 +27,8 @@ def tiny_ccd_model(tmp_path_factory):
     return out
 
 
-def _wait(qtbot, worker, timeout=180000):
-    assert worker is not None
-    with qtbot.waitSignal(worker.finished, timeout=timeout):
-        pass
-    qtbot.wait(50)
 
-
-def test_multiclass_result_tiles_and_clusters(make_napari_viewer, qtbot, tmp_path, artifacts, tiny_ccd_model):
+def test_multiclass_result_tiles_and_clusters(make_napari_viewer, qtbot, tmp_path, artifacts, tiny_ccd_model, wait_worker):
     from napari_microseg.simulate.ccd import simulate_ccd_frame
     from napari_microseg.widgets.segmentation import FILE_CHOICE, SegmentationWidget
 
@@ -47,7 +41,7 @@ def test_multiclass_result_tiles_and_clusters(make_napari_viewer, qtbot, tmp_pat
     widget.model_choice.value = FILE_CHOICE
     widget.model_file.value = str(tiny_ccd_model)
     widget.export_dir.value = str(tmp_path / "export")
-    _wait(qtbot, widget.segment())
+    wait_worker(widget.segment())
     layer = viewer.layers["ccd segmented"]
     assert layer.data.max() <= 3
     assert list(layer.features["class"]) == CCD_CLASSES
@@ -70,7 +64,7 @@ def test_multiclass_result_tiles_and_clusters(make_napari_viewer, qtbot, tmp_pat
     imsave(artifacts / "segmentation_ccd.png", viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
 
 
-def test_batch_folder_then_resume_and_stop(make_napari_viewer, qtbot, tmp_path, tiny_nuclei_model):
+def test_batch_folder_then_resume_and_stop(make_napari_viewer, qtbot, tmp_path, tiny_nuclei_model, wait_worker):
     from napari_microseg.simulate.nuclei import simulate_nuclei_image
     from napari_microseg.widgets.segmentation import FILE_CHOICE, SegmentationWidget
 
@@ -85,11 +79,11 @@ def test_batch_folder_then_resume_and_stop(make_napari_viewer, qtbot, tmp_path, 
     widget.batch_input.value = str(folder)
     widget.batch_out.value = str(tmp_path / "out")
     widget.batch_workers.value = 0
-    _wait(qtbot, widget.run_batch())
+    wait_worker(widget.run_batch())
     assert "3 done" in widget.status.text(), widget.status.text()
     objects = pd.read_csv(tmp_path / "out" / "objects.csv")
     assert set(objects["image"].astype(str).str.contains("img")) == {True}
-    _wait(qtbot, widget.run_batch())
+    wait_worker(widget.run_batch())
     assert "0 done, 3 skipped" in widget.status.text(), widget.status.text()
 
     # Stop: a larger batch is stopped early and reports it
@@ -98,5 +92,5 @@ def test_batch_folder_then_resume_and_stop(make_napari_viewer, qtbot, tmp_path, 
     worker = widget.run_batch()
     qtbot.waitUntil(lambda: widget.progress.maximum() > 1, timeout=60000)
     widget.stop()
-    _wait(qtbot, worker)
+    wait_worker(worker)
     assert "stopped" in widget.status.text()

@@ -10,14 +10,8 @@ import pytest
 pytestmark = pytest.mark.gui
 
 
-def _wait(qtbot, worker, timeout=300000):
-    assert worker is not None
-    with qtbot.waitSignal(worker.finished, timeout=timeout):
-        pass
-    qtbot.wait(50)
 
-
-def test_response_images_train_classify_threshold(make_napari_viewer, qtbot, tmp_path, artifacts):
+def test_response_images_train_classify_threshold(make_napari_viewer, qtbot, tmp_path, artifacts, wait_worker):
     from napari_microseg.widgets.classification import ClassificationWidget
     from napari_microseg.simulate.samples import generate_response
     from napari_microseg.progress import drain
@@ -30,13 +24,13 @@ def test_response_images_train_classify_threshold(make_napari_viewer, qtbot, tmp
     widget.train_n.value = 120
     widget.train_epochs.value = 4
     widget.train_out.value = str(tmp_path / "response.pt")
-    _wait(qtbot, widget.train())
+    wait_worker(widget.train())
     assert (tmp_path / "response.pt").is_file(), widget.status.text()
     assert len(widget.plot.epochs) >= 1
     assert widget.model_choice.value == str(tmp_path / "response.pt")
 
     widget.image_layer.value = "sim response images"
-    _wait(qtbot, widget.classify())
+    wait_worker(widget.classify())
     table = widget.results
     assert len(table) == 40 and widget.table.rowCount() == 40
     assert "truth" in table and "AUC" in widget.summary.value
@@ -57,7 +51,7 @@ def test_response_images_train_classify_threshold(make_napari_viewer, qtbot, tmp
     imsave(artifacts / "classification_widget.png", viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
 
 
-def test_objects_classified_into_new_layer(make_napari_viewer, qtbot, tmp_path):
+def test_objects_classified_into_new_layer(make_napari_viewer, qtbot, tmp_path, wait_worker):
     from napari_microseg.classify.data import simulated_liposome_data
     from napari_microseg.classify.trainer import train_with_strategy
     from napari_microseg.progress import drain
@@ -76,7 +70,7 @@ def test_objects_classified_into_new_layer(make_napari_viewer, qtbot, tmp_path):
     widget.labels_layer.value = "particles"
     widget.model_choice.value = FILE_CHOICE
     widget.model_file.value = str(model)
-    _wait(qtbot, widget.classify())
+    wait_worker(widget.classify())
     layer = viewer.layers["tem classes"]
     assert set(layer.features["label"]) == set(np.unique(sim.labels)) - {0}
     assert "%" in widget.summary.value

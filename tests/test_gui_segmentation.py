@@ -9,14 +9,8 @@ import pytest
 pytestmark = pytest.mark.gui
 
 
-def _wait(qtbot, worker, timeout=120000):
-    assert worker is not None
-    with qtbot.waitSignal(worker.finished, timeout=timeout):
-        pass
-    qtbot.wait(50)
 
-
-def test_segment_export_and_finetune(make_napari_viewer, qtbot, tmp_path, artifacts, tiny_nuclei_model):
+def test_segment_export_and_finetune(make_napari_viewer, qtbot, tmp_path, artifacts, tiny_nuclei_model, wait_worker):
     from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
     from napari_microseg.widgets.segmentation import FILE_CHOICE, SegmentationWidget
 
@@ -32,7 +26,7 @@ def test_segment_export_and_finetune(make_napari_viewer, qtbot, tmp_path, artifa
     widget.export_dir.value = str(tmp_path / "export")
 
     viewer.dims.set_current_step(0, 1)
-    _wait(qtbot, widget.segment())
+    wait_worker(widget.segment())
     layer = viewer.layers["movie segmented"]
     assert layer.data.shape == (3, 128, 128)
     assert layer.data[0].max() == 0 and layer.data[2].max() == 0  # only the current frame was run
@@ -42,7 +36,7 @@ def test_segment_export_and_finetune(make_napari_viewer, qtbot, tmp_path, artifa
     assert "objects" in widget.counts_label.value
 
     widget.scope.value = "whole stack"
-    _wait(qtbot, widget.segment())
+    wait_worker(widget.segment())
     assert "movie segmented [2]" in [lay.name for lay in viewer.layers]
     assert "3 frames" in widget.counts_label.value
 
@@ -57,7 +51,7 @@ def test_segment_export_and_finetune(make_napari_viewer, qtbot, tmp_path, artifa
     widget.labels_for_training.value = "corrected"
     assert widget.add_to_training_set() == 1
     widget.finetune_epochs.value = 2
-    _wait(qtbot, widget.fine_tune())
+    wait_worker(widget.fine_tune())
     assert widget.fine_tuned_path is not None and widget.model_choice.value == widget.fine_tuned_path
 
     viewer.window._qt_window.resize(1400, 1000)
