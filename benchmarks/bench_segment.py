@@ -5,6 +5,7 @@ Usage (from the project root)::
     .venv/bin/python benchmarks/bench_segment.py throughput [--size 2048] [--threads 2] [--tile 256]
     .venv/bin/python benchmarks/bench_segment.py memory [--size 8192] [--predictor fake|small]
     .venv/bin/python benchmarks/bench_segment.py dsb --model MODEL.pt [--data ../shared/data/dsb2018] [--limit N]
+    .venv/bin/python benchmarks/bench_segment.py ab [--image simulated|dsb|synthetic] [--reps 3] [--threads 2]
 
 throughput
     Megapixels per second for one SIZE x SIZE image (synthetic nuclei), the
@@ -19,6 +20,16 @@ memory
     ``--predictor fake`` replaces the network by a cheap smooth function so
     the run takes a minute on a CPU (memory is dominated by post-processing);
     ``--predictor small`` runs the random-weight small U-Net (slow on CPU).
+ab
+    Whole-image segmentation of a SIZE x SIZE image with the shipped
+    ``nuclei_fluorescence`` model (three_class watershed + object table),
+    the plain network (``optimize=False``) against the inference copy
+    (batch norm folded, channels_last on CPU), repetitions interleaved
+    A/B/A/B so that a busy machine affects both alike. Prints per variant the
+    median seconds of the network, post-processing, object table and the
+    whole ``segment`` call, and the ratios optimised / plain. ``--image``:
+    ``simulated`` (the 8 x 8 simulated fields of bench_segment_real.py),
+    ``dsb`` (a DSB2018 image tiled to SIZE x SIZE) or ``synthetic`` (discs).
 dsb
     Accuracy on a held-out DSB2018 subset: images whose index in the sorted
     list of file names satisfies ``index % 5 == 0`` (83 of 412 images) are the
@@ -216,6 +227,91 @@ def cmd_dsb(args: argparse.Namespace) -> None:
         per_image.to_csv(args.out, index=False)
 
 
+def _ab_image(kind: str, size: int, data: Path) -> np.ndarray:
+    if kind == "synthetic":
+        return synthetic_nuclei(size)
+    if kind == "simulated":  # as benchmarks/bench_segment_real.py
+        from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+        n = -(-size // 256)
+        rows = [np.hstack([simulate_nuclei_image(shape=(256, 256), n_nuclei=40, seed=100 + r * n + c,
+                                                 vary_appearance=False)[0] for c in range(n)]) for r in range(n)]
+        return np.vstack(rows)[:size, :size].astype(np.float32)
+    import tifffile
+
+    img = tifffile.imread(data / "images" / "0287e7ee5b007c91.tif")
+    if img.ndim == 3:
+        img = img[..., :3].mean(-1)
+    reps = (-(-size // img.shape[0]), -(-size // img.shape[1]))
+    return np.tile(img, reps)[:size, :size]
+
+
+def cmd_ab(args: argparse.Namespace) -> None:
+    import importlib
+
+    import torch
+
+    from napari_microseg.inference import postprocess
+    from napari_microseg.io.models import load_model
+
+    seg_mod = importlib.import_module("napari_microseg.inference.segment")  # the module, not the function
+
+    torch.set_num_threads(args.threads)
+    img = _ab_image(args.image, args.size, Path(args.data))
+    loaded = load_model(args.model, device="cpu")
+    timers = {"network": 0.0, "postprocess": 0.0, "table": 0.0}
+
+    def timed(name, fn):
+        def wrapper(*a, **kw):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                timers[name] += time.perf_counter() - t0
+        return wrapper
+
+    orig_post, orig_measure = postprocess.probabilities_to_labels, seg_mod._measure_frame
+    postprocess.probabilities_to_labels = timed("postprocess", orig_post)
+    seg_mod._measure_frame = timed("table", orig_measure)
+    variants = {"plain": timed("network", seg_mod.make_predict_fn(loaded, optimize=False)),
+                "optimized": timed("network", seg_mod.make_predict_fn(loaded, optimize=True))}
+    results: dict = {k: {"network": [], "postprocess": [], "table": [], "total": []} for k in variants}
+    objects = {}
+    try:
+        for fn in variants.values():  # warm-up: imports, first kernels, the inference copy
+            seg_mod.segment(loaded, img[:256, :256], tile=args.tile, predict_fn=fn)
+        for _ in range(args.reps):
+            for name, fn in variants.items():
+                for k in timers:
+                    timers[k] = 0.0
+                t0 = time.perf_counter()
+                res = seg_mod.segment(loaded, img, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
+                                      predict_fn=fn)
+                results[name]["total"].append(time.perf_counter() - t0)
+                for k, v in timers.items():
+                    results[name][k].append(v)
+                objects[name] = int(len(res.objects))
+    finally:
+        postprocess.probabilities_to_labels, seg_mod._measure_frame = orig_post, orig_measure
+    mpx = img.size / 1e6
+    med = {n: {k: float(np.median(v)) for k, v in r.items()} for n, r in results.items()}
+    out = {"benchmark": "ab", "image": f"{args.size}x{args.size} {args.image}", "model": str(args.model),
+           "threads": args.threads, "tile": args.tile, "overlap": args.overlap, "batch_size": args.batch_size,
+           "reps": args.reps, "objects": objects}
+    for n, m in med.items():
+        out[n] = {**{f"seconds_{k}": round(v, 3) for k, v in m.items()},
+                  "seconds_other": round(m["total"] - m["network"] - m["postprocess"] - m["table"], 3),
+                  "megapixels_per_s": round(mpx / m["total"], 3),
+                  "network_megapixels_per_s": round(mpx / m["network"], 3)}
+    out["ratio_optimized_over_plain"] = {k: round(med["optimized"][k] / med["plain"][k], 3)
+                                         for k in ("network", "total")}
+    # paired per-repetition ratios (each A/B pair ran back to back)
+    out["paired_total_ratios"] = [round(b / a, 3) for a, b in zip(results["plain"]["total"],
+                                                                  results["optimized"]["total"])]
+    out["cpu_count"], out["load_avg_1min"] = os.cpu_count(), round(os.getloadavg()[0], 2)
+    print(json.dumps(out, indent=2))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -242,6 +338,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--limit", type=int, default=0, help="only the first N test images (0 = all 83)")
     p.add_argument("--out", default=None, help="per-image scores CSV")
     p.set_defaults(func=cmd_dsb)
+    p = sub.add_parser("ab")
+    p.add_argument("--image", choices=["simulated", "dsb", "synthetic"], default="simulated")
+    p.add_argument("--model", default="nuclei_fluorescence")
+    p.add_argument("--size", type=int, default=2048)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--tile", type=int, default=256)
+    p.add_argument("--overlap", type=float, default=0.125)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--data", default=str(DEFAULT_DSB))
+    p.set_defaults(func=cmd_ab)
     args = parser.parse_args(argv)
     args.func(args)
 

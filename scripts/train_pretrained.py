@@ -72,7 +72,8 @@ def card_from_model_file(name: str, task: str, model_path: Path, held_out: dict)
             "epochs_run": meta.get("epochs_run"), "best_epoch": meta.get("best_epoch"),
             "stop_reason": meta.get("stop_reason", "completed"),
             "training_minutes_cpu": round(sum(h.get("seconds", 0) for h in history) / 60, 1),
-            "config": {**meta.get("config", {}), "data_description": meta.get("data", "")}, "held_out": held_out}
+            "config": {**meta.get("config", {}), "data_description": meta.get("data", "")},
+            "postprocess": cfg.get("postprocess"), "held_out": held_out}
 
 
 NUCLEI_TASK = "instance segmentation of nuclei in fluorescence images (three-class: background / interior / boundary, watershed split)"
@@ -86,6 +87,21 @@ def evaluate_nuclei_fluorescence(args: argparse.Namespace) -> None:
     held = {"data": f"DSB2018 {len(test_files)} test images (sorted index % 5 == 0), never seen in training",
             **{k: round(float(v), 4) for k, v in pooled.items() if isinstance(v, (int, float, np.floating, np.integer))}}
     write_card(out, card_from_model_file("nuclei_fluorescence", NUCLEI_TASK, out, held))
+
+
+def tune_nuclei_fluorescence(args: argparse.Namespace) -> None:
+    """Tune the watershed settings on DSB2018 training images (sorted index % 5 == 1) and store them in the model."""
+    from napari_microseg.inference.tune import store_postprocess, tune_postprocess
+    from napari_microseg.progress import run_with_text_progress
+
+    files = sorted((DSB / "images").glob("*.tif"))
+    tune_files = [f for i, f in enumerate(files) if i % 5 == 1][: 10 if args.quick else None]
+    pairs = [read_pair(f) for f in tune_files]
+    out = Path(args.out) / "nuclei_fluorescence.pt"
+    result = run_with_text_progress(tune_postprocess(out, [p[0] for p in pairs], [p[1] for p in pairs]), label="tune")
+    print(result.table.sort_values("ap", ascending=False).head(5).to_string(index=False))
+    store_postprocess(out, {**result.best, "tuned_on": f"DSB2018 {len(tune_files)} training images (sorted index % 5 == 1)",
+                            "tuned_ap@0.50": round(result.best_ap, 4)})
 
 
 def train_nuclei_fluorescence(args: argparse.Namespace) -> None:
@@ -126,6 +142,7 @@ def train_nuclei_fluorescence(args: argparse.Namespace) -> None:
         cfg["data_description"] += f"; fine-tuned from {Path(args.init_model).name} (same recipe, first run)"
     run_with_text_progress(train(cfg, (images, labels), out_path=out, resume=resume, init_model=args.init_model),
                            label="nuclei_fluorescence")
+    tune_nuclei_fluorescence(args)
     evaluate_nuclei_fluorescence(args)
 
 
@@ -196,21 +213,24 @@ def train_ccd_classes(args: argparse.Namespace) -> None:
     from napari_microseg.training.trainer import train
 
     n = 8 if args.quick else args.simulated
-    frames = [simulate_ccd_frame(shape=(256, 256), seed=20_000 + s, balanced=bool(s % 2)) for s in range(n)]
+    thr = args.cluster_threshold
+    frames = [simulate_ccd_frame(shape=(256, 256), seed=20_000 + s, balanced=bool(s % 2), cluster_threshold=thr) for s in range(n)]
     cfg = {
         "preset": args.preset, "output_mode": "multiclass", "n_classes": 4, "class_names": CCD_CLASSES,
-        "normalization": {"kind": "pedestal", "scale": 200.0}, "loss": "weighted_ce", "class_weights": "auto",
+        "normalization": {"kind": "pedestal", "scale": 200.0}, "loss": "weighted_ce", "class_weights": args.class_weights,
         "patch_size": args.patch, "patches_per_epoch": args.patches, "batch_size": 8, "epochs": args.epochs, "lr": 2e-3,
         "seed": 0, "num_threads": args.threads, "val_fraction": 0.1, "early_stopping_patience": 10,
         "reduce_lr_patience": 4, "reduce_lr_factor": 0.3, "monitor": "val_loss",
         "augmentation": {"intensity": False},
-        "data_description": f"{n} simulated CCD frames 256x256 (seeds 20000+; odd seeds balanced layout), raw ADC minus the frame median / 200",
+        "data_description": f"{n} simulated CCD frames 256x256 (seeds 20000+; odd seeds balanced layout; "
+                            f"cluster pixels from {thr:g} ADC of charge), raw ADC minus the frame median / 200",
     }
     out = Path(args.out) / "ccd_classes.pt"
     start = time.perf_counter()
     result = run_with_text_progress(train(cfg, ([f.image for f in frames], [f.classes for f in frames]), out_path=out), label="ccd_classes")
     minutes = (time.perf_counter() - start) / 60
-    test = [simulate_ccd_frame(shape=(256, 256), seed=90_000 + s, balanced=bool(s % 2)) for s in range(4 if args.quick else 16)]
+    test = [simulate_ccd_frame(shape=(256, 256), seed=90_000 + s, balanced=bool(s % 2), cluster_threshold=thr)
+            for s in range(4 if args.quick else 16)]
     true = np.stack([f.classes for f in test])
     pred = np.stack([np.asarray(segment(str(out), f.image, measure=False).labels) for f in test])
     agreement = class_agreement(true, pred)
@@ -262,7 +282,8 @@ def write_card(model_path: Path, card: dict) -> None:
              f"- preset: `{card['preset']}`; epochs run: {card['epochs_run']} (best {card['best_epoch']}, {card['stop_reason']}); "
              f"{card['training_minutes_cpu']} min on a 2-core CPU",
              f"- training data: {card['config'].get('data_description', '')}",
-             f"- reproduce: `.venv/bin/python scripts/train_pretrained.py {card['name']}`", "",
+             f"- reproduce: `.venv/bin/python scripts/train_pretrained.py {card['name']}`",
+             *([f"- watershed settings stored in the model: `{json.dumps(card['postprocess'])}`"] if card.get("postprocess") else []), "",
              "## Held-out metrics", "", f"{held.get('data', '')}", "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in held.items() if k != "data"]
     lines += ["", "## Full configuration", "", "```json", json.dumps(card["config"], indent=2), "```", ""]
@@ -282,11 +303,20 @@ def main() -> None:
     parser.add_argument("--simulated", type=int, default=150, help="simulated images added to the training set")
     parser.add_argument("--movies", type=int, default=8, help="simulated time-lapses whose frames join the training set")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cluster-threshold", type=float, default=60.0, help="ccd_classes: ADC of charge from which a pixel is 'cluster'")
+    parser.add_argument("--class-weights", default="auto", choices=["auto", "sqrt"], help="ccd_classes: weighted-CE class weights")
     parser.add_argument("--quick", action="store_true", help="tiny run to check the script")
     parser.add_argument("--resume", action="store_true", help="continue the model's last state up to --epochs")
     parser.add_argument("--init-model", default=None, help="fine-tune from this model file (new data, fresh best tracking)")
     parser.add_argument("--evaluate-only", action="store_true", help="only (re)write the card of an existing model file")
+    parser.add_argument("--tune-only", action="store_true", help="nuclei_fluorescence: only tune and store the watershed settings, then evaluate")
     args = parser.parse_args()
+    if args.tune_only:
+        if args.model != "nuclei_fluorescence":
+            sys.exit("--tune-only is implemented for nuclei_fluorescence")
+        tune_nuclei_fluorescence(args)
+        evaluate_nuclei_fluorescence(args)
+        return
     if args.evaluate_only:
         if args.model != "nuclei_fluorescence":
             sys.exit("--evaluate-only is implemented for nuclei_fluorescence")

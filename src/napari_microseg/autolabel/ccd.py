@@ -276,6 +276,30 @@ def estimate_baseline(image, taps: str | tuple[int, int] = "auto", exclude_colum
     return CCDBaseline(baseline, pedestal, noise, list(tap_rows), list(tap_cols), info)
 
 
+def level_taps(image: np.ndarray, taps: str | tuple[int, int] = "auto", **baseline_kwargs) -> np.ndarray:
+    """Bring every readout tap of a frame to one pedestal (ADC).
+
+    Each tap's pedestal (:func:`estimate_baseline`) is subtracted and the
+    median of the tap pedestals added back, so the frame keeps its ADC scale
+    and a model normalised by the frame median (``pedestal`` normalisation)
+    sees no steps between taps (a tap 300 ADC above the others would
+    otherwise look like a glowing region).
+
+    Parameters
+    ----------
+    image : (Y, X) frame in ADC.
+    taps : as in :func:`estimate_baseline`.
+
+    Returns
+    -------
+    (Y, X) float32 frame in ADC.
+    """
+    img = _check_image(image)
+    base = estimate_baseline(img, taps=taps, **baseline_kwargs)
+    common = float(np.median([t["pedestal"] for t in base.taps]))
+    return (img - base.pedestal + common).astype(np.float32)
+
+
 def _thin_runs(mask: np.ndarray, length: int, vertical: bool, thin_fraction: float = 0.7) -> np.ndarray:
     """Pixels of 1-px-wide straight runs of ``mask`` at least ``length`` long (vertical or horizontal)."""
     m = mask if vertical else mask.T

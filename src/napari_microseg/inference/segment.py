@@ -68,12 +68,14 @@ def _activation(output_mode: str) -> Callable:
     return lambda x: torch.softmax(x, dim=1)
 
 
-def make_predict_fn(loaded: Any) -> Callable[[np.ndarray], np.ndarray]:
+def make_predict_fn(loaded: Any, optimize: bool = True) -> Callable[[np.ndarray], np.ndarray]:
     """``predict_fn(batch (B,1,H,W) float32 normalised) -> (B,K,H,W) float32 probabilities`` for a loaded model.
 
-    Uses ``napari_microseg.training.predict.predict_patch_batch`` when present;
-    otherwise runs the network under ``torch.inference_mode`` on the model's
-    device and applies sigmoid (binary) or softmax.
+    Uses ``napari_microseg.training.predict.predict_patch_batch`` when present
+    (with ``optimize``: the cached inference copy of the network, batch norm
+    folded, channels_last on CPU); otherwise runs the network under
+    ``torch.inference_mode`` on the model's device and applies sigmoid (binary)
+    or softmax.
     """
     try:
         from ..training.predict import predict_patch_batch
@@ -81,7 +83,7 @@ def make_predict_fn(loaded: Any) -> Callable[[np.ndarray], np.ndarray]:
         predict_patch_batch = None
     if predict_patch_batch is not None:
         def fn(batch: np.ndarray) -> np.ndarray:
-            out = predict_patch_batch(loaded, batch)
+            out = predict_patch_batch(loaded, batch, optimize=optimize)
             if hasattr(out, "detach"):
                 out = out.detach().cpu().numpy()
             return np.asarray(out, dtype=np.float32)
@@ -97,6 +99,17 @@ def make_predict_fn(loaded: Any) -> Callable[[np.ndarray], np.ndarray]:
             x = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
             return act(loaded.model(x)).float().cpu().numpy()
     return fn
+
+
+def tuned_postprocess(loaded: Any) -> dict:
+    """Watershed settings stored in the model file (``config["postprocess"]``, see
+    :mod:`napari_microseg.inference.tune`), limited to the keywords of
+    :func:`postprocess.three_class_to_labels`; notes such as ``tuned_on`` are dropped."""
+    import inspect
+
+    stored = (getattr(loaded, "config", None) or {}).get("postprocess") or {}
+    accepted = set(inspect.signature(postprocess.three_class_to_labels).parameters) - {"probabilities", "class_order"}
+    return {k: v for k, v in stored.items() if k in accepted}
 
 
 def n_outputs(loaded: Any) -> int:
@@ -182,7 +195,7 @@ def segment_image(
     overlap: int | float = 0.125,
     batch_size: int = 4,
     device: str = "auto",
-    threshold: float = 0.5,
+    threshold: float | None = None,
     min_size: int = 8,
     max_size: int | None = None,
     fill_holes: bool = True,
@@ -191,6 +204,7 @@ def segment_image(
     keep_probabilities: bool | None = None,
     measure: bool = True,
     predict_fn: Callable | None = None,
+    postprocess_options: dict | None = None,
 ) -> Generator[Progress, None, SegmentResult]:
     """Segment a 2D image or a (T, Y, X) stack; generator yielding progress, returning a :class:`SegmentResult`.
 
@@ -208,7 +222,8 @@ def segment_image(
         Tile overlap in pixels, or a fraction of the tile if < 1 (default 1/8).
     batch_size : tiles per network call.
     device : "auto", "cpu", "cuda", ... (used when ``model`` is a path).
-    threshold : foreground probability cut (binary and three_class), default 0.5.
+    threshold : foreground probability cut (binary and three_class); default:
+        the model's tuned value (``config["postprocess"]["threshold"]``), else 0.5.
     min_size, max_size : object area limits in pixels (binary/three_class);
         default min 8 px, no max.
     fill_holes : fill holes inside objects.
@@ -220,6 +235,10 @@ def segment_image(
         whole map is below 64 M values, else False.
     measure : compute the objects and counts tables.
     predict_fn : override the network call (``(B,1,h,w) -> (B,K,h,w)``), for tests.
+    postprocess_options : three_class watershed settings (``seed_threshold``,
+        ``seed_method``, ``distance_sigma``, ``seed_dynamics``, ...; see
+        :func:`postprocess.three_class_to_labels`); they override the values
+        tuned for the model (``config["postprocess"]``).
     """
     shape = _check_input(image)
     loaded = _resolve_loaded(model, device)
@@ -251,8 +270,14 @@ def segment_image(
     total = per_frame_tiles * n_frames
     object_tables: list[pd.DataFrame] = []
     max_label = 0
+    tuned = tuned_postprocess(loaded)
+    if threshold is None:
+        threshold = float(tuned.get("threshold", 0.5))
+    tuned.pop("threshold", None)
     three_kw = {}
     if mode == "three_class":
+        three_kw.update(tuned)
+        three_kw.update(postprocess_options or {})
         three_kw["class_order"] = tuple(class_names) if set(postprocess.THREE_CLASS_ORDER) <= set(class_names) else postprocess.THREE_CLASS_ORDER
 
     for t in range(n_frames):
@@ -292,6 +317,7 @@ def segment_image(
     settings = dict(tile=tile, overlap=overlap, batch_size=batch_size, device=getattr(loaded, "device", device),
                     threshold=threshold, min_size=min_size, max_size=max_size, fill_holes=fill_holes,
                     remove_border=remove_border, output_mode=mode, n_outputs=k,
+                    postprocess={k_: v for k_, v in three_kw.items() if k_ != "class_order"},
                     normalization=spec, model_path=getattr(loaded, "path", None))
     return SegmentResult(labels=labels, probabilities=probs_all, objects=objects, counts=counts,
                          output_mode=mode, class_names=class_names, settings=settings)

@@ -59,19 +59,20 @@ def _fast_props(labels: np.ndarray, intensity: np.ndarray | None, band_pixels: i
         mx = np.full(n + 1, -np.inf)
         mn = np.full(n + 1, np.inf)
     rows = max(1, band_pixels // max(w, 1))
-    xs = np.arange(w, dtype=np.float64)
     for y0 in range(0, h, rows):
-        lab = labels[y0:y0 + rows].astype(np.intp, copy=False)
-        fg = lab.ravel() != 0
-        flat = lab.ravel()[fg]
-        if flat.size == 0:
+        lab = labels[y0:y0 + rows].ravel()
+        idx = np.flatnonzero(lab)  # foreground pixels, row-major
+        if idx.size == 0:
             continue
-        yy = np.repeat(np.arange(y0, y0 + lab.shape[0], dtype=np.float64), w)[fg]
-        xx = np.tile(xs, lab.shape[0])[fg]
+        flat = lab[idx].astype(np.intp, copy=False)
+        yi, xi = np.divmod(idx, w)
+        yy = yi.astype(np.float64)
+        yy += y0
+        xx = xi.astype(np.float64)
         for k, weights in enumerate((None, yy, xx, yy * yy, xx * xx, yy * xx)):
             sums[k] += np.bincount(flat, weights, n + 1)
         if intensity is not None:
-            vals = intensity[y0:y0 + rows].ravel()[fg].astype(np.float64)
+            vals = intensity[y0:y0 + rows].ravel()[idx].astype(np.float64)
             s_int += np.bincount(flat, vals, n + 1)
             np.maximum.at(mx, flat, vals)
             np.minimum.at(mn, flat, vals)

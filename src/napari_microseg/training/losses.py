@@ -124,10 +124,11 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, a
     return _masked_mean(per, valid)
 
 
-def class_weights_from_frequencies(frequencies: Sequence[float], max_weight: float = 50.0) -> list[float]:
+def class_weights_from_frequencies(frequencies: Sequence[float], max_weight: float = 50.0, power: float = 1.0) -> list[float]:
     """Inverse-frequency class weights, normalised so the annotated pixels' mean weight is 1.
 
-    ``w_c = 1 / f_c``, clipped to at most ``max_weight`` times the smallest weight, then
+    ``w_c = (1 / f_c) ** power`` (``power`` 1: inverse frequency; 0.5: its square root,
+    which trades less precision of rare classes for their recall), clipped to at most ``max_weight`` times the smallest weight, then
     scaled so that ``sum_c f_c w_c = 1`` (the loss keeps the scale of the unweighted one).
     Classes absent from the data get the largest weight. Rarest classes are weighted most
     (as in METHODS [C]).
@@ -136,13 +137,16 @@ def class_weights_from_frequencies(frequencies: Sequence[float], max_weight: flo
     ----------
     frequencies : fraction of annotated pixels per class, shape ``(K,)``.
     max_weight : cap on the ratio of largest to smallest weight.
+    power : exponent applied to the inverse frequencies (> 0).
     """
+    if power <= 0:
+        raise ValueError(f"power must be > 0, got {power}")
     f = np.asarray(frequencies, dtype=np.float64)
     present = f > 0
     if not present.any():
         return [1.0] * len(f)
     w = np.zeros_like(f)
-    w[present] = 1.0 / f[present]
+    w[present] = (1.0 / f[present]) ** power
     w[~present] = w[present].max()
     w = np.minimum(w, w[present].min() * max_weight)
     w = w / np.sum(f * w) if np.sum(f * w) > 0 else w

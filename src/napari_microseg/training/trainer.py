@@ -61,8 +61,9 @@ class TrainConfig:
     loss : loss name (None: ``bce_dice`` binary, ``ce_dice`` three_class,
         ``weighted_ce`` multiclass); see ``napari_microseg.training.losses``.
     focal_gamma, focal_alpha : focal-loss parameters ([N]: 2 and 0.5).
-    class_weights : per-class weights, ``"auto"`` (from training frequencies, for
-        ``weighted_ce``) or None.
+    class_weights : per-class weights, ``"auto"`` (inverse training frequencies, for
+        ``weighted_ce``), ``"sqrt"`` (their square root: milder, fewer false
+        positives of the rare classes) or None.
     early_stopping_patience : epochs without improvement before stopping (None: never).
     reduce_lr_patience : epochs without improvement before multiplying the lr by
         ``reduce_lr_factor`` (None: constant lr).
@@ -404,10 +405,11 @@ def train(
     class_weights = None
     if isinstance(cfg.class_weights, (list, tuple)):
         class_weights = [float(v) for v in cfg.class_weights]
-    elif cfg.class_weights == "auto" and loss_name == "weighted_ce":
+    elif cfg.class_weights in ("auto", "sqrt") and loss_name == "weighted_ce":
         from .losses import class_weights_from_frequencies
 
-        class_weights = class_weights_from_frequencies(train_td.class_frequencies())
+        power = 0.5 if cfg.class_weights == "sqrt" else 1.0
+        class_weights = class_weights_from_frequencies(train_td.class_frequencies(), power=power)
     from .losses import make_loss
 
     try:

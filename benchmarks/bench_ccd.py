@@ -1,0 +1,171 @@
+"""[C] CCD benchmarks: held-out simulated accuracy, real Fe-55 / dark frames, and a 4096x4096 frame.
+
+    .venv/bin/python benchmarks/bench_ccd.py sim  [--model ccd_classes] [--frames 16]
+    .venv/bin/python benchmarks/bench_ccd.py real [--model ccd_classes] [--png docs/ccd_clusters.png]
+    .venv/bin/python benchmarks/bench_ccd.py big  [--model ccd_classes] [--size 4096]
+
+``sim``: per-class pixel precision / recall / F1 and pixel accuracy on simulated
+frames the model never saw (seeds 90000+, half in the balanced layout), with
+the cluster labels at the model's training ``cluster_threshold`` (its card).
+``real``: the three frames in ``../shared/data/ccd_fe55`` (taps levelled),
+cluster counts of the model and of the threshold auto-labeller, and a picture
+of the cluster size and charge distributions. ``big``: wall time and peak
+resident memory (a fresh process) to segment one size x size frame built
+from a real frame, including the cluster table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "ccd_fe55"
+FRAMES = ("ESIS1_00002", "ESIS3_05400", "ESIS1_00099")
+
+
+def _cluster_threshold(model: str) -> float:
+    from napari_microseg.io.models import load_model
+
+    text = load_model(model).config.get("training", {}).get("data", "")
+    marker = "cluster pixels from "
+    if marker in text:
+        return float(text.split(marker)[1].split(" ")[0])
+    return 30.0  # models trained before the threshold was recorded
+
+
+def cmd_sim(args: argparse.Namespace) -> None:
+    from napari_microseg.autolabel.ccd import class_agreement
+    from napari_microseg.inference.segment import segment
+    from napari_microseg.io.models import load_model
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+
+    thr = args.cluster_threshold or _cluster_threshold(args.model)
+    loaded = load_model(args.model)
+    frames = [simulate_ccd_frame(shape=(256, 256), seed=90_000 + s, balanced=bool(s % 2), cluster_threshold=thr)
+              for s in range(args.frames)]
+    true = np.stack([f.classes for f in frames])
+    pred = np.stack([np.asarray(segment(loaded, f.image, measure=False).labels) for f in frames])
+    table = class_agreement(true, pred)
+    out = {"benchmark": "ccd_sim", "model": args.model, "frames": args.frames, "cluster_threshold_adc": thr,
+           "pixel_accuracy": round(float((true == pred).mean()), 4)}
+    for rec in table.itertuples():
+        out[rec.name] = {"precision": round(rec.precision, 3), "recall": round(rec.recall, 3), "f1": round(rec.f1, 3)}
+    print(json.dumps(out, indent=2))
+
+
+def _segment_frame(loaded, image):
+    from napari_microseg.autolabel.ccd import estimate_baseline, find_clusters, level_taps
+    from napari_microseg.inference.segment import segment
+
+    levelled = level_taps(image)
+    classes = np.asarray(segment(loaded, levelled, measure=False).labels)
+    baseline = estimate_baseline(levelled).baseline
+    clusters = find_clusters(classes, levelled, baseline)
+    return classes, clusters
+
+
+def cmd_real(args: argparse.Namespace) -> None:
+    from napari_microseg.autolabel.ccd import autolabel_ccd_details, find_clusters
+    from napari_microseg.io.images import read_image
+    from napari_microseg.io.models import load_model
+
+    loaded = load_model(args.model)
+    results, tables = {}, {}
+    for name in FRAMES:
+        img = read_image(DATA / f"{name}.fit.gz").data.astype(np.float32)
+        t0 = time.perf_counter()
+        classes, clusters = _segment_frame(loaded, img)
+        seconds = time.perf_counter() - t0
+        auto = autolabel_ccd_details(img)
+        auto_clusters = find_clusters(auto.classes, img, auto.baseline.baseline)
+        frac = np.bincount(classes.ravel(), minlength=4) / classes.size
+        tables[name] = clusters
+        results[name] = {
+            "kind": "dark" if name.endswith("99") else "Fe-55", "shape": list(img.shape), "seconds": round(seconds, 1),
+            "clusters_model": int(len(clusters)), "clusters_autolabel": int(len(auto_clusters)),
+            "median_size_px": float(clusters.size_px.median()) if len(clusters) else 0.0,
+            "median_charge_adc": round(float(clusters.charge_adc.median()), 1) if len(clusters) else 0.0,
+            "percent_bg_glow_hot_cluster": [round(100 * float(v), 3) for v in frac],
+        }
+    print(json.dumps({"benchmark": "ccd_real", "model": args.model, "frames": results}, indent=2))
+    if args.png:
+        _plot(tables, Path(args.png))
+        print(f"wrote {args.png}")
+
+
+def _plot(tables: dict, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name, table in tables.items():
+        label = f"{name} ({'dark' if name.endswith('99') else 'Fe-55'}, n={len(table)})"
+        axes[0].hist(table.size_px, bins=np.arange(0.5, 21.5), histtype="step", lw=1.5, label=label)
+        axes[1].hist(table.charge_adc, bins=np.linspace(0, 3000, 61), histtype="step", lw=1.5, label=label)
+    axes[0].set(xlabel="cluster size (pixels)", ylabel="clusters", yscale="log", title="size")
+    axes[1].set(xlabel="cluster charge above pedestal (ADC)", ylabel="clusters", title="charge")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+
+
+def _big_child(model: str, size: int) -> dict:
+    from napari_microseg.io.images import read_image
+    from napari_microseg.io.models import load_model
+
+    src = read_image(DATA / "ESIS3_05400.fit.gz").data.astype(np.float32)
+    reps = (int(np.ceil(size / src.shape[0])), int(np.ceil(size / src.shape[1])))
+    frame = np.tile(src, reps)[:size, :size]
+    del src
+    loaded = load_model(model)
+    t0 = time.perf_counter()
+    classes, clusters = _segment_frame(loaded, frame)
+    seconds = time.perf_counter() - t0
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"benchmark": "ccd_big", "size": size, "seconds": round(seconds, 1), "megapixels_per_s": round(size * size / 1e6 / seconds, 2),
+            "peak_rss_mb": round(peak_mb), "input_mb": round(frame.nbytes / 2**20), "clusters": int(len(clusters)),
+            "cpu_count": os.cpu_count()}
+
+
+def cmd_big(args: argparse.Namespace) -> None:
+    code = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_ccd; "
+            f"print(json.dumps(bench_ccd._big_child({args.model!r}, {args.size})))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    print(json.dumps(json.loads(proc.stdout.strip().splitlines()[-1]), indent=2))
+
+
+def main(argv: list[str] | None = None) -> None:
+    import torch
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    for name, fn in (("sim", cmd_sim), ("real", cmd_real), ("big", cmd_big)):
+        p = sub.add_parser(name)
+        p.add_argument("--model", default="ccd_classes")
+        p.set_defaults(func=fn)
+        if name == "sim":
+            p.add_argument("--frames", type=int, default=16)
+            p.add_argument("--cluster-threshold", type=float, default=None, help="ADC; default: the model's")
+        if name == "real":
+            p.add_argument("--png", default=None)
+        if name == "big":
+            p.add_argument("--size", type=int, default=4096)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
