@@ -132,14 +132,14 @@ def train_nuclei_fluorescence(args: argparse.Namespace) -> None:
             labels.append(movie.labels[t])
     cfg = {
         "preset": args.preset, "output_mode": "three_class", "patch_size": args.patch, "patches_per_epoch": args.patches,
-        "batch_size": 8, "epochs": args.epochs, "lr": 2e-3, "seed": 0, "num_threads": args.threads, "val_fraction": 0.1,
+        "batch_size": 8, "epochs": args.epochs, "lr": args.lr, "seed": 0, "num_threads": args.threads, "val_fraction": 0.1,
         "early_stopping_patience": 15, "reduce_lr_patience": 5, "reduce_lr_factor": 0.3, "monitor": "val_loss",
         "data_description": f"DSB2018 stage1_train (CC0) {len(train_files)} images (sorted index % 5 != 0) + {n_sim} simulated nuclei images 256x256 + {5 * n_movies} frames of {n_movies} simulated time-lapses (seeds 5000+)",
     }
     out = Path(args.out) / "nuclei_fluorescence.pt"
     resume = str(out) if args.resume else None
     if args.init_model:
-        cfg["data_description"] += f"; fine-tuned from {Path(args.init_model).name} (same recipe, first run)"
+        cfg["data_description"] += f"; fine-tuned from {Path(args.init_model).name} (lr {args.lr:g}, {args.epochs} epochs)"
     run_with_text_progress(train(cfg, (images, labels), out_path=out, resume=resume, init_model=args.init_model),
                            label="nuclei_fluorescence")
     tune_nuclei_fluorescence(args)
@@ -217,13 +217,13 @@ def train_ccd_classes(args: argparse.Namespace) -> None:
     frames = [simulate_ccd_frame(shape=(256, 256), seed=20_000 + s, balanced=bool(s % 2), cluster_threshold=thr) for s in range(n)]
     cfg = {
         "preset": args.preset, "output_mode": "multiclass", "n_classes": 4, "class_names": CCD_CLASSES,
-        "normalization": {"kind": "pedestal", "scale": 200.0}, "loss": "weighted_ce", "class_weights": args.class_weights,
+        "normalization": {"kind": "pedestal", "scale": 200.0, "estimator": "mode", "level_taps": True}, "loss": "weighted_ce", "class_weights": args.class_weights,
         "patch_size": args.patch, "patches_per_epoch": args.patches, "batch_size": 8, "epochs": args.epochs, "lr": 2e-3,
         "seed": 0, "num_threads": args.threads, "val_fraction": 0.1, "early_stopping_patience": 10,
         "reduce_lr_patience": 4, "reduce_lr_factor": 0.3, "monitor": "val_loss",
         "augmentation": {"intensity": False},
         "data_description": f"{n} simulated CCD frames 256x256 (seeds 20000+; odd seeds balanced layout; "
-                            f"cluster pixels from {thr:g} ADC of charge), raw ADC minus the frame median / 200",
+                            f"cluster pixels from {thr:g} ADC of charge), raw ADC minus the frame pedestal (histogram mode) / 200",
     }
     out = Path(args.out) / "ccd_classes.pt"
     start = time.perf_counter()
@@ -303,6 +303,7 @@ def main() -> None:
     parser.add_argument("--simulated", type=int, default=150, help="simulated images added to the training set")
     parser.add_argument("--movies", type=int, default=8, help="simulated time-lapses whose frames join the training set")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=2e-3, help="nuclei_fluorescence: learning rate")
     parser.add_argument("--cluster-threshold", type=float, default=60.0, help="ccd_classes: ADC of charge from which a pixel is 'cluster'")
     parser.add_argument("--class-weights", default="auto", choices=["auto", "sqrt"], help="ccd_classes: weighted-CE class weights")
     parser.add_argument("--quick", action="store_true", help="tiny run to check the script")

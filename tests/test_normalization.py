@@ -37,3 +37,29 @@ def test_band_transform_matches_whole_image_for_every_kind():
 def test_pedestal_needs_nonzero_scale():
     with pytest.raises(InputError, match="non-zero scale"):
         make_normalization_spec({"kind": "pedestal", "scale": 0})
+
+
+def test_pedestal_mode_stays_on_the_pedestal_when_signals_cover_most_of_the_frame():
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+    from napari_microseg.training.normalize import normalization_limits, pedestal_mode
+
+    frame = simulate_ccd_frame(shape=(256, 256), seed=4, balanced=True)  # 41 % background
+    assert abs(np.median(frame.image) - 8800) > 500  # the median sits in the signal
+    assert abs(pedestal_mode(frame.image) - 8800) < 15  # the histogram peak does not (noise sd 60)
+    offset, scale = normalization_limits(frame.image, {"kind": "pedestal", "scale": 200, "estimator": "mode"})
+    assert abs(offset - 8800) < 15 and scale == 200
+    # default estimator is still the median (models trained with it keep their scale)
+    assert normalization_limits(frame.image, {"kind": "pedestal", "scale": 200})[0] == pytest.approx(float(np.median(frame.image)))
+    natural = simulate_ccd_frame(shape=(256, 256), seed=5)
+    assert abs(pedestal_mode(natural.image) - 8800) < 10
+    assert pedestal_mode(np.full((8, 8), 7.0)) == 7.0  # flat frame
+
+
+def test_pedestal_estimator_is_validated():
+    from napari_microseg.errors import InputError
+    from napari_microseg.training.normalize import make_normalization_spec
+
+    assert make_normalization_spec({"kind": "pedestal", "scale": 2, "estimator": "mode"})["estimator"] == "mode"
+    assert "estimator" not in make_normalization_spec({"kind": "pedestal", "scale": 2})
+    with pytest.raises(InputError, match="estimator"):
+        make_normalization_spec({"kind": "pedestal", "scale": 2, "estimator": "mean"})

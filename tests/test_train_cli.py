@@ -48,3 +48,13 @@ def test_cli_train_bad_input_exits_2(tmp_path, capsys):
     assert main(["train", "--images", str(images), "--labels", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m.pt")]) == 2
     assert "no image files" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path / "m.pt")]) == 2
+
+
+def test_cli_train_pedestal_normalisation_is_stored(tmp_path):
+    images, labels = _folder(tmp_path)
+    out = tmp_path / "ccd.pt"
+    assert main(["train", "--images", str(images), "--labels", str(labels), "--out", str(out), "--epochs", "1",
+                 "--patch", "64", "--patches-per-epoch", "8", "--batch-size", "4", "--threads", "2",
+                 "--normalization", "pedestal", "--scale", "200", "--level-taps", "--device", "cpu"]) == 0
+    spec = load_model(out).config["normalization"]
+    assert spec == {"kind": "pedestal", "scale": 200.0, "estimator": "mode", "level_taps": True}

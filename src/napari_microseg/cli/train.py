@@ -42,12 +42,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--output-mode", default="binary", choices=["binary", "three_class", "multiclass"])
     m.add_argument("--n-classes", type=int, help="classes for multiclass (default: max label + 1)")
     m.add_argument("--class-names", help="comma-separated class names")
-    m.add_argument("--normalization", choices=["percentile", "minmax", "fixed", "none"],
+    m.add_argument("--normalization", choices=["percentile", "minmax", "fixed", "pedestal", "none"],
                    help="intensity normalisation stored with the model (default: percentile, or that of --init-model / --resume)")
     m.add_argument("--p-low", type=float, default=1.0, help="percentile normalisation: low percentile")
     m.add_argument("--p-high", type=float, default=99.8, help="percentile normalisation: high percentile")
     m.add_argument("--offset", type=float, default=0.0, help="fixed normalisation: subtract this (e.g. CCD pedestal 8800)")
-    m.add_argument("--scale", type=float, default=1.0, help="fixed normalisation: then divide by this")
+    m.add_argument("--scale", type=float, default=1.0, help="fixed / pedestal normalisation: then divide by this (CCD: 200)")
+    m.add_argument("--pedestal-estimator", choices=["mode", "median"], default="mode",
+                   help="pedestal normalisation: the frame's histogram peak (default) or median")
+    m.add_argument("--level-taps", action="store_true",
+                   help="pedestal normalisation: level CCD readout taps before predicting (stored in the model)")
     t = p.add_argument_group("training")
     t.add_argument("--out", required=True, help="model file to write (.pt)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing model file")
@@ -121,6 +125,9 @@ def run(args: argparse.Namespace) -> int:
         spec = make_normalization_spec("percentile", p_low=args.p_low, p_high=args.p_high)
     elif args.normalization == "fixed":
         spec = make_normalization_spec("fixed", offset=args.offset, scale=args.scale)
+    elif args.normalization == "pedestal":
+        spec = make_normalization_spec("pedestal", scale=args.scale, estimator=args.pedestal_estimator,
+                                       level_taps=args.level_taps)
     else:
         spec = make_normalization_spec(args.normalization)
     cfg = TrainConfig(

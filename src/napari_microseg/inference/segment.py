@@ -101,6 +101,44 @@ def make_predict_fn(loaded: Any, optimize: bool = True) -> Callable[[np.ndarray]
     return fn
 
 
+class TapLevelledFrames:
+    """Read-only view of a CCD frame or (T, Y, X) stack whose readout taps are levelled on access.
+
+    Each frame is passed through :func:`napari_microseg.autolabel.ccd.level_taps`
+    (every tap brought to the median tap pedestal, ADC) when first indexed; the
+    last frame is cached. Used for models whose normalisation asks for it
+    (``{"kind": "pedestal", "level_taps": true}``), so a tap whose pedestal
+    sits hundreds of ADC above the others is not taken for a glowing region.
+    """
+
+    def __init__(self, image: Any):
+        self._image = image
+        self.shape = tuple(int(s) for s in image.shape)
+        self.ndim = len(self.shape)
+        self.dtype = np.dtype(np.float32)
+        self._cached: tuple[int, np.ndarray] | None = None
+
+    def _frame(self, t: int) -> np.ndarray:
+        from ..autolabel.ccd import level_taps
+
+        if self._cached is None or self._cached[0] != t:
+            raw = self._image[t] if self.ndim == 3 else self._image
+            raw = raw.compute() if hasattr(raw, "compute") else raw
+            self._cached = (t, level_taps(np.asarray(raw, dtype=np.float32)))
+        return self._cached[1]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if self.ndim == 3:
+            if isinstance(key, tuple):
+                return self._frame(int(key[0]))[key[1:]]
+            return self._frame(int(key))
+        return self._frame(0)[key]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        data = np.stack([self._frame(t) for t in range(self.shape[0])]) if self.ndim == 3 else self._frame(0)
+        return data if dtype is None else data.astype(dtype)
+
+
 def tuned_postprocess(loaded: Any) -> dict:
     """Watershed settings stored in the model file (``config["postprocess"]``, see
     :mod:`napari_microseg.inference.tune`), limited to the keywords of
@@ -264,6 +302,8 @@ def segment_image(
     probs_all = np.zeros(((n_frames,) if stack else ()) + (k, h, w), np.float32) if keep_probabilities else None
     fn = predict_fn or make_predict_fn(loaded)
     spec = loaded.config.get("normalization") or loaded.config.get("normalisation")
+    if isinstance(spec, dict) and spec.get("level_taps"):
+        image = TapLevelledFrames(image)
     transform, _ = make_band_transform(image, spec)
     prob_dtype = np.float16 if h * w > PROBABILITY_FLOAT16_PIXELS and not keep_probabilities else np.float32
     per_frame_tiles = count_tiles((h, w), tile, overlap)

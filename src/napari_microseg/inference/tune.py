@@ -115,21 +115,7 @@ def store_postprocess(model_path: str | os.PathLike, settings: dict) -> Path:
     model_path : a model file written by :func:`napari_microseg.io.models.save_model`.
     settings : watershed settings, e.g. ``TuneResult.best``.
     """
-    import io
-    import json
+    from ..io.models import update_model_config
 
-    import torch
-
-    from ..io.atomic import atomic_path
-    from ..io.models import read_model_file
-
-    path = Path(model_path)
-    payload = read_model_file(path)
-    config = payload.pop("config")
-    config["postprocess"] = {k: (v.item() if hasattr(v, "item") else v) for k, v in settings.items()}
-    payload["config_json"] = json.dumps(config, allow_nan=True)
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    with atomic_path(path, suffix=".tmp") as tmp:
-        tmp.write_bytes(buffer.getvalue())
-    return path
+    clean = {k: (v.item() if hasattr(v, "item") else v) for k, v in settings.items()}
+    return update_model_config(model_path, postprocess=clean)

@@ -36,7 +36,8 @@ from typing import Any
 from ..errors import InputError
 from .atomic import atomic_path
 
-__all__ = ["MODEL_FORMAT", "LoadedModel", "save_model", "load_model", "read_model_file", "model_payload"]
+__all__ = ["MODEL_FORMAT", "LoadedModel", "save_model", "load_model", "read_model_file", "model_payload",
+           "update_model_config"]
 
 MODEL_FORMAT = "napari-microseg-model"
 FORMAT_VERSION = 1
@@ -117,6 +118,26 @@ def save_model(path: str | os.PathLike, model: Any, config: dict, extra: dict | 
     payload = model_payload(model, config)
     if extra:
         payload.update(extra)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    with atomic_path(path, suffix=".tmp") as tmp:
+        tmp.write_bytes(buffer.getvalue())
+    return Path(path)
+
+
+def update_model_config(path: str | os.PathLike, **entries: Any) -> Path:
+    """Set top-level ``config`` entries of an existing model file (weights untouched; atomic replace).
+
+    Example: ``update_model_config("m.pt", postprocess={"threshold": 0.6})``.
+    """
+    import torch
+
+    if not Path(path).is_file():
+        raise InputError(f"model file not found: {path}")
+    payload = read_model_file(path)
+    config = payload.pop("config")
+    config.update(entries)
+    payload["config_json"] = _jsonable(config)
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     with atomic_path(path, suffix=".tmp") as tmp:
