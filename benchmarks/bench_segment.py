@@ -204,14 +204,15 @@ def cmd_dsb(args: argparse.Namespace) -> None:
             if img.ndim == 3:  # RGB(A) -> grey
                 img = img[..., :3].mean(-1)
             gt = tifffile.imread(data / "labels" / name)
-            res = segment(loaded, img, tile=args.tile, min_size=args.min_size, measure=False)
+            res = segment(loaded, img, tile=args.tile, min_size=args.min_size, measure=False,
+                          test_time_augmentation=args.tta)
             n_pred.append(int(res.labels.max()))
             yield name, gt, np.asarray(res.labels)
 
     per_image, pooled = evaluate_dataset(pairs())
     seconds = time.perf_counter() - t0
     summary = {
-        "benchmark": "dsb2018", "model": str(args.model), "output_mode": loaded.output_mode,
+        "benchmark": "dsb2018", "model": str(args.model), "output_mode": loaded.output_mode, "tta": args.tta,
         "test_subset": "sorted image index % 5 == 0", "images": len(names), "seconds": round(seconds, 1),
         **{k: round(pooled[k], 4) for k in pooled if k.startswith("ap@")},
         "f1@0.50": round(pooled["f1@0.50"], 4), "mean_ap_pooled": round(pooled["map"], 4),
@@ -336,6 +337,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="auto")
     p.add_argument("--limit", type=int, default=0, help="only the first N test images (0 = all 83)")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation (4 flips)")
     p.add_argument("--out", default=None, help="per-image scores CSV")
     p.set_defaults(func=cmd_dsb)
     p = sub.add_parser("ab")

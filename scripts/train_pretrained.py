@@ -218,7 +218,7 @@ def train_ccd_classes(args: argparse.Namespace) -> None:
     cfg = {
         "preset": args.preset, "output_mode": "multiclass", "n_classes": 4, "class_names": CCD_CLASSES,
         "normalization": {"kind": "pedestal", "scale": 200.0, "estimator": "mode", "level_taps": True}, "loss": "weighted_ce", "class_weights": args.class_weights,
-        "patch_size": args.patch, "patches_per_epoch": args.patches, "batch_size": 8, "epochs": args.epochs, "lr": 2e-3,
+        "patch_size": args.patch, "patches_per_epoch": args.patches, "batch_size": 8, "epochs": args.epochs, "lr": args.lr,
         "seed": 0, "num_threads": args.threads, "val_fraction": 0.1, "early_stopping_patience": 10,
         "reduce_lr_patience": 4, "reduce_lr_factor": 0.3, "monitor": "val_loss",
         "augmentation": {"intensity": False},
@@ -227,7 +227,10 @@ def train_ccd_classes(args: argparse.Namespace) -> None:
     }
     out = Path(args.out) / "ccd_classes.pt"
     start = time.perf_counter()
-    result = run_with_text_progress(train(cfg, ([f.image for f in frames], [f.classes for f in frames]), out_path=out), label="ccd_classes")
+    if args.init_model:
+        cfg["data_description"] += f"; fine-tuned from {Path(args.init_model).name} (lr {args.lr:g}, {args.epochs} epochs)"
+    result = run_with_text_progress(train(cfg, ([f.image for f in frames], [f.classes for f in frames]), out_path=out,
+                                          init_model=args.init_model), label="ccd_classes")
     minutes = (time.perf_counter() - start) / 60
     test = [simulate_ccd_frame(shape=(256, 256), seed=90_000 + s, balanced=bool(s % 2), cluster_threshold=thr)
             for s in range(4 if args.quick else 16)]
@@ -303,7 +306,7 @@ def main() -> None:
     parser.add_argument("--simulated", type=int, default=150, help="simulated images added to the training set")
     parser.add_argument("--movies", type=int, default=8, help="simulated time-lapses whose frames join the training set")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=2e-3, help="nuclei_fluorescence: learning rate")
+    parser.add_argument("--lr", type=float, default=2e-3, help="nuclei_fluorescence, ccd_classes: learning rate")
     parser.add_argument("--cluster-threshold", type=float, default=60.0, help="ccd_classes: ADC of charge from which a pixel is 'cluster'")
     parser.add_argument("--class-weights", default="auto", choices=["auto", "sqrt"], help="ccd_classes: weighted-CE class weights")
     parser.add_argument("--quick", action="store_true", help="tiny run to check the script")

@@ -28,13 +28,15 @@ def test_agreement_with_exact_classes_on_simulated_frames():
     assert tab.loc["background", "f1"] > 0.99
     assert tab.loc["glowing", "f1"] > 0.95
     assert tab.loc["hot_pixel", "f1"] > 0.9
-    # cluster pixels are labelled from 30 ADC of noise-free charge under 60 ADC noise: the faint rims
-    # cannot be seen per pixel, but what is called a cluster mostly is one
+    # cluster pixels are labelled from 2 x noise (120 ADC) of noise-free charge: fainter rims are
+    # background; what is called a cluster mostly is one
     assert tab.loc["cluster", "precision"] > 0.7 and tab.loc["cluster", "recall"] > 0.35
 
 
 def test_balanced_layout_glow_band_found():
-    fr = simulate_ccd_frame(seed=0, balanced=True)  # glowing band ~40 % of the columns
+    # glowing band ~40 % of the columns; cluster pixels from 30 ADC, so the balanced layout needs fewer
+    # clusters (at 120 ADC it packs so many that their faint rims raise the noise estimate ~15 %)
+    fr = simulate_ccd_frame(seed=0, balanced=True, cluster_threshold=30)
     res = autolabel_ccd_details(fr.image)
     band = fr.params["glow_band"]
     cols = set(range(band["column"], band["column"] + band["width"]))

@@ -159,3 +159,23 @@ def test_bad_input():
         segment(loaded, np.zeros((0, 10)))
     with pytest.raises(InputError):
         segment(loaded, np.zeros((10, 10)), out=np.zeros((10, 11)))
+
+
+def test_flip_averaged_predictor_is_flip_equivariant():
+    from napari_microseg.inference.segment import flip_averaged
+
+    rng = np.random.default_rng(0)
+    weights = rng.random((3, 5, 5)).astype(np.float32)
+
+    def asymmetric(batch):  # a predictor that is not flip-equivariant: correlation with fixed kernels
+        from scipy import ndimage as ndi
+
+        return np.stack([np.stack([ndi.correlate(b[0], w) for w in weights]) for b in batch]).astype(np.float32)
+
+    batch = rng.random((2, 1, 16, 20)).astype(np.float32)
+    tta = flip_averaged(asymmetric)
+    out = tta(batch)
+    assert out.shape == (2, 3, 16, 20)
+    flipped = tta(np.ascontiguousarray(batch[..., ::-1]))
+    np.testing.assert_allclose(flipped[..., ::-1], out, atol=1e-5)  # averaging made it equivariant
+    assert not np.allclose(asymmetric(np.ascontiguousarray(batch[..., ::-1]))[..., ::-1], asymmetric(batch), atol=1e-3)

@@ -139,6 +139,22 @@ class TapLevelledFrames:
         return data if dtype is None else data.astype(dtype)
 
 
+def flip_averaged(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """Wrap a ``(B,1,H,W) -> (B,K,H,W)`` predictor so it returns the mean over the four flips
+    (none, vertical, horizontal, both) of each input, each flipped back (test-time augmentation)."""
+
+    def averaged(batch: np.ndarray) -> np.ndarray:
+        total = None
+        for axes in ((), (-2,), (-1,), (-2, -1)):
+            flipped = np.flip(batch, axis=axes) if axes else batch
+            out = np.asarray(fn(np.ascontiguousarray(flipped)), dtype=np.float32)
+            out = np.flip(out, axis=axes) if axes else out
+            total = out.copy() if total is None else total + out
+        return total / 4.0
+
+    return averaged
+
+
 def tuned_postprocess(loaded: Any) -> dict:
     """Watershed settings stored in the model file (``config["postprocess"]``, see
     :mod:`napari_microseg.inference.tune`), limited to the keywords of
@@ -243,6 +259,7 @@ def segment_image(
     measure: bool = True,
     predict_fn: Callable | None = None,
     postprocess_options: dict | None = None,
+    test_time_augmentation: bool = False,
 ) -> Generator[Progress, None, SegmentResult]:
     """Segment a 2D image or a (T, Y, X) stack; generator yielding progress, returning a :class:`SegmentResult`.
 
@@ -273,6 +290,8 @@ def segment_image(
         whole map is below 64 M values, else False.
     measure : compute the objects and counts tables.
     predict_fn : override the network call (``(B,1,h,w) -> (B,K,h,w)``), for tests.
+    test_time_augmentation : average the probabilities over the four flips of
+        each tile (4x the network time; smoother boundaries).
     postprocess_options : three_class watershed settings (``seed_threshold``,
         ``seed_method``, ``distance_sigma``, ``seed_dynamics``, ...; see
         :func:`postprocess.three_class_to_labels`); they override the values
@@ -301,6 +320,8 @@ def segment_image(
     labels_out = out if out is not None else np.zeros(label_shape, dtype=label_dtype)
     probs_all = np.zeros(((n_frames,) if stack else ()) + (k, h, w), np.float32) if keep_probabilities else None
     fn = predict_fn or make_predict_fn(loaded)
+    if test_time_augmentation:
+        fn = flip_averaged(fn)
     spec = loaded.config.get("normalization") or loaded.config.get("normalisation")
     if isinstance(spec, dict) and spec.get("level_taps"):
         image = TapLevelledFrames(image)
@@ -358,6 +379,7 @@ def segment_image(
                     threshold=threshold, min_size=min_size, max_size=max_size, fill_holes=fill_holes,
                     remove_border=remove_border, output_mode=mode, n_outputs=k,
                     postprocess={k_: v for k_, v in three_kw.items() if k_ != "class_order"},
+                    test_time_augmentation=test_time_augmentation,
                     normalization=spec, model_path=getattr(loaded, "path", None))
     return SegmentResult(labels=labels, probabilities=probs_all, objects=objects, counts=counts,
                          output_mode=mode, class_names=class_names, settings=settings)

@@ -46,6 +46,7 @@ class SegmentationWidget(MicrosegDock):
         self.min_size = SpinBox(label="min size (px)", value=15, min=0, max=100000)
         self.remove_border = CheckBox(label="remove border objects", value=False)
         self.keep_probabilities = CheckBox(label="add probability layer", value=False)
+        self.tta = CheckBox(label="test-time augmentation (4 flips, 4x slower)", value=False)
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
         self.run_button = PushButton(text="Segment")
         self.counts_label = Label(value="")
@@ -63,7 +64,7 @@ class SegmentationWidget(MicrosegDock):
         self.finetune_button = PushButton(text="Fine-tune")
         self.form = Container(widgets=[
             self.image_layer, self.model_choice, self.model_file, self.scope, self.tile, self.min_size,
-            self.remove_border, self.keep_probabilities, self.device, self.run_button, self.counts_label,
+            self.remove_border, self.keep_probabilities, self.tta, self.device, self.run_button, self.counts_label,
             self.export_dir, self.export_button, self.find_class, self.find_button,
             Label(value="<b>correct and retrain</b>"),
             self.labels_for_training, self.add_button, self.finetune_epochs, self.finetune_button,
@@ -146,7 +147,8 @@ class SegmentationWidget(MicrosegDock):
             self.show_error(f"image must be 2-D or a (T, Y, X) stack, got shape {image.shape}")
             return None
         settings = dict(tile=int(self.tile.value), min_size=int(self.min_size.value), remove_border=bool(self.remove_border.value),
-                        device=self.device.value, keep_probabilities=bool(self.keep_probabilities.value))
+                        device=self.device.value, keep_probabilities=bool(self.keep_probabilities.value),
+                        test_time_augmentation=bool(self.tta.value))
 
         def make_generator():
             from ..inference.segment import segment_image
