@@ -125,7 +125,7 @@ def cmd_throughput(args: argparse.Namespace) -> None:
     }, indent=2))
 
 
-def _memory_child(size: int, predictor: str, tile: int, workdir: str) -> dict:
+def _memory_child(size: int, predictor: str, tile: int, workdir: str, model: str | None = None) -> dict:
     """Runs in a fresh process: build the zarr input, then measure segment_image's peak memory."""
     import tracemalloc
 
@@ -146,7 +146,12 @@ def _memory_child(size: int, predictor: str, tile: int, workdir: str) -> dict:
     out = zarr.open_array(os.path.join(workdir, "labels.zarr"), mode="w", shape=(size, size), chunks=(1024, 1024),
                           dtype="uint32")
     src = zarr.open_array(os.path.join(workdir, "in.zarr"), mode="r")
-    loaded = small_model()
+    if model:
+        from napari_microseg.io.models import load_model
+
+        loaded = load_model(model)
+    else:
+        loaded = small_model()
     tracemalloc.start()
     t0 = time.perf_counter()
     res = segment(loaded, src, tile=tile, out=out, predict_fn=fake_predictor if predictor == "fake" else None,
@@ -155,7 +160,8 @@ def _memory_child(size: int, predictor: str, tile: int, workdir: str) -> dict:
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return {"benchmark": "memory", "image": f"{size}x{size} uint8 zarr (chunks 1024), labels to zarr uint32",
-            "predictor": predictor, "tile": tile, "seconds": round(seconds, 1),
+            "predictor": predictor, "model": model or "random small binary", "output_mode": loaded.output_mode,
+            "tile": tile, "seconds": round(seconds, 1),
             "tracemalloc_peak_mb": round(peak / 2**20, 1),
             "maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "maxrss_before_segment_mb": round(rss_before, 1), "objects": int(len(res.objects)),
@@ -164,11 +170,12 @@ def _memory_child(size: int, predictor: str, tile: int, workdir: str) -> dict:
 
 def cmd_memory(args: argparse.Namespace) -> None:
     if args.child:
-        print(json.dumps(_memory_child(args.size, args.predictor, args.tile, args.child)))
+        print(json.dumps(_memory_child(args.size, args.predictor, args.tile, args.child, args.model)))
         return
     with tempfile.TemporaryDirectory(prefix="bench_seg_") as tmp:
         proc = subprocess.run([sys.executable, __file__, "memory", "--size", str(args.size), "--predictor",
-                               args.predictor, "--tile", str(args.tile), "--child", tmp],
+                               args.predictor, "--tile", str(args.tile), "--child", tmp]
+                              + (["--model", args.model] if args.model else []),
                               capture_output=True, text=True)
         if proc.returncode:
             sys.stderr.write(proc.stderr)
@@ -326,6 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("memory")
     p.add_argument("--size", type=int, default=8192)
     p.add_argument("--predictor", choices=["fake", "small"], default="fake")
+    p.add_argument("--model", default=None, help="a model file or shipped name instead (e.g. nuclei_fluorescence: three-class)")
     p.add_argument("--tile", type=int, default=256)
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_memory)

@@ -39,11 +39,11 @@ def main() -> None:
     widget.image_layer.value = image_layer.name
     widget.model_choice.value = args.model
     start = time.perf_counter()
-    worker = widget.segment()
-    while worker is not None and worker.is_running:
-        QApplication.processEvents()
-        time.sleep(0.05)
-    for _ in range(40):  # let the result reach the GUI thread
+    if widget.segment() is None:
+        raise SystemExit("the widget refused to segment")
+    while widget.result_layer_name is None:  # set on the GUI thread when the result arrives
+        if time.perf_counter() - start > 600:
+            raise SystemExit("no result after 600 s")
         QApplication.processEvents()
         time.sleep(0.05)
     seconds = time.perf_counter() - start

@@ -346,9 +346,9 @@ def three_class_to_labels(
         raise ValueError(f"three_class probabilities must be (3, Y, X), got {probabilities.shape}")
     ib = class_order.index("background")
     ii = class_order.index("interior")
-    p_bg = probabilities[ib].astype(np.float32, copy=False)
-    p_in = probabilities[ii].astype(np.float32, copy=False)
-    mask = (1.0 - p_bg) > threshold
+    p_bg = probabilities[ib]  # compared in its own dtype (float16 for huge frames): no float32 copies
+    p_in = probabilities[ii]
+    mask = p_bg < (1.0 - threshold)
     if fill_holes:
         mask = fill_mask_holes(mask)
     core = (p_in > seed_threshold) & mask
@@ -364,7 +364,8 @@ def three_class_to_labels(
         if n_seeds and min_seed_size > 1:
             seeds = filter_labels(seeds, min_size=min_seed_size).astype(np.int32)
             n_seeds = int(seeds.max())
-        labels = watershed(-p_in, markers=seeds, mask=mask) if n_seeds else np.zeros(mask.shape, np.int32)
+        surface = -np.asarray(p_in, dtype=np.float32)
+        labels = watershed(surface, markers=seeds, mask=mask) if n_seeds else np.zeros(mask.shape, np.int32)
     # foreground components that received no seed: keep each as one object
     orphans = mask & (labels == 0)
     if orphans.any():
@@ -372,6 +373,64 @@ def three_class_to_labels(
         labels = np.where(orphans, extra + labels.max(), labels)
     # holes were filled in the mask before flooding, so objects have none left
     return filter_labels(labels, min_size, max_size, remove_border)
+
+
+#: frames with more pixels than this are post-processed band by band (three_class)
+BANDED_PIXELS = 16_000_000
+
+
+def three_class_to_labels_banded(probabilities: np.ndarray, band_rows: int = 2048, margin: int = 128,
+                                 **kwargs) -> np.ndarray:
+    """:func:`three_class_to_labels` for huge frames, in horizontal bands: memory bounded by the band.
+
+    Each band of ``band_rows`` rows is post-processed with ``margin`` extra
+    rows above and below; an object is kept by the band whose core rows hold
+    its top row, so every object is taken once and whole as long as it is less
+    than ``margin`` px tall (nuclei, CCD clusters). Away from band edges the
+    labels equal those of the whole-frame call; objects are renumbered
+    1..N in row order of the bands.
+
+    Parameters
+    ----------
+    probabilities : (3, Y, X) array-like (numpy, float16 or float32).
+    band_rows, margin : rows per band and overlap rows on each side.
+    **kwargs : as for :func:`three_class_to_labels` (``min_size``, ``max_size``
+        and ``remove_border`` are applied to the stitched frame).
+
+    Returns
+    -------
+    labels : uint16 or uint32 (Y, X).
+    """
+    h, w = probabilities.shape[-2:]
+    min_size = kwargs.pop("min_size", 8)
+    max_size = kwargs.pop("max_size", None)
+    remove_border = kwargs.pop("remove_border", False)
+    if h <= band_rows + 2 * margin:
+        return three_class_to_labels(probabilities, min_size=min_size, max_size=max_size,
+                                     remove_border=remove_border, **kwargs)
+    out = np.zeros((h, w), np.uint32)
+    next_id = 1
+    for y0 in range(0, h, band_rows):
+        y1 = min(y0 + band_rows, h)
+        a, b = max(0, y0 - margin), min(h, y1 + margin)
+        band = three_class_to_labels(np.asarray(probabilities[:, a:b]), min_size=0, max_size=None,
+                                     remove_border=False, **kwargs)
+        n = int(band.max())
+        if n == 0:
+            continue
+        keep = np.zeros(n + 1, bool)
+        for i, sl in enumerate(ndi.find_objects(band), start=1):
+            if sl is not None:
+                keep[i] = y0 <= sl[0].start + a < y1
+        ids = np.flatnonzero(keep)
+        lut = np.zeros(n + 1, np.uint32)
+        lut[ids] = np.arange(next_id, next_id + len(ids), dtype=np.uint32)
+        next_id += len(ids)
+        new = lut[band]
+        region = out[a:b]
+        write = (new > 0) & (region == 0)
+        region[write] = new[write]
+    return filter_labels(out, min_size, max_size, remove_border)
 
 
 def multiclass_to_classes(probabilities: np.ndarray) -> np.ndarray:
@@ -431,8 +490,10 @@ def probabilities_to_labels(
         fg = probabilities[0] if probabilities.shape[0] == 1 else probabilities[1]
         return binary_to_labels(fg, threshold, min_size, max_size, fill_holes, remove_border)
     if output_mode == "three_class":
-        return three_class_to_labels(probabilities, threshold, min_size=min_size, max_size=max_size,
-                                     fill_holes=fill_holes, remove_border=remove_border, **kwargs)
+        whole = probabilities.shape[-2] * probabilities.shape[-1] <= BANDED_PIXELS
+        run = three_class_to_labels if whole else three_class_to_labels_banded
+        return run(probabilities, threshold=threshold, min_size=min_size, max_size=max_size,
+                   fill_holes=fill_holes, remove_border=remove_border, **kwargs)
     if output_mode == "multiclass":
         return multiclass_to_classes(probabilities)
     raise ValueError(f"unknown output_mode {output_mode!r}: use binary, three_class or multiclass")
