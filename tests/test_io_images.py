@@ -118,3 +118,39 @@ def test_reject_missing_and_unknown(tmp_path):
     other.write_bytes(b"\x89PNG")
     with pytest.raises(InputError, match="unsupported"):
         read_image(other)
+
+
+def test_fits_3d_hdu_is_a_stack(tmp_path):
+    from astropy.io import fits
+
+    cube = np.random.default_rng(0).normal(100, 5, (3, 32, 40)).astype(np.float32)
+    fits.PrimaryHDU(cube).writeto(tmp_path / "cube.fits")
+    image = read_image(tmp_path / "cube.fits")
+    assert image.data.shape == (3, 32, 40)  # (T, Y, X) in FITS axis order reversed by astropy
+    np.testing.assert_array_equal(np.asarray(image.data), cube)
+
+
+def test_fits_bscale_bzero_applied(tmp_path):
+    from astropy.io import fits
+
+    stored = np.arange(32 * 40, dtype=np.int16).reshape(32, 40)
+    hdu = fits.PrimaryHDU(stored)
+    hdu.header["BSCALE"] = 2.0
+    hdu.header["BZERO"] = 100.0
+    hdu.writeto(tmp_path / "scaled.fits")
+    image = read_image(tmp_path / "scaled.fits")
+    np.testing.assert_allclose(np.asarray(image.data), 100.0 + 2.0 * stored)  # physical values, ADC
+
+
+def test_fits_with_nan_reads_and_segmenting_it_says_why_not(tmp_path):
+    from astropy.io import fits
+
+    from napari_microseg.inference.segment import segment
+
+    frame = np.full((64, 64), 3600.0, np.float32)
+    frame[3, 4] = np.nan
+    fits.PrimaryHDU(frame).writeto(tmp_path / "nan.fits")
+    image = read_image(tmp_path / "nan.fits")
+    assert np.isnan(np.asarray(image.data)).sum() == 1  # read as is: the user sees where
+    with pytest.raises(InputError, match="NaN"):
+        segment("ccd_classes", np.asarray(image.data))
