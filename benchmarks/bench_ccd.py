@@ -1,6 +1,6 @@
 """[C] CCD benchmarks: held-out simulated accuracy, real Fe-55 / dark frames, and a 4096x4096 frame.
 
-    .venv/bin/python benchmarks/bench_ccd.py sim  [--model ccd_classes] [--frames 16]
+    .venv/bin/python benchmarks/bench_ccd.py sim  [--model ccd_classes] [--frames 16] [--tta]
     .venv/bin/python benchmarks/bench_ccd.py real [--model ccd_classes] [--png docs/ccd_clusters.png]
     .venv/bin/python benchmarks/bench_ccd.py big  [--model ccd_classes] [--size 4096]
 
@@ -53,9 +53,10 @@ def cmd_sim(args: argparse.Namespace) -> None:
     frames = [simulate_ccd_frame(shape=(256, 256), seed=90_000 + s, balanced=bool(s % 2), cluster_threshold=thr)
               for s in range(args.frames)]
     true = np.stack([f.classes for f in frames])
-    pred = np.stack([np.asarray(segment(loaded, f.image, measure=False).labels) for f in frames])
+    pred = np.stack([np.asarray(segment(loaded, f.image, measure=False, test_time_augmentation=args.tta).labels)
+                     for f in frames])
     table = class_agreement(true, pred)
-    out = {"benchmark": "ccd_sim", "model": args.model, "frames": args.frames, "cluster_threshold_adc": thr,
+    out = {"benchmark": "ccd_sim", "model": args.model, "frames": args.frames, "cluster_threshold_adc": thr, "tta": args.tta,
            "pixel_accuracy": round(float((true == pred).mean()), 4)}
     for rec in table.itertuples():
         out[rec.name] = {"precision": round(rec.precision, 3), "recall": round(rec.recall, 3), "f1": round(rec.f1, 3)}
@@ -158,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
         if name == "sim":
             p.add_argument("--frames", type=int, default=16)
             p.add_argument("--cluster-threshold", type=float, default=None, help="ADC; default: the model's")
+            p.add_argument("--tta", action="store_true", help="test-time augmentation (4 flips)")
         if name == "real":
             p.add_argument("--png", default=None)
         if name == "big":
