@@ -216,7 +216,8 @@ def train_ccd_classes(args: argparse.Namespace) -> None:
     thr = args.cluster_threshold
     frames = [simulate_ccd_frame(shape=(256, 256), seed=20_000 + s, balanced=bool(s % 2), cluster_threshold=thr) for s in range(n)]
     cfg = {
-        "preset": args.preset, "output_mode": "multiclass", "n_classes": 4, "class_names": CCD_CLASSES,
+        "preset": args.preset, "model": {"base_filters": args.base_filters} if args.base_filters else {},
+        "output_mode": "multiclass", "n_classes": 4, "class_names": CCD_CLASSES,
         "normalization": {"kind": "pedestal", "scale": 200.0, "estimator": "mode", "level_taps": True}, "loss": "weighted_ce", "class_weights": args.class_weights,
         "patch_size": args.patch, "patches_per_epoch": args.patches, "batch_size": 8, "epochs": args.epochs, "lr": args.lr,
         "seed": 0, "num_threads": args.threads, "val_fraction": 0.1, "early_stopping_patience": 10,
@@ -307,6 +308,7 @@ def main() -> None:
     parser.add_argument("--movies", type=int, default=8, help="simulated time-lapses whose frames join the training set")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--lr", type=float, default=2e-3, help="nuclei_fluorescence, ccd_classes: learning rate")
+    parser.add_argument("--base-filters", type=int, default=None, help="ccd_classes: filters of the first level (preset's default otherwise)")
     parser.add_argument("--cluster-threshold", type=float, default=60.0, help="ccd_classes: ADC of charge from which a pixel is 'cluster'")
     parser.add_argument("--class-weights", default="auto", choices=["auto", "sqrt"], help="ccd_classes: weighted-CE class weights")
     parser.add_argument("--quick", action="store_true", help="tiny run to check the script")
