@@ -98,7 +98,10 @@ def tune_nuclei_fluorescence(args: argparse.Namespace) -> None:
     tune_files = [f for i, f in enumerate(files) if i % 5 == 1][: 10 if args.quick else None]
     pairs = [read_pair(f) for f in tune_files]
     out = Path(args.out) / "nuclei_fluorescence.pt"
-    result = run_with_text_progress(tune_postprocess(out, [p[0] for p in pairs], [p[1] for p in pairs]), label="tune")
+    grid = {"threshold": (0.5, 0.6), "seed_threshold": (0.7, 0.8), "distance_sigma": (1.0, 1.5),
+            "seed_dynamics": (0.5, 1.0), "min_mean_interior": (0.0, 0.4)}
+    result = run_with_text_progress(tune_postprocess(out, [p[0] for p in pairs], [p[1] for p in pairs], grid=grid),
+                                    label="tune")
     print(result.table.sort_values("ap", ascending=False).head(5).to_string(index=False))
     store_postprocess(out, {**result.best, "tuned_on": f"DSB2018 {len(tune_files)} training images (sorted index % 5 == 1)",
                             "tuned_ap@0.50": round(result.best_ap, 4)})

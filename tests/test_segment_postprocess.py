@@ -209,3 +209,22 @@ def test_banded_three_class_matches_whole_frame():
     matched = len(match_instances(overlaps, 0.9)[0])
     assert matched >= 0.97 * whole.max()
     assert len(np.unique(banded)) - 1 == banded.max()  # sequential, each id once
+
+
+def test_unsure_objects_are_dropped_by_mean_interior_probability():
+    shape = (80, 120)
+    sure, unsure = disc(shape, (40, 30), 12), disc(shape, (40, 90), 12)
+    p = np.zeros((3,) + shape, np.float32)
+    p[0] = 1.0
+    # the sure nucleus: interior 0.9; the unsure one (a faint neurite-like blob): foreground, interior only 0.3
+    p[0][sure], p[1][sure], p[2][sure] = 0.02, 0.9, 0.08
+    p[0][unsure], p[1][unsure], p[2][unsure] = 0.1, 0.3, 0.6
+    p[1][unsure & disc(shape, (40, 90), 3)] = 0.75  # a small confident core gives it a seed
+    p[2][unsure & disc(shape, (40, 90), 3)] = 0.15
+    kept_all = three_class_to_labels(p, seed_threshold=0.7)
+    assert kept_all.max() == 2
+    filtered = three_class_to_labels(p, seed_threshold=0.7, min_mean_interior=0.4)
+    assert filtered.max() == 1
+    assert iou(filtered == 1, sure) > 0.9 and not (filtered[unsure] > 0).any()
+    # 0 keeps everything, as before the option existed
+    np.testing.assert_array_equal(three_class_to_labels(p, seed_threshold=0.7, min_mean_interior=0.0), kept_all)

@@ -2,7 +2,8 @@
 
 The network's probabilities are computed once per image; then every
 combination of ``threshold`` (foreground), ``seed_threshold`` (core) and
-``distance_sigma`` (smoothing of the core's distance transform, pixels) is
+``distance_sigma`` (smoothing of the core's distance transform, pixels) and
+``min_mean_interior`` (objects the network is unsure of are dropped) is
 scored by pooled IoU-matched AP = TP / (TP + FP + FN) at IoU 0.5, and the best
 one is returned. :func:`store_postprocess` writes it into the model file's
 config under ``"postprocess"``, where :func:`~napari_microseg.inference.segment.segment_image`
@@ -30,6 +31,7 @@ DEFAULT_GRID: dict[str, tuple] = {
     "threshold": (0.4, 0.5, 0.6),
     "seed_threshold": (0.5, 0.6, 0.7, 0.8),
     "distance_sigma": (1.0, 1.5),
+    "min_mean_interior": (0.0, 0.4),
 }
 
 
