@@ -36,6 +36,10 @@ def test_tune_picks_best_of_grid_and_segment_uses_it(tiny_nuclei_model, tmp_path
     assert res.settings["threshold"] == 0.3 and res.settings["postprocess"]["seed_threshold"] == 0.6
     explicit = segment(loaded, pairs[0][0], measure=False, threshold=0.5, postprocess_options={"seed_threshold": 0.9})
     assert explicit.settings["threshold"] == 0.5 and explicit.settings["postprocess"]["seed_threshold"] == 0.9
+    # a whole settings dict (as tune returns it, threshold included) can be passed as the options
+    as_options = segment(loaded, pairs[0][0], measure=False, postprocess_options={"threshold": 0.5, "seed_threshold": 0.9})
+    assert as_options.settings["threshold"] == 0.5 and "threshold" not in as_options.settings["postprocess"]
+    np.testing.assert_array_equal(as_options.labels, explicit.labels)
     # the weights were kept
     np.testing.assert_array_equal(segment(load_model(tiny_nuclei_model), pairs[0][0], measure=False, threshold=0.3,
                                           postprocess_options={"seed_threshold": 0.6}).labels, res.labels)

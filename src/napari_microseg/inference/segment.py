@@ -332,13 +332,15 @@ def segment_image(
     object_tables: list[pd.DataFrame] = []
     max_label = 0
     tuned = tuned_postprocess(loaded)
-    if threshold is None:
-        threshold = float(tuned.get("threshold", 0.5))
+    options = dict(postprocess_options or {})
+    if threshold is None:  # explicit argument, then the options, then the model's tuned value
+        threshold = float(options.get("threshold", tuned.get("threshold", 0.5)))
     tuned.pop("threshold", None)
+    options.pop("threshold", None)
     three_kw = {}
     if mode == "three_class":
         three_kw.update(tuned)
-        three_kw.update(postprocess_options or {})
+        three_kw.update(options)
         three_kw["class_order"] = tuple(class_names) if set(postprocess.THREE_CLASS_ORDER) <= set(class_names) else postprocess.THREE_CLASS_ORDER
 
     for t in range(n_frames):
