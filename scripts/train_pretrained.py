@@ -92,14 +92,18 @@ def evaluate_nuclei_fluorescence(args: argparse.Namespace) -> None:
 def tune_nuclei_fluorescence(args: argparse.Namespace) -> None:
     """Tune the watershed settings on DSB2018 training images (sorted index % 5 == 1) and store them in the model."""
     from napari_microseg.inference.tune import store_postprocess, tune_postprocess
+    from napari_microseg.io.models import load_model
     from napari_microseg.progress import run_with_text_progress
 
     files = sorted((DSB / "images").glob("*.tif"))
     tune_files = [f for i, f in enumerate(files) if i % 5 == 1][: 10 if args.quick else None]
     pairs = [read_pair(f) for f in tune_files]
     out = Path(args.out) / "nuclei_fluorescence.pt"
-    grid = {"threshold": (0.5, 0.6), "seed_threshold": (0.7, 0.8), "distance_sigma": (1.0, 1.5),
-            "seed_dynamics": (0.5, 1.0), "min_mean_interior": (0.0, 0.4)}
+    grid = [{"threshold": (0.5, 0.6), "seed_threshold": (0.7, 0.8), "distance_sigma": (1.0, 1.5),
+             "seed_dynamics": (0.5, 1.0), "min_mean_interior": (0.0, 0.4)}]
+    if load_model(out).config.get("distance_head"):  # seeds from the network's distance map (0..1 units)
+        grid.append({"seed_method": ("network",), "threshold": (0.5, 0.6), "distance_sigma": (0.0, 1.0),
+                     "seed_dynamics": (0.05, 0.1, 0.2), "min_mean_interior": (0.0, 0.4)})
     result = run_with_text_progress(tune_postprocess(out, [p[0] for p in pairs], [p[1] for p in pairs], grid=grid),
                                     label="tune")
     print(result.table.sort_values("ap", ascending=False).head(5).to_string(index=False))
@@ -137,6 +141,7 @@ def train_nuclei_fluorescence(args: argparse.Namespace) -> None:
         "preset": args.preset, "output_mode": "three_class", "patch_size": args.patch, "patches_per_epoch": args.patches,
         "batch_size": 8, "epochs": args.epochs, "lr": args.lr, "seed": 0, "num_threads": args.threads, "val_fraction": 0.1,
         "early_stopping_patience": 15, "reduce_lr_patience": 5, "reduce_lr_factor": 0.3, "monitor": "val_loss",
+        "distance_head": bool(args.distance_head), "distance_weight": 4.0,
         "data_description": f"DSB2018 stage1_train (CC0) {len(train_files)} images (sorted index % 5 != 0) + {n_sim} simulated nuclei images 256x256 + {5 * n_movies} frames of {n_movies} simulated time-lapses (seeds 5000+)",
     }
     out = Path(args.out) / "nuclei_fluorescence.pt"
@@ -314,6 +319,8 @@ def main() -> None:
     parser.add_argument("--base-filters", type=int, default=None, help="ccd_classes: filters of the first level (preset's default otherwise)")
     parser.add_argument("--cluster-threshold", type=float, default=60.0, help="ccd_classes: ADC of charge from which a pixel is 'cluster'")
     parser.add_argument("--class-weights", default="auto", choices=["auto", "sqrt"], help="ccd_classes: weighted-CE class weights")
+    parser.add_argument("--distance-head", action="store_true",
+                        help="nuclei_fluorescence: add a distance-regression output (watershed seeds from it)")
     parser.add_argument("--quick", action="store_true", help="tiny run to check the script")
     parser.add_argument("--resume", action="store_true", help="continue the model's last state up to --epochs")
     parser.add_argument("--init-model", default=None, help="fine-tune from this model file (new data, fresh best tracking)")

@@ -51,3 +51,18 @@ def test_tune_rejects_bad_input(tiny_nuclei_model):
         drain(tune_postprocess(tiny_nuclei_model, [img], []))
     with pytest.raises(InputError, match="same 2D shape"):
         drain(tune_postprocess(tiny_nuclei_model, [img], [lab[:32]]))
+
+
+def test_tune_takes_a_list_of_grids(tiny_nuclei_model):
+    pairs = [simulate_nuclei_image(shape=(96, 96), n_nuclei=8, seed=60)]
+    grids = [{"threshold": (0.4, 0.5), "seed_method": ("distance",)},
+             {"threshold": (0.5,), "seed_method": ("probability",), "seed_threshold": (0.6, 0.8)}]
+    result = drain(tune_postprocess(tiny_nuclei_model, [pairs[0][0]], [pairs[0][1]], grid=grids))
+    assert len(result.table) == 4
+    best_row = result.table.loc[result.table["ap"].idxmax()]
+    assert result.best["seed_method"] == best_row["seed_method"]
+    # the winner carries exactly the keys of its own grid
+    expected_keys = set(grids[0]) if best_row["seed_method"] == "distance" else set(grids[1])
+    assert set(result.best) == expected_keys
+    with pytest.raises(InputError, match="empty"):
+        drain(tune_postprocess(tiny_nuclei_model, [pairs[0][0]], [pairs[0][1]], grid=[]))

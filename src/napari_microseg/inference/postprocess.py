@@ -287,7 +287,7 @@ def merge_basins_by_dynamics(height: np.ndarray, mask: np.ndarray, dynamics: flo
 
 
 #: seed methods of :func:`three_class_to_labels`
-SEED_METHODS = ("distance", "probability")
+SEED_METHODS = ("distance", "probability", "network")
 
 
 def three_class_to_labels(
@@ -321,12 +321,19 @@ def three_class_to_labels(
     * ``"probability"``: connected components of the core, eroded by
       ``seed_erosion`` px, at least ``min_seed_size`` px; the mask is flooded
       on ``-P(interior)``.
+    * ``"network"`` (models with a distance head: a 4th channel holding the
+      predicted normalised interior distance, 0..1): that map, smoothed by
+      ``distance_sigma`` px, is the height; its peaks rising less than
+      ``seed_dynamics`` (in its own 0..1 units) above a saddle merge, and the
+      mask is flooded from them. The network learnt a saddle where touching
+      nuclei meet even where their predicted cores join.
 
     Foreground components that get no seed are kept as one object each.
 
     Parameters
     ----------
-    probabilities : float array (3, Y, X), channels in ``class_order``.
+    probabilities : float array (3, Y, X), channels in ``class_order``; or (4, Y, X)
+        with the distance head's map last.
     threshold : foreground probability cut (interior + boundary).
     seed_threshold : interior probability cut of the core.
     seed_method : ``"distance"`` or ``"probability"``.
@@ -347,8 +354,10 @@ def three_class_to_labels(
     if seed_method not in SEED_METHODS:
         raise ValueError(f"unknown seed_method {seed_method!r}: use one of {SEED_METHODS}")
     probabilities = np.asarray(probabilities)
-    if probabilities.ndim != 3 or probabilities.shape[0] != 3:
-        raise ValueError(f"three_class probabilities must be (3, Y, X), got {probabilities.shape}")
+    if probabilities.ndim != 3 or probabilities.shape[0] not in (3, 4):
+        raise ValueError(f"three_class probabilities must be (3, Y, X) or (4, Y, X), got {probabilities.shape}")
+    if seed_method == "network" and probabilities.shape[0] != 4:
+        raise ValueError("seed_method 'network' needs a model with a distance head (4 output channels)")
     ib = class_order.index("background")
     ii = class_order.index("interior")
     p_bg = probabilities[ib]  # compared in its own dtype (float16 for huge frames): no float32 copies
@@ -357,7 +366,12 @@ def three_class_to_labels(
     if fill_holes:
         mask = fill_mask_holes(mask)
     core = (p_in > seed_threshold) & mask
-    if seed_method == "distance":
+    if seed_method == "network":
+        height = np.asarray(probabilities[3], dtype=np.float32)
+        if distance_sigma > 0:
+            height = ndi.gaussian_filter(height, float(distance_sigma))
+        labels = merge_basins_by_dynamics(np.where(mask, height, 0), mask, float(seed_dynamics))
+    elif seed_method == "distance":
         height = distance_transform_by_component(core)
         if distance_sigma > 0:
             height = ndi.gaussian_filter(height, float(distance_sigma))

@@ -52,7 +52,7 @@ class TuneResult:
 
 
 def tune_postprocess(model: Any, images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
-                     grid: dict[str, Sequence] | None = None, iou: float = 0.5,
+                     grid: dict[str, Sequence] | Sequence[dict[str, Sequence]] | None = None, iou: float = 0.5,
                      ) -> Generator[Progress, None, TuneResult]:
     """Grid-search the three_class watershed settings of ``model``; generator yielding progress.
 
@@ -63,6 +63,8 @@ def tune_postprocess(model: Any, images: Sequence[np.ndarray], labels: Sequence[
     labels : matching (Y, X) instance label images (0 = background).
     grid : setting -> values to try; default :data:`DEFAULT_GRID`. Other
         ``three_class_to_labels`` keywords may be added (e.g. ``seed_dynamics``).
+        A list of such dicts tries the union of their combinations (e.g. one grid
+        per ``seed_method``, whose ``seed_dynamics`` have different units).
     iou : IoU threshold of a match.
 
     Returns
@@ -80,8 +82,10 @@ def tune_postprocess(model: Any, images: Sequence[np.ndarray], labels: Sequence[
         raise InputError(f"only three_class models have watershed settings to tune (this one is {loaded.output_mode})")
     names = list(getattr(loaded, "class_names", None) or THREE_CLASS_ORDER)
     order = tuple(names) if set(THREE_CLASS_ORDER) <= set(names) else THREE_CLASS_ORDER
-    grid = dict(DEFAULT_GRID if grid is None else grid)
-    combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    grids = [dict(g) for g in ([DEFAULT_GRID] if grid is None else [grid] if isinstance(grid, dict) else grid)]
+    combos = [dict(zip(g, values)) for g in grids for values in itertools.product(*g.values())]
+    if not combos:
+        raise InputError("the tuning grid is empty")
     total = len(images) + len(combos)
     probabilities = []
     for i, (image, gt) in enumerate(zip(images, labels)):
@@ -104,9 +108,9 @@ def tune_postprocess(model: Any, images: Sequence[np.ndarray], labels: Sequence[
         rows.append({**combo, "tp": tp, "fp": fp, "fn": fn, "ap": ap})
         yield Progress(len(images) + j + 1, total, f"setting {j + 1}/{len(combos)}: AP {ap:.3f}")
     table = pd.DataFrame(rows)
-    best_row = table.loc[table["ap"].idxmax()]
-    best = {k: (float(best_row[k]) if isinstance(best_row[k], (float, np.floating)) else best_row[k]) for k in grid}
-    return TuneResult(best=best, best_ap=float(best_row["ap"]), table=table)
+    best_index = int(table["ap"].idxmax())
+    best = {k: (v.item() if hasattr(v, "item") else v) for k, v in combos[best_index].items()}
+    return TuneResult(best=best, best_ap=float(table.loc[best_index, "ap"]), table=table)
 
 
 def store_postprocess(model_path: str | os.PathLike, settings: dict) -> Path:

@@ -122,10 +122,17 @@ def inference_network(loaded, optimize: bool = True):
     return model
 
 
-def logits_to_probabilities(logits, output_mode: str):
-    """Sigmoid for one output channel (binary), softmax over channels otherwise (torch tensors)."""
+def logits_to_probabilities(logits, output_mode: str, distance_head: bool = False):
+    """Sigmoid for one output channel (binary), softmax over channels otherwise (torch tensors).
+
+    With ``distance_head`` (three_class models trained with one): softmax over
+    all channels but the last, and sigmoid of the last (the normalised interior
+    distance, 0..1).
+    """
     import torch
 
+    if distance_head:
+        return torch.cat([torch.softmax(logits[:, :-1], dim=1), torch.sigmoid(logits[:, -1:])], dim=1)
     if logits.shape[1] == 1 or output_mode == "binary":
         return torch.sigmoid(logits)
     return torch.softmax(logits, dim=1)
@@ -146,7 +153,8 @@ def predict_patch_batch(loaded, batch: np.ndarray, optimize: bool = True) -> np.
     -------
     float32 ``(B, K, H, W)`` probabilities: ``K = 1`` (foreground probability) for
     binary models, ``K`` classes summing to 1 otherwise (three_class: background,
-    interior, boundary).
+    interior, boundary; with a distance head a 4th channel, the normalised interior
+    distance 0..1).
     """
     import torch
 
@@ -168,7 +176,8 @@ def predict_patch_batch(loaded, batch: np.ndarray, optimize: bool = True) -> np.
                 logits = model(t)
         else:
             logits = model(t)
-        probs = logits_to_probabilities(logits.float(), loaded.output_mode).contiguous()
+        probs = logits_to_probabilities(logits.float(), loaded.output_mode,
+                                        bool(loaded.config.get("distance_head"))).contiguous()
     return np.asarray(probs.cpu().numpy(), dtype=np.float32)
 
 

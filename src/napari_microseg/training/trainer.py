@@ -83,6 +83,12 @@ class TrainConfig:
     ignore_value, unlabelled_is_ignored, background_value : partial annotation, see
         :func:`~napari_microseg.training.data.make_target`.
     data_description : free text stored in the model file.
+    distance_head : three_class only: one more output channel that regresses each
+        nucleus's normalised interior distance (1 at its centre, 0 at its boundary;
+        :func:`~napari_microseg.training.losses.normalized_interior_distance`); the
+        watershed can then seed and flood on it (``seed_method="network"``), which
+        separates touching nuclei whose predicted cores join.
+    distance_weight : weight of the distance head's mean squared error in the loss.
     """
 
     preset: str = "small"
@@ -121,6 +127,8 @@ class TrainConfig:
     unlabelled_is_ignored: bool = False
     background_value: int | None = None
     data_description: str = ""
+    distance_head: bool = False
+    distance_weight: float = 1.0
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))
@@ -311,6 +319,8 @@ def train(
         raise InputError(f"unknown output mode {cfg.output_mode!r}: use binary, three_class or multiclass")
     if cfg.monitor not in ("val_loss", "val_dice"):
         raise InputError("monitor must be 'val_loss' or 'val_dice'")
+    if cfg.distance_head and cfg.output_mode != "three_class":
+        raise InputError("distance_head needs output mode three_class")
     try:
         device = resolve_device(cfg.device)
     except ValueError as err:
@@ -354,6 +364,9 @@ def train(
         train_td, val_td = split_train_val(train_td, cfg.val_fraction, seed=cfg.seed)
     n_classes = train_td.n_classes
     n_out = n_outputs_for_mode(cfg.output_mode, n_classes)
+    n_class_out = n_out
+    if cfg.distance_head:
+        n_out += 1
     class_names = list(cfg.class_names) if cfg.class_names else DEFAULT_CLASS_NAMES.get(
         cfg.output_mode, [f"class {i}" for i in range(n_classes)])
     if len(class_names) != n_classes:
@@ -390,6 +403,13 @@ def train(
             missing = [k for k in own if k not in fitting]
             if any(not k.startswith("head.") for k in missing):
                 raise InputError(f"init model does not fit: {len(missing)} tensors differ beyond the output layer")
+        if ckpt is None:  # an output layer with fewer channels (a head added): keep the trained ones
+            for k, v in state.items():
+                if k.startswith("head.") and k in own and k not in fitting and v.shape[1:] == own[k].shape[1:] \
+                        and v.shape[0] < own[k].shape[0]:
+                    merged = own[k].clone()
+                    merged[: v.shape[0]] = v
+                    fitting[k] = merged
         model.load_state_dict(fitting, strict=ckpt is not None)
     model.to(device)
     frozen: list = []
@@ -416,6 +436,10 @@ def train(
         loss_fn = make_loss(loss_name, class_weights=class_weights, gamma=cfg.focal_gamma, alpha=cfg.focal_alpha)
     except ValueError as err:
         raise InputError(str(err)) from None
+    if cfg.distance_head:
+        from .losses import with_distance_head
+
+        loss_fn = with_distance_head(loss_fn, n_class_out, float(cfg.distance_weight))
 
     # ---- optimiser, scheduler, AMP
     params = [p for p in model.parameters() if p.requires_grad]
@@ -476,6 +500,7 @@ def train(
         return {
             "model": model_cfg,
             "output_mode": cfg.output_mode,
+            "distance_head": bool(cfg.distance_head),
             "n_classes": n_classes,
             "class_names": class_names,
             "normalization": normalization,
@@ -533,7 +558,7 @@ def train(
                 tot_loss += float(loss_fn(logits, yb)) * w
                 n += w
                 if cfg.output_mode == "three_class":
-                    fg_logit = torch.logsumexp(logits[:, 1:], 1, keepdim=True) - logits[:, :1]
+                    fg_logit = torch.logsumexp(logits[:, 1:n_class_out], 1, keepdim=True) - logits[:, :1]
                     yfg = torch.where(yb > 0, torch.ones_like(yb), yb)
                     c = _dice_counts(fg_logit, yfg, 1)
                 else:
