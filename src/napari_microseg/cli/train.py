@@ -41,6 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--preset", default="small", choices=["small", "n", "c"], help="network preset")
     m.add_argument("--output-mode", default="binary", choices=["binary", "three_class", "multiclass"])
     m.add_argument("--n-classes", type=int, help="classes for multiclass (default: max label + 1)")
+    m.add_argument("--distance-head", action="store_true",
+                   help="three_class: add an output that regresses each nucleus's normalised interior distance; "
+                        "its map seeds the watershed (seed_method 'network') and splits touching nuclei")
+    m.add_argument("--base-filters", type=int, help="filters of the first U-Net level (preset's default otherwise)")
     m.add_argument("--class-names", help="comma-separated class names")
     m.add_argument("--normalization", choices=["percentile", "minmax", "fixed", "pedestal", "none"],
                    help="intensity normalisation stored with the model (default: percentile, or that of --init-model / --resume)")
@@ -132,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
         spec = make_normalization_spec(args.normalization)
     cfg = TrainConfig(
         preset=args.preset, output_mode=args.output_mode, n_classes=args.n_classes,
+        model={"base_filters": args.base_filters} if args.base_filters else {},
+        distance_head=args.distance_head,
         class_names=[s.strip() for s in args.class_names.split(",")] if args.class_names else None,
         normalization=spec,
         patch_size=args.patch, patches_per_epoch=args.patches_per_epoch, batch_size=args.batch_size,
