@@ -87,6 +87,7 @@ def test_stop_keeps_best_model(make_napari_viewer, qtbot, tmp_path):
     viewer = _viewer_with_sample(make_napari_viewer)
     widget = TrainingWidget(viewer)
     _small_config(widget, tmp_path, epochs=200)
+    widget.distance_head.value = True  # the model stopped early still has its distance head
     worker = widget.train()
     qtbot.waitUntil(lambda: len(widget.plot.epochs) >= 1, timeout=120000)
     widget.stop()
@@ -96,7 +97,10 @@ def test_stop_keeps_best_model(make_napari_viewer, qtbot, tmp_path):
     assert widget.result.stop_reason == "stopped"
     assert widget.result.epochs_run < 200
     loaded = load_model(tmp_path / "model.pt")
-    assert loaded.config is not None
+    assert loaded.config["distance_head"] is True and loaded.config["model"]["n_classes"] == 4
+    # the option only applies to three_class output
+    widget.output_mode.value = "binary"
+    assert widget.config()["distance_head"] is False
 
 
 def test_bad_inputs_give_messages(make_napari_viewer, qtbot, tmp_path):

@@ -52,6 +52,8 @@ class TrainingWidget(MicrosegDock):
                                tooltip="small: fast CPU default; n: [N] 64-filter U-Net; c: [C] CCD U-Net")
         self.output_mode = ComboBox(label="output", choices=["three_class", "binary", "multiclass"], value="three_class",
                                     tooltip="three_class separates touching nuclei; multiclass for semantic classes (CCD)")
+        self.distance_head = CheckBox(label="distance head (splits touching nuclei)", value=False,
+                                      tooltip="three_class: also learn each nucleus's distance map; the watershed seeds from it")
         self.sparse = CheckBox(label="sparse labels (0 = not annotated)", value=False,
                                tooltip="only painted pixels count; paint background with the label id below")
         self.background_id = SpinBox(label="background id", value=1, min=1, max=65535)
@@ -67,7 +69,8 @@ class TrainingWidget(MicrosegDock):
         self.train_button = PushButton(text="Train")
         self.preview_button = PushButton(text="Predict preview (current frame)")
         self.form = Container(widgets=[
-            self.image_layer, self.labels_layer, self.preset, self.output_mode, self.sparse, self.background_id,
+            self.image_layer, self.labels_layer, self.preset, self.output_mode, self.distance_head, self.sparse,
+            self.background_id,
             self.patch, self.epochs, self.patches_per_epoch, self.batch_size, self.lr, self.device,
             self.out_path, self.resume, self.seed, self.train_button, self.preview_button,
         ])
@@ -131,6 +134,7 @@ class TrainingWidget(MicrosegDock):
             "epochs": int(self.epochs.value), "patches_per_epoch": int(self.patches_per_epoch.value),
             "batch_size": int(self.batch_size.value), "lr": float(self.lr.value), "device": self.device.value,
             "seed": int(self.seed.value), "unlabelled_is_ignored": bool(self.sparse.value),
+            "distance_head": bool(self.distance_head.value) and self.output_mode.value == "three_class",
             "background_value": int(self.background_id.value) if self.sparse.value else None,
             # leave one core to the GUI thread so the window stays responsive
             "num_threads": max(1, (os.cpu_count() or 2) - 1),
