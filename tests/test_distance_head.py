@@ -92,6 +92,8 @@ def test_training_with_distance_head_from_a_three_class_model(tiny_nuclei_model,
     np.testing.assert_allclose(res.probabilities[:3].sum(0), 1.0, atol=1e-4)
     assert 0.0 <= res.probabilities[3].min() and res.probabilities[3].max() <= 1.0
     assert res.labels.shape == (96, 96)
+    # without stored settings, a distance-head model seeds from its distance map
+    assert segment(loaded, pairs[0][0], measure=False).settings["postprocess"]["seed_method"] == "network"
     assert base.model.head.weight.shape[0] == 3
 
 

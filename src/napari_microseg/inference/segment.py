@@ -27,6 +27,8 @@ from .tiling import count_tiles, predict_tiled_iter
 
 #: frames with more pixels than this keep probabilities as float16
 PROBABILITY_FLOAT16_PIXELS = 4096 * 4096
+#: watershed settings for a model with a distance head whose file holds no tuned ones (units of the 0..1 map)
+DISTANCE_HEAD_DEFAULTS = {"seed_method": "network", "distance_sigma": 1.0, "seed_dynamics": 0.1}
 #: percentile statistics are computed on at most about this many pixels per frame (strided subsample)
 NORMALIZATION_SAMPLE_PIXELS = 4_000_000
 
@@ -339,6 +341,8 @@ def segment_image(
     options.pop("threshold", None)
     three_kw = {}
     if mode == "three_class":
+        if loaded.config.get("distance_head") and "seed_method" not in tuned:
+            three_kw.update(DISTANCE_HEAD_DEFAULTS)  # untuned model with a distance head: seed from it
         three_kw.update(tuned)
         three_kw.update(options)
         three_kw["class_order"] = tuple(class_names) if set(postprocess.THREE_CLASS_ORDER) <= set(class_names) else postprocess.THREE_CLASS_ORDER
