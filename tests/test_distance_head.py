@@ -101,3 +101,20 @@ def test_distance_head_needs_three_class():
     img, lab = simulate_nuclei_image(shape=(64, 64), n_nuclei=4, seed=1)
     with pytest.raises(InputError, match="three_class"):
         drain(train({"output_mode": "binary", "distance_head": True, "epochs": 1}, ([img], [lab])))
+
+
+def test_fine_tuning_a_distance_head_model_keeps_the_head(tiny_nuclei_model, tmp_path):
+    from napari_microseg.training.finetune import fine_tune_model
+
+    pairs = [simulate_nuclei_image(shape=(96, 96), n_nuclei=10, seed=80 + s) for s in range(2)]
+    cfg = {"patch_size": 64, "patches_per_epoch": 8, "batch_size": 4, "epochs": 1, "lr": 1e-3, "seed": 0,
+           "num_threads": 2, "val_fraction": 0.5}
+    first = tmp_path / "with_head.pt"
+    drain(train({**cfg, "output_mode": "three_class", "distance_head": True},
+                ([p[0] for p in pairs], [p[1] for p in pairs]), out_path=first, init_model=tiny_nuclei_model))
+    second = tmp_path / "corrected.pt"
+    # the correct-and-retrain path does not mention the head: it is kept, trained weights and all
+    drain(fine_tune_model(first, [pairs[0][0]], [pairs[0][1]], second, {**cfg, "val_fraction": 0.3}))
+    before, after = load_model(first), load_model(second)
+    assert after.config["distance_head"] is True and after.model.head.weight.shape[0] == 4
+    assert torch.allclose(after.model.head.weight, before.model.head.weight, atol=0.02)

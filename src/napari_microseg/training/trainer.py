@@ -19,7 +19,7 @@ import os
 import platform
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Generator
 
@@ -344,6 +344,9 @@ def train(
                 raise InputError(f"cannot resume from {rp.name}: it holds no optimiser state (use init_model to fine-tune)")
     init = read_model_file(init_model) if init_model is not None else None
     source = ckpt or init
+    if source is not None and source["config"].get("distance_head") and not cfg.distance_head:
+        # the distance head is part of the architecture: a fine-tune or resume keeps it
+        cfg = replace(cfg, distance_head=True)
     normalization = cfg.normalization
     if normalization is None and source is not None:
         normalization = source["config"].get("normalization")
