@@ -324,9 +324,21 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny run to check the script")
     parser.add_argument("--resume", action="store_true", help="continue the model's last state up to --epochs")
     parser.add_argument("--init-model", default=None, help="fine-tune from this model file (new data, fresh best tracking)")
+    parser.add_argument("--widen", type=int, default=None, metavar="FACTOR",
+                        help="with --init-model: first widen it FACTOR times (function-preserving, models.widen) and train that")
     parser.add_argument("--evaluate-only", action="store_true", help="only (re)write the card of an existing model file")
     parser.add_argument("--tune-only", action="store_true", help="nuclei_fluorescence: only tune and store the watershed settings, then evaluate")
     args = parser.parse_args()
+    if args.widen:
+        if not args.init_model:
+            sys.exit("--widen needs --init-model")
+        from napari_microseg.models.widen import widen_model_file
+
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        widened = Path(args.out) / f"{args.model}.widened{args.widen}.pt"
+        widen_model_file(args.init_model, widened, factor=args.widen)
+        print(f"widened {args.init_model} x{args.widen} -> {widened}")
+        args.init_model = str(widened)
     if args.tune_only:
         if args.model != "nuclei_fluorescence":
             sys.exit("--tune-only is implemented for nuclei_fluorescence")
