@@ -334,8 +334,10 @@ def main() -> None:
             sys.exit("--widen needs --init-model")
         from napari_microseg.models.widen import widen_model_file
 
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        widened = Path(args.out) / f"{args.model}.widened{args.widen}.pt"
+        import tempfile
+
+        # outside --out: the package's pretrained/ folder ships every .pt in it
+        widened = Path(tempfile.mkdtemp(prefix="microseg-widen-")) / f"{Path(args.init_model).stem}.widened{args.widen}.pt"
         widen_model_file(args.init_model, widened, factor=args.widen)
         print(f"widened {args.init_model} x{args.widen} -> {widened}")
         args.init_model = str(widened)
