@@ -99,7 +99,7 @@ def tune_nuclei_fluorescence(args: argparse.Namespace) -> None:
     tune_files = [f for i, f in enumerate(files) if i % 5 == 1][: 10 if args.quick else None]
     pairs = [read_pair(f) for f in tune_files]
     out = Path(args.out) / "nuclei_fluorescence.pt"
-    grid = [{"threshold": (0.5, 0.6), "seed_threshold": (0.7, 0.8), "distance_sigma": (1.0, 1.5),
+    grid = [{"seed_method": ("distance",), "threshold": (0.5, 0.6), "seed_threshold": (0.7, 0.8), "distance_sigma": (1.0, 1.5),
              "seed_dynamics": (0.5, 1.0), "min_mean_interior": (0.0, 0.4)}]
     if load_model(out).config.get("distance_head"):  # seeds from the network's distance map (0..1 units)
         grid.append({"seed_method": ("network",), "threshold": (0.5, 0.6), "distance_sigma": (0.0, 1.0),

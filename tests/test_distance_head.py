@@ -94,6 +94,12 @@ def test_training_with_distance_head_from_a_three_class_model(tiny_nuclei_model,
     assert res.labels.shape == (96, 96)
     # without stored settings, a distance-head model seeds from its distance map
     assert segment(loaded, pairs[0][0], measure=False).settings["postprocess"]["seed_method"] == "network"
+    # stored (tuned) settings are used as they are: no default of the other seed method mixes in
+    from napari_microseg.inference.tune import store_postprocess
+
+    store_postprocess(out, {"threshold": 0.5, "seed_threshold": 0.7, "seed_dynamics": 0.5})
+    used = segment(load_model(out), pairs[0][0], measure=False).settings["postprocess"]
+    assert used.get("seed_method", "distance") == "distance" and used["seed_dynamics"] == 0.5
     assert base.model.head.weight.shape[0] == 3
 
 

@@ -341,7 +341,7 @@ def segment_image(
     options.pop("threshold", None)
     three_kw = {}
     if mode == "three_class":
-        if loaded.config.get("distance_head") and "seed_method" not in tuned:
+        if loaded.config.get("distance_head") and not tuned:
             three_kw.update(DISTANCE_HEAD_DEFAULTS)  # untuned model with a distance head: seed from it
         three_kw.update(tuned)
         three_kw.update(options)
