@@ -43,8 +43,8 @@ def _random_bn_model(n_classes: int = 3, upsampling: str = "transpose") -> Loade
 def test_optimized_probabilities_match_plain_model(n_classes, upsampling, shape):
     loaded = _random_bn_model(n_classes, upsampling)
     x = np.random.default_rng(2).normal(size=shape).astype(np.float32)
-    plain = predict_patch_batch(loaded, x, optimize=False)
-    fast = predict_patch_batch(loaded, x)
+    plain = predict_patch_batch(loaded, x, optimize=False, precision="float32")
+    fast = predict_patch_batch(loaded, x, precision="float32")
     assert fast.dtype == np.float32 and fast.shape == plain.shape
     assert fast.flags.c_contiguous
     np.testing.assert_allclose(fast, plain, atol=1e-4, rtol=0)
@@ -54,7 +54,7 @@ def test_shipped_model_optimized_matches_plain():
     loaded = load_model("nuclei_fluorescence")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 1, 96, 96)).astype(np.float32)
-    np.testing.assert_allclose(predict_patch_batch(loaded, x), predict_patch_batch(loaded, x, optimize=False),
+    np.testing.assert_allclose(predict_patch_batch(loaded, x, precision="float32"), predict_patch_batch(loaded, x, optimize=False, precision="float32"),
                                atol=1e-4, rtol=0)
 
 
@@ -82,7 +82,7 @@ def test_inference_copy_is_cached_and_follows_weight_changes():
     net = inference_network(loaded)
     assert inference_network(loaded) is net  # cached
     x = np.random.default_rng(3).normal(size=(2, 1, 32, 32)).astype(np.float32)
-    p0 = predict_patch_batch(loaded, x)
+    p0 = predict_patch_batch(loaded, x, precision="float32")
     # an optimiser step on the original changes its weights in place: the copy is rebuilt
     opt = torch.optim.SGD(loaded.model.parameters(), lr=0.5)
     loaded.model.train()
@@ -91,16 +91,16 @@ def test_inference_copy_is_cached_and_follows_weight_changes():
     loaded.model.eval()
     net2 = inference_network(loaded)
     assert net2 is not net
-    p1 = predict_patch_batch(loaded, x)
+    p1 = predict_patch_batch(loaded, x, precision="float32")
     assert np.abs(p1 - p0).max() > 1e-3
-    np.testing.assert_allclose(p1, predict_patch_batch(loaded, x, optimize=False), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(p1, predict_patch_batch(loaded, x, optimize=False, precision="float32"), atol=1e-4, rtol=0)
     # load_state_dict (in-place copy) is seen too
     other = _random_bn_model()
     with torch.no_grad():
         for p in other.model.parameters():
             p.mul_(0.5)
     loaded.model.load_state_dict(other.model.state_dict())
-    np.testing.assert_allclose(predict_patch_batch(loaded, x), predict_patch_batch(other, x, optimize=False),
+    np.testing.assert_allclose(predict_patch_batch(loaded, x, precision="float32"), predict_patch_batch(other, x, optimize=False, precision="float32"),
                                atol=1e-4, rtol=0)
 
 
@@ -115,10 +115,10 @@ def test_optimize_for_inference_on_unfoldable_model():
 def test_segment_optimized_equals_plain():
     loaded = _random_bn_model()
     img = np.random.default_rng(4).random((150, 170)).astype(np.float32)
-    a = segment(loaded, img, tile=64, overlap=16, predict_fn=make_predict_fn(loaded))
-    b = segment(loaded, img, tile=64, overlap=16, predict_fn=make_predict_fn(loaded, optimize=False))
+    a = segment(loaded, img, tile=64, overlap=16, predict_fn=make_predict_fn(loaded, precision="float32"))
+    b = segment(loaded, img, tile=64, overlap=16, predict_fn=make_predict_fn(loaded, optimize=False, precision="float32"))
     np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-4, rtol=0)
-    full = predict_image(loaded, img)
+    full = predict_image(loaded, img, precision="float32")
     assert full.shape == (3, 150, 170)
 
 
@@ -134,8 +134,8 @@ def test_model_that_cannot_be_copied_runs_as_it_is(monkeypatch):
 
     monkeypatch.setattr(pred, "optimize_for_inference", broken)
     x = np.random.default_rng(5).normal(size=(1, 1, 32, 32)).astype(np.float32)
-    a = predict_patch_batch(loaded, x)
-    b = predict_patch_batch(loaded, x)
+    a = predict_patch_batch(loaded, x, precision="float32")
+    b = predict_patch_batch(loaded, x, precision="float32")
     assert len(calls) == 1  # the failure is remembered
     np.testing.assert_allclose(a, b)
-    np.testing.assert_allclose(a, predict_patch_batch(loaded, x, optimize=False), atol=1e-6)
+    np.testing.assert_allclose(a, predict_patch_batch(loaded, x, optimize=False, precision="float32"), atol=1e-6)

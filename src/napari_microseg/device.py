@@ -28,3 +28,43 @@ def resolve_device(name: str = "auto") -> str:
     if name not in {"cpu", "mps"} and not name.startswith("cuda"):
         raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps")
     return name
+
+
+#: inference precisions: "auto" = bfloat16 where the hardware computes it natively, else float32
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes bfloat16 matrix products in hardware (x86 AMX-BF16 or AVX512-BF16).
+
+    Read from ``/proc/cpuinfo`` (Linux); False elsewhere or when unreadable.
+    On such CPUs bfloat16 convolutions run 2-3x faster than float32 (oneDNN);
+    on others they would be emulated, and slower.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"amx_bf16", "avx512_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``"float32"`` or ``"bfloat16"`` for inference on ``device`` (a torch device string).
+
+    ``"auto"``: bfloat16 on CUDA and on CPUs with native bfloat16 (:func:`cpu_has_native_bf16`),
+    float32 otherwise (including MPS). Raises ``ValueError`` for an unknown name.
+    """
+    precision = (precision or "auto").lower()
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}: use {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    if device.startswith("cuda"):
+        return "bfloat16"
+    if device == "cpu" and cpu_has_native_bf16():
+        return "bfloat16"
+    return "float32"

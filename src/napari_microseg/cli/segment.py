@@ -40,6 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="foreground probability threshold (default: the value tuned for the model, else 0.5)")
     p.add_argument("--min-size", type=int, default=8, help="drop objects smaller than this many px (default 8)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation: average over 4 flips (4x slower)")
+    p.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
+                   help="network arithmetic: auto = bfloat16 on GPUs and on CPUs that compute it natively (AMX), else float32")
     p.add_argument("--max-size", type=int, default=None, help="drop objects larger than this many px (default: none)")
     p.add_argument("--remove-border", action="store_true", help="drop objects touching the image border")
     p.add_argument("--no-fill-holes", action="store_true", help="do not fill holes inside objects")
@@ -187,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
                 threshold=args.threshold, min_size=args.min_size, max_size=args.max_size,
                 fill_holes=not args.no_fill_holes, remove_border=args.remove_border, out=out_arr,
                 keep_probabilities=True if args.save_probabilities else None,
-                test_time_augmentation=args.tta,
+                test_time_augmentation=args.tta, precision=args.precision,
             )
             label = f"[{i + 1}/{len(inputs)}] {path.name}"
             if args.quiet:

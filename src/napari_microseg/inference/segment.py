@@ -70,7 +70,7 @@ def _activation(output_mode: str) -> Callable:
     return lambda x: torch.softmax(x, dim=1)
 
 
-def make_predict_fn(loaded: Any, optimize: bool = True) -> Callable[[np.ndarray], np.ndarray]:
+def make_predict_fn(loaded: Any, optimize: bool = True, precision: str = "auto") -> Callable[[np.ndarray], np.ndarray]:
     """``predict_fn(batch (B,1,H,W) float32 normalised) -> (B,K,H,W) float32 probabilities`` for a loaded model.
 
     Uses ``napari_microseg.training.predict.predict_patch_batch`` when present
@@ -85,7 +85,7 @@ def make_predict_fn(loaded: Any, optimize: bool = True) -> Callable[[np.ndarray]
         predict_patch_batch = None
     if predict_patch_batch is not None:
         def fn(batch: np.ndarray) -> np.ndarray:
-            out = predict_patch_batch(loaded, batch, optimize=optimize)
+            out = predict_patch_batch(loaded, batch, optimize=optimize, precision=precision)
             if hasattr(out, "detach"):
                 out = out.detach().cpu().numpy()
             return np.asarray(out, dtype=np.float32)
@@ -262,6 +262,7 @@ def segment_image(
     predict_fn: Callable | None = None,
     postprocess_options: dict | None = None,
     test_time_augmentation: bool = False,
+    precision: str = "auto",
 ) -> Generator[Progress, None, SegmentResult]:
     """Segment a 2D image or a (T, Y, X) stack; generator yielding progress, returning a :class:`SegmentResult`.
 
@@ -294,6 +295,9 @@ def segment_image(
     predict_fn : override the network call (``(B,1,h,w) -> (B,K,h,w)``), for tests.
     test_time_augmentation : average the probabilities over the four flips of
         each tile (4x the network time; smoother boundaries).
+    precision : network arithmetic, ``"auto"`` (bfloat16 on CUDA and on CPUs that
+        compute it natively, such as AMX: ~3x faster, same labels but for a few
+        boundary pixels), ``"float32"`` or ``"bfloat16"``.
     postprocess_options : three_class watershed settings (``seed_threshold``,
         ``seed_method``, ``distance_sigma``, ``seed_dynamics``, ...; see
         :func:`postprocess.three_class_to_labels`); they override the values
@@ -321,7 +325,13 @@ def segment_image(
     label_dtype = np.uint8 if mode == "multiclass" else np.uint32
     labels_out = out if out is not None else np.zeros(label_shape, dtype=label_dtype)
     probs_all = np.zeros(((n_frames,) if stack else ()) + (k, h, w), np.float32) if keep_probabilities else None
-    fn = predict_fn or make_predict_fn(loaded)
+    from ..device import resolve_precision
+
+    try:
+        precision_used = resolve_precision(precision, str(getattr(loaded, "device", "cpu")))
+    except ValueError as err:
+        raise InputError(str(err)) from None
+    fn = predict_fn or make_predict_fn(loaded, precision=precision_used)
     if test_time_augmentation:
         fn = flip_averaged(fn)
     spec = loaded.config.get("normalization") or loaded.config.get("normalisation")
@@ -386,6 +396,7 @@ def segment_image(
                     remove_border=remove_border, output_mode=mode, n_outputs=k,
                     postprocess={k_: v for k_, v in three_kw.items() if k_ != "class_order"},
                     test_time_augmentation=test_time_augmentation,
+                    precision=precision_used if predict_fn is None else "custom",
                     normalization=spec, model_path=getattr(loaded, "path", None))
     return SegmentResult(labels=labels, probabilities=probs_all, objects=objects, counts=counts,
                          output_mode=mode, class_names=class_names, settings=settings)

@@ -138,7 +138,7 @@ def logits_to_probabilities(logits, output_mode: str, distance_head: bool = Fals
     return torch.softmax(logits, dim=1)
 
 
-def predict_patch_batch(loaded, batch: np.ndarray, optimize: bool = True) -> np.ndarray:
+def predict_patch_batch(loaded, batch: np.ndarray, optimize: bool = True, precision: str = "auto") -> np.ndarray:
     """Run the network on a batch of already-normalised patches.
 
     Parameters
@@ -148,6 +148,10 @@ def predict_patch_batch(loaded, batch: np.ndarray, optimize: bool = True) -> np.
         normalised with ``loaded.normalization``. Any ``H, W`` work (the U-Net pads inside).
     optimize : run the cached inference copy of the network (:func:`inference_network`);
         False runs ``loaded.model`` as it is (in eval mode).
+    precision : ``"auto"`` (bfloat16 on CUDA and on CPUs with native bfloat16, e.g.
+        AMX: ~3x faster there, probabilities within ~1e-3 on average), ``"float32"``
+        or ``"bfloat16"``; see :func:`napari_microseg.device.resolve_precision`.
+        The probabilities are always computed in float32 from the logits.
 
     Returns
     -------
@@ -164,15 +168,24 @@ def predict_patch_batch(loaded, batch: np.ndarray, optimize: bool = True) -> np.
     in_ch = int(loaded.config["model"].get("in_channels", 1))
     if x.shape[1] != in_ch:
         raise InputError(f"model expects {in_ch} channel(s), batch has {x.shape[1]}")
+    from ..device import resolve_precision
+
     device = loaded.device
+    try:
+        use = resolve_precision(precision, device)
+    except ValueError as err:
+        raise InputError(str(err)) from None
     model = inference_network(loaded, optimize)
     with torch.inference_mode():
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
         if optimize and _channels_last(device):
             t = t.contiguous(memory_format=torch.channels_last)
-        if device.startswith("cuda"):
+        if device.startswith("cuda") and use == "bfloat16":
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             with torch.autocast(device_type="cuda", dtype=dtype):
+                logits = model(t)
+        elif device == "cpu" and use == "bfloat16":
+            with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
                 logits = model(t)
         else:
             logits = model(t)
@@ -181,7 +194,7 @@ def predict_patch_batch(loaded, batch: np.ndarray, optimize: bool = True) -> np.
     return np.asarray(probs.cpu().numpy(), dtype=np.float32)
 
 
-def predict_image(loaded, image: np.ndarray, normalise: bool = True) -> np.ndarray:
+def predict_image(loaded, image: np.ndarray, normalise: bool = True, precision: str = "auto") -> np.ndarray:
     """Predict class probabilities for one whole image (no tiling).
 
     Parameters
@@ -190,6 +203,7 @@ def predict_image(loaded, image: np.ndarray, normalise: bool = True) -> np.ndarr
     image : ``(Y, X)`` (or ``(C, Y, X)`` for multi-channel models), any real dtype.
     normalise : apply the normalisation stored in the model first (set False when the
         image is already normalised).
+    precision : as for :func:`predict_patch_batch`.
 
     Returns
     -------
@@ -201,4 +215,4 @@ def predict_image(loaded, image: np.ndarray, normalise: bool = True) -> np.ndarr
     if img.ndim != 3:
         raise InputError(f"image must be (Y, X) or (C, Y, X), got shape {np.asarray(image).shape}")
     x = normalize(img, loaded.normalization) if normalise else img.astype(np.float32)
-    return predict_patch_batch(loaded, x[None])[0]
+    return predict_patch_batch(loaded, x[None], precision=precision)[0]
