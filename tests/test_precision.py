@@ -36,3 +36,20 @@ def test_bfloat16_and_float32_segment_alike(tiny_nuclei_model):
     assert agree > 0.98
     with pytest.raises(InputError, match="unknown precision"):
         segment(loaded, image, measure=False, precision="int8")
+
+
+def test_training_uses_bfloat16_autocast_where_native(tmp_path):
+    from napari_microseg.progress import drain
+    from napari_microseg.training.trainer import train
+
+    pairs = [simulate_nuclei_image(shape=(96, 96), n_nuclei=10, seed=90 + s) for s in range(3)]
+    cfg = {"output_mode": "three_class", "patch_size": 64, "patches_per_epoch": 8, "batch_size": 4, "epochs": 1,
+           "seed": 0, "num_threads": 2, "val_fraction": 0.34, "device": "cpu"}
+    data = ([p[0] for p in pairs], [p[1] for p in pairs])
+    drain(train({**cfg, "amp": True}, data, out_path=tmp_path / "amp.pt"))
+    drain(train({**cfg, "amp": False}, data, out_path=tmp_path / "fp32.pt"))
+    with_amp = load_model(tmp_path / "amp.pt").config["training"]
+    without = load_model(tmp_path / "fp32.pt").config["training"]
+    assert with_amp["amp"] == ("bfloat16" if cpu_has_native_bf16() else None)
+    assert without["amp"] is None
+    assert np.isfinite(with_amp["history"][0]["train_loss"]) and np.isfinite(with_amp["history"][0]["val_loss"])

@@ -70,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--patience", type=int, default=20, help="early-stopping patience, epochs (0: off)")
     t.add_argument("--no-augment", action="store_true", help="switch augmentation off")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    t.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    t.add_argument("--no-amp", action="store_true", help="no mixed precision (used on CUDA and on CPUs with native bfloat16)")
     t.add_argument("--threads", type=int, help="torch CPU threads")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--resume", help="continue from a checkpoint (<model>.last.pt, or the model next to one)")

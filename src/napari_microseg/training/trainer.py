@@ -70,7 +70,9 @@ class TrainConfig:
     min_lr : lower bound for the plateau scheduler.
     monitor : ``"val_loss"`` (lower is better) or ``"val_dice"`` (higher is better).
     device : ``"auto"`` (cuda > mps > cpu), ``"cpu"``, ``"cuda"``, ...
-    amp : mixed precision on CUDA (bfloat16 where supported, else float16 + grad scaling).
+    amp : mixed precision: on CUDA bfloat16 where supported, else float16 + grad scaling;
+        on CPUs that compute bfloat16 natively (AMX / AVX512-BF16) bfloat16 autocast
+        (~2x the patches per second); float32 elsewhere.
     seed : seeds patch sampling, augmentation, initialisation and the validation split.
     num_threads : torch CPU threads during training (None: leave torch's setting).
     freeze_encoder : with ``init_model``, keep the contracting path fixed.
@@ -453,18 +455,23 @@ def train(
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max" if higher_better else "min", factor=cfg.reduce_lr_factor,
             patience=int(cfg.reduce_lr_patience), min_lr=cfg.min_lr)
-    use_amp = bool(cfg.amp) and device.startswith("cuda")
+    from ..device import cpu_has_native_bf16
+
+    amp_device = "cuda" if device.startswith("cuda") else "cpu" if device == "cpu" and cpu_has_native_bf16() else None
+    use_amp = bool(cfg.amp) and amp_device is not None
     amp_dtype = None
     scaler = None
-    if use_amp:
+    if use_amp and amp_device == "cuda":
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         if amp_dtype == torch.float16:
             scaler = torch.amp.GradScaler("cuda")
         torch.backends.cudnn.benchmark = True
+    elif use_amp:
+        amp_dtype = torch.bfloat16  # no loss scaling needed: bfloat16 keeps float32's exponent range
 
     def autocast():
         if use_amp:
-            return torch.autocast(device_type="cuda", dtype=amp_dtype)
+            return torch.autocast(device_type=amp_device, dtype=amp_dtype)
         return contextlib.nullcontext()
 
     start_epoch = 1
