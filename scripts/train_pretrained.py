@@ -141,7 +141,7 @@ def train_nuclei_fluorescence(args: argparse.Namespace) -> None:
         "preset": args.preset, "output_mode": "three_class", "patch_size": args.patch, "patches_per_epoch": args.patches,
         "batch_size": 8, "epochs": args.epochs, "lr": args.lr, "seed": 0, "num_threads": args.threads, "val_fraction": 0.1,
         "early_stopping_patience": 15, "reduce_lr_patience": 5, "reduce_lr_factor": 0.3, "monitor": "val_loss",
-        "distance_head": bool(args.distance_head), "distance_weight": 4.0,
+        "distance_head": bool(args.distance_head), "distance_weight": 4.0, "image_sampling": args.image_sampling,
         "data_description": f"DSB2018 stage1_train (CC0) {len(train_files)} images (sorted index % 5 != 0) + {n_sim} simulated nuclei images 256x256 + {5 * n_movies} frames of {n_movies} simulated time-lapses (seeds 5000+)",
     }
     out = Path(args.out) / "nuclei_fluorescence.pt"
@@ -312,6 +312,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--patch", type=int, default=128)
     parser.add_argument("--patches", type=int, default=512, help="patches per epoch")
+    parser.add_argument("--image-sampling", choices=("pixels", "objects"), default="pixels",
+                        help="nuclei_fluorescence: images give patches in proportion to their pixels or to their nuclei")
     parser.add_argument("--simulated", type=int, default=150, help="simulated images added to the training set")
     parser.add_argument("--movies", type=int, default=8, help="simulated time-lapses whose frames join the training set")
     parser.add_argument("--threads", type=int, default=2)

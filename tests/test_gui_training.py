@@ -88,6 +88,7 @@ def test_stop_keeps_best_model(make_napari_viewer, qtbot, tmp_path):
     widget = TrainingWidget(viewer)
     _small_config(widget, tmp_path, epochs=200)
     widget.distance_head.value = True  # the model stopped early still has its distance head
+    widget.image_sampling.value = "objects"
     worker = widget.train()
     qtbot.waitUntil(lambda: len(widget.plot.epochs) >= 1, timeout=120000)
     widget.stop()
@@ -98,6 +99,7 @@ def test_stop_keeps_best_model(make_napari_viewer, qtbot, tmp_path):
     assert widget.result.epochs_run < 200
     loaded = load_model(tmp_path / "model.pt")
     assert loaded.config["distance_head"] is True and loaded.config["model"]["n_classes"] == 4
+    assert loaded.config["training"]["config"]["image_sampling"] == "objects"
     # the option only applies to three_class output
     widget.output_mode.value = "binary"
     assert widget.config()["distance_head"] is False

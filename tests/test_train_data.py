@@ -129,6 +129,21 @@ def test_patch_sampler_pads_small_images_with_ignore_and_favours_foreground():
     assert vx.shape == (16, 1, 64, 64)
 
 
+def test_object_sampling_favours_the_image_crowded_with_objects():
+    # a large image with 2 big disks and a small one with 12 tiny ones: pixel sampling
+    # draws mostly the large image, object sampling mostly the crowded small one
+    big, blab = disk_image((192, 192), n=2, seed=6, radius=(14, 16))
+    small, slab = disk_image((64, 64), n=12, seed=7, radius=(3, 4))
+    td = prepare_training_data([big, small], [blab, slab], output_mode="three_class")
+    by_pixels = PatchSampler(td, 32, image_sampling="pixels")
+    by_objects = PatchSampler(td, 32, image_sampling="objects")
+    assert by_pixels.image_p[0] == pytest.approx(192 * 192 / (192 * 192 + 64 * 64))
+    n_small = int(slab.max())
+    assert by_objects.image_p[1] == pytest.approx(n_small / (n_small + 2))
+    with pytest.raises(InputError, match="image_sampling"):
+        PatchSampler(td, 32, image_sampling="area")
+
+
 def test_augmentation_keeps_image_and_mask_aligned():
     img, lab = disk_image((64, 64), n=6, seed=5, noise=0.0)
     x = torch.from_numpy(img)[None, None].repeat(8, 1, 1, 1)

@@ -170,3 +170,10 @@ def test_three_class_multiclass_and_finetune(tmp_path):
     with pytest.raises(InputError, match="output mode"):
         next(train(TrainConfig(epochs=2, output_mode="binary", **TINY), (imgs, labs), out_path=tmp_path / "x.pt",
                    resume=last_checkpoint_path(tmp_path / "t.pt")))
+
+
+def test_unknown_image_sampling_is_refused_before_training(tmp_path):
+    imgs, labs = disk_set(2, seed=4)
+    with pytest.raises(InputError, match="image_sampling must be one of pixels, objects"):
+        next(train(TrainConfig(epochs=1, image_sampling="area", **TINY), (imgs, labs), out_path=tmp_path / "x.pt"))
+    assert not (tmp_path / "x.pt").exists()

@@ -62,6 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--epochs", type=int, default=50)
     t.add_argument("--patch", type=int, default=256, help="patch side, pixels")
     t.add_argument("--patches-per-epoch", type=int, default=256)
+    t.add_argument("--image-sampling", choices=["pixels", "objects"], default="pixels",
+                   help="images give patches in proportion to their annotated pixels, or to the objects they hold "
+                        "(objects: crowded images of small nuclei are not outweighed by large images)")
     t.add_argument("--batch-size", type=int, default=8)
     t.add_argument("--lr", type=float, default=1e-3, help="initial learning rate")
     t.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd", "adadelta"])
@@ -141,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         class_names=[s.strip() for s in args.class_names.split(",")] if args.class_names else None,
         normalization=spec,
         patch_size=args.patch, patches_per_epoch=args.patches_per_epoch, batch_size=args.batch_size,
-        epochs=args.epochs, lr=args.lr, optimizer=args.optimizer, loss=args.loss,
+        image_sampling=args.image_sampling, epochs=args.epochs, lr=args.lr, optimizer=args.optimizer, loss=args.loss,
         early_stopping_patience=args.patience or None, device=args.device, amp=not args.no_amp,
         seed=args.seed, num_threads=args.threads, freeze_encoder=args.freeze_encoder,
         val_fraction=args.val_fraction, augment=not args.no_augment, ignore_value=args.ignore_value,

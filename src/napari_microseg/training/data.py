@@ -457,6 +457,16 @@ def _pad_to(image: np.ndarray, target: np.ndarray, size: tuple[int, int]) -> tup
     return image, target
 
 
+IMAGE_SAMPLING = ("pixels", "objects")
+
+
+def count_objects(target: np.ndarray) -> int:
+    """Number of connected components (8-connected) of class 1 in a target ``(Y, X)``."""
+    from skimage.measure import label
+
+    return int(label(target == 1, connectivity=2).max())
+
+
 class PatchSampler:
     """Random square patches from a :class:`TrainingData`, favouring foreground.
 
@@ -465,14 +475,22 @@ class PatchSampler:
     data : training data.
     patch_size : patch side in pixels (int) or ``(h, w)``.
     foreground_bias : probability that a patch is centred on a random foreground
-        (class > 0) pixel; otherwise its position is uniform. Images are chosen with
-        probability proportional to their annotated pixel count.
+        (class > 0) pixel; otherwise its position is uniform.
     seed : seed of the default random generator.
+    image_sampling : how often each image gives a patch: ``"pixels"`` in proportion to
+        its annotated pixel count (every annotated pixel equally likely); ``"objects"``
+        in proportion to the objects it holds (connected components of class 1, the
+        interior for three_class targets, which the boundary class separates), so that
+        a small image crowded with tiny nuclei is sampled as often per object as a large
+        image with big ones.
 
     Images smaller than the patch are reflect-padded; the padding is IGNORE in the target.
     """
 
-    def __init__(self, data: TrainingData, patch_size: int | tuple[int, int] = 256, foreground_bias: float = 0.7, seed: int = 0):
+    def __init__(self, data: TrainingData, patch_size: int | tuple[int, int] = 256, foreground_bias: float = 0.7, seed: int = 0,
+                 image_sampling: str = "pixels"):
+        if image_sampling not in IMAGE_SAMPLING:
+            raise InputError(f"image_sampling must be one of {', '.join(IMAGE_SAMPLING)}, not {image_sampling!r}")
         self.patch = (patch_size, patch_size) if np.isscalar(patch_size) else tuple(int(v) for v in patch_size)
         self.foreground_bias = float(foreground_bias)
         self.rng = np.random.default_rng(seed)
@@ -488,7 +506,7 @@ class PatchSampler:
             if len(fg) > 20000:  # keep memory small; a subsample is as good for centring
                 fg = fg[np.random.default_rng(len(fg)).choice(len(fg), 20000, replace=False)]
             self.fg_coords.append(fg.astype(np.int32))
-            weights.append(max(1, it.n_annotated))
+            weights.append(max(1, it.n_annotated if image_sampling == "pixels" else count_objects(it.target)))
         w = np.asarray(weights, dtype=np.float64)
         self.image_p = w / w.sum()
         self.in_channels = self.images[0].shape[0]

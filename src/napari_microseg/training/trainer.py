@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import InputError
 from .augment import AugmentConfig, augment_batch
-from .data import IGNORE, PatchSampler, TrainingData, prepare_training_data, split_train_val, tile_for_validation
+from .data import IGNORE, IMAGE_SAMPLING, PatchSampler, TrainingData, prepare_training_data, split_train_val, tile_for_validation
 from .normalize import make_normalization_spec
 
 __all__ = ["TrainConfig", "TrainEvent", "TrainResult", "train", "default_loss", "last_checkpoint_path"]
@@ -79,6 +79,9 @@ class TrainConfig:
     val_fraction : share of images (or of the single image, as a strip) held out.
     val_max_tiles : validation tiles of ``patch_size`` evaluated per epoch.
     foreground_bias : probability that a patch is centred on foreground.
+    image_sampling : ``"pixels"`` (images give patches in proportion to their annotated
+        pixels) or ``"objects"`` (in proportion to the objects they hold; see
+        :class:`~napari_microseg.training.data.PatchSampler`).
     augment : apply augmentation; ``augmentation`` holds its settings
         (see :class:`~napari_microseg.training.augment.AugmentConfig`; intensity
         augmentation is off by default for ``fixed`` normalisation).
@@ -123,6 +126,7 @@ class TrainConfig:
     val_fraction: float = 0.2
     val_max_tiles: int = 64
     foreground_bias: float = 0.7
+    image_sampling: str = "pixels"
     augment: bool = True
     augmentation: dict = field(default_factory=dict)
     ignore_value: int | None = IGNORE
@@ -323,6 +327,8 @@ def train(
         raise InputError("monitor must be 'val_loss' or 'val_dice'")
     if cfg.distance_head and cfg.output_mode != "three_class":
         raise InputError("distance_head needs output mode three_class")
+    if cfg.image_sampling not in IMAGE_SAMPLING:
+        raise InputError(f"image_sampling must be one of {', '.join(IMAGE_SAMPLING)}, not {cfg.image_sampling!r}")
     try:
         device = resolve_device(cfg.device)
     except ValueError as err:
@@ -493,7 +499,8 @@ def train(
             scaler.load_state_dict(ckpt["scaler_state"])
 
     # ---- samplers
-    sampler = PatchSampler(train_td, cfg.patch_size, foreground_bias=cfg.foreground_bias, seed=cfg.seed)
+    sampler = PatchSampler(train_td, cfg.patch_size, foreground_bias=cfg.foreground_bias, seed=cfg.seed,
+                           image_sampling=cfg.image_sampling)
     val_x = val_y = None
     if val_td is not None:
         val_x, val_y = tile_for_validation(val_td, cfg.patch_size, max_tiles=cfg.val_max_tiles, seed=cfg.seed)

@@ -58,6 +58,10 @@ class TrainingWidget(MicrosegDock):
                                tooltip="only painted pixels count; paint background with the label id below")
         self.background_id = SpinBox(label="background id", value=1, min=1, max=65535)
         self.patch = SpinBox(label="patch (px)", value=128, min=32, max=1024, step=32)
+        self.image_sampling = ComboBox(label="sample images by", choices=["pixels", "objects"], value="pixels",
+                                       tooltip="pixels: each annotated pixel equally likely; objects: images give patches "
+                                               "in proportion to the nuclei they hold (a small crowded image is not "
+                                               "outweighed by a large sparse one)")
         self.epochs = SpinBox(label="epochs", value=20, min=1, max=10000)
         self.patches_per_epoch = SpinBox(label="patches / epoch", value=64, min=4, max=100000)
         self.batch_size = SpinBox(label="batch", value=8, min=1, max=256)
@@ -71,7 +75,7 @@ class TrainingWidget(MicrosegDock):
         self.form = Container(widgets=[
             self.image_layer, self.labels_layer, self.preset, self.output_mode, self.distance_head, self.sparse,
             self.background_id,
-            self.patch, self.epochs, self.patches_per_epoch, self.batch_size, self.lr, self.device,
+            self.patch, self.image_sampling, self.epochs, self.patches_per_epoch, self.batch_size, self.lr, self.device,
             self.out_path, self.resume, self.seed, self.train_button, self.preview_button,
         ])
         self.body.addWidget(self.form.native)
@@ -133,6 +137,7 @@ class TrainingWidget(MicrosegDock):
             "preset": self.preset.value, "output_mode": self.output_mode.value, "patch_size": int(self.patch.value),
             "epochs": int(self.epochs.value), "patches_per_epoch": int(self.patches_per_epoch.value),
             "batch_size": int(self.batch_size.value), "lr": float(self.lr.value), "device": self.device.value,
+            "image_sampling": self.image_sampling.value,
             "seed": int(self.seed.value), "unlabelled_is_ignored": bool(self.sparse.value),
             "distance_head": bool(self.distance_head.value) and self.output_mode.value == "three_class",
             "background_value": int(self.background_id.value) if self.sparse.value else None,
