@@ -312,7 +312,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--patch", type=int, default=128)
     parser.add_argument("--patches", type=int, default=512, help="patches per epoch")
-    parser.add_argument("--image-sampling", choices=("pixels", "objects"), default="pixels",
+    parser.add_argument("--image-sampling", choices=("pixels", "objects", "mixed"), default="pixels",
                         help="nuclei_fluorescence: images give patches in proportion to their pixels or to their nuclei")
     parser.add_argument("--simulated", type=int, default=150, help="simulated images added to the training set")
     parser.add_argument("--movies", type=int, default=8, help="simulated time-lapses whose frames join the training set")

@@ -140,6 +140,10 @@ def test_object_sampling_favours_the_image_crowded_with_objects():
     assert by_pixels.image_p[0] == pytest.approx(192 * 192 / (192 * 192 + 64 * 64))
     n_small = int(slab.max())
     assert by_objects.image_p[1] == pytest.approx(n_small / (n_small + 2))
+    mixed = PatchSampler(td, 32, image_sampling="mixed")
+    np.testing.assert_allclose(mixed.image_p, (by_pixels.image_p + by_objects.image_p) / 2)
+    drawn = np.bincount([mixed.rng.choice(2, p=mixed.image_p) for _ in range(2000)], minlength=2) / 2000
+    np.testing.assert_allclose(drawn, mixed.image_p, atol=0.04)
     with pytest.raises(InputError, match="image_sampling"):
         PatchSampler(td, 32, image_sampling="area")
 

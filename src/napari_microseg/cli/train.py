@@ -62,9 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--epochs", type=int, default=50)
     t.add_argument("--patch", type=int, default=256, help="patch side, pixels")
     t.add_argument("--patches-per-epoch", type=int, default=256)
-    t.add_argument("--image-sampling", choices=["pixels", "objects"], default="pixels",
-                   help="images give patches in proportion to their annotated pixels, or to the objects they hold "
-                        "(objects: crowded images of small nuclei are not outweighed by large images)")
+    t.add_argument("--image-sampling", choices=["pixels", "objects", "mixed"], default="pixels",
+                   help="images give patches in proportion to their annotated pixels, to the objects they hold "
+                        "(crowded images of small nuclei are not outweighed by large images), or half of each (mixed)")
     t.add_argument("--batch-size", type=int, default=8)
     t.add_argument("--lr", type=float, default=1e-3, help="initial learning rate")
     t.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd", "adadelta"])

@@ -457,7 +457,7 @@ def _pad_to(image: np.ndarray, target: np.ndarray, size: tuple[int, int]) -> tup
     return image, target
 
 
-IMAGE_SAMPLING = ("pixels", "objects")
+IMAGE_SAMPLING = ("pixels", "objects", "mixed")
 
 
 def count_objects(target: np.ndarray) -> int:
@@ -482,7 +482,8 @@ class PatchSampler:
         in proportion to the objects it holds (connected components of class 1, the
         interior for three_class targets, which the boundary class separates), so that
         a small image crowded with tiny nuclei is sampled as often per object as a large
-        image with big ones.
+        image with big ones; ``"mixed"`` half of each (the mean of the two image
+        probabilities).
 
     Images smaller than the patch are reflect-padded; the padding is IGNORE in the target.
     """
@@ -497,7 +498,7 @@ class PatchSampler:
         self.images: list[np.ndarray] = []
         self.targets: list[np.ndarray] = []
         self.fg_coords: list[np.ndarray] = []
-        weights = []
+        pixel_weights, object_weights = [], []
         for it in data.items:
             im, tg = _pad_to(it.image, it.target, self.patch)
             self.images.append(np.ascontiguousarray(im, dtype=np.float32))
@@ -506,9 +507,11 @@ class PatchSampler:
             if len(fg) > 20000:  # keep memory small; a subsample is as good for centring
                 fg = fg[np.random.default_rng(len(fg)).choice(len(fg), 20000, replace=False)]
             self.fg_coords.append(fg.astype(np.int32))
-            weights.append(max(1, it.n_annotated if image_sampling == "pixels" else count_objects(it.target)))
-        w = np.asarray(weights, dtype=np.float64)
-        self.image_p = w / w.sum()
+            pixel_weights.append(max(1, it.n_annotated))
+            object_weights.append(max(1, count_objects(it.target)) if image_sampling != "pixels" else 1)
+        by_pixels = np.asarray(pixel_weights, dtype=np.float64) / sum(pixel_weights)
+        by_objects = np.asarray(object_weights, dtype=np.float64) / sum(object_weights)
+        self.image_p = {"pixels": by_pixels, "objects": by_objects, "mixed": 0.5 * (by_pixels + by_objects)}[image_sampling]
         self.in_channels = self.images[0].shape[0]
 
     def sample(self, batch_size: int, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:

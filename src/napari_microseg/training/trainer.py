@@ -80,8 +80,8 @@ class TrainConfig:
     val_max_tiles : validation tiles of ``patch_size`` evaluated per epoch.
     foreground_bias : probability that a patch is centred on foreground.
     image_sampling : ``"pixels"`` (images give patches in proportion to their annotated
-        pixels) or ``"objects"`` (in proportion to the objects they hold; see
-        :class:`~napari_microseg.training.data.PatchSampler`).
+        pixels), ``"objects"`` (in proportion to the objects they hold) or ``"mixed"``
+        (half of each); see :class:`~napari_microseg.training.data.PatchSampler`.
     augment : apply augmentation; ``augmentation`` holds its settings
         (see :class:`~napari_microseg.training.augment.AugmentConfig`; intensity
         augmentation is off by default for ``fixed`` normalisation).

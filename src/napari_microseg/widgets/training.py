@@ -58,10 +58,10 @@ class TrainingWidget(MicrosegDock):
                                tooltip="only painted pixels count; paint background with the label id below")
         self.background_id = SpinBox(label="background id", value=1, min=1, max=65535)
         self.patch = SpinBox(label="patch (px)", value=128, min=32, max=1024, step=32)
-        self.image_sampling = ComboBox(label="sample images by", choices=["pixels", "objects"], value="pixels",
+        self.image_sampling = ComboBox(label="sample images by", choices=["pixels", "objects", "mixed"], value="pixels",
                                        tooltip="pixels: each annotated pixel equally likely; objects: images give patches "
                                                "in proportion to the nuclei they hold (a small crowded image is not "
-                                               "outweighed by a large sparse one)")
+                                               "outweighed by a large sparse one); mixed: half of each")
         self.epochs = SpinBox(label="epochs", value=20, min=1, max=10000)
         self.patches_per_epoch = SpinBox(label="patches / epoch", value=64, min=4, max=100000)
         self.batch_size = SpinBox(label="batch", value=8, min=1, max=256)
