@@ -163,6 +163,28 @@ def test_distance_seeds_split_nuclei_whose_cores_touch():
         three_class_to_labels(p, seed_method="nope")
 
 
+def test_watershed_in_row_groups_equals_the_whole_frame_watershed(monkeypatch):
+    # many blobs, several markers in most: flooding them in groups of a few rows at a time
+    # gives exactly the labels of one whole-frame watershed
+    from skimage.segmentation import watershed
+
+    import napari_microseg.inference.postprocess as pp
+
+    rng = np.random.default_rng(5)
+    height = ndi.gaussian_filter(rng.random((300, 200)).astype(np.float32), 2)
+    mask = height > np.percentile(height, 55)
+    peaks = (height == ndi.maximum_filter(height, size=3)) & mask
+    markers, n = ndi.label(peaks, structure=np.ones((3, 3), bool))
+    comp, n_comp = ndi.label(mask)
+    assert n > n_comp > 20  # several components hold two or more markers
+    reference = watershed(-height, markers=markers, mask=mask)
+    whole = pp.watershed_where_needed(-height, markers, mask)
+    monkeypatch.setattr(pp, "WATERSHED_ROWS", 16)
+    grouped = pp.watershed_where_needed(-height, markers, mask)
+    np.testing.assert_array_equal(whole, reference)
+    np.testing.assert_array_equal(grouped, reference)
+
+
 def test_merge_by_dynamics_matches_h_maxima_seeded_watershed():
     from skimage.morphology import h_maxima
     from skimage.segmentation import watershed

@@ -118,6 +118,7 @@ def test_stop_by_close_keeps_valid_model_and_resume_continues(tmp_path):
     gen.close()
     loaded = load_model(tmp_path / "s.pt")
     assert loaded.config["training"]["complete"] is True
+    assert loaded.config["training"]["stop_reason"] == "stopped" and loaded.config["training"]["epochs_run"] == 2
     assert len(read_model_file(last_checkpoint_path(tmp_path / "s.pt"))["config"]["training"]["history"]) == 2
 
     # stop before any epoch finished: the current weights are saved, marked incomplete
@@ -140,6 +141,11 @@ def test_stop_event_and_early_stopping(tmp_path):
     cfg = dict(TINY, early_stopping_patience=1, lr=0.0)  # no learning: no improvement after epoch 1
     _, res = run(train(TrainConfig(epochs=10, optimizer="sgd", **{k: v for k, v in cfg.items()}), (imgs, labs), out_path=tmp_path / "es.pt"))
     assert res.stop_reason == "early_stopping" and res.epochs_run == 2
+    # the kept file holds the best epoch's weights but describes the whole run
+    kept = load_model(tmp_path / "es.pt").config["training"]
+    assert kept["best_epoch"] == 1 and kept["metrics"]["epoch"] == 1
+    assert kept["epochs_run"] == 2 and kept["stop_reason"] == "early_stopping"
+    assert [h["epoch"] for h in kept["history"]] == [1, 2]
 
 
 def test_three_class_multiclass_and_finetune(tmp_path):

@@ -205,11 +205,38 @@ def watershed_where_needed(surface: np.ndarray, markers: np.ndarray, mask: np.nd
     lut[pair_comp[single]] = pair_marker[single]
     lut[0] = 0
     out = lut[comp]
-    multi = (per_comp >= 2)[comp] & mask
-    if multi.any():
-        flooded = watershed(surface, markers=np.where(multi, markers, 0), mask=multi)
-        out[multi] = flooded[multi]
+    multi_ids = np.flatnonzero(per_comp >= 2)
+    multi_ids = multi_ids[multi_ids > 0]
+    if not len(multi_ids):
+        return out
+    # flood the components with several markers in groups of rows: components never meet, so
+    # each is flooded alone as in the whole-frame call, with memory bounded by WATERSHED_ROWS
+    boxes = ndi.find_objects(comp)
+    starts = np.array([boxes[i - 1][0].start for i in multi_ids])
+    stops = np.array([boxes[i - 1][0].stop for i in multi_ids])
+    order = np.argsort(starts, kind="stable")
+    group: list[int] = []
+    top = bottom = 0
+
+    def flood(ids: list[int], y0: int, y1: int) -> None:
+        part = np.isin(comp[y0:y1], multi_ids[ids])
+        flooded = watershed(surface[y0:y1], markers=np.where(part, markers[y0:y1], 0), mask=part)
+        out[y0:y1][part] = flooded[part]
+
+    for j in order:
+        if group and max(bottom, stops[j]) - top > WATERSHED_ROWS:
+            flood(group, top, bottom)
+            group = []
+        if not group:
+            top, bottom = int(starts[j]), int(stops[j])
+        group.append(int(j))
+        bottom = max(bottom, int(stops[j]))
+    flood(group, top, bottom)
     return out
+
+
+#: rows flooded at a time by :func:`watershed_where_needed` (bounds the watershed's working memory)
+WATERSHED_ROWS = 512
 
 
 def merge_basins_by_dynamics(height: np.ndarray, mask: np.ndarray, dynamics: float) -> np.ndarray:
@@ -243,27 +270,30 @@ def merge_basins_by_dynamics(height: np.ndarray, mask: np.ndarray, dynamics: flo
     peak_height = np.zeros(n + 1, np.float64)
     np.maximum.at(peak_height, labels[inside], height[inside].astype(np.float64))
     # saddle between two touching basins: the highest min(h_a, h_b) over 8-neighbour pixel pairs
-    firsts, seconds, saddles = [], [], []
+    def highest_per_pair(key: np.ndarray, saddle: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        order = np.lexsort((-saddle, key))
+        key, saddle = key[order], saddle[order]
+        first = np.r_[True, key[1:] != key[:-1]]
+        return key[first], saddle[first]
+
+    keys, saddles = [], []
     shifts = (((slice(None), slice(None, -1)), (slice(None), slice(1, None))),
               ((slice(None, -1), slice(None)), (slice(1, None), slice(None))),
               ((slice(None, -1), slice(None, -1)), (slice(1, None), slice(1, None))),
               ((slice(None, -1), slice(1, None)), (slice(1, None), slice(None, -1))))
-    for sl_a, sl_b in shifts:
+    for sl_a, sl_b in shifts:  # each shift reduced to its pairs at once: memory of one shift, not four
         la, lb = labels[sl_a], labels[sl_b]
         touching = (la != lb) & (la > 0) & (lb > 0)
         if touching.any():
-            firsts.append(la[touching])
-            seconds.append(lb[touching])
-            saddles.append(np.minimum(height[sl_a][touching], height[sl_b][touching]))
-    if not firsts:
+            a, b = la[touching].astype(np.int64), lb[touching].astype(np.int64)
+            key = np.minimum(a, b) * (n + 1) + np.maximum(a, b)
+            del a, b
+            k, sd = highest_per_pair(key, np.minimum(height[sl_a][touching], height[sl_b][touching]).astype(np.float64))
+            keys.append(k)
+            saddles.append(sd)
+    if not keys:
         return labels
-    a, b = np.concatenate(firsts).astype(np.int64), np.concatenate(seconds).astype(np.int64)
-    saddle = np.concatenate(saddles).astype(np.float64)
-    key = np.minimum(a, b) * (n + 1) + np.maximum(a, b)
-    order = np.lexsort((-saddle, key))
-    key, saddle = key[order], saddle[order]
-    first = np.r_[True, key[1:] != key[:-1]]
-    key, saddle = key[first], saddle[first]  # the highest saddle of each touching pair
+    key, saddle = highest_per_pair(np.concatenate(keys), np.concatenate(saddles))  # the highest saddle of each pair
     pair_a, pair_b = key // (n + 1), key % (n + 1)
     parent = np.arange(n + 1)
     top = peak_height.copy()  # peak of each merged region, kept at its root

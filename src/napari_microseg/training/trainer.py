@@ -148,6 +148,20 @@ class TrainConfig:
         return cls(**d)
 
 
+def record_whole_run(model_path: Path, history: list[dict], stop_reason: str) -> None:
+    """Write the whole run into the kept (best-epoch) model file's ``training`` entry.
+
+    The file was written at its best epoch, so it listed only the epochs up to then;
+    afterwards ``epochs_run``, ``history`` and ``stop_reason`` describe the run as it ended
+    (the weights and the best epoch's ``metrics`` are unchanged).
+    """
+    from ..io.models import read_model_file, update_model_config
+
+    training = dict(read_model_file(model_path)["config"].get("training", {}))
+    training.update(epochs_run=history[-1]["epoch"] if history else 0, history=history, stop_reason=stop_reason)
+    update_model_config(model_path, training=training)
+
+
 @dataclass
 class TrainEvent:
     """One progress event. ``done`` / ``total`` count optimisation steps over the run.
@@ -680,6 +694,8 @@ def train(
         stop_reason = "stopped"
         if not saved_any:
             save_model(out_path, model, file_config(False, {}))
+        else:
+            record_whole_run(out_path, history, stop_reason)
         raise
     finally:
         if cfg.num_threads:
@@ -687,6 +703,8 @@ def train(
     if stop_reason == "stopped" and not saved_any:
         save_model(out_path, model, file_config(False, {}))
         saved_any = True
+    elif saved_any:
+        record_whole_run(out_path, history, stop_reason)
     epochs_run = history[-1]["epoch"] if history else 0
     return TrainResult(str(out_path) if saved_any else None, str(last_path) if last_path.is_file() else None,
                        best_epoch, best_value, epochs_run, stop_reason, history, device, file_config(True, {}))
