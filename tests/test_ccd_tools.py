@@ -36,3 +36,43 @@ def test_tiles_with_class_finds_and_ranks():
     assert table.loc[0, "y1"] == 512 and table.loc[1, "x1"] == 512
     assert tiles_with_class(cm, 3, tile=256, min_pixels=10).shape[0] == 1
     assert tiles_with_class(cm, 1).empty
+
+
+CCD_NAMES = ["background", "glowing", "hot pixel", "cluster"]
+
+
+def test_shape_rules_keep_hot_lines_turn_hot_blobs_into_clusters_and_drop_big_clusters():
+    from napari_microseg.inference.postprocess import ccd_shape_rules
+
+    cls = np.zeros((60, 60), np.uint8)
+    cls[5:55, 10] = 2            # a vertical hot line, 1 px wide
+    cls[30, 20:50] = 2           # a horizontal one
+    cls[40:42, 20:45] = 2        # a 2-px-wide run: still a line
+    cls[8:12, 30:34] = 2         # a 4x4 hot blob: a cluster by the rule
+    cls[15:17, 45:47] = 3        # a small cluster
+    cls[50:58, 30:58] = 3        # a big one (a track)
+    ruled = ccd_shape_rules(cls, CCD_NAMES)
+    assert (ruled[5:55, 10] == 2).all() and (ruled[30, 20:50] == 2).all() and (ruled[40:42, 20:45] == 2).all()
+    assert (ruled[8:12, 30:34] == 3).all()
+    assert (ruled[50:58, 30:58] == 3).all()  # no size limit asked
+    limited = ccd_shape_rules(cls, CCD_NAMES, hot_lines=False, max_cluster_size=50)
+    assert (limited[50:58, 30:58] == 0).all() and (limited[15:17, 45:47] == 3).all()
+    assert (limited[8:12, 30:34] == 2).all()  # the hot rule was off
+    assert ruled.dtype == cls.dtype and cls[8, 30] == 2  # the input is not changed
+    with pytest.raises(InputError, match="hot pixel"):
+        ccd_shape_rules(cls, ["background", "interior", "boundary"])
+
+
+def test_segment_applies_shape_rules_to_ccd_models_only():
+    from napari_microseg.inference.segment import segment
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+
+    frame = simulate_ccd_frame(shape=(256, 256), seed=11, balanced=True)
+    plain = np.asarray(segment("ccd_classes", frame.image, measure=False).labels)
+    ruled = np.asarray(segment("ccd_classes", frame.image, measure=False,
+                               postprocess_options={"shape_rules": True, "max_cluster_size": 30}).labels)
+    from napari_microseg.inference.postprocess import ccd_shape_rules
+
+    np.testing.assert_array_equal(ruled, ccd_shape_rules(plain, CCD_NAMES, max_cluster_size=30))
+    with pytest.raises(InputError, match="CCD class models only"):
+        segment("nuclei_fluorescence", np.zeros((64, 64), np.float32), postprocess_options={"shape_rules": True})

@@ -62,6 +62,16 @@ def test_multiclass_result_tiles_and_clusters(make_napari_viewer, qtbot, tmp_pat
     from skimage.io import imsave
 
     imsave(artifacts / "segmentation_ccd.png", viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
+    # the same frame with the shape rules: the class map is the ruled one, and the cluster table follows it
+    from napari_microseg.inference.postprocess import ccd_shape_rules
+
+    plain = np.asarray(layer.data).copy()
+    widget.shape_rules.value = True
+    widget.max_cluster_size.value = 6
+    wait_worker(widget.segment())
+    ruled = np.asarray(viewer.layers[widget.result_layer_name].data)
+    np.testing.assert_array_equal(ruled, ccd_shape_rules(plain, CCD_CLASSES, max_cluster_size=6))
+    assert len(widget.clusters) == 0 or widget.clusters.size_px.max() <= 6
 
 
 def test_batch_folder_then_resume_and_stop(make_napari_viewer, qtbot, tmp_path, tiny_nuclei_model, wait_worker):

@@ -129,3 +129,24 @@ def test_parser_builds():
     parser = build_parser()
     args = parser.parse_args(["segment", "--model", "m.pt", "--input", "x.tif", "--out", "o", "--remove-border"])
     assert args.remove_border and args.min_size == 8 and args.overwrite is False
+
+
+def test_segment_cli_ccd_shape_rules(tmp_path, capsys):
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+
+    tifffile.imwrite(tmp_path / "frame.tif", simulate_ccd_frame(shape=(256, 256), seed=12, balanced=True).image)
+    common = ["segment", "--model", "ccd_classes", "--input", str(tmp_path / "frame.tif"), "--quiet"]
+    assert main(common + ["--out", str(tmp_path / "plain")]) == 0
+    assert main(common + ["--out", str(tmp_path / "ruled"), "--shape-rules", "--max-cluster-size", "20"]) == 0
+    plain = tifffile.imread(next((tmp_path / "plain").rglob("frame.tif")))
+    ruled = tifffile.imread(next((tmp_path / "ruled").rglob("frame.tif")))
+    from napari_microseg.inference.postprocess import ccd_shape_rules
+
+    names = ["background", "glowing", "hot pixel", "cluster"]
+    np.testing.assert_array_equal(ruled, ccd_shape_rules(plain, names, max_cluster_size=20))
+    # on a nuclei model the rules are refused with a one-line reason
+    tifffile.imwrite(tmp_path / "nuclei.tif", np.zeros((64, 64), np.uint8))
+    capsys.readouterr()
+    assert main(["segment", "--model", "nuclei_fluorescence", "--input", str(tmp_path / "nuclei.tif"),
+                 "--out", str(tmp_path / "n"), "--shape-rules", "--quiet"]) == 2
+    assert "CCD class models only" in capsys.readouterr().err

@@ -44,6 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="network arithmetic: auto = bfloat16 on GPUs and on CPUs that compute it natively (AMX), else float32")
     p.add_argument("--max-size", type=int, default=None, help="drop objects larger than this many px (default: none)")
     p.add_argument("--remove-border", action="store_true", help="drop objects touching the image border")
+    p.add_argument("--shape-rules", action="store_true",
+                   help="CCD class models: hot pixels must be straight lines (compact hot blobs become cluster)")
+    p.add_argument("--max-cluster-size", type=int, default=None,
+                   help="CCD class models: cluster components larger than this many px become background (tracks)")
     p.add_argument("--no-fill-holes", action="store_true", help="do not fill holes inside objects")
     p.add_argument("--save-probabilities", action="store_true", help="also write OUT/probabilities/<stem>.tif (float32, K channels)")
     p.add_argument("--zarr-above", type=int, default=8192 * 8192,
@@ -190,6 +194,8 @@ def run(args: argparse.Namespace) -> int:
                 fill_holes=not args.no_fill_holes, remove_border=args.remove_border, out=out_arr,
                 keep_probabilities=True if args.save_probabilities else None,
                 test_time_augmentation=args.tta, precision=args.precision,
+                postprocess_options={k: v for k, v in (("shape_rules", True if args.shape_rules else None),
+                                                       ("max_cluster_size", args.max_cluster_size)) if v is not None},
             )
             label = f"[{i + 1}/{len(inputs)}] {path.name}"
             if args.quiet:

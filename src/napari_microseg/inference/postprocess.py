@@ -17,8 +17,12 @@ are uint16 when the labels fit, else uint32.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 from scipy import ndimage as ndi
+
+from ..errors import InputError
 
 #: default channel order of a three_class network output
 THREE_CLASS_ORDER = ("background", "interior", "boundary")
@@ -504,6 +508,55 @@ def multiclass_to_classes(probabilities: np.ndarray) -> np.ndarray:
     """Semantic class map: argmax over channels of ``(K, Y, X)`` probabilities -> uint8 (Y, X)."""
     probabilities = np.asarray(probabilities)
     return np.argmax(probabilities, axis=0).astype(np.uint8 if probabilities.shape[0] <= 255 else np.uint16)
+
+
+def ccd_class_indices(class_names: Sequence[str]) -> tuple[int, int, int]:
+    """Indices of ``background``, ``hot pixel`` and ``cluster`` in ``class_names``; InputError when one is missing."""
+    names = [str(n) for n in class_names]
+    missing = [n for n in ("background", "hot pixel", "cluster") if n not in names]
+    if missing:
+        raise InputError(f"shape rules need the CCD classes background, hot pixel and cluster; this model has {', '.join(names)}")
+    return names.index("background"), names.index("hot pixel"), names.index("cluster")
+
+
+def ccd_shape_rules(class_map: np.ndarray, class_names: Sequence[str], hot_lines: bool = True,
+                    max_cluster_size: int | None = None, max_line_width: int = 2) -> np.ndarray:
+    """The [C] shape rules on a CCD class map: hot pixels are straight lines; clusters have a maximum size.
+
+    Parameters
+    ----------
+    class_map : integer (Y, X) class indices (``class_names`` order, e.g. background,
+        glowing, hot pixel, cluster).
+    class_names : names of the classes; must hold ``"hot pixel"``, ``"cluster"`` and
+        ``"background"``.
+    hot_lines : apply the rule "hot pixels are straight lines" (see ``max_line_width``).
+    max_cluster_size : cluster components (8-connected) larger than this many pixels
+        (muon or electron tracks, not low-energy clusters) become background; None keeps all.
+    max_line_width : a hot-pixel component (8-connected) is a straight line when its area is
+        at most this many pixels times its length (the longer side of its bounding box):
+        a vertical or horizontal run 1-2 px wide. Other hot components, compact bright
+        blobs, become cluster.
+
+    Returns
+    -------
+    a new class map, same shape and dtype.
+    """
+    background, hot, cluster = ccd_class_indices(class_names)
+    out = np.array(class_map, copy=True)
+    eight = np.ones((3, 3), bool)
+    comp, n = ndi.label(out == hot, structure=eight) if hot_lines else (None, 0)
+    if n:
+        boxes = ndi.find_objects(comp)
+        length = np.array([max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) for sl in boxes])
+        area = np.bincount(comp.ravel(), minlength=n + 1)[1:]
+        blob = np.r_[False, area > max_line_width * length]
+        out[blob[comp]] = cluster
+    if max_cluster_size is not None:
+        comp, n = ndi.label(out == cluster, structure=eight)
+        if n:
+            too_big = np.r_[False, np.bincount(comp.ravel(), minlength=n + 1)[1:] > int(max_cluster_size)]
+            out[too_big[comp]] = background
+    return out
 
 
 def class_map_to_instances(class_map: np.ndarray, min_size: int = 1, background: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -301,7 +301,10 @@ def segment_image(
     postprocess_options : three_class watershed settings (``seed_threshold``,
         ``seed_method``, ``distance_sigma``, ``seed_dynamics``, ...; see
         :func:`postprocess.three_class_to_labels`); they override the values
-        tuned for the model (``config["postprocess"]``).
+        tuned for the model (``config["postprocess"]``). For CCD class models:
+        ``shape_rules=True`` (hot pixels must be straight lines; compact hot
+        blobs become cluster) and ``max_cluster_size`` (px; larger cluster
+        components become background), see :func:`postprocess.ccd_shape_rules`.
     """
     shape = _check_input(image)
     loaded = _resolve_loaded(model, device)
@@ -349,6 +352,12 @@ def segment_image(
         threshold = float(options.get("threshold", tuned.get("threshold", 0.5)))
     tuned.pop("threshold", None)
     options.pop("threshold", None)
+    shape_rules = bool(options.pop("shape_rules", False))
+    max_cluster_size = options.pop("max_cluster_size", None)
+    if (shape_rules or max_cluster_size is not None) and mode != "multiclass":
+        raise InputError("shape rules (hot pixels are lines, a maximum cluster size) apply to CCD class models only")
+    if shape_rules or max_cluster_size is not None:
+        postprocess.ccd_class_indices(class_names or [])  # the classes are there, or a clear message now
     three_kw = {}
     if mode == "three_class":
         if loaded.config.get("distance_head") and not tuned:
@@ -375,6 +384,8 @@ def segment_image(
                                                   max_size=max_size, fill_holes=fill_holes,
                                                   remove_border=remove_border, **three_kw)
         del probs
+        if shape_rules or max_cluster_size is not None:
+            lab = postprocess.ccd_shape_rules(lab, class_names, hot_lines=shape_rules, max_cluster_size=max_cluster_size)
         if mode != "multiclass":
             max_label = max(max_label, int(lab.max()) if lab.size else 0)
         if stack:

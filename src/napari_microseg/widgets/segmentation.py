@@ -47,6 +47,10 @@ class SegmentationWidget(MicrosegDock):
         self.remove_border = CheckBox(label="remove border objects", value=False)
         self.keep_probabilities = CheckBox(label="add probability layer", value=False)
         self.tta = CheckBox(label="test-time augmentation (4 flips, 4x slower)", value=False)
+        self.shape_rules = CheckBox(label="CCD shape rules: hot pixels are straight lines", value=False,
+                                    tooltip="CCD class models: compact hot-pixel blobs become clusters")
+        self.max_cluster_size = SpinBox(label="CCD max cluster size (px, 0 = none)", value=0, min=0, max=10**7,
+                                        tooltip="CCD class models: larger cluster components (tracks) become background")
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
         self.run_button = PushButton(text="Segment")
         self.counts_label = Label(value="")
@@ -64,7 +68,7 @@ class SegmentationWidget(MicrosegDock):
         self.finetune_button = PushButton(text="Fine-tune")
         self.form = Container(widgets=[
             self.image_layer, self.model_choice, self.model_file, self.scope, self.tile, self.min_size,
-            self.remove_border, self.keep_probabilities, self.tta, self.device, self.run_button, self.counts_label,
+            self.remove_border, self.keep_probabilities, self.tta, self.shape_rules, self.max_cluster_size, self.device, self.run_button, self.counts_label,
             self.export_dir, self.export_button, self.find_class, self.find_button,
             Label(value="<b>correct and retrain</b>"),
             self.labels_for_training, self.add_button, self.finetune_epochs, self.finetune_button,
@@ -149,6 +153,11 @@ class SegmentationWidget(MicrosegDock):
         settings = dict(tile=int(self.tile.value), min_size=int(self.min_size.value), remove_border=bool(self.remove_border.value),
                         device=self.device.value, keep_probabilities=bool(self.keep_probabilities.value),
                         test_time_augmentation=bool(self.tta.value))
+        rules = {"shape_rules": True} if self.shape_rules.value else {}
+        if int(self.max_cluster_size.value) > 0:
+            rules["max_cluster_size"] = int(self.max_cluster_size.value)
+        if rules:
+            settings["postprocess_options"] = rules
 
         def make_generator():
             from ..inference.segment import segment_image
