@@ -55,9 +55,12 @@ def cmd_sim(args: argparse.Namespace) -> None:
     frames = [simulate_ccd_frame(shape=(256, 256), seed=90_000 + s, balanced=bool(s % 2), cluster_threshold=thr)
               for s in range(args.frames)]
     true = np.stack([f.classes for f in frames])
-    pred = np.stack([np.asarray(segment(loaded, f.image, measure=False, test_time_augmentation=args.tta).labels)
+    rules = {"shape_rules": True} if args.shape_rules else {}
+    pred = np.stack([np.asarray(segment(loaded, f.image, measure=False, test_time_augmentation=args.tta,
+                                        postprocess_options=rules).labels)
                      for f in frames])
-    out = {"benchmark": "ccd_sim", "model": args.model, "frames": args.frames, "cluster_threshold_adc": thr, "tta": args.tta}
+    out = {"benchmark": "ccd_sim", "model": args.model, "frames": args.frames, "cluster_threshold_adc": thr, "tta": args.tta,
+           "shape_rules": args.shape_rules}
     layouts = {"all": slice(None), "natural_layout": slice(0, None, 2), "balanced_layout": slice(1, None, 2)}
     # reference: a per-pixel rule told every defect exactly (pedestal, glow band, hot lines, tracks), calling a
     # pixel "cluster" when what is left (cluster charge + read noise) exceeds the labelling threshold; what it
@@ -174,6 +177,7 @@ def main(argv: list[str] | None = None) -> None:
             p.add_argument("--frames", type=int, default=16)
             p.add_argument("--cluster-threshold", type=float, default=None, help="ADC; default: the model's")
             p.add_argument("--tta", action="store_true", help="test-time augmentation (4 flips)")
+            p.add_argument("--shape-rules", action="store_true", help="[C] shape rule: hot pixels are straight lines")
         if name == "real":
             p.add_argument("--png", default=None)
         if name == "big":

@@ -49,11 +49,13 @@ def test_shape_rules_keep_hot_lines_turn_hot_blobs_into_clusters_and_drop_big_cl
     cls[30, 20:50] = 2           # a horizontal one
     cls[40:42, 20:45] = 2        # a 2-px-wide run: still a line
     cls[8:12, 30:34] = 2         # a 4x4 hot blob: a cluster by the rule
+    cls[20:28, 54:58] = 2        # four adjacent hot columns, 8 px long: long lines side by side stay hot
     cls[15:17, 45:47] = 3        # a small cluster
     cls[50:58, 30:58] = 3        # a big one (a track)
     ruled = ccd_shape_rules(cls, CCD_NAMES)
     assert (ruled[5:55, 10] == 2).all() and (ruled[30, 20:50] == 2).all() and (ruled[40:42, 20:45] == 2).all()
     assert (ruled[8:12, 30:34] == 3).all()
+    assert (ruled[20:28, 54:58] == 2).all()
     assert (ruled[50:58, 30:58] == 3).all()  # no size limit asked
     limited = ccd_shape_rules(cls, CCD_NAMES, hot_lines=False, max_cluster_size=50)
     assert (limited[50:58, 30:58] == 0).all() and (limited[15:17, 45:47] == 3).all()

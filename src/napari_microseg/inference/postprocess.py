@@ -520,7 +520,7 @@ def ccd_class_indices(class_names: Sequence[str]) -> tuple[int, int, int]:
 
 
 def ccd_shape_rules(class_map: np.ndarray, class_names: Sequence[str], hot_lines: bool = True,
-                    max_cluster_size: int | None = None, max_line_width: int = 2) -> np.ndarray:
+                    max_cluster_size: int | None = None, max_line_width: int = 2, min_line_length: int = 8) -> np.ndarray:
     """The [C] shape rules on a CCD class map: hot pixels are straight lines; clusters have a maximum size.
 
     Parameters
@@ -532,10 +532,12 @@ def ccd_shape_rules(class_map: np.ndarray, class_names: Sequence[str], hot_lines
     hot_lines : apply the rule "hot pixels are straight lines" (see ``max_line_width``).
     max_cluster_size : cluster components (8-connected) larger than this many pixels
         (muon or electron tracks, not low-energy clusters) become background; None keeps all.
-    max_line_width : a hot-pixel component (8-connected) is a straight line when its area is
-        at most this many pixels times its length (the longer side of its bounding box):
-        a vertical or horizontal run 1-2 px wide. Other hot components, compact bright
-        blobs, become cluster.
+    max_line_width, min_line_length : a hot-pixel component (8-connected) is kept as
+        lines when its area is at most ``max_line_width`` pixels times its length (the
+        longer side of its bounding box: a vertical or horizontal run 1-2 px wide) or
+        when that length is at least ``min_line_length`` px (long lines, also several
+        side by side or crossing). Other hot components, compact bright blobs, become
+        cluster.
 
     Returns
     -------
@@ -549,7 +551,7 @@ def ccd_shape_rules(class_map: np.ndarray, class_names: Sequence[str], hot_lines
         boxes = ndi.find_objects(comp)
         length = np.array([max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) for sl in boxes])
         area = np.bincount(comp.ravel(), minlength=n + 1)[1:]
-        blob = np.r_[False, area > max_line_width * length]
+        blob = np.r_[False, (area > max_line_width * length) & (length < min_line_length)]
         out[blob[comp]] = cluster
     if max_cluster_size is not None:
         comp, n = ndi.label(out == cluster, structure=eight)
