@@ -76,5 +76,7 @@ def test_segment_applies_shape_rules_to_ccd_models_only():
     from napari_microseg.inference.postprocess import ccd_shape_rules
 
     np.testing.assert_array_equal(ruled, ccd_shape_rules(plain, CCD_NAMES, max_cluster_size=30))
+    with pytest.raises(InputError, match="at least 1 px"):
+        segment("ccd_classes", frame.image, postprocess_options={"max_cluster_size": 0})
     with pytest.raises(InputError, match="CCD class models only"):
         segment("nuclei_fluorescence", np.zeros((64, 64), np.float32), postprocess_options={"shape_rules": True})

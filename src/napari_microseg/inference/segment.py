@@ -358,6 +358,8 @@ def segment_image(
         raise InputError("shape rules (hot pixels are lines, a maximum cluster size) apply to CCD class models only")
     if shape_rules or max_cluster_size is not None:
         postprocess.ccd_class_indices(class_names or [])  # the classes are there, or a clear message now
+    if max_cluster_size is not None and int(max_cluster_size) < 1:
+        raise InputError(f"max_cluster_size must be at least 1 px, got {max_cluster_size}")
     three_kw = {}
     if mode == "three_class":
         if loaded.config.get("distance_head") and not tuned:
@@ -407,6 +409,7 @@ def segment_image(
                     remove_border=remove_border, output_mode=mode, n_outputs=k,
                     postprocess={k_: v for k_, v in three_kw.items() if k_ != "class_order"},
                     test_time_augmentation=test_time_augmentation,
+                    shape_rules=shape_rules, max_cluster_size=max_cluster_size,
                     precision=precision_used if predict_fn is None else "custom",
                     normalization=spec, model_path=getattr(loaded, "path", None))
     return SegmentResult(labels=labels, probabilities=probs_all, objects=objects, counts=counts,
