@@ -354,9 +354,10 @@ def segment_image(
     options.pop("threshold", None)
     shape_rules = bool(options.pop("shape_rules", False))
     max_cluster_size = options.pop("max_cluster_size", None)
-    if (shape_rules or max_cluster_size is not None) and mode != "multiclass":
+    ccd_rules = shape_rules or max_cluster_size is not None
+    if ccd_rules and mode != "multiclass":
         raise InputError("shape rules (hot pixels are lines, a maximum cluster size) apply to CCD class models only")
-    if shape_rules or max_cluster_size is not None:
+    if ccd_rules:
         postprocess.ccd_class_indices(class_names or [])  # the classes are there, or a clear message now
     if max_cluster_size is not None and int(max_cluster_size) < 1:
         raise InputError(f"max_cluster_size must be at least 1 px, got {max_cluster_size}")
@@ -386,7 +387,7 @@ def segment_image(
                                                   max_size=max_size, fill_holes=fill_holes,
                                                   remove_border=remove_border, **three_kw)
         del probs
-        if shape_rules or max_cluster_size is not None:
+        if ccd_rules:
             lab = postprocess.ccd_shape_rules(lab, class_names, hot_lines=shape_rules, max_cluster_size=max_cluster_size)
         if mode != "multiclass":
             max_label = max(max_label, int(lab.max()) if lab.size else 0)

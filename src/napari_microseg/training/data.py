@@ -508,10 +508,14 @@ class PatchSampler:
                 fg = fg[np.random.default_rng(len(fg)).choice(len(fg), 20000, replace=False)]
             self.fg_coords.append(fg.astype(np.int32))
             pixel_weights.append(max(1, it.n_annotated))
-            object_weights.append(max(1, count_objects(it.target)) if image_sampling != "pixels" else 1)
+            if image_sampling != "pixels":
+                object_weights.append(max(1, count_objects(it.target)))
         by_pixels = np.asarray(pixel_weights, dtype=np.float64) / sum(pixel_weights)
-        by_objects = np.asarray(object_weights, dtype=np.float64) / sum(object_weights)
-        self.image_p = {"pixels": by_pixels, "objects": by_objects, "mixed": 0.5 * (by_pixels + by_objects)}[image_sampling]
+        if image_sampling == "pixels":
+            self.image_p = by_pixels
+        else:
+            by_objects = np.asarray(object_weights, dtype=np.float64) / sum(object_weights)
+            self.image_p = by_objects if image_sampling == "objects" else 0.5 * (by_pixels + by_objects)
         self.in_channels = self.images[0].shape[0]
 
     def sample(self, batch_size: int, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:

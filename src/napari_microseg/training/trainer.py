@@ -148,20 +148,6 @@ class TrainConfig:
         return cls(**d)
 
 
-def record_whole_run(model_path: Path, history: list[dict], stop_reason: str) -> None:
-    """Write the whole run into the kept (best-epoch) model file's ``training`` entry.
-
-    The file was written at its best epoch, so it listed only the epochs up to then;
-    afterwards ``epochs_run``, ``history`` and ``stop_reason`` describe the run as it ended
-    (the weights and the best epoch's ``metrics`` are unchanged).
-    """
-    from ..io.models import read_model_file, update_model_config
-
-    training = dict(read_model_file(model_path)["config"].get("training", {}))
-    training.update(epochs_run=history[-1]["epoch"] if history else 0, history=history, stop_reason=stop_reason)
-    update_model_config(model_path, training=training)
-
-
 @dataclass
 class TrainEvent:
     """One progress event. ``done`` / ``total`` count optimisation steps over the run.
@@ -331,7 +317,7 @@ def train(
     import torch
 
     from ..device import resolve_device
-    from ..io.models import read_model_file, save_model
+    from ..io.models import read_model_file, save_model, update_model_config
     from ..models import build_model, n_outputs_for_mode, resolve_model_config
 
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config))
@@ -557,6 +543,12 @@ def train(
             },
         }
 
+    def record_whole_run(stop_reason: str) -> None:
+        """Rewrite the kept (best-epoch) file's ``training`` entry for the run as it ended: it was
+        written at its best epoch, so it listed only the epochs up to then (weights unchanged)."""
+        best_row = next((dict(h) for h in history if h["epoch"] == best_epoch), {})
+        update_model_config(out_path, training={**file_config(True, best_row)["training"], "stop_reason": stop_reason})
+
     def write_last(epoch: int) -> None:
         tstate = {"epoch": epoch, "history": history, "best_value": best_value, "best_epoch": best_epoch,
                   "bad_epochs": bad_epochs}
@@ -695,7 +687,7 @@ def train(
         if not saved_any:
             save_model(out_path, model, file_config(False, {}))
         else:
-            record_whole_run(out_path, history, stop_reason)
+            record_whole_run(stop_reason)
         raise
     finally:
         if cfg.num_threads:
@@ -704,7 +696,7 @@ def train(
         save_model(out_path, model, file_config(False, {}))
         saved_any = True
     elif saved_any:
-        record_whole_run(out_path, history, stop_reason)
+        record_whole_run(stop_reason)
     epochs_run = history[-1]["epoch"] if history else 0
     return TrainResult(str(out_path) if saved_any else None, str(last_path) if last_path.is_file() else None,
                        best_epoch, best_value, epochs_run, stop_reason, history, device, file_config(True, {}))
