@@ -142,6 +142,7 @@ def train_nuclei_fluorescence(args: argparse.Namespace) -> None:
         "batch_size": 8, "epochs": args.epochs, "lr": args.lr, "seed": 0, "num_threads": args.threads, "val_fraction": 0.1,
         "early_stopping_patience": 15, "reduce_lr_patience": 5, "reduce_lr_factor": 0.3, "monitor": "val_loss",
         "distance_head": bool(args.distance_head), "distance_weight": 4.0, "image_sampling": args.image_sampling,
+        "touching_weight": args.touching_weight,
         "data_description": f"DSB2018 stage1_train (CC0) {len(train_files)} images (sorted index % 5 != 0) + {n_sim} simulated nuclei images 256x256 + {5 * n_movies} frames of {n_movies} simulated time-lapses (seeds 5000+)",
     }
     out = Path(args.out) / "nuclei_fluorescence.pt"
@@ -323,6 +324,8 @@ def main() -> None:
     parser.add_argument("--class-weights", default="auto", choices=["auto", "sqrt"], help="ccd_classes: weighted-CE class weights")
     parser.add_argument("--distance-head", action="store_true",
                         help="nuclei_fluorescence: add a distance-regression output (watershed seeds from it)")
+    parser.add_argument("--touching-weight", type=float, default=0.0,
+                        help="nuclei_fluorescence: extra loss weight on the seams between touching nuclei (0: off)")
     parser.add_argument("--quick", action="store_true", help="tiny run to check the script")
     parser.add_argument("--resume", action="store_true", help="continue the model's last state up to --epochs")
     parser.add_argument("--init-model", default=None, help="fine-tune from this model file (new data, fresh best tracking)")

@@ -66,11 +66,13 @@ def test_cli_train_distance_head_and_width(tmp_path, capsys):
     common = ["train", "--images", str(images), "--labels", str(labels), "--epochs", "1", "--patch", "64",
               "--patches-per-epoch", "8", "--batch-size", "4", "--threads", "2", "--device", "cpu"]
     assert main(common + ["--out", str(out), "--output-mode", "three_class", "--distance-head", "--base-filters", "8",
-                          "--image-sampling", "objects"]) == 0
+                          "--image-sampling", "objects", "--touching-weight", "3"]) == 0
     loaded = load_model(out)
+    assert loaded.config["training"]["config"]["touching_weight"] == 3.0
     assert loaded.config["distance_head"] is True
     assert loaded.config["training"]["config"]["image_sampling"] == "objects"
     assert loaded.config["model"]["n_classes"] == 4 and loaded.config["model"]["base_filters"] == 8
     # a distance head on a binary model is refused with a one-line reason
     assert main(common + ["--out", str(tmp_path / "bad.pt"), "--distance-head"]) == 2
+    assert main(common + ["--out", str(tmp_path / "bad.pt"), "--touching-weight", "2"]) == 2
     assert "three_class" in capsys.readouterr().err

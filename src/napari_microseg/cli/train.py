@@ -44,6 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--distance-head", action="store_true",
                    help="three_class: add an output that regresses each nucleus's normalised interior distance; "
                         "its map seeds the watershed (seed_method 'network') and splits touching nuclei")
+    m.add_argument("--touching-weight", type=float, default=0.0,
+                   help="three_class: extra loss weight on the seams between touching nuclei (U-Net border weights; 0: off)")
     m.add_argument("--base-filters", type=int, help="filters of the first U-Net level (preset's default otherwise)")
     m.add_argument("--class-names", help="comma-separated class names")
     m.add_argument("--normalization", choices=["percentile", "minmax", "fixed", "pedestal", "none"],
@@ -140,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         preset=args.preset, output_mode=args.output_mode, n_classes=args.n_classes,
         model={"base_filters": args.base_filters} if args.base_filters else {},
-        distance_head=args.distance_head,
+        distance_head=args.distance_head, touching_weight=args.touching_weight,
         class_names=[s.strip() for s in args.class_names.split(",")] if args.class_names else None,
         normalization=spec,
         patch_size=args.patch, patches_per_epoch=args.patches_per_epoch, batch_size=args.batch_size,

@@ -94,6 +94,10 @@ class TrainConfig:
         watershed can then seed and flood on it (``seed_method="network"``), which
         separates touching nuclei whose predicted cores join.
     distance_weight : weight of the distance head's mean squared error in the loss.
+    touching_weight : three_class only: extra loss weight on the seams between
+        touching nuclei (:func:`~napari_microseg.training.losses.touching_boundary_mask`),
+        as the U-Net paper's border weights; a seam pixel counts ``1 + touching_weight``
+        times. 0 (default) turns it off.
     """
 
     preset: str = "small"
@@ -135,6 +139,7 @@ class TrainConfig:
     data_description: str = ""
     distance_head: bool = False
     distance_weight: float = 1.0
+    touching_weight: float = 0.0
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))
@@ -327,6 +332,9 @@ def train(
         raise InputError("monitor must be 'val_loss' or 'val_dice'")
     if cfg.distance_head and cfg.output_mode != "three_class":
         raise InputError("distance_head needs output mode three_class")
+    if cfg.touching_weight < 0 or (cfg.touching_weight > 0 and cfg.output_mode != "three_class"):
+        raise InputError(f"touching_weight must be >= 0 and needs output mode three_class (got {cfg.touching_weight:g}, "
+                         f"{cfg.output_mode})")
     if cfg.image_sampling not in IMAGE_SAMPLING:
         raise InputError(f"image_sampling must be one of {', '.join(IMAGE_SAMPLING)}, not {cfg.image_sampling!r}")
     try:
@@ -451,6 +459,11 @@ def train(
         from .losses import with_distance_head
 
         loss_fn = with_distance_head(loss_fn, n_class_out, float(cfg.distance_weight))
+    if cfg.touching_weight > 0:
+        from .losses import with_touching_weight
+
+        loss_fn = with_touching_weight(loss_fn, n_class_out, float(cfg.touching_weight),
+                                       float(cfg.distance_weight) if cfg.distance_head else None)
 
     # ---- optimiser, scheduler, AMP
     params = [p for p in model.parameters() if p.requires_grad]
