@@ -329,7 +329,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny run to check the script")
     parser.add_argument("--resume", action="store_true", help="continue the model's last state up to --epochs")
     parser.add_argument("--init-model", default=None, help="fine-tune from this model file (new data, fresh best tracking)")
-    parser.add_argument("--widen", type=int, default=None, metavar="FACTOR",
+    parser.add_argument("--widen", type=float, default=None, metavar="FACTOR",
                         help="with --init-model: first widen it FACTOR times (function-preserving, models.widen) and train that")
     parser.add_argument("--evaluate-only", action="store_true", help="only (re)write the card of an existing model file")
     parser.add_argument("--tune-only", action="store_true", help="nuclei_fluorescence: only tune and store the watershed settings, then evaluate")
@@ -342,7 +342,7 @@ def main() -> None:
         import tempfile
 
         # outside --out: the package's pretrained/ folder ships every .pt in it
-        widened = Path(tempfile.mkdtemp(prefix="microseg-widen-")) / f"{Path(args.init_model).stem}.widened{args.widen}.pt"
+        widened = Path(tempfile.mkdtemp(prefix="microseg-widen-")) / f"{Path(args.init_model).stem}.widened{args.widen:g}.pt"
         widen_model_file(args.init_model, widened, factor=args.widen)
         print(f"widened {args.init_model} x{args.widen} -> {widened}")
         args.init_model = str(widened)

@@ -20,16 +20,17 @@ def _trained_like(cfg):
     return net.eval()
 
 
-@pytest.mark.parametrize("depth,n_classes", [(3, 3), (2, 1)])
-def test_widened_unet_computes_the_same(depth, n_classes):
+@pytest.mark.parametrize("depth,n_classes,factor,wide_filters,min_growth", [(3, 3, 2, 16, 3.0), (2, 1, 2, 16, 3.0),
+                                                                           (3, 4, 1.5, 12, 2.0)])
+def test_widened_unet_computes_the_same(depth, n_classes, factor, wide_filters, min_growth):
     cfg = resolve_model_config({"preset": "small", "depth": depth, "n_classes": n_classes, "base_filters": 8})
     narrow = _trained_like(cfg)
-    state, wide_cfg = widen_unet(narrow.state_dict(), cfg, factor=2, noise=0.0)
-    assert wide_cfg["base_filters"] == 16
+    state, wide_cfg = widen_unet(narrow.state_dict(), cfg, factor=factor, noise=0.0)
+    assert wide_cfg["base_filters"] == wide_filters
     wide = build_model(wide_cfg)
-    wide.load_state_dict(state)
+    wide.load_state_dict(state)  # every tensor has the wide network's shape
     wide.eval()
-    assert sum(p.numel() for p in wide.parameters()) > 3 * sum(p.numel() for p in narrow.parameters())
+    assert sum(p.numel() for p in wide.parameters()) > min_growth * sum(p.numel() for p in narrow.parameters())
     x = torch.randn(2, 1, 40, 36)
     with torch.no_grad():
         np.testing.assert_allclose(wide(x).numpy(), narrow(x).numpy(), atol=1e-4, rtol=1e-4)
@@ -60,6 +61,15 @@ def test_widen_model_file_roundtrip(tmp_path):
     x = torch.randn(1, 1, 24, 24)
     with torch.no_grad():
         np.testing.assert_allclose(loaded.model(x).numpy(), narrow(x).numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_widen_refuses_factors_that_give_fractional_filters():
+    cfg = resolve_model_config({"preset": "small", "n_classes": 3, "base_filters": 8})
+    state = build_model(cfg).state_dict()
+    with pytest.raises(ValueError, match="whole filter counts"):
+        widen_unet(state, cfg, factor=1.3)
+    with pytest.raises(ValueError, match=">= 1"):
+        widen_unet(state, cfg, factor=0.5)
 
 
 def test_widen_refuses_other_architectures():

@@ -23,12 +23,17 @@ import torch
 __all__ = ["widen_unet"]
 
 
-def _channel_map(n_old: int, factor: int, segments: int = 1) -> torch.Tensor:
-    """Old channel index of each new channel for an input made of ``segments`` concatenated parts."""
-    per_new = n_old // segments * factor
-    idx = torch.arange(n_old * factor)
+def _channel_map(n_old: int, factor: float, segments: int = 1) -> torch.Tensor:
+    """Old channel index of each new channel for an input made of ``segments`` concatenated parts.
+
+    Each part of ``n_old // segments`` channels becomes ``round(that * factor)``; new channel
+    ``j`` of a part copies its old channel ``j % old``, so with a non-integer factor the
+    first channels get one copy more than the rest."""
+    per_old = n_old // segments
+    per_new = int(round(per_old * factor))
+    idx = torch.arange(per_new * segments)
     part, within = idx // per_new, idx % per_new
-    return part * (n_old // segments) + within % (n_old // segments)
+    return part * per_old + within % per_old
 
 
 def widen_unet(state: dict[str, torch.Tensor], model_config: dict, factor: int = 2, noise: float = 0.01,
@@ -39,7 +44,8 @@ def widen_unet(state: dict[str, torch.Tensor], model_config: dict, factor: int =
     ----------
     state : the narrow network's ``state_dict()``.
     model_config : its resolved model config (``architecture`` ``"unet"``, with ``base_filters``).
-    factor : integer widening factor (2: 16 -> 32 first-level filters).
+    factor : widening factor >= 1 (2: 16 -> 32 first-level filters; 1.5: 32 -> 48); every
+        level's filters times ``factor`` must be a whole number.
     noise : relative Gaussian noise added to duplicated output filters (breaks the symmetry
         between copies so they can learn different features; 0 keeps the function exact).
     seed : seed of that noise.
@@ -50,9 +56,10 @@ def widen_unet(state: dict[str, torch.Tensor], model_config: dict, factor: int =
     """
     if model_config.get("architecture", "unet") != "unet":
         raise ValueError("widen_unet widens U-Nets only")
-    factor = int(factor)
-    if factor < 1:
-        raise ValueError(f"factor must be a positive integer, got {factor}")
+    factor = float(factor)
+    base = int(model_config["base_filters"])
+    if factor < 1 or abs(base * factor - round(base * factor)) > 1e-9:
+        raise ValueError(f"factor must be >= 1 and give whole filter counts ({base} x factor), got {factor:g}")
     gen = torch.Generator().manual_seed(int(seed))
     in_channels = int(model_config.get("in_channels", 1))
     n_classes = int(model_config.get("n_classes", 1))
@@ -74,14 +81,18 @@ def widen_unet(state: dict[str, torch.Tensor], model_config: dict, factor: int =
             if n_in != in_channels:
                 # decoder blocks read cat([skip, up]): two parts, each widened on its own
                 segments = 2 if (".block.0." in name and name.startswith("decoder.")) else 1
-                t = t.index_select(in_dim, _channel_map(n_in, factor, segments)) / factor
+                source = _channel_map(n_in, factor, segments)
+                copies = torch.bincount(source, minlength=n_in)[source].to(t.dtype)  # copies of each new input's old channel
+                shape = [1] * t.ndim
+                shape[in_dim] = -1
+                t = t.index_select(in_dim, source) / copies.reshape(shape)
         elif t.ndim == 1 and not is_head:  # biases and batch-norm vectors of hidden channels
             t = t.index_select(0, _channel_map(t.shape[0], factor))
         elif is_head and t.ndim == 1 and t.shape[0] != n_classes:
             raise ValueError(f"unexpected head tensor {name} {tuple(t.shape)}")
         new_state[name] = t
     wide_config = dict(model_config)
-    wide_config["base_filters"] = int(model_config["base_filters"]) * factor
+    wide_config["base_filters"] = int(round(base * factor))
     return new_state, wide_config
 
 
