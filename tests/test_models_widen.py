@@ -70,6 +70,21 @@ def test_widen_refuses_factors_that_give_fractional_filters():
         widen_unet(state, cfg, factor=1.3)
     with pytest.raises(ValueError, match=">= 1"):
         widen_unet(state, cfg, factor=0.5)
+    with pytest.raises(ValueError, match=">= 1"):
+        widen_unet(state, cfg, factor=float("nan"))
+
+
+def test_widening_a_network_whose_input_channels_equal_its_filters():
+    # the image input is the first convolution, whatever its channel count
+    cfg = resolve_model_config({"preset": "small", "n_classes": 3, "base_filters": 8, "in_channels": 8})
+    narrow = _trained_like(cfg)
+    state, wide_cfg = widen_unet(narrow.state_dict(), cfg, factor=1.5, noise=0.0)
+    wide = build_model(wide_cfg)
+    wide.load_state_dict(state)
+    wide.eval()
+    x = torch.randn(2, 8, 32, 32)
+    with torch.no_grad():
+        np.testing.assert_allclose(wide(x).numpy(), narrow(x).numpy(), atol=1e-4, rtol=1e-4)
 
 
 def test_widen_refuses_other_architectures():

@@ -6,16 +6,19 @@ filters per level whose output equals the narrow network's (up to the small
 symmetry-breaking noise), so training continues from the narrow model's
 accuracy with the extra capacity.
 
-How: every hidden channel ``c`` of the narrow network becomes ``factor``
-copies in the wide one (new channel ``j`` copies old channel ``j % C``); a
-layer that reads duplicated channels divides the copied input weights by
-``factor``, so its sums are unchanged. Batch-norm parameters and running
+How: each layer's ``C`` hidden channels become ``round(C * factor)`` in the
+wide one, new channel ``j`` copying old channel ``j % C`` (``factor`` copies
+each for an integer factor; with 1.5 the first half of the channels get two
+copies, the rest one); a layer that reads duplicated channels divides each
+copied input weight by the number of copies of its channel, so its sums are
+unchanged. Batch-norm parameters and running
 statistics are copied with their channel. The image input and the class
 output keep their sizes.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -36,7 +39,7 @@ def _channel_map(n_old: int, factor: float, segments: int = 1) -> torch.Tensor:
     return part * per_old + within % per_old
 
 
-def widen_unet(state: dict[str, torch.Tensor], model_config: dict, factor: int = 2, noise: float = 0.01,
+def widen_unet(state: dict[str, torch.Tensor], model_config: dict, factor: float = 2, noise: float = 0.01,
                seed: int = 0) -> tuple[dict[str, torch.Tensor], dict]:
     """Widen the state dict of a :class:`~napari_microseg.models.unet.UNet` by ``factor``.
 
@@ -58,10 +61,11 @@ def widen_unet(state: dict[str, torch.Tensor], model_config: dict, factor: int =
         raise ValueError("widen_unet widens U-Nets only")
     factor = float(factor)
     base = int(model_config["base_filters"])
-    if factor < 1 or abs(base * factor - round(base * factor)) > 1e-9:
+    if not math.isfinite(factor) or factor < 1 or abs(base * factor - round(base * factor)) > 1e-9:
         raise ValueError(f"factor must be >= 1 and give whole filter counts ({base} x factor), got {factor:g}")
     gen = torch.Generator().manual_seed(int(seed))
-    in_channels = int(model_config.get("in_channels", 1))
+    # the first convolution reads the image: its input channels stay as they are
+    image_input = next((name for name, t in state.items() if t.ndim == 4), None)
     n_classes = int(model_config.get("n_classes", 1))
     new_state: dict[str, torch.Tensor] = {}
     for name, tensor in state.items():
@@ -78,7 +82,7 @@ def widen_unet(state: dict[str, torch.Tensor], model_config: dict, factor: int =
                 t = t.index_select(out_dim, _channel_map(n_out, factor))
                 if noise > 0:
                     t = t + noise * t.std() * torch.randn(t.shape, generator=gen)
-            if n_in != in_channels:
+            if name != image_input:
                 # decoder blocks read cat([skip, up]): two parts, each widened on its own
                 segments = 2 if (".block.0." in name and name.startswith("decoder.")) else 1
                 source = _channel_map(n_in, factor, segments)
@@ -96,7 +100,7 @@ def widen_unet(state: dict[str, torch.Tensor], model_config: dict, factor: int =
     return new_state, wide_config
 
 
-def widen_model_file(source: Any, target: Any, factor: int = 2, noise: float = 0.01, seed: int = 0) -> Any:
+def widen_model_file(source: Any, target: Any, factor: float = 2, noise: float = 0.01, seed: int = 0) -> Any:
     """Write a widened copy of model file ``source`` to ``target`` (same config, wider network).
 
     The training history is kept and the widening is recorded in

@@ -219,8 +219,10 @@ def touching_boundary_mask(target: torch.Tensor, radius: int = 2) -> torch.Tenso
     from its neighbours' by their boundary rings (class 2). A boundary or interior
     pixel is *touching* when interiors of two different nuclei lie within
     ``radius`` px of it (a (2r+1) x (2r+1) window): the thin seam that splits
-    touching nuclei, where one wrong pixel merges two objects. Returns bool
-    ``(B, H, W)`` on the target's device.
+    touching nuclei, where one wrong pixel merges two objects. Ignored pixels
+    (-1, partial annotation) join the regions they touch, so a stripe of them
+    never splits one nucleus into two. Returns bool ``(B, H, W)`` on the
+    target's device.
     """
     from scipy import ndimage as ndi
 
@@ -228,7 +230,8 @@ def touching_boundary_mask(target: torch.Tensor, radius: int = 2) -> torch.Tenso
     out = np.zeros(t.shape, bool)
     size = 2 * int(radius) + 1
     for i in range(t.shape[0]):
-        regions, n = ndi.label(t[i] == 1)
+        regions, n = ndi.label((t[i] == 1) | (t[i] < 0))
+        regions[t[i] != 1] = 0
         if n < 2:
             continue
         highest = ndi.maximum_filter(regions, size=size)
@@ -242,11 +245,14 @@ def with_touching_weight(loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.T
                          ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """``loss_fn`` plus extra weight on the seams between touching nuclei (U-Net-style border weights).
 
-    Adds ``weight`` x the cross-entropy of :func:`touching_boundary_mask` pixels
-    (and, with a distance head, ``distance_weight`` x their squared distance
-    error), summed and divided by the number of annotated pixels: a seam pixel
-    then counts ``1 + weight`` times. ``logits (B, K, H, W)`` with the class
-    channels first; ``target (B, H, W)``, -1 ignored.
+    Adds ``weight`` x the (unweighted) cross-entropy of the
+    :func:`touching_boundary_mask` pixels, summed and divided by the number of
+    annotated pixels; with a distance head (``distance_weight`` given) also
+    ``weight`` x ``distance_weight`` x their squared distance error, likewise.
+    In the plain cross-entropy and distance terms a seam pixel then counts
+    ``1 + weight`` times; the Dice term of ``ce_dice`` and class weights are left
+    as they are. ``logits (B, K, H, W)`` with the class channels first (then the
+    distance channel); ``target (B, H, W)``, -1 ignored. Computed in float32.
     """
 
     def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -255,12 +261,13 @@ def with_touching_weight(loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.T
         if not bool(seam.any()):
             return base
         valid, safe = _valid(target)
-        seam_w = seam.to(logits.dtype)
-        extra = (F.cross_entropy(logits[:, :n_classes], safe, reduction="none") * seam_w).sum()
+        seam_w = seam.to(torch.float32)
+        class_logits = logits[:, :n_classes].float()
+        extra = (F.cross_entropy(class_logits, safe, reduction="none") * seam_w).sum()
         if distance_weight is not None:
             dist = normalized_interior_distance(target)
-            extra = extra + distance_weight * (((torch.sigmoid(logits[:, n_classes]) - dist) ** 2) * seam_w).sum()
-        return base + weight * extra / valid.sum().clamp_min(1).to(logits.dtype)
+            extra = extra + distance_weight * (((torch.sigmoid(logits[:, n_classes].float()) - dist) ** 2) * seam_w).sum()
+        return base + weight * extra / valid.sum().clamp_min(1).to(torch.float32)
 
     return loss
 

@@ -96,8 +96,9 @@ class TrainConfig:
     distance_weight : weight of the distance head's mean squared error in the loss.
     touching_weight : three_class only: extra loss weight on the seams between
         touching nuclei (:func:`~napari_microseg.training.losses.touching_boundary_mask`),
-        as the U-Net paper's border weights; a seam pixel counts ``1 + touching_weight``
-        times. 0 (default) turns it off.
+        as the U-Net paper's border weights: a seam pixel counts ``1 + touching_weight``
+        times in the cross-entropy (and the distance head's error); see
+        :func:`~napari_microseg.training.losses.with_touching_weight`. 0 (default): off.
     """
 
     preset: str = "small"
@@ -332,9 +333,10 @@ def train(
         raise InputError("monitor must be 'val_loss' or 'val_dice'")
     if cfg.distance_head and cfg.output_mode != "three_class":
         raise InputError("distance_head needs output mode three_class")
-    if cfg.touching_weight < 0 or (cfg.touching_weight > 0 and cfg.output_mode != "three_class"):
-        raise InputError(f"touching_weight must be >= 0 and needs output mode three_class (got {cfg.touching_weight:g}, "
-                         f"{cfg.output_mode})")
+    if not (math.isfinite(cfg.touching_weight) and cfg.touching_weight >= 0):
+        raise InputError(f"touching_weight must be a number >= 0, got {cfg.touching_weight}")
+    if cfg.touching_weight > 0 and cfg.output_mode != "three_class":
+        raise InputError(f"touching_weight needs output mode three_class (the seams are between nuclei), not {cfg.output_mode}")
     if cfg.image_sampling not in IMAGE_SAMPLING:
         raise InputError(f"image_sampling must be one of {', '.join(IMAGE_SAMPLING)}, not {cfg.image_sampling!r}")
     try:
