@@ -171,6 +171,9 @@ def run(args: argparse.Namespace) -> int:
 
     all_objects, all_counts, per_image = [], [], []
     t0 = time.perf_counter()
+    ccd_rules = {"shape_rules": True} if args.shape_rules else {}  # CCD class models' [C] shape rules
+    if args.max_cluster_size is not None:
+        ccd_rules["max_cluster_size"] = args.max_cluster_size
     for i, path in enumerate(inputs):
         data = read_image(path, hdu=args.hdu).data  # numpy (TIFF/FITS) or lazy dask (Zarr)
         if data.ndim == 3 and data.shape[-1] in (3, 4) and data.shape[0] > 4:
@@ -194,8 +197,7 @@ def run(args: argparse.Namespace) -> int:
                 fill_holes=not args.no_fill_holes, remove_border=args.remove_border, out=out_arr,
                 keep_probabilities=True if args.save_probabilities else None,
                 test_time_augmentation=args.tta, precision=args.precision,
-                postprocess_options={k: v for k, v in (("shape_rules", True if args.shape_rules else None),
-                                                       ("max_cluster_size", args.max_cluster_size)) if v is not None},
+                postprocess_options=ccd_rules,
             )
             label = f"[{i + 1}/{len(inputs)}] {path.name}"
             if args.quiet:

@@ -68,7 +68,8 @@ class SegmentationWidget(MicrosegDock):
         self.finetune_button = PushButton(text="Fine-tune")
         self.form = Container(widgets=[
             self.image_layer, self.model_choice, self.model_file, self.scope, self.tile, self.min_size,
-            self.remove_border, self.keep_probabilities, self.tta, self.shape_rules, self.max_cluster_size, self.device, self.run_button, self.counts_label,
+            self.remove_border, self.keep_probabilities, self.tta, self.shape_rules, self.max_cluster_size, self.device,
+            self.run_button, self.counts_label,
             self.export_dir, self.export_button, self.find_class, self.find_button,
             Label(value="<b>correct and retrain</b>"),
             self.labels_for_training, self.add_button, self.finetune_epochs, self.finetune_button,
