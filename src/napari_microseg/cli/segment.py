@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, default=None,
                    help="foreground probability threshold (default: the value tuned for the model, else 0.5)")
     p.add_argument("--min-size", type=int, default=8, help="drop objects smaller than this many px (default 8)")
+    p.add_argument("--diameter", default=None,
+                   help="typical nucleus diameter in px, or 'auto' to estimate it; tiles are resized when it lies outside "
+                        "the sizes the model was trained on (default: segment as trained)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation: average over 4 flips (4x slower)")
     p.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
                    help="network arithmetic: auto = bfloat16 on GPUs and on CPUs that compute it natively (AMX), else float32")
@@ -140,6 +143,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--overlap must be >= 0, got {args.overlap}")
     if args.min_size < 0 or (args.max_size is not None and args.max_size < max(args.min_size, 1)):
         raise InputError("--max-size must be >= --min-size and both non-negative")
+    from ..inference.scale import parse_diameter
+
+    diameter = parse_diameter(args.diameter)
     if args.threads:
         import torch
 
@@ -197,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
                 fill_holes=not args.no_fill_holes, remove_border=args.remove_border, out=out_arr,
                 keep_probabilities=True if args.save_probabilities else None,
                 test_time_augmentation=args.tta, precision=args.precision,
-                postprocess_options=ccd_rules,
+                postprocess_options=ccd_rules, diameter=diameter,
             )
             label = f"[{i + 1}/{len(inputs)}] {path.name}"
             if args.quiet:
@@ -224,8 +230,11 @@ def run(args: argparse.Namespace) -> int:
         all_counts.append(counts)
         per_image.append({"image": str(path), "labels": str(target), "shape": list(data.shape),
                           "objects": int(len(objects))})
+        per_image[-1].update(diameter=result.settings.get("diameter"), scale_factor=result.settings.get("scale_factor"))
         n_obj = len(objects)
-        print(f"{path.name}: {n_obj} objects in {int(data.shape[0]) if data.ndim == 3 else 1} frame(s) -> {target}")
+        resized = result.settings.get("scale_factor", 1.0)
+        note = f" (nucleus diameter {result.settings['diameter']:.1f} px, tiles resized x{resized:.2f})" if resized != 1.0 else ""
+        print(f"{path.name}: {n_obj} objects in {int(data.shape[0]) if data.ndim == 3 else 1} frame(s) -> {target}{note}")
 
     objects = pd.concat([o for o in all_objects if len(o)] or all_objects[:1], ignore_index=True)
     counts = pd.concat(all_counts, ignore_index=True)

@@ -22,7 +22,7 @@ import pandas as pd
 
 from ..errors import InputError
 from ..progress import Progress
-from . import postprocess
+from . import postprocess, scale
 from .tiling import count_tiles, predict_tiled_iter
 
 #: frames with more pixels than this keep probabilities as float16
@@ -263,6 +263,7 @@ def segment_image(
     postprocess_options: dict | None = None,
     test_time_augmentation: bool = False,
     precision: str = "auto",
+    diameter: float | str | None = None,
 ) -> Generator[Progress, None, SegmentResult]:
     """Segment a 2D image or a (T, Y, X) stack; generator yielding progress, returning a :class:`SegmentResult`.
 
@@ -305,6 +306,14 @@ def segment_image(
         ``shape_rules=True`` (hot pixels must be straight lines; compact hot
         blobs become cluster) and ``max_cluster_size`` (px; larger cluster
         components become background), see :func:`postprocess.ccd_shape_rules`.
+    diameter : typical nucleus diameter in the image, px; ``"auto"`` to estimate
+        it (up to three passes over a central 768 x 768 crop of the first
+        frame), or None (default) to segment as trained. When it lies outside
+        the diameters the model was trained on (``config["object_size"]``),
+        every tile is resized so its nuclei have the model's size, and the
+        probabilities are resized back: labels and tables stay in the image's
+        pixels. ``tile`` is then the size the network sees. See
+        :mod:`napari_microseg.inference.scale`.
     """
     shape = _check_input(image)
     loaded = _resolve_loaded(model, device)
@@ -335,8 +344,23 @@ def segment_image(
     except ValueError as err:
         raise InputError(str(err)) from None
     fn = predict_fn or make_predict_fn(loaded, precision=precision_used)
+    plain_fn = fn  # the diameter estimate runs without test-time augmentation
     if test_time_augmentation:
         fn = flip_averaged(fn)
+    diameter = scale.parse_diameter(diameter)
+    size_spec = scale.object_size_spec(loaded) if mode != "multiclass" else None
+    if diameter is not None and size_spec is None:
+        raise InputError("this model does not state the nucleus size it was trained on (config 'object_size'), "
+                         "so it cannot rescale to a diameter; segment without one")
+    if diameter == "auto":
+        first = image[0] if stack else image
+        estimator = _estimate_diameter(loaded, scale.central_crop(first), plain_fn, tile, size_spec,
+                                       dict(threshold=threshold, min_size=min_size, postprocess_options=postprocess_options))
+        diameter = yield from estimator
+    scale_factor = scale.factor_for_diameter(diameter, size_spec) if diameter is not None else 1.0
+    if scale_factor != 1.0:
+        fn = scale.rescaled_predict_fn(fn, scale_factor)
+        tile = scale.native_tile(tile, scale_factor)
     spec = loaded.config.get("normalization") or loaded.config.get("normalisation")
     if isinstance(spec, dict) and spec.get("level_taps"):
         image = TapLevelledFrames(image)
@@ -412,6 +436,7 @@ def segment_image(
                     test_time_augmentation=test_time_augmentation,
                     shape_rules=shape_rules, max_cluster_size=max_cluster_size,
                     precision=precision_used if predict_fn is None else "custom",
+                    diameter=diameter, scale_factor=scale_factor,
                     normalization=spec, model_path=getattr(loaded, "path", None))
     return SegmentResult(labels=labels, probabilities=probs_all, objects=objects, counts=counts,
                          output_mode=mode, class_names=class_names, settings=settings)
@@ -453,6 +478,40 @@ def _tables(object_tables: list, labels: Any, n_frames: int, mode: str, class_na
     counts["foreground_area"] = [int(fg.get(t, 0)) for t in range(n_frames)]
     counts["count_by_area"] = counts["foreground_area"] / typical if np.isfinite(typical) and typical > 0 else 0.0
     return objects, counts
+
+
+def _estimate_diameter(loaded: Any, crop: Any, fn: Callable, tile: int, size_spec: dict,
+                       options: dict) -> Generator[Progress, None, float]:
+    """Typical nucleus diameter (px) of a (Y, X) crop, by up to ``scale.ESTIMATE_PASSES`` predictions.
+
+    Each pass measures the predicted foreground with :func:`scale.foreground_diameter`
+    (robust to nuclei cut by false boundaries and to specks); the next pass
+    resizes the crop by the factor that estimate asks for, so nuclei far from
+    the trained size are measured at a size the network knows. Stops when the
+    factor changes by less than 10 %. NaN when no nucleus is found.
+    """
+    crop = np.asarray(crop.compute() if hasattr(crop, "compute") else crop)
+    factor, estimate = 1.0, float("nan")
+    threshold = options.get("threshold")
+    threshold = 0.5 if threshold is None else float(threshold)
+    for n in range(scale.ESTIMATE_PASSES):
+        yield Progress(0, 1, f"estimating the nucleus diameter (pass {n + 1})")
+        result = segment(loaded, crop, tile=scale.native_tile(tile, factor), predict_fn=scale.rescaled_predict_fn(fn, factor),
+                         measure=False, keep_probabilities=True, **options)
+        probs = np.asarray(result.probabilities)
+        if result.output_mode == "binary":
+            foreground = probs[0] > threshold
+        else:
+            names = list(result.class_names)
+            background = names.index("background") if "background" in names else 0
+            foreground = 1.0 - probs[background] > threshold
+        # the first pass may cut nuclei of an unknown size: measure its foreground; once resized, its instances
+        estimate = scale.foreground_diameter(foreground) if factor == 1.0 else scale.median_diameter(np.asarray(result.labels))
+        wanted = scale.factor_for_diameter(estimate, size_spec)
+        if abs(np.log(wanted / factor)) < np.log(1.1):
+            break
+        factor = wanted
+    return estimate
 
 
 def segment(model: Any, image: Any, **kwargs: Any) -> SegmentResult:

@@ -526,6 +526,11 @@ def train(
     done = 0
 
     train_desc = cfg.data_description or train_td.description
+    object_size = None
+    if cfg.output_mode in ("binary", "three_class"):  # nucleus sizes it learns, for rescaling at other magnifications
+        from ..inference.scale import training_object_size
+
+        object_size = training_object_size(item.target for item in train_td.items)
     val_desc = "none" if val_td is None else f"{len(val_td)} image(s) / {len(val_x)} tiles"
 
     def file_config(complete: bool, metrics: dict) -> dict:
@@ -537,6 +542,7 @@ def train(
             "class_names": class_names,
             "normalization": normalization,
             "patch_size": [int(cfg.patch_size), int(cfg.patch_size)],
+            **({"object_size": object_size} if object_size else {}),
             "training": {
                 "complete": complete,
                 "config": cfg.to_dict(),

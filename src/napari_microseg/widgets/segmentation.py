@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
 
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
@@ -47,6 +47,10 @@ class SegmentationWidget(MicrosegDock):
         self.remove_border = CheckBox(label="remove border objects", value=False)
         self.keep_probabilities = CheckBox(label="add probability layer", value=False)
         self.tta = CheckBox(label="test-time augmentation (4 flips, 4x slower)", value=False)
+        self.diameter = FloatSpinBox(label="nucleus diameter (px, 0 = as trained)", value=0.0, min=0.0, max=10000.0, step=1.0,
+                                     tooltip="nuclei far from the sizes the model was trained on are resized to them tile by tile")
+        self.estimate_diameter = CheckBox(label="estimate nucleus diameter", value=False,
+                                          tooltip="measure the diameter on a central crop first (a few seconds)")
         self.shape_rules = CheckBox(label="CCD shape rules: hot pixels are straight lines", value=False,
                                     tooltip="CCD class models: compact hot-pixel blobs become clusters")
         self.max_cluster_size = SpinBox(label="CCD max cluster size (px, 0 = none)", value=0, min=0, max=10**7,
@@ -68,7 +72,7 @@ class SegmentationWidget(MicrosegDock):
         self.finetune_button = PushButton(text="Fine-tune")
         self.form = Container(widgets=[
             self.image_layer, self.model_choice, self.model_file, self.scope, self.tile, self.min_size,
-            self.remove_border, self.keep_probabilities, self.tta, self.shape_rules, self.max_cluster_size, self.device,
+            self.remove_border, self.keep_probabilities, self.tta, self.diameter, self.estimate_diameter, self.shape_rules, self.max_cluster_size, self.device,
             self.run_button, self.counts_label,
             self.export_dir, self.export_button, self.find_class, self.find_button,
             Label(value="<b>correct and retrain</b>"),
@@ -153,7 +157,8 @@ class SegmentationWidget(MicrosegDock):
             return None
         settings = dict(tile=int(self.tile.value), min_size=int(self.min_size.value), remove_border=bool(self.remove_border.value),
                         device=self.device.value, keep_probabilities=bool(self.keep_probabilities.value),
-                        test_time_augmentation=bool(self.tta.value))
+                        test_time_augmentation=bool(self.tta.value),
+                        diameter="auto" if self.estimate_diameter.value else (float(self.diameter.value) or None))
         rules = {"shape_rules": True} if self.shape_rules.value else {}
         if int(self.max_cluster_size.value) > 0:
             rules["max_cluster_size"] = int(self.max_cluster_size.value)
@@ -212,6 +217,10 @@ class SegmentationWidget(MicrosegDock):
         else:
             c = counts["count"].to_numpy()
             self.counts_label.value = f"{len(c)} frames: {c.min()}-{c.max()} objects per frame (mean {c.mean():.1f})"
+        diameter, factor = result.settings.get("diameter"), result.settings.get("scale_factor", 1.0)
+        if isinstance(diameter, float) and np.isfinite(diameter):
+            resized = f", tiles resized x{factor:.2f}" if factor != 1.0 else ", no resizing needed"
+            self.counts_label.value += f"<br>nucleus diameter {diameter:.1f} px{resized}"
         self.show_message(f"segmented with {model.name}: new layer '{name}'")
 
     def export(self, *_: Any) -> list[str]:
