@@ -72,3 +72,35 @@ def test_segment_bad_model_message(make_napari_viewer):
     widget.model_file.value = "/nonexistent/model.pt"
     assert widget.segment() is None
     assert "neither a file nor a shipped model" in widget.status.text()
+
+
+def test_segment_with_estimated_diameter(make_napari_viewer, qtbot, artifacts, shared_data, wait_worker):
+    """A DSB2018 crop zoomed x2 (nuclei ~75 px, above the shipped model's sizes): the widget estimates the
+    diameter, resizes the tiles and says so; the labels keep the image's shape."""
+    import tifffile
+    from skimage.transform import resize
+
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    path = next((shared_data / "dsb2018" / "images").glob("5d21acedb3*.tif"))
+    image = resize(tifffile.imread(path)[:256, :320].astype(np.float32), (512, 640), order=1, preserve_range=True)
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(image, name="zoomed")
+    widget = SegmentationWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segmentation")
+    widget.image_layer.value = "zoomed"
+    widget.model_choice.value = "nuclei_fluorescence"
+    widget.estimate_diameter.value = True
+    wait_worker(widget.segment())
+    layer = viewer.layers["zoomed segmented"]
+    assert layer.data.shape == (512, 640)
+    assert widget.result.settings["scale_factor"] < 0.5
+    assert "diameter" in widget.counts_label.value and "tiles resized" in widget.counts_label.value
+    assert widget.diameter.value == pytest.approx(widget.result.settings["diameter"], abs=0.1)  # kept for reuse
+    assert "nucleus diameter" in widget.status.text()
+    assert 8 <= layer.data.max() <= 18  # the crop holds 13 annotated nuclei; unresized, the model cuts them into 37
+    viewer.window._qt_window.resize(1400, 1000)
+    qtbot.wait(100)
+    from skimage.io import imsave
+
+    imsave(artifacts / "segmentation_widget_diameter.png", viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)

@@ -178,3 +178,10 @@ def test_foreground_diameter_measures_touching_and_cut_nuclei_whole():
     specks[5:7, 100:102] = specks[110:112, 10:12] = specks[60:62, 110:112] = 1  # more specks than nuclei
     assert scale.foreground_diameter((lab > 0) | (specks > 0)) == pytest.approx(21.0, abs=1.5)  # area-weighted
     assert np.isnan(scale.foreground_diameter(np.zeros((10, 10), bool)))
+
+
+def test_auto_diameter_on_an_empty_image_segments_as_trained():
+    loaded = load_model(pretrained_path("nuclei_fluorescence"))
+    result = segment(loaded, np.full((96, 96), 7.0, np.float32), diameter="auto")
+    assert result.settings["diameter"] is None and result.settings["scale_factor"] == 1.0
+    assert json.loads(json.dumps(result.settings, default=str))["diameter"] is None  # strict JSON, no NaN

@@ -436,7 +436,8 @@ def segment_image(
                     test_time_augmentation=test_time_augmentation,
                     shape_rules=shape_rules, max_cluster_size=max_cluster_size,
                     precision=precision_used if predict_fn is None else "custom",
-                    diameter=diameter, scale_factor=scale_factor,
+                    diameter=diameter if diameter is None or np.isfinite(diameter) else None,  # None: nothing to measure
+                    scale_factor=scale_factor,
                     normalization=spec, model_path=getattr(loaded, "path", None))
     return SegmentResult(labels=labels, probabilities=probs_all, objects=objects, counts=counts,
                          output_mode=mode, class_names=class_names, settings=settings)

@@ -218,10 +218,15 @@ class SegmentationWidget(MicrosegDock):
             c = counts["count"].to_numpy()
             self.counts_label.value = f"{len(c)} frames: {c.min()}-{c.max()} objects per frame (mean {c.mean():.1f})"
         diameter, factor = result.settings.get("diameter"), result.settings.get("scale_factor", 1.0)
+        note = ""
         if isinstance(diameter, float) and np.isfinite(diameter):
-            resized = f", tiles resized x{factor:.2f}" if factor != 1.0 else ", no resizing needed"
-            self.counts_label.value += f"<br>nucleus diameter {diameter:.1f} px{resized}"
-        self.show_message(f"segmented with {model.name}: new layer '{name}'")
+            self.counts_label.value += f"; diameter {diameter:.0f} px" + (f", tiles resized x{factor:.2f}" if factor != 1.0 else "")
+            note = f"; nucleus diameter {diameter:.1f} px" + (f", tiles resized x{factor:.2f}" if factor != 1.0 else ", no resizing needed")
+            if self.estimate_diameter.value:
+                self.diameter.value = round(diameter, 1)  # kept: untick 'estimate' to reuse it on other images
+        elif self.estimate_diameter.value:
+            note = "; no nuclei found to measure a diameter, segmented as trained"
+        self.show_message(f"segmented with {model.name}: new layer '{name}'{note}")
 
     def export(self, *_: Any) -> list[str]:
         """Write counts.csv and objects.csv of the last result into the export folder (new names if taken)."""
