@@ -185,3 +185,19 @@ def test_auto_diameter_on_an_empty_image_segments_as_trained():
     result = segment(loaded, np.full((96, 96), 7.0, np.float32), diameter="auto")
     assert result.settings["diameter"] is None and result.settings["scale_factor"] == 1.0
     assert json.loads(json.dumps(result.settings, default=str))["diameter"] is None  # strict JSON, no NaN
+
+
+def test_batch_segment_passes_the_diameter(tmp_path, big_nuclei):
+    import tifffile
+
+    from napari_microseg.batch import run_batch_sync
+
+    image, _ = big_nuclei
+    tifffile.imwrite(tmp_path / "big.tif", image)
+    model = pretrained_path("nuclei_fluorescence")
+    summary = run_batch_sync("segment", tmp_path / "big.tif", tmp_path / "out", model=str(model), workers=0, diameter=75.0)
+    assert summary.processed == 1
+    written = tifffile.imread(next((tmp_path / "out" / "labels").glob("big*")))
+    expected = segment(load_model(model), image, keep_probabilities=False, diameter=75.0)
+    assert expected.settings["scale_factor"] < 0.5
+    np.testing.assert_array_equal(written, np.asarray(expected.labels))

@@ -60,7 +60,8 @@ from .tasks import PER_FRAME_TASKS, BatchItem, TaskSpec, autolabel_function, fai
 TASKS = ("segment", "track", "autolabel", "classify")
 
 #: keyword parameters accepted per task (passed to the task function on the workers)
-SEGMENT_PARAMS = ("tile", "overlap", "batch_size", "threshold", "min_size", "max_size", "fill_holes", "remove_border")
+SEGMENT_PARAMS = ("tile", "overlap", "batch_size", "threshold", "min_size", "max_size", "fill_holes", "remove_border",
+                  "diameter")
 TRACK_PARAMS = ("config", "max_search_radius", "update_method", "optimize", "stage_shift")
 TASK_PARAMS = {
     "segment": SEGMENT_PARAMS,
@@ -544,7 +545,7 @@ def run_batch(
         (in this process, before any cluster starts; a rerun with nothing left
         to do starts no cluster).
     **params : task settings. segment: ``tile, overlap, batch_size, threshold,
-        min_size, max_size, fill_holes, remove_border`` (see
+        min_size, max_size, fill_holes, remove_border, diameter`` (see
         :func:`napari_microseg.inference.segment.segment_image`); track:
         ``config, max_search_radius, update_method, optimize, stage_shift``
         (see :func:`napari_microseg.tracking.track.track`) plus the segment

@@ -215,7 +215,7 @@ def _frame_tables(objects: pd.DataFrame, counts: pd.DataFrame, t: int) -> tuple[
 
 
 def _segment_params(spec: TaskSpec) -> dict:
-    keys = ("tile", "overlap", "batch_size", "threshold", "min_size", "max_size", "fill_holes", "remove_border")
+    keys = ("tile", "overlap", "batch_size", "threshold", "min_size", "max_size", "fill_holes", "remove_border", "diameter")
     kw = {k: spec.params[k] for k in keys if k in spec.params}
     kw["keep_probabilities"] = False
     return kw

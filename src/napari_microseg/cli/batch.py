@@ -72,6 +72,9 @@ def _segment_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--min-size", type=int, default=None, help="drop objects smaller than this many px (default 8)")
     g.add_argument("--max-size", type=int, default=None, help="drop objects larger than this many px (default: none)")
     g.add_argument("--remove-border", action="store_true", help="drop objects touching the image border")
+    g.add_argument("--diameter", default=None,
+                   help="typical nucleus diameter in px, or 'auto' (estimated per item); tiles are resized when it lies "
+                        "outside the sizes the model was trained on (default: as trained)")
     g.add_argument("--no-fill-holes", action="store_true", help="do not fill holes inside objects")
 
 
@@ -117,6 +120,11 @@ def _params(args: argparse.Namespace) -> dict:
                 params[name] = value
         if args.remove_border:
             params["remove_border"] = True
+        from ..inference.scale import parse_diameter
+
+        diameter = parse_diameter(args.diameter)
+        if diameter is not None:
+            params["diameter"] = diameter
         if args.no_fill_holes:
             params["fill_holes"] = False
     if args.batch_task == "autolabel":

@@ -307,6 +307,9 @@ class SegmentationWidget(MicrosegDock):
         out = str(self.batch_out.value)
         settings = {"tile": int(self.tile.value), "min_size": int(self.min_size.value), "device": self.device.value,
                     "workers": int(self.batch_workers.value)}
+        diameter = "auto" if self.estimate_diameter.value else (float(self.diameter.value) or None)
+        if diameter is not None:
+            settings["diameter"] = diameter
 
         def make_generator():
             from ..batch.runner import run_batch
