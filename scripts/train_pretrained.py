@@ -73,7 +73,7 @@ def card_from_model_file(name: str, task: str, model_path: Path, held_out: dict)
             "stop_reason": meta.get("stop_reason", "completed"),
             "training_minutes_cpu": round(sum(h.get("seconds", 0) for h in history) / 60, 1),
             "config": {**meta.get("config", {}), "data_description": meta.get("data", "")},
-            "postprocess": cfg.get("postprocess"), "held_out": held_out}
+            "postprocess": cfg.get("postprocess"), "object_size": cfg.get("object_size"), "held_out": held_out}
 
 
 NUCLEI_TASK = "instance segmentation of nuclei in fluorescence images (three-class: background / interior / boundary, watershed split)"
@@ -296,7 +296,9 @@ def write_card(model_path: Path, card: dict) -> None:
              f"{card['training_minutes_cpu']} min on a 2-core CPU",
              f"- training data: {card['config'].get('data_description', '')}",
              f"- reproduce: `.venv/bin/python scripts/train_pretrained.py {card['name']}`",
-             *([f"- watershed settings stored in the model: `{json.dumps(card['postprocess'])}`"] if card.get("postprocess") else []), "",
+             *([f"- watershed settings stored in the model: `{json.dumps(card['postprocess'])}`"] if card.get("postprocess") else []),
+             *([f"- nucleus sizes it was trained on (`diameter` rescales others to them): `{json.dumps(card['object_size'])}`"]
+               if card.get("object_size") else []), "",
              "## Held-out metrics", "", f"{held.get('data', '')}", "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in held.items() if k != "data"]
     lines += ["", "## Full configuration", "", "```json", json.dumps(card["config"], indent=2), "```", ""]
