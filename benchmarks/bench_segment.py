@@ -40,7 +40,7 @@ dsb
     image (predicted / ground truth). ``--zoom Z`` resizes every test image
     (bilinear) and its masks (nearest) by Z first, as if taken at another
     magnification; ``--diameter`` is passed to ``segment`` (``auto``: estimated;
-    ``true``: each image's median true nucleus diameter, the best a user could
+    ``true``: each image's typical true nucleus width, the best a user could
     type; a number: px for all images).
 """
 
@@ -213,7 +213,7 @@ def cmd_dsb(args: argparse.Namespace) -> None:
     def pairs():
         from skimage.transform import resize
 
-        from napari_microseg.inference.scale import median_diameter, parse_diameter
+        from napari_microseg.inference.scale import foreground_diameter, parse_diameter
 
         for name in names:
             img = tifffile.imread(data / "images" / name)
@@ -224,7 +224,7 @@ def cmd_dsb(args: argparse.Namespace) -> None:
                 shape = tuple(max(1, int(round(n * args.zoom))) for n in gt.shape)
                 img = resize(img.astype(np.float32), shape, order=1, preserve_range=True, anti_aliasing=args.zoom < 1)
                 gt = resize(gt, shape, order=0, preserve_range=True, anti_aliasing=False).astype(gt.dtype)
-            diameter = median_diameter(gt) if args.diameter == "true" else parse_diameter(args.diameter)
+            diameter = foreground_diameter(gt > 0) if args.diameter == "true" else parse_diameter(args.diameter)
             res = segment(loaded, img, tile=args.tile, min_size=args.min_size, measure=False,
                           test_time_augmentation=args.tta, diameter=diameter)
             n_pred.append(int(res.labels.max()))

@@ -94,7 +94,7 @@ def test_segment_with_estimated_diameter(make_napari_viewer, qtbot, artifacts, s
     wait_worker(widget.segment())
     layer = viewer.layers["zoomed segmented"]
     assert layer.data.shape == (512, 640)
-    assert widget.result.settings["scale_factor"] < 0.5
+    assert widget.result.settings["scale_factor"] < 0.7
     assert "diameter" in widget.counts_label.value and "tiles resized" in widget.counts_label.value
     assert widget.diameter.value == pytest.approx(widget.result.settings["diameter"], abs=0.1)  # kept for reuse
     assert "nucleus diameter" in widget.status.text()

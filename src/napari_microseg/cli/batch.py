@@ -73,8 +73,9 @@ def _segment_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-size", type=int, default=None, help="drop objects larger than this many px (default: none)")
     g.add_argument("--remove-border", action="store_true", help="drop objects touching the image border")
     g.add_argument("--diameter", default=None,
-                   help="typical nucleus diameter in px, or 'auto' (estimated per item); tiles are resized when it lies "
-                        "outside the sizes the model was trained on (default: as trained)")
+                   help="typical nucleus width in px, or 'auto' (estimated per item: each image, and each frame of a "
+                        "Zarr stack, so give a number for time-lapses); tiles are resized when it lies outside the "
+                        "widths the model was trained on (default: as trained)")
     g.add_argument("--no-fill-holes", action="store_true", help="do not fill holes inside objects")
 
 

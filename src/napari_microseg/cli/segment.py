@@ -40,8 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="foreground probability threshold (default: the value tuned for the model, else 0.5)")
     p.add_argument("--min-size", type=int, default=8, help="drop objects smaller than this many px (default 8)")
     p.add_argument("--diameter", default=None,
-                   help="typical nucleus diameter in px, or 'auto' to estimate it; tiles are resized when it lies outside "
-                        "the sizes the model was trained on (default: segment as trained)")
+                   help="typical nucleus width in px, or 'auto' to estimate it per image (from the first frame of a "
+                        "stack); tiles are resized when it lies outside the widths the model was trained on "
+                        "(default: segment as trained)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation: average over 4 flips (4x slower)")
     p.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
                    help="network arithmetic: auto = bfloat16 on GPUs and on CPUs that compute it natively (AMX), else float32")
@@ -230,7 +231,8 @@ def run(args: argparse.Namespace) -> int:
         all_counts.append(counts)
         per_image.append({"image": str(path), "labels": str(target), "shape": list(data.shape),
                           "objects": int(len(objects))})
-        per_image[-1].update(diameter=result.settings.get("diameter"), scale_factor=result.settings.get("scale_factor"))
+        per_image[-1].update(diameter=result.settings.get("diameter"), scale_factor=result.settings.get("scale_factor"),
+                             image_tile=result.settings.get("image_tile"))
         n_obj = len(objects)
         resized = result.settings.get("scale_factor", 1.0)
         note = f" (nucleus diameter {result.settings['diameter']:.1f} px, tiles resized x{resized:.2f})" if resized != 1.0 else ""
@@ -241,6 +243,8 @@ def run(args: argparse.Namespace) -> int:
     write_objects_csv(objects, out / "objects.csv")
     write_table_csv(counts, out / "counts.csv")
     settings = dict(result.settings)
+    settings.pop("image_tile", None)  # per image below, with its diameter and resize factor
+    settings.update(diameter=diameter, scale_factor=None if len(per_image) > 1 else settings.get("scale_factor"))
     settings.update(model=str(args.model), input=str(args.input), device=loaded.device,
                     seconds=round(time.perf_counter() - t0, 3), images=per_image)
     from ..io.atomic import atomic_write_text

@@ -9,13 +9,19 @@ estimated; each tile is then resized so its nuclei have a size the network
 knows, predicted, and its probabilities resized back to the tile, so labels,
 tables and memory stay those of the original image.
 
-A model file states the sizes it knows in ``config["object_size"]``::
+A nucleus "diameter" here is always its width: twice its largest inscribed
+radius (:func:`foreground_diameter`), which for a round nucleus is its usual
+diameter and which touching nuclei do not inflate. A model file states the
+widths it knows in ``config["object_size"]`` (the trainer records them)::
 
-    {"diameter": 16.3,        # median equivalent diameter of the training nuclei, px
-     "range": [10.0, 45.0]}   # diameters segmented without rescaling, px
+    {"diameter": 16.5,        # median over the training images of their typical width, px
+     "range": [10.5, 41.5]}   # widths segmented without rescaling (10th-90th percentile), px
 
 An image whose nuclei lie inside ``range`` is left as it is; otherwise it is
-resized so they measure ``diameter``.
+resized so they measure the nearest end of the range (the factor changes
+smoothly with the diameter). Memory stays bounded by the tile: the tiles read
+from the image are ``tile / factor`` px, so at x0.1 a 256 px network tile
+reads 2560 px of the image per tile.
 """
 
 from __future__ import annotations
@@ -46,38 +52,21 @@ def object_size_spec(loaded: Any) -> dict | None:
     return {"diameter": diameter, "range": (lo, hi)}
 
 
-def median_diameter(labels: np.ndarray, exclude_border: bool = True) -> float:
-    """Median equivalent diameter ``2 sqrt(area / pi)`` of the objects of a (Y, X) label image, px.
-
-    Objects touching the border are left out (they are cut) unless fewer than
-    5 objects would remain. NaN when there is no object.
-    """
-    lab = np.asarray(labels)
-    areas = np.bincount(lab.ravel())
-    present = np.flatnonzero(areas)
-    present = present[present > 0]
-    if exclude_border and lab.ndim == 2 and present.size:
-        edge = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
-        inner = np.setdiff1d(present, edge)
-        if inner.size >= 5:
-            present = inner
-    if not present.size:
-        return float("nan")
-    return float(2.0 * np.sqrt(np.median(areas[present]) / np.pi))
-
-
 def factor_for_diameter(diameter: float, spec: dict) -> float:
-    """Resize factor that brings nuclei of ``diameter`` px to a size the model knows.
+    """Resize factor that brings nuclei of ``diameter`` px into the widths the model knows.
 
-    1.0 inside the model's range; ``spec["diameter"] / diameter`` outside it,
-    kept within x0.1 .. x4. A NaN diameter (nothing found) gives 1.0.
+    1.0 inside the model's range; outside it, the factor that brings them to
+    the nearest end of the range (``hi / diameter`` or ``lo / diameter``), kept
+    within x0.1 .. x4: continuous in ``diameter``. A NaN diameter (nothing
+    found) gives 1.0.
     """
     if not np.isfinite(diameter) or diameter <= 0:
         return 1.0
     lo, hi = spec["range"]
-    if lo <= diameter <= hi:
+    target = min(max(diameter, lo), hi)
+    if target == diameter:
         return 1.0
-    return float(np.clip(spec["diameter"] / diameter, MIN_FACTOR, MAX_FACTOR))
+    return float(np.clip(target / diameter, MIN_FACTOR, MAX_FACTOR))
 
 
 def parse_diameter(value: Any) -> float | str | None:
@@ -107,11 +96,15 @@ def parse_diameter(value: Any) -> float | str | None:
     return value
 
 
-def central_crop(frame: Any, size: int = ESTIMATE_CROP) -> Any:
-    """The central ``size`` x ``size`` window of a (Y, X) array-like (the whole frame when smaller)."""
-    h, w = frame.shape[-2:]
+def central_crop(image: Any, size: int = ESTIMATE_CROP) -> Any:
+    """The central ``size`` x ``size`` window of a (Y, X) array-like, or of the first frame of a (T, Y, X) one.
+
+    The whole frame when smaller. One index, so zarr / dask read only the window.
+    """
+    h, w = image.shape[-2:]
     y0, x0 = max(0, (h - size) // 2), max(0, (w - size) // 2)
-    return frame[y0:y0 + size, x0:x0 + size]
+    window = (slice(y0, y0 + size), slice(x0, x0 + size))
+    return image[(0,) + window] if len(image.shape) == 3 else image[window]
 
 
 def rescaled_predict_fn(fn: Callable[[np.ndarray], np.ndarray], factor: float) -> Callable[[np.ndarray], np.ndarray]:
@@ -142,8 +135,13 @@ def rescaled_predict_fn(fn: Callable[[np.ndarray], np.ndarray], factor: float) -
 
 
 def native_tile(tile: int, factor: float) -> int:
-    """Tile size on the original image (px) whose resized copy is about ``tile`` px: a multiple of 16, at least 64."""
-    return max(64, int(round(tile / factor / 16.0)) * 16)
+    """Tile size on the original image (px) whose resized copy is about ``tile`` px: a multiple of 16, at least 16."""
+    return max(16, int(round(tile / factor / 16.0)) * 16)
+
+
+def native_overlap(overlap: float, factor: float) -> float:
+    """Tile overlap on the original image: a fraction (< 1) is kept, pixels (>= 1) are divided by ``factor``."""
+    return overlap if overlap < 1 else max(1, int(round(overlap / factor)))
 
 
 def foreground_diameter(foreground: np.ndarray, min_area: int = 4) -> float:

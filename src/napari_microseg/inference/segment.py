@@ -306,14 +306,15 @@ def segment_image(
         ``shape_rules=True`` (hot pixels must be straight lines; compact hot
         blobs become cluster) and ``max_cluster_size`` (px; larger cluster
         components become background), see :func:`postprocess.ccd_shape_rules`.
-    diameter : typical nucleus diameter in the image, px; ``"auto"`` to estimate
+    diameter : typical nucleus width in the image, px; ``"auto"`` to estimate
         it (up to three passes over a central 768 x 768 crop of the first
-        frame), or None (default) to segment as trained. When it lies outside
-        the diameters the model was trained on (``config["object_size"]``),
-        every tile is resized so its nuclei have the model's size, and the
-        probabilities are resized back: labels and tables stay in the image's
-        pixels. ``tile`` is then the size the network sees. See
-        :mod:`napari_microseg.inference.scale`.
+        frame; all frames of a stack use it), or None (default) to segment as
+        trained. When it lies outside the widths the model was trained on
+        (``config["object_size"]``), every tile is resized so its nuclei come
+        within them, and the probabilities are resized back: labels and tables
+        stay in the image's pixels. ``tile`` and a pixel ``overlap`` are then
+        what the network sees (``settings["image_tile"]``: the tiles read from
+        the image). See :mod:`napari_microseg.inference.scale`.
     """
     shape = _check_input(image)
     loaded = _resolve_loaded(model, device)
@@ -353,14 +354,15 @@ def segment_image(
         raise InputError("this model does not state the nucleus size it was trained on (config 'object_size'), "
                          "so it cannot rescale to a diameter; segment without one")
     if diameter == "auto":
-        first = image[0] if stack else image
-        estimator = _estimate_diameter(loaded, scale.central_crop(first), plain_fn, tile, size_spec,
+        estimator = _estimate_diameter(loaded, scale.central_crop(image), plain_fn, tile, size_spec,
                                        dict(threshold=threshold, min_size=min_size, postprocess_options=postprocess_options))
         diameter = yield from estimator
     scale_factor = scale.factor_for_diameter(diameter, size_spec) if diameter is not None else 1.0
+    network_tile, network_overlap = tile, overlap
     if scale_factor != 1.0:
         fn = scale.rescaled_predict_fn(fn, scale_factor)
         tile = scale.native_tile(tile, scale_factor)
+        overlap = scale.native_overlap(overlap, scale_factor)
     spec = loaded.config.get("normalization") or loaded.config.get("normalisation")
     if isinstance(spec, dict) and spec.get("level_taps"):
         image = TapLevelledFrames(image)
@@ -429,7 +431,7 @@ def segment_image(
         labels = labels_out.astype(postprocess.label_dtype(max_label), copy=False)
     objects, counts = _tables(object_tables, labels, n_frames, mode, class_names) if measure else (
         pd.DataFrame(), pd.DataFrame())
-    settings = dict(tile=tile, overlap=overlap, batch_size=batch_size, device=getattr(loaded, "device", device),
+    settings = dict(tile=network_tile, overlap=network_overlap, image_tile=tile, batch_size=batch_size, device=getattr(loaded, "device", device),
                     threshold=threshold, min_size=min_size, max_size=max_size, fill_holes=fill_holes,
                     remove_border=remove_border, output_mode=mode, n_outputs=k,
                     postprocess={k_: v for k_, v in three_kw.items() if k_ != "class_order"},
@@ -483,33 +485,32 @@ def _tables(object_tables: list, labels: Any, n_frames: int, mode: str, class_na
 
 def _estimate_diameter(loaded: Any, crop: Any, fn: Callable, tile: int, size_spec: dict,
                        options: dict) -> Generator[Progress, None, float]:
-    """Typical nucleus diameter (px) of a (Y, X) crop, by up to ``scale.ESTIMATE_PASSES`` predictions.
+    """Typical nucleus width (px) of a (Y, X) crop, by up to ``scale.ESTIMATE_PASSES`` predictions.
 
     Each pass measures the predicted foreground with :func:`scale.foreground_diameter`
     (robust to nuclei cut by false boundaries and to specks); the next pass
     resizes the crop by the factor that estimate asks for, so nuclei far from
-    the trained size are measured at a size the network knows. Stops when the
-    factor changes by less than 10 %. NaN when no nucleus is found.
+    the trained widths are measured at a width the network knows. Stops when
+    the factor changes by less than 10 %, or when a resized pass measures
+    nuclei inside the trained widths. NaN when no nucleus is found.
     """
     crop = np.asarray(crop.compute() if hasattr(crop, "compute") else crop)
     factor, estimate = 1.0, float("nan")
-    threshold = options.get("threshold")
-    threshold = 0.5 if threshold is None else float(threshold)
     for n in range(scale.ESTIMATE_PASSES):
         yield Progress(0, 1, f"estimating the nucleus diameter (pass {n + 1})")
         result = segment(loaded, crop, tile=scale.native_tile(tile, factor), predict_fn=scale.rescaled_predict_fn(fn, factor),
                          measure=False, keep_probabilities=True, **options)
         probs = np.asarray(result.probabilities)
+        threshold = float(result.settings["threshold"])
         if result.output_mode == "binary":
-            foreground = probs[0] > threshold
+            foreground = (probs[0] if probs.shape[0] == 1 else probs[1]) > threshold
         else:
             names = list(result.class_names)
             background = names.index("background") if "background" in names else 0
             foreground = 1.0 - probs[background] > threshold
-        # the first pass may cut nuclei of an unknown size: measure its foreground; once resized, its instances
-        estimate = scale.foreground_diameter(foreground) if factor == 1.0 else scale.median_diameter(np.asarray(result.labels))
+        estimate = scale.foreground_diameter(foreground)
         wanted = scale.factor_for_diameter(estimate, size_spec)
-        if abs(np.log(wanted / factor)) < np.log(1.1):
+        if abs(np.log(wanted / factor)) < np.log(1.1) or (factor != 1.0 and wanted == 1.0):
             break
         factor = wanted
     return estimate
