@@ -48,12 +48,13 @@ def test_foreground_diameter_of_discs_leaves_out_cut_objects():
 def test_factor_for_diameter_inside_range_outside_and_limits():
     spec = {"diameter": 16.0, "range": (10.0, 45.0)}
     assert scale.factor_for_diameter(30.0, spec) == 1.0
-    assert scale.factor_for_diameter(90.0, spec) == pytest.approx(0.5)  # to the nearest end of the range
-    assert scale.factor_for_diameter(4.0, spec) == pytest.approx(2.5)
+    assert scale.factor_for_diameter(90.0, spec) == pytest.approx(22.5 / 90)  # mirrored into the range: 45^2 / 90
+    assert scale.factor_for_diameter(8.0, spec) == pytest.approx(12.5 / 8)  # 10^2 / 8
+    assert scale.factor_for_diameter(300.0, spec) == pytest.approx(16.0 / 300)  # far outside: the typical width
     assert scale.factor_for_diameter(45.2, spec) == pytest.approx(1.0, abs=0.01)  # continuous at the ends
-    assert scale.factor_for_diameter(9.9, spec) == pytest.approx(1.0, abs=0.011)
+    assert scale.factor_for_diameter(9.9, spec) == pytest.approx(1.0, abs=0.021)
     assert scale.factor_for_diameter(1.0, spec) == scale.MAX_FACTOR
-    assert scale.factor_for_diameter(1000.0, spec) == scale.MIN_FACTOR
+    assert scale.factor_for_diameter(1000.0, spec) == scale.MIN_FACTOR  # 16 / 1000 < 0.1
     assert scale.factor_for_diameter(float("nan"), spec) == 1.0
     assert scale.native_overlap(0.125, 0.5) == 0.125 and scale.native_overlap(32, 0.5) == 64
 

@@ -18,8 +18,9 @@ widths it knows in ``config["object_size"]`` (the trainer records them)::
      "range": [10.5, 41.5]}   # widths segmented without rescaling (10th-90th percentile), px
 
 An image whose nuclei lie inside ``range`` is left as it is; otherwise it is
-resized so they measure the nearest end of the range (the factor changes
-smoothly with the diameter). Memory stays bounded by the tile: the tiles read
+resized so they come inside it, the farther outside the closer to
+``diameter`` (:func:`factor_for_diameter`; the factor changes smoothly with
+the diameter). Memory stays bounded by the tile: the tiles read
 from the image are ``tile / factor`` px, so at x0.1 a 256 px network tile
 reads 2560 px of the image per tile.
 """
@@ -55,17 +56,19 @@ def object_size_spec(loaded: Any) -> dict | None:
 def factor_for_diameter(diameter: float, spec: dict) -> float:
     """Resize factor that brings nuclei of ``diameter`` px into the widths the model knows.
 
-    1.0 inside the model's range; outside it, the factor that brings them to
-    the nearest end of the range (``hi / diameter`` or ``lo / diameter``), kept
-    within x0.1 .. x4: continuous in ``diameter``. A NaN diameter (nothing
-    found) gives 1.0.
+    1.0 inside the model's range ``[lo, hi]``. Above it, nuclei are brought to
+    ``max(spec["diameter"], hi**2 / diameter)`` px, below it to
+    ``min(spec["diameter"], lo**2 / diameter)``: the diameter mirrored into the
+    range about its nearest end (in log scale), so the factor is continuous at
+    the ends, and nuclei far outside land at the model's typical width. Kept
+    within x0.1 .. x4. A NaN diameter (nothing found) gives 1.0.
     """
     if not np.isfinite(diameter) or diameter <= 0:
         return 1.0
     lo, hi = spec["range"]
-    target = min(max(diameter, lo), hi)
-    if target == diameter:
+    if lo <= diameter <= hi:
         return 1.0
+    target = max(spec["diameter"], hi * hi / diameter) if diameter > hi else min(spec["diameter"], lo * lo / diameter)
     return float(np.clip(target / diameter, MIN_FACTOR, MAX_FACTOR))
 
 
