@@ -50,7 +50,7 @@ def test_factor_for_diameter_inside_range_outside_and_limits():
     assert scale.factor_for_diameter(30.0, spec) == 1.0
     assert scale.factor_for_diameter(90.0, spec) == pytest.approx(22.5 / 90)  # mirrored into the range: 45^2 / 90
     assert scale.factor_for_diameter(8.0, spec) == pytest.approx(12.5 / 8)  # 10^2 / 8
-    assert scale.factor_for_diameter(300.0, spec) == pytest.approx(16.0 / 300)  # far outside: the typical width
+    assert scale.factor_for_diameter(150.0, spec) == pytest.approx(16.0 / 150)  # far outside: the typical width
     assert scale.factor_for_diameter(45.2, spec) == pytest.approx(1.0, abs=0.01)  # continuous at the ends
     assert scale.factor_for_diameter(9.9, spec) == pytest.approx(1.0, abs=0.021)
     assert scale.factor_for_diameter(1.0, spec) == scale.MAX_FACTOR
