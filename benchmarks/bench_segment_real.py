@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=None, help="tile size (default: the model's)")
     parser.add_argument("--model", action="append", default=None,
                         help="model file or shipped name (repeat to time several in one run; default nuclei_fluorescence)")
+    parser.add_argument("--diameter", default=None, help="nucleus diameter passed to segment (px or 'auto'), to time its cost")
     parser.add_argument("--cellpose-python", default=None, help="python of a venv with cellpose<4, to time it side by side")
     args = parser.parse_args()
     import torch
@@ -49,10 +50,11 @@ def main() -> None:
         loaded = load_model(name)
         segment(loaded, image[:256, :256])  # warm-up (first kernels, the inference copy of the network)
         start = time.perf_counter()
-        result = segment(loaded, image, tile=args.tile)
+        result = segment(loaded, image, tile=args.tile, diameter=args.diameter)
         seconds = time.perf_counter() - start
         report["models"][name] = {"seconds": round(seconds, 2), "megapixels_per_s": round(mp / seconds, 3),
-                                  "objects": int(len(result.objects)),
+                                  "objects": int(len(result.objects)), "diameter": result.settings["diameter"],
+                                  "scale_factor": result.settings["scale_factor"],
                                   "speedup_vs_cellpose_0.063": round(mp / seconds / 0.063, 1)}
     report["load_avg_1min"] = round(os.getloadavg()[0], 2)
     if args.cellpose_python:
