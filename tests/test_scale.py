@@ -212,7 +212,8 @@ def test_stack_uses_one_diameter_and_pixel_overlap_follows_the_tiles(big_nuclei)
     result = segment(loaded, stack, measure=False, diameter=80.0, overlap=32, tile=256)
     factor = result.settings["scale_factor"]
     assert factor == pytest.approx(scale.factor_for_diameter(80.0, scale.object_size_spec(loaded)))
-    assert result.settings["tile"] == 256 and result.settings["image_tile"] == scale.native_tile(256, factor)
+    assert result.settings["tile"] == 256  # what the network sees; the image tiles are larger, at most the image
+    assert result.settings["image_tile"] == min(scale.native_tile(256, factor), 640)
     assert result.settings["overlap"] == 32  # what the network sees; the image tiles overlap 32 / factor px
     assert np.asarray(result.labels).shape == stack.shape
     for t in range(2):
@@ -220,3 +221,12 @@ def test_stack_uses_one_diameter_and_pixel_overlap_follows_the_tiles(big_nuclei)
         np.testing.assert_array_equal(np.asarray(result.labels)[t], np.asarray(single.labels))
     tta = segment(loaded, image, measure=False, diameter=80.0, test_time_augmentation=True)
     assert matched_f1(np.asarray(result.labels)[0], np.asarray(tta.labels)) > 0.8  # flips at network size agree
+
+
+def test_malformed_object_size_is_a_clear_error_only_when_a_diameter_is_asked():
+    loaded = load_model(pretrained_path("nuclei_fluorescence"))
+    loaded.config["object_size"] = {"range": [10, 40]}
+    image, _ = simulate_nuclei_image(shape=(64, 64), n_nuclei=3, seed=1)
+    assert segment(loaded, image, measure=False).settings["scale_factor"] == 1.0  # not needed, not read
+    with pytest.raises(InputError, match="object size"):
+        segment(loaded, image, diameter=30)

@@ -21,8 +21,8 @@ An image whose nuclei lie inside ``range`` is left as it is; otherwise it is
 resized so they come inside it, the farther outside the closer to
 ``diameter`` (:func:`factor_for_diameter`; the factor changes smoothly with
 the diameter). Memory stays bounded by the tile: the tiles read
-from the image are ``tile / factor`` px, so at x0.1 a 256 px network tile
-reads 2560 px of the image per tile.
+from the image are ``tile / factor`` px (at most the image's size), so at
+x0.1 a 256 px network tile reads up to 2560 x 2560 px of the image per tile.
 """
 
 from __future__ import annotations
@@ -46,8 +46,11 @@ def object_size_spec(loaded: Any) -> dict | None:
     spec = (getattr(loaded, "config", None) or {}).get("object_size")
     if not spec:
         return None
-    diameter = float(spec["diameter"])
-    lo, hi = (float(v) for v in spec.get("range", (diameter, diameter)))
+    try:
+        diameter = float(spec["diameter"])
+        lo, hi = (float(v) for v in spec.get("range", (diameter, diameter)))
+    except (KeyError, TypeError, ValueError):
+        raise InputError(f"the model file's object size {spec!r} is not {{'diameter': px, 'range': [lo, hi]}}") from None
     if not (np.isfinite(diameter) and diameter > 0 and 0 < lo <= diameter <= hi):
         raise InputError(f"the model file's object size {spec} is inconsistent (need 0 < range[0] <= diameter <= range[1])")
     return {"diameter": diameter, "range": (lo, hi)}

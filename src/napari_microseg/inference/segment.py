@@ -349,7 +349,7 @@ def segment_image(
     if test_time_augmentation:
         fn = flip_averaged(fn)
     diameter = scale.parse_diameter(diameter)
-    size_spec = scale.object_size_spec(loaded) if mode != "multiclass" else None
+    size_spec = scale.object_size_spec(loaded) if mode != "multiclass" and diameter is not None else None
     if diameter is not None and size_spec is None:
         raise InputError("this model does not state the nucleus size it was trained on (config 'object_size'), "
                          "so it cannot rescale to a diameter; segment without one")
@@ -361,7 +361,7 @@ def segment_image(
     network_tile, network_overlap = tile, overlap
     if scale_factor != 1.0:
         fn = scale.rescaled_predict_fn(fn, scale_factor)
-        tile = scale.native_tile(tile, scale_factor)
+        tile = min(scale.native_tile(tile, scale_factor), int(np.ceil(max(h, w) / 16)) * 16)  # no tile beyond the image
         overlap = scale.native_overlap(overlap, scale_factor)
     spec = loaded.config.get("normalization") or loaded.config.get("normalisation")
     if isinstance(spec, dict) and spec.get("level_taps"):
@@ -496,9 +496,10 @@ def _estimate_diameter(loaded: Any, crop: Any, fn: Callable, tile: int, size_spe
     """
     crop = np.asarray(crop.compute() if hasattr(crop, "compute") else crop)
     factor, estimate = 1.0, float("nan")
+    crop_tile = int(np.ceil(max(crop.shape) / 16)) * 16
     for n in range(scale.ESTIMATE_PASSES):
         yield Progress(0, 1, f"estimating the nucleus diameter (pass {n + 1})")
-        result = segment(loaded, crop, tile=scale.native_tile(tile, factor), predict_fn=scale.rescaled_predict_fn(fn, factor),
+        result = segment(loaded, crop, tile=min(scale.native_tile(tile, factor), crop_tile), predict_fn=scale.rescaled_predict_fn(fn, factor),
                          measure=False, keep_probabilities=True, **options)
         probs = np.asarray(result.probabilities)
         threshold = float(result.settings["threshold"])
@@ -508,7 +509,10 @@ def _estimate_diameter(loaded: Any, crop: Any, fn: Callable, tile: int, size_spe
             names = list(result.class_names)
             background = names.index("background") if "background" in names else 0
             foreground = 1.0 - probs[background] > threshold
-        estimate = scale.foreground_diameter(foreground)
+        measured = scale.foreground_diameter(foreground)
+        if not np.isfinite(measured):  # nothing found at this size: keep what an earlier pass measured
+            break
+        estimate = measured
         wanted = scale.factor_for_diameter(estimate, size_spec)
         if abs(np.log(wanted / factor)) < np.log(1.1) or (factor != 1.0 and wanted == 1.0):
             break
