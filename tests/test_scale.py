@@ -230,3 +230,19 @@ def test_malformed_object_size_is_a_clear_error_only_when_a_diameter_is_asked():
     assert segment(loaded, image, measure=False).settings["scale_factor"] == 1.0  # not needed, not read
     with pytest.raises(InputError, match="object size"):
         segment(loaded, image, diameter=30)
+
+
+def test_fine_tune_joins_the_base_models_object_size(tmp_path, tiny_nuclei_model):
+    from napari_microseg.progress import run_with_text_progress
+    from napari_microseg.training.trainer import train
+
+    base = load_model(tiny_nuclei_model).config["object_size"]
+    image, labels = simulate_nuclei_image(shape=(192, 192), n_nuclei=6, seed=5, diameter_range=(44, 50))
+    cfg = {"preset": "small", "output_mode": "three_class", "patch_size": 64, "patches_per_epoch": 4, "batch_size": 4,
+           "epochs": 1, "lr": 1e-3, "seed": 0, "num_threads": 2}
+    out = tmp_path / "ft.pt"
+    run_with_text_progress(train(cfg, ([image], [labels]), val_data=([image], [labels]), out_path=out,
+                                 init_model=tiny_nuclei_model), label="ft")
+    joined = load_model(out).config["object_size"]
+    assert joined["diameter"] == base["diameter"] and joined["range"][0] == base["range"][0]
+    assert joined["range"][1] > max(base["range"][1], 40)  # the new, larger nuclei widen it
