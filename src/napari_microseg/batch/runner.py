@@ -54,14 +54,13 @@ from ..errors import InputError
 from ..progress import Progress
 from .manifest import (CONFIG_NAME, FAILURES_NAME, LOCK_NAME, MANIFEST_NAME, Manifest, is_done, sha256_file,
                        sha256_json, utc_now, write_failures_csv)
-from .tasks import PER_FRAME_TASKS, BatchItem, TaskSpec, autolabel_function, failure_reason, item_checksum, run_item
+from .tasks import (PER_FRAME_TASKS, SEGMENT_PARAMS, BatchItem, TaskSpec, autolabel_function, failure_reason,
+                    item_checksum, run_item)
 
 #: batch tasks
 TASKS = ("segment", "track", "autolabel", "classify")
 
 #: keyword parameters accepted per task (passed to the task function on the workers)
-SEGMENT_PARAMS = ("tile", "overlap", "batch_size", "threshold", "min_size", "max_size", "fill_holes", "remove_border",
-                  "diameter")
 TRACK_PARAMS = ("config", "max_search_radius", "update_method", "optimize", "stage_shift")
 TASK_PARAMS = {
     "segment": SEGMENT_PARAMS,

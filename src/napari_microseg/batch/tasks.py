@@ -44,6 +44,10 @@ import pandas as pd
 from ..errors import InputError
 from .manifest import sha256_array, sha256_file, sha256_tree
 
+#: segment_image keywords a segment (or track) batch task passes on
+SEGMENT_PARAMS = ("tile", "overlap", "batch_size", "threshold", "min_size", "max_size", "fill_holes", "remove_border",
+                  "diameter")
+
 
 @dataclass(frozen=True)
 class BatchItem:
@@ -215,8 +219,7 @@ def _frame_tables(objects: pd.DataFrame, counts: pd.DataFrame, t: int) -> tuple[
 
 
 def _segment_params(spec: TaskSpec) -> dict:
-    keys = ("tile", "overlap", "batch_size", "threshold", "min_size", "max_size", "fill_holes", "remove_border", "diameter")
-    kw = {k: spec.params[k] for k in keys if k in spec.params}
+    kw = {k: spec.params[k] for k in SEGMENT_PARAMS if k in spec.params}
     kw["keep_probabilities"] = False
     return kw
 

@@ -230,9 +230,8 @@ def run(args: argparse.Namespace) -> int:
         all_objects.append(objects)
         all_counts.append(counts)
         per_image.append({"image": str(path), "labels": str(target), "shape": list(data.shape),
-                          "objects": int(len(objects))})
-        per_image[-1].update(diameter=result.settings.get("diameter"), scale_factor=result.settings.get("scale_factor"),
-                             image_tile=result.settings.get("image_tile"))
+                          "objects": int(len(objects)), "diameter": result.settings.get("diameter"),
+                          "scale_factor": result.settings.get("scale_factor"), "image_tile": result.settings.get("image_tile")})
         n_obj = len(objects)
         resized = result.settings.get("scale_factor", 1.0)
         note = f" (nucleus diameter {result.settings['diameter']:.1f} px, tiles resized x{resized:.2f})" if resized != 1.0 else ""

@@ -504,6 +504,21 @@ def three_class_to_labels_banded(probabilities: np.ndarray, band_rows: int = 204
     return filter_labels(out, min_size, max_size, remove_border)
 
 
+def foreground_probability(probabilities: np.ndarray, output_mode: str,
+                           class_names: Sequence[str] = THREE_CLASS_ORDER) -> np.ndarray:
+    """(Y, X) probability of "any object" from one frame's ``(K, Y, X)`` probabilities.
+
+    ``binary``: channel 0 (sigmoid, K = 1) or 1 (softmax, K = 2); otherwise
+    ``1 - P(background)`` with the background channel found in ``class_names``
+    (channel 0 when none is called so).
+    """
+    probabilities = np.asarray(probabilities)
+    if output_mode == "binary":
+        return probabilities[0] if probabilities.shape[0] == 1 else probabilities[1]
+    names = list(class_names)
+    return 1.0 - probabilities[names.index("background") if "background" in names else 0]
+
+
 def multiclass_to_classes(probabilities: np.ndarray) -> np.ndarray:
     """Semantic class map: argmax over channels of ``(K, Y, X)`` probabilities -> uint8 (Y, X)."""
     probabilities = np.asarray(probabilities)
@@ -609,7 +624,7 @@ def probabilities_to_labels(
     """
     probabilities = np.asarray(probabilities)
     if output_mode == "binary":
-        fg = probabilities[0] if probabilities.shape[0] == 1 else probabilities[1]
+        fg = foreground_probability(probabilities, output_mode)
         return binary_to_labels(fg, threshold, min_size, max_size, fill_holes, remove_border)
     if output_mode == "three_class":
         whole = probabilities.shape[-2] * probabilities.shape[-1] <= BANDED_PIXELS

@@ -140,9 +140,14 @@ def rescaled_predict_fn(fn: Callable[[np.ndarray], np.ndarray], factor: float) -
     return scaled
 
 
-def native_tile(tile: int, factor: float) -> int:
-    """Tile size on the original image (px) whose resized copy is about ``tile`` px: a multiple of 16, at least 16."""
-    return max(16, int(round(tile / factor / 16.0)) * 16)
+def native_tile(tile: int, factor: float, max_side: int | None = None) -> int:
+    """Tile size on the original image (px) whose resized copy is about ``tile`` px: a multiple of 16, at least 16.
+
+    With ``max_side`` (the image's longer side, px) it is at most that rounded up
+    to 16, so a small image is not padded up to a huge tile.
+    """
+    side = max(16, int(round(tile / factor / 16.0)) * 16)
+    return side if max_side is None else min(side, int(np.ceil(max_side / 16.0)) * 16)
 
 
 def native_overlap(overlap: float, factor: float) -> float:

@@ -361,7 +361,7 @@ def segment_image(
     network_tile, network_overlap = tile, overlap
     if scale_factor != 1.0:
         fn = scale.rescaled_predict_fn(fn, scale_factor)
-        tile = min(scale.native_tile(tile, scale_factor), int(np.ceil(max(h, w) / 16)) * 16)  # no tile beyond the image
+        tile = scale.native_tile(tile, scale_factor, max_side=max(h, w))
         overlap = scale.native_overlap(overlap, scale_factor)
     spec = loaded.config.get("normalization") or loaded.config.get("normalisation")
     if isinstance(spec, dict) and spec.get("level_taps"):
@@ -496,20 +496,12 @@ def _estimate_diameter(loaded: Any, crop: Any, fn: Callable, tile: int, size_spe
     """
     crop = np.asarray(crop.compute() if hasattr(crop, "compute") else crop)
     factor, estimate = 1.0, float("nan")
-    crop_tile = int(np.ceil(max(crop.shape) / 16)) * 16
     for n in range(scale.ESTIMATE_PASSES):
         yield Progress(0, 1, f"estimating the nucleus diameter (pass {n + 1})")
-        result = segment(loaded, crop, tile=min(scale.native_tile(tile, factor), crop_tile), predict_fn=scale.rescaled_predict_fn(fn, factor),
-                         measure=False, keep_probabilities=True, **options)
-        probs = np.asarray(result.probabilities)
-        threshold = float(result.settings["threshold"])
-        if result.output_mode == "binary":
-            foreground = (probs[0] if probs.shape[0] == 1 else probs[1]) > threshold
-        else:
-            names = list(result.class_names)
-            background = names.index("background") if "background" in names else 0
-            foreground = 1.0 - probs[background] > threshold
-        measured = scale.foreground_diameter(foreground)
+        result = segment(loaded, crop, tile=scale.native_tile(tile, factor, max_side=max(crop.shape)),
+                         predict_fn=scale.rescaled_predict_fn(fn, factor), measure=False, keep_probabilities=True, **options)
+        foreground = postprocess.foreground_probability(result.probabilities, result.output_mode, result.class_names)
+        measured = scale.foreground_diameter(foreground > float(result.settings["threshold"]))
         if not np.isfinite(measured):  # nothing found at this size: keep what an earlier pass measured
             break
         estimate = measured

@@ -530,15 +530,16 @@ def train(
     if cfg.output_mode in ("binary", "three_class"):  # nucleus sizes it learns, for rescaling at other magnifications
         from ..inference.scale import training_object_size
 
-        object_size = training_object_size(item.target for item in train_td.items)
-        base_size = (init or {}).get("config", {}).get("object_size")
         if ckpt is not None and ckpt["config"].get("object_size"):  # a resumed run keeps what it recorded
             object_size = ckpt["config"]["object_size"]
-        elif base_size and object_size:  # a fine-tune still knows the widths its base model knew
-            object_size = {"diameter": float(base_size["diameter"]),
-                           "range": [min(float(base_size["range"][0]), object_size["range"][0]),
-                                     max(float(base_size["range"][1]), object_size["range"][1])],
-                           "measured_on": f"{object_size['measured_on']}, joined with the base model's range"}
+        else:
+            object_size = training_object_size(item.target for item in train_td.items)
+            base_size = (init or {}).get("config", {}).get("object_size")
+            if base_size and object_size:  # a fine-tune still knows the widths its base model knew
+                object_size = {"diameter": float(base_size["diameter"]),
+                               "range": [min(float(base_size["range"][0]), object_size["range"][0]),
+                                         max(float(base_size["range"][1]), object_size["range"][1])],
+                               "measured_on": f"{object_size['measured_on']}, joined with the base model's range"}
     val_desc = "none" if val_td is None else f"{len(val_td)} image(s) / {len(val_x)} tiles"
 
     def file_config(complete: bool, metrics: dict) -> dict:

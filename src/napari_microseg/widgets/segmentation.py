@@ -136,6 +136,10 @@ class SegmentationWidget(MicrosegDock):
         self.model_choice.value = path
 
     # -- segmentation -------------------------------------------------------
+    def _diameter_setting(self) -> float | str | None:
+        """``"auto"`` (estimate ticked), the diameter in px, or None (0: as trained)."""
+        return "auto" if self.estimate_diameter.value else (float(self.diameter.value) or None)
+
     def _current_frame(self) -> int | None:
         layer = self.viewer.layers[self.image_layer.value]
         return int(self.viewer.dims.current_step[0]) if layer.data.ndim == 3 else None
@@ -158,7 +162,7 @@ class SegmentationWidget(MicrosegDock):
         settings = dict(tile=int(self.tile.value), min_size=int(self.min_size.value), remove_border=bool(self.remove_border.value),
                         device=self.device.value, keep_probabilities=bool(self.keep_probabilities.value),
                         test_time_augmentation=bool(self.tta.value),
-                        diameter="auto" if self.estimate_diameter.value else (float(self.diameter.value) or None))
+                        diameter=self._diameter_setting())
         rules = {"shape_rules": True} if self.shape_rules.value else {}
         if int(self.max_cluster_size.value) > 0:
             rules["max_cluster_size"] = int(self.max_cluster_size.value)
@@ -307,7 +311,7 @@ class SegmentationWidget(MicrosegDock):
         out = str(self.batch_out.value)
         settings = {"tile": int(self.tile.value), "min_size": int(self.min_size.value), "device": self.device.value,
                     "workers": int(self.batch_workers.value)}
-        diameter = "auto" if self.estimate_diameter.value else (float(self.diameter.value) or None)
+        diameter = self._diameter_setting()
         if diameter is not None:
             settings["diameter"] = diameter
 
