@@ -49,3 +49,21 @@ def test_all_four_widgets_docked(make_napari_viewer, qtbot, artifacts):
     settle(qtbot)
     assert all(w.isVisible() for w in widgets)
     save_screenshot(viewer, artifacts / "viewer_four_widgets.png")
+
+
+def test_demo_opens_in_napari_with_the_trained_model(make_napari_viewer, qtbot, artifacts, tmp_path):
+    """``microseg demo --gui``: the demo's layers, all widgets docked, the briefly trained model current."""
+    from napari_microseg.demo import run_demo
+    from napari_microseg.progress import drain
+    from napari_microseg.widgets.demo_viewer import show_demo
+
+    result = drain(run_demo(tmp_path / "demo", n_frames=4, size=128, n_nuclei=10, train_epochs=1, train_frames=2,
+                            train_patches=8))
+    viewer = make_napari_viewer(show=True)
+    show_demo(result, run=False, viewer=viewer)
+    assert [layer.name for layer in viewer.layers] == ["movie (simulated fluorescence)", "true labels", "segmented", "tracks"]
+    segmentation = next(w for name, w in viewer.window._dock_widgets.items() if "Segmentation" in name).widget()
+    assert segmentation.model_choice.value == str(result.files["model"])
+    viewer.window._qt_window.resize(1500, 950)
+    settle(qtbot)
+    save_screenshot(viewer, artifacts / "demo_gui.png")

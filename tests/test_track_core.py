@@ -153,3 +153,32 @@ def test_track_points_walkers_and_update_modes():
     assert len(tab) == len(pts) and tab["track_id"].nunique() < 2 * n
     assert point_link_recall(tab["true_id"], tab["t"], tab["track_id"]) > 0.99
     assert objects_from_labels(division_stack()[0])["label"].tolist()[:2] == [1, 10]
+
+
+@pytest.mark.parametrize("n_frames,step_size", [(3, 10), (13, 10), (5, 1)])
+def test_last_frame_is_linked_whatever_the_stack_length(n_frames, step_size):
+    """btrack 0.7 drops the last frame's objects when a step ends on it; every object must come back."""
+    points = pd.DataFrame({"t": np.repeat(np.arange(n_frames), 2), "y": np.tile([10.0, 60.0], n_frames),
+                           "x": np.tile([10.0, 60.0], n_frames) + np.repeat(np.arange(n_frames), 2) * 1.5})
+    result = track_points(points, step_size=step_size)
+    assert sorted(result.table.t.tolist()) == sorted(points.t.tolist())
+    # and linked: two tracks spanning all frames, not singletons in the last frame
+    assert result.n_tracks == 2 and set(result.table.groupby("track_id").t.max()) == {n_frames - 1}
+
+
+def test_last_frame_of_a_label_stack_is_relabelled():
+    stack = np.zeros((13, 60, 60), np.uint16)
+    for t in range(13):
+        stack[t][disk((10 + t, 10), 3)] = 1
+        stack[t][disk((40, 40), 3)] = 2
+    result = run_tracking(stack)
+    assert len(result.table) == 26 and np.unique(result.relabelled[-1]).size == 3
+
+
+def test_single_frame_gives_one_track_per_object():
+    stack = np.zeros((1, 40, 40), np.uint16)
+    stack[0][disk((8, 8), 3)] = 1
+    stack[0][disk((28, 28), 4)] = 5
+    result = run_tracking(stack)
+    assert result.n_tracks == 2 and (result.table.parent_track_id == 0).all()
+    assert set(np.unique(result.relabelled)) == {0, 1, 2}

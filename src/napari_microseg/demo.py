@@ -1,5 +1,6 @@
-"""The main job on an embedded default: simulate a nuclei time-lapse, segment it with the
-shipped model, track it, export tables and a summary picture, and score against the truth.
+"""The main job on an embedded default: simulate a nuclei time-lapse, train briefly
+(fine-tune the shipped model on a second simulated time-lapse), segment the first with the
+trained model, track it, export tables and a summary picture, and score against the truth.
 
 Qt-free; ``microseg demo`` calls :func:`run_demo`, and ``--gui`` opens the
 result in napari afterwards (``napari_microseg.widgets.demo_viewer``).
@@ -35,7 +36,8 @@ class DemoResult:
 
 
 def run_demo(out: str | Path = "demo_out", n_frames: int = 30, size: int = 256, n_nuclei: int = 35, seed: int = 0,
-             model: str = DEFAULT_MODEL, stage_shift_sd: float = 0.0) -> Generator[Progress, None, DemoResult]:
+             model: str = DEFAULT_MODEL, stage_shift_sd: float = 0.0, train_epochs: int = 2, train_frames: int = 6,
+             train_patches: int = 48) -> Generator[Progress, None, DemoResult]:
     """Run the demo pipeline; a generator of :class:`Progress` returning a :class:`DemoResult`.
 
     Parameters
@@ -43,9 +45,13 @@ def run_demo(out: str | Path = "demo_out", n_frames: int = 30, size: int = 256, 
     out : output folder (created; files in it are replaced atomically).
     n_frames, size, n_nuclei : time-lapse of ``n_frames`` frames of ``size`` x ``size`` pixels
         with about ``n_nuclei`` nuclei (divisions, deaths, entering/leaving included).
-    seed : simulation seed.
-    model : shipped model name or model file path.
+    seed : simulation seed (the training time-lapse uses ``seed + 1``, so the scored movie
+        is never trained on).
+    model : shipped model name or model file path: the model that is fine-tuned.
     stage_shift_sd : global stage shift between frames (pixels, sd); 0 = none.
+    train_epochs : epochs of the brief fine-tune (0: segment with ``model`` as it is).
+    train_frames : frames of the simulated training time-lapse (true labels as annotations).
+    train_patches : patches per training epoch (patches of up to 128 x 128 pixels).
     """
     from .inference.segment import segment_image
     from .io.images import write_tiff
@@ -57,9 +63,9 @@ def run_demo(out: str | Path = "demo_out", n_frames: int = 30, size: int = 256, 
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model_path = resolve_model(model)
+    model_path = base_model_path = resolve_model(model)
     result = DemoResult(out=out)
-    total_steps = 5
+    total_steps = 6
     clock = time.perf_counter()
 
     yield Progress(0, total_steps, "simulating a nuclei time-lapse ...")
@@ -71,9 +77,24 @@ def run_demo(out: str | Path = "demo_out", n_frames: int = 30, size: int = 256, 
     result.files["movie"] = out / "movie.tif"
     result.seconds["simulate"] = time.perf_counter() - clock
 
-    yield Progress(1, total_steps, f"segmenting {n_frames} frames with {model_path.name} ...")
+    if train_epochs > 0:
+        yield Progress(1, total_steps, f"training briefly: fine-tuning {model_path.name} on {train_frames} simulated frames ...")
+        clock = time.perf_counter()
+        training = simulate_nuclei_timelapse(n_frames=train_frames, shape=(size, size), n_nuclei=n_nuclei, seed=seed + 1,
+                                             stage_shift_sd=stage_shift_sd)
+        trained = yield from _relay_training(_brief_fine_tune(model_path, training, out / "model.pt", train_epochs,
+                                                              train_patches, seed, size), 1, total_steps, result)
+        if trained.model_path is None:
+            raise RuntimeError("the brief training saved no model")
+        model_path = Path(trained.model_path)
+        result.files["model"] = model_path
+        result.scores["training"] = {"epochs_run": trained.epochs_run, "frames": train_frames, "device": trained.device,
+                                     "history": trained.history}
+        result.seconds["train"] = time.perf_counter() - clock
+
+    yield Progress(2, total_steps, f"segmenting {n_frames} frames with {model_path.name} ...")
     clock = time.perf_counter()
-    seg = yield from _relay(segment_image(str(model_path), sim.fluorescence, device="auto"), 1, total_steps, "segmenting")
+    seg = yield from _relay(segment_image(str(model_path), sim.fluorescence, device="auto"), 2, total_steps, "segmenting")
     result.segmentation = seg
     labels = np.asarray(seg.labels)
     write_tiff(out / "labels.tif", labels, overwrite=True)
@@ -83,10 +104,10 @@ def run_demo(out: str | Path = "demo_out", n_frames: int = 30, size: int = 256, 
     result.files.update(labels=out / "labels.tif", objects=out / "objects.csv")
     result.seconds["segment"] = time.perf_counter() - clock
 
-    yield Progress(2, total_steps, "tracking ...")
+    yield Progress(3, total_steps, "tracking ...")
     clock = time.perf_counter()
     shift = "objects" if stage_shift_sd > 0 else None
-    tracks = yield from _relay(track(labels, sim.fluorescence, config="cell", stage_shift=shift), 2, total_steps, "tracking")
+    tracks = yield from _relay(track(labels, sim.fluorescence, config="cell", stage_shift=shift), 3, total_steps, "tracking")
     result.tracking = tracks
     write_tracks_csv(tracks, out / "tracks.csv")
     write_counts_csv(tracks, out / "counts.csv", n_frames=n_frames)
@@ -97,7 +118,7 @@ def run_demo(out: str | Path = "demo_out", n_frames: int = 30, size: int = 256, 
                         labels_by_track=out / "labels_by_track.tif")
     result.seconds["track"] = time.perf_counter() - clock
 
-    yield Progress(3, total_steps, "scoring against the simulation's truth ...")
+    yield Progress(4, total_steps, "scoring against the simulation's truth ...")
     clock = time.perf_counter()
     truth = finalize(sim.tracks[["track_id", "t", "y", "x", "parent_track_id", "label"]], n_frames=n_frames, labels=sim.labels)
     write_tracks_csv(truth, out / "truth_tracks.csv")
@@ -106,21 +127,25 @@ def run_demo(out: str | Path = "demo_out", n_frames: int = 30, size: int = 256, 
     tracks_on_truth = drain(track(sim.labels, sim.fluorescence, config="cell", stage_shift=shift))
     result.scores["tracking_with_true_segmentation"] = _pick(ctc_scores(truth, tracks_on_truth))
     result.scores["segmentation"] = _segmentation_scores(sim.labels, labels)
+    if model_path != base_model_path:
+        # what the brief training changed: the same movie segmented by the model it started from
+        before = drain(segment_image(str(base_model_path), sim.fluorescence, device="auto"))
+        result.scores["segmentation_before_training"] = _segmentation_scores(sim.labels, np.asarray(before.labels))
     true_counts = sim.tracks.groupby("t").size().reindex(range(n_frames), fill_value=0)
     pred_counts = seg.counts.set_index("t")["count"].reindex(range(n_frames), fill_value=0)
     result.scores["count_mean_abs_error"] = float(np.abs(true_counts.to_numpy() - pred_counts.to_numpy()).mean())
     result.seconds["score"] = time.perf_counter() - clock
 
-    yield Progress(4, total_steps, "drawing the summary picture ...")
+    yield Progress(5, total_steps, "drawing the summary picture ...")
     summary_png = out / "summary.png"
     draw_summary(summary_png, sim.fluorescence, labels, tracks, true_counts.to_numpy(), pred_counts.to_numpy(), result.scores)
     result.files["summary"] = summary_png
     report = {"files": {k: str(v) for k, v in result.files.items()}, "scores": result.scores,
               "seconds": {k: round(v, 2) for k, v in result.seconds.items()}, "model": str(model_path),
-              "simulation": sim.params}
+              "base_model": str(base_model_path), "simulation": sim.params}
     atomic_write_text(out / "demo_report.json", json.dumps(report, indent=2, default=_json_default))
     result.files["report"] = out / "demo_report.json"
-    yield Progress(5, total_steps, "done")
+    yield Progress(6, total_steps, "done")
     return result
 
 
@@ -133,6 +158,30 @@ def _relay(gen: Generator, step: int, total_steps: int, label: str) -> Generator
             return stop.value
         if getattr(event, "total", 0):
             yield Progress(step, total_steps, f"{label}: {event.message or f'{event.done}/{event.total}'}")
+
+
+def _brief_fine_tune(base: Path, training, out_path: Path, epochs: int, patches: int, seed: int, size: int):
+    """Fine-tune ``base`` on a simulated time-lapse's frames and true labels (a TrainEvent generator)."""
+    from .training.finetune import fine_tune_model
+
+    config = {"epochs": int(epochs), "patches_per_epoch": int(patches), "batch_size": 8, "lr": 3e-4,
+              "patch_size": min(128, size // 32 * 32), "seed": int(seed), "early_stopping_patience": None,
+              "reduce_lr_patience": None, "val_fraction": 0.2,
+              "data_description": f"microseg demo: {len(training.labels)} simulated frames (seed {seed + 1}), true labels"}
+    return fine_tune_model(base, list(training.fluorescence), list(training.labels), out_path, config)
+
+
+def _relay_training(gen: Generator, step: int, total_steps: int, result: DemoResult) -> Generator[Progress, None, object]:
+    """Relay the trainer's events as one demo step; keep the running loss per step for the summary picture."""
+    losses = result.scores.setdefault("training_curve", [])
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if event.kind == "step" and event.train_loss is not None:
+            losses.append([round(event.done / max(event.n_steps, 1), 4), float(event.train_loss)])
+        yield Progress(step, total_steps, f"training: {event.message}")
 
 
 def _pick(scores: dict) -> dict:
@@ -173,7 +222,12 @@ def draw_summary(path: Path, movie: np.ndarray, labels: np.ndarray, tracks, true
     img = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)
     rgb = np.dstack([img] * 3)
     rgb[find_boundaries(labels[t], mode="inner")] = (1.0, 0.85, 0.1)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 5), gridspec_kw={"width_ratios": [1, 1.1]})
+    curve = scores.get("training_curve") or []
+    if curve:
+        fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15.5, 5), gridspec_kw={"width_ratios": [1, 1.1, 0.9]})
+        _draw_training(ax3, curve, scores.get("training", {}).get("history", []), scores)
+    else:
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 5), gridspec_kw={"width_ratios": [1, 1.1]})
     ax1.imshow(rgb, interpolation="nearest")
     table = tracks.table
     cmap = plt.get_cmap("tab20")
@@ -203,3 +257,22 @@ def draw_summary(path: Path, movie: np.ndarray, labels: np.ndarray, tracks, true
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return path
+
+
+def _draw_training(ax, curve: list, history: list, scores: dict) -> None:
+    """The brief training's loss: running training loss per step and validation loss per epoch."""
+    steps = np.asarray(curve, dtype=float)
+    ax.plot(steps[:, 0], steps[:, 1], "-", color="tab:blue", lw=1.5, label="training loss (running mean per epoch)")
+    val = [(row["epoch"], row["val_loss"]) for row in history if row.get("val_loss") is not None]
+    if val:
+        ax.plot(*zip(*val), "s--", color="tab:red", ms=6, label="validation loss")
+    before = scores.get("segmentation_before_training", {}).get("ap@0.50")
+    after = scores.get("segmentation", {}).get("ap@0.50")
+    title = "brief training (fine-tune)"
+    if before is not None and after is not None:
+        title += f": AP@0.5 {before:.3f} -> {after:.3f}"
+    ax.set_title(title)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.legend(loc="upper right")
+    ax.grid(alpha=0.3)

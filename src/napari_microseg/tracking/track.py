@@ -327,7 +327,13 @@ def track_points_iter(
     use_tiles = bool(tile_objects) and int(counts.max()) > int(tile_objects)
     total = n_frames + 2
     yield Progress(0, total, f"tracking {len(pts)} objects ({method.lower()}{', tiled' if use_tiles else ''})")
-    if use_tiles:
+    if t.min() == t.max():
+        # one frame holds every object: nothing to link (btrack finds "no trackable frames"),
+        # so each object is a track of its own
+        raw = {"ids": list(range(1, len(t) + 1)), "parents": list(range(1, len(t) + 1)),
+               "refs": [np.array([i]) for i in range(len(t))], "n_dummies": 0}
+        do_opt = False
+    elif use_tiles:
         hyp_dist = float((cfg.get("hypothesis_model") or {}).get("dist_thresh", radius)) if do_opt else 0.0
         raw = yield from _run_tiled(
             xc, yc, t, cfg, radius=radius, method=method, do_opt=do_opt, tile_objects=int(tile_objects),
@@ -422,6 +428,10 @@ def _run_btrack(xc, yc, t, bt_cfg, *, do_opt: bool, step_size: int, n_frames: in
             done = min(n_frames, done + step_size)
             if report:
                 yield Progress(done, total, "linking frames")
+        # btrack 0.7's engine reports itself complete before it has linked the last frame's
+        # objects; they are added on the next call (without it they vanish whenever the
+        # last step ends on the last frame: 3, 13, 23, ... frames with steps of 10)
+        tracker.step(1)
         if do_opt:
             if report:
                 yield Progress(n_frames, total, "optimising hypotheses")

@@ -1,23 +1,32 @@
-"""Open a demo result in napari: layers plus the four widgets docked (used by ``microseg demo --gui``)."""
+"""Open a demo result in napari: layers plus the widgets docked (used by ``microseg demo --gui``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+WIDGET_NAMES = ("Simulation", "Training", "Segmentation", "Tracking", "Auto-label", "Classification")
 
-def show_demo(result: Any, run: bool = True) -> Any:
-    """Add the demo's images, labels and tracks as layers, dock the widgets, and start napari's event loop."""
+
+def show_demo(result: Any, run: bool = True, viewer: Any = None) -> Any:
+    """Add the demo's images, labels and tracks as layers, dock the widgets, and start napari's event loop.
+
+    The briefly trained model (if the demo trained one) becomes the Segmentation widget's
+    current model. ``viewer``: an existing viewer (None: a new one); ``run``: start the event loop.
+    """
     import napari
 
-    viewer = napari.Viewer(title="napari-microseg demo")
+    viewer = viewer if viewer is not None else napari.Viewer(title="napari-microseg demo")
     sim, seg, tracks = result.simulation, result.segmentation, result.tracking
     viewer.add_image(sim.fluorescence, name="movie (simulated fluorescence)")
     viewer.add_labels(sim.labels, name="true labels", visible=False)
     viewer.add_labels(seg.labels, name="segmented", opacity=0.4)
     data, kwargs = tracks.napari_tracks()
     viewer.add_tracks(data, **{**kwargs, "name": "tracks", "tail_length": 12})
-    for name in ("Simulation", "Training", "Segmentation", "Tracking", "Auto-label", "Classification"):
-        viewer.window.add_plugin_dock_widget("napari-microseg", name, tabify=True)
+    docks = {name: viewer.window.add_plugin_dock_widget("napari-microseg", name, tabify=True) for name in WIDGET_NAMES}
+    segmentation_dock, segmentation = docks["Segmentation"]
+    if "model" in result.files:
+        segmentation.set_model(str(result.files["model"]))
+    segmentation_dock.raise_()  # the tab in front: the model just trained, ready to segment more
     if run:
         napari.run()
     return viewer
