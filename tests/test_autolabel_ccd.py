@@ -149,3 +149,13 @@ def test_taps_forced_and_excluded_columns():
 def test_bad_input(bad):
     with pytest.raises(InputError):
         autolabel_ccd(bad)
+
+
+def test_class_agreement_refuses_classes_outside_the_range():
+    truth = np.zeros(10, int)
+    predicted = truth.copy()
+    predicted[3] = 4
+    with pytest.raises(InputError, match="outside 0..3"):
+        class_agreement(truth, predicted)
+    with pytest.raises(InputError, match="outside 0..3"):
+        class_agreement(truth - 1, truth)

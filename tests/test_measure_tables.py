@@ -138,3 +138,19 @@ def test_vectorised_measurements_match_regionprops():
     assert len(df) == len(rp) > 20
     for ours, theirs in pairs.items():
         np.testing.assert_allclose(df[ours].to_numpy(float), rp[theirs].to_numpy(float), atol=1e-6, err_msg=ours)
+
+
+def test_huge_sparse_label_ids_are_measured_without_huge_tables():
+    """An id of 3e9 (labels from another tool) must not size a 3e9-entry table (134 GiB)."""
+    from napari_microseg.inference.postprocess import filter_labels
+    from napari_microseg.measure.labels import compact_labels
+
+    labels = np.zeros((20, 20), np.uint32)
+    labels[2:5, 2:5] = 3_000_000_000
+    labels[10:15, 10:15] = 7
+    table = object_table(labels)
+    assert table.label.tolist() == [7, 3_000_000_000] and table.area.tolist() == [25, 9]
+    compact, ids = compact_labels(labels)
+    np.testing.assert_array_equal(ids[compact], labels)
+    kept = filter_labels(labels, min_size=10)
+    assert kept.max() == 1 and (kept > 0).sum() == 25

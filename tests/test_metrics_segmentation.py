@@ -160,3 +160,19 @@ def test_dataset_pooling():
     assert pooled_table.iloc[0].ap == pytest.approx(0.25)
     with pytest.raises(InputError):
         evaluate_dataset([])
+
+
+def test_label_images_that_are_not_labels_are_refused():
+    one = np.zeros((10, 10), np.int32)
+    one[2:5, 2:5] = 1
+    negative = one.copy()
+    negative[0, 0] = -1  # e.g. an "ignore" value: not an object, not background
+    with pytest.raises(InputError, match="negative values"):
+        evaluate_segmentation(negative, one)
+    with pytest.raises(InputError, match="non-integer"):
+        evaluate_segmentation(one.astype(float) + 0.5, one)
+    with pytest.raises(InputError, match="empty"):
+        evaluate_segmentation(np.zeros((0, 0), int), np.zeros((0, 0), int))
+    with pytest.raises(InputError, match="thresholds"):
+        evaluate_segmentation(one, one, thresholds=())
+    assert evaluate_segmentation(one.astype(float), one)["ap@0.50"] == 1.0

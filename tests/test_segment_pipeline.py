@@ -179,3 +179,16 @@ def test_flip_averaged_predictor_is_flip_equivariant():
     flipped = tta(np.ascontiguousarray(batch[..., ::-1]))
     np.testing.assert_allclose(flipped[..., ::-1], out, atol=1e-5)  # averaging made it equivariant
     assert not np.allclose(asymmetric(np.ascontiguousarray(batch[..., ::-1]))[..., ::-1], asymmetric(batch), atol=1e-3)
+
+
+def test_out_array_too_small_for_the_labels_is_refused():
+    """400 separate dots do not fit a uint8 output array: refused, never wrapped around."""
+    img = np.zeros((60, 60), np.float32)
+    img[::3, ::3] = 100.0
+    loaded = tiny_loaded(normalization={"kind": "fixed", "scale": 100.0, "offset": 0.0})
+    with pytest.raises(InputError, match="does not fit the output array's dtype uint8"):
+        segment(loaded, img, tile=64, predict_fn=identity_fg, min_size=0, fill_holes=False,
+                out=np.zeros(img.shape, np.uint8))
+    out = np.zeros(img.shape, np.uint16)
+    res = segment(loaded, img, tile=64, predict_fn=identity_fg, min_size=0, fill_holes=False, out=out)
+    assert out.max() == 400 and len(res.objects) == 400

@@ -182,3 +182,14 @@ def test_single_frame_gives_one_track_per_object():
     result = run_tracking(stack)
     assert result.n_tracks == 2 and (result.table.parent_track_id == 0).all()
     assert set(np.unique(result.relabelled)) == {0, 1, 2}
+
+
+def test_huge_label_ids_and_mask_stacks_are_tracked():
+    labels = np.zeros((2, 20, 20), np.uint32)
+    labels[:, 2:5, 2:5] = 3_000_000_000
+    labels[:, 10:15, 10:15] = 7
+    result = run_tracking(labels)
+    assert sorted(result.table.label.unique()) == [7, 3_000_000_000] and result.n_tracks == 2
+    assert set(np.unique(result.relabelled)) == {0, 1, 2}
+    # a boolean mask stack: its connected components are the objects
+    assert run_tracking(labels > 0).n_tracks == 2

@@ -527,6 +527,10 @@ def class_agreement(true_classes: np.ndarray, predicted: np.ndarray, n_classes: 
     p = np.asarray(predicted).ravel().astype(np.int64)
     if t.shape != p.shape:
         raise InputError("class maps differ in shape")
+    for name, values in (("true", t), ("predicted", p)):
+        if values.size and (values.min() < 0 or values.max() >= n_classes):
+            raise InputError(f"{name} class map holds values outside 0..{n_classes - 1} "
+                             f"(from {values.min()} to {values.max()})")
     cm = np.bincount(t * n_classes + p, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
     rows = []
     for k in range(n_classes):

@@ -62,8 +62,25 @@ def counts_to_scores(tp: int, fp: int, fn: int, tn: int | None = None) -> dict:
     return out
 
 
+def _check_labels(labels: np.ndarray, what: str) -> np.ndarray:
+    """A label image as integers >= 0 (0 = background); a clear error for anything else."""
+    labels = np.asarray(labels)
+    if labels.size == 0:
+        raise InputError(f"{what} label image is empty (shape {labels.shape})")
+    if labels.dtype.kind == "f":
+        if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
+            raise InputError(f"{what} label image holds non-integer or non-finite values")
+        labels = labels.astype(np.int64)
+    if labels.dtype.kind not in "uib":
+        raise InputError(f"{what} is not a label image (dtype {labels.dtype})")
+    if labels.dtype.kind == "i" and labels.min() < 0:
+        raise InputError(f"{what} label image holds negative values (down to {labels.min()}); labels are 0 "
+                         "(background) or positive object ids")
+    return labels
+
+
 def _check_pair(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    gt, pred = np.asarray(gt), np.asarray(pred)
+    gt, pred = _check_labels(gt, "ground truth"), _check_labels(pred, "predicted")
     if gt.shape != pred.shape:
         raise InputError(f"ground truth shape {gt.shape} does not match prediction shape {pred.shape}")
     return gt, pred
@@ -224,6 +241,9 @@ def instance_scores(gt: np.ndarray, pred: np.ndarray, thresholds: Sequence[float
     ``sq`` = mean IoU of the matches; ``pq`` = sq * f1; ``sum_iou`` lets
     data-set scores be pooled).
     """
+    thresholds = [float(thr) for thr in thresholds]
+    if not thresholds or not all(0.0 < thr <= 1.0 for thr in thresholds):
+        raise InputError(f"IoU thresholds must be a non-empty list of values in (0, 1], got {thresholds}")
     if overlaps is None:
         overlaps = compute_overlaps(gt, pred)
     rows = []

@@ -23,6 +23,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..errors import InputError
+from ..measure.labels import compact_labels
 
 #: default channel order of a three_class network output
 THREE_CLASS_ORDER = ("background", "interior", "boundary")
@@ -120,6 +121,7 @@ def filter_labels(
     labels = np.asarray(labels)
     if labels.size == 0 or labels.max() == 0:
         return np.zeros(labels.shape, dtype=np.uint16)
+    labels = compact_labels(labels)[0]  # the output is renumbered 1..N anyway
     areas = label_areas(labels)
     drop = np.zeros(areas.shape, dtype=bool)
     if min_size:

@@ -244,6 +244,16 @@ def _check_input(image: Any) -> tuple[int, ...]:
     return shape
 
 
+def _check_fits(labels: np.ndarray, dtype: Any, frame: int | None) -> None:
+    """Refuse to write labels into an ``out`` array whose integer dtype would wrap them."""
+    dtype = np.dtype(dtype)
+    top = int(labels.max()) if labels.size else 0
+    if dtype.kind in "iub" and top > (1 if dtype.kind == "b" else np.iinfo(dtype).max):
+        where = f" in frame {frame}" if frame is not None else ""
+        raise InputError(f"label {top}{where} does not fit the output array's dtype {dtype}: "
+                         f"give an output array of dtype uint32")
+
+
 def segment_image(
     model: Any,
     image: Any,
@@ -417,6 +427,8 @@ def segment_image(
             lab = postprocess.ccd_shape_rules(lab, class_names, hot_lines=shape_rules, max_cluster_size=max_cluster_size)
         if mode != "multiclass":
             max_label = max(max_label, int(lab.max()) if lab.size else 0)
+        if out is not None:
+            _check_fits(lab, out.dtype, t if stack else None)
         if stack:
             labels_out[t] = lab
         else:

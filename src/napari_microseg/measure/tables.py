@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from .labels import compact_labels
 from ..io.atomic import atomic_path
 
 #: leading columns of objects.csv, in order
@@ -144,12 +145,15 @@ def frame_object_table(labels: np.ndarray, intensity: np.ndarray | None = None, 
         return empty_object_table(intensity is not None, detailed)
     if labels.min() < 0:
         raise InputError("labels must be non-negative")
+    labels, original_ids = compact_labels(labels)  # huge sparse ids would size the per-id tables
     df = _fast_props(labels, intensity)
     if detailed:
         from skimage.measure import regionprops_table
 
         extra = pd.DataFrame(regionprops_table(labels.astype(np.intp, copy=False), properties=["label", "solidity", "perimeter"]))
         df = df.merge(extra, on="label", how="left")
+    if original_ids is not None:
+        df["label"] = original_ids[df["label"].to_numpy()]
     df.insert(0, "t", int(t))
     return df[_columns(intensity is not None, detailed)]
 

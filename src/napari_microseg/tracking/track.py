@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ..measure.labels import compact_labels, sparse_limit
 from ..progress import Progress
 
 #: columns of ``tracks.csv`` in contract order (measurements follow them)
@@ -207,8 +208,10 @@ def objects_from_labels(labels_stack: np.ndarray, image_stack: np.ndarray | None
         frame = np.asarray(labels_stack[t])
         if not frame.any():
             continue
+        frame, original_ids = compact_labels(frame)  # huge sparse ids would size regionprops' tables
         tab = regionprops_table(frame, intensity_image=None if image_stack is None else np.asarray(image_stack[t]), properties=props)
-        df = pd.DataFrame({"t": t, "label": tab["label"], "y": tab["centroid-0"], "x": tab["centroid-1"], "area": tab["area"]})
+        ids = tab["label"] if original_ids is None else original_ids[tab["label"]]
+        df = pd.DataFrame({"t": t, "label": ids, "y": tab["centroid-0"], "x": tab["centroid-1"], "area": tab["area"]})
         if image_stack is not None:
             df["mean_intensity"] = tab["intensity_mean"]
         frames.append(df)
@@ -226,7 +229,12 @@ def check_labels_stack(labels_stack: np.ndarray) -> np.ndarray:
     labels_stack = np.asarray(labels_stack)
     if labels_stack.ndim != 3:
         raise InputError(f"labels must be a (T, Y, X) stack, got {labels_stack.ndim} dimensions {labels_stack.shape}")
-    if labels_stack.dtype.kind not in "iub":
+    if labels_stack.dtype.kind == "b":  # a mask stack: each connected component is an object
+        from scipy import ndimage as ndi
+
+        labels_stack = np.stack([ndi.label(frame)[0] for frame in labels_stack]) if labels_stack.size else \
+            labels_stack.astype(np.int32)
+    if labels_stack.dtype.kind not in "iu":
         if labels_stack.dtype.kind == "f" and np.all(np.isfinite(labels_stack)) and np.all(labels_stack == np.round(labels_stack)):
             labels_stack = labels_stack.astype(np.int64)
         else:
@@ -786,9 +794,16 @@ def relabel_stack(labels_stack: np.ndarray, table: pd.DataFrame) -> np.ndarray:
         lab_ok = lab > 0
         if not lab_ok.any():
             continue
-        lut = np.zeros(int(max(frame.max(), lab.max())) + 1, dtype=np.int32)
-        lut[lab[lab_ok]] = grp["track_id"].to_numpy()[lab_ok]
-        out[t] = lut[frame]
+        top = int(max(frame.max(), lab.max()))
+        if top <= sparse_limit(frame):
+            lut = np.zeros(top + 1, dtype=np.int32)
+            lut[lab[lab_ok]] = grp["track_id"].to_numpy()[lab_ok]
+            out[t] = lut[frame]
+        else:  # huge sparse ids: look them up instead of sizing a table by the largest
+            order = np.argsort(lab[lab_ok])
+            ids, track_ids = lab[lab_ok][order], grp["track_id"].to_numpy()[lab_ok][order]
+            at = np.minimum(np.searchsorted(ids, frame), len(ids) - 1)
+            out[t] = np.where(ids[at] == frame, track_ids[at], 0)
     return out
 
 
