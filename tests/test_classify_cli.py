@@ -15,8 +15,15 @@ def test_classify_train_and_images_end_to_end(tmp_path):
     rc = main(["classify", "train", "images", "--simulated", "16", "--epochs", "2", "--batch-size", "8", "--out", str(model),
                "--device", "cpu", "--threads", "1", "--seed", "1"])
     assert rc == 0 and model.is_file()
-    hist = pd.read_csv(tmp_path / "history.csv")
+    hist = pd.read_csv(tmp_path / "m.history.csv")
     assert list(hist["epoch"]) == [1, 2] and hist["train_loss"].notna().all()
+    # a second run into the same file is refused (nothing trained), and --overwrite replaces it
+    before = model.read_bytes()
+    again = ["classify", "train", "images", "--simulated", "16", "--epochs", "1", "--batch-size", "8", "--out", str(model),
+             "--device", "cpu", "--threads", "1", "--seed", "2"]
+    assert main(again) == 2 and model.read_bytes() == before
+    assert main(again + ["--overwrite"]) == 0 and model.read_bytes() != before
+    assert len(pd.read_csv(tmp_path / "m.history.csv")) == 1
     sim = tmp_path / "sim"
     assert main(["simulate", "response", "--n", "6", "--out", str(sim), "--seed", "5"]) == 0
     out = tmp_path / "res"
@@ -27,6 +34,11 @@ def test_classify_train_and_images_end_to_end(tmp_path):
     assert ((flags["probability_bad"] >= 0.4) == (flags["verdict"] == "bad")).all()
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n"] == 6 and 0 <= metrics["accuracy"] <= 1
+    # the flags are a user's result: not replaced without --overwrite
+    (out / "flags.csv").write_text("mine\n")
+    assert main(["classify", "images", "--model", str(model), "--input", str(sim), "--out", str(out)]) == 2
+    assert (out / "flags.csv").read_text() == "mine\n"
+    assert main(["classify", "images", "--model", str(model), "--input", str(sim), "--out", str(out), "--overwrite"]) == 0
 
 
 def test_classify_cli_bad_input(tmp_path, capsys):
@@ -38,6 +50,8 @@ def test_classify_cli_bad_input(tmp_path, capsys):
     assert main(["classify", "images", "--model", str(bogus), "--input", str(sim), "--out", str(tmp_path / "o")]) == 2
     # strategy that needs real data without --input
     assert main(["classify", "train", "images", "--simulated", "8", "--strategy", "pretrain_freeze", "--out", str(tmp_path / "x.pt")]) == 2
+    # a folder is not a model file name: refused before any training
+    assert main(["classify", "train", "profiles", "--simulated", "40", "--epochs", "1", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and "Traceback" not in err
 
@@ -46,7 +60,7 @@ def test_classify_train_profiles_and_objects_tiny(tmp_path):
     pm = tmp_path / "p.pt"
     assert main(["classify", "train", "profiles", "--simulated", "40", "--epochs", "1", "--views", "2", "--out", str(pm), "--device", "cpu",
                  "--folds", "2"]) == 0
-    assert len(pd.read_csv(tmp_path / "cv_folds.csv")) == 2
+    assert len(pd.read_csv(tmp_path / "p.cv_folds.csv")) == 2
     sim = tmp_path / "nano"
     assert main(["simulate", "nanoparticles", "--n", "10", "--views", "2", "--out", str(sim), "--renders", "0"]) == 0
     assert main(["classify", "profiles", "--model", str(pm), "--input", str(sim), "--out", str(tmp_path / "pr")]) == 0
@@ -61,7 +75,10 @@ def test_classify_train_profiles_and_objects_tiny(tmp_path):
     objs = pd.read_csv(tmp_path / "ob" / "objects.csv")
     truth = pd.read_csv(lip / "classes.csv")
     assert sorted(objs["label"]) == sorted(truth["label"])
-    assert {"t", "label", "y", "x", "area", "class", "probability"} <= set(objs.columns)
+    assert list(objs.columns[:5]) == ["t", "label", "y", "x", "area"]
+    assert {"class", "probability"} <= set(objs.columns)
+    counts = pd.read_csv(tmp_path / "ob" / "counts.csv")
+    assert list(counts.columns[:2]) == ["t", "count"] and counts["count"].sum() == len(objs)
 
 
 def test_parser_has_classify_help():

@@ -154,3 +154,20 @@ def test_huge_sparse_label_ids_are_measured_without_huge_tables():
     np.testing.assert_array_equal(ids[compact], labels)
     kept = filter_labels(labels, min_size=10)
     assert kept.max() == 1 and (kept > 0).sum() == 25
+
+
+def test_results_are_readable_by_the_group_like_any_new_file(tmp_path):
+    """Temporary files are owner-only (0600); a result renamed from one gets the umask's mode."""
+    import os
+
+    from napari_microseg.io.images import write_zarr
+    from napari_microseg.measure.tables import write_table_csv
+
+    old = os.umask(0o022)
+    try:
+        write_table_csv(pd.DataFrame({"t": [0], "count": [3]}), tmp_path / "counts.csv")
+        write_zarr(tmp_path / "labels.zarr", np.zeros((2, 8, 8), np.uint16))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "counts.csv").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "labels.zarr").stat().st_mode & 0o777 == 0o755

@@ -30,7 +30,7 @@ def test_cli_train_writes_model_and_history(tmp_path, capsys):
     loaded = load_model(out)
     assert loaded.output_mode == "three_class" and loaded.config["training"]["seed"] == 3
     assert "3 image(s)" in loaded.config["training"]["data"]
-    with open(out.parent / "history.csv", newline="") as fh:
+    with open(out.parent / "model.history.csv", newline="") as fh:  # named after the model: no clash in a shared folder
         rows = list(csv.DictReader(fh))
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert set(rows[0]) == {"epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds"}
@@ -39,7 +39,7 @@ def test_cli_train_writes_model_and_history(tmp_path, capsys):
     assert main(args) == 2
     assert "exists" in capsys.readouterr().err
     assert main(args[:-8] + ["--epochs", "3", "--resume", str(out), "--output-mode", "three_class"]) == 0
-    with open(out.parent / "history.csv", newline="") as fh:
+    with open(out.parent / "model.history.csv", newline="") as fh:
         assert [r["epoch"] for r in csv.DictReader(fh)] == ["1", "2", "3"]
 
 
@@ -76,3 +76,23 @@ def test_cli_train_distance_head_and_width(tmp_path, capsys):
     assert main(common + ["--out", str(tmp_path / "bad.pt"), "--distance-head"]) == 2
     assert main(common + ["--out", str(tmp_path / "bad.pt"), "--touching-weight", "2"]) == 2
     assert "three_class" in capsys.readouterr().err
+
+
+def test_cli_train_refuses_settings_and_models_that_cannot_work(tmp_path, capsys):
+    images, labels = _folder(tmp_path, 2)
+    base = ["train", "--images", str(images), "--labels", str(labels), "--device", "cpu", "--epochs", "1"]
+    for extra, message in ((["--batch-size", "0"], "batch_size must be a whole number >= 1"),
+                           (["--patch", "0"], "patch_size must be a whole number >= 16"),
+                           (["--lr", "-1"], "lr must be a number >= 0"),
+                           (["--init-model", "response_good_bad"], "is a classifier (of images), not a segmentation model")):
+        assert main(base + extra + ["--out", str(tmp_path / "m.pt")]) == 2, extra
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+    # one image whose labels are all background
+    (tmp_path / "one" / "images").mkdir(parents=True)
+    (tmp_path / "one" / "labels").mkdir()
+    tifffile.imwrite(tmp_path / "one" / "images" / "a.tif", tifffile.imread(images / "f0.tif"))
+    tifffile.imwrite(tmp_path / "one" / "labels" / "a.tif", np.zeros_like(tifffile.imread(labels / "f0.tif")))
+    assert main(["train", "--images", str(tmp_path / "one" / "images"), "--labels", str(tmp_path / "one" / "labels"),
+                 "--out", str(tmp_path / "e.pt")]) == 2
+    assert "hold no objects" in capsys.readouterr().err

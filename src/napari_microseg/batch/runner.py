@@ -284,7 +284,10 @@ def prepare_zarr_stores(out: Path, stacks: dict[str, tuple], dtype: str) -> set[
                 pass
             shutil.rmtree(target)
         target.parent.mkdir(parents=True, exist_ok=True)
+        from ..io.atomic import publish_permissions
+
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        publish_permissions(tmp)
         try:
             chunks = (1, min(shape[1], 2048), min(shape[2], 2048))
             arr = zarr.open_array(str(tmp / "store"), mode="w", shape=shape, chunks=chunks, dtype=dtype)
@@ -465,10 +468,9 @@ def _model_info(model: str | os.PathLike | None, task: str) -> tuple[str | None,
             raise InputError(f"batch {task} needs a model file (--model)")
         return None, None, "uint32"
     from ..io.models import read_model_file
+    from ..pretrained import resolve_model
 
-    path = Path(model)
-    if not path.is_file():
-        raise InputError(f"{path}: model file not found")
+    path = resolve_model(str(model))  # a file, or the name of a shipped model
     config = read_model_file(path)["config"]
     kind = config.get("task")  # classifiers say what they classify; segmentation models have no task
     if task == "classify" and kind != "images":

@@ -114,7 +114,7 @@ def get_model(path: str, device: str = "auto") -> Any:
     model = _MODELS.get(key)
     if model is None:
         _MODELS.clear()  # keep one model per worker: memory stays bounded
-        model = load_model(path, device=device)
+        model = load_model(path, device=device)  # the task checked its kind up front (runner._model_info)
         _MODELS[key] = model
     return model
 
@@ -230,7 +230,10 @@ def _labels_into_zarr_store(out: Path, rel: str, make: Callable[[Any], Any], sha
 
     target = out / rel
     target.parent.mkdir(parents=True, exist_ok=True)
+    from ..io.atomic import publish_permissions
+
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    publish_permissions(tmp)
     try:
         chunks = tuple([1] * (len(shape) - 2)) + (min(shape[-2], 2048), min(shape[-1], 2048))
         arr = zarr.open_array(str(tmp / "store"), mode="w", shape=shape, chunks=chunks, dtype=dtype)

@@ -2,11 +2,13 @@
 
   classify images    --model M --input DIR|FILES --out DIR   -> flags.csv (index,file,probability_bad,verdict,threshold)
   classify objects   --model M --image IMG --labels LBL --out DIR (or --input a simulated liposome folder)
-                     -> objects.csv (t,label,y,x,area,class,probability,prob_*) + class_counts.csv
+                     -> objects.csv (t,label,y,x,area,class,probability,prob_*) + counts.csv (t,count,<class>...)
   classify profiles  --model M --input profiles.tif|.npy|DIR --out DIR -> profiles.csv + population.csv
   classify train {images,objects,profiles} --simulated N --out model.pt [--folds K]
-                     -> model file, <model>.last.pt checkpoint, history.csv next to the model
-                        (--folds: also cv_folds.csv and cv_predictions.csv)
+                     -> model file, <model>.last.pt checkpoint, <model>.history.csv next to the model
+                        (--folds: also <model>.cv_folds.csv and <model>.cv_predictions.csv)
+
+Existing outputs are never replaced without --overwrite.
 
 Image inputs for ``images``: a folder written by ``microseg simulate response`` (classes.csv
 with crop boxes; its labels are used to also write metrics.json), a folder of TIFFs, or
@@ -18,8 +20,6 @@ images must already have the model's crop size (39 x 42).
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 from pathlib import Path
 
@@ -43,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--box", type=int, nargs=4, metavar=("Y0", "X0", "Y1", "X1"), help="integration area / crop box for every image")
     q.add_argument("--threshold", type=float, default=None, help="flag as bad when probability_bad >= this (default: the model's, 0.5)")
     q.add_argument("--device", default="cpu")
+    q.add_argument("--overwrite", action="store_true", help="replace existing outputs in --out")
     q.set_defaults(func=run)
 
     q = csub.add_parser("objects", help="class per labelled object (objects.csv)")
@@ -52,6 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--input", type=Path, help="instead of --image/--labels: a folder with images/ and labels/ (same names)")
     q.add_argument("--out", required=True, type=Path, help="output folder")
     q.add_argument("--device", default="cpu")
+    q.add_argument("--overwrite", action="store_true", help="replace existing outputs in --out")
     q.set_defaults(func=run)
 
     q = csub.add_parser("profiles", help="class per particle from thickness profiles (profiles.csv, population.csv)")
@@ -59,6 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--input", required=True, type=Path, help="profiles.tif / .npy of shape (N, views, points), or a simulated folder")
     q.add_argument("--out", required=True, type=Path, help="output folder")
     q.add_argument("--device", default="cpu")
+    q.add_argument("--overwrite", action="store_true", help="replace existing outputs in --out")
     q.set_defaults(func=run)
 
     t = csub.add_parser("train", help="train a classifier on simulated (and optionally real) data")
@@ -77,13 +80,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         r.add_argument("--seed", type=int, default=0)
         r.add_argument("--device", default="auto")
         r.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-        r.add_argument("--history", type=Path, help="history CSV (default: history.csv next to --out)")
+        r.add_argument("--history", type=Path, help="history CSV (default: <model>.history.csv next to --out)")
+        r.add_argument("--overwrite", action="store_true", help="replace an existing model file (and its history)")
         r.add_argument("--init-model", help="fine-tune from this classifier model file")
         r.add_argument("--freeze", action="store_true", help="with --init-model: keep the conv base fixed")
         r.add_argument("--resume", help="continue from a .last.pt checkpoint")
         r.add_argument("--folds", type=int, default=0,
                        help="first run K-fold cross-validation (grouped when the data have groups, else stratified) "
-                            "and write cv_folds.csv / cv_predictions.csv next to --out; then train the final model")
+                            "and write <model>.cv_folds.csv / <model>.cv_predictions.csv next to --out; then train the final model")
         r.set_defaults(func=run)
 
     r = tsub.add_parser("images", help="[R] good/bad whole-image classifier")
@@ -137,14 +141,16 @@ def _write_json(path: Path, data: dict) -> None:
 
 def write_history_csv(path: Path, history: list[dict]) -> Path:
     """Per-epoch history as CSV (atomically)."""
-    from ..io.atomic import atomic_write_text
+    from ..io.tables import write_history_csv as write
 
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(HISTORY_COLUMNS)
-    for row in history:
-        w.writerow(["" if row.get(c) is None else (f"{row[c]:.6g}" if isinstance(row[c], float) else row[c]) for c in HISTORY_COLUMNS])
-    return atomic_write_text(path, buf.getvalue())
+    return write(path, history, HISTORY_COLUMNS)
+
+
+def _refuse_existing(args, *paths: Path) -> None:
+    """Stop before any work when an output exists and --overwrite was not given."""
+    from ..measure.tables import check_overwrite
+
+    check_overwrite(paths, bool(getattr(args, "overwrite", False)))
 
 
 def _read(path: Path) -> np.ndarray:
@@ -216,6 +222,7 @@ def _run_images(args) -> int:
     from ..classify.evaluate import classification_report, roc_curve_auc
     from ..classify.predict import classify_images, load_classifier
 
+    _refuse_existing(args, Path(args.out) / "flags.csv", Path(args.out) / "metrics.json")
     lm = load_classifier(args.model, device=args.device)
     inputs = [Path(p) for p in args.input]
     if len(inputs) == 1 and inputs[0].is_dir():
@@ -250,6 +257,7 @@ def _run_objects(args) -> int:
 
     from ..classify.predict import classify_objects, load_classifier
 
+    _refuse_existing(args, Path(args.out) / "objects.csv", Path(args.out) / "counts.csv")
     lm = load_classifier(args.model, device=args.device)
     pairs = []
     if args.input is not None:
@@ -272,15 +280,19 @@ def _run_objects(args) -> int:
             raise InputError(f"{name}: the label image is empty")
         t = classify_objects(lm, img, lab)
         if len(pairs) > 1:
-            t.insert(0, "image", name)
+            t["image"] = name  # last, as in 'microseg segment': objects.csv starts t,label,y,x,area
         tables.append(t)
     df = pd.concat(tables, ignore_index=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     _write_csv(out / "objects.csv", df)
-    counts = df.groupby("t")["class"].value_counts().unstack(fill_value=0).reindex(columns=lm.class_names, fill_value=0)
+    keys = ["image", "t"] if "image" in df.columns else ["t"]
+    counts = df.groupby(keys)["class"].value_counts().unstack(fill_value=0).reindex(columns=lm.class_names, fill_value=0)
     counts.insert(0, "count", counts.sum(1))
-    _write_csv(out / "class_counts.csv", counts.reset_index())
+    counts = counts.reset_index()
+    if "image" in counts.columns:  # counts.csv starts t,count; the image goes last
+        counts = counts[[c for c in counts.columns if c != "image"] + ["image"]]
+    _write_csv(out / "counts.csv", counts)
     print(f"microseg classify objects: {len(df)} object(s) -> {out / 'objects.csv'}")
     return 0
 
@@ -288,6 +300,7 @@ def _run_objects(args) -> int:
 def _run_profiles(args) -> int:
     from ..classify.predict import classify_profiles, load_classifier, population_summary
 
+    _refuse_existing(args, Path(args.out) / "profiles.csv", Path(args.out) / "population.csv")
     lm = load_classifier(args.model, device=args.device)
     src = Path(args.input)
     if src.is_dir():
@@ -317,6 +330,7 @@ def _read_profiles_tiff(path: Path) -> np.ndarray:
 
 def _run_train(args) -> int:
     from ..classify.trainer import ClassifierTrainConfig, train_classifier, train_with_strategy
+    from ..io.tables import model_sidecar
     from ..progress import run_with_text_progress
 
     task = args.train_task
@@ -325,7 +339,14 @@ def _run_train(args) -> int:
     base = dict(task=task, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
                 num_threads=args.threads, val_fraction=args.val_fraction,
                 early_stopping_patience=args.patience if args.patience > 0 else None)
+    if not (np.isfinite(args.lr) and args.lr > 0):
+        raise InputError(f"--lr must be a number > 0, got {args.lr}")
     out = Path(args.out)
+    if out.is_dir() or out.suffix == "":
+        raise InputError(f"--out {out} must be a model file name such as model.pt, not a folder")
+    history_path = Path(args.history) if args.history else model_sidecar(out, "history.csv")
+    if not args.resume:
+        _refuse_existing(args, out, history_path)
     real = simulated = None
     strategy = None
     if task == "images":
@@ -379,10 +400,10 @@ def _run_train(args) -> int:
 
         cv_data = real if real is not None else simulated
         cv = run_with_text_progress(cross_validate(cfg, cv_data, k=args.folds, seed=args.seed), label=f"{args.folds}-fold CV")
-        _write_csv(out.parent / "cv_folds.csv", cv["folds"])
-        _write_csv(out.parent / "cv_predictions.csv", cv["predictions"])
+        _write_csv(model_sidecar(out, "cv_folds.csv"), cv["folds"])
+        _write_csv(model_sidecar(out, "cv_predictions.csv"), cv["predictions"])
         print(f"microseg classify train {task}: {args.folds}-fold CV " + ", ".join(f"{k} {v:.3f}" for k, v in cv["summary"].items())
-              + f" -> {out.parent / 'cv_folds.csv'}")
+              + f" -> {model_sidecar(out, 'cv_folds.csv')}")
     if args.freeze and not args.init_model:
         raise InputError("--freeze needs --init-model")
     if args.init_model or args.resume:
@@ -395,7 +416,6 @@ def _run_train(args) -> int:
         gen = train_with_strategy(strategy, cfg, real=real, simulated=simulated, out_path=out)
     else:
         gen = train_classifier(cfg, simulated, None, out)
-    history_path = Path(args.history) if args.history else out.parent / "history.csv"
     history: list[dict] = []
 
     def track():

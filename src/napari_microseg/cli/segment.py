@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a folder")
     try:
-        loaded = load_model(args.model, device=args.device)
+        loaded = load_model(args.model, device=args.device, segmentation=True)
     except ValueError as err:  # device errors
         raise InputError(str(err)) from None
 
@@ -194,7 +194,10 @@ def run(args: argparse.Namespace) -> int:
         out_arr = None
         if zarr_out:
             target.parent.mkdir(parents=True, exist_ok=True)
+            from ..io.atomic import publish_permissions
+
             tmp_dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+            publish_permissions(tmp_dir)
             dtype = "uint8" if loaded.output_mode == "multiclass" else "uint32"
             out_arr = _open_zarr_labels(tmp_dir / "store", tuple(data.shape), dtype)
         try:

@@ -1,15 +1,13 @@
 """``microseg train``: train a segmentation U-Net on image / label files or simulated nuclei.
 
 Writes the model file (weights + settings + normalisation + history), a resumable
-``<model>.last.pt`` checkpoint, and ``history.csv`` (epoch, train_loss, val_loss,
-val_dice, lr, seconds) next to the model.
+``<model>.last.pt`` checkpoint, and ``<model>.history.csv`` (epoch, train_loss,
+val_loss, val_dice, lr, seconds) next to the model.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 from pathlib import Path
 
 from ..errors import InputError
@@ -81,7 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--resume", help="continue from a checkpoint (<model>.last.pt, or the model next to one)")
     t.add_argument("--init-model", help="fine-tune from this model file")
     t.add_argument("--freeze-encoder", action="store_true", help="with --init-model: keep the encoder fixed")
-    t.add_argument("--history", help="history CSV path (default: history.csv next to --out)")
+    t.add_argument("--history", help="history CSV path (default: <model>.history.csv next to --out)")
     p.set_defaults(func=run)
 
 
@@ -97,17 +95,13 @@ def _simulated(n: int, size: int, n_nuclei: int, seed: int):
 
 def write_history_csv(path: str | Path, history: list[dict]) -> Path:
     """Write the per-epoch history as CSV (atomically)."""
-    from ..io.atomic import atomic_write_text
+    from ..io.tables import write_history_csv as write
 
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(HISTORY_COLUMNS)
-    for row in history:
-        w.writerow(["" if row.get(c) is None else (f"{row[c]:.6g}" if isinstance(row[c], float) else row[c]) for c in HISTORY_COLUMNS])
-    return atomic_write_text(path, buf.getvalue())
+    return write(path, history, HISTORY_COLUMNS)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..io.tables import model_sidecar
     from ..progress import run_with_text_progress
     from ..training.data import load_training_pairs
     from ..training.normalize import make_normalization_spec
@@ -161,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         vi, vl, _ = load_training_pairs(args.val_images, args.val_labels)
         val_data = (vi, vl)
     gen = train(cfg, train_data, val_data, out_path=out, resume=args.resume, init_model=args.init_model)
-    history_path = Path(args.history) if args.history else out.parent / "history.csv"
+    history_path = Path(args.history) if args.history else model_sidecar(out, "history.csv")
     try:
         result = run_with_text_progress(gen, label="train")
     except KeyboardInterrupt:

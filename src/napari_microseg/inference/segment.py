@@ -226,7 +226,10 @@ def _resolve_loaded(model: Any, device: str) -> Any:
     if isinstance(model, (str, os.PathLike)):
         from ..io.models import load_model
 
-        return load_model(model, device=device)
+        return load_model(model, device=device, segmentation=True)
+    from ..io.models import check_segmentation_config
+
+    check_segmentation_config(getattr(model, "config", {}) or {}, str(getattr(model, "path", None) or "model"))
     return model
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from .atomic import atomic_path
+from .atomic import atomic_path, publish_permissions
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
@@ -220,6 +220,7 @@ def write_zarr(path: str | os.PathLike, data: Any, chunks: tuple[int, ...] | Non
         raise InputError(f"{target}: exists already (choose another name or allow overwriting)")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    publish_permissions(tmp)
     try:
         arr = data if isinstance(data, da.Array) else da.from_array(np.asarray(data), chunks=chunks or "auto")
         if chunks:

@@ -181,13 +181,22 @@ def read_model_file(path: str | os.PathLike, map_location: str = "cpu") -> dict:
     return payload
 
 
-def load_model(path: str | os.PathLike, device: str = "cpu") -> LoadedModel:
+def check_segmentation_config(config: dict, name: str) -> None:
+    """Refuse a classifier's config where a segmentation model is needed (one clear line)."""
+    task = config.get("task")  # classifiers say what they classify; segmentation models have no task
+    if task is not None:
+        raise InputError(f"{name} is a classifier (of {task}), not a segmentation model: "
+                         f"use it with 'microseg classify {task}'")
+
+
+def load_model(path: str | os.PathLike, device: str = "cpu", segmentation: bool = False) -> LoadedModel:
     """Load a model file; return the network in eval mode on ``device`` and its config.
 
     Parameters
     ----------
     path : a file written by :func:`save_model` (a best model or a ``.last.pt`` checkpoint).
     device : ``"cpu"``, ``"cuda"``, ``"mps"`` or ``"auto"``.
+    segmentation : refuse classifiers (a clear message rather than a failure later).
     """
     from ..device import resolve_device
     from ..models import build_model
@@ -195,6 +204,8 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> LoadedModel:
     device = resolve_device(device)
     payload = read_model_file(path)
     config = payload["config"]
+    if segmentation:
+        check_segmentation_config(config, Path(path).name)
     try:
         model = build_model(config["model"])
         model.load_state_dict(payload["state_dict"])

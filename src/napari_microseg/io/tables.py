@@ -83,3 +83,26 @@ def tracks_table_from_layer(data: np.ndarray, graph: dict | None = None, feature
         table["label"] = table["track_id"]
     first = ["track_id", "t", *spatial, "parent_track_id", "root_track_id", "generation", "label"]
     return table[first + [c for c in table.columns if c not in first]].sort_values(["track_id", "t"], kind="stable").reset_index(drop=True)
+
+
+def model_sidecar(model_path: str | os.PathLike, name: str) -> Path:
+    """A file written beside a model and named after it: ``nuclei.pt`` + ``history.csv`` ->
+    ``nuclei.history.csv`` (two models trained into one folder keep their own files)."""
+    model_path = Path(model_path)
+    return model_path.with_name(f"{model_path.stem}.{name}")
+
+
+def write_history_csv(path: str | os.PathLike, history: list[dict], columns: list[str]) -> Path:
+    """Write a per-epoch training history (one row per epoch, ``columns`` in order) as CSV, atomically."""
+    import csv
+    import io
+
+    from .atomic import atomic_write_text
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for row in history:
+        writer.writerow(["" if row.get(c) is None else (f"{row[c]:.6g}" if isinstance(row[c], float) else row[c])
+                         for c in columns])
+    return atomic_write_text(path, buf.getvalue())

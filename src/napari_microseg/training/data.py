@@ -269,6 +269,9 @@ def prepare_training_data(
         items.append(LabelledImage(norm.astype(np.float32), target, name))
     if not items:
         raise InputError("no annotated pixels: paint or load labels for at least one image")
+    if all(not np.any(labs[i]) for i in chosen if labs[i] is not None) and background_value is None:
+        raise InputError("the labels hold no objects (every pixel is 0, background): nothing to learn; "
+                         "paint or load labels with objects")
     chans = {it.image.shape[0] for it in items}
     if len(chans) > 1:
         raise InputError(f"images have different channel counts: {sorted(chans)}")
@@ -354,14 +357,18 @@ def load_training_pairs(
         im, lb = _read(ip), _read(lp)
         if im.ndim == 3 and im.shape[-1] in (3, 4) and lb.ndim == 2 and im.shape[:2] == lb.shape:
             im = im[..., :3].mean(axis=-1)
+        for what, path, arr in (("image", ip, im), ("labels", lp, lb)):
+            if arr.ndim not in (2, 3):
+                raise InputError(f"{what} {path}: expected (Y, X) or (T, Y, X), got shape {arr.shape}")
+        mismatch = f"image {ip} has shape {im.shape} but its labels {lp} have shape {lb.shape}"
         if im.ndim == 3 and lb.ndim == 3:
             if im.shape != lb.shape:
-                raise InputError(f"{ip.name} has shape {im.shape} but {lp.name} has {lb.shape}")
+                raise InputError(mismatch)
             for t in range(im.shape[0]):
                 out_i.append(im[t]), out_l.append(lb[t]), names.append(f"{ip.name}[{t}]")
             continue
         if im.shape[-2:] != lb.shape[-2:] or lb.ndim != 2:
-            raise InputError(f"{ip.name} has shape {im.shape} but {lp.name} has {lb.shape}")
+            raise InputError(mismatch)
         out_i.append(im), out_l.append(lb), names.append(ip.name)
     return out_i, out_l, names
 

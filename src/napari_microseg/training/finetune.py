@@ -17,5 +17,5 @@ def fine_tune_model(base: Path, images: list, labels: list, out: Path, config: d
     from .trainer import train
 
     # architecture, normalisation and output mode come from the base model (init_model)
-    cfg = {"output_mode": load_model(base).output_mode, **config}
+    cfg = {"output_mode": load_model(base, segmentation=True).output_mode, **config}
     return (yield from train(cfg, (images, labels), out_path=out, init_model=base, stop_event=stop_event))

@@ -288,6 +288,25 @@ def _foreground_dice(inter, sp, st, output_mode: str) -> float:
     return float(np.mean(per)) if per else 1.0
 
 
+def _check_counts_and_rates(cfg: TrainConfig) -> None:
+    """One clear line for settings that would otherwise fail deep inside torch (or divide by zero)."""
+    for name, low in (("epochs", 1), ("batch_size", 1), ("patches_per_epoch", 1), ("patch_size", 16),
+                      ("val_max_tiles", 1)):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise InputError(f"{name} must be a whole number >= {low}, got {value!r}")
+    for name in ("lr", "min_lr"):
+        value = getattr(cfg, name)
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise InputError(f"{name} must be a number >= 0, got {value!r}")
+    if not (math.isfinite(cfg.weight_decay) and cfg.weight_decay >= 0):
+        raise InputError(f"weight_decay must be a number >= 0, got {cfg.weight_decay!r}")
+    if not 0 <= cfg.val_fraction < 1:
+        raise InputError(f"val_fraction must be in [0, 1), got {cfg.val_fraction!r}")
+    if not 0 <= cfg.foreground_bias <= 1:
+        raise InputError(f"foreground_bias must be in [0, 1], got {cfg.foreground_bias!r}")
+
+
 def train(
     config: TrainConfig | dict,
     train_data: Any,
@@ -323,7 +342,7 @@ def train(
     import torch
 
     from ..device import resolve_device
-    from ..io.models import read_model_file, save_model, update_model_config
+    from ..io.models import check_segmentation_config, read_model_file, save_model, update_model_config
     from ..models import build_model, n_outputs_for_mode, resolve_model_config
 
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config))
@@ -339,6 +358,7 @@ def train(
         raise InputError(f"touching_weight needs output mode three_class (the seams are between nuclei), not {cfg.output_mode}")
     if cfg.image_sampling not in IMAGE_SAMPLING:
         raise InputError(f"image_sampling must be one of {', '.join(IMAGE_SAMPLING)}, not {cfg.image_sampling!r}")
+    _check_counts_and_rates(cfg)
     try:
         device = resolve_device(cfg.device)
     except ValueError as err:
@@ -362,6 +382,8 @@ def train(
                 raise InputError(f"cannot resume from {rp.name}: it holds no optimiser state (use init_model to fine-tune)")
     init = read_model_file(init_model) if init_model is not None else None
     source = ckpt or init
+    if source is not None:
+        check_segmentation_config(source["config"], Path(str(resume or init_model)).name)
     if source is not None and source["config"].get("distance_head") and not cfg.distance_head:
         # the distance head is part of the architecture: a fine-tune or resume keeps it
         cfg = replace(cfg, distance_head=True)
