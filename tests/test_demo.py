@@ -74,3 +74,12 @@ def test_demo_rejects_bad_settings(tmp_path, capsys):
     capsys.readouterr()
     assert main(["demo", "--train-epochs", "-1", "--out", str(tmp_path)]) == 2
     assert "--train-epochs >= 0" in capsys.readouterr().err
+
+
+def test_demo_replaces_its_own_results_but_not_other_files(tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "tracks.csv").write_text("my own tracks\n")
+    assert main(["demo", "--quick", "--train-epochs", "0", "--out", str(mine)]) == 2
+    assert "not a previous demo's" in capsys.readouterr().err
+    assert (mine / "tracks.csv").read_text() == "my own tracks\n"

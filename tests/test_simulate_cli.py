@@ -88,3 +88,14 @@ def test_bad_input_exits_2(tmp_path):
     assert main(["simulate", "nuclei", "--out", str(tmp_path / "b"), "--frames", "0"]) == 2
     with pytest.raises(SystemExit):
         main(["simulate", "bogus", "--out", str(tmp_path)])
+
+
+def test_simulate_refuses_a_folder_holding_files(tmp_path, capsys):
+    from napari_microseg.cli import main
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "classes.csv").write_text("my table\n")
+    assert main(["simulate", "response", "--n", "2", "--out", str(out)]) == 2
+    assert "not empty" in capsys.readouterr().err and (out / "classes.csv").read_text() == "my table\n"
+    assert main(["simulate", "response", "--n", "2", "--out", str(out), "--overwrite"]) == 0

@@ -152,3 +152,21 @@ def test_cli_track(tmp_path):
     assert pd.read_csv(out / "tracks.csv")["parent_track_id"].eq(0).all()
     tifffile.imwrite(tmp_path / "flat.tif", labels[0].astype(np.uint16))
     assert main(["track", "--labels", str(tmp_path / "flat.tif"), "--out", str(tmp_path / "o2")]) == 2
+
+
+def test_cli_track_reads_zarr_labels_as_segment_writes_them(tmp_path):
+    """``microseg segment`` can write Zarr labels; ``microseg track`` must read them (and TIFF or FITS)."""
+    from napari_microseg.io.images import read_image, write_zarr
+
+    labels, _ = division_stack()
+    write_zarr(tmp_path / "labels.zarr", labels.astype(np.uint32))
+    assert main(["track", "--labels", str(tmp_path / "labels.zarr"), "--out", str(tmp_path / "z")]) == 0
+    from_tiff = tmp_path / "t"
+    tifffile.imwrite(tmp_path / "labels.tif", labels.astype(np.uint16))
+    assert main(["track", "--labels", str(tmp_path / "labels.tif"), "--out", str(from_tiff)]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "z" / "tracks.csv"), pd.read_csv(from_tiff / "tracks.csv"))
+    # a one-frame stack stays a stack, in Zarr as in TIFF; OME-style size-1 axes are dropped
+    write_zarr(tmp_path / "one.zarr", labels[:1].astype(np.uint32))
+    assert read_image(tmp_path / "one.zarr").data.shape == (1,) + labels.shape[1:]
+    write_zarr(tmp_path / "tczyx.zarr", labels[:, None, None].astype(np.uint32))
+    assert read_image(tmp_path / "tczyx.zarr").data.shape == labels.shape

@@ -42,7 +42,8 @@ def run_demo(out: str | Path = "demo_out", n_frames: int = 30, size: int = 256, 
 
     Parameters
     ----------
-    out : output folder (created; files in it are replaced atomically).
+    out : output folder: new, empty, or a previous demo's (its files are replaced atomically);
+        a folder holding other files is refused (:func:`check_demo_folder`).
     n_frames, size, n_nuclei : time-lapse of ``n_frames`` frames of ``size`` x ``size`` pixels
         with about ``n_nuclei`` nuclei (divisions, deaths, entering/leaving included).
     seed : simulation seed (the training time-lapse uses ``seed + 1``, so the scored movie
@@ -62,8 +63,9 @@ def run_demo(out: str | Path = "demo_out", n_frames: int = 30, size: int = 256, 
     from .tracking.track import finalize, track
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_demo_folder(out)
     model_path = base_model_path = resolve_model(model)
+    out.mkdir(parents=True, exist_ok=True)
     result = DemoResult(out=out)
     total_steps = 6
     clock = time.perf_counter()
@@ -147,6 +149,17 @@ def run_demo(out: str | Path = "demo_out", n_frames: int = 30, size: int = 256, 
     result.files["report"] = out / "demo_report.json"
     yield Progress(6, total_steps, "done")
     return result
+
+
+def check_demo_folder(out: Path) -> None:
+    """Refuse an output folder that holds files other than a previous demo's (the user's data)."""
+    from .errors import InputError
+
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / "demo_report.json").is_file():
+        raise InputError(f"{out} holds files that are not a previous demo's; choose another --out (a new or empty "
+                         "folder, or one a demo wrote)")
 
 
 def _relay(gen: Generator, step: int, total_steps: int, label: str) -> Generator[Progress, None, object]:

@@ -20,7 +20,8 @@ from pathlib import Path
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="simulate, segment, track and export on an embedded default", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
+    p.add_argument("--out", default="demo_out", help="output folder (default: demo_out); a previous demo's files in "
+                   "it are replaced, a folder holding other files is refused")
     p.add_argument("--frames", type=int, default=30, help="time-lapse frames (default 30)")
     p.add_argument("--size", type=int, default=256, help="frame size in pixels (default 256)")
     p.add_argument("--nuclei", type=int, default=35, help="about how many nuclei (default 35)")

@@ -42,10 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     dsub.required = True
 
     def common(q: argparse.ArgumentParser, n_default: int, n_help: str) -> None:
-        q.add_argument("--out", required=True, type=Path, help="output folder (created; must not hold a previous simulation unless --overwrite)")
+        q.add_argument("--out", required=True, type=Path, help="output folder (created; must be empty unless --overwrite)")
         q.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
         q.add_argument("--n", type=int, default=n_default, help=n_help)
-        q.add_argument("--overwrite", action="store_true", help="replace files of a previous simulation in --out")
+        q.add_argument("--overwrite", action="store_true", help="write into a folder that holds files (same-named files are replaced)")
         q.set_defaults(func=run)
 
     q = dsub.add_parser("nuclei", help="nuclei time-lapse(s) or single training images", description="Nuclei: fluorescence + phase time-lapse with labels (= track ids) and tracks.csv, or varied single training images.")
@@ -129,6 +129,8 @@ def _prepare_out(out: Path, overwrite: bool) -> Path:
         raise InputError(f"--out {out} exists and is not a folder")
     if (out / "params.json").exists() and not overwrite:
         raise InputError(f"{out} already holds a simulation (params.json); use another --out or --overwrite")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise InputError(f"{out} is not empty (its files could be replaced); use another --out or --overwrite")
     out.mkdir(parents=True, exist_ok=True)
     return out
 

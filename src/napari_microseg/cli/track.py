@@ -17,8 +17,8 @@ OUTPUT_NAMES = ["tracks.csv", "counts.csv", "tracks_labels.tif", "track_config.j
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("track", help="track labelled objects through a time-lapse (btrack)", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--labels", required=True, help="label stack (T,Y,X) TIFF: one integer label per object per frame")
-    p.add_argument("--image", help="optional intensity stack (T,Y,X) TIFF, same shape (adds mean_intensity)")
+    p.add_argument("--labels", required=True, help="label stack (T,Y,X): TIFF, FITS or Zarr (e.g. labels written by 'microseg segment'); one integer label per object per frame")
+    p.add_argument("--image", help="optional intensity stack (T,Y,X), TIFF, FITS or Zarr, same shape (adds mean_intensity)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--config", default="cell", help="'cell' (divisions), 'particle' (no divisions) or a JSON file (default: cell)")
     p.add_argument("--max-search-radius", type=float, default=None, help="largest frame-to-frame displacement in pixels (default: from config)")
@@ -33,18 +33,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _read_stack(path: str, what: str):
+    """A (T, Y, X) stack from a TIFF, FITS or Zarr file (read into memory)."""
     import numpy as np
-    import tifffile
 
     from ..errors import InputError
+    from ..io.images import read_image
 
-    if not Path(path).is_file():
+    if not Path(path).exists():
         raise InputError(f"{what} file not found: {path}")
-    try:
-        arr = tifffile.imread(path)
-    except Exception as err:  # noqa: BLE001 - any reader failure is bad input
-        raise InputError(f"cannot read {what} {path}: {err}") from None
-    arr = np.squeeze(arr)
+    arr = np.asarray(read_image(path).data)
+    while arr.ndim > 3 and arr.shape[0] == 1:
+        arr = arr[0]
     if arr.ndim != 3:
         raise InputError(f"{what} must be a (T, Y, X) stack, got shape {arr.shape}")
     return arr

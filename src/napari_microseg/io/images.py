@@ -164,9 +164,12 @@ def _read_zarr(path: Path) -> ImageData:
         if arr is None:
             raise InputError(f"{path.name}: Zarr group holds no array")
     data = da.from_zarr(arr)
-    # squeeze leading singleton axes (OME-Zarr is often T,C,Z,Y,X with size-1 axes)
-    while data.ndim > 2 and data.shape[0] == 1:
-        data = data[0]
+    # drop size-1 axes before Y, X (OME-Zarr is often T,C,Z,Y,X with C = Z = 1); a stack of
+    # one frame stays (1, Y, X), as the same stack read from a TIFF does
+    if data.ndim > 3 or (data.ndim == 3 and data.shape[0] != 1):
+        leading = [i for i in range(data.ndim - 2) if data.shape[i] != 1]
+        keep = leading or [0]
+        data = data[tuple(slice(None) if i in keep else 0 for i in range(data.ndim - 2))]
     return ImageData(data, "zarr", attrs)
 
 
