@@ -132,13 +132,13 @@ def test_three_class_stack_zarr_out_dask_in(tmp_path):
 
 def test_multiclass_counts_and_fractions():
     loaded = tiny_loaded("multiclass", 4)
-    loaded.config["class_names"] = ["background", "glowing", "hot", "cluster"]
+    loaded.config["class_names"] = ["background", "glowing", "hot pixel", "cluster"]
 
     def fake(batch):
         x = batch[:, 0]
         p = np.zeros((x.shape[0], 4) + x.shape[1:], np.float32)
-        p[:, 0] = 0.5
-        p[:, 3] = (x > 0.6) * 1.0
+        p[:, 0] = 0.2
+        p[:, 3] = (x > 0.6) * 0.8
         return p
 
     img = np.zeros((80, 90), np.float32)
@@ -146,9 +146,12 @@ def test_multiclass_counts_and_fractions():
     img[50:53, 60:63] = 1
     res = segment(loaded, img, tile=64, overlap=16, predict_fn=fake)
     assert res.labels.dtype == np.uint8 and set(np.unique(res.labels).tolist()) == {0, 3}
-    assert res.counts.loc[0, "count_cluster"] == 2 and res.counts.loc[0, "count_hot"] == 0
+    # class names become column names without spaces ("hot pixel" -> count_hot_pixel)
+    assert res.counts.loc[0, "count_cluster"] == 2 and res.counts.loc[0, "count_hot_pixel"] == 0
     assert res.counts.loc[0, "fraction_cluster"] == pytest.approx((16 + 9) / img.size)
     assert set(res.objects["class_name"]) == {"cluster"}
+    # each object's mean probability of its class (objects.csv: ..., class, probability)
+    np.testing.assert_allclose(res.objects["probability"], 0.8, atol=1e-3)
 
 
 def test_bad_input():

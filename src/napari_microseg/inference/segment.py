@@ -425,6 +425,8 @@ def segment_image(
         lab = postprocess.probabilities_to_labels(probs, mode, threshold=threshold, min_size=min_size,
                                                   max_size=max_size, fill_holes=fill_holes,
                                                   remove_border=remove_border, **three_kw)
+        # multiclass: each pixel's probability of the class it was given (argmax) -> per-object means
+        confidence = probs.max(axis=0).astype(np.float32) if measure and mode == "multiclass" else None
         del probs
         if ccd_rules:
             lab = postprocess.ccd_shape_rules(lab, class_names, hot_lines=shape_rules, max_cluster_size=max_cluster_size)
@@ -438,7 +440,8 @@ def segment_image(
             labels_out[...] = lab
         if measure:
             intensity = np.asarray(frame.compute() if hasattr(frame, "compute") else frame)
-            object_tables.append(_measure_frame(lab, intensity, t, mode, class_names))
+            object_tables.append(_measure_frame(lab, intensity, t, mode, class_names, confidence))
+        del confidence
         yield Progress((t + 1) * per_frame_tiles, total, f"post-processed frame {t + 1}/{n_frames}")
 
     labels = labels_out
@@ -460,7 +463,11 @@ def segment_image(
                          output_mode=mode, class_names=class_names, settings=settings)
 
 
-def _measure_frame(lab: np.ndarray, intensity: np.ndarray, t: int, mode: str, class_names: list) -> pd.DataFrame:
+def _measure_frame(lab: np.ndarray, intensity: np.ndarray, t: int, mode: str, class_names: list,
+                   confidence: np.ndarray | None = None) -> pd.DataFrame:
+    """Objects table of one frame; multiclass maps become connected components per class with
+    ``class``, ``class_name`` and ``probability`` (mean over the object's pixels of the
+    probability of its class; ``confidence``: (Y, X) per-pixel probability of the chosen class)."""
     from ..measure.tables import frame_object_table
 
     if mode != "multiclass":
@@ -468,12 +475,18 @@ def _measure_frame(lab: np.ndarray, intensity: np.ndarray, t: int, mode: str, cl
     inst, classes = postprocess.class_map_to_instances(lab)
     df = frame_object_table(inst, intensity, t)
     if len(df):
-        cls = classes[df["label"].to_numpy() - 1]
+        ids = df["label"].to_numpy()
+        cls = classes[ids - 1]
         df["class"] = cls
         df["class_name"] = [class_names[c] if c < len(class_names) else str(c) for c in cls]
+        if confidence is not None:
+            sums = np.bincount(inst.ravel(), weights=confidence.ravel(), minlength=int(ids.max()) + 1)
+            df["probability"] = sums[ids] / df["area"].to_numpy()
     else:
         df["class"] = pd.Series(dtype="int64")
         df["class_name"] = pd.Series(dtype="object")
+        if confidence is not None:
+            df["probability"] = pd.Series(dtype="float64")
     return df
 
 

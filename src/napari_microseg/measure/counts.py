@@ -13,6 +13,8 @@ Two counts from [N]:
 
 from __future__ import annotations
 
+import re
+
 from typing import Any, Sequence
 
 import numpy as np
@@ -41,13 +43,19 @@ def count_objects(labels: Any) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["t", "count"])
 
 
+def column_name(name: object) -> str:
+    """A class name as part of a CSV column name: spaces and punctuation become ``_``
+    (``"hot pixel"`` -> ``"hot_pixel"``), so spreadsheet and pandas users need no quoting."""
+    return re.sub(r"\W+", "_", str(name).strip()).strip("_") or "class"
+
+
 def counts_from_objects(objects: pd.DataFrame, n_frames: int, class_column: str | None = None,
                         class_names: Sequence[str] | None = None) -> pd.DataFrame:
     """Counts per frame from an objects table (rows per object with a ``t`` column).
 
     Frames with no objects get 0. With ``class_column`` (e.g. ``"class"``), one
     extra column ``count_<name>`` per class is added (``class_names[i]`` names
-    class value ``i``; otherwise the value itself is used).
+    class value ``i``; otherwise the value itself is used; see :func:`column_name`).
     """
     t = objects["t"].to_numpy(dtype=np.int64) if len(objects) else np.zeros(0, np.int64)
     df = pd.DataFrame({"t": np.arange(n_frames, dtype=np.int64),
@@ -59,7 +67,7 @@ def counts_from_objects(objects: pd.DataFrame, n_frames: int, class_column: str 
         for v in values:
             name = class_names[int(v)] if class_names is not None and 0 <= int(v) < len(class_names) else v
             sel = objects[class_column] == v
-            df[f"count_{name}"] = np.bincount(t[sel.to_numpy()], minlength=n_frames)[:n_frames]
+            df[f"count_{column_name(name)}"] = np.bincount(t[sel.to_numpy()], minlength=n_frames)[:n_frames]
     return df
 
 
@@ -104,4 +112,4 @@ def class_fractions(class_map: Any, class_names: Sequence[str]) -> pd.DataFrame:
     for t, frame in _frames(class_map):
         hist = np.bincount(frame.ravel().astype(np.int64, copy=False), minlength=len(class_names))
         rows.append([t] + (hist[: len(class_names)] / max(frame.size, 1)).tolist())
-    return pd.DataFrame(rows, columns=["t"] + [f"fraction_{n}" for n in class_names])
+    return pd.DataFrame(rows, columns=["t"] + [f"fraction_{column_name(n)}" for n in class_names])

@@ -211,7 +211,8 @@ class SegmentationWidget(MicrosegDock):
         self.labels_for_training.value = name
         counts = result.counts
         if result.output_mode == "multiclass":
-            fractions = [(c.removeprefix("fraction_"), counts[c].mean()) for c in counts.columns if c.startswith("fraction_")]
+            fractions = [(c.removeprefix("fraction_").replace("_", " "), counts[c].mean()) for c in counts.columns
+                         if c.startswith("fraction_")]
             legend = ", ".join(f'<span style="color:{CLASS_COLOURS[i % len(CLASS_COLOURS)] if i else "#aaaaaa"}">{n}</span> {100 * v:.2f} %'
                                for i, (n, v) in enumerate(fractions))
             extra = f"; {len(self.clusters)} clusters" if self.clusters is not None else ""
