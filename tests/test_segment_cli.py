@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -150,3 +151,26 @@ def test_segment_cli_ccd_shape_rules(tmp_path, capsys):
     assert main(["segment", "--model", "nuclei_fluorescence", "--input", str(tmp_path / "nuclei.tif"),
                  "--out", str(tmp_path / "n"), "--shape-rules", "--quiet"]) == 2
     assert "CCD class models only" in capsys.readouterr().err
+
+
+def test_segment_cli_one_bad_image_does_not_lose_the_others(tmp_path, model_file, capsys):
+    """A folder with a NaN image: it is skipped with its name, the rest is segmented and written, exit 1."""
+    folder = tmp_path / "mix"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    tifffile.imwrite(folder / "a.tif", (rng.random((64, 64)) * 255).astype(np.uint8))
+    bad = np.full((64, 64), np.nan, np.float32)
+    tifffile.imwrite(folder / "b.tif", bad)
+    tifffile.imwrite(folder / "c.tif", np.zeros((64, 64), np.uint8))
+    out = tmp_path / "o"
+    assert main(["segment", "--model", str(model_file), "--input", str(folder), "--out", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "skipped b.tif" in err and "warning: c.tif is constant" in err and "Traceback" not in err
+    objects = pd.read_csv(out / "objects.csv")
+    assert set(objects["image"]) <= {"a.tif", "c.tif"}
+    assert (out / "labels" / "a.tif").is_file() and not (out / "labels" / "b.tif").exists()
+    run = json.loads((out / "segment_run.json").read_text())
+    assert [Path(f["image"]).name for f in run["failures"]] == ["b.tif"] and len(run["images"]) == 2
+    # nothing segmentable at all: exit 2 with the reason
+    assert main(["segment", "--model", str(model_file), "--input", str(folder / "b.tif"), "--out", str(tmp_path / "o2")]) == 2
+    assert "NaN" in capsys.readouterr().err

@@ -128,15 +128,80 @@ def _open_zarr_labels(tmp_dir: Path, shape: tuple, dtype: str):
     return zarr.open_array(str(tmp_dir), mode="w", shape=shape, chunks=chunks, dtype=dtype)
 
 
-def run(args: argparse.Namespace) -> int:
+def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs: int, out: Path, diameter,
+                 ccd_rules: dict):
+    """Segment one input file and write its labels; returns ``(result, objects, counts, record)``."""
     import numpy as np
-    import pandas as pd
 
     from ..inference.segment import segment_image
     from ..io.images import read_image, write_tiff
+    from ..progress import run_with_text_progress
+
+    data = read_image(path, hdu=args.hdu).data  # numpy (TIFF/FITS) or lazy dask (Zarr)
+    if data.ndim == 3 and data.shape[-1] in (3, 4) and data.shape[0] > 4:
+        print(f"{path.name}: RGB(A) image of shape {tuple(data.shape)}, using the mean of the colour channels")
+        data = np.asarray(data)[..., :3].mean(axis=-1, dtype=np.float32)
+    if data.ndim not in (2, 3):
+        raise InputError(f"{path.name}: expected a (Y,X) image or (T,Y,X) stack, got shape {tuple(data.shape)}")
+    if isinstance(data, np.ndarray) and data.size and data.min() == data.max():
+        print(f"warning: {path.name} is constant (every pixel {data.flat[0]}): nothing to segment", file=sys.stderr)
+    target = _label_target(out, path, tuple(data.shape), args.zarr_above)[0]
+    zarr_out = target.suffix == ".zarr"
+    tmp_dir = None
+    out_arr = None
+    if zarr_out:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        from ..io.atomic import publish_permissions
+
+        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        publish_permissions(tmp_dir)
+        dtype = "uint8" if loaded.output_mode == "multiclass" else "uint32"
+        out_arr = _open_zarr_labels(tmp_dir / "store", tuple(data.shape), dtype)
+    try:
+        gen = segment_image(
+            loaded, data, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
+            threshold=args.threshold, min_size=args.min_size, max_size=args.max_size,
+            fill_holes=not args.no_fill_holes, remove_border=args.remove_border, out=out_arr,
+            keep_probabilities=True if args.save_probabilities else None,
+            test_time_augmentation=args.tta, precision=args.precision,
+            postprocess_options=ccd_rules, diameter=diameter,
+        )
+        label = f"[{i + 1}/{n_inputs}] {path.name}"
+        if args.quiet:
+            with open(os.devnull, "w") as sink:
+                result = run_with_text_progress(gen, stream=sink, label=label)
+        else:
+            result = run_with_text_progress(gen, stream=sys.stderr, label=label)
+        if zarr_out:
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp_dir / "store", target)
+        else:
+            write_tiff(target, np.asarray(result.labels), overwrite=args.overwrite)
+        if args.save_probabilities and result.probabilities is not None:
+            write_tiff(out / "probabilities" / f"{_stem(path)}.tif", result.probabilities, overwrite=args.overwrite)
+    finally:
+        if tmp_dir is not None:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+    objects = result.objects.copy()
+    objects["image"] = path.name
+    counts = result.counts.copy()
+    counts["image"] = path.name
+    record = {"image": str(path), "labels": str(target), "shape": list(data.shape),
+              "objects": int(len(objects)), "diameter": result.settings.get("diameter"),
+              "scale_factor": result.settings.get("scale_factor"), "image_tile": result.settings.get("image_tile")}
+    n_obj = len(objects)
+    resized = result.settings.get("scale_factor", 1.0)
+    note = f" (nucleus diameter {result.settings['diameter']:.1f} px, tiles resized x{resized:.2f})" if resized != 1.0 else ""
+    print(f"{path.name}: {n_obj} objects in {int(data.shape[0]) if data.ndim == 3 else 1} frame(s) -> {target}{note}")
+    return result, objects, counts, record
+
+
+def run(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from ..io.models import load_model
     from ..measure.tables import check_overwrite, write_objects_csv, write_table_csv
-    from ..progress import run_with_text_progress
 
     if args.tile is not None and args.tile < 16:
         raise InputError(f"--tile must be at least 16 px, got {args.tile}")
@@ -181,64 +246,24 @@ def run(args: argparse.Namespace) -> int:
     ccd_rules = {"shape_rules": True} if args.shape_rules else {}  # CCD class models' [C] shape rules
     if args.max_cluster_size is not None:
         ccd_rules["max_cluster_size"] = args.max_cluster_size
+    failures: list[dict] = []
+    result = None
     for i, path in enumerate(inputs):
-        data = read_image(path, hdu=args.hdu).data  # numpy (TIFF/FITS) or lazy dask (Zarr)
-        if data.ndim == 3 and data.shape[-1] in (3, 4) and data.shape[0] > 4:
-            print(f"{path.name}: RGB(A) image of shape {tuple(data.shape)}, using the mean of the colour channels")
-            data = np.asarray(data)[..., :3].mean(axis=-1, dtype=np.float32)
-        if data.ndim not in (2, 3):
-            raise InputError(f"{path.name}: expected a (Y,X) image or (T,Y,X) stack, got shape {tuple(data.shape)}")
-        target = _label_target(out, path, tuple(data.shape), args.zarr_above)[0]
-        zarr_out = target.suffix == ".zarr"
-        tmp_dir = None
-        out_arr = None
-        if zarr_out:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            from ..io.atomic import publish_permissions
-
-            tmp_dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-            publish_permissions(tmp_dir)
-            dtype = "uint8" if loaded.output_mode == "multiclass" else "uint32"
-            out_arr = _open_zarr_labels(tmp_dir / "store", tuple(data.shape), dtype)
         try:
-            gen = segment_image(
-                loaded, data, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
-                threshold=args.threshold, min_size=args.min_size, max_size=args.max_size,
-                fill_holes=not args.no_fill_holes, remove_border=args.remove_border, out=out_arr,
-                keep_probabilities=True if args.save_probabilities else None,
-                test_time_augmentation=args.tta, precision=args.precision,
-                postprocess_options=ccd_rules, diameter=diameter,
-            )
-            label = f"[{i + 1}/{len(inputs)}] {path.name}"
-            if args.quiet:
-                with open(os.devnull, "w") as sink:
-                    result = run_with_text_progress(gen, stream=sink, label=label)
-            else:
-                result = run_with_text_progress(gen, stream=sys.stderr, label=label)
-            if zarr_out:
-                if target.exists():
-                    shutil.rmtree(target)
-                os.replace(tmp_dir / "store", target)
-            else:
-                write_tiff(target, np.asarray(result.labels), overwrite=args.overwrite)
-            if args.save_probabilities and result.probabilities is not None:
-                write_tiff(out / "probabilities" / f"{_stem(path)}.tif", result.probabilities, overwrite=args.overwrite)
-        finally:
-            if tmp_dir is not None:
-                shutil.rmtree(tmp_dir, ignore_errors=True)
-        objects = result.objects.copy()
-        objects["image"] = path.name
-        counts = result.counts.copy()
-        counts["image"] = path.name
+            done = _segment_one(args, loaded, path, i, len(inputs), out, diameter, ccd_rules)
+        except InputError as err:  # one bad image does not lose the others' results
+            message = str(err) if path.name in str(err) else f"{path.name}: {err}"
+            print(f"skipped {message}", file=sys.stderr)
+            failures.append({"image": str(path), "error": str(err)})
+            continue
+        result, objects, counts, record = done
         all_objects.append(objects)
         all_counts.append(counts)
-        per_image.append({"image": str(path), "labels": str(target), "shape": list(data.shape),
-                          "objects": int(len(objects)), "diameter": result.settings.get("diameter"),
-                          "scale_factor": result.settings.get("scale_factor"), "image_tile": result.settings.get("image_tile")})
-        n_obj = len(objects)
-        resized = result.settings.get("scale_factor", 1.0)
-        note = f" (nucleus diameter {result.settings['diameter']:.1f} px, tiles resized x{resized:.2f})" if resized != 1.0 else ""
-        print(f"{path.name}: {n_obj} objects in {int(data.shape[0]) if data.ndim == 3 else 1} frame(s) -> {target}{note}")
+        per_image.append(record)
+    if result is None:
+        raise InputError(f"no image could be segmented ({failures[0]['image']}: {failures[0]['error']})"
+                         if len(failures) == 1 else f"none of the {len(failures)} images could be segmented; "
+                         f"first: {Path(failures[0]['image']).name}: {failures[0]['error']}")
 
     objects = pd.concat([o for o in all_objects if len(o)] or all_objects[:1], ignore_index=True)
     counts = pd.concat(all_counts, ignore_index=True)
@@ -248,9 +273,13 @@ def run(args: argparse.Namespace) -> int:
     settings.pop("image_tile", None)  # per image below, with its diameter and resize factor
     settings.update(diameter=diameter, scale_factor=None if len(per_image) > 1 else settings.get("scale_factor"))
     settings.update(model=str(args.model), input=str(args.input), device=loaded.device,
-                    seconds=round(time.perf_counter() - t0, 3), images=per_image)
+                    seconds=round(time.perf_counter() - t0, 3), images=per_image, failures=failures)
     from ..io.atomic import atomic_write_text
 
     atomic_write_text(out / "segment_run.json", json.dumps(settings, indent=2, default=str))
     print(f"wrote {out / 'objects.csv'} ({len(objects)} objects), {out / 'counts.csv'}, {out / 'segment_run.json'}")
+    if failures:
+        print(f"microseg segment: {len(failures)} of {len(inputs)} image(s) skipped (listed in segment_run.json); "
+              f"first: {Path(failures[0]['image']).name}: {failures[0]['error']}", file=sys.stderr)
+        return 1
     return 0
