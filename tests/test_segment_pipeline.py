@@ -162,6 +162,18 @@ def test_bad_input():
         segment(loaded, np.zeros((0, 10)))
     with pytest.raises(InputError):
         segment(loaded, np.zeros((10, 10)), out=np.zeros((10, 11)))
+    img = blobs_image((40, 40))
+    for settings, message in (({"tile": 0}, "tile must be"), ({"tile": 2.5}, "tile must be"),
+                              ({"overlap": float("nan")}, "overlap must be"), ({"batch_size": 0}, "batch_size must be"),
+                              ({"threshold": float("nan")}, "threshold must be"), ({"threshold": 2.0}, "threshold must be"),
+                              ({"postprocess_options": {"bogus": 1}}, "three-class models only")):
+        with pytest.raises(InputError, match=message):
+            segment(loaded, img, predict_fn=identity_fg, **settings)
+    three = tiny_loaded("three_class", 3)
+    with pytest.raises(InputError, match="unknown post-processing option"):
+        segment(three, img, predict_fn=three_class_fake, postprocess_options={"bogus": 1})
+    with pytest.raises(InputError, match="unknown seed_method"):
+        segment(three, img, predict_fn=three_class_fake, postprocess_options={"seed_method": "foo"})
 
 
 def test_flip_averaged_predictor_is_flip_equivariant():

@@ -193,3 +193,14 @@ def test_huge_label_ids_and_mask_stacks_are_tracked():
     assert set(np.unique(result.relabelled)) == {0, 1, 2}
     # a boolean mask stack: its connected components are the objects
     assert run_tracking(labels > 0).n_tracks == 2
+
+
+def test_track_points_refuses_frames_that_are_not_whole_numbers():
+    good = pd.DataFrame({"t": [0, 1, 2], "y": [1.0, 2.0, 3.0], "x": [1.0, 1.0, 1.0]})
+    for column, values, message in (("t", [0, 1.5, 2], "whole number"), ("t", [0, np.nan, 2], "whole number")):
+        with pytest.raises(InputError, match=message):
+            track_points(good.assign(**{column: values}))
+    with pytest.raises(InputError, match="n_frames is 1"):
+        track_points(good, n_frames=1)
+    with pytest.raises(InputError, match="max_search_radius"):
+        track_points(good, max_search_radius=float("nan"))

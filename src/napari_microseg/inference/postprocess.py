@@ -389,12 +389,12 @@ def three_class_to_labels(
     from skimage.segmentation import watershed
 
     if seed_method not in SEED_METHODS:
-        raise ValueError(f"unknown seed_method {seed_method!r}: use one of {SEED_METHODS}")
+        raise InputError(f"unknown seed_method {seed_method!r}: use one of {SEED_METHODS}")
     probabilities = np.asarray(probabilities)
     if probabilities.ndim != 3 or probabilities.shape[0] not in (3, 4):
         raise ValueError(f"three_class probabilities must be (3, Y, X) or (4, Y, X), got {probabilities.shape}")
     if seed_method == "network" and probabilities.shape[0] != 4:
-        raise ValueError("seed_method 'network' needs a model with a distance head (4 output channels)")
+        raise InputError("seed_method 'network' needs a model with a distance head (4 output channels)")
     ib = class_order.index("background")
     ii = class_order.index("interior")
     p_bg = probabilities[ib]  # compared in its own dtype (float16 for huge frames): no float32 copies

@@ -247,6 +247,23 @@ def _check_input(image: Any) -> tuple[int, ...]:
     return shape
 
 
+#: watershed settings a three-class model's post-processing takes (``postprocess_options``)
+THREE_CLASS_OPTIONS = {"seed_threshold", "seed_method", "distance_sigma", "seed_dynamics", "seed_erosion",
+                       "min_seed_size", "min_mean_interior"}
+
+
+def _check_tiling(tile: Any, overlap: Any, batch_size: Any) -> int:
+    """The tile side in px as an int, after one-line checks of tile, overlap and batch size."""
+    if isinstance(tile, bool) or not isinstance(tile, (int, np.integer, float)) or tile != int(tile) or tile < 16:
+        raise InputError(f"tile must be a whole number of pixels >= 16, got {tile!r}")
+    if isinstance(overlap, bool) or not isinstance(overlap, (int, np.integer, float)) or not np.isfinite(overlap) \
+            or overlap < 0:
+        raise InputError(f"overlap must be >= 0 (pixels, or a fraction of the tile below 1), got {overlap!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise InputError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    return int(tile)
+
+
 def _check_fits(labels: np.ndarray, dtype: Any, frame: int | None) -> None:
     """Refuse to write labels into an ``out`` array whose integer dtype would wrap them."""
     dtype = np.dtype(dtype)
@@ -339,7 +356,7 @@ def segment_image(
     if tile is None:
         patch = getattr(loaded, "patch_size", None) or (256, 256)
         tile = max(256, int(np.ceil(max(patch) / 32)) * 32)
-    tile = int(tile)
+    tile = _check_tiling(tile, overlap, batch_size)
     stack = len(shape) == 3
     n_frames = shape[0] if stack else 1
     h, w = shape[-2:]
@@ -389,6 +406,8 @@ def segment_image(
     options = dict(postprocess_options or {})
     if threshold is None:  # explicit argument, then the options, then the model's tuned value
         threshold = float(options.get("threshold", tuned.get("threshold", 0.5)))
+    if not (isinstance(threshold, (int, float, np.floating)) and 0.0 < float(threshold) < 1.0):
+        raise InputError(f"threshold must be a probability between 0 and 1 (exclusive), got {threshold!r}")
     tuned.pop("threshold", None)
     options.pop("threshold", None)
     shape_rules = bool(options.pop("shape_rules", False))
@@ -396,6 +415,8 @@ def segment_image(
     ccd_rules = shape_rules or max_cluster_size is not None
     if ccd_rules and mode != "multiclass":
         raise InputError("shape rules (hot pixels are lines, a maximum cluster size) apply to CCD class models only")
+    if options and mode != "three_class":
+        raise InputError(f"post-processing option(s) {', '.join(sorted(options))} apply to three-class models only")
     if ccd_rules:
         postprocess.ccd_class_indices(class_names or [])  # the classes are there, or a clear message now
     if max_cluster_size is not None and int(max_cluster_size) < 1:
@@ -406,6 +427,10 @@ def segment_image(
             three_kw.update(DISTANCE_HEAD_DEFAULTS)  # untuned model with a distance head: seed from it
         three_kw.update(tuned)
         three_kw.update(options)
+        unknown = set(three_kw) - THREE_CLASS_OPTIONS
+        if unknown:
+            raise InputError(f"unknown post-processing option(s) {', '.join(sorted(unknown))}; "
+                             f"three-class models take {', '.join(sorted(THREE_CLASS_OPTIONS))}")
         three_kw["class_order"] = tuple(class_names) if set(postprocess.THREE_CLASS_ORDER) <= set(class_names) else postprocess.THREE_CLASS_ORDER
 
     for t in range(n_frames):

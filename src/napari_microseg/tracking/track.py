@@ -304,9 +304,14 @@ def track_points_iter(
     if len(points) == 0:
         raise InputError("no points to track")
     pts = points.reset_index(drop=True)
-    t = pts["t"].to_numpy().astype(np.int64)
+    t_values = pd.to_numeric(pts["t"], errors="coerce").to_numpy(dtype=np.float64)
+    if not np.all(np.isfinite(t_values)) or np.any(t_values != np.round(t_values)):
+        raise InputError("frame index t must be a whole number for every point (NaN or fractional t found)")
+    t = t_values.astype(np.int64)
     if t.min() < 0:
         raise InputError("frame index t must be >= 0")
+    if n_frames is not None and int(n_frames) <= int(t.max()):
+        raise InputError(f"n_frames is {n_frames} but points reach frame {int(t.max())}")
     y = pts["y"].to_numpy(dtype=np.float64)
     x = pts["x"].to_numpy(dtype=np.float64)
     if not (np.all(np.isfinite(y)) and np.all(np.isfinite(x))):
@@ -322,8 +327,8 @@ def track_points_iter(
 
     cfg = load_config(config)
     radius = float(max_search_radius if max_search_radius is not None else cfg.get("max_search_radius", 20.0))
-    if radius <= 0:
-        raise InputError("max_search_radius must be > 0")
+    if not (np.isfinite(radius) and radius > 0):
+        raise InputError(f"max_search_radius must be a number > 0 (pixels), got {radius}")
     counts = np.bincount(t)
     method = _choose_update_method(update_method, int(counts.max()))
     if volume is None:
