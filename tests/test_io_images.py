@@ -154,3 +154,25 @@ def test_fits_with_nan_reads_and_segmenting_it_says_why_not(tmp_path):
     assert np.isnan(np.asarray(image.data)).sum() == 1  # read as is: the user sees where
     with pytest.raises(InputError, match="NaN"):
         segment("ccd_classes", np.asarray(image.data))
+
+
+def test_fits_edge_cases_on_writing_and_cropping(tmp_path):
+    from napari_microseg.io.images import crop_data_section, read_image, write_fits
+
+    mask = np.zeros((4, 5), bool)
+    mask[1, 2] = True
+    write_fits(tmp_path / "mask.fits", mask)
+    np.testing.assert_array_equal(read_image(tmp_path / "mask.fits").data, mask.astype(np.uint8))
+    frame = np.zeros((10, 12), np.float32)
+    with pytest.raises(InputError, match="starts below 1"):
+        crop_data_section(frame, {"DATASEC": "[0:0,0:0]"})
+    with pytest.raises(InputError, match="outside"):
+        crop_data_section(frame, {"DATASEC": "[20:30,1:5]"})
+    assert crop_data_section(frame, {"DATASEC": "[2:11,1:10]"})[0].shape == (10, 10)
+
+
+def test_ccd_pedestal_of_the_wrong_shape_is_a_clear_error():
+    from napari_microseg.autolabel.ccd import autolabel_ccd
+
+    with pytest.raises(InputError, match="pedestal of shape"):
+        autolabel_ccd(np.full((64, 64), 8800.0, np.float32), pedestal=np.zeros((3, 3)))

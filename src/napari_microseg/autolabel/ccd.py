@@ -351,7 +351,7 @@ def autolabel_ccd_details(
     ny, nx = img.shape
     base = estimate_baseline(img, taps=taps, exclude_columns=exclude_columns, glow_sigma=glow_sigma)
     if pedestal is not None:
-        ped = np.broadcast_to(np.asarray(pedestal, np.float32), img.shape)
+        ped = _pedestal_like(pedestal, img.shape)
         base.pedestal = np.array(ped, np.float32)
     if noise is not None:
         if noise <= 0:
@@ -444,6 +444,16 @@ def autolabel_ccd_details(
     return CCDLabels(classes, base, glow_columns, params)
 
 
+def _pedestal_like(pedestal, shape: tuple) -> np.ndarray:
+    """A pedestal in ADC (a number, a row of columns, or a frame) broadcast to the frame's shape."""
+    values = np.asarray(pedestal, np.float32)
+    try:
+        return np.broadcast_to(values, shape)
+    except ValueError:
+        raise InputError(f"pedestal of shape {values.shape} does not fit a frame of shape {shape}: give one "
+                         "number, one value per column or a whole frame") from None
+
+
 def autolabel_ccd(image_adc, pedestal: float | np.ndarray | None = None, noise: float | None = None, **kwargs) -> np.ndarray:
     """Per-pixel class map of a CCD frame by robust thresholds and shape rules ([C]).
 
@@ -493,7 +503,7 @@ def find_clusters(class_map: np.ndarray, image: np.ndarray, pedestal: float | np
     if pedestal is None:
         ped = estimate_baseline(img).baseline
     else:
-        ped = np.broadcast_to(np.asarray(pedestal, np.float32), img.shape)
+        ped = _pedestal_like(pedestal, img.shape)
     struct = ndi.generate_binary_structure(2, connectivity)
     lab, n = ndi.label(cls == cluster_class, structure=struct)
     cols = ["label", "y", "x", "size_px", "charge_adc", "peak_adc"]

@@ -199,7 +199,12 @@ def write_fits(path: str | os.PathLike, data: np.ndarray, header: dict | None = 
     target = Path(path)
     if target.exists() and not overwrite:
         raise InputError(f"{target}: exists already (choose another name or allow overwriting)")
-    hdu = fits.PrimaryHDU(np.asarray(data))
+    data = np.asarray(data)
+    if data.dtype.kind == "b":  # FITS has no boolean images: a mask is written as 0 / 1 bytes
+        data = data.astype(np.uint8)
+    if data.dtype.kind not in "uif":
+        raise InputError(f"FITS images hold numbers; cannot write an array of dtype {data.dtype}")
+    hdu = fits.PrimaryHDU(data)
     for key, value in (header or {}).items():
         hdu.header[str(key)[:8].upper()] = value
     with atomic_path(target) as tmp:
@@ -263,6 +268,8 @@ def parse_fits_section(section: str) -> tuple[slice, slice]:
         y1, y2 = (int(v) for v in ypart.split(":"))
     except ValueError as err:
         raise InputError(f"cannot parse FITS section {section!r} (expected '[x1:x2,y1:y2]')") from err
+    if min(x1, x2, y1, y2) < 1:
+        raise InputError(f"FITS section {section!r} starts below 1 (sections count pixels from 1)")
     return slice(min(y1, y2) - 1, max(y1, y2)), slice(min(x1, x2) - 1, max(x1, x2))
 
 
@@ -278,5 +285,8 @@ def crop_data_section(image: np.ndarray, header: dict, keys: tuple[str, ...] = (
     for key in keys:
         if key in header and isinstance(header[key], str):
             rows, cols = parse_fits_section(header[key])
-            return image[..., rows, cols], (rows, cols)
+            cropped = image[..., rows, cols]
+            if 0 in cropped.shape[-2:]:
+                raise InputError(f"{key} = {header[key]} lies outside the {image.shape[-2]} x {image.shape[-1]} frame")
+            return cropped, (rows, cols)
     return image, None
