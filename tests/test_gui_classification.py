@@ -85,3 +85,20 @@ def test_classification_messages(make_napari_viewer):
     assert widget.classify() is None
     assert "neither a file nor a shipped model" in widget.status.text() or "Choose" in widget.status.text()
     assert widget.export() is None and "classify first" in widget.status.text()
+
+
+def test_model_lists_hold_only_models_that_fit(make_napari_viewer):
+    """Classification offers that task's classifiers (no CCD or nuclei segmentation models);
+    Segmentation offers segmentation models (no classifiers)."""
+    from napari_microseg.widgets.classification import FILE_CHOICE, ClassificationWidget
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    viewer = make_napari_viewer(show=False)
+    widget = ClassificationWidget(viewer)
+    assert "response_good_bad" in widget.model_choice.choices
+    assert "ccd_classes" not in widget.model_choice.choices and "nuclei_fluorescence" not in widget.model_choice.choices
+    widget.task.value = "profiles [P]"  # no shipped profile classifier: a file (or one trained here)
+    assert list(widget.model_choice.choices) == [FILE_CHOICE] and not widget.model_file.native.isHidden()
+    segmentation = SegmentationWidget(viewer)
+    assert "nuclei_fluorescence" in segmentation.model_choice.choices
+    assert "response_good_bad" not in segmentation.model_choice.choices

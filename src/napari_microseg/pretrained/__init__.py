@@ -19,6 +19,24 @@ def list_pretrained() -> list[str]:
     return sorted(p.stem for p in PRETRAINED_DIR.glob("*.pt"))
 
 
+def pretrained_task(name: str) -> str | None:
+    """What a shipped model classifies (``"images"``, ``"objects"``, ``"profiles"``), from its
+    card ``<name>.json``; None for segmentation models (and models without a card)."""
+    import json
+
+    card = PRETRAINED_DIR / f"{name}.json"
+    try:
+        config = json.loads(card.read_text()).get("config") or {}
+    except (OSError, ValueError):
+        return None
+    return config.get("task") if isinstance(config, dict) else None
+
+
+def list_pretrained_for(task: str | None) -> list[str]:
+    """Shipped models of one kind: ``None`` = segmentation models, else classifiers of ``task``."""
+    return [name for name in list_pretrained() if pretrained_task(name) == task]
+
+
 def pretrained_path(name: str) -> Path:
     """Path of a shipped model by name; InputError naming the available ones otherwise."""
     path = PRETRAINED_DIR / f"{name}.pt"

@@ -22,14 +22,15 @@ from qtpy.QtGui import QColor
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
 from ..errors import InputError, MicrosegError
-from ..pretrained import list_pretrained, resolve_model
+from ..pretrained import list_pretrained_for, resolve_model
 from ._base import CLASS_COLOURS, MicrosegDock, layer_names, unique_layer_name
 from ._plot import BG, LossPlot
 
 TASKS = {"response images [R]": "images", "objects [T]": "objects", "profiles [P]": "profiles"}
 FILE_CHOICE = "model file ..."
 NONE = "(none)"
-RECENT_CLASSIFIERS: list[str] = []
+#: classifiers trained in this session, newest first: model path -> task ("images", "objects", "profiles")
+RECENT_CLASSIFIERS: dict[str, str] = {}
 
 
 class ClassificationWidget(MicrosegDock):
@@ -45,7 +46,10 @@ class ClassificationWidget(MicrosegDock):
         self.task = ComboBox(label="task", choices=list(TASKS), value=list(TASKS)[0])
         self.image_layer = ComboBox(label="images / image", choices=lambda *_: layer_names(self.viewer, "Image"))
         self.labels_layer = ComboBox(label="objects (labels)", choices=lambda *_: [NONE, *layer_names(self.viewer, "Labels")])
-        self.model_choice = ComboBox(label="model", choices=lambda *_: [*RECENT_CLASSIFIERS, *list_pretrained(), FILE_CHOICE])
+        # this task's classifiers only: recent ones, the shipped ones, or a file
+        self.model_choice = ComboBox(label="model", choices=lambda *_: [
+            *[path for path, task in RECENT_CLASSIFIERS.items() if task == TASKS[self.task.value]],
+            *list_pretrained_for(TASKS[self.task.value]), FILE_CHOICE])
         self.model_file = FileEdit(label="model file", mode="r", filter="*.pt", value="")
         self.classify_button = PushButton(text="Classify")
         self.threshold = FloatSlider(label="threshold (bad)", value=0.5, min=0.0, max=1.0, step=0.01)
@@ -80,6 +84,7 @@ class ClassificationWidget(MicrosegDock):
         self.plot = LossPlot(metric_name="val accuracy")
         self.plot.setVisible(False)
         self.body.addWidget(self.plot)
+        self.task.changed.connect(lambda *_: self.model_choice.reset_choices())  # that task's models
         self.task.changed.connect(self._task_changed)
         self.model_choice.changed.connect(self._task_changed)
         self.classify_button.changed.connect(self.classify)
@@ -281,8 +286,10 @@ class ClassificationWidget(MicrosegDock):
         def done(result: Any) -> None:
             self._stop_event = None
             self.plot.refresh()
-            if result.model_path and result.model_path not in RECENT_CLASSIFIERS:
-                RECENT_CLASSIFIERS.insert(0, result.model_path)
+            if result.model_path:
+                recent = {result.model_path: task, **{p: t for p, t in RECENT_CLASSIFIERS.items() if p != result.model_path}}
+                RECENT_CLASSIFIERS.clear()
+                RECENT_CLASSIFIERS.update(recent)
                 self.model_choice.reset_choices()
                 self.model_choice.value = result.model_path
             self.show_message(f"trained ({result.stop_reason}): {result.model_path}")

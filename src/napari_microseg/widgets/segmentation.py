@@ -19,7 +19,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinB
 
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
-from ..pretrained import list_pretrained, resolve_model
+from ..pretrained import list_pretrained_for, resolve_model
 from ._base import CLASS_COLOURS, MicrosegDock, class_colormap, layer_names, unique_layer_name
 
 FILE_CHOICE = "model file ..."
@@ -108,7 +108,7 @@ class SegmentationWidget(MicrosegDock):
 
     # -- model choice ------------------------------------------------------
     def _model_choices(self, *_: Any) -> list[str]:
-        return [*RECENT_MODELS, *list_pretrained(), FILE_CHOICE]
+        return [*RECENT_MODELS, *list_pretrained_for(None), FILE_CHOICE]  # segmentation models only
 
     def _toggle_file(self, *_: Any) -> None:
         self.model_file.visible = self.model_choice.value == FILE_CHOICE
