@@ -417,3 +417,16 @@ def test_sigterm_stops_cli_and_its_local_cluster_then_rerun_completes(tmp_path, 
     assert f"{N_IMAGES - n_done} processed, {n_done} skipped" in rerun.stdout
     for name in ("objects.csv", "counts.csv"):
         assert (out / name).read_bytes() == (ref_out / name).read_bytes(), name
+
+
+def test_batch_takes_a_shipped_model_by_name(tmp_path):
+    """The README's example: ``microseg batch segment --model nuclei_fluorescence ...``."""
+    from napari_microseg.cli import main
+
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(src / "a.tif", (rng.random((64, 64)) * 50).astype(np.uint8))
+    assert main(["batch", "segment", "--model", "nuclei_fluorescence", "--input", str(src), "--out", str(tmp_path / "o"),
+                 "--workers", "0", "--quiet"]) == 0
+    assert (tmp_path / "o" / "objects.csv").is_file()

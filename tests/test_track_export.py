@@ -152,6 +152,10 @@ def test_cli_track(tmp_path):
     assert pd.read_csv(out / "tracks.csv")["parent_track_id"].eq(0).all()
     tifffile.imwrite(tmp_path / "flat.tif", labels[0].astype(np.uint16))
     assert main(["track", "--labels", str(tmp_path / "flat.tif"), "--out", str(tmp_path / "o2")]) == 2
+    # a one-frame stack (1, Y, X) is a stack: one track per object
+    tifffile.imwrite(tmp_path / "one.tif", labels[:1].astype(np.uint16))
+    assert main(["track", "--labels", str(tmp_path / "one.tif"), "--out", str(tmp_path / "o3")]) == 0
+    assert len(pd.read_csv(tmp_path / "o3" / "tracks.csv")) == len(np.unique(labels[0])) - 1
 
 
 def test_cli_track_reads_zarr_labels_as_segment_writes_them(tmp_path):

@@ -222,6 +222,8 @@ def _run_images(args) -> int:
     from ..classify.evaluate import classification_report, roc_curve_auc
     from ..classify.predict import classify_images, load_classifier
 
+    if args.threshold is not None and not 0 <= args.threshold <= 1:
+        raise InputError(f"--threshold must be a probability between 0 and 1, got {args.threshold}")
     _refuse_existing(args, Path(args.out) / "flags.csv", Path(args.out) / "metrics.json")
     lm = load_classifier(args.model, device=args.device)
     inputs = [Path(p) for p in args.input]
@@ -306,6 +308,8 @@ def _run_profiles(args) -> int:
     if src.is_dir():
         src = src / "profiles.tif"
     profiles = _read(src) if src.suffix.lower() == ".npy" else _read_profiles_tiff(src)
+    if profiles.ndim < 2 or profiles.shape[0] == 0:
+        raise InputError(f"{src.name}: no profiles to classify (shape {profiles.shape}, expected (N, views, points))")
     df = classify_profiles(lm, profiles)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

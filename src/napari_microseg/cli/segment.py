@@ -205,8 +205,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.tile is not None and args.tile < 16:
         raise InputError(f"--tile must be at least 16 px, got {args.tile}")
-    if args.overlap < 0:
+    if not args.overlap >= 0:  # NaN fails this too
         raise InputError(f"--overlap must be >= 0, got {args.overlap}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.threshold is not None and not 0 < args.threshold < 1:
+        raise InputError(f"--threshold must be a probability between 0 and 1, got {args.threshold}")
     if args.min_size < 0 or (args.max_size is not None and args.max_size < max(args.min_size, 1)):
         raise InputError("--max-size must be >= --min-size and both non-negative")
     from ..inference.scale import parse_diameter
