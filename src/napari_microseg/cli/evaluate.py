@@ -113,13 +113,9 @@ def read_labels(path: Path):
         from ..io.images import read_image
 
         arr = read_image(path).data
-    arr = np.asarray(arr)
-    if arr.dtype.kind == "f":
-        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
-            raise InputError(f"{path.name}: label image holds non-integer values")
-        arr = arr.astype(np.int64)
-    if arr.dtype.kind not in "uib":
-        raise InputError(f"{path.name}: not a label image (dtype {arr.dtype})")
+    from ..evaluation.metrics import check_label_image
+
+    arr = check_label_image(np.asarray(arr), path.name)
     if arr.ndim not in (2, 3):
         raise InputError(f"{path.name}: expected (Y,X) or (T,Y,X) labels, got shape {arr.shape}")
     if np.unique(arr).size <= 2:

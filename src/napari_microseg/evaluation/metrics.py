@@ -62,7 +62,7 @@ def counts_to_scores(tp: int, fp: int, fn: int, tn: int | None = None) -> dict:
     return out
 
 
-def _check_labels(labels: np.ndarray, what: str) -> np.ndarray:
+def check_label_image(labels: np.ndarray, what: str) -> np.ndarray:
     """A label image as integers >= 0 (0 = background); a clear error for anything else."""
     labels = np.asarray(labels)
     if labels.size == 0:
@@ -80,7 +80,7 @@ def _check_labels(labels: np.ndarray, what: str) -> np.ndarray:
 
 
 def _check_pair(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    gt, pred = _check_labels(gt, "ground truth"), _check_labels(pred, "predicted")
+    gt, pred = check_label_image(gt, "ground truth"), check_label_image(pred, "predicted")
     if gt.shape != pred.shape:
         raise InputError(f"ground truth shape {gt.shape} does not match prediction shape {pred.shape}")
     return gt, pred
