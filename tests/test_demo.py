@@ -54,6 +54,7 @@ def test_demo_quick_writes_everything(tmp_path, capsys):
     training = report["scores"]["training"]
     assert training["epochs_run"] == 1 and np.isfinite(training["history"][0]["train_loss"])
     assert len(report["scores"]["training_curve"]) > 0
+    assert not (out / "model.pt.last.pt").exists()  # the demo never resumes: no 23 MB checkpoint left behind
     assert report["scores"]["segmentation_before_training"]["f1@0.50"] > 0.7
     # the segmented counts follow the truth
     assert report["scores"]["count_mean_abs_error"] < 3
@@ -79,7 +80,16 @@ def test_demo_rejects_bad_settings(tmp_path, capsys):
 def test_demo_replaces_its_own_results_but_not_other_files(tmp_path, capsys):
     mine = tmp_path / "mine"
     mine.mkdir()
-    (mine / "tracks.csv").write_text("my own tracks\n")
+    (mine / "notes.txt").write_text("my own notes\n")
     assert main(["demo", "--quick", "--train-epochs", "0", "--out", str(mine)]) == 2
-    assert "not a previous demo's" in capsys.readouterr().err
-    assert (mine / "tracks.csv").read_text() == "my own tracks\n"
+    assert "not a previous demo's (notes.txt)" in capsys.readouterr().err
+    assert (mine / "notes.txt").read_text() == "my own notes\n"
+    # a demo stopped half-way (its first files, no report yet) is still the demo's folder
+    half = tmp_path / "half"
+    half.mkdir()
+    (half / "movie.tif").write_bytes(b"partial")
+    assert main(["demo", "--quick", "--train-epochs", "0", "--out", str(half)]) == 0
+    # the brief training must not write over the model it starts from
+    (half / "model.pt").write_bytes(b"")
+    assert main(["demo", "--quick", "--out", str(half), "--model", str(half / "model.pt")]) == 2
+    assert "is the file the brief training writes" in capsys.readouterr().err

@@ -168,6 +168,8 @@ def test_fits_edge_cases_on_writing_and_cropping(tmp_path):
         crop_data_section(frame, {"DATASEC": "[0:0,0:0]"})
     with pytest.raises(InputError, match="outside"):
         crop_data_section(frame, {"DATASEC": "[20:30,1:5]"})
+    with pytest.raises(InputError, match="outside"):
+        crop_data_section(frame, {"DATASEC": "[2:13,1:10]"})  # one column too many: not silently cut
     assert crop_data_section(frame, {"DATASEC": "[2:11,1:10]"})[0].shape == (10, 10)
 
 

@@ -171,6 +171,17 @@ def test_segment_cli_one_bad_image_does_not_lose_the_others(tmp_path, model_file
     assert (out / "labels" / "a.tif").is_file() and not (out / "labels" / "b.tif").exists()
     run = json.loads((out / "segment_run.json").read_text())
     assert [Path(f["image"]).name for f in run["failures"]] == ["b.tif"] and len(run["images"]) == 2
+    assert "b.tif: b.tif" not in err  # the name once
+    # a 4-D file among them is skipped too (found before any work)
+    tifffile.imwrite(folder / "d.tif", np.zeros((2, 2, 16, 16), np.uint8))
+    assert main(["segment", "--model", str(model_file), "--input", str(folder), "--out", str(tmp_path / "o4"),
+                 "--quiet"]) == 1
+    assert "skipped d.tif: expected a (Y,X) image" in capsys.readouterr().err
+    assert (tmp_path / "o4" / "labels" / "a.tif").is_file()
     # nothing segmentable at all: exit 2 with the reason
     assert main(["segment", "--model", str(model_file), "--input", str(folder / "b.tif"), "--out", str(tmp_path / "o2")]) == 2
     assert "NaN" in capsys.readouterr().err
+    # batch checks the same settings up front (one line, exit 2) instead of failing every item
+    assert main(["batch", "segment", "--model", str(model_file), "--input", str(folder), "--out", str(tmp_path / "b"),
+                 "--workers", "0", "--batch-size", "0"]) == 2
+    assert "--batch-size must be >= 1" in capsys.readouterr().err

@@ -207,3 +207,27 @@ def test_out_array_too_small_for_the_labels_is_refused():
     out = np.zeros(img.shape, np.uint16)
     res = segment(loaded, img, tile=64, predict_fn=identity_fg, min_size=0, fill_holes=False, out=out)
     assert out.max() == 400 and len(res.objects) == 400
+
+
+def test_multiclass_probability_follows_the_shape_rules():
+    """A compact 'hot' blob becomes a cluster by the shape rules: its probability is P(cluster), not P(hot)."""
+    loaded = tiny_loaded("multiclass", 4)
+    loaded.config["class_names"] = ["background", "glowing", "hot pixel", "cluster"]
+
+    def fake(batch):
+        x = batch[:, 0]
+        p = np.zeros((x.shape[0], 4) + x.shape[1:], np.float32)
+        blob = x > 0.6
+        p[:, 0] = np.where(blob, 0.1, 0.9)
+        p[:, 2] = np.where(blob, 0.85, 0.0)
+        p[:, 3] = np.where(blob, 0.05, 0.0)
+        return p
+
+    img = np.zeros((64, 64), np.float32)
+    img[20:24, 30:34] = 1
+    plain = segment(loaded, img, tile=64, predict_fn=fake)
+    assert plain.objects["class_name"].tolist() == ["hot pixel"]
+    np.testing.assert_allclose(plain.objects["probability"], 0.85, atol=1e-3)
+    ruled = segment(loaded, img, tile=64, predict_fn=fake, postprocess_options={"shape_rules": True})
+    assert ruled.objects["class_name"].tolist() == ["cluster"]
+    np.testing.assert_allclose(ruled.objects["probability"], 0.05, atol=1e-3)

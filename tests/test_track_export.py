@@ -174,3 +174,9 @@ def test_cli_track_reads_zarr_labels_as_segment_writes_them(tmp_path):
     assert read_image(tmp_path / "one.zarr").data.shape == (1,) + labels.shape[1:]
     write_zarr(tmp_path / "tczyx.zarr", labels[:, None, None].astype(np.uint32))
     assert read_image(tmp_path / "tczyx.zarr").data.shape == labels.shape
+    write_zarr(tmp_path / "image2d.zarr", labels[:1, None, None].astype(np.uint32))  # OME 2-D image
+    assert read_image(tmp_path / "image2d.zarr").data.shape == labels.shape[1:]
+    # a (T, 1, Y, X) TIFF tracks as (T, Y, X)
+    tifffile.imwrite(tmp_path / "t1yx.tif", labels[:, None].astype(np.uint16))
+    assert main(["track", "--labels", str(tmp_path / "t1yx.tif"), "--out", str(tmp_path / "t1")]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "t1" / "tracks.csv"), pd.read_csv(from_tiff / "tracks.csv"))

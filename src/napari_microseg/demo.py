@@ -62,9 +62,14 @@ def run_demo(out: str | Path = "demo_out", n_frames: int = 30, size: int = 256, 
     from .tracking.metrics import ctc_scores
     from .tracking.track import finalize, track
 
+    from .errors import InputError
+
     out = Path(out)
     check_demo_folder(out)
     model_path = base_model_path = resolve_model(model)
+    if train_epochs > 0 and base_model_path.resolve() == (out / "model.pt").resolve():
+        raise InputError(f"--model {base_model_path} is the file the brief training writes; copy it elsewhere "
+                         "or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     result = DemoResult(out=out)
     total_steps = 6
@@ -90,6 +95,8 @@ def run_demo(out: str | Path = "demo_out", n_frames: int = 30, size: int = 256, 
             raise RuntimeError("the brief training saved no model")
         model_path = Path(trained.model_path)
         result.files["model"] = model_path
+        if trained.last_path and Path(trained.last_path).is_file():
+            Path(trained.last_path).unlink()  # the resumable state: the demo never resumes, 23 MB saved
         result.scores["training"] = {"epochs_run": trained.epochs_run, "frames": train_frames, "device": trained.device,
                                      "history": trained.history}
         result.seconds["train"] = time.perf_counter() - clock
@@ -129,7 +136,7 @@ def run_demo(out: str | Path = "demo_out", n_frames: int = 30, size: int = 256, 
     tracks_on_truth = drain(track(sim.labels, sim.fluorescence, config="cell", stage_shift=shift))
     result.scores["tracking_with_true_segmentation"] = _pick(ctc_scores(truth, tracks_on_truth))
     result.scores["segmentation"] = _segmentation_scores(sim.labels, labels)
-    if model_path != base_model_path:
+    if "training" in result.scores:
         # what the brief training changed: the same movie segmented by the model it started from
         before = drain(segment_image(str(base_model_path), sim.fluorescence, device="auto"))
         result.scores["segmentation_before_training"] = _segmentation_scores(sim.labels, np.asarray(before.labels))
@@ -151,15 +158,26 @@ def run_demo(out: str | Path = "demo_out", n_frames: int = 30, size: int = 256, 
     return result
 
 
+#: what the demo writes into its folder (a folder holding only these is a previous demo's)
+DEMO_FILES = {"movie.tif", "truth_labels.tif", "model.pt", "model.pt.last.pt", "labels.tif", "objects.csv",
+              "tracks.csv", "counts.csv", "truth_tracks.csv", "ctc_RES", "labels_by_track.tif", "summary.png",
+              "demo_report.json"}
+
+
 def check_demo_folder(out: Path) -> None:
-    """Refuse an output folder that holds files other than a previous demo's (the user's data)."""
+    """Refuse an output folder that holds files other than a previous demo's (the user's data);
+    a demo that stopped half-way (no report yet) is still recognised by its file names."""
     from .errors import InputError
 
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / "demo_report.json").is_file():
-        raise InputError(f"{out} holds files that are not a previous demo's; choose another --out (a new or empty "
-                         "folder, or one a demo wrote)")
+    if not out.is_dir():
+        return
+    others = sorted(p.name for p in out.iterdir() if p.name not in DEMO_FILES and not p.name.startswith("."))
+    if others:
+        raise InputError(f"{out} holds files that are not a previous demo's ({', '.join(others[:3])}"
+                         f"{', ...' if len(others) > 3 else ''}); choose another --out (a new or empty folder, "
+                         "or one a demo wrote)")
 
 
 def _relay(gen: Generator, step: int, total_steps: int, label: str) -> Generator[Progress, None, object]:

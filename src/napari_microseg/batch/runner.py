@@ -284,10 +284,7 @@ def prepare_zarr_stores(out: Path, stacks: dict[str, tuple], dtype: str) -> set[
                 pass
             shutil.rmtree(target)
         target.parent.mkdir(parents=True, exist_ok=True)
-        from ..io.atomic import publish_permissions
-
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        publish_permissions(tmp)
         try:
             chunks = (1, min(shape[1], 2048), min(shape[2], 2048))
             arr = zarr.open_array(str(tmp / "store"), mode="w", shape=shape, chunks=chunks, dtype=dtype)
@@ -476,8 +473,10 @@ def _model_info(model: str | os.PathLike | None, task: str) -> tuple[str | None,
     if task == "classify" and kind != "images":
         raise InputError(f"{path.name}: batch classify needs a whole-image classifier ('classify train images'), "
                          f"this model {'classifies ' + str(kind) if kind else 'segments images'}")
-    if task in ("segment", "track") and kind is not None:
-        raise InputError(f"{path.name}: a classifier ({kind}), not a segmentation model")
+    if task in ("segment", "track"):
+        from ..io.models import check_segmentation_config
+
+        check_segmentation_config(config, path.name)
     dtype = "uint8" if config.get("output_mode") == "multiclass" else "uint32"
     return str(path.resolve()), sha256_file(path), dtype
 

@@ -230,10 +230,7 @@ def _labels_into_zarr_store(out: Path, rel: str, make: Callable[[Any], Any], sha
 
     target = out / rel
     target.parent.mkdir(parents=True, exist_ok=True)
-    from ..io.atomic import publish_permissions
-
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    publish_permissions(tmp)
     try:
         chunks = tuple([1] * (len(shape) - 2)) + (min(shape[-2], 2048), min(shape[-1], 2048))
         arr = zarr.open_array(str(tmp / "store"), mode="w", shape=shape, chunks=chunks, dtype=dtype)

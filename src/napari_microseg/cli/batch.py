@@ -168,8 +168,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_task in ("segment", "classify") and not args.model:
         raise InputError(f"batch {args.batch_task} needs --model")
-    if getattr(args, "tile", None) is not None and args.tile < 16:
-        raise InputError(f"--tile must be at least 16 px, got {args.tile}")
+    from .segment import check_segment_settings
+
+    if args.batch_task in ("segment", "track"):
+        check_segment_settings(args)  # one line now, not a failure per item later
+    if args.batch_task == "classify" and args.threshold is not None and not 0 <= args.threshold <= 1:
+        raise InputError(f"--threshold must be a probability between 0 and 1, got {args.threshold}")
     gen = run_batch(args.batch_task, args.input, args.out, model=args.model, scheduler=args.scheduler,
                     workers=args.workers, threads_per_worker=args.threads_per_worker,
                     torch_threads=args.torch_threads, memory_limit=args.memory_limit, device=args.device,

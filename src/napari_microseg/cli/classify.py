@@ -292,6 +292,9 @@ def _run_objects(args) -> int:
     counts = df.groupby(keys)["class"].value_counts().unstack(fill_value=0).reindex(columns=lm.class_names, fill_value=0)
     counts.insert(0, "count", counts.sum(1))
     counts = counts.reset_index()
+    from ..measure.counts import column_name
+
+    counts.columns = [c if c in ("t", "count", "image") else column_name(c) for c in counts.columns]
     if "image" in counts.columns:  # counts.csv starts t,count; the image goes last
         counts = counts[[c for c in counts.columns if c != "image"] + ["image"]]
     _write_csv(out / "counts.csv", counts)

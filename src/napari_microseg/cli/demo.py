@@ -18,7 +18,7 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="simulate, segment, track and export on an embedded default", description=__doc__,
+    p = sub.add_parser("demo", help="simulate, train briefly, segment, track and export on an embedded default", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out); a previous demo's files in "
                    "it are replaced, a folder holding other files is refused")
@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="epochs of the brief training (default 2; 0: segment with --model as it is)")
     p.add_argument("--train-frames", type=int, default=6, help="frames of the simulated training time-lapse (default 6)")
     p.add_argument("--quick", action="store_true",
-                   help="a reduced run (8 frames of 128 px; 1 training epoch on 3 frames), for CI")
+                   help="a reduced run for CI: 8 frames of 128 px, at most 1 training epoch on 3 frames "
+                        "(overrides --frames, --size, --nuclei and --train-frames)")
     p.add_argument("--gui", action="store_true", help="open the result in napari afterwards")
     p.set_defaults(func=run)
 
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     seg = result.scores["segmentation"]
     if "training" in result.scores:
         trained = result.scores["training"]
-        before = result.scores["segmentation_before_training"].get("ap@0.50", float("nan"))
+        before = result.scores.get("segmentation_before_training", {}).get("ap@0.50", float("nan"))
         print(f"training: {trained['epochs_run']} epoch(s) on {trained['frames']} simulated frames on {trained['device']}, "
               f"{result.seconds['train']:.1f} s; AP@0.5 of the starting model on this movie {before:.3f}")
     print(f"segmentation vs truth: AP@0.5 {seg.get('ap@0.50', float('nan')):.3f}, F1@0.5 {seg.get('f1@0.50', float('nan')):.3f}; "

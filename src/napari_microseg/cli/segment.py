@@ -6,7 +6,9 @@ pattern. For each input ``<stem>`` the labels go to ``OUT/labels/<stem>.tif``
 written frame by frame). All objects go to ``OUT/objects.csv`` and the
 per-frame counts to ``OUT/counts.csv`` (both with an ``image`` column last);
 the settings and device go to ``OUT/segment_run.json``. Existing outputs are
-never replaced without ``--overwrite``.
+never replaced without ``--overwrite``. Of several inputs, one that cannot be
+segmented is skipped (named on the terminal and under ``failures`` in
+``segment_run.json``) and the run exits 1 after writing the others' results.
 """
 
 from __future__ import annotations
@@ -128,6 +130,23 @@ def _open_zarr_labels(tmp_dir: Path, shape: tuple, dtype: str):
     return zarr.open_array(str(tmp_dir), mode="w", shape=shape, chunks=chunks, dtype=dtype)
 
 
+def check_segment_settings(args: argparse.Namespace) -> None:
+    """One-line errors for segmentation settings before any work (``segment`` and ``batch``)."""
+    tile, overlap = getattr(args, "tile", None), getattr(args, "overlap", None)
+    batch_size, threshold = getattr(args, "batch_size", None), getattr(args, "threshold", None)
+    min_size, max_size = getattr(args, "min_size", None), getattr(args, "max_size", None)
+    if tile is not None and tile < 16:
+        raise InputError(f"--tile must be at least 16 px, got {tile}")
+    if overlap is not None and not overlap >= 0:  # NaN fails this too
+        raise InputError(f"--overlap must be >= 0, got {overlap}")
+    if batch_size is not None and batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {batch_size}")
+    if threshold is not None and not 0 < threshold < 1:
+        raise InputError(f"--threshold must be a probability between 0 and 1, got {threshold}")
+    if (min_size is not None and min_size < 0) or (max_size is not None and max_size < max(min_size or 0, 1)):
+        raise InputError("--max-size must be >= --min-size and both non-negative")
+
+
 def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs: int, out: Path, diameter,
                  ccd_rules: dict):
     """Segment one input file and write its labels; returns ``(result, objects, counts, record)``."""
@@ -151,10 +170,7 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
     out_arr = None
     if zarr_out:
         target.parent.mkdir(parents=True, exist_ok=True)
-        from ..io.atomic import publish_permissions
-
         tmp_dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        publish_permissions(tmp_dir)
         dtype = "uint8" if loaded.output_mode == "multiclass" else "uint32"
         out_arr = _open_zarr_labels(tmp_dir / "store", tuple(data.shape), dtype)
     try:
@@ -203,16 +219,7 @@ def run(args: argparse.Namespace) -> int:
     from ..io.models import load_model
     from ..measure.tables import check_overwrite, write_objects_csv, write_table_csv
 
-    if args.tile is not None and args.tile < 16:
-        raise InputError(f"--tile must be at least 16 px, got {args.tile}")
-    if not args.overlap >= 0:  # NaN fails this too
-        raise InputError(f"--overlap must be >= 0, got {args.overlap}")
-    if args.batch_size is not None and args.batch_size < 1:
-        raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.threshold is not None and not 0 < args.threshold < 1:
-        raise InputError(f"--threshold must be a probability between 0 and 1, got {args.threshold}")
-    if args.min_size < 0 or (args.max_size is not None and args.max_size < max(args.min_size, 1)):
-        raise InputError("--max-size must be >= --min-size and both non-negative")
+    check_segment_settings(args)
     from ..inference.scale import parse_diameter
 
     diameter = parse_diameter(args.diameter)
@@ -235,10 +242,18 @@ def run(args: argparse.Namespace) -> int:
 
     # refuse to replace anything before doing any work
     targets = [out / "objects.csv", out / "counts.csv", out / "segment_run.json"]
+    failures: list[dict] = []  # inputs skipped, with the reason
+    usable = []
     for path in inputs:
         shape = _probe_shape(path)
         if shape is not None and len(shape) not in (2, 3):
-            raise InputError(f"{path.name}: expected a (Y,X) image or (T,Y,X) stack, got shape {shape}")
+            message = f"{path.name}: expected a (Y,X) image or (T,Y,X) stack, got shape {shape}"
+            if len(inputs) == 1:
+                raise InputError(message)
+            print(f"skipped {message}", file=sys.stderr)
+            failures.append({"image": str(path), "error": message})
+            continue
+        usable.append(path)
         targets.extend(_label_target(out, path, shape, args.zarr_above))
         if args.save_probabilities:
             targets.append(out / "probabilities" / f"{_stem(path)}.tif")
@@ -250,24 +265,24 @@ def run(args: argparse.Namespace) -> int:
     ccd_rules = {"shape_rules": True} if args.shape_rules else {}  # CCD class models' [C] shape rules
     if args.max_cluster_size is not None:
         ccd_rules["max_cluster_size"] = args.max_cluster_size
-    failures: list[dict] = []
     result = None
-    for i, path in enumerate(inputs):
+    for i, path in enumerate(usable):
         try:
-            done = _segment_one(args, loaded, path, i, len(inputs), out, diameter, ccd_rules)
-        except InputError as err:  # one bad image does not lose the others' results
-            message = str(err) if path.name in str(err) else f"{path.name}: {err}"
+            done = _segment_one(args, loaded, path, i, len(usable), out, diameter, ccd_rules)
+        except Exception as err:  # noqa: BLE001 - one image's failure (bad data, out of memory) keeps the others
+            if len(inputs) == 1:
+                raise
+            reason = str(err) if isinstance(err, InputError) else f"{type(err).__name__}: {err}"
+            message = reason if reason.startswith(path.name) else f"{path.name}: {reason}"
             print(f"skipped {message}", file=sys.stderr)
-            failures.append({"image": str(path), "error": str(err)})
+            failures.append({"image": str(path), "error": message})
             continue
         result, objects, counts, record = done
         all_objects.append(objects)
         all_counts.append(counts)
         per_image.append(record)
     if result is None:
-        raise InputError(f"no image could be segmented ({failures[0]['image']}: {failures[0]['error']})"
-                         if len(failures) == 1 else f"none of the {len(failures)} images could be segmented; "
-                         f"first: {Path(failures[0]['image']).name}: {failures[0]['error']}")
+        raise InputError(f"none of the {len(failures)} images could be segmented; first: {failures[0]['error']}")
 
     objects = pd.concat([o for o in all_objects if len(o)] or all_objects[:1], ignore_index=True)
     counts = pd.concat(all_counts, ignore_index=True)
@@ -284,6 +299,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out / 'objects.csv'} ({len(objects)} objects), {out / 'counts.csv'}, {out / 'segment_run.json'}")
     if failures:
         print(f"microseg segment: {len(failures)} of {len(inputs)} image(s) skipped (listed in segment_run.json); "
-              f"first: {Path(failures[0]['image']).name}: {failures[0]['error']}", file=sys.stderr)
+              f"first: {failures[0]['error']}", file=sys.stderr)
         return 1
     return 0

@@ -37,13 +37,14 @@ def _read_stack(path: str, what: str):
     import numpy as np
 
     from ..errors import InputError
-    from ..io.images import read_image
+    from ..io.images import drop_size_one_axes, read_image
 
     if not Path(path).exists():
         raise InputError(f"{what} file not found: {path}")
-    arr = np.asarray(read_image(path).data)
-    while arr.ndim > 3 and arr.shape[0] == 1:
-        arr = arr[0]
+    data = read_image(path).data
+    arr = np.asarray(drop_size_one_axes(data))
+    if arr.ndim == 2 and data.ndim > 2:  # (1, 1, Y, X) and the like: one frame
+        arr = arr[None]
     if arr.ndim != 3:
         raise InputError(f"{what} must be a (T, Y, X) stack, got shape {arr.shape}")
     return arr

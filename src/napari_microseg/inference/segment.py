@@ -450,11 +450,11 @@ def segment_image(
         lab = postprocess.probabilities_to_labels(probs, mode, threshold=threshold, min_size=min_size,
                                                   max_size=max_size, fill_holes=fill_holes,
                                                   remove_border=remove_border, **three_kw)
-        # multiclass: each pixel's probability of the class it was given (argmax) -> per-object means
-        confidence = probs.max(axis=0).astype(np.float32) if measure and mode == "multiclass" else None
-        del probs
         if ccd_rules:
             lab = postprocess.ccd_shape_rules(lab, class_names, hot_lines=shape_rules, max_cluster_size=max_cluster_size)
+        # multiclass: each pixel's probability of the class it ends up in -> per-object means
+        confidence = _class_probability(probs, lab) if measure and mode == "multiclass" else None
+        del probs
         if mode != "multiclass":
             max_label = max(max_label, int(lab.max()) if lab.size else 0)
         if out is not None:
@@ -486,6 +486,16 @@ def segment_image(
                     normalization=spec, model_path=getattr(loaded, "path", None))
     return SegmentResult(labels=labels, probabilities=probs_all, objects=objects, counts=counts,
                          output_mode=mode, class_names=class_names, settings=settings)
+
+
+def _class_probability(probs: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """(Y, X) float32: at each pixel, the probability (of ``probs``, (K, Y, X)) of its class in
+    ``classes`` (after any shape rules moved pixels between classes)."""
+    out = np.zeros(classes.shape, np.float32)
+    for c in range(probs.shape[0]):
+        where = classes == c
+        out[where] = probs[c][where]
+    return out
 
 
 def _measure_frame(lab: np.ndarray, intensity: np.ndarray, t: int, mode: str, class_names: list,

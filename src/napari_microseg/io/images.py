@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from .atomic import atomic_path, publish_permissions
+from .atomic import atomic_path
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
@@ -163,14 +163,18 @@ def _read_zarr(path: Path) -> ImageData:
                 arr = node[names[0]]
         if arr is None:
             raise InputError(f"{path.name}: Zarr group holds no array")
-    data = da.from_zarr(arr)
-    # drop size-1 axes before Y, X (OME-Zarr is often T,C,Z,Y,X with C = Z = 1); a stack of
-    # one frame stays (1, Y, X), as the same stack read from a TIFF does
-    if data.ndim > 3 or (data.ndim == 3 and data.shape[0] != 1):
-        leading = [i for i in range(data.ndim - 2) if data.shape[i] != 1]
-        keep = leading or [0]
-        data = data[tuple(slice(None) if i in keep else 0 for i in range(data.ndim - 2))]
+    data = drop_size_one_axes(da.from_zarr(arr))
     return ImageData(data, "zarr", attrs)
+
+
+def drop_size_one_axes(data: Any) -> Any:
+    """Drop size-1 axes before (Y, X) of an array with more than 3 axes (OME-Zarr's
+    T, C, Z, Y, X with C = Z = 1 -> (T, Y, X); all of them 1 -> a (Y, X) image). A 3-D
+    (1, Y, X) array stays a stack of one frame, as the same stack read from a TIFF does."""
+    if data.ndim <= 3:
+        return data
+    index = tuple(slice(None) if data.shape[i] != 1 else 0 for i in range(data.ndim - 2))
+    return data[index]
 
 
 def write_tiff(path: str | os.PathLike, data: np.ndarray, overwrite: bool = False, **kwargs: Any) -> Path:
@@ -228,7 +232,6 @@ def write_zarr(path: str | os.PathLike, data: Any, chunks: tuple[int, ...] | Non
         raise InputError(f"{target}: exists already (choose another name or allow overwriting)")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    publish_permissions(tmp)
     try:
         arr = data if isinstance(data, da.Array) else da.from_array(np.asarray(data), chunks=chunks or "auto")
         if chunks:
@@ -285,8 +288,9 @@ def crop_data_section(image: np.ndarray, header: dict, keys: tuple[str, ...] = (
     for key in keys:
         if key in header and isinstance(header[key], str):
             rows, cols = parse_fits_section(header[key])
+            if rows.stop > image.shape[-2] or cols.stop > image.shape[-1]:
+                raise InputError(f"{key} = {header[key]} reaches outside the {image.shape[-1]} x {image.shape[-2]} "
+                                 "(columns x rows) frame")
             cropped = image[..., rows, cols]
-            if 0 in cropped.shape[-2:]:
-                raise InputError(f"{key} = {header[key]} lies outside the {image.shape[-2]} x {image.shape[-1]} frame")
             return cropped, (rows, cols)
     return image, None
