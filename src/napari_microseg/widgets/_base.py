@@ -9,9 +9,12 @@ touches layers). Stop calls ``worker.quit()``, which acts at the next yield.
 
 from __future__ import annotations
 
+import functools
+import os
 import threading
 import time
 import traceback
+from pathlib import Path
 from typing import Any, Callable, Generator
 
 from qtpy.QtCore import Qt
@@ -86,12 +89,17 @@ class MicrosegDock(QWidget):
         on_done: Callable[[Any], None],
         on_event: Callable[[Any], None] | None = None,
         label: str = "working",
+        cooperative_stop: threading.Event | None = None,
+        stop_message: str = "Stopping at the next step ...",
     ) -> Any:
         """Run ``make_generator()`` in a worker thread; return the worker.
 
         ``on_event`` receives every yielded event on the GUI thread; ``on_done``
         receives the generator's return value on the GUI thread (not called
-        when the run was stopped or failed).
+        when the run was stopped or failed). Stop closes the generator at its
+        next event and discards the run, unless ``cooperative_stop`` is given:
+        then Stop sets that event, the generator winds down by itself (a trainer
+        keeps its best model) and ``on_done`` gets what it returns.
         """
         if self.busy:
             self.show_error("Already running: press Stop first.")
@@ -99,8 +107,11 @@ class MicrosegDock(QWidget):
 
         stop_requested = threading.Event()
         self._stop_requested = stop_requested
+        self._cooperative_stop = cooperative_stop
+        self._stop_message = stop_message
+        outcome = {"state": "done"}
 
-        @thread_worker
+        @thread_worker(ignore_errors=True)  # errors are shown in the dock by errored(), never re-raised
         def run() -> Generator[Any, None, Any]:
             # Stop is checked here, in the worker thread, between events: the inner generator is then
             # closed in this thread, so its clean-up (e.g. shutting down a Dask cluster) runs off the GUI
@@ -142,7 +153,8 @@ class MicrosegDock(QWidget):
                 on_event(event)
 
         def returned(value: Any) -> None:
-            if value is _STOPPED:
+            if value is _STOPPED or stop_requested.is_set():  # stopped, even during its last step
+                outcome["state"] = "stopped"
                 self.show_message("stopped; nothing was changed")
                 return
             try:
@@ -154,6 +166,7 @@ class MicrosegDock(QWidget):
                 self.show_error(f"{type(err).__name__}: {err}")
 
         def errored(err: Exception) -> None:
+            outcome["state"] = "failed"
             if isinstance(err, MicrosegError):
                 self.show_error(str(err))
             elif "out of memory" in str(err).lower():
@@ -165,10 +178,14 @@ class MicrosegDock(QWidget):
 
         def finished() -> None:
             self.worker = None
+            self._cooperative_stop = None
             self.stop_button.setEnabled(False)
+            state = outcome["state"]
+            if state == "done" and cooperative_stop is not None and cooperative_stop.is_set():
+                state = "stopped"
             self.progress.setRange(0, 1)
-            self.progress.setValue(1 if self.progress.format() != "stopped" else 0)
-            self.progress.setFormat("done" if self.progress.format() != "stopped" else "stopped")
+            self.progress.setValue(1 if state == "done" else 0)
+            self.progress.setFormat(state)
 
         worker.yielded.connect(yielded)
         worker.returned.connect(returned)
@@ -178,11 +195,69 @@ class MicrosegDock(QWidget):
         return worker
 
     def stop(self) -> None:
-        """Ask the running work to stop at its next progress event (its generator is closed in the worker)."""
-        if self.worker is not None:
-            self.progress.setFormat("stopped")
-            self.show_message("Stopping at the next step ...")
+        """Ask the running work to stop: at its next progress event (its generator is closed in the
+        worker), or, for a run started with ``cooperative_stop``, by setting that event."""
+        if self.worker is None:
+            return
+        self.show_message(self._stop_message)
+        if getattr(self, "_cooperative_stop", None) is not None:
+            self._cooperative_stop.set()
+        else:
             self._stop_requested.set()
+
+
+def dock_action(fallback: Any = None) -> Callable:
+    """Decorate a quick GUI-thread button handler (an export, an edit): bad input or a file-system
+    failure becomes one red line in the dock and the handler returns ``fallback`` (a callable is
+    called for a fresh value), instead of an exception escaping into Qt."""
+
+    def decorate(method: Callable) -> Callable:
+        @functools.wraps(method)
+        def wrapper(self: "MicrosegDock", *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(self, *args, **kwargs)
+            except MicrosegError as err:
+                self.show_error(str(err))
+            except OSError as err:
+                where = f" {err.filename}" if getattr(err, "filename", None) else ""
+                self.show_error(f"cannot write{where}: {err.strerror or err}")
+            return fallback() if callable(fallback) else fallback
+
+        return wrapper
+
+    return decorate
+
+
+def free_name(path: Path) -> Path:
+    """``path`` if unused, else ``stem_2.suffix``, ``stem_3.suffix``, ... (results never overwrite)."""
+    if not path.exists():
+        return path
+    i = 2
+    while (candidate := path.with_name(f"{path.stem}_{i}{path.suffix}")).exists():
+        i += 1
+    return candidate
+
+
+def unwritable_reason(path: Path) -> str | None:
+    """Why a result file cannot be written at ``path`` (checked before long work starts), or None."""
+    if path.is_dir():
+        return f"{path} is a folder: give a file name such as {path / 'model.pt'}"
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # the first existing ancestor must let us create the rest
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot write {path}: {folder} is not a writable folder"
+    return None
+
+
+def grey_image(layer: Any) -> Any:
+    """An image layer's data for the networks: RGB(A) layers (napari's ``rgb``) become grey, the
+    mean of the colour channels ((Y, X, 3|4) -> (Y, X)); others are returned as they are."""
+    import numpy as np
+
+    if getattr(layer, "rgb", False):
+        return np.asarray(layer.data)[..., :3].mean(axis=-1, dtype=np.float32)
+    return layer.data
 
 
 def layer_names(viewer: Any, kind: str) -> list[str]:

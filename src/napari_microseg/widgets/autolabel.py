@@ -16,7 +16,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, PushBu
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
-from ._base import MicrosegDock, layer_names, unique_layer_name
+from ._base import MicrosegDock, grey_image, layer_names, unique_layer_name
 
 PREVIEW_DELAY_MS = 400
 QC_COLUMNS = ["tile", "y", "x", "fg fraction", "objects", "kept", "reason"]
@@ -104,8 +104,9 @@ class AutolabelWidget(MicrosegDock):
         if self.busy:  # a run is going: try again when it ends
             self._pending_preview = True
             return None
-        t = self._frame_index(layer.data)
-        frame = np.asarray(layer.data[t] if t is not None else layer.data)
+        data = grey_image(layer)  # RGB layers: grey
+        t = self._frame_index(data)
+        frame = np.asarray(data[t] if t is not None else data)
         params = self.parameters()
 
         def make_generator():
@@ -135,7 +136,7 @@ class AutolabelWidget(MicrosegDock):
         if layer is None:
             self.show_error("Choose the stain (fluorescence) image layer.")
             return None
-        data = np.asarray(layer.data)
+        data = np.asarray(grey_image(layer))
         if data.ndim not in (2, 3):
             self.show_error(f"the stain must be 2-D or a (T, Y, X) stack, got shape {data.shape}")
             return None

@@ -23,7 +23,7 @@ from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
 from ..errors import InputError, MicrosegError
 from ..pretrained import list_pretrained_for, resolve_model
-from ._base import CLASS_COLOURS, MicrosegDock, layer_names, unique_layer_name
+from ._base import CLASS_COLOURS, MicrosegDock, dock_action, free_name, grey_image, layer_names, unique_layer_name, unwritable_reason
 from ._plot import BG, LossPlot
 
 TASKS = {"response images [R]": "images", "objects [T]": "objects", "profiles [P]": "profiles"}
@@ -95,7 +95,6 @@ class ClassificationWidget(MicrosegDock):
             event.connect(lambda *_: self.form.reset_choices())
         self.results: pd.DataFrame | None = None
         self.truth: np.ndarray | None = None
-        self._stop_event: threading.Event | None = None
         self._task_changed()
 
     # -- form -------------------------------------------------------------------
@@ -117,11 +116,14 @@ class ClassificationWidget(MicrosegDock):
         """Classify the chosen layer(s) in a worker."""
         try:
             model = self.model_path()
-            make, layer = self._make_job(model)
+            make, layer, task, labels = self._make_job(model)
         except MicrosegError as err:
             self.show_error(str(err))
             return None
-        return self.start(make, lambda table: self._show(table, layer), label="classifying")
+        worker = self.start(make, lambda table: self._show(table, layer, task, labels), label="classifying")
+        if worker is not None:
+            self.results = None  # a failed run must not leave the previous run's results to export
+        return worker
 
     def _make_job(self, model: Path):
         from ..progress import Progress
@@ -129,8 +131,9 @@ class ClassificationWidget(MicrosegDock):
         if not self.image_layer.value:
             raise InputError("Choose the image layer to classify.")
         layer = self.viewer.layers[self.image_layer.value]
-        data = np.asarray(layer.data)
+        data = grey_image(layer)
         task = self.task_name
+        labels = None
         if task == "images":
             images = [data] if data.ndim == 2 else list(data)
             boxes = layer.metadata.get("crop_box")
@@ -165,11 +168,11 @@ class ClassificationWidget(MicrosegDock):
 
                 yield Progress(0, 1, f"classifying {data.shape[0]} profiles ...")
                 return classify_profiles(str(model), data)
-        return job, layer
+        return job, layer, task, labels
 
-    def _show(self, table: pd.DataFrame, layer: Any) -> None:
+    def _show(self, table: pd.DataFrame, layer: Any, task: str, labels: np.ndarray | None) -> None:
+        """Show a finished run (``task`` and ``labels`` as they were when it started)."""
         self.results = table
-        task = self.task_name
         if task == "images":
             self._apply_threshold()
         else:
@@ -177,7 +180,6 @@ class ClassificationWidget(MicrosegDock):
             counts = table["class"].value_counts()
             self.summary.value = ", ".join(f"{k}: {v} ({100 * v / len(table):.1f} %)" for k, v in counts.items())
         if task == "objects":
-            labels = np.asarray(self.viewer.layers[self.labels_layer.value].data)
             self._add_class_layer(labels, table, layer.name)
         self.show_message(f"classified {len(table)} {task}")
 
@@ -245,10 +247,10 @@ class ClassificationWidget(MicrosegDock):
                 self.viewer.dims.set_current_step(0, int(rec["t"]))
             self.viewer.camera.center = (float(rec["y"]), float(rec["x"]))
 
+    @dock_action()
     def export(self, *_: Any) -> str | None:
         """Write flags.csv (images), object_classes.csv or profile_classes.csv (never overwriting)."""
         from ..io.tables import write_csv
-        from .tracking import free_name
 
         if self.results is None:
             self.show_error("Nothing to export yet: classify first.")
@@ -262,10 +264,17 @@ class ClassificationWidget(MicrosegDock):
     # -- train ------------------------------------------------------------------
     def train(self, *_: Any) -> Any:
         """Train a classifier for the chosen task on simulated data, in a worker, with a live plot."""
+        if self.busy:
+            self.show_error("Already running: press Stop first.")
+            return None
         task, n, epochs = self.task_name, int(self.train_n.value), int(self.train_epochs.value)
-        out = Path(str(self.train_out.value))
+        wanted = Path(str(self.train_out.value))
+        reason = unwritable_reason(wanted)
+        if reason:  # before training, not after it
+            self.show_error(reason)
+            return None
+        out = free_name(wanted)  # an existing model file is never replaced
         stop_event = threading.Event()
-        self._stop_event = stop_event
         self.plot.reset()
         self.plot.setVisible(True)
 
@@ -284,23 +293,20 @@ class ClassificationWidget(MicrosegDock):
                 self.plot.refresh()
 
         def done(result: Any) -> None:
-            self._stop_event = None
             self.plot.refresh()
             if result.model_path:
                 recent = {result.model_path: task, **{p: t for p, t in RECENT_CLASSIFIERS.items() if p != result.model_path}}
                 RECENT_CLASSIFIERS.clear()
                 RECENT_CLASSIFIERS.update(recent)
                 self.model_choice.reset_choices()
-                self.model_choice.value = result.model_path
-            self.show_message(f"trained ({result.stop_reason}): {result.model_path}")
+                if result.model_path in self.model_choice.choices:  # the task may have been changed meanwhile
+                    self.model_choice.value = result.model_path
+            renamed = f" ({wanted.name} exists: written as {out.name})" if out != wanted else ""
+            self.show_message(f"trained ({result.stop_reason}): {result.model_path}{renamed}")
 
-        return self.start(make_generator, done, on_event=on_event, label="training classifier")
-
-    def stop(self) -> None:
-        if self._stop_event is not None:
-            self._stop_event.set()
-        else:
-            super().stop()
+        return self.start(make_generator, done, on_event=on_event, label="training classifier",
+                          cooperative_stop=stop_event,
+                          stop_message="Stopping after this step; the best model so far is kept ...")
 
 
 def _simulated_data(task: str, n: int):

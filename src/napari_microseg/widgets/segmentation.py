@@ -20,7 +20,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinB
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
 from ..pretrained import list_pretrained_for, resolve_model
-from ._base import CLASS_COLOURS, MicrosegDock, class_colormap, layer_names, unique_layer_name
+from ._base import CLASS_COLOURS, MicrosegDock, class_colormap, dock_action, grey_image, layer_names, unique_layer_name
 
 FILE_CHOICE = "model file ..."
 
@@ -142,7 +142,8 @@ class SegmentationWidget(MicrosegDock):
 
     def _current_frame(self) -> int | None:
         layer = self.viewer.layers[self.image_layer.value]
-        return int(self.viewer.dims.current_step[0]) if layer.data.ndim == 3 else None
+        stack = layer.data.ndim == 3 and not getattr(layer, "rgb", False)
+        return int(self.viewer.dims.current_step[0]) if stack else None
 
     def segment(self, *_: Any) -> Any:
         """Segment in a worker; a new Labels layer arrives when done."""
@@ -155,7 +156,8 @@ class SegmentationWidget(MicrosegDock):
         layer = self.viewer.layers[self.image_layer.value]
         t = self._current_frame()
         whole = self.scope.value == "whole stack" or t is None
-        image = layer.data if whole else layer.data[t]
+        data = grey_image(layer)  # RGB layers: grey
+        image = data if whole else data[t]
         if image.ndim not in (2, 3):
             self.show_error(f"image must be 2-D or a (T, Y, X) stack, got shape {image.shape}")
             return None
@@ -233,6 +235,7 @@ class SegmentationWidget(MicrosegDock):
             note = "; no nuclei found to measure a diameter, segmented as trained"
         self.show_message(f"segmented with {model.name}: new layer '{name}'{note}")
 
+    @dock_action(fallback=list)
     def export(self, *_: Any) -> list[str]:
         """Write counts.csv and objects.csv of the last result into the export folder (new names if taken)."""
         from ..io.tables import write_csv
@@ -333,7 +336,7 @@ class SegmentationWidget(MicrosegDock):
         if not self.image_layer.value or not self.labels_for_training.value:
             self.show_error("Choose the image layer and the corrected labels layer.")
             return len(self.training_pairs)
-        image = np.asarray(self.viewer.layers[self.image_layer.value].data)
+        image = np.asarray(grey_image(self.viewer.layers[self.image_layer.value]))
         labels = np.asarray(self.viewer.layers[self.labels_for_training.value].data)
         if image.shape != labels.shape:
             self.show_error(f"labels shape {labels.shape} does not match image shape {image.shape}")
@@ -363,8 +366,7 @@ class SegmentationWidget(MicrosegDock):
                   "patch_size": min(128, *[min(i.shape) for i in images]) // 32 * 32 or 64, "val_fraction": 0.0,
                   "early_stopping_patience": None, "num_threads": max(1, (os.cpu_count() or 2) - 1),
                   "data_description": "fine-tuned on corrected labels in napari"}
-        stop_event = threading.Event()
-        self._stop_event = stop_event
+        stop_event = threading.Event()  # the trainer stops after this step and keeps the best model
 
         def make_generator():
             from ..training.finetune import fine_tune_model
@@ -372,18 +374,12 @@ class SegmentationWidget(MicrosegDock):
             return fine_tune_model(base, images, labels, out, config, stop_event)
 
         def done(result: Any) -> None:
-            self._stop_event = None
             self.fine_tuned_path = str(out)
             self.set_model(str(out))
             self.show_message(f"fine-tuned ({result.stop_reason}, {result.epochs_run} epochs): {out}")
 
-        return self.start(make_generator, done, label="fine-tuning")
-
-    def stop(self) -> None:
-        if getattr(self, "_stop_event", None) is not None:
-            self._stop_event.set()  # fine-tuning: the trainer stops after this step and keeps the best model
-        else:
-            super().stop()
+        return self.start(make_generator, done, label="fine-tuning", cooperative_stop=stop_event,
+                          stop_message="Stopping after this step; the best model so far is kept ...")
 
 
 def fine_tuned_name(base: Path) -> Path:

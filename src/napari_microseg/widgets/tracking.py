@@ -17,7 +17,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinB
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
 from ..errors import InputError, MicrosegError
-from ._base import MicrosegDock, layer_names, unique_layer_name
+from ._base import MicrosegDock, dock_action, free_name, layer_names, unique_layer_name, unwritable_reason
 
 NO_IMAGE = "(none)"
 TABLE_COLUMNS = ["track", "start", "end", "frames", "parent", "generation"]
@@ -164,16 +164,18 @@ class TrackingWidget(MicrosegDock):
         self.viewer.camera.center = (float(first.y), float(first.x))
         self.show_message(f"track {ids[-1]}: frames {int(rows.t.min())}-{int(rows.t.max())}")
 
-    def _edit(self, edit: Any) -> None:
+    def _edit(self, edit: Any) -> bool:
+        """Apply a curation edit; False (and the reason in the dock) when it was refused."""
         if self.result is None:
             self.show_error("Track first.")
-            return
+            return False
         try:
             self.result = edit(self.result)
         except (MicrosegError, ValueError, KeyError) as err:
             self.show_error(str(err))
-            return
+            return False
         self._update_layers()
+        return True
 
     def delete_selected(self, *_: Any) -> None:
         from ..tracking.export import delete_track
@@ -182,8 +184,8 @@ class TrackingWidget(MicrosegDock):
         if len(ids) != 1:
             self.show_error("Select one track in the table to delete.")
             return
-        self._edit(lambda r: delete_track(r, ids[0]))
-        self.show_message(f"deleted track {ids[0]}")
+        if self._edit(lambda r: delete_track(r, ids[0])):
+            self.show_message(f"deleted track {ids[0]}")
 
     def merge_selected(self, *_: Any) -> None:
         from ..tracking.export import merge_tracks
@@ -192,8 +194,8 @@ class TrackingWidget(MicrosegDock):
         if len(ids) != 2:
             self.show_error("Select exactly two tracks (the earlier one first in the table) to merge.")
             return
-        self._edit(lambda r: merge_tracks(r, ids[0], ids[1]))
-        self.show_message(f"merged track {ids[1]} onto {ids[0]}")
+        if self._edit(lambda r: merge_tracks(r, ids[0], ids[1])):
+            self.show_message(f"merged track {ids[1]} onto {ids[0]}")
 
     def split_selected(self, *_: Any) -> None:
         from ..tracking.export import split_track
@@ -203,8 +205,8 @@ class TrackingWidget(MicrosegDock):
             self.show_error("Select one track in the table to split at the current frame.")
             return
         t = int(self.viewer.dims.current_step[0])
-        self._edit(lambda r: split_track(r, ids[0], t))
-        self.show_message(f"split track {ids[0]} at frame {t}")
+        if self._edit(lambda r: split_track(r, ids[0], t)):
+            self.show_message(f"split track {ids[0]} at frame {t}")
 
     # -- export ---------------------------------------------------------------
     def _export_folder(self) -> Path:
@@ -212,15 +214,15 @@ class TrackingWidget(MicrosegDock):
             raise InputError("Nothing to export yet: track first.")
         return Path(str(self.export_dir.value))
 
+    @dock_action(fallback=list)
     def export_csv(self, *_: Any) -> list[str]:
         """Write tracks.csv, counts.csv and the config JSON (new names if the files exist)."""
         from ..tracking.export import write_config_json, write_counts_csv, write_tracks_csv
 
-        try:
-            folder = self._export_folder()
-        except InputError as err:
-            self.show_error(str(err))
-            return []
+        folder = self._export_folder()
+        reason = unwritable_reason(folder / "tracks.csv")  # all three or none
+        if reason:
+            raise InputError(reason)
         paths = [free_name(folder / "tracks.csv"), free_name(folder / "counts.csv"), free_name(folder / "tracking_config.json")]
         write_tracks_csv(self.result, paths[0])
         write_counts_csv(self.result, paths[1])
@@ -228,25 +230,17 @@ class TrackingWidget(MicrosegDock):
         self.show_message("written: " + ", ".join(str(p) for p in paths))
         return [str(p) for p in paths]
 
+    @dock_action()
     def export_ctc(self, *_: Any) -> str | None:
         """Write a Cell Tracking Challenge result folder (res_track.txt + maskNNN.tif)."""
         from ..tracking.export import write_ctc
 
-        try:
-            folder = free_name(self._export_folder() / "ctc_RES")
-            write_ctc(self.result, folder)
-        except MicrosegError as err:
-            self.show_error(str(err))
-            return None
+        folder = free_name(self._export_folder() / "ctc_RES")
+        reason = unwritable_reason(folder / "res_track.txt")
+        if reason:
+            raise InputError(reason)
+        write_ctc(self.result, folder)
         self.show_message(f"written CTC folder {folder}")
         return str(folder)
 
 
-def free_name(path: Path) -> Path:
-    """``path`` if unused, else ``stem_2.suffix``, ``stem_3.suffix``, ... (exports never overwrite)."""
-    if not path.exists():
-        return path
-    i = 2
-    while (candidate := path.with_name(f"{path.stem}_{i}{path.suffix}")).exists():
-        i += 1
-    return candidate

@@ -18,7 +18,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, PushButton, Select, SpinBox
 
 from ..errors import InputError
-from ._base import MicrosegDock, layer_names, unique_layer_name
+from ._base import MicrosegDock, free_name, grey_image, layer_names, unique_layer_name, unwritable_reason
 from ._plot import LossPlot
 
 
@@ -83,7 +83,6 @@ class TrainingWidget(MicrosegDock):
         self.body.addWidget(self.plot)
         self.train_button.changed.connect(self.train)
         self.preview_button.changed.connect(self.preview)
-        self.stop_event: threading.Event | None = None
         self.result = None
         self.model_path: str | None = None
         self._last_redraw = 0.0
@@ -121,7 +120,7 @@ class TrainingWidget(MicrosegDock):
             raise InputError(f"choose one labels layer per image: {len(image_names)} image(s), {len(label_names)} labels layer(s)")
         images, labels = [], []
         for image_name, label_name in zip(image_names, label_names):
-            image = np.asarray(self.viewer.layers[image_name].data)
+            image = np.asarray(grey_image(self.viewer.layers[image_name]))  # RGB layers: grey
             label = np.asarray(self.viewer.layers[label_name].data).copy()
             try:
                 check_training_layers(image, label, bool(self.sparse.value))
@@ -156,11 +155,18 @@ class TrainingWidget(MicrosegDock):
         except InputError as err:
             self.show_error(str(err))
             return None
-        out_path = Path(str(self.out_path.value))
-        resume = str(out_path) if self.resume.value else None
+        wanted = Path(str(self.out_path.value))
+        reason = unwritable_reason(wanted)
+        if reason:  # before training, not after it
+            self.show_error(reason)
+            return None
+        resume = str(wanted) if self.resume.value else None
+        # an existing model file is continued (resume) or left alone: a new name, shown in the field
+        out_path = wanted if resume else free_name(wanted)
+        if out_path != wanted:
+            self.out_path.value = str(out_path)
         cfg = self.config()
-        self.stop_event = threading.Event()
-        stop_event = self.stop_event
+        stop_event = threading.Event()  # Stop: the trainer stops after this step and keeps the best model
         self.plot.reset()
 
         def make_generator():
@@ -168,15 +174,12 @@ class TrainingWidget(MicrosegDock):
 
             return train(cfg, (images, labels), out_path=out_path, resume=resume, stop_event=stop_event)
 
-        return self.start(make_generator, self._finished, on_event=self._on_event, label="training")
-
-    def stop(self) -> None:
-        """Ask the trainer to stop after the current step (it keeps the best model)."""
-        if self.stop_event is not None:
-            self.stop_event.set()
-            self.show_message("Stopping after this step; the best model so far is kept ...")
-        else:
-            super().stop()
+        worker = self.start(make_generator, self._finished, on_event=self._on_event, label="training",
+                            cooperative_stop=stop_event,
+                            stop_message="Stopping after this step; the best model so far is kept ...")
+        if worker is not None and out_path != wanted:
+            self.show_message(f"{wanted.name} exists: training into {out_path.name}")
+        return worker
 
     def _on_event(self, event: Any) -> None:
         if getattr(event, "kind", "") == "step" and event.train_loss is not None:
@@ -192,7 +195,6 @@ class TrainingWidget(MicrosegDock):
             self.plot.refresh()
 
     def _finished(self, result: Any) -> None:
-        self.stop_event = None
         self.result = result
         self.model_path = result.model_path
         if result.model_path:
@@ -218,7 +220,7 @@ class TrainingWidget(MicrosegDock):
             self.show_error("Choose an image layer.")
             return None
         layer = self.viewer.layers[self.image_layer.value[0]]
-        data = layer.data
+        data = grey_image(layer)
         t = int(self.viewer.dims.current_step[0]) if data.ndim == 3 else None
         frame = np.asarray(data[t] if t is not None else data)
 
