@@ -135,3 +135,11 @@ def test_blank_image_gives_no_objects():
 def test_bad_input_raises_input_error(bad):
     with pytest.raises(InputError):
         autolabel_fluorescence(bad)
+
+
+def test_diameter_range_the_wrong_way_round_is_a_clear_error():
+    from napari_microseg.autolabel.fluorescence import autolabel_fluorescence
+    from napari_microseg.errors import InputError
+
+    with pytest.raises(InputError, match="diameter range"):
+        autolabel_fluorescence(np.random.default_rng(0).random((64, 64)), diameter_range=(40, 10))

@@ -102,3 +102,26 @@ def test_model_lists_hold_only_models_that_fit(make_napari_viewer):
     segmentation = SegmentationWidget(viewer)
     assert "nuclei_fluorescence" in segmentation.model_choice.choices
     assert "response_good_bad" not in segmentation.model_choice.choices
+
+
+def test_response_image_without_metadata_takes_a_typed_box(make_napari_viewer, wait_worker):
+    """A user's own image (no crop boxes in the layer): the integration box is typed in the widget."""
+    from napari_microseg.classify.predict import classify_images
+    from napari_microseg.pretrained import resolve_model
+    from napari_microseg.progress import drain
+    from napari_microseg.simulate.samples import generate_response
+    from napari_microseg.widgets.classification import ClassificationWidget
+
+    data, kwargs, _ = next(iter(drain(generate_response({"n_images": 2}, 3))))
+    image, box = np.asarray(data[0]), [int(v) for v in kwargs["metadata"]["crop_box"][0]]
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(image, name="my image")  # no metadata
+    widget = ClassificationWidget(viewer)
+    widget.image_layer.value = "my image"
+    widget.model_choice.value = "response_good_bad"
+    widget.box.value = "1 2 3"
+    assert widget.classify() is None and "four whole numbers" in widget.status.text()
+    widget.box.value = " ".join(map(str, box))
+    wait_worker(widget.classify())
+    expected = classify_images(str(resolve_model("response_good_bad")), [image], boxes=[box])
+    np.testing.assert_allclose(widget.results["probability_bad"], expected["probability_bad"], atol=1e-6)

@@ -111,6 +111,9 @@ def autolabel_frame(
     normalize_percentiles: tuple[float, float] | None = (0.1, 99.9),
 ) -> np.ndarray:
     """Auto-label one (Y, X) fluorescence frame; see :func:`autolabel_fluorescence`."""
+    if diameter_range and not 0 < float(diameter_range[0]) <= float(diameter_range[1]):
+        raise InputError(f"the nucleus diameter range must run from a minimum > 0 up to a maximum >= it, "
+                         f"got {diameter_range[0]} to {diameter_range[1]} px")
     img = rescale_intensity_robust(frame, normalize_percentiles)
     original = img
     ny, nx = img.shape

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyqtgraph as pg
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, Label, PushButton, SpinBox
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, Label, LineEdit, PushButton, SpinBox
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
@@ -53,6 +53,9 @@ class ClassificationWidget(MicrosegDock):
         self.model_file = FileEdit(label="model file", mode="r", filter="*.pt", value="")
         self.classify_button = PushButton(text="Classify")
         self.threshold = FloatSlider(label="threshold (bad)", value=0.5, min=0.0, max=1.0, step=0.01)
+        self.box = LineEdit(label="box y0 x0 y1 x1", value="",
+                            tooltip="integration box in px: the response column's area in every image (empty: the layer's own crop boxes, "
+                                    "as simulated images carry them; or images already of the model's crop size)")
         self.summary = Label(value="")
         self.export_dir = FileEdit(label="export folder", mode="d", value=str(Path.home() / "microseg_classify"))
         self.export_button = PushButton(text="Export CSV")
@@ -61,7 +64,7 @@ class ClassificationWidget(MicrosegDock):
         self.train_out = FileEdit(label="new model file", mode="w", filter="*.pt", value=str(Path.home() / "microseg_classifier.pt"))
         self.train_button = PushButton(text="Train on simulated data")
         self.form = Container(widgets=[
-            self.task, self.image_layer, self.labels_layer, self.model_choice, self.model_file, self.classify_button,
+            self.task, self.image_layer, self.labels_layer, self.model_choice, self.model_file, self.box, self.classify_button,
             self.threshold, self.summary, self.export_dir, self.export_button,
             Label(value="<b>train a classifier on simulated data</b>"), self.train_n, self.train_epochs, self.train_out, self.train_button,
         ])
@@ -105,11 +108,16 @@ class ClassificationWidget(MicrosegDock):
     def _task_changed(self, *_: Any) -> None:
         self.labels_layer.visible = self.task_name == "objects"
         self.threshold.visible = self.task_name == "images"
+        self.box.visible = self.task_name == "images"
         self.model_file.visible = self.model_choice.value == FILE_CHOICE
 
     def model_path(self) -> Path:
-        spec = str(self.model_file.value) if self.model_choice.value == FILE_CHOICE else self.model_choice.value
-        return resolve_model(spec or "")
+        if self.model_choice.value == FILE_CHOICE:
+            chosen = Path(str(self.model_file.value))
+            if chosen == Path(".") or chosen.is_dir():  # the file field left empty (magicgui shows ".")
+                raise InputError("Choose a model file (.pt), or one of the models in the list.")
+            return resolve_model(str(chosen))
+        return resolve_model(self.model_choice.value or "")
 
     # -- classify ---------------------------------------------------------------
     def classify(self, *_: Any) -> Any:
@@ -136,7 +144,7 @@ class ClassificationWidget(MicrosegDock):
         labels = None
         if task == "images":
             images = [data] if data.ndim == 2 else list(data)
-            boxes = layer.metadata.get("crop_box")
+            boxes = self._box_setting(len(images), images[0].shape) or layer.metadata.get("crop_box")
             truth = layer.metadata.get("label")
             self.truth = None if truth is None else np.array([t == "bad" for t in truth], dtype=int)
 
@@ -169,6 +177,19 @@ class ClassificationWidget(MicrosegDock):
                 yield Progress(0, 1, f"classifying {data.shape[0]} profiles ...")
                 return classify_profiles(str(model), data)
         return job, layer, task, labels
+
+    def _box_setting(self, n_images: int, shape: tuple) -> list | None:
+        """The typed integration box, one per image; None when the field is empty."""
+        text = str(self.box.value).replace(",", " ").strip()
+        if not text:
+            return None
+        try:
+            y0, x0, y1, x1 = (int(v) for v in text.split())
+        except ValueError:
+            raise InputError(f"integration box: give four whole numbers y0 x0 y1 x1, got {text!r}") from None
+        if not (0 <= y0 < y1 <= shape[0] and 0 <= x0 < x1 <= shape[1]):
+            raise InputError(f"integration box {y0} {x0} {y1} {x1} does not lie inside the {shape[0]} x {shape[1]} images")
+        return [[y0, x0, y1, x1]] * n_images
 
     def _show(self, table: pd.DataFrame, layer: Any, task: str, labels: np.ndarray | None) -> None:
         """Show a finished run (``task`` and ``labels`` as they were when it started)."""
