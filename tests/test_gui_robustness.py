@@ -82,21 +82,25 @@ def test_stop_discards_a_run_even_in_its_last_step(make_napari_viewer, qtbot, wa
     from napari_microseg.progress import Progress
     from napari_microseg.widgets.segmentation import SegmentationWidget
 
+    import threading
+
     viewer = make_napari_viewer(show=False)
     widget = SegmentationWidget(viewer)
-    released = []
+    released = threading.Event()
 
     def job():
         yield Progress(0, 1, "working")
-        qtbot.waitUntil(lambda: bool(released), timeout=10000)  # (in the worker thread) until Stop was pressed
+        released.wait(10)  # in the worker thread: the last step runs until Stop was pressed
         return "result"
 
     results = []
     worker = widget.start(job, results.append, label="one step")
     qtbot.waitUntil(lambda: widget.status.text() == "working", timeout=10000)
     widget.stop()
-    released.append(True)
-    wait_worker(worker)
+    released.set()
+    assert worker is not None
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=20000)  # finished (it may finish at once)
+    qtbot.wait(50)
     assert results == [] and "stopped" in widget.status.text() and widget.progress.format() == "stopped"
 
 
