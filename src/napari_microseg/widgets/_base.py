@@ -228,6 +228,20 @@ def dock_action(fallback: Any = None) -> Callable:
     return decorate
 
 
+def chosen_model_path(choice: str, file_value: Any, file_choice: str) -> Path:
+    """The model a combo box (a model name, or ``file_choice``) and its file field point at;
+    InputError when the file field is left empty or the model is neither a file nor shipped."""
+    from ..errors import InputError
+    from ..pretrained import resolve_model
+
+    if choice == file_choice:
+        chosen = Path(str(file_value))
+        if chosen == Path(".") or chosen.is_dir():  # the file field left empty (magicgui shows ".")
+            raise InputError("Choose a model file (.pt), or one of the models in the list.")
+        return resolve_model(str(chosen))
+    return resolve_model(choice or "")
+
+
 def free_name(path: Path) -> Path:
     """``path`` if unused, else ``stem_2.suffix``, ``stem_3.suffix``, ... (results never overwrite)."""
     if not path.exists():

@@ -22,8 +22,8 @@ from qtpy.QtGui import QColor
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
 from ..errors import InputError, MicrosegError
-from ..pretrained import list_pretrained_for, resolve_model
-from ._base import CLASS_COLOURS, MicrosegDock, dock_action, free_name, grey_image, layer_names, unique_layer_name, unwritable_reason
+from ..pretrained import list_pretrained_for
+from ._base import CLASS_COLOURS, MicrosegDock, chosen_model_path, dock_action, free_name, grey_image, layer_names, unique_layer_name, unwritable_reason
 from ._plot import BG, LossPlot
 
 TASKS = {"response images [R]": "images", "objects [T]": "objects", "profiles [P]": "profiles"}
@@ -112,12 +112,7 @@ class ClassificationWidget(MicrosegDock):
         self.model_file.visible = self.model_choice.value == FILE_CHOICE
 
     def model_path(self) -> Path:
-        if self.model_choice.value == FILE_CHOICE:
-            chosen = Path(str(self.model_file.value))
-            if chosen == Path(".") or chosen.is_dir():  # the file field left empty (magicgui shows ".")
-                raise InputError("Choose a model file (.pt), or one of the models in the list.")
-            return resolve_model(str(chosen))
-        return resolve_model(self.model_choice.value or "")
+        return chosen_model_path(self.model_choice.value, self.model_file.value, FILE_CHOICE)
 
     # -- classify ---------------------------------------------------------------
     def classify(self, *_: Any) -> Any:

@@ -19,9 +19,8 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinB
 
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
-from ..errors import InputError
-from ..pretrained import list_pretrained_for, resolve_model
-from ._base import CLASS_COLOURS, MicrosegDock, class_colormap, dock_action, grey_image, layer_names, unique_layer_name
+from ..pretrained import list_pretrained_for
+from ._base import CLASS_COLOURS, MicrosegDock, chosen_model_path, class_colormap, dock_action, grey_image, layer_names, unique_layer_name
 
 FILE_CHOICE = "model file ..."
 
@@ -116,12 +115,7 @@ class SegmentationWidget(MicrosegDock):
 
     def model_path(self) -> Path:
         """The chosen model as a file path (InputError if missing)."""
-        if self.model_choice.value == FILE_CHOICE:
-            chosen = Path(str(self.model_file.value))
-            if chosen == Path(".") or chosen.is_dir():  # the file field left empty (magicgui shows ".")
-                raise InputError("Choose a model file (.pt), or one of the models in the list.")
-            return resolve_model(str(chosen))
-        return resolve_model(self.model_choice.value or "")
+        return chosen_model_path(self.model_choice.value, self.model_file.value, FILE_CHOICE)
 
     def _chosen_model(self) -> Path | None:
         """The chosen model file, or None after showing why it cannot be used."""
