@@ -122,3 +122,17 @@ def test_cross_validation_grouped(tmp_path):
         train_groups = set(groups) - test_groups
         assert not test_groups & train_groups
     assert "accuracy" in out["summary"]
+
+
+@pytest.mark.parametrize("setting, message", [({"lr": 0.0}, "lr (learning rate) must be a number > 0"),
+                                              ({"lr": float("nan")}, "lr (learning rate) must be a number > 0"),
+                                              ({"weight_decay": -1.0}, "weight_decay must be a number >= 0"),
+                                              ({"epochs": 0}, "epochs must be a whole number >= 1"),
+                                              ({"batch_size": 2.5}, "batch_size must be a whole number >= 1"),
+                                              ({"val_fraction": 1.0}, "val_fraction must be in [0, 1)")])
+def test_classifier_training_refuses_settings_that_cannot_train(response_sets, tmp_path, setting, message):
+    # the same one-line checks as the segmentation trainer, before any data is touched or a file written
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        run_with_text_progress(train_classifier(_cfg(**setting), response_sets[0], out_path=tmp_path / "c.pt"),
+                               stream=io.StringIO())
+    assert not (tmp_path / "c.pt").exists()

@@ -83,7 +83,8 @@ def test_cli_train_refuses_settings_and_models_that_cannot_work(tmp_path, capsys
     base = ["train", "--images", str(images), "--labels", str(labels), "--device", "cpu", "--epochs", "1"]
     for extra, message in ((["--batch-size", "0"], "batch_size must be a whole number >= 1"),
                            (["--patch", "0"], "patch_size must be a whole number >= 16"),
-                           (["--lr", "-1"], "lr must be a number >= 0"),
+                           (["--lr", "-1"], "lr (learning rate) must be a number > 0"),
+                           (["--lr", "0"], "lr (learning rate) must be a number > 0"),
                            (["--init-model", "response_good_bad"], "is a classifier (of images), not a segmentation model")):
         assert main(base + extra + ["--out", str(tmp_path / "m.pt")]) == 2, extra
         err = capsys.readouterr().err

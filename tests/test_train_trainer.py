@@ -138,7 +138,7 @@ def test_stop_event_and_early_stopping(tmp_path):
         if ev.kind == "epoch":
             stop.set()
     assert n <= 4 + 1 + 1  # 4 steps + validation + epoch event, then stop within one step
-    cfg = dict(TINY, early_stopping_patience=1, lr=0.0)  # no learning: no improvement after epoch 1
+    cfg = dict(TINY, early_stopping_patience=1, lr=1e-30)  # SGD steps below float32 resolution: no learning, no improvement after epoch 1
     _, res = run(train(TrainConfig(epochs=10, optimizer="sgd", **{k: v for k, v in cfg.items()}), (imgs, labs), out_path=tmp_path / "es.pt"))
     assert res.stop_reason == "early_stopping" and res.epochs_run == 2
     # the kept file holds the best epoch's weights but describes the whole run

@@ -288,6 +288,16 @@ def _foreground_dice(inter, sp, st, output_mode: str) -> float:
     return float(np.mean(per)) if per else 1.0
 
 
+def check_rates(lr: Any, weight_decay: Any) -> None:
+    """Refuse a learning rate that is not a finite number > 0 (0 would train nothing) and a
+    weight decay that is not a finite number >= 0, each with one clear line (shared by both trainers)."""
+    if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise InputError(f"lr (learning rate) must be a number > 0, got {lr!r}")
+    if isinstance(weight_decay, bool) or not (isinstance(weight_decay, (int, float)) and math.isfinite(weight_decay)
+                                              and weight_decay >= 0):
+        raise InputError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
+
+
 def _check_counts_and_rates(cfg: TrainConfig) -> None:
     """One clear line for settings that would otherwise fail deep inside torch (or divide by zero)."""
     for name, low in (("epochs", 1), ("batch_size", 1), ("patches_per_epoch", 1), ("patch_size", 16),
@@ -295,12 +305,9 @@ def _check_counts_and_rates(cfg: TrainConfig) -> None:
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise InputError(f"{name} must be a whole number >= {low}, got {value!r}")
-    for name in ("lr", "min_lr"):
-        value = getattr(cfg, name)
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-            raise InputError(f"{name} must be a number >= 0, got {value!r}")
-    if not (math.isfinite(cfg.weight_decay) and cfg.weight_decay >= 0):
-        raise InputError(f"weight_decay must be a number >= 0, got {cfg.weight_decay!r}")
+    check_rates(cfg.lr, cfg.weight_decay)
+    if not (isinstance(cfg.min_lr, (int, float)) and math.isfinite(cfg.min_lr) and cfg.min_lr >= 0):
+        raise InputError(f"min_lr must be a number >= 0, got {cfg.min_lr!r}")
     if not 0 <= cfg.val_fraction < 1:
         raise InputError(f"val_fraction must be in [0, 1), got {cfg.val_fraction!r}")
     if not 0 <= cfg.foreground_bias <= 1:
