@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import threading
 
 import numpy as np
@@ -132,7 +133,7 @@ def test_cross_validation_grouped(tmp_path):
                                               ({"val_fraction": 1.0}, "val_fraction must be in [0, 1)")])
 def test_classifier_training_refuses_settings_that_cannot_train(response_sets, tmp_path, setting, message):
     # the same one-line checks as the segmentation trainer, before any data is touched or a file written
-    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+    with pytest.raises(InputError, match=re.escape(message)):
         run_with_text_progress(train_classifier(_cfg(**setting), response_sets[0], out_path=tmp_path / "c.pt"),
                                stream=io.StringIO())
     assert not (tmp_path / "c.pt").exists()

@@ -28,7 +28,7 @@ from typing import Any, Generator
 import numpy as np
 
 from ..errors import InputError
-from ..training.trainer import _make_optimizer, _versions, check_rates, last_checkpoint_path
+from ..training.trainer import _make_optimizer, _versions, check_common_settings, last_checkpoint_path
 from .data import ClassificationData, as_classification_data, class_weights_from_labels, epoch_indices
 
 __all__ = [
@@ -268,13 +268,7 @@ def train_classifier(
     cfg = config if isinstance(config, ClassifierTrainConfig) else ClassifierTrainConfig.from_dict(dict(config))
     if cfg.task not in TASKS:
         raise InputError(f"unknown task {cfg.task!r}: use {', '.join(TASKS)}")
-    for name in ("epochs", "batch_size"):
-        value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise InputError(f"{name} must be a whole number >= 1, got {value!r}")
-    check_rates(cfg.lr, cfg.weight_decay)
-    if not 0 <= cfg.val_fraction < 1:
-        raise InputError(f"val_fraction must be in [0, 1), got {cfg.val_fraction!r}")
+    check_common_settings(cfg, {"epochs": 1, "batch_size": 1})
     try:
         device = resolve_device(cfg.device)
     except ValueError as err:

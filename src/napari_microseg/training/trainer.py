@@ -288,28 +288,33 @@ def _foreground_dice(inter, sp, st, output_mode: str) -> float:
     return float(np.mean(per)) if per else 1.0
 
 
-def check_rates(lr: Any, weight_decay: Any) -> None:
-    """Refuse a learning rate that is not a finite number > 0 (0 would train nothing) and a
-    weight decay that is not a finite number >= 0, each with one clear line (shared by both trainers)."""
+def check_common_settings(cfg: Any, whole_numbers: dict[str, int]) -> None:
+    """Refuse, each with one clear line, the settings both trainers share when they cannot train.
+
+    ``whole_numbers`` maps setting names of ``cfg`` to their lowest allowed
+    value; ``cfg.lr`` must be a finite number > 0 (0 would train nothing),
+    ``cfg.weight_decay`` a finite number >= 0 and ``cfg.val_fraction`` in [0, 1).
+    """
+    for name, low in whole_numbers.items():
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise InputError(f"{name} must be a whole number >= {low}, got {value!r}")
+    lr, weight_decay = cfg.lr, cfg.weight_decay
     if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise InputError(f"lr (learning rate) must be a number > 0, got {lr!r}")
     if isinstance(weight_decay, bool) or not (isinstance(weight_decay, (int, float)) and math.isfinite(weight_decay)
                                               and weight_decay >= 0):
         raise InputError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
+    if not 0 <= cfg.val_fraction < 1:
+        raise InputError(f"val_fraction must be in [0, 1), got {cfg.val_fraction!r}")
 
 
 def _check_counts_and_rates(cfg: TrainConfig) -> None:
     """One clear line for settings that would otherwise fail deep inside torch (or divide by zero)."""
-    for name, low in (("epochs", 1), ("batch_size", 1), ("patches_per_epoch", 1), ("patch_size", 16),
-                      ("val_max_tiles", 1)):
-        value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise InputError(f"{name} must be a whole number >= {low}, got {value!r}")
-    check_rates(cfg.lr, cfg.weight_decay)
+    check_common_settings(cfg, {"epochs": 1, "batch_size": 1, "patches_per_epoch": 1, "patch_size": 16,
+                                "val_max_tiles": 1})
     if not (isinstance(cfg.min_lr, (int, float)) and math.isfinite(cfg.min_lr) and cfg.min_lr >= 0):
         raise InputError(f"min_lr must be a number >= 0, got {cfg.min_lr!r}")
-    if not 0 <= cfg.val_fraction < 1:
-        raise InputError(f"val_fraction must be in [0, 1), got {cfg.val_fraction!r}")
     if not 0 <= cfg.foreground_bias <= 1:
         raise InputError(f"foreground_bias must be in [0, 1], got {cfg.foreground_bias!r}")
 
