@@ -123,3 +123,43 @@ def test_tracking_edits_that_fail_do_not_claim_success(make_napari_viewer, qtbot
     viewer.dims.set_current_step(0, 0)  # splitting at the track's first frame leaves nothing on one side
     widget.split_selected()
     assert "split track" not in widget.status.text() and widget.status.text()
+
+
+def test_run_buttons_are_greyed_out_while_a_run_is_going(make_napari_viewer, qtbot):
+    """One run at a time: the buttons that start work are disabled until it ends (done or stopped);
+    a second start is refused with a message; buttons that only read results stay usable."""
+    import threading
+
+    from napari_microseg.progress import Progress
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    viewer = make_napari_viewer(show=False)
+    widget = SegmentationWidget(viewer)
+    starters = (widget.run_button, widget.batch_button, widget.finetune_button)
+    assert all(button.enabled for button in starters)
+    released = threading.Event()
+
+    def job():
+        yield Progress(0, 2, "working")
+        released.wait(10)
+        yield Progress(1, 2, "still working")
+        return "result"
+
+    results = []
+    assert widget.start(job, results.append, label="long job") is not None
+    qtbot.waitUntil(lambda: widget.status.text() == "working", timeout=10000)
+    assert not any(button.enabled for button in starters)
+    assert widget.export_button.enabled and widget.stop_button.isEnabled()
+    assert widget.start(job, results.append) is None and "Already running" in widget.status.text()
+    released.set()
+    # wait on the widget's state, not worker.finished: that signal may fire before a waitSignal starts
+    qtbot.waitUntil(lambda: results == ["result"] and not widget.stop_button.isEnabled(), timeout=30000)
+    assert all(button.enabled for button in starters)
+
+    released.clear()
+    assert widget.start(job, results.append, label="long job") is not None  # stopped runs give the buttons back too
+    qtbot.waitUntil(lambda: widget.status.text() == "working", timeout=10000)
+    widget.stop()
+    released.set()
+    qtbot.waitUntil(lambda: all(button.enabled for button in starters), timeout=30000)
+    assert results == ["result"] and not widget.stop_button.isEnabled()

@@ -43,6 +43,8 @@ class MicrosegDock(QWidget):
         self.viewer = napari_viewer
         self.worker = None
         self._started_at = 0.0
+        # the buttons that start work in a worker: greyed out while one runs (one run at a time)
+        self.run_buttons: tuple[Any, ...] = ()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
         header = QLabel(f"<b>{self.title}</b><br>{self.description}")
@@ -136,6 +138,7 @@ class MicrosegDock(QWidget):
         self.progress.setRange(0, 0)  # busy indicator until the first event
         self.progress.setFormat(label)
         self.stop_button.setEnabled(True)
+        self._set_run_buttons_enabled(False)
         self.show_message(f"{label} ...")
 
         def yielded(event: Any) -> None:
@@ -180,6 +183,7 @@ class MicrosegDock(QWidget):
             self.worker = None
             self._cooperative_stop = None
             self.stop_button.setEnabled(False)
+            self._set_run_buttons_enabled(True)
             state = outcome["state"]
             if state == "done" and cooperative_stop is not None and cooperative_stop.is_set():
                 state = "stopped"
@@ -193,6 +197,10 @@ class MicrosegDock(QWidget):
         worker.finished.connect(finished)
         worker.start()
         return worker
+
+    def _set_run_buttons_enabled(self, enabled: bool) -> None:
+        for button in self.run_buttons:
+            button.enabled = enabled
 
     def stop(self) -> None:
         """Ask the running work to stop: at its next progress event (its generator is closed in the

@@ -67,6 +67,7 @@ class AutolabelWidget(MicrosegDock):
         napari_viewer.dims.events.current_step.connect(self.schedule_preview)
         self.apply_button.changed.connect(self.apply)
         self.qc_button.changed.connect(self.run_qc)
+        self.run_buttons = (self.apply_button, self.qc_button)
         for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
             event.connect(lambda *_: self.stain_layer.reset_choices())
         self.preview_layer = None

@@ -94,6 +94,7 @@ class ClassificationWidget(MicrosegDock):
         self.threshold.changed.connect(self._apply_threshold)
         self.export_button.changed.connect(self.export)
         self.train_button.changed.connect(self.train)
+        self.run_buttons = (self.classify_button, self.train_button)
         for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
             event.connect(lambda *_: self.form.reset_choices())
         self.results: pd.DataFrame | None = None

@@ -95,6 +95,7 @@ class SegmentationWidget(MicrosegDock):
         self.export_button.changed.connect(self.export)
         self.add_button.changed.connect(self.add_to_training_set)
         self.finetune_button.changed.connect(self.fine_tune)
+        self.run_buttons = (self.run_button, self.batch_button, self.finetune_button)
         self.model_choice.changed.connect(self._toggle_file)
         for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
             event.connect(lambda *_: self.form.reset_choices())

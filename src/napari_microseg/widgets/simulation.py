@@ -79,6 +79,7 @@ class SimulationWidget(MicrosegDock):
         self.body.addWidget(self.container.native)
         self.domain.changed.connect(self._show_form)
         self.generate_button.changed.connect(self.generate)
+        self.run_buttons = (self.generate_button,)
         self._show_form()
 
     def _show_form(self, *_: Any) -> None:

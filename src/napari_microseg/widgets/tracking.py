@@ -64,6 +64,7 @@ class TrackingWidget(MicrosegDock):
                                           self.export_csv_button, self.export_ctc_button])
         self.body.addWidget(self.actions.native)
         self.track_button.changed.connect(self.track)
+        self.run_buttons = (self.track_button,)
         self.export_csv_button.changed.connect(self.export_csv)
         self.export_ctc_button.changed.connect(self.export_ctc)
         self.delete_button.changed.connect(self.delete_selected)

@@ -83,6 +83,7 @@ class TrainingWidget(MicrosegDock):
         self.body.addWidget(self.plot)
         self.train_button.changed.connect(self.train)
         self.preview_button.changed.connect(self.preview)
+        self.run_buttons = (self.train_button, self.preview_button)
         self.result = None
         self.model_path: str | None = None
         self._last_redraw = 0.0
