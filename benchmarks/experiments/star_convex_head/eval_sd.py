@@ -8,7 +8,8 @@ from napari_microseg.inference.postprocess import fill_mask_holes, filter_labels
 torch.set_num_threads(2)
 FE = Path("/tmp/star_convex_feats")
 
-def nms(prob, rays, pthr=0.5, iou_thr=0.4, stride=1):
+def nms(prob, rays, pthr=0.5, iou_thr=0.4, stride=1, skip_covered_centres=False):
+    """Greedy StarDist-style NMS; skip_covered_centres also drops a candidate whose centre lies in an accepted polygon."""
     h, w = prob.shape
     m = np.zeros_like(prob, bool); m[::stride, ::stride] = True
     ys, xs = np.nonzero((prob > pthr) & m)
@@ -16,7 +17,7 @@ def nms(prob, rays, pthr=0.5, iou_thr=0.4, stride=1):
     canvas = np.zeros((h, w), np.int32); areas = [0]; polys = []
     for c in order:
         y, x = ys[c], xs[c]
-        if canvas[y, x] and False: pass
+        if skip_covered_centres and canvas[y, x]: continue
         d = rays[:, y, x]
         rr, cc = draw_polygon(y + d * DY, x + d * DX, (h, w))
         if len(rr) == 0: continue
@@ -57,6 +58,7 @@ def labels_hybrid(polys, probs):
 if __name__ == "__main__":
     from train_head import head
     split = int(sys.argv[1]); pthr = float(sys.argv[2]); iou_thr = float(sys.argv[3])
+    import os; skip = os.environ.get("SKIP_COVERED") == "1"
     net = head(); net.load_state_dict(torch.load(sys.argv[4] if len(sys.argv) > 4 else "/tmp/star_convex_head.pt")); net.eval()
     res = {"pure": [], "hybrid": []}
     t = time.time()
@@ -66,9 +68,9 @@ if __name__ == "__main__":
             out = net(torch.from_numpy(np.concatenate([f, p]).astype(np.float32))[None])[0].numpy()
         prob = 1 / (1 + np.exp(-out[0])); rays = np.maximum(out[1:], 0.5)
         _, gt = read(n)
-        polys = nms(prob, rays, pthr, iou_thr, stride=1 if gt.size < 300000 else 2)
+        polys = nms(prob, rays, pthr, iou_thr, stride=1 if gt.size < 300000 else 2, skip_covered_centres=skip)
         res["pure"].append((n, gt, labels_pure(polys, gt.shape)))
         res["hybrid"].append((n, gt, labels_hybrid(polys, p.astype(np.float32))))
     for k, v in res.items():
         per, pooled = evaluate_dataset(iter(v))
-        print(sys.argv[1:4], k, {q: round(float(pooled[q]), 4) for q in ("ap@0.50", "f1@0.50", "ap@0.75")}, round(time.time() - t), flush=True)
+        print(sys.argv[1:4], "skip_covered" if skip else "plain", k, {q: round(float(pooled[q]), 4) for q in ("ap@0.50", "f1@0.50", "ap@0.75")}, round(time.time() - t), flush=True)
