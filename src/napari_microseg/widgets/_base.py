@@ -137,8 +137,7 @@ class MicrosegDock(QWidget):
         self._started_at = time.perf_counter()
         self.progress.setRange(0, 0)  # busy indicator until the first event
         self.progress.setFormat(label)
-        self.stop_button.setEnabled(True)
-        self._set_run_buttons_enabled(False)
+        self._show_busy(True)
         self.show_message(f"{label} ...")
 
         def yielded(event: Any) -> None:
@@ -182,8 +181,7 @@ class MicrosegDock(QWidget):
         def finished() -> None:
             self.worker = None
             self._cooperative_stop = None
-            self.stop_button.setEnabled(False)
-            self._set_run_buttons_enabled(True)
+            self._show_busy(False)
             state = outcome["state"]
             if state == "done" and cooperative_stop is not None and cooperative_stop.is_set():
                 state = "stopped"
@@ -198,9 +196,11 @@ class MicrosegDock(QWidget):
         worker.start()
         return worker
 
-    def _set_run_buttons_enabled(self, enabled: bool) -> None:
+    def _show_busy(self, busy: bool) -> None:
+        """While a run is going only Stop is live among the run controls; afterwards the reverse."""
+        self.stop_button.setEnabled(busy)
         for button in self.run_buttons:
-            button.enabled = enabled
+            button.enabled = not busy
 
     def stop(self) -> None:
         """Ask the running work to stop: at its next progress event (its generator is closed in the
