@@ -140,7 +140,8 @@ def train_nuclei_fluorescence(args: argparse.Namespace) -> None:
     cfg = {
         "preset": args.preset, "output_mode": "three_class", "patch_size": args.patch, "patches_per_epoch": args.patches,
         "batch_size": 8, "epochs": args.epochs, "lr": args.lr, "seed": 0, "num_threads": args.threads, "val_fraction": 0.1,
-        "early_stopping_patience": 15, "reduce_lr_patience": 5, "reduce_lr_factor": 0.3, "monitor": "val_loss",
+        "early_stopping_patience": args.patience or None, "reduce_lr_patience": 5, "reduce_lr_factor": 0.3,
+        "lr_schedule": args.lr_schedule, "monitor": "val_loss",
         "distance_head": bool(args.distance_head), "distance_weight": 4.0, "image_sampling": args.image_sampling,
         "touching_weight": args.touching_weight,
         "data_description": f"DSB2018 stage1_train (CC0) {len(train_files)} images (sorted index % 5 != 0) + {n_sim} simulated nuclei images 256x256 + {5 * n_movies} frames of {n_movies} simulated time-lapses (seeds 5000+)",
@@ -191,7 +192,8 @@ def train_nuclei_phase(args: argparse.Namespace) -> None:
     cfg = {
         "preset": args.preset, "output_mode": "three_class", "patch_size": args.patch, "patches_per_epoch": args.patches,
         "batch_size": 8, "epochs": args.epochs, "lr": 2e-3, "seed": 0, "num_threads": args.threads, "val_fraction": 0.1,
-        "early_stopping_patience": 15, "reduce_lr_patience": 5, "reduce_lr_factor": 0.3, "monitor": "val_loss",
+        "early_stopping_patience": args.patience or None, "reduce_lr_patience": 5, "reduce_lr_factor": 0.3,
+        "lr_schedule": args.lr_schedule, "monitor": "val_loss",
         "data_description": f"ISL phase_z6 left 3/4 ({phase.shape[0]}x{split}) labelled by the DAPI auto-labeller + "
                             f"{6 * n_movies} frames of {n_movies} simulated phase-contrast time-lapses (seeds 7000+)",
     }
@@ -321,6 +323,10 @@ def main() -> None:
     parser.add_argument("--movies", type=int, default=8, help="simulated time-lapses whose frames join the training set")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--lr", type=float, default=2e-3, help="nuclei_fluorescence, ccd_classes: learning rate")
+    parser.add_argument("--lr-schedule", choices=("plateau", "cosine"), default="plateau",
+                        help="nuclei_fluorescence: lr falls on plateaus, or along a cosine to 1e-6 over --epochs")
+    parser.add_argument("--patience", type=int, default=15,
+                        help="nuclei_fluorescence: early-stopping patience in epochs (0: never stop early)")
     parser.add_argument("--base-filters", type=int, default=None, help="ccd_classes: filters of the first level (preset's default otherwise)")
     parser.add_argument("--cluster-threshold", type=float, default=60.0, help="ccd_classes: ADC of charge from which a pixel is 'cluster'")
     parser.add_argument("--class-weights", default="auto", choices=["auto", "sqrt"], help="ccd_classes: weighted-CE class weights")

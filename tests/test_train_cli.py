@@ -3,6 +3,7 @@
 import csv
 
 import numpy as np
+import pytest
 import tifffile
 
 from napari_microseg.cli import main
@@ -97,3 +98,14 @@ def test_cli_train_refuses_settings_and_models_that_cannot_work(tmp_path, capsys
     assert main(["train", "--images", str(tmp_path / "one" / "images"), "--labels", str(tmp_path / "one" / "labels"),
                  "--out", str(tmp_path / "e.pt")]) == 2
     assert "hold no objects" in capsys.readouterr().err
+
+
+def test_cli_train_cosine_schedule_lowers_the_lr_every_epoch(tmp_path):
+    images, labels = _folder(tmp_path)
+    out = tmp_path / "cos.pt"
+    assert main(["train", "--images", str(images), "--labels", str(labels), "--out", str(out), "--epochs", "3",
+                 "--patch", "64", "--patches-per-epoch", "8", "--threads", "2", "--device", "cpu", "--lr", "0.01",
+                 "--lr-schedule", "cosine", "--patience", "0"]) == 0
+    with open(tmp_path / "cos.history.csv", newline="") as fh:
+        lrs = [float(r["lr"]) for r in csv.DictReader(fh)]
+    assert lrs[0] == pytest.approx(0.01) and lrs[0] > lrs[1] > lrs[2] > 1e-6

@@ -183,3 +183,20 @@ def test_unknown_image_sampling_is_refused_before_training(tmp_path):
     with pytest.raises(InputError, match="image_sampling must be one of pixels, objects"):
         next(train(TrainConfig(epochs=1, image_sampling="area", **TINY), (imgs, labs), out_path=tmp_path / "x.pt"))
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_cosine_schedule_falls_from_lr_to_min_lr_and_resumes_on_it(tmp_path):
+    imgs, labs = disk_set(3, seed=2)
+    base = dict(TINY, patches_per_epoch=8, lr=1e-2, min_lr=1e-4, lr_schedule="cosine")
+    events, _ = run(train(TrainConfig(epochs=4, seed=0, **base), (imgs, labs), out_path=tmp_path / "m.pt"))
+    lrs = [e.lr for e in events if e.kind == "epoch"]
+    expected = [1e-4 + (1e-2 - 1e-4) * (1 + np.cos(np.pi * k / 4)) / 2 for k in range(4)]
+    np.testing.assert_allclose(lrs, expected, rtol=1e-6)
+    # resuming up to more epochs continues where the schedule stood, not from the start
+    events, _ = run(train(TrainConfig(epochs=5, seed=0, **base), (imgs, labs), out_path=tmp_path / "m.pt",
+                          resume=tmp_path / "m.pt"))
+    assert [e.epoch for e in events if e.kind == "epoch"] == [5]
+    np.testing.assert_allclose([e.lr for e in events if e.kind == "epoch"],
+                               [1e-4 + (1e-2 - 1e-4) * (1 + np.cos(np.pi * 4 / 5)) / 2], rtol=1e-6)
+    with pytest.raises(InputError, match="lr_schedule"):
+        next(train(TrainConfig(epochs=1, lr_schedule="step", **TINY), (imgs, labs), out_path=tmp_path / "x.pt"))

@@ -67,7 +67,12 @@ class TrainConfig:
     early_stopping_patience : epochs without improvement before stopping (None: never).
     reduce_lr_patience : epochs without improvement before multiplying the lr by
         ``reduce_lr_factor`` (None: constant lr).
-    min_lr : lower bound for the plateau scheduler.
+    min_lr : lower bound for the plateau scheduler, and the cosine schedule's final lr.
+    lr_schedule : ``"plateau"`` (default: the lr falls by ``reduce_lr_factor`` after
+        ``reduce_lr_patience`` epochs without improvement) or ``"cosine"`` (the lr falls
+        from ``lr`` to ``min_lr`` along half a cosine over the epochs ``1..epochs``,
+        whatever the validation does; for long fine-tunes, usually with
+        ``early_stopping_patience=None``).
     monitor : ``"val_loss"`` (lower is better) or ``"val_dice"`` (higher is better).
     device : ``"auto"`` (cuda > mps > cpu), ``"cpu"``, ``"cuda"``, ...
     amp : mixed precision: on CUDA bfloat16 where supported, else float16 + grad scaling;
@@ -122,6 +127,7 @@ class TrainConfig:
     reduce_lr_patience: int | None = 5
     reduce_lr_factor: float = 0.1
     min_lr: float = 1e-6
+    lr_schedule: str = "plateau"
     monitor: str = "val_loss"
     device: str = "auto"
     amp: bool = True
@@ -362,6 +368,8 @@ def train(
         raise InputError(f"unknown output mode {cfg.output_mode!r}: use binary, three_class or multiclass")
     if cfg.monitor not in ("val_loss", "val_dice"):
         raise InputError("monitor must be 'val_loss' or 'val_dice'")
+    if cfg.lr_schedule not in ("plateau", "cosine"):
+        raise InputError(f"lr_schedule must be 'plateau' or 'cosine', got {cfg.lr_schedule!r}")
     if cfg.distance_head and cfg.output_mode != "three_class":
         raise InputError("distance_head needs output mode three_class")
     if not (math.isfinite(cfg.touching_weight) and cfg.touching_weight >= 0):
@@ -506,7 +514,9 @@ def train(
     optimizer = _make_optimizer(cfg.optimizer, params, cfg.lr, cfg.weight_decay)
     higher_better = cfg.monitor == "val_dice"
     scheduler = None
-    if cfg.reduce_lr_patience is not None:
+    if cfg.lr_schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, int(cfg.epochs)), eta_min=cfg.min_lr)
+    elif cfg.reduce_lr_patience is not None:
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max" if higher_better else "min", factor=cfg.reduce_lr_factor,
             patience=int(cfg.reduce_lr_patience), min_lr=cfg.min_lr)
@@ -538,6 +548,12 @@ def train(
         optimizer.load_state_dict(ckpt["optimizer_state"])
         if scheduler is not None and ckpt.get("scheduler_state"):
             scheduler.load_state_dict(ckpt["scheduler_state"])
+            if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+                # resumed up to another epoch count: the cosine is stretched (or shrunk) to it from where it stands
+                scheduler.T_max = max(1, int(cfg.epochs))
+                for group, base_lr in zip(optimizer.param_groups, scheduler.base_lrs):
+                    group["lr"] = scheduler.eta_min + (base_lr - scheduler.eta_min) * (
+                        1 + math.cos(math.pi * min(scheduler.last_epoch, scheduler.T_max) / scheduler.T_max)) / 2
         tstate = json.loads(ckpt.get("trainer_state_json", "{}"))
         start_epoch = int(tstate.get("epoch", 0)) + 1
         history = list(tstate.get("history", []))
@@ -735,8 +751,10 @@ def train(
                 saved_any = True
             else:
                 bad_epochs += 1
-            if scheduler is not None:
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 scheduler.step(monitored)
+            elif scheduler is not None:
+                scheduler.step()
             write_last(epoch)
             msg = (f"epoch {epoch}/{n_epochs} loss {train_loss:.4f}"
                    + (f" val_loss {val_loss:.4f} val_dice {val_dice:.3f}" if val_loss is not None else "")
