@@ -326,9 +326,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--lr", type=float, default=2e-3, help="nuclei_fluorescence, ccd_classes: learning rate")
     parser.add_argument("--lr-schedule", choices=("plateau", "cosine"), default="plateau",
-                        help="nuclei_fluorescence: lr falls on plateaus, or along a cosine to 1e-6 over --epochs")
+                        help="nuclei models: lr falls on plateaus, or along a cosine to 1e-6 over --epochs")
     parser.add_argument("--patience", type=int, default=15,
-                        help="nuclei_fluorescence: early-stopping patience in epochs (0: never stop early)")
+                        help="nuclei models: early-stopping patience in epochs (0: never stop early)")
     parser.add_argument("--base-filters", type=int, default=None, help="ccd_classes: filters of the first level (preset's default otherwise)")
     parser.add_argument("--cluster-threshold", type=float, default=60.0, help="ccd_classes: ADC of charge from which a pixel is 'cluster'")
     parser.add_argument("--class-weights", default="auto", choices=["auto", "sqrt"], help="ccd_classes: weighted-CE class weights")

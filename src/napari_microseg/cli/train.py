@@ -67,6 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(crowded images of small nuclei are not outweighed by large images), or half of each (mixed)")
     t.add_argument("--batch-size", type=int, default=8)
     t.add_argument("--lr", type=float, default=1e-3, help="initial learning rate")
+    # the choices of trainer.LR_SCHEDULES, written out: importing the trainer here would load torch for --help
     t.add_argument("--lr-schedule", choices=["plateau", "cosine"], default="plateau",
                    help="plateau: the lr falls when validation stops improving; cosine: it falls from --lr to 1e-6 "
                         "along a cosine over --epochs (long fine-tunes; combine with --patience 0)")
@@ -143,7 +144,8 @@ def run(args: argparse.Namespace) -> int:
         class_names=[s.strip() for s in args.class_names.split(",")] if args.class_names else None,
         normalization=spec,
         patch_size=args.patch, patches_per_epoch=args.patches_per_epoch, batch_size=args.batch_size,
-        image_sampling=args.image_sampling, epochs=args.epochs, lr=args.lr, lr_schedule=args.lr_schedule, optimizer=args.optimizer, loss=args.loss,
+        image_sampling=args.image_sampling, epochs=args.epochs, lr=args.lr, lr_schedule=args.lr_schedule,
+        optimizer=args.optimizer, loss=args.loss,
         early_stopping_patience=args.patience or None, device=args.device, amp=not args.no_amp,
         seed=args.seed, num_threads=args.threads, freeze_encoder=args.freeze_encoder,
         val_fraction=args.val_fraction, augment=not args.no_augment, ignore_value=args.ignore_value,

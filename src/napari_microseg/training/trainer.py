@@ -38,6 +38,10 @@ DEFAULT_CLASS_NAMES = {
 }
 
 
+#: learning-rate schedules (:attr:`TrainConfig.lr_schedule`)
+LR_SCHEDULES = ("plateau", "cosine")
+
+
 @dataclass
 class TrainConfig:
     """Training settings; ``asdict(config)`` is JSON-able and stored in the model file.
@@ -315,6 +319,11 @@ def check_common_settings(cfg: Any, whole_numbers: dict[str, int]) -> None:
         raise InputError(f"val_fraction must be in [0, 1), got {cfg.val_fraction!r}")
 
 
+def cosine_lr(lr: float, min_lr: float, epochs: int, done: int) -> float:
+    """Learning rate of the cosine schedule after ``done`` of ``epochs`` epochs: ``lr`` at 0, ``min_lr`` at the end."""
+    return min_lr + (lr - min_lr) * (1 + math.cos(math.pi * min(done, epochs) / max(1, epochs))) / 2
+
+
 def _check_counts_and_rates(cfg: TrainConfig) -> None:
     """One clear line for settings that would otherwise fail deep inside torch (or divide by zero)."""
     check_common_settings(cfg, {"epochs": 1, "batch_size": 1, "patches_per_epoch": 1, "patch_size": 16,
@@ -368,8 +377,8 @@ def train(
         raise InputError(f"unknown output mode {cfg.output_mode!r}: use binary, three_class or multiclass")
     if cfg.monitor not in ("val_loss", "val_dice"):
         raise InputError("monitor must be 'val_loss' or 'val_dice'")
-    if cfg.lr_schedule not in ("plateau", "cosine"):
-        raise InputError(f"lr_schedule must be 'plateau' or 'cosine', got {cfg.lr_schedule!r}")
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        raise InputError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {cfg.lr_schedule!r}")
     if cfg.distance_head and cfg.output_mode != "three_class":
         raise InputError("distance_head needs output mode three_class")
     if not (math.isfinite(cfg.touching_weight) and cfg.touching_weight >= 0):
@@ -546,16 +555,16 @@ def train(
     bad_epochs = 0
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer_state"])
-        if scheduler is not None and ckpt.get("scheduler_state"):
-            scheduler.load_state_dict(ckpt["scheduler_state"])
-            if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
-                # resumed up to another epoch count: the cosine is stretched (or shrunk) to it from where it stands
-                scheduler.T_max = max(1, int(cfg.epochs))
-                for group, base_lr in zip(optimizer.param_groups, scheduler.base_lrs):
-                    group["lr"] = scheduler.eta_min + (base_lr - scheduler.eta_min) * (
-                        1 + math.cos(math.pi * min(scheduler.last_epoch, scheduler.T_max) / scheduler.T_max)) / 2
         tstate = json.loads(ckpt.get("trainer_state_json", "{}"))
         start_epoch = int(tstate.get("epoch", 0)) + 1
+        if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+            # the cosine's place follows from the epochs done; resumed up to another epoch count (or after a
+            # plateau run) it is stretched over the new one from there
+            scheduler.last_epoch = start_epoch - 1
+            for group in optimizer.param_groups:
+                group["lr"] = cosine_lr(cfg.lr, cfg.min_lr, cfg.epochs, start_epoch - 1)
+        elif scheduler is not None and ckpt.get("scheduler_state"):
+            scheduler.load_state_dict(ckpt["scheduler_state"])
         history = list(tstate.get("history", []))
         best_value = tstate.get("best_value")
         best_epoch = tstate.get("best_epoch")
