@@ -250,3 +250,95 @@ def test_unsure_objects_are_dropped_by_mean_interior_probability():
     assert iou(filtered == 1, sure) > 0.9 and not (filtered[unsure] > 0).any()
     # 0 keeps everything, as before the option existed
     np.testing.assert_array_equal(three_class_to_labels(p, seed_threshold=0.7, min_mean_interior=0.0), kept_all)
+
+
+def small_and_large_nuclei(shape=(60, 90)):
+    """Three-class probabilities of a 3x3 nucleus with an unsure rim, a 7-px-radius nucleus and a 2-px speck.
+
+    The small nucleus's rim (one pixel around it, 4-connected) has P(foreground)
+    0.3: below the mask threshold 0.5 but above GROW_MIN_FOREGROUND; the large
+    one has the same rim; the speck (2 px) lies in background of P(fg) 0.3.
+    """
+    p = np.zeros((3,) + shape, np.float32)
+    p[0] = 0.95
+    p[2] = 0.05
+    small = np.zeros(shape, bool)
+    small[19:22, 19:22] = True
+    large = disc(shape, (30, 60), 7)
+    speck = np.zeros(shape, bool)
+    speck[50, 10:12] = True
+    cross = ndi.generate_binary_structure(2, 1)
+    for obj in (small, large, speck):
+        rim = ndi.binary_dilation(obj, cross) & ~obj
+        p[0][rim], p[1][rim], p[2][rim] = 0.7, 0.1, 0.2
+        p[0][obj], p[1][obj], p[2][obj] = 0.05, 0.9, 0.05
+    return p, small, large, speck
+
+
+def test_small_objects_grow_one_pixel_where_the_network_is_unsure():
+    from napari_microseg.inference.postprocess import GROW_MIN_FOREGROUND
+
+    assert 0.3 > GROW_MIN_FOREGROUND
+    p, small, large, speck = small_and_large_nuclei()
+    plain = three_class_to_labels(p, seed_method="probability", min_size=4)
+    grown = three_class_to_labels(p, seed_method="probability", min_size=4, grow_small_below=40)
+    assert plain.max() == grown.max() == 2  # the speck (2 px) is under min_size either way
+    s_plain, s_grown = plain[20, 20], grown[20, 20]
+    assert (plain == s_plain).sum() == 9
+    expected = ndi.binary_dilation(small, ndi.generate_binary_structure(2, 1))  # 9 + 12 px
+    np.testing.assert_array_equal(grown == s_grown, expected)
+    # the large nucleus (149 px) and everything else stay as they were
+    l_plain, l_grown = plain[30, 60], grown[30, 60]
+    np.testing.assert_array_equal(plain == l_plain, grown == l_grown)
+    assert not grown[speck].any()
+    # 0 (the default) changes nothing
+    np.testing.assert_array_equal(three_class_to_labels(p, seed_method="probability", min_size=4, grow_small_below=0),
+                                  plain)
+
+
+def test_growth_stops_at_confident_background_and_other_objects():
+    from napari_microseg.inference.postprocess import grow_small_objects
+
+    labels = np.zeros((8, 12), np.uint16)
+    labels[3:5, 2:4] = 1           # 4 px
+    labels[3:5, 5:7] = 2           # 4 px, one pixel of background between them (column 4)
+    labels[3:5, 9:11] = 3          # 4 px
+    p_bg = np.full(labels.shape, 0.5, np.float32)
+    p_bg[:, 11] = 0.95             # confident background right of object 3
+    out = grow_small_objects(labels, p_bg, below_area=5)
+    assert out is not labels and labels[2, 2] == 0  # a copy; the input is untouched
+    np.testing.assert_array_equal(out[labels > 0], labels[labels > 0])  # labelled pixels keep their label
+    assert out[3, 4] == 2          # the gap between two small objects goes to the higher label
+    assert out[2, 2] == 1 and out[5, 3] == 1 and out[3, 1] == 1
+    assert out[3, 11] == 0 and out[3, 8] == 3
+    assert out[2, 1] == 0          # 4-connected: no diagonal growth
+    np.testing.assert_array_equal(grow_small_objects(labels, p_bg, below_area=4), labels)  # none under 4 px
+
+
+def test_growth_in_bands_equals_whole_frame(monkeypatch):
+    """Band edges (1024 rows in real use) do not change the result, also when growing in place."""
+    from napari_microseg.inference import postprocess
+    from napari_microseg.inference.postprocess import grow_small_objects
+
+    rng = np.random.default_rng(3)
+    labels, _ = ndi.label(rng.random((97, 64)) > 0.8)
+    labels = labels.astype(np.uint32)
+    p_bg = rng.random(labels.shape).astype(np.float32)
+    whole = grow_small_objects(labels, p_bg, below_area=4, min_foreground=0.2)
+    assert (whole != labels).sum() > 50
+    monkeypatch.setattr(postprocess, "_BAND", 7)
+    np.testing.assert_array_equal(grow_small_objects(labels, p_bg, below_area=4, min_foreground=0.2), whole)
+    inplace = labels.copy()
+    assert grow_small_objects(inplace, p_bg, below_area=4, min_foreground=0.2, in_place=True) is inplace
+    np.testing.assert_array_equal(inplace, whole)
+
+
+def test_banded_three_class_grows_small_objects_like_the_whole_frame():
+    from napari_microseg.inference.postprocess import three_class_to_labels_banded
+
+    p, small, large, speck = small_and_large_nuclei(shape=(400, 90))
+    kw = dict(seed_method="probability", min_size=4, grow_small_below=40)
+    whole = three_class_to_labels(p, **kw)
+    banded = three_class_to_labels_banded(p, band_rows=20, margin=20, **kw)  # a band edge cuts the small one
+    np.testing.assert_array_equal(banded > 0, whole > 0)
+    assert banded[20, 20] > 0 and (banded == banded[20, 20]).sum() == 21

@@ -340,6 +340,7 @@ def three_class_to_labels(
     fill_holes: bool = True,
     remove_border: bool = False,
     min_mean_interior: float = 0.0,
+    grow_small_below: int = 0,
     class_order: tuple[str, str, str] = THREE_CLASS_ORDER,
 ) -> np.ndarray:
     """Instance labels from background / interior / boundary probabilities by seeded watershed.
@@ -381,6 +382,11 @@ def three_class_to_labels(
         is below this (0..1; 0 keeps all). Faint structures the network is unsure
         of (neurites, debris, out-of-focus blobs) have a low mean; on DSB2018
         training images 0.4 removed 4-5x more false than true objects.
+    grow_small_below : objects of fewer pixels than this grow by one pixel (4-connected)
+        into background whose foreground probability exceeds
+        :data:`GROW_MIN_FOREGROUND` (0: off). The network draws nuclei of a few
+        pixels too thin: their one-pixel rim is much of their area, and there it
+        is unsure. See :func:`grow_small_objects`.
 
     Returns
     -------
@@ -430,7 +436,52 @@ def three_class_to_labels(
     if min_mean_interior > 0 and labels.max() > 0:
         labels = drop_unsure_objects(labels, p_in, float(min_mean_interior))
     # holes were filled in the mask before flooding, so objects have none left
-    return filter_labels(labels, min_size, max_size, remove_border)
+    labels = filter_labels(labels, min_size, max_size, remove_border)
+    if grow_small_below > 0:  # after the size filter: specks under min_size must not grow into it
+        labels = grow_small_objects(labels, p_bg, int(grow_small_below))
+    return labels
+
+
+#: ``grow_small_below``: background pixels join a small neighbour only where P(foreground) exceeds this
+GROW_MIN_FOREGROUND = 0.1
+
+
+def grow_small_objects(labels: np.ndarray, background_probability: np.ndarray, below_area: int,
+                       min_foreground: float = GROW_MIN_FOREGROUND, in_place: bool = False) -> np.ndarray:
+    """Grow the objects of ``labels`` (Y, X) smaller than ``below_area`` px by one pixel.
+
+    A background pixel (label 0) 4-connected to such an object joins it where
+    ``1 - background_probability`` (Y, X; 0..1) exceeds ``min_foreground``;
+    where two small objects reach the same pixel, the higher label takes it.
+    Larger objects and labelled pixels are left as they are. Works in bands of
+    rows, so memory beyond ``labels`` is bounded by the band (``in_place``:
+    ``labels`` itself is changed and returned, no copy). On the DSB2018 tuning
+    images (sorted index % 5 == 1) growing objects under 40 px raised AP@0.5
+    of the shipped model by 0.003: nuclei of a few pixels then match at IoU 0.5.
+    """
+    out = labels if in_place else labels.copy()
+    areas = label_areas(labels)
+    small = areas < below_area
+    small[0] = False
+    if not small.any():
+        return out
+    cross = ndi.generate_binary_structure(2, 1)
+    h = labels.shape[0]
+    row_above = None  # the row above the band as it was before the previous band grew into it
+    for y0 in range(0, h, _BAND):
+        y1 = min(y0 + _BAND, h)
+        a, b = max(0, y0 - 1), min(h, y1 + 1)
+        block = np.array(out[a:b])
+        if row_above is not None:
+            block[0] = row_above
+        row_above = np.array(out[y1 - 1])
+        reach = ndi.grey_dilation(np.where(small[block], block, 0), footprint=cross)[y0 - a:y0 - a + y1 - y0]
+        core = block[y0 - a:y0 - a + y1 - y0]
+        join = (core == 0) & (reach > 0) & (np.asarray(background_probability[y0:y1]) < 1.0 - min_foreground)
+        if join.any():
+            core[join] = reach[join]
+            out[y0:y1] = core
+    return out
 
 
 def drop_unsure_objects(labels: np.ndarray, probability: np.ndarray, min_mean: float) -> np.ndarray:
@@ -467,8 +518,8 @@ def three_class_to_labels_banded(probabilities: np.ndarray, band_rows: int = 204
     ----------
     probabilities : (3, Y, X) array-like (numpy, float16 or float32).
     band_rows, margin : rows per band and overlap rows on each side.
-    **kwargs : as for :func:`three_class_to_labels` (``min_size``, ``max_size``
-        and ``remove_border`` are applied to the stitched frame).
+    **kwargs : as for :func:`three_class_to_labels` (``min_size``, ``max_size``,
+        ``remove_border`` and ``grow_small_below`` are applied to the stitched frame).
 
     Returns
     -------
@@ -481,6 +532,7 @@ def three_class_to_labels_banded(probabilities: np.ndarray, band_rows: int = 204
     if h <= band_rows + 2 * margin:
         return three_class_to_labels(probabilities, min_size=min_size, max_size=max_size,
                                      remove_border=remove_border, **kwargs)
+    grow_small_below = kwargs.pop("grow_small_below", 0)  # on the stitched frame, after its size filter
     out = np.zeros((h, w), np.uint32)
     next_id = 1
     for y0 in range(0, h, band_rows):
@@ -503,7 +555,11 @@ def three_class_to_labels_banded(probabilities: np.ndarray, band_rows: int = 204
         region = out[a:b]
         write = (new > 0) & (region == 0)
         region[write] = new[write]
-    return filter_labels(out, min_size, max_size, remove_border)
+    out = filter_labels(out, min_size, max_size, remove_border)
+    if grow_small_below > 0:
+        ib = kwargs.get("class_order", THREE_CLASS_ORDER).index("background")
+        out = grow_small_objects(out, probabilities[ib], int(grow_small_below), in_place=True)
+    return out
 
 
 def foreground_probability(probabilities: np.ndarray, output_mode: str,

@@ -249,7 +249,7 @@ def _check_input(image: Any) -> tuple[int, ...]:
 
 #: watershed settings a three-class model's post-processing takes (``postprocess_options``)
 THREE_CLASS_OPTIONS = {"seed_threshold", "seed_method", "distance_sigma", "seed_dynamics", "seed_erosion",
-                       "min_seed_size", "min_mean_interior"}
+                       "min_seed_size", "min_mean_interior", "grow_small_below"}
 
 
 def _check_tiling(tile: Any, overlap: Any, batch_size: Any) -> int:
