@@ -66,3 +66,17 @@ def test_tune_takes_a_list_of_grids(tiny_nuclei_model):
     assert set(result.best) == expected_keys
     with pytest.raises(InputError, match="empty"):
         drain(tune_postprocess(tiny_nuclei_model, [pairs[0][0]], [pairs[0][1]], grid=[]))
+
+
+def test_stored_small_object_growth_reaches_segment(tiny_nuclei_model, tmp_path):
+    """grow_small_below stored in the model (as train_pretrained tunes it) is applied by segment."""
+    model = tmp_path / "m.pt"
+    shutil.copy(tiny_nuclei_model, model)
+    image = simulate_nuclei_image(shape=(96, 96), n_nuclei=8, seed=70)[0]
+    plain = segment(load_model(model), image, measure=False).labels
+    store_postprocess(model, {"grow_small_below": 10**6})  # every object counts as small
+    grown = segment(load_model(model), image, measure=False)
+    assert grown.settings["postprocess"]["grow_small_below"] == 10**6
+    labels = np.asarray(grown.labels)
+    assert (labels > 0).sum() > (plain > 0).sum()
+    np.testing.assert_array_equal(labels[plain > 0], plain[plain > 0])  # objects only gain pixels
