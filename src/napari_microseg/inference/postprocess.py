@@ -467,9 +467,10 @@ def grow_small_objects(labels: np.ndarray, background_probability: np.ndarray, b
         return out
     cross = ndi.generate_binary_structure(2, 1)
     h = labels.shape[0]
+    rows = max(1, _BAND // 4)  # its temporaries come on top of a huge frame's probabilities and labels
     row_above = None  # the row above the band as it was before the previous band grew into it
-    for y0 in range(0, h, _BAND):
-        y1 = min(y0 + _BAND, h)
+    for y0 in range(0, h, rows):
+        y1 = min(y0 + rows, h)
         a, b = max(0, y0 - 1), min(h, y1 + 1)
         block = np.array(out[a:b])
         if row_above is not None:
