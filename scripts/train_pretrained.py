@@ -106,7 +106,7 @@ def tune_nuclei_fluorescence(args: argparse.Namespace) -> None:
     if load_model(out).config.get("distance_head"):  # seeds from the network's distance map (0..1 units)
         grid.append({"seed_method": ("network",), "threshold": (0.5, 0.6), "distance_sigma": (0.0, 1.0),
                      "seed_dynamics": (0.05, 0.1, 0.2), "min_mean_interior": (0.0, 0.4),
-                     "grow_small_below": (0, 40)})  # 40 px: best on the trainer's validation images (session 13)
+                     "grow_small_below": (0, 40)})  # 40 px: best on the trainer's validation images
     result = run_with_text_progress(tune_postprocess(out, [p[0] for p in pairs], [p[1] for p in pairs], grid=grid),
                                     label="tune")
     print(result.table.sort_values("ap", ascending=False).head(5).to_string(index=False))

@@ -471,17 +471,15 @@ def grow_small_objects(labels: np.ndarray, background_probability: np.ndarray, b
     row_above = None  # the row above the band as it was before the previous band grew into it
     for y0 in range(0, h, rows):
         y1 = min(y0 + rows, h)
-        a, b = max(0, y0 - 1), min(h, y1 + 1)
-        block = np.array(out[a:b])
+        a = max(0, y0 - 1)
+        block = np.array(out[a:y1 + 1])  # the band with one row of margin on each side
         if row_above is not None:
             block[0] = row_above
-        row_above = np.array(out[y1 - 1])
-        reach = ndi.grey_dilation(np.where(small[block], block, 0), footprint=cross)[y0 - a:y0 - a + y1 - y0]
-        core = block[y0 - a:y0 - a + y1 - y0]
-        join = (core == 0) & (reach > 0) & (np.asarray(background_probability[y0:y1]) < 1.0 - min_foreground)
-        if join.any():
-            core[join] = reach[join]
-            out[y0:y1] = core
+        row_above = block[y1 - 1 - a].copy()
+        inner = slice(y0 - a, y1 - a)
+        reach = ndi.grey_dilation(np.where(small[block], block, 0), footprint=cross)[inner]
+        join = (block[inner] == 0) & (reach > 0) & (np.asarray(background_probability[y0:y1]) < 1.0 - min_foreground)
+        out[y0:y1][join] = reach[join]
     return out
 
 
