@@ -28,6 +28,22 @@ def test_torchscript_export_matches_shipped_nuclei_model(tmp_path):
     assert main(["export", "--model", "nuclei_fluorescence", "--out", str(out)]) == 2  # no silent overwrite
 
 
+@pytest.mark.parametrize("height, width", [(100, 100), (130, 97), (5, 7)])
+def test_torchscript_export_takes_sizes_that_need_padding(tmp_path, height, width):
+    """The U-Net pads inputs to multiples of 2**depth; the exported file must too (a plain trace
+    bakes in the no-padding branch of its 128 x 128 example and fails on other sizes)."""
+    out = tmp_path / "fast_ts.pt"
+    assert main(["export", "--model", "nuclei_fluorescence_fast", "--out", str(out)]) == 0
+    module, _ = load_torchscript(out)
+    loaded = load_model("nuclei_fluorescence_fast", device="cpu")
+    x = torch.rand(2, 1, height, width)
+    with torch.no_grad():
+        got = module(x).numpy()
+        expected = loaded.model.eval()(x).numpy()
+    assert got.shape == (2, 4, height, width)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
 def test_export_unknown_model_fails_cleanly(tmp_path, capsys):
     assert main(["export", "--model", "nope", "--out", str(tmp_path / "x.pt")]) == 2
     assert "neither a file nor a shipped model" in capsys.readouterr().err

@@ -28,10 +28,13 @@ def read_layers(path: str | list[str]) -> list[tuple]:
     paths = path if isinstance(path, list) else [path]
     layers = []
     for p in paths:
-        image = read_image(p)
+        image = read_image(p, channel="all")
         name = Path(str(p).rstrip("/")).name
         for suffix in (".gz", ".zarr", ".tiff", ".tif", ".fits", ".fit", ".fts", ".ome"):
             name = name.removesuffix(suffix)
         kwargs: dict = {"name": name, "metadata": {"source_kind": image.kind, "header": image.metadata}}
+        if "channel_axis" in image.metadata:  # one layer per channel, named after the file
+            kwargs["channel_axis"] = image.metadata["channel_axis"]
+            kwargs["name"] = [f"{name} [channel {c}]" for c in range(image.data.shape[kwargs["channel_axis"]])]
         layers.append((image.data, kwargs, "image"))
     return layers

@@ -62,11 +62,11 @@ TASKS = ("segment", "track", "autolabel", "classify")
 
 #: keyword parameters accepted per task (passed to the task function on the workers)
 TRACK_PARAMS = ("config", "max_search_radius", "update_method", "optimize", "stage_shift")
-TASK_PARAMS = {
-    "segment": SEGMENT_PARAMS,
-    "track": TRACK_PARAMS + SEGMENT_PARAMS,
-    "autolabel": ("autolabel",),
-    "classify": ("box", "threshold"),
+TASK_PARAMS = {  # every task takes "channel": the channel read from multi-channel TIFFs
+    "segment": SEGMENT_PARAMS + ("channel",),
+    "track": TRACK_PARAMS + SEGMENT_PARAMS + ("channel",),
+    "autolabel": ("autolabel", "channel"),
+    "classify": ("box", "threshold", "channel"),
 }
 #: parameters that do not change results (left out of the settings hash)
 NEUTRAL_PARAMS = ("batch_size",)

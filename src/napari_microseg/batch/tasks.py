@@ -183,11 +183,16 @@ def item_checksum(item: BatchItem) -> tuple[str, np.ndarray | None]:
     return sha256_file(path), None
 
 
-def _read_whole(item: BatchItem) -> Any:
-    """The whole input: numpy for files, a lazy dask array for Zarr stores."""
-    from ..io.images import read_image
+def _read_whole(item: BatchItem, spec: TaskSpec, grey: bool = False) -> Any:
+    """The whole input: numpy for files, a lazy dask array for Zarr stores.
 
-    return read_image(item.source).data
+    ``spec.params["channel"]`` picks one channel of multi-channel TIFFs; with
+    ``grey`` an RGB(A) image ``(Y, X, 3|4)`` becomes the mean of its colours.
+    """
+    from ..io.images import read_image, rgb_to_grey
+
+    data = read_image(item.source, channel=spec.params.get("channel")).data
+    return rgb_to_grey(data, item.image) if grey else data
 
 
 # ----------------------------------------------------------------------------- writers
@@ -267,13 +272,13 @@ def segment_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> d
         write_zarr_frame(out, rel, item.frame, np.asarray(result.labels))
         objects, counts = _frame_tables(result.objects, result.counts, item.frame)
     elif item.is_zarr:  # a whole Zarr store (2D image or a stack read as one item): written chunk by chunk
-        data = _read_whole(item)
+        data = _read_whole(item, spec)
         rel = f"labels/{item.stem}.zarr"
         result = _labels_into_zarr_store(out, rel, lambda arr: segment(loaded, data, out=arr, **kw),
                                          tuple(data.shape), spec.label_dtype)
         objects, counts = result.objects, result.counts
     else:
-        data = _read_whole(item)
+        data = _read_whole(item, spec, grey=True)
         result = segment(loaded, data, **kw)
         rel = _write_labels_tiff(out, f"labels/{item.stem}.tif", result.labels)
         objects, counts = result.objects, result.counts
@@ -297,7 +302,7 @@ def autolabel_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) ->
         counts = count_objects(labels)
         counts["t"] = item.frame
     else:
-        data = np.asarray(_read_whole(item))
+        data = np.asarray(_read_whole(item, spec, grey=True))
         if data.ndim == 2:
             labels = np.asarray(fn(data, **kw))
         elif data.ndim == 3:
@@ -326,7 +331,7 @@ def track_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> dic
     if frame is not None:
         raise InputError(f"{item.image}: tracking needs the whole stack, not one frame")
     out = Path(spec.out)
-    data = np.asarray(_read_whole(item))
+    data = np.asarray(_read_whole(item, spec))
     data = np.squeeze(data)
     if data.ndim != 3:
         raise InputError(f"{item.image}: tracking needs a (T,Y,X) stack, got shape {data.shape}")
@@ -374,7 +379,7 @@ def classify_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> 
 
     if frame is not None:
         raise InputError(f"{item.image}: whole-image classification takes 2-D images, not stack frames")
-    image = np.asarray(_read_whole(item))
+    image = np.asarray(_read_whole(item, spec))
     if image.ndim != 2:
         raise InputError(f"{item.image}: expected a 2-D image, got shape {image.shape}")
     box = spec.params.get("box")

@@ -4,13 +4,16 @@ Each subcommand lives in its own module under ``napari_microseg.cli`` and
 exposes ``register(subparsers)``, which adds its parser and sets
 ``func=run`` (a callable taking the parsed ``argparse.Namespace`` and returning
 an exit code). Bad input raises :class:`napari_microseg.errors.MicrosegError`;
-``main`` turns it into a one-line message and exit status 2.
+``main`` turns it into a one-line message and exit status 2, as it does for
+file-system errors (a read-only or full output folder, a folder where a file
+should be) and for a missing subcommand.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from .. import __version__
@@ -50,13 +53,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: options that name files or folders a command reads: outputs may never replace them
+INPUT_OPTIONS = ("input", "stain", "labels", "image", "images", "gt", "pred", "model", "init_model",
+                 "val_images", "val_labels", "config", "points")
+
+
+def _input_paths(args: argparse.Namespace) -> list[str]:
+    """The paths given to the input options of ``args`` (globs as written; see ``protect_inputs``)."""
+    paths: list[str] = []
+    for name in INPUT_OPTIONS:
+        value = getattr(args, name, None)
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(item, (str, os.PathLike)):
+                paths.append(os.fspath(item))
+    return paths
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
+        parser.print_help(sys.stderr)
+        return 2
+    from ..io.atomic import protect_inputs
+
     try:
+        protect_inputs(_input_paths(args))
         return int(args.func(args) or 0)
     except MicrosegError as err:
         print(f"microseg {args.command}: error: {err}", file=sys.stderr)
@@ -64,9 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as err:
         print(f"microseg {args.command}: error: file not found: {err.filename or err}", file=sys.stderr)
         return 2
+    except OSError as err:  # permissions, a full disk, a folder where a file should be ...
+        where = f": {err.filename}" if err.filename else ""
+        print(f"microseg {args.command}: error: {err.strerror or err}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"microseg {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        protect_inputs([])
 
 
 if __name__ == "__main__":  # pragma: no cover

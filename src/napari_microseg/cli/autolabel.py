@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..io.atomic import make_output_folder
 
 PLAIN_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -64,11 +65,15 @@ def _columns(text: str) -> list[int]:
                 continue
             if "-" in part[1:]:
                 a, b = part.split("-", 1) if not part.startswith("-") else (part, part)
+                if int(b) < int(a):
+                    raise ValueError(f"range {part} runs backwards")
                 cols.extend(range(int(a), int(b) + 1))
             else:
                 cols.append(int(part))
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"--exclude-columns: comma-separated indices or ranges like 0-3, got {text!r}") from err
+    if any(c < 0 for c in cols):
+        raise argparse.ArgumentTypeError(f"--exclude-columns: column indices start at 0, got {text!r}")
     return cols
 
 
@@ -82,6 +87,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                          description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     f.add_argument("--stain", required=True, help="nuclear-stain image (Y, X) or stack (T, Y, X)")
     f.add_argument("--target", default=None, help="phase / bright-field image of the same field (same shape): write tile pairs")
+    f.add_argument("--channel", type=int, default=None,
+                   help="channel of a multi-channel --stain TIFF to use (0-based; default: refuse such files)")
+    f.add_argument("--target-channel", type=int, default=None,
+                   help="channel of a multi-channel --target TIFF to use (0-based)")
     f.add_argument("--out", required=True, help="output folder")
     f.add_argument("--tile", type=int, default=512, help="tile size in px (default 512, clipped to the image)")
     f.add_argument("--qc", action="store_true", help="apply the [N] QC filter to the tiles and write qc.csv")
@@ -120,8 +129,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=run_ccd)
 
 
-def read_any(path: str, hdu: int | None = None) -> np.ndarray:
-    """Read an image as a numpy array: TIFF/FITS/Zarr via ``read_image``, PNG/JPEG via scikit-image."""
+def read_any(path: str, hdu: int | None = None, channel: int | None = None) -> np.ndarray:
+    """Read an image as a numpy array: TIFF/FITS/Zarr via ``read_image``, PNG/JPEG via scikit-image.
+
+    RGB(A) images ``(Y, X, 3|4)`` become grey (the mean of R, G, B); ``channel`` picks
+    one channel of a multi-channel TIFF (see :func:`napari_microseg.io.images.read_image`).
+    """
     p = Path(path)
     if p.name.lower().endswith(PLAIN_SUFFIXES):
         if not p.exists():
@@ -135,19 +148,37 @@ def read_any(path: str, hdu: int | None = None) -> np.ndarray:
         if arr.ndim == 3 and arr.shape[-1] in (3, 4):
             arr = arr[..., :3].mean(-1).astype(np.float32)
         return arr
-    from ..io.images import read_image
+    from ..io.images import read_image, rgb_to_grey
 
-    return np.asarray(read_image(p, hdu=hdu).data)
+    return np.asarray(rgb_to_grey(np.asarray(read_image(p, hdu=hdu, channel=channel).data), p.name))
 
 
 def _prepare_out(out: Path, names: list[str], overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_folder(out)
     if not overwrite:
         clash = [n for n in names if (out / n).exists()]
         if clash:
             raise InputError(f"{out / clash[0]}: exists already (use --overwrite or another --out)")
+
+
+def _check_fluorescence_options(args: argparse.Namespace) -> None:
+    """One-line errors for out-of-range auto-label settings, before any work."""
+    if args.clahe_kernel < 0:
+        raise InputError(f"--clahe-kernel must be >= 0 px (0 disables CLAHE), got {args.clahe_kernel}")
+    if not args.clahe_clip >= 0:
+        raise InputError(f"--clahe-clip must be >= 0, got {args.clahe_clip}")
+    if not args.smooth_sigma >= 0:
+        raise InputError(f"--smooth-sigma must be >= 0 px (0 disables smoothing), got {args.smooth_sigma}")
+    if args.otsu_window < 0:
+        raise InputError(f"--otsu-window must be >= 0 px (0: global Otsu), got {args.otsu_window}")
+    low, high = args.threshold_bounds
+    if not 0 <= low <= high <= 1:
+        raise InputError(f"--threshold-bounds must satisfy 0 <= LOW <= HIGH <= 1, got {low},{high}")
+    small, large = args.diameter_range
+    if not 0 <= small <= large:
+        raise InputError(f"--diameter-range must satisfy 0 <= MIN <= MAX (px), got {small},{large}")
 
 
 def run_fluorescence(args: argparse.Namespace) -> int:
@@ -163,12 +194,13 @@ def run_fluorescence(args: argparse.Namespace) -> int:
     from ..io.tables import write_csv
     from ..progress import run_with_text_progress
 
-    stain = read_any(args.stain)
+    _check_fluorescence_options(args)
+    stain = read_any(args.stain, channel=args.channel)
     if stain.ndim not in (2, 3):
         raise InputError(f"{args.stain}: expected (Y, X) or (T, Y, X), got shape {stain.shape}")
     target = None
     if args.target:
-        target = read_any(args.target)
+        target = read_any(args.target, channel=args.target_channel)
         if target.shape != stain.shape:
             raise InputError(f"--target shape {target.shape} differs from --stain shape {stain.shape}")
     if target is None and args.qc:
@@ -256,6 +288,11 @@ def run_ccd(args: argparse.Namespace) -> int:
     from ..io.images import write_tiff
     from ..io.tables import write_csv
 
+    for option in ("seed_sigma", "grow_sigma", "glow_sigma"):
+        if not getattr(args, option) > 0:
+            raise InputError(f"--{option.replace('_', '-')} must be > 0 (noise sd), got {getattr(args, option)}")
+    if args.hot_min_length < 1 or args.cluster_max_size < 1:
+        raise InputError("--hot-min-length and --cluster-max-size must be >= 1 px")
     image = read_any(args.input, hdu=args.hdu)
     if image.ndim != 2:
         raise InputError(f"{args.input}: expected a 2-D frame, got shape {image.shape}")

@@ -34,6 +34,8 @@ import os
 import signal
 import sys
 
+from ..errors import InputError
+
 TASK_HELP = {
     "segment": "segment images with a trained model (labels, objects.csv, counts.csv)",
     "track": "track (T,Y,X) label stacks, or image stacks segmented with --model first (tracks.csv, counts.csv)",
@@ -58,6 +60,8 @@ def _common(p: argparse.ArgumentParser, model_required: bool) -> None:
                    help="tasks submitted at a time (default 4 per worker thread); a kill loses at most these")
     g.add_argument("--memory-limit", default=None, help="memory limit per local worker, e.g. 4GB (default: Dask's share)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    p.add_argument("--channel", type=int, default=None,
+                   help="channel to use in multi-channel TIFFs (0-based; default: such files fail with a message)")
     p.add_argument("--overwrite", action="store_true",
                    help="allow redoing all items when --out holds results made with other settings")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -68,7 +72,7 @@ def _segment_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tile", type=int, default=None, help="tile size in px (default: model patch size, >= 256)")
     g.add_argument("--overlap", type=float, default=None, help="tile overlap: px, or fraction of the tile if < 1 (default 0.125)")
     g.add_argument("--batch-size", type=int, default=None, help="tiles per network call (default 4)")
-    g.add_argument("--threshold", type=float, default=None, help="foreground probability threshold (default 0.5)")
+    g.add_argument("--threshold", type=float, default=None, help="foreground probability threshold (default: the model's tuned value, else 0.5)")
     g.add_argument("--min-size", type=int, default=None, help="drop objects smaller than this many px (default 8)")
     g.add_argument("--max-size", type=int, default=None, help="drop objects larger than this many px (default: none)")
     g.add_argument("--remove-border", action="store_true", help="drop objects touching the image border")
@@ -83,6 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("batch", help="run segment/track/autolabel/classify over many images on Dask (resumable)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     tasks = p.add_subparsers(dest="batch_task", metavar="TASK")
+    tasks.required = True
     for name in ("segment", "track", "autolabel", "classify"):
         q = tasks.add_parser(name, help=TASK_HELP[name], description=f"microseg batch {name}: {TASK_HELP[name]}. "
                              "See 'microseg batch --help' for outputs and resuming.")
@@ -109,7 +114,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                            help="integration area for all images (default: images already have the model's crop size)")
             g.add_argument("--threshold", type=float, default=None, help="threshold on probability_bad (default: the model's)")
         q.set_defaults(func=run)
-    p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
 
 
 def _params(args: argparse.Namespace) -> dict:
@@ -154,6 +158,10 @@ def _params(args: argparse.Namespace) -> dict:
             params["optimize"] = False
         if args.stage_shift != "none":
             params["stage_shift"] = args.stage_shift
+    if args.channel is not None:
+        if args.channel < 0:
+            raise InputError(f"--channel must be >= 0, got {args.channel}")
+        params["channel"] = args.channel
     return params
 
 
@@ -163,7 +171,6 @@ def _raise_interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
 
 def run(args: argparse.Namespace) -> int:
     from ..batch.runner import run_batch
-    from ..errors import InputError
     from ..progress import run_with_text_progress
 
     if args.batch_task in ("segment", "classify") and not args.model:

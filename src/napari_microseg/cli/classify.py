@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..io.atomic import make_output_folder
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_accuracy", "lr", "seconds", "phase"]
 
@@ -240,7 +241,7 @@ def _run_images(args) -> int:
             raise InputError(f"{f}: expected a 2-D image, got shape {img.shape}")
     df = classify_images(lm, d["images"], boxes=d["boxes"], masks=d["masks"], threshold=args.threshold, names=d["files"])
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_folder(out)
     _write_csv(out / "flags.csv", df)
     n_bad = int((df["verdict"] == (lm.class_names[1] if len(lm.class_names) == 2 else "bad")).sum())
     if d.get("labels") is not None:
@@ -286,7 +287,7 @@ def _run_objects(args) -> int:
         tables.append(t)
     df = pd.concat(tables, ignore_index=True)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_folder(out)
     _write_csv(out / "objects.csv", df)
     keys = ["image", "t"] if "image" in df.columns else ["t"]
     counts = df.groupby(keys)["class"].value_counts().unstack(fill_value=0).reindex(columns=lm.class_names, fill_value=0)
@@ -315,7 +316,7 @@ def _run_profiles(args) -> int:
         raise InputError(f"{src.name}: no profiles to classify (shape {profiles.shape}, expected (N, views, points))")
     df = classify_profiles(lm, profiles)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_folder(out)
     _write_csv(out / "profiles.csv", df)
     pop = population_summary(df, lm.class_names)
     _write_csv(out / "population.csv", pop)

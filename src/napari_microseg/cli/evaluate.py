@@ -27,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score segmentations against ground truth", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     kinds = p.add_subparsers(dest="kind", metavar="KIND")
+    kinds.required = True
     s = kinds.add_parser("seg", help="instance/pixel segmentation scores (label images)", description=__doc__,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--gt", required=True, help="folder (or single file) of ground-truth label images")
@@ -36,7 +37,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="IoU thresholds, 'start:stop:step' or comma list (default 0.5:0.9:0.05)")
     s.add_argument("--overwrite", action="store_true", help="replace existing output files")
     s.set_defaults(func=run_seg)
-    p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
 
 
 def parse_thresholds(text: str) -> list[float]:

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from ..errors import InputError
+from ..io.atomic import make_output_folder
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".zarr")
 
@@ -35,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", required=True, help="image file, folder of images, glob pattern ('data/*.tif') or .zarr")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--tile", type=int, default=None, help="tile size in px (default: model patch size, >= 256)")
+    p.add_argument("--channel", type=int, default=None,
+                   help="channel to segment in multi-channel TIFFs (0-based; files without channels ignore it)")
     p.add_argument("--overlap", type=float, default=0.125, help="tile overlap: px, or fraction of the tile if < 1 (default 0.125)")
     p.add_argument("--batch-size", type=int, default=4, help="tiles per network call (default 4)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
@@ -78,7 +81,7 @@ def find_inputs(spec: str) -> list[Path]:
             raise InputError(f"{p}: folder holds no images (.tif, .tiff, .fits, .fit, .zarr)")
         return found
     if any(ch in spec for ch in "*?["):
-        found = sorted(Path(q) for q in glob.glob(spec) if image_kind(q) is not None)
+        found = sorted(Path(q) for q in glob.glob(spec, recursive=True) if image_kind(q) is not None)
         if not found:
             raise InputError(f"no images match {spec!r}")
         return found
@@ -143,8 +146,16 @@ def check_segment_settings(args: argparse.Namespace) -> None:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
     if threshold is not None and not 0 < threshold < 1:
         raise InputError(f"--threshold must be a probability between 0 and 1, got {threshold}")
-    if (min_size is not None and min_size < 0) or (max_size is not None and max_size < max(min_size or 0, 1)):
-        raise InputError("--max-size must be >= --min-size and both non-negative")
+    if min_size is not None and min_size < 0:
+        raise InputError(f"--min-size must be >= 0 px, got {min_size}")
+    if max_size is not None and max_size < max(min_size or 0, 1):
+        raise InputError(f"--max-size must be >= 1 px and >= --min-size, got {max_size}")
+    for option in ("threads", "torch_threads"):
+        value = getattr(args, option, None)
+        if value is not None and value < 1:
+            raise InputError(f"--{option.replace('_', '-')} must be >= 1, got {value}")
+    if tile is not None and overlap is not None and overlap >= 1 and overlap > tile // 2:
+        raise InputError(f"--overlap must be at most half the tile ({tile // 2} px for --tile {tile}), got {overlap}")
 
 
 def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs: int, out: Path, diameter,
@@ -153,18 +164,20 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
     import numpy as np
 
     from ..inference.segment import segment_image
-    from ..io.images import read_image, write_tiff
+    from ..io.atomic import guard_target
+    from ..io.images import read_image, rgb_to_grey, write_tiff
     from ..progress import run_with_text_progress
 
-    data = read_image(path, hdu=args.hdu).data  # numpy (TIFF/FITS) or lazy dask (Zarr)
-    if data.ndim == 3 and data.shape[-1] in (3, 4) and data.shape[0] > 4:
-        print(f"{path.name}: RGB(A) image of shape {tuple(data.shape)}, using the mean of the colour channels")
-        data = np.asarray(data)[..., :3].mean(axis=-1, dtype=np.float32)
+    data = read_image(path, hdu=args.hdu, channel=args.channel).data  # numpy (TIFF/FITS) or lazy dask (Zarr)
+    data = rgb_to_grey(data, path.name)
     if data.ndim not in (2, 3):
         raise InputError(f"{path.name}: expected a (Y,X) image or (T,Y,X) stack, got shape {tuple(data.shape)}")
     if isinstance(data, np.ndarray) and data.size and data.min() == data.max():
         print(f"warning: {path.name} is constant (every pixel {data.flat[0]}): nothing to segment", file=sys.stderr)
     target = _label_target(out, path, tuple(data.shape), args.zarr_above)[0]
+    guard_target(target)  # before the work: labels never replace an input
+    if args.save_probabilities:
+        guard_target(out / "probabilities" / f"{_stem(path)}.tif")
     zarr_out = target.suffix == ".zarr"
     tmp_dir = None
     out_arr = None
@@ -258,7 +271,7 @@ def run(args: argparse.Namespace) -> int:
         if args.save_probabilities:
             targets.append(out / "probabilities" / f"{_stem(path)}.tif")
     check_overwrite(targets, args.overwrite)
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_folder(out)
 
     all_objects, all_counts, per_image = [], [], []
     t0 = time.perf_counter()

@@ -17,12 +17,14 @@ recorded (params.json, or a seed column in the CSV).
 from __future__ import annotations
 
 import argparse
+import math
 import json
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
+from ..io.atomic import make_output_folder
 
 DOMAINS = ("nuclei", "response", "liposomes", "nanoparticles", "ccd")
 
@@ -50,51 +52,52 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     q = dsub.add_parser("nuclei", help="nuclei time-lapse(s) or single training images", description="Nuclei: fluorescence + phase time-lapse with labels (= track ids) and tracks.csv, or varied single training images.")
     common(q, 1, "number of time-lapses (mode timelapse) or images (mode images); default 1")
-    q.add_argument("--mode", choices=("timelapse", "images"), default="timelapse")
+    q.add_argument("--mode", choices=("timelapse", "images"), default="timelapse",
+                   help="timelapse: tracked nuclei over --frames; images: independent varied training images (default timelapse)")
     q.add_argument("--frames", type=int, default=20, help="frames per time-lapse (default 20)")
-    q.add_argument("--shape", type=int, nargs=2, default=(256, 256), metavar=("Y", "X"))
+    q.add_argument("--shape", type=int, nargs=2, default=(256, 256), metavar=("Y", "X"), help="image size in px (default 256 256)")
     q.add_argument("--nuclei", type=int, default=None, help="nuclei per field (default 30 for timelapse; images: drawn per image, 2-150 per 256x256)")
     q.add_argument("--diameter", type=float, nargs=2, default=None, metavar=("MIN", "MAX"), help="nucleus diameter range in px (default 8 20; images: drawn per image)")
-    q.add_argument("--division-rate", type=float, default=0.02)
-    q.add_argument("--death-rate", type=float, default=0.012)
-    q.add_argument("--motion-sd", type=float, default=1.0, help="Brownian step sd, px/frame")
-    q.add_argument("--drift", type=float, nargs=2, default=(0.0, 0.0), metavar=("DY", "DX"))
-    q.add_argument("--stage-shift-sd", type=float, default=0.0, help="sd of a global stage jump per frame, px")
+    q.add_argument("--division-rate", type=float, default=0.02, help="probability per nucleus per frame of dividing, at the target density (default 0.02)")
+    q.add_argument("--death-rate", type=float, default=0.012, help="probability per nucleus per frame of dying, at the target density (default 0.012)")
+    q.add_argument("--motion-sd", type=float, default=1.0, help="Brownian step sd, px/frame (default 1)")
+    q.add_argument("--drift", type=float, nargs=2, default=(0.0, 0.0), metavar=("DY", "DX"), help="common drift, px/frame (default 0 0)")
+    q.add_argument("--stage-shift-sd", type=float, default=0.0, help="sd of a global stage jump per frame, px (default 0: none)")
     q.add_argument("--no-touching", action="store_true", help="keep a gap between nuclei")
     q.add_argument("--no-enter-leave", action="store_true", help="keep nuclei inside the field")
-    q.add_argument("--dtype", choices=("float32", "uint16"), default="float32", help="fluorescence dtype")
+    q.add_argument("--dtype", choices=("float32", "uint16"), default="float32", help="fluorescence dtype (default float32)")
 
     q = dsub.add_parser("response", help="balanced good/bad response images", description="Response images (16-bit): balanced 50/50 good/bad, bad types equal; or one --kind.")
     common(q, 100, "number of images (default 100)")
-    q.add_argument("--shape", type=int, nargs=2, default=(96, 64), metavar=("Y", "X"))
-    q.add_argument("--column-width", type=int, default=29, help="column width in px (29 or 31)")
+    q.add_argument("--shape", type=int, nargs=2, default=(96, 64), metavar=("Y", "X"), help="image size in px (default 96 64)")
+    q.add_argument("--column-width", type=int, default=29, help="column width in px, 29 or 31 (default 29)")
     q.add_argument("--kind", default=None, help="only this kind (good_signal, good_empty, spike, fiber, line, dark_spot, stop, saturated)")
 
     q = dsub.add_parser("liposomes", help="TEM liposome images with per-particle classes", description="TEM liposome images, one label per particle, classes.csv with lamellarity and encapsulation.")
     common(q, 1, "number of images (default 1)")
-    q.add_argument("--shape", type=int, nargs=2, default=(512, 512), metavar=("Y", "X"))
-    q.add_argument("--particles", type=int, default=30, help="particles per image")
+    q.add_argument("--shape", type=int, nargs=2, default=(512, 512), metavar=("Y", "X"), help="image size in px (default 512 512)")
+    q.add_argument("--particles", type=int, default=30, help="particles per image (default 30)")
     q.add_argument("--study-weights", action="store_true", help="use the study's class frequencies (87/12/0.6 %%, 97/0.65/2 %%) instead of the default mix")
 
     q = dsub.add_parser("nanoparticles", help="STEM thickness profiles (holes, chirality)", description="1D thickness profiles of 2D particles, single or multi-view.")
     common(q, 1000, "number of particles (default 1000; classes alternate, balanced)")
     q.add_argument("--task", choices=("hole", "chirality"), default="hole")
-    q.add_argument("--views", type=int, default=1, help="views per particle")
-    q.add_argument("--view-angle", type=float, default=90.0, help="degrees between views")
-    q.add_argument("--points", type=int, default=32, help="samples per profile")
+    q.add_argument("--views", type=int, default=1, help="views per particle (default 1)")
+    q.add_argument("--view-angle", type=float, default=90.0, help="degrees between views (default 90)")
+    q.add_argument("--points", type=int, default=32, help="samples per profile (default 32)")
     q.add_argument("--noiseless", action="store_true", help="raw thickness, no noise or normalisation")
     q.add_argument("--renders", type=int, default=16, help="how many particles to rasterise into renders.tif (default 16)")
 
     q = dsub.add_parser("ccd", help="CCD frames (FITS, ADC) with class maps", description="CCD frames in ADC with exact class maps (0 bg, 1 glowing, 2 hot pixel, 3 cluster).")
     common(q, 1, "number of frames (default 1)")
-    q.add_argument("--shape", type=int, nargs=2, default=(256, 256), metavar=("Y", "X"))
+    q.add_argument("--shape", type=int, nargs=2, default=(256, 256), metavar=("Y", "X"), help="frame size in px (default 256 256)")
     q.add_argument("--balanced", action="store_true", help="class fractions near 41/25/21/13 %%")
-    q.add_argument("--muons", action="store_true")
-    q.add_argument("--electrons", action="store_true")
-    q.add_argument("--pedestal", type=float, default=8800.0)
-    q.add_argument("--noise", type=float, default=60.0, help="read-noise sd, ADC")
-    q.add_argument("--glow-probability", type=float, default=0.6)
-    q.add_argument("--gain", type=float, default=1.0, help="ADC per electron")
+    q.add_argument("--muons", action="store_true", help="add straight muon tracks (class 3, cluster)")
+    q.add_argument("--electrons", action="store_true", help="add worm-like electron tracks (class 3, cluster)")
+    q.add_argument("--pedestal", type=float, default=8800.0, help="bias level, ADC (default 8800)")
+    q.add_argument("--noise", type=float, default=60.0, help="read-noise sd, ADC (default 60)")
+    q.add_argument("--glow-probability", type=float, default=0.6, help="probability that a frame has a glowing band (default 0.6)")
+    q.add_argument("--gain", type=float, default=1.0, help="ADC per electron (default 1)")
 
 
 def _sample_seed(seed: int, index: int) -> int:
@@ -131,7 +134,7 @@ def _prepare_out(out: Path, overwrite: bool) -> Path:
         raise InputError(f"{out} already holds a simulation (params.json); use another --out or --overwrite")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise InputError(f"{out} is not empty (its files could be replaced); use another --out or --overwrite")
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_folder(out)
     return out
 
 
@@ -156,6 +159,23 @@ def _check_common(args) -> None:
     shape = getattr(args, "shape", None)
     if shape is not None and min(shape) < 8:
         raise InputError(f"--shape must be at least 8x8, got {shape[0]}x{shape[1]}")
+    if args.seed < 0:
+        raise InputError(f"--seed must be >= 0, got {args.seed}")
+    for option in ("motion_sd", "stage_shift_sd", "noise", "pedestal", "division_rate", "death_rate", "view_angle"):
+        value = getattr(args, option, None)
+        if value is not None and not (value >= 0 and math.isfinite(value)):
+            raise InputError(f"--{option.replace('_', '-')} must be a finite number >= 0, got {value}")
+    for option in ("drift",):
+        values = getattr(args, option, None)
+        if values is not None and not all(math.isfinite(v) for v in values):
+            raise InputError(f"--{option} must be finite numbers (px/frame), got {values}")
+    for option in ("gain",):
+        value = getattr(args, option, None)
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise InputError(f"--{option} must be a finite number > 0, got {value}")
+    probability = getattr(args, "glow_probability", None)
+    if probability is not None and not 0 <= probability <= 1:
+        raise InputError(f"--glow-probability must be between 0 and 1, got {probability}")
 
 
 def run(args: argparse.Namespace) -> int:

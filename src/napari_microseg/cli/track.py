@@ -9,6 +9,7 @@ Challenge folder ``ctc/`` (``res_track.txt`` + ``maskNNN.tif``).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 OUTPUT_NAMES = ["tracks.csv", "counts.csv", "tracks_labels.tif", "track_config.json", "ctc"]
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     import tifffile
 
     from ..errors import InputError
-    from ..io.atomic import atomic_path
+    from ..io.atomic import atomic_path, guard_target, make_output_folder
     from ..progress import run_with_text_progress
     from ..tracking.export import write_config_json, write_counts_csv, write_ctc, write_tracks_csv
     from ..tracking.track import track
@@ -67,7 +68,18 @@ def run(args: argparse.Namespace) -> int:
     existing = [n for n in targets if (out / n).exists()]
     if existing and not args.overwrite:
         raise InputError(f"{out} already holds {', '.join(existing)} (use --overwrite to replace)")
+    if args.seed < 0:
+        raise InputError(f"--seed must be >= 0, got {args.seed}")
+    for name in targets:
+        guard_target(out / name)
+    make_output_folder(out)
     labels = _read_stack(args.labels, "labels")
+    if labels.size and np.issubdtype(labels.dtype, np.integer) and labels.max() == 1 and labels.min() == 0:
+        from skimage.measure import label as connected_components
+
+        print(f"{Path(args.labels).name}: a 0/1 mask, not labels: tracking its connected objects "
+              "(8-connected, per frame)", file=sys.stderr)
+        labels = np.stack([connected_components(frame, connectivity=2) for frame in labels]).astype(np.uint32)
     image = _read_stack(args.image, "image") if args.image else None
     if image is not None and image.shape != labels.shape:
         raise InputError(f"image shape {image.shape} does not match labels shape {labels.shape}")
@@ -84,7 +96,6 @@ def run(args: argparse.Namespace) -> int:
     result = run_with_text_progress(gen, label="track")
     result.config["seed"] = args.seed
     result.config["inputs"] = {"labels": str(args.labels), "image": str(args.image) if args.image else None}
-    out.mkdir(parents=True, exist_ok=True)
     write_tracks_csv(result, out / "tracks.csv")
     write_counts_csv(result, out / "counts.csv")
     dtype = np.uint16 if result.table["track_id"].max() <= 65535 else np.int32

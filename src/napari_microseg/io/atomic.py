@@ -12,7 +12,78 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
+
+from ..errors import InputError
+
+#: resolved paths of the files (and Zarr stores) the running command reads; see :func:`protect_inputs`
+_PROTECTED_FILES: set[Path] = set()
+_PROTECTED_STORES: set[Path] = set()
+
+
+def protect_inputs(paths: Iterable[str | os.PathLike]) -> None:
+    """Declare the inputs of the running command, so that no output replaces them.
+
+    Each path may be a file, a folder (its files, not its subfolders, are
+    protected; a Zarr store is protected with everything inside it) or a glob
+    pattern (``**`` included). Replaces any earlier declaration. Writers that go
+    through :func:`atomic_path` or call :func:`guard_target` then refuse such
+    a target, even with ``--overwrite``.
+    """
+    import glob
+
+    from .images import image_kind
+
+    files: set[Path] = set()
+    stores: set[Path] = set()
+    for raw in paths:
+        text = os.fspath(raw)
+        matches = glob.glob(text, recursive=True) if glob.has_magic(text) else [text]
+        for match in matches:
+            path = Path(match)
+            try:
+                resolved = path.resolve()
+                if path.is_file():
+                    files.add(resolved)
+                elif path.is_dir():
+                    if image_kind(path) == "zarr":
+                        stores.add(resolved)
+                    else:
+                        files.update(q.resolve() for q in path.iterdir() if q.is_file() or image_kind(q) == "zarr")
+                        stores.update(q.resolve() for q in path.iterdir() if q.is_dir() and image_kind(q) == "zarr")
+            except OSError:  # unreadable: the command itself reports it
+                continue
+    _PROTECTED_FILES.clear()
+    _PROTECTED_FILES.update(files)
+    _PROTECTED_STORES.clear()
+    _PROTECTED_STORES.update(stores)
+
+
+def make_output_folder(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` (and its parents) and check it can be written, before any work.
+
+    Raises :class:`InputError` when it is a file or the user may not write there.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder}: exists and is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"{folder}: cannot create the output folder ({err.strerror or err})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{folder}: no permission to write in this folder")
+    return folder
+
+
+def guard_target(path: str | os.PathLike) -> None:
+    """Raise :class:`InputError` if writing ``path`` would replace one of the declared inputs."""
+    if not (_PROTECTED_FILES or _PROTECTED_STORES):
+        return
+    resolved = Path(path).resolve()
+    if resolved in _PROTECTED_FILES or resolved in _PROTECTED_STORES \
+            or any(parent in _PROTECTED_STORES for parent in resolved.parents):
+        raise InputError(f"{path}: is one of this command's inputs; it is never overwritten (choose another --out)")
 
 
 def _umask() -> int:
@@ -46,8 +117,12 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         so writers that pick a format from the extension keep working).
 
     On an exception the temporary file is removed and ``path`` is untouched.
+    Raises :class:`InputError` when ``path`` is a declared input (:func:`protect_inputs`).
     """
     target = Path(path)
+    guard_target(target)
+    if target.is_dir():
+        raise InputError(f"{target}: is a folder; give the name of a file to write")
     target.parent.mkdir(parents=True, exist_ok=True)
     if suffix is None:
         suffix = "".join(target.suffixes) or ".tmp"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 from ..errors import InputError
@@ -30,11 +31,43 @@ def _example_input(config: dict):
     return torch.zeros(1, int(model_cfg.get("in_channels", 1)), int(patch[0]), int(patch[1]))
 
 
+def _padded_unet(core, multiple: int):
+    """A module that pads ``(B, C, H, W)`` on the bottom/right to multiples of ``multiple`` px
+    (reflect; replicate for tiny inputs), runs ``core`` and crops back to ``(B, K, H, W)``.
+
+    ``core`` is a U-Net traced at a size that needs no padding, so the traced graph is
+    valid for every multiple of ``multiple``; the wrapper is scripted, so its padding
+    follows each input's size.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    class PaddedUNet(torch.nn.Module):
+        def __init__(self, core, multiple: int):
+            super().__init__()
+            self.core = core
+            self.multiple = multiple
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h, w = x.shape[2], x.shape[3]
+            ph = (self.multiple - h % self.multiple) % self.multiple
+            pw = (self.multiple - w % self.multiple) % self.multiple
+            if ph > 0 or pw > 0:
+                if ph < h and pw < w:
+                    x = F.pad(x, [0, pw, 0, ph], mode="reflect")
+                else:
+                    x = F.pad(x, [0, pw, 0, ph], mode="replicate")
+            return self.core(x)[:, :, :h, :w]
+
+    return PaddedUNet(core, multiple)
+
+
 def export_torchscript(model_path: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False) -> Path:
     """Trace a model file into a TorchScript file (``torch.jit.load`` reads it; no napari-microseg needed).
 
     The traced graph takes an already-normalised float32 batch ``(B, C, H, W)`` and returns
     the network's logits; ``config.json`` inside the file says how to normalise and decode.
+    U-Nets take any ``H, W`` (padded inside to multiples of ``2**depth`` px and cropped back).
     """
     import torch
 
@@ -44,8 +77,15 @@ def export_torchscript(model_path: str | os.PathLike, out: str | os.PathLike, ov
     loaded = load_model(model_path, device="cpu")
     example = _example_input(loaded.config)
     model = loaded.model.eval()
-    with torch.no_grad():
+    from ..models.unet import UNet
+
+    is_unet = isinstance(model, UNet)
+    with torch.no_grad(), warnings.catch_warnings():
+        if is_unet:  # its padding branch is left out of the trace on purpose (the example needs none)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(model, example, check_trace=False)
+    if is_unet:  # pad in a scripted wrapper instead, so the file takes any H, W
+        traced = torch.jit.script(_padded_unet(traced, 2 ** model.depth))
     extra = {"config.json": json.dumps(loaded.config)}
     with atomic_path(target, suffix=".pt") as tmp:
         torch.jit.save(traced, str(tmp), _extra_files=extra)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from .atomic import atomic_path
+from .atomic import atomic_path, guard_target
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
@@ -55,7 +55,8 @@ class ImageData:
     metadata: dict = field(default_factory=dict)
 
 
-def read_image(path: str | os.PathLike, hdu: int | None = None, min_ndim: int = 2) -> ImageData:
+def read_image(path: str | os.PathLike, hdu: int | None = None, min_ndim: int = 2,
+               channel: int | str | None = None) -> ImageData:
     """Read a TIFF, FITS or Zarr image.
 
     Parameters
@@ -64,6 +65,12 @@ def read_image(path: str | os.PathLike, hdu: int | None = None, min_ndim: int = 
         Zarr / OME-Zarr folder.
     hdu : FITS only: index of the HDU to read; default: the first HDU with image data.
     min_ndim : arrays with fewer dimensions are rejected (a 1-D array is not an image).
+    channel : TIFF files with a channel axis (``C`` in tifffile's axes: ImageJ hyperstacks,
+        OME-TIFF, multi-channel files): the index of the channel to read (0-based), or
+        ``"all"`` to keep every channel (``metadata["channel_axis"]`` says which axis).
+        With None (default) such a file is refused with a message naming its channels,
+        rather than its channels being taken for time points. Ignored for files
+        without a channel axis. Planar RGB (colour samples first) is returned as (Y, X, 3).
 
     Returns
     -------
@@ -86,6 +93,7 @@ def read_image(path: str | os.PathLike, hdu: int | None = None, min_ndim: int = 
         result = reader(p, hdu)
     else:
         result = reader(p)
+    result = _select_channel(result, p.name, channel)
     if result.data.ndim < min_ndim:
         raise InputError(f"{p.name}: {result.data.ndim}-D array of shape {tuple(result.data.shape)} is not an image (need at least {min_ndim}-D)")
     if 0 in result.data.shape:
@@ -93,13 +101,58 @@ def read_image(path: str | os.PathLike, hdu: int | None = None, min_ndim: int = 
     return result
 
 
+def _select_channel(image: ImageData, name: str, channel: int | str | None) -> ImageData:
+    """Apply ``read_image``'s ``channel`` rule to an image whose metadata names its axes."""
+    axes = image.metadata.get("axes")
+    if not axes or "C" not in axes or len(axes) != image.data.ndim:
+        return image
+    axis = axes.index("C")
+    n_channels = int(image.data.shape[axis])
+    if n_channels == 1:
+        image.data = np.take(image.data, 0, axis=axis)
+        image.metadata["axes"] = axes.replace("C", "")
+        return image
+    if isinstance(channel, str) and channel == "all":
+        image.metadata["channel_axis"] = axis
+        return image
+    if channel is None:
+        raise InputError(f"{name}: {n_channels} channels (axes {axes}, shape {tuple(image.data.shape)}): choose one "
+                         f"(--channel 0..{n_channels - 1}; napari opens each channel as a layer) or save one channel per file")
+    if isinstance(channel, bool) or not isinstance(channel, (int, np.integer)) or not 0 <= channel < n_channels:
+        raise InputError(f"{name}: channel {channel!r} does not exist (the file has channels 0..{n_channels - 1})")
+    image.data = np.take(image.data, int(channel), axis=axis)
+    image.metadata["axes"] = axes.replace("C", "")
+    image.metadata["channel"] = int(channel)
+    return image
+
+
+def rgb_to_grey(data: Any, name: str = "image") -> Any:
+    """An RGB(A) image ``(Y, X, 3|4)`` as float32 grey ``(Y, X)``: the mean of R, G and B (alpha dropped).
+
+    Any other array is returned unchanged. A notice naming the file goes to stderr.
+    """
+    import sys
+
+    if getattr(data, "ndim", 0) == 3 and data.shape[-1] in (3, 4) and data.shape[0] > 4:
+        print(f"{name}: RGB(A) image of shape {tuple(data.shape)}, using the mean of the colour channels",
+              file=sys.stderr)
+        return np.asarray(data)[..., :3].mean(axis=-1, dtype=np.float32)
+    return data
+
+
 def _read_tiff(path: Path) -> ImageData:
     import tifffile
 
     try:
         with tifffile.TiffFile(path) as tif:
-            data = tif.asarray()
-            meta: dict = {}
+            series = tif.series[0]
+            data = series.asarray()
+            axes = str(series.axes)
+            meta: dict = {"axes": axes} if len(axes) == data.ndim else {}
+            if "S" in axes and len(axes) == data.ndim and not axes.endswith("S") \
+                    and data.shape[axes.index("S")] in (3, 4):  # planar RGB: colour last, as napari expects
+                data = np.moveaxis(data, axes.index("S"), -1)
+                meta["axes"] = axes.replace("S", "") + "S"
             if tif.imagej_metadata:
                 meta["imagej"] = {k: v for k, v in tif.imagej_metadata.items() if isinstance(v, (int, float, str))}
     except Exception as err:  # tifffile raises several types for corrupt files
@@ -228,6 +281,7 @@ def write_zarr(path: str | os.PathLike, data: Any, chunks: tuple[int, ...] | Non
     import dask.array as da
 
     target = Path(path)
+    guard_target(target)
     if target.exists() and not overwrite:
         raise InputError(f"{target}: exists already (choose another name or allow overwriting)")
     target.parent.mkdir(parents=True, exist_ok=True)

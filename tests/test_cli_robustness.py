@@ -1,0 +1,154 @@
+"""The command line protects the user's inputs and answers bad input with one line, not a traceback."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_microseg.cli import main
+from napari_microseg.io.atomic import guard_target, protect_inputs
+from napari_microseg.io.images import read_image
+from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def nuclei_image() -> np.ndarray:
+    return simulate_nuclei_image(shape=(64, 64), n_nuclei=6, seed=3, vary_appearance=False)[0].astype(np.float32)
+
+
+def test_overwrite_never_replaces_an_input_file(tmp_path, nuclei_image, capsys):
+    """``--out`` chosen so that the labels would land on the input itself: refused, input unchanged."""
+    source = tmp_path / "w" / "labels" / "cells.tif"
+    source.parent.mkdir(parents=True)
+    tifffile.imwrite(source, nuclei_image)
+    before = _digest(source)
+    code = main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(source), "--out",
+                 str(tmp_path / "w"), "--overwrite", "--quiet"])
+    assert code == 2
+    assert "is one of this command's inputs" in capsys.readouterr().err
+    assert _digest(source) == before
+
+
+def test_evaluate_refuses_to_write_its_table_over_a_ground_truth_file(tmp_path, capsys):
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    gt.mkdir(), pred.mkdir()
+    labels = np.zeros((32, 32), np.uint16)
+    labels[4:12, 4:12] = 1
+    tifffile.imwrite(gt / "a.tif", labels)
+    tifffile.imwrite(pred / "a.tif", labels)
+    before = _digest(gt / "a.tif")
+    code = main(["evaluate", "seg", "--gt", str(gt), "--pred", str(pred), "--out", str(gt / "a.tif"), "--overwrite"])
+    assert code == 2 and "is one of this command's inputs" in capsys.readouterr().err
+    assert _digest(gt / "a.tif") == before
+    # a folder given as the table's name: a one-line error, not IsADirectoryError
+    assert main(["evaluate", "seg", "--gt", str(gt), "--pred", str(pred), "--out", str(tmp_path), "--overwrite"]) == 2
+    assert "is a folder" in capsys.readouterr().err
+
+
+def test_protection_covers_files_of_input_folders_and_zarr_stores_and_is_lifted(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "a.tif").write_bytes(b"x")
+    store = tmp_path / "stack.zarr"
+    (store / "0").mkdir(parents=True)
+    protect_inputs([str(folder), str(store)])
+    try:
+        with pytest.raises(Exception, match="inputs"):
+            guard_target(folder / "a.tif")
+        with pytest.raises(Exception, match="inputs"):
+            guard_target(store / "0" / "0.0")
+        guard_target(folder / "labels" / "a.tif")  # a new file next to the inputs is fine
+    finally:
+        protect_inputs([])
+    guard_target(folder / "a.tif")  # nothing protected any more
+
+
+def test_multichannel_tiff_is_not_taken_for_a_time_lapse(tmp_path, nuclei_image, capsys):
+    """A (C, Y, X) ImageJ file: refused with its channels named; ``--channel`` picks one."""
+    path = tmp_path / "two_channels.tif"
+    other = np.flipud(nuclei_image)
+    tifffile.imwrite(path, np.stack([nuclei_image, other]), imagej=True, metadata={"axes": "CYX"})
+    with pytest.raises(Exception, match="2 channels"):
+        read_image(path)
+    np.testing.assert_array_equal(read_image(path, channel=1).data, other)
+    assert read_image(path, channel="all").metadata["channel_axis"] == 0
+    with pytest.raises(Exception, match="does not exist"):
+        read_image(path, channel=2)
+    assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(path), "--out",
+                 str(tmp_path / "a"), "--quiet"]) == 2
+    assert "--channel" in capsys.readouterr().err
+    assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(path), "--out",
+                 str(tmp_path / "b"), "--channel", "0", "--quiet"]) == 0
+    labels = tifffile.imread(tmp_path / "b" / "labels" / "two_channels.tif")
+    assert labels.shape == nuclei_image.shape and labels.max() >= 3
+
+
+def test_planar_rgb_is_read_colour_last(tmp_path, nuclei_image):
+    rgb = np.stack([nuclei_image] * 3).astype(np.uint8)
+    path = tmp_path / "planar.tif"
+    tifffile.imwrite(path, rgb, photometric="rgb", planarconfig="separate")
+    assert read_image(path).data.shape == (64, 64, 3)
+
+
+def test_autolabel_reads_rgb_as_grey(tmp_path, nuclei_image):
+    """Before, (Y, X, 3) was read as Y frames of X x 3 pixels and gave 0 nuclei."""
+    grey = (nuclei_image / nuclei_image.max() * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "grey.tif", grey)
+    tifffile.imwrite(tmp_path / "rgb.tif", np.dstack([grey] * 3), photometric="rgb")
+    for name in ("grey", "rgb"):
+        assert main(["autolabel", "fluorescence", "--stain", str(tmp_path / f"{name}.tif"), "--out",
+                     str(tmp_path / name), "--quiet", "--keep-border"]) == 0
+    from_rgb = tifffile.imread(tmp_path / "rgb" / "labels.tif")
+    assert from_rgb.shape == grey.shape and from_rgb.max() >= 3
+    np.testing.assert_array_equal(from_rgb, tifffile.imread(tmp_path / "grey" / "labels.tif"))
+
+
+def test_track_labels_connected_objects_of_a_binary_mask_stack(tmp_path, capsys):
+    masks = np.zeros((3, 40, 40), np.uint8)
+    masks[:, 5:10, 5:10] = 1
+    masks[:, 25:32, 25:32] = 1
+    tifffile.imwrite(tmp_path / "masks.tif", masks)
+    assert main(["track", "--labels", str(tmp_path / "masks.tif"), "--out", str(tmp_path / "t")]) == 0
+    captured = capsys.readouterr()
+    assert "0/1 mask" in captured.err and captured.out.startswith("2 tracks")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["simulate", "nuclei", "--motion-sd", "-1"], "--motion-sd must be"),
+    (["simulate", "nuclei", "--drift", "nan", "0"], "--drift must be finite"),
+    (["simulate", "nuclei", "--seed", "-1"], "--seed must be >= 0"),
+    (["simulate", "ccd", "--gain", "0"], "--gain must be"),
+    (["segment", "--model", "nuclei_fluorescence_fast", "--threads", "-1"], "--threads must be >= 1"),
+    (["segment", "--model", "nuclei_fluorescence_fast", "--min-size", "-3"], "--min-size must be >= 0"),
+    (["segment", "--model", "nuclei_fluorescence_fast", "--tile", "32", "--overlap", "300"], "at most half the tile"),
+    (["autolabel", "fluorescence", "--otsu-window", "-3"], "--otsu-window must be"),
+    (["autolabel", "fluorescence", "--clahe-kernel", "-1"], "--clahe-kernel must be"),
+    (["autolabel", "ccd", "--seed-sigma", "-1"], "--seed-sigma must be > 0"),
+])
+def test_bad_numbers_get_one_line_errors(tmp_path, nuclei_image, capsys, argv, message):
+    image = tmp_path / "img.tif"
+    tifffile.imwrite(image, nuclei_image)
+    inputs = {"simulate": [], "segment": ["--input", str(image)], "autolabel": []}[argv[0]]
+    if argv[:2] == ["autolabel", "fluorescence"]:
+        inputs = ["--stain", str(image)]
+    elif argv[:2] == ["autolabel", "ccd"]:
+        inputs = ["--input", str(image)]
+    assert main(argv + inputs + ["--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_missing_subcommand_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["evaluate"])
+    assert stop.value.code == 2
+    assert main([]) == 2
