@@ -173,7 +173,8 @@ def make_target(
 
 
 def _as_list(images: Any, labels: Any) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
-    """Accept lists of 2-D arrays or (T, Y, X) stacks; frames without annotation get None."""
+    """Accept a 2-D array, a (T, Y, X) stack, or lists of 2-D arrays, (C, Y, X) images and (T, Y, X)
+    stacks; return one (image, labels) pair per frame (frames without annotation have labels None)."""
     if isinstance(images, np.ndarray) or hasattr(images, "__array__") and not isinstance(images, (list, tuple)):
         images = np.asarray(images)
         if images.ndim == 2:
@@ -194,7 +195,18 @@ def _as_list(images: Any, labels: Any) -> tuple[list[np.ndarray], list[np.ndarra
     labels = [None if lb is None else np.asarray(lb) for lb in labels]
     if len(images) != len(labels):
         raise InputError(f"{len(images)} images but {len(labels)} label images")
-    return images, labels
+    # a list item whose image and labels are both (T, Y, X) of one shape is a stack: one pair per frame
+    # (a (C, Y, X) multi-channel image has 2-D labels, so the two cannot be confused)
+    frames_i: list[np.ndarray] = []
+    frames_l: list[np.ndarray | None] = []
+    for im, lb in zip(images, labels):
+        if lb is not None and im.ndim == 3 and lb.ndim == 3 and im.shape == lb.shape:
+            frames_i.extend(im)
+            frames_l.extend(lb)
+        else:
+            frames_i.append(im)
+            frames_l.append(lb)
+    return frames_i, frames_l
 
 
 def prepare_training_data(
@@ -215,8 +227,9 @@ def prepare_training_data(
 
     Parameters
     ----------
-    images : a 2-D array, a list of 2-D arrays, or a ``(T, Y, X)`` stack.
-        ``(C, Y, X)`` multi-channel images are passed as a list of 3-D arrays.
+    images : a 2-D array, a ``(T, Y, X)`` stack, or a list of 2-D arrays and ``(T, Y, X)`` stacks
+        (a stack in a list is split into its frames when its labels are a stack of the same shape).
+        ``(C, Y, X)`` multi-channel images are passed as a list of 3-D arrays with 2-D labels.
     labels : matching label arrays (same forms). In a stack, frames whose labels are all
         0 / ``ignore_value`` count as not annotated and are skipped (or give ``frames``).
     output_mode, n_classes, ignore_value, unlabelled_is_ignored, background_value :
@@ -232,6 +245,9 @@ def prepare_training_data(
         On shape mismatch, wrong dimensionality, NaN, or when no pixel is annotated.
     """
     imgs, labs = _as_list(images, labels)
+    for what, per_image in (("names", names), ("ignore masks", ignore_masks)):
+        if per_image is not None and len(per_image) != len(imgs):
+            raise InputError(f"{len(per_image)} {what} for {len(imgs)} images (frames of stacks count one each)")
     spec = make_normalization_spec(normalization)
     if output_mode == "binary":
         n_classes = 2

@@ -113,7 +113,10 @@ class TrainingWidget(MicrosegDock):
 
     # -- training -----------------------------------------------------------
     def training_pairs(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Copies of the chosen (image, labels) layer pairs, checked; InputError with a clear message otherwise."""
+        """Copies of the chosen (image, labels) layer pairs, checked; InputError with a clear message otherwise.
+
+        Each item is a (Y, X) image or a (T, Y, X) stack with labels of the same shape; the trainer
+        splits a stack into T (frame, labels) pairs and skips the frames left unpainted."""
         image_names, label_names = list(self.image_layer.value), list(self.labels_layer.value)
         if not image_names or not label_names:
             raise InputError("Choose an image layer and a labels layer (paint a few objects in a Labels layer).")
@@ -167,6 +170,10 @@ class TrainingWidget(MicrosegDock):
         if out_path != wanted:
             self.out_path.value = str(out_path)
         cfg = self.config()
+        # a (T, Y, X) stack trains on its frames (one pair each; the library skips unpainted ones)
+        n_annotated = sum(int(np.count_nonzero([np.any(frame != 0) for frame in lab])) if lab.ndim == 3 else 1
+                          for lab in labels)
+        cfg["data_description"] += f" ({n_annotated} annotated frame(s))"
         stop_event = threading.Event()  # Stop: the trainer stops after this step and keeps the best model
         self.plot.reset()
 
