@@ -45,3 +45,97 @@ def test_training_on_a_stack_uses_every_frame(make_napari_viewer, qtbot, tmp_pat
     assert widget.result.epochs_run == 1 and widget.result.stop_reason == "completed"
     trained_on = load_model(tmp_path / "stack.pt").config["training"]
     assert trained_on["data"] == "napari layers: sim nuclei (fluorescence) + sim nuclei labels (3 annotated frame(s))"
+
+
+def test_renamed_layers_stay_chosen_and_run(make_napari_viewer, qtbot, wait_worker):
+    """Renaming a chosen layer refreshes every picker, keeps the choice under its new name, and the
+    runs use the renamed layer (they used to raise KeyError from a stale name)."""
+    from napari_microseg.errors import InputError
+    from napari_microseg.widgets.autolabel import AutolabelWidget
+    from napari_microseg.widgets.classification import ClassificationWidget
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+    from napari_microseg.widgets.tracking import TrackingWidget
+    from napari_microseg.widgets.training import TrainingWidget
+
+    viewer = make_napari_viewer(show=False)
+    _simulate_nuclei_stack(viewer, qtbot, n_frames=2, size=96, n_nuclei=6)
+    seg, train = SegmentationWidget(viewer), TrainingWidget(viewer)
+    auto, track, classify = AutolabelWidget(viewer), TrackingWidget(viewer), ClassificationWidget(viewer)
+    auto.live.value = False
+    seg.image_layer.value = "sim nuclei (fluorescence)"
+    seg.labels_for_training.value = "sim nuclei labels"
+    seg.model_choice.value = "nuclei_fluorescence_fast"
+    train.image_layer.value, train.labels_layer.value = ["sim nuclei (fluorescence)"], ["sim nuclei labels"]
+    auto.stain_layer.value = classify.image_layer.value = "sim nuclei (fluorescence)"
+    track.labels_layer.value = "sim nuclei labels"
+
+    viewer.layers["sim nuclei (fluorescence)"].name = "stain renamed"
+    viewer.layers["sim nuclei labels"].name = "labels renamed"
+    assert seg.image_layer.value == "stain renamed" and "stain renamed" in seg.image_layer.choices
+    assert "sim nuclei (fluorescence)" not in seg.image_layer.choices
+    assert seg.labels_for_training.value == "labels renamed"
+    assert train.image_layer.value == ["stain renamed"] and train.labels_layer.value == ["labels renamed"]
+    assert auto.stain_layer.value == classify.image_layer.value == "stain renamed"
+    assert track.labels_layer.value == "labels renamed"
+
+    wait_worker(seg.segment())
+    assert "stain renamed segmented" in [layer.name for layer in viewer.layers], seg.status.text()
+    seg.labels_for_training.value = "labels renamed"
+    assert seg.add_to_training_set() == 1, seg.status.text()
+    wait_worker(auto.apply())
+    assert "stain renamed auto-labels" in [layer.name for layer in viewer.layers], auto.status.text()
+    assert train.training_pairs()[0][0].shape == (2, 96, 96)
+
+    # a layer name that is no longer in the viewer is a message, not a KeyError
+    with pytest.raises(InputError, match="'sim nuclei labels' is no longer in the viewer"):
+        seg.chosen_layer("sim nuclei labels", "corrected labels")
+    seg.labels_for_training.native.addItem("stale name", "stale name")  # a picker not yet refreshed
+    seg.labels_for_training.native.setCurrentText("stale name")
+    before = len(seg.training_pairs)
+    assert seg.add_to_training_set() == before
+    assert "no longer in the viewer" in seg.status.text()
+
+
+def test_segmentation_defaults_to_the_nuclei_model(make_napari_viewer):
+    from napari_microseg.widgets.segmentation import SegmentationWidget, default_model
+
+    widget = SegmentationWidget(make_napari_viewer(show=False))
+    assert widget.model_choice.choices[0] != "nuclei_fluorescence"  # the list is alphabetical (ccd_classes first)
+    assert widget.model_choice.value == "nuclei_fluorescence"
+    assert widget.model_path().name == "nuclei_fluorescence.pt"
+    assert default_model(["ccd_classes", "nuclei_phase", "model file ..."]) == "nuclei_phase"
+    assert default_model(["ccd_classes", "model file ..."]) == "ccd_classes"
+
+
+def test_a_new_run_clears_the_previous_runs_results(make_napari_viewer, tmp_path, wait_worker):
+    """A nuclei run after a CCD run exports no stale clusters.csv; a failed run leaves no old counts."""
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+    from napari_microseg.widgets.segmentation import FILE_CHOICE, SegmentationWidget
+
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(simulate_ccd_frame(shape=(128, 128), seed=3, n_clusters=10).image, name="ccd")
+    viewer.add_image(simulate_nuclei_image(shape=(96, 96), n_nuclei=6, seed=1)[0], name="nuclei")
+    widget = SegmentationWidget(viewer)
+    widget.image_layer.value, widget.model_choice.value = "ccd", "ccd_classes"
+    widget.export_dir.value = str(tmp_path / "ccd")
+    wait_worker(widget.segment())
+    assert widget.clusters is not None, widget.status.text()
+    assert any(p.endswith("clusters.csv") for p in widget.export())
+
+    widget.image_layer.value, widget.model_choice.value = "nuclei", "nuclei_fluorescence_fast"
+    widget.export_dir.value = str(tmp_path / "nuclei")
+    wait_worker(widget.segment())
+    assert widget.clusters is None and widget.counts_label.value.endswith("objects"), widget.status.text()
+    written = widget.export()
+    assert sorted(p.rsplit("/", 1)[-1] for p in written) == ["counts.csv", "objects.csv"]
+    assert not (tmp_path / "nuclei" / "clusters.csv").exists()
+
+    # a run that fails in the worker (an unreadable model file) leaves nothing of the last run behind
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"not a model")
+    widget.model_choice.value, widget.model_file.value = FILE_CHOICE, str(bad)
+    wait_worker(widget.segment())
+    assert widget.status.styleSheet(), widget.status.text()  # the red error line
+    assert widget.result is None and widget.counts_label.value == ""
+    assert widget.export() == [] and "Nothing to export" in widget.status.text()

@@ -45,6 +45,8 @@ class MicrosegDock(QWidget):
         self._started_at = 0.0
         # the buttons that start work in a worker: greyed out while one runs (one run at a time)
         self.run_buttons: tuple[Any, ...] = ()
+        # the magicgui widgets that choose layers by name (see follow_layers)
+        self.layer_pickers: tuple[Any, ...] = ()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
         header = QLabel(f"<b>{self.title}</b><br>{self.description}")
@@ -69,6 +71,41 @@ class MicrosegDock(QWidget):
         self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
         layout.addWidget(self.status)
         layout.addStretch(1)
+
+    # -- layer pickers ----------------------------------------------------
+    def follow_layers(self, *pickers: Any) -> None:
+        """Keep the layer pickers (magicgui ComboBox / Select whose choices are layer names) in step
+        with the viewer: their choices are refreshed when a layer is added, removed or renamed, and a
+        chosen layer that is renamed stays chosen under its new name."""
+        self.layer_pickers = pickers
+        self._known_layer_names = {id(layer): layer.name for layer in self.viewer.layers}
+        events = self.viewer.layers.events
+        for event in (events.inserted, events.removed, events.renamed):
+            event.connect(self._refresh_layer_pickers)
+
+    def _refresh_layer_pickers(self, *_: Any) -> None:
+        current = {id(layer): layer.name for layer in self.viewer.layers}
+        renamed = {old: current[key] for key, old in self._known_layer_names.items()
+                   if key in current and current[key] != old}
+        self._known_layer_names = current
+        for picker in self.layer_pickers:
+            chosen = picker.value
+            picker.reset_choices()
+            if isinstance(chosen, (list, tuple)):  # a Select: several layers
+                picker.value = [v for v in (renamed.get(c, c) for c in chosen) if v in picker.choices]
+            elif chosen in renamed and renamed[chosen] in picker.choices:
+                picker.value = renamed[chosen]
+
+    def chosen_layer(self, name: Any, what: str = "image") -> Any:
+        """The viewer's layer called ``name``; InputError (a message for the dock) when no layer is
+        chosen or it has been removed or renamed since."""
+        from ..errors import InputError
+
+        if not name:
+            raise InputError(f"Choose the {what} layer.")
+        if name not in self.viewer.layers:
+            raise InputError(f"the {what} layer '{name}' is no longer in the viewer: choose it again")
+        return self.viewer.layers[name]
 
     # -- messages ---------------------------------------------------------
     def show_message(self, text: str) -> None:

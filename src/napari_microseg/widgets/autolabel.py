@@ -16,6 +16,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, PushBu
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
+from ..errors import InputError
 from ._base import MicrosegDock, grey_image, layer_names, unique_layer_name
 
 PREVIEW_DELAY_MS = 400
@@ -68,8 +69,7 @@ class AutolabelWidget(MicrosegDock):
         self.apply_button.changed.connect(self.apply)
         self.qc_button.changed.connect(self.run_qc)
         self.run_buttons = (self.apply_button, self.qc_button)
-        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
-            event.connect(lambda *_: self.stain_layer.reset_choices())
+        self.follow_layers(self.stain_layer)
         self.preview_layer = None
         self.labels_layer = None
         self.qc = None
@@ -86,7 +86,14 @@ class AutolabelWidget(MicrosegDock):
         }
 
     def _stain(self) -> Any:
-        return self.viewer.layers[self.stain_layer.value] if self.stain_layer.value else None
+        """The chosen stain layer; None (after a message) when none is chosen or it has gone."""
+        if not self.stain_layer.value:
+            return None
+        try:
+            return self.chosen_layer(self.stain_layer.value, "stain")
+        except InputError as err:
+            self.show_error(str(err))
+            return None
 
     def _frame_index(self, data: Any) -> int | None:
         return int(self.viewer.dims.current_step[0]) if data.ndim == 3 else None

@@ -95,8 +95,7 @@ class ClassificationWidget(MicrosegDock):
         self.export_button.changed.connect(self.export)
         self.train_button.changed.connect(self.train)
         self.run_buttons = (self.classify_button, self.train_button)
-        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
-            event.connect(lambda *_: self.form.reset_choices())
+        self.follow_layers(self.image_layer, self.labels_layer)
         self.results: pd.DataFrame | None = None
         self.truth: np.ndarray | None = None
         self._task_changed()
@@ -126,15 +125,25 @@ class ClassificationWidget(MicrosegDock):
             return None
         worker = self.start(make, lambda table: self._show(table, layer, task, labels), label="classifying")
         if worker is not None:
-            self.results = None  # a failed run must not leave the previous run's results to export
+            self._clear_results()  # a failed run must not leave the previous run's results shown or exportable
         return worker
+
+    def _clear_results(self) -> None:
+        """Forget the last run's results: table, summary, ROC and what Export would write."""
+        self.results = None
+        self.table.clearSelection()
+        self.table.setRowCount(0)
+        self.summary.value = ""
+        self.roc_curve.setData([], [])
+        self.roc_point.setData([], [])
+        self.roc.setVisible(False)
 
     def _make_job(self, model: Path):
         from ..progress import Progress
 
         if not self.image_layer.value:
             raise InputError("Choose the image layer to classify.")
-        layer = self.viewer.layers[self.image_layer.value]
+        layer = self.chosen_layer(self.image_layer.value, "image")
         data = grey_image(layer)
         task = self.task_name
         labels = None
@@ -152,7 +161,7 @@ class ClassificationWidget(MicrosegDock):
         elif task == "objects":
             if self.labels_layer.value in (None, NONE):
                 raise InputError("Choose the Labels layer holding the objects to classify.")
-            labels = np.asarray(self.viewer.layers[self.labels_layer.value].data)
+            labels = np.asarray(self.chosen_layer(self.labels_layer.value, "objects (labels)").data)
             if labels.shape != data.shape:
                 raise InputError(f"labels shape {labels.shape} does not match image shape {data.shape}")
             if labels.max() == 0:

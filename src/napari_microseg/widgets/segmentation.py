@@ -19,10 +19,13 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinB
 
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
+from ..errors import InputError
 from ..pretrained import list_pretrained_for
 from ._base import CLASS_COLOURS, MicrosegDock, chosen_model_path, class_colormap, dock_action, grey_image, layer_names, unique_layer_name
 
 FILE_CHOICE = "model file ..."
+#: the model chosen when the widget opens (the shipped nuclei model), if it is installed
+DEFAULT_MODEL = "nuclei_fluorescence"
 
 #: models trained in this session (the Training widget appends), offered first
 RECENT_MODELS: list[str] = []
@@ -40,6 +43,7 @@ class SegmentationWidget(MicrosegDock):
         super().__init__(napari_viewer)
         self.image_layer = ComboBox(label="image", choices=lambda *_: layer_names(self.viewer, "Image"))
         self.model_choice = ComboBox(label="model", choices=self._model_choices)
+        self.model_choice.value = default_model(self.model_choice.choices)
         self.model_file = FileEdit(label="model file", mode="r", filter="*.pt", value="")
         self.scope = ComboBox(label="run on", choices=["current frame", "whole stack"], value="current frame")
         self.tile = SpinBox(label="tile (px)", value=256, min=64, max=4096, step=32)
@@ -97,8 +101,7 @@ class SegmentationWidget(MicrosegDock):
         self.finetune_button.changed.connect(self.fine_tune)
         self.run_buttons = (self.run_button, self.batch_button, self.finetune_button)
         self.model_choice.changed.connect(self._toggle_file)
-        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
-            event.connect(lambda *_: self.form.reset_choices())
+        self.follow_layers(self.image_layer, self.labels_for_training)
         self.result = None
         self.tiles = None
         self.clusters = None
@@ -140,21 +143,22 @@ class SegmentationWidget(MicrosegDock):
         """``"auto"`` (estimate ticked), the diameter in px, or None (0: as trained)."""
         return "auto" if self.estimate_diameter.value else (float(self.diameter.value) or None)
 
-    def _current_frame(self) -> int | None:
-        layer = self.viewer.layers[self.image_layer.value]
+    def _current_frame(self, layer: Any) -> int | None:
+        """The viewer's current frame index for a (T, Y, X) image layer; None for a 2-D (or RGB) one."""
         stack = layer.data.ndim == 3 and not getattr(layer, "rgb", False)
         return int(self.viewer.dims.current_step[0]) if stack else None
 
     def segment(self, *_: Any) -> Any:
         """Segment in a worker; a new Labels layer arrives when done."""
-        if not self.image_layer.value:
-            self.show_error("Choose an image layer.")
+        try:
+            layer = self.chosen_layer(self.image_layer.value, "image")
+        except InputError as err:
+            self.show_error(str(err))
             return None
         model = self._chosen_model()
         if model is None:
             return None
-        layer = self.viewer.layers[self.image_layer.value]
-        t = self._current_frame()
+        t = self._current_frame(layer)
         whole = self.scope.value == "whole stack" or t is None
         data = grey_image(layer)  # RGB layers: grey
         image = data if whole else data[t]
@@ -179,9 +183,23 @@ class SegmentationWidget(MicrosegDock):
         def done(result: Any) -> None:
             self._add_result(result, layer, t if not whole else None, model)
 
-        return self.start(make_generator, done, label="segmenting")
+        worker = self.start(make_generator, done, label="segmenting")
+        if worker is not None:  # a stopped or failed run must not leave the previous run's results shown or exportable
+            self._clear_results()
+        return worker
+
+    def _clear_results(self) -> None:
+        """Forget the last run's results: counts, clusters, tiles and what Export would write."""
+        self.result = None
+        self.clusters = None
+        self.tiles = None
+        self.counts_label.value = ""
+        self.tile_table.clearSelection()
+        self.tile_table.setRowCount(0)
+        self.find_class.reset_choices()
 
     def _add_result(self, result: Any, layer: Any, t: int | None, model: Path) -> None:
+        self._clear_results()  # nothing of an earlier run (e.g. a CCD run's clusters) carries over
         self.result = result
         labels = np.asarray(result.labels)
         if t is not None:  # a single frame of a stack: place it in a stack-shaped layer
@@ -285,7 +303,7 @@ class SegmentationWidget(MicrosegDock):
             self.show_error("Segment with a multi-class model (e.g. CCD classes) first.")
             return None
         class_map = np.asarray(self.result.labels)
-        class_map = class_map[self._current_frame() or 0] if class_map.ndim == 3 else class_map
+        class_map = class_map[int(self.viewer.dims.current_step[0])] if class_map.ndim == 3 else class_map
         class_id = list(self.result.class_names).index(self.find_class.value)
         self.tiles = tiles_with_class(class_map, class_id, tile=256)
         self.tile_table.setRowCount(len(self.tiles))
@@ -336,13 +354,19 @@ class SegmentationWidget(MicrosegDock):
         if not self.image_layer.value or not self.labels_for_training.value:
             self.show_error("Choose the image layer and the corrected labels layer.")
             return len(self.training_pairs)
-        image = np.asarray(grey_image(self.viewer.layers[self.image_layer.value]))
-        labels = np.asarray(self.viewer.layers[self.labels_for_training.value].data)
+        try:
+            image_layer = self.chosen_layer(self.image_layer.value, "image")
+            labels_layer = self.chosen_layer(self.labels_for_training.value, "corrected labels")
+        except InputError as err:
+            self.show_error(str(err))
+            return len(self.training_pairs)
+        image = np.asarray(grey_image(image_layer))
+        labels = np.asarray(labels_layer.data)
         if image.shape != labels.shape:
             self.show_error(f"labels shape {labels.shape} does not match image shape {image.shape}")
             return len(self.training_pairs)
         if image.ndim == 3:
-            t = self._current_frame()
+            t = self._current_frame(image_layer)
             image, labels = image[t], labels[t]
         if not (labels > 0).any():
             self.show_error("the corrected labels are empty on this frame")
@@ -380,6 +404,15 @@ class SegmentationWidget(MicrosegDock):
 
         return self.start(make_generator, done, label="fine-tuning", cooperative_stop=stop_event,
                           stop_message="Stopping after this step; the best model so far is kept ...")
+
+
+def default_model(choices: Any) -> str:
+    """The model to offer first: ``DEFAULT_MODEL``, else the first nuclei model, else the first choice
+    (the list is alphabetical, so without this a CCD class model came first)."""
+    choices = list(choices)
+    if DEFAULT_MODEL in choices:
+        return DEFAULT_MODEL
+    return next((c for c in choices if str(c).startswith("nuclei")), choices[0])
 
 
 def fine_tuned_name(base: Path) -> Path:

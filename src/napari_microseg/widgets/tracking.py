@@ -71,8 +71,7 @@ class TrackingWidget(MicrosegDock):
         self.merge_button.changed.connect(self.merge_selected)
         self.split_button.changed.connect(self.split_selected)
         self.colour_by.changed.connect(self._recolour)
-        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
-            event.connect(lambda *_: self.form.reset_choices())
+        self.follow_layers(self.labels_layer, self.image_layer)
         self.result = None
         self.tracks_layer = None
         self.relabelled_layer = None
@@ -83,16 +82,19 @@ class TrackingWidget(MicrosegDock):
         if not self.labels_layer.value:
             self.show_error("Choose a labels layer holding a (T, Y, X) time-lapse.")
             return None
-        labels = np.asarray(self.viewer.layers[self.labels_layer.value].data)
+        try:
+            labels = np.asarray(self.chosen_layer(self.labels_layer.value, "labels").data)
+            has_image = self.image_layer.value and self.image_layer.value != NO_IMAGE
+            image = np.asarray(self.chosen_layer(self.image_layer.value, "image").data) if has_image else None
+        except InputError as err:
+            self.show_error(str(err))
+            return None
         if labels.ndim != 3 or labels.shape[0] < 2:
             self.show_error(f"tracking needs a (T, Y, X) labels stack with at least 2 frames, got shape {labels.shape}")
             return None
-        image = None
-        if self.image_layer.value and self.image_layer.value != NO_IMAGE:
-            image = np.asarray(self.viewer.layers[self.image_layer.value].data)
-            if image.shape != labels.shape:
-                self.show_error(f"image shape {image.shape} does not match labels shape {labels.shape}")
-                return None
+        if image is not None and image.shape != labels.shape:
+            self.show_error(f"image shape {image.shape} does not match labels shape {labels.shape}")
+            return None
         shift = None if self.stage_shift.value == "none" else self.stage_shift.value
         if shift == "images" and image is None:
             self.show_error("stage-shift correction from images needs an image layer")

@@ -97,8 +97,7 @@ class TrainingWidget(MicrosegDock):
         import napari_microseg.training.augment  # noqa: F401
         import napari_microseg.training.trainer  # noqa: F401
 
-        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
-            event.connect(self._refresh_choices)
+        self.follow_layers(self.image_layer, self.labels_layer)
 
     # -- layer pickers ------------------------------------------------------
     def _image_choices(self, *_: Any) -> list[str]:
@@ -106,10 +105,6 @@ class TrainingWidget(MicrosegDock):
 
     def _labels_choices(self, *_: Any) -> list[str]:
         return layer_names(self.viewer, "Labels")
-
-    def _refresh_choices(self, *_: Any) -> None:
-        self.image_layer.reset_choices()
-        self.labels_layer.reset_choices()
 
     # -- training -----------------------------------------------------------
     def training_pairs(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -124,8 +119,8 @@ class TrainingWidget(MicrosegDock):
             raise InputError(f"choose one labels layer per image: {len(image_names)} image(s), {len(label_names)} labels layer(s)")
         images, labels = [], []
         for image_name, label_name in zip(image_names, label_names):
-            image = np.asarray(grey_image(self.viewer.layers[image_name]))  # RGB layers: grey
-            label = np.asarray(self.viewer.layers[label_name].data).copy()
+            image = np.asarray(grey_image(self.chosen_layer(image_name, "image")))  # RGB layers: grey
+            label = np.asarray(self.chosen_layer(label_name, "labels").data).copy()
             try:
                 check_training_layers(image, label, bool(self.sparse.value))
             except InputError as err:
@@ -227,7 +222,11 @@ class TrainingWidget(MicrosegDock):
         if not self.image_layer.value:
             self.show_error("Choose an image layer.")
             return None
-        layer = self.viewer.layers[self.image_layer.value[0]]
+        try:
+            layer = self.chosen_layer(self.image_layer.value[0], "image")
+        except InputError as err:
+            self.show_error(str(err))
+            return None
         data = grey_image(layer)
         t = int(self.viewer.dims.current_step[0]) if data.ndim == 3 else None
         frame = np.asarray(data[t] if t is not None else data)
