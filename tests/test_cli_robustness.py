@@ -91,11 +91,11 @@ def test_multichannel_tiff_is_not_taken_for_a_time_lapse(tmp_path, nuclei_image,
     assert labels.shape == nuclei_image.shape and labels.max() >= 3
 
 
-def test_planar_rgb_is_read_colour_last(tmp_path, nuclei_image):
-    rgb = np.stack([nuclei_image] * 3).astype(np.uint8)
-    path = tmp_path / "planar.tif"
-    tifffile.imwrite(path, rgb, photometric="rgb", planarconfig="separate")
-    assert read_image(path).data.shape == (64, 64, 3)
+def test_a_stack_of_four_frames_stays_four_frames(tmp_path):
+    """tifffile tags a (4, Y, X) array written without metadata as planar RGBA: it must stay 4 frames."""
+    stack = np.arange(4 * 16 * 16, dtype=np.uint16).reshape(4, 16, 16)
+    tifffile.imwrite(tmp_path / "stack.tif", stack)
+    np.testing.assert_array_equal(read_image(tmp_path / "stack.tif").data, stack)
 
 
 def test_autolabel_reads_rgb_as_grey(tmp_path, nuclei_image):
@@ -152,3 +152,48 @@ def test_missing_subcommand_is_a_usage_error(capsys):
         main(["evaluate"])
     assert stop.value.code == 2
     assert main([]) == 2
+
+
+def test_evaluate_explains_a_reversed_range_and_warns_about_unmatched_names(tmp_path, capsys):
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    gt.mkdir(), pred.mkdir()
+    labels = np.zeros((32, 32), np.uint16)
+    labels[4:12, 4:12] = 1
+    tifffile.imwrite(gt / "good.tif", labels)
+    tifffile.imwrite(pred / "other.tif", labels)
+    assert main(["evaluate", "seg", "--gt", str(gt), "--pred", str(pred), "--thresholds", "0.9:0.5:0.1",
+                 "--out", str(tmp_path / "m.csv")]) == 2
+    assert "start <= stop" in capsys.readouterr().err
+    assert main(["evaluate", "seg", "--gt", str(gt), "--pred", str(pred), "--out", str(tmp_path / "m.csv")]) == 0
+    assert "the names differ" in capsys.readouterr().err
+
+
+def test_segment_names_the_file_and_refuses_images_too_small_to_segment(tmp_path, nuclei_image, capsys):
+    bad = nuclei_image.copy()
+    bad[3, 3] = np.nan
+    tifffile.imwrite(tmp_path / "with_nan.tif", bad)
+    assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "with_nan.tif"),
+                 "--out", str(tmp_path / "a"), "--quiet"]) == 2
+    assert "with_nan.tif: frame 0 contains NaN" in capsys.readouterr().err
+    tifffile.imwrite(tmp_path / "column.tif", nuclei_image[:, :1])
+    assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "column.tif"),
+                 "--out", str(tmp_path / "b"), "--quiet"]) == 2
+    assert "too small to segment" in capsys.readouterr().err
+
+
+def test_export_checks_the_suffix_and_classify_checks_the_box(tmp_path, capsys):
+    assert main(["export", "--model", "nuclei_fluorescence_fast", "--out", str(tmp_path / "m.txt")]) == 2
+    assert "should end in .pt" in capsys.readouterr().err
+    assert main(["classify", "images", "--model", "response_good_bad", "--input", str(tmp_path),
+                 "--out", str(tmp_path / "c"), "--box", "-5", "-5", "30", "30"]) == 2
+    assert "0 <= Y0 < Y1" in capsys.readouterr().err
+
+
+def test_napari_reader_opens_each_channel_as_a_layer(tmp_path, nuclei_image):
+    from napari_microseg._reader import read_layers
+
+    path = tmp_path / "two.tif"
+    tifffile.imwrite(path, np.stack([nuclei_image, nuclei_image * 2]), imagej=True, metadata={"axes": "CYX"})
+    [(data, kwargs, kind)] = read_layers(str(path))
+    assert kind == "image" and data.shape == (2, 64, 64) and kwargs["channel_axis"] == 0
+    assert kwargs["name"] == ["two [channel 0]", "two [channel 1]"]

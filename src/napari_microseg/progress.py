@@ -47,7 +47,8 @@ def run_with_text_progress(gen: Generator[Any, None, Any], stream: TextIO | None
             elapsed = now - start
             eta = elapsed / done * (total - done) if done else float("nan")
             msg = getattr(event, "message", "")
-            line = f"{label} {text_bar(done, total)} {elapsed:6.1f}s eta {eta:6.1f}s {msg}"
+            eta_text = f"{eta:6.1f}s" if eta == eta else "     --"  # NaN before the first step is done
+            line = f"{label} {text_bar(done, total)} {elapsed:6.1f}s eta {eta_text} {msg}"
             if interactive:
                 stream.write("\r" + line[:150].ljust(150))
                 stream.flush()

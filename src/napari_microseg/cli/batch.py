@@ -143,6 +143,9 @@ def _params(args: argparse.Namespace) -> dict:
         if kw:
             params["autolabel"] = kw
     if args.batch_task == "classify":
+        from .classify import check_box
+
+        check_box(args.box)
         if args.box is not None:
             params["box"] = list(args.box)
         if args.threshold is not None:

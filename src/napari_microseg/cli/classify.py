@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--out", required=True, type=Path, help="output folder")
     q.add_argument("--box", type=int, nargs=4, metavar=("Y0", "X0", "Y1", "X1"), help="integration area / crop box for every image")
     q.add_argument("--threshold", type=float, default=None, help="flag as bad when probability_bad >= this (default: the model's, 0.5)")
-    q.add_argument("--device", default="cpu")
+    q.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
     q.add_argument("--overwrite", action="store_true", help="replace existing outputs in --out")
     q.set_defaults(func=run)
 
@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--labels", help="label image file of the same shape")
     q.add_argument("--input", type=Path, help="instead of --image/--labels: a folder with images/ and labels/ (same names)")
     q.add_argument("--out", required=True, type=Path, help="output folder")
-    q.add_argument("--device", default="cpu")
+    q.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
     q.add_argument("--overwrite", action="store_true", help="replace existing outputs in --out")
     q.set_defaults(func=run)
 
@@ -61,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--model", required=True, help="classifier model file (task profiles)")
     q.add_argument("--input", required=True, type=Path, help="profiles.tif / .npy of shape (N, views, points), or a simulated folder")
     q.add_argument("--out", required=True, type=Path, help="output folder")
-    q.add_argument("--device", default="cpu")
+    q.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
     q.add_argument("--overwrite", action="store_true", help="replace existing outputs in --out")
     q.set_defaults(func=run)
 
@@ -72,14 +72,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     def common(r: argparse.ArgumentParser, epochs: int, batch: int, lr: float, arch: str) -> None:
         r.add_argument("--out", required=True, type=Path, help="model file to write (.pt)")
         r.add_argument("--simulated", type=int, default=0, help="number of simulated samples (images / TEM images / particles)")
-        r.add_argument("--epochs", type=int, default=epochs)
-        r.add_argument("--batch-size", type=int, default=batch)
-        r.add_argument("--lr", type=float, default=lr)
+        r.add_argument("--epochs", type=int, default=epochs, help=f"training epochs (default {epochs})")
+        r.add_argument("--batch-size", type=int, default=batch, help=f"samples per step (default {batch})")
+        r.add_argument("--lr", type=float, default=lr, help=f"learning rate (default {lr:g})")
         r.add_argument("--arch", default=arch, help=f"architecture (default {arch})")
-        r.add_argument("--patience", type=int, default=30, help="early-stopping patience in epochs (0: off)")
-        r.add_argument("--val-fraction", type=float, default=0.2)
-        r.add_argument("--seed", type=int, default=0)
-        r.add_argument("--device", default="auto")
+        r.add_argument("--patience", type=int, default=30, help="early-stopping patience in epochs (0: off; default 30)")
+        r.add_argument("--val-fraction", type=float, default=0.2, help="share of samples held out for validation (default 0.2)")
+        r.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+        r.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda, cuda:N or mps (default auto)")
         r.add_argument("--threads", type=int, default=None, help="torch CPU threads")
         r.add_argument("--history", type=Path, help="history CSV (default: <model>.history.csv next to --out)")
         r.add_argument("--overwrite", action="store_true", help="replace an existing model file (and its history)")
@@ -213,7 +213,17 @@ def load_response_folder(folder: Path, box=None) -> dict:
 # ------------------------------------------------------------------ run
 
 
+def check_box(box) -> None:
+    """``--box Y0 X0 Y1 X1`` (px): a one-line error unless 0 <= Y0 < Y1 and 0 <= X0 < X1."""
+    if box is None:
+        return
+    y0, x0, y1, x1 = (int(v) for v in box)
+    if min(y0, x0) < 0 or y1 <= y0 or x1 <= x0:
+        raise InputError(f"--box Y0 X0 Y1 X1 needs 0 <= Y0 < Y1 and 0 <= X0 < X1 (px), got {y0} {x0} {y1} {x1}")
+
+
 def run(args: argparse.Namespace) -> int:
+    check_box(getattr(args, "box", None))
     if args.what == "train":
         return _run_train(args)
     return {"images": _run_images, "objects": _run_objects, "profiles": _run_profiles}[args.what](args)

@@ -15,6 +15,7 @@ frame.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..errors import InputError
@@ -46,11 +47,13 @@ def parse_thresholds(text: str) -> list[float]:
     try:
         if ":" in text:
             a, b, c = (float(v) for v in text.split(":"))
-            vals = np.round(np.arange(a, b + c / 2, c), 4).tolist()
+            vals = np.round(np.arange(a, b + c / 2, c), 4).tolist() if c > 0 and b >= a else None
         else:
             vals = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise InputError(f"cannot read thresholds {text!r} (use 'start:stop:step' or a comma list)") from None
+    if vals is None:
+        raise InputError(f"IoU thresholds {text!r}: 'start:stop:step' needs start <= stop and a step > 0")
     if not vals or any(not 0 < v <= 1 for v in vals):
         raise InputError(f"IoU thresholds must lie in (0, 1], got {text!r}")
     return vals
@@ -83,6 +86,9 @@ def match_files(gt_dir: Path, pred_dir: Path) -> list[tuple[Path, Path]]:
     """Pairs (gt, pred) matched by exact name, else by name without suffix/_labels-like ending."""
     gts, preds = _list(gt_dir), _list(pred_dir)
     if len(gts) == 1 and len(preds) == 1:
+        if _key(gts[0].name) != _key(preds[0].name):
+            print(f"warning: scoring {preds[0].name} against {gts[0].name}: the names differ (one file on each side)",
+                  file=sys.stderr)
         return [(gts[0], preds[0])]
     by_name = {p.name: p for p in preds}
     by_key = {}

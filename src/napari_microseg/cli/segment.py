@@ -196,11 +196,14 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
             postprocess_options=ccd_rules, diameter=diameter,
         )
         label = f"[{i + 1}/{n_inputs}] {path.name}"
-        if args.quiet:
-            with open(os.devnull, "w") as sink:
-                result = run_with_text_progress(gen, stream=sink, label=label)
-        else:
-            result = run_with_text_progress(gen, stream=sys.stderr, label=label)
+        try:
+            if args.quiet:
+                with open(os.devnull, "w") as sink:
+                    result = run_with_text_progress(gen, stream=sink, label=label)
+            else:
+                result = run_with_text_progress(gen, stream=sys.stderr, label=label)
+        except InputError as err:  # say which file (a folder may hold thousands)
+            raise err if str(err).startswith(path.name) else InputError(f"{path.name}: {err}") from None
         if zarr_out:
             if target.exists():
                 shutil.rmtree(target)

@@ -233,12 +233,18 @@ def _resolve_loaded(model: Any, device: str) -> Any:
     return model
 
 
+#: smallest height / width (px) segmented: below it the network sees only padding and invents objects
+MIN_IMAGE_SIDE = 8
+
+
 def _check_input(image: Any) -> tuple[int, ...]:
     shape = tuple(int(s) for s in image.shape)
     if len(shape) not in (2, 3):
         raise InputError(f"expected a 2D (Y,X) image or a (T,Y,X) stack, got shape {shape}")
     if min(shape) == 0:
         raise InputError(f"image is empty (shape {shape})")
+    if min(shape[-2:]) < MIN_IMAGE_SIDE:
+        raise InputError(f"image of shape {shape} is too small to segment: Y and X must be at least {MIN_IMAGE_SIDE} px")
     if len(shape) == 3 and shape[-1] in (3, 4) and shape[0] > 4:
         raise InputError(f"image of shape {shape} looks like RGB(A) (Y,X,C); convert it to one grey channel first")
     dtype = np.dtype(image.dtype)

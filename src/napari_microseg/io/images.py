@@ -70,7 +70,7 @@ def read_image(path: str | os.PathLike, hdu: int | None = None, min_ndim: int = 
         ``"all"`` to keep every channel (``metadata["channel_axis"]`` says which axis).
         With None (default) such a file is refused with a message naming its channels,
         rather than its channels being taken for time points. Ignored for files
-        without a channel axis. Planar RGB (colour samples first) is returned as (Y, X, 3).
+        without a channel axis.
 
     Returns
     -------
@@ -149,10 +149,8 @@ def _read_tiff(path: Path) -> ImageData:
             data = series.asarray()
             axes = str(series.axes)
             meta: dict = {"axes": axes} if len(axes) == data.ndim else {}
-            if "S" in axes and len(axes) == data.ndim and not axes.endswith("S") \
-                    and data.shape[axes.index("S")] in (3, 4):  # planar RGB: colour last, as napari expects
-                data = np.moveaxis(data, axes.index("S"), -1)
-                meta["axes"] = axes.replace("S", "") + "S"
+            # planar "RGB" (SYX) stays as it is: tifffile tags a 3-4 frame grey stack written
+            # without metadata the same way, and those frames must stay frames
             if tif.imagej_metadata:
                 meta["imagej"] = {k: v for k, v in tif.imagej_metadata.items() if isinstance(v, (int, float, str))}
     except Exception as err:  # tifffile raises several types for corrupt files
