@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nuclei", type=int, default=35, help="about how many nuclei (default 35)")
     p.add_argument("--stage-shift", type=float, default=0.0, help="stage shift sd between frames, pixels (default 0)")
     p.add_argument("--seed", type=int, default=0, help="simulation seed (default 0)")
-    p.add_argument("--model", default="nuclei_fluorescence", help="shipped model name or model file to start from")
+    p.add_argument("--model", default="nuclei_fluorescence", help="shipped model name or model file to start from (default nuclei_fluorescence)")
     p.add_argument("--train-epochs", type=int, default=2,
                    help="epochs of the brief training (default 2; 0: segment with --model as it is)")
     p.add_argument("--train-frames", type=int, default=6, help="frames of the simulated training time-lapse (default 6)")
