@@ -197,3 +197,15 @@ def test_napari_reader_opens_each_channel_as_a_layer(tmp_path, nuclei_image):
     [(data, kwargs, kind)] = read_layers(str(path))
     assert kind == "image" and data.shape == (2, 64, 64) and kwargs["channel_axis"] == 0
     assert kwargs["name"] == ["two [channel 0]", "two [channel 1]"]
+
+
+def test_results_written_into_the_input_folder_can_be_redone(tmp_path, nuclei_image):
+    """Tables a run wrote next to its images are outputs, not inputs: ``--overwrite`` may replace them."""
+    data = tmp_path / "data"
+    data.mkdir()
+    tifffile.imwrite(data / "cells.tif", nuclei_image)
+    before = _digest(data / "cells.tif")
+    argv = ["segment", "--model", "nuclei_fluorescence_fast", "--input", str(data), "--out", str(data), "--quiet"]
+    assert main(argv) == 0
+    assert main(argv + ["--overwrite"]) == 0
+    assert (data / "objects.csv").exists() and _digest(data / "cells.tif") == before

@@ -19,13 +19,16 @@ from ..errors import InputError
 #: resolved paths of the files (and Zarr stores) the running command reads; see :func:`protect_inputs`
 _PROTECTED_FILES: set[Path] = set()
 _PROTECTED_STORES: set[Path] = set()
+#: files inside an input folder that are inputs besides TIFF / FITS / Zarr
+_OTHER_INPUTS = (".png", ".jpg", ".jpeg", ".npy", ".pt")
 
 
 def protect_inputs(paths: Iterable[str | os.PathLike]) -> None:
     """Declare the inputs of the running command, so that no output replaces them.
 
-    Each path may be a file, a folder (its files, not its subfolders, are
-    protected; a Zarr store is protected with everything inside it) or a glob
+    Each path may be a file, a folder (its image and array files, not its
+    subfolders nor tables a previous run wrote there, are protected; a Zarr
+    store is protected with everything inside it) or a glob
     pattern (``**`` included). Replaces any earlier declaration. Writers that go
     through :func:`atomic_path` or call :func:`guard_target` then refuse such
     a target, even with ``--overwrite``.
@@ -49,8 +52,11 @@ def protect_inputs(paths: Iterable[str | os.PathLike]) -> None:
                     if image_kind(path) == "zarr":
                         stores.add(resolved)
                     else:
-                        files.update(q.resolve() for q in path.iterdir() if q.is_file() or image_kind(q) == "zarr")
-                        stores.update(q.resolve() for q in path.iterdir() if q.is_dir() and image_kind(q) == "zarr")
+                        for q in path.iterdir():
+                            if q.is_dir() and image_kind(q) == "zarr":
+                                stores.add(q.resolve())
+                            elif q.is_file() and (image_kind(q) is not None or q.suffix.lower() in _OTHER_INPUTS):
+                                files.add(q.resolve())
             except OSError:  # unreadable: the command itself reports it
                 continue
     _PROTECTED_FILES.clear()
