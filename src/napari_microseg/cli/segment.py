@@ -232,6 +232,7 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from ..io.images import image_kind
     from ..io.models import load_model
     from ..measure.tables import check_overwrite, write_objects_csv, write_table_csv
 
@@ -244,6 +245,8 @@ def run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(int(args.threads))
     inputs = find_inputs(args.input)
+    if args.hdu is not None and not any(image_kind(p) == "fits" for p in inputs):
+        print("warning: --hdu applies to FITS files only; the inputs hold none", file=sys.stderr)
     stems = [_stem(p) for p in inputs]
     dupes = {s for s in stems if stems.count(s) > 1}
     if dupes:
