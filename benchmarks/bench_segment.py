@@ -166,7 +166,7 @@ def _memory_child(size: int, predictor: str, tile: int, workdir: str, model: str
     tracemalloc.stop()
     return {"benchmark": "memory", "image": f"{size}x{size} uint8 zarr (chunks 1024), labels to zarr uint32",
             "predictor": predictor, "model": model or "random small binary", "output_mode": loaded.output_mode,
-            "tile": tile, "seconds": round(seconds, 1),
+            "tile": tile, "tiles_yx": res.settings["tiles_yx"], "seconds": round(seconds, 1),
             "tracemalloc_peak_mb": round(peak / 2**20, 1),
             "maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "maxrss_before_segment_mb": round(rss_before, 1), "objects": int(len(res.objects)),
@@ -179,7 +179,8 @@ def cmd_memory(args: argparse.Namespace) -> None:
         return
     with tempfile.TemporaryDirectory(prefix="bench_seg_") as tmp:
         proc = subprocess.run([sys.executable, __file__, "memory", "--size", str(args.size), "--predictor",
-                               args.predictor, "--tile", str(args.tile), "--child", tmp]
+                               args.predictor, "--child", tmp]
+                              + (["--tile", str(args.tile)] if args.tile else [])
                               + (["--model", args.model] if args.model else []),
                               capture_output=True, text=True)
         if proc.returncode:
@@ -343,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("throughput")
     p.add_argument("--size", type=int, default=2048)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--tile", type=int, default=256)
+    p.add_argument("--tile", type=int, default=None, help="largest tile side, px (default: segment's, 512)")
     p.add_argument("--overlap", type=float, default=32)
     p.add_argument("--batch-size", type=int, default=4)
     p.set_defaults(func=cmd_throughput)
@@ -351,13 +352,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--size", type=int, default=8192)
     p.add_argument("--predictor", choices=["fake", "small"], default="fake")
     p.add_argument("--model", default=None, help="a model file or shipped name instead (e.g. nuclei_fluorescence: three-class)")
-    p.add_argument("--tile", type=int, default=256)
+    p.add_argument("--tile", type=int, default=None, help="largest tile side, px (default: segment's, 512)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_memory)
     p = sub.add_parser("dsb")
     p.add_argument("--model", required=True)
     p.add_argument("--data", default=str(DEFAULT_DSB))
-    p.add_argument("--tile", type=int, default=256)
+    p.add_argument("--tile", type=int, default=None, help="largest tile side, px (default: segment's, 512)")
     p.add_argument("--min-size", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="auto")
@@ -372,8 +373,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", default="nuclei_fluorescence")
     p.add_argument("--size", type=int, default=2048)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--tile", type=int, default=256)
-    p.add_argument("--overlap", type=float, default=0.125)
+    p.add_argument("--tile", type=int, default=None, help="largest tile side, px (default: segment's, 512)")
+    p.add_argument("--overlap", type=float, default=32)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--data", default=str(DEFAULT_DSB))

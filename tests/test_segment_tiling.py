@@ -9,6 +9,7 @@ from scipy import ndimage as ndi
 
 from napari_microseg.errors import InputError
 from napari_microseg.inference.tiling import (
+    fitted_tile,
     blending_window,
     count_tiles,
     predict_tiled,
@@ -155,3 +156,38 @@ def test_bad_inputs():
         predict_tiled(np.zeros((40, 40)), smooth_predictor, 3, tile=32)  # wrong channel count
     with pytest.raises(ValueError, match="out has shape"):
         predict_tiled(np.zeros((40, 40)), smooth_predictor, 2, tile=32, out=np.zeros((2, 40, 41)))
+
+
+@pytest.mark.parametrize("length, max_tile, overlap", [(2048, 256, 32), (1024, 512, 32), (520, 512, 32), (696, 512, 32),
+                                                      (512, 512, 32), (100, 512, 32), (8192, 512, 32), (300, 256, 64)])
+def test_fitted_tile_needs_no_more_tiles_and_no_more_pixels(length, max_tile, overlap):
+    side = fitted_tile(length, max_tile, overlap)
+    assert side % 16 == 0 and side <= max_tile
+    n_max, n_fit = len(tile_starts(length, max_tile, overlap)), len(tile_starts(length, side, overlap))
+    assert n_fit == n_max  # as many tiles, so each is no larger than needed
+    assert n_fit * side <= n_max * max_tile
+    starts = tile_starts(length, side, overlap)
+    assert starts[0] == 0 and starts[-1] + side == max(length, side)
+    assert all(b - a <= side - overlap for a, b in zip(starts, starts[1:]))  # neighbours overlap >= overlap px
+
+
+def test_segment_fits_its_tiles_to_the_frame():
+    """A 512 x 512 frame is one 512 px tile (was nine 256 px tiles: 2.25x the pixels); 520 x 696 takes 2 x 2."""
+    from napari_microseg.inference.segment import segment
+    from napari_microseg.io.models import load_model
+
+    loaded = load_model("nuclei_fluorescence_fast", device="cpu")
+    shapes = []
+
+    def recording(batch):
+        shapes.append(batch.shape)
+        return np.full((batch.shape[0], 4) + batch.shape[2:], 0.25, np.float32)
+
+    result = segment(loaded, np.zeros((512, 512), np.float32), predict_fn=recording, measure=False)
+    assert shapes == [(1, 1, 512, 512)] and result.settings["tiles_yx"] == [512, 512]
+    shapes.clear()
+    segment(loaded, np.zeros((520, 696), np.float32), predict_fn=recording, measure=False)
+    assert sum(s[0] for s in shapes) == 4 and {s[2:] for s in shapes} == {(288, 368)}
+    shapes.clear()
+    segment(loaded, np.zeros((600, 600), np.float32), predict_fn=recording, measure=False, tile=256, batch_size=4)
+    assert {s[2:] for s in shapes} == {(224, 224)} and sum(s[0] for s in shapes) == 9

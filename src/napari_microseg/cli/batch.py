@@ -69,9 +69,9 @@ def _common(p: argparse.ArgumentParser, model_required: bool) -> None:
 
 def _segment_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("segmentation")
-    g.add_argument("--tile", type=int, default=None, help="tile size in px (default: model patch size, >= 256)")
-    g.add_argument("--overlap", type=float, default=None, help="tile overlap: px, or fraction of the tile if < 1 (default 0.125)")
-    g.add_argument("--batch-size", type=int, default=None, help="tiles per network call (default 4)")
+    g.add_argument("--tile", type=int, default=None, help="largest tile side in px; tiles shrink to cover each frame evenly (default 512, or the model's patch size if larger)")
+    g.add_argument("--overlap", type=float, default=None, help="tile overlap: px, or fraction of the tile if < 1 (default 32 px)")
+    g.add_argument("--batch-size", type=int, default=None, help="pixels per network call, in 256 x 256 tiles (default 4: one 512 x 512 tile)")
     g.add_argument("--threshold", type=float, default=None, help="foreground probability threshold (default: the model's tuned value, else 0.5)")
     g.add_argument("--min-size", type=int, default=None, help="drop objects smaller than this many px (default 8)")
     g.add_argument("--max-size", type=int, default=None, help="drop objects larger than this many px (default: none)")

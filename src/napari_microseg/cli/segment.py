@@ -35,11 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="model file (.pt) written by 'microseg train'")
     p.add_argument("--input", required=True, help="image file, folder of images, glob pattern ('data/*.tif') or .zarr")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--tile", type=int, default=None, help="tile size in px (default: model patch size, >= 256)")
+    p.add_argument("--tile", type=int, default=None, help="largest tile side in px; tiles shrink to cover each frame evenly (default 512, or the model's patch size if larger)")
     p.add_argument("--channel", type=int, default=None,
                    help="channel to segment in multi-channel TIFFs (0-based; files without channels ignore it)")
-    p.add_argument("--overlap", type=float, default=0.125, help="tile overlap: px, or fraction of the tile if < 1 (default 0.125)")
-    p.add_argument("--batch-size", type=int, default=4, help="tiles per network call (default 4)")
+    p.add_argument("--overlap", type=float, default=32.0, help="tile overlap: px, or fraction of the tile if < 1 (default 32 px)")
+    p.add_argument("--batch-size", type=int, default=4, help="pixels per network call, in 256 x 256 tiles (default 4: one 512 x 512 tile)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--threshold", type=float, default=None,
                    help="foreground probability threshold (default: the value tuned for the model, else 0.5)")

@@ -23,7 +23,7 @@ import pandas as pd
 from ..errors import InputError
 from ..progress import Progress
 from . import postprocess, scale
-from .tiling import count_tiles, predict_tiled_iter
+from .tiling import count_tiles, fitted_tile, predict_tiled_iter, resolve_overlap
 
 #: frames with more pixels than this keep probabilities as float16
 PROBABILITY_FLOAT16_PIXELS = 4096 * 4096
@@ -233,6 +233,12 @@ def _resolve_loaded(model: Any, device: str) -> Any:
     return model
 
 
+#: default largest tile side (px) and overlap (px); see segment_image
+DEFAULT_TILE = 512
+DEFAULT_OVERLAP = 32
+#: pixels of one unit of ``batch_size`` (a 256 x 256 tile)
+BATCH_TILE_PIXELS = 256 * 256
+
 #: smallest height / width (px) segmented: below it the network sees only padding and invents objects
 MIN_IMAGE_SIDE = 8
 
@@ -284,7 +290,7 @@ def segment_image(
     model: Any,
     image: Any,
     tile: int | None = None,
-    overlap: int | float = 0.125,
+    overlap: int | float = DEFAULT_OVERLAP,
     batch_size: int = 4,
     device: str = "auto",
     threshold: float | None = None,
@@ -311,11 +317,15 @@ def segment_image(
     image : array-like (Y, X) or (T, Y, X)
         numpy, zarr or dask, any real dtype.
     tile : int, optional
-        Tile size in pixels; default: the model's training ``patch_size``
-        rounded up to a multiple of 32, at least 256.
+        Largest tile side in pixels; default: the model's training ``patch_size``
+        rounded up to a multiple of 32, at least 512. Each frame is covered by as
+        many tiles as this size needs, each shrunk to spread them evenly
+        (:func:`tiling.fitted_tile`: a 512 x 512 frame is one tile, a 1024 x 1024
+        frame nine of 368 x 368), so no work goes into padding.
     overlap : int or float
-        Tile overlap in pixels, or a fraction of the tile if < 1 (default 1/8).
-    batch_size : tiles per network call.
+        Tile overlap in pixels, or a fraction of ``tile`` if < 1 (default 32 px).
+    batch_size : network calls take the pixels of this many 256 x 256 tiles
+        (default 4: one 512 x 512 tile, four 256 x 256 ones).
     device : "auto", "cpu", "cuda", ... (used when ``model`` is a path).
     threshold : foreground probability cut (binary and three_class); default:
         the model's tuned value (``config["postprocess"]["threshold"]``), else 0.5.
@@ -361,7 +371,7 @@ def segment_image(
         class_names = list(postprocess.THREE_CLASS_ORDER)
     if tile is None:
         patch = getattr(loaded, "patch_size", None) or (256, 256)
-        tile = max(256, int(np.ceil(max(patch) / 32)) * 32)
+        tile = max(DEFAULT_TILE, int(np.ceil(max(patch) / 32)) * 32)
     tile = _check_tiling(tile, overlap, batch_size)
     stack = len(shape) == 3
     n_frames = shape[0] if stack else 1
@@ -399,12 +409,18 @@ def segment_image(
         fn = scale.rescaled_predict_fn(fn, scale_factor)
         tile = scale.native_tile(tile, scale_factor, max_side=max(h, w))
         overlap = scale.native_overlap(overlap, scale_factor)
+        tiles_yx = (tile, tile)
+    else:  # tiles no larger than needed: the same count as tile x tile, spread evenly
+        overlap = resolve_overlap(tile, overlap)
+        tiles_yx = (fitted_tile(h, tile, overlap), fitted_tile(w, tile, overlap))
+    # large tiles go fewer per network call: the pixels per call (and memory) of batch_size 256 x 256 tiles
+    batch_size = max(1, batch_size * BATCH_TILE_PIXELS // (tiles_yx[0] * tiles_yx[1]))
     spec = loaded.config.get("normalization") or loaded.config.get("normalisation")
     if isinstance(spec, dict) and spec.get("level_taps"):
         image = TapLevelledFrames(image)
     transform, _ = make_band_transform(image, spec)
     prob_dtype = np.float16 if h * w > PROBABILITY_FLOAT16_PIXELS and not keep_probabilities else np.float32
-    per_frame_tiles = count_tiles((h, w), tile, overlap)
+    per_frame_tiles = count_tiles((h, w), tiles_yx, overlap)
     total = per_frame_tiles * n_frames
     object_tables: list[pd.DataFrame] = []
     max_label = 0
@@ -445,7 +461,7 @@ def segment_image(
             probs = probs_all[t] if stack else probs_all
         else:
             probs = np.zeros((k, h, w), prob_dtype)
-        gen = predict_tiled_iter(frame, fn, k, tile=tile, overlap=overlap, batch_size=batch_size, out=probs,
+        gen = predict_tiled_iter(frame, fn, k, tile=tiles_yx, overlap=overlap, batch_size=batch_size, out=probs,
                                  transform=lambda band, _t, t=t: transform(band, t))
         while True:
             try:
@@ -480,7 +496,7 @@ def segment_image(
         labels = labels_out.astype(postprocess.label_dtype(max_label), copy=False)
     objects, counts = _tables(object_tables, labels, n_frames, mode, class_names) if measure else (
         pd.DataFrame(), pd.DataFrame())
-    settings = dict(tile=network_tile, overlap=network_overlap, image_tile=tile, batch_size=batch_size, device=getattr(loaded, "device", device),
+    settings = dict(tile=network_tile, overlap=network_overlap, image_tile=tile, tiles_yx=[int(v) for v in tiles_yx], batch_size=batch_size, device=getattr(loaded, "device", device),
                     threshold=threshold, min_size=min_size, max_size=max_size, fill_holes=fill_holes,
                     remove_border=remove_border, output_mode=mode, n_outputs=k,
                     postprocess={k_: v for k_, v in three_kw.items() if k_ != "class_order"},

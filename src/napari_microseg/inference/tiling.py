@@ -64,6 +64,27 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     return sorted(set(starts))
 
 
+def fitted_tile(length: int, max_tile: int, overlap: int, multiple: int = 16) -> int:
+    """The smallest tile side (px) that covers ``length`` px with as few tiles as ``max_tile`` needs.
+
+    Tiles of ``max_tile`` over an image that is not a whole number of strides long
+    waste work: a 512 px side takes three 256 px tiles (768 px of network input),
+    a 100 px image is padded to a whole tile. The fitted side spreads the same
+    number of tiles evenly, each ``overlap`` px (at least) into its neighbour:
+    ``n = len(tile_starts(length, max_tile, overlap))`` and
+    ``side = ceil((length + (n - 1) * overlap) / n)``, rounded up to a multiple of
+    ``multiple`` px (U-Nets halve it several times) and never above ``max_tile``.
+    One tile covers an image up to ``max_tile``, padded only to the next multiple.
+    """
+    length, max_tile, overlap = int(length), int(max_tile), int(overlap)
+    if length <= max_tile:
+        side = length
+    else:
+        n = len(tile_starts(length, max_tile, overlap))
+        side = -(-(length + (n - 1) * overlap) // n)
+    return min(max_tile, -(-side // multiple) * multiple)
+
+
 def taper_1d(size: int, overlap: int, taper_start: bool = True, taper_end: bool = True) -> np.ndarray:
     """1D blending weights: a raised-cosine ramp over ``overlap`` pixels at each tapered end.
 
