@@ -139,3 +139,60 @@ def test_a_new_run_clears_the_previous_runs_results(make_napari_viewer, tmp_path
     assert widget.status.styleSheet(), widget.status.text()  # the red error line
     assert widget.result is None and widget.counts_label.value == ""
     assert widget.export() == [] and "Nothing to export" in widget.status.text()
+
+
+@pytest.mark.parametrize("name", ["Training", "Segmentation"])
+def test_docks_scroll_on_a_laptop_screen(make_napari_viewer, qtbot, artifacts, name):
+    """The tall docks fit a 1366 x 768 window: their content scrolls, progress and Stop stay in view."""
+    from qtpy.QtWidgets import QApplication
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1366, 768)
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-microseg", name)
+    qtbot.wait(200)
+    assert widget.content.sizeHint().height() > 768  # taller than the screen ...
+    assert dock.minimumSizeHint().height() < 300  # ... yet the dock may be much smaller
+    assert viewer.window._qt_window.height() <= 768
+    run_button = widget.train_button if name == "Training" else widget.run_button
+    widget.scroll.ensureWidgetVisible(run_button.native)
+    QApplication.processEvents()
+    assert not run_button.native.visibleRegion().isEmpty()
+    assert not widget.stop_button.visibleRegion().isEmpty() and not widget.progress.visibleRegion().isEmpty()
+    from skimage.io import imsave
+
+    imsave(artifacts / f"{name.lower()}_1366x768.png", viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
+
+
+def test_stop_before_the_first_epoch_saves_no_model(make_napari_viewer, qtbot, tmp_path, monkeypatch, wait_worker):
+    """Stop during epoch 1 (Train or Fine-tune): a message, no model file, nothing offered as a model."""
+    from napari_microseg.widgets import segmentation
+    from napari_microseg.widgets._base import NO_MODEL_MESSAGE
+    from napari_microseg.widgets.training import TrainingWidget
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # fine-tuned shipped models are written under ~/microseg_models
+    monkeypatch.setattr(segmentation, "RECENT_MODELS", [])
+    viewer = make_napari_viewer(show=False)
+    _simulate_nuclei_stack(viewer, qtbot, n_frames=2, size=96, n_nuclei=6)
+    train = TrainingWidget(viewer)
+    train.image_layer.value, train.labels_layer.value = ["sim nuclei (fluorescence)"], ["sim nuclei labels"]
+    train.patch.value, train.epochs.value, train.patches_per_epoch.value, train.batch_size.value = 64, 3, 4000, 2
+    train.out_path.value = str(tmp_path / "early.pt")
+    worker = train.train()
+    worker.yielded.connect(lambda event: train.stop())  # at the first training step
+    wait_worker(worker)
+    assert train.result.stop_reason == "stopped" and train.result.model_path is None
+    assert train.status.text() == NO_MODEL_MESSAGE and train.model_path is None
+    assert not (tmp_path / "early.pt").exists() and segmentation.RECENT_MODELS == []
+
+    seg = segmentation.SegmentationWidget(viewer)
+    seg.image_layer.value, seg.labels_for_training.value = "sim nuclei (fluorescence)", "sim nuclei labels"
+    seg.model_choice.value = "nuclei_fluorescence_fast"
+    assert seg.add_to_training_set() == 1
+    seg.finetune_epochs.value = 2
+    worker = seg.fine_tune()
+    worker.yielded.connect(lambda event: seg.stop())
+    wait_worker(worker)
+    assert seg.status.text() == NO_MODEL_MESSAGE
+    assert seg.model_choice.value == "nuclei_fluorescence_fast" and seg.fine_tuned_path is None
+    assert not any(str(c).endswith("-ft1.pt") for c in seg.model_choice.choices)
+    assert not list(tmp_path.glob("microseg_models/*.pt"))

@@ -363,8 +363,10 @@ def train(
     Notes
     -----
     Stopping (``close()``, ``stop_event``, early stopping) keeps the best model file. If
-    stopped before the first epoch finished, the current weights are saved to
-    ``out_path`` (marked ``"complete": false``) so a file always exists after a stop.
+    stopped before the first epoch finished: with ``stop_event`` (the widgets' Stop) nothing
+    is saved and the result's ``model_path`` is None (there is no trained model to offer);
+    with ``close()`` (an interrupted script) the current weights are saved to ``out_path``
+    (marked ``"complete": false``) so a file exists after the interruption.
     """
     import torch
 
@@ -783,10 +785,7 @@ def train(
     finally:
         if cfg.num_threads:
             torch.set_num_threads(prev_threads)
-    if stop_reason == "stopped" and not saved_any:
-        save_model(out_path, model, file_config(False, {}))
-        saved_any = True
-    elif saved_any:
+    if saved_any:
         record_whole_run(stop_reason)
     epochs_run = history[-1]["epoch"] if history else 0
     return TrainResult(str(out_path) if saved_any else None, str(last_path) if last_path.is_file() else None,

@@ -17,8 +17,8 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Generator
 
-from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtCore import QSize, Qt
+from qtpy.QtWidgets import QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButton, QScrollArea, QVBoxLayout, QWidget
 
 from napari.qt.threading import thread_worker
 
@@ -27,12 +27,39 @@ from ..errors import MicrosegError
 
 _STOPPED = object()  # returned by a run that was stopped
 
+#: shown when Stop came before a training's first epoch finished (the trainer then saves nothing)
+NO_MODEL_MESSAGE = "stopped before the first epoch finished: no model saved"
+
+
+class _VerticalScrollArea(QScrollArea):
+    """Scrolls its content up and down only: as wide as the content wants (plus the scroll bar),
+    but only a few lines tall at least, so a tall dock still fits a small screen."""
+
+    MIN_HEIGHT_PX = 120
+    #: the preferred width asks for no more than this (a wrapped header or a plot would ask for much
+    #: more, squeezing the canvas on a laptop), though never less than the content's minimum width
+    PREFERRED_MAX_WIDTH_PX = 480
+
+    def _bar_width(self) -> int:
+        return self.verticalScrollBar().sizeHint().width()
+
+    def sizeHint(self) -> QSize:
+        inner, least = self.widget().sizeHint(), self.widget().minimumSizeHint()
+        width = max(least.width(), min(inner.width(), self.PREFERRED_MAX_WIDTH_PX))
+        return QSize(width + self._bar_width(), inner.height())
+
+    def minimumSizeHint(self) -> QSize:
+        inner = self.widget().minimumSizeHint()
+        return QSize(inner.width() + self._bar_width(), min(inner.height(), self.MIN_HEIGHT_PX))
+
 
 class MicrosegDock(QWidget):
     """Base for the plugin's dock widgets.
 
     Subclasses put their controls into ``self.body`` (a QVBoxLayout) and call
     :meth:`start` with a generator factory. Progress, Stop and errors are shared.
+    The header and body scroll (``self.scroll``), so a dock fits a laptop screen; the
+    progress bar, Stop and the message line stay pinned below them, always visible.
     """
 
     title = ""
@@ -47,7 +74,10 @@ class MicrosegDock(QWidget):
         self.run_buttons: tuple[Any, ...] = ()
         # the magicgui widgets that choose layers by name (see follow_layers)
         self.layer_pickers: tuple[Any, ...] = ()
-        layout = QVBoxLayout(self)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 6)
+        self.content = QWidget()
+        layout = QVBoxLayout(self.content)
         layout.setContentsMargins(6, 6, 6, 6)
         header = QLabel(f"<b>{self.title}</b><br>{self.description}")
         header.setWordWrap(True)
@@ -55,6 +85,16 @@ class MicrosegDock(QWidget):
         layout.addWidget(header)
         self.body = QVBoxLayout()
         layout.addLayout(self.body)
+        layout.addStretch(1)
+        self.scroll = _VerticalScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # its minimum width fits the content
+        self.scroll.setWidget(self.content)
+        outer.addWidget(self.scroll, 1)
+        footer = QVBoxLayout()
+        footer.setContentsMargins(6, 0, 6, 0)
+        outer.addLayout(footer)
         row = QHBoxLayout()
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
@@ -65,12 +105,11 @@ class MicrosegDock(QWidget):
         self.stop_button.clicked.connect(self.stop)
         row.addWidget(self.progress, 1)
         row.addWidget(self.stop_button)
-        layout.addLayout(row)
+        footer.addLayout(row)
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        layout.addWidget(self.status)
-        layout.addStretch(1)
+        footer.addWidget(self.status)
 
     # -- layer pickers ----------------------------------------------------
     def follow_layers(self, *pickers: Any) -> None:

@@ -21,7 +21,7 @@ from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
 from ..errors import InputError
 from ..pretrained import list_pretrained_for
-from ._base import CLASS_COLOURS, MicrosegDock, chosen_model_path, class_colormap, dock_action, grey_image, layer_names, unique_layer_name
+from ._base import NO_MODEL_MESSAGE, CLASS_COLOURS, MicrosegDock, chosen_model_path, class_colormap, dock_action, grey_image, layer_names, unique_layer_name
 
 FILE_CHOICE = "model file ..."
 #: the model chosen when the widget opens (the shipped nuclei model), if it is installed
@@ -398,6 +398,9 @@ class SegmentationWidget(MicrosegDock):
             return fine_tune_model(base, images, labels, out, config, stop_event)
 
         def done(result: Any) -> None:
+            if result.model_path is None:  # stopped before the first epoch finished: the current model stays
+                self.show_message(NO_MODEL_MESSAGE)
+                return
             self.fine_tuned_path = str(out)
             self.set_model(str(out))
             self.show_message(f"fine-tuned ({result.stop_reason}, {result.epochs_run} epochs): {out}")

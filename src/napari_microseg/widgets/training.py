@@ -18,8 +18,12 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, PushButton, Select, SpinBox
 
 from ..errors import InputError
-from ._base import MicrosegDock, free_name, grey_image, layer_names, unique_layer_name, unwritable_reason
+from ._base import NO_MODEL_MESSAGE, MicrosegDock, free_name, grey_image, layer_names, unique_layer_name, unwritable_reason
 from ._plot import LossPlot
+
+
+#: height of the image / labels layer lists (about four rows; longer lists scroll)
+LAYER_LIST_HEIGHT_PX = 90
 
 
 def check_training_layers(image: np.ndarray, labels: np.ndarray, partial: bool) -> None:
@@ -72,6 +76,8 @@ class TrainingWidget(MicrosegDock):
         self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
         self.train_button = PushButton(text="Train")
         self.preview_button = PushButton(text="Predict preview (current frame)")
+        for picker in (self.image_layer, self.labels_layer):  # a few rows each; the list scrolls
+            picker.native.setMaximumHeight(LAYER_LIST_HEIGHT_PX)
         self.form = Container(widgets=[
             self.image_layer, self.labels_layer, self.preset, self.output_mode, self.distance_head, self.sparse,
             self.background_id,
@@ -199,13 +205,15 @@ class TrainingWidget(MicrosegDock):
 
     def _finished(self, result: Any) -> None:
         self.result = result
-        self.model_path = result.model_path
-        if result.model_path:
-            from .segmentation import RECENT_MODELS
-
-            if result.model_path not in RECENT_MODELS:
-                RECENT_MODELS.insert(0, result.model_path)
         self.plot.refresh()
+        if result.model_path is None:  # stopped before the first epoch finished: nothing to offer
+            self.show_message(NO_MODEL_MESSAGE)
+            return
+        self.model_path = result.model_path
+        from .segmentation import RECENT_MODELS
+
+        if result.model_path not in RECENT_MODELS:
+            RECENT_MODELS.insert(0, result.model_path)
         best = f"{result.best_value:.4f}" if result.best_value is not None else "-"
         self.show_message(
             f"{result.stop_reason}: {result.epochs_run} epochs on {result.device}; best epoch {result.best_epoch} "
