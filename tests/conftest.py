@@ -46,9 +46,14 @@ def wait_worker(qtbot):
     """Wait until a widget's worker has finished (and its result was handed to the GUI thread)."""
 
     def wait(worker, timeout: int = 180000) -> None:
+        # Waiting for worker.finished would miss a worker that ends (say, fails at once) before
+        # the wait connects to the signal; an idle thread pool cannot be missed. superqt starts
+        # workers on the global pool, and a queued worker implies busy threads.
+        from qtpy.QtCore import QThreadPool
+
         assert worker is not None, "the widget refused to start the work"
-        with qtbot.waitSignal(worker.finished, timeout=timeout):
-            pass
-        qtbot.wait(50)
+        pool = QThreadPool.globalInstance()
+        qtbot.waitUntil(lambda: pool.activeThreadCount() == 0 and not worker.is_running, timeout=timeout)
+        qtbot.wait(50)  # the finished/returned handlers, queued to the GUI thread
 
     return wait

@@ -196,3 +196,18 @@ def test_stop_before_the_first_epoch_saves_no_model(make_napari_viewer, qtbot, t
     assert seg.model_choice.value == "nuclei_fluorescence_fast" and seg.fine_tuned_path is None
     assert not any(str(c).endswith("-ft1.pt") for c in seg.model_choice.choices)
     assert not list(tmp_path.glob("microseg_models/*.pt"))
+
+
+def test_training_takes_the_only_image_and_labels_layers_when_none_is_picked(make_napari_viewer):
+    from napari_microseg.widgets.training import TrainingWidget
+
+    viewer = make_napari_viewer(show=False)
+    image = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    labels = np.zeros((64, 64), np.uint16)
+    labels[10:20, 10:20] = 1
+    viewer.add_image(image, name="cells")
+    viewer.add_labels(labels, name="painted")
+    widget = TrainingWidget(viewer)
+    images, label_list = widget.training_pairs()
+    assert len(images) == 1 and np.array_equal(label_list[0], labels)
+    assert list(widget.image_layer.value) == ["cells"] and list(widget.labels_layer.value) == ["painted"]

@@ -50,6 +50,14 @@ def test_segment_export_and_finetune(make_napari_viewer, qtbot, tmp_path, artifa
     viewer.add_labels(sim.labels.astype(np.uint32), name="corrected")
     widget.labels_for_training.value = "corrected"
     assert widget.add_to_training_set() == 1
+    assert widget.add_to_training_set() == 1  # the same frame again replaces its pair, not a second copy
+    assert "1 frame(s): movie t=1" in widget.training_set_label.value
+    viewer.dims.set_current_step(0, 2)
+    assert widget.add_to_training_set() == 2
+    widget.clear_training_set()
+    assert widget.training_pairs == [] and widget.training_set_label.value == "training set: empty"
+    viewer.dims.set_current_step(0, 1)
+    assert widget.add_to_training_set() == 1
     widget.finetune_epochs.value = 2
     wait_worker(widget.fine_tune())
     assert widget.fine_tuned_path is not None and widget.model_choice.value == widget.fine_tuned_path

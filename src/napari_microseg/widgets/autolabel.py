@@ -23,6 +23,14 @@ PREVIEW_DELAY_MS = 400
 QC_COLUMNS = ["tile", "y", "x", "fg fraction", "objects", "kept", "reason"]
 
 
+def _fingerprint(data: Any) -> str:
+    """A digest of a label array's bytes, to tell whether the user has painted into it."""
+    import hashlib
+
+    array = np.ascontiguousarray(np.asarray(data))
+    return hashlib.blake2b(array.view(np.uint8).ravel(), digest_size=16).hexdigest() + str(array.shape)
+
+
 class AutolabelWidget(MicrosegDock):
     title = "Auto-label"
     description = (
@@ -71,6 +79,7 @@ class AutolabelWidget(MicrosegDock):
         self.run_buttons = (self.apply_button, self.qc_button)
         self.follow_layers(self.stain_layer)
         self.preview_layer = None
+        self._preview_fingerprint: str | None = None  # of the labels last written to the preview layer
         self.labels_layer = None
         self.qc = None
         self._pending_preview = False
@@ -126,11 +135,20 @@ class AutolabelWidget(MicrosegDock):
 
         def done(labels: np.ndarray) -> None:
             full = labels if t is None else _in_stack(labels, layer.data.shape, t)
+            kept = ""
+            if self.preview_layer is not None and self.preview_layer in self.viewer.layers \
+                    and _fingerprint(self.preview_layer.data) != self._preview_fingerprint:
+                # the user painted into the preview: keep those edits as their own layer
+                self.preview_layer.name = unique_layer_name(self.viewer, "auto-label preview (edited)")
+                kept = f"; your edits are kept in '{self.preview_layer.name}'"
+                self.preview_layer = None
             if self.preview_layer is None or self.preview_layer not in self.viewer.layers:
                 self.preview_layer = self.viewer.add_labels(full, name=unique_layer_name(self.viewer, "auto-label preview"), opacity=0.5)
             else:
                 self.preview_layer.data = full
-            self.show_message(f"preview: {int(len(np.unique(labels)) - 1)} nuclei on {'frame ' + str(t) if t is not None else 'the image'}")
+            self._preview_fingerprint = _fingerprint(self.preview_layer.data)
+            where = f"frame {t} of {layer.name}" if t is not None else layer.name
+            self.show_message(f"preview: {int(len(np.unique(labels)) - 1)} nuclei on {where}{kept}")
             if self._pending_preview:
                 self._pending_preview = False
                 self.schedule_preview()

@@ -72,6 +72,8 @@ class SegmentationWidget(MicrosegDock):
         self.batch_button = PushButton(text="Run batch (Dask, resumable)")
         self.labels_for_training = ComboBox(label="corrected labels", choices=lambda *_: layer_names(self.viewer, "Labels"))
         self.add_button = PushButton(text="Add to training set (current frame)")
+        self.clear_training_button = PushButton(text="Clear training set")
+        self.training_set_label = Label(value="training set: empty")
         self.finetune_epochs = SpinBox(label="fine-tune epochs", value=10, min=1, max=1000)
         self.finetune_button = PushButton(text="Fine-tune")
         self.form = Container(widgets=[
@@ -80,7 +82,8 @@ class SegmentationWidget(MicrosegDock):
             self.run_button, self.counts_label,
             self.export_dir, self.export_button, self.find_class, self.find_button,
             Label(value="<b>correct and retrain</b>"),
-            self.labels_for_training, self.add_button, self.finetune_epochs, self.finetune_button,
+            self.labels_for_training, self.add_button, self.training_set_label, self.clear_training_button,
+            self.finetune_epochs, self.finetune_button,
             Label(value="<b>batch: a folder or Zarr store, on a local Dask cluster</b>"),
             self.batch_input, self.batch_out, self.batch_workers, self.batch_button,
         ])
@@ -98,6 +101,7 @@ class SegmentationWidget(MicrosegDock):
         self.run_button.changed.connect(self.segment)
         self.export_button.changed.connect(self.export)
         self.add_button.changed.connect(self.add_to_training_set)
+        self.clear_training_button.changed.connect(self.clear_training_set)
         self.finetune_button.changed.connect(self.fine_tune)
         self.run_buttons = (self.run_button, self.batch_button, self.finetune_button)
         self.model_choice.changed.connect(self._toggle_file)
@@ -107,6 +111,7 @@ class SegmentationWidget(MicrosegDock):
         self.clusters = None
         self.result_layer_name: str | None = None
         self.training_pairs: list[tuple[np.ndarray, np.ndarray]] = []
+        self.training_keys: list[tuple[str, int]] = []  # (image layer, frame) of each pair: one pair per frame
         self.fine_tuned_path: str | None = None
         self._toggle_file()
 
@@ -365,15 +370,37 @@ class SegmentationWidget(MicrosegDock):
         if image.shape != labels.shape:
             self.show_error(f"labels shape {labels.shape} does not match image shape {image.shape}")
             return len(self.training_pairs)
+        t = 0
         if image.ndim == 3:
             t = self._current_frame(image_layer)
             image, labels = image[t], labels[t]
         if not (labels > 0).any():
             self.show_error("the corrected labels are empty on this frame")
             return len(self.training_pairs)
-        self.training_pairs.append((image.copy(), labels.copy()))
-        self.show_message(f"training set: {len(self.training_pairs)} corrected frame(s)")
+        key = (image_layer.name, int(t))
+        pair = (image.copy(), labels.copy())
+        if key in self.training_keys:  # corrected again: the newer labels replace the older ones
+            self.training_pairs[self.training_keys.index(key)] = pair
+            note = f"frame {t} of {image_layer.name} updated"
+        else:
+            self.training_pairs.append(pair)
+            self.training_keys.append(key)
+            note = f"frame {t} of {image_layer.name} added"
+        self._show_training_set()
+        self.show_message(f"{note}; training set: {len(self.training_pairs)} corrected frame(s)")
         return len(self.training_pairs)
+
+    def clear_training_set(self, *_: Any) -> None:
+        """Empty the fine-tuning set (the layers keep their corrections)."""
+        self.training_pairs.clear()
+        self.training_keys.clear()
+        self._show_training_set()
+        self.show_message("training set cleared")
+
+    def _show_training_set(self) -> None:
+        n = len(self.training_pairs)
+        frames = ", ".join(f"{name} t={t}" for name, t in self.training_keys[:4]) + (" ..." if n > 4 else "")
+        self.training_set_label.value = f"training set: {n} frame(s): {frames}" if n else "training set: empty"
 
     def fine_tune(self, *_: Any) -> Any:
         """Fine-tune the current model on the corrected frames in a worker; the result becomes the current model."""

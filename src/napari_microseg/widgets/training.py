@@ -119,6 +119,13 @@ class TrainingWidget(MicrosegDock):
         Each item is a (Y, X) image or a (T, Y, X) stack with labels of the same shape; the trainer
         splits a stack into T (frame, labels) pairs and skips the frames left unpainted."""
         image_names, label_names = list(self.image_layer.value), list(self.labels_layer.value)
+        # nothing picked but only one candidate: that is the user's choice (and the list shows it)
+        if not image_names and len(self._image_choices()) == 1:
+            image_names = self._image_choices()
+            self.image_layer.value = image_names
+        if not label_names and len(self._labels_choices()) == 1:
+            label_names = self._labels_choices()
+            self.labels_layer.value = label_names
         if not image_names or not label_names:
             raise InputError("Choose an image layer and a labels layer (paint a few objects in a Labels layer).")
         if len(image_names) != len(label_names):
