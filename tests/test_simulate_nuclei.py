@@ -172,3 +172,22 @@ def test_training_image_labels_and_variety():
     assert np.ptp(means) > 0.02  # appearance varies between calls
     again, _ = simulate_nuclei_image(shape=(128, 160), n_nuclei=20, seed=0)
     assert np.array_equal(again, images[0])
+
+
+def test_timelapse_generator_reports_each_frame_and_gives_the_same_result():
+    """The Simulation widget's progress bar and Stop act between frames of this generator."""
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse, simulate_nuclei_timelapse_iter
+    from napari_microseg.simulate.samples import generate_nuclei
+
+    generator = simulate_nuclei_timelapse_iter(n_frames=4, shape=(64, 64), n_nuclei=5, seed=7)
+    steps = []
+    while True:
+        try:
+            steps.append(next(generator))
+        except StopIteration as stop:
+            result = stop.value
+            break
+    assert [(s.done, s.total) for s in steps] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    np.testing.assert_array_equal(result.labels, simulate_nuclei_timelapse(n_frames=4, shape=(64, 64), n_nuclei=5, seed=7).labels)
+    params = {"n_frames": 3, "size": 64, "n_nuclei": 5, "stage_shift": 0.0, "enter_leave": True}
+    assert sum(1 for _ in generate_nuclei(params, seed=1)) == 4  # a start line, then one per frame

@@ -20,6 +20,7 @@ label pixels, so the label image is always a partition.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +28,7 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 from ..errors import InputError
+from ..progress import Progress
 from ._common import check_range, check_shape_2d, illumination_field, jsonable, make_rng, smooth_noise
 
 TRACK_COLUMNS = ["track_id", "t", "y", "x", "parent_track_id", "root_track_id", "generation", "label", "area"]
@@ -259,7 +261,7 @@ def _phase_image(nuc_mask, cell_mask, nuc_tex, rng, halo_strength, noise_sd):
     return phase.astype(np.float32)
 
 
-def simulate_nuclei_timelapse(
+def simulate_nuclei_timelapse_iter(
     n_frames: int = 20,
     shape: tuple[int, int] = (256, 256),
     n_nuclei: int = 30,
@@ -289,6 +291,10 @@ def simulate_nuclei_timelapse(
     halo_strength: float = 1.0,
 ) -> NucleiTimelapse:
     """Simulate a nuclei time-lapse with fluorescence, phase contrast, labels and tracks.
+
+    ``simulate_nuclei_timelapse`` returns the result; ``simulate_nuclei_timelapse_iter``
+    is a generator of the same arguments that yields a :class:`Progress` after each
+    frame and returns the result (for progress bars and Stop buttons).
 
     Parameters
     ----------
@@ -535,6 +541,7 @@ def simulate_nuclei_timelapse(
             tid = n.track_id
             if tid and tid < n_max and area[tid] > 0:
                 rows.append((tid, t, sum_y[tid] / area[tid], sum_x[tid] / area[tid], n.parent_track_id, n.root_track_id or tid, n.generation, tid, int(area[tid])))
+        yield Progress(t + 1, n_frames, f"simulated frame {t + 1}/{n_frames}")
 
     tracks = pd.DataFrame(rows, columns=TRACK_COLUMNS)
     tracks = tracks.astype({"track_id": int, "t": int, "parent_track_id": int, "root_track_id": int, "generation": int, "label": int, "area": int})
@@ -546,6 +553,16 @@ def simulate_nuclei_timelapse(
         fluorescence = fluo
     params.update(margin=margin, n_tracks=int(next_id - 1), stage_offsets=stage_offsets.tolist())
     return NucleiTimelapse(fluorescence, phase, labels, tracks, events_df, stage_offsets, params)
+
+
+@functools.wraps(simulate_nuclei_timelapse_iter)
+def simulate_nuclei_timelapse(*args, **kwargs) -> NucleiTimelapse:
+    generator = simulate_nuclei_timelapse_iter(*args, **kwargs)
+    while True:
+        try:
+            next(generator)
+        except StopIteration as stop:
+            return stop.value
 
 
 def simulate_nuclei_image(

@@ -14,14 +14,13 @@ import numpy as np
 from ..progress import Progress
 
 def generate_nuclei(p: dict, seed: int) -> Generator[Progress, None, list[tuple]]:
-    from ..simulate.nuclei import simulate_nuclei_timelapse
+    from ..simulate.nuclei import simulate_nuclei_timelapse_iter
 
-    yield Progress(0, 1, "simulating nuclei time-lapse ...")
-    sim = simulate_nuclei_timelapse(
+    yield Progress(0, p["n_frames"], "simulating nuclei ...")
+    sim = yield from simulate_nuclei_timelapse_iter(  # a Progress per frame: the bar moves, Stop acts between frames
         n_frames=p["n_frames"], shape=(p["size"], p["size"]), n_nuclei=p["n_nuclei"], seed=seed,
         stage_shift_sd=float(p["stage_shift"]), enter_leave=p["enter_leave"],
     )
-    yield Progress(1, 1, "done")
     tracks = sim.tracks
     graph = {int(c): [int(pa)] for c, pa in tracks.groupby("track_id")["parent_track_id"].first().items() if pa}
     return [
