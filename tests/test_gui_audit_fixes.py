@@ -153,6 +153,7 @@ def test_docks_scroll_on_a_laptop_screen(make_napari_viewer, qtbot, artifacts, n
     assert widget.content.sizeHint().height() > 768  # taller than the screen ...
     assert dock.minimumSizeHint().height() < 300  # ... yet the dock may be much smaller
     assert viewer.window._qt_window.height() <= 768
+    assert widget.scroll.viewport().width() >= widget.content.minimumSizeHint().width()  # nothing cut on the right
     run_button = widget.train_button if name == "Training" else widget.run_button
     widget.scroll.ensureWidgetVisible(run_button.native)
     QApplication.processEvents()

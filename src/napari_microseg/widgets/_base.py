@@ -111,6 +111,12 @@ class MicrosegDock(QWidget):
         self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
         footer.addWidget(self.status)
 
+    def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
+        # the dock area may give less width than the scroll area's size hint asks for; an explicit
+        # minimum width (the controls, all built by now, plus the scroll bar) keeps the right edge in view
+        self.scroll.setMinimumWidth(self.content.minimumSizeHint().width() + self.scroll._bar_width() + 4)
+        super().showEvent(event)
+
     # -- layer pickers ----------------------------------------------------
     def follow_layers(self, *pickers: Any) -> None:
         """Keep the layer pickers (magicgui ComboBox / Select whose choices are layer names) in step

@@ -46,7 +46,8 @@ class SegmentationWidget(MicrosegDock):
         self.model_choice.value = default_model(self.model_choice.choices)
         self.model_file = FileEdit(label="model file", mode="r", filter="*.pt", value="")
         self.scope = ComboBox(label="run on", choices=["current frame", "whole stack"], value="current frame")
-        self.tile = SpinBox(label="tile (px)", value=256, min=64, max=4096, step=32)
+        self.tile = SpinBox(label="largest tile (px)", value=512, min=64, max=4096, step=32,
+                            tooltip="tiles shrink to cover each frame evenly (a 512 x 512 frame is one tile)")
         self.min_size = SpinBox(label="min size (px)", value=15, min=0, max=100000)
         self.remove_border = CheckBox(label="remove border objects", value=False)
         self.keep_probabilities = CheckBox(label="add probability layer", value=False)
