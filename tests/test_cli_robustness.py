@@ -19,6 +19,17 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _label_folders(tmp_path: Path, gt_name: str, pred_name: str) -> tuple[Path, Path]:
+    """``gt/`` and ``pred/`` folders holding one and the same 32 x 32 label image (one square object)."""
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    gt.mkdir(), pred.mkdir()
+    labels = np.zeros((32, 32), np.uint16)
+    labels[4:12, 4:12] = 1
+    tifffile.imwrite(gt / gt_name, labels)
+    tifffile.imwrite(pred / pred_name, labels)
+    return gt, pred
+
+
 @pytest.fixture
 def nuclei_image() -> np.ndarray:
     return simulate_nuclei_image(shape=(64, 64), n_nuclei=6, seed=3, vary_appearance=False)[0].astype(np.float32)
@@ -38,12 +49,7 @@ def test_overwrite_never_replaces_an_input_file(tmp_path, nuclei_image, capsys):
 
 
 def test_evaluate_refuses_to_write_its_table_over_a_ground_truth_file(tmp_path, capsys):
-    gt, pred = tmp_path / "gt", tmp_path / "pred"
-    gt.mkdir(), pred.mkdir()
-    labels = np.zeros((32, 32), np.uint16)
-    labels[4:12, 4:12] = 1
-    tifffile.imwrite(gt / "a.tif", labels)
-    tifffile.imwrite(pred / "a.tif", labels)
+    gt, pred = _label_folders(tmp_path, "a.tif", "a.tif")
     before = _digest(gt / "a.tif")
     code = main(["evaluate", "seg", "--gt", str(gt), "--pred", str(pred), "--out", str(gt / "a.tif"), "--overwrite"])
     assert code == 2 and "is one of this command's inputs" in capsys.readouterr().err
@@ -155,12 +161,7 @@ def test_missing_subcommand_is_a_usage_error(capsys):
 
 
 def test_evaluate_explains_a_reversed_range_and_warns_about_unmatched_names(tmp_path, capsys):
-    gt, pred = tmp_path / "gt", tmp_path / "pred"
-    gt.mkdir(), pred.mkdir()
-    labels = np.zeros((32, 32), np.uint16)
-    labels[4:12, 4:12] = 1
-    tifffile.imwrite(gt / "good.tif", labels)
-    tifffile.imwrite(pred / "other.tif", labels)
+    gt, pred = _label_folders(tmp_path, "good.tif", "other.tif")
     assert main(["evaluate", "seg", "--gt", str(gt), "--pred", str(pred), "--thresholds", "0.9:0.5:0.1",
                  "--out", str(tmp_path / "m.csv")]) == 2
     assert "start <= stop" in capsys.readouterr().err

@@ -179,14 +179,10 @@ def test_timelapse_generator_reports_each_frame_and_gives_the_same_result():
     from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse, simulate_nuclei_timelapse_iter
     from napari_microseg.simulate.samples import generate_nuclei
 
-    generator = simulate_nuclei_timelapse_iter(n_frames=4, shape=(64, 64), n_nuclei=5, seed=7)
+    from napari_microseg.progress import drain
+
     steps = []
-    while True:
-        try:
-            steps.append(next(generator))
-        except StopIteration as stop:
-            result = stop.value
-            break
+    result = drain(simulate_nuclei_timelapse_iter(n_frames=4, shape=(64, 64), n_nuclei=5, seed=7), on_event=steps.append)
     assert [(s.done, s.total) for s in steps] == [(1, 4), (2, 4), (3, 4), (4, 4)]
     np.testing.assert_array_equal(result.labels, simulate_nuclei_timelapse(n_frames=4, shape=(64, 64), n_nuclei=5, seed=7).labels)
     params = {"n_frames": 3, "size": 64, "n_nuclei": 5, "stage_shift": 0.0, "enter_leave": True}

@@ -28,7 +28,7 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 from ..errors import InputError
-from ..progress import Progress
+from ..progress import Progress, drain
 from ._common import check_range, check_shape_2d, illumination_field, jsonable, make_rng, smooth_noise
 
 TRACK_COLUMNS = ["track_id", "t", "y", "x", "parent_track_id", "root_track_id", "generation", "label", "area"]
@@ -557,12 +557,7 @@ def simulate_nuclei_timelapse_iter(
 
 @functools.wraps(simulate_nuclei_timelapse_iter)
 def simulate_nuclei_timelapse(*args, **kwargs) -> NucleiTimelapse:
-    generator = simulate_nuclei_timelapse_iter(*args, **kwargs)
-    while True:
-        try:
-            next(generator)
-        except StopIteration as stop:
-            return stop.value
+    return drain(simulate_nuclei_timelapse_iter(*args, **kwargs))
 
 
 def simulate_nuclei_image(
