@@ -210,3 +210,36 @@ def test_results_written_into_the_input_folder_can_be_redone(tmp_path, nuclei_im
     assert main(argv) == 0
     assert main(argv + ["--overwrite"]) == 0
     assert (data / "objects.csv").exists() and _digest(data / "cells.tif") == before
+
+
+def test_ome_zarr_channels_are_named_and_one_can_be_picked(tmp_path):
+    """An OME-Zarr (t, c, z, y, x) with two channels is not read as a 2-frame time-lapse."""
+    import zarr
+
+    data = np.stack([np.full((32, 32), 1, np.uint16), np.full((32, 32), 2, np.uint16)])[None, :, None]
+    group = zarr.open_group(str(tmp_path / "cells.ome.zarr"), mode="w")
+    group.create_array("0", shape=data.shape, dtype=data.dtype)[:] = data
+    group.attrs["multiscales"] = [{"axes": [{"name": a} for a in "tczyx"], "datasets": [{"path": "0"}]}]
+    with pytest.raises(Exception, match="2 channels"):
+        read_image(tmp_path / "cells.ome.zarr")
+    picked = read_image(tmp_path / "cells.ome.zarr", channel=1)
+    assert picked.data.shape == (32, 32) and int(picked.data.max().compute()) == 2
+
+
+def test_autolabel_never_writes_over_its_target_image(tmp_path, nuclei_image, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    tifffile.imwrite(tmp_path / "stain.tif", nuclei_image)
+    tifffile.imwrite(out / "labels.tif", nuclei_image)  # the target image happens to sit where labels go
+    before = _digest(out / "labels.tif")
+    assert main(["autolabel", "fluorescence", "--stain", str(tmp_path / "stain.tif"), "--target",
+                 str(out / "labels.tif"), "--out", str(out), "--overwrite", "--quiet"]) == 2
+    assert "inputs" in capsys.readouterr().err and _digest(out / "labels.tif") == before
+
+
+def test_track_takes_a_boolean_mask_stack(tmp_path):
+    masks = np.zeros((2, 30, 30), bool)
+    masks[:, 3:8, 3:8] = True
+    tifffile.imwrite(tmp_path / "masks.tif", masks)
+    assert main(["track", "--labels", str(tmp_path / "masks.tif"), "--out", str(tmp_path / "t")]) == 0
+    assert tifffile.imread(tmp_path / "t" / "tracks_labels.tif").max() == 1

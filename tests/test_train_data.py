@@ -89,6 +89,10 @@ def test_prepare_stack_uses_only_annotated_frames_and_checks_input():
     td = prepare_training_data(stack, lstack)
     assert [it.name for it in td.items] == ["image 1", "image 3"]
     assert td.items[0].image.shape == (1, 96, 96) and td.items[0].image.dtype == np.float32
+    # a stack inside a list (the Training widget's layers) is split the same way, beside a 2-D image
+    mixed = prepare_training_data([stack, imgs[0]], [lstack, labs[0]])
+    assert len(mixed) == 3
+    np.testing.assert_array_equal(mixed.items[2].target, prepare_training_data(imgs[0], labs[0]).items[0].target)
     with pytest.raises(InputError, match="shape"):
         prepare_training_data([imgs[0]], [labs[0][:50]])
     with pytest.raises(InputError, match="no annotated"):

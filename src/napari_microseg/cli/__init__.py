@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: options that name files or folders a command reads: outputs may never replace them
-INPUT_OPTIONS = ("input", "stain", "labels", "image", "images", "gt", "pred", "model", "init_model",
+#: (not --init-model / --resume: training may write its result over the weights it started from)
+INPUT_OPTIONS = ("input", "stain", "target", "labels", "image", "images", "gt", "pred", "model",
                  "val_images", "val_labels", "config", "points")
 
 

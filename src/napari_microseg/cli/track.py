@@ -74,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
         guard_target(out / name)
     make_output_folder(out)
     labels = _read_stack(args.labels, "labels")
-    if labels.size and np.issubdtype(labels.dtype, np.integer) and labels.max() == 1 and labels.min() == 0:
+    if labels.dtype == bool or (labels.size and np.issubdtype(labels.dtype, np.integer)
+                                and labels.max() == 1 and labels.min() == 0):
         from skimage.measure import label as connected_components
 
         print(f"{Path(args.labels).name}: a 0/1 mask, not labels: tracking its connected objects "

@@ -22,7 +22,7 @@ resized so they come inside it, the farther outside the closer to
 ``diameter`` (:func:`factor_for_diameter`; the factor changes smoothly with
 the diameter). Memory stays bounded by the tile: the tiles read
 from the image are ``tile / factor`` px (at most the image's size), so at
-x0.1 a 256 px network tile reads up to 2560 x 2560 px of the image per tile.
+x0.1 the default 512 px network tile reads up to 5120 x 5120 px of the image per tile.
 """
 
 from __future__ import annotations

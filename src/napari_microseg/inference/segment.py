@@ -410,11 +410,13 @@ def segment_image(
         tile = scale.native_tile(tile, scale_factor, max_side=max(h, w))
         overlap = scale.native_overlap(overlap, scale_factor)
         tiles_yx = (tile, tile)
+        network_pixels = network_tile * network_tile  # each tile is resized to this before the network
     else:  # tiles no larger than needed: the same count as tile x tile, spread evenly
         overlap = resolve_overlap(tile, overlap)
         tiles_yx = (fitted_tile(h, tile, overlap), fitted_tile(w, tile, overlap))
-    # large tiles go fewer per network call: the pixels per call (and memory) of batch_size 256 x 256 tiles
-    batch_size = max(1, batch_size * BATCH_TILE_PIXELS // (tiles_yx[0] * tiles_yx[1]))
+        network_pixels = tiles_yx[0] * tiles_yx[1]
+    # large tiles go fewer per network call: about the pixels (and memory) of batch_size 256 x 256 tiles
+    tiles_per_call = max(1, round(batch_size * BATCH_TILE_PIXELS / network_pixels))
     spec = loaded.config.get("normalization") or loaded.config.get("normalisation")
     if isinstance(spec, dict) and spec.get("level_taps"):
         image = TapLevelledFrames(image)
@@ -461,7 +463,7 @@ def segment_image(
             probs = probs_all[t] if stack else probs_all
         else:
             probs = np.zeros((k, h, w), prob_dtype)
-        gen = predict_tiled_iter(frame, fn, k, tile=tiles_yx, overlap=overlap, batch_size=batch_size, out=probs,
+        gen = predict_tiled_iter(frame, fn, k, tile=tiles_yx, overlap=overlap, batch_size=tiles_per_call, out=probs,
                                  transform=lambda band, _t, t=t: transform(band, t))
         while True:
             try:
@@ -496,7 +498,8 @@ def segment_image(
         labels = labels_out.astype(postprocess.label_dtype(max_label), copy=False)
     objects, counts = _tables(object_tables, labels, n_frames, mode, class_names) if measure else (
         pd.DataFrame(), pd.DataFrame())
-    settings = dict(tile=network_tile, overlap=network_overlap, image_tile=tile, tiles_yx=[int(v) for v in tiles_yx], batch_size=batch_size, device=getattr(loaded, "device", device),
+    settings = dict(tile=network_tile, overlap=network_overlap, image_tile=tile, tiles_yx=[int(v) for v in tiles_yx], batch_size=batch_size,
+                    tiles_per_call=tiles_per_call, device=getattr(loaded, "device", device),
                     threshold=threshold, min_size=min_size, max_size=max_size, fill_holes=fill_holes,
                     remove_border=remove_border, output_mode=mode, n_outputs=k,
                     postprocess={k_: v for k_, v in three_kw.items() if k_ != "class_order"},

@@ -20,7 +20,7 @@ from ..errors import InputError
 _PROTECTED_FILES: set[Path] = set()
 _PROTECTED_STORES: set[Path] = set()
 #: files inside an input folder that are inputs besides TIFF / FITS / Zarr
-_OTHER_INPUTS = (".png", ".jpg", ".jpeg", ".npy", ".pt")
+_OTHER_INPUTS = (".png", ".jpg", ".jpeg", ".npy")
 
 
 def protect_inputs(paths: Iterable[str | os.PathLike]) -> None:

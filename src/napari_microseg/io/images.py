@@ -108,8 +108,9 @@ def _select_channel(image: ImageData, name: str, channel: int | str | None) -> I
         return image
     axis = axes.index("C")
     n_channels = int(image.data.shape[axis])
+    pick = (slice(None),) * axis  # indexing works for numpy and dask alike
     if n_channels == 1:
-        image.data = np.take(image.data, 0, axis=axis)
+        image.data = image.data[pick + (0,)]
         image.metadata["axes"] = axes.replace("C", "")
         return image
     if isinstance(channel, str) and channel == "all":
@@ -117,10 +118,11 @@ def _select_channel(image: ImageData, name: str, channel: int | str | None) -> I
         return image
     if channel is None:
         raise InputError(f"{name}: {n_channels} channels (axes {axes}, shape {tuple(image.data.shape)}): choose one "
-                         f"(--channel 0..{n_channels - 1}; napari opens each channel as a layer) or save one channel per file")
+                         f"(segment, autolabel fluorescence and batch take --channel 0..{n_channels - 1}; napari "
+                         "opens each channel as a layer) or save one channel per file")
     if isinstance(channel, bool) or not isinstance(channel, (int, np.integer)) or not 0 <= channel < n_channels:
         raise InputError(f"{name}: channel {channel!r} does not exist (the file has channels 0..{n_channels - 1})")
-    image.data = np.take(image.data, int(channel), axis=axis)
+    image.data = image.data[pick + (int(channel),)]
     image.metadata["axes"] = axes.replace("C", "")
     image.metadata["channel"] = int(channel)
     return image
@@ -214,8 +216,27 @@ def _read_zarr(path: Path) -> ImageData:
                 arr = node[names[0]]
         if arr is None:
             raise InputError(f"{path.name}: Zarr group holds no array")
-    data = drop_size_one_axes(da.from_zarr(arr))
+    data = da.from_zarr(arr)
+    axes = _ome_axes(multiscales if not isinstance(node, zarr.Array) else None, data.ndim)
+    if axes:  # OME-Zarr: drop size-1 axes before (Y, X) with their names, so channels stay known
+        keep = [i for i in range(data.ndim) if i >= data.ndim - 2 or data.shape[i] != 1]
+        if data.ndim > 3:
+            data = data[tuple(slice(None) if i in keep else 0 for i in range(data.ndim))]
+            axes = "".join(axes[i] for i in keep)
+        attrs = {**attrs, "axes": axes}
+    else:
+        data = drop_size_one_axes(data)
     return ImageData(data, "zarr", attrs)
+
+
+def _ome_axes(multiscales: Any, ndim: int) -> str:
+    """Axis letters (e.g. ``"TCZYX"``) from OME-Zarr multiscales metadata; "" when absent or unclear."""
+    try:
+        names = multiscales[0]["axes"]
+        letters = "".join(str(a["name"] if isinstance(a, dict) else a)[0].upper() for a in names)
+    except (TypeError, KeyError, IndexError):
+        return ""
+    return letters if len(letters) == ndim else ""
 
 
 def drop_size_one_axes(data: Any) -> Any:

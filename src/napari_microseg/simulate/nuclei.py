@@ -21,6 +21,8 @@ label pixels, so the label image is always a partition.
 from __future__ import annotations
 
 import functools
+import inspect
+from collections.abc import Generator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -289,7 +291,7 @@ def simulate_nuclei_timelapse_iter(
     touch_factor: float = 0.85,
     phase_noise_sd: float = 0.015,
     halo_strength: float = 1.0,
-) -> NucleiTimelapse:
+) -> Generator[Progress, None, NucleiTimelapse]:
     """Simulate a nuclei time-lapse with fluorescence, phase contrast, labels and tracks.
 
     ``simulate_nuclei_timelapse`` returns the result; ``simulate_nuclei_timelapse_iter``
@@ -555,9 +557,14 @@ def simulate_nuclei_timelapse_iter(
     return NucleiTimelapse(fluorescence, phase, labels, tracks, events_df, stage_offsets, params)
 
 
-@functools.wraps(simulate_nuclei_timelapse_iter)
 def simulate_nuclei_timelapse(*args, **kwargs) -> NucleiTimelapse:
     return drain(simulate_nuclei_timelapse_iter(*args, **kwargs))
+
+
+# the same documentation and signature as the generator form (not its name: pickling finds functions by name)
+functools.update_wrapper(simulate_nuclei_timelapse, simulate_nuclei_timelapse_iter, assigned=("__doc__",))
+simulate_nuclei_timelapse.__signature__ = inspect.signature(simulate_nuclei_timelapse_iter).replace(
+    return_annotation="NucleiTimelapse")
 
 
 def simulate_nuclei_image(

@@ -23,14 +23,6 @@ PREVIEW_DELAY_MS = 400
 QC_COLUMNS = ["tile", "y", "x", "fg fraction", "objects", "kept", "reason"]
 
 
-def _fingerprint(data: Any) -> str:
-    """A digest of a label array's bytes, to tell whether the user has painted into it."""
-    import hashlib
-
-    array = np.ascontiguousarray(np.asarray(data))
-    return hashlib.blake2b(array.view(np.uint8).ravel(), digest_size=16).hexdigest() + str(array.shape)
-
-
 class AutolabelWidget(MicrosegDock):
     title = "Auto-label"
     description = (
@@ -79,7 +71,7 @@ class AutolabelWidget(MicrosegDock):
         self.run_buttons = (self.apply_button, self.qc_button)
         self.follow_layers(self.stain_layer)
         self.preview_layer = None
-        self._preview_fingerprint: str | None = None  # of the labels last written to the preview layer
+        self._preview_painted = False  # the user painted into the preview layer since it was last written
         self.labels_layer = None
         self.qc = None
         self._pending_preview = False
@@ -106,6 +98,10 @@ class AutolabelWidget(MicrosegDock):
 
     def _frame_index(self, data: Any) -> int | None:
         return int(self.viewer.dims.current_step[0]) if data.ndim == 3 else None
+
+    def _mark_preview_painted(self, event: Any = None) -> None:
+        """Only layers this widget made are watched: any paint event means the user edited the preview."""
+        self._preview_painted = True
 
     # -- preview ------------------------------------------------------------
     def schedule_preview(self, *_: Any) -> None:
@@ -136,17 +132,17 @@ class AutolabelWidget(MicrosegDock):
         def done(labels: np.ndarray) -> None:
             full = labels if t is None else _in_stack(labels, layer.data.shape, t)
             kept = ""
-            if self.preview_layer is not None and self.preview_layer in self.viewer.layers \
-                    and _fingerprint(self.preview_layer.data) != self._preview_fingerprint:
+            if self.preview_layer is not None and self.preview_layer in self.viewer.layers and self._preview_painted:
                 # the user painted into the preview: keep those edits as their own layer
                 self.preview_layer.name = unique_layer_name(self.viewer, "auto-label preview (edited)")
                 kept = f"; your edits are kept in '{self.preview_layer.name}'"
                 self.preview_layer = None
             if self.preview_layer is None or self.preview_layer not in self.viewer.layers:
                 self.preview_layer = self.viewer.add_labels(full, name=unique_layer_name(self.viewer, "auto-label preview"), opacity=0.5)
+                self.preview_layer.events.paint.connect(self._mark_preview_painted)  # brush, fill and eraser
             else:
                 self.preview_layer.data = full
-            self._preview_fingerprint = _fingerprint(self.preview_layer.data)
+            self._preview_painted = False
             where = f"frame {t} of {layer.name}" if t is not None else layer.name
             self.show_message(f"preview: {int(len(np.unique(labels)) - 1)} nuclei on {where}{kept}")
             if self._pending_preview:
