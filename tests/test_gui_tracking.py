@@ -51,6 +51,17 @@ def test_track_curate_export(make_napari_viewer, qtbot, tmp_path, artifacts):
     ctc = widget.export_ctc()
     assert ctc is not None and (tmp_path / "ctc_RES" / "res_track.txt").is_file()
 
+    # the user deletes the Tracks layer, selects other labels, then curates: the layer comes back named
+    # after the labels that were tracked, and the "by track" labels layer is not added a second time
+    viewer.layers.remove(widget.tracks_layer)
+    viewer.add_labels(np.zeros_like(sim.labels), name="other")
+    widget.labels_layer.value = "other"
+    widget.table.selectRow(0)
+    widget.delete_selected()
+    names = [layer.name for layer in viewer.layers]
+    assert "nuclei tracks" in names and not any(name.startswith("other") and name != "other" for name in names)
+    assert sum(name.startswith("nuclei by track") for name in names) == 1
+
     viewer.dims.set_current_step(0, 11)
     viewer.layers["nuclei"].visible = False
     viewer.window._qt_window.resize(1400, 1000)

@@ -75,6 +75,7 @@ class TrackingWidget(MicrosegDock):
         self.result = None
         self.tracks_layer = None
         self.relabelled_layer = None
+        self.tracked_name = ""
 
     # -- tracking -------------------------------------------------------------
     def track(self, *_: Any) -> Any:
@@ -102,16 +103,18 @@ class TrackingWidget(MicrosegDock):
         kwargs = dict(config=self.config.value, max_search_radius=float(self.max_search_radius.value),
                       optimize=bool(self.optimize.value), stage_shift=shift)
         labels = labels.copy()
+        source_name = str(self.labels_layer.value)
 
         def make_generator():
             from ..tracking.track import track
 
             return track(labels, image, **kwargs)
 
-        return self.start(make_generator, self._show_result, label="tracking")
+        return self.start(make_generator, lambda result: self._show_result(result, source_name), label="tracking")
 
-    def _show_result(self, result: Any) -> None:
+    def _show_result(self, result: Any, source_name: str | None = None) -> None:
         self.result = result
+        self.tracked_name = source_name or str(self.labels_layer.value)  # result layers are named after it
         self._update_layers(new=True)
         self.show_message(f"{result.n_tracks} tracks over {result.n_frames} frames; "
                           f"{len(result.graph)} daughter tracks from divisions")
@@ -119,17 +122,21 @@ class TrackingWidget(MicrosegDock):
     def _update_layers(self, new: bool = False) -> None:
         result = self.result
         data, kwargs = result.napari_tracks()
+        source = self.tracked_name  # the labels that were tracked, whatever is selected now
         if new or self.tracks_layer is None or self.tracks_layer not in self.viewer.layers:
-            name = unique_layer_name(self.viewer, f"{self.labels_layer.value} tracks")
-            kwargs = {**kwargs, "name": name, "tail_length": 10, "color_by": "track_id"}
+            kwargs = {**kwargs, "name": unique_layer_name(self.viewer, f"{source} tracks"), "tail_length": 10,
+                      "color_by": "track_id"}
             self.tracks_layer = self.viewer.add_tracks(data, **kwargs)
-            self.relabelled_layer = self.viewer.add_labels(
-                result.relabelled, name=unique_layer_name(self.viewer, f"{self.labels_layer.value} by track"), opacity=0.4, visible=False)
-        else:  # our own result layers: update them after curation
+        else:  # our own result layer: update it after curation
             self.tracks_layer.data = data
             self.tracks_layer.graph = kwargs["graph"]
             self.tracks_layer.properties = kwargs["properties"]
-            if result.relabelled is not None and self.relabelled_layer in self.viewer.layers:
+        if result.relabelled is not None:
+            if new or self.relabelled_layer is None or self.relabelled_layer not in self.viewer.layers:
+                self.relabelled_layer = self.viewer.add_labels(
+                    result.relabelled, name=unique_layer_name(self.viewer, f"{source} by track"), opacity=0.4,
+                    visible=False)
+            else:
                 self.relabelled_layer.data = result.relabelled
         self._recolour()
         self._fill_table()
