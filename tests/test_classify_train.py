@@ -130,7 +130,8 @@ def test_cross_validation_grouped(tmp_path):
                                               ({"weight_decay": -1.0}, "weight_decay must be a number >= 0"),
                                               ({"epochs": 0}, "epochs must be a whole number >= 1"),
                                               ({"batch_size": 2.5}, "batch_size must be a whole number >= 1"),
-                                              ({"val_fraction": 1.0}, "val_fraction must be in [0, 1)")])
+                                              ({"val_fraction": 1.0}, "val_fraction must be in [0, 1)"),
+                                              ({"num_threads": 0}, "num_threads (CPU threads) must be a whole number")])
 def test_classifier_training_refuses_settings_that_cannot_train(response_sets, tmp_path, setting, message):
     # the same one-line checks as the segmentation trainer, before any data is touched or a file written
     with pytest.raises(InputError, match=re.escape(message)):

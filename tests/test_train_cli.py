@@ -86,6 +86,7 @@ def test_cli_train_refuses_settings_and_models_that_cannot_work(tmp_path, capsys
                            (["--patch", "0"], "patch_size must be a whole number >= 16"),
                            (["--lr", "-1"], "lr (learning rate) must be a number > 0"),
                            (["--lr", "0"], "lr (learning rate) must be a number > 0"),
+                           (["--threads", "-2"], "num_threads (CPU threads) must be a whole number >= 1"),
                            (["--init-model", "response_good_bad"], "is a classifier (of images), not a segmentation model")):
         assert main(base + extra + ["--out", str(tmp_path / "m.pt")]) == 2, extra
         err = capsys.readouterr().err

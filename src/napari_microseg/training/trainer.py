@@ -303,7 +303,8 @@ def check_common_settings(cfg: Any, whole_numbers: dict[str, int]) -> None:
 
     ``whole_numbers`` maps setting names of ``cfg`` to their lowest allowed
     value; ``cfg.lr`` must be a finite number > 0 (0 would train nothing),
-    ``cfg.weight_decay`` a finite number >= 0 and ``cfg.val_fraction`` in [0, 1).
+    ``cfg.weight_decay`` a finite number >= 0, ``cfg.val_fraction`` in [0, 1) and
+    ``cfg.num_threads`` unset or a whole number >= 1.
     """
     for name, low in whole_numbers.items():
         value = getattr(cfg, name)
@@ -317,6 +318,9 @@ def check_common_settings(cfg: Any, whole_numbers: dict[str, int]) -> None:
         raise InputError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
     if not 0 <= cfg.val_fraction < 1:
         raise InputError(f"val_fraction must be in [0, 1), got {cfg.val_fraction!r}")
+    threads = getattr(cfg, "num_threads", None)
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1):
+        raise InputError(f"num_threads (CPU threads) must be a whole number >= 1 or unset, got {threads!r}")
 
 
 def cosine_lr(lr: float, min_lr: float, epochs: int, done: int) -> float:
