@@ -125,3 +125,18 @@ def test_bad_inputs_give_messages(make_napari_viewer, qtbot, tmp_path):
     widget.labels_layer.value = ["small", "empty"]
     assert widget.train() is None
     assert "one labels layer per image" in widget.status.text()
+
+
+def test_loss_plot_legend_leaves_the_top_right_corner_to_the_dice_curve(qtbot):
+    """Val Dice rises towards the top right; the legend sits at the middle of the right edge instead."""
+    from napari_microseg.widgets._plot import LossPlot
+
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    plot.resize(460, 220)
+    plot.show()
+    qtbot.wait(50)
+    view = plot.getPlotItem().vb.sceneBoundingRect()
+    legend = plot.getPlotItem().legend.sceneBoundingRect()
+    assert legend.right() > view.center().x()  # on the right ...
+    assert abs(legend.center().y() - view.center().y()) < 0.1 * view.height()  # ... at mid-height

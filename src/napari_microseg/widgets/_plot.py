@@ -22,7 +22,10 @@ class LossPlot(pg.PlotWidget):
         item.setLabel("bottom", "epoch")
         item.setLabel("left", "loss")
         item.showGrid(x=True, y=True, alpha=0.2)
-        item.addLegend(offset=(-5, 5), labelTextSize="7pt")
+        legend = item.addLegend(labelTextSize="7pt")
+        # middle of the right edge: the losses fall towards the bottom right and the Dice rises
+        # towards the top right, so the top-right corner would hide the Dice curve
+        legend.anchor(itemPos=(1, 0.5), parentPos=(1, 0.5), offset=(-10, 0))
         self.train_curve = item.plot([], [], pen=pg.mkPen("#6fa8dc", width=1), name="train loss")
         self.val_curve = item.plot([], [], pen=pg.mkPen("#f6b26b", width=2), symbol="o", symbolSize=5,
                                    symbolBrush="#f6b26b", name="val loss")
