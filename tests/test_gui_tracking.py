@@ -31,6 +31,14 @@ def test_track_curate_export(make_napari_viewer, qtbot, tmp_path, artifacts):
     assert type(widget.tracks_layer).__name__ == "Tracks"
     n_tracks = widget.result.n_tracks
     assert widget.table.rowCount() == n_tracks
+    header = widget.table.horizontalHeader()
+    metrics = header.fontMetrics()
+    for column in range(widget.table.columnCount()):  # every header is readable in the dock
+        text = widget.table.horizontalHeaderItem(column).text()
+        assert header.sectionSize(column) >= metrics.horizontalAdvance(text), text
+    qtbot.wait(50)
+    widths = [header.sectionSize(column) for column in range(widget.table.columnCount())]
+    assert sum(widths) <= widget.table.viewport().width() + 1, widths  # no column hidden off to the right
     assert n_tracks >= sim.tracks.track_id.nunique() * 0.8
 
     # click-to-jump: selecting a row moves the viewer to the track's first frame

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, PushButton, SpinBox
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
+from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
 from ..errors import InputError
 from ._base import MicrosegDock, grey_image, layer_names, unique_layer_name
@@ -53,6 +53,8 @@ class AutolabelWidget(MicrosegDock):
         ])
         self.body.addWidget(self.form.native)
         self.qc_table = QTableWidget(0, len(QC_COLUMNS))
+        self.qc_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)  # narrow columns ...
+        self.qc_table.horizontalHeader().setStretchLastSection(True)  # ... and the reason takes the rest
         self.qc_table.setHorizontalHeaderLabels(QC_COLUMNS)
         self.qc_table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.qc_table.verticalHeader().setVisible(False)

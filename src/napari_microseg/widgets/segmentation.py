@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
 
-from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
+from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
 from ..errors import InputError
 from ..pretrained import list_pretrained_for
@@ -90,6 +90,8 @@ class SegmentationWidget(MicrosegDock):
         ])
         self.body.addWidget(self.form.native)
         self.tile_table = QTableWidget(0, 4)
+        self.tile_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)  # headers readable ...
+        self.tile_table.horizontalHeader().setStretchLastSection(True)  # ... and the table as wide as the dock
         self.tile_table.setHorizontalHeaderLabels(["y0", "x0", "pixels", "tile"])
         self.tile_table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.tile_table.setSelectionBehavior(QAbstractItemView.SelectRows)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, PushButton
-from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
+from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
 from ..errors import InputError, MicrosegError
 from ._base import MicrosegDock, dock_action, free_name, layer_names, unique_layer_name, unwritable_reason
@@ -53,6 +53,8 @@ class TrackingWidget(MicrosegDock):
                                        self.stage_shift, self.optimize, self.colour_by, self.track_button])
         self.body.addWidget(self.form.native)
         self.table = QTableWidget(0, len(TABLE_COLUMNS))
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)  # headers readable ...
+        self.table.horizontalHeader().setStretchLastSection(True)  # ... and the table as wide as the dock
         self.table.setHorizontalHeaderLabels(TABLE_COLUMNS)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
