@@ -9,7 +9,7 @@ import pytest
 pytestmark = pytest.mark.gui
 
 
-def _simulate_nuclei_stack(viewer, qtbot, n_frames=3, size=96, n_nuclei=8):
+def _simulate_nuclei_stack(viewer, wait_worker, n_frames=3, size=96, n_nuclei=8):
     """Add a simulated (T, Y, X) nuclei time-lapse through the Simulation widget."""
     from napari_microseg.widgets.simulation import SimulationWidget
 
@@ -17,11 +17,7 @@ def _simulate_nuclei_stack(viewer, qtbot, n_frames=3, size=96, n_nuclei=8):
     sim.domain.value = "nuclei time-lapse [N]"
     form = sim.forms["nuclei time-lapse [N]"]
     form["n_frames"].value, form["size"].value, form["n_nuclei"].value = n_frames, size, n_nuclei
-    worker = sim.generate()
-    assert worker is not None
-    with qtbot.waitSignal(worker.finished, timeout=180000):
-        pass
-    qtbot.wait(50)
+    wait_worker(sim.generate())
     assert viewer.layers["sim nuclei labels"].data.shape == (n_frames, size, size)
     return sim
 
@@ -32,7 +28,7 @@ def test_training_on_a_stack_uses_every_frame(make_napari_viewer, qtbot, tmp_pat
     from napari_microseg.widgets.training import TrainingWidget
 
     viewer = make_napari_viewer(show=False)
-    _simulate_nuclei_stack(viewer, qtbot, n_frames=3)
+    _simulate_nuclei_stack(viewer, wait_worker, n_frames=3)
     widget = TrainingWidget(viewer)
     widget.image_layer.value = ["sim nuclei (fluorescence)"]
     widget.labels_layer.value = ["sim nuclei labels"]
@@ -58,7 +54,7 @@ def test_renamed_layers_stay_chosen_and_run(make_napari_viewer, qtbot, wait_work
     from napari_microseg.widgets.training import TrainingWidget
 
     viewer = make_napari_viewer(show=False)
-    _simulate_nuclei_stack(viewer, qtbot, n_frames=2, size=96, n_nuclei=6)
+    _simulate_nuclei_stack(viewer, wait_worker, n_frames=2, size=96, n_nuclei=6)
     seg, train = SegmentationWidget(viewer), TrainingWidget(viewer)
     auto, track, classify = AutolabelWidget(viewer), TrackingWidget(viewer), ClassificationWidget(viewer)
     auto.live.value = False
@@ -173,7 +169,7 @@ def test_stop_before_the_first_epoch_saves_no_model(make_napari_viewer, qtbot, t
     monkeypatch.setenv("HOME", str(tmp_path))  # fine-tuned shipped models are written under ~/microseg_models
     monkeypatch.setattr(segmentation, "RECENT_MODELS", [])
     viewer = make_napari_viewer(show=False)
-    _simulate_nuclei_stack(viewer, qtbot, n_frames=2, size=96, n_nuclei=6)
+    _simulate_nuclei_stack(viewer, wait_worker, n_frames=2, size=96, n_nuclei=6)
     train = TrainingWidget(viewer)
     train.image_layer.value, train.labels_layer.value = ["sim nuclei (fluorescence)"], ["sim nuclei labels"]
     train.patch.value, train.epochs.value, train.patches_per_epoch.value, train.batch_size.value = 64, 3, 4000, 2

@@ -135,6 +135,8 @@ def read_any(path: str, hdu: int | None = None, channel: int | None = None) -> n
     RGB(A) images ``(Y, X, 3|4)`` become grey (the mean of R, G, B); ``channel`` picks
     one channel of a multi-channel TIFF (see :func:`napari_microseg.io.images.read_image`).
     """
+    from ..io.images import read_image, rgb_to_grey
+
     p = Path(path)
     if p.name.lower().endswith(PLAIN_SUFFIXES):
         if not p.exists():
@@ -145,12 +147,9 @@ def read_any(path: str, hdu: int | None = None, channel: int | None = None) -> n
             arr = np.asarray(skimage.io.imread(p))
         except Exception as err:  # noqa: BLE001 - any decoder error is bad input
             raise InputError(f"{p.name}: not a readable image ({err})") from err
-        if arr.ndim == 3 and arr.shape[-1] in (3, 4):
-            arr = arr[..., :3].mean(-1).astype(np.float32)
-        return arr
-    from ..io.images import read_image, rgb_to_grey
-
-    return np.asarray(rgb_to_grey(np.asarray(read_image(p, hdu=hdu, channel=channel).data), p.name))
+    else:
+        arr = np.asarray(read_image(p, hdu=hdu, channel=channel).data)
+    return np.asarray(rgb_to_grey(arr, p.name))
 
 
 def _prepare_out(out: Path, names: list[str], overwrite: bool) -> None:

@@ -107,7 +107,8 @@ def match_files(gt_dir: Path, pred_dir: Path) -> list[tuple[Path, Path]]:
 def read_labels(path: Path):
     """Read a label image as numpy; two-valued images (masks) become connected-component labels."""
     import numpy as np
-    from scipy import ndimage as ndi
+
+    from ..measure.labels import masks_to_labels
 
     if path.suffix.lower() == ".npy":
         arr = np.load(path)
@@ -124,11 +125,7 @@ def read_labels(path: Path):
     arr = check_label_image(np.asarray(arr), path.name)
     if arr.ndim not in (2, 3):
         raise InputError(f"{path.name}: expected (Y,X) or (T,Y,X) labels, got shape {arr.shape}")
-    if np.unique(arr).size <= 2:
-        frames = arr[None] if arr.ndim == 2 else arr
-        lab = np.stack([ndi.label(f != 0, structure=np.ones((3, 3), bool))[0] for f in frames])
-        arr = lab[0] if arr.ndim == 2 else lab
-    return arr
+    return masks_to_labels(arr)[0]
 
 
 def iter_pairs(pairs):

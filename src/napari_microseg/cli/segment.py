@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from ..errors import InputError
-from ..io.atomic import make_output_folder
+from ..io.atomic import guard_target, make_output_folder
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".zarr")
 
@@ -164,7 +164,6 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
     import numpy as np
 
     from ..inference.segment import segment_image
-    from ..io.atomic import guard_target
     from ..io.images import read_image, rgb_to_grey, write_tiff
     from ..progress import run_with_text_progress
 
@@ -175,9 +174,6 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
     if isinstance(data, np.ndarray) and data.size and data.min() == data.max():
         print(f"warning: {path.name} is constant (every pixel {data.flat[0]}): nothing to segment", file=sys.stderr)
     target = _label_target(out, path, tuple(data.shape), args.zarr_above)[0]
-    guard_target(target)  # before the work: labels never replace an input
-    if args.save_probabilities:
-        guard_target(out / "probabilities" / f"{_stem(path)}.tif")
     zarr_out = target.suffix == ".zarr"
     tmp_dir = None
     out_arr = None
@@ -277,6 +273,8 @@ def run(args: argparse.Namespace) -> int:
         if args.save_probabilities:
             targets.append(out / "probabilities" / f"{_stem(path)}.tif")
     check_overwrite(targets, args.overwrite)
+    for target in targets:  # labels and tables never replace an input, even with --overwrite
+        guard_target(target)
     make_output_folder(out)
 
     all_objects, all_counts, per_image = [], [], []

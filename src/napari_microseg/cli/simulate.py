@@ -165,14 +165,12 @@ def _check_common(args) -> None:
         value = getattr(args, option, None)
         if value is not None and not (value >= 0 and math.isfinite(value)):
             raise InputError(f"--{option.replace('_', '-')} must be a finite number >= 0, got {value}")
-    for option in ("drift",):
-        values = getattr(args, option, None)
-        if values is not None and not all(math.isfinite(v) for v in values):
-            raise InputError(f"--{option} must be finite numbers (px/frame), got {values}")
-    for option in ("gain",):
-        value = getattr(args, option, None)
-        if value is not None and not (value > 0 and math.isfinite(value)):
-            raise InputError(f"--{option} must be a finite number > 0, got {value}")
+    drift = getattr(args, "drift", None)
+    if drift is not None and not all(math.isfinite(v) for v in drift):
+        raise InputError(f"--drift must be finite numbers (px/frame), got {drift}")
+    gain = getattr(args, "gain", None)
+    if gain is not None and not (gain > 0 and math.isfinite(gain)):
+        raise InputError(f"--gain must be a finite number > 0, got {gain}")
     probability = getattr(args, "glow_probability", None)
     if probability is not None and not 0 <= probability <= 1:
         raise InputError(f"--glow-probability must be between 0 and 1, got {probability}")

@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import InputError
     from ..io.atomic import atomic_path, guard_target, make_output_folder
+    from ..measure.labels import masks_to_labels
     from ..progress import run_with_text_progress
     from ..tracking.export import write_config_json, write_counts_csv, write_ctc, write_tracks_csv
     from ..tracking.track import track
@@ -74,13 +75,10 @@ def run(args: argparse.Namespace) -> int:
         guard_target(out / name)
     make_output_folder(out)
     labels = _read_stack(args.labels, "labels")
-    if labels.dtype == bool or (labels.size and np.issubdtype(labels.dtype, np.integer)
-                                and labels.max() == 1 and labels.min() == 0):
-        from skimage.measure import label as connected_components
-
+    labels, was_mask = masks_to_labels(labels)
+    if was_mask:
         print(f"{Path(args.labels).name}: a 0/1 mask, not labels: tracking its connected objects "
               "(8-connected, per frame)", file=sys.stderr)
-        labels = np.stack([connected_components(frame, connectivity=2) for frame in labels]).astype(np.uint32)
     image = _read_stack(args.image, "image") if args.image else None
     if image is not None and image.shape != labels.shape:
         raise InputError(f"image shape {image.shape} does not match labels shape {labels.shape}")

@@ -218,15 +218,8 @@ def _read_zarr(path: Path) -> ImageData:
             raise InputError(f"{path.name}: Zarr group holds no array")
     data = da.from_zarr(arr)
     axes = _ome_axes(multiscales if not isinstance(node, zarr.Array) else None, data.ndim)
-    if axes:  # OME-Zarr: drop size-1 axes before (Y, X) with their names, so channels stay known
-        keep = [i for i in range(data.ndim) if i >= data.ndim - 2 or data.shape[i] != 1]
-        if data.ndim > 3:
-            data = data[tuple(slice(None) if i in keep else 0 for i in range(data.ndim))]
-            axes = "".join(axes[i] for i in keep)
-        attrs = {**attrs, "axes": axes}
-    else:
-        data = drop_size_one_axes(data)
-    return ImageData(data, "zarr", attrs)
+    data, axes = _drop_size_one_axes_named(data, axes)  # OME-Zarr: axis names kept, so channels stay known
+    return ImageData(data, "zarr", {**attrs, "axes": axes} if axes else attrs)
 
 
 def _ome_axes(multiscales: Any, ndim: int) -> str:
@@ -243,10 +236,16 @@ def drop_size_one_axes(data: Any) -> Any:
     """Drop size-1 axes before (Y, X) of an array with more than 3 axes (OME-Zarr's
     T, C, Z, Y, X with C = Z = 1 -> (T, Y, X); all of them 1 -> a (Y, X) image). A 3-D
     (1, Y, X) array stays a stack of one frame, as the same stack read from a TIFF does."""
+    return _drop_size_one_axes_named(data, "")[0]
+
+
+def _drop_size_one_axes_named(data: Any, axes: str) -> tuple[Any, str]:
+    """:func:`drop_size_one_axes`, also dropping the dropped axes' letters from ``axes`` ("" if unnamed)."""
     if data.ndim <= 3:
-        return data
-    index = tuple(slice(None) if data.shape[i] != 1 else 0 for i in range(data.ndim - 2))
-    return data[index]
+        return data, axes
+    keep = [i for i in range(data.ndim) if i >= data.ndim - 2 or data.shape[i] != 1]
+    index = tuple(slice(None) if i in keep else 0 for i in range(data.ndim))
+    return data[index], "".join(axes[i] for i in keep) if axes else ""
 
 
 def write_tiff(path: str | os.PathLike, data: np.ndarray, overwrite: bool = False, **kwargs: Any) -> Path:

@@ -27,3 +27,21 @@ def compact_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         inverse = inverse + 1
     dtype = np.uint32 if len(ids) < 2**32 else np.uint64
     return inverse.reshape(labels.shape).astype(dtype), ids
+
+
+def masks_to_labels(masks: np.ndarray) -> tuple[np.ndarray, bool]:
+    """A two-valued image (a mask: bool, 0/1, 0/255, ...) as labels of its 8-connected objects.
+
+    ``masks`` is ``(Y, X)`` or a ``(T, Y, X)`` stack (objects are found frame by frame).
+    Returns ``(labels, converted)``: uint32 labels and True for a mask; the array
+    unchanged and False when it holds more than two values (it is labels already).
+    """
+    from scipy import ndimage as ndi
+
+    masks = np.asarray(masks)
+    if masks.size == 0 or np.unique(masks).size > 2:
+        return masks, False
+    frames = masks[None] if masks.ndim == 2 else masks
+    structure = np.ones((3, 3), bool)
+    labels = np.stack([ndi.label(frame != 0, structure=structure)[0] for frame in frames]).astype(np.uint32)
+    return (labels[0] if masks.ndim == 2 else labels), True

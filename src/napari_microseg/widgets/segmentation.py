@@ -113,8 +113,8 @@ class SegmentationWidget(MicrosegDock):
         self.tiles = None
         self.clusters = None
         self.result_layer_name: str | None = None
-        self.training_pairs: list[tuple[np.ndarray, np.ndarray]] = []
-        self.training_keys: list[tuple[str, int]] = []  # (image layer, frame) of each pair: one pair per frame
+        # the fine-tuning set: (image layer name, frame) -> (image, corrected labels), one pair per frame
+        self.corrections: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
         self.fine_tuned_path: str | None = None
         self._toggle_file()
 
@@ -207,7 +207,6 @@ class SegmentationWidget(MicrosegDock):
         self.find_class.reset_choices()
 
     def _add_result(self, result: Any, layer: Any, t: int | None, model: Path) -> None:
-        self._clear_results()  # nothing of an earlier run (e.g. a CCD run's clusters) carries over
         self.result = result
         labels = np.asarray(result.labels)
         if t is not None:  # a single frame of a stack: place it in a stack-shaped layer
@@ -381,28 +380,26 @@ class SegmentationWidget(MicrosegDock):
             self.show_error("the corrected labels are empty on this frame")
             return len(self.training_pairs)
         key = (image_layer.name, int(t))
-        pair = (image.copy(), labels.copy())
-        if key in self.training_keys:  # corrected again: the newer labels replace the older ones
-            self.training_pairs[self.training_keys.index(key)] = pair
-            note = f"frame {t} of {image_layer.name} updated"
-        else:
-            self.training_pairs.append(pair)
-            self.training_keys.append(key)
-            note = f"frame {t} of {image_layer.name} added"
+        note = f"frame {t} of {image_layer.name} {'updated' if key in self.corrections else 'added'}"
+        self.corrections[key] = (image.copy(), labels.copy())  # corrected again: the newer labels replace the older
         self._show_training_set()
         self.show_message(f"{note}; training set: {len(self.training_pairs)} corrected frame(s)")
         return len(self.training_pairs)
 
+    @property
+    def training_pairs(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The fine-tuning set as (image, corrected labels) pairs, in the order they were added."""
+        return list(self.corrections.values())
+
     def clear_training_set(self, *_: Any) -> None:
         """Empty the fine-tuning set (the layers keep their corrections)."""
-        self.training_pairs.clear()
-        self.training_keys.clear()
+        self.corrections.clear()
         self._show_training_set()
         self.show_message("training set cleared")
 
     def _show_training_set(self) -> None:
-        n = len(self.training_pairs)
-        frames = ", ".join(f"{name} t={t}" for name, t in self.training_keys[:4]) + (" ..." if n > 4 else "")
+        n = len(self.corrections)
+        frames = ", ".join(f"{name} t={t}" for name, t in list(self.corrections)[:4]) + (" ..." if n > 4 else "")
         self.training_set_label.value = f"training set: {n} frame(s): {frames}" if n else "training set: empty"
 
     def fine_tune(self, *_: Any) -> Any:

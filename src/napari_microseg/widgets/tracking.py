@@ -114,9 +114,9 @@ class TrackingWidget(MicrosegDock):
 
         return self.start(make_generator, lambda result: self._show_result(result, source_name), label="tracking")
 
-    def _show_result(self, result: Any, source_name: str | None = None) -> None:
+    def _show_result(self, result: Any, source_name: str) -> None:
         self.result = result
-        self.tracked_name = source_name or str(self.labels_layer.value)  # result layers are named after it
+        self.tracked_name = source_name  # the labels tracked: result layers are named after them
         self._update_layers(new=True)
         self.show_message(f"{result.n_tracks} tracks over {result.n_frames} frames; "
                           f"{len(result.graph)} daughter tracks from divisions")
@@ -124,9 +124,8 @@ class TrackingWidget(MicrosegDock):
     def _update_layers(self, new: bool = False) -> None:
         result = self.result
         data, kwargs = result.napari_tracks()
-        source = self.tracked_name  # the labels that were tracked, whatever is selected now
         if new or self.tracks_layer is None or self.tracks_layer not in self.viewer.layers:
-            kwargs = {**kwargs, "name": unique_layer_name(self.viewer, f"{source} tracks"), "tail_length": 10,
+            kwargs = {**kwargs, "name": unique_layer_name(self.viewer, f"{self.tracked_name} tracks"), "tail_length": 10,
                       "color_by": "track_id"}
             self.tracks_layer = self.viewer.add_tracks(data, **kwargs)
         else:  # our own result layer: update it after curation
@@ -136,7 +135,7 @@ class TrackingWidget(MicrosegDock):
         if result.relabelled is not None:
             if new or self.relabelled_layer is None or self.relabelled_layer not in self.viewer.layers:
                 self.relabelled_layer = self.viewer.add_labels(
-                    result.relabelled, name=unique_layer_name(self.viewer, f"{source} by track"), opacity=0.4,
+                    result.relabelled, name=unique_layer_name(self.viewer, f"{self.tracked_name} by track"), opacity=0.4,
                     visible=False)
             else:
                 self.relabelled_layer.data = result.relabelled
