@@ -208,3 +208,14 @@ def test_training_takes_the_only_image_and_labels_layers_when_none_is_picked(mak
     images, label_list = widget.training_pairs()
     assert len(images) == 1 and np.array_equal(label_list[0], labels)
     assert list(widget.image_layer.value) == ["cells"] and list(widget.labels_layer.value) == ["painted"]
+
+
+def test_a_long_result_line_wraps_instead_of_pushing_the_dock_edge_out(make_napari_viewer, qtbot):
+    """A summary written after a run used to widen the content past the dock (its right edge cut off)."""
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1400, 1000)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-microseg", "Classification")
+    qtbot.wait(100)
+    widget.summary.value = "40 of 40 images flagged bad at threshold 0.50; AUC 0.938 against the simulated truth " * 2
+    qtbot.wait(100)
+    assert widget.content.minimumSizeHint().width() <= widget.scroll.viewport().width()

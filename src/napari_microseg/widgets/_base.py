@@ -112,6 +112,10 @@ class MicrosegDock(QWidget):
         footer.addWidget(self.status)
 
     def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
+        # result lines (counts, summaries) get long after a run: wrapped, they never widen the
+        # content past the dock and push its right edge out of view
+        for label in self.content.findChildren(QLabel):
+            label.setWordWrap(True)
         # the dock area may give less width than the scroll area's size hint asks for; an explicit
         # minimum width (the controls, all built by now, plus the scroll bar) keeps the right edge in view
         self.scroll.setMinimumWidth(self.content.minimumSizeHint().width() + self.scroll._bar_width() + 4)
