@@ -97,6 +97,32 @@ def test_multichannel_tiff_is_not_taken_for_a_time_lapse(tmp_path, nuclei_image,
     assert labels.shape == nuclei_image.shape and labels.max() >= 3
 
 
+def test_a_time_lapse_with_channels_is_segmented_with_channel(tmp_path, nuclei_image, capsys):
+    """A (T, C, Y, X) ImageJ hyperstack: ``--channel`` gives a (T, Y, X) result, not a shape error."""
+    path = tmp_path / "hyper.tif"
+    frames = np.stack([np.stack([nuclei_image, np.zeros_like(nuclei_image)]),
+                       np.stack([np.flipud(nuclei_image), np.zeros_like(nuclei_image)])])
+    tifffile.imwrite(path, frames, imagej=True, metadata={"axes": "TCYX"})
+    assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(path), "--out",
+                 str(tmp_path / "a" / "deeper"), "--quiet"]) == 2
+    assert "2 channels" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()  # a refused run leaves no empty output folder
+    assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(path), "--out",
+                 str(tmp_path / "b"), "--channel", "0", "--quiet"]) == 0
+    labels = tifffile.imread(tmp_path / "b" / "labels" / "hyper.tif")
+    assert labels.shape == (2,) + nuclei_image.shape and labels[0].max() >= 3 and labels[1].max() >= 3
+
+
+def test_a_failed_command_keeps_an_output_folder_that_existed_or_has_files(tmp_path):
+    """Only folders the failed command created and left empty are removed."""
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    assert main(["track", "--labels", str(tmp_path / "missing.tif"), "--out", str(kept)]) == 2
+    assert kept.is_dir()
+    assert main(["track", "--labels", str(tmp_path / "missing.tif"), "--out", str(tmp_path / "new")]) == 2
+    assert not (tmp_path / "new").exists()
+
+
 def test_a_stack_of_four_frames_stays_four_frames(tmp_path):
     """tifffile tags a (4, Y, X) array written without metadata as planar RGBA: it must stay 4 frames."""
     stack = np.arange(4 * 16 * 16, dtype=np.uint16).reshape(4, 16, 16)

@@ -76,26 +76,27 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
-    from ..io.atomic import protect_inputs
+    from ..io.atomic import forget_created_folders, protect_inputs, remove_empty_created_folders
 
+    forget_created_folders()
     try:
         protect_inputs(_input_paths(args))
         return int(args.func(args) or 0)
     except MicrosegError as err:
         print(f"microseg {args.command}: error: {err}", file=sys.stderr)
-        return 2
     except FileNotFoundError as err:
         print(f"microseg {args.command}: error: file not found: {err.filename or err}", file=sys.stderr)
-        return 2
     except OSError as err:  # permissions, a full disk, a folder where a file should be ...
         where = f": {err.filename}" if err.filename else ""
         print(f"microseg {args.command}: error: {err.strerror or err}{where}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"microseg {args.command}: interrupted", file=sys.stderr)
+        remove_empty_created_folders()
         return 130
     finally:
         protect_inputs([])
+    remove_empty_created_folders()  # a refused run leaves no empty output folder behind
+    return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

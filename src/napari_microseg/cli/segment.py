@@ -97,18 +97,31 @@ def _stem(path: Path) -> str:
 
 
 def _probe_shape(path: Path) -> tuple | None:
-    """Image shape without reading pixels (TIFF, Zarr); None when unknown."""
+    """Shape of the image ``read_image`` will give, without reading pixels (TIFF, Zarr).
+
+    A channel axis is left out (``--channel`` picks one; without it the real read names
+    the channels), as is a trailing RGB colour axis. None when unknown.
+    """
     from ..io.images import image_kind, read_image
 
     kind = image_kind(path)
     try:
         if kind == "zarr":
-            return tuple(read_image(path).data.shape)
+            image = read_image(path, channel="all")
+            shape = list(image.data.shape)
+            if "channel_axis" in image.metadata:
+                del shape[image.metadata["channel_axis"]]
+            return tuple(shape)
         if kind == "tiff":
             import tifffile
 
             with tifffile.TiffFile(path) as tif:
-                return tuple(tif.series[0].shape)
+                shape, axes = tuple(tif.series[0].shape), str(tif.series[0].axes)
+            if len(axes) != len(shape):
+                return shape
+            last = len(axes) - 1
+            return tuple(n for i, (n, a) in enumerate(zip(shape, axes))
+                         if a != "C" and not (a == "S" and i == last))
     except Exception:  # noqa: BLE001 - the real read reports problems
         return None
     return None

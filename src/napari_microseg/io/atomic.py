@@ -21,6 +21,8 @@ _PROTECTED_FILES: set[Path] = set()
 _PROTECTED_STORES: set[Path] = set()
 #: files inside an input folder that are inputs besides TIFF / FITS / Zarr
 _OTHER_INPUTS = (".png", ".jpg", ".jpeg", ".npy")
+#: output folders :func:`make_output_folder` created for the running command, parents first
+_CREATED_FOLDERS: list[Path] = []
 
 
 def protect_inputs(paths: Iterable[str | os.PathLike]) -> None:
@@ -73,13 +75,31 @@ def make_output_folder(folder: str | os.PathLike) -> Path:
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{folder}: exists and is not a folder")
+    new = [p for p in reversed((folder, *folder.parents)) if not p.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        _CREATED_FOLDERS.extend(p for p in new if p not in _CREATED_FOLDERS)
     except OSError as err:
         raise InputError(f"{folder}: cannot create the output folder ({err.strerror or err})") from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise InputError(f"{folder}: no permission to write in this folder")
     return folder
+
+
+def remove_empty_created_folders() -> None:
+    """After a failed command: remove the output folders it created that are still empty.
+
+    Only empty folders go (``rmdir``), deepest first, so nothing written is lost.
+    """
+    for folder in reversed(_CREATED_FOLDERS):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+    _CREATED_FOLDERS.clear()
+
+
+def forget_created_folders() -> None:
+    """Start a command with no record of created folders (see :func:`remove_empty_created_folders`)."""
+    _CREATED_FOLDERS.clear()
 
 
 def guard_target(path: str | os.PathLike) -> None:
