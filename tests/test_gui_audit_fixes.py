@@ -4,6 +4,7 @@ stale per-run results, scrolling docks, early stop, the fine-tuning set."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 pytestmark = pytest.mark.gui
@@ -101,6 +102,29 @@ def test_segmentation_defaults_to_the_nuclei_model(make_napari_viewer):
     assert widget.model_path().name == "nuclei_fluorescence.pt"
     assert default_model(["ccd_classes", "nuclei_phase", "model file ..."]) == "nuclei_phase"
     assert default_model(["ccd_classes", "model file ..."]) == "ccd_classes"
+
+
+def test_ccd_clusters_of_a_stack_frame_carry_its_time(make_napari_viewer, tmp_path, wait_worker):
+    """Clusters are measured for a single frame of a CCD stack (t kept) and for the whole stack."""
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    viewer = make_napari_viewer(show=False)
+    stack = np.stack([simulate_ccd_frame(shape=(128, 128), seed=s, n_clusters=12).image for s in (3, 4)])
+    viewer.add_image(stack, name="ccd stack")
+    viewer.dims.set_current_step(0, 1)
+    widget = SegmentationWidget(viewer)
+    widget.image_layer.value, widget.model_choice.value = "ccd stack", "ccd_classes"
+    widget.scope.value = "current frame"
+    wait_worker(widget.segment())
+    assert widget.clusters is not None and len(widget.clusters) > 0, widget.status.text()
+    assert set(widget.clusters.t) == {1} and "clusters" in widget.counts_label.value
+    widget.scope.value = "whole stack"
+    wait_worker(widget.segment())
+    assert set(widget.clusters.t) == {0, 1}
+    widget.export_dir.value = str(tmp_path)
+    written = [p for p in widget.export() if p.endswith("clusters.csv")]
+    assert written and pd.read_csv(written[0]).columns[0] == "t"
 
 
 def test_a_new_run_clears_the_previous_runs_results(make_napari_viewer, tmp_path, wait_worker):

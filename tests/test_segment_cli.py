@@ -145,6 +145,13 @@ def test_segment_cli_ccd_shape_rules(tmp_path, capsys):
 
     names = ["background", "glowing", "hot pixel", "cluster"]
     np.testing.assert_array_equal(ruled, ccd_shape_rules(plain, names, max_cluster_size=20))
+    # a class model with a "cluster" class also writes clusters.csv: one row per cluster of its class map
+    clusters = pd.read_csv(tmp_path / "ruled" / "clusters.csv")
+    assert list(clusters.columns[:7]) == ["t", "label", "y", "x", "size_px", "charge_adc", "peak_adc"]
+    from scipy import ndimage as ndi
+
+    assert len(clusters) == ndi.label(ruled == 3, structure=np.ones((3, 3)))[1] > 0
+    assert (clusters.size_px <= 20).all() and (clusters.image == "frame.tif").all()
     # on a nuclei model the rules are refused with a one-line reason
     tifffile.imwrite(tmp_path / "nuclei.tif", np.zeros((64, 64), np.uint8))
     capsys.readouterr()
@@ -168,6 +175,7 @@ def test_segment_cli_one_bad_image_does_not_lose_the_others(tmp_path, model_file
     assert "skipped b.tif" in err and "warning: c.tif is constant" in err and "Traceback" not in err
     objects = pd.read_csv(out / "objects.csv")
     assert set(objects["image"]) <= {"a.tif", "c.tif"}
+    assert not (out / "clusters.csv").exists()  # nuclei models have no cluster class
     assert (out / "labels" / "a.tif").is_file() and not (out / "labels" / "b.tif").exists()
     run = json.loads((out / "segment_run.json").read_text())
     assert [Path(f["image"]).name for f in run["failures"]] == ["b.tif"] and len(run["images"]) == 2

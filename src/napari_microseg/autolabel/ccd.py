@@ -528,6 +528,38 @@ def find_clusters(class_map: np.ndarray, image: np.ndarray, pedestal: float | np
     return table
 
 
+def clusters_per_frame(class_map, image, class_names: Sequence[str], first_frame: int = 0) -> pd.DataFrame | None:
+    """Charge clusters of a class map with a ``"cluster"`` class, frame by frame.
+
+    Parameters
+    ----------
+    class_map : (Y, X) or (T, Y, X) class map (numpy, zarr or dask; read one frame at a time).
+    image : the frame(s) in ADC, same shape as ``class_map``.
+    class_names : the model's class names; the class called ``"cluster"`` is counted.
+    first_frame : the ``t`` of the first frame (a single frame of a longer stack).
+
+    Returns
+    -------
+    None when no class is called ``"cluster"``; else :func:`find_clusters`' table for each
+    frame with ``t`` first: ``t, label, y, x, size_px, charge_adc, peak_adc`` (px, ADC above
+    each frame's column baseline).
+    """
+    names = list(class_names)
+    if "cluster" not in names:
+        return None
+    if tuple(class_map.shape) != tuple(image.shape) or len(class_map.shape) not in (2, 3):
+        raise InputError(f"class map {tuple(class_map.shape)} and image {tuple(image.shape)} must be the same (Y,X) or (T,Y,X) shape")
+    stack = len(class_map.shape) == 3
+    tables = []
+    for t in range(class_map.shape[0] if stack else 1):
+        frame_classes = np.asarray(class_map[t] if stack else class_map)
+        frame = np.asarray(image[t] if stack else image, dtype=np.float32)
+        table = find_clusters(frame_classes, frame, cluster_class=names.index("cluster"))
+        table.insert(0, "t", first_frame + t)
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True)
+
+
 def class_agreement(true_classes: np.ndarray, predicted: np.ndarray, n_classes: int = 4) -> pd.DataFrame:
     """Per-class pixel precision, recall, F1 and IoU of a predicted class map against the truth.
 

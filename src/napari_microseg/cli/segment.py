@@ -173,7 +173,10 @@ def check_segment_settings(args: argparse.Namespace) -> None:
 
 def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs: int, out: Path, diameter,
                  ccd_rules: dict):
-    """Segment one input file and write its labels; returns ``(result, objects, counts, record)``."""
+    """Segment one input file and write its labels; returns ``(result, objects, counts, clusters, record)``.
+
+    ``clusters`` is the charge-cluster table of a class model with a "cluster" class, else None.
+    """
     import numpy as np
 
     from ..inference.segment import segment_image
@@ -213,6 +216,12 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
                 result = run_with_text_progress(gen, stream=sys.stderr, label=label)
         except InputError as err:  # say which file (a folder may hold thousands)
             raise err if str(err).startswith(path.name) else InputError(f"{path.name}: {err}") from None
+        clusters = None
+        if _counts_clusters(loaded):
+            from ..autolabel.ccd import clusters_per_frame
+
+            clusters = clusters_per_frame(result.labels, data, loaded.class_names)
+            clusters["image"] = path.name
         if zarr_out:
             if target.exists():
                 shutil.rmtree(target)
@@ -235,7 +244,12 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
     resized = result.settings.get("scale_factor", 1.0)
     note = f" (nucleus diameter {result.settings['diameter']:.1f} px, tiles resized x{resized:.2f})" if resized != 1.0 else ""
     print(f"{path.name}: {n_obj} objects in {int(data.shape[0]) if data.ndim == 3 else 1} frame(s) -> {target}{note}")
-    return result, objects, counts, record
+    return result, objects, counts, clusters, record
+
+
+def _counts_clusters(loaded) -> bool:
+    """True for class models (CCD) with a "cluster" class: ``segment`` then writes clusters.csv."""
+    return loaded.output_mode == "multiclass" and "cluster" in loaded.class_names
 
 
 def run(args: argparse.Namespace) -> int:
@@ -270,6 +284,8 @@ def run(args: argparse.Namespace) -> int:
 
     # refuse to replace anything before doing any work
     targets = [out / "objects.csv", out / "counts.csv", out / "segment_run.json"]
+    if _counts_clusters(loaded):
+        targets.append(out / "clusters.csv")
     failures: list[dict] = []  # inputs skipped, with the reason
     usable = []
     for path in inputs:
@@ -290,7 +306,7 @@ def run(args: argparse.Namespace) -> int:
         guard_target(target)
     make_output_folder(out)
 
-    all_objects, all_counts, per_image = [], [], []
+    all_objects, all_counts, all_clusters, per_image = [], [], [], []
     t0 = time.perf_counter()
     ccd_rules = {"shape_rules": True} if args.shape_rules else {}  # CCD class models' [C] shape rules
     if args.max_cluster_size is not None:
@@ -307,7 +323,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"skipped {message}", file=sys.stderr)
             failures.append({"image": str(path), "error": message})
             continue
-        result, objects, counts, record = done
+        result, objects, counts, clusters, record = done
+        if clusters is not None:
+            all_clusters.append(clusters)
         all_objects.append(objects)
         all_counts.append(counts)
         per_image.append(record)
@@ -318,6 +336,11 @@ def run(args: argparse.Namespace) -> int:
     counts = pd.concat(all_counts, ignore_index=True)
     write_objects_csv(objects, out / "objects.csv")
     write_table_csv(counts, out / "counts.csv")
+    written = f"{out / 'objects.csv'} ({len(objects)} objects), {out / 'counts.csv'}"
+    if all_clusters:
+        clusters = pd.concat(all_clusters, ignore_index=True)
+        write_table_csv(clusters, out / "clusters.csv")
+        written += f", {out / 'clusters.csv'} ({len(clusters)} clusters)"
     settings = dict(result.settings)
     settings.pop("image_tile", None)  # per image below, with its diameter and resize factor
     settings.update(diameter=diameter, scale_factor=None if len(per_image) > 1 else settings.get("scale_factor"))
@@ -326,7 +349,7 @@ def run(args: argparse.Namespace) -> int:
     from ..io.atomic import atomic_write_text
 
     atomic_write_text(out / "segment_run.json", json.dumps(settings, indent=2, default=str))
-    print(f"wrote {out / 'objects.csv'} ({len(objects)} objects), {out / 'counts.csv'}, {out / 'segment_run.json'}")
+    print(f"wrote {written}, {out / 'segment_run.json'}")
     if failures:
         print(f"microseg segment: {len(failures)} of {len(inputs)} image(s) skipped (listed in segment_run.json); "
               f"first: {failures[0]['error']}", file=sys.stderr)

@@ -183,13 +183,25 @@ class SegmentationWidget(MicrosegDock):
         if rules:
             settings["postprocess_options"] = rules
 
+        first_frame = 0 if whole else int(t)
+
         def make_generator():
+            from ..autolabel.ccd import clusters_per_frame
             from ..inference.segment import segment_image
+            from ..progress import Progress
 
-            return segment_image(str(model), image, **settings)
+            result = yield from segment_image(str(model), image, **settings)
+            if result.output_mode != "multiclass" or "cluster" not in result.class_names:
+                return result, None
+            yield Progress(0, 1, "measuring charge clusters")
+            return result, clusters_per_frame(result.labels, image, result.class_names, first_frame=first_frame)
 
-        def done(result: Any) -> None:
+        def done(outcome: Any) -> None:
+            result, clusters = outcome
             self._add_result(result, layer, t if not whole else None, model)
+            self.clusters = clusters
+            if clusters is not None:
+                self.counts_label.value += f"; {len(clusters)} clusters"
 
         worker = self.start(make_generator, done, label="segmenting")
         if worker is not None:  # a stopped or failed run must not leave the previous run's results shown or exportable
@@ -223,7 +235,6 @@ class SegmentationWidget(MicrosegDock):
             kwargs["colormap"] = class_colormap(len(names))
             kwargs["opacity"] = 0.7
             kwargs["features"] = {"label": list(range(len(names))), "class": names}
-            self.clusters = self._clusters(labels, layer.data, t, names)
         elif not features.empty:
             kwargs["features"] = features
         self.viewer.add_labels(labels, **kwargs)
@@ -242,8 +253,7 @@ class SegmentationWidget(MicrosegDock):
                          if c.startswith("fraction_")]
             legend = ", ".join(f'<span style="color:{CLASS_COLOURS[i % len(CLASS_COLOURS)] if i else "#aaaaaa"}">{n}</span> {100 * v:.2f} %'
                                for i, (n, v) in enumerate(fractions))
-            extra = f"; {len(self.clusters)} clusters" if self.clusters is not None else ""
-            self.counts_label.value = legend + extra
+            self.counts_label.value = legend
         elif len(counts) == 1:
             self.counts_label.value = f"{int(counts['count'].iloc[0])} objects"
         else:
@@ -272,7 +282,7 @@ class SegmentationWidget(MicrosegDock):
         written = []
         tables = [("counts", self.result.counts, ["t", "count"]), ("objects", self.result.objects, ["t", "label", "y", "x", "area"])]
         if self.clusters is not None:
-            tables.append(("clusters", self.clusters, ["label", "y", "x", "size_px", "charge_adc"]))
+            tables.append(("clusters", self.clusters, ["t", "label", "y", "x", "size_px", "charge_adc"]))
         for stem, table, leading in tables:
             path = folder / f"{stem}.csv"
             i = 2
@@ -291,16 +301,6 @@ class SegmentationWidget(MicrosegDock):
         if result is None or result.output_mode != "multiclass":
             return []
         return list(result.class_names)[1:]
-
-    @staticmethod
-    def _clusters(class_map: np.ndarray, image: Any, t: int | None, names: list[str]) -> Any:
-        """Charge clusters as objects (position, size, charge above the pedestal) for a class map with a 'cluster' class."""
-        if "cluster" not in names or class_map.ndim != 2:
-            return None
-        from ..autolabel.ccd import find_clusters
-
-        frame = np.asarray(image[t] if t is not None else image, dtype=np.float32)
-        return find_clusters(class_map, frame, cluster_class=names.index("cluster"))
 
     def find_tiles(self, *_: Any) -> Any:
         """List the 256-px tiles holding the chosen class; click a row to jump there."""
