@@ -84,3 +84,28 @@ def test_console_script_help_and_version():
     assert result.returncode == 0 and napari_microseg.__version__ in result.stdout
     result = subprocess.run([sys.executable, "-m", "napari_microseg.cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "usage: microseg" in result.stdout
+
+
+def _all_parsers(parser, path=()):
+    """Every (sub)parser of the ``microseg`` command with its subcommand path."""
+    import argparse
+
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from _all_parsers(child, path + (name,))
+
+
+def test_every_option_of_every_subcommand_is_explained():
+    """Each option has help text; help never shows a meaningless "(default: None)"; each subcommand has a description."""
+    from napari_microseg.cli import build_parser
+
+    for path, parser in _all_parsers(build_parser()):
+        command = " ".join(("microseg",) + path)
+        assert path == () or parser.description, f"{command}: no description"
+        for action in parser._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"{command} {action.option_strings[0]}: no help text"
+        text = parser.format_help()
+        assert "(default: None)" not in text and "(default: False)" not in text, command

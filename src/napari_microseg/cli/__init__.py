@@ -50,7 +50,22 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # subcommand not built yet
             raise
         module.register(sub)
+    _finish_help(parser)
     return parser
+
+
+def _finish_help(parser: argparse.ArgumentParser) -> None:
+    """Give every (sub)parser the shared help layout, and a description where it has none (its one-line help)."""
+    from ._help import HelpFormatter
+
+    parser.formatter_class = HelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, child in action.choices.items():
+                if not child.description and helps.get(name):
+                    child.description = f"{child.prog}: {helps[name]}."
+                _finish_help(child)
 
 
 #: options that name files or folders a command reads: outputs may never replace them

@@ -34,6 +34,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..io.atomic import make_output_folder
+from ._help import HelpFormatter
 
 PLAIN_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -77,14 +78,17 @@ def _columns(text: str) -> list[int]:
     return cols
 
 
+_PARTS = __doc__.split("\n\n")  # title, fluorescence, ccd, notes
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("autolabel", help="auto-label nuclei from a stain, or classify CCD pixels by thresholds",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=__doc__, formatter_class=HelpFormatter)
     kinds = p.add_subparsers(dest="kind", metavar="KIND")
     kinds.required = True
 
     f = kinds.add_parser("fluorescence", help="nuclei labels from a nuclear stain (+ training tile pairs)",
-                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                         description=f"{_PARTS[1]}\n\n{_PARTS[3]}", formatter_class=HelpFormatter)
     f.add_argument("--stain", required=True, help="nuclear-stain image (Y, X) or stack (T, Y, X)")
     f.add_argument("--target", default=None, help="phase / bright-field image of the same field (same shape): write tile pairs")
     f.add_argument("--channel", type=int, default=None,
@@ -113,7 +117,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.set_defaults(func=run_fluorescence)
 
     c = kinds.add_parser("ccd", help="per-pixel class map (bg/glow/hot/cluster) and cluster table of a CCD frame",
-                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                         description=f"{_PARTS[2]}\n\n{_PARTS[3]}", formatter_class=HelpFormatter)
     c.add_argument("--input", required=True, help="CCD frame in ADC (FITS, TIFF or Zarr; 2-D)")
     c.add_argument("--hdu", type=int, default=None, help="FITS HDU index (default: first with image data)")
     c.add_argument("--out", required=True, help="output folder")

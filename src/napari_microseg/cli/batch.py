@@ -35,6 +35,7 @@ import signal
 import sys
 
 from ..errors import InputError
+from ._help import HelpFormatter
 
 TASK_HELP = {
     "segment": "segment images with a trained model (labels, objects.csv, counts.csv)",
@@ -44,11 +45,20 @@ TASK_HELP = {
 }
 
 
-def _common(p: argparse.ArgumentParser, model_required: bool) -> None:
+#: what --model means for each task (autolabel takes none)
+MODEL_HELP = {
+    "segment": "segmentation model: file from 'microseg train' or a shipped name (e.g. nuclei_fluorescence)",
+    "track": "segmentation model for image stacks (file or shipped name); not needed for label stacks",
+    "classify": "good/bad classifier: file from 'microseg classify train images' or a shipped name (e.g. response_good_bad)",
+}
+
+
+def _common(p: argparse.ArgumentParser, task: str) -> None:
     p.add_argument("--input", required=True, nargs="+",
                    help="image files, folders (searched recursively), glob patterns ('plate*/**/*.tif') or .zarr stores")
     p.add_argument("--out", required=True, help="output folder (new, empty, or an earlier run's to resume)")
-    p.add_argument("--model", required=model_required, default=None, help="model file (.pt) written by 'microseg train'")
+    if task in MODEL_HELP:  # required-ness checked in run(): a clear one-line message
+        p.add_argument("--model", default=None, help=MODEL_HELP[task])
     g = p.add_argument_group("Dask")
     g.add_argument("--scheduler", default=None, help="address of a running Dask scheduler (tcp://host:port); "
                                                      "default: start a local cluster")
@@ -85,20 +95,21 @@ def _segment_options(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("batch", help="run segment/track/autolabel/classify over many images on Dask (resumable)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=__doc__, formatter_class=HelpFormatter)
     tasks = p.add_subparsers(dest="batch_task", metavar="TASK")
     tasks.required = True
     for name in ("segment", "track", "autolabel", "classify"):
         q = tasks.add_parser(name, help=TASK_HELP[name], description=f"microseg batch {name}: {TASK_HELP[name]}. "
                              "See 'microseg batch --help' for outputs and resuming.")
-        _common(q, model_required=False)  # checked in run(): a clear one-line message
+        _common(q, name)
         if name in ("segment", "track"):
             _segment_options(q)
         if name == "track":
             g = q.add_argument_group("tracking")
             g.add_argument("--config", default=None, help="'cell' (divisions), 'particle' or a JSON file (default cell)")
             g.add_argument("--max-search-radius", type=float, default=None, help="largest displacement per frame, px")
-            g.add_argument("--update-method", choices=["auto", "exact", "approximate"], default=None)
+            g.add_argument("--update-method", choices=["auto", "exact", "approximate"], default=None,
+                           help="btrack's Bayesian update mode (default auto)")
             g.add_argument("--no-optimize", action="store_true", help="skip the global optimisation")
             g.add_argument("--stage-shift", choices=["none", "images", "objects"], default="none",
                            help="correct stage jumps (default none)")
@@ -184,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
         check_segment_settings(args)  # one line now, not a failure per item later
     if args.batch_task == "classify" and args.threshold is not None and not 0 <= args.threshold <= 1:
         raise InputError(f"--threshold must be a probability between 0 and 1, got {args.threshold}")
-    gen = run_batch(args.batch_task, args.input, args.out, model=args.model, scheduler=args.scheduler,
+    gen = run_batch(args.batch_task, args.input, args.out, model=getattr(args, "model", None), scheduler=args.scheduler,
                     workers=args.workers, threads_per_worker=args.threads_per_worker,
                     torch_threads=args.torch_threads, memory_limit=args.memory_limit, device=args.device,
                     overwrite=args.overwrite, max_in_flight=args.max_in_flight, **_params(args))

@@ -27,13 +27,14 @@ import numpy as np
 
 from ..errors import InputError
 from ..io.atomic import make_output_folder
+from ._help import HelpFormatter
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_accuracy", "lr", "seconds", "phase"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("classify", help="classify images / objects / profiles, or train a classifier",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=__doc__, formatter_class=HelpFormatter)
     csub = p.add_subparsers(dest="what", metavar="WHAT")
     csub.required = True
 
@@ -102,27 +103,29 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     r = tsub.add_parser("objects", help="[T] per-object classifier (LipNet) on simulated liposomes")
     common(r, 30, 32, 1e-3, "lipnet")
-    r.add_argument("--task", choices=("lamellarity", "encapsulation"), default="lamellarity")
-    r.add_argument("--mode", choices=("margin", "tight", "masked"), default="masked")
+    r.add_argument("--task", choices=("lamellarity", "encapsulation"), default="lamellarity", help="what to classify")
+    r.add_argument("--mode", choices=("margin", "tight", "masked"), default="masked",
+                   help="crop: bounding box grown by --margin px, the bounding box, or the box with the background zeroed")
     r.add_argument("--size", type=int, default=28, help="crop side in pixels (28; 32 for LipNet-6)")
-    r.add_argument("--margin", type=int, default=50)
+    r.add_argument("--margin", type=int, default=50, help="px added on every side of the box in --mode margin")
     r.add_argument("--depth", type=int, choices=(1, 2, 4, 6), default=4, help="LipNet-k conv layers")
     r.add_argument("--all-conv", action="store_true", help="LipNet-kc (stride-2 convs, 1x1 conv head)")
     r.add_argument("--particles", type=int, default=30, help="particles per simulated image")
-    r.add_argument("--no-oversample", action="store_true")
+    r.add_argument("--no-oversample", action="store_true", help="do not oversample the rarer classes each epoch")
     r.add_argument("--undersample", type=float, default=0.2, help="share of the majority left out per epoch")
     r.add_argument("--class-weights", action="store_true", help="weight the loss inversely to class frequency")
-    r.add_argument("--label-smoothing", type=float, default=0.1)
-    r.add_argument("--no-augment", action="store_true")
+    r.add_argument("--label-smoothing", type=float, default=0.1, help="share of each target spread over the other classes")
+    r.add_argument("--no-augment", action="store_true", help="switch augmentation (rotation, shear, shift, zoom, flips) off")
 
     r = tsub.add_parser("profiles", help="[P] 1D CNN on thickness profiles (single or multi-view)")
     common(r, 50, 128, 1.0, "profile_cnn")
-    r.add_argument("--task", choices=("hole", "chirality"), default="hole")
-    r.add_argument("--views", type=int, default=1)
-    r.add_argument("--view-angle", type=float, default=90.0)
-    r.add_argument("--points", type=int, default=32)
-    r.add_argument("--no-pooling", action="store_true")
-    r.add_argument("--optimizer", default="adadelta")
+    r.add_argument("--task", choices=("hole", "chirality"), default="hole", help="what to classify")
+    r.add_argument("--views", type=int, default=1, help="projections per particle (>1: shared-weight multi-view network)")
+    r.add_argument("--view-angle", type=float, default=90.0, help="degrees between views")
+    r.add_argument("--points", type=int, default=32, help="samples per thickness profile")
+    r.add_argument("--no-pooling", action="store_true", help="drop the two max-pool layers")
+    r.add_argument("--optimizer", default="adadelta", choices=("adam", "adamw", "sgd", "adadelta"),
+                   help="optimiser (Adadelta, as in the study, takes --lr 1)")
 
 
 # ------------------------------------------------------------------ helpers

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from ._help import HelpFormatter
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="simulate, train briefly, segment, track and export on an embedded default", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out); a previous demo's files in "
                    "it are replaced, a folder holding other files is refused")
     p.add_argument("--frames", type=int, default=30, help="time-lapse frames (default 30)")

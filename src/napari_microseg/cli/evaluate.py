@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
+from ._help import HelpFormatter
 
 _SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".fits.gz", ".fit.gz", ".fits", ".fit", ".png", ".npy", ".zarr")
 _ENDINGS = ("_labels", "_label", "_masks", "_mask", "_pred", "_prediction", "_gt")
@@ -26,11 +27,11 @@ _ENDINGS = ("_labels", "_label", "_masks", "_mask", "_pred", "_prediction", "_gt
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score segmentations against ground truth", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+                       formatter_class=HelpFormatter)
     kinds = p.add_subparsers(dest="kind", metavar="KIND")
     kinds.required = True
     s = kinds.add_parser("seg", help="instance/pixel segmentation scores (label images)", description=__doc__,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
+                         formatter_class=HelpFormatter)
     s.add_argument("--gt", required=True, help="folder (or single file) of ground-truth label images")
     s.add_argument("--pred", required=True, help="folder (or single file) of predicted label images")
     s.add_argument("--out", default="metrics.csv", help="CSV to write (default metrics.csv)")

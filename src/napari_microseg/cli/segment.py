@@ -25,14 +25,15 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..io.atomic import guard_target, make_output_folder
+from ._help import HelpFormatter
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".zarr")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("segment", help="segment images with a trained model", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="model file (.pt) written by 'microseg train'")
+                       formatter_class=HelpFormatter)
+    p.add_argument("--model", required=True, help="model file (.pt) from 'microseg train', or a shipped model name (e.g. nuclei_fluorescence, nuclei_fluorescence_fast, ccd_classes)")
     p.add_argument("--input", required=True, help="image file, folder of images, glob pattern ('data/*.tif') or .zarr")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--tile", type=int, default=None, help="largest tile side in px; tiles shrink to cover each frame evenly (default 512, or the model's patch size if larger)")

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..io.atomic import make_output_folder
+from ._help import HelpFormatter
 
 DOMAINS = ("nuclei", "response", "liposomes", "nanoparticles", "ccd")
 
@@ -38,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "simulate",
         help="write simulated labelled data (nuclei, response, liposomes, nanoparticles, ccd)",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     dsub = p.add_subparsers(dest="domain", metavar="DOMAIN")
     dsub.required = True
@@ -81,7 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     q = dsub.add_parser("nanoparticles", help="STEM thickness profiles (holes, chirality)", description="1D thickness profiles of 2D particles, single or multi-view.")
     common(q, 1000, "number of particles (default 1000; classes alternate, balanced)")
-    q.add_argument("--task", choices=("hole", "chirality"), default="hole")
+    q.add_argument("--task", choices=("hole", "chirality"), default="hole", help="solid particles vs particles with a hole, or clockwise vs anticlockwise spirals")
     q.add_argument("--views", type=int, default=1, help="views per particle (default 1)")
     q.add_argument("--view-angle", type=float, default=90.0, help="degrees between views (default 90)")
     q.add_argument("--points", type=int, default=32, help="samples per profile (default 32)")

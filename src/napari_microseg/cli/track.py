@@ -11,13 +11,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from ._help import HelpFormatter
 
 OUTPUT_NAMES = ["tracks.csv", "counts.csv", "tracks_labels.tif", "track_config.json", "ctc"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("track", help="track labelled objects through a time-lapse (btrack)", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("--labels", required=True, help="label stack (T,Y,X): TIFF, FITS or Zarr (e.g. labels written by 'microseg segment'); one integer label per object per frame")
     p.add_argument("--image", help="optional intensity stack (T,Y,X), TIFF, FITS or Zarr, same shape (adds mean_intensity)")
     p.add_argument("--out", required=True, help="output folder")

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import InputError
+from ._help import HelpFormatter
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds"]
 
@@ -20,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a segmentation U-Net (files or simulated nuclei)",
         description=__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     src = p.add_argument_group("data")
     src.add_argument("--images", help="image file, folder or glob (TIFF/FITS/Zarr; T,Y,X stacks are split into frames)")
@@ -37,7 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--background-value", type=int, help="label value of painted background (with --unlabelled-is-ignored)")
     m = p.add_argument_group("model")
     m.add_argument("--preset", default="small", choices=["small", "n", "c"], help="network preset")
-    m.add_argument("--output-mode", default="binary", choices=["binary", "three_class", "multiclass"])
+    m.add_argument("--output-mode", default="binary", choices=["binary", "three_class", "multiclass"],
+                   help="binary: foreground/background; three_class: background/interior/boundary, which splits "
+                        "touching nuclei (use it for nuclei); multiclass: one class per label value (CCD)")
     m.add_argument("--n-classes", type=int, help="classes for multiclass (default: max label + 1)")
     m.add_argument("--distance-head", action="store_true",
                    help="three_class: add an output that regresses each nucleus's normalised interior distance; "
@@ -59,19 +62,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = p.add_argument_group("training")
     t.add_argument("--out", required=True, help="model file to write (.pt)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing model file")
-    t.add_argument("--epochs", type=int, default=50)
+    t.add_argument("--epochs", type=int, default=50, help="passes over --patches-per-epoch patches")
     t.add_argument("--patch", type=int, default=256, help="patch side, pixels")
-    t.add_argument("--patches-per-epoch", type=int, default=256)
+    t.add_argument("--patches-per-epoch", type=int, default=256, help="random patches drawn per epoch")
     t.add_argument("--image-sampling", choices=["pixels", "objects", "mixed"], default="pixels",
                    help="images give patches in proportion to their annotated pixels, to the objects they hold "
                         "(crowded images of small nuclei are not outweighed by large images), or half of each (mixed)")
-    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--batch-size", type=int, default=8, help="patches per optimiser step")
     t.add_argument("--lr", type=float, default=1e-3, help="initial learning rate")
     # the choices of trainer.LR_SCHEDULES, written out: importing the trainer here would load torch for --help
     t.add_argument("--lr-schedule", choices=["plateau", "cosine"], default="plateau",
                    help="plateau: the lr falls when validation stops improving; cosine: it falls from --lr to 1e-6 "
                         "along a cosine over --epochs (long fine-tunes; combine with --patience 0)")
-    t.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd", "adadelta"])
+    t.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd", "adadelta"], help="optimiser")
     t.add_argument("--loss", choices=["bce", "ce", "weighted_ce", "dice", "bce_dice", "ce_dice", "focal"],
                    help="loss (default: bce_dice binary, ce_dice three_class, weighted_ce multiclass)")
     t.add_argument("--patience", type=int, default=20, help="early-stopping patience, epochs (0: off)")
@@ -79,7 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     t.add_argument("--no-amp", action="store_true", help="no mixed precision (used on CUDA and on CPUs with native bfloat16)")
     t.add_argument("--threads", type=int, help="torch CPU threads")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="random seed (patches, augmentation, split, initial weights)")
     t.add_argument("--resume", help="continue from a checkpoint (<model>.last.pt, or the model next to one)")
     t.add_argument("--init-model", help="fine-tune from this model file")
     t.add_argument("--freeze-encoder", action="store_true", help="with --init-model: keep the encoder fixed")
