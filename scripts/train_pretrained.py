@@ -6,6 +6,7 @@ metrics on held-out data. Usage::
     .venv/bin/python scripts/train_pretrained.py nuclei_fluorescence [--epochs 40] [--out DIR]
     .venv/bin/python scripts/train_pretrained.py ccd_classes --simulated 60 --epochs 25 --patches 256
     .venv/bin/python scripts/train_pretrained.py response_good_bad --simulated 2000 --epochs 60
+    .venv/bin/python scripts/train_pretrained.py response_good_bad --use-thresholds-only  # flag / discard thresholds
 
 DSB2018 split (stated in the cards): the 412 images of ``../shared/data/dsb2018``
 sorted by file name; index % 5 == 0 is the held-out test set (83 images), the
@@ -289,6 +290,42 @@ def train_response_good_bad(args: argparse.Namespace) -> None:
     card = {"name": "response_good_bad", "task": "[R] whole-image good/bad classification of 16-bit response images",
             "preset": "small_cnn (352 k parameters)", "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
             "stop_reason": result.stop_reason, "training_minutes_cpu": round(minutes, 1), "config": cfg, "held_out": held}
+    card["held_out"].update(_use_threshold_rates(out, test, p_bad))
+    write_card(out, card)
+
+
+def _use_threshold_rates(model: Path, test, p_bad) -> dict:
+    """Held-out error rates at the model's stored 'flag' / 'discard' thresholds ([R] use cases)."""
+    from napari_microseg.classify.evaluate import confusion_at_threshold
+    from napari_microseg.io.models import read_model_file
+
+    stored = read_model_file(model)["config"].get("use_thresholds") or {}
+    rates = {}
+    for mode in ("flag", "discard"):
+        if mode in stored:
+            c = confusion_at_threshold(test.y, p_bad, stored[mode])
+            rates[f"{mode}_threshold"] = stored[mode]
+            rates[f"{mode}_bad_passed_rate"] = round(float(c["bad_passed_rate"]), 4)
+            rates[f"{mode}_good_discarded_rate"] = round(float(c["good_discarded_rate"]), 4)
+    return rates
+
+
+def store_response_use_thresholds(args: argparse.Namespace) -> None:
+    """Choose the shipped good/bad model's 'flag' / 'discard' thresholds on fresh simulated validation images.
+
+    Seed 555 (training used seed 0, the held-out test seed 777); the card gets the test rates at them.
+    """
+    from napari_microseg.classify.data import simulated_response_data
+    from napari_microseg.classify.predict import predict_proba
+    from napari_microseg.classify.trainer import _store_use_thresholds
+
+    out = Path(args.out) / "response_good_bad.pt"
+    val = simulated_response_data(600, seed=555)
+    stored = _store_use_thresholds(out, val, "600 simulated response images (seed 555)")
+    test = simulated_response_data(600, seed=777)
+    card = json.loads(out.with_suffix(".json").read_text())
+    card["use_thresholds"] = stored
+    card["held_out"].update(_use_threshold_rates(out, test, predict_proba(str(out), test.x)[:, 1]))
     write_card(out, card)
 
 
@@ -316,6 +353,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", choices=[*NUCLEI_MODELS, "nuclei_phase", "ccd_classes", "response_good_bad"])
     parser.add_argument("--out", default=str(OUT))
+    parser.add_argument("--use-thresholds-only", action="store_true",
+                        help="response_good_bad: only choose and store the 'flag' / 'discard' thresholds of the shipped model")
     parser.add_argument("--preset", default="small")
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--patch", type=int, default=128)
@@ -370,7 +409,7 @@ def main() -> None:
         return
     {"nuclei_fluorescence": train_nuclei_fluorescence, "nuclei_fluorescence_fast": train_nuclei_fluorescence,
      "nuclei_phase": train_nuclei_phase, "ccd_classes": train_ccd_classes,
-     "response_good_bad": train_response_good_bad}[args.model](args)
+     "response_good_bad": store_response_use_thresholds if args.use_thresholds_only else train_response_good_bad}[args.model](args)
 
 
 if __name__ == "__main__":

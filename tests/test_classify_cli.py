@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -39,6 +40,46 @@ def test_classify_train_and_images_end_to_end(tmp_path):
     assert main(["classify", "images", "--model", str(model), "--input", str(sim), "--out", str(out)]) == 2
     assert (out / "flags.csv").read_text() == "mine\n"
     assert main(["classify", "images", "--model", str(model), "--input", str(sim), "--out", str(out), "--overwrite"]) == 0
+
+
+def test_flag_and_discard_thresholds_are_chosen_on_validation_images_and_used(tmp_path, capsys):
+    """[R] use cases: training stores 'flag' / 'discard' thresholds; --threshold flag|discard applies them."""
+    from napari_microseg.classify.data import simulated_response_data
+    from napari_microseg.classify.evaluate import confusion_at_threshold
+    from napari_microseg.classify.predict import predict_proba
+    from napari_microseg.classify.trainer import USE_MAX_RATE, train_classifier
+    from napari_microseg.io.models import read_model_file
+    from napari_microseg.progress import drain
+
+    model = tmp_path / "m.pt"
+    train, val = simulated_response_data(48, seed=1), simulated_response_data(40, seed=2)
+    drain(train_classifier({"task": "images", "model": {"architecture": "small_cnn"}, "epochs": 2, "batch_size": 16,
+                            "num_threads": 1}, train, val, model))
+    stored = read_model_file(model)["config"]["use_thresholds"]
+    p_bad = predict_proba(str(model), val.x)[:, 1]
+    flag, discard = (confusion_at_threshold(val.y, p_bad, stored[m]) for m in ("flag", "discard"))
+    assert flag["bad_passed_rate"] <= USE_MAX_RATE and discard["good_discarded_rate"] <= USE_MAX_RATE
+    assert stored["flag"] <= stored["discard"] and stored["n_images"] == 40
+
+    sim = tmp_path / "sim"
+    assert main(["simulate", "response", "--n", "6", "--out", str(sim), "--seed", "5"]) == 0
+    for mode in ("flag", "discard"):
+        out = tmp_path / mode
+        assert main(["classify", "images", "--model", str(model), "--input", str(sim), "--out", str(out),
+                     "--threshold", mode]) == 0
+        assert np.allclose(pd.read_csv(out / "flags.csv")["threshold"], stored[mode], rtol=1e-5)
+    # a model without them (the shipped ones have them) and a word that is no threshold: one line, exit 2
+    from napari_microseg.io.models import update_model_config
+
+    update_model_config(model, use_thresholds=None)
+    capsys.readouterr()
+    assert main(["classify", "images", "--model", str(model), "--input", str(sim), "--out", str(tmp_path / "x"),
+                 "--threshold", "flag"]) == 2
+    assert "no 'flag' threshold" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["classify", "images", "--model", str(model), "--input", str(sim), "--out", str(tmp_path / "y"),
+              "--threshold", "strict"])
+    assert "expected a probability, 'flag' or 'discard'" in capsys.readouterr().err
 
 
 def test_classify_cli_bad_input(tmp_path, capsys):

@@ -38,6 +38,16 @@ def test_response_images_train_classify_threshold(make_napari_viewer, qtbot, tmp
     assert (widget.results.verdict == "bad").all()
     widget.threshold.value = 1.0
     assert (widget.results.verdict == "good").sum() >= 39
+    # the [R] use cases: the thresholds the model chose on its validation images
+    from napari_microseg.io.models import read_model_file
+
+    stored = read_model_file(tmp_path / "response.pt")["config"]["use_thresholds"]
+    assert widget.presets.visible
+    widget.flag_button.clicked()
+    assert widget.threshold.value == pytest.approx(stored["flag"], abs=1e-3)
+    assert (widget.results.verdict == "bad").sum() == (widget.results.probability_bad >= widget.threshold.value).sum()
+    widget.discard_button.clicked()
+    assert widget.threshold.value == pytest.approx(stored["discard"], abs=1e-3)
     widget.threshold.value = 0.5
     widget.table.selectRow(5)
     assert viewer.dims.current_step[0] == 5

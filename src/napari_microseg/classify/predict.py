@@ -67,8 +67,38 @@ def _check_task(lm, task: str) -> None:
         raise InputError(f"this model classifies {lm.config.get('task')}, not {task}")
 
 
+USE_MODES = ("flag", "discard")
+
+
+def resolve_threshold(model: Any, threshold: float | str | None) -> float:
+    """The decision threshold on ``probability_bad`` of a good/bad classifier.
+
+    Parameters
+    ----------
+    model : model file path or LoadedModel of an ``images`` classifier.
+    threshold : a probability in [0, 1]; ``"flag"`` (at most 5 % of bad images passed as good)
+        or ``"discard"`` (at most 5 % of good images thrown away), as chosen on the
+        validation images when the model was trained; None: the model's default (0.5).
+    """
+    lm = load_classifier(model)
+    if threshold is None:
+        return float(lm.config.get("threshold", 0.5))
+    if isinstance(threshold, str):
+        if threshold not in USE_MODES:
+            raise InputError(f"threshold must be a probability, 'flag' or 'discard', got {threshold!r}")
+        stored = lm.config.get("use_thresholds") or {}
+        if threshold not in stored:
+            raise InputError(f"this model has no '{threshold}' threshold (it was trained without validation images "
+                             "or before they were stored); give a number")
+        return float(stored[threshold])
+    value = float(threshold)
+    if not 0.0 <= value <= 1.0:
+        raise InputError(f"threshold must be a probability between 0 and 1, got {value}")
+    return value
+
+
 def classify_images(model: Any, images: Sequence[np.ndarray], boxes: Sequence | None = None,
-                    masks: Sequence[np.ndarray] | None = None, threshold: float | None = None,
+                    masks: Sequence[np.ndarray] | None = None, threshold: float | str | None = None,
                     names: Sequence[str] | None = None, batch_size: int = 256) -> pd.DataFrame:
     """Classify whole response images good / bad ([R]).
 
@@ -79,7 +109,8 @@ def classify_images(model: Any, images: Sequence[np.ndarray], boxes: Sequence | 
     boxes : integration area per image ``(y0, x0, y1, x1)`` (or one box for all); the crop
         of the model's size is centred on it (cut as is when it has the crop's size).
     masks : boolean integration-area masks (used when ``boxes`` is None).
-    threshold : decision threshold on ``probability_bad`` (default: the model's, 0.5).
+    threshold : decision threshold on ``probability_bad``, or ``"flag"`` / ``"discard"``
+        (see :func:`resolve_threshold`); default: the model's, 0.5.
     names : file names to put in a ``file`` column.
 
     Returns
@@ -94,7 +125,7 @@ def classify_images(model: Any, images: Sequence[np.ndarray], boxes: Sequence | 
     size = crop.get("size") or lm.config.get("patch_size") or [39, 42]
     x = response_crops(images, boxes, masks, crop_size=size, normalization=lm.config.get("normalization") or "minmax")
     prob = predict_proba(lm, x, batch_size)
-    thr = float(lm.config.get("threshold", 0.5) if threshold is None else threshold)
+    thr = resolve_threshold(lm, threshold)
     pos = lm.class_names[1] if len(lm.class_names) == 2 else "bad"
     neg = lm.class_names[0] if len(lm.class_names) == 2 else "good"
     df = pd.DataFrame({"index": np.arange(len(prob))})

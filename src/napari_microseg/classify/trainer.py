@@ -555,9 +555,37 @@ def train_classifier(
     if stop_reason == "stopped" and not saved_any:
         save_model(out_path, model, file_config(False, {}))
         saved_any = True
+    if saved_any and stop_reason != "stopped" and cfg.task == "images" and val is not None and len(np.unique(val.y)) == 2:
+        yield ClassifierEvent(epoch, n_epochs, 0, 0, None, None, None, optimizer.param_groups[0]["lr"], 0.0, device,
+                              total, total, "choosing the flag / discard thresholds on the validation images", "validate")
+        _store_use_thresholds(out_path, val, val_desc)
     epochs_run = history[-1]["epoch"] if history else 0
     return ClassifierTrainResult(str(out_path) if saved_any else None, str(last_path) if last_path.is_file() else None,
                                  best_epoch, best_value, epochs_run, stop_reason, history, device, file_config(True, {}))
+
+
+#: tolerated error rate of the kind each use of a good/bad classifier protects against
+USE_MAX_RATE = 0.05
+
+
+def _store_use_thresholds(out_path: Path, val: ClassificationData, description: str) -> dict:
+    """Store the [R] use-case thresholds of the saved (best) model, chosen on the validation images.
+
+    ``"flag"``: the highest threshold that passes at most :data:`USE_MAX_RATE` of the bad images
+    as good (a human checks what is flagged); ``"discard"``: the lowest that throws away at
+    most that share of the good ones. Written to the model config as ``use_thresholds``.
+    """
+    from ..io.models import update_model_config
+    from .evaluate import choose_threshold
+    from .predict import predict_proba
+
+    probability_bad = predict_proba(str(out_path), val.x)[:, 1]
+    thresholds = {"max_rate": USE_MAX_RATE, "chosen_on": description, "n_images": int(len(val.y))}
+    for mode in ("flag", "discard"):
+        # not rounded: a threshold must keep its place between two images' probabilities
+        thresholds[mode] = min(float(choose_threshold(val.y, probability_bad, mode, USE_MAX_RATE)["threshold"]), 1.0)
+    update_model_config(out_path, use_thresholds=thresholds)
+    return thresholds
 
 
 def _relabel(gen, phase: str, offset: int, n_remaining: int, label: str, state: dict | None = None):

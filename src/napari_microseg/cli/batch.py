@@ -36,6 +36,7 @@ import sys
 
 from ..errors import InputError
 from ._help import HelpFormatter
+from .classify import threshold_arg
 
 TASK_HELP = {
     "segment": "segment images with a trained model (labels, objects.csv, counts.csv)",
@@ -123,7 +124,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             g = q.add_argument_group("classification")
             g.add_argument("--box", type=int, nargs=4, default=None, metavar=("Y0", "X0", "Y1", "X1"),
                            help="integration area for all images (default: images already have the model's crop size)")
-            g.add_argument("--threshold", type=float, default=None, help="threshold on probability_bad (default: the model's)")
+            g.add_argument("--threshold", type=threshold_arg, default=None,
+                           help="threshold on probability_bad, or 'flag' / 'discard' (see 'microseg classify images "
+                                "--help'; default: the model's)")
         q.set_defaults(func=run)
 
 
@@ -193,8 +196,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_task in ("segment", "track"):
         check_segment_settings(args)  # one line now, not a failure per item later
-    if args.batch_task == "classify" and args.threshold is not None and not 0 <= args.threshold <= 1:
-        raise InputError(f"--threshold must be a probability between 0 and 1, got {args.threshold}")
+    if args.batch_task == "classify" and args.threshold is not None:
+        from ..classify.predict import resolve_threshold
+
+        try:  # 'flag' / 'discard' need a model that stored them: one line now, not a failure per item
+            resolve_threshold(args.model, args.threshold)
+        except InputError as err:
+            raise InputError(f"--threshold: {err}") from None
     gen = run_batch(args.batch_task, args.input, args.out, model=getattr(args, "model", None), scheduler=args.scheduler,
                     workers=args.workers, threads_per_worker=args.threads_per_worker,
                     torch_threads=args.torch_threads, memory_limit=args.memory_limit, device=args.device,

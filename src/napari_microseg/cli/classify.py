@@ -43,7 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--input", required=True, nargs="+", help="simulated response folder, folder of TIFFs, or TIFF files")
     q.add_argument("--out", required=True, type=Path, help="output folder")
     q.add_argument("--box", type=int, nargs=4, metavar=("Y0", "X0", "Y1", "X1"), help="integration area / crop box for every image")
-    q.add_argument("--threshold", type=float, default=None, help="flag as bad when probability_bad >= this (default: the model's, 0.5)")
+    q.add_argument("--threshold", type=threshold_arg, default=None,
+                   help="flag as bad when probability_bad >= this; or 'flag' (few bad passed as good) / 'discard' "
+                        "(few good thrown away): the thresholds chosen on the validation images in training "
+                        "(default: the model's, 0.5)")
     q.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
     q.add_argument("--overwrite", action="store_true", help="replace existing outputs in --out")
     q.set_defaults(func=run)
@@ -129,6 +132,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 # ------------------------------------------------------------------ helpers
+
+
+def threshold_arg(text: str) -> float | str:
+    """``--threshold``: a probability in [0, 1], ``flag`` or ``discard``."""
+    if text in ("flag", "discard"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability, 'flag' or 'discard', got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a probability between 0 and 1, got {text}")
+    return value
 
 
 def _write_csv(path: Path, table) -> None:
@@ -234,12 +250,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_images(args) -> int:
     from ..classify.evaluate import classification_report, roc_curve_auc
-    from ..classify.predict import classify_images, load_classifier
+    from ..classify.predict import classify_images, load_classifier, resolve_threshold
 
-    if args.threshold is not None and not 0 <= args.threshold <= 1:
-        raise InputError(f"--threshold must be a probability between 0 and 1, got {args.threshold}")
     _refuse_existing(args, Path(args.out) / "flags.csv", Path(args.out) / "metrics.json")
     lm = load_classifier(args.model, device=args.device)
+    try:
+        threshold = resolve_threshold(lm, args.threshold)
+    except InputError as err:
+        raise InputError(f"--threshold: {err}") from None
     inputs = [Path(p) for p in args.input]
     if len(inputs) == 1 and inputs[0].is_dir():
         d = load_response_folder(inputs[0], args.box)
@@ -252,7 +270,7 @@ def _run_images(args) -> int:
     for f, img in zip(d["files"], d["images"]):
         if img.ndim != 2:
             raise InputError(f"{f}: expected a 2-D image, got shape {img.shape}")
-    df = classify_images(lm, d["images"], boxes=d["boxes"], masks=d["masks"], threshold=args.threshold, names=d["files"])
+    df = classify_images(lm, d["images"], boxes=d["boxes"], masks=d["masks"], threshold=threshold, names=d["files"])
     out = Path(args.out)
     make_output_folder(out)
     _write_csv(out / "flags.csv", df)

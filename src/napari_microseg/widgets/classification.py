@@ -52,7 +52,14 @@ class ClassificationWidget(MicrosegDock):
             *list_pretrained_for(TASKS[self.task.value]), FILE_CHOICE])
         self.model_file = FileEdit(label="model file", mode="r", filter="*.pt", value="")
         self.classify_button = PushButton(text="Classify")
-        self.threshold = FloatSlider(label="threshold (bad)", value=0.5, min=0.0, max=1.0, step=0.01)
+        self.threshold = FloatSlider(label="threshold (bad)", value=0.5, min=0.0, max=1.0, step=0.001)
+        # [R] use cases: the thresholds the model stored, chosen on its validation images
+        self.flag_button = PushButton(text="flag", tooltip="few bad images passed as good (at most 5 % on the validation "
+                                                           "images); a person checks what is flagged")
+        self.discard_button = PushButton(text="discard", tooltip="few good images thrown away (at most 5 % on the "
+                                                                 "validation images); only sure-bad ones are dropped")
+        self.presets = Container(layout="horizontal", label="use", widgets=[self.flag_button, self.discard_button])
+        self.presets.margins = (0, 0, 0, 0)
         self.box = LineEdit(label="box y0 x0 y1 x1", value="",
                             tooltip="integration box in px: the response column's area in every image (empty: the layer's own crop boxes, "
                                     "as simulated images carry them; or images already of the model's crop size)")
@@ -65,7 +72,7 @@ class ClassificationWidget(MicrosegDock):
         self.train_button = PushButton(text="Train on simulated data")
         self.form = Container(widgets=[
             self.task, self.image_layer, self.labels_layer, self.model_choice, self.model_file, self.box, self.classify_button,
-            self.threshold, self.summary, self.export_dir, self.export_button,
+            self.threshold, self.presets, self.summary, self.export_dir, self.export_button,
             Label(value="<b>train a classifier on simulated data</b>"), self.train_n, self.train_epochs, self.train_out, self.train_button,
         ])
         self.body.addWidget(self.form.native)
@@ -92,6 +99,8 @@ class ClassificationWidget(MicrosegDock):
         self.model_choice.changed.connect(self._task_changed)
         self.classify_button.changed.connect(self.classify)
         self.threshold.changed.connect(self._apply_threshold)
+        self.flag_button.changed.connect(lambda *_: self.use_threshold("flag"))
+        self.discard_button.changed.connect(lambda *_: self.use_threshold("discard"))
         self.export_button.changed.connect(self.export)
         self.train_button.changed.connect(self.train)
         self.run_buttons = (self.classify_button, self.train_button)
@@ -108,6 +117,7 @@ class ClassificationWidget(MicrosegDock):
     def _task_changed(self, *_: Any) -> None:
         self.labels_layer.visible = self.task_name == "objects"
         self.threshold.visible = self.task_name == "images"
+        self.presets.visible = self.task_name == "images"
         self.box.visible = self.task_name == "images"
         self.model_file.visible = self.model_choice.value == FILE_CHOICE
 
@@ -222,6 +232,19 @@ class ClassificationWidget(MicrosegDock):
                                colormap=DirectLabelColormap(color_dict=colours),
                                features=per_label[["label", "class", "probability"]].reset_index(drop=True))
 
+    def use_threshold(self, mode: str) -> float | None:
+        """Set the threshold to the chosen model's stored ``"flag"`` or ``"discard"`` value (None if it has none)."""
+        from ..classify.predict import resolve_threshold
+
+        try:
+            value = resolve_threshold(str(self.model_path()), mode)
+        except MicrosegError as err:
+            self.show_error(str(err))
+            return None
+        self.threshold.value = value
+        self.show_message(f"threshold {value:.3f}: the model's '{mode}' setting")
+        return value
+
     def _apply_threshold(self, *_: Any) -> None:
         """Recompute good/bad verdicts at the slider's threshold (no re-run), table and ROC point."""
         if self.results is None or self.task_name != "images":
@@ -233,7 +256,7 @@ class ClassificationWidget(MicrosegDock):
         self.results = table
         self._fill_table(table)
         flagged = int((table.verdict == "bad").sum())
-        text = f"{flagged} of {len(table)} images flagged bad at threshold {thr:.2f}"
+        text = f"{flagged} of {len(table)} images flagged bad at threshold {thr:.3f}"
         if "truth" in table:
             from ..classify.evaluate import roc_curve_auc
 
