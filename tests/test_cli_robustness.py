@@ -269,3 +269,37 @@ def test_track_takes_a_boolean_mask_stack(tmp_path):
     tifffile.imwrite(tmp_path / "masks.tif", masks)
     assert main(["track", "--labels", str(tmp_path / "masks.tif"), "--out", str(tmp_path / "t")]) == 0
     assert tifffile.imread(tmp_path / "t" / "tracks_labels.tif").max() == 1
+
+
+def test_train_refuses_to_replace_its_side_files_and_inputs_before_training(tmp_path, capsys):
+    """history.csv / .last.pt of an earlier run are the user's files too; an input is refused before an epoch."""
+    model = tmp_path / "m.pt"
+    (tmp_path / "m.history.csv").write_text("earlier\n")
+    args = ["train", "--simulated", "2", "--sim-size", "64", "--epochs", "1", "--patch", "32", "--patches-per-epoch", "4"]
+    assert main(args + ["--out", str(model)]) == 2
+    assert "m.history.csv exists" in capsys.readouterr().err
+    assert (tmp_path / "m.history.csv").read_text() == "earlier\n" and not model.exists()
+    image = tmp_path / "img.tif"
+    tifffile.imwrite(image, np.zeros((64, 64), np.uint8))
+    tifffile.imwrite(tmp_path / "lab.tif", np.ones((64, 64), np.uint16))
+    assert main(["train", "--images", str(image), "--labels", str(tmp_path / "lab.tif"), "--epochs", "1",
+                 "--out", str(image), "--overwrite"]) == 2
+    assert "is one of this command's inputs" in capsys.readouterr().err
+
+
+def test_classifier_training_refuses_a_model_of_another_kind(tmp_path, capsys):
+    """--init-model / --resume from a segmentation model or another task's classifier: one line, exit 2."""
+    for task, other in (("images", "nuclei_fluorescence_fast"), ("objects", "response_good_bad")):
+        assert main(["classify", "train", task, "--simulated", "8", "--epochs", "1", "--out",
+                     str(tmp_path / f"{task}.pt"), "--init-model", other]) == 2
+        err = capsys.readouterr().err
+        assert "--init-model" in err and f"trains a classifier of {task}" in err and "Traceback" not in err
+    assert not list(tmp_path.glob("*.pt"))
+
+
+def test_a_crop_box_outside_the_image_is_refused(tmp_path, capsys):
+    image = tmp_path / "r.tif"
+    tifffile.imwrite(image, np.full((96, 64), 1000, np.uint16))
+    assert main(["classify", "images", "--model", "response_good_bad", "--input", str(image), "--box", "500", "500",
+                 "539", "542", "--out", str(tmp_path / "o")]) == 2
+    assert "does not lie inside the image of 96 x 64 px" in capsys.readouterr().err

@@ -88,7 +88,9 @@ def test_demo_replaces_its_own_results_but_not_other_files(tmp_path, capsys):
     half = tmp_path / "half"
     half.mkdir()
     (half / "movie.tif").write_bytes(b"partial")
+    (half / "model.pt").write_bytes(b"an earlier demo's trained model")
     assert main(["demo", "--quick", "--train-epochs", "0", "--out", str(half)]) == 0
+    assert not (half / "model.pt").exists()  # it would pass for this run's model
     # the brief training must not write over the model it starts from
     (half / "model.pt").write_bytes(b"")
     assert main(["demo", "--quick", "--out", str(half), "--model", str(half / "model.pt")]) == 2

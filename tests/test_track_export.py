@@ -81,6 +81,13 @@ def test_ctc_roundtrip_and_tra(division_result, tmp_path):
     assert back.graph == res.graph and len(back.table) == len(res.table)
     with pytest.raises(InputError):
         write_ctc(res, tmp_path / "gt")  # never overwrite silently
+    # replacing a longer result leaves none of its masks behind
+    for t in range(6, 9):
+        tifffile.imwrite(tmp_path / "gt" / f"mask{t:03d}.tif", np.ones((4, 4), np.uint16))
+    (tmp_path / "gt" / "notes.txt").write_text("mine")
+    write_ctc(res, tmp_path / "gt", overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "gt").iterdir()) == (
+        [f"mask{t:03d}.tif" for t in range(6)] + ["notes.txt", "res_track.txt"])
     assert ctc_digits(1000) == 3 and ctc_digits(1001) == 4
 
 

@@ -71,6 +71,10 @@ def run_demo(out: str | Path = "demo_out", n_frames: int = 30, size: int = 256, 
         raise InputError(f"--model {base_model_path} is the file the brief training writes; copy it elsewhere "
                          "or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
+    if train_epochs <= 0:  # a previous demo's trained model would look like this run's
+        for stale in (out / "model.pt", out / "model.pt.last.pt"):
+            if stale.is_file() and stale.resolve() != base_model_path.resolve():
+                stale.unlink()
     result = DemoResult(out=out)
     total_steps = 6
     clock = time.perf_counter()

@@ -120,7 +120,8 @@ def crop_around(image: np.ndarray, box: Sequence[float], size: Sequence[int] = D
 
     A box of exactly ``size`` is cut as it is; otherwise the window is centred on the
     box centre. The window is shifted to stay inside the image; an image smaller than
-    ``size`` is padded by edge replication.
+    ``size`` is padded by edge replication. A box reaching outside the image is refused
+    (:class:`InputError`).
 
     Returns
     -------
@@ -139,6 +140,9 @@ def crop_around(image: np.ndarray, box: Sequence[float], size: Sequence[int] = D
         cy0 = int(round((y0 + y1) / 2 - h / 2))
         cx0 = int(round((x0 + x1) / 2 - w / 2))
     ny, nx = image.shape
+    if y0 < 0 or x0 < 0 or y1 > ny or x1 > nx:
+        raise InputError(f"crop box (y0 x0 y1 x1) {' '.join(f'{v:g}' for v in (y0, x0, y1, x1))} does not lie inside "
+                         f"the image of {ny} x {nx} px")
     if ny < h or nx < w:
         image = np.pad(image, ((0, max(0, h - ny)), (0, max(0, w - nx))), mode="edge")
         ny, nx = image.shape

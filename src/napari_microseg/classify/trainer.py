@@ -289,6 +289,11 @@ def train_classifier(
             raise InputError(f"cannot resume from {rp}: no checkpoint with optimiser state found")
     init = read_model_file(init_model) if init_model is not None else None
     source = ckpt or init
+    for name, found, given in (("--resume", ckpt, resume), ("--init-model", init, init_model)):
+        kind = None if found is None else found["config"].get("task")
+        if found is not None and kind != cfg.task:
+            what = f"a classifier of {kind}" if kind else "not a classifier (a segmentation model?)"
+            raise InputError(f"{name} {given}: {what}; this run trains a classifier of {cfg.task}")
 
     data = as_classification_data(data, cfg.class_names)
     if data is None or len(data) == 0:

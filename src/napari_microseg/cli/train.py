@@ -117,8 +117,14 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix == "":
         raise InputError(f"--out {out} needs a file name with an extension such as .pt")
-    if out.exists() and not (args.overwrite or args.resume):
-        raise InputError(f"{out} exists; pass --overwrite to replace it or --resume to continue it")
+    from ..io.atomic import guard_target
+    from ..training.trainer import last_checkpoint_path
+
+    history_path = Path(args.history) if args.history else model_sidecar(out, "history.csv")
+    for target in (out, history_path, last_checkpoint_path(out)):
+        if target.exists() and not (args.overwrite or args.resume):
+            raise InputError(f"{target} exists; pass --overwrite to replace it or --resume to continue it")
+        guard_target(target)  # never an input, checked before any training
     if args.simulated is not None:
         if args.simulated < 1:
             raise InputError("--simulated needs N >= 1")
@@ -163,7 +169,6 @@ def run(args: argparse.Namespace) -> int:
         vi, vl, _ = load_training_pairs(args.val_images, args.val_labels)
         val_data = (vi, vl)
     gen = train(cfg, train_data, val_data, out_path=out, resume=args.resume, init_model=args.init_model)
-    history_path = Path(args.history) if args.history else model_sidecar(out, "history.csv")
     try:
         result = run_with_text_progress(gen, label="train")
     except KeyboardInterrupt:

@@ -157,11 +157,17 @@ def write_ctc(result: TrackResult, folder: str | os.PathLike, *, overwrite: bool
 
     masks = relabel_stack(result.labels, table.assign(track_id=table["ctc_label"]))
     digits = ctc_digits(result.n_frames or masks.shape[0])
+    written = set()
     for t in range(masks.shape[0]):
         with atomic_path(folder / f"mask{t:0{digits}d}.tif") as p:
             tifffile.imwrite(p, masks[t].astype(np.uint16))
+        written.add(f"mask{t:0{digits}d}.tif")
     text = "".join(f"{r.L} {r.B} {r.E} {r.P}\n" for r in lbep.itertuples(index=False))
     atomic_write_text(folder / "res_track.txt", text)
+    # masks of an earlier, longer result replaced here would corrupt the tracking metrics
+    for stale in folder.glob("mask*.tif"):
+        if stale.name not in written and stale.stem[4:].isdigit():
+            stale.unlink()
     return folder
 
 
