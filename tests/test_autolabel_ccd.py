@@ -98,6 +98,24 @@ def test_find_clusters_charge_and_position():
     assert len(find_clusters(np.zeros_like(cls), img, 100.0)) == 0
 
 
+def test_cluster_charge_is_measured_above_its_local_background_not_a_hot_column():
+    """A cluster beside a hot column (most of it hot) keeps its true charge; before, the column
+    baseline was the hot level and the charge came out negative."""
+    rng = np.random.default_rng(0)
+    img = 1000 + rng.normal(0, 5, (64, 64))
+    cls = np.zeros((64, 64), np.uint8)
+    img[:, 30] += 3000  # hot column (class 2) over the whole height
+    cls[:, 30] = 2
+    img[20:22, 30:32] = 1000 + 400  # a cluster straddling the hot column
+    cls[20:22, 30:32] = 3
+    img[5, 5] += 250  # one far away
+    cls[5, 5] = 3
+    table = find_clusters(cls, img).sort_values("size_px")
+    assert table.charge_adc.iloc[0] == pytest.approx(250, abs=20)
+    assert table.charge_adc.iloc[1] == pytest.approx(4 * 400, abs=40)
+    assert (table.peak_adc > 0).all()
+
+
 def test_simulated_cluster_charge_is_recovered():
     fr = simulate_ccd_frame(seed=3, n_clusters=30, glow_probability=0.0, n_hot=0, noise_sd=20.0)
     res = autolabel_ccd_details(fr.image)

@@ -478,7 +478,8 @@ def autolabel_ccd(image_adc, pedestal: float | np.ndarray | None = None, noise: 
 
 
 def find_clusters(class_map: np.ndarray, image: np.ndarray, pedestal: float | np.ndarray | None = None,
-                  cluster_class: int = 3, max_size: int | None = None, connectivity: int = 2) -> pd.DataFrame:
+                  cluster_class: int = 3, max_size: int | None = None, connectivity: int = 2,
+                  background_classes: Sequence[int] = (0, 1), ring: int = 3) -> pd.DataFrame:
     """One row per connected cluster (class ``cluster_class``) of a class map.
 
     Parameters
@@ -486,9 +487,13 @@ def find_clusters(class_map: np.ndarray, image: np.ndarray, pedestal: float | np
     class_map : (Y, X) class map (e.g. from :func:`autolabel_ccd`).
     image : (Y, X) frame in ADC.
     pedestal : scalar or (Y, X) baseline in ADC subtracted before summing the charge;
-        None: the column baseline of :func:`estimate_baseline` (taps auto).
+        None: each cluster's local baseline, the median of the ``background_classes``
+        pixels (background, glow) within ``ring`` px of its bounding box (hot columns and
+        other clusters left out), else of all background pixels of the frame.
     max_size : clusters larger than this (px) are left out (None: keep all).
     connectivity : 1 (4-neighbours) or 2 (8-neighbours).
+    background_classes : classes whose pixels give the local baseline (CCD: 0 background, 1 glowing).
+    ring : px around each cluster's bounding box searched for baseline pixels.
 
     Returns
     -------
@@ -500,19 +505,26 @@ def find_clusters(class_map: np.ndarray, image: np.ndarray, pedestal: float | np
     img = _check_image(image)
     if cls.shape != img.shape:
         raise InputError(f"class map {cls.shape} and image {img.shape} differ in shape")
-    if pedestal is None:
-        ped = estimate_baseline(img).baseline
-    else:
-        ped = _pedestal_like(pedestal, img.shape)
     struct = ndi.generate_binary_structure(2, connectivity)
     lab, n = ndi.label(cls == cluster_class, structure=struct)
     cols = ["label", "y", "x", "size_px", "charge_adc", "peak_adc"]
     if n == 0:
         return pd.DataFrame({c: pd.Series(dtype=float if c in ("y", "x", "charge_adc", "peak_adc") else int) for c in cols})
+    ped = None if pedestal is None else _pedestal_like(pedestal, img.shape)
+    quiet = np.isin(cls, list(background_classes))
+    frame_level = float(np.median(img[cls == 0])) if (cls == 0).any() else float(np.median(img))
+    ny, nx = img.shape
     rows = np.zeros((n, 6))
     for i, sl in enumerate(ndi.find_objects(lab)):  # work on each cluster's bounding box only
         inside = lab[sl] == i + 1
-        vals = (img[sl].astype(np.float64) - ped[sl])[inside]
+        if ped is not None:
+            base = ped[sl][inside]
+        else:
+            near = (slice(max(sl[0].start - ring, 0), min(sl[0].stop + ring, ny)),
+                    slice(max(sl[1].start - ring, 0), min(sl[1].stop + ring, nx)))
+            around = img[near][quiet[near]]
+            base = float(np.median(around)) if around.size else frame_level
+        vals = img[sl].astype(np.float64)[inside] - base
         yy, xx = np.nonzero(inside)
         w = np.clip(vals, 0, None)
         if w.sum() > 0:
@@ -542,7 +554,7 @@ def clusters_per_frame(class_map, image, class_names: Sequence[str], first_frame
     -------
     None when no class is called ``"cluster"``; else :func:`find_clusters`' table for each
     frame with ``t`` first: ``t, label, y, x, size_px, charge_adc, peak_adc`` (px, ADC above
-    each frame's column baseline).
+    each cluster's local baseline, from the background and glowing pixels around it).
     """
     names = list(class_names)
     if "cluster" not in names:
@@ -550,11 +562,12 @@ def clusters_per_frame(class_map, image, class_names: Sequence[str], first_frame
     if tuple(class_map.shape) != tuple(image.shape) or len(class_map.shape) not in (2, 3):
         raise InputError(f"class map {tuple(class_map.shape)} and image {tuple(image.shape)} must be the same (Y,X) or (T,Y,X) shape")
     stack = len(class_map.shape) == 3
+    quiet = [names.index(n) for n in ("background", "glowing") if n in names] or [0]
     tables = []
     for t in range(class_map.shape[0] if stack else 1):
         frame_classes = np.asarray(class_map[t] if stack else class_map)
         frame = np.asarray(image[t] if stack else image, dtype=np.float32)
-        table = find_clusters(frame_classes, frame, cluster_class=names.index("cluster"))
+        table = find_clusters(frame_classes, frame, cluster_class=names.index("cluster"), background_classes=quiet)
         table.insert(0, "t", first_frame + t)
         tables.append(table)
     return pd.concat(tables, ignore_index=True)

@@ -307,7 +307,7 @@ def run_ccd(args: argparse.Namespace) -> int:
         glow_sigma=args.glow_sigma, hot_pixel_adc=None if args.hot_pixel_adc < 0 else args.hot_pixel_adc,
         hot_min_length=args.hot_min_length,
     )
-    clusters = find_clusters(res.classes, image, res.baseline.baseline, max_size=args.cluster_max_size)
+    clusters = find_clusters(res.classes, image, max_size=args.cluster_max_size)  # local baselines: hot columns left out
     write_tiff(out / "classes.tif", res.classes, overwrite=True)
     write_csv(out / "clusters.csv", clusters)
     counts = np.bincount(res.classes.ravel(), minlength=4)[:4]
