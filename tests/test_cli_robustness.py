@@ -303,3 +303,34 @@ def test_a_crop_box_outside_the_image_is_refused(tmp_path, capsys):
     assert main(["classify", "images", "--model", "response_good_bad", "--input", str(image), "--box", "500", "500",
                  "539", "542", "--out", str(tmp_path / "o")]) == 2
     assert "does not lie inside the image of 96 x 64 px" in capsys.readouterr().err
+
+
+def test_classify_runs_record_model_and_device_and_refuse_bad_object_inputs(tmp_path, capsys):
+    """classify_run.json holds the device; negative labels, --input with --image, pickled .npy: one line each."""
+    import json
+
+    sim = tmp_path / "sim"
+    assert main(["simulate", "response", "--n", "4", "--out", str(sim), "--seed", "2"]) == 0
+    assert main(["classify", "images", "--model", "response_good_bad", "--input", str(sim), "--out",
+                 str(tmp_path / "r"), "--threshold", "discard"]) == 0
+    run = json.loads((tmp_path / "r" / "classify_run.json").read_text())
+    assert run["device"] == "cpu" and run["images"] == 4 and run["threshold_setting"] == "discard"
+    assert 0 < run["threshold"] < 1
+
+    image = np.full((64, 64), 100, np.uint8)
+    labels = np.zeros((64, 64), np.int32)
+    labels[10:20, 10:20] = -3
+    tifffile.imwrite(tmp_path / "i.tif", image)
+    tifffile.imwrite(tmp_path / "l.tif", labels)
+    capsys.readouterr()
+    common = ["classify", "objects", "--model", "response_good_bad", "--out", str(tmp_path / "o")]
+    assert main(common + ["--image", str(tmp_path / "i.tif"), "--labels", str(tmp_path / "l.tif"),
+                          "--input", str(sim)]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(common + ["--image", str(tmp_path / "i.tif"), "--labels", str(tmp_path / "l.tif")]) == 2
+    assert "labels must be >= 0" in capsys.readouterr().err
+    np.save(tmp_path / "p.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    assert main(["classify", "profiles", "--model", "response_good_bad", "--input", str(tmp_path / "p.npy"),
+                 "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert "not a numeric .npy array" in err and "Traceback" not in err

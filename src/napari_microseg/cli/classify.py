@@ -8,6 +8,7 @@
                      -> model file, <model>.last.pt checkpoint, <model>.history.csv next to the model
                         (--folds: also <model>.cv_folds.csv and <model>.cv_predictions.csv)
 
+Each run also writes classify_run.json (model, device, settings, counts, seconds).
 Existing outputs are never replaced without --overwrite.
 
 Image inputs for ``images``: a folder written by ``microseg simulate response`` (classes.csv
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -159,6 +161,14 @@ def _write_json(path: Path, data: dict) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, default=float))
 
 
+def _write_run(out: Path, args, lm, started: float, **results) -> None:
+    """``classify_run.json``: what was run, on which device, with what result (to repeat or cite a run)."""
+    record = {"command": f"classify {args.what}", "model": str(args.model), "model_file": lm.path,
+              "input": [str(p) for p in args.input] if isinstance(args.input, list) else (str(args.input) if args.input else None),
+              "device": lm.device, "seconds": round(time.perf_counter() - started, 3), **results}
+    _write_json(out / "classify_run.json", record)
+
+
 def write_history_csv(path: Path, history: list[dict]) -> Path:
     """Per-epoch history as CSV (atomically)."""
     from ..io.tables import write_history_csv as write
@@ -180,7 +190,10 @@ def _read(path: Path) -> np.ndarray:
     if p.suffix.lower() == ".npy":
         if not p.is_file():
             raise InputError(f"{p}: no such file")
-        return np.load(p)
+        try:
+            return np.load(p)  # no pickles: object arrays are refused
+        except (ValueError, OSError) as err:
+            raise InputError(f"{p.name}: not a numeric .npy array ({str(err).splitlines()[0]})") from None
     return np.asarray(read_image(p).data)
 
 
@@ -252,7 +265,8 @@ def _run_images(args) -> int:
     from ..classify.evaluate import classification_report, roc_curve_auc
     from ..classify.predict import classify_images, load_classifier, resolve_threshold
 
-    _refuse_existing(args, Path(args.out) / "flags.csv", Path(args.out) / "metrics.json")
+    started = time.perf_counter()
+    _refuse_existing(args, Path(args.out) / "flags.csv", Path(args.out) / "metrics.json", Path(args.out) / "classify_run.json")
     lm = load_classifier(args.model, device=args.device)
     try:
         threshold = resolve_threshold(lm, args.threshold)
@@ -282,6 +296,8 @@ def _run_images(args) -> int:
         rep = classification_report(y, pred, ["good", "bad"], prob=p)
         _write_json(out / "metrics.json", {"n": len(y), **rep["summary"], "confusion": rep["confusion"].tolist(),
                                             "threshold": float(df["threshold"].iloc[0]), "auc": roc_curve_auc(y, p)["auc"]})
+    _write_run(out, args, lm, started, threshold=threshold, threshold_setting=args.threshold, box=args.box,
+               images=len(df), flagged_bad=n_bad)
     print(f"microseg classify images: {len(df)} image(s), {n_bad} flagged bad -> {out / 'flags.csv'}")
     return 0
 
@@ -291,9 +307,12 @@ def _run_objects(args) -> int:
 
     from ..classify.predict import classify_objects, load_classifier
 
-    _refuse_existing(args, Path(args.out) / "objects.csv", Path(args.out) / "counts.csv")
+    started = time.perf_counter()
+    _refuse_existing(args, Path(args.out) / "objects.csv", Path(args.out) / "counts.csv", Path(args.out) / "classify_run.json")
     lm = load_classifier(args.model, device=args.device)
     pairs = []
+    if args.input is not None and (args.image or args.labels):
+        raise InputError("give --input (a simulated liposome folder) or --image and --labels, not both")
     if args.input is not None:
         if not (args.input / "images").is_dir() or not (args.input / "labels").is_dir():
             raise InputError(f"{args.input}: needs images/ and labels/ folders")
@@ -312,6 +331,11 @@ def _run_objects(args) -> int:
             raise InputError(f"{name}: labels shape {lab.shape} differs from image shape {img.shape}")
         if not np.any(lab):
             raise InputError(f"{name}: the label image is empty")
+        if not np.issubdtype(lab.dtype, np.integer) and not np.issubdtype(lab.dtype, np.bool_):
+            if not np.array_equal(lab, np.round(lab)):
+                raise InputError(f"{name}: labels must be whole numbers (one per object), got {lab.dtype} values")
+        if lab.min() < 0:
+            raise InputError(f"{name}: labels must be >= 0 (0 = background), found {lab.min()}")
         t = classify_objects(lm, img, lab)
         if len(pairs) > 1:
             t["image"] = name  # last, as in 'microseg segment': objects.csv starts t,label,y,x,area
@@ -330,6 +354,9 @@ def _run_objects(args) -> int:
     if "image" in counts.columns:  # counts.csv starts t,count; the image goes last
         counts = counts[[c for c in counts.columns if c != "image"] + ["image"]]
     _write_csv(out / "counts.csv", counts)
+    _write_run(out, args, lm, started, image=str(args.image) if args.image else None,
+               labels=str(args.labels) if args.labels else None, images=len(pairs), objects=len(df),
+               per_class={str(k): int(v) for k, v in df["class"].value_counts().items()})
     print(f"microseg classify objects: {len(df)} object(s) -> {out / 'objects.csv'}")
     return 0
 
@@ -337,7 +364,9 @@ def _run_objects(args) -> int:
 def _run_profiles(args) -> int:
     from ..classify.predict import classify_profiles, load_classifier, population_summary
 
-    _refuse_existing(args, Path(args.out) / "profiles.csv", Path(args.out) / "population.csv")
+    started = time.perf_counter()
+    _refuse_existing(args, Path(args.out) / "profiles.csv", Path(args.out) / "population.csv",
+                     Path(args.out) / "classify_run.json")
     lm = load_classifier(args.model, device=args.device)
     src = Path(args.input)
     if src.is_dir():
@@ -352,6 +381,7 @@ def _run_profiles(args) -> int:
     pop = population_summary(df, lm.class_names)
     _write_csv(out / "population.csv", pop)
     summary = ", ".join(f"{r['class']} {r['percent']:.1f} %" for _, r in pop.iterrows())
+    _write_run(out, args, lm, started, particles=len(df), population=pop.to_dict(orient="records"))
     print(f"microseg classify profiles: {len(df)} particle(s): {summary} -> {out / 'profiles.csv'}")
     return 0
 
@@ -361,6 +391,8 @@ def _read_profiles_tiff(path: Path) -> np.ndarray:
 
     if not path.is_file():
         raise InputError(f"{path}: no such file")
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        raise InputError(f"{path.name}: profiles are read from a .tif/.tiff or .npy file (N, views, points)")
     try:
         return np.asarray(tifffile.imread(path))
     except Exception as err:  # noqa: BLE001
