@@ -334,3 +334,32 @@ def test_classify_runs_record_model_and_device_and_refuse_bad_object_inputs(tmp_
                  "--out", str(tmp_path / "p")]) == 2
     err = capsys.readouterr().err
     assert "not a numeric .npy array" in err and "Traceback" not in err
+
+
+def test_float_labels_blank_stains_and_two_valued_float_stacks_get_a_message(tmp_path, capsys):
+    """Fractional labels are refused by train; a blank stain is named; {0.5, 1.5} is not taken for a mask."""
+    from napari_microseg.measure.labels import masks_to_labels
+
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir(), labels.mkdir()
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(images / "a.tif", (rng.random((64, 64)) * 255).astype(np.uint8))
+    tifffile.imwrite(labels / "a.tif", (rng.random((64, 64)) * 0.4).astype(np.float32))  # probabilities, not labels
+    assert main(["train", "--images", str(images), "--labels", str(labels), "--epochs", "1", "--patch", "32",
+                 "--out", str(tmp_path / "m.pt")]) == 2
+    assert "non-integer values" in capsys.readouterr().err and not (tmp_path / "m.pt").exists()
+
+    tifffile.imwrite(tmp_path / "blank.tif", np.zeros((64, 64), np.uint16))
+    assert main(["autolabel", "fluorescence", "--stain", str(tmp_path / "blank.tif"), "--out", str(tmp_path / "al")]) == 0
+    assert "blank.tif is constant" in capsys.readouterr().err
+    tifffile.imwrite(tmp_path / "tiny.tif", np.ones((1, 1), np.uint16))
+    assert main(["autolabel", "fluorescence", "--stain", str(tmp_path / "tiny.tif"), "--out", str(tmp_path / "t")]) == 2
+
+    floats = np.full((2, 16, 16), 0.5, np.float32)
+    floats[:, 4:8, 4:8] = 1.5
+    same, converted = masks_to_labels(floats)
+    assert not converted and same is floats
+    mask = np.zeros((16, 16), bool)
+    mask[2:5, 2:5] = mask[10:12, 10:12] = True
+    labelled, converted = masks_to_labels(mask)
+    assert converted and labelled.max() == 2

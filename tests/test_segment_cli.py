@@ -193,3 +193,24 @@ def test_segment_cli_one_bad_image_does_not_lose_the_others(tmp_path, model_file
     assert main(["batch", "segment", "--model", str(model_file), "--input", str(folder), "--out", str(tmp_path / "b"),
                  "--workers", "0", "--batch-size", "0"]) == 2
     assert "--batch-size must be >= 1" in capsys.readouterr().err
+
+
+def test_a_blank_frame_gives_no_objects_even_from_a_network_that_sees_foreground(tmp_path):
+    """A network biased to foreground everywhere: the constant frame of a stack stays empty, the other does not."""
+    from napari_microseg.inference.segment import segment
+    from napari_microseg.io.models import load_model
+
+    torch.manual_seed(0)
+    cfg_model = {"preset": "small", "n_classes": 1, "depth": 2, "base_filters": 4}
+    net = build_model(cfg_model)
+    last = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    with torch.no_grad():
+        last.bias.fill_(10.0)
+    path = tmp_path / "always.pt"
+    save_model(path, net, {"model": cfg_model, "output_mode": "binary", "patch_size": [64, 64],
+                           "normalization": {"kind": "percentile", "p_low": 1.0, "p_high": 99.8}})
+    rng = np.random.default_rng(0)
+    stack = np.stack([np.zeros((64, 64), np.uint8), (rng.random((64, 64)) * 255).astype(np.uint8)])
+    result = segment(load_model(path), stack)
+    assert result.labels[0].max() == 0 and result.labels[1].max() > 0
+    assert list(result.counts["count"]) == [0, 1]

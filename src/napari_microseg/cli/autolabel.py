@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -201,6 +202,10 @@ def run_fluorescence(args: argparse.Namespace) -> int:
     stain = read_any(args.stain, channel=args.channel)
     if stain.ndim not in (2, 3):
         raise InputError(f"{args.stain}: expected (Y, X) or (T, Y, X), got shape {stain.shape}")
+    if min(stain.shape[-2:]) < 8:
+        raise InputError(f"{args.stain}: {stain.shape[-2]} x {stain.shape[-1]} px is too small to label (at least 8 x 8)")
+    if stain.size and stain.min() == stain.max():
+        print(f"warning: {args.stain} is constant (every pixel {stain.flat[0]}): no nuclei to find", file=sys.stderr)
     target = None
     if args.target:
         target = read_any(args.target, channel=args.target_channel)

@@ -474,6 +474,8 @@ def segment_image(
         lab = postprocess.probabilities_to_labels(probs, mode, threshold=threshold, min_size=min_size,
                                                   max_size=max_size, fill_holes=fill_holes,
                                                   remove_border=remove_border, **three_kw)
+        if mode != "multiclass" and _is_constant(frame):
+            lab[...] = 0  # a blank frame holds no nuclei, whatever a network makes of it
         if ccd_rules:
             lab = postprocess.ccd_shape_rules(lab, class_names, hot_lines=shape_rules, max_cluster_size=max_cluster_size)
         # multiclass: each pixel's probability of the class it ends up in -> per-object means
@@ -511,6 +513,18 @@ def segment_image(
                     normalization=spec, model_path=getattr(loaded, "path", None))
     return SegmentResult(labels=labels, probabilities=probs_all, objects=objects, counts=counts,
                          output_mode=mode, class_names=class_names, settings=settings)
+
+
+def _is_constant(frame: Any) -> bool:
+    """True when every pixel of a (Y, X) frame (numpy, zarr or dask) has one value."""
+    if hasattr(frame, "compute"):
+        import dask
+
+        low, high = dask.compute(frame.min(), frame.max())
+    else:
+        values = np.asarray(frame)
+        low, high = values.min(), values.max()
+    return bool(low == high)
 
 
 def _class_probability(probs: np.ndarray, classes: np.ndarray) -> np.ndarray:

@@ -34,13 +34,15 @@ def masks_to_labels(masks: np.ndarray) -> tuple[np.ndarray, bool]:
 
     ``masks`` is ``(Y, X)`` or a ``(T, Y, X)`` stack (objects are found frame by frame).
     Returns ``(labels, converted)``: uint32 labels and True for a mask; the array
-    unchanged and False when it holds more than two values (it is labels already).
+    unchanged and False when it holds more than two values (it is labels already) or
+    none of them is 0 (no background: not a mask).
     """
     from scipy import ndimage as ndi
 
     masks = np.asarray(masks)
-    if masks.size == 0 or np.unique(masks).size > 2:
-        return masks, False
+    values = np.unique(masks) if masks.size else masks
+    if masks.size == 0 or values.size > 2 or values[0] != 0:
+        return masks, False  # labels already, or no 0 background (e.g. a float image): the caller's checks decide
     frames = masks[None] if masks.ndim == 2 else masks
     structure = np.ones((3, 3), bool)
     labels = np.stack([ndi.label(frame != 0, structure=structure)[0] for frame in frames]).astype(np.uint32)

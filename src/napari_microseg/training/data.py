@@ -134,6 +134,9 @@ def make_target(
     if lab.dtype.kind == "f":
         if not np.all(np.isfinite(lab)):
             raise InputError("labels contain NaN or infinite values")
+        if not np.array_equal(lab, np.round(lab)):
+            raise InputError(f"labels hold non-integer values (e.g. {lab[lab != np.round(lab)].flat[0]:g}): they must be "
+                             "whole numbers (object ids or class indices), not probabilities or an image")
         lab = lab.astype(np.int64)
     elif lab.dtype.kind == "b":
         lab = lab.astype(np.int64)
@@ -376,6 +379,11 @@ def load_training_pairs(
         for what, path, arr in (("image", ip, im), ("labels", lp, lb)):
             if arr.ndim not in (2, 3):
                 raise InputError(f"{what} {path}: expected (Y, X) or (T, Y, X), got shape {arr.shape}")
+        if im.size and im.min() == im.max():
+            import sys
+
+            print(f"warning: image {ip.name} is constant (every pixel {im.flat[0]}): it teaches the network nothing "
+                  "but background", file=sys.stderr)
         mismatch = f"image {ip} has shape {im.shape} but its labels {lp} have shape {lb.shape}"
         if im.ndim == 3 and lb.ndim == 3:
             if im.shape != lb.shape:
