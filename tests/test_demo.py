@@ -95,3 +95,14 @@ def test_demo_replaces_its_own_results_but_not_other_files(tmp_path, capsys):
     (half / "model.pt").write_bytes(b"")
     assert main(["demo", "--quick", "--out", str(half), "--model", str(half / "model.pt")]) == 2
     assert "is the file the brief training writes" in capsys.readouterr().err
+
+
+def test_demo_starts_from_the_model_this_machine_runs_fast(monkeypatch):
+    """bfloat16 hardware: the full model; float32 CPUs: the 16-filter model (3x less arithmetic)."""
+    from napari_microseg import device
+    from napari_microseg.demo import default_demo_model
+
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
+    assert default_demo_model("cpu") == "nuclei_fluorescence"
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
+    assert default_demo_model("cpu") == "nuclei_fluorescence_fast"

@@ -20,6 +20,16 @@ from .io.atomic import atomic_path, atomic_write_text
 from .progress import Progress, drain
 
 DEFAULT_MODEL = "nuclei_fluorescence"
+#: the demo's starting model where the network runs in float32 on a CPU (3x less arithmetic)
+FAST_MODEL = "nuclei_fluorescence_fast"
+
+
+def default_demo_model(device: str = "auto") -> str:
+    """``nuclei_fluorescence`` where inference runs in bfloat16 (CUDA, CPUs with AMX / AVX512-BF16),
+    else ``nuclei_fluorescence_fast``, which trains and segments about 3x faster in float32."""
+    from .device import resolve_device, resolve_precision
+
+    return DEFAULT_MODEL if resolve_precision("auto", resolve_device(device)) == "bfloat16" else FAST_MODEL
 
 
 @dataclass
@@ -33,10 +43,11 @@ class DemoResult:
     simulation: object = None
     segmentation: object = None
     tracking: object = None
+    base_model: Path | None = None  # the model the demo started from
 
 
 def run_demo(out: str | Path = "demo_out", n_frames: int = 30, size: int = 256, n_nuclei: int = 35, seed: int = 0,
-             model: str = DEFAULT_MODEL, stage_shift_sd: float = 0.0, train_epochs: int = 2, train_frames: int = 6,
+             model: str | None = None, stage_shift_sd: float = 0.0, train_epochs: int = 2, train_frames: int = 6,
              train_patches: int = 48) -> Generator[Progress, None, DemoResult]:
     """Run the demo pipeline; a generator of :class:`Progress` returning a :class:`DemoResult`.
 
@@ -48,7 +59,8 @@ def run_demo(out: str | Path = "demo_out", n_frames: int = 30, size: int = 256, 
         with about ``n_nuclei`` nuclei (divisions, deaths, entering/leaving included).
     seed : simulation seed (the training time-lapse uses ``seed + 1``, so the scored movie
         is never trained on).
-    model : shipped model name or model file path: the model that is fine-tuned.
+    model : shipped model name or model file path: the model that is fine-tuned (None:
+        :func:`default_demo_model`).
     stage_shift_sd : global stage shift between frames (pixels, sd); 0 = none.
     train_epochs : epochs of the brief fine-tune (0: segment with ``model`` as it is).
     train_frames : frames of the simulated training time-lapse (true labels as annotations).
@@ -66,7 +78,7 @@ def run_demo(out: str | Path = "demo_out", n_frames: int = 30, size: int = 256, 
 
     out = Path(out)
     check_demo_folder(out)
-    model_path = base_model_path = resolve_model(model)
+    model_path = base_model_path = resolve_model(model or default_demo_model())
     if train_epochs > 0 and base_model_path.resolve() == (out / "model.pt").resolve():
         raise InputError(f"--model {base_model_path} is the file the brief training writes; copy it elsewhere "
                          "or choose another --out")
@@ -75,7 +87,7 @@ def run_demo(out: str | Path = "demo_out", n_frames: int = 30, size: int = 256, 
         for stale in (out / "model.pt", out / "model.pt.last.pt"):
             if stale.is_file() and stale.resolve() != base_model_path.resolve():
                 stale.unlink()
-    result = DemoResult(out=out)
+    result = DemoResult(out=out, base_model=base_model_path)
     total_steps = 6
     clock = time.perf_counter()
 

@@ -28,7 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nuclei", type=int, default=35, help="about how many nuclei (default 35)")
     p.add_argument("--stage-shift", type=float, default=0.0, help="stage shift sd between frames, pixels (default 0)")
     p.add_argument("--seed", type=int, default=0, help="simulation seed (default 0)")
-    p.add_argument("--model", default="nuclei_fluorescence", help="shipped model name or model file to start from (default nuclei_fluorescence)")
+    p.add_argument("--model", default=None,
+                   help="shipped model name or model file to start from (default: nuclei_fluorescence where the network "
+                        "runs in bfloat16, i.e. GPUs and CPUs with AMX / AVX512-BF16; else nuclei_fluorescence_fast)")
     p.add_argument("--train-epochs", type=int, default=2,
                    help="epochs of the brief training (default 2; 0: segment with --model as it is)")
     p.add_argument("--train-frames", type=int, default=6, help="frames of the simulated training time-lapse (default 6)")
@@ -55,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         run_demo(args.out, n_frames=frames, size=size, n_nuclei=nuclei, seed=args.seed, model=args.model,
                  stage_shift_sd=args.stage_shift, train_epochs=train_epochs, train_frames=train_frames,
                  train_patches=train_patches), label="demo")
-    print(f"\nmicroseg demo: {frames} frames of {size}x{size} px, seed {args.seed}, model {args.model}")
+    print(f"\nmicroseg demo: {frames} frames of {size}x{size} px, seed {args.seed}, "
+          f"starting model {result.base_model.stem if result.base_model else args.model}")
     for key, path in result.files.items():
         print(f"  {key:16s} {Path(path).resolve()}")
     own = result.scores["tracking_with_own_segmentation"]
