@@ -363,3 +363,39 @@ def test_float_labels_blank_stains_and_two_valued_float_stacks_get_a_message(tmp
     mask[2:5, 2:5] = mask[10:12, 10:12] = True
     labelled, converted = masks_to_labels(mask)
     assert converted and labelled.max() == 2
+
+
+def test_classifier_training_options_are_checked_in_one_line(tmp_path, capsys):
+    from napari_microseg.cli.classify import IMAGE_ARCHITECTURES
+    from napari_microseg.models.classifiers import CLASSIFIER_ARCHITECTURES
+
+    assert set(IMAGE_ARCHITECTURES) == set(CLASSIFIER_ARCHITECTURES)
+    with pytest.raises(SystemExit):  # a segmentation network is no classifier
+        main(["classify", "train", "images", "--simulated", "8", "--arch", "unet", "--out", str(tmp_path / "a.pt")])
+    for option, value in (("--undersample", "1.5"), ("--label-smoothing", "2"), ("--margin", "-20")):
+        capsys.readouterr()
+        assert main(["classify", "train", "objects", "--simulated", "2", "--epochs", "1", option, value,
+                     "--out", str(tmp_path / "o.pt")]) == 2
+        err = capsys.readouterr().err
+        assert option in err and "Traceback" not in err
+
+
+def test_a_torchscript_export_and_a_missing_gpu_index_are_named(tmp_path, capsys, monkeypatch):
+    import torch
+
+    from napari_microseg.device import resolve_device
+
+    exported = tmp_path / "e.pt"
+    assert main(["export", "--model", "nuclei_fluorescence_fast", "--out", str(exported)]) == 0
+    tifffile.imwrite(tmp_path / "i.tif", np.zeros((32, 32), np.uint8))
+    capsys.readouterr()
+    assert main(["segment", "--model", str(exported), "--input", str(tmp_path / "i.tif"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "TorchScript export" in err and "UserWarning" not in err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda:0") == "cuda:0"
+    with pytest.raises(ValueError, match="does not exist"):
+        resolve_device("cuda:7")
+    with pytest.raises(ValueError, match="unknown device"):
+        resolve_device("cudax")

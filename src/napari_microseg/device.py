@@ -29,6 +29,13 @@ def resolve_device(name: str = "auto") -> str:
             raise ValueError("device 'mps' requested but Apple MPS is not available")
     if name not in {"cpu", "mps"} and not name.startswith("cuda"):
         raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps")
+    if name.startswith("cuda:"):
+        index = name.split(":", 1)[1]
+        count = torch.cuda.device_count()
+        if not index.isdigit() or int(index) >= count:
+            raise ValueError(f"device {name!r} does not exist: this machine has cuda:0..cuda:{count - 1}")
+    elif name.startswith("cuda") and name != "cuda":
+        raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps")
     return name
 
 

@@ -34,6 +34,11 @@ from ._help import HelpFormatter
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_accuracy", "lr", "seconds", "phase"]
 
 
+#: classifier architectures by input (names of models.classifiers / models.profile; kept here so --help needs no torch)
+IMAGE_ARCHITECTURES = ("small_cnn", "vgg16_like", "lipnet")
+PROFILE_ARCHITECTURES = ("profile_cnn",)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("classify", help="classify images / objects / profiles, or train a classifier",
                        description=__doc__, formatter_class=HelpFormatter)
@@ -81,7 +86,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         r.add_argument("--epochs", type=int, default=epochs, help=f"training epochs (default {epochs})")
         r.add_argument("--batch-size", type=int, default=batch, help=f"samples per step (default {batch})")
         r.add_argument("--lr", type=float, default=lr, help=f"learning rate (default {lr:g})")
-        r.add_argument("--arch", default=arch, help=f"architecture (default {arch})")
+        r.add_argument("--arch", default=arch, choices=PROFILE_ARCHITECTURES if arch == "profile_cnn" else IMAGE_ARCHITECTURES,
+                       help=f"architecture (default {arch})")
         r.add_argument("--patience", type=int, default=30, help="early-stopping patience in epochs (0: off; default 30)")
         r.add_argument("--val-fraction", type=float, default=0.2, help="share of samples held out for validation (default 0.2)")
         r.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -442,6 +448,14 @@ def _run_train(args) -> int:
                                     crop={"kind": "integration", "size": [39, 42]}, **base)
     elif task == "objects":
         from ..classify.data import simulated_liposome_data
+
+        for name, value, low, high in (("--undersample", args.undersample, 0.0, 1.0),
+                                       ("--label-smoothing", args.label_smoothing, 0.0, 1.0)):
+            if not low <= value < high:
+                raise InputError(f"{name} must be >= {low:g} and < {high:g}, got {value:g}")
+        if args.margin < 0 or args.size < 8 or args.particles < 1:
+            raise InputError(f"need --margin >= 0, --size >= 8 and --particles >= 1 "
+                             f"(got {args.margin}, {args.size}, {args.particles})")
 
         if args.simulated < 1:
             raise InputError("--simulated N (number of simulated TEM images) must be >= 1")

@@ -164,6 +164,9 @@ def read_model_file(path: str | os.PathLike, map_location: str = "cpu") -> dict:
             p = shipped  # the name of a model shipped with the package
         else:
             raise InputError(f"model file not found: {p} (shipped models: {', '.join(list_pretrained()) or 'none'})")
+    if _is_torchscript(p):
+        raise InputError(f"{p.name} is a TorchScript export (for other programs); napari-microseg reads the model "
+                         "file it was exported from")
     try:
         payload = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure means "not a model file"
@@ -179,6 +182,18 @@ def read_model_file(path: str | os.PathLike, map_location: str = "cpu") -> dict:
     if "state_dict" not in payload or "model" not in payload["config"]:
         raise InputError(f"{p.name}: model file lacks weights or the model description")
     return payload
+
+
+def _is_torchscript(path: Path) -> bool:
+    """True for a TorchScript archive (a zip holding ``<name>/constants.pkl`` or ``code/``), which torch.load refuses noisily."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(n.endswith("/constants.pkl") or "/code/" in n for n in names)
 
 
 def check_segmentation_config(config: dict, name: str) -> None:
