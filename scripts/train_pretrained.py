@@ -5,6 +5,7 @@ metrics on held-out data. Usage::
 
     .venv/bin/python scripts/train_pretrained.py nuclei_fluorescence [--epochs 40] [--out DIR]
     .venv/bin/python scripts/train_pretrained.py ccd_classes --simulated 60 --epochs 25 --patches 256
+    .venv/bin/python scripts/train_pretrained.py ccd_classes --input-range-only  # peak levels for scale warnings
     .venv/bin/python scripts/train_pretrained.py response_good_bad --simulated 2000 --epochs 60
     .venv/bin/python scripts/train_pretrained.py response_good_bad --use-thresholds-only  # flag / discard thresholds
 
@@ -219,6 +220,22 @@ def train_nuclei_phase(args: argparse.Namespace) -> None:
 CCD_CLASSES = ["background", "glowing", "hot pixel", "cluster"]
 
 
+def store_ccd_input_range(args: argparse.Namespace) -> None:
+    """Record the peak levels of ``ccd_classes``' training inputs (normalised as it normalises) in the
+    shipped model, so that a frame on another intensity scale (e.g. rescaled to 8 bits) gets a warning."""
+    from napari_microseg.io.models import read_model_file, update_model_config
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+    from napari_microseg.training.normalize import input_range, normalize
+
+    out = Path(args.out) / "ccd_classes.pt"
+    spec = read_model_file(out)["config"]["normalization"]
+    frames = [simulate_ccd_frame(shape=(256, 256), seed=20_000 + s, balanced=bool(s % 2),
+                                 cluster_threshold=args.cluster_threshold).image for s in range(40)]
+    levels = input_range(normalize(f, spec) for f in frames)
+    update_model_config(out, input_range=levels, input_spread=None)
+    print(f"{out.name}: input_range {levels} (40 training-like frames, seeds 20000+)")
+
+
 def train_ccd_classes(args: argparse.Namespace) -> None:
     """[C] four-class CCD model on simulated frames (half balanced layout), pedestal-normalised raw ADC."""
     from napari_microseg.autolabel.ccd import class_agreement
@@ -353,6 +370,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", choices=[*NUCLEI_MODELS, "nuclei_phase", "ccd_classes", "response_good_bad"])
     parser.add_argument("--out", default=str(OUT))
+    parser.add_argument("--input-range-only", action="store_true",
+                        help="ccd_classes: only record the training inputs' peak levels in the shipped model")
     parser.add_argument("--use-thresholds-only", action="store_true",
                         help="response_good_bad: only choose and store the 'flag' / 'discard' thresholds of the shipped model")
     parser.add_argument("--preset", default="small")
@@ -408,7 +427,7 @@ def main() -> None:
         evaluate_nuclei_fluorescence(args)
         return
     {"nuclei_fluorescence": train_nuclei_fluorescence, "nuclei_fluorescence_fast": train_nuclei_fluorescence,
-     "nuclei_phase": train_nuclei_phase, "ccd_classes": train_ccd_classes,
+     "nuclei_phase": train_nuclei_phase, "ccd_classes": store_ccd_input_range if args.input_range_only else train_ccd_classes,
      "response_good_bad": store_response_use_thresholds if args.use_thresholds_only else train_response_good_bad}[args.model](args)
 
 

@@ -399,3 +399,23 @@ def test_a_torchscript_export_and_a_missing_gpu_index_are_named(tmp_path, capsys
         resolve_device("cuda:7")
     with pytest.raises(ValueError, match="unknown device"):
         resolve_device("cudax")
+
+
+def test_a_ccd_frame_rescaled_to_8_bits_gets_a_warning_and_raw_frames_do_not(tmp_path, capsys):
+    """The commonest silent failure: an image on another intensity scale than the model's training images."""
+    from napari_microseg.io.models import read_model_file
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+    from napari_microseg.training.normalize import scale_mismatch
+
+    config = read_model_file("ccd_classes")["config"]
+    raw = simulate_ccd_frame(shape=(128, 128), seed=5).image
+    eight = ((raw - raw.min()) / (raw.max() - raw.min()) * 255).astype(np.uint8)
+    assert scale_mismatch(raw, config) is None and scale_mismatch(raw - np.median(raw), config) is None
+    assert "far below" in scale_mismatch(eight, config)
+    assert scale_mismatch(eight, read_model_file("nuclei_fluorescence_fast")["config"]) is None  # percentile: any scale
+    tifffile.imwrite(tmp_path / "raw.tif", raw.astype(np.float32))
+    tifffile.imwrite(tmp_path / "eight.tif", eight)
+    for name, warned in (("raw", False), ("eight", True)):
+        assert main(["segment", "--model", "ccd_classes", "--input", str(tmp_path / f"{name}.tif"), "--out",
+                     str(tmp_path / name), "--quiet"]) == 0
+        assert ("intensity scale the model was trained on" in capsys.readouterr().err) == warned

@@ -125,6 +125,13 @@ def test_ccd_clusters_of_a_stack_frame_carry_its_time(make_napari_viewer, tmp_pa
     widget.export_dir.value = str(tmp_path)
     written = [p for p in widget.export() if p.endswith("clusters.csv")]
     assert written and pd.read_csv(written[0]).columns[0] == "t"
+    assert "intensity scale" not in widget.status.text()
+    # the same frames rescaled to 8 bits: segmented, with a warning that names the likely cause
+    eight = ((stack - stack.min()) / (stack.max() - stack.min()) * 255).astype(np.uint8)
+    viewer.add_image(eight, name="ccd 8 bit")
+    widget.image_layer.value = "ccd 8 bit"
+    wait_worker(widget.segment())
+    assert "intensity scale the model was trained on" in widget.status.text()
 
 
 def test_a_new_run_clears_the_previous_runs_results(make_napari_viewer, tmp_path, wait_worker):

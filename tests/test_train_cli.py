@@ -57,8 +57,11 @@ def test_cli_train_pedestal_normalisation_is_stored(tmp_path):
     assert main(["train", "--images", str(images), "--labels", str(labels), "--out", str(out), "--epochs", "1",
                  "--patch", "64", "--patches-per-epoch", "8", "--batch-size", "4", "--threads", "2",
                  "--normalization", "pedestal", "--scale", "200", "--level-taps", "--device", "cpu"]) == 0
-    spec = load_model(out).config["normalization"]
-    assert spec == {"kind": "pedestal", "scale": 200.0, "estimator": "mode", "level_taps": True}
+    config = load_model(out).config
+    assert config["normalization"] == {"kind": "pedestal", "scale": 200.0, "estimator": "mode", "level_taps": True}
+    # the training images' peak levels are kept, to recognise inputs on another intensity scale
+    known = config["input_range"]
+    assert 0 < known["low"] <= known["median"] <= known["high"]
 
 
 def test_cli_train_distance_head_and_width(tmp_path, capsys):

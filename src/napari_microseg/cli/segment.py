@@ -190,6 +190,12 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
         raise InputError(f"{path.name}: expected a (Y,X) image or (T,Y,X) stack, got shape {tuple(data.shape)}")
     if isinstance(data, np.ndarray) and data.size and data.min() == data.max():
         print(f"warning: {path.name} is constant (every pixel {data.flat[0]}): nothing to segment", file=sys.stderr)
+    else:
+        from ..training.normalize import scale_mismatch
+
+        mismatch = scale_mismatch(central_crop(data[0] if data.ndim == 3 else data), loaded.config)
+        if mismatch:
+            print(f"warning: {path.name}: {mismatch}", file=sys.stderr)
     target = _label_target(out, path, tuple(data.shape), args.zarr_above)[0]
     zarr_out = target.suffix == ".zarr"
     tmp_dir = None
@@ -246,6 +252,15 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
     note = f" (nucleus diameter {result.settings['diameter']:.1f} px, tiles resized x{resized:.2f})" if resized != 1.0 else ""
     print(f"{path.name}: {n_obj} objects in {int(data.shape[0]) if data.ndim == 3 else 1} frame(s) -> {target}{note}")
     return result, objects, counts, clusters, record
+
+
+def central_crop(frame, side: int = 1024):
+    """The central ``side`` x ``side`` px of a (Y, X) frame (numpy, zarr or dask) as numpy."""
+    import numpy as np
+
+    h, w = frame.shape[-2:]
+    y0, x0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    return np.asarray(frame[y0:y0 + side, x0:x0 + side])
 
 
 def _counts_clusters(loaded) -> bool:

@@ -126,7 +126,8 @@ def save_model(path: str | os.PathLike, model: Any, config: dict, extra: dict | 
 
 
 def update_model_config(path: str | os.PathLike, **entries: Any) -> Path:
-    """Set top-level ``config`` entries of an existing model file (weights untouched; atomic replace).
+    """Set top-level ``config`` entries of an existing model file (weights untouched; atomic replace);
+    an entry set to None is removed.
 
     Example: ``update_model_config("m.pt", postprocess={"threshold": 0.6})``.
     """
@@ -137,6 +138,8 @@ def update_model_config(path: str | os.PathLike, **entries: Any) -> Path:
     payload = read_model_file(path)
     config = payload.pop("config")
     config.update(entries)
+    for key in [k for k, v in entries.items() if v is None]:  # None removes an entry
+        del config[key]
     payload["config_json"] = _jsonable(config)
     buffer = io.BytesIO()
     torch.save(payload, buffer)

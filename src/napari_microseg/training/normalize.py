@@ -25,7 +25,7 @@ again by the inference code.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -165,3 +165,42 @@ def normalization_limits(image: np.ndarray, spec: dict[str, Any] | str | None = 
     else:  # percentile
         lo, hi = (float(v) for v in np.percentile(x, [spec["p_low"], spec["p_high"]]))
     return lo, max(hi - lo, eps)
+
+
+#: normalisations that keep the intensity scale (so a rescaled image reaches the network rescaled)
+SCALE_KEEPING = ("fixed", "pedestal", "none")
+
+
+def input_range(images: Iterable[np.ndarray]) -> dict:
+    """Peak levels of normalised training images, to recognise a differently scaled input later.
+
+    The peak (the largest normalised value: the brightest signal above the pedestal or offset)
+    shrinks with the intensity scale, e.g. ~40x when 16-bit ADC frames are rescaled to 8 bits,
+    while the read noise or the pedestal differ legitimately between instruments.
+    Returns ``{"median", "low", "high"}``: the median and the 5th / 95th percentiles of the
+    per-image peaks (normalised units), or ``{}`` for no images.
+    """
+    peaks = [float(np.max(image)) for image in images if np.size(image)]
+    if not peaks:
+        return {}
+    return {"median": float(np.median(peaks)), "low": float(np.percentile(peaks, 5)),
+            "high": float(np.percentile(peaks, 95))}
+
+
+def scale_mismatch(image: np.ndarray, config: dict, factor: float = 5.0) -> str | None:
+    """A one-line warning when an image's peak, normalised as the model normalises, lies more
+    than ``factor`` times outside the training images' range (:func:`input_range`); None when it
+    fits, or when the model's normalisation adapts to each image (percentile, min-max) or it
+    recorded no range.
+    """
+    spec = make_normalization_spec(config.get("normalization"))
+    known = config.get("input_range") or {}
+    if spec["kind"] not in SCALE_KEEPING or not known or known.get("low", 0) <= 0:
+        return None
+    peak = float(np.max(normalize(image, spec)))
+    if known["low"] / factor <= peak <= known["high"] * factor:
+        return None
+    side = "below" if peak < known["low"] else "above"
+    return (f"its brightest signal after the model's normalisation ({peak:.3g}) is far {side} the training images' "
+            f"({known['low']:.3g}-{known['high']:.3g}): is it on the intensity scale the model was trained on "
+            f"(e.g. raw ADC, not rescaled to 8 bits)? Results may be empty or wrong")

@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import InputError
 from .augment import AugmentConfig, augment_batch
 from .data import IGNORE, IMAGE_SAMPLING, PatchSampler, TrainingData, prepare_training_data, split_train_val, tile_for_validation
-from .normalize import make_normalization_spec
+from .normalize import SCALE_KEEPING, make_normalization_spec
 
 __all__ = ["TrainConfig", "TrainEvent", "TrainResult", "train", "default_loss", "last_checkpoint_path"]
 
@@ -591,6 +591,11 @@ def train(
     done = 0
 
     train_desc = cfg.data_description or train_td.description
+    levels = {}  # the training images' peak levels, to warn when an input arrives on another intensity scale
+    if normalization["kind"] in SCALE_KEEPING:
+        from .normalize import input_range
+
+        levels = input_range(item.image[0] for item in train_td.items)
     object_size = None
     if cfg.output_mode in ("binary", "three_class"):  # nucleus sizes it learns, for rescaling at other magnifications
         from ..inference.scale import training_object_size
@@ -617,6 +622,7 @@ def train(
             "normalization": normalization,
             "patch_size": [int(cfg.patch_size), int(cfg.patch_size)],
             **({"object_size": object_size} if object_size else {}),
+            **({"input_range": levels} if levels else {}),
             "training": {
                 "complete": complete,
                 "config": cfg.to_dict(),
