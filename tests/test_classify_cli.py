@@ -35,6 +35,10 @@ def test_classify_train_and_images_end_to_end(tmp_path):
     assert ((flags["probability_bad"] >= 0.4) == (flags["verdict"] == "bad")).all()
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n"] == 6 and 0 <= metrics["accuracy"] <= 1
+    roc = pd.read_csv(out / "roc.csv")
+    assert roc["false_positive_rate"].is_monotonic_increasing and roc["true_positive_rate"].iloc[-1] == 1
+    per_type = pd.read_csv(out / "subclass_accuracy.csv")
+    assert per_type["n"].sum() == 6
     # the flags are a user's result: not replaced without --overwrite
     (out / "flags.csv").write_text("mine\n")
     assert main(["classify", "images", "--model", str(model), "--input", str(sim), "--out", str(out)]) == 2
@@ -107,6 +111,8 @@ def test_classify_train_profiles_and_objects_tiny(tmp_path):
     assert main(["classify", "profiles", "--model", str(pm), "--input", str(sim), "--out", str(tmp_path / "pr")]) == 0
     pop = pd.read_csv(tmp_path / "pr" / "population.csv")
     assert pop["count"].sum() == 10 and pop["percent"].sum() == pytest.approx(100)
+    # the simulated folder knows the true classes: scored against them
+    _check_scores(tmp_path / "pr", pd.read_csv(sim / "classes.csv")["class"], pd.read_csv(tmp_path / "pr" / "profiles.csv")["class"])
     om = tmp_path / "o.pt"
     assert main(["classify", "train", "objects", "--simulated", "1", "--particles", "10", "--epochs", "1", "--out", str(om),
                  "--device", "cpu", "--history", str(tmp_path / "oh.csv")]) == 0
@@ -120,6 +126,19 @@ def test_classify_train_profiles_and_objects_tiny(tmp_path):
     assert {"class", "probability"} <= set(objs.columns)
     counts = pd.read_csv(tmp_path / "ob" / "counts.csv")
     assert list(counts.columns[:2]) == ["t", "count"] and counts["count"].sum() == len(objs)
+    merged = objs.merge(truth, on="label")
+    _check_scores(tmp_path / "ob", merged["lamellarity"], merged["class"])
+
+
+def _check_scores(folder, truth, predicted):
+    """metrics.json and confusion.csv agree with the true and predicted classes."""
+    metrics = json.loads((folder / "metrics.json").read_text())
+    confusion = pd.read_csv(folder / "confusion.csv").set_index("true class")
+    assert metrics["n"] == len(truth) == confusion.to_numpy().sum()
+    assert metrics["accuracy"] == pytest.approx((truth.to_numpy() == predicted.to_numpy()).mean())
+    for name in set(truth):
+        assert confusion.loc[name].sum() == (truth == name).sum()
+    assert json.loads((folder / "classify_run.json").read_text())["scores"]["accuracy"] == metrics["accuracy"]
 
 
 def test_parser_has_classify_help():

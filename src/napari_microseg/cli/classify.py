@@ -1,6 +1,7 @@
 """``microseg classify``: classify whole images, objects or thickness profiles, or train a classifier.
 
   classify images    --model M --input DIR|FILES --out DIR   -> flags.csv (index,file,probability_bad,verdict,threshold)
+                     (+ metrics.json, roc.csv, subclass_accuracy.csv for a simulated folder)
   classify objects   --model M --image IMG --labels LBL --out DIR (or --input a simulated liposome folder)
                      -> objects.csv (t,label,y,x,area,class,probability,prob_*) + counts.csv (t,count,<class>...)
   classify profiles  --model M --input profiles.tif|.npy|DIR --out DIR -> profiles.csv + population.csv
@@ -8,7 +9,10 @@
                      -> model file, <model>.last.pt checkpoint, <model>.history.csv next to the model
                         (--folds: also <model>.cv_folds.csv and <model>.cv_predictions.csv)
 
-Each run also writes classify_run.json (model, device, settings, counts, seconds).
+Each run also writes classify_run.json (model, device, settings, counts, seconds); where the
+input folder's classes.csv holds the true classes (simulated folders do), objects and profiles
+runs also write metrics.json (accuracy, balanced accuracy, macro F1, per class) and
+confusion.csv (rows: true class, columns: predicted).
 Existing outputs are never replaced without --overwrite.
 
 Image inputs for ``images``: a folder written by ``microseg simulate response`` (classes.csv
@@ -167,6 +171,30 @@ def _write_json(path: Path, data: dict) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, default=float))
 
 
+def _score_against_truth(out: Path, truth: "pd.Series", predicted: "pd.Series", class_names: list) -> dict | None:
+    """Where the input carries the true classes (a simulated folder's classes.csv): ``metrics.json``
+    (accuracy, balanced accuracy, macro F1, per-class precision/recall/F1) and ``confusion.csv``
+    (rows: true class, columns: predicted). Returns the summary, or None without usable truth."""
+    import pandas as pd
+
+    from ..classify.evaluate import classification_report
+
+    known = truth.notna() & truth.isin(class_names)
+    if not known.any():
+        return None
+    index = {name: i for i, name in enumerate(class_names)}
+    y_true = truth[known].map(index).to_numpy(int)
+    y_pred = predicted[known].map(index).to_numpy(int)
+    report = classification_report(y_true, y_pred, class_names)
+    confusion = pd.DataFrame(report["confusion"], columns=[f"predicted {c}" for c in class_names])
+    confusion.insert(0, "true class", class_names)
+    _write_csv(out / "confusion.csv", confusion)
+    per_class = report["per_class"].to_dict(orient="records")
+    _write_json(out / "metrics.json", {"n": int(known.sum()), **report["summary"], "per_class": per_class,
+                                        "confusion": report["confusion"].tolist(), "class_names": class_names})
+    return report["summary"]
+
+
 def _write_run(out: Path, args, lm, started: float, **results) -> None:
     """``classify_run.json``: what was run, on which device, with what result (to repeat or cite a run)."""
     record = {"command": f"classify {args.what}", "model": str(args.model), "model_file": lm.path,
@@ -272,7 +300,8 @@ def _run_images(args) -> int:
     from ..classify.predict import classify_images, load_classifier, resolve_threshold
 
     started = time.perf_counter()
-    _refuse_existing(args, Path(args.out) / "flags.csv", Path(args.out) / "metrics.json", Path(args.out) / "classify_run.json")
+    _refuse_existing(args, *(Path(args.out) / n for n in ("flags.csv", "metrics.json", "classify_run.json", "roc.csv",
+                                                             "subclass_accuracy.csv")))
     lm = load_classifier(args.model, device=args.device)
     try:
         threshold = resolve_threshold(lm, args.threshold)
@@ -300,8 +329,17 @@ def _run_images(args) -> int:
         p = df["probability_bad"].to_numpy()
         pred = (p >= df["threshold"].iloc[0]).astype(int)
         rep = classification_report(y, pred, ["good", "bad"], prob=p)
+        roc = roc_curve_auc(y, p)
         _write_json(out / "metrics.json", {"n": len(y), **rep["summary"], "confusion": rep["confusion"].tolist(),
-                                            "threshold": float(df["threshold"].iloc[0]), "auc": roc_curve_auc(y, p)["auc"]})
+                                            "threshold": float(df["threshold"].iloc[0]), "auc": roc["auc"]})
+        import pandas as pd
+
+        _write_csv(out / "roc.csv", pd.DataFrame({"threshold": roc["thresholds"], "false_positive_rate": roc["fpr"],
+                                                  "true_positive_rate": roc["tpr"]}))
+        if d.get("subclass") is not None:  # [R] accuracy per artefact type
+            from ..classify.evaluate import per_subclass_accuracy
+
+            _write_csv(out / "subclass_accuracy.csv", per_subclass_accuracy(y, pred, d["subclass"]))
     _write_run(out, args, lm, started, threshold=threshold, threshold_setting=args.threshold, box=args.box,
                images=len(df), flagged_bad=n_bad)
     print(f"microseg classify images: {len(df)} image(s), {n_bad} flagged bad -> {out / 'flags.csv'}")
@@ -314,11 +352,15 @@ def _run_objects(args) -> int:
     from ..classify.predict import classify_objects, load_classifier
 
     started = time.perf_counter()
-    _refuse_existing(args, Path(args.out) / "objects.csv", Path(args.out) / "counts.csv", Path(args.out) / "classify_run.json")
+    _refuse_existing(args, *(Path(args.out) / n for n in ("objects.csv", "counts.csv", "classify_run.json",
+                                                             "metrics.json", "confusion.csv")))
     lm = load_classifier(args.model, device=args.device)
     pairs = []
     if args.input is not None and (args.image or args.labels):
         raise InputError("give --input (a simulated liposome folder) or --image and --labels, not both")
+    truth = None  # (image, label) -> true class, where the folder's classes.csv has the model's classes
+    if args.input is not None and (Path(args.input) / "classes.csv").is_file():
+        truth = pd.read_csv(Path(args.input) / "classes.csv")
     if args.input is not None:
         if not (args.input / "images").is_dir() or not (args.input / "labels").is_dir():
             raise InputError(f"{args.input}: needs images/ and labels/ folders")
@@ -360,7 +402,15 @@ def _run_objects(args) -> int:
     if "image" in counts.columns:  # counts.csv starts t,count; the image goes last
         counts = counts[[c for c in counts.columns if c != "image"] + ["image"]]
     _write_csv(out / "counts.csv", counts)
-    _write_run(out, args, lm, started, image=str(args.image) if args.image else None,
+    scores = None
+    if truth is not None:
+        column = next((c for c in truth.columns if c not in ("image", "label")
+                       and truth[c].astype(str).isin(lm.class_names).all()), None)
+        if column is not None:
+            keyed = df.assign(image=df["image"] if "image" in df.columns else pairs[0][0])
+            merged = keyed.merge(truth[["image", "label", column]], on=["image", "label"], how="left")
+            scores = _score_against_truth(out, merged[column], merged["class"], list(lm.class_names))
+    _write_run(out, args, lm, started, scores=scores, image=str(args.image) if args.image else None,
                labels=str(args.labels) if args.labels else None, images=len(pairs), objects=len(df),
                per_class={str(k): int(v) for k, v in df["class"].value_counts().items()})
     print(f"microseg classify objects: {len(df)} object(s) -> {out / 'objects.csv'}")
@@ -371,8 +421,8 @@ def _run_profiles(args) -> int:
     from ..classify.predict import classify_profiles, load_classifier, population_summary
 
     started = time.perf_counter()
-    _refuse_existing(args, Path(args.out) / "profiles.csv", Path(args.out) / "population.csv",
-                     Path(args.out) / "classify_run.json")
+    _refuse_existing(args, *(Path(args.out) / n for n in ("profiles.csv", "population.csv", "classify_run.json",
+                                                             "metrics.json", "confusion.csv")))
     lm = load_classifier(args.model, device=args.device)
     src = Path(args.input)
     if src.is_dir():
@@ -387,7 +437,15 @@ def _run_profiles(args) -> int:
     pop = population_summary(df, lm.class_names)
     _write_csv(out / "population.csv", pop)
     summary = ", ".join(f"{r['class']} {r['percent']:.1f} %" for _, r in pop.iterrows())
-    _write_run(out, args, lm, started, particles=len(df), population=pop.to_dict(orient="records"))
+    scores = None
+    table = Path(args.input) / "classes.csv" if Path(args.input).is_dir() else None
+    if table is not None and table.is_file():
+        import pandas as pd
+
+        truth = pd.read_csv(table)
+        if "class" in truth.columns and len(truth) == len(df):
+            scores = _score_against_truth(out, truth["class"].astype(str), df["class"].astype(str), list(lm.class_names))
+    _write_run(out, args, lm, started, scores=scores, particles=len(df), population=pop.to_dict(orient="records"))
     print(f"microseg classify profiles: {len(df)} particle(s): {summary} -> {out / 'profiles.csv'}")
     return 0
 
