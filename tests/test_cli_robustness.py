@@ -419,3 +419,17 @@ def test_a_ccd_frame_rescaled_to_8_bits_gets_a_warning_and_raw_frames_do_not(tmp
         assert main(["segment", "--model", "ccd_classes", "--input", str(tmp_path / f"{name}.tif"), "--out",
                      str(tmp_path / name), "--quiet"]) == 0
         assert ("intensity scale the model was trained on" in capsys.readouterr().err) == warned
+
+
+def test_channel_picks_a_colour_of_an_rgb_image(tmp_path, nuclei_image, capsys):
+    rgb = np.zeros(nuclei_image.shape + (3,), np.uint8)
+    rgb[..., 2] = (nuclei_image / nuclei_image.max() * 255).astype(np.uint8)  # nuclei in blue, as a DAPI overlay
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    common = ["segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "rgb.tif"), "--quiet"]
+    assert main(common + ["--out", str(tmp_path / "blue"), "--channel", "2"]) == 0
+    assert tifffile.imread(tmp_path / "blue" / "labels" / "rgb.tif").max() >= 3
+    assert main(common + ["--out", str(tmp_path / "red"), "--channel", "0"]) == 0
+    assert tifffile.imread(tmp_path / "red" / "labels" / "rgb.tif").max() == 0  # the red channel is blank
+    capsys.readouterr()
+    assert main(common + ["--out", str(tmp_path / "x"), "--channel", "7"]) == 2
+    assert "colour 7 does not exist" in capsys.readouterr().err

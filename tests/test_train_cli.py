@@ -113,3 +113,15 @@ def test_cli_train_cosine_schedule_lowers_the_lr_every_epoch(tmp_path):
     with open(tmp_path / "cos.history.csv", newline="") as fh:
         lrs = [float(r["lr"]) for r in csv.DictReader(fh)]
     assert lrs[0] == pytest.approx(0.01) and lrs[0] > lrs[1] > lrs[2] > 1e-6
+
+
+def test_multiclass_training_on_a_simulated_ccd_folder_keeps_its_class_names(tmp_path):
+    """Without --class-names the names come from the folder's params.json, so 'cluster' stays 'cluster'."""
+    sim = tmp_path / "ccd"
+    assert main(["simulate", "ccd", "--n", "2", "--shape", "64", "64", "--out", str(sim), "--seed", "1"]) == 0
+    out = tmp_path / "ccd.pt"
+    assert main(["train", "--images", str(sim / "frames"), "--labels", str(sim / "classes"), "--output-mode",
+                 "multiclass", "--normalization", "pedestal", "--epochs", "1", "--patch", "32",
+                 "--patches-per-epoch", "4", "--batch-size", "2", "--out", str(out), "--device", "cpu"]) == 0
+    config = load_model(out).config
+    assert config["class_names"] == ["background", "glowing", "hot_pixel", "cluster"] and config["n_classes"] == 4

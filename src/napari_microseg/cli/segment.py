@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--tile", type=int, default=None, help="largest tile side in px; tiles shrink to cover each frame evenly (default 512, or the model's patch size if larger)")
     p.add_argument("--channel", type=int, default=None,
-                   help="channel to segment in multi-channel TIFFs (0-based; files without channels ignore it)")
+                   help="channel to segment in multi-channel TIFFs, or colour of an RGB image (0-based; default: "
+                        "multi-channel files are refused, RGB images segmented as the mean of their colours)")
     p.add_argument("--overlap", type=float, default=32.0, help="tile overlap: px, or fraction of the tile if < 1 (default 32 px)")
     p.add_argument("--batch-size", type=int, default=4, help="pixels per network call, in 256 x 256 tiles (default 4: one 512 x 512 tile)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
@@ -184,7 +185,15 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
     from ..io.images import read_image, rgb_to_grey, write_tiff
     from ..progress import run_with_text_progress
 
-    data = read_image(path, hdu=args.hdu, channel=args.channel).data  # numpy (TIFF/FITS) or lazy dask (Zarr)
+    image = read_image(path, hdu=args.hdu, channel=args.channel)
+    data = image.data  # numpy (TIFF/FITS) or lazy dask (Zarr)
+    if args.channel is not None and "channel" not in image.metadata:  # no channel axis: a colour of an RGB image
+        if getattr(data, "ndim", 0) == 3 and data.shape[-1] in (3, 4) and data.shape[0] > 4:
+            if not 0 <= args.channel < data.shape[-1]:
+                raise InputError(f"{path.name}: colour {args.channel} does not exist (RGB image: --channel 0..{data.shape[-1] - 1})")
+            data = np.asarray(data[..., args.channel])
+        else:
+            print(f"warning: {path.name} has no channels: --channel {args.channel} ignored", file=sys.stderr)
     data = rgb_to_grey(data, path.name)
     if data.ndim not in (2, 3):
         raise InputError(f"{path.name}: expected a (Y,X) image or (T,Y,X) stack, got shape {tuple(data.shape)}")

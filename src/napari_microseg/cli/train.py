@@ -8,6 +8,7 @@ val_loss, val_dice, lr, seconds) next to the model.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from ..errors import InputError
@@ -100,6 +101,24 @@ def _simulated(n: int, size: int, n_nuclei: int, seed: int):
     return images, labels
 
 
+def _folder_class_names(args: argparse.Namespace) -> list[str] | None:
+    """Multi-class training on a simulated folder without --class-names: the names its params.json
+    records (``microseg simulate ccd`` writes them), so that e.g. the "cluster" class keeps its name."""
+    if args.output_mode != "multiclass" or not args.labels:
+        return None
+    for folder in (Path(args.labels), Path(args.labels).parent):
+        params = folder / "params.json" if folder.is_dir() else None
+        if params is not None and params.is_file():
+            try:
+                names = json.loads(params.read_text()).get("class_names")
+            except (ValueError, OSError):
+                return None
+            if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+                print(f"class names from {params}: {', '.join(names)}")
+                return names
+    return None
+
+
 def write_history_csv(path: str | Path, history: list[dict]) -> Path:
     """Write the per-epoch history as CSV (atomically)."""
     from ..io.tables import write_history_csv as write
@@ -146,11 +165,13 @@ def run(args: argparse.Namespace) -> int:
                                        level_taps=args.level_taps)
     else:
         spec = make_normalization_spec(args.normalization)
+    folder_names = None if args.class_names else _folder_class_names(args)
     cfg = TrainConfig(
-        preset=args.preset, output_mode=args.output_mode, n_classes=args.n_classes,
+        preset=args.preset, output_mode=args.output_mode,
+        n_classes=args.n_classes or (len(folder_names) if folder_names else None),
         model={"base_filters": args.base_filters} if args.base_filters else {},
         distance_head=args.distance_head, touching_weight=args.touching_weight,
-        class_names=[s.strip() for s in args.class_names.split(",")] if args.class_names else None,
+        class_names=[s.strip() for s in args.class_names.split(",")] if args.class_names else folder_names,
         normalization=spec,
         patch_size=args.patch, patches_per_epoch=args.patches_per_epoch, batch_size=args.batch_size,
         image_sampling=args.image_sampling, epochs=args.epochs, lr=args.lr, lr_schedule=args.lr_schedule,
