@@ -139,6 +139,7 @@ def test_cluster_results_equal_single_process(images, tiny_model, reference_run)
     assert "not a readable TIFF" in failures["reason"][0]
     records = Manifest(out / "manifest.jsonl").load()
     assert sum(r["status"] == "done" for r in records.values()) == N_IMAGES
+    assert {r["device"] for r in records.values() if r["status"] == "done"} == {"cpu"}  # "auto" resolved
     assert records["corrupt"]["status"] == "failed"
     assert all(r["checksum"].startswith("sha256:") for r in records.values())
     assert not (out / ".batch.lock").exists()

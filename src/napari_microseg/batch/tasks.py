@@ -424,7 +424,8 @@ def run_item(item: BatchItem, spec: TaskSpec, expected_checksum: str | None = No
     Returns
     -------
     dict with ``key, input, frame, status ("done", "skipped" or "failed"),
-    checksum, outputs ({kind: path relative to OUT}), reason, seconds, worker``.
+    checksum, outputs ({kind: path relative to OUT}), reason, seconds, worker``, and
+    ``device`` (the torch device used) for tasks run with a model.
     """
     import dask
 
@@ -441,6 +442,10 @@ def run_item(item: BatchItem, spec: TaskSpec, expected_checksum: str | None = No
                 _set_threads(spec.threads)
                 record["outputs"] = TASK_FUNCTIONS[spec.task](item, spec, frame)
                 record["status"] = "done"
+                if spec.model:  # the device the network ran on in this worker ("auto" resolved)
+                    from ..device import resolve_device
+
+                    record["device"] = resolve_device(spec.device)
     except Exception as err:  # noqa: BLE001 - a failed item is recorded, the batch goes on
         record["reason"] = failure_reason(err)
     record["seconds"] = round(time.perf_counter() - start, 4)
