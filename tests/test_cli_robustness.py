@@ -433,3 +433,18 @@ def test_channel_picks_a_colour_of_an_rgb_image(tmp_path, nuclei_image, capsys):
     capsys.readouterr()
     assert main(common + ["--out", str(tmp_path / "x"), "--channel", "7"]) == 2
     assert "colour 7 does not exist" in capsys.readouterr().err
+
+
+def test_classify_images_warns_about_blank_images(tmp_path, capsys):
+    tifffile.imwrite(tmp_path / "blank.tif", np.zeros((39, 42), np.uint16))
+    assert main(["classify", "images", "--model", "response_good_bad", "--input", str(tmp_path / "blank.tif"),
+                 "--out", str(tmp_path / "o")]) == 0
+    assert "1 image(s) are constant" in capsys.readouterr().err
+    model = tmp_path / "k16.pt"
+    assert main(["classify", "train", "images", "--simulated", "8", "--epochs", "1", "--keep-16bit", "--batch-size", "4",
+                 "--out", str(model), "--device", "cpu"]) == 0
+    tifffile.imwrite(tmp_path / "eight.tif", (np.random.default_rng(0).random((39, 42)) * 255).astype(np.uint8))
+    capsys.readouterr()
+    assert main(["classify", "images", "--model", str(model), "--input", str(tmp_path / "eight.tif"),
+                 "--out", str(tmp_path / "e")]) == 0
+    assert "8-bit images look almost black" in capsys.readouterr().err

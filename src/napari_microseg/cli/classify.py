@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -319,6 +320,15 @@ def _run_images(args) -> int:
     for f, img in zip(d["files"], d["images"]):
         if img.ndim != 2:
             raise InputError(f"{f}: expected a 2-D image, got shape {img.shape}")
+    blank = [Path(f).name for f, img in zip(d["files"], d["images"]) if img.size and img.min() == img.max()]
+    if blank:
+        print(f"warning: {len(blank)} image(s) are constant, so their verdicts mean nothing: {', '.join(blank[:3])}"
+              f"{' ...' if len(blank) > 3 else ''}", file=sys.stderr)
+    norm = lm.config.get("normalization") or {}
+    if isinstance(norm, dict) and norm.get("kind") == "fixed" and float(norm.get("scale", 1)) > 255 \
+            and max((float(img.max()) for img in d["images"] if img.size), default=0) <= 255:
+        print(f"warning: this model keeps the 16-bit scale (x / {norm.get('scale'):g}) but no image exceeds 255: "
+              "8-bit images look almost black to it; use 16-bit originals or a min-max model", file=sys.stderr)
     df = classify_images(lm, d["images"], boxes=d["boxes"], masks=d["masks"], threshold=threshold, names=d["files"])
     out = Path(args.out)
     make_output_folder(out)
