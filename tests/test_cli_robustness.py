@@ -448,3 +448,25 @@ def test_classify_images_warns_about_blank_images(tmp_path, capsys):
     assert main(["classify", "images", "--model", str(model), "--input", str(tmp_path / "eight.tif"),
                  "--out", str(tmp_path / "e")]) == 0
     assert "8-bit images look almost black" in capsys.readouterr().err
+
+
+def test_simulator_settings_out_of_range_get_one_line(tmp_path, capsys):
+    from napari_microseg.errors import InputError
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+    from napari_microseg.simulate.liposomes import simulate_liposome_image
+    from napari_microseg.simulate.nanoparticles import simulate_profiles
+    from napari_microseg.simulate.response import simulate_response_image
+
+    for call in (lambda: simulate_profiles(4, hole_radius=5.0), lambda: simulate_profiles(4, view_angle_deg=float("nan")),
+                 lambda: simulate_ccd_frame(shape=(32, 32), gain=-1),
+                 lambda: simulate_ccd_frame(shape=(32, 32), balanced=True, target_fractions=(0.5, 0.5, 0.5, 0.5)),
+                 lambda: simulate_liposome_image(n_ice=-1), lambda: simulate_response_image(fiber_scale="huge")):
+        with pytest.raises(InputError):
+            call()
+    # the [P] experiment set-ups from the command line: hole radius 0.05, centred particles
+    assert main(["simulate", "nanoparticles", "--n", "4", "--hole-radius", "0.05", "--offset-sd", "0", "--renders", "0",
+                 "--out", str(tmp_path / "np")]) == 0
+    import json
+
+    params = json.loads((tmp_path / "np" / "params.json").read_text())
+    assert params["simulation"]["hole_radius"] == 0.05 and params["simulation"]["offset_sd"] == 0.0

@@ -140,6 +140,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--view-angle", type=float, default=90.0, help="degrees between views")
     r.add_argument("--points", type=int, default=32, help="samples per thickness profile")
     r.add_argument("--no-pooling", action="store_true", help="drop the two max-pool layers")
+    r.add_argument("--hole-radius", type=float, default=0.1, help="simulated hole radius, hole task (the study: 0.1 and 0.05)")
+    r.add_argument("--offset-sd", type=float, default=0.3,
+                   help="sd of the simulated particles' offset from the rotation centre (0: centred, the study's chirality set-up)")
+    r.add_argument("--view-angle-jitter", type=float, default=0.0, help="sd of a random jitter of each view's angle, degrees")
     r.add_argument("--optimizer", default="adadelta", choices=("adam", "adamw", "sgd", "adadelta"),
                    help="optimiser (Adadelta, as in the study, takes --lr 1)")
 
@@ -542,7 +546,9 @@ def _run_train(args) -> int:
         if args.simulated < 4:
             raise InputError("--simulated N (number of particles) must be >= 4")
         simulated = simulated_profile_data(args.simulated, task=args.task, n_views=args.views, seed=args.seed,
-                                           view_angle_deg=args.view_angle, data_points=args.points)
+                                           view_angle_deg=args.view_angle, data_points=args.points,
+                                           hole_radius=args.hole_radius, offset_sd=args.offset_sd,
+                                           view_angle_jitter_deg=args.view_angle_jitter)
         model = {"architecture": args.arch}
         if args.arch == "profile_cnn":
             model["pooling"] = not args.no_pooling

@@ -71,7 +71,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = dsub.add_parser("response", help="balanced good/bad response images", description="Response images (16-bit): balanced 50/50 good/bad, bad types equal; or one --kind.")
     common(q, 100, "number of images (default 100)")
     q.add_argument("--shape", type=int, nargs=2, default=(96, 64), metavar=("Y", "X"), help="image size in px (default 96 64)")
-    q.add_argument("--column-width", type=int, default=29, help="column width in px, 29 or 31 (default 29)")
+    q.add_argument("--column-width", type=int, default=29, choices=(29, 31),
+                   help="column width in px: 29 (CD type '200') or 31 ('1000') (default 29)")
     q.add_argument("--kind", default=None, help="only this kind (good_signal, good_empty, spike, fiber, line, dark_spot, stop, saturated)")
 
     q = dsub.add_parser("liposomes", help="TEM liposome images with per-particle classes", description="TEM liposome images, one label per particle, classes.csv with lamellarity and encapsulation.")
@@ -86,6 +87,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--views", type=int, default=1, help="views per particle (default 1)")
     q.add_argument("--view-angle", type=float, default=90.0, help="degrees between views (default 90)")
     q.add_argument("--points", type=int, default=32, help="samples per profile (default 32)")
+    q.add_argument("--hole-radius", type=float, default=0.1, help="hole radius, hole task (default 0.1; the study also used 0.05)")
+    q.add_argument("--offset-sd", type=float, default=0.3,
+                   help="sd of the particle's offset from the rotation centre (default 0.3; 0: centred, the study's chirality set-up)")
+    q.add_argument("--view-angle-jitter", type=float, default=0.0, help="sd of a random jitter of each view's angle, degrees (default 0)")
     q.add_argument("--noiseless", action="store_true", help="raw thickness, no noise or normalisation")
     q.add_argument("--renders", type=int, default=16, help="how many particles to rasterise into renders.tif (default 16)")
 
@@ -323,7 +328,8 @@ def _run_nanoparticles(args, out: Path) -> dict:
 
     if args.views < 1 or args.points < 2:
         raise InputError("--views must be >= 1 and --points >= 2")
-    gen = simulate_profiles(args.n, task=args.task, n_views=args.views, view_angle_deg=args.view_angle, seed=args.seed, noiseless=args.noiseless, data_points=args.points, progress=True)
+    gen = simulate_profiles(args.n, task=args.task, n_views=args.views, view_angle_deg=args.view_angle, seed=args.seed, noiseless=args.noiseless, data_points=args.points, hole_radius=args.hole_radius,
+                            offset_sd=args.offset_sd, view_angle_jitter_deg=args.view_angle_jitter, progress=True)
     ps = _drive(gen, args.n, "nanoparticles")
     _write_tiff(out / "profiles.tif", ps.profiles)
     _write_csv(out / "classes.csv", pd.DataFrame({"index": np.arange(len(ps.labels)), "label": ps.labels, "class": [ps.class_names[k] for k in ps.labels]}))

@@ -179,6 +179,11 @@ def simulate_ccd_frame(
         raise InputError(f"noise_sd must be >= 0, got {noise_sd}")
     if not 0 <= glow_probability <= 1:
         raise InputError(f"glow_probability must be in [0, 1], got {glow_probability}")
+    if not (np.isfinite(gain) and gain > 0):
+        raise InputError(f"gain must be > 0 (ADC per electron), got {gain}")
+    fractions = np.asarray(target_fractions, float)
+    if fractions.shape != (4,) or (fractions < 0).any() or not np.isclose(fractions.sum(), 1.0, atol=0.01):
+        raise InputError(f"target_fractions must be 4 shares >= 0 that add up to 1, got {tuple(target_fractions)}")
     if cluster_threshold is None:
         cluster_threshold = max(2.0 * float(noise_sd), 1.0)
     params = jsonable({k: v for k, v in locals().items() if k not in ("ny", "nx", "g_lo", "g_hi", "w_lo", "w_hi", "h_lo", "h_hi", "s_lo", "s_hi")})

@@ -124,6 +124,8 @@ def simulate_liposome_image(
     r_lo, r_hi = check_range(radius_range, "radius_range", low=4.0)
     if int(n_particles) < 0:
         raise InputError(f"n_particles must be >= 0, got {n_particles}")
+    if n_ice is not None and int(n_ice) < 0:
+        raise InputError(f"n_ice must be >= 0, got {n_ice}")
     weights = class_weights or DEFAULT_CLASS_WEIGHTS
     w_lam = _normalise_weights(weights.get("lamellarity", DEFAULT_CLASS_WEIGHTS["lamellarity"]), LAMELLARITY)
     w_enc = _normalise_weights(weights.get("encapsulation", DEFAULT_CLASS_WEIGHTS["encapsulation"]), ENCAPSULATION)

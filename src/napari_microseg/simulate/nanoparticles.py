@@ -227,6 +227,16 @@ def simulate_profiles(
         raise InputError(f"task must be one of {sorted(TASKS)}; got {task!r}")
     if int(n) < 0 or int(n_views) < 1 or int(data_points) < 2:
         raise InputError("need n >= 0, n_views >= 1, data_points >= 2")
+    for name, value in (("view_angle_deg", view_angle_deg), ("view_angle_jitter_deg", view_angle_jitter_deg),
+                        ("centre_jitter", centre_jitter), ("offset_sd", offset_sd), ("hole_radius", hole_radius),
+                        ("hole_radius_sd", hole_radius_sd)):
+        if not np.isfinite(float(value)):
+            raise InputError(f"{name} must be a finite number, got {value}")
+    if min(view_angle_jitter_deg, centre_jitter, offset_sd, hole_radius_sd) < 0:
+        raise InputError("jitters, offset_sd and hole_radius_sd must be >= 0")
+    if not 0 < hole_radius < 0.5 * radius_mean:
+        raise InputError(f"hole_radius must lie between 0 and half the mean particle radius ({0.5 * radius_mean:g}), "
+                         f"got {hole_radius}")
     params = jsonable({k: v for k, v in locals().items() if k != "progress"})
     params["class_names"] = list(TASKS[task])
 

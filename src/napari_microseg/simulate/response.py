@@ -198,6 +198,10 @@ def simulate_response_image(
     column_width = int(column_width)
     if column_width < 5 or column_width + 8 > nx:
         raise InputError(f"column_width {column_width} does not fit an image {nx} px wide (needs width + 8)")
+    if nx < 42:
+        raise InputError(f"image width {nx} px is below the classifier's 39 x 42 px crop (needs >= 42)")
+    if fiber_scale is not None and fiber_scale not in ("low", "medium", "high"):
+        raise InputError(f"fiber_scale must be 'low', 'medium', 'high' or None, got {fiber_scale!r}")
     if ny < INTEGRATION_HEIGHT + INTEGRATION_OFFSET + 20:
         raise InputError(f"image height {ny} too small for the integration area (needs >= {INTEGRATION_HEIGHT + INTEGRATION_OFFSET + 20})")
     params = jsonable({k: v for k, v in locals().items() if k not in ("ny", "nx")})
