@@ -214,3 +214,25 @@ def test_a_blank_frame_gives_no_objects_even_from_a_network_that_sees_foreground
     result = segment(load_model(path), stack)
     assert result.labels[0].max() == 0 and result.labels[1].max() > 0
     assert list(result.counts["count"]) == [0, 1]
+
+
+def test_evaluate_classes_scores_ccd_class_maps_pixel_by_pixel(tmp_path, capsys):
+    """Simulated CCD frames, segmented by the shipped class model, scored per class against their true maps."""
+    from napari_microseg.autolabel.ccd import class_agreement
+
+    sim = tmp_path / "sim"
+    assert main(["simulate", "ccd", "--n", "2", "--shape", "96", "96", "--balanced", "--out", str(sim), "--seed", "4"]) == 0
+    assert main(["segment", "--model", "ccd_classes", "--input", str(sim / "frames"), "--out", str(tmp_path / "seg"),
+                 "--quiet"]) == 0
+    out = tmp_path / "classes.csv"
+    assert main(["evaluate", "classes", "--gt", str(sim / "classes"), "--pred", str(tmp_path / "seg" / "labels"),
+                 "--out", str(out)]) == 0
+    table = pd.read_csv(out)
+    assert list(table["name"]) == ["background", "glowing", "hot_pixel", "cluster"]  # from the folder's params.json
+    truth = np.concatenate([tifffile.imread(p).ravel() for p in sorted((sim / "classes").glob("*.tif"))])
+    pred = np.concatenate([tifffile.imread(p).ravel() for p in sorted((tmp_path / "seg" / "labels").glob("*.tif"))])
+    expected = class_agreement(truth, pred)
+    np.testing.assert_allclose(table["f1"], expected["f1"], rtol=1e-6)
+    confusion = pd.read_csv(tmp_path / "classes_confusion.csv").set_index("true class")
+    assert confusion.to_numpy().sum() == truth.size == 2 * 96 * 96
+    assert table.loc[table.name == "background", "f1"].item() > 0.8

@@ -587,6 +587,17 @@ def class_agreement(true_classes: np.ndarray, predicted: np.ndarray, n_classes: 
             raise InputError(f"{name} class map holds values outside 0..{n_classes - 1} "
                              f"(from {values.min()} to {values.max()})")
     cm = np.bincount(t * n_classes + p, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    return class_scores(cm, CLASS_NAMES)
+
+
+def class_scores(confusion: np.ndarray, class_names: Sequence[str] = ()) -> pd.DataFrame:
+    """Per-class pixel scores from a confusion matrix (rows: true class, columns: predicted; pixel counts).
+
+    Returns a DataFrame with columns ``class, name, n_true, n_pred, precision, recall, f1, iou``
+    (a class absent from both maps scores 1; names default to the class index).
+    """
+    cm = np.asarray(confusion)
+    n_classes = cm.shape[0]
     rows = []
     for k in range(n_classes):
         tp = cm[k, k]
@@ -595,6 +606,6 @@ def class_agreement(true_classes: np.ndarray, predicted: np.ndarray, n_classes: 
         rec = tp / n_true if n_true else (1.0 if n_pred == 0 else 0.0)
         f1 = 2 * tp / (n_true + n_pred) if (n_true + n_pred) else 1.0
         iou = tp / (n_true + n_pred - tp) if (n_true + n_pred - tp) else 1.0
-        rows.append({"class": k, "name": CLASS_NAMES[k] if k < len(CLASS_NAMES) else str(k), "n_true": int(n_true),
+        rows.append({"class": k, "name": class_names[k] if k < len(class_names) else str(k), "n_true": int(n_true),
                      "n_pred": int(n_pred), "precision": float(prec), "recall": float(rec), "f1": float(f1), "iou": float(iou)})
     return pd.DataFrame(rows)

@@ -1,5 +1,9 @@
 """``microseg evaluate``: score results against ground truth.
 
+``microseg evaluate classes --gt DIR --pred DIR [--out class_metrics.csv]`` scores class maps
+(e.g. CCD classes) pixel by pixel: per-class precision, recall, F1, IoU and the pooled
+confusion matrix.
+
 ``microseg evaluate seg --gt DIR --pred DIR [--out metrics.csv]`` matches label
 images by file name (exact name first, then the name without its image
 suffix, ignoring a ``_labels``/``_mask``/``_pred`` ending), and writes one row
@@ -39,6 +43,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="IoU thresholds, 'start:stop:step' or comma list (default 0.5:0.9:0.05)")
     s.add_argument("--overwrite", action="store_true", help="replace existing output files")
     s.set_defaults(func=run_seg)
+    c = kinds.add_parser("classes", help="per-class pixel scores of class maps (CCD classes)", formatter_class=HelpFormatter,
+                         description="microseg evaluate classes: pool the pixel confusion matrix of predicted class "
+                                     "maps (e.g. 'microseg segment --model ccd_classes' labels) against true ones "
+                                     "(e.g. 'microseg simulate ccd' classes/), matched by file name, and write per-class "
+                                     "precision, recall, F1 and IoU plus the confusion matrix.")
+    c.add_argument("--gt", required=True, help="folder (or single file) of true class maps (class index per pixel)")
+    c.add_argument("--pred", required=True, help="folder (or single file) of predicted class maps")
+    c.add_argument("--out", default="class_metrics.csv", help="CSV to write (default class_metrics.csv; the confusion "
+                                                              "matrix goes to <out>_confusion.csv)")
+    c.add_argument("--class-names", default=None,
+                   help="comma-separated names (default: a params.json beside --gt, else the class index)")
+    c.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    c.set_defaults(func=run_classes)
 
 
 def parse_thresholds(text: str) -> list[float]:
@@ -174,4 +191,64 @@ def run_seg(args: argparse.Namespace) -> int:
     print(f"  F1@{t0} {pooled[f'f1@{t0}']:.3f}  PQ {pooled['pq']:.3f}  mean AP {pooled['map']:.3f} "
           f"(per-image mean {pooled['mean_image_map']:.3f})  objects gt {pooled['n_gt']} pred {pooled['n_pred']}")
     print(f"wrote {out} and {out_thr}")
+    return 0
+
+
+def _class_map(path: Path):
+    """A class map (Y, X) or (T, Y, X) of whole numbers >= 0 as int64."""
+    import numpy as np
+
+    from ..io.images import read_image
+
+    arr = np.load(path) if path.suffix.lower() == ".npy" else np.asarray(read_image(path).data)
+    if arr.ndim not in (2, 3):
+        raise InputError(f"{path.name}: expected a (Y,X) or (T,Y,X) class map, got shape {arr.shape}")
+    if arr.dtype.kind == "f" and not np.array_equal(arr, np.round(arr)):
+        raise InputError(f"{path.name}: class maps hold whole numbers, not {arr.dtype} fractions")
+    if arr.dtype.kind not in "biuf" or (arr.size and arr.min() < 0):
+        raise InputError(f"{path.name}: class indices must be whole numbers >= 0")
+    return arr.astype(np.int64)
+
+
+def run_classes(args: argparse.Namespace) -> int:
+    import numpy as np
+    import pandas as pd
+
+    from ..autolabel.ccd import class_scores
+    from ..measure.tables import check_overwrite, write_table_csv
+    from .train import class_names_near
+
+    out = Path(args.out)
+    out_cm = out.with_name(out.stem + "_confusion.csv")
+    check_overwrite([out, out_cm], args.overwrite)
+    pairs = match_files(Path(args.gt), Path(args.pred))
+    confusion = np.zeros((0, 0), np.int64)
+    for g, p in pairs:
+        truth, pred = _class_map(g), _class_map(p)
+        if truth.shape != pred.shape:
+            raise InputError(f"{g.name}: true map shape {truth.shape} differs from {p.name} shape {pred.shape}")
+        n = int(max(truth.max(initial=0), pred.max(initial=0))) + 1
+        if n > confusion.shape[0]:
+            confusion = np.pad(confusion, ((0, n - confusion.shape[0]), (0, n - confusion.shape[0])))
+        n = confusion.shape[0]
+        confusion += np.bincount((truth * n + pred).ravel(), minlength=n * n).reshape(n, n)
+    if args.class_names:
+        names = [x.strip() for x in args.class_names.split(",")]
+    else:
+        names = class_names_near(Path(args.gt) if Path(args.gt).is_dir() else Path(args.gt).parent) or []
+    if len(names) > confusion.shape[0]:  # classes absent from every map still get a row
+        k = len(names)
+        confusion = np.pad(confusion, ((0, k - confusion.shape[0]), (0, k - confusion.shape[0])))
+    table = class_scores(confusion, names)
+    total = int(confusion.sum())
+    write_table_csv(table, out)
+    labels = list(table["name"])
+    cm = pd.DataFrame(confusion, columns=[f"predicted {n}" for n in labels])
+    cm.insert(0, "true class", labels)
+    write_table_csv(cm, out_cm)
+    accuracy = float(np.trace(confusion) / total) if total else float("nan")
+    print(f"{len(pairs)} class map(s), {total} pixels; pixel accuracy {accuracy:.4f}")
+    for row in table.itertuples():
+        print(f"  {row.name:12s} precision {row.precision:.3f}  recall {row.recall:.3f}  F1 {row.f1:.3f}  IoU {row.iou:.3f}")
+    print(f"wrote {out} and {out_cm}")
     return 0

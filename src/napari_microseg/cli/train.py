@@ -106,7 +106,12 @@ def _folder_class_names(args: argparse.Namespace) -> list[str] | None:
     records (``microseg simulate ccd`` writes them), so that e.g. the "cluster" class keeps its name."""
     if args.output_mode != "multiclass" or not args.labels:
         return None
-    for folder in (Path(args.labels), Path(args.labels).parent):
+    return class_names_near(Path(args.labels))
+
+
+def class_names_near(path: Path) -> list[str] | None:
+    """Class names recorded in a ``params.json`` in ``path`` (a folder) or the folder above it."""
+    for folder in (path, path.parent):
         params = folder / "params.json" if folder.is_dir() else None
         if params is not None and params.is_file():
             try:
