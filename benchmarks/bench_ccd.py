@@ -81,13 +81,12 @@ def cmd_sim(args: argparse.Namespace) -> None:
 
 
 def _segment_frame(loaded, image):
-    from napari_microseg.autolabel.ccd import estimate_baseline, find_clusters, level_taps
+    from napari_microseg.autolabel.ccd import find_clusters, level_taps
     from napari_microseg.inference.segment import segment
 
     levelled = level_taps(image)
     classes = np.asarray(segment(loaded, levelled, measure=False).labels)
-    baseline = estimate_baseline(levelled).baseline
-    clusters = find_clusters(classes, levelled, baseline)
+    clusters = find_clusters(classes, levelled)  # charge above each cluster's local background, as segment writes it
     return classes, clusters
 
 
@@ -104,7 +103,7 @@ def cmd_real(args: argparse.Namespace) -> None:
         classes, clusters = _segment_frame(loaded, img)
         seconds = time.perf_counter() - t0
         auto = autolabel_ccd_details(img)
-        auto_clusters = find_clusters(auto.classes, img, auto.baseline.baseline)
+        auto_clusters = find_clusters(auto.classes, img)
         frac = np.bincount(classes.ravel(), minlength=4) / classes.size
         tables[name] = clusters
         results[name] = {

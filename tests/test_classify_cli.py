@@ -63,7 +63,7 @@ def test_flag_and_discard_thresholds_are_chosen_on_validation_images_and_used(tm
     p_bad = predict_proba(str(model), val.x)[:, 1]
     flag, discard = (confusion_at_threshold(val.y, p_bad, stored[m]) for m in ("flag", "discard"))
     assert flag["bad_passed_rate"] <= USE_MAX_RATE and discard["good_discarded_rate"] <= USE_MAX_RATE
-    assert stored["flag"] <= stored["discard"] and stored["n_images"] == 40
+    assert stored["n_images"] == 40 and stored["max_rate"] == USE_MAX_RATE
 
     sim = tmp_path / "sim"
     assert main(["simulate", "response", "--n", "6", "--out", str(sim), "--seed", "5"]) == 0
@@ -113,6 +113,11 @@ def test_classify_train_profiles_and_objects_tiny(tmp_path):
     assert pop["count"].sum() == 10 and pop["percent"].sum() == pytest.approx(100)
     # the simulated folder knows the true classes: scored against them
     _check_scores(tmp_path / "pr", pd.read_csv(sim / "classes.csv")["class"], pd.read_csv(tmp_path / "pr" / "profiles.csv")["class"])
+    # a classes.csv without the classes only skips the scoring (and no earlier metrics stay behind)
+    (sim / "classes.csv").write_text("index,kind\n0,x\n")
+    assert main(["classify", "profiles", "--model", str(pm), "--input", str(sim), "--out", str(tmp_path / "pr"),
+                 "--overwrite"]) == 0
+    assert not (tmp_path / "pr" / "metrics.json").exists() and (tmp_path / "pr" / "profiles.csv").is_file()
     om = tmp_path / "o.pt"
     assert main(["classify", "train", "objects", "--simulated", "1", "--particles", "10", "--epochs", "1", "--out", str(om),
                  "--device", "cpu", "--history", str(tmp_path / "oh.csv")]) == 0

@@ -470,3 +470,43 @@ def test_simulator_settings_out_of_range_get_one_line(tmp_path, capsys):
 
     params = json.loads((tmp_path / "np" / "params.json").read_text())
     assert params["simulation"]["hole_radius"] == 0.05 and params["simulation"]["offset_sd"] == 0.0
+
+
+def test_review_fixes_scale_check_is_robust_and_optional_outputs_do_not_go_stale(tmp_path, capsys):
+    """A hot pixel or NaN never triggers the scale warning; a rerun with --overwrite leaves no earlier
+    clusters.csv / metrics.json behind; a broken classes.csv only skips the scoring; class names are
+    found beside a labels file or glob."""
+    from napari_microseg.cli.train import class_names_near
+    from napari_microseg.io.models import read_model_file
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+    from napari_microseg.training.normalize import scale_mismatch
+
+    config = read_model_file("ccd_classes")["config"]
+    frame = simulate_ccd_frame(shape=(128, 128), seed=5).image.astype(np.float32)
+    hot = frame.copy()
+    hot[3, 3] = 65535
+    blank_corner = frame.copy()
+    blank_corner[:2, :2] = np.nan
+    assert scale_mismatch(hot, config) is None and scale_mismatch(blank_corner, config) is None
+
+    tifffile.imwrite(tmp_path / "ccd.tif", frame)
+    assert main(["segment", "--model", "ccd_classes", "--input", str(tmp_path / "ccd.tif"), "--out", str(tmp_path / "s"),
+                 "--quiet"]) == 0
+    assert (tmp_path / "s" / "clusters.csv").is_file()
+    assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "ccd.tif"), "--out",
+                 str(tmp_path / "s"), "--quiet", "--overwrite"]) == 0
+    assert not (tmp_path / "s" / "clusters.csv").exists()
+
+    sim = tmp_path / "resp"
+    assert main(["simulate", "response", "--n", "4", "--out", str(sim), "--seed", "1"]) == 0
+    assert main(["classify", "images", "--model", "response_good_bad", "--input", str(sim), "--out", str(tmp_path / "c")]) == 0
+    assert (tmp_path / "c" / "metrics.json").is_file()
+    one = sim / "images" / "response_00000.tif"
+    assert main(["classify", "images", "--model", "response_good_bad", "--input", str(one), "--box", "28", "14", "67",
+                 "56", "--out", str(tmp_path / "c"), "--overwrite"]) == 0
+    assert not (tmp_path / "c" / "metrics.json").exists() and not (tmp_path / "c" / "roc.csv").exists()
+
+    ccd = tmp_path / "ccdsim"
+    assert main(["simulate", "ccd", "--n", "1", "--shape", "32", "32", "--out", str(ccd)]) == 0
+    for given in (ccd / "classes", next((ccd / "classes").iterdir()), ccd / "classes" / "*.tif"):
+        assert class_names_near(given) == ["background", "glowing", "hot_pixel", "cluster"], given

@@ -512,7 +512,7 @@ def find_clusters(class_map: np.ndarray, image: np.ndarray, pedestal: float | np
         return pd.DataFrame({c: pd.Series(dtype=float if c in ("y", "x", "charge_adc", "peak_adc") else int) for c in cols})
     ped = None if pedestal is None else _pedestal_like(pedestal, img.shape)
     quiet = np.isin(cls, list(background_classes))
-    frame_level = float(np.median(img[cls == 0])) if (cls == 0).any() else float(np.median(img))
+    frame_level = float(np.median(img[quiet])) if quiet.any() else float(np.median(img))
     ny, nx = img.shape
     rows = np.zeros((n, 6))
     for i, sl in enumerate(ndi.find_objects(lab)):  # work on each cluster's bounding box only

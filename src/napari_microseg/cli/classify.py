@@ -176,6 +176,32 @@ def _write_json(path: Path, data: dict) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, default=float))
 
 
+def _truth_table(path: Path, needed: tuple[str, ...]) -> "pd.DataFrame | None":
+    """The true classes a simulated folder's ``classes.csv`` holds, or None (with a warning when the file
+    exists but cannot be used): scoring is an extra, it never stops a classification."""
+    import pandas as pd
+
+    if not path.is_file():
+        return None
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        print(f"warning: {path} is not a readable table ({type(err).__name__}); results are not scored", file=sys.stderr)
+        return None
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        print(f"warning: {path} lacks column(s) {', '.join(missing)}; results are not scored", file=sys.stderr)
+        return None
+    return table
+
+
+def _remove_stale(out: Path, *names: str) -> None:
+    """Remove optional outputs of an earlier run (``--overwrite``) that this run did not write, so that
+    a folder never mixes two runs' results."""
+    for name in names:
+        (out / name).unlink(missing_ok=True)
+
+
 def _score_against_truth(out: Path, truth: "pd.Series", predicted: "pd.Series", class_names: list) -> dict | None:
     """Where the input carries the true classes (a simulated folder's classes.csv): ``metrics.json``
     (accuracy, balanced accuracy, macro F1, per-class precision/recall/F1) and ``confusion.csv``
@@ -336,6 +362,7 @@ def _run_images(args) -> int:
     df = classify_images(lm, d["images"], boxes=d["boxes"], masks=d["masks"], threshold=threshold, names=d["files"])
     out = Path(args.out)
     make_output_folder(out)
+    _remove_stale(out, "metrics.json", "roc.csv", "subclass_accuracy.csv")  # written again below when the truth is known
     _write_csv(out / "flags.csv", df)
     n_bad = int((df["verdict"] == (lm.class_names[1] if len(lm.class_names) == 2 else "bad")).sum())
     if d.get("labels") is not None:
@@ -373,8 +400,8 @@ def _run_objects(args) -> int:
     if args.input is not None and (args.image or args.labels):
         raise InputError("give --input (a simulated liposome folder) or --image and --labels, not both")
     truth = None  # (image, label) -> true class, where the folder's classes.csv has the model's classes
-    if args.input is not None and (Path(args.input) / "classes.csv").is_file():
-        truth = pd.read_csv(Path(args.input) / "classes.csv")
+    if args.input is not None:
+        truth = _truth_table(Path(args.input) / "classes.csv", ("image", "label"))
     if args.input is not None:
         if not (args.input / "images").is_dir() or not (args.input / "labels").is_dir():
             raise InputError(f"{args.input}: needs images/ and labels/ folders")
@@ -405,6 +432,7 @@ def _run_objects(args) -> int:
     df = pd.concat(tables, ignore_index=True)
     out = Path(args.out)
     make_output_folder(out)
+    _remove_stale(out, "metrics.json", "confusion.csv")  # written again below when the truth is known
     _write_csv(out / "objects.csv", df)
     keys = ["image", "t"] if "image" in df.columns else ["t"]
     counts = df.groupby(keys)["class"].value_counts().unstack(fill_value=0).reindex(columns=lm.class_names, fill_value=0)
@@ -447,17 +475,16 @@ def _run_profiles(args) -> int:
     df = classify_profiles(lm, profiles)
     out = Path(args.out)
     make_output_folder(out)
+    _remove_stale(out, "metrics.json", "confusion.csv")  # written again below when the truth is known
     _write_csv(out / "profiles.csv", df)
     pop = population_summary(df, lm.class_names)
     _write_csv(out / "population.csv", pop)
     summary = ", ".join(f"{r['class']} {r['percent']:.1f} %" for _, r in pop.iterrows())
     scores = None
     table = Path(args.input) / "classes.csv" if Path(args.input).is_dir() else None
-    if table is not None and table.is_file():
-        import pandas as pd
-
-        truth = pd.read_csv(table)
-        if "class" in truth.columns and len(truth) == len(df):
+    truth = _truth_table(table, ("class",)) if table is not None else None
+    if truth is not None:
+        if len(truth) == len(df):
             scores = _score_against_truth(out, truth["class"].astype(str), df["class"].astype(str), list(lm.class_names))
     _write_run(out, args, lm, started, scores=scores, particles=len(df), population=pop.to_dict(orient="records"))
     print(f"microseg classify profiles: {len(df)} particle(s): {summary} -> {out / 'profiles.csv'}")

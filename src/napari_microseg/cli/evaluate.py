@@ -235,7 +235,7 @@ def run_classes(args: argparse.Namespace) -> int:
     if args.class_names:
         names = [x.strip() for x in args.class_names.split(",")]
     else:
-        names = class_names_near(Path(args.gt) if Path(args.gt).is_dir() else Path(args.gt).parent) or []
+        names = class_names_near(Path(args.gt)) or []
     if len(names) > confusion.shape[0]:  # classes absent from every map still get a row
         k = len(names)
         confusion = np.pad(confusion, ((0, k - confusion.shape[0]), (0, k - confusion.shape[0])))

@@ -366,6 +366,8 @@ def run(args: argparse.Namespace) -> int:
         clusters = pd.concat(all_clusters, ignore_index=True)
         write_table_csv(clusters, out / "clusters.csv")
         written += f", {out / 'clusters.csv'} ({len(clusters)} clusters)"
+    elif args.overwrite:  # an earlier class-model run's clusters must not pass for this run's
+        (out / "clusters.csv").unlink(missing_ok=True)
     settings = dict(result.settings)
     settings.pop("image_tile", None)  # per image below, with its diameter and resize factor
     settings.update(diameter=diameter, scale_factor=None if len(per_image) > 1 else settings.get("scale_factor"))

@@ -110,7 +110,14 @@ def _folder_class_names(args: argparse.Namespace) -> list[str] | None:
 
 
 def class_names_near(path: Path) -> list[str] | None:
-    """Class names recorded in a ``params.json`` in ``path`` (a folder) or the folder above it."""
+    """Class names recorded in a ``params.json`` in ``path`` (a folder) or the folder above it;
+    for a file or a glob pattern, its folder and the one above."""
+    import glob
+
+    if not path.is_dir():
+        path = path.parent
+        while glob.has_magic(str(path)) and path != path.parent:
+            path = path.parent
     for folder in (path, path.parent):
         params = folder / "params.json" if folder.is_dir() else None
         if params is not None and params.is_file():

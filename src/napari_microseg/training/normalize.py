@@ -171,36 +171,54 @@ def normalization_limits(image: np.ndarray, spec: dict[str, Any] | str | None = 
 SCALE_KEEPING = ("fixed", "pedestal", "none")
 
 
-def input_range(images: Iterable[np.ndarray]) -> dict:
-    """Peak levels of normalised training images, to recognise a differently scaled input later.
+def _bright_levels(normalized: np.ndarray) -> tuple[float, float]:
+    """(maximum, 99.9th percentile) of a normalised image's finite values."""
+    values = np.asarray(normalized, np.float32).ravel()
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return 0.0, 0.0
+    return float(values.max()), float(np.percentile(values, 99.9))
 
-    The peak (the largest normalised value: the brightest signal above the pedestal or offset)
-    shrinks with the intensity scale, e.g. ~40x when 16-bit ADC frames are rescaled to 8 bits,
-    while the read noise or the pedestal differ legitimately between instruments.
-    Returns ``{"median", "low", "high"}``: the median and the 5th / 95th percentiles of the
-    per-image peaks (normalised units), or ``{}`` for no images.
+
+def input_range(images: Iterable[np.ndarray]) -> dict:
+    """Bright-signal levels of normalised training images, to recognise a differently scaled input later.
+
+    The brightest signal above the pedestal or offset shrinks with the intensity scale (~40x when
+    16-bit ADC frames are rescaled to 8 bits), while the read noise or the pedestal differ
+    legitimately between instruments. Returns ``{"low", "median", "high"}`` in normalised units:
+    the 5th percentile and the median of the per-image maxima (an input whose maximum is far
+    below "low" was rescaled down: a few bright pixels cannot hide that), and the 95th
+    percentile of the per-image 99.9th percentiles (an input whose 99.9th percentile is far above
+    "high" was scaled up: robust to a few saturated or cosmic-ray pixels). ``{}`` for no images.
     """
-    peaks = [float(np.max(image)) for image in images if np.size(image)]
-    if not peaks:
+    levels = [_bright_levels(image) for image in images if np.size(image)]
+    if not levels:
         return {}
-    return {"median": float(np.median(peaks)), "low": float(np.percentile(peaks, 5)),
-            "high": float(np.percentile(peaks, 95))}
+    maxima, upper = np.array(levels).T
+    return {"low": float(np.percentile(maxima, 5)), "median": float(np.median(maxima)),
+            "high": float(np.percentile(upper, 95))}
 
 
 def scale_mismatch(image: np.ndarray, config: dict, factor: float = 5.0) -> str | None:
-    """A one-line warning when an image's peak, normalised as the model normalises, lies more
-    than ``factor`` times outside the training images' range (:func:`input_range`); None when it
-    fits, or when the model's normalisation adapts to each image (percentile, min-max) or it
-    recorded no range.
+    """A one-line warning when an image, normalised as the model normalises, is more than ``factor``
+    times dimmer (its maximum) or brighter (its 99.9th percentile) than the training images
+    (:func:`input_range`); None when it fits, when it holds NaN (reported by segmentation), when
+    the model's normalisation adapts to each image (percentile, min-max) or it recorded no range.
     """
     spec = make_normalization_spec(config.get("normalization"))
     known = config.get("input_range") or {}
     if spec["kind"] not in SCALE_KEEPING or not known or known.get("low", 0) <= 0:
         return None
-    peak = float(np.max(normalize(image, spec)))
-    if known["low"] / factor <= peak <= known["high"] * factor:
+    try:
+        maximum, upper = _bright_levels(normalize(image, spec))
+    except InputError:  # NaN and the like: segmentation itself reports them, naming the file
         return None
-    side = "below" if peak < known["low"] else "above"
-    return (f"its brightest signal after the model's normalisation ({peak:.3g}) is far {side} the training images' "
-            f"({known['low']:.3g}-{known['high']:.3g}): is it on the intensity scale the model was trained on "
-            f"(e.g. raw ADC, not rescaled to 8 bits)? Results may be empty or wrong")
+    if maximum < known["low"] / factor:
+        return (f"its brightest pixel after the model's normalisation ({maximum:.3g}) is far below the training "
+                f"images' ({known['low']:.3g} and more): is it on the intensity scale the model was trained on "
+                "(e.g. raw ADC, not rescaled to 8 bits)? Results may be empty or wrong")
+    if upper > known["high"] * factor:
+        return (f"its bright signal after the model's normalisation (99.9th percentile {upper:.3g}) is far above the "
+                f"training images' (up to {known['high']:.3g}): is it on the intensity scale the model was trained on "
+                "(e.g. not multiplied by a gain, summed or in other units)? Results may be wrong")
+    return None
