@@ -510,3 +510,15 @@ def test_review_fixes_scale_check_is_robust_and_optional_outputs_do_not_go_stale
     assert main(["simulate", "ccd", "--n", "1", "--shape", "32", "32", "--out", str(ccd)]) == 0
     for given in (ccd / "classes", next((ccd / "classes").iterdir()), ccd / "classes" / "*.tif"):
         assert class_names_near(given) == ["background", "glowing", "hot_pixel", "cluster"], given
+
+
+def test_blank_ccd_frames_and_flat_profiles_are_named(tmp_path, capsys):
+    from astropy.io import fits
+
+    fits.PrimaryHDU(np.zeros((64, 64), np.float32)).writeto(tmp_path / "zero.fits")
+    assert main(["autolabel", "ccd", "--input", str(tmp_path / "zero.fits"), "--out", str(tmp_path / "a")]) == 0
+    assert "zero.fits is constant" in capsys.readouterr().err
+    np.save(tmp_path / "flat.npy", np.zeros((3, 1, 32), np.float32))
+    main(["classify", "profiles", "--model", "response_good_bad", "--input", str(tmp_path / "flat.npy"),
+          "--out", str(tmp_path / "p")])  # the wrong model is refused after the warning
+    assert "3 of 3 profile(s) are flat" in capsys.readouterr().err

@@ -304,6 +304,8 @@ def run_ccd(args: argparse.Namespace) -> int:
     image = read_any(args.input, hdu=args.hdu)
     if image.ndim != 2:
         raise InputError(f"{args.input}: expected a 2-D frame, got shape {image.shape}")
+    if image.size and image.min() == image.max():
+        print(f"warning: {args.input} is constant (every pixel {image.flat[0]}): all background, no clusters", file=sys.stderr)
     out = Path(args.out)
     _prepare_out(out, ["classes.tif", "clusters.csv", "class_fractions.csv", "params.json"], args.overwrite)
     start = time.perf_counter()

@@ -420,6 +420,9 @@ def _run_objects(args) -> int:
             raise InputError(f"{name}: labels shape {lab.shape} differs from image shape {img.shape}")
         if not np.any(lab):
             raise InputError(f"{name}: the label image is empty")
+        if img.size and img.min() == img.max():
+            print(f"warning: {name} is constant (every pixel {img.flat[0]}): its objects' classes mean nothing",
+                  file=sys.stderr)
         if not np.issubdtype(lab.dtype, np.integer) and not np.issubdtype(lab.dtype, np.bool_):
             if not np.array_equal(lab, np.round(lab)):
                 raise InputError(f"{name}: labels must be whole numbers (one per object), got {lab.dtype} values")
@@ -472,6 +475,10 @@ def _run_profiles(args) -> int:
     profiles = _read(src) if src.suffix.lower() == ".npy" else _read_profiles_tiff(src)
     if profiles.ndim < 2 or profiles.shape[0] == 0:
         raise InputError(f"{src.name}: no profiles to classify (shape {profiles.shape}, expected (N, views, points))")
+    flat = int(np.sum(np.ptp(profiles.reshape(profiles.shape[0], -1), axis=1) == 0))
+    if flat:
+        print(f"warning: {flat} of {profiles.shape[0]} profile(s) are flat (no particle seen): their classes mean nothing",
+              file=sys.stderr)
     df = classify_profiles(lm, profiles)
     out = Path(args.out)
     make_output_folder(out)
