@@ -131,7 +131,7 @@ def _plot(tables: dict, png: Path) -> None:
         axes[0].hist(table.size_px, bins=np.arange(0.5, 21.5), histtype="step", lw=1.5, label=label)
         axes[1].hist(table.charge_adc, bins=np.linspace(0, 3000, 61), histtype="step", lw=1.5, label=label)
     axes[0].set(xlabel="cluster size (pixels)", ylabel="clusters", yscale="log", title="size")
-    axes[1].set(xlabel="cluster charge above pedestal (ADC)", ylabel="clusters", title="charge")
+    axes[1].set(xlabel="cluster charge above its local background (ADC)", ylabel="clusters", title="charge")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)

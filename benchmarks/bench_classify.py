@@ -103,17 +103,26 @@ def bench_p(args, tmp: Path) -> dict:
 
     out = {"sizes": {"train": args.p_train, "val": args.p_val}, "hole_radius": args.p_hole}
     t = time.perf_counter()
-    tr2 = simulated_profile_data(args.p_train, task="hole", n_views=2, seed=0, hole_radius=args.p_hole)
-    va2 = simulated_profile_data(args.p_val, task="hole", n_views=2, seed=1, hole_radius=args.p_hole)
+    sets = {}
+    if set(args.p_sets) & {"1_view", "2_views_90deg", "same_view_twice"}:
+        tr2 = simulated_profile_data(args.p_train, task="hole", n_views=2, seed=0, hole_radius=args.p_hole)
+        va2 = simulated_profile_data(args.p_val, task="hole", n_views=2, seed=1, hole_radius=args.p_hole)
+        sets = {
+            "1_view": (ClassificationData(tr2.x[:, :1], tr2.y, tr2.class_names), ClassificationData(va2.x[:, :1], va2.y, va2.class_names)),
+            "2_views_90deg": (tr2, va2),
+            # METHODS' check: the same view fed twice should score like a single view
+            "same_view_twice": (ClassificationData(tr2.x[:, [0, 0]], tr2.y, tr2.class_names), ClassificationData(va2.x[:, [0, 0]], va2.y, va2.class_names)),
+        }
+    if "chirality_centred" in args.p_sets:  # the study's set-up: 2 views, centred particles, more points, no pooling
+        chiral = dict(task="chirality", n_views=2, offset_sd=0.0, data_points=args.p_points)
+        sets["chirality_centred"] = (simulated_profile_data(args.p_train, seed=0, **chiral),
+                                     simulated_profile_data(args.p_val, seed=1, **chiral))
     out["simulate_seconds"] = round(time.perf_counter() - t, 1)
-    sets = {
-        "1_view": (ClassificationData(tr2.x[:, :1], tr2.y, tr2.class_names), ClassificationData(va2.x[:, :1], va2.y, va2.class_names)),
-        "2_views_90deg": (tr2, va2),
-        # METHODS' check: the same view fed twice should score like a single view
-        "same_view_twice": (ClassificationData(tr2.x[:, [0, 0]], tr2.y, tr2.class_names), ClassificationData(va2.x[:, [0, 0]], va2.y, va2.class_names)),
-    }
     for name, (tr, va) in sets.items():
-        cfg = {"task": "profiles", "model": {"architecture": "profile_cnn"}, "epochs": args.p_epochs, "batch_size": 64,
+        if name not in args.p_sets:
+            continue
+        model = {"architecture": "profile_cnn", **({"pooling": False} if name == "chirality_centred" else {})}
+        cfg = {"task": "profiles", "model": model, "epochs": args.p_epochs, "batch_size": 64,
                "lr": args.p_lr, "optimizer": args.p_optimizer, "augment": "none", "device": "cpu", "seed": 0,
                "num_threads": args.threads, "early_stopping_patience": args.p_patience}
         res, secs = _train(cfg, tr, va, tmp / f"p_{name}.pt")
@@ -145,6 +154,9 @@ def main() -> None:
     ap.add_argument("--p-val", type=int, default=2000)
     ap.add_argument("--p-epochs", type=int, default=60)
     ap.add_argument("--p-hole", type=float, default=0.1)
+    ap.add_argument("--p-sets", nargs="+", default=["1_view", "2_views_90deg", "same_view_twice"],
+                    choices=["1_view", "2_views_90deg", "same_view_twice", "chirality_centred"])
+    ap.add_argument("--p-points", type=int, default=64, help="profile samples for chirality_centred")
     ap.add_argument("--p-patience", type=int, default=20)
     ap.add_argument("--p-optimizer", default="adadelta")
     ap.add_argument("--p-lr", type=float, default=1.0)
