@@ -269,6 +269,15 @@ def _tiffs(folder: Path) -> list[Path]:
     return files
 
 
+def _read_many(files: list, what: str = "reading") -> list:
+    """Read image files; a text progress bar on stderr for more than 50 (thousands take a while)."""
+    from ..progress import iterate_with_progress, run_with_text_progress
+
+    if len(files) <= 50:
+        return [_read(f) for f in files]
+    return run_with_text_progress(iterate_with_progress((_read(f) for f in files), len(files)), label=what)
+
+
 def load_response_folder(folder: Path, box=None) -> dict:
     """Read response images with boxes / masks / labels from a folder (see module docstring)."""
     import pandas as pd
@@ -280,7 +289,7 @@ def load_response_folder(folder: Path, box=None) -> dict:
         if "image" not in df.columns:
             raise InputError(f"{table}: needs an 'image' column")
         files = [folder / f for f in df["image"]]
-        images = [_read(f) for f in files]
+        images = _read_many(files, "reading images")
         boxes = None
         if box is not None:
             boxes = [list(box)] * len(images)
@@ -288,7 +297,7 @@ def load_response_folder(folder: Path, box=None) -> dict:
             boxes = df[["crop_y0", "crop_x0", "crop_y1", "crop_x1"]].to_numpy().tolist()
         masks = None
         if boxes is None and (folder / "integration").is_dir():
-            masks = [_read(folder / "integration" / f.name) > 0 for f in files]
+            masks = [m > 0 for m in _read_many([folder / "integration" / f.name for f in files], "reading masks")]
         labels = None
         if "label" in df.columns and df["label"].astype(str).isin(["good", "bad"]).all():
             labels = (df["label"].astype(str) == "bad").astype(int).to_numpy()
@@ -302,8 +311,8 @@ def load_response_folder(folder: Path, box=None) -> dict:
     files = _tiffs(img_dir)
     masks = None
     if box is None and (folder / "integration").is_dir():
-        masks = [_read(folder / "integration" / f.name) > 0 for f in files]
-    return {"images": [_read(f) for f in files], "files": [f.name for f in files], "boxes": None if box is None else [list(box)] * len(files),
+        masks = [m > 0 for m in _read_many([folder / "integration" / f.name for f in files], "reading masks")]
+    return {"images": _read_many(files, "reading images"), "files": [f.name for f in files], "boxes": None if box is None else [list(box)] * len(files),
             "masks": masks, "labels": None, "groups": None, "subclass": None}
 
 
@@ -345,7 +354,7 @@ def _run_images(args) -> int:
         for p in inputs:
             if not p.is_file():
                 raise InputError(f"{p}: no such file")
-        d = {"images": [_read(p) for p in inputs], "files": [str(p) for p in inputs],
+        d = {"images": _read_many(inputs, "reading images"), "files": [str(p) for p in inputs],
              "boxes": None if args.box is None else [list(args.box)] * len(inputs), "masks": None, "labels": None}
     for f, img in zip(d["files"], d["images"]):
         if img.ndim != 2:
