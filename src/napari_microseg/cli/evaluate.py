@@ -44,10 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--overwrite", action="store_true", help="replace existing output files")
     s.set_defaults(func=run_seg)
     c = kinds.add_parser("classes", help="per-class pixel scores of class maps (CCD classes)", formatter_class=HelpFormatter,
-                         description="microseg evaluate classes: pool the pixel confusion matrix of predicted class "
-                                     "maps (e.g. 'microseg segment --model ccd_classes' labels) against true ones "
-                                     "(e.g. 'microseg simulate ccd' classes/), matched by file name, and write per-class "
-                                     "precision, recall, F1 and IoU plus the confusion matrix.")
+                         description="microseg evaluate classes: pool the pixel confusion matrix of predicted class\n"
+                                     "maps (e.g. 'microseg segment --model ccd_classes' labels) against true ones\n"
+                                     "(e.g. 'microseg simulate ccd' classes/), matched by file name, and write\n"
+                                     "per-class precision, recall, F1 and IoU plus the confusion matrix.")
     c.add_argument("--gt", required=True, help="folder (or single file) of true class maps (class index per pixel)")
     c.add_argument("--pred", required=True, help="folder (or single file) of predicted class maps")
     c.add_argument("--out", default="class_metrics.csv", help="CSV to write (default class_metrics.csv; the confusion "
