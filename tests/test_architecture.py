@@ -109,3 +109,4 @@ def test_every_option_of_every_subcommand_is_explained():
                 assert action.help, f"{command} {action.option_strings[0]}: no help text"
         text = parser.format_help()
         assert "(default: None)" not in text and "(default: False)" not in text, command
+        assert max(len(line) for line in text.splitlines()) <= 105, f"{command}: help lines too long to read"

@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Descriptions kept as written; an option's default shown where its help does not give one.
+    """Descriptions kept as written (over-long lines wrapped); an option's default shown where its help
+    does not give one.
 
     ``(default: X)`` is added only when the help text exists, does not already say
     "default", and the default means something (not None, False or suppressed), so a
     required option or a flag never shows "(default: None)".
     """
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        """Lines kept as written, except that one longer than 100 characters (and the terminal) is wrapped,
+        keeping its indent."""
+        lines = []
+        for line in text.splitlines():
+            if len(indent + line) <= max(width, 100) or not line.strip():  # docstrings' own lines stay
+                lines.append(indent + line)
+                continue
+            lead = indent + line[: len(line) - len(line.lstrip())]
+            lines.append(textwrap.fill(line.strip(), width, initial_indent=lead, subsequent_indent=lead))
+        return "\n".join(lines)
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
