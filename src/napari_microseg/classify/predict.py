@@ -75,18 +75,21 @@ def resolve_threshold(model: Any, threshold: float | str | None) -> float:
 
     Parameters
     ----------
-    model : model file path or LoadedModel of an ``images`` classifier.
+    model : model file path or LoadedModel of an ``images`` classifier, or its config dict.
     threshold : a probability in [0, 1]; ``"flag"`` (at most 5 % of bad images passed as good)
         or ``"discard"`` (at most 5 % of good images thrown away), as chosen on the
         validation images when the model was trained; None: the model's default (0.5).
     """
-    lm = load_classifier(model)
+    if isinstance(model, dict):  # a model config: no weights needed (the widget's buttons)
+        config = model
+    else:
+        config = load_classifier(model).config
     if threshold is None:
-        return float(lm.config.get("threshold", 0.5))
+        return float(config.get("threshold", 0.5))
     if isinstance(threshold, str):
         if threshold not in USE_MODES:
             raise InputError(f"threshold must be a probability, 'flag' or 'discard', got {threshold!r}")
-        stored = lm.config.get("use_thresholds") or {}
+        stored = config.get("use_thresholds") or {}
         if threshold not in stored:
             raise InputError(f"this model has no '{threshold}' threshold (it was trained without validation images "
                              "or before they were stored); give a number")

@@ -235,9 +235,10 @@ class ClassificationWidget(MicrosegDock):
     def use_threshold(self, mode: str) -> float | None:
         """Set the threshold to the chosen model's stored ``"flag"`` or ``"discard"`` value (None if it has none)."""
         from ..classify.predict import resolve_threshold
+        from ..io.models import read_model_file
 
-        try:
-            value = resolve_threshold(str(self.model_path()), mode)
+        try:  # the config only: no network is built on the GUI thread
+            value = resolve_threshold(read_model_file(self.model_path())["config"], mode)
         except MicrosegError as err:
             self.show_error(str(err))
             return None
