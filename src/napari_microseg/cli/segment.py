@@ -199,12 +199,6 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
         raise InputError(f"{path.name}: expected a (Y,X) image or (T,Y,X) stack, got shape {tuple(data.shape)}")
     if isinstance(data, np.ndarray) and data.size and data.min() == data.max():
         print(f"warning: {path.name} is constant (every pixel {data.flat[0]}): nothing to segment", file=sys.stderr)
-    else:
-        from ..training.normalize import scale_mismatch
-
-        mismatch = scale_mismatch(central_crop(data[0] if data.ndim == 3 else data), loaded.config)
-        if mismatch:
-            print(f"warning: {path.name}: {mismatch}", file=sys.stderr)
     target = _label_target(out, path, tuple(data.shape), args.zarr_above)[0]
     zarr_out = target.suffix == ".zarr"
     tmp_dir = None
@@ -232,6 +226,8 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
                 result = run_with_text_progress(gen, stream=sys.stderr, label=label)
         except InputError as err:  # say which file (a folder may hold thousands)
             raise err if str(err).startswith(path.name) else InputError(f"{path.name}: {err}") from None
+        if result.settings.get("scale_warning"):
+            print(f"warning: {path.name}: {result.settings['scale_warning']}", file=sys.stderr)
         clusters = None
         if _counts_clusters(loaded):
             from ..autolabel.ccd import clusters_per_frame
@@ -255,21 +251,13 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
     counts["image"] = path.name
     record = {"image": str(path), "labels": str(target), "shape": list(data.shape),
               "objects": int(len(objects)), "diameter": result.settings.get("diameter"),
-              "scale_factor": result.settings.get("scale_factor"), "image_tile": result.settings.get("image_tile")}
+              "scale_factor": result.settings.get("scale_factor"), "image_tile": result.settings.get("image_tile"),
+              "scale_warning": result.settings.get("scale_warning")}
     n_obj = len(objects)
     resized = result.settings.get("scale_factor", 1.0)
     note = f" (nucleus diameter {result.settings['diameter']:.1f} px, tiles resized x{resized:.2f})" if resized != 1.0 else ""
     print(f"{path.name}: {n_obj} objects in {int(data.shape[0]) if data.ndim == 3 else 1} frame(s) -> {target}{note}")
     return result, objects, counts, clusters, record
-
-
-def central_crop(frame, side: int = 1024):
-    """The central ``side`` x ``side`` px of a (Y, X) frame (numpy, zarr or dask) as numpy."""
-    import numpy as np
-
-    h, w = frame.shape[-2:]
-    y0, x0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
-    return np.asarray(frame[y0:y0 + side, x0:x0 + side])
 
 
 def _counts_clusters(loaded) -> bool:
@@ -369,7 +357,8 @@ def run(args: argparse.Namespace) -> int:
     elif args.overwrite:  # an earlier class-model run's clusters must not pass for this run's
         (out / "clusters.csv").unlink(missing_ok=True)
     settings = dict(result.settings)
-    settings.pop("image_tile", None)  # per image below, with its diameter and resize factor
+    for per_image_key in ("image_tile", "scale_warning"):  # per image below, with its diameter and resize factor
+        settings.pop(per_image_key, None)
     settings.update(diameter=diameter, scale_factor=None if len(per_image) > 1 else settings.get("scale_factor"))
     settings.update(model=str(args.model), input=str(args.input), device=loaded.device,
                     seconds=round(time.perf_counter() - t0, 3), images=per_image, failures=failures)

@@ -241,6 +241,8 @@ BATCH_TILE_PIXELS = 256 * 256
 
 #: smallest height / width (px) segmented: below it the network sees only padding and invents objects
 MIN_IMAGE_SIDE = 8
+#: side (px) of the central window of the first frame that the intensity-scale check reads
+SCALE_CHECK_CROP = 1024
 
 
 def _check_input(image: Any) -> tuple[int, ...]:
@@ -417,6 +419,10 @@ def segment_image(
         network_pixels = tiles_yx[0] * tiles_yx[1]
     # large tiles go fewer per network call: about the pixels (and memory) of batch_size 256 x 256 tiles
     tiles_per_call = max(1, round(batch_size * BATCH_TILE_PIXELS / network_pixels))
+    from ..training.normalize import scale_mismatch
+
+    # the commonest silent failure: an image on another intensity scale than the training images
+    scale_warning = scale_mismatch(np.asarray(scale.central_crop(image, SCALE_CHECK_CROP)), loaded.config)
     spec = loaded.config.get("normalization") or loaded.config.get("normalisation")
     if isinstance(spec, dict) and spec.get("level_taps"):
         image = TapLevelledFrames(image)
@@ -509,7 +515,7 @@ def segment_image(
                     shape_rules=shape_rules, max_cluster_size=max_cluster_size,
                     precision=precision_used if predict_fn is None else "custom",
                     diameter=diameter if diameter is None or np.isfinite(diameter) else None,  # None: nothing to measure
-                    scale_factor=scale_factor,
+                    scale_factor=scale_factor, scale_warning=scale_warning,
                     normalization=spec, model_path=getattr(loaded, "path", None))
     return SegmentResult(labels=labels, probabilities=probs_all, objects=objects, counts=counts,
                          output_mode=mode, class_names=class_names, settings=settings)

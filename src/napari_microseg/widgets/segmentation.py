@@ -190,27 +190,20 @@ class SegmentationWidget(MicrosegDock):
             from ..inference.segment import segment_image
             from ..progress import Progress
 
-            from ..cli.segment import central_crop
-            from ..io.models import read_model_file
-            from ..training.normalize import scale_mismatch
-
-            # the commonest silent failure: an image on another intensity scale than the training images
-            mismatch = scale_mismatch(central_crop(image[0] if image.ndim == 3 else image),
-                                      read_model_file(model)["config"])
             result = yield from segment_image(str(model), image, **settings)
             if result.output_mode != "multiclass" or "cluster" not in result.class_names:
-                return result, None, mismatch
+                return result, None
             yield Progress(0, 1, "measuring charge clusters")
-            return result, clusters_per_frame(result.labels, image, result.class_names, first_frame=first_frame), mismatch
+            return result, clusters_per_frame(result.labels, image, result.class_names, first_frame=first_frame)
 
         def done(outcome: Any) -> None:
-            result, clusters, mismatch = outcome
+            result, clusters = outcome
             self._add_result(result, layer, t if not whole else None, model)
             self.clusters = clusters
             if clusters is not None:
                 self.counts_label.value += f"; {len(clusters)} clusters"
-            if mismatch:
-                self.show_error(f"'{layer.name}': {mismatch}")
+            if result.settings.get("scale_warning"):  # an image on another intensity scale than the training images
+                self.show_error(f"'{layer.name}': {result.settings['scale_warning']}")
 
         worker = self.start(make_generator, done, label="segmenting")
         if worker is not None:  # a stopped or failed run must not leave the previous run's results shown or exportable
