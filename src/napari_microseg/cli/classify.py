@@ -195,10 +195,22 @@ def _truth_table(path: Path, needed: tuple[str, ...]) -> "pd.DataFrame | None":
     return table
 
 
-def _remove_stale(out: Path, *names: str) -> None:
-    """Remove optional outputs of an earlier run (``--overwrite``) that this run did not write, so that
-    a folder never mixes two runs' results."""
-    for name in names:
+#: what each classify run writes: always, and only when the input knows the true classes
+OUTPUTS = {"images": ("flags.csv", "classify_run.json"), "objects": ("objects.csv", "counts.csv", "classify_run.json"),
+           "profiles": ("profiles.csv", "population.csv", "classify_run.json")}
+SCORED_OUTPUTS = {"images": ("metrics.json", "roc.csv", "subclass_accuracy.csv"),
+                  "objects": ("metrics.json", "confusion.csv"), "profiles": ("metrics.json", "confusion.csv")}
+
+
+def _prepare_outputs(args) -> None:
+    """Before any work: refuse to replace this run's outputs without --overwrite."""
+    _refuse_existing(args, *(Path(args.out) / n for n in OUTPUTS[args.what] + SCORED_OUTPUTS[args.what]))
+
+
+def _remove_stale(out: Path, what: str) -> None:
+    """Remove the scored outputs of an earlier run (``--overwrite``): they are written again when this
+    run's input knows the true classes, so a folder never mixes two runs' results."""
+    for name in SCORED_OUTPUTS[what]:
         (out / name).unlink(missing_ok=True)
 
 
@@ -340,8 +352,7 @@ def _run_images(args) -> int:
     from ..classify.predict import classify_images, load_classifier, resolve_threshold
 
     started = time.perf_counter()
-    _refuse_existing(args, *(Path(args.out) / n for n in ("flags.csv", "metrics.json", "classify_run.json", "roc.csv",
-                                                             "subclass_accuracy.csv")))
+    _prepare_outputs(args)
     lm = load_classifier(args.model, device=args.device)
     try:
         threshold = resolve_threshold(lm, args.threshold)
@@ -371,7 +382,7 @@ def _run_images(args) -> int:
     df = classify_images(lm, d["images"], boxes=d["boxes"], masks=d["masks"], threshold=threshold, names=d["files"])
     out = Path(args.out)
     make_output_folder(out)
-    _remove_stale(out, "metrics.json", "roc.csv", "subclass_accuracy.csv")  # written again below when the truth is known
+    _remove_stale(out, "images")
     _write_csv(out / "flags.csv", df)
     n_bad = int((df["verdict"] == (lm.class_names[1] if len(lm.class_names) == 2 else "bad")).sum())
     if d.get("labels") is not None:
@@ -400,10 +411,10 @@ def _run_objects(args) -> int:
     import pandas as pd
 
     from ..classify.predict import classify_objects, load_classifier
+    from ..evaluation.metrics import check_label_image
 
     started = time.perf_counter()
-    _refuse_existing(args, *(Path(args.out) / n for n in ("objects.csv", "counts.csv", "classify_run.json",
-                                                             "metrics.json", "confusion.csv")))
+    _prepare_outputs(args)
     lm = load_classifier(args.model, device=args.device)
     pairs = []
     if args.input is not None and (args.image or args.labels):
@@ -432,11 +443,7 @@ def _run_objects(args) -> int:
         if img.size and img.min() == img.max():
             print(f"warning: {name} is constant (every pixel {img.flat[0]}): its objects' classes mean nothing",
                   file=sys.stderr)
-        if not np.issubdtype(lab.dtype, np.integer) and not np.issubdtype(lab.dtype, np.bool_):
-            if not np.array_equal(lab, np.round(lab)):
-                raise InputError(f"{name}: labels must be whole numbers (one per object), got {lab.dtype} values")
-        if lab.min() < 0:
-            raise InputError(f"{name}: labels must be >= 0 (0 = background), found {lab.min()}")
+        lab = check_label_image(lab, name)  # whole numbers >= 0
         t = classify_objects(lm, img, lab)
         if len(pairs) > 1:
             t["image"] = name  # last, as in 'microseg segment': objects.csv starts t,label,y,x,area
@@ -444,7 +451,7 @@ def _run_objects(args) -> int:
     df = pd.concat(tables, ignore_index=True)
     out = Path(args.out)
     make_output_folder(out)
-    _remove_stale(out, "metrics.json", "confusion.csv")  # written again below when the truth is known
+    _remove_stale(out, "objects")
     _write_csv(out / "objects.csv", df)
     keys = ["image", "t"] if "image" in df.columns else ["t"]
     counts = df.groupby(keys)["class"].value_counts().unstack(fill_value=0).reindex(columns=lm.class_names, fill_value=0)
@@ -475,8 +482,7 @@ def _run_profiles(args) -> int:
     from ..classify.predict import classify_profiles, load_classifier, population_summary
 
     started = time.perf_counter()
-    _refuse_existing(args, *(Path(args.out) / n for n in ("profiles.csv", "population.csv", "classify_run.json",
-                                                             "metrics.json", "confusion.csv")))
+    _prepare_outputs(args)
     lm = load_classifier(args.model, device=args.device)
     src = Path(args.input)
     if src.is_dir():
@@ -491,7 +497,7 @@ def _run_profiles(args) -> int:
     df = classify_profiles(lm, profiles)
     out = Path(args.out)
     make_output_folder(out)
-    _remove_stale(out, "metrics.json", "confusion.csv")  # written again below when the truth is known
+    _remove_stale(out, "profiles")
     _write_csv(out / "profiles.csv", df)
     pop = population_summary(df, lm.class_names)
     _write_csv(out / "population.csv", pop)

@@ -200,14 +200,12 @@ def _class_map(path: Path):
 
     from ..io.images import read_image
 
+    from ..evaluation.metrics import check_label_image
+
     arr = np.load(path) if path.suffix.lower() == ".npy" else np.asarray(read_image(path).data)
     if arr.ndim not in (2, 3):
         raise InputError(f"{path.name}: expected a (Y,X) or (T,Y,X) class map, got shape {arr.shape}")
-    if arr.dtype.kind == "f" and not np.array_equal(arr, np.round(arr)):
-        raise InputError(f"{path.name}: class maps hold whole numbers, not {arr.dtype} fractions")
-    if arr.dtype.kind not in "biuf" or (arr.size and arr.min() < 0):
-        raise InputError(f"{path.name}: class indices must be whole numbers >= 0")
-    return arr.astype(np.int64)
+    return check_label_image(arr, path.name).astype(np.int64)  # whole numbers >= 0
 
 
 def run_classes(args: argparse.Namespace) -> int:

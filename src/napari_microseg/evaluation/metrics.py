@@ -74,8 +74,8 @@ def check_label_image(labels: np.ndarray, what: str) -> np.ndarray:
     if labels.dtype.kind not in "uib":
         raise InputError(f"{what} is not a label image (dtype {labels.dtype})")
     if labels.dtype.kind == "i" and labels.min() < 0:
-        raise InputError(f"{what} label image holds negative values (down to {labels.min()}); labels are 0 "
-                         "(background) or positive object ids")
+        raise InputError(f"{what} label image holds negative values (down to {labels.min()}): labels must be >= 0 "
+                         "(0 background, positive object ids)")
     return labels
 
 
