@@ -220,23 +220,22 @@ def run_classes(args: argparse.Namespace) -> int:
     out_cm = out.with_name(out.stem + "_confusion.csv")
     check_overwrite([out, out_cm], args.overwrite)
     pairs = match_files(Path(args.gt), Path(args.pred))
-    confusion = np.zeros((0, 0), np.int64)
-    for g, p in pairs:
-        truth, pred = _class_map(g), _class_map(p)
-        if truth.shape != pred.shape:
-            raise InputError(f"{g.name}: true map shape {truth.shape} differs from {p.name} shape {pred.shape}")
-        n = int(max(truth.max(initial=0), pred.max(initial=0))) + 1
-        if n > confusion.shape[0]:
-            confusion = np.pad(confusion, ((0, n - confusion.shape[0]), (0, n - confusion.shape[0])))
-        n = confusion.shape[0]
-        confusion += np.bincount((truth * n + pred).ravel(), minlength=n * n).reshape(n, n)
+    def grown(matrix: np.ndarray, n: int) -> np.ndarray:  # a class first seen now adds a row and a column
+        extra = max(0, n - matrix.shape[0])
+        return np.pad(matrix, ((0, extra), (0, extra)))
+
     if args.class_names:
         names = [x.strip() for x in args.class_names.split(",")]
     else:
         names = class_names_near(Path(args.gt)) or []
-    if len(names) > confusion.shape[0]:  # classes absent from every map still get a row
-        k = len(names)
-        confusion = np.pad(confusion, ((0, k - confusion.shape[0]), (0, k - confusion.shape[0])))
+    confusion = np.zeros((len(names), len(names)), np.int64)  # classes absent from every map still get a row
+    for g, p in pairs:
+        truth, pred = _class_map(g), _class_map(p)
+        if truth.shape != pred.shape:
+            raise InputError(f"{g.name}: true map shape {truth.shape} differs from {p.name} shape {pred.shape}")
+        confusion = grown(confusion, int(max(truth.max(initial=0), pred.max(initial=0))) + 1)
+        n = confusion.shape[0]
+        confusion += np.bincount((truth * n + pred).ravel(), minlength=n * n).reshape(n, n)
     table = class_scores(confusion, names)
     total = int(confusion.sum())
     write_table_csv(table, out)

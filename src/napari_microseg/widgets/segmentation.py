@@ -191,10 +191,11 @@ class SegmentationWidget(MicrosegDock):
             from ..progress import Progress
 
             result = yield from segment_image(str(model), image, **settings)
-            if result.output_mode != "multiclass" or "cluster" not in result.class_names:
-                return result, None
-            yield Progress(0, 1, "measuring charge clusters")
-            return result, clusters_per_frame(result.labels, image, result.class_names, first_frame=first_frame)
+            clusters = None
+            if result.output_mode == "multiclass" and "cluster" in result.class_names:  # CCD class models
+                yield Progress(0, 1, "measuring charge clusters")
+                clusters = clusters_per_frame(result.labels, image, result.class_names, first_frame=first_frame)
+            return result, clusters
 
         def done(outcome: Any) -> None:
             result, clusters = outcome
