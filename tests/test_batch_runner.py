@@ -272,10 +272,18 @@ def test_track_batch_matches_run_tracking(tmp_path):
         sim = simulate_nuclei_timelapse(n_frames=4, shape=(64, 64), n_nuclei=4, seed=10 + i)
         stacks[f"movie{i}.tif"] = sim.labels
         tifffile.imwrite(src / f"movie{i}.tif", sim.labels)
+    mask = (stacks["movie0.tif"] > 0).astype(np.uint8)  # a 0/1 mask stack: tracked as its connected objects
+    tifffile.imwrite(src / "mask.tif", mask)
     (src / "flat.tif").write_bytes(b"")  # empty file: fails, the others go on
     out = tmp_path / "out"
     summary = run_batch_sync("track", src, out, workers=0)
-    assert (summary.processed, summary.failed) == (2, 1)
+    assert (summary.processed, summary.failed) == (3, 1)
+    records = Manifest(out / "manifest.jsonl").load()
+    assert "0/1 mask" in next(r for r in records.values() if r["input"].endswith("mask.tif"))["note"]
+    assert not any("note" in r for r in records.values() if r["input"].endswith("movie0.tif"))
+    from napari_microseg.measure.labels import masks_to_labels
+
+    stacks["mask.tif"] = masks_to_labels(mask)[0]
     assert "empty" in summary.failures[0]["reason"]
     tracks = pd.read_csv(out / "tracks.csv")
     assert list(tracks.columns[:8]) == ["track_id", "t", "y", "x", "parent_track_id", "root_track_id", "generation",

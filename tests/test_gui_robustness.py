@@ -121,8 +121,10 @@ def test_tracking_edits_that_fail_do_not_claim_success(make_napari_viewer, qtbot
     first = int(widget.result.table.track_id.min())
     widget.selected_track_ids = lambda: [first]
     viewer.dims.set_current_step(0, 0)  # splitting at the track's first frame leaves nothing on one side
-    widget.split_selected()
-    assert "split track" not in widget.status.text() and widget.status.text()
+    before = widget.result
+    wait_worker(widget.split_selected())
+    assert "split track" not in widget.status.text() and "no rows on both sides" in widget.status.text()
+    assert widget.result is before
 
 
 def test_run_buttons_are_greyed_out_while_a_run_is_going(make_napari_viewer, qtbot):

@@ -9,7 +9,7 @@ import pytest
 pytestmark = pytest.mark.gui
 
 
-def test_track_curate_export(make_napari_viewer, qtbot, tmp_path, artifacts):
+def test_track_curate_export(make_napari_viewer, qtbot, tmp_path, artifacts, wait_worker):
     from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
     from napari_microseg.widgets.tracking import TrackingWidget
 
@@ -47,17 +47,18 @@ def test_track_curate_export(make_napari_viewer, qtbot, tmp_path, artifacts):
     widget.table.selectRow(row)
     assert viewer.dims.current_step[0] == int(widget.result.table[widget.result.table.track_id == late].t.min())
 
-    # curation: delete the selected track -> fewer tracks, and the export reflects it
-    widget.delete_selected()
-    assert widget.result.n_tracks == n_tracks - 1
+    # curation: delete the selected track (in the worker) -> fewer tracks, and the export reflects it
+    wait_worker(widget.delete_selected())
+    assert widget.result.n_tracks == n_tracks - 1 and "deleted track" in widget.status.text()
     assert widget.table.rowCount() == n_tracks - 1
     tracks_csv, counts_csv, _ = widget.export_csv()
     table = pd.read_csv(tracks_csv)
     assert list(table.columns[:8]) == ["track_id", "t", "y", "x", "parent_track_id", "root_track_id", "generation", "label"]
     assert late not in set(table.track_id)
     assert list(pd.read_csv(counts_csv).columns[:2]) == ["t", "count"]
-    ctc = widget.export_ctc()
-    assert ctc is not None and (tmp_path / "ctc_RES" / "res_track.txt").is_file()
+    assert (tmp_path / "track_config.json").is_file()  # the CLI's name
+    wait_worker(widget.export_ctc())
+    assert (tmp_path / "ctc_RES" / "res_track.txt").is_file() and "ctc_RES" in widget.status.text()
 
     # the user deletes the Tracks layer, selects other labels, then curates: the layer comes back named
     # after the labels that were tracked, and the "by track" labels layer is not added a second time
@@ -65,7 +66,7 @@ def test_track_curate_export(make_napari_viewer, qtbot, tmp_path, artifacts):
     viewer.add_labels(np.zeros_like(sim.labels), name="other")
     widget.labels_layer.value = "other"
     widget.table.selectRow(0)
-    widget.delete_selected()
+    wait_worker(widget.delete_selected())
     names = [layer.name for layer in viewer.layers]
     assert "nuclei tracks" in names and not any(name.startswith("other") and name != "other" for name in names)
     assert sum(name.startswith("nuclei by track") for name in names) == 1
@@ -88,3 +89,35 @@ def test_tracking_rejects_2d_labels(make_napari_viewer):
     widget.labels_layer.value = "flat"
     assert widget.track() is None
     assert "(T, Y, X)" in widget.status.text()
+
+
+def test_tracking_mask_stack_lazy_data_and_layer_geometry(make_napari_viewer, wait_worker):
+    """A 0/1 mask stack held lazily (dask) in a scaled, shifted layer: tracked as its connected objects
+    (as ``microseg track`` does), and the result layers lie on top of the labels."""
+    import dask.array as da
+
+    from napari_microseg.measure.labels import masks_to_labels
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+    from napari_microseg.tracking.track import run_tracking
+    from napari_microseg.widgets.tracking import TrackingWidget
+
+    sim = simulate_nuclei_timelapse(n_frames=6, shape=(96, 96), n_nuclei=6, seed=2)
+    mask = (sim.labels > 0).astype(np.uint8)
+    viewer = make_napari_viewer(show=False)
+    viewer.add_labels(da.from_array(mask, chunks=(1, 96, 96)), name="mask", scale=(1, 0.5, 0.5), translate=(0, 10, 20))
+    widget = TrackingWidget(viewer)
+    widget.labels_layer.value = "mask"
+    widget.config.value = "particle"
+    assert widget.max_search_radius.value == 20.0  # the particle model's own radius
+    widget.config.value = "cell"
+    assert widget.max_search_radius.value == 30.0
+    wait_worker(widget.track())
+    expected = run_tracking(masks_to_labels(mask)[0], config="cell")
+    assert widget.result.n_tracks == expected.n_tracks > 1, widget.status.text()
+    assert "0/1 mask" in widget.status.text()
+    for layer in (widget.tracks_layer, widget.relabelled_layer):
+        np.testing.assert_allclose(layer.scale, (1, 0.5, 0.5))
+        np.testing.assert_allclose(layer.translate, (0, 10, 20))
+    widget.table.selectRow(0)
+    first = widget.result.table[widget.result.table.track_id == widget.selected_track_ids()[-1]].iloc[0]
+    np.testing.assert_allclose(viewer.camera.center[-2:], (first.y * 0.5 + 10, first.x * 0.5 + 20))

@@ -112,6 +112,16 @@ def test_estimate_stage_shift_sign():
     np.testing.assert_allclose(off, [[0, 0], [5, -7], [5, -7]], atol=0.01)
 
 
+def test_estimate_stage_shift_across_an_empty_frame():
+    """A black frame between two jumps: the jump across it is measured from the frame before it."""
+    rng = np.random.default_rng(0)
+    base = rng.random((64, 64)).astype(np.float32)
+    moved = np.roll(base, (5, -7), axis=(0, 1))
+    stack = np.stack([base, np.zeros_like(base), moved, np.roll(moved, (3, 2), axis=(0, 1))])
+    off = estimate_stage_shift(stack)
+    np.testing.assert_allclose(off, [[0, 0], [0, 0], [5, -7], [8, -5]], atol=0.01)
+
+
 def test_track_is_a_progress_generator_and_rejects_bad_input():
     labels, _ = division_stack()
     events = []
@@ -204,3 +214,25 @@ def test_track_points_refuses_frames_that_are_not_whole_numbers():
         track_points(good, n_frames=1)
     with pytest.raises(InputError, match="max_search_radius"):
         track_points(good, max_search_radius=float("nan"))
+
+
+def test_tracking_configs_are_checked_in_one_line_and_btrack_nulls_are_dropped(tmp_path):
+    import json
+
+    from napari_microseg.tracking.track import CONFIG_DIR, check_config
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"motion_model": {"name": "x", "measurements": 3, "states": 3}}))
+    with pytest.raises(InputError) as err:
+        check_config(bad)
+    assert "\n" not in str(err.value) and "A: Field required" in str(err.value)
+    # btrack's own save_config writes unset fields as null (e.g. "G": null beside "Q")
+    cfg = json.loads((CONFIG_DIR / "cell.json").read_text())
+    cfg["motion_model"]["G"] = None
+    saved = tmp_path / "from_btrack.json"
+    saved.write_text(json.dumps(cfg))
+    assert "G" not in check_config(saved)["motion_model"]
+    labels = np.zeros((3, 40, 40), np.uint16)
+    for t in range(3):
+        labels[t][disk((10 + 2 * t, 20), 4)] = 1
+    assert run_tracking(labels, config=str(saved)).n_tracks == 1

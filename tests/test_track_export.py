@@ -22,7 +22,7 @@ from napari_microseg.tracking.export import (
     write_tracks_csv,
 )
 from napari_microseg.tracking.metrics import ctc_scores, link_recall
-from napari_microseg.tracking.track import TRACK_COLUMNS, run_tracking
+from napari_microseg.tracking.track import TRACK_COLUMNS, relabel_stack, run_tracking
 
 from test_track_core import division_stack, moving_discs
 
@@ -135,6 +135,9 @@ def test_curation_edits(division_result, tmp_path):
             bad()
     c = counts_table(m)
     assert c["divisions"].sum() == 0
+    # edits rebuild only the frames they touch: the same stacks as relabelling the whole movie
+    for edited in (d, m, s, merge_tracks(d, i["mother"], i["d1"])):
+        np.testing.assert_array_equal(edited.relabelled, relabel_stack(edited.labels, edited.table))
 
 
 def test_cli_track(tmp_path):

@@ -325,16 +325,15 @@ def autolabel_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) ->
 
 def track_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> dict:
     """Track one (T, Y, X) label stack (or segment an image stack with ``spec.model`` first); write tracks and shards."""
+    from ..io.images import time_stack
+    from ..measure.labels import masks_to_labels
     from ..tracking.export import counts_table
     from ..tracking.track import run_tracking
 
     if frame is not None:
         raise InputError(f"{item.image}: tracking needs the whole stack, not one frame")
     out = Path(spec.out)
-    data = np.asarray(_read_whole(item, spec))
-    data = np.squeeze(data)
-    if data.ndim != 3:
-        raise InputError(f"{item.image}: tracking needs a (T,Y,X) stack, got shape {data.shape}")
+    data = time_stack(_read_whole(item, spec), f"{item.image}: tracking input")  # as `microseg track` reads it
     outputs: dict[str, str] = {}
     if spec.model:
         from ..inference.segment import segment
@@ -347,7 +346,10 @@ def track_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> dic
         if data.dtype.kind not in "ui":
             raise InputError(f"{item.image}: tracking needs integer labels, got dtype {data.dtype} "
                              "(give a model to segment images first)")
-        labels, image = data, None
+        labels, was_mask = masks_to_labels(data)
+        image = None
+        if was_mask:
+            outputs["note"] = "a 0/1 mask, not labels: tracked its connected objects (8-connected, per frame)"
     kw = {k: spec.params[k] for k in ("config", "max_search_radius", "update_method", "optimize", "stage_shift")
           if k in spec.params}
     result = run_tracking(labels, image, **kw)
@@ -424,8 +426,9 @@ def run_item(item: BatchItem, spec: TaskSpec, expected_checksum: str | None = No
     Returns
     -------
     dict with ``key, input, frame, status ("done", "skipped" or "failed"),
-    checksum, outputs ({kind: path relative to OUT}), reason, seconds, worker``, and
-    ``device`` (the torch device used) for tasks run with a model.
+    checksum, outputs ({kind: path relative to OUT}), reason, seconds, worker``,
+    ``device`` (the torch device used) for tasks run with a model, and ``note`` when the task
+    remarks on its input (e.g. a 0/1 mask stack tracked as its connected objects).
     """
     import dask
 
@@ -441,6 +444,9 @@ def run_item(item: BatchItem, spec: TaskSpec, expected_checksum: str | None = No
             else:
                 _set_threads(spec.threads)
                 record["outputs"] = TASK_FUNCTIONS[spec.task](item, spec, frame)
+                note = record["outputs"].pop("note", None)
+                if note:
+                    record["note"] = note
                 record["status"] = "done"
                 if spec.model:  # the device the network ran on in this worker ("auto" resolved)
                     from ..device import resolve_device

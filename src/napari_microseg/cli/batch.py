@@ -171,6 +171,10 @@ def _params(args: argparse.Namespace) -> dict:
             value = getattr(args, name)
             if value is not None:
                 params[name] = value
+        if args.config is not None:  # refused here, once, not by every item
+            from ..tracking.track import check_config
+
+            check_config(args.config)
         if args.no_optimize:
             params["optimize"] = False
         if args.stage_shift != "none":

@@ -36,20 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _read_stack(path: str, what: str):
     """A (T, Y, X) stack from a TIFF, FITS or Zarr file (read into memory)."""
-    import numpy as np
-
     from ..errors import InputError
-    from ..io.images import drop_size_one_axes, read_image
+    from ..io.images import read_image, time_stack
 
     if not Path(path).exists():
         raise InputError(f"{what} file not found: {path}")
-    data = read_image(path).data
-    arr = np.asarray(drop_size_one_axes(data))
-    if arr.ndim == 2 and data.ndim > 2:  # (1, 1, Y, X) and the like: one frame
-        arr = arr[None]
-    if arr.ndim != 3:
-        raise InputError(f"{what} must be a (T, Y, X) stack, got shape {arr.shape}")
-    return arr
+    return time_stack(read_image(path).data, what)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from ..measure.labels import masks_to_labels
     from ..progress import run_with_text_progress
     from ..tracking.export import write_config_json, write_counts_csv, write_ctc, write_tracks_csv
-    from ..tracking.track import track
+    from ..tracking.track import check_config, track
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -74,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--seed must be >= 0, got {args.seed}")
     for name in targets:
         guard_target(out / name)
+    check_config(args.config)  # a bad config is refused before the stacks are read
     make_output_folder(out)
     labels = _read_stack(args.labels, "labels")
     labels, was_mask = masks_to_labels(labels)

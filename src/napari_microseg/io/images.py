@@ -239,6 +239,19 @@ def drop_size_one_axes(data: Any) -> Any:
     return _drop_size_one_axes_named(data, "")[0]
 
 
+def time_stack(data: Any, what: str = "labels") -> np.ndarray:
+    """A (T, Y, X) array in memory from what a reader returned: size-1 axes before (Y, X) dropped
+    (:func:`drop_size_one_axes`; a (1, 1, Y, X) file is one frame), InputError for anything else."""
+    from ..errors import InputError
+
+    arr = np.asarray(drop_size_one_axes(data))
+    if arr.ndim == 2 and data.ndim > 2:  # (1, 1, Y, X) and the like: one frame
+        arr = arr[None]
+    if arr.ndim != 3:
+        raise InputError(f"{what} must be a (T, Y, X) stack, got shape {arr.shape}")
+    return arr
+
+
 def _drop_size_one_axes_named(data: Any, axes: str) -> tuple[Any, str]:
     """:func:`drop_size_one_axes`, also dropping the dropped axes' letters from ``axes`` ("" if unnamed)."""
     if data.ndim <= 3:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -212,10 +213,17 @@ def _check_track(result: TrackResult, track_id: int) -> None:
         raise InputError(f"no track with id {track_id}")
 
 
-def _rebuild(result: TrackResult, table: pd.DataFrame, edit: str) -> TrackResult:
+def _rebuild(result: TrackResult, table: pd.DataFrame, edit: str, frames: Any) -> TrackResult:
+    """The result of an edit: ``table`` differs from ``result.table`` only at ``frames``, so only
+    those frames of the relabelled stack are rebuilt."""
     config = dict(result.config)
     config["edits"] = list(config.get("edits", [])) + [edit]
-    return finalize(table, n_frames=result.n_frames, labels=result.labels, config=config, info=result.info)
+    return finalize(table, n_frames=result.n_frames, labels=result.labels, config=config, info=result.info,
+                    previous=(result.relabelled, frames))
+
+
+def _frames(table: pd.DataFrame, rows: Any) -> set:
+    return set(table.loc[rows, "t"].astype(int).tolist())
 
 
 def delete_track(result: TrackResult, track_id: int) -> TrackResult:
@@ -223,7 +231,7 @@ def delete_track(result: TrackResult, track_id: int) -> TrackResult:
     _check_track(result, track_id)
     tab = result.table[result.table["track_id"] != track_id].copy()
     tab.loc[tab["parent_track_id"] == track_id, "parent_track_id"] = 0
-    return _rebuild(result, tab, f"delete {track_id}")
+    return _rebuild(result, tab, f"delete {track_id}", _frames(result.table, result.table["track_id"] == track_id))
 
 
 def merge_tracks(result: TrackResult, id_a: int, id_b: int) -> TrackResult:
@@ -247,7 +255,7 @@ def merge_tracks(result: TrackResult, id_a: int, id_b: int) -> TrackResult:
     tab.loc[tab["track_id"] == id_b, "track_id"] = id_a
     tab.loc[tab["track_id"] == id_a, "parent_track_id"] = parent_a
     tab.loc[tab["parent_track_id"] == id_b, "parent_track_id"] = id_a
-    return _rebuild(result, tab, f"merge {id_a} {id_b}")
+    return _rebuild(result, tab, f"merge {id_a} {id_b}", _frames(result.table, result.table["track_id"] == id_b))
 
 
 def split_track(result: TrackResult, track_id: int, t: int) -> TrackResult:
@@ -262,4 +270,4 @@ def split_track(result: TrackResult, track_id: int, t: int) -> TrackResult:
     tab.loc[tab["parent_track_id"] == track_id, "parent_track_id"] = new_id
     tab.loc[sel, "track_id"] = new_id
     tab.loc[sel, "parent_track_id"] = 0
-    return _rebuild(result, tab, f"split {track_id} {t}")
+    return _rebuild(result, tab, f"split {track_id} {t}", _frames(tab, sel))

@@ -144,7 +144,40 @@ def load_config(config: str | os.PathLike | dict = "cell") -> dict:
         cfg = {k: v for k, v in cfg.items() if v}
     if not isinstance(cfg.get("motion_model"), dict):
         raise InputError("tracking config has no motion_model")
+    for key in ("motion_model", "hypothesis_model"):  # btrack's own save_config writes unset fields as null
+        if isinstance(cfg.get(key), dict):
+            cfg[key] = {k: v for k, v in cfg[key].items() if v is not None}
     return cfg
+
+
+def check_config(config: str | os.PathLike | dict = "cell") -> dict:
+    """:func:`load_config`, then its motion and hypothesis models built as btrack would build them,
+    so that a bad file is refused (InputError, one line) before any frame is read."""
+    cfg = load_config(config)
+    _btrack_models(cfg)
+    return cfg
+
+
+def _btrack_models(cfg: dict) -> tuple:
+    """btrack's ``MotionModel`` and ``HypothesisModel`` (or None) of a config; InputError naming the
+    first invalid field instead of pydantic's many-line report."""
+    _quiet_btrack()
+    from btrack.models import HypothesisModel, MotionModel
+
+    try:
+        motion = MotionModel(**cfg["motion_model"])
+        hyp = HypothesisModel(**cfg["hypothesis_model"]) if cfg.get("hypothesis_model") else None
+    except Exception as err:  # noqa: BLE001 - pydantic's ValidationError, or numpy's reshape error inside it
+        errors = err.errors() if hasattr(err, "errors") else []
+        if errors:
+            first = errors[0]
+            where = ".".join(str(part) for part in first.get("loc", ())) or "config"
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            reason = f"{where}: {first.get('msg', '')}{more}"
+        else:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputError(f"invalid tracking config: {reason}") from None
+    return motion, hyp
 
 
 def _json_matrix(value: Any) -> Any:
@@ -155,16 +188,10 @@ def _json_matrix(value: Any) -> Any:
 
 def _btrack_config(cfg: dict, *, max_search_radius: float, update_method: str, volume: tuple):
     """Build a btrack ``TrackerConfig`` from our dict."""
-    _quiet_btrack()
     from btrack import constants
     from btrack.config import TrackerConfig
-    from btrack.models import HypothesisModel, MotionModel
 
-    try:
-        motion = MotionModel(**cfg["motion_model"])
-        hyp = HypothesisModel(**cfg["hypothesis_model"]) if cfg.get("hypothesis_model") else None
-    except Exception as err:  # pydantic validation error: one clear line
-        raise InputError(f"invalid tracking config: {str(err).splitlines()[0]} ({err})") from None
+    motion, hyp = _btrack_models(cfg)
     options = dict(QUIET_GLPK)
     options.update(cfg.get("optimizer_options") or {})
     return TrackerConfig(
@@ -742,9 +769,14 @@ def finalize(
     labels: np.ndarray | None = None,
     config: dict | None = None,
     info: dict | None = None,
+    previous: tuple[np.ndarray, Any] | None = None,
 ) -> TrackResult:
     """Build a consistent :class:`TrackResult` from a table with at least
     ``track_id, t, y, x, parent_track_id`` (``label`` needed for ``relabelled``).
+
+    ``previous``: ``(relabelled, frames)``, the relabelled stack of an earlier table over
+    the same ``labels`` that differs from this one only at ``frames``: only those
+    frames are rebuilt (:func:`relabel_frames`), not the whole stack.
 
     Parent ids that are not present, or whose track does not end before the
     child starts, are set to 0. ``root_track_id`` and ``generation`` are
@@ -772,7 +804,12 @@ def finalize(
     graph = {int(c): [int(p)] for c, p in parents.items() if p != 0}
     if n_frames is None:
         n_frames = int(table["t"].max()) + 1 if len(table) else 0
-    relabelled = relabel_stack(labels, table) if labels is not None else None
+    if labels is None:
+        relabelled = None
+    elif previous is not None and previous[0] is not None:
+        relabelled = relabel_frames(previous[0], labels, table, previous[1])
+    else:
+        relabelled = relabel_stack(labels, table)
     return TrackResult(
         table=table,
         tracks_data=tracks_data,
@@ -792,24 +829,41 @@ def relabel_stack(labels_stack: np.ndarray, table: pd.DataFrame) -> np.ndarray:
     out = np.zeros(labels_stack.shape, dtype=np.int32)
     for t, grp in table.groupby("t"):
         t = int(t)
-        if t < 0 or t >= labels_stack.shape[0]:
-            continue
-        frame = labels_stack[t]
-        lab = grp["label"].to_numpy(dtype=np.int64)
-        lab_ok = lab > 0
-        if not lab_ok.any():
-            continue
-        top = int(max(frame.max(), lab.max()))
-        if top <= sparse_limit(frame):
-            lut = np.zeros(top + 1, dtype=np.int32)
-            lut[lab[lab_ok]] = grp["track_id"].to_numpy()[lab_ok]
-            out[t] = lut[frame]
-        else:  # huge sparse ids: look them up instead of sizing a table by the largest
-            order = np.argsort(lab[lab_ok])
-            ids, track_ids = lab[lab_ok][order], grp["track_id"].to_numpy()[lab_ok][order]
-            at = np.minimum(np.searchsorted(ids, frame), len(ids) - 1)
-            out[t] = np.where(ids[at] == frame, track_ids[at], 0)
+        if 0 <= t < labels_stack.shape[0]:
+            out[t] = _relabel_frame(labels_stack[t], grp)
     return out
+
+
+def relabel_frames(relabelled: np.ndarray, labels_stack: np.ndarray, table: pd.DataFrame, frames: Any) -> np.ndarray:
+    """``relabel_stack(labels_stack, table)`` rebuilt only at ``frames`` (frame indices): a copy of
+    ``relabelled`` (T, Y, X, int32), the stack of an earlier table that differs from ``table`` only in
+    those frames (a curation edit touches the frames of one or two tracks, not the whole movie)."""
+    out = np.array(relabelled, dtype=np.int32, copy=True)
+    labels_stack = np.asarray(labels_stack)
+    for t in sorted({int(f) for f in frames}):
+        if 0 <= t < labels_stack.shape[0]:
+            out[t] = _relabel_frame(labels_stack[t], table[table["t"] == t])
+    return out
+
+
+def _relabel_frame(frame: np.ndarray, rows: pd.DataFrame) -> np.ndarray:
+    """One frame (Y, X) of labels with each object in ``rows`` (``label``, ``track_id``) carrying its
+    track id (int32); other objects 0."""
+    frame = np.asarray(frame)
+    lab = rows["label"].to_numpy(dtype=np.int64)
+    lab_ok = lab > 0
+    if not lab_ok.any():
+        return np.zeros(frame.shape, np.int32)
+    top = int(max(frame.max(), lab.max()))
+    if top <= sparse_limit(frame):
+        lut = np.zeros(top + 1, dtype=np.int32)
+        lut[lab[lab_ok]] = rows["track_id"].to_numpy()[lab_ok]
+        return lut[frame]
+    # huge sparse ids: look them up instead of sizing a table by the largest
+    order = np.argsort(lab[lab_ok])
+    ids, track_ids = lab[lab_ok][order], rows["track_id"].to_numpy()[lab_ok][order]
+    at = np.minimum(np.searchsorted(ids, frame), len(ids) - 1)
+    return np.where(ids[at] == frame, track_ids[at], 0).astype(np.int32)
 
 
 # ----------------------------------------------------------------------------- public entry points

@@ -10,13 +10,14 @@ updates those two layers, and the exports reflect the edits.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Generator
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, PushButton
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
-from ..errors import InputError, MicrosegError
+from ..errors import InputError
+from ..progress import Progress
 from ._base import MicrosegDock, dock_action, free_name, layer_names, unique_layer_name, unwritable_reason
 
 NO_IMAGE = "(none)"
@@ -38,7 +39,9 @@ class TrackingWidget(MicrosegDock):
         self.image_layer = ComboBox(label="image (optional)", choices=lambda *_: [NO_IMAGE, *layer_names(self.viewer, "Image")])
         self.config = ComboBox(label="model", choices=available_configs(), value="cell" if "cell" in available_configs() else None,
                                tooltip="cell: motion model with divisions; particle: no divisions")
-        self.max_search_radius = FloatSpinBox(label="max search radius (px)", value=30.0, min=1.0, max=1000.0)
+        self.max_search_radius = FloatSpinBox(label="max search radius (px)", value=30.0, min=1.0, max=1000.0,
+                                              tooltip="largest move of an object between frames; "
+                                                      "choosing a model sets its default")
         self.stage_shift = ComboBox(label="stage-shift correction", choices=["none", "images", "objects"], value="none")
         self.optimize = CheckBox(label="optimise (divisions, appear/disappear)", value=True)
         self.colour_by = ComboBox(label="colour by", choices=["track_id", "generation", "root_track_id"], value="track_id")
@@ -66,7 +69,11 @@ class TrackingWidget(MicrosegDock):
                                           self.export_csv_button, self.export_ctc_button])
         self.body.addWidget(self.actions.native)
         self.track_button.changed.connect(self.track)
-        self.run_buttons = (self.track_button,)
+        # curation and the CTC export rebuild or write the whole result: they run in the worker too
+        self.run_buttons = (self.track_button, self.delete_button, self.merge_button, self.split_button,
+                            self.export_ctc_button)
+        self.config.changed.connect(self._config_radius)
+        self._config_radius()
         self.export_csv_button.changed.connect(self.export_csv)
         self.export_ctc_button.changed.connect(self.export_ctc)
         self.delete_button.changed.connect(self.delete_selected)
@@ -78,6 +85,16 @@ class TrackingWidget(MicrosegDock):
         self.tracks_layer = None
         self.relabelled_layer = None
         self.tracked_name = ""
+        self.tracked_geometry: dict = {}  # scale and translate of the labels layer tracked
+
+    def _config_radius(self, *_: Any) -> None:
+        """Show the chosen model's own search radius (30 px for cell, 20 for particle)."""
+        from ..tracking.track import load_config
+
+        if self.config.value:
+            radius = load_config(self.config.value).get("max_search_radius")
+            if radius:
+                self.max_search_radius.value = float(radius)
 
     # -- tracking -------------------------------------------------------------
     def track(self, *_: Any) -> Any:
@@ -86,11 +103,15 @@ class TrackingWidget(MicrosegDock):
             self.show_error("Choose a labels layer holding a (T, Y, X) time-lapse.")
             return None
         try:
-            labels = np.asarray(self.chosen_layer(self.labels_layer.value, "labels").data)
+            labels_layer = self.chosen_layer(self.labels_layer.value, "labels")
             has_image = self.image_layer.value and self.image_layer.value != NO_IMAGE
-            image = np.asarray(self.chosen_layer(self.image_layer.value, "image").data) if has_image else None
+            image = self.chosen_layer(self.image_layer.value, "image").data if has_image else None
         except InputError as err:
             self.show_error(str(err))
+            return None
+        labels = labels_layer.data  # numpy, or a lazy (dask / zarr) array read in the worker
+        if getattr(labels_layer, "multiscale", False) or isinstance(labels, list):
+            self.show_error("tracking needs a single-resolution labels layer, not a multiscale pyramid")
             return None
         if labels.ndim != 3 or labels.shape[0] < 2:
             self.show_error(f"tracking needs a (T, Y, X) labels stack with at least 2 frames, got shape {labels.shape}")
@@ -104,21 +125,24 @@ class TrackingWidget(MicrosegDock):
             return None
         kwargs = dict(config=self.config.value, max_search_radius=float(self.max_search_radius.value),
                       optimize=bool(self.optimize.value), stage_shift=shift)
-        labels = labels.copy()
+        if isinstance(labels, np.ndarray):
+            labels = labels.copy()  # painting during the run must not change what is tracked
         source_name = str(self.labels_layer.value)
+        geometry = {"scale": tuple(labels_layer.scale), "translate": tuple(labels_layer.translate)}
 
         def make_generator():
-            from ..tracking.track import track
+            return _track_layers(labels, image, kwargs)
 
-            return track(labels, image, **kwargs)
+        return self.start(make_generator, lambda outcome: self._show_result(*outcome, source_name, geometry),
+                          label="tracking")
 
-        return self.start(make_generator, lambda result: self._show_result(result, source_name), label="tracking")
-
-    def _show_result(self, result: Any, source_name: str) -> None:
+    def _show_result(self, result: Any, was_mask: bool, source_name: str, geometry: dict | None = None) -> None:
         self.result = result
         self.tracked_name = source_name  # the labels tracked: result layers are named after them
+        self.tracked_geometry = dict(geometry or {})  # result layers lie where the tracked labels lie
         self._update_layers(new=True)
-        self.show_message(f"{result.n_tracks} tracks over {result.n_frames} frames; "
+        note = "a 0/1 mask, not labels: tracked its connected objects; " if was_mask else ""
+        self.show_message(f"{note}{result.n_tracks} tracks over {result.n_frames} frames; "
                           f"{len(result.graph)} daughter tracks from divisions")
 
     def _update_layers(self, new: bool = False) -> None:
@@ -126,7 +150,7 @@ class TrackingWidget(MicrosegDock):
         data, kwargs = result.napari_tracks()
         if new or self.tracks_layer is None or self.tracks_layer not in self.viewer.layers:
             kwargs = {**kwargs, "name": unique_layer_name(self.viewer, f"{self.tracked_name} tracks"), "tail_length": 10,
-                      "color_by": "track_id"}
+                      "color_by": "track_id", **self.tracked_geometry}
             self.tracks_layer = self.viewer.add_tracks(data, **kwargs)
         else:  # our own result layer: update it after curation
             self.tracks_layer.data = data
@@ -136,7 +160,7 @@ class TrackingWidget(MicrosegDock):
             if new or self.relabelled_layer is None or self.relabelled_layer not in self.viewer.layers:
                 self.relabelled_layer = self.viewer.add_labels(
                     result.relabelled, name=unique_layer_name(self.viewer, f"{self.tracked_name} by track"), opacity=0.4,
-                    visible=False)
+                    visible=False, **self.tracked_geometry)
             else:
                 self.relabelled_layer.data = result.relabelled
         self._recolour()
@@ -171,53 +195,59 @@ class TrackingWidget(MicrosegDock):
             return
         rows = self.result.table[self.result.table.track_id == ids[-1]].sort_values("t")
         first = rows.iloc[0]
+        scale = self.tracked_geometry.get("scale", (1.0, 1.0, 1.0))
+        translate = self.tracked_geometry.get("translate", (0.0, 0.0, 0.0))
         self.viewer.dims.set_current_step(0, int(first.t))
-        self.viewer.camera.center = (float(first.y), float(first.x))
+        # the table is in pixels; the camera in world units (the tracked layer's scale and offset)
+        self.viewer.camera.center = (float(first.y) * scale[-2] + translate[-2], float(first.x) * scale[-1] + translate[-1])
         self.show_message(f"track {ids[-1]}: frames {int(rows.t.min())}-{int(rows.t.max())}")
 
-    def _edit(self, edit: Any) -> bool:
-        """Apply a curation edit; False (and the reason in the dock) when it was refused."""
+    def _edit(self, edit: Any, done_message: str) -> Any:
+        """Apply a curation edit in the worker (it rebuilds the relabelled stack); the layers and the
+        table follow on the GUI thread. A refused edit shows its reason in the dock."""
         if self.result is None:
             self.show_error("Track first.")
-            return False
-        try:
-            self.result = edit(self.result)
-        except (MicrosegError, ValueError, KeyError) as err:
-            self.show_error(str(err))
-            return False
-        self._update_layers()
-        return True
+            return None
+        before = self.result
 
-    def delete_selected(self, *_: Any) -> None:
+        def make_generator():
+            yield Progress(0, 1, "editing tracks")
+            return edit(before)
+
+        def done(result: Any) -> None:
+            self.result = result
+            self._update_layers()
+            self.show_message(done_message)
+
+        return self.start(make_generator, done, label="editing")
+
+    def delete_selected(self, *_: Any) -> Any:
         from ..tracking.export import delete_track
 
         ids = self.selected_track_ids()
         if len(ids) != 1:
             self.show_error("Select one track in the table to delete.")
-            return
-        if self._edit(lambda r: delete_track(r, ids[0])):
-            self.show_message(f"deleted track {ids[0]}")
+            return None
+        return self._edit(lambda r: delete_track(r, ids[0]), f"deleted track {ids[0]}")
 
-    def merge_selected(self, *_: Any) -> None:
+    def merge_selected(self, *_: Any) -> Any:
         from ..tracking.export import merge_tracks
 
         ids = self.selected_track_ids()
         if len(ids) != 2:
             self.show_error("Select exactly two tracks (the earlier one first in the table) to merge.")
-            return
-        if self._edit(lambda r: merge_tracks(r, ids[0], ids[1])):
-            self.show_message(f"merged track {ids[1]} onto {ids[0]}")
+            return None
+        return self._edit(lambda r: merge_tracks(r, ids[0], ids[1]), f"merged track {ids[1]} onto {ids[0]}")
 
-    def split_selected(self, *_: Any) -> None:
+    def split_selected(self, *_: Any) -> Any:
         from ..tracking.export import split_track
 
         ids = self.selected_track_ids()
         if len(ids) != 1:
             self.show_error("Select one track in the table to split at the current frame.")
-            return
+            return None
         t = int(self.viewer.dims.current_step[0])
-        if self._edit(lambda r: split_track(r, ids[0], t)):
-            self.show_message(f"split track {ids[0]} at frame {t}")
+        return self._edit(lambda r: split_track(r, ids[0], t), f"split track {ids[0]} at frame {t}")
 
     # -- export ---------------------------------------------------------------
     def _export_folder(self) -> Path:
@@ -234,7 +264,7 @@ class TrackingWidget(MicrosegDock):
         reason = unwritable_reason(folder / "tracks.csv")  # all three or none
         if reason:
             raise InputError(reason)
-        paths = [free_name(folder / "tracks.csv"), free_name(folder / "counts.csv"), free_name(folder / "tracking_config.json")]
+        paths = [free_name(folder / "tracks.csv"), free_name(folder / "counts.csv"), free_name(folder / "track_config.json")]
         write_tracks_csv(self.result, paths[0])
         write_counts_csv(self.result, paths[1])
         write_config_json(self.result, paths[2])
@@ -242,16 +272,36 @@ class TrackingWidget(MicrosegDock):
         return [str(p) for p in paths]
 
     @dock_action()
-    def export_ctc(self, *_: Any) -> str | None:
-        """Write a Cell Tracking Challenge result folder (res_track.txt + maskNNN.tif)."""
-        from ..tracking.export import write_ctc
-
+    def export_ctc(self, *_: Any) -> Any:
+        """Write a Cell Tracking Challenge result folder (res_track.txt + maskNNN.tif) in the worker;
+        returns the worker (``None`` when refused)."""
         folder = free_name(self._export_folder() / "ctc_RES")
         reason = unwritable_reason(folder / "res_track.txt")
         if reason:
             raise InputError(reason)
-        write_ctc(self.result, folder)
-        self.show_message(f"written CTC folder {folder}")
-        return str(folder)
+        result = self.result
+
+        def make_generator():
+            from ..tracking.export import write_ctc
+
+            yield Progress(0, 1, f"writing {folder.name}")
+            write_ctc(result, folder)
+            return folder
+
+        return self.start(make_generator, lambda written: self.show_message(f"written CTC folder {written}"),
+                          label="exporting")
+
+
+def _track_layers(labels: Any, image: Any, kwargs: dict) -> Generator[Any, None, tuple]:
+    """Worker side of :meth:`TrackingWidget.track`: read lazy layer data, turn a 0/1 mask stack into
+    its connected objects, track. Returns ``(TrackResult, was_mask)``."""
+    from ..measure.labels import masks_to_labels
+    from ..tracking.track import track
+
+    yield Progress(0, 1, "reading layers")
+    labels, was_mask = masks_to_labels(np.asarray(labels))
+    image = None if image is None else np.asarray(image)
+    result = yield from track(labels, image, **kwargs)
+    return result, was_mask
 
 
