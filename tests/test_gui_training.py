@@ -105,6 +105,30 @@ def test_stop_keeps_best_model(make_napari_viewer, qtbot, tmp_path):
     assert widget.config()["distance_head"] is False
 
 
+def test_closing_the_viewer_mid_run_winds_the_training_down(make_napari_viewer, qtbot, tmp_path, capfd):
+    """napari quits workers when its window closes; the trainer is then closed in its thread as after
+    Stop: the best model is kept with its stop reason, torch's thread count restored, no tracebacks."""
+    import torch
+
+    from napari_microseg.io.models import load_model
+    from napari_microseg.widgets.training import TrainingWidget
+
+    threads_before = torch.get_num_threads()
+    viewer = _viewer_with_sample(make_napari_viewer)
+    widget = TrainingWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Training")
+    _small_config(widget, tmp_path, epochs=200)
+    worker = widget.train()
+    qtbot.waitUntil(lambda: len(widget.plot.epochs) >= 1, timeout=120000)
+    viewer.close()
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=60000)
+    qtbot.wait(100)
+    training = load_model(tmp_path / "model.pt").config["training"]
+    assert training["stop_reason"] == "stopped" and 1 <= training["epochs_run"] < 200
+    assert torch.get_num_threads() == threads_before
+    assert "has been deleted" not in capfd.readouterr().err
+
+
 def test_bad_inputs_give_messages(make_napari_viewer, qtbot, tmp_path):
     from napari_microseg.widgets.training import TrainingWidget
 

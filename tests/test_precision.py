@@ -53,3 +53,19 @@ def test_training_uses_bfloat16_autocast_where_native(tmp_path):
     assert with_amp["amp"] == ("bfloat16" if cpu_has_native_bf16() else None)
     assert without["amp"] is None
     assert np.isfinite(with_amp["history"][0]["train_loss"]) and np.isfinite(with_amp["history"][0]["val_loss"])
+
+
+def test_cuda_bfloat16_only_where_the_gpu_computes_it(monkeypatch):
+    """GPUs before compute capability 8 (V100, T4) would emulate bfloat16: they get float16."""
+    import torch
+
+    from napari_microseg.device import cuda_has_native_bf16
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    capability = {0: (7, 0), 1: (8, 0)}
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index: capability[index])
+    assert cuda_has_native_bf16("cuda") is False and cuda_has_native_bf16("cuda:0") is False
+    assert cuda_has_native_bf16("cuda:1") is True
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cuda_has_native_bf16("cuda:1") is False

@@ -42,6 +42,19 @@ def test_cli_train_writes_model_and_history(tmp_path, capsys):
     assert main(args[:-8] + ["--epochs", "3", "--resume", str(out), "--output-mode", "three_class"]) == 0
     with open(out.parent / "model.history.csv", newline="") as fh:
         assert [r["epoch"] for r in csv.DictReader(fh)] == ["1", "2", "3"]
+    # resuming this run into another existing model file is refused: that file is not this run's
+    victim = tmp_path / "run" / "victim.pt"
+    victim.write_bytes(b"someone else's model")
+    resume_into = args[:-8] + ["--epochs", "4", "--resume", str(out), "--output-mode", "three_class"]
+    resume_into[resume_into.index("--out") + 1] = str(victim)
+    assert main(resume_into) == 2
+    assert "another run" in capsys.readouterr().err and victim.read_bytes() == b"someone else's model"
+    # ... and into a new file it continues the epochs and writes that file (its first epoch is its best)
+    fresh = tmp_path / "run" / "continued.pt"
+    resume_into[resume_into.index("--out") + 1] = str(fresh)
+    assert main(resume_into) == 0
+    training = load_model(fresh).config["training"]
+    assert training["best_epoch"] == 4 and training["resumed_from"] == str(out)
 
 
 def test_cli_train_bad_input_exits_2(tmp_path, capsys):

@@ -103,6 +103,36 @@ def test_prepare_stack_uses_only_annotated_frames_and_checks_input():
         prepare_training_data([bad], [labs[0]])
 
 
+def test_empty_fields_are_negative_examples_and_background_only_painting_is_refused(tmp_path):
+    import tifffile
+
+    imgs, labs = disk_set(3)
+    empty = np.zeros_like(labs[0])
+    # separate images: one labelled all 0 is an empty field, used (it teaches what is not an object)
+    td = prepare_training_data([imgs[0], imgs[1], imgs[2]], [labs[0], labs[1], empty])
+    assert len(td) == 3
+    # frames of a stack labelled all 0 are not annotated (as before)
+    assert len(prepare_training_data(np.stack(imgs), np.stack([labs[0], labs[1], empty]))) == 2
+    (tmp_path / "im").mkdir()
+    (tmp_path / "lb").mkdir()
+    tifffile.imwrite(tmp_path / "im" / "movie.tif", np.stack(imgs))
+    tifffile.imwrite(tmp_path / "lb" / "movie.tif", np.stack([labs[0], empty, labs[2]]).astype(np.uint16))
+    tifffile.imwrite(tmp_path / "im" / "field.tif", imgs[1])
+    tifffile.imwrite(tmp_path / "lb" / "field.tif", empty.astype(np.uint16))
+    _, _, names = load_training_pairs(tmp_path / "im", tmp_path / "lb")
+    assert names == ["field.tif", "movie.tif[0]", "movie.tif[2]"]
+    # a stack labelled in one frame only is refused, not trained as a many-channel image
+    tifffile.imwrite(tmp_path / "im" / "field.tif", np.stack(imgs * 3))
+    with pytest.raises(InputError, match="labels for every frame"):
+        load_training_pairs(tmp_path / "im", tmp_path / "lb")
+    # sparse painting with background only (napari paints label 1 by default, the background id)
+    painted = np.zeros_like(labs[0])
+    painted[labs[0] > 0] = 1
+    with pytest.raises(InputError, match="background only"):
+        prepare_training_data([imgs[0]], [painted], output_mode="three_class", unlabelled_is_ignored=True,
+                              background_value=1)
+
+
 def test_split_by_image_and_by_strip():
     imgs, labs = disk_set(5)
     td = prepare_training_data(imgs, labs)

@@ -62,11 +62,25 @@ def cpu_has_native_bf16() -> bool:
     return False
 
 
+def cuda_has_native_bf16(device: str = "cuda") -> bool:
+    """True when the CUDA GPU ``device`` computes bfloat16 in hardware (compute capability 8.0 or
+    newer: A100, H100, RTX 30xx and later). Older GPUs (V100, T4, RTX 20xx) would emulate it, slowly
+    (``torch.cuda.is_bf16_supported()`` says True for them too): they get float16 instead."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return False
+    index = torch.device(device).index
+    major, _ = torch.cuda.get_device_capability(torch.cuda.current_device() if index is None else index)
+    return major >= 8
+
+
 def resolve_precision(precision: str, device: str) -> str:
     """``"float32"`` or ``"bfloat16"`` for inference on ``device`` (a torch device string).
 
     ``"auto"``: bfloat16 on CUDA and on CPUs with native bfloat16 (:func:`cpu_has_native_bf16`),
-    float32 otherwise (including MPS). Raises ``ValueError`` for an unknown name.
+    float32 otherwise (including MPS). On a CUDA GPU without native bfloat16
+    (:func:`cuda_has_native_bf16`) "bfloat16" runs the network in float16 autocast instead. Raises ``ValueError`` for an unknown name.
     """
     precision = (precision or "auto").lower()
     if precision not in PRECISIONS:

@@ -152,8 +152,13 @@ def run(args: argparse.Namespace) -> int:
     from ..training.trainer import last_checkpoint_path
 
     history_path = Path(args.history) if args.history else model_sidecar(out, "history.csv")
+    # --resume continues --out's own run (its model or checkpoint); resuming another run writes a new file
+    continues_out = bool(args.resume) and Path(args.resume).resolve() in (out.resolve(), last_checkpoint_path(out).resolve())
     for target in (out, history_path, last_checkpoint_path(out)):
-        if target.exists() and not (args.overwrite or args.resume):
+        if target.exists() and not (args.overwrite or continues_out):
+            if args.resume:
+                raise InputError(f"{target} exists and belongs to another run than --resume {args.resume}: "
+                                 "continue that run into a new --out, or pass --overwrite to replace it")
             raise InputError(f"{target} exists; pass --overwrite to replace it or --resume to continue it")
         guard_target(target)  # never an input, checked before any training
     if args.simulated is not None:

@@ -175,15 +175,18 @@ def make_target(
     return target
 
 
-def _as_list(images: Any, labels: Any) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+def _as_list(images: Any, labels: Any) -> tuple[list[np.ndarray], list[np.ndarray | None], list[bool]]:
     """Accept a 2-D array, a (T, Y, X) stack, or lists of 2-D arrays, (C, Y, X) images and (T, Y, X)
-    stacks; return one (image, labels) pair per frame (frames without annotation have labels None)."""
+    stacks; return one (image, labels) pair per frame (frames without annotation have labels None)
+    and, per frame, whether it is a frame of a stack."""
+    whole_stack = False
     if isinstance(images, np.ndarray) or hasattr(images, "__array__") and not isinstance(images, (list, tuple)):
         images = np.asarray(images)
         if images.ndim == 2:
             images = [images]
         elif images.ndim == 3:
             images = list(images)
+            whole_stack = True
         else:
             raise InputError(f"images must be (Y, X) or (T, Y, X), got shape {images.shape}")
     if isinstance(labels, np.ndarray) or hasattr(labels, "__array__") and not isinstance(labels, (list, tuple)):
@@ -202,14 +205,17 @@ def _as_list(images: Any, labels: Any) -> tuple[list[np.ndarray], list[np.ndarra
     # (a (C, Y, X) multi-channel image has 2-D labels, so the two cannot be confused)
     frames_i: list[np.ndarray] = []
     frames_l: list[np.ndarray | None] = []
+    in_stack: list[bool] = []
     for im, lb in zip(images, labels):
         if lb is not None and im.ndim == 3 and lb.ndim == 3 and im.shape == lb.shape:
             frames_i.extend(im)
             frames_l.extend(lb)
+            in_stack.extend([True] * len(im))
         else:
             frames_i.append(im)
             frames_l.append(lb)
-    return frames_i, frames_l
+            in_stack.append(whole_stack)
+    return frames_i, frames_l, in_stack
 
 
 def prepare_training_data(
@@ -234,7 +240,8 @@ def prepare_training_data(
         (a stack in a list is split into its frames when its labels are a stack of the same shape).
         ``(C, Y, X)`` multi-channel images are passed as a list of 3-D arrays with 2-D labels.
     labels : matching label arrays (same forms). In a stack, frames whose labels are all
-        0 / ``ignore_value`` count as not annotated and are skipped (or give ``frames``).
+        0 / ``ignore_value`` count as not annotated and are skipped (or give ``frames``); a
+        separate image labelled all 0 is an empty field and is used.
     output_mode, n_classes, ignore_value, unlabelled_is_ignored, background_value :
         see :func:`make_target`. For binary and three_class, ``n_classes`` is set to 2 / 3.
     normalization : normalisation spec (default: percentile 1 / 99.8 per image).
@@ -247,7 +254,7 @@ def prepare_training_data(
     InputError
         On shape mismatch, wrong dimensionality, NaN, or when no pixel is annotated.
     """
-    imgs, labs = _as_list(images, labels)
+    imgs, labs, in_stack = _as_list(images, labels)
     for what, per_image in (("names", names), ("ignore masks", ignore_masks)):
         if per_image is not None and len(per_image) != len(imgs):
             raise InputError(f"{len(per_image)} {what} for {len(imgs)} images (frames of stacks count one each)")
@@ -280,8 +287,9 @@ def prepare_training_data(
         target = make_target(lb, output_mode, n_classes, ignore_value, unlabelled_is_ignored, background_value, mask)
         if frames is None and not np.any(target != IGNORE):
             continue
-        if frames is None and len(imgs) > 1 and not unlabelled_is_ignored and not np.any(lb != 0) and ignore_masks is None:
-            # an all-zero frame in a stack counts as "not annotated"
+        if frames is None and in_stack[i] and not unlabelled_is_ignored and not np.any(lb != 0) and ignore_masks is None:
+            # an all-zero frame of a stack counts as "not annotated"; an all-zero image of its own is an
+            # empty field, a negative example that teaches the network what is not an object
             continue
         norm = normalize(im, spec)
         name = names[i] if names is not None else f"image {i}"
@@ -291,6 +299,9 @@ def prepare_training_data(
     if all(not np.any(labs[i]) for i in chosen if labs[i] is not None) and background_value is None:
         raise InputError("the labels hold no objects (every pixel is 0, background): nothing to learn; "
                          "paint or load labels with objects")
+    if background_value is not None and not any(np.any(it.target > 0) for it in items):
+        raise InputError(f"the painted labels hold background only (label {background_value} is background): "
+                         "paint objects with other label ids, or choose another background id")
     chans = {it.image.shape[0] for it in items}
     if len(chans) > 1:
         raise InputError(f"images have different channel counts: {sorted(chans)}")
@@ -363,13 +374,19 @@ def _read(path: Path) -> np.ndarray:
     return np.asarray(read_image(path).data)
 
 
+#: a (C, Y, X) training image with one 2-D labels image has at most this many channels; more is a
+#: time-lapse (or Z stack) labelled in one frame only
+MAX_INPUT_CHANNELS = 8
+
+
 def load_training_pairs(
     images: str | os.PathLike, labels: str | os.PathLike, max_images: int | None = None
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
     """Read matched image / label files; return ``(images, labels, names)`` lists.
 
-    A ``(T, Y, X)`` file is split into frames named ``<file>[t]``. RGB(A) images
-    ``(Y, X, 3|4)`` are converted to grey (mean over colour).
+    A ``(T, Y, X)`` file is split into frames named ``<file>[t]``; frames whose labels are
+    all 0 are not annotated and left out. RGB(A) images ``(Y, X, 3|4)`` are converted to
+    grey (mean over colour). ``(C, Y, X)`` images with 2-D labels are multi-channel images.
     """
     out_i, out_l, names = [], [], []
     for ip, lp in find_image_label_pairs(images, labels)[: max_images or None]:
@@ -389,10 +406,21 @@ def load_training_pairs(
             if im.shape != lb.shape:
                 raise InputError(mismatch)
             for t in range(im.shape[0]):
-                out_i.append(im[t]), out_l.append(lb[t]), names.append(f"{ip.name}[{t}]")
+                if lb[t].any():  # an all-zero frame of a stack counts as "not annotated"
+                    out_i.append(im[t]), out_l.append(lb[t]), names.append(f"{ip.name}[{t}]")
             continue
         if im.shape[-2:] != lb.shape[-2:] or lb.ndim != 2:
             raise InputError(mismatch)
+        if im.ndim == 3:  # (C, Y, X) with one labels image: a multi-channel image, or a stack labelled once?
+            if im.shape[0] > MAX_INPUT_CHANNELS:
+                raise InputError(f"image {ip.name} is a stack of {im.shape[0]} frames {im.shape} but its labels "
+                                 f"{lp.name} are one frame {lb.shape}: give labels for every frame (a (T, Y, X) "
+                                 f"labels file), or one frame of the image")
+            import sys
+
+            print(f"note: image {ip.name} {im.shape} with one labels image {lb.shape} is read as {im.shape[0]} "
+                  "channels of one image (the model will expect that many channels); if its first axis is time, "
+                  "give labels for every frame", file=sys.stderr)
         out_i.append(im), out_l.append(lb), names.append(ip.name)
     return out_i, out_l, names
 

@@ -168,7 +168,7 @@ def predict_patch_batch(loaded, batch: np.ndarray, optimize: bool = True, precis
     in_ch = int(loaded.config["model"].get("in_channels", 1))
     if x.shape[1] != in_ch:
         raise InputError(f"model expects {in_ch} channel(s), batch has {x.shape[1]}")
-    from ..device import resolve_precision
+    from ..device import cuda_has_native_bf16, resolve_precision
 
     device = loaded.device
     try:
@@ -181,7 +181,7 @@ def predict_patch_batch(loaded, batch: np.ndarray, optimize: bool = True, precis
         if optimize and _channels_last(device):
             t = t.contiguous(memory_format=torch.channels_last)
         if device.startswith("cuda") and use == "bfloat16":
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            dtype = torch.bfloat16 if cuda_has_native_bf16(device) else torch.float16  # tensor cores either way
             with torch.autocast(device_type="cuda", dtype=dtype):
                 logits = model(t)
         elif device == "cpu" and use == "bfloat16":

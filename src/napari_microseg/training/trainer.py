@@ -403,10 +403,12 @@ def train(
 
     # ---- checkpoint / init model
     ckpt = None
+    resumes_own_run = False  # the checkpoint is out_path's own: out_path holds that run's best model
     if resume is not None:
         rp = Path(resume)
         if rp.is_file():
             ckpt = read_model_file(rp)
+        resumes_own_run = rp.resolve() in (out_path.resolve(), last_path.resolve())
         if ckpt is None or "optimizer_state" not in ckpt:
             alt = last_checkpoint_path(rp)
             if alt.is_file():
@@ -434,6 +436,14 @@ def train(
         mode = ckpt["config"].get("output_mode")
         if mode != cfg.output_mode:
             raise InputError(f"cannot resume: checkpoint output mode is {mode!r}, settings say {cfg.output_mode!r}")
+        before = (ckpt["config"].get("training") or {}).get("config") or {}
+        for key in ("optimizer", "freeze_encoder"):  # the saved optimiser state belongs to these
+            if key in before and before[key] != getattr(cfg, key):
+                raise InputError(f"cannot resume with {key} {getattr(cfg, key)!r}: the checkpoint was trained with "
+                                 f"{before[key]!r}; resume with the same setting, or fine-tune it (init_model) instead")
+    if source is not None and source["config"].get("model", {}).get("preset"):
+        # the architecture is the checkpoint's or initial model's: record that, not the unused setting
+        cfg = replace(cfg, preset=source["config"]["model"]["preset"])
 
     # ---- data
     train_td = _as_training_data(train_data, cfg, normalization)
@@ -535,14 +545,15 @@ def train(
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max" if higher_better else "min", factor=cfg.reduce_lr_factor,
             patience=int(cfg.reduce_lr_patience), min_lr=cfg.min_lr)
-    from ..device import cpu_has_native_bf16
+    from ..device import cpu_has_native_bf16, cuda_has_native_bf16
 
     amp_device = "cuda" if device.startswith("cuda") else "cpu" if device == "cpu" and cpu_has_native_bf16() else None
     use_amp = bool(cfg.amp) and amp_device is not None
     amp_dtype = None
     scaler = None
     if use_amp and amp_device == "cuda":
-        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # float16 with loss scaling where bfloat16 would be emulated (GPUs before compute capability 8)
+        amp_dtype = torch.bfloat16 if cuda_has_native_bf16(device) else torch.float16
         if amp_dtype == torch.float16:
             scaler = torch.amp.GradScaler("cuda")
         torch.backends.cudnn.benchmark = True
@@ -572,9 +583,10 @@ def train(
         elif scheduler is not None and ckpt.get("scheduler_state"):
             scheduler.load_state_dict(ckpt["scheduler_state"])
         history = list(tstate.get("history", []))
-        best_value = tstate.get("best_value")
-        best_epoch = tstate.get("best_epoch")
-        bad_epochs = int(tstate.get("bad_epochs", 0))
+        if resumes_own_run:  # otherwise out_path is a new file: its first epoch is its best so far
+            best_value = tstate.get("best_value")
+            best_epoch = tstate.get("best_epoch")
+            bad_epochs = int(tstate.get("bad_epochs", 0))
         if scaler is not None and ckpt.get("scaler_state"):
             scaler.load_state_dict(ckpt["scaler_state"])
 
@@ -694,7 +706,7 @@ def train(
         return vloss, vdice
 
     stop_reason = "completed"
-    saved_any = out_path.is_file() and ckpt is not None
+    saved_any = out_path.is_file() and ckpt is not None and resumes_own_run
     epoch = start_epoch - 1
     lr = optimizer.param_groups[0]["lr"]
     t_epoch = time.perf_counter()

@@ -31,6 +31,21 @@ _STOPPED = object()  # returned by a run that was stopped
 NO_MODEL_MESSAGE = "stopped before the first epoch finished: no model saved"
 
 
+def _unless_deleted(callback: Callable[..., None]) -> Callable[..., None]:
+    """A worker callback that does nothing once the dock's Qt widgets are gone (the viewer was
+    closed while the work ran) instead of raising "wrapped C/C++ object ... has been deleted"."""
+
+    @functools.wraps(callback)
+    def guarded(*args: Any) -> None:
+        try:
+            callback(*args)
+        except RuntimeError as err:
+            if "has been deleted" not in str(err):
+                raise
+
+    return guarded
+
+
 class _VerticalScrollArea(QScrollArea):
     """Scrolls its content up and down only: as wide as the content wants (plus the scroll bar),
     but only a few lines tall at least, so a tall dock still fits a small screen."""
@@ -198,6 +213,7 @@ class MicrosegDock(QWidget):
         self._cooperative_stop = cooperative_stop
         self._stop_message = stop_message
         outcome = {"state": "done"}
+        inner: dict[str, Any] = {}
 
         @thread_worker(ignore_errors=True)  # errors are shown in the dock by errored(), never re-raised
         def run() -> Generator[Any, None, Any]:
@@ -205,6 +221,7 @@ class MicrosegDock(QWidget):
             # closed in this thread, so its clean-up (e.g. shutting down a Dask cluster) runs off the GUI
             # thread and always runs (superqt's quit() would only stop iterating, never close it).
             gen = make_generator()
+            inner["gen"] = gen
             try:
                 while True:
                     if stop_requested.is_set():
@@ -219,6 +236,20 @@ class MicrosegDock(QWidget):
                 gen.close()
 
         worker = run()
+
+        def aborted() -> None:
+            # napari quits every worker when the viewer closes: superqt then stops iterating without
+            # closing the generator. Closed here, in the worker thread (a direct connection), the work
+            # winds down as after Stop: a trainer keeps its best model and restores its settings.
+            outcome["state"] = "stopped"
+            gen = inner.get("gen")
+            if gen is not None:
+                try:
+                    gen.close()
+                except Exception:  # noqa: BLE001 - the viewer is closing: nothing to show it in
+                    traceback.print_exc()
+
+        worker.aborted.connect(aborted, Qt.DirectConnection)
         self.worker = worker
         self._started_at = time.perf_counter()
         self.progress.setRange(0, 0)  # busy indicator until the first event
@@ -275,10 +306,10 @@ class MicrosegDock(QWidget):
             self.progress.setValue(1 if state == "done" else 0)
             self.progress.setFormat(state)
 
-        worker.yielded.connect(yielded)
-        worker.returned.connect(returned)
-        worker.errored.connect(errored)
-        worker.finished.connect(finished)
+        worker.yielded.connect(_unless_deleted(yielded))
+        worker.returned.connect(_unless_deleted(returned))
+        worker.errored.connect(_unless_deleted(errored))
+        worker.finished.connect(_unless_deleted(finished))
         worker.start()
         return worker
 
