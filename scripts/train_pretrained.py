@@ -242,6 +242,7 @@ def train_ccd_classes(args: argparse.Namespace) -> None:
     from napari_microseg.inference.segment import segment
     from napari_microseg.progress import run_with_text_progress
     from napari_microseg.simulate.ccd import simulate_ccd_frame
+    from napari_microseg.training.normalize import CCD_NORMALIZATION
     from napari_microseg.training.trainer import train
 
     n = 8 if args.quick else args.simulated
@@ -250,7 +251,7 @@ def train_ccd_classes(args: argparse.Namespace) -> None:
     cfg = {
         "preset": args.preset, "model": {"base_filters": args.base_filters} if args.base_filters else {},
         "output_mode": "multiclass", "n_classes": 4, "class_names": CCD_CLASSES,
-        "normalization": {"kind": "pedestal", "scale": 200.0, "estimator": "mode", "level_taps": True}, "loss": "weighted_ce", "class_weights": args.class_weights,
+        "normalization": dict(CCD_NORMALIZATION), "loss": "weighted_ce", "class_weights": args.class_weights,
         "patch_size": args.patch, "patches_per_epoch": args.patches, "batch_size": 8, "epochs": args.epochs, "lr": args.lr,
         "seed": 0, "num_threads": args.threads, "val_fraction": 0.1, "early_stopping_patience": 10,
         "reduce_lr_patience": 4, "reduce_lr_factor": 0.3, "monitor": "val_loss",

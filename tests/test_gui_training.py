@@ -63,6 +63,8 @@ def test_training_keeps_gui_responsive_and_writes_model(make_napari_viewer, qtbo
     assert (tmp_path / "model.pt").is_file(), widget.status.text()
     assert widget.result is not None and widget.result.epochs_run == 3
     assert len(widget.plot.epochs) == 3 and len(widget.plot.steps) > 3
+    history = (tmp_path / "model.history.csv").read_text().splitlines()  # as `microseg train` writes it
+    assert history[0] == "epoch,train_loss,val_loss,val_dice,lr,seconds" and len(history) == 4
     p99 = float(np.percentile(gaps, 99))
     assert len(gaps) > 20
     assert p99 < 0.2, f"GUI event loop stalled: 99th percentile heartbeat gap {p99 * 1000:.0f} ms"
@@ -149,6 +151,33 @@ def test_bad_inputs_give_messages(make_napari_viewer, qtbot, tmp_path):
     widget.labels_layer.value = ["small", "empty"]
     assert widget.train() is None
     assert "one labels layer per image" in widget.status.text()
+
+
+def test_one_small_image_without_validation_and_the_ccd_normalisation(make_napari_viewer, wait_worker, tmp_path):
+    """A 60 x 60 image cannot spare a validation strip: share 0 trains on it all. Multiclass (the CCD
+    task) defaults to raw-ADC normalisation, stored in the model."""
+    from napari_microseg.io.models import load_model
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+    from napari_microseg.training.normalize import CCD_NORMALIZATION
+    from napari_microseg.widgets.training import PER_IMAGE, RAW_CCD, TrainingWidget
+
+    image, labels = simulate_nuclei_image((60, 60), 4, seed=1)
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(image, name="small")
+    viewer.add_labels(labels, name="nuclei")
+    widget = TrainingWidget(viewer)
+    widget.image_layer.value, widget.labels_layer.value = ["small"], ["nuclei"]
+    widget.patch.value, widget.epochs.value, widget.patches_per_epoch.value, widget.batch_size.value = 32, 1, 4, 4
+    widget.out_path.value = str(tmp_path / "small.pt")
+    wait_worker(widget.train())
+    assert "validation" in widget.status.text() and not (tmp_path / "small.pt").exists()
+    widget.val_fraction.value = 0.0
+    wait_worker(widget.train())
+    assert load_model(tmp_path / "small.pt").config["normalization"]["kind"] == "percentile", widget.status.text()
+    widget.output_mode.value = "multiclass"
+    assert widget.normalization.value == RAW_CCD and widget.config()["normalization"] == CCD_NORMALIZATION
+    widget.output_mode.value = "three_class"
+    assert widget.normalization.value == PER_IMAGE
 
 
 def test_loss_plot_legend_leaves_the_top_right_corner_to_the_dice_curve(qtbot):

@@ -147,6 +147,32 @@ def test_split_by_image_and_by_strip():
     assert split_train_val(one, 0.0)[1] is None
 
 
+def test_time_lapse_frames_are_held_out_as_a_block_not_as_neighbours(tmp_path):
+    import tifffile
+
+    from napari_microseg.training.data import sequence_of
+
+    imgs, labs = disk_set(10)
+    movie = prepare_training_data(np.stack(imgs), np.stack(labs))  # one (T, Y, X) stack: a time-lapse
+    tr, va = split_train_val(movie, 0.2, seed=0)
+    assert [it.name for it in va.items] == ["image 8", "image 9"]  # its last frames, whatever the seed
+    assert [it.name for it in split_train_val(movie, 0.2, seed=7)[1].items] == ["image 8", "image 9"]
+    # two stacks in a list (the widget's layers) and an image of its own: each stack gives its last frames
+    mixed = prepare_training_data([np.stack(imgs[:5]), np.stack(imgs[5:]), imgs[0]],
+                                  [np.stack(labs[:5]), np.stack(labs[5:]), labs[0]])
+    held = {(it.sequence, it.name) for it in split_train_val(mixed, 0.2)[1].items}
+    assert held == {(0, "image 4"), (1, "image 9")}
+    # the command line reads stack files frame by frame: the frame names say which stack they come from
+    (tmp_path / "im").mkdir()
+    (tmp_path / "lb").mkdir()
+    tifffile.imwrite(tmp_path / "im" / "movie.tif", np.stack(imgs))
+    tifffile.imwrite(tmp_path / "lb" / "movie.tif", np.stack(labs).astype(np.uint16))
+    ims, lbs, names = load_training_pairs(tmp_path / "im", tmp_path / "lb")
+    assert sequence_of(names[3]) == "movie.tif" and sequence_of("cell[a].tif") is None
+    from_files = prepare_training_data(ims, lbs, names=names, sequences=[sequence_of(n) for n in names])
+    assert [it.name for it in split_train_val(from_files, 0.2)[1].items] == ["movie.tif[8]", "movie.tif[9]"]
+
+
 def test_patch_sampler_pads_small_images_with_ignore_and_favours_foreground():
     img, lab = disk_image((40, 50), n=2, seed=3)
     td = prepare_training_data(img, lab)

@@ -22,7 +22,7 @@ def resolve_device(name: str = "auto") -> str:
             return "mps"
         return "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but no CUDA GPU is available (use --device cpu or auto)")
+        raise ValueError("device 'cuda' requested but no CUDA GPU is available: choose device cpu or auto")
     if name == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():

@@ -14,8 +14,6 @@ from pathlib import Path
 from ..errors import InputError
 from ._help import HelpFormatter
 
-HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds"]
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -133,9 +131,9 @@ def class_names_near(path: Path) -> list[str] | None:
 
 def write_history_csv(path: str | Path, history: list[dict]) -> Path:
     """Write the per-epoch history as CSV (atomically)."""
-    from ..io.tables import write_history_csv as write
+    from ..io.tables import TRAIN_HISTORY_COLUMNS, write_history_csv as write
 
-    return write(path, history, HISTORY_COLUMNS)
+    return write(path, history, TRAIN_HISTORY_COLUMNS)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -199,7 +197,12 @@ def run(args: argparse.Namespace) -> int:
         unlabelled_is_ignored=args.unlabelled_is_ignored, background_value=args.background_value,
         data_description=description,
     )
-    train_data = (images, labels)
+    if args.simulated is None:  # frames of one stack file: validation holds out a block of them, not neighbours
+        from ..training.data import sequence_of
+
+        train_data = {"images": images, "labels": labels, "sequences": [sequence_of(n) for n in names]}
+    else:
+        train_data = (images, labels)
     val_data = None
     if args.val_images or args.val_labels:
         if not (args.val_images and args.val_labels):

@@ -92,6 +92,10 @@ def model_sidecar(model_path: str | os.PathLike, name: str) -> Path:
     return model_path.with_name(f"{model_path.stem}.{name}")
 
 
+#: columns of ``<model>.history.csv`` of a segmentation training (``microseg train``, the Training widget)
+TRAIN_HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds"]
+
+
 def write_history_csv(path: str | os.PathLike, history: list[dict], columns: list[str]) -> Path:
     """Write a per-epoch training history (one row per epoch, ``columns`` in order) as CSV, atomically."""
     import csv

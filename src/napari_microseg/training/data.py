@@ -58,11 +58,14 @@ class LabelledImage:
     image : float32 ``(C, Y, X)``, already normalised.
     target : int64 ``(Y, X)`` class indices, ``IGNORE`` (-1) where not annotated.
     name : where it came from (file name, ``frame 3``, ...).
+    sequence : for a frame of a time-lapse (a stack), which one (frames of one sequence are
+        kept in time order); None for an image of its own.
     """
 
     image: np.ndarray
     target: np.ndarray
     name: str = ""
+    sequence: Any = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -175,10 +178,10 @@ def make_target(
     return target
 
 
-def _as_list(images: Any, labels: Any) -> tuple[list[np.ndarray], list[np.ndarray | None], list[bool]]:
+def _as_list(images: Any, labels: Any) -> tuple[list[np.ndarray], list[np.ndarray | None], list[int | None]]:
     """Accept a 2-D array, a (T, Y, X) stack, or lists of 2-D arrays, (C, Y, X) images and (T, Y, X)
     stacks; return one (image, labels) pair per frame (frames without annotation have labels None)
-    and, per frame, whether it is a frame of a stack."""
+    and, per frame, the index of the stack it is a frame of (None for an image of its own)."""
     whole_stack = False
     if isinstance(images, np.ndarray) or hasattr(images, "__array__") and not isinstance(images, (list, tuple)):
         images = np.asarray(images)
@@ -205,16 +208,16 @@ def _as_list(images: Any, labels: Any) -> tuple[list[np.ndarray], list[np.ndarra
     # (a (C, Y, X) multi-channel image has 2-D labels, so the two cannot be confused)
     frames_i: list[np.ndarray] = []
     frames_l: list[np.ndarray | None] = []
-    in_stack: list[bool] = []
-    for im, lb in zip(images, labels):
+    in_stack: list[int | None] = []
+    for k, (im, lb) in enumerate(zip(images, labels)):
         if lb is not None and im.ndim == 3 and lb.ndim == 3 and im.shape == lb.shape:
             frames_i.extend(im)
             frames_l.extend(lb)
-            in_stack.extend([True] * len(im))
+            in_stack.extend([k] * len(im))
         else:
             frames_i.append(im)
             frames_l.append(lb)
-            in_stack.append(whole_stack)
+            in_stack.append(0 if whole_stack else None)
     return frames_i, frames_l, in_stack
 
 
@@ -231,6 +234,7 @@ def prepare_training_data(
     frames: Sequence[int] | None = None,
     names: Sequence[str] | None = None,
     description: str = "",
+    sequences: Sequence[Any] | None = None,
 ) -> TrainingData:
     """Normalise images and make targets; return a :class:`TrainingData`.
 
@@ -248,6 +252,10 @@ def prepare_training_data(
     ignore_masks : optional boolean masks per image (True = ignore).
     frames : indices of annotated images to use (default: all with any annotation).
     names : names per image (default ``image <i>``).
+    sequences : per image, the time-lapse it is a frame of (None: an image of its own), for
+        frames already split from their stacks (:func:`load_training_pairs`); by default the
+        stacks among ``images``. Validation then takes whole blocks of frames
+        (:func:`split_train_val`), and all-zero frames of a sequence count as not annotated.
 
     Raises
     ------
@@ -255,7 +263,9 @@ def prepare_training_data(
         On shape mismatch, wrong dimensionality, NaN, or when no pixel is annotated.
     """
     imgs, labs, in_stack = _as_list(images, labels)
-    for what, per_image in (("names", names), ("ignore masks", ignore_masks)):
+    if sequences is not None:
+        in_stack = list(sequences)
+    for what, per_image in (("names", names), ("ignore masks", ignore_masks), ("sequences", sequences)):
         if per_image is not None and len(per_image) != len(imgs):
             raise InputError(f"{len(per_image)} {what} for {len(imgs)} images (frames of stacks count one each)")
     spec = make_normalization_spec(normalization)
@@ -287,13 +297,13 @@ def prepare_training_data(
         target = make_target(lb, output_mode, n_classes, ignore_value, unlabelled_is_ignored, background_value, mask)
         if frames is None and not np.any(target != IGNORE):
             continue
-        if frames is None and in_stack[i] and not unlabelled_is_ignored and not np.any(lb != 0) and ignore_masks is None:
+        if frames is None and in_stack[i] is not None and not unlabelled_is_ignored and not np.any(lb != 0) and ignore_masks is None:
             # an all-zero frame of a stack counts as "not annotated"; an all-zero image of its own is an
             # empty field, a negative example that teaches the network what is not an object
             continue
         norm = normalize(im, spec)
         name = names[i] if names is not None else f"image {i}"
-        items.append(LabelledImage(norm.astype(np.float32), target, name))
+        items.append(LabelledImage(norm.astype(np.float32), target, name, in_stack[i]))
     if not items:
         raise InputError("no annotated pixels: paint or load labels for at least one image")
     if all(not np.any(labs[i]) for i in chosen if labs[i] is not None) and background_value is None:
@@ -374,6 +384,17 @@ def _read(path: Path) -> np.ndarray:
     return np.asarray(read_image(path).data)
 
 
+def frame_name(file_name: str, t: int) -> str:
+    """Name of frame ``t`` of a stack file in :func:`load_training_pairs`' list: ``<file>[t]``."""
+    return f"{file_name}[{int(t)}]"
+
+
+def sequence_of(name: str) -> str | None:
+    """The stack file a :func:`frame_name` comes from (None for a name of an image of its own)."""
+    stem, bracket, rest = str(name).rpartition("[")
+    return stem if bracket and rest.endswith("]") and rest[:-1].isdigit() else None
+
+
 #: a (C, Y, X) training image with one 2-D labels image has at most this many channels; more is a
 #: time-lapse (or Z stack) labelled in one frame only
 MAX_INPUT_CHANNELS = 8
@@ -407,7 +428,7 @@ def load_training_pairs(
                 raise InputError(mismatch)
             for t in range(im.shape[0]):
                 if lb[t].any():  # an all-zero frame of a stack counts as "not annotated"
-                    out_i.append(im[t]), out_l.append(lb[t]), names.append(f"{ip.name}[{t}]")
+                    out_i.append(im[t]), out_l.append(lb[t]), names.append(frame_name(ip.name, t))
             continue
         if im.shape[-2:] != lb.shape[-2:] or lb.ndim != 2:
             raise InputError(mismatch)
@@ -431,7 +452,10 @@ def split_train_val(
 ) -> tuple[TrainingData, TrainingData | None]:
     """Split into training and validation data.
 
-    With two or more images the split is by image (at least one image each side).
+    With two or more images the split is by image (at least one image each side). Frames of a
+    time-lapse (``LabelledImage.sequence``) are held out as a block, the last ``val_fraction`` of
+    each sequence, so validation frames are not the near-copies next to training frames that a
+    random choice would give; images of their own are then chosen at random.
     With one image a strip of ``val_fraction`` of the longer axis is held out, so no validation
     pixel is seen in training: at the image's end when that strip holds a fair share of the
     annotations, else where it holds about ``val_fraction`` of them (sparse painting), with the
@@ -446,10 +470,12 @@ def split_train_val(
         return TrainingData(items, data.output_mode, data.n_classes, data.normalization, data.description)
 
     if len(data.items) >= 2:
-        rng = np.random.default_rng(seed)
-        order = rng.permutation(len(data.items))
-        n_val = min(len(order) - 1, max(1, int(round(val_fraction * len(order)))))
-        val_idx = set(order[:n_val].tolist())
+        val_idx = _validation_frames(data.items, val_fraction, seed)
+        if not val_idx:  # images of their own (or one-frame sequences): a random choice of images
+            rng = np.random.default_rng(seed)
+            order = rng.permutation(len(data.items))
+            n_val = min(len(order) - 1, max(1, int(round(val_fraction * len(order)))))
+            val_idx = set(order[:n_val].tolist())
         train = [it for i, it in enumerate(data.items) if i not in val_idx]
         val = [it for i, it in enumerate(data.items) if i in val_idx]
         return like(train), like(val)
@@ -476,6 +502,28 @@ def split_train_val(
     sl_val = cut(start, start + n_val)
     val_item = LabelledImage(it.image[(slice(None),) + sl_val], it.target[sl_val], it.name + " (validation strip)")
     return like(train_items), like([val_item])
+
+
+def _validation_frames(items: list[LabelledImage], val_fraction: float, seed: int) -> set[int]:
+    """Indices held out for validation when some items are frames of sequences: the last
+    ``val_fraction`` (at least one) of each sequence of two or more frames, and that fraction of
+    the other items at random; empty when no sequence has two frames."""
+    by_sequence: dict[Any, list[int]] = {}
+    for i, it in enumerate(items):
+        if it.sequence is not None:
+            by_sequence.setdefault(it.sequence, []).append(i)
+    chosen: set[int] = set()
+    for frames in by_sequence.values():
+        if len(frames) >= 2:
+            n = min(len(frames) - 1, max(1, int(round(val_fraction * len(frames)))))
+            chosen.update(frames[-n:])
+    if not chosen:
+        return chosen
+    singles = [i for i, it in enumerate(items) if it.sequence is None]
+    n_single = int(round(val_fraction * len(singles)))
+    if n_single:
+        chosen.update(np.random.default_rng(seed).choice(singles, n_single, replace=False).tolist())
+    return chosen
 
 
 def _validation_strip_start(target: np.ndarray, axis: int, n_val: int, val_fraction: float) -> int | None:

@@ -37,6 +37,11 @@ KINDS = ("percentile", "minmax", "fixed", "pedestal", "none")
 
 DEFAULT_NORMALIZATION: dict[str, Any] = {"kind": "percentile", "p_low": 1.0, "p_high": 99.8}
 
+#: raw CCD frames in ADC ([C]): each frame's pedestal (its mode) subtracted, readout taps levelled,
+#: divided by 200 ADC (the shipped ``ccd_classes``). Rescaling each frame to its own range instead
+#: "made every pixel one class" (METHODS [C]).
+CCD_NORMALIZATION: dict[str, Any] = {"kind": "pedestal", "scale": 200.0, "estimator": "mode", "level_taps": True}
+
 _DEFAULTS = {
     "percentile": {"p_low": 1.0, "p_high": 99.8},
     "minmax": {},

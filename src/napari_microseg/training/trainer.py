@@ -253,16 +253,18 @@ def _as_training_data(data: Any, cfg: TrainConfig, normalization: dict) -> Train
         return None
     if isinstance(data, TrainingData):
         return data
+    sequences = None
     if isinstance(data, dict):
-        images, labels = data["images"], data["labels"]
+        images, labels, sequences = data["images"], data["labels"], data.get("sequences")
     elif isinstance(data, (tuple, list)) and len(data) == 2:
         images, labels = data
     else:
-        raise InputError("training data must be a TrainingData, an (images, labels) pair or a dict with images and labels")
+        raise InputError("training data must be a TrainingData, an (images, labels) pair or a dict with images and "
+                         "labels (and optionally sequences: per image, the time-lapse it is a frame of)")
     return prepare_training_data(
         images, labels, output_mode=cfg.output_mode, n_classes=cfg.n_classes, normalization=normalization,
         ignore_value=cfg.ignore_value, unlabelled_is_ignored=cfg.unlabelled_is_ignored,
-        background_value=cfg.background_value,
+        background_value=cfg.background_value, sequences=sequences,
     )
 
 

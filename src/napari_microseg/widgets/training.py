@@ -25,6 +25,19 @@ from ._plot import LossPlot
 #: height of the image / labels layer lists (about four rows; longer lists scroll)
 LAYER_LIST_HEIGHT_PX = 90
 
+PER_IMAGE = "per image (percentiles)"
+RAW_CCD = "raw CCD ADC (pedestal / 200)"
+
+
+def _normalization_choices() -> dict[str, dict]:
+    from ..training.normalize import CCD_NORMALIZATION, DEFAULT_NORMALIZATION
+
+    return {PER_IMAGE: dict(DEFAULT_NORMALIZATION), RAW_CCD: dict(CCD_NORMALIZATION)}
+
+
+#: the Training widget's intensity normalisations: name shown -> spec stored in the model
+NORMALIZATION_CHOICES = _normalization_choices()
+
 
 def check_training_layers(image: np.ndarray, labels: np.ndarray, partial: bool) -> None:
     """Raise InputError for layers that cannot be trained on (shown in the dock)."""
@@ -60,7 +73,17 @@ class TrainingWidget(MicrosegDock):
                                       tooltip="three_class: also learn each nucleus's distance map; the watershed seeds from it")
         self.sparse = CheckBox(label="sparse labels (0 = not annotated)", value=False,
                                tooltip="only painted pixels count; paint background with the label id below")
-        self.background_id = SpinBox(label="background id", value=1, min=1, max=65535)
+        self.background_id = SpinBox(label="background id", value=1, min=1, max=65535,
+                                     tooltip="sparse labels: the label id painted on background (napari paints 1 "
+                                             "first); objects get the other ids")
+        self.normalization = ComboBox(label="intensities", choices=list(NORMALIZATION_CHOICES), value=PER_IMAGE,
+                                      tooltip="per image: each image stretched to its own 1-99.8 percentiles "
+                                              "(fluorescence, phase contrast); raw CCD ADC: pedestal subtracted, "
+                                              "divided by 200 ADC, so cluster charge keeps its meaning ([C])")
+        self.val_fraction = FloatSpinBox(label="validation share", value=0.2, min=0.0, max=0.5, step=0.05,
+                                         tooltip="share of the images (of one image: a strip; of a time-lapse: its "
+                                                 "last frames) held out to choose the best epoch; 0: none, the "
+                                                 "training loss decides (one small image)")
         self.patch = SpinBox(label="patch (px)", value=128, min=32, max=1024, step=32)
         self.image_sampling = ComboBox(label="sample images by", choices=["pixels", "objects", "mixed"], value="pixels",
                                        tooltip="pixels: each annotated pixel equally likely; objects: images give patches "
@@ -80,7 +103,7 @@ class TrainingWidget(MicrosegDock):
             picker.native.setMaximumHeight(LAYER_LIST_HEIGHT_PX)
         self.form = Container(widgets=[
             self.image_layer, self.labels_layer, self.preset, self.output_mode, self.distance_head, self.sparse,
-            self.background_id,
+            self.background_id, self.normalization, self.val_fraction,
             self.patch, self.image_sampling, self.epochs, self.patches_per_epoch, self.batch_size, self.lr, self.device,
             self.out_path, self.resume, self.seed, self.train_button, self.preview_button,
         ])
@@ -88,6 +111,7 @@ class TrainingWidget(MicrosegDock):
         self.plot = LossPlot()
         self.body.addWidget(self.plot)
         self.train_button.changed.connect(self.train)
+        self.output_mode.changed.connect(self._default_normalization)
         self.preview_button.changed.connect(self.preview)
         self.run_buttons = (self.train_button, self.preview_button)
         self.result = None
@@ -104,6 +128,10 @@ class TrainingWidget(MicrosegDock):
         import napari_microseg.training.trainer  # noqa: F401
 
         self.follow_layers(self.image_layer, self.labels_layer)
+
+    def _default_normalization(self, mode: str) -> None:
+        """Multiclass is the CCD task: raw ADC by default; the other outputs stretch each image."""
+        self.normalization.value = RAW_CCD if mode == "multiclass" else PER_IMAGE
 
     # -- layer pickers ------------------------------------------------------
     def _image_choices(self, *_: Any) -> list[str]:
@@ -149,6 +177,8 @@ class TrainingWidget(MicrosegDock):
             "epochs": int(self.epochs.value), "patches_per_epoch": int(self.patches_per_epoch.value),
             "batch_size": int(self.batch_size.value), "lr": float(self.lr.value), "device": self.device.value,
             "image_sampling": self.image_sampling.value,
+            "normalization": dict(NORMALIZATION_CHOICES[self.normalization.value]),
+            "val_fraction": float(self.val_fraction.value),
             "seed": int(self.seed.value), "unlabelled_is_ignored": bool(self.sparse.value),
             "distance_head": bool(self.distance_head.value) and self.output_mode.value == "three_class",
             "background_value": int(self.background_id.value) if self.sparse.value else None,
@@ -217,6 +247,15 @@ class TrainingWidget(MicrosegDock):
             self.show_message(NO_MODEL_MESSAGE)
             return
         self.model_path = result.model_path
+        history_note = ""
+        if result.history:  # the per-epoch figures beside the model, as `microseg train` writes them
+            from ..io.tables import TRAIN_HISTORY_COLUMNS, model_sidecar, write_history_csv
+
+            history_path = model_sidecar(Path(result.model_path), "history.csv")
+            try:
+                history_note = f"; history: {write_history_csv(history_path, result.history, TRAIN_HISTORY_COLUMNS).name}"
+            except OSError as err:
+                history_note = f"; history not written ({err})"
         from .segmentation import RECENT_MODELS
 
         if result.model_path not in RECENT_MODELS:
@@ -224,7 +263,7 @@ class TrainingWidget(MicrosegDock):
         best = f"{result.best_value:.4f}" if result.best_value is not None else "-"
         self.show_message(
             f"{result.stop_reason}: {result.epochs_run} epochs on {result.device}; best epoch {result.best_epoch} "
-            f"(monitor {best}); model: {result.model_path}"
+            f"(monitor {best}); model: {result.model_path}{history_note}"
         )
 
     # -- preview ------------------------------------------------------------
