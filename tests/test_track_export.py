@@ -168,6 +168,39 @@ def test_cli_track(tmp_path):
     assert len(pd.read_csv(tmp_path / "o3" / "tracks.csv")) == len(np.unique(labels[0])) - 1
 
 
+def test_cli_evaluate_tracks_scores_track_simulate_and_ctc_folders(tmp_path, capsys):
+    """``microseg evaluate tracks`` reads the folders the package writes and gives traccuracy's scores."""
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+    from napari_microseg.tracking.track import finalize
+
+    sim_dir, out = tmp_path / "sim", tmp_path / "tracked"
+    assert main(["simulate", "nuclei", "--out", str(sim_dir), "--frames", "6", "--nuclei", "8", "--seed", "4",
+                 "--shape", "96", "96"]) == 0
+    labels = tifffile.imread(sim_dir / "labels.tif")
+    damaged = labels.copy()
+    damaged[3] = 0  # a missing frame: detection and link errors to find
+    tifffile.imwrite(tmp_path / "damaged.tif", damaged)
+    assert main(["track", "--labels", str(tmp_path / "damaged.tif"), "--out", str(out), "--ctc"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "tracks", "--gt", str(sim_dir), "--pred", str(out), "--out", str(tmp_path / "m.csv")]) == 0
+    printed = capsys.readouterr().out
+    row = pd.read_csv(tmp_path / "m.csv").iloc[0]
+    truth_table = pd.read_csv(sim_dir / "tracks.csv")
+    truth = finalize(truth_table, n_frames=6, labels=labels)
+    expected = ctc_scores(truth, run_tracking(damaged))
+    assert row["TRA"] == pytest.approx(expected["TRA"], abs=1e-6) and row["DET"] == pytest.approx(expected["DET"], abs=1e-6)
+    assert 0.5 < row["DET"] < 1.0 and f"TRA {row['TRA']:.4f}" in printed
+    # the CTC export of the same result scores the same
+    assert main(["evaluate", "tracks", "--gt", str(sim_dir), "--pred", str(out / "ctc"), "--out", str(tmp_path / "c.csv")]) == 0
+    assert pd.read_csv(tmp_path / "c.csv").iloc[0]["TRA"] == pytest.approx(row["TRA"], abs=1e-6)
+    # refusals: an existing output, a file instead of a folder, a folder of something else
+    assert main(["evaluate", "tracks", "--gt", str(sim_dir), "--pred", str(out), "--out", str(tmp_path / "m.csv")]) == 2
+    assert main(["evaluate", "tracks", "--gt", str(sim_dir / "labels.tif"), "--pred", str(out), "--out", str(tmp_path / "x.csv")]) == 2
+    (tmp_path / "empty").mkdir()
+    assert main(["evaluate", "tracks", "--gt", str(sim_dir), "--pred", str(tmp_path / "empty"), "--out", str(tmp_path / "x.csv")]) == 2
+    assert "expected tracks.csv" in capsys.readouterr().err
+
+
 def test_cli_track_reads_zarr_labels_as_segment_writes_them(tmp_path):
     """``microseg segment`` can write Zarr labels; ``microseg track`` must read them (and TIFF or FITS)."""
     from napari_microseg.io.images import read_image, write_zarr

@@ -1,5 +1,9 @@
 """``microseg evaluate``: score results against ground truth.
 
+``microseg evaluate tracks --gt DIR --pred DIR [--out tracking_metrics.csv]`` gives the Cell
+Tracking Challenge scores (TRA, DET, LNK, AOGM error counts) and division precision / recall /
+F1 of tracks in ``microseg track`` / ``microseg simulate nuclei`` / CTC folders.
+
 ``microseg evaluate classes --gt DIR --pred DIR [--out class_metrics.csv]`` scores class maps
 (e.g. CCD classes) pixel by pixel: per-class precision, recall, F1, IoU and the pooled
 confusion matrix.
@@ -30,7 +34,7 @@ _ENDINGS = ("_labels", "_label", "_masks", "_mask", "_pred", "_prediction", "_gt
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="score segmentations against ground truth", description=__doc__,
+    p = sub.add_parser("evaluate", help="score segmentations, class maps or tracks against ground truth", description=__doc__,
                        formatter_class=HelpFormatter)
     kinds = p.add_subparsers(dest="kind", metavar="KIND")
     kinds.required = True
@@ -56,6 +60,45 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated names (default: a params.json beside --gt, else the class index)")
     c.add_argument("--overwrite", action="store_true", help="replace existing output files")
     c.set_defaults(func=run_classes)
+    t = kinds.add_parser("tracks", help="Cell Tracking Challenge tracking scores (TRA, DET, LNK, divisions)",
+                         formatter_class=HelpFormatter,
+                         description="microseg evaluate tracks: score predicted tracks against true ones with the Cell\n"
+                                     "Tracking Challenge measures (traccuracy): TRA, DET, LNK, the AOGM error counts,\n"
+                                     "and division precision / recall / F1 (objects matched by IoU >= 0.5).\n"
+                                     "Each folder is a 'microseg track' result (tracks.csv + tracks_labels.tif), a\n"
+                                     "'microseg simulate nuclei' folder (tracks.csv + labels.tif), or a CTC folder.")
+    t.add_argument("--gt", required=True, help="folder of the true tracks (e.g. a 'microseg simulate nuclei' folder)")
+    t.add_argument("--pred", required=True, help="folder of the predicted tracks (e.g. a 'microseg track' --out folder)")
+    t.add_argument("--out", default="tracking_metrics.csv", help="CSV to write: one row of scores")
+    t.add_argument("--division-frames", type=int, default=1,
+                   help="a division found up to this many frames early or late still counts")
+    t.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    t.set_defaults(func=run_tracks)
+
+
+def run_tracks(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from ..measure.tables import check_overwrite, write_table_csv
+    from ..tracking.export import read_tracks_folder
+    from ..tracking.metrics import ctc_scores
+
+    out = Path(args.out)
+    check_overwrite([out], args.overwrite)
+    if args.division_frames < 0:
+        raise InputError(f"--division-frames must be >= 0, got {args.division_frames}")
+    truth, predicted = read_tracks_folder(args.gt), read_tracks_folder(args.pred)
+    frames = [getattr(r, "n_frames", None) for r in (truth, predicted)]
+    if None not in frames and frames[0] != frames[1]:
+        raise InputError(f"the true tracks span {frames[0]} frames, the predicted ones {frames[1]}")
+    scores = ctc_scores(truth, predicted, division_frame_buffer=args.division_frames)
+    row = {"gt": str(args.gt), "pred": str(args.pred), **scores}
+    write_table_csv(pd.DataFrame([row]), out)
+    print(f"TRA {scores['TRA']:.4f}  DET {scores['DET']:.4f}  LNK {scores['LNK']:.4f}")
+    print(f"divisions: {scores['true_divisions']} true, {scores['found_divisions']} found; precision "
+          f"{scores['division_precision']:.3f}  recall {scores['division_recall']:.3f}  F1 {scores['division_f1']:.3f}")
+    print(f"wrote {out}")
+    return 0
 
 
 def parse_thresholds(text: str) -> list[float]:

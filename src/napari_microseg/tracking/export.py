@@ -172,6 +172,41 @@ def write_ctc(result: TrackResult, folder: str | os.PathLike, *, overwrite: bool
     return folder
 
 
+def read_tracks_folder(folder: str | os.PathLike) -> TrackResult | Path:
+    """Tracks with their masks from a folder, for scoring (:func:`~.metrics.ctc_scores`).
+
+    Accepts what this package writes: a ``microseg track`` result (``tracks.csv`` +
+    ``tracks_labels.tif``, objects labelled by track id), a ``microseg simulate nuclei``
+    folder (``tracks.csv`` + ``labels.tif``, whose ``label`` column names each object in
+    ``labels.tif``), or a Cell Tracking Challenge folder (``*_track.txt`` + masks), which is
+    returned as its path for traccuracy's own loader. InputError for anything else.
+    """
+    from ..io.images import read_image, time_stack
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder} is not a folder")
+    if sorted(folder.glob("*_track.txt")):
+        return folder
+    tracks = folder / "tracks.csv"
+    if tracks.is_file() and (folder / "tracks_labels.tif").is_file():
+        relabelled = time_stack(read_image(folder / "tracks_labels.tif").data, "tracks_labels.tif").astype(np.int32)
+        result = read_tracks_csv(tracks, n_frames=relabelled.shape[0])
+        ids = set(np.unique(relabelled).tolist()) - {0}
+        if not ids <= set(result.table["track_id"].tolist()):
+            raise InputError(f"{folder}: tracks_labels.tif holds track ids that tracks.csv does not list")
+        result.relabelled = relabelled
+        return result
+    if tracks.is_file() and (folder / "labels.tif").is_file():
+        labels = time_stack(read_image(folder / "labels.tif").data, "labels.tif")
+        table = pd.read_csv(tracks)
+        if "label" not in table.columns:
+            raise InputError(f"{tracks} has no label column naming the objects of labels.tif")
+        return read_tracks_csv(tracks, labels=labels, n_frames=labels.shape[0])
+    raise InputError(f"{folder}: expected tracks.csv with tracks_labels.tif (microseg track) or labels.tif "
+                     "(microseg simulate nuclei), or a CTC folder (*_track.txt + masks)")
+
+
 def read_ctc(folder: str | os.PathLike, track_file: str | None = None) -> TrackResult:
     """Read a CTC folder (results ``res_track.txt`` + ``mask*.tif`` or ground
     truth ``man_track.txt`` + ``man_track*.tif``) into a :class:`TrackResult`.
