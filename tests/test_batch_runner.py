@@ -294,6 +294,8 @@ def test_track_batch_matches_run_tracking(tmp_path):
         pd.testing.assert_frame_equal(got, expected[got.columns].reset_index(drop=True), check_dtype=False, rtol=1e-6)
         assert tifffile.imread(out / "tracks_labels" / name).max() == expected["track_id"].max()
     assert set(pd.read_csv(out / "counts.csv")["image"]) == set(stacks)
+    summary = pd.read_csv(out / "track_summary.csv")
+    assert set(summary["image"]) == set(stacks) and {"fate", "path_length_px"} <= set(summary.columns)
 
 
 def test_find_batch_inputs(tmp_path):

@@ -51,7 +51,8 @@ def test_track_curate_export(make_napari_viewer, qtbot, tmp_path, artifacts, wai
     wait_worker(widget.delete_selected())
     assert widget.result.n_tracks == n_tracks - 1 and "deleted track" in widget.status.text()
     assert widget.table.rowCount() == n_tracks - 1
-    tracks_csv, counts_csv, _ = widget.export_csv()
+    tracks_csv, counts_csv, summary_csv, _ = widget.export_csv()
+    assert set(pd.read_csv(summary_csv)["track_id"]) == set(pd.read_csv(tracks_csv)["track_id"])
     table = pd.read_csv(tracks_csv)
     assert list(table.columns[:8]) == ["track_id", "t", "y", "x", "parent_track_id", "root_track_id", "generation", "label"]
     assert late not in set(table.track_id)
@@ -91,7 +92,7 @@ def test_tracking_rejects_2d_labels(make_napari_viewer):
     assert "(T, Y, X)" in widget.status.text()
 
 
-def test_tracking_mask_stack_lazy_data_and_layer_geometry(make_napari_viewer, wait_worker):
+def test_tracking_mask_stack_lazy_data_and_layer_geometry(make_napari_viewer, wait_worker, tmp_path):
     """A 0/1 mask stack held lazily (dask) in a scaled, shifted layer: tracked as its connected objects
     (as ``microseg track`` does), and the result layers lie on top of the labels."""
     import dask.array as da
@@ -104,7 +105,8 @@ def test_tracking_mask_stack_lazy_data_and_layer_geometry(make_napari_viewer, wa
     sim = simulate_nuclei_timelapse(n_frames=6, shape=(96, 96), n_nuclei=6, seed=2)
     mask = (sim.labels > 0).astype(np.uint8)
     viewer = make_napari_viewer(show=False)
-    viewer.add_labels(da.from_array(mask, chunks=(1, 96, 96)), name="mask", scale=(1, 0.5, 0.5), translate=(0, 10, 20))
+    viewer.add_labels(da.from_array(mask, chunks=(1, 96, 96)), name="mask", scale=(1, 0.5, 0.5), translate=(0, 10, 20),
+                      units=("minute", "micrometer", "micrometer"))
     widget = TrackingWidget(viewer)
     widget.labels_layer.value = "mask"
     widget.config.value = "particle"
@@ -121,3 +123,9 @@ def test_tracking_mask_stack_lazy_data_and_layer_geometry(make_napari_viewer, wa
     widget.table.selectRow(0)
     first = widget.result.table[widget.result.table.track_id == widget.selected_track_ids()[-1]].iloc[0]
     np.testing.assert_allclose(viewer.camera.center[-2:], (first.y * 0.5 + 10, first.x * 0.5 + 20))
+    # the exported track summary is in micrometres and minutes, as the layer's scale and units say
+    widget.export_dir.value = str(tmp_path)
+    widget.export_csv()
+    summary = pd.read_csv(tmp_path / "track_summary.csv")
+    np.testing.assert_allclose(summary["path_length_um"], summary["path_length_px"] * 0.5, rtol=1e-5)
+    np.testing.assert_allclose(summary["duration_min"], summary["end_t"] - summary["start_t"])

@@ -151,6 +151,7 @@ def test_cli_track(tmp_path):
     assert list(tab.columns[:8]) == TRACK_COLUMNS and "mean_intensity" in tab.columns
     assert tab["track_id"].nunique() == 4 and (tab["generation"] == 1).sum() == 6
     assert (out / "counts.csv").is_file() and (out / "ctc" / "res_track.txt").is_file()
+    assert set(pd.read_csv(out / "track_summary.csv")["track_id"]) == set(tab["track_id"])
     cfg = json.loads((out / "track_config.json").read_text())
     assert cfg["update_method"] == "EXACT" and cfg["seed"] == 0
     relab = tifffile.imread(out / "tracks_labels.tif")
@@ -158,14 +159,50 @@ def test_cli_track(tmp_path):
     before = (out / "tracks.csv").read_bytes()
     assert main(["track", "--labels", str(tmp_path / "labels.tif"), "--out", str(out)]) == 2  # no overwrite
     assert (out / "tracks.csv").read_bytes() == before
-    assert main(["track", "--labels", str(tmp_path / "labels.tif"), "--out", str(out), "--overwrite", "--config", "particle"]) == 0
+    assert main(["track", "--labels", str(tmp_path / "labels.tif"), "--out", str(out), "--overwrite", "--config", "particle",
+                 "--pixel-size", "0.5", "--frame-interval", "10"]) == 0
     assert pd.read_csv(out / "tracks.csv")["parent_track_id"].eq(0).all()
+    summary = pd.read_csv(out / "track_summary.csv")
+    np.testing.assert_allclose(summary["duration_min"], (summary["end_t"] - summary["start_t"]) * 10)
+    assert json.loads((out / "track_config.json").read_text())["units"] == {"pixel_size_um": 0.5, "frame_interval_min": 10}
+    assert main(["track", "--labels", str(tmp_path / "labels.tif"), "--out", str(out), "--overwrite",
+                 "--pixel-size", "nan"]) == 2
     tifffile.imwrite(tmp_path / "flat.tif", labels[0].astype(np.uint16))
     assert main(["track", "--labels", str(tmp_path / "flat.tif"), "--out", str(tmp_path / "o2")]) == 2
     # a one-frame stack (1, Y, X) is a stack: one track per object
     tifffile.imwrite(tmp_path / "one.tif", labels[:1].astype(np.uint16))
     assert main(["track", "--labels", str(tmp_path / "one.tif"), "--out", str(tmp_path / "o3")]) == 0
     assert len(pd.read_csv(tmp_path / "o3" / "tracks.csv")) == len(np.unique(labels[0])) - 1
+
+
+def test_track_summary_hand_computed():
+    """Span, gaps, daughters, fate, displacement, path, speed and straightness of a hand-made lineage."""
+    from napari_microseg.tracking.export import track_summary
+    from napari_microseg.tracking.track import finalize
+
+    rows = [  # track_id, t, y, x, parent, area
+        (1, 0, 10, 10, 0, 50), (1, 1, 10, 13, 0, 50), (1, 2, 14, 13, 0, 50),
+        (2, 3, 20, 20, 1, 30), (2, 4, 20, 21, 1, 30), (2, 5, 20, 22, 1, 30),
+        (3, 3, 50, 6, 1, 12), (3, 4, 50, 2, 1, 12),
+        (4, 0, 50, 50, 0, 40), (4, 2, 50, 50, 0, 40),
+    ]
+    table = pd.DataFrame(rows, columns=["track_id", "t", "y", "x", "parent_track_id", "area"])
+    result = finalize(table, n_frames=6, config={"image_shape": [6, 100, 100]})
+    summary = track_summary(result, pixel_size=0.5, frame_interval=10).set_index("track_id")
+    one = summary.loc[1]
+    assert (one.start_t, one.end_t, one.frames, one.gap_frames, one.daughters) == (0, 2, 3, 0, 2)
+    assert one.net_displacement_px == pytest.approx(5.0) and one.path_length_px == pytest.approx(7.0)
+    assert one.straightness == pytest.approx(5 / 7) and one.mean_speed_px_per_frame == pytest.approx(3.5)
+    assert one.path_length_um == pytest.approx(3.5) and one.duration_min == pytest.approx(20)
+    assert one.mean_speed_um_per_min == pytest.approx(3.5 * 0.5 / 10)
+    assert list(summary.fate) == ["divided", "end of movie", "left the field", "disappeared"]
+    four = summary.loc[4]
+    assert four.gap_frames == 1 and np.isnan(four.straightness) and four.path_length_px == 0
+    assert summary.loc[2].generation == 1 and summary.loc[2].root_track_id == 1
+    plain = track_summary(result)
+    assert not any(c.endswith(("_um", "_min")) for c in plain.columns) and "mean_area_px" in plain.columns
+    with pytest.raises(InputError, match="pixel size"):
+        track_summary(result, pixel_size=0)
 
 
 def test_cli_evaluate_tracks_scores_track_simulate_and_ctc_folders(tmp_path, capsys):

@@ -61,7 +61,8 @@ from .tasks import (PER_FRAME_TASKS, SEGMENT_PARAMS, BatchItem, TaskSpec, autola
 TASKS = ("segment", "track", "autolabel", "classify")
 
 #: keyword parameters accepted per task (passed to the task function on the workers)
-TRACK_PARAMS = ("config", "max_search_radius", "update_method", "optimize", "stage_shift")
+TRACK_PARAMS = ("config", "max_search_radius", "update_method", "optimize", "stage_shift", "pixel_size",
+                "frame_interval")
 TASK_PARAMS = {  # every task takes "channel": the channel read from multi-channel TIFFs
     "segment": SEGMENT_PARAMS + ("channel",),
     "track": TRACK_PARAMS + SEGMENT_PARAMS + ("channel",),
@@ -76,6 +77,7 @@ MERGED_TABLES = {
     "objects": ("objects.csv", ["image", "t", "label"]),
     "counts": ("counts.csv", ["image", "t"]),
     "tracks": ("tracks.csv", ["image", "track_id", "t"]),
+    "track_summary": ("track_summary.csv", ["image", "track_id"]),
     "flags": ("flags.csv", ["image"]),
 }
 

@@ -327,7 +327,7 @@ def track_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> dic
     """Track one (T, Y, X) label stack (or segment an image stack with ``spec.model`` first); write tracks and shards."""
     from ..io.images import time_stack
     from ..measure.labels import masks_to_labels
-    from ..tracking.export import counts_table
+    from ..tracking.export import counts_table, track_summary
     from ..tracking.track import run_tracking
 
     if frame is not None:
@@ -352,12 +352,14 @@ def track_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> dic
             outputs["note"] = "a 0/1 mask, not labels: tracked its connected objects (8-connected, per frame)"
     kw = {k: spec.params[k] for k in ("config", "max_search_radius", "update_method", "optimize", "stage_shift")
           if k in spec.params}
+    units = {"pixel_size": spec.params.get("pixel_size"), "frame_interval": spec.params.get("frame_interval")}
     result = run_tracking(labels, image, **kw)
     relabelled = result.relabelled
     dtype = np.uint16 if len(result.table) == 0 or result.table["track_id"].max() <= 65535 else np.int32
     outputs["tracks_labels"] = _write_labels_tiff(out, f"tracks_labels/{item.stem}.tif", relabelled.astype(dtype))
     outputs["tracks"] = _write_shard(out, "tracks", item, result.table)
     outputs["counts"] = _write_shard(out, "counts", item, counts_table(result, n_frames=labels.shape[0]))
+    outputs["track_summary"] = _write_shard(out, "track_summary", item, track_summary(result, **units))
     return outputs
 
 

@@ -19,7 +19,7 @@ the same place). ``--workers 0`` runs in this process without Dask.
 One task per image file, one per frame for Zarr (T,Y,X) stacks. Outputs in
 ``--out``: ``labels/<name>.tif`` (Zarr input: ``labels/<name>.zarr``),
 table shards under ``shards/``, merged ``objects.csv`` and ``counts.csv``
-(segment, autolabel), ``tracks.csv`` and ``counts.csv`` (track) or
+(segment, autolabel), ``tracks.csv``, ``counts.csv`` and ``track_summary.csv`` (track) or
 ``flags.csv`` (classify), each with an ``image`` column; ``manifest.jsonl`` (done items with input checksums),
 ``failures.csv`` (items that failed, with the reason) and
 ``batch_config.json`` (settings). Run the same command again to resume: done
@@ -40,7 +40,7 @@ from .classify import threshold_arg
 
 TASK_HELP = {
     "segment": "segment images with a trained model (labels, objects.csv, counts.csv)",
-    "track": "track (T,Y,X) label stacks, or image stacks segmented with --model first (tracks.csv, counts.csv)",
+    "track": "track (T,Y,X) label stacks, or image stacks segmented with --model first (tracks.csv, counts.csv, track_summary.csv)",
     "autolabel": "auto-label fluorescence nuclei images without a model (labels, objects.csv, counts.csv)",
     "classify": "classify whole images good/bad with an 'images' classifier (flags.csv)",
 }
@@ -114,6 +114,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             g.add_argument("--no-optimize", action="store_true", help="skip the global optimisation")
             g.add_argument("--stage-shift", choices=["none", "images", "objects"], default="none",
                            help="correct stage jumps (default none)")
+            g.add_argument("--pixel-size", type=float, default=None,
+                           help="micrometres per pixel: track_summary.csv adds um columns")
+            g.add_argument("--frame-interval", type=float, default=None,
+                           help="minutes between frames: track_summary.csv adds duration and um/min speed")
         if name == "autolabel":
             g = q.add_argument_group("auto-labelling (see 'microseg autolabel --help')")
             g.add_argument("--otsu-window", type=int, default=None, help="local Otsu window side, px (default 51)")
@@ -167,10 +171,14 @@ def _params(args: argparse.Namespace) -> dict:
     if args.batch_task == "track":
         if args.model is None:  # segmentation settings mean nothing without a model
             params = {}
-        for name in ("config", "max_search_radius", "update_method"):
+        for name in ("config", "max_search_radius", "update_method", "pixel_size", "frame_interval"):
             value = getattr(args, name)
             if value is not None:
                 params[name] = value
+        for name, unit in (("pixel_size", "micrometres per pixel"), ("frame_interval", "minutes")):
+            value = getattr(args, name)
+            if value is not None and not (value > 0 and value != float("inf")):
+                raise InputError(f"--{name.replace('_', '-')} must be a number > 0 ({unit}), got {value}")
         if args.config is not None:  # refused here, once, not by every item
             from ..tracking.track import check_config
 

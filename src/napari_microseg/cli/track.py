@@ -1,6 +1,8 @@
 """``microseg track``: link segmented objects over time and export tracks.
 
-Writes into ``--out``: ``tracks.csv``, ``counts.csv``, ``tracks_labels.tif``
+Writes into ``--out``: ``tracks.csv``, ``counts.csv``, ``track_summary.csv`` (one row per
+track: span, fate, displacement, speed; in um and minutes with ``--pixel-size`` /
+``--frame-interval``), ``tracks_labels.tif``
 (label stack where each object carries its track id), ``track_config.json``
 (everything needed to repeat the run) and, with ``--ctc``, a Cell Tracking
 Challenge folder ``ctc/`` (``res_track.txt`` + ``maskNNN.tif``).
@@ -13,7 +15,7 @@ import sys
 from pathlib import Path
 from ._help import HelpFormatter
 
-OUTPUT_NAMES = ["tracks.csv", "counts.csv", "tracks_labels.tif", "track_config.json", "ctc"]
+OUTPUT_NAMES = ["tracks.csv", "counts.csv", "track_summary.csv", "tracks_labels.tif", "track_config.json", "ctc"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stage-shift", choices=["none", "images", "objects"], default="none",
                    help="correct stage jumps by phase correlation of the images or of the object masks (default: none)")
     p.add_argument("--ctc", action="store_true", help="also write a Cell Tracking Challenge folder out/ctc")
+    p.add_argument("--pixel-size", type=float, default=None,
+                   help="micrometres per pixel: track_summary.csv adds displacement and path length in um")
+    p.add_argument("--frame-interval", type=float, default=None,
+                   help="minutes between frames: track_summary.csv adds duration (and speed in um/min)")
     p.add_argument("--seed", type=int, default=0, help="random seed (tracking is deterministic; recorded in the config)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=run)
@@ -52,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from ..io.atomic import atomic_path, guard_target, make_output_folder
     from ..measure.labels import masks_to_labels
     from ..progress import run_with_text_progress
-    from ..tracking.export import write_config_json, write_counts_csv, write_ctc, write_tracks_csv
+    from ..tracking.export import write_config_json, write_counts_csv, write_ctc, write_track_summary_csv, write_tracks_csv
     from ..tracking.track import check_config, track
 
     out = Path(args.out)
@@ -67,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
     for name in targets:
         guard_target(out / name)
     check_config(args.config)  # a bad config is refused before the stacks are read
+    for name, value, unit in (("--pixel-size", args.pixel_size, "micrometres per pixel"),
+                              ("--frame-interval", args.frame_interval, "minutes")):
+        if value is not None and not (value > 0 and value != float("inf")):
+            raise InputError(f"{name} must be a number > 0 ({unit}), got {value}")
     make_output_folder(out)
     labels = _read_stack(args.labels, "labels")
     labels, was_mask = masks_to_labels(labels)
@@ -88,9 +98,12 @@ def run(args: argparse.Namespace) -> int:
     )
     result = run_with_text_progress(gen, label="track")
     result.config["seed"] = args.seed
+    result.config["units"] = {"pixel_size_um": args.pixel_size, "frame_interval_min": args.frame_interval}
     result.config["inputs"] = {"labels": str(args.labels), "image": str(args.image) if args.image else None}
     write_tracks_csv(result, out / "tracks.csv")
     write_counts_csv(result, out / "counts.csv")
+    write_track_summary_csv(result, out / "track_summary.csv", pixel_size=args.pixel_size,
+                            frame_interval=args.frame_interval)
     dtype = np.uint16 if result.table["track_id"].max() <= 65535 else np.int32
     with atomic_path(out / "tracks_labels.tif") as p:
         tifffile.imwrite(p, result.relabelled.astype(dtype), compression="zlib")

@@ -7,6 +7,9 @@ Files (all written atomically):
   ``count`` objects tracked in frame t, ``divisions`` division events whose
   daughters first appear in frame t, ``track_starts`` / ``track_ends`` tracks
   whose first / last frame is t (daughters count as starts, mothers as ends).
+- ``track_summary.csv``: one row per track (:func:`track_summary`): span, gaps, daughters,
+  fate, displacement, path length, speed, straightness; in physical units too when the
+  pixel size and frame interval are given.
 - Cell Tracking Challenge folder: ``res_track.txt`` (lines ``L B E P``) and
   ``mask000.tif`` ... (uint16; 3-digit names up to 1000 frames, 4-digit above).
   A track with gaps (frames bridged by the tracker) is cut at each gap into
@@ -81,6 +84,100 @@ def counts_table(result: TrackResult | pd.DataFrame, n_frames: int | None = None
 def write_counts_csv(result: TrackResult | pd.DataFrame, path: str | os.PathLike, n_frames: int | None = None) -> Path:
     """Write ``counts.csv`` (see :func:`counts_table`)."""
     return atomic_write_text(path, counts_table(result, n_frames).to_csv(index=False, lineterminator="\n"))
+
+
+#: fates of :func:`track_summary`
+FATES = ("divided", "end of movie", "left the field", "disappeared")
+
+
+def track_summary(
+    result: TrackResult,
+    *,
+    pixel_size: float | None = None,
+    frame_interval: float | None = None,
+    image_shape: tuple[int, int] | None = None,
+) -> pd.DataFrame:
+    """One row per track, like TrackMate's track statistics.
+
+    Parameters
+    ----------
+    result : tracks (``result.table``; ``n_frames`` and ``config["image_shape"]`` when known).
+    pixel_size : micrometres per pixel; adds the ``*_um`` columns.
+    frame_interval : minutes between frames; adds ``duration_min`` (and, with ``pixel_size``,
+        ``mean_speed_um_per_min``).
+    image_shape : ``(height, width)`` in pixels (default: from the result's config) to tell a
+        track that left the field from one that disappeared inside it.
+
+    Returns
+    -------
+    DataFrame with ``track_id, parent_track_id, root_track_id, generation, start_t, end_t``
+    (frames), ``frames`` (objects found), ``gap_frames`` (frames bridged without an object),
+    ``daughters``, ``fate`` (one of :data:`FATES`: ``divided``; ``end of movie`` when it lasts
+    to the last frame; ``left the field`` when its last object lies within its own radius + 2 px
+    of the image edge; else ``disappeared``: died, merged into a neighbour, or was not found
+    any more), ``net_displacement_px`` (first to last centroid), ``path_length_px`` (sum of
+    the steps), ``mean_speed_px_per_frame`` (path length / frames spanned; NaN for one
+    frame), ``straightness`` (net displacement / path length, 0..1; NaN when it never
+    moved), ``mean_area_px`` (with an ``area`` column), then the physical-unit columns.
+    """
+    table = _table(result).sort_values(["track_id", "t"], kind="stable")
+    if pixel_size is not None and not (np.isfinite(pixel_size) and pixel_size > 0):
+        raise InputError(f"pixel size must be a number > 0 (micrometres per pixel), got {pixel_size}")
+    if frame_interval is not None and not (np.isfinite(frame_interval) and frame_interval > 0):
+        raise InputError(f"frame interval must be a number > 0 (minutes), got {frame_interval}")
+    n_frames = getattr(result, "n_frames", 0) or (int(table["t"].max()) + 1 if len(table) else 0)
+    if image_shape is None and isinstance(result, TrackResult) and result.config.get("image_shape"):
+        image_shape = tuple(result.config["image_shape"][-2:])
+    columns = ["track_id", "parent_track_id", "root_track_id", "generation", "start_t", "end_t", "frames",
+               "gap_frames", "daughters", "fate", "net_displacement_px", "path_length_px",
+               "mean_speed_px_per_frame", "straightness"]
+    if not len(table):
+        return pd.DataFrame(columns=columns)
+    steps = np.hypot(table.groupby("track_id")["y"].diff(), table.groupby("track_id")["x"].diff())
+    table = table.assign(step=steps.fillna(0.0))
+    agg = {"parent_track_id": ("parent_track_id", "first"), "root_track_id": ("root_track_id", "first"),
+           "generation": ("generation", "first"), "start_t": ("t", "min"), "end_t": ("t", "max"),
+           "frames": ("t", "size"), "y0": ("y", "first"), "x0": ("x", "first"), "y1": ("y", "last"),
+           "x1": ("x", "last"), "path_length_px": ("step", "sum")}
+    if "area" in table.columns:
+        agg.update(mean_area_px=("area", "mean"), last_area=("area", "last"))
+    out = table.groupby("track_id").agg(**agg).reset_index()
+    daughters = table.groupby("track_id")["parent_track_id"].first()
+    n_daughters = daughters[daughters != 0].value_counts()
+    out["daughters"] = out["track_id"].map(n_daughters).fillna(0).astype(np.int64)
+    out["gap_frames"] = out["end_t"] - out["start_t"] + 1 - out["frames"]
+    out["net_displacement_px"] = np.hypot(out["y1"] - out["y0"], out["x1"] - out["x0"])
+    span = (out["end_t"] - out["start_t"]).astype(float)
+    out["mean_speed_px_per_frame"] = np.where(span > 0, out["path_length_px"] / span.where(span > 0, 1.0), np.nan)
+    path = out["path_length_px"]
+    out["straightness"] = np.where(path > 0, out["net_displacement_px"] / path.where(path > 0, 1.0), np.nan)
+    radius = np.sqrt(out["last_area"] / np.pi) if "last_area" in out.columns else pd.Series(3.0, index=out.index)
+    fate = np.full(len(out), "disappeared", dtype=object)
+    if image_shape is not None:
+        height, width = image_shape
+        edge = np.minimum.reduce([out["y1"], out["x1"], height - 1 - out["y1"], width - 1 - out["x1"]])
+        fate[(edge <= radius + 2.0).to_numpy()] = "left the field"
+    fate[(out["end_t"] >= n_frames - 1).to_numpy()] = "end of movie"
+    fate[(out["daughters"] > 0).to_numpy()] = "divided"
+    out["fate"] = fate
+    extra = ["mean_area_px"] if "mean_area_px" in out.columns else []
+    if pixel_size is not None:
+        for name in ("net_displacement", "path_length"):
+            out[f"{name}_um"] = out[f"{name}_px"] * pixel_size
+        extra += ["net_displacement_um", "path_length_um"]
+    if frame_interval is not None:
+        out["duration_min"] = span * frame_interval
+        extra.append("duration_min")
+        if pixel_size is not None:
+            out["mean_speed_um_per_min"] = out["mean_speed_px_per_frame"] * pixel_size / frame_interval
+            extra.append("mean_speed_um_per_min")
+    return out[columns + extra]
+
+
+def write_track_summary_csv(result: TrackResult, path: str | os.PathLike, **kwargs: Any) -> Path:
+    """Write ``track_summary.csv`` (see :func:`track_summary`; ``kwargs`` go to it)."""
+    return atomic_write_text(path, track_summary(result, **kwargs).to_csv(index=False, lineterminator="\n",
+                                                                          float_format="%.6g"))
 
 
 def write_config_json(result: TrackResult, path: str | os.PathLike) -> Path:
@@ -196,13 +293,16 @@ def read_tracks_folder(folder: str | os.PathLike) -> TrackResult | Path:
         if not ids <= set(result.table["track_id"].tolist()):
             raise InputError(f"{folder}: tracks_labels.tif holds track ids that tracks.csv does not list")
         result.relabelled = relabelled
+        result.config["image_shape"] = list(relabelled.shape)
         return result
     if tracks.is_file() and (folder / "labels.tif").is_file():
         labels = time_stack(read_image(folder / "labels.tif").data, "labels.tif")
         table = pd.read_csv(tracks)
         if "label" not in table.columns:
             raise InputError(f"{tracks} has no label column naming the objects of labels.tif")
-        return read_tracks_csv(tracks, labels=labels, n_frames=labels.shape[0])
+        result = read_tracks_csv(tracks, labels=labels, n_frames=labels.shape[0])
+        result.config["image_shape"] = list(labels.shape)
+        return result
     raise InputError(f"{folder}: expected tracks.csv with tracks_labels.tif (microseg track) or labels.tif "
                      "(microseg simulate nuclei), or a CTC folder (*_track.txt + masks)")
 

@@ -128,7 +128,8 @@ class TrackingWidget(MicrosegDock):
         if isinstance(labels, np.ndarray):
             labels = labels.copy()  # painting during the run must not change what is tracked
         source_name = str(self.labels_layer.value)
-        geometry = {"scale": tuple(labels_layer.scale), "translate": tuple(labels_layer.translate)}
+        geometry = {"scale": tuple(labels_layer.scale), "translate": tuple(labels_layer.translate),
+                    "units": tuple(str(unit) for unit in labels_layer.units)}
 
         def make_generator():
             return _track_layers(labels, image, kwargs)
@@ -257,17 +258,20 @@ class TrackingWidget(MicrosegDock):
 
     @dock_action(fallback=list)
     def export_csv(self, *_: Any) -> list[str]:
-        """Write tracks.csv, counts.csv and the config JSON (new names if the files exist)."""
-        from ..tracking.export import write_config_json, write_counts_csv, write_tracks_csv
+        """Write tracks.csv, counts.csv, track_summary.csv and the config JSON (new names if the files exist).
+        The summary adds micrometres and minutes where the tracked labels layer's units say what its
+        scale means (napari layer ``units``, e.g. from OME metadata)."""
+        from ..tracking.export import write_config_json, write_counts_csv, write_track_summary_csv, write_tracks_csv
 
         folder = self._export_folder()
         reason = unwritable_reason(folder / "tracks.csv")  # all three or none
         if reason:
             raise InputError(reason)
-        paths = [free_name(folder / "tracks.csv"), free_name(folder / "counts.csv"), free_name(folder / "track_config.json")]
+        paths = [free_name(folder / name) for name in ("tracks.csv", "counts.csv", "track_summary.csv", "track_config.json")]
         write_tracks_csv(self.result, paths[0])
         write_counts_csv(self.result, paths[1])
-        write_config_json(self.result, paths[2])
+        write_track_summary_csv(self.result, paths[2], **physical_units(self.tracked_geometry))
+        write_config_json(self.result, paths[3])
         self.show_message("written: " + ", ".join(str(p) for p in paths))
         return [str(p) for p in paths]
 
@@ -290,6 +294,29 @@ class TrackingWidget(MicrosegDock):
 
         return self.start(make_generator, lambda written: self.show_message(f"written CTC folder {written}"),
                           label="exporting")
+
+
+def physical_units(geometry: dict) -> dict:
+    """``pixel_size`` (micrometres per pixel) and ``frame_interval`` (minutes) of a layer's
+    ``scale`` and ``units`` (``geometry``: the tracked layer's), for :func:`track_summary`; each
+    only where the units are a length (the same along Y and X) or a time, not napari's "pixel"."""
+    import pint
+
+    registry = pint.get_application_registry()
+    scale, units = geometry.get("scale"), geometry.get("units")
+    found: dict = {}
+    if not scale or not units or len(scale) < 3:
+        return found
+    try:
+        y, x = (registry.Quantity(float(scale[i]), units[i]) for i in (-2, -1))
+        if y.check("[length]") and x.check("[length]") and abs(y - x) <= 1e-9 * abs(x):
+            found["pixel_size"] = float(x.to("micrometer").magnitude)
+        t = registry.Quantity(float(scale[0]), units[0])
+        if t.check("[time]"):
+            found["frame_interval"] = float(t.to("minute").magnitude)
+    except (pint.errors.PintError, ValueError, TypeError):
+        return {}
+    return found
 
 
 def _track_layers(labels: Any, image: Any, kwargs: dict) -> Generator[Any, None, tuple]:
