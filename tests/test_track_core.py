@@ -236,3 +236,22 @@ def test_tracking_configs_are_checked_in_one_line_and_btrack_nulls_are_dropped(t
     for t in range(3):
         labels[t][disk((10 + 2 * t, 20), 4)] = 1
     assert run_tracking(labels, config=str(saved)).n_tracks == 1
+
+
+def test_relabelled_stack_is_as_small_as_the_track_ids_allow():
+    """uint16 up to 65535 tracks (a long movie's relabelled stack is not twice its labels), uint32 above;
+    an edit that adds a track id past 65535 promotes the stack."""
+    from napari_microseg.tracking.track import finalize, relabel_frames, relabel_stack
+
+    labels = np.zeros((2, 8, 8), np.uint16)
+    labels[:, 2:4, 2:4] = 1
+    labels[:, 5:7, 5:7] = 2
+    table = pd.DataFrame({"track_id": [1, 1, 2, 2], "t": [0, 1, 0, 1], "y": 2.5, "x": 2.5, "parent_track_id": 0,
+                          "label": [1, 1, 2, 2]})
+    small = finalize(table, labels=labels)
+    assert small.relabelled.dtype == np.uint16 and set(np.unique(small.relabelled)) == {0, 1, 2}
+    big = table.assign(track_id=table["track_id"].replace({2: 70_000}))
+    stack = relabel_stack(labels, big)
+    assert stack.dtype == np.uint32 and stack[1, 6, 6] == 70_000
+    promoted = relabel_frames(small.relabelled, labels, big, frames=[0, 1])
+    assert promoted.dtype == np.uint32 and np.array_equal(promoted, stack)

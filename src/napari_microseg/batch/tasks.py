@@ -354,9 +354,7 @@ def track_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> dic
           if k in spec.params}
     units = {"pixel_size": spec.params.get("pixel_size"), "frame_interval": spec.params.get("frame_interval")}
     result = run_tracking(labels, image, **kw)
-    relabelled = result.relabelled
-    dtype = np.uint16 if len(result.table) == 0 or result.table["track_id"].max() <= 65535 else np.int32
-    outputs["tracks_labels"] = _write_labels_tiff(out, f"tracks_labels/{item.stem}.tif", relabelled.astype(dtype))
+    outputs["tracks_labels"] = _write_labels_tiff(out, f"tracks_labels/{item.stem}.tif", result.relabelled)
     outputs["tracks"] = _write_shard(out, "tracks", item, result.table)
     outputs["counts"] = _write_shard(out, "counts", item, counts_table(result, n_frames=labels.shape[0]))
     outputs["track_summary"] = _write_shard(out, "track_summary", item, track_summary(result, **units))

@@ -104,9 +104,8 @@ def run(args: argparse.Namespace) -> int:
     write_counts_csv(result, out / "counts.csv")
     write_track_summary_csv(result, out / "track_summary.csv", pixel_size=args.pixel_size,
                             frame_interval=args.frame_interval)
-    dtype = np.uint16 if result.table["track_id"].max() <= 65535 else np.int32
-    with atomic_path(out / "tracks_labels.tif") as p:
-        tifffile.imwrite(p, result.relabelled.astype(dtype), compression="zlib")
+    with atomic_path(out / "tracks_labels.tif") as p:  # uint16 (uint32 above 65535 tracks), no copy
+        tifffile.imwrite(p, result.relabelled, compression="zlib")
     write_config_json(result, out / "track_config.json")
     if args.ctc:
         write_ctc(result, out / "ctc", overwrite=args.overwrite)

@@ -29,6 +29,27 @@ def compact_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     return inverse.reshape(labels.shape).astype(dtype), ids
 
 
+def _two_valued_with_zero(values: np.ndarray) -> bool:
+    """True when ``values`` hold 0 and at most one other value: a mask (bool, 0/1, 0/255, ...).
+    Frame by frame, so a long stack needs no sorted copy of itself (``np.unique``)."""
+    frames = values.reshape((-1,) + values.shape[-2:]) if values.ndim >= 2 else values[None]
+    other, has_zero = None, False
+    for frame in frames:
+        lo, hi = frame.min(), frame.max()
+        if not lo >= 0:  # negative (or NaN): not a mask
+            return False
+        has_zero = has_zero or lo == 0
+        if hi == 0:
+            continue
+        if other is None:
+            other = hi
+        if hi != other or (lo != 0 and lo != hi):  # a second non-zero value
+            return False
+        if lo == 0 and np.any((frame != 0) & (frame != hi)):
+            return False
+    return bool(has_zero)
+
+
 def masks_to_labels(masks: np.ndarray) -> tuple[np.ndarray, bool]:
     """A two-valued image (a mask: bool, 0/1, 0/255, ...) as labels of its 8-connected objects.
 
@@ -40,8 +61,7 @@ def masks_to_labels(masks: np.ndarray) -> tuple[np.ndarray, bool]:
     from scipy import ndimage as ndi
 
     masks = np.asarray(masks)
-    values = np.unique(masks) if masks.size else masks
-    if masks.size == 0 or values.size > 2 or values[0] != 0:
+    if masks.size == 0 or not _two_valued_with_zero(masks):
         return masks, False  # labels already, or no 0 background (e.g. a float image): the caller's checks decide
     frames = masks[None] if masks.ndim == 2 else masks
     structure = np.ones((3, 3), bool)

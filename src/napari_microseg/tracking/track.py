@@ -67,8 +67,8 @@ class TrackResult:
     tracks_data : float array (N, 4), ``(track_id, t, y, x)`` for a napari
         Tracks layer.
     graph : dict {child_track_id: [parent_track_id]} for the Tracks layer.
-    relabelled : int32 array (T, Y, X) where each object carries its track id
-        (0 = background or untracked), or None when tracking points.
+    relabelled : uint16 array (T, Y, X) where each object carries its track id
+        (0 = background or untracked; uint32 above 65535 tracks), or None when tracking points.
     config : JSON-able dict with everything needed to repeat the run.
     labels : the input label stack (T, Y, X) or None; kept so that curation
         edits can rebuild ``relabelled``.
@@ -822,48 +822,56 @@ def finalize(
     )
 
 
+def track_id_dtype(table: pd.DataFrame) -> np.dtype:
+    """The smallest unsigned dtype holding ``table``'s track ids: uint16, or uint32 above 65535
+    (a long time-lapse's relabelled stack is as large as its labels, not twice that)."""
+    top = int(table["track_id"].max()) if len(table) else 0
+    return np.dtype(np.uint16 if top <= np.iinfo(np.uint16).max else np.uint32)
+
+
 def relabel_stack(labels_stack: np.ndarray, table: pd.DataFrame) -> np.ndarray:
     """Return a copy of ``labels_stack`` (T, Y, X) where each tracked object carries
-    its ``track_id`` (int32); objects absent from ``table`` become 0."""
+    its ``track_id`` (:func:`track_id_dtype`); objects absent from ``table`` become 0."""
     labels_stack = np.asarray(labels_stack)
-    out = np.zeros(labels_stack.shape, dtype=np.int32)
+    out = np.zeros(labels_stack.shape, dtype=track_id_dtype(table))
     for t, grp in table.groupby("t"):
         t = int(t)
         if 0 <= t < labels_stack.shape[0]:
-            out[t] = _relabel_frame(labels_stack[t], grp)
+            out[t] = _relabel_frame(labels_stack[t], grp, out.dtype)
     return out
 
 
 def relabel_frames(relabelled: np.ndarray, labels_stack: np.ndarray, table: pd.DataFrame, frames: Any) -> np.ndarray:
     """``relabel_stack(labels_stack, table)`` rebuilt only at ``frames`` (frame indices): a copy of
-    ``relabelled`` (T, Y, X, int32), the stack of an earlier table that differs from ``table`` only in
+    ``relabelled`` (T, Y, X), the stack of an earlier table that differs from ``table`` only in
     those frames (a curation edit touches the frames of one or two tracks, not the whole movie)."""
-    out = np.array(relabelled, dtype=np.int32, copy=True)
+    dtype = np.promote_types(np.asarray(relabelled).dtype, track_id_dtype(table))
+    out = np.array(relabelled, dtype=dtype, copy=True)
     labels_stack = np.asarray(labels_stack)
     for t in sorted({int(f) for f in frames}):
         if 0 <= t < labels_stack.shape[0]:
-            out[t] = _relabel_frame(labels_stack[t], table[table["t"] == t])
+            out[t] = _relabel_frame(labels_stack[t], table[table["t"] == t], dtype)
     return out
 
 
-def _relabel_frame(frame: np.ndarray, rows: pd.DataFrame) -> np.ndarray:
+def _relabel_frame(frame: np.ndarray, rows: pd.DataFrame, dtype: Any = np.uint32) -> np.ndarray:
     """One frame (Y, X) of labels with each object in ``rows`` (``label``, ``track_id``) carrying its
-    track id (int32); other objects 0."""
+    track id (``dtype``); other objects 0."""
     frame = np.asarray(frame)
     lab = rows["label"].to_numpy(dtype=np.int64)
     lab_ok = lab > 0
     if not lab_ok.any():
-        return np.zeros(frame.shape, np.int32)
+        return np.zeros(frame.shape, dtype)
     top = int(max(frame.max(), lab.max()))
     if top <= sparse_limit(frame):
-        lut = np.zeros(top + 1, dtype=np.int32)
+        lut = np.zeros(top + 1, dtype=dtype)
         lut[lab[lab_ok]] = rows["track_id"].to_numpy()[lab_ok]
         return lut[frame]
     # huge sparse ids: look them up instead of sizing a table by the largest
     order = np.argsort(lab[lab_ok])
     ids, track_ids = lab[lab_ok][order], rows["track_id"].to_numpy()[lab_ok][order]
     at = np.minimum(np.searchsorted(ids, frame), len(ids) - 1)
-    return np.where(ids[at] == frame, track_ids[at], 0).astype(np.int32)
+    return np.where(ids[at] == frame, track_ids[at], 0).astype(dtype)
 
 
 # ----------------------------------------------------------------------------- public entry points
