@@ -47,7 +47,7 @@ class TrackingWidget(MicrosegDock):
         self.colour_by = ComboBox(label="colour by", choices=["track_id", "generation", "root_track_id"], value="track_id")
         self.track_button = PushButton(text="Track")
         self.export_dir = FileEdit(label="export folder", mode="d", value=str(Path.home() / "microseg_tracks"))
-        self.export_csv_button = PushButton(text="Export tracks.csv + counts.csv")
+        self.export_csv_button = PushButton(text="Export CSV: tracks, counts, track summary")
         self.export_ctc_button = PushButton(text="Export CTC (res_track.txt + masks)")
         self.delete_button = PushButton(text="Delete selected track")
         self.merge_button = PushButton(text="Merge 2 selected (second continues first)")
