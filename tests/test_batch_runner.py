@@ -298,6 +298,30 @@ def test_track_batch_matches_run_tracking(tmp_path):
     assert set(summary["image"]) == set(stacks) and {"fate", "path_length_px"} <= set(summary.columns)
 
 
+def test_inputs_added_to_a_batch_keep_their_names_and_all_failed_reruns_leave_no_stale_tables(tmp_path):
+    """Run plate A, then plates A and B into the same folder: A's items are skipped (named as before,
+    not from the new common folder). A rerun in which every item fails leaves no tables of the last run."""
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+
+    for plate, seed in (("plateA", 1), ("plateB", 2)):
+        (tmp_path / "in" / plate).mkdir(parents=True)
+        tifffile.imwrite(tmp_path / "in" / plate / "m.tif",
+                         simulate_nuclei_timelapse(n_frames=3, shape=(48, 48), n_nuclei=3, seed=seed).labels)
+    out = tmp_path / "out"
+    first = run_batch_sync("track", [tmp_path / "in" / "plateA"], out, workers=0)
+    assert first.processed == 1 and (out / "tracks_labels" / "m.tif").is_file()
+    second = run_batch_sync("track", [tmp_path / "in" / "plateA", tmp_path / "in" / "plateB"], out, workers=0)
+    assert (second.processed, second.skipped) == (1, 1), second
+    assert sorted(p.relative_to(out).as_posix() for p in (out / "tracks_labels").rglob("*.tif")) == \
+        ["tracks_labels/m.tif", "tracks_labels/plateB/m.tif"]
+    assert set(pd.read_csv(out / "tracks.csv")["image"]) == {"m.tif", "plateB/m.tif"}
+    # every item now fails: the tables of the earlier runs go (failures.csv says why)
+    for plate in ("plateA", "plateB"):
+        (tmp_path / "in" / plate / "m.tif").write_bytes(b"not a tiff any more")
+    third = run_batch_sync("track", [tmp_path / "in" / "plateA", tmp_path / "in" / "plateB"], out, workers=0)
+    assert third.failed == 2 and not (out / "tracks.csv").exists() and not (out / "counts.csv").exists()
+
+
 def test_find_batch_inputs(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -308,6 +332,15 @@ def test_find_batch_inputs(tmp_path):
     assert [rel for _, rel in find_batch_inputs(str(tmp_path / "*" / "*.tif"))] == ["a/x.tif", "b/x.tif"]
     # an output folder inside the input folder is never read back as input
     assert [rel for _, rel in find_batch_inputs(tmp_path, exclude=tmp_path / "b")] == ["x.tif"]
+    # symbolic links keep their own names; two links to one file are two inputs
+    (tmp_path / "links").mkdir()
+    os.symlink(tmp_path / "a" / "x.tif", tmp_path / "links" / "A01.tif")
+    os.symlink(tmp_path / "a" / "x.tif", tmp_path / "links" / "A02.tif")
+    assert [rel for _, rel in find_batch_inputs(tmp_path / "links")] == ["A01.tif", "A02.tif"]
+    # an earlier run's input folder names the inputs under it; one outside it is named from the common folder
+    assert [rel for _, rel in find_batch_inputs(tmp_path / "a", root=tmp_path)] == ["a/x.tif"]
+    assert [rel for _, rel in find_batch_inputs([tmp_path / "a", tmp_path / "b" / "y.tiff"], root=tmp_path / "b")] \
+        == ["a/x.tif", "y.tiff"]
     (tmp_path / "b" / "x.fits").write_bytes(b"0")
     with pytest.raises(InputError, match="same outputs"):
         find_batch_inputs(tmp_path / "b")

@@ -101,6 +101,41 @@ def test_classify_cli_bad_input(tmp_path, capsys):
     assert "error:" in err and "Traceback" not in err
 
 
+def test_classify_images_skips_unreadable_files_and_goes_on(tmp_path, capsys):
+    """A folder of response images with an empty file, a text file named .tif and a 3-D stack among them:
+    those are skipped with their names (classify_run.json lists them), the rest are classified, exit 1."""
+    import shutil
+
+    import tifffile
+
+    sim = tmp_path / "sim"
+    assert main(["simulate", "response", "--n", "4", "--out", str(sim), "--seed", "3"]) == 0
+    plain = tmp_path / "plain"
+    shutil.copytree(sim / "images", plain)
+    shutil.copytree(sim / "integration", plain / "integration")
+    (plain / "empty.tif").write_bytes(b"")
+    (plain / "notimage.tif").write_text("hello")
+    tifffile.imwrite(plain / "stack.tif", np.zeros((3, 20, 20), np.uint16))
+    out = tmp_path / "flags"
+    capsys.readouterr()
+    assert main(["classify", "images", "--model", "response_good_bad", "--input", str(plain), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "skipped empty.tif" in err and "skipped stack.tif: expected a 2-D image" in err and "Traceback" not in err
+    assert len(pd.read_csv(out / "flags.csv")) == 4
+    run = json.loads((out / "classify_run.json").read_text())
+    assert sorted(f["image"].rsplit("/", 1)[-1] for f in run["failures"]) == ["empty.tif", "notimage.tif", "stack.tif"]
+    # nothing readable at all: exit 2 with the reason
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "empty.tif").write_bytes(b"")
+    assert main(["classify", "images", "--model", "response_good_bad", "--input", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "none of the 1 images could be read" in capsys.readouterr().err
+    # batch: images larger than the model's crop without --box is one line up front, not a failure per image
+    assert main(["batch", "classify", "--model", "response_good_bad", "--input", str(sim / "images"),
+                 "--out", str(tmp_path / "b"), "--workers", "0"]) == 2
+    assert "give the integration area with --box" in capsys.readouterr().err and not (tmp_path / "b").exists()
+
+
 def test_classify_train_profiles_and_objects_tiny(tmp_path):
     pm = tmp_path / "p.pt"
     assert main(["classify", "train", "profiles", "--simulated", "40", "--epochs", "1", "--views", "2", "--out", str(pm), "--device", "cpu",

@@ -195,6 +195,36 @@ def test_segment_cli_one_bad_image_does_not_lose_the_others(tmp_path, model_file
     assert "--batch-size must be >= 1" in capsys.readouterr().err
 
 
+def test_segment_cli_interrupted_keeps_the_finished_images_tables(tmp_path, model_file, capsys, monkeypatch):
+    """Ctrl-C during the third of four images: the two finished images' labels, objects.csv, counts.csv
+    and segment_run.json (interrupted, with the images not done) are written; exit 130."""
+    import napari_microseg.cli.segment as segment_cli
+
+    folder = tmp_path / "four"
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    for name in "abcd":
+        tifffile.imwrite(folder / f"{name}.tif", (rng.random((64, 64)) * 255).astype(np.uint8))
+    real = segment_cli._segment_one
+
+    def interrupted_at_c(args, loaded, path, *rest):
+        if path.name == "c.tif":
+            raise KeyboardInterrupt
+        return real(args, loaded, path, *rest)
+
+    monkeypatch.setattr(segment_cli, "_segment_one", interrupted_at_c)
+    out = tmp_path / "o"
+    assert main(["segment", "--model", str(model_file), "--input", str(folder), "--out", str(out), "--quiet"]) == 130
+    assert "2 image(s) segmented and written, 2 not" in capsys.readouterr().err
+    assert set(pd.read_csv(out / "counts.csv")["image"]) == {"a.tif", "b.tif"}
+    run = json.loads((out / "segment_run.json").read_text())
+    assert run["interrupted"] is True and [Path(p).name for p in run["not_done"]] == ["c.tif", "d.tif"]
+    # interrupted before any image finished: nothing written, the empty output folder removed
+    monkeypatch.setattr(segment_cli, "_segment_one", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    assert main(["segment", "--model", str(model_file), "--input", str(folder), "--out", str(tmp_path / "o2")]) == 130
+    assert not (tmp_path / "o2").exists()
+
+
 def test_a_blank_frame_gives_no_objects_even_from_a_network_that_sees_foreground(tmp_path):
     """A network biased to foreground everywhere: the constant frame of a stack stays empty, the other does not."""
     from napari_microseg.inference.segment import segment

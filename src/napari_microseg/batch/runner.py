@@ -186,7 +186,8 @@ def _walk_images(folder: Path, exclude: Path | None) -> list[Path]:
 
 
 def find_batch_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike],
-                      exclude: str | os.PathLike | None = None) -> list[tuple[Path, str]]:
+                      exclude: str | os.PathLike | None = None,
+                      root: str | os.PathLike | None = None) -> list[tuple[Path, str]]:
     """Resolve the batch inputs to ``[(absolute path, path relative to the input root), ...]``, sorted.
 
     Parameters
@@ -195,10 +196,14 @@ def find_batch_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike],
         folder (searched recursively; Zarr stores inside are taken whole), a
         glob pattern (``"plate*/**/*.tif"``, recursive ``**`` allowed).
     exclude : a folder to leave out (the output folder, when it lies inside an input folder).
+    root : the input root of an earlier run into the same output folder: inputs under it are
+        named from it as before (so a rerun with inputs added skips the done ones); inputs
+        outside it are named from the deepest folder holding it and them.
 
-    The input root is the deepest folder holding all inputs; relative paths
-    name the outputs, so inputs in different sub-folders may share a name.
-    Raises InputError when nothing is found or two inputs would share outputs.
+    The input root is the deepest folder holding all inputs; relative paths from it name
+    the outputs, so inputs in different sub-folders may share a name. Symbolic links keep
+    their own names (two links to one file are two inputs). Raises InputError when nothing
+    is found or two inputs would share outputs.
     """
     from ..io.images import image_kind
 
@@ -224,11 +229,13 @@ def find_batch_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike],
             paths.extend(found)
         else:
             raise InputError(f"{spec}: no such file or folder")
-    unique = sorted({p.resolve() for p in paths if not _is_within(p, excl)})
+    # absolute but not resolved: a link is named as the user sees it; the same path given twice is one input
+    unique = sorted({Path(os.path.abspath(p)) for p in paths if not _is_within(p, excl)})
     if not unique:
         raise InputError("all inputs lie inside the output folder")
-    root = Path(os.path.commonpath([str(p.parent) for p in unique]))
-    result = [(p, p.relative_to(root).as_posix()) for p in unique]
+    common = Path(os.path.commonpath([str(p.parent) for p in unique] + ([os.path.abspath(root)] if root else [])))
+    root = Path(os.path.abspath(root)) if root else common
+    result = [(p, p.relative_to(root if p.is_relative_to(root) else common).as_posix()) for p in unique]
     stems: dict[str, str] = {}
     for _, rel in result:
         stem = _split_suffix(rel)[0]
@@ -355,6 +362,15 @@ def _acquire_lock(out: Path) -> Path:
             json.dump(me, fh)
         return lock
     raise InputError(f"cannot lock {out} ({lock} keeps reappearing)")
+
+
+def _previous_input_root(out: Path) -> str | None:
+    """The input folder an earlier batch in ``out`` named its outputs from (None: no earlier run, or
+    one from before it was recorded)."""
+    try:
+        return json.loads((out / CONFIG_NAME).read_text()).get("input_root")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _check_out_folder(out: Path, task: str, settings_hash: str, overwrite: bool) -> None:
@@ -586,8 +602,10 @@ def run_batch(
     settings = {"task": task, "model_sha256": model_sum,
                 "params": {k: v for k, v in sorted(params.items()) if k not in NEUTRAL_PARAMS}}
     settings_hash = sha256_json(settings)
-    found = find_batch_inputs(inputs, exclude=out)
     _check_out_folder(out, task, settings_hash, overwrite)
+    # inputs added to an earlier run keep its names (relative to its input folder), so done items are skipped
+    previous_root = None if overwrite else _previous_input_root(out)
+    found = find_batch_inputs(inputs, exclude=out, root=previous_root)
     out.mkdir(parents=True, exist_ok=True)
     lock = _acquire_lock(out)
     manifest = Manifest(out / MANIFEST_NAME)
@@ -599,8 +617,9 @@ def run_batch(
     try:
         from ..io.atomic import atomic_write_text
 
+        input_root = previous_root or os.path.commonpath([str(p.parent) for p, _ in found])
         config = {"task": task, "settings_hash": settings_hash, "settings": settings, "model": model_path,
-                  "params": params, "inputs": [str(p) for p, _ in found], "device": device,
+                  "params": params, "inputs": [str(p) for p, _ in found], "input_root": input_root, "device": device,
                   "started": utc_now(), "microseg": __version__}
         atomic_write_text(out / CONFIG_NAME, json.dumps(config, indent=2, default=str) + "\n")
         remove_stale_temporaries(out)
@@ -722,6 +741,9 @@ def run_batch(
         yield event("merging tables")
         done_records = [records[i.key] for i in items if records.get(i.key, {}).get("status") == "done"]
         tables = merge_tables(out, done_records) if done_records else {}
+        for name, _ in MERGED_TABLES.values():  # an earlier run's table that this run has no rows for
+            if name not in {p.name for p in tables.values()}:
+                (out / name).unlink(missing_ok=True)
         for stem in stacks:
             keys = [i.key for i in items if i.stem == stem]
             if all(records.get(k, {}).get("status") == "done" for k in keys):

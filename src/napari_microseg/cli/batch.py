@@ -198,6 +198,27 @@ def _raise_interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
     raise KeyboardInterrupt
 
 
+def _check_crop_size(args: argparse.Namespace) -> None:
+    """Without --box every image must have the classifier's crop size: checked on the first image
+    whose size can be read cheaply, so that a missing --box is one line, not a failure per item."""
+    from ..batch.runner import find_batch_inputs
+    from ..classify.predict import load_classifier
+    from .segment import _probe_shape
+
+    try:
+        size = tuple((load_classifier(args.model).config.get("crop") or {}).get("size") or ())
+        inputs = find_batch_inputs(args.input, exclude=args.out)
+    except InputError:
+        return  # the run itself names what is wrong
+    for path, rel in inputs[:20]:
+        shape = _probe_shape(path)
+        if shape is not None and len(shape) == 2:
+            if size and tuple(shape) != size:
+                raise InputError(f"{rel} is {shape[0]}x{shape[1]} px but the model classifies {size[0]}x{size[1]} "
+                                 "crops: give the integration area with --box Y0 X0 Y1 X1")
+            return
+
+
 def run(args: argparse.Namespace) -> int:
     from ..batch.runner import run_batch
     from ..progress import run_with_text_progress
@@ -215,6 +236,8 @@ def run(args: argparse.Namespace) -> int:
             resolve_threshold(args.model, args.threshold)
         except InputError as err:
             raise InputError(f"--threshold: {err}") from None
+    if args.batch_task == "classify" and args.box is None:
+        _check_crop_size(args)
     gen = run_batch(args.batch_task, args.input, args.out, model=getattr(args, "model", None), scheduler=args.scheduler,
                     workers=args.workers, threads_per_worker=args.threads_per_worker,
                     torch_threads=args.torch_threads, memory_limit=args.memory_limit, device=args.device,

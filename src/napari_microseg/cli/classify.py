@@ -281,17 +281,51 @@ def _tiffs(folder: Path) -> list[Path]:
     return files
 
 
-def _read_many(files: list, what: str = "reading") -> list:
-    """Read image files; a text progress bar on stderr for more than 50 (thousands take a while)."""
+def _read_many(files: list, what: str = "reading", failures: list | None = None) -> list:
+    """Read image files; a text progress bar on stderr for more than 50 (thousands take a while).
+
+    With a ``failures`` list, a file that cannot be read as a 2-D image gives None in its place
+    and ``{"image", "error"}`` in ``failures`` (one bad file among thousands does not stop a run);
+    without one, the first bad file raises InputError.
+    """
     from ..progress import iterate_with_progress, run_with_text_progress
 
+    def read(path: Path) -> np.ndarray | None:
+        if failures is None:
+            return _read(path)
+        try:
+            image = _read(path)
+            if image.ndim != 2:
+                raise InputError(f"expected a 2-D image, got shape {image.shape}")
+            return image
+        except (InputError, OSError, ValueError) as err:
+            reason = str(err)
+            failures.append({"image": str(path), "error": reason if Path(path).name in reason else f"{Path(path).name}: {reason}"})
+            return None
+
     if len(files) <= 50:
-        return [_read(f) for f in files]
-    return run_with_text_progress(iterate_with_progress((_read(f) for f in files), len(files)), label=what)
+        return [read(f) for f in files]
+    return run_with_text_progress(iterate_with_progress((read(f) for f in files), len(files)), label=what)
 
 
-def load_response_folder(folder: Path, box=None) -> dict:
-    """Read response images with boxes / masks / labels from a folder (see module docstring)."""
+def _keep_readable(d: dict) -> dict:
+    """``d`` (a :func:`load_response_folder` result) without the images that could not be read."""
+    keep = [img is not None for img in d["images"]]
+    if all(keep):
+        return d
+    out = dict(d)
+    for key, values in d.items():
+        if key in ("images", "files", "boxes", "masks", "labels", "groups", "subclass") and values is not None:
+            picked = [v for v, k in zip(values, keep) if k]
+            out[key] = np.asarray(picked) if isinstance(values, np.ndarray) else picked
+    return out
+
+
+def load_response_folder(folder: Path, box=None, failures: list | None = None) -> dict:
+    """Read response images with boxes / masks / labels from a folder (see module docstring).
+
+    With a ``failures`` list, unreadable images are left out (with everything that belongs to
+    them) and listed there (see :func:`_read_many`)."""
     import pandas as pd
 
     folder = Path(folder)
@@ -301,7 +335,7 @@ def load_response_folder(folder: Path, box=None) -> dict:
         if "image" not in df.columns:
             raise InputError(f"{table}: needs an 'image' column")
         files = [folder / f for f in df["image"]]
-        images = _read_many(files, "reading images")
+        images = _read_many(files, "reading images", failures)
         boxes = None
         if box is not None:
             boxes = [list(box)] * len(images)
@@ -309,7 +343,9 @@ def load_response_folder(folder: Path, box=None) -> dict:
             boxes = df[["crop_y0", "crop_x0", "crop_y1", "crop_x1"]].to_numpy().tolist()
         masks = None
         if boxes is None and (folder / "integration").is_dir():
-            masks = [m > 0 for m in _read_many([folder / "integration" / f.name for f in files], "reading masks")]
+            readable = [f for f, img in zip(files, images) if img is not None]
+            read = iter(_read_many([folder / "integration" / f.name for f in readable], "reading masks"))
+            masks = [None if img is None else next(read) > 0 for img in images]
         labels = None
         if "label" in df.columns and df["label"].astype(str).isin(["good", "bad"]).all():
             labels = (df["label"].astype(str) == "bad").astype(int).to_numpy()
@@ -317,15 +353,19 @@ def load_response_folder(folder: Path, box=None) -> dict:
             labels = 1 - df["is_good"].astype(int).to_numpy()
         groups = df["group"].to_numpy() if "group" in df.columns else None
         sub = df["subclass"].astype(str).to_numpy() if "subclass" in df.columns else None
-        return {"images": images, "files": [str(f.relative_to(folder)) for f in files], "boxes": boxes, "masks": masks,
-                "labels": labels, "groups": groups, "subclass": sub}
+        return _keep_readable({"images": images, "files": [str(f.relative_to(folder)) for f in files], "boxes": boxes,
+                               "masks": masks, "labels": labels, "groups": groups, "subclass": sub})
     img_dir = folder / "images" if (folder / "images").is_dir() else folder
     files = _tiffs(img_dir)
+    images = _read_many(files, "reading images", failures)
     masks = None
     if box is None and (folder / "integration").is_dir():
-        masks = [m > 0 for m in _read_many([folder / "integration" / f.name for f in files], "reading masks")]
-    return {"images": _read_many(files, "reading images"), "files": [f.name for f in files], "boxes": None if box is None else [list(box)] * len(files),
-            "masks": masks, "labels": None, "groups": None, "subclass": None}
+        readable = [f for f, img in zip(files, images) if img is not None]
+        read = iter(_read_many([folder / "integration" / f.name for f in readable], "reading masks"))
+        masks = [None if img is None else next(read) > 0 for img in images]
+    return _keep_readable({"images": images, "files": [f.name for f in files],
+                           "boxes": None if box is None else [list(box)] * len(files), "masks": masks, "labels": None,
+                           "groups": None, "subclass": None})
 
 
 # ------------------------------------------------------------------ run
@@ -359,17 +399,20 @@ def _run_images(args) -> int:
     except InputError as err:
         raise InputError(f"--threshold: {err}") from None
     inputs = [Path(p) for p in args.input]
+    failures: list[dict] = []  # images that could not be read: skipped, listed in classify_run.json
     if len(inputs) == 1 and inputs[0].is_dir():
-        d = load_response_folder(inputs[0], args.box)
+        d = load_response_folder(inputs[0], args.box, failures)
     else:
         for p in inputs:
             if not p.is_file():
                 raise InputError(f"{p}: no such file")
-        d = {"images": _read_many(inputs, "reading images"), "files": [str(p) for p in inputs],
-             "boxes": None if args.box is None else [list(args.box)] * len(inputs), "masks": None, "labels": None}
-    for f, img in zip(d["files"], d["images"]):
-        if img.ndim != 2:
-            raise InputError(f"{f}: expected a 2-D image, got shape {img.shape}")
+        d = _keep_readable({"images": _read_many(inputs, "reading images", failures), "files": [str(p) for p in inputs],
+                            "boxes": None if args.box is None else [list(args.box)] * len(inputs), "masks": None,
+                            "labels": None})
+    for failure in failures:
+        print(f"skipped {failure['error']}", file=sys.stderr)
+    if not d["images"]:
+        raise InputError(f"none of the {len(failures)} images could be read; first: {failures[0]['error']}")
     blank = [Path(f).name for f, img in zip(d["files"], d["images"]) if img.size and img.min() == img.max()]
     if blank:
         print(f"warning: {len(blank)} image(s) are constant, so their verdicts mean nothing: {', '.join(blank[:3])}"
@@ -402,8 +445,12 @@ def _run_images(args) -> int:
 
             _write_csv(out / "subclass_accuracy.csv", per_subclass_accuracy(y, pred, d["subclass"]))
     _write_run(out, args, lm, started, threshold=threshold, threshold_setting=args.threshold, box=args.box,
-               images=len(df), flagged_bad=n_bad)
+               images=len(df), flagged_bad=n_bad, failures=failures)
     print(f"microseg classify images: {len(df)} image(s), {n_bad} flagged bad -> {out / 'flags.csv'}")
+    if failures:
+        print(f"microseg classify images: {len(failures)} image(s) skipped (listed in classify_run.json); "
+              f"first: {failures[0]['error']}", file=sys.stderr)
+        return 1
     return 0
 
 

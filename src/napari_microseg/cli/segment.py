@@ -325,9 +325,13 @@ def run(args: argparse.Namespace) -> int:
     if args.max_cluster_size is not None:
         ccd_rules["max_cluster_size"] = args.max_cluster_size
     result = None
+    not_done: list[str] = []  # images left when Ctrl-C interrupted the run
     for i, path in enumerate(usable):
         try:
             done = _segment_one(args, loaded, path, i, len(usable), out, diameter, ccd_rules)
+        except KeyboardInterrupt:
+            not_done = [str(p) for p in usable[i:]]
+            break
         except Exception as err:  # noqa: BLE001 - one image's failure (bad data, out of memory) keeps the others
             if len(inputs) == 1:
                 raise
@@ -343,6 +347,8 @@ def run(args: argparse.Namespace) -> int:
         all_counts.append(counts)
         per_image.append(record)
     if result is None:
+        if not_done:
+            raise KeyboardInterrupt
         raise InputError(f"none of the {len(failures)} images could be segmented; first: {failures[0]['error']}")
 
     objects = pd.concat([o for o in all_objects if len(o)] or all_objects[:1], ignore_index=True)
@@ -362,10 +368,17 @@ def run(args: argparse.Namespace) -> int:
     settings.update(diameter=diameter, scale_factor=None if len(per_image) > 1 else settings.get("scale_factor"))
     settings.update(model=str(args.model), input=str(args.input), device=loaded.device,
                     seconds=round(time.perf_counter() - t0, 3), images=per_image, failures=failures)
+    if not_done:
+        settings.update(interrupted=True, not_done=not_done)
     from ..io.atomic import atomic_write_text
 
     atomic_write_text(out / "segment_run.json", json.dumps(settings, indent=2, default=str))
     print(f"wrote {written}, {out / 'segment_run.json'}")
+    if not_done:  # the finished images' tables are kept; the rest is listed for a rerun
+        print(f"microseg segment: interrupted: {len(per_image)} image(s) segmented and written, {len(not_done)} not "
+              "(listed in segment_run.json as not_done); 'microseg batch segment' resumes where it stopped",
+              file=sys.stderr)
+        raise KeyboardInterrupt
     if failures:
         print(f"microseg segment: {len(failures)} of {len(inputs)} image(s) skipped (listed in segment_run.json); "
               f"first: {failures[0]['error']}", file=sys.stderr)
