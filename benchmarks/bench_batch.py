@@ -23,7 +23,9 @@ resume check
 resume check at scale
     the parts of that check for ``--resume-n`` done items (files of SIZE^2
     bytes): finding and planning the inputs, reading the manifest, checking
-    that outputs exist, hashing the inputs (4 threads).
+    that outputs exist, hashing the inputs (4 threads); then merging that many
+    ``objects`` shards (38 objects each) into one table, as ``merge_tables``
+    does, against one ``read_csv`` per shard, and the ratio.
 
 Without ``--model`` a "small"-preset three-class U-Net with random weights is
 used (speed does not depend on the weights). Figures depend on the machine and
@@ -183,6 +185,33 @@ def resume_scale(folder: Path, n: int, size: int) -> None:
     print(f"resume check at scale, {n} done items of {mb / n * 1000:.0f} kB: find+plan {t_plan:.2f} s, "
           f"manifest read {t_load:.2f} s, output checks {t_exist:.2f} s, hashing {t_hash:.2f} s ({mb / t_hash:.0f} MB/s); "
           f"{1000 * (t_plan + t_load + t_exist + t_hash) / n:.2f} ms/item")
+    merge_scale(folder / "shards", n)
+
+
+def merge_scale(folder: Path, n: int, per_shard: int = 38) -> None:
+    """Time merging ``n`` objects shards into one table (``runner._read_shards``) against one read each."""
+    import pandas as pd
+
+    from napari_microseg.batch.runner import _read_shards
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(n):
+        path = folder / f"img{i:06d}.csv"
+        pd.DataFrame({"t": 0, "label": np.arange(1, per_shard + 1), "y": rng.random(per_shard) * 256,
+                      "x": rng.random(per_shard) * 256, "area": rng.integers(20, 200, per_shard),
+                      "image": f"img{i:06d}.tif"}).to_csv(path, index=False)
+        paths.append(path)
+    t0 = time.perf_counter()
+    joined = _read_shards(paths)
+    t_joined = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    each = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+    t_each = time.perf_counter() - t0
+    pd.testing.assert_frame_equal(joined, each)
+    print(f"merging {n} objects shards ({len(joined)} rows): joined as text {t_joined:.2f} s, one read_csv each "
+          f"{t_each:.2f} s: {t_each / t_joined:.1f}x")
 
 
 if __name__ == "__main__":

@@ -447,10 +447,7 @@ def merge_tables(out: Path, records: Sequence[dict]) -> dict[str, Path]:
     kinds = sorted({k for rec in records for k in (rec.get("outputs") or {}) if k in MERGED_TABLES})
     for kind in kinds:
         name, order = MERGED_TABLES[kind]
-        frames = [pd.read_csv(out / rec["outputs"][kind], float_precision="round_trip")
-                  for rec in records if kind in (rec.get("outputs") or {})]
-        nonempty = [f for f in frames if len(f)]
-        table = pd.concat(nonempty, ignore_index=True) if nonempty else frames[0]
+        table = _read_shards([out / rec["outputs"][kind] for rec in records if kind in (rec.get("outputs") or {})])
         keys = [c for c in order if c in table.columns]
         if keys and len(table):
             table = table.sort_values(keys, kind="stable").reset_index(drop=True)
@@ -465,6 +462,23 @@ def merge_tables(out: Path, records: Sequence[dict]) -> dict[str, Path]:
             write_table_csv(table, path)
         written[kind] = path
     return written
+
+
+def _read_shards(paths: Sequence[Path]) -> pd.DataFrame:
+    """The shards (CSV files of one kind) as one table. Shards with the same header are joined as
+    text and parsed once: thousands of small files parse in a fraction of the time that one
+    ``read_csv`` each takes (about 7 ms apiece)."""
+    import io
+
+    by_header: dict[str, list[str]] = {}
+    for path in paths:
+        text = Path(path).read_text(encoding="utf-8")
+        header, _, body = text.partition("\n")
+        by_header.setdefault(header, []).append(body if body.endswith("\n") or not body else body + "\n")
+    tables = [pd.read_csv(io.StringIO(header + "\n" + "".join(bodies)))
+              for header, bodies in by_header.items()]
+    nonempty = [t for t in tables if len(t)]
+    return pd.concat(nonempty, ignore_index=True) if len(nonempty) > 1 else (nonempty or tables)[0]
 
 
 # ----------------------------------------------------------------------------- the run
