@@ -272,7 +272,7 @@ def test_track_batch_matches_run_tracking(tmp_path):
         sim = simulate_nuclei_timelapse(n_frames=4, shape=(64, 64), n_nuclei=4, seed=10 + i)
         stacks[f"movie{i}.tif"] = sim.labels
         tifffile.imwrite(src / f"movie{i}.tif", sim.labels)
-    mask = (stacks["movie0.tif"] > 0).astype(np.uint8)  # a 0/1 mask stack: tracked as its connected objects
+    mask = stacks["movie0.tif"] > 0  # a boolean mask stack: tracked as its connected objects
     tifffile.imwrite(src / "mask.tif", mask)
     (src / "flat.tif").write_bytes(b"")  # empty file: fails, the others go on
     out = tmp_path / "out"
@@ -341,6 +341,13 @@ def test_find_batch_inputs(tmp_path):
     assert [rel for _, rel in find_batch_inputs(tmp_path / "a", root=tmp_path)] == ["a/x.tif"]
     assert [rel for _, rel in find_batch_inputs([tmp_path / "a", tmp_path / "b" / "y.tiff"], root=tmp_path / "b")] \
         == ["a/x.tif", "y.tiff"]
+    # a batch folder from before input_root was recorded: its inputs give the folder
+    from napari_microseg.batch.runner import _previous_input_root
+
+    (tmp_path / "old_out").mkdir()
+    (tmp_path / "old_out" / "batch_config.json").write_text(json.dumps({"inputs": [str(tmp_path / "a" / "x.tif"),
+                                                                                     str(tmp_path / "b" / "x.tif")]}))
+    assert _previous_input_root(tmp_path / "old_out") == str(tmp_path)
     (tmp_path / "b" / "x.fits").write_bytes(b"0")
     with pytest.raises(InputError, match="same outputs"):
         find_batch_inputs(tmp_path / "b")

@@ -174,6 +174,13 @@ def test_one_small_image_without_validation_and_the_ccd_normalisation(make_napar
     widget.val_fraction.value = 0.0
     wait_worker(widget.train())
     assert load_model(tmp_path / "small.pt").config["normalization"]["kind"] == "percentile", widget.status.text()
+    # resuming keeps the model's own normalisation whatever the form shows
+    widget.resume.value, widget.epochs.value, widget.normalization.value = True, 2, RAW_CCD
+    wait_worker(widget.train())
+    resumed = load_model(tmp_path / "small.pt").config
+    assert resumed["training"]["epochs_run"] == 2 and resumed["normalization"]["kind"] == "percentile", \
+        widget.status.text()
+    widget.resume.value = False
     widget.output_mode.value = "multiclass"
     assert widget.normalization.value == RAW_CCD and widget.config()["normalization"] == CCD_NORMALIZATION
     widget.output_mode.value = "three_class"

@@ -201,6 +201,15 @@ def test_track_summary_hand_computed():
     assert summary.loc[2].generation == 1 and summary.loc[2].root_track_id == 1
     plain = track_summary(result)
     assert not any(c.endswith(("_um", "_min")) for c in plain.columns) and "mean_area_px" in plain.columns
+    # a stage jump is not a step: with stage offsets (stage-shift correction) still cells stay still
+    still = pd.DataFrame({"track_id": 1, "t": [0, 1, 2], "y": [30.0, 42.0, 42.0], "x": [30.0, 39.0, 39.0],
+                          "parent_track_id": 0})
+    jumped = finalize(still, n_frames=3, config={"stage_offsets": [[0, 0], [12, 9], [12, 9]]})
+    assert track_summary(jumped).loc[0, "path_length_px"] == pytest.approx(0.0)
+    # no tracks at all: the same columns (a spreadsheet template does not change)
+    empty = finalize(table.iloc[:0], n_frames=6)
+    assert list(track_summary(empty, pixel_size=0.5, frame_interval=10).columns) == \
+        list(track_summary(result, pixel_size=0.5, frame_interval=10).columns)
     with pytest.raises(InputError, match="pixel size"):
         track_summary(result, pixel_size=0)
 

@@ -109,11 +109,15 @@ def test_stop_by_close_keeps_valid_model_and_resume_continues(tmp_path):
     _, full = run(train(cfg4, (imgs, labs), out_path=tmp_path / "full.pt"))
     assert [round(h["train_loss"], 5) for h in full.history] == [round(h["train_loss"], 5) for h in r4.history]
     # settings the saved optimiser state belongs to cannot change on resume: one clear reason, no traceback
-    for changed in ({"optimizer": "sgd"}, {"freeze_encoder": True}):
+    for changed in ({"optimizer": "sgd"}, {"freeze_encoder": True}, {"normalization": "minmax"}):
         with pytest.raises(InputError, match="cannot resume with"):
             run(train(TrainConfig(epochs=6, seed=5, **{**TINY, **changed}), (imgs, labs), out_path=out, resume=out))
     # the architecture is the checkpoint's: a preset setting that was not used is not recorded as used
     cfg_n = TrainConfig(epochs=5, seed=5, **{**TINY, "preset": "n"})
+    from napari_microseg.training.trainer import resume_settings
+
+    kept = resume_settings(out)  # what the Training widget keeps on resume
+    assert kept["optimizer"] == "adam" and kept["normalization"]["kind"] == "percentile"
     _, r5 = run(train(cfg_n, (imgs, labs), out_path=out, resume=out))
     saved = load_model(out).config
     assert saved["training"]["config"]["preset"] == saved["model"]["preset"] == ck["config"]["model"]["preset"]

@@ -236,12 +236,13 @@ def find_batch_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike],
     common = Path(os.path.commonpath([str(p.parent) for p in unique] + ([os.path.abspath(root)] if root else [])))
     root = Path(os.path.abspath(root)) if root else common
     result = [(p, p.relative_to(root if p.is_relative_to(root) else common).as_posix()) for p in unique]
-    stems: dict[str, str] = {}
-    for _, rel in result:
+    stems: dict[str, Path] = {}
+    for path, rel in result:
         stem = _split_suffix(rel)[0]
         if stem in stems:
-            raise InputError(f"inputs {stems[stem]!r} and {rel!r} would write the same outputs; run them separately")
-        stems[stem] = rel
+            raise InputError(f"inputs {stems[stem]} and {path} would write the same outputs ({stem!r}); "
+                             "run them into separate --out folders")
+        stems[stem] = path
     return result
 
 
@@ -368,8 +369,12 @@ def _previous_input_root(out: Path) -> str | None:
     """The input folder an earlier batch in ``out`` named its outputs from (None: no earlier run, or
     one from before it was recorded)."""
     try:
-        return json.loads((out / CONFIG_NAME).read_text()).get("input_root")
-    except (OSError, ValueError, AttributeError):
+        config = json.loads((out / CONFIG_NAME).read_text())
+        if config.get("input_root"):
+            return config["input_root"]
+        inputs = config.get("inputs") or []  # a run from before input_root was recorded: its inputs say
+        return os.path.commonpath([os.path.dirname(p) for p in inputs]) if inputs else None
+    except (OSError, ValueError, AttributeError, TypeError):
         return None
 
 

@@ -343,10 +343,10 @@ def track_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> dic
         image = data
         outputs["labels"] = _write_labels_tiff(out, f"labels/{item.stem}.tif", labels)
     else:
-        if data.dtype.kind not in "ui":
+        labels, was_mask = masks_to_labels(data)  # a bool or 0/1 float mask stack too, as `microseg track` takes
+        if labels.dtype.kind not in "ui":
             raise InputError(f"{item.image}: tracking needs integer labels, got dtype {data.dtype} "
                              "(give a model to segment images first)")
-        labels, was_mask = masks_to_labels(data)
         image = None
         if was_mask:
             outputs["note"] = "a 0/1 mask, not labels: tracked its connected objects (8-connected, per frame)"

@@ -376,7 +376,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {written}, {out / 'segment_run.json'}")
     if not_done:  # the finished images' tables are kept; the rest is listed for a rerun
         print(f"microseg segment: interrupted: {len(per_image)} image(s) segmented and written, {len(not_done)} not "
-              "(listed in segment_run.json as not_done); 'microseg batch segment' resumes where it stopped",
+              "(listed in segment_run.json as not_done): segment those into another --out, or use 'microseg batch "
+              "segment', which resumes where it stopped",
               file=sys.stderr)
         raise KeyboardInterrupt
     if failures:

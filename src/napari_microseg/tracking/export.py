@@ -108,6 +108,9 @@ def track_summary(
     image_shape : ``(height, width)`` in pixels (default: from the result's config) to tell a
         track that left the field from one that disappeared inside it.
 
+    Movement is measured in the sample: with stage-shift correction (``config["stage_offsets"]``)
+    each frame's stage offset is taken off first, so a stage jump is not a cell's step.
+
     Returns
     -------
     DataFrame with ``track_id, parent_track_id, root_track_id, generation, start_t, end_t``
@@ -131,14 +134,26 @@ def track_summary(
     columns = ["track_id", "parent_track_id", "root_track_id", "generation", "start_t", "end_t", "frames",
                "gap_frames", "daughters", "fate", "net_displacement_px", "path_length_px",
                "mean_speed_px_per_frame", "straightness"]
+    extra = (["mean_area_px"] if "area" in table.columns else []) \
+        + (["net_displacement_um", "path_length_um"] if pixel_size is not None else []) \
+        + (["duration_min"] if frame_interval is not None else []) \
+        + (["mean_speed_um_per_min"] if pixel_size is not None and frame_interval is not None else [])
     if not len(table):
-        return pd.DataFrame(columns=columns)
-    steps = np.hypot(table.groupby("track_id")["y"].diff(), table.groupby("track_id")["x"].diff())
+        return pd.DataFrame(columns=columns + extra)
+    offsets = isinstance(result, TrackResult) and result.config.get("stage_offsets")
+    t_index = table["t"].to_numpy()
+    sample_y, sample_x = table["y"].to_numpy(float), table["x"].to_numpy(float)
+    if offsets:  # positions in the sample: the stage's own jumps taken off
+        offsets = np.asarray(offsets, dtype=float)
+        sample_y, sample_x = sample_y - offsets[t_index, 0], sample_x - offsets[t_index, 1]
+    table = table.assign(sample_y=sample_y, sample_x=sample_x)
+    steps = np.hypot(table.groupby("track_id")["sample_y"].diff(), table.groupby("track_id")["sample_x"].diff())
     table = table.assign(step=steps.fillna(0.0))
     agg = {"parent_track_id": ("parent_track_id", "first"), "root_track_id": ("root_track_id", "first"),
            "generation": ("generation", "first"), "start_t": ("t", "min"), "end_t": ("t", "max"),
-           "frames": ("t", "size"), "y0": ("y", "first"), "x0": ("x", "first"), "y1": ("y", "last"),
-           "x1": ("x", "last"), "path_length_px": ("step", "sum")}
+           "frames": ("t", "size"), "y0": ("sample_y", "first"), "x0": ("sample_x", "first"),
+           "y1": ("sample_y", "last"), "x1": ("sample_x", "last"), "last_y": ("y", "last"), "last_x": ("x", "last"),
+           "path_length_px": ("step", "sum")}
     if "area" in table.columns:
         agg.update(mean_area_px=("area", "mean"), last_area=("area", "last"))
     out = table.groupby("track_id").agg(**agg).reset_index()
@@ -151,26 +166,24 @@ def track_summary(
     out["mean_speed_px_per_frame"] = np.where(span > 0, out["path_length_px"] / span.where(span > 0, 1.0), np.nan)
     path = out["path_length_px"]
     out["straightness"] = np.where(path > 0, out["net_displacement_px"] / path.where(path > 0, 1.0), np.nan)
-    radius = np.sqrt(out["last_area"] / np.pi) if "last_area" in out.columns else pd.Series(3.0, index=out.index)
+    radius = pd.Series(3.0, index=out.index)
+    if "last_area" in out.columns:
+        radius = np.sqrt(out["last_area"] / np.pi).fillna(3.0)
     fate = np.full(len(out), "disappeared", dtype=object)
-    if image_shape is not None:
+    if image_shape is not None:  # the edge of the image: raw positions, where the object was seen
         height, width = image_shape
-        edge = np.minimum.reduce([out["y1"], out["x1"], height - 1 - out["y1"], width - 1 - out["x1"]])
+        edge = np.minimum.reduce([out["last_y"], out["last_x"], height - 1 - out["last_y"], width - 1 - out["last_x"]])
         fate[(edge <= radius + 2.0).to_numpy()] = "left the field"
     fate[(out["end_t"] >= n_frames - 1).to_numpy()] = "end of movie"
     fate[(out["daughters"] > 0).to_numpy()] = "divided"
     out["fate"] = fate
-    extra = ["mean_area_px"] if "mean_area_px" in out.columns else []
     if pixel_size is not None:
         for name in ("net_displacement", "path_length"):
             out[f"{name}_um"] = out[f"{name}_px"] * pixel_size
-        extra += ["net_displacement_um", "path_length_um"]
     if frame_interval is not None:
         out["duration_min"] = span * frame_interval
-        extra.append("duration_min")
         if pixel_size is not None:
             out["mean_speed_um_per_min"] = out["mean_speed_px_per_frame"] * pixel_size / frame_interval
-            extra.append("mean_speed_um_per_min")
     return out[columns + extra]
 
 

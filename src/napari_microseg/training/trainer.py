@@ -340,6 +340,34 @@ def _check_counts_and_rates(cfg: TrainConfig) -> None:
         raise InputError(f"foreground_bias must be in [0, 1], got {cfg.foreground_bias!r}")
 
 
+def read_checkpoint(resume: str | os.PathLike) -> dict:
+    """The resumable state (a model file holding ``optimizer_state``) at ``resume``: a ``.last.pt``
+    checkpoint, or a model path with one beside it. InputError when there is none."""
+    from ..io.models import read_model_file
+
+    rp = Path(resume)
+    ckpt = read_model_file(rp) if rp.is_file() else None
+    if ckpt is not None and "optimizer_state" in ckpt:
+        return ckpt
+    alt = last_checkpoint_path(rp)
+    if alt.is_file():
+        return read_model_file(alt)
+    if ckpt is None:
+        raise InputError(f"cannot resume: {rp} not found")
+    raise InputError(f"cannot resume from {rp.name}: it holds no optimiser state (use init_model to fine-tune)")
+
+
+def resume_settings(resume: str | os.PathLike) -> dict:
+    """The settings a resumed run must keep, from the checkpoint at ``resume`` (see
+    :func:`read_checkpoint`): ``optimizer``, ``freeze_encoder`` and ``normalization`` (TrainConfig
+    keys), for callers such as the Training widget that do not expose them all."""
+    ckpt = read_checkpoint(resume)
+    before = (ckpt["config"].get("training") or {}).get("config") or {}
+    settings = {key: before[key] for key in ("optimizer", "freeze_encoder") if key in before}
+    settings["normalization"] = ckpt["config"].get("normalization")
+    return settings
+
+
 def train(
     config: TrainConfig | dict,
     train_data: Any,
@@ -407,18 +435,8 @@ def train(
     ckpt = None
     resumes_own_run = False  # the checkpoint is out_path's own: out_path holds that run's best model
     if resume is not None:
-        rp = Path(resume)
-        if rp.is_file():
-            ckpt = read_model_file(rp)
-        resumes_own_run = rp.resolve() in (out_path.resolve(), last_path.resolve())
-        if ckpt is None or "optimizer_state" not in ckpt:
-            alt = last_checkpoint_path(rp)
-            if alt.is_file():
-                ckpt = read_model_file(alt)
-            elif ckpt is None:
-                raise InputError(f"cannot resume: {rp} not found")
-            else:
-                raise InputError(f"cannot resume from {rp.name}: it holds no optimiser state (use init_model to fine-tune)")
+        ckpt = read_checkpoint(resume)
+        resumes_own_run = Path(resume).resolve() in (out_path.resolve(), last_path.resolve())
     init = read_model_file(init_model) if init_model is not None else None
     source = ckpt or init
     if source is not None:
@@ -438,6 +456,10 @@ def train(
         mode = ckpt["config"].get("output_mode")
         if mode != cfg.output_mode:
             raise InputError(f"cannot resume: checkpoint output mode is {mode!r}, settings say {cfg.output_mode!r}")
+        saved_norm = ckpt["config"].get("normalization")
+        if cfg.normalization is not None and saved_norm and normalization != make_normalization_spec(saved_norm):
+            raise InputError(f"cannot resume with normalisation {normalization['kind']!r}: the checkpoint's weights "
+                             f"were trained on {saved_norm.get('kind')!r} images; leave it unset to keep that")
         before = (ckpt["config"].get("training") or {}).get("config") or {}
         for key in ("optimizer", "freeze_encoder"):  # the saved optimiser state belongs to these
             if key in before and before[key] != getattr(cfg, key):

@@ -216,8 +216,10 @@ class TrainingWidget(MicrosegDock):
         self.plot.reset()
 
         def make_generator():
-            from ..training.trainer import train  # torch is imported in the worker, not on the GUI thread
+            from ..training.trainer import resume_settings, train  # torch is imported in the worker
 
+            if resume:  # a resumed run keeps its optimiser and normalisation, whatever the form shows
+                cfg.update(resume_settings(resume))
             return train(cfg, (images, labels), out_path=out_path, resume=resume, stop_event=stop_event)
 
         worker = self.start(make_generator, self._finished, on_event=self._on_event, label="training",
@@ -252,6 +254,8 @@ class TrainingWidget(MicrosegDock):
             from ..io.tables import TRAIN_HISTORY_COLUMNS, model_sidecar, write_history_csv
 
             history_path = model_sidecar(Path(result.model_path), "history.csv")
+            if history_path.exists() and not self.resume.value:  # another run's: kept, this one beside it
+                history_path = free_name(history_path)
             try:
                 history_note = f"; history: {write_history_csv(history_path, result.history, TRAIN_HISTORY_COLUMNS).name}"
             except OSError as err:
