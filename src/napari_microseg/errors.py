@@ -7,3 +7,7 @@ class MicrosegError(Exception):
 
 class InputError(MicrosegError, ValueError):
     """Bad input data: wrong dimensionality, empty labels, shape mismatch, NaN, unreadable file."""
+
+
+class Terminated(KeyboardInterrupt):
+    """A TERM signal (a job scheduler's stop, ``kill``): wound down like Ctrl-C, exit status 143."""

@@ -104,10 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:  # permissions, a full disk, a folder where a file should be ...
         where = f": {err.filename}" if err.filename else ""
         print(f"microseg {args.command}: error: {err.strerror or err}{where}", file=sys.stderr)
-    except KeyboardInterrupt:
-        print(f"microseg {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        from ..errors import Terminated
+
+        terminated = isinstance(err, Terminated)
+        print(f"microseg {args.command}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
         remove_empty_created_folders()
-        return 130
+        return 143 if terminated else 130  # the shell's codes for SIGTERM and SIGINT
     finally:
         protect_inputs([])
     remove_empty_created_folders()  # a refused run leaves no empty output folder behind

@@ -24,7 +24,8 @@ table shards under ``shards/``, merged ``objects.csv`` and ``counts.csv``
 ``failures.csv`` (items that failed, with the reason) and
 ``batch_config.json`` (settings). Run the same command again to resume: done
 items whose input is unchanged are skipped. Exit status 0 when every item
-succeeded, 1 when some failed (see failures.csv), 2 for bad settings.
+succeeded, 1 when some failed (see failures.csv), 2 for bad settings, 130 after
+Ctrl-C and 143 after a TERM signal (both stop cleanly: rerun to resume).
 """
 
 from __future__ import annotations
@@ -195,7 +196,9 @@ def _params(args: argparse.Namespace) -> dict:
 
 
 def _raise_interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
-    raise KeyboardInterrupt
+    from ..errors import Terminated
+
+    raise Terminated
 
 
 def _check_crop_size(args: argparse.Namespace) -> None:
