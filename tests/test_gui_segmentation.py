@@ -16,7 +16,8 @@ def test_segment_export_and_finetune(make_napari_viewer, qtbot, tmp_path, artifa
 
     sim = simulate_nuclei_timelapse(n_frames=3, shape=(128, 128), n_nuclei=10, seed=3)
     viewer = make_napari_viewer(show=True)
-    viewer.add_image(sim.fluorescence, name="movie")
+    geometry = {"scale": (5.0, 0.325, 0.325), "translate": (0.0, 4.0, 8.0), "units": ("minute", "micrometer", "micrometer")}
+    viewer.add_image(sim.fluorescence, name="movie", **geometry)  # a calibrated time-lapse
     original = sim.fluorescence.copy()
     widget = SegmentationWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Segmentation")
@@ -29,6 +30,10 @@ def test_segment_export_and_finetune(make_napari_viewer, qtbot, tmp_path, artifa
     wait_worker(widget.segment())
     layer = viewer.layers["movie segmented"]
     assert layer.data.shape == (3, 128, 128)
+    # the result lies on top of the image, in its units (the Tracking widget's summary reads them)
+    np.testing.assert_allclose(layer.scale, geometry["scale"])
+    np.testing.assert_allclose(layer.translate, geometry["translate"])
+    assert [str(u) for u in layer.units] == list(geometry["units"])
     assert layer.data[0].max() == 0 and layer.data[2].max() == 0  # only the current frame was run
     np.testing.assert_array_equal(viewer.layers["movie"].data, original)  # the user's layer is untouched
     if layer.data[1].max() > 0:
@@ -47,7 +52,7 @@ def test_segment_export_and_finetune(make_napari_viewer, qtbot, tmp_path, artifa
     assert widget.export()[0].endswith("counts_2.csv")  # never overwrites an earlier export
 
     # correct-and-retrain: the user fixes frame 1 (here: with the true labels) and fine-tunes
-    viewer.add_labels(sim.labels.astype(np.uint32), name="corrected")
+    viewer.add_labels(sim.labels.astype(np.uint32), name="corrected", **geometry)
     widget.labels_for_training.value = "corrected"
     assert widget.add_to_training_set() == 1
     assert widget.add_to_training_set() == 1  # the same frame again replaces its pair, not a second copy

@@ -114,9 +114,10 @@ def _write_tiff(path: Path, data: np.ndarray) -> None:
     import tifffile
 
     from ..io.atomic import atomic_path
+    from ..io.images import tiff_axes_kwargs
 
     with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, data)
+        tifffile.imwrite(tmp, data, **tiff_axes_kwargs(data))
 
 
 def _write_csv(path: Path, table) -> None:

@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import InputError
     from ..io.atomic import atomic_path, guard_target, make_output_folder
+    from ..io.images import tiff_axes_kwargs
     from ..measure.labels import masks_to_labels
     from ..progress import run_with_text_progress
     from ..tracking.export import write_config_json, write_counts_csv, write_ctc, write_track_summary_csv, write_tracks_csv
@@ -105,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     write_track_summary_csv(result, out / "track_summary.csv", pixel_size=args.pixel_size,
                             frame_interval=args.frame_interval)
     with atomic_path(out / "tracks_labels.tif") as p:  # uint16 (uint32 above 65535 tracks), no copy
-        tifffile.imwrite(p, result.relabelled, compression="zlib")
+        tifffile.imwrite(p, result.relabelled, compression="zlib", **tiff_axes_kwargs(result.relabelled))
     write_config_json(result, out / "track_config.json")
     if args.ctc:
         write_ctc(result, out / "ctc", overwrite=args.overwrite)

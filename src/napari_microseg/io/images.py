@@ -266,6 +266,7 @@ def write_tiff(path: str | os.PathLike, data: np.ndarray, overwrite: bool = Fals
 
     Refuses to replace an existing file unless ``overwrite`` is true. Large
     arrays (> 2 GB) are written as BigTIFF; ``kwargs`` go to ``tifffile.imwrite``.
+    Grey images and stacks are tagged as such (:func:`tiff_axes_kwargs`).
     """
     import tifffile
 
@@ -275,9 +276,22 @@ def write_tiff(path: str | os.PathLike, data: np.ndarray, overwrite: bool = Fals
     arr = np.asarray(data)
     kwargs.setdefault("bigtiff", arr.nbytes > 2**31 - 2**25)
     kwargs.setdefault("compression", "zlib" if arr.dtype.kind in "iub" else None)
+    for key, value in tiff_axes_kwargs(arr).items():
+        kwargs.setdefault(key, value)
     with atomic_path(target) as tmp:
         tifffile.imwrite(tmp, arr, **kwargs)
     return target
+
+
+def tiff_axes_kwargs(arr: np.ndarray) -> dict:
+    """``tifffile.imwrite`` options that say what a grey (Y, X) image or (T, Y, X) stack is.
+
+    Without them tifffile takes a stack of 3 or 4 frames for one RGB(A) image (planar
+    colour samples), and an ``.ome.tif`` time-lapse for channels; with them the file reads
+    back (here and in Fiji / OME tools) as the frames it holds. Other shapes: no options.
+    """
+    axes = {2: "YX", 3: "TYX"}.get(np.ndim(arr))
+    return {"photometric": "minisblack", "metadata": {"axes": axes}} if axes else {}
 
 
 def write_fits(path: str | os.PathLike, data: np.ndarray, header: dict | None = None, overwrite: bool = False) -> Path:

@@ -399,6 +399,39 @@ def grey_image(layer: Any) -> Any:
     return layer.data
 
 
+def layer_geometry(layer: Any, ndim: int) -> dict:
+    """``scale``, ``translate`` and ``units`` of ``layer``'s last ``ndim`` axes, for a result layer of
+    ``ndim`` dimensions that must lie on top of it (a (Y, X) result of one frame of a (T, Y, X)
+    layer takes the Y and X entries); empty when the layer has fewer axes."""
+    scale = tuple(float(s) for s in getattr(layer, "scale", ()))
+    if ndim < 1 or len(scale) < ndim:
+        return {}
+    geometry = {"scale": scale[-ndim:], "translate": tuple(float(v) for v in layer.translate)[-ndim:]}
+    units = getattr(layer, "units", None)
+    if units is not None and len(units) >= ndim:
+        geometry["units"] = tuple(str(unit) for unit in units)[-ndim:]
+    return geometry
+
+
+def current_frame(viewer: Any, layer: Any) -> int:
+    """The frame (index along the first data axis) of a stack ``layer`` that the viewer shows.
+
+    Read from the viewer's world position, not from its slider step: the step counts in the
+    finest step of all layers, so with a time-lapse scaled to minutes beside an unscaled layer
+    step 10 is not frame 10."""
+    import numpy as np
+
+    position = layer.world_to_data(viewer.dims.point)
+    n_frames = int(layer.data.shape[0])
+    return int(min(max(int(np.floor(float(position[0]) + 0.5)), 0), n_frames - 1))
+
+
+def show_frame(viewer: Any, layer: Any, t: int) -> None:
+    """Move the viewer to frame ``t`` of a stack ``layer`` (in world units: its scale and offset)."""
+    world = layer.data_to_world((float(t),) + (0.0,) * (layer.ndim - 1))
+    viewer.dims.set_point(viewer.dims.ndim - layer.ndim, float(world[0]))
+
+
 def layer_names(viewer: Any, kind: str) -> list[str]:
     """Names of the viewer's layers of a kind ("Image", "Labels", "Tracks", ...)."""
     return [layer.name for layer in viewer.layers if type(layer).__name__ == kind]

@@ -17,7 +17,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
 from ..errors import InputError
-from ._base import MicrosegDock, grey_image, layer_names, unique_layer_name
+from ._base import MicrosegDock, current_frame, grey_image, layer_geometry, layer_names, unique_layer_name
 
 PREVIEW_DELAY_MS = 400
 QC_COLUMNS = ["tile", "y", "x", "fg fraction", "objects", "kept", "reason"]
@@ -98,8 +98,9 @@ class AutolabelWidget(MicrosegDock):
             self.show_error(str(err))
             return None
 
-    def _frame_index(self, data: Any) -> int | None:
-        return int(self.viewer.dims.current_step[0]) if data.ndim == 3 else None
+    def _frame_index(self, data: Any, layer: Any) -> int | None:
+        """The frame of ``layer`` (holding ``data``, grey) that the viewer shows; None for a 2-D one."""
+        return current_frame(self.viewer, layer) if data.ndim == 3 else None
 
     def _mark_preview_painted(self, event: Any = None) -> None:
         """Only layers this widget made are watched: any paint event means the user edited the preview."""
@@ -120,7 +121,7 @@ class AutolabelWidget(MicrosegDock):
             self._pending_preview = True
             return None
         data = grey_image(layer)  # RGB layers: grey
-        t = self._frame_index(data)
+        t = self._frame_index(data, layer)
         frame = np.asarray(data[t] if t is not None else data)
         params = self.parameters()
 
@@ -140,7 +141,8 @@ class AutolabelWidget(MicrosegDock):
                 kept = f"; your edits are kept in '{self.preview_layer.name}'"
                 self.preview_layer = None
             if self.preview_layer is None or self.preview_layer not in self.viewer.layers:
-                self.preview_layer = self.viewer.add_labels(full, name=unique_layer_name(self.viewer, "auto-label preview"), opacity=0.5)
+                self.preview_layer = self.viewer.add_labels(full, name=unique_layer_name(self.viewer, "auto-label preview"),
+                                                            opacity=0.5, **layer_geometry(layer, full.ndim))
                 self.preview_layer.events.paint.connect(self._mark_preview_painted)  # brush, fill and eraser
             else:
                 self.preview_layer.data = full
@@ -172,7 +174,8 @@ class AutolabelWidget(MicrosegDock):
             return autolabel_fluorescence_iter(data, **params)
 
         def done(labels: np.ndarray) -> None:
-            self.labels_layer = self.viewer.add_labels(labels, name=unique_layer_name(self.viewer, f"{layer.name} auto-labels"), opacity=0.5)
+            self.labels_layer = self.viewer.add_labels(labels, name=unique_layer_name(self.viewer, f"{layer.name} auto-labels"),
+                                                       opacity=0.5, **layer_geometry(layer, labels.ndim))
             self.show_message(f"labelled {1 if data.ndim == 2 else data.shape[0]} frame(s): correct with napari's tools, then QC / train")
 
         return self.start(make_generator, done, label="auto-labelling")
@@ -188,7 +191,7 @@ class AutolabelWidget(MicrosegDock):
             self.show_error("Apply the auto-labeller first (QC works on its labels layer).")
             return None
         labels = np.asarray(layer.data)
-        t = self._frame_index(labels)
+        t = self._frame_index(labels, layer)
         frame = labels[t] if t is not None else labels
         positions, (th, tw) = tile_positions(frame.shape, int(self.tile.value))
         tiles = [frame[y:y + th, x:x + tw] for y, x in positions]

@@ -23,7 +23,7 @@ from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
 from ..errors import InputError, MicrosegError
 from ..pretrained import list_pretrained_for
-from ._base import CLASS_COLOURS, MicrosegDock, chosen_model_path, dock_action, free_name, grey_image, layer_names, unique_layer_name, unwritable_reason
+from ._base import CLASS_COLOURS, MicrosegDock, chosen_model_path, dock_action, free_name, grey_image, layer_geometry, layer_names, show_frame, unique_layer_name, unwritable_reason
 from ._plot import BG, LossPlot
 
 TASKS = {"response images [R]": "images", "objects [T]": "objects", "profiles [P]": "profiles"}
@@ -216,11 +216,12 @@ class ClassificationWidget(MicrosegDock):
             counts = table["class"].value_counts()
             self.summary.value = ", ".join(f"{k}: {v} ({100 * v / len(table):.1f} %)" for k, v in counts.items())
         if task == "objects":
-            self._add_class_layer(labels, table, layer.name)
+            self._add_class_layer(labels, table, layer)
         self.show_message(f"classified {len(table)} {task}")
 
-    def _add_class_layer(self, labels: np.ndarray, table: pd.DataFrame, name: str) -> None:
-        """A new Labels layer coloured by class, with the class and probability in its features."""
+    def _add_class_layer(self, labels: np.ndarray, table: pd.DataFrame, layer: Any) -> None:
+        """A new Labels layer coloured by class, with the class and probability in its features, on top
+        of the image ``layer``."""
         from napari.utils.colormaps import DirectLabelColormap
 
         classes = sorted(table["class"].unique())
@@ -228,9 +229,10 @@ class ClassificationWidget(MicrosegDock):
         per_label = table.drop_duplicates("label")
         colours = {int(lab): colour_of[c] for lab, c in zip(per_label["label"], per_label["class"])}
         colours.update({0: "transparent", None: "transparent"})
-        self.viewer.add_labels(labels, name=unique_layer_name(self.viewer, f"{name} classes"), opacity=0.6,
+        self.viewer.add_labels(labels, name=unique_layer_name(self.viewer, f"{layer.name} classes"), opacity=0.6,
                                colormap=DirectLabelColormap(color_dict=colours),
-                               features=per_label[["label", "class", "probability"]].reset_index(drop=True))
+                               features=per_label[["label", "class", "probability"]].reset_index(drop=True),
+                               **layer_geometry(layer, np.ndim(labels)))
 
     def use_threshold(self, mode: str) -> float | None:
         """Set the threshold to the chosen model's stored ``"flag"`` or ``"discard"`` value (None if it has none)."""
@@ -290,12 +292,18 @@ class ClassificationWidget(MicrosegDock):
         if not rows or self.results is None:
             return
         rec = self.results.iloc[rows[0]]
+        layer = next((lay for lay in self.viewer.layers if lay.name == self.image_layer.value), None)
         if self.task_name in ("images", "profiles") and "index" in rec:
-            self.viewer.dims.set_current_step(0, int(rec["index"]))
+            if layer is not None and layer.ndim >= 3:
+                show_frame(self.viewer, layer, int(rec["index"]))
+            else:
+                self.viewer.dims.set_current_step(0, int(rec["index"]))
         elif "y" in rec and "x" in rec:
-            if "t" in rec and self.viewer.dims.ndim > 2:
-                self.viewer.dims.set_current_step(0, int(rec["t"]))
-            self.viewer.camera.center = (float(rec["y"]), float(rec["x"]))
+            if "t" in rec and layer is not None and layer.ndim >= 3:
+                show_frame(self.viewer, layer, int(rec["t"]))
+            world = layer.data_to_world((0.0,) * (layer.ndim - 2) + (float(rec["y"]), float(rec["x"]))) \
+                if layer is not None else (float(rec["y"]), float(rec["x"]))
+            self.viewer.camera.center = (float(world[-2]), float(world[-1]))
 
     @dock_action()
     def export(self, *_: Any) -> str | None:

@@ -21,7 +21,7 @@ from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableW
 
 from ..errors import InputError
 from ..pretrained import list_pretrained_for
-from ._base import NO_MODEL_MESSAGE, CLASS_COLOURS, MicrosegDock, chosen_model_path, class_colormap, dock_action, grey_image, layer_names, unique_layer_name
+from ._base import CLASS_COLOURS, NO_MODEL_MESSAGE, MicrosegDock, chosen_model_path, class_colormap, current_frame, dock_action, grey_image, layer_geometry, layer_names, unique_layer_name
 
 FILE_CHOICE = "model file ..."
 #: the model chosen when the widget opens (the shipped nuclei model), if it is installed
@@ -154,7 +154,7 @@ class SegmentationWidget(MicrosegDock):
     def _current_frame(self, layer: Any) -> int | None:
         """The viewer's current frame index for a (T, Y, X) image layer; None for a 2-D (or RGB) one."""
         stack = layer.data.ndim == 3 and not getattr(layer, "rgb", False)
-        return int(self.viewer.dims.current_step[0]) if stack else None
+        return current_frame(self.viewer, layer) if stack else None
 
     def segment(self, *_: Any) -> Any:
         """Segment in a worker; a new Labels layer arrives when done."""
@@ -240,13 +240,13 @@ class SegmentationWidget(MicrosegDock):
             kwargs["features"] = {"label": list(range(len(names))), "class": names}
         elif not features.empty:
             kwargs["features"] = features
-        self.viewer.add_labels(labels, **kwargs)
+        self.viewer.add_labels(labels, **kwargs, **layer_geometry(layer, labels.ndim))  # on top of the image
         self.find_class.reset_choices()
         if result.probabilities is not None:
             probs = np.asarray(result.probabilities)
             fg = probs[..., 1 if probs.shape[-3] > 1 else 0, :, :] if probs.ndim >= 3 else probs
             self.viewer.add_image(fg, name=unique_layer_name(self.viewer, f"{layer.name} probability"), colormap="magma",
-                                  blending="additive", visible=True, opacity=0.6)
+                                  blending="additive", visible=True, opacity=0.6, **layer_geometry(layer, fg.ndim))
         self.result_layer_name = name
         self.labels_for_training.reset_choices()
         self.labels_for_training.value = name
@@ -313,7 +313,10 @@ class SegmentationWidget(MicrosegDock):
             self.show_error("Segment with a multi-class model (e.g. CCD classes) first.")
             return None
         class_map = np.asarray(self.result.labels)
-        class_map = class_map[int(self.viewer.dims.current_step[0])] if class_map.ndim == 3 else class_map
+        if class_map.ndim == 3:  # the frame shown of the result layer (or of the image it came from)
+            shown = next((lay for lay in self.viewer.layers if lay.name == getattr(self, "result_layer_name", None)), None)
+            class_map = class_map[current_frame(self.viewer, shown) if shown is not None
+                                  else int(self.viewer.dims.current_step[0])]
         class_id = list(self.result.class_names).index(self.find_class.value)
         self.tiles = tiles_with_class(class_map, class_id, tile=256)
         self.tile_table.setRowCount(len(self.tiles))

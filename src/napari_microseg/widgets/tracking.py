@@ -18,7 +18,7 @@ from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableW
 
 from ..errors import InputError
 from ..progress import Progress
-from ._base import MicrosegDock, dock_action, free_name, layer_names, unique_layer_name, unwritable_reason
+from ._base import MicrosegDock, dock_action, free_name, layer_geometry, layer_names, unique_layer_name, unwritable_reason
 
 NO_IMAGE = "(none)"
 TABLE_COLUMNS = ["track", "start", "end", "frames", "parent", "generation"]
@@ -128,8 +128,7 @@ class TrackingWidget(MicrosegDock):
         if isinstance(labels, np.ndarray):
             labels = labels.copy()  # painting during the run must not change what is tracked
         source_name = str(self.labels_layer.value)
-        geometry = {"scale": tuple(labels_layer.scale), "translate": tuple(labels_layer.translate),
-                    "units": tuple(str(unit) for unit in labels_layer.units)}
+        geometry = layer_geometry(labels_layer, labels.ndim)
 
         def make_generator():
             return _track_layers(labels, image, kwargs)
@@ -198,7 +197,8 @@ class TrackingWidget(MicrosegDock):
         first = rows.iloc[0]
         scale = self.tracked_geometry.get("scale", (1.0, 1.0, 1.0))
         translate = self.tracked_geometry.get("translate", (0.0, 0.0, 0.0))
-        self.viewer.dims.set_current_step(0, int(first.t))
+        time_axis = self.viewer.dims.ndim - 3  # the tracked (T, Y, X) stack's time axis in the world
+        self.viewer.dims.set_point(time_axis, float(first.t) * scale[0] + translate[0])
         # the table is in pixels; the camera in world units (the tracked layer's scale and offset)
         self.viewer.camera.center = (float(first.y) * scale[-2] + translate[-2], float(first.x) * scale[-1] + translate[-1])
         self.show_message(f"track {ids[-1]}: frames {int(rows.t.min())}-{int(rows.t.max())}")
@@ -247,7 +247,10 @@ class TrackingWidget(MicrosegDock):
         if len(ids) != 1:
             self.show_error("Select one track in the table to split at the current frame.")
             return None
-        t = int(self.viewer.dims.current_step[0])
+        scale = self.tracked_geometry.get("scale", (1.0, 1.0, 1.0))
+        translate = self.tracked_geometry.get("translate", (0.0, 0.0, 0.0))
+        world_t = float(self.viewer.dims.point[self.viewer.dims.ndim - 3])
+        t = int(np.floor((world_t - translate[0]) / scale[0] + 0.5))  # the frame shown, in the tracked stack
         return self._edit(lambda r: split_track(r, ids[0], t), f"split track {ids[0]} at frame {t}")
 
     # -- export ---------------------------------------------------------------

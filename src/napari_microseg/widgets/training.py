@@ -18,7 +18,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, PushButton, Select, SpinBox
 
 from ..errors import InputError
-from ._base import NO_MODEL_MESSAGE, MicrosegDock, free_name, grey_image, layer_names, unique_layer_name, unwritable_reason
+from ._base import NO_MODEL_MESSAGE, MicrosegDock, current_frame, free_name, grey_image, layer_geometry, layer_names, unique_layer_name, unwritable_reason
 from ._plot import LossPlot
 
 
@@ -286,7 +286,7 @@ class TrainingWidget(MicrosegDock):
             self.show_error(str(err))
             return None
         data = grey_image(layer)
-        t = int(self.viewer.dims.current_step[0]) if data.ndim == 3 else None
+        t = current_frame(self.viewer, layer) if data.ndim == 3 else None
         frame = np.asarray(data[t] if t is not None else data)
 
         def make_generator():
@@ -296,7 +296,7 @@ class TrainingWidget(MicrosegDock):
 
         def done(result: Any) -> None:
             name = unique_layer_name(self.viewer, f"preview {Path(path).stem}" + (f" t={t}" if t is not None else ""))
-            self.viewer.add_labels(result.labels, name=name, opacity=0.5)
+            self.viewer.add_labels(result.labels, name=name, opacity=0.5, **layer_geometry(layer, result.labels.ndim))
             self.show_message(f"preview: {int(result.labels.max())} objects")
 
         return self.start(make_generator, done, label="predicting")

@@ -1,0 +1,26 @@
+"""Which frame a widget acts on: read from the viewer's world position, so that a time-lapse scaled to
+minutes beside an unscaled layer is not mistaken (napari's slider step counts in the finest step)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def test_current_frame_and_show_frame_follow_the_layers_scale_and_offset():
+    from napari.components import ViewerModel
+
+    from napari_microseg.widgets._base import current_frame, show_frame
+
+    viewer = ViewerModel()
+    movie = viewer.add_image(np.zeros((4, 16, 16)), scale=(5, 0.5, 0.5), translate=(3, 0, 0))  # 5 min per frame
+    painted = viewer.add_labels(np.zeros((20, 16, 16), np.uint8))  # unscaled: slider steps of 1
+    viewer.dims.set_point(0, 3 + 2 * 5)  # frame 2 of the movie: world time 13
+    assert viewer.dims.current_step[0] != 2  # the slider's step is not the movie's frame ...
+    assert current_frame(viewer, movie) == 2  # ... the world position is
+    assert current_frame(viewer, painted) == 13
+    show_frame(viewer, movie, 3)
+    assert viewer.dims.point[0] == 3 + 3 * 5 and current_frame(viewer, movie) == 3
+    viewer.dims.set_point(0, 1000)  # beyond the last frame: the last one
+    assert current_frame(viewer, movie) == 3
+    flat = viewer.add_image(np.zeros((16, 16)))  # a 2-D layer among 3-D ones: its own first axis
+    assert flat.world_to_data(viewer.dims.point).shape == (2,)
