@@ -178,3 +178,19 @@ def test_ccd_pedestal_of_the_wrong_shape_is_a_clear_error():
 
     with pytest.raises(InputError, match="pedestal of shape"):
         autolabel_ccd(np.full((64, 64), 8800.0, np.float32), pedestal=np.zeros((3, 3)))
+
+
+@pytest.mark.parametrize("name", ["stack.tif", "stack.ome.tif"])
+@pytest.mark.parametrize("n_frames", [3, 4])
+def test_written_stacks_read_back_as_frames_not_colours_or_channels(tmp_path, name, n_frames):
+    """tifffile alone tags a (3|4, Y, X) stack as one RGB(A) image and an .ome.tif time-lapse as channels."""
+    import tifffile
+
+    from napari_microseg.io.images import read_image, write_tiff
+
+    stack = (np.arange(n_frames * 16 * 16).reshape(n_frames, 16, 16) % 251).astype(np.uint16)
+    write_tiff(tmp_path / name, stack)
+    with tifffile.TiffFile(tmp_path / name) as tif:
+        assert tif.series[0].axes == "TYX" and tif.pages[0].photometric == tifffile.PHOTOMETRIC.MINISBLACK
+    back = read_image(tmp_path / name)
+    assert back.data.shape == stack.shape and np.array_equal(np.asarray(back.data), stack)
