@@ -194,3 +194,35 @@ def test_written_stacks_read_back_as_frames_not_colours_or_channels(tmp_path, na
         assert tif.series[0].axes == "TYX" and tif.pages[0].photometric == tifffile.PHOTOMETRIC.MINISBLACK
     back = read_image(tmp_path / name)
     assert back.data.shape == stack.shape and np.array_equal(np.asarray(back.data), stack)
+
+
+def test_physical_calibration_from_imagej_ome_and_ome_zarr_reaches_napari_layers(tmp_path):
+    """The pixel size and frame interval a file states become the layer's scale and units (um, minutes)."""
+    import json
+
+    import zarr
+
+    from napari_microseg._reader import read_layers
+
+    stack = np.zeros((5, 32, 32), np.uint16)
+    tifffile.imwrite(tmp_path / "ij.tif", stack, imagej=True, resolution=(1 / 0.325, 1 / 0.325),
+                     metadata={"axes": "TYX", "unit": "micron", "finterval": 300})
+    tifffile.imwrite(tmp_path / "ome.ome.tif", stack, metadata={"axes": "TYX", "PhysicalSizeX": 650,
+                                                                "PhysicalSizeXUnit": "nm", "PhysicalSizeY": 650,
+                                                                "TimeIncrement": 2, "TimeIncrementUnit": "min"})
+    group = zarr.open_group(str(tmp_path / "tyx.ome.zarr"), mode="w", zarr_format=2)
+    group.create_array("0", shape=stack.shape, dtype=stack.dtype)
+    group.attrs["multiscales"] = [{"version": "0.4", "axes": [{"name": "t", "type": "time", "unit": "second"},
+                                                              {"name": "y", "type": "space", "unit": "micrometer"},
+                                                              {"name": "x", "type": "space", "unit": "micrometer"}],
+                                   "datasets": [{"path": "0", "coordinateTransformations": [
+                                       {"type": "scale", "scale": [120.0, 0.5, 0.5]}]}]}]
+    expected = {"ij.tif": (5.0, 0.325), "ome.ome.tif": (2.0, 0.65), "tyx.ome.zarr": (2.0, 0.5)}
+    for name, (minutes, um) in expected.items():
+        kwargs = read_layers(str(tmp_path / name))[0][1]
+        np.testing.assert_allclose(kwargs["scale"], (minutes, um, um), err_msg=name)
+        assert kwargs["units"] == ("minute", "micrometer", "micrometer"), name
+    plain = tmp_path / "plain.tif"
+    write_tiff(plain, stack)
+    assert "scale" not in read_layers(str(plain))[0][1]  # no calibration stated: napari's pixels
+    json.dumps(read_image(tmp_path / "ij.tif").metadata["calibration"])  # plain numbers, JSON-able

@@ -167,6 +167,15 @@ def test_cli_track(tmp_path):
     assert json.loads((out / "track_config.json").read_text())["units"] == {"pixel_size_um": 0.5, "frame_interval_min": 10}
     assert main(["track", "--labels", str(tmp_path / "labels.tif"), "--out", str(out), "--overwrite",
                  "--pixel-size", "nan"]) == 2
+    # without the options, the movie's own calibration (ImageJ metadata) is used
+    tifffile.imwrite(tmp_path / "calibrated.tif", labels.astype(np.float32), imagej=True, resolution=(2.0, 2.0),
+                     metadata={"axes": "TYX", "unit": "micron", "finterval": 30})
+    assert main(["track", "--labels", str(tmp_path / "labels.tif"), "--image", str(tmp_path / "calibrated.tif"),
+                 "--out", str(out), "--overwrite"]) == 0
+    assert json.loads((out / "track_config.json").read_text())["units"] == {"pixel_size_um": 0.5,
+                                                                             "frame_interval_min": 0.5}
+    summary = pd.read_csv(out / "track_summary.csv")
+    np.testing.assert_allclose(summary["path_length_um"], summary["path_length_px"] * 0.5, rtol=1e-5)
     tifffile.imwrite(tmp_path / "flat.tif", labels[0].astype(np.uint16))
     assert main(["track", "--labels", str(tmp_path / "flat.tif"), "--out", str(tmp_path / "o2")]) == 2
     # a one-frame stack (1, Y, X) is a stack: one track per object

@@ -19,6 +19,36 @@ def get_reader(path: str | list[str]) -> Callable[[Any], list] | None:
     return read_layers
 
 
+def layer_calibration(image) -> dict:
+    """napari ``scale`` and ``units`` of an image (per layer axis, the channel axis left out) from the
+    pixel size and frame interval its file states (``metadata["calibration"]``): Y and X in
+    micrometres, T in minutes, other axes 1 pixel. Empty when the file states neither."""
+    calibration = image.metadata.get("calibration") or {}
+    if not calibration:
+        return {}
+    axes = str(image.metadata.get("axes", ""))
+    ndim = image.data.ndim
+    if len(axes) != ndim:  # unnamed: (Y, X) or (T, Y, X) as everywhere in the package
+        axes = {2: "YX", 3: "TYX"}.get(ndim, "")
+    if not axes:
+        return {}
+    channel = image.metadata.get("channel_axis")
+    scale, units = [], []
+    for i, letter in enumerate(axes):
+        if i == channel or letter == "S":
+            continue
+        if letter in "YX" and "pixel_size_um" in calibration:
+            scale.append(float(calibration["pixel_size_um"]))
+            units.append("micrometer")
+        elif letter == "T" and "frame_interval_min" in calibration:
+            scale.append(float(calibration["frame_interval_min"]))
+            units.append("minute")
+        else:
+            scale.append(1.0)
+            units.append("pixel")
+    return {"scale": tuple(scale), "units": tuple(units)}
+
+
 def read_layers(path: str | list[str]) -> list[tuple]:
     """Read one or several files into napari layer data tuples ``(data, kwargs, "image")``.
 
@@ -36,5 +66,6 @@ def read_layers(path: str | list[str]) -> list[tuple]:
         if "channel_axis" in image.metadata:  # one layer per channel, named after the file
             kwargs["channel_axis"] = image.metadata["channel_axis"]
             kwargs["name"] = [f"{name} [channel {c}]" for c in range(image.data.shape[kwargs["channel_axis"]])]
+        kwargs.update(layer_calibration(image))
         layers.append((image.data, kwargs, "image"))
     return layers

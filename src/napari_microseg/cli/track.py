@@ -32,22 +32,26 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="correct stage jumps by phase correlation of the images or of the object masks (default: none)")
     p.add_argument("--ctc", action="store_true", help="also write a Cell Tracking Challenge folder out/ctc")
     p.add_argument("--pixel-size", type=float, default=None,
-                   help="micrometres per pixel: track_summary.csv adds displacement and path length in um")
+                   help="micrometres per pixel: track_summary.csv adds displacement and path length in um "
+                        "(default: what the --image or --labels file states, OME or ImageJ metadata)")
     p.add_argument("--frame-interval", type=float, default=None,
-                   help="minutes between frames: track_summary.csv adds duration (and speed in um/min)")
+                   help="minutes between frames: track_summary.csv adds duration (and speed in um/min) "
+                        "(default: what the --image or --labels file states)")
     p.add_argument("--seed", type=int, default=0, help="random seed (tracking is deterministic; recorded in the config)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=run)
 
 
 def _read_stack(path: str, what: str):
-    """A (T, Y, X) stack from a TIFF, FITS or Zarr file (read into memory)."""
+    """A (T, Y, X) stack from a TIFF, FITS or Zarr file (read into memory) and the calibration the
+    file states (``pixel_size_um`` / ``frame_interval_min``, see ``io.images``; may be empty)."""
     from ..errors import InputError
     from ..io.images import read_image, time_stack
 
     if not Path(path).exists():
         raise InputError(f"{what} file not found: {path}")
-    return time_stack(read_image(path).data, what)
+    image = read_image(path)
+    return time_stack(image.data, what), dict(image.metadata.get("calibration") or {})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,12 +83,18 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and not (value > 0 and value != float("inf")):
             raise InputError(f"{name} must be a number > 0 ({unit}), got {value}")
     make_output_folder(out)
-    labels = _read_stack(args.labels, "labels")
+    labels, calibration = _read_stack(args.labels, "labels")
     labels, was_mask = masks_to_labels(labels)
     if was_mask:
         print(f"{Path(args.labels).name}: a 0/1 mask, not labels: tracking its connected objects "
               "(8-connected, per frame)", file=sys.stderr)
-    image = _read_stack(args.image, "image") if args.image else None
+    image, image_calibration = _read_stack(args.image, "image") if args.image else (None, {})
+    calibration = {**calibration, **image_calibration}  # the movie's own metadata first
+    pixel_size = args.pixel_size if args.pixel_size is not None else calibration.get("pixel_size_um")
+    frame_interval = args.frame_interval if args.frame_interval is not None else calibration.get("frame_interval_min")
+    if (pixel_size, frame_interval) != (args.pixel_size, args.frame_interval):
+        print(f"calibration from the file's metadata: {pixel_size} um per pixel, {frame_interval} min per frame "
+              "(--pixel-size / --frame-interval override it)", file=sys.stderr)
     if image is not None and image.shape != labels.shape:
         raise InputError(f"image shape {image.shape} does not match labels shape {labels.shape}")
     np.random.seed(args.seed)
@@ -99,12 +109,11 @@ def run(args: argparse.Namespace) -> int:
     )
     result = run_with_text_progress(gen, label="track")
     result.config["seed"] = args.seed
-    result.config["units"] = {"pixel_size_um": args.pixel_size, "frame_interval_min": args.frame_interval}
+    result.config["units"] = {"pixel_size_um": pixel_size, "frame_interval_min": frame_interval}
     result.config["inputs"] = {"labels": str(args.labels), "image": str(args.image) if args.image else None}
     write_tracks_csv(result, out / "tracks.csv")
     write_counts_csv(result, out / "counts.csv")
-    write_track_summary_csv(result, out / "track_summary.csv", pixel_size=args.pixel_size,
-                            frame_interval=args.frame_interval)
+    write_track_summary_csv(result, out / "track_summary.csv", pixel_size=pixel_size, frame_interval=frame_interval)
     with atomic_path(out / "tracks_labels.tif") as p:  # uint16 (uint32 above 65535 tracks), no copy
         tifffile.imwrite(p, result.relabelled, compression="zlib", **tiff_axes_kwargs(result.relabelled))
     write_config_json(result, out / "track_config.json")

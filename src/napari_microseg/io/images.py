@@ -155,9 +155,70 @@ def _read_tiff(path: Path) -> ImageData:
             # without metadata the same way, and those frames must stay frames
             if tif.imagej_metadata:
                 meta["imagej"] = {k: v for k, v in tif.imagej_metadata.items() if isinstance(v, (int, float, str))}
+            calibration = _tiff_calibration(tif)
+            if calibration:
+                meta["calibration"] = calibration
     except Exception as err:  # tifffile raises several types for corrupt files
         raise InputError(f"{path.name}: not a readable TIFF file ({type(err).__name__}: {err})") from err
     return ImageData(np.asarray(data), "tiff", meta)
+
+
+def _in_unit(value: Any, unit: Any, target: str) -> float | None:
+    """``value`` ``unit`` (e.g. 0.325 "micron", 300 "s") in ``target`` units; None when either is not
+    a positive number of a known length / time unit ("pixel", "", nonsense)."""
+    import pint
+
+    try:
+        value = float(value)
+        text = str(unit or "").strip().replace("\\u00B5", "µ").replace("\u00b5", "µ")
+        if not (value > 0 and np.isfinite(value)) or not text or text.lower() in ("pixel", "pixels", "px"):
+            return None
+        registry = pint.get_application_registry()
+        return float(registry.Quantity(value, {"micron": "micrometer", "microns": "micrometer"}.get(text, text))
+                     .to(target).magnitude)
+    except (pint.errors.PintError, ValueError, TypeError, AttributeError):
+        return None
+
+
+def _calibration(pixel_size: float | None, frame_interval: float | None) -> dict:
+    found = {"pixel_size_um": pixel_size, "frame_interval_min": frame_interval}
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def _tiff_calibration(tif: Any) -> dict:
+    """Pixel size (micrometres) and frame interval (minutes) a TIFF states: OME-XML ``PhysicalSizeX`` /
+    ``TimeIncrement``, or ImageJ's resolution + ``unit`` and ``finterval``. Empty when it states none."""
+    if tif.ome_metadata:
+        import xml.etree.ElementTree as ET
+
+        try:
+            pixels = next(el for el in ET.fromstring(tif.ome_metadata).iter() if el.tag.endswith("Pixels"))
+        except (ET.ParseError, StopIteration):
+            return {}
+        return _calibration(_in_unit(pixels.get("PhysicalSizeX"), pixels.get("PhysicalSizeXUnit", "µm"), "micrometer"),
+                            _in_unit(pixels.get("TimeIncrement"), pixels.get("TimeIncrementUnit", "s"), "minute"))
+    ij = tif.imagej_metadata or {}
+    pixel_size = None
+    resolution = tif.pages[0].tags.get("XResolution")
+    if ij.get("unit") and resolution is not None:
+        numerator, denominator = resolution.value
+        if numerator:  # pixels per unit
+            pixel_size = _in_unit(denominator / numerator, ij["unit"], "micrometer")
+    frame_interval = _in_unit(ij.get("finterval"), ij.get("tunit", "s"), "minute") if ij.get("finterval") else None
+    return _calibration(pixel_size, frame_interval)
+
+
+def _zarr_calibration(multiscales: Any) -> dict:
+    """Pixel size (micrometres) and frame interval (minutes) of OME-Zarr's first dataset: its scale
+    transformation and the axes' units. Empty when absent."""
+    try:
+        axes = multiscales[0]["axes"]
+        scale = next(t["scale"] for t in multiscales[0]["datasets"][0]["coordinateTransformations"] if t.get("type") == "scale")
+    except (TypeError, KeyError, IndexError, StopIteration):
+        return {}
+    named = {str(a.get("name", "")).lower(): (value, a.get("unit")) for a, value in zip(axes, scale) if isinstance(a, dict)}
+    x, t = named.get("x"), named.get("t")
+    return _calibration(_in_unit(*x, "micrometer") if x else None, _in_unit(*t, "minute") if t else None)
 
 
 def _read_fits(path: Path, hdu: int | None) -> ImageData:
@@ -217,9 +278,14 @@ def _read_zarr(path: Path) -> ImageData:
         if arr is None:
             raise InputError(f"{path.name}: Zarr group holds no array")
     data = da.from_zarr(arr)
-    axes = _ome_axes(multiscales if not isinstance(node, zarr.Array) else None, data.ndim)
+    multiscales = multiscales if not isinstance(node, zarr.Array) else None
+    axes = _ome_axes(multiscales, data.ndim)
     data, axes = _drop_size_one_axes_named(data, axes)  # OME-Zarr: axis names kept, so channels stay known
-    return ImageData(data, "zarr", {**attrs, "axes": axes} if axes else attrs)
+    meta = {**attrs, "axes": axes} if axes else dict(attrs)
+    calibration = _zarr_calibration(multiscales)
+    if calibration:
+        meta["calibration"] = calibration
+    return ImageData(data, "zarr", meta)
 
 
 def _ome_axes(multiscales: Any, ndim: int) -> str:
