@@ -47,6 +47,22 @@ def test_labels_writer(tmp_path):
     back = read_image(path).data
     assert back.dtype == np.uint16 and path.endswith(".tif")
     np.testing.assert_array_equal(back, labels)
+    # ids a labels TIFF cannot hold are refused, not wrapped into other ids (-1 -> 4294967295)
+    for bad in (-1, 2**33 + 1):
+        wide = labels.astype(np.int64)
+        wide[0, 0, 0] = bad
+        with pytest.raises(InputError, match="relabel"):
+            write_labels_tiff(str(tmp_path / "bad.tif"), wide, {})
+    assert not (tmp_path / "bad.tif").exists()
+
+
+def test_tile_compressed_fits_is_read(tmp_path):
+    from astropy.io import fits
+
+    frame = (np.arange(64 * 64).reshape(64, 64) % 4000 + 1000).astype(np.uint16)
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(frame)]).writeto(tmp_path / "frame.fits.fz")
+    np.testing.assert_array_equal(read_image(tmp_path / "frame.fits.fz").data, frame)
+    assert get_reader(str(tmp_path / "frame.fits.fz")) is not None
 
 
 def test_tracks_writer_contract(tmp_path):

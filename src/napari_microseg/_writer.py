@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .errors import InputError
 from .io.images import write_tiff
 from .io.tables import TRACKS_COLUMNS, tracks_table_from_layer, write_csv
 
@@ -25,9 +26,14 @@ def write_image_tiff(path: str, data: Any, meta: dict) -> list[str]:
 
 
 def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
-    """Write a Labels layer to TIFF as uint16 (uint32 when ids exceed 65535)."""
+    """Write a Labels layer to TIFF as uint16 (uint32 when ids exceed 65535); ids that neither holds
+    (negative, or above 2**32 - 1) are refused rather than wrapped into other ids."""
     arr = np.asarray(data)
-    dtype = np.uint16 if arr.max(initial=0) <= np.iinfo(np.uint16).max and arr.min(initial=0) >= 0 else np.uint32
+    low, high = int(arr.min(initial=0)), int(arr.max(initial=0))
+    if low < 0 or high > np.iinfo(np.uint32).max:
+        raise InputError(f"labels hold ids from {low} to {high}: a labels TIFF holds 0 .. {np.iinfo(np.uint32).max}; "
+                         "relabel the layer first (e.g. skimage.segmentation.relabel_sequential)")
+    dtype = np.uint16 if high <= np.iinfo(np.uint16).max else np.uint32
     target = _with_suffix(path, (".tif", ".tiff"), ".tif")
     write_tiff(target, arr.astype(dtype), overwrite=True)
     return [str(target)]

@@ -19,7 +19,7 @@ from ..errors import InputError
 from .atomic import atomic_path, guard_target
 
 TIFF_SUFFIXES = (".tif", ".tiff")
-FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fz")  # .fz: tile-compressed
 ZARR_SUFFIXES = (".zarr", ".ome.zarr")
 
 
