@@ -266,3 +266,12 @@ def test_evaluate_classes_scores_ccd_class_maps_pixel_by_pixel(tmp_path, capsys)
     confusion = pd.read_csv(tmp_path / "classes_confusion.csv").set_index("true class")
     assert confusion.to_numpy().sum() == truth.size == 2 * 96 * 96
     assert table.loc[table.name == "background", "f1"].item() > 0.8
+
+
+def test_segment_cli_names_a_z_stack(tmp_path, model_file, capsys):
+    """A Z stack is segmented plane by plane; the user is told that 't' is then the plane."""
+    stack = (np.random.default_rng(3).random((3, 48, 48)) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "z.tif", stack, imagej=True, metadata={"axes": "ZYX"})
+    assert main(["segment", "--model", str(model_file), "--input", str(tmp_path / "z.tif"), "--out", str(tmp_path / "o")]) == 0
+    assert "is a Z stack" in capsys.readouterr().err
+    assert len(pd.read_csv(tmp_path / "o" / "counts.csv")) == 3

@@ -197,6 +197,9 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
     data = rgb_to_grey(data, path.name)
     if data.ndim not in (2, 3):
         raise InputError(f"{path.name}: expected a (Y,X) image or (T,Y,X) stack, got shape {tuple(data.shape)}")
+    if data.ndim == 3 and str(image.metadata.get("axes", "")).upper() == "ZYX" and not args.quiet:
+        print(f"note: {path.name} is a Z stack (axes ZYX): its planes are segmented one by one, as frames "
+              "(t in the tables is the plane)", file=sys.stderr)
     if isinstance(data, np.ndarray) and data.size and data.min() == data.max():
         print(f"warning: {path.name} is constant (every pixel {data.flat[0]}): nothing to segment", file=sys.stderr)
     target = _label_target(out, path, tuple(data.shape), args.zarr_above)[0]
