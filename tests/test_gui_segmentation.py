@@ -39,11 +39,20 @@ def test_segment_export_and_finetune(make_napari_viewer, qtbot, tmp_path, artifa
     if layer.data[1].max() > 0:
         assert "label" in layer.features.columns and "area" in layer.features.columns
     assert "objects" in widget.counts_label.value
+    assert list(widget.result.counts["t"]) == [1]  # the tables name the frame shown, not frame 0
+    assert set(widget.result.objects["t"]) <= {1}
 
     widget.scope.value = "whole stack"
     wait_worker(widget.segment())
     assert "movie segmented [2]" in [lay.name for lay in viewer.layers]
     assert "3 frames" in widget.counts_label.value
+    stack_layer = viewer.layers["movie segmented [2]"]
+    objects = widget.result.objects
+    if len(objects):  # ids unique across the stack: one features row per object, each frame's own id kept
+        assert len(stack_layer.features) == len(objects) == len(np.unique(stack_layer.data)) - 1
+        assert list(stack_layer.features["frame_label"]) == list(objects["label"])
+        row = stack_layer.features.iloc[-1]
+        assert (stack_layer.data[int(row["t"])] == row["label"]).any()
 
     written = widget.export()
     counts = pd.read_csv(written[0])

@@ -27,6 +27,9 @@ from ..errors import MicrosegError
 
 _STOPPED = object()  # returned by a run that was stopped
 
+#: width of a layer picker (a combo box), in characters: longer layer names are elided, not widening the dock
+LAYER_PICKER_CHARS = 24
+
 #: shown when Stop came before a training's first epoch finished (the trainer then saves nothing)
 NO_MODEL_MESSAGE = "stopped before the first epoch finished: no model saved"
 
@@ -142,6 +145,12 @@ class MicrosegDock(QWidget):
         with the viewer: their choices are refreshed when a layer is added, removed or renamed, and a
         chosen layer that is renamed stays chosen under its new name."""
         self.layer_pickers = pickers
+        from qtpy.QtWidgets import QComboBox
+
+        for picker in pickers:  # a long layer name must not widen the dock past the screen's edge
+            if isinstance(picker.native, QComboBox):
+                picker.native.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+                picker.native.setMinimumContentsLength(LAYER_PICKER_CHARS)
         self._known_layer_names = {id(layer): layer.name for layer in self.viewer.layers}
         events = self.viewer.layers.events
         for event in (events.inserted, events.removed, events.renamed):
@@ -177,9 +186,14 @@ class MicrosegDock(QWidget):
         self.status.setText(text)
 
     def show_error(self, text: str) -> None:
-        """Show a one-line error in the dock (red) instead of a traceback dialog."""
+        """Show a one-line error in the dock (red) instead of a traceback dialog; the progress bar of an
+        earlier run no longer says "done" beside it."""
         self.status.setStyleSheet("color: #ff6b6b;")
         self.status.setText(text)
+        if self.worker is None and self.progress.format() in ("done", "stopped", "failed"):
+            self.progress.setRange(0, 1)
+            self.progress.setValue(0)
+            self.progress.setFormat("idle")
 
     # -- work -------------------------------------------------------------
     @property

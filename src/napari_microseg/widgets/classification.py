@@ -332,6 +332,8 @@ class ClassificationWidget(MicrosegDock):
             self.show_error(reason)
             return None
         out = free_name(wanted)  # an existing model file is never replaced
+        if out != wanted:
+            self.train_out.value = str(out)  # the form shows the file that will be written
         stop_event = threading.Event()
         self.plot.reset()
         self.plot.setVisible(True)

@@ -191,6 +191,10 @@ class SegmentationWidget(MicrosegDock):
             from ..progress import Progress
 
             result = yield from segment_image(str(model), image, **settings)
+            if first_frame:  # one frame of a stack: its tables name that frame, not frame 0
+                for table in (result.objects, result.counts):
+                    if table is not None and "t" in table.columns:
+                        table["t"] = table["t"] + first_frame
             clusters = None
             if result.output_mode == "multiclass" and "cluster" in result.class_names:  # CCD class models
                 yield Progress(0, 1, "measuring charge clusters")
@@ -229,7 +233,12 @@ class SegmentationWidget(MicrosegDock):
             full[t] = labels
             labels = full
         features = result.objects
-        if "label" in features and not features.empty:
+        if labels.ndim == 3 and t is None and not features.empty and {"t", "label"} <= set(features.columns):
+            # a whole stack: ids start at 1 in every frame; the layer gets ids unique across the stack
+            # (frame t's ids shifted by the ids of the frames before it) so each object has its own
+            # features row; "frame_label" keeps the id of objects.csv
+            labels, features = _unique_stack_ids(labels, features)
+        elif "label" in features and not features.empty:
             features = features.drop_duplicates("label").reset_index(drop=True)
         name = unique_layer_name(self.viewer, f"{layer.name} segmented")
         kwargs = {"name": name, "opacity": 0.5, "metadata": {"objects": result.objects, "counts": result.counts, "model": str(model)}}
@@ -460,3 +469,22 @@ def fine_tuned_name(base: Path) -> Path:
     while (folder / f"{base.stem}-ft{i}.pt").exists():
         i += 1
     return folder / f"{base.stem}-ft{i}.pt"
+
+
+def _unique_stack_ids(labels: np.ndarray, objects: Any) -> tuple[np.ndarray, Any]:
+    """Labels (T, Y, X) whose ids are unique across the stack, and the objects table (``t``, ``label``
+    per frame) with ``label`` the new id and ``frame_label`` the frame's own id."""
+    labels = np.array(labels, dtype=np.uint32, copy=True)
+    offsets = np.zeros(labels.shape[0], np.int64)
+    running = 0
+    for t in range(labels.shape[0]):
+        offsets[t] = running
+        top = int(labels[t].max(initial=0))
+        if running:
+            frame = labels[t]
+            frame[frame > 0] += np.uint32(running)
+        running += top
+    table = objects.copy()
+    table["frame_label"] = table["label"]
+    table["label"] = table["label"].to_numpy() + offsets[table["t"].to_numpy().astype(int)]
+    return labels, table.reset_index(drop=True)
