@@ -280,6 +280,8 @@ def test_track_batch_matches_run_tracking(tmp_path):
     assert (summary.processed, summary.failed) == (3, 1)
     records = Manifest(out / "manifest.jsonl").load()
     assert "0/1 mask" in next(r for r in records.values() if r["input"].endswith("mask.tif"))["note"]
+    run = json.loads((out / "batch_run.json").read_text())  # the run's own record: counts and tables
+    assert (run["processed"], run["failed"], run["total"]) == (3, 1, 4) and run["tables"]["tracks"] == "tracks.csv"
     assert not any("note" in r for r in records.values() if r["input"].endswith("movie0.tif"))
     from napari_microseg.measure.labels import masks_to_labels
 

@@ -43,6 +43,7 @@ import pandas as pd
 MANIFEST_NAME = "manifest.jsonl"
 FAILURES_NAME = "failures.csv"
 CONFIG_NAME = "batch_config.json"
+RUN_NAME = "batch_run.json"  # what the last run did: counts, seconds, tables
 LOCK_NAME = ".batch.lock"
 
 #: columns of ``failures.csv``

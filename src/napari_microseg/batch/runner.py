@@ -52,7 +52,7 @@ import pandas as pd
 from .. import __version__
 from ..errors import InputError
 from ..progress import Progress
-from .manifest import (CONFIG_NAME, FAILURES_NAME, LOCK_NAME, MANIFEST_NAME, Manifest, is_done, sha256_file,
+from .manifest import (CONFIG_NAME, FAILURES_NAME, LOCK_NAME, MANIFEST_NAME, RUN_NAME, Manifest, is_done, sha256_file,
                        sha256_json, utc_now, write_failures_csv)
 from .tasks import (PER_FRAME_TASKS, SEGMENT_PARAMS, BatchItem, TaskSpec, autolabel_function, failure_reason,
                     item_checksum, run_item)
@@ -775,6 +775,12 @@ def run_batch(
                                skipped=counts["skipped"], failed=counts["failed"],
                                seconds=round(time.perf_counter() - start, 3), tables=tables, failures=failures,
                                manifest=manifest.path, failures_csv=failures_csv, workers=n_workers)
+        # the run's own record beside its settings: a script (or a person, later) need not parse the terminal
+        atomic_write_text(out / RUN_NAME, json.dumps({
+            "task": task, "finished": utc_now(), "seconds": summary.seconds, "total": total,
+            "processed": summary.processed, "skipped": summary.skipped, "failed": summary.failed,
+            "tables": {kind: path.name for kind, path in tables.items()}, "workers": n_workers,
+            "failures_csv": failures_csv.name if failures_csv else None}, indent=2) + "\n")
         finished = True
         yield event("finished")
         return summary

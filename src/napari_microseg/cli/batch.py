@@ -21,8 +21,8 @@ One task per image file, one per frame for Zarr (T,Y,X) stacks. Outputs in
 table shards under ``shards/``, merged ``objects.csv`` and ``counts.csv``
 (segment, autolabel), ``tracks.csv``, ``counts.csv`` and ``track_summary.csv`` (track) or
 ``flags.csv`` (classify), each with an ``image`` column; ``manifest.jsonl`` (done items with input checksums),
-``failures.csv`` (items that failed, with the reason) and
-``batch_config.json`` (settings). Run the same command again to resume: done
+``failures.csv`` (items that failed, with the reason),
+``batch_config.json`` (settings) and ``batch_run.json`` (the last run's counts, seconds, tables). Run the same command again to resume: done
 items whose input is unchanged are skipped. Exit status 0 when every item
 succeeded, 1 when some failed (see failures.csv), 2 for bad settings, 130 after
 Ctrl-C and 143 after a TERM signal (both stop cleanly: rerun to resume).
