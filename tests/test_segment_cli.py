@@ -275,3 +275,14 @@ def test_segment_cli_names_a_z_stack(tmp_path, model_file, capsys):
     assert main(["segment", "--model", str(model_file), "--input", str(tmp_path / "z.tif"), "--out", str(tmp_path / "o")]) == 0
     assert "is a Z stack" in capsys.readouterr().err
     assert len(pd.read_csv(tmp_path / "o" / "counts.csv")) == 3
+
+
+def test_segment_cli_says_what_a_folder_input_leaves_out(tmp_path, model_file, capsys):
+    folder = tmp_path / "plate"
+    (folder / "well2").mkdir(parents=True)
+    tifffile.imwrite(folder / "a.tif", (np.random.default_rng(4).random((48, 48)) * 255).astype(np.uint8))
+    (folder / "notes.txt").write_text("exposure 20 ms")
+    assert main(["segment", "--model", str(model_file), "--input", str(folder), "--out", str(tmp_path / "o"),
+                 "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "1 file(s) of other types (notes.txt)" in err and "1 sub-folder(s) (well2;" in err

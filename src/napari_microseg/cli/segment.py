@@ -78,9 +78,11 @@ def find_inputs(spec: str) -> list[Path]:
     if p.exists() and (p.is_file() or image_kind(p) == "zarr"):
         return [p]
     if p.is_dir():
-        found = sorted(q for q in p.iterdir() if not q.name.startswith(".") and image_kind(q) is not None)
+        entries = [q for q in p.iterdir() if not q.name.startswith(".")]
+        found = sorted(q for q in entries if image_kind(q) is not None)
         if not found:
             raise InputError(f"{p}: folder holds no images (.tif, .tiff, .fits, .fit, .zarr)")
+        _say_what_is_left_out(p, [q for q in entries if image_kind(q) is None])
         return found
     if any(ch in spec for ch in "*?["):
         found = sorted(Path(q) for q in glob.glob(spec, recursive=True) if image_kind(q) is not None)
@@ -88,6 +90,21 @@ def find_inputs(spec: str) -> list[Path]:
             raise InputError(f"no images match {spec!r}")
         return found
     raise InputError(f"{spec}: no such file or folder")
+
+
+def _say_what_is_left_out(folder: Path, others: list[Path]) -> None:
+    """One stderr line naming what a folder --input holds besides images: files of other types and
+    sub-folders (not searched: ``microseg batch segment`` searches them)."""
+    files = sorted(q.name for q in others if q.is_file())
+    folders = sorted(q.name for q in others if q.is_dir())
+    parts = []
+    if files:
+        parts.append(f"{len(files)} file(s) of other types ({', '.join(files[:3])}{' ...' if len(files) > 3 else ''})")
+    if folders:
+        parts.append(f"{len(folders)} sub-folder(s) ({', '.join(folders[:3])}{' ...' if len(folders) > 3 else ''}; "
+                     "'microseg batch segment' searches sub-folders)")
+    if parts:
+        print(f"note: {folder} also holds {' and '.join(parts)}: not segmented", file=sys.stderr)
 
 
 def _stem(path: Path) -> str:
