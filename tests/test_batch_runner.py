@@ -275,6 +275,7 @@ def test_track_batch_matches_run_tracking(tmp_path):
     mask = stacks["movie0.tif"] > 0  # a boolean mask stack: tracked as its connected objects
     tifffile.imwrite(src / "mask.tif", mask)
     (src / "flat.tif").write_bytes(b"")  # empty file: fails, the others go on
+    (src / "notes.txt").write_text("plate A")  # another type: left out, and said so
     out = tmp_path / "out"
     summary = run_batch_sync("track", src, out, workers=0)
     assert (summary.processed, summary.failed) == (3, 1)
@@ -282,6 +283,7 @@ def test_track_batch_matches_run_tracking(tmp_path):
     assert "0/1 mask" in next(r for r in records.values() if r["input"].endswith("mask.tif"))["note"]
     run = json.loads((out / "batch_run.json").read_text())  # the run's own record: counts and tables
     assert (run["processed"], run["failed"], run["total"]) == (3, 1, 4) and run["tables"]["tracks"] == "tracks.csv"
+    assert [Path(p).name for p in run["ignored_files"]] == ["notes.txt"] == [Path(p).name for p in summary.ignored]
     assert not any("note" in r for r in records.values() if r["input"].endswith("movie0.tif"))
     from napari_microseg.measure.labels import masks_to_labels
 

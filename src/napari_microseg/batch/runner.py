@@ -120,6 +120,7 @@ class BatchSummary:
     failures : failed records of this run (``key, input, frame, reason``).
     manifest, failures_csv : paths of ``manifest.jsonl`` and ``failures.csv``.
     workers : number of Dask workers used (0: in process).
+    ignored : files of other types found in the input folders and left out (paths).
     """
 
     task: str
@@ -134,6 +135,7 @@ class BatchSummary:
     manifest: Path | None = None
     failures_csv: Path | None = None
     workers: int = 0
+    ignored: list = field(default_factory=list)
 
     @property
     def items_per_second(self) -> float:
@@ -163,8 +165,9 @@ def _is_within(path: Path, folder: Path | None) -> bool:
         return False
 
 
-def _walk_images(folder: Path, exclude: Path | None) -> list[Path]:
-    """Images under ``folder`` (recursive); Zarr stores are taken whole; hidden names and ``exclude`` are skipped."""
+def _walk_images(folder: Path, exclude: Path | None, ignored: list | None = None) -> list[Path]:
+    """Images under ``folder`` (recursive); Zarr stores are taken whole; hidden names and ``exclude`` are
+    skipped; files of other types are appended to ``ignored`` when given."""
     from ..io.images import image_kind
 
     found = []
@@ -182,12 +185,15 @@ def _walk_images(folder: Path, exclude: Path | None) -> list[Path]:
         dirnames[:] = keep
         found.extend(here / f for f in filenames if not f.startswith(".") and image_kind(here / f) is not None
                      and (here / f).is_file())
+        if ignored is not None:
+            ignored.extend(here / f for f in filenames if not f.startswith(".") and image_kind(here / f) is None)
     return found
 
 
 def find_batch_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike],
                       exclude: str | os.PathLike | None = None,
-                      root: str | os.PathLike | None = None) -> list[tuple[Path, str]]:
+                      root: str | os.PathLike | None = None,
+                      ignored: list | None = None) -> list[tuple[Path, str]]:
     """Resolve the batch inputs to ``[(absolute path, path relative to the input root), ...]``, sorted.
 
     Parameters
@@ -199,6 +205,8 @@ def find_batch_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike],
     root : the input root of an earlier run into the same output folder: inputs under it are
         named from it as before (so a rerun with inputs added skips the done ones); inputs
         outside it are named from the deepest folder holding it and them.
+    ignored : a list that receives the files of other types found in input folders (a PNG
+        among TIFFs), so that the caller can say they were left out.
 
     The input root is the deepest folder holding all inputs; relative paths from it name
     the outputs, so inputs in different sub-folders may share a name. Symbolic links keep
@@ -217,7 +225,7 @@ def find_batch_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike],
         if p.exists() and (p.is_file() or image_kind(p) == "zarr"):
             paths.append(p)
         elif p.is_dir():
-            found = _walk_images(p, excl)
+            found = _walk_images(p, excl, ignored)
             if not found:
                 raise InputError(f"{p}: folder holds no images (.tif, .tiff, .fits, .fit, .zarr)")
             paths.extend(found)
@@ -624,7 +632,8 @@ def run_batch(
     _check_out_folder(out, task, settings_hash, overwrite)
     # inputs added to an earlier run keep its names (relative to its input folder), so done items are skipped
     previous_root = None if overwrite else _previous_input_root(out)
-    found = find_batch_inputs(inputs, exclude=out, root=previous_root)
+    ignored: list[Path] = []
+    found = find_batch_inputs(inputs, exclude=out, root=previous_root, ignored=ignored)
     out.mkdir(parents=True, exist_ok=True)
     lock = _acquire_lock(out)
     manifest = Manifest(out / MANIFEST_NAME)
@@ -774,13 +783,15 @@ def run_batch(
         summary = BatchSummary(task=task, out=out, total=total, processed=counts["processed"],
                                skipped=counts["skipped"], failed=counts["failed"],
                                seconds=round(time.perf_counter() - start, 3), tables=tables, failures=failures,
-                               manifest=manifest.path, failures_csv=failures_csv, workers=n_workers)
+                               manifest=manifest.path, failures_csv=failures_csv, workers=n_workers,
+                               ignored=[str(p) for p in sorted(ignored)])
         # the run's own record beside its settings: a script (or a person, later) need not parse the terminal
         atomic_write_text(out / RUN_NAME, json.dumps({
             "task": task, "finished": utc_now(), "seconds": summary.seconds, "total": total,
             "processed": summary.processed, "skipped": summary.skipped, "failed": summary.failed,
             "tables": {kind: path.name for kind, path in tables.items()}, "workers": n_workers,
-            "failures_csv": failures_csv.name if failures_csv else None}, indent=2) + "\n")
+            "failures_csv": failures_csv.name if failures_csv else None,
+            "ignored_files": summary.ignored}, indent=2) + "\n")
         finished = True
         yield event("finished")
         return summary

@@ -34,6 +34,7 @@ import argparse
 import os
 import signal
 import sys
+from pathlib import Path
 
 from ..errors import InputError
 from ._help import HelpFormatter
@@ -257,6 +258,10 @@ def run(args: argparse.Namespace) -> int:
         gen.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+    if summary.ignored:  # a PNG among the TIFFs: said, not silently skipped
+        names = ", ".join(Path(p).name for p in summary.ignored[:3]) + (" ..." if len(summary.ignored) > 3 else "")
+        print(f"note: {len(summary.ignored)} file(s) of other types in the input folders were left out ({names}; "
+              "listed in batch_run.json)", file=sys.stderr)
     tables = ", ".join(str(p) for p in summary.tables.values()) or "no tables"
     print(f"batch {summary.task}: {summary.processed} processed, {summary.skipped} skipped (done before), "
           f"{summary.failed} failed of {summary.total} items in {summary.seconds:.1f} s -> {tables}")
