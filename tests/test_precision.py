@@ -67,5 +67,9 @@ def test_cuda_bfloat16_only_where_the_gpu_computes_it(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index: capability[index])
     assert cuda_has_native_bf16("cuda") is False and cuda_has_native_bf16("cuda:0") is False
     assert cuda_has_native_bf16("cuda:1") is True
+    from napari_microseg.device import network_precision
+
+    assert network_precision("auto", "cuda:0") == "float16" and network_precision("bfloat16", "cuda:1") == "bfloat16"
+    assert network_precision("float32", "cuda:0") == "float32"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert cuda_has_native_bf16("cuda:1") is False

@@ -92,3 +92,13 @@ def resolve_precision(precision: str, device: str) -> str:
     if device == "cpu" and cpu_has_native_bf16():
         return "bfloat16"
     return "float32"
+
+
+def network_precision(precision: str, device: str) -> str:
+    """The dtype the network really runs in on ``device``: ``"float32"``, ``"bfloat16"`` or
+    ``"float16"`` (:func:`resolve_precision`, except that "bfloat16" on a CUDA GPU without native
+    bfloat16 runs as float16 autocast: tensor cores either way, no slow emulation)."""
+    use = resolve_precision(precision, device)
+    if use == "bfloat16" and device.startswith("cuda") and not cuda_has_native_bf16(device):
+        return "float16"
+    return use

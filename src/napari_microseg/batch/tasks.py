@@ -326,9 +326,8 @@ def autolabel_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) ->
 def track_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> dict:
     """Track one (T, Y, X) label stack (or segment an image stack with ``spec.model`` first); write tracks and shards."""
     from ..io.images import time_stack
-    from ..measure.labels import masks_to_labels
     from ..tracking.export import counts_table, track_summary
-    from ..tracking.track import run_tracking
+    from ..tracking.track import MASK_NOTE, run_tracking
 
     if frame is not None:
         raise InputError(f"{item.image}: tracking needs the whole stack, not one frame")
@@ -342,18 +341,14 @@ def track_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> dic
         labels = np.asarray(segment(loaded, data, measure=False, **_segment_params(spec)).labels)
         image = data
         outputs["labels"] = _write_labels_tiff(out, f"labels/{item.stem}.tif", labels)
-    else:
-        labels, was_mask = masks_to_labels(data)  # a bool or 0/1 float mask stack too, as `microseg track` takes
-        if labels.dtype.kind not in "ui":
-            raise InputError(f"{item.image}: tracking needs integer labels, got dtype {data.dtype} "
-                             "(give a model to segment images first)")
-        image = None
-        if was_mask:
-            outputs["note"] = "a 0/1 mask, not labels: tracked its connected objects (8-connected, per frame)"
+    else:  # labels, or a mask stack (tracked as its connected objects)
+        labels, image = data, None
     kw = {k: spec.params[k] for k in ("config", "max_search_radius", "update_method", "optimize", "stage_shift")
           if k in spec.params}
     units = {"pixel_size": spec.params.get("pixel_size"), "frame_interval": spec.params.get("frame_interval")}
     result = run_tracking(labels, image, **kw)
+    if result.info.get("mask_converted"):
+        outputs["note"] = MASK_NOTE
     outputs["tracks_labels"] = _write_labels_tiff(out, f"tracks_labels/{item.stem}.tif", result.relabelled)
     outputs["tracks"] = _write_shard(out, "tracks", item, result.table)
     outputs["counts"] = _write_shard(out, "counts", item, counts_table(result, n_frames=labels.shape[0]))

@@ -177,10 +177,9 @@ def _params(args: argparse.Namespace) -> dict:
             value = getattr(args, name)
             if value is not None:
                 params[name] = value
-        for name, unit in (("pixel_size", "micrometres per pixel"), ("frame_interval", "minutes")):
-            value = getattr(args, name)
-            if value is not None and not (value > 0 and value != float("inf")):
-                raise InputError(f"--{name.replace('_', '-')} must be a number > 0 ({unit}), got {value}")
+        from ..tracking.export import check_units
+
+        check_units(args.pixel_size, args.frame_interval)  # once, not by every item
         if args.config is not None:  # refused here, once, not by every item
             from ..tracking.track import check_config
 

@@ -111,13 +111,9 @@ def _sample_seed(seed: int, index: int) -> int:
 
 
 def _write_tiff(path: Path, data: np.ndarray) -> None:
-    import tifffile
+    from ..io.images import write_tiff
 
-    from ..io.atomic import atomic_path
-    from ..io.images import tiff_axes_kwargs
-
-    with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, data, **tiff_axes_kwargs(data))
+    write_tiff(path, data, overwrite=True, compression=None)  # the overwrite check is the command's
 
 
 def _write_csv(path: Path, table) -> None:

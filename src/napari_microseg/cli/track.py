@@ -56,15 +56,14 @@ def _read_stack(path: str, what: str):
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
-    import tifffile
 
     from ..errors import InputError
-    from ..io.atomic import atomic_path, guard_target, make_output_folder
-    from ..io.images import tiff_axes_kwargs
-    from ..measure.labels import masks_to_labels
+    from ..io.atomic import guard_target, make_output_folder
+    from ..io.images import write_tiff
     from ..progress import run_with_text_progress
-    from ..tracking.export import write_config_json, write_counts_csv, write_ctc, write_track_summary_csv, write_tracks_csv
-    from ..tracking.track import check_config, track
+    from ..tracking.export import (check_units, write_config_json, write_counts_csv, write_ctc, write_track_summary_csv,
+                                   write_tracks_csv)
+    from ..tracking.track import MASK_NOTE, check_config, track
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -78,16 +77,9 @@ def run(args: argparse.Namespace) -> int:
     for name in targets:
         guard_target(out / name)
     check_config(args.config)  # a bad config is refused before the stacks are read
-    for name, value, unit in (("--pixel-size", args.pixel_size, "micrometres per pixel"),
-                              ("--frame-interval", args.frame_interval, "minutes")):
-        if value is not None and not (value > 0 and value != float("inf")):
-            raise InputError(f"{name} must be a number > 0 ({unit}), got {value}")
+    check_units(args.pixel_size, args.frame_interval)  # before any frame is read
     make_output_folder(out)
     labels, calibration = _read_stack(args.labels, "labels")
-    labels, was_mask = masks_to_labels(labels)
-    if was_mask:
-        print(f"{Path(args.labels).name}: a 0/1 mask, not labels: tracking its connected objects "
-              "(8-connected, per frame)", file=sys.stderr)
     image, image_calibration = _read_stack(args.image, "image") if args.image else (None, {})
     calibration = {**calibration, **image_calibration}  # the movie's own metadata first
     pixel_size = args.pixel_size if args.pixel_size is not None else calibration.get("pixel_size_um")
@@ -108,14 +100,15 @@ def run(args: argparse.Namespace) -> int:
         stage_shift=None if args.stage_shift == "none" else args.stage_shift,
     )
     result = run_with_text_progress(gen, label="track")
+    if result.info.get("mask_converted"):
+        print(f"{Path(args.labels).name}: {MASK_NOTE}", file=sys.stderr)
     result.config["seed"] = args.seed
     result.config["units"] = {"pixel_size_um": pixel_size, "frame_interval_min": frame_interval}
     result.config["inputs"] = {"labels": str(args.labels), "image": str(args.image) if args.image else None}
     write_tracks_csv(result, out / "tracks.csv")
     write_counts_csv(result, out / "counts.csv")
     write_track_summary_csv(result, out / "track_summary.csv", pixel_size=pixel_size, frame_interval=frame_interval)
-    with atomic_path(out / "tracks_labels.tif") as p:  # uint16 (uint32 above 65535 tracks), no copy
-        tifffile.imwrite(p, result.relabelled, compression="zlib", **tiff_axes_kwargs(result.relabelled))
+    write_tiff(out / "tracks_labels.tif", result.relabelled, overwrite=True)  # uint16 (uint32 above 65535 tracks)
     write_config_json(result, out / "track_config.json")
     if args.ctc:
         write_ctc(result, out / "ctc", overwrite=args.overwrite)

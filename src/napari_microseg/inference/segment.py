@@ -288,17 +288,6 @@ def _check_fits(labels: np.ndarray, dtype: Any, frame: int | None) -> None:
                          f"give an output array of dtype uint32")
 
 
-def _precision_run(precision: str, loaded: Any) -> str:
-    """The precision the network really ran in: "bfloat16" on a CUDA GPU without native bfloat16
-    runs as float16 autocast (:func:`~napari_microseg.device.cuda_has_native_bf16`)."""
-    device = str(getattr(loaded, "device", "cpu"))
-    if precision == "bfloat16" and device.startswith("cuda"):
-        from ..device import cuda_has_native_bf16
-
-        return "bfloat16" if cuda_has_native_bf16(device) else "float16"
-    return precision
-
-
 def segment_image(
     model: Any,
     image: Any,
@@ -397,7 +386,7 @@ def segment_image(
     label_dtype = np.uint8 if mode == "multiclass" else np.uint32
     labels_out = out if out is not None else np.zeros(label_shape, dtype=label_dtype)
     probs_all = np.zeros(((n_frames,) if stack else ()) + (k, h, w), np.float32) if keep_probabilities else None
-    from ..device import resolve_precision
+    from ..device import network_precision, resolve_precision
 
     try:
         precision_used = resolve_precision(precision, str(getattr(loaded, "device", "cpu")))
@@ -524,7 +513,8 @@ def segment_image(
                     postprocess={k_: v for k_, v in three_kw.items() if k_ != "class_order"},
                     test_time_augmentation=test_time_augmentation,
                     shape_rules=shape_rules, max_cluster_size=max_cluster_size,
-                    precision=_precision_run(precision_used, loaded) if predict_fn is None else "custom",
+                    precision=network_precision(precision_used, str(getattr(loaded, "device", "cpu")))
+                    if predict_fn is None else "custom",
                     diameter=diameter if diameter is None or np.isfinite(diameter) else None,  # None: nothing to measure
                     scale_factor=scale_factor, scale_warning=scale_warning,
                     normalization=spec, model_path=getattr(loaded, "path", None))

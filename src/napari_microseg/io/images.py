@@ -163,14 +163,14 @@ def _read_tiff(path: Path) -> ImageData:
     return ImageData(np.asarray(data), "tiff", meta)
 
 
-def _in_unit(value: Any, unit: Any, target: str) -> float | None:
+def in_unit(value: Any, unit: Any, target: str) -> float | None:
     """``value`` ``unit`` (e.g. 0.325 "micron", 300 "s") in ``target`` units; None when either is not
     a positive number of a known length / time unit ("pixel", "", nonsense)."""
     import pint
 
     try:
         value = float(value)
-        text = str(unit or "").strip().replace("\\u00B5", "µ").replace("\u00b5", "µ")
+        text = str(unit or "").strip().replace("\\u00B5", "µ")  # ImageJ writes the micro sign escaped
         if not (value > 0 and np.isfinite(value)) or not text or text.lower() in ("pixel", "pixels", "px"):
             return None
         registry = pint.get_application_registry()
@@ -195,16 +195,16 @@ def _tiff_calibration(tif: Any) -> dict:
             pixels = next(el for el in ET.fromstring(tif.ome_metadata).iter() if el.tag.endswith("Pixels"))
         except (ET.ParseError, StopIteration):
             return {}
-        return _calibration(_in_unit(pixels.get("PhysicalSizeX"), pixels.get("PhysicalSizeXUnit", "µm"), "micrometer"),
-                            _in_unit(pixels.get("TimeIncrement"), pixels.get("TimeIncrementUnit", "s"), "minute"))
+        return _calibration(in_unit(pixels.get("PhysicalSizeX"), pixels.get("PhysicalSizeXUnit", "µm"), "micrometer"),
+                            in_unit(pixels.get("TimeIncrement"), pixels.get("TimeIncrementUnit", "s"), "minute"))
     ij = tif.imagej_metadata or {}
     pixel_size = None
     resolution = tif.pages[0].tags.get("XResolution")
     if ij.get("unit") and resolution is not None:
         numerator, denominator = resolution.value
         if numerator:  # pixels per unit
-            pixel_size = _in_unit(denominator / numerator, ij["unit"], "micrometer")
-    frame_interval = _in_unit(ij.get("finterval"), ij.get("tunit", "s"), "minute") if ij.get("finterval") else None
+            pixel_size = in_unit(denominator / numerator, ij["unit"], "micrometer")
+    frame_interval = in_unit(ij.get("finterval"), ij.get("tunit", "s"), "minute") if ij.get("finterval") else None
     return _calibration(pixel_size, frame_interval)
 
 
@@ -218,7 +218,7 @@ def _zarr_calibration(multiscales: Any) -> dict:
         return {}
     named = {str(a.get("name", "")).lower(): (value, a.get("unit")) for a, value in zip(axes, scale) if isinstance(a, dict)}
     x, t = named.get("x"), named.get("t")
-    return _calibration(_in_unit(*x, "micrometer") if x else None, _in_unit(*t, "minute") if t else None)
+    return _calibration(in_unit(*x, "micrometer") if x else None, in_unit(*t, "minute") if t else None)
 
 
 def _read_fits(path: Path, hdu: int | None) -> ImageData:

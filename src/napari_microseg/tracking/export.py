@@ -86,6 +86,14 @@ def write_counts_csv(result: TrackResult | pd.DataFrame, path: str | os.PathLike
     return atomic_write_text(path, counts_table(result, n_frames).to_csv(index=False, lineterminator="\n"))
 
 
+def check_units(pixel_size: float | None, frame_interval: float | None) -> None:
+    """InputError unless each given value is a finite number > 0 (micrometres per pixel, minutes)."""
+    for name, value, unit in (("pixel size", pixel_size, "micrometres per pixel"),
+                              ("frame interval", frame_interval, "minutes")):
+        if value is not None and not (np.isfinite(value) and value > 0):
+            raise InputError(f"{name} must be a number > 0 ({unit}), got {value}")
+
+
 #: fates of :func:`track_summary`
 FATES = ("divided", "end of movie", "left the field", "disappeared")
 
@@ -124,10 +132,7 @@ def track_summary(
     moved), ``mean_area_px`` (with an ``area`` column), then the physical-unit columns.
     """
     table = _table(result).sort_values(["track_id", "t"], kind="stable")
-    if pixel_size is not None and not (np.isfinite(pixel_size) and pixel_size > 0):
-        raise InputError(f"pixel size must be a number > 0 (micrometres per pixel), got {pixel_size}")
-    if frame_interval is not None and not (np.isfinite(frame_interval) and frame_interval > 0):
-        raise InputError(f"frame interval must be a number > 0 (minutes), got {frame_interval}")
+    check_units(pixel_size, frame_interval)
     n_frames = getattr(result, "n_frames", 0) or (int(table["t"].max()) + 1 if len(table) else 0)
     if image_shape is None and isinstance(result, TrackResult) and result.config.get("image_shape"):
         image_shape = tuple(result.config["image_shape"][-2:])
@@ -310,8 +315,7 @@ def read_tracks_folder(folder: str | os.PathLike) -> TrackResult | Path:
         return result
     if tracks.is_file() and (folder / "labels.tif").is_file():
         labels = time_stack(read_image(folder / "labels.tif").data, "labels.tif")
-        table = pd.read_csv(tracks)
-        if "label" not in table.columns:
+        if "label" not in pd.read_csv(tracks, nrows=0).columns:  # the header only: the table is read below
             raise InputError(f"{tracks} has no label column naming the objects of labels.tif")
         result = read_tracks_csv(tracks, labels=labels, n_frames=labels.shape[0])
         result.config["image_shape"] = list(labels.shape)

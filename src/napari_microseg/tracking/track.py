@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ..measure.labels import compact_labels, sparse_limit
+from ..measure.labels import compact_labels, masks_to_labels, sparse_limit
 from ..progress import Progress
 
 #: columns of ``tracks.csv`` in contract order (measurements follow them)
@@ -46,6 +46,9 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 #: in the most crowded frame and APPROXIMATE (local, within the search radius)
 #: above it. EXACT costs grow ~N^3 per frame (12 s for 100 x 500 objects here).
 APPROXIMATE_ABOVE = 100
+
+#: what to tell the user when :func:`track` took a mask stack (``result.info["mask_converted"]``)
+MASK_NOTE = "a 0/1 mask, not labels: tracked its connected objects (8-connected, per frame)"
 
 #: GLPK options used for the global optimisation (quiet, 60 s limit)
 QUIET_GLPK = {"tm_lim": 60_000, "msg_lev": "GLP_MSG_OFF"}
@@ -257,15 +260,12 @@ def check_labels_stack(labels_stack: np.ndarray) -> np.ndarray:
     if labels_stack.ndim != 3:
         raise InputError(f"labels must be a (T, Y, X) stack, got {labels_stack.ndim} dimensions {labels_stack.shape}")
     if labels_stack.dtype.kind == "b":  # a mask stack: each connected component is an object
-        from scipy import ndimage as ndi
-
-        labels_stack = np.stack([ndi.label(frame)[0] for frame in labels_stack]) if labels_stack.size else \
-            labels_stack.astype(np.int32)
+        labels_stack = masks_to_labels(labels_stack)[0] if labels_stack.size else labels_stack.astype(np.int32)
     if labels_stack.dtype.kind not in "iu":
         if labels_stack.dtype.kind == "f" and np.all(np.isfinite(labels_stack)) and np.all(labels_stack == np.round(labels_stack)):
             labels_stack = labels_stack.astype(np.int64)
         else:
-            raise InputError(f"labels must be integers, got {labels_stack.dtype}")
+            raise InputError(f"labels must be integers, got {labels_stack.dtype} (an image? segment it first)")
     if labels_stack.dtype.kind == "i" and labels_stack.size and labels_stack.min() < 0:
         raise InputError("labels must be >= 0")
     return labels_stack
@@ -914,8 +914,10 @@ def track(
     max_shift : largest stage jump accepted between two frames, pixels
         (default: a quarter of the smaller image side).
 
-    The imaging volume is the image shape, widened by the stage offsets.
+    The imaging volume is the image shape, widened by the stage offsets. A mask stack (bool,
+    0/1, 0/255 ...) is tracked as its connected objects (``result.info["mask_converted"]``).
     """
+    labels_stack, was_mask = masks_to_labels(np.asarray(labels_stack))
     labels_stack = check_labels_stack(labels_stack)
     n_frames, height, width = labels_stack.shape
     offsets = None
@@ -950,7 +952,8 @@ def track(
     )
     result.config["stage_shift"] = stage_shift
     result.config["image_shape"] = [int(n_frames), int(height), int(width)]
-    return finalize(result.table, n_frames=n_frames, labels=labels_stack, config=result.config, info=result.info)
+    return finalize(result.table, n_frames=n_frames, labels=labels_stack, config=result.config,
+                    info={**result.info, "mask_converted": was_mask})
 
 
 def run_tracking(labels_stack: np.ndarray, image_stack: np.ndarray | None = None, **kwargs) -> TrackResult:

@@ -168,11 +168,11 @@ def predict_patch_batch(loaded, batch: np.ndarray, optimize: bool = True, precis
     in_ch = int(loaded.config["model"].get("in_channels", 1))
     if x.shape[1] != in_ch:
         raise InputError(f"model expects {in_ch} channel(s), batch has {x.shape[1]}")
-    from ..device import cuda_has_native_bf16, resolve_precision
+    from ..device import network_precision
 
     device = loaded.device
     try:
-        use = resolve_precision(precision, device)
+        use = network_precision(precision, device)
     except ValueError as err:
         raise InputError(str(err)) from None
     model = inference_network(loaded, optimize)
@@ -180,9 +180,8 @@ def predict_patch_batch(loaded, batch: np.ndarray, optimize: bool = True, precis
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
         if optimize and _channels_last(device):
             t = t.contiguous(memory_format=torch.channels_last)
-        if device.startswith("cuda") and use == "bfloat16":
-            dtype = torch.bfloat16 if cuda_has_native_bf16(device) else torch.float16  # tensor cores either way
-            with torch.autocast(device_type="cuda", dtype=dtype):
+        if device.startswith("cuda") and use in ("bfloat16", "float16"):
+            with torch.autocast(device_type="cuda", dtype=getattr(torch, use)):
                 logits = model(t)
         elif device == "cpu" and use == "bfloat16":
             with torch.autocast(device_type="cpu", dtype=torch.bfloat16):

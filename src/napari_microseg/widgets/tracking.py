@@ -133,15 +133,15 @@ class TrackingWidget(MicrosegDock):
         def make_generator():
             return _track_layers(labels, image, kwargs)
 
-        return self.start(make_generator, lambda outcome: self._show_result(*outcome, source_name, geometry),
+        return self.start(make_generator, lambda result: self._show_result(result, source_name, geometry),
                           label="tracking")
 
-    def _show_result(self, result: Any, was_mask: bool, source_name: str, geometry: dict | None = None) -> None:
+    def _show_result(self, result: Any, source_name: str, geometry: dict | None = None) -> None:
         self.result = result
         self.tracked_name = source_name  # the labels tracked: result layers are named after them
         self.tracked_geometry = dict(geometry or {})  # result layers lie where the tracked labels lie
         self._update_layers(new=True)
-        note = "a 0/1 mask, not labels: tracked its connected objects; " if was_mask else ""
+        note = "a 0/1 mask, not labels: tracked its connected objects; " if result.info.get("mask_converted") else ""
         self.show_message(f"{note}{result.n_tracks} tracks over {result.n_frames} frames; "
                           f"{len(result.graph)} daughter tracks from divisions")
 
@@ -303,35 +303,28 @@ def physical_units(geometry: dict) -> dict:
     """``pixel_size`` (micrometres per pixel) and ``frame_interval`` (minutes) of a layer's
     ``scale`` and ``units`` (``geometry``: the tracked layer's), for :func:`track_summary`; each
     only where the units are a length (the same along Y and X) or a time, not napari's "pixel"."""
-    import pint
+    from ..io.images import in_unit
 
-    registry = pint.get_application_registry()
     scale, units = geometry.get("scale"), geometry.get("units")
     found: dict = {}
     if not scale or not units or len(scale) < 3:
         return found
-    try:
-        y, x = (registry.Quantity(float(scale[i]), units[i]) for i in (-2, -1))
-        if y.check("[length]") and x.check("[length]") and abs(y - x) <= 1e-9 * abs(x):
-            found["pixel_size"] = float(x.to("micrometer").magnitude)
-        t = registry.Quantity(float(scale[0]), units[0])
-        if t.check("[time]"):
-            found["frame_interval"] = float(t.to("minute").magnitude)
-    except (pint.errors.PintError, ValueError, TypeError):
-        return {}
+    y, x = (in_unit(scale[i], units[i], "micrometer") for i in (-2, -1))
+    if y is not None and x is not None and abs(y - x) <= 1e-9 * x:
+        found["pixel_size"] = x
+    interval = in_unit(scale[0], units[0], "minute")
+    if interval is not None:
+        found["frame_interval"] = interval
     return found
 
 
-def _track_layers(labels: Any, image: Any, kwargs: dict) -> Generator[Any, None, tuple]:
-    """Worker side of :meth:`TrackingWidget.track`: read lazy layer data, turn a 0/1 mask stack into
-    its connected objects, track. Returns ``(TrackResult, was_mask)``."""
-    from ..measure.labels import masks_to_labels
+def _track_layers(labels: Any, image: Any, kwargs: dict) -> Generator[Any, None, Any]:
+    """Worker side of :meth:`TrackingWidget.track`: read lazy layer data, then track (a 0/1 mask
+    stack as its connected objects). Returns the TrackResult."""
     from ..tracking.track import track
 
     yield Progress(0, 1, "reading layers")
-    labels, was_mask = masks_to_labels(np.asarray(labels))
     image = None if image is None else np.asarray(image)
-    result = yield from track(labels, image, **kwargs)
-    return result, was_mask
+    return (yield from track(np.asarray(labels), image, **kwargs))
 
 
