@@ -110,3 +110,42 @@ def test_bad_inputs(sim):
         make_training_pairs(stain[None], phase[None])
     with pytest.raises(InputError):
         make_training_pairs(stain, phase, labels=np.zeros((3, 3)))
+
+
+def test_align_labels_moves_only_shifted_frames(sim):
+    """A two-frame stack: frame 0 registered (labels left alone), frame 1's stain moved by (9, -6) px
+    (its labels are moved back onto the target); without correction nothing moves but the shift is reported."""
+    from napari_microseg.autolabel.pairing import align_labels_iter
+    from napari_microseg.progress import Progress
+
+    stain, phase, truth = sim
+    moved = ndi.shift(stain, (9, -6), order=1, mode="nearest")
+    stains = np.stack([stain, moved])
+    labels = np.stack([truth, ndi.shift(truth, (9, -6), order=0)]).astype(np.uint16)
+    gen = align_labels_iter(stains, np.stack([phase, phase]), labels, correct_shift=True, max_shift_px=5)
+    events = []
+    while True:
+        try:
+            events.append(next(gen))
+        except StopIteration as stop:
+            aligned, shifts = stop.value
+            break
+    assert [e.done for e in events] == [1, 2] and all(isinstance(e, Progress) for e in events)
+    assert aligned.dtype == np.uint16 and aligned.shape == labels.shape
+    assert [s["corrected"] for s in shifts] == [False, True] and shifts[1]["length"] > 9
+    np.testing.assert_array_equal(aligned[0], labels[0])
+    overlap = ((aligned[1] > 0) & (truth > 0)).sum() / (truth > 0).sum()
+    assert overlap > 0.8 > ((labels[1] > 0) & (truth > 0)).sum() / (truth > 0).sum()
+
+    gen = align_labels_iter(moved, phase, labels[1], correct_shift=False)
+    try:
+        while True:
+            next(gen)
+    except StopIteration as stop:
+        unmoved, shifts = stop.value
+    np.testing.assert_array_equal(unmoved, labels[1])
+    assert shifts[0]["t"] == 0 and not shifts[0]["corrected"] and shifts[0]["length"] > 9
+    with pytest.raises(InputError, match="same shape"):
+        next(align_labels_iter(stain, phase[:-1], truth))
+    with pytest.raises(InputError, match=">= 0"):
+        next(align_labels_iter(stain, phase, truth, max_shift_px=-1))

@@ -52,7 +52,11 @@ def test_preview_apply_and_qc(make_napari_viewer, qtbot, artifacts):
     assert f1 > 0.6, f"auto-labels disagree with the simulated truth (F1 {f1:.2f})"
 
     widget.tile.value = 64
-    table = widget.run_qc()
+    worker = widget.run_qc()  # in a worker: the dock stays responsive on big frames
+    with qtbot.waitSignal(worker.finished, timeout=60000):
+        pass
+    qtbot.waitUntil(lambda: widget.qc is not None, timeout=5000)
+    table = widget.qc
     assert len(table) == 9 and widget.qc_table.rowCount() == 9
     assert (~table.kept).sum() >= 2  # the lowest 25 % are dropped
     assert any(type(lay).__name__ == "Shapes" for lay in viewer.layers)
@@ -70,3 +74,60 @@ def test_autolabel_messages(make_napari_viewer):
     widget = AutolabelWidget(viewer)
     assert widget.apply() is None and "Choose the stain" in widget.status.text()
     assert widget.run_qc() is None and "Apply the auto-labeller first" in widget.status.text()
+
+
+def test_labels_onto_a_phase_target(make_napari_viewer, qtbot, artifacts):
+    """[N] pairing in the dock: the stain's labels are registered onto the phase layer of the same
+    field; a shifted stain's labels are moved back onto the phase image."""
+    from scipy import ndimage as ndi
+
+    from napari_microseg.evaluation.metrics import instance_scores
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+    from napari_microseg.widgets.autolabel import AutolabelWidget
+
+    sim = simulate_nuclei_timelapse(n_frames=2, shape=(192, 256), n_nuclei=30, seed=5)
+    stain = sim.fluorescence.copy()
+    stain[1] = ndi.shift(stain[1], (8, -7), order=1, mode="nearest")  # the stage moved between the channels
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(stain, name="DAPI")
+    viewer.add_image(sim.phase, name="phase", scale=(1, 0.5, 0.5))
+    widget = AutolabelWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Auto-label")
+    widget.live.value = False
+    widget.stain_layer.value = "DAPI"
+    widget.clear_border.value = False
+
+    widget.target_layer.value = "DAPI"
+    assert widget.apply() is None and "is the stain itself" in widget.status.text()
+    viewer.add_image(sim.phase[:, :, :200], name="cropped phase")
+    widget.target_layer.value = "cropped phase"
+    assert widget.apply() is None and "same field" in widget.status.text()
+
+    widget.target_layer.value = "phase"
+    worker = widget.apply()
+    with qtbot.waitSignal(worker.finished, timeout=60000):
+        pass
+    qtbot.waitUntil(lambda: widget.labels_layer is not None, timeout=5000)
+    layer = widget.labels_layer
+    assert layer.name == "phase labels (from DAPI)" and tuple(layer.scale) == (1, 0.5, 0.5)
+    shifts = layer.metadata["shifts"]
+    assert [s["corrected"] for s in shifts] == [False, True]
+    assert "moved onto the target in 1 of 2" in widget.status.text()
+    for t in range(2):  # both frames' labels lie on the phase image's nuclei
+        f1 = instance_scores(sim.labels[t], layer.data[t], thresholds=[0.5]).f1.iloc[0]
+        assert f1 > 0.6, f"frame {t}: labels off the target (F1 {f1:.2f})"
+
+    widget.correct_shift.value = False
+    worker = widget.apply()
+    with qtbot.waitSignal(worker.finished, timeout=60000):
+        pass
+    qtbot.waitUntil(lambda: widget.labels_layer is not layer, timeout=5000)
+    assert "NOT corrected" in widget.status.text()
+    f1 = instance_scores(sim.labels[1], widget.labels_layer.data[1], thresholds=[0.5]).f1.iloc[0]
+    assert f1 < 0.5  # left on the shifted stain
+    viewer.layers.remove("cropped phase")
+    viewer.window._qt_window.resize(1400, 1000)
+    qtbot.wait(100)
+    from skimage.io import imsave
+
+    imsave(artifacts / "autolabel_pairing.png", viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)

@@ -187,3 +187,51 @@ def make_training_pairs(
     return TilePairs(targets, tiles, positions, (th, tw), shift, applied, labels,
                      {"tile": [th, tw], "overlap": overlap, "check_shift": check_shift, "correct_shift": correct_shift,
                       "max_shift_px": max_shift_px, "autolabel": autolabel_kwargs or {}})
+
+
+def align_labels_iter(stain: np.ndarray, target: np.ndarray, labels: np.ndarray, correct_shift: bool = True,
+                      max_shift_px: float = 5.0):
+    """Put a stain's labels onto a target channel of the same field, frame by frame ([N] pairing).
+
+    Each frame's stain-to-target shift is estimated by :func:`check_registration`; a shift longer
+    than ``max_shift_px`` is applied to that frame's labels when ``correct_shift`` is true (shorter
+    ones are within the scatter of the estimate across modalities and left alone, as in
+    :func:`make_training_pairs`).
+
+    Parameters
+    ----------
+    stain, target : (Y, X) images or (T, Y, X) stacks of the same shape (any numeric dtype).
+    labels : labels of ``stain``, same shape.
+
+    Yields
+    ------
+    :class:`~napari_microseg.progress.Progress`, one per frame.
+
+    Returns
+    -------
+    (labels on the target, same shape and dtype; a list with one dict per frame: ``t``, ``dy``,
+    ``dx`` (px), ``length`` (px), ``corrected`` (bool)).
+    """
+    from ..progress import Progress
+
+    stain, target, labels = np.asarray(stain), np.asarray(target), np.asarray(labels)
+    if stain.ndim not in (2, 3):
+        raise InputError(f"the stain must be a (Y, X) image or a (T, Y, X) stack, got shape {stain.shape}")
+    if not stain.shape == target.shape == labels.shape:
+        raise InputError(f"stain {stain.shape}, target {target.shape} and labels {labels.shape} must have the same "
+                         "shape (the same field)")
+    if not (np.isfinite(max_shift_px) and max_shift_px >= 0):
+        raise InputError(f"the largest shift left alone must be >= 0 px, got {max_shift_px}")
+    stack = stain.ndim == 3
+    frames = range(stain.shape[0]) if stack else [None]
+    aligned = np.empty_like(labels)
+    shifts = []
+    for i, t in enumerate(frames):
+        pick = (t,) if stack else ()
+        (dy, dx), _error = check_registration(stain[pick], target[pick])
+        length = float(np.hypot(dy, dx))
+        corrected = bool(correct_shift and length > max_shift_px)
+        aligned[pick] = shift_labels(labels[pick], (dy, dx)) if corrected else labels[pick]
+        shifts.append({"t": 0 if t is None else int(t), "dy": dy, "dx": dx, "length": length, "corrected": corrected})
+        yield Progress(i + 1, len(frames), f"registered frame {i + 1}/{len(frames)}: shift {length:.1f} px")
+    return aligned, shifts

@@ -2,8 +2,10 @@
 
 Preview: parameter changes restart a short timer (debounce); when it fires, the
 current frame is labelled in a worker and a "preview" layer owned by this widget
-is updated. Apply labels the whole stack in a worker into a new Labels layer.
-QC tiles the labels, applies the [N] filter and shows kept (green) and dropped
+is updated. Apply labels the whole stack in a worker into a new Labels layer;
+with a target layer (phase contrast of the same field, [N]) the labels are
+registered onto it frame by frame, ready to train a phase model on. QC tiles the
+labels in a worker, applies the [N] filter and shows kept (green) and dropped
 (red) tiles as a Shapes layer, with the reasons in a table.
 """
 
@@ -20,6 +22,7 @@ from ..errors import InputError
 from ._base import MicrosegDock, current_frame, grey_image, layer_geometry, layer_names, unique_layer_name
 
 PREVIEW_DELAY_MS = 400
+NO_TARGET = "(none)"
 QC_COLUMNS = ["tile", "y", "x", "fg fraction", "objects", "kept", "reason"]
 
 
@@ -27,13 +30,21 @@ class AutolabelWidget(MicrosegDock):
     title = "Auto-label"
     description = (
         "Labels from a nuclear stain ([N]: CLAHE, local Otsu, watershed, size filter) with a live preview on the "
-        "current frame; apply to the stack; QC keeps informative tiles. Correct the labels with napari's tools, "
-        "then train on them (Training widget)."
+        "current frame; apply to the stack, optionally onto a phase-contrast target of the same field (labels "
+        "registered onto it); QC keeps informative tiles. Correct the labels with napari's tools, then train on "
+        "them (Training widget)."
     )
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__(napari_viewer)
         self.stain_layer = ComboBox(label="stain (fluorescence)", choices=lambda *_: layer_names(self.viewer, "Image"))
+        self.target_layer = ComboBox(label="target (phase), optional",
+                                     choices=lambda *_: [NO_TARGET, *layer_names(self.viewer, "Image")])
+        self.correct_shift = CheckBox(label="shift labels onto the target", value=True,
+                                      tooltip="register stain and target per frame (phase correlation of edges) and "
+                                              "move the labels when the shift is longer than the limit below")
+        self.max_shift = FloatSpinBox(label="shifts left alone up to (px)", value=5.0, min=0.0, max=500.0, step=0.5,
+                                      tooltip="across modalities the estimate scatters by ~3 px: shorter shifts are noise")
         self.otsu_window = SpinBox(label="Otsu window (px)", value=51, min=5, max=1001, step=2)
         self.min_diameter = FloatSpinBox(label="min diameter (px)", value=5.0, min=1.0, max=500.0)
         self.max_diameter = FloatSpinBox(label="max diameter (px)", value=30.0, min=2.0, max=2000.0)
@@ -48,7 +59,8 @@ class AutolabelWidget(MicrosegDock):
         self.qc_button = PushButton(text="QC tiles of the labels")
         self.form = Container(widgets=[
             self.stain_layer, self.otsu_window, self.min_diameter, self.max_diameter, self.smooth_sigma,
-            self.split_clumps, self.clear_border, self.live, self.apply_button,
+            self.split_clumps, self.clear_border, self.live, self.target_layer, self.correct_shift, self.max_shift,
+            self.apply_button,
             self.tile, self.drop_lowest, self.max_foreground, self.qc_button,
         ])
         self.body.addWidget(self.form.native)
@@ -71,7 +83,7 @@ class AutolabelWidget(MicrosegDock):
         self.apply_button.changed.connect(self.apply)
         self.qc_button.changed.connect(self.run_qc)
         self.run_buttons = (self.apply_button, self.qc_button)
-        self.follow_layers(self.stain_layer)
+        self.follow_layers(self.stain_layer, self.target_layer)
         self.preview_layer = None
         self._preview_painted = False  # the user painted into the preview layer since it was last written
         self.labels_layer = None
@@ -157,7 +169,9 @@ class AutolabelWidget(MicrosegDock):
 
     # -- apply --------------------------------------------------------------
     def apply(self, *_: Any) -> Any:
-        """Auto-label every frame in a worker into a new Labels layer (to correct, then train on)."""
+        """Auto-label every frame in a worker into a new Labels layer (to correct, then train on).
+
+        With a target layer the labels are registered onto it frame by frame and placed on it."""
         layer = self._stain()
         if layer is None:
             self.show_error("Choose the stain (fluorescence) image layer.")
@@ -166,54 +180,118 @@ class AutolabelWidget(MicrosegDock):
         if data.ndim not in (2, 3):
             self.show_error(f"the stain must be 2-D or a (T, Y, X) stack, got shape {data.shape}")
             return None
+        target_layer, target = self._target(layer, data.shape)
+        if target_layer is False:
+            return None
         params = self.parameters()
+        correct, max_shift = bool(self.correct_shift.value), float(self.max_shift.value)
 
         def make_generator():
             from ..autolabel.fluorescence import autolabel_fluorescence_iter
+            from ..autolabel.pairing import align_labels_iter
 
-            return autolabel_fluorescence_iter(data, **params)
+            labels = yield from autolabel_fluorescence_iter(data, **params)
+            if target is None:
+                return labels, None
+            return (yield from align_labels_iter(data, target, labels, correct_shift=correct, max_shift_px=max_shift))
 
-        def done(labels: np.ndarray) -> None:
-            self.labels_layer = self.viewer.add_labels(labels, name=unique_layer_name(self.viewer, f"{layer.name} auto-labels"),
-                                                       opacity=0.5, **layer_geometry(layer, labels.ndim))
-            self.show_message(f"labelled {1 if data.ndim == 2 else data.shape[0]} frame(s): correct with napari's tools, then QC / train")
+        def done(outcome: tuple) -> None:
+            labels, shifts = outcome
+            n_frames = 1 if data.ndim == 2 else data.shape[0]
+            if shifts is None:
+                self.labels_layer = self.viewer.add_labels(
+                    labels, name=unique_layer_name(self.viewer, f"{layer.name} auto-labels"), opacity=0.5,
+                    **layer_geometry(layer, labels.ndim))
+                self.show_message(f"labelled {n_frames} frame(s): correct with napari's tools, then QC / train")
+                return
+            self.labels_layer = self.viewer.add_labels(
+                labels, name=unique_layer_name(self.viewer, f"{target_layer.name} labels (from {layer.name})"), opacity=0.5,
+                metadata={"stain": layer.name, "target": target_layer.name, "shifts": shifts},
+                **layer_geometry(target_layer, labels.ndim))
+            self.show_message(f"labelled {n_frames} frame(s) of '{layer.name}' onto '{target_layer.name}': "
+                              f"{_shift_summary(shifts, max_shift)}. Train on '{target_layer.name}' with these labels.")
 
         return self.start(make_generator, done, label="auto-labelling")
 
+    def _target(self, stain_layer: Any, shape: tuple) -> tuple[Any, Any]:
+        """The chosen target layer and its grey data; (None, None) when none is chosen; (False, None)
+        after a message when it cannot be paired with the stain."""
+        name = self.target_layer.value
+        if not name or name == NO_TARGET:
+            return None, None
+        try:
+            target_layer = self.chosen_layer(name, "target")
+        except InputError as err:
+            self.show_error(str(err))
+            return False, None
+        if target_layer is stain_layer:
+            self.show_error(f"the target '{name}' is the stain itself: choose the phase-contrast layer of the same "
+                            f"field, or '{NO_TARGET}'")
+            return False, None
+        target = np.asarray(grey_image(target_layer))
+        if target.shape != shape:
+            self.show_error(f"the target '{name}' {target.shape} and the stain '{stain_layer.name}' {shape} must show "
+                            "the same field: same frames and size")
+            return False, None
+        return target_layer, target
+
     # -- QC -----------------------------------------------------------------
     def run_qc(self, *_: Any) -> Any:
-        """Tile the auto-labels (current frame) and show kept / dropped tiles."""
-        from ..autolabel.pairing import tile_positions
-        from ..autolabel.qc import qc_filter
-
+        """Tile the auto-labels (current frame) in a worker and show kept / dropped tiles."""
         layer = self.labels_layer if self.labels_layer in self.viewer.layers else None
         if layer is None:
             self.show_error("Apply the auto-labeller first (QC works on its labels layer).")
             return None
-        labels = np.asarray(layer.data)
+        labels = layer.data
         t = self._frame_index(labels, layer)
-        frame = labels[t] if t is not None else labels
-        positions, (th, tw) = tile_positions(frame.shape, int(self.tile.value))
-        tiles = [frame[y:y + th, x:x + tw] for y, x in positions]
-        kept, table = qc_filter(tiles, drop_lowest_fraction=float(self.drop_lowest.value),
-                                max_foreground_fraction=float(self.max_foreground.value))
-        table = table.assign(y=positions[:, 0], x=positions[:, 1])
-        self.qc = table
-        rects = [np.array([[y, x], [y, x + tw], [y + th, x + tw], [y + th, x]], float) for y, x in positions]
-        colours = ["#33cc33" if k else "#ff4444" for k in table.kept]
-        name = unique_layer_name(self.viewer, f"{layer.name} QC tiles")
-        self.viewer.add_shapes(rects, shape_type="rectangle", edge_color=colours, face_color="transparent",
-                               edge_width=max(2, th // 100), name=name, features={"kept": table.kept.to_numpy(), "reason": table.reason.to_numpy()})
-        self.qc_table.setRowCount(len(table))
-        for row, rec in table.reset_index(drop=True).iterrows():
-            values = [rec.tile, rec.y, rec.x, f"{rec.foreground_fraction:.3f}", rec.n_objects, "yes" if rec.kept else "no", rec.reason]
-            for col, value in enumerate(values):
-                self.qc_table.setItem(row, col, QTableWidgetItem(str(value)))
-        self.show_message(f"QC: kept {len(kept)} of {len(table)} tiles of {th}x{tw} px")
-        return table
+        frame = np.array(labels[t] if t is not None else labels)  # a copy: the user may paint meanwhile
+        tile = int(self.tile.value)
+        drop_lowest, max_foreground = float(self.drop_lowest.value), float(self.max_foreground.value)
+
+        def make_generator():
+            from ..autolabel.pairing import tile_positions
+            from ..autolabel.qc import qc_filter
+            from ..progress import Progress
+
+            yield Progress(0, 1, "measuring tiles ...")
+            positions, tile_shape = tile_positions(frame.shape, tile)
+            tiles = [frame[y:y + tile_shape[0], x:x + tile_shape[1]] for y, x in positions]
+            _kept, table = qc_filter(tiles, drop_lowest_fraction=drop_lowest, max_foreground_fraction=max_foreground)
+            return table.assign(y=positions[:, 0], x=positions[:, 1]), tile_shape
+
+        def done(outcome: tuple) -> None:
+            table, (th, tw) = outcome
+            self.qc = table
+            rects = [np.array([[y, x], [y, x + tw], [y + th, x + tw], [y + th, x]], float) for y, x in zip(table.y, table.x)]
+            colours = ["#33cc33" if k else "#ff4444" for k in table.kept]
+            name = unique_layer_name(self.viewer, f"{layer.name} QC tiles")
+            self.viewer.add_shapes(rects, shape_type="rectangle", edge_color=colours, face_color="transparent",
+                                   edge_width=max(2, th // 100), name=name, **layer_geometry(layer, 2),
+                                   features={"kept": table.kept.to_numpy(), "reason": table.reason.to_numpy()})
+            self.qc_table.setRowCount(len(table))
+            for row, rec in table.reset_index(drop=True).iterrows():
+                values = [rec.tile, rec.y, rec.x, f"{rec.foreground_fraction:.3f}", rec.n_objects, "yes" if rec.kept else "no", rec.reason]
+                for col, value in enumerate(values):
+                    self.qc_table.setItem(row, col, QTableWidgetItem(str(value)))
+            self.show_message(f"QC: kept {int(table.kept.sum())} of {len(table)} tiles of {th}x{tw} px")
+
+        return self.start(make_generator, done, label="QC")
 
 
 def _in_stack(frame_labels: np.ndarray, shape: tuple, t: int) -> np.ndarray:
     full = np.zeros(shape, dtype=frame_labels.dtype)
     full[t] = frame_labels
     return full
+
+
+def _shift_summary(shifts: list[dict], max_shift: float) -> str:
+    """One line on the stain-to-target shifts of :func:`~napari_microseg.autolabel.pairing.align_labels_iter`."""
+    longest = max(shifts, key=lambda s: s["length"])
+    moved = [s for s in shifts if s["corrected"]]
+    where = f" (frame {longest['t']})" if len(shifts) > 1 else ""
+    text = f"largest shift (dy, dx) = ({longest['dy']:.1f}, {longest['dx']:.1f}) px{where}"
+    if moved:
+        return text + f"; labels moved onto the target in {len(moved)} of {len(shifts)} frame(s)"
+    if longest["length"] > max_shift:
+        return text + f", longer than {max_shift:g} px and NOT corrected (tick 'shift labels onto the target')"
+    return text + f", within {max_shift:g} px: labels left in place"
