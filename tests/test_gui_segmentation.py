@@ -152,3 +152,44 @@ def test_fast_model_is_offered_and_segments_the_sample(make_napari_viewer, qtbot
     viewer.window._qt_window.resize(1400, 1000)
     qtbot.wait(100)
     imsave(artifacts / "segmentation_fast_model.png", viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
+
+
+def test_pyramid_opened_in_napari_is_segmented_at_full_resolution(make_napari_viewer, qtbot, tmp_path, artifacts,
+                                                                    tiny_nuclei_model, wait_worker):
+    """A multiscale OME-Zarr time-lapse opens (our reader) as one pyramid layer; the widget segments
+    the frame shown at full resolution (a multiscale layer's data indexes levels, not frames) and
+    the result lies on the image."""
+    import zarr
+
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+    from napari_microseg.widgets.segmentation import FILE_CHOICE, SegmentationWidget
+
+    sim = simulate_nuclei_timelapse(n_frames=3, shape=(256, 256), n_nuclei=20, seed=8)
+    root = zarr.open_group(str(tmp_path / "movie.ome.zarr"), mode="w", zarr_format=2)
+    frames = sim.fluorescence
+    for level in range(3):
+        root.create_array(str(level), shape=frames.shape, dtype=frames.dtype, chunks=(1, 128, 128))[...] = frames
+        frames = frames[:, ::2, ::2]
+    root.attrs["multiscales"] = [{"version": "0.4", "axes": [{"name": "t"}, {"name": "y", "unit": "micrometer"},
+                                                             {"name": "x", "unit": "micrometer"}],
+                                  "datasets": [{"path": str(i), "coordinateTransformations": [
+                                      {"type": "scale", "scale": [1.0, 0.5 * 2 ** i, 0.5 * 2 ** i]}]} for i in range(3)]}]
+    viewer = make_napari_viewer(show=True)
+    [image_layer] = viewer.open(str(tmp_path / "movie.ome.zarr"), plugin="napari-microseg")
+    assert image_layer.multiscale and image_layer.data.shape == (3, 256, 256)
+    widget = SegmentationWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segmentation")
+    widget.image_layer.value = image_layer.name
+    widget.model_choice.value = FILE_CHOICE
+    widget.model_file.value = str(tiny_nuclei_model)
+    viewer.dims.set_current_step(0, 2)
+    wait_worker(widget.segment())
+    layer = viewer.layers[f"{image_layer.name} segmented"]
+    assert layer.data.shape == (3, 256, 256) and layer.data[2].max() > 0 and layer.data[:2].max() == 0
+    np.testing.assert_allclose(layer.scale, image_layer.scale)
+    assert list(widget.result.counts["t"]) == [2]
+    viewer.window._qt_window.resize(1400, 1000)
+    qtbot.wait(100)
+    from skimage.io import imsave
+
+    imsave(artifacts / "segmentation_pyramid.png", viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)

@@ -226,3 +226,81 @@ def test_physical_calibration_from_imagej_ome_and_ome_zarr_reaches_napari_layers
     write_tiff(plain, stack)
     assert "scale" not in read_layers(str(plain))[0][1]  # no calibration stated: napari's pixels
     json.dumps(read_image(tmp_path / "ij.tif").metadata["calibration"])  # plain numbers, JSON-able
+
+
+def _pyramid(base: np.ndarray, n_levels: int) -> list[np.ndarray]:
+    """Each level half the last in Y and X (every second pixel), like a viewer's pyramid."""
+    levels = [base]
+    for _ in range(n_levels - 1):
+        levels.append(levels[-1][..., ::2, ::2])
+    return levels
+
+
+def test_big_tiff_is_read_lazily_and_pyramids_keep_their_levels(tmp_path):
+    """Over the size limit a TIFF is a dask array read chunk by chunk (same values); a pyramidal
+    OME-TIFF gives its levels, full resolution first; under the limit (and by default) it is read whole."""
+    import dask.array as da
+
+    from napari_microseg._reader import read_layers
+
+    rng = np.random.default_rng(0)
+    stack = rng.integers(0, 4000, (4, 256, 320), dtype=np.uint16)
+    write_tiff(tmp_path / "movie.tif", stack)
+    eager = read_image(tmp_path / "movie.tif")
+    lazy = read_image(tmp_path / "movie.tif", lazy_above_bytes=stack.nbytes - 1)
+    small = read_image(tmp_path / "movie.tif", lazy_above_bytes=stack.nbytes)
+    assert isinstance(eager.data, np.ndarray) and isinstance(small.data, np.ndarray)
+    assert isinstance(lazy.data, da.Array) and lazy.levels == [] and lazy.metadata["axes"] == "TYX"
+    np.testing.assert_array_equal(lazy.data[2].compute(), stack[2])
+    np.testing.assert_array_equal(np.asarray(lazy.data), stack)
+
+    levels = _pyramid(rng.integers(0, 4000, (2, 512, 640), dtype=np.uint16), 3)
+    with tifffile.TiffWriter(tmp_path / "pyramid.ome.tif") as tif:
+        options = {"tile": (128, 128), "photometric": "minisblack", "compression": "zlib"}
+        tif.write(levels[0], subifds=2, metadata={"axes": "TYX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5}, **options)
+        for level in levels[1:]:
+            tif.write(level, subfiletype=1, **options)
+    image = read_image(tmp_path / "pyramid.ome.tif", lazy_above_bytes=1 << 40)  # pyramids always lazy
+    assert [lvl.shape for lvl in image.levels] == [lvl.shape for lvl in levels]
+    assert image.data is image.levels[0]
+    for got, want in zip(image.levels, levels):
+        np.testing.assert_array_equal(np.asarray(got), want)
+    assert isinstance(read_image(tmp_path / "pyramid.ome.tif").data, np.ndarray)  # the CLI: full resolution in memory
+
+    data, kwargs, kind = read_layers(str(tmp_path / "pyramid.ome.tif"))[0]  # napari: one multiscale layer
+    assert kwargs["multiscale"] is True and [d.shape for d in data] == [lvl.shape for lvl in levels]
+    assert kwargs["scale"] == (1.0, 0.5, 0.5)
+
+
+def _ome_zarr_pyramid(root, levels: list[np.ndarray], axes: str = "tcyx", bioformats2raw: bool = False) -> None:
+    import zarr
+
+    top = zarr.open_group(str(root), mode="w", zarr_format=2)
+    group = top
+    if bioformats2raw:
+        top.attrs["bioformats2raw.layout"] = 3
+        group = top.create_group("0")
+        top.create_group("OME")
+    for i, level in enumerate(levels):
+        group.create_array(str(i), shape=level.shape, dtype=level.dtype, chunks=(1, 1, 64, 64))[...] = level
+    group.attrs["multiscales"] = [{"version": "0.4", "axes": [{"name": a} for a in axes], "datasets": [
+        {"path": str(i), "coordinateTransformations": [{"type": "scale", "scale": [1.0, 1.0, 2.0 ** i, 2.0 ** i]}]}
+        for i in range(len(levels))]}]
+
+
+@pytest.mark.parametrize("bioformats2raw", [False, True])
+def test_ome_zarr_pyramid_levels_and_bioformats2raw_layout(tmp_path, bioformats2raw):
+    """An OME-Zarr multiscale image (plain, or under bioformats2raw's series group "0") gives every
+    level with the size-1 channel axis dropped from each; napari gets a multiscale layer."""
+    from napari_microseg._reader import read_layers
+
+    rng = np.random.default_rng(1)
+    levels = _pyramid(rng.integers(0, 255, (3, 1, 256, 192), dtype=np.uint8), 3)
+    _ome_zarr_pyramid(tmp_path / "p.ome.zarr", levels, bioformats2raw=bioformats2raw)
+    image = read_image(tmp_path / "p.ome.zarr")
+    assert image.metadata["axes"] == "TYX"
+    assert [lvl.shape for lvl in image.levels] == [lvl[:, 0].shape for lvl in levels]
+    np.testing.assert_array_equal(np.asarray(image.levels[2]), levels[2][:, 0])
+    np.testing.assert_array_equal(np.asarray(image.data[1]), levels[0][1, 0])
+    data, kwargs, _ = read_layers(str(tmp_path / "p.ome.zarr"))[0]
+    assert kwargs["multiscale"] is True and len(data) == 3 and data[0].shape == (3, 256, 192)

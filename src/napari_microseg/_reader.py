@@ -1,11 +1,14 @@
-"""napari reader hook: TIFF, FITS (incl. .gz) and Zarr / OME-Zarr (lazy)."""
+"""napari reader hook: TIFF, FITS (incl. .gz) and Zarr / OME-Zarr (lazy).
+
+TIFFs over :data:`~napari_microseg.io.images.LAZY_TIFF_BYTES` are read lazily too, and a
+resolution pyramid (OME-Zarr multiscales, pyramidal TIFF) opens as a multiscale layer."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Callable
 
-from .io.images import image_kind, read_image
+from .io.images import LAZY_TIFF_BYTES, image_kind, read_image
 
 
 def get_reader(path: str | list[str]) -> Callable[[Any], list] | None:
@@ -52,13 +55,15 @@ def layer_calibration(image) -> dict:
 def read_layers(path: str | list[str]) -> list[tuple]:
     """Read one or several files into napari layer data tuples ``(data, kwargs, "image")``.
 
-    FITS data stay in their raw units (ADC); the header is kept in ``metadata``.
-    Errors surface as one-line :class:`InputError` messages naming the file.
+    FITS data stay in their raw units (ADC); the header is kept in ``metadata``. Zarr and TIFFs
+    over :data:`LAZY_TIFF_BYTES` stay on disk (dask arrays); a pyramid gives a multiscale layer
+    (a list of arrays, full resolution first). Errors surface as one-line :class:`InputError`
+    messages naming the file.
     """
     paths = path if isinstance(path, list) else [path]
     layers = []
     for p in paths:
-        image = read_image(p, channel="all")
+        image = read_image(p, channel="all", lazy_above_bytes=LAZY_TIFF_BYTES)
         name = Path(str(p).rstrip("/")).name
         for suffix in (".gz", ".zarr", ".tiff", ".tif", ".fits", ".fit", ".fts", ".ome"):
             name = name.removesuffix(suffix)
@@ -67,5 +72,8 @@ def read_layers(path: str | list[str]) -> list[tuple]:
             kwargs["channel_axis"] = image.metadata["channel_axis"]
             kwargs["name"] = [f"{name} [channel {c}]" for c in range(image.data.shape[kwargs["channel_axis"]])]
         kwargs.update(layer_calibration(image))
-        layers.append((image.data, kwargs, "image"))
+        data = image.data
+        if len(image.levels) > 1:
+            data, kwargs["multiscale"] = image.levels, True
+        layers.append((data, kwargs, "image"))
     return layers

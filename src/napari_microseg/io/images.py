@@ -21,6 +21,8 @@ from .atomic import atomic_path, guard_target
 TIFF_SUFFIXES = (".tif", ".tiff")
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fz")  # .fz: tile-compressed
 ZARR_SUFFIXES = (".zarr", ".ome.zarr")
+#: TIFF series larger than this (bytes) open lazily in napari (a dask array read chunk by chunk)
+LAZY_TIFF_BYTES = 1 << 30
 
 
 def image_kind(path: str | os.PathLike) -> str | None:
@@ -45,18 +47,27 @@ class ImageData:
 
     Attributes
     ----------
-    data : numpy array (TIFF, FITS) or dask array (Zarr), shape (Y, X) or (T, Y, X) or more.
+    data : numpy array (TIFF, FITS) or dask array (Zarr, big TIFF read lazily), shape (Y, X) or
+        (T, Y, X) or more; the full resolution.
     kind : "tiff", "fits" or "zarr".
     metadata : header / attributes (FITS header as a dict, OME-Zarr attributes, ...).
+    levels : a resolution pyramid (OME-Zarr multiscales, pyramidal TIFF): lazy arrays from the
+        full resolution (``levels[0]`` is ``data``) to the coarsest, same axes; empty otherwise.
     """
 
     data: Any
     kind: str
     metadata: dict = field(default_factory=dict)
+    levels: list = field(default_factory=list)
+
+    def index(self, key: tuple) -> None:
+        """Index ``data`` and every pyramid level alike (a channel picked, size-1 axes dropped)."""
+        self.data = self.data[key]
+        self.levels = [level[key] for level in self.levels]
 
 
 def read_image(path: str | os.PathLike, hdu: int | None = None, min_ndim: int = 2,
-               channel: int | str | None = None) -> ImageData:
+               channel: int | str | None = None, lazy_above_bytes: int | None = None) -> ImageData:
     """Read a TIFF, FITS or Zarr image.
 
     Parameters
@@ -71,10 +82,14 @@ def read_image(path: str | os.PathLike, hdu: int | None = None, min_ndim: int = 
         With None (default) such a file is refused with a message naming its channels,
         rather than its channels being taken for time points. Ignored for files
         without a channel axis.
+    lazy_above_bytes : TIFF only: a series larger than this (bytes, uncompressed) and any
+        pyramidal TIFF is read lazily, chunk by chunk, as a dask array (napari opens big files
+        this way: :data:`LAZY_TIFF_BYTES`); None (default): into memory.
 
     Returns
     -------
-    ImageData with ``data`` of shape (Y, X) or (T, Y, X) (Zarr: a lazy dask array).
+    ImageData with ``data`` of shape (Y, X) or (T, Y, X) (Zarr: a lazy dask array); ``levels``
+    holds a resolution pyramid when the file has one.
 
     Raises
     ------
@@ -91,6 +106,8 @@ def read_image(path: str | os.PathLike, hdu: int | None = None, min_ndim: int = 
     reader = {"tiff": _read_tiff, "fits": _read_fits, "zarr": _read_zarr}[kind]
     if kind == "fits":
         result = reader(p, hdu)
+    elif kind == "tiff":
+        result = reader(p, lazy_above_bytes)
     else:
         result = reader(p)
     result = _select_channel(result, p.name, channel)
@@ -110,7 +127,7 @@ def _select_channel(image: ImageData, name: str, channel: int | str | None) -> I
     n_channels = int(image.data.shape[axis])
     pick = (slice(None),) * axis  # indexing works for numpy and dask alike
     if n_channels == 1:
-        image.data = image.data[pick + (0,)]
+        image.index(pick + (0,))
         image.metadata["axes"] = axes.replace("C", "")
         return image
     if isinstance(channel, str) and channel == "all":
@@ -122,7 +139,7 @@ def _select_channel(image: ImageData, name: str, channel: int | str | None) -> I
                          "opens each channel as a layer) or save one channel per file")
     if isinstance(channel, bool) or not isinstance(channel, (int, np.integer)) or not 0 <= channel < n_channels:
         raise InputError(f"{name}: channel {channel!r} does not exist (the file has channels 0..{n_channels - 1})")
-    image.data = image.data[pick + (int(channel),)]
+    image.index(pick + (int(channel),))
     image.metadata["axes"] = axes.replace("C", "")
     image.metadata["channel"] = int(channel)
     return image
@@ -142,25 +159,45 @@ def rgb_to_grey(data: Any, name: str = "image") -> Any:
     return data
 
 
-def _read_tiff(path: Path) -> ImageData:
+def _read_tiff(path: Path, lazy_above_bytes: int | None = None) -> ImageData:
     import tifffile
 
     try:
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            data = series.asarray()
-            axes = str(series.axes)
-            meta: dict = {"axes": axes} if len(axes) == data.ndim else {}
-            # planar "RGB" (SYX) stays as it is: tifffile tags a 3-4 frame grey stack written
-            # without metadata the same way, and those frames must stay frames
-            if tif.imagej_metadata:
-                meta["imagej"] = {k: v for k, v in tif.imagej_metadata.items() if isinstance(v, (int, float, str))}
-            calibration = _tiff_calibration(tif)
-            if calibration:
-                meta["calibration"] = calibration
+        tif = tifffile.TiffFile(path)
     except Exception as err:  # tifffile raises several types for corrupt files
         raise InputError(f"{path.name}: not a readable TIFF file ({type(err).__name__}: {err})") from err
+    lazy = False
+    try:
+        series = tif.series[0]
+        axes = str(series.axes)
+        meta: dict = {"axes": axes} if len(axes) == len(series.shape) else {}
+        # planar "RGB" (SYX) stays as it is: tifffile tags a 3-4 frame grey stack written
+        # without metadata the same way, and those frames must stay frames
+        if tif.imagej_metadata:
+            meta["imagej"] = {k: v for k, v in tif.imagej_metadata.items() if isinstance(v, (int, float, str))}
+        calibration = _tiff_calibration(tif)
+        if calibration:
+            meta["calibration"] = calibration
+        pyramid = len(series.levels) > 1
+        lazy = lazy_above_bytes is not None and (pyramid or series.nbytes > lazy_above_bytes)
+        if lazy:  # chunk by chunk from the open file, which stays open for the arrays' lifetime
+            levels = [_tiff_level(series, level) for level in range(len(series.levels))]
+            return ImageData(levels[0], "tiff", meta, levels if pyramid else [])
+        data = series.asarray()
+    except Exception as err:
+        raise InputError(f"{path.name}: not a readable TIFF file ({type(err).__name__}: {err})") from err
+    finally:
+        if not lazy:
+            tif.close()
     return ImageData(np.asarray(data), "tiff", meta)
+
+
+def _tiff_level(series: Any, level: int) -> Any:
+    """One resolution level of a TIFF series as a dask array of the file's own chunks (tiles, strips or pages)."""
+    import dask.array as da
+    import zarr
+
+    return da.from_zarr(zarr.open(series.aszarr(level=level), mode="r"))
 
 
 def in_unit(value: Any, unit: Any, target: str) -> float | None:
@@ -258,6 +295,7 @@ def _read_zarr(path: Path) -> ImageData:
     import dask.array as da
     import zarr
 
+    levels: list = []
     try:
         node = zarr.open(str(path), mode="r")
     except Exception as err:
@@ -266,26 +304,32 @@ def _read_zarr(path: Path) -> ImageData:
     if isinstance(node, zarr.Array):
         arr = node
     else:
-        # OME-Zarr: first multiscale level; plain group: first array
+        if "bioformats2raw.layout" in attrs and "0" in node:  # bioformats2raw: the first image series
+            node = node["0"]
+            attrs = {**attrs, **dict(node.attrs)}
+        # OME-Zarr: multiscale levels (the first is the full resolution); plain group: first array
         arr = None
         multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
         if multiscales:
-            arr = node[multiscales[0]["datasets"][0]["path"]]
+            paths = [d["path"] for d in multiscales[0]["datasets"]]
+            arr = node[paths[0]]
+            levels = [da.from_zarr(node[p]) for p in paths] if len(paths) > 1 else []
         else:
             names = sorted(name for name, _ in node.arrays())
             if names:
                 arr = node[names[0]]
         if arr is None:
             raise InputError(f"{path.name}: Zarr group holds no array")
-    data = da.from_zarr(arr)
+    data = levels[0] if levels else da.from_zarr(arr)
     multiscales = multiscales if not isinstance(node, zarr.Array) else None
     axes = _ome_axes(multiscales, data.ndim)
-    data, axes = _drop_size_one_axes_named(data, axes)  # OME-Zarr: axis names kept, so channels stay known
-    meta = {**attrs, "axes": axes} if axes else dict(attrs)
+    image = ImageData(data, "zarr", {}, levels)
+    axes = _drop_size_one_axes_named(image, axes)  # OME-Zarr: axis names kept, so channels stay known
+    image.metadata = {**attrs, "axes": axes} if axes else dict(attrs)
     calibration = _zarr_calibration(multiscales)
     if calibration:
-        meta["calibration"] = calibration
-    return ImageData(data, "zarr", meta)
+        image.metadata["calibration"] = calibration
+    return image
 
 
 def _ome_axes(multiscales: Any, ndim: int) -> str:
@@ -302,7 +346,9 @@ def drop_size_one_axes(data: Any) -> Any:
     """Drop size-1 axes before (Y, X) of an array with more than 3 axes (OME-Zarr's
     T, C, Z, Y, X with C = Z = 1 -> (T, Y, X); all of them 1 -> a (Y, X) image). A 3-D
     (1, Y, X) array stays a stack of one frame, as the same stack read from a TIFF does."""
-    return _drop_size_one_axes_named(data, "")[0]
+    image = ImageData(data, "")
+    _drop_size_one_axes_named(image, "")
+    return image.data
 
 
 def time_stack(data: Any, what: str = "labels") -> np.ndarray:
@@ -318,13 +364,15 @@ def time_stack(data: Any, what: str = "labels") -> np.ndarray:
     return arr
 
 
-def _drop_size_one_axes_named(data: Any, axes: str) -> tuple[Any, str]:
-    """:func:`drop_size_one_axes`, also dropping the dropped axes' letters from ``axes`` ("" if unnamed)."""
+def _drop_size_one_axes_named(image: ImageData, axes: str) -> str:
+    """:func:`drop_size_one_axes` on ``image`` (its data and pyramid levels, in place); returns ``axes``
+    without the dropped axes' letters ("" if unnamed)."""
+    data = image.data
     if data.ndim <= 3:
-        return data, axes
+        return axes
     keep = [i for i in range(data.ndim) if i >= data.ndim - 2 or data.shape[i] != 1]
-    index = tuple(slice(None) if i in keep else 0 for i in range(data.ndim))
-    return data[index], "".join(axes[i] for i in keep) if axes else ""
+    image.index(tuple(slice(None) if i in keep else 0 for i in range(data.ndim)))
+    return "".join(axes[i] for i in keep) if axes else ""
 
 
 def write_tiff(path: str | os.PathLike, data: np.ndarray, overwrite: bool = False, **kwargs: Any) -> Path:

@@ -403,14 +403,22 @@ def unwritable_reason(path: Path) -> str | None:
     return None
 
 
+def full_resolution(layer: Any) -> Any:
+    """A layer's data at full resolution: the first level of a multiscale (pyramid) layer, whose
+    ``data`` indexes levels, not frames; the data itself otherwise."""
+    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+
+
 def grey_image(layer: Any) -> Any:
-    """An image layer's data for the networks: RGB(A) layers (napari's ``rgb``) become grey, the
-    mean of the colour channels ((Y, X, 3|4) -> (Y, X)); others are returned as they are."""
+    """An image layer's data for the networks, at full resolution (:func:`full_resolution`): RGB(A)
+    layers (napari's ``rgb``) become grey, the mean of the colour channels ((Y, X, 3|4) -> (Y, X));
+    others are returned as they are (numpy, or dask for lazy layers)."""
     import numpy as np
 
+    data = full_resolution(layer)
     if getattr(layer, "rgb", False):
-        return np.asarray(layer.data)[..., :3].mean(axis=-1, dtype=np.float32)
-    return layer.data
+        return np.asarray(data)[..., :3].mean(axis=-1, dtype=np.float32)
+    return data
 
 
 def layer_geometry(layer: Any, ndim: int) -> dict:

@@ -18,7 +18,7 @@ from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableW
 
 from ..errors import InputError
 from ..progress import Progress
-from ._base import MicrosegDock, dock_action, free_name, layer_geometry, layer_names, unique_layer_name, unwritable_reason
+from ._base import MicrosegDock, dock_action, free_name, full_resolution, layer_geometry, layer_names, unique_layer_name, unwritable_reason
 
 NO_IMAGE = "(none)"
 TABLE_COLUMNS = ["track", "start", "end", "frames", "parent", "generation"]
@@ -105,7 +105,7 @@ class TrackingWidget(MicrosegDock):
         try:
             labels_layer = self.chosen_layer(self.labels_layer.value, "labels")
             has_image = self.image_layer.value and self.image_layer.value != NO_IMAGE
-            image = self.chosen_layer(self.image_layer.value, "image").data if has_image else None
+            image = full_resolution(self.chosen_layer(self.image_layer.value, "image")) if has_image else None
         except InputError as err:
             self.show_error(str(err))
             return None
