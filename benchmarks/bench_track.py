@@ -15,9 +15,14 @@ tracks unbroken, and the frame-by-frame optimal assignment (Hungarian on
 squared distances with the true positions; an upper bound for any
 frame-to-frame linker) for context.
 
+Memory (``--only memory``): ``microseg track`` on one label movie (walkers drawn as discs,
+default 200 frames of 1024 x 1024 uint16, 400 MB) stored as a TIFF (read into memory) and as
+a Zarr array (tracked frame by frame); each run's peak RSS and wall time, in its own process.
+
 Usage::
 
     .venv/bin/python benchmarks/bench_track.py                 # everything (a few minutes)
+    .venv/bin/python benchmarks/bench_track.py --only memory --memory-frames 200 --memory-side 1024
     .venv/bin/python benchmarks/bench_track.py --quick         # small sizes
     .venv/bin/python benchmarks/bench_track.py --only speed --sizes 500 5000 --out bench_track.json
 """
@@ -184,9 +189,61 @@ def accuracy_cases(quick: bool) -> list[dict]:
     ]
 
 
+def label_movie(n_frames: int, side: int, n_walkers: int, seed: int = 0) -> np.ndarray:
+    """(T, side, side) uint16 labels: Brownian walkers drawn as discs of radius 6 px."""
+    from skimage.draw import disk
+
+    points = brownian_walkers(n_walkers, n_frames=n_frames, density=n_walkers / side**2, seed=seed)
+    movie = np.zeros((n_frames, side, side), np.uint16)
+    for row in points.itertuples(index=False):
+        rr, cc = disk((row.y, row.x), 6, shape=(side, side))
+        movie[int(row.t)][rr, cc] = int(row.true_id) % 60000 + 1
+    return movie
+
+
+def memory(n_frames: int, side: int, n_walkers: int, seed: int) -> list[dict]:
+    """Peak RSS of ``microseg track`` on the same labels as a TIFF (in memory) and a Zarr (frame by frame)."""
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from napari_microseg.io.images import write_tiff, write_zarr
+
+    movie = label_movie(n_frames, side, n_walkers, seed)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        write_tiff(tmp / "labels.tif", movie)
+        write_zarr(tmp / "labels.zarr", movie, chunks=(1, side, side))
+        del movie
+        # the child's own peak: /proc's VmHWM starts afresh at exec (ru_maxrss would keep this parent's peak)
+        probe = ("import re, sys, time; from napari_microseg.cli import main; t = time.perf_counter(); "
+                 "rc = main(sys.argv[1:]); hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1); "
+                 "print('PEAK', hwm, time.perf_counter() - t, rc)")
+        for name in ("labels.tif", "labels.zarr"):
+            cmd = [sys.executable, "-c", probe, "track", "--labels", str(tmp / name), "--out", str(tmp / f"out_{name}"),
+                   "--config", "particle"]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            line = [x for x in out.stdout.splitlines() if x.startswith("PEAK")]
+            if not line:
+                raise RuntimeError(f"track {name} failed: {out.stderr[-2000:]}")
+            _, peak_kb, seconds, rc = line[-1].split()
+            row = {"input": name, "frames": n_frames, "side": side, "stack_mb": round(n_frames * side * side * 2 / 1e6),
+                   "peak_rss_mb": round(int(peak_kb) / 1024), "seconds": round(float(seconds), 1), "rc": int(rc)}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+        same = np.array_equal(np.asarray(__import__("tifffile").imread(tmp / "out_labels.tif" / "tracks_labels.tif")),
+                              np.asarray(__import__("tifffile").imread(tmp / "out_labels.zarr" / "tracks_labels.tif")))
+        print(f"relabelled stacks identical: {same}; Zarr / TIFF peak RSS: {rows[1]['peak_rss_mb'] / rows[0]['peak_rss_mb']:.2f}")
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=["speed", "accuracy"], help="run one part")
+    ap.add_argument("--only", choices=["speed", "accuracy", "memory"], help="run one part (memory runs only when named)")
+    ap.add_argument("--memory-frames", type=int, default=200, help="memory: frames of the label movie")
+    ap.add_argument("--memory-side", type=int, default=1024, help="memory: frame side, px")
+    ap.add_argument("--memory-walkers", type=int, default=150, help="memory: objects per frame")
     ap.add_argument("--quick", action="store_true", help="small sizes")
     ap.add_argument("--sizes", type=int, nargs="+", default=None, help="walkers per frame (default 500 5000)")
     ap.add_argument("--frames", type=int, default=100)
@@ -206,6 +263,8 @@ def main(argv=None) -> int:
     report = {}
     if args.only in (None, "accuracy"):
         report["accuracy"] = accuracy(accuracy_cases(args.quick), args.seed)
+    if args.only == "memory":
+        report["memory"] = memory(args.memory_frames, args.memory_side, args.memory_walkers, args.seed)
     if args.only in (None, "speed"):
         report["speed"] = speed(sizes, args.frames, args.sigma, args.radius, args.seed, with_laptrack=not args.no_laptrack)
     if args.out:

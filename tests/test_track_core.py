@@ -255,3 +255,62 @@ def test_relabelled_stack_is_as_small_as_the_track_ids_allow():
     assert stack.dtype == np.uint32 and stack[1, 6, 6] == 70_000
     promoted = relabel_frames(small.relabelled, labels, big, frames=[0, 1])
     assert promoted.dtype == np.uint32 and np.array_equal(promoted, stack)
+
+
+class FrameOnlyStack:
+    """A stack on disk as the tracker sees it (shape, dtype, ``compute``), which fails the test if
+    anything reads it whole or more than a frame at a time; counts the frames read."""
+
+    def __init__(self, data):
+        self.data, self.shape, self.dtype, self.ndim = data, data.shape, data.dtype, data.ndim
+        self.reads = 0
+
+    def __getitem__(self, key):
+        assert isinstance(key, (int, np.integer)), f"read more than one frame: {key!r}"
+        self.reads += 1
+        return self.data[key]
+
+    def compute(self):
+        raise AssertionError("the whole stack was read into memory")
+
+    def __array__(self, dtype=None, copy=None):
+        raise AssertionError("the whole stack was read into memory")
+
+
+@pytest.mark.parametrize("kind", ["labels", "mask 0/255", "float labels"])
+def test_a_stack_on_disk_is_tracked_frame_by_frame_as_in_memory(kind):
+    """Labels, a 0/255 mask stack or whole-number floats given lazily (dask / zarr) are read one frame
+    at a time (labels and image, stage shift included) and give the same tracks; the relabelled
+    stack is lazy and equal to the in-memory one."""
+    from napari_microseg.tracking.track import FrameStack
+
+    labels, _ = division_stack()
+    if kind == "mask 0/255":  # the division's daughters touch nothing: one object per component
+        labels = ((labels > 0) * 255).astype(np.uint8)
+    elif kind == "float labels":
+        labels = labels.astype(np.float32)
+    image = (labels > 0).astype(np.float32) * 100 + 5
+    expected = run_tracking(labels, image, config="cell", stage_shift="objects")
+    lazy_labels, lazy_image = FrameOnlyStack(labels), FrameOnlyStack(image)
+    got = run_tracking(lazy_labels, lazy_image, config="cell", stage_shift="objects")
+    pd.testing.assert_frame_equal(got.table, expected.table)
+    assert got.info["mask_converted"] is expected.info["mask_converted"] is (kind == "mask 0/255")
+    assert isinstance(got.labels, FrameStack) and hasattr(got.relabelled, "compute")
+    reads = lazy_labels.reads
+    assert reads <= 3 * len(labels)  # mask check, measuring, stage shift: each frame once
+    np.testing.assert_array_equal(np.asarray(got.relabelled), expected.relabelled)
+    assert got.relabelled.dtype == expected.relabelled.dtype
+
+
+def test_a_stack_on_disk_with_bad_values_is_refused_naming_the_frame():
+    labels, _ = division_stack()
+    negative = labels.copy()
+    negative[4, 0, 0] = -3
+    with pytest.raises(InputError, match="frame 4"):
+        run_tracking(FrameOnlyStack(negative))
+    fractional = labels.astype(np.float32)
+    fractional[2, 50, 50] = 0.5
+    with pytest.raises(InputError, match="frame 2"):
+        run_tracking(FrameOnlyStack(fractional))
+    with pytest.raises(InputError, match="integers"):
+        run_tracking(FrameOnlyStack(labels.astype(np.complex64)))

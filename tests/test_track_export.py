@@ -267,6 +267,14 @@ def test_cli_track_reads_zarr_labels_as_segment_writes_them(tmp_path):
     tifffile.imwrite(tmp_path / "labels.tif", labels.astype(np.uint16))
     assert main(["track", "--labels", str(tmp_path / "labels.tif"), "--out", str(from_tiff)]) == 0
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "z" / "tracks.csv"), pd.read_csv(from_tiff / "tracks.csv"))
+    # Zarr is tracked frame by frame and its relabelled stack streamed to disk: the same files
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "z" / "tracks_labels.tif"),
+                                  tifffile.imread(from_tiff / "tracks_labels.tif"))
+    assert tifffile.TiffFile(tmp_path / "z" / "tracks_labels.tif").series[0].axes == "TYX"
+    assert main(["track", "--labels", str(tmp_path / "labels.zarr"), "--out", str(tmp_path / "z"), "--ctc", "--overwrite"]) == 0
+    assert main(["track", "--labels", str(tmp_path / "labels.tif"), "--out", str(from_tiff), "--ctc", "--overwrite"]) == 0
+    for mask in sorted((from_tiff / "ctc").glob("mask*.tif")):
+        np.testing.assert_array_equal(tifffile.imread(tmp_path / "z" / "ctc" / mask.name), tifffile.imread(mask))
     # a one-frame stack stays a stack, in Zarr as in TIFF; OME-style size-1 axes are dropped
     write_zarr(tmp_path / "one.zarr", labels[:1].astype(np.uint32))
     assert read_image(tmp_path / "one.zarr").data.shape == (1,) + labels.shape[1:]

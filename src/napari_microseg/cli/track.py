@@ -43,15 +43,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _read_stack(path: str, what: str):
-    """A (T, Y, X) stack from a TIFF, FITS or Zarr file (read into memory) and the calibration the
-    file states (``pixel_size_um`` / ``frame_interval_min``, see ``io.images``; may be empty)."""
+    """A (T, Y, X) stack from a TIFF, FITS or Zarr file and the calibration the file states
+    (``pixel_size_um`` / ``frame_interval_min``, see ``io.images``; may be empty). Zarr and
+    TIFFs over ``LAZY_TIFF_BYTES`` stay on disk and are tracked frame by frame."""
     from ..errors import InputError
-    from ..io.images import read_image, time_stack
+    from ..io.images import LAZY_TIFF_BYTES, read_image, time_stack
 
     if not Path(path).exists():
         raise InputError(f"{what} file not found: {path}")
-    image = read_image(path)
-    return time_stack(image.data, what), dict(image.metadata.get("calibration") or {})
+    image = read_image(path, lazy_above_bytes=LAZY_TIFF_BYTES)
+    return time_stack(image.data, what, lazy=True), dict(image.metadata.get("calibration") or {})
 
 
 def run(args: argparse.Namespace) -> int:

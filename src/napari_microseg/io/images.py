@@ -351,12 +351,15 @@ def drop_size_one_axes(data: Any) -> Any:
     return image.data
 
 
-def time_stack(data: Any, what: str = "labels") -> np.ndarray:
+def time_stack(data: Any, what: str = "labels", lazy: bool = False) -> np.ndarray:
     """A (T, Y, X) array in memory from what a reader returned: size-1 axes before (Y, X) dropped
-    (:func:`drop_size_one_axes`; a (1, 1, Y, X) file is one frame), InputError for anything else."""
+    (:func:`drop_size_one_axes`; a (1, 1, Y, X) file is one frame), InputError for anything else.
+    With ``lazy`` a dask array (Zarr, a big TIFF) stays lazy."""
     from ..errors import InputError
 
-    arr = np.asarray(drop_size_one_axes(data))
+    arr = drop_size_one_axes(data)
+    if not (lazy and hasattr(arr, "compute")):
+        arr = np.asarray(arr)
     if arr.ndim == 2 and data.ndim > 2:  # (1, 1, Y, X) and the like: one frame
         arr = arr[None]
     if arr.ndim != 3:
@@ -380,13 +383,16 @@ def write_tiff(path: str | os.PathLike, data: np.ndarray, overwrite: bool = Fals
 
     Refuses to replace an existing file unless ``overwrite`` is true. Large
     arrays (> 2 GB) are written as BigTIFF; ``kwargs`` go to ``tifffile.imwrite``.
-    Grey images and stacks are tagged as such (:func:`tiff_axes_kwargs`).
+    Grey images and stacks are tagged as such (:func:`tiff_axes_kwargs`). A lazy (dask)
+    (T, Y, X) stack is computed and written one frame at a time, never held whole.
     """
     import tifffile
 
     target = Path(path)
     if target.exists() and not overwrite:
         raise InputError(f"{target}: exists already (choose another name or allow overwriting)")
+    if hasattr(data, "compute") and getattr(data, "ndim", 0) == 3:  # a lazy (dask) stack: frame by frame
+        return _write_tiff_frames(target, data, **kwargs)
     arr = np.asarray(data)
     kwargs.setdefault("bigtiff", arr.nbytes > 2**31 - 2**25)
     kwargs.setdefault("compression", "zlib" if arr.dtype.kind in "iub" else None)
@@ -394,6 +400,21 @@ def write_tiff(path: str | os.PathLike, data: np.ndarray, overwrite: bool = Fals
         kwargs.setdefault(key, value)
     with atomic_path(target) as tmp:
         tifffile.imwrite(tmp, arr, **kwargs)
+    return target
+
+
+def _write_tiff_frames(target: Path, stack: Any, **kwargs: Any) -> Path:
+    """:func:`write_tiff` of a lazy (T, Y, X) stack: one page per frame, each computed when written."""
+    import tifffile
+
+    shape, dtype = tuple(int(v) for v in stack.shape), np.dtype(stack.dtype)
+    kwargs.setdefault("bigtiff", int(np.prod(shape)) * dtype.itemsize > 2**31 - 2**25)
+    kwargs.setdefault("compression", "zlib" if dtype.kind in "iub" else None)
+    for key, value in tiff_axes_kwargs(np.empty((0, 0, 0))).items():
+        kwargs.setdefault(key, value)
+    frames = (np.asarray(stack[t], dtype=dtype) for t in range(shape[0]))
+    with atomic_path(target) as tmp:
+        tifffile.imwrite(tmp, data=frames, shape=shape, dtype=dtype, **kwargs)
     return target
 
 

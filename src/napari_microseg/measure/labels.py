@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -32,22 +34,42 @@ def compact_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
 def _two_valued_with_zero(values: np.ndarray) -> bool:
     """True when ``values`` hold 0 and at most one other value: a mask (bool, 0/1, 0/255, ...).
     Frame by frame, so a long stack needs no sorted copy of itself (``np.unique``)."""
-    frames = values.reshape((-1,) + values.shape[-2:]) if values.ndim >= 2 else values[None]
-    other, has_zero = None, False
-    for frame in frames:
+    check = MaskCheck()
+    for frame in values.reshape((-1,) + values.shape[-2:]) if values.ndim >= 2 else values[None]:
+        if not check.add(frame):
+            break
+    return check.is_mask
+
+
+class MaskCheck:
+    """Tells a mask (0 and at most one other value: bool, 0/1, 0/255, ...) from labels, one
+    (Y, X) frame at a time, so a stack on disk is never held whole: ``add`` each frame (False
+    once it is known not to be a mask), then read ``is_mask``."""
+
+    def __init__(self) -> None:
+        self.other: Any = None
+        self.has_zero = False
+        self.failed = False
+
+    def add(self, frame: Any) -> bool:
+        """Take one frame; False as soon as the values seen are not a mask's."""
+        if self.failed:
+            return False
+        frame = np.asarray(frame)
         lo, hi = frame.min(), frame.max()
         if not lo >= 0:  # negative (or NaN): not a mask
-            return False
-        has_zero = has_zero or lo == 0
-        if hi == 0:
-            continue
-        if other is None:
-            other = hi
-        if hi != other or (lo != 0 and lo != hi):  # a second non-zero value
-            return False
-        if lo == 0 and np.any((frame != 0) & (frame != hi)):
-            return False
-    return bool(has_zero)
+            self.failed = True
+        elif hi != 0:
+            if self.other is None:
+                self.other = hi
+            if hi != self.other or (lo != 0 and lo != hi) or (lo == 0 and np.any((frame != 0) & (frame != hi))):
+                self.failed = True  # a second non-zero value
+        self.has_zero = self.has_zero or lo == 0
+        return not self.failed
+
+    @property
+    def is_mask(self) -> bool:
+        return bool(self.has_zero and not self.failed)
 
 
 def masks_to_labels(masks: np.ndarray) -> tuple[np.ndarray, bool]:

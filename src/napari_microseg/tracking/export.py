@@ -276,7 +276,7 @@ def write_ctc(result: TrackResult, folder: str | os.PathLike, *, overwrite: bool
     written = set()
     for t in range(masks.shape[0]):
         with atomic_path(folder / f"mask{t:0{digits}d}.tif") as p:
-            tifffile.imwrite(p, masks[t].astype(np.uint16))
+            tifffile.imwrite(p, np.asarray(masks[t]).astype(np.uint16))  # a stack on disk: one frame read
         written.add(f"mask{t:0{digits}d}.tif")
     text = "".join(f"{r.L} {r.B} {r.E} {r.P}\n" for r in lbep.itertuples(index=False))
     atomic_write_text(folder / "res_track.txt", text)

@@ -45,7 +45,8 @@ def estimate_stage_shift(
     Parameters
     ----------
     stack : array (T, Y, X): images, or object masks (``labels > 0``) for the
-        "objects" mode.
+        "objects" mode; anything indexable by frame with a ``shape`` (a dask or zarr
+        array on disk) is read one frame at a time.
     max_shift : largest accepted jump between consecutive frames, pixels;
         larger estimates are treated as failures (offset unchanged). Default:
         a quarter of the smaller image side.
@@ -63,22 +64,25 @@ def estimate_stage_shift(
     -------
     float64 array (T, 2): ``(dy, dx)`` per frame, ``offsets[0] == (0, 0)``.
     """
-    stack = np.asarray(stack)
-    if stack.ndim != 3:
-        raise InputError(f"stage shift needs a (T, Y, X) stack, got shape {stack.shape}")
-    n = stack.shape[0]
+    if not hasattr(stack, "shape"):
+        stack = np.asarray(stack)
+    shape = tuple(stack.shape)
+    if len(shape) != 3:
+        raise InputError(f"stage shift needs a (T, Y, X) stack, got shape {shape}")
+    n = shape[0]
     if max_shift is None:
-        max_shift = min(stack.shape[1:]) / 4.0
+        max_shift = min(shape[1:]) / 4.0
     offsets = np.zeros((n, 2))
-    reference = 0  # the last frame with content: an empty (black) frame gives no estimate, so the jump
-    for t in range(1, n):  # across it is measured from the frame before it instead of being lost
-        offsets[t] = offsets[reference]
-        if not np.any(stack[t]):
+    reference, reference_frame = 0, np.asarray(stack[0])  # the last frame with content: an empty (black)
+    for t in range(1, n):  # frame gives no estimate, so the jump across it is measured from the frame
+        offsets[t] = offsets[reference]  # before it instead of being lost
+        frame = np.asarray(stack[t])  # one frame at a time: a stack on disk is read once, never whole
+        if not np.any(frame):
             continue
-        if np.any(stack[reference]):
-            d = frame_shift(stack[reference], stack[t], upsample_factor=upsample_factor)
+        if np.any(reference_frame):
+            d = frame_shift(reference_frame, frame, upsample_factor=upsample_factor)
             length = float(np.hypot(*d))
             if min_shift <= length <= max_shift:
                 offsets[t] += d
-        reference = t
+        reference, reference_frame = t, frame
     return offsets

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ..measure.labels import compact_labels, masks_to_labels, sparse_limit
+from ..measure.labels import MaskCheck, compact_labels, masks_to_labels, sparse_limit
 from ..progress import Progress
 
 #: columns of ``tracks.csv`` in contract order (measurements follow them)
@@ -209,6 +209,88 @@ def _btrack_config(cfg: dict, *, max_search_radius: float, update_method: str, v
     )
 
 
+# ----------------------------------------------------------------------------- stacks on disk
+def is_lazy(stack: Any) -> bool:
+    """True for a stack read from disk on demand (dask, zarr): tracked frame by frame, never whole."""
+    return not isinstance(stack, (np.ndarray, FrameStack)) and hasattr(stack, "shape") and hasattr(stack, "dtype") \
+        and (hasattr(stack, "compute") or type(stack).__module__.split(".")[0] == "zarr")
+
+
+class FrameStack:
+    """A (T, Y, X) label stack on disk (dask or zarr array), read one frame at a time.
+
+    ``stack[t]`` is frame ``t`` as checked integer labels in memory (a mask stack's frame as its
+    8-connected objects, like :func:`masks_to_labels`); ``stack.to_dask()`` is the whole stack
+    as a lazy dask array of those frames. :func:`track` wraps lazy inputs in it so that a
+    movie larger than memory is measured, tracked and relabelled frame by frame.
+    """
+
+    def __init__(self, source: Any, mask: bool):
+        if len(source.shape) != 3:
+            raise InputError(f"labels must be a (T, Y, X) stack, got {len(source.shape)} dimensions {tuple(source.shape)}")
+        kind = np.dtype(source.dtype).kind
+        if kind not in "iubf":  # floats holding whole numbers are accepted frame by frame
+            raise InputError(f"labels must be integers, got {source.dtype} (an image? segment it first)")
+        self.source = source
+        self.mask = bool(mask)
+        self.shape = tuple(int(v) for v in source.shape)
+        self.ndim = 3
+        self.size = int(np.prod(self.shape))
+        self.dtype = np.dtype(np.uint32) if self.mask else (np.dtype(np.int64) if kind in "fb" else np.dtype(source.dtype))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, t: Any) -> np.ndarray:
+        if not isinstance(t, (int, np.integer)):
+            raise TypeError("a FrameStack is read one frame at a time: stack[t] with an integer t")
+        frame = np.asarray(self.source[int(t)])
+        if self.mask:
+            from scipy import ndimage as ndi
+
+            return ndi.label(frame != 0, structure=np.ones((3, 3), bool))[0].astype(np.uint32)
+        if frame.dtype.kind == "f":
+            if not (np.all(np.isfinite(frame)) and np.all(frame == np.round(frame))):
+                raise InputError(f"labels must be integers, got {frame.dtype} values that are not (frame {int(t)})")
+            frame = frame.astype(np.int64)
+        if frame.dtype.kind == "i" and frame.size and frame.min() < 0:
+            raise InputError(f"labels must be >= 0 (frame {int(t)})")
+        return frame
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        whole = np.stack([self[t] for t in range(self.shape[0])])
+        return whole if dtype is None else whole.astype(dtype)
+
+    def to_dask(self, frame_fn: Any = None, dtype: Any = None) -> Any:
+        """The stack as a lazy dask array, one chunk per frame: ``frame_fn(t, frame)`` applied to
+        each checked frame (default: the frame itself)."""
+        import dask.array as da
+
+        frame_fn = frame_fn or (lambda t, frame: frame)
+
+        def block(block_id: tuple) -> np.ndarray:
+            t = block_id[0]
+            return frame_fn(t, self[t])[None]
+
+        return da.map_blocks(block, dtype=np.dtype(dtype or self.dtype), chunks=((1,) * self.shape[0], (self.shape[1],),
+                                                                            (self.shape[2],)), meta=np.empty((0, 0, 0)))
+
+
+def frame_stack(labels_stack: Any) -> Generator[Progress, None, FrameStack]:
+    """A lazy (T, Y, X) stack as a :class:`FrameStack`: unless it is boolean, its frames are read
+    once (one at a time, with progress events) to tell a mask stack (0 and one other value)
+    from labels."""
+    check = MaskCheck()
+    if np.dtype(labels_stack.dtype).kind != "b" and len(labels_stack.shape) == 3:
+        n = int(labels_stack.shape[0])
+        for t in range(n):
+            if not check.add(labels_stack[t]):
+                break
+            yield Progress(t + 1, n, "checking the labels frame by frame")
+    mask = np.dtype(labels_stack.dtype).kind == "b" or check.is_mask
+    return FrameStack(labels_stack, mask)
+
+
 # ----------------------------------------------------------------------------- objects
 def objects_from_labels(labels_stack: np.ndarray, image_stack: np.ndarray | None = None) -> pd.DataFrame:
     """Measure every labelled object in every frame.
@@ -225,12 +307,14 @@ def objects_from_labels(labels_stack: np.ndarray, image_stack: np.ndarray | None
     """
     from skimage.measure import regionprops_table
 
-    labels_stack = check_labels_stack(labels_stack)
+    if not isinstance(labels_stack, FrameStack):
+        labels_stack = check_labels_stack(labels_stack)
     if image_stack is not None:
-        image_stack = np.asarray(image_stack)
-        if image_stack.shape != labels_stack.shape:
-            raise InputError(f"image stack shape {image_stack.shape} does not match labels shape {labels_stack.shape}")
-        if image_stack.dtype.kind == "f" and not np.all(np.isfinite(image_stack)):
+        if not is_lazy(image_stack):
+            image_stack = np.asarray(image_stack)
+        if tuple(image_stack.shape) != tuple(labels_stack.shape):
+            raise InputError(f"image stack shape {tuple(image_stack.shape)} does not match labels shape {tuple(labels_stack.shape)}")
+        if isinstance(image_stack, np.ndarray) and image_stack.dtype.kind == "f" and not np.all(np.isfinite(image_stack)):
             raise InputError("image stack contains NaN or infinite values")
     props = ["label", "centroid", "area"] + (["intensity_mean"] if image_stack is not None else [])
     frames = []
@@ -239,7 +323,10 @@ def objects_from_labels(labels_stack: np.ndarray, image_stack: np.ndarray | None
         if not frame.any():
             continue
         frame, original_ids = compact_labels(frame)  # huge sparse ids would size regionprops' tables
-        tab = regionprops_table(frame, intensity_image=None if image_stack is None else np.asarray(image_stack[t]), properties=props)
+        intensity = None if image_stack is None else np.asarray(image_stack[t])
+        if intensity is not None and intensity.dtype.kind == "f" and not np.all(np.isfinite(intensity)):
+            raise InputError(f"image stack contains NaN or infinite values (frame {t})")
+        tab = regionprops_table(frame, intensity_image=intensity, properties=props)
         ids = tab["label"] if original_ids is None else original_ids[tab["label"]]
         df = pd.DataFrame({"t": t, "label": ids, "y": tab["centroid-0"], "x": tab["centroid-1"], "area": tab["area"]})
         if image_stack is not None:
@@ -831,7 +918,13 @@ def track_id_dtype(table: pd.DataFrame) -> np.dtype:
 
 def relabel_stack(labels_stack: np.ndarray, table: pd.DataFrame) -> np.ndarray:
     """Return a copy of ``labels_stack`` (T, Y, X) where each tracked object carries
-    its ``track_id`` (:func:`track_id_dtype`); objects absent from ``table`` become 0."""
+    its ``track_id`` (:func:`track_id_dtype`); objects absent from ``table`` become 0.
+    A :class:`FrameStack` (a stack on disk) gives a lazy dask array, built frame by frame."""
+    if isinstance(labels_stack, FrameStack):  # on disk: a lazy stack, relabelled frame by frame when read
+        dtype = track_id_dtype(table)
+        rows = {int(t): grp for t, grp in table.groupby("t")}
+        empty = table.iloc[:0]
+        return labels_stack.to_dask(lambda t, frame: _relabel_frame(frame, rows.get(t, empty), dtype), dtype)
     labels_stack = np.asarray(labels_stack)
     out = np.zeros(labels_stack.shape, dtype=track_id_dtype(table))
     for t, grp in table.groupby("t"):
@@ -916,9 +1009,18 @@ def track(
 
     The imaging volume is the image shape, widened by the stage offsets. A mask stack (bool,
     0/1, 0/255 ...) is tracked as its connected objects (``result.info["mask_converted"]``).
+
+    Stacks on disk (dask or zarr arrays: Zarr files, big TIFFs read lazily) are never read
+    whole: labels and images are read frame by frame (:class:`FrameStack`), and
+    ``result.relabelled`` is then a lazy dask array (write it with
+    :func:`napari_microseg.io.images.write_tiff`, which streams it frame by frame).
     """
-    labels_stack, was_mask = masks_to_labels(np.asarray(labels_stack))
-    labels_stack = check_labels_stack(labels_stack)
+    if is_lazy(labels_stack):
+        labels_stack = yield from frame_stack(labels_stack)
+        was_mask = labels_stack.mask
+    else:
+        labels_stack, was_mask = masks_to_labels(np.asarray(labels_stack))
+        labels_stack = check_labels_stack(labels_stack)
     n_frames, height, width = labels_stack.shape
     offsets = None
     yield Progress(0, 1, "measuring objects")
@@ -930,9 +1032,9 @@ def track(
         if mode == "images":
             if image_stack is None:
                 raise InputError("stage_shift='images' needs an image stack")
-            source = np.asarray(image_stack, dtype=np.float32)
+            source = image_stack if is_lazy(image_stack) else np.asarray(image_stack, dtype=np.float32)
         elif mode == "objects":
-            source = (labels_stack > 0).astype(np.float32)
+            source = _ObjectMasks(labels_stack)
         else:
             raise InputError(f"stage_shift must be None, 'images' or 'objects', not {stage_shift!r}")
         yield Progress(0, 1, "estimating stage shifts")
@@ -954,6 +1056,19 @@ def track(
     result.config["image_shape"] = [int(n_frames), int(height), int(width)]
     return finalize(result.table, n_frames=n_frames, labels=labels_stack, config=result.config,
                     info={**result.info, "mask_converted": was_mask})
+
+
+class _ObjectMasks:
+    """``labels > 0`` of a (T, Y, X) label stack as float32, computed frame by frame on access
+    (the "objects" stage-shift source without a float copy of the whole movie)."""
+
+    def __init__(self, labels_stack: Any):
+        self.labels = labels_stack
+        self.shape = tuple(labels_stack.shape)
+        self.ndim = 3
+
+    def __getitem__(self, t: int) -> np.ndarray:
+        return (np.asarray(self.labels[t]) > 0).astype(np.float32)
 
 
 def run_tracking(labels_stack: np.ndarray, image_stack: np.ndarray | None = None, **kwargs) -> TrackResult:
