@@ -138,3 +138,28 @@ def test_multiclass_training_on_a_simulated_ccd_folder_keeps_its_class_names(tmp
                  "--patches-per-epoch", "4", "--batch-size", "2", "--out", str(out), "--device", "cpu"]) == 0
     config = load_model(out).config
     assert config["class_names"] == ["background", "glowing", "hot_pixel", "cluster"] and config["n_classes"] == 4
+
+
+def test_multiclass_trains_on_raw_ccd_adc_unless_told_otherwise(tmp_path, capsys):
+    """[C]: without --normalization a multiclass model keeps absolute levels (pedestal / 200 ADC, the
+    Training widget's default) and says so; --normalization percentile still stretches each image."""
+    sim = tmp_path / "ccd"
+    assert main(["simulate", "ccd", "--n", "2", "--shape", "64", "64", "--out", str(sim), "--seed", "1"]) == 0
+    common = ["--images", str(sim / "frames"), "--labels", str(sim / "classes"), "--output-mode", "multiclass",
+              "--epochs", "1", "--patch", "32", "--patches-per-epoch", "4", "--batch-size", "2", "--device", "cpu"]
+    capsys.readouterr()
+    assert main(["train", *common, "--out", str(tmp_path / "raw.pt")]) == 0
+    assert "raw CCD ADC" in capsys.readouterr().err
+    norm = load_model(tmp_path / "raw.pt").config["normalization"]
+    assert norm["kind"] == "pedestal" and norm["scale"] == 200.0
+    assert main(["train", *common, "--normalization", "percentile", "--optimizer", "adadelta", "--lr", "1",
+                 "--weight-decay", "0.01", "--out", str(tmp_path / "pct.pt")]) == 0  # the [C] study's optimiser
+    config = load_model(tmp_path / "pct.pt").config
+    assert config["normalization"]["kind"] == "percentile"
+    assert config["training"]["config"]["optimizer"] == "adadelta" and config["training"]["config"]["weight_decay"] == 0.01
+    capsys.readouterr()
+    assert main(["train", *common, "--weight-decay", "-1", "--out", str(tmp_path / "bad.pt")]) == 2
+    assert "weight_decay must be a number >= 0" in capsys.readouterr().err
+    assert main(["train", "--simulated", "2", "--sim-size", "64", "--epochs", "1", "--patch", "32",
+                 "--patches-per-epoch", "4", "--out", str(tmp_path / "bin.pt"), "--device", "cpu"]) == 0
+    assert load_model(tmp_path / "bin.pt").config["normalization"]["kind"] == "percentile"  # not multiclass

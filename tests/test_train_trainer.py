@@ -213,3 +213,28 @@ def test_cosine_schedule_falls_from_lr_to_min_lr_and_resumes_on_it(tmp_path):
                                [1e-4 + (1e-2 - 1e-4) * (1 + np.cos(np.pi * 4 / 5)) / 2], rtol=1e-6)
     with pytest.raises(InputError, match="lr_schedule"):
         next(train(TrainConfig(epochs=1, lr_schedule="step", **TINY), (imgs, labs), out_path=tmp_path / "x.pt"))
+
+
+@pytest.mark.parametrize("normalization, exact", [({"kind": "pedestal", "scale": 200.0}, True),
+                                                  ({"kind": "fixed", "offset": 8800, "scale": 1000}, True),
+                                                  ("percentile", False)])
+def test_raw_adc_training_uses_only_exact_augmentations(tmp_path, monkeypatch, normalization, exact):
+    """[C]: classes told apart by their level in ADC train on flips and quarter turns only: no intensity
+    scale/gamma (glow and hot ranges would overlap) and no bilinear warp (it smears 1-px hot lines
+    into the glow range); per-image normalisations keep the full default augmentation."""
+    import napari_microseg.training.trainer as trainer_module
+
+    seen = []
+    original = trainer_module.augment_batch
+
+    def spy(x, y, config, **kwargs):
+        seen.append(config)
+        return original(x, y, config, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "augment_batch", spy)
+    imgs, labs = disk_set(2, seed=3, radius=(6, 10))
+    cfg = TrainConfig(epochs=1, output_mode="multiclass", n_classes=3, normalization=normalization, **TINY)
+    run(train(cfg, ([8800 + 1000 * im for im in imgs], [np.clip(lb, 0, 2) for lb in labs]), out_path=tmp_path / "m.pt"))
+    assert seen, "no batch was augmented"
+    assert all((c.intensity, c.affine_p > 0) == (not exact, not exact) for c in seen)
+    assert all(c.flips and c.rot90 for c in seen)

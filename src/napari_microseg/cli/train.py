@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from ..errors import InputError
@@ -49,7 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--base-filters", type=int, help="filters of the first U-Net level (preset's default otherwise)")
     m.add_argument("--class-names", help="comma-separated class names")
     m.add_argument("--normalization", choices=["percentile", "minmax", "fixed", "pedestal", "none"],
-                   help="intensity normalisation stored with the model (default: percentile, or that of --init-model / --resume)")
+                   help="intensity normalisation stored with the model (default: that of --init-model / --resume; "
+                        "else pedestal for multiclass (raw CCD ADC: frame pedestal subtracted, / 200 ADC, the "
+                        "Training widget's default), percentile otherwise)")
     m.add_argument("--p-low", type=float, default=1.0, help="percentile normalisation: low percentile")
     m.add_argument("--p-high", type=float, default=99.8, help="percentile normalisation: high percentile")
     m.add_argument("--offset", type=float, default=0.0, help="fixed normalisation: subtract this (e.g. CCD pedestal 8800)")
@@ -74,6 +77,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="plateau: the lr falls when validation stops improving; cosine: it falls from --lr to 1e-6 "
                         "along a cosine over --epochs (long fine-tunes; combine with --patience 0)")
     t.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd", "adadelta"], help="optimiser")
+    t.add_argument("--weight-decay", type=float, default=0.0,
+                   help="L2 penalty on the weights (decoupled decay with adamw); the [C] study used 0.01 with adadelta")
     t.add_argument("--loss", choices=["bce", "ce", "weighted_ce", "dice", "bce_dice", "ce_dice", "focal"],
                    help="loss (default: bce_dice binary, ce_dice three_class, weighted_ce multiclass)")
     t.add_argument("--patience", type=int, default=20, help="early-stopping patience, epochs (0: off)")
@@ -169,7 +174,15 @@ def run(args: argparse.Namespace) -> int:
             raise InputError("give --images and --labels, or --simulated N")
         images, labels, names = load_training_pairs(args.images, args.labels, max_images=args.max_images)
         description = f"{len(images)} image(s) from {args.images} with labels from {args.labels}"
-    if args.normalization is None:
+    if args.normalization is None and args.output_mode == "multiclass" and not (args.init_model or args.resume):
+        from ..training.normalize import CCD_NORMALIZATION
+
+        # [C]: classes told apart by their level in ADC; a per-tile stretch gives one class different
+        # values from tile to tile (as the Training widget, multiclass trains on raw ADC by default)
+        spec = make_normalization_spec(dict(CCD_NORMALIZATION))
+        print("multiclass: intensities as raw CCD ADC (frame pedestal subtracted, / 200 ADC); "
+              "--normalization percentile stretches each image instead", file=sys.stderr)
+    elif args.normalization is None:
         spec = None
     elif args.normalization == "percentile":
         spec = make_normalization_spec("percentile", p_low=args.p_low, p_high=args.p_high)
@@ -190,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
         normalization=spec,
         patch_size=args.patch, patches_per_epoch=args.patches_per_epoch, batch_size=args.batch_size,
         image_sampling=args.image_sampling, epochs=args.epochs, lr=args.lr, lr_schedule=args.lr_schedule,
-        optimizer=args.optimizer, loss=args.loss,
+        optimizer=args.optimizer, weight_decay=args.weight_decay, loss=args.loss,
         early_stopping_patience=args.patience or None, device=args.device, amp=not args.no_amp,
         seed=args.seed, num_threads=args.threads, freeze_encoder=args.freeze_encoder,
         val_fraction=args.val_fraction, augment=not args.no_augment, ignore_value=args.ignore_value,

@@ -32,6 +32,10 @@ from .normalize import SCALE_KEEPING, make_normalization_spec
 
 __all__ = ["TrainConfig", "TrainEvent", "TrainResult", "train", "default_loss", "last_checkpoint_path"]
 
+#: normalisation kinds that keep absolute levels (raw ADC minus an offset): their default
+#: augmentation is exact (flips and quarter turns only)
+ABSOLUTE_INTENSITY_KINDS = ("fixed", "pedestal")
+
 DEFAULT_CLASS_NAMES = {
     "binary": ["background", "foreground"],
     "three_class": ["background", "interior", "boundary"],
@@ -448,8 +452,11 @@ def train(
     if normalization is None and source is not None:
         normalization = source["config"].get("normalization")
     normalization = make_normalization_spec(normalization)
-    if not cfg.augmentation and normalization["kind"] == "fixed":
-        aug_cfg = AugmentConfig(intensity=False)
+    if not cfg.augmentation and normalization["kind"] in ABSOLUTE_INTENSITY_KINDS:
+        # classes told apart by their level in ADC ([C]): only exact augmentations (flips, quarter
+        # turns); intensity changes and the bilinear warp (which smears 1-px hot lines into the
+        # glow range while their labels stay "hot") would teach the wrong levels
+        aug_cfg = AugmentConfig(intensity=False, affine_p=0.0)
     else:
         aug_cfg = AugmentConfig.from_dict(cfg.augmentation)
     if ckpt is not None:
