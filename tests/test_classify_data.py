@@ -177,3 +177,18 @@ def test_svm_baseline_separates_simple_shapes():
     assert f.shape == (40, len(FEATURE_NAMES))
     clf = train_svm_baseline(f[:30], np.array(y[:30]))
     assert (clf.predict(f[30:]) == np.array(y[30:])).mean() >= 0.8
+
+
+def test_grouped_folds_spread_a_rare_class_over_the_folds():
+    """[T]'s 'uncertain' class is rare: with copies of each sample grouped, every test fold still gets
+    some of it (GroupKFold alone packed the rare groups into a few folds), and groups stay whole."""
+    y = np.zeros(400, int)
+    y[np.arange(0, 400, 40)] = 1  # 10 rare samples ...
+    groups = np.arange(400) // 2  # ... each with a second copy (2 gains) in its group
+    y[np.arange(1, 400, 40)] = 1
+    folds = fold_indices(y, 5, groups=groups, seed=0)
+    for tr, te in folds:
+        assert not set(groups[tr]) & set(groups[te])
+        assert y[te].sum() >= 2, "a test fold without the rare class"
+    for tr, te in fold_indices(y, 5, groups=groups, stratified=False):  # groups alone: still whole
+        assert not set(groups[tr]) & set(groups[te])

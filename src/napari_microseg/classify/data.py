@@ -392,12 +392,15 @@ def fold_indices(y: np.ndarray, k: int = 5, groups: np.ndarray | None = None, st
                  seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     """Train / test index pairs for k-fold cross-validation.
 
-    ``groups`` given: :class:`sklearn.model_selection.GroupKFold` (all samples of a group,
-    e.g. copies of one sample at different gains, land in one fold; ``stratified`` is
-    ignored). Otherwise :class:`~sklearn.model_selection.StratifiedKFold`
-    (shuffled with ``seed``) or plain shuffled ``KFold``.
+    ``groups`` given: all samples of a group (e.g. copies of one sample at different gains)
+    land in one fold, with the classes spread over the folds as evenly as the groups allow
+    (:class:`sklearn.model_selection.StratifiedGroupKFold`, shuffled with ``seed``; with
+    ``stratified`` False, :class:`~sklearn.model_selection.GroupKFold`). Otherwise
+    :class:`~sklearn.model_selection.StratifiedKFold` (shuffled with ``seed``) or plain
+    shuffled ``KFold``. [T] used stratified folds: a class of 0.6 % of the samples must not
+    be missing from a fold's test set.
     """
-    from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold
+    from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
 
     y = np.asarray(y)
     k = int(k)
@@ -407,7 +410,10 @@ def fold_indices(y: np.ndarray, k: int = 5, groups: np.ndarray | None = None, st
         groups = np.asarray(groups)
         if len(np.unique(groups)) < k:
             raise InputError(f"{len(np.unique(groups))} groups are too few for {k} folds")
-        splitter = GroupKFold(k)
+        if stratified and np.bincount(np.unique(y, return_inverse=True)[1]).min() >= 2:
+            splitter = StratifiedGroupKFold(k, shuffle=True, random_state=seed)
+        else:  # a class of one sample cannot be spread: groups alone decide
+            splitter = GroupKFold(k)
         return [(tr, te) for tr, te in splitter.split(np.zeros(len(y)), y, groups)]
     if stratified:
         splitter = StratifiedKFold(k, shuffle=True, random_state=seed)
