@@ -140,6 +140,31 @@ def _bezier(points: np.ndarray, n: int = 200) -> np.ndarray:
     return sum(comb(d, k) * t**k * (1 - t) ** (d - k) * points[k] for k in range(d + 1))
 
 
+#: share of a column-bound line's points that must lie inside the integration area (the
+#: line's ends reach up to 3 px past the column's sides, which the area does not)
+LINE_INSIDE_FRACTION = 0.8
+
+
+def _column_line(rng: np.random.Generator, top: np.ndarray, bottom: np.ndarray, x0: int, column_width: int) -> tuple[np.ndarray, str]:
+    """A column-bound line ([R]) as (N, 2) points (y, x) in px: two joined straight segments at most
+    45 degrees apart, or a quadratic, across the column (from up to 3 px left of ``x0`` to up to 3 px
+    right of its last column), at a height drawn between the integration area's ``top`` and ``bottom``."""
+    cy = rng.uniform(top.min() + 2, bottom.max() - 2)
+    xa, xb = x0 - rng.uniform(0, 3), x0 + column_width - 1 + rng.uniform(0, 3)
+    if rng.random() < 0.5:  # two joined straight segments, <= 45 deg apart
+        xm = rng.uniform(xa + 5, xb - 5)
+        a1 = rng.uniform(-np.pi / 8, np.pi / 8)
+        a2 = a1 + rng.uniform(-np.pi / 4, np.pi / 4)
+        t1 = np.linspace(0, 1, 100)[:, None]
+        p0 = np.array([cy, xm]) - (xm - xa) * np.array([np.tan(a1), 1.0])
+        pm = np.array([cy, xm])
+        p1 = pm + (xb - xm) * np.array([np.tan(a2), 1.0])
+        return np.concatenate([p0 + t1 * (pm - p0), pm + t1 * (p1 - pm)]), "segments"
+    xs_c = np.linspace(xa, xb, 200)  # quadratic across the column
+    curv = rng.uniform(-0.03, 0.03)
+    return np.stack([cy + curv * (xs_c - (xa + xb) / 2) ** 2 + rng.uniform(-0.2, 0.2) * (xs_c - xa), xs_c], axis=1), "quadratic"
+
+
 def _spikes_along(curve: np.ndarray, yy, xx, rng, peak: float, weights: np.ndarray | None = None, spacing: float = 1.5) -> np.ndarray:
     """Sum of small Gaussian spikes placed along a poly-line (rows y, x), spacing ~px."""
     out = np.zeros(yy.shape, float)
@@ -290,7 +315,7 @@ def simulate_response_image(
         if kind == "saturated":
             peak = float(rng.uniform(65536, 3 * 65536)) if signal_peak is None else float(signal_peak)
         else:
-            peak = float(rng.uniform(0.05, 1.0) * max_good) if signal_peak is None else float(signal_peak)
+            peak = float(rng.uniform(0.0, 1.0) * max_good) if signal_peak is None else float(signal_peak)  # [R]: [0, max]
             if kind == "dark_spot":
                 peak = max(peak, 0.2 * max_good)  # a dark spot needs signal to be seen
         signal = moyal_signal()
@@ -337,23 +362,17 @@ def simulate_response_image(
         artefact_mask = comp >= 0.1
         draws["fiber_scale"] = scale
     elif kind == "line":
-        cy = rng.uniform(top.min() + 2, bottom.max() - 2)
-        xa, xb = x0 - rng.uniform(0, 3), x0 + column_width - 1 + rng.uniform(0, 3)
-        if rng.random() < 0.5:  # two joined straight segments, <= 45 deg apart
-            xm = rng.uniform(xa + 5, xb - 5)
-            a1 = rng.uniform(-np.pi / 8, np.pi / 8)
-            a2 = a1 + rng.uniform(-np.pi / 4, np.pi / 4)
-            t1 = np.linspace(0, 1, 100)[:, None]
-            p0 = np.array([cy, xm]) - (xm - xa) * np.array([np.tan(a1), 1.0])
-            pm = np.array([cy, xm])
-            p1 = pm + (xb - xm) * np.array([np.tan(a2), 1.0])
-            curve = np.concatenate([p0 + t1 * (pm - p0), pm + t1 * (p1 - pm)])
-            draws["line_shape"] = "segments"
-        else:  # quadratic across the column
-            xs_c = np.linspace(xa, xb, 200)
-            curv = rng.uniform(-0.03, 0.03)
-            curve = np.stack([cy + curv * (xs_c - (xa + xb) / 2) ** 2 + rng.uniform(-0.2, 0.2) * (xs_c - xa), xs_c], axis=1)
-            draws["line_shape"] = "quadratic"
+        for _attempt in range(50):  # artefacts lie inside the integration area ([R]): redraw a line that leaves it
+            curve, shape = _column_line(rng, top, bottom, x0, column_width)
+            ci = np.round(curve).astype(int)
+            ok = (ci[:, 0] >= 0) & (ci[:, 0] < ny) & (ci[:, 1] >= 0) & (ci[:, 1] < nx)
+            inside = np.zeros(len(curve), bool)
+            inside[ok] = integration[ci[ok, 0], ci[ok, 1]]
+            if inside.mean() >= LINE_INSIDE_FRACTION:
+                break
+        draws["line_shape"] = shape
+        draws["line_inside_fraction"] = float(inside.mean())
+        xa, xb = float(curve[:, 1].min()), float(curve[:, 1].max())
         bump_c, bump_sd = rng.uniform(xa, xb), rng.uniform(5, 15)
         weights = 0.3 + 0.7 * np.exp(-0.5 * ((curve[:, 1] - bump_c) / bump_sd) ** 2)
         comp = _spikes_along(curve, yy, xx, rng, 1.0, weights=weights, spacing=1.0)
