@@ -522,3 +522,33 @@ def test_blank_ccd_frames_and_flat_profiles_are_named(tmp_path, capsys):
     main(["classify", "profiles", "--model", "response_good_bad", "--input", str(tmp_path / "flat.npy"),
           "--out", str(tmp_path / "p")])  # the wrong model is refused after the warning
     assert "3 of 3 profile(s) are flat" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["classify", "images", "--model", "m", "--input", "i", "--out", "o", "--threshold", "foo"], "--threshold"),
+    (["segment"], "required: --model, --input, --out"),
+    (["train", "--out", "m.pt", "--epochs", "two"], "--epochs"),
+])
+def test_option_errors_are_one_line_naming_the_help(argv, says, capsys):
+    """A wrong option is one line (argparse printed its whole usage block first), exit status 2."""
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0] and "--help" in err[0]
+
+
+def test_two_number_options_take_either_spelling(tmp_path, capsys):
+    """--diameter-range 5,30 and --diameter-range 5 30 mean the same in autolabel and batch autolabel."""
+    from napari_microseg.cli import build_parser
+
+    parser = build_parser()
+    for spelled in (["5,30"], ["5", "30"]):
+        args = parser.parse_args(["autolabel", "fluorescence", "--stain", "s.tif", "--out", "o", "--diameter-range", *spelled,
+                                  "--threshold-bounds", *(["0.1", "0.9"] if len(spelled) == 2 else ["0.1,0.9"])])
+        assert args.diameter_range == (5.0, 30.0) and args.threshold_bounds == (0.1, 0.9)
+        args = parser.parse_args(["batch", "autolabel", "--input", "i", "--out", "o", "--diameter-range", *spelled])
+        assert args.diameter_range == (5.0, 30.0)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["autolabel", "fluorescence", "--stain", "s.tif", "--out", "o", "--diameter-range", "5"])
+    assert "expected two numbers" in capsys.readouterr().err

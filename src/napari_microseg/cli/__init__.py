@@ -54,11 +54,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_error(parser: argparse.ArgumentParser, message: str) -> None:
+    """A bad option or argument: one line naming it and where the options are, exit status 2 (argparse
+    would print the whole usage block first)."""
+    sys.stderr.write(f"{parser.prog}: error: {message} (see {parser.prog} --help)\n")
+    sys.exit(2)
+
+
 def _finish_help(parser: argparse.ArgumentParser) -> None:
     """Give every (sub)parser the shared help layout, and a description where it has none (its one-line help)."""
+    import types
+
     from ._help import HelpFormatter
 
     parser.formatter_class = HelpFormatter
+    parser.error = types.MethodType(_one_line_error, parser)
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             helps = {choice.dest: choice.help for choice in action._choices_actions}

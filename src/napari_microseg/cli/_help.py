@@ -34,3 +34,21 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
                 or default is argparse.SUPPRESS or action.required or not action.option_strings):
             return text
         return f"{text} (default: {default})"
+
+
+class PairAction(argparse.Action):
+    """An option taking two numbers written either way: ``--diameter-range 5,30`` or ``--diameter-range 5 30``."""
+
+    def __init__(self, option_strings: list, dest: str, **kwargs):
+        kwargs.setdefault("nargs", "+")
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: list, option_string: str | None = None) -> None:
+        text = ",".join(str(v) for v in values)
+        try:
+            pair = tuple(float(v) for v in text.replace("x", ",").split(",") if v != "")
+        except ValueError:
+            pair = ()
+        if len(pair) != 2:
+            parser.error(f"argument {option_string}: expected two numbers, 'A,B' or 'A B', got {' '.join(map(str, values))!r}")
+        setattr(namespace, self.dest, pair)

@@ -35,17 +35,9 @@ import numpy as np
 
 from ..errors import InputError
 from ..io.atomic import make_output_folder
-from ._help import HelpFormatter
+from ._help import HelpFormatter, PairAction
 
 PLAIN_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-
-
-def _pair(text: str) -> tuple[float, float]:
-    try:
-        a, b = (float(v) for v in text.replace("x", ",").split(","))
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected two numbers 'A,B', got {text!r}") from err
-    return a, b
 
 
 def _taps(text: str):
@@ -108,8 +100,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--clahe-clip", type=float, default=3.0 / 256, help="CLAHE clip limit (default 3/256)")
     f.add_argument("--smooth-sigma", type=float, default=1.0, help="Gaussian sigma in px (default 1)")
     f.add_argument("--otsu-window", type=int, default=51, help="local Otsu window in px; 0 = global Otsu (default 51)")
-    f.add_argument("--threshold-bounds", type=_pair, default=(0.05, 1.0), help="clip of the local threshold, 'LOW,HIGH' (default 0.05,1.0)")
-    f.add_argument("--diameter-range", type=_pair, default=(5.0, 30.0), help="kept equivalent diameters in px, 'MIN,MAX' (default 5,30)")
+    f.add_argument("--threshold-bounds", action=PairAction, default=(0.05, 1.0), metavar="LOW,HIGH",
+                   help="clip of the local threshold, 'LOW,HIGH' or 'LOW HIGH' (default 0.05,1.0)")
+    f.add_argument("--diameter-range", action=PairAction, default=(5.0, 30.0), metavar="MIN,MAX",
+                   help="kept equivalent diameters in px, 'MIN,MAX' or 'MIN MAX' (default 5,30)")
     f.add_argument("--no-fill-holes", action="store_true", help="do not fill holes")
     f.add_argument("--no-split", action="store_true", help="do not split clumps by watershed")
     f.add_argument("--keep-border", action="store_true", help="keep objects touching the image border")

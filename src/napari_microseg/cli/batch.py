@@ -37,7 +37,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
-from ._help import HelpFormatter
+from ._help import HelpFormatter, PairAction
 from .classify import threshold_arg
 
 TASK_HELP = {
@@ -123,8 +123,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         if name == "autolabel":
             g = q.add_argument_group("auto-labelling (see 'microseg autolabel --help')")
             g.add_argument("--otsu-window", type=int, default=None, help="local Otsu window side, px (default 51)")
-            g.add_argument("--diameter-range", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
-                           help="keep objects with an equivalent diameter in this range, px (default 5 30)")
+            g.add_argument("--diameter-range", action=PairAction, default=None, metavar="MIN,MAX",
+                           help="keep objects with an equivalent diameter in this range, px, 'MIN,MAX' or 'MIN MAX' (default 5,30)")
             g.add_argument("--keep-border", action="store_true", help="keep objects touching the image border")
         if name == "classify":
             g = q.add_argument_group("classification")

@@ -6,7 +6,7 @@
                      -> objects.csv (t,label,y,x,area,class,probability,prob_*) + counts.csv (t,count,<class>...)
   classify profiles  --model M --input profiles.tif|.npy|DIR --out DIR -> profiles.csv + population.csv
   classify train {images,objects,profiles} --simulated N --out model.pt [--folds K]
-                     -> model file, <model>.last.pt checkpoint, <model>.history.csv next to the model
+                     -> model file, <model file>.last.pt checkpoint (nuclei.pt -> nuclei.pt.last.pt), <model>.history.csv next to the model
                         (--folds: also <model>.cv_folds.csv and <model>.cv_predictions.csv)
 
 Each run also writes classify_run.json (model, device, settings, counts, seconds); where the
@@ -102,7 +102,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         r.add_argument("--overwrite", action="store_true", help="replace an existing model file (and its history)")
         r.add_argument("--init-model", help="fine-tune from this classifier model file")
         r.add_argument("--freeze", action="store_true", help="with --init-model: keep the conv base fixed")
-        r.add_argument("--resume", help="continue from a .last.pt checkpoint")
+        r.add_argument("--resume", help="continue from a checkpoint (the model file plus .last.pt, e.g. response.pt.last.pt, or the model next to one)")
         r.add_argument("--folds", type=int, default=0,
                        help="first run K-fold cross-validation (grouped when the data have groups, else stratified) "
                             "and write <model>.cv_folds.csv / <model>.cv_predictions.csv next to --out; then train the final model")

@@ -1,7 +1,7 @@
 """``microseg train``: train a segmentation U-Net on image / label files or simulated nuclei.
 
 Writes the model file (weights + settings + normalisation + history), a resumable
-``<model>.last.pt`` checkpoint, and ``<model>.history.csv`` (epoch, train_loss,
+``<model file>.last.pt`` checkpoint (``nuclei.pt`` -> ``nuclei.pt.last.pt``), and ``<model>.history.csv`` (epoch, train_loss,
 val_loss, val_dice, lr, seconds) next to the model.
 """
 
@@ -87,7 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--no-amp", action="store_true", help="no mixed precision (used on CUDA and on CPUs with native bfloat16)")
     t.add_argument("--threads", type=int, help="torch CPU threads")
     t.add_argument("--seed", type=int, default=0, help="random seed (patches, augmentation, split, initial weights)")
-    t.add_argument("--resume", help="continue from a checkpoint (<model>.last.pt, or the model next to one)")
+    t.add_argument("--resume", help="continue from a checkpoint (the model file plus .last.pt, e.g. nuclei.pt.last.pt, or the model next to one)")
     t.add_argument("--init-model", help="fine-tune from this model file")
     t.add_argument("--freeze-encoder", action="store_true", help="with --init-model: keep the encoder fixed")
     t.add_argument("--history", help="history CSV path (default: <model>.history.csv next to --out)")
