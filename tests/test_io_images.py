@@ -114,10 +114,14 @@ def test_reject_one_dimensional_array(tmp_path):
 def test_reject_missing_and_unknown(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         read_image(tmp_path / "nope.tif")
-    other = tmp_path / "x.png"
-    other.write_bytes(b"\x89PNG")
+    other = tmp_path / "x.jp2"
+    other.write_bytes(b"\x00\x00")
     with pytest.raises(InputError, match="unsupported"):
         read_image(other)
+    broken = tmp_path / "x.png"
+    broken.write_bytes(b"\x89PNG")
+    with pytest.raises(InputError, match="x.png: not a readable image"):
+        read_image(broken)
 
 
 def test_fits_3d_hdu_is_a_stack(tmp_path):
@@ -304,3 +308,31 @@ def test_ome_zarr_pyramid_levels_and_bioformats2raw_layout(tmp_path, bioformats2
     np.testing.assert_array_equal(np.asarray(image.data[1]), levels[0][1, 0])
     data, kwargs, _ = read_layers(str(tmp_path / "p.ome.zarr"))[0]
     assert kwargs["multiscale"] is True and len(data) == 3 and data[0].shape == (3, 256, 192)
+
+
+def test_png_and_jpeg_exports_are_read_and_segmented(tmp_path, shared_data, capsys):
+    """PNG / JPEG exports (the ISL phase / DAPI pair, DSB2018's originals) are read as stored (grey or
+    colour, 8 or 16 bit) and segmented by the CLI; napari keeps its own reader for them."""
+    import skimage.io
+
+    from napari_microseg._reader import get_reader
+    from napari_microseg.cli import main
+
+    grey16 = (np.arange(64 * 48, dtype=np.uint16).reshape(64, 48) * 7)
+    skimage.io.imsave(tmp_path / "g.png", grey16, check_contrast=False)
+    back = read_image(tmp_path / "g.png")
+    assert back.kind == "plain" and back.data.dtype == np.uint16
+    np.testing.assert_array_equal(back.data, grey16)
+    rgb = np.zeros((40, 50, 3), np.uint8)
+    rgb[10:20, 10:20] = 200
+    skimage.io.imsave(tmp_path / "c.jpg", rgb, check_contrast=False)
+    assert read_image(tmp_path / "c.jpg").data.shape == (40, 50, 3)
+    assert get_reader(str(tmp_path / "g.png")) is None
+
+    phase = shared_data / "isl_phase_dapi" / "dapi.png"
+    crop = skimage.io.imread(phase)[:256, :256]
+    skimage.io.imsave(tmp_path / "dapi_crop.png", crop, check_contrast=False)
+    assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "dapi_crop.png"),
+                 "--out", str(tmp_path / "seg")]) == 0
+    labels = tifffile.imread(tmp_path / "seg" / "labels" / "dapi_crop.tif")
+    assert labels.shape == crop.shape[:2] and labels.max() > 5

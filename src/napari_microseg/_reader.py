@@ -17,7 +17,7 @@ def get_reader(path: str | list[str]) -> Callable[[Any], list] | None:
         if not path:
             return None
         path = path[0]
-    if image_kind(path) is None:
+    if image_kind(path) in (None, "plain"):  # PNG / JPEG: napari's own reader
         return None
     return read_layers
 

@@ -37,7 +37,6 @@ from ..errors import InputError
 from ..io.atomic import make_output_folder
 from ._help import HelpFormatter, PairAction
 
-PLAIN_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 def _taps(text: str):
@@ -129,7 +128,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def read_any(path: str, hdu: int | None = None, channel: int | None = None) -> np.ndarray:
-    """Read an image as a numpy array: TIFF/FITS/Zarr via ``read_image``, PNG/JPEG via scikit-image.
+    """Read an image as a numpy array (TIFF, FITS, Zarr, PNG, JPEG: ``read_image``).
 
     RGB(A) images ``(Y, X, 3|4)`` become grey (the mean of R, G, B); ``channel`` picks
     one channel of a multi-channel TIFF (see :func:`napari_microseg.io.images.read_image`).
@@ -137,17 +136,7 @@ def read_any(path: str, hdu: int | None = None, channel: int | None = None) -> n
     from ..io.images import read_image, rgb_to_grey
 
     p = Path(path)
-    if p.name.lower().endswith(PLAIN_SUFFIXES):
-        if not p.exists():
-            raise InputError(f"{p}: no such file")
-        try:
-            import skimage.io
-
-            arr = np.asarray(skimage.io.imread(p))
-        except Exception as err:  # noqa: BLE001 - any decoder error is bad input
-            raise InputError(f"{p.name}: not a readable image ({err})") from err
-    else:
-        arr = np.asarray(read_image(p, hdu=hdu, channel=channel).data)
+    arr = np.asarray(read_image(p, hdu=hdu, channel=channel).data)
     return np.asarray(rgb_to_grey(arr, p.name))
 
 

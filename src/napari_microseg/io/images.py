@@ -1,4 +1,5 @@
-"""Reading and writing images: TIFF (tifffile), FITS (astropy), Zarr / OME-Zarr (zarr, lazily via dask).
+"""Reading and writing images: TIFF (tifffile), FITS (astropy), Zarr / OME-Zarr (zarr, lazily via dask),
+and PNG / JPEG / BMP exports (scikit-image; read only).
 
 Time-lapse axis order is (T, Y, X). Every failure to read raises
 :class:`napari_microseg.errors.InputError` with a one-line message that names
@@ -21,17 +22,20 @@ from .atomic import atomic_path, guard_target
 TIFF_SUFFIXES = (".tif", ".tiff")
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fz")  # .fz: tile-compressed
 ZARR_SUFFIXES = (".zarr", ".ome.zarr")
+PLAIN_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")  # 8/16-bit exports (DSB2018 originals, ISL pairs): read only
 #: TIFF series larger than this (bytes) open lazily in napari (a dask array read chunk by chunk)
 LAZY_TIFF_BYTES = 1 << 30
 
 
 def image_kind(path: str | os.PathLike) -> str | None:
-    """Return ``"tiff"``, ``"fits"``, ``"zarr"`` or None for a path, by its name."""
+    """Return ``"tiff"``, ``"fits"``, ``"zarr"``, ``"plain"`` (PNG, JPEG, BMP) or None for a path, by its name."""
     name = str(path).rstrip("/").lower()
     if name.endswith(FITS_SUFFIXES):
         return "fits"
     if name.endswith(TIFF_SUFFIXES):
         return "tiff"
+    if name.endswith(PLAIN_SUFFIXES):
+        return "plain"
     if name.endswith(ZARR_SUFFIXES) or (Path(path).is_dir() and _looks_like_zarr(Path(path))):
         return "zarr"
     return None
@@ -100,10 +104,10 @@ def read_image(path: str | os.PathLike, hdu: int | None = None, min_ndim: int = 
         raise InputError(f"{p}: no such file or folder")
     kind = image_kind(p)
     if kind is None:
-        raise InputError(f"{p.name}: unsupported image type (use .tif/.tiff, .fits/.fit/.fts[.gz] or .zarr)")
+        raise InputError(f"{p.name}: unsupported image type (use .tif/.tiff, .fits/.fit/.fts[.gz], .zarr or .png/.jpg)")
     if p.is_file() and p.stat().st_size == 0:
         raise InputError(f"{p.name}: file is empty")
-    reader = {"tiff": _read_tiff, "fits": _read_fits, "zarr": _read_zarr}[kind]
+    reader = {"tiff": _read_tiff, "fits": _read_fits, "zarr": _read_zarr, "plain": _read_plain}[kind]
     if kind == "fits":
         result = reader(p, hdu)
     elif kind == "tiff":
@@ -198,6 +202,17 @@ def _tiff_level(series: Any, level: int) -> Any:
     import zarr
 
     return da.from_zarr(zarr.open(series.aszarr(level=level), mode="r"))
+
+
+def _read_plain(path: Path) -> ImageData:
+    """A PNG, JPEG or BMP file: grey (Y, X) or colour (Y, X, 3|4) as stored (8 or 16 bit)."""
+    import skimage.io
+
+    try:
+        data = np.asarray(skimage.io.imread(path))
+    except Exception as err:  # noqa: BLE001 - any decoder error is bad input
+        raise InputError(f"{path.name}: not a readable image ({type(err).__name__}: {err})") from err
+    return ImageData(data, "plain", {})
 
 
 def in_unit(value: Any, unit: Any, target: str) -> float | None:
