@@ -414,6 +414,15 @@ def test_classify_batch_matches_classify_images(tmp_path):
     assert len(flags) == len(files) == 4
     np.testing.assert_allclose(flags["probability_bad"], expected["probability_bad"], rtol=1e-6)
     assert list(flags["verdict"]) == list(expected["verdict"])
+    # the simulated folder itself, as 'classify images' reads it: its images, each with its integration mask
+    assert main(["classify", "images", "--model", str(model), "--input", str(sim), "--out", str(tmp_path / "ci"),
+                 "--threshold", "0.4"]) == 0
+    assert main(["batch", "classify", "--model", str(model), "--input", str(sim), "--out", str(tmp_path / "whole"),
+                 "--workers", "0", "--threshold", "0.4", "--quiet"]) == 0
+    whole = pd.read_csv(tmp_path / "whole" / "flags.csv")
+    single = pd.read_csv(tmp_path / "ci" / "flags.csv")
+    assert len(whole) == 4 and all(Path(name).parent.name == "images" or "/" not in name for name in whole["image"])
+    np.testing.assert_allclose(whole["probability_bad"], single["probability_bad"], rtol=1e-6)
     # a segmentation model is refused with a clear message
     with pytest.raises(InputError, match="classif"):
         run_batch_sync("classify", sim, tmp_path / "o2", model=model.parent / "missing.pt")

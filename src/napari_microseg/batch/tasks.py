@@ -369,10 +369,12 @@ def classify_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> 
     """Classify one whole 2-D image good / bad with an ``images`` classifier; write a one-row ``flags`` shard.
 
     ``spec.params``: ``box`` (``y0, x0, y1, x1`` integration area, one for all
-    images; without it the images must already have the model's crop size) and
+    images; without it an image in ``images/`` with a same-named mask in ``integration/``
+    beside it uses that mask, and others must already have the model's crop size) and
     ``threshold`` (on ``probability_bad``; default: the model's).
     """
     from ..classify.predict import classify_images
+    from ..io.images import read_image
 
     if frame is not None:
         raise InputError(f"{item.image}: whole-image classification takes 2-D images, not stack frames")
@@ -380,7 +382,14 @@ def classify_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> 
     if image.ndim != 2:
         raise InputError(f"{item.image}: expected a 2-D image, got shape {image.shape}")
     box = spec.params.get("box")
-    table = classify_images(get_classifier(spec.model, spec.device), [image],
+    masks = None
+    mask_path = Path(item.source).parent.parent / "integration" / Path(item.source).name
+    if box is None and Path(item.source).parent.name == "images" and mask_path.is_file():
+        # a response folder (as 'simulate response' writes it): the image's own integration area
+        masks = [np.asarray(read_image(mask_path).data) > 0]
+        if masks[0].shape != image.shape:
+            raise InputError(f"{item.image}: its integration mask {mask_path.name} is {masks[0].shape}, the image {image.shape}")
+    table = classify_images(get_classifier(spec.model, spec.device), [image], masks=masks,
                             boxes=None if box is None else [list(box)], threshold=spec.params.get("threshold"))
     table = table.drop(columns=[c for c in ("index", "file") if c in table.columns])
     table.insert(0, "image", item.image)

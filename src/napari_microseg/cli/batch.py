@@ -201,6 +201,16 @@ def _raise_interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
     raise Terminated
 
 
+def _response_images(spec: str) -> str:
+    """A response folder (``images/`` with ``integration/`` masks beside it, as ``simulate response``
+    writes and ``classify images`` reads) as its ``images/`` folder; any other input unchanged.
+    Each image's integration mask is found beside it (``batch.tasks.classify_item``)."""
+    folder = Path(spec)
+    if folder.is_dir() and (folder / "images").is_dir() and (folder / "integration").is_dir():
+        return str(folder / "images")
+    return spec
+
+
 def _check_crop_size(args: argparse.Namespace) -> None:
     """Without --box every image must have the classifier's crop size: checked on the first image
     whose size can be read cheaply, so that a missing --box is one line, not a failure per item."""
@@ -239,7 +249,10 @@ def run(args: argparse.Namespace) -> int:
             resolve_threshold(args.model, args.threshold)
         except InputError as err:
             raise InputError(f"--threshold: {err}") from None
-    if args.batch_task == "classify" and args.box is None:
+    if args.batch_task == "classify":
+        args.input = [_response_images(spec) for spec in args.input]
+    if args.batch_task == "classify" and args.box is None and not any(
+            Path(spec).name == "images" and (Path(spec).parent / "integration").is_dir() for spec in args.input):
         _check_crop_size(args)
     gen = run_batch(args.batch_task, args.input, args.out, model=getattr(args, "model", None), scheduler=args.scheduler,
                     workers=args.workers, threads_per_worker=args.threads_per_worker,
