@@ -163,3 +163,15 @@ def test_multiclass_trains_on_raw_ccd_adc_unless_told_otherwise(tmp_path, capsys
     assert main(["train", "--simulated", "2", "--sim-size", "64", "--epochs", "1", "--patch", "32",
                  "--patches-per-epoch", "4", "--out", str(tmp_path / "bin.pt"), "--device", "cpu"]) == 0
     assert load_model(tmp_path / "bin.pt").config["normalization"]["kind"] == "percentile"  # not multiclass
+
+
+def test_a_patch_larger_than_every_image_is_fitted_to_them(tmp_path, capsys):
+    """--patch 1000 on 64-px images trained on 1000-px patches, all padding (16 s a patch); it is now
+    the images' size, said on stderr and recorded in the model."""
+    from napari_microseg.training.trainer import fitted_patch_size
+
+    assert fitted_patch_size(1000, [(64, 64), (60, 70)]) == 80 and fitted_patch_size(48, [(64, 64)]) == 48
+    assert main(["train", "--simulated", "2", "--sim-size", "64", "--epochs", "1", "--patch", "1000",
+                 "--patches-per-epoch", "2", "--batch-size", "2", "--out", str(tmp_path / "m.pt"), "--device", "cpu"]) == 0
+    assert "training on 64 px patches" in capsys.readouterr().err
+    assert load_model(tmp_path / "m.pt").config["patch_size"] == [64, 64]

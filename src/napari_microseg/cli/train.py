@@ -193,6 +193,14 @@ def run(args: argparse.Namespace) -> int:
                                        level_taps=args.level_taps)
     else:
         spec = make_normalization_spec(args.normalization)
+    import numpy as np
+
+    from ..training.trainer import fitted_patch_size
+
+    patch = fitted_patch_size(args.patch, [np.shape(im)[-2:] for im in images])
+    if patch != args.patch:
+        print(f"--patch {args.patch} is larger than every training image (the largest side is "
+              f"{max(max(np.shape(im)[-2:]) for im in images)} px): training on {patch} px patches", file=sys.stderr)
     folder_names = None if args.class_names else _folder_class_names(args)
     cfg = TrainConfig(
         preset=args.preset, output_mode=args.output_mode,

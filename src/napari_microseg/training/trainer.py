@@ -32,6 +32,16 @@ from .normalize import SCALE_KEEPING, make_normalization_spec
 
 __all__ = ["TrainConfig", "TrainEvent", "TrainResult", "train", "default_loss", "last_checkpoint_path"]
 
+def fitted_patch_size(patch_size: int, image_shapes: list) -> int:
+    """``patch_size`` (px), or, when it exceeds every training image's larger side, that side rounded
+    up to a multiple of 16 (the U-Net's step): a 1000-px patch on 256-px images was 15x the arithmetic
+    of a 256-px one, all of it on padding."""
+    largest = max((int(max(shape)) for shape in image_shapes), default=0)
+    if largest and patch_size > largest:
+        return int(-(-largest // 16) * 16)
+    return int(patch_size)
+
+
 #: normalisation kinds that keep absolute levels (raw ADC minus an offset): their default
 #: augmentation is exact (flips and quarter turns only)
 ABSOLUTE_INTENSITY_KINDS = ("fixed", "pedestal")
@@ -478,6 +488,9 @@ def train(
 
     # ---- data
     train_td = _as_training_data(train_data, cfg, normalization)
+    fitted = fitted_patch_size(cfg.patch_size, [item.shape for item in train_td.items])
+    if fitted != cfg.patch_size:  # patches larger than every image would be mostly padding
+        cfg = replace(cfg, patch_size=fitted)
     val_td = _as_training_data(val_data, cfg, normalization)
     if val_td is None:
         train_td, val_td = split_train_val(train_td, cfg.val_fraction, seed=cfg.seed)
