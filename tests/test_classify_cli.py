@@ -136,7 +136,7 @@ def test_classify_images_skips_unreadable_files_and_goes_on(tmp_path, capsys):
     assert "give the integration area with --box" in capsys.readouterr().err and not (tmp_path / "b").exists()
 
 
-def test_classify_train_profiles_and_objects_tiny(tmp_path):
+def test_classify_train_profiles_and_objects_tiny(tmp_path, capsys):
     pm = tmp_path / "p.pt"
     assert main(["classify", "train", "profiles", "--simulated", "40", "--epochs", "1", "--views", "2", "--out", str(pm), "--device", "cpu",
                  "--folds", "2"]) == 0
@@ -148,6 +148,13 @@ def test_classify_train_profiles_and_objects_tiny(tmp_path):
     assert pop["count"].sum() == 10 and pop["percent"].sum() == pytest.approx(100)
     # the simulated folder knows the true classes: scored against them
     _check_scores(tmp_path / "pr", pd.read_csv(sim / "classes.csv")["class"], pd.read_csv(tmp_path / "pr" / "profiles.csv")["class"])
+    # a folder of another task (its classes are none of the model's): said, not scored
+    table = pd.read_csv(sim / "classes.csv")
+    table.assign(**{"class": ["left-handed", "right-handed"] * 5}).to_csv(sim / "classes.csv", index=False)
+    capsys.readouterr()
+    assert main(["classify", "profiles", "--model", str(pm), "--input", str(sim), "--out", str(tmp_path / "pr"),
+                 "--overwrite"]) == 0
+    assert "none of this model's" in capsys.readouterr().err and not (tmp_path / "pr" / "metrics.json").exists()
     # a classes.csv without the classes only skips the scoring (and no earlier metrics stay behind)
     (sim / "classes.csv").write_text("index,kind\n0,x\n")
     assert main(["classify", "profiles", "--model", str(pm), "--input", str(sim), "--out", str(tmp_path / "pr"),

@@ -224,7 +224,15 @@ def _score_against_truth(out: Path, truth: "pd.Series", predicted: "pd.Series", 
 
     known = truth.notna() & truth.isin(class_names)
     if not known.any():
+        stated = sorted(set(truth.dropna().astype(str)))
+        if stated:  # a model of another task (a hole model on a chirality folder): its classes mean nothing here
+            print(f"warning: the input's true classes ({', '.join(stated[:6])}) are none of this model's "
+                  f"({', '.join(map(str, class_names))}): not scored. Is the model meant for this task?", file=sys.stderr)
         return None
+    unknown = sorted(set(truth[truth.notna() & ~known].astype(str)))
+    if unknown:
+        print(f"warning: true classes the model does not know ({', '.join(unknown[:6])}) left out of the scores",
+              file=sys.stderr)
     index = {name: i for i, name in enumerate(class_names)}
     y_true = truth[known].map(index).to_numpy(int)
     y_pred = predicted[known].map(index).to_numpy(int)
