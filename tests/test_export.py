@@ -61,3 +61,30 @@ def test_commands_accept_shipped_model_names(tmp_path):
     assert load_model("nuclei_fluorescence").output_mode == "three_class"
     with pytest.raises(Exception, match="shipped models: .*nuclei_fluorescence"):
         load_model("no_such_model")
+
+
+def test_onnx_export_takes_any_size_and_matches_the_network(tmp_path):
+    """ONNX: the exported U-Net (padding inside, any H, W) gives the network's logits in onnx's own
+    reference runtime, and carries the config; the CLI writes it."""
+    import json
+
+    import onnx
+    import torch
+    from onnx.reference import ReferenceEvaluator
+
+    from napari_microseg.cli import main
+    from napari_microseg.io.models import load_model
+
+    out = tmp_path / "fast.onnx"
+    assert main(["export", "--model", "nuclei_fluorescence_fast", "--out", str(out)]) == 0
+    proto = onnx.load(str(out))
+    onnx.checker.check_model(proto)
+    config = json.loads({p.key: p.value for p in proto.metadata_props}["config"])
+    assert config["output_mode"] == "three_class"
+    x = np.random.default_rng(0).normal(size=(1, 1, 70, 50)).astype(np.float32)  # not a multiple of 16
+    got = ReferenceEvaluator(proto).run(None, {"input": x})[0]
+    net = load_model("nuclei_fluorescence_fast", device="cpu").model.eval()
+    with torch.no_grad():
+        want = net(torch.from_numpy(x)).numpy()
+    assert got.shape == want.shape == (1, 4, 70, 50)
+    np.testing.assert_allclose(got, want, atol=1e-4)

@@ -62,6 +62,25 @@ def _padded_unet(core, multiple: int):
     return PaddedUNet(core, multiple)
 
 
+def _traced(loaded):
+    """``loaded``'s network traced on its example input; a U-Net inside :func:`_padded_unet` (scripted),
+    so the graph takes any ``H, W``."""
+    import torch
+
+    from ..models.unet import UNet
+
+    example = _example_input(loaded.config)
+    model = loaded.model.eval()
+    is_unet = isinstance(model, UNet)
+    with torch.no_grad(), warnings.catch_warnings():
+        if is_unet:  # its padding branch is left out of the trace on purpose (the example needs none)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(model, example, check_trace=False)
+    if is_unet:  # pad in a scripted wrapper instead, so the file takes any H, W
+        traced = torch.jit.script(_padded_unet(traced, 2 ** model.depth))
+    return traced, example
+
+
 def export_torchscript(model_path: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False) -> Path:
     """Trace a model file into a TorchScript file (``torch.jit.load`` reads it; no napari-microseg needed).
 
@@ -75,17 +94,7 @@ def export_torchscript(model_path: str | os.PathLike, out: str | os.PathLike, ov
     if target.exists() and not overwrite:
         raise InputError(f"{target}: exists already (use --overwrite)")
     loaded = load_model(model_path, device="cpu")
-    example = _example_input(loaded.config)
-    model = loaded.model.eval()
-    from ..models.unet import UNet
-
-    is_unet = isinstance(model, UNet)
-    with torch.no_grad(), warnings.catch_warnings():
-        if is_unet:  # its padding branch is left out of the trace on purpose (the example needs none)
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        traced = torch.jit.trace(model, example, check_trace=False)
-    if is_unet:  # pad in a scripted wrapper instead, so the file takes any H, W
-        traced = torch.jit.script(_padded_unet(traced, 2 ** model.depth))
+    traced, _ = _traced(loaded)
     extra = {"config.json": json.dumps(loaded.config)}
     with atomic_path(target, suffix=".pt") as tmp:
         torch.jit.save(traced, str(tmp), _extra_files=extra)
@@ -102,7 +111,13 @@ def load_torchscript(path: str | os.PathLike):
 
 
 def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Export to ONNX with dynamic batch/height/width; needs the ``onnx`` package (InputError otherwise)."""
+    """Export to ONNX with dynamic batch / height / width; needs the ``onnx`` package (InputError otherwise).
+
+    The graph is :func:`export_torchscript`'s (U-Nets pad inside to multiples of ``2**depth`` px, so
+    any ``H, W`` works), written by torch's TorchScript-based exporter (the default dynamo exporter
+    would need ``onnxscript`` too). Input ``input``: normalised float32 ``(B, C, H, W)``; output
+    ``logits``; the model's config is stored as metadata ``config`` (JSON).
+    """
     import torch
 
     try:
@@ -113,10 +128,12 @@ def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, overwrite
     if target.exists() and not overwrite:
         raise InputError(f"{target}: exists already (use --overwrite)")
     loaded = load_model(model_path, device="cpu")
-    example = _example_input(loaded.config)
-    with atomic_path(target, suffix=".onnx") as tmp:
-        torch.onnx.export(loaded.model.eval(), example, str(tmp), input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch", 2: "height", 3: "width"}})
+    traced, example = _traced(loaded)
+    with atomic_path(target, suffix=".onnx") as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript-based exporter is deprecated, not gone
+        torch.onnx.export(traced, example, str(tmp), input_names=["input"], output_names=["logits"], dynamo=False,
+                          dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"},
+                                        "logits": {0: "batch", 2: "height", 3: "width"}})
         proto = onnx.load(str(tmp))
         entry = proto.metadata_props.add()
         entry.key, entry.value = "config", json.dumps(loaded.config)
