@@ -286,3 +286,30 @@ def test_segment_cli_says_what_a_folder_input_leaves_out(tmp_path, model_file, c
                  "--quiet"]) == 0
     err = capsys.readouterr().err
     assert "1 file(s) of other types (notes.txt)" in err and "1 sub-folder(s) (well2;" in err
+
+
+def test_segment_cli_reads_a_big_tiff_tile_by_tile_with_the_same_result(tmp_path, model_file, monkeypatch):
+    """A TIFF over LAZY_TIFF_BYTES is read as a dask array of its own tiles (as Zarr is), never whole;
+    the labels and tables equal those of the same TIFF read into memory."""
+    import napari_microseg.io.images as image_io
+
+    img = (np.random.default_rng(2).random((150, 170)) * 4000).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "big.tif", img, tile=(64, 64), compression="zlib")
+    assert main(["segment", "--model", str(model_file), "--input", str(tmp_path / "big.tif"), "--out", str(tmp_path / "eager"),
+                 "--tile", "64", "--quiet"]) == 0
+    reads = []
+    original = image_io._tiff_level
+
+    def counting_level(series, level):
+        arr = original(series, level)
+        reads.append(arr.chunks)
+        return arr
+
+    monkeypatch.setattr(image_io, "LAZY_TIFF_BYTES", 1000)
+    monkeypatch.setattr(image_io, "_tiff_level", counting_level)
+    assert main(["segment", "--model", str(model_file), "--input", str(tmp_path / "big.tif"), "--out", str(tmp_path / "lazy"),
+                 "--tile", "64", "--quiet"]) == 0
+    assert reads and reads[0] == ((64, 64, 22), (64, 64, 42))  # the file's tiles
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "lazy" / "labels" / "big.tif"),
+                                  tifffile.imread(tmp_path / "eager" / "labels" / "big.tif"))
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "lazy" / "objects.csv"), pd.read_csv(tmp_path / "eager" / "objects.csv"))

@@ -199,11 +199,12 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
     import numpy as np
 
     from ..inference.segment import segment_image
+    from ..io import images as image_io
     from ..io.images import read_image, rgb_to_grey, write_tiff
     from ..progress import run_with_text_progress
 
-    image = read_image(path, hdu=args.hdu, channel=args.channel)
-    data = image.data  # numpy (TIFF/FITS) or lazy dask (Zarr)
+    image = read_image(path, hdu=args.hdu, channel=args.channel, lazy_above_bytes=image_io.LAZY_TIFF_BYTES)
+    data = image.data  # numpy (TIFF/FITS) or lazy dask (Zarr; a TIFF over LAZY_TIFF_BYTES, read tile by tile)
     if args.channel is not None and "channel" not in image.metadata:  # no channel axis: a colour of an RGB image
         if getattr(data, "ndim", 0) == 3 and data.shape[-1] in (3, 4) and data.shape[0] > 4:
             if not 0 <= args.channel < data.shape[-1]:
