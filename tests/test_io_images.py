@@ -327,6 +327,9 @@ def test_png_and_jpeg_exports_are_read_and_segmented(tmp_path, shared_data, caps
     rgb[10:20, 10:20] = 200
     skimage.io.imsave(tmp_path / "c.jpg", rgb, check_contrast=False)
     assert read_image(tmp_path / "c.jpg").data.shape == (40, 50, 3)
+    grey_alpha = np.stack([grey16[:, :40].astype(np.uint8), np.full((64, 40), 255, np.uint8)], axis=-1)
+    skimage.io.imsave(tmp_path / "la.png", grey_alpha, check_contrast=False)
+    np.testing.assert_array_equal(read_image(tmp_path / "la.png").data, grey_alpha[..., 0])  # not a 64-frame stack
     assert get_reader(str(tmp_path / "g.png")) is None
 
     phase = shared_data / "isl_phase_dapi" / "dapi.png"
@@ -336,3 +339,47 @@ def test_png_and_jpeg_exports_are_read_and_segmented(tmp_path, shared_data, caps
                  "--out", str(tmp_path / "seg")]) == 0
     labels = tifffile.imread(tmp_path / "seg" / "labels" / "dapi_crop.tif")
     assert labels.shape == crop.shape[:2] and labels.max() > 5
+
+
+def test_png_previews_beside_tiffs_are_left_out_but_a_folder_of_pngs_is_read(tmp_path, capsys):
+    """A PNG preview next to its TIFF (same name) must not stop a folder run: it is left out and named;
+    a folder holding only PNG exports is segmented."""
+    import skimage.io
+
+    from napari_microseg.batch.runner import find_batch_inputs
+    from napari_microseg.cli.segment import find_inputs
+
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    image = (np.random.default_rng(0).random((40, 40)) * 200).astype(np.uint8)
+    tifffile.imwrite(mixed / "x.tif", image)
+    skimage.io.imsave(mixed / "x.png", image, check_contrast=False)
+    skimage.io.imsave(mixed / "overview.png", image, check_contrast=False)
+    assert [p.name for p in find_inputs(str(mixed))] == ["x.tif"]
+    assert "overview.png" in capsys.readouterr().err
+    assert [p.name for p in find_inputs(str(mixed / "*"))] == ["x.tif"]
+    ignored = []
+    assert [p.name for p, _ in find_batch_inputs(mixed, ignored=ignored)] == ["x.tif"]
+    assert sorted(p.name for p in ignored) == ["overview.png", "x.png"]
+    only = tmp_path / "pngs"
+    only.mkdir()
+    for name in ("a.png", "b.png"):
+        skimage.io.imsave(only / name, image, check_contrast=False)
+    assert [p.name for p in find_inputs(str(only))] == ["a.png", "b.png"]
+    assert [p.name for p, _ in find_batch_inputs(only)] == ["a.png", "b.png"]
+
+
+def test_bioformats2raw_layout_of_ngff_05_is_found(tmp_path):
+    """NGFF 0.5 (Zarr v3) puts the layout key under "ome"; the first series is read as in 0.4."""
+    import zarr
+
+    top = zarr.open_group(str(tmp_path / "b2r.zarr"), mode="w", zarr_format=3)
+    top.attrs["ome"] = {"version": "0.5", "bioformats2raw.layout": 3}
+    series = top.create_group("0")
+    data = np.arange(2 * 32 * 48, dtype=np.uint16).reshape(2, 32, 48)
+    series.create_array("0", shape=data.shape, dtype=data.dtype)[...] = data
+    series.attrs["ome"] = {"version": "0.5", "multiscales": [{"axes": [{"name": "t"}, {"name": "y"}, {"name": "x"}],
+                                                              "datasets": [{"path": "0", "coordinateTransformations": [
+                                                                  {"type": "scale", "scale": [1.0, 1.0, 1.0]}]}]}]}
+    image = read_image(tmp_path / "b2r.zarr")
+    np.testing.assert_array_equal(np.asarray(image.data), data)

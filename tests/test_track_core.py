@@ -314,3 +314,15 @@ def test_a_stack_on_disk_with_bad_values_is_refused_naming_the_frame():
         run_tracking(FrameOnlyStack(fractional))
     with pytest.raises(InputError, match="integers"):
         run_tracking(FrameOnlyStack(labels.astype(np.complex64)))
+
+
+def test_a_stack_on_disk_with_nan_images_is_refused_in_one_line_and_empty_stacks_have_no_shifts():
+    """Stage shift from images on disk: a NaN frame (even one without objects) is an InputError naming
+    the frame, as the in-memory path refuses the stack (it was skimage's traceback)."""
+    labels, _ = division_stack()
+    labels[1] = 0
+    image = (labels > 0).astype(np.float32) * 100
+    image[1, 5, 5] = np.nan
+    with pytest.raises(InputError, match="frame 1"):
+        run_tracking(FrameOnlyStack(labels), FrameOnlyStack(image), stage_shift="images")
+    assert estimate_stage_shift(np.zeros((0, 10, 10))).shape == (0, 2)

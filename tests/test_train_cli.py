@@ -151,7 +151,13 @@ def test_multiclass_trains_on_raw_ccd_adc_unless_told_otherwise(tmp_path, capsys
     assert main(["train", *common, "--out", str(tmp_path / "raw.pt")]) == 0
     assert "raw CCD ADC" in capsys.readouterr().err
     norm = load_model(tmp_path / "raw.pt").config["normalization"]
-    assert norm["kind"] == "pedestal" and norm["scale"] == 200.0
+    assert norm["kind"] == "pedestal" and norm["scale"] == 200.0 and norm["level_taps"] is True
+    # written out, pedestal means the same; its options are taken when given
+    assert main(["train", *common, "--normalization", "pedestal", "--out", str(tmp_path / "ped.pt")]) == 0
+    assert load_model(tmp_path / "ped.pt").config["normalization"] == norm
+    assert main(["train", *common, "--scale", "50", "--no-level-taps", "--out", str(tmp_path / "ped50.pt")]) == 0
+    changed = load_model(tmp_path / "ped50.pt").config["normalization"]
+    assert changed["scale"] == 50.0 and not changed.get("level_taps")
     assert main(["train", *common, "--normalization", "percentile", "--optimizer", "adadelta", "--lr", "1",
                  "--weight-decay", "0.01", "--out", str(tmp_path / "pct.pt")]) == 0  # the [C] study's optimiser
     config = load_model(tmp_path / "pct.pt").config
@@ -171,6 +177,7 @@ def test_a_patch_larger_than_every_image_is_fitted_to_them(tmp_path, capsys):
     from napari_microseg.training.trainer import fitted_patch_size
 
     assert fitted_patch_size(1000, [(64, 64), (60, 70)]) == 80 and fitted_patch_size(48, [(64, 64)]) == 48
+    assert fitted_patch_size(72, [(70, 70)]) == 72  # never larger than asked
     assert main(["train", "--simulated", "2", "--sim-size", "64", "--epochs", "1", "--patch", "1000",
                  "--patches-per-epoch", "2", "--batch-size", "2", "--out", str(tmp_path / "m.pt"), "--device", "cpu"]) == 0
     assert "training on 64 px patches" in capsys.readouterr().err

@@ -213,7 +213,7 @@ def find_batch_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike],
     their own names (two links to one file are two inputs). Raises InputError when nothing
     is found or two inputs would share outputs.
     """
-    from ..io.images import image_kind
+    from ..io.images import drop_previews, image_kind
 
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     if not specs:
@@ -222,21 +222,24 @@ def find_batch_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike],
     paths: list[Path] = []
     for spec in specs:
         p = Path(spec)
+        previews: list[Path] = []
         if p.exists() and (p.is_file() or image_kind(p) == "zarr"):
             paths.append(p)
         elif p.is_dir():
-            found = _walk_images(p, excl, ignored)
+            found, previews = drop_previews(_walk_images(p, excl, ignored))
             if not found:
-                raise InputError(f"{p}: folder holds no images (.tif, .tiff, .fits, .fit, .zarr)")
+                raise InputError(f"{p}: folder holds no images (.tif, .tiff, .fits, .fit, .zarr, .png, .jpg)")
             paths.extend(found)
         elif any(ch in str(spec) for ch in "*?["):
-            found = [Path(q) for q in glob.glob(str(spec), recursive=True)
-                     if image_kind(q) is not None and not Path(q).name.startswith(".")]
+            found, previews = drop_previews([Path(q) for q in glob.glob(str(spec), recursive=True)
+                                             if image_kind(q) is not None and not Path(q).name.startswith(".")])
             if not found:
                 raise InputError(f"no images match {str(spec)!r}")
             paths.extend(found)
         else:
             raise InputError(f"{spec}: no such file or folder")
+        if previews and ignored is not None:  # PNG previews beside the TIFFs: left out and listed
+            ignored.extend(previews)
     # absolute but not resolved: a link is named as the user sees it; the same path given twice is one input
     unique = sorted({Path(os.path.abspath(p)) for p in paths if not _is_within(p, excl)})
     if not unique:

@@ -72,22 +72,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def find_inputs(spec: str) -> list[Path]:
     """Resolve ``--input``: a file, a .zarr folder, a folder of images, or a glob pattern; sorted paths."""
-    from ..io.images import image_kind
+    from ..io.images import drop_previews, image_kind
 
     p = Path(spec)
     if p.exists() and (p.is_file() or image_kind(p) == "zarr"):
         return [p]
     if p.is_dir():
         entries = [q for q in p.iterdir() if not q.name.startswith(".")]
-        found = sorted(q for q in entries if image_kind(q) is not None)
+        found, previews = drop_previews(sorted(q for q in entries if image_kind(q) is not None))
         if not found:
-            raise InputError(f"{p}: folder holds no images (.tif, .tiff, .fits, .fit, .zarr)")
-        _say_what_is_left_out(p, [q for q in entries if image_kind(q) is None])
+            raise InputError(f"{p}: folder holds no images (.tif, .tiff, .fits, .fit, .zarr, .png, .jpg)")
+        _say_what_is_left_out(p, [q for q in entries if image_kind(q) is None] + previews)
         return found
     if any(ch in spec for ch in "*?["):
-        found = sorted(Path(q) for q in glob.glob(spec, recursive=True) if image_kind(q) is not None)
+        found, previews = drop_previews(sorted(Path(q) for q in glob.glob(spec, recursive=True) if image_kind(q) is not None))
         if not found:
             raise InputError(f"no images match {spec!r}")
+        if previews:
+            print(f"note: {len(previews)} PNG / JPEG file(s) matched beside the TIFF / FITS / Zarr images were left out "
+                  f"as previews ({', '.join(q.name for q in previews[:3])}{' ...' if len(previews) > 3 else ''}); "
+                  "name them on their own to segment them", file=sys.stderr)
         return found
     raise InputError(f"{spec}: no such file or folder")
 

@@ -56,11 +56,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--p-low", type=float, default=1.0, help="percentile normalisation: low percentile")
     m.add_argument("--p-high", type=float, default=99.8, help="percentile normalisation: high percentile")
     m.add_argument("--offset", type=float, default=0.0, help="fixed normalisation: subtract this (e.g. CCD pedestal 8800)")
-    m.add_argument("--scale", type=float, default=1.0, help="fixed / pedestal normalisation: then divide by this (CCD: 200)")
-    m.add_argument("--pedestal-estimator", choices=["mode", "median"], default="mode",
+    m.add_argument("--scale", type=float, default=None,
+                   help="fixed / pedestal normalisation: then divide by this (default: fixed 1, pedestal 200 ADC)")
+    m.add_argument("--pedestal-estimator", choices=["mode", "median"], default=None,
                    help="pedestal normalisation: the frame's histogram peak (default) or median")
-    m.add_argument("--level-taps", action="store_true",
-                   help="pedestal normalisation: level CCD readout taps before predicting (stored in the model)")
+    m.add_argument("--level-taps", action=argparse.BooleanOptionalAction, default=None,
+                   help="pedestal normalisation: level CCD readout taps before predicting (stored in the model; "
+                        "default: on, as the shipped CCD model)")
     t = p.add_argument_group("training")
     t.add_argument("--out", required=True, help="model file to write (.pt)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing model file")
@@ -174,25 +176,26 @@ def run(args: argparse.Namespace) -> int:
             raise InputError("give --images and --labels, or --simulated N")
         images, labels, names = load_training_pairs(args.images, args.labels, max_images=args.max_images)
         description = f"{len(images)} image(s) from {args.images} with labels from {args.labels}"
-    if args.normalization is None and args.output_mode == "multiclass" and not (args.init_model or args.resume):
-        from ..training.normalize import CCD_NORMALIZATION
+    from ..training.normalize import CCD_NORMALIZATION
 
+    kind = args.normalization
+    if kind is None and args.output_mode == "multiclass" and not (args.init_model or args.resume):
         # [C]: classes told apart by their level in ADC; a per-tile stretch gives one class different
         # values from tile to tile (as the Training widget, multiclass trains on raw ADC by default)
-        spec = make_normalization_spec(dict(CCD_NORMALIZATION))
+        kind = "pedestal"
         print("multiclass: intensities as raw CCD ADC (frame pedestal subtracted, / 200 ADC); "
               "--normalization percentile stretches each image instead", file=sys.stderr)
-    elif args.normalization is None:
+    if kind is None:
         spec = None
-    elif args.normalization == "percentile":
+    elif kind == "percentile":
         spec = make_normalization_spec("percentile", p_low=args.p_low, p_high=args.p_high)
-    elif args.normalization == "fixed":
-        spec = make_normalization_spec("fixed", offset=args.offset, scale=args.scale)
-    elif args.normalization == "pedestal":
-        spec = make_normalization_spec("pedestal", scale=args.scale, estimator=args.pedestal_estimator,
-                                       level_taps=args.level_taps)
+    elif kind == "fixed":
+        spec = make_normalization_spec("fixed", offset=args.offset, scale=1.0 if args.scale is None else args.scale)
+    elif kind == "pedestal":  # the shipped CCD model's settings unless given (written or chosen by default alike)
+        chosen = {"scale": args.scale, "estimator": args.pedestal_estimator, "level_taps": args.level_taps}
+        spec = make_normalization_spec({**CCD_NORMALIZATION, **{k: v for k, v in chosen.items() if v is not None}})
     else:
-        spec = make_normalization_spec(args.normalization)
+        spec = make_normalization_spec(kind)
     import numpy as np
 
     from ..training.trainer import fitted_patch_size

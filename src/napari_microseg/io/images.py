@@ -41,6 +41,16 @@ def image_kind(path: str | os.PathLike) -> str | None:
     return None
 
 
+def drop_previews(paths: list) -> tuple[list, list]:
+    """``(kept, left out)`` of image paths found in a folder or by a pattern: where TIFF, FITS or Zarr
+    images are among them, the PNG / JPEG / BMP files beside them are previews or thumbnails, not
+    data, and are left out; a set of such exports alone (DSB2018's originals) is kept whole."""
+    plain = [p for p in paths if image_kind(p) == "plain"]
+    if not plain or len(plain) == len(paths):
+        return list(paths), []
+    return [p for p in paths if image_kind(p) != "plain"], plain
+
+
 def _looks_like_zarr(path: Path) -> bool:
     return any((path / marker).exists() for marker in (".zarray", ".zgroup", "zarr.json"))
 
@@ -205,13 +215,16 @@ def _tiff_level(series: Any, level: int) -> Any:
 
 
 def _read_plain(path: Path) -> ImageData:
-    """A PNG, JPEG or BMP file: grey (Y, X) or colour (Y, X, 3|4) as stored (8 or 16 bit)."""
+    """A PNG, JPEG or BMP file: grey (Y, X) or colour (Y, X, 3|4) as stored (8 or 16 bit); grey with
+    alpha (Y, X, 2) is its grey channel."""
     import skimage.io
 
     try:
         data = np.asarray(skimage.io.imread(path))
     except Exception as err:  # noqa: BLE001 - any decoder error is bad input
         raise InputError(f"{path.name}: not a readable image ({type(err).__name__}: {err})") from err
+    if data.ndim == 3 and data.shape[-1] == 2:  # grey + alpha: the alpha is not an image
+        data = data[..., 0]
     return ImageData(data, "plain", {})
 
 
@@ -319,7 +332,8 @@ def _read_zarr(path: Path) -> ImageData:
     if isinstance(node, zarr.Array):
         arr = node
     else:
-        if "bioformats2raw.layout" in attrs and "0" in node:  # bioformats2raw: the first image series
+        layout = "bioformats2raw.layout" in attrs or "bioformats2raw.layout" in (attrs.get("ome") or {})  # NGFF 0.4 / 0.5
+        if layout and "0" in node:  # bioformats2raw: the first image series
             node = node["0"]
             attrs = {**attrs, **dict(node.attrs)}
         # OME-Zarr: multiscale levels (the first is the full resolution); plain group: first array

@@ -73,6 +73,8 @@ def estimate_stage_shift(
     if max_shift is None:
         max_shift = min(shape[1:]) / 4.0
     offsets = np.zeros((n, 2))
+    if n == 0:
+        return offsets
     reference, reference_frame = 0, np.asarray(stack[0])  # the last frame with content: an empty (black)
     for t in range(1, n):  # frame gives no estimate, so the jump across it is measured from the frame
         offsets[t] = offsets[reference]  # before it instead of being lost

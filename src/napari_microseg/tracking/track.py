@@ -1032,7 +1032,7 @@ def track(
         if mode == "images":
             if image_stack is None:
                 raise InputError("stage_shift='images' needs an image stack")
-            source = image_stack if is_lazy(image_stack) else np.asarray(image_stack, dtype=np.float32)
+            source = _FiniteFrames(image_stack) if is_lazy(image_stack) else np.asarray(image_stack, dtype=np.float32)
         elif mode == "objects":
             source = _ObjectMasks(labels_stack)
         else:
@@ -1056,6 +1056,22 @@ def track(
     result.config["image_shape"] = [int(n_frames), int(height), int(width)]
     return finalize(result.table, n_frames=n_frames, labels=labels_stack, config=result.config,
                     info={**result.info, "mask_converted": was_mask})
+
+
+class _FiniteFrames:
+    """A (T, Y, X) image stack on disk read frame by frame as float32, each frame checked for NaN /
+    infinity (an InputError naming the frame, as the in-memory path refuses the whole stack)."""
+
+    def __init__(self, images: Any):
+        self.images = images
+        self.shape = tuple(images.shape)
+        self.ndim = 3
+
+    def __getitem__(self, t: int) -> np.ndarray:
+        frame = np.asarray(self.images[t], dtype=np.float32)
+        if not np.all(np.isfinite(frame)):
+            raise InputError(f"image stack contains NaN or infinite values (frame {int(t)})")
+        return frame
 
 
 class _ObjectMasks:

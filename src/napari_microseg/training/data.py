@@ -322,7 +322,7 @@ def prepare_training_data(
 
 # ---------------------------------------------------------------- files
 _LABEL_SUFFIX = re.compile(r"([_\-.](labels?|masks?|seg|gt|annotations?))$", re.IGNORECASE)
-_IMAGE_EXT = (".tif", ".tiff", ".fits", ".fit", ".fits.gz", ".fit.gz", ".npy", ".png")
+_IMAGE_EXT = (".tif", ".tiff", ".fits", ".fit", ".fits.gz", ".fit.gz", ".npy", ".png", ".jpg", ".jpeg", ".bmp")
 
 
 def _stem(path: Path) -> str:
@@ -375,10 +375,6 @@ def find_image_label_pairs(images: str | os.PathLike, labels: str | os.PathLike)
 def _read(path: Path) -> np.ndarray:
     if path.suffix.lower() == ".npy":
         return np.load(path)
-    if path.suffix.lower() == ".png":
-        from skimage.io import imread
-
-        return np.asarray(imread(path))
     from ..io.images import read_image
 
     return np.asarray(read_image(path).data)

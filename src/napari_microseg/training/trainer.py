@@ -38,7 +38,7 @@ def fitted_patch_size(patch_size: int, image_shapes: list) -> int:
     of a 256-px one, all of it on padding."""
     largest = max((int(max(shape)) for shape in image_shapes), default=0)
     if largest and patch_size > largest:
-        return int(-(-largest // 16) * 16)
+        return min(int(patch_size), int(-(-largest // 16) * 16))
     return int(patch_size)
 
 
@@ -106,8 +106,9 @@ class TrainConfig:
         pixels), ``"objects"`` (in proportion to the objects they hold) or ``"mixed"``
         (half of each); see :class:`~napari_microseg.training.data.PatchSampler`.
     augment : apply augmentation; ``augmentation`` holds its settings
-        (see :class:`~napari_microseg.training.augment.AugmentConfig`; intensity
-        augmentation is off by default for ``fixed`` normalisation).
+        (see :class:`~napari_microseg.training.augment.AugmentConfig`; with ``fixed`` or
+        ``pedestal`` normalisation the default is flips and quarter turns only: no intensity
+        changes and no warp).
     ignore_value, unlabelled_is_ignored, background_value : partial annotation, see
         :func:`~napari_microseg.training.data.make_target`.
     data_description : free text stored in the model file.

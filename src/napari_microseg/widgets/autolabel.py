@@ -176,11 +176,11 @@ class AutolabelWidget(MicrosegDock):
         if layer is None:
             self.show_error("Choose the stain (fluorescence) image layer.")
             return None
-        data = np.asarray(grey_image(layer))
+        data = grey_image(layer)  # a lazy (big) layer is read in the worker, not here
         if data.ndim not in (2, 3):
-            self.show_error(f"the stain must be 2-D or a (T, Y, X) stack, got shape {data.shape}")
+            self.show_error(f"the stain must be 2-D or a (T, Y, X) stack, got shape {tuple(data.shape)}")
             return None
-        target_layer, target = self._target(layer, data.shape)
+        target_layer, target = self._target(layer, tuple(data.shape))
         if target_layer is False:
             return None
         params = self.parameters()
@@ -189,11 +189,15 @@ class AutolabelWidget(MicrosegDock):
         def make_generator():
             from ..autolabel.fluorescence import autolabel_fluorescence_iter
             from ..autolabel.pairing import align_labels_iter
+            from ..progress import Progress
 
-            labels = yield from autolabel_fluorescence_iter(data, **params)
+            yield Progress(0, 1, "reading the layers")
+            stain = np.asarray(data)
+            labels = yield from autolabel_fluorescence_iter(stain, **params)
             if target is None:
                 return labels, None
-            return (yield from align_labels_iter(data, target, labels, correct_shift=correct, max_shift_px=max_shift))
+            return (yield from align_labels_iter(stain, np.asarray(target), labels, correct_shift=correct,
+                                                 max_shift_px=max_shift))
 
         def done(outcome: tuple) -> None:
             labels, shifts = outcome
@@ -214,8 +218,8 @@ class AutolabelWidget(MicrosegDock):
         return self.start(make_generator, done, label="auto-labelling")
 
     def _target(self, stain_layer: Any, shape: tuple) -> tuple[Any, Any]:
-        """The chosen target layer and its grey data; (None, None) when none is chosen; (False, None)
-        after a message when it cannot be paired with the stain."""
+        """The chosen target layer and its grey data (not read yet when lazy); (None, None) when none
+        is chosen; (False, None) after a message when it cannot be paired with the stain."""
         name = self.target_layer.value
         if not name or name == NO_TARGET:
             return None, None
@@ -228,10 +232,10 @@ class AutolabelWidget(MicrosegDock):
             self.show_error(f"the target '{name}' is the stain itself: choose the phase-contrast layer of the same "
                             f"field, or '{NO_TARGET}'")
             return False, None
-        target = np.asarray(grey_image(target_layer))
-        if target.shape != shape:
-            self.show_error(f"the target '{name}' {target.shape} and the stain '{stain_layer.name}' {shape} must show "
-                            "the same field: same frames and size")
+        target = grey_image(target_layer)  # read in the worker
+        if tuple(target.shape) != shape:
+            self.show_error(f"the target '{name}' {tuple(target.shape)} and the stain '{stain_layer.name}' {shape} must "
+                            "show the same field: same frames and size")
             return False, None
         return target_layer, target
 

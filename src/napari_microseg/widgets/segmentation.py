@@ -382,15 +382,15 @@ class SegmentationWidget(MicrosegDock):
         except InputError as err:
             self.show_error(str(err))
             return len(self.training_pairs)
-        image = np.asarray(grey_image(image_layer))
-        labels = np.asarray(labels_layer.data)
-        if image.shape != labels.shape:
-            self.show_error(f"labels shape {labels.shape} does not match image shape {image.shape}")
+        image, labels = grey_image(image_layer), labels_layer.data  # lazy layers: only the frame used is read
+        if tuple(image.shape) != tuple(labels.shape):
+            self.show_error(f"labels shape {tuple(labels.shape)} does not match image shape {tuple(image.shape)}")
             return len(self.training_pairs)
         t = 0
         if image.ndim == 3:
             t = self._current_frame(image_layer)
             image, labels = image[t], labels[t]
+        image, labels = np.asarray(image), np.asarray(labels)
         if not (labels > 0).any():
             self.show_error("the corrected labels are empty on this frame")
             return len(self.training_pairs)
