@@ -7,7 +7,7 @@ import pytest
 pytestmark = pytest.mark.gui
 
 
-def test_preview_apply_and_qc(make_napari_viewer, qtbot, artifacts):
+def test_preview_apply_and_qc(make_napari_viewer, qtbot, artifacts, wait_worker):
     from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
     from napari_microseg.widgets.autolabel import AutolabelWidget
 
@@ -40,10 +40,7 @@ def test_preview_apply_and_qc(make_napari_viewer, qtbot, artifacts):
     viewer.dims.set_current_step(0, current)
     qtbot.waitUntil(lambda: not widget.busy and widget.preview_layer.data[current].max() > 5, timeout=60000)
 
-    worker = widget.apply()
-    with qtbot.waitSignal(worker.finished, timeout=60000):
-        pass
-    qtbot.wait(50)
+    wait_worker(widget.apply())
     labels = widget.labels_layer.data
     assert labels.shape == (3, 192, 192) and all(labels[t].max() > 5 for t in range(3))
     from napari_microseg.evaluation.metrics import instance_scores
@@ -52,10 +49,8 @@ def test_preview_apply_and_qc(make_napari_viewer, qtbot, artifacts):
     assert f1 > 0.6, f"auto-labels disagree with the simulated truth (F1 {f1:.2f})"
 
     widget.tile.value = 64
-    worker = widget.run_qc()  # in a worker: the dock stays responsive on big frames
-    with qtbot.waitSignal(worker.finished, timeout=60000):
-        pass
-    qtbot.waitUntil(lambda: widget.qc is not None, timeout=5000)
+    wait_worker(widget.run_qc())  # in a worker: the dock stays responsive on big frames (QC of 9 tiles may end
+    qtbot.waitUntil(lambda: widget.qc is not None, timeout=5000)  # before a signal wait could connect)
     table = widget.qc
     assert len(table) == 9 and widget.qc_table.rowCount() == 9
     assert (~table.kept).sum() >= 2  # the lowest 25 % are dropped
@@ -76,7 +71,7 @@ def test_autolabel_messages(make_napari_viewer):
     assert widget.run_qc() is None and "Apply the auto-labeller first" in widget.status.text()
 
 
-def test_labels_onto_a_phase_target(make_napari_viewer, qtbot, artifacts):
+def test_labels_onto_a_phase_target(make_napari_viewer, qtbot, artifacts, wait_worker):
     """[N] pairing in the dock: the stain's labels are registered onto the phase layer of the same
     field; a shifted stain's labels are moved back onto the phase image."""
     from scipy import ndimage as ndi
@@ -104,9 +99,7 @@ def test_labels_onto_a_phase_target(make_napari_viewer, qtbot, artifacts):
     assert widget.apply() is None and "same field" in widget.status.text()
 
     widget.target_layer.value = "phase"
-    worker = widget.apply()
-    with qtbot.waitSignal(worker.finished, timeout=60000):
-        pass
+    wait_worker(widget.apply())
     qtbot.waitUntil(lambda: widget.labels_layer is not None, timeout=5000)
     layer = widget.labels_layer
     assert layer.name == "phase labels (from DAPI)" and tuple(layer.scale) == (1, 0.5, 0.5)
@@ -118,9 +111,7 @@ def test_labels_onto_a_phase_target(make_napari_viewer, qtbot, artifacts):
         assert f1 > 0.6, f"frame {t}: labels off the target (F1 {f1:.2f})"
 
     widget.correct_shift.value = False
-    worker = widget.apply()
-    with qtbot.waitSignal(worker.finished, timeout=60000):
-        pass
+    wait_worker(widget.apply())
     qtbot.waitUntil(lambda: widget.labels_layer is not layer, timeout=5000)
     assert "NOT corrected" in widget.status.text()
     f1 = instance_scores(sim.labels[1], widget.labels_layer.data[1], thresholds=[0.5]).f1.iloc[0]
