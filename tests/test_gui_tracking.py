@@ -24,9 +24,7 @@ def test_track_curate_export(make_napari_viewer, qtbot, tmp_path, artifacts, wai
     widget.export_dir.value = str(tmp_path)
     worker = widget.track()
     assert worker is not None, widget.status.text()
-    with qtbot.waitSignal(worker.finished, timeout=120000):
-        pass
-    qtbot.wait(50)
+    wait_worker(worker)
     assert widget.result is not None, widget.status.text()
     assert type(widget.tracks_layer).__name__ == "Tracks"
     n_tracks = widget.result.n_tracks
