@@ -421,34 +421,24 @@ def write_tiff(path: str | os.PathLike, data: np.ndarray, overwrite: bool = Fals
     if target.exists() and not overwrite:
         raise InputError(f"{target}: exists already (choose another name or allow overwriting)")
     if hasattr(data, "compute") and getattr(data, "ndim", 0) == 3:  # a lazy (dask) stack: frame by frame
-        return _write_tiff_frames(target, data, **kwargs)
-    arr = np.asarray(data)
-    kwargs.setdefault("bigtiff", arr.nbytes > 2**31 - 2**25)
-    kwargs.setdefault("compression", "zlib" if arr.dtype.kind in "iub" else None)
-    for key, value in tiff_axes_kwargs(arr).items():
-        kwargs.setdefault(key, value)
-    with atomic_path(target) as tmp:
-        tifffile.imwrite(tmp, arr, **kwargs)
-    return target
-
-
-def _write_tiff_frames(target: Path, stack: Any, **kwargs: Any) -> Path:
-    """:func:`write_tiff` of a lazy (T, Y, X) stack: one page per frame, each computed when written."""
-    import tifffile
-
-    shape, dtype = tuple(int(v) for v in stack.shape), np.dtype(stack.dtype)
+        shape, dtype = tuple(int(v) for v in data.shape), np.dtype(data.dtype)
+        contents = {"data": (np.asarray(data[t], dtype=dtype) for t in range(shape[0])), "shape": shape, "dtype": dtype}
+    else:
+        arr = np.asarray(data)
+        shape, dtype = arr.shape, arr.dtype
+        contents = {"data": arr}
     kwargs.setdefault("bigtiff", int(np.prod(shape)) * dtype.itemsize > 2**31 - 2**25)
     kwargs.setdefault("compression", "zlib" if dtype.kind in "iub" else None)
-    for key, value in tiff_axes_kwargs(np.empty((0, 0, 0))).items():
+    for key, value in tiff_axes_kwargs(data).items():
         kwargs.setdefault(key, value)
-    frames = (np.asarray(stack[t], dtype=dtype) for t in range(shape[0]))
     with atomic_path(target) as tmp:
-        tifffile.imwrite(tmp, data=frames, shape=shape, dtype=dtype, **kwargs)
+        tifffile.imwrite(tmp, **contents, **kwargs)
     return target
 
 
-def tiff_axes_kwargs(arr: np.ndarray) -> dict:
-    """``tifffile.imwrite`` options that say what a grey (Y, X) image or (T, Y, X) stack is.
+def tiff_axes_kwargs(arr: Any) -> dict:
+    """``tifffile.imwrite`` options that say what a grey (Y, X) image or (T, Y, X) stack is
+    (``arr``: anything with ``ndim``, numpy or dask).
 
     Without them tifffile takes a stack of 3 or 4 frames for one RGB(A) image (planar
     colour samples), and an ``.ome.tif`` time-lapse for channels; with them the file reads

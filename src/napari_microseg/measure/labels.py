@@ -86,6 +86,12 @@ def masks_to_labels(masks: np.ndarray) -> tuple[np.ndarray, bool]:
     if masks.size == 0 or not _two_valued_with_zero(masks):
         return masks, False  # labels already, or no 0 background (e.g. a float image): the caller's checks decide
     frames = masks[None] if masks.ndim == 2 else masks
-    structure = np.ones((3, 3), bool)
-    labels = np.stack([ndi.label(frame != 0, structure=structure)[0] for frame in frames]).astype(np.uint32)
+    labels = np.stack([mask_frame_labels(frame) for frame in frames])
     return (labels[0] if masks.ndim == 2 else labels), True
+
+
+def mask_frame_labels(mask: np.ndarray) -> np.ndarray:
+    """The 8-connected objects of one (Y, X) mask frame (non-zero pixels) as uint32 labels."""
+    from scipy import ndimage as ndi
+
+    return ndi.label(np.asarray(mask) != 0, structure=np.ones((3, 3), bool))[0].astype(np.uint32)

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ..measure.labels import MaskCheck, compact_labels, masks_to_labels, sparse_limit
+from ..measure.labels import MaskCheck, compact_labels, mask_frame_labels, masks_to_labels, sparse_limit
 from ..progress import Progress
 
 #: columns of ``tracks.csv`` in contract order (measurements follow them)
@@ -246,16 +246,11 @@ class FrameStack:
             raise TypeError("a FrameStack is read one frame at a time: stack[t] with an integer t")
         frame = np.asarray(self.source[int(t)])
         if self.mask:
-            from scipy import ndimage as ndi
-
-            return ndi.label(frame != 0, structure=np.ones((3, 3), bool))[0].astype(np.uint32)
-        if frame.dtype.kind == "f":
-            if not (np.all(np.isfinite(frame)) and np.all(frame == np.round(frame))):
-                raise InputError(f"labels must be integers, got {frame.dtype} values that are not (frame {int(t)})")
-            frame = frame.astype(np.int64)
-        if frame.dtype.kind == "i" and frame.size and frame.min() < 0:
-            raise InputError(f"labels must be >= 0 (frame {int(t)})")
-        return frame
+            return mask_frame_labels(frame)
+        try:  # the in-memory path's checks, on this frame
+            return check_labels_stack(frame[None])[0]
+        except InputError as err:
+            raise InputError(f"{err} (frame {int(t)})") from None
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         whole = np.stack([self[t] for t in range(self.shape[0])])
@@ -280,15 +275,15 @@ def frame_stack(labels_stack: Any) -> Generator[Progress, None, FrameStack]:
     """A lazy (T, Y, X) stack as a :class:`FrameStack`: unless it is boolean, its frames are read
     once (one at a time, with progress events) to tell a mask stack (0 and one other value)
     from labels."""
+    if np.dtype(labels_stack.dtype).kind == "b" or len(labels_stack.shape) != 3:
+        return FrameStack(labels_stack, np.dtype(labels_stack.dtype).kind == "b")  # (the latter refused there)
     check = MaskCheck()
-    if np.dtype(labels_stack.dtype).kind != "b" and len(labels_stack.shape) == 3:
-        n = int(labels_stack.shape[0])
-        for t in range(n):
-            if not check.add(labels_stack[t]):
-                break
-            yield Progress(t + 1, n, "checking the labels frame by frame")
-    mask = np.dtype(labels_stack.dtype).kind == "b" or check.is_mask
-    return FrameStack(labels_stack, mask)
+    n = int(labels_stack.shape[0])
+    for t in range(n):
+        if not check.add(labels_stack[t]):
+            break
+        yield Progress(t + 1, n, "checking the labels frame by frame")
+    return FrameStack(labels_stack, check.is_mask)
 
 
 # ----------------------------------------------------------------------------- objects
@@ -324,8 +319,8 @@ def objects_from_labels(labels_stack: np.ndarray, image_stack: np.ndarray | None
             continue
         frame, original_ids = compact_labels(frame)  # huge sparse ids would size regionprops' tables
         intensity = None if image_stack is None else np.asarray(image_stack[t])
-        if intensity is not None and intensity.dtype.kind == "f" and not np.all(np.isfinite(intensity)):
-            raise InputError(f"image stack contains NaN or infinite values (frame {t})")
+        if intensity is not None and not isinstance(image_stack, np.ndarray) and intensity.dtype.kind == "f":
+            _finite_float(t, intensity)  # a stack on disk is checked as its frames are read
         tab = regionprops_table(frame, intensity_image=intensity, properties=props)
         ids = tab["label"] if original_ids is None else original_ids[tab["label"]]
         df = pd.DataFrame({"t": t, "label": ids, "y": tab["centroid-0"], "x": tab["centroid-1"], "area": tab["area"]})
@@ -1032,9 +1027,9 @@ def track(
         if mode == "images":
             if image_stack is None:
                 raise InputError("stage_shift='images' needs an image stack")
-            source = _FiniteFrames(image_stack) if is_lazy(image_stack) else np.asarray(image_stack, dtype=np.float32)
-        elif mode == "objects":
-            source = _ObjectMasks(labels_stack)
+            source = _PerFrame(image_stack, _finite_float) if is_lazy(image_stack) else np.asarray(image_stack, dtype=np.float32)
+        elif mode == "objects":  # per frame: no float copy of the whole movie
+            source = _PerFrame(labels_stack, lambda t, frame: (frame > 0).astype(np.float32))
         else:
             raise InputError(f"stage_shift must be None, 'images' or 'objects', not {stage_shift!r}")
         yield Progress(0, 1, "estimating stage shifts")
@@ -1058,33 +1053,25 @@ def track(
                     info={**result.info, "mask_converted": was_mask})
 
 
-class _FiniteFrames:
-    """A (T, Y, X) image stack on disk read frame by frame as float32, each frame checked for NaN /
-    infinity (an InputError naming the frame, as the in-memory path refuses the whole stack)."""
+class _PerFrame:
+    """A (T, Y, X) stack read one frame at a time through ``fn(t, frame)`` (stage-shift sources)."""
 
-    def __init__(self, images: Any):
-        self.images = images
-        self.shape = tuple(images.shape)
+    def __init__(self, stack: Any, fn: Any):
+        self.stack, self.fn = stack, fn
+        self.shape = tuple(stack.shape)
         self.ndim = 3
 
     def __getitem__(self, t: int) -> np.ndarray:
-        frame = np.asarray(self.images[t], dtype=np.float32)
-        if not np.all(np.isfinite(frame)):
-            raise InputError(f"image stack contains NaN or infinite values (frame {int(t)})")
-        return frame
+        return self.fn(int(t), np.asarray(self.stack[t]))
 
 
-class _ObjectMasks:
-    """``labels > 0`` of a (T, Y, X) label stack as float32, computed frame by frame on access
-    (the "objects" stage-shift source without a float copy of the whole movie)."""
-
-    def __init__(self, labels_stack: Any):
-        self.labels = labels_stack
-        self.shape = tuple(labels_stack.shape)
-        self.ndim = 3
-
-    def __getitem__(self, t: int) -> np.ndarray:
-        return (np.asarray(self.labels[t]) > 0).astype(np.float32)
+def _finite_float(t: int, frame: np.ndarray) -> np.ndarray:
+    """An image frame as float32; an InputError naming the frame for NaN / infinity (as the
+    in-memory path refuses the whole stack)."""
+    frame = frame.astype(np.float32)
+    if not np.all(np.isfinite(frame)):
+        raise InputError(f"image stack contains NaN or infinite values (frame {t})")
+    return frame
 
 
 def run_tracking(labels_stack: np.ndarray, image_stack: np.ndarray | None = None, **kwargs) -> TrackResult:
