@@ -131,11 +131,12 @@ def test_closing_the_viewer_mid_run_winds_the_training_down(make_napari_viewer, 
     assert "has been deleted" not in capfd.readouterr().err
 
 
-def test_bad_inputs_give_messages(make_napari_viewer, qtbot, tmp_path):
+def test_bad_inputs_give_messages(make_napari_viewer, wait_worker, tmp_path):
     from napari_microseg.widgets.training import TrainingWidget
 
     viewer = make_napari_viewer(show=False)
     widget = TrainingWidget(viewer)
+    widget.out_path.value = str(tmp_path / "model.pt")
     assert widget.train() is None
     assert "Choose an image layer" in widget.status.text()
     viewer.add_image(np.random.rand(64, 64).astype(np.float32), name="img")
@@ -143,8 +144,9 @@ def test_bad_inputs_give_messages(make_napari_viewer, qtbot, tmp_path):
     viewer.add_labels(np.ones((32, 32), np.uint16), name="small")
     widget.image_layer.value = ["img"]
     widget.labels_layer.value = ["empty"]
-    assert widget.train() is None
-    assert "empty" in widget.status.text()
+    wait_worker(widget.train())  # layer contents are checked in the worker: the message comes from there
+    assert "empty: the labels layer is empty" in widget.status.text()
+    assert not (tmp_path / "model.pt").exists() and widget.result is None
     widget.labels_layer.value = ["small"]
     assert widget.train() is None
     assert "does not match" in widget.status.text()
@@ -185,6 +187,47 @@ def test_one_small_image_without_validation_and_the_ccd_normalisation(make_napar
     assert widget.normalization.value == RAW_CCD and widget.config()["normalization"] == CCD_NORMALIZATION
     widget.output_mode.value = "three_class"
     assert widget.normalization.value == PER_IMAGE
+
+
+def test_lazy_layers_are_read_in_the_worker_not_on_the_gui_thread(make_napari_viewer, wait_worker, tmp_path):
+    """A lazy (dask) image and labels layer, e.g. a big TIFF opened lazily: the Train button only looks
+    at names and shapes; every chunk is read in the worker (synchronous dask scheduler: a chunk is
+    computed in the thread that asks for it), and the model is trained on the data read."""
+    import threading
+
+    import dask
+    import dask.array as da
+
+    from napari_microseg.io.models import load_model
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+    from napari_microseg.widgets.training import TrainingWidget
+
+    image, labels = simulate_nuclei_image((96, 96), 6, seed=2)
+    read_on_gui_thread = []
+
+    def lazy(array):
+        def record(block):
+            read_on_gui_thread.append(threading.current_thread() is threading.main_thread())
+            return block
+
+        return da.from_array(array, chunks=48).map_blocks(record, dtype=array.dtype)
+
+    viewer = make_napari_viewer(show=False)
+    with dask.config.set(scheduler="synchronous"):
+        viewer.add_image(lazy(image), name="lazy image", contrast_limits=(0, 1))
+        viewer.add_labels(lazy(labels), name="lazy labels")
+        read_on_gui_thread.clear()  # napari reads the visible slice to draw it: not the widget's doing
+        widget = TrainingWidget(viewer)
+        widget.image_layer.value, widget.labels_layer.value = ["lazy image"], ["lazy labels"]
+        widget.patch.value, widget.epochs.value, widget.patches_per_epoch.value, widget.batch_size.value = 32, 1, 4, 4
+        widget.val_fraction.value = 0.0
+        widget.out_path.value = str(tmp_path / "lazy.pt")
+        worker = widget.train()
+        assert read_on_gui_thread == [], "the Train button read the lazy layers on the GUI thread"
+        wait_worker(worker)
+    assert read_on_gui_thread and not any(read_on_gui_thread)
+    assert load_model(tmp_path / "lazy.pt").config["training"]["epochs_run"] == 1, widget.status.text()
+    assert "1 annotated frame(s)" in load_model(tmp_path / "lazy.pt").config["training"]["config"]["data_description"]
 
 
 def test_loss_plot_legend_leaves_the_top_right_corner_to_the_dice_curve(qtbot):

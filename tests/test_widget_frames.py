@@ -24,3 +24,25 @@ def test_current_frame_and_show_frame_follow_the_layers_scale_and_offset():
     assert current_frame(viewer, movie) == 3
     flat = viewer.add_image(np.zeros((16, 16)))  # a 2-D layer among 3-D ones: its own first axis
     assert flat.world_to_data(viewer.dims.point).shape == (2,)
+
+
+def test_grey_image_of_a_lazy_rgb_layer_stays_lazy_and_matches_the_in_memory_grey():
+    """An RGB(A) layer becomes the mean of its colour channels; a lazy one (dask, zarr) is not read
+    by the call, so a widget can hand it to its worker."""
+    import dask.array as da
+    import zarr
+    from napari.components import ViewerModel
+
+    from napari_microseg.widgets._base import grey_image
+
+    rgba = np.random.default_rng(0).integers(0, 255, (3, 20, 24, 4)).astype(np.uint8)
+    viewer = ViewerModel()
+    in_memory = grey_image(viewer.add_image(rgba, rgb=True))
+    assert isinstance(in_memory, np.ndarray) and in_memory.shape == (3, 20, 24)
+    np.testing.assert_allclose(in_memory, rgba[..., :3].mean(axis=-1), rtol=1e-6)
+    store = zarr.zeros(rgba.shape, chunks=(1, 20, 24, 4), dtype=np.uint8)
+    store[:] = rgba
+    for lazy_data in (da.from_array(rgba, chunks=(1, 20, 24, 4)), store):
+        lazy = grey_image(viewer.add_image(lazy_data, rgb=True, contrast_limits=(0, 255)))
+        assert isinstance(lazy, da.Array) and lazy.shape == (3, 20, 24) and lazy.dtype == np.float32
+        np.testing.assert_allclose(np.asarray(lazy), in_memory, rtol=1e-6)

@@ -412,12 +412,17 @@ def full_resolution(layer: Any) -> Any:
 def grey_image(layer: Any) -> Any:
     """An image layer's data for the networks, at full resolution (:func:`full_resolution`): RGB(A)
     layers (napari's ``rgb``) become grey, the mean of the colour channels ((Y, X, 3|4) -> (Y, X));
-    others are returned as they are (numpy, or dask for lazy layers)."""
+    others are returned as they are (numpy, or dask for lazy layers). A lazy RGB layer stays lazy:
+    its grey is computed where it is read (in a worker)."""
     import numpy as np
 
     data = full_resolution(layer)
     if getattr(layer, "rgb", False):
-        return np.asarray(data)[..., :3].mean(axis=-1, dtype=np.float32)
+        if not isinstance(data, np.ndarray):
+            import dask.array as da
+
+            data = da.asarray(data)  # dask as it is; zarr and other array-likes wrapped, not read
+        return data[..., :3].mean(axis=-1, dtype=np.float32)
     return data
 
 

@@ -134,7 +134,7 @@ class AutolabelWidget(MicrosegDock):
             return None
         data = grey_image(layer)  # RGB layers: grey
         t = self._frame_index(data, layer)
-        frame = np.asarray(data[t] if t is not None else data)
+        frame = data[t] if t is not None else data  # a lazy layer's frame is read in the worker
         params = self.parameters()
 
         def make_generator():
@@ -142,7 +142,7 @@ class AutolabelWidget(MicrosegDock):
             from ..progress import Progress
 
             yield Progress(0, 1, "previewing ...")
-            return autolabel_frame(frame, **params)
+            return autolabel_frame(np.asarray(frame), **params)
 
         def done(labels: np.ndarray) -> None:
             full = labels if t is None else _in_stack(labels, layer.data.shape, t)

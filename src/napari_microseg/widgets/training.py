@@ -2,8 +2,10 @@
 
 Stop sets a stop event: the trainer finishes the current step, keeps the best
 model file and returns normally, so the plot and the result stay. The window
-stays responsive: all work happens in the worker; layers are read (copied)
-before it starts and written only from the GUI thread.
+stays responsive: all work happens in the worker. Labels layers in memory are
+copied before it starts (painting during a run changes nothing); lazy (dask /
+zarr) layers are read and every layer checked in the worker; layers are written
+only from the GUI thread.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Generator
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, PushButton, Select, SpinBox
 
 from ..errors import InputError
-from ._base import NO_MODEL_MESSAGE, MicrosegDock, current_frame, free_name, grey_image, layer_geometry, layer_names, unique_layer_name, unwritable_reason
+from ..progress import Progress, drain
+from ._base import NO_MODEL_MESSAGE, MicrosegDock, current_frame, free_name, full_resolution, grey_image, layer_geometry, layer_names, unique_layer_name, unwritable_reason
 from ._plot import LossPlot
 
 
@@ -39,17 +42,45 @@ def _normalization_choices() -> dict[str, dict]:
 NORMALIZATION_CHOICES = _normalization_choices()
 
 
+def check_training_shapes(image_shape: tuple[int, ...], labels_shape: tuple[int, ...]) -> None:
+    """Raise InputError for layer shapes that cannot be trained on: (Y, X) or (T, Y, X), the same
+    for image and labels."""
+    if len(image_shape) not in (2, 3):
+        raise InputError(f"image layer must be 2-D (Y, X) or a (T, Y, X) stack, got shape {tuple(image_shape)}")
+    if tuple(labels_shape) != tuple(image_shape):
+        raise InputError(f"labels shape {tuple(labels_shape)} does not match image shape {tuple(image_shape)}")
+
+
 def check_training_layers(image: np.ndarray, labels: np.ndarray, partial: bool) -> None:
-    """Raise InputError for layers that cannot be trained on (shown in the dock)."""
-    if image.ndim not in (2, 3):
-        raise InputError(f"image layer must be 2-D (Y, X) or a (T, Y, X) stack, got shape {image.shape}")
-    if labels.shape != image.shape:
-        raise InputError(f"labels shape {labels.shape} does not match image shape {image.shape}")
+    """Raise InputError for layers that cannot be trained on (shown in the dock): shapes
+    (:func:`check_training_shapes`), nothing painted, NaN or infinite intensities."""
+    check_training_shapes(image.shape, labels.shape)
     painted = labels > 0 if not partial else labels != 0
     if not painted.any():
         raise InputError("the labels layer is empty: paint a few objects first")
     if image.dtype.kind == "f" and not np.isfinite(image).all():
         raise InputError("the image contains NaN or infinite values")
+
+
+def read_training_pairs(
+    images: list[Any], labels: list[Any], label_names: list[str], partial: bool
+) -> Generator[Progress, None, tuple[list[np.ndarray], list[np.ndarray]]]:
+    """Worker side of the Training widget: read each (image, labels) pair into memory (lazy layers:
+    dask / zarr) and check it (:func:`check_training_layers`, the labels layer's name in the message).
+
+    ``images`` and ``labels`` hold (Y, X) or (T, Y, X) arrays of equal shapes; yields one Progress
+    per pair and returns the lists of numpy arrays."""
+    read_images, read_labels = [], []
+    for index, (image, label, name) in enumerate(zip(images, labels, label_names)):
+        yield Progress(index, len(images), f"reading {name}")
+        image, label = np.asarray(image), np.asarray(label)
+        try:
+            check_training_layers(image, label, partial)
+        except InputError as err:
+            raise InputError(f"{name}: {err}") from None
+        read_images.append(image)
+        read_labels.append(label)
+    return read_images, read_labels
 
 
 class TrainingWidget(MicrosegDock):
@@ -141,11 +172,13 @@ class TrainingWidget(MicrosegDock):
         return layer_names(self.viewer, "Labels")
 
     # -- training -----------------------------------------------------------
-    def training_pairs(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Copies of the chosen (image, labels) layer pairs, checked; InputError with a clear message otherwise.
+    def chosen_training_layers(self) -> tuple[list[Any], list[np.ndarray | Any], list[str]]:
+        """The chosen (image, labels) layer data, not read yet: InputError with a clear message for a
+        choice that cannot be trained on, found from names and shapes alone (the GUI thread's part).
 
-        Each item is a (Y, X) image or a (T, Y, X) stack with labels of the same shape; the trainer
-        splits a stack into T (frame, labels) pairs and skips the frames left unpainted."""
+        Images are returned as they are (numpy, or dask / zarr for lazy layers, read in the worker by
+        :func:`read_training_pairs`); in-memory labels are copied, so painting during the run does not
+        change what is trained on. Also returns the labels layers' names, for messages."""
         image_names, label_names = list(self.image_layer.value), list(self.labels_layer.value)
         # nothing picked but only one candidate: that is the user's choice (and the list shows it)
         if not image_names and len(self._image_choices()) == 1:
@@ -160,15 +193,22 @@ class TrainingWidget(MicrosegDock):
             raise InputError(f"choose one labels layer per image: {len(image_names)} image(s), {len(label_names)} labels layer(s)")
         images, labels = [], []
         for image_name, label_name in zip(image_names, label_names):
-            image = np.asarray(grey_image(self.chosen_layer(image_name, "image")))  # RGB layers: grey
-            label = np.asarray(self.chosen_layer(label_name, "labels").data).copy()
+            image = grey_image(self.chosen_layer(image_name, "image"))  # RGB layers: grey
+            labels_layer = self.chosen_layer(label_name, "labels")
+            label = full_resolution(labels_layer)
             try:
-                check_training_layers(image, label, bool(self.sparse.value))
+                check_training_shapes(image.shape, label.shape)
             except InputError as err:
                 raise InputError(f"{label_name}: {err}") from None
             images.append(image)
-            labels.append(label)
-        return images, labels
+            labels.append(label.copy() if isinstance(label, np.ndarray) else label)
+        return images, labels, label_names
+
+    def training_pairs(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The chosen (image, labels) layer pairs, read and checked (:func:`read_training_pairs`, here
+        on the calling thread); InputError with a clear message otherwise."""
+        images, labels, names = self.chosen_training_layers()
+        return drain(read_training_pairs(images, labels, names, bool(self.sparse.value)))
 
     def config(self) -> dict:
         """The TrainConfig (dict form) from the form's values."""
@@ -193,7 +233,7 @@ class TrainingWidget(MicrosegDock):
             self.show_error("Already running: press Stop first.")
             return None
         try:
-            images, labels = self.training_pairs()
+            images, labels, label_names = self.chosen_training_layers()
         except InputError as err:
             self.show_error(str(err))
             return None
@@ -208,19 +248,21 @@ class TrainingWidget(MicrosegDock):
         if out_path != wanted:
             self.out_path.value = str(out_path)
         cfg = self.config()
-        # a (T, Y, X) stack trains on its frames (one pair each; the library skips unpainted ones)
-        n_annotated = sum(int(np.count_nonzero([np.any(frame != 0) for frame in lab])) if lab.ndim == 3 else 1
-                          for lab in labels)
-        cfg["data_description"] += f" ({n_annotated} annotated frame(s))"
+        sparse = bool(self.sparse.value)
         stop_event = threading.Event()  # Stop: the trainer stops after this step and keeps the best model
         self.plot.reset()
 
         def make_generator():
             from ..training.trainer import resume_settings, train  # torch is imported in the worker
 
+            pairs = yield from read_training_pairs(images, labels, label_names, sparse)
+            # a (T, Y, X) stack trains on its frames (one pair each; the library skips unpainted ones)
+            n_annotated = sum(int(np.count_nonzero([np.any(frame != 0) for frame in lab])) if lab.ndim == 3 else 1
+                              for lab in pairs[1])
+            cfg["data_description"] += f" ({n_annotated} annotated frame(s))"
             if resume:  # a resumed run keeps its optimiser and normalisation, whatever the form shows
                 cfg.update(resume_settings(resume))
-            return train(cfg, (images, labels), out_path=out_path, resume=resume, stop_event=stop_event)
+            return (yield from train(cfg, pairs, out_path=out_path, resume=resume, stop_event=stop_event))
 
         worker = self.start(make_generator, self._finished, on_event=self._on_event, label="training",
                             cooperative_stop=stop_event,
@@ -287,12 +329,12 @@ class TrainingWidget(MicrosegDock):
             return None
         data = grey_image(layer)
         t = current_frame(self.viewer, layer) if data.ndim == 3 else None
-        frame = np.asarray(data[t] if t is not None else data)
+        frame = data[t] if t is not None else data  # a lazy layer's frame is read in the worker
 
         def make_generator():
             from ..inference.segment import segment_image
 
-            return segment_image(path, frame)
+            return segment_image(path, np.asarray(frame))
 
         def done(result: Any) -> None:
             name = unique_layer_name(self.viewer, f"preview {Path(path).stem}" + (f" t={t}" if t is not None else ""))
