@@ -36,7 +36,7 @@ def test_agreement_with_exact_classes_on_simulated_frames():
 def test_balanced_layout_glow_band_found():
     # glowing band ~40 % of the columns; cluster pixels from 30 ADC, so the balanced layout needs fewer
     # clusters (at 120 ADC it packs so many that their faint rims raise the noise estimate ~15 %)
-    fr = simulate_ccd_frame(seed=0, balanced=True, cluster_threshold=30)
+    fr = simulate_ccd_frame(seed=0, balanced=True, cluster_threshold=30, glow_probability=1.0)
     res = autolabel_ccd_details(fr.image)
     band = fr.params["glow_band"]
     cols = set(range(band["column"], band["column"] + band["width"]))

@@ -43,7 +43,7 @@ def test_pedestal_mode_stays_on_the_pedestal_when_signals_cover_most_of_the_fram
     from napari_microseg.simulate.ccd import simulate_ccd_frame
     from napari_microseg.training.normalize import normalization_limits, pedestal_mode
 
-    frame = simulate_ccd_frame(shape=(256, 256), seed=4, balanced=True)  # 41 % background
+    frame = simulate_ccd_frame(shape=(256, 256), seed=4, balanced=True, glow_probability=1.0)  # 41 % background
     assert abs(np.median(frame.image) - 8800) > 500  # the median sits in the signal
     assert abs(pedestal_mode(frame.image) - 8800) < 15  # the histogram peak does not (noise sd 60)
     offset, scale = normalization_limits(frame.image, {"kind": "pedestal", "scale": 200, "estimator": "mode"})

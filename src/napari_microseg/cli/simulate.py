@@ -97,7 +97,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = dsub.add_parser("ccd", help="CCD frames (FITS, ADC) with class maps", description="CCD frames in ADC with exact class maps (0 bg, 1 glowing, 2 hot pixel, 3 cluster).")
     common(q, 1, "number of frames (default 1)")
     q.add_argument("--shape", type=int, nargs=2, default=(256, 256), metavar=("Y", "X"), help="frame size in px (default 256 256)")
-    q.add_argument("--balanced", action="store_true", help="class fractions near 41/25/21/13 %%")
+    q.add_argument("--balanced", action="store_true", help="class fractions near 41/25/21/13 %% in a frame with a glowing band (those without one: 66 %% background); the band stays in --glow-probability of the frames")
     q.add_argument("--muons", action="store_true", help="add straight muon tracks (class 3, cluster)")
     q.add_argument("--electrons", action="store_true", help="add worm-like electron tracks (class 3, cluster)")
     q.add_argument("--pedestal", type=float, default=8800.0, help="bias level, ADC (default 8800)")

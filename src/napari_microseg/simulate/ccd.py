@@ -147,9 +147,16 @@ def simulate_ccd_frame(
     n_clusters : number of point-charge clusters; ``None`` draws 5-40.
     balanced : build a layout with class fractions near ``target_fractions``
         (41/25/21/13 % bg/glow/hot/cluster by default): clusters and hot lines
-        are added until their fractions are reached and the glowing band is
-        widened until its visible fraction is reached. ``n_hot``/``n_clusters``
-        are then ignored, and the band is always present.
+        are added until their fractions are reached (``n_hot``/``n_clusters``
+        are then ignored) and the glowing band is widened until its visible
+        fraction is reached. The band is still present in a share
+        ``glow_probability`` of the tiles only, as in the study (a band in
+        every tile would teach that one is always there): a tile without one
+        holds the glow's share as background (66 %), and over a data set glow
+        covers ``glow_probability`` x 25 % (15 % at 0.6). The band is not
+        widened further to make up for that: it would cover more of its tiles
+        than the background does, and the pedestal (the histogram's peak)
+        would be read on the band.
     muons : add straight muon tracks (class 3), ~80 e-/um deposited -> long
         straight lines with ~``gain`` x 300 ADC per pixel.
     electrons : add worm-like electron tracks (class 3): random walks with
@@ -263,22 +270,24 @@ def simulate_ccd_frame(
             if np.count_nonzero((hot > 0) & ~cl_mask) >= f_hot * n_pix:
                 break
             add_hot_lines(1)
-        free_per_col = ((hot == 0) & ~cl_mask).sum(0)
-        need = f_glow * n_pix
-        c0 = int(rng.integers(0, nx))
-        c1 = c0
-        got = 0
-        while got < need and (c1 - c0) < nx:
-            # grow to the right, then to the left once the edge is hit
-            if c1 < nx:
-                got += free_per_col[c1]
-                c1 += 1
-            else:
-                c0 -= 1
-                got += free_per_col[c0]
-        level = rng.uniform(g_lo, g_hi)
-        glow[:, c0:c1] = level
-        glow_info = (c0, c1 - c0, level)
+        glow_info = None
+        if glow_probability > 0 and rng.random() < glow_probability:
+            free_per_col = ((hot == 0) & ~cl_mask).sum(0)
+            need = f_glow * n_pix
+            c0 = int(rng.integers(0, nx))
+            c1 = c0
+            got = 0
+            while (got < need or c1 == c0) and (c1 - c0) < nx:
+                # grow to the right, then to the left once the edge is hit
+                if c1 < nx:
+                    got += free_per_col[c1]
+                    c1 += 1
+                else:
+                    c0 -= 1
+                    got += free_per_col[c0]
+            level = rng.uniform(g_lo, g_hi)
+            glow[:, c0:c1] = level
+            glow_info = (c0, c1 - c0, level)
     else:
         if rng.random() < glow_probability:
             width = int(rng.integers(w_lo, w_hi + 1))
