@@ -494,3 +494,41 @@ def test_batch_takes_a_shipped_model_by_name(tmp_path):
     assert main(["batch", "segment", "--model", "nuclei_fluorescence", "--input", str(src), "--out", str(tmp_path / "o"),
                  "--workers", "0", "--quiet"]) == 0
     assert (tmp_path / "o" / "objects.csv").is_file()
+
+
+def test_big_tiffs_are_read_tile_by_tile_with_the_results_of_an_in_memory_read(tmp_path, tiny_model, monkeypatch):
+    """A TIFF over LAZY_TIFF_BYTES (lowered here) is read lazily by every batch task, as by the single-file
+    commands: segment and autolabel write its labels into a Zarr store chunk by chunk, track follows it frame
+    by frame. Labels and tables equal those of the same files read into memory."""
+    import zarr
+
+    import napari_microseg.io.images as image_io
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+
+    sim = simulate_nuclei_timelapse(n_frames=3, shape=(80, 80), n_nuclei=5, seed=21)
+    src = {"images": tmp_path / "images", "labels": tmp_path / "labels"}
+    for folder in src.values():
+        folder.mkdir()
+    tifffile.imwrite(src["images"] / "movie.tif", (sim.fluorescence * 255).astype(np.uint8), tile=(32, 32))
+    tifffile.imwrite(src["labels"] / "movie.tif", sim.labels)
+    runs = {"segment": ("images", {"model": tiny_model, "tile": 64}), "autolabel": ("images", {}), "track": ("labels", {})}
+    for task, (folder, kw) in runs.items():
+        run_batch_sync(task, src[folder], tmp_path / f"{task}_eager", workers=0, **kw)
+    reads = []
+    original = image_io._tiff_level
+    monkeypatch.setattr(image_io, "LAZY_TIFF_BYTES", 1000)
+    monkeypatch.setattr(image_io, "_tiff_level", lambda series, level: reads.append(level) or original(series, level))
+    for task, (folder, kw) in runs.items():
+        summary = run_batch_sync(task, src[folder], tmp_path / f"{task}_lazy", workers=0, **kw)
+        assert summary.processed == 1 and not summary.failures, summary.failures
+    assert len(reads) == 3  # each task opened the TIFF lazily
+    for task in ("segment", "autolabel"):
+        eager, lazy = tmp_path / f"{task}_eager", tmp_path / f"{task}_lazy"
+        np.testing.assert_array_equal(zarr.open_array(str(lazy / "labels" / "movie.zarr"), mode="r")[:],
+                                      tifffile.imread(eager / "labels" / "movie.tif"))
+        for table in ("objects.csv", "counts.csv"):
+            pd.testing.assert_frame_equal(pd.read_csv(lazy / table), pd.read_csv(eager / table), check_dtype=False)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "track_lazy" / "tracks_labels" / "movie.tif"),
+                                  tifffile.imread(tmp_path / "track_eager" / "tracks_labels" / "movie.tif"))
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "track_lazy" / "tracks.csv"),
+                                  pd.read_csv(tmp_path / "track_eager" / "tracks.csv"))

@@ -16,7 +16,7 @@ Output layout under ``OUT`` (``<stem>`` = the input path relative to the input
 root, without its suffix):
 
 - segment: ``labels/<stem>.tif`` (Zarr input: ``labels/<stem>.zarr``, one
-  frame written per task), ``shards/objects/<key>.csv``, ``shards/counts/<key>.csv``;
+  frame written per task; a TIFF over 1 GiB: ``labels/<stem>.zarr``, tile by tile), ``shards/objects/<key>.csv``, ``shards/counts/<key>.csv``;
 - track: ``tracks_labels/<stem>.tif`` (objects carry their track id),
   ``shards/tracks/<key>.csv``, ``shards/counts/<key>.csv`` and, when a model
   segments the images first, ``labels/<stem>.tif``;
@@ -184,15 +184,22 @@ def item_checksum(item: BatchItem) -> tuple[str, np.ndarray | None]:
 
 
 def _read_whole(item: BatchItem, spec: TaskSpec, grey: bool = False) -> Any:
-    """The whole input: numpy for files, a lazy dask array for Zarr stores.
+    """The whole input: numpy for files, a lazy dask array for Zarr stores and for TIFFs over
+    :data:`~napari_microseg.io.images.LAZY_TIFF_BYTES` (read tile by tile, frame by frame, as the
+    single-file commands read them).
 
     ``spec.params["channel"]`` picks one channel of multi-channel TIFFs; with
     ``grey`` an RGB(A) image ``(Y, X, 3|4)`` becomes the mean of its colours.
     """
-    from ..io.images import read_image, rgb_to_grey
+    from ..io.images import LAZY_TIFF_BYTES, read_image, rgb_to_grey
 
-    data = read_image(item.source, channel=spec.params.get("channel")).data
+    data = read_image(item.source, channel=spec.params.get("channel"), lazy_above_bytes=LAZY_TIFF_BYTES).data
     return rgb_to_grey(data, item.image) if grey else data
+
+
+def _is_lazy(data: Any) -> bool:
+    """True for a dask array (Zarr, a big TIFF): read piece by piece, never whole."""
+    return hasattr(data, "compute")
 
 
 # ----------------------------------------------------------------------------- writers
@@ -209,7 +216,7 @@ def _write_shard(out: Path, kind: str, item: BatchItem, table: pd.DataFrame) -> 
 def _write_labels_tiff(out: Path, rel: str, labels: Any) -> str:
     from ..io.images import write_tiff
 
-    write_tiff(out / rel, np.asarray(labels), overwrite=True)
+    write_tiff(out / rel, labels, overwrite=True)  # a lazy stack is written frame by frame
     return rel
 
 
@@ -271,16 +278,15 @@ def segment_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> d
         rel = f"labels/{item.stem}.zarr"
         write_zarr_frame(out, rel, item.frame, np.asarray(result.labels))
         objects, counts = _frame_tables(result.objects, result.counts, item.frame)
-    elif item.is_zarr:  # a whole Zarr store (2D image or a stack read as one item): written chunk by chunk
-        data = _read_whole(item, spec)
-        rel = f"labels/{item.stem}.zarr"
-        result = _labels_into_zarr_store(out, rel, lambda arr: segment(loaded, data, out=arr, **kw),
-                                         tuple(data.shape), spec.label_dtype)
-        objects, counts = result.objects, result.counts
     else:
         data = _read_whole(item, spec, grey=True)
-        result = segment(loaded, data, **kw)
-        rel = _write_labels_tiff(out, f"labels/{item.stem}.tif", result.labels)
+        if _is_lazy(data):  # a Zarr store or a big TIFF (2D or a stack as one item): written chunk by chunk
+            rel = f"labels/{item.stem}.zarr"
+            result = _labels_into_zarr_store(out, rel, lambda arr: segment(loaded, data, out=arr, **kw),
+                                             tuple(data.shape), spec.label_dtype)
+        else:
+            result = segment(loaded, data, **kw)
+            rel = _write_labels_tiff(out, f"labels/{item.stem}.tif", result.labels)
         objects, counts = result.objects, result.counts
     return {"labels": rel, "objects": _write_shard(out, "objects", item, objects),
             "counts": _write_shard(out, "counts", item, counts)}
@@ -302,23 +308,33 @@ def autolabel_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) ->
         counts = count_objects(labels)
         counts["t"] = item.frame
     else:
-        data = np.asarray(_read_whole(item, spec, grey=True))
-        if data.ndim == 2:
-            labels = np.asarray(fn(data, **kw))
-        elif data.ndim == 3:
-            labels = np.stack([np.asarray(fn(data[t], **kw)) for t in range(data.shape[0])])
-        else:
-            raise InputError(f"{item.image}: expected a (Y,X) image or (T,Y,X) stack, got shape {data.shape}")
-        suffix = ".zarr" if item.is_zarr else ".tif"
-        rel = f"labels/{item.stem}{suffix}"
-        if item.is_zarr:
-            from ..io.images import write_zarr
+        data = _read_whole(item, spec, grey=True)
+        if data.ndim not in (2, 3):
+            raise InputError(f"{item.image}: expected a (Y,X) image or (T,Y,X) stack, got shape {tuple(data.shape)}")
+        if _is_lazy(data):  # a Zarr store or a big TIFF: frame by frame into a Zarr label store
+            rel = f"labels/{item.stem}.zarr"
 
-            write_zarr(out / rel, labels, overwrite=True)
+            def label_frames(arr: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
+                frames = [None] if data.ndim == 2 else range(data.shape[0])
+                tables, frame_counts = [], []
+                for t in frames:
+                    image = np.asarray(data if t is None else data[t])
+                    labels = np.asarray(fn(image, **kw))
+                    if t is None:
+                        arr[:] = labels
+                    else:
+                        arr[t] = labels
+                    tables.append(object_table(labels, image, t_offset=0 if t is None else t))
+                    frame_counts.append(count_objects(labels).assign(t=0 if t is None else t))
+                return pd.concat(tables, ignore_index=True), pd.concat(frame_counts, ignore_index=True)
+
+            objects, counts = _labels_into_zarr_store(out, rel, label_frames, tuple(data.shape), spec.label_dtype)
         else:
-            _write_labels_tiff(out, rel, labels)
-        objects = object_table(labels, data)
-        counts = count_objects(labels)
+            labels = (np.asarray(fn(data, **kw)) if data.ndim == 2
+                      else np.stack([np.asarray(fn(data[t], **kw)) for t in range(data.shape[0])]))
+            rel = _write_labels_tiff(out, f"labels/{item.stem}.tif", labels)
+            objects = object_table(labels, data)
+            counts = count_objects(labels)
     return {"labels": rel, "objects": _write_shard(out, "objects", item, objects),
             "counts": _write_shard(out, "counts", item, counts)}
 
@@ -332,7 +348,8 @@ def track_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> dic
     if frame is not None:
         raise InputError(f"{item.image}: tracking needs the whole stack, not one frame")
     out = Path(spec.out)
-    data = time_stack(_read_whole(item, spec), f"{item.image}: tracking input")  # as `microseg track` reads it
+    # as `microseg track` reads it: Zarr and big TIFFs stay on disk and are tracked frame by frame
+    data = time_stack(_read_whole(item, spec), f"{item.image}: tracking input", lazy=True)
     outputs: dict[str, str] = {}
     if spec.model:
         from ..inference.segment import segment

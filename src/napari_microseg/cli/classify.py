@@ -109,7 +109,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         r.set_defaults(func=run)
 
     r = tsub.add_parser("images", help="[R] good/bad whole-image classifier")
-    common(r, 100, 64, 3e-4, "small_cnn")
+    common(r, 300, 96, 3e-4, "small_cnn")  # the study: up to 300 epochs, patience 30, batch 70-128, lr 1e-4..3e-4
     r.add_argument("--input", type=Path, help="real annotated images: a folder like `microseg simulate response` writes "
                                               "(classes.csv with image, label or is_good, optional crop_* and group columns)")
     r.add_argument("--strategy", choices=("real", "simulated", "pretrain_finetune", "pretrain_freeze"), default=None,
@@ -134,7 +134,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--no-augment", action="store_true", help="switch augmentation (rotation, shear, shift, zoom, flips) off")
 
     r = tsub.add_parser("profiles", help="[P] 1D CNN on thickness profiles (single or multi-view)")
-    common(r, 50, 128, 1.0, "profile_cnn")
+    common(r, 200, 128, 1.0, "profile_cnn")  # the study: Adadelta, up to 200 epochs, early stopping
     r.add_argument("--task", choices=("hole", "chirality"), default="hole", help="what to classify")
     r.add_argument("--views", type=int, default=1, help="projections per particle (>1: shared-weight multi-view network)")
     r.add_argument("--view-angle", type=float, default=90.0, help="degrees between views")

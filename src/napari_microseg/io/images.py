@@ -162,14 +162,16 @@ def _select_channel(image: ImageData, name: str, channel: int | str | None) -> I
 def rgb_to_grey(data: Any, name: str = "image") -> Any:
     """An RGB(A) image ``(Y, X, 3|4)`` as float32 grey ``(Y, X)``: the mean of R, G and B (alpha dropped).
 
-    Any other array is returned unchanged. A notice naming the file goes to stderr.
+    Any other array is returned unchanged; a dask array stays lazy. A notice naming the file goes
+    to stderr.
     """
     import sys
 
     if getattr(data, "ndim", 0) == 3 and data.shape[-1] in (3, 4) and data.shape[0] > 4:
         print(f"{name}: RGB(A) image of shape {tuple(data.shape)}, using the mean of the colour channels",
               file=sys.stderr)
-        return np.asarray(data)[..., :3].mean(axis=-1, dtype=np.float32)
+        colours = data if hasattr(data, "compute") else np.asarray(data)  # a lazy (dask) image stays lazy
+        return colours[..., :3].mean(axis=-1, dtype=np.float32)
     return data
 
 
