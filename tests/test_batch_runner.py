@@ -532,3 +532,31 @@ def test_big_tiffs_are_read_tile_by_tile_with_the_results_of_an_in_memory_read(t
                                   tifffile.imread(tmp_path / "track_eager" / "tracks_labels" / "movie.tif"))
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "track_lazy" / "tracks.csv"),
                                   pd.read_csv(tmp_path / "track_eager" / "tracks.csv"))
+
+    # track with a model: the big image stack is segmented into a Zarr store and tracked from it
+    monkeypatch.setattr(image_io, "LAZY_TIFF_BYTES", 1 << 40)
+    run_batch_sync("track", src["images"], tmp_path / "segtrack_eager", model=tiny_model, tile=64, workers=0)
+    monkeypatch.setattr(image_io, "LAZY_TIFF_BYTES", 1000)
+    run_batch_sync("track", src["images"], tmp_path / "segtrack_lazy", model=tiny_model, tile=64, workers=0)
+    eager, lazy = tmp_path / "segtrack_eager", tmp_path / "segtrack_lazy"
+    np.testing.assert_array_equal(zarr.open_array(str(lazy / "labels" / "movie.zarr"), mode="r")[:],
+                                  tifffile.imread(eager / "labels" / "movie.tif"))
+    np.testing.assert_array_equal(tifffile.imread(lazy / "tracks_labels" / "movie.tif"),
+                                  tifffile.imread(eager / "tracks_labels" / "movie.tif"))
+    pd.testing.assert_frame_equal(pd.read_csv(lazy / "tracks.csv"), pd.read_csv(eager / "tracks.csv"))
+
+
+def test_a_small_pyramidal_tiff_gives_tiff_labels_as_any_small_tiff(tmp_path, tiny_model):
+    """A pyramidal TIFF is opened lazily for its levels, but one under the size limit is segmented in
+    memory at full resolution: labels/<name>.tif, as before, not a Zarr store."""
+    image = (np.random.default_rng(4).random((96, 96)) * 255).astype(np.uint8)
+    src = tmp_path / "in"
+    src.mkdir()
+    with tifffile.TiffWriter(src / "slide.ome.tif") as tif:
+        tif.write(image, subifds=1, tile=(32, 32), photometric="minisblack")
+        tif.write(image[::2, ::2], subfiletype=1, tile=(32, 32), photometric="minisblack")
+    tifffile.imwrite(src / "plain.tif", image)
+    run_batch_sync("segment", src, tmp_path / "out", model=tiny_model, tile=64, workers=0)
+    labels = tmp_path / "out" / "labels"
+    assert sorted(p.name for p in labels.iterdir()) == ["plain.tif", "slide.ome.tif"]
+    np.testing.assert_array_equal(tifffile.imread(labels / "slide.ome.tif"), tifffile.imread(labels / "plain.tif"))

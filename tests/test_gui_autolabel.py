@@ -122,3 +122,54 @@ def test_labels_onto_a_phase_target(make_napari_viewer, qtbot, artifacts, wait_w
     from skimage.io import imsave
 
     imsave(artifacts / "autolabel_pairing.png", viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
+
+
+class _ThreadRecordingArray:
+    """A Zarr array that notes, in ``reads``, whether each read of its values ran on the GUI (main)
+    thread. At module level: a class defined in a test would be copied with its closure when dask
+    pickles it for its graph, and the reads noted in the copy."""
+
+    reads: list = []
+
+    def __init__(self, store):
+        self.store = store
+        self.shape, self.dtype, self.ndim, self.chunks = store.shape, store.dtype, store.ndim, store.chunks
+
+    def __getitem__(self, key):
+        import threading
+
+        values = self.store[key]
+        if values.size:  # (dask asks for an empty slice to learn the type: no data read)
+            _ThreadRecordingArray.reads.append(threading.current_thread() is threading.main_thread())
+        return values
+
+
+def test_preview_of_a_zarr_layer_reads_its_frame_in_the_worker(make_napari_viewer, wait_worker, tmp_path):
+    """A Zarr-backed layer (indexing a Zarr array reads at once) is wrapped lazily by the widgets:
+    pressing preview reads nothing on the GUI thread; the worker reads the one frame it labels."""
+    import numpy as np
+    import zarr
+
+    from napari_microseg.autolabel.fluorescence import autolabel_frame
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+    from napari_microseg.widgets.autolabel import AutolabelWidget
+
+    movie = simulate_nuclei_timelapse(n_frames=3, shape=(96, 96), n_nuclei=8, seed=4).fluorescence
+    store = zarr.open_array(str(tmp_path / "movie.zarr"), mode="w", shape=movie.shape, chunks=(1, 96, 96),
+                            dtype=movie.dtype)
+    store[:] = movie
+    reads = _ThreadRecordingArray.reads
+    viewer = make_napari_viewer(show=False)
+    layer = viewer.add_image(_ThreadRecordingArray(store), name="zarr stain", contrast_limits=(0, 1))
+    widget = AutolabelWidget(viewer)
+    widget.live.value = False  # one preview, the one asked for below (no debounced live previews)
+    widget.stain_layer.value = "zarr stain"
+    widget.clear_border.value = False
+    reads.clear()  # napari drew the layer: its reads are not the widget's
+    worker = widget.preview()
+    assert reads == [], "the preview read the Zarr layer on the GUI thread"
+    wait_worker(worker)
+    assert reads.count(False) == 1, (reads, widget.status.text())  # the worker read the one frame it labels
+    t = int(viewer.dims.current_step[0])
+    np.testing.assert_array_equal(widget.preview_layer.data[t], autolabel_frame(movie[t], **widget.parameters()))
+    assert widget.preview_layer.data[t].max() > 0 and isinstance(layer.data, _ThreadRecordingArray)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -147,6 +148,15 @@ def test_bad_inputs_give_messages(make_napari_viewer, wait_worker, tmp_path):
     wait_worker(widget.train())  # layer contents are checked in the worker: the message comes from there
     assert "empty: the labels layer is empty" in widget.status.text()
     assert not (tmp_path / "model.pt").exists() and widget.result is None
+    nan_image = np.random.rand(64, 64).astype(np.float32)
+    nan_image[5, 5] = np.nan
+    viewer.add_image(nan_image, name="nan")
+    viewer.add_labels(np.ones((64, 64), np.uint16), name="full")
+    widget.image_layer.value, widget.labels_layer.value = ["nan"], ["full"]
+    wait_worker(widget.train())
+    assert "full: the image contains NaN" in widget.status.text()
+    assert not (tmp_path / "model.pt").exists() and widget.result is None
+    widget.image_layer.value = ["img"]
     widget.labels_layer.value = ["small"]
     assert widget.train() is None
     assert "does not match" in widget.status.text()
@@ -216,18 +226,61 @@ def test_lazy_layers_are_read_in_the_worker_not_on_the_gui_thread(make_napari_vi
     with dask.config.set(scheduler="synchronous"):
         viewer.add_image(lazy(image), name="lazy image", contrast_limits=(0, 1))
         viewer.add_labels(lazy(labels), name="lazy labels")
-        read_on_gui_thread.clear()  # napari reads the visible slice to draw it: not the widget's doing
         widget = TrainingWidget(viewer)
         widget.image_layer.value, widget.labels_layer.value = ["lazy image"], ["lazy labels"]
         widget.patch.value, widget.epochs.value, widget.patches_per_epoch.value, widget.batch_size.value = 32, 1, 4, 4
         widget.val_fraction.value = 0.0
         widget.out_path.value = str(tmp_path / "lazy.pt")
-        worker = widget.train()
+        read_on_gui_thread.clear()  # napari reads the visible slice to draw it: not the widget's doing
+        worker = widget.train()  # (napari cannot draw during this call: it holds the GUI thread)
         assert read_on_gui_thread == [], "the Train button read the lazy layers on the GUI thread"
         wait_worker(worker)
-    assert read_on_gui_thread and not any(read_on_gui_thread)
+    # every chunk of both layers was read by the worker (napari may redraw meanwhile, on the GUI thread)
+    assert read_on_gui_thread.count(False) >= 2 * 4, read_on_gui_thread
     assert load_model(tmp_path / "lazy.pt").config["training"]["epochs_run"] == 1, widget.status.text()
     assert "1 annotated frame(s)" in load_model(tmp_path / "lazy.pt").config["training"]["config"]["data_description"]
+
+
+def test_stop_while_the_layers_are_read_trains_nothing(make_napari_viewer, wait_worker, tmp_path):
+    """Stop pressed while lazy layers are read (simulated: the first chunk read sets the run's stop
+    event, as the Stop button does): the next pair is not read, no training starts, nothing is written."""
+    import dask
+    import dask.array as da
+
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+    from napari_microseg.widgets.training import TrainingWidget, read_training_pairs
+
+    image, labels = simulate_nuclei_image((64, 64), 4, seed=3)
+    viewer = make_napari_viewer(show=False)
+    widget = TrainingWidget(viewer)
+    reads = []
+
+    def stop_on_read(block):
+        stop_event = getattr(widget, "_cooperative_stop", None)  # set once a run has started
+        if stop_event is not None and threading.current_thread() is not threading.main_thread():  # (napari draws)
+            reads.append(block.shape)
+            stop_event.set()  # what TrainingWidget.stop() does for a training run
+        return block
+
+    with dask.config.set(scheduler="synchronous"):
+        for i in range(2):
+            viewer.add_image(da.from_array(image).map_blocks(stop_on_read, dtype=image.dtype), name=f"image {i}",
+                             contrast_limits=(0, 1))
+            viewer.add_labels(labels.copy(), name=f"labels {i}")
+        widget.image_layer.value, widget.labels_layer.value = ["image 0", "image 1"], ["labels 0", "labels 1"]
+        widget.out_path.value = str(tmp_path / "stopped.pt")
+        wait_worker(widget.train())
+    assert len(reads) == 1, "the second image was read after Stop"
+    assert "stopped before training started; nothing was written" in widget.status.text()
+    assert widget.result is None and not list(tmp_path.iterdir())
+    assert widget.progress.format() == "stopped"
+    # the reader itself: a stop event set before a pair means that pair is not read
+    stop = threading.Event()
+    stop.set()
+    gen = read_training_pairs([image], [labels], ["labels"], False, stop)
+    with pytest.raises(StopIteration) as done:
+        next(gen)
+    assert done.value.value is None
 
 
 def test_loss_plot_legend_leaves_the_top_right_corner_to_the_dice_curve(qtbot):

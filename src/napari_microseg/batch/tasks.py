@@ -19,7 +19,8 @@ root, without its suffix):
   frame written per task; a TIFF over 1 GiB: ``labels/<stem>.zarr``, tile by tile), ``shards/objects/<key>.csv``, ``shards/counts/<key>.csv``;
 - track: ``tracks_labels/<stem>.tif`` (objects carry their track id),
   ``shards/tracks/<key>.csv``, ``shards/counts/<key>.csv`` and, when a model
-  segments the images first, ``labels/<stem>.tif``;
+  segments the images first, ``labels/<stem>.tif`` (Zarr or a TIFF over 1 GiB:
+  ``labels/<stem>.zarr``, tracked from there frame by frame);
 - autolabel: as segment, labels made by the classical fluorescence pipeline;
 - classify: ``shards/flags/<key>.csv`` (one row: ``probability_bad, verdict, threshold, image``).
 
@@ -194,6 +195,8 @@ def _read_whole(item: BatchItem, spec: TaskSpec, grey: bool = False) -> Any:
     from ..io.images import LAZY_TIFF_BYTES, read_image, rgb_to_grey
 
     data = read_image(item.source, channel=spec.params.get("channel"), lazy_above_bytes=LAZY_TIFF_BYTES).data
+    if _is_lazy(data) and not item.is_zarr and data.nbytes <= LAZY_TIFF_BYTES:
+        data = np.asarray(data)  # a small pyramidal TIFF (read lazily for its levels): its full resolution, as any TIFF
     return rgb_to_grey(data, item.image) if grey else data
 
 
@@ -355,9 +358,18 @@ def track_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> dic
         from ..inference.segment import segment
 
         loaded = get_model(spec.model, spec.device)
-        labels = np.asarray(segment(loaded, data, measure=False, **_segment_params(spec)).labels)
         image = data
-        outputs["labels"] = _write_labels_tiff(out, f"labels/{item.stem}.tif", labels)
+        if _is_lazy(data):  # Zarr or a big TIFF: segmented into a Zarr store, tracked from it frame by frame
+            import dask.array as da
+
+            outputs["labels"] = f"labels/{item.stem}.zarr"
+            _labels_into_zarr_store(out, outputs["labels"],
+                                    lambda arr: segment(loaded, data, out=arr, measure=False, **_segment_params(spec)),
+                                    tuple(data.shape), spec.label_dtype)
+            labels = da.from_zarr(str(out / outputs["labels"]))
+        else:
+            labels = np.asarray(segment(loaded, data, measure=False, **_segment_params(spec)).labels)
+            outputs["labels"] = _write_labels_tiff(out, f"labels/{item.stem}.tif", labels)
     else:  # labels, or a mask stack (tracked as its connected objects)
         labels, image = data, None
     kw = {k: spec.params[k] for k in ("config", "max_search_radius", "update_method", "optimize", "stage_shift")

@@ -17,7 +17,7 @@ workers need napari-microseg installed and the input/output paths mounted at
 the same place). ``--workers 0`` runs in this process without Dask.
 
 One task per image file, one per frame for Zarr (T,Y,X) stacks. Outputs in
-``--out``: ``labels/<name>.tif`` (Zarr input: ``labels/<name>.zarr``),
+``--out``: ``labels/<name>.tif`` (Zarr input, or a TIFF over 1 GiB, read tile by tile: ``labels/<name>.zarr``),
 table shards under ``shards/``, merged ``objects.csv`` and ``counts.csv``
 (segment, autolabel), ``tracks.csv``, ``counts.csv`` and ``track_summary.csv`` (track) or
 ``flags.csv`` (classify), each with an ``image`` column; ``manifest.jsonl`` (done items with input checksums),

@@ -271,7 +271,7 @@ def simulate_ccd_frame(
                 break
             add_hot_lines(1)
         glow_info = None
-        if glow_probability > 0 and rng.random() < glow_probability:
+        if glow_probability >= 1 or (glow_probability > 0 and rng.random() < glow_probability):
             free_per_col = ((hot == 0) & ~cl_mask).sum(0)
             need = f_glow * n_pix
             c0 = int(rng.integers(0, nx))

@@ -405,8 +405,21 @@ def unwritable_reason(path: Path) -> str | None:
 
 def full_resolution(layer: Any) -> Any:
     """A layer's data at full resolution: the first level of a multiscale (pyramid) layer, whose
-    ``data`` indexes levels, not frames; the data itself otherwise."""
-    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    ``data`` indexes levels, not frames; the data itself otherwise.
+
+    numpy and dask arrays are returned as they are; any other array (a Zarr array, whose indexing
+    reads at once) is wrapped in dask, so that taking a frame of it reads nothing until a worker
+    asks for its values."""
+    import numpy as np
+
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    if isinstance(data, np.ndarray) or hasattr(data, "compute"):
+        return data
+    import dask.array as da
+
+    chunks = getattr(data, "chunks", None)  # a Zarr array's own chunks; dask picks them otherwise
+    chunks = chunks if isinstance(chunks, tuple) and all(isinstance(c, int) for c in chunks) else "auto"
+    return da.from_array(data, chunks=chunks)  # (da.asarray would read an unknown array type at once)
 
 
 def grey_image(layer: Any) -> Any:
@@ -418,11 +431,7 @@ def grey_image(layer: Any) -> Any:
 
     data = full_resolution(layer)
     if getattr(layer, "rgb", False):
-        if not isinstance(data, np.ndarray):
-            import dask.array as da
-
-            data = da.asarray(data)  # dask as it is; zarr and other array-likes wrapped, not read
-        return data[..., :3].mean(axis=-1, dtype=np.float32)
+        return data[..., :3].mean(axis=-1, dtype=np.float32)  # numpy: now; dask: when read
     return data
 
 

@@ -23,7 +23,7 @@ from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
 from ..errors import InputError, MicrosegError
 from ..pretrained import list_pretrained_for
-from ._base import CLASS_COLOURS, MicrosegDock, chosen_model_path, dock_action, free_name, grey_image, layer_geometry, layer_names, show_frame, unique_layer_name, unwritable_reason
+from ._base import CLASS_COLOURS, MicrosegDock, chosen_model_path, dock_action, free_name, full_resolution, grey_image, layer_geometry, layer_names, show_frame, unique_layer_name, unwritable_reason
 from ._plot import BG, LossPlot
 
 TASKS = {"response images [R]": "images", "objects [T]": "objects", "profiles [P]": "profiles"}
@@ -129,11 +129,11 @@ class ClassificationWidget(MicrosegDock):
         """Classify the chosen layer(s) in a worker."""
         try:
             model = self.model_path()
-            make, layer, task, labels = self._make_job(model)
+            make, layer, task = self._make_job(model)
         except MicrosegError as err:
             self.show_error(str(err))
             return None
-        worker = self.start(make, lambda table: self._show(table, layer, task, labels), label="classifying")
+        worker = self.start(make, lambda result: self._show(result, layer, task), label="classifying")
         if worker is not None:
             self._clear_results()  # a failed run must not leave the previous run's results shown or exportable
         return worker
@@ -156,7 +156,6 @@ class ClassificationWidget(MicrosegDock):
         layer = self.chosen_layer(self.image_layer.value, "image")
         data = grey_image(layer)
         task = self.task_name
-        labels = None
         if task == "images":
             images = [data] if data.ndim == 2 else list(data)
             boxes = self._box_setting(len(images), images[0].shape) or layer.metadata.get("crop_box")
@@ -171,17 +170,21 @@ class ClassificationWidget(MicrosegDock):
         elif task == "objects":
             if self.labels_layer.value in (None, NONE):
                 raise InputError("Choose the Labels layer holding the objects to classify.")
-            labels = np.asarray(self.chosen_layer(self.labels_layer.value, "objects (labels)").data)
-            if labels.shape != data.shape:
-                raise InputError(f"labels shape {labels.shape} does not match image shape {data.shape}")
-            if labels.max() == 0:
-                raise InputError("the labels layer holds no objects")
+            source = full_resolution(self.chosen_layer(self.labels_layer.value, "objects (labels)"))
+            if tuple(source.shape) != tuple(data.shape):
+                raise InputError(f"labels shape {tuple(source.shape)} does not match image shape {tuple(data.shape)}")
+            # read in the worker (a lazy layer); a copy in memory, so painting during the run changes nothing
+            labels = source.copy() if isinstance(source, np.ndarray) else source
 
             def job():
                 from ..classify.predict import classify_objects
 
-                yield Progress(0, 1, f"classifying {len(np.unique(labels)) - 1} objects ...")
-                return classify_objects(str(model), data, labels)
+                yield Progress(0, 1, "reading the objects ...")
+                objects = np.asarray(labels)
+                if not objects.any():
+                    raise InputError("the labels layer holds no objects")
+                yield Progress(0, 1, f"classifying {len(np.unique(objects)) - 1} objects ...")
+                return classify_objects(str(model), np.asarray(data), objects), objects
         else:
             if data.ndim != 3:
                 raise InputError(f"profiles must be an (N, views, points) layer, got shape {data.shape}")
@@ -191,7 +194,7 @@ class ClassificationWidget(MicrosegDock):
 
                 yield Progress(0, 1, f"classifying {data.shape[0]} profiles ...")
                 return classify_profiles(str(model), data)
-        return job, layer, task, labels
+        return job, layer, task
 
     def _box_setting(self, n_images: int, shape: tuple) -> list | None:
         """The typed integration box, one per image; None when the field is empty."""
@@ -206,8 +209,10 @@ class ClassificationWidget(MicrosegDock):
             raise InputError(f"integration box {y0} {x0} {y1} {x1} does not lie inside the {shape[0]} x {shape[1]} images")
         return [[y0, x0, y1, x1]] * n_images
 
-    def _show(self, table: pd.DataFrame, layer: Any, task: str, labels: np.ndarray | None) -> None:
-        """Show a finished run (``task`` and ``labels`` as they were when it started)."""
+    def _show(self, result: Any, layer: Any, task: str) -> None:
+        """Show a finished run of ``task`` (as it was when the run started): its table; for objects,
+        ``result`` is ``(table, labels as read by the worker)``."""
+        table, labels = result if task == "objects" else (result, None)
         self.results = table
         if task == "images":
             self._apply_threshold()
@@ -380,12 +385,13 @@ def _simulated_data(task: str, n: int):
 
 
 def _default_config(task: str, epochs: int) -> dict:
-    """Small, CPU-friendly defaults per task (the study's settings are options of ClassifierTrainConfig)."""
+    """Settings per task, with the batch sizes of `microseg classify train` (images 96, within the [R]
+    study's 70-128; objects 32, as [T]; profiles 128); the epochs are the form's."""
     threads = max(1, (os.cpu_count() or 2) - 1)
     if task == "images":
-        return {"task": "images", "model": {"architecture": "small_cnn"}, "epochs": epochs, "batch_size": 64, "lr": 3e-4, "num_threads": threads}
+        return {"task": "images", "model": {"architecture": "small_cnn"}, "epochs": epochs, "batch_size": 96, "lr": 3e-4, "num_threads": threads}
     if task == "objects":
         return {"task": "objects", "model": {"architecture": "lipnet", "n_conv": 4}, "epochs": epochs, "batch_size": 32, "lr": 1e-3,
                 "oversample": True, "num_threads": threads}
-    return {"task": "profiles", "model": {"architecture": "profile_cnn"}, "epochs": epochs, "batch_size": 64,
+    return {"task": "profiles", "model": {"architecture": "profile_cnn"}, "epochs": epochs, "batch_size": 128,
             "optimizer": "adadelta", "lr": 1.0, "num_threads": threads}

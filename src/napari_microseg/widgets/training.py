@@ -4,8 +4,8 @@ Stop sets a stop event: the trainer finishes the current step, keeps the best
 model file and returns normally, so the plot and the result stay. The window
 stays responsive: all work happens in the worker. Labels layers in memory are
 copied before it starts (painting during a run changes nothing); lazy (dask /
-zarr) layers are read and every layer checked in the worker; layers are written
-only from the GUI thread.
+zarr) layers are read, once, at the start of the worker, and every layer is
+checked there; layers are written only from the GUI thread.
 """
 
 from __future__ import annotations
@@ -63,15 +63,19 @@ def check_training_layers(image: np.ndarray, labels: np.ndarray, partial: bool) 
 
 
 def read_training_pairs(
-    images: list[Any], labels: list[Any], label_names: list[str], partial: bool
-) -> Generator[Progress, None, tuple[list[np.ndarray], list[np.ndarray]]]:
+    images: list[Any], labels: list[Any], label_names: list[str], partial: bool,
+    stop_event: threading.Event | None = None,
+) -> Generator[Progress, None, tuple[list[np.ndarray], list[np.ndarray]] | None]:
     """Worker side of the Training widget: read each (image, labels) pair into memory (lazy layers:
     dask / zarr) and check it (:func:`check_training_layers`, the labels layer's name in the message).
 
     ``images`` and ``labels`` hold (Y, X) or (T, Y, X) arrays of equal shapes; yields one Progress
-    per pair and returns the lists of numpy arrays."""
+    per pair and returns the lists of numpy arrays, or None when ``stop_event`` was set between
+    two pairs (Stop pressed while reading)."""
     read_images, read_labels = [], []
     for index, (image, label, name) in enumerate(zip(images, labels, label_names)):
+        if stop_event is not None and stop_event.is_set():
+            return None
         yield Progress(index, len(images), f"reading {name}")
         image, label = np.asarray(image), np.asarray(label)
         try:
@@ -255,7 +259,11 @@ class TrainingWidget(MicrosegDock):
         def make_generator():
             from ..training.trainer import resume_settings, train  # torch is imported in the worker
 
-            pairs = yield from read_training_pairs(images, labels, label_names, sparse)
+            pairs = yield from read_training_pairs(images, labels, label_names, sparse, stop_event)
+            if pairs is None:  # Stop while reading: no training, nothing written
+                return None
+            if out_path != wanted:  # said once the layers are read (the reading messages came first)
+                yield Progress(len(images), len(images), f"{wanted.name} exists: training into {out_path.name}")
             # a (T, Y, X) stack trains on its frames (one pair each; the library skips unpainted ones)
             n_annotated = sum(int(np.count_nonzero([np.any(frame != 0) for frame in lab])) if lab.ndim == 3 else 1
                               for lab in pairs[1])
@@ -264,12 +272,9 @@ class TrainingWidget(MicrosegDock):
                 cfg.update(resume_settings(resume))
             return (yield from train(cfg, pairs, out_path=out_path, resume=resume, stop_event=stop_event))
 
-        worker = self.start(make_generator, self._finished, on_event=self._on_event, label="training",
-                            cooperative_stop=stop_event,
-                            stop_message="Stopping after this step; the best model so far is kept ...")
-        if worker is not None and out_path != wanted:
-            self.show_message(f"{wanted.name} exists: training into {out_path.name}")
-        return worker
+        return self.start(make_generator, self._finished, on_event=self._on_event, label="training",
+                          cooperative_stop=stop_event,
+                          stop_message="Stopping after this step; the best model so far is kept ...")
 
     def _on_event(self, event: Any) -> None:
         if getattr(event, "kind", "") == "step" and event.train_loss is not None:
@@ -285,6 +290,9 @@ class TrainingWidget(MicrosegDock):
             self.plot.refresh()
 
     def _finished(self, result: Any) -> None:
+        if result is None:  # stopped while the layers were read
+            self.show_message("stopped before training started; nothing was written")
+            return
         self.result = result
         self.plot.refresh()
         if result.model_path is None:  # stopped before the first epoch finished: nothing to offer
