@@ -194,3 +194,15 @@ def test_parser_has_classify_help():
     parser = build_parser()
     with pytest.raises(SystemExit):
         parser.parse_args(["classify", "train", "images", "--help"])
+
+
+def test_train_defaults_follow_the_studies_set_ups():
+    """[R]: up to 300 epochs, early stopping patience 30, lr within 1e-4..3e-4 (batch 64, below the
+    study's 70-128: better on simulated images, see cli/classify.py); [P]: Adadelta (lr 1), up to 200
+    epochs with early stopping; [T]: batch 32."""
+    parser = build_parser()
+    images = parser.parse_args(["classify", "train", "images", "--out", "m.pt"])
+    assert (images.epochs, images.patience) == (300, 30) and 1e-4 <= images.lr <= 3e-4
+    profiles = parser.parse_args(["classify", "train", "profiles", "--out", "m.pt"])
+    assert profiles.epochs == 200 and profiles.patience > 0 and (profiles.optimizer, profiles.lr) == ("adadelta", 1.0)
+    assert parser.parse_args(["classify", "train", "objects", "--out", "m.pt"]).batch_size == 32

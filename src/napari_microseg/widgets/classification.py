@@ -385,11 +385,11 @@ def _simulated_data(task: str, n: int):
 
 
 def _default_config(task: str, epochs: int) -> dict:
-    """Settings per task, with the batch sizes of `microseg classify train` (images 96, within the [R]
-    study's 70-128; objects 32, as [T]; profiles 128); the epochs are the form's."""
+    """Settings per task, with the batch sizes of `microseg classify train` (images 64; objects 32, as
+    [T]; profiles 128); the epochs are the form's."""
     threads = max(1, (os.cpu_count() or 2) - 1)
     if task == "images":
-        return {"task": "images", "model": {"architecture": "small_cnn"}, "epochs": epochs, "batch_size": 96, "lr": 3e-4, "num_threads": threads}
+        return {"task": "images", "model": {"architecture": "small_cnn"}, "epochs": epochs, "batch_size": 64, "lr": 3e-4, "num_threads": threads}
     if task == "objects":
         return {"task": "objects", "model": {"architecture": "lipnet", "n_conv": 4}, "epochs": epochs, "batch_size": 32, "lr": 1e-3,
                 "oversample": True, "num_threads": threads}
