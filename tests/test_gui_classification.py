@@ -61,7 +61,7 @@ def test_response_images_train_classify_threshold(make_napari_viewer, qtbot, tmp
     imsave(artifacts / "classification_widget.png", viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
 
 
-def test_objects_classified_into_new_layer(make_napari_viewer, qtbot, tmp_path, wait_worker):
+def test_objects_classified_into_new_layer(make_napari_viewer, qtbot, tmp_path, wait_worker, artifacts):
     from napari_microseg.classify.data import simulated_liposome_data
     from napari_microseg.classify.trainer import train_with_strategy
     from napari_microseg.progress import drain
@@ -71,20 +71,31 @@ def test_objects_classified_into_new_layer(make_napari_viewer, qtbot, tmp_path, 
     model = tmp_path / "lipo.pt"
     drain(train_with_strategy("simulated", _default_config("objects", 2), simulated=simulated_liposome_data(2, seed=0), out_path=model))
     sim = simulate_liposome_image(shape=(256, 256), n_particles=8, seed=3)
-    viewer = make_napari_viewer(show=False)
+    viewer = make_napari_viewer(show=True)
     viewer.add_image(sim.image, name="tem")
+    viewer.add_labels(np.zeros_like(sim.labels), name="nothing painted")
     viewer.add_labels(sim.labels, name="particles")
     widget = ClassificationWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Classification")
     widget.task.value = "objects [T]"
     widget.image_layer.value = "tem"
-    widget.labels_layer.value = "particles"
+    widget.labels_layer.value = "nothing painted"
     widget.model_choice.value = FILE_CHOICE
     widget.model_file.value = str(model)
+    wait_worker(widget.classify())  # the labels are read, and found empty, in the worker
+    assert "the labels layer holds no objects" in widget.status.text() and "tem classes" not in viewer.layers
+    widget.labels_layer.value = "particles"
     wait_worker(widget.classify())
     layer = viewer.layers["tem classes"]
     assert set(layer.features["label"]) == set(np.unique(sim.labels)) - {0}
+    np.testing.assert_array_equal(layer.data, sim.labels)  # the objects as read, coloured by class
     assert "%" in widget.summary.value
     np.testing.assert_array_equal(viewer.layers["particles"].data, sim.labels)  # the user's layer is untouched
+    viewer.window._qt_window.resize(1400, 1000)
+    qtbot.wait(100)
+    from skimage.io import imsave
+
+    imsave(artifacts / "classification_objects.png", viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
 
 
 def test_classification_messages(make_napari_viewer):
