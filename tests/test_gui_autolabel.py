@@ -94,6 +94,11 @@ def test_labels_onto_a_phase_target(make_napari_viewer, qtbot, artifacts, wait_w
 
     widget.target_layer.value = "DAPI"
     assert widget.apply() is None and "is the stain itself" in widget.status.text()
+    # the same from the dock napari opens (Plugins menu): its viewer is a proxy, each lookup a new object
+    _, plugin_dock = viewer.window.add_plugin_dock_widget("napari-microseg", "Auto-label")
+    plugin_dock.live.value = False
+    plugin_dock.stain_layer.value, plugin_dock.target_layer.value = "DAPI", "DAPI"
+    assert plugin_dock.apply() is None and "is the stain itself" in plugin_dock.status.text()
     viewer.add_image(sim.phase[:, :, :200], name="cropped phase")
     widget.target_layer.value = "cropped phase"
     assert widget.apply() is None and "same field" in widget.status.text()

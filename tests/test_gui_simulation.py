@@ -7,24 +7,21 @@ import pytest
 pytestmark = pytest.mark.gui
 
 
-def _run(widget, qtbot, domain, **params):
+def _run(widget, wait_worker, domain, **params):
     widget.domain.value = domain
     for name, value in params.items():
         widget.forms[domain][name].value = value
-    worker = widget.generate()
-    assert worker is not None
-    with qtbot.waitSignal(worker.finished, timeout=180000):
-        pass
-    qtbot.wait(50)
+    # through the thread pool: a small simulation can finish before a signal wait would connect
+    wait_worker(widget.generate())
 
 
-def test_generate_nuclei_timelapse_layers(make_napari_viewer, qtbot, artifacts):
+def test_generate_nuclei_timelapse_layers(make_napari_viewer, qtbot, artifacts, wait_worker):
     from napari_microseg.widgets.simulation import SimulationWidget
 
     viewer = make_napari_viewer(show=True)
     widget = SimulationWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Simulation")
-    _run(widget, qtbot, "nuclei time-lapse [N]", n_frames=6, size=128, n_nuclei=12)
+    _run(widget, wait_worker, "nuclei time-lapse [N]", n_frames=6, size=128, n_nuclei=12)
     kinds = {layer.name: type(layer).__name__ for layer in viewer.layers}
     assert kinds["sim nuclei (fluorescence)"] == "Image"
     assert kinds["sim nuclei labels"] == "Labels"
@@ -32,7 +29,7 @@ def test_generate_nuclei_timelapse_layers(make_napari_viewer, qtbot, artifacts):
     assert viewer.layers["sim nuclei labels"].data.shape == (6, 128, 128)
     assert viewer.layers["sim nuclei labels"].data.max() > 0
     # a second run never replaces the user's layers
-    _run(widget, qtbot, "nuclei time-lapse [N]", n_frames=3, size=64, n_nuclei=4)
+    _run(widget, wait_worker, "nuclei time-lapse [N]", n_frames=3, size=64, n_nuclei=4)
     assert viewer.layers["sim nuclei labels"].data.shape == (6, 128, 128)
     assert "sim nuclei labels [2]" in [layer.name for layer in viewer.layers]
     viewer.window._qt_window.resize(1400, 900)
@@ -48,13 +45,13 @@ def test_generate_nuclei_timelapse_layers(make_napari_viewer, qtbot, artifacts):
     ("TEM liposomes [T]", {"size": 256, "n_particles": 8}, "sim liposome labels"),
     ("STEM nanoparticles [P]", {"n": 8}, "sim nanoparticles (hole)"),
 ])
-def test_generate_other_domains(make_napari_viewer, qtbot, artifacts, domain, params, expected):
+def test_generate_other_domains(make_napari_viewer, qtbot, artifacts, wait_worker, domain, params, expected):
     from napari_microseg.widgets.simulation import SimulationWidget
 
     viewer = make_napari_viewer(show=True)
     widget = SimulationWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Simulation")
-    _run(widget, qtbot, domain, **params)
+    _run(widget, wait_worker, domain, **params)
     assert expected in [layer.name for layer in viewer.layers], widget.status.text()
     viewer.window._qt_window.resize(1400, 900)
     qtbot.wait(100)

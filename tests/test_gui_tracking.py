@@ -127,3 +127,30 @@ def test_tracking_mask_stack_lazy_data_and_layer_geometry(make_napari_viewer, wa
     summary = pd.read_csv(tmp_path / "track_summary.csv")
     np.testing.assert_allclose(summary["path_length_um"], summary["path_length_px"] * 0.5, rtol=1e-5)
     np.testing.assert_allclose(summary["duration_min"], summary["end_t"] - summary["start_t"])
+
+
+def test_a_stack_segmented_on_one_frame_only_is_tracked_with_a_warning(make_napari_viewer, wait_worker, tmp_path, capsys):
+    """Segmenting only the current frame of a time-lapse leaves the other frames empty: tracking it
+    gives plausible-looking counts, so the dock (and `microseg track`) say how many frames were empty."""
+    import tifffile
+
+    from napari_microseg.cli import main
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+    from napari_microseg.widgets.tracking import TrackingWidget
+
+    labels = simulate_nuclei_timelapse(n_frames=6, shape=(96, 96), n_nuclei=6, seed=7).labels
+    one_frame = np.zeros_like(labels)
+    one_frame[2] = labels[2]
+    viewer = make_napari_viewer(show=False)
+    viewer.add_labels(one_frame, name="current frame only")
+    viewer.add_labels(labels, name="every frame")
+    widget = TrackingWidget(viewer)
+    widget.labels_layer.value = "current frame only"
+    wait_worker(widget.track())
+    assert "5 of 6 frames hold no objects: was only one frame segmented?" in widget.status.text()
+    widget.labels_layer.value = "every frame"
+    wait_worker(widget.track())
+    assert "tracks over 6 frames" in widget.status.text() and "hold no objects" not in widget.status.text()
+    tifffile.imwrite(tmp_path / "one.tif", one_frame)
+    assert main(["track", "--labels", str(tmp_path / "one.tif"), "--out", str(tmp_path / "out")]) == 0
+    assert "warning: one.tif: 5 of 6 frames hold no objects" in capsys.readouterr().err

@@ -30,7 +30,7 @@ def _small_config(widget, tmp_path, epochs=2):
     widget.out_path.value = str(tmp_path / "model.pt")
 
 
-def test_training_keeps_gui_responsive_and_writes_model(make_napari_viewer, qtbot, tmp_path, artifacts):
+def test_training_keeps_gui_responsive_and_writes_model(make_napari_viewer, qtbot, tmp_path, artifacts, wait_worker):
     from qtpy.QtCore import QTimer
 
     from napari_microseg.widgets.training import TrainingWidget
@@ -71,10 +71,7 @@ def test_training_keeps_gui_responsive_and_writes_model(make_napari_viewer, qtbo
     assert p99 < 0.2, f"GUI event loop stalled: 99th percentile heartbeat gap {p99 * 1000:.0f} ms"
 
     # preview on the current frame adds a new labels layer
-    preview = widget.preview()
-    with qtbot.waitSignal(preview.finished, timeout=60000):
-        pass
-    qtbot.wait(50)
+    wait_worker(widget.preview())  # through the thread pool: one frame can finish before a signal wait connects
     assert any(layer.name.startswith("preview model") for layer in viewer.layers)
     viewer.window._qt_window.resize(1400, 1000)
     qtbot.wait(100)
@@ -83,7 +80,7 @@ def test_training_keeps_gui_responsive_and_writes_model(make_napari_viewer, qtbo
     imsave(artifacts / "training_widget.png", viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
 
 
-def test_stop_keeps_best_model(make_napari_viewer, qtbot, tmp_path):
+def test_stop_keeps_best_model(make_napari_viewer, qtbot, tmp_path, wait_worker):
     from napari_microseg.io.models import load_model
     from napari_microseg.widgets.training import TrainingWidget
 
@@ -95,9 +92,7 @@ def test_stop_keeps_best_model(make_napari_viewer, qtbot, tmp_path):
     worker = widget.train()
     qtbot.waitUntil(lambda: len(widget.plot.epochs) >= 1, timeout=120000)
     widget.stop()
-    with qtbot.waitSignal(worker.finished, timeout=60000):
-        pass
-    qtbot.wait(50)
+    wait_worker(worker, timeout=60000)  # the last step can end before a signal wait would connect
     assert widget.result.stop_reason == "stopped"
     assert widget.result.epochs_run < 200
     loaded = load_model(tmp_path / "model.pt")

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from ..progress import run_with_text_progress
     from ..tracking.export import (check_units, write_config_json, write_counts_csv, write_ctc, write_track_summary_csv,
                                    write_tracks_csv)
-    from ..tracking.track import MASK_NOTE, check_config, track
+    from ..tracking.track import MASK_NOTE, check_config, empty_frames_note, track
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -103,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
     result = run_with_text_progress(gen, label="track")
     if result.info.get("mask_converted"):
         print(f"{Path(args.labels).name}: {MASK_NOTE}", file=sys.stderr)
+    if empty_frames_note(result):
+        print(f"warning: {Path(args.labels).name}: {empty_frames_note(result)}", file=sys.stderr)
     result.config["seed"] = args.seed
     result.config["units"] = {"pixel_size_um": pixel_size, "frame_interval_min": frame_interval}
     result.config["inputs"] = {"labels": str(args.labels), "image": str(args.image) if args.image else None}

@@ -50,6 +50,20 @@ APPROXIMATE_ABOVE = 100
 #: what to tell the user when :func:`track` took a mask stack (``result.info["mask_converted"]``)
 MASK_NOTE = "a 0/1 mask, not labels: tracked its connected objects (8-connected, per frame)"
 
+
+def empty_frames_note(result: "TrackResult") -> str:
+    """A warning when frames of the tracked stack hold no objects (tracks cannot cross a gap of
+    several of them; a stack segmented on its current frame only looks like this); "" otherwise."""
+    n_frames = int(result.n_frames or 0)
+    if n_frames < 2 or result.table.empty:
+        return ""
+    n_empty = n_frames - int(result.table["t"].nunique())
+    if n_empty == 0:
+        return ""
+    advice = (": was only one frame segmented? Segment the whole stack, then track"
+              if n_empty >= n_frames / 2 else "")
+    return f"{n_empty} of {n_frames} frames hold no objects{advice}"
+
 #: GLPK options used for the global optimisation (quiet, 60 s limit)
 QUIET_GLPK = {"tm_lim": 60_000, "msg_lev": "GLP_MSG_OFF"}
 

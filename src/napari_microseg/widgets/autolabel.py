@@ -228,7 +228,7 @@ class AutolabelWidget(MicrosegDock):
         except InputError as err:
             self.show_error(str(err))
             return False, None
-        if target_layer is stain_layer:
+        if target_layer.name == stain_layer.name:  # by name: a plugin dock's viewer hands out a new proxy per lookup
             self.show_error(f"the target '{name}' is the stain itself: choose the phase-contrast layer of the same "
                             f"field, or '{NO_TARGET}'")
             return False, None

@@ -30,6 +30,9 @@ DEFAULT_MODEL = "nuclei_fluorescence"
 #: models trained in this session (the Training widget appends), offered first
 RECENT_MODELS: list[str] = []
 
+#: output mode of each model file the Segmentation dock looked at: (path, mtime in ns) -> mode
+_OUTPUT_MODES: dict[tuple[str, int], str] = {}
+
 
 class SegmentationWidget(MicrosegDock):
     title = "Segmentation"
@@ -123,7 +126,33 @@ class SegmentationWidget(MicrosegDock):
         return [*RECENT_MODELS, *list_pretrained_for(None), FILE_CHOICE]  # segmentation models only
 
     def _toggle_file(self, *_: Any) -> None:
+        """Show the file field for "model file ...", and only the options that apply to the chosen model:
+        the CCD options (shape rules, cluster size, tiles with a class) for class models, the nucleus
+        diameter for the others."""
         self.model_file.visible = self.model_choice.value == FILE_CHOICE
+        class_model = self._chosen_output_mode() == "multiclass"
+        for ccd_option in (self.shape_rules, self.max_cluster_size, self.find_class, self.find_button):
+            ccd_option.visible = class_model
+        self.tile_table.setVisible(class_model)
+        for nucleus_option in (self.diameter, self.estimate_diameter):
+            nucleus_option.visible = not class_model
+
+    def _chosen_output_mode(self) -> str | None:
+        """The chosen model's output mode (its config only, read once per file); None when unknown."""
+        from ..errors import MicrosegError
+        from ..io.models import read_model_file
+
+        try:
+            path = self.model_path()
+            key = (str(path), path.stat().st_mtime_ns)
+        except (MicrosegError, OSError):
+            return None
+        if key not in _OUTPUT_MODES:
+            try:
+                _OUTPUT_MODES[key] = str(read_model_file(path)["config"].get("output_mode"))
+            except MicrosegError:
+                return None
+        return _OUTPUT_MODES[key]
 
     def model_path(self) -> Path:
         """The chosen model as a file path (InputError if missing)."""

@@ -141,9 +141,16 @@ class TrackingWidget(MicrosegDock):
         self.tracked_name = source_name  # the labels tracked: result layers are named after them
         self.tracked_geometry = dict(geometry or {})  # result layers lie where the tracked labels lie
         self._update_layers(new=True)
+        from ..tracking.track import empty_frames_note
+
         note = "a 0/1 mask, not labels: tracked its connected objects; " if result.info.get("mask_converted") else ""
-        self.show_message(f"{note}{result.n_tracks} tracks over {result.n_frames} frames; "
-                          f"{len(result.graph)} daughter tracks from divisions")
+        text = (f"{note}{result.n_tracks} tracks over {result.n_frames} frames; "
+                f"{len(result.graph)} daughter tracks from divisions")
+        warning = empty_frames_note(result)
+        if warning:
+            self.show_error(f"{text}. Note: {warning}")
+        else:
+            self.show_message(text)
 
     def _update_layers(self, new: bool = False) -> None:
         result = self.result
