@@ -89,6 +89,8 @@ def test_objects_classified_into_new_layer(make_napari_viewer, qtbot, tmp_path, 
     layer = viewer.layers["tem classes"]
     assert set(layer.features["label"]) == set(np.unique(sim.labels)) - {0}
     np.testing.assert_array_equal(layer.data, sim.labels)  # the objects as read, coloured by class
+    y, x = np.argwhere(sim.labels == 1)[0]  # hovering object 1 shows object 1's class (not object 2's)
+    assert "label: 1" in layer._get_properties((int(y), int(x)))
     assert "%" in widget.summary.value
     np.testing.assert_array_equal(viewer.layers["particles"].data, sim.labels)  # the user's layer is untouched
     viewer.window._qt_window.resize(1400, 1000)

@@ -53,6 +53,14 @@ def test_segment_export_and_finetune(make_napari_viewer, qtbot, tmp_path, artifa
         assert list(stack_layer.features["frame_label"]) == list(objects["label"])
         row = stack_layer.features.iloc[-1]
         assert (stack_layer.data[int(row["t"])] == row["label"]).any()
+        # hovering an object shows its own measurements (napari maps label values to rows by "index")
+        step = viewer.dims.current_step
+        for _, row in stack_layer.features.iloc[[0, -1]].iterrows():
+            t, y, x = (int(v) for v in np.argwhere(stack_layer.data == row["label"])[0])
+            viewer.dims.set_current_step(0, t)  # the value under the cursor is read in the frame shown
+            shown = stack_layer._get_properties((t, y, x))
+            assert f"label: {int(row['label'])}" in shown and f"area: {int(row['area'])}" in shown, shown
+        viewer.dims.current_step = step
 
     written = widget.export()
     counts = pd.read_csv(written[0])

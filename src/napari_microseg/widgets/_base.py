@@ -435,6 +435,16 @@ def grey_image(layer: Any) -> Any:
     return data
 
 
+def label_features(table: Any) -> Any:
+    """``table`` (a DataFrame with a ``label`` column, one row per label value) as a Labels layer's
+    ``features``: with an ``index`` column equal to ``label``, which napari uses to find a label's
+    row (without it, row i is taken for label value i, and labels numbered from 1 would show the
+    next object's measurements)."""
+    features = table.reset_index(drop=True).copy()
+    features["index"] = features["label"].to_numpy()
+    return features
+
+
 def layer_geometry(layer: Any, ndim: int) -> dict:
     """``scale``, ``translate`` and ``units`` of ``layer``'s last ``ndim`` axes, for a result layer of
     ``ndim`` dimensions that must lie on top of it (a (Y, X) result of one frame of a (T, Y, X)

@@ -23,7 +23,7 @@ from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
 from ..errors import InputError, MicrosegError
 from ..pretrained import list_pretrained_for
-from ._base import CLASS_COLOURS, MicrosegDock, chosen_model_path, dock_action, free_name, full_resolution, grey_image, layer_geometry, layer_names, show_frame, unique_layer_name, unwritable_reason
+from ._base import CLASS_COLOURS, MicrosegDock, chosen_model_path, dock_action, free_name, full_resolution, grey_image, label_features, layer_geometry, layer_names, show_frame, unique_layer_name, unwritable_reason
 from ._plot import BG, LossPlot
 
 TASKS = {"response images [R]": "images", "objects [T]": "objects", "profiles [P]": "profiles"}
@@ -236,7 +236,7 @@ class ClassificationWidget(MicrosegDock):
         colours.update({0: "transparent", None: "transparent"})
         self.viewer.add_labels(labels, name=unique_layer_name(self.viewer, f"{layer.name} classes"), opacity=0.6,
                                colormap=DirectLabelColormap(color_dict=colours),
-                               features=per_label[["label", "class", "probability"]].reset_index(drop=True),
+                               features=label_features(per_label[["label", "class", "probability"]]),
                                **layer_geometry(layer, np.ndim(labels)))
 
     def use_threshold(self, mode: str) -> float | None:

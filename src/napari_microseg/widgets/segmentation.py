@@ -21,7 +21,7 @@ from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableW
 
 from ..errors import InputError
 from ..pretrained import list_pretrained_for
-from ._base import CLASS_COLOURS, NO_MODEL_MESSAGE, MicrosegDock, chosen_model_path, class_colormap, current_frame, dock_action, grey_image, layer_geometry, layer_names, unique_layer_name
+from ._base import CLASS_COLOURS, NO_MODEL_MESSAGE, MicrosegDock, chosen_model_path, class_colormap, current_frame, dock_action, grey_image, label_features, layer_geometry, layer_names, unique_layer_name
 
 FILE_CHOICE = "model file ..."
 #: the model chosen when the widget opens (the shipped nuclei model), if it is installed
@@ -276,8 +276,8 @@ class SegmentationWidget(MicrosegDock):
             kwargs["colormap"] = class_colormap(len(names))
             kwargs["opacity"] = 0.7
             kwargs["features"] = {"label": list(range(len(names))), "class": names}
-        elif not features.empty:
-            kwargs["features"] = features
+        elif not features.empty and "label" in features:
+            kwargs["features"] = label_features(features)  # hover shows each object's own measurements
         self.viewer.add_labels(labels, **kwargs, **layer_geometry(layer, labels.ndim))  # on top of the image
         self.find_class.reset_choices()
         if result.probabilities is not None:
