@@ -84,9 +84,19 @@ def test_demo_replaces_its_own_results_but_not_other_files(tmp_path, capsys):
     assert main(["demo", "--quick", "--train-epochs", "0", "--out", str(mine)]) == 2
     assert "not a previous demo's (notes.txt)" in capsys.readouterr().err
     assert (mine / "notes.txt").read_text() == "my own notes\n"
-    # a demo stopped half-way (its first files, no report yet) is still the demo's folder
+    # the user's own files that happen to have a demo's names are not the demo's: refused, kept
+    users = tmp_path / "users"
+    users.mkdir()
+    for name in ("model.pt", "labels.tif", "tracks.csv"):
+        (users / name).write_bytes(b"the user's own " + name.encode())
+    assert main(["demo", "--quick", "--train-epochs", "0", "--out", str(users)]) == 2
+    assert "that no demo wrote there" in capsys.readouterr().err
+    assert all((users / name).read_bytes() == b"the user's own " + name.encode()
+               for name in ("model.pt", "labels.tif", "tracks.csv"))
+    # a demo stopped half-way (its mark and first files, no report yet) is still the demo's folder
     half = tmp_path / "half"
     half.mkdir()
+    (half / ".microseg_demo").write_text("")
     (half / "movie.tif").write_bytes(b"partial")
     (half / "model.pt").write_bytes(b"an earlier demo's trained model")
     assert main(["demo", "--quick", "--train-epochs", "0", "--out", str(half)]) == 0

@@ -83,6 +83,8 @@ def run_demo(out: str | Path = "demo_out", n_frames: int = 30, size: int = 256, 
         raise InputError(f"--model {base_model_path} is the file the brief training writes; copy it elsewhere "
                          "or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARKER).write_text("written by `microseg demo`: the files beside it are the demo's and it may "
+                                   "replace them\n")
     if train_epochs <= 0:  # a previous demo's trained model would look like this run's
         for stale in (out / "model.pt", out / "model.pt.last.pt"):
             if stale.is_file() and stale.resolve() != base_model_path.resolve():
@@ -174,26 +176,38 @@ def run_demo(out: str | Path = "demo_out", n_frames: int = 30, size: int = 256, 
     return result
 
 
-#: what the demo writes into its folder (a folder holding only these is a previous demo's)
+#: what the demo writes into its folder
 DEMO_FILES = {"movie.tif", "truth_labels.tif", "model.pt", "model.pt.last.pt", "labels.tif", "objects.csv",
               "tracks.csv", "counts.csv", "truth_tracks.csv", "ctc_RES", "labels_by_track.tif", "summary.png",
               "demo_report.json"}
 
+#: written first into a demo's folder: the mark that a demo (not the user) owns the files in it
+DEMO_MARKER = ".microseg_demo"
+
 
 def check_demo_folder(out: Path) -> None:
-    """Refuse an output folder that holds files other than a previous demo's (the user's data);
-    a demo that stopped half-way (no report yet) is still recognised by its file names."""
+    """Refuse an output folder the demo could harm: one that holds files, unless a demo wrote them
+    (its mark, :data:`DEMO_MARKER`, written first, so a demo stopped half-way is still known; or the
+    report of a demo from before the mark) and they are only a demo's files. A user's own
+    ``model.pt`` or ``tracks.csv`` in a folder of their own is never replaced."""
     from .errors import InputError
 
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a folder")
     if not out.is_dir():
         return
-    others = sorted(p.name for p in out.iterdir() if p.name not in DEMO_FILES and not p.name.startswith("."))
+    present = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    if not present:
+        return
+    others = [name for name in present if name not in DEMO_FILES]
     if others:
         raise InputError(f"{out} holds files that are not a previous demo's ({', '.join(others[:3])}"
                          f"{', ...' if len(others) > 3 else ''}); choose another --out (a new or empty folder, "
                          "or one a demo wrote)")
+    if not ((out / DEMO_MARKER).is_file() or (out / "demo_report.json").is_file()):
+        raise InputError(f"{out} holds {', '.join(present[:3])}{', ...' if len(present) > 3 else ''} that no demo "
+                         "wrote there (names a demo uses, but not its mark); choose another --out (a new or empty "
+                         "folder, or one a demo wrote)")
 
 
 def _relay(gen: Generator, step: int, total_steps: int, label: str) -> Generator[Progress, None, object]:
