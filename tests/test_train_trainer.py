@@ -134,6 +134,17 @@ def test_stop_by_close_keeps_valid_model_and_resume_continues(tmp_path):
     assert loaded.config["training"]["stop_reason"] == "stopped" and loaded.config["training"]["epochs_run"] == 2
     assert len(read_model_file(last_checkpoint_path(tmp_path / "s.pt"))["config"]["training"]["history"]) == 2
 
+    # Ctrl-C (or SIGTERM, which the CLI turns into the same) while a step runs inside the trainer: the
+    # interrupt arrives in its frame, not as a close; the file still records the stop
+    gen = train(TrainConfig(epochs=50, seed=1, **TINY), (imgs, labs), out_path=tmp_path / "ctrl_c.pt")
+    for ev in gen:
+        if ev.kind == "epoch" and ev.epoch == 1:
+            break
+    with pytest.raises(KeyboardInterrupt):
+        gen.throw(KeyboardInterrupt)
+    interrupted = load_model(tmp_path / "ctrl_c.pt").config["training"]
+    assert interrupted["stop_reason"] == "stopped" and interrupted["epochs_run"] == 1
+
     # stop before any epoch finished: the current weights are saved, marked incomplete
     gen = train(TrainConfig(epochs=5, seed=1, **TINY), (imgs, labs), out_path=tmp_path / "early.pt")
     next(gen)

@@ -842,7 +842,7 @@ def train(
             if cfg.early_stopping_patience is not None and bad_epochs >= int(cfg.early_stopping_patience):
                 stop_reason = "early_stopping"
                 break
-    except GeneratorExit:
+    except (GeneratorExit, KeyboardInterrupt):  # closed (Stop), or Ctrl-C / SIGTERM while a step ran in here
         stop_reason = "stopped"
         if not saved_any:
             save_model(out_path, model, file_config(False, {}))
