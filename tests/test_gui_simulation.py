@@ -53,6 +53,16 @@ def test_generate_other_domains(make_napari_viewer, qtbot, artifacts, wait_worke
     viewer.window.add_dock_widget(widget, name="Simulation")
     _run(widget, wait_worker, domain, **params)
     assert expected in [layer.name for layer in viewer.layers], widget.status.text()
+    if expected == "sim CCD classes":  # the class colours the Segmentation dock gives a CCD class map
+        import numpy as np
+
+        from napari_microseg.colours import CLASS_COLOURS
+        from napari.utils.colormaps.standardize_color import transform_color
+
+        layer = viewer.layers[expected]
+        for class_id in (1, 2, 3):
+            np.testing.assert_allclose(layer.get_color(class_id)[:3], transform_color(CLASS_COLOURS[class_id])[0][:3],
+                                       atol=1e-3)
     viewer.window._qt_window.resize(1400, 900)
     qtbot.wait(100)
     from skimage.io import imsave

@@ -151,6 +151,13 @@ def test_a_stack_segmented_on_one_frame_only_is_tracked_with_a_warning(make_napa
     widget.labels_layer.value = "every frame"
     wait_worker(widget.track())
     assert "tracks over 6 frames" in widget.status.text() and "hold no objects" not in widget.status.text()
+    # an RGB movie as the image: measured in grey, as the other docks take RGB layers
+    movie = simulate_nuclei_timelapse(n_frames=6, shape=(96, 96), n_nuclei=6, seed=7).fluorescence
+    viewer.add_image(np.repeat(movie[..., None], 3, axis=-1), name="rgb movie", rgb=True)
+    widget.image_layer.value = "rgb movie"
+    wait_worker(widget.track())
+    assert "tracks over 6 frames" in widget.status.text(), widget.status.text()
+    assert "mean_intensity" in widget.result.table and widget.result.table["mean_intensity"].notna().all()
     tifffile.imwrite(tmp_path / "one.tif", one_frame)
     assert main(["track", "--labels", str(tmp_path / "one.tif"), "--out", str(tmp_path / "out")]) == 0
     assert "warning: one.tif: 5 of 6 frames hold no objects" in capsys.readouterr().err

@@ -22,6 +22,7 @@ from qtpy.QtWidgets import QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButto
 
 from napari.qt.threading import thread_worker
 
+from ..colours import CLASS_COLOURS, class_colormap  # noqa: F401 - the docks' class colours (Qt-free module)
 from ..errors import MicrosegError
 
 
@@ -492,16 +493,3 @@ def unique_layer_name(viewer: Any, base: str) -> str:
     while f"{base} [{i}]" in names:
         i += 1
     return f"{base} [{i}]"
-
-
-#: fixed colours for semantic classes (index = class id; 0 = background, transparent)
-CLASS_COLOURS = ["transparent", "#ff9f1c", "#2ec4b6", "#e71d95", "#8ac926", "#1982c4", "#ffca3a", "#6a4c93"]
-
-
-def class_colormap(n_classes: int) -> Any:
-    """A napari label colormap with fixed, distinct colours per class id (background transparent)."""
-    from napari.utils.colormaps import DirectLabelColormap
-
-    colours = {i: CLASS_COLOURS[i % len(CLASS_COLOURS)] if i else "transparent" for i in range(n_classes)}
-    colours[None] = "transparent"
-    return DirectLabelColormap(color_dict=colours)

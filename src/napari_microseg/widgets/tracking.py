@@ -18,7 +18,7 @@ from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableW
 
 from ..errors import InputError
 from ..progress import Progress
-from ._base import MicrosegDock, dock_action, free_name, full_resolution, layer_geometry, layer_names, unique_layer_name, unwritable_reason
+from ._base import MicrosegDock, dock_action, free_name, grey_image, layer_geometry, layer_names, unique_layer_name, unwritable_reason
 
 NO_IMAGE = "(none)"
 TABLE_COLUMNS = ["track", "start", "end", "frames", "parent", "generation"]
@@ -49,6 +49,7 @@ class TrackingWidget(MicrosegDock):
         self.export_dir = FileEdit(label="export folder", mode="d", value=str(Path.home() / "microseg_tracks"))
         self.export_csv_button = PushButton(text="Export CSV: tracks, counts, track summary")
         self.export_ctc_button = PushButton(text="Export CTC (res_track.txt + masks)")
+        self.export_ctc_button.native.setText("Export CTC (res_track.txt + masks)")  # magicgui turns "_" into " "
         self.delete_button = PushButton(text="Delete selected track")
         self.merge_button = PushButton(text="Merge 2 selected (second continues first)")
         self.split_button = PushButton(text="Split selected at current frame")
@@ -105,7 +106,8 @@ class TrackingWidget(MicrosegDock):
         try:
             labels_layer = self.chosen_layer(self.labels_layer.value, "labels")
             has_image = self.image_layer.value and self.image_layer.value != NO_IMAGE
-            image = full_resolution(self.chosen_layer(self.image_layer.value, "image")) if has_image else None
+            # RGB layers: grey, as the other docks take them (measured intensities, stage-shift registration)
+            image = grey_image(self.chosen_layer(self.image_layer.value, "image")) if has_image else None
         except InputError as err:
             self.show_error(str(err))
             return None
