@@ -54,13 +54,21 @@ def test_fluorescence_with_target_and_qc(channels, tmp_path):
     assert rc == 2
 
 
-def test_fluorescence_stack_without_target(channels, tmp_path):
+def test_fluorescence_stack_without_target(channels, tmp_path, capsys):
     d, sim = channels
     rc = main(["autolabel", "fluorescence", "--stain", str(d / "stain_t.tif"), "--out", str(tmp_path), "--quiet"])
     assert rc == 0
     labels = tifffile.imread(tmp_path / "labels.tif")
     assert labels.shape == sim.fluorescence.shape
     assert not (tmp_path / "tiles.csv").exists()
+    removed = json.loads((tmp_path / "params.json").read_text())["removed_by_diameter"]
+    # the same stack with a max diameter below every nucleus: all left out, and said so
+    rc = main(["autolabel", "fluorescence", "--stain", str(d / "stain_t.tif"), "--out", str(tmp_path / "tiny"), "--quiet",
+               "--diameter-range", "2,4"])
+    assert rc == 0 and tifffile.imread(tmp_path / "tiny" / "labels.tif").max() == 0
+    assert "above the 4 px max diameter were left out" in capsys.readouterr().err
+    tiny = json.loads((tmp_path / "tiny" / "params.json").read_text())["removed_by_diameter"]
+    assert tiny["too_large"] >= int(labels.max(axis=(1, 2)).sum()) and tiny["too_large"] > removed["too_large"]
     # --qc without --target tiles the stain itself, frame by frame
     rc = main(["autolabel", "fluorescence", "--stain", str(d / "stain_t.tif"), "--out", str(tmp_path / "q"), "--quiet",
                "--qc", "--tile", "100"])

@@ -178,3 +178,28 @@ def test_preview_of_a_zarr_layer_reads_its_frame_in_the_worker(make_napari_viewe
     t = int(viewer.dims.current_step[0])
     np.testing.assert_array_equal(widget.preview_layer.data[t], autolabel_frame(movie[t], **widget.parameters()))
     assert widget.preview_layer.data[t].max() > 0 and isinstance(layer.data, _ThreadRecordingArray)
+
+
+def test_preview_says_how_many_objects_the_diameter_limit_left_out(make_napari_viewer, wait_worker):
+    """Nuclei larger than the max diameter (another magnification) vanish from the labels: the preview
+    says how many, how large, and which setting keeps them."""
+    import numpy as np
+
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+    from napari_microseg.widgets.autolabel import AutolabelWidget
+
+    image, truth = simulate_nuclei_image((256, 256), 12, seed=6, diameter_range=(36.0, 44.0), cluster_fraction=0.0)
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(image, name="big nuclei")
+    widget = AutolabelWidget(viewer)
+    widget.live.value = False
+    widget.stain_layer.value = "big nuclei"
+    widget.clear_border.value = False
+    wait_worker(widget.preview())
+    status = widget.status.text()
+    assert "above the 30 px max diameter left out" in status and "raise 'max diameter'" in status, status
+    few = int(widget.preview_layer.data.max())
+    widget.max_diameter.value = 60.0
+    wait_worker(widget.preview())
+    assert "left out" not in widget.status.text() and widget.preview_layer.data.max() > few
+    assert widget.preview_layer.data.max() >= 0.7 * (len(np.unique(truth)) - 1)

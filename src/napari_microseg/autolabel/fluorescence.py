@@ -109,8 +109,13 @@ def autolabel_frame(
     clear_border: bool = True,
     min_object_contrast: float | None = 0.5,
     normalize_percentiles: tuple[float, float] | None = (0.1, 99.9),
+    size_report: dict | None = None,
 ) -> np.ndarray:
-    """Auto-label one (Y, X) fluorescence frame; see :func:`autolabel_fluorescence`."""
+    """Auto-label one (Y, X) fluorescence frame; see :func:`autolabel_fluorescence`.
+
+    ``size_report``, when given, is a dict that the diameter filter adds to (so one dict can
+    gather a stack's frames): ``too_small`` and ``too_large`` count the objects it removed,
+    ``largest_removed_px`` is the largest equivalent diameter (px) among those too large."""
     if diameter_range and not 0 < float(diameter_range[0]) <= float(diameter_range[1]):
         raise InputError(f"the nucleus diameter range must run from a minimum > 0 up to a maximum >= it, "
                          f"got {diameter_range[0]} to {diameter_range[1]} px")
@@ -192,9 +197,15 @@ def autolabel_frame(
     if diameter_range and labels.max():
         areas = np.bincount(labels.ravel())
         diam = np.sqrt(4 * areas / np.pi)
-        bad = (diam < diameter_range[0]) | (diam > diameter_range[1])
-        bad[0] = False
-        labels[bad[labels]] = 0
+        small, large = diam < diameter_range[0], diam > diameter_range[1]
+        small[0] = large[0] = False
+        if size_report is not None:
+            size_report["too_small"] = size_report.get("too_small", 0) + int(small.sum())
+            size_report["too_large"] = size_report.get("too_large", 0) + int(large.sum())
+            if large.any():
+                size_report["largest_removed_px"] = max(size_report.get("largest_removed_px", 0.0),
+                                                        round(float(diam[large].max()), 1))
+        labels[(small | large)[labels]] = 0
     if clear_border:
         from skimage.segmentation import clear_border as _clear
 

@@ -208,7 +208,8 @@ def run_fluorescence(args: argparse.Namespace) -> int:
         clear_border=not args.keep_border,
     )
     start = time.perf_counter()
-    gen = autolabel_fluorescence_iter(stain, **kwargs)
+    sizes: dict = {}  # objects the diameter filter removed
+    gen = autolabel_fluorescence_iter(stain, **kwargs, size_report=sizes)
     if args.quiet:
         labels = None
         while True:
@@ -221,6 +222,11 @@ def run_fluorescence(args: argparse.Namespace) -> int:
         labels = run_with_text_progress(gen, label="autolabel")
     write_tiff(out / "labels.tif", labels, overwrite=True)
     summary = {"n_objects_per_frame": [int(labels.max())] if labels.ndim == 2 else [int(f.max()) for f in labels]}
+    if sizes.get("too_large"):
+        print(f"microseg autolabel: warning: {sizes['too_large']} object(s) above the {args.diameter_range[1]:g} px "
+              f"max diameter were left out (largest {sizes['largest_removed_px']:g} px): if they are nuclei, "
+              "raise --diameter-range", file=sys.stderr)
+    summary["removed_by_diameter"] = {"too_small": int(sizes.get("too_small", 0)), "too_large": int(sizes.get("too_large", 0))}
     if target is not None:
         frames = [(0, stain, target, labels)] if stain.ndim == 2 else [(t, stain[t], target[t], labels[t]) for t in range(stain.shape[0])]
         tile_rows, label_tiles, target_tiles, shifts = [], [], [], []

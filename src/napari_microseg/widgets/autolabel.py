@@ -26,6 +26,16 @@ NO_TARGET = "(none)"
 QC_COLUMNS = ["tile", "y", "x", "fg fraction", "objects", "kept", "reason"]
 
 
+def size_note(sizes: dict, params: dict) -> str:
+    """What the diameter filter left out, with the setting to change; "" when it removed nothing
+    large (objects above the maximum are most often nuclei at another magnification)."""
+    if not sizes.get("too_large"):
+        return ""
+    limit = params["diameter_range"][1]
+    return (f"; {sizes['too_large']} object(s) above the {limit:g} px max diameter left out (largest "
+            f"{sizes['largest_removed_px']:g} px): raise 'max diameter' if they are nuclei")
+
+
 class AutolabelWidget(MicrosegDock):
     title = "Auto-label"
     description = (
@@ -136,13 +146,14 @@ class AutolabelWidget(MicrosegDock):
         t = self._frame_index(data, layer)
         frame = data[t] if t is not None else data  # a lazy layer's frame is read in the worker
         params = self.parameters()
+        sizes: dict = {}  # objects the diameter filter removed, filled in the worker
 
         def make_generator():
             from ..autolabel.fluorescence import autolabel_frame
             from ..progress import Progress
 
             yield Progress(0, 1, "previewing ...")
-            return autolabel_frame(np.asarray(frame), **params)
+            return autolabel_frame(np.asarray(frame), **params, size_report=sizes)
 
         def done(labels: np.ndarray) -> None:
             full = labels if t is None else _in_stack(labels, layer.data.shape, t)
@@ -160,7 +171,7 @@ class AutolabelWidget(MicrosegDock):
                 self.preview_layer.data = full
             self._preview_painted = False
             where = f"frame {t} of {layer.name}" if t is not None else layer.name
-            self.show_message(f"preview: {int(len(np.unique(labels)) - 1)} nuclei on {where}{kept}")
+            self.show_message(f"preview: {int(len(np.unique(labels)) - 1)} nuclei on {where}{kept}{size_note(sizes, params)}")
             if self._pending_preview:
                 self._pending_preview = False
                 self.schedule_preview()
