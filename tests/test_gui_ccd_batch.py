@@ -39,7 +39,10 @@ def test_multiclass_result_tiles_and_clusters(make_napari_viewer, qtbot, tmp_pat
     viewer.window.add_dock_widget(widget, name="Segmentation")
     widget.image_layer.value = "ccd"
     widget.model_choice.value = FILE_CHOICE
-    widget.model_file.value = str(tiny_ccd_model)
+    assert widget.diameter.native.isVisibleTo(widget) and not widget.shape_rules.native.isVisibleTo(widget)
+    widget.model_file.value = str(tiny_ccd_model)  # a class model: its options, not the nucleus diameter
+    assert widget.shape_rules.native.isVisibleTo(widget) and widget.find_button.native.isVisibleTo(widget)
+    assert not widget.diameter.native.isVisibleTo(widget)
     widget.export_dir.value = str(tmp_path / "export")
     wait_worker(widget.segment())
     layer = viewer.layers["ccd segmented"]

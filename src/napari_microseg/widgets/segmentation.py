@@ -111,6 +111,7 @@ class SegmentationWidget(MicrosegDock):
         self.finetune_button.changed.connect(self.fine_tune)
         self.run_buttons = (self.run_button, self.batch_button, self.finetune_button)
         self.model_choice.changed.connect(self._toggle_file)
+        self.model_file.changed.connect(self._toggle_file)  # a model file of another kind shows its own options
         self.follow_layers(self.image_layer, self.labels_for_training)
         self.result = None
         self.tiles = None
