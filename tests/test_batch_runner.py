@@ -560,3 +560,34 @@ def test_a_small_pyramidal_tiff_gives_tiff_labels_as_any_small_tiff(tmp_path, ti
     labels = tmp_path / "out" / "labels"
     assert sorted(p.name for p in labels.iterdir()) == ["plain.tif", "slide.ome.tif"]
     np.testing.assert_array_equal(tifffile.imread(labels / "slide.ome.tif"), tifffile.imread(labels / "plain.tif"))
+
+
+def test_hdu_picks_the_fits_extension_in_batch_and_track(tmp_path, capsys):
+    """A FITS file with two image HDUs (say, two amplifiers): by default the first is read; --hdu N
+    reads the N-th, in `batch` (here autolabel) and in `track`."""
+    from astropy.io import fits
+
+    from napari_microseg.autolabel.fluorescence import autolabel_fluorescence
+    from napari_microseg.cli import main
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image, simulate_nuclei_timelapse
+
+    first = (simulate_nuclei_image(shape=(96, 96), n_nuclei=6, seed=1)[0] * 1000).astype(np.float32)
+    second = (simulate_nuclei_image(shape=(96, 96), n_nuclei=10, seed=2)[0] * 1000).astype(np.float32)
+    src = tmp_path / "fits"
+    src.mkdir()
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(first), fits.ImageHDU(second)]).writeto(src / "two.fits")
+    for hdu, image in ((None, first), (2, second)):
+        out = tmp_path / f"out{hdu}"
+        extra = [] if hdu is None else ["--hdu", str(hdu)]
+        assert main(["batch", "autolabel", "--input", str(src), "--out", str(out), "--workers", "0", "--quiet"] + extra) == 0
+        np.testing.assert_array_equal(tifffile.imread(out / "labels" / "two.tif"), autolabel_fluorescence(image))
+    assert main(["batch", "autolabel", "--input", str(src), "--out", str(tmp_path / "bad"), "--workers", "0", "--quiet",
+                 "--hdu", "7"]) == 1  # the item fails with its reason; the batch reports it
+    assert "HDU 7 does not exist" in pd.read_csv(tmp_path / "bad" / "failures.csv")["reason"].iloc[0]
+
+    movie = simulate_nuclei_timelapse(n_frames=3, shape=(64, 64), n_nuclei=4, seed=3).labels.astype(np.int32)
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros_like(movie)), fits.ImageHDU(movie)]).writeto(tmp_path / "movie.fits")
+    assert main(["track", "--labels", str(tmp_path / "movie.fits"), "--hdu", "2", "--out", str(tmp_path / "trk")]) == 0
+    assert pd.read_csv(tmp_path / "trk" / "tracks.csv")["t"].nunique() == 3
+    assert main(["track", "--labels", str(tmp_path / "movie.fits"), "--out", str(tmp_path / "trk1")]) == 2  # HDU 1: empty
+    assert "empty" in capsys.readouterr().err

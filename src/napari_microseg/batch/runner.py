@@ -63,11 +63,11 @@ TASKS = ("segment", "track", "autolabel", "classify")
 #: keyword parameters accepted per task (passed to the task function on the workers)
 TRACK_PARAMS = ("config", "max_search_radius", "update_method", "optimize", "stage_shift", "pixel_size",
                 "frame_interval")
-TASK_PARAMS = {  # every task takes "channel": the channel read from multi-channel TIFFs
-    "segment": SEGMENT_PARAMS + ("channel",),
-    "track": TRACK_PARAMS + SEGMENT_PARAMS + ("channel",),
-    "autolabel": ("autolabel", "channel"),
-    "classify": ("box", "threshold", "channel"),
+TASK_PARAMS = {  # every task takes "channel" (of multi-channel TIFFs) and "hdu" (of FITS files)
+    "segment": SEGMENT_PARAMS + ("channel", "hdu"),
+    "track": TRACK_PARAMS + SEGMENT_PARAMS + ("channel", "hdu"),
+    "autolabel": ("autolabel", "channel", "hdu"),
+    "classify": ("box", "threshold", "channel", "hdu"),
 }
 #: parameters that do not change results (left out of the settings hash)
 NEUTRAL_PARAMS = ("batch_size",)

@@ -189,12 +189,14 @@ def _read_whole(item: BatchItem, spec: TaskSpec, grey: bool = False) -> Any:
     :data:`~napari_microseg.io.images.LAZY_TIFF_BYTES` (read tile by tile, frame by frame, as the
     single-file commands read them).
 
-    ``spec.params["channel"]`` picks one channel of multi-channel TIFFs; with
+    ``spec.params["channel"]`` picks one channel of multi-channel TIFFs, ``spec.params["hdu"]``
+    the HDU of FITS files (default: the first with image data); with
     ``grey`` an RGB(A) image ``(Y, X, 3|4)`` becomes the mean of its colours.
     """
     from ..io.images import LAZY_TIFF_BYTES, read_image, rgb_to_grey
 
-    data = read_image(item.source, channel=spec.params.get("channel"), lazy_above_bytes=LAZY_TIFF_BYTES).data
+    data = read_image(item.source, hdu=spec.params.get("hdu"), channel=spec.params.get("channel"),
+                      lazy_above_bytes=LAZY_TIFF_BYTES).data
     if _is_lazy(data) and not item.is_zarr and data.nbytes <= LAZY_TIFF_BYTES:
         data = np.asarray(data)  # a small pyramidal TIFF (read lazily for its levels): its full resolution, as any TIFF
     return rgb_to_grey(data, item.image) if grey else data

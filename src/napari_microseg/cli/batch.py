@@ -75,6 +75,8 @@ def _common(p: argparse.ArgumentParser, task: str) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--channel", type=int, default=None,
                    help="channel to use in multi-channel TIFFs (0-based; default: such files fail with a message)")
+    p.add_argument("--hdu", type=int, default=None,
+                   help="FITS files: the HDU to read (0-based; default: the first with image data)")
     p.add_argument("--overwrite", action="store_true",
                    help="allow redoing all items when --out holds results made with other settings")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -192,6 +194,10 @@ def _params(args: argparse.Namespace) -> dict:
         if args.channel < 0:
             raise InputError(f"--channel must be >= 0, got {args.channel}")
         params["channel"] = args.channel
+    if args.hdu is not None:
+        if args.hdu < 0:
+            raise InputError(f"--hdu must be >= 0, got {args.hdu}")
+        params["hdu"] = args.hdu
     return params
 
 

@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        formatter_class=HelpFormatter)
     p.add_argument("--labels", required=True, help="label stack (T,Y,X): TIFF, FITS or Zarr (e.g. labels written by 'microseg segment'); one integer label per object per frame")
     p.add_argument("--image", help="optional intensity stack (T,Y,X), TIFF, FITS or Zarr, same shape (adds mean_intensity)")
+    p.add_argument("--hdu", type=int, default=None,
+                   help="FITS files: the HDU to read (0-based; default: the first with image data)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--config", default="cell", help="'cell' (divisions), 'particle' (no divisions) or a JSON file (default: cell)")
     p.add_argument("--max-search-radius", type=float, default=None, help="largest frame-to-frame displacement in pixels (default: from config)")
@@ -42,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _read_stack(path: str, what: str):
+def _read_stack(path: str, what: str, hdu: int | None = None):
     """A (T, Y, X) stack from a TIFF, FITS or Zarr file and the calibration the file states
     (``pixel_size_um`` / ``frame_interval_min``, see ``io.images``; may be empty). Zarr and
     TIFFs over ``LAZY_TIFF_BYTES`` stay on disk and are tracked frame by frame."""
@@ -51,7 +53,7 @@ def _read_stack(path: str, what: str):
 
     if not Path(path).exists():
         raise InputError(f"{what} file not found: {path}")
-    image = read_image(path, lazy_above_bytes=LAZY_TIFF_BYTES)
+    image = read_image(path, hdu=hdu, lazy_above_bytes=LAZY_TIFF_BYTES)
     return time_stack(image.data, what, lazy=True), dict(image.metadata.get("calibration") or {})
 
 
@@ -80,8 +82,10 @@ def run(args: argparse.Namespace) -> int:
     check_config(args.config)  # a bad config is refused before the stacks are read
     check_units(args.pixel_size, args.frame_interval)  # before any frame is read
     make_output_folder(out)
-    labels, calibration = _read_stack(args.labels, "labels")
-    image, image_calibration = _read_stack(args.image, "image") if args.image else (None, {})
+    if args.hdu is not None and args.hdu < 0:
+        raise InputError(f"--hdu must be >= 0, got {args.hdu}")
+    labels, calibration = _read_stack(args.labels, "labels", args.hdu)
+    image, image_calibration = _read_stack(args.image, "image", args.hdu) if args.image else (None, {})
     calibration = {**calibration, **image_calibration}  # the movie's own metadata first
     pixel_size = args.pixel_size if args.pixel_size is not None else calibration.get("pixel_size_um")
     frame_interval = args.frame_interval if args.frame_interval is not None else calibration.get("frame_interval_min")
