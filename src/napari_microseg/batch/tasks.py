@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ..io.images import is_lazy
 from .manifest import sha256_array, sha256_file, sha256_tree
 
 #: segment_image keywords a segment (or track) batch task passes on
@@ -197,14 +198,9 @@ def _read_whole(item: BatchItem, spec: TaskSpec, grey: bool = False) -> Any:
 
     data = read_image(item.source, hdu=spec.params.get("hdu"), channel=spec.params.get("channel"),
                       lazy_above_bytes=LAZY_TIFF_BYTES).data
-    if _is_lazy(data) and not item.is_zarr and data.nbytes <= LAZY_TIFF_BYTES:
+    if is_lazy(data) and not item.is_zarr and data.nbytes <= LAZY_TIFF_BYTES:
         data = np.asarray(data)  # a small pyramidal TIFF (read lazily for its levels): its full resolution, as any TIFF
     return rgb_to_grey(data, item.image) if grey else data
-
-
-def _is_lazy(data: Any) -> bool:
-    """True for a dask array (Zarr, a big TIFF): read piece by piece, never whole."""
-    return hasattr(data, "compute")
 
 
 # ----------------------------------------------------------------------------- writers
@@ -285,7 +281,7 @@ def segment_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> d
         objects, counts = _frame_tables(result.objects, result.counts, item.frame)
     else:
         data = _read_whole(item, spec, grey=True)
-        if _is_lazy(data):  # a Zarr store or a big TIFF (2D or a stack as one item): written chunk by chunk
+        if is_lazy(data):  # a Zarr store or a big TIFF (2D or a stack as one item): written chunk by chunk
             rel = f"labels/{item.stem}.zarr"
             result = _labels_into_zarr_store(out, rel, lambda arr: segment(loaded, data, out=arr, **kw),
                                              tuple(data.shape), spec.label_dtype)
@@ -316,7 +312,7 @@ def autolabel_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) ->
         data = _read_whole(item, spec, grey=True)
         if data.ndim not in (2, 3):
             raise InputError(f"{item.image}: expected a (Y,X) image or (T,Y,X) stack, got shape {tuple(data.shape)}")
-        if _is_lazy(data):  # a Zarr store or a big TIFF: frame by frame into a Zarr label store
+        if is_lazy(data):  # a Zarr store or a big TIFF: frame by frame into a Zarr label store
             rel = f"labels/{item.stem}.zarr"
 
             def label_frames(arr: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -361,7 +357,7 @@ def track_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> dic
 
         loaded = get_model(spec.model, spec.device)
         image = data
-        if _is_lazy(data):  # Zarr or a big TIFF: segmented into a Zarr store, tracked from it frame by frame
+        if is_lazy(data):  # Zarr or a big TIFF: segmented into a Zarr store, tracked from it frame by frame
             import dask.array as da
 
             outputs["labels"] = f"labels/{item.stem}.zarr"

@@ -107,8 +107,9 @@ def run(args: argparse.Namespace) -> int:
     result = run_with_text_progress(gen, label="track")
     if result.info.get("mask_converted"):
         print(f"{Path(args.labels).name}: {MASK_NOTE}", file=sys.stderr)
-    if empty_frames_note(result):
-        print(f"warning: {Path(args.labels).name}: {empty_frames_note(result)}", file=sys.stderr)
+    empty_frames = empty_frames_note(result)
+    if empty_frames:
+        print(f"warning: {Path(args.labels).name}: {empty_frames}", file=sys.stderr)
     result.config["seed"] = args.seed
     result.config["units"] = {"pixel_size_um": pixel_size, "frame_interval_min": frame_interval}
     result.config["inputs"] = {"labels": str(args.labels), "image": str(args.image) if args.image else None}

@@ -159,6 +159,12 @@ def _select_channel(image: ImageData, name: str, channel: int | str | None) -> I
     return image
 
 
+def is_lazy(data: Any) -> bool:
+    """True for an array read from disk on demand (dask, zarr): to be read piece by piece, never whole."""
+    return not isinstance(data, np.ndarray) and hasattr(data, "shape") and hasattr(data, "dtype") \
+        and (hasattr(data, "compute") or type(data).__module__.split(".")[0] == "zarr")
+
+
 def rgb_to_grey(data: Any, name: str = "image") -> Any:
     """An RGB(A) image ``(Y, X, 3|4)`` as float32 grey ``(Y, X)``: the mean of R, G and B (alpha dropped).
 
@@ -170,7 +176,7 @@ def rgb_to_grey(data: Any, name: str = "image") -> Any:
     if getattr(data, "ndim", 0) == 3 and data.shape[-1] in (3, 4) and data.shape[0] > 4:
         print(f"{name}: RGB(A) image of shape {tuple(data.shape)}, using the mean of the colour channels",
               file=sys.stderr)
-        colours = data if hasattr(data, "compute") else np.asarray(data)  # a lazy (dask) image stays lazy
+        colours = data if hasattr(data, "compute") else np.asarray(data)  # a dask image stays lazy
         return colours[..., :3].mean(axis=-1, dtype=np.float32)
     return data
 

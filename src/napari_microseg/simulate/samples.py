@@ -42,11 +42,11 @@ def generate_ccd(p: dict, seed: int) -> Generator[Progress, None, list[tuple]]:
         classes.append(frame.classes)
         yield Progress(i + 1, n, f"CCD frame {i + 1}/{n}")
     image, cls = (np.stack(images), np.stack(classes)) if n > 1 else (images[0], classes[0])
-    from ..colours import class_colormap
+    from ..colours import class_colours
 
     return [
         (image, {"name": "sim CCD (ADC)", "colormap": "gray"}, "image"),
-        (cls, {"name": "sim CCD classes", "opacity": 0.6, "colormap": class_colormap(4),  # as Segmentation colours them
+        (cls, {"name": "sim CCD classes", "opacity": 0.6, "colormap": class_colours(4),  # as Segmentation colours them
                "features": {"label": [0, 1, 2, 3], "class": ["background", "glowing", "hot pixel", "cluster"]}}, "labels"),
     ]
 

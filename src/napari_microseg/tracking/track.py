@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ..io.images import is_lazy  # a stack on disk (dask, zarr) is tracked frame by frame, never whole
 from ..measure.labels import MaskCheck, compact_labels, mask_frame_labels, masks_to_labels, sparse_limit
 from ..progress import Progress
 
@@ -224,12 +225,6 @@ def _btrack_config(cfg: dict, *, max_search_radius: float, update_method: str, v
 
 
 # ----------------------------------------------------------------------------- stacks on disk
-def is_lazy(stack: Any) -> bool:
-    """True for a stack read from disk on demand (dask, zarr): tracked frame by frame, never whole."""
-    return not isinstance(stack, (np.ndarray, FrameStack)) and hasattr(stack, "shape") and hasattr(stack, "dtype") \
-        and (hasattr(stack, "compute") or type(stack).__module__.split(".")[0] == "zarr")
-
-
 class FrameStack:
     """A (T, Y, X) label stack on disk (dask or zarr array), read one frame at a time.
 

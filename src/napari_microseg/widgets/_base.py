@@ -22,7 +22,7 @@ from qtpy.QtWidgets import QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButto
 
 from napari.qt.threading import thread_worker
 
-from ..colours import CLASS_COLOURS, class_colormap  # noqa: F401 - the docks' class colours (Qt-free module)
+from ..colours import class_colours
 from ..errors import MicrosegError
 
 
@@ -493,3 +493,10 @@ def unique_layer_name(viewer: Any, base: str) -> str:
     while f"{base} [{i}]" in names:
         i += 1
     return f"{base} [{i}]"
+
+
+def class_colormap(n_classes: int) -> Any:
+    """A napari label colormap with fixed, distinct colours per class id (background transparent)."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    return DirectLabelColormap(color_dict=class_colours(n_classes))

@@ -23,7 +23,8 @@ from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
 from ..errors import InputError, MicrosegError
 from ..pretrained import list_pretrained_for
-from ._base import CLASS_COLOURS, MicrosegDock, chosen_model_path, dock_action, free_name, full_resolution, grey_image, label_features, layer_geometry, layer_names, show_frame, unique_layer_name, unwritable_reason
+from ..colours import CLASS_COLOURS
+from ._base import MicrosegDock, chosen_model_path, dock_action, free_name, full_resolution, grey_image, label_features, layer_geometry, layer_names, show_frame, unique_layer_name, unwritable_reason
 from ._plot import BG, LossPlot
 
 TASKS = {"response images [R]": "images", "objects [T]": "objects", "profiles [P]": "profiles"}

@@ -21,7 +21,8 @@ from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableW
 
 from ..errors import InputError
 from ..pretrained import list_pretrained_for
-from ._base import CLASS_COLOURS, NO_MODEL_MESSAGE, MicrosegDock, chosen_model_path, class_colormap, current_frame, dock_action, grey_image, label_features, layer_geometry, layer_names, unique_layer_name
+from ..colours import CLASS_COLOURS
+from ._base import NO_MODEL_MESSAGE, MicrosegDock, chosen_model_path, class_colormap, current_frame, dock_action, grey_image, label_features, layer_geometry, layer_names, unique_layer_name
 
 FILE_CHOICE = "model file ..."
 #: the model chosen when the widget opens (the shipped nuclei model), if it is installed
