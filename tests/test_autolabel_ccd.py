@@ -27,7 +27,7 @@ def test_agreement_with_exact_classes_on_simulated_frames():
     tab = class_agreement(truth, pred).set_index("name")
     assert tab.loc["background", "f1"] > 0.99
     assert tab.loc["glowing", "f1"] > 0.95
-    assert tab.loc["hot_pixel", "f1"] > 0.9
+    assert tab.loc["hot pixel", "f1"] > 0.9
     # cluster pixels are labelled from 2 x noise (120 ADC) of noise-free charge: fainter rims are
     # background; what is called a cluster mostly is one
     assert tab.loc["cluster", "precision"] > 0.7 and tab.loc["cluster", "recall"] > 0.35

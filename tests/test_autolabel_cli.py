@@ -113,8 +113,16 @@ def test_ccd_on_real_crop(tmp_path):
     clusters = pd.read_csv(out / "clusters.csv")
     assert list(clusters.columns[:5]) == ["label", "y", "x", "size_px", "charge_adc"]
     assert len(clusters) > 50
-    fr = pd.read_csv(out / "class_fractions.csv")
-    assert fr.percent.sum() == pytest.approx(100.0)
+    # the tables `segment` writes for a CCD class model, column for column
+    counts, objects = pd.read_csv(out / "counts.csv"), pd.read_csv(out / "objects.csv")
+    fractions = counts[[f"fraction_{n}" for n in ("background", "glowing", "hot_pixel", "cluster")]].iloc[0]
+    np.testing.assert_allclose(fractions, np.bincount(classes.ravel(), minlength=4) / classes.size)
+    assert counts.loc[0, "count_cluster"] == (objects["class_name"] == "cluster").sum() > 50
+    seg = tmp_path / "seg"
+    assert main(["segment", "--model", "ccd_classes", "--input", SAMPLE_CCD, "--out", str(seg), "--quiet"]) == 0
+    seg_counts, seg_objects = pd.read_csv(seg / "counts.csv"), pd.read_csv(seg / "objects.csv")
+    assert list(counts.columns) == [c for c in seg_counts.columns if c != "image"]
+    assert set(objects.columns) <= set(seg_objects.columns) and set(objects["class_name"]) <= set(seg_objects["class_name"])
     params = json.loads((out / "params.json").read_text())
     assert params["n_clusters"] == len(clusters) and len(params["taps"]) == 2
     assert main(["autolabel", "ccd", "--input", SAMPLE_CCD, "--out", str(out)]) == 2  # exists

@@ -63,6 +63,8 @@ def test_shape_rules_keep_hot_lines_turn_hot_blobs_into_clusters_and_drop_big_cl
     assert ruled.dtype == cls.dtype and cls[8, 30] == 2  # the input is not changed
     with pytest.raises(InputError, match="hot pixel"):
         ccd_shape_rules(cls, ["background", "interior", "boundary"])
+    # names written as column names (a folder simulated before "hot pixel" was the name) are the same classes
+    np.testing.assert_array_equal(ccd_shape_rules(cls, ["Background", "glowing", "hot_pixel", "cluster"]), ruled)
 
 
 def test_segment_applies_shape_rules_to_ccd_models_only():

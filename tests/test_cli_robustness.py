@@ -509,7 +509,7 @@ def test_review_fixes_scale_check_is_robust_and_optional_outputs_do_not_go_stale
     ccd = tmp_path / "ccdsim"
     assert main(["simulate", "ccd", "--n", "1", "--shape", "32", "32", "--out", str(ccd)]) == 0
     for given in (ccd / "classes", next((ccd / "classes").iterdir()), ccd / "classes" / "*.tif"):
-        assert class_names_near(given) == ["background", "glowing", "hot_pixel", "cluster"], given
+        assert class_names_near(given) == ["background", "glowing", "hot pixel", "cluster"], given
 
 
 def test_blank_ccd_frames_and_flat_profiles_are_named(tmp_path, capsys):

@@ -258,7 +258,7 @@ def test_evaluate_classes_scores_ccd_class_maps_pixel_by_pixel(tmp_path, capsys)
     assert main(["evaluate", "classes", "--gt", str(sim / "classes"), "--pred", str(tmp_path / "seg" / "labels"),
                  "--out", str(out)]) == 0
     table = pd.read_csv(out)
-    assert list(table["name"]) == ["background", "glowing", "hot_pixel", "cluster"]  # from the folder's params.json
+    assert list(table["name"]) == ["background", "glowing", "hot pixel", "cluster"]  # from the folder's params.json
     truth = np.concatenate([tifffile.imread(p).ravel() for p in sorted((sim / "classes").glob("*.tif"))])
     pred = np.concatenate([tifffile.imread(p).ravel() for p in sorted((tmp_path / "seg" / "labels").glob("*.tif"))])
     expected = class_agreement(truth, pred)

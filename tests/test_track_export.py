@@ -150,7 +150,7 @@ def test_cli_track(tmp_path):
     tab = pd.read_csv(out / "tracks.csv")
     assert list(tab.columns[:8]) == TRACK_COLUMNS and "mean_intensity" in tab.columns
     assert tab["track_id"].nunique() == 4 and (tab["generation"] == 1).sum() == 6
-    assert (out / "counts.csv").is_file() and (out / "ctc" / "res_track.txt").is_file()
+    assert (out / "counts.csv").is_file() and (out / "ctc_RES" / "res_track.txt").is_file()
     assert set(pd.read_csv(out / "track_summary.csv")["track_id"]) == set(tab["track_id"])
     cfg = json.loads((out / "track_config.json").read_text())
     assert cfg["update_method"] == "EXACT" and cfg["seed"] == 0
@@ -246,7 +246,7 @@ def test_cli_evaluate_tracks_scores_track_simulate_and_ctc_folders(tmp_path, cap
     assert row["TRA"] == pytest.approx(expected["TRA"], abs=1e-6) and row["DET"] == pytest.approx(expected["DET"], abs=1e-6)
     assert 0.5 < row["DET"] < 1.0 and f"TRA {row['TRA']:.4f}" in printed
     # the CTC export of the same result scores the same
-    assert main(["evaluate", "tracks", "--gt", str(sim_dir), "--pred", str(out / "ctc"), "--out", str(tmp_path / "c.csv")]) == 0
+    assert main(["evaluate", "tracks", "--gt", str(sim_dir), "--pred", str(out / "ctc_RES"), "--out", str(tmp_path / "c.csv")]) == 0
     assert pd.read_csv(tmp_path / "c.csv").iloc[0]["TRA"] == pytest.approx(row["TRA"], abs=1e-6)
     # refusals: an existing output, a file instead of a folder, a folder of something else
     assert main(["evaluate", "tracks", "--gt", str(sim_dir), "--pred", str(out), "--out", str(tmp_path / "m.csv")]) == 2

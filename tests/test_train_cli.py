@@ -137,7 +137,12 @@ def test_multiclass_training_on_a_simulated_ccd_folder_keeps_its_class_names(tmp
                  "multiclass", "--normalization", "pedestal", "--epochs", "1", "--patch", "32",
                  "--patches-per-epoch", "4", "--batch-size", "2", "--out", str(out), "--device", "cpu"]) == 0
     config = load_model(out).config
-    assert config["class_names"] == ["background", "glowing", "hot_pixel", "cluster"] and config["n_classes"] == 4
+    assert config["class_names"] == ["background", "glowing", "hot pixel", "cluster"] and config["n_classes"] == 4
+    # the CCD options take such a model: shape rules and the charge-cluster table
+    seg = tmp_path / "seg"
+    assert main(["segment", "--model", str(out), "--input", str(sim / "frames"), "--out", str(seg), "--shape-rules",
+                 "--max-cluster-size", "50", "--quiet", "--device", "cpu"]) == 0
+    assert (seg / "clusters.csv").is_file()
 
 
 def test_multiclass_trains_on_raw_ccd_adc_unless_told_otherwise(tmp_path, capsys):

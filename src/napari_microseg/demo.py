@@ -70,7 +70,7 @@ def run_demo(out: str | Path = "demo_out", n_frames: int = 30, size: int = 256, 
     from .io.images import write_tiff
     from .pretrained import resolve_model
     from .simulate.nuclei import simulate_nuclei_timelapse
-    from .tracking.export import write_counts_csv, write_ctc, write_tracks_csv
+    from .tracking.export import CTC_FOLDER, write_counts_csv, write_ctc, write_tracks_csv
     from .tracking.metrics import ctc_scores
     from .tracking.track import finalize, track
 
@@ -138,7 +138,7 @@ def run_demo(out: str | Path = "demo_out", n_frames: int = 30, size: int = 256, 
     result.tracking = tracks
     write_tracks_csv(tracks, out / "tracks.csv")
     write_counts_csv(tracks, out / "counts.csv", n_frames=n_frames)
-    ctc_dir = out / "ctc_RES"
+    ctc_dir = out / CTC_FOLDER
     write_ctc(tracks, ctc_dir, overwrite=True)
     write_tiff(out / "labels_by_track.tif", tracks.relabelled.astype(np.uint32), overwrite=True)
     result.files.update(tracks=out / "tracks.csv", counts=out / "counts.csv", ctc=ctc_dir,

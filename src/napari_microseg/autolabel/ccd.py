@@ -53,8 +53,8 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 from ..errors import InputError
+from ..simulate.ccd import CLASS_NAMES  # one list of the CCD class names
 
-CLASS_NAMES = ("background", "glowing", "hot_pixel", "cluster")
 MAD_TO_SD = 1.4826
 
 
@@ -556,18 +556,21 @@ def clusters_per_frame(class_map, image, class_names: Sequence[str], first_frame
     frame with ``t`` first: ``t, label, y, x, size_px, charge_adc, peak_adc`` (px, ADC above
     each cluster's local baseline, from the background and glowing pixels around it).
     """
+    from ..measure.counts import class_index
+
     names = list(class_names)
-    if "cluster" not in names:
+    cluster = class_index(names, "cluster")
+    if cluster is None:
         return None
     if tuple(class_map.shape) != tuple(image.shape) or len(class_map.shape) not in (2, 3):
         raise InputError(f"class map {tuple(class_map.shape)} and image {tuple(image.shape)} must be the same (Y,X) or (T,Y,X) shape")
     stack = len(class_map.shape) == 3
-    quiet = [names.index(n) for n in ("background", "glowing") if n in names] or [0]
+    quiet = [i for i in (class_index(names, "background"), class_index(names, "glowing")) if i is not None] or [0]
     tables = []
     for t in range(class_map.shape[0] if stack else 1):
         frame_classes = np.asarray(class_map[t] if stack else class_map)
         frame = np.asarray(image[t] if stack else image, dtype=np.float32)
-        table = find_clusters(frame_classes, frame, cluster_class=names.index("cluster"), background_classes=quiet)
+        table = find_clusters(frame_classes, frame, cluster_class=cluster, background_classes=quiet)
         table.insert(0, "t", first_frame + t)
         tables.append(table)
     return pd.concat(tables, ignore_index=True)

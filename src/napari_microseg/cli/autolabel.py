@@ -16,7 +16,9 @@
     per-pixel class map of a CCD frame in ADC ([C]: 0 background, 1 glowing,
     2 hot pixel, 3 cluster) by robust thresholds and shape rules; writes
     ``OUT/classes.tif``, ``OUT/clusters.csv`` (label, y, x, size_px, charge_adc,
-    peak_adc), ``OUT/class_fractions.csv`` and ``OUT/params.json``.
+    peak_adc), ``OUT/objects.csv`` and ``OUT/counts.csv`` (the tables ``segment``
+    writes for a class model: ``count_<class>`` and ``fraction_<class>``, 0-1) and
+    ``OUT/params.json``.
 
 Images: TIFF, FITS, Zarr (and PNG / JPEG via scikit-image). Existing outputs
 are never replaced without ``--overwrite``. No randomness is involved, so there is
@@ -278,9 +280,8 @@ def run_fluorescence(args: argparse.Namespace) -> int:
 
 
 def run_ccd(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from ..autolabel.ccd import CLASS_NAMES, autolabel_ccd_details, find_clusters
+    from ..inference.segment import class_map_tables
     from ..io.atomic import atomic_write_text
     from ..io.images import write_tiff
     from ..io.tables import write_csv
@@ -296,7 +297,7 @@ def run_ccd(args: argparse.Namespace) -> int:
     if image.size and image.min() == image.max():
         print(f"warning: {args.input} is constant (every pixel {image.flat[0]}): all background, no clusters", file=sys.stderr)
     out = Path(args.out)
-    _prepare_out(out, ["classes.tif", "clusters.csv", "class_fractions.csv", "params.json"], args.overwrite)
+    _prepare_out(out, ["classes.tif", "clusters.csv", "objects.csv", "counts.csv", "params.json"], args.overwrite)
     start = time.perf_counter()
     res = autolabel_ccd_details(
         image, taps=args.taps, exclude_columns=args.exclude_columns, seed_sigma=args.seed_sigma, grow_sigma=args.grow_sigma,
@@ -306,14 +307,16 @@ def run_ccd(args: argparse.Namespace) -> int:
     clusters = find_clusters(res.classes, image, max_size=args.cluster_max_size)  # local baselines: hot columns left out
     write_tiff(out / "classes.tif", res.classes, overwrite=True)
     write_csv(out / "clusters.csv", clusters)
-    counts = np.bincount(res.classes.ravel(), minlength=4)[:4]
-    fractions = pd.DataFrame({"class": np.arange(4), "name": CLASS_NAMES, "pixels": counts, "percent": 100.0 * counts / res.classes.size})
-    write_csv(out / "class_fractions.csv", fractions)
+    objects, counts = class_map_tables(res.classes, image, list(CLASS_NAMES))  # the tables `segment` writes
+    write_csv(out / "objects.csv", objects)
+    write_csv(out / "counts.csv", counts)
+    fractions = np.bincount(res.classes.ravel(), minlength=4)[:4] / max(res.classes.size, 1)
     params = {"command": "autolabel ccd", "input": str(args.input), "hdu": args.hdu, "shape": list(image.shape),
               "settings": res.params, "taps": res.baseline.taps, "glow_columns": res.glow_columns.tolist(),
-              "n_clusters": int(len(clusters)), "percent": dict(zip(CLASS_NAMES, (100.0 * counts / res.classes.size).round(4).tolist())),
+              "n_clusters": int(len(clusters)), "class_names": list(CLASS_NAMES),
+              "class_fractions": dict(zip(CLASS_NAMES, fractions.round(6).tolist())),
               "seconds": round(time.perf_counter() - start, 3)}
     atomic_write_text(out / "params.json", json.dumps(params, indent=2, default=str))
-    pct = ", ".join(f"{n} {p:.3f} %" for n, p in zip(CLASS_NAMES, 100.0 * counts / res.classes.size))
+    pct = ", ".join(f"{n} {100 * f:.3f} %" for n, f in zip(CLASS_NAMES, fractions))
     print(f"autolabel ccd: {len(clusters)} clusters; {pct} -> {out}")
     return 0

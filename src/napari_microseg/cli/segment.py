@@ -287,7 +287,9 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
 
 def _counts_clusters(loaded) -> bool:
     """True for class models (CCD) with a "cluster" class: ``segment`` then writes clusters.csv."""
-    return loaded.output_mode == "multiclass" and "cluster" in loaded.class_names
+    from ..measure.counts import class_index
+
+    return loaded.output_mode == "multiclass" and class_index(loaded.class_names, "cluster") is not None
 
 
 def run(args: argparse.Namespace) -> int:

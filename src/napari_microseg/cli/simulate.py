@@ -339,6 +339,7 @@ def _run_nanoparticles(args, out: Path) -> dict:
 def _run_ccd(args, out: Path) -> dict:
     import pandas as pd
 
+    from ..measure.counts import column_name
     from ..progress import Progress
     from ..simulate.ccd import CLASS_NAMES, simulate_ccd_frame, write_ccd_fits
 
@@ -353,7 +354,7 @@ def _run_ccd(args, out: Path) -> dict:
             write_ccd_fits(out / "frames" / f"{name}.fits", f, overwrite=True)  # the folder check guards the user's files
             _write_tiff(out / "classes" / f"{name}.tif", f.classes)
             row = {"index": i, "image": f"frames/{name}.fits", "classes": f"classes/{name}.tif", "seed": s, "n_clusters": f.params["n_clusters_drawn"]}
-            row.update({f"fraction_{c}": float(v) for c, v in zip(CLASS_NAMES, f.class_fractions)})
+            row.update({f"fraction_{column_name(c)}": float(v) for c, v in zip(CLASS_NAMES, f.class_fractions)})
             rows.append(row)
             yield Progress(i + 1, args.n, name)
         _write_csv(out / "classes.csv", pd.DataFrame(rows))

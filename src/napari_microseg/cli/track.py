@@ -5,7 +5,7 @@ track: span, fate, displacement, speed; in um and minutes with ``--pixel-size`` 
 ``--frame-interval``), ``tracks_labels.tif``
 (label stack where each object carries its track id), ``track_config.json``
 (everything needed to repeat the run) and, with ``--ctc``, a Cell Tracking
-Challenge folder ``ctc/`` (``res_track.txt`` + ``maskNNN.tif``).
+Challenge folder ``ctc_RES/`` (``res_track.txt`` + ``maskNNN.tif``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from ._help import HelpFormatter
 
-OUTPUT_NAMES = ["tracks.csv", "counts.csv", "track_summary.csv", "tracks_labels.tif", "track_config.json", "ctc"]
+OUTPUT_NAMES = ["tracks.csv", "counts.csv", "track_summary.csv", "tracks_labels.tif", "track_config.json", "ctc_RES"]  # last: --ctc only
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-optimize", action="store_true", help="skip the global optimisation (no gap closing, no divisions)")
     p.add_argument("--stage-shift", choices=["none", "images", "objects"], default="none",
                    help="correct stage jumps by phase correlation of the images or of the object masks (default: none)")
-    p.add_argument("--ctc", action="store_true", help="also write a Cell Tracking Challenge folder out/ctc")
+    p.add_argument("--ctc", action="store_true", help="also write a Cell Tracking Challenge folder out/ctc_RES")
     p.add_argument("--pixel-size", type=float, default=None,
                    help="micrometres per pixel: track_summary.csv adds displacement and path length in um "
                         "(default: what the --image or --labels file states, OME or ImageJ metadata)")
@@ -119,6 +119,6 @@ def run(args: argparse.Namespace) -> int:
     write_tiff(out / "tracks_labels.tif", result.relabelled, overwrite=True)  # uint16 (uint32 above 65535 tracks)
     write_config_json(result, out / "track_config.json")
     if args.ctc:
-        write_ctc(result, out / "ctc", overwrite=args.overwrite)
+        write_ctc(result, out / OUTPUT_NAMES[-1], overwrite=args.overwrite)
     print(f"{result.n_tracks} tracks, {len(result.graph)} daughter tracks, {len(result.table)} objects in {result.n_frames} frames -> {out}")
     return 0

@@ -583,12 +583,15 @@ def multiclass_to_classes(probabilities: np.ndarray) -> np.ndarray:
 
 
 def ccd_class_indices(class_names: Sequence[str]) -> tuple[int, int, int]:
-    """Indices of ``background``, ``hot pixel`` and ``cluster`` in ``class_names``; InputError when one is missing."""
+    """Indices of ``background``, ``hot pixel`` and ``cluster`` in ``class_names`` (matched by
+    :func:`~napari_microseg.measure.counts.class_index`); InputError when one is missing."""
+    from ..measure.counts import class_index
+
     names = [str(n) for n in class_names]
-    missing = [n for n in ("background", "hot pixel", "cluster") if n not in names]
-    if missing:
+    found = [class_index(names, n) for n in ("background", "hot pixel", "cluster")]
+    if None in found:
         raise InputError(f"shape rules need the CCD classes background, hot pixel and cluster; this model has {', '.join(names)}")
-    return names.index("background"), names.index("hot pixel"), names.index("cluster")
+    return found[0], found[1], found[2]
 
 
 def ccd_shape_rules(class_map: np.ndarray, class_names: Sequence[str], hot_lines: bool = True,

@@ -571,6 +571,29 @@ def _measure_frame(lab: np.ndarray, intensity: np.ndarray, t: int, mode: str, cl
     return df
 
 
+def class_map_tables(class_map: np.ndarray, image: np.ndarray, class_names: list) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ``objects.csv`` and ``counts.csv`` tables of a class map, as ``segment`` makes them for a
+    class (CCD) model, so a map from thresholds (``autolabel ccd``) compares column by column.
+
+    Parameters
+    ----------
+    class_map : (Y, X) or (T, Y, X) int array of class ids (0 background).
+    image : the image of the same shape (intensities for ``mean_intensity``...).
+    class_names : names of class ids 0..K-1.
+
+    Returns
+    -------
+    objects : one row per connected component of each class: ``t, label, y, x, area (px), ...,
+        class, class_name``.
+    counts : per frame ``t, count, count_<class>..., fraction_<class>...`` (fractions 0-1 of the
+        frame's pixels).
+    """
+    maps, images = (class_map, image) if class_map.ndim == 3 else (class_map[None], image[None])
+    names = list(class_names)
+    tables = [_measure_frame(np.asarray(m), np.asarray(i), t, "multiclass", names) for t, (m, i) in enumerate(zip(maps, images))]
+    return _tables(tables, maps, len(tables), "multiclass", names)
+
+
 def _tables(object_tables: list, labels: Any, n_frames: int, mode: str, class_names: list) -> tuple[pd.DataFrame, pd.DataFrame]:
     from ..measure.counts import class_fractions, counts_from_objects
 

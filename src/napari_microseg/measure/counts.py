@@ -49,6 +49,17 @@ def column_name(name: object) -> str:
     return re.sub(r"\W+", "_", str(name).strip()).strip("_") or "class"
 
 
+def class_index(class_names: Sequence[str], name: str) -> int | None:
+    """Index of the class called ``name`` in ``class_names``, or None. Case, spaces and
+    underscores don't count (``"hot pixel"`` matches ``"hot_pixel"`` and ``"Hot Pixel"``), so a
+    model trained on a folder whose names were written as column names still has its classes."""
+    wanted = column_name(name).lower()
+    for i, candidate in enumerate(class_names):
+        if column_name(candidate).lower() == wanted:
+            return i
+    return None
+
+
 def counts_from_objects(objects: pd.DataFrame, n_frames: int, class_column: str | None = None,
                         class_names: Sequence[str] | None = None) -> pd.DataFrame:
     """Counts per frame from an objects table (rows per object with a ``t`` column).

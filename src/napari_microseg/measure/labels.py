@@ -80,8 +80,6 @@ def masks_to_labels(masks: np.ndarray) -> tuple[np.ndarray, bool]:
     unchanged and False when it holds more than two values (it is labels already) or
     none of them is 0 (no background: not a mask).
     """
-    from scipy import ndimage as ndi
-
     masks = np.asarray(masks)
     if masks.size == 0 or not _two_valued_with_zero(masks):
         return masks, False  # labels already, or no 0 background (e.g. a float image): the caller's checks decide

@@ -36,7 +36,8 @@ from ..errors import InputError
 from ..io.atomic import atomic_path
 from ._common import check_range, check_shape_2d, jsonable, make_rng
 
-CLASS_NAMES = ("background", "glowing", "hot_pixel", "cluster")
+#: the CCD pixel classes, by class id (as the shipped ``ccd_classes`` model names them)
+CLASS_NAMES = ("background", "glowing", "hot pixel", "cluster")
 BALANCED_FRACTIONS = (0.41, 0.25, 0.21, 0.13)
 EV_PER_ELECTRON = 3.65
 

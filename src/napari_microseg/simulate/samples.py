@@ -32,7 +32,7 @@ def generate_nuclei(p: dict, seed: int) -> Generator[Progress, None, list[tuple]
 
 
 def generate_ccd(p: dict, seed: int) -> Generator[Progress, None, list[tuple]]:
-    from ..simulate.ccd import simulate_ccd_frame
+    from ..simulate.ccd import CLASS_NAMES, simulate_ccd_frame
 
     images, classes = [], []
     n = p["n_images"]
@@ -47,7 +47,7 @@ def generate_ccd(p: dict, seed: int) -> Generator[Progress, None, list[tuple]]:
     return [
         (image, {"name": "sim CCD (ADC)", "colormap": "gray"}, "image"),
         (cls, {"name": "sim CCD classes", "opacity": 0.6, "colormap": class_colours(4),  # as Segmentation colours them
-               "features": {"label": [0, 1, 2, 3], "class": ["background", "glowing", "hot pixel", "cluster"]}}, "labels"),
+               "features": {"label": [0, 1, 2, 3], "class": list(CLASS_NAMES)}}, "labels"),
     ]
 
 

@@ -94,6 +94,10 @@ def check_units(pixel_size: float | None, frame_interval: float | None) -> None:
             raise InputError(f"{name} must be a number > 0 ({unit}), got {value}")
 
 
+#: name of the Cell Tracking Challenge result folder that ``track --ctc``, the Tracking widget and
+#: the demo write (the challenge calls result folders ``<sequence>_RES``)
+CTC_FOLDER = "ctc_RES"
+
 #: fates of :func:`track_summary`
 FATES = ("divided", "end of movie", "left the field", "disappeared")
 

@@ -219,6 +219,7 @@ class SegmentationWidget(MicrosegDock):
         def make_generator():
             from ..autolabel.ccd import clusters_per_frame
             from ..inference.segment import segment_image
+            from ..measure.counts import class_index
             from ..progress import Progress
 
             result = yield from segment_image(str(model), image, **settings)
@@ -227,7 +228,7 @@ class SegmentationWidget(MicrosegDock):
                     if table is not None and "t" in table.columns:
                         table["t"] = table["t"] + first_frame
             clusters = None
-            if result.output_mode == "multiclass" and "cluster" in result.class_names:  # CCD class models
+            if result.output_mode == "multiclass" and class_index(result.class_names, "cluster") is not None:  # CCD class models
                 yield Progress(0, 1, "measuring charge clusters")
                 clusters = clusters_per_frame(result.labels, image, result.class_names, first_frame=first_frame)
             return result, clusters

@@ -291,7 +291,9 @@ class TrackingWidget(MicrosegDock):
     def export_ctc(self, *_: Any) -> Any:
         """Write a Cell Tracking Challenge result folder (res_track.txt + maskNNN.tif) in the worker;
         returns the worker (``None`` when refused)."""
-        folder = free_name(self._export_folder() / "ctc_RES")
+        from ..tracking.export import CTC_FOLDER
+
+        folder = free_name(self._export_folder() / CTC_FOLDER)
         reason = unwritable_reason(folder / "res_track.txt")
         if reason:
             raise InputError(reason)
