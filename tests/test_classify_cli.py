@@ -206,3 +206,36 @@ def test_train_defaults_follow_the_studies_set_ups():
     profiles = parser.parse_args(["classify", "train", "profiles", "--out", "m.pt"])
     assert profiles.epochs == 200 and profiles.patience > 0 and (profiles.optimizer, profiles.lr) == ("adadelta", 1.0)
     assert parser.parse_args(["classify", "train", "objects", "--out", "m.pt"]).batch_size == 32
+
+
+def test_hdu_picks_the_fits_extension_to_classify(tmp_path, capsys):
+    """Response images in FITS files with two image HDUs: --hdu 2 gives the verdicts of the TIFFs the
+    second HDUs hold; a missing HDU is named (the file is skipped) and a negative one refused."""
+    import tifffile
+    from astropy.io import fits
+
+    sim = tmp_path / "sim"
+    assert main(["simulate", "response", "--n", "3", "--out", str(sim), "--seed", "5"]) == 0
+    tiffs = sorted((sim / "images").glob("*.tif"))
+    box = ["30", "10", "90", "60"]
+    assert main(["classify", "images", "--model", "response_good_bad", "--input", *map(str, tiffs), "--box", *box,
+                 "--out", str(tmp_path / "tif")]) == 0
+    fits_files = []
+    for path in tiffs:
+        pixels = tifffile.imread(path)
+        fits_files.append(tmp_path / f"{path.stem}.fits")
+        fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(pixels[::-1].copy()), fits.ImageHDU(pixels)]).writeto(fits_files[-1])
+    assert main(["classify", "images", "--model", "response_good_bad", "--input", *map(str, fits_files), "--box", *box,
+                 "--hdu", "2", "--out", str(tmp_path / "fits")]) == 0
+    expected = pd.read_csv(tmp_path / "tif" / "flags.csv")["probability_bad"]
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "fits" / "flags.csv")["probability_bad"], expected, rtol=1e-5)
+    assert main(["classify", "images", "--model", "response_good_bad", "--input", *map(str, fits_files), "--box", *box,
+                 "--out", str(tmp_path / "first")]) == 0  # without --hdu: the first image HDU (upside down)
+    assert not np.allclose(pd.read_csv(tmp_path / "first" / "flags.csv")["probability_bad"], expected, rtol=1e-3)
+    capsys.readouterr()
+    assert main(["classify", "images", "--model", "response_good_bad", "--input", str(fits_files[0]), "--box", *box,
+                 "--hdu", "4", "--out", str(tmp_path / "missing")]) == 2
+    assert "HDU 4" in capsys.readouterr().err
+    assert main(["classify", "objects", "--model", "response_good_bad", "--image", str(fits_files[0]), "--labels",
+                 str(fits_files[0]), "--hdu", "-1", "--out", str(tmp_path / "neg")]) == 2
+    assert "--hdu must be >= 0" in capsys.readouterr().err

@@ -187,3 +187,27 @@ def test_a_patch_larger_than_every_image_is_fitted_to_them(tmp_path, capsys):
                  "--patches-per-epoch", "2", "--batch-size", "2", "--out", str(tmp_path / "m.pt"), "--device", "cpu"]) == 0
     assert "training on 64 px patches" in capsys.readouterr().err
     assert load_model(tmp_path / "m.pt").config["patch_size"] == [64, 64]
+
+
+def test_hdu_picks_the_fits_extension_to_train_on(tmp_path, capsys):
+    """FITS images with two image HDUs (e.g. two amplifiers): without --hdu the first (here a blank
+    one) is read, with a warning; --hdu 2 trains on the second; a missing HDU is a one-line error."""
+    from astropy.io import fits
+
+    images, labels = _folder(tmp_path, n=2)
+    fits_dir = tmp_path / "fits"
+    fits_dir.mkdir()
+    for path in sorted(images.iterdir()):
+        pixels = tifffile.imread(path).astype(np.float32)
+        fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros_like(pixels)), fits.ImageHDU(pixels)]).writeto(
+            fits_dir / f"{path.stem}.fits")
+    common = ["train", "--images", str(fits_dir), "--labels", str(labels), "--epochs", "1", "--patch", "32",
+              "--patches-per-epoch", "4", "--batch-size", "2", "--device", "cpu"]
+    assert main(common + ["--out", str(tmp_path / "first.pt")]) == 0
+    assert "f0.fits is constant" in capsys.readouterr().err
+    assert main(common + ["--out", str(tmp_path / "second.pt"), "--hdu", "2"]) == 0
+    assert "constant" not in capsys.readouterr().err
+    assert "(FITS HDU 2)" in str(load_model(tmp_path / "second.pt").config)
+    assert main(common + ["--out", str(tmp_path / "none.pt"), "--hdu", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "HDU 5" in err and "Traceback" not in err

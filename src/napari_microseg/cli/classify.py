@@ -55,6 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--input", required=True, nargs="+", help="simulated response folder, folder of TIFFs, or TIFF files")
     q.add_argument("--out", required=True, type=Path, help="output folder")
     q.add_argument("--box", type=int, nargs=4, metavar=("Y0", "X0", "Y1", "X1"), help="integration area / crop box for every image")
+    q.add_argument("--hdu", type=int, default=None,
+                   help="FITS files given by name: HDU index to read (default: first with image data)")
     q.add_argument("--threshold", type=threshold_arg, default=None,
                    help="flag as bad when probability_bad >= this; or 'flag' (few bad passed as good) / 'discard' "
                         "(few good thrown away): the thresholds chosen on the validation images in training "
@@ -68,6 +70,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--image", help="image file (Y,X or T,Y,X)")
     q.add_argument("--labels", help="label image file of the same shape")
     q.add_argument("--input", type=Path, help="instead of --image/--labels: a folder with images/ and labels/ (same names)")
+    q.add_argument("--hdu", type=int, default=None,
+                   help="FITS --image / --labels: HDU index to read (default: first with image data)")
     q.add_argument("--out", required=True, type=Path, help="output folder")
     q.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
     q.add_argument("--overwrite", action="store_true", help="replace existing outputs in --out")
@@ -271,7 +275,9 @@ def _refuse_existing(args, *paths: Path) -> None:
     check_overwrite(paths, bool(getattr(args, "overwrite", False)))
 
 
-def _read(path: Path) -> np.ndarray:
+def _read(path: Path, hdu: int | None = None) -> np.ndarray:
+    """Pixels of an image file or a ``.npy`` array; ``hdu``: the FITS HDU to read (default: the
+    first with image data; other formats ignore it)."""
     from ..io.images import read_image
 
     p = Path(path)
@@ -282,7 +288,7 @@ def _read(path: Path) -> np.ndarray:
             return np.load(p)  # no pickles: object arrays are refused
         except (ValueError, OSError) as err:
             raise InputError(f"{p.name}: not a numeric .npy array ({str(err).splitlines()[0]})") from None
-    return np.asarray(read_image(p).data)
+    return np.asarray(read_image(p, hdu=hdu).data)
 
 
 def _tiffs(folder: Path) -> list[Path]:
@@ -292,7 +298,7 @@ def _tiffs(folder: Path) -> list[Path]:
     return files
 
 
-def _read_many(files: list, what: str = "reading", failures: list | None = None) -> list:
+def _read_many(files: list, what: str = "reading", failures: list | None = None, hdu: int | None = None) -> list:
     """Read image files; a text progress bar on stderr for more than 50 (thousands take a while).
 
     With a ``failures`` list, a file that cannot be read as a 2-D image gives None in its place
@@ -303,9 +309,9 @@ def _read_many(files: list, what: str = "reading", failures: list | None = None)
 
     def read(path: Path) -> np.ndarray | None:
         if failures is None:
-            return _read(path)
+            return _read(path, hdu)
         try:
-            image = _read(path)
+            image = _read(path, hdu)
             if image.ndim != 2:
                 raise InputError(f"expected a 2-D image, got shape {image.shape}")
             return image
@@ -393,6 +399,8 @@ def check_box(box) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_box(getattr(args, "box", None))
+    if getattr(args, "hdu", None) is not None and args.hdu < 0:
+        raise InputError(f"--hdu must be >= 0, got {args.hdu}")
     if args.what == "train":
         return _run_train(args)
     return {"images": _run_images, "objects": _run_objects, "profiles": _run_profiles}[args.what](args)
@@ -417,7 +425,7 @@ def _run_images(args) -> int:
         for p in inputs:
             if not p.is_file():
                 raise InputError(f"{p}: no such file")
-        d = _keep_readable({"images": _read_many(inputs, "reading images", failures), "files": [str(p) for p in inputs],
+        d = _keep_readable({"images": _read_many(inputs, "reading images", failures, args.hdu), "files": [str(p) for p in inputs],
                             "boxes": None if args.box is None else [list(args.box)] * len(inputs), "masks": None,
                             "labels": None})
     for failure in failures:
@@ -491,7 +499,7 @@ def _run_objects(args) -> int:
     else:
         if not args.image or not args.labels:
             raise InputError("give --image and --labels, or --input with images/ and labels/")
-        pairs.append((str(args.image), _read(Path(args.image)), _read(Path(args.labels))))
+        pairs.append((str(args.image), _read(Path(args.image), args.hdu), _read(Path(args.labels), args.hdu)))
     tables = []
     for name, img, lab in pairs:
         if img.shape != lab.shape:

@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--sim-size", type=int, default=256, help="side of simulated images, pixels")
     src.add_argument("--sim-nuclei", type=int, default=30, help="nuclei per simulated image")
     src.add_argument("--max-images", type=int, help="use at most this many image files")
+    src.add_argument("--hdu", type=int, default=None,
+                     help="FITS only: HDU index to read of images and labels (default: first with image data)")
     src.add_argument("--val-images", help="validation images (default: split off --val-fraction)")
     src.add_argument("--val-labels", help="validation labels for --val-images")
     src.add_argument("--val-fraction", type=float, default=0.2, help="share of images held out for validation (a strip if only one image)")
@@ -174,8 +176,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         if not args.images or not args.labels:
             raise InputError("give --images and --labels, or --simulated N")
-        images, labels, names = load_training_pairs(args.images, args.labels, max_images=args.max_images)
-        description = f"{len(images)} image(s) from {args.images} with labels from {args.labels}"
+        if args.hdu is not None and args.hdu < 0:
+            raise InputError(f"--hdu must be >= 0, got {args.hdu}")
+        images, labels, names = load_training_pairs(args.images, args.labels, max_images=args.max_images, hdu=args.hdu)
+        description = f"{len(images)} image(s) from {args.images} with labels from {args.labels}" + (
+            f" (FITS HDU {args.hdu})" if args.hdu is not None else "")
     from ..training.normalize import CCD_NORMALIZATION
 
     kind = args.normalization
@@ -231,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
     if args.val_images or args.val_labels:
         if not (args.val_images and args.val_labels):
             raise InputError("give both --val-images and --val-labels")
-        vi, vl, _ = load_training_pairs(args.val_images, args.val_labels)
+        vi, vl, _ = load_training_pairs(args.val_images, args.val_labels, hdu=args.hdu)
         val_data = (vi, vl)
     gen = train(cfg, train_data, val_data, out_path=out, resume=args.resume, init_model=args.init_model)
     try:

@@ -372,12 +372,13 @@ def find_image_label_pairs(images: str | os.PathLike, labels: str | os.PathLike)
     return pairs
 
 
-def _read(path: Path) -> np.ndarray:
+def _read(path: Path, hdu: int | None = None) -> np.ndarray:
+    """Pixels of an image file; ``hdu``: the FITS HDU to read (other formats ignore it)."""
     if path.suffix.lower() == ".npy":
         return np.load(path)
     from ..io.images import read_image
 
-    return np.asarray(read_image(path).data)
+    return np.asarray(read_image(path, hdu=hdu).data)
 
 
 def frame_name(file_name: str, t: int) -> str:
@@ -397,9 +398,12 @@ MAX_INPUT_CHANNELS = 8
 
 
 def load_training_pairs(
-    images: str | os.PathLike, labels: str | os.PathLike, max_images: int | None = None
+    images: str | os.PathLike, labels: str | os.PathLike, max_images: int | None = None, hdu: int | None = None
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
     """Read matched image / label files; return ``(images, labels, names)`` lists.
+
+    ``hdu``: the HDU to read of FITS files, images and labels alike (e.g. one amplifier of a
+    multi-extension CCD file); default: the first HDU with image data.
 
     A ``(T, Y, X)`` file is split into frames named ``<file>[t]``; frames whose labels are
     all 0 are not annotated and left out. RGB(A) images ``(Y, X, 3|4)`` are converted to
@@ -407,7 +411,7 @@ def load_training_pairs(
     """
     out_i, out_l, names = [], [], []
     for ip, lp in find_image_label_pairs(images, labels)[: max_images or None]:
-        im, lb = _read(ip), _read(lp)
+        im, lb = _read(ip, hdu), _read(lp, hdu)
         if im.ndim == 3 and im.shape[-1] in (3, 4) and lb.ndim == 2 and im.shape[:2] == lb.shape:
             im = im[..., :3].mean(axis=-1)
         for what, path, arr in (("image", ip, im), ("labels", lp, lb)):
