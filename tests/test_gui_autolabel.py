@@ -203,3 +203,19 @@ def test_preview_says_how_many_objects_the_diameter_limit_left_out(make_napari_v
     wait_worker(widget.preview())
     assert "left out" not in widget.status.text() and widget.preview_layer.data.max() > few
     assert widget.preview_layer.data.max() >= 0.7 * (len(np.unique(truth)) - 1)
+
+
+def test_opening_with_a_stain_chosen_previews_it(make_napari_viewer, qtbot):
+    """The dock opened over an image picks it as the stain: the live preview comes without a click."""
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+    from napari_microseg.widgets.autolabel import AutolabelWidget
+
+    image, _ = simulate_nuclei_image(shape=(128, 128), n_nuclei=12, seed=4)
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="dapi")
+    widget = AutolabelWidget(viewer)
+    assert widget.stain_layer.value == "dapi"
+    qtbot.waitUntil(lambda: widget.preview_layer is not None and not widget.busy, timeout=60000)
+    assert widget.preview_layer.data.max() > 5 and "nuclei" in widget.status.text()
+    blank = AutolabelWidget(make_napari_viewer())  # nothing to preview: no timer, no message
+    assert not blank.timer.isActive()

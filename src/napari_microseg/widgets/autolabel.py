@@ -99,6 +99,7 @@ class AutolabelWidget(MicrosegDock):
         self.labels_layer = None
         self.qc = None
         self._pending_preview = False
+        self.schedule_preview()  # opened with a stain already chosen (the first image layer): preview it too
 
     def parameters(self) -> dict:
         """Keyword arguments for ``autolabel_fluorescence`` from the form."""
