@@ -326,3 +326,21 @@ def test_a_stack_on_disk_with_nan_images_is_refused_in_one_line_and_empty_stacks
     with pytest.raises(InputError, match="frame 1"):
         run_tracking(FrameOnlyStack(labels), FrameOnlyStack(image), stage_shift="images")
     assert estimate_stage_shift(np.zeros((0, 10, 10))).shape == (0, 2)
+
+
+def test_an_intensity_image_given_as_labels_is_refused_at_once():
+    """An integer intensity movie passed as labels: every grey level makes specks of 1-2 px over the
+    whole frame (thousands per frame, which kept btrack busy for hours); refused after measuring.
+    Labels of small spots (4 px each, sparse) are still tracked."""
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+
+    sim = simulate_nuclei_timelapse(n_frames=3, shape=(64, 64), n_nuclei=6, seed=1)
+    movie = (sim.fluorescence * 4000).astype(np.uint16)
+    with pytest.raises(InputError, match="look like an intensity image"):
+        objects_from_labels(movie)
+    spots = np.zeros((3, 64, 64), np.uint16)
+    for t in range(3):
+        for i in range(20):
+            y, x = 3 * i + 2, 10 + 2 * t
+            spots[t, y:y + 2, x:x + 2] = i + 1
+    assert len(objects_from_labels(spots)) == 60

@@ -296,6 +296,20 @@ def frame_stack(labels_stack: Any) -> Generator[Progress, None, FrameStack]:
 
 
 # ----------------------------------------------------------------------------- objects
+def _refuse_intensity_images(objects: pd.DataFrame, shape: tuple) -> None:
+    """InputError when "labels" are an intensity image: labels from a segmentation hold one value
+    per object, so their objects are not specks of 1-2 px that tile most of the frame (noise in
+    an integer image does, in thousands per frame, which would keep the tracker busy for hours)."""
+    frame_px = float(shape[1] * shape[2])
+    per_frame = objects.groupby("t")["area"]
+    coverage = float((per_frame.sum() / frame_px).median())
+    typical_area = float(objects["area"].median())
+    if typical_area <= 2 and coverage > 0.5:
+        raise InputError(f"these labels look like an intensity image: {int(per_frame.size().median())} objects per frame, "
+                         f"{typical_area:.0f} px each, covering {100 * coverage:.0f} % of the frame; give labels "
+                         "(one value per object, from segment or autolabel), or --model to segment the image first")
+
+
 def objects_from_labels(labels_stack: np.ndarray, image_stack: np.ndarray | None = None) -> pd.DataFrame:
     """Measure every labelled object in every frame.
 
@@ -339,6 +353,7 @@ def objects_from_labels(labels_stack: np.ndarray, image_stack: np.ndarray | None
     if not frames:
         raise InputError("labels stack is empty: no objects to track")
     out = pd.concat(frames, ignore_index=True)
+    _refuse_intensity_images(out, labels_stack.shape)
     out["t"] = out["t"].astype(np.int64)
     out["label"] = out["label"].astype(np.int64)
     out["area"] = out["area"].astype(np.int64)
