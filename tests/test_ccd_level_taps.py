@@ -43,6 +43,15 @@ def test_pedestal_model_with_level_taps_sees_no_false_signal():
     assert (levelled_classes == 1).mean() < 0.01
     np.testing.assert_array_equal(levelled_classes, np.asarray(segment(plain, level_taps(image), measure=False).labels))
     assert (levelled_classes[truth == 0] == 0).mean() > 0.95
+    # objects are measured on the raw ADC, not on the levelled copy the model was given
+    objects = segment(levelling, image).objects
+    assert len(objects)
+    for row in objects.head(20).itertuples():
+        y, x = int(round(row.y)), int(round(row.x))
+        if row.area == 1:
+            assert row.max_intensity == image[y, x]
+    lower_tap = objects[objects["y"] > 260]
+    assert (lower_tap["min_intensity"] > np.median(image[256:]) - 1000).all()
 
 
 def test_tap_levelled_frames_view_of_a_stack():

@@ -424,6 +424,7 @@ def segment_image(
     # the commonest silent failure: an image on another intensity scale than the training images
     scale_warning = scale_mismatch(np.asarray(scale.central_crop(image, SCALE_CHECK_CROP)), loaded.config)
     spec = loaded.config.get("normalization") or loaded.config.get("normalisation")
+    raw_image = image  # objects are measured on the pixels as read (raw ADC for CCD frames)
     if isinstance(spec, dict) and spec.get("level_taps"):
         image = TapLevelledFrames(image)
     transform, _ = make_band_transform(image, spec)
@@ -496,7 +497,8 @@ def segment_image(
         else:
             labels_out[...] = lab
         if measure:
-            intensity = np.asarray(frame.compute() if hasattr(frame, "compute") else frame)
+            raw = raw_image[t] if stack else raw_image
+            intensity = np.asarray(raw.compute() if hasattr(raw, "compute") else raw)
             object_tables.append(_measure_frame(lab, intensity, t, mode, class_names, confidence))
         del confidence
         yield Progress((t + 1) * per_frame_tiles, total, f"post-processed frame {t + 1}/{n_frames}")
