@@ -164,16 +164,24 @@ def test_track_labels_connected_objects_of_a_binary_mask_stack(tmp_path, capsys)
     (["autolabel", "fluorescence", "--otsu-window", "-3"], "--otsu-window must be"),
     (["autolabel", "fluorescence", "--clahe-kernel", "-1"], "--clahe-kernel must be"),
     (["autolabel", "ccd", "--seed-sigma", "-1"], "--seed-sigma must be > 0"),
+    (["segment", "--model", "nuclei_fluorescence_fast", "--channel", "-1"], "--channel must be >= 0"),
+    (["train", "--base-filters", "0"], "--base-filters must be >= 1"),
+    (["train", "--max-images", "0"], "--max-images must be >= 1"),
+    (["train", "--patience", "-1"], "--patience must be >= 0"),
+    (["train", "--output-mode", "multiclass", "--n-classes", "1"], "--n-classes must be >= 2"),
 ])
 def test_bad_numbers_get_one_line_errors(tmp_path, nuclei_image, capsys, argv, message):
     image = tmp_path / "img.tif"
     tifffile.imwrite(image, nuclei_image)
-    inputs = {"simulate": [], "segment": ["--input", str(image)], "autolabel": []}[argv[0]]
+    inputs = {"simulate": [], "segment": ["--input", str(image)], "autolabel": [],
+              "train": ["--images", str(image), "--labels", str(image)]}[argv[0]]
+    if argv[0] == "train":
+        argv = argv + ["--out", str(tmp_path / "model.pt")]
     if argv[:2] == ["autolabel", "fluorescence"]:
         inputs = ["--stain", str(image)]
     elif argv[:2] == ["autolabel", "ccd"]:
         inputs = ["--input", str(image)]
-    assert main(argv + inputs + ["--out", str(tmp_path / "out")]) == 2
+    assert main(argv + inputs + ([] if argv[0] == "train" else ["--out", str(tmp_path / "out")])) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
@@ -419,6 +427,14 @@ def test_a_ccd_frame_rescaled_to_8_bits_gets_a_warning_and_raw_frames_do_not(tmp
         assert main(["segment", "--model", "ccd_classes", "--input", str(tmp_path / f"{name}.tif"), "--out",
                      str(tmp_path / name), "--quiet"]) == 0
         assert ("intensity scale the model was trained on" in capsys.readouterr().err) == warned
+        # the thresholds of autolabel ccd are in ADC too
+        assert main(["autolabel", "ccd", "--input", str(tmp_path / f"{name}.tif"), "--out", str(tmp_path / f"al_{name}")]) == 0
+        assert ("rescaled to 8 bits" in capsys.readouterr().err) == warned
+    assert main(["autolabel", "ccd", "--input", str(tmp_path), "--out", str(tmp_path / "al_folder")]) == 2
+    assert "is a folder: give one image file" in capsys.readouterr().err
+    assert main(["train", "--images", str(tmp_path / "raw.tif"), "--labels", str(tmp_path / "none"), "--out",
+                 str(tmp_path / "m.pt")]) == 2
+    assert "no label files found at" in capsys.readouterr().err
 
 
 def test_channel_picks_a_colour_of_an_rgb_image(tmp_path, nuclei_image, capsys):

@@ -135,9 +135,11 @@ def read_any(path: str, hdu: int | None = None, channel: int | None = None) -> n
     RGB(A) images ``(Y, X, 3|4)`` become grey (the mean of R, G, B); ``channel`` picks
     one channel of a multi-channel TIFF (see :func:`napari_microseg.io.images.read_image`).
     """
-    from ..io.images import read_image, rgb_to_grey
+    from ..io.images import image_kind, read_image, rgb_to_grey
 
     p = Path(path)
+    if p.is_dir() and image_kind(p) is None:
+        raise InputError(f"{p} is a folder: give one image file here (`microseg batch autolabel` labels a folder of stains)")
     arr = np.asarray(read_image(p, hdu=hdu, channel=channel).data)
     return np.asarray(rgb_to_grey(arr, p.name))
 
@@ -296,6 +298,10 @@ def run_ccd(args: argparse.Namespace) -> int:
         raise InputError(f"{args.input}: expected a 2-D frame, got shape {image.shape}")
     if image.size and image.min() == image.max():
         print(f"warning: {args.input} is constant (every pixel {image.flat[0]}): all background, no clusters", file=sys.stderr)
+    elif image.size and image.dtype == np.uint8 or (image.size and 0 <= np.nanmin(image) and np.nanmax(image) <= 255):
+        print(f"warning: {args.input} holds values 0-255 only; the thresholds are in ADC of raw frames (pedestal, read "
+              "noise, hot-pixel level), so a frame rescaled to 8 bits gets wrong classes: use the raw FITS frame",
+              file=sys.stderr)
     out = Path(args.out)
     _prepare_out(out, ["classes.tif", "clusters.csv", "objects.csv", "counts.csv", "params.json"], args.overwrite)
     start = time.perf_counter()

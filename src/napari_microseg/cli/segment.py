@@ -178,6 +178,9 @@ def check_segment_settings(args: argparse.Namespace) -> None:
         raise InputError(f"--tile must be at least 16 px, got {tile}")
     if overlap is not None and not overlap >= 0:  # NaN fails this too
         raise InputError(f"--overlap must be >= 0, got {overlap}")
+    channel = getattr(args, "channel", None)
+    if channel is not None and channel < 0:
+        raise InputError(f"--channel must be >= 0 (0-based), got {channel}")
     if batch_size is not None and batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
     if threshold is not None and not 0 < threshold < 1:

@@ -168,6 +168,10 @@ def run(args: argparse.Namespace) -> int:
                                  "continue that run into a new --out, or pass --overwrite to replace it")
             raise InputError(f"{target} exists; pass --overwrite to replace it or --resume to continue it")
         guard_target(target)  # never an input, checked before any training
+    for option, low in (("base_filters", 1), ("max_images", 1), ("patience", 0), ("n_classes", 2)):
+        value = getattr(args, option, None)
+        if value is not None and value < low:
+            raise InputError(f"--{option.replace('_', '-')} must be >= {low}, got {value}")
     if args.simulated is not None:
         if args.simulated < 1:
             raise InputError("--simulated needs N >= 1")

@@ -334,7 +334,8 @@ def _stem(path: Path) -> str:
     return _LABEL_SUFFIX.sub("", name)
 
 
-def _expand(spec: str | os.PathLike) -> list[Path]:
+def _expand(spec: str | os.PathLike, what: str = "image") -> list[Path]:
+    """Files of a file, folder or glob ``spec``; ``what`` names them in the error when there are none."""
     p = Path(spec)
     if p.is_dir():
         return sorted(q for q in p.iterdir() if q.is_file() and q.name.lower().endswith(_IMAGE_EXT) and not q.name.startswith("."))
@@ -343,7 +344,7 @@ def _expand(spec: str | os.PathLike) -> list[Path]:
     hits = sorted(Path(h) for h in glob.glob(str(spec)))
     hits = [h for h in hits if h.is_file()]
     if not hits:
-        raise InputError(f"no image files found at {spec}")
+        raise InputError(f"no {what} files found at {spec}")
     return hits
 
 
@@ -362,7 +363,7 @@ def find_image_label_pairs(images: str | os.PathLike, labels: str | os.PathLike)
         If nothing matches.
     """
     img_files = _expand(images)
-    lab_files = _expand(labels)
+    lab_files = _expand(labels, "label")
     if len(img_files) == 1 and len(lab_files) == 1:
         return [(img_files[0], lab_files[0])]
     by_stem = {_stem(p): p for p in lab_files}
