@@ -391,6 +391,14 @@ def test_autolabel_batch_matches_autolabel_fluorescence(tmp_path):
         expected = autolabel_fluorescence(image, otsu_window=31)
         np.testing.assert_array_equal(tifffile.imread(out / "labels" / name), expected)
         assert (objects["image"] == name).sum() == int(expected.max())
+    # counts.csv has the columns segmentation counts have, with the [N] count by area per image
+    counts = pd.read_csv(out / "counts.csv")
+    assert list(counts.columns) == ["t", "count", "foreground_area", "count_by_area", "image"]
+    for name in images:
+        row = counts[counts["image"] == name].iloc[0]
+        mine = objects[objects["image"] == name]
+        assert row["count"] == len(mine) and row["foreground_area"] == mine["area"].sum()
+        assert row["count_by_area"] == pytest.approx(mine["area"].sum() / mine["area"].median(), rel=1e-5)
 
 
 def test_classify_batch_matches_classify_images(tmp_path):

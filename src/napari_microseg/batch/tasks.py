@@ -295,7 +295,7 @@ def segment_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> d
 
 def autolabel_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> dict:
     """Auto-label one fluorescence image (or each frame of a stack / one Zarr frame); write labels and shards."""
-    from ..measure.counts import count_objects
+    from ..measure.counts import counts_with_area
     from ..measure.tables import object_table
 
     fn = autolabel_function()
@@ -306,8 +306,7 @@ def autolabel_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) ->
         rel = f"labels/{item.stem}.zarr"
         write_zarr_frame(out, rel, item.frame, labels)
         objects = object_table(labels, frame, t_offset=item.frame)
-        counts = count_objects(labels)
-        counts["t"] = item.frame
+        counts = counts_with_area(objects, [item.frame])
     else:
         data = _read_whole(item, spec, grey=True)
         if data.ndim not in (2, 3):
@@ -317,7 +316,7 @@ def autolabel_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) ->
 
             def label_frames(arr: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
                 frames = [None] if data.ndim == 2 else range(data.shape[0])
-                tables, frame_counts = [], []
+                tables = []
                 for t in frames:
                     image = np.asarray(data if t is None else data[t])
                     labels = np.asarray(fn(image, **kw))
@@ -326,8 +325,8 @@ def autolabel_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) ->
                     else:
                         arr[t] = labels
                     tables.append(object_table(labels, image, t_offset=0 if t is None else t))
-                    frame_counts.append(count_objects(labels).assign(t=0 if t is None else t))
-                return pd.concat(tables, ignore_index=True), pd.concat(frame_counts, ignore_index=True)
+                table = pd.concat(tables, ignore_index=True)
+                return table, counts_with_area(table, range(len(frames)))
 
             objects, counts = _labels_into_zarr_store(out, rel, label_frames, tuple(data.shape), spec.label_dtype)
         else:
@@ -335,7 +334,7 @@ def autolabel_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) ->
                       else np.stack([np.asarray(fn(data[t], **kw)) for t in range(data.shape[0])]))
             rel = _write_labels_tiff(out, f"labels/{item.stem}.tif", labels)
             objects = object_table(labels, data)
-            counts = count_objects(labels)
+            counts = counts_with_area(objects, range(1 if labels.ndim == 2 else labels.shape[0]))
     return {"labels": rel, "objects": _write_shard(out, "objects", item, objects),
             "counts": _write_shard(out, "counts", item, counts)}
 

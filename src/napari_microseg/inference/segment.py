@@ -597,7 +597,7 @@ def class_map_tables(class_map: np.ndarray, image: np.ndarray, class_names: list
 
 
 def _tables(object_tables: list, labels: Any, n_frames: int, mode: str, class_names: list) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from ..measure.counts import class_fractions, counts_from_objects
+    from ..measure.counts import class_fractions, counts_from_objects, counts_with_area
 
     nonempty = [d for d in object_tables if len(d)]
     objects = pd.concat(nonempty, ignore_index=True) if nonempty else object_tables[0]
@@ -607,14 +607,8 @@ def _tables(object_tables: list, labels: Any, n_frames: int, mode: str, class_na
         fr = class_fractions(labels, names)
         counts = counts.merge(fr, on="t")
         return objects, counts
-    counts = counts_from_objects(objects, n_frames)
-    # [N] alternative count: foreground area / typical (median) object area of the run
-    areas = objects["area"].to_numpy() if len(objects) else np.zeros(0)
-    typical = float(np.median(areas)) if areas.size else float("nan")
-    fg = objects.groupby("t")["area"].sum() if len(objects) else pd.Series(dtype=float)
-    counts["foreground_area"] = [int(fg.get(t, 0)) for t in range(n_frames)]
-    counts["count_by_area"] = counts["foreground_area"] / typical if np.isfinite(typical) and typical > 0 else 0.0
-    return objects, counts
+    # with the [N] alternative count: foreground area / typical (median) object area of the run
+    return objects, counts_with_area(objects, range(n_frames))
 
 
 def _estimate_diameter(loaded: Any, crop: Any, fn: Callable, tile: int, size_spec: dict,

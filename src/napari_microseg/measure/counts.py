@@ -82,6 +82,25 @@ def counts_from_objects(objects: pd.DataFrame, n_frames: int, class_column: str 
     return df
 
 
+def counts_with_area(objects: pd.DataFrame, frames: Sequence[int]) -> pd.DataFrame:
+    """``counts.csv`` of instance labels: ``t, count, foreground_area, count_by_area`` per frame.
+
+    ``objects`` has one row per object with ``t`` and ``area`` (px); ``frames`` lists the frame
+    indices to report (frames without objects get 0). ``count_by_area`` is the [N] alternative
+    count: foreground area / the median object area of all ``objects``.
+    """
+    frames = [int(t) for t in frames]
+    by_frame = objects.groupby("t")["area"] if len(objects) else None
+    count = by_frame.size() if by_frame is not None else pd.Series(dtype=np.int64)
+    area = by_frame.sum() if by_frame is not None else pd.Series(dtype=np.int64)
+    typical = float(objects["area"].median()) if len(objects) else float("nan")
+    df = pd.DataFrame({"t": np.asarray(frames, np.int64),
+                       "count": [int(count.get(t, 0)) for t in frames],
+                       "foreground_area": [int(area.get(t, 0)) for t in frames]})
+    df["count_by_area"] = df["foreground_area"] / typical if np.isfinite(typical) and typical > 0 else 0.0
+    return df
+
+
 def mean_object_area(labels: Any, statistic: str = "median") -> float:
     """Typical object area in pixels over all frames (``median`` default, or ``mean``); nan if no objects."""
     areas = []
