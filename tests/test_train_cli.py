@@ -60,7 +60,7 @@ def test_cli_train_writes_model_and_history(tmp_path, capsys):
 def test_cli_train_bad_input_exits_2(tmp_path, capsys):
     images, _ = _folder(tmp_path, 1)
     assert main(["train", "--images", str(images), "--labels", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m.pt")]) == 2
-    assert "no image files" in capsys.readouterr().err
+    assert "no label files found at" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path / "m.pt")]) == 2
 
 

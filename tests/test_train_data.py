@@ -253,6 +253,25 @@ def test_file_pairs_matched_by_name(tmp_path):
         find_image_label_pairs(tmp_path / "im" / "nothing*.tif", tmp_path / "lb")
 
 
+def test_a_z_stack_with_one_labels_plane_is_refused_and_a_channel_file_is_channels(tmp_path, capsys):
+    """An ImageJ Z stack (axes ZYX) with 2-D labels: which plane do they label? Refused by name (it
+    had become a 5-channel model). A file whose axes say CYX is one image of that many channels."""
+    import tifffile
+
+    imgs, labs = disk_set(1)
+    for name in ("vol", "ch"):
+        (tmp_path / name).mkdir()
+        tifffile.imwrite(tmp_path / name / "lb.tif", labs[0].astype(np.uint16))
+    planes = np.stack([imgs[0]] * 5).astype(np.float32)
+    tifffile.imwrite(tmp_path / "vol" / "im.tif", planes, imagej=True, metadata={"axes": "ZYX"})
+    with pytest.raises(InputError, match=r"Z stack of 5 planes \(axes ZYX\).*labels for every plane"):
+        load_training_pairs(tmp_path / "vol" / "im.tif", tmp_path / "vol" / "lb.tif")
+    tifffile.imwrite(tmp_path / "ch" / "im.tif", planes[:2], imagej=True, metadata={"axes": "CYX"})
+    ims, _, _ = load_training_pairs(tmp_path / "ch" / "im.tif", tmp_path / "ch" / "lb.tif")
+    assert ims[0].shape == (2,) + labs[0].shape
+    assert "channels of one image" not in capsys.readouterr().err  # the file says so: no note needed
+
+
 def test_real_dsb2018_pairs_load(shared_data):
     ims, lbs, names = load_training_pairs(shared_data / "dsb2018" / "images", shared_data / "dsb2018" / "labels", max_images=3)
     td = prepare_training_data(ims, lbs, output_mode="three_class", names=names)

@@ -375,11 +375,18 @@ def find_image_label_pairs(images: str | os.PathLike, labels: str | os.PathLike)
 
 def _read(path: Path, hdu: int | None = None) -> np.ndarray:
     """Pixels of an image file; ``hdu``: the FITS HDU to read (other formats ignore it)."""
+    return _read_with_axes(path, hdu)[0]
+
+
+def _read_with_axes(path: Path, hdu: int | None = None) -> tuple[np.ndarray, str]:
+    """Pixels of an image file and its axes as the file names them (e.g. ``"ZYX"`` for an ImageJ
+    Z stack; ``""`` when it names none)."""
     if path.suffix.lower() == ".npy":
-        return np.load(path)
+        return np.load(path), ""
     from ..io.images import read_image
 
-    return np.asarray(read_image(path, hdu=hdu).data)
+    image = read_image(path, hdu=hdu, channel="all")  # a (C, Y, X) file is one multi-channel image
+    return np.asarray(image.data), str(image.metadata.get("axes", "") or "").upper()
 
 
 def frame_name(file_name: str, t: int) -> str:
@@ -412,7 +419,7 @@ def load_training_pairs(
     """
     out_i, out_l, names = [], [], []
     for ip, lp in find_image_label_pairs(images, labels)[: max_images or None]:
-        im, lb = _read(ip, hdu), _read(lp, hdu)
+        (im, axes), lb = _read_with_axes(ip, hdu), _read(lp, hdu)
         if im.ndim == 3 and im.shape[-1] in (3, 4) and lb.ndim == 2 and im.shape[:2] == lb.shape:
             im = im[..., :3].mean(axis=-1)
         for what, path, arr in (("image", ip, im), ("labels", lp, lb)):
@@ -434,15 +441,21 @@ def load_training_pairs(
         if im.shape[-2:] != lb.shape[-2:] or lb.ndim != 2:
             raise InputError(mismatch)
         if im.ndim == 3:  # (C, Y, X) with one labels image: a multi-channel image, or a stack labelled once?
+            if len(axes) == 3 and axes[0] in "ZT":
+                kind = {"Z": "a Z stack", "T": "a time-lapse"}[axes[0]]
+                raise InputError(f"image {ip.name} is {kind} of {im.shape[0]} planes (axes {axes}) but its labels "
+                                 f"{lp.name} are one plane {lb.shape}: give labels for every plane (a (N, Y, X) "
+                                 "labels file), or one plane of the image")
             if im.shape[0] > MAX_INPUT_CHANNELS:
                 raise InputError(f"image {ip.name} is a stack of {im.shape[0]} frames {im.shape} but its labels "
                                  f"{lp.name} are one frame {lb.shape}: give labels for every frame (a (T, Y, X) "
                                  f"labels file), or one frame of the image")
             import sys
 
-            print(f"note: image {ip.name} {im.shape} with one labels image {lb.shape} is read as {im.shape[0]} "
-                  "channels of one image (the model will expect that many channels); if its first axis is time, "
-                  "give labels for every frame", file=sys.stderr)
+            if not axes.startswith("C"):  # the file does not say these are channels
+                print(f"note: image {ip.name} {im.shape} with one labels image {lb.shape} is read as {im.shape[0]} "
+                      "channels of one image (the model will expect that many channels); if its first axis is time, "
+                      "give labels for every frame", file=sys.stderr)
         out_i.append(im), out_l.append(lb), names.append(ip.name)
     return out_i, out_l, names
 
