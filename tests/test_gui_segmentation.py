@@ -201,3 +201,38 @@ def test_pyramid_opened_in_napari_is_segmented_at_full_resolution(make_napari_vi
     from skimage.io import imsave
 
     imsave(artifacts / "segmentation_pyramid.png", viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
+
+
+def test_result_layers_are_drawn_without_numba_and_keep_their_ids():
+    """Result labels go to napari in uint8/uint16 when their ids fit (wider dtypes and direct colormaps
+    make napari compile numba code on the GUI thread: a 1-3 s freeze); class maps get the fixed class
+    colours from a cyclic colormap; stack ids made unique across frames are the same as before."""
+    import numpy as np
+    import pandas as pd
+
+    from napari_microseg.colours import class_colour
+    from napari_microseg.widgets._base import class_colormap, display_labels
+    from napari_microseg.widgets.segmentation import _unique_stack_ids
+
+    small = np.array([[0, 3], [250, 1]], np.int64)
+    assert display_labels(small).dtype == np.uint16 and display_labels(small, np.uint8).dtype == np.uint8
+    assert display_labels(small + 70000).dtype == np.uint32
+    np.testing.assert_array_equal(display_labels(small), small)
+    same = np.zeros((2, 2), np.uint16)
+    assert display_labels(same) is same  # no copy when the dtype is already right
+
+    colormap = class_colormap(4)
+    rgba = colormap.map(np.array([0, 1, 2, 3], np.uint8))
+    assert rgba[0, 3] == 0  # background transparent
+    from napari.utils.colormaps.standardize_color import transform_color
+
+    np.testing.assert_allclose(rgba[1:], transform_color([class_colour(i) for i in (1, 2, 3)]), atol=1e-6)
+    assert class_colour(8) == class_colour(1) != "transparent"  # ids past the palette cycle, never vanish
+
+    stack = np.zeros((3, 4, 4), np.uint32)
+    stack[0, 0, 0], stack[0, 1, 1], stack[2, 2, 2], stack[2, 3, 3] = 1, 2, 1, 2
+    objects = pd.DataFrame({"t": [0, 0, 2, 2], "label": [1, 2, 1, 2]})
+    labels, table = _unique_stack_ids(stack, objects)
+    assert labels.dtype == np.uint16 and labels[2, 2, 2] == 3 and labels[2, 3, 3] == 4 and labels[0, 1, 1] == 2
+    assert table["label"].tolist() == [1, 2, 3, 4] and table["frame_label"].tolist() == [1, 2, 1, 2]
+    assert stack[2, 2, 2] == 1  # the result's own labels are not changed

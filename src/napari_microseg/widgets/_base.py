@@ -17,12 +17,13 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Generator
 
+import numpy as np
 from qtpy.QtCore import QSize, Qt
 from qtpy.QtWidgets import QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButton, QScrollArea, QVBoxLayout, QWidget
 
 from napari.qt.threading import thread_worker
 
-from ..colours import class_colours
+from ..colours import CLASS_COLOURS, class_colour
 from ..errors import MicrosegError
 
 
@@ -496,7 +497,24 @@ def unique_layer_name(viewer: Any, base: str) -> str:
 
 
 def class_colormap(n_classes: int) -> Any:
-    """A napari label colormap with fixed, distinct colours per class id (background transparent)."""
-    from napari.utils.colormaps import DirectLabelColormap
+    """A napari label colormap with the fixed colours of :func:`~napari_microseg.colours.class_colour`
+    per class id (background transparent). Cyclic, not direct: napari maps a direct colormap through
+    numba code it compiles on first use, which froze the window for 1-3 s when a class map was added."""
+    from napari.utils.colormaps import CyclicLabelColormap
+    from napari.utils.colormaps.standardize_color import transform_color
 
-    return DirectLabelColormap(color_dict=class_colours(n_classes))
+    colours = [class_colour(i) for i in range(1, max(2, min(int(n_classes), len(CLASS_COLOURS))))]
+    return CyclicLabelColormap(colors=np.vstack([[0.0, 0.0, 0.0, 0.0], transform_color(colours)]))
+
+
+def display_labels(labels: np.ndarray, smallest: Any = np.uint16) -> np.ndarray:
+    """``labels`` ((Y, X) or (T, Y, X), ids >= 0) in the smallest unsigned dtype, from ``smallest`` up,
+    that holds their largest id (uint32 beyond 65535). napari draws uint8/uint16 labels by a table
+    lookup, but compiles numba code for wider ones on first use (a 1-3 s freeze). Copies only when
+    the dtype changes; run it in a worker for big stacks."""
+    labels = np.asarray(labels)
+    top = int(labels.max(initial=0)) if labels.size else 0
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if np.dtype(dtype).itemsize >= np.dtype(smallest).itemsize and top <= np.iinfo(dtype).max:
+            return labels if labels.dtype == dtype else labels.astype(dtype)
+    return labels

@@ -19,7 +19,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
 from ..errors import InputError
-from ._base import MicrosegDock, current_frame, grey_image, layer_geometry, layer_names, unique_layer_name
+from ._base import MicrosegDock, current_frame, display_labels, grey_image, layer_geometry, layer_names, unique_layer_name
 
 PREVIEW_DELAY_MS = 400
 NO_TARGET = "(none)"
@@ -134,6 +134,8 @@ class AutolabelWidget(MicrosegDock):
         """Restart the debounce timer; the preview runs when the user pauses."""
         if self.live.value and self.stain_layer.value:
             self.timer.start()
+        else:  # live preview turned off (or no stain): a pending one is dropped
+            self.timer.stop()
 
     def preview(self) -> Any:
         """Label the current frame in a worker and show it in the preview layer."""
@@ -148,16 +150,19 @@ class AutolabelWidget(MicrosegDock):
         frame = data[t] if t is not None else data  # a lazy layer's frame is read in the worker
         params = self.parameters()
         sizes: dict = {}  # objects the diameter filter removed, filled in the worker
+        stack_shape = tuple(data.shape)
 
         def make_generator():
             from ..autolabel.fluorescence import autolabel_frame
             from ..progress import Progress
 
             yield Progress(0, 1, "previewing ...")
-            return autolabel_frame(np.asarray(frame), **params, size_report=sizes)
+            labels = display_labels(autolabel_frame(np.asarray(frame), **params, size_report=sizes))
+            n_nuclei = int(np.count_nonzero(np.bincount(labels.ravel())[1:]))  # in the worker: big frames take a while
+            return (labels if t is None else _in_stack(labels, stack_shape, t)), n_nuclei
 
-        def done(labels: np.ndarray) -> None:
-            full = labels if t is None else _in_stack(labels, layer.data.shape, t)
+        def done(outcome: tuple) -> None:
+            full, n_nuclei = outcome
             kept = ""
             if self.preview_layer is not None and self.preview_layer in self.viewer.layers and self._preview_painted:
                 # the user painted into the preview: keep those edits as their own layer
@@ -172,7 +177,7 @@ class AutolabelWidget(MicrosegDock):
                 self.preview_layer.data = full
             self._preview_painted = False
             where = f"frame {t} of {layer.name}" if t is not None else layer.name
-            self.show_message(f"preview: {int(len(np.unique(labels)) - 1)} nuclei on {where}{kept}{size_note(sizes, params)}")
+            self.show_message(f"preview: {n_nuclei} nuclei on {where}{kept}{size_note(sizes, params)}")
             if self._pending_preview:
                 self._pending_preview = False
                 self.schedule_preview()
@@ -206,10 +211,12 @@ class AutolabelWidget(MicrosegDock):
             yield Progress(0, 1, "reading the layers")
             stain = np.asarray(data)
             labels = yield from autolabel_fluorescence_iter(stain, **params)
-            if target is None:
-                return labels, None
-            return (yield from align_labels_iter(stain, np.asarray(target), labels, correct_shift=correct,
-                                                 max_shift_px=max_shift))
+            if target is not None:
+                labels, shifts = yield from align_labels_iter(stain, np.asarray(target), labels, correct_shift=correct,
+                                                              max_shift_px=max_shift)
+            else:
+                shifts = None
+            return display_labels(labels), shifts
 
         def done(outcome: tuple) -> None:
             labels, shifts = outcome

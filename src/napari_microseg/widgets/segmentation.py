@@ -21,8 +21,9 @@ from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableW
 
 from ..errors import InputError
 from ..pretrained import list_pretrained_for
-from ..colours import CLASS_COLOURS
-from ._base import NO_MODEL_MESSAGE, MicrosegDock, chosen_model_path, class_colormap, current_frame, dock_action, grey_image, label_features, layer_geometry, layer_names, unique_layer_name
+from ..colours import class_colour
+from ._base import (NO_MODEL_MESSAGE, MicrosegDock, chosen_model_path, class_colormap, current_frame, display_labels, dock_action,
+                    grey_image, label_features, layer_geometry, layer_names, unique_layer_name)
 
 FILE_CHOICE = "model file ..."
 #: the model chosen when the widget opens (the shipped nuclei model), if it is installed
@@ -215,6 +216,7 @@ class SegmentationWidget(MicrosegDock):
             settings["postprocess_options"] = rules
 
         first_frame = 0 if whole else int(t)
+        stack_shape = tuple(data.shape)
 
         def make_generator():
             from ..autolabel.ccd import clusters_per_frame
@@ -231,11 +233,12 @@ class SegmentationWidget(MicrosegDock):
             if result.output_mode == "multiclass" and class_index(result.class_names, "cluster") is not None:  # CCD class models
                 yield Progress(0, 1, "measuring charge clusters")
                 clusters = clusters_per_frame(result.labels, image, result.class_names, first_frame=first_frame)
-            return result, clusters
+            yield Progress(0, 1, "preparing the layer")
+            return result, clusters, layer_data(result, stack_shape, None if whole else t)
 
         def done(outcome: Any) -> None:
-            result, clusters = outcome
-            self._add_result(result, layer, t if not whole else None, model)
+            result, clusters, (labels, features) = outcome
+            self._add_result(result, layer, labels, features, model)
             self.clusters = clusters
             if clusters is not None:
                 self.counts_label.value += f"; {len(clusters)} clusters"
@@ -257,21 +260,9 @@ class SegmentationWidget(MicrosegDock):
         self.tile_table.setRowCount(0)
         self.find_class.reset_choices()
 
-    def _add_result(self, result: Any, layer: Any, t: int | None, model: Path) -> None:
+    def _add_result(self, result: Any, layer: Any, labels: np.ndarray, features: Any, model: Path) -> None:
+        """Show a run's labels (from :func:`layer_data`, made in the worker) as a new layer over ``layer``."""
         self.result = result
-        labels = np.asarray(result.labels)
-        if t is not None:  # a single frame of a stack: place it in a stack-shaped layer
-            full = np.zeros(layer.data.shape, dtype=labels.dtype)
-            full[t] = labels
-            labels = full
-        features = result.objects
-        if labels.ndim == 3 and t is None and not features.empty and {"t", "label"} <= set(features.columns):
-            # a whole stack: ids start at 1 in every frame; the layer gets ids unique across the stack
-            # (frame t's ids shifted by the ids of the frames before it) so each object has its own
-            # features row; "frame_label" keeps the id of objects.csv
-            labels, features = _unique_stack_ids(labels, features)
-        elif "label" in features and not features.empty:
-            features = features.drop_duplicates("label").reset_index(drop=True)
         name = unique_layer_name(self.viewer, f"{layer.name} segmented")
         kwargs = {"name": name, "opacity": 0.5, "metadata": {"objects": result.objects, "counts": result.counts, "model": str(model)}}
         if result.output_mode == "multiclass":
@@ -295,7 +286,7 @@ class SegmentationWidget(MicrosegDock):
         if result.output_mode == "multiclass":
             fractions = [(c.removeprefix("fraction_").replace("_", " "), counts[c].mean()) for c in counts.columns
                          if c.startswith("fraction_")]
-            legend = ", ".join(f'<span style="color:{CLASS_COLOURS[i % len(CLASS_COLOURS)] if i else "#aaaaaa"}">{n}</span> {100 * v:.2f} %'
+            legend = ", ".join(f'<span style="color:{class_colour(i) if i else "#aaaaaa"}">{n}</span> {100 * v:.2f} %'
                                for i, (n, v) in enumerate(fractions))
             self.counts_label.value = legend
         elif len(counts) == 1:
@@ -503,19 +494,39 @@ def fine_tuned_name(base: Path) -> Path:
     return folder / f"{base.stem}-ft{i}.pt"
 
 
+def layer_data(result: Any, stack_shape: tuple, t: int | None) -> tuple[np.ndarray, Any]:
+    """The labels and features table of a segmentation run's layer; run in the worker.
+
+    ``stack_shape``: the (grey) image layer's shape; ``t``: the frame a one-frame run segmented
+    (its labels go into a zero stack of that shape), None for a whole image or stack. A whole
+    stack's ids start at 1 in every frame: the layer gets ids unique across the stack (frame t's
+    shifted by the ids of the frames before it), so each object has its own features row;
+    ``frame_label`` keeps the id of objects.csv. Labels come in the smallest dtype napari draws
+    without a pause (:func:`display_labels`; uint8 for class maps).
+    """
+    labels = np.asarray(result.labels)
+    if t is not None:
+        full = np.zeros(stack_shape, dtype=labels.dtype)
+        full[t] = labels
+        labels = full
+    features = result.objects
+    if labels.ndim == 3 and t is None and not features.empty and {"t", "label"} <= set(features.columns):
+        labels, features = _unique_stack_ids(labels, features)
+    elif "label" in features and not features.empty:
+        features = features.drop_duplicates("label").reset_index(drop=True)
+    return display_labels(labels, np.uint8 if result.output_mode == "multiclass" else np.uint16), features
+
+
 def _unique_stack_ids(labels: np.ndarray, objects: Any) -> tuple[np.ndarray, Any]:
     """Labels (T, Y, X) whose ids are unique across the stack, and the objects table (``t``, ``label``
     per frame) with ``label`` the new id and ``frame_label`` the frame's own id."""
-    labels = np.array(labels, dtype=np.uint32, copy=True)
-    offsets = np.zeros(labels.shape[0], np.int64)
-    running = 0
-    for t in range(labels.shape[0]):
-        offsets[t] = running
-        top = int(labels[t].max(initial=0))
-        if running:
+    tops = np.array([int(frame.max(initial=0)) for frame in labels], np.int64)
+    offsets = np.concatenate([[0], np.cumsum(tops)[:-1]])
+    labels = np.array(labels, dtype=display_labels(np.array([tops.sum()])).dtype, copy=True)
+    for t in range(1, labels.shape[0]):
+        if offsets[t]:
             frame = labels[t]
-            frame[frame > 0] += np.uint32(running)
-        running += top
+            np.add(frame, frame.dtype.type(offsets[t]), out=frame, where=frame > 0)
     table = objects.copy()
     table["frame_label"] = table["label"]
     table["label"] = table["label"].to_numpy() + offsets[table["t"].to_numpy().astype(int)]

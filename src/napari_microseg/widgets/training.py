@@ -21,7 +21,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinB
 
 from ..errors import InputError
 from ..progress import Progress, drain
-from ._base import NO_MODEL_MESSAGE, MicrosegDock, current_frame, free_name, full_resolution, grey_image, layer_geometry, layer_names, unique_layer_name, unwritable_reason
+from ._base import NO_MODEL_MESSAGE, MicrosegDock, current_frame, display_labels, free_name, full_resolution, grey_image, layer_geometry, layer_names, unique_layer_name, unwritable_reason
 from ._plot import LossPlot
 
 
@@ -342,11 +342,14 @@ class TrainingWidget(MicrosegDock):
         def make_generator():
             from ..inference.segment import segment_image
 
-            return segment_image(path, np.asarray(frame))
+            result = yield from segment_image(path, np.asarray(frame))
+            labels = display_labels(result.labels, np.uint8 if result.output_mode == "multiclass" else np.uint16)
+            return labels, (len(result.objects) if result.objects is not None else int(labels.max()))
 
-        def done(result: Any) -> None:
+        def done(outcome: tuple) -> None:
+            labels, n_objects = outcome
             name = unique_layer_name(self.viewer, f"preview {Path(path).stem}" + (f" t={t}" if t is not None else ""))
-            self.viewer.add_labels(result.labels, name=name, opacity=0.5, **layer_geometry(layer, result.labels.ndim))
-            self.show_message(f"preview: {int(result.labels.max())} objects")
+            self.viewer.add_labels(labels, name=name, opacity=0.5, **layer_geometry(layer, labels.ndim))
+            self.show_message(f"preview: {n_objects} objects")
 
         return self.start(make_generator, done, label="predicting")
