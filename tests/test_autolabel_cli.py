@@ -94,6 +94,34 @@ def test_fluorescence_real_png_pair(shared_data, tmp_path):
     assert len(pd.read_csv(tmp_path / "o" / "tiles.csv")) == 4
 
 
+def test_nuclei_above_the_max_diameter_are_not_annotated_in_the_tiles(tmp_path, capsys):
+    """Big nuclei (another magnification) left out by the diameter filter are background in labels.tif
+    but -1 ("not annotated", training's default ignore value) in the tile labels, so a network
+    trained on the tiles is not taught that they are background; QC counts them as nothing."""
+    from napari_microseg.autolabel.fluorescence import autolabel_fluorescence
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    image, _ = simulate_nuclei_image((256, 256), 14, seed=6, diameter_range=(20.0, 44.0), cluster_fraction=0.0)
+    write_tiff(tmp_path / "stain.tif", (image * 1000).astype(np.uint16))
+    out = tmp_path / "o"
+    assert main(["autolabel", "fluorescence", "--stain", str(tmp_path / "stain.tif"), "--qc", "--tile", "128",
+                 "--qc-drop-lowest", "0", "--keep-border", "--out", str(out)]) == 0
+    assert "in the tile labels they are -1" in capsys.readouterr().err
+    labels = tifffile.imread(out / "labels.tif")
+    expected = autolabel_fluorescence((image * 1000).astype(np.uint16), clear_border=False)
+    np.testing.assert_array_equal(labels, expected)  # labels.tif: as before, big nuclei are background
+    tiles = pd.read_csv(out / "tiles.csv")
+    whole = np.zeros(labels.shape, np.int64)
+    for row in tiles.itertuples():
+        tile = tifffile.imread(out / row.labels_file)
+        whole[row.y:row.y + row.height, row.x:row.x + row.width] = tile
+    ignored = whole < 0
+    assert ignored.sum() > 500 and (whole[ignored] == -1).all()
+    assert not (labels[ignored]).any()  # only pixels labels.tif left as background
+    qc = pd.read_csv(out / "qc.csv")
+    assert (qc["foreground_pixels"].sum() == (whole > 0).sum())
+
+
 def test_fluorescence_bad_input(channels, tmp_path, capsys):
     d, _ = channels
     write_tiff(tmp_path / "small.tif", np.zeros((10, 10), np.uint16))

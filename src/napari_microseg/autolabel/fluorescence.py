@@ -110,12 +110,16 @@ def autolabel_frame(
     min_object_contrast: float | None = 0.5,
     normalize_percentiles: tuple[float, float] | None = (0.1, 99.9),
     size_report: dict | None = None,
+    too_large_value: int | None = None,
 ) -> np.ndarray:
     """Auto-label one (Y, X) fluorescence frame; see :func:`autolabel_fluorescence`.
 
     ``size_report``, when given, is a dict that the diameter filter adds to (so one dict can
     gather a stack's frames): ``too_small`` and ``too_large`` count the objects it removed,
-    ``largest_removed_px`` is the largest equivalent diameter (px) among those too large."""
+    ``largest_removed_px`` is the largest equivalent diameter (px) among those too large.
+    ``too_large_value`` (e.g. -1, training's "not annotated"): the pixels of objects above the
+    maximum diameter get this value instead of 0, and the labels come as int32; they may be
+    nuclei of another size or clumps, which a network should not learn as background."""
     if diameter_range and not 0 < float(diameter_range[0]) <= float(diameter_range[1]):
         raise InputError(f"the nucleus diameter range must run from a minimum > 0 up to a maximum >= it, "
                          f"got {diameter_range[0]} to {diameter_range[1]} px")
@@ -205,7 +209,10 @@ def autolabel_frame(
             if large.any():
                 size_report["largest_removed_px"] = max(size_report.get("largest_removed_px", 0.0),
                                                         round(float(diam[large].max()), 1))
+        large_pixels = large[labels] if too_large_value is not None else None
         labels[(small | large)[labels]] = 0
+    else:
+        large_pixels = None
     if clear_border:
         from skimage.segmentation import clear_border as _clear
 
@@ -213,6 +220,11 @@ def autolabel_frame(
     from skimage.segmentation import relabel_sequential
 
     labels, _, _ = relabel_sequential(labels)
+    if too_large_value is not None:
+        labels = labels.astype(np.int32)
+        if large_pixels is not None:
+            labels[large_pixels] = int(too_large_value)
+        return labels
     dtype = np.uint16 if labels.max() < 65535 else np.uint32
     return labels.astype(dtype)
 
@@ -232,7 +244,7 @@ def autolabel_fluorescence_iter(image, **kwargs) -> Generator[Progress, None, np
     for t in range(n):
         frames.append(autolabel_frame(np.asarray(arr[t]), **kwargs))
         yield Progress(t + 1, n, f"frame {t + 1}/{n}: {int(frames[-1].max())} nuclei")
-    dtype = np.uint32 if any(f.dtype == np.uint32 for f in frames) else np.uint16
+    dtype = np.result_type(*[f.dtype for f in frames])  # uint16, uint32 or int32 (too_large_value)
     return np.stack([f.astype(dtype) for f in frames])
 
 

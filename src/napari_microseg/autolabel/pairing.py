@@ -32,7 +32,8 @@ class TilePairs:
     Attributes
     ----------
     targets : list of (h, w) target tiles (dtype of the target image).
-    labels : list of (h, w) uint16/uint32 label tiles (relabelled 1..n per tile).
+    labels : list of (h, w) uint16/uint32 label tiles (relabelled 1..n per tile); int32 where the
+        labels hold negative "not annotated" pixels, which are kept.
     positions : (N, 2) int array of the tiles' top-left (y, x) in the full image.
     tile_shape : (h, w) tile size actually used (the requested size clipped to the image).
     shift : (dy, dx) stain-to-target shift in px estimated by phase correlation (None if not checked).
@@ -182,8 +183,14 @@ def make_training_pairs(
     targets, tiles = [], []
     for y, x in positions:
         targets.append(target[y : y + th, x : x + tw].copy())
-        lab, _, _ = relabel_sequential(labels[y : y + th, x : x + tw])
-        tiles.append(lab.astype(labels.dtype if labels.dtype.kind == "u" else np.uint32))
+        piece = labels[y : y + th, x : x + tw]
+        ignored = piece < 0  # "not annotated" (e.g. nuclei above the max diameter): kept as they are
+        lab, _, _ = relabel_sequential(np.where(ignored, 0, piece))
+        lab = lab.astype(labels.dtype if labels.dtype.kind == "u" else np.uint32)
+        if ignored.any():
+            lab = lab.astype(np.int32)
+            lab[ignored] = piece[ignored]
+        tiles.append(lab)
     return TilePairs(targets, tiles, positions, (th, tw), shift, applied, labels,
                      {"tile": [th, tw], "overlap": overlap, "check_shift": check_shift, "correct_shift": correct_shift,
                       "max_shift_px": max_shift_px, "autolabel": autolabel_kwargs or {}})

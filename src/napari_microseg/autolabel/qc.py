@@ -43,14 +43,14 @@ def tile_statistics(label_tiles: Sequence[np.ndarray]) -> pd.DataFrame:
         lab = np.asarray(lab)
         if lab.ndim != 2:
             raise InputError(f"tile {i}: expected a 2-D label tile, got shape {lab.shape}")
-        fg = int(np.count_nonzero(lab))
+        fg = int(np.count_nonzero(lab > 0))  # negative: "not annotated", not foreground
         if lab.dtype == bool or (lab.size and lab.max() <= 1):
             from scipy import ndimage as ndi
 
             n_obj = int(ndi.label(lab > 0)[1])
         else:
             ids = np.unique(lab)
-            n_obj = int(np.count_nonzero(ids))
+            n_obj = int(np.count_nonzero(ids > 0))
         rows.append({"tile": i, "foreground_pixels": fg, "foreground_fraction": fg / lab.size if lab.size else 0.0, "n_objects": n_obj})
     return pd.DataFrame(rows, columns=["tile", "foreground_pixels", "foreground_fraction", "n_objects"])
 

@@ -180,6 +180,7 @@ def run_fluorescence(args: argparse.Namespace) -> int:
     from ..autolabel.fluorescence import autolabel_fluorescence_iter
     from ..autolabel.pairing import RegistrationWarning, make_training_pairs
     from ..autolabel.qc import qc_filter
+    from ..training.data import IGNORE
     from ..io.atomic import atomic_write_text
     from ..io.images import write_tiff
     from ..io.tables import write_csv
@@ -213,7 +214,10 @@ def run_fluorescence(args: argparse.Namespace) -> int:
     )
     start = time.perf_counter()
     sizes: dict = {}  # objects the diameter filter removed
-    gen = autolabel_fluorescence_iter(stain, **kwargs, size_report=sizes)
+    # tiles are training pairs: nuclei above the max diameter are marked "not annotated" (-1) there
+    # rather than background; labels.tif keeps them as background
+    gen = autolabel_fluorescence_iter(stain, **kwargs, size_report=sizes,
+                                      too_large_value=IGNORE if target is not None else None)
     if args.quiet:
         labels = None
         while True:
@@ -224,15 +228,23 @@ def run_fluorescence(args: argparse.Namespace) -> int:
                 break
     else:
         labels = run_with_text_progress(gen, label="autolabel")
+    tile_labels = labels
+    if target is not None:
+        clean = np.where(labels < 0, 0, labels)
+        clean = clean.astype(np.uint16 if clean.max() < 65535 else np.uint32)
+        tile_labels = labels if (labels < 0).any() else clean
+        labels = clean
     write_tiff(out / "labels.tif", labels, overwrite=True)
     summary = {"n_objects_per_frame": [int(labels.max())] if labels.ndim == 2 else [int(f.max()) for f in labels]}
     if sizes.get("too_large"):
         print(f"microseg autolabel: warning: {sizes['too_large']} object(s) above the {args.diameter_range[1]:g} px "
               f"max diameter were left out (largest {sizes['largest_removed_px']:g} px): if they are nuclei, "
-              "raise --diameter-range", file=sys.stderr)
+              "raise --diameter-range" + ("; in the tile labels they are -1 (not annotated), so training ignores "
+                                          "them" if target is not None else ""), file=sys.stderr)
     summary["removed_by_diameter"] = {"too_small": int(sizes.get("too_small", 0)), "too_large": int(sizes.get("too_large", 0))}
     if target is not None:
-        frames = [(0, stain, target, labels)] if stain.ndim == 2 else [(t, stain[t], target[t], labels[t]) for t in range(stain.shape[0])]
+        frames = ([(0, stain, target, tile_labels)] if stain.ndim == 2
+                  else [(t, stain[t], target[t], tile_labels[t]) for t in range(stain.shape[0])])
         tile_rows, label_tiles, target_tiles, shifts = [], [], [], []
         for t, s, g, lab in frames:
             with warnings.catch_warnings(record=True) as caught:
