@@ -145,12 +145,12 @@ def test_ccd_on_real_crop(tmp_path):
     counts, objects = pd.read_csv(out / "counts.csv"), pd.read_csv(out / "objects.csv")
     fractions = counts[[f"fraction_{n}" for n in ("background", "glowing", "hot_pixel", "cluster")]].iloc[0]
     np.testing.assert_allclose(fractions, np.bincount(classes.ravel(), minlength=4) / classes.size)
-    assert counts.loc[0, "count_cluster"] == (objects["class_name"] == "cluster").sum() > 50
+    assert counts.loc[0, "count_cluster"] == (objects["class"] == "cluster").sum() > 50
     seg = tmp_path / "seg"
     assert main(["segment", "--model", "ccd_classes", "--input", SAMPLE_CCD, "--out", str(seg), "--quiet"]) == 0
     seg_counts, seg_objects = pd.read_csv(seg / "counts.csv"), pd.read_csv(seg / "objects.csv")
     assert list(counts.columns) == [c for c in seg_counts.columns if c != "image"]
-    assert set(objects.columns) <= set(seg_objects.columns) and set(objects["class_name"]) <= set(seg_objects["class_name"])
+    assert set(objects.columns) <= set(seg_objects.columns) and set(objects["class"]) <= set(seg_objects["class"])
     params = json.loads((out / "params.json").read_text())
     assert params["n_clusters"] == len(clusters) and len(params["taps"]) == 2
     assert main(["autolabel", "ccd", "--input", SAMPLE_CCD, "--out", str(out)]) == 2  # exists

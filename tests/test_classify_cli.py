@@ -175,6 +175,10 @@ def test_classify_train_profiles_and_objects_tiny(tmp_path, capsys):
     assert {"class", "probability"} <= set(objs.columns)
     counts = pd.read_csv(tmp_path / "ob" / "counts.csv")
     assert list(counts.columns[:2]) == ["t", "count"] and counts["count"].sum() == len(objs)
+    # per-class counts are named as `segment` names them: count_<class>
+    per_class = [c for c in counts.columns if c not in ("t", "count", "image")]
+    assert per_class and all(c.startswith("count_") for c in per_class)
+    assert counts[per_class].to_numpy().sum() == len(objs)
     merged = objs.merge(truth, on="label")
     _check_scores(tmp_path / "ob", merged["lamellarity"], merged["class"])
 

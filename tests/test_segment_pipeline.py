@@ -149,7 +149,7 @@ def test_multiclass_counts_and_fractions():
     # class names become column names without spaces ("hot pixel" -> count_hot_pixel)
     assert res.counts.loc[0, "count_cluster"] == 2 and res.counts.loc[0, "count_hot_pixel"] == 0
     assert res.counts.loc[0, "fraction_cluster"] == pytest.approx((16 + 9) / img.size)
-    assert set(res.objects["class_name"]) == {"cluster"}
+    assert set(res.objects["class"]) == {"cluster"}
     # each object's mean probability of its class (objects.csv: ..., class, probability)
     np.testing.assert_allclose(res.objects["probability"], 0.8, atol=1e-3)
 
@@ -226,8 +226,8 @@ def test_multiclass_probability_follows_the_shape_rules():
     img = np.zeros((64, 64), np.float32)
     img[20:24, 30:34] = 1
     plain = segment(loaded, img, tile=64, predict_fn=fake)
-    assert plain.objects["class_name"].tolist() == ["hot pixel"]
+    assert plain.objects["class"].tolist() == ["hot pixel"]
     np.testing.assert_allclose(plain.objects["probability"], 0.85, atol=1e-3)
     ruled = segment(loaded, img, tile=64, predict_fn=fake, postprocess_options={"shape_rules": True})
-    assert ruled.objects["class_name"].tolist() == ["cluster"]
+    assert ruled.objects["class"].tolist() == ["cluster"]
     np.testing.assert_allclose(ruled.objects["probability"], 0.05, atol=1e-3)

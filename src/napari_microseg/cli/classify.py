@@ -525,7 +525,7 @@ def _run_objects(args) -> int:
     counts = counts.reset_index()
     from ..measure.counts import column_name
 
-    counts.columns = [c if c in ("t", "count", "image") else column_name(c) for c in counts.columns]
+    counts.columns = [c if c in ("t", "count", "image") else f"count_{column_name(c)}" for c in counts.columns]
     if "image" in counts.columns:  # counts.csv starts t,count; the image goes last
         counts = counts[[c for c in counts.columns if c != "image"] + ["image"]]
     _write_csv(out / "counts.csv", counts)

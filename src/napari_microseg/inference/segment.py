@@ -45,7 +45,7 @@ class SegmentResult:
     probabilities : (K, Y, X) or (T, K, Y, X) float32 network output, or None
         when not kept (``keep_probabilities=False`` or a huge input).
     objects : per-object table (``t, label, y, x, area, ...``; multiclass adds
-        ``class`` and ``class_name``).
+        ``class_id`` and ``class``, its name).
     counts : per-frame counts (``t, count``; multiclass adds ``count_<class>``
         and ``fraction_<class>``; binary/three_class add ``count_by_area``).
     output_mode : the model's output mode.
@@ -549,8 +549,9 @@ def _class_probability(probs: np.ndarray, classes: np.ndarray) -> np.ndarray:
 def _measure_frame(lab: np.ndarray, intensity: np.ndarray, t: int, mode: str, class_names: list,
                    confidence: np.ndarray | None = None) -> pd.DataFrame:
     """Objects table of one frame; multiclass maps become connected components per class with
-    ``class``, ``class_name`` and ``probability`` (mean over the object's pixels of the
-    probability of its class; ``confidence``: (Y, X) per-pixel probability of the chosen class)."""
+    ``class_id`` (the class value), ``class`` (its name, as ``classify objects`` writes it) and
+    ``probability`` (mean over the object's pixels of the probability of its class;
+    ``confidence``: (Y, X) per-pixel probability of the chosen class)."""
     from ..measure.tables import frame_object_table
 
     if mode != "multiclass":
@@ -560,14 +561,14 @@ def _measure_frame(lab: np.ndarray, intensity: np.ndarray, t: int, mode: str, cl
     if len(df):
         ids = df["label"].to_numpy()
         cls = classes[ids - 1]
-        df["class"] = cls
-        df["class_name"] = [class_names[c] if c < len(class_names) else str(c) for c in cls]
+        df["class_id"] = cls
+        df["class"] = [class_names[c] if c < len(class_names) else str(c) for c in cls]
         if confidence is not None:
             sums = np.bincount(inst.ravel(), weights=confidence.ravel(), minlength=int(ids.max()) + 1)
             df["probability"] = sums[ids] / df["area"].to_numpy()
     else:
-        df["class"] = pd.Series(dtype="int64")
-        df["class_name"] = pd.Series(dtype="object")
+        df["class_id"] = pd.Series(dtype="int64")
+        df["class"] = pd.Series(dtype="object")
         if confidence is not None:
             df["probability"] = pd.Series(dtype="float64")
     return df
@@ -586,7 +587,7 @@ def class_map_tables(class_map: np.ndarray, image: np.ndarray, class_names: list
     Returns
     -------
     objects : one row per connected component of each class: ``t, label, y, x, area (px), ...,
-        class, class_name``.
+        class_id, class`` (the class's name).
     counts : per frame ``t, count, count_<class>..., fraction_<class>...`` (fractions 0-1 of the
         frame's pixels).
     """
@@ -603,7 +604,7 @@ def _tables(object_tables: list, labels: Any, n_frames: int, mode: str, class_na
     objects = pd.concat(nonempty, ignore_index=True) if nonempty else object_tables[0]
     if mode == "multiclass":
         names = class_names or [str(i) for i in range(int(np.max(labels)) + 1)]
-        counts = counts_from_objects(objects, n_frames, "class", names)
+        counts = counts_from_objects(objects, n_frames, "class_id", names)
         fr = class_fractions(labels, names)
         counts = counts.merge(fr, on="t")
         return objects, counts
