@@ -429,7 +429,7 @@ def test_a_ccd_frame_rescaled_to_8_bits_gets_a_warning_and_raw_frames_do_not(tmp
         assert ("intensity scale the model was trained on" in capsys.readouterr().err) == warned
         # the thresholds of autolabel ccd are in ADC too
         assert main(["autolabel", "ccd", "--input", str(tmp_path / f"{name}.tif"), "--out", str(tmp_path / f"al_{name}")]) == 0
-        assert ("rescaled to 8 bits" in capsys.readouterr().err) == warned
+        assert ("a rescaled frame (e.g. to 8 bits)" in capsys.readouterr().err) == warned
     assert main(["autolabel", "ccd", "--input", str(tmp_path), "--out", str(tmp_path / "al_folder")]) == 2
     assert "is a folder: give one image file" in capsys.readouterr().err
     assert main(["train", "--images", str(tmp_path / "raw.tif"), "--labels", str(tmp_path / "none"), "--out",

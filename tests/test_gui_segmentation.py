@@ -236,3 +236,23 @@ def test_result_layers_are_drawn_without_numba_and_keep_their_ids():
     assert labels.dtype == np.uint16 and labels[2, 2, 2] == 3 and labels[2, 3, 3] == 4 and labels[0, 1, 1] == 2
     assert table["label"].tolist() == [1, 2, 3, 4] and table["frame_label"].tolist() == [1, 2, 1, 2]
     assert stack[2, 2, 2] == 1  # the result's own labels are not changed
+    signed = np.array([[-1, 0], [2, 3]], np.int32)
+    assert display_labels(signed) is signed  # "not annotated" values are never wrapped to 65535
+
+    # the dock's layer data: a class map over a stack keeps its class ids (no per-frame renumbering)
+    from types import SimpleNamespace
+
+    from napari_microseg.inference.segment import class_map_tables
+    from napari_microseg.widgets.segmentation import layer_data
+
+    class_map = np.zeros((3, 8, 8), np.uint8)
+    class_map[:, 1:3, 1:3], class_map[:, 5:7, 5:7], class_map[1:, 0, 7] = 1, 3, 2
+    names = ["background", "glowing", "hot pixel", "cluster"]
+    objects, _ = class_map_tables(class_map, class_map.astype(np.float32), names)
+    result = SimpleNamespace(labels=class_map, objects=objects, output_mode="multiclass")
+    shown, _ = layer_data(result, class_map.shape, None)
+    np.testing.assert_array_equal(shown, class_map)
+    assert shown.dtype == np.uint8
+    one_frame = SimpleNamespace(labels=class_map[1], objects=objects[objects["t"] == 0], output_mode="multiclass")
+    shown, _ = layer_data(one_frame, class_map.shape, 2)
+    assert shown.dtype == np.uint8 and not shown[:2].any() and (shown[2] == class_map[1]).all()

@@ -338,6 +338,11 @@ def test_an_intensity_image_given_as_labels_is_refused_at_once():
     movie = (sim.fluorescence * 4000).astype(np.uint16)
     with pytest.raises(InputError, match="look like an intensity image"):
         objects_from_labels(movie)
+    noisy = np.random.default_rng(0).normal(2000, 300, (2, 256, 256)).clip(0).astype(np.uint16)  # ~1900 grey levels
+    with pytest.raises(InputError, match="look like an intensity image"):
+        objects_from_labels(noisy)
+    confluent = np.repeat(np.arange(1, 257, dtype=np.uint16).reshape(16, 16).repeat(16, 0).repeat(16, 1)[None], 2, 0)
+    assert len(objects_from_labels(confluent)) == 2 * 256  # labels tiling the whole frame are labels
     spots = np.zeros((3, 64, 64), np.uint16)
     for t in range(3):
         for i in range(20):

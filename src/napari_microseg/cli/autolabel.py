@@ -311,11 +311,13 @@ def run_ccd(args: argparse.Namespace) -> int:
     if image.size and image.min() == image.max():
         print(f"warning: {args.input} is constant (every pixel {image.flat[0]}): all background, no clusters", file=sys.stderr)
     elif image.size and image.dtype == np.uint8 or (image.size and 0 <= np.nanmin(image) and np.nanmax(image) <= 255):
-        print(f"warning: {args.input} holds values 0-255 only; the thresholds are in ADC of raw frames (pedestal, read "
-              "noise, hot-pixel level), so a frame rescaled to 8 bits gets wrong classes: use the raw FITS frame",
-              file=sys.stderr)
+        print(f"warning: {args.input} holds values within 0-255 only; the thresholds are in ADC of raw frames "
+              "(pedestal, read noise, hot-pixel level), so a rescaled frame (e.g. to 8 bits) gets wrong classes: "
+              "use the raw FITS frame", file=sys.stderr)
     out = Path(args.out)
     _prepare_out(out, ["classes.tif", "clusters.csv", "objects.csv", "counts.csv", "params.json"], args.overwrite)
+    if (out / "class_fractions.csv").is_file():  # an earlier version's table, now in counts.csv: not left stale
+        (out / "class_fractions.csv").unlink()
     start = time.perf_counter()
     res = autolabel_ccd_details(
         image, taps=args.taps, exclude_columns=args.exclude_columns, seed_sigma=args.seed_sigma, grow_sigma=args.grow_sigma,

@@ -3,7 +3,7 @@
   classify images    --model M --input DIR|FILES --out DIR   -> flags.csv (index,file,probability_bad,verdict,threshold)
                      (+ metrics.json, roc.csv, subclass_accuracy.csv for a simulated folder)
   classify objects   --model M --image IMG --labels LBL --out DIR (or --input a simulated liposome folder)
-                     -> objects.csv (t,label,y,x,area,class,probability,prob_*) + counts.csv (t,count,<class>...)
+                     -> objects.csv (t,label,y,x,area,class,probability,prob_*) + counts.csv (t,count,count_<class>...)
   classify profiles  --model M --input profiles.tif|.npy|DIR --out DIR -> profiles.csv + population.csv
   classify train {images,objects,profiles} --simulated N --out model.pt [--folds K]
                      -> model file, <model file>.last.pt checkpoint (nuclei.pt -> nuclei.pt.last.pt), <model>.history.csv next to the model
@@ -420,6 +420,9 @@ def _run_images(args) -> int:
     inputs = [Path(p) for p in args.input]
     failures: list[dict] = []  # images that could not be read: skipped, listed in classify_run.json
     if len(inputs) == 1 and inputs[0].is_dir():
+        if args.hdu is not None:
+            print("warning: --hdu applies to FITS files given by name; a folder's TIFFs are read as they are",
+                  file=sys.stderr)
         d = load_response_folder(inputs[0], args.box, failures)
     else:
         for p in inputs:

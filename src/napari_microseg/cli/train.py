@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
                                  "continue that run into a new --out, or pass --overwrite to replace it")
             raise InputError(f"{target} exists; pass --overwrite to replace it or --resume to continue it")
         guard_target(target)  # never an input, checked before any training
-    for option, low in (("base_filters", 1), ("max_images", 1), ("patience", 0), ("n_classes", 2)):
+    for option, low in (("base_filters", 1), ("max_images", 1), ("patience", 0), ("n_classes", 2), ("hdu", 0)):
         value = getattr(args, option, None)
         if value is not None and value < low:
             raise InputError(f"--{option.replace('_', '-')} must be >= {low}, got {value}")
@@ -180,8 +180,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         if not args.images or not args.labels:
             raise InputError("give --images and --labels, or --simulated N")
-        if args.hdu is not None and args.hdu < 0:
-            raise InputError(f"--hdu must be >= 0, got {args.hdu}")
         images, labels, names = load_training_pairs(args.images, args.labels, max_images=args.max_images, hdu=args.hdu)
         description = f"{len(images)} image(s) from {args.images} with labels from {args.labels}" + (
             f" (FITS HDU {args.hdu})" if args.hdu is not None else "")

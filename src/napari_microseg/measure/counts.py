@@ -50,9 +50,10 @@ def column_name(name: object) -> str:
 
 
 def class_index(class_names: Sequence[str], name: str) -> int | None:
-    """Index of the class called ``name`` in ``class_names``, or None. Case, spaces and
-    underscores don't count (``"hot pixel"`` matches ``"hot_pixel"`` and ``"Hot Pixel"``), so a
-    model trained on a folder whose names were written as column names still has its classes."""
+    """Index of the class called ``name`` in ``class_names``, or None. Names are compared as
+    :func:`column_name` makes them, ignoring case: spaces and punctuation equal underscores
+    (``"hot pixel"`` matches ``"hot_pixel"`` and ``"Hot Pixel"``, not ``"hotpixel"``), so a model
+    trained on a folder whose names were written as column names still has its classes."""
     wanted = column_name(name).lower()
     for i, candidate in enumerate(class_names):
         if column_name(candidate).lower() == wanted:

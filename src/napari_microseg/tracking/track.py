@@ -296,18 +296,21 @@ def frame_stack(labels_stack: Any) -> Generator[Progress, None, FrameStack]:
 
 
 # ----------------------------------------------------------------------------- objects
-def _refuse_intensity_images(objects: pd.DataFrame, shape: tuple) -> None:
-    """InputError when "labels" are an intensity image: labels from a segmentation hold one value
-    per object, so their objects are not specks of 1-2 px that tile most of the frame (noise in
-    an integer image does, in thousands per frame, which would keep the tracker busy for hours)."""
-    frame_px = float(shape[1] * shape[2])
-    per_frame = objects.groupby("t")["area"]
-    coverage = float((per_frame.sum() / frame_px).median())
-    typical_area = float(objects["area"].median())
-    if typical_area <= 2 and coverage > 0.5:
-        raise InputError(f"these labels look like an intensity image: {int(per_frame.size().median())} objects per frame, "
-                         f"{typical_area:.0f} px each, covering {100 * coverage:.0f} % of the frame; give labels "
-                         "(one value per object, from segment or autolabel), or --model to segment the image first")
+def _refuse_intensity_image(frame: np.ndarray) -> None:
+    """InputError when a (Y, X) "labels" frame is an intensity image: in labels each id is one object
+    (one connected region of several px), while each grey level of an image is scattered over the
+    frame in specks (thousands of "objects" per frame, which kept the tracker busy for hours)."""
+    from skimage.measure import label as connected
+
+    ids = np.unique(frame)
+    n_ids = int(np.count_nonzero(ids > 0))
+    if n_ids < 50:
+        return
+    regions = int(connected(frame, background=0, connectivity=1).max())
+    if regions > 3 * n_ids or regions > frame.size / 4:  # grey levels in many places, or specks of < 4 px
+        raise InputError(f"these labels look like an intensity image: their {n_ids} values make {regions} separate "
+                         f"specks in the first frame of {frame.size} px (labels have one region per object); give "
+                         "labels (from segment or autolabel), or --model to segment the image first")
 
 
 def objects_from_labels(labels_stack: np.ndarray, image_stack: np.ndarray | None = None) -> pd.DataFrame:
@@ -340,6 +343,8 @@ def objects_from_labels(labels_stack: np.ndarray, image_stack: np.ndarray | None
         frame = np.asarray(labels_stack[t])
         if not frame.any():
             continue
+        if not frames:
+            _refuse_intensity_image(frame)  # before measuring the whole movie
         frame, original_ids = compact_labels(frame)  # huge sparse ids would size regionprops' tables
         intensity = None if image_stack is None else np.asarray(image_stack[t])
         if intensity is not None and not isinstance(image_stack, np.ndarray) and intensity.dtype.kind == "f":
@@ -353,7 +358,6 @@ def objects_from_labels(labels_stack: np.ndarray, image_stack: np.ndarray | None
     if not frames:
         raise InputError("labels stack is empty: no objects to track")
     out = pd.concat(frames, ignore_index=True)
-    _refuse_intensity_images(out, labels_stack.shape)
     out["t"] = out["t"].astype(np.int64)
     out["label"] = out["label"].astype(np.int64)
     out["area"] = out["area"].astype(np.int64)

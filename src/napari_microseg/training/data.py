@@ -385,7 +385,7 @@ def _read_with_axes(path: Path, hdu: int | None = None) -> tuple[np.ndarray, str
         return np.load(path), ""
     from ..io.images import read_image
 
-    image = read_image(path, hdu=hdu, channel="all")  # a (C, Y, X) file is one multi-channel image
+    image = read_image(path, hdu=hdu)
     return np.asarray(image.data), str(image.metadata.get("axes", "") or "").upper()
 
 
@@ -452,10 +452,9 @@ def load_training_pairs(
                                  f"labels file), or one frame of the image")
             import sys
 
-            if not axes.startswith("C"):  # the file does not say these are channels
-                print(f"note: image {ip.name} {im.shape} with one labels image {lb.shape} is read as {im.shape[0]} "
-                      "channels of one image (the model will expect that many channels); if its first axis is time, "
-                      "give labels for every frame", file=sys.stderr)
+            print(f"note: image {ip.name} {im.shape} with one labels image {lb.shape} is read as {im.shape[0]} "
+                  "channels of one image (the model will expect that many channels); if its first axis is time, "
+                  "give labels for every frame", file=sys.stderr)
         out_i.append(im), out_l.append(lb), names.append(ip.name)
     return out_i, out_l, names
 

@@ -511,9 +511,12 @@ def display_labels(labels: np.ndarray, smallest: Any = np.uint16) -> np.ndarray:
     """``labels`` ((Y, X) or (T, Y, X), ids >= 0) in the smallest unsigned dtype, from ``smallest`` up,
     that holds their largest id (uint32 beyond 65535). napari draws uint8/uint16 labels by a table
     lookup, but compiles numba code for wider ones on first use (a 1-3 s freeze). Copies only when
-    the dtype changes; run it in a worker for big stacks."""
+    the dtype changes; run it in a worker for big stacks. Arrays with negative values ("not
+    annotated") or of other than integers are returned as they are."""
     labels = np.asarray(labels)
-    top = int(labels.max(initial=0)) if labels.size else 0
+    if labels.size == 0 or labels.dtype.kind not in "iub" or (labels.dtype.kind == "i" and labels.min() < 0):
+        return labels  # negative values ("not annotated") or not integers: as they are
+    top = int(labels.max(initial=0))
     for dtype in (np.uint8, np.uint16, np.uint32):
         if np.dtype(dtype).itemsize >= np.dtype(smallest).itemsize and top <= np.iinfo(dtype).max:
             return labels if labels.dtype == dtype else labels.astype(dtype)

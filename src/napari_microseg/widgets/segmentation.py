@@ -504,17 +504,18 @@ def layer_data(result: Any, stack_shape: tuple, t: int | None) -> tuple[np.ndarr
     ``frame_label`` keeps the id of objects.csv. Labels come in the smallest dtype napari draws
     without a pause (:func:`display_labels`; uint8 for class maps).
     """
-    labels = np.asarray(result.labels)
+    classes = result.output_mode == "multiclass"  # a class map: its values are class ids, kept as they are
+    labels = display_labels(np.asarray(result.labels), np.uint8 if classes else np.uint16)
     if t is not None:
         full = np.zeros(stack_shape, dtype=labels.dtype)
         full[t] = labels
         labels = full
     features = result.objects
-    if labels.ndim == 3 and t is None and not features.empty and {"t", "label"} <= set(features.columns):
+    if not classes and labels.ndim == 3 and t is None and not features.empty and {"t", "label"} <= set(features.columns):
         labels, features = _unique_stack_ids(labels, features)
     elif "label" in features and not features.empty:
         features = features.drop_duplicates("label").reset_index(drop=True)
-    return display_labels(labels, np.uint8 if result.output_mode == "multiclass" else np.uint16), features
+    return labels, features
 
 
 def _unique_stack_ids(labels: np.ndarray, objects: Any) -> tuple[np.ndarray, Any]:
