@@ -11,7 +11,7 @@ from typing import Any, Callable, Generator
 from magicgui.widgets import CheckBox, ComboBox, Container, PushButton, SpinBox
 
 from ..simulate.samples import generate_ccd, generate_liposomes, generate_nuclei, generate_profiles, generate_response
-from ._base import MicrosegDock, unique_layer_name
+from ._base import MicrosegDock, class_colormap, display_labels, unique_layer_name
 
 LABEL_COLOURS = {0: "transparent"}
 
@@ -93,11 +93,21 @@ class SimulationWidget(MicrosegDock):
         """Start generating the chosen domain's sample in a worker."""
         _, make_generator = DOMAINS[self.domain.value]
         params, seed = self.parameters(), int(self.seed.value)
-        return self.start(lambda: make_generator(params, seed), self._add_layers, label=f"simulating {self.domain.value}")
+        return self.start(lambda: _for_display(make_generator(params, seed)), self._add_layers,
+                          label=f"simulating {self.domain.value}")
 
     def _add_layers(self, layers: list[tuple]) -> None:
         for data, kwargs, kind in layers:
             kwargs = dict(kwargs)
             kwargs["name"] = unique_layer_name(self.viewer, kwargs["name"])
+            if kind == "labels" and isinstance(kwargs.get("colormap"), dict):  # class colours: drawn without numba
+                kwargs["colormap"] = class_colormap(sum(key is not None for key in kwargs["colormap"]))
             getattr(self.viewer, f"add_{kind}")(data, **kwargs)
         self.show_message(f"added {len(layers)} layers (seed {int(self.seed.value)})")
+
+
+def _for_display(generator: Any) -> Any:
+    """Run a sample generator (in the worker) and give its labels layers the smallest dtype napari
+    draws without compiling (see :func:`display_labels`)."""
+    layers = yield from generator
+    return [(display_labels(data) if kind == "labels" else data, kwargs, kind) for data, kwargs, kind in layers]
