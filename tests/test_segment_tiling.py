@@ -192,3 +192,16 @@ def test_segment_fits_its_tiles_to_the_frame():
     shapes.clear()
     segment(loaded, np.zeros((600, 600), np.float32), predict_fn=recording, measure=False, tile=256, batch_size=4)
     assert {s[2:] for s in shapes} == {(224, 224)} and sum(s[0] for s in shapes) == 9
+
+
+def test_the_run_records_the_overlap_used_not_the_one_asked():
+    """An overlap above half the tile is clipped to half; segment_run.json and the settings say so."""
+    import numpy as np
+
+    from napari_microseg.inference.segment import segment
+    from napari_microseg.io.models import load_model
+
+    image = np.random.default_rng(1).random((96, 96)).astype(np.float32)
+    result = segment(load_model("nuclei_fluorescence_fast"), image, tile=64, overlap=600, measure=False)
+    assert result.settings["overlap"] == 32
+    assert segment(load_model("nuclei_fluorescence_fast"), image, tile=64, overlap=0.25, measure=False).settings["overlap"] == 16

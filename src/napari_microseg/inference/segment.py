@@ -406,7 +406,7 @@ def segment_image(
                                        dict(threshold=threshold, min_size=min_size, postprocess_options=postprocess_options))
         diameter = yield from estimator
     scale_factor = scale.factor_for_diameter(diameter, size_spec) if diameter is not None else 1.0
-    network_tile, network_overlap = tile, overlap
+    network_tile, network_overlap = tile, resolve_overlap(tile, overlap)  # px, at most half a tile (as used)
     if scale_factor != 1.0:
         fn = scale.rescaled_predict_fn(fn, scale_factor)
         tile = scale.native_tile(tile, scale_factor, max_side=max(h, w))
