@@ -67,6 +67,18 @@ def test_segment_export_and_finetune(make_napari_viewer, qtbot, tmp_path, artifa
     assert list(counts.columns[:2]) == ["t", "count"] and len(counts) == 3
     assert list(pd.read_csv(written[1]).columns[:5]) == ["t", "label", "y", "x", "area"]
     assert widget.export()[0].endswith("counts_2.csv")  # never overwrites an earlier export
+    if len(objects):
+        assert list(stack_layer.features.columns[:3]) == ["t", "label", "frame_label"]  # both ids shown on hover
+        # the user erases one object with the fill tool: Export measures the corrected labels (in a worker)
+        gone = int(stack_layer.features.iloc[0]["label"])
+        t, y, x = (int(v) for v in np.argwhere(stack_layer.data == gone)[0])
+        stack_layer.fill((t, y, x), 0)
+        wait_worker(widget.export())
+        assert "corrected labels" in widget.status.text()
+        written_now = widget.status.text().split("written: ", 1)[1].split(", ")
+        corrected = pd.read_csv(written_now[0])
+        assert corrected["count"].sum() == len(objects) - 1
+        assert gone not in set(pd.read_csv(written_now[1])["label"])
 
     # correct-and-retrain: the user fixes frame 1 (here: with the true labels) and fine-tunes
     viewer.add_labels(sim.labels.astype(np.uint32), name="corrected", **geometry)

@@ -119,6 +119,8 @@ class SegmentationWidget(MicrosegDock):
         self.tiles = None
         self.clusters = None
         self.result_layer_name: str | None = None
+        self.result_layer = self.result_image = None  # the last run's labels layer and the image it came from
+        self.result_edited = False  # the user painted into that layer since: Export measures it again
         # the fine-tuning set: (image layer name, frame) -> (image, corrected labels), one pair per frame
         self.corrections: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
         self.fine_tuned_path: str | None = None
@@ -253,6 +255,8 @@ class SegmentationWidget(MicrosegDock):
     def _clear_results(self) -> None:
         """Forget the last run's results: counts, clusters, tiles and what Export would write."""
         self.result = None
+        self.result_layer = self.result_image = None
+        self.result_edited = False
         self.clusters = None
         self.tiles = None
         self.counts_label.value = ""
@@ -272,7 +276,10 @@ class SegmentationWidget(MicrosegDock):
             kwargs["features"] = {"label": list(range(len(names))), "class": names}
         elif not features.empty and "label" in features:
             kwargs["features"] = label_features(features)  # hover shows each object's own measurements
-        self.viewer.add_labels(labels, **kwargs, **layer_geometry(layer, labels.ndim))  # on top of the image
+        added = self.viewer.add_labels(labels, **kwargs, **layer_geometry(layer, labels.ndim))  # on top of the image
+        self.result_layer, self.result_image, self.result_edited = added, layer, False
+        for event in (added.events.paint, added.events.data):  # brush, fill, eraser, polygon; new data
+            event.connect(self._mark_result_edited)
         self.find_class.reset_choices()
         if result.probabilities is not None:
             probs = np.asarray(result.probabilities)
@@ -305,19 +312,59 @@ class SegmentationWidget(MicrosegDock):
             note = "; no nuclei found to measure a diameter, segmented as trained"
         self.show_message(f"segmented with {model.name}: new layer '{name}'{note}")
 
-    @dock_action(fallback=list)
-    def export(self, *_: Any) -> list[str]:
-        """Write counts.csv and objects.csv of the last result into the export folder (new names if taken)."""
-        from ..io.tables import write_csv
+    def _mark_result_edited(self, *_: Any) -> None:
+        self.result_edited = True
 
+    @dock_action(fallback=list)
+    def export(self, *_: Any) -> Any:
+        """Write counts.csv and objects.csv of the last result into the export folder (new names if taken).
+
+        Labels corrected in the result layer since the run are measured again, in a worker: then the
+        worker is returned (the list of written files comes in the status line); otherwise the list."""
         if self.result is None:
             self.show_error("Nothing to export yet: segment first.")
             return []
-        folder = Path(str(self.export_dir.value))
-        written = []
+        layer = getattr(self, "result_layer", None)
+        if getattr(self, "result_edited", False) and layer is not None and layer in self.viewer.layers:
+            return self._export_corrected(layer)
         tables = [("counts", self.result.counts, ["t", "count"]), ("objects", self.result.objects, ["t", "label", "y", "x", "area"])]
         if self.clusters is not None:
             tables.append(("clusters", self.clusters, ["t", "label", "y", "x", "size_px", "charge_adc"]))
+        return self._write_tables(tables, "written: ")
+
+    def _export_corrected(self, layer: Any) -> Any:
+        """Measure the corrected labels of ``layer`` (ids as the layer shows them) in a worker, then write them."""
+        labels = np.array(layer.data, copy=True)  # painting during the export must not change what is measured
+        image = grey_image(self.result_image) if self.result_image in self.viewer.layers else None
+        classes = self.result.output_mode == "multiclass"
+        names = list(self.result.class_names)
+
+        def make_generator():
+            from ..inference.segment import class_map_tables
+            from ..measure.counts import counts_with_area
+            from ..measure.tables import object_table
+            from ..progress import Progress
+
+            yield Progress(0, 1, "measuring the corrected labels")
+            pixels = None if image is None or tuple(image.shape) != labels.shape else np.asarray(image)
+            if classes:
+                return class_map_tables(labels, pixels if pixels is not None else np.zeros(labels.shape, np.float32), names)
+            objects = object_table(labels, pixels)
+            return objects, counts_with_area(objects, range(labels.shape[0] if labels.ndim == 3 else 1))
+
+        def done(tables: tuple) -> None:
+            objects, counts = tables
+            self._write_tables([("counts", counts, ["t", "count"]), ("objects", objects, ["t", "label", "y", "x", "area"])],
+                               "measured on your corrected labels (ids as in the layer), written: ")
+
+        return self.start(make_generator, done, label="exporting")
+
+    def _write_tables(self, tables: list, message: str) -> list[str]:
+        """Write (stem, table, leading columns) as new CSV files in the export folder; their paths."""
+        from ..io.tables import write_csv
+
+        folder = Path(str(self.export_dir.value))
+        written = []
         for stem, table, leading in tables:
             path = folder / f"{stem}.csv"
             i = 2
@@ -326,7 +373,7 @@ class SegmentationWidget(MicrosegDock):
                 i += 1
             write_csv(path, table, overwrite=False, leading=leading)
             written.append(str(path))
-        self.show_message("written: " + ", ".join(written))
+        self.show_message(message + ", ".join(written))
         return written
 
     # -- semantic classes (CCD) -------------------------------------------
@@ -529,6 +576,6 @@ def _unique_stack_ids(labels: np.ndarray, objects: Any) -> tuple[np.ndarray, Any
             frame = labels[t]
             np.add(frame, frame.dtype.type(offsets[t]), out=frame, where=frame > 0)
     table = objects.copy()
-    table["frame_label"] = table["label"]
+    table.insert(int(table.columns.get_loc("label")) + 1, "frame_label", table["label"])  # next to label: in the status bar
     table["label"] = table["label"].to_numpy() + offsets[table["t"].to_numpy().astype(int)]
     return labels, table.reset_index(drop=True)
