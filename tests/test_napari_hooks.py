@@ -24,6 +24,24 @@ def test_reader_claims_our_types_only(shared_data, tmp_path):
     assert kwargs["metadata"]["header"]["CAM_ID"].strip() == "ESIS1"
 
 
+def test_masks_named_as_labels_open_as_labels_layers(shared_data, tmp_path):
+    """A DSB2018 mask (in a labels/ folder) and an integer ``*_mask.tif`` open as Labels layers, ready to
+    paint and train on; the image beside it, a float file named like a mask and an unnamed integer
+    image open as images."""
+    import numpy as np
+    import tifffile
+
+    name = sorted((shared_data / "dsb2018" / "labels").iterdir())[0].name
+    for path, kind in ((shared_data / "dsb2018" / "labels" / name, "labels"),
+                       (shared_data / "dsb2018" / "images" / name, "image")):
+        assert get_reader(str(path))(str(path))[0][2] == kind, path
+    tifffile.imwrite(tmp_path / "cells_mask.tif", np.eye(8, dtype=np.uint16))
+    tifffile.imwrite(tmp_path / "cells_seg.tif", np.eye(8, dtype=np.float32))
+    tifffile.imwrite(tmp_path / "cells.tif", np.eye(8, dtype=np.uint16))
+    kinds = {p: get_reader(str(tmp_path / p))(str(tmp_path / p))[0][2] for p in ("cells_mask.tif", "cells_seg.tif", "cells.tif")}
+    assert kinds == {"cells_mask.tif": "labels", "cells_seg.tif": "image", "cells.tif": "image"}
+
+
 def test_reader_bad_file_gives_clear_message(tmp_path):
     bad = tmp_path / "bad.tif"
     bad.write_text("nope")

@@ -53,7 +53,8 @@ def layer_calibration(image) -> dict:
 
 
 def read_layers(path: str | list[str]) -> list[tuple]:
-    """Read one or several files into napari layer data tuples ``(data, kwargs, "image")``.
+    """Read one or several files into napari layer data tuples ``(data, kwargs, "image" | "labels")``:
+    integer images named as labels (``*_mask.tif``, a ``labels/`` folder) open as Labels layers.
 
     FITS data stay in their raw units (ADC); the header is kept in ``metadata``. Zarr and TIFFs
     over :data:`LAZY_TIFF_BYTES` stay on disk (dask arrays); a pyramid gives a multiscale layer
@@ -75,5 +76,17 @@ def read_layers(path: str | list[str]) -> list[tuple]:
         data = image.data
         if len(image.levels) > 1:
             data, kwargs["multiscale"] = image.levels, True
-        layers.append((data, kwargs, "image"))
+        layers.append((data, kwargs, _layer_kind(p, data, kwargs)))
     return layers
+
+
+def _layer_kind(path: Any, data: Any, kwargs: dict) -> str:
+    """``"labels"`` for a single-channel integer image whose name or folder says it holds labels
+    (``*_mask.tif``, ``labels/x.tif``, see :func:`~napari_microseg.training.data.named_as_labels`),
+    so it can be painted and trained on at once; ``"image"`` otherwise."""
+    from .training.data import named_as_labels
+
+    dtype = getattr(data[0] if isinstance(data, list) else data, "dtype", None)
+    if "channel_axis" in kwargs or dtype is None or dtype.kind not in "biu" or not named_as_labels(path):
+        return "image"
+    return "labels"

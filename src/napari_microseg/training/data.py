@@ -325,13 +325,28 @@ _LABEL_SUFFIX = re.compile(r"([_\-.](labels?|masks?|seg|gt|annotations?))$", re.
 _IMAGE_EXT = (".tif", ".tiff", ".fits", ".fit", ".fits.gz", ".fit.gz", ".npy", ".png", ".jpg", ".jpeg", ".bmp")
 
 
-def _stem(path: Path) -> str:
+#: folder names that hold label images (DSB2018's labels/, masks/, ground truth)
+LABEL_FOLDERS = {"labels", "label", "masks", "mask", "gt", "annotations", "ground_truth", "classes"}
+
+
+def named_as_labels(path: str | os.PathLike) -> bool:
+    """True when a file's name or folder says it holds labels: ``*_labels.tif``, ``*_mask.png``,
+    ``*_seg.tif``, ``*_gt.tif`` ... (as :func:`find_image_label_pairs` matches them) or a folder
+    called ``labels``, ``masks``, ``gt`` ..."""
+    p = Path(str(path).rstrip("/"))
+    return bool(_LABEL_SUFFIX.search(_without_extension(p))) or p.parent.name.lower() in LABEL_FOLDERS
+
+
+def _without_extension(path: Path) -> str:
     name = path.name
     for ext in sorted(_IMAGE_EXT, key=len, reverse=True):
         if name.lower().endswith(ext):
-            name = name[: -len(ext)]
-            break
-    return _LABEL_SUFFIX.sub("", name)
+            return name[: -len(ext)]
+    return name
+
+
+def _stem(path: Path) -> str:
+    return _LABEL_SUFFIX.sub("", _without_extension(path))
 
 
 def _expand(spec: str | os.PathLike, what: str = "image") -> list[Path]:

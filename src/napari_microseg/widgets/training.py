@@ -192,7 +192,8 @@ class TrainingWidget(MicrosegDock):
             label_names = self._labels_choices()
             self.labels_layer.value = label_names
         if not image_names or not label_names:
-            raise InputError("Choose an image layer and a labels layer (paint a few objects in a Labels layer).")
+            raise InputError("Choose an image layer and a labels layer (paint a few objects in a Labels layer; a "
+                             "mask opened as an image becomes one with right-click > Convert to Labels).")
         if len(image_names) != len(label_names):
             raise InputError(f"choose one labels layer per image: {len(image_names)} image(s), {len(label_names)} labels layer(s)")
         images, labels = [], []
