@@ -181,6 +181,7 @@ def test_one_small_image_without_validation_and_the_ccd_normalisation(make_napar
     widget.val_fraction.value = 0.0
     wait_worker(widget.train())
     assert load_model(tmp_path / "small.pt").config["normalization"]["kind"] == "percentile", widget.status.text()
+    assert "(training loss " in widget.status.text()  # no validation: the best epoch is by training loss
     # resuming keeps the model's own normalisation whatever the form shows
     widget.resume.value, widget.epochs.value, widget.normalization.value = True, 2, RAW_CCD
     wait_worker(widget.train())
@@ -192,6 +193,24 @@ def test_one_small_image_without_validation_and_the_ccd_normalisation(make_napar
     assert widget.normalization.value == RAW_CCD and widget.config()["normalization"] == CCD_NORMALIZATION
     widget.output_mode.value = "three_class"
     assert widget.normalization.value == PER_IMAGE
+    # 'background id' can be set with sparse labels only
+    assert not widget.background_id.enabled
+    widget.sparse.value = True
+    assert widget.background_id.enabled
+
+
+def test_free_names_go_on_numbering(tmp_path):
+    """A taken result name gets _2, _3 ...; a numbered copy given back (the Training dock shows the name
+    it used) goes on with the numbers instead of piling up suffixes (model_2_2.pt)."""
+    from napari_microseg.widgets._base import free_name
+
+    (tmp_path / "model.pt").touch()
+    assert free_name(tmp_path / "model.pt").name == "model_2.pt"
+    (tmp_path / "model_2.pt").touch()
+    assert free_name(tmp_path / "model_2.pt").name == "model_3.pt"
+    (tmp_path / "run_7.pt").touch()  # a name of the user's own that ends in a number: kept as the stem
+    assert free_name(tmp_path / "run_7.pt").name == "run_7_2.pt"
+    assert free_name(tmp_path / "new.pt").name == "new.pt"
 
 
 def test_lazy_layers_are_read_in_the_worker_not_on_the_gui_thread(make_napari_viewer, wait_worker, tmp_path):

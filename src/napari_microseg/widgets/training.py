@@ -10,6 +10,8 @@ checked there; layers are written only from the GUI thread.
 
 from __future__ import annotations
 
+import gc
+
 import os
 import threading
 import time
@@ -146,6 +148,8 @@ class TrainingWidget(MicrosegDock):
         self.plot = LossPlot()
         self.body.addWidget(self.plot)
         self.train_button.changed.connect(self.train)
+        self.sparse.changed.connect(self._show_background_id)
+        self._show_background_id()
         self.output_mode.changed.connect(self._default_normalization)
         self.preview_button.changed.connect(self.preview)
         self.run_buttons = (self.train_button, self.preview_button)
@@ -162,6 +166,10 @@ class TrainingWidget(MicrosegDock):
         import napari_microseg.training.augment  # noqa: F401
         import napari_microseg.training.trainer  # noqa: F401
 
+        # the objects alive now (napari, Qt, torch: millions) go out of the garbage collector's
+        # reach: a full collection, triggered by any thread's allocations while training, would
+        # otherwise walk them all with the interpreter lock held, a 0.2 s freeze each time
+        gc.freeze()
         self.follow_layers(self.image_layer, self.labels_layer)
 
     def _default_normalization(self, mode: str) -> None:
@@ -214,6 +222,11 @@ class TrainingWidget(MicrosegDock):
         on the calling thread); InputError with a clear message otherwise."""
         images, labels, names = self.chosen_training_layers()
         return drain(read_training_pairs(images, labels, names, bool(self.sparse.value)))
+
+    def _show_background_id(self, *_: Any) -> None:
+        """'background id' matters with sparse labels only: editable with them, greyed out otherwise
+        (hiding it would resize the loss plot below, whose larger redraws then stall the window)."""
+        self.background_id.enabled = bool(self.sparse.value)
 
     def config(self) -> dict:
         """The TrainConfig (dict form) from the form's values."""
@@ -316,9 +329,13 @@ class TrainingWidget(MicrosegDock):
         if result.model_path not in RECENT_MODELS:
             RECENT_MODELS.insert(0, result.model_path)
         best = f"{result.best_value:.4f}" if result.best_value is not None else "-"
+        validated = any(row.get("val_loss") is not None for row in result.history)
+        monitor = str(result.config.get("training", {}).get("config", {}).get("monitor", "val_loss"))
+        monitored_name = ({"val_loss": "validation loss", "val_dice": "validation Dice"}.get(monitor, monitor)
+                          if validated else "training loss")
         self.show_message(
             f"{result.stop_reason}: {result.epochs_run} epochs on {result.device}; best epoch {result.best_epoch} "
-            f"(monitor {best}); model: {result.model_path}{history_note}"
+            f"({monitored_name} {best}); model: {result.model_path}{history_note}"
         )
 
     # -- preview ------------------------------------------------------------
