@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -268,3 +270,19 @@ def test_result_layers_are_drawn_without_numba_and_keep_their_ids():
     one_frame = SimpleNamespace(labels=class_map[1], objects=objects[objects["t"] == 0], output_mode="multiclass")
     shown, _ = layer_data(one_frame, class_map.shape, 2)
     assert shown.dtype == np.uint8 and not shown[:2].any() and (shown[2] == class_map[1]).all()
+
+
+def test_shipped_models_options_come_from_their_cards(tmp_path):
+    """Opening the dock reads the shipped model's output mode from its JSON card (no torch.load, which
+    froze the opening ~2.8 s); a copy elsewhere is read as a model file."""
+    import shutil
+
+    from napari_microseg.pretrained import resolve_model
+    from napari_microseg.widgets.segmentation import _shipped_output_mode
+
+    assert _shipped_output_mode(Path(resolve_model("ccd_classes"))) == "multiclass"
+    assert _shipped_output_mode(Path(resolve_model("nuclei_fluorescence"))) == "three_class"
+    copy = tmp_path / "ccd_classes.pt"
+    shutil.copy(resolve_model("ccd_classes"), copy)
+    shutil.copy(Path(resolve_model("ccd_classes")).with_suffix(".json"), tmp_path / "ccd_classes.json")
+    assert _shipped_output_mode(copy) is None  # a user's folder: its card is not trusted, the file is read
