@@ -33,7 +33,9 @@ def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
     if low < 0 or high > np.iinfo(np.uint32).max:
         raise InputError(f"labels hold ids from {low} to {high}: a labels TIFF holds 0 .. {np.iinfo(np.uint32).max}; "
                          "relabel the layer first (e.g. skimage.segmentation.relabel_sequential)")
-    dtype = np.uint16 if high <= np.iinfo(np.uint16).max else np.uint32
+    from .measure.labels import label_dtype
+
+    dtype = label_dtype(high)
     target = _with_suffix(path, (".tif", ".tiff"), ".tif")
     write_tiff(target, arr.astype(dtype), overwrite=True)
     return [str(target)]

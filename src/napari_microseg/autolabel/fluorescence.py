@@ -225,8 +225,9 @@ def autolabel_frame(
         if large_pixels is not None:
             labels[large_pixels] = int(too_large_value)
         return labels
-    dtype = np.uint16 if labels.max() < 65535 else np.uint32
-    return labels.astype(dtype)
+    from ..measure.labels import label_dtype
+
+    return labels.astype(label_dtype(labels.max()))
 
 
 def autolabel_fluorescence_iter(image, **kwargs) -> Generator[Progress, None, np.ndarray]:

@@ -184,6 +184,7 @@ def run_fluorescence(args: argparse.Namespace) -> int:
     from ..io.atomic import atomic_write_text
     from ..io.images import write_tiff
     from ..io.tables import write_csv
+    from ..measure.labels import label_dtype
     from ..progress import run_with_text_progress
 
     _check_fluorescence_options(args)
@@ -231,7 +232,7 @@ def run_fluorescence(args: argparse.Namespace) -> int:
     tile_labels = labels
     if target is not None:
         clean = np.where(labels < 0, 0, labels)
-        clean = clean.astype(np.uint16 if clean.max() < 65535 else np.uint32)
+        clean = clean.astype(label_dtype(clean.max()))
         tile_labels = labels if (labels < 0).any() else clean
         labels = clean
     write_tiff(out / "labels.tif", labels, overwrite=True)

@@ -7,6 +7,12 @@ from typing import Any
 import numpy as np
 
 
+def label_dtype(max_id: int) -> np.dtype:
+    """The smallest unsigned dtype for label ids up to ``max_id``: uint16, or uint32 above 65535
+    (TIFF readers and napari take both; uint16 halves the file and the layer)."""
+    return np.dtype(np.uint16 if int(max_id) <= np.iinfo(np.uint16).max else np.uint32)
+
+
 def sparse_limit(labels: np.ndarray) -> int:
     """Largest label id that per-id lookup tables (bincount, LUTs) may be sized by: a few
     times the pixel count, so a table never outgrows the image by much."""

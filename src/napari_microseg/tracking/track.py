@@ -935,8 +935,9 @@ def finalize(
 def track_id_dtype(table: pd.DataFrame) -> np.dtype:
     """The smallest unsigned dtype holding ``table``'s track ids: uint16, or uint32 above 65535
     (a long time-lapse's relabelled stack is as large as its labels, not twice that)."""
-    top = int(table["track_id"].max()) if len(table) else 0
-    return np.dtype(np.uint16 if top <= np.iinfo(np.uint16).max else np.uint32)
+    from ..measure.labels import label_dtype
+
+    return label_dtype(int(table["track_id"].max()) if len(table) else 0)
 
 
 def relabel_stack(labels_stack: np.ndarray, table: pd.DataFrame) -> np.ndarray:

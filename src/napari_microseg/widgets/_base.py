@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import re
 import os
 import threading
 import time
@@ -393,8 +394,6 @@ def free_name(path: Path) -> Path:
     """``path`` if unused, else ``stem_2.suffix``, ``stem_3.suffix``, ... (results never overwrite).
     A name that is itself such a numbered copy (``model_2.pt`` next to ``model.pt``) goes on with
     the numbers (``model_3.pt``), not ``model_2_2.pt``."""
-    import re
-
     if not path.exists():
         return path
     stem = path.stem
