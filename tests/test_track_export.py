@@ -22,7 +22,7 @@ from napari_microseg.tracking.export import (
     write_tracks_csv,
 )
 from napari_microseg.tracking.metrics import ctc_scores, link_recall
-from napari_microseg.tracking.track import TRACK_COLUMNS, relabel_stack, run_tracking
+from napari_microseg.tracking.track import TRACK_COLUMNS, finalize, relabel_stack, run_tracking
 
 from test_track_core import division_stack, moving_discs
 
@@ -49,12 +49,36 @@ def test_csv_files(division_result, tmp_path):
     pd.testing.assert_frame_equal(back.table, res.table, check_dtype=False)
     write_counts_csv(res, tmp_path / "counts.csv")
     counts = pd.read_csv(tmp_path / "counts.csv")
-    assert list(counts.columns) == ["t", "count", "divisions", "track_starts", "track_ends"]
+    assert list(counts.columns) == ["t", "count", "divisions", "appeared", "left_field", "disappeared"]
     assert counts["count"].tolist() == [2, 2, 2, 3, 3, 3]
     assert counts["divisions"].tolist() == [0, 0, 0, 1, 0, 0]
-    assert counts["track_starts"].tolist() == [2, 0, 0, 2, 0, 0]
-    assert counts["track_ends"].tolist() == [0, 0, 1, 0, 0, 3]
+    # daughters and mothers count as the division only; every track reaches the last frame
+    assert counts["appeared"].tolist() == counts["left_field"].tolist() == counts["disappeared"].tolist() == [0] * 6
     assert list(tmp_path.glob(".*")) == []  # atomic writes leave no temp files
+
+
+def test_counts_appeared_left_disappeared():
+    """Per-frame events agree with track_summary's fates; first and last frames are not events."""
+    rows = [  # track_id, t, y, x, area, parent
+        *[(1, t, 50, 50, 80, 0) for t in range(6)],  # whole movie
+        *[(2, t, 50, 20, 80, 0) for t in range(0, 3)],  # lost inside the field after frame 2
+        *[(3, t, 3, 60, 80, 0) for t in range(0, 4)],  # last seen at the top edge in frame 3
+        *[(4, t, 80, 80, 80, 0) for t in range(2, 6)],  # appears in frame 2
+        *[(5, t, 20, 80, 80, 0) for t in range(1, 3)],  # appears in 1, divides: daughters 6 and 7 from frame 3
+        *[(6, t, 15, 80, 40, 5) for t in range(3, 6)],
+        *[(7, t, 25, 80, 40, 5) for t in range(3, 5)],  # a daughter lost in frame 4
+    ]
+    table = finalize(pd.DataFrame(rows, columns=["track_id", "t", "y", "x", "area", "parent_track_id"]))
+    counts = counts_table(table, n_frames=6, image_shape=(100, 100))
+    assert counts["count"].tolist() == [3, 4, 5, 5, 4, 3]
+    assert counts["divisions"].tolist() == [0, 0, 0, 1, 0, 0]
+    assert counts["appeared"].tolist() == [0, 1, 1, 0, 0, 0]
+    assert counts["left_field"].tolist() == [0, 0, 0, 1, 0, 0]
+    assert counts["disappeared"].tolist() == [0, 0, 1, 0, 1, 0]
+    # without the image size no track can be said to have left the field
+    assert counts_table(table, n_frames=6)["disappeared"].tolist() == [0, 0, 1, 1, 1, 0]
+    # a movie longer than its last tracked frame: tracks reaching frame 5 now end inside it
+    assert counts_table(table, n_frames=8, image_shape=(100, 100))["disappeared"].tolist() == [0, 0, 1, 0, 1, 3, 0, 0]
 
 
 def test_ctc_roundtrip_and_tra(division_result, tmp_path):

@@ -3,10 +3,14 @@
 Files (all written atomically):
 
 - ``tracks.csv``: :data:`napari_microseg.tracking.track.TRACK_COLUMNS` then measurements.
-- ``counts.csv``: ``t, count, divisions, track_starts, track_ends`` per frame:
-  ``count`` objects tracked in frame t, ``divisions`` division events whose
-  daughters first appear in frame t, ``track_starts`` / ``track_ends`` tracks
-  whose first / last frame is t (daughters count as starts, mothers as ends).
+- ``counts.csv``: ``t, count, divisions, appeared, left_field, disappeared`` per
+  frame: ``count`` objects tracked in frame t; ``divisions`` division events
+  whose daughters first appear in frame t; ``appeared`` tracks without a
+  parent that begin in frame t > 0 (entering the field, or first detected
+  late); ``left_field`` / ``disappeared`` tracks whose last frame is t and
+  whose fate in ``track_summary.csv`` is ``left the field`` / ``disappeared``
+  (died, merged, or lost by the tracker). Mothers and daughters count under
+  ``divisions`` only; tracks that reach the last frame end nowhere.
 - ``track_summary.csv``: one row per track (:func:`track_summary`): span, gaps, daughters,
   fate, displacement, path length, speed, straightness; in physical units too when the
   pixel size and frame interval are given.
@@ -63,27 +67,43 @@ def read_tracks_csv(path: str | os.PathLike, labels: np.ndarray | None = None, n
     return finalize(table, n_frames=n_frames, labels=labels)
 
 
-def counts_table(result: TrackResult | pd.DataFrame, n_frames: int | None = None) -> pd.DataFrame:
-    """Per-frame ``t, count, divisions, track_starts, track_ends`` (see module doc)."""
+def counts_table(result: TrackResult, n_frames: int | None = None,
+                 image_shape: tuple[int, int] | None = None) -> pd.DataFrame:
+    """Per-frame ``t, count, divisions, appeared, left_field, disappeared`` (see module doc).
+
+    ``n_frames`` defaults to the result's frame count, else the last tracked frame + 1;
+    ``image_shape`` ``(height, width)`` in pixels (default: the result's config) tells a track
+    that left the field from one that disappeared; without it every lost track disappeared.
+    """
     table = _table(result)
     if n_frames is None:
-        n_frames = result.n_frames if isinstance(result, TrackResult) and result.n_frames else int(table["t"].max()) + 1
-    t = np.arange(n_frames)
-    count = np.bincount(table["t"].to_numpy(), minlength=n_frames)[:n_frames]
-    spans = table.groupby("track_id").agg(start=("t", "min"), end=("t", "max"), parent=("parent_track_id", "first"))
-    starts = np.bincount(spans["start"].to_numpy(), minlength=n_frames)[:n_frames]
-    ends = np.bincount(spans["end"].to_numpy(), minlength=n_frames)[:n_frames]
+        n_frames = result.n_frames or int(table["t"].max()) + 1
+
+    def per_frame(frames) -> np.ndarray:
+        frames = np.asarray(frames, dtype=int)
+        return np.bincount(frames, minlength=n_frames)[:n_frames] if len(frames) else np.zeros(n_frames, int)
+
+    spans = table.groupby("track_id").agg(start=("t", "min"), parent=("parent_track_id", "first"))
     daughters = spans[spans["parent"] != 0]
-    first_of_division = daughters.groupby("parent")["start"].min()
     n_children = daughters.groupby("parent").size()
-    div_t = first_of_division[n_children.reindex(first_of_division.index) >= 2].to_numpy()
-    divisions = np.bincount(div_t.astype(int), minlength=n_frames)[:n_frames] if len(div_t) else np.zeros(n_frames, int)
-    return pd.DataFrame({"t": t, "count": count, "divisions": divisions, "track_starts": starts, "track_ends": ends})
+    first_of_division = daughters.groupby("parent")["start"].min()
+    summary = track_summary(result, image_shape=image_shape, n_frames=n_frames)
+    ended = lambda fate: summary.loc[summary["fate"] == fate, "end_t"]  # noqa: E731
+    return pd.DataFrame({
+        "t": np.arange(n_frames),
+        "count": per_frame(table["t"].to_numpy()),
+        "divisions": per_frame(first_of_division[n_children.reindex(first_of_division.index) >= 2].to_numpy()),
+        "appeared": per_frame(spans.loc[(spans["parent"] == 0) & (spans["start"] > 0), "start"].to_numpy()),
+        "left_field": per_frame(ended("left the field")),
+        "disappeared": per_frame(ended("disappeared")),
+    })
 
 
-def write_counts_csv(result: TrackResult | pd.DataFrame, path: str | os.PathLike, n_frames: int | None = None) -> Path:
+def write_counts_csv(result: TrackResult, path: str | os.PathLike, n_frames: int | None = None,
+                     image_shape: tuple[int, int] | None = None) -> Path:
     """Write ``counts.csv`` (see :func:`counts_table`)."""
-    return atomic_write_text(path, counts_table(result, n_frames).to_csv(index=False, lineterminator="\n"))
+    table = counts_table(result, n_frames, image_shape=image_shape)
+    return atomic_write_text(path, table.to_csv(index=False, lineterminator="\n"))
 
 
 def check_units(pixel_size: float | None, frame_interval: float | None) -> None:
@@ -108,6 +128,7 @@ def track_summary(
     pixel_size: float | None = None,
     frame_interval: float | None = None,
     image_shape: tuple[int, int] | None = None,
+    n_frames: int | None = None,
 ) -> pd.DataFrame:
     """One row per track, like TrackMate's track statistics.
 
@@ -119,6 +140,8 @@ def track_summary(
         ``mean_speed_um_per_min``).
     image_shape : ``(height, width)`` in pixels (default: from the result's config) to tell a
         track that left the field from one that disappeared inside it.
+    n_frames : frames in the movie (default: the result's, else the last tracked frame + 1);
+        a track that reaches the last frame ends as ``end of movie``.
 
     Movement is measured in the sample: with stage-shift correction (``config["stage_offsets"]``)
     each frame's stage offset is taken off first, so a stage jump is not a cell's step.
@@ -137,7 +160,8 @@ def track_summary(
     """
     table = _table(result).sort_values(["track_id", "t"], kind="stable")
     check_units(pixel_size, frame_interval)
-    n_frames = getattr(result, "n_frames", 0) or (int(table["t"].max()) + 1 if len(table) else 0)
+    if n_frames is None:
+        n_frames = getattr(result, "n_frames", 0) or (int(table["t"].max()) + 1 if len(table) else 0)
     if image_shape is None and isinstance(result, TrackResult) and result.config.get("image_shape"):
         image_shape = tuple(result.config["image_shape"][-2:])
     columns = ["track_id", "parent_track_id", "root_track_id", "generation", "start_t", "end_t", "frames",
