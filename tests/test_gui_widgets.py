@@ -67,3 +67,39 @@ def test_demo_opens_in_napari_with_the_trained_model(make_napari_viewer, qtbot, 
     viewer.window._qt_window.resize(1500, 950)
     settle(qtbot)
     save_screenshot(viewer, artifacts / "demo_gui.png")
+
+
+def test_headers_and_result_lines_use_their_row(make_napari_viewer, qtbot):
+    """Section headers and result lines span the dock instead of wrapping in the value column;
+    a result line with no text leaves no empty row."""
+    from napari_microseg.widgets.classification import ClassificationWidget
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    viewer = make_napari_viewer(show=True)
+    seg = SegmentationWidget(viewer)
+    cls = ClassificationWidget(viewer)
+    viewer.window.add_dock_widget(seg)
+    viewer.window.add_dock_widget(cls)
+    viewer.window._qt_window.resize(1400, 900)
+    settle(qtbot)
+    for line in (seg.counts_label, cls.summary):  # nothing to say yet: no row
+        assert not line.native.isVisible() and not line._labeled_widget().native.isVisible()
+    seg.counts_label.value = "3 frames: 9-10 objects per frame (mean 9.3)"
+    settle(qtbot)
+    assert seg.counts_label.native.isVisible()
+    one_line = seg.counts_label.native.fontMetrics().height() * 1.5
+    for line in (seg.counts_label, seg.training_set_label):
+        assert line.native.height() < one_line, "wrapped"
+        assert line.native.width() > 0.8 * seg.form.native.width()
+    seg.counts_label.value = ""
+    settle(qtbot)
+    assert not seg.counts_label._labeled_widget().native.isVisible()
+
+
+def test_labels_drawn_by_the_compiled_backend():
+    """napari colours labels with PartSegCore's compiled code (installed with the gui extra), not
+    with numba code it would compile on the GUI thread the first time (a 1-3 s freeze)."""
+    from napari.utils.colormaps import _accelerated_cmap
+
+    assert _accelerated_cmap.partsegcore_mapping is not None
+    assert _accelerated_cmap.labels_raw_to_texture_direct is _accelerated_cmap.labels_raw_to_texture_direct_partsegcore

@@ -520,6 +520,48 @@ def class_colormap(n_classes: int) -> Any:
     return CyclicLabelColormap(colors=np.vstack([[0.0, 0.0, 0.0, 0.0], transform_color(colours)]))
 
 
+def span_row(*widgets: Any) -> None:
+    """Let magicgui Labels of a labelled Container (section headers, result lines) use their whole
+    row: the empty name column beside them is hidden and they may grow (magicgui makes labels
+    fixed-size), so their text no longer wraps in a narrow column. Call after the Container is built."""
+    from qtpy.QtWidgets import QSizePolicy
+
+    for widget in widgets:
+        row = widget._labeled_widget() if hasattr(widget, "_labeled_widget") else None
+        if row is not None:
+            row._label_widget.hide()
+        widget.native.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
+
+
+def section_header(text: str) -> Any:
+    """A bold magicgui Label that heads a group of controls (use :func:`span_row` on it)."""
+    from magicgui.widgets import Label
+
+    return Label(value=f"<b>{text}</b>")
+
+
+def result_line(value: str = "") -> Any:
+    """A magicgui Label for a result (counts, summaries) that is shown, with its row, only while it
+    has text: no empty row before the first result. Use :func:`span_row` on it."""
+    from magicgui.widgets import Label
+
+    class ResultLine(Label):
+        @property
+        def value(self) -> str:
+            return Label.value.fget(self)
+
+        @value.setter
+        def value(self, text: str) -> None:
+            Label.value.fset(self, text)
+            if self.native.parent() is not None:  # shown without a parent, it would be a window of its own
+                self.visible = bool(text)
+
+    line = ResultLine(value=value)
+    if not value:
+        line.hide()
+    return line
+
+
 def display_labels(labels: np.ndarray, smallest: Any = np.uint16) -> np.ndarray:
     """``labels`` ((Y, X) or (T, Y, X), ids >= 0) in the smallest unsigned dtype, from ``smallest`` up,
     that holds their largest id (uint32 beyond 65535). napari draws uint8/uint16 labels by a table

@@ -24,7 +24,8 @@ from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 from ..errors import InputError, MicrosegError
 from ..pretrained import list_pretrained_for
 from ..colours import CLASS_COLOURS
-from ._base import MicrosegDock, chosen_model_path, dock_action, free_name, full_resolution, grey_image, label_features, layer_geometry, layer_names, show_frame, unique_layer_name, unwritable_reason
+from ._base import (MicrosegDock, chosen_model_path, dock_action, free_name, full_resolution, grey_image, label_features, layer_geometry,
+                    result_line, layer_names, section_header, show_frame, span_row, unique_layer_name, unwritable_reason)
 from ._plot import BG, LossPlot
 
 TASKS = {"response images [R]": "images", "objects [T]": "objects", "profiles [P]": "profiles"}
@@ -64,7 +65,7 @@ class ClassificationWidget(MicrosegDock):
         self.box = LineEdit(label="box y0 x0 y1 x1", value="",
                             tooltip="integration box in px: the response column's area in every image (empty: the layer's own crop boxes, "
                                     "as simulated images carry them; or images already of the model's crop size)")
-        self.summary = Label(value="")
+        self.summary = result_line()
         self.export_dir = FileEdit(label="export folder", mode="d", value=str(Path.home() / "microseg_classify"))
         self.export_button = PushButton(text="Export CSV")
         self.train_n = SpinBox(label="simulated samples", value=400, min=20, max=200000, step=20)
@@ -74,8 +75,9 @@ class ClassificationWidget(MicrosegDock):
         self.form = Container(widgets=[
             self.task, self.image_layer, self.labels_layer, self.model_choice, self.model_file, self.box, self.classify_button,
             self.threshold, self.presets, self.summary, self.export_dir, self.export_button,
-            Label(value="<b>train a classifier on simulated data</b>"), self.train_n, self.train_epochs, self.train_out, self.train_button,
+            train_header := section_header("train a classifier on simulated data"), self.train_n, self.train_epochs, self.train_out, self.train_button,
         ])
+        span_row(self.summary, train_header)
         self.body.addWidget(self.form.native)
         self.table = QTableWidget(0, 0)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)

@@ -23,7 +23,7 @@ from ..errors import InputError
 from ..pretrained import list_pretrained_for
 from ..colours import class_colour
 from ._base import (NO_MODEL_MESSAGE, MicrosegDock, chosen_model_path, class_colormap, current_frame, display_labels, dock_action,
-                    grey_image, label_features, layer_geometry, layer_names, unique_layer_name)
+                    grey_image, result_line, label_features, layer_geometry, layer_names, section_header, span_row, unique_layer_name)
 
 FILE_CHOICE = "model file ..."
 #: the model chosen when the widget opens (the shipped nuclei model), if it is installed
@@ -67,7 +67,7 @@ class SegmentationWidget(MicrosegDock):
                                         tooltip="CCD class models: larger cluster components (tracks) become background")
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
         self.run_button = PushButton(text="Segment")
-        self.counts_label = Label(value="")
+        self.counts_label = result_line()
         self.export_dir = FileEdit(label="export folder", mode="d", value=str(Path.home() / "microseg_results"))
         self.export_button = PushButton(text="Export counts.csv + objects.csv")
         self.find_class = ComboBox(label="find tiles with class", choices=self._class_choices)
@@ -87,12 +87,13 @@ class SegmentationWidget(MicrosegDock):
             self.remove_border, self.keep_probabilities, self.tta, self.diameter, self.estimate_diameter, self.shape_rules, self.max_cluster_size, self.device,
             self.run_button, self.counts_label,
             self.export_dir, self.export_button, self.find_class, self.find_button,
-            Label(value="<b>correct and retrain</b>"),
+            correct_header := section_header("correct and retrain"),
             self.labels_for_training, self.add_button, self.training_set_label, self.clear_training_button,
             self.finetune_epochs, self.finetune_button,
-            Label(value="<b>batch: a folder or Zarr store, on a local Dask cluster</b>"),
+            batch_header := section_header("batch: a folder or Zarr store, on a local Dask cluster"),
             self.batch_input, self.batch_out, self.batch_workers, self.batch_button,
         ])
+        span_row(self.counts_label, self.training_set_label, correct_header, batch_header)
         self.body.addWidget(self.form.native)
         self.tile_table = QTableWidget(0, 4)
         self.tile_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)  # headers readable ...
