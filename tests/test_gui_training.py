@@ -54,6 +54,7 @@ def test_training_keeps_gui_responsive_and_writes_model(make_napari_viewer, qtbo
     timer.setInterval(20)
     timer.timeout.connect(beat)
     timer.start()
+    assert not widget.plot.isVisible()  # before the first run the controls have the room
     worker = widget.train()
     assert worker is not None, widget.status.text()
     worker.yielded.connect(lambda _: running.__setitem__(0, True))
@@ -75,6 +76,9 @@ def test_training_keeps_gui_responsive_and_writes_model(make_napari_viewer, qtbo
     assert any(layer.name.startswith("preview model") for layer in viewer.layers)
     viewer.window._qt_window.resize(1400, 1000)
     qtbot.wait(100)
+    # the loss plot stays in view, pinned above the progress bar, however long the controls are
+    top = widget.plot.mapTo(widget, widget.plot.rect().topLeft()).y()
+    assert widget.plot.isVisible() and widget.plot.height() >= 160 and top + widget.plot.height() <= widget.height()
     from skimage.io import imsave
 
     imsave(artifacts / "training_widget.png", viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)

@@ -122,6 +122,7 @@ class MicrosegDock(QWidget):
         footer = QVBoxLayout()
         footer.setContentsMargins(6, 0, 6, 0)
         outer.addLayout(footer)
+        self.footer = footer
         row = QHBoxLayout()
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
@@ -137,6 +138,11 @@ class MicrosegDock(QWidget):
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
         footer.addWidget(self.status)
+
+    def pin_above_progress(self, widget: QWidget) -> None:
+        """Put ``widget`` (a live plot) in the pinned footer, just above the progress bar and Stop,
+        so it stays in view however far the controls are scrolled."""
+        self.footer.insertWidget(0, widget)
 
     def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
         # result lines (counts, summaries) get long after a run: wrapped, they never widen the

@@ -15,9 +15,10 @@ BG = "#262930"
 class LossPlot(pg.PlotWidget):
     """Train loss per step (thin line), validation loss per epoch (orange) and validation Dice (green, right axis 0-1)."""
 
-    def __init__(self, metric_name: str = "val Dice") -> None:
+    def __init__(self, metric_name: str = "val Dice", min_height: int = 200) -> None:
+        """``min_height``: the least height in pixels the plot asks of its dock."""
         super().__init__(background=BG)
-        self.setMinimumHeight(200)
+        self.setMinimumHeight(min_height)
         item = self.getPlotItem()
         item.setLabel("bottom", "epoch")
         item.setLabel("left", "loss")

@@ -145,8 +145,12 @@ class TrainingWidget(MicrosegDock):
             self.out_path, self.resume, self.seed, self.train_button, self.preview_button,
         ])
         self.body.addWidget(self.form.native)
-        self.plot = LossPlot()
-        self.body.addWidget(self.plot)
+        # pinned next to the progress bar and Stop, in view while the controls scroll; shown from
+        # the first run on, so that before it the controls have the room
+        self.plot = LossPlot(min_height=160)
+        self.plot.setMaximumHeight(240)  # the rest stays the controls'
+        self.plot.setVisible(False)
+        self.pin_above_progress(self.plot)
         self.train_button.changed.connect(self.train)
         self.sparse.changed.connect(self._show_background_id)
         self._show_background_id()
@@ -269,6 +273,7 @@ class TrainingWidget(MicrosegDock):
         sparse = bool(self.sparse.value)
         stop_event = threading.Event()  # Stop: the trainer stops after this step and keeps the best model
         self.plot.reset()
+        self.plot.setVisible(True)
 
         def make_generator():
             from ..training.trainer import resume_settings, train  # torch is imported in the worker
