@@ -28,6 +28,8 @@ def test_response_images_train_classify_threshold(make_napari_viewer, qtbot, tmp
     assert (tmp_path / "response.pt").is_file(), widget.status.text()
     assert len(widget.plot.epochs) >= 1
     assert widget.model_choice.value == str(tmp_path / "response.pt")
+    assert widget.model_choice.choices[0] == str(tmp_path / "response.pt")  # newest first, then shipped, then a file
+    assert widget.model_choice.choices[-1] == "model file ..."
 
     widget.image_layer.value = "sim response images"
     wait_worker(widget.classify())
@@ -54,6 +56,14 @@ def test_response_images_train_classify_threshold(make_napari_viewer, qtbot, tmp
     widget.export_dir.value = str(tmp_path)
     flags = pd.read_csv(widget.export())
     assert {"probability_bad", "verdict", "threshold"} <= set(flags.columns)
+    # another task: the images' results go (no slider crash, no flags under another task's file name)
+    widget.task.value = "objects [T]"
+    assert widget.results is None and widget.summary.value == "" and not widget.table.isVisible()
+    assert widget.model_choice.value == widget.model_choice.choices[0]  # that task's first model, not the images model
+    widget.threshold.value = 0.3
+    assert widget.export() is None and "classify first" in widget.status.text()
+    widget.task.value = "response images [R]"
+    assert widget.model_choice.value == str(tmp_path / "response.pt")
     viewer.window._qt_window.resize(1400, 1100)
     qtbot.wait(100)
     from skimage.io import imsave
@@ -93,6 +103,22 @@ def test_objects_classified_into_new_layer(make_napari_viewer, qtbot, tmp_path, 
     assert "label: 1" in layer._get_properties((int(y), int(x)))
     assert "%" in widget.summary.value
     np.testing.assert_array_equal(viewer.layers["particles"].data, sim.labels)  # the user's layer is untouched
+    # a (T, Y, X) stack whose frames reuse ids: every object keeps its own class and features row
+    flipped = sim.labels[:, ::-1].copy()
+    ids = np.unique(flipped)[1:]
+    renumbered = np.zeros_like(flipped)
+    for new, old in zip(ids[::-1], ids):  # the same ids, given to other objects
+        renumbered[flipped == old] = new
+    viewer.add_image(np.stack([sim.image, sim.image[:, ::-1]]), name="tem movie")
+    viewer.add_labels(np.stack([sim.labels, renumbered]), name="particles movie")
+    widget.image_layer.value, widget.labels_layer.value = "tem movie", "particles movie"
+    wait_worker(widget.classify())
+    table, layer = widget.results, viewer.layers["tem movie classes"]
+    assert len(layer.features) == len(table) == 2 * len(ids)
+    class_of_id = dict(zip(layer.features["label"], layer.features["class"]))
+    for rec in table.itertuples():
+        shown = np.unique(layer.data[rec.t][np.stack([sim.labels, renumbered])[rec.t] == rec.label])
+        assert len(shown) == 1 and class_of_id[int(shown[0])] == rec[table.columns.get_loc("class") + 1]
     viewer.window._qt_window.resize(1400, 1000)
     qtbot.wait(100)
     from skimage.io import imsave
@@ -148,3 +174,25 @@ def test_response_image_without_metadata_takes_a_typed_box(make_napari_viewer, w
     wait_worker(widget.classify())
     expected = classify_images(str(resolve_model("response_good_bad")), [image], boxes=[box])
     np.testing.assert_allclose(widget.results["probability_bad"], expected["probability_bad"], atol=1e-6)
+
+
+def test_class_layer_data_and_summary_per_frame_objects():
+    """Frames that reuse an id keep their own classes; the summary lists classes found nowhere."""
+    from napari_microseg.widgets.classification import class_layer_data, class_summary
+
+    stack = np.zeros((2, 8, 8), np.int32)
+    stack[0, :4, :4], stack[0, 4:, 4:] = 1, 2
+    stack[1, :4, 4:], stack[1, 4:, :4] = 2, 1
+    table = pd.DataFrame({"t": [0, 0, 1, 1], "label": [1, 2, 1, 2], "class": ["full", "empty", "empty", "empty"],
+                          "probability": [0.9, 0.8, 0.7, 0.6], "prob_full": [0.9, 0.2, 0.3, 0.4],
+                          "prob_empty": [0.1, 0.8, 0.7, 0.6], "prob_uncertain": [0.0] * 4})
+    labels, features = class_layer_data(stack, table)
+    assert labels.dtype == np.uint16 and len(np.unique(labels)) == 5
+    class_of = dict(zip(features["label"], features["class"]))
+    assert class_of[int(labels[0, 0, 0])] == "full" and class_of[int(labels[1, 7, 0])] == "empty"
+    assert features["frame_label"].tolist() == [1, 2, 1, 2] and "prob_full" not in features
+    import re
+
+    summary = class_summary(table)
+    assert re.sub(r"<[^>]+>|&#9632; ", "", summary) == "full: 1 (25.0 %), empty: 3 (75.0 %), uncertain: 0 (0.0 %)"
+    assert summary.count("color:") == 3  # each class name in its layer colour

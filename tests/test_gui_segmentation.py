@@ -226,7 +226,7 @@ def test_result_layers_are_drawn_without_numba_and_keep_their_ids():
 
     from napari_microseg.colours import class_colour
     from napari_microseg.widgets._base import class_colormap, display_labels
-    from napari_microseg.widgets.segmentation import _unique_stack_ids
+    from napari_microseg.widgets._base import unique_stack_ids
 
     small = np.array([[0, 3], [250, 1]], np.int64)
     assert display_labels(small).dtype == np.uint16 and display_labels(small, np.uint8).dtype == np.uint8
@@ -246,7 +246,7 @@ def test_result_layers_are_drawn_without_numba_and_keep_their_ids():
     stack = np.zeros((3, 4, 4), np.uint32)
     stack[0, 0, 0], stack[0, 1, 1], stack[2, 2, 2], stack[2, 3, 3] = 1, 2, 1, 2
     objects = pd.DataFrame({"t": [0, 0, 2, 2], "label": [1, 2, 1, 2]})
-    labels, table = _unique_stack_ids(stack, objects)
+    labels, table = unique_stack_ids(stack, objects)
     assert labels.dtype == np.uint16 and labels[2, 2, 2] == 3 and labels[2, 3, 3] == 4 and labels[0, 1, 1] == 2
     assert table["label"].tolist() == [1, 2, 3, 4] and table["frame_label"].tolist() == [1, 2, 1, 2]
     assert stack[2, 2, 2] == 1  # the result's own labels are not changed

@@ -526,6 +526,21 @@ def class_colormap(n_classes: int) -> Any:
     return CyclicLabelColormap(colors=np.vstack([[0.0, 0.0, 0.0, 0.0], transform_color(colours)]))
 
 
+def reset_choices_in_order(combo: Any) -> None:
+    """``combo.reset_choices()`` (a magicgui ComboBox with callable choices), keeping the order the
+    callable gives: magicgui appends new choices after the old ones, so a list meant newest first
+    would end with the newest. The chosen value stays when it is still offered; ``changed`` is
+    emitted only when the value changes."""
+    before = combo.value
+    with combo.changed.blocked():
+        combo.native.clear()
+        combo.reset_choices()
+        if before in combo.choices:
+            combo.value = before
+    if combo.value != before:
+        combo.changed.emit(combo.value)
+
+
 def span_row(*widgets: Any) -> None:
     """Let magicgui Labels of a labelled Container (section headers, result lines) use their whole
     row: the empty name column beside them is hidden and they may grow (magicgui makes labels
@@ -566,6 +581,24 @@ def result_line(value: str = "") -> Any:
     if not value:
         line.hide()
     return line
+
+
+def unique_stack_ids(labels: np.ndarray, objects: Any) -> tuple[np.ndarray, Any]:
+    """Labels (T, Y, X), ids >= 0 numbered per frame, made unique across the stack (frame t's shifted
+    by the largest ids of the frames before it), and the objects table (``t``, ``label`` per frame)
+    with ``label`` the new id and ``frame_label`` the frame's own id: each object of the stack gets
+    its own features row and colour in a Labels layer. Run it in a worker for big stacks."""
+    tops = np.array([int(frame.max(initial=0)) for frame in labels], np.int64)
+    offsets = np.concatenate([[0], np.cumsum(tops)[:-1]])
+    labels = np.array(labels, dtype=display_labels(np.array([tops.sum()])).dtype, copy=True)
+    for t in range(1, labels.shape[0]):
+        if offsets[t]:
+            frame = labels[t]
+            np.add(frame, frame.dtype.type(offsets[t]), out=frame, where=frame > 0)
+    table = objects.copy()
+    table.insert(int(table.columns.get_loc("label")) + 1, "frame_label", table["label"])  # next to label: in the status bar
+    table["label"] = table["label"].to_numpy() + offsets[table["t"].to_numpy().astype(int)]
+    return labels, table.reset_index(drop=True)
 
 
 def display_labels(labels: np.ndarray, smallest: Any = np.uint16) -> np.ndarray:

@@ -22,6 +22,7 @@ class LossPlot(pg.PlotWidget):
         item = self.getPlotItem()
         item.setLabel("bottom", "epoch")
         item.setLabel("left", "loss")
+        item.getAxis("left").enableAutoSIPrefix(False)  # a loss of 0.693 reads 0.693, not 693 "(x0.001)"
         item.showGrid(x=True, y=True, alpha=0.2)
         legend = item.addLegend(labelTextSize="7pt")
         # middle of the right edge: the losses fall towards the bottom right and the Dice rises

@@ -24,8 +24,9 @@ from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 from ..errors import InputError, MicrosegError
 from ..pretrained import list_pretrained_for
 from ..colours import CLASS_COLOURS
-from ._base import (MicrosegDock, chosen_model_path, dock_action, free_name, full_resolution, grey_image, label_features, layer_geometry,
-                    result_line, layer_names, section_header, show_frame, span_row, unique_layer_name, unwritable_reason)
+from ._base import (MicrosegDock, chosen_model_path, display_labels, dock_action, free_name, full_resolution, grey_image, label_features,
+                    layer_geometry, layer_names, reset_choices_in_order, result_line, section_header, show_frame, span_row,
+                    unique_layer_name, unique_stack_ids, unwritable_reason)
 from ._plot import BG, LossPlot
 
 TASKS = {"response images [R]": "images", "objects [T]": "objects", "profiles [P]": "profiles"}
@@ -68,7 +69,9 @@ class ClassificationWidget(MicrosegDock):
         self.summary = result_line()
         self.export_dir = FileEdit(label="export folder", mode="d", value=str(Path.home() / "microseg_classify"))
         self.export_button = PushButton(text="Export CSV")
-        self.train_n = SpinBox(label="simulated samples", value=400, min=20, max=200000, step=20)
+        self.train_n = SpinBox(label="simulated samples", value=400, min=20, max=200000, step=20,
+                               tooltip="response images or STEM profiles to simulate; for objects, liposomes "
+                                       "(about 30 per simulated TEM image)")
         self.train_epochs = SpinBox(label="epochs", value=20, min=1, max=1000)
         self.train_out = FileEdit(label="new model file", mode="w", filter="*.pt", value=str(Path.home() / "microseg_classifier.pt"))
         self.train_button = PushButton(text="Train on simulated data")
@@ -85,6 +88,7 @@ class ClassificationWidget(MicrosegDock):
         self.table.verticalHeader().setVisible(False)
         self.table.setMinimumHeight(150)
         self.table.itemSelectionChanged.connect(self._jump)
+        self.table.setVisible(False)  # shown with the first results
         self.body.addWidget(self.table)
         self.roc = pg.PlotWidget(background=BG)
         self.roc.setMinimumHeight(160)
@@ -97,7 +101,7 @@ class ClassificationWidget(MicrosegDock):
         self.plot = LossPlot(metric_name="val accuracy")
         self.plot.setVisible(False)
         self.body.addWidget(self.plot)
-        self.task.changed.connect(lambda *_: self.model_choice.reset_choices())  # that task's models
+        self.task.changed.connect(self._new_task)
         self.task.changed.connect(self._task_changed)
         self.model_choice.changed.connect(self._task_changed)
         self.classify_button.changed.connect(self.classify)
@@ -109,6 +113,7 @@ class ClassificationWidget(MicrosegDock):
         self.run_buttons = (self.classify_button, self.train_button)
         self.follow_layers(self.image_layer, self.labels_layer)
         self.results: pd.DataFrame | None = None
+        self.results_task: str | None = None  # the task that made self.results
         self.truth: np.ndarray | None = None
         self._task_changed()
 
@@ -116,6 +121,14 @@ class ClassificationWidget(MicrosegDock):
     @property
     def task_name(self) -> str:
         return TASKS[self.task.value]
+
+    def _new_task(self, *_: Any) -> None:
+        """That task's models, newest first, the first chosen; the other task's results are dropped
+        (the threshold and Export belong to the task that made them)."""
+        reset_choices_in_order(self.model_choice)
+        self.model_choice.value = self.model_choice.choices[0]
+        if self.results is not None and self.results_task != self.task_name:
+            self._clear_results()
 
     def _task_changed(self, *_: Any) -> None:
         self.labels_layer.visible = self.task_name == "objects"
@@ -143,9 +156,10 @@ class ClassificationWidget(MicrosegDock):
 
     def _clear_results(self) -> None:
         """Forget the last run's results: table, summary, ROC and what Export would write."""
-        self.results = None
+        self.results = self.results_task = None
         self.table.clearSelection()
         self.table.setRowCount(0)
+        self.table.setVisible(False)
         self.summary.value = ""
         self.roc_curve.setData([], [])
         self.roc_point.setData([], [])
@@ -187,7 +201,8 @@ class ClassificationWidget(MicrosegDock):
                 if not objects.any():
                     raise InputError("the labels layer holds no objects")
                 yield Progress(0, 1, f"classifying {len(np.unique(objects)) - 1} objects ...")
-                return classify_objects(str(model), np.asarray(data), objects), objects
+                table = classify_objects(str(model), np.asarray(data), objects)
+                return table, class_layer_data(objects, table)
         else:
             if data.ndim != 3:
                 raise InputError(f"profiles must be an (N, views, points) layer, got shape {data.shape}")
@@ -215,31 +230,30 @@ class ClassificationWidget(MicrosegDock):
     def _show(self, result: Any, layer: Any, task: str) -> None:
         """Show a finished run of ``task`` (as it was when the run started): its table; for objects,
         ``result`` is ``(table, labels as read by the worker)``."""
-        table, labels = result if task == "objects" else (result, None)
-        self.results = table
+        table, layer_data = result if task == "objects" else (result, None)
+        self.results, self.results_task = table, task
         if task == "images":
             self._apply_threshold()
         else:
             self._fill_table(table)
-            counts = table["class"].value_counts()
-            self.summary.value = ", ".join(f"{k}: {v} ({100 * v / len(table):.1f} %)" for k, v in counts.items())
+            self.summary.value = class_summary(table)
         if task == "objects":
-            self._add_class_layer(labels, table, layer)
-        self.show_message(f"classified {len(table)} {task}")
+            self._add_class_layer(*layer_data, layer)
+        noun = {"images": "image", "objects": "object", "profiles": "profile"}[task] + ("" if len(table) == 1 else "s")
+        self.show_message(f"classified {len(table)} {noun}")
 
-    def _add_class_layer(self, labels: np.ndarray, table: pd.DataFrame, layer: Any) -> None:
-        """A new Labels layer coloured by class, with the class and probability in its features, on top
-        of the image ``layer``."""
+    def _add_class_layer(self, labels: np.ndarray, features: pd.DataFrame, layer: Any) -> None:
+        """A new Labels layer coloured by class, with each object's class and probability in its
+        features, on top of the image ``layer``; ``labels`` and ``features`` from
+        :func:`class_layer_data` (ids unique across a stack, so frames that reuse ids keep their
+        own classes)."""
         from napari.utils.colormaps import DirectLabelColormap
 
-        classes = sorted(table["class"].unique())
-        colour_of = {c: CLASS_COLOURS[1 + i % (len(CLASS_COLOURS) - 1)] for i, c in enumerate(classes)}
-        per_label = table.drop_duplicates("label")
-        colours = {int(lab): colour_of[c] for lab, c in zip(per_label["label"], per_label["class"])}
+        colour_of = class_colour_of(self.results)
+        colours = {int(lab): colour_of[c] for lab, c in zip(features["label"], features["class"])}
         colours.update({0: "transparent", None: "transparent"})
         self.viewer.add_labels(labels, name=unique_layer_name(self.viewer, f"{layer.name} classes"), opacity=0.6,
-                               colormap=DirectLabelColormap(color_dict=colours),
-                               features=label_features(per_label[["label", "class", "probability"]]),
+                               colormap=DirectLabelColormap(color_dict=colours), features=label_features(features),
                                **layer_geometry(layer, np.ndim(labels)))
 
     def use_threshold(self, mode: str) -> float | None:
@@ -248,7 +262,13 @@ class ClassificationWidget(MicrosegDock):
         from ..io.models import read_model_file
 
         try:  # the config only: no network is built on the GUI thread
-            value = resolve_threshold(read_model_file(self.model_path())["config"], mode)
+            config = read_model_file(self.model_path())["config"]
+            if config.get("task", "images") != "images":
+                raise InputError(f"this model classifies {config.get('task')}, not response images: choose an images model")
+            if mode not in (config.get("use_thresholds") or {}):
+                raise InputError(f"this model stores no '{mode}' threshold (trained without validation images, or "
+                                 "stopped before they were scored): move the threshold slider instead")
+            value = resolve_threshold(config, mode)
         except MicrosegError as err:
             self.show_error(str(err))
             return None
@@ -258,7 +278,7 @@ class ClassificationWidget(MicrosegDock):
 
     def _apply_threshold(self, *_: Any) -> None:
         """Recompute good/bad verdicts at the slider's threshold (no re-run), table and ROC point."""
-        if self.results is None or self.task_name != "images":
+        if self.results is None or self.results_task != "images":
             return
         thr = float(self.threshold.value)
         table = self.results.assign(threshold=thr, verdict=np.where(self.results["probability_bad"] >= thr, "bad", "good"))
@@ -284,6 +304,9 @@ class ClassificationWidget(MicrosegDock):
 
     def _fill_table(self, table: pd.DataFrame) -> None:
         shown = [c for c in table.columns if not c.startswith("prob_")]
+        first = [c for c in ("t", "index", "label", "class", "probability", "verdict", "probability_bad") if c in shown]
+        shown = first + [c for c in shown if c not in first]  # the verdict in view, measurements after it
+        self.table.setVisible(True)
         self.table.setColumnCount(len(shown))
         self.table.setHorizontalHeaderLabels(shown)
         self.table.setRowCount(len(table))
@@ -301,7 +324,7 @@ class ClassificationWidget(MicrosegDock):
             return
         rec = self.results.iloc[rows[0]]
         layer = next((lay for lay in self.viewer.layers if lay.name == self.image_layer.value), None)
-        if self.task_name in ("images", "profiles") and "index" in rec:
+        if self.results_task in ("images", "profiles") and "index" in rec:
             if layer is not None and layer.ndim >= 3:
                 show_frame(self.viewer, layer, int(rec["index"]))
             else:
@@ -321,7 +344,7 @@ class ClassificationWidget(MicrosegDock):
         if self.results is None:
             self.show_error("Nothing to export yet: classify first.")
             return None
-        stem = {"images": "flags", "objects": "object_classes", "profiles": "profile_classes"}[self.task_name]
+        stem = {"images": "flags", "objects": "object_classes", "profiles": "profile_classes"}[self.results_task]
         path = free_name(Path(str(self.export_dir.value)) / f"{stem}.csv")
         write_csv(path, self.results, overwrite=False)
         self.show_message(f"written {path}")
@@ -366,7 +389,7 @@ class ClassificationWidget(MicrosegDock):
                 recent = {result.model_path: task, **{p: t for p, t in RECENT_CLASSIFIERS.items() if p != result.model_path}}
                 RECENT_CLASSIFIERS.clear()
                 RECENT_CLASSIFIERS.update(recent)
-                self.model_choice.reset_choices()
+                reset_choices_in_order(self.model_choice)
                 if result.model_path in self.model_choice.choices:  # the task may have been changed meanwhile
                     self.model_choice.value = result.model_path
             renamed = f" ({wanted.name} exists: written as {out.name})" if out != wanted else ""
@@ -375,6 +398,42 @@ class ClassificationWidget(MicrosegDock):
         return self.start(make_generator, done, on_event=on_event, label="training classifier",
                           cooperative_stop=stop_event,
                           stop_message="Stopping after this step; the best model so far is kept ...")
+
+
+def class_layer_data(objects: np.ndarray, table: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+    """The labels and features of the per-object class layer; run in the worker.
+
+    ``objects``: the classified labels, (Y, X) or (T, Y, X) with ids per frame; ``table``: the
+    classification, one row per object (``t`` for a stack, ``label``, ``class``, ``probability``).
+    A stack's ids are made unique across it (``frame_label`` keeps the frame's id), so an id
+    reused in another frame gets that frame's class. Labels in the smallest dtype napari draws
+    without a pause."""
+    labels = display_labels(np.asarray(objects))
+    columns = [c for c in ("t", "label", "class", "probability") if c in table.columns]
+    features = table[columns]
+    if labels.ndim == 3 and "t" in features.columns:
+        return unique_stack_ids(labels, features)
+    return labels, features.drop_duplicates("label").reset_index(drop=True)
+
+
+def known_classes(table: pd.DataFrame) -> list[str]:
+    """The model's classes in its order (its ``prob_<class>`` columns), then any other found."""
+    known = [c[len("prob_"):] for c in table.columns if c.startswith("prob_")]
+    return list(dict.fromkeys([*known, *table["class"].unique()]))
+
+
+def class_colour_of(table: pd.DataFrame) -> dict[str, str]:
+    """A fixed colour per class (hex), by the model's class order: the layer and the summary agree."""
+    return {c: CLASS_COLOURS[1 + i % (len(CLASS_COLOURS) - 1)] for i, c in enumerate(known_classes(table))}
+
+
+def class_summary(table: pd.DataFrame) -> str:
+    """``class: count (percent)`` for every class the model knows, those found in no object included
+    (as the CLI's population table lists them), each class name in its layer colour (rich text)."""
+    counts = table["class"].value_counts().reindex(known_classes(table), fill_value=0)
+    colour = class_colour_of(table)
+    return ", ".join(f"<span style='color:{colour[k]}'>&#9632; {k}</span>: {v} ({100 * v / max(len(table), 1):.1f} %)"
+                     for k, v in counts.items())
 
 
 def _simulated_data(task: str, n: int):

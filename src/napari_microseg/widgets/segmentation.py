@@ -23,7 +23,7 @@ from ..errors import InputError
 from ..pretrained import list_pretrained_for
 from ..colours import class_colour
 from ._base import (NO_MODEL_MESSAGE, MicrosegDock, chosen_model_path, class_colormap, current_frame, display_labels, dock_action,
-                    grey_image, result_line, label_features, layer_geometry, layer_names, section_header, span_row, unique_layer_name)
+                    grey_image, result_line, label_features, layer_geometry, layer_names, section_header, span_row, unique_layer_name, unique_stack_ids)
 
 FILE_CHOICE = "model file ..."
 #: the model chosen when the widget opens (the shipped nuclei model), if it is installed
@@ -577,23 +577,7 @@ def layer_data(result: Any, stack_shape: tuple, t: int | None) -> tuple[np.ndarr
         labels = full
     features = result.objects
     if not classes and labels.ndim == 3 and t is None and not features.empty and {"t", "label"} <= set(features.columns):
-        labels, features = _unique_stack_ids(labels, features)
+        labels, features = unique_stack_ids(labels, features)
     elif "label" in features and not features.empty:
         features = features.drop_duplicates("label").reset_index(drop=True)
     return labels, features
-
-
-def _unique_stack_ids(labels: np.ndarray, objects: Any) -> tuple[np.ndarray, Any]:
-    """Labels (T, Y, X) whose ids are unique across the stack, and the objects table (``t``, ``label``
-    per frame) with ``label`` the new id and ``frame_label`` the frame's own id."""
-    tops = np.array([int(frame.max(initial=0)) for frame in labels], np.int64)
-    offsets = np.concatenate([[0], np.cumsum(tops)[:-1]])
-    labels = np.array(labels, dtype=display_labels(np.array([tops.sum()])).dtype, copy=True)
-    for t in range(1, labels.shape[0]):
-        if offsets[t]:
-            frame = labels[t]
-            np.add(frame, frame.dtype.type(offsets[t]), out=frame, where=frame > 0)
-    table = objects.copy()
-    table.insert(int(table.columns.get_loc("label")) + 1, "frame_label", table["label"])  # next to label: in the status bar
-    table["label"] = table["label"].to_numpy() + offsets[table["t"].to_numpy().astype(int)]
-    return labels, table.reset_index(drop=True)
