@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
+import tifffile
 
 from napari_microseg.cli import build_parser, main
 
 
-def test_classify_train_and_images_end_to_end(tmp_path):
+def test_classify_train_and_images_end_to_end(tmp_path, capsys):
     model = tmp_path / "m.pt"
     rc = main(["classify", "train", "images", "--simulated", "16", "--epochs", "2", "--batch-size", "8", "--out", str(model),
                "--device", "cpu", "--threads", "1", "--seed", "1"])
@@ -44,6 +46,15 @@ def test_classify_train_and_images_end_to_end(tmp_path):
     assert main(["classify", "images", "--model", str(model), "--input", str(sim), "--out", str(out)]) == 2
     assert (out / "flags.csv").read_text() == "mine\n"
     assert main(["classify", "images", "--model", str(model), "--input", str(sim), "--out", str(out), "--overwrite"]) == 0
+    # the images/ folder given itself: its integration masks are found beside it
+    assert main(["classify", "images", "--model", str(model), "--input", str(sim / "images"), "--out", str(tmp_path / "by_folder")]) == 0
+    by_folder = pd.read_csv(tmp_path / "by_folder" / "flags.csv")
+    np.testing.assert_allclose(by_folder["probability_bad"], flags["probability_bad"], atol=0.05)
+    # images without boxes or masks: the message names the file and says how to give the area
+    shutil.copytree(sim / "images", tmp_path / "bare")
+    assert main(["classify", "images", "--model", str(model), "--input", str(tmp_path / "bare"), "--out", str(tmp_path / "bare_out")]) == 2
+    said = capsys.readouterr().err
+    assert "response_00000.tif is" in said and "--box" in said and "integration/" in said
 
 
 def test_flag_and_discard_thresholds_are_chosen_on_validation_images_and_used(tmp_path, capsys):
@@ -181,6 +192,20 @@ def test_classify_train_profiles_and_objects_tiny(tmp_path, capsys):
     assert counts[per_class].to_numpy().sum() == len(objs)
     merged = objs.merge(truth, on="label")
     _check_scores(tmp_path / "ob", merged["lamellarity"], merged["class"])
+    # a folder where one labels file holds no objects: a warning naming it, and 0 in counts.csv
+    image = next((lip / "images").iterdir())
+    shutil.copy(image, lip / "images" / "zz_empty.tif")
+    tifffile.imwrite(lip / "labels" / "zz_empty.tif", np.zeros_like(tifffile.imread(lip / "labels" / image.name)))
+    capsys.readouterr()
+    assert main(["classify", "objects", "--model", str(om), "--input", str(lip), "--out", str(tmp_path / "ob2")]) == 0
+    assert "labels/zz_empty.tif: no objects" in capsys.readouterr().err
+    counts = pd.read_csv(tmp_path / "ob2" / "counts.csv")
+    assert counts["image"].tolist() == [f"images/{image.name}", "images/zz_empty.tif"]
+    assert counts["count"].tolist() == [len(objs), 0]
+    # one empty labels file given by name: refused, naming the labels file
+    assert main(["classify", "objects", "--model", str(om), "--image", str(image), "--labels",
+                 str(lip / "labels" / "zz_empty.tif"), "--out", str(tmp_path / "ob3")]) == 2
+    assert "zz_empty.tif: the label image is empty" in capsys.readouterr().err
 
 
 def _check_scores(folder, truth, predicted):

@@ -170,7 +170,7 @@ def normalize_crops(crops: np.ndarray, normalization: dict | str | None = "minma
 
 def response_crops(images: Sequence[np.ndarray], boxes: Sequence[Sequence[float]] | None = None,
                    masks: Sequence[np.ndarray] | None = None, crop_size: Sequence[int] = DEFAULT_CROP_SIZE,
-                   normalization: dict | str | None = "minmax") -> np.ndarray:
+                   normalization: dict | str | None = "minmax", names: Sequence[str] | None = None) -> np.ndarray:
     """Network input for [R]: one normalised crop per image around its integration area.
 
     Parameters
@@ -181,6 +181,7 @@ def response_crops(images: Sequence[np.ndarray], boxes: Sequence[Sequence[float]
     masks : per image boolean integration-area mask (used where ``boxes`` is None).
     crop_size : (rows, columns) of the crop (39 x 42).
     normalization : see :func:`normalize_crops`.
+    names : per image, how messages name it (default ``image <i>``).
 
     Returns
     -------
@@ -205,8 +206,10 @@ def response_crops(images: Sequence[np.ndarray], boxes: Sequence[Sequence[float]
         elif img.shape == tuple(int(s) for s in crop_size):
             box = (0, 0, img.shape[0], img.shape[1])
         else:
-            raise InputError(f"image {i} is {img.shape[0]}x{img.shape[1]}, not {crop_size[0]}x{crop_size[1]}: "
-                             "give the integration area as a box (y0, x0, y1, x1) or a mask")
+            which = f"{names[i]}" if names is not None else f"image {i}"
+            raise InputError(f"{which} is {img.shape[0]}x{img.shape[1]} px, not the model's {crop_size[0]}x{crop_size[1]} crop: "
+                             "say where the response column lies: a box y0 x0 y1 x1 (--box on the command line, the "
+                             "'box' field in napari) or an integration/ mask folder beside images/")
         crops.append(crop_around(img, box, crop_size))
     return normalize_crops(np.stack(crops), normalization)[:, None]
 

@@ -126,7 +126,8 @@ def classify_images(model: Any, images: Sequence[np.ndarray], boxes: Sequence | 
     _check_task(lm, "images")
     crop = lm.config.get("crop") or {}
     size = crop.get("size") or lm.config.get("patch_size") or [39, 42]
-    x = response_crops(images, boxes, masks, crop_size=size, normalization=lm.config.get("normalization") or "minmax")
+    x = response_crops(images, boxes, masks, crop_size=size, normalization=lm.config.get("normalization") or "minmax",
+                       names=names)
     prob = predict_proba(lm, x, batch_size)
     thr = resolve_threshold(lm, threshold)
     pos = lm.class_names[1] if len(lm.class_names) == 2 else "bad"

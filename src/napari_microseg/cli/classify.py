@@ -91,7 +91,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     def common(r: argparse.ArgumentParser, epochs: int, batch: int, lr: float, arch: str) -> None:
         r.add_argument("--out", required=True, type=Path, help="model file to write (.pt)")
-        r.add_argument("--simulated", type=int, default=0, help="number of simulated samples (images / TEM images / particles)")
+        r.add_argument("--simulated", type=int, default=0, help="number of simulated samples to train on: response images (at least 4, unless --strategy "
+                            "real), TEM images (at least 1) or STEM particles (at least 4) (default: 0, none)")
         r.add_argument("--epochs", type=int, default=epochs, help=f"training epochs (default {epochs})")
         r.add_argument("--batch-size", type=int, default=batch, help=f"samples per step (default {batch})")
         r.add_argument("--lr", type=float, default=lr, help=f"learning rate (default {lr:g})")
@@ -376,9 +377,12 @@ def load_response_folder(folder: Path, box=None, failures: list | None = None) -
     files = _tiffs(img_dir)
     images = _read_many(files, "reading images", failures)
     masks = None
-    if box is None and (folder / "integration").is_dir():
+    # the masks in <folder>/integration, or beside the images folder given itself (<folder>/../integration)
+    mask_dir = next((d for d in (folder / "integration", img_dir.parent / "integration")
+                     if d.is_dir() and d.resolve() != img_dir.resolve()), None)
+    if box is None and mask_dir is not None:
         readable = [f for f, img in zip(files, images) if img is not None]
-        read = iter(_read_many([folder / "integration" / f.name for f in readable], "reading masks"))
+        read = iter(_read_many([mask_dir / f.name for f in readable], "reading masks"))
         masks = [None if img is None else next(read) > 0 for img in images]
     return _keep_readable({"images": images, "files": [f.name for f in files],
                            "boxes": None if box is None else [list(box)] * len(files), "masks": masks, "labels": None,
@@ -498,25 +502,31 @@ def _run_objects(args) -> int:
             lab = args.input / "labels" / f.name
             if not lab.is_file():
                 raise InputError(f"{lab}: label image missing")
-            pairs.append((f"images/{f.name}", _read(f), _read(lab)))
+            pairs.append((f"images/{f.name}", _read(f), f"labels/{f.name}", _read(lab)))
     else:
         if not args.image or not args.labels:
             raise InputError("give --image and --labels, or --input with images/ and labels/")
-        pairs.append((str(args.image), _read(Path(args.image), args.hdu), _read(Path(args.labels), args.hdu)))
-    tables = []
-    for name, img, lab in pairs:
+        pairs.append((str(args.image), _read(Path(args.image), args.hdu), str(args.labels), _read(Path(args.labels), args.hdu)))
+    tables, no_objects = [], []
+    for name, img, lab_name, lab in pairs:
         if img.shape != lab.shape:
-            raise InputError(f"{name}: labels shape {lab.shape} differs from image shape {img.shape}")
+            raise InputError(f"{lab_name}: labels shape {lab.shape} differs from image shape {img.shape} ({name})")
         if not np.any(lab):
-            raise InputError(f"{name}: the label image is empty")
+            if len(pairs) == 1:
+                raise InputError(f"{lab_name}: the label image is empty (no objects to classify)")
+            print(f"warning: {lab_name}: no objects (counted as 0)", file=sys.stderr)
+            no_objects.append((name, lab.shape[0] if lab.ndim == 3 else 1))
+            continue
         if img.size and img.min() == img.max():
             print(f"warning: {name} is constant (every pixel {img.flat[0]}): its objects' classes mean nothing",
                   file=sys.stderr)
-        lab = check_label_image(lab, name)  # whole numbers >= 0
+        lab = check_label_image(lab, lab_name)  # whole numbers >= 0
         t = classify_objects(lm, img, lab)
         if len(pairs) > 1:
             t["image"] = name  # last, as in 'microseg segment': objects.csv starts t,label,y,x,area
         tables.append(t)
+    if not tables:
+        raise InputError(f"{args.input}: no labels file holds objects")
     df = pd.concat(tables, ignore_index=True)
     out = Path(args.out)
     make_output_folder(out)
@@ -529,6 +539,12 @@ def _run_objects(args) -> int:
     from ..measure.counts import column_name
 
     counts.columns = [c if c in ("t", "count", "image") else f"count_{column_name(c)}" for c in counts.columns]
+    if no_objects:  # images whose labels hold no objects: zero rows, in the images' order
+        zeros = pd.DataFrame([{"image": name, "t": t} for name, n_frames in no_objects for t in range(n_frames)])
+        order = {name: i for i, (name, *_rest) in enumerate(pairs)}
+        counts = pd.concat([counts, zeros], ignore_index=True).fillna(0)
+        counts = counts.sort_values(["image", "t"], key=lambda c: c.map(order) if c.name == "image" else c, kind="stable")
+        counts[[c for c in counts.columns if c != "image"]] = counts[[c for c in counts.columns if c != "image"]].astype(int)
     if "image" in counts.columns:  # counts.csv starts t,count; the image goes last
         counts = counts[[c for c in counts.columns if c != "image"] + ["image"]]
     _write_csv(out / "counts.csv", counts)
@@ -614,6 +630,8 @@ def _run_train(args) -> int:
     history_path = Path(args.history) if args.history else model_sidecar(out, "history.csv")
     if not args.resume:
         _refuse_existing(args, out, history_path)
+    if args.freeze and not args.init_model:  # before any data is simulated or read
+        raise InputError("--freeze needs --init-model")
     real = simulated = None
     strategy = None
     if task == "images":
@@ -681,8 +699,6 @@ def _run_train(args) -> int:
         _write_csv(model_sidecar(out, "cv_predictions.csv"), cv["predictions"])
         print(f"microseg classify train {task}: {args.folds}-fold CV " + ", ".join(f"{k} {v:.3f}" for k, v in cv["summary"].items())
               + f" -> {model_sidecar(out, 'cv_folds.csv')}")
-    if args.freeze and not args.init_model:
-        raise InputError("--freeze needs --init-model")
     if args.init_model or args.resume:
         from dataclasses import replace
 
@@ -713,6 +729,7 @@ def _run_train(args) -> int:
         write_history_csv(history_path, history)
         raise
     write_history_csv(history_path, history)
-    print(f"microseg classify train {task}: {result.stop_reason} after {result.epochs_run} epoch(s); best epoch "
+    stages = "" if len(history) <= result.epochs_run else f" of the last stage ({len(history)} in all stages)"
+    print(f"microseg classify train {task}: {result.stop_reason} after {result.epochs_run} epoch(s){stages}; best epoch "
           f"{result.best_epoch} -> {result.model_path}; history -> {history_path}")
     return 0
