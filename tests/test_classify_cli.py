@@ -37,6 +37,10 @@ def test_classify_train_and_images_end_to_end(tmp_path, capsys):
     assert ((flags["probability_bad"] >= 0.4) == (flags["verdict"] == "bad")).all()
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n"] == 6 and 0 <= metrics["accuracy"] <= 1
+    confusion = pd.read_csv(out / "confusion.csv").set_index("true class")
+    assert metrics["class_names"] == ["good", "bad"] and list(confusion.index) == ["good", "bad"]
+    assert confusion.to_numpy().tolist() == metrics["confusion"]
+    assert confusion["predicted bad"].sum() == (flags["verdict"] == "bad").sum()
     roc = pd.read_csv(out / "roc.csv")
     assert roc["false_positive_rate"].is_monotonic_increasing and roc["true_positive_rate"].iloc[-1] == 1
     per_type = pd.read_csv(out / "subclass_accuracy.csv")

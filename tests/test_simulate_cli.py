@@ -51,13 +51,21 @@ def test_response_balanced(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_liposomes(tmp_path):
+def test_liposomes(tmp_path, capsys):
     assert main(["simulate", "liposomes", "--n", "2", "--out", str(tmp_path), "--shape", "128", "128", "--particles", "5"]) == 0
     cls = pd.read_csv(tmp_path / "classes.csv")
     assert {"image", "label", "lamellarity", "encapsulation"} <= set(cls.columns)
     for name, g in cls.groupby("image"):
         lab = tifffile.imread(tmp_path / name.replace("images/", "labels/"))
         assert set(g.label) == set(np.unique(lab)) - {0}
+    # a field too small for the particles asked for: said, with the number that fitted
+    assert main(["simulate", "liposomes", "--n", "1", "--out", str(tmp_path / "crowded"), "--shape", "64", "64",
+                 "--particles", "30"]) == 0
+    fitted = len(pd.read_csv(tmp_path / "crowded" / "classes.csv"))
+    assert fitted < 30 and f"only {fitted} of 30 particles fitted" in capsys.readouterr().err
+    assert main(["simulate", "liposomes", "--n", "1", "--out", str(tmp_path / "room"), "--shape", "512", "512",
+                 "--particles", "2"]) == 0
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_nanoparticles(tmp_path):

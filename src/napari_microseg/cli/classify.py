@@ -1,7 +1,7 @@
 """``microseg classify``: classify whole images, objects or thickness profiles, or train a classifier.
 
   classify images    --model M --input DIR|FILES --out DIR   -> flags.csv (index,file,probability_bad,verdict,threshold)
-                     (+ metrics.json, roc.csv, subclass_accuracy.csv for a simulated folder)
+                     (+ metrics.json, confusion.csv, roc.csv, subclass_accuracy.csv for a simulated folder)
   classify objects   --model M --image IMG --labels LBL --out DIR (or --input a simulated liposome folder)
                      -> objects.csv (t,label,y,x,area,class,probability,prob_*) + counts.csv (t,count,count_<class>...)
   classify profiles  --model M --input profiles.tif|.npy|DIR --out DIR -> profiles.csv + population.csv
@@ -206,7 +206,7 @@ def _truth_table(path: Path, needed: tuple[str, ...]) -> "pd.DataFrame | None":
 #: what each classify run writes: always, and only when the input knows the true classes
 OUTPUTS = {"images": ("flags.csv", "classify_run.json"), "objects": ("objects.csv", "counts.csv", "classify_run.json"),
            "profiles": ("profiles.csv", "population.csv", "classify_run.json")}
-SCORED_OUTPUTS = {"images": ("metrics.json", "roc.csv", "subclass_accuracy.csv"),
+SCORED_OUTPUTS = {"images": ("metrics.json", "confusion.csv", "roc.csv", "subclass_accuracy.csv"),
                   "objects": ("metrics.json", "confusion.csv"), "profiles": ("metrics.json", "confusion.csv")}
 
 
@@ -461,8 +461,13 @@ def _run_images(args) -> int:
         rep = classification_report(y, pred, ["good", "bad"], prob=p)
         roc = roc_curve_auc(y, p)
         _write_json(out / "metrics.json", {"n": len(y), **rep["summary"], "confusion": rep["confusion"].tolist(),
-                                            "threshold": float(df["threshold"].iloc[0]), "auc": roc["auc"]})
+                                            "class_names": ["good", "bad"], "threshold": float(df["threshold"].iloc[0]),
+                                            "auc": roc["auc"]})
         import pandas as pd
+
+        confusion = pd.DataFrame(rep["confusion"], columns=["predicted good", "predicted bad"])
+        confusion.insert(0, "true class", ["good", "bad"])
+        _write_csv(out / "confusion.csv", confusion)  # as objects and profiles write it
 
         _write_csv(out / "roc.csv", pd.DataFrame({"threshold": roc["thresholds"], "false_positive_rate": roc["fpr"],
                                                   "true_positive_rate": roc["tpr"]}))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import math
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -301,9 +302,11 @@ def _run_liposomes(args, out: Path) -> dict:
     def gen():
         tables = []
         first = None
+        fewest = args.particles
         for i in range(args.n):
             s = _sample_seed(args.seed, i)
             r = simulate_liposome_image(shape=_shape(args.shape), n_particles=args.particles, class_weights=weights, seed=s)
+            fewest = min(fewest, len(r.classes))
             first = first or r.params
             name = f"liposomes_{i:05d}.tif"
             _write_tiff(out / "images" / name, r.image)
@@ -313,6 +316,9 @@ def _run_liposomes(args, out: Path) -> dict:
             tables.append(table)
             yield Progress(i + 1, args.n, name)
         _write_csv(out / "classes.csv", pd.concat(tables, ignore_index=True))
+        if fewest < args.particles:  # a crowded field: the placement gave up on overlapping ones
+            print(f"warning: only {fewest} of {args.particles} particles fitted in some {args.shape[0]} x {args.shape[1]} px "
+                  "images without overlapping: give a larger --shape or fewer --particles", file=sys.stderr)
         return {"simulation": first}
 
     return _drive(gen(), args.n, "liposomes")
