@@ -272,3 +272,22 @@ def test_hdu_picks_the_fits_extension_to_classify(tmp_path, capsys):
     assert main(["classify", "objects", "--model", "response_good_bad", "--image", str(fits_files[0]), "--labels",
                  str(fits_files[0]), "--hdu", "-1", "--out", str(tmp_path / "neg")]) == 2
     assert "--hdu must be >= 0" in capsys.readouterr().err
+
+
+def test_init_model_of_other_classes_starts_its_output_layer_afresh(tmp_path, capsys):
+    """Fine-tuning an encapsulation classifier (full/empty/uncertain) for lamellarity reuses its
+    features but not its output layer, whose outputs meant other classes; same classes keep it."""
+    from napari_microseg.io.models import read_model_file
+
+    common = ["--simulated", "1", "--particles", "8", "--epochs", "1", "--device", "cpu"]
+    enc, lam, again = tmp_path / "enc.pt", tmp_path / "lam.pt", tmp_path / "again.pt"
+    assert main(["classify", "train", "objects", "--task", "encapsulation", "--out", str(enc), *common]) == 0
+    capsys.readouterr()
+    assert main(["classify", "train", "objects", "--task", "lamellarity", "--init-model", str(enc), "--out", str(lam), *common]) == 0
+    said = capsys.readouterr().err
+    afresh = read_model_file(lam)["config"]["training"]["reinitialised"]
+    assert afresh and all(k.startswith("head.") for k in afresh) and "started afresh" in said
+    assert read_model_file(lam)["config"]["class_names"] != read_model_file(enc)["config"]["class_names"]
+    assert main(["classify", "train", "objects", "--task", "lamellarity", "--init-model", str(lam), "--out", str(again), *common]) == 0
+    assert read_model_file(again)["config"]["training"]["reinitialised"] == []
+    assert "started afresh" not in capsys.readouterr().err

@@ -219,10 +219,10 @@ def make_augmenter(kind: str, settings: dict | None = None):
     raise InputError(f"unknown augmentation {kind!r}: use none, hflip or affine")
 
 
-def _load_weights_lenient(model, state: dict) -> list[str]:
-    """Load matching tensors; return names re-initialised because their shape differs."""
+def _load_weights_lenient(model, state: dict, skip: tuple[str, ...] = ()) -> list[str]:
+    """Load matching tensors except ``skip``; return names left as initialised (shape differs, or skipped)."""
     own = model.state_dict()
-    keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape and k not in skip}
     model.load_state_dict(keep, strict=False)
     return sorted(k for k in own if k not in keep)
 
@@ -343,7 +343,13 @@ def train_classifier(
     if ckpt is not None:
         model.load_state_dict(ckpt["state_dict"])
     elif init is not None:
-        reinit = _load_weights_lenient(model, init["state_dict"])
+        # an output layer trained for other classes (an encapsulation model fine-tuned for lamellarity)
+        # starts afresh: its outputs would otherwise carry the other classes' meaning into the new ones
+        init_classes = list(init["config"].get("class_names") or [])
+        own = model.state_dict()
+        output_layer = tuple(k for k in list(own)[-2:] if own[k].ndim and own[k].shape[0] == n_out)
+        other_classes = bool(init_classes) and init_classes != class_names
+        reinit = _load_weights_lenient(model, init["state_dict"], skip=output_layer if other_classes else ())
     model.to(device)
     frozen = []
     if cfg.freeze_features:

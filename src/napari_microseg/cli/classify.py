@@ -734,6 +734,11 @@ def _run_train(args) -> int:
         write_history_csv(history_path, history)
         raise
     write_history_csv(history_path, history)
+    if args.init_model:
+        started_afresh = result.config.get("training", {}).get("reinitialised") or []
+        if started_afresh:
+            print(f"note: --init-model {args.init_model}: its features were reused; {', '.join(started_afresh)} started "
+                  "afresh (its classes or sizes differ from this run's)", file=sys.stderr)
     stages = "" if len(history) <= result.epochs_run else f" of the last stage ({len(history)} in all stages)"
     print(f"microseg classify train {task}: {result.stop_reason} after {result.epochs_run} epoch(s){stages}; best epoch "
           f"{result.best_epoch} -> {result.model_path}; history -> {history_path}")
