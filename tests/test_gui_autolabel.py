@@ -49,10 +49,11 @@ def test_preview_apply_and_qc(make_napari_viewer, qtbot, artifacts, wait_worker)
     assert f1 > 0.6, f"auto-labels disagree with the simulated truth (F1 {f1:.2f})"
 
     widget.tile.value = 64
+    assert widget.qc_table.isHidden()  # no empty table before the first QC
     wait_worker(widget.run_qc())  # in a worker: the dock stays responsive on big frames (QC of 9 tiles may end
     qtbot.waitUntil(lambda: widget.qc is not None, timeout=5000)  # before a signal wait could connect)
     table = widget.qc
-    assert len(table) == 9 and widget.qc_table.rowCount() == 9
+    assert len(table) == 9 and widget.qc_table.rowCount() == 9 and not widget.qc_table.isHidden()
     assert (~table.kept).sum() >= 2  # the lowest 25 % are dropped
     assert any(type(lay).__name__ == "Shapes" for lay in viewer.layers)
     viewer.window._qt_window.resize(1400, 1000)

@@ -55,6 +55,7 @@ def test_multiclass_result_tiles_and_clusters(make_napari_viewer, qtbot, tmp_pat
     tiles = widget.find_tiles()
     expected = [(y, x) for y in (0, 256) for x in (0, 256) if (layer.data[y:y + 256, x:x + 256] == 3).any()]
     assert sorted(zip(tiles.y0, tiles.x0)) == expected and widget.tile_table.rowCount() == len(expected)
+    assert not widget.tile_table.isHidden()
     if len(tiles):
         widget.tile_table.selectRow(0)
         assert viewer.camera.center[-2:] == pytest.approx((tiles.centre_y[0], tiles.centre_x[0]))

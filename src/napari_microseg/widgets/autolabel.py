@@ -81,6 +81,7 @@ class AutolabelWidget(MicrosegDock):
         self.qc_table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.qc_table.verticalHeader().setVisible(False)
         self.qc_table.setMinimumHeight(120)
+        self.qc_table.setVisible(False)  # shown with the first QC
         self.body.addWidget(self.qc_table)
         self.timer = QTimer(self)
         self.timer.setSingleShot(True)
@@ -292,6 +293,7 @@ class AutolabelWidget(MicrosegDock):
                                    edge_width=max(2, th // 100), name=name, **layer_geometry(layer, 2),
                                    features={"kept": table.kept.to_numpy(), "reason": table.reason.to_numpy()})
             self.qc_table.setRowCount(len(table))
+            self.qc_table.setVisible(True)
             for row, rec in table.reset_index(drop=True).iterrows():
                 values = [rec.tile, rec.y, rec.x, f"{rec.foreground_fraction:.3f}", rec.n_objects, "yes" if rec.kept else "no", rec.reason]
                 for col, value in enumerate(values):

@@ -104,6 +104,7 @@ class SegmentationWidget(MicrosegDock):
         self.tile_table.verticalHeader().setVisible(False)
         self.tile_table.setMaximumHeight(140)
         self.tile_table.itemSelectionChanged.connect(self._jump_to_tile)
+        self.tile_table.setVisible(False)  # shown with the first list of tiles
         self.body.addWidget(self.tile_table)
         self.find_button.changed.connect(self.find_tiles)
         self.batch_button.changed.connect(self.run_batch)
@@ -263,6 +264,7 @@ class SegmentationWidget(MicrosegDock):
         self.counts_label.value = ""
         self.tile_table.clearSelection()
         self.tile_table.setRowCount(0)
+        self.tile_table.setVisible(False)
         self.find_class.reset_choices()
 
     def _add_result(self, result: Any, layer: Any, labels: np.ndarray, features: Any, model: Path) -> None:
@@ -400,6 +402,7 @@ class SegmentationWidget(MicrosegDock):
         class_id = list(self.result.class_names).index(self.find_class.value)
         self.tiles = tiles_with_class(class_map, class_id, tile=256)
         self.tile_table.setRowCount(len(self.tiles))
+        self.tile_table.setVisible(True)
         for row, rec in self.tiles.iterrows():
             for col, value in enumerate([int(rec.y0), int(rec.x0), int(rec.pixels), f"{int(rec.tile_row)},{int(rec.tile_col)}"]):
                 self.tile_table.setItem(row, col, QTableWidgetItem(str(value)))
