@@ -63,6 +63,20 @@ def test_core_import_does_not_load_qt():
     assert result.returncode == 0, f"importing the core/CLI pulled in GUI modules: {result.stdout} {result.stderr[-500:]}"
 
 
+def test_dock_modules_load_without_torch():
+    """napari imports a dock's module on its GUI thread when the dock is opened: none of them may
+    import torch there (1-2 s frozen window); the Training dock imports it in a thread."""
+    docks = ", ".join(f"napari_microseg.widgets.{m}" for m in
+                      ("training", "segmentation", "classification", "autolabel", "tracking", "simulation"))
+    code = (f"import sys, {docks}; import napari_microseg.training as t; t.normalize, t.DEFAULT_NORMALIZATION;"
+            "sys.exit(1 if 'torch' in sys.modules else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr or "torch was imported"
+    from napari_microseg.training import normalize, train  # the package's names still resolve (on first use)
+
+    assert callable(normalize) and train.__module__ == "napari_microseg.training.trainer"
+
+
 def test_manifest_single_source_of_truth():
     root_manifest = ROOT / "napari.yaml"
     pkg_manifest = PKG / "napari.yaml"

@@ -160,20 +160,12 @@ class TrainingWidget(MicrosegDock):
         self.result = None
         self.model_path: str | None = None
         self._last_redraw = 0.0
-        # import torch and the trainer once, now, rather than during a run: a first import holds
-        # the interpreter lock for a second or more and would freeze the window mid-training
-        import kornia  # noqa: F401
-        import torch  # noqa: F401
-
-        import napari_microseg.io.models  # noqa: F401
-        import napari_microseg.models  # noqa: F401
-        import napari_microseg.training.augment  # noqa: F401
-        import napari_microseg.training.trainer  # noqa: F401
-
-        # the objects alive now (napari, Qt, torch: millions) go out of the garbage collector's
-        # reach: a full collection, triggered by any thread's allocations while training, would
-        # otherwise walk them all with the interpreter lock held, a 0.2 s freeze each time
-        gc.freeze()
+        # torch and the trainer are imported now, in a thread of their own: on the GUI thread the
+        # import froze the window for 1-4 s when the dock opened; in a thread the window keeps
+        # drawing (longest event-loop gap ~0.2 s, benchmarks/bench_gui_open.py). A run started
+        # before it ends waits for it (Python's import lock).
+        self.imports = threading.Thread(target=_import_training_modules, name="microseg-training-imports")
+        self.imports.start()
         self.follow_layers(self.image_layer, self.labels_layer)
 
     def _default_normalization(self, mode: str) -> None:
@@ -376,3 +368,19 @@ class TrainingWidget(MicrosegDock):
             self.show_message(f"preview: {n_objects} objects")
 
         return self.start(make_generator, done, label="predicting")
+
+
+def _import_training_modules() -> None:
+    """Import torch, kornia and the training code (run in a thread when the Training dock opens),
+    then move the objects alive by then (napari, Qt, torch: millions) out of the garbage collector's
+    reach: a full collection, triggered by any thread's allocations while training, would otherwise
+    walk them all with the interpreter lock held, a 0.2 s freeze each time."""
+    import kornia  # noqa: F401
+    import torch  # noqa: F401
+
+    import napari_microseg.io.models  # noqa: F401
+    import napari_microseg.models  # noqa: F401
+    import napari_microseg.training.augment  # noqa: F401
+    import napari_microseg.training.trainer  # noqa: F401
+
+    gc.freeze()
