@@ -38,6 +38,7 @@ def test_track_curate_export(make_napari_viewer, qtbot, tmp_path, artifacts, wai
     widths = [header.sectionSize(column) for column in range(widget.table.columnCount())]
     assert sum(widths) <= widget.table.viewport().width() + 1, widths  # no column hidden off to the right
     assert n_tracks >= sim.tracks.track_id.nunique() * 0.8
+    assert viewer.layers.selection.active is widget.tracks_layer  # not the hidden "by track" labels
 
     # click-to-jump: selecting a row moves the viewer to the track's first frame
     late = widget.result.table.groupby("track_id").t.min().idxmax()
@@ -49,6 +50,7 @@ def test_track_curate_export(make_napari_viewer, qtbot, tmp_path, artifacts, wai
     wait_worker(widget.delete_selected())
     assert widget.result.n_tracks == n_tracks - 1 and "deleted track" in widget.status.text()
     assert widget.table.rowCount() == n_tracks - 1
+    assert widget.selected_track_ids() == []  # the next row is not selected for the next Delete
     tracks_csv, counts_csv, summary_csv, _ = widget.export_csv()
     assert set(pd.read_csv(summary_csv)["track_id"]) == set(pd.read_csv(tracks_csv)["track_id"])
     table = pd.read_csv(tracks_csv)
@@ -58,6 +60,12 @@ def test_track_curate_export(make_napari_viewer, qtbot, tmp_path, artifacts, wai
     assert (tmp_path / "track_config.json").is_file()  # the CLI's name
     wait_worker(widget.export_ctc())
     assert (tmp_path / "ctc_RES" / "res_track.txt").is_file() and "ctc_RES" in widget.status.text()
+    # split: the split track stays selected
+    longest = int(widget.result.table.groupby("track_id").t.size().idxmax())
+    widget._select_tracks([longest])
+    viewer.dims.set_current_step(0, 5)
+    wait_worker(widget.split_selected())
+    assert widget.selected_track_ids() == [longest]
 
     # the user deletes the Tracks layer, selects other labels, then curates: the layer comes back named
     # after the labels that were tracked, and the "by track" labels layer is not added a second time

@@ -17,6 +17,7 @@ from napari_microseg.tracking.export import (
     read_ctc,
     read_tracks_csv,
     split_track,
+    track_summary,
     write_counts_csv,
     write_ctc,
     write_tracks_csv,
@@ -100,6 +101,16 @@ def test_ctc_roundtrip_and_tra(division_result, tmp_path):
     no_div = delete_track(res, i["d2"])
     s2 = ctc_scores(res, no_div)
     assert s2["DET"] < 1.0 and s2["division_recall"] < 1.0
+    assert perfect["true_divisions"] == perfect["found_divisions"] == 1
+    # a division found with a wrong daughter (the still track's second half) is still a true and a
+    # found division: the totals do not change with what the prediction got right
+    table = broken.table.copy()
+    piece = int(table["track_id"].max())
+    table.loc[table["track_id"] == i["d2"], "parent_track_id"] = 0
+    table.loc[table["track_id"] == piece, "parent_track_id"] = i["mother"]
+    wrong_children = finalize(table, n_frames=res.n_frames, labels=res.labels)
+    s3 = ctc_scores(res, wrong_children)
+    assert s3["true_divisions"] == 1 and s3["found_divisions"] == 1 and s3["division_recall"] == 0.0
     # read back
     back = read_ctc(tmp_path / "gt")
     assert back.graph == res.graph and len(back.table) == len(res.table)
@@ -159,12 +170,15 @@ def test_curation_edits(division_result, tmp_path):
             bad()
     c = counts_table(m)
     assert c["divisions"].sum() == 0
+    # a mother left with one daughter still divided: counts.csv and track_summary.csv agree
+    fates = track_summary(d).set_index("track_id")["fate"]
+    assert fates[i["mother"]] == "divided" and counts_table(d)["divisions"].tolist() == [0, 0, 0, 1, 0, 0]
     # edits rebuild only the frames they touch: the same stacks as relabelling the whole movie
     for edited in (d, m, s, merge_tracks(d, i["mother"], i["d1"])):
         np.testing.assert_array_equal(edited.relabelled, relabel_stack(edited.labels, edited.table))
 
 
-def test_cli_track(tmp_path):
+def test_cli_track(tmp_path, capsys):
     labels, _ = division_stack()
     tifffile.imwrite(tmp_path / "labels.tif", labels.astype(np.uint16))
     tifffile.imwrite(tmp_path / "image.tif", labels.astype(np.float32))
@@ -200,6 +214,12 @@ def test_cli_track(tmp_path):
                                                                              "frame_interval_min": 0.5}
     summary = pd.read_csv(out / "track_summary.csv")
     np.testing.assert_allclose(summary["path_length_um"], summary["path_length_px"] * 0.5, rtol=1e-5)
+    assert "from the file's metadata: 0.5 um per pixel, 0.5 min per frame" in capsys.readouterr().err
+    # a value typed on the command line is not reported as the file's
+    assert main(["track", "--labels", str(tmp_path / "labels.tif"), "--image", str(tmp_path / "calibrated.tif"),
+                 "--out", str(out), "--overwrite", "--pixel-size", "1"]) == 0
+    said = capsys.readouterr().err
+    assert "metadata: 0.5 min per frame (" in said and "um per pixel" not in said
     tifffile.imwrite(tmp_path / "flat.tif", labels[0].astype(np.uint16))
     assert main(["track", "--labels", str(tmp_path / "flat.tif"), "--out", str(tmp_path / "o2")]) == 2
     # a one-frame stack (1, Y, X) is a stack: one track per object
@@ -278,6 +298,13 @@ def test_cli_evaluate_tracks_scores_track_simulate_and_ctc_folders(tmp_path, cap
     (tmp_path / "empty").mkdir()
     assert main(["evaluate", "tracks", "--gt", str(sim_dir), "--pred", str(tmp_path / "empty"), "--out", str(tmp_path / "x.csv")]) == 2
     assert "expected tracks.csv" in capsys.readouterr().err
+    # the Tracking widget's CSV export (tracks.csv, no label stack) beside its CTC export: pointed to it
+    widget_export = tmp_path / "widget_export"
+    widget_export.mkdir()
+    (widget_export / "tracks.csv").write_bytes((out / "tracks.csv").read_bytes())
+    (widget_export / "ctc_RES").mkdir()
+    assert main(["evaluate", "tracks", "--gt", str(sim_dir), "--pred", str(widget_export), "--out", str(tmp_path / "x.csv")]) == 2
+    assert f"give its CTC folder {widget_export / 'ctc_RES'}" in capsys.readouterr().err
 
 
 def test_cli_track_reads_zarr_labels_as_segment_writes_them(tmp_path):

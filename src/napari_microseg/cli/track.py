@@ -89,9 +89,12 @@ def run(args: argparse.Namespace) -> int:
     calibration = {**calibration, **image_calibration}  # the movie's own metadata first
     pixel_size = args.pixel_size if args.pixel_size is not None else calibration.get("pixel_size_um")
     frame_interval = args.frame_interval if args.frame_interval is not None else calibration.get("frame_interval_min")
-    if (pixel_size, frame_interval) != (args.pixel_size, args.frame_interval):
-        print(f"calibration from the file's metadata: {pixel_size} um per pixel, {frame_interval} min per frame "
-              "(--pixel-size / --frame-interval override it)", file=sys.stderr)
+    from_file = [text for text, value, given in ((f"{pixel_size} um per pixel", pixel_size, args.pixel_size),
+                                                 (f"{frame_interval} min per frame", frame_interval, args.frame_interval))
+                 if value is not None and given is None]
+    if from_file:  # only what the metadata gave: a value typed on the command line is not the file's
+        print(f"calibration from the file's metadata: {', '.join(from_file)} (--pixel-size / --frame-interval "
+              "override it)", file=sys.stderr)
     if image is not None and image.shape != labels.shape:
         raise InputError(f"image shape {image.shape} does not match labels shape {labels.shape}")
     np.random.seed(args.seed)

@@ -4,8 +4,8 @@ Files (all written atomically):
 
 - ``tracks.csv``: :data:`napari_microseg.tracking.track.TRACK_COLUMNS` then measurements.
 - ``counts.csv``: ``t, count, divisions, appeared, left_field, disappeared`` per
-  frame: ``count`` objects tracked in frame t; ``divisions`` division events
-  whose daughters first appear in frame t; ``appeared`` tracks without a
+  frame: ``count`` objects tracked in frame t; ``divisions`` mothers (fate
+  ``divided``) whose first daughter appears in frame t; ``appeared`` tracks without a
   parent that begin in frame t > 0 (entering the field, or first detected
   late); ``left_field`` / ``disappeared`` tracks whose last frame is t and
   whose fate in ``track_summary.csv`` is ``left the field`` / ``disappeared``
@@ -85,14 +85,15 @@ def counts_table(result: TrackResult, n_frames: int | None = None,
 
     spans = table.groupby("track_id").agg(start=("t", "min"), parent=("parent_track_id", "first"))
     daughters = spans[spans["parent"] != 0]
-    n_children = daughters.groupby("parent").size()
+    # one division per mother (fate "divided" in track_summary), dated by its first daughter; a
+    # mother left with one daughter after curation still divided
     first_of_division = daughters.groupby("parent")["start"].min()
     summary = track_summary(result, image_shape=image_shape, n_frames=n_frames)
     ended = lambda fate: summary.loc[summary["fate"] == fate, "end_t"]  # noqa: E731
     return pd.DataFrame({
         "t": np.arange(n_frames),
         "count": per_frame(table["t"].to_numpy()),
-        "divisions": per_frame(first_of_division[n_children.reindex(first_of_division.index) >= 2].to_numpy()),
+        "divisions": per_frame(first_of_division.to_numpy()),
         "appeared": per_frame(spans.loc[(spans["parent"] == 0) & (spans["start"] > 0), "start"].to_numpy()),
         "left_field": per_frame(ended("left the field")),
         "disappeared": per_frame(ended("disappeared")),
@@ -348,8 +349,13 @@ def read_tracks_folder(folder: str | os.PathLike) -> TrackResult | Path:
         result = read_tracks_csv(tracks, labels=labels, n_frames=labels.shape[0])
         result.config["image_shape"] = list(labels.shape)
         return result
+    hint = ""
+    if (folder / "tracks.csv").is_file():  # the Tracking widget's CSV export: its CTC export holds the masks
+        ctc = sorted(folder.glob(f"{CTC_FOLDER}*"))
+        hint = (f"; a Tracking widget export has no label stack: give its CTC folder {ctc[0]}" if ctc else
+                "; a Tracking widget export has no label stack: press 'Export CTC' and give that folder")
     raise InputError(f"{folder}: expected tracks.csv with tracks_labels.tif (microseg track) or labels.tif "
-                     "(microseg simulate nuclei), or a CTC folder (*_track.txt + masks)")
+                     f"(microseg simulate nuclei), or a CTC folder (*_track.txt + masks){hint}")
 
 
 def read_ctc(folder: str | os.PathLike, track_file: str | None = None) -> TrackResult:

@@ -137,8 +137,11 @@ def ctc_scores(ground_truth, prediction, *, division_frame_buffer: int = 1) -> d
             out["division_precision"] = float(div.get("Division Precision", np.nan))
             out["division_recall"] = float(div.get("Division Recall", np.nan))
             out["division_f1"] = float(div.get("Division F1", np.nan))
-            out["true_divisions"] = int(div.get("True Positive Divisions", 0)) + int(div.get("False Negative Divisions", 0))
-            out["found_divisions"] = int(div.get("True Positive Divisions", 0)) + int(div.get("False Positive Divisions", 0))
+            # traccuracy's own totals: the sums of its sub-counts leave out divisions found with the wrong
+            # children (then the "true" count changed with the prediction)
+            tp, wrong = int(div.get("True Positive Divisions", 0)), int(div.get("Wrong Children Divisions", 0))
+            out["true_divisions"] = int(div.get("Total GT Divisions", tp + wrong + int(div.get("False Negative Divisions", 0))))
+            out["found_divisions"] = int(div.get("Total Predicted Divisions", tp + wrong + int(div.get("False Positive Divisions", 0))))
         else:
             for k, v in vals.items():
                 out[k] = float(v) if isinstance(v, (int, float, np.floating, np.integer)) else v

@@ -172,6 +172,8 @@ class TrackingWidget(MicrosegDock):
                     visible=False, **self.tracked_geometry)
             else:
                 self.relabelled_layer.data = result.relabelled
+        if new:  # the visible result is the one to work on, not the hidden "by track" labels added last
+            self.viewer.layers.selection.active = self.tracks_layer
         self._recolour()
         self._fill_table()
 
@@ -224,12 +226,29 @@ class TrackingWidget(MicrosegDock):
             yield Progress(0, 1, "editing tracks")
             return edit(before)
 
+        chosen = self.selected_track_ids()
+
         def done(result: Any) -> None:
             self.result = result
             self._update_layers()
+            self._select_tracks(chosen)  # the same tracks where they survive: never the next row by accident
             self.show_message(done_message)
 
         return self.start(make_generator, done, label="editing")
+
+    def _select_tracks(self, track_ids: list[int]) -> None:
+        """Select the table rows of ``track_ids`` that still exist (none: no selection), without
+        moving the view."""
+        self.table.blockSignals(True)
+        self.table.clearSelection()
+        wanted = set(int(t) for t in track_ids)
+        from qtpy.QtCore import QItemSelectionModel
+
+        flags = QItemSelectionModel.Select | QItemSelectionModel.Rows
+        for row in range(self.table.rowCount()):
+            if int(self.table.item(row, 0).data(0)) in wanted:
+                self.table.selectionModel().select(self.table.model().index(row, 0), flags)
+        self.table.blockSignals(False)
 
     def delete_selected(self, *_: Any) -> Any:
         from ..tracking.export import delete_track
@@ -303,7 +322,10 @@ class TrackingWidget(MicrosegDock):
             from ..tracking.export import write_ctc
 
             yield Progress(0, 1, f"writing {folder.name}")
-            write_ctc(result, folder)
+            try:
+                write_ctc(result, folder)
+            except OSError as err:  # a folder the checks let through (a read-only mount, /proc): one line
+                raise InputError(f"cannot write {folder}: {err.strerror or err}") from None
             return folder
 
         return self.start(make_generator, lambda written: self.show_message(f"written CTC folder {written}"),
