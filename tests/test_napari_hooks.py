@@ -74,6 +74,28 @@ def test_labels_writer(tmp_path):
     assert not (tmp_path / "bad.tif").exists()
 
 
+def test_written_layers_keep_the_calibration_the_reader_gave(tmp_path):
+    """A calibrated movie opened in napari (scale in um and minutes) and saved again, as labels or
+    as an image, reads back with the same pixel size and frame interval."""
+    import tifffile
+
+    from napari_microseg._writer import write_image_tiff
+
+    movie = np.zeros((3, 24, 24), np.uint16)
+    movie[:, 4:10, 4:10] = 9
+    tifffile.imwrite(tmp_path / "movie.tif", movie, imagej=True, resolution=(4.0, 4.0),
+                     metadata={"axes": "TYX", "unit": "micron", "finterval": 30})
+    (layer,) = get_reader(str(tmp_path / "movie.tif"))(str(tmp_path / "movie.tif"))
+    data, kwargs = layer[0], layer[1]
+    assert tuple(kwargs["scale"]) == (0.5, 0.25, 0.25)
+    for writer, name in ((write_labels_tiff, "labels.tif"), (write_image_tiff, "image.tif")):
+        (path,) = writer(str(tmp_path / name), data, {"scale": kwargs["scale"], "units": kwargs["units"]})
+        assert read_image(path).metadata["calibration"] == {"pixel_size_um": 0.25, "frame_interval_min": 0.5}
+    # napari's default scale (pixels) states no calibration
+    (path,) = write_labels_tiff(str(tmp_path / "plain.tif"), data, {"scale": (1, 1, 1), "units": ("pixel",) * 3})
+    assert "calibration" not in read_image(path).metadata
+
+
 def test_tile_compressed_fits_is_read(tmp_path):
     from astropy.io import fits
 

@@ -313,3 +313,32 @@ def test_segment_cli_reads_a_big_tiff_tile_by_tile_with_the_same_result(tmp_path
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "lazy" / "labels" / "big.tif"),
                                   tifffile.imread(tmp_path / "eager" / "labels" / "big.tif"))
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "lazy" / "objects.csv"), pd.read_csv(tmp_path / "eager" / "objects.csv"))
+
+
+def test_segment_labels_keep_the_movies_calibration_for_track(tmp_path, model_file, capsys):
+    """A calibrated movie (ImageJ: 0.5 um per pixel, 2 min per frame) gives labels that carry its
+    calibration, so `microseg track --labels` alone reports micrometres and minutes."""
+    from napari_microseg.io.images import read_image
+
+    rng = np.random.default_rng(1)
+    movie = (rng.random((3, 64, 64)) * 255).astype(np.uint8)
+    movie[:, 20:34, 20:34] = 255
+    tifffile.imwrite(tmp_path / "movie.tif", movie, imagej=True, resolution=(2.0, 2.0),
+                     metadata={"axes": "TYX", "unit": "micron", "finterval": 120})
+    out = tmp_path / "seg"
+    assert main(["segment", "--model", str(model_file), "--input", str(tmp_path / "movie.tif"), "--out", str(out),
+                 "--tile", "64", "--device", "cpu", "--min-size", "0", "--quiet"]) == 0
+    labels = read_image(out / "labels" / "movie.tif")
+    assert labels.metadata["calibration"] == {"pixel_size_um": 0.5, "frame_interval_min": 2.0}
+    assert labels.data.shape == movie.shape
+    if not labels.data.any():  # a weak test model may find nothing in noise: give the tracker objects
+        stack = np.zeros(movie.shape, np.uint16)
+        stack[:, 20:34, 20:34] = 1
+        from napari_microseg.io.images import write_tiff
+
+        write_tiff(out / "labels" / "movie.tif", stack, overwrite=True, calibration=labels.metadata["calibration"])
+    assert main(["track", "--labels", str(out / "labels" / "movie.tif"), "--out", str(tmp_path / "trk")]) == 0
+    assert "0.5 um per pixel, 2.0 min per frame" in capsys.readouterr().err
+    summary = pd.read_csv(tmp_path / "trk" / "track_summary.csv")
+    assert {"path_length_um", "duration_min"} <= set(summary.columns)
+    assert read_image(tmp_path / "trk" / "tracks_labels.tif").metadata["calibration"]["frame_interval_min"] == 2.0

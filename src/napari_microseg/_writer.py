@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError
-from .io.images import write_tiff
+from .io.images import calibration_from_layer, write_tiff
 from .io.tables import TRACKS_COLUMNS, tracks_table_from_layer, write_csv
 
 
@@ -19,9 +19,13 @@ def _with_suffix(path: str, suffixes: tuple[str, ...], default: str) -> Path:
 
 
 def write_image_tiff(path: str, data: Any, meta: dict) -> list[str]:
-    """Write an Image layer to TIFF (dtype kept)."""
+    """Write an Image layer to TIFF (dtype kept; its scale in um / min kept as OME calibration)."""
     target = _with_suffix(path, (".tif", ".tiff"), ".tif")
-    write_tiff(target, np.asarray(data), overwrite=True)
+    data = np.asarray(data)
+    scale = meta.get("scale") or ()
+    # an RGB(A) layer has one scale entry fewer than its data's axes: no calibration for its colour axis
+    calibration = calibration_from_layer(scale, meta.get("units")) if len(scale) == data.ndim else None
+    write_tiff(target, data, overwrite=True, calibration=calibration)
     return [str(target)]
 
 
@@ -37,7 +41,8 @@ def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
 
     dtype = label_dtype(high)
     target = _with_suffix(path, (".tif", ".tiff"), ".tif")
-    write_tiff(target, arr.astype(dtype), overwrite=True)
+    # the layer's physical scale (um, min) goes with it, as the reader set it from the movie
+    write_tiff(target, arr.astype(dtype), overwrite=True, calibration=calibration_from_layer(meta.get("scale"), meta.get("units")))
     return [str(target)]
 
 

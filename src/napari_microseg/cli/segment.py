@@ -267,7 +267,9 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
                 shutil.rmtree(target)
             os.replace(tmp_dir / "store", target)
         else:
-            write_tiff(target, np.asarray(result.labels), overwrite=args.overwrite)
+            # the movie's pixel size and frame interval go with its labels (to microseg track, napari)
+            write_tiff(target, np.asarray(result.labels), overwrite=args.overwrite,
+                       calibration=image.metadata.get("calibration"))
         if args.save_probabilities and result.probabilities is not None:
             write_tiff(out / "probabilities" / f"{_stem(path)}.tif", result.probabilities, overwrite=args.overwrite)
     finally:

@@ -415,13 +415,18 @@ def _drop_size_one_axes_named(image: ImageData, axes: str) -> str:
     return "".join(axes[i] for i in keep) if axes else ""
 
 
-def write_tiff(path: str | os.PathLike, data: np.ndarray, overwrite: bool = False, **kwargs: Any) -> Path:
+def write_tiff(path: str | os.PathLike, data: np.ndarray, overwrite: bool = False, calibration: dict | None = None,
+               **kwargs: Any) -> Path:
     """Write ``data`` (any shape, e.g. (Y, X) or (T, Y, X)) to a TIFF file atomically.
 
     Refuses to replace an existing file unless ``overwrite`` is true. Large
     arrays (> 2 GB) are written as BigTIFF; ``kwargs`` go to ``tifffile.imwrite``.
     Grey images and stacks are tagged as such (:func:`tiff_axes_kwargs`). A lazy (dask)
     (T, Y, X) stack is computed and written one frame at a time, never held whole.
+    ``calibration``: ``{"pixel_size_um": um per pixel, "frame_interval_min": minutes}`` (either
+    may be missing), as :func:`read_image` reports it in ``metadata["calibration"]``: written as
+    OME-XML (``PhysicalSizeX/Y``, ``TimeIncrement``), so labels made from a calibrated movie
+    carry its units on to ``microseg track`` and napari.
     """
     import tifffile
 
@@ -439,9 +444,44 @@ def write_tiff(path: str | os.PathLike, data: np.ndarray, overwrite: bool = Fals
     kwargs.setdefault("compression", "zlib" if dtype.kind in "iub" else None)
     for key, value in tiff_axes_kwargs(data).items():
         kwargs.setdefault(key, value)
+    ome = _ome_calibration(calibration or {}, np.ndim(data) if not hasattr(data, "compute") else data.ndim)
+    if ome and "imagej" not in kwargs:
+        kwargs["ome"] = True
+        kwargs["metadata"] = {**(kwargs.get("metadata") or {}), **ome}
     with atomic_path(target) as tmp:
         tifffile.imwrite(tmp, **contents, **kwargs)
     return target
+
+
+def calibration_from_layer(scale: Any, units: Any) -> dict:
+    """``{"pixel_size_um", "frame_interval_min"}`` of a napari layer's ``scale`` and ``units``
+    ((Y, X) or (T, Y, X) order), each only where the units are a length (the same along Y and X)
+    or a time, not napari's "pixel"; the form :func:`read_image` reports and :func:`write_tiff` takes."""
+    found: dict = {}
+    if scale is None or units is None or len(scale) < 2 or len(units) != len(scale):
+        return found
+    y, x = (in_unit(scale[i], units[i], "micrometer") for i in (-2, -1))
+    if y is not None and x is not None and abs(y - x) <= 1e-9 * x:
+        found["pixel_size_um"] = x
+    if len(scale) >= 3:
+        interval = in_unit(scale[-3], units[-3], "minute")
+        if interval is not None:
+            found["frame_interval_min"] = interval
+    return found
+
+
+def _ome_calibration(calibration: dict, ndim: int) -> dict:
+    """tifffile's OME metadata keys for ``calibration`` (see :func:`write_tiff`); empty for
+    other than (Y, X) or (T, Y, X) data, or without a finite positive value."""
+    if ndim not in (2, 3):
+        return {}
+    out: dict = {}
+    size, interval = calibration.get("pixel_size_um"), calibration.get("frame_interval_min")
+    if size is not None and np.isfinite(size) and size > 0:
+        out.update(PhysicalSizeX=float(size), PhysicalSizeY=float(size), PhysicalSizeXUnit="µm", PhysicalSizeYUnit="µm")
+    if ndim == 3 and interval is not None and np.isfinite(interval) and interval > 0:
+        out.update(TimeIncrement=float(interval), TimeIncrementUnit="min")
+    return out
 
 
 def tiff_axes_kwargs(arr: Any) -> dict:

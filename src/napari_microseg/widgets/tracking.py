@@ -334,21 +334,16 @@ class TrackingWidget(MicrosegDock):
 
 def physical_units(geometry: dict) -> dict:
     """``pixel_size`` (micrometres per pixel) and ``frame_interval`` (minutes) of a layer's
-    ``scale`` and ``units`` (``geometry``: the tracked layer's), for :func:`track_summary`; each
-    only where the units are a length (the same along Y and X) or a time, not napari's "pixel"."""
-    from ..io.images import in_unit
+    ``scale`` and ``units`` (``geometry``: the tracked (T, Y, X) layer's), for :func:`track_summary`;
+    each only where the units are a length (the same along Y and X) or a time, not napari's "pixel"."""
+    from ..io.images import calibration_from_layer
 
-    scale, units = geometry.get("scale"), geometry.get("units")
-    found: dict = {}
-    if not scale or not units or len(scale) < 3:
-        return found
-    y, x = (in_unit(scale[i], units[i], "micrometer") for i in (-2, -1))
-    if y is not None and x is not None and abs(y - x) <= 1e-9 * x:
-        found["pixel_size"] = x
-    interval = in_unit(scale[0], units[0], "minute")
-    if interval is not None:
-        found["frame_interval"] = interval
-    return found
+    scale = geometry.get("scale")
+    if not scale or len(scale) < 3:
+        return {}
+    found = calibration_from_layer(scale, geometry.get("units"))
+    names = {"pixel_size_um": "pixel_size", "frame_interval_min": "frame_interval"}
+    return {names[key]: value for key, value in found.items()}
 
 
 def _track_layers(labels: Any, image: Any, kwargs: dict) -> Generator[Any, None, Any]:
