@@ -112,6 +112,20 @@ def test_estimate_stage_shift_sign():
     np.testing.assert_allclose(off, [[0, 0], [5, -7], [5, -7]], atol=0.01)
 
 
+def test_estimate_stage_shift_on_real_dapi_crops(shared_data):
+    """A time-lapse cut from the real DAPI image with known stage jumps (content enters and leaves at
+    the edges): the cumulative offsets are found within 0.5 px."""
+    from skimage.io import imread
+
+    dapi = imread(shared_data / "isl_phase_dapi" / "dapi.png").astype(np.float32)
+    dapi = dapi if dapi.ndim == 2 else dapi[..., :3].mean(-1)
+    offsets = np.array([(0, 0), (3, -2), (10, 5), (12, 7), (-4, 9)])
+    y0, x0, side = 100, 100, 512
+    stack = np.stack([dapi[y0 + dy:y0 + dy + side, x0 + dx:x0 + dx + side] for dy, dx in offsets])
+    # the view moved by (dy, dx): the content moves the other way
+    np.testing.assert_allclose(estimate_stage_shift(stack), -offsets, atol=0.5)
+
+
 def test_estimate_stage_shift_across_an_empty_frame():
     """A black frame between two jumps: the jump across it is measured from the frame before it."""
     rng = np.random.default_rng(0)
