@@ -39,6 +39,10 @@ def test_track_curate_export(make_napari_viewer, qtbot, tmp_path, artifacts, wai
     assert sum(widths) <= widget.table.viewport().width() + 1, widths  # no column hidden off to the right
     assert n_tracks >= sim.tracks.track_id.nunique() * 0.8
     assert viewer.layers.selection.active is widget.tracks_layer  # not the hidden "by track" labels
+    from napari_microseg.tracking.export import counts_table
+
+    totals = counts_table(widget.result).sum()  # the message gives the movie's totals of counts.csv
+    assert f"{totals['divisions']} divisions, {totals['appeared']} appeared" in widget.status.text()
 
     # click-to-jump: selecting a row moves the viewer to the track's first frame
     late = widget.result.table.groupby("track_id").t.min().idxmax()

@@ -139,6 +139,14 @@ class MicrosegDock(QWidget):
         self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
         footer.addWidget(self.status)
 
+    def grow_with_dock(self, widget: QWidget) -> None:
+        """Give ``widget`` (a results table, already in ``self.body``) the dock's spare height, which
+        otherwise sits empty below the controls: a tall dock shows more rows."""
+        self.body.setStretchFactor(widget, 1)
+        content = self.content.layout()
+        content.setStretchFactor(self.body, 1)
+        content.setStretch(content.count() - 1, 0)  # the trailing spacer no longer takes it
+
     def pin_above_progress(self, widget: QWidget) -> None:
         """Put ``widget`` (a live plot) in the pinned footer, just above the progress bar and Stop,
         so it stays in view however far the controls are scrolled."""

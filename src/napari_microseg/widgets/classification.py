@@ -90,6 +90,7 @@ class ClassificationWidget(MicrosegDock):
         self.table.itemSelectionChanged.connect(self._jump)
         self.table.setVisible(False)  # shown with the first results
         self.body.addWidget(self.table)
+        self.grow_with_dock(self.table)
         self.roc = pg.PlotWidget(background=BG)
         self.roc.setMinimumHeight(160)
         self.roc.setLabel("bottom", "false positive rate (good flagged bad)")

@@ -66,6 +66,7 @@ class TrackingWidget(MicrosegDock):
         self.table.verticalHeader().setVisible(False)
         self.table.itemSelectionChanged.connect(self._jump_to_selected)
         self.body.addWidget(self.table)
+        self.grow_with_dock(self.table)
         self.actions = Container(widgets=[self.delete_button, self.merge_button, self.split_button, self.export_dir,
                                           self.export_csv_button, self.export_ctc_button])
         self.body.addWidget(self.actions.native)
@@ -146,8 +147,11 @@ class TrackingWidget(MicrosegDock):
         from ..tracking.track import empty_frames_note
 
         note = "a 0/1 mask, not labels: tracked its connected objects; " if result.info.get("mask_converted") else ""
-        text = (f"{note}{result.n_tracks} tracks over {result.n_frames} frames; "
-                f"{len(result.graph)} daughter tracks from divisions")
+        text = f"{note}{result.n_tracks} tracks over {result.n_frames} frames"
+        events = result.info.get("events")
+        if events:  # the events counts.csv dates frame by frame
+            text += (f"; {events['divisions']} divisions, {events['appeared']} appeared after frame 0, "
+                     f"{events['left_field']} left the field, {events['disappeared']} disappeared before the end")
         warning = empty_frames_note(result)
         if warning:
             self.show_error(f"{text}. Note: {warning}")
@@ -348,11 +352,17 @@ def physical_units(geometry: dict) -> dict:
 
 def _track_layers(labels: Any, image: Any, kwargs: dict) -> Generator[Any, None, Any]:
     """Worker side of :meth:`TrackingWidget.track`: read lazy layer data, then track (a 0/1 mask
-    stack as its connected objects). Returns the TrackResult."""
+    stack as its connected objects). Returns the TrackResult, with ``info["events"]``: the movie's
+    totals of counts.csv's event columns (divisions, appeared, left_field, disappeared)."""
+    from ..tracking.export import counts_table
     from ..tracking.track import track
 
     yield Progress(0, 1, "reading layers")
     image = None if image is None else np.asarray(image)
-    return (yield from track(np.asarray(labels), image, **kwargs))
+    result = yield from track(np.asarray(labels), image, **kwargs)
+    if len(result.table):
+        events = counts_table(result).drop(columns=["t", "count"]).sum()
+        result.info["events"] = {name: int(value) for name, value in events.items()}
+    return result
 
 
