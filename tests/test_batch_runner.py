@@ -302,6 +302,28 @@ def test_track_batch_matches_run_tracking(tmp_path):
     assert set(summary["image"]) == set(stacks) and {"fate", "path_length_px"} <= set(summary.columns)
 
 
+def test_batch_track_ctc_folders_score_as_the_single_run(tmp_path, capsys):
+    """`batch track --ctc` writes a CTC folder per movie; `evaluate tracks` scores it as it scores
+    `microseg track --ctc` on the same movie."""
+    from napari_microseg.cli import main
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+
+    sim_dir = tmp_path / "sim"
+    assert main(["simulate", "nuclei", "--out", str(sim_dir), "--frames", "5", "--nuclei", "6", "--seed", "3",
+                 "--shape", "80", "80"]) == 0
+    (tmp_path / "movies").mkdir()
+    shutil.copy(sim_dir / "labels.tif", tmp_path / "movies" / "m1.tif")
+    assert main(["batch", "track", "--input", str(tmp_path / "movies"), "--out", str(tmp_path / "batch"),
+                 "--workers", "0", "--ctc"]) == 0
+    assert (tmp_path / "batch" / "ctc_RES" / "m1" / "res_track.txt").is_file()
+    assert main(["track", "--labels", str(sim_dir / "labels.tif"), "--out", str(tmp_path / "single"), "--ctc"]) == 0
+    scores = []
+    for pred in (tmp_path / "batch" / "ctc_RES" / "m1", tmp_path / "single" / "ctc_RES"):
+        assert main(["evaluate", "tracks", "--gt", str(sim_dir), "--pred", str(pred), "--out", str(pred.parent / f"{pred.name}.csv")]) == 0
+        scores.append(pd.read_csv(pred.parent / f"{pred.name}.csv").iloc[0])
+    assert scores[0]["TRA"] == pytest.approx(scores[1]["TRA"], abs=1e-9) and scores[0]["TRA"] > 0.9
+
+
 def test_inputs_added_to_a_batch_keep_their_names_and_all_failed_reruns_leave_no_stale_tables(tmp_path):
     """Run plate A, then plates A and B into the same folder: A's items are skipped (named as before,
     not from the new common folder). A rerun in which every item fails leaves no tables of the last run."""

@@ -62,7 +62,7 @@ TASKS = ("segment", "track", "autolabel", "classify")
 
 #: keyword parameters accepted per task (passed to the task function on the workers)
 TRACK_PARAMS = ("config", "max_search_radius", "update_method", "optimize", "stage_shift", "pixel_size",
-                "frame_interval")
+                "frame_interval", "ctc")
 TASK_PARAMS = {  # every task takes "channel" (of multi-channel TIFFs) and "hdu" (of FITS files)
     "segment": SEGMENT_PARAMS + ("channel", "hdu"),
     "track": TRACK_PARAMS + SEGMENT_PARAMS + ("channel", "hdu"),

@@ -379,6 +379,11 @@ def track_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> dic
     outputs["tracks"] = _write_shard(out, "tracks", item, result.table)
     outputs["counts"] = _write_shard(out, "counts", item, counts_table(result, n_frames=labels.shape[0]))
     outputs["track_summary"] = _write_shard(out, "track_summary", item, track_summary(result, **units))
+    if spec.params.get("ctc"):  # per movie: what `microseg evaluate tracks --pred` scores
+        from ..tracking.export import CTC_FOLDER, write_ctc
+
+        outputs["ctc"] = f"{CTC_FOLDER}/{item.stem}"
+        write_ctc(result, out / outputs["ctc"], overwrite=True)
     return outputs
 
 

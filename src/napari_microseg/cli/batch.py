@@ -19,7 +19,8 @@ the same place). ``--workers 0`` runs in this process without Dask.
 One task per image file, one per frame for Zarr (T,Y,X) stacks. Outputs in
 ``--out``: ``labels/<name>.tif`` (Zarr input, or a TIFF over 1 GiB, read tile by tile: ``labels/<name>.zarr``),
 table shards under ``shards/``, merged ``objects.csv`` and ``counts.csv``
-(segment, autolabel), ``tracks.csv``, ``counts.csv`` and ``track_summary.csv`` (track) or
+(segment, autolabel), ``tracks.csv``, ``counts.csv`` and ``track_summary.csv`` (track; with
+``--ctc`` also ``ctc_RES/<name>/`` per movie) or
 ``flags.csv`` (classify), each with an ``image`` column; ``manifest.jsonl`` (done items with input checksums),
 ``failures.csv`` (items that failed, with the reason),
 ``batch_config.json`` (settings) and ``batch_run.json`` (the last run's counts, seconds, tables). Run the same command again to resume: done
@@ -122,6 +123,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                            help="micrometres per pixel: track_summary.csv adds um columns")
             g.add_argument("--frame-interval", type=float, default=None,
                            help="minutes between frames: track_summary.csv adds duration and um/min speed")
+            g.add_argument("--ctc", action="store_true",
+                           help="also write a Cell Tracking Challenge folder per movie, ctc_RES/<name>/ "
+                                "(res_track.txt + masks), which 'microseg evaluate tracks --pred' scores")
         if name == "autolabel":
             g = q.add_argument_group("auto-labelling (see 'microseg autolabel --help')")
             g.add_argument("--otsu-window", type=int, default=None, help="local Otsu window side, px (default 51)")
@@ -190,6 +194,8 @@ def _params(args: argparse.Namespace) -> dict:
             params["optimize"] = False
         if args.stage_shift != "none":
             params["stage_shift"] = args.stage_shift
+        if args.ctc:
+            params["ctc"] = True
     if args.channel is not None:
         if args.channel < 0:
             raise InputError(f"--channel must be >= 0, got {args.channel}")
