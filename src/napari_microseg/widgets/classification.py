@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyqtgraph as pg
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, Label, LineEdit, PushButton, SpinBox
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, LineEdit, PushButton, SpinBox
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
@@ -230,7 +230,7 @@ class ClassificationWidget(MicrosegDock):
 
     def _show(self, result: Any, layer: Any, task: str) -> None:
         """Show a finished run of ``task`` (as it was when the run started): its table; for objects,
-        ``result`` is ``(table, labels as read by the worker)``."""
+        ``result`` is ``(table, (labels, features))``: the class layer as :func:`class_layer_data` made it."""
         table, layer_data = result if task == "objects" else (result, None)
         self.results, self.results_task = table, task
         if task == "images":
