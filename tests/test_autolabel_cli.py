@@ -49,6 +49,19 @@ def test_fluorescence_with_target_and_qc(channels, tmp_path):
     assert tiles[~tiles.kept].target_file.isna().all()
     params = json.loads((out / "params.json").read_text())
     assert params["autolabel"]["otsu_window"] == 51 and params["n_kept"] == len(kept)
+    # the tiles train as they are: images/ and labels/ with the same names (each image with its labels)
+    images, labels_dir = out / "tiles" / "images", out / "tiles" / "labels"
+    assert sorted(p.name for p in images.iterdir()) == sorted(p.name for p in labels_dir.iterdir())
+    assert len(list(images.iterdir())) == len(kept)
+    from napari_microseg.io.models import read_model_file
+
+    common = ["--epochs", "1", "--patches-per-epoch", "2", "--patch", "64", "--batch-size", "2", "--device", "cpu",
+              "--output-mode", "three_class"]
+    assert main(["train", "--images", str(images), "--labels", str(labels_dir), "--out", str(tmp_path / "m.pt"), *common]) == 0
+    assert f"{len(kept)} image(s)" in read_model_file(tmp_path / "m.pt")["config"]["training"]["data"]
+    # the same folder as images and labels is refused, not trained on as each file's own labels
+    assert main(["train", "--images", str(images), "--labels", str(images), "--out", str(tmp_path / "same.pt"), *common]) == 2
+    assert not (tmp_path / "same.pt").exists()
     # no overwrite without --overwrite
     rc = main(["autolabel", "fluorescence", "--stain", str(d / "stain.tif"), "--out", str(out), "--quiet"])
     assert rc == 2

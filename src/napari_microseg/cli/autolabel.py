@@ -5,7 +5,9 @@
     holes, watershed split, size filter, border clearing) and writes
     ``OUT/labels.tif``. With ``--target`` (phase contrast / bright field of the
     same field) it checks the registration, cuts (target, labels) tiles at
-    identical positions into ``OUT/tiles/`` and lists them in ``OUT/tiles.csv``;
+    identical positions into ``OUT/tiles/images/`` and ``OUT/tiles/labels/`` (same
+    file names: ``microseg train --images OUT/tiles/images --labels OUT/tiles/labels``
+    trains on them) and lists them in ``OUT/tiles.csv``;
     ``--qc`` applies the [N] data-set filter (drop the 25 % of tiles with the
     fewest nucleus pixels and tiles with > 50 % foreground) and writes
     ``OUT/qc.csv``; dropped tiles are not written unless ``--keep-dropped``
@@ -266,12 +268,12 @@ def run_fluorescence(args: argparse.Namespace) -> int:
             table["kept"] = qc["kept"].to_numpy()
         else:
             table["kept"] = True
-        tiles_dir = out / "tiles"
-        tiles_dir.mkdir(exist_ok=True)
+        for sub in ("images", "labels"):  # the layout `microseg train --images --labels` pairs by name
+            (out / "tiles" / sub).mkdir(parents=True, exist_ok=True)
         files_t, files_l = [], []
         for i, row in table.iterrows():
             if row["kept"] or args.keep_dropped:
-                ft, fl = f"tiles/target_{i:05d}.tif", f"tiles/labels_{i:05d}.tif"
+                ft, fl = f"tiles/images/tile_{i:05d}.tif", f"tiles/labels/tile_{i:05d}.tif"
                 write_tiff(out / ft, target_tiles[i], overwrite=True)
                 write_tiff(out / fl, label_tiles[i], overwrite=True)
             else:
@@ -289,7 +291,11 @@ def run_fluorescence(args: argparse.Namespace) -> int:
     atomic_write_text(out / "params.json", json.dumps(params, indent=2, default=str))
     msg = f"autolabel: {sum(summary['n_objects_per_frame'])} nuclei -> {out / 'labels.tif'}"
     if target is not None:
-        msg += f"; {summary['n_kept']}/{summary['n_tiles']} tile pairs -> {out / 'tiles'}"
+        written = sum(1 for f in table["labels_file"] if f)
+        kept = f"{written} of {summary['n_tiles']}" if written == summary["n_kept"] else \
+            f"{written} ({summary['n_kept']} kept by QC) of {summary['n_tiles']}"
+        msg += (f"; {kept} tile pairs -> {out / 'tiles'} (train on them: microseg train --images "
+                f"{out / 'tiles' / 'images'} --labels {out / 'tiles' / 'labels'})")
     print(msg)
     return 0
 

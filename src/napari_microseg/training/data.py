@@ -379,11 +379,17 @@ def find_image_label_pairs(images: str | os.PathLike, labels: str | os.PathLike)
     """
     img_files = _expand(images)
     lab_files = _expand(labels, "label")
-    if len(img_files) == 1 and len(lab_files) == 1:
+    if len(img_files) == 1 and len(lab_files) == 1 and img_files[0].resolve() != lab_files[0].resolve():
         return [(img_files[0], lab_files[0])]
     by_stem = {_stem(p): p for p in lab_files}
     pairs = [(p, by_stem[_stem(p)]) for p in img_files if _stem(p) in by_stem]
+    # one folder given as both: a file matched with itself is not an image with its labels
+    pairs = [(p, q) for p, q in pairs if p.resolve() != q.resolve()]
     if not pairs:
+        same = {p.resolve() for p in img_files} & {q.resolve() for q in lab_files}
+        if same:
+            raise InputError(f"the images and the labels are the same {len(same)} file(s): give the label files "
+                             "separately (a folder of labels named as the images, e.g. autolabel's tiles/labels)")
         raise InputError(f"no label file matches any image by name ({len(img_files)} images, {len(lab_files)} label files)")
     return pairs
 
