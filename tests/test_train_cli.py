@@ -211,3 +211,22 @@ def test_hdu_picks_the_fits_extension_to_train_on(tmp_path, capsys):
     assert main(common + ["--out", str(tmp_path / "none.pt"), "--hdu", "5"]) == 2
     err = capsys.readouterr().err
     assert "HDU 5" in err and "Traceback" not in err
+
+
+def test_fine_tuning_keeps_the_models_output_mode_unless_told(tmp_path, capsys):
+    """--init-model without --output-mode fine-tunes the model as it is (three-class stays three-class,
+    its head kept), not as a fresh binary model; a different mode given is said."""
+    images, labels = _folder(tmp_path)
+    common = ["--images", str(images), "--labels", str(labels), "--epochs", "1", "--patch", "64",
+              "--patches-per-epoch", "4", "--batch-size", "4", "--device", "cpu"]
+    base = tmp_path / "base.pt"
+    assert main(["train", *common, "--out", str(base), "--output-mode", "three_class"]) == 0
+    capsys.readouterr()
+    assert main(["train", *common, "--out", str(tmp_path / "ft.pt"), "--init-model", str(base)]) == 0
+    assert "output mode three_class, as base.pt has it" in capsys.readouterr().err
+    assert load_model(tmp_path / "ft.pt").output_mode == "three_class"
+    assert main(["train", *common, "--out", str(tmp_path / "bin.pt"), "--init-model", str(base), "--output-mode", "binary"]) == 0
+    assert "differs from base.pt's (three_class)" in capsys.readouterr().err
+    assert load_model(tmp_path / "bin.pt").output_mode == "binary"
+    assert main(["train", *common, "--out", str(tmp_path / "plain.pt")]) == 0  # no model to follow: binary
+    assert load_model(tmp_path / "plain.pt").output_mode == "binary"
