@@ -200,6 +200,14 @@ def test_preview_says_how_many_objects_the_diameter_limit_left_out(make_napari_v
     status = widget.status.text()
     assert "above the 30 px max diameter left out" in status and "raise 'max diameter'" in status, status
     few = int(widget.preview_layer.data.max())
+    # Apply marks them -1, "not annotated" (training ignores them), instead of background
+    wait_worker(widget.apply())
+    applied = widget.labels_layer.data
+    assert (applied == -1).any() and "are -1, not annotated" in widget.status.text()
+    from napari_microseg.training.data import IGNORE, make_target
+
+    target = make_target(applied, "three_class")
+    assert (target[applied == -1] == IGNORE).all()
     widget.max_diameter.value = 60.0
     wait_worker(widget.preview())
     assert "left out" not in widget.status.text() and widget.preview_layer.data.max() > few

@@ -203,6 +203,7 @@ class AutolabelWidget(MicrosegDock):
             return None
         params = self.parameters()
         correct, max_shift = bool(self.correct_shift.value), float(self.max_shift.value)
+        sizes: dict = {}  # objects the diameter filter removed, filled in the worker
 
         def make_generator():
             from ..autolabel.fluorescence import autolabel_fluorescence_iter
@@ -211,7 +212,9 @@ class AutolabelWidget(MicrosegDock):
 
             yield Progress(0, 1, "reading the layers")
             stain = np.asarray(data)
-            labels = yield from autolabel_fluorescence_iter(stain, **params)
+            # nuclei above the max diameter: -1, "not annotated" (training ignores them), not background,
+            # which would teach a network that nuclei of that size are background
+            labels = yield from autolabel_fluorescence_iter(stain, **params, too_large_value=-1, size_report=sizes)
             if target is not None:
                 labels, shifts = yield from align_labels_iter(stain, np.asarray(target), labels, correct_shift=correct,
                                                               max_shift_px=max_shift)
@@ -222,18 +225,24 @@ class AutolabelWidget(MicrosegDock):
         def done(outcome: tuple) -> None:
             labels, shifts = outcome
             n_frames = 1 if data.ndim == 2 else data.shape[0]
+            left_out = ""
+            if sizes.get("too_large"):
+                left_out = (f" {sizes['too_large']} object(s) above the {params['diameter_range'][1]:g} px max diameter "
+                            f"(largest {sizes['largest_removed_px']:g} px) are -1, not annotated: training ignores them "
+                            "(paint them as nuclei, or raise 'max diameter' and apply again).")
             if shifts is None:
                 self.labels_layer = self.viewer.add_labels(
                     labels, name=unique_layer_name(self.viewer, f"{layer.name} auto-labels"), opacity=0.5,
                     **layer_geometry(layer, labels.ndim))
-                self.show_message(f"labelled {n_frames} frame(s): correct with napari's tools, then QC / train")
+                self.show_message(f"labelled {n_frames} frame(s): correct with napari's tools, then QC / train.{left_out}")
                 return
             self.labels_layer = self.viewer.add_labels(
                 labels, name=unique_layer_name(self.viewer, f"{target_layer.name} labels (from {layer.name})"), opacity=0.5,
                 metadata={"stain": layer.name, "target": target_layer.name, "shifts": shifts},
                 **layer_geometry(target_layer, labels.ndim))
             self.show_message(f"labelled {n_frames} frame(s) of '{layer.name}' onto '{target_layer.name}': "
-                              f"{_shift_summary(shifts, max_shift)}. Train on '{target_layer.name}' with these labels.")
+                              f"{_shift_summary(shifts, max_shift)}. Train on '{target_layer.name}' with these labels."
+                              f"{left_out}")
 
         return self.start(make_generator, done, label="auto-labelling")
 
