@@ -126,6 +126,28 @@ def test_evaluate_cli(tmp_path, capsys):
                  str(tmp_path / "m2.csv")]) == 2
 
 
+def test_evaluate_leaves_out_what_the_ground_truth_did_not_annotate(tmp_path, capsys):
+    """Ground truth -1 ("not annotated", as autolabel's tiles mark nuclei outside its size range):
+    a predicted nucleus there is neither a hit nor a false positive."""
+    gt = np.zeros((60, 60), np.int32)
+    gt[5:15, 5:15] = 1
+    gt[30:50, 30:50] = -1  # a nucleus too large for the auto-labeller
+    pred = np.zeros((60, 60), np.uint16)
+    pred[5:15, 5:15] = 1
+    pred[31:49, 31:49] = 2  # found by the network: on the not-annotated nucleus
+    tifffile.imwrite(tmp_path / "gt.tif", gt)
+    tifffile.imwrite(tmp_path / "pred.tif", pred)
+    assert main(["evaluate", "seg", "--gt", str(tmp_path / "gt.tif"), "--pred", str(tmp_path / "pred.tif"),
+                 "--out", str(tmp_path / "m.csv")]) == 0
+    row = pd.read_csv(tmp_path / "m.csv").set_index("name").loc["ALL"]
+    assert row["ap@0.50"] == 1.0 and row["object_fp"] == 0 and row["n_pred"] == 1
+    assert "not annotated (-1) in the ground truth: 400 px in 1 image(s) left out, with the 1 predicted" in capsys.readouterr().out
+    # a prediction with negative values is still refused: only the ground truth may leave pixels out
+    tifffile.imwrite(tmp_path / "bad_pred.tif", gt)
+    assert main(["evaluate", "seg", "--gt", str(tmp_path / "pred.tif"), "--pred", str(tmp_path / "bad_pred.tif"),
+                 "--out", str(tmp_path / "m2.csv")]) == 2
+
+
 def test_parser_builds():
     parser = build_parser()
     args = parser.parse_args(["segment", "--model", "m.pt", "--input", "x.tif", "--out", "o", "--remove-border"])

@@ -40,7 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     kinds.required = True
     s = kinds.add_parser("seg", help="instance/pixel segmentation scores (label images)", description=__doc__,
                          formatter_class=HelpFormatter)
-    s.add_argument("--gt", required=True, help="folder (or single file) of ground-truth label images")
+    s.add_argument("--gt", required=True, help="folder (or single file) of ground-truth label images; pixels -1 are "
+                                               "'not annotated' (as autolabel's tiles mark nuclei outside its size "
+                                               "range) and left out, with the predicted objects lying on them")
     s.add_argument("--pred", required=True, help="folder (or single file) of predicted label images")
     s.add_argument("--out", default="metrics.csv", help="CSV to write (default metrics.csv)")
     s.add_argument("--thresholds", default="0.5:0.9:0.05",
@@ -165,8 +167,11 @@ def match_files(gt_dir: Path, pred_dir: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def read_labels(path: Path):
-    """Read a label image as numpy; two-valued images (masks) become connected-component labels."""
+def read_labels(path: Path, not_annotated: bool = False):
+    """Read a label image as numpy; two-valued images (masks) become connected-component labels.
+
+    ``not_annotated``: a ground truth may mark pixels -1, "not annotated" (as autolabel's tiles
+    mark nuclei outside its size range); they come back as -1, everything else >= 0."""
     import numpy as np
 
     from ..measure.labels import masks_to_labels
@@ -183,22 +188,52 @@ def read_labels(path: Path):
         arr = read_image(path).data
     from ..evaluation.metrics import check_label_image
 
-    arr = check_label_image(np.asarray(arr), path.name)
+    arr = np.asarray(arr)
+    ignored = None
+    if not_annotated and arr.dtype.kind == "i" and arr.size and arr.min() == -1:
+        ignored = arr == -1
+        arr = np.where(ignored, 0, arr)
+    arr = check_label_image(arr, path.name)
     if arr.ndim not in (2, 3):
         raise InputError(f"{path.name}: expected (Y,X) or (T,Y,X) labels, got shape {arr.shape}")
-    return masks_to_labels(arr)[0]
+    labels = masks_to_labels(arr)[0]
+    if ignored is not None:
+        labels = labels.astype(np.int64)
+        labels[ignored] = -1
+    return labels
 
 
-def iter_pairs(pairs):
+def leave_out_not_annotated(gt, pred):
+    """``(gt, pred, n_dropped)``: the ground truth's -1 pixels ("not annotated") left out of the
+    scores: set to 0 in both, and predicted objects lying mostly (> half their area) on them dropped,
+    so that finding a nucleus nobody annotated is neither a hit nor a false positive."""
+    import numpy as np
+
+    ignored = gt < 0
+    if not ignored.any():
+        return gt, pred, 0
+    pred = np.array(pred, copy=True)
+    ids, area = np.unique(pred[pred > 0], return_counts=True)
+    on_ignored = dict(zip(*np.unique(pred[ignored & (pred > 0)], return_counts=True)))
+    dropped = [i for i, a in zip(ids, area) if on_ignored.get(i, 0) > a / 2]
+    if dropped:
+        pred[np.isin(pred, dropped)] = 0
+    pred[ignored] = 0
+    return np.where(ignored, 0, gt), pred, len(dropped)
+
+
+def iter_pairs(pairs, notes: list | None = None):
     for g, p in pairs:
-        gt, pred = read_labels(g), read_labels(p)
+        gt, pred = read_labels(g, not_annotated=True), read_labels(p)
         if gt.shape != pred.shape:
             raise InputError(f"{g.name}: ground truth shape {gt.shape} differs from prediction {p.name} shape {pred.shape}")
-        if gt.ndim == 2:
-            yield g.name, gt, pred
-        else:
-            for t in range(gt.shape[0]):
-                yield f"{g.name}[{t}]", gt[t], pred[t]
+        frames = [(g.name, gt, pred)] if gt.ndim == 2 else [(f"{g.name}[{t}]", gt[t], pred[t]) for t in range(gt.shape[0])]
+        for name, gt_frame, pred_frame in frames:
+            n_ignored = int((gt_frame < 0).sum())
+            gt_frame, pred_frame, n_dropped = leave_out_not_annotated(gt_frame, pred_frame)
+            if n_ignored and notes is not None:
+                notes.append((name, n_ignored, n_dropped))
+            yield name, gt_frame, pred_frame
 
 
 def run_seg(args: argparse.Namespace) -> int:
@@ -212,7 +247,8 @@ def run_seg(args: argparse.Namespace) -> int:
     out_thr = out.with_name(out.stem + "_thresholds.csv")
     check_overwrite([out, out_thr], args.overwrite)
     pairs = match_files(Path(args.gt), Path(args.pred))
-    per_image, pooled = evaluate_dataset(iter_pairs(pairs), thresholds)
+    notes: list = []
+    per_image, pooled = evaluate_dataset(iter_pairs(pairs, notes), thresholds)
     pooled_row = {"name": "ALL"}
     pooled_row.update({k: v for k, v in pooled.items() if k in per_image.columns or k == "mean_image_map"})
     table = pd.concat([per_image, pd.DataFrame([pooled_row])], ignore_index=True)
@@ -233,6 +269,9 @@ def run_seg(args: argparse.Namespace) -> int:
     t0 = f"{thresholds[0]:.2f}"
     print(f"  F1@{t0} {pooled[f'f1@{t0}']:.3f}  PQ {pooled['pq']:.3f}  mean AP {pooled['map']:.3f} "
           f"(per-image mean {pooled['mean_image_map']:.3f})  objects gt {pooled['n_gt']} pred {pooled['n_pred']}")
+    if notes:
+        print(f"not annotated (-1) in the ground truth: {sum(n[1] for n in notes)} px in {len(notes)} image(s) left out, "
+              f"with the {sum(n[2] for n in notes)} predicted object(s) lying on them")
     print(f"wrote {out} and {out_thr}")
     return 0
 
