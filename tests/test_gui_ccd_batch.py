@@ -40,9 +40,15 @@ def test_multiclass_result_tiles_and_clusters(make_napari_viewer, qtbot, tmp_pat
     widget.image_layer.value = "ccd"
     widget.model_choice.value = FILE_CHOICE
     assert widget.diameter.native.isVisibleTo(widget) and not widget.shape_rules.native.isVisibleTo(widget)
+    from napari_microseg.cli import build_parser
+
+    # the same smallest object as `microseg segment` keeps (the dock said 15, the command 8)
+    assert widget.min_size.value == build_parser().parse_args(["segment", "--model", "m", "--input", "i", "--out", "o"]).min_size
     widget.model_file.value = str(tiny_ccd_model)  # a class model: its options, not the nucleus diameter
     assert widget.shape_rules.native.isVisibleTo(widget) and widget.find_button.native.isVisibleTo(widget)
     assert not widget.diameter.native.isVisibleTo(widget)
+    assert not widget.min_size.native.isVisibleTo(widget)  # a class map keeps every pixel: no size to set
+    assert not widget.tile_table.isVisibleTo(widget)  # no empty tile list before "List tiles"
     widget.export_dir.value = str(tmp_path / "export")
     wait_worker(widget.segment())
     layer = viewer.layers["ccd segmented"]

@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..defaults import DEFAULT_MIN_SIZE
 from ..errors import InputError
 from ..io.atomic import guard_target, make_output_folder
 from ._help import HelpFormatter
@@ -45,7 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--threshold", type=float, default=None,
                    help="foreground probability threshold (default: the value tuned for the model, else 0.5)")
-    p.add_argument("--min-size", type=int, default=8, help="drop objects smaller than this many px (default 8)")
+    p.add_argument("--min-size", type=int, default=DEFAULT_MIN_SIZE,
+                   help=f"drop objects smaller than this many px (default {DEFAULT_MIN_SIZE})")
     p.add_argument("--diameter", default=None,
                    help="typical nucleus width in px, or 'auto' to estimate it per image (from the first frame of a "
                         "stack); tiles are resized when it lies outside the widths the model was trained on "

@@ -20,6 +20,7 @@ from typing import Any, Callable, Generator
 import numpy as np
 import pandas as pd
 
+from ..defaults import DEFAULT_MIN_SIZE, DEFAULT_OVERLAP, DEFAULT_TILE  # noqa: F401 (re-exported)
 from ..errors import InputError
 from ..progress import Progress
 from . import postprocess, scale
@@ -233,9 +234,6 @@ def _resolve_loaded(model: Any, device: str) -> Any:
     return model
 
 
-#: default largest tile side (px) and overlap (px); see segment_image
-DEFAULT_TILE = 512
-DEFAULT_OVERLAP = 32
 #: pixels of one unit of ``batch_size`` (a 256 x 256 tile)
 BATCH_TILE_PIXELS = 256 * 256
 
@@ -296,7 +294,7 @@ def segment_image(
     batch_size: int = 4,
     device: str = "auto",
     threshold: float | None = None,
-    min_size: int = 8,
+    min_size: int = DEFAULT_MIN_SIZE,
     max_size: int | None = None,
     fill_holes: bool = True,
     remove_border: bool = False,

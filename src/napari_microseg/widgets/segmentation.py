@@ -19,6 +19,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinB
 
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
+from ..defaults import DEFAULT_MIN_SIZE
 from ..errors import InputError
 from ..pretrained import list_pretrained_for
 from ..colours import class_colour
@@ -53,7 +54,8 @@ class SegmentationWidget(MicrosegDock):
         self.scope = ComboBox(label="run on", choices=["current frame", "whole stack"], value="current frame")
         self.tile = SpinBox(label="largest tile (px)", value=512, min=64, max=4096, step=32,
                             tooltip="tiles shrink to cover each frame evenly (a 512 x 512 frame is one tile)")
-        self.min_size = SpinBox(label="min size (px)", value=15, min=0, max=100000)
+        self.min_size = SpinBox(label="min size (px)", value=DEFAULT_MIN_SIZE, min=0, max=100000,
+                                tooltip="objects smaller than this many pixels are dropped (as `microseg segment --min-size`)")
         self.remove_border = CheckBox(label="remove border objects", value=False)
         self.keep_probabilities = CheckBox(label="add probability layer", value=False)
         self.tta = CheckBox(label="test-time augmentation (4 flips, 4x slower)", value=False)
@@ -140,8 +142,8 @@ class SegmentationWidget(MicrosegDock):
         class_model = self._chosen_output_mode() == "multiclass"
         for ccd_option in (self.shape_rules, self.max_cluster_size, self.find_class, self.find_button):
             ccd_option.visible = class_model
-        self.tile_table.setVisible(class_model)
-        for nucleus_option in (self.diameter, self.estimate_diameter):
+        self.tile_table.setVisible(class_model and self.tile_table.rowCount() > 0)  # shown with a list of tiles
+        for nucleus_option in (self.diameter, self.estimate_diameter, self.min_size):  # a class map keeps every pixel
             nucleus_option.visible = not class_model
 
     def _chosen_output_mode(self) -> str | None:

@@ -1,0 +1,8 @@
+"""Defaults shared by the core, the command line and the docks, in a module light enough for
+``microseg --help`` to import (numbers only)."""
+
+#: largest tile side (px) and tile overlap (px) of tiled prediction; see inference.segment.segment_image
+DEFAULT_TILE = 512
+DEFAULT_OVERLAP = 32
+#: smallest object (px) segment_image, ``microseg segment --min-size`` and the Segmentation widget keep
+DEFAULT_MIN_SIZE = 8
