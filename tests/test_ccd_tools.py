@@ -52,7 +52,15 @@ def test_shape_rules_keep_hot_lines_turn_hot_blobs_into_clusters_and_drop_big_cl
     cls[20:28, 54:58] = 2        # four adjacent hot columns, 8 px long: long lines side by side stay hot
     cls[15:17, 45:47] = 3        # a small cluster
     cls[50:58, 30:58] = 3        # a big one (a track)
+    cls[2:4, 2:4] = 2            # compact blobs that are no lines: a 2x2 block, a 3x2 block, an L, a diagonal pair
+    cls[45:48, 2:4] = 2
+    cls[2, 40], cls[3, 40:42] = 2, 2
+    cls[25, 2], cls[26, 3] = 2, 2
+    cls[58, 2] = 2               # a single hot pixel: a 1 px line
     ruled = ccd_shape_rules(cls, CCD_NAMES)
+    for blob in ((slice(2, 4), slice(2, 4)), (slice(45, 48), slice(2, 4)), (2, 40), (3, slice(40, 42)), (25, 2), (26, 3)):
+        assert (ruled[blob] == 3).all(), blob
+    assert ruled[58, 2] == 2
     assert (ruled[5:55, 10] == 2).all() and (ruled[30, 20:50] == 2).all() and (ruled[40:42, 20:45] == 2).all()
     assert (ruled[8:12, 30:34] == 3).all()
     assert (ruled[20:28, 54:58] == 2).all()

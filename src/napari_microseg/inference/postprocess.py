@@ -608,11 +608,14 @@ def ccd_shape_rules(class_map: np.ndarray, class_names: Sequence[str], hot_lines
     max_cluster_size : cluster components (8-connected) larger than this many pixels
         (muon or electron tracks, not low-energy clusters) become background; None keeps all.
     max_line_width, min_line_length : a hot-pixel component (8-connected) is kept as
-        lines when its area is at most ``max_line_width`` pixels times its length (the
-        longer side of its bounding box: a vertical or horizontal run 1-2 px wide) or
-        when that length is at least ``min_line_length`` px (long lines, also several
-        side by side or crossing). Other hot components, compact bright blobs, become
-        cluster.
+        lines when it is straight: one pixel wide (a row or column run, a single pixel
+        included), or up to ``max_line_width`` px wide, at least twice as long as wide and
+        of at most ``max_line_width`` pixels per pixel of length (a vertical or horizontal
+        run 1-2 px wide); or when its length (the longer side of its bounding box) is at
+        least ``min_line_length`` px (long lines, also several side by side or crossing).
+        Other hot components, compact bright blobs (a 2 x 2 block, an L, a diagonal pair),
+        become cluster. A single hot pixel cannot be told from a one-pixel X-ray hit on one
+        frame: a defect repeats from frame to frame, a hit does not.
 
     Returns
     -------
@@ -624,9 +627,11 @@ def ccd_shape_rules(class_map: np.ndarray, class_names: Sequence[str], hot_lines
     comp, n = ndi.label(out == hot, structure=eight) if hot_lines else (None, 0)
     if n:
         boxes = ndi.find_objects(comp)
-        length = np.array([max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) for sl in boxes])
+        sides = np.array([(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) for sl in boxes])
+        width, length = sides.min(axis=1), sides.max(axis=1)
         area = np.bincount(comp.ravel(), minlength=n + 1)[1:]
-        blob = np.r_[False, (area > max_line_width * length) & (length < min_line_length)]
+        straight = (width == 1) | ((width <= max_line_width) & (length >= 2 * width) & (area <= max_line_width * length))
+        blob = np.r_[False, ~straight & (length < min_line_length)]
         out[blob[comp]] = cluster
     if max_cluster_size is not None:
         comp, n = ndi.label(out == cluster, structure=eight)
