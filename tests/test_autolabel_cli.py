@@ -159,6 +159,8 @@ def test_ccd_on_real_crop(tmp_path):
     fractions = counts[[f"fraction_{n}" for n in ("background", "glowing", "hot_pixel", "cluster")]].iloc[0]
     np.testing.assert_allclose(fractions, np.bincount(classes.ravel(), minlength=4) / classes.size)
     assert counts.loc[0, "count_cluster"] == (objects["class"] == "cluster").sum() > 50
+    joined = clusters.merge(objects, on="label", how="left", validate="one_to_one")  # the same ids in both tables
+    assert (joined["class"] == "cluster").all() and (joined["area"] == joined["size_px"]).all()
     seg = tmp_path / "seg"
     assert main(["segment", "--model", "ccd_classes", "--input", SAMPLE_CCD, "--out", str(seg), "--quiet"]) == 0
     seg_counts, seg_objects = pd.read_csv(seg / "counts.csv"), pd.read_csv(seg / "objects.csv")

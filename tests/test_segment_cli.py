@@ -174,6 +174,10 @@ def test_segment_cli_ccd_shape_rules(tmp_path, capsys):
 
     assert len(clusters) == ndi.label(ruled == 3, structure=np.ones((3, 3)))[1] > 0
     assert (clusters.size_px <= 20).all() and (clusters.image == "frame.tif").all()
+    # clusters.csv and objects.csv join on (t, label): the same cluster, its size and class
+    objects = pd.read_csv(tmp_path / "ruled" / "objects.csv")
+    joined = clusters.merge(objects, on=["t", "label"], how="left", validate="one_to_one")
+    assert (joined["class"] == "cluster").all() and (joined["area"] == joined["size_px"]).all()
     # on a nuclei model the rules are refused with a one-line reason
     tifffile.imwrite(tmp_path / "nuclei.tif", np.zeros((64, 64), np.uint8))
     capsys.readouterr()

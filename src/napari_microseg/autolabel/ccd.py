@@ -477,9 +477,20 @@ def autolabel_ccd(image_adc, pedestal: float | np.ndarray | None = None, noise: 
     return autolabel_ccd_details(image_adc, pedestal=pedestal, noise=noise, **kwargs).classes
 
 
+def object_label_offset(class_map: np.ndarray, cluster_class: int = 3, background: int = 0) -> int:
+    """How many objects of other classes come before the first cluster in ``objects.csv``: the
+    8-connected pieces of each class below ``cluster_class`` (background left out), the order in
+    which :func:`~napari_microseg.inference.postprocess.class_map_to_instances` numbers them. Added
+    to :func:`find_clusters`' numbering, a cluster's ``label`` in ``clusters.csv`` is its ``label``
+    in ``objects.csv``."""
+    cls = np.asarray(class_map)
+    eight = np.ones((3, 3), bool)
+    return int(sum(ndi.label(cls == c, structure=eight)[1] for c in np.unique(cls) if c != background and c < cluster_class))
+
+
 def find_clusters(class_map: np.ndarray, image: np.ndarray, pedestal: float | np.ndarray | None = None,
                   cluster_class: int = 3, max_size: int | None = None, connectivity: int = 2,
-                  background_classes: Sequence[int] = (0, 1), ring: int = 3) -> pd.DataFrame:
+                  background_classes: Sequence[int] = (0, 1), ring: int = 3, first_label: int = 1) -> pd.DataFrame:
     """One row per connected cluster (class ``cluster_class``) of a class map.
 
     Parameters
@@ -494,12 +505,14 @@ def find_clusters(class_map: np.ndarray, image: np.ndarray, pedestal: float | np
     connectivity : 1 (4-neighbours) or 2 (8-neighbours).
     background_classes : classes whose pixels give the local baseline (CCD: 0 background, 1 glowing).
     ring : px around each cluster's bounding box searched for baseline pixels.
+    first_label : the first cluster's ``label`` (the others follow in scan order); with
+        ``1 + object_label_offset(class_map)`` the labels are those of ``objects.csv``.
 
     Returns
     -------
     DataFrame with columns ``label, y, x, size_px, charge_adc, peak_adc`` (y, x: charge-weighted
-    centroid in px; charge_adc: sum of image - pedestal over the cluster's pixels; peak_adc:
-    the largest pixel value above the pedestal).
+    centroid in px, where ``objects.csv`` gives the geometric one; charge_adc: sum of image -
+    pedestal over the cluster's pixels; peak_adc: the largest pixel value above the pedestal).
     """
     cls = np.asarray(class_map)
     img = _check_image(image)
@@ -531,7 +544,7 @@ def find_clusters(class_map: np.ndarray, image: np.ndarray, pedestal: float | np
             cy, cx = (yy * w).sum() / w.sum(), (xx * w).sum() / w.sum()
         else:
             cy, cx = yy.mean(), xx.mean()
-        rows[i] = (i + 1, cy + sl[0].start, cx + sl[1].start, inside.sum(), vals.sum(), vals.max())
+        rows[i] = (i + first_label, cy + sl[0].start, cx + sl[1].start, inside.sum(), vals.sum(), vals.max())
     table = pd.DataFrame(rows, columns=cols)
     table["label"] = table["label"].astype(int)
     table["size_px"] = table["size_px"].astype(int)
@@ -570,7 +583,8 @@ def clusters_per_frame(class_map, image, class_names: Sequence[str], first_frame
     for t in range(class_map.shape[0] if stack else 1):
         frame_classes = np.asarray(class_map[t] if stack else class_map)
         frame = np.asarray(image[t] if stack else image, dtype=np.float32)
-        table = find_clusters(frame_classes, frame, cluster_class=cluster, background_classes=quiet)
+        table = find_clusters(frame_classes, frame, cluster_class=cluster, background_classes=quiet,  # objects.csv's ids
+                              first_label=1 + object_label_offset(frame_classes, cluster, class_index(names, "background") or 0))
         table.insert(0, "t", first_frame + t)
         tables.append(table)
     return pd.concat(tables, ignore_index=True)

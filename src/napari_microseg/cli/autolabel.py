@@ -301,7 +301,7 @@ def run_fluorescence(args: argparse.Namespace) -> int:
 
 
 def run_ccd(args: argparse.Namespace) -> int:
-    from ..autolabel.ccd import CLASS_NAMES, autolabel_ccd_details, find_clusters
+    from ..autolabel.ccd import CLASS_NAMES, autolabel_ccd_details, find_clusters, object_label_offset
     from ..inference.segment import class_map_tables
     from ..io.atomic import atomic_write_text
     from ..io.images import write_tiff
@@ -331,7 +331,8 @@ def run_ccd(args: argparse.Namespace) -> int:
         glow_sigma=args.glow_sigma, hot_pixel_adc=None if args.hot_pixel_adc < 0 else args.hot_pixel_adc,
         hot_min_length=args.hot_min_length,
     )
-    clusters = find_clusters(res.classes, image, max_size=args.cluster_max_size)  # local baselines: hot columns left out
+    clusters = find_clusters(res.classes, image, max_size=args.cluster_max_size,  # local baselines: hot columns left out
+                             first_label=1 + object_label_offset(res.classes))  # labels as in objects.csv
     write_tiff(out / "classes.tif", res.classes, overwrite=True)
     write_csv(out / "clusters.csv", clusters)
     objects, counts = class_map_tables(res.classes, image, list(CLASS_NAMES))  # the tables `segment` writes
