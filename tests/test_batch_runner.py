@@ -621,3 +621,28 @@ def test_hdu_picks_the_fits_extension_in_batch_and_track(tmp_path, capsys):
     assert pd.read_csv(tmp_path / "trk" / "tracks.csv")["t"].nunique() == 3
     assert main(["track", "--labels", str(tmp_path / "movie.fits"), "--out", str(tmp_path / "trk1")]) == 2  # HDU 1: empty
     assert "empty" in capsys.readouterr().err
+
+
+def test_batch_segment_of_ccd_frames_writes_clusters_as_segment_does(tmp_path, capsys):
+    """A CCD class model in `batch segment`: the shape rules apply and clusters.csv is written, row
+    for row as `microseg segment` writes it for each frame; other models refuse the rules once."""
+    from napari_microseg.cli import main
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+
+    (tmp_path / "frames").mkdir()
+    for i in range(2):
+        tifffile.imwrite(tmp_path / "frames" / f"f{i}.tif", simulate_ccd_frame(shape=(128, 128), seed=20 + i, balanced=True).image)
+    rules = ["--shape-rules", "--max-cluster-size", "20"]
+    assert main(["batch", "segment", "--model", "ccd_classes", "--input", str(tmp_path / "frames"),
+                 "--out", str(tmp_path / "batch"), "--workers", "0", *rules]) == 0
+    merged = pd.read_csv(tmp_path / "batch" / "clusters.csv")
+    assert set(merged["image"]) == {"f0.tif", "f1.tif"} and (merged["size_px"] <= 20).all()
+    assert main(["segment", "--model", "ccd_classes", "--input", str(tmp_path / "frames" / "f1.tif"),
+                 "--out", str(tmp_path / "single"), "--quiet", *rules]) == 0
+    single = pd.read_csv(tmp_path / "single" / "clusters.csv")
+    ours = merged[merged["image"] == "f1.tif"].drop(columns="image").reset_index(drop=True)
+    pd.testing.assert_frame_equal(ours, single.drop(columns="image")[ours.columns], check_dtype=False, rtol=1e-5)
+    capsys.readouterr()
+    assert main(["batch", "segment", "--model", "nuclei_fluorescence", "--input", str(tmp_path / "frames"),
+                 "--out", str(tmp_path / "nuclei"), "--workers", "0", "--shape-rules"]) == 2
+    assert "CCD class models only" in capsys.readouterr().err

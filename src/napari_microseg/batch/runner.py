@@ -76,6 +76,7 @@ NEUTRAL_PARAMS = ("batch_size",)
 MERGED_TABLES = {
     "objects": ("objects.csv", ["image", "t", "label"]),
     "counts": ("counts.csv", ["image", "t"]),
+    "clusters": ("clusters.csv", ["image", "t", "label"]),
     "tracks": ("tracks.csv", ["image", "track_id", "t"]),
     "track_summary": ("track_summary.csv", ["image", "track_id"]),
     "flags": ("flags.csv", ["image"]),

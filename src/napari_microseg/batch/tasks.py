@@ -48,7 +48,7 @@ from .manifest import sha256_array, sha256_file, sha256_tree
 
 #: segment_image keywords a segment (or track) batch task passes on
 SEGMENT_PARAMS = ("tile", "overlap", "batch_size", "threshold", "min_size", "max_size", "fill_holes", "remove_border",
-                  "diameter")
+                  "diameter", "postprocess_options")
 
 
 @dataclass(frozen=True)
@@ -282,15 +282,28 @@ def segment_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> d
     else:
         data = _read_whole(item, spec, grey=True)
         if is_lazy(data):  # a Zarr store or a big TIFF (2D or a stack as one item): written chunk by chunk
+            import zarr
+
             rel = f"labels/{item.stem}.zarr"
             result = _labels_into_zarr_store(out, rel, lambda arr: segment(loaded, data, out=arr, **kw),
                                              tuple(data.shape), spec.label_dtype)
+            class_map = zarr.open_array(str(out / rel), mode="r")  # where the store now lies
         else:
             result = segment(loaded, data, **kw)
             rel = _write_labels_tiff(out, f"labels/{item.stem}.tif", result.labels)
         objects, counts = result.objects, result.counts
-    return {"labels": rel, "objects": _write_shard(out, "objects", item, objects),
-            "counts": _write_shard(out, "counts", item, counts)}
+    outputs = {"labels": rel, "objects": _write_shard(out, "objects", item, objects),
+               "counts": _write_shard(out, "counts", item, counts)}
+    if getattr(loaded, "output_mode", None) == "multiclass":  # a CCD class model: the charge of each cluster
+        from ..autolabel.ccd import clusters_per_frame
+
+        if frame is not None:
+            clusters = clusters_per_frame(np.asarray(result.labels), frame, loaded.class_names, first_frame=item.frame)
+        else:
+            clusters = clusters_per_frame(class_map if is_lazy(data) else np.asarray(result.labels), data, loaded.class_names)
+        if clusters is not None:
+            outputs["clusters"] = _write_shard(out, "clusters", item, clusters)
+    return outputs
 
 
 def autolabel_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> dict:

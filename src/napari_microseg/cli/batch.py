@@ -19,7 +19,8 @@ the same place). ``--workers 0`` runs in this process without Dask.
 One task per image file, one per frame for Zarr (T,Y,X) stacks. Outputs in
 ``--out``: ``labels/<name>.tif`` (Zarr input, or a TIFF over 1 GiB, read tile by tile: ``labels/<name>.zarr``),
 table shards under ``shards/``, merged ``objects.csv`` and ``counts.csv``
-(segment, autolabel), ``tracks.csv``, ``counts.csv`` and ``track_summary.csv`` (track; with
+(segment, autolabel; a CCD class model's segment also ``clusters.csv``), ``tracks.csv``, ``counts.csv``
+and ``track_summary.csv`` (track; with
 ``--ctc`` also ``ctc_RES/<name>/`` per movie) or
 ``flags.csv`` (classify), each with an ``image`` column; ``manifest.jsonl`` (done items with input checksums),
 ``failures.csv`` (items that failed, with the reason),
@@ -110,6 +111,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         _common(q, name)
         if name in ("segment", "track"):
             _segment_options(q)
+        if name == "segment":
+            from .segment import add_ccd_rule_options
+
+            add_ccd_rule_options(q.add_argument_group("CCD class models (clusters.csv is written for them)"))
         if name == "track":
             g = q.add_argument_group("tracking")
             g.add_argument("--config", default=None, help="'cell' (divisions), 'particle' or a JSON file (default cell)")
@@ -142,6 +147,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.set_defaults(func=run)
 
 
+def _check_class_model(model: str) -> None:
+    """InputError unless ``model`` (a file or shipped name) is a CCD class model (multiclass output)."""
+    from ..io.models import read_model_file
+
+    mode = read_model_file(model)["config"].get("output_mode")
+    if mode != "multiclass":
+        raise InputError(f"--shape-rules / --max-cluster-size apply to CCD class models only; {model} outputs {mode}")
+
+
 def _params(args: argparse.Namespace) -> dict:
     params: dict = {}
     if args.batch_task in ("segment", "track"):
@@ -158,6 +172,13 @@ def _params(args: argparse.Namespace) -> dict:
             params["diameter"] = diameter
         if args.no_fill_holes:
             params["fill_holes"] = False
+    if args.batch_task == "segment":
+        from .segment import ccd_rule_options
+
+        rules = ccd_rule_options(args)
+        if rules:  # refused here, once, for a model that has no CCD classes (not by every item)
+            _check_class_model(args.model)
+            params["postprocess_options"] = rules
     if args.batch_task == "autolabel":
         kw = {}
         if args.otsu_window is not None:

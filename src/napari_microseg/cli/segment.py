@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from ..defaults import DEFAULT_MIN_SIZE
 from ..errors import InputError
@@ -29,6 +30,27 @@ from ..io.atomic import guard_target, make_output_folder
 from ._help import HelpFormatter
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".zarr")
+
+
+def add_ccd_rule_options(p: Any) -> None:
+    """``--shape-rules`` and ``--max-cluster-size`` (CCD class models' [C] shape rules) on a parser or group."""
+    p.add_argument("--shape-rules", action="store_true",
+                   help="CCD class models: hot pixels must be straight lines (compact hot blobs become cluster)")
+    p.add_argument("--max-cluster-size", type=int, default=None,
+                   help="CCD class models: cluster components larger than this many px become background "
+                        "(tracks; default and 0: no limit)")
+
+
+def ccd_rule_options(args: argparse.Namespace) -> dict:
+    """``postprocess_options`` for :func:`~napari_microseg.inference.segment.segment` from
+    :func:`add_ccd_rule_options`' flags; a one-line error for a negative size."""
+    rules = {"shape_rules": True} if args.shape_rules else {}
+    if args.max_cluster_size is not None:
+        if args.max_cluster_size < 0:
+            raise InputError(f"--max-cluster-size must be >= 0 px (0 = no limit), got {args.max_cluster_size}")
+        if args.max_cluster_size > 0:
+            rules["max_cluster_size"] = args.max_cluster_size
+    return rules
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -57,10 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="network arithmetic: auto = bfloat16 on GPUs and on CPUs that compute it natively (AMX), else float32")
     p.add_argument("--max-size", type=int, default=None, help="drop objects larger than this many px (default: none)")
     p.add_argument("--remove-border", action="store_true", help="drop objects touching the image border")
-    p.add_argument("--shape-rules", action="store_true",
-                   help="CCD class models: hot pixels must be straight lines (compact hot blobs become cluster)")
-    p.add_argument("--max-cluster-size", type=int, default=None,
-                   help="CCD class models: cluster components larger than this many px become background (tracks)")
+    add_ccd_rule_options(p)
     p.add_argument("--no-fill-holes", action="store_true", help="do not fill holes inside objects")
     p.add_argument("--save-probabilities", action="store_true", help="also write OUT/probabilities/<stem>.tif (float32, K channels)")
     p.add_argument("--zarr-above", type=int, default=8192 * 8192,
@@ -355,9 +374,7 @@ def run(args: argparse.Namespace) -> int:
 
     all_objects, all_counts, all_clusters, per_image = [], [], [], []
     t0 = time.perf_counter()
-    ccd_rules = {"shape_rules": True} if args.shape_rules else {}  # CCD class models' [C] shape rules
-    if args.max_cluster_size is not None:
-        ccd_rules["max_cluster_size"] = args.max_cluster_size
+    ccd_rules = ccd_rule_options(args)  # CCD class models' [C] shape rules
     result = None
     not_done: list[str] = []  # images left when Ctrl-C interrupted the run
     for i, path in enumerate(usable):
