@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.gui
@@ -56,6 +57,19 @@ def test_preview_apply_and_qc(make_napari_viewer, qtbot, artifacts, wait_worker)
     assert len(table) == 9 and widget.qc_table.rowCount() == 9 and not widget.qc_table.isHidden()
     assert (~table.kept).sum() >= 2  # the lowest 25 % are dropped
     assert any(type(lay).__name__ == "Shapes" for lay in viewer.layers)
+    # a labels layer to train on: dropped tiles -1 (not annotated), kept tiles and other frames as they were
+    checked, source = widget.qc_labels_layer.data, widget.labels_layer.data
+    t_qc = viewer.dims.current_step[0]
+    assert checked.shape == source.shape
+    for rec in table.itertuples():
+        area = (t_qc, slice(rec.y, rec.y + 64), slice(rec.x, rec.x + 64))
+        if rec.kept:
+            np.testing.assert_array_equal(checked[area], source[area])
+        else:
+            assert (checked[area] == -1).all()
+    others = [t for t in range(source.shape[0]) if t != t_qc]
+    np.testing.assert_array_equal(checked[others], source[others])
+    assert "-1 (not annotated): train on it" in widget.status.text()
     viewer.window._qt_window.resize(1400, 1000)
     qtbot.wait(100)
     from skimage.io import imsave

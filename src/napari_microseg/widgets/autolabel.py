@@ -290,11 +290,25 @@ class AutolabelWidget(MicrosegDock):
             positions, tile_shape = tile_positions(frame.shape, tile)
             tiles = [frame[y:y + tile_shape[0], x:x + tile_shape[1]] for y, x in positions]
             _kept, table = qc_filter(tiles, drop_lowest_fraction=drop_lowest, max_foreground_fraction=max_foreground)
-            return table.assign(y=positions[:, 0], x=positions[:, 1]), tile_shape
+            # the labels to train on: what only dropped tiles cover is -1, "not annotated" (training ignores it)
+            kept_area = np.zeros(frame.shape, bool)
+            dropped_area = np.zeros(frame.shape, bool)
+            for (y, x), keep in zip(positions, table["kept"]):
+                (kept_area if keep else dropped_area)[y:y + tile_shape[0], x:x + tile_shape[1]] = True
+            checked = frame.astype(np.int32) if frame.dtype.kind == "u" or frame.dtype.itemsize < 4 else frame.copy()
+            checked[dropped_area & ~kept_area] = -1
+            if t is not None:  # a stack: the other frames as they are (QC looked at this one)
+                stack = np.array(labels, dtype=checked.dtype)
+                stack[t] = checked
+                checked = stack
+            return table.assign(y=positions[:, 0], x=positions[:, 1]), tile_shape, checked
 
         def done(outcome: tuple) -> None:
-            table, (th, tw) = outcome
+            table, (th, tw), checked = outcome
             self.qc = table
+            self.qc_labels_layer = self.viewer.add_labels(
+                checked, name=unique_layer_name(self.viewer, f"{layer.name} (QC)"), opacity=0.5,
+                **layer_geometry(layer, checked.ndim))
             rects = [np.array([[y, x], [y, x + tw], [y + th, x + tw], [y + th, x]], float) for y, x in zip(table.y, table.x)]
             colours = ["#33cc33" if k else "#ff4444" for k in table.kept]
             name = unique_layer_name(self.viewer, f"{layer.name} QC tiles")
@@ -307,7 +321,9 @@ class AutolabelWidget(MicrosegDock):
                 values = [rec.tile, rec.y, rec.x, f"{rec.foreground_fraction:.3f}", rec.n_objects, "yes" if rec.kept else "no", rec.reason]
                 for col, value in enumerate(values):
                     self.qc_table.setItem(row, col, QTableWidgetItem(str(value)))
-            self.show_message(f"QC: kept {int(table.kept.sum())} of {len(table)} tiles of {th}x{tw} px")
+            self.show_message(f"QC: kept {int(table.kept.sum())} of {len(table)} tiles of {th}x{tw} px; "
+                              f"'{self.qc_labels_layer.name}' has the dropped tiles -1 (not annotated): train on it "
+                              "to leave them out")
 
         return self.start(make_generator, done, label="QC")
 
