@@ -142,6 +142,11 @@ def test_evaluate_leaves_out_what_the_ground_truth_did_not_annotate(tmp_path, ca
     row = pd.read_csv(tmp_path / "m.csv").set_index("name").loc["ALL"]
     assert row["ap@0.50"] == 1.0 and row["object_fp"] == 0 and row["n_pred"] == 1
     assert "not annotated (-1) in the ground truth: 400 px in 1 image(s) left out, with the 1 predicted" in capsys.readouterr().out
+    # a prediction that calls (almost) everything foreground: the any-overlap scores are flagged
+    tifffile.imwrite(tmp_path / "everything.tif", np.ones((60, 60), np.uint16))
+    assert main(["evaluate", "seg", "--gt", str(tmp_path / "gt.tif"), "--pred", str(tmp_path / "everything.tif"),
+                 "--out", str(tmp_path / "m3.csv")]) == 0
+    assert "trust the IoU-matched AP" in capsys.readouterr().err
     # a prediction with negative values is still refused: only the ground truth may leave pixels out
     tifffile.imwrite(tmp_path / "bad_pred.tif", gt)
     assert main(["evaluate", "seg", "--gt", str(tmp_path / "pred.tif"), "--pred", str(tmp_path / "bad_pred.tif"),

@@ -228,5 +228,7 @@ def test_fine_tuning_keeps_the_models_output_mode_unless_told(tmp_path, capsys):
     assert main(["train", *common, "--out", str(tmp_path / "bin.pt"), "--init-model", str(base), "--output-mode", "binary"]) == 0
     assert "differs from base.pt's (three_class)" in capsys.readouterr().err
     assert load_model(tmp_path / "bin.pt").output_mode == "binary"
-    assert main(["train", *common, "--out", str(tmp_path / "plain.pt")]) == 0  # no model to follow: binary
+    assert main(["train", *common, "--out", str(tmp_path / "plain.pt"), "--quiet"]) == 0  # no model to follow: binary
     assert load_model(tmp_path / "plain.pt").output_mode == "binary"
+    said = capsys.readouterr()
+    assert "epoch" not in said.err and "model: " in said.out  # --quiet: no progress bar, the summary still

@@ -269,6 +269,12 @@ def run_seg(args: argparse.Namespace) -> int:
     t0 = f"{thresholds[0]:.2f}"
     print(f"  F1@{t0} {pooled[f'f1@{t0}']:.3f}  PQ {pooled['pq']:.3f}  mean AP {pooled['map']:.3f} "
           f"(per-image mean {pooled['mean_image_map']:.3f})  objects gt {pooled['n_gt']} pred {pooled['n_pred']}")
+    pixels = sum(pooled[k] for k in ("pixel_tp", "pixel_fp", "pixel_fn", "pixel_tn"))
+    predicted, true = pooled["pixel_tp"] + pooled["pixel_fp"], pooled["pixel_tp"] + pooled["pixel_fn"]
+    if pixels and predicted > 0.8 * pixels and predicted > 2 * true:  # a model that calls everything foreground
+        print(f"warning: the predictions cover {100 * predicted / pixels:.0f} % of the pixels, the ground truth "
+              f"{100 * true / pixels:.0f} %: the any-overlap object scores say little then (one object over "
+              "everything overlaps every nucleus); trust the IoU-matched AP", file=sys.stderr)
     if notes:
         print(f"not annotated (-1) in the ground truth: {sum(n[1] for n in notes)} px in {len(notes)} image(s) left out, "
               f"with the {sum(n[2] for n in notes)} predicted object(s) lying on them")

@@ -96,6 +96,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--init-model", help="fine-tune from this model file")
     t.add_argument("--freeze-encoder", action="store_true", help="with --init-model: keep the encoder fixed")
     t.add_argument("--history", help="history CSV path (default: <model>.history.csv next to --out)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar (the summary lines are still printed)")
     p.set_defaults(func=run)
 
 
@@ -274,7 +275,13 @@ def run(args: argparse.Namespace) -> int:
         val_data = (vi, vl)
     gen = train(cfg, train_data, val_data, out_path=out, resume=args.resume, init_model=args.init_model)
     try:
-        result = run_with_text_progress(gen, label="train")
+        if args.quiet:  # no progress bar (scripts, logs of many runs); the summary lines still come
+            import os
+
+            with open(os.devnull, "w") as sink:
+                result = run_with_text_progress(gen, stream=sink, label="train")
+        else:
+            result = run_with_text_progress(gen, label="train")
     except KeyboardInterrupt:
         gen.close()  # keeps the best model; write what history there is
         _write_history_from_file(out, history_path)

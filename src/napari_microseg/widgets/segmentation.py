@@ -405,6 +405,10 @@ class SegmentationWidget(MicrosegDock):
         self.tiles = tiles_with_class(class_map, class_id, tile=256)
         self.tile_table.setRowCount(len(self.tiles))
         self.tile_table.setVisible(True)
+        from qtpy.QtCore import QTimer
+
+        # the list sits below the form: brought into view once laid out (it appeared off-screen)
+        QTimer.singleShot(0, lambda: self.scroll.ensureWidgetVisible(self.tile_table))
         for row, rec in self.tiles.iterrows():
             for col, value in enumerate([int(rec.y0), int(rec.x0), int(rec.pixels), f"{int(rec.tile_row)},{int(rec.tile_col)}"]):
                 self.tile_table.setItem(row, col, QTableWidgetItem(str(value)))
