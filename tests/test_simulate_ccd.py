@@ -84,6 +84,13 @@ def test_tracks_are_class_cluster():
     f = simulate_ccd_frame(seed=3, muons=True, electrons=True, n_muons=1, n_electrons=2, n_clusters=0, n_hot=0, glow_probability=0)
     assert (f.components["tracks"] > 0).any()
     assert np.count_nonzero(f.classes == 3) > 100  # a muon crosses the tile
+    # a muon is one unbroken line, not a string of cluster-sized pieces
+    from scipy import ndimage as ndi
+
+    muon = simulate_ccd_frame(seed=3, muons=True, n_muons=1, n_clusters=0, n_hot=0, glow_probability=0)
+    pieces, n = ndi.label(muon.classes == 3, structure=np.ones((3, 3)))
+    sizes = np.bincount(pieces.ravel())[1:]
+    assert n >= 1 and sizes.max() >= 0.95 * sizes.sum() and sizes.max() > 200
 
 
 def test_deterministic_and_seed_dependent():

@@ -38,6 +38,11 @@ from ._common import check_range, check_shape_2d, jsonable, make_rng
 
 #: the CCD pixel classes, by class id (as the shipped ``ccd_classes`` model names them)
 CLASS_NAMES = ("background", "glowing", "hot pixel", "cluster")
+#: pixel pitch of the simulated CCD (um) and charge a minimum-ionising muon leaves per um of silicon
+#: (electrons): 300 ADC per pixel before (a quarter of this) left tracks in pieces under the labelling
+#: threshold, which the model then counted as clusters
+PIXEL_UM = 15.0
+MIP_ELECTRONS_PER_UM = 80.0
 BALANCED_FRACTIONS = (0.41, 0.25, 0.21, 0.13)
 EV_PER_ELECTRON = 3.65
 
@@ -158,10 +163,11 @@ def simulate_ccd_frame(
         widened further to make up for that: it would cover more of its tiles
         than the background does, and the pedestal (the histogram's peak)
         would be read on the band.
-    muons : add straight muon tracks (class 3), ~80 e-/um deposited -> long
-        straight lines with ~``gain`` x 300 ADC per pixel.
+    muons : add straight muon tracks (class 3): a minimum-ionising particle leaves
+        ~80 e-/um (:data:`MIP_ELECTRONS_PER_UM`), at least ``gain`` x 80 x 15 = 1200 ADC per
+        pixel of track on 15 um pixels (:data:`PIXEL_UM`): long unbroken lines.
     electrons : add worm-like electron tracks (class 3): random walks with
-        curvature, 10-40 steps.
+        curvature, 10-40 steps, ~``gain`` x 1000 ADC per pixel.
     gain : ADC per electron (charge = energy / 3.65 eV).
     sigma_range : diffusion sigma (px) at the surface and at full depth.
     absorption_depth : mean interaction depth as a fraction of the thickness
@@ -233,7 +239,7 @@ def simulate_ccd_frame(
             half = max(ny, nx)
             p0 = (cy - half * np.sin(ang), cx - half * np.cos(ang))
             p1 = (cy + half * np.sin(ang), cx + half * np.cos(ang))
-            _add_segment(tracks, p0, p1, 300.0 * gain, rng.uniform(0.4, 0.8), rng)
+            _add_segment(tracks, p0, p1, MIP_ELECTRONS_PER_UM * PIXEL_UM * gain, rng.uniform(0.4, 0.8), rng)
     if electrons:
         for _ in range(int(rng.integers(1, 5)) if n_electrons is None else int(n_electrons)):
             pos = np.array([rng.uniform(0, ny), rng.uniform(0, nx)])
@@ -242,7 +248,7 @@ def simulate_ccd_frame(
             for _step in range(int(rng.integers(10, 41))):
                 heading += turn + rng.normal(0, 0.35)
                 new = pos + 1.5 * np.array([np.sin(heading), np.cos(heading)])
-                _add_segment(tracks, pos, new, 250.0 * gain, rng.uniform(0.5, 0.9), rng)
+                _add_segment(tracks, pos, new, 1000.0 * gain, rng.uniform(0.5, 0.9), rng)
                 pos = new
 
     def class_map(glow_arr):
