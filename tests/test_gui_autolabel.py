@@ -242,3 +242,20 @@ def test_opening_with_a_stain_chosen_previews_it(make_napari_viewer, qtbot):
     assert widget.preview_layer.data.max() > 5 and "nuclei" in widget.status.text()
     blank = AutolabelWidget(make_napari_viewer())  # nothing to preview: no timer, no message
     assert not blank.timer.isActive()
+
+
+def test_a_fits_frame_is_pointed_to_the_ccd_auto_labeller(make_napari_viewer, wait_worker):
+    """The dock labels nuclei: on a CCD frame read from FITS its preview says where CCD frames are
+    auto-labelled."""
+    from napari_microseg._reader import get_reader
+    from napari_microseg.widgets.autolabel import AutolabelWidget
+
+    path = "src/napari_microseg/sample_data/ccd_fe55_ESIS1_00002_crop.fits.gz"
+    viewer = make_napari_viewer(show=False)
+    for data, kwargs, kind in get_reader(path)(path):
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    widget = AutolabelWidget(viewer)
+    widget.live.value = False
+    widget.stain_layer.value = viewer.layers[0].name
+    wait_worker(widget.preview())
+    assert "microseg autolabel ccd" in widget.status.text()

@@ -36,6 +36,15 @@ def size_note(sizes: dict, params: dict) -> str:
             f"{sizes['largest_removed_px']:g} px): raise 'max diameter' if they are nuclei")
 
 
+def ccd_note(layer: Any) -> str:
+    """For a layer read from a FITS file (a CCD frame, in ADC): this dock labels nuclei, and where CCD
+    frames are auto-labelled instead; "" for other layers."""
+    if (getattr(layer, "metadata", None) or {}).get("source_kind") != "fits":
+        return ""
+    return ("; a FITS frame: this dock labels nuclei, CCD frames (glow, hot pixels, clusters) are "
+            "auto-labelled by `microseg autolabel ccd`")
+
+
 class AutolabelWidget(MicrosegDock):
     title = "Auto-label"
     description = (
@@ -178,7 +187,7 @@ class AutolabelWidget(MicrosegDock):
                 self.preview_layer.data = full
             self._preview_painted = False
             where = f"frame {t} of {layer.name}" if t is not None else layer.name
-            self.show_message(f"preview: {n_nuclei} nuclei on {where}{kept}{size_note(sizes, params)}")
+            self.show_message(f"preview: {n_nuclei} nuclei on {where}{kept}{size_note(sizes, params)}{ccd_note(layer)}")
             if self._pending_preview:
                 self._pending_preview = False
                 self.schedule_preview()
