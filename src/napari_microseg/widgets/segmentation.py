@@ -107,7 +107,10 @@ class SegmentationWidget(MicrosegDock):
         self.tile_table.setMaximumHeight(140)
         self.tile_table.itemSelectionChanged.connect(self._jump_to_tile)
         self.tile_table.setVisible(False)  # shown with the first list of tiles
-        self.body.addWidget(self.tile_table)
+        # right under "List tiles" in the form (not below the correct-and-retrain and batch sections)
+        rows = self.form.native.layout()
+        under = rows.indexOf(self.find_button.native)
+        rows.insertWidget(under + 1 if under >= 0 else rows.count(), self.tile_table)
         self.find_button.changed.connect(self.find_tiles)
         self.batch_button.changed.connect(self.run_batch)
         self.run_button.changed.connect(self.segment)
