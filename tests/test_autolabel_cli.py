@@ -59,6 +59,13 @@ def test_fluorescence_with_target_and_qc(channels, tmp_path):
               "--output-mode", "three_class"]
     assert main(["train", "--images", str(images), "--labels", str(labels_dir), "--out", str(tmp_path / "m.pt"), *common]) == 0
     assert f"{len(kept)} image(s)" in read_model_file(tmp_path / "m.pt")["config"]["training"]["data"]
+    # a rerun with --overwrite leaves no earlier tiles behind to be trained on (a smaller tile: more of them first)
+    assert main(["autolabel", "fluorescence", "--stain", str(d / "stain.tif"), "--target", str(d / "phase.tif"),
+                 "--out", str(tmp_path / "again"), "--tile", "32", "--quiet", "--keep-border"]) == 0
+    assert main(["autolabel", "fluorescence", "--stain", str(d / "stain.tif"), "--target", str(d / "phase.tif"),
+                 "--out", str(tmp_path / "again"), "--tile", "64", "--qc", "--quiet", "--keep-border", "--overwrite"]) == 0
+    again = pd.read_csv(tmp_path / "again" / "tiles.csv")
+    assert len(list((tmp_path / "again" / "tiles" / "images").iterdir())) == again.kept.sum() == len(kept)
     # the same folder as images and labels is refused, not trained on as each file's own labels
     assert main(["train", "--images", str(images), "--labels", str(images), "--out", str(tmp_path / "same.pt"), *common]) == 2
     assert not (tmp_path / "same.pt").exists()

@@ -65,8 +65,15 @@ def test_labels_writer(tmp_path):
     back = read_image(path).data
     assert back.dtype == np.uint16 and path.endswith(".tif")
     np.testing.assert_array_equal(back, labels)
-    # ids a labels TIFF cannot hold are refused, not wrapped into other ids (-1 -> 4294967295)
-    for bad in (-1, 2**33 + 1):
+    # -1, "not annotated" (the Auto-label dock's marking), is kept: int32, as train and evaluate read it
+    marked = labels.copy()
+    marked[1, :2, :2] = -1
+    (path,) = write_labels_tiff(str(tmp_path / "marked"), marked, {})
+    back = read_image(path).data
+    assert back.dtype == np.int32 and (back == -1).sum() == 4
+    np.testing.assert_array_equal(back, marked)
+    # ids a labels TIFF cannot hold are refused, not wrapped into other ids (-2 -> 4294967294)
+    for bad in (-2, 2**33 + 1):
         wide = labels.astype(np.int64)
         wide[0, 0, 0] = bad
         with pytest.raises(InputError, match="relabel"):

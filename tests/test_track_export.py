@@ -78,6 +78,9 @@ def test_counts_appeared_left_disappeared():
     assert counts["disappeared"].tolist() == [0, 0, 1, 0, 1, 0]
     # without the image size no track can be said to have left the field
     assert counts_table(table, n_frames=6)["disappeared"].tolist() == [0, 0, 1, 1, 1, 0]
+    # a bare tracks table (a DataFrame, as tracks.csv holds it) gives the same counts
+    pd.testing.assert_frame_equal(counts_table(table.table, n_frames=6, image_shape=(100, 100)), counts)
+    assert counts_table(table.table)["count"].tolist() == counts["count"].tolist()
     # a movie longer than its last tracked frame: tracks reaching frame 5 now end inside it
     assert counts_table(table, n_frames=8, image_shape=(100, 100))["disappeared"].tolist() == [0, 0, 1, 0, 1, 3, 0, 0]
 

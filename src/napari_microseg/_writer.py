@@ -30,16 +30,19 @@ def write_image_tiff(path: str, data: Any, meta: dict) -> list[str]:
 
 
 def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
-    """Write a Labels layer to TIFF as uint16 (uint32 when ids exceed 65535); ids that neither holds
-    (negative, or above 2**32 - 1) are refused rather than wrapped into other ids."""
+    """Write a Labels layer to TIFF as uint16 (uint32 when ids exceed 65535); with -1 ("not
+    annotated", as the Auto-label dock marks nuclei outside its size range and tiles QC dropped) as
+    int32, which ``microseg train`` and ``evaluate seg`` read as such. Other ids that these do not
+    hold (below -1, or too large) are refused rather than wrapped into other ids."""
     arr = np.asarray(data)
     low, high = int(arr.min(initial=0)), int(arr.max(initial=0))
-    if low < 0 or high > np.iinfo(np.uint32).max:
-        raise InputError(f"labels hold ids from {low} to {high}: a labels TIFF holds 0 .. {np.iinfo(np.uint32).max}; "
+    top = np.iinfo(np.int32).max if low < 0 else np.iinfo(np.uint32).max
+    if low < -1 or high > top:
+        raise InputError(f"labels hold ids from {low} to {high}: a labels TIFF holds -1 (not annotated) or 0 .. {top}; "
                          "relabel the layer first (e.g. skimage.segmentation.relabel_sequential)")
     from .measure.labels import label_dtype
 
-    dtype = label_dtype(high)
+    dtype = np.int32 if low < 0 else label_dtype(high)
     target = _with_suffix(path, (".tif", ".tiff"), ".tif")
     # the layer's physical scale (um, min) goes with it, as the reader set it from the movie
     write_tiff(target, arr.astype(dtype), overwrite=True, calibration=calibration_from_layer(meta.get("scale"), meta.get("units")))

@@ -270,6 +270,8 @@ def run_fluorescence(args: argparse.Namespace) -> int:
             table["kept"] = True
         for sub in ("images", "labels"):  # the layout `microseg train --images --labels` pairs by name
             (out / "tiles" / sub).mkdir(parents=True, exist_ok=True)
+            for old_tile in (out / "tiles" / sub).glob("tile_*.tif"):  # an earlier run's (--overwrite): not trained on
+                old_tile.unlink()
         files_t, files_l = [], []
         for i, row in table.iterrows():
             if row["kept"] or args.keep_dropped:

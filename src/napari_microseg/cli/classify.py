@@ -378,8 +378,8 @@ def load_response_folder(folder: Path, box=None, failures: list | None = None) -
     images = _read_many(files, "reading images", failures)
     masks = None
     # the masks in <folder>/integration, or beside the images folder given itself (<folder>/../integration)
-    mask_dir = next((d for d in (folder / "integration", img_dir.parent / "integration")
-                     if d.is_dir() and d.resolve() != img_dir.resolve()), None)
+    beside = [img_dir.parent / "integration"] if img_dir.name == "images" else []  # the layout simulate response writes
+    mask_dir = next((d for d in (folder / "integration", *beside) if d.is_dir() and d.resolve() != img_dir.resolve()), None)
     if box is None and mask_dir is not None:
         readable = [f for f, img in zip(files, images) if img is not None]
         read = iter(_read_many([mask_dir / f.name for f in readable], "reading masks"))

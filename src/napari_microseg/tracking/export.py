@@ -67,7 +67,7 @@ def read_tracks_csv(path: str | os.PathLike, labels: np.ndarray | None = None, n
     return finalize(table, n_frames=n_frames, labels=labels)
 
 
-def counts_table(result: TrackResult, n_frames: int | None = None,
+def counts_table(result: TrackResult | pd.DataFrame, n_frames: int | None = None,
                  image_shape: tuple[int, int] | None = None) -> pd.DataFrame:
     """Per-frame ``t, count, divisions, appeared, left_field, disappeared`` (see module doc).
 
@@ -75,6 +75,8 @@ def counts_table(result: TrackResult, n_frames: int | None = None,
     ``image_shape`` ``(height, width)`` in pixels (default: the result's config) tells a track
     that left the field from one that disappeared; without it every lost track disappeared.
     """
+    if not isinstance(result, TrackResult):  # a bare tracks table: made whole (roots, generations) first
+        result = finalize(result, n_frames=n_frames)
     table = _table(result)
     if n_frames is None:
         n_frames = result.n_frames or int(table["t"].max()) + 1

@@ -287,6 +287,8 @@ class AutolabelWidget(MicrosegDock):
         labels = layer.data
         t = self._frame_index(labels, layer)
         frame = np.array(labels[t] if t is not None else labels)  # a copy: the user may paint meanwhile
+        # the other frames too, as they are now (the "(QC)" layer holds them); a lazy layer is read in the worker
+        snapshot = np.array(labels) if t is not None and isinstance(labels, np.ndarray) else labels
         tile = int(self.tile.value)
         drop_lowest, max_foreground = float(self.drop_lowest.value), float(self.max_foreground.value)
 
@@ -304,10 +306,12 @@ class AutolabelWidget(MicrosegDock):
             dropped_area = np.zeros(frame.shape, bool)
             for (y, x), keep in zip(positions, table["kept"]):
                 (kept_area if keep else dropped_area)[y:y + tile_shape[0], x:x + tile_shape[1]] = True
-            checked = frame.astype(np.int32) if frame.dtype.kind == "u" or frame.dtype.itemsize < 4 else frame.copy()
+            # room for -1 and every id (no wrap): signed labels as they are, unsigned ones one size up
+            signed = frame.dtype if frame.dtype.kind == "i" else (np.int64 if frame.dtype.itemsize >= 4 else np.int32)
+            checked = frame.astype(signed)
             checked[dropped_area & ~kept_area] = -1
             if t is not None:  # a stack: the other frames as they are (QC looked at this one)
-                stack = np.array(labels, dtype=checked.dtype)
+                stack = np.array(snapshot, dtype=checked.dtype)
                 stack[t] = checked
                 checked = stack
             return table.assign(y=positions[:, 0], x=positions[:, 1]), tile_shape, checked
