@@ -38,3 +38,35 @@ def test_corrections_on_a_few_objects_raise_f1(tiny_nuclei_model, tmp_path):
     f1_after = f1(truth, after)
     print(f"correct-and-retrain: F1@0.5 {f1_before:.3f} -> {f1_after:.3f} after correcting {n_corrected} nuclei")
     assert f1_after > f1_before + 0.03, f"fine-tuning on corrections did not help: F1 {f1_before:.3f} -> {f1_after:.3f}"
+
+
+def test_fine_tuning_keeps_the_base_models_classes_and_tuned_settings(tiny_nuclei_model, tmp_path):
+    """A fine-tune keeps what belongs to the base model: a class model its classes and their names
+    (whichever of them the corrected frame holds), a nuclei model its tuned watershed settings."""
+    import pytest
+
+    from napari_microseg.errors import InputError
+    from napari_microseg.inference.tune import store_postprocess
+    from napari_microseg.io.models import read_model_file
+    from napari_microseg.pretrained import pretrained_path
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+
+    quick = {"epochs": 1, "patches_per_epoch": 2, "batch_size": 2, "patch_size": 64, "val_fraction": 0.0,
+             "early_stopping_patience": None, "num_threads": 2, "seed": 0}
+    base = pretrained_path("ccd_classes")
+    frame = simulate_ccd_frame(shape=(64, 64), seed=4, n_clusters=0, glow_probability=0.0)  # classes 0 and 2 only
+    assert set(np.unique(frame.classes)) <= {0, 2}
+    result = drain(fine_tune_model(base, [frame.image], [frame.classes], tmp_path / "ccd_ft.pt", quick))
+    config, base_config = read_model_file(result.model_path)["config"], read_model_file(base)["config"]
+    assert config["n_classes"] == base_config["n_classes"] == 4
+    assert config["class_names"] == base_config["class_names"]
+    with pytest.raises(InputError, match="n_classes is 4"):  # nuclei ids are no CCD classes: refused
+        drain(fine_tune_model(base, [frame.image], [np.arange(64 * 64).reshape(64, 64) % 9], tmp_path / "bad.pt", quick))
+    tuned = tmp_path / "tuned.pt"
+    tuned.write_bytes(tiny_nuclei_model.read_bytes())
+    store_postprocess(tuned, {"seed_dynamics": 0.3, "min_mean_interior": 0.35, "tuned_ap@0.50": 0.9})
+    image, truth = simulate_nuclei_image(shape=(128, 128), n_nuclei=12, seed=5)
+    result = drain(fine_tune_model(tuned, [image], [truth], tmp_path / "nuc_ft.pt", quick))
+    kept = read_model_file(result.model_path)["config"]["postprocess"]
+    assert kept["seed_dynamics"] == 0.3 and kept["min_mean_interior"] == 0.35 and "tuned_ap@0.50" not in kept
+    assert kept["inherited_from"] == "tuned.pt"

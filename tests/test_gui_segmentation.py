@@ -81,6 +81,14 @@ def test_segment_export_and_finetune(make_napari_viewer, qtbot, tmp_path, artifa
         corrected = pd.read_csv(written_now[0])
         assert corrected["count"].sum() == len(objects) - 1
         assert gone not in set(pd.read_csv(written_now[1])["label"])
+        # a change written into the array itself (a script; no paint event) is measured too
+        widget.result_edited = False  # as if the fill above had not been seen
+        second = int(np.unique(stack_layer.data)[-1])
+        stack_layer.data[stack_layer.data == second] = 0
+        stack_layer.refresh()
+        wait_worker(widget.export())
+        written_now = widget.status.text().split("written: ", 1)[1].split(", ")
+        assert pd.read_csv(written_now[0])["count"].sum() == len(objects) - 2
 
     # correct-and-retrain: the user fixes frame 1 (here: with the true labels) and fine-tunes
     viewer.add_labels(sim.labels.astype(np.uint32), name="corrected", **geometry)

@@ -486,6 +486,12 @@ def train(
     if source is not None and source["config"].get("model", {}).get("preset"):
         # the architecture is the checkpoint's or initial model's: record that, not the unused setting
         cfg = replace(cfg, preset=source["config"]["model"]["preset"])
+    if (source is not None and cfg.output_mode == "multiclass" == source["config"].get("output_mode")
+            and cfg.n_classes is None and source["config"].get("n_classes")):
+        # a class model fine-tuned or resumed keeps its classes and their names, whichever of them the new
+        # labels hold (a CCD frame without clusters must not shrink the model to 3 classes named "class i")
+        cfg = replace(cfg, n_classes=int(source["config"]["n_classes"]),
+                      class_names=cfg.class_names or source["config"].get("class_names"))
 
     # ---- data
     train_td = _as_training_data(train_data, cfg, normalization)
@@ -668,6 +674,12 @@ def train(
                                          max(float(base_size["range"][1]), object_size["range"][1])],
                                "measured_on": f"{object_size['measured_on']}, joined with the base model's range"}
     val_desc = "none" if val_td is None else f"{len(val_td)} image(s) / {len(val_x)} tiles"
+    # the watershed / post-processing settings tuned for the base (or resumed) model go on with its weights:
+    # a fine-tune on a few corrected frames lost them (AP@0.5 0.860 with the defaults, 0.877 with them)
+    inherited_postprocess = None
+    if source is not None and source["config"].get("output_mode") == cfg.output_mode and source["config"].get("postprocess"):
+        inherited_postprocess = {k: v for k, v in source["config"]["postprocess"].items() if not k.startswith("tuned_ap")}
+        inherited_postprocess.setdefault("inherited_from", Path(str(resume or init_model)).name)
 
     def file_config(complete: bool, metrics: dict) -> dict:
         return {
@@ -680,6 +692,7 @@ def train(
             "patch_size": [int(cfg.patch_size), int(cfg.patch_size)],
             **({"object_size": object_size} if object_size else {}),
             **({"input_range": levels} if levels else {}),
+            **({"postprocess": inherited_postprocess} if inherited_postprocess else {}),
             "training": {
                 "complete": complete,
                 "config": cfg.to_dict(),
