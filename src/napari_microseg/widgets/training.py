@@ -53,20 +53,33 @@ def check_training_shapes(image_shape: tuple[int, ...], labels_shape: tuple[int,
         raise InputError(f"labels shape {tuple(labels_shape)} does not match image shape {tuple(image_shape)}")
 
 
-def check_training_layers(image: np.ndarray, labels: np.ndarray, partial: bool) -> None:
+#: a class map (multiclass) holds a few class indices; more distinct values than this are object ids
+MAX_CLASS_VALUES = 32
+
+
+def check_training_layers(image: np.ndarray, labels: np.ndarray, partial: bool, output_mode: str | None = None) -> None:
     """Raise InputError for layers that cannot be trained on (shown in the dock): shapes
-    (:func:`check_training_shapes`), nothing painted, NaN or infinite intensities."""
+    (:func:`check_training_shapes`), nothing painted, NaN or infinite intensities, a blank image,
+    and for ``output_mode`` "multiclass" labels that hold object ids rather than a few class indices."""
     check_training_shapes(image.shape, labels.shape)
     painted = labels > 0 if not partial else labels != 0
     if not painted.any():
         raise InputError("the labels layer is empty: paint a few objects first")
     if image.dtype.kind == "f" and not np.isfinite(image).all():
         raise InputError("the image contains NaN or infinite values")
+    if image.size and image.min() == image.max():
+        raise InputError(f"the image is blank (every pixel {image.flat[0]}): nothing to learn from")
+    if output_mode == "multiclass":
+        values = np.unique(labels[labels >= 0])
+        if len(values) > MAX_CLASS_VALUES:
+            raise InputError(f"the labels hold {len(values)} different values: a class map holds a few class indices "
+                             "(0 background, 1, 2, ...); these look like object ids. For nuclei choose the output "
+                             "three_class, or binary")
 
 
 def read_training_pairs(
     images: list[Any], labels: list[Any], label_names: list[str], partial: bool,
-    stop_event: threading.Event | None = None,
+    stop_event: threading.Event | None = None, output_mode: str | None = None,
 ) -> Generator[Progress, None, tuple[list[np.ndarray], list[np.ndarray]] | None]:
     """Worker side of the Training widget: read each (image, labels) pair into memory (lazy layers:
     dask / zarr) and check it (:func:`check_training_layers`, the labels layer's name in the message).
@@ -81,7 +94,7 @@ def read_training_pairs(
         yield Progress(index, len(images), f"reading {name}")
         image, label = np.asarray(image), np.asarray(label)
         try:
-            check_training_layers(image, label, partial)
+            check_training_layers(image, label, partial, output_mode)
         except InputError as err:
             raise InputError(f"{name}: {err}") from None
         read_images.append(image)
@@ -211,13 +224,15 @@ class TrainingWidget(MicrosegDock):
                 raise InputError(f"{label_name}: {err}") from None
             images.append(image)
             labels.append(label.copy() if isinstance(label, np.ndarray) else label)
-        return images, labels, label_names
+        # messages name the pair ("the image contains NaN" would otherwise carry the labels' name)
+        return images, labels, [f"{label} (on {image})" for image, label in zip(image_names, label_names)]
 
     def training_pairs(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """The chosen (image, labels) layer pairs, read and checked (:func:`read_training_pairs`, here
         on the calling thread); InputError with a clear message otherwise."""
         images, labels, names = self.chosen_training_layers()
-        return drain(read_training_pairs(images, labels, names, bool(self.sparse.value)))
+        return drain(read_training_pairs(images, labels, names, bool(self.sparse.value),
+                                         output_mode=str(self.output_mode.value)))
 
     def _show_background_id(self, *_: Any) -> None:
         """'background id' matters with sparse labels only: editable with them, greyed out otherwise
@@ -270,7 +285,7 @@ class TrainingWidget(MicrosegDock):
         def make_generator():
             from ..training.trainer import resume_settings, train  # torch is imported in the worker
 
-            pairs = yield from read_training_pairs(images, labels, label_names, sparse, stop_event)
+            pairs = yield from read_training_pairs(images, labels, label_names, sparse, stop_event, cfg["output_mode"])
             if pairs is None:  # Stop while reading: no training, nothing written
                 return None
             if out_path != wanted:  # said once the layers are read (the reading messages came first)
