@@ -42,6 +42,11 @@ def test_cli_train_writes_model_and_history(tmp_path, capsys):
     assert main(args[:-8] + ["--epochs", "3", "--resume", str(out), "--output-mode", "three_class"]) == 0
     with open(out.parent / "model.history.csv", newline="") as fh:
         assert [r["epoch"] for r in csv.DictReader(fh)] == ["1", "2", "3"]
+    # resuming with no more epochs than it has done trains nothing and rewrites nothing: said
+    before = out.read_bytes()
+    capsys.readouterr()
+    assert main(args[:-8] + ["--epochs", "3", "--resume", str(out), "--output-mode", "three_class"]) == 2
+    assert "ask for more epochs" in capsys.readouterr().err and out.read_bytes() == before
     # resuming this run into another existing model file is refused: that file is not this run's
     victim = tmp_path / "run" / "victim.pt"
     victim.write_bytes(b"someone else's model")

@@ -625,6 +625,9 @@ def train(
         optimizer.load_state_dict(ckpt["optimizer_state"])
         tstate = json.loads(ckpt.get("trainer_state_json", "{}"))
         start_epoch = int(tstate.get("epoch", 0)) + 1
+        if start_epoch > int(cfg.epochs):  # nothing would train, yet the files would be written again
+            raise InputError(f"the run to resume has done {start_epoch - 1} epoch(s), as many as asked ({cfg.epochs}): "
+                             "ask for more epochs to continue it")
         if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
             # the cosine's place follows from the epochs done; resumed up to another epoch count (or after a
             # plateau run) it is stretched over the new one from there
