@@ -58,6 +58,12 @@ def test_demo_quick_writes_everything(tmp_path, capsys):
     assert report["scores"]["segmentation_before_training"]["f1@0.50"] > 0.7
     # the segmented counts follow the truth
     assert report["scores"]["count_mean_abs_error"] < 3
+    # the picture's division bars count divisions as counts.csv does (one per mother, not per daughter)
+    from napari_microseg.demo import division_frames
+
+    bars = division_frames(tracks)
+    assert int(bars.sum()) == int(counts["divisions"].sum())
+    assert all(counts.set_index("t").loc[t, "divisions"] == n for t, n in bars.items())
 
 
 def test_demo_without_training_uses_the_model_as_it_is(tmp_path):

@@ -63,6 +63,16 @@ def test_generate_other_domains(make_napari_viewer, qtbot, artifacts, wait_worke
         for class_id in (1, 2, 3):
             np.testing.assert_allclose(layer.get_color(class_id)[:3], transform_color(CLASS_COLOURS[class_id])[0][:3],
                                        atol=1e-3)
+    if expected == "sim liposome labels":  # hovering a particle shows its own class, not the next one's
+        import numpy as np
+
+        layer = viewer.layers[expected]
+        for label in np.unique(layer.data)[1:]:
+            y, x = np.argwhere(layer.data == label)[0]
+            assert f"label: {label}" in layer._get_properties((int(y), int(x))), label
+    if expected == "sim response images":  # a typical image is visible, not black under saturated ones
+        layer = viewer.layers[expected]
+        assert layer.contrast_limits[1] < layer.data.max() or layer.data.max() < 2000
     viewer.window._qt_window.resize(1400, 900)
     qtbot.wait(100)
     from skimage.io import imsave

@@ -268,6 +268,13 @@ def _json_default(obj):
     return str(obj)
 
 
+def division_frames(table):
+    """Divisions per frame of a tracks table (a pandas Series: frame -> count): one per mother, dated
+    by its first daughter, as ``counts.csv`` counts them (not one per daughter)."""
+    daughters = table[table.parent_track_id > 0].groupby("track_id").agg(start=("t", "min"), parent=("parent_track_id", "first"))
+    return daughters.groupby("parent").start.min().value_counts().sort_index()
+
+
 def draw_summary(path: Path, movie: np.ndarray, labels: np.ndarray, tracks, true_counts: np.ndarray,
                  pred_counts: np.ndarray, scores: dict, frame: int | None = None, tail: int = 12) -> Path:
     """Write a PNG: one frame with label outlines and track tails, and counts over time (matplotlib, Agg)."""
@@ -300,7 +307,7 @@ def draw_summary(path: Path, movie: np.ndarray, labels: np.ndarray, tracks, true
     ax1.axis("off")
     ax2.plot(true_counts, "k-", lw=2, label="true nuclei")
     ax2.plot(pred_counts, "o-", color="tab:orange", ms=3, label="segmented")
-    divisions = table[table.parent_track_id > 0].groupby("track_id").t.min().value_counts().sort_index()
+    divisions = division_frames(table)
     if len(divisions):
         ax2.bar(divisions.index, divisions.to_numpy(), color="tab:green", alpha=0.5, label="divisions (tracked)")
     ax2.set_xlabel("frame")
@@ -311,7 +318,7 @@ def draw_summary(path: Path, movie: np.ndarray, labels: np.ndarray, tracks, true
     if ap50 is not None:
         subtitle += f", AP@0.5 {ap50:.3f}"
     ax2.set_title(f"counts over time  ({subtitle})")
-    ax2.legend(loc="lower right")
+    ax2.legend(loc="best")  # the division bars sit at the bottom right in a growing population
     ax2.grid(alpha=0.3)
     fig.tight_layout()
     with atomic_path(path) as tmp:

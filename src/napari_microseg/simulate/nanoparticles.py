@@ -280,14 +280,18 @@ def simulate_profiles(
         return stop.value
 
 
-def render_particle(polygons: list[np.ndarray], size: int = 128, extent: float = 1.5) -> np.ndarray:
+def render_particle(polygons: list[np.ndarray], size: int = 128, extent: float | None = 1.5) -> np.ndarray:
     """Rasterise a particle's polygons (even-odd rule) to a (size, size) float32 mask; y up = row 0 at the top.
 
     The image spans [-extent, extent] in x (columns) and y (rows, flipped so
-    +y points up on screen).
+    +y points up on screen); ``extent`` None: 1.5, widened to the particle when it reaches
+    further (about a third of the simulated particles did, and were cut at the edge).
     """
     from skimage.draw import polygon as draw_polygon
 
+    if extent is None:
+        reach = max((float(np.abs(poly).max()) for poly in polygons if len(poly)), default=0.0)
+        extent = max(1.5, 1.05 * reach)
     out = np.zeros((size, size), bool)
     scale = (size - 1) / (2 * extent)
     for poly in polygons:

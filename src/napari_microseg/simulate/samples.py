@@ -54,13 +54,16 @@ def generate_ccd(p: dict, seed: int) -> Generator[Progress, None, list[tuple]]:
 def generate_response(p: dict, seed: int) -> Generator[Progress, None, list[tuple]]:
     from ..simulate.response import build_balanced_set
 
-    yield Progress(0, 1, "simulating response images ...")
-    items = build_balanced_set(p["n_images"], seed=seed)
-    yield Progress(1, 1, "done")
+    items = yield from build_balanced_set(p["n_images"], seed=seed, progress=True)  # per image: Stop acts at once
     images = np.stack([it.image for it in items])
+    # one contrast for the stack that shows a typical image: saturated frames (65535) would leave the
+    # good ones, which peak around 1000-1400, black
+    typical_top = float(np.median(np.percentile(images.reshape(len(images), -1), 99.5, axis=1)))
+    low = float(np.percentile(images, 1))
     artefacts = np.stack([np.where(it.artefact_mask, 1, np.where(it.integration_mask, 2, 0)).astype(np.uint8) for it in items])
     return [
         (images, {"name": "sim response images", "colormap": "magma",
+                  "contrast_limits": (low, max(typical_top, low + 1.0)),
                   "metadata": {"label": [it.label for it in items], "subclass": [it.subclass for it in items],
                                "crop_box": [list(it.params["crop_box"]) for it in items]}}, "image"),
         (artefacts, {"name": "sim response areas (1 artefact, 2 integration)", "opacity": 0.4}, "labels"),
@@ -75,22 +78,26 @@ def generate_liposomes(p: dict, seed: int) -> Generator[Progress, None, list[tup
     yield Progress(1, 1, "done")
     return [
         (sim.image, {"name": "sim TEM liposomes", "colormap": "gray"}, "image"),
-        (sim.labels, {"name": "sim liposome labels", "opacity": 0.35, "features": sim.classes}, "labels"),
+        # an "index" column says which row belongs to which label value (without it napari shows row i
+        # for label i: the next particle's class, as ids need not run 1..n)
+        (sim.labels, {"name": "sim liposome labels", "opacity": 0.35,
+                      "features": sim.classes.assign(index=sim.classes["label"].to_numpy())}, "labels"),
     ]
 
 
 def generate_profiles(p: dict, seed: int) -> Generator[Progress, None, list[tuple]]:
     from ..simulate.nanoparticles import render_particle, simulate_profiles
 
-    yield Progress(0, 1, "simulating STEM profiles ...")
-    sim = simulate_profiles(p["n"], task=p["task"], n_views=p["n_views"], seed=seed)
-    shown = min(len(sim.polygons), 64)
-    renders = np.stack([render_particle(sim.polygons[i]) for i in range(shown)])
-    yield Progress(1, 1, "done")
-    names = [sim.class_names[int(c)] for c in sim.labels[:shown]]
+    sim = yield from simulate_profiles(p["n"], task=p["task"], n_views=p["n_views"], seed=seed, progress=True)
+    shown = min(len(sim.polygons), 64)  # pictures of the first 64 particles; every profile is kept
+    renders = np.stack([render_particle(sim.polygons[i], extent=None) for i in range(shown)])
+    names = [sim.class_names[int(c)] for c in sim.labels]
+    which = "" if shown == len(sim.polygons) else f", first {shown} of {len(sim.polygons)}"
     return [
-        (renders, {"name": f"sim nanoparticles ({p['task']})", "colormap": "gray", "metadata": {"class": names}}, "image"),
-        (sim.profiles[:shown], {"name": "sim profiles (particle, view, point)", "visible": False}, "image"),
+        (renders, {"name": f"sim nanoparticles ({p['task']}{which})", "colormap": "gray",
+                   "metadata": {"class": names[:shown]}}, "image"),
+        (sim.profiles, {"name": "sim profiles (particle, view, point)", "visible": False, "metadata": {"class": names}},
+         "image"),
     ]
 
 
