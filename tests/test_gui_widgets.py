@@ -66,6 +66,8 @@ def test_demo_opens_in_napari_with_the_trained_model(make_napari_viewer, qtbot, 
     assert segmentation.model_choice.value == str(result.files["model"])
     viewer.window._qt_window.resize(1500, 950)
     settle(qtbot)
+    qtbot.wait(700)  # past the Auto-label dock's preview delay: no preview layer joins the demo's
+    assert [layer.name for layer in viewer.layers][-1] == "tracks"
     save_screenshot(viewer, artifacts / "demo_gui.png")
 
 

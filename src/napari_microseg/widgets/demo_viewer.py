@@ -23,6 +23,7 @@ def show_demo(result: Any, run: bool = True, viewer: Any = None) -> Any:
     data, kwargs = tracks.napari_tracks()
     viewer.add_tracks(data, **{**kwargs, "name": "tracks", "tail_length": 12})
     docks = {name: viewer.window.add_plugin_dock_widget("napari-microseg", name, tabify=True) for name in WIDGET_NAMES}
+    docks["Auto-label"][1].live.value = False  # no auto-label preview layer over the demo's results (it drops the pending one)
     segmentation_dock, segmentation = docks["Segmentation"]
     if "model" in result.files:
         segmentation.set_model(str(result.files["model"]))
