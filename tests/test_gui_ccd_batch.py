@@ -114,3 +114,26 @@ def test_batch_folder_then_resume_and_stop(make_napari_viewer, qtbot, tmp_path, 
     widget.stop()
     wait_worker(worker)
     assert "stopped" in widget.status.text()
+
+
+def test_training_preview_of_a_class_model_shows_classes(make_napari_viewer, tiny_ccd_model, wait_worker):
+    """The Training dock's preview of a CCD class model: the class shares and the fixed class colours
+    (not instance colours and an object count)."""
+    import numpy as np
+    from napari.utils.colormaps.standardize_color import transform_color
+
+    from napari_microseg.colours import CLASS_COLOURS
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+    from napari_microseg.widgets.training import TrainingWidget
+
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(simulate_ccd_frame(shape=(128, 128), seed=30, balanced=True).image, name="frame")
+    widget = TrainingWidget(viewer)
+    widget.image_layer.value = ["frame"]
+    widget.out_path.value = str(tiny_ccd_model)
+    wait_worker(widget.preview())
+    said = widget.status.text()
+    assert "cluster" in said and "%" in said and "objects" not in said, said
+    layer = viewer.layers[-1]
+    for class_id in (1, 2, 3):
+        np.testing.assert_allclose(layer.get_color(class_id)[:3], transform_color(CLASS_COLOURS[class_id])[0][:3], atol=1e-3)

@@ -23,7 +23,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinB
 
 from ..errors import InputError
 from ..progress import Progress, drain
-from ._base import NO_MODEL_MESSAGE, MicrosegDock, current_frame, display_labels, free_name, full_resolution, grey_image, layer_geometry, layer_names, unique_layer_name, unwritable_reason
+from ._base import NO_MODEL_MESSAGE, MicrosegDock, class_colormap, current_frame, display_labels, free_name, full_resolution, grey_image, layer_geometry, layer_names, unique_layer_name, unwritable_reason
 from ._plot import LossPlot
 
 
@@ -373,14 +373,20 @@ class TrainingWidget(MicrosegDock):
             from ..inference.segment import segment_image
 
             result = yield from segment_image(path, np.asarray(frame))
-            labels = display_labels(result.labels, np.uint8 if result.output_mode == "multiclass" else np.uint16)
-            return labels, (len(result.objects) if result.objects is not None else int(labels.max()))
+            classes = result.output_mode == "multiclass"
+            labels = display_labels(result.labels, np.uint8 if classes else np.uint16)
+            if classes:  # a class map: the share of each class, as the Segmentation dock gives it
+                shares = np.bincount(labels.ravel(), minlength=len(result.class_names)) / max(labels.size, 1)
+                said = ", ".join(f"{name} {100 * share:.1f} %" for name, share in zip(result.class_names, shares))
+                return labels, said, list(result.class_names)
+            return labels, f"{len(result.objects) if result.objects is not None else int(labels.max())} objects", None
 
         def done(outcome: tuple) -> None:
-            labels, n_objects = outcome
+            labels, said, class_names = outcome
             name = unique_layer_name(self.viewer, f"preview {Path(path).stem}" + (f" t={t}" if t is not None else ""))
-            self.viewer.add_labels(labels, name=name, opacity=0.5, **layer_geometry(layer, labels.ndim))
-            self.show_message(f"preview: {n_objects} objects")
+            colours = {"colormap": class_colormap(len(class_names))} if class_names else {}  # the fixed class colours
+            self.viewer.add_labels(labels, name=name, opacity=0.5, **colours, **layer_geometry(layer, labels.ndim))
+            self.show_message(f"preview: {said}")
 
         return self.start(make_generator, done, label="predicting")
 
