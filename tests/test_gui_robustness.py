@@ -75,6 +75,9 @@ def test_training_never_replaces_a_model_file_and_checks_the_path_first(make_nap
     (tmp_path / "a_file").write_text("x")
     widget.out_path.value = str(tmp_path / "a_file" / "model.pt")  # under a file: no folder can be made
     assert widget.train() is None and "not a writable folder" in widget.status.text()
+    # a folder that lets root pass os.access but takes no files (/proc): refused before training too
+    widget.out_path.value = "/proc/model.pt"
+    assert widget.train() is None and "cannot write /proc/model.pt" in widget.status.text()
 
 
 def test_stop_discards_a_run_even_in_its_last_step(make_napari_viewer, qtbot, wait_worker):

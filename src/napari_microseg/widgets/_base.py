@@ -429,6 +429,14 @@ def unwritable_reason(path: Path) -> str | None:
         folder = folder.parent  # the first existing ancestor must let us create the rest
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         return f"cannot write {path}: {folder} is not a writable folder"
+    if folder == path.parent:  # try it: os.access says yes to root on a read-only mount or /proc
+        import tempfile
+
+        try:
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".microseg-write-test-"):
+                pass
+        except OSError as err:
+            return f"cannot write {path}: {err.strerror or err}"
     return None
 
 
