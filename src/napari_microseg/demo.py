@@ -269,10 +269,12 @@ def _json_default(obj):
 
 
 def division_frames(table):
-    """Divisions per frame of a tracks table (a pandas Series: frame -> count): one per mother, dated
-    by its first daughter, as ``counts.csv`` counts them (not one per daughter)."""
-    daughters = table[table.parent_track_id > 0].groupby("track_id").agg(start=("t", "min"), parent=("parent_track_id", "first"))
-    return daughters.groupby("parent").start.min().value_counts().sort_index()
+    """Divisions per frame of a tracks table or result (a pandas Series, frame -> count, frames with
+    divisions only): ``counts.csv``'s ``divisions`` column, one per mother (not one per daughter)."""
+    from .tracking.export import counts_table
+
+    divisions = counts_table(table).set_index("t")["divisions"]
+    return divisions[divisions > 0]
 
 
 def draw_summary(path: Path, movie: np.ndarray, labels: np.ndarray, tracks, true_counts: np.ndarray,
@@ -307,7 +309,7 @@ def draw_summary(path: Path, movie: np.ndarray, labels: np.ndarray, tracks, true
     ax1.axis("off")
     ax2.plot(true_counts, "k-", lw=2, label="true nuclei")
     ax2.plot(pred_counts, "o-", color="tab:orange", ms=3, label="segmented")
-    divisions = division_frames(table)
+    divisions = division_frames(tracks)  # the result: its frame count, no rebuilding of the table
     if len(divisions):
         ax2.bar(divisions.index, divisions.to_numpy(), color="tab:green", alpha=0.5, label="divisions (tracked)")
     ax2.set_xlabel("frame")

@@ -433,8 +433,7 @@ def unwritable_reason(path: Path) -> str | None:
         import tempfile
 
         try:
-            with tempfile.NamedTemporaryFile(dir=folder, prefix=".microseg-write-test-"):
-                pass
+            tempfile.NamedTemporaryFile(dir=folder, prefix=".microseg-write-test-").close()  # made and removed
         except OSError as err:
             return f"cannot write {path}: {err.strerror or err}"
     return None

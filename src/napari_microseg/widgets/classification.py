@@ -23,7 +23,7 @@ from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
 from ..errors import InputError, MicrosegError
 from ..pretrained import list_pretrained_for
-from ..colours import CLASS_COLOURS
+from ..colours import class_colour
 from ._base import (MicrosegDock, chosen_model_path, display_labels, dock_action, free_name, full_resolution, grey_image, label_features,
                     layer_geometry, layer_names, reset_choices_in_order, result_line, section_header, show_frame, span_row,
                     unique_layer_name, unique_stack_ids, unwritable_reason)
@@ -425,7 +425,7 @@ def known_classes(table: pd.DataFrame) -> list[str]:
 
 def class_colour_of(table: pd.DataFrame) -> dict[str, str]:
     """A fixed colour per class (hex), by the model's class order: the layer and the summary agree."""
-    return {c: CLASS_COLOURS[1 + i % (len(CLASS_COLOURS) - 1)] for i, c in enumerate(known_classes(table))}
+    return {c: class_colour(i + 1) for i, c in enumerate(known_classes(table))}
 
 
 def class_summary(table: pd.DataFrame) -> str:
