@@ -32,6 +32,10 @@ def test_generate_nuclei_timelapse_layers(make_napari_viewer, qtbot, artifacts, 
     _run(widget, wait_worker, "nuclei time-lapse [N]", n_frames=3, size=64, n_nuclei=4)
     assert viewer.layers["sim nuclei labels"].data.shape == (6, 128, 128)
     assert "sim nuclei labels [2]" in [layer.name for layer in viewer.layers]
+    # a field too small for the nuclei asked for: the layers come with a message saying how many fit
+    _run(widget, wait_worker, "nuclei time-lapse [N]", n_frames=2, size=64, n_nuclei=3000)
+    assert "sim nuclei labels [3]" in [layer.name for layer in viewer.layers]
+    assert "of the 3000 nuclei asked for fit in the 64 x 64 px field" in widget.status.text()
     viewer.window._qt_window.resize(1400, 900)
     qtbot.wait(100)
     from skimage.io import imsave

@@ -29,6 +29,15 @@ def test_nuclei_timelapse(tmp_path):
     assert np.array_equal(tifffile.imread(out / "labels.tif"), lab)
 
 
+def test_nuclei_timelapse_warns_once_when_the_field_is_too_crowded(tmp_path, capsys):
+    out = tmp_path / "crowd"
+    assert main(["simulate", "nuclei", "--out", str(out), "--n", "2", "--frames", "1", "--shape", "64", "64",
+                 "--nuclei", "3000"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning: only about") == 1 and "of the 3000 nuclei asked for fit in the 64 x 64 px field" in err
+    assert tifffile.imread(out / "movie_001" / "labels.tif").max() > 0
+
+
 def test_nuclei_training_images(tmp_path, capsys):
     assert main(["simulate", "nuclei", "--mode", "images", "--n", "3", "--out", str(tmp_path), "--shape", "64", "64"]) == 0
     table = pd.read_csv(tmp_path / "images.csv")

@@ -187,3 +187,31 @@ def test_timelapse_generator_reports_each_frame_and_gives_the_same_result():
     np.testing.assert_array_equal(result.labels, simulate_nuclei_timelapse(n_frames=4, shape=(64, 64), n_nuclei=5, seed=7).labels)
     params = {"n_frames": 3, "size": 64, "n_nuclei": 5, "stage_shift": 0.0, "enter_leave": True}
     assert sum(1 for _ in generate_nuclei(params, seed=1)) == 4  # a start line, then one per frame
+
+
+def test_a_crowded_field_stops_placing_and_says_how_many_fit():
+    """5000 nuclei asked for in a 64 px field: placing stops once the canvas is full (it tried every
+    one 30 times before, ~2 min) and the parameters say how many fit and what to change."""
+    sim = simulate_nuclei_timelapse(n_frames=2, shape=(64, 64), n_nuclei=5000, seed=0)
+    placed = sim.params["n_nuclei_placed"]
+    assert 5 < placed < 200
+    note = sim.params["crowding_note"]
+    assert f"only about {placed} of the 5000 nuclei" in note and "64 x 64 px" in note and "fewer nuclei" in note
+    assert 0 < sim.labels[0].max()
+    roomy = simulate_nuclei_timelapse(n_frames=1, shape=(128, 128), n_nuclei=10, seed=0)
+    assert "crowding_note" not in roomy.params and roomy.params["n_nuclei_placed"] >= 9
+
+
+def test_a_simulation_that_would_not_fit_in_memory_is_refused_before_allocating(monkeypatch):
+    from napari_microseg.simulate import _common
+
+    monkeypatch.setattr(_common, "available_memory_bytes", lambda: 100 * 2**20)  # 100 MiB free
+    with pytest.raises(InputError, match=r"simulating 200 frames of 512 x 512 px needs about 0\.5 GiB .* fewer frames"):
+        simulate_nuclei_timelapse(n_frames=200, shape=(512, 512), n_nuclei=5, seed=0)
+    sim = simulate_nuclei_timelapse(n_frames=2, shape=(64, 64), n_nuclei=3, seed=0)  # 80 KiB: fine
+    assert sim.labels.shape == (2, 64, 64)
+    from napari_microseg.progress import drain
+    from napari_microseg.simulate.samples import generate_ccd
+
+    with pytest.raises(InputError, match="CCD frames of 1024 x 1024 px"):
+        drain(generate_ccd({"n_images": 20, "size": 1024, "balanced": False}, seed=0))

@@ -256,6 +256,9 @@ def _run_nuclei(args, out: Path) -> dict:
                 _write_json(folder / "movie_params.json", sim.params)
             movies.append(sim.params)
             yield Progress(i + 1, args.n, f"movie {i}")
+        crowded = [m["crowding_note"] for m in movies if "crowding_note" in m]
+        if crowded:  # the same field and sizes for every movie: one message says it
+            print(f"warning: {crowded[0]}", file=sys.stderr)
         return {"mode": "timelapse", "simulation": movies[0] if args.n == 1 else movies}
 
     return _drive(gen(), args.n, "nuclei")

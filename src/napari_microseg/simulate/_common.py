@@ -35,6 +35,43 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
+def available_memory_bytes() -> int | None:
+    """Memory the system can still give this process, in bytes (Linux ``MemAvailable``; psutil elsewhere);
+    None when it cannot be told."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return int(psutil.virtual_memory().available)
+
+
+def check_memory(needed_bytes: float, what: str, advice: str, share: float = 0.8) -> None:
+    """Refuse a simulation whose arrays would not fit in memory, before allocating them.
+
+    Parameters
+    ----------
+    needed_bytes : estimated peak size of the arrays the simulation holds, in bytes.
+    what : what is simulated, for the message (e.g. "20 frames of 256 x 256 px").
+    advice : what to change, for the message (e.g. "use fewer frames or a smaller size").
+    share : the largest share of the available memory the simulation may take.
+
+    Raises
+    ------
+    InputError when ``needed_bytes`` exceeds ``share`` x the available memory.
+    """
+    free = available_memory_bytes()
+    if free is not None and needed_bytes > share * free:
+        raise InputError(f"simulating {what} needs about {needed_bytes / 2**30:.1f} GiB of memory and "
+                         f"{free / 2**30:.1f} GiB is free: {advice}")
+
+
 def check_shape_2d(shape, name: str = "shape", minimum: int = 8) -> tuple[int, int]:
     """Validate a (Y, X) shape and return it as a tuple of ints."""
     try:

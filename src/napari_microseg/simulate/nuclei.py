@@ -31,12 +31,14 @@ from scipy import ndimage as ndi
 
 from ..errors import InputError
 from ..progress import Progress, drain
-from ._common import check_range, check_shape_2d, illumination_field, jsonable, make_rng, smooth_noise
+from ._common import check_memory, check_range, check_shape_2d, illumination_field, jsonable, make_rng, smooth_noise
 
 TRACK_COLUMNS = ["track_id", "t", "y", "x", "parent_track_id", "root_track_id", "generation", "label", "area"]
 EVENT_COLUMNS = ["t", "track_id", "event"]
 
 _TEXTURE_SIZE = 24
+#: nuclei skipped in a row (each after 30 tries) after which the canvas counts as full and placing stops
+FULL_FIELD_MISSES = 100
 
 
 @dataclass
@@ -361,6 +363,10 @@ def simulate_nuclei_timelapse_iter(
     n_frames = int(n_frames)
     n_nuclei = int(n_nuclei)
     params = jsonable({k: v for k, v in locals().items() if k not in ("ny", "nx", "d_lo", "d_hi", "name", "p")})
+    # fluorescence + phase (float32) + labels (uint16), and the uint16 copy of the fluorescence
+    bytes_per_pixel = 4 + 4 + 2 + (2 if output_dtype == "uint16" else 0)
+    check_memory(n_frames * ny * nx * bytes_per_pixel, f"{n_frames} frames of {ny} x {nx} px",
+                 "use fewer frames or a smaller size")
     rng = make_rng(seed)
     diameter_range = (d_lo, d_hi)
 
@@ -387,20 +393,40 @@ def simulate_nuclei_timelapse_iter(
         return rng.uniform(ylo, yhi), rng.uniform(xlo, xhi)
 
     nuclei: list[_Nucleus] = []
-    for _ in range(int(round(target))):
+    n_target = int(round(target))
+    # centres and radii of the placed nuclei, kept as arrays: each try is one vectorised distance test
+    placed_yx = np.empty((max(n_target, 1), 2))
+    placed_r = np.empty(max(n_target, 1))
+    misses_in_a_row = 0
+    for i in range(n_target):
+        if misses_in_a_row >= FULL_FIELD_MISSES:
+            break  # the canvas is full: every further nucleus would be tried 30 times in vain
+        if i % 2000 == 1999:
+            yield Progress(0, n_frames, f"placing nuclei: {len(nuclei)} of {n_target} ...")
         n = _new_nucleus(rng, 0, 0, diameter_range, aspect_range, brightness_range, irregularity)
+        radius = n.radius if allow_touching else n.outer_radius
+        k = len(nuclei)
         for _attempt in range(30):
             n.y, n.x = random_position(n)
-            if not nuclei:
+            if k == 0:
                 break
-            others = np.array([[m.y, m.x] for m in nuclei])
-            dmin = _min_distances(nuclei + [n], allow_touching, touch_factor, gap)[-1, :-1]
-            if np.all(np.hypot(others[:, 0] - n.y, others[:, 1] - n.x) >= dmin):
+            dmin = (touch_factor * (placed_r[:k] + radius) if allow_touching else placed_r[:k] + radius + gap)
+            if np.all(np.hypot(placed_yx[:k, 0] - n.y, placed_yx[:k, 1] - n.x) >= dmin):
                 break
         else:
+            misses_in_a_row += 1
             continue  # too crowded: skip this nucleus
+        misses_in_a_row = 0
         n.age = int(rng.integers(0, 3 * max(min_division_age, 1)))
+        placed_yx[k] = (n.y, n.x)
+        placed_r[k] = radius
         nuclei.append(n)
+    in_field = len(nuclei) * (ny * nx) / (ext[0] * ext[1]) if enter_leave else len(nuclei)
+    params["n_nuclei_placed"] = int(round(in_field))
+    if n_target and len(nuclei) < 0.9 * n_target:
+        params["crowding_note"] = (f"only about {round(in_field)} of the {n_nuclei} nuclei asked for fit in the "
+                                   f"{ny} x {nx} px field at diameters {d_lo:g}-{d_hi:g} px: ask for fewer nuclei, "
+                                   "smaller ones or a larger field")
 
     illum = illumination_field((ny, nx), illumination_falloff, rng)
     fluo = np.zeros((n_frames, ny, nx), np.float32)

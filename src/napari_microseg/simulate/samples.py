@@ -26,7 +26,9 @@ def generate_nuclei(p: dict, seed: int) -> Generator[Progress, None, list[tuple]
     return [
         (sim.fluorescence, {"name": "sim nuclei (fluorescence)", "colormap": "gray"}, "image"),
         (sim.phase, {"name": "sim nuclei (phase)", "visible": False}, "image"),
-        (sim.labels, {"name": "sim nuclei labels", "opacity": 0.4}, "labels"),
+        (sim.labels, {"name": "sim nuclei labels", "opacity": 0.4,
+                      "metadata": {"simulation_note": sim.params["crowding_note"]} if "crowding_note" in sim.params else {}},
+         "labels"),
         (tracks[["track_id", "t", "y", "x"]].to_numpy(float), {"name": "sim nuclei tracks (truth)", "graph": graph, "tail_length": 10}, "tracks"),
     ]
 
@@ -34,8 +36,13 @@ def generate_nuclei(p: dict, seed: int) -> Generator[Progress, None, list[tuple]
 def generate_ccd(p: dict, seed: int) -> Generator[Progress, None, list[tuple]]:
     from ..simulate.ccd import CLASS_NAMES, simulate_ccd_frame
 
+    from ..simulate._common import check_memory
+
     images, classes = [], []
-    n = p["n_images"]
+    n, size = p["n_images"], p["size"]
+    # the frames (float32) and class maps (uint8) kept, their stacked copies, and one frame's components
+    check_memory(2 * n * size * size * (4 + 1) + 4 * 4 * size * size, f"{n} CCD frames of {size} x {size} px",
+                 "use fewer frames or a smaller size (the command line `microseg simulate ccd` writes frame by frame)")
     for i in range(n):
         frame = simulate_ccd_frame(shape=(p["size"], p["size"]), seed=seed + i, balanced=p["balanced"])
         images.append(frame.image)

@@ -97,13 +97,16 @@ class SimulationWidget(MicrosegDock):
                           label=f"simulating {self.domain.value}")
 
     def _add_layers(self, layers: list[tuple]) -> None:
+        notes = []
         for data, kwargs, kind in layers:
             kwargs = dict(kwargs)
+            if kwargs.get("metadata", {}).get("simulation_note"):
+                notes.append(kwargs["metadata"]["simulation_note"])
             kwargs["name"] = unique_layer_name(self.viewer, kwargs["name"])
             if kind == "labels" and isinstance(kwargs.get("colormap"), dict):  # class colours: drawn without numba
                 kwargs["colormap"] = class_colormap(sum(key is not None for key in kwargs["colormap"]))
             getattr(self.viewer, f"add_{kind}")(data, **kwargs)
-        self.show_message(f"added {len(layers)} layers (seed {int(self.seed.value)})")
+        self.show_message(f"added {len(layers)} layers (seed {int(self.seed.value)})" + "".join(f"; {n}" for n in notes))
 
 
 def _for_display(generator: Any) -> Any:
