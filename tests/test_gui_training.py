@@ -204,6 +204,11 @@ def test_one_small_image_without_validation_and_the_ccd_normalisation(make_napar
     resumed = load_model(tmp_path / "small.pt").config
     assert resumed["training"]["epochs_run"] == 2 and resumed["normalization"]["kind"] == "percentile", \
         widget.status.text()
+    # the plot shows the whole run: epoch 1 (its mean loss, from the checkpoint's history), then epoch 2's steps
+    assert [e for e, *_ in widget.plot.epochs] == [1, 2]
+    first_x, first_loss = widget.plot.steps[0]
+    assert first_x == 0.5 and abs(first_loss - resumed["training"]["history"][0]["train_loss"]) < 1e-9
+    assert all(x > 1 for x, _ in widget.plot.steps[1:])
     widget.resume.value = False
     widget.output_mode.value = "multiclass"
     assert widget.normalization.value == RAW_CCD and widget.config()["normalization"] == CCD_NORMALIZATION

@@ -383,6 +383,13 @@ def resume_settings(resume: str | os.PathLike) -> dict:
     return settings
 
 
+def checkpoint_history(resume: str | os.PathLike) -> list[dict]:
+    """The per-epoch rows (``epoch``, ``train_loss``, ``val_loss``, ``val_dice``, ...) of the run saved in
+    the checkpoint at ``resume`` (see :func:`read_checkpoint`), oldest first: what a resumed run continues."""
+    tstate = json.loads(read_checkpoint(resume).get("trainer_state_json", "{}"))
+    return [dict(row) for row in tstate.get("history", [])]
+
+
 def train(
     config: TrainConfig | dict,
     train_data: Any,

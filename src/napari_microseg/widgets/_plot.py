@@ -60,6 +60,14 @@ class LossPlot(pg.PlotWidget):
     def add_epoch(self, epoch: int, val_loss: float | None, val_dice: float | None) -> None:
         self.epochs.append((epoch, val_loss, val_dice))
 
+    def add_earlier_epochs(self, rows: list[dict]) -> None:
+        """Draw the epochs of a run before it was resumed, from its history rows (``epoch``, ``train_loss``,
+        ``val_loss``, ``val_dice``): each epoch's mean training loss at its middle (the steps were not kept)."""
+        for row in rows:
+            if row.get("train_loss") is not None:
+                self.steps.append((row["epoch"] - 0.5, float(row["train_loss"])))
+            self.epochs.append((int(row["epoch"]), row.get("val_loss"), row.get("val_dice")))
+
     def refresh(self) -> None:
         """Push the collected points into the curves (cheap; safe to call often)."""
         self.train_curve.setData([x for x, _ in self.steps], [y for _, y in self.steps])

@@ -53,6 +53,15 @@ def check_training_shapes(image_shape: tuple[int, ...], labels_shape: tuple[int,
         raise InputError(f"labels shape {tuple(labels_shape)} does not match image shape {tuple(image_shape)}")
 
 
+class EarlierEpochs:
+    """The history rows of a run before it was resumed (see ``training.trainer.checkpoint_history``), sent
+    from the worker to the GUI thread so the loss plot shows the whole run; ``message`` for the dock."""
+
+    def __init__(self, rows: list[dict], message: str) -> None:
+        self.rows = rows
+        self.message = message
+
+
 #: a class map (multiclass) holds a few class indices; more distinct values than this are object ids
 MAX_CLASS_VALUES = 32
 
@@ -283,7 +292,7 @@ class TrainingWidget(MicrosegDock):
         self.plot.setVisible(True)
 
         def make_generator():
-            from ..training.trainer import resume_settings, train  # torch is imported in the worker
+            from ..training.trainer import checkpoint_history, resume_settings, train  # torch: in the worker
 
             pairs = yield from read_training_pairs(images, labels, label_names, sparse, stop_event, cfg["output_mode"])
             if pairs is None:  # Stop while reading: no training, nothing written
@@ -296,6 +305,9 @@ class TrainingWidget(MicrosegDock):
             cfg["data_description"] += f" ({n_annotated} annotated frame(s))"
             if resume:  # a resumed run keeps its optimiser and normalisation, whatever the form shows
                 cfg.update(resume_settings(resume))
+                earlier = checkpoint_history(resume)
+                if earlier:  # the plot shows the whole run, not only the epochs from here on
+                    yield EarlierEpochs(earlier, f"resuming after epoch {earlier[-1]['epoch']}")
             return (yield from train(cfg, pairs, out_path=out_path, resume=resume, stop_event=stop_event))
 
         return self.start(make_generator, self._finished, on_event=self._on_event, label="training",
@@ -303,6 +315,10 @@ class TrainingWidget(MicrosegDock):
                           stop_message="Stopping after this step; the best model so far is kept ...")
 
     def _on_event(self, event: Any) -> None:
+        if isinstance(event, EarlierEpochs):
+            self.plot.add_earlier_epochs(event.rows)
+            self.plot.refresh()
+            return
         if getattr(event, "kind", "") == "step" and event.train_loss is not None:
             self.plot.add_step(event.epoch - 1 + event.step / max(event.n_steps, 1), event.train_loss)
         if getattr(event, "kind", "") == "epoch":
