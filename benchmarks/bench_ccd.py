@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_ccd.py sim  [--model ccd_classes] [--frames 16] [--tta]
     .venv/bin/python benchmarks/bench_ccd.py real [--model ccd_classes] [--png docs/ccd_clusters.png]
     .venv/bin/python benchmarks/bench_ccd.py big  [--model ccd_classes] [--size 4096]
+    .venv/bin/python benchmarks/bench_ccd.py tracks [--model ccd_classes] [--frames 8] [--size 512]
 
 ``sim``: per-class pixel precision / recall / F1 and pixel accuracy on simulated
 frames the model never saw (seeds 90000+, half in the balanced layout), with
@@ -77,6 +78,40 @@ def cmd_sim(args: argparse.Namespace) -> None:
                           **{rec.name: {"precision": round(rec.precision, 3), "recall": round(rec.recall, 3),
                                         "f1": round(rec.f1, 3)} for rec in table.itertuples()}}
         out[name] = entry
+    print(json.dumps(out, indent=2))
+
+
+def cmd_tracks(args: argparse.Namespace) -> None:
+    from scipy import ndimage as ndi
+
+    from napari_microseg.autolabel.ccd import class_agreement
+    from napari_microseg.inference.segment import segment
+    from napari_microseg.io.models import load_model
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+
+    thr = args.cluster_threshold or _cluster_threshold(args.model)
+    loaded = load_model(args.model)
+    struct = ndi.generate_binary_structure(2, 2)
+    frames = [simulate_ccd_frame(shape=(args.size, args.size), seed=95_000 + s, muons=True, electrons=True,
+                                 cluster_threshold=thr) for s in range(args.frames)]
+    true = np.stack([f.classes for f in frames])
+    track_px = np.stack([(f.components["tracks"] >= thr) & (f.classes == 3) for f in frames])
+    out = {"benchmark": "ccd_tracks", "model": args.model, "frames": args.frames, "size": args.size,
+           "cluster_threshold_adc": thr, "track_pixels": int(track_px.sum()),
+           "true_cluster_pieces": int(sum(ndi.label(t == 3, structure=struct)[1] for t in true))}
+    variants = {"plain": {}, "shape_rules_max50": {"shape_rules": True, "max_cluster_size": 50}}
+    for name, options in variants.items():
+        pred = np.stack([np.asarray(segment(loaded, f.image, measure=False, postprocess_options=dict(options)).labels)
+                         for f in frames])
+        table = class_agreement(true, pred)
+        on_tracks = np.bincount(pred[track_px].ravel(), minlength=4)
+        out[name] = {
+            "pixel_accuracy": round(float((true == pred).mean()), 4),
+            **{rec.name: {"precision": round(rec.precision, 3), "recall": round(rec.recall, 3), "f1": round(rec.f1, 3)}
+               for rec in table.itertuples()},
+            "track_pixels_as_bg_glow_hot_cluster": [round(float(v) / max(int(track_px.sum()), 1), 3) for v in on_tracks],
+            "cluster_pieces": int(sum(ndi.label(p == 3, structure=struct)[1] for p in pred)),
+        }
     print(json.dumps(out, indent=2))
 
 
@@ -168,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for name, fn in (("sim", cmd_sim), ("real", cmd_real), ("big", cmd_big)):
+    for name, fn in (("sim", cmd_sim), ("real", cmd_real), ("big", cmd_big), ("tracks", cmd_tracks)):
         p = sub.add_parser(name)
         p.add_argument("--model", default="ccd_classes")
         p.set_defaults(func=fn)
@@ -177,6 +212,10 @@ def main(argv: list[str] | None = None) -> None:
             p.add_argument("--cluster-threshold", type=float, default=None, help="ADC; default: the model's")
             p.add_argument("--tta", action="store_true", help="test-time augmentation (4 flips)")
             p.add_argument("--shape-rules", action="store_true", help="[C] shape rule: hot pixels are straight lines")
+        if name == "tracks":
+            p.add_argument("--frames", type=int, default=8)
+            p.add_argument("--size", type=int, default=512)
+            p.add_argument("--cluster-threshold", type=float, default=None, help="ADC; default: the model's")
         if name == "real":
             p.add_argument("--png", default=None)
         if name == "big":

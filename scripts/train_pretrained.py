@@ -236,6 +236,14 @@ def store_ccd_input_range(args: argparse.Namespace) -> None:
     print(f"{out.name}: input_range {levels} (40 training-like frames, seeds 20000+)")
 
 
+def ccd_frames_with_tracks(n_frames: int, fraction: float) -> set[int]:
+    """Indices (0..n_frames-1) of the simulated training frames that get muon and electron tracks:
+    those with ``index % 10 < round(10 * fraction)`` (both layouts, spread over the set)."""
+    if not 0 <= fraction <= 1:
+        sys.exit(f"--tracks-fraction must be in [0, 1], got {fraction}")
+    return {s for s in range(n_frames) if s % 10 < round(10 * fraction)}
+
+
 def train_ccd_classes(args: argparse.Namespace) -> None:
     """[C] four-class CCD model on simulated frames (half balanced layout), pedestal-normalised raw ADC."""
     from napari_microseg.autolabel.ccd import class_agreement
@@ -247,7 +255,11 @@ def train_ccd_classes(args: argparse.Namespace) -> None:
 
     n = 8 if args.quick else args.simulated
     thr = args.cluster_threshold
-    frames = [simulate_ccd_frame(shape=(256, 256), seed=20_000 + s, balanced=bool(s % 2), cluster_threshold=thr) for s in range(n)]
+    with_tracks = ccd_frames_with_tracks(n, args.tracks_fraction)
+    frames = [simulate_ccd_frame(shape=(256, 256), seed=20_000 + s, balanced=bool(s % 2), cluster_threshold=thr,
+                                 muons=s in with_tracks, electrons=s in with_tracks) for s in range(n)]
+    tracks_text = (f"; {len(with_tracks)} of them with muon and electron tracks (class cluster; frames with s % 10 < "
+                   f"{round(10 * args.tracks_fraction)})" if with_tracks else "")
     cfg = {
         "preset": args.preset, "model": {"base_filters": args.base_filters} if args.base_filters else {},
         "output_mode": "multiclass", "n_classes": 4, "class_names": CCD_CLASSES,
@@ -258,7 +270,8 @@ def train_ccd_classes(args: argparse.Namespace) -> None:
         "augmentation": {"intensity": False},
         "data_description": f"{n} simulated CCD frames 256x256 (seeds 20000+; odd seeds balanced layout, its glowing "
                             "band in 60 % of them (the shipped model's balanced frames all had one); "
-                            f"cluster pixels from {thr:g} ADC of charge), raw ADC minus the frame pedestal (histogram mode) / 200",
+                            f"cluster pixels from {thr:g} ADC of charge){tracks_text}, raw ADC minus the frame pedestal "
+                            "(histogram mode) / 200",
     }
     out = Path(args.out) / "ccd_classes.pt"
     start = time.perf_counter()
@@ -392,6 +405,8 @@ def main() -> None:
                         help="nuclei models: early-stopping patience in epochs (0: never stop early)")
     parser.add_argument("--base-filters", type=int, default=None, help="ccd_classes: filters of the first level (preset's default otherwise)")
     parser.add_argument("--cluster-threshold", type=float, default=60.0, help="ccd_classes: ADC of charge from which a pixel is 'cluster'")
+    parser.add_argument("--tracks-fraction", type=float, default=0.0,
+                        help="ccd_classes: share of simulated frames with muon and electron tracks (class cluster)")
     parser.add_argument("--class-weights", default="auto", choices=["auto", "sqrt"], help="ccd_classes: weighted-CE class weights")
     parser.add_argument("--distance-head", action="store_true",
                         help="nuclei_fluorescence: add a distance-regression output (watershed seeds from it)")

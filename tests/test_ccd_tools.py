@@ -90,3 +90,54 @@ def test_segment_applies_shape_rules_to_ccd_models_only():
         segment("ccd_classes", frame.image, postprocess_options={"max_cluster_size": 0})
     with pytest.raises(InputError, match="CCD class models only"):
         segment("nuclei_fluorescence", np.zeros((64, 64), np.float32), postprocess_options={"shape_rules": True})
+
+
+def test_repeat_rule_tells_defects_that_repeat_from_hits_that_do_not():
+    """Over exposures of one sensor a hot pixel is a defect (it shows in most frames); a piece that shows
+    once is a charge deposit, whatever its shape on one frame."""
+    from napari_microseg.inference.postprocess import ccd_persistence_rule, persistent_frames_needed
+
+    maps = np.zeros((4, 40, 40), np.uint8)
+    maps[:, 5, 5] = 2              # a hot pixel in every frame: a defect
+    maps[:, 10:30, 20] = 2         # a hot column in every frame
+    maps[1, 30, 8] = 2             # a single "hot" pixel in one frame only: a one-pixel X-ray hit
+    maps[2, 12, 30:32] = 2         # a two-pixel "hot" piece once: a hit shared by two pixels
+    maps[0, 35, 35] = 3            # a one-pixel cluster at a place that is hot in the other frames: a warm defect
+    maps[1:, 35, 35] = 2
+    maps[3, 2:5, 2:5] = 3          # a cluster once: stays
+    maps[0, 20, 5] = 3             # a cluster over a defect that repeats in only 1 of 4 frames: stays
+    ruled = ccd_persistence_rule(maps, CCD_NAMES)
+    assert persistent_frames_needed(4) == 2 and persistent_frames_needed(2) == 2 and persistent_frames_needed(10) == 5
+    assert (ruled[:, 5, 5] == 2).all() and (ruled[:, 10:30, 20] == 2).all()
+    assert ruled[1, 30, 8] == 3 and (ruled[2, 12, 30:32] == 3).all()
+    assert (ruled[:, 35, 35] == 2).all()
+    assert (ruled[3, 2:5, 2:5] == 3).all() and ruled[0, 20, 5] == 3
+    changed = ruled != maps
+    assert changed.sum() == 1 + 2 + 1 and ruled.dtype == maps.dtype and maps[1, 30, 8] == 2  # input kept
+    with pytest.raises(InputError, match="at least 2 exposures"):
+        ccd_persistence_rule(maps[0], CCD_NAMES)
+
+
+def test_segment_applies_the_repeat_rule_to_a_stack_and_measures_after_it():
+    from napari_microseg.inference.postprocess import ccd_persistence_rule
+    from napari_microseg.inference.segment import segment
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+
+    frames = np.stack([simulate_ccd_frame(shape=(128, 128), seed=s, n_hot=3, n_clusters=25).image for s in (21, 22, 23)])
+    plain = segment("ccd_classes", frames)
+    ruled = segment("ccd_classes", frames, postprocess_options={"hot_repeats": True})
+    expected = ccd_persistence_rule(np.asarray(plain.labels), CCD_NAMES)
+    np.testing.assert_array_equal(np.asarray(ruled.labels), expected)
+    assert not np.array_equal(expected, np.asarray(plain.labels))  # independent tiles: their hot lines do not repeat
+    assert ruled.settings["hot_repeats"] is True
+    # the tables are of the ruled maps: as many cluster objects per frame as pieces of class cluster
+    from scipy import ndimage as ndi
+
+    for t in range(3):
+        n_pieces = ndi.label(expected[t] == 3, structure=np.ones((3, 3)))[1]
+        got = ruled.objects[(ruled.objects.t == t) & (ruled.objects["class"] == "cluster")]
+        assert len(got) == n_pieces and got["probability"].between(0, 1).all()
+    with pytest.raises(InputError, match="at least 2 exposures"):
+        segment("ccd_classes", frames[0], postprocess_options={"hot_repeats": True})
+    with pytest.raises(InputError, match="CCD class models only"):
+        segment("nuclei_fluorescence", np.zeros((2, 64, 64), np.float32), postprocess_options={"hot_repeats": True})

@@ -641,6 +641,66 @@ def ccd_shape_rules(class_map: np.ndarray, class_names: Sequence[str], hot_lines
     return out
 
 
+#: share of a stack's frames in which a pixel must hold charge (hot or cluster) to count as a sensor defect
+PERSISTENT_SHARE = 0.5
+
+
+def persistent_frames_needed(n_frames: int, share: float = PERSISTENT_SHARE) -> int:
+    """Frames (of ``n_frames``) in which a pixel must hold charge to be a defect: ``share`` of them,
+    at least 2 (a random hit seldom lands twice on one pixel; a defect shows in most exposures)."""
+    return max(2, int(np.ceil(share * n_frames)))
+
+
+def ccd_persistence_rule(class_maps: np.ndarray, class_names: Sequence[str],
+                         share: float = PERSISTENT_SHARE) -> np.ndarray:
+    """Tell sensor defects from charge deposits over a stack of exposures of one CCD: a defect repeats.
+
+    A pixel is *persistent* when it is hot pixel or cluster in at least
+    :func:`persistent_frames_needed` frames. Then, frame by frame (8-connected pieces):
+
+    - a hot-pixel piece without a persistent pixel is a charge deposit (a one-pixel X-ray
+      hit looks like a single hot pixel on one frame) and becomes cluster;
+    - a cluster piece made only of persistent pixels is a defect and becomes hot pixel.
+
+    This is how dark-matter CCD analyses mask hot pixels: from many exposures. The frames
+    must be exposures of one sensor in one orientation; independent simulated tiles are not
+    (their defects are drawn anew for each tile).
+
+    Parameters
+    ----------
+    class_maps : integer (T, Y, X) class indices (``class_names`` order), T >= 2.
+    class_names : names of the classes; must hold ``"hot pixel"``, ``"cluster"`` and ``"background"``.
+    share : share of the frames in which a pixel must hold charge to be persistent.
+
+    Returns
+    -------
+    a new (T, Y, X) class map, same dtype.
+    """
+    maps = np.asarray(class_maps)
+    if maps.ndim != 3 or maps.shape[0] < 2:
+        raise InputError(f"the repeat rule needs a (T, Y, X) stack of at least 2 exposures, got shape {maps.shape}")
+    if not 0 < share <= 1:
+        raise InputError(f"share must be in (0, 1], got {share}")
+    _background, hot, cluster = ccd_class_indices(class_names)
+    charged = (maps == hot) | (maps == cluster)
+    persistent = charged.sum(axis=0, dtype=np.int32) >= persistent_frames_needed(maps.shape[0], share)
+    out = maps.copy()
+    eight = np.ones((3, 3), bool)
+    for t in range(maps.shape[0]):
+        comp, n = ndi.label(maps[t] == hot, structure=eight)
+        if n:  # pieces holding no persistent pixel: count of persistent pixels per piece == 0
+            repeats = np.bincount(comp[persistent], minlength=n + 1)
+            transient = np.r_[False, repeats[1:] == 0]
+            out[t][transient[comp]] = cluster
+        comp, n = ndi.label(maps[t] == cluster, structure=eight)
+        if n:  # pieces whose pixels are all persistent
+            area = np.bincount(comp.ravel(), minlength=n + 1)
+            repeats = np.bincount(comp[persistent], minlength=n + 1)
+            defect = np.r_[False, repeats[1:] == area[1:]]
+            out[t][defect[comp]] = hot
+    return out
+
+
 def class_map_to_instances(class_map: np.ndarray, min_size: int = 1, background: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Connected components (8-connected) of each non-background class.
 

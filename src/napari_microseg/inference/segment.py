@@ -351,7 +351,10 @@ def segment_image(
         tuned for the model (``config["postprocess"]``). For CCD class models:
         ``shape_rules=True`` (hot pixels must be straight lines; compact hot
         blobs become cluster) and ``max_cluster_size`` (px; larger cluster
-        components become background), see :func:`postprocess.ccd_shape_rules`.
+        components become background), see :func:`postprocess.ccd_shape_rules`;
+        ``hot_repeats=True`` for a (T, Y, X) stack of exposures of one sensor (a hot
+        pixel is a defect and shows in most frames; a piece that shows once is a
+        charge deposit), see :func:`postprocess.ccd_persistence_rule`.
     diameter : typical nucleus width in the image, px; ``"auto"`` to estimate
         it (up to three passes over a central 768 x 768 crop of the first
         frame; all frames of a stack use it), or None (default) to segment as
@@ -441,12 +444,18 @@ def segment_image(
     options.pop("threshold", None)
     shape_rules = bool(options.pop("shape_rules", False))
     max_cluster_size = options.pop("max_cluster_size", None)
+    hot_repeats = bool(options.pop("hot_repeats", False))
     ccd_rules = shape_rules or max_cluster_size is not None
-    if ccd_rules and mode != "multiclass":
-        raise InputError("shape rules (hot pixels are lines, a maximum cluster size) apply to CCD class models only")
+    if (ccd_rules or hot_repeats) and mode != "multiclass":
+        raise InputError("shape rules (hot pixels are lines, a maximum cluster size, hot pixels repeat) apply to "
+                         "CCD class models only")
+    if hot_repeats and n_frames < 2:
+        raise InputError("the rule 'hot pixels repeat' needs a (T, Y, X) stack of at least 2 exposures of one sensor")
+    # the repeat rule needs every frame's classes first: each frame is then measured after it
+    deferred: list[tuple] = []
     if options and mode != "three_class":
         raise InputError(f"post-processing option(s) {', '.join(sorted(options))} apply to three-class models only")
-    if ccd_rules:
+    if ccd_rules or hot_repeats:
         postprocess.ccd_class_indices(class_names or [])  # the classes are there, or a clear message now
     if max_cluster_size is not None and int(max_cluster_size) < 1:
         raise InputError(f"max_cluster_size must be at least 1 px, got {max_cluster_size}")
@@ -485,6 +494,9 @@ def segment_image(
             lab = postprocess.ccd_shape_rules(lab, class_names, hot_lines=shape_rules, max_cluster_size=max_cluster_size)
         # multiclass: each pixel's probability of the class it ends up in -> per-object means
         confidence = _class_probability(probs, lab) if measure and mode == "multiclass" else None
+        if hot_repeats and measure:  # kept for the measuring after the rule: the rule moves hot <-> cluster only
+            deferred.append((confidence.astype(np.float16), _hot_cluster_probabilities(probs, lab, class_names)))
+            confidence = None
         del probs
         if mode != "multiclass":
             max_label = max(max_label, int(lab.max()) if lab.size else 0)
@@ -494,12 +506,22 @@ def segment_image(
             labels_out[t] = lab
         else:
             labels_out[...] = lab
-        if measure:
-            raw = raw_image[t] if stack else raw_image
-            intensity = np.asarray(raw.compute() if hasattr(raw, "compute") else raw)
-            object_tables.append(_measure_frame(lab, intensity, t, mode, class_names, confidence))
+        if measure and not hot_repeats:
+            object_tables.append(_measure_frame(lab, _frame_pixels(raw_image, t if stack else None), t, mode,
+                                                class_names, confidence))
         del confidence
         yield Progress((t + 1) * per_frame_tiles, total, f"post-processed frame {t + 1}/{n_frames}")
+    if hot_repeats:
+        before = np.asarray(labels_out[:])
+        after = postprocess.ccd_persistence_rule(before, class_names)
+        labels_out[...] = after
+        _, hot, _ = postprocess.ccd_class_indices(class_names)
+        for t, (confidence16, (where, p_hot, p_cluster)) in enumerate(deferred):
+            confidence = confidence16.astype(np.float32)
+            moved = after[t].ravel()[where] != before[t].ravel()[where]
+            confidence.ravel()[where[moved]] = np.where(after[t].ravel()[where[moved]] == hot, p_hot[moved], p_cluster[moved])
+            object_tables.append(_measure_frame(after[t], _frame_pixels(raw_image, t), t, mode, class_names, confidence))
+        del before, after, deferred
 
     labels = labels_out
     if out is None and mode != "multiclass":
@@ -512,7 +534,7 @@ def segment_image(
                     remove_border=remove_border, output_mode=mode, n_outputs=k,
                     postprocess={k_: v for k_, v in three_kw.items() if k_ != "class_order"},
                     test_time_augmentation=test_time_augmentation,
-                    shape_rules=shape_rules, max_cluster_size=max_cluster_size,
+                    shape_rules=shape_rules, max_cluster_size=max_cluster_size, hot_repeats=hot_repeats,
                     precision=network_precision(precision_used, str(getattr(loaded, "device", "cpu")))
                     if predict_fn is None else "custom",
                     diameter=diameter if diameter is None or np.isfinite(diameter) else None,  # None: nothing to measure
@@ -532,6 +554,21 @@ def _is_constant(frame: Any) -> bool:
         values = np.asarray(frame)
         low, high = values.min(), values.max()
     return bool(low == high)
+
+
+def _frame_pixels(image: Any, t: int | None) -> np.ndarray:
+    """Frame ``t`` of a (T, Y, X) image (None: the (Y, X) image itself) as a numpy array (zarr, dask read)."""
+    raw = image[t] if t is not None else image
+    return np.asarray(raw.compute() if hasattr(raw, "compute") else raw)
+
+
+def _hot_cluster_probabilities(probs: np.ndarray, classes: np.ndarray, class_names: list) -> tuple[np.ndarray, ...]:
+    """(flat indices, P(hot pixel), P(cluster)) at the pixels of ``classes`` that are hot pixel or cluster:
+    what the repeat rule needs to give a moved pixel the probability of its new class."""
+    _, hot, cluster = postprocess.ccd_class_indices(class_names)
+    flat = classes.ravel()
+    where = np.flatnonzero((flat == hot) | (flat == cluster))
+    return where, probs[hot].ravel()[where].astype(np.float32), probs[cluster].ravel()[where].astype(np.float32)
 
 
 def _class_probability(probs: np.ndarray, classes: np.ndarray) -> np.ndarray:
