@@ -84,6 +84,36 @@ def test_multiclass_result_tiles_and_clusters(make_napari_viewer, qtbot, tmp_pat
     assert len(widget.clusters) == 0 or widget.clusters.size_px.max() <= 6
 
 
+def test_hot_repeats_over_a_stack_of_exposures(make_napari_viewer, wait_worker):
+    """A stack of three exposures: the defect pixel repeats and stays hot, a bright pixel in one frame is a
+    charge deposit. The option needs the whole stack; on one frame it says so."""
+    from napari_microseg.inference.postprocess import ccd_persistence_rule
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    frames = np.stack([simulate_ccd_frame(shape=(128, 128), seed=60 + s, n_hot=0, n_clusters=10).image for s in range(3)])
+    frames[:, 40, 40] += 2200
+    frames[1, 90, 20] += 2200
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(frames, name="exposures")
+    widget = SegmentationWidget(viewer)
+    widget.image_layer.value = "exposures"
+    widget.model_choice.value = "ccd_classes"
+    assert widget.hot_repeats.native.isVisibleTo(widget)
+    widget.scope.value = "whole stack"
+    wait_worker(widget.segment())
+    plain = np.asarray(viewer.layers[widget.result_layer_name].data).copy()
+    assert plain[1, 90, 20] == 2 and (plain[:, 40, 40] == 2).all()
+    widget.hot_repeats.value = True
+    wait_worker(widget.segment())
+    ruled = np.asarray(viewer.layers[widget.result_layer_name].data)
+    np.testing.assert_array_equal(ruled, ccd_persistence_rule(plain, CCD_CLASSES))
+    assert ruled[1, 90, 20] == 3 and (ruled[:, 40, 40] == 2).all()
+    assert widget.result.settings["hot_repeats"] is True
+    widget.scope.value = "current frame"
+    assert widget.segment() is None and "whole stack" in widget.status.text()
+
+
 def test_batch_folder_then_resume_and_stop(make_napari_viewer, qtbot, tmp_path, tiny_nuclei_model, wait_worker):
     from napari_microseg.simulate.nuclei import simulate_nuclei_image
     from napari_microseg.widgets.segmentation import FILE_CHOICE, SegmentationWidget

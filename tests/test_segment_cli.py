@@ -373,3 +373,49 @@ def test_segment_labels_keep_the_movies_calibration_for_track(tmp_path, model_fi
     summary = pd.read_csv(tmp_path / "trk" / "track_summary.csv")
     assert {"path_length_um", "duration_min"} <= set(summary.columns)
     assert read_image(tmp_path / "trk" / "tracks_labels.tif").metadata["calibration"]["frame_interval_min"] == 2.0
+
+
+def test_segment_cli_hot_repeats_compares_single_exposures(tmp_path, capsys):
+    """Three FITS exposures of one sensor: a defect pixel and column are hot in all of them; a bright pixel
+    and a short line in one exposure only are charge deposits: --hot-repeats makes them cluster."""
+    from astropy.io import fits
+
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+
+    folder = tmp_path / "exposures"
+    folder.mkdir()
+    for s in range(3):
+        image = simulate_ccd_frame(shape=(256, 256), seed=40 + s, n_hot=0, n_clusters=30).image
+        image[100, 50] += 2200
+        image[30:60, 200] += 2200
+        if s == 1:
+            image[200, 120] += 2200
+            image[150, 20:40] += 2200
+        fits.writeto(folder / f"exp{s}.fits", image)
+    common = ["segment", "--model", "ccd_classes", "--input", str(folder), "--quiet"]
+    assert main(common + ["--out", str(tmp_path / "plain")]) == 0
+    assert main(common + ["--out", str(tmp_path / "rep"), "--hot-repeats"]) == 0
+    plain = tifffile.imread(tmp_path / "plain" / "labels" / "exp1.tif")
+    ruled = tifffile.imread(tmp_path / "rep" / "labels" / "exp1.tif")
+    assert plain[200, 120] == 2 and plain[150, 30] == 2  # on one frame they look like defects
+    assert ruled[200, 120] == 3 and (ruled[150, 20:40] == 3).all()
+    for name in ("exp0", "exp1", "exp2"):  # the defects stay hot in every exposure
+        labels = tifffile.imread(tmp_path / "rep" / "labels" / f"{name}.tif")
+        assert labels[100, 50] == 2 and (labels[30:60, 200] == 2).all()
+    counts = pd.read_csv(tmp_path / "rep" / "counts.csv").set_index("image")
+    assert list(counts.index) == ["exp0.fits", "exp1.fits", "exp2.fits"] and (counts["t"] == 0).all()
+    plain_counts = pd.read_csv(tmp_path / "plain" / "counts.csv").set_index("image")
+    assert counts.loc["exp1.fits", "count_hot_pixel"] == plain_counts.loc["exp1.fits", "count_hot_pixel"] - 2
+    clusters = pd.read_csv(tmp_path / "rep" / "clusters.csv")
+    objects = pd.read_csv(tmp_path / "rep" / "objects.csv")
+    joined = clusters.merge(objects, on=["image", "t", "label"], how="left", validate="one_to_one")
+    assert (joined["class"] == "cluster").all() and len(clusters[clusters.image == "exp1.fits"]) == counts.loc["exp1.fits", "count_cluster"]
+    assert json.loads((tmp_path / "rep" / "segment_run.json").read_text())["hot_repeats"] is True
+    # one exposure cannot be compared with anything; a mix of stacks and frames is refused
+    capsys.readouterr()
+    assert main(["segment", "--model", "ccd_classes", "--input", str(folder / "exp0.fits"), "--out",
+                 str(tmp_path / "one"), "--hot-repeats", "--quiet"]) == 2
+    assert "at least 2 exposures" in capsys.readouterr().err
+    tifffile.imwrite(folder / "stack.tif", np.zeros((2, 256, 256), np.float32))
+    assert main(common + ["--out", str(tmp_path / "mix"), "--hot-repeats"]) == 2
+    assert "not both" in capsys.readouterr().err

@@ -114,7 +114,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         if name == "segment":
             from .segment import add_ccd_rule_options
 
-            add_ccd_rule_options(q.add_argument_group("CCD class models (clusters.csv is written for them)"))
+            add_ccd_rule_options(q.add_argument_group("CCD class models (clusters.csv is written for them)"), repeats=False)
         if name == "track":
             g = q.add_argument_group("tracking")
             g.add_argument("--config", default=None, help="'cell' (divisions), 'particle' or a JSON file (default cell)")

@@ -32,19 +32,28 @@ from ._help import HelpFormatter
 IMAGE_SUFFIXES = (".tif", ".tiff", ".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".zarr")
 
 
-def add_ccd_rule_options(p: Any) -> None:
-    """``--shape-rules`` and ``--max-cluster-size`` (CCD class models' [C] shape rules) on a parser or group."""
+def add_ccd_rule_options(p: Any, repeats: bool = True) -> None:
+    """``--shape-rules`` and ``--max-cluster-size`` (CCD class models' [C] shape rules) on a parser or group;
+    with ``repeats`` also ``--hot-repeats`` (it compares the inputs with each other, so not for ``batch``,
+    which segments each file on its own)."""
     p.add_argument("--shape-rules", action="store_true",
                    help="CCD class models: hot pixels must be straight lines (compact hot blobs become cluster)")
     p.add_argument("--max-cluster-size", type=int, default=None,
                    help="CCD class models: cluster components larger than this many px become background "
                         "(tracks; default and 0: no limit)")
+    if not repeats:
+        return
+    p.add_argument("--hot-repeats", action="store_true",
+                   help="CCD class models: the frames are exposures of one sensor (a stack, or single frames of one "
+                        "shape given together): hot pixels that do not repeat become cluster, clusters that do become hot")
 
 
 def ccd_rule_options(args: argparse.Namespace) -> dict:
     """``postprocess_options`` for :func:`~napari_microseg.inference.segment.segment` from
     :func:`add_ccd_rule_options`' flags; a one-line error for a negative size."""
     rules = {"shape_rules": True} if args.shape_rules else {}
+    if getattr(args, "hot_repeats", False):
+        rules["hot_repeats"] = True
     if args.max_cluster_size is not None:
         if args.max_cluster_size < 0:
             raise InputError(f"--max-cluster-size must be >= 0 px (0 = no limit), got {args.max_cluster_size}")
@@ -311,6 +320,80 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
     return result, objects, counts, clusters, record
 
 
+def _single_exposures(paths: list[Path]) -> list[Path] | None:
+    """For ``--hot-repeats``: the inputs when they are single (Y, X) frames of one shape, to be stacked;
+    None when each is a (T, Y, X) stack of its own (the rule runs within each). InputError for a mix,
+    for frames of different shapes, or for one single frame."""
+    shapes = [_probe_shape(path) for path in paths]
+    if any(shape is None for shape in shapes):  # FITS and the like: their shape comes from reading them
+        from ..io.images import read_image
+
+        shapes = [tuple(read_image(path).data.shape) if shape is None else shape for path, shape in zip(paths, shapes)]
+    frames = [path for path, shape in zip(paths, shapes) if len(shape) == 2]
+    if not frames:
+        return None
+    if len(frames) < len(paths):
+        raise InputError("--hot-repeats takes either single exposures (Y, X) or stacks (T, Y, X), not both in one run")
+    if len(frames) < 2:
+        raise InputError(f"--hot-repeats needs at least 2 exposures of one sensor; {paths[0].name} is a single frame")
+    if len({tuple(shape) for shape in shapes}) > 1:
+        odd = next(path for path, shape in zip(paths, shapes) if tuple(shape) != tuple(shapes[0]))
+        raise InputError(f"--hot-repeats: the exposures must share one shape; {odd.name} is "
+                         f"{tuple(_probe_shape(odd) or ())} where {paths[0].name} is {tuple(shapes[0])}")
+    return paths
+
+
+def _segment_exposures(args: argparse.Namespace, loaded, paths: list[Path], out: Path, ccd_rules: dict):
+    """Segment single-frame exposures of one sensor as one (T, Y, X) stack (read lazily, one file per
+    frame) so that the repeat rule compares them; write each one's labels. Returns ``(result, objects,
+    counts, clusters, records)`` with ``image`` naming each row's file and ``t`` = 0 (one frame each)."""
+    import dask
+    import dask.array as da
+    import numpy as np
+
+    from ..autolabel.ccd import clusters_per_frame
+    from ..inference.segment import segment_image
+    from ..io.images import read_image, write_tiff
+    from ..progress import run_with_text_progress
+
+    first = read_image(paths[0], hdu=args.hdu)
+    shape, dtype = tuple(first.data.shape), np.asarray(first.data[:1, :1]).dtype
+
+    def read(path: Path) -> np.ndarray:
+        return np.asarray(read_image(path, hdu=args.hdu).data, dtype=dtype)
+
+    stack = da.stack([da.from_delayed(dask.delayed(read)(path), shape=shape, dtype=dtype) for path in paths])
+    gen = segment_image(loaded, stack, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
+                        threshold=args.threshold, min_size=args.min_size, max_size=args.max_size,
+                        fill_holes=not args.no_fill_holes, remove_border=args.remove_border,
+                        keep_probabilities=False, test_time_augmentation=args.tta, precision=args.precision,
+                        postprocess_options=ccd_rules)
+    label = f"{len(paths)} exposures"
+    if args.quiet:
+        with open(os.devnull, "w") as sink:
+            result = run_with_text_progress(gen, stream=sink, label=label)
+    else:
+        result = run_with_text_progress(gen, stream=sys.stderr, label=label)
+    labels = np.asarray(result.labels)
+    clusters = clusters_per_frame(labels, stack, loaded.class_names) if _counts_clusters(loaded) else None
+    tables = []
+    for table in (result.objects, result.counts, clusters):
+        if table is not None:
+            table = table.copy()
+            table["image"] = [paths[t].name for t in table["t"]]
+            table["t"] = 0
+        tables.append(table)
+    records = []
+    for t, path in enumerate(paths):
+        target = _label_target(out, path, shape, args.zarr_above)[0].with_suffix(".tif")
+        write_tiff(target, labels[t], overwrite=args.overwrite)
+        n_obj = int((result.objects["t"] == t).sum())
+        records.append({"image": str(path), "labels": str(target), "shape": list(shape), "objects": n_obj,
+                        "stacked_as_frame": t})
+        print(f"{path.name}: {n_obj} objects -> {target}")
+    return result, tables[0], tables[1], tables[2], records
+
+
 def _counts_clusters(loaded) -> bool:
     """True for class models (CCD) with a "cluster" class: ``segment`` then writes clusters.csv."""
     from ..measure.counts import class_index
@@ -375,8 +458,13 @@ def run(args: argparse.Namespace) -> int:
     all_objects, all_counts, all_clusters, per_image = [], [], [], []
     t0 = time.perf_counter()
     ccd_rules = ccd_rule_options(args)  # CCD class models' [C] shape rules
+    exposures = _single_exposures(usable) if ccd_rules.get("hot_repeats") else None
     result = None
     not_done: list[str] = []  # images left when Ctrl-C interrupted the run
+    if exposures is not None:  # single frames of one sensor: one stack, so that the repeat rule sees them all
+        result, objects, counts, clusters, per_image = _segment_exposures(args, loaded, exposures, out, ccd_rules)
+        all_objects, all_counts, all_clusters = [objects], [counts], [clusters] if clusters is not None else []
+        usable = []
     for i, path in enumerate(usable):
         try:
             done = _segment_one(args, loaded, path, i, len(usable), out, diameter, ccd_rules)

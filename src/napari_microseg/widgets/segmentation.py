@@ -67,6 +67,10 @@ class SegmentationWidget(MicrosegDock):
                                     tooltip="CCD class models: compact hot-pixel blobs become clusters")
         self.max_cluster_size = SpinBox(label="CCD max cluster size (px, 0 = none)", value=0, min=0, max=10**7,
                                         tooltip="CCD class models: larger cluster components (tracks) become background")
+        self.hot_repeats = CheckBox(label="CCD hot pixels repeat (whole stack of exposures)", value=False,
+                                    tooltip="CCD class models, a stack of exposures of one sensor: hot pixels that do not "
+                                            "repeat in half of the frames are charge deposits (cluster); clusters that "
+                                            "do are defects (hot)")
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
         self.run_button = PushButton(text="Segment")
         self.counts_label = result_line()
@@ -86,7 +90,7 @@ class SegmentationWidget(MicrosegDock):
         self.finetune_button = PushButton(text="Fine-tune")
         self.form = Container(widgets=[
             self.image_layer, self.model_choice, self.model_file, self.scope, self.tile, self.min_size,
-            self.remove_border, self.keep_probabilities, self.tta, self.diameter, self.estimate_diameter, self.shape_rules, self.max_cluster_size, self.device,
+            self.remove_border, self.keep_probabilities, self.tta, self.diameter, self.estimate_diameter, self.shape_rules, self.max_cluster_size, self.hot_repeats, self.device,
             self.run_button, self.counts_label,
             self.export_dir, self.export_button, self.find_class, self.find_button,
             correct_header := section_header("correct and retrain"),
@@ -143,7 +147,7 @@ class SegmentationWidget(MicrosegDock):
         diameter for the others."""
         self.model_file.visible = self.model_choice.value == FILE_CHOICE
         class_model = self._chosen_output_mode() == "multiclass"
-        for ccd_option in (self.shape_rules, self.max_cluster_size, self.find_class, self.find_button):
+        for ccd_option in (self.shape_rules, self.max_cluster_size, self.hot_repeats, self.find_class, self.find_button):
             ccd_option.visible = class_model
         self.tile_table.setVisible(class_model and self.tile_table.rowCount() > 0)  # shown with a list of tiles
         for nucleus_option in (self.diameter, self.estimate_diameter, self.min_size):  # a class map keeps every pixel
@@ -221,6 +225,12 @@ class SegmentationWidget(MicrosegDock):
         rules = {"shape_rules": True} if self.shape_rules.value else {}
         if int(self.max_cluster_size.value) > 0:
             rules["max_cluster_size"] = int(self.max_cluster_size.value)
+        if self.hot_repeats.value:
+            if not whole or image.ndim != 3 or image.shape[0] < 2:
+                self.show_error("'hot pixels repeat' compares the frames of a stack: choose a (T, Y, X) stack of "
+                                "at least 2 exposures and 'whole stack'")
+                return None
+            rules["hot_repeats"] = True
         if rules:
             settings["postprocess_options"] = rules
 
