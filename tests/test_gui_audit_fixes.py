@@ -250,3 +250,15 @@ def test_a_long_result_line_wraps_instead_of_pushing_the_dock_edge_out(make_napa
     widget.summary.value = "40 of 40 images flagged bad at threshold 0.50; AUC 0.938 against the simulated truth " * 2
     qtbot.wait(100)
     assert widget.content.minimumSizeHint().width() <= widget.scroll.viewport().width()
+
+
+@pytest.mark.parametrize("name", ["Auto-label", "Segmentation", "Training", "Tracking", "Classification", "Simulation"])
+def test_docks_ask_for_little_width(make_napari_viewer, qtbot, name):
+    """Each dock's minimum width is its controls' once they are laid out (elided layer pickers, wrapped
+    labels), not the wider one measured while it was being shown: the Auto-label dock asked 535 px."""
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1600, 1000)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-microseg", name)
+    qtbot.wait(100)
+    assert widget.minimumSizeHint().width() <= 430
+    assert widget.scroll.minimumWidth() == widget.content.minimumSizeHint().width() + widget.scroll._bar_width() + 4

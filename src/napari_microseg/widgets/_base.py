@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Generator
 
 import numpy as np
-from qtpy.QtCore import QSize, Qt
+from qtpy.QtCore import QSize, Qt, QTimer
 from qtpy.QtWidgets import QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButton, QScrollArea, QVBoxLayout, QWidget
 
 from napari.qt.threading import thread_worker
@@ -32,7 +32,7 @@ from ..errors import MicrosegError
 _STOPPED = object()  # returned by a run that was stopped
 
 #: width of a layer picker (a combo box), in characters: longer layer names are elided, not widening the dock
-LAYER_PICKER_CHARS = 24
+LAYER_PICKER_CHARS = 18
 
 #: shown when Stop came before a training's first epoch finished (the trainer then saves nothing)
 NO_MODEL_MESSAGE = "stopped before the first epoch finished: no model saved"
@@ -157,10 +157,16 @@ class MicrosegDock(QWidget):
         # content past the dock and push its right edge out of view
         for label in self.content.findChildren(QLabel):
             label.setWordWrap(True)
-        # the dock area may give less width than the scroll area's size hint asks for; an explicit
-        # minimum width (the controls, all built by now, plus the scroll bar) keeps the right edge in view
-        self.scroll.setMinimumWidth(self.content.minimumSizeHint().width() + self.scroll._bar_width() + 4)
+        self._fit_minimum_width()
+        # once shown, the controls are laid out for good (elided pickers, wrapped labels): measured again
+        # then, the minimum is often narrower (the Auto-label dock: 475 -> 414 px)
+        QTimer.singleShot(0, self._fit_minimum_width)
         super().showEvent(event)
+
+    def _fit_minimum_width(self) -> None:
+        """The dock area may give less width than the scroll area's size hint asks for; an explicit minimum
+        width (the controls' minimum plus the scroll bar) keeps the right edge in view."""
+        self.scroll.setMinimumWidth(self.content.minimumSizeHint().width() + self.scroll._bar_width() + 4)
 
     # -- layer pickers ----------------------------------------------------
     def follow_layers(self, *pickers: Any) -> None:
