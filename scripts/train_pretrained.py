@@ -239,8 +239,8 @@ def store_ccd_input_range(args: argparse.Namespace) -> None:
 def ccd_frames_with_tracks(n_frames: int, fraction: float) -> set[int]:
     """Indices (0..n_frames-1) of the simulated training frames that get muon and electron tracks:
     those with ``index % 10 < round(10 * fraction)`` (both layouts, spread over the set)."""
-    if not 0 <= fraction <= 1:
-        sys.exit(f"--tracks-fraction must be in [0, 1], got {fraction}")
+    if not 0 <= fraction <= 1 or abs(10 * fraction - round(10 * fraction)) > 1e-9:
+        sys.exit(f"--tracks-fraction must be a multiple of 0.1 in [0, 1] (one in ten frames per 0.1), got {fraction}")
     return {s for s in range(n_frames) if s % 10 < round(10 * fraction)}
 
 

@@ -112,6 +112,11 @@ def test_hot_repeats_over_a_stack_of_exposures(make_napari_viewer, wait_worker):
     assert widget.result.settings["hot_repeats"] is True
     widget.scope.value = "current frame"
     assert widget.segment() is None and "whole stack" in widget.status.text()
+    # hidden with a nuclei model, the ticked CCD options no longer apply (they blocked a 2-D run)
+    widget.model_choice.value = "nuclei_fluorescence_fast"
+    assert not widget.hot_repeats.native.isVisibleTo(widget)
+    wait_worker(widget.segment())
+    assert widget.result is not None and widget.result.settings["hot_repeats"] is False, widget.status.text()
 
 
 def test_batch_folder_then_resume_and_stop(make_napari_viewer, qtbot, tmp_path, tiny_nuclei_model, wait_worker):

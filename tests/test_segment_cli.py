@@ -419,3 +419,45 @@ def test_segment_cli_hot_repeats_compares_single_exposures(tmp_path, capsys):
     tifffile.imwrite(folder / "stack.tif", np.zeros((2, 256, 256), np.float32))
     assert main(common + ["--out", str(tmp_path / "mix"), "--hot-repeats"]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_segment_cli_hot_repeats_on_tiff_exposures_keeps_what_segment_keeps(tmp_path, capsys):
+    """TIFF exposures of mixed types (uint16 then float32, negative ADC included), calibrated: the labels
+    keep each file's calibration, an unreadable file is skipped with its name (exit 1), and a labels file
+    that exists is refused before any work."""
+    from napari_microseg.io.images import read_image
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+
+    folder = tmp_path / "exposures"
+    folder.mkdir()
+    for s in range(3):
+        image = simulate_ccd_frame(shape=(128, 128), seed=50 + s, n_hot=0, n_clusters=10).image
+        image[64, 64] += 2200
+        data = np.clip(image, 0, 65535).astype(np.uint16) if s == 0 else (image - 9000).astype(np.float32)
+        tifffile.imwrite(folder / f"e{s}.tif", data, imagej=True, resolution=(1 / 15.0, 1 / 15.0),
+                         metadata={"unit": "micron"})
+    (folder / "e3.tif").write_bytes(b"II*\x00 broken")
+    out = tmp_path / "rep"
+    args = ["segment", "--model", "ccd_classes", "--input", str(folder), "--out", str(out), "--hot-repeats", "--quiet"]
+    capsys.readouterr()
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "skipped e3.tif" in err
+    for s in range(3):
+        labels = read_image(out / "labels" / f"e{s}.tif")
+        assert labels.metadata["calibration"]["pixel_size_um"] == pytest.approx(15.0)
+        assert labels.data[64, 64] == 2  # the defect repeats in every exposure, whatever the file's type
+    run = json.loads((out / "segment_run.json").read_text())
+    assert [f["image"] for f in run["failures"]] == [str(folder / "e3.tif")]
+    assert {"diameter", "scale_factor", "image_tile", "scale_warning"} <= set(run["images"][0])
+    # frames over --zarr-above would need Zarr labels: refused before any work (an existing e0.tif stays)
+    (folder / "e3.tif").unlink()
+    other = tmp_path / "rep2"
+    (other / "labels").mkdir(parents=True)
+    (other / "labels" / "e0.tif").write_bytes(b"earlier run")
+    assert main(args[:5] + ["--out", str(other), "--hot-repeats", "--quiet", "--zarr-above", "100"]) == 2
+    assert "Zarr" in capsys.readouterr().err
+    assert (other / "labels" / "e0.tif").read_bytes() == b"earlier run" and not (other / "objects.csv").exists()
+    assert main(["segment", "--model", "nuclei_fluorescence", "--input", str(folder), "--out", str(tmp_path / "n"),
+                 "--hot-repeats", "--quiet"]) == 2
+    assert "CCD class models only" in capsys.readouterr().err

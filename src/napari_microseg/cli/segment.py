@@ -227,6 +227,28 @@ def check_segment_settings(args: argparse.Namespace) -> None:
         raise InputError(f"--overlap must be at most half the tile ({tile // 2} px for --tile {tile}), got {overlap}")
 
 
+def _read_input(args: argparse.Namespace, path: Path, lazy: bool = True, warn: bool = True):
+    """Read one input as ``segment`` does: ``--hdu``, ``--channel`` (a channel, or a colour of an RGB
+    image), RGB to grey. Returns ``(image, data)``: the :class:`~napari_microseg.io.images.ImageData`
+    and its pixels, numpy or (``lazy``: Zarr, a TIFF over LAZY_TIFF_BYTES) dask."""
+    import numpy as np
+
+    from ..io import images as image_io
+    from ..io.images import read_image, rgb_to_grey
+
+    image = read_image(path, hdu=args.hdu, channel=args.channel,
+                       lazy_above_bytes=image_io.LAZY_TIFF_BYTES if lazy else None)
+    data = image.data
+    if args.channel is not None and "channel" not in image.metadata:  # no channel axis: a colour of an RGB image
+        if getattr(data, "ndim", 0) == 3 and data.shape[-1] in (3, 4) and data.shape[0] > 4:
+            if not 0 <= args.channel < data.shape[-1]:
+                raise InputError(f"{path.name}: colour {args.channel} does not exist (RGB image: --channel 0..{data.shape[-1] - 1})")
+            data = np.asarray(data[..., args.channel])
+        elif warn:
+            print(f"warning: {path.name} has no channels: --channel {args.channel} ignored", file=sys.stderr)
+    return image, rgb_to_grey(data, path.name)
+
+
 def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs: int, out: Path, diameter,
                  ccd_rules: dict):
     """Segment one input file and write its labels; returns ``(result, objects, counts, clusters, record)``.
@@ -236,20 +258,10 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
     import numpy as np
 
     from ..inference.segment import segment_image
-    from ..io import images as image_io
-    from ..io.images import read_image, rgb_to_grey, write_tiff
+    from ..io.images import write_tiff
     from ..progress import run_with_text_progress
 
-    image = read_image(path, hdu=args.hdu, channel=args.channel, lazy_above_bytes=image_io.LAZY_TIFF_BYTES)
-    data = image.data  # numpy (TIFF/FITS) or lazy dask (Zarr; a TIFF over LAZY_TIFF_BYTES, read tile by tile)
-    if args.channel is not None and "channel" not in image.metadata:  # no channel axis: a colour of an RGB image
-        if getattr(data, "ndim", 0) == 3 and data.shape[-1] in (3, 4) and data.shape[0] > 4:
-            if not 0 <= args.channel < data.shape[-1]:
-                raise InputError(f"{path.name}: colour {args.channel} does not exist (RGB image: --channel 0..{data.shape[-1] - 1})")
-            data = np.asarray(data[..., args.channel])
-        else:
-            print(f"warning: {path.name} has no channels: --channel {args.channel} ignored", file=sys.stderr)
-    data = rgb_to_grey(data, path.name)
+    image, data = _read_input(args, path)
     if data.ndim not in (2, 3):
         raise InputError(f"{path.name}: expected a (Y,X) image or (T,Y,X) stack, got shape {tuple(data.shape)}")
     if data.ndim == 3 and str(image.metadata.get("axes", "")).upper() == "ZYX" and not args.quiet:
@@ -320,60 +332,85 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
     return result, objects, counts, clusters, record
 
 
-def _single_exposures(paths: list[Path]) -> list[Path] | None:
-    """For ``--hot-repeats``: the inputs when they are single (Y, X) frames of one shape, to be stacked;
-    None when each is a (T, Y, X) stack of its own (the rule runs within each). InputError for a mix,
-    for frames of different shapes, or for one single frame."""
-    shapes = [_probe_shape(path) for path in paths]
-    if any(shape is None for shape in shapes):  # FITS and the like: their shape comes from reading them
-        from ..io.images import read_image
-
-        shapes = [tuple(read_image(path).data.shape) if shape is None else shape for path, shape in zip(paths, shapes)]
-    frames = [path for path, shape in zip(paths, shapes) if len(shape) == 2]
-    if not frames:
-        return None
-    if len(frames) < len(paths):
+def _single_exposures(args: argparse.Namespace, paths: list[Path], out: Path) -> tuple[list[Path] | None, list[dict]]:
+    """For ``--hot-repeats``: the inputs when they are single (Y, X) frames of one shape, to be segmented
+    as one stack; None when each is a (T, Y, X) stack of its own (the rule runs within each). An input
+    that cannot be read is left out (returned in the failures list, ``{"image", "error"}``) when at least
+    two exposures remain. Files whose shape is not in their header (FITS) are read once here.
+    InputError for a mix of frames and stacks, frames of different shapes, fewer than two exposures,
+    labels that would be Zarr (a Zarr input, frames over ``--zarr-above``), ``--save-probabilities``."""
+    shapes, readable, failures = [], [], []
+    for path in paths:
+        shape = _probe_shape(path)
+        if shape is None:
+            try:
+                shape = tuple(_read_input(args, path, lazy=False, warn=False)[1].shape)
+            except Exception as err:  # noqa: BLE001 - one unreadable exposure leaves the others
+                reason = str(err) if isinstance(err, InputError) else f"{type(err).__name__}: {err}"
+                message = reason if reason.startswith(path.name) else f"{path.name}: {reason}"
+                print(f"skipped {message}", file=sys.stderr)
+                failures.append({"image": str(path), "error": message})
+                continue
+        shapes.append(tuple(shape))
+        readable.append(path)
+    frames = [path for path, shape in zip(readable, shapes) if len(shape) == 2]
+    if readable and not frames:
+        return None, failures
+    if len(frames) < len(readable):
         raise InputError("--hot-repeats takes either single exposures (Y, X) or stacks (T, Y, X), not both in one run")
     if len(frames) < 2:
-        raise InputError(f"--hot-repeats needs at least 2 exposures of one sensor; {paths[0].name} is a single frame")
-    if len({tuple(shape) for shape in shapes}) > 1:
-        odd = next(path for path, shape in zip(paths, shapes) if tuple(shape) != tuple(shapes[0]))
-        raise InputError(f"--hot-repeats: the exposures must share one shape; {odd.name} is "
-                         f"{tuple(_probe_shape(odd) or ())} where {paths[0].name} is {tuple(shapes[0])}")
-    return paths
+        named = frames[0].name if frames else "none of the inputs"
+        raise InputError(f"--hot-repeats needs at least 2 exposures of one sensor; {named} is all there is to read")
+    odd = next((i for i, shape in enumerate(shapes) if shape != shapes[0]), None)
+    if odd is not None:
+        raise InputError(f"--hot-repeats: the exposures must share one shape; {frames[odd].name} is {shapes[odd]} "
+                         f"where {frames[0].name} is {shapes[0]}")
+    if args.save_probabilities:
+        raise InputError("--save-probabilities is not available with --hot-repeats on single exposures")
+    for path in frames:
+        if _label_target(out, path, shapes[0], args.zarr_above)[0].suffix != ".tif":
+            raise InputError(f"--hot-repeats on single exposures writes TIFF labels; {path.name} would need Zarr "
+                             "(a Zarr input, or frames over --zarr-above pixels): segment it without --hot-repeats "
+                             "or raise --zarr-above")
+    return frames, failures
 
 
-def _segment_exposures(args: argparse.Namespace, loaded, paths: list[Path], out: Path, ccd_rules: dict):
-    """Segment single-frame exposures of one sensor as one (T, Y, X) stack (read lazily, one file per
-    frame) so that the repeat rule compares them; write each one's labels. Returns ``(result, objects,
-    counts, clusters, records)`` with ``image`` naming each row's file and ``t`` = 0 (one frame each)."""
+def _segment_exposures(args: argparse.Namespace, loaded, paths: list[Path], out: Path, diameter, ccd_rules: dict):
+    """Segment single-frame exposures of one sensor as one (T, Y, X) float32 stack (each file read when
+    its frame is needed) so that the repeat rule compares them; write each one's labels with its
+    calibration. Returns ``(result, objects, counts, clusters, records)`` with ``image`` naming each
+    row's file and ``t`` = 0 (one frame each)."""
     import dask
     import dask.array as da
     import numpy as np
 
     from ..autolabel.ccd import clusters_per_frame
     from ..inference.segment import segment_image
-    from ..io.images import read_image, write_tiff
+    from ..io.images import write_tiff
     from ..progress import run_with_text_progress
 
-    first = read_image(paths[0], hdu=args.hdu)
-    shape, dtype = tuple(first.data.shape), np.asarray(first.data[:1, :1]).dtype
+    calibration: dict[Path, object] = {}
 
     def read(path: Path) -> np.ndarray:
-        return np.asarray(read_image(path, hdu=args.hdu).data, dtype=dtype)
+        image, data = _read_input(args, path, lazy=False, warn=False)
+        calibration[path] = image.metadata.get("calibration")
+        return np.asarray(data, dtype=np.float32)  # one type for all: ADC as read, never wrapped or cut
 
-    stack = da.stack([da.from_delayed(dask.delayed(read)(path), shape=shape, dtype=dtype) for path in paths])
+    shape = tuple(_probe_shape(paths[0]) or read(paths[0]).shape)
+    stack = da.stack([da.from_delayed(dask.delayed(read)(path), shape=shape, dtype=np.float32) for path in paths])
     gen = segment_image(loaded, stack, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
                         threshold=args.threshold, min_size=args.min_size, max_size=args.max_size,
                         fill_holes=not args.no_fill_holes, remove_border=args.remove_border,
                         keep_probabilities=False, test_time_augmentation=args.tta, precision=args.precision,
-                        postprocess_options=ccd_rules)
+                        postprocess_options=ccd_rules, diameter=diameter)
     label = f"{len(paths)} exposures"
     if args.quiet:
         with open(os.devnull, "w") as sink:
             result = run_with_text_progress(gen, stream=sink, label=label)
     else:
         result = run_with_text_progress(gen, stream=sys.stderr, label=label)
+    if result.settings.get("scale_warning"):
+        print(f"warning: {paths[0].name} ...: {result.settings['scale_warning']}", file=sys.stderr)
     labels = np.asarray(result.labels)
     clusters = clusters_per_frame(labels, stack, loaded.class_names) if _counts_clusters(loaded) else None
     tables = []
@@ -385,11 +422,13 @@ def _segment_exposures(args: argparse.Namespace, loaded, paths: list[Path], out:
         tables.append(table)
     records = []
     for t, path in enumerate(paths):
-        target = _label_target(out, path, shape, args.zarr_above)[0].with_suffix(".tif")
-        write_tiff(target, labels[t], overwrite=args.overwrite)
+        target = _label_target(out, path, shape, args.zarr_above)[0]
+        write_tiff(target, labels[t], overwrite=args.overwrite, calibration=calibration.get(path))
         n_obj = int((result.objects["t"] == t).sum())
         records.append({"image": str(path), "labels": str(target), "shape": list(shape), "objects": n_obj,
-                        "stacked_as_frame": t})
+                        "diameter": result.settings.get("diameter"), "scale_factor": result.settings.get("scale_factor"),
+                        "image_tile": result.settings.get("image_tile"),
+                        "scale_warning": result.settings.get("scale_warning"), "stacked_as_frame": t})
         print(f"{path.name}: {n_obj} objects -> {target}")
     return result, tables[0], tables[1], tables[2], records
 
@@ -431,6 +470,12 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:  # device errors
         raise InputError(str(err)) from None
 
+    if getattr(args, "hot_repeats", False):  # before any file is read
+        from ..inference.postprocess import ccd_class_indices
+
+        if loaded.output_mode != "multiclass":
+            raise InputError("--hot-repeats applies to CCD class models only")
+        ccd_class_indices(loaded.class_names)
     # refuse to replace anything before doing any work
     targets = [out / "objects.csv", out / "counts.csv", out / "segment_run.json"]
     if _counts_clusters(loaded):
@@ -458,11 +503,15 @@ def run(args: argparse.Namespace) -> int:
     all_objects, all_counts, all_clusters, per_image = [], [], [], []
     t0 = time.perf_counter()
     ccd_rules = ccd_rule_options(args)  # CCD class models' [C] shape rules
-    exposures = _single_exposures(usable) if ccd_rules.get("hot_repeats") else None
+    exposures = None
+    if ccd_rules.get("hot_repeats"):
+        exposures, unreadable = _single_exposures(args, usable, out)
+        failures.extend(unreadable)
     result = None
     not_done: list[str] = []  # images left when Ctrl-C interrupted the run
     if exposures is not None:  # single frames of one sensor: one stack, so that the repeat rule sees them all
-        result, objects, counts, clusters, per_image = _segment_exposures(args, loaded, exposures, out, ccd_rules)
+        result, objects, counts, clusters, per_image = _segment_exposures(args, loaded, exposures, out, diameter,
+                                                                          ccd_rules)
         all_objects, all_counts, all_clusters = [objects], [counts], [clusters] if clusters is not None else []
         usable = []
     for i, path in enumerate(usable):

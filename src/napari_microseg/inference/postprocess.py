@@ -682,8 +682,10 @@ def ccd_persistence_rule(class_maps: np.ndarray, class_names: Sequence[str],
     if not 0 < share <= 1:
         raise InputError(f"share must be in (0, 1], got {share}")
     _background, hot, cluster = ccd_class_indices(class_names)
-    charged = (maps == hot) | (maps == cluster)
-    persistent = charged.sum(axis=0, dtype=np.int32) >= persistent_frames_needed(maps.shape[0], share)
+    times_charged = np.zeros(maps.shape[1:], np.int32)
+    for frame in maps:  # frame by frame: no (T, Y, X) temporaries beside the input and the result
+        times_charged += (frame == hot) | (frame == cluster)
+    persistent = times_charged >= persistent_frames_needed(maps.shape[0], share)
     out = maps.copy()
     eight = np.ones((3, 3), bool)
     for t in range(maps.shape[0]):

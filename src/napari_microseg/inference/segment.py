@@ -495,7 +495,7 @@ def segment_image(
         # multiclass: each pixel's probability of the class it ends up in -> per-object means
         confidence = _class_probability(probs, lab) if measure and mode == "multiclass" else None
         if hot_repeats and measure:  # kept for the measuring after the rule: the rule moves hot <-> cluster only
-            deferred.append((confidence.astype(np.float16), _hot_cluster_probabilities(probs, lab, class_names)))
+            deferred.append((confidence, _hot_cluster_probabilities(probs, lab, class_names)))
             confidence = None
         del probs
         if mode != "multiclass":
@@ -516,8 +516,7 @@ def segment_image(
         after = postprocess.ccd_persistence_rule(before, class_names)
         labels_out[...] = after
         _, hot, _ = postprocess.ccd_class_indices(class_names)
-        for t, (confidence16, (where, p_hot, p_cluster)) in enumerate(deferred):
-            confidence = confidence16.astype(np.float32)
+        for t, (confidence, (where, p_hot, p_cluster)) in enumerate(deferred):
             moved = after[t].ravel()[where] != before[t].ravel()[where]
             confidence.ravel()[where[moved]] = np.where(after[t].ravel()[where[moved]] == hot, p_hot[moved], p_cluster[moved])
             object_tables.append(_measure_frame(after[t], _frame_pixels(raw_image, t), t, mode, class_names, confidence))

@@ -222,10 +222,11 @@ class SegmentationWidget(MicrosegDock):
                         device=self.device.value, keep_probabilities=bool(self.keep_probabilities.value),
                         test_time_augmentation=bool(self.tta.value),
                         diameter=self._diameter_setting())
-        rules = {"shape_rules": True} if self.shape_rules.value else {}
-        if int(self.max_cluster_size.value) > 0:
+        class_model = self._chosen_output_mode() == "multiclass"  # the CCD options are hidden for the others
+        rules = {"shape_rules": True} if class_model and self.shape_rules.value else {}
+        if class_model and int(self.max_cluster_size.value) > 0:
             rules["max_cluster_size"] = int(self.max_cluster_size.value)
-        if self.hot_repeats.value:
+        if class_model and self.hot_repeats.value:
             if not whole or image.ndim != 3 or image.shape[0] < 2:
                 self.show_error("'hot pixels repeat' compares the frames of a stack: choose a (T, Y, X) stack of "
                                 "at least 2 exposures and 'whole stack'")
