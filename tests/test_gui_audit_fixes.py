@@ -253,12 +253,17 @@ def test_a_long_result_line_wraps_instead_of_pushing_the_dock_edge_out(make_napa
 
 
 @pytest.mark.parametrize("name", ["Auto-label", "Segmentation", "Training", "Tracking", "Classification", "Simulation"])
-def test_docks_ask_for_little_width(make_napari_viewer, qtbot, name):
+def test_docks_ask_for_little_width(make_napari_viewer, qtbot, monkeypatch, name):
     """Each dock's minimum width is its controls' once they are laid out (elided layer pickers, wrapped
     labels), not the wider one measured while it was being shown: the Auto-label dock asked 535 px."""
+    from napari_microseg.widgets import segmentation
+
+    # a model trained into a deep folder is offered by path: it must not widen the Segmentation dock
+    monkeypatch.setattr(segmentation, "RECENT_MODELS", ["/home/someone/projects/2026/nuclei_screen/plate_07/" * 2 + "m.pt"])
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(1600, 1000)
     _, widget = viewer.window.add_plugin_dock_widget("napari-microseg", name)
-    qtbot.wait(100)
+    # the fit follows the laid-out controls (refitted after each layout change, on the next event-loop pass)
+    qtbot.waitUntil(lambda: widget.scroll.minimumWidth()
+                    == widget.content.minimumSizeHint().width() + widget.scroll._bar_width() + 4, timeout=3000)
     assert widget.minimumSizeHint().width() <= 430
-    assert widget.scroll.minimumWidth() == widget.content.minimumSizeHint().width() + widget.scroll._bar_width() + 4

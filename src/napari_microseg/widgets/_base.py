@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Generator
 
 import numpy as np
-from qtpy.QtCore import QSize, Qt, QTimer
+from qtpy.QtCore import QEvent, QSize, Qt, QTimer
 from qtpy.QtWidgets import QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButton, QScrollArea, QVBoxLayout, QWidget
 
 from napari.qt.threading import thread_worker
@@ -31,8 +31,12 @@ from ..errors import MicrosegError
 
 _STOPPED = object()  # returned by a run that was stopped
 
-#: width of a layer picker (a combo box), in characters: longer layer names are elided, not widening the dock
+#: width of a layer picker or any other combo box, in characters: longer layer names and model paths are
+#: elided, not widening the dock
 LAYER_PICKER_CHARS = 18
+
+#: width of a combo box's drop-down arrow and frame beside its text, px
+COMBO_ARROW_PX = 40
 
 #: shown when Stop came before a training's first epoch finished (the trainer then saves nothing)
 NO_MODEL_MESSAGE = "stopped before the first epoch finished: no model saved"
@@ -152,16 +156,48 @@ class MicrosegDock(QWidget):
         so it stays in view however far the controls are scrolled."""
         self.footer.insertWidget(0, widget)
 
-    def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
+    def event(self, event: Any) -> bool:
+        # napari asks a dock widget for its size when it docks it, before showing it: the controls must be
+        # settled by then, or an unelided model path sets the dock's first width (800 px)
+        if event.type() in (QEvent.Polish, QEvent.ParentChange):
+            self._settle_controls()
+        return super().event(event)
+
+    def sizeHint(self) -> QSize:  # noqa: D102 - Qt's
+        self._settle_controls()
+        return super().sizeHint()
+
+    def _settle_controls(self) -> None:
+        """Wrap the labels and elide the combo boxes of the controls (all built by now); idempotent."""
         # result lines (counts, summaries) get long after a run: wrapped, they never widen the
         # content past the dock and push its right edge out of view
         for label in self.content.findChildren(QLabel):
             label.setWordWrap(True)
+        from qtpy.QtWidgets import QComboBox
+
+        for combo in self.content.findChildren(QComboBox):  # a long model path or layer name is elided, too
+            combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(LAYER_PICKER_CHARS)
+            # napari's style sheet sizes a combo box by its current text, whatever the policy: an explicit
+            # minimum width (that of LAYER_PICKER_CHARS characters and the arrow) takes precedence in layouts
+            combo.setMinimumWidth(combo.fontMetrics().horizontalAdvance("X" * LAYER_PICKER_CHARS) + COMBO_ARROW_PX)
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
+        self._settle_controls()
+        # a layout that changes later (widgets shown, texts set) asks for a new fit
+        for widget in [self.content, *self.content.findChildren(QWidget)]:
+            if widget.layout() is not None:
+                widget.installEventFilter(self)
         self._fit_minimum_width()
         # once shown, the controls are laid out for good (elided pickers, wrapped labels): measured again
         # then, the minimum is often narrower (the Auto-label dock: 475 -> 414 px)
         QTimer.singleShot(0, self._fit_minimum_width)
         super().showEvent(event)
+
+    def eventFilter(self, watched: Any, event: Any) -> bool:  # noqa: N802 - Qt's name
+        if event.type() == QEvent.LayoutRequest and self.isVisible():
+            QTimer.singleShot(0, self._fit_minimum_width)  # after the layout has settled
+        return super().eventFilter(watched, event)
 
     def _fit_minimum_width(self) -> None:
         """The dock area may give less width than the scroll area's size hint asks for; an explicit minimum
