@@ -14,6 +14,7 @@ segmented is skipped (named on the terminal and under ``failures`` in
 from __future__ import annotations
 
 import argparse
+import functools
 import glob
 import json
 import os
@@ -259,7 +260,6 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
 
     from ..inference.segment import segment_image
     from ..io.images import write_tiff
-    from ..progress import run_with_text_progress
 
     image, data = _read_input(args, path)
     if data.ndim not in (2, 3):
@@ -289,11 +289,7 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
         )
         label = f"[{i + 1}/{n_inputs}] {path.name}"
         try:
-            if args.quiet:
-                with open(os.devnull, "w") as sink:
-                    result = run_with_text_progress(gen, stream=sink, label=label)
-            else:
-                result = run_with_text_progress(gen, stream=sys.stderr, label=label)
+            result = _drive(args, gen, label)
         except InputError as err:  # say which file (a folder may hold thousands)
             raise err if str(err).startswith(path.name) else InputError(f"{path.name}: {err}") from None
         if result.settings.get("scale_warning"):
@@ -359,8 +355,8 @@ def _single_exposures(args: argparse.Namespace, paths: list[Path], out: Path) ->
     if len(frames) < len(readable):
         raise InputError("--hot-repeats takes either single exposures (Y, X) or stacks (T, Y, X), not both in one run")
     if len(frames) < 2:
-        named = frames[0].name if frames else "none of the inputs"
-        raise InputError(f"--hot-repeats needs at least 2 exposures of one sensor; {named} is all there is to read")
+        found = f"{frames[0].name} is the only one" if frames else "none could be read"
+        raise InputError(f"--hot-repeats needs at least 2 exposures of one sensor; {found}")
     odd = next((i for i, shape in enumerate(shapes) if shape != shapes[0]), None)
     if odd is not None:
         raise InputError(f"--hot-repeats: the exposures must share one shape; {frames[odd].name} is {shapes[odd]} "
@@ -387,14 +383,16 @@ def _segment_exposures(args: argparse.Namespace, loaded, paths: list[Path], out:
     from ..autolabel.ccd import clusters_per_frame
     from ..inference.segment import segment_image
     from ..io.images import write_tiff
-    from ..progress import run_with_text_progress
 
     calibration: dict[Path, object] = {}
 
+    @functools.lru_cache(maxsize=2)  # segment reads a frame several times (levels, bands, tables) in a row
     def read(path: Path) -> np.ndarray:
         image, data = _read_input(args, path, lazy=False, warn=False)
         calibration[path] = image.metadata.get("calibration")
-        return np.asarray(data, dtype=np.float32)  # one type for all: ADC as read, never wrapped or cut
+        frame = np.asarray(data, dtype=np.float32)  # one type for all: ADC as read, never wrapped or cut
+        frame.flags.writeable = False  # shared by the cached reads
+        return frame
 
     shape = tuple(_probe_shape(paths[0]) or read(paths[0]).shape)
     stack = da.stack([da.from_delayed(dask.delayed(read)(path), shape=shape, dtype=np.float32) for path in paths])
@@ -403,12 +401,7 @@ def _segment_exposures(args: argparse.Namespace, loaded, paths: list[Path], out:
                         fill_holes=not args.no_fill_holes, remove_border=args.remove_border,
                         keep_probabilities=False, test_time_augmentation=args.tta, precision=args.precision,
                         postprocess_options=ccd_rules, diameter=diameter)
-    label = f"{len(paths)} exposures"
-    if args.quiet:
-        with open(os.devnull, "w") as sink:
-            result = run_with_text_progress(gen, stream=sink, label=label)
-    else:
-        result = run_with_text_progress(gen, stream=sys.stderr, label=label)
+    result = _drive(args, gen, f"{len(paths)} exposures")
     if result.settings.get("scale_warning"):
         print(f"warning: {paths[0].name} ...: {result.settings['scale_warning']}", file=sys.stderr)
     labels = np.asarray(result.labels)
@@ -431,6 +424,16 @@ def _segment_exposures(args: argparse.Namespace, loaded, paths: list[Path], out:
                         "scale_warning": result.settings.get("scale_warning"), "stacked_as_frame": t})
         print(f"{path.name}: {n_obj} objects -> {target}")
     return result, tables[0], tables[1], tables[2], records
+
+
+def _drive(args: argparse.Namespace, gen, label: str):
+    """Run a segmentation generator with a progress bar on stderr (none with ``--quiet``); its result."""
+    from ..progress import run_with_text_progress
+
+    if args.quiet:
+        with open(os.devnull, "w") as sink:
+            return run_with_text_progress(gen, stream=sink, label=label)
+    return run_with_text_progress(gen, stream=sys.stderr, label=label)
 
 
 def _counts_clusters(loaded) -> bool:

@@ -44,7 +44,7 @@ def available_memory_bytes() -> int | None:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
-        pass
+        pass  # no /proc (not Linux): psutil below
     try:
         import psutil
     except ImportError:

@@ -171,11 +171,15 @@ class MicrosegDock(QWidget):
         """Wrap the labels and elide the combo boxes of the controls (all built by now); idempotent."""
         # result lines (counts, summaries) get long after a run: wrapped, they never widen the
         # content past the dock and push its right edge out of view
+        # (only what is not settled yet: each setting asks for a new layout pass, and sizeHint calls this)
         for label in self.content.findChildren(QLabel):
-            label.setWordWrap(True)
+            if not label.wordWrap():
+                label.setWordWrap(True)
         from qtpy.QtWidgets import QComboBox
 
         for combo in self.content.findChildren(QComboBox):  # a long model path or layer name is elided, too
+            if combo.minimumWidth() > 0:
+                continue
             combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(LAYER_PICKER_CHARS)
             # napari's style sheet sizes a combo box by its current text, whatever the policy: an explicit
