@@ -141,3 +141,58 @@ def test_segment_applies_the_repeat_rule_to_a_stack_and_measures_after_it():
         segment("ccd_classes", frames[0], postprocess_options={"hot_repeats": True})
     with pytest.raises(InputError, match="CCD class models only"):
         segment("nuclei_fluorescence", np.zeros((2, 64, 64), np.float32), postprocess_options={"hot_repeats": True})
+
+
+def test_two_pass_repeat_rule_matches_the_in_memory_one_and_cleans_up(tmp_path):
+    """segment_exposures (one exposure in memory at a time, the rest in a scratch folder) gives the labels,
+    objects (with probabilities), counts and clusters of segment(stack, hot_repeats=True), removes its
+    scratch folder, also when closed half-way, and refuses what the rule cannot compare."""
+    from napari_microseg.autolabel.ccd import clusters_per_frame
+    from napari_microseg.inference.repeats import segment_exposures
+    from napari_microseg.inference.segment import segment
+    from napari_microseg.io.models import load_model
+    from napari_microseg.progress import run_with_text_progress
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+
+    frames = np.stack([simulate_ccd_frame(shape=(128, 128), seed=s, n_hot=0, n_clusters=25).image for s in (31, 32, 33)])
+    frames[:, 40, 40] += 2200  # a defect in every exposure
+    frames[1, 90, 10:20] += 2200  # a line in one exposure only: a deposit
+    model = load_model("ccd_classes")
+    expected = segment(model, frames, postprocess_options={"hot_repeats": True, "shape_rules": True})
+    reads, written = [], {}
+
+    def read(t):
+        reads.append(t)
+        return frames[t]
+
+    gen = segment_exposures(model, read, 3, write_labels=written.__setitem__, scratch_parent=tmp_path,
+                            postprocess_options={"shape_rules": True})
+    import io
+
+    result = run_with_text_progress(gen, stream=io.StringIO(), label="exposures")
+    assert reads == [0, 1, 2, 0, 1, 2] and list(tmp_path.iterdir()) == []
+    np.testing.assert_array_equal(np.stack([written[t] for t in range(3)]), np.asarray(expected.labels))
+    assert written[1][90, 15] == 3 and all(written[t][40, 40] == 2 for t in range(3))
+    # the line the network called hot is a cluster after the rule: its probability is now P(cluster), low
+    line = result.objects[(result.objects.t == 1) & (result.objects.y == 90) & (result.objects["class"] == "cluster")]
+    assert len(line) == 1 and line["probability"].iloc[0] < 0.5
+    pd_testing = pytest.importorskip("pandas").testing
+    pd_testing.assert_frame_equal(result.objects, expected.objects)
+    pd_testing.assert_frame_equal(result.counts, expected.counts)
+    pd_testing.assert_frame_equal(result.clusters, clusters_per_frame(np.asarray(expected.labels), frames, model.class_names))
+    assert result.settings["hot_repeats"] is True and result.settings["persistent_pixels"] >= 1
+    assert result.settings["scratch_bytes"] > 0
+    # closed after the first exposure: nothing left behind
+    gen = segment_exposures(model, read, 3, scratch_parent=tmp_path)
+    next(gen)
+    assert len(list(tmp_path.iterdir())) == 1
+    gen.close()
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(InputError, match="at least 2 exposures"):
+        next(segment_exposures(model, read, 1))
+    with pytest.raises(InputError, match="where the first has"):
+        run_with_text_progress(segment_exposures(model, lambda t: frames[0][: 64 + t], 2, scratch_parent=tmp_path),
+                               stream=io.StringIO())
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(InputError, match="CCD class models only"):
+        next(segment_exposures("nuclei_fluorescence", read, 2))

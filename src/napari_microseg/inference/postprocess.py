@@ -681,25 +681,39 @@ def ccd_persistence_rule(class_maps: np.ndarray, class_names: Sequence[str],
         raise InputError(f"the repeat rule needs a (T, Y, X) stack of at least 2 exposures, got shape {maps.shape}")
     if not 0 < share <= 1:
         raise InputError(f"share must be in (0, 1], got {share}")
-    _background, hot, cluster = ccd_class_indices(class_names)
     times_charged = np.zeros(maps.shape[1:], np.int32)
     for frame in maps:  # frame by frame: no (T, Y, X) temporaries beside the input and the result
-        times_charged += (frame == hot) | (frame == cluster)
+        count_charged(frame, class_names, times_charged)
     persistent = times_charged >= persistent_frames_needed(maps.shape[0], share)
-    out = maps.copy()
+    return np.stack([ccd_repeat_frame(frame, persistent, class_names) for frame in maps])
+
+
+def count_charged(class_map: np.ndarray, class_names: Sequence[str], times_charged: np.ndarray) -> np.ndarray:
+    """Add 1 to ``times_charged`` (int (Y, X), in place) where the (Y, X) ``class_map`` is hot pixel or
+    cluster: the first pass of :func:`ccd_persistence_rule`, one exposure at a time. Returns ``times_charged``."""
+    _background, hot, cluster = ccd_class_indices(class_names)
+    times_charged += (class_map == hot) | (class_map == cluster)
+    return times_charged
+
+
+def ccd_repeat_frame(class_map: np.ndarray, persistent: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
+    """The second pass of :func:`ccd_persistence_rule` on one (Y, X) exposure: hot-pixel pieces without a
+    ``persistent`` pixel (bool (Y, X)) become cluster, cluster pieces made only of persistent pixels become
+    hot pixel (8-connected pieces). Returns a new class map, same dtype."""
+    _background, hot, cluster = ccd_class_indices(class_names)
+    out = class_map.copy()
     eight = np.ones((3, 3), bool)
-    for t in range(maps.shape[0]):
-        comp, n = ndi.label(maps[t] == hot, structure=eight)
-        if n:  # pieces holding no persistent pixel: count of persistent pixels per piece == 0
-            repeats = np.bincount(comp[persistent], minlength=n + 1)
-            transient = np.r_[False, repeats[1:] == 0]
-            out[t][transient[comp]] = cluster
-        comp, n = ndi.label(maps[t] == cluster, structure=eight)
-        if n:  # pieces whose pixels are all persistent
-            area = np.bincount(comp.ravel(), minlength=n + 1)
-            repeats = np.bincount(comp[persistent], minlength=n + 1)
-            defect = np.r_[False, repeats[1:] == area[1:]]
-            out[t][defect[comp]] = hot
+    comp, n = ndi.label(class_map == hot, structure=eight)
+    if n:  # pieces holding no persistent pixel: count of persistent pixels per piece == 0
+        repeats = np.bincount(comp[persistent], minlength=n + 1)
+        transient = np.r_[False, repeats[1:] == 0]
+        out[transient[comp]] = cluster
+    comp, n = ndi.label(class_map == cluster, structure=eight)
+    if n:  # pieces whose pixels are all persistent
+        area = np.bincount(comp.ravel(), minlength=n + 1)
+        repeats = np.bincount(comp[persistent], minlength=n + 1)
+        defect = np.r_[False, repeats[1:] == area[1:]]
+        out[defect[comp]] = hot
     return out
 
 

@@ -512,14 +512,14 @@ def segment_image(
         del confidence
         yield Progress((t + 1) * per_frame_tiles, total, f"post-processed frame {t + 1}/{n_frames}")
     if hot_repeats:
-        before = np.asarray(labels_out[:])
+        before = np.asarray(labels_out[:])  # a view of numpy labels: compared with the rule's result before it is written
         after = postprocess.ccd_persistence_rule(before, class_names)
-        labels_out[...] = after
         _, hot, _ = postprocess.ccd_class_indices(class_names)
         for t, (confidence, (where, p_hot, p_cluster)) in enumerate(deferred):
             moved = after[t].ravel()[where] != before[t].ravel()[where]
             confidence.ravel()[where[moved]] = np.where(after[t].ravel()[where[moved]] == hot, p_hot[moved], p_cluster[moved])
             object_tables.append(_measure_frame(after[t], _frame_pixels(raw_image, t), t, mode, class_names, confidence))
+        labels_out[...] = after
         del before, after, deferred
 
     labels = labels_out

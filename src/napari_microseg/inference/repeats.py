@@ -1,0 +1,199 @@
+"""The CCD repeat rule ("hot pixels repeat") over any number of exposures, in bounded memory.
+
+:func:`segment_image` with ``postprocess_options={"hot_repeats": True}`` holds the
+class maps and per-pixel probabilities of a whole (T, Y, X) stack (about 7 bytes
+per pixel of all exposures): a few hundred 4096 x 4096 frames fill a workstation.
+:func:`segment_exposures` gives the same labels and tables in two passes over the
+exposures, one at a time:
+
+1. each exposure is segmented (network, shape rules) and what the rule and the
+   measuring need later is written to a scratch folder: the pixels that are not
+   background (flat index, class, probability of that class; hot-pixel and
+   cluster pixels also both of those classes' probabilities), about 7-15 bytes
+   per such pixel, so a frame of charge deposits on a quiet sensor costs a few
+   percent of its pixels; the count of frames in which each pixel held charge
+   (hot pixel or cluster) is summed in one (Y, X) array;
+2. each exposure's class map is rebuilt, the rule applied with the persistent
+   pixels of all exposures, the objects measured on the exposure as read again,
+   and its labels handed to ``write_labels``.
+
+Memory holds one exposure, its probabilities and the (Y, X) count; the scratch
+folder is removed at the end, on an error and when the generator is closed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Generator
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from ..progress import Progress
+from . import postprocess
+from .segment import (_class_probability, _hot_cluster_probabilities, _measure_frame, _resolve_loaded,
+                      segment_image)
+
+
+@dataclass
+class RepeatsResult:
+    """Result of :func:`segment_exposures`.
+
+    Attributes
+    ----------
+    objects : objects table of all exposures (``t`` = the exposure's index), as :func:`segment_image` makes it
+        for a class model after the rule (``class_id``, ``class``, ``probability``).
+    counts : per exposure ``t, count, count_<class>..., fraction_<class>...``.
+    clusters : charge clusters per exposure (:func:`autolabel.ccd.clusters_per_frame`): ``t, label, y, x,
+        size_px, charge_adc, peak_adc``.
+    settings : what :func:`segment_image` reports for the first exposure, with ``hot_repeats=True``,
+        ``exposures`` (their count), ``persistent_pixels`` and ``scratch_bytes`` (the largest the scratch
+        folder grew, bytes).
+    """
+
+    objects: pd.DataFrame
+    counts: pd.DataFrame
+    clusters: pd.DataFrame
+    settings: dict = field(default_factory=dict)
+
+
+def segment_exposures(
+    model: Any,
+    read_exposure: Callable[[int], np.ndarray],
+    n_exposures: int,
+    write_labels: Callable[[int, np.ndarray], None] | None = None,
+    scratch_parent: str | Path | None = None,
+    share: float = postprocess.PERSISTENT_SHARE,
+    device: str = "auto",
+    **segment_options: Any,
+) -> Generator[Progress, None, RepeatsResult]:
+    """Segment exposures of one CCD with a class model and apply the repeat rule; generator yielding
+    progress, returning a :class:`RepeatsResult`.
+
+    Parameters
+    ----------
+    model : LoadedModel or path of a CCD class model (classes ``background``, ``hot pixel``, ``cluster``).
+    read_exposure : ``read_exposure(t)`` -> (Y, X) array of exposure ``t`` in ADC; every exposure has one
+        shape. It is called twice per exposure (once per pass).
+    n_exposures : how many (at least 2).
+    write_labels : ``write_labels(t, class_map)`` gets each exposure's (Y, X) uint8 class map after the rule,
+        in order; None to keep nothing but the tables.
+    scratch_parent : folder in which the scratch folder is made (default: the system's temporary folder).
+    share : share of the exposures in which a pixel must hold charge to be a defect
+        (:func:`postprocess.persistent_frames_needed`).
+    device : where a model path is loaded.
+    segment_options : passed to :func:`segment_image` for each exposure (``tile``, ``overlap``,
+        ``batch_size``, ``test_time_augmentation``, ``precision``, ``postprocess_options`` with the shape
+        rules ...); ``out``, ``measure``, ``keep_probabilities`` and ``predict_fn`` are set here.
+    """
+    from ..autolabel.ccd import clusters_per_frame
+
+    n_exposures = int(n_exposures)
+    if n_exposures < 2:
+        raise InputError(f"the rule 'hot pixels repeat' needs at least 2 exposures of one sensor, got {n_exposures}")
+    for key in ("out", "measure", "keep_probabilities"):
+        if key in segment_options:
+            raise TypeError(f"segment_exposures sets {key!r} itself")
+    options = dict(segment_options.pop("postprocess_options", None) or {})
+    options.pop("hot_repeats", None)
+    loaded = _resolve_loaded(model, device)
+    class_names = list(getattr(loaded, "class_names", None) or [])
+    if loaded.output_mode != "multiclass":
+        raise InputError("the rule 'hot pixels repeat' applies to CCD class models only")
+    _background, hot, cluster = postprocess.ccd_class_indices(class_names)
+    needed = postprocess.persistent_frames_needed(n_exposures, share)
+
+    scratch = Path(tempfile.mkdtemp(prefix=".microseg-repeats-", dir=scratch_parent))
+    try:
+        shape = None
+        times_charged = None
+        settings: dict = {}
+        scratch_bytes = 0
+        per_exposure = None  # progress units (tiles) of one exposure's first pass
+        for t in range(n_exposures):
+            image = np.asarray(read_exposure(t))
+            if image.ndim != 2:
+                raise InputError(f"exposure {t} has shape {image.shape}; the repeat rule takes (Y, X) exposures")
+            if shape is None:
+                shape = image.shape
+                times_charged = np.zeros(shape, np.int32)
+            elif image.shape != shape:
+                raise InputError(f"exposure {t} has shape {image.shape} where the first has {shape}: "
+                                 "the repeat rule compares exposures of one sensor")
+            gen = segment_image(loaded, image, measure=False, keep_probabilities=True,
+                                postprocess_options=options, **segment_options)
+            while True:
+                try:
+                    event = next(gen)
+                except StopIteration as stop:
+                    result = stop.value
+                    break
+                per_exposure = per_exposure or max(1, event.total)
+                done = t * per_exposure + min(event.done, per_exposure)
+                yield Progress(done, (n_exposures + 1) * per_exposure, f"exposure {t + 1}/{n_exposures}")
+            if not settings:
+                settings = dict(result.settings)
+            classes = np.asarray(result.labels)
+            postprocess.count_charged(classes, class_names, times_charged)
+            flat = classes.ravel()
+            where = np.flatnonzero(flat)
+            confidence = _class_probability(result.probabilities, classes).ravel()[where]
+            charged, p_hot, p_cluster = _hot_cluster_probabilities(result.probabilities, classes, class_names)
+            path = scratch / f"{t}.npz"
+            np.savez(path, where=where.astype(np.min_scalar_type(flat.size)), classes=flat[where],
+                     confidence=confidence, charged=charged.astype(np.min_scalar_type(flat.size)),
+                     p_hot=p_hot, p_cluster=p_cluster)
+            scratch_bytes += path.stat().st_size
+            del result, classes, confidence, image
+
+        persistent = times_charged >= needed
+        del times_charged
+        per_exposure = per_exposure or 1
+        object_tables, fractions, cluster_tables = [], [], []
+        for t in range(n_exposures):
+            with np.load(scratch / f"{t}.npz") as stored:
+                where, confidence = stored["where"], stored["confidence"]
+                charged, p_hot, p_cluster = stored["charged"], stored["p_hot"], stored["p_cluster"]
+                before = np.zeros(shape, np.uint8)
+                before.ravel()[where] = stored["classes"]
+            after = postprocess.ccd_repeat_frame(before, persistent, class_names)
+            pixel_confidence = np.zeros(before.size, np.float32)
+            pixel_confidence[where] = confidence
+            moved = after.ravel()[charged] != before.ravel()[charged]
+            pixel_confidence[charged[moved]] = np.where(after.ravel()[charged[moved]] == hot, p_hot[moved], p_cluster[moved])
+            image = np.asarray(read_exposure(t))
+            object_tables.append(_measure_frame(after, image, t, "multiclass", class_names,
+                                                pixel_confidence.reshape(shape)))
+            fractions.append(_fractions(after, class_names, t))
+            cluster_tables.append(clusters_per_frame(after, image, class_names, first_frame=t))
+            if write_labels is not None:
+                write_labels(t, after)
+            (scratch / f"{t}.npz").unlink()
+            yield Progress(n_exposures * per_exposure + round((t + 1) * per_exposure / n_exposures),
+                           (n_exposures + 1) * per_exposure, f"repeat rule, exposure {t + 1}/{n_exposures}")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    from ..measure.counts import counts_from_objects
+
+    nonempty = [table for table in object_tables if len(table)]
+    objects = pd.concat(nonempty, ignore_index=True) if nonempty else object_tables[0]
+    counts = counts_from_objects(objects, n_exposures, "class_id", class_names).merge(
+        pd.concat(fractions, ignore_index=True), on="t")
+    clusters = pd.concat(cluster_tables, ignore_index=True)
+    settings.update(hot_repeats=True, exposures=n_exposures, persistent_pixels=int(persistent.sum()),
+                    scratch_bytes=int(scratch_bytes))
+    return RepeatsResult(objects=objects, counts=counts, clusters=clusters, settings=settings)
+
+
+def _fractions(class_map: np.ndarray, class_names: list, t: int) -> pd.DataFrame:
+    """``t, fraction_<class>...`` of one (Y, X) class map."""
+    from ..measure.counts import class_fractions
+
+    table = class_fractions(class_map[None], class_names)
+    table["t"] = t
+    return table
