@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/bench_ccd.py real [--model ccd_classes] [--png docs/ccd_clusters.png]
     .venv/bin/python benchmarks/bench_ccd.py big  [--model ccd_classes] [--size 4096]
     .venv/bin/python benchmarks/bench_ccd.py tracks [--model ccd_classes] [--frames 8] [--size 512]
+    .venv/bin/python benchmarks/bench_ccd.py repeats [--model ccd_classes] [--exposures 4 16] [--size 2048]
 
 ``sim``: per-class pixel precision / recall / F1 and pixel accuracy on simulated
 frames the model never saw (seeds 90000+, half in the balanced layout), with
@@ -14,7 +15,12 @@ every defect exactly (the limit the read noise sets at the faint cluster edges).
 cluster counts of the model and of the threshold auto-labeller, and a picture
 of the cluster size and charge distributions. ``big``: wall time and peak
 resident memory (a fresh process) to segment one size x size frame built
-from a real frame, including the cluster table.
+from a real frame, including the cluster table. ``repeats``: the repeat rule
+over N simulated exposures of one sensor (size x size, shared defects, float32
+TIFF files): wall time and peak resident memory (fresh processes) of ``microseg
+segment --hot-repeats`` (two passes, one exposure in memory) and of the
+in-memory rule (``segment`` on the lazily read (N, Y, X) stack, as the CLI did
+before), and the scratch folder's size.
 """
 
 from __future__ import annotations
@@ -198,12 +204,75 @@ def cmd_big(args: argparse.Namespace) -> None:
     print(json.dumps(json.loads(proc.stdout.strip().splitlines()[-1]), indent=2))
 
 
+def _repeats_child(way: str, folder: str, model: str) -> dict:
+    """One run of the repeat rule over the TIFF exposures in ``folder``: ``cli`` (microseg segment
+    --hot-repeats, two passes) or ``memory`` (segment on a lazy (N, Y, X) stack). Peak RSS, seconds."""
+    import torch
+
+    torch.set_num_threads(2)
+    files = sorted(Path(folder).glob("*.tif"))
+    t0 = time.perf_counter()
+    if way == "cli":
+        from napari_microseg.cli import main as cli_main
+
+        out = Path(folder) / "out"
+        code = cli_main(["segment", "--model", model, "--input", folder, "--out", str(out), "--hot-repeats",
+                         "--quiet", "--overwrite"])
+        run = json.loads((out / "segment_run.json").read_text())
+        extra = {"exit": code, "scratch_mb": round(run.get("scratch_bytes", 0) / 2**20, 1),
+                 "persistent_pixels": run.get("persistent_pixels")}
+    else:
+        import dask
+        import dask.array as da
+        import tifffile
+
+        from napari_microseg.inference.segment import segment
+
+        shape = tifffile.TiffFile(files[0]).series[0].shape
+        stack = da.stack([da.from_delayed(dask.delayed(tifffile.imread)(f), shape=shape, dtype=np.float32) for f in files])
+        result = segment(model, stack, keep_probabilities=False, postprocess_options={"hot_repeats": True})
+        extra = {"objects": int(len(result.objects))}
+    seconds = time.perf_counter() - t0
+    return {"way": way, "exposures": len(files), "seconds": round(seconds, 1),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), **extra}
+
+
+def cmd_repeats(args: argparse.Namespace) -> None:
+    import tempfile
+
+    import tifffile
+
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+
+    rng = np.random.default_rng(7)
+    size = args.size
+    defects = (rng.integers(0, size, 40), rng.integers(0, size, 40))  # one sensor: the same hot pixels in every exposure
+    rows = []
+    for n in args.exposures:
+        with tempfile.TemporaryDirectory(dir=args.scratch) as folder:
+            for s in range(n):
+                frame = simulate_ccd_frame(shape=(size, size), seed=1000 + s, n_hot=0, n_clusters=size * size // 20000).image
+                frame[defects] += 2200
+                tifffile.imwrite(Path(folder) / f"exposure_{s:04d}.tif", frame.astype(np.float32))
+            for way in ("cli", "memory"):
+                code = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_ccd; "
+                        f"print(json.dumps(bench_ccd._repeats_child({way!r}, {folder!r}, {args.model!r})))")
+                proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+                rows.append({"size": size, **json.loads(proc.stdout.strip().splitlines()[-1])})
+                print(json.dumps(rows[-1]), flush=True)
+    if len(args.exposures) > 1:
+        grow = {way: [r["peak_rss_mb"] for r in rows if r["way"] == way] for way in ("cli", "memory")}
+        print(json.dumps({"rss_growth_mb_per_exposure": {
+            way: round((v[-1] - v[0]) / (args.exposures[-1] - args.exposures[0]), 1) for way, v in grow.items()}}))
+
+
 def main(argv: list[str] | None = None) -> None:
     import torch
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for name, fn in (("sim", cmd_sim), ("real", cmd_real), ("big", cmd_big), ("tracks", cmd_tracks)):
+    for name, fn in (("sim", cmd_sim), ("real", cmd_real), ("big", cmd_big), ("tracks", cmd_tracks),
+                     ("repeats", cmd_repeats)):
         p = sub.add_parser(name)
         p.add_argument("--model", default="ccd_classes")
         p.set_defaults(func=fn)
@@ -220,6 +289,10 @@ def main(argv: list[str] | None = None) -> None:
             p.add_argument("--png", default=None)
         if name == "big":
             p.add_argument("--size", type=int, default=4096)
+        if name == "repeats":
+            p.add_argument("--size", type=int, default=2048)
+            p.add_argument("--exposures", type=int, nargs="+", default=[4, 16])
+            p.add_argument("--scratch", default=None, help="folder for the temporary exposures (default: the system's)")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     args.func(args)

@@ -411,6 +411,7 @@ def test_segment_cli_hot_repeats_compares_single_exposures(tmp_path, capsys):
     joined = clusters.merge(objects, on=["image", "t", "label"], how="left", validate="one_to_one")
     assert (joined["class"] == "cluster").all() and len(clusters[clusters.image == "exp1.fits"]) == counts.loc["exp1.fits", "count_cluster"]
     assert json.loads((tmp_path / "rep" / "segment_run.json").read_text())["hot_repeats"] is True
+    assert not list((tmp_path / "rep").glob(".microseg-repeats-*"))  # the two-pass scratch folder is gone
     # one exposure cannot be compared with anything; a mix of stacks and frames is refused
     capsys.readouterr()
     assert main(["segment", "--model", "ccd_classes", "--input", str(folder / "exp0.fits"), "--out",
@@ -419,6 +420,43 @@ def test_segment_cli_hot_repeats_compares_single_exposures(tmp_path, capsys):
     tifffile.imwrite(folder / "stack.tif", np.zeros((2, 256, 256), np.float32))
     assert main(common + ["--out", str(tmp_path / "mix"), "--hot-repeats"]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_segment_cli_hot_repeats_on_stacks_runs_in_two_passes(tmp_path, capsys):
+    """A TIFF stack and a Zarr stack of exposures: --hot-repeats gives the labels and tables of
+    segment(stack, hot_repeats=True) (the in-memory rule) and leaves no scratch folder in --out;
+    --save-probabilities is refused with it before any work."""
+    import zarr
+
+    from napari_microseg.inference.segment import segment
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+
+    frames = np.stack([simulate_ccd_frame(shape=(96, 96), seed=60 + s, n_hot=0, n_clusters=12).image for s in range(3)])
+    frames[:, 20, 30] += 2200
+    frames[2, 70, 10:18] += 2200
+    frames = frames.astype(np.float32)
+    tifffile.imwrite(tmp_path / "stack.tif", frames)
+    z = zarr.open_array(str(tmp_path / "cube.zarr"), mode="w", shape=frames.shape, chunks=(1, 96, 96), dtype="float32")
+    z[:] = frames
+    expected = segment("ccd_classes", frames, postprocess_options={"hot_repeats": True})
+    for name, read in (("stack.tif", lambda o: tifffile.imread(o / "labels" / "stack.tif")),
+                       ("cube.zarr", lambda o: zarr.open_array(str(o / "labels" / "cube.zarr"), mode="r")[:])):
+        out = tmp_path / f"out_{name}"
+        assert main(["segment", "--model", "ccd_classes", "--input", str(tmp_path / name), "--out", str(out),
+                     "--hot-repeats", "--quiet"]) == 0
+        np.testing.assert_array_equal(read(out), np.asarray(expected.labels))
+        assert read(out)[2, 70, 14] == 3 and (read(out)[:, 20, 30] == 2).all()
+        objects = pd.read_csv(out / "objects.csv")
+        assert len(objects) == len(expected.objects)
+        np.testing.assert_allclose(objects["probability"], expected.objects["probability"], rtol=1e-5)
+        assert (pd.read_csv(out / "counts.csv")["count_cluster"].to_numpy() == expected.counts["count_cluster"]).all()
+        assert len(pd.read_csv(out / "clusters.csv")) == int(expected.counts["count_cluster"].sum())
+        assert sorted(p.name for p in out.iterdir()) == ["clusters.csv", "counts.csv", "labels", "objects.csv",
+                                                         "segment_run.json"]
+    capsys.readouterr()
+    assert main(["segment", "--model", "ccd_classes", "--input", str(tmp_path / "stack.tif"), "--out",
+                 str(tmp_path / "probs"), "--hot-repeats", "--save-probabilities", "--quiet"]) == 2
+    assert "--save-probabilities is not available" in capsys.readouterr().err and not (tmp_path / "probs").exists()
 
 
 def test_segment_cli_hot_repeats_on_tiff_exposures_keeps_what_segment_keeps(tmp_path, capsys):

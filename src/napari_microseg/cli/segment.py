@@ -14,7 +14,6 @@ segmented is skipped (named on the terminal and under ``failures`` in
 from __future__ import annotations
 
 import argparse
-import functools
 import glob
 import json
 import os
@@ -250,6 +249,23 @@ def _read_input(args: argparse.Namespace, path: Path, lazy: bool = True, warn: b
     return image, rgb_to_grey(data, path.name)
 
 
+def _segment_options(args: argparse.Namespace, ccd_rules: dict, diameter) -> dict:
+    """The keyword arguments of :func:`~napari_microseg.inference.segment.segment_image` that come from the
+    command line (tiling, thresholds, sizes, test-time augmentation, precision, CCD rules, diameter)."""
+    return dict(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, threshold=args.threshold,
+                min_size=args.min_size, max_size=args.max_size, fill_holes=not args.no_fill_holes,
+                remove_border=args.remove_border, test_time_augmentation=args.tta, precision=args.precision,
+                postprocess_options=ccd_rules, diameter=diameter)
+
+
+def _frame_pixels(data, t: int):
+    """Frame ``t`` of a (T, Y, X) numpy, Zarr or dask stack as numpy."""
+    import numpy as np
+
+    frame = data[t]
+    return np.asarray(frame.compute() if hasattr(frame, "compute") else frame)
+
+
 def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs: int, out: Path, diameter,
                  ccd_rules: dict):
     """Segment one input file and write its labels; returns ``(result, objects, counts, clusters, record)``.
@@ -278,15 +294,18 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
         tmp_dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         dtype = "uint8" if loaded.output_mode == "multiclass" else "uint32"
         out_arr = _open_zarr_labels(tmp_dir / "store", tuple(data.shape), dtype)
+    repeats = bool(ccd_rules.get("hot_repeats")) and data.ndim == 3
     try:
-        gen = segment_image(
-            loaded, data, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
-            threshold=args.threshold, min_size=args.min_size, max_size=args.max_size,
-            fill_holes=not args.no_fill_holes, remove_border=args.remove_border, out=out_arr,
-            keep_probabilities=True if args.save_probabilities else None,
-            test_time_augmentation=args.tta, precision=args.precision,
-            postprocess_options=ccd_rules, diameter=diameter,
-        )
+        if repeats:  # a stack of exposures: the rule in two passes, one frame in memory
+            from ..inference.repeats import segment_exposures
+
+            labels = out_arr if zarr_out else np.zeros(tuple(data.shape), np.uint8)
+            gen = segment_exposures(loaded, lambda t: _frame_pixels(data, t), int(data.shape[0]),
+                                    write_labels=labels.__setitem__, scratch_parent=out,
+                                    **_segment_options(args, ccd_rules, diameter))
+        else:
+            gen = segment_image(loaded, data, out=out_arr, keep_probabilities=True if args.save_probabilities else None,
+                                **_segment_options(args, ccd_rules, diameter))
         label = f"[{i + 1}/{n_inputs}] {path.name}"
         try:
             result = _drive(args, gen, label)
@@ -295,7 +314,10 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
         if result.settings.get("scale_warning"):
             print(f"warning: {path.name}: {result.settings['scale_warning']}", file=sys.stderr)
         clusters = None
-        if _counts_clusters(loaded):
+        if repeats:
+            clusters = result.clusters.copy()
+            clusters["image"] = path.name
+        elif _counts_clusters(loaded):
             from ..autolabel.ccd import clusters_per_frame
 
             clusters = clusters_per_frame(result.labels, data, loaded.class_names)
@@ -306,9 +328,9 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
             os.replace(tmp_dir / "store", target)
         else:
             # the movie's pixel size and frame interval go with its labels (to microseg track, napari)
-            write_tiff(target, np.asarray(result.labels), overwrite=args.overwrite,
+            write_tiff(target, np.asarray(labels if repeats else result.labels), overwrite=args.overwrite,
                        calibration=image.metadata.get("calibration"))
-        if args.save_probabilities and result.probabilities is not None:
+        if args.save_probabilities and getattr(result, "probabilities", None) is not None:
             write_tiff(out / "probabilities" / f"{_stem(path)}.tif", result.probabilities, overwrite=args.overwrite)
     finally:
         if tmp_dir is not None:
@@ -361,8 +383,6 @@ def _single_exposures(args: argparse.Namespace, paths: list[Path], out: Path) ->
     if odd is not None:
         raise InputError(f"--hot-repeats: the exposures must share one shape; {frames[odd].name} is {shapes[odd]} "
                          f"where {frames[0].name} is {shapes[0]}")
-    if args.save_probabilities:
-        raise InputError("--save-probabilities is not available with --hot-repeats on single exposures")
     for path in frames:
         if _label_target(out, path, shapes[0], args.zarr_above)[0].suffix != ".tif":
             raise InputError(f"--hot-repeats on single exposures writes TIFF labels; {path.name} would need Zarr "
@@ -372,51 +392,41 @@ def _single_exposures(args: argparse.Namespace, paths: list[Path], out: Path) ->
 
 
 def _segment_exposures(args: argparse.Namespace, loaded, paths: list[Path], out: Path, diameter, ccd_rules: dict):
-    """Segment single-frame exposures of one sensor as one (T, Y, X) float32 stack (each file read when
-    its frame is needed) so that the repeat rule compares them; write each one's labels with its
-    calibration. Returns ``(result, objects, counts, clusters, records)`` with ``image`` naming each
-    row's file and ``t`` = 0 (one frame each)."""
-    import dask
-    import dask.array as da
+    """Segment single-frame exposures of one sensor together so that the repeat rule compares them
+    (:func:`~napari_microseg.inference.repeats.segment_exposures`: two passes, one exposure in memory, a
+    scratch folder in ``out``); write each one's labels with its calibration. Returns ``(result, objects,
+    counts, clusters, records)`` with ``image`` naming each row's file and ``t`` = 0 (one frame each)."""
     import numpy as np
 
-    from ..autolabel.ccd import clusters_per_frame
-    from ..inference.segment import segment_image
+    from ..inference.repeats import segment_exposures
     from ..io.images import write_tiff
 
     calibration: dict[Path, object] = {}
 
-    @functools.lru_cache(maxsize=2)  # segment reads a frame several times (levels, bands, tables) in a row
-    def read(path: Path) -> np.ndarray:
-        image, data = _read_input(args, path, lazy=False, warn=False)
-        calibration[path] = image.metadata.get("calibration")
-        frame = np.asarray(data, dtype=np.float32)  # one type for all: ADC as read, never wrapped or cut
-        frame.flags.writeable = False  # shared by the cached reads
-        return frame
+    def read(t: int) -> np.ndarray:
+        image, data = _read_input(args, paths[t], lazy=False, warn=False)
+        calibration[paths[t]] = image.metadata.get("calibration")
+        return np.asarray(data, dtype=np.float32)  # one type for all: ADC as read, never wrapped or cut
 
-    shape = tuple(_probe_shape(paths[0]) or read(paths[0]).shape)
-    stack = da.stack([da.from_delayed(dask.delayed(read)(path), shape=shape, dtype=np.float32) for path in paths])
-    gen = segment_image(loaded, stack, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
-                        threshold=args.threshold, min_size=args.min_size, max_size=args.max_size,
-                        fill_holes=not args.no_fill_holes, remove_border=args.remove_border,
-                        keep_probabilities=False, test_time_augmentation=args.tta, precision=args.precision,
-                        postprocess_options=ccd_rules, diameter=diameter)
+    shape = tuple(_probe_shape(paths[0]) or read(0).shape)
+    targets = [_label_target(out, path, shape, args.zarr_above)[0] for path in paths]
+
+    def write(t: int, labels: np.ndarray) -> None:
+        write_tiff(targets[t], labels, overwrite=args.overwrite, calibration=calibration.get(paths[t]))
+
+    gen = segment_exposures(loaded, read, len(paths), write_labels=write, scratch_parent=out,
+                            **_segment_options(args, ccd_rules, diameter))
     result = _drive(args, gen, f"{len(paths)} exposures")
     if result.settings.get("scale_warning"):
         print(f"warning: {paths[0].name} ...: {result.settings['scale_warning']}", file=sys.stderr)
-    labels = np.asarray(result.labels)
-    clusters = clusters_per_frame(labels, stack, loaded.class_names) if _counts_clusters(loaded) else None
     tables = []
-    for table in (result.objects, result.counts, clusters):
-        if table is not None:
-            table = table.copy()
-            table["image"] = [paths[t].name for t in table["t"]]
-            table["t"] = 0
+    for table in (result.objects, result.counts, result.clusters):
+        table = table.copy()
+        table["image"] = [paths[t].name for t in table["t"]]
+        table["t"] = 0
         tables.append(table)
     records = []
-    for t, path in enumerate(paths):
-        target = _label_target(out, path, shape, args.zarr_above)[0]
-        write_tiff(target, labels[t], overwrite=args.overwrite, calibration=calibration.get(path))
+    for t, (path, target) in enumerate(zip(paths, targets)):
         n_obj = int((result.objects["t"] == t).sum())
         records.append({"image": str(path), "labels": str(target), "shape": list(shape), "objects": n_obj,
                         "diameter": result.settings.get("diameter"), "scale_factor": result.settings.get("scale_factor"),
@@ -479,6 +489,8 @@ def run(args: argparse.Namespace) -> int:
         if loaded.output_mode != "multiclass":
             raise InputError("--hot-repeats applies to CCD class models only")
         ccd_class_indices(loaded.class_names)
+        if args.save_probabilities:  # the rule runs in two passes and keeps no probabilities
+            raise InputError("--save-probabilities is not available with --hot-repeats")
     # refuse to replace anything before doing any work
     targets = [out / "objects.csv", out / "counts.csv", out / "segment_run.json"]
     if _counts_clusters(loaded):
