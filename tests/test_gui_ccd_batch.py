@@ -109,7 +109,16 @@ def test_hot_repeats_over_a_stack_of_exposures(make_napari_viewer, wait_worker):
     ruled = np.asarray(viewer.layers[widget.result_layer_name].data)
     np.testing.assert_array_equal(ruled, ccd_persistence_rule(plain, CCD_CLASSES))
     assert ruled[1, 90, 20] == 3 and (ruled[:, 40, 40] == 2).all()
-    assert widget.result.settings["hot_repeats"] is True
+    assert widget.result.settings["hot_repeats"] is True and widget.result.settings["exposures"] == 3  # two passes
+    two_pass_objects = widget.result.objects.copy()
+    assert (two_pass_objects.groupby("t").size() > 0).all() and len(widget.clusters) > 0
+    # with the probability layer asked for, the rule runs on the stack in memory: the same labels and objects
+    widget.keep_probabilities.value = True
+    wait_worker(widget.segment())
+    np.testing.assert_array_equal(np.asarray(viewer.layers[widget.result_layer_name].data), ruled)
+    assert "exposures" not in widget.result.settings and widget.result.probabilities is not None
+    np.testing.assert_allclose(widget.result.objects["probability"], two_pass_objects["probability"], rtol=1e-5)
+    widget.keep_probabilities.value = False
     widget.scope.value = "current frame"
     assert widget.segment() is None and "whole stack" in widget.status.text()
     # hidden with a nuclei model, the ticked CCD options no longer apply (they blocked a 2-D run)

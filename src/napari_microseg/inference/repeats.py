@@ -48,6 +48,7 @@ class RepeatsResult:
     objects : objects table of all exposures (``t`` = the exposure's index), as :func:`segment_image` makes it
         for a class model after the rule (``class_id``, ``class``, ``probability``).
     counts : per exposure ``t, count, count_<class>..., fraction_<class>...``.
+    class_names : the model's class names (class map value i is ``class_names[i]``).
     clusters : charge clusters per exposure (:func:`autolabel.ccd.clusters_per_frame`): ``t, label, y, x,
         size_px, charge_adc, peak_adc``.
     settings : what :func:`segment_image` reports for the first exposure, with ``hot_repeats=True``,
@@ -58,6 +59,7 @@ class RepeatsResult:
     objects: pd.DataFrame
     counts: pd.DataFrame
     clusters: pd.DataFrame
+    class_names: list = field(default_factory=list)
     settings: dict = field(default_factory=dict)
 
 
@@ -187,7 +189,7 @@ def segment_exposures(
     clusters = pd.concat(cluster_tables, ignore_index=True)
     settings.update(hot_repeats=True, exposures=n_exposures, persistent_pixels=int(persistent.sum()),
                     scratch_bytes=int(scratch_bytes))
-    return RepeatsResult(objects=objects, counts=counts, clusters=clusters, settings=settings)
+    return RepeatsResult(objects=objects, counts=counts, clusters=clusters, class_names=class_names, settings=settings)
 
 
 def _fractions(class_map: np.ndarray, class_names: list, t: int) -> pd.DataFrame:

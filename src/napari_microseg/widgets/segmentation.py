@@ -237,6 +237,7 @@ class SegmentationWidget(MicrosegDock):
 
         first_frame = 0 if whole else int(t)
         stack_shape = tuple(data.shape)
+        two_pass = "hot_repeats" in rules and not settings["keep_probabilities"]
 
         def make_generator():
             from ..autolabel.ccd import clusters_per_frame
@@ -244,13 +245,16 @@ class SegmentationWidget(MicrosegDock):
             from ..measure.counts import class_index
             from ..progress import Progress
 
-            result = yield from segment_image(str(model), image, **settings)
+            if two_pass:  # one exposure's probabilities in memory at a time, not the whole stack's
+                result, clusters = yield from _repeat_rule_run(model, image, settings)
+            else:
+                result = yield from segment_image(str(model), image, **settings)
+                clusters = None
             if first_frame:  # one frame of a stack: its tables name that frame, not frame 0
                 for table in (result.objects, result.counts):
                     if table is not None and "t" in table.columns:
                         table["t"] = table["t"] + first_frame
-            clusters = None
-            if result.output_mode == "multiclass" and class_index(result.class_names, "cluster") is not None:  # CCD class models
+            if clusters is None and result.output_mode == "multiclass" and class_index(result.class_names, "cluster") is not None:
                 yield Progress(0, 1, "measuring charge clusters")
                 clusters = clusters_per_frame(result.labels, image, result.class_names, first_frame=first_frame)
             yield Progress(0, 1, "preparing the layer")
@@ -548,6 +552,22 @@ class SegmentationWidget(MicrosegDock):
 
         return self.start(make_generator, done, label="fine-tuning", cooperative_stop=stop_event,
                           stop_message="Stopping after this step; the best model so far is kept ...")
+
+
+def _repeat_rule_run(model: Path, stack: Any, settings: dict):
+    """Generator (progress events; returns ``(SegmentResult, clusters)``): the repeat rule over a (T, Y, X)
+    stack of exposures in two passes (:func:`~napari_microseg.inference.repeats.segment_exposures`), so that
+    memory holds the class map and one exposure's probabilities, not those of every frame. Runs in a worker."""
+    from ..inference.repeats import segment_exposures
+    from ..inference.segment import SegmentResult
+
+    options = {k: v for k, v in settings.items() if k != "keep_probabilities"}
+    class_map = np.zeros(tuple(stack.shape), np.uint8)
+    ruled = yield from segment_exposures(str(model), lambda t: np.asarray(stack[t]), int(stack.shape[0]),
+                                         write_labels=class_map.__setitem__, **options)
+    result = SegmentResult(labels=class_map, probabilities=None, objects=ruled.objects, counts=ruled.counts,
+                           output_mode="multiclass", class_names=ruled.class_names, settings=ruled.settings)
+    return result, ruled.clusters
 
 
 def default_model(choices: Any) -> str:
