@@ -169,14 +169,28 @@ def test_two_pass_repeat_rule_matches_the_in_memory_one_and_cleans_up(tmp_path):
                             postprocess_options={"shape_rules": True})
     import io
 
-    result = run_with_text_progress(gen, stream=io.StringIO(), label="exposures")
+    events = []
+
+    def watch(gen):  # records the progress events, passed on
+        while True:
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            events.append((event.done, event.total))
+            yield event
+
+    result = run_with_text_progress(watch(gen), stream=io.StringIO(), label="exposures")
     assert reads == [0, 1, 2, 0, 1, 2] and list(tmp_path.iterdir()) == []
+    done = [d for d, _ in events]
+    assert done == sorted(done) and len({total for _, total in events}) == 1 and events[-1][0] == events[-1][1]
     np.testing.assert_array_equal(np.stack([written[t] for t in range(3)]), np.asarray(expected.labels))
     assert written[1][90, 15] == 3 and all(written[t][40, 40] == 2 for t in range(3))
     # the line the network called hot is a cluster after the rule: its probability is now P(cluster), low
     line = result.objects[(result.objects.t == 1) & (result.objects.y == 90) & (result.objects["class"] == "cluster")]
     assert len(line) == 1 and line["probability"].iloc[0] < 0.5
-    pd_testing = pytest.importorskip("pandas").testing
+    from pandas import testing as pd_testing
+
     pd_testing.assert_frame_equal(result.objects, expected.objects)
     pd_testing.assert_frame_equal(result.counts, expected.counts)
     pd_testing.assert_frame_equal(result.clusters, clusters_per_frame(np.asarray(expected.labels), frames, model.class_names))
@@ -188,9 +202,28 @@ def test_two_pass_repeat_rule_matches_the_in_memory_one_and_cleans_up(tmp_path):
     assert len(list(tmp_path.iterdir())) == 1
     gen.close()
     assert list(tmp_path.iterdir()) == []
+    # a failure in the second pass (a full disk while writing labels) leaves no scratch either
+    def failing_write(t, labels):
+        if t == 1:
+            raise OSError("No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        run_with_text_progress(segment_exposures(model, read, 3, write_labels=failing_write, scratch_parent=tmp_path),
+                               stream=io.StringIO())
+    assert list(tmp_path.iterdir()) == []
+    # errors name the exposure; share outside (0, 1] (NaN too) is refused
+    bad = frames.copy()
+    bad[1, 5, 5] = np.nan
+    with pytest.raises(InputError, match="^b.fits: "):
+        run_with_text_progress(segment_exposures(model, lambda t: bad[t], 3, scratch_parent=tmp_path,
+                                                 exposure_names=["a.fits", "b.fits", "c.fits"]), stream=io.StringIO())
+    for share in (0, 1.5, float("nan")):
+        with pytest.raises(InputError, match="share must be"):
+            next(segment_exposures(model, read, 3, share=share))
+    assert list(tmp_path.iterdir()) == []
     with pytest.raises(InputError, match="at least 2 exposures"):
         next(segment_exposures(model, read, 1))
-    with pytest.raises(InputError, match="where the first has"):
+    with pytest.raises(InputError, match="where exposure 1 has"):
         run_with_text_progress(segment_exposures(model, lambda t: frames[0][: 64 + t], 2, scratch_parent=tmp_path),
                                stream=io.StringIO())
     assert list(tmp_path.iterdir()) == []

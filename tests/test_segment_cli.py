@@ -411,7 +411,7 @@ def test_segment_cli_hot_repeats_compares_single_exposures(tmp_path, capsys):
     joined = clusters.merge(objects, on=["image", "t", "label"], how="left", validate="one_to_one")
     assert (joined["class"] == "cluster").all() and len(clusters[clusters.image == "exp1.fits"]) == counts.loc["exp1.fits", "count_cluster"]
     assert json.loads((tmp_path / "rep" / "segment_run.json").read_text())["hot_repeats"] is True
-    assert not list((tmp_path / "rep").glob(".microseg-repeats-*"))  # the two-pass scratch folder is gone
+    assert not list((tmp_path / "rep").glob(".microseg-*"))  # the two-pass scratch and staging folders are gone
     # one exposure cannot be compared with anything; a mix of stacks and frames is refused
     capsys.readouterr()
     assert main(["segment", "--model", "ccd_classes", "--input", str(folder / "exp0.fits"), "--out",
@@ -420,6 +420,36 @@ def test_segment_cli_hot_repeats_compares_single_exposures(tmp_path, capsys):
     tifffile.imwrite(folder / "stack.tif", np.zeros((2, 256, 256), np.float32))
     assert main(common + ["--out", str(tmp_path / "mix"), "--hot-repeats"]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_segment_cli_hot_repeats_interrupted_while_writing_leaves_no_labels(tmp_path, monkeypatch, capsys):
+    """Ctrl-C while the second pass writes the labels of single exposures: no label file is left (they
+    are moved into labels/ only when all are done), nor any hidden scratch folder; a rerun needs no
+    --overwrite."""
+    from napari_microseg.io import images
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+
+    folder = tmp_path / "exposures"
+    folder.mkdir()
+    for s in range(3):
+        tifffile.imwrite(folder / f"e{s}.tif", simulate_ccd_frame(shape=(64, 64), seed=70 + s, n_hot=1).image.astype(np.float32))
+    real_write = images.write_tiff
+    calls = []
+
+    def write_then_interrupt(path, data, **kwargs):
+        calls.append(Path(path).name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_write(path, data, **kwargs)
+
+    monkeypatch.setattr(images, "write_tiff", write_then_interrupt)
+    out = tmp_path / "out"
+    args = ["segment", "--model", "ccd_classes", "--input", str(folder), "--out", str(out), "--hot-repeats", "--quiet"]
+    assert main(args) == 130
+    assert calls == ["e0.tif", "e1.tif"] and (not out.exists() or list(out.iterdir()) == [])
+    monkeypatch.setattr(images, "write_tiff", real_write)
+    assert main(args) == 0
+    assert sorted(p.name for p in (out / "labels").iterdir()) == ["e0.tif", "e1.tif", "e2.tif"]
 
 
 def test_segment_cli_hot_repeats_on_stacks_runs_in_two_passes(tmp_path, capsys):

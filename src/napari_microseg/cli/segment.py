@@ -343,6 +343,8 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
               "objects": int(len(objects)), "diameter": result.settings.get("diameter"),
               "scale_factor": result.settings.get("scale_factor"), "image_tile": result.settings.get("image_tile"),
               "scale_warning": result.settings.get("scale_warning")}
+    if repeats:  # this stack's repeat rule (the run's settings hold the last stack's)
+        record.update({key: result.settings[key] for key in ("exposures", "persistent_pixels", "scratch_bytes")})
     n_obj = len(objects)
     resized = result.settings.get("scale_factor", 1.0)
     note = f" (nucleus diameter {result.settings['diameter']:.1f} px, tiles resized x{resized:.2f})" if resized != 1.0 else ""
@@ -356,7 +358,7 @@ def _single_exposures(args: argparse.Namespace, paths: list[Path], out: Path) ->
     that cannot be read is left out (returned in the failures list, ``{"image", "error"}``) when at least
     two exposures remain. Files whose shape is not in their header (FITS) are read once here.
     InputError for a mix of frames and stacks, frames of different shapes, fewer than two exposures,
-    labels that would be Zarr (a Zarr input, frames over ``--zarr-above``), ``--save-probabilities``."""
+    labels that would be Zarr (a Zarr input, frames over ``--zarr-above``)."""
     shapes, readable, failures = [], [], []
     for path in paths:
         shape = _probe_shape(path)
@@ -394,8 +396,10 @@ def _single_exposures(args: argparse.Namespace, paths: list[Path], out: Path) ->
 def _segment_exposures(args: argparse.Namespace, loaded, paths: list[Path], out: Path, diameter, ccd_rules: dict):
     """Segment single-frame exposures of one sensor together so that the repeat rule compares them
     (:func:`~napari_microseg.inference.repeats.segment_exposures`: two passes, one exposure in memory, a
-    scratch folder in ``out``); write each one's labels with its calibration. Returns ``(result, objects,
-    counts, clusters, records)`` with ``image`` naming each row's file and ``t`` = 0 (one frame each)."""
+    scratch folder in ``out``); write each one's labels with its calibration. The labels are written into a
+    hidden folder in ``out`` and moved into ``out/labels`` once every exposure is done, so a failed or
+    interrupted run leaves none. Returns ``(result, objects, counts, clusters, records)`` with ``image``
+    naming each row's file and ``t`` = 0 (one frame each)."""
     import numpy as np
 
     from ..inference.repeats import segment_exposures
@@ -410,13 +414,21 @@ def _segment_exposures(args: argparse.Namespace, loaded, paths: list[Path], out:
 
     shape = tuple(_probe_shape(paths[0]) or read(0).shape)
     targets = [_label_target(out, path, shape, args.zarr_above)[0] for path in paths]
+    staging = Path(tempfile.mkdtemp(prefix=".microseg-labels-", dir=out))
 
     def write(t: int, labels: np.ndarray) -> None:
-        write_tiff(targets[t], labels, overwrite=args.overwrite, calibration=calibration.get(paths[t]))
+        write_tiff(staging / targets[t].name, labels, overwrite=True, calibration=calibration.get(paths[t]))
 
-    gen = segment_exposures(loaded, read, len(paths), write_labels=write, scratch_parent=out,
-                            **_segment_options(args, ccd_rules, diameter))
-    result = _drive(args, gen, f"{len(paths)} exposures")
+    try:
+        gen = segment_exposures(loaded, read, len(paths), write_labels=write, scratch_parent=out,
+                                exposure_names=[path.name for path in paths],
+                                **_segment_options(args, ccd_rules, diameter))
+        result = _drive(args, gen, f"{len(paths)} exposures")
+        targets[0].parent.mkdir(parents=True, exist_ok=True)
+        for target in targets:
+            os.replace(staging / target.name, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     if result.settings.get("scale_warning"):
         print(f"warning: {paths[0].name} ...: {result.settings['scale_warning']}", file=sys.stderr)
     tables = []

@@ -685,7 +685,10 @@ def ccd_persistence_rule(class_maps: np.ndarray, class_names: Sequence[str],
     for frame in maps:  # frame by frame: no (T, Y, X) temporaries beside the input and the result
         count_charged(frame, class_names, times_charged)
     persistent = times_charged >= persistent_frames_needed(maps.shape[0], share)
-    return np.stack([ccd_repeat_frame(frame, persistent, class_names) for frame in maps])
+    out = np.empty_like(maps)
+    for t, frame in enumerate(maps):
+        out[t] = ccd_repeat_frame(frame, persistent, class_names)
+    return out
 
 
 def count_charged(class_map: np.ndarray, class_names: Sequence[str], times_charged: np.ndarray) -> np.ndarray:

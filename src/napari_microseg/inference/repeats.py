@@ -9,16 +9,20 @@ exposures, one at a time:
 1. each exposure is segmented (network, shape rules) and what the rule and the
    measuring need later is written to a scratch folder: the pixels that are not
    background (flat index, class, probability of that class; hot-pixel and
-   cluster pixels also both of those classes' probabilities), about 7-15 bytes
-   per such pixel, so a frame of charge deposits on a quiet sensor costs a few
-   percent of its pixels; the count of frames in which each pixel held charge
-   (hot pixel or cluster) is summed in one (Y, X) array;
+   cluster pixels also both of those classes' probabilities), 9 bytes per such
+   pixel (21 for hot pixels and clusters), so a frame of charge deposits on a
+   quiet sensor costs a small fraction of a byte per pixel; the count of frames
+   in which each pixel held charge (hot pixel or cluster) is summed in one
+   (Y, X) array;
 2. each exposure's class map is rebuilt, the rule applied with the persistent
    pixels of all exposures, the objects measured on the exposure as read again,
    and its labels handed to ``write_labels``.
 
-Memory holds one exposure, its probabilities and the (Y, X) count; the scratch
-folder is removed at the end, on an error and when the generator is closed.
+Memory holds one exposure, its float32 probabilities (4 bytes per pixel and
+class: also above 4096 x 4096, where :func:`segment_image` keeps float16 ones, so
+class choices there can differ from it at near-ties) and the (Y, X) count; the
+scratch folder is removed at the end, on an error and when the generator is
+closed (not when the process is killed).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Generator
+from typing import Any, Callable, Generator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -71,6 +75,7 @@ def segment_exposures(
     scratch_parent: str | Path | None = None,
     share: float = postprocess.PERSISTENT_SHARE,
     device: str = "auto",
+    exposure_names: Sequence[str] | None = None,
     **segment_options: Any,
 ) -> Generator[Progress, None, RepeatsResult]:
     """Segment exposures of one CCD with a class model and apply the repeat rule; generator yielding
@@ -88,15 +93,21 @@ def segment_exposures(
     share : share of the exposures in which a pixel must hold charge to be a defect
         (:func:`postprocess.persistent_frames_needed`).
     device : where a model path is loaded.
+    exposure_names : names of the exposures (file names) for messages; default "exposure 1", ...
     segment_options : passed to :func:`segment_image` for each exposure (``tile``, ``overlap``,
         ``batch_size``, ``test_time_augmentation``, ``precision``, ``postprocess_options`` with the shape
-        rules ...); ``out``, ``measure``, ``keep_probabilities`` and ``predict_fn`` are set here.
+        rules ...); ``out``, ``measure`` and ``keep_probabilities`` are set here.
     """
     from ..autolabel.ccd import clusters_per_frame
 
     n_exposures = int(n_exposures)
     if n_exposures < 2:
         raise InputError(f"the rule 'hot pixels repeat' needs at least 2 exposures of one sensor, got {n_exposures}")
+    if not 0 < share <= 1:  # also NaN
+        raise InputError(f"share must be in (0, 1], got {share}")
+    names = list(exposure_names) if exposure_names is not None else [f"exposure {t + 1}" for t in range(n_exposures)]
+    if len(names) != n_exposures:
+        raise InputError(f"{len(names)} exposure names for {n_exposures} exposures")
     for key in ("out", "measure", "keep_probabilities"):
         if key in segment_options:
             raise TypeError(f"segment_exposures sets {key!r} itself")
@@ -106,7 +117,7 @@ def segment_exposures(
     class_names = list(getattr(loaded, "class_names", None) or [])
     if loaded.output_mode != "multiclass":
         raise InputError("the rule 'hot pixels repeat' applies to CCD class models only")
-    _background, hot, cluster = postprocess.ccd_class_indices(class_names)
+    background, hot, cluster = postprocess.ccd_class_indices(class_names)
     needed = postprocess.persistent_frames_needed(n_exposures, share)
 
     scratch = Path(tempfile.mkdtemp(prefix=".microseg-repeats-", dir=scratch_parent))
@@ -119,12 +130,12 @@ def segment_exposures(
         for t in range(n_exposures):
             image = np.asarray(read_exposure(t))
             if image.ndim != 2:
-                raise InputError(f"exposure {t} has shape {image.shape}; the repeat rule takes (Y, X) exposures")
+                raise InputError(f"{names[t]} has shape {image.shape}; the repeat rule takes (Y, X) exposures")
             if shape is None:
                 shape = image.shape
                 times_charged = np.zeros(shape, np.int32)
             elif image.shape != shape:
-                raise InputError(f"exposure {t} has shape {image.shape} where the first has {shape}: "
+                raise InputError(f"{names[t]} has shape {image.shape} where {names[0]} has {shape}: "
                                  "the repeat rule compares exposures of one sensor")
             gen = segment_image(loaded, image, measure=False, keep_probabilities=True,
                                 postprocess_options=options, **segment_options)
@@ -134,15 +145,18 @@ def segment_exposures(
                 except StopIteration as stop:
                     result = stop.value
                     break
+                except InputError as err:  # say which exposure (there may be thousands)
+                    raise InputError(f"{names[t]}: {err}") from None
                 per_exposure = per_exposure or max(1, event.total)
-                done = t * per_exposure + min(event.done, per_exposure)
-                yield Progress(done, (n_exposures + 1) * per_exposure, f"exposure {t + 1}/{n_exposures}")
+                second_pass = max(1, per_exposure // 4)  # read again, rule, measure, write: a quarter of the network's share
+                total = n_exposures * (per_exposure + second_pass)
+                yield Progress(t * per_exposure + min(event.done, per_exposure), total, f"exposure {t + 1}/{n_exposures}")
             if not settings:
                 settings = dict(result.settings)
             classes = np.asarray(result.labels)
             postprocess.count_charged(classes, class_names, times_charged)
             flat = classes.ravel()
-            where = np.flatnonzero(flat)
+            where = np.flatnonzero(flat != background)
             confidence = _class_probability(result.probabilities, classes).ravel()[where]
             charged, p_hot, p_cluster = _hot_cluster_probabilities(result.probabilities, classes, class_names)
             path = scratch / f"{t}.npz"
@@ -155,12 +169,13 @@ def segment_exposures(
         persistent = times_charged >= needed
         del times_charged
         per_exposure = per_exposure or 1
+        second_pass = max(1, per_exposure // 4)
         object_tables, fractions, cluster_tables = [], [], []
         for t in range(n_exposures):
             with np.load(scratch / f"{t}.npz") as stored:
                 where, confidence = stored["where"], stored["confidence"]
                 charged, p_hot, p_cluster = stored["charged"], stored["p_hot"], stored["p_cluster"]
-                before = np.zeros(shape, np.uint8)
+                before = np.full(shape, background, np.uint8)
                 before.ravel()[where] = stored["classes"]
             after = postprocess.ccd_repeat_frame(before, persistent, class_names)
             pixel_confidence = np.zeros(before.size, np.float32)
@@ -175,8 +190,8 @@ def segment_exposures(
             if write_labels is not None:
                 write_labels(t, after)
             (scratch / f"{t}.npz").unlink()
-            yield Progress(n_exposures * per_exposure + round((t + 1) * per_exposure / n_exposures),
-                           (n_exposures + 1) * per_exposure, f"repeat rule, exposure {t + 1}/{n_exposures}")
+            yield Progress(n_exposures * per_exposure + (t + 1) * second_pass, n_exposures * (per_exposure + second_pass),
+                           f"repeat rule, exposure {t + 1}/{n_exposures}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
