@@ -202,6 +202,23 @@ def test_two_pass_repeat_rule_matches_the_in_memory_one_and_cleans_up(tmp_path):
     assert len(list(tmp_path.iterdir())) == 1
     gen.close()
     assert list(tmp_path.iterdir()) == []
+    # a named scratch folder outlives a stopped run; the same keys take the segmented exposures from it
+    kept = tmp_path / "kept"
+    keys = ["a", "b", "c"]
+    gen = segment_exposures(model, read, 3, scratch_dir=kept, resume_keys=keys, postprocess_options={"shape_rules": True})
+    for event in gen:
+        if event.message.startswith("exposure 3/"):  # two exposures through the first pass
+            break
+    gen.close()
+    assert sorted(p.name for p in kept.iterdir()) == ["0.npz", "1.npz"]
+    reads.clear()
+    resumed = run_with_text_progress(segment_exposures(model, read, 3, scratch_dir=kept, resume_keys=["a", "b", "x"],
+                                                       postprocess_options={"shape_rules": True}), stream=io.StringIO())
+    assert reads == [2, 0, 1, 2] and not kept.exists() and resumed.settings["exposures_resumed"] == 2
+    pd_testing.assert_frame_equal(resumed.objects, expected.objects)
+    assert resumed.settings["tile"] == result.settings["tile"]  # the settings kept with the first exposure
+    with pytest.raises(InputError, match="resume_keys need a scratch_dir"):
+        next(segment_exposures(model, read, 3, resume_keys=keys))
     # a failure in the second pass (a full disk while writing labels) leaves no scratch either
     def failing_write(t, labels):
         if t == 1:

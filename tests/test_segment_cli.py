@@ -422,10 +422,11 @@ def test_segment_cli_hot_repeats_compares_single_exposures(tmp_path, capsys):
     assert "not both" in capsys.readouterr().err
 
 
-def test_segment_cli_hot_repeats_interrupted_while_writing_leaves_no_labels(tmp_path, monkeypatch, capsys):
+def test_segment_cli_hot_repeats_interrupted_resumes_and_leaves_no_labels(tmp_path, monkeypatch, capsys):
     """Ctrl-C while the second pass writes the labels of single exposures: no label file is left (they
-    are moved into labels/ only when all are done), nor any hidden scratch folder; a rerun needs no
-    --overwrite."""
+    are moved into labels/ only when all are done); the segmented exposures are kept in a hidden folder,
+    and the same command again takes them from there (none segmented twice) and removes it. A changed
+    exposure is segmented again."""
     from napari_microseg.io import images
     from napari_microseg.simulate.ccd import simulate_ccd_frame
 
@@ -445,11 +446,23 @@ def test_segment_cli_hot_repeats_interrupted_while_writing_leaves_no_labels(tmp_
     monkeypatch.setattr(images, "write_tiff", write_then_interrupt)
     out = tmp_path / "out"
     args = ["segment", "--model", "ccd_classes", "--input", str(folder), "--out", str(out), "--hot-repeats", "--quiet"]
+    capsys.readouterr()
     assert main(args) == 130
-    assert calls == ["e0.tif", "e1.tif"] and (not out.exists() or list(out.iterdir()) == [])
+    assert "3 segmented exposure(s) are kept" in capsys.readouterr().err
+    assert calls == ["e0.tif", "e1.tif"] and [p.name for p in out.iterdir()] == [".microseg-repeats"]
     monkeypatch.setattr(images, "write_tiff", real_write)
+    # one input changed since: that one is segmented again, the other two are taken from the kept folder
+    tifffile.imwrite(folder / "e2.tif", simulate_ccd_frame(shape=(64, 64), seed=99, n_hot=1).image.astype(np.float32))
     assert main(args) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["clusters.csv", "counts.csv", "labels", "objects.csv", "segment_run.json"]
     assert sorted(p.name for p in (out / "labels").iterdir()) == ["e0.tif", "e1.tif", "e2.tif"]
+    assert json.loads((out / "segment_run.json").read_text())["exposures_resumed"] == 2
+    fresh = tmp_path / "fresh"
+    assert main(args[:5] + ["--out", str(fresh), "--hot-repeats", "--quiet"]) == 0
+    for name in ("e0.tif", "e1.tif", "e2.tif"):  # resuming gives what one uninterrupted run gives
+        np.testing.assert_array_equal(tifffile.imread(out / "labels" / name), tifffile.imread(fresh / "labels" / name))
+    pd.testing.assert_frame_equal(pd.read_csv(out / "objects.csv"), pd.read_csv(fresh / "objects.csv"))
+    assert json.loads((fresh / "segment_run.json").read_text())["exposures_resumed"] == 0
 
 
 def test_segment_cli_hot_repeats_on_stacks_runs_in_two_passes(tmp_path, capsys):

@@ -45,7 +45,8 @@ def add_ccd_rule_options(p: Any, repeats: bool = True) -> None:
         return
     p.add_argument("--hot-repeats", action="store_true",
                    help="CCD class models: the frames are exposures of one sensor (a stack, or single frames of one "
-                        "shape given together): hot pixels that do not repeat become cluster, clusters that do become hot")
+                        "shape given together): hot pixels that do not repeat become cluster, clusters that do become hot. "
+                        "Two passes, one exposure in memory; a stopped run resumes when run again")
 
 
 def ccd_rule_options(args: argparse.Namespace) -> dict:
@@ -300,9 +301,15 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
             from ..inference.repeats import segment_exposures
 
             labels = out_arr if zarr_out else np.zeros(tuple(data.shape), np.uint8)
-            gen = segment_exposures(loaded, lambda t: _frame_pixels(data, t), int(data.shape[0]),
-                                    write_labels=labels.__setitem__, scratch_parent=out,
+            n_frames = int(data.shape[0])
+            scratch = out / f"{REPEATS_SCRATCH}-{_stem(path)}"
+            key = _resume_key(args, loaded, path, ccd_rules, diameter)
+            gen = segment_exposures(loaded, lambda t: _frame_pixels(data, t), n_frames,
+                                    write_labels=labels.__setitem__, scratch_dir=scratch,
+                                    resume_keys=[f"{key}|frame {t}" for t in range(n_frames)],
+                                    exposure_names=[f"{path.name} frame {t}" for t in range(n_frames)],
                                     **_segment_options(args, ccd_rules, diameter))
+            gen = _say_what_is_kept(gen, scratch)
         else:
             gen = segment_image(loaded, data, out=out_arr, keep_probabilities=True if args.save_probabilities else None,
                                 **_segment_options(args, ccd_rules, diameter))
@@ -420,10 +427,12 @@ def _segment_exposures(args: argparse.Namespace, loaded, paths: list[Path], out:
         write_tiff(staging / targets[t].name, labels, overwrite=True, calibration=calibration.get(paths[t]))
 
     try:
-        gen = segment_exposures(loaded, read, len(paths), write_labels=write, scratch_parent=out,
+        scratch = out / REPEATS_SCRATCH
+        gen = segment_exposures(loaded, read, len(paths), write_labels=write, scratch_dir=scratch,
+                                resume_keys=[_resume_key(args, loaded, path, ccd_rules, diameter) for path in paths],
                                 exposure_names=[path.name for path in paths],
                                 **_segment_options(args, ccd_rules, diameter))
-        result = _drive(args, gen, f"{len(paths)} exposures")
+        result = _drive(args, _say_what_is_kept(gen, scratch), f"{len(paths)} exposures")
         targets[0].parent.mkdir(parents=True, exist_ok=True)
         for target in targets:
             os.replace(staging / target.name, target)
@@ -446,6 +455,38 @@ def _segment_exposures(args: argparse.Namespace, loaded, paths: list[Path], out:
                         "scale_warning": result.settings.get("scale_warning"), "stacked_as_frame": t})
         print(f"{path.name}: {n_obj} objects -> {target}")
     return result, tables[0], tables[1], tables[2], records
+
+
+#: the repeat rule's scratch folder in --out (``-<stem>`` for a stack): kept by a failed or interrupted run to resume
+REPEATS_SCRATCH = ".microseg-repeats"
+
+
+def _resume_key(args: argparse.Namespace, loaded, path: Path, ccd_rules: dict, diameter) -> str:
+    """What an exposure's first-pass record must match to be reused: the input file (path, size,
+    modification time), the model file and every setting that changes the class map."""
+    def stamp(file) -> str:
+        try:
+            info = Path(file).stat()
+            return f"{Path(file).resolve()}:{info.st_size}:{info.st_mtime_ns}"
+        except (OSError, TypeError):
+            return str(file)
+
+    settings = {**_segment_options(args, ccd_rules, diameter), "hdu": args.hdu, "channel": args.channel,
+                "model": stamp(getattr(loaded, "path", None) or args.model), "device": str(loaded.device)}
+    return stamp(path) + "|" + json.dumps(settings, sort_keys=True, default=str)
+
+
+def _say_what_is_kept(gen, scratch: Path):
+    """Pass ``gen``'s progress on; when the run fails or is interrupted, say on stderr how many exposures
+    the scratch folder keeps for a rerun."""
+    try:
+        return (yield from gen)
+    except BaseException:
+        kept = len(list(scratch.glob("[0-9]*.npz"))) if scratch.is_dir() else 0
+        if kept:
+            print(f"{kept} segmented exposure(s) are kept in {scratch}: run the same command again to go on from "
+                  "there (or delete that folder)", file=sys.stderr)
+        raise
 
 
 def _drive(args: argparse.Namespace, gen, label: str):

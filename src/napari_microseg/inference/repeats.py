@@ -22,11 +22,15 @@ Memory holds one exposure, its float32 probabilities (4 bytes per pixel and
 class: also above 4096 x 4096, where :func:`segment_image` keeps float16 ones, so
 class choices there can differ from it at near-ties) and the (Y, X) count; the
 scratch folder is removed at the end, on an error and when the generator is
-closed (not when the process is killed).
+closed (not when the process is killed). A scratch folder the caller names
+(``scratch_dir``) is kept on an error or a stop instead: a rerun with the same
+``resume_keys`` takes the exposures already segmented from it and goes on.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -41,6 +45,9 @@ from ..progress import Progress
 from . import postprocess
 from .segment import (_class_probability, _hot_cluster_probabilities, _measure_frame, _resolve_loaded,
                       segment_image)
+
+#: progress units per exposure: the first pass (network) and the second (read again, rule, measure, write)
+FIRST_PASS_UNITS, SECOND_PASS_UNITS = 80, 20
 
 
 @dataclass
@@ -76,6 +83,8 @@ def segment_exposures(
     share: float = postprocess.PERSISTENT_SHARE,
     device: str = "auto",
     exposure_names: Sequence[str] | None = None,
+    scratch_dir: str | Path | None = None,
+    resume_keys: Sequence[str] | None = None,
     **segment_options: Any,
 ) -> Generator[Progress, None, RepeatsResult]:
     """Segment exposures of one CCD with a class model and apply the repeat rule; generator yielding
@@ -94,6 +103,11 @@ def segment_exposures(
         (:func:`postprocess.persistent_frames_needed`).
     device : where a model path is loaded.
     exposure_names : names of the exposures (file names) for messages; default "exposure 1", ...
+    scratch_dir : the scratch folder itself (made if missing) instead of a temporary one in
+        ``scratch_parent``; it is kept when the run fails or is stopped, so that a rerun can go on.
+    resume_keys : with ``scratch_dir``, one string per exposure naming its input and the settings (e.g.
+        path, size, modification time, model, options): an exposure whose record in ``scratch_dir`` holds
+        the same key is not segmented again (an interrupted run resumes); None: always segmented.
     segment_options : passed to :func:`segment_image` for each exposure (``tile``, ``overlap``,
         ``batch_size``, ``test_time_augmentation``, ``precision``, ``postprocess_options`` with the shape
         rules ...); ``out``, ``measure`` and ``keep_probabilities`` are set here.
@@ -120,56 +134,45 @@ def segment_exposures(
     background, hot, cluster = postprocess.ccd_class_indices(class_names)
     needed = postprocess.persistent_frames_needed(n_exposures, share)
 
-    scratch = Path(tempfile.mkdtemp(prefix=".microseg-repeats-", dir=scratch_parent))
+    if resume_keys is not None and (scratch_dir is None or len(resume_keys) != n_exposures):
+        raise InputError("resume_keys need a scratch_dir and one key per exposure")
+    if scratch_dir is not None:
+        scratch = Path(scratch_dir)
+        scratch.mkdir(parents=True, exist_ok=True)
+    else:
+        scratch = Path(tempfile.mkdtemp(prefix=".microseg-repeats-", dir=scratch_parent))
+    finished = False
     try:
         shape = None
         times_charged = None
         settings: dict = {}
-        scratch_bytes = 0
-        per_exposure = None  # progress units (tiles) of one exposure's first pass
+        scratch_bytes = resumed = 0
+        total = n_exposures * (FIRST_PASS_UNITS + SECOND_PASS_UNITS)
         for t in range(n_exposures):
-            image = np.asarray(read_exposure(t))
-            if image.ndim != 2:
-                raise InputError(f"{names[t]} has shape {image.shape}; the repeat rule takes (Y, X) exposures")
+            stored = _stored_exposure(scratch / f"{t}.npz", resume_keys[t] if resume_keys is not None else None)
+            if stored is not None:  # segmented by an earlier, interrupted run with the same input and settings
+                classes = np.full(tuple(stored["shape"]), background, np.uint8)
+                classes.ravel()[stored["where"]] = stored["classes"]
+                if not settings and "settings" in stored:
+                    settings = json.loads(str(stored["settings"]))
+                resumed += 1
+                yield Progress((t + 1) * FIRST_PASS_UNITS, total, f"exposure {t + 1}/{n_exposures} (kept from an earlier run)")
+            else:
+                classes = yield from _segment_one_exposure(loaded, read_exposure, t, n_exposures, names[t], options,
+                                                           segment_options, scratch, total,
+                                                           resume_keys[t] if resume_keys is not None else None, settings)
             if shape is None:
-                shape = image.shape
+                shape = classes.shape
                 times_charged = np.zeros(shape, np.int32)
-            elif image.shape != shape:
-                raise InputError(f"{names[t]} has shape {image.shape} where {names[0]} has {shape}: "
+            elif classes.shape != shape:
+                raise InputError(f"{names[t]} has shape {classes.shape} where {names[0]} has {shape}: "
                                  "the repeat rule compares exposures of one sensor")
-            gen = segment_image(loaded, image, measure=False, keep_probabilities=True,
-                                postprocess_options=options, **segment_options)
-            while True:
-                try:
-                    event = next(gen)
-                except StopIteration as stop:
-                    result = stop.value
-                    break
-                except InputError as err:  # say which exposure (there may be thousands)
-                    raise InputError(f"{names[t]}: {err}") from None
-                per_exposure = per_exposure or max(1, event.total)
-                second_pass = max(1, per_exposure // 4)  # read again, rule, measure, write: a quarter of the network's share
-                total = n_exposures * (per_exposure + second_pass)
-                yield Progress(t * per_exposure + min(event.done, per_exposure), total, f"exposure {t + 1}/{n_exposures}")
-            if not settings:
-                settings = dict(result.settings)
-            classes = np.asarray(result.labels)
             postprocess.count_charged(classes, class_names, times_charged)
-            flat = classes.ravel()
-            where = np.flatnonzero(flat != background)
-            confidence = _class_probability(result.probabilities, classes).ravel()[where]
-            charged, p_hot, p_cluster = _hot_cluster_probabilities(result.probabilities, classes, class_names)
-            path = scratch / f"{t}.npz"
-            np.savez(path, where=where.astype(np.min_scalar_type(flat.size)), classes=flat[where],
-                     confidence=confidence, charged=charged.astype(np.min_scalar_type(flat.size)),
-                     p_hot=p_hot, p_cluster=p_cluster)
-            scratch_bytes += path.stat().st_size
-            del result, classes, confidence, image
+            scratch_bytes += (scratch / f"{t}.npz").stat().st_size
+            del classes
 
         persistent = times_charged >= needed
         del times_charged
-        per_exposure = per_exposure or 1
-        second_pass = max(1, per_exposure // 4)
         object_tables, fractions, cluster_tables = [], [], []
         for t in range(n_exposures):
             with np.load(scratch / f"{t}.npz") as stored:
@@ -183,17 +186,20 @@ def segment_exposures(
             moved = after.ravel()[charged] != before.ravel()[charged]
             pixel_confidence[charged[moved]] = np.where(after.ravel()[charged[moved]] == hot, p_hot[moved], p_cluster[moved])
             image = np.asarray(read_exposure(t))
+            if image.shape != shape:
+                raise InputError(f"{names[t]} has shape {image.shape}, not {shape} as when it was segmented: did it change?")
             object_tables.append(_measure_frame(after, image, t, "multiclass", class_names,
                                                 pixel_confidence.reshape(shape)))
             fractions.append(_fractions(after, class_names, t))
             cluster_tables.append(clusters_per_frame(after, image, class_names, first_frame=t))
             if write_labels is not None:
                 write_labels(t, after)
-            (scratch / f"{t}.npz").unlink()
-            yield Progress(n_exposures * per_exposure + (t + 1) * second_pass, n_exposures * (per_exposure + second_pass),
+            yield Progress(n_exposures * FIRST_PASS_UNITS + (t + 1) * SECOND_PASS_UNITS, total,
                            f"repeat rule, exposure {t + 1}/{n_exposures}")
+        finished = True
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if finished or scratch_dir is None:  # a caller's scratch_dir outlives a failed or stopped run (to resume)
+            shutil.rmtree(scratch, ignore_errors=True)
 
     from ..measure.counts import counts_from_objects
 
@@ -203,8 +209,60 @@ def segment_exposures(
         pd.concat(fractions, ignore_index=True), on="t")
     clusters = pd.concat(cluster_tables, ignore_index=True)
     settings.update(hot_repeats=True, exposures=n_exposures, persistent_pixels=int(persistent.sum()),
-                    scratch_bytes=int(scratch_bytes))
+                    scratch_bytes=int(scratch_bytes), exposures_resumed=resumed)
     return RepeatsResult(objects=objects, counts=counts, clusters=clusters, class_names=class_names, settings=settings)
+
+
+def _segment_one_exposure(loaded: Any, read_exposure: Callable, t: int, n_exposures: int, name: str, options: dict,
+                          segment_options: dict, scratch: Path, total: int, key: str | None, settings: dict):
+    """First pass on exposure ``t``: segment it, store what the second pass needs in ``scratch/t.npz``
+    (written under another name and renamed, so a killed run never leaves half a file); fills ``settings``
+    from the first exposure segmented. Generator of progress; returns the (Y, X) uint8 class map."""
+    image = np.asarray(read_exposure(t))
+    if image.ndim != 2:
+        raise InputError(f"{name} has shape {image.shape}; the repeat rule takes (Y, X) exposures")
+    gen = segment_image(loaded, image, measure=False, keep_probabilities=True, postprocess_options=options,
+                        **segment_options)
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            result = stop.value
+            break
+        except InputError as err:  # say which exposure (there may be thousands)
+            raise InputError(f"{name}: {err}") from None
+        fraction = min(1.0, event.done / event.total) if event.total else 0.0
+        yield Progress(t * FIRST_PASS_UNITS + int(fraction * FIRST_PASS_UNITS), total, f"exposure {t + 1}/{n_exposures}")
+    if not settings:
+        settings.update(result.settings)
+    class_names = list(loaded.class_names)
+    background = postprocess.ccd_class_indices(class_names)[0]
+    classes = np.asarray(result.labels)
+    flat = classes.ravel()
+    where = np.flatnonzero(flat != background)
+    confidence = _class_probability(result.probabilities, classes).ravel()[where]
+    charged, p_hot, p_cluster = _hot_cluster_probabilities(result.probabilities, classes, class_names)
+    index_type = np.min_scalar_type(flat.size)
+    extra = {} if key is None else {"key": np.array(key), "settings": np.array(json.dumps(result.settings, default=str))}
+    partial = scratch / f".{t}.partial.npz"
+    np.savez(partial, shape=np.array(classes.shape), where=where.astype(index_type), classes=flat[where],
+             confidence=confidence, charged=charged.astype(index_type), p_hot=p_hot, p_cluster=p_cluster, **extra)
+    os.replace(partial, scratch / f"{t}.npz")
+    return classes
+
+
+def _stored_exposure(path: Path, key: str | None) -> dict | None:
+    """The first pass's record of an exposure in ``path`` when it holds ``key`` (None: never reused);
+    None when missing, unreadable or made for another input or other settings."""
+    if key is None or not path.exists():
+        return None
+    try:
+        with np.load(path) as stored:
+            if "key" not in stored or str(stored["key"]) != key:
+                return None
+            return {name: stored[name] for name in ("shape", "where", "classes", "settings") if name in stored}
+    except (OSError, ValueError, KeyError, EOFError):  # a damaged file: segment that exposure again
+        return None
 
 
 def _fractions(class_map: np.ndarray, class_names: list, t: int) -> pd.DataFrame:
