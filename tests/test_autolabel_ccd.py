@@ -177,3 +177,20 @@ def test_class_agreement_refuses_classes_outside_the_range():
         class_agreement(truth, predicted)
     with pytest.raises(InputError, match="outside 0..3"):
         class_agreement(truth - 1, truth)
+
+
+def test_clipped_column_medians_equal_nanmedian_of_the_kept_pixels():
+    """The sorted-column shortcut gives np.nanmedian of each column's pixels below the clip (odd and even
+    counts, a column with a charge streak, a glowing column)."""
+    from napari_microseg.autolabel.ccd import _lowest_values_median
+
+    rng = np.random.default_rng(3)
+    data = rng.normal(1000, 10, (301, 40)).astype(np.float32)
+    data[::7, 5] += 900  # charge in one column
+    data[:, 9] += 300  # a glowing column
+    limit = np.median(data, axis=0) + 25
+    keep = data < limit
+    expected = np.nanmedian(np.where(keep, data, np.nan), axis=0)
+    got = _lowest_values_median(np.sort(data, axis=0), keep.sum(axis=0))
+    assert (keep.sum(axis=0) % 2 == 0).any() and (keep.sum(axis=0) % 2 == 1).any()
+    np.testing.assert_array_equal(got, expected.astype(np.float32))
