@@ -128,6 +128,36 @@ def test_hot_repeats_over_a_stack_of_exposures(make_napari_viewer, wait_worker):
     assert widget.result is not None and widget.result.settings["hot_repeats"] is False, widget.status.text()
 
 
+def test_hot_repeats_stopped_leaves_no_scratch_and_no_result(make_napari_viewer, wait_worker, tmp_path, monkeypatch):
+    """Stop while the dock's two-pass repeat rule runs: its scratch folder (in the system's temporary
+    folder) is removed, and no result layer appears."""
+    import tempfile
+
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    frames = np.stack([simulate_ccd_frame(shape=(96, 96), seed=80 + s, n_hot=0, n_clusters=5).image for s in range(4)])
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(frames, name="exposures")
+    widget = SegmentationWidget(viewer)
+    widget.image_layer.value, widget.model_choice.value = "exposures", "ccd_classes"
+    widget.scope.value, widget.hot_repeats.value = "whole stack", True
+    worker = widget.segment()
+    seen = []
+
+    def stop_in_the_first_pass(event):
+        seen.append([p.name for p in tmp_path.iterdir()])
+        if "exposure 2/" in event.message:
+            widget.stop()
+
+    worker.yielded.connect(stop_in_the_first_pass)
+    wait_worker(worker)
+    assert any(names and names[0].startswith(".microseg-repeats-") for names in seen)  # it was there while running
+    assert list(tmp_path.iterdir()) == [] and widget.result is None
+    assert [layer.name for layer in viewer.layers] == ["exposures"]
+
+
 def test_batch_folder_then_resume_and_stop(make_napari_viewer, qtbot, tmp_path, tiny_nuclei_model, wait_worker):
     from napari_microseg.simulate.nuclei import simulate_nuclei_image
     from napari_microseg.widgets.segmentation import FILE_CHOICE, SegmentationWidget
