@@ -411,6 +411,8 @@ def test_segment_cli_hot_repeats_compares_single_exposures(tmp_path, capsys):
     joined = clusters.merge(objects, on=["image", "t", "label"], how="left", validate="one_to_one")
     assert (joined["class"] == "cluster").all() and len(clusters[clusters.image == "exp1.fits"]) == counts.loc["exp1.fits", "count_cluster"]
     assert json.loads((tmp_path / "rep" / "segment_run.json").read_text())["hot_repeats"] is True
+    defects = tifffile.imread(tmp_path / "rep" / "defect_masks" / "all_exposures.tif")  # the sensor's, from all three
+    assert defects[100, 50] == 1 and defects[30:60, 200].all() and defects[200, 120] == 0 and defects[150, 30] == 0
     assert not list((tmp_path / "rep").glob(".microseg-*"))  # the two-pass scratch and staging folders are gone
     # one exposure cannot be compared with anything; a mix of stacks and frames is refused
     capsys.readouterr()
@@ -454,7 +456,8 @@ def test_segment_cli_hot_repeats_interrupted_resumes_and_leaves_no_labels(tmp_pa
     # one input changed since: that one is segmented again, the other two are taken from the kept folder
     tifffile.imwrite(folder / "e2.tif", simulate_ccd_frame(shape=(64, 64), seed=99, n_hot=1).image.astype(np.float32))
     assert main(args) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["clusters.csv", "counts.csv", "labels", "objects.csv", "segment_run.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["clusters.csv", "counts.csv", "defect_masks", "labels", "objects.csv",
+                                                     "segment_run.json"]
     assert sorted(p.name for p in (out / "labels").iterdir()) == ["e0.tif", "e1.tif", "e2.tif"]
     assert json.loads((out / "segment_run.json").read_text())["exposures_resumed"] == 2
     fresh = tmp_path / "fresh"
@@ -494,8 +497,11 @@ def test_segment_cli_hot_repeats_on_stacks_runs_in_two_passes(tmp_path, capsys):
         np.testing.assert_allclose(objects["probability"], expected.objects["probability"], rtol=1e-5)
         assert (pd.read_csv(out / "counts.csv")["count_cluster"].to_numpy() == expected.counts["count_cluster"]).all()
         assert len(pd.read_csv(out / "clusters.csv")) == int(expected.counts["count_cluster"].sum())
-        assert sorted(p.name for p in out.iterdir()) == ["clusters.csv", "counts.csv", "labels", "objects.csv",
-                                                         "segment_run.json"]
+        assert sorted(p.name for p in out.iterdir()) == ["clusters.csv", "counts.csv", "defect_masks", "labels",
+                                                         "objects.csv", "segment_run.json"]
+        mask = tifffile.imread(out / "defect_masks" / f"{name.split('.')[0]}.tif")
+        assert mask.dtype == np.uint8 and mask[20, 30] == 1 and mask[70, 14] == 0  # the one-frame line is no defect
+        assert mask.sum() == json.loads((out / "segment_run.json").read_text())["images"][0]["persistent_pixels"]
     capsys.readouterr()
     assert main(["segment", "--model", "ccd_classes", "--input", str(tmp_path / "stack.tif"), "--out",
                  str(tmp_path / "probs"), "--hot-repeats", "--save-probabilities", "--quiet"]) == 2

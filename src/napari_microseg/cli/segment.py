@@ -337,6 +337,8 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
             # the movie's pixel size and frame interval go with its labels (to microseg track, napari)
             write_tiff(target, np.asarray(labels if repeats else result.labels), overwrite=args.overwrite,
                        calibration=image.metadata.get("calibration"))
+        if repeats:
+            _write_defect_mask(args, out, path, result.defects, image.metadata.get("calibration"))
         if args.save_probabilities and getattr(result, "probabilities", None) is not None:
             write_tiff(out / "probabilities" / f"{_stem(path)}.tif", result.probabilities, overwrite=args.overwrite)
     finally:
@@ -436,6 +438,7 @@ def _segment_exposures(args: argparse.Namespace, loaded, paths: list[Path], out:
         targets[0].parent.mkdir(parents=True, exist_ok=True)
         for target in targets:
             os.replace(staging / target.name, target)
+        _write_defect_mask(args, out, None, result.defects, calibration.get(paths[0]))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if result.settings.get("scale_warning"):
@@ -459,6 +462,23 @@ def _segment_exposures(args: argparse.Namespace, loaded, paths: list[Path], out:
 
 #: the repeat rule's scratch folder in --out (``-<stem>`` for a stack): kept by a failed or interrupted run to resume
 REPEATS_SCRATCH = ".microseg-repeats"
+#: the defect mask of the single exposures of a --hot-repeats run (a stack's is named after it)
+ALL_EXPOSURES = "all_exposures"
+
+
+def _defect_mask_path(out: Path, stack: Path | None) -> Path:
+    """``OUT/defect_masks/<stack stem>.tif``, or ``all_exposures.tif`` for single exposures (``stack`` None)."""
+    return out / "defect_masks" / f"{_stem(stack) if stack is not None else ALL_EXPOSURES}.tif"
+
+
+def _write_defect_mask(args: argparse.Namespace, out: Path, stack: Path | None, defects, calibration) -> Path:
+    """Write the repeat rule's persistent pixels as a uint8 (Y, X) TIFF (1: a defect of the sensor)."""
+    import numpy as np
+
+    from ..io.images import write_tiff
+
+    return write_tiff(_defect_mask_path(out, stack), np.asarray(defects, np.uint8), overwrite=args.overwrite,
+                      calibration=calibration)
 
 
 def _resume_key(args: argparse.Namespace, loaded, path: Path, ccd_rules: dict, diameter) -> str:
@@ -548,6 +568,9 @@ def run(args: argparse.Namespace) -> int:
     targets = [out / "objects.csv", out / "counts.csv", out / "segment_run.json"]
     if _counts_clusters(loaded):
         targets.append(out / "clusters.csv")
+    if getattr(args, "hot_repeats", False):  # the sensor's defects: of the single exposures, or of each stack
+        targets.append(_defect_mask_path(out, None))
+        targets.extend(_defect_mask_path(out, path) for path in inputs)
     failures: list[dict] = []  # inputs skipped, with the reason
     usable = []
     for path in inputs:

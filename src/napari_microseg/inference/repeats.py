@@ -62,6 +62,8 @@ class RepeatsResult:
     class_names : the model's class names (class map value i is ``class_names[i]``).
     clusters : charge clusters per exposure (:func:`autolabel.ccd.clusters_per_frame`): ``t, label, y, x,
         size_px, charge_adc, peak_adc``.
+    defects : bool (Y, X): the persistent pixels, those that held charge (hot pixel or cluster) in at least
+        :func:`postprocess.persistent_frames_needed` exposures: the sensor's defects, to mask in an analysis.
     settings : what :func:`segment_image` reports for the first exposure, with ``hot_repeats=True``,
         ``exposures`` (their count), ``persistent_pixels`` and ``scratch_bytes`` (the largest the scratch
         folder grew, bytes).
@@ -71,6 +73,7 @@ class RepeatsResult:
     counts: pd.DataFrame
     clusters: pd.DataFrame
     class_names: list = field(default_factory=list)
+    defects: np.ndarray | None = None
     settings: dict = field(default_factory=dict)
 
 
@@ -210,7 +213,8 @@ def segment_exposures(
     clusters = pd.concat(cluster_tables, ignore_index=True)
     settings.update(hot_repeats=True, exposures=n_exposures, persistent_pixels=int(persistent.sum()),
                     scratch_bytes=int(scratch_bytes), exposures_resumed=resumed)
-    return RepeatsResult(objects=objects, counts=counts, clusters=clusters, class_names=class_names, settings=settings)
+    return RepeatsResult(objects=objects, counts=counts, clusters=clusters, class_names=class_names, defects=persistent,
+                         settings=settings)
 
 
 def _segment_one_exposure(loaded: Any, read_exposure: Callable, t: int, n_exposures: int, name: str, options: dict,
