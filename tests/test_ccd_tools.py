@@ -246,3 +246,38 @@ def test_two_pass_repeat_rule_matches_the_in_memory_one_and_cleans_up(tmp_path):
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(InputError, match="CCD class models only"):
         next(segment_exposures("nuclei_fluorescence", read, 2))
+
+
+def test_repeat_rule_raises_the_frames_needed_when_chance_repeats_are_common():
+    """Busy exposures of a sensor without defects: two hits on one pixel are common, so the rule asks for
+    more repeats and calls (almost) none of them a defect, while a real defect (charged in every frame)
+    stays; the expected chance count follows the binomial sum; too busy and too few frames warn; frames
+    that share no pixel at all warn that they may not be of one sensor."""
+    from napari_microseg.inference.postprocess import (chance_repeat_pixels, ccd_persistence_rule,
+                                                       persistent_frames_needed)
+
+    n_pixels = 256 * 256
+    p = 0.02
+    exact = 1 - (1 - p) ** 4 - 4 * p * (1 - p) ** 3  # P(charged in at least 2 of 4)
+    assert chance_repeat_pixels([p] * 4, n_pixels, 2) == pytest.approx(n_pixels * exact)
+    assert persistent_frames_needed(4, charged_fractions=[p] * 4, n_pixels=n_pixels) == 4
+    assert persistent_frames_needed(4, charged_fractions=[1e-4] * 4, n_pixels=n_pixels) == 2
+    assert persistent_frames_needed(10) == 5  # without the fractions: half, at least 2
+
+    rng = np.random.default_rng(5)
+    maps = np.where(rng.random((4, 256, 256)) < p, 3, 0).astype(np.uint8)  # cluster pixels at random
+    maps[:, 100, 100] = 2  # a defect, hot in every exposure
+    info = {}
+    ruled = ccd_persistence_rule(maps, CCD_NAMES, info=info)
+    by_chance_at_two = int(((maps > 0).sum(axis=0) >= 2).sum())
+    assert by_chance_at_two > 100  # what "half of the frames, at least 2" called defects
+    assert info["persistent_frames_needed"] == 4 and info["persistent_pixels"] <= 3 and info["repeat_warning"] is None
+    assert (ruled[:, 100, 100] == 2).all()
+    busy = np.where(rng.random((2, 256, 256)) < 0.2, 3, 0).astype(np.uint8)
+    ccd_persistence_rule(busy, CCD_NAMES, info=info)
+    assert info["chance_defect_pixels"] > 1000 and "busy" in info["repeat_warning"]
+    independent = np.zeros((3, 64, 64), np.uint8)
+    for t in range(3):
+        independent[t, 10 + t, 5:20] = 2  # hot lines that do not repeat
+    ccd_persistence_rule(independent, CCD_NAMES, info=info)
+    assert info["persistent_pixels"] == 0 and "one sensor" in info["repeat_warning"]

@@ -456,6 +456,9 @@ def test_segment_cli_hot_repeats_interrupted_resumes_and_leaves_no_labels(tmp_pa
     # one input changed since: that one is segmented again, the other two are taken from the kept folder
     tifffile.imwrite(folder / "e2.tif", simulate_ccd_frame(shape=(64, 64), seed=99, n_hot=1).image.astype(np.float32))
     assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "2 of 3 exposures were taken from the interrupted run" in err
+    assert "one sensor" in err  # independently simulated frames: their hot pixels never repeat
     assert sorted(p.name for p in out.iterdir()) == ["clusters.csv", "counts.csv", "defect_masks", "labels", "objects.csv",
                                                      "segment_run.json"]
     assert sorted(p.name for p in (out / "labels").iterdir()) == ["e0.tif", "e1.tif", "e2.tif"]

@@ -339,6 +339,7 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
                        calibration=image.metadata.get("calibration"))
         if repeats:
             _write_defect_mask(args, out, path, result.defects, image.metadata.get("calibration"))
+            _report_repeat_rule(result.settings, path.name)
         if args.save_probabilities and getattr(result, "probabilities", None) is not None:
             write_tiff(out / "probabilities" / f"{_stem(path)}.tif", result.probabilities, overwrite=args.overwrite)
     finally:
@@ -443,6 +444,7 @@ def _segment_exposures(args: argparse.Namespace, loaded, paths: list[Path], out:
         shutil.rmtree(staging, ignore_errors=True)
     if result.settings.get("scale_warning"):
         print(f"warning: {paths[0].name} ...: {result.settings['scale_warning']}", file=sys.stderr)
+    _report_repeat_rule(result.settings, f"{len(paths)} exposures")
     tables = []
     for table in (result.objects, result.counts, result.clusters):
         table = table.copy()
@@ -494,6 +496,16 @@ def _resume_key(args: argparse.Namespace, loaded, path: Path, ccd_rules: dict, d
     settings = {**_segment_options(args, ccd_rules, diameter), "hdu": args.hdu, "channel": args.channel,
                 "model": stamp(getattr(loaded, "path", None) or args.model), "device": str(loaded.device)}
     return stamp(path) + "|" + json.dumps(settings, sort_keys=True, default=str)
+
+
+def _report_repeat_rule(settings: dict, what: str) -> None:
+    """Say on stderr what the repeat rule did that a user must know: exposures taken from an interrupted
+    run, and why its defects may be wrong."""
+    if settings.get("exposures_resumed"):
+        print(f"{what}: {settings['exposures_resumed']} of {settings['exposures']} exposures were taken from the "
+              "interrupted run's scratch folder, not segmented again", file=sys.stderr)
+    if settings.get("repeat_warning"):
+        print(f"warning: {what}: {settings['repeat_warning']}", file=sys.stderr)
 
 
 def _say_what_is_kept(gen, scratch: Path):

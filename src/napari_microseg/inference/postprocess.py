@@ -643,20 +643,51 @@ def ccd_shape_rules(class_map: np.ndarray, class_names: Sequence[str], hot_lines
 
 #: share of a stack's frames in which a pixel must hold charge (hot or cluster) to count as a sensor defect
 PERSISTENT_SHARE = 0.5
+#: the persistent-frame count is raised until fewer pixels than this are expected to repeat by chance
+CHANCE_DEFECT_PIXELS = 1.0
 
 
-def persistent_frames_needed(n_frames: int, share: float = PERSISTENT_SHARE) -> int:
-    """Frames (of ``n_frames``) in which a pixel must hold charge to be a defect: ``share`` of them,
-    at least 2 (a random hit seldom lands twice on one pixel; a defect shows in most exposures)."""
-    return max(2, int(np.ceil(share * n_frames)))
+def persistent_frames_needed(n_frames: int, share: float = PERSISTENT_SHARE,
+                             charged_fractions: Sequence[float] | None = None, n_pixels: int = 0) -> int:
+    """Frames (of ``n_frames``) in which a pixel must hold charge to be a defect: ``share`` of them, at
+    least 2 (a defect shows in most exposures). With the exposures' ``charged_fractions`` (share of each
+    one's pixels that are hot pixel or cluster) and ``n_pixels`` per exposure, the count is raised (up to
+    ``n_frames``) until fewer than :data:`CHANCE_DEFECT_PIXELS` pixels are expected to hold charge that
+    often by chance (independent hits): with few, busy exposures two hits on one pixel are common."""
+    needed = max(2, int(np.ceil(share * n_frames)))
+    if charged_fractions is None or n_pixels <= 0:
+        return needed
+    tail = _chance_tail(charged_fractions)
+    while needed < n_frames and n_pixels * tail[needed] >= CHANCE_DEFECT_PIXELS:
+        needed += 1
+    return needed
+
+
+def chance_repeat_pixels(charged_fractions: Sequence[float], n_pixels: int, frames_needed: int) -> float:
+    """Pixels expected to hold charge in at least ``frames_needed`` exposures by chance, when each exposure
+    ``t`` charges a share ``charged_fractions[t]`` of its ``n_pixels`` pixels independently."""
+    tail = _chance_tail(charged_fractions)
+    return float(n_pixels * tail[frames_needed]) if frames_needed < len(tail) else 0.0
+
+
+def _chance_tail(fractions: Sequence[float]) -> np.ndarray:
+    """``tail[k]`` = P(a pixel is charged in at least k of the exposures), k = 0..T, for independent
+    exposures charging shares ``fractions`` of their pixels (Poisson-binomial distribution)."""
+    dist = np.zeros(len(fractions) + 1)
+    dist[0] = 1.0
+    for p in np.clip(np.asarray(fractions, float), 0.0, 1.0):
+        dist[1:] = dist[1:] * (1 - p) + dist[:-1] * p
+        dist[0] *= 1 - p
+    return np.cumsum(dist[::-1])[::-1]
 
 
 def ccd_persistence_rule(class_maps: np.ndarray, class_names: Sequence[str],
-                         share: float = PERSISTENT_SHARE) -> np.ndarray:
+                         share: float = PERSISTENT_SHARE, info: dict | None = None) -> np.ndarray:
     """Tell sensor defects from charge deposits over a stack of exposures of one CCD: a defect repeats.
 
     A pixel is *persistent* when it is hot pixel or cluster in at least
-    :func:`persistent_frames_needed` frames. Then, frame by frame (8-connected pieces):
+    :func:`persistent_frames_needed` frames (half of them, at least 2, more when busy
+    exposures would make chance repeats common). Then, frame by frame (8-connected pieces):
 
     - a hot-pixel piece without a persistent pixel is a charge deposit (a one-pixel X-ray
       hit looks like a single hot pixel on one frame) and becomes cluster;
@@ -671,6 +702,7 @@ def ccd_persistence_rule(class_maps: np.ndarray, class_names: Sequence[str],
     class_maps : integer (T, Y, X) class indices (``class_names`` order), T >= 2.
     class_names : names of the classes; must hold ``"hot pixel"``, ``"cluster"`` and ``"background"``.
     share : share of the frames in which a pixel must hold charge to be persistent.
+    info : a dict to fill with :func:`repeat_rule_summary`'s figures.
 
     Returns
     -------
@@ -682,21 +714,49 @@ def ccd_persistence_rule(class_maps: np.ndarray, class_names: Sequence[str],
     if not 0 < share <= 1:
         raise InputError(f"share must be in (0, 1], got {share}")
     times_charged = np.zeros(maps.shape[1:], np.int32)
+    fractions, hot_before = [], 0
+    _background, hot, _cluster = ccd_class_indices(class_names)
     for frame in maps:  # frame by frame: no (T, Y, X) temporaries beside the input and the result
-        count_charged(frame, class_names, times_charged)
-    persistent = times_charged >= persistent_frames_needed(maps.shape[0], share)
+        fractions.append(count_charged(frame, class_names, times_charged) / frame.size)
+        hot_before += int(np.count_nonzero(frame == hot))
+    needed = persistent_frames_needed(maps.shape[0], share, fractions, maps[0].size)
+    persistent = times_charged >= needed
+    if info is not None:
+        info.update(repeat_rule_summary(persistent, needed, fractions, hot_before))
     out = np.empty_like(maps)
     for t, frame in enumerate(maps):
         out[t] = ccd_repeat_frame(frame, persistent, class_names)
     return out
 
 
-def count_charged(class_map: np.ndarray, class_names: Sequence[str], times_charged: np.ndarray) -> np.ndarray:
+def repeat_rule_summary(persistent: np.ndarray, frames_needed: int, charged_fractions: Sequence[float],
+                        hot_pixels_before: int) -> dict:
+    """Figures of a repeat-rule run, and a warning (or None) when its defects cannot be trusted:
+    ``persistent_pixels``, ``persistent_frames_needed``, ``chance_defect_pixels`` (expected to be
+    persistent by chance alone), ``repeat_warning``."""
+    n = len(charged_fractions)
+    chance = chance_repeat_pixels(charged_fractions, persistent.size, frames_needed)
+    n_persistent = int(np.count_nonzero(persistent))
+    warning = None
+    if chance >= CHANCE_DEFECT_PIXELS:
+        warning = (f"these {n} exposures are busy: about {chance:.0f} pixels hold charge in all of them by chance, so "
+                   "the defects (hot pixels, defect mask) may include that many charge deposits; more exposures, "
+                   "or quieter ones (shorter, or dark), tell them apart")
+    elif n_persistent == 0 and hot_pixels_before > 0:
+        warning = (f"no pixel holds charge in {frames_needed} of the {n} exposures, so every hot pixel became a cluster: "
+                   "are these exposures of one sensor, in one orientation? (independently simulated frames are not)")
+    return {"persistent_pixels": n_persistent, "persistent_frames_needed": int(frames_needed),
+            "chance_defect_pixels": round(chance, 3), "repeat_warning": warning}
+
+
+def count_charged(class_map: np.ndarray, class_names: Sequence[str], times_charged: np.ndarray) -> int:
     """Add 1 to ``times_charged`` (int (Y, X), in place) where the (Y, X) ``class_map`` is hot pixel or
-    cluster: the first pass of :func:`ccd_persistence_rule`, one exposure at a time. Returns ``times_charged``."""
+    cluster: the first pass of :func:`ccd_persistence_rule`, one exposure at a time. Returns how many
+    pixels of this exposure are charged."""
     _background, hot, cluster = ccd_class_indices(class_names)
-    times_charged += (class_map == hot) | (class_map == cluster)
-    return times_charged
+    charged = (class_map == hot) | (class_map == cluster)
+    times_charged += charged
+    return int(np.count_nonzero(charged))
 
 
 def ccd_repeat_frame(class_map: np.ndarray, persistent: np.ndarray, class_names: Sequence[str]) -> np.ndarray:

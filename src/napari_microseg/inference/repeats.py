@@ -65,8 +65,10 @@ class RepeatsResult:
     defects : bool (Y, X): the persistent pixels, those that held charge (hot pixel or cluster) in at least
         :func:`postprocess.persistent_frames_needed` exposures: the sensor's defects, to mask in an analysis.
     settings : what :func:`segment_image` reports for the first exposure, with ``hot_repeats=True``,
-        ``exposures`` (their count), ``persistent_pixels`` and ``scratch_bytes`` (the largest the scratch
-        folder grew, bytes).
+        ``exposures`` (their count), ``exposures_resumed`` (taken from an earlier run's scratch folder),
+        ``scratch_bytes`` (the largest the scratch folder grew, bytes) and
+        :func:`postprocess.repeat_rule_summary`'s ``persistent_pixels``, ``persistent_frames_needed``,
+        ``chance_defect_pixels`` and ``repeat_warning`` (None, or why the defects may be wrong).
     """
 
     objects: pd.DataFrame
@@ -135,7 +137,6 @@ def segment_exposures(
     if loaded.output_mode != "multiclass":
         raise InputError("the rule 'hot pixels repeat' applies to CCD class models only")
     background, hot, cluster = postprocess.ccd_class_indices(class_names)
-    needed = postprocess.persistent_frames_needed(n_exposures, share)
 
     if resume_keys is not None and (scratch_dir is None or len(resume_keys) != n_exposures):
         raise InputError("resume_keys need a scratch_dir and one key per exposure")
@@ -149,7 +150,8 @@ def segment_exposures(
         shape = None
         times_charged = None
         settings: dict = {}
-        scratch_bytes = resumed = 0
+        scratch_bytes = resumed = hot_before = 0
+        charged_fractions = []  # each exposure's share of charged pixels, for the chance of repeats
         total = n_exposures * (FIRST_PASS_UNITS + SECOND_PASS_UNITS)
         for t in range(n_exposures):
             stored = _stored_exposure(scratch / f"{t}.npz", resume_keys[t] if resume_keys is not None else None)
@@ -170,10 +172,12 @@ def segment_exposures(
             elif classes.shape != shape:
                 raise InputError(f"{names[t]} has shape {classes.shape} where {names[0]} has {shape}: "
                                  "the repeat rule compares exposures of one sensor")
-            postprocess.count_charged(classes, class_names, times_charged)
+            charged_fractions.append(postprocess.count_charged(classes, class_names, times_charged) / classes.size)
+            hot_before += int(np.count_nonzero(classes == hot))
             scratch_bytes += (scratch / f"{t}.npz").stat().st_size
             del classes
 
+        needed = postprocess.persistent_frames_needed(n_exposures, share, charged_fractions, int(np.prod(shape)))
         persistent = times_charged >= needed
         del times_charged
         object_tables, fractions, cluster_tables = [], [], []
@@ -211,8 +215,8 @@ def segment_exposures(
     counts = counts_from_objects(objects, n_exposures, "class_id", class_names).merge(
         pd.concat(fractions, ignore_index=True), on="t")
     clusters = pd.concat(cluster_tables, ignore_index=True)
-    settings.update(hot_repeats=True, exposures=n_exposures, persistent_pixels=int(persistent.sum()),
-                    scratch_bytes=int(scratch_bytes), exposures_resumed=resumed)
+    settings.update(hot_repeats=True, exposures=n_exposures, scratch_bytes=int(scratch_bytes), exposures_resumed=resumed,
+                    **postprocess.repeat_rule_summary(persistent, needed, charged_fractions, hot_before))
     return RepeatsResult(objects=objects, counts=counts, clusters=clusters, class_names=class_names, defects=persistent,
                          settings=settings)
 

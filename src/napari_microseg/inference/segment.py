@@ -513,7 +513,8 @@ def segment_image(
         yield Progress((t + 1) * per_frame_tiles, total, f"post-processed frame {t + 1}/{n_frames}")
     if hot_repeats:
         before = np.asarray(labels_out[:])  # a view of numpy labels: compared with the rule's result before it is written
-        after = postprocess.ccd_persistence_rule(before, class_names)
+        repeat_info: dict = {}
+        after = postprocess.ccd_persistence_rule(before, class_names, info=repeat_info)
         _, hot, _ = postprocess.ccd_class_indices(class_names)
         for t, (confidence, (where, p_hot, p_cluster)) in enumerate(deferred):
             moved = after[t].ravel()[where] != before[t].ravel()[where]
@@ -534,6 +535,7 @@ def segment_image(
                     postprocess={k_: v for k_, v in three_kw.items() if k_ != "class_order"},
                     test_time_augmentation=test_time_augmentation,
                     shape_rules=shape_rules, max_cluster_size=max_cluster_size, hot_repeats=hot_repeats,
+                    **(repeat_info if hot_repeats else {}),
                     precision=network_precision(precision_used, str(getattr(loaded, "device", "cpu")))
                     if predict_fn is None else "custom",
                     diameter=diameter if diameter is None or np.isfinite(diameter) else None,  # None: nothing to measure

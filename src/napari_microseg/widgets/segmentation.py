@@ -270,6 +270,8 @@ class SegmentationWidget(MicrosegDock):
                 self.counts_label.value += f"; {len(clusters)} clusters"
             if result.settings.get("scale_warning"):  # an image on another intensity scale than the training images
                 self.show_error(f"'{layer.name}': {result.settings['scale_warning']}")
+            if result.settings.get("repeat_warning"):  # busy exposures, or frames that are not of one sensor
+                self.show_error(f"'{layer.name}': {result.settings['repeat_warning']}")
 
         worker = self.start(make_generator, done, label="segmenting")
         if worker is not None:  # a stopped or failed run must not leave the previous run's results shown or exportable
