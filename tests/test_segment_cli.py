@@ -471,6 +471,42 @@ def test_segment_cli_hot_repeats_interrupted_resumes_and_leaves_no_labels(tmp_pa
     assert json.loads((fresh / "segment_run.json").read_text())["exposures_resumed"] == 0
 
 
+def test_segment_cli_stops_on_a_term_signal_like_ctrl_c(tmp_path, monkeypatch, capsys):
+    """A TERM signal (a job scheduler, kill) during --hot-repeats: exit 143, the segmented exposures are
+    kept for a rerun, no labels; a staging folder a killed run left is removed by the next run."""
+    import os
+    import signal
+
+    from napari_microseg.io import images
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+
+    folder = tmp_path / "exposures"
+    folder.mkdir()
+    for s in range(3):
+        tifffile.imwrite(folder / f"e{s}.tif", simulate_ccd_frame(shape=(64, 64), seed=70 + s, n_hot=0).image.astype(np.float32))
+    real_write = images.write_tiff
+
+    def terminated_while_writing(path, data, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real_write(path, data, **kwargs)
+
+    monkeypatch.setattr(images, "write_tiff", terminated_while_writing)
+    out = tmp_path / "out"
+    args = ["segment", "--model", "ccd_classes", "--input", str(folder), "--out", str(out), "--hot-repeats", "--quiet"]
+    capsys.readouterr()
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(args) == 143
+    err = capsys.readouterr().err
+    assert "3 segmented exposure(s) are kept" in err and "terminated" in err
+    assert [p.name for p in out.iterdir()] == [".microseg-repeats"]
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
+    monkeypatch.setattr(images, "write_tiff", real_write)
+    (out / ".microseg-labels-stale").mkdir()  # what a killed run (SIGKILL) leaves
+    (out / ".microseg-labels-stale" / "e0.tif").write_bytes(b"half")
+    assert main(args) == 0
+    assert not list(out.glob(".microseg-*")) and len(list((out / "labels").iterdir())) == 3
+
+
 def test_segment_cli_hot_repeats_on_stacks_runs_in_two_passes(tmp_path, capsys):
     """A TIFF stack and a Zarr stack of exposures: --hot-repeats gives the labels and tables of
     segment(stack, hot_repeats=True) (the in-memory rule) and leaves no scratch folder in --out;

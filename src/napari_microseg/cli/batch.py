@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -228,12 +227,6 @@ def _params(args: argparse.Namespace) -> dict:
     return params
 
 
-def _raise_interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
-    from ..errors import Terminated
-
-    raise Terminated
-
-
 def _response_images(spec: str) -> str:
     """A response folder (``images/`` with ``integration/`` masks beside it, as ``simulate response``
     writes and ``classify images`` reads) as its ``images/`` folder; any other input unchanged.
@@ -291,18 +284,18 @@ def run(args: argparse.Namespace) -> int:
                     workers=args.workers, threads_per_worker=args.threads_per_worker,
                     torch_threads=args.torch_threads, memory_limit=args.memory_limit, device=args.device,
                     overwrite=args.overwrite, max_in_flight=args.max_in_flight, **_params(args))
+    from ._signals import terminate_as_interrupt
+
     # a TERM signal (job schedulers, kill) stops like Ctrl-C: tasks cancelled, local cluster shut down
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
     try:
-        if args.quiet:
-            with open(os.devnull, "w") as sink:
-                summary = run_with_text_progress(gen, stream=sink, label=f"batch {args.batch_task}")
-        else:
-            summary = run_with_text_progress(gen, stream=sys.stderr, label=f"batch {args.batch_task}")
+        with terminate_as_interrupt():
+            if args.quiet:
+                with open(os.devnull, "w") as sink:
+                    summary = run_with_text_progress(gen, stream=sink, label=f"batch {args.batch_task}")
+            else:
+                summary = run_with_text_progress(gen, stream=sys.stderr, label=f"batch {args.batch_task}")
     finally:
         gen.close()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
     if summary.ignored:  # a PNG among the TIFFs: said, not silently skipped
         names = ", ".join(Path(p).name for p in summary.ignored[:3]) + (" ..." if len(summary.ignored) > 3 else "")
         print(f"note: {len(summary.ignored)} file(s) of other types in the input folders were left out ({names}; "
@@ -316,9 +309,3 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     return 0
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()

@@ -424,6 +424,8 @@ def _segment_exposures(args: argparse.Namespace, loaded, paths: list[Path], out:
 
     shape = tuple(_probe_shape(paths[0]) or read(0).shape)
     targets = [_label_target(out, path, shape, args.zarr_above)[0] for path in paths]
+    for stale in out.glob(".microseg-labels-*"):  # left by a killed run (its labels are segmented again)
+        shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=".microseg-labels-", dir=out))
 
     def write(t: int, labels: np.ndarray) -> None:
@@ -539,6 +541,14 @@ def _counts_clusters(loaded) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    """``microseg segment``; a TERM signal stops it as Ctrl-C does (finished images kept, exit 143)."""
+    from ._signals import terminate_as_interrupt
+
+    with terminate_as_interrupt():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from ..io.images import image_kind
@@ -666,10 +676,14 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_text(out / "segment_run.json", json.dumps(settings, indent=2, default=str))
     print(f"wrote {written}, {out / 'segment_run.json'}")
     if not_done:  # the finished images' tables are kept; the rest is listed for a rerun
+        if ccd_rules.get("hot_repeats"):  # the stopped stack's exposures are kept in --out for the same command
+            advice = ("run the same command with --overwrite to go on (the stopped stack's segmented exposures are "
+                      "kept; the finished stacks are segmented again)")
+        else:
+            advice = ("segment those into another --out, or use 'microseg batch segment', which resumes where it "
+                      "stopped")
         print(f"microseg segment: interrupted: {len(per_image)} image(s) segmented and written, {len(not_done)} not "
-              "(listed in segment_run.json as not_done): segment those into another --out, or use 'microseg batch "
-              "segment', which resumes where it stopped",
-              file=sys.stderr)
+              f"(listed in segment_run.json as not_done): {advice}", file=sys.stderr)
         raise KeyboardInterrupt
     if failures:
         print(f"microseg segment: {len(failures)} of {len(inputs)} image(s) skipped (listed in segment_run.json); "
