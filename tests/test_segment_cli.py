@@ -471,6 +471,23 @@ def test_segment_cli_hot_repeats_interrupted_resumes_and_leaves_no_labels(tmp_pa
     assert json.loads((fresh / "segment_run.json").read_text())["exposures_resumed"] == 0
 
 
+def test_segment_cli_says_object_filters_do_not_apply_to_class_models(tmp_path, capsys):
+    """--min-size / --remove-border ... filter instance objects; a CCD class map keeps every pixel's class:
+    the command says so, and segment_run.json records no such filter."""
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+
+    tifffile.imwrite(tmp_path / "f.tif", simulate_ccd_frame(shape=(64, 64), seed=3).image.astype(np.float32))
+    capsys.readouterr()
+    assert main(["segment", "--model", "ccd_classes", "--input", str(tmp_path / "f.tif"), "--out", str(tmp_path / "o"),
+                 "--min-size", "3", "--remove-border", "--quiet"]) == 0
+    assert "--min-size, --remove-border apply to nuclei" in capsys.readouterr().err
+    run = json.loads((tmp_path / "o" / "segment_run.json").read_text())
+    assert run["min_size"] is None and run["remove_border"] is None and run["output_mode"] == "multiclass"
+    assert main(["segment", "--model", "ccd_classes", "--input", str(tmp_path / "f.tif"), "--out", str(tmp_path / "p"),
+                 "--quiet"]) == 0
+    assert "apply to nuclei" not in capsys.readouterr().err
+
+
 def test_segment_cli_stops_on_a_term_signal_like_ctrl_c(tmp_path, monkeypatch, capsys):
     """A TERM signal (a job scheduler, kill) during --hot-repeats: exit 143, the segmented exposures are
     kept for a rerun, no labels; a staging folder a killed run left is removed by the next run."""

@@ -533,6 +533,18 @@ def _drive(args: argparse.Namespace, gen, label: str):
     return run_with_text_progress(gen, stream=sys.stderr, label=label)
 
 
+def _warn_object_options_ignored(args: argparse.Namespace) -> None:
+    """A class model (CCD) gives every pixel a class: the object filters of instance models do not apply."""
+    given = [flag for flag, used in (("--threshold", args.threshold is not None),
+                                     ("--min-size", args.min_size != DEFAULT_MIN_SIZE),
+                                     ("--max-size", args.max_size is not None),
+                                     ("--remove-border", args.remove_border),
+                                     ("--no-fill-holes", args.no_fill_holes)) if used]
+    if given:
+        print(f"warning: {', '.join(given)} apply to nuclei (instance) models; a class model gives every pixel a "
+              "class and ignores them (CCD clusters: --max-cluster-size, --shape-rules)", file=sys.stderr)
+
+
 def _counts_clusters(loaded) -> bool:
     """True for class models (CCD) with a "cluster" class: ``segment`` then writes clusters.csv."""
     from ..measure.counts import class_index
@@ -578,6 +590,8 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as err:  # device errors
         raise InputError(str(err)) from None
 
+    if loaded.output_mode == "multiclass":
+        _warn_object_options_ignored(args)
     if getattr(args, "hot_repeats", False):  # before any file is read
         from ..inference.postprocess import ccd_class_indices
 

@@ -530,8 +530,10 @@ def segment_image(
         pd.DataFrame(), pd.DataFrame())
     settings = dict(tile=network_tile, overlap=network_overlap, image_tile=tile, tiles_yx=[int(v) for v in tiles_yx], batch_size=batch_size,
                     tiles_per_call=tiles_per_call, device=getattr(loaded, "device", device),
-                    threshold=threshold, min_size=min_size, max_size=max_size, fill_holes=fill_holes,
-                    remove_border=remove_border, output_mode=mode, n_outputs=k,
+                    **({"threshold": threshold, "min_size": min_size, "max_size": max_size, "fill_holes": fill_holes,
+                        "remove_border": remove_border} if mode != "multiclass" else  # a class map keeps every pixel
+                       dict.fromkeys(("threshold", "min_size", "max_size", "fill_holes", "remove_border"))),
+                    output_mode=mode, n_outputs=k,
                     postprocess={k_: v for k_, v in three_kw.items() if k_ != "class_order"},
                     test_time_augmentation=test_time_augmentation,
                     shape_rules=shape_rules, max_cluster_size=max_cluster_size, hot_repeats=hot_repeats,
