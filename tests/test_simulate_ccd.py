@@ -120,3 +120,27 @@ def test_bad_input():
         simulate_ccd_frame(shape=(2, 2))
     with pytest.raises(InputError):
         simulate_ccd_frame(glow_probability=1.5)
+
+
+def test_exposures_of_one_sensor_share_its_defects_and_nothing_else():
+    """simulate_ccd_exposure: the sensor's hot pixels and glowing band in the same places in every exposure,
+    charge and noise drawn anew; classes as simulate_ccd_frame's precedence; a balanced layout is refused."""
+    from napari_microseg.errors import InputError
+    from napari_microseg.simulate.ccd import simulate_ccd_exposure, simulate_ccd_sensor
+
+    sensor = simulate_ccd_sensor(shape=(128, 128), seed=4, n_hot=3, glow_probability=1.0)
+    hot, glow = sensor.components["hot"] > 0, sensor.components["glow"] > 0
+    assert hot.any() and glow.any() and not (sensor.classes == 3).any()  # defects only, no charge
+    a, b = (simulate_ccd_exposure(sensor, seed=s, n_clusters=30) for s in (1, 2))
+    for frame in (a, b):
+        free = frame.classes != 3
+        assert (frame.classes[hot & free] == 2).all() and (frame.classes[glow & ~hot & free] == 1).all()
+        assert set(np.unique(frame.classes[~hot & ~glow])) <= {0, 3}
+        np.testing.assert_allclose(frame.image - frame.components["clusters"] - frame.components["tracks"]
+                                   - frame.components["hot"] - frame.components["glow"], 8800, atol=60 * 6)
+    assert not np.array_equal(a.classes == 3, b.classes == 3)  # the charge is each exposure's own
+    assert a.params["glow_band"] == sensor.params["glow_band"]
+    with pytest.raises(InputError, match="balanced"):
+        simulate_ccd_exposure(sensor, seed=3, balanced=True)
+    with pytest.raises(InputError, match="sensor's"):
+        simulate_ccd_exposure(sensor, seed=3, n_hot=2)

@@ -100,6 +100,25 @@ def test_ccd(tmp_path):
     assert abs(np.mean(data[classes == 0]) - 8800) < 20
 
 
+def test_ccd_one_sensor_feeds_the_repeat_rule(tmp_path, capsys):
+    """simulate ccd --one-sensor: every frame has the sensor's hot pixels; segment --hot-repeats finds them
+    as the sensor's defects (the mask is the hot pixels of the truth) without a warning."""
+    sim = tmp_path / "sim"
+    assert main(["simulate", "ccd", "--n", "3", "--one-sensor", "--out", str(sim), "--shape", "128", "128",
+                 "--seed", "2"]) == 0
+    truth = np.stack([tifffile.imread(sim / "classes" / f"ccd_{i:05d}.tif") for i in range(3)])
+    sensor_hot = (truth == 2).any(axis=0)
+    assert sensor_hot.any() and all(np.isin(frame[sensor_hot], (2, 3)).all() for frame in truth)  # hot, or under a hit
+    capsys.readouterr()
+    assert main(["segment", "--model", "ccd_classes", "--input", str(sim / "frames"), "--out", str(tmp_path / "seg"),
+                 "--hot-repeats", "--quiet"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    mask = tifffile.imread(tmp_path / "seg" / "defect_masks" / "all_exposures.tif").astype(bool)
+    assert (mask & sensor_hot).sum() >= 0.95 * sensor_hot.sum() and (mask & ~sensor_hot).sum() <= 0.05 * sensor_hot.sum()
+    assert main(["simulate", "ccd", "--n", "2", "--one-sensor", "--balanced", "--out", str(tmp_path / "b")]) == 2
+    assert "do not go together" in capsys.readouterr().err
+
+
 def test_bad_input_exits_2(tmp_path):
     assert main(["simulate", "ccd", "--out", str(tmp_path / "a"), "--n", "0"]) == 2
     assert main(["simulate", "nuclei", "--out", str(tmp_path / "b"), "--frames", "0"]) == 2

@@ -105,6 +105,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--noise", type=float, default=60.0, help="read-noise sd, ADC (default 60)")
     q.add_argument("--glow-probability", type=float, default=0.6, help="probability that a frame has a glowing band (default 0.6)")
     q.add_argument("--gain", type=float, default=1.0, help="ADC per electron (default 1)")
+    q.add_argument("--one-sensor", action="store_true",
+                   help="the frames are exposures of one CCD: the same hot pixels/lines and glowing band in each "
+                        "(for segment --hot-repeats); charge and noise drawn per frame")
 
 
 def _sample_seed(seed: int, index: int) -> int:
@@ -178,6 +181,8 @@ def _check_common(args) -> None:
     probability = getattr(args, "glow_probability", None)
     if probability is not None and not 0 <= probability <= 1:
         raise InputError(f"--glow-probability must be between 0 and 1, got {probability}")
+    if getattr(args, "one_sensor", False) and getattr(args, "balanced", False):
+        raise InputError("--one-sensor and --balanced do not go together: a balanced layout adds hot lines frame by frame")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -350,14 +355,24 @@ def _run_ccd(args, out: Path) -> dict:
 
     from ..measure.counts import column_name
     from ..progress import Progress
-    from ..simulate.ccd import CLASS_NAMES, simulate_ccd_frame, write_ccd_fits
+    from ..simulate.ccd import (CLASS_NAMES, simulate_ccd_exposure, simulate_ccd_frame, simulate_ccd_sensor,
+                                write_ccd_fits)
+
+    sensor = None
+    if args.one_sensor:  # the sensor's defects from their own seed, the same for every frame
+        sensor = simulate_ccd_sensor(shape=_shape(args.shape), seed=_sample_seed(args.seed, 10**9),
+                                     glow_probability=args.glow_probability)
 
     def gen():
         rows = []
         first = None
         for i in range(args.n):
             s = _sample_seed(args.seed, i)
-            f = simulate_ccd_frame(shape=_shape(args.shape), seed=s, pedestal=args.pedestal, noise_sd=args.noise, glow_probability=args.glow_probability, balanced=args.balanced, muons=args.muons, electrons=args.electrons, gain=args.gain)
+            if sensor is not None:
+                f = simulate_ccd_exposure(sensor, seed=s, pedestal=args.pedestal, noise_sd=args.noise, muons=args.muons,
+                                          electrons=args.electrons, gain=args.gain)
+            else:
+                f = simulate_ccd_frame(shape=_shape(args.shape), seed=s, pedestal=args.pedestal, noise_sd=args.noise, glow_probability=args.glow_probability, balanced=args.balanced, muons=args.muons, electrons=args.electrons, gain=args.gain)
             first = first or f.params
             name = f"ccd_{i:05d}"
             write_ccd_fits(out / "frames" / f"{name}.fits", f, overwrite=True)  # the folder check guards the user's files

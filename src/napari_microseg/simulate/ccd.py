@@ -324,6 +324,43 @@ def simulate_ccd_frame(
     )
 
 
+#: hot lines / pixels of the sensor made by :func:`simulate_ccd_sensor` when none is asked for
+SENSOR_HOT_LINES = 4
+
+
+def simulate_ccd_sensor(shape: tuple[int, int] = (256, 256), seed: int | None = 0, n_hot: int = SENSOR_HOT_LINES,
+                        glow_probability: float = 0.6, **kwargs) -> CCDFrame:
+    """The defects of one simulated CCD, shared by all its exposures (:func:`simulate_ccd_exposure`):
+    ``n_hot`` hot lines or pixels and, with probability ``glow_probability``, a glowing band; no charge,
+    no read noise, no pedestal. ``kwargs`` go to :func:`simulate_ccd_frame` (``hot_level``,
+    ``hot_length``, ``glow_level``, ``glow_width``)."""
+    return simulate_ccd_frame(shape=shape, seed=seed, n_hot=n_hot, glow_probability=glow_probability, n_clusters=0,
+                              noise_sd=0.0, pedestal=0.0, **kwargs)
+
+
+def simulate_ccd_exposure(sensor: CCDFrame, seed: int | None = 0, **kwargs) -> CCDFrame:
+    """One exposure of the simulated ``sensor`` (:func:`simulate_ccd_sensor`): point charges (and tracks),
+    pedestal and read noise drawn with ``seed`` by :func:`simulate_ccd_frame` (``kwargs``: ``n_clusters``,
+    ``muons``, ``noise_sd``, ``pedestal``, ...), the sensor's hot pixels and glowing band added in the same
+    places as in every other exposure. Classes as :func:`simulate_ccd_frame` gives them (cluster before hot
+    pixel before glowing). Exposures of one sensor are what the repeat rule needs
+    (:func:`napari_microseg.inference.postprocess.ccd_persistence_rule`)."""
+    if kwargs.get("balanced"):
+        raise InputError("balanced layouts add hot lines frame by frame: they cannot share one sensor's defects")
+    for key in ("n_hot", "glow_probability", "shape"):
+        if key in kwargs:
+            raise InputError(f"{key} is the sensor's (simulate_ccd_sensor), not the exposure's")
+    frame = simulate_ccd_frame(shape=sensor.image.shape, seed=seed, n_hot=0, glow_probability=0.0, **kwargs)
+    hot, glow = sensor.components["hot"], sensor.components["glow"]
+    classes = frame.classes.copy()
+    free = classes != 3
+    classes[free & (glow > 0)] = 1
+    classes[free & (hot > 0)] = 2
+    params = dict(frame.params, glow_band=sensor.params.get("glow_band"), sensor=sensor.params)
+    return CCDFrame(image=(frame.image + glow + hot).astype(np.float32), classes=classes,
+                    components=dict(frame.components, hot=hot, glow=glow), clusters=frame.clusters, params=params)
+
+
 def write_ccd_fits(path, frame: CCDFrame, classes_path=None, overwrite: bool = False) -> Path:
     """Write ``frame.image`` to a FITS file atomically (float32 ADC, header with the simulation parameters).
 
