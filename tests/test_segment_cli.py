@@ -414,6 +414,7 @@ def test_segment_cli_hot_repeats_compares_single_exposures(tmp_path, capsys):
     defects = tifffile.imread(tmp_path / "rep" / "defect_masks" / "all_exposures.tif")  # the sensor's, from all three
     assert defects[100, 50] == 1 and defects[30:60, 200].all() and defects[200, 120] == 0 and defects[150, 30] == 0
     assert not list((tmp_path / "rep").glob(".microseg-*"))  # the two-pass scratch and staging folders are gone
+    assert "defect_masks (1 defect mask(s))" in capsys.readouterr().out
     # one exposure cannot be compared with anything; a mix of stacks and frames is refused
     capsys.readouterr()
     assert main(["segment", "--model", "ccd_classes", "--input", str(folder / "exp0.fits"), "--out",
@@ -469,6 +470,20 @@ def test_segment_cli_hot_repeats_interrupted_resumes_and_leaves_no_labels(tmp_pa
         np.testing.assert_array_equal(tifffile.imread(out / "labels" / name), tifffile.imread(fresh / "labels" / name))
     pd.testing.assert_frame_equal(pd.read_csv(out / "objects.csv"), pd.read_csv(fresh / "objects.csv"))
     assert json.loads((fresh / "segment_run.json").read_text())["exposures_resumed"] == 0
+
+
+def test_segment_cli_names_and_batch_pointer_for_the_repeat_rule(tmp_path, capsys):
+    """Tile-compressed FITS names lose their whole suffix (labels/frame.tif); batch segment --hot-repeats
+    points to segment instead of argparse's 'unrecognized arguments'."""
+    from napari_microseg.cli.segment import IMAGE_SUFFIXES, _stem
+    from napari_microseg.io.images import FITS_SUFFIXES, TIFF_SUFFIXES
+
+    assert set(FITS_SUFFIXES + TIFF_SUFFIXES) <= set(IMAGE_SUFFIXES)
+    assert _stem(Path("frame.fits.fz")) == "frame" and _stem(Path("ESIS1_00002.fit.gz")) == "ESIS1_00002"
+    capsys.readouterr()
+    assert main(["batch", "segment", "--model", "ccd_classes", "--input", str(tmp_path), "--out", str(tmp_path / "o"),
+                 "--hot-repeats"]) == 2
+    assert "use 'microseg segment --hot-repeats'" in capsys.readouterr().err
 
 
 def test_segment_cli_says_object_filters_do_not_apply_to_class_models(tmp_path, capsys):

@@ -266,6 +266,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"batch {args.batch_task} needs --model")
     from .segment import check_segment_settings
 
+    if getattr(args, "hot_repeats_unavailable", False):
+        raise InputError("--hot-repeats compares the exposures with each other, and batch segments each file on its "
+                         "own: use 'microseg segment --hot-repeats' (two passes, bounded memory, resumes when stopped)")
     if args.batch_task in ("segment", "track"):
         check_segment_settings(args)  # one line now, not a failure per item later
     if args.batch_task == "classify" and args.threshold is not None:

@@ -29,7 +29,7 @@ from ..errors import InputError
 from ..io.atomic import guard_target, make_output_folder
 from ._help import HelpFormatter
 
-IMAGE_SUFFIXES = (".tif", ".tiff", ".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".zarr")
+IMAGE_SUFFIXES = (".tif", ".tiff", ".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fz", ".zarr")
 
 
 def add_ccd_rule_options(p: Any, repeats: bool = True) -> None:
@@ -41,7 +41,8 @@ def add_ccd_rule_options(p: Any, repeats: bool = True) -> None:
     p.add_argument("--max-cluster-size", type=int, default=None,
                    help="CCD class models: cluster components larger than this many px become background "
                         "(tracks; default and 0: no limit)")
-    if not repeats:
+    if not repeats:  # said plainly instead of argparse's "unrecognized arguments"
+        p.add_argument("--hot-repeats", action="store_true", dest="hot_repeats_unavailable", help=argparse.SUPPRESS)
         return
     p.add_argument("--hot-repeats", action="store_true",
                    help="CCD class models: the frames are exposures of one sensor (a stack, or single frames of one "
@@ -671,6 +672,12 @@ def _run(args: argparse.Namespace) -> int:
     write_objects_csv(objects, out / "objects.csv")
     write_table_csv(counts, out / "counts.csv")
     written = f"{out / 'objects.csv'} ({len(objects)} objects), {out / 'counts.csv'}"
+    masks = []
+    if ccd_rules.get("hot_repeats"):  # this run's: of the single exposures, or of each stack segmented
+        masks = [_defect_mask_path(out, None)] if exposures is not None else [
+            _defect_mask_path(out, Path(record["image"])) for record in per_image]
+    if masks:
+        written += f", {out / 'defect_masks'} ({len(masks)} defect mask(s))"
     if all_clusters:
         clusters = pd.concat(all_clusters, ignore_index=True)
         write_table_csv(clusters, out / "clusters.csv")
