@@ -194,3 +194,27 @@ def test_clipped_column_medians_equal_nanmedian_of_the_kept_pixels():
     got = _lowest_values_median(np.sort(data, axis=0), keep.sum(axis=0))
     assert (keep.sum(axis=0) % 2 == 0).any() and (keep.sum(axis=0) % 2 == 1).any()
     np.testing.assert_array_equal(got, expected.astype(np.float32))
+
+
+def test_cluster_on_the_edge_of_a_glowing_band_gets_each_side_its_own_baseline():
+    """A cluster straddling a glowing band's edge: with one median of the ring (mostly glow) its pixels
+    beside the band went below zero; each pixel now takes the level of the quiet class nearest to it."""
+    from napari_microseg.autolabel.ccd import find_clusters
+
+    rng = np.random.default_rng(0)
+    image = 8800 + rng.normal(0, 5, (40, 40))
+    classes = np.zeros((40, 40), np.uint8)
+    image[:, 20:] += 1400  # a glowing band from column 20
+    classes[:, 20:] = 1
+    image[18:21, 18:24] += 500  # 18 px of charge: 6 beside the band, 12 on it (the ring is mostly glow)
+    classes[18:21, 18:24] = 3
+    table = find_clusters(classes, image)
+    assert len(table) == 1
+    assert table.charge_adc.iloc[0] == pytest.approx(18 * 500, rel=0.02)  # one glow-level median: 18*500 - 6*1400
+    assert table.peak_adc.iloc[0] == pytest.approx(500, abs=30)
+    # away from the edge, one quiet class: the ring's median, as before
+    image[30:32, 5:7] += 300
+    classes[30:32, 5:7] = 3
+    far = find_clusters(classes, image).iloc[1]
+    ring = image[27:35, 2:10][classes[27:35, 2:10] == 0]
+    assert far.charge_adc == pytest.approx((image[30:32, 5:7] - np.median(ring)).sum(), rel=1e-4)

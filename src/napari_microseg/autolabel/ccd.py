@@ -498,6 +498,25 @@ def object_label_offset(class_map: np.ndarray, cluster_class: int = 3, backgroun
     return int(sum(ndi.label(cls == c, structure=eight)[1] for c in np.unique(cls) if c != background and c < cluster_class))
 
 
+def _local_baseline(window: np.ndarray, classes: np.ndarray, quiet: np.ndarray, fallback: float,
+                    box: tuple[slice, slice], inside: np.ndarray) -> float | np.ndarray:
+    """Baseline (ADC) under a cluster from the quiet pixels of the ``window`` around it: their median
+    (``fallback`` when there are none); when they are of several classes (a glowing band's edge), per
+    cluster pixel the median of the class of its nearest quiet pixel. ``box`` locates the cluster's
+    bounding box in the window and ``inside`` its pixels there; returns a scalar or one value per pixel."""
+    present = np.unique(classes[quiet])
+    if present.size == 0:
+        return fallback
+    if present.size == 1:
+        return float(np.median(window[quiet]))
+    level = np.zeros(int(present.max()) + 1)
+    for c in present:
+        level[c] = np.median(window[quiet & (classes == c)])
+    nearest = ndi.distance_transform_edt(~quiet, return_distances=False, return_indices=True)
+    nearest_class = classes[nearest[0], nearest[1]]
+    return level[nearest_class[box][inside]]
+
+
 def find_clusters(class_map: np.ndarray, image: np.ndarray, pedestal: float | np.ndarray | None = None,
                   cluster_class: int = 3, max_size: int | None = None, connectivity: int = 2,
                   background_classes: Sequence[int] = (0, 1), ring: int = 3, first_label: int = 1) -> pd.DataFrame:
@@ -510,7 +529,10 @@ def find_clusters(class_map: np.ndarray, image: np.ndarray, pedestal: float | np
     pedestal : scalar or (Y, X) baseline in ADC subtracted before summing the charge;
         None: each cluster's local baseline, the median of the ``background_classes``
         pixels (background, glow) within ``ring`` px of its bounding box (hot columns and
-        other clusters left out), else of all background pixels of the frame.
+        other clusters left out), else of all background pixels of the frame. A cluster on
+        the edge of a glowing band has both around it: each of its pixels then takes the
+        median of the class of the quiet pixel nearest to it (the glow's level under the
+        band, the background's beside it), not one level for all.
     max_size : clusters larger than this (px) are left out (None: keep all).
     connectivity : 1 (4-neighbours) or 2 (8-neighbours).
     background_classes : classes whose pixels give the local baseline (CCD: 0 background, 1 glowing).
@@ -545,8 +567,9 @@ def find_clusters(class_map: np.ndarray, image: np.ndarray, pedestal: float | np
         else:
             near = (slice(max(sl[0].start - ring, 0), min(sl[0].stop + ring, ny)),
                     slice(max(sl[1].start - ring, 0), min(sl[1].stop + ring, nx)))
-            around = img[near][quiet[near]]
-            base = float(np.median(around)) if around.size else frame_level
+            base = _local_baseline(img[near], cls[near], quiet[near], frame_level,
+                                   (slice(sl[0].start - near[0].start, sl[0].stop - near[0].start),
+                                    slice(sl[1].start - near[1].start, sl[1].stop - near[1].start)), inside)
         vals = img[sl].astype(np.float64)[inside] - base
         yy, xx = np.nonzero(inside)
         w = np.clip(vals, 0, None)
