@@ -486,6 +486,23 @@ def test_segment_cli_names_and_batch_pointer_for_the_repeat_rule(tmp_path, capsy
     assert "use 'microseg segment --hot-repeats'" in capsys.readouterr().err
 
 
+def test_segment_cli_hot_repeats_warns_when_fits_headers_name_two_cameras(tmp_path, capsys):
+    from astropy.io import fits
+
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+
+    folder = tmp_path / "exposures"
+    folder.mkdir()
+    for s, camera in enumerate(("ESIS1", "ESIS1", "ESIS3")):
+        header = fits.Header({"CAM_ID": camera})
+        fits.writeto(folder / f"e{s}.fits", simulate_ccd_frame(shape=(64, 64), seed=s, n_hot=0).image, header)
+    capsys.readouterr()
+    assert main(["segment", "--model", "ccd_classes", "--input", str(folder), "--out", str(tmp_path / "o"),
+                 "--hot-repeats", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("different cameras") == 1 and "e0.fits and e2.fits" in err and "CAM_ID ESIS3" in err
+
+
 def test_segment_cli_says_object_filters_do_not_apply_to_class_models(tmp_path, capsys):
     """--min-size / --remove-border ... filter instance objects; a CCD class map keeps every pixel's class:
     the command says so, and segment_run.json records no such filter."""

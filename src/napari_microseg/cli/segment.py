@@ -418,9 +418,19 @@ def _segment_exposures(args: argparse.Namespace, loaded, paths: list[Path], out:
 
     calibration: dict[Path, object] = {}
 
+    cameras: dict[tuple, str] = {}  # FITS camera identity -> the first exposure that had it
+
     def read(t: int) -> np.ndarray:
         image, data = _read_input(args, paths[t], lazy=False, warn=False)
         calibration[paths[t]] = image.metadata.get("calibration")
+        camera = tuple((key, image.metadata[key]) for key in CAMERA_KEYS if key in image.metadata)
+        if camera and camera not in cameras:
+            cameras[camera] = paths[t].name
+            if len(cameras) == 2:  # said once, as soon as seen: the user may stop the run
+                first, other = cameras
+                print(f"warning: {cameras[first]} and {paths[t].name} are from different cameras by their FITS headers "
+                      f"({_camera_text(first)} / {_camera_text(other)}): the repeat rule compares exposures of one "
+                      "sensor", file=sys.stderr)
         return np.asarray(data, dtype=np.float32)  # one type for all: ADC as read, never wrapped or cut
 
     shape = tuple(_probe_shape(paths[0]) or read(0).shape)
@@ -467,6 +477,14 @@ def _segment_exposures(args: argparse.Namespace, loaded, paths: list[Path], out:
 
 #: the repeat rule's scratch folder in --out (``-<stem>`` for a stack): kept by a failed or interrupted run to resume
 REPEATS_SCRATCH = ".microseg-repeats"
+#: FITS header cards naming the camera / sensor of an exposure (--hot-repeats warns when they differ)
+CAMERA_KEYS = ("INSTRUME", "DETECTOR", "CCDNAME", "CAM_ID", "CAM_SN")
+
+
+def _camera_text(camera: tuple) -> str:
+    return ", ".join(f"{key} {value}" for key, value in camera)
+
+
 #: the defect mask of the single exposures of a --hot-repeats run (a stack's is named after it)
 ALL_EXPOSURES = "all_exposures"
 
