@@ -415,6 +415,9 @@ def test_segment_cli_hot_repeats_compares_single_exposures(tmp_path, capsys):
     assert defects[100, 50] == 1 and defects[30:60, 200].all() and defects[200, 120] == 0 and defects[150, 30] == 0
     assert not list((tmp_path / "rep").glob(".microseg-*"))  # the two-pass scratch and staging folders are gone
     assert "defect_masks (1 defect mask(s))" in capsys.readouterr().out
+    # the same folder again with --overwrite but without the rule: the earlier defect mask does not stay behind
+    assert main(common + ["--out", str(tmp_path / "rep"), "--overwrite"]) == 0
+    assert not (tmp_path / "rep" / "defect_masks" / "all_exposures.tif").exists()
     # one exposure cannot be compared with anything; a mix of stacks and frames is refused
     capsys.readouterr()
     assert main(["segment", "--model", "ccd_classes", "--input", str(folder / "exp0.fits"), "--out",

@@ -696,6 +696,9 @@ def _run(args: argparse.Namespace) -> int:
             _defect_mask_path(out, Path(record["image"])) for record in per_image]
     if masks:
         written += f", {out / 'defect_masks'} ({len(masks)} defect mask(s))"
+    if args.overwrite:  # an earlier run's defect masks of these inputs must not pass for this run's
+        for stale in {_defect_mask_path(out, None), *(_defect_mask_path(out, path) for path in inputs)} - set(masks):
+            stale.unlink(missing_ok=True)
     if all_clusters:
         clusters = pd.concat(all_clusters, ignore_index=True)
         write_table_csv(clusters, out / "clusters.csv")
