@@ -214,7 +214,18 @@ def test_two_pass_repeat_rule_matches_the_in_memory_one_and_cleans_up(tmp_path):
     reads.clear()
     resumed = run_with_text_progress(segment_exposures(model, read, 3, scratch_dir=kept, resume_keys=["a", "b", "x"],
                                                        postprocess_options={"shape_rules": True}), stream=io.StringIO())
-    assert reads == [2, 0, 1, 2] and not kept.exists() and resumed.settings["exposures_resumed"] == 2
+    assert reads == [2, 0, 1, 2] and resumed.settings["exposures_resumed"] == 2
+    assert sorted(p.name for p in kept.iterdir()) == ["0.npz", "1.npz", "2.npz"]  # the caller's to remove
+    # a damaged record is deleted and its exposure segmented again; a record of another key is not reused
+    (kept / "1.npz").write_bytes((kept / "1.npz").read_bytes()[:200])
+    reads.clear()
+    again = run_with_text_progress(segment_exposures(model, read, 3, scratch_dir=kept, resume_keys=["a", "b", "y"],
+                                                     postprocess_options={"shape_rules": True}), stream=io.StringIO())
+    assert reads == [1, 2, 0, 1, 2] and again.settings["exposures_resumed"] == 1
+    pd_testing.assert_frame_equal(again.objects, expected.objects)
+    import shutil
+
+    shutil.rmtree(kept)
     pd_testing.assert_frame_equal(resumed.objects, expected.objects)
     assert resumed.settings["tile"] == result.settings["tile"]  # the settings kept with the first exposure
     with pytest.raises(InputError, match="resume_keys need a scratch_dir"):
@@ -281,3 +292,20 @@ def test_repeat_rule_raises_the_frames_needed_when_chance_repeats_are_common():
         independent[t, 10 + t, 5:20] = 2  # hot lines that do not repeat
     ccd_persistence_rule(independent, CCD_NAMES, info=info)
     assert info["persistent_pixels"] == 0 and "one sensor" in info["repeat_warning"]
+
+
+def test_chance_of_repeats_leaves_the_defects_themselves_out():
+    """A sensor with many defects (2 % of its pixels hot in every exposure) and few random hits (0.5 %):
+    the defects are no chance hits, so the frames needed stay low and a defect that shows in 4 of 6
+    exposures (flickering) is still one."""
+    from napari_microseg.inference.postprocess import ccd_persistence_rule
+
+    rng = np.random.default_rng(9)
+    defects = rng.random((256, 256)) < 0.02
+    maps = np.where(rng.random((6, 256, 256)) < 0.005, 3, 0).astype(np.uint8)
+    maps[:, defects] = 2
+    maps[:4, 7, 7], maps[4:, 7, 7] = 2, 0  # flickering
+    info = {}
+    ruled = ccd_persistence_rule(maps, CCD_NAMES, info=info)
+    assert info["persistent_frames_needed"] == 3 and info["chance_defect_pixels"] < 1
+    assert (ruled[:4, 7, 7] == 2).all() and (ruled[:, defects] == 2).all()

@@ -559,6 +559,39 @@ def test_segment_cli_stops_on_a_term_signal_like_ctrl_c(tmp_path, monkeypatch, c
     assert not list(out.glob(".microseg-*")) and len(list((out / "labels").iterdir())) == 3
 
 
+def test_segment_cli_term_while_writing_a_stack_keeps_its_first_pass(tmp_path, monkeypatch, capsys, model_file):
+    """A TERM signal while a stack's labels are written (after both passes): exit 143, the stack's first pass
+    is still in its scratch folder and the rerun takes every exposure from it; a plain segment run stopped by
+    TERM exits 143 too (not 130)."""
+    import os
+    import signal
+
+    from napari_microseg.io import images
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+
+    stack = np.stack([simulate_ccd_frame(shape=(64, 64), seed=90 + s, n_hot=0).image for s in range(3)]).astype(np.float32)
+    tifffile.imwrite(tmp_path / "stack.tif", stack)
+    real_write = images.write_tiff
+
+    def terminated_while_writing(path, data, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real_write(path, data, **kwargs)
+
+    monkeypatch.setattr(images, "write_tiff", terminated_while_writing)
+    out = tmp_path / "out"
+    args = ["segment", "--model", "ccd_classes", "--input", str(tmp_path / "stack.tif"), "--out", str(out),
+            "--hot-repeats", "--quiet"]
+    assert main(args) == 143
+    assert sorted(p.name for p in (out / ".microseg-repeats-stack").iterdir()) == ["0.npz", "1.npz", "2.npz"]
+    assert main(["segment", "--model", str(model_file), "--input", str(tmp_path / "stack.tif"), "--out",
+                 str(tmp_path / "plain"), "--quiet"]) == 143
+    monkeypatch.setattr(images, "write_tiff", real_write)
+    assert main(args) == 0
+    run = json.loads((out / "segment_run.json").read_text())
+    assert run["images"][0]["exposures_resumed"] == 3 and not (out / ".microseg-repeats-stack").exists()
+    assert tifffile.imread(out / "labels" / "stack.tif").shape == (3, 64, 64)
+
+
 def test_segment_cli_hot_repeats_on_stacks_runs_in_two_passes(tmp_path, capsys):
     """A TIFF stack and a Zarr stack of exposures: --hot-repeats gives the labels and tables of
     segment(stack, hot_repeats=True) (the in-memory rule) and leaves no scratch folder in --out;

@@ -290,15 +290,15 @@ def run(args: argparse.Namespace) -> int:
     from ._signals import terminate_as_interrupt
 
     # a TERM signal (job schedulers, kill) stops like Ctrl-C: tasks cancelled, local cluster shut down
-    try:
-        with terminate_as_interrupt():
+    with terminate_as_interrupt():  # kept until the generator is closed: a TERM during the shutdown is handled too
+        try:
             if args.quiet:
                 with open(os.devnull, "w") as sink:
                     summary = run_with_text_progress(gen, stream=sink, label=f"batch {args.batch_task}")
             else:
                 summary = run_with_text_progress(gen, stream=sys.stderr, label=f"batch {args.batch_task}")
-    finally:
-        gen.close()
+        finally:
+            gen.close()
     if summary.ignored:  # a PNG among the TIFFs: said, not silently skipped
         names = ", ".join(Path(p).name for p in summary.ignored[:3]) + (" ..." if len(summary.ignored) > 3 else "")
         print(f"note: {len(summary.ignored)} file(s) of other types in the input folders were left out ({names}; "

@@ -29,7 +29,8 @@ from ..errors import InputError
 from ..io.atomic import guard_target, make_output_folder
 from ._help import HelpFormatter
 
-IMAGE_SUFFIXES = (".tif", ".tiff", ".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fz", ".zarr")
+IMAGE_SUFFIXES = (".tif", ".tiff", ".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fit.fz",
+                  ".fts.fz", ".fz", ".zarr")
 
 
 def add_ccd_rule_options(p: Any, repeats: bool = True) -> None:
@@ -340,6 +341,7 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
                        calibration=image.metadata.get("calibration"))
         if repeats:
             _write_defect_mask(args, out, path, result.defects, image.metadata.get("calibration"))
+            shutil.rmtree(scratch, ignore_errors=True)  # the stack's outputs are written: nothing left to resume
             _report_repeat_rule(result.settings, path.name)
         if args.save_probabilities and getattr(result, "probabilities", None) is not None:
             write_tiff(out / "probabilities" / f"{_stem(path)}.tif", result.probabilities, overwrite=args.overwrite)
@@ -355,7 +357,7 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
               "scale_factor": result.settings.get("scale_factor"), "image_tile": result.settings.get("image_tile"),
               "scale_warning": result.settings.get("scale_warning")}
     if repeats:  # this stack's repeat rule (the run's settings hold the last stack's)
-        record.update({key: result.settings[key] for key in ("exposures", "persistent_pixels", "scratch_bytes")})
+        record.update({key: result.settings[key] for key in REPEAT_RECORD_KEYS})
     n_obj = len(objects)
     resized = result.settings.get("scale_factor", 1.0)
     note = f" (nucleus diameter {result.settings['diameter']:.1f} px, tiles resized x{resized:.2f})" if resized != 1.0 else ""
@@ -418,19 +420,21 @@ def _segment_exposures(args: argparse.Namespace, loaded, paths: list[Path], out:
 
     calibration: dict[Path, object] = {}
 
-    cameras: dict[tuple, str] = {}  # FITS camera identity -> the first exposure that had it
+    cameras: dict = {}  # the first exposure's FITS camera cards ("first") and name; "warned" once said
 
     def read(t: int) -> np.ndarray:
         image, data = _read_input(args, paths[t], lazy=False, warn=False)
         calibration[paths[t]] = image.metadata.get("calibration")
-        camera = tuple((key, image.metadata[key]) for key in CAMERA_KEYS if key in image.metadata)
-        if camera and camera not in cameras:
-            cameras[camera] = paths[t].name
-            if len(cameras) == 2:  # said once, as soon as seen: the user may stop the run
-                first, other = cameras
-                print(f"warning: {cameras[first]} and {paths[t].name} are from different cameras by their FITS headers "
-                      f"({_camera_text(first)} / {_camera_text(other)}): the repeat rule compares exposures of one "
-                      "sensor", file=sys.stderr)
+        camera = {key: image.metadata[key] for key in CAMERA_KEYS if key in image.metadata}
+        if camera and not cameras:
+            cameras.update(first=camera, name=paths[t].name)
+        elif camera and not cameras.get("warned"):
+            differ = {key for key in camera.keys() & cameras["first"].keys() if camera[key] != cameras["first"][key]}
+            if differ:  # said once, as soon as seen: the user may stop the run
+                cameras["warned"] = True
+                print(f"warning: {cameras['name']} and {paths[t].name} are from different cameras by their FITS "
+                      f"headers ({_camera_text(cameras['first'], differ)} / {_camera_text(camera, differ)}): the "
+                      "repeat rule compares exposures of one sensor", file=sys.stderr)
         return np.asarray(data, dtype=np.float32)  # one type for all: ADC as read, never wrapped or cut
 
     shape = tuple(_probe_shape(paths[0]) or read(0).shape)
@@ -453,6 +457,7 @@ def _segment_exposures(args: argparse.Namespace, loaded, paths: list[Path], out:
         for target in targets:
             os.replace(staging / target.name, target)
         _write_defect_mask(args, out, None, result.defects, calibration.get(paths[0]))
+        shutil.rmtree(scratch, ignore_errors=True)  # every output is written: nothing left to resume
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if result.settings.get("scale_warning"):
@@ -481,8 +486,8 @@ REPEATS_SCRATCH = ".microseg-repeats"
 CAMERA_KEYS = ("INSTRUME", "DETECTOR", "CCDNAME", "CAM_ID", "CAM_SN")
 
 
-def _camera_text(camera: tuple) -> str:
-    return ", ".join(f"{key} {value}" for key, value in camera)
+def _camera_text(camera: dict, keys: set) -> str:
+    return ", ".join(f"{key} {camera[key]}" for key in CAMERA_KEYS if key in keys)
 
 
 #: the defect mask of the single exposures of a --hot-repeats run (a stack's is named after it)
@@ -504,19 +509,40 @@ def _write_defect_mask(args: argparse.Namespace, out: Path, stack: Path | None, 
                       calibration=calibration)
 
 
-def _resume_key(args: argparse.Namespace, loaded, path: Path, ccd_rules: dict, diameter) -> str:
-    """What an exposure's first-pass record must match to be reused: the input file (path, size,
-    modification time), the model file and every setting that changes the class map."""
-    def stamp(file) -> str:
-        try:
-            info = Path(file).stat()
-            return f"{Path(file).resolve()}:{info.st_size}:{info.st_mtime_ns}"
-        except (OSError, TypeError):
-            return str(file)
+#: the repeat rule's figures kept per stack in segment_run.json (the run's top level holds the last stack's)
+REPEAT_RECORD_KEYS = ("exposures", "exposures_resumed", "persistent_pixels", "persistent_frames_needed",
+                      "chance_defect_pixels", "repeat_warning", "scratch_bytes")
+#: the first-pass record format (part of the resume key: records of another format are not reused)
+REPEATS_RECORD_FORMAT = 1
 
-    settings = {**_segment_options(args, ccd_rules, diameter), "hdu": args.hdu, "channel": args.channel,
-                "model": stamp(getattr(loaded, "path", None) or args.model), "device": str(loaded.device)}
-    return stamp(path) + "|" + json.dumps(settings, sort_keys=True, default=str)
+
+def _stamp(path: Path) -> str:
+    """Path, size and modification time of a file; for a folder (Zarr) the largest modification time and
+    the total size of the files in it (a chunk rewritten inside changes it)."""
+    path = Path(path).resolve()
+    info = path.stat()
+    if not path.is_dir():
+        return f"{path}:{info.st_size}:{info.st_mtime_ns}"
+    newest, size = info.st_mtime_ns, 0
+    for folder, _dirs, files in os.walk(path):
+        for name in files:
+            item = os.stat(os.path.join(folder, name))
+            newest, size = max(newest, item.st_mtime_ns), size + item.st_size
+    return f"{path}:{size}:{newest}"
+
+
+def _resume_key(args: argparse.Namespace, loaded, path: Path, ccd_rules: dict, diameter) -> str:
+    """What an exposure's first-pass record must match to be reused: the input (path, size, modification
+    time), the model file (a shipped name stands for its file in the package) and every setting that
+    changes a class map (not --batch-size, nor the instance-object options a class model ignores)."""
+    from ..pretrained import resolve_model
+
+    options = _segment_options(args, ccd_rules, diameter)
+    for ignored in ("batch_size", "threshold", "min_size", "max_size", "fill_holes", "remove_border"):
+        options.pop(ignored, None)
+    settings = {**options, "hdu": args.hdu, "channel": args.channel, "device": str(loaded.device),
+                "model": _stamp(resolve_model(str(args.model))), "record_format": REPEATS_RECORD_FORMAT}
+    return _stamp(path) + "|" + json.dumps(settings, sort_keys=True, default=str)
 
 
 def _report_repeat_rule(settings: dict, what: str) -> None:
@@ -531,14 +557,14 @@ def _report_repeat_rule(settings: dict, what: str) -> None:
 
 def _say_what_is_kept(gen, scratch: Path):
     """Pass ``gen``'s progress on; when the run fails or is interrupted, say on stderr how many exposures
-    the scratch folder keeps for a rerun."""
+    the scratch folder keeps for a rerun (which command to run is said at the end)."""
     try:
         return (yield from gen)
     except BaseException:
         kept = len(list(scratch.glob("[0-9]*.npz"))) if scratch.is_dir() else 0
         if kept:
-            print(f"{kept} segmented exposure(s) are kept in {scratch}: run the same command again to go on from "
-                  "there (or delete that folder)", file=sys.stderr)
+            print(f"{kept} segmented exposure(s) are kept in {scratch}: a rerun with the same inputs and settings "
+                  "takes them from there (delete that folder to start afresh)", file=sys.stderr)
         raise
 
 
@@ -655,6 +681,7 @@ def _run(args: argparse.Namespace) -> int:
         failures.extend(unreadable)
     result = None
     not_done: list[str] = []  # images left when Ctrl-C interrupted the run
+    stopped: KeyboardInterrupt | None = None  # Ctrl-C, or Terminated (a TERM signal: exit 143, not 130)
     if exposures is not None:  # single frames of one sensor: one stack, so that the repeat rule sees them all
         result, objects, counts, clusters, per_image = _segment_exposures(args, loaded, exposures, out, diameter,
                                                                           ccd_rules)
@@ -663,8 +690,8 @@ def _run(args: argparse.Namespace) -> int:
     for i, path in enumerate(usable):
         try:
             done = _segment_one(args, loaded, path, i, len(usable), out, diameter, ccd_rules)
-        except KeyboardInterrupt:
-            not_done = [str(p) for p in usable[i:]]
+        except KeyboardInterrupt as stop:
+            not_done, stopped = [str(p) for p in usable[i:]], stop
             break
         except Exception as err:  # noqa: BLE001 - one image's failure (bad data, out of memory) keeps the others
             if len(inputs) == 1:
@@ -681,8 +708,8 @@ def _run(args: argparse.Namespace) -> int:
         all_counts.append(counts)
         per_image.append(record)
     if result is None:
-        if not_done:
-            raise KeyboardInterrupt
+        if stopped is not None:
+            raise stopped
         raise InputError(f"none of the {len(failures)} images could be segmented; first: {failures[0]['error']}")
 
     objects = pd.concat([o for o in all_objects if len(o)] or all_objects[:1], ignore_index=True)
@@ -726,7 +753,7 @@ def _run(args: argparse.Namespace) -> int:
                       "stopped")
         print(f"microseg segment: interrupted: {len(per_image)} image(s) segmented and written, {len(not_done)} not "
               f"(listed in segment_run.json as not_done): {advice}", file=sys.stderr)
-        raise KeyboardInterrupt
+        raise stopped
     if failures:
         print(f"microseg segment: {len(failures)} of {len(inputs)} image(s) skipped (listed in segment_run.json); "
               f"first: {failures[0]['error']}", file=sys.stderr)

@@ -663,6 +663,17 @@ def persistent_frames_needed(n_frames: int, share: float = PERSISTENT_SHARE,
     return needed
 
 
+def chance_free_fractions(times_charged: np.ndarray, charged_counts: Sequence[int],
+                          counts_on_defects: Sequence[int], base_needed: int) -> tuple[list[float], int]:
+    """The share of each exposure's pixels charged by chance: its charged pixels less those on pixels that
+    are persistent at ``base_needed`` (the likely defects, ``counts_on_defects[t]`` of them), over the
+    pixels that are not; and that pixel count. Defects are no chance hits: counting them would raise the
+    frames needed and drop flickering defects."""
+    n_free = int(times_charged.size - np.count_nonzero(times_charged >= base_needed))
+    fractions = [max(0, int(c) - int(d)) / max(n_free, 1) for c, d in zip(charged_counts, counts_on_defects)]
+    return fractions, n_free
+
+
 def chance_repeat_pixels(charged_fractions: Sequence[float], n_pixels: int, frames_needed: int) -> float:
     """Pixels expected to hold charge in at least ``frames_needed`` exposures by chance, when each exposure
     ``t`` charges a share ``charged_fractions[t]`` of its ``n_pixels`` pixels independently."""
@@ -714,15 +725,19 @@ def ccd_persistence_rule(class_maps: np.ndarray, class_names: Sequence[str],
     if not 0 < share <= 1:
         raise InputError(f"share must be in (0, 1], got {share}")
     times_charged = np.zeros(maps.shape[1:], np.int32)
-    fractions, hot_before = [], 0
-    _background, hot, _cluster = ccd_class_indices(class_names)
+    charged_counts, hot_before = [], 0
+    _background, hot, cluster = ccd_class_indices(class_names)
     for frame in maps:  # frame by frame: no (T, Y, X) temporaries beside the input and the result
-        fractions.append(count_charged(frame, class_names, times_charged) / frame.size)
+        charged_counts.append(count_charged(frame, class_names, times_charged))
         hot_before += int(np.count_nonzero(frame == hot))
-    needed = persistent_frames_needed(maps.shape[0], share, fractions, maps[0].size)
+    base = persistent_frames_needed(maps.shape[0], share)
+    likely_defects = times_charged >= base
+    on_defects = [int(np.count_nonzero(((frame == hot) | (frame == cluster)) & likely_defects)) for frame in maps]
+    fractions, n_free = chance_free_fractions(times_charged, charged_counts, on_defects, base)
+    needed = persistent_frames_needed(maps.shape[0], share, fractions, n_free)
     persistent = times_charged >= needed
     if info is not None:
-        info.update(repeat_rule_summary(persistent, needed, fractions, hot_before))
+        info.update(repeat_rule_summary(persistent, needed, fractions, hot_before, n_free))
     out = np.empty_like(maps)
     for t, frame in enumerate(maps):
         out[t] = ccd_repeat_frame(frame, persistent, class_names)
@@ -730,12 +745,13 @@ def ccd_persistence_rule(class_maps: np.ndarray, class_names: Sequence[str],
 
 
 def repeat_rule_summary(persistent: np.ndarray, frames_needed: int, charged_fractions: Sequence[float],
-                        hot_pixels_before: int) -> dict:
+                        hot_pixels_before: int, n_pixels: int | None = None) -> dict:
     """Figures of a repeat-rule run, and a warning (or None) when its defects cannot be trusted:
     ``persistent_pixels``, ``persistent_frames_needed``, ``chance_defect_pixels`` (expected to be
-    persistent by chance alone), ``repeat_warning``."""
+    persistent by chance alone, of ``n_pixels`` (default: all) charged by chance in shares
+    ``charged_fractions``), ``repeat_warning``."""
     n = len(charged_fractions)
-    chance = chance_repeat_pixels(charged_fractions, persistent.size, frames_needed)
+    chance = chance_repeat_pixels(charged_fractions, persistent.size if n_pixels is None else n_pixels, frames_needed)
     n_persistent = int(np.count_nonzero(persistent))
     warning = None
     if chance >= CHANCE_DEFECT_PIXELS:

@@ -23,8 +23,9 @@ class: also above 4096 x 4096, where :func:`segment_image` keeps float16 ones, s
 class choices there can differ from it at near-ties) and the (Y, X) count; the
 scratch folder is removed at the end, on an error and when the generator is
 closed (not when the process is killed). A scratch folder the caller names
-(``scratch_dir``) is kept on an error or a stop instead: a rerun with the same
-``resume_keys`` takes the exposures already segmented from it and goes on.
+(``scratch_dir``) is left for the caller to remove once its outputs are written;
+after an error or a stop, a rerun with the same ``resume_keys`` takes the
+exposures already segmented from it and goes on.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ from . import postprocess
 from .segment import (_class_probability, _hot_cluster_probabilities, _measure_frame, _resolve_loaded,
                       segment_image)
 
+#: what a first-pass record holds for the second pass (besides its key and settings)
+RECORD_FIELDS = ("shape", "where", "classes", "confidence", "charged", "p_hot", "p_cluster")
 #: progress units per exposure: the first pass (network) and the second (read again, rule, measure, write)
 FIRST_PASS_UNITS, SECOND_PASS_UNITS = 80, 20
 
@@ -109,7 +112,8 @@ def segment_exposures(
     device : where a model path is loaded.
     exposure_names : names of the exposures (file names) for messages; default "exposure 1", ...
     scratch_dir : the scratch folder itself (made if missing) instead of a temporary one in
-        ``scratch_parent``; it is kept when the run fails or is stopped, so that a rerun can go on.
+        ``scratch_parent``; it is left in place, also when the run fails or is stopped (a rerun goes on
+        from it): the caller removes it once it has written what it needs.
     resume_keys : with ``scratch_dir``, one string per exposure naming its input and the settings (e.g.
         path, size, modification time, model, options): an exposure whose record in ``scratch_dir`` holds
         the same key is not segmented again (an interrupted run resumes); None: always segmented.
@@ -145,20 +149,19 @@ def segment_exposures(
         scratch.mkdir(parents=True, exist_ok=True)
     else:
         scratch = Path(tempfile.mkdtemp(prefix=".microseg-repeats-", dir=scratch_parent))
-    finished = False
     try:
         shape = None
         times_charged = None
         settings: dict = {}
         scratch_bytes = resumed = hot_before = 0
-        charged_fractions = []  # each exposure's share of charged pixels, for the chance of repeats
+        charged_counts = []  # each exposure's charged pixels, for the chance of repeats
         total = n_exposures * (FIRST_PASS_UNITS + SECOND_PASS_UNITS)
         for t in range(n_exposures):
             stored = _stored_exposure(scratch / f"{t}.npz", resume_keys[t] if resume_keys is not None else None)
             if stored is not None:  # segmented by an earlier, interrupted run with the same input and settings
                 classes = np.full(tuple(stored["shape"]), background, np.uint8)
                 classes.ravel()[stored["where"]] = stored["classes"]
-                if not settings and "settings" in stored:
+                if not settings:
                     settings = json.loads(str(stored["settings"]))
                 resumed += 1
                 yield Progress((t + 1) * FIRST_PASS_UNITS, total, f"exposure {t + 1}/{n_exposures} (kept from an earlier run)")
@@ -172,12 +175,16 @@ def segment_exposures(
             elif classes.shape != shape:
                 raise InputError(f"{names[t]} has shape {classes.shape} where {names[0]} has {shape}: "
                                  "the repeat rule compares exposures of one sensor")
-            charged_fractions.append(postprocess.count_charged(classes, class_names, times_charged) / classes.size)
+            charged_counts.append(postprocess.count_charged(classes, class_names, times_charged))
             hot_before += int(np.count_nonzero(classes == hot))
             scratch_bytes += (scratch / f"{t}.npz").stat().st_size
             del classes
 
-        needed = postprocess.persistent_frames_needed(n_exposures, share, charged_fractions, int(np.prod(shape)))
+        base = postprocess.persistent_frames_needed(n_exposures, share)
+        likely_defects = (times_charged >= base).ravel()
+        on_defects = [_charged_on(scratch / f"{t}.npz", likely_defects, hot, cluster) for t in range(n_exposures)]
+        charged_fractions, n_free = postprocess.chance_free_fractions(times_charged, charged_counts, on_defects, base)
+        needed = postprocess.persistent_frames_needed(n_exposures, share, charged_fractions, n_free)
         persistent = times_charged >= needed
         del times_charged
         object_tables, fractions, cluster_tables = [], [], []
@@ -203,9 +210,8 @@ def segment_exposures(
                 write_labels(t, after)
             yield Progress(n_exposures * FIRST_PASS_UNITS + (t + 1) * SECOND_PASS_UNITS, total,
                            f"repeat rule, exposure {t + 1}/{n_exposures}")
-        finished = True
     finally:
-        if finished or scratch_dir is None:  # a caller's scratch_dir outlives a failed or stopped run (to resume)
+        if scratch_dir is None:  # the caller's scratch_dir is the caller's to remove, once its outputs are written
             shutil.rmtree(scratch, ignore_errors=True)
 
     from ..measure.counts import counts_from_objects
@@ -216,7 +222,7 @@ def segment_exposures(
         pd.concat(fractions, ignore_index=True), on="t")
     clusters = pd.concat(cluster_tables, ignore_index=True)
     settings.update(hot_repeats=True, exposures=n_exposures, scratch_bytes=int(scratch_bytes), exposures_resumed=resumed,
-                    **postprocess.repeat_rule_summary(persistent, needed, charged_fractions, hot_before))
+                    **postprocess.repeat_rule_summary(persistent, needed, charged_fractions, hot_before, n_free))
     return RepeatsResult(objects=objects, counts=counts, clusters=clusters, class_names=class_names, defects=persistent,
                          settings=settings)
 
@@ -259,17 +265,28 @@ def _segment_one_exposure(loaded: Any, read_exposure: Callable, t: int, n_exposu
     return classes
 
 
+def _charged_on(record: Path, mask: np.ndarray, hot: int, cluster: int) -> int:
+    """How many of a recorded exposure's hot-pixel and cluster pixels lie where the flat bool ``mask`` is set."""
+    with np.load(record) as stored:
+        where, classes = stored["where"], stored["classes"]
+    return int(np.count_nonzero(mask[where[(classes == hot) | (classes == cluster)]]))
+
+
 def _stored_exposure(path: Path, key: str | None) -> dict | None:
     """The first pass's record of an exposure in ``path`` when it holds ``key`` (None: never reused);
-    None when missing, unreadable or made for another input or other settings."""
+    None when missing or made for another input or other settings. A damaged record (a truncated or
+    corrupted file) is deleted, so that exposure is segmented again."""
     if key is None or not path.exists():
         return None
     try:
         with np.load(path) as stored:
             if "key" not in stored or str(stored["key"]) != key:
                 return None
-            return {name: stored[name] for name in ("shape", "where", "classes", "settings") if name in stored}
-    except (OSError, ValueError, KeyError, EOFError):  # a damaged file: segment that exposure again
+            record = {name: stored[name] for name in RECORD_FIELDS}  # every member read: the second pass needs them
+            record["settings"] = stored["settings"]
+            return record
+    except Exception:  # noqa: BLE001 - BadZipFile, EOFError, ValueError, KeyError, OSError ...: not reusable
+        path.unlink(missing_ok=True)
         return None
 
 

@@ -347,7 +347,7 @@ def simulate_ccd_exposure(sensor: CCDFrame, seed: int | None = 0, **kwargs) -> C
     (:func:`napari_microseg.inference.postprocess.ccd_persistence_rule`)."""
     if kwargs.get("balanced"):
         raise InputError("balanced layouts add hot lines frame by frame: they cannot share one sensor's defects")
-    for key in ("n_hot", "glow_probability", "shape"):
+    for key in ("n_hot", "glow_probability", "shape", "hot_level", "hot_length", "glow_level", "glow_width"):
         if key in kwargs:
             raise InputError(f"{key} is the sensor's (simulate_ccd_sensor), not the exposure's")
     frame = simulate_ccd_frame(shape=sensor.image.shape, seed=seed, n_hot=0, glow_probability=0.0, **kwargs)

@@ -69,8 +69,8 @@ class SegmentationWidget(MicrosegDock):
                                         tooltip="CCD class models: larger cluster components (tracks) become background")
         self.hot_repeats = CheckBox(label="CCD hot pixels repeat (whole stack of exposures)", value=False,
                                     tooltip="CCD class models, a stack of exposures of one sensor: hot pixels that do not "
-                                            "repeat in half of the frames are charge deposits (cluster); clusters that "
-                                            "do are defects (hot)")
+                                            "repeat in half of the frames (more when busy frames would repeat by "
+                                            "chance) are charge deposits (cluster); clusters that do are defects (hot)")
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
         self.run_button = PushButton(text="Segment")
         self.counts_label = result_line()
