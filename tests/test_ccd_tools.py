@@ -242,7 +242,7 @@ def test_two_pass_repeat_rule_matches_the_in_memory_one_and_cleans_up(tmp_path):
     # errors name the exposure; share outside (0, 1] (NaN too) is refused
     bad = frames.copy()
     bad[1, 5, 5] = np.nan
-    with pytest.raises(InputError, match="^b.fits: "):
+    with pytest.raises(InputError, match="^b.fits: .*NaN.*replace them"):
         run_with_text_progress(segment_exposures(model, lambda t: bad[t], 3, scratch_parent=tmp_path,
                                                  exposure_names=["a.fits", "b.fits", "c.fits"]), stream=io.StringIO())
     for share in (0, 1.5, float("nan")):

@@ -107,7 +107,8 @@ def _check_image(image) -> np.ndarray:
         raise InputError(f"unsupported CCD image dtype {img.dtype}")
     img = img.astype(np.float32)
     if not np.all(np.isfinite(img)):
-        raise InputError("CCD frame holds NaN or infinite values")
+        raise InputError("CCD frame holds NaN or infinite values (masked, saturated or missing pixels?): replace "
+                         "them with a finite value, e.g. the pedestal, first")
     if img.shape[0] < 4 or img.shape[1] < 4:
         raise InputError(f"CCD frame too small: {img.shape}")
     return img

@@ -189,6 +189,11 @@ def _sample_frame(frame: Any, max_pixels: int = NORMALIZATION_SAMPLE_PIXELS) -> 
     return np.asarray(sample, dtype=np.float32)
 
 
+def _non_finite_message(t: int) -> str:
+    return (f"frame {t} contains NaN or infinite values (masked, saturated or missing pixels?): replace them with a "
+            "finite value, e.g. the background level, before segmenting")
+
+
 def make_band_transform(image: Any, spec: dict) -> tuple[Callable[[np.ndarray, int], np.ndarray], dict]:
     """Band transform applying normalisation ``spec`` with statistics of the WHOLE frame.
 
@@ -211,13 +216,13 @@ def make_band_transform(image: Any, spec: dict) -> tuple[Callable[[np.ndarray, i
         if t not in limits:
             sample = _sample_frame(image[t] if stack else image) if per_frame else np.zeros((1, 1), np.float32)
             if not np.all(np.isfinite(sample)):
-                raise InputError(f"frame {t} contains NaN or infinite values")
+                raise InputError(_non_finite_message(t))
             limits.clear()  # only the current frame is needed
             limits[t] = normalization_limits(sample, spec)
         offset, scale = limits[t]
         x = np.asarray(band, dtype=np.float32)
         if not np.all(np.isfinite(x)):
-            raise InputError(f"frame {t} contains NaN or infinite values")
+            raise InputError(_non_finite_message(t))
         return (x - offset) / scale
 
     return transform, limits
