@@ -523,19 +523,14 @@ def test_segment_cli_says_object_filters_do_not_apply_to_class_models(tmp_path, 
     assert "apply to nuclei" not in capsys.readouterr().err
 
 
-def test_segment_cli_stops_on_a_term_signal_like_ctrl_c(tmp_path, monkeypatch, capsys):
-    """A TERM signal (a job scheduler, kill) during --hot-repeats: exit 143, the segmented exposures are
-    kept for a rerun, no labels; a staging folder a killed run left is removed by the next run."""
+def _term_before_each_tiff_write(monkeypatch) -> None:
+    """Every TIFF write first sends this process a TERM signal, as a job scheduler would (undo with
+    ``monkeypatch.undo()``)."""
     import os
     import signal
 
     from napari_microseg.io import images
-    from napari_microseg.simulate.ccd import simulate_ccd_frame
 
-    folder = tmp_path / "exposures"
-    folder.mkdir()
-    for s in range(3):
-        tifffile.imwrite(folder / f"e{s}.tif", simulate_ccd_frame(shape=(64, 64), seed=70 + s, n_hot=0).image.astype(np.float32))
     real_write = images.write_tiff
 
     def terminated_while_writing(path, data, **kwargs):
@@ -543,6 +538,20 @@ def test_segment_cli_stops_on_a_term_signal_like_ctrl_c(tmp_path, monkeypatch, c
         return real_write(path, data, **kwargs)
 
     monkeypatch.setattr(images, "write_tiff", terminated_while_writing)
+
+
+def test_segment_cli_stops_on_a_term_signal_like_ctrl_c(tmp_path, monkeypatch, capsys):
+    """A TERM signal (a job scheduler, kill) during --hot-repeats: exit 143, the segmented exposures are
+    kept for a rerun, no labels; a staging folder a killed run left is removed by the next run."""
+    import signal
+
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+
+    folder = tmp_path / "exposures"
+    folder.mkdir()
+    for s in range(3):
+        tifffile.imwrite(folder / f"e{s}.tif", simulate_ccd_frame(shape=(64, 64), seed=70 + s, n_hot=0).image.astype(np.float32))
+    _term_before_each_tiff_write(monkeypatch)
     out = tmp_path / "out"
     args = ["segment", "--model", "ccd_classes", "--input", str(folder), "--out", str(out), "--hot-repeats", "--quiet"]
     capsys.readouterr()
@@ -552,7 +561,7 @@ def test_segment_cli_stops_on_a_term_signal_like_ctrl_c(tmp_path, monkeypatch, c
     assert "3 segmented exposure(s) are kept" in err and "terminated" in err
     assert [p.name for p in out.iterdir()] == [".microseg-repeats"]
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
-    monkeypatch.setattr(images, "write_tiff", real_write)
+    monkeypatch.undo()
     (out / ".microseg-labels-stale").mkdir()  # what a killed run (SIGKILL) leaves
     (out / ".microseg-labels-stale" / "e0.tif").write_bytes(b"half")
     assert main(args) == 0
@@ -563,21 +572,11 @@ def test_segment_cli_term_while_writing_a_stack_keeps_its_first_pass(tmp_path, m
     """A TERM signal while a stack's labels are written (after both passes): exit 143, the stack's first pass
     is still in its scratch folder and the rerun takes every exposure from it; a plain segment run stopped by
     TERM exits 143 too (not 130)."""
-    import os
-    import signal
-
-    from napari_microseg.io import images
     from napari_microseg.simulate.ccd import simulate_ccd_frame
 
     stack = np.stack([simulate_ccd_frame(shape=(64, 64), seed=90 + s, n_hot=0).image for s in range(3)]).astype(np.float32)
     tifffile.imwrite(tmp_path / "stack.tif", stack)
-    real_write = images.write_tiff
-
-    def terminated_while_writing(path, data, **kwargs):
-        os.kill(os.getpid(), signal.SIGTERM)
-        return real_write(path, data, **kwargs)
-
-    monkeypatch.setattr(images, "write_tiff", terminated_while_writing)
+    _term_before_each_tiff_write(monkeypatch)
     out = tmp_path / "out"
     args = ["segment", "--model", "ccd_classes", "--input", str(tmp_path / "stack.tif"), "--out", str(out),
             "--hot-repeats", "--quiet"]
@@ -585,7 +584,7 @@ def test_segment_cli_term_while_writing_a_stack_keeps_its_first_pass(tmp_path, m
     assert sorted(p.name for p in (out / ".microseg-repeats-stack").iterdir()) == ["0.npz", "1.npz", "2.npz"]
     assert main(["segment", "--model", str(model_file), "--input", str(tmp_path / "stack.tif"), "--out",
                  str(tmp_path / "plain"), "--quiet"]) == 143
-    monkeypatch.setattr(images, "write_tiff", real_write)
+    monkeypatch.undo()
     assert main(args) == 0
     run = json.loads((out / "segment_run.json").read_text())
     assert run["images"][0]["exposures_resumed"] == 3 and not (out / ".microseg-repeats-stack").exists()
