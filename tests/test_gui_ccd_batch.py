@@ -110,6 +110,9 @@ def test_hot_repeats_over_a_stack_of_exposures(make_napari_viewer, wait_worker):
     np.testing.assert_array_equal(ruled, ccd_persistence_rule(plain, CCD_CLASSES))
     assert ruled[1, 90, 20] == 3 and (ruled[:, 40, 40] == 2).all()
     assert widget.result.settings["hot_repeats"] is True and widget.result.settings["exposures"] == 3  # two passes
+    defects = viewer.layers["exposures defects"].data  # the sensor's defect mask, over every frame
+    assert defects.shape == (128, 128) and defects[40, 40] == 1 and defects[90, 20] == 0
+    assert int(defects.sum()) == widget.result.settings["persistent_pixels"] and "defect pixels" in widget.counts_label.value
     two_pass_objects = widget.result.objects.copy()
     assert (two_pass_objects.groupby("t").size() > 0).all() and len(widget.clusters) > 0
     # with the probability layer asked for, the rule runs on the stack in memory: the same labels and objects

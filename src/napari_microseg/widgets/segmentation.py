@@ -245,8 +245,9 @@ class SegmentationWidget(MicrosegDock):
             from ..measure.counts import class_index
             from ..progress import Progress
 
+            defects = None
             if two_pass:  # one exposure's probabilities in memory at a time, not the whole stack's
-                result, clusters = yield from _repeat_rule_run(model, image, settings)
+                result, clusters, defects = yield from _repeat_rule_run(model, image, settings)
             else:
                 result = yield from segment_image(str(model), image, **settings)
                 clusters = None
@@ -259,11 +260,15 @@ class SegmentationWidget(MicrosegDock):
                 clusters = clusters_per_frame(result.labels, image, result.class_names, first_frame=first_frame)
             yield Progress(0, 1, "preparing the layer")
             labels, features = layer_data(result, stack_shape, None if whole else t)
-            return result, clusters, (labels, features), labels_digest(labels)
+            return result, clusters, (labels, features), labels_digest(labels), defects
 
         def done(outcome: Any) -> None:
-            result, clusters, (labels, features), digest = outcome
+            result, clusters, (labels, features), digest, defects = outcome
             self._add_result(result, layer, labels, features, model)
+            if defects is not None:  # the sensor's defects, as the CLI's defect mask: one (Y, X) layer over all frames
+                self.viewer.add_labels(defects.astype(np.uint8), name=unique_layer_name(self.viewer, f"{layer.name} defects"),
+                                       opacity=1.0, **layer_geometry(layer, 2))
+                self.counts_label.value += f"; {int(defects.sum())} defect pixels"
             self.result_digest = digest  # edits that emit no event (a script writing into .data) show as a change
             self.clusters = clusters
             if clusters is not None:
@@ -557,9 +562,10 @@ class SegmentationWidget(MicrosegDock):
 
 
 def _repeat_rule_run(model: Path, stack: Any, settings: dict):
-    """Generator (progress events; returns ``(SegmentResult, clusters)``): the repeat rule over a (T, Y, X)
-    stack of exposures in two passes (:func:`~napari_microseg.inference.repeats.segment_exposures`), so that
-    memory holds the class map and one exposure's probabilities, not those of every frame. Runs in a worker."""
+    """Generator (progress events; returns ``(SegmentResult, clusters, defects)``): the repeat rule over a
+    (T, Y, X) stack of exposures in two passes (:func:`~napari_microseg.inference.repeats.segment_exposures`),
+    so that memory holds the class map and one exposure's probabilities, not those of every frame;
+    ``defects`` is the (Y, X) bool mask of the persistent pixels. Runs in a worker."""
     from ..inference.repeats import segment_exposures
     from ..inference.segment import SegmentResult
 
@@ -569,7 +575,7 @@ def _repeat_rule_run(model: Path, stack: Any, settings: dict):
                                          write_labels=class_map.__setitem__, **options)
     result = SegmentResult(labels=class_map, probabilities=None, objects=ruled.objects, counts=ruled.counts,
                            output_mode="multiclass", class_names=ruled.class_names, settings=ruled.settings)
-    return result, ruled.clusters
+    return result, ruled.clusters, ruled.defects
 
 
 def default_model(choices: Any) -> str:
