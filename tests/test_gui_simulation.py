@@ -43,6 +43,30 @@ def test_generate_nuclei_timelapse_layers(make_napari_viewer, qtbot, artifacts, 
     imsave(artifacts / "simulation_nuclei.png", viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
 
 
+def test_ccd_exposures_of_one_sensor_feed_the_repeat_rule(make_napari_viewer, wait_worker):
+    """'exposures of one CCD': the same hot pixels in every frame, so the Segmentation dock's repeat rule finds
+    them as the sensor's defects; with 'balanced layout' it says the two do not go together."""
+    import numpy as np
+
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+    from napari_microseg.widgets.simulation import SimulationWidget
+
+    viewer = make_napari_viewer(show=False)
+    widget = SimulationWidget(viewer)
+    _run(widget, wait_worker, "CCD frames [C]", n_images=3, size=128, one_sensor=True)
+    truth = viewer.layers["sim CCD classes"].data
+    sensor_hot = (truth == 2).any(axis=0)
+    assert sensor_hot.any() and all(np.isin(frame[sensor_hot], (2, 3)).all() for frame in truth)
+    seg = SegmentationWidget(viewer)
+    seg.image_layer.value, seg.model_choice.value = "sim CCD (ADC)", "ccd_classes"
+    seg.scope.value, seg.hot_repeats.value = "whole stack", True
+    wait_worker(seg.segment())
+    defects = viewer.layers["sim CCD (ADC) defects"].data.astype(bool)
+    assert (defects & sensor_hot).sum() >= 0.9 * sensor_hot.sum() and seg.result.settings["repeat_warning"] is None
+    _run(widget, wait_worker, "CCD frames [C]", n_images=2, size=128, one_sensor=True, balanced=True)
+    assert "do not go together" in widget.status.text()
+
+
 @pytest.mark.parametrize("domain,params,expected", [
     ("CCD frames [C]", {"size": 128}, "sim CCD classes"),
     ("response images [R]", {"n_images": 4}, "sim response images"),

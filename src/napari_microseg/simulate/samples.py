@@ -11,6 +11,7 @@ from typing import Generator
 
 import numpy as np
 
+from ..errors import InputError
 from ..progress import Progress
 
 def generate_nuclei(p: dict, seed: int) -> Generator[Progress, None, list[tuple]]:
@@ -34,17 +35,26 @@ def generate_nuclei(p: dict, seed: int) -> Generator[Progress, None, list[tuple]
 
 
 def generate_ccd(p: dict, seed: int) -> Generator[Progress, None, list[tuple]]:
-    from ..simulate.ccd import CLASS_NAMES, simulate_ccd_frame
+    from ..simulate.ccd import CLASS_NAMES, simulate_ccd_exposure, simulate_ccd_frame, simulate_ccd_sensor
 
     from ..simulate._common import check_memory
 
     images, classes = [], []
     n, size = p["n_images"], p["size"]
+    sensor = None
+    if p.get("one_sensor"):  # exposures of one CCD: its defects drawn once, from a seed of their own
+        if p.get("balanced"):
+            raise InputError("'exposures of one CCD' and 'balanced layout' do not go together: a balanced layout adds "
+                             "hot lines frame by frame")
+        sensor = simulate_ccd_sensor(shape=(size, size), seed=seed + 1_000_003)
     # the frames (float32) and class maps (uint8) kept, their stacked copies, and one frame's components
     check_memory(2 * n * size * size * (4 + 1) + 4 * 4 * size * size, f"{n} CCD frames of {size} x {size} px",
                  "use fewer frames or a smaller size (the command line `microseg simulate ccd` writes frame by frame)")
     for i in range(n):
-        frame = simulate_ccd_frame(shape=(p["size"], p["size"]), seed=seed + i, balanced=p["balanced"])
+        if sensor is not None:
+            frame = simulate_ccd_exposure(sensor, seed=seed + i)
+        else:
+            frame = simulate_ccd_frame(shape=(p["size"], p["size"]), seed=seed + i, balanced=p["balanced"])
         images.append(frame.image)
         classes.append(frame.classes)
         yield Progress(i + 1, n, f"CCD frame {i + 1}/{n}")

@@ -31,6 +31,9 @@ def _ccd_form() -> Container:
         SpinBox(name="n_images", label="frames", value=1, min=1, max=500),
         SpinBox(name="size", label="size (px)", value=256, min=64, max=4096, step=64),
         CheckBox(name="balanced", label="balanced layout", value=False),
+        CheckBox(name="one_sensor", label="exposures of one CCD", value=False,
+                 tooltip="the same hot pixels and glowing band in every frame, charge and noise drawn per frame: "
+                         "what the Segmentation dock's 'CCD hot pixels repeat' compares"),
     ])
 
 
