@@ -261,14 +261,6 @@ def _segment_options(args: argparse.Namespace, ccd_rules: dict, diameter) -> dic
                 postprocess_options=ccd_rules, diameter=diameter)
 
 
-def _frame_pixels(data, t: int):
-    """Frame ``t`` of a (T, Y, X) numpy, Zarr or dask stack as numpy."""
-    import numpy as np
-
-    frame = data[t]
-    return np.asarray(frame.compute() if hasattr(frame, "compute") else frame)
-
-
 def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs: int, out: Path, diameter,
                  ccd_rules: dict):
     """Segment one input file and write its labels; returns ``(result, objects, counts, clusters, record)``.
@@ -301,11 +293,12 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
     try:
         if repeats:  # a stack of exposures: the rule in two passes, one frame in memory
             from ..inference.repeats import segment_exposures
+            from ..inference.segment import _frame_pixels
 
             labels = out_arr if zarr_out else np.zeros(tuple(data.shape), np.uint8)
             n_frames = int(data.shape[0])
             scratch = out / f"{REPEATS_SCRATCH}-{_stem(path)}"
-            key = _resume_key(args, loaded, path, ccd_rules, diameter)
+            key = _stamp(path) + "|" + _resume_settings(args, loaded, ccd_rules, diameter)
             gen = segment_exposures(loaded, lambda t: _frame_pixels(data, t), n_frames,
                                     write_labels=labels.__setitem__, scratch_dir=scratch,
                                     resume_keys=[f"{key}|frame {t}" for t in range(n_frames)],
@@ -446,10 +439,11 @@ def _segment_exposures(args: argparse.Namespace, loaded, paths: list[Path], out:
     def write(t: int, labels: np.ndarray) -> None:
         write_tiff(staging / targets[t].name, labels, overwrite=True, calibration=calibration.get(paths[t]))
 
+    settings_key = _resume_settings(args, loaded, ccd_rules, diameter)
     try:
         scratch = out / REPEATS_SCRATCH
         gen = segment_exposures(loaded, read, len(paths), write_labels=write, scratch_dir=scratch,
-                                resume_keys=[_resume_key(args, loaded, path, ccd_rules, diameter) for path in paths],
+                                resume_keys=[_stamp(path) + "|" + settings_key for path in paths],
                                 exposure_names=[path.name for path in paths],
                                 **_segment_options(args, ccd_rules, diameter))
         result = _drive(args, _say_what_is_kept(gen, scratch), f"{len(paths)} exposures")
@@ -531,10 +525,10 @@ def _stamp(path: Path) -> str:
     return f"{path}:{size}:{newest}"
 
 
-def _resume_key(args: argparse.Namespace, loaded, path: Path, ccd_rules: dict, diameter) -> str:
-    """What an exposure's first-pass record must match to be reused: the input (path, size, modification
-    time), the model file (a shipped name stands for its file in the package) and every setting that
-    changes a class map (not --batch-size, nor the instance-object options a class model ignores)."""
+def _resume_settings(args: argparse.Namespace, loaded, ccd_rules: dict, diameter) -> str:
+    """The part of an exposure's resume key that is the run's (its input's :func:`_stamp` is the rest): the
+    model file (a shipped name stands for its file in the package) and every setting that changes a class
+    map (not --batch-size, nor the instance-object options a class model ignores)."""
     from ..pretrained import resolve_model
 
     options = _segment_options(args, ccd_rules, diameter)
@@ -542,7 +536,7 @@ def _resume_key(args: argparse.Namespace, loaded, path: Path, ccd_rules: dict, d
         options.pop(ignored, None)
     settings = {**options, "hdu": args.hdu, "channel": args.channel, "device": str(loaded.device),
                 "model": _stamp(resolve_model(str(args.model))), "record_format": REPEATS_RECORD_FORMAT}
-    return _stamp(path) + "|" + json.dumps(settings, sort_keys=True, default=str)
+    return json.dumps(settings, sort_keys=True, default=str)
 
 
 def _report_repeat_rule(settings: dict, what: str) -> None:

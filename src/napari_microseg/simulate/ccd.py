@@ -346,7 +346,8 @@ def simulate_ccd_exposure(sensor: CCDFrame, seed: int | None = 0, **kwargs) -> C
     pixel before glowing). Exposures of one sensor are what the repeat rule needs
     (:func:`napari_microseg.inference.postprocess.ccd_persistence_rule`)."""
     if kwargs.get("balanced"):
-        raise InputError("balanced layouts add hot lines frame by frame: they cannot share one sensor's defects")
+        raise InputError("a balanced layout and exposures of one sensor do not go together: a balanced layout adds "
+                         "hot lines frame by frame, the sensor's defects are the same in every exposure")
     for key in ("n_hot", "glow_probability", "shape", "hot_level", "hot_length", "glow_level", "glow_width"):
         if key in kwargs:
             raise InputError(f"{key} is the sensor's (simulate_ccd_sensor), not the exposure's")

@@ -11,7 +11,6 @@ from typing import Generator
 
 import numpy as np
 
-from ..errors import InputError
 from ..progress import Progress
 
 def generate_nuclei(p: dict, seed: int) -> Generator[Progress, None, list[tuple]]:
@@ -43,16 +42,13 @@ def generate_ccd(p: dict, seed: int) -> Generator[Progress, None, list[tuple]]:
     n, size = p["n_images"], p["size"]
     sensor = None
     if p.get("one_sensor"):  # exposures of one CCD: its defects drawn once, from a seed of their own
-        if p.get("balanced"):
-            raise InputError("'exposures of one CCD' and 'balanced layout' do not go together: a balanced layout adds "
-                             "hot lines frame by frame")
         sensor = simulate_ccd_sensor(shape=(size, size), seed=seed + 1_000_003)
     # the frames (float32) and class maps (uint8) kept, their stacked copies, and one frame's components
     check_memory(2 * n * size * size * (4 + 1) + 4 * 4 * size * size, f"{n} CCD frames of {size} x {size} px",
                  "use fewer frames or a smaller size (the command line `microseg simulate ccd` writes frame by frame)")
     for i in range(n):
         if sensor is not None:
-            frame = simulate_ccd_exposure(sensor, seed=seed + i)
+            frame = simulate_ccd_exposure(sensor, seed=seed + i, balanced=p["balanced"])  # balanced: refused there
         else:
             frame = simulate_ccd_frame(shape=(p["size"], p["size"]), seed=seed + i, balanced=p["balanced"])
         images.append(frame.image)
