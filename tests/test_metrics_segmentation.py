@@ -9,6 +9,7 @@ from napari_microseg.errors import InputError
 from napari_microseg.evaluation.metrics import (
     DEFAULT_THRESHOLDS,
     Overlaps,
+    bootstrap_ap_interval,
     compute_overlaps,
     counts_to_scores,
     evaluate_dataset,
@@ -160,6 +161,31 @@ def test_dataset_pooling():
     assert pooled_table.iloc[0].ap == pytest.approx(0.25)
     with pytest.raises(InputError):
         evaluate_dataset([])
+
+
+def test_bootstrap_interval_of_the_pooled_ap():
+    a_gt = np.zeros((10, 10), np.uint16)
+    a_gt[0:4, 0:4] = 1
+    b_gt = a_gt.copy()
+    b_gt[6:9, 6:9] = 2
+    b_pred = np.zeros_like(b_gt)
+    b_pred[0:4, 5:9] = 1
+    good, bad = instance_scores(a_gt, a_gt), instance_scores(b_gt, b_pred)  # AP 1 (1/1/0/0), AP 0 (TP 0, FP 1, FN 2)
+    # resamples of two images: {a, a} AP 1, {b, b} AP 0, {a, b} AP 1/4: the 95 % interval spans 0..1
+    assert bootstrap_ap_interval([good, bad]) == pytest.approx((0.0, 1.0))
+    # only {a, b} (half of all draws) gives 1/4: a 40 % interval holds nothing else
+    assert bootstrap_ap_interval([good, bad], level=0.4) == pytest.approx((0.25, 0.25))
+    # images alike: no spread; many images of both kinds: a narrow interval around the pooled AP 1/4
+    assert bootstrap_ap_interval([bad, bad, bad]) == (0.0, 0.0)
+    low, high = bootstrap_ap_interval([good, bad] * 200)
+    assert 0.2 < low < 0.25 < high < 0.3
+    assert all(np.isnan(bootstrap_ap_interval([good])))
+    with pytest.raises(InputError, match="threshold"):
+        bootstrap_ap_interval([good, bad], threshold=0.33)
+    with pytest.raises(InputError, match="level"):
+        bootstrap_ap_interval([good, bad], level=1.0)
+    _, pooled = evaluate_dataset([("a", a_gt, a_gt), ("b", b_gt, b_pred)])
+    assert (pooled["ap_low@0.50"], pooled["ap_high@0.50"]) == pytest.approx((0.0, 1.0))
 
 
 def test_label_images_that_are_not_labels_are_refused():

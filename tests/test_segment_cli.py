@@ -113,9 +113,11 @@ def test_evaluate_cli(tmp_path, capsys):
     assert main(["evaluate", "seg", "--gt", str(gt_dir), "--pred", str(pred_dir), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "AP@0.50" in printed
+    _, pooled = evaluate_dataset(pairs)
+    # two images: the bootstrap interval over image sets is printed
+    assert f"AP@0.50 {pooled['ap_low@0.50']:.3f}-{pooled['ap_high@0.50']:.3f}: 95 % interval" in printed
     table = pd.read_csv(out)
     assert table.name.tolist() == ["img0.tif", "img1.tif", "ALL"]
-    _, pooled = evaluate_dataset(pairs)
     all_row = table.set_index("name").loc["ALL"]
     assert all_row["ap@0.50"] == pytest.approx(pooled["ap@0.50"], abs=1e-5)
     assert all_row["object_fp"] == 1 and all_row["object_fn"] == 2

@@ -269,6 +269,9 @@ def run_seg(args: argparse.Namespace) -> int:
     t0 = f"{thresholds[0]:.2f}"
     print(f"  F1@{t0} {pooled[f'f1@{t0}']:.3f}  PQ {pooled['pq']:.3f}  mean AP {pooled['map']:.3f} "
           f"(per-image mean {pooled['mean_image_map']:.3f})  objects gt {pooled['n_gt']} pred {pooled['n_pred']}")
+    low, high = pooled[f"ap_low@{t0}"], pooled[f"ap_high@{t0}"]
+    if low == low:  # not NaN: two images or more
+        print(f"  AP@{t0} {low:.3f}-{high:.3f}: 95 % interval over other image sets drawn like these (bootstrap)")
     pixels = sum(pooled[k] for k in ("pixel_tp", "pixel_fp", "pixel_fn", "pixel_tn"))
     predicted, true = pooled["pixel_tp"] + pooled["pixel_fp"], pooled["pixel_tp"] + pooled["pixel_fn"]
     if pixels and predicted > 0.8 * pixels and predicted > 2 * true:  # a model that calls everything foreground

@@ -19,6 +19,9 @@ Conventions
   RQ = F1.
 * Data-set scores pool the counts (sum TP, FP, FN over images) before taking
   ratios; per-image means are reported alongside where useful.
+* How precise a data-set AP is: :func:`bootstrap_ap_interval` resamples the
+  images (a percentile bootstrap of the pooled AP). Which images a test set
+  holds moves its AP far more than the nuclei within them do.
 """
 
 from __future__ import annotations
@@ -278,6 +281,52 @@ def pool_instance_scores(tables: Iterable[pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+#: resamples and confidence level of :func:`bootstrap_ap_interval`
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_LEVEL = 0.95
+
+
+def bootstrap_ap_interval(tables: Sequence[pd.DataFrame], threshold: float = 0.5,
+                          n_resamples: int = BOOTSTRAP_RESAMPLES, level: float = BOOTSTRAP_LEVEL,
+                          seed: int = 0) -> tuple[float, float]:
+    """Confidence interval of the pooled AP at ``threshold``, by resampling the images.
+
+    A percentile bootstrap: ``n_resamples`` times, as many images as there are
+    are drawn with replacement and their TP, FP and FN pooled into
+    TP/(TP+FP+FN); the interval holds the central ``level`` of those APs. It
+    answers "how much would this figure move on another test set drawn like
+    this one", which is what comparing against a published figure needs.
+
+    Parameters
+    ----------
+    tables : per-image :func:`instance_scores` tables (one per image).
+    threshold : the IoU threshold (one of the tables' thresholds).
+    n_resamples, level, seed : bootstrap resamples, confidence level (0..1), random seed.
+
+    Returns
+    -------
+    (low, high) : floats in [0, 1]; NaN for both with fewer than two images.
+    """
+    if not 0 < level < 1:
+        raise InputError(f"level must be in (0, 1), got {level}")
+    counts = []
+    for table in tables:
+        row = table[np.isclose(table.threshold.to_numpy(float), threshold)]
+        if row.empty:
+            raise InputError(f"IoU threshold {threshold} is not among the scored thresholds")
+        counts.append((int(row.tp.iloc[0]), int(row.fp.iloc[0]), int(row.fn.iloc[0])))
+    if len(counts) < 2:
+        return float("nan"), float("nan")
+    c = np.asarray(counts, dtype=np.int64)
+    draws = np.random.default_rng(seed).integers(0, len(c), size=(int(n_resamples), len(c)))
+    sums = c[draws].sum(axis=1)  # (n_resamples, 3): pooled TP, FP, FN of each resample
+    total = sums.sum(axis=1)
+    ap = np.where(total > 0, sums[:, 0] / np.maximum(total, 1), 1.0)
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(ap, [tail, 100 - tail])
+    return float(low), float(high)
+
+
 def evaluate_segmentation(gt: np.ndarray, pred: np.ndarray, thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> dict:
     """All scores for one (ground truth, prediction) pair of label images.
 
@@ -324,8 +373,9 @@ def evaluate_dataset(pairs: Iterable[tuple[str, np.ndarray, np.ndarray]],
         of :func:`evaluate_segmentation`).
     pooled : dict of data-set scores from pooled counts (pixel, any-overlap
         object and instance scores), plus ``mean_image_map`` (mean over images
-        of the per-image mean AP, the DSB2018 leaderboard convention) and
-        ``n_images``.
+        of the per-image mean AP, the DSB2018 leaderboard convention),
+        ``ap_low@T`` / ``ap_high@T`` (the 95 % bootstrap interval of the AP at
+        the first threshold, :func:`bootstrap_ap_interval`) and ``n_images``.
     """
     rows, inst_tables = [], []
     pix = np.zeros(4, np.int64)
@@ -352,4 +402,6 @@ def evaluate_dataset(pairs: Iterable[tuple[str, np.ndarray, np.ndarray]],
     pooled["object_gt_detected"] = n_gt_detected
     pooled.update(_instance_summary(pool_instance_scores(inst_tables)))
     pooled["mean_image_map"] = float(per_image["map"].mean())
+    first = f"{float(thresholds[0]):.2f}"
+    pooled[f"ap_low@{first}"], pooled[f"ap_high@{first}"] = bootstrap_ap_interval(inst_tables, float(thresholds[0]))
     return per_image, pooled
