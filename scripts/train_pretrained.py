@@ -144,8 +144,9 @@ def train_nuclei_fluorescence(args: argparse.Namespace) -> None:
             labels.append(movie.labels[t])
     cfg = {
         "preset": args.preset, "output_mode": "three_class", "patch_size": args.patch, "patches_per_epoch": args.patches,
-        "batch_size": 8, "epochs": args.epochs, "lr": args.lr, "seed": 0, "num_threads": args.threads, "val_fraction": 0.1,
-        "early_stopping_patience": args.patience or None, "reduce_lr_patience": 5, "reduce_lr_factor": 0.3,
+        "batch_size": 8, "epochs": args.epochs, "lr": args.lr, "seed": args.seed, "split_seed": 0,
+        "num_threads": args.threads, "val_fraction": 0.1, "early_stopping_patience": args.patience or None,
+        "reduce_lr_patience": 5, "reduce_lr_factor": 0.3,
         "lr_schedule": args.lr_schedule, "monitor": "val_loss",
         "distance_head": bool(args.distance_head), "distance_weight": 4.0, "image_sampling": args.image_sampling,
         "touching_weight": args.touching_weight,
@@ -398,6 +399,8 @@ def main() -> None:
     parser.add_argument("--simulated", type=int, default=150, help="simulated images added to the training set")
     parser.add_argument("--movies", type=int, default=8, help="simulated time-lapses whose frames join the training set")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="nuclei models: seed of patches, augmentation and new weights; the validation split stays seed 0's")
     parser.add_argument("--lr", type=float, default=2e-3, help="nuclei_fluorescence, ccd_classes: learning rate")
     parser.add_argument("--lr-schedule", choices=("plateau", "cosine"), default="plateau",
                         help="nuclei models: lr falls on plateaus, or along a cosine to 1e-6 over --epochs")

@@ -26,10 +26,11 @@ def test_cli_train_writes_model_and_history(tmp_path, capsys):
     out = tmp_path / "run" / "model.pt"
     args = ["train", "--images", str(images), "--labels", str(labels), "--out", str(out), "--epochs", "2",
             "--patch", "64", "--patches-per-epoch", "16", "--batch-size", "8", "--threads", "2", "--seed", "3",
-            "--output-mode", "three_class", "--device", "cpu"]
+            "--split-seed", "1", "--output-mode", "three_class", "--device", "cpu"]
     assert main(args) == 0
     loaded = load_model(out)
     assert loaded.output_mode == "three_class" and loaded.config["training"]["seed"] == 3
+    assert loaded.config["training"]["config"]["split_seed"] == 1
     assert "3 image(s)" in loaded.config["training"]["data"]
     with open(out.parent / "model.history.csv", newline="") as fh:  # named after the model: no clash in a shared folder
         rows = list(csv.DictReader(fh))

@@ -209,6 +209,23 @@ def test_unknown_image_sampling_is_refused_before_training(tmp_path):
     assert not (tmp_path / "x.pt").exists()
 
 
+def test_split_seed_keeps_the_validation_images_across_seeds(tmp_path):
+    """Runs with other seeds hold out other images; with one split_seed, the same ones (recorded by name)."""
+    imgs, labs = disk_set(20, seed=5)
+    base = dict(TINY, patches_per_epoch=8, val_fraction=0.2)
+
+    def held_out(**seeds):
+        run(train(TrainConfig(epochs=1, **seeds, **base), (imgs, labs), out_path=tmp_path / "m.pt"))
+        meta = read_model_file(tmp_path / "m.pt")["config"]["training"]
+        assert meta["config"]["split_seed"] == seeds.get("split_seed")
+        return meta["validation_images"]
+
+    by_seed = {seed: held_out(seed=seed) for seed in (0, 1, 2)}
+    assert all(len(names) == 4 and all(n.startswith("image ") for n in names) for names in by_seed.values())
+    assert len({tuple(names) for names in by_seed.values()}) > 1  # the seed alone moves the split
+    assert held_out(seed=1, split_seed=0) == held_out(seed=2, split_seed=0) == by_seed[0]
+
+
 def test_cosine_schedule_falls_from_lr_to_min_lr_and_resumes_on_it(tmp_path):
     imgs, labs = disk_set(3, seed=2)
     base = dict(TINY, patches_per_epoch=8, lr=1e-2, min_lr=1e-4, lr_schedule="cosine")

@@ -92,6 +92,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--no-amp", action="store_true", help="no mixed precision (used on CUDA and on CPUs with native bfloat16)")
     t.add_argument("--threads", type=int, help="torch CPU threads")
     t.add_argument("--seed", type=int, default=0, help="random seed (patches, augmentation, split, initial weights)")
+    t.add_argument("--split-seed", type=int, default=None,
+                   help="seed of which images are held out for validation (default: --seed); keep it to compare runs of other seeds")
     t.add_argument("--resume", help="continue from a checkpoint (the model file plus .last.pt, e.g. nuclei.pt.last.pt, or the model next to one)")
     t.add_argument("--init-model", help="fine-tune from this model file")
     t.add_argument("--freeze-encoder", action="store_true", help="with --init-model: keep the encoder fixed")
@@ -256,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
         image_sampling=args.image_sampling, epochs=args.epochs, lr=args.lr, lr_schedule=args.lr_schedule,
         optimizer=args.optimizer, weight_decay=args.weight_decay, loss=args.loss,
         early_stopping_patience=args.patience or None, device=args.device, amp=not args.no_amp,
-        seed=args.seed, num_threads=args.threads, freeze_encoder=args.freeze_encoder,
+        seed=args.seed, split_seed=args.split_seed, num_threads=args.threads, freeze_encoder=args.freeze_encoder,
         val_fraction=args.val_fraction, augment=not args.no_augment, ignore_value=args.ignore_value,
         unlabelled_is_ignored=args.unlabelled_is_ignored, background_value=args.background_value,
         data_description=description,

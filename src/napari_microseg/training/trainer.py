@@ -97,6 +97,10 @@ class TrainConfig:
         on CPUs that compute bfloat16 natively (AMX / AVX512-BF16) bfloat16 autocast
         (~2x the patches per second); float32 elsewhere.
     seed : seeds patch sampling, augmentation, initialisation and the validation split.
+    split_seed : seeds only which images the validation split holds out (None: ``seed``).
+        Runs with other ``seed`` values but one ``split_seed`` hold out the same
+        images, so that their validation scores compare; a fine-tune keeps the
+        split its starting model was chosen on.
     num_threads : torch CPU threads during training (None: leave torch's setting).
     freeze_encoder : with ``init_model``, keep the contracting path fixed.
     val_fraction : share of images (or of the single image, as a strip) held out.
@@ -151,6 +155,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     seed: int = 0
+    split_seed: int | None = None
     num_threads: int | None = None
     freeze_encoder: bool = False
     val_fraction: float = 0.2
@@ -507,7 +512,8 @@ def train(
         cfg = replace(cfg, patch_size=fitted)
     val_td = _as_training_data(val_data, cfg, normalization)
     if val_td is None:
-        train_td, val_td = split_train_val(train_td, cfg.val_fraction, seed=cfg.seed)
+        split_seed = cfg.seed if cfg.split_seed is None else int(cfg.split_seed)
+        train_td, val_td = split_train_val(train_td, cfg.val_fraction, seed=split_seed)
     n_classes = train_td.n_classes
     n_out = n_outputs_for_mode(cfg.output_mode, n_classes)
     n_class_out = n_out
@@ -710,6 +716,7 @@ def train(
                 "class_weights": class_weights,
                 "data": train_desc,
                 "validation": val_desc,
+                "validation_images": [] if val_td is None else [it.name for it in val_td.items],
                 "epochs_run": history[-1]["epoch"] if history else 0,
                 "best_epoch": best_epoch,
                 "seed": cfg.seed,
