@@ -89,7 +89,8 @@ def evaluate_nuclei_fluorescence(args: argparse.Namespace) -> None:
     out = Path(args.out) / f"{args.model}.pt"
     pooled = evaluate_on_dsb(out, test_files)
     held = {"data": f"DSB2018 {len(test_files)} test images (sorted index % 5 == 0), never seen in training",
-            **{k: round(float(v), 4) for k, v in pooled.items() if isinstance(v, (int, float, np.floating, np.integer))}}
+            **{k: round(float(v), 4) for k, v in pooled.items()
+               if isinstance(v, (int, float, np.floating, np.integer)) and v == v}}  # NaN: no interval for one image
     write_card(out, card_from_model_file(args.model, NUCLEI_TASK, out, held))
 
 
@@ -124,16 +125,18 @@ def train_nuclei_fluorescence(args: argparse.Namespace) -> None:
     train_files, test_files = dsb_split()
     if args.quick:
         train_files, test_files = train_files[:20], test_files[:10]
-    images, labels = [], []
+    images, labels, names = [], [], []  # names: the model's record lists its validation images by them
     for f in train_files:
         im, lab = read_pair(f)
         images.append(im)
         labels.append(lab)
+        names.append(f.name)
     n_sim = args.simulated
     for s in range(n_sim):
         im, lab = simulate_nuclei_image(shape=(256, 256), n_nuclei=int(np.random.default_rng(s).integers(10, 80)), seed=10_000 + s)
         images.append(im)
         labels.append(lab)
+        names.append(f"simulated seed {10_000 + s}")
     from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
 
     n_movies = 0 if args.quick else args.movies
@@ -142,6 +145,7 @@ def train_nuclei_fluorescence(args: argparse.Namespace) -> None:
         for t in range(0, 30, 6):
             images.append(movie.fluorescence[t])
             labels.append(movie.labels[t])
+            names.append(f"simulated time-lapse seed {5_000 + m} frame {t}")
     cfg = {
         "preset": args.preset, "output_mode": "three_class", "patch_size": args.patch, "patches_per_epoch": args.patches,
         "batch_size": 8, "epochs": args.epochs, "lr": args.lr, "seed": args.seed, "split_seed": 0,
@@ -156,8 +160,8 @@ def train_nuclei_fluorescence(args: argparse.Namespace) -> None:
     resume = str(out) if args.resume else None
     if args.init_model:
         cfg["data_description"] += f"; fine-tuned from {Path(args.init_model).name} (lr {args.lr:g}, {args.epochs} epochs)"
-    run_with_text_progress(train(cfg, (images, labels), out_path=out, resume=resume, init_model=args.init_model),
-                           label=args.model)
+    run_with_text_progress(train(cfg, {"images": images, "labels": labels, "names": names}, out_path=out, resume=resume,
+                                 init_model=args.init_model), label=args.model)
     tune_nuclei_fluorescence(args)
     evaluate_nuclei_fluorescence(args)
 

@@ -179,6 +179,18 @@ def test_bootstrap_interval_of_the_pooled_ap():
     assert bootstrap_ap_interval([bad, bad, bad]) == (0.0, 0.0)
     low, high = bootstrap_ap_interval([good, bad] * 200)
     assert 0.2 < low < 0.25 < high < 0.3
+    # resamples drawn in chunks (400 images: 10,000 per chunk) give the same kind of interval
+    low_many, high_many = bootstrap_ap_interval([good, bad] * 200, n_resamples=25_000)
+    assert abs(low_many - low) < 0.01 and abs(high_many - high) < 0.01
+    # frames of one stack are drawn together: two stacks behave as two images
+    # (stack m: TP 2; stack n: TP 0, FP 2, FN 4; {m, n} pools to 2 / 8)
+    stacked = bootstrap_ap_interval([good, good, bad, bad], groups=["m", "m", "n", "n"], level=0.4)
+    assert stacked == pytest.approx((0.25, 0.25))
+    assert all(np.isnan(bootstrap_ap_interval([good, good], groups=["m", "m"])))  # one stack: no interval
+    with pytest.raises(InputError, match="n_resamples"):
+        bootstrap_ap_interval([good, bad], n_resamples=0)
+    with pytest.raises(InputError, match="groups"):
+        bootstrap_ap_interval([good, bad], groups=["m"])
     assert all(np.isnan(bootstrap_ap_interval([good])))
     with pytest.raises(InputError, match="threshold"):
         bootstrap_ap_interval([good, bad], threshold=0.33)
@@ -186,6 +198,9 @@ def test_bootstrap_interval_of_the_pooled_ap():
         bootstrap_ap_interval([good, bad], level=1.0)
     _, pooled = evaluate_dataset([("a", a_gt, a_gt), ("b", b_gt, b_pred)])
     assert (pooled["ap_low@0.50"], pooled["ap_high@0.50"]) == pytest.approx((0.0, 1.0))
+    # frames of one stack ("name[t]") are one draw: a single stack gives no interval
+    _, pooled = evaluate_dataset([("movie.tif[0]", a_gt, a_gt), ("movie.tif[1]", b_gt, b_pred)])
+    assert np.isnan(pooled["ap_low@0.50"]) and np.isnan(pooled["ap_high@0.50"])
 
 
 def test_label_images_that_are_not_labels_are_refused():

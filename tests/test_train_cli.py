@@ -31,6 +31,8 @@ def test_cli_train_writes_model_and_history(tmp_path, capsys):
     loaded = load_model(out)
     assert loaded.output_mode == "three_class" and loaded.config["training"]["seed"] == 3
     assert loaded.config["training"]["config"]["split_seed"] == 1
+    held_out = loaded.config["training"]["validation_images"]  # by file name
+    assert len(held_out) == 1 and held_out[0] in {"f0.tif", "f1.tif", "f2.tif"}, held_out
     assert "3 image(s)" in loaded.config["training"]["data"]
     with open(out.parent / "model.history.csv", newline="") as fh:  # named after the model: no clash in a shared folder
         rows = list(csv.DictReader(fh))

@@ -217,13 +217,34 @@ def test_split_seed_keeps_the_validation_images_across_seeds(tmp_path):
     def held_out(**seeds):
         run(train(TrainConfig(epochs=1, **seeds, **base), (imgs, labs), out_path=tmp_path / "m.pt"))
         meta = read_model_file(tmp_path / "m.pt")["config"]["training"]
-        assert meta["config"]["split_seed"] == seeds.get("split_seed")
+        assert meta["config"]["split_seed"] == seeds.get("split_seed", seeds["seed"])  # the one used
         return meta["validation_images"]
 
     by_seed = {seed: held_out(seed=seed) for seed in (0, 1, 2)}
     assert all(len(names) == 4 and all(n.startswith("image ") for n in names) for names in by_seed.values())
     assert len({tuple(names) for names in by_seed.values()}) > 1  # the seed alone moves the split
     assert held_out(seed=1, split_seed=0) == held_out(seed=2, split_seed=0) == by_seed[0]
+
+
+def test_split_seed_draws_the_validation_tiles_and_survives_a_resume(tmp_path, monkeypatch):
+    import napari_microseg.training.trainer as trainer_module
+
+    drawn = []
+    real = trainer_module.tile_for_validation
+    monkeypatch.setattr(trainer_module, "tile_for_validation",
+                        lambda *a, **k: drawn.append(k["seed"]) or real(*a, **k))
+    imgs, labs = disk_set(20, seed=5)
+    base = dict(TINY, patches_per_epoch=8, val_fraction=0.2, val_max_tiles=2)
+    run(train(TrainConfig(epochs=1, seed=1, split_seed=0, **base), (imgs, labs), out_path=tmp_path / "m.pt"))
+    first = read_model_file(tmp_path / "m.pt")["config"]["training"]["validation_images"]
+    # resumed with another seed and no split_seed: the checkpoint's split and tiles go on
+    run(train(TrainConfig(epochs=2, seed=2, **base), (imgs, labs), out_path=tmp_path / "m.pt", resume=tmp_path / "m.pt"))
+    meta = read_model_file(tmp_path / "m.pt")["config"]["training"]
+    assert drawn == [0, 0] and meta["validation_images"] == first and meta["config"]["split_seed"] == 0
+    assert meta["config"]["seed"] == 2 and meta["epochs_run"] == 2
+    for bad in ({"split_seed": -1}, {"split_seed": 1.5}, {"seed": True}, {"seed": -3}):
+        with pytest.raises(InputError, match="seed must be a whole number >= 0"):
+            next(train(TrainConfig(epochs=1, **{"seed": 0, **bad}, **base), (imgs, labs), out_path=tmp_path / "x.pt"))
 
 
 def test_cosine_schedule_falls_from_lr_to_min_lr_and_resumes_on_it(tmp_path):

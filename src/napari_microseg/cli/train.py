@@ -91,7 +91,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     t.add_argument("--no-amp", action="store_true", help="no mixed precision (used on CUDA and on CPUs with native bfloat16)")
     t.add_argument("--threads", type=int, help="torch CPU threads")
-    t.add_argument("--seed", type=int, default=0, help="random seed (patches, augmentation, split, initial weights)")
+    t.add_argument("--seed", type=int, default=0, help="random seed (patches, augmentation, initial weights, and the validation split unless --split-seed)")
     t.add_argument("--split-seed", type=int, default=None,
                    help="seed of which images are held out for validation (default: --seed); keep it to compare runs of other seeds")
     t.add_argument("--resume", help="continue from a checkpoint (the model file plus .last.pt, e.g. nuclei.pt.last.pt, or the model next to one)")
@@ -266,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
     if args.simulated is None:  # frames of one stack file: validation holds out a block of them, not neighbours
         from ..training.data import sequence_of
 
-        train_data = {"images": images, "labels": labels, "sequences": [sequence_of(n) for n in names]}
+        train_data = {"images": images, "labels": labels, "sequences": [sequence_of(n) for n in names], "names": names}
     else:
         train_data = (images, labels)
     val_data = None

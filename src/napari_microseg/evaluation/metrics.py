@@ -27,7 +27,7 @@ Conventions
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -288,40 +288,56 @@ BOOTSTRAP_LEVEL = 0.95
 
 def bootstrap_ap_interval(tables: Sequence[pd.DataFrame], threshold: float = 0.5,
                           n_resamples: int = BOOTSTRAP_RESAMPLES, level: float = BOOTSTRAP_LEVEL,
-                          seed: int = 0) -> tuple[float, float]:
+                          seed: int = 0, groups: Sequence | None = None) -> tuple[float, float]:
     """Confidence interval of the pooled AP at ``threshold``, by resampling the images.
 
     A percentile bootstrap: ``n_resamples`` times, as many images as there are
     are drawn with replacement and their TP, FP and FN pooled into
-    TP/(TP+FP+FN); the interval holds the central ``level`` of those APs. It
-    answers "how much would this figure move on another test set drawn like
-    this one", which is what comparing against a published figure needs.
+    TP/(TP+FP+FN) (1.0 for a draw of images that hold no object and predict
+    none, as in :func:`counts_to_scores`); the interval holds the central
+    ``level`` of those APs. It answers "how much would this figure move on
+    another test set drawn like this one", which is what comparing against a
+    published figure needs. Frames of one time-lapse are alike: give
+    ``groups`` (per table, e.g. its stack's name) and whole groups are drawn.
 
     Parameters
     ----------
     tables : per-image :func:`instance_scores` tables (one per image).
     threshold : the IoU threshold (one of the tables' thresholds).
-    n_resamples, level, seed : bootstrap resamples, confidence level (0..1), random seed.
+    n_resamples, level, seed : bootstrap resamples (>= 1), confidence level (0..1), random seed.
+    groups : optional, one key per table; tables with one key are resampled together.
 
     Returns
     -------
-    (low, high) : floats in [0, 1]; NaN for both with fewer than two images.
+    (low, high) : floats in [0, 1]; NaN for both with fewer than two images (or groups).
     """
     if not 0 < level < 1:
         raise InputError(f"level must be in (0, 1), got {level}")
+    if int(n_resamples) < 1:
+        raise InputError(f"n_resamples must be >= 1, got {n_resamples}")
+    if groups is not None and len(groups) != len(tables):
+        raise InputError(f"groups has {len(groups)} keys for {len(tables)} tables")
     counts = []
     for table in tables:
         row = table[np.isclose(table.threshold.to_numpy(float), threshold)]
         if row.empty:
             raise InputError(f"IoU threshold {threshold} is not among the scored thresholds")
         counts.append((int(row.tp.iloc[0]), int(row.fp.iloc[0]), int(row.fn.iloc[0])))
-    if len(counts) < 2:
+    c = np.asarray(counts, dtype=np.int64).reshape(-1, 3)
+    if groups is not None:  # one row of summed counts per group
+        _, group_index = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)
+        c = np.stack([np.bincount(group_index, weights=c[:, k], minlength=group_index.max() + 1) for k in range(3)],
+                     axis=1).astype(np.int64) if len(c) else c
+    if len(c) < 2:
         return float("nan"), float("nan")
-    c = np.asarray(counts, dtype=np.int64)
-    draws = np.random.default_rng(seed).integers(0, len(c), size=(int(n_resamples), len(c)))
-    sums = c[draws].sum(axis=1)  # (n_resamples, 3): pooled TP, FP, FN of each resample
-    total = sums.sum(axis=1)
-    ap = np.where(total > 0, sums[:, 0] / np.maximum(total, 1), 1.0)
+    rng = np.random.default_rng(seed)
+    ap = np.empty(int(n_resamples))
+    chunk = max(1, 4_000_000 // len(c))  # draws per chunk: memory stays ~100 MB for any number of images
+    for start in range(0, len(ap), chunk):
+        draws = rng.integers(0, len(c), size=(min(chunk, len(ap) - start), len(c)))
+        sums = c[draws].sum(axis=1)  # pooled TP, FP, FN of each resample
+        total = sums.sum(axis=1)
+        ap[start:start + len(draws)] = np.where(total > 0, sums[:, 0] / np.maximum(total, 1), 1.0)
     tail = 100 * (1 - level) / 2
     low, high = np.percentile(ap, [tail, 100 - tail])
     return float(low), float(high)
@@ -363,6 +379,12 @@ def _instance_summary(inst: pd.DataFrame) -> dict:
     return out
 
 
+def _stack_of(name: Any) -> str:
+    """The stack a frame named ``"movie.tif[3]"`` belongs to; any other name is its own."""
+    stem, bracket, rest = str(name).rpartition("[")
+    return stem if bracket and rest.endswith("]") and rest[:-1].isdigit() else str(name)
+
+
 def evaluate_dataset(pairs: Iterable[tuple[str, np.ndarray, np.ndarray]],
                      thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> tuple[pd.DataFrame, dict]:
     """Score many images: ``pairs`` yields ``(name, gt_labels, pred_labels)``.
@@ -375,7 +397,8 @@ def evaluate_dataset(pairs: Iterable[tuple[str, np.ndarray, np.ndarray]],
         object and instance scores), plus ``mean_image_map`` (mean over images
         of the per-image mean AP, the DSB2018 leaderboard convention),
         ``ap_low@T`` / ``ap_high@T`` (the 95 % bootstrap interval of the AP at
-        the first threshold, :func:`bootstrap_ap_interval`) and ``n_images``.
+        the first threshold, :func:`bootstrap_ap_interval`; frames named
+        ``"<stack>[t]"`` are drawn with their stack) and ``n_images``.
     """
     rows, inst_tables = [], []
     pix = np.zeros(4, np.int64)
@@ -403,5 +426,7 @@ def evaluate_dataset(pairs: Iterable[tuple[str, np.ndarray, np.ndarray]],
     pooled.update(_instance_summary(pool_instance_scores(inst_tables)))
     pooled["mean_image_map"] = float(per_image["map"].mean())
     first = f"{float(thresholds[0]):.2f}"
-    pooled[f"ap_low@{first}"], pooled[f"ap_high@{first}"] = bootstrap_ap_interval(inst_tables, float(thresholds[0]))
+    stacks = [_stack_of(name) for name in per_image["name"]]  # frames "movie.tif[3]" resample with their stack
+    pooled[f"ap_low@{first}"], pooled[f"ap_high@{first}"] = bootstrap_ap_interval(inst_tables, float(thresholds[0]),
+                                                                                   groups=stacks)
     return per_image, pooled

@@ -96,11 +96,13 @@ class TrainConfig:
     amp : mixed precision: on CUDA bfloat16 where supported, else float16 + grad scaling;
         on CPUs that compute bfloat16 natively (AMX / AVX512-BF16) bfloat16 autocast
         (~2x the patches per second); float32 elsewhere.
-    seed : seeds patch sampling, augmentation, initialisation and the validation split.
-    split_seed : seeds only which images the validation split holds out (None: ``seed``).
-        Runs with other ``seed`` values but one ``split_seed`` hold out the same
-        images, so that their validation scores compare; a fine-tune keeps the
-        split its starting model was chosen on.
+    seed : seeds patch sampling, augmentation, initialisation and (unless ``split_seed``
+        is given) the validation split. A whole number >= 0.
+    split_seed : seeds only the validation split: which images it holds out and which of
+        their tiles it scores when there are more than ``val_max_tiles`` (None: ``seed``).
+        Runs with other ``seed`` values but one ``split_seed`` validate on the same
+        tiles, so that their validation scores compare; a fine-tune can keep the split
+        its starting model was chosen on. A resumed run keeps its checkpoint's split.
     num_threads : torch CPU threads during training (None: leave torch's setting).
     freeze_encoder : with ``init_model``, keep the contracting path fixed.
     val_fraction : share of images (or of the single image, as a strip) held out.
@@ -273,18 +275,19 @@ def _as_training_data(data: Any, cfg: TrainConfig, normalization: dict) -> Train
         return None
     if isinstance(data, TrainingData):
         return data
-    sequences = None
+    sequences = names = None
     if isinstance(data, dict):
-        images, labels, sequences = data["images"], data["labels"], data.get("sequences")
+        images, labels, sequences, names = data["images"], data["labels"], data.get("sequences"), data.get("names")
     elif isinstance(data, (tuple, list)) and len(data) == 2:
         images, labels = data
     else:
         raise InputError("training data must be a TrainingData, an (images, labels) pair or a dict with images and "
-                         "labels (and optionally sequences: per image, the time-lapse it is a frame of)")
+                         "labels (and optionally sequences: per image, the time-lapse it is a frame of; names: per image, "
+                         "what the model's record calls it)")
     return prepare_training_data(
         images, labels, output_mode=cfg.output_mode, n_classes=cfg.n_classes, normalization=normalization,
         ignore_value=cfg.ignore_value, unlabelled_is_ignored=cfg.unlabelled_is_ignored,
-        background_value=cfg.background_value, sequences=sequences,
+        background_value=cfg.background_value, sequences=sequences, names=names,
     )
 
 
@@ -358,6 +361,12 @@ def _check_counts_and_rates(cfg: TrainConfig) -> None:
         raise InputError(f"min_lr must be a number >= 0, got {cfg.min_lr!r}")
     if not 0 <= cfg.foreground_bias <= 1:
         raise InputError(f"foreground_bias must be in [0, 1], got {cfg.foreground_bias!r}")
+    for name in ("seed", "split_seed"):
+        value = getattr(cfg, name)
+        if value is None and name == "split_seed":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise InputError(f"{name} must be a whole number >= 0, got {value!r}")
 
 
 def read_checkpoint(resume: str | os.PathLike) -> dict:
@@ -410,7 +419,9 @@ def train(
     ----------
     config : :class:`TrainConfig` or its dict form.
     train_data : a :class:`~napari_microseg.training.data.TrainingData`, or ``(images, labels)``
-        (lists of 2-D arrays or ``(T, Y, X)`` stacks; see ``prepare_training_data``).
+        (lists of 2-D arrays or ``(T, Y, X)`` stacks; see ``prepare_training_data``), or a dict
+        of ``images``, ``labels`` and optionally ``sequences`` and ``names`` (per image; the
+        model's record lists the validation images by these names).
     val_data : validation data in the same forms; None: split off ``config.val_fraction``
         of ``train_data`` (by image, or a strip of a single image).
     out_path : model file for the best model; the resumable last state goes to
@@ -468,6 +479,13 @@ def train(
     source = ckpt or init
     if source is not None:
         check_segmentation_config(source["config"], Path(str(resume or init_model)).name)
+    # the validation split belongs to the run: a resumed run keeps its checkpoint's (saved before
+    # split_seed existed: its seed's), so that epochs before and after the resume compare
+    split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
+    before = ((ckpt or {}).get("config", {}).get("training") or {}).get("config") or {}
+    if "seed" in before:
+        split_seed = before["seed"] if before.get("split_seed") is None else before["split_seed"]
+    cfg = replace(cfg, split_seed=int(split_seed))
     if source is not None and source["config"].get("distance_head") and not cfg.distance_head:
         # the distance head is part of the architecture: a fine-tune or resume keeps it
         cfg = replace(cfg, distance_head=True)
@@ -512,8 +530,7 @@ def train(
         cfg = replace(cfg, patch_size=fitted)
     val_td = _as_training_data(val_data, cfg, normalization)
     if val_td is None:
-        split_seed = cfg.seed if cfg.split_seed is None else int(cfg.split_seed)
-        train_td, val_td = split_train_val(train_td, cfg.val_fraction, seed=split_seed)
+        train_td, val_td = split_train_val(train_td, cfg.val_fraction, seed=cfg.split_seed)
     n_classes = train_td.n_classes
     n_out = n_outputs_for_mode(cfg.output_mode, n_classes)
     n_class_out = n_out
@@ -662,7 +679,7 @@ def train(
                            image_sampling=cfg.image_sampling)
     val_x = val_y = None
     if val_td is not None:
-        val_x, val_y = tile_for_validation(val_td, cfg.patch_size, max_tiles=cfg.val_max_tiles, seed=cfg.seed)
+        val_x, val_y = tile_for_validation(val_td, cfg.patch_size, max_tiles=cfg.val_max_tiles, seed=cfg.split_seed)
     steps_per_epoch = max(1, math.ceil(cfg.patches_per_epoch / cfg.batch_size))
     n_val_batches = 0 if val_x is None else math.ceil(len(val_x) / cfg.batch_size)
     n_epochs = int(cfg.epochs)
