@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from napari_microseg.errors import InputError
 from napari_microseg.evaluation.metrics import (
     DEFAULT_THRESHOLDS,
     Overlaps,
+    bootstrap_ap_difference,
     bootstrap_ap_interval,
     compute_overlaps,
     counts_to_scores,
@@ -201,6 +203,26 @@ def test_bootstrap_interval_of_the_pooled_ap():
     # frames of one stack ("name[t]") are one draw: a single stack gives no interval
     _, pooled = evaluate_dataset([("movie.tif[0]", a_gt, a_gt), ("movie.tif[1]", b_gt, b_pred)])
     assert np.isnan(pooled["ap_low@0.50"]) and np.isnan(pooled["ap_high@0.50"])
+
+
+def test_paired_bootstrap_sees_a_small_gain_that_the_images_alone_would_hide():
+    rng = np.random.default_rng(1)
+    n_gt = rng.integers(5, 60, size=80)  # images from sparse to crowded, some hard (few found), some easy
+    found = (n_gt * rng.uniform(0.5, 1.0, size=80)).astype(int)
+    before = np.stack([found, np.zeros(80, int), n_gt - found], axis=1)
+    after = before.copy()
+    after[::2, 0] += (after[::2, 2] > 0)  # one more nucleus found in every other image
+    after[::2, 2] -= (before[::2, 2] > 0)
+    difference, low, high = bootstrap_ap_difference(before, after)
+    gained = (after[:, 0].sum() - before[:, 0].sum()) / n_gt.sum()
+    assert difference == pytest.approx(gained) and 0 < low < difference < high
+    own_low, own_high = bootstrap_ap_interval([pd.DataFrame({"threshold": [0.5], "tp": [c[0]], "fp": [c[1]], "fn": [c[2]]})
+                                               for c in before])
+    assert (high - low) < 0.25 * (own_high - own_low)  # the images' own spread cancels in the pairs
+    assert bootstrap_ap_difference(before, before)[1:] == (0.0, 0.0)
+    assert all(np.isnan(bootstrap_ap_difference(before[:1], after[:1])[1:]))
+    with pytest.raises(InputError, match="different numbers of images"):
+        bootstrap_ap_difference(before, after[:10])
 
 
 def test_label_images_that_are_not_labels_are_refused():

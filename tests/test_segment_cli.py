@@ -128,6 +128,47 @@ def test_evaluate_cli(tmp_path, capsys):
                  str(tmp_path / "m2.csv")]) == 2
 
 
+def test_evaluate_compare_tells_a_better_segmentation_from_chance(tmp_path, capsys):
+    """--compare: both APs over the common images and the paired bootstrap interval of their difference."""
+    gt_dir, good_dir, worse_dir = (tmp_path / d for d in ("gt", "good", "worse"))
+    for d in (gt_dir, good_dir, worse_dir):
+        d.mkdir()
+    for i in range(8):
+        gt = np.zeros((60, 60), np.uint16)
+        for k in range(4):  # four nuclei per image
+            gt[5 + 14 * k:15 + 14 * k, 5:15] = k + 1
+        worse = gt.copy()
+        worse[worse == 4] = 0  # misses one nucleus in every image
+        tifffile.imwrite(gt_dir / f"im{i}.tif", gt)
+        tifffile.imwrite(good_dir / f"im{i}.tif", gt)
+        tifffile.imwrite(worse_dir / f"im{i}.tif", worse)
+    out = tmp_path / "m.csv"
+    assert main(["evaluate", "seg", "--gt", str(gt_dir), "--pred", str(good_dir), "--compare", str(worse_dir),
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    # good: TP 32 -> AP 1; worse: TP 24, FN 8 -> AP 0.75; every draw of images gives the same difference
+    assert "over the 8 image(s) both hold: --pred 1.000, --compare 0.750; --pred minus --compare +0.250" in printed
+    assert "95 % interval +0.250 to +0.250 (paired bootstrap): --pred is better" in printed
+    table = pd.read_csv(tmp_path / "m_compare.csv").set_index("name")
+    assert table.loc["ALL", "difference"] == pytest.approx(0.25) and table.loc["ALL", "fn@0.50_compare"] == 8
+    assert table.loc["im3.tif", "ap@0.50_compare"] == pytest.approx(0.75)
+    # the same predictions on both sides: no difference the images could show
+    assert main(["evaluate", "seg", "--gt", str(gt_dir), "--pred", str(worse_dir), "--compare", str(worse_dir),
+                 "--out", str(out), "--overwrite"]) == 0
+    assert "+0.000, 95 % interval +0.000 to +0.000 (paired bootstrap): the images cannot tell them apart" in \
+        capsys.readouterr().out
+    # the comparison's CSV is not replaced without --overwrite, before anything is scored
+    assert main(["evaluate", "seg", "--gt", str(gt_dir), "--pred", str(good_dir), "--compare", str(worse_dir),
+                 "--out", str(out)]) == 2
+    other = tmp_path / "other"
+    other.mkdir()
+    tifffile.imwrite(other / "unrelated.tif", np.zeros((60, 60), np.uint16))
+    tifffile.imwrite(other / "unrelated2.tif", np.zeros((60, 60), np.uint16))
+    assert main(["evaluate", "seg", "--gt", str(gt_dir), "--pred", str(good_dir), "--compare", str(other),
+                 "--out", str(tmp_path / "n.csv")]) == 2
+    assert "no file names" in capsys.readouterr().err
+
+
 def test_evaluate_leaves_out_what_the_ground_truth_did_not_annotate(tmp_path, capsys):
     """Ground truth -1 ("not annotated", as autolabel's tiles mark nuclei outside its size range):
     a predicted nucleus there is neither a hit nor a false positive."""

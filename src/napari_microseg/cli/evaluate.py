@@ -12,7 +12,9 @@ confusion matrix.
 images by file name (exact name first, then the name without its image
 suffix, ignoring a ``_labels``/``_mask``/``_pred`` ending), and writes one row
 per image plus a pooled ``ALL`` row to ``--out`` and the pooled scores per IoU
-threshold to ``<out>_thresholds.csv``. Scores: pixel precision/recall/
+threshold to ``<out>_thresholds.csv``. ``--compare DIR`` scores a second set
+of predictions (e.g. before a fine-tune) and says whether the two differ
+beyond what the choice of images explains. Scores: pixel precision/recall/
 accuracy/Dice/IoU; the METHODS [N] any-overlap object scores; IoU-matched
 (one-to-one, Hungarian) TP/FP/FN, precision, recall, F1 and AP = TP/(TP+FP+FN)
 at IoU 0.50..0.90, panoptic quality. Images holding only two values (masks)
@@ -47,6 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--out", default="metrics.csv", help="CSV to write (default metrics.csv)")
     s.add_argument("--thresholds", default="0.5:0.9:0.05",
                    help="IoU thresholds, 'start:stop:step' or comma list (default 0.5:0.9:0.05)")
+    s.add_argument("--compare", metavar="DIR",
+                   help="another folder (or file) of predictions of the same ground truth, e.g. before a fine-tune: "
+                        "prints both APs at the first threshold and the 95 %% interval of their difference over the "
+                        "images both hold (a paired bootstrap); per image to <out>_compare.csv")
     s.add_argument("--overwrite", action="store_true", help="replace existing output files")
     s.set_defaults(func=run_seg)
     c = kinds.add_parser("classes", help="per-class pixel scores of class maps (CCD classes)", formatter_class=HelpFormatter,
@@ -245,8 +251,10 @@ def run_seg(args: argparse.Namespace) -> int:
     thresholds = parse_thresholds(args.thresholds)
     out = Path(args.out)
     out_thr = out.with_name(out.stem + "_thresholds.csv")
-    check_overwrite([out, out_thr], args.overwrite)
+    out_compare = out.with_name(out.stem + "_compare.csv")
+    check_overwrite([out, out_thr] + ([out_compare] if args.compare else []), args.overwrite)
     pairs = match_files(Path(args.gt), Path(args.pred))
+    compare_pairs = match_files(Path(args.gt), Path(args.compare)) if args.compare else None  # before any scoring
     notes: list = []
     per_image, pooled = evaluate_dataset(iter_pairs(pairs, notes), thresholds)
     pooled_row = {"name": "ALL"}
@@ -281,8 +289,49 @@ def run_seg(args: argparse.Namespace) -> int:
     if notes:
         print(f"not annotated (-1) in the ground truth: {sum(n[1] for n in notes)} px in {len(notes)} image(s) left out, "
               f"with the {sum(n[2] for n in notes)} predicted object(s) lying on them")
-    print(f"wrote {out} and {out_thr}")
+    written = f"{out} and {out_thr}"
+    if compare_pairs is not None:
+        _compare(per_image, compare_pairs, thresholds, out_compare)
+        written = f"{out}, {out_thr} and {out_compare}"
+    print(f"wrote {written}")
     return 0
+
+
+def _compare(per_image, compare_pairs, thresholds, out_compare: Path) -> None:
+    """Score ``compare_pairs`` too and print / write how ``per_image``'s predictions differ from them
+    at the first IoU threshold, over the images (frames) both hold: the paired bootstrap interval."""
+    import pandas as pd
+
+    from ..evaluation.metrics import _stack_of, bootstrap_ap_difference, counts_to_scores, evaluate_dataset
+    from ..measure.tables import write_table_csv
+
+    other, _ = evaluate_dataset(iter_pairs(compare_pairs), thresholds)
+    t0 = f"{thresholds[0]:.2f}"
+    keys = [f"tp@{t0}", f"fp@{t0}", f"fn@{t0}"]
+    both = per_image[["name", *keys]].merge(other[["name", *keys]], on="name", suffixes=("_pred", "_compare"))
+    if both.empty:
+        raise InputError("--pred and --compare hold no image of the ground truth in common")
+    counts_pred = both[[f"{k}_pred" for k in keys]].to_numpy()
+    counts_compare = both[[f"{k}_compare" for k in keys]].to_numpy()
+    difference, low, high = bootstrap_ap_difference(counts_compare, counts_pred,
+                                                    groups=[_stack_of(n) for n in both["name"]])
+    ap_pred = counts_to_scores(*counts_pred.sum(axis=0))["iou"]
+    ap_compare = counts_to_scores(*counts_compare.sum(axis=0))["iou"]
+    table = both.assign(**{f"ap@{t0}_pred": [counts_to_scores(*c)["iou"] for c in counts_pred],
+                           f"ap@{t0}_compare": [counts_to_scores(*c)["iou"] for c in counts_compare]})
+    summary = {"name": "ALL", **dict(zip([f"{k}_pred" for k in keys], counts_pred.sum(axis=0))),
+               **dict(zip([f"{k}_compare" for k in keys], counts_compare.sum(axis=0))),
+               f"ap@{t0}_pred": ap_pred, f"ap@{t0}_compare": ap_compare, "difference": difference,
+               "difference_low": low, "difference_high": high}
+    write_table_csv(pd.concat([table, pd.DataFrame([summary])], ignore_index=True), out_compare)
+    print(f"compare, AP@{t0} over the {len(both)} image(s) both hold: --pred {ap_pred:.3f}, --compare {ap_compare:.3f}; "
+          f"--pred minus --compare {difference:+.3f}", end="")
+    if low != low:  # NaN: one image (or one stack)
+        print(" (one image or stack: no interval)")
+        return
+    verdict = ("the images cannot tell them apart" if low <= 0 <= high else
+               "--pred is better" if low > 0 else "--compare is better")
+    print(f", 95 % interval {low:+.3f} to {high:+.3f} (paired bootstrap): {verdict}")
 
 
 def _class_map(path: Path):
