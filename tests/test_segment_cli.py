@@ -133,7 +133,7 @@ def test_evaluate_compare_tells_a_better_segmentation_from_chance(tmp_path, caps
     gt_dir, good_dir, worse_dir = (tmp_path / d for d in ("gt", "good", "worse"))
     for d in (gt_dir, good_dir, worse_dir):
         d.mkdir()
-    for i in range(8):
+    for i in range(12):
         gt = np.zeros((60, 60), np.uint16)
         for k in range(4):  # four nuclei per image
             gt[5 + 14 * k:15 + 14 * k, 5:15] = k + 1
@@ -146,17 +146,34 @@ def test_evaluate_compare_tells_a_better_segmentation_from_chance(tmp_path, caps
     assert main(["evaluate", "seg", "--gt", str(gt_dir), "--pred", str(good_dir), "--compare", str(worse_dir),
                  "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    # good: TP 32 -> AP 1; worse: TP 24, FN 8 -> AP 0.75; every draw of images gives the same difference
-    assert "over the 8 image(s) both hold: --pred 1.000, --compare 0.750; --pred minus --compare +0.250" in printed
+    # good: TP 48 -> AP 1; worse: TP 36, FN 12 -> AP 0.75; every draw of images gives the same difference
+    assert "over the 12 image(s) both hold: --pred 1.000, --compare 0.750; --pred minus --compare +0.250" in printed
     assert "95 % interval +0.250 to +0.250 (paired bootstrap): --pred is better" in printed
     table = pd.read_csv(tmp_path / "m_compare.csv").set_index("name")
-    assert table.loc["ALL", "difference"] == pytest.approx(0.25) and table.loc["ALL", "fn@0.50_compare"] == 8
+    assert table.loc["ALL", "ap@0.50_pred_minus_compare"] == pytest.approx(0.25) and table.loc["ALL", "fn@0.50_compare"] == 12
     assert table.loc["im3.tif", "ap@0.50_compare"] == pytest.approx(0.75)
     # the same predictions on both sides: no difference the images could show
     assert main(["evaluate", "seg", "--gt", str(gt_dir), "--pred", str(worse_dir), "--compare", str(worse_dir),
                  "--out", str(out), "--overwrite"]) == 0
     assert "+0.000, 95 % interval +0.000 to +0.000 (paired bootstrap): the images cannot tell them apart" in \
         capsys.readouterr().out
+    # images only one side holds are left out, and said; three images are too few for a verdict
+    few = tmp_path / "few"
+    few.mkdir()
+    for i in range(3):
+        tifffile.imwrite(few / f"im{i}.tif", tifffile.imread(worse_dir / f"im{i}.tif"))
+    assert main(["evaluate", "seg", "--gt", str(gt_dir), "--pred", str(good_dir), "--compare", str(few),
+                 "--out", str(out), "--overwrite"]) == 0
+    printed = capsys.readouterr().out
+    assert "left out 9 image(s) only --pred holds and 0 only --compare holds" in printed
+    assert "3 image(s) or stack(s) are too few for the interval to be trusted" in printed and "better" not in printed
+    # a --compare file that cannot be scored stops the run before any CSV is written
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    tifffile.imwrite(bad / "im0.tif", np.zeros((30, 30), np.uint16))
+    assert main(["evaluate", "seg", "--gt", str(gt_dir), "--pred", str(good_dir), "--compare", str(bad),
+                 "--out", str(tmp_path / "b.csv")]) == 2
+    assert not (tmp_path / "b.csv").exists() and "shape" in capsys.readouterr().err
     # the comparison's CSV is not replaced without --overwrite, before anything is scored
     assert main(["evaluate", "seg", "--gt", str(gt_dir), "--pred", str(good_dir), "--compare", str(worse_dir),
                  "--out", str(out)]) == 2

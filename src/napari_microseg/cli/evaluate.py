@@ -51,8 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="IoU thresholds, 'start:stop:step' or comma list (default 0.5:0.9:0.05)")
     s.add_argument("--compare", metavar="DIR",
                    help="another folder (or file) of predictions of the same ground truth, e.g. before a fine-tune: "
-                        "prints both APs at the first threshold and the 95 %% interval of their difference over the "
-                        "images both hold (a paired bootstrap); per image to <out>_compare.csv")
+                        "prints both APs at the first threshold and the 95 %% interval of their difference (--pred "
+                        "minus --compare) over the images both hold (a paired bootstrap); per image to <out>_compare.csv")
     s.add_argument("--overwrite", action="store_true", help="replace existing output files")
     s.set_defaults(func=run_seg)
     c = kinds.add_parser("classes", help="per-class pixel scores of class maps (CCD classes)", formatter_class=HelpFormatter,
@@ -257,6 +257,8 @@ def run_seg(args: argparse.Namespace) -> int:
     compare_pairs = match_files(Path(args.gt), Path(args.compare)) if args.compare else None  # before any scoring
     notes: list = []
     per_image, pooled = evaluate_dataset(iter_pairs(pairs, notes), thresholds)
+    # the second set is scored before anything is written: a bad file there leaves no half-finished run
+    per_image_compare = evaluate_dataset(iter_pairs(compare_pairs), thresholds)[0] if compare_pairs else None
     pooled_row = {"name": "ALL"}
     pooled_row.update({k: v for k, v in pooled.items() if k in per_image.columns or k == "mean_image_map"})
     table = pd.concat([per_image, pd.DataFrame([pooled_row])], ignore_index=True)
@@ -290,22 +292,27 @@ def run_seg(args: argparse.Namespace) -> int:
         print(f"not annotated (-1) in the ground truth: {sum(n[1] for n in notes)} px in {len(notes)} image(s) left out, "
               f"with the {sum(n[2] for n in notes)} predicted object(s) lying on them")
     written = f"{out} and {out_thr}"
-    if compare_pairs is not None:
-        _compare(per_image, compare_pairs, thresholds, out_compare)
+    if per_image_compare is not None:
+        _compare(per_image, per_image_compare, thresholds, out_compare)
         written = f"{out}, {out_thr} and {out_compare}"
     print(f"wrote {written}")
     return 0
 
 
-def _compare(per_image, compare_pairs, thresholds, out_compare: Path) -> None:
-    """Score ``compare_pairs`` too and print / write how ``per_image``'s predictions differ from them
-    at the first IoU threshold, over the images (frames) both hold: the paired bootstrap interval."""
+#: a comparison over fewer images (or stacks) than this prints its interval without a verdict:
+#: a percentile bootstrap of a handful of images is unreliable (often of zero width)
+MIN_IMAGES_FOR_VERDICT = 10
+
+
+def _compare(per_image, other, thresholds, out_compare: Path) -> None:
+    """Print / write how ``per_image``'s predictions differ from ``other``'s (the per-image tables of
+    :func:`evaluate_dataset` for --pred and --compare) at the first IoU threshold, over the images
+    (frames) both hold: both pooled APs and the paired bootstrap interval of --pred minus --compare."""
     import pandas as pd
 
-    from ..evaluation.metrics import _stack_of, bootstrap_ap_difference, counts_to_scores, evaluate_dataset
+    from ..evaluation.metrics import _stack_of, bootstrap_ap_difference, counts_to_scores
     from ..measure.tables import write_table_csv
 
-    other, _ = evaluate_dataset(iter_pairs(compare_pairs), thresholds)
     t0 = f"{thresholds[0]:.2f}"
     keys = [f"tp@{t0}", f"fp@{t0}", f"fn@{t0}"]
     both = per_image[["name", *keys]].merge(other[["name", *keys]], on="name", suffixes=("_pred", "_compare"))
@@ -313,25 +320,33 @@ def _compare(per_image, compare_pairs, thresholds, out_compare: Path) -> None:
         raise InputError("--pred and --compare hold no image of the ground truth in common")
     counts_pred = both[[f"{k}_pred" for k in keys]].to_numpy()
     counts_compare = both[[f"{k}_compare" for k in keys]].to_numpy()
-    difference, low, high = bootstrap_ap_difference(counts_compare, counts_pred,
-                                                    groups=[_stack_of(n) for n in both["name"]])
+    stacks = [_stack_of(n) for n in both["name"]]
+    difference, low, high = bootstrap_ap_difference(counts_compare, counts_pred, groups=stacks)
     ap_pred = counts_to_scores(*counts_pred.sum(axis=0))["iou"]
     ap_compare = counts_to_scores(*counts_compare.sum(axis=0))["iou"]
     table = both.assign(**{f"ap@{t0}_pred": [counts_to_scores(*c)["iou"] for c in counts_pred],
                            f"ap@{t0}_compare": [counts_to_scores(*c)["iou"] for c in counts_compare]})
     summary = {"name": "ALL", **dict(zip([f"{k}_pred" for k in keys], counts_pred.sum(axis=0))),
                **dict(zip([f"{k}_compare" for k in keys], counts_compare.sum(axis=0))),
-               f"ap@{t0}_pred": ap_pred, f"ap@{t0}_compare": ap_compare, "difference": difference,
-               "difference_low": low, "difference_high": high}
+               f"ap@{t0}_pred": ap_pred, f"ap@{t0}_compare": ap_compare, f"ap@{t0}_pred_minus_compare": difference,
+               f"ap@{t0}_pred_minus_compare_low": low, f"ap@{t0}_pred_minus_compare_high": high}
     write_table_csv(pd.concat([table, pd.DataFrame([summary])], ignore_index=True), out_compare)
+    only_pred, only_compare = len(per_image) - len(both), len(other) - len(both)
+    if only_pred or only_compare:
+        print(f"compare: left out {only_pred} image(s) only --pred holds and {only_compare} only --compare holds")
     print(f"compare, AP@{t0} over the {len(both)} image(s) both hold: --pred {ap_pred:.3f}, --compare {ap_compare:.3f}; "
           f"--pred minus --compare {difference:+.3f}", end="")
     if low != low:  # NaN: one image (or one stack)
         print(" (one image or stack: no interval)")
         return
+    print(f", 95 % interval {low:+.3f} to {high:+.3f} (paired bootstrap)", end="")
+    n_draws = len(set(stacks))
+    if n_draws < MIN_IMAGES_FOR_VERDICT:
+        print(f"; {n_draws} image(s) or stack(s) are too few for the interval to be trusted")
+        return
     verdict = ("the images cannot tell them apart" if low <= 0 <= high else
                "--pred is better" if low > 0 else "--compare is better")
-    print(f", 95 % interval {low:+.3f} to {high:+.3f} (paired bootstrap): {verdict}")
+    print(f": {verdict}")
 
 
 def _class_map(path: Path):

@@ -373,9 +373,11 @@ def bootstrap_ap_difference(counts_before: np.ndarray, counts_after: np.ndarray,
 
     Both are scored on the same images; each bootstrap draw takes the same
     images for both, so what the images have in common (hard ones, easy ones)
-    cancels, and the interval is far narrower than either AP's own
-    (:func:`bootstrap_ap_interval`). An interval that holds 0 means the data
-    cannot tell the two apart.
+    cancels, and the interval is usually far narrower than either AP's own
+    (:func:`bootstrap_ap_interval`; so when the two do well and badly on the
+    same images). An interval that holds 0 means the images cannot tell the
+    two apart. It says nothing of how much retraining with another random
+    seed would move a model.
 
     Parameters
     ----------
