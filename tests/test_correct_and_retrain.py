@@ -8,7 +8,12 @@ from napari_microseg.evaluation.metrics import instance_scores
 from napari_microseg.inference.segment import segment
 from napari_microseg.progress import drain
 from napari_microseg.simulate.nuclei import simulate_nuclei_image
-from napari_microseg.training.finetune import fine_tune_model
+from napari_microseg.training.finetune import (
+    correction_agreement,
+    corrections_before_after,
+    describe_before_after,
+    fine_tune_model,
+)
 
 
 def f1(truth, pred) -> float:
@@ -24,6 +29,7 @@ def test_corrections_on_a_few_objects_raise_f1(tiny_nuclei_model, tmp_path):
     corrected = np.asarray(before).astype(np.int32).copy()
     region = np.zeros(truth.shape, bool)
     region[:128, :128] = True
+    region |= np.isin(truth, np.unique(truth[region])[1:])  # whole nuclei: those reaching into the quarter too
     corrected[region] = 0
     touched = np.unique(corrected[region])
     offset = int(corrected.max()) + 1
@@ -38,6 +44,36 @@ def test_corrections_on_a_few_objects_raise_f1(tiny_nuclei_model, tmp_path):
     f1_after = f1(truth, after)
     print(f"correct-and-retrain: F1@0.5 {f1_before:.3f} -> {f1_after:.3f} after correcting {n_corrected} nuclei")
     assert f1_after > f1_before + 0.03, f"fine-tuning on corrections did not help: F1 {f1_before:.3f} -> {f1_after:.3f}"
+    # what the dock reports: the user's changes, followed before and after (the rest of the frame
+    # still holds the weak model's output, which the fine-tuned model rightly stops reproducing)
+    # (the counting itself is checked by hand below; here: the same changes are found for both models,
+    # each of the user's deletions still in the weak model's own output, the counts within their totals)
+    before_scores, after_scores = corrections_before_after(tiny_nuclei_model, result.model_path, [image], [corrected])
+    assert before_scores["changed"] == after_scores["changed"] >= n_corrected
+    assert before_scores["removed"] == after_scores["removed"] == before_scores["removed_still_found"]
+    assert 0 <= after_scores["changed_right"] <= after_scores["changed"]
+    print(describe_before_after(before_scores, after_scores))
+
+
+def test_correction_agreement_counts_only_what_the_user_changed():
+    segmented = np.zeros((40, 40), np.int32)
+    segmented[2:8, 2:8] = 1      # kept as it was
+    segmented[10:16, 2:8] = 2    # redrawn wider by the user
+    segmented[20:26, 2:8] = 3    # debris the user deleted
+    corrected = segmented.copy()
+    corrected[segmented == 3] = 0
+    corrected[10:16, 2:12] = 2   # IoU with the old object 36 / 60 = 0.6: changed, yet a match at 0.5
+    corrected[2:8, 20:26] = 7    # a nucleus the model missed, painted
+    before = correction_agreement(corrected, segmented, segmented)
+    assert before == {"changed": 2, "changed_right": 1, "removed": 1, "removed_still_found": 1}
+    after = correction_agreement(corrected, segmented, corrected)
+    assert after == {"changed": 2, "changed_right": 2, "removed": 1, "removed_still_found": 0}
+    # a model that drops the untouched object 1 too: the changes alone are scored, so no penalty here
+    assert correction_agreement(corrected, segmented, np.where(corrected == 1, 0, corrected)) == after
+    assert describe_before_after(before, after) == ("of the 2 object(s) you added or redrew, 2 now match (before: 1); "
+                                                    "of the 1 you removed, 0 still found (before: 1)")
+    same = correction_agreement(segmented, segmented, segmented)
+    assert describe_before_after(same, same) == "the corrected frames hold no change to the model's own output"
 
 
 def test_fine_tuning_keeps_the_base_models_classes_and_tuned_settings(tiny_nuclei_model, tmp_path):

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from napari_microseg.training.finetune import describe_before_after
+
 pytestmark = pytest.mark.gui
 
 
@@ -105,6 +107,9 @@ def test_segment_export_and_finetune(make_napari_viewer, qtbot, tmp_path, artifa
     widget.finetune_epochs.value = 2
     wait_worker(widget.fine_tune())
     assert widget.fine_tuned_path is not None and widget.model_choice.value == widget.fine_tuned_path
+    before, after = widget.finetune_scores["before"], widget.finetune_scores["after"]  # the user's changes
+    assert before["changed"] == after["changed"] and before["removed"] == after["removed"]
+    assert describe_before_after(before, after) in widget.status.text()
 
     viewer.window._qt_window.resize(1400, 1000)
     qtbot.wait(100)

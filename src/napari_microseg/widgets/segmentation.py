@@ -135,6 +135,7 @@ class SegmentationWidget(MicrosegDock):
         # the fine-tuning set: (image layer name, frame) -> (image, corrected labels), one pair per frame
         self.corrections: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
         self.fine_tuned_path: str | None = None
+        self.finetune_scores: dict | None = None  # the last fine-tune's correction_agreement, before / after
         self._toggle_file()
 
     # -- model choice ------------------------------------------------------
@@ -545,17 +546,27 @@ class SegmentationWidget(MicrosegDock):
         stop_event = threading.Event()  # the trainer stops after this step and keeps the best model
 
         def make_generator():
-            from ..training.finetune import fine_tune_model
+            from ..training.finetune import corrections_before_after, fine_tune_model
 
-            return fine_tune_model(base, images, labels, out, config, stop_event)
+            result = yield from fine_tune_model(base, images, labels, out, config, stop_event)
+            if result.model_path is None:
+                return result, None
+            # the user's changes, followed before and after (a few seconds more in the worker): only the
+            # changes count, as a partly corrected frame still holds the old model's uncorrected output
+            return result, corrections_before_after(base, result.model_path, images, labels)
 
-        def done(result: Any) -> None:
+        def done(outcome: Any) -> None:
+            from ..training.finetune import describe_before_after
+
+            result, scores = outcome
             if result.model_path is None:  # stopped before the first epoch finished: the current model stays
                 self.show_message(NO_MODEL_MESSAGE)
                 return
             self.fine_tuned_path = str(out)
             self.set_model(str(out))
-            self.show_message(f"fine-tuned ({result.stop_reason}, {result.epochs_run} epochs): {out}")
+            self.finetune_scores = dict(zip(("before", "after"), scores))
+            self.show_message(f"fine-tuned ({result.stop_reason}, {result.epochs_run} epochs): {out}; "
+                              f"{describe_before_after(*scores)}")
 
         return self.start(make_generator, done, label="fine-tuning", cooperative_stop=stop_event,
                           stop_message="Stopping after this step; the best model so far is kept ...")
