@@ -48,7 +48,8 @@ def test_corrections_on_a_few_objects_raise_f1(tiny_nuclei_model, tmp_path):
     # still holds the weak model's output, which the fine-tuned model rightly stops reproducing)
     # (the counting itself is checked by hand below; here: the same changes are found for both models,
     # each of the user's deletions still in the weak model's own output, the counts within their totals)
-    before_scores, after_scores = corrections_before_after(tiny_nuclei_model, result.model_path, [image], [corrected])
+    before_scores, after_scores = drain(corrections_before_after(tiny_nuclei_model, result.model_path, [image],
+                                                                 [corrected]))
     assert before_scores["changed"] == after_scores["changed"] >= n_corrected
     assert before_scores["removed"] == after_scores["removed"] == before_scores["removed_still_found"]
     assert 0 <= after_scores["changed_right"] <= after_scores["changed"]
@@ -70,10 +71,30 @@ def test_correction_agreement_counts_only_what_the_user_changed():
     assert after == {"changed": 2, "changed_right": 2, "removed": 1, "removed_still_found": 0}
     # a model that drops the untouched object 1 too: the changes alone are scored, so no penalty here
     assert correction_agreement(corrected, segmented, np.where(corrected == 1, 0, corrected)) == after
-    assert describe_before_after(before, after) == ("of the 2 object(s) you added or redrew, 2 now match (before: 1); "
-                                                    "of the 1 you removed, 0 still found (before: 1)")
+    assert describe_before_after(before, after) == (
+        "of the 2 object(s) added or redrawn in the old model's output, the new model matches 2 (the old: 1); "
+        "of the 1 removed, it still finds 0 (the old: 1)")
     same = correction_agreement(segmented, segmented, segmented)
-    assert describe_before_after(same, same) == "the corrected frames hold no change to the model's own output"
+    assert describe_before_after(same, same) == "the corrected frames hold no change to the old model's output"
+    # pixels marked -1 ("not annotated", as autolabel leaves them) are no deletion
+    unsure = corrected.copy()
+    unsure[20:26, 2:8] = -1
+    assert correction_agreement(unsure, segmented, segmented)["removed"] == 0
+
+
+def test_the_old_output_is_made_with_the_settings_the_labels_were_made_with(tiny_nuclei_model):
+    """Labels segmented with the dock's settings (here: border objects removed) and left as they were
+    hold no change, when the comparison segments with the same settings; with other settings the
+    border objects would pass for deletions."""
+    from napari_microseg.inference.segment import segment
+
+    image, _ = simulate_nuclei_image(shape=(256, 256), n_nuclei=45, seed=99)
+    as_segmented = np.asarray(segment(str(tiny_nuclei_model), image, measure=False, remove_border=True).labels)
+    same = drain(corrections_before_after(tiny_nuclei_model, tiny_nuclei_model, [image], [as_segmented],
+                                          {"remove_border": True, "device": "cpu", "keep_probabilities": False}))
+    assert same[0] == same[1] and same[1]["changed"] == same[1]["removed"] == 0
+    other = drain(corrections_before_after(tiny_nuclei_model, tiny_nuclei_model, [image], [as_segmented]))
+    assert other[1]["removed"] > 0
 
 
 def test_fine_tuning_keeps_the_base_models_classes_and_tuned_settings(tiny_nuclei_model, tmp_path):

@@ -36,7 +36,8 @@ def correction_agreement(corrected: np.ndarray, segmented: np.ndarray, output: n
 
     Parameters
     ----------
-    corrected : (Y, X) instance labels after the user's corrections (0 background).
+    corrected : (Y, X) instance labels after the user's corrections (0 background; -1,
+        "not annotated", is left out: no object lying mostly on it counts as removed).
     segmented : (Y, X) instance labels the model gave before the corrections.
     output : (Y, X) instance labels of the model to score (before or after a fine-tune).
     iou : IoU from which an object of ``output`` counts as matching one of ``corrected``.
@@ -52,14 +53,21 @@ def correction_agreement(corrected: np.ndarray, segmented: np.ndarray, output: n
     from ..evaluation.metrics import compute_overlaps, match_instances
 
     corrected, segmented, output = (np.asarray(a) for a in (corrected, segmented, output))
+    not_annotated = corrected < 0
+    corrected = np.where(not_annotated, 0, corrected)
     was = compute_overlaps(corrected, segmented)  # "gt" = corrected, "pred" = segmented
     best = np.zeros(was.n_gt)
     np.maximum.at(best, was.pairs_gt, was.iou)
     changed = set(was.gt_ids[best < UNCHANGED_IOU].tolist())
     kept = np.zeros(was.n_pred, bool)
     kept[was.pairs_pred[was.iou >= iou]] = True
-    on_background = [(corrected[segmented == label] == 0).mean() > 0.5 for label in was.pred_ids]
-    removed = [int(label) for label, k, bg in zip(was.pred_ids, kept, on_background) if not k and bg]
+    # each old object's share of pixels now background (and not "not annotated"), in one pass
+    ids, inverse = np.unique(segmented, return_inverse=True)
+    inverse = inverse.ravel()
+    area = np.bincount(inverse, minlength=len(ids))
+    now_background = np.bincount(inverse, weights=((corrected == 0) & ~not_annotated).ravel(), minlength=len(ids))
+    share = dict(zip(ids.tolist(), (now_background / np.maximum(area, 1)).tolist()))
+    removed = [int(label) for label, k in zip(was.pred_ids, kept) if not k and share.get(int(label), 0.0) > 0.5]
 
     now = compute_overlaps(corrected, output)
     g, _, _ = match_instances(now, iou)
@@ -70,33 +78,45 @@ def correction_agreement(corrected: np.ndarray, segmented: np.ndarray, output: n
             "removed_still_found": removed_still_found}
 
 
-def corrections_before_after(base: Any, tuned: Any, images: list, corrected: list) -> tuple[dict, dict]:
-    """:func:`correction_agreement` summed over corrected frames, for the base model's own output
-    (``before``) and for the fine-tuned model's (``after``). The labels "as segmented" are the base
-    model's output on each (Y, X) image now (stored settings). Runs the networks: call it off the GUI thread."""
+def corrections_before_after(base: Any, tuned: Any, images: list, corrected: list, segment_options: dict | None = None,
+                             stop_event: threading.Event | None = None):
+    """Generator (yields :class:`~napari_microseg.progress.Progress`; returns ``(before, after)`` or None):
+    :func:`correction_agreement` summed over the corrected (Y, X) frames, for the base model's own output
+    (``before``) and the fine-tuned model's (``after``). "As segmented" is the base model's output on each
+    image now, with ``segment_options`` (the keywords of :func:`~napari_microseg.inference.segment.segment`
+    the labels were made with: tile, min_size, diameter, device ...). None when ``stop_event`` is set.
+    Runs the networks: call it off the GUI thread."""
     from ..inference.segment import segment
     from ..io.models import load_model
+    from ..progress import Progress
 
-    base_model, tuned_model = load_model(base, segmentation=True), load_model(tuned, segmentation=True)
+    options = {k: v for k, v in (segment_options or {}).items() if k != "keep_probabilities"}
+    device = options.pop("device", "cpu")
+    base_model, tuned_model = (load_model(m, device=device, segmentation=True) for m in (base, tuned))
     before: dict = {}
     after: dict = {}
-    for image, labels in zip(images, corrected):
-        segmented = np.asarray(segment(base_model, image, measure=False).labels)
-        output = np.asarray(segment(tuned_model, image, measure=False).labels)
+    for i, (image, labels) in enumerate(zip(images, corrected)):
+        if stop_event is not None and stop_event.is_set():
+            return None
+        yield Progress(i, len(images), "comparing with the old model on the corrected frames")
+        segmented = np.asarray(segment(base_model, image, measure=False, **options).labels)
+        output = np.asarray(segment(tuned_model, image, measure=False, **options).labels)
         for total, scores in ((before, correction_agreement(labels, segmented, segmented)),
                               (after, correction_agreement(labels, segmented, output))):
             for key, value in scores.items():
                 total[key] = total.get(key, 0) + value
+    yield Progress(len(images), len(images), "compared with the old model")
     return before, after
 
 
 def describe_before_after(before: dict, after: dict) -> str:
-    """One line for the dock: how the fine-tune follows the user's changes (from :func:`corrections_before_after`)."""
+    """One line for the dock: how the fine-tuned model follows the user's changes of the old model's
+    output (from :func:`corrections_before_after`)."""
     parts = []
     if after.get("changed"):
-        parts.append(f"of the {after['changed']} object(s) you added or redrew, {after['changed_right']} now match "
-                     f"(before: {before['changed_right']})")
+        parts.append(f"of the {after['changed']} object(s) added or redrawn in the old model's output, the new model "
+                     f"matches {after['changed_right']} (the old: {before['changed_right']})")
     if after.get("removed"):
-        parts.append(f"of the {after['removed']} you removed, {after['removed_still_found']} still found "
-                     f"(before: {before['removed_still_found']})")
-    return "; ".join(parts) if parts else "the corrected frames hold no change to the model's own output"
+        parts.append(f"of the {after['removed']} removed, it still finds {after['removed_still_found']} "
+                     f"(the old: {before['removed_still_found']})")
+    return "; ".join(parts) if parts else "the corrected frames hold no change to the old model's output"

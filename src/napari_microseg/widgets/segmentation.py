@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +203,12 @@ class SegmentationWidget(MicrosegDock):
         stack = layer.data.ndim == 3 and not getattr(layer, "rgb", False)
         return current_frame(self.viewer, layer) if stack else None
 
+    def _segment_settings(self) -> dict:
+        """The dock's keywords for :func:`~napari_microseg.inference.segment.segment` (class-model rules aside)."""
+        return dict(tile=int(self.tile.value), min_size=int(self.min_size.value), remove_border=bool(self.remove_border.value),
+                    device=self.device.value, keep_probabilities=bool(self.keep_probabilities.value),
+                    test_time_augmentation=bool(self.tta.value), diameter=self._diameter_setting())
+
     def segment(self, *_: Any) -> Any:
         """Segment in a worker; a new Labels layer arrives when done."""
         try:
@@ -219,10 +226,7 @@ class SegmentationWidget(MicrosegDock):
         if image.ndim not in (2, 3):
             self.show_error(f"image must be 2-D or a (T, Y, X) stack, got shape {image.shape}")
             return None
-        settings = dict(tile=int(self.tile.value), min_size=int(self.min_size.value), remove_border=bool(self.remove_border.value),
-                        device=self.device.value, keep_probabilities=bool(self.keep_probabilities.value),
-                        test_time_augmentation=bool(self.tta.value),
-                        diameter=self._diameter_setting())
+        settings = self._segment_settings()
         class_model = self._chosen_output_mode() == "multiclass"  # the CCD options are hidden for the others
         rules = {"shape_rules": True} if class_model and self.shape_rules.value else {}
         if class_model and int(self.max_cluster_size.value) > 0:
@@ -545,15 +549,24 @@ class SegmentationWidget(MicrosegDock):
                   "data_description": "fine-tuned on corrected labels in napari"}
         stop_event = threading.Event()  # the trainer stops after this step and keeps the best model
 
+        # the old model's output is made again as the dock makes it (a class model's maps hold classes, not objects)
+        compare_settings = None if self._chosen_output_mode() == "multiclass" else self._segment_settings()
+
         def make_generator():
             from ..training.finetune import corrections_before_after, fine_tune_model
 
             result = yield from fine_tune_model(base, images, labels, out, config, stop_event)
-            if result.model_path is None:
+            if result.model_path is None or compare_settings is None or stop_event.is_set():
                 return result, None
-            # the user's changes, followed before and after (a few seconds more in the worker): only the
-            # changes count, as a partly corrected frame still holds the old model's uncorrected output
-            return result, corrections_before_after(base, result.model_path, images, labels)
+            # the user's changes, followed before and after: only the changes count, as a partly corrected
+            # frame still holds the old model's uncorrected output; a failure here loses nothing
+            try:
+                scores = yield from corrections_before_after(base, result.model_path, images, labels,
+                                                             compare_settings, stop_event)
+            except Exception:  # noqa: BLE001 - the fine-tuned model is written: it is selected all the same
+                traceback.print_exc()
+                scores = None
+            return result, scores
 
         def done(outcome: Any) -> None:
             from ..training.finetune import describe_before_after
@@ -564,9 +577,9 @@ class SegmentationWidget(MicrosegDock):
                 return
             self.fine_tuned_path = str(out)
             self.set_model(str(out))
-            self.finetune_scores = dict(zip(("before", "after"), scores))
-            self.show_message(f"fine-tuned ({result.stop_reason}, {result.epochs_run} epochs): {out}; "
-                              f"{describe_before_after(*scores)}")
+            self.finetune_scores = None if scores is None else dict(zip(("before", "after"), scores))
+            self.show_message(f"fine-tuned ({result.stop_reason}, {result.epochs_run} epochs): {out}"
+                              + ("" if scores is None else f"; {describe_before_after(*scores)}"))
 
         return self.start(make_generator, done, label="fine-tuning", cooperative_stop=stop_event,
                           stop_message="Stopping after this step; the best model so far is kept ...")
