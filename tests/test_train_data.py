@@ -150,7 +150,7 @@ def test_split_by_image_and_by_strip():
 def test_time_lapse_frames_are_held_out_as_a_block_not_as_neighbours(tmp_path):
     import tifffile
 
-    from napari_microseg.training.data import sequence_of
+    from napari_microseg.io.images import sequence_of
 
     imgs, labs = disk_set(10)
     movie = prepare_training_data(np.stack(imgs), np.stack(labs))  # one (T, Y, X) stack: a time-lapse

@@ -8,6 +8,7 @@ drives it with :func:`run_with_text_progress`; widgets drive it in a
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -29,8 +30,13 @@ def text_bar(done: int, total: int, width: int = 30) -> str:
     return "[" + "#" * filled + "-" * (width - filled) + f"] {done}/{total}"
 
 
-def run_with_text_progress(gen: Generator[Any, None, Any], stream: TextIO | None = None, label: str = "") -> Any:
-    """Drive a progress generator, printing a one-line bar with ETA; return its return value."""
+def run_with_text_progress(gen: Generator[Any, None, Any], stream: TextIO | None = None, label: str = "",
+                           quiet: bool = False) -> Any:
+    """Drive a progress generator, printing a one-line bar with ETA (none when ``quiet``: scripts, logs
+    of many runs); return its return value."""
+    if quiet:
+        with open(os.devnull, "w") as sink:
+            return run_with_text_progress(gen, stream=sink, label=label)
     stream = stream or sys.stderr
     start = time.perf_counter()
     interactive = hasattr(stream, "isatty") and stream.isatty()

@@ -33,7 +33,6 @@ Ctrl-C and 143 after a TERM signal (both stop cleanly: rerun to resume).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -292,11 +291,7 @@ def run(args: argparse.Namespace) -> int:
     # a TERM signal (job schedulers, kill) stops like Ctrl-C: tasks cancelled, local cluster shut down
     with terminate_as_interrupt():  # kept until the generator is closed: a TERM during the shutdown is handled too
         try:
-            if args.quiet:
-                with open(os.devnull, "w") as sink:
-                    summary = run_with_text_progress(gen, stream=sink, label=f"batch {args.batch_task}")
-            else:
-                summary = run_with_text_progress(gen, stream=sys.stderr, label=f"batch {args.batch_task}")
+            summary = run_with_text_progress(gen, label=f"batch {args.batch_task}", quiet=args.quiet)
         finally:
             gen.close()
     if summary.ignored:  # a PNG among the TIFFs: said, not silently skipped

@@ -229,11 +229,13 @@ def leave_out_not_annotated(gt, pred):
 
 
 def iter_pairs(pairs, notes: list | None = None):
+    from ..io.images import frame_name
+
     for g, p in pairs:
         gt, pred = read_labels(g, not_annotated=True), read_labels(p)
         if gt.shape != pred.shape:
             raise InputError(f"{g.name}: ground truth shape {gt.shape} differs from prediction {p.name} shape {pred.shape}")
-        frames = [(g.name, gt, pred)] if gt.ndim == 2 else [(f"{g.name}[{t}]", gt[t], pred[t]) for t in range(gt.shape[0])]
+        frames = [(g.name, gt, pred)] if gt.ndim == 2 else [(frame_name(g.name, t), gt[t], pred[t]) for t in range(gt.shape[0])]
         for name, gt_frame, pred_frame in frames:
             n_ignored = int((gt_frame < 0).sum())
             gt_frame, pred_frame, n_dropped = leave_out_not_annotated(gt_frame, pred_frame)
@@ -310,27 +312,25 @@ def _compare(per_image, other, thresholds, out_compare: Path) -> None:
     (frames) both hold: both pooled APs and the paired bootstrap interval of --pred minus --compare."""
     import pandas as pd
 
-    from ..evaluation.metrics import _stack_of, bootstrap_ap_difference, counts_to_scores
+    from ..evaluation.metrics import bootstrap_ap_difference, counts_to_scores, stack_keys
     from ..measure.tables import write_table_csv
 
     t0 = f"{thresholds[0]:.2f}"
-    keys = [f"tp@{t0}", f"fp@{t0}", f"fn@{t0}"]
+    keys = [f"ap@{t0}", f"tp@{t0}", f"fp@{t0}", f"fn@{t0}"]
     both = per_image[["name", *keys]].merge(other[["name", *keys]], on="name", suffixes=("_pred", "_compare"))
     if both.empty:
         raise InputError("--pred and --compare hold no image of the ground truth in common")
-    counts_pred = both[[f"{k}_pred" for k in keys]].to_numpy()
-    counts_compare = both[[f"{k}_compare" for k in keys]].to_numpy()
-    stacks = [_stack_of(n) for n in both["name"]]
+    counts_pred = both[[f"{k}_pred" for k in keys[1:]]].to_numpy()
+    counts_compare = both[[f"{k}_compare" for k in keys[1:]]].to_numpy()
+    stacks = stack_keys(both["name"])
     difference, low, high = bootstrap_ap_difference(counts_compare, counts_pred, groups=stacks)
-    ap_pred = counts_to_scores(*counts_pred.sum(axis=0))["iou"]
     ap_compare = counts_to_scores(*counts_compare.sum(axis=0))["iou"]
-    table = both.assign(**{f"ap@{t0}_pred": [counts_to_scores(*c)["iou"] for c in counts_pred],
-                           f"ap@{t0}_compare": [counts_to_scores(*c)["iou"] for c in counts_compare]})
-    summary = {"name": "ALL", **dict(zip([f"{k}_pred" for k in keys], counts_pred.sum(axis=0))),
-               **dict(zip([f"{k}_compare" for k in keys], counts_compare.sum(axis=0))),
+    ap_pred = ap_compare + difference
+    summary = {"name": "ALL", **dict(zip([f"{k}_pred" for k in keys[1:]], counts_pred.sum(axis=0))),
+               **dict(zip([f"{k}_compare" for k in keys[1:]], counts_compare.sum(axis=0))),
                f"ap@{t0}_pred": ap_pred, f"ap@{t0}_compare": ap_compare, f"ap@{t0}_pred_minus_compare": difference,
                f"ap@{t0}_pred_minus_compare_low": low, f"ap@{t0}_pred_minus_compare_high": high}
-    write_table_csv(pd.concat([table, pd.DataFrame([summary])], ignore_index=True), out_compare)
+    write_table_csv(pd.concat([both, pd.DataFrame([summary])], ignore_index=True), out_compare)
     only_pred, only_compare = len(per_image) - len(both), len(other) - len(both)
     if only_pred or only_compare:
         print(f"compare: left out {only_pred} image(s) only --pred holds and {only_compare} only --compare holds")

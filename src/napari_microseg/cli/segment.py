@@ -271,6 +271,7 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
 
     from ..inference.segment import segment_image
     from ..io.images import write_tiff
+    from ..progress import run_with_text_progress
 
     image, data = _read_input(args, path)
     if data.ndim not in (2, 3):
@@ -310,7 +311,7 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
                                 **_segment_options(args, ccd_rules, diameter))
         label = f"[{i + 1}/{n_inputs}] {path.name}"
         try:
-            result = _drive(args, gen, label)
+            result = run_with_text_progress(gen, label=label, quiet=args.quiet)
         except InputError as err:  # say which file (a folder may hold thousands)
             raise err if str(err).startswith(path.name) else InputError(f"{path.name}: {err}") from None
         if result.settings.get("scale_warning"):
@@ -410,6 +411,7 @@ def _segment_exposures(args: argparse.Namespace, loaded, paths: list[Path], out:
 
     from ..inference.repeats import segment_exposures
     from ..io.images import write_tiff
+    from ..progress import run_with_text_progress
 
     calibration: dict[Path, object] = {}
 
@@ -446,7 +448,8 @@ def _segment_exposures(args: argparse.Namespace, loaded, paths: list[Path], out:
                                 resume_keys=[_stamp(path) + "|" + settings_key for path in paths],
                                 exposure_names=[path.name for path in paths],
                                 **_segment_options(args, ccd_rules, diameter))
-        result = _drive(args, _say_what_is_kept(gen, scratch), f"{len(paths)} exposures")
+        result = run_with_text_progress(_say_what_is_kept(gen, scratch), label=f"{len(paths)} exposures",
+                                        quiet=args.quiet)
         targets[0].parent.mkdir(parents=True, exist_ok=True)
         for target in targets:
             os.replace(staging / target.name, target)
@@ -560,16 +563,6 @@ def _say_what_is_kept(gen, scratch: Path):
             print(f"{kept} segmented exposure(s) are kept in {scratch}: a rerun with the same inputs and settings "
                   "takes them from there (delete that folder to start afresh)", file=sys.stderr)
         raise
-
-
-def _drive(args: argparse.Namespace, gen, label: str):
-    """Run a segmentation generator with a progress bar on stderr (none with ``--quiet``); its result."""
-    from ..progress import run_with_text_progress
-
-    if args.quiet:
-        with open(os.devnull, "w") as sink:
-            return run_with_text_progress(gen, stream=sink, label=label)
-    return run_with_text_progress(gen, stream=sys.stderr, label=label)
 
 
 def _warn_object_options_ignored(args: argparse.Namespace) -> None:

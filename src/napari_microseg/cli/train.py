@@ -264,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
         data_description=description,
     )
     if args.simulated is None:  # frames of one stack file: validation holds out a block of them, not neighbours
-        from ..training.data import sequence_of
+        from ..io.images import sequence_of
 
         train_data = {"images": images, "labels": labels, "sequences": [sequence_of(n) for n in names], "names": names}
     else:
@@ -277,13 +277,7 @@ def run(args: argparse.Namespace) -> int:
         val_data = (vi, vl)
     gen = train(cfg, train_data, val_data, out_path=out, resume=args.resume, init_model=args.init_model)
     try:
-        if args.quiet:  # no progress bar (scripts, logs of many runs); the summary lines still come
-            import os
-
-            with open(os.devnull, "w") as sink:
-                result = run_with_text_progress(gen, stream=sink, label="train")
-        else:
-            result = run_with_text_progress(gen, label="train")
+        result = run_with_text_progress(gen, label="train", quiet=args.quiet)  # --quiet: the summary lines still come
     except KeyboardInterrupt:
         gen.close()  # keeps the best model; write what history there is
         _write_history_from_file(out, history_path)

@@ -27,7 +27,7 @@ Conventions
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -439,10 +439,12 @@ def _instance_summary(inst: pd.DataFrame) -> dict:
     return out
 
 
-def _stack_of(name: Any) -> str:
-    """The stack a frame named ``"movie.tif[3]"`` belongs to; any other name is its own."""
-    stem, bracket, rest = str(name).rpartition("[")
-    return stem if bracket and rest.endswith("]") and rest[:-1].isdigit() else str(name)
+def stack_keys(names: Iterable[str]) -> list[str]:
+    """Per image name, what the bootstrap resamples it with: a frame ``"movie.tif[3]"``
+    (:func:`~napari_microseg.io.images.frame_name`) its stack, any other image itself."""
+    from ..io.images import sequence_of
+
+    return [sequence_of(name) or str(name) for name in names]
 
 
 def evaluate_dataset(pairs: Iterable[tuple[str, np.ndarray, np.ndarray]],
@@ -486,7 +488,7 @@ def evaluate_dataset(pairs: Iterable[tuple[str, np.ndarray, np.ndarray]],
     pooled.update(_instance_summary(pool_instance_scores(inst_tables)))
     pooled["mean_image_map"] = float(per_image["map"].mean())
     first = f"{float(thresholds[0]):.2f}"
-    stacks = [_stack_of(name) for name in per_image["name"]]  # frames "movie.tif[3]" resample with their stack
+    stacks = stack_keys(per_image["name"])
     pooled[f"ap_low@{first}"], pooled[f"ap_high@{first}"] = bootstrap_ap_interval(inst_tables, float(thresholds[0]),
                                                                                    groups=stacks)
     return per_image, pooled

@@ -17,7 +17,7 @@ are uint16 when the labels fit, else uint32.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -730,18 +730,49 @@ def ccd_persistence_rule(class_maps: np.ndarray, class_names: Sequence[str],
     for frame in maps:  # frame by frame: no (T, Y, X) temporaries beside the input and the result
         charged_counts.append(count_charged(frame, class_names, times_charged))
         hot_before += int(np.count_nonzero(frame == hot))
-    base = persistent_frames_needed(maps.shape[0], share)
-    likely_defects = times_charged >= base
-    on_defects = [int(np.count_nonzero(((frame == hot) | (frame == cluster)) & likely_defects)) for frame in maps]
-    fractions, n_free = chance_free_fractions(times_charged, charged_counts, on_defects, base)
-    needed = persistent_frames_needed(maps.shape[0], share, fractions, n_free)
-    persistent = times_charged >= needed
+    persistent, summary = persistent_pixels(
+        times_charged, charged_counts, hot_before, share,
+        lambda likely: [int(np.count_nonzero(((frame == hot) | (frame == cluster)) & likely)) for frame in maps])
     if info is not None:
-        info.update(repeat_rule_summary(persistent, needed, fractions, hot_before, n_free))
+        info.update(summary)
     out = np.empty_like(maps)
     for t, frame in enumerate(maps):
         out[t] = ccd_repeat_frame(frame, persistent, class_names)
     return out
+
+
+def persistent_pixels(times_charged: np.ndarray, charged_counts: Sequence[int], hot_before: int, share: float,
+                      charged_on: Callable[[np.ndarray], Sequence[int]]) -> tuple[np.ndarray, dict]:
+    """The repeat rule's decision, once its first pass has counted: which pixels are sensor defects.
+
+    Parameters
+    ----------
+    times_charged : int (Y, X), in how many exposures each pixel was hot pixel or cluster.
+    charged_counts : per exposure, how many of its pixels were.
+    hot_before : hot pixels over all exposures before the rule (for the warning).
+    share : share of the exposures in which a defect must hold charge.
+    charged_on : given a bool (Y, X) mask of likely defects, per exposure how many of its charged
+        pixels lie on it (the caller knows where its exposures are: in memory or on disk).
+
+    Returns
+    -------
+    (persistent, summary) : bool (Y, X) defects, and :func:`repeat_rule_summary`'s figures.
+    """
+    n = len(charged_counts)
+    base = persistent_frames_needed(n, share)
+    fractions, n_free = chance_free_fractions(times_charged, charged_counts, charged_on(times_charged >= base), base)
+    needed = persistent_frames_needed(n, share, fractions, n_free)
+    persistent = times_charged >= needed
+    return persistent, repeat_rule_summary(persistent, needed, fractions, hot_before, n_free)
+
+
+def repeat_rule_confidence(confidence: np.ndarray, before: np.ndarray, after: np.ndarray, where: np.ndarray,
+                           p_hot: np.ndarray, p_cluster: np.ndarray, hot: int) -> None:
+    """Give the pixels the repeat rule moved between hot pixel and cluster their probability of the new
+    class: ``confidence``, ``before`` and ``after`` are (Y, X) (confidence changed in place); ``where``
+    flat indices of the charged pixels, with ``p_hot`` / ``p_cluster`` their two probabilities."""
+    moved = after.ravel()[where] != before.ravel()[where]
+    confidence.ravel()[where[moved]] = np.where(after.ravel()[where[moved]] == hot, p_hot[moved], p_cluster[moved])
 
 
 def repeat_rule_summary(persistent: np.ndarray, frames_needed: int, charged_fractions: Sequence[float],

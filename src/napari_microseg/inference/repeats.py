@@ -31,7 +31,6 @@ exposures already segmented from it and goes on.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -42,9 +41,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ..io.atomic import atomic_path
 from ..progress import Progress
 from . import postprocess
-from .segment import (_class_probability, _hot_cluster_probabilities, _measure_frame, _resolve_loaded,
+from .segment import (_class_probability, _hot_cluster_probabilities, _measure_frame, _resolve_loaded, _tables,
                       segment_image)
 
 #: what a first-pass record holds for the second pass (besides its key and settings)
@@ -180,12 +180,9 @@ def segment_exposures(
             scratch_bytes += (scratch / f"{t}.npz").stat().st_size
             del classes
 
-        base = postprocess.persistent_frames_needed(n_exposures, share)
-        likely_defects = (times_charged >= base).ravel()
-        on_defects = [_charged_on(scratch / f"{t}.npz", likely_defects, hot, cluster) for t in range(n_exposures)]
-        charged_fractions, n_free = postprocess.chance_free_fractions(times_charged, charged_counts, on_defects, base)
-        needed = postprocess.persistent_frames_needed(n_exposures, share, charged_fractions, n_free)
-        persistent = times_charged >= needed
+        persistent, summary = postprocess.persistent_pixels(
+            times_charged, charged_counts, hot_before, share,
+            lambda likely: [_charged_on(scratch / f"{t}.npz", likely.ravel(), hot, cluster) for t in range(n_exposures)])
         del times_charged
         object_tables, fractions, cluster_tables = [], [], []
         for t in range(n_exposures):
@@ -197,8 +194,7 @@ def segment_exposures(
             after = postprocess.ccd_repeat_frame(before, persistent, class_names)
             pixel_confidence = np.zeros(before.size, np.float32)
             pixel_confidence[where] = confidence
-            moved = after.ravel()[charged] != before.ravel()[charged]
-            pixel_confidence[charged[moved]] = np.where(after.ravel()[charged[moved]] == hot, p_hot[moved], p_cluster[moved])
+            postprocess.repeat_rule_confidence(pixel_confidence, before, after, charged, p_hot, p_cluster, hot)
             image = np.asarray(read_exposure(t))
             if image.shape != shape:
                 raise InputError(f"{names[t]} has shape {image.shape}, not {shape} as when it was segmented: did it change?")
@@ -214,15 +210,11 @@ def segment_exposures(
         if scratch_dir is None:  # the caller's scratch_dir is the caller's to remove, once its outputs are written
             shutil.rmtree(scratch, ignore_errors=True)
 
-    from ..measure.counts import counts_from_objects
-
-    nonempty = [table for table in object_tables if len(table)]
-    objects = pd.concat(nonempty, ignore_index=True) if nonempty else object_tables[0]
-    counts = counts_from_objects(objects, n_exposures, "class_id", class_names).merge(
-        pd.concat(fractions, ignore_index=True), on="t")
+    objects, counts = _tables(object_tables, None, n_exposures, "multiclass", class_names,
+                              fractions=pd.concat(fractions, ignore_index=True))
     clusters = pd.concat(cluster_tables, ignore_index=True)
     settings.update(hot_repeats=True, exposures=n_exposures, scratch_bytes=int(scratch_bytes), exposures_resumed=resumed,
-                    **postprocess.repeat_rule_summary(persistent, needed, charged_fractions, hot_before, n_free))
+                    **summary)
     return RepeatsResult(objects=objects, counts=counts, clusters=clusters, class_names=class_names, defects=persistent,
                          settings=settings)
 
@@ -258,10 +250,9 @@ def _segment_one_exposure(loaded: Any, read_exposure: Callable, t: int, n_exposu
     charged, p_hot, p_cluster = _hot_cluster_probabilities(result.probabilities, classes, class_names)
     index_type = np.min_scalar_type(flat.size)
     extra = {} if key is None else {"key": np.array(key), "settings": np.array(json.dumps(result.settings, default=str))}
-    partial = scratch / f".{t}.partial.npz"
-    np.savez(partial, shape=np.array(classes.shape), where=where.astype(index_type), classes=flat[where],
-             confidence=confidence, charged=charged.astype(index_type), p_hot=p_hot, p_cluster=p_cluster, **extra)
-    os.replace(partial, scratch / f"{t}.npz")
+    with atomic_path(scratch / f"{t}.npz") as partial:  # a killed run leaves no half record
+        np.savez(partial, shape=np.array(classes.shape), where=where.astype(index_type), classes=flat[where],
+                 confidence=confidence, charged=charged.astype(index_type), p_hot=p_hot, p_cluster=p_cluster, **extra)
     return classes
 
 

@@ -522,8 +522,7 @@ def segment_image(
         after = postprocess.ccd_persistence_rule(before, class_names, info=repeat_info)
         _, hot, _ = postprocess.ccd_class_indices(class_names)
         for t, (confidence, (where, p_hot, p_cluster)) in enumerate(deferred):
-            moved = after[t].ravel()[where] != before[t].ravel()[where]
-            confidence.ravel()[where[moved]] = np.where(after[t].ravel()[where[moved]] == hot, p_hot[moved], p_cluster[moved])
+            postprocess.repeat_rule_confidence(confidence, before[t], after[t], where, p_hot, p_cluster, hot)
             object_tables.append(_measure_frame(after[t], _frame_pixels(raw_image, t), t, mode, class_names, confidence))
         labels_out[...] = after
         del before, after, deferred
@@ -640,7 +639,11 @@ def class_map_tables(class_map: np.ndarray, image: np.ndarray, class_names: list
     return _tables(tables, maps, len(tables), "multiclass", names)
 
 
-def _tables(object_tables: list, labels: Any, n_frames: int, mode: str, class_names: list) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _tables(object_tables: list, labels: Any, n_frames: int, mode: str, class_names: list,
+            fractions: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The objects and counts tables of a run from its per-frame object tables; a class model's counts
+    hold each frame's class fractions, measured on ``labels`` (T, Y, X) unless given as ``fractions``
+    (``t, fraction_<class>...``, for runs that keep no more than one frame's class map in memory)."""
     from ..measure.counts import class_fractions, counts_from_objects, counts_with_area
 
     nonempty = [d for d in object_tables if len(d)]
@@ -648,8 +651,7 @@ def _tables(object_tables: list, labels: Any, n_frames: int, mode: str, class_na
     if mode == "multiclass":
         names = class_names or [str(i) for i in range(int(np.max(labels)) + 1)]
         counts = counts_from_objects(objects, n_frames, "class_id", names)
-        fr = class_fractions(labels, names)
-        counts = counts.merge(fr, on="t")
+        counts = counts.merge(class_fractions(labels, names) if fractions is None else fractions, on="t")
         return objects, counts
     # with the [N] alternative count: foreground area / typical (median) object area of the run
     return objects, counts_with_area(objects, range(n_frames))

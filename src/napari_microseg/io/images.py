@@ -546,6 +546,17 @@ def write_zarr(path: str | os.PathLike, data: Any, chunks: tuple[int, ...] | Non
     return target
 
 
+def frame_name(file_name: str, t: int) -> str:
+    """Name of frame ``t`` of a stack file, for training and scoring lists: ``<file>[t]``."""
+    return f"{file_name}[{int(t)}]"
+
+
+def sequence_of(name: str) -> str | None:
+    """The stack file a :func:`frame_name` comes from (None for a name of an image of its own)."""
+    stem, bracket, rest = str(name).rpartition("[")
+    return stem if bracket and rest.endswith("]") and rest[:-1].isdigit() else None
+
+
 def check_image_array(image: Any, name: str = "image", ndims: tuple[int, ...] = (2, 3)) -> None:
     """Raise InputError for arrays that cannot be processed as images.
 

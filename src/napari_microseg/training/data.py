@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import InputError
+from ..io.images import frame_name
 from .normalize import make_normalization_spec, normalize
 
 __all__ = [
@@ -410,15 +411,6 @@ def _read_with_axes(path: Path, hdu: int | None = None) -> tuple[np.ndarray, str
     return np.asarray(image.data), str(image.metadata.get("axes", "") or "").upper()
 
 
-def frame_name(file_name: str, t: int) -> str:
-    """Name of frame ``t`` of a stack file in :func:`load_training_pairs`' list: ``<file>[t]``."""
-    return f"{file_name}[{int(t)}]"
-
-
-def sequence_of(name: str) -> str | None:
-    """The stack file a :func:`frame_name` comes from (None for a name of an image of its own)."""
-    stem, bracket, rest = str(name).rpartition("[")
-    return stem if bracket and rest.endswith("]") and rest[:-1].isdigit() else None
 
 
 #: a (C, Y, X) training image with one 2-D labels image has at most this many channels; more is a
