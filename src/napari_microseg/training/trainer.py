@@ -383,7 +383,8 @@ def read_checkpoint(resume: str | os.PathLike) -> dict:
         return read_model_file(alt)
     if ckpt is None:
         raise InputError(f"cannot resume: {rp} not found")
-    raise InputError(f"cannot resume from {rp.name}: it holds no optimiser state (use init_model to fine-tune)")
+    raise InputError(f"cannot resume from {rp.name}: it holds no optimiser state (a shipped or exported model): "
+                     "fine-tune from it instead (microseg train --init-model, or Fine-tune in the Segmentation dock)")
 
 
 def resume_settings(resume: str | os.PathLike) -> dict:

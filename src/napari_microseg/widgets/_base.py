@@ -388,6 +388,7 @@ class MicrosegDock(QWidget):
             self.progress.setRange(0, 1)
             self.progress.setValue(1 if state == "done" else 0)
             self.progress.setFormat(state)
+            self._after_run()
 
         worker.yielded.connect(_unless_deleted(yielded))
         worker.returned.connect(_unless_deleted(returned))
@@ -395,6 +396,10 @@ class MicrosegDock(QWidget):
         worker.finished.connect(_unless_deleted(finished))
         worker.start()
         return worker
+
+    def _after_run(self) -> None:
+        """Called on the GUI thread when any run of this dock has ended (done, stopped or failed),
+        once the dock is free again; docks override it to start work that waited for the run."""
 
     def _show_busy(self, busy: bool) -> None:
         """While a run is going only Stop is live among the run controls; afterwards the reverse."""

@@ -183,16 +183,25 @@ class AutolabelWidget(MicrosegDock):
                 self.preview_layer = self.viewer.add_labels(full, name=unique_layer_name(self.viewer, "auto-label preview"),
                                                             opacity=0.5, **layer_geometry(layer, full.ndim))
                 self.preview_layer.events.paint.connect(self._mark_preview_painted)  # brush, fill and eraser
+            elif self.preview_layer.ndim != full.ndim:  # another stain layer: a stack after a 2-D image, or back
+                self.viewer.layers.remove(self.preview_layer)
+                self.preview_layer = None
+                return done(outcome)
             else:
                 self.preview_layer.data = full
+                for key, value in layer_geometry(layer, full.ndim).items():  # on top of the stain now chosen
+                    setattr(self.preview_layer, key, value)
             self._preview_painted = False
             where = f"frame {t} of {layer.name}" if t is not None else layer.name
             self.show_message(f"preview: {n_nuclei} nuclei on {where}{kept}{size_note(sizes, params)}{ccd_note(layer)}")
-            if self._pending_preview:
-                self._pending_preview = False
-                self.schedule_preview()
 
         return self.start(make_generator, done, label="previewing")
+
+    def _after_run(self) -> None:
+        """A preview asked for while another run went (the form changed meanwhile) runs now."""
+        if self._pending_preview:
+            self._pending_preview = False
+            self.schedule_preview()
 
     # -- apply --------------------------------------------------------------
     def apply(self, *_: Any) -> Any:

@@ -177,6 +177,9 @@ class ClassificationWidget(MicrosegDock):
         if task == "images":
             images = [data] if data.ndim == 2 else list(data)
             boxes = self._box_setting(len(images), images[0].shape) or layer.metadata.get("crop_box")
+            if boxes is not None and len(boxes) != len(images):  # the metadata of a stack since cut or joined
+                raise InputError(f"'{layer.name}' carries {len(boxes)} integration box(es) (metadata 'crop_box') for "
+                                 f"{len(images)} image(s): type the integration box y0 x0 y1 x1 to use for all")
             truth = layer.metadata.get("label")
             self.truth = None if truth is None else np.array([t == "bad" for t in truth], dtype=int)
 
@@ -264,7 +267,9 @@ class ClassificationWidget(MicrosegDock):
 
         try:  # the config only: no network is built on the GUI thread
             config = read_model_file(self.model_path())["config"]
-            if config.get("task", "images") != "images":
+            if config.get("task") is None:  # classifiers record their task; segmentation models do not
+                raise InputError("this model is no classifier (a segmentation model?): choose a response-image classifier")
+            if config.get("task") != "images":
                 raise InputError(f"this model classifies {config.get('task')}, not response images: choose an images model")
             if mode not in (config.get("use_thresholds") or {}):
                 raise InputError(f"this model stores no '{mode}' threshold (trained without validation images, or "
@@ -300,7 +305,8 @@ class ClassificationWidget(MicrosegDock):
             tpr = float(pred_bad[bad].mean()) if bad.any() else np.nan
             self.roc_point.setData([fpr], [tpr])
             self.roc.setVisible(True)
-            text += f"; AUC {roc['auc']:.3f}, accuracy {(table.verdict == table.truth).mean():.3f}"
+            auc = f"AUC {roc['auc']:.3f}" if bad.any() and good.any() else "no AUC (the truth holds one class only)"
+            text += f"; {auc}, accuracy {(table.verdict == table.truth).mean():.3f}"
         self.summary.value = text
 
     def _fill_table(self, table: pd.DataFrame) -> None:

@@ -24,7 +24,7 @@ from ..defaults import DEFAULT_MIN_SIZE
 from ..errors import InputError
 from ..pretrained import list_pretrained_for
 from ..colours import class_colour
-from ._base import (NO_MODEL_MESSAGE, MicrosegDock, chosen_model_path, class_colormap, current_frame, display_labels, dock_action,
+from ._base import (NO_MODEL_MESSAGE, MicrosegDock, chosen_model_path, class_colormap, current_frame, display_labels, dock_action, full_resolution,
                     grey_image, result_line, label_features, layer_geometry, layer_names, section_header, span_row, unique_layer_name, unique_stack_ids)
 
 FILE_CHOICE = "model file ..."
@@ -200,8 +200,8 @@ class SegmentationWidget(MicrosegDock):
 
     def _current_frame(self, layer: Any) -> int | None:
         """The viewer's current frame index for a (T, Y, X) image layer; None for a 2-D (or RGB) one."""
-        stack = layer.data.ndim == 3 and not getattr(layer, "rgb", False)
-        return current_frame(self.viewer, layer) if stack else None
+        # napari's ``ndim`` counts the displayed axes: an RGB layer's colour axis is not one
+        return current_frame(self.viewer, layer) if layer.ndim == 3 else None
 
     def _segment_settings(self) -> dict:
         """The dock's keywords for :func:`~napari_microseg.inference.segment.segment` (class-model rules aside)."""
@@ -269,7 +269,7 @@ class SegmentationWidget(MicrosegDock):
 
         def done(outcome: Any) -> None:
             result, clusters, (labels, features), digest, defects = outcome
-            self._add_result(result, layer, labels, features, model)
+            self._add_result(result, layer, labels, features, model, frame=None if whole else int(t))
             if defects is not None:  # the sensor's defects, as the CLI's defect mask: one (Y, X) layer over all frames
                 self.viewer.add_labels(defects.astype(np.uint8), name=unique_layer_name(self.viewer, f"{layer.name} defects"),
                                        opacity=1.0, **layer_geometry(layer, 2))
@@ -301,8 +301,10 @@ class SegmentationWidget(MicrosegDock):
         self.tile_table.setVisible(False)
         self.find_class.reset_choices()
 
-    def _add_result(self, result: Any, layer: Any, labels: np.ndarray, features: Any, model: Path) -> None:
-        """Show a run's labels (from :func:`layer_data`, made in the worker) as a new layer over ``layer``."""
+    def _add_result(self, result: Any, layer: Any, labels: np.ndarray, features: Any, model: Path,
+                    frame: int | None = None) -> None:
+        """Show a run's labels (from :func:`layer_data`, made in the worker) as a new layer over ``layer``;
+        ``frame``: the frame of a stack a one-frame run segmented (None: all of ``layer``)."""
         self.result = result
         name = unique_layer_name(self.viewer, f"{layer.name} segmented")
         kwargs = {"name": name, "opacity": 0.5, "metadata": {"objects": result.objects, "counts": result.counts, "model": str(model)}}
@@ -321,8 +323,15 @@ class SegmentationWidget(MicrosegDock):
         if result.probabilities is not None:
             probs = np.asarray(result.probabilities)
             fg = probs[..., 1 if probs.shape[-3] > 1 else 0, :, :] if probs.ndim >= 3 else probs
+            geometry = layer_geometry(layer, fg.ndim)
+            if frame is not None and labels.ndim == 3 and fg.ndim == 2:  # shown on its own frame only, not on all
+                fg, geometry = fg[None], layer_geometry(layer, 3)
+                if geometry:
+                    geometry["translate"] = (geometry["translate"][0] + frame * geometry["scale"][0],) + geometry["translate"][1:]
+                else:
+                    geometry = {"translate": (float(frame), 0.0, 0.0)}
             self.viewer.add_image(fg, name=unique_layer_name(self.viewer, f"{layer.name} probability"), colormap="magma",
-                                  blending="additive", visible=True, opacity=0.6, **layer_geometry(layer, fg.ndim))
+                                  blending="additive", visible=True, opacity=0.6, **geometry)
         self.result_layer_name = name
         self.labels_for_training.reset_choices()
         self.labels_for_training.value = name
@@ -378,6 +387,8 @@ class SegmentationWidget(MicrosegDock):
         image = grey_image(self.result_image) if self.result_image in self.viewer.layers else None
         classes = self.result.output_mode == "multiclass"
         names = list(self.result.class_names)
+        # the frames the run segmented (a "current frame" run leaves the others empty: not "0 nuclei")
+        segmented_frames = {int(t) for t in self.result.counts["t"]} if "t" in self.result.counts else {0}
 
         def make_generator():
             from ..inference.segment import class_map_tables
@@ -388,9 +399,13 @@ class SegmentationWidget(MicrosegDock):
             yield Progress(0, 1, "measuring the corrected labels")
             pixels = None if image is None or tuple(image.shape) != labels.shape else np.asarray(image)
             if classes:
-                return class_map_tables(labels, pixels if pixels is not None else np.zeros(labels.shape, np.float32), names)
-            objects = object_table(labels, pixels)
-            return objects, counts_with_area(objects, range(labels.shape[0] if labels.ndim == 3 else 1))
+                objects, counts = class_map_tables(labels, pixels if pixels is not None else np.zeros(labels.shape, np.float32), names)
+            else:
+                objects = object_table(labels, pixels)
+                counts = counts_with_area(objects, range(labels.shape[0] if labels.ndim == 3 else 1))
+            # and any frame the user painted objects into
+            frames = segmented_frames | {int(t) for t in objects["t"]} if labels.ndim == 3 else {0}
+            return objects, counts[counts["t"].isin(frames)].reset_index(drop=True)
 
         def done(tables: tuple) -> None:
             objects, counts = tables
@@ -433,9 +448,9 @@ class SegmentationWidget(MicrosegDock):
             return None
         class_map = np.asarray(self.result.labels)
         if class_map.ndim == 3:  # the frame shown of the result layer (or of the image it came from)
-            shown = next((lay for lay in self.viewer.layers if lay.name == getattr(self, "result_layer_name", None)), None)
+            shown = self._shown_result_layer()
             class_map = class_map[current_frame(self.viewer, shown) if shown is not None
-                                  else int(self.viewer.dims.current_step[0])]
+                                  else min(int(self.viewer.dims.current_step[0]), class_map.shape[0] - 1)]
         class_id = list(self.result.class_names).index(self.find_class.value)
         self.tiles = tiles_with_class(class_map, class_id, tile=256)
         self.tile_table.setRowCount(len(self.tiles))
@@ -450,11 +465,22 @@ class SegmentationWidget(MicrosegDock):
         self.show_message(f"{len(self.tiles)} tiles hold '{self.find_class.value}'")
         return self.tiles
 
+    def _shown_result_layer(self) -> Any:
+        """The last run's labels layer, or the image it came from, if still in the viewer (renamed or not); else None."""
+        for layer in (self.result_layer, self.result_image):
+            if layer is not None and layer in self.viewer.layers:
+                return layer
+        return None
+
     def _jump_to_tile(self) -> None:
         rows = sorted({i.row() for i in self.tile_table.selectedIndexes()})
         if rows and self.tiles is not None:
             rec = self.tiles.iloc[rows[0]]
-            self.viewer.camera.center = (float(rec.centre_y), float(rec.centre_x))
+            centre = (float(rec.centre_y), float(rec.centre_x))
+            shown = self._shown_result_layer()
+            if shown is not None:  # pixels to the viewer's world coordinates (the layer's scale and offset)
+                centre = tuple(float(v) for v in shown.data_to_world((0.0,) * (shown.ndim - 2) + centre)[-2:])
+            self.viewer.camera.center = centre
             self.viewer.camera.zoom = max(self.viewer.camera.zoom, 2.0)
 
     # -- batch --------------------------------------------------------------
@@ -497,7 +523,8 @@ class SegmentationWidget(MicrosegDock):
         except InputError as err:
             self.show_error(str(err))
             return len(self.training_pairs)
-        image, labels = grey_image(image_layer), labels_layer.data  # lazy layers: only the frame used is read
+        # full resolution (a pyramid's data indexes levels); lazy layers: only the frame used is read
+        image, labels = grey_image(image_layer), full_resolution(labels_layer)
         if tuple(image.shape) != tuple(labels.shape):
             self.show_error(f"labels shape {tuple(labels.shape)} does not match image shape {tuple(image.shape)}")
             return len(self.training_pairs)

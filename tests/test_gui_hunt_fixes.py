@@ -1,0 +1,159 @@
+"""GUI behaviour found broken by the session-24 bug hunt: counts of frames never segmented, RGB
+time-lapses and pyramid labels in the fine-tuning set, a CCD tile jump on calibrated images, the
+auto-label preview's place and its pending refresh, a stack's crop boxes that no longer fit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+pytestmark = pytest.mark.gui
+
+
+def _nuclei(seed: int, size: int = 96, n: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    image, labels = simulate_nuclei_image(shape=(size, size), n_nuclei=n, seed=seed)[:2]
+    return image.astype(np.float32), labels.astype(np.int32)
+
+
+def _segmentation_dock(viewer, image_name: str, model: str = "nuclei_fluorescence_fast"):
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    widget = SegmentationWidget(viewer)
+    widget.image_layer.value = image_name
+    widget.model_choice.value = model
+    widget.tile.value = 128
+    return widget
+
+
+def test_corrected_export_counts_only_the_frames_segmented_or_painted(make_napari_viewer, tmp_path, wait_worker):
+    """One frame of a 3-frame stack segmented, then corrected: counts.csv lists that frame (and a frame
+    the user painted objects into), not 0 nuclei for frames nobody segmented."""
+    viewer = make_napari_viewer(show=False)
+    image, _ = _nuclei(1)
+    viewer.add_image(np.stack([image, image, image]), name="stack")
+    viewer.dims.set_point(0, 1)
+    widget = _segmentation_dock(viewer, "stack")
+    widget.keep_probabilities.value = True
+    wait_worker(widget.segment())
+    result = viewer.layers["stack segmented"]
+    assert list(widget.result.counts["t"]) == [1]
+    # the probability map of one frame is shown on that frame only
+    probability = viewer.layers["stack probability"]
+    assert probability.data.shape == (1, 96, 96) and probability.translate[0] == 1.0
+    found = int(widget.result.counts["count"].iloc[0])
+
+    result.paint((1, 3, 3), 999, refresh=True)  # a new object on the segmented frame
+    widget.export_dir.value = str(tmp_path / "one")
+    wait_worker(widget.export())
+    counts = pd.read_csv(tmp_path / "one" / "counts.csv")
+    assert list(counts["t"]) == [1] and list(counts["count"]) == [found + 1]
+
+    result.paint((2, 50, 50), 1000, refresh=True)  # and one painted into a frame never segmented
+    widget.export_dir.value = str(tmp_path / "two")
+    wait_worker(widget.export())
+    counts = pd.read_csv(tmp_path / "two" / "counts.csv")
+    assert list(counts["t"]) == [1, 2] and list(counts["count"]) == [found + 1, 1]
+
+
+def test_rgb_time_lapse_and_pyramid_labels_join_the_training_set(make_napari_viewer):
+    """An RGB (T, Y, X, 3) image: its current frame is one (Y, X) grey frame; a multiscale labels layer
+    gives its full-resolution frame (its data indexes levels, not frames)."""
+    viewer = make_napari_viewer(show=False)
+    (a, label_a), (b, label_b) = _nuclei(1, 64), _nuclei(2, 64)
+    viewer.add_image(np.repeat(np.stack([a, b])[..., None], 3, axis=-1), rgb=True, name="rgb stack")
+    viewer.add_labels(np.stack([label_a, label_b]), name="labels")
+    stack = np.stack([label_a, label_b])
+    viewer.add_labels([stack, stack[:, ::2, ::2]], multiscale=True, name="pyramid")
+    viewer.dims.set_point(0, 1)
+    widget = _segmentation_dock(viewer, "rgb stack")
+    widget.labels_for_training.value = "labels"
+    assert widget.add_to_training_set() == 1, widget.status.text()
+    image, labels = widget.training_pairs[0]
+    assert image.shape == labels.shape == (64, 64)
+    np.testing.assert_allclose(image, b, rtol=1e-5)
+    np.testing.assert_array_equal(labels, label_b)
+
+    widget.labels_for_training.value = "pyramid"
+    assert widget.add_to_training_set() == 1  # the same frame: updated, not added
+    np.testing.assert_array_equal(widget.training_pairs[0][1], label_b)
+    assert widget._current_frame(viewer.layers["rgb stack"]) == 1
+
+
+def test_tile_jump_follows_the_image_calibration_and_a_renamed_result(make_napari_viewer, wait_worker):
+    """A CCD frame with a pixel size and an offset: clicking a tile centres the camera on it in world
+    coordinates; a renamed result layer still gives the frame whose tiles are listed."""
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+
+    viewer = make_napari_viewer(show=False)
+    frames = [simulate_ccd_frame(shape=(256, 256), seed=s).image for s in (1, 2)]
+    viewer.add_image(np.stack(frames), name="ccd", scale=(5.0, 15.0, 15.0), translate=(0.0, 1000.0, 1000.0))
+    viewer.add_image(np.zeros((10, 8, 8), np.float32), name="longer")  # more frames: its steps differ
+    widget = _segmentation_dock(viewer, "ccd", model="ccd_classes")
+    widget.scope.value = "whole stack"
+    widget.tile.value = 256
+    wait_worker(widget.segment())
+    viewer.layers["ccd segmented"].name = "renamed"
+    viewer.dims.set_point(0, 5.0)  # world time 5: frame 1 of the CCD stack
+    classes = [c for c in widget.find_class.choices if c]
+    tiles = None
+    for name in classes:
+        widget.find_class.value = name
+        tiles = widget.find_tiles()
+        if tiles is not None and len(tiles):
+            break
+    assert tiles is not None and len(tiles), widget.status.text()
+    class_id = list(widget.result.class_names).index(widget.find_class.value)
+    assert (np.asarray(widget.result.labels)[1] == class_id).sum() == tiles["pixels"].sum()
+    widget.tile_table.selectRow(0)
+    centre = viewer.layers["ccd"].data_to_world((1.0, float(tiles.iloc[0].centre_y), float(tiles.iloc[0].centre_x)))
+    np.testing.assert_allclose(viewer.camera.center[-2:], centre[-2:])
+
+
+def test_autolabel_preview_sits_on_the_stain_chosen_and_follows_changes_made_while_busy(make_napari_viewer, qtbot,
+                                                                                      wait_worker):
+    from napari_microseg.widgets.autolabel import AutolabelWidget
+
+    viewer = make_napari_viewer(show=False)
+    (a, _), (b, _) = _nuclei(1), _nuclei(2)
+    viewer.add_image(np.stack([a, b]), name="stack", scale=(2.0, 0.5, 0.5), translate=(0.0, 100.0, 100.0))
+    viewer.add_image(b, name="plain")
+    widget = AutolabelWidget(viewer)
+    widget.live.value = False  # previews started by hand here
+    widget.stain_layer.value = "stack"
+    wait_worker(widget.preview())
+    preview = widget.preview_layer
+    assert preview.ndim == 3 and tuple(preview.scale) == (2.0, 0.5, 0.5)
+    widget.stain_layer.value = "plain"
+    wait_worker(widget.preview())
+    assert widget.preview_layer.ndim == 2
+    assert tuple(widget.preview_layer.scale) == (1.0, 1.0) and tuple(widget.preview_layer.translate) == (0.0, 0.0)
+    assert len([layer for layer in viewer.layers if layer.name.startswith("auto-label preview")]) == 1
+
+    # a change of the form while Apply runs: the preview asked for then runs once the dock is free
+    before = np.asarray(widget.preview_layer.data).copy()
+    widget.live.value = True
+    worker = widget.apply()
+    widget.min_diameter.value = float(widget.min_diameter.value) + 6  # fewer, larger nuclei
+    widget.preview()  # what the debounce timer calls: busy, so it waits
+    assert widget._pending_preview
+    wait_worker(worker)
+    qtbot.waitUntil(lambda: not widget._pending_preview and not widget.busy, timeout=10000)
+    qtbot.waitUntil(lambda: widget.busy, timeout=5000)  # the debounced preview starts
+    wait_worker(widget.worker)
+    assert not np.array_equal(np.asarray(widget.preview_layer.data), before)
+
+
+def test_crop_boxes_that_do_not_fit_the_stack_are_refused_with_a_reason(make_napari_viewer):
+    from napari_microseg.widgets.classification import ClassificationWidget
+
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(np.random.default_rng(0).random((3, 64, 64)).astype(np.float32), name="responses",
+                     metadata={"crop_box": [[0, 0, 10, 10]]})
+    widget = ClassificationWidget(viewer)
+    widget.image_layer.value = "responses"
+    from napari_microseg.errors import InputError
+    with pytest.raises(InputError, match="1 integration box.*for 3 image"):
+        widget._make_job(widget.model_path())
