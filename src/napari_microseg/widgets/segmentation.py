@@ -43,7 +43,8 @@ class SegmentationWidget(MicrosegDock):
     description = (
         "Segment the current frame or a whole stack with a trained model (tiled, no seams); "
         "results as a new Labels layer with measurements, counts per frame and CSV export. "
-        "Correct the labels, add them to the training set and fine-tune."
+        "Correct the labels, add them to the training set and fine-tune: it learns the whole frame, "
+        "so correct all of a frame you add."
     )
 
     def __init__(self, napari_viewer: Any) -> None:
