@@ -28,10 +28,11 @@ def _segmentation_dock(viewer, image_name: str, model: str = "nuclei_fluorescenc
     return widget
 
 
-def test_corrected_export_counts_only_the_frames_segmented_or_painted(make_napari_viewer, tmp_path, wait_worker):
+def test_corrected_export_counts_only_the_frames_segmented_or_painted(make_napari_viewer, tmp_path, wait_worker,
+                                                                     artifacts):
     """One frame of a 3-frame stack segmented, then corrected: counts.csv lists that frame (and a frame
     the user painted objects into), not 0 nuclei for frames nobody segmented."""
-    viewer = make_napari_viewer(show=False)
+    viewer = make_napari_viewer(show=True)
     image, _ = _nuclei(1)
     viewer.add_image(np.stack([image, image, image]), name="stack")
     viewer.dims.set_point(0, 1)
@@ -44,6 +45,12 @@ def test_corrected_export_counts_only_the_frames_segmented_or_painted(make_napar
     probability = viewer.layers["stack probability"]
     assert probability.data.shape == (1, 96, 96) and probability.translate[0] == 1.0
     found = int(widget.result.counts["count"].iloc[0])
+    from skimage.io import imsave
+
+    viewer.window._qt_window.resize(1200, 800)
+    viewer.reset_view()
+    imsave(artifacts / "segmentation_one_frame_probability.png", viewer.screenshot(canvas_only=False, flash=False),
+           check_contrast=False)
 
     result.paint((1, 3, 3), 999, refresh=True)  # a new object on the segmented frame
     widget.export_dir.value = str(tmp_path / "one")
@@ -113,10 +120,10 @@ def test_tile_jump_follows_the_image_calibration_and_a_renamed_result(make_napar
 
 
 def test_autolabel_preview_sits_on_the_stain_chosen_and_follows_changes_made_while_busy(make_napari_viewer, qtbot,
-                                                                                      wait_worker):
+                                                                                      wait_worker, artifacts):
     from napari_microseg.widgets.autolabel import AutolabelWidget
 
-    viewer = make_napari_viewer(show=False)
+    viewer = make_napari_viewer(show=True)
     (a, _), (b, _) = _nuclei(1), _nuclei(2)
     viewer.add_image(np.stack([a, b]), name="stack", scale=(2.0, 0.5, 0.5), translate=(0.0, 100.0, 100.0))
     viewer.add_image(b, name="plain")
@@ -131,6 +138,14 @@ def test_autolabel_preview_sits_on_the_stain_chosen_and_follows_changes_made_whi
     assert widget.preview_layer.ndim == 2
     assert tuple(widget.preview_layer.scale) == (1.0, 1.0) and tuple(widget.preview_layer.translate) == (0.0, 0.0)
     assert len([layer for layer in viewer.layers if layer.name.startswith("auto-label preview")]) == 1
+    from skimage.io import imsave
+
+    viewer.layers["stack"].visible = False
+    viewer.window._qt_window.resize(1200, 800)
+    viewer.reset_view()
+    imsave(artifacts / "autolabel_preview_after_switch.png", viewer.screenshot(canvas_only=False, flash=False),
+           check_contrast=False)
+    viewer.layers["stack"].visible = True
 
     # a change of the form while Apply runs: the preview asked for then runs once the dock is free
     before = np.asarray(widget.preview_layer.data).copy()
