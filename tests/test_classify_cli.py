@@ -131,14 +131,21 @@ def test_classify_images_skips_unreadable_files_and_goes_on(tmp_path, capsys):
     (plain / "empty.tif").write_bytes(b"")
     (plain / "notimage.tif").write_text("hello")
     tifffile.imwrite(plain / "stack.tif", np.zeros((3, 20, 20), np.uint16))
+    first = sorted((sim / "images").glob("*.tif"))[0]
+    holed = tifffile.imread(first).astype(np.float32)
+    holed[0, 0] = np.nan  # a masked pixel: named and skipped, not the whole run stopped
+    tifffile.imwrite(plain / "holed.tif", holed)
+    shutil.copy(plain / "integration" / first.name, plain / "integration" / "holed.tif")
     out = tmp_path / "flags"
     capsys.readouterr()
     assert main(["classify", "images", "--model", "response_good_bad", "--input", str(plain), "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert "skipped empty.tif" in err and "skipped stack.tif: expected a 2-D image" in err and "Traceback" not in err
+    assert "skipped holed.tif: contains NaN" in err
     assert len(pd.read_csv(out / "flags.csv")) == 4
     run = json.loads((out / "classify_run.json").read_text())
-    assert sorted(f["image"].rsplit("/", 1)[-1] for f in run["failures"]) == ["empty.tif", "notimage.tif", "stack.tif"]
+    assert sorted(f["image"].rsplit("/", 1)[-1] for f in run["failures"]) == ["empty.tif", "holed.tif", "notimage.tif",
+                                                                            "stack.tif"]
     # nothing readable at all: exit 2 with the reason
     bad = tmp_path / "bad"
     bad.mkdir()

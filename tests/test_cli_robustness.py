@@ -54,9 +54,18 @@ def test_evaluate_refuses_to_write_its_table_over_a_ground_truth_file(tmp_path, 
     code = main(["evaluate", "seg", "--gt", str(gt), "--pred", str(pred), "--out", str(gt / "a.tif"), "--overwrite"])
     assert code == 2 and "is one of this command's inputs" in capsys.readouterr().err
     assert _digest(gt / "a.tif") == before
-    # a folder given as the table's name: a one-line error, not IsADirectoryError
-    assert main(["evaluate", "seg", "--gt", str(gt), "--pred", str(pred), "--out", str(tmp_path), "--overwrite"]) == 2
-    assert "is a folder" in capsys.readouterr().err
+    # a folder given as --out (existing, or new with a trailing slash): the tables go inside it under
+    # their default names, not into a file named as the folder (nor an IsADirectoryError)
+    assert main(["evaluate", "seg", "--gt", str(gt), "--pred", str(pred), "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "metrics.csv").is_file() and (tmp_path / "metrics_thresholds.csv").is_file()
+    assert main(["evaluate", "seg", "--gt", str(gt), "--pred", str(pred), "--out", f"{tmp_path / 'new'}/"]) == 0
+    assert (tmp_path / "new" / "metrics.csv").is_file()
+    assert main(["evaluate", "classes", "--gt", str(gt), "--pred", str(pred), "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "class_metrics.csv").is_file()
+    # an empty path (an unset shell variable) is refused, not taken for the current folder
+    capsys.readouterr()
+    assert main(["evaluate", "seg", "--gt", str(gt), "--pred", str(pred), "--out", ""]) == 2
+    assert "--out is empty" in capsys.readouterr().err
 
 
 def test_protection_covers_files_of_input_folders_and_zarr_stores_and_is_lifted(tmp_path):

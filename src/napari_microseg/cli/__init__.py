@@ -95,11 +95,34 @@ def _input_paths(args: argparse.Namespace) -> list[str]:
     return paths
 
 
+#: options naming a file or folder: an empty value (an unset shell variable, "$OUT") would mean the
+#: current folder, so it is refused
+PATH_OPTIONS = INPUT_OPTIONS + ("out", "compare", "init_model", "resume", "out_dir", "manifest")
+
+
+def _empty_path_option(argv: list[str]) -> str | None:
+    """The first path option given an empty value on the command line (``--out ''`` or ``--out=``)."""
+    for i, token in enumerate(argv):
+        name, eq, value = token.partition("=")
+        if not name.startswith("--") or name[2:].replace("-", "_") not in PATH_OPTIONS:
+            continue
+        given = value if eq else (argv[i + 1] if i + 1 < len(argv) else None)
+        if given is not None and not given.strip():
+            return name
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
+        return 2
+    empty = _empty_path_option(argv)
+    if empty is not None:
+        print(f"microseg {args.command}: error: {empty} is empty (an unset variable?): give a file or folder",
+              file=sys.stderr)
         return 2
     from ..io.atomic import forget_created_folders, protect_inputs, remove_empty_created_folders
 

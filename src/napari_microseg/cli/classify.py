@@ -315,6 +315,8 @@ def _read_many(files: list, what: str = "reading", failures: list | None = None,
             image = _read(path, hdu)
             if image.ndim != 2:
                 raise InputError(f"expected a 2-D image, got shape {image.shape}")
+            if image.dtype.kind == "f" and not np.isfinite(image).all():  # one such file must not stop the run
+                raise InputError("contains NaN or infinite values (masked or missing pixels?)")
             return image
         except (InputError, OSError, ValueError) as err:
             reason = str(err)

@@ -25,6 +25,7 @@ frame.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -91,7 +92,7 @@ def run_tracks(args: argparse.Namespace) -> int:
     from ..tracking.export import read_tracks_folder
     from ..tracking.metrics import ctc_scores
 
-    out = Path(args.out)
+    out = csv_output(args.out, "tracking_metrics.csv")
     check_overwrite([out], args.overwrite)
     if args.division_frames < 0:
         raise InputError(f"--division-frames must be >= 0, got {args.division_frames}")
@@ -107,6 +108,14 @@ def run_tracks(args: argparse.Namespace) -> int:
           f"{scores['division_precision']:.3f}  recall {scores['division_recall']:.3f}  F1 {scores['division_f1']:.3f}")
     print(f"wrote {out}")
     return 0
+
+
+def csv_output(text: str, default_name: str) -> Path:
+    """The CSV file an ``--out`` names: a folder (existing, or written with a trailing slash) gets
+    ``default_name`` inside it, so that no file is written under the folder's own name."""
+    if text.endswith(("/", os.sep)) or Path(text).is_dir():
+        return Path(text) / default_name
+    return Path(text)
 
 
 def parse_thresholds(text: str) -> list[float]:
@@ -170,6 +179,13 @@ def match_files(gt_dir: Path, pred_dir: Path) -> list[tuple[Path, Path]]:
             pairs.append((g, p))
     if not pairs:
         raise InputError(f"no file names in {pred_dir} match those in {gt_dir}")
+    truths_of: dict = {}
+    for g, p in pairs:
+        truths_of.setdefault(p, []).append(g.name)
+    for p, names in truths_of.items():  # one prediction scored against two truths would count twice
+        if len(names) > 1:
+            raise InputError(f"{p.name} in {pred_dir} matches {len(names)} ground-truth files ({', '.join(names)}): "
+                             "keep one truth per image in --gt")
     return pairs
 
 
@@ -251,7 +267,7 @@ def run_seg(args: argparse.Namespace) -> int:
     from ..measure.tables import check_overwrite, write_table_csv
 
     thresholds = parse_thresholds(args.thresholds)
-    out = Path(args.out)
+    out = csv_output(args.out, "metrics.csv")
     out_thr = out.with_name(out.stem + "_thresholds.csv")
     out_compare = out.with_name(out.stem + "_compare.csv")
     check_overwrite([out, out_thr] + ([out_compare] if args.compare else []), args.overwrite)
@@ -371,7 +387,7 @@ def run_classes(args: argparse.Namespace) -> int:
     from ..measure.tables import check_overwrite, write_table_csv
     from .train import class_names_near
 
-    out = Path(args.out)
+    out = csv_output(args.out, "class_metrics.csv")
     out_cm = out.with_name(out.stem + "_confusion.csv")
     check_overwrite([out, out_cm], args.overwrite)
     pairs = match_files(Path(args.gt), Path(args.pred))

@@ -75,7 +75,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channel", type=int, default=None,
                    help="channel to segment in multi-channel TIFFs, or colour of an RGB image (0-based; default: "
                         "multi-channel files are refused, RGB images segmented as the mean of their colours)")
-    p.add_argument("--overlap", type=float, default=32.0, help="tile overlap: px, or fraction of the tile if < 1 (default 32 px)")
+    p.add_argument("--overlap", type=float, default=None,
+                   help="tile overlap: px, or fraction of the tile if < 1 (default 32 px, at most half the tile)")
     p.add_argument("--batch-size", type=int, default=4, help="pixels per network call, in 256 x 256 tiles (default 4: one 512 x 512 tile)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--threshold", type=float, default=None,
@@ -226,6 +227,8 @@ def check_segment_settings(args: argparse.Namespace) -> None:
         value = getattr(args, option, None)
         if value is not None and value < 1:
             raise InputError(f"--{option.replace('_', '-')} must be >= 1, got {value}")
+    if overlap is not None and 0.5 < overlap < 1:  # a fraction of the tile: at most half of it, as in px
+        raise InputError(f"--overlap as a fraction of the tile must be at most 0.5, got {overlap}")
     if tile is not None and overlap is not None and overlap >= 1 and overlap > tile // 2:
         raise InputError(f"--overlap must be at most half the tile ({tile // 2} px for --tile {tile}), got {overlap}")
 
@@ -243,7 +246,7 @@ def _read_input(args: argparse.Namespace, path: Path, lazy: bool = True, warn: b
                        lazy_above_bytes=image_io.LAZY_TIFF_BYTES if lazy else None)
     data = image.data
     if args.channel is not None and "channel" not in image.metadata:  # no channel axis: a colour of an RGB image
-        if getattr(data, "ndim", 0) == 3 and data.shape[-1] in (3, 4) and data.shape[0] > 4:
+        if image_io.is_rgb(data):  # an RGB image or time-lapse
             if not 0 <= args.channel < data.shape[-1]:
                 raise InputError(f"{path.name}: colour {args.channel} does not exist (RGB image: --channel 0..{data.shape[-1] - 1})")
             data = np.asarray(data[..., args.channel])
@@ -255,7 +258,10 @@ def _read_input(args: argparse.Namespace, path: Path, lazy: bool = True, warn: b
 def _segment_options(args: argparse.Namespace, ccd_rules: dict, diameter) -> dict:
     """The keyword arguments of :func:`~napari_microseg.inference.segment.segment_image` that come from the
     command line (tiling, thresholds, sizes, test-time augmentation, precision, CCD rules, diameter)."""
-    return dict(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, threshold=args.threshold,
+    from ..inference.segment import DEFAULT_OVERLAP
+
+    overlap = DEFAULT_OVERLAP if args.overlap is None else args.overlap
+    return dict(tile=args.tile, overlap=overlap, batch_size=args.batch_size, threshold=args.threshold,
                 min_size=args.min_size, max_size=args.max_size, fill_holes=not args.no_fill_holes,
                 remove_border=args.remove_border, test_time_augmentation=args.tta, precision=args.precision,
                 postprocess_options=ccd_rules, diameter=diameter)

@@ -210,6 +210,9 @@ def run(args: argparse.Namespace) -> int:
     if args.simulated is not None:
         if args.simulated < 1:
             raise InputError("--simulated needs N >= 1")
+        if args.images or args.labels:  # it would train on the simulated images alone, unlike what was asked
+            raise InputError("--simulated N trains on simulated images only: drop --images / --labels, or add "
+                             "simulated images and labels to your folders (microseg simulate nuclei --mode images)")
         images, labels = _simulated(args.simulated, args.sim_size, args.sim_nuclei, args.seed)
         description = f"{args.simulated} simulated nuclei images {args.sim_size}x{args.sim_size}, {args.sim_nuclei} nuclei each, seed {args.seed}"
     else:

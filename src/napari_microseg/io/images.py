@@ -124,6 +124,10 @@ def read_image(path: str | os.PathLike, hdu: int | None = None, min_ndim: int = 
         result = reader(p, lazy_above_bytes)
     else:
         result = reader(p)
+    shape = tuple(result.data.shape)
+    if kind == "tiff" and len(shape) == 3 and shape[-1] in (1, 2) and min(shape[:2]) >= 8:
+        # (Y, X, 1) or (Y, X, 2): a trailing channel axis (grey; grey + alpha), not Y frames of X x 1 px
+        result.metadata["axes"] = "YXC"
     result = _select_channel(result, p.name, channel)
     if result.data.ndim < min_ndim:
         raise InputError(f"{p.name}: {result.data.ndim}-D array of shape {tuple(result.data.shape)} is not an image (need at least {min_ndim}-D)")
@@ -165,15 +169,22 @@ def is_lazy(data: Any) -> bool:
         and (hasattr(data, "compute") or type(data).__module__.split(".")[0] == "zarr")
 
 
+def is_rgb(data: Any) -> bool:
+    """True for an RGB(A) image ``(Y, X, 3|4)`` or time-lapse ``(T, Y, X, 3|4)`` (Y and X over 4 px)."""
+    shape = tuple(getattr(data, "shape", ()))
+    return len(shape) in (3, 4) and shape[-1] in (3, 4) and min(shape[-3:-1]) > 4
+
+
 def rgb_to_grey(data: Any, name: str = "image") -> Any:
-    """An RGB(A) image ``(Y, X, 3|4)`` as float32 grey ``(Y, X)``: the mean of R, G and B (alpha dropped).
+    """An RGB(A) image ``(Y, X, 3|4)`` as float32 grey ``(Y, X)``, an RGB(A) time-lapse ``(T, Y, X, 3|4)``
+    as ``(T, Y, X)``: the mean of R, G and B (alpha dropped).
 
     Any other array is returned unchanged; a dask array stays lazy. A notice naming the file goes
     to stderr.
     """
     import sys
 
-    if getattr(data, "ndim", 0) == 3 and data.shape[-1] in (3, 4) and data.shape[0] > 4:
+    if is_rgb(data):
         print(f"{name}: RGB(A) image of shape {tuple(data.shape)}, using the mean of the colour channels",
               file=sys.stderr)
         colours = data if hasattr(data, "compute") else np.asarray(data)  # a dask image stays lazy

@@ -277,6 +277,11 @@ def prepare_training_data(
     elif output_mode == "multiclass":
         if n_classes is None:
             top = max((int(np.max(lb)) for lb in labs if lb is not None and lb.size), default=1)
+            if top + 1 > MAX_INFERRED_CLASSES:  # one output per value: nuclei ids would make a huge network
+                raise InputError(f"the labels hold values up to {top}: 'multiclass' makes one class per value "
+                                 f"({top + 1} classes). They look like instance labels (one id per object): train "
+                                 "'three_class' (or 'binary') on them; to really train that many classes, give "
+                                 "the number of classes")
             n_classes = max(2, top + 1)
     else:
         raise InputError(f"unknown output mode {output_mode!r}: use {', '.join(OUTPUT_MODES)}")
@@ -323,7 +328,7 @@ def prepare_training_data(
 
 # ---------------------------------------------------------------- files
 _LABEL_SUFFIX = re.compile(r"([_\-.](labels?|masks?|seg|gt|annotations?))$", re.IGNORECASE)
-_IMAGE_EXT = (".tif", ".tiff", ".fits", ".fit", ".fits.gz", ".fit.gz", ".npy", ".png", ".jpg", ".jpeg", ".bmp")
+_IMAGE_EXT = (".tif", ".tiff", ".fits", ".fit", ".fits.gz", ".fit.gz", ".npy", ".png", ".jpg", ".jpeg", ".bmp", ".zarr")
 
 
 #: folder names that hold label images (DSB2018's labels/, masks/, ground truth)
@@ -352,13 +357,16 @@ def _stem(path: Path) -> str:
 
 def _expand(spec: str | os.PathLike, what: str = "image") -> list[Path]:
     """Files of a file, folder or glob ``spec``; ``what`` names them in the error when there are none."""
+    def readable(q: Path) -> bool:  # a file, or a Zarr store (a folder)
+        return q.is_file() or (q.is_dir() and q.name.lower().endswith(".zarr"))
+
     p = Path(spec)
-    if p.is_dir():
-        return sorted(q for q in p.iterdir() if q.is_file() and q.name.lower().endswith(_IMAGE_EXT) and not q.name.startswith("."))
-    if p.is_file():
+    if p.is_dir() and not p.name.lower().endswith(".zarr"):
+        return sorted(q for q in p.iterdir() if readable(q) and q.name.lower().endswith(_IMAGE_EXT) and not q.name.startswith("."))
+    if readable(p):
         return [p]
     hits = sorted(Path(h) for h in glob.glob(str(spec)))
-    hits = [h for h in hits if h.is_file()]
+    hits = [h for h in hits if readable(h)]
     if not hits:
         raise InputError(f"no {what} files found at {spec}")
     return hits
@@ -373,19 +381,39 @@ def find_image_label_pairs(images: str | os.PathLike, labels: str | os.PathLike)
     labels : a file or a folder. Names match when equal after dropping the extension and a
         trailing ``_label(s)`` / ``_mask(s)`` / ``_seg`` / ``_gt``.
 
+    Images without a label file are left out, with a warning on stderr naming them.
+
     Raises
     ------
     InputError
-        If nothing matches.
+        If nothing matches, or an image matches two label files (``a.tif`` and ``a_mask.tif``).
     """
     img_files = _expand(images)
     lab_files = _expand(labels, "label")
     if len(img_files) == 1 and len(lab_files) == 1 and img_files[0].resolve() != lab_files[0].resolve():
         return [(img_files[0], lab_files[0])]
-    by_stem = {_stem(p): p for p in lab_files}
-    pairs = [(p, by_stem[_stem(p)]) for p in img_files if _stem(p) in by_stem]
-    # one folder given as both: a file matched with itself is not an image with its labels
-    pairs = [(p, q) for p, q in pairs if p.resolve() != q.resolve()]
+    by_stem: dict[str, list[Path]] = {}
+    for q in lab_files:
+        by_stem.setdefault(_stem(q), []).append(q)
+    label_set = {q.resolve() for q in lab_files}
+    pairs = []
+    for p in img_files:
+        if p.resolve() in label_set and _stem(p) != _without_extension(p):
+            continue  # one folder given as both: "a_mask.tif" is the labels of "a.tif", not an image
+        found = [q for q in by_stem.get(_stem(p), []) if q.resolve() != p.resolve()]  # not its own labels
+        if len(found) > 1:
+            raise InputError(f"image {p.name} matches {len(found)} label files ({', '.join(q.name for q in found)}): "
+                             "keep one labels file per image")
+        if found:
+            pairs.append((p, found[0]))
+    paired = {p.resolve() for p, _ in pairs}
+    unmatched = [p.name for p in img_files if p.resolve() not in paired and p.resolve() not in label_set]
+    if pairs and unmatched:
+        import sys
+
+        shown = ", ".join(unmatched[:5]) + (" ..." if len(unmatched) > 5 else "")
+        print(f"warning: {len(unmatched)} of {len(img_files)} images have no labels file and are left out: {shown}",
+              file=sys.stderr)
     if not pairs:
         same = {p.resolve() for p in img_files} & {q.resolve() for q in lab_files}
         if same:
@@ -413,6 +441,10 @@ def _read_with_axes(path: Path, hdu: int | None = None) -> tuple[np.ndarray, str
 
 
 
+#: 'multiclass' without a number of classes takes max label + 1, up to this many
+MAX_INFERRED_CLASSES = 32
+
+
 #: a (C, Y, X) training image with one 2-D labels image has at most this many channels; more is a
 #: time-lapse (or Z stack) labelled in one frame only
 MAX_INPUT_CHANNELS = 8
@@ -438,6 +470,9 @@ def load_training_pairs(
         for what, path, arr in (("image", ip, im), ("labels", lp, lb)):
             if arr.ndim not in (2, 3):
                 raise InputError(f"{what} {path}: expected (Y, X) or (T, Y, X), got shape {arr.shape}")
+        if im.dtype.kind == "f" and not np.isfinite(im).all():
+            raise InputError(f"image {ip.name} contains NaN or infinite values (masked or missing pixels?): replace "
+                             "them, or leave the file out")
         if im.size and im.min() == im.max():
             import sys
 

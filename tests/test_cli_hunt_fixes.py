@@ -1,0 +1,141 @@
+"""Command-line behaviour found wrong by the session-24 bug hunt: training data that silently differed
+from what was given, empty paths taken for the current folder, (Y, X, 1) TIFFs read as frames, RGB
+time-lapses, tile overlaps clamped without a word."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_microseg.cli import main
+from napari_microseg.errors import InputError
+from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+
+def _nuclei_files(folder: Path, names: list[str], label_names: list[str] | None = None, size: int = 64) -> tuple[Path, Path]:
+    """``images/`` and ``labels/`` under ``folder`` with simulated nuclei; labels named ``label_names``."""
+    images, labels = folder / "images", folder / "labels"
+    images.mkdir(parents=True), labels.mkdir(parents=True)
+    for i, name in enumerate(names):
+        image, truth = simulate_nuclei_image(shape=(size, size), n_nuclei=5, seed=i)[:2]
+        tifffile.imwrite(images / name, image.astype(np.float32))
+    for i, name in enumerate(label_names if label_names is not None else names):
+        tifffile.imwrite(labels / name, simulate_nuclei_image(shape=(size, size), n_nuclei=5, seed=i)[1].astype(np.uint16))
+    return images, labels
+
+
+def test_training_pairs_name_what_is_left_out_and_refuse_two_candidates(tmp_path, capsys):
+    from napari_microseg.training.data import find_image_label_pairs
+
+    images, labels = _nuclei_files(tmp_path / "some", ["a.tif", "b.tif", "c.tif"], ["a.tif", "b_mask.tif"])
+    pairs = find_image_label_pairs(images, labels)
+    assert [(p.name, q.name) for p, q in pairs] == [("a.tif", "a.tif"), ("b.tif", "b_mask.tif")]
+    assert "1 of 3 images have no labels file and are left out: c.tif" in capsys.readouterr().err
+
+    images, labels = _nuclei_files(tmp_path / "two", ["a.tif"], ["a.tif", "a_mask.tif"])
+    with pytest.raises(InputError, match=r"a.tif matches 2 label files \(a.tif, a_mask.tif\)"):
+        find_image_label_pairs(images, labels)
+
+    # one folder given as both, images beside their masks: each image with its mask, the masks not as images
+    both = tmp_path / "both"
+    both.mkdir()
+    for name in ("a.tif", "a_mask.tif", "b.tif", "b_mask.tif"):
+        tifffile.imwrite(both / name, np.zeros((16, 16), np.uint16))
+    pairs = find_image_label_pairs(both, both)
+    assert [(p.name, q.name) for p, q in pairs] == [("a.tif", "a_mask.tif"), ("b.tif", "b_mask.tif")]
+    assert "left out" not in capsys.readouterr().err
+
+
+def test_training_reads_zarr_stores_and_names_a_nan_image(tmp_path):
+    import zarr
+
+    from napari_microseg.training.data import load_training_pairs
+
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir(), labels.mkdir()
+    image, truth = simulate_nuclei_image(shape=(64, 64), n_nuclei=5, seed=1)[:2]
+    zarr.save_array(str(images / "field.zarr"), image.astype(np.float32))
+    zarr.save_array(str(labels / "field.zarr"), truth.astype(np.uint16))
+    read_images, read_labels, names = load_training_pairs(images, labels)
+    assert names == ["field.zarr"] and read_images[0].shape == (64, 64)
+    np.testing.assert_array_equal(read_labels[0], truth)
+
+    holed = image.astype(np.float32).copy()
+    holed[3, 3] = np.nan
+    tifffile.imwrite(images / "holed.tif", holed)
+    tifffile.imwrite(labels / "holed.tif", truth.astype(np.uint16))
+    with pytest.raises(InputError, match="image holed.tif contains NaN"):
+        load_training_pairs(images, labels)
+
+
+def test_train_refuses_what_it_would_silently_change(tmp_path, capsys):
+    images, labels = _nuclei_files(tmp_path, ["a.tif"])
+    # --simulated with files: it would train on the simulated images alone
+    assert main(["train", "--simulated", "2", "--sim-size", "64", "--images", str(images), "--labels", str(labels),
+                 "--epochs", "1", "--out", str(tmp_path / "m.pt")]) == 2
+    assert "--simulated N trains on simulated images only" in capsys.readouterr().err
+    # multiclass on nuclei ids: one class per id
+    ids = np.zeros((64, 64), np.uint16)
+    for k in range(40):
+        ids[(k // 8) * 8:(k // 8) * 8 + 6, (k % 8) * 8:(k % 8) * 8 + 6] = k + 1
+    tifffile.imwrite(labels / "a.tif", ids)
+    assert main(["train", "--images", str(images), "--labels", str(labels), "--output-mode", "multiclass",
+                 "--normalization", "percentile", "--epochs", "1", "--patch", "64", "--out", str(tmp_path / "m.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "values up to 40" in err and "instance labels" in err
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_evaluate_refuses_one_prediction_for_two_truths(tmp_path, capsys):
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    gt.mkdir(), pred.mkdir()
+    square = np.zeros((32, 32), np.uint16)
+    square[4:12, 4:12] = 1
+    for path in (gt / "im0.tif", gt / "im0_mask.tif", pred / "im0.tif"):
+        tifffile.imwrite(path, square)
+    assert main(["evaluate", "seg", "--gt", str(gt), "--pred", str(pred), "--out", str(tmp_path / "m.csv")]) == 2
+    assert "im0.tif in" in capsys.readouterr().err and not (tmp_path / "m.csv").exists()
+
+
+def test_empty_paths_are_refused_not_taken_for_the_current_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    image, _ = simulate_nuclei_image(shape=(64, 64), n_nuclei=5, seed=1)[:2]
+    tifffile.imwrite(tmp_path / "a.tif", image.astype(np.float32))
+    for argv in (["segment", "--model", "nuclei_fluorescence_fast", "--input", "a.tif", "--out", ""],
+                 ["segment", "--model", "nuclei_fluorescence_fast", "--input", "", "--out", "o"],
+                 ["track", "--labels", "a.tif", "--out="],
+                 ["simulate", "nuclei", "--out", " "]):
+        assert main(argv) == 2, argv
+        assert "is empty (an unset variable?)" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif"]  # nothing written here
+
+
+def test_odd_tiff_layouts_rgb_time_lapses_and_tile_overlaps(tmp_path, capsys):
+    from napari_microseg.io.images import read_image
+
+    image, _ = simulate_nuclei_image(shape=(64, 64), n_nuclei=5, seed=1)[:2]
+    tifffile.imwrite(tmp_path / "yx1.tif", image[..., None].astype(np.float32))
+    assert read_image(tmp_path / "yx1.tif").data.shape == (64, 64)  # not 64 frames of 64 x 1 px
+    tifffile.imwrite(tmp_path / "yx2.tif", np.stack([image, image * 0], -1).astype(np.float32))
+    with pytest.raises(InputError, match="2 channels"):
+        read_image(tmp_path / "yx2.tif")
+    assert read_image(tmp_path / "yx2.tif", channel=0).data.shape == (64, 64)
+
+    # an RGB time-lapse (T, Y, X, 3): grey frames, or one colour with --channel
+    colour = (np.stack([image, image])[..., None] / image.max() * 255).astype(np.uint8) * np.array([0, 1, 0], np.uint8)
+    tifffile.imwrite(tmp_path / "tyxc.tif", colour)
+    for extra, out in (([], "grey"), (["--channel", "1"], "green")):
+        assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "tyxc.tif"),
+                     "--out", str(tmp_path / out), *extra]) == 0
+        assert tifffile.imread(tmp_path / out / "labels" / "tyxc.tif").shape == (2, 64, 64)
+    assert "no channels" not in capsys.readouterr().err
+
+    # a fraction of the tile over half is refused, as pixels over half are; a small tile keeps the default
+    assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "yx1.tif"),
+                 "--out", str(tmp_path / "o1"), "--tile", "128", "--overlap", "0.9"]) == 2
+    assert "at most 0.5" in capsys.readouterr().err
+    assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "yx1.tif"),
+                 "--out", str(tmp_path / "o2"), "--tile", "32"]) == 0
