@@ -139,3 +139,11 @@ def test_odd_tiff_layouts_rgb_time_lapses_and_tile_overlaps(tmp_path, capsys):
     assert "at most 0.5" in capsys.readouterr().err
     assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "yx1.tif"),
                  "--out", str(tmp_path / "o2"), "--tile", "32"]) == 0
+
+
+def test_validation_images_that_are_training_images_are_named(tmp_path, capsys):
+    images, labels = _nuclei_files(tmp_path, ["a.tif", "b.tif"])
+    assert main(["train", "--images", str(images), "--labels", str(labels), "--val-images", str(images / "b.tif"),
+                 "--val-labels", str(labels / "b.tif"), "--epochs", "1", "--patch", "64", "--patches-per-epoch", "4",
+                 "--batch-size", "2", "--out", str(tmp_path / "m.pt"), "--quiet"]) == 0
+    assert "1 of the 1 validation image file(s) are training images too (b.tif)" in capsys.readouterr().err

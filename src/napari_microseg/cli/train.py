@@ -276,8 +276,18 @@ def run(args: argparse.Namespace) -> int:
     if args.val_images or args.val_labels:
         if not (args.val_images and args.val_labels):
             raise InputError("give both --val-images and --val-labels")
-        vi, vl, _ = load_training_pairs(args.val_images, args.val_labels, hdu=args.hdu)
+        vi, vl, val_names = load_training_pairs(args.val_images, args.val_labels, hdu=args.hdu)
         val_data = (vi, vl)
+        if args.simulated is None:
+            from ..training.data import find_image_label_pairs
+
+            trained = {p.resolve() for p, _ in find_image_label_pairs(args.images, args.labels, warn=False)}
+            val_files = find_image_label_pairs(args.val_images, args.val_labels, warn=False)
+            shared = [p.name for p, _ in val_files if p.resolve() in trained]
+            if shared:  # scores on images the network trains on say nothing about new images
+                print(f"warning: {len(shared)} of the {len(val_files)} validation image file(s) are training images too "
+                      f"({', '.join(shared[:3])}{' ...' if len(shared) > 3 else ''}): validation will look better than "
+                      "the model is", file=sys.stderr)
     gen = train(cfg, train_data, val_data, out_path=out, resume=args.resume, init_model=args.init_model)
     try:
         result = run_with_text_progress(gen, label="train", quiet=args.quiet)  # --quiet: the summary lines still come

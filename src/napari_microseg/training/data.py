@@ -372,7 +372,7 @@ def _expand(spec: str | os.PathLike, what: str = "image") -> list[Path]:
     return hits
 
 
-def find_image_label_pairs(images: str | os.PathLike, labels: str | os.PathLike) -> list[tuple[Path, Path]]:
+def find_image_label_pairs(images: str | os.PathLike, labels: str | os.PathLike, warn: bool = True) -> list[tuple[Path, Path]]:
     """Match image files to label files by name.
 
     Parameters
@@ -381,7 +381,7 @@ def find_image_label_pairs(images: str | os.PathLike, labels: str | os.PathLike)
     labels : a file or a folder. Names match when equal after dropping the extension and a
         trailing ``_label(s)`` / ``_mask(s)`` / ``_seg`` / ``_gt``.
 
-    Images without a label file are left out, with a warning on stderr naming them.
+    Images without a label file are left out, with a warning on stderr naming them (unless not ``warn``).
 
     Raises
     ------
@@ -408,7 +408,7 @@ def find_image_label_pairs(images: str | os.PathLike, labels: str | os.PathLike)
             pairs.append((p, found[0]))
     paired = {p.resolve() for p, _ in pairs}
     unmatched = [p.name for p in img_files if p.resolve() not in paired and p.resolve() not in label_set]
-    if pairs and unmatched:
+    if pairs and unmatched and warn:
         import sys
 
         shown = ", ".join(unmatched[:5]) + (" ..." if len(unmatched) > 5 else "")
