@@ -47,6 +47,16 @@ def test_training_pairs_name_what_is_left_out_and_refuse_two_candidates(tmp_path
     pairs = find_image_label_pairs(both, both)
     assert [(p.name, q.name) for p, q in pairs] == [("a.tif", "a_mask.tif"), ("b.tif", "b_mask.tif")]
     assert "left out" not in capsys.readouterr().err
+    tifffile.imwrite(both / "c.tif", np.zeros((16, 16), np.uint16))  # an image without a mask there: named
+    assert len(find_image_label_pairs(both, both)) == 2
+    assert "1 of 5 images have no labels file and are left out: c.tif" in capsys.readouterr().err
+    # two images of one name (a.tif, a.png) for one labels file: refused, as two label files for one image
+    images, labels = _nuclei_files(tmp_path / "twin", ["a.tif"])
+    from skimage.io import imsave
+
+    imsave(images / "a.png", np.zeros((64, 64), np.uint8), check_contrast=False)
+    with pytest.raises(InputError, match="both match the label file a.tif"):
+        find_image_label_pairs(images, labels)
 
 
 def test_training_reads_zarr_stores_and_names_a_nan_image(tmp_path):
@@ -87,6 +97,14 @@ def test_train_refuses_what_it_would_silently_change(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "values up to 40" in err and "instance labels" in err
     assert not (tmp_path / "m.pt").exists()
+    # class maps with an "ignore" value (255): that value is no class
+    from napari_microseg.training.data import prepare_training_data
+
+    classes = np.zeros((32, 32), np.int64)
+    classes[:5], classes[5:10], classes[10:12] = 1, 2, 255
+    prepared = prepare_training_data([np.random.default_rng(0).random((32, 32))], [classes], output_mode="multiclass",
+                                     ignore_value=255)
+    assert prepared.n_classes == 3
 
 
 def test_evaluate_refuses_one_prediction_for_two_truths(tmp_path, capsys):
@@ -107,10 +125,17 @@ def test_empty_paths_are_refused_not_taken_for_the_current_folder(tmp_path, monk
     for argv in (["segment", "--model", "nuclei_fluorescence_fast", "--input", "a.tif", "--out", ""],
                  ["segment", "--model", "nuclei_fluorescence_fast", "--input", "", "--out", "o"],
                  ["track", "--labels", "a.tif", "--out="],
-                 ["simulate", "nuclei", "--out", " "]):
+                 ["simulate", "nuclei", "--out", " "],
+                 ["segment", "--model", "nuclei_fluorescence_fast", "--input", "a.tif", "--ou", ""],  # abbreviated
+                 ["classify", "images", "--model", "response_good_bad", "--input", "a.tif", "", "--out", "o"]):
         assert main(argv) == 2, argv
         assert "is empty (an unset variable?)" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif"]  # nothing written here
+    # an optional path left empty still means "not given"
+    labels = np.zeros((64, 64), np.uint16)
+    labels[4:12, 4:12] = 1
+    tifffile.imwrite(tmp_path / "l.tif", labels)
+    assert main(["evaluate", "seg", "--gt", "l.tif", "--pred", "l.tif", "--compare", "", "--out", "m.csv"]) == 0
 
 
 def test_odd_tiff_layouts_rgb_time_lapses_and_tile_overlaps(tmp_path, capsys):
@@ -124,13 +149,20 @@ def test_odd_tiff_layouts_rgb_time_lapses_and_tile_overlaps(tmp_path, capsys):
         read_image(tmp_path / "yx2.tif")
     assert read_image(tmp_path / "yx2.tif", channel=0).data.shape == (64, 64)
 
-    # an RGB time-lapse (T, Y, X, 3): grey frames, or one colour with --channel
-    colour = (np.stack([image, image])[..., None] / image.max() * 255).astype(np.uint8) * np.array([0, 1, 0], np.uint8)
-    tifffile.imwrite(tmp_path / "tyxc.tif", colour)
-    for extra, out in (([], "grey"), (["--channel", "1"], "green")):
-        assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "tyxc.tif"),
+    # an RGB time-lapse (T, Y, X, 3): grey frames, or one colour with --channel (here other nuclei in green)
+    other, _ = simulate_nuclei_image(shape=(64, 64), n_nuclei=5, seed=7)[:2]
+    byte = lambda a: (a / a.max() * 255).astype(np.uint8)  # noqa: E731
+    frame = np.stack([byte(image), byte(other), np.zeros((64, 64), np.uint8)], -1)
+    tifffile.imwrite(tmp_path / "tyxc.tif", np.stack([frame, frame]))
+    tifffile.imwrite(tmp_path / "green.tif", np.stack([byte(other), byte(other)]))
+    for source, extra, out in (("tyxc.tif", [], "grey"), ("tyxc.tif", ["--channel", "1"], "green_of_rgb"),
+                               ("green.tif", [], "green_alone")):
+        assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / source),
                      "--out", str(tmp_path / out), *extra]) == 0
-        assert tifffile.imread(tmp_path / out / "labels" / "tyxc.tif").shape == (2, 64, 64)
+    green = tifffile.imread(tmp_path / "green_of_rgb" / "labels" / "tyxc.tif")
+    assert green.shape == (2, 64, 64)
+    np.testing.assert_array_equal(green, tifffile.imread(tmp_path / "green_alone" / "labels" / "green.tif"))
+    assert not np.array_equal(green, tifffile.imread(tmp_path / "grey" / "labels" / "tyxc.tif"))
     assert "no channels" not in capsys.readouterr().err
 
     # a fraction of the tile over half is refused, as pixels over half are; a small tile keeps the default

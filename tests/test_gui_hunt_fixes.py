@@ -34,8 +34,8 @@ def test_corrected_export_counts_only_the_frames_segmented_or_painted(make_napar
     the user painted objects into), not 0 nuclei for frames nobody segmented."""
     viewer = make_napari_viewer(show=True)
     image, _ = _nuclei(1)
-    viewer.add_image(np.stack([image, image, image]), name="stack")
-    viewer.dims.set_point(0, 1)
+    viewer.add_image(np.stack([image, image, image]), name="stack", scale=(2.0, 1.0, 1.0))  # 2 min per frame
+    viewer.dims.set_point(0, 2.0)  # frame 1
     widget = _segmentation_dock(viewer, "stack")
     widget.keep_probabilities.value = True
     wait_worker(widget.segment())
@@ -43,7 +43,7 @@ def test_corrected_export_counts_only_the_frames_segmented_or_painted(make_napar
     assert list(widget.result.counts["t"]) == [1]
     # the probability map of one frame is shown on that frame only
     probability = viewer.layers["stack probability"]
-    assert probability.data.shape == (1, 96, 96) and probability.translate[0] == 1.0
+    assert probability.data.shape == (1, 96, 96) and probability.translate[0] == 2.0 and probability.scale[0] == 2.0
     found = int(widget.result.counts["count"].iloc[0])
     from skimage.io import imsave
 

@@ -95,20 +95,31 @@ def _input_paths(args: argparse.Namespace) -> list[str]:
     return paths
 
 
-#: options naming a file or folder: an empty value (an unset shell variable, "$OUT") would mean the
-#: current folder, so it is refused
-PATH_OPTIONS = INPUT_OPTIONS + ("out", "compare", "init_model", "resume", "out_dir", "manifest")
+#: options naming a file or folder that a command needs: an empty value (an unset shell variable,
+#: "$OUT") would mean the current folder, so it is refused (an empty optional one, such as
+#: --init-model "", still means "not given")
+PATH_OPTIONS = ("input", "out", "stain", "labels", "images", "gt", "pred", "history")
 
 
 def _empty_path_option(argv: list[str]) -> str | None:
-    """The first path option given an empty value on the command line (``--out ''`` or ``--out=``)."""
+    """The first of :data:`PATH_OPTIONS` given an empty value on the command line (``--out ''``,
+    ``--out=``, an abbreviation argparse accepts such as ``--ou ''``, or any item of a list value
+    such as ``--input a.tif ''``)."""
+    names = ["--" + name.replace("_", "-") for name in PATH_OPTIONS]
     for i, token in enumerate(argv):
-        name, eq, value = token.partition("=")
-        if not name.startswith("--") or name[2:].replace("-", "_") not in PATH_OPTIONS:
+        option, eq, value = token.partition("=")
+        if not option.startswith("--") or len(option) < 3 or not any(name.startswith(option) for name in names):
             continue
-        given = value if eq else (argv[i + 1] if i + 1 < len(argv) else None)
-        if given is not None and not given.strip():
-            return name
+        if eq:
+            values = [value]
+        else:  # the values up to the next option
+            values = []
+            for item in argv[i + 1:]:
+                if item.startswith("-") and item.strip() != "-":
+                    break
+                values.append(item)
+        if any(not item.strip() for item in values):
+            return option
     return None
 
 

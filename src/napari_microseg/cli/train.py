@@ -276,12 +276,13 @@ def run(args: argparse.Namespace) -> int:
     if args.val_images or args.val_labels:
         if not (args.val_images and args.val_labels):
             raise InputError("give both --val-images and --val-labels")
-        vi, vl, val_names = load_training_pairs(args.val_images, args.val_labels, hdu=args.hdu)
+        vi, vl, _ = load_training_pairs(args.val_images, args.val_labels, hdu=args.hdu)
         val_data = (vi, vl)
         if args.simulated is None:
             from ..training.data import find_image_label_pairs
 
-            trained = {p.resolve() for p, _ in find_image_label_pairs(args.images, args.labels, warn=False)}
+            trained_pairs = find_image_label_pairs(args.images, args.labels, warn=False)[: args.max_images or None]
+            trained = {p.resolve() for p, _ in trained_pairs}  # (as load_training_pairs took them)
             val_files = find_image_label_pairs(args.val_images, args.val_labels, warn=False)
             shared = [p.name for p, _ in val_files if p.resolve() in trained]
             if shared:  # scores on images the network trains on say nothing about new images

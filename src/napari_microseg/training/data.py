@@ -276,12 +276,19 @@ def prepare_training_data(
         n_classes = 3
     elif output_mode == "multiclass":
         if n_classes is None:
-            top = max((int(np.max(lb)) for lb in labs if lb is not None and lb.size), default=1)
+            not_classes = [v for v in (ignore_value, background_value) if v is not None]  # (e.g. 255: ignored)
+
+            def largest_class(lb: np.ndarray) -> int:
+                values = np.unique(lb)
+                values = values[~np.isin(values, not_classes)]
+                return int(values.max()) if values.size else 0
+
+            top = max((largest_class(lb) for lb in labs if lb is not None and lb.size), default=1)
             if top + 1 > MAX_INFERRED_CLASSES:  # one output per value: nuclei ids would make a huge network
                 raise InputError(f"the labels hold values up to {top}: 'multiclass' makes one class per value "
                                  f"({top + 1} classes). They look like instance labels (one id per object): train "
                                  "'three_class' (or 'binary') on them; to really train that many classes, give "
-                                 "the number of classes")
+                                 "the number of classes (--n-classes)")
             n_classes = max(2, top + 1)
     else:
         raise InputError(f"unknown output mode {output_mode!r}: use {', '.join(OUTPUT_MODES)}")
@@ -396,18 +403,25 @@ def find_image_label_pairs(images: str | os.PathLike, labels: str | os.PathLike,
     for q in lab_files:
         by_stem.setdefault(_stem(q), []).append(q)
     label_set = {q.resolve() for q in lab_files}
-    pairs = []
+    pairs: list[tuple[Path, Path]] = []
+    used_as_labels: dict[Path, str] = {}  # label file -> the image it labels
     for p in img_files:
-        if p.resolve() in label_set and _stem(p) != _without_extension(p):
-            continue  # one folder given as both: "a_mask.tif" is the labels of "a.tif", not an image
+        if p.resolve() in label_set and (_stem(p) != _without_extension(p) or p.resolve() in used_as_labels):
+            continue  # one folder given as both: "a_mask.tif" (or "a.png" beside "a.tif") labels another image
         found = [q for q in by_stem.get(_stem(p), []) if q.resolve() != p.resolve()]  # not its own labels
         if len(found) > 1:
             raise InputError(f"image {p.name} matches {len(found)} label files ({', '.join(q.name for q in found)}): "
                              "keep one labels file per image")
         if found:
+            other = used_as_labels.get(found[0].resolve())
+            if other is not None:
+                raise InputError(f"images {other} and {p.name} both match the label file {found[0].name}: keep one "
+                                 "image per labels file")
             pairs.append((p, found[0]))
+            used_as_labels[found[0].resolve()] = p.name
     paired = {p.resolve() for p, _ in pairs}
-    unmatched = [p.name for p in img_files if p.resolve() not in paired and p.resolve() not in label_set]
+    unmatched = [p.name for p in img_files if p.resolve() not in paired and p.resolve() not in used_as_labels
+                 and not (p.resolve() in label_set and _stem(p) != _without_extension(p))]
     if pairs and unmatched and warn:
         import sys
 
