@@ -38,8 +38,11 @@ def test_masks_named_as_labels_open_as_labels_layers(shared_data, tmp_path):
     tifffile.imwrite(tmp_path / "cells_mask.tif", np.eye(8, dtype=np.uint16))
     tifffile.imwrite(tmp_path / "cells_seg.tif", np.eye(8, dtype=np.float32))
     tifffile.imwrite(tmp_path / "cells.tif", np.eye(8, dtype=np.uint16))
-    kinds = {p: get_reader(str(tmp_path / p))(str(tmp_path / p))[0][2] for p in ("cells_mask.tif", "cells_seg.tif", "cells.tif")}
-    assert kinds == {"cells_mask.tif": "labels", "cells_seg.tif": "image", "cells.tif": "image"}
+    tifffile.imwrite(tmp_path / "cells_labels.ome.tif", np.eye(8, dtype=np.uint16), ome=True)
+    names = ("cells_mask.tif", "cells_seg.tif", "cells.tif", "cells_labels.ome.tif")
+    kinds = {p: get_reader(str(tmp_path / p))(str(tmp_path / p))[0][2] for p in names}
+    assert kinds == {"cells_mask.tif": "labels", "cells_seg.tif": "image", "cells.tif": "image",
+                     "cells_labels.ome.tif": "labels"}
 
 
 def test_reader_bad_file_gives_clear_message(tmp_path):
@@ -98,6 +101,14 @@ def test_written_layers_keep_the_calibration_the_reader_gave(tmp_path):
     for writer, name in ((write_labels_tiff, "labels.tif"), (write_image_tiff, "image.tif")):
         (path,) = writer(str(tmp_path / name), data, {"scale": kwargs["scale"], "units": kwargs["units"]})
         assert read_image(path).metadata["calibration"] == {"pixel_size_um": 0.25, "frame_interval_min": 0.5}
+    # a pyramid (multiscale) layer is written at full resolution, with its own pixel size
+    pyramid = [data, data[:, ::2, ::2]]
+    for writer, name in ((write_labels_tiff, "pyramid_labels.tif"), (write_image_tiff, "pyramid.tif")):
+        (path,) = writer(str(tmp_path / name), pyramid, {"scale": kwargs["scale"], "units": kwargs["units"],
+                                                          "multiscale": True})
+        written = read_image(path)
+        assert written.data.shape == (3, 24, 24)
+        assert written.metadata["calibration"] == {"pixel_size_um": 0.25, "frame_interval_min": 0.5}
     # napari's default scale (pixels) states no calibration
     (path,) = write_labels_tiff(str(tmp_path / "plain.tif"), data, {"scale": (1, 1, 1), "units": ("pixel",) * 3})
     assert "calibration" not in read_image(path).metadata

@@ -203,6 +203,8 @@ def test_cli_track(tmp_path, capsys):
     assert main(["track", "--labels", str(tmp_path / "labels.tif"), "--out", str(out), "--overwrite", "--config", "particle",
                  "--pixel-size", "0.5", "--frame-interval", "10"]) == 0
     assert pd.read_csv(out / "tracks.csv")["parent_track_id"].eq(0).all()
+    # the earlier run's CTC folder went with its other results: it cannot be scored as this run's
+    assert not (out / "ctc_RES").exists() and "removed the earlier run's CTC folder" in capsys.readouterr().err
     summary = pd.read_csv(out / "track_summary.csv")
     np.testing.assert_allclose(summary["duration_min"], (summary["end_t"] - summary["start_t"]) * 10)
     assert json.loads((out / "track_config.json").read_text())["units"] == {"pixel_size_um": 0.5, "frame_interval_min": 10}
@@ -308,6 +310,12 @@ def test_cli_evaluate_tracks_scores_track_simulate_and_ctc_folders(tmp_path, cap
     (widget_export / "ctc_RES").mkdir()
     assert main(["evaluate", "tracks", "--gt", str(sim_dir), "--pred", str(widget_export), "--out", str(tmp_path / "x.csv")]) == 2
     assert f"give its CTC folder {widget_export / 'ctc_RES'}" in capsys.readouterr().err
+    # tracks of another field size: one line, not traccuracy's traceback (nor its ValueError on CTC folders)
+    tifffile.imwrite(tmp_path / "crop.tif", damaged[:, :64, :64])
+    assert main(["track", "--labels", str(tmp_path / "crop.tif"), "--out", str(tmp_path / "crop"), "--ctc"]) == 0
+    for pred in (tmp_path / "crop", tmp_path / "crop" / "ctc_RES"):
+        assert main(["evaluate", "tracks", "--gt", str(sim_dir), "--pred", str(pred), "--out", str(tmp_path / "y.csv")]) == 2
+        assert "score tracks of the same movie" in capsys.readouterr().err
 
 
 def test_cli_track_reads_zarr_labels_as_segment_writes_them(tmp_path):

@@ -66,7 +66,7 @@ def read_layers(path: str | list[str]) -> list[tuple]:
     for p in paths:
         image = read_image(p, channel="all", lazy_above_bytes=LAZY_TIFF_BYTES)
         name = Path(str(p).rstrip("/")).name
-        for suffix in (".gz", ".zarr", ".tiff", ".tif", ".fits", ".fit", ".fts", ".ome"):
+        for suffix in (".gz", ".fz", ".zarr", ".tiff", ".tif", ".fits", ".fit", ".fts", ".ome"):
             name = name.removesuffix(suffix)
         kwargs: dict = {"name": name, "metadata": {"source_kind": image.kind, "header": image.metadata}}
         if "channel_axis" in image.metadata:  # one layer per channel, named after the file

@@ -18,10 +18,19 @@ def _with_suffix(path: str, suffixes: tuple[str, ...], default: str) -> Path:
     return p if p.name.lower().endswith(suffixes) else p.with_name(p.name + default)
 
 
+def _full_resolution(data: Any, meta: dict) -> np.ndarray:
+    """A layer's data at full resolution: level 0 of a multiscale (pyramid) layer, whose scale is
+    the layer's own (the coarser levels would be written with the finest level's pixel size)."""
+    if meta.get("multiscale") or isinstance(data, (list, tuple)) or type(data).__name__ == "MultiScaleData":
+        data = data[0]
+    return np.asarray(data)
+
+
 def write_image_tiff(path: str, data: Any, meta: dict) -> list[str]:
-    """Write an Image layer to TIFF (dtype kept; its scale in um / min kept as OME calibration)."""
+    """Write an Image layer to TIFF (dtype kept; its scale in um / min kept as OME calibration);
+    a multiscale layer: its full resolution."""
     target = _with_suffix(path, (".tif", ".tiff"), ".tif")
-    data = np.asarray(data)
+    data = _full_resolution(data, meta)
     scale = meta.get("scale") or ()
     # an RGB(A) layer has one scale entry fewer than its data's axes: no calibration for its colour axis
     calibration = calibration_from_layer(scale, meta.get("units")) if len(scale) == data.ndim else None
@@ -33,8 +42,9 @@ def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
     """Write a Labels layer to TIFF as uint16 (uint32 when ids exceed 65535); with -1 ("not
     annotated", as the Auto-label dock marks nuclei outside its size range and tiles QC dropped) as
     int32, which ``microseg train`` and ``evaluate seg`` read as such. Other ids that these do not
-    hold (below -1, or too large) are refused rather than wrapped into other ids."""
-    arr = np.asarray(data)
+    hold (below -1, or too large) are refused rather than wrapped into other ids. A multiscale layer:
+    its full resolution."""
+    arr = _full_resolution(data, meta)
     low, high = int(arr.min(initial=0)), int(arr.max(initial=0))
     top = np.iinfo(np.int32).max if low < 0 else np.iinfo(np.uint32).max
     if low < -1 or high > top:

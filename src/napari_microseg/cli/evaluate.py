@@ -100,7 +100,17 @@ def run_tracks(args: argparse.Namespace) -> int:
     frames = [getattr(r, "n_frames", None) for r in (truth, predicted)]
     if None not in frames and frames[0] != frames[1]:
         raise InputError(f"the true tracks span {frames[0]} frames, the predicted ones {frames[1]}")
-    scores = ctc_scores(truth, predicted, division_frame_buffer=args.division_frames)
+    shapes = [tuple(getattr(r, "config", {}).get("image_shape") or ()) for r in (truth, predicted)]
+    if all(shapes) and shapes[0] != shapes[1]:
+        raise InputError(f"the true tracks are on images of shape {shapes[0]}, the predicted ones {shapes[1]}: "
+                         "score tracks of the same movie")
+    try:
+        scores = ctc_scores(truth, predicted, division_frame_buffer=args.division_frames)
+    except ValueError as err:  # a CTC folder's masks of another size or length (traccuracy's check)
+        if "shape" not in str(err).lower():
+            raise
+        raise InputError(f"the true and predicted tracks are on images of different sizes ({err}): score tracks "
+                         "of the same movie") from None
     row = {"gt": str(args.gt), "pred": str(args.pred), **scores}
     write_table_csv(pd.DataFrame([row]), out)
     print(f"TRA {scores['TRA']:.4f}  DET {scores['DET']:.4f}  LNK {scores['LNK']:.4f}")

@@ -124,5 +124,20 @@ def run(args: argparse.Namespace) -> int:
     write_config_json(result, out / "track_config.json")
     if args.ctc:
         write_ctc(result, out / OUTPUT_NAMES[-1], overwrite=args.overwrite)
+    elif args.overwrite:
+        _remove_earlier_ctc(out / OUTPUT_NAMES[-1])
     print(f"{result.n_tracks} tracks, {len(result.graph)} daughter tracks, {len(result.table)} objects in {result.n_frames} frames -> {out}")
     return 0
+
+
+def _remove_earlier_ctc(folder: Path) -> None:
+    """Remove an earlier run's CTC export (``res_track.txt``, ``maskNNN.tif``) that a run without
+    ``--ctc`` replaced the other results of, so that it cannot be scored as this run's; files the
+    export does not write are left, and so is the folder then."""
+    if not (folder / "res_track.txt").is_file():
+        return
+    for path in [folder / "res_track.txt", *folder.glob("mask*.tif")]:
+        path.unlink()
+    if not any(folder.iterdir()):
+        folder.rmdir()
+    print(f"removed the earlier run's CTC folder {folder} (this run has no --ctc)", file=sys.stderr)

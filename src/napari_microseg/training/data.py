@@ -335,7 +335,8 @@ def prepare_training_data(
 
 # ---------------------------------------------------------------- files
 _LABEL_SUFFIX = re.compile(r"([_\-.](labels?|masks?|seg|gt|annotations?))$", re.IGNORECASE)
-_IMAGE_EXT = (".tif", ".tiff", ".fits", ".fit", ".fits.gz", ".fit.gz", ".npy", ".png", ".jpg", ".jpeg", ".bmp", ".zarr")
+_IMAGE_EXT = (".tif", ".tiff", ".ome.tif", ".ome.tiff", ".fits", ".fit", ".fits.gz", ".fit.gz", ".fits.fz", ".npy", ".png",
+              ".jpg", ".jpeg", ".bmp", ".zarr", ".ome.zarr")
 
 
 #: folder names that hold label images (DSB2018's labels/, masks/, ground truth)
