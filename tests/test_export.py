@@ -88,3 +88,28 @@ def test_onnx_export_takes_any_size_and_matches_the_network(tmp_path):
         want = net(torch.from_numpy(x)).numpy()
     assert got.shape == want.shape == (1, 4, 70, 50)
     np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_onnx_export_of_a_profile_classifier(tmp_path):
+    """A 1-D network ([P] profiles, input (B, views, length), output (B, classes)) exports to ONNX with a
+    free batch size and gives the network's scores (its axes are not an image's height and width)."""
+    import onnx
+    import torch
+    from onnx.reference import ReferenceEvaluator
+
+    from napari_microseg.classify.predict import load_classifier
+    from napari_microseg.cli import main
+
+    model = tmp_path / "profiles.pt"
+    assert main(["classify", "train", "profiles", "--simulated", "40", "--epochs", "1", "--views", "2",
+                 "--out", str(model), "--device", "cpu"]) == 0
+    assert main(["export", "--model", str(model), "--out", str(tmp_path / "profiles.onnx")]) == 0
+    proto = onnx.load(str(tmp_path / "profiles.onnx"))
+    net = load_classifier(str(model), device="cpu").model.eval()
+    shape = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    x = np.random.default_rng(0).normal(size=(3, *shape[1:])).astype(np.float32)  # another batch size
+    got = ReferenceEvaluator(proto).run(None, {"input": x})[0]
+    with torch.no_grad():
+        want = net(torch.from_numpy(x)).numpy()
+    assert got.shape == want.shape and want.shape[0] == 3
+    np.testing.assert_allclose(got, want, atol=1e-4)

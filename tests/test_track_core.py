@@ -363,3 +363,13 @@ def test_an_intensity_image_given_as_labels_is_refused_at_once():
             y, x = 3 * i + 2, 10 + 2 * t
             spots[t, y:y + 2, x:x + 2] = i + 1
     assert len(objects_from_labels(spots)) == 60
+
+
+def test_a_given_search_radius_also_limits_the_optimisers_links():
+    """One object at x=20 for frames 0-2, another at x=33 for frames 3-5: a 13 px step. With a 3 px
+    radius they are two tracks, with or without the global optimisation (its own link distance, 20 px
+    for the particle config, used to join them); with the config's radius (20 px), one track."""
+    points = pd.DataFrame({"t": range(6), "y": [50.0] * 6, "x": [20.0] * 3 + [33.0] * 3})
+    for optimize in (True, False):
+        assert track_points(points, config="particle", max_search_radius=3, optimize=optimize).table["track_id"].nunique() == 2
+    assert track_points(points, config="particle").table["track_id"].nunique() == 1

@@ -111,7 +111,8 @@ def load_torchscript(path: str | os.PathLike):
 
 
 def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Export to ONNX with dynamic batch / height / width; needs the ``onnx`` package (InputError otherwise).
+    """Export to ONNX with dynamic batch / height / width (classifiers: batch; their crop or profile
+    length is fixed); needs the ``onnx`` package (InputError otherwise).
 
     The graph is :func:`export_torchscript`'s (U-Nets pad inside to multiples of ``2**depth`` px, so
     any ``H, W`` works), written by torch's TorchScript-based exporter (the default dynamo exporter
@@ -129,11 +130,15 @@ def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, overwrite
         raise InputError(f"{target}: exists already (use --overwrite)")
     loaded = load_model(model_path, device="cpu")
     traced, example = _traced(loaded)
+    from ..models.unet import UNet
+
+    # a U-Net takes any H, W; a classifier (a dense head: fixed crop or profile length) any batch only
+    spatial = {2: "height", 3: "width"} if isinstance(loaded.model, UNet) else {}
+    dynamic_axes = {"input": {0: "batch", **spatial}, "logits": {0: "batch", **spatial}}
     with atomic_path(target, suffix=".onnx") as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript-based exporter is deprecated, not gone
         torch.onnx.export(traced, example, str(tmp), input_names=["input"], output_names=["logits"], dynamo=False,
-                          dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"},
-                                        "logits": {0: "batch", 2: "height", 3: "width"}})
+                          dynamic_axes=dynamic_axes)
         proto = onnx.load(str(tmp))
         entry = proto.metadata_props.add()
         entry.key, entry.value = "config", json.dumps(loaded.config)

@@ -413,7 +413,8 @@ def track_points_iter(
         measurement columns (copied to the result table).
     config : see :func:`load_config`.
     max_search_radius : largest displacement between frames considered for a
-        link, pixels (default: the config's value, else 20).
+        link, pixels (default: the config's value, else 20); given, it also caps the
+        optimiser's link distance (the hypothesis model's ``dist_thresh``).
     update_method : ``"auto"`` (EXACT up to :data:`APPROXIMATE_ABOVE` objects
         per frame, else APPROXIMATE), ``"exact"`` or ``"approximate"``.
     optimize : run btrack's global optimisation of hypotheses (joins broken
@@ -466,6 +467,10 @@ def track_points_iter(
     radius = float(max_search_radius if max_search_radius is not None else cfg.get("max_search_radius", 20.0))
     if not (np.isfinite(radius) and radius > 0):
         raise InputError(f"max_search_radius must be a number > 0 (pixels), got {radius}")
+    hypotheses = cfg.get("hypothesis_model") or {}
+    if max_search_radius is not None and float(hypotheses.get("dist_thresh", 0.0)) > radius:
+        # a displacement limit the user set holds for the optimiser's links across gaps too
+        cfg = {**cfg, "hypothesis_model": {**hypotheses, "dist_thresh": radius}}
     counts = np.bincount(t)
     method = _choose_update_method(update_method, int(counts.max()))
     if volume is None:
