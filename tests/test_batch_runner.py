@@ -646,3 +646,28 @@ def test_batch_segment_of_ccd_frames_writes_clusters_as_segment_does(tmp_path, c
     assert main(["batch", "segment", "--model", "nuclei_fluorescence", "--input", str(tmp_path / "frames"),
                  "--out", str(tmp_path / "nuclei"), "--workers", "0", "--shape-rules"]) == 2
     assert "CCD class models only" in capsys.readouterr().err
+
+
+def test_batch_carries_the_movies_calibration_as_the_single_file_commands_do(tmp_path):
+    """An ImageJ movie stating 0.5 um per pixel and 2 min per frame: batch track reports um and minutes
+    (as `microseg track` does) and its label stacks keep the calibration, as batch segment's labels do."""
+    from napari_microseg.io.images import read_image
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+
+    src = tmp_path / "movies"
+    src.mkdir()
+    sim = simulate_nuclei_timelapse(n_frames=4, shape=(64, 64), n_nuclei=4, seed=12)
+    tifffile.imwrite(src / "calibrated.tif", sim.labels.astype(np.uint16), imagej=True, resolution=(2.0, 2.0),
+                     metadata={"axes": "TYX", "unit": "micron", "finterval": 120})
+    stated = {"pixel_size_um": 0.5, "frame_interval_min": 2.0}
+    run_batch_sync("track", src, tmp_path / "tracked", workers=0)
+    summary = pd.read_csv(tmp_path / "tracked" / "track_summary.csv")
+    assert {"path_length_um", "duration_min"} <= set(summary.columns)
+    np.testing.assert_allclose(summary["path_length_um"], summary["path_length_px"] * 0.5, rtol=1e-5)
+    assert read_image(tmp_path / "tracked" / "tracks_labels" / "calibrated.tif").metadata["calibration"] == stated
+    images = tmp_path / "images"
+    images.mkdir()
+    tifffile.imwrite(images / "calibrated.tif", sim.fluorescence.astype(np.float32), imagej=True, resolution=(2.0, 2.0),
+                     metadata={"axes": "TYX", "unit": "micron", "finterval": 120})
+    run_batch_sync("segment", images, tmp_path / "segmented", model="nuclei_fluorescence_fast", workers=0)
+    assert read_image(tmp_path / "segmented" / "labels" / "calibrated.tif").metadata["calibration"] == stated

@@ -185,19 +185,24 @@ def item_checksum(item: BatchItem) -> tuple[str, np.ndarray | None]:
     return sha256_file(path), None
 
 
-def _read_whole(item: BatchItem, spec: TaskSpec, grey: bool = False) -> Any:
+def _read_whole(item: BatchItem, spec: TaskSpec, grey: bool = False, calibration: dict | None = None) -> Any:
     """The whole input: numpy for files, a lazy dask array for Zarr stores and for TIFFs over
     :data:`~napari_microseg.io.images.LAZY_TIFF_BYTES` (read tile by tile, frame by frame, as the
     single-file commands read them).
 
     ``spec.params["channel"]`` picks one channel of multi-channel TIFFs, ``spec.params["hdu"]``
     the HDU of FITS files (default: the first with image data); with
-    ``grey`` an RGB(A) image ``(Y, X, 3|4)`` becomes the mean of its colours.
+    ``grey`` an RGB(A) image ``(Y, X, 3|4)`` becomes the mean of its colours. A ``calibration``
+    dict receives what the file states (``pixel_size_um``, ``frame_interval_min``), as the
+    single-file commands carry it on to their labels and track tables.
     """
     from ..io.images import LAZY_TIFF_BYTES, read_image, rgb_to_grey
 
-    data = read_image(item.source, hdu=spec.params.get("hdu"), channel=spec.params.get("channel"),
-                      lazy_above_bytes=LAZY_TIFF_BYTES).data
+    image = read_image(item.source, hdu=spec.params.get("hdu"), channel=spec.params.get("channel"),
+                       lazy_above_bytes=LAZY_TIFF_BYTES)
+    data = image.data
+    if calibration is not None:
+        calibration.update(image.metadata.get("calibration") or {})
     if is_lazy(data) and not item.is_zarr and data.nbytes <= LAZY_TIFF_BYTES:
         data = np.asarray(data)  # a small pyramidal TIFF (read lazily for its levels): its full resolution, as any TIFF
     return rgb_to_grey(data, item.image) if grey else data
@@ -214,10 +219,11 @@ def _write_shard(out: Path, kind: str, item: BatchItem, table: pd.DataFrame) -> 
     return rel
 
 
-def _write_labels_tiff(out: Path, rel: str, labels: Any) -> str:
+def _write_labels_tiff(out: Path, rel: str, labels: Any, calibration: dict | None = None) -> str:
     from ..io.images import write_tiff
 
-    write_tiff(out / rel, labels, overwrite=True)  # a lazy stack is written frame by frame
+    # a lazy stack is written frame by frame; the input's pixel size and frame interval go with it
+    write_tiff(out / rel, labels, overwrite=True, calibration=calibration or None)
     return rel
 
 
@@ -280,7 +286,8 @@ def segment_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> d
         write_zarr_frame(out, rel, item.frame, np.asarray(result.labels))
         objects, counts = _frame_tables(result.objects, result.counts, item.frame)
     else:
-        data = _read_whole(item, spec, grey=True)
+        calibration: dict = {}
+        data = _read_whole(item, spec, grey=True, calibration=calibration)
         if is_lazy(data):  # a Zarr store or a big TIFF (2D or a stack as one item): written chunk by chunk
             import zarr
 
@@ -290,7 +297,7 @@ def segment_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> d
             class_map = zarr.open_array(str(out / rel), mode="r")  # where the store now lies
         else:
             result = segment(loaded, data, **kw)
-            rel = _write_labels_tiff(out, f"labels/{item.stem}.tif", result.labels)
+            rel = _write_labels_tiff(out, f"labels/{item.stem}.tif", result.labels, calibration)
         objects, counts = result.objects, result.counts
     outputs = {"labels": rel, "objects": _write_shard(out, "objects", item, objects),
                "counts": _write_shard(out, "counts", item, counts)}
@@ -364,7 +371,10 @@ def track_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> dic
         raise InputError(f"{item.image}: tracking needs the whole stack, not one frame")
     out = Path(spec.out)
     # as `microseg track` reads it: Zarr and big TIFFs stay on disk and are tracked frame by frame
-    data = time_stack(_read_whole(item, spec), f"{item.image}: tracking input", lazy=True)
+    stated: dict = {}  # the movie's own pixel size and frame interval (OME / ImageJ metadata)
+    data = time_stack(_read_whole(item, spec, calibration=stated), f"{item.image}: tracking input", lazy=True)
+    given = {"pixel_size_um": spec.params.get("pixel_size"), "frame_interval_min": spec.params.get("frame_interval")}
+    calibration = {key: given[key] if given[key] is not None else stated.get(key) for key in given}
     outputs: dict[str, str] = {}
     if spec.model:
         from ..inference.segment import segment
@@ -381,16 +391,16 @@ def track_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> dic
             labels = da.from_zarr(str(out / outputs["labels"]))
         else:
             labels = np.asarray(segment(loaded, data, measure=False, **_segment_params(spec)).labels)
-            outputs["labels"] = _write_labels_tiff(out, f"labels/{item.stem}.tif", labels)
+            outputs["labels"] = _write_labels_tiff(out, f"labels/{item.stem}.tif", labels, calibration)
     else:  # labels, or a mask stack (tracked as its connected objects)
         labels, image = data, None
     kw = {k: spec.params[k] for k in ("config", "max_search_radius", "update_method", "optimize", "stage_shift")
           if k in spec.params}
-    units = {"pixel_size": spec.params.get("pixel_size"), "frame_interval": spec.params.get("frame_interval")}
+    units = {"pixel_size": calibration["pixel_size_um"], "frame_interval": calibration["frame_interval_min"]}
     result = run_tracking(labels, image, **kw)
     if result.info.get("mask_converted"):
         outputs["note"] = MASK_NOTE
-    outputs["tracks_labels"] = _write_labels_tiff(out, f"tracks_labels/{item.stem}.tif", result.relabelled)
+    outputs["tracks_labels"] = _write_labels_tiff(out, f"tracks_labels/{item.stem}.tif", result.relabelled, calibration)
     outputs["tracks"] = _write_shard(out, "tracks", item, result.table)
     outputs["counts"] = _write_shard(out, "counts", item, counts_table(result, n_frames=labels.shape[0]))
     outputs["track_summary"] = _write_shard(out, "track_summary", item, track_summary(result, **units))
