@@ -254,6 +254,10 @@ def test_zarr_stack_one_task_per_frame(tmp_path, tiny_model):
     assert list(counts["t"]) == [0, 1, 2] and set(counts["image"]) == {"movie.zarr"}
     for t in range(3):
         np.testing.assert_array_equal(store[t], segment(loaded, movie[t], tile=64).labels)
+    # the [N] count divides by the median nucleus area of the whole movie, as `segment` does, not each
+    # frame's own median (each frame is a task of its own)
+    whole = segment(loaded, movie, tile=64).counts
+    np.testing.assert_allclose(counts["count_by_area"], whole["count_by_area"], rtol=1e-5)
     records = Manifest(out / "manifest.jsonl").load()
     assert records["movie.zarr/t000001"]["checksum"] == sha256_array(np.asarray(zarr.open_array(
         str(tmp_path / "movie.zarr"), mode="r")[1]))

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generator, Iterable, Sequence
 
+import numpy as np
 import pandas as pd
 
 from .. import __version__
@@ -462,9 +463,13 @@ def merge_tables(out: Path, records: Sequence[dict]) -> dict[str, Path]:
 
     written: dict[str, Path] = {}
     kinds = sorted({k for rec in records for k in (rec.get("outputs") or {}) if k in MERGED_TABLES})
+    tables = {kind: _read_shards([out / rec["outputs"][kind] for rec in records if kind in (rec.get("outputs") or {})])
+              for kind in kinds}
+    if "counts" in tables and "objects" in tables:
+        tables["counts"] = _count_by_area_per_image(tables["counts"], tables["objects"])
     for kind in kinds:
         name, order = MERGED_TABLES[kind]
-        table = _read_shards([out / rec["outputs"][kind] for rec in records if kind in (rec.get("outputs") or {})])
+        table = tables.pop(kind)
         keys = [c for c in order if c in table.columns]
         if keys and len(table):
             table = table.sort_values(keys, kind="stable").reset_index(drop=True)
@@ -479,6 +484,21 @@ def merge_tables(out: Path, records: Sequence[dict]) -> dict[str, Path]:
             write_table_csv(table, path)
         written[kind] = path
     return written
+
+
+def _count_by_area_per_image(counts: pd.DataFrame, objects: pd.DataFrame) -> pd.DataFrame:
+    """``counts`` with ``count_by_area`` (the [N] count: foreground area / the median object area)
+    from the median over all the objects of each image, as ``microseg segment`` computes it: the
+    frames of a Zarr stack, each an item of its own, otherwise each divide by their own median."""
+    needed = {"image", "foreground_area", "count_by_area"}
+    if not needed <= set(counts.columns) or not {"image", "area"} <= set(objects.columns) or not len(counts):
+        return counts
+    typical = objects.groupby("image")["area"].median()
+    median = counts["image"].map(typical).to_numpy(dtype=float)
+    counts = counts.copy()
+    counts["count_by_area"] = np.where(np.isfinite(median) & (median > 0),
+                                       counts["foreground_area"] / np.where(median > 0, median, 1.0), 0.0)
+    return counts
 
 
 def _read_shards(paths: Sequence[Path]) -> pd.DataFrame:
