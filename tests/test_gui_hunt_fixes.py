@@ -4,6 +4,8 @@ auto-label preview's place and its pending refresh, a stack's crop boxes that no
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -172,3 +174,97 @@ def test_crop_boxes_that_do_not_fit_the_stack_are_refused_with_a_reason(make_nap
     from napari_microseg.errors import InputError
     with pytest.raises(InputError, match="1 integration box.*for 3 image"):
         widget._make_job(widget.model_path())
+
+
+def test_segment_then_track_in_napari_joins_the_csv_files(make_napari_viewer, tmp_path, wait_worker):
+    """A whole stack segmented in the dock carries ids unique across its frames; the tracks.csv of the
+    Tracking dock then holds each object's frame_label, objects.csv's label, so the two join. Exports
+    of both docks in one folder number their files together (counts_2 with tracks_2 ...)."""
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+    from napari_microseg.widgets.tracking import TrackingWidget
+
+    viewer = make_napari_viewer(show=False)
+    sim = simulate_nuclei_timelapse(n_frames=4, shape=(96, 96), n_nuclei=6, seed=5)
+    viewer.add_image(sim.fluorescence, name="movie")
+    seg = _segmentation_dock(viewer, "movie")
+    seg.scope.value = "whole stack"
+    wait_worker(seg.segment())
+    seg.export_dir.value = str(tmp_path)
+    seg.export()
+    track = TrackingWidget(viewer)
+    track.labels_layer.value = "movie segmented"
+    track.image_layer.value = "movie"
+    wait_worker(track.track())
+    track.export_dir.value = str(tmp_path)
+    paths = [Path(p).name for p in track.export_csv()]
+    assert paths == ["tracks_2.csv", "counts_2.csv", "track_summary_2.csv", "track_config_2.json"]  # counts.csv taken
+    tracks, objects = pd.read_csv(tmp_path / "tracks_2.csv"), pd.read_csv(tmp_path / "objects.csv")
+    assert tracks["label"].max() > objects["label"].max()  # the layer's ids, unique across the stack
+    joined = tracks.merge(objects, left_on=["t", "frame_label"], right_on=["t", "label"], suffixes=("", "_objects"))
+    assert len(joined) == len(tracks) == len(objects)
+    np.testing.assert_allclose(joined["y"], joined["y_objects"], atol=1e-3)
+    assert [Path(p).name for p in seg.export()] == ["counts_3.csv", "objects_3.csv"]
+
+
+def test_merge_takes_the_earlier_track_first_whatever_the_ids(make_napari_viewer, wait_worker):
+    """Track 1 on the left over 6 frames, track 2 appearing on the right at frame 3. Split track 1 at
+    frame 1 (new track 3) and track 3 at frame 3 (new track 4): track 3 (frames 1-2) has the higher id
+    but is the earlier of 3 and 2; merging them must not be refused for their order in the table."""
+    from skimage.draw import disk
+
+    from napari_microseg.widgets.tracking import TrackingWidget
+
+    stack = np.zeros((6, 64, 64), np.uint16)
+    for t in range(6):
+        stack[t][disk((20, 15 + t), 4)] = 1
+        if t >= 3:
+            stack[t][disk((40, 50), 4)] = 2
+    viewer = make_napari_viewer(show=False)
+    viewer.add_labels(stack, name="cells")
+    widget = TrackingWidget(viewer)
+    widget.labels_layer.value = "cells"
+    wait_worker(widget.track())
+    starts = widget.result.table.groupby("track_id")["t"].min()
+    left, right = int(starts.idxmin()), int(starts.idxmax())
+    for track_id, t in ((left, 1), (None, 3)):
+        widget._select_tracks([track_id if track_id is not None else int(widget.result.table["track_id"].max())])
+        viewer.dims.set_current_step(0, t)
+        wait_worker(widget.split_selected())
+    pieces = widget.result.table.groupby("track_id")["t"].agg(["min", "max"])
+    earlier = int(pieces[(pieces["min"] == 1) & (pieces["max"] == 2)].index[0])
+    assert earlier > right  # the earlier piece has the higher id
+    widget._select_tracks([right, earlier])
+    wait_worker(widget.merge_selected())
+    merged = widget.result.table[widget.result.table["track_id"] == earlier]
+    assert sorted(merged["t"]) == [1, 2, 3, 4, 5], widget.status.text()
+
+
+def test_a_model_trained_meanwhile_is_offered_in_an_open_segmentation_dock(make_napari_viewer):
+    from napari_microseg.widgets.segmentation import RECENT_MODELS, add_recent_model
+
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    viewer = make_napari_viewer(show=False)
+    dock = SegmentationWidget(viewer)
+    chosen = dock.model_choice.value
+    try:
+        add_recent_model("/tmp/just_trained.pt")  # what the Training dock calls when its run ends
+        assert "/tmp/just_trained.pt" in dock.model_choice.choices and dock.model_choice.value == chosen
+    finally:
+        RECENT_MODELS.remove("/tmp/just_trained.pt")
+
+
+def test_class_layer_keeps_ids_unique_across_the_stack_already():
+    from napari_microseg.widgets.classification import class_layer_data
+
+    stack = np.zeros((2, 16, 16), np.uint16)
+    stack[0, 2:5, 2:5], stack[1, 2:5, 2:5], stack[1, 8:12, 8:12] = 1, 2, 3  # a Segmentation dock's ids
+    table = pd.DataFrame({"t": [0, 1, 1], "label": [1, 2, 3], "frame_label": [1, 1, 2], "class": ["a", "b", "a"],
+                          "probability": [0.9, 0.8, 0.7]})
+    labels, features = class_layer_data(stack, table)
+    np.testing.assert_array_equal(labels, stack)
+    assert list(features["label"]) == [1, 2, 3] and list(features["frame_label"]) == [1, 1, 2]
+    per_frame = stack.copy()
+    per_frame[1][per_frame[1] > 0] -= 1  # ids 1, 2 again in frame 1: made unique
+    labels, features = class_layer_data(per_frame, table.drop(columns="frame_label").assign(label=[1, 1, 2]))
+    assert list(features["label"]) == [1, 2, 3] and list(features["frame_label"]) == [1, 1, 2]

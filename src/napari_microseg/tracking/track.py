@@ -377,6 +377,9 @@ def check_labels_stack(labels_stack: np.ndarray) -> np.ndarray:
         else:
             raise InputError(f"labels must be integers, got {labels_stack.dtype} (an image? segment it first)")
     if labels_stack.dtype.kind == "i" and labels_stack.size and labels_stack.min() < 0:
+        if labels_stack.min() == -1:  # the "not annotated" mark of auto-labels (nuclei outside the size range)
+            raise InputError("labels hold -1 ('not annotated', as Auto-label marks nuclei outside its diameter "
+                             "range): set those pixels to 0 to track the other objects, or widen the range")
         raise InputError("labels must be >= 0")
     return labels_stack
 

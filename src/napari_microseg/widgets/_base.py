@@ -17,7 +17,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Generator
+from typing import Any, Callable, Generator, Sequence
 
 import numpy as np
 from qtpy.QtCore import QEvent, QSize, Qt, QTimer
@@ -453,6 +453,18 @@ def chosen_model_path(choice: str, file_value: Any, file_choice: str) -> Path:
             raise InputError("Choose a model file (.pt), or one of the models in the list.")
         return resolve_model(str(chosen))
     return resolve_model(choice or "")
+
+
+def free_names(folder: Path, names: Sequence[str]) -> list[Path]:
+    """Paths in ``folder`` for files written together (one export): ``names`` as they are if none is
+    taken, else all with the first number ``_2``, ``_3`` ... that none of them has yet, so the files of
+    one export share their number (``tracks_3.csv`` with ``counts_3.csv``) whatever else the folder holds."""
+    paths = [folder / name for name in names]
+    i = 1
+    while any(p.exists() for p in paths):
+        i += 1
+        paths = [folder / f"{Path(name).stem}_{i}{Path(name).suffix}" for name in names]
+    return paths
 
 
 def free_name(path: Path) -> Path:

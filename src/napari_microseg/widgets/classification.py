@@ -191,7 +191,12 @@ class ClassificationWidget(MicrosegDock):
         elif task == "objects":
             if self.labels_layer.value in (None, NONE):
                 raise InputError("Choose the Labels layer holding the objects to classify.")
-            source = full_resolution(self.chosen_layer(self.labels_layer.value, "objects (labels)"))
+            objects_layer = self.chosen_layer(self.labels_layer.value, "objects (labels)")
+            source = full_resolution(objects_layer)
+            features = getattr(objects_layer, "features", None)  # a Segmentation dock's stack: its frame ids
+            frame_ids = None
+            if features is not None and len(features) and {"label", "frame_label"} <= set(features.columns):
+                frame_ids = dict(zip(features["label"].astype(np.int64), features["frame_label"].astype(np.int64)))
             if tuple(source.shape) != tuple(data.shape):
                 raise InputError(f"labels shape {tuple(source.shape)} does not match image shape {tuple(data.shape)}")
             # read in the worker (a lazy layer); a copy in memory, so painting during the run changes nothing
@@ -206,6 +211,9 @@ class ClassificationWidget(MicrosegDock):
                     raise InputError("the labels layer holds no objects")
                 yield Progress(0, 1, f"classifying {len(np.unique(objects)) - 1} objects ...")
                 table = classify_objects(str(model), np.asarray(data), objects)
+                if frame_ids is not None and len(table):  # objects.csv's label of each object, to join the two
+                    table.insert(int(table.columns.get_loc("label")) + 1, "frame_label",
+                                 table["label"].map(frame_ids).fillna(0).astype(np.int64))
                 return table, class_layer_data(objects, table)
         else:
             if data.ndim != 3:
@@ -410,16 +418,17 @@ class ClassificationWidget(MicrosegDock):
 def class_layer_data(objects: np.ndarray, table: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
     """The labels and features of the per-object class layer; run in the worker.
 
-    ``objects``: the classified labels, (Y, X) or (T, Y, X) with ids per frame; ``table``: the
-    classification, one row per object (``t`` for a stack, ``label``, ``class``, ``probability``).
-    A stack's ids are made unique across it (``frame_label`` keeps the frame's id), so an id
-    reused in another frame gets that frame's class. Labels in the smallest dtype napari draws
-    without a pause."""
+    ``objects``: the classified labels, (Y, X) or (T, Y, X); ``table``: the classification, one row
+    per object (``t`` for a stack, ``label``, optional ``frame_label``, ``class``, ``probability``).
+    A stack whose ids repeat from frame to frame gets ids unique across it (``frame_label`` keeps
+    the frame's id), so an id reused in another frame gets that frame's class; ids unique already
+    (a Segmentation dock's stack) are kept. Labels in the smallest dtype napari draws without a pause."""
     labels = display_labels(np.asarray(objects))
-    columns = [c for c in ("t", "label", "class", "probability") if c in table.columns]
+    columns = [c for c in ("t", "label", "frame_label", "class", "probability") if c in table.columns]
     features = table[columns]
-    if labels.ndim == 3 and "t" in features.columns:
-        return unique_stack_ids(labels, features)
+    if labels.ndim == 3 and "t" in features.columns and features.groupby("label")["t"].nunique().max() > 1:
+        return unique_stack_ids(labels, features.drop(columns="frame_label", errors="ignore"))
+    # ids unique across the stack already (a Segmentation dock's layer): kept, so both layers show one id
     return labels, features.drop_duplicates("label").reset_index(drop=True)
 
 

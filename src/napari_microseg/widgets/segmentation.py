@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import threading
 import traceback
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from ..defaults import DEFAULT_MIN_SIZE
 from ..errors import InputError
 from ..pretrained import list_pretrained_for
 from ..colours import class_colour
-from ._base import (NO_MODEL_MESSAGE, MicrosegDock, chosen_model_path, class_colormap, current_frame, display_labels, dock_action, full_resolution,
+from ._base import (NO_MODEL_MESSAGE, MicrosegDock, chosen_model_path, class_colormap, current_frame, display_labels, dock_action, free_names, full_resolution,
                     grey_image, result_line, label_features, layer_geometry, layer_names, section_header, span_row, unique_layer_name, unique_stack_ids)
 
 FILE_CHOICE = "model file ..."
@@ -33,6 +34,20 @@ DEFAULT_MODEL = "nuclei_fluorescence"
 
 #: models trained in this session (the Training widget appends), offered first
 RECENT_MODELS: list[str] = []
+#: the open Segmentation docks, whose model lists take in models trained meanwhile
+_OPEN_DOCKS: "weakref.WeakSet[SegmentationWidget]" = weakref.WeakSet()
+
+
+def add_recent_model(path: str) -> None:
+    """Offer ``path`` (a model just trained) first in every open Segmentation dock's model list, each
+    keeping its current choice."""
+    if path not in RECENT_MODELS:
+        RECENT_MODELS.insert(0, path)
+    for dock in list(_OPEN_DOCKS):
+        try:
+            dock.model_choice.reset_choices()
+        except RuntimeError:  # a dock whose Qt widget napari has already deleted
+            _OPEN_DOCKS.discard(dock)
 
 #: output mode of each model file the Segmentation dock looked at: (path, mtime in ns) -> mode
 _OUTPUT_MODES: dict[tuple[str, int], str] = {}
@@ -134,6 +149,7 @@ class SegmentationWidget(MicrosegDock):
         self.result_layer_name: str | None = None
         self.result_layer = self.result_image = None  # the last run's labels layer and the image it came from
         self.result_edited = False  # the user painted into that layer since: Export measures it again
+        _OPEN_DOCKS.add(self)
         # the fine-tuning set: (image layer name, frame) -> (image, corrected labels), one pair per frame
         self.corrections: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
         self.fine_tuned_path: str | None = None
@@ -189,8 +205,7 @@ class SegmentationWidget(MicrosegDock):
 
     def set_model(self, path: str) -> None:
         """Make ``path`` the current model (e.g. after training or fine-tuning)."""
-        if path not in RECENT_MODELS:
-            RECENT_MODELS.insert(0, path)
+        add_recent_model(path)
         self.model_choice.reset_choices()
         self.model_choice.value = path
 
@@ -421,12 +436,9 @@ class SegmentationWidget(MicrosegDock):
 
         folder = Path(str(self.export_dir.value))
         written = []
-        for stem, table, leading in tables:
-            path = folder / f"{stem}.csv"
-            i = 2
-            while path.exists():  # never overwrite an earlier export
-                path = folder / f"{stem}_{i}.csv"
-                i += 1
+        # never over an earlier export; the files of this one share their number (counts_3 with objects_3)
+        paths = free_names(folder, [f"{stem}.csv" for stem, _, _ in tables])
+        for path, (_, table, leading) in zip(paths, tables):
             write_csv(path, table, overwrite=False, leading=leading)
             written.append(str(path))
         self.show_message(message + ", ".join(written))

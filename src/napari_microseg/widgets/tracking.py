@@ -18,7 +18,7 @@ from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableW
 
 from ..errors import InputError
 from ..progress import Progress
-from ._base import MicrosegDock, dock_action, free_name, grey_image, layer_geometry, layer_names, unique_layer_name, unwritable_reason
+from ._base import MicrosegDock, dock_action, free_name, free_names, grey_image, layer_geometry, layer_names, unique_layer_name, unwritable_reason
 
 NO_IMAGE = "(none)"
 TABLE_COLUMNS = ["track", "start", "end", "frames", "parent", "generation"]
@@ -132,9 +132,18 @@ class TrackingWidget(MicrosegDock):
             labels = labels.copy()  # painting during the run must not change what is tracked
         source_name = str(self.labels_layer.value)
         geometry = layer_geometry(labels_layer, labels.ndim)
+        # a Segmentation dock's stack: ids unique across its frames, each object's own frame's id in its
+        # features ("frame_label", the label of objects.csv); tracks.csv gets it too, to join the two
+        features = getattr(labels_layer, "features", None)
+        frame_ids = None
+        if features is not None and len(features) and {"label", "frame_label"} <= set(features.columns):
+            frame_ids = dict(zip(features["label"].astype(np.int64), features["frame_label"].astype(np.int64)))
 
         def make_generator():
-            return _track_layers(labels, image, kwargs)
+            result = yield from _track_layers(labels, image, kwargs)
+            if frame_ids is not None and len(result.table):
+                result.table["frame_label"] = result.table["label"].map(frame_ids).fillna(0).astype(np.int64)
+            return result
 
         return self.start(make_generator, lambda result: self._show_result(result, source_name, geometry),
                           label="tracking")
@@ -268,8 +277,10 @@ class TrackingWidget(MicrosegDock):
 
         ids = self.selected_track_ids()
         if len(ids) != 2:
-            self.show_error("Select exactly two tracks (the earlier one first in the table) to merge.")
+            self.show_error("Select exactly two tracks to merge (the later one continues the earlier).")
             return None
+        starts = self.result.table.groupby("track_id")["t"].min()
+        ids = sorted(ids, key=lambda i: int(starts.get(i, 0)))  # the earlier first, whatever their ids
         return self._edit(lambda r: merge_tracks(r, ids[0], ids[1]), f"merged track {ids[1]} onto {ids[0]}")
 
     def split_selected(self, *_: Any) -> Any:
@@ -302,7 +313,8 @@ class TrackingWidget(MicrosegDock):
         reason = unwritable_reason(folder / "tracks.csv")  # all three or none
         if reason:
             raise InputError(reason)
-        paths = [free_name(folder / name) for name in ("tracks.csv", "counts.csv", "track_summary.csv", "track_config.json")]
+        # one number for the four files of this export (a Segmentation export there may hold counts.csv)
+        paths = free_names(folder, ("tracks.csv", "counts.csv", "track_summary.csv", "track_config.json"))
         write_tracks_csv(self.result, paths[0])
         write_counts_csv(self.result, paths[1])
         write_track_summary_csv(self.result, paths[2], **physical_units(self.tracked_geometry))

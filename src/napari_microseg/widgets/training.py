@@ -352,10 +352,9 @@ class TrainingWidget(MicrosegDock):
                 history_note = f"; history: {write_history_csv(history_path, result.history, TRAIN_HISTORY_COLUMNS).name}"
             except OSError as err:
                 history_note = f"; history not written ({err})"
-        from .segmentation import RECENT_MODELS
+        from .segmentation import add_recent_model
 
-        if result.model_path not in RECENT_MODELS:
-            RECENT_MODELS.insert(0, result.model_path)
+        add_recent_model(result.model_path)  # offered in the Segmentation docks open now and later
         best = f"{result.best_value:.4f}" if result.best_value is not None else "-"
         validated = any(row.get("val_loss") is not None for row in result.history)
         monitor = str(result.config.get("training", {}).get("config", {}).get("monitor", "val_loss"))
