@@ -238,6 +238,15 @@ def test_merge_takes_the_earlier_track_first_whatever_the_ids(make_napari_viewer
     merged = widget.result.table[widget.result.table["track_id"] == earlier]
     assert sorted(merged["t"]) == [1, 2, 3, 4, 5], widget.status.text()
 
+    # each edit can be undone, the layers following; the oldest undo gives the tracking back
+    split_twice = pieces
+    assert widget.undo() and "undone: merged" in widget.status.text()
+    pd.testing.assert_frame_equal(widget.result.table.groupby("track_id")["t"].agg(["min", "max"]), split_twice)
+    tracks_layer_ids = set(np.unique(widget.tracks_layer.data[:, 0]).astype(int))
+    assert tracks_layer_ids == set(split_twice.index)
+    assert widget.undo() and widget.undo()
+    assert widget.result.n_tracks == 2 and not widget.undo() and "No edit to undo" in widget.status.text()
+
 
 def test_a_model_trained_meanwhile_is_offered_in_an_open_segmentation_dock(make_napari_viewer):
     from napari_microseg.widgets.segmentation import RECENT_MODELS, add_recent_model

@@ -24,6 +24,12 @@ NO_IMAGE = "(none)"
 TABLE_COLUMNS = ["track", "start", "end", "frames", "parent", "generation"]
 
 
+#: the undo history of curation edits keeps at most this many results ...
+UNDO_EDITS = 20
+#: ... and label stacks of at most this many bytes (at least the last edit is always kept)
+UNDO_BYTES = 1 << 30
+
+
 class TrackingWidget(MicrosegDock):
     title = "Tracking"
     description = (
@@ -51,8 +57,9 @@ class TrackingWidget(MicrosegDock):
         self.export_ctc_button = PushButton(text="Export CTC (res_track.txt + masks)")
         self.export_ctc_button.native.setText("Export CTC (res_track.txt + masks)")  # magicgui turns "_" into " "
         self.delete_button = PushButton(text="Delete selected track")
-        self.merge_button = PushButton(text="Merge 2 selected (second continues first)")
+        self.merge_button = PushButton(text="Merge 2 selected (the later continues the earlier)")
         self.split_button = PushButton(text="Split selected at current frame")
+        self.undo_button = PushButton(text="Undo last edit")
         self.form = Container(widgets=[self.labels_layer, self.image_layer, self.config, self.max_search_radius,
                                        self.stage_shift, self.optimize, self.colour_by, self.track_button])
         self.body.addWidget(self.form.native)
@@ -67,13 +74,14 @@ class TrackingWidget(MicrosegDock):
         self.table.itemSelectionChanged.connect(self._jump_to_selected)
         self.body.addWidget(self.table)
         self.grow_with_dock(self.table)
-        self.actions = Container(widgets=[self.delete_button, self.merge_button, self.split_button, self.export_dir,
+        self.actions = Container(widgets=[self.delete_button, self.merge_button, self.split_button, self.undo_button,
+                                          self.export_dir,
                                           self.export_csv_button, self.export_ctc_button])
         self.body.addWidget(self.actions.native)
         self.track_button.changed.connect(self.track)
         # curation and the CTC export rebuild or write the whole result: they run in the worker too
         self.run_buttons = (self.track_button, self.delete_button, self.merge_button, self.split_button,
-                            self.export_ctc_button)
+                            self.undo_button, self.export_ctc_button)
         self.config.changed.connect(self._config_radius)
         self._config_radius()
         self.export_csv_button.changed.connect(self.export_csv)
@@ -81,9 +89,11 @@ class TrackingWidget(MicrosegDock):
         self.delete_button.changed.connect(self.delete_selected)
         self.merge_button.changed.connect(self.merge_selected)
         self.split_button.changed.connect(self.split_selected)
+        self.undo_button.changed.connect(self.undo)
         self.colour_by.changed.connect(self._recolour)
         self.follow_layers(self.labels_layer, self.image_layer)
         self.result = None
+        self.edits: list[tuple[Any, str]] = []  # (result before, what was done) of each curation edit, to undo
         self.tracks_layer = None
         self.relabelled_layer = None
         self.tracked_name = ""
@@ -150,6 +160,7 @@ class TrackingWidget(MicrosegDock):
 
     def _show_result(self, result: Any, source_name: str, geometry: dict | None = None) -> None:
         self.result = result
+        self.edits.clear()  # a new tracking: the edits of the last one cannot be undone onto it
         self.tracked_name = source_name  # the labels tracked: result layers are named after them
         self.tracked_geometry = dict(geometry or {})  # result layers lie where the tracked labels lie
         self._update_layers(new=True)
@@ -242,12 +253,37 @@ class TrackingWidget(MicrosegDock):
         chosen = self.selected_track_ids()
 
         def done(result: Any) -> None:
+            self.edits.append((before, done_message))
+            self._trim_edits()
             self.result = result
             self._update_layers()
             self._select_tracks(chosen)  # the same tracks where they survive: never the next row by accident
-            self.show_message(done_message)
+            self.show_message(f"{done_message} (Undo last edit restores it)")
 
         return self.start(make_generator, done, label="editing")
+
+    def _trim_edits(self) -> None:
+        """Keep the undo history within :data:`UNDO_EDITS` edits and :data:`UNDO_BYTES` of label stacks."""
+        def size(result: Any) -> int:
+            return int(getattr(getattr(result, "relabelled", None), "nbytes", 0))
+
+        while len(self.edits) > UNDO_EDITS or (len(self.edits) > 1 and sum(size(r) for r, _ in self.edits) > UNDO_BYTES):
+            self.edits.pop(0)
+
+    def undo(self, *_: Any) -> bool:
+        """Go back to the tracks before the last curation edit (delete, merge or split); False if none."""
+        if self.busy:
+            self.show_error("Already running: press Stop first.")
+            return False
+        if not self.edits:
+            self.show_error("No edit to undo.")
+            return False
+        chosen = self.selected_track_ids()
+        self.result, what = self.edits.pop()
+        self._update_layers()
+        self._select_tracks(chosen)
+        self.show_message(f"undone: {what}" + (f"; {len(self.edits)} more edit(s) can be undone" if self.edits else ""))
+        return True
 
     def _select_tracks(self, track_ids: list[int]) -> None:
         """Select the table rows of ``track_ids`` that still exist (none: no selection), without
