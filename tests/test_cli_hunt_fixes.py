@@ -179,3 +179,30 @@ def test_validation_images_that_are_training_images_are_named(tmp_path, capsys):
                  "--val-labels", str(labels / "b.tif"), "--epochs", "1", "--patch", "64", "--patches-per-epoch", "4",
                  "--batch-size", "2", "--out", str(tmp_path / "m.pt"), "--quiet"]) == 0
     assert "1 of the 1 validation image file(s) are training images too (b.tif)" in capsys.readouterr().err
+
+
+def test_autolabel_takes_a_colour_and_never_removes_an_input_tile(tmp_path, capsys):
+    """--channel picks the blue of an RGB stain (as segment does); a rerun with --overwrite whose stain is a
+    tile of the earlier run is refused before anything is removed or written."""
+    image, _ = simulate_nuclei_image(shape=(128, 128), n_nuclei=8, seed=1)[:2]
+    noise = np.random.default_rng(0).random((128, 128))
+    byte = lambda a: (a / a.max() * 255).astype(np.uint8)  # noqa: E731
+    tifffile.imwrite(tmp_path / "rgb.tif", np.stack([byte(noise), byte(noise), byte(image)], -1))
+    tifffile.imwrite(tmp_path / "blue.tif", byte(image))
+    for stain, extra, out in (("rgb.tif", ["--channel", "2"], "from_rgb"), ("blue.tif", [], "from_blue")):
+        assert main(["autolabel", "fluorescence", "--stain", str(tmp_path / stain), "--out", str(tmp_path / out), *extra]) == 0
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "from_rgb" / "labels.tif"),
+                                  tifffile.imread(tmp_path / "from_blue" / "labels.tif"))
+
+    out = tmp_path / "tiled"
+    assert main(["autolabel", "fluorescence", "--stain", str(tmp_path / "blue.tif"), "--qc", "--tile", "64",
+                 "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in (out / "tiles" / "images").iterdir()}
+    before_labels = (out / "labels.tif").read_bytes()
+    stain = out / "tiles" / "images" / sorted(before)[0]
+    capsys.readouterr()
+    assert main(["autolabel", "fluorescence", "--stain", str(stain), "--qc", "--tile", "32", "--out", str(out),
+                 "--overwrite"]) == 2
+    assert "is one of this command's inputs" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (out / "tiles" / "images").iterdir()} == before
+    assert (out / "labels.tif").read_bytes() == before_labels

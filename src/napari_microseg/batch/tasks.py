@@ -196,16 +196,16 @@ def _read_whole(item: BatchItem, spec: TaskSpec, grey: bool = False, calibration
     dict receives what the file states (``pixel_size_um``, ``frame_interval_min``), as the
     single-file commands carry it on to their labels and track tables.
     """
-    from ..io.images import LAZY_TIFF_BYTES, read_image, rgb_to_grey
+    from ..io.images import LAZY_TIFF_BYTES, channel_or_grey, read_image
 
-    image = read_image(item.source, hdu=spec.params.get("hdu"), channel=spec.params.get("channel"),
-                       lazy_above_bytes=LAZY_TIFF_BYTES)
-    data = image.data
+    channel = spec.params.get("channel")
+    image = read_image(item.source, hdu=spec.params.get("hdu"), channel=channel, lazy_above_bytes=LAZY_TIFF_BYTES)
     if calibration is not None:
         calibration.update(image.metadata.get("calibration") or {})
-    if is_lazy(data) and not item.is_zarr and data.nbytes <= LAZY_TIFF_BYTES:
-        data = np.asarray(data)  # a small pyramidal TIFF (read lazily for its levels): its full resolution, as any TIFF
-    return rgb_to_grey(data, item.image) if grey else data
+    if is_lazy(image.data) and not item.is_zarr and image.data.nbytes <= LAZY_TIFF_BYTES:
+        image.data = np.asarray(image.data)  # a small pyramidal TIFF (read lazily for its levels): its full resolution
+    # grey: --channel picks a colour of an RGB image too, as in `microseg segment`
+    return channel_or_grey(image, channel, item.image, warn=False) if grey else image.data
 
 
 # ----------------------------------------------------------------------------- writers

@@ -88,9 +88,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--stain", required=True, help="nuclear-stain image (Y, X) or stack (T, Y, X)")
     f.add_argument("--target", default=None, help="phase / bright-field image of the same field (same shape): write tile pairs")
     f.add_argument("--channel", type=int, default=None,
-                   help="channel of a multi-channel --stain TIFF to use (0-based; default: refuse such files)")
+                   help="channel of a multi-channel --stain TIFF, or colour of an RGB one, to use (0-based; default: refuse multi-channel files, average RGB)")
     f.add_argument("--target-channel", type=int, default=None,
-                   help="channel of a multi-channel --target TIFF to use (0-based)")
+                   help="channel of a multi-channel --target TIFF, or colour of an RGB one, to use (0-based)")
     f.add_argument("--out", required=True, help="output folder")
     f.add_argument("--tile", type=int, default=512, help="tile size in px (default 512, clipped to the image)")
     f.add_argument("--qc", action="store_true", help="apply the [N] QC filter to the tiles and write qc.csv")
@@ -135,20 +135,27 @@ def read_any(path: str, hdu: int | None = None, channel: int | None = None) -> n
     """Read an image as a numpy array (TIFF, FITS, Zarr, PNG, JPEG: ``read_image``).
 
     RGB(A) images ``(Y, X, 3|4)`` become grey (the mean of R, G, B); ``channel`` picks
-    one channel of a multi-channel TIFF (see :func:`napari_microseg.io.images.read_image`).
+    one channel of a multi-channel TIFF (see :func:`napari_microseg.io.images.read_image`),
+    or one colour of an RGB image (the stain's blue, say).
     """
-    from ..io.images import image_kind, read_image, rgb_to_grey
+    from ..io.images import channel_or_grey, image_kind, read_image
 
     p = Path(path)
     if p.is_dir() and image_kind(p) is None:
         raise InputError(f"{p} is a folder: give one image file here (`microseg batch autolabel` labels a folder of stains)")
-    arr = np.asarray(read_image(p, hdu=hdu, channel=channel).data)
-    return np.asarray(rgb_to_grey(arr, p.name))
+    return np.asarray(channel_or_grey(read_image(p, hdu=hdu, channel=channel), channel, p.name))
 
 
 def _prepare_out(out: Path, names: list[str], overwrite: bool) -> None:
+    """Make the output folder; refuse files of ``names`` there without ``overwrite``, and (before
+    anything is written or removed) any of them, or an earlier run's tiles, that is an input."""
+    from ..io.atomic import guard_target
+
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder")
+    for path in [out / n for n in names] + sorted(out.glob("tiles/*/tile_*.tif")):
+        if path.exists():
+            guard_target(path)  # an earlier run's tile given as this run's stain or target: never removed
     make_output_folder(out)
     if not overwrite:
         clash = [n for n in names if (out / n).exists()]

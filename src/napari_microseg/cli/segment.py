@@ -237,22 +237,12 @@ def _read_input(args: argparse.Namespace, path: Path, lazy: bool = True, warn: b
     """Read one input as ``segment`` does: ``--hdu``, ``--channel`` (a channel, or a colour of an RGB
     image), RGB to grey. Returns ``(image, data)``: the :class:`~napari_microseg.io.images.ImageData`
     and its pixels, numpy or (``lazy``: Zarr, a TIFF over LAZY_TIFF_BYTES) dask."""
-    import numpy as np
-
     from ..io import images as image_io
-    from ..io.images import read_image, rgb_to_grey
+    from ..io.images import read_image
 
     image = read_image(path, hdu=args.hdu, channel=args.channel,
                        lazy_above_bytes=image_io.LAZY_TIFF_BYTES if lazy else None)
-    data = image.data
-    if args.channel is not None and "channel" not in image.metadata:  # no channel axis: a colour of an RGB image
-        if image_io.is_rgb(data):  # an RGB image or time-lapse
-            if not 0 <= args.channel < data.shape[-1]:
-                raise InputError(f"{path.name}: colour {args.channel} does not exist (RGB image: --channel 0..{data.shape[-1] - 1})")
-            data = np.asarray(data[..., args.channel])
-        elif warn:
-            print(f"warning: {path.name} has no channels: --channel {args.channel} ignored", file=sys.stderr)
-    return image, rgb_to_grey(data, path.name)
+    return image, image_io.channel_or_grey(image, args.channel, path.name, warn=warn)
 
 
 def _segment_options(args: argparse.Namespace, ccd_rules: dict, diameter) -> dict:
