@@ -135,3 +135,23 @@ def test_simulate_refuses_a_folder_holding_files(tmp_path, capsys):
     assert main(["simulate", "response", "--n", "2", "--out", str(out)]) == 2
     assert "not empty" in capsys.readouterr().err and (out / "classes.csv").read_text() == "my table\n"
     assert main(["simulate", "response", "--n", "2", "--out", str(out), "--overwrite"]) == 0
+
+
+def test_overwrite_leaves_none_of_an_earlier_simulations_samples(tmp_path):
+    """A run of 3 samples, then one of 1 into the same folder with --overwrite: only the new sample is
+    left to be trained on (the earlier ones went with their tables), and the user's own file stays."""
+    from napari_microseg.cli import main
+
+    out = tmp_path / "sim"
+    assert main(["simulate", "nuclei", "--mode", "images", "--n", "3", "--shape", "64", "64", "--out", str(out)]) == 0
+    (out / "notes.txt").write_text("mine\n")
+    assert main(["simulate", "nuclei", "--mode", "images", "--n", "1", "--seed", "7", "--shape", "64", "64",
+                 "--out", str(out), "--overwrite"]) == 0
+    assert len(list((out / "images").iterdir())) == len(list((out / "labels").iterdir())) == 1
+    assert (out / "notes.txt").read_text() == "mine\n"
+    # a time-lapse run after several: the movie folders go too
+    assert main(["simulate", "nuclei", "--n", "2", "--frames", "2", "--shape", "48", "48", "--out", str(out),
+                 "--overwrite"]) == 0
+    assert not (out / "images").exists() and sorted(p.name for p in out.glob("movie_*")) == ["movie_000", "movie_001"]
+    assert main(["simulate", "nuclei", "--frames", "2", "--shape", "48", "48", "--out", str(out), "--overwrite"]) == 0
+    assert not list(out.glob("movie_*")) and (out / "labels.tif").is_file()
