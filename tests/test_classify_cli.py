@@ -165,6 +165,13 @@ def test_classify_train_profiles_and_objects_tiny(tmp_path, capsys):
     assert main(["classify", "train", "profiles", "--simulated", "40", "--epochs", "1", "--views", "2", "--out", str(pm), "--device", "cpu",
                  "--folds", "2"]) == 0
     assert len(pd.read_csv(tmp_path / "p.cv_folds.csv")) == 2
+    # fine-tuning it on profiles of other views or points: one line before any training, not a traceback
+    capsys.readouterr()
+    for other in (["--views", "1"], ["--views", "2", "--points", "64"]):
+        assert main(["classify", "train", "profiles", "--simulated", "20", "--epochs", "1", "--init-model", str(pm),
+                     *other, "--out", str(tmp_path / "ft.pt")]) == 2
+        assert "do not fit the network of --init-model" in capsys.readouterr().err
+    assert not (tmp_path / "ft.pt").exists()
     sim = tmp_path / "nano"
     assert main(["simulate", "nanoparticles", "--n", "10", "--views", "2", "--out", str(sim), "--renders", "0"]) == 0
     assert main(["classify", "profiles", "--model", str(pm), "--input", str(sim), "--out", str(tmp_path / "pr")]) == 0

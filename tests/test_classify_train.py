@@ -67,6 +67,14 @@ def test_events_stop_and_resume(response_sets, tmp_path):
     assert "optimizer_state" in ck
     res = run_with_text_progress(train_classifier(_cfg(epochs=2, val_fraction=0.25), small, out_path=out, resume=out), stream=io.StringIO())
     assert [h["epoch"] for h in res.history] == [1, 2]
+    # resuming a run that has done all its epochs: refused with the reason (it wrote no model, said done)
+    import pytest
+
+    from napari_microseg.errors import InputError
+
+    with pytest.raises(InputError, match="has done 2 epoch"):
+        run_with_text_progress(train_classifier(_cfg(epochs=2, val_fraction=0.25), small, out_path=tmp_path / "n.pt",
+                                                resume=out), stream=io.StringIO())
 
 
 def test_close_before_first_epoch_still_writes_a_model(response_sets, tmp_path):

@@ -227,6 +227,25 @@ def _load_weights_lenient(model, state: dict, skip: tuple[str, ...] = ()) -> lis
     return sorted(k for k in own if k not in keep)
 
 
+def _check_samples_fit(model: Any, data: Any, source_name: str) -> None:
+    """InputError, before any training, when the samples' shape does not fit the network taken from a
+    model file (other views, points or crop size than it was built for)."""
+    import torch
+
+    probe = torch.from_numpy(np.ascontiguousarray(data.x[:1], dtype=np.float32))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(probe)
+    except (RuntimeError, ValueError) as err:
+        raise InputError(f"the samples, each of shape {tuple(data.x.shape[1:])}, do not fit the network of {source_name} "
+                         f"({str(err).splitlines()[0]}): make them as for that model (views, points, crop size) or "
+                         "train without it") from None
+    finally:
+        model.train(was_training)
+
+
 def train_classifier(
     config: ClassifierTrainConfig | dict,
     data: Any,
@@ -350,6 +369,8 @@ def train_classifier(
         output_layer = tuple(k for k in list(own)[-2:] if own[k].ndim and own[k].shape[0] == n_out)
         other_classes = bool(init_classes) and init_classes != class_names
         reinit = _load_weights_lenient(model, init["state_dict"], skip=output_layer if other_classes else ())
+    if source is not None:  # its network, built for its own samples: do these fit it?
+        _check_samples_fit(model, data, "--resume" if ckpt is not None else "--init-model")
     model.to(device)
     frozen = []
     if cfg.freeze_features:
@@ -395,6 +416,9 @@ def train_classifier(
         optimizer.load_state_dict(ckpt["optimizer_state"])
         tstate = json.loads(ckpt.get("trainer_state_json", "{}"))
         start_epoch = int(tstate.get("epoch", 0)) + 1
+        if start_epoch > int(cfg.epochs):  # nothing would train, and no model would be written
+            raise InputError(f"the run to resume has done {start_epoch - 1} epoch(s), as many as asked ({cfg.epochs}): "
+                             "ask for more epochs to continue it")
         history = list(tstate.get("history", []))
         best_value = tstate.get("best_value")
         best_epoch = tstate.get("best_epoch")
