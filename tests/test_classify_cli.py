@@ -210,6 +210,23 @@ def test_classify_train_profiles_and_objects_tiny(tmp_path, capsys):
     assert counts[per_class].to_numpy().sum() == len(objs)
     merged = objs.merge(truth, on="label")
     _check_scores(tmp_path / "ob", merged["lamellarity"], merged["class"])
+    # the same objects under huge ids (3e9, as some tools number them), or as a 0/1 mask: the same classes
+    import tifffile
+
+    image_file = next((lip / "images").iterdir())
+    labels = tifffile.imread(lip / "labels" / image_file.name).astype(np.int64)
+    tifffile.imwrite(tmp_path / "huge.tif", np.where(labels > 0, labels + 3_000_000_000, 0))
+    tifffile.imwrite(tmp_path / "mask.tif", (labels > 0).astype(np.uint8))
+    capsys.readouterr()
+    for name, shift in (("huge.tif", 3_000_000_000), ("mask.tif", None)):
+        assert main(["classify", "objects", "--model", str(om), "--image", str(image_file), "--labels",
+                     str(tmp_path / name), "--out", str(tmp_path / name.replace(".tif", "_out"))]) == 0
+        got = pd.read_csv(tmp_path / name.replace(".tif", "_out") / "objects.csv")
+        if shift is not None:
+            assert sorted(got["label"] - shift) == sorted(objs["label"])
+            assert list(got.sort_values("label")["class"]) == list(objs.sort_values("label")["class"])
+        else:
+            assert len(got) == len(objs) and "0/1 mask, not labels" in capsys.readouterr().err
     # a folder where one labels file holds no objects: a warning naming it, and 0 in counts.csv
     image = next((lip / "images").iterdir())
     shutil.copy(image, lip / "images" / "zz_empty.tif")

@@ -170,6 +170,9 @@ def classify_objects(model: Any, image: np.ndarray, labels: np.ndarray, t: int |
     if image.ndim == 3:
         tables = [classify_objects(lm, image[i], labels[i], t=i, batch_size=batch_size) for i in range(len(image))]
         return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    from ..measure.labels import compact_labels
+
+    labels, original_ids = compact_labels(labels)  # huge sparse ids (3e9) would size per-id tables
     crop = lm.config.get("crop") or {}
     crops, ids = object_crops(image, labels, mode=crop.get("mode", "masked"), size=crop.get("size") or lm.config.get("patch_size") or (28, 28),
                               margin=int(crop.get("margin", 50)), normalization=lm.config.get("normalization"))
@@ -182,7 +185,8 @@ def classify_objects(model: Any, image: np.ndarray, labels: np.ndarray, t: int |
     centroids = np.array(ndi.center_of_mass(np.ones_like(lab), lab, ids)).reshape(-1, 2)
     area = ndi.sum_labels(np.ones_like(lab), lab, ids)
     k = prob.argmax(1)
-    df = pd.DataFrame({"t": 0 if t is None else int(t), "label": ids, "y": centroids[:, 0], "x": centroids[:, 1],
+    named = ids if original_ids is None else original_ids[np.asarray(ids, np.int64)]  # the ids as given
+    df = pd.DataFrame({"t": 0 if t is None else int(t), "label": named, "y": centroids[:, 0], "x": centroids[:, 1],
                        "area": np.asarray(area, np.int64), "class": [names[i] for i in k], "probability": prob.max(1)})
     for c, n in enumerate(names):
         df[f"prob_{n}"] = prob[:, c]
