@@ -171,7 +171,7 @@ def make_training_pairs(
         shift, _err = check_registration(stain, target)
         length = float(np.hypot(*shift))
         if length > max_shift_px:
-            action = "shifting the labels onto the target" if correct_shift else "labels NOT corrected (use correct_shift)"
+            action = "shifting the labels onto the target" if correct_shift else "labels NOT corrected (use --correct-shift)"
             warnings.warn(f"stain and target appear shifted by (dy, dx) = ({shift[0]:.1f}, {shift[1]:.1f}) px; {action}",
                           RegistrationWarning, stacklevel=2)
             if correct_shift:
