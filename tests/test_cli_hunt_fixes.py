@@ -206,3 +206,16 @@ def test_autolabel_takes_a_colour_and_never_removes_an_input_tile(tmp_path, caps
     assert "is one of this command's inputs" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in (out / "tiles" / "images").iterdir()} == before
     assert (out / "labels.tif").read_bytes() == before_labels
+
+
+def test_json_records_hold_no_nan_and_simulate_refuses_settings_it_ignored(tmp_path, capsys):
+    import json
+
+    from napari_microseg.simulate._common import jsonable
+
+    record = jsonable({"auc": np.float64("nan"), "scores": np.array([0.5, np.inf]), "n": np.int64(3)})
+    assert json.loads(json.dumps(record, allow_nan=False)) == {"auc": None, "scores": [0.5, None], "n": 3}
+    assert main(["simulate", "nuclei", "--mode", "images", "--n", "1", "--dtype", "uint16", "--out", str(tmp_path / "a")]) == 2
+    assert "--dtype uint16 applies to time-lapses" in capsys.readouterr().err
+    assert main(["simulate", "nanoparticles", "--n", "2", "--renders", "-1", "--out", str(tmp_path / "b")]) == 2
+    assert "--renders must be >= 0" in capsys.readouterr().err

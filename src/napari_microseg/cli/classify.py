@@ -180,8 +180,10 @@ def _write_csv(path: Path, table) -> None:
 
 def _write_json(path: Path, data: dict) -> None:
     from ..io.atomic import atomic_write_text
+    from ..simulate._common import jsonable
 
-    atomic_write_text(path, json.dumps(data, indent=2, default=float))
+    # NaN (an undefined score, e.g. AUC of one class) as null: strict JSON readers refuse NaN
+    atomic_write_text(path, json.dumps(jsonable(data), indent=2, allow_nan=False))
 
 
 def _truth_table(path: Path, needed: tuple[str, ...]) -> "pd.DataFrame | None":

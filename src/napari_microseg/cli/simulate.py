@@ -67,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--stage-shift-sd", type=float, default=0.0, help="sd of a global stage jump per frame, px (default 0: none)")
     q.add_argument("--no-touching", action="store_true", help="keep a gap between nuclei")
     q.add_argument("--no-enter-leave", action="store_true", help="keep nuclei inside the field")
-    q.add_argument("--dtype", choices=("float32", "uint16"), default="float32", help="fluorescence dtype (default float32)")
+    q.add_argument("--dtype", choices=("float32", "uint16"), default="float32", help="fluorescence dtype of time-lapses (default float32; uint16: rounded photon counts)")
 
     q = dsub.add_parser("response", help="balanced good/bad response images", description="Response images (16-bit): balanced 50/50 good/bad, bad types equal; or one --kind.")
     common(q, 100, "number of images (default 100)")
@@ -210,6 +210,11 @@ def _check_common(args) -> None:
     probability = getattr(args, "glow_probability", None)
     if probability is not None and not 0 <= probability <= 1:
         raise InputError(f"--glow-probability must be between 0 and 1, got {probability}")
+    if getattr(args, "mode", None) == "images" and getattr(args, "dtype", "float32") != "float32":
+        raise InputError("--dtype uint16 applies to time-lapses (photon counts); --mode images writes float32 "
+                         "intensities of about 0-1")
+    if getattr(args, "renders", 0) < 0:
+        raise InputError(f"--renders must be >= 0, got {args.renders}")
     if getattr(args, "one_sensor", False) and getattr(args, "balanced", False):
         raise InputError("--one-sensor and --balanced do not go together: a balanced layout adds hot lines frame by frame")
 
@@ -373,7 +378,7 @@ def _run_nanoparticles(args, out: Path) -> dict:
     ps = _drive(gen, args.n, "nanoparticles")
     _write_tiff(out / "profiles.tif", ps.profiles)
     _write_csv(out / "classes.csv", pd.DataFrame({"index": np.arange(len(ps.labels)), "label": ps.labels, "class": [ps.class_names[k] for k in ps.labels]}))
-    k = min(max(args.renders, 0), len(ps.polygons))
+    k = min(args.renders, len(ps.polygons))
     if k:
         _write_tiff(out / "renders.tif", np.stack([render_particle(p, 128) for p in ps.polygons[:k]]))
     return {"simulation": ps.params}

@@ -19,7 +19,8 @@ def make_rng(seed: int | None | np.random.Generator) -> np.random.Generator:
 
 
 def jsonable(value: Any) -> Any:
-    """Convert numpy scalars/arrays, tuples and nested containers to plain JSON types."""
+    """Convert numpy scalars/arrays, tuples and nested containers to plain JSON types (NaN and
+    infinities to None: JSON has no such numbers)."""
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -27,7 +28,7 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return jsonable(value.tolist())
     if isinstance(value, np.generic):
-        return value.item()
+        return jsonable(value.item())  # a NaN float64 too becomes null
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if value is None or isinstance(value, (bool, int, float, str)):
