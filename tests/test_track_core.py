@@ -147,8 +147,8 @@ def test_track_is_a_progress_generator_and_rejects_bad_input():
         result = stop.value
     assert events and events[-1].done == events[-1].total
     assert result.n_tracks == 4
-    with pytest.raises(InputError):
-        run_tracking(np.zeros((3, 10, 10), np.int32))
+    nothing = run_tracking(np.zeros((3, 10, 10), np.int32))  # no objects: no tracks, not an error
+    assert nothing.n_tracks == 0 and nothing.info["no_objects"] and nothing.relabelled.shape == (3, 10, 10)
     with pytest.raises(InputError):
         run_tracking(labels[0])
     with pytest.raises(InputError):

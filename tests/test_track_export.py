@@ -348,3 +348,25 @@ def test_cli_track_reads_zarr_labels_as_segment_writes_them(tmp_path):
     tifffile.imwrite(tmp_path / "t1yx.tif", labels[:, None].astype(np.uint16))
     assert main(["track", "--labels", str(tmp_path / "t1yx.tif"), "--out", str(tmp_path / "t1")]) == 0
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "t1" / "tracks.csv"), pd.read_csv(from_tiff / "tracks.csv"))
+
+
+def test_a_movie_without_objects_gives_zero_counts_not_a_failure(tmp_path, capsys):
+    """A well where nothing grew: `track` writes no tracks and zero counts (it used to refuse the
+    movie, and a plate's batch run listed the well as failed and left it out of counts.csv)."""
+    from napari_microseg.batch.runner import run_batch_sync
+
+    movies = tmp_path / "plate"
+    movies.mkdir()
+    tifffile.imwrite(movies / "empty_well.tif", np.zeros((4, 32, 32), np.uint16))
+    labels, _ = division_stack()
+    tifffile.imwrite(movies / "cells.tif", labels.astype(np.uint16))
+    assert main(["track", "--labels", str(movies / "empty_well.tif"), "--out", str(tmp_path / "one")]) == 0
+    assert "none of the 4 frames holds an object" in capsys.readouterr().err
+    counts = pd.read_csv(tmp_path / "one" / "counts.csv")
+    assert list(counts["t"]) == [0, 1, 2, 3] and counts["count"].eq(0).all()
+    assert len(pd.read_csv(tmp_path / "one" / "tracks.csv")) == 0
+    assert tifffile.imread(tmp_path / "one" / "tracks_labels.tif").max() == 0
+    summary = run_batch_sync("track", movies, tmp_path / "batch", workers=0)
+    assert (summary.processed, summary.failed) == (2, 0)
+    merged = pd.read_csv(tmp_path / "batch" / "counts.csv")
+    assert merged[merged["image"] == "empty_well.tif"]["count"].tolist() == [0, 0, 0, 0]

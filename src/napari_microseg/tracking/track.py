@@ -48,6 +48,8 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 #: above it. EXACT costs grow ~N^3 per frame (12 s for 100 x 500 objects here).
 APPROXIMATE_ABOVE = 100
 
+#: the start of the error :func:`objects_from_labels` raises for a stack without objects
+EMPTY_STACK = "labels stack is empty"
 #: what to tell the user when :func:`track` took a mask stack (``result.info["mask_converted"]``)
 MASK_NOTE = "a 0/1 mask, not labels: tracked its connected objects (8-connected, per frame)"
 
@@ -56,6 +58,8 @@ def empty_frames_note(result: "TrackResult") -> str:
     """A warning when frames of the tracked stack hold no objects (tracks cannot cross a gap of
     several of them; a stack segmented on its current frame only looks like this); "" otherwise."""
     n_frames = int(result.n_frames or 0)
+    if result.info.get("no_objects"):
+        return f"none of the {n_frames} frames holds an object: no tracks; counts.csv holds zeros"
     if n_frames < 2 or result.table.empty:
         return ""
     n_empty = n_frames - int(result.table["t"].nunique())
@@ -356,7 +360,7 @@ def objects_from_labels(labels_stack: np.ndarray, image_stack: np.ndarray | None
             df["mean_intensity"] = tab["intensity_mean"]
         frames.append(df)
     if not frames:
-        raise InputError("labels stack is empty: no objects to track")
+        raise InputError(f"{EMPTY_STACK}: no objects to track")
     out = pd.concat(frames, ignore_index=True)
     out["t"] = out["t"].astype(np.int64)
     out["label"] = out["label"].astype(np.int64)
@@ -1056,7 +1060,18 @@ def track(
     n_frames, height, width = labels_stack.shape
     offsets = None
     yield Progress(0, 1, "measuring objects")
-    points = objects_from_labels(labels_stack, image_stack)
+    try:
+        points = objects_from_labels(labels_stack, image_stack)
+    except InputError as err:
+        if not str(err).startswith(EMPTY_STACK):
+            raise
+        # a movie without objects (a well where nothing grew): no tracks, zero counts, not a failure
+        saved = {**load_config(config), "image_shape": [int(n_frames), int(height), int(width)],
+                 "stage_shift": stage_shift, "note": "no objects in any frame: nothing to track"}
+        empty = pd.DataFrame({name: pd.Series(dtype=np.int64 if name not in ("y", "x") else np.float64)
+                              for name in TRACK_COLUMNS + ["area"]})
+        return finalize(empty, n_frames=n_frames, labels=labels_stack, config=saved,
+                        info={"mask_converted": False, "no_objects": True})
     if stage_shift:
         from .shift import estimate_stage_shift
 
