@@ -204,6 +204,11 @@ def test_segment_then_track_in_napari_joins_the_csv_files(make_napari_viewer, tm
     assert len(joined) == len(tracks) == len(objects)
     np.testing.assert_allclose(joined["y"], joined["y_objects"], atol=1e-3)
     assert [Path(p).name for p in seg.export()] == ["counts_3.csv", "objects_3.csv"]
+    import json
+
+    record = json.loads((tmp_path / "track_config_2.json").read_text())  # what the CLI records, too
+    assert record["inputs"] == {"labels": "napari layer 'movie segmented'", "image": "napari layer 'movie'"}
+    assert record["units"] == {"pixel_size_um": None, "frame_interval_min": None} and record["seed"] == 0
 
 
 def test_merge_takes_the_earlier_track_first_whatever_the_ids(make_napari_viewer, wait_worker):

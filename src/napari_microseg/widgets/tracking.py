@@ -97,6 +97,7 @@ class TrackingWidget(MicrosegDock):
         self.tracks_layer = None
         self.relabelled_layer = None
         self.tracked_name = ""
+        self.tracked_image: str | None = None
         self.tracked_geometry: dict = {}  # scale and translate of the labels layer tracked
 
     def _config_radius(self, *_: Any) -> None:
@@ -141,6 +142,7 @@ class TrackingWidget(MicrosegDock):
         if isinstance(labels, np.ndarray):
             labels = labels.copy()  # painting during the run must not change what is tracked
         source_name = str(self.labels_layer.value)
+        image_name = str(self.image_layer.value) if has_image else None
         geometry = layer_geometry(labels_layer, labels.ndim)
         # a Segmentation dock's stack: ids unique across its frames, each object's own frame's id in its
         # features ("frame_label", the label of objects.csv); tracks.csv gets it too, to join the two
@@ -155,11 +157,13 @@ class TrackingWidget(MicrosegDock):
                 result.table["frame_label"] = result.table["label"].map(frame_ids).fillna(0).astype(np.int64)
             return result
 
-        return self.start(make_generator, lambda result: self._show_result(result, source_name, geometry),
+        return self.start(make_generator, lambda result: self._show_result(result, source_name, geometry, image_name),
                           label="tracking")
 
-    def _show_result(self, result: Any, source_name: str, geometry: dict | None = None) -> None:
+    def _show_result(self, result: Any, source_name: str, geometry: dict | None = None,
+                     image_name: str | None = None) -> None:
         self.result = result
+        self.tracked_image = image_name  # the image layer measured with the labels, if any
         self.edits.clear()  # a new tracking: the edits of the last one cannot be undone onto it
         self.tracked_name = source_name  # the labels tracked: result layers are named after them
         self.tracked_geometry = dict(geometry or {})  # result layers lie where the tracked labels lie
@@ -353,7 +357,14 @@ class TrackingWidget(MicrosegDock):
         paths = free_names(folder, ("tracks.csv", "counts.csv", "track_summary.csv", "track_config.json"))
         write_tracks_csv(self.result, paths[0])
         write_counts_csv(self.result, paths[1])
-        write_track_summary_csv(self.result, paths[2], **physical_units(self.tracked_geometry))
+        units = physical_units(self.tracked_geometry)
+        write_track_summary_csv(self.result, paths[2], **units)
+        # the record holds what the CLI's does: the inputs, the units and the seed (tracking is deterministic)
+        self.result.config.setdefault("seed", 0)
+        self.result.config["inputs"] = {"labels": f"napari layer '{self.tracked_name}'",
+                                        "image": f"napari layer '{self.tracked_image}'" if self.tracked_image else None}
+        self.result.config["units"] = {"pixel_size_um": units.get("pixel_size"),
+                                       "frame_interval_min": units.get("frame_interval")}
         write_config_json(self.result, paths[3])
         self.show_message("written: " + ", ".join(str(p) for p in paths))
         return [str(p) for p in paths]
