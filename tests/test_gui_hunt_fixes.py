@@ -282,3 +282,74 @@ def test_class_layer_keeps_ids_unique_across_the_stack_already():
     per_frame[1][per_frame[1] > 0] -= 1  # ids 1, 2 again in frame 1: made unique
     labels, features = class_layer_data(per_frame, table.drop(columns="frame_label").assign(label=[1, 1, 2]))
     assert list(features["label"]) == [1, 2, 3] and list(features["frame_label"]) == [1, 1, 2]
+
+
+def test_training_pairs_follow_shape_and_name_not_the_layer_order(make_napari_viewer, tmp_path):
+    """Images 'cells A', 'cells B' and labels 'B nuclei', 'A nuclei' (added in that order): each image
+    trains with its own labels, even after a new layer reorders the pickers' lists."""
+    from napari_microseg.widgets.training import TrainingWidget, pair_by_shape_and_name
+
+    viewer = make_napari_viewer(show=False)
+    (a, label_a), (b, label_b) = _nuclei(1, 64), _nuclei(2, 64)
+    viewer.add_image(a, name="cells A")
+    viewer.add_image(b, name="cells B")
+    viewer.add_labels(label_b, name="B nuclei")
+    viewer.add_labels(label_a, name="A nuclei")
+    widget = TrainingWidget(viewer)
+    widget.image_layer.value = ["cells A", "cells B"]
+    widget.labels_layer.value = ["A nuclei", "B nuclei"]
+    viewer.add_image(np.zeros((8, 8), np.float32), name="another")  # the lists are rebuilt in layer order
+    images, labels, names = widget.chosen_training_layers()
+    assert names == ["A nuclei (on cells A)", "B nuclei (on cells B)"]
+    np.testing.assert_array_equal(labels[0], label_a)
+    # the shape decides before the name: a 32-px labels layer never goes with a 64-px image
+    shapes = {"x": (64, 64), "y": (32, 32), "x labels": (32, 32), "y labels": (64, 64)}
+    assert pair_by_shape_and_name(["x", "y"], ["x labels", "y labels"], shapes) == (["x", "y"], ["y labels", "x labels"])
+
+
+def test_sparse_labels_without_background_are_refused(make_napari_viewer):
+    from napari_microseg.errors import InputError
+    from napari_microseg.widgets.training import TrainingWidget
+
+    viewer = make_napari_viewer(show=False)
+    image, truth = _nuclei(1, 64)
+    painted = np.where(truth == truth.max(), 2, 0).astype(np.int32)  # one nucleus painted, no background
+    viewer.add_image(image, name="cells")
+    viewer.add_labels(painted, name="painted")
+    widget = TrainingWidget(viewer)
+    widget.image_layer.value, widget.labels_layer.value = ["cells"], ["painted"]
+    widget.sparse.value = True
+    with pytest.raises(InputError, match="no background painted"):
+        widget.training_pairs()
+    painted[:4, :4] = 1  # some background (id 1): accepted
+    viewer.layers["painted"].data = painted
+    assert len(widget.training_pairs()[0]) == 1
+
+
+def test_ccd_classes_from_the_simulation_dock_name_the_trained_model(make_napari_viewer, tmp_path, wait_worker):
+    """A class model trained on the Simulation dock's CCD layers takes the class names its labels layer
+    carries (background, glowing, hot pixel, cluster), which the Segmentation dock's CCD tools need; the
+    Preview button then uses the model file the field names."""
+    from napari_microseg.io.models import read_model_file
+    from napari_microseg.simulate.ccd import CLASS_NAMES
+    from napari_microseg.widgets.simulation import SimulationWidget
+    from napari_microseg.widgets.training import TrainingWidget
+
+    viewer = make_napari_viewer(show=False)
+    sim = SimulationWidget(viewer)
+    sim.domain.value = "CCD frames [C]"
+    sim.forms["CCD frames [C]"]["size"].value = 64
+    wait_worker(sim.generate())
+    widget = TrainingWidget(viewer)
+    widget.image_layer.value, widget.labels_layer.value = ["sim CCD (ADC)"], ["sim CCD classes"]
+    widget.output_mode.value = "multiclass"
+    widget.patch.value, widget.epochs.value, widget.patches_per_epoch.value, widget.batch_size.value = 64, 1, 4, 2
+    widget.val_fraction.value = 0.0
+    widget.out_path.value = str(tmp_path / "ccd.pt")
+    wait_worker(widget.train())
+    assert read_model_file(tmp_path / "ccd.pt")["config"]["class_names"] == list(CLASS_NAMES), widget.status.text()
+    other = tmp_path / "other.pt"
+    other.write_bytes((tmp_path / "ccd.pt").read_bytes())
+    widget.out_path.value = str(other)
+    wait_worker(widget.preview())
+    assert any(layer.name.startswith("preview other") for layer in viewer.layers), [layer.name for layer in viewer.layers]

@@ -118,6 +118,8 @@ def test_stop_by_close_keeps_valid_model_and_resume_continues(tmp_path):
 
     kept = resume_settings(out)  # what the Training widget keeps on resume
     assert kept["optimizer"] == "adam" and kept["normalization"]["kind"] == "percentile"
+    # and its validation share and measure: the best epoch stays chosen by validation loss throughout
+    assert kept["val_fraction"] == TrainConfig(**TINY).val_fraction and kept["monitor"] == "val_loss"
     _, r5 = run(train(cfg_n, (imgs, labs), out_path=out, resume=out))
     saved = load_model(out).config
     assert saved["training"]["config"]["preset"] == saved["model"]["preset"] == ck["config"]["model"]["preset"]

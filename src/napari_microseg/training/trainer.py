@@ -389,11 +389,13 @@ def read_checkpoint(resume: str | os.PathLike) -> dict:
 
 def resume_settings(resume: str | os.PathLike) -> dict:
     """The settings a resumed run must keep, from the checkpoint at ``resume`` (see
-    :func:`read_checkpoint`): ``optimizer``, ``freeze_encoder`` and ``normalization`` (TrainConfig
-    keys), for callers such as the Training widget that do not expose them all."""
+    :func:`read_checkpoint`): ``optimizer``, ``freeze_encoder``, ``val_fraction`` and ``monitor``
+    (the best epoch stays chosen by one measure: a validation share changed on resume would compare
+    earlier validation losses with later training losses) and ``normalization`` (TrainConfig keys),
+    for callers such as the Training widget that do not expose them all."""
     ckpt = read_checkpoint(resume)
     before = (ckpt["config"].get("training") or {}).get("config") or {}
-    settings = {key: before[key] for key in ("optimizer", "freeze_encoder") if key in before}
+    settings = {key: before[key] for key in ("optimizer", "freeze_encoder", "val_fraction", "monitor") if key in before}
     settings["normalization"] = ckpt["config"].get("normalization")
     return settings
 

@@ -88,7 +88,7 @@ def check_training_layers(image: np.ndarray, labels: np.ndarray, partial: bool, 
 
 def read_training_pairs(
     images: list[Any], labels: list[Any], label_names: list[str], partial: bool,
-    stop_event: threading.Event | None = None, output_mode: str | None = None,
+    stop_event: threading.Event | None = None, output_mode: str | None = None, background_value: int | None = None,
 ) -> Generator[Progress, None, tuple[list[np.ndarray], list[np.ndarray]] | None]:
     """Worker side of the Training widget: read each (image, labels) pair into memory (lazy layers:
     dask / zarr) and check it (:func:`check_training_layers`, the labels layer's name in the message).
@@ -108,6 +108,11 @@ def read_training_pairs(
             raise InputError(f"{name}: {err}") from None
         read_images.append(image)
         read_labels.append(label)
+    if partial and background_value is not None and output_mode != "multiclass" \
+            and not any(np.any(label == background_value) for label in read_labels):
+        # every painted id would count as a nucleus: the network would never see what is not one
+        raise InputError(f"sparse labels: no background painted (label id {background_value}) on any layer: paint "
+                         "some background with that id too, or untick 'sparse labels'")
     return read_images, read_labels
 
 
@@ -222,6 +227,10 @@ class TrainingWidget(MicrosegDock):
                              "mask opened as an image becomes one with right-click > Convert to Labels).")
         if len(image_names) != len(label_names):
             raise InputError(f"choose one labels layer per image: {len(image_names)} image(s), {len(label_names)} labels layer(s)")
+        if len(image_names) > 1:  # the lists show layers in the viewer's order: pair by shape and name instead
+            shapes = {name: tuple(grey_image(self.chosen_layer(name, "image")).shape) for name in image_names}
+            shapes.update({name: tuple(full_resolution(self.chosen_layer(name, "labels")).shape) for name in label_names})
+            image_names, label_names = pair_by_shape_and_name(image_names, label_names, shapes)
         images, labels = [], []
         for image_name, label_name in zip(image_names, label_names):
             image = grey_image(self.chosen_layer(image_name, "image"))  # RGB layers: grey
@@ -241,7 +250,8 @@ class TrainingWidget(MicrosegDock):
         on the calling thread); InputError with a clear message otherwise."""
         images, labels, names = self.chosen_training_layers()
         return drain(read_training_pairs(images, labels, names, bool(self.sparse.value),
-                                         output_mode=str(self.output_mode.value)))
+                                         output_mode=str(self.output_mode.value),
+                                         background_value=self.config().get("background_value")))
 
     def _show_background_id(self, *_: Any) -> None:
         """'background id' matters with sparse labels only: editable with them, greyed out otherwise
@@ -275,6 +285,7 @@ class TrainingWidget(MicrosegDock):
         except InputError as err:
             self.show_error(str(err))
             return None
+        self._pairs_trained = label_names  # "<labels> (on <image>)", said when the run ends
         wanted = Path(str(self.out_path.value))
         reason = unwritable_reason(wanted)
         if reason:  # before training, not after it
@@ -286,6 +297,10 @@ class TrainingWidget(MicrosegDock):
         if out_path != wanted:
             self.out_path.value = str(out_path)
         cfg = self.config()
+        if cfg["output_mode"] == "multiclass":  # class names a labels layer carries (the Simulation's CCD classes)
+            names = layer_class_names([self.chosen_layer(name, "labels") for name in self.labels_layer.value])
+            if names:
+                cfg.update(class_names=names, n_classes=len(names))
         sparse = bool(self.sparse.value)
         stop_event = threading.Event()  # Stop: the trainer stops after this step and keeps the best model
         self.plot.reset()
@@ -294,7 +309,8 @@ class TrainingWidget(MicrosegDock):
         def make_generator():
             from ..training.trainer import checkpoint_history, resume_settings, train  # torch: in the worker
 
-            pairs = yield from read_training_pairs(images, labels, label_names, sparse, stop_event, cfg["output_mode"])
+            pairs = yield from read_training_pairs(images, labels, label_names, sparse, stop_event, cfg["output_mode"],
+                                                   cfg.get("background_value"))
             if pairs is None:  # Stop while reading: no training, nothing written
                 return None
             if out_path != wanted:  # said once the layers are read (the reading messages came first)
@@ -360,15 +376,19 @@ class TrainingWidget(MicrosegDock):
         monitor = str(result.config.get("training", {}).get("config", {}).get("monitor", "val_loss"))
         monitored_name = ({"val_loss": "validation loss", "val_dice": "validation Dice"}.get(monitor, monitor)
                           if validated else "training loss")
+        pairs = getattr(self, "_pairs_trained", [])
+        pairs_note = f"; pairs: {', '.join(pairs)}" if len(pairs) > 1 else ""  # which labels went with which image
         self.show_message(
             f"{result.stop_reason}: {result.epochs_run} epochs on {result.device}; best epoch {result.best_epoch} "
-            f"({monitored_name} {best}); model: {result.model_path}{history_note}"
+            f"({monitored_name} {best}); model: {result.model_path}{history_note}{pairs_note}"
         )
 
     # -- preview ------------------------------------------------------------
     def preview(self, *_: Any) -> Any:
         """Segment the visible frame of the image layer with the current best model (new layer)."""
-        path = self.model_path or str(self.out_path.value)
+        field = str(self.out_path.value)
+        # the model file the field names, if it exists (the user chose another one); else the last one trained
+        path = field if Path(field).is_file() else (self.model_path or field)
         if not Path(path).is_file():
             self.show_error("No model yet: train first (or choose an existing model file).")
             return None
@@ -420,3 +440,46 @@ def _import_training_modules() -> None:
     import napari_microseg.training.trainer  # noqa: F401
 
     gc.freeze()
+
+
+def pair_by_shape_and_name(image_names: list[str], label_names: list[str], shapes: dict) -> tuple[list[str], list[str]]:
+    """Image and labels layer names paired one to one: each pair of the same shape (Y, X or T, Y, X as
+    ``shapes`` gives them), and among those the names most alike ("cells A" with "A nuclei", not with
+    "B nuclei"), whatever order the two lists show them in; ties keep the lists' order."""
+    import re
+    from difflib import SequenceMatcher
+
+    from scipy.optimize import linear_sum_assignment
+
+    def words(name: str) -> set[str]:
+        return set(re.findall(r"[a-z0-9]+", name.lower()))
+
+    score = np.zeros((len(image_names), len(label_names)))
+    for i, image in enumerate(image_names):
+        for j, label in enumerate(label_names):
+            same_shape = shapes.get(image, ())[-2:] == shapes.get(label, ())[-2:]
+            shared = len(words(image) & words(label)) / max(len(words(image) | words(label)), 1)  # whole words first
+            score[i, j] = (0.0 if same_shape else -1000.0) + shared + 0.1 * SequenceMatcher(None, image, label).ratio() \
+                + (1e-3 if i == j else 0.0)
+    rows, cols = linear_sum_assignment(score, maximize=True)
+    return [image_names[i] for i in rows], [label_names[j] for j in cols]
+
+
+def layer_class_names(layers: list[Any]) -> list[str] | None:
+    """The class names of class-map labels layers, from their features (``label`` 0..K-1 with a
+    ``class`` name each, as the Simulation dock's CCD classes carry them); None when they carry none
+    or disagree, so that a model trained on them names its classes as the Segmentation dock's CCD
+    tools expect them."""
+    found = None
+    for layer in layers:
+        features = getattr(layer, "features", None)
+        if features is None or not len(features) or not {"label", "class"} <= set(features.columns):
+            return None
+        table = features[["label", "class"]].drop_duplicates().sort_values("label")
+        if list(table["label"].astype(int)) != list(range(len(table))):
+            return None
+        names = [str(name) for name in table["class"]]
+        if found is not None and names != found:
+            return None
+        found = names
+    return found
