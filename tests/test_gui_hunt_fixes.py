@@ -353,3 +353,18 @@ def test_ccd_classes_from_the_simulation_dock_name_the_trained_model(make_napari
     widget.out_path.value = str(other)
     wait_worker(widget.preview())
     assert any(layer.name.startswith("preview other") for layer in viewer.layers), [layer.name for layer in viewer.layers]
+
+
+def test_nan_in_an_unpainted_frame_does_not_refuse_the_time_lapse():
+    from napari_microseg.errors import InputError
+    from napari_microseg.widgets.training import check_training_layers
+
+    image, truth = _nuclei(1, 64)
+    movie = np.stack([image, image, image]).astype(np.float32)
+    labels = np.zeros(movie.shape, np.int32)
+    labels[0] = truth  # frame 0 painted; frame 2, not painted, holds a NaN (a dropped frame, say)
+    movie[2, 5, 5] = np.nan
+    check_training_layers(movie, labels, partial=False)
+    movie[0, 5, 5] = np.nan
+    with pytest.raises(InputError, match="NaN or infinite values in a painted frame"):
+        check_training_layers(movie, labels, partial=False)

@@ -74,8 +74,10 @@ def check_training_layers(image: np.ndarray, labels: np.ndarray, partial: bool, 
     painted = labels > 0 if not partial else labels != 0
     if not painted.any():
         raise InputError("the labels layer is empty: paint a few objects first")
-    if image.dtype.kind == "f" and not np.isfinite(image).all():
-        raise InputError("the image contains NaN or infinite values")
+    if image.dtype.kind == "f":  # a time-lapse: only its painted frames are trained on, and checked
+        used = image if image.ndim == 2 or labels.ndim != 3 else image[painted.reshape(len(painted), -1).any(axis=1)]
+        if not np.isfinite(used).all():
+            raise InputError("the image contains NaN or infinite values" + (" in a painted frame" if used is not image else ""))
     if image.size and image.min() == image.max():
         raise InputError(f"the image is blank (every pixel {image.flat[0]}): nothing to learn from")
     if output_mode == "multiclass":
