@@ -369,3 +369,16 @@ def test_nan_in_an_unpainted_frame_does_not_refuse_the_time_lapse():
     movie[0, 5, 5] = np.nan
     with pytest.raises(InputError, match="NaN or infinite values in a painted frame"):
         check_training_layers(movie, labels, partial=False)
+
+
+def test_simulation_dock_says_when_fewer_liposomes_fit(make_napari_viewer, wait_worker):
+    from napari_microseg.widgets.simulation import SimulationWidget
+
+    viewer = make_napari_viewer(show=False)
+    sim = SimulationWidget(viewer)
+    sim.domain.value = "TEM liposomes [T]"
+    form = sim.forms["TEM liposomes [T]"]
+    form["size"].value, form["n_particles"].value = 128, 500
+    wait_worker(sim.generate())
+    placed = len(viewer.layers["sim liposome labels"].features)
+    assert placed < 500 and f"only {placed} of the 500 particles asked for fit" in sim.status.text()

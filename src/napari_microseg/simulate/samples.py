@@ -89,8 +89,12 @@ def generate_liposomes(p: dict, seed: int) -> Generator[Progress, None, list[tup
     yield Progress(0, 1, "simulating liposomes ...")
     sim = simulate_liposome_image(shape=(p["size"], p["size"]), n_particles=p["n_particles"], seed=seed)
     yield Progress(1, 1, "done")
+    placed = len(sim.classes)
+    note = ({"simulation_note": f"only {placed} of the {p['n_particles']} particles asked for fit in the "
+                                f"{p['size']} x {p['size']} px field (they may not overlap): a larger field holds more"}
+            if placed < int(p["n_particles"]) else {})
     return [
-        (sim.image, {"name": "sim TEM liposomes", "colormap": "gray"}, "image"),
+        (sim.image, {"name": "sim TEM liposomes", "colormap": "gray", "metadata": note}, "image"),
         # an "index" column says which row belongs to which label value (without it napari shows row i
         # for label i: the next particle's class, as ids need not run 1..n)
         (sim.labels, {"name": "sim liposome labels", "opacity": 0.35,
