@@ -306,6 +306,19 @@ def test_training_pairs_follow_shape_and_name_not_the_layer_order(make_napari_vi
     # the shape decides before the name: a 32-px labels layer never goes with a 64-px image
     shapes = {"x": (64, 64), "y": (32, 32), "x labels": (32, 32), "y labels": (64, 64)}
     assert pair_by_shape_and_name(["x", "y"], ["x labels", "y labels"], shapes) == (["x", "y"], ["y labels", "x labels"])
+    # a movie and a still of one size: the whole shape decides
+    shapes = {"movie": (10, 32, 32), "still": (32, 32), "Labels": (32, 32), "Labels [1]": (10, 32, 32)}
+    assert pair_by_shape_and_name(["movie", "still"], ["Labels", "Labels [1]"], shapes) == \
+        (["movie", "still"], ["Labels [1]", "Labels"])
+    # napari's default names say nothing: the pickers' order stands (not "cells_1" with "Labels [1]")
+    same = {name: (32, 32) for name in ("cells_1", "cells_2", "img1", "img2", "img3", "Labels", "Labels [1]", "Labels [2]")}
+    assert pair_by_shape_and_name(["cells_1", "cells_2"], ["Labels", "Labels [1]"], same) == \
+        (["cells_1", "cells_2"], ["Labels", "Labels [1]"])
+    assert pair_by_shape_and_name(["img1", "img2", "img3"], ["Labels", "Labels [1]", "Labels [2]"], same)[1] == \
+        ["Labels", "Labels [1]", "Labels [2]"]
+    # the usual Simulation names pair as they are
+    sim = {"sim nuclei (fluorescence)": (3, 32, 32), "sim nuclei labels": (3, 32, 32)}
+    assert pair_by_shape_and_name(["sim nuclei (fluorescence)"], ["sim nuclei labels"], sim)[1] == ["sim nuclei labels"]
 
 
 def test_sparse_labels_without_background_are_refused(make_napari_viewer):
@@ -382,3 +395,31 @@ def test_simulation_dock_says_when_fewer_liposomes_fit(make_napari_viewer, wait_
     wait_worker(sim.generate())
     placed = len(viewer.layers["sim liposome labels"].features)
     assert placed < 500 and f"only {placed} of the 500 particles asked for fit" in sim.status.text()
+
+
+def test_tracking_dock_on_a_movie_without_objects_and_after_deleting_every_track(make_napari_viewer, wait_worker,
+                                                                               tmp_path):
+    from skimage.draw import disk
+
+    from napari_microseg.widgets.tracking import TrackingWidget
+
+    viewer = make_napari_viewer(show=False)
+    viewer.add_labels(np.zeros((4, 32, 32), np.uint16), name="empty well")
+    widget = TrackingWidget(viewer)
+    widget.labels_layer.value = "empty well"
+    wait_worker(widget.track())
+    assert widget.result is not None and widget.result.n_tracks == 0 and widget.table.rowCount() == 0
+    assert "none of the 4 frames holds an object" in widget.status.text()
+    widget.export_dir.value = str(tmp_path)
+    assert pd.read_csv(widget.export_csv()[1])["count"].tolist() == [0, 0, 0, 0]
+
+    one = np.zeros((4, 32, 32), np.uint16)
+    for t in range(4):
+        one[t][disk((16, 10 + t), 4)] = 1
+    viewer.add_labels(one, name="one cell")
+    widget.labels_layer.value = "one cell"
+    wait_worker(widget.track())
+    widget._select_tracks([int(widget.result.table["track_id"].iloc[0])])
+    wait_worker(widget.delete_selected())
+    assert widget.result.n_tracks == 0 and widget.tracks_layer is None, widget.status.text()
+    assert widget.undo() and widget.tracks_layer is not None and widget.result.n_tracks == 1

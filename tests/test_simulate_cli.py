@@ -155,3 +155,14 @@ def test_overwrite_leaves_none_of_an_earlier_simulations_samples(tmp_path):
     assert not (out / "images").exists() and sorted(p.name for p in out.glob("movie_*")) == ["movie_000", "movie_001"]
     assert main(["simulate", "nuclei", "--frames", "2", "--shape", "48", "48", "--out", str(out), "--overwrite"]) == 0
     assert not list(out.glob("movie_*")) and (out / "labels.tif").is_file()
+    # the user's own images beside a simulation's, or beside a params.json simulate did not write, stay
+    import tifffile
+
+    mine = tmp_path / "mine"
+    (mine / "images").mkdir(parents=True)
+    tifffile.imwrite(mine / "images" / "my_cells.tif", np.zeros((8, 8), np.uint8))
+    (mine / "params.json").write_text('{"my": "settings"}')
+    assert main(["simulate", "response", "--n", "1", "--out", str(mine), "--overwrite"]) == 0
+    assert (mine / "images" / "my_cells.tif").is_file()
+    assert main(["simulate", "response", "--n", "1", "--seed", "3", "--out", str(mine), "--overwrite"]) == 0
+    assert sorted(p.name for p in (mine / "images").iterdir()) == ["my_cells.tif", "response_00000.tif"]

@@ -120,6 +120,8 @@ def test_stop_by_close_keeps_valid_model_and_resume_continues(tmp_path):
     assert kept["optimizer"] == "adam" and kept["normalization"]["kind"] == "percentile"
     # and its validation share and measure: the best epoch stays chosen by validation loss throughout
     assert kept["val_fraction"] == TrainConfig(**TINY).val_fraction and kept["monitor"] == "val_loss"
+    with pytest.raises(InputError, match="cannot resume with validation share 0"):  # other images, or none
+        run(train(TrainConfig(epochs=6, seed=5, **{**TINY, "val_fraction": 0.0}), (imgs, labs), out_path=out, resume=out))
     _, r5 = run(train(cfg_n, (imgs, labs), out_path=out, resume=out))
     saved = load_model(out).config
     assert saved["training"]["config"]["preset"] == saved["model"]["preset"] == ck["config"]["model"]["preset"]

@@ -463,13 +463,17 @@ def merge_tables(out: Path, records: Sequence[dict]) -> dict[str, Path]:
 
     written: dict[str, Path] = {}
     kinds = sorted({k for rec in records for k in (rec.get("outputs") or {}) if k in MERGED_TABLES})
-    tables = {kind: _read_shards([out / rec["outputs"][kind] for rec in records if kind in (rec.get("outputs") or {})])
-              for kind in kinds}
-    if "counts" in tables and "objects" in tables:
-        tables["counts"] = _count_by_area_per_image(tables["counts"], tables["objects"])
+
+    def read(kind: str) -> pd.DataFrame:
+        return _read_shards([out / rec["outputs"][kind] for rec in records if kind in (rec.get("outputs") or {})])
+
+    cache: dict[str, pd.DataFrame] = {}  # one table in memory at a time, but objects beside counts
     for kind in kinds:
         name, order = MERGED_TABLES[kind]
-        table = tables.pop(kind)
+        table = cache.pop(kind) if kind in cache else read(kind)
+        if kind == "counts" and "objects" in kinds:  # its [N] count needs each image's median object area
+            cache["objects"] = read("objects")
+            table = _count_by_area_per_image(table, cache["objects"])
         keys = [c for c in order if c in table.columns]
         if keys and len(table):
             table = table.sort_values(keys, kind="stable").reset_index(drop=True)

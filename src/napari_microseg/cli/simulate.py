@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import math
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -141,7 +142,7 @@ def _prepare_out(out: Path, overwrite: bool) -> Path:
         raise InputError(f"{out} already holds a simulation (params.json); use another --out or --overwrite")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise InputError(f"{out} is not empty (its files could be replaced); use another --out or --overwrite")
-    if (out / "params.json").exists():
+    if _earlier_simulation(out):
         _remove_earlier_simulation(out)
     make_output_folder(out)
     return out
@@ -150,20 +151,32 @@ def _prepare_out(out: Path, overwrite: bool) -> Path:
 #: the files a simulation writes at the top of --out (and in each movie_NNN/ of several time-lapses)
 _SIMULATION_FILES = ("fluorescence.tif", "phase.tif", "labels.tif", "tracks.csv", "events.csv", "movie_params.json",
                      "images.csv", "classes.csv", "profiles.tif", "renders.tif")
+#: the names of its per-sample files (nuclei_00000.tif, ccd_00003.fits ...): no other file is removed
+_SAMPLE_NAME = re.compile(r"(nuclei|response|liposomes|ccd)_\d{5}\.(tif|fits)")
 #: the folders of per-sample images it writes
 _SIMULATION_FOLDERS = ("images", "labels", "classes", "frames", "integration", "artefacts")
+
+
+def _earlier_simulation(out: Path) -> bool:
+    """True when ``out`` holds a params.json that simulate wrote (its ``domain`` and ``sample_seeds``)."""
+    try:
+        record = json.loads((out / "params.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and "domain" in record and "sample_seeds" in record
 
 
 def _remove_earlier_simulation(out: Path) -> None:
     """With --overwrite: remove the samples an earlier simulation wrote in ``out`` (its params.json says
     there was one), so that a smaller or other run leaves none of them to be trained on beside its own.
-    Only files of the names and kinds simulate writes go; folders left empty go too."""
+    Only files of the names simulate writes go (:data:`_SAMPLE_NAME`, :data:`_SIMULATION_FILES`);
+    folders left empty go too."""
     from ..io.atomic import guard_target
 
     movies = [m for m in sorted(out.glob("movie_[0-9][0-9][0-9]")) if m.is_dir()]
     files = [folder / name for folder in (out, *movies) for name in _SIMULATION_FILES]
     files += [f for name in _SIMULATION_FOLDERS for f in sorted((out / name).glob("*"))
-              if f.is_file() and f.suffix.lower() in (".tif", ".tiff", ".fits")]
+              if f.is_file() and _SAMPLE_NAME.fullmatch(f.name)]
     files = [f for f in files if f.is_file()]
     for f in files:
         guard_target(f)  # an input of this command (say a --config beside them) is never removed

@@ -34,7 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="FITS only: HDU index to read of images and labels (default: first with image data)")
     src.add_argument("--val-images", help="validation images (default: split off --val-fraction)")
     src.add_argument("--val-labels", help="validation labels for --val-images")
-    src.add_argument("--val-fraction", type=float, default=0.2, help="share of images held out for validation (a strip if only one image)")
+    src.add_argument("--val-fraction", type=float, default=None,
+                     help="share of images held out for validation (a strip if only one image; default 0.2, "
+                          "a resumed run's own)")
     src.add_argument("--ignore-value", type=int, default=-1, help="label value meaning 'not annotated'")
     src.add_argument("--unlabelled-is-ignored", action="store_true", help="sparse painting: label 0 = not annotated")
     src.add_argument("--background-value", type=int, help="label value of painted background (with --unlabelled-is-ignored)")
@@ -262,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
         optimizer=args.optimizer, weight_decay=args.weight_decay, loss=args.loss,
         early_stopping_patience=args.patience or None, device=args.device, amp=not args.no_amp,
         seed=args.seed, split_seed=args.split_seed, num_threads=args.threads, freeze_encoder=args.freeze_encoder,
-        val_fraction=args.val_fraction, augment=not args.no_augment, ignore_value=args.ignore_value,
+        val_fraction=_val_fraction(args), augment=not args.no_augment, ignore_value=args.ignore_value,
         unlabelled_is_ignored=args.unlabelled_is_ignored, background_value=args.background_value,
         data_description=description,
     )
@@ -305,6 +307,18 @@ def run(args: argparse.Namespace) -> int:
     print(f"model: {result.model_path}")
     print(f"history: {history_path}")
     return 0
+
+
+def _val_fraction(args: argparse.Namespace) -> float:
+    """--val-fraction, else a resumed run's own share (its best epoch stays chosen on the same
+    validation images), else 0.2."""
+    if args.val_fraction is not None:
+        return float(args.val_fraction)
+    if args.resume:
+        from ..training.trainer import resume_settings
+
+        return float(resume_settings(args.resume).get("val_fraction", 0.2))
+    return 0.2
 
 
 def _write_history_from_file(model_path: Path, history_path: Path) -> None:

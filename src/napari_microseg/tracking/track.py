@@ -1068,8 +1068,11 @@ def track(
         # a movie without objects (a well where nothing grew): no tracks, zero counts, not a failure
         saved = {**load_config(config), "image_shape": [int(n_frames), int(height), int(width)],
                  "stage_shift": stage_shift, "note": "no objects in any frame: nothing to track"}
-        empty = pd.DataFrame({name: pd.Series(dtype=np.int64 if name not in ("y", "x") else np.float64)
-                              for name in TRACK_COLUMNS + ["area"]})
+        if max_search_radius is not None:
+            saved["max_search_radius"] = float(max_search_radius)
+        columns = TRACK_COLUMNS + ["area"] + (["mean_intensity"] if image_stack is not None else [])  # as with objects
+        empty = pd.DataFrame({name: pd.Series(dtype=np.float64 if name in ("y", "x", "mean_intensity") else np.int64)
+                              for name in columns})
         return finalize(empty, n_frames=n_frames, labels=labels_stack, config=saved,
                         info={"mask_converted": False, "no_objects": True})
     if stage_shift:

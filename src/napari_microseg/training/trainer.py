@@ -516,6 +516,11 @@ def train(
             if key in before and before[key] != getattr(cfg, key):
                 raise InputError(f"cannot resume with {key} {getattr(cfg, key)!r}: the checkpoint was trained with "
                                  f"{before[key]!r}; resume with the same setting, or fine-tune it (init_model) instead")
+        if val_data is None and "val_fraction" in before and float(before["val_fraction"]) != float(cfg.val_fraction):
+            # the best epoch so far was chosen on that share's validation images (or on the training loss)
+            raise InputError(f"cannot resume with validation share {cfg.val_fraction:g}: the run validated on "
+                             f"{float(before['val_fraction']):g} of its images; resume with that share (or leave it "
+                             "unset), or start a new run")
     if source is not None and source["config"].get("model", {}).get("preset"):
         # the architecture is the checkpoint's or initial model's: record that, not the unused setting
         cfg = replace(cfg, preset=source["config"]["model"]["preset"])

@@ -185,7 +185,11 @@ class TrackingWidget(MicrosegDock):
     def _update_layers(self, new: bool = False) -> None:
         result = self.result
         data, kwargs = result.napari_tracks()
-        if new or self.tracks_layer is None or self.tracks_layer not in self.viewer.layers:
+        if len(data) == 0:  # no tracks (a movie without objects, or all deleted): napari draws no empty Tracks layer
+            if not new and self.tracks_layer is not None and self.tracks_layer in self.viewer.layers:
+                self.viewer.layers.remove(self.tracks_layer)
+            self.tracks_layer = None
+        elif new or self.tracks_layer is None or self.tracks_layer not in self.viewer.layers:
             kwargs = {**kwargs, "name": unique_layer_name(self.viewer, f"{self.tracked_name} tracks"), "tail_length": 10,
                       "color_by": "track_id", **self.tracked_geometry}
             self.tracks_layer = self.viewer.add_tracks(data, **kwargs)
@@ -200,7 +204,7 @@ class TrackingWidget(MicrosegDock):
                     visible=False, **self.tracked_geometry)
             else:
                 self.relabelled_layer.data = result.relabelled
-        if new:  # the visible result is the one to work on, not the hidden "by track" labels added last
+        if new and self.tracks_layer is not None:  # the visible result to work on, not the hidden "by track" labels
             self.viewer.layers.selection.active = self.tracks_layer
         self._recolour()
         self._fill_table()

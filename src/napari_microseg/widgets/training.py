@@ -230,7 +230,7 @@ class TrainingWidget(MicrosegDock):
         if len(image_names) != len(label_names):
             raise InputError(f"choose one labels layer per image: {len(image_names)} image(s), {len(label_names)} labels layer(s)")
         if len(image_names) > 1:  # the lists show layers in the viewer's order: pair by shape and name instead
-            shapes = {name: tuple(grey_image(self.chosen_layer(name, "image")).shape) for name in image_names}
+            shapes = {name: _grey_shape(self.chosen_layer(name, "image")) for name in image_names}
             shapes.update({name: tuple(full_resolution(self.chosen_layer(name, "labels")).shape) for name in label_names})
             image_names, label_names = pair_by_shape_and_name(image_names, label_names, shapes)
         images, labels = [], []
@@ -244,6 +244,7 @@ class TrainingWidget(MicrosegDock):
                 raise InputError(f"{label_name}: {err}") from None
             images.append(image)
             labels.append(label.copy() if isinstance(label, np.ndarray) else label)
+        self._paired_names = list(zip(image_names, label_names))  # as paired: the model's record says so too
         # messages name the pair ("the image contains NaN" would otherwise carry the labels' name)
         return images, labels, [f"{label} (on {image})" for image, label in zip(image_names, label_names)]
 
@@ -287,7 +288,7 @@ class TrainingWidget(MicrosegDock):
         except InputError as err:
             self.show_error(str(err))
             return None
-        self._pairs_trained = label_names  # "<labels> (on <image>)", said when the run ends
+        self._pairs_trained = label_names  # "<labels> (on <image>)", said when the run starts and ends
         wanted = Path(str(self.out_path.value))
         reason = unwritable_reason(wanted)
         if reason:  # before training, not after it
@@ -299,6 +300,7 @@ class TrainingWidget(MicrosegDock):
         if out_path != wanted:
             self.out_path.value = str(out_path)
         cfg = self.config()
+        cfg["data_description"] = "napari layers: " + ", ".join(f"{i} + {lab}" for i, lab in self._paired_names)
         if cfg["output_mode"] == "multiclass":  # class names a labels layer carries (the Simulation's CCD classes)
             names = layer_class_names([self.chosen_layer(name, "labels") for name in self.labels_layer.value])
             if names:
@@ -311,6 +313,8 @@ class TrainingWidget(MicrosegDock):
         def make_generator():
             from ..training.trainer import checkpoint_history, resume_settings, train  # torch: in the worker
 
+            if len(label_names) > 1:  # which labels go with which image, said before any work
+                yield Progress(0, len(images), "pairs: " + ", ".join(label_names))
             pairs = yield from read_training_pairs(images, labels, label_names, sparse, stop_event, cfg["output_mode"],
                                                    cfg.get("background_value"))
             if pairs is None:  # Stop while reading: no training, nothing written
@@ -445,27 +449,31 @@ def _import_training_modules() -> None:
 
 
 def pair_by_shape_and_name(image_names: list[str], label_names: list[str], shapes: dict) -> tuple[list[str], list[str]]:
-    """Image and labels layer names paired one to one: each pair of the same shape (Y, X or T, Y, X as
-    ``shapes`` gives them), and among those the names most alike ("cells A" with "A nuclei", not with
-    "B nuclei"), whatever order the two lists show them in; ties keep the lists' order."""
+    """Image and labels layer names paired one to one. The pickers' order (the viewer's layer order)
+    stands unless it pairs layers of different shapes, or the names clearly say otherwise: whole words
+    shared ("cells A" with "A nuclei", not with "B nuclei"), leaving out words any layer could carry
+    ("labels", "image", napari's "[1]" suffix). Every pair must have one shape (``shapes``: name ->
+    full shape, (Y, X) or (T, Y, X))."""
     import re
-    from difflib import SequenceMatcher
 
     from scipy.optimize import linear_sum_assignment
 
+    generic = {"labels", "label", "image", "images", "mask", "masks", "layer", "segmented", "seg", "gt"}
+
     def words(name: str) -> set[str]:
-        return set(re.findall(r"[a-z0-9]+", name.lower()))
+        return set(re.findall(r"[a-z0-9]+", re.sub(r"\s*\[\d+\]$", "", name.lower()))) - generic
 
     score = np.zeros((len(image_names), len(label_names)))
     for i, image in enumerate(image_names):
         for j, label in enumerate(label_names):
-            same_shape = shapes.get(image, ())[-2:] == shapes.get(label, ())[-2:]
-            shared = len(words(image) & words(label)) / max(len(words(image) | words(label)), 1)  # whole words first
-            score[i, j] = (0.0 if same_shape else -1000.0) + shared + 0.1 * SequenceMatcher(None, image, label).ratio() \
-                + (1e-3 if i == j else 0.0)
+            same_shape = tuple(shapes.get(image, ())) == tuple(shapes.get(label, ()))
+            union = words(image) | words(label)
+            score[i, j] = (0.0 if same_shape else -1000.0) + (len(words(image) & words(label)) / len(union) if union else 0.0)
+    in_order = float(np.trace(score))
     rows, cols = linear_sum_assignment(score, maximize=True)
+    if float(score[rows, cols].sum()) <= in_order + 1e-9:  # no clear evidence against the pickers' order
+        return list(image_names), list(label_names)
     return [image_names[i] for i in rows], [label_names[j] for j in cols]
-
 
 def layer_class_names(layers: list[Any]) -> list[str] | None:
     """The class names of class-map labels layers, from their features (``label`` 0..K-1 with a
@@ -485,3 +493,10 @@ def layer_class_names(layers: list[Any]) -> list[str] | None:
             return None
         found = names
     return found
+
+
+def _grey_shape(layer: Any) -> tuple:
+    """The shape of an image layer's grey data (an RGB layer's without its colour axis), read from
+    the layer without computing the grey image."""
+    shape = tuple(full_resolution(layer).shape)
+    return shape[:-1] if getattr(layer, "rgb", False) else shape
