@@ -6,3 +6,6 @@ DEFAULT_TILE = 512
 DEFAULT_OVERLAP = 32
 #: smallest object (px) segment_image, ``microseg segment --min-size`` and the Segmentation widget keep
 DEFAULT_MIN_SIZE = 8
+#: a class map ('multiclass' labels) holds a few class indices; more values than this are object ids
+#: (one id per nucleus), which would make one network output per nucleus
+MAX_CLASS_VALUES = 32

@@ -47,7 +47,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generator, Iterable, Sequence
 
-import numpy as np
 import pandas as pd
 
 from .. import __version__
@@ -497,12 +496,9 @@ def _count_by_area_per_image(counts: pd.DataFrame, objects: pd.DataFrame) -> pd.
     needed = {"image", "foreground_area", "count_by_area"}
     if not needed <= set(counts.columns) or not {"image", "area"} <= set(objects.columns) or not len(counts):
         return counts
-    typical = objects.groupby("image")["area"].median()
-    median = counts["image"].map(typical).to_numpy(dtype=float)
-    counts = counts.copy()
-    counts["count_by_area"] = np.where(np.isfinite(median) & (median > 0),
-                                       counts["foreground_area"] / np.where(median > 0, median, 1.0), 0.0)
-    return counts
+    median = counts["image"].map(objects.groupby("image")["area"].median())
+    # an image without objects has no median: 0, as counts_with_area gives it
+    return counts.assign(count_by_area=(counts["foreground_area"] / median.where(median > 0)).fillna(0.0))
 
 
 def _read_shards(paths: Sequence[Path]) -> pd.DataFrame:

@@ -494,6 +494,7 @@ def _run_objects(args) -> int:
 
     from ..classify.predict import classify_objects, load_classifier
     from ..evaluation.metrics import check_label_image
+    from ..measure.labels import masks_to_labels
 
     started = time.perf_counter()
     _prepare_outputs(args)
@@ -530,8 +531,6 @@ def _run_objects(args) -> int:
             print(f"warning: {name} is constant (every pixel {img.flat[0]}): its objects' classes mean nothing",
                   file=sys.stderr)
         lab = check_label_image(lab, lab_name)  # whole numbers >= 0
-        from ..measure.labels import masks_to_labels
-
         pieces, was_mask = masks_to_labels(lab)  # a 0/1 mask of several objects: its connected objects
         if was_mask and any(int(frame.max(initial=0)) > 1 for frame in (pieces[None] if pieces.ndim == 2 else pieces)):
             print(f"note: {lab_name} is a 0/1 mask, not labels: classified its connected objects (8-connected)",

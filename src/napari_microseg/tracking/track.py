@@ -48,8 +48,6 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 #: above it. EXACT costs grow ~N^3 per frame (12 s for 100 x 500 objects here).
 APPROXIMATE_ABOVE = 100
 
-#: the start of the error :func:`objects_from_labels` raises for a stack without objects
-EMPTY_STACK = "labels stack is empty"
 #: what to tell the user when :func:`track` took a mask stack (``result.info["mask_converted"]``)
 MASK_NOTE = "a 0/1 mask, not labels: tracked its connected objects (8-connected, per frame)"
 
@@ -317,13 +315,15 @@ def _refuse_intensity_image(frame: np.ndarray) -> None:
                          "labels (from segment or autolabel), or --model to segment the image first")
 
 
-def objects_from_labels(labels_stack: np.ndarray, image_stack: np.ndarray | None = None) -> pd.DataFrame:
+def objects_from_labels(labels_stack: np.ndarray, image_stack: np.ndarray | None = None,
+                        allow_empty: bool = False) -> pd.DataFrame:
     """Measure every labelled object in every frame.
 
     Parameters
     ----------
     labels_stack : int array (T, Y, X); 0 is background.
     image_stack : optional array (T, Y, X) of the same shape (any real dtype).
+    allow_empty : a stack without any object gives an empty table (else InputError).
 
     Returns
     -------
@@ -360,7 +360,11 @@ def objects_from_labels(labels_stack: np.ndarray, image_stack: np.ndarray | None
             df["mean_intensity"] = tab["intensity_mean"]
         frames.append(df)
     if not frames:
-        raise InputError(f"{EMPTY_STACK}: no objects to track")
+        if not allow_empty:
+            raise InputError("labels stack is empty: no objects to track")
+        columns = ["t", "label", "y", "x", "area"] + (["mean_intensity"] if image_stack is not None else [])
+        return pd.DataFrame({name: pd.Series(dtype=np.float64 if name in ("y", "x", "mean_intensity") else np.int64)
+                             for name in columns})
     out = pd.concat(frames, ignore_index=True)
     out["t"] = out["t"].astype(np.int64)
     out["label"] = out["label"].astype(np.int64)
@@ -1060,19 +1064,13 @@ def track(
     n_frames, height, width = labels_stack.shape
     offsets = None
     yield Progress(0, 1, "measuring objects")
-    try:
-        points = objects_from_labels(labels_stack, image_stack)
-    except InputError as err:
-        if not str(err).startswith(EMPTY_STACK):
-            raise
-        # a movie without objects (a well where nothing grew): no tracks, zero counts, not a failure
+    points = objects_from_labels(labels_stack, image_stack, allow_empty=True)
+    if points.empty:  # a movie without objects (a well where nothing grew): no tracks, zero counts, not a failure
         saved = {**load_config(config), "image_shape": [int(n_frames), int(height), int(width)],
                  "stage_shift": stage_shift, "note": "no objects in any frame: nothing to track"}
         if max_search_radius is not None:
             saved["max_search_radius"] = float(max_search_radius)
-        columns = TRACK_COLUMNS + ["area"] + (["mean_intensity"] if image_stack is not None else [])  # as with objects
-        empty = pd.DataFrame({name: pd.Series(dtype=np.float64 if name in ("y", "x", "mean_intensity") else np.int64)
-                              for name in columns})
+        empty = points.assign(**{name: pd.Series(dtype=np.int64) for name in TRACK_COLUMNS if name not in points})
         return finalize(empty, n_frames=n_frames, labels=labels_stack, config=saved,
                         info={"mask_converted": False, "no_objects": True})
     if stage_shift:

@@ -28,6 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..defaults import MAX_CLASS_VALUES
 from ..errors import InputError
 from ..io.images import frame_name
 from .normalize import make_normalization_spec, normalize
@@ -284,7 +285,7 @@ def prepare_training_data(
                 return int(values.max()) if values.size else 0
 
             top = max((largest_class(lb) for lb in labs if lb is not None and lb.size), default=1)
-            if top + 1 > MAX_INFERRED_CLASSES:  # one output per value: nuclei ids would make a huge network
+            if top + 1 > MAX_CLASS_VALUES:  # without a number of classes: max label + 1 outputs
                 raise InputError(f"the labels hold values up to {top}: 'multiclass' makes one class per value "
                                  f"({top + 1} classes). They look like instance labels (one id per object): train "
                                  "'three_class' (or 'binary') on them; to really train that many classes, give "
@@ -403,26 +404,31 @@ def find_image_label_pairs(images: str | os.PathLike, labels: str | os.PathLike,
     by_stem: dict[str, list[Path]] = {}
     for q in lab_files:
         by_stem.setdefault(_stem(q), []).append(q)
-    label_set = {q.resolve() for q in lab_files}
+    real = {p: p.resolve() for p in (*img_files, *lab_files)}  # one folder may be given as both
+    label_set = {real[q] for q in lab_files}
+
+    def labels_of_another(p: Path) -> bool:  # "a_mask.tif" in a folder given as both
+        return real[p] in label_set and _stem(p) != _without_extension(p)
+
     pairs: list[tuple[Path, Path]] = []
     used_as_labels: dict[Path, str] = {}  # label file -> the image it labels
     for p in img_files:
-        if p.resolve() in label_set and (_stem(p) != _without_extension(p) or p.resolve() in used_as_labels):
-            continue  # one folder given as both: "a_mask.tif" (or "a.png" beside "a.tif") labels another image
-        found = [q for q in by_stem.get(_stem(p), []) if q.resolve() != p.resolve()]  # not its own labels
+        if labels_of_another(p) or real[p] in used_as_labels:
+            continue  # the labels of another image ("a_mask.tif", or "a.png" used beside "a.tif")
+        found = [q for q in by_stem.get(_stem(p), []) if real[q] != real[p]]  # not its own labels
         if len(found) > 1:
             raise InputError(f"image {p.name} matches {len(found)} label files ({', '.join(q.name for q in found)}): "
                              "keep one labels file per image")
         if found:
-            other = used_as_labels.get(found[0].resolve())
+            other = used_as_labels.get(real[found[0]])
             if other is not None:
                 raise InputError(f"images {other} and {p.name} both match the label file {found[0].name}: keep one "
                                  "image per labels file")
             pairs.append((p, found[0]))
-            used_as_labels[found[0].resolve()] = p.name
-    paired = {p.resolve() for p, _ in pairs}
-    unmatched = [p.name for p in img_files if p.resolve() not in paired and p.resolve() not in used_as_labels
-                 and not (p.resolve() in label_set and _stem(p) != _without_extension(p))]
+            used_as_labels[real[found[0]]] = p.name
+    paired = {real[p] for p, _ in pairs}
+    unmatched = [p.name for p in img_files if real[p] not in paired and real[p] not in used_as_labels
+                 and not labels_of_another(p)]
     if pairs and unmatched and warn:
         import sys
 
@@ -454,10 +460,6 @@ def _read_with_axes(path: Path, hdu: int | None = None) -> tuple[np.ndarray, str
     return np.asarray(image.data), str(image.metadata.get("axes", "") or "").upper()
 
 
-
-
-#: 'multiclass' without a number of classes takes max label + 1, up to this many
-MAX_INFERRED_CLASSES = 32
 
 
 #: a (C, Y, X) training image with one 2-D labels image has at most this many channels; more is a

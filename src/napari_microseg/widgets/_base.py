@@ -455,6 +455,27 @@ def chosen_model_path(choice: str, file_value: Any, file_choice: str) -> Path:
     return resolve_model(choice or "")
 
 
+def frame_label_map(layer: Any) -> dict[int, int] | None:
+    """For a stack the Segmentation dock made (ids unique across its frames), each id's own frame's id
+    (its features' ``frame_label``, the label of that run's ``objects.csv``); None for other layers.
+    Tables made from the layer carry it, so that they join ``objects.csv``."""
+    features = getattr(layer, "features", None)
+    if features is None or not len(features) or not {"label", "frame_label"} <= set(features.columns):
+        return None
+    return dict(zip(features["label"].astype("int64"), features["frame_label"].astype("int64")))
+
+
+def with_frame_labels(table: Any, frame_ids: dict[int, int] | None) -> Any:
+    """``table`` (with a ``label`` column of stack-wide ids) with ``frame_label`` next to it, from
+    :func:`frame_label_map` (0 for an id the segmentation did not make); as it is without a map."""
+    if frame_ids is None or not len(table):
+        return table
+    table = table.drop(columns="frame_label", errors="ignore")
+    table.insert(int(table.columns.get_loc("label")) + 1, "frame_label",
+                 table["label"].map(frame_ids).fillna(0).astype("int64"))
+    return table
+
+
 def free_names(folder: Path, names: Sequence[str]) -> list[Path]:
     """Paths in ``folder`` for files written together (one export): ``names`` as they are if none is
     taken, else all with the first number ``_2``, ``_3`` ... that none of them has yet, so the files of

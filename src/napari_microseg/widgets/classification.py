@@ -24,9 +24,9 @@ from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 from ..errors import InputError, MicrosegError
 from ..pretrained import list_pretrained_for
 from ..colours import class_colour
-from ._base import (MicrosegDock, chosen_model_path, display_labels, dock_action, free_name, full_resolution, grey_image, label_features,
+from ._base import (MicrosegDock, chosen_model_path, display_labels, dock_action, frame_label_map, free_name, full_resolution, grey_image, label_features,
                     layer_geometry, layer_names, reset_choices_in_order, result_line, section_header, show_frame, span_row,
-                    unique_layer_name, unique_stack_ids, unwritable_reason)
+                    unique_layer_name, unique_stack_ids, unwritable_reason, with_frame_labels)
 from ._plot import BG, LossPlot
 
 TASKS = {"response images [R]": "images", "objects [T]": "objects", "profiles [P]": "profiles"}
@@ -193,10 +193,7 @@ class ClassificationWidget(MicrosegDock):
                 raise InputError("Choose the Labels layer holding the objects to classify.")
             objects_layer = self.chosen_layer(self.labels_layer.value, "objects (labels)")
             source = full_resolution(objects_layer)
-            features = getattr(objects_layer, "features", None)  # a Segmentation dock's stack: its frame ids
-            frame_ids = None
-            if features is not None and len(features) and {"label", "frame_label"} <= set(features.columns):
-                frame_ids = dict(zip(features["label"].astype(np.int64), features["frame_label"].astype(np.int64)))
+            frame_ids = frame_label_map(objects_layer)  # a Segmentation dock's stack: its objects.csv ids
             if tuple(source.shape) != tuple(data.shape):
                 raise InputError(f"labels shape {tuple(source.shape)} does not match image shape {tuple(data.shape)}")
             # read in the worker (a lazy layer); a copy in memory, so painting during the run changes nothing
@@ -211,9 +208,7 @@ class ClassificationWidget(MicrosegDock):
                     raise InputError("the labels layer holds no objects")
                 yield Progress(0, 1, f"classifying {len(np.unique(objects)) - 1} objects ...")
                 table = classify_objects(str(model), np.asarray(data), objects)
-                if frame_ids is not None and len(table):  # objects.csv's label of each object, to join the two
-                    table.insert(int(table.columns.get_loc("label")) + 1, "frame_label",
-                                 table["label"].map(frame_ids).fillna(0).astype(np.int64))
+                table = with_frame_labels(table, frame_ids)
                 return table, class_layer_data(objects, table)
         else:
             if data.ndim != 3:

@@ -18,7 +18,8 @@ from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableW
 
 from ..errors import InputError
 from ..progress import Progress
-from ._base import MicrosegDock, dock_action, free_name, free_names, grey_image, layer_geometry, layer_names, unique_layer_name, unwritable_reason
+from ._base import (MicrosegDock, dock_action, frame_label_map, free_name, free_names, grey_image, layer_geometry, layer_names, unique_layer_name,
+                    unwritable_reason, with_frame_labels)
 
 NO_IMAGE = "(none)"
 TABLE_COLUMNS = ["track", "start", "end", "frames", "parent", "generation"]
@@ -144,17 +145,11 @@ class TrackingWidget(MicrosegDock):
         source_name = str(self.labels_layer.value)
         image_name = str(self.image_layer.value) if has_image else None
         geometry = layer_geometry(labels_layer, labels.ndim)
-        # a Segmentation dock's stack: ids unique across its frames, each object's own frame's id in its
-        # features ("frame_label", the label of objects.csv); tracks.csv gets it too, to join the two
-        features = getattr(labels_layer, "features", None)
-        frame_ids = None
-        if features is not None and len(features) and {"label", "frame_label"} <= set(features.columns):
-            frame_ids = dict(zip(features["label"].astype(np.int64), features["frame_label"].astype(np.int64)))
+        frame_ids = frame_label_map(labels_layer)  # a Segmentation dock's stack: tracks.csv joins its objects.csv
 
         def make_generator():
             result = yield from _track_layers(labels, image, kwargs)
-            if frame_ids is not None and len(result.table):
-                result.table["frame_label"] = result.table["label"].map(frame_ids).fillna(0).astype(np.int64)
+            result.table = with_frame_labels(result.table, frame_ids)
             return result
 
         return self.start(make_generator, lambda result: self._show_result(result, source_name, geometry, image_name),

@@ -21,6 +21,7 @@ from typing import Any, Generator
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, PushButton, Select, SpinBox
 
+from ..defaults import MAX_CLASS_VALUES
 from ..errors import InputError
 from ..progress import Progress, drain
 from ._base import NO_MODEL_MESSAGE, MicrosegDock, class_colormap, current_frame, display_labels, free_name, full_resolution, grey_image, layer_geometry, layer_names, unique_layer_name, unwritable_reason
@@ -60,10 +61,6 @@ class EarlierEpochs:
     def __init__(self, rows: list[dict], message: str) -> None:
         self.rows = rows
         self.message = message
-
-
-#: a class map (multiclass) holds a few class indices; more distinct values than this are object ids
-MAX_CLASS_VALUES = 32
 
 
 def check_training_layers(image: np.ndarray, labels: np.ndarray, partial: bool, output_mode: str | None = None) -> None:
@@ -288,7 +285,6 @@ class TrainingWidget(MicrosegDock):
         except InputError as err:
             self.show_error(str(err))
             return None
-        self._pairs_trained = label_names  # "<labels> (on <image>)", said when the run starts and ends
         wanted = Path(str(self.out_path.value))
         reason = unwritable_reason(wanted)
         if reason:  # before training, not after it
@@ -332,7 +328,9 @@ class TrainingWidget(MicrosegDock):
                     yield EarlierEpochs(earlier, f"resuming after epoch {earlier[-1]['epoch']}")
             return (yield from train(cfg, pairs, out_path=out_path, resume=resume, stop_event=stop_event))
 
-        return self.start(make_generator, self._finished, on_event=self._on_event, label="training",
+        # the pairs ("<labels> (on <image>)") are said when the run starts and when it ends
+        return self.start(make_generator, lambda result: self._finished(result, label_names), on_event=self._on_event,
+                          label="training",
                           cooperative_stop=stop_event,
                           stop_message="Stopping after this step; the best model so far is kept ...")
 
@@ -353,7 +351,7 @@ class TrainingWidget(MicrosegDock):
             self._last_redraw = now
             self.plot.refresh()
 
-    def _finished(self, result: Any) -> None:
+    def _finished(self, result: Any, pairs: list[str] | None = None) -> None:
         if result is None:  # stopped while the layers were read
             self.show_message("stopped before training started; nothing was written")
             return
@@ -382,8 +380,7 @@ class TrainingWidget(MicrosegDock):
         monitor = str(result.config.get("training", {}).get("config", {}).get("monitor", "val_loss"))
         monitored_name = ({"val_loss": "validation loss", "val_dice": "validation Dice"}.get(monitor, monitor)
                           if validated else "training loss")
-        pairs = getattr(self, "_pairs_trained", [])
-        pairs_note = f"; pairs: {', '.join(pairs)}" if len(pairs) > 1 else ""  # which labels went with which image
+        pairs_note = f"; pairs: {', '.join(pairs)}" if pairs and len(pairs) > 1 else ""  # which labels went with which image
         self.show_message(
             f"{result.stop_reason}: {result.epochs_run} epochs on {result.device}; best epoch {result.best_epoch} "
             f"({monitored_name} {best}); model: {result.model_path}{history_note}{pairs_note}"
