@@ -285,17 +285,38 @@ def test_result_layers_are_drawn_without_numba_and_keep_their_ids():
     assert shown.dtype == np.uint8 and not shown[:2].any() and (shown[2] == class_map[1]).all()
 
 
-def test_shipped_models_options_come_from_their_cards(tmp_path):
-    """Opening the dock reads the shipped model's output mode from its JSON card (no torch.load, which
-    froze the opening ~2.8 s); a copy elsewhere is read as a model file."""
-    import shutil
+def test_model_config_is_read_without_torch(tmp_path):
+    """Choosing a model reads its config from the file's pickle with every class replaced by a
+    placeholder: the same config torch.load gives, no torch import (it froze the docks ~1 s), no code
+    from the file run; a file that is no model file is refused with its name."""
+    import pickle
+    import subprocess
+    import sys
+    import zipfile
 
+    from napari_microseg.errors import InputError
+    from napari_microseg.io.models import read_model_config, read_model_file
     from napari_microseg.pretrained import resolve_model
-    from napari_microseg.widgets.segmentation import _shipped_output_mode
 
-    assert _shipped_output_mode(Path(resolve_model("ccd_classes"))) == "multiclass"
-    assert _shipped_output_mode(Path(resolve_model("nuclei_fluorescence"))) == "three_class"
-    copy = tmp_path / "ccd_classes.pt"
-    shutil.copy(resolve_model("ccd_classes"), copy)
-    shutil.copy(Path(resolve_model("ccd_classes")).with_suffix(".json"), tmp_path / "ccd_classes.json")
-    assert _shipped_output_mode(copy) is None  # a user's folder: its card is not trusted, the file is read
+    for name in ("ccd_classes", "nuclei_fluorescence", "response_good_bad"):
+        path = resolve_model(name)
+        assert read_model_config(path) == read_model_file(path)["config"]
+    script = ("import sys; from napari_microseg.io.models import read_model_config; "
+              f"mode = read_model_config({str(resolve_model('ccd_classes'))!r})['output_mode']; "
+              "print(mode, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["multiclass", "False"]
+
+    class Exploit:  # a pickle that would run a command if the classes it names were honoured
+        def __reduce__(self):
+            return (subprocess.call, (["touch", str(tmp_path / "ran")],))
+
+    evil = tmp_path / "evil.pt"
+    with zipfile.ZipFile(evil, "w") as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps({"format": "napari-microseg-model", "x": Exploit()}))
+    with pytest.raises(InputError, match="evil.pt"):
+        read_model_config(evil)
+    assert not (tmp_path / "ran").exists()
+    (tmp_path / "notes.pt").write_text("not a model")
+    with pytest.raises(InputError, match="notes.pt is not a napari-microseg model file"):
+        read_model_config(tmp_path / "notes.pt")

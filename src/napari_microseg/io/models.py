@@ -36,7 +36,7 @@ from typing import Any
 from ..errors import InputError
 from .atomic import atomic_path
 
-__all__ = ["MODEL_FORMAT", "LoadedModel", "save_model", "load_model", "read_model_file", "model_payload",
+__all__ = ["MODEL_FORMAT", "LoadedModel", "save_model", "load_model", "read_model_file", "read_model_config", "model_payload",
            "update_model_config"]
 
 MODEL_FORMAT = "napari-microseg-model"
@@ -174,17 +174,76 @@ def read_model_file(path: str | os.PathLike, map_location: str = "cpu") -> dict:
         payload = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure means "not a model file"
         raise InputError(f"{p.name} is not a napari-microseg model file ({type(err).__name__})") from None
+    _decode_config(payload, p.name)
+    return payload
+
+
+def _decode_config(payload: Any, name: str) -> None:
+    """Check a model file's payload (marker, version, weights, model description) and decode its config
+    into ``payload["config"]``; InputError naming the file when anything is missing."""
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
-        raise InputError(f"{p.name} is not a napari-microseg model file (no '{MODEL_FORMAT}' marker)")
+        raise InputError(f"{name} is not a napari-microseg model file (no '{MODEL_FORMAT}' marker)")
     if int(payload.get("format_version", 0)) > FORMAT_VERSION:
-        raise InputError(f"{p.name} was written by a newer napari-microseg (format {payload['format_version']}); update the plugin")
+        raise InputError(f"{name} was written by a newer napari-microseg (format {payload['format_version']}); update the plugin")
     try:
         payload["config"] = json.loads(payload["config_json"])
     except (KeyError, TypeError, ValueError):
-        raise InputError(f"{p.name}: model config is missing or damaged") from None
+        raise InputError(f"{name}: model config is missing or damaged") from None
     if "state_dict" not in payload or "model" not in payload["config"]:
-        raise InputError(f"{p.name}: model file lacks weights or the model description")
-    return payload
+        raise InputError(f"{name}: model file lacks weights or the model description")
+
+
+class _Opaque:
+    """Stands in for every object a model file's pickle names (tensors, storages): built from anything, holds nothing."""
+
+    def __init__(self, *_: Any, **__: Any) -> None:
+        pass
+
+    def __setstate__(self, _: Any) -> None:
+        pass
+
+
+class _OpaqueDict(dict):
+    """A pickled OrderedDict (a state dict) read as a plain dict; its attributes (``_metadata``) dropped."""
+
+    def __setstate__(self, _: Any) -> None:
+        pass
+
+
+def read_model_config(path: str | os.PathLike) -> dict:
+    """A model file's config without importing torch or reading the weights (milliseconds; the first
+    ``import torch`` takes ~1 s, which froze the docks when a model was chosen).
+
+    The file's pickle is read with every class it names replaced by a placeholder, so no code from the
+    file runs; files that are not torch zip archives (old or foreign formats) go through
+    :func:`read_model_file`. Raises InputError as :func:`read_model_file` does.
+    """
+    import pickle
+    import zipfile
+
+    p = Path(path)
+    try:
+        with zipfile.ZipFile(p) as archive:
+            pickled = [n for n in archive.namelist() if n.endswith("/data.pkl")]
+            if len(pickled) != 1 or _is_torchscript(p):
+                return read_model_file(p)["config"]
+            data = archive.read(pickled[0])
+    except (zipfile.BadZipFile, OSError):
+        return read_model_file(p)["config"]
+
+    class ConfigUnpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            return _OpaqueDict if (module, name) == ("collections", "OrderedDict") else _Opaque
+
+        def persistent_load(self, _: Any) -> None:
+            return None
+
+    try:
+        payload = ConfigUnpickler(io.BytesIO(data)).load()
+    except Exception as err:  # noqa: BLE001 - any failure means "not a model file"
+        raise InputError(f"{p.name} is not a napari-microseg model file ({type(err).__name__})") from None
+    _decode_config(payload, p.name)
+    return payload["config"]
 
 
 def _is_torchscript(path: Path) -> bool:

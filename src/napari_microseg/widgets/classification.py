@@ -266,10 +266,10 @@ class ClassificationWidget(MicrosegDock):
     def use_threshold(self, mode: str) -> float | None:
         """Set the threshold to the chosen model's stored ``"flag"`` or ``"discard"`` value (None if it has none)."""
         from ..classify.predict import resolve_threshold
-        from ..io.models import read_model_file
+        from ..io.models import read_model_config
 
-        try:  # the config only: no network is built on the GUI thread
-            config = read_model_file(self.model_path())["config"]
+        try:  # the config only (no torch import, no weights): nothing slow on the GUI thread
+            config = read_model_config(self.model_path())
             if config.get("task") is None:  # classifiers record their task; segmentation models do not
                 raise InputError("this model is no classifier (a segmentation model?): choose a response-image classifier")
             if config.get("task") != "images":

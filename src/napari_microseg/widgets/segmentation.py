@@ -175,7 +175,7 @@ class SegmentationWidget(MicrosegDock):
     def _chosen_output_mode(self) -> str | None:
         """The chosen model's output mode (its config only, read once per file); None when unknown."""
         from ..errors import MicrosegError
-        from ..io.models import read_model_file
+        from ..io.models import read_model_config
 
         try:
             path = self.model_path()
@@ -184,7 +184,7 @@ class SegmentationWidget(MicrosegDock):
             return None
         if key not in _OUTPUT_MODES:
             try:
-                _OUTPUT_MODES[key] = _shipped_output_mode(path) or str(read_model_file(path)["config"].get("output_mode"))
+                _OUTPUT_MODES[key] = str(read_model_config(path).get("output_mode"))
             except MicrosegError:
                 return None
         return _OUTPUT_MODES[key]
@@ -660,23 +660,6 @@ def fine_tuned_name(base: Path) -> Path:
     while (folder / f"{base.stem}-ft{i}.pt").exists():
         i += 1
     return folder / f"{base.stem}-ft{i}.pt"
-
-
-def _shipped_output_mode(path: Path) -> str | None:
-    """A shipped model's output mode from its JSON card beside it (no torch import, which froze the
-    dock's opening for ~2 s); None for any other file."""
-    import json
-
-    from .. import pretrained
-
-    card = path.with_suffix(".json")
-    if path.parent.resolve() != Path(pretrained.__file__).parent.resolve() or not card.is_file():
-        return None
-    try:
-        mode = json.loads(card.read_text()).get("config", {}).get("output_mode")
-    except (OSError, ValueError):
-        return None
-    return str(mode) if mode else None
 
 
 def labels_digest(labels: Any) -> str:
