@@ -332,3 +332,85 @@ def test_loss_plot_legend_leaves_the_top_right_corner_to_the_dice_curve(qtbot):
     legend = plot.getPlotItem().legend.sceneBoundingRect()
     assert legend.right() > view.center().x()  # on the right ...
     assert abs(legend.center().y() - view.center().y()) < 0.1 * view.height()  # ... at mid-height
+
+
+def test_loss_plot_legend_lists_only_curves_it_draws(qtbot):
+    """A run without validation lists no validation curves; they enter with their first point and leave on reset."""
+    from napari_microseg.widgets._plot import LossPlot
+
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+
+    def listed():
+        return [label.text for _, label in plot.legend.items]
+
+    plot.add_step(0.5, 0.7)
+    plot.add_epoch(1, None, None)  # no validation images
+    plot.refresh()
+    assert listed() == ["train loss"]
+    plot.add_epoch(2, 0.4, 0.8)
+    plot.refresh()
+    assert listed() == ["train loss", "val loss", "val Dice"]
+    plot.reset()
+    assert listed() == ["train loss"]
+
+
+def test_choosing_an_output_keeps_a_chosen_intensity(make_napari_viewer):
+    """Only the other output's default intensity is swapped: raw CCD chosen for a binary task stays."""
+    from napari_microseg.widgets.training import PER_IMAGE, RAW_CCD, TrainingWidget
+
+    widget = TrainingWidget(make_napari_viewer())
+    widget.normalization.value = RAW_CCD
+    widget.output_mode.value = "binary"
+    assert widget.normalization.value == RAW_CCD
+    widget.normalization.value = PER_IMAGE
+    widget.output_mode.value = "multiclass"  # the CCD task: raw ADC by default
+    assert widget.normalization.value == RAW_CCD
+    widget.output_mode.value = "binary"  # back: the per-image default again
+    assert widget.normalization.value == PER_IMAGE
+
+
+def test_object_ids_note():
+    """Six or more values each painted as one region per frame read as object ids; class maps (a few values,
+    many regions each) and sparse ignore values pass without a note."""
+    from napari_microseg.widgets.training import object_ids_note
+
+    ids = np.zeros((64, 64), np.int32)
+    for i in range(8):  # 8 separate nuclei, ids 1..8
+        ids[4 + 7 * i: 8 + 7 * i, 10:16] = i + 1
+    assert "8 label values" in object_ids_note(ids)
+    assert "object ids" in object_ids_note(np.stack([ids, ids]))  # a tracked movie: each id once per frame
+    classes = ids.copy()
+    classes[classes > 0] = (classes[classes > 0] - 1) % 3 + 1  # 3 classes of 8 objects
+    assert object_ids_note(classes) is None
+    few = ids.copy()
+    few[few > 5] = 0  # five objects: could be five classes
+    assert object_ids_note(few) is None
+    touching = ids.copy()
+    touching[:, 30:40] = 1  # class 1 painted twice: a class, not an object
+    touching[0, 30:40] = -1
+    assert object_ids_note(touching) is None
+
+
+def test_multiclass_on_a_few_object_ids_is_trained_and_noted(make_napari_viewer, wait_worker, tmp_path):
+    """Multiclass on nine painted nuclei (under the 32-value refusal): trained, and the end message says
+    the labels look like object ids."""
+    from napari_microseg.widgets.training import TrainingWidget
+
+    viewer = make_napari_viewer(show=False)
+    widget = TrainingWidget(viewer)
+    rng = np.random.default_rng(0)
+    image = rng.random((64, 64)).astype(np.float32)
+    ids = np.zeros((64, 64), np.uint16)
+    for i in range(9):
+        ids[2 + 7 * i: 6 + 7 * i, 20:26] = i + 1
+        image[2 + 7 * i: 6 + 7 * i, 20:26] += 2
+    viewer.add_image(image, name="img")
+    viewer.add_labels(ids, name="nuclei")
+    widget.image_layer.value, widget.labels_layer.value = ["img"], ["nuclei"]
+    widget.output_mode.value = "multiclass"
+    widget.patch.value, widget.epochs.value, widget.patches_per_epoch.value, widget.batch_size.value = 64, 1, 4, 4
+    widget.out_path.value = str(tmp_path / "model.pt")
+    wait_worker(widget.train())
+    assert (tmp_path / "model.pt").exists(), widget.status.text()
+    assert "Note: nuclei (on img): each of the 9 label values is one object" in widget.status.text()

@@ -42,7 +42,10 @@ class LossPlot(pg.PlotWidget):
         self.dice_curve = pg.PlotDataItem([], [], pen=pg.mkPen("#93c47d", width=2), symbol="s", symbolSize=5,
                                           symbolBrush="#93c47d", name=metric_name)
         self.dice_view.addItem(self.dice_curve)
-        item.legend.addItem(self.dice_curve, metric_name)
+        self.legend = legend
+        legend.removeItem(self.val_curve)  # validation curves enter the legend with their first point:
+        self.in_legend = {self.val_curve: False, self.dice_curve: False}  # a run without validation lists none
+        self.metric_name = metric_name
         item.vb.sigResized.connect(self._sync_views)
         self.reset()
 
@@ -75,3 +78,10 @@ class LossPlot(pg.PlotWidget):
         self.val_curve.setData([e for e, _ in val], [v for _, v in val])
         dice = [(e, d) for e, _, d in self.epochs if d is not None]
         self.dice_curve.setData([e for e, _ in dice], [d for _, d in dice])
+        for curve, name, points in ((self.val_curve, "val loss", val), (self.dice_curve, self.metric_name, dice)):
+            if bool(points) != self.in_legend[curve]:
+                if points:
+                    self.legend.addItem(curve, name)
+                else:
+                    self.legend.removeItem(curve)
+                self.in_legend[curve] = bool(points)

@@ -85,16 +85,37 @@ def check_training_layers(image: np.ndarray, labels: np.ndarray, partial: bool, 
                              "three_class, or binary")
 
 
+def object_ids_note(labels: np.ndarray) -> str | None:
+    """For multiclass training: a note when the labels look like object ids (six or more values, each one
+    connected region in each frame) rather than class indices (a few values, many regions each), which
+    :func:`check_training_layers` refuses only above MAX_CLASS_VALUES values; None otherwise."""
+    from skimage.measure import label as connected_regions
+
+    frames = labels[None] if labels.ndim == 2 else labels
+    n_values = n_regions = 0
+    for frame in frames:
+        classes = np.where(frame > 0, frame, 0)  # negative: not annotated
+        values = np.unique(classes[classes > 0])
+        n_values += len(values)
+        n_regions += int(connected_regions(classes, background=0, connectivity=2).max()) if len(values) else 0
+    if len(np.unique(labels[labels > 0])) < 6 or n_regions != n_values:
+        return None
+    return (f"each of the {n_values} label values is one object: these look like object ids, not classes (for "
+            "nuclei choose the output three_class or binary)")
+
+
 def read_training_pairs(
     images: list[Any], labels: list[Any], label_names: list[str], partial: bool,
     stop_event: threading.Event | None = None, output_mode: str | None = None, background_value: int | None = None,
+    notes: list[str] | None = None,
 ) -> Generator[Progress, None, tuple[list[np.ndarray], list[np.ndarray]] | None]:
     """Worker side of the Training widget: read each (image, labels) pair into memory (lazy layers:
     dask / zarr) and check it (:func:`check_training_layers`, the labels layer's name in the message).
 
     ``images`` and ``labels`` hold (Y, X) or (T, Y, X) arrays of equal shapes; yields one Progress
     per pair and returns the lists of numpy arrays, or None when ``stop_event`` was set between
-    two pairs (Stop pressed while reading)."""
+    two pairs (Stop pressed while reading). Doubts that do not stop training (:func:`object_ids_note`)
+    are shown and appended to ``notes``."""
     read_images, read_labels = [], []
     for index, (image, label, name) in enumerate(zip(images, labels, label_names)):
         if stop_event is not None and stop_event.is_set():
@@ -105,6 +126,11 @@ def read_training_pairs(
             check_training_layers(image, label, partial, output_mode)
         except InputError as err:
             raise InputError(f"{name}: {err}") from None
+        note = object_ids_note(label) if output_mode == "multiclass" else None
+        if note:
+            yield Progress(index, len(images), f"{name}: {note}")
+            if notes is not None:
+                notes.append(f"{name}: {note}")
         read_images.append(image)
         read_labels.append(label)
     if partial and background_value is not None and output_mode != "multiclass" \
@@ -180,6 +206,7 @@ class TrainingWidget(MicrosegDock):
         self.train_button.changed.connect(self.train)
         self.sparse.changed.connect(self._show_background_id)
         self._show_background_id()
+        self._previous_output_mode = str(self.output_mode.value)
         self.output_mode.changed.connect(self._default_normalization)
         self.preview_button.changed.connect(self.preview)
         self.run_buttons = (self.train_button, self.preview_button)
@@ -195,8 +222,13 @@ class TrainingWidget(MicrosegDock):
         self.follow_layers(self.image_layer, self.labels_layer)
 
     def _default_normalization(self, mode: str) -> None:
-        """Multiclass is the CCD task: raw ADC by default; the other outputs stretch each image."""
-        self.normalization.value = RAW_CCD if mode == "multiclass" else PER_IMAGE
+        """Multiclass is the CCD task: raw ADC by default; the other outputs stretch each image. Only the
+        other output's default is swapped: an intensity the user chose stays (raw CCD for a binary task)."""
+        if mode == "multiclass" and self.normalization.value == PER_IMAGE:
+            self.normalization.value = RAW_CCD
+        elif mode != "multiclass" and self._previous_output_mode == "multiclass" and self.normalization.value == RAW_CCD:
+            self.normalization.value = PER_IMAGE
+        self._previous_output_mode = mode
 
     # -- layer pickers ------------------------------------------------------
     def _image_choices(self, *_: Any) -> list[str]:
@@ -303,6 +335,7 @@ class TrainingWidget(MicrosegDock):
                 cfg.update(class_names=names, n_classes=len(names))
         sparse = bool(self.sparse.value)
         stop_event = threading.Event()  # Stop: the trainer stops after this step and keeps the best model
+        notes: list[str] = []  # doubts about the layers, said again when the run ends
         self.plot.reset()
         self.plot.setVisible(True)
 
@@ -312,7 +345,7 @@ class TrainingWidget(MicrosegDock):
             if len(label_names) > 1:  # which labels go with which image, said before any work
                 yield Progress(0, len(images), "pairs: " + ", ".join(label_names))
             pairs = yield from read_training_pairs(images, labels, label_names, sparse, stop_event, cfg["output_mode"],
-                                                   cfg.get("background_value"))
+                                                   cfg.get("background_value"), notes)
             if pairs is None:  # Stop while reading: no training, nothing written
                 return None
             if out_path != wanted:  # said once the layers are read (the reading messages came first)
@@ -329,7 +362,7 @@ class TrainingWidget(MicrosegDock):
             return (yield from train(cfg, pairs, out_path=out_path, resume=resume, stop_event=stop_event))
 
         # the pairs ("<labels> (on <image>)") are said when the run starts and when it ends
-        return self.start(make_generator, lambda result: self._finished(result, label_names), on_event=self._on_event,
+        return self.start(make_generator, lambda result: self._finished(result, label_names, notes), on_event=self._on_event,
                           label="training",
                           cooperative_stop=stop_event,
                           stop_message="Stopping after this step; the best model so far is kept ...")
@@ -351,7 +384,7 @@ class TrainingWidget(MicrosegDock):
             self._last_redraw = now
             self.plot.refresh()
 
-    def _finished(self, result: Any, pairs: list[str] | None = None) -> None:
+    def _finished(self, result: Any, pairs: list[str] | None = None, notes: list[str] | None = None) -> None:
         if result is None:  # stopped while the layers were read
             self.show_message("stopped before training started; nothing was written")
             return
@@ -384,6 +417,7 @@ class TrainingWidget(MicrosegDock):
         self.show_message(
             f"{result.stop_reason}: {result.epochs_run} epochs on {result.device}; best epoch {result.best_epoch} "
             f"({monitored_name} {best}); model: {result.model_path}{history_note}{pairs_note}"
+            + "".join(f". Note: {note}" for note in notes or ())
         )
 
     # -- preview ------------------------------------------------------------
