@@ -193,3 +193,22 @@ def test_help():
     with pytest.raises(SystemExit) as err:
         main(["autolabel", "--help"])
     assert err.value.code == 0
+
+
+def test_ccd_crop_with_an_off_centre_tap_boundary_is_warned(shared_data, tmp_path, capsys):
+    """A crop of a real 2x2-tap ESIS frame whose column boundary is not in its middle: taps are looked
+    for at the middle only, so the run goes on and says where the pedestal steps; the whole frame and a
+    one-tap crop say nothing."""
+    from astropy.io import fits
+
+    from napari_microseg.io.images import read_image
+
+    frame = read_image(shared_data / "ccd_fe55" / "ESIS1_00002.fit.gz").data
+    fits.writeto(tmp_path / "crop.fits", frame[:256, 1000:1300])  # tap boundary at column 1076: 76 in the crop
+    fits.writeto(tmp_path / "one_tap.fits", frame[:256, 1100:1400])
+    assert main(["autolabel", "ccd", "--input", str(tmp_path / "crop.fits"), "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert "microseg autolabel: warning: the pedestal steps by" in err and "near column 7" in err, err
+    assert (tmp_path / "a" / "classes.tif").is_file()
+    assert main(["autolabel", "ccd", "--input", str(tmp_path / "one_tap.fits"), "--out", str(tmp_path / "b")]) == 0
+    assert "warning" not in capsys.readouterr().err

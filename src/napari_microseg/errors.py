@@ -11,3 +11,8 @@ class InputError(MicrosegError, ValueError):
 
 class Terminated(KeyboardInterrupt):
     """A TERM signal (a job scheduler's stop, ``kill``): wound down like Ctrl-C, exit status 143."""
+
+
+class MicrosegWarning(UserWarning):
+    """A doubt about the user's data that does not stop the run; the CLI prints it as one line
+    (``microseg <command>: warning: ...``)."""

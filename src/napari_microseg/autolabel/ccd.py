@@ -45,6 +45,7 @@ excluding there.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -52,8 +53,13 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
-from ..errors import InputError
+from ..errors import InputError, MicrosegWarning
 from ..simulate.ccd import CLASS_NAMES  # one list of the CCD class names
+
+
+class TapWarning(MicrosegWarning):
+    """A pedestal step between columns away from the middle (a crop of a multi-tap frame): not split there."""
+
 
 MAD_TO_SD = 1.4826
 
@@ -186,7 +192,34 @@ def detect_taps(image: np.ndarray, tap_sigma: float = 10.0) -> tuple[list, list]
         step = abs(np.median(img[ys, mx - kc:mx]) - np.median(img[ys, mx:mx + kc]))
         if whole > limit and step > limit:
             cols = [mx]
+    if not cols and nx > 8 * kc:
+        _warn_off_centre_column_step(img, r_edges, kc, limit)
     return rows, cols
+
+
+def _warn_off_centre_column_step(img: np.ndarray, r_edges: list, kc: int, limit: float) -> None:
+    """Warn (TapWarning) when a row band has a pedestal step at a column other than the middle: the
+    medians of the ``kc`` columns either side differ by more than ``limit`` ADC, each side is at least
+    4 ``kc`` columns wide, and 80 % of each side's column medians are nearer its own level than the other
+    side's (a glowing band, a step up and down again, is not a step). Real frames' steps within a tap
+    stay under one noise sd; tap steps are 10-120."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    for r0, r1 in zip(r_edges[:-1], r_edges[1:]):
+        colmed = np.median(img[r0:r1:max(1, (r1 - r0) // 512)], axis=0)
+        window = np.median(sliding_window_view(colmed, kc), axis=1)  # window[i]: columns i .. i + kc - 1
+        steps = np.abs(window[kc:] - window[:-kc])  # steps[i]: at column i + kc
+        steps[: 3 * kc] = steps[len(steps) - 3 * kc:] = 0  # each side at least 4 kc columns
+        at = int(np.argmax(steps)) + kc
+        left, right = window[at - kc], window[at]
+        nearer_left = np.abs(colmed - left) < np.abs(colmed - right)
+        if steps[at - kc] > limit and nearer_left[:at].mean() >= 0.8 and (~nearer_left[at:]).mean() >= 0.8:
+            warnings.warn(TapWarning(
+                f"the pedestal steps by {steps[at - kc]:.0f} ADC near column {at} (rows {r0}-{r1 - 1}), not at the "
+                f"middle column {img.shape[1] // 2}, the only place a column of taps is looked for (--taps RxC: "
+                "an even grid): a crop of a multi-tap frame? Crop it at the tap boundary, or one side's columns "
+                "will be taken for glow"), stacklevel=3)
+            return
 
 
 def _clipped_column_stats(block: np.ndarray, clip_sigma: float = 3.0, iterations: int = 3) -> tuple[np.ndarray, float]:

@@ -15,6 +15,8 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
+from typing import Any
 
 from .. import __version__
 from ..errors import MicrosegError
@@ -123,6 +125,20 @@ def _empty_path_option(argv: list[str]) -> str | None:
     return None
 
 
+def _one_line_warnings(command: str, default: Any) -> Any:
+    """A ``warnings.showwarning`` printing doubts about the user's data (MicrosegWarning) as
+    ``microseg <command>: warning: ...`` on stderr, and any other warning as Python does."""
+    from ..errors import MicrosegWarning
+
+    def show(message: Any, category: type, *rest: Any, **kwargs: Any) -> None:
+        if issubclass(category, MicrosegWarning):
+            print(f"microseg {command}: warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, *rest, **kwargs)
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -140,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     forget_created_folders()
     try:
         protect_inputs(_input_paths(args))
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warnings(args.command, warnings.showwarning)
+            return int(args.func(args) or 0)
     except MicrosegError as err:
         print(f"microseg {args.command}: error: {err}", file=sys.stderr)
     except FileNotFoundError as err:
