@@ -146,3 +146,22 @@ def test_classifier_training_refuses_settings_that_cannot_train(response_sets, t
         run_with_text_progress(train_classifier(_cfg(**setting), response_sets[0], out_path=tmp_path / "c.pt"),
                                stream=io.StringIO())
     assert not (tmp_path / "c.pt").exists()
+
+
+def test_stop_before_first_epoch_writes_no_model(response_sets, tmp_path):
+    """The widgets' Stop before an epoch has finished: no untrained network is written or offered
+    (model_path None), as the segmentation trainer does; close() (an interrupted script) still writes."""
+    import threading
+
+    train, _ = response_sets
+    stop = threading.Event()
+    gen = train_classifier(_cfg(epochs=2), train.subset(np.arange(40)), out_path=tmp_path / "s.pt", stop_event=stop)
+    next(gen)
+    stop.set()
+    try:
+        while True:
+            next(gen)
+    except StopIteration as end:
+        result = end.value
+    assert result.model_path is None and result.stop_reason == "stopped"
+    assert not (tmp_path / "s.pt").exists()

@@ -272,8 +272,10 @@ def train_classifier(
 
     Notes
     -----
-    Stopping keeps the best model file; if stopped before the first epoch finished, the
-    current weights are written (``"complete": false``) so a file always exists.
+    Stopping keeps the best model file. If stopped before the first epoch finished (as
+    :func:`napari_microseg.training.trainer.train`): with ``stop_event`` (the widgets' Stop) nothing
+    is saved and the result's ``model_path`` is None (no trained model to offer); with ``close()``
+    (an interrupted script) the current weights are saved (``"complete": false``).
     """
     import torch
 
@@ -587,9 +589,6 @@ def train_classifier(
     finally:
         if cfg.num_threads:
             torch.set_num_threads(prev_threads)
-    if stop_reason == "stopped" and not saved_any:
-        save_model(out_path, model, file_config(False, {}))
-        saved_any = True
     if saved_any and stop_reason != "stopped" and cfg.task == "images" and val is not None and len(np.unique(val.y)) == 2:
         yield ClassifierEvent(epoch, n_epochs, 0, 0, None, None, None, optimizer.param_groups[0]["lr"], 0.0, device,
                               total, total, "choosing the flag / discard thresholds on the validation images", "validate")

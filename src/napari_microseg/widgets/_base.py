@@ -99,6 +99,9 @@ class MicrosegDock(QWidget):
         # gap of the event loop in tests/test_gui_training.py went from 0.21 s to 0.06 s)
         gc.freeze()
         self.viewer = napari_viewer
+        self._viewer_connections: list[tuple[Any, Callable]] = []  # see connect_viewer_event
+        self._following_viewer = True
+        self._docked = False  # has been in a window: a later parent of None means it was closed
         self.worker = None
         self._started_at = 0.0
         # the buttons that start work in a worker: greyed out while one runs (one run at a time)
@@ -161,7 +164,30 @@ class MicrosegDock(QWidget):
         # settled by then, or an unelided model path sets the dock's first width (800 px)
         if event.type() in (QEvent.Polish, QEvent.ParentChange):
             self._settle_controls()
+        if event.type() == QEvent.ParentChange:
+            self._follow_viewer(self.parent() is not None or not self._docked)
+            self._docked = self._docked or self.parent() is not None
         return super().event(event)
+
+    def connect_viewer_event(self, emitter: Any, callback: Callable) -> None:
+        """Connect ``callback`` to a viewer event ``emitter`` for as long as the dock is in the window:
+        a dock taken out of it (its close button: napari un-parents it) stops following the viewer
+        (no previews or picker refreshes for a dock nobody sees), and follows it again if docked again."""
+        emitter.connect(callback)
+        self._viewer_connections.append((emitter, callback))
+
+    def _follow_viewer(self, follow: bool) -> None:
+        if follow == self._following_viewer:
+            return
+        for emitter, callback in self._viewer_connections:
+            emitter.connect(callback) if follow else emitter.disconnect(callback)
+        self._following_viewer = follow
+        if not follow:
+            self.dock_closed()
+
+    def dock_closed(self) -> None:
+        """Called when the dock is taken out of the window (after its viewer events are disconnected);
+        subclasses stop their own timers here."""
 
     def sizeHint(self) -> QSize:  # noqa: D102 - Qt's
         self._settle_controls()
@@ -223,7 +249,7 @@ class MicrosegDock(QWidget):
         self._known_layer_names = {id(layer): layer.name for layer in self.viewer.layers}
         events = self.viewer.layers.events
         for event in (events.inserted, events.removed, events.renamed):
-            event.connect(self._refresh_layer_pickers)
+            self.connect_viewer_event(event, self._refresh_layer_pickers)
 
     def _refresh_layer_pickers(self, *_: Any) -> None:
         current = {id(layer): layer.name for layer in self.viewer.layers}
@@ -687,6 +713,8 @@ def unique_stack_ids(labels: np.ndarray, objects: Any) -> tuple[np.ndarray, Any]
     by the largest ids of the frames before it), and the objects table (``t``, ``label`` per frame)
     with ``label`` the new id and ``frame_label`` the frame's own id: each object of the stack gets
     its own features row and colour in a Labels layer. Run it in a worker for big stacks."""
+    if np.asarray(labels).dtype.kind not in "ub" and np.min(labels, initial=0) < 0:
+        raise ValueError("unique_stack_ids: labels hold negative values (not annotated): make them 0 first")
     tops = np.array([int(frame.max(initial=0)) for frame in labels], np.int64)
     offsets = np.concatenate([[0], np.cumsum(tops)[:-1]])
     labels = np.array(labels, dtype=display_labels(np.array([tops.sum()])).dtype, copy=True)

@@ -99,7 +99,7 @@ class AutolabelWidget(MicrosegDock):
         for w in (self.stain_layer, self.otsu_window, self.min_diameter, self.max_diameter, self.smooth_sigma,
                   self.split_clumps, self.clear_border, self.live):
             w.changed.connect(self.schedule_preview)
-        napari_viewer.dims.events.current_step.connect(self.schedule_preview)
+        self.connect_viewer_event(napari_viewer.dims.events.current_step, self.schedule_preview)
         self.apply_button.changed.connect(self.apply)
         self.qc_button.changed.connect(self.run_qc)
         self.run_buttons = (self.apply_button, self.qc_button)
@@ -140,6 +140,9 @@ class AutolabelWidget(MicrosegDock):
         self._preview_painted = True
 
     # -- preview ------------------------------------------------------------
+    def dock_closed(self) -> None:
+        self.timer.stop()  # a preview waiting for the user's pause: nobody sees it now
+
     def schedule_preview(self, *_: Any) -> None:
         """Restart the debounce timer; the preview runs when the user pauses."""
         if self.live.value and self.stain_layer.value:

@@ -24,7 +24,7 @@ from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 from ..errors import InputError, MicrosegError
 from ..pretrained import list_pretrained_for
 from ..colours import class_colour
-from ._base import (MicrosegDock, chosen_model_path, display_labels, dock_action, frame_label_map, free_name, full_resolution, grey_image, label_features,
+from ._base import (NO_MODEL_MESSAGE, MicrosegDock, chosen_model_path, display_labels, dock_action, frame_label_map, free_name, full_resolution, grey_image, label_features,
                     layer_geometry, layer_names, reset_choices_in_order, result_line, section_header, show_frame, span_row,
                     unique_layer_name, unique_stack_ids, unwritable_reason, with_frame_labels)
 from ._plot import BG, LossPlot
@@ -115,6 +115,7 @@ class ClassificationWidget(MicrosegDock):
         self.follow_layers(self.image_layer, self.labels_layer)
         self.results: pd.DataFrame | None = None
         self.results_task: str | None = None  # the task that made self.results
+        self.results_layer: Any = None  # the image layer self.results came from (frames, calibration)
         self.truth: np.ndarray | None = None
         self._task_changed()
 
@@ -157,7 +158,7 @@ class ClassificationWidget(MicrosegDock):
 
     def _clear_results(self) -> None:
         """Forget the last run's results: table, summary, ROC and what Export would write."""
-        self.results = self.results_task = None
+        self.results = self.results_task = self.results_layer = None
         self.table.clearSelection()
         self.table.setRowCount(0)
         self.table.setVisible(False)
@@ -201,12 +202,14 @@ class ClassificationWidget(MicrosegDock):
 
             def job():
                 from ..classify.predict import classify_objects
+                from ..measure.labels import masks_to_labels
 
                 yield Progress(0, 1, "reading the objects ...")
-                objects = np.asarray(labels)
+                objects, was_mask = masks_to_labels(np.asarray(labels))  # a 0/1 mask: its connected objects
                 if not objects.any():
                     raise InputError("the labels layer holds no objects")
-                yield Progress(0, 1, f"classifying {len(np.unique(objects)) - 1} objects ...")
+                yield Progress(0, 1, f"classifying {len(np.unique(objects)) - 1} objects"
+                               + (" (the layer is a 0/1 mask: its connected objects)" if was_mask else "") + " ...")
                 table = classify_objects(str(model), np.asarray(data), objects)
                 table = with_frame_labels(table, frame_ids)
                 return table, class_layer_data(objects, table)
@@ -238,7 +241,11 @@ class ClassificationWidget(MicrosegDock):
         """Show a finished run of ``task`` (as it was when the run started): its table; for objects,
         ``result`` is ``(table, (labels, features))``: the class layer as :func:`class_layer_data` made it."""
         table, layer_data = result if task == "objects" else (result, None)
-        self.results, self.results_task = table, task
+        if task != self.task_name:  # the task was changed while it ran: its results belong to no task shown
+            self.show_error(f"the {task} run finished after the task was changed to {self.task_name}: its results "
+                            "are not shown; choose its task and run it again")
+            return
+        self.results, self.results_task, self.results_layer = table, task, layer
         if task == "images":
             self._apply_threshold()
         else:
@@ -333,7 +340,8 @@ class ClassificationWidget(MicrosegDock):
         if not rows or self.results is None:
             return
         rec = self.results.iloc[rows[0]]
-        layer = next((lay for lay in self.viewer.layers if lay.name == self.image_layer.value), None)
+        # the layer the results came from (its frames and calibration), whatever the picker shows now
+        layer = self.results_layer if self.results_layer in self.viewer.layers else None
         if self.results_task in ("images", "profiles") and "index" in rec:
             if layer is not None and layer.ndim >= 3:
                 show_frame(self.viewer, layer, int(rec["index"]))
@@ -395,13 +403,15 @@ class ClassificationWidget(MicrosegDock):
 
         def done(result: Any) -> None:
             self.plot.refresh()
-            if result.model_path:
-                recent = {result.model_path: task, **{p: t for p, t in RECENT_CLASSIFIERS.items() if p != result.model_path}}
-                RECENT_CLASSIFIERS.clear()
-                RECENT_CLASSIFIERS.update(recent)
-                reset_choices_in_order(self.model_choice)
-                if result.model_path in self.model_choice.choices:  # the task may have been changed meanwhile
-                    self.model_choice.value = result.model_path
+            if not result.model_path:  # stopped before the first epoch: an untrained network is no model
+                self.show_message(NO_MODEL_MESSAGE)
+                return
+            recent = {result.model_path: task, **{p: t for p, t in RECENT_CLASSIFIERS.items() if p != result.model_path}}
+            RECENT_CLASSIFIERS.clear()
+            RECENT_CLASSIFIERS.update(recent)
+            reset_choices_in_order(self.model_choice)
+            if result.model_path in self.model_choice.choices:  # the task may have been changed meanwhile
+                self.model_choice.value = result.model_path
             renamed = f" ({wanted.name} exists: written as {out.name})" if out != wanted else ""
             self.show_message(f"trained ({result.stop_reason}): {result.model_path}{renamed}")
 
@@ -417,8 +427,12 @@ def class_layer_data(objects: np.ndarray, table: pd.DataFrame) -> tuple[np.ndarr
     per object (``t`` for a stack, ``label``, optional ``frame_label``, ``class``, ``probability``).
     A stack whose ids repeat from frame to frame gets ids unique across it (``frame_label`` keeps
     the frame's id), so an id reused in another frame gets that frame's class; ids unique already
-    (a Segmentation dock's stack) are kept. Labels in the smallest dtype napari draws without a pause."""
-    labels = display_labels(np.asarray(objects))
+    (a Segmentation dock's stack) are kept. Labels in the smallest dtype napari draws without a pause;
+    "not annotated" pixels (negative, from Auto-label) are no object: 0."""
+    objects = np.asarray(objects)
+    if objects.dtype.kind == "i" and objects.size and objects.min() < 0:
+        objects = np.maximum(objects, 0)
+    labels = display_labels(objects)
     columns = [c for c in ("t", "label", "frame_label", "class", "probability") if c in table.columns]
     features = table[columns]
     if labels.ndim == 3 and "t" in features.columns and features.groupby("label")["t"].nunique().max() > 1:

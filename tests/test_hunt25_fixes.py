@@ -1,0 +1,135 @@
+"""Behaviour found broken by the session-25 bug hunts (Classification and Auto-label docks, command line
+on real data, the design's contracts); each test fails without its fix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+
+def test_class_layer_of_an_autolabelled_stack_leaves_not_annotated_pixels_out():
+    """Auto-label's -1 ("not annotated") in a stack whose ids restart per frame: no object in the class
+    layer (it wrapped to 65535 and, shifted by the earlier frames' ids, took a real object's id)."""
+    from napari_microseg.widgets.classification import class_layer_data
+
+    stack = np.zeros((2, 16, 16), np.int32)
+    stack[0, 2:5, 2:5], stack[0, 8:11, 8:11] = 1, 2
+    stack[1, 2:5, 2:5], stack[1, 10:14, 10:14] = 1, -1  # a too-large nucleus, not annotated
+    table = pd.DataFrame({"t": [0, 0, 1], "label": [1, 2, 1], "class": ["a", "b", "a"], "probability": [0.9, 0.8, 0.7]})
+    labels, features = class_layer_data(stack, table)
+    assert not labels[1, 10:14, 10:14].any()
+    assert set(np.unique(labels)) == {0, 1, 2, 3} and list(features["label"]) == [1, 2, 3]
+    labels, _ = class_layer_data(stack[1], table[table["t"] == 1].drop(columns="t"))  # one frame
+    assert not labels[10:14, 10:14].any() and labels.min() == 0
+
+
+@pytest.fixture(scope="module")
+def liposome_classifier(tmp_path_factory):
+    from napari_microseg.classify.data import simulated_liposome_data
+    from napari_microseg.classify.trainer import train_with_strategy
+    from napari_microseg.progress import drain
+    from napari_microseg.widgets.classification import _default_config
+
+    model = tmp_path_factory.mktemp("lipo") / "lipo.pt"
+    drain(train_with_strategy("simulated", _default_config("objects", 1), simulated=simulated_liposome_data(2, seed=0),
+                              out_path=model))
+    return model
+
+
+def _objects_dock(viewer, model):
+    from napari_microseg.widgets.classification import FILE_CHOICE, ClassificationWidget
+
+    widget = ClassificationWidget(viewer)
+    widget.task.value = "objects [T]"
+    widget.model_choice.value = FILE_CHOICE
+    widget.model_file.value = str(model)
+    return widget
+
+
+@pytest.mark.gui
+def test_classification_dock_mask_layer_jump_and_task_change(make_napari_viewer, wait_worker, liposome_classifier):
+    """A 0/1 mask layer is classified object by object (as `microseg classify objects` does, not as one
+    object); a row jumps to its object in the layer the results came from, whatever the picker shows
+    now; a run that ends after the task was changed shows no results under the other task."""
+    from napari_microseg.simulate.liposomes import simulate_liposome_image
+
+    a = simulate_liposome_image(shape=(128, 128), n_particles=6, seed=3)
+    b = simulate_liposome_image(shape=(128, 128), n_particles=6, seed=4)
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(np.stack([a.image, b.image]), name="movie", scale=(10, 0.5, 0.5), translate=(0, 100, 200))
+    viewer.add_labels((np.stack([a.labels, b.labels]) > 0).astype(np.uint8), name="mask")
+    viewer.add_image(a.image, name="other image")
+    widget = _objects_dock(viewer, liposome_classifier)
+    widget.image_layer.value, widget.labels_layer.value = "movie", "mask"
+    wait_worker(widget.classify())
+    from skimage.measure import label
+
+    n_objects = sum(int(label(frame > 0).max()) for frame in (a.labels, b.labels))
+    assert len(widget.results) == n_objects > 2, widget.status.text()
+    row = int(np.flatnonzero(widget.results["t"].to_numpy() == 1)[0])
+    record = widget.results.iloc[row]
+    widget.image_layer.value = "other image"  # the user goes on to the next image
+    widget.table.selectRow(row)
+    assert viewer.dims.point[0] == pytest.approx(10.0)  # frame 1 of the movie, in its time units
+    assert tuple(viewer.camera.center[-2:]) == pytest.approx((100 + 0.5 * record["y"], 200 + 0.5 * record["x"]))
+    widget.image_layer.value = "movie"
+    worker = widget.classify()
+    widget.task.value = "profiles [P]"  # changed while it runs
+    wait_worker(worker)
+    assert widget.results is None and not widget.table.isVisible()
+    assert "finished after the task was changed" in widget.status.text()
+
+
+@pytest.mark.gui
+def test_classifier_stopped_before_its_first_epoch_is_not_offered(make_napari_viewer, wait_worker, tmp_path):
+    from napari_microseg.widgets._base import NO_MODEL_MESSAGE
+    from napari_microseg.widgets.classification import ClassificationWidget
+
+    widget = ClassificationWidget(make_napari_viewer(show=False))
+    chosen = widget.model_choice.value
+    widget.train_n.value, widget.train_epochs.value = 200, 3
+    widget.train_out.value = str(tmp_path / "untrained.pt")
+    worker = widget.train()
+    widget.stop()  # at once: the trainer stops at its first step
+    wait_worker(worker)
+    assert NO_MODEL_MESSAGE in widget.status.text()
+    assert not (tmp_path / "untrained.pt").exists() and widget.model_choice.value == chosen
+
+
+@pytest.mark.gui
+def test_a_closed_dock_stops_following_the_viewer(make_napari_viewer, qtbot):
+    """A dock taken out of the window (its close button: napari un-parents it) schedules no more
+    auto-label previews on the time slider and no picker refreshes; docked again, it follows again."""
+    from napari_microseg.widgets.autolabel import AutolabelWidget
+
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(np.random.default_rng(0).random((3, 64, 64)).astype(np.float32), name="stain")
+    widget = AutolabelWidget(viewer)
+    dock = viewer.window.add_dock_widget(widget, name="Auto-label")
+    viewer.dims.set_current_step(0, 1)
+    assert widget.timer.isActive()  # open: a preview is scheduled
+    widget.timer.stop()
+    viewer.window.remove_dock_widget(dock)
+    viewer.dims.set_current_step(0, 2)
+    assert not widget.timer.isActive()
+    viewer.add_image(np.zeros((3, 64, 64), np.float32), name="another")
+    assert "another" not in widget.stain_layer.choices
+    viewer.window.add_dock_widget(widget, name="Auto-label")
+    viewer.dims.set_current_step(0, 0)
+    assert widget.timer.isActive()
+    viewer.add_image(np.ones((3, 64, 64), np.float32), name="third")
+    assert "third" in widget.stain_layer.choices
+
+
+def test_the_real_ccd_sample_is_known_as_a_fits_frame():
+    """The plugin's own CCD sample carries the reader's source kind, so the Auto-label dock says it
+    labels nuclei and points to `microseg autolabel ccd`, as for the same file opened through the reader."""
+    from types import SimpleNamespace
+
+    from napari_microseg._sample_data import ccd_fe55
+    from napari_microseg.widgets.autolabel import ccd_note
+
+    (data, kwargs, kind), = ccd_fe55()
+    assert kind == "image" and kwargs["metadata"]["source_kind"] == "fits"
+    assert "autolabel ccd" in ccd_note(SimpleNamespace(metadata=kwargs["metadata"]))
