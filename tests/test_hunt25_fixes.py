@@ -133,3 +133,44 @@ def test_the_real_ccd_sample_is_known_as_a_fits_frame():
     (data, kwargs, kind), = ccd_fe55()
     assert kind == "image" and kwargs["metadata"]["source_kind"] == "fits"
     assert "autolabel ccd" in ccd_note(SimpleNamespace(metadata=kwargs["metadata"]))
+
+
+def test_objects_table_of_a_stack_with_empty_frames_keeps_number_columns(liposome_classifier):
+    """Frames without objects add no rows and leave the columns numeric (they turned every column to text)."""
+    from napari_microseg.classify.predict import classify_objects
+    from napari_microseg.simulate.liposomes import simulate_liposome_image
+
+    sim = simulate_liposome_image(shape=(128, 128), n_particles=4, seed=3)
+    image = np.stack([sim.image, sim.image])
+    labels = np.stack([np.zeros_like(sim.labels), sim.labels])
+    table = classify_objects(str(liposome_classifier), image, labels)
+    assert len(table) == len(np.unique(sim.labels)) - 1 and set(table["t"]) == {1}
+    assert all(table[c].dtype.kind in "if" for c in ("t", "label", "y", "x", "area", "probability"))
+    empty = classify_objects(str(liposome_classifier), image, np.zeros_like(labels))
+    assert len(empty) == 0 and empty["area"].dtype == np.int64 and list(empty.columns) == list(table.columns)
+
+
+@pytest.mark.gui
+def test_a_failed_preview_hides_the_earlier_one(make_napari_viewer, wait_worker):
+    """A preview that fails (NaN in the frame) shows its error and hides the earlier preview, which sat
+    over the new stain as if it were its labels; the next good preview shows again."""
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+    from napari_microseg.widgets.autolabel import AutolabelWidget
+
+    image = simulate_nuclei_image(shape=(96, 96), n_nuclei=6, seed=1)[0].astype(np.float32)
+    broken = image.copy()
+    broken[40, 40] = np.nan
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(image, name="good")
+    viewer.add_image(broken, name="nan")
+    widget = AutolabelWidget(viewer)
+    widget.live.value = False
+    widget.stain_layer.value = "good"
+    wait_worker(widget.preview())
+    assert widget.preview_layer.visible and widget.preview_layer.data.any()
+    widget.stain_layer.value = "nan"
+    wait_worker(widget.preview())
+    assert "NaN" in widget.status.text() and not widget.preview_layer.visible
+    widget.stain_layer.value = "good"
+    wait_worker(widget.preview())
+    assert widget.preview_layer.visible

@@ -169,7 +169,8 @@ def classify_objects(model: Any, image: np.ndarray, labels: np.ndarray, t: int |
         raise InputError(f"labels shape {labels.shape} differs from image shape {image.shape}")
     if image.ndim == 3:
         tables = [classify_objects(lm, image[i], labels[i], t=i, batch_size=batch_size) for i in range(len(image))]
-        return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+        found = [table for table in tables if len(table)]  # frames without objects add no rows (nor object dtypes)
+        return pd.concat(found, ignore_index=True) if found else tables[0] if tables else _objects_table([], lm.class_names)
     from ..measure.labels import compact_labels
 
     labels, original_ids = compact_labels(labels)  # huge sparse ids (3e9) would size per-id tables
@@ -179,7 +180,7 @@ def classify_objects(model: Any, image: np.ndarray, labels: np.ndarray, t: int |
     names = lm.class_names
     cols = ["t", "label", "y", "x", "area", "class", "probability"] + [f"prob_{n}" for n in names]
     if len(ids) == 0:
-        return pd.DataFrame(columns=cols)
+        return _objects_table([], names)
     prob = predict_proba(lm, crops[:, None], batch_size)
     lab = labels.astype(np.int64, copy=False)
     centroids = np.array(ndi.center_of_mass(np.ones_like(lab), lab, ids)).reshape(-1, 2)
@@ -191,6 +192,13 @@ def classify_objects(model: Any, image: np.ndarray, labels: np.ndarray, t: int |
     for c, n in enumerate(names):
         df[f"prob_{n}"] = prob[:, c]
     return df[cols]
+
+
+def _objects_table(rows: list, class_names: list[str]) -> pd.DataFrame:
+    """An objects.csv table with its columns typed (an empty one too: numbers stay numbers)."""
+    dtypes = {"t": "int64", "label": "int64", "y": "float64", "x": "float64", "area": "int64", "class": "object",
+              "probability": "float64", **{f"prob_{n}": "float64" for n in class_names}}
+    return pd.DataFrame(rows, columns=list(dtypes)).astype(dtypes)
 
 
 def classify_profiles(model: Any, profiles: np.ndarray, batch_size: int = 1024) -> pd.DataFrame:

@@ -303,6 +303,7 @@ class MicrosegDock(QWidget):
         label: str = "working",
         cooperative_stop: threading.Event | None = None,
         stop_message: str = "Stopping at the next step ...",
+        on_failed: Callable[[], None] | None = None,
     ) -> Any:
         """Run ``make_generator()`` in a worker thread; return the worker.
 
@@ -311,7 +312,8 @@ class MicrosegDock(QWidget):
         when the run was stopped or failed). Stop closes the generator at its
         next event and discards the run, unless ``cooperative_stop`` is given:
         then Stop sets that event, the generator winds down by itself (a trainer
-        keeps its best model) and ``on_done`` gets what it returns.
+        keeps its best model) and ``on_done`` gets what it returns. ``on_failed`` is called on the GUI
+        thread after a failure's message is shown.
         """
         if self.busy:
             self.show_error("Already running: press Stop first.")
@@ -403,6 +405,8 @@ class MicrosegDock(QWidget):
             else:
                 traceback.print_exception(err)
                 self.show_error(f"{type(err).__name__}: {err}")
+            if on_failed is not None:
+                on_failed()
 
         def finished() -> None:
             self.worker = None

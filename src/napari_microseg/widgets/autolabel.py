@@ -195,10 +195,17 @@ class AutolabelWidget(MicrosegDock):
                 for key, value in layer_geometry(layer, full.ndim).items():  # on top of the stain now chosen
                     setattr(self.preview_layer, key, value)
             self._preview_painted = False
+            self.preview_layer.visible = True  # hidden by a failed preview
             where = f"frame {t} of {layer.name}" if t is not None else layer.name
             self.show_message(f"preview: {n_nuclei} nuclei on {where}{kept}{size_note(sizes, params)}{ccd_note(layer)}")
 
-        return self.start(make_generator, done, label="previewing")
+        return self.start(make_generator, done, label="previewing", on_failed=self._hide_stale_preview)
+
+    def _hide_stale_preview(self) -> None:
+        """A failed preview (the error shown in the dock) leaves no earlier preview over the stain as if it
+        were this one's; a preview the user painted into stays."""
+        if self.preview_layer is not None and self.preview_layer in self.viewer.layers and not self._preview_painted:
+            self.preview_layer.visible = False
 
     def _after_run(self) -> None:
         """A preview asked for while another run went (the form changed meanwhile) runs now."""
