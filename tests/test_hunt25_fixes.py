@@ -174,3 +174,24 @@ def test_a_failed_preview_hides_the_earlier_one(make_napari_viewer, wait_worker)
     widget.stain_layer.value = "good"
     wait_worker(widget.preview())
     assert widget.preview_layer.visible
+
+
+def test_an_unavailable_device_is_one_line_for_classify_and_batch(tmp_path, capsys):
+    """`classify --device` of a GPU the machine lacks printed a traceback; `batch --workers 0` failed every
+    item: both now exit 2 with the reason, before any output is written."""
+    import tifffile
+
+    from napari_microseg.cli import main
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(2):
+        tifffile.imwrite(images / f"a{i}.tif", np.random.default_rng(i).random((64, 64)).astype(np.float32))
+    for argv in (["classify", "images", "--model", "response_good_bad", "--input", str(images), "--out",
+                  str(tmp_path / "c")],
+                 ["batch", "segment", "--model", "nuclei_fluorescence_fast", "--input", str(images), "--out",
+                  str(tmp_path / "b"), "--workers", "0"]):
+        assert main([*argv, "--device", "cuda:7"]) == 2
+        err = capsys.readouterr().err
+        assert "error: device" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "b" / "failures.csv").exists()

@@ -9,9 +9,11 @@ def resolve_device(name: str = "auto") -> str:
     """Return a torch device string for ``name``.
 
     ``"auto"`` picks ``"cuda"``, then ``"mps"``, then ``"cpu"``. An explicit
-    name that is not available raises ``ValueError`` with a one-line reason.
+    name that is not available raises InputError (a ValueError) with a one-line reason.
     """
     import torch
+
+    from .errors import InputError
 
     name = (name or "auto").lower()
     if name == "auto":
@@ -22,20 +24,20 @@ def resolve_device(name: str = "auto") -> str:
             return "mps"
         return "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but no CUDA GPU is available: choose device cpu or auto")
+        raise InputError("device 'cuda' requested but no CUDA GPU is available: choose device cpu or auto")
     if name == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
-            raise ValueError("device 'mps' requested but Apple MPS is not available")
+            raise InputError("device 'mps' requested but Apple MPS is not available")
     if name not in {"cpu", "mps"} and not name.startswith("cuda"):
-        raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps")
+        raise InputError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps")
     if name.startswith("cuda:"):
         index = name.split(":", 1)[1]
         count = torch.cuda.device_count()
         if not index.isdigit() or int(index) >= count:
-            raise ValueError(f"device {name!r} does not exist: this machine has cuda:0..cuda:{count - 1}")
+            raise InputError(f"device {name!r} does not exist: this machine has cuda:0..cuda:{count - 1}")
     elif name.startswith("cuda") and name != "cuda":
-        raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps")
+        raise InputError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps")
     return name
 
 

@@ -270,6 +270,10 @@ def run(args: argparse.Namespace) -> int:
                          "own: use 'microseg segment --hot-repeats' (two passes, bounded memory, resumes when stopped)")
     if args.batch_task in ("segment", "track"):
         check_segment_settings(args)  # one line now, not a failure per item later
+    if args.scheduler is None and getattr(args, "model", None):  # workers on this machine: its devices
+        from ..device import resolve_device
+
+        resolve_device(args.device)  # a GPU this machine lacks: one line now, not a failure per item
     if args.batch_task == "classify" and args.threshold is not None:
         from ..classify.predict import resolve_threshold
 
