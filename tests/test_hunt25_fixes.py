@@ -195,3 +195,24 @@ def test_an_unavailable_device_is_one_line_for_classify_and_batch(tmp_path, caps
         err = capsys.readouterr().err
         assert "error: device" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "b" / "failures.csv").exists()
+
+
+def test_track_overwrite_removes_only_the_ctc_files_it_wrote(tmp_path, capsys):
+    """A run without --ctc removes the earlier run's CTC export, but not a user's own file in that
+    folder that merely starts with "mask" (it was deleted, and the folder with it)."""
+    import tifffile
+
+    from napari_microseg.cli import main
+    from test_track_core import division_stack
+
+    labels, _ = division_stack()
+    tifffile.imwrite(tmp_path / "labels.tif", labels.astype(np.uint16))
+    out = tmp_path / "out"
+    assert main(["track", "--labels", str(tmp_path / "labels.tif"), "--out", str(out), "--ctc"]) == 0
+    ctc = out / "ctc_RES"
+    written = sorted(p.name for p in ctc.iterdir())
+    mine = ctc / "mask_corrected_by_hand.tif"
+    tifffile.imwrite(mine, np.ones((4, 4), np.uint16))
+    assert main(["track", "--labels", str(tmp_path / "labels.tif"), "--out", str(out), "--overwrite"]) == 0
+    assert "removed the earlier run's CTC" in capsys.readouterr().err
+    assert sorted(p.name for p in ctc.iterdir()) == [mine.name] and "res_track.txt" in written

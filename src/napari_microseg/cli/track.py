@@ -134,9 +134,11 @@ def _remove_earlier_ctc(folder: Path) -> None:
     """Remove an earlier run's CTC export (``res_track.txt``, ``maskNNN.tif``) that a run without
     ``--ctc`` replaced the other results of, so that it cannot be scored as this run's; files the
     export does not write are left, and so is the folder then."""
+    from ..tracking.export import ctc_mask_files
+
     if not (folder / "res_track.txt").is_file():
         return
-    for path in [folder / "res_track.txt", *folder.glob("mask*.tif")]:
+    for path in [folder / "res_track.txt", *ctc_mask_files(folder)]:
         path.unlink()
     if not any(folder.iterdir()):
         folder.rmdir()

@@ -312,10 +312,16 @@ def write_ctc(result: TrackResult, folder: str | os.PathLike, *, overwrite: bool
     text = "".join(f"{r.L} {r.B} {r.E} {r.P}\n" for r in lbep.itertuples(index=False))
     atomic_write_text(folder / "res_track.txt", text)
     # masks of an earlier, longer result replaced here would corrupt the tracking metrics
-    for stale in folder.glob("mask*.tif"):
-        if stale.name not in written and stale.stem[4:].isdigit():
+    for stale in ctc_mask_files(folder):
+        if stale.name not in written:
             stale.unlink()
     return folder
+
+
+def ctc_mask_files(folder: Path) -> list[Path]:
+    """The CTC export's mask files in ``folder`` (``mask`` + digits + ``.tif``), none of a user's
+    other files that start with "mask"."""
+    return [path for path in Path(folder).glob("mask*.tif") if path.stem[4:].isdigit()]
 
 
 def read_tracks_folder(folder: str | os.PathLike) -> TrackResult | Path:
