@@ -216,3 +216,34 @@ def test_track_overwrite_removes_only_the_ctc_files_it_wrote(tmp_path, capsys):
     assert main(["track", "--labels", str(tmp_path / "labels.tif"), "--out", str(out), "--overwrite"]) == 0
     assert "removed the earlier run's CTC" in capsys.readouterr().err
     assert sorted(p.name for p in ctc.iterdir()) == [mine.name] and "res_track.txt" in written
+
+
+def test_napari_writers_never_replace_a_file_nobody_was_asked_about(tmp_path):
+    """napari's save dialog asks about the name as typed; a writer that adds .tif / .csv refuses when
+    that file exists (a hand-corrected labels file was replaced); a full name is written as asked."""
+    from napari_microseg._writer import write_image_tiff, write_labels_tiff, write_tracks_csv
+    from napari_microseg.errors import InputError
+
+    labels = np.zeros((2, 16, 16), np.uint16)
+    labels[:, 2:6, 2:6] = 1
+    (first,) = write_labels_tiff(str(tmp_path / "movie segmented"), labels, {})
+    before = open(first, "rb").read()
+    with pytest.raises(InputError, match="movie segmented.tif exists"):
+        write_labels_tiff(str(tmp_path / "movie segmented"), np.zeros_like(labels), {})
+    with pytest.raises(InputError, match="exists"):
+        write_image_tiff(str(tmp_path / "movie segmented"), labels.astype(np.float32), {})
+    assert open(first, "rb").read() == before
+    write_labels_tiff(first, np.zeros_like(labels), {})  # named in full: the dialog asked
+    assert open(first, "rb").read() != before
+    tracks = np.array([[1, 0, 10, 10], [1, 1, 11, 10]], float)
+    write_tracks_csv(str(tmp_path / "tracks"), tracks, {})
+    with pytest.raises(InputError, match="tracks.csv exists"):
+        write_tracks_csv(str(tmp_path / "tracks"), tracks, {})
+
+
+def test_tracks_writer_puts_z_before_y_for_3d_tracks(tmp_path):
+    from napari_microseg._writer import write_tracks_csv
+
+    data = np.array([[1, 0, 3, 10, 10], [1, 1, 3, 11, 10]], float)  # track_id, t, z, y, x
+    (path,) = write_tracks_csv(str(tmp_path / "t3d.csv"), data, {})
+    assert list(pd.read_csv(path).columns[:5]) == ["track_id", "t", "z", "y", "x"]

@@ -14,8 +14,17 @@ from .io.tables import TRACKS_COLUMNS, tracks_table_from_layer, write_csv
 
 
 def _with_suffix(path: str, suffixes: tuple[str, ...], default: str) -> Path:
+    """``path``, with ``default`` added when it has none of ``suffixes``. A file at the name made that
+    way is refused: napari's save dialog asked about the name as typed, so replacing it would lose a
+    file (an earlier save, hand-corrected labels) nobody was asked about."""
     p = Path(path)
-    return p if p.name.lower().endswith(suffixes) else p.with_name(p.name + default)
+    if p.name.lower().endswith(suffixes):
+        return p
+    target = p.with_name(p.name + default)
+    if target.exists():
+        raise InputError(f"{target.name} exists, and the name given had no {default}, so nobody was asked about "
+                         f"replacing it: save again as '{target.name}' to replace it, or choose another name")
+    return target
 
 
 def _full_resolution(data: Any, meta: dict) -> np.ndarray:
@@ -66,5 +75,6 @@ def write_tracks_csv(path: str, data: Any, meta: dict) -> list[str]:
         features = pd.DataFrame(features)
     table = tracks_table_from_layer(np.asarray(data), meta.get("graph") or {}, features)
     target = _with_suffix(path, (".csv",), ".csv")
-    write_csv(target, table, leading=TRACKS_COLUMNS)
+    assert TRACKS_COLUMNS[:4] == ["track_id", "t", "y", "x"]
+    write_csv(target, table, leading=[*TRACKS_COLUMNS[:2], "z", *TRACKS_COLUMNS[2:]])  # z before y for 3-D tracks
     return [str(target)]
