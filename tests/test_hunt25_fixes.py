@@ -247,3 +247,17 @@ def test_tracks_writer_puts_z_before_y_for_3d_tracks(tmp_path):
     data = np.array([[1, 0, 3, 10, 10], [1, 1, 3, 11, 10]], float)  # track_id, t, z, y, x
     (path,) = write_tracks_csv(str(tmp_path / "t3d.csv"), data, {})
     assert list(pd.read_csv(path).columns[:5]) == ["track_id", "t", "z", "y", "x"]
+
+
+def test_free_name_counts_a_checkpoint_beside_the_name_as_used(tmp_path):
+    """The Training and Classification docks train into a free name: an earlier run's resumable
+    model.pt.last.pt (its model file gone) is not replaced (the command line refuses the same)."""
+    from pathlib import Path
+
+    from napari_microseg.widgets._base import free_name
+
+    (tmp_path / "model.pt.last.pt").write_bytes(b"checkpoint")
+    assert free_name(Path(tmp_path / "model.pt")) == tmp_path / "model.pt"  # no sidecars asked about
+    assert free_name(Path(tmp_path / "model.pt"), sidecars=(".last.pt",)) == tmp_path / "model_2.pt"
+    (tmp_path / "model_2.pt").write_bytes(b"model")
+    assert free_name(Path(tmp_path / "model.pt"), sidecars=(".last.pt",)) == tmp_path / "model_3.pt"

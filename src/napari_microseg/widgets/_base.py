@@ -518,18 +518,22 @@ def free_names(folder: Path, names: Sequence[str]) -> list[Path]:
     return paths
 
 
-def free_name(path: Path) -> Path:
+def free_name(path: Path, sidecars: Sequence[str] = ()) -> Path:
     """``path`` if unused, else ``stem_2.suffix``, ``stem_3.suffix``, ... (results never overwrite).
     A name that is itself such a numbered copy (``model_2.pt`` next to ``model.pt``) goes on with
-    the numbers (``model_3.pt``), not ``model_2_2.pt``."""
-    if not path.exists():
+    the numbers (``model_3.pt``), not ``model_2_2.pt``. A name counts as used when a file named it plus
+    one of ``sidecars`` exists, too (a trainer's ``.last.pt`` checkpoint, written beside its model)."""
+    def used(candidate: Path) -> bool:
+        return candidate.exists() or any(candidate.with_name(candidate.name + s).exists() for s in sidecars)
+
+    if not used(path):
         return path
     stem = path.stem
     numbered = re.fullmatch(r"(.+)_(\d+)", stem)
     if numbered and path.with_name(numbered.group(1) + path.suffix).exists():
         stem = numbered.group(1)
     i = 2
-    while (candidate := path.with_name(f"{stem}_{i}{path.suffix}")).exists():
+    while used(candidate := path.with_name(f"{stem}_{i}{path.suffix}")):
         i += 1
     return candidate
 

@@ -380,7 +380,7 @@ class ClassificationWidget(MicrosegDock):
         if reason:  # before training, not after it
             self.show_error(reason)
             return None
-        out = free_name(wanted)  # an existing model file is never replaced
+        out = free_name(wanted, sidecars=(".last.pt",))  # an existing model file (or checkpoint) is never replaced
         if out != wanted:
             self.train_out.value = str(out)  # the form shows the file that will be written
         stop_event = threading.Event()
@@ -412,7 +412,7 @@ class ClassificationWidget(MicrosegDock):
             reset_choices_in_order(self.model_choice)
             if result.model_path in self.model_choice.choices:  # the task may have been changed meanwhile
                 self.model_choice.value = result.model_path
-            renamed = f" ({wanted.name} exists: written as {out.name})" if out != wanted else ""
+            renamed = f" ({wanted.name} or its .last.pt checkpoint exists: written as {out.name})" if out != wanted else ""
             self.show_message(f"trained ({result.stop_reason}): {result.model_path}{renamed}")
 
         return self.start(make_generator, done, on_event=on_event, label="training classifier",

@@ -324,7 +324,7 @@ class TrainingWidget(MicrosegDock):
             return None
         resume = str(wanted) if self.resume.value else None
         # an existing model file is continued (resume) or left alone: a new name, shown in the field
-        out_path = wanted if resume else free_name(wanted)
+        out_path = wanted if resume else free_name(wanted, sidecars=(".last.pt",))
         if out_path != wanted:
             self.out_path.value = str(out_path)
         cfg = self.config()
@@ -349,7 +349,7 @@ class TrainingWidget(MicrosegDock):
             if pairs is None:  # Stop while reading: no training, nothing written
                 return None
             if out_path != wanted:  # said once the layers are read (the reading messages came first)
-                yield Progress(len(images), len(images), f"{wanted.name} exists: training into {out_path.name}")
+                yield Progress(len(images), len(images), f"{wanted.name} (or its .last.pt checkpoint) exists: training into {out_path.name}")
             # a (T, Y, X) stack trains on its frames (one pair each; the library skips unpainted ones)
             n_annotated = sum(int(np.count_nonzero([np.any(frame != 0) for frame in lab])) if lab.ndim == 3 else 1
                               for lab in pairs[1])
