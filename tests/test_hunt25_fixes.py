@@ -261,3 +261,24 @@ def test_free_name_counts_a_checkpoint_beside_the_name_as_used(tmp_path):
     assert free_name(Path(tmp_path / "model.pt"), sidecars=(".last.pt",)) == tmp_path / "model_2.pt"
     (tmp_path / "model_2.pt").write_bytes(b"model")
     assert free_name(Path(tmp_path / "model.pt"), sidecars=(".last.pt",)) == tmp_path / "model_3.pt"
+
+
+def test_evaluate_tracks_never_writes_over_its_input_tables(tmp_path, capsys):
+    """`evaluate tracks --out GT/tracks.csv --overwrite` replaced the true tracks with the metrics row."""
+    import tifffile
+
+    from napari_microseg.cli import main
+    from test_track_core import division_stack
+
+    labels, _ = division_stack()
+    tifffile.imwrite(tmp_path / "labels.tif", labels.astype(np.uint16))
+    for run in ("gt", "pred"):
+        assert main(["track", "--labels", str(tmp_path / "labels.tif"), "--out", str(tmp_path / run)]) == 0
+    for folder in ("gt", "pred"):
+        table = tmp_path / folder / "tracks.csv"
+        before = table.read_bytes()
+        assert main(["evaluate", "tracks", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred"),
+                     "--out", str(table), "--overwrite"]) == 2
+        assert "never overwritten" in capsys.readouterr().err and table.read_bytes() == before
+    assert main(["evaluate", "tracks", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred"),
+                 "--out", str(tmp_path / "pred" / "metrics.csv")]) == 0

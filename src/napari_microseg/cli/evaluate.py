@@ -92,7 +92,13 @@ def run_tracks(args: argparse.Namespace) -> int:
     from ..tracking.export import read_tracks_folder
     from ..tracking.metrics import ctc_scores
 
+    from ..io.atomic import guard_target, protect_more_inputs
+
+    # the tables of the two tracks folders are inputs too (a folder input protects its images only)
+    protect_more_inputs(Path(folder) / name for folder in (args.gt, args.pred)
+                        for name in ("tracks.csv", "res_track.txt", "man_track.txt"))
     out = csv_output(args.out, "tracking_metrics.csv")
+    guard_target(out)  # before the scoring
     check_overwrite([out], args.overwrite)
     if args.division_frames < 0:
         raise InputError(f"--division-frames must be >= 0, got {args.division_frames}")

@@ -67,6 +67,12 @@ def protect_inputs(paths: Iterable[str | os.PathLike]) -> None:
     _PROTECTED_STORES.update(stores)
 
 
+def protect_more_inputs(files: Iterable[str | os.PathLike]) -> None:
+    """Add files a command reads besides those :func:`protect_inputs` found in its input folders
+    (tables, such as a tracks folder's ``tracks.csv``); missing ones are skipped."""
+    _PROTECTED_FILES.update(Path(f).resolve() for f in files if Path(f).is_file())
+
+
 def make_output_folder(folder: str | os.PathLike) -> Path:
     """Create ``folder`` (and its parents) and check it can be written, before any work.
 
