@@ -165,3 +165,17 @@ def test_stop_before_first_epoch_writes_no_model(response_sets, tmp_path):
         result = end.value
     assert result.model_path is None and result.stop_reason == "stopped"
     assert not (tmp_path / "s.pt").exists()
+
+
+def test_classifier_file_records_how_its_run_stopped(response_sets, tmp_path):
+    """As the segmentation trainer's: "completed", or "stopped" for a run closed (Ctrl-C) after an epoch."""
+    train, _ = response_sets
+    small = train.subset(np.arange(40))
+    run_with_text_progress(train_classifier(_cfg(epochs=1), small, out_path=tmp_path / "a.pt"), stream=io.StringIO())
+    assert read_model_file(tmp_path / "a.pt")["config"]["training"]["stop_reason"] == "completed"
+    gen = train_classifier(_cfg(epochs=5), small, out_path=tmp_path / "b.pt")
+    while not any(getattr(event, "kind", "") == "epoch" for event in [next(gen)]):
+        pass
+    gen.close()
+    training = read_model_file(tmp_path / "b.pt")["config"]["training"]
+    assert training["stop_reason"] == "stopped" and training["epochs_run"] == 1

@@ -282,3 +282,54 @@ def test_evaluate_tracks_never_writes_over_its_input_tables(tmp_path, capsys):
         assert "never overwritten" in capsys.readouterr().err and table.read_bytes() == before
     assert main(["evaluate", "tracks", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred"),
                  "--out", str(tmp_path / "pred" / "metrics.csv")]) == 0
+
+
+_SMALL_TRAIN = ["--simulated", "2", "--sim-size", "64", "--patches-per-epoch", "2", "--patch", "64", "--batch-size", "2",
+                "--device", "cpu", "--quiet"]
+
+
+def test_train_stopped_by_term_keeps_its_record(tmp_path):
+    """`microseg train` killed with TERM (a job scheduler's stop) ends as Ctrl-C does: exit 143, the best
+    model kept with how the run stopped, the history written (it died with -15 and no history)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from napari_microseg.io.models import read_model_file
+
+    model = tmp_path / "m.pt"
+    proc = subprocess.Popen([sys.executable, "-m", "napari_microseg.cli", "train", *_SMALL_TRAIN, "--epochs", "1000",
+                             "--out", str(model)], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "m.pt.last.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    training = read_model_file(model)["config"]["training"]
+    assert training["stop_reason"] == "stopped" and 1 <= training["epochs_run"] < 1000
+    assert (tmp_path / "m.history.csv").is_file() and "the best model so far is" in err
+
+
+def test_train_interrupted_before_an_epoch_says_the_model_there_is_an_earlier_one(tmp_path, capsys, monkeypatch):
+    """Ctrl-C before the first epoch of an --overwrite run: no earlier run's history is written as this
+    run's, and the message says the model file there is the earlier one."""
+    import os
+
+    import napari_microseg.progress as progress
+    from napari_microseg.cli import main
+
+    model = tmp_path / "m.pt"
+    assert main(["train", *_SMALL_TRAIN, "--epochs", "1", "--out", str(model)]) == 0
+    for earlier in (model, tmp_path / "m.pt.last.pt"):
+        os.utime(earlier, (1e9, 1e9))  # written long before the next run
+    (tmp_path / "m.history.csv").unlink()
+
+    def interrupted(*_, **__):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(progress, "run_with_text_progress", interrupted)
+    assert main(["train", *_SMALL_TRAIN, "--epochs", "1", "--out", str(model), "--overwrite"]) == 130
+    assert "is an earlier run's model, unchanged" in capsys.readouterr().err
+    assert not (tmp_path / "m.history.csv").exists()

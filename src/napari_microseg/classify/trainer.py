@@ -280,7 +280,7 @@ def train_classifier(
     import torch
 
     from ..device import resolve_device
-    from ..io.models import read_model_file, save_model
+    from ..io.models import read_model_file, save_model, update_model_config
     from ..models import resolve_model_config
     from ..models.registry import build_model
     from . import _register_architectures
@@ -503,6 +503,12 @@ def train_classifier(
                 yield i + 1
         return tot / max(n, 1), correct / max(n, 1)
 
+    def record_whole_run(reason: str) -> None:
+        """Rewrite the kept (best-epoch) file's ``training`` entry for the run as it ended: how it
+        stopped and all its epochs (it was written at its best epoch; weights unchanged)."""
+        best_row = next((dict(h) for h in history if h["epoch"] == best_epoch), {})
+        update_model_config(out_path, training={**file_config(True, best_row)["training"], "stop_reason": reason})
+
     stop_reason = "completed"
     saved_any = out_path.is_file() and ckpt is not None
     x_all = torch.from_numpy(data.x)
@@ -585,10 +591,14 @@ def train_classifier(
         stop_reason = "stopped"
         if not saved_any:
             save_model(out_path, model, file_config(False, {}))
+        else:
+            record_whole_run(stop_reason)
         raise
     finally:
         if cfg.num_threads:
             torch.set_num_threads(prev_threads)
+    if saved_any:
+        record_whole_run(stop_reason)
     if saved_any and stop_reason != "stopped" and cfg.task == "images" and val is not None and len(np.unique(val.y)) == 2:
         yield ClassifierEvent(epoch, n_epochs, 0, 0, None, None, None, optimizer.param_groups[0]["lr"], 0.0, device,
                               total, total, "choosing the flag / discard thresholds on the validation images", "validate")

@@ -737,8 +737,11 @@ def _run_train(args) -> int:
         except StopIteration as stop:
             return stop.value
 
+    from ._signals import terminate_as_interrupt
+
     try:
-        result = run_with_text_progress(track(), label=f"train {task}")
+        with terminate_as_interrupt():  # a TERM (a job scheduler's stop) ends it as Ctrl-C does: best model kept
+            result = run_with_text_progress(track(), label=f"train {task}")
     except KeyboardInterrupt:
         gen.close()
         write_history_csv(history_path, history)

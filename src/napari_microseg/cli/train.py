@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from ..errors import InputError
@@ -292,11 +293,15 @@ def run(args: argparse.Namespace) -> int:
                       f"({', '.join(shared[:3])}{' ...' if len(shared) > 3 else ''}): validation will look better than "
                       "the model is", file=sys.stderr)
     gen = train(cfg, train_data, val_data, out_path=out, resume=args.resume, init_model=args.init_model)
+    started = time.time()
+    from ._signals import terminate_as_interrupt
+
     try:
-        result = run_with_text_progress(gen, label="train", quiet=args.quiet)  # --quiet: the summary lines still come
+        with terminate_as_interrupt():  # a TERM (a job scheduler's stop) ends it as Ctrl-C does: best model kept
+            result = run_with_text_progress(gen, label="train", quiet=args.quiet)  # --quiet: the summary lines still come
     except KeyboardInterrupt:
         gen.close()  # keeps the best model; write what history there is
-        _write_history_from_file(out, history_path)
+        _write_history_from_file(out, history_path, started)
         raise
     write_history_csv(history_path, result.history)
     best = next((r for r in result.history if r["epoch"] == result.best_epoch), None)
@@ -321,14 +326,30 @@ def _val_fraction(args: argparse.Namespace) -> float:
     return 0.2
 
 
-def _write_history_from_file(model_path: Path, history_path: Path) -> None:
+def _write_history_from_file(model_path: Path, history_path: Path, started: float) -> None:
+    """After an interruption: the history of this run (started at ``started``, seconds since the
+    epoch) from its checkpoint or model file, and what was kept. Files older than the run are an
+    earlier run's (``--overwrite``): their history is not written as this run's."""
     from ..io.models import read_model_file
     from ..training.trainer import last_checkpoint_path
 
     for p in (last_checkpoint_path(model_path), model_path):
         try:
-            hist = read_model_file(p)["config"]["training"]["history"]
+            if p.stat().st_mtime < started - 1:
+                continue
+            training = read_model_file(p)["config"]["training"]
         except Exception:  # noqa: BLE001 - best effort on interrupt
             continue
-        write_history_csv(history_path, hist)
+        if not training.get("history"):
+            break
+        write_history_csv(history_path, training["history"])
+        print(f"interrupted after {len(training['history'])} epoch(s): the best model so far is {model_path}; "
+              f"history: {history_path}", file=sys.stderr)
         return
+    if not model_path.is_file():
+        kept = "no model was written"
+    elif model_path.stat().st_mtime < started - 1:
+        kept = f"{model_path} is an earlier run's model, unchanged"
+    else:
+        kept = f"{model_path} holds the untrained network (marked incomplete)"
+    print(f"interrupted before the first epoch finished: {kept}", file=sys.stderr)
