@@ -333,3 +333,33 @@ def test_train_interrupted_before_an_epoch_says_the_model_there_is_an_earlier_on
     assert main(["train", *_SMALL_TRAIN, "--epochs", "1", "--out", str(model), "--overwrite"]) == 130
     assert "is an earlier run's model, unchanged" in capsys.readouterr().err
     assert not (tmp_path / "m.history.csv").exists()
+
+
+@pytest.mark.gui
+def test_every_labels_layer_the_docks_add_has_a_label_features_table(make_napari_viewer, wait_worker):
+    """The design's contract: Labels layers carry features with a ``label`` column (one row per id);
+    auto-labels, their preview and QC, and the Tracking dock's "by track" layer had none."""
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+    from napari_microseg.widgets.autolabel import AutolabelWidget
+    from napari_microseg.widgets.tracking import TrackingWidget
+
+    sim = simulate_nuclei_timelapse(n_frames=3, shape=(96, 96), n_nuclei=6, seed=2)
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(np.asarray(sim.fluorescence, np.float32), name="stain")
+    viewer.add_labels(np.asarray(sim.labels), name="cells")
+    auto = AutolabelWidget(viewer)
+    auto.live.value = False
+    auto.stain_layer.value = "stain"
+    wait_worker(auto.preview())
+    wait_worker(auto.apply())
+    wait_worker(auto.run_qc())
+    tracking = TrackingWidget(viewer)
+    tracking.labels_layer.value = "cells"
+    wait_worker(tracking.track())
+    added = [layer for layer in viewer.layers if layer.__class__.__name__ == "Labels" and layer.name != "cells"]
+    assert {layer.name for layer in added} >= {"auto-label preview", "stain auto-labels", "cells by track"}
+    for layer in added:
+        ids = set(np.unique(np.asarray(layer.data))) - {0, -1}
+        assert "label" in layer.features.columns and set(layer.features["label"]) == ids, layer.name
+    by_track = viewer.layers["cells by track"].features
+    assert set(by_track["label"]) == set(tracking.result.table["track_id"]) and "generation" in by_track

@@ -149,11 +149,16 @@ def test_stop_by_close_keeps_valid_model_and_resume_continues(tmp_path):
     interrupted = load_model(tmp_path / "ctrl_c.pt").config["training"]
     assert interrupted["stop_reason"] == "stopped" and interrupted["epochs_run"] == 1
 
-    # stop before any epoch finished: the current weights are saved, marked incomplete
+    # stop before any epoch finished: nothing written, and an earlier run's file there stays as it was
     gen = train(TrainConfig(epochs=5, seed=1, **TINY), (imgs, labs), out_path=tmp_path / "early.pt")
     next(gen)
     gen.close()
-    assert load_model(tmp_path / "early.pt").config["training"]["complete"] is False
+    assert not (tmp_path / "early.pt").exists()
+    before = (tmp_path / "s.pt").read_bytes()
+    gen = train(TrainConfig(epochs=5, seed=1, **TINY), (imgs, labs), out_path=tmp_path / "s.pt")
+    next(gen)
+    gen.close()
+    assert (tmp_path / "s.pt").read_bytes() == before
 
 
 def test_stop_event_and_early_stopping(tmp_path):

@@ -273,9 +273,8 @@ def train_classifier(
     Notes
     -----
     Stopping keeps the best model file. If stopped before the first epoch finished (as
-    :func:`napari_microseg.training.trainer.train`): with ``stop_event`` (the widgets' Stop) nothing
-    is saved and the result's ``model_path`` is None (no trained model to offer); with ``close()``
-    (an interrupted script) the current weights are saved (``"complete": false``).
+    :func:`napari_microseg.training.trainer.train`) nothing is saved (an untrained network is no
+    model, and a file already at ``out_path`` stays as it is); the result's ``model_path`` is None.
     """
     import torch
 
@@ -589,9 +588,7 @@ def train_classifier(
                 break
     except (GeneratorExit, KeyboardInterrupt):  # closed (Stop), or Ctrl-C / SIGTERM while a step ran in here
         stop_reason = "stopped"
-        if not saved_any:
-            save_model(out_path, model, file_config(False, {}))
-        else:
+        if saved_any:  # before an epoch finished nothing is written (an untrained network is no model)
             record_whole_run(stop_reason)
         raise
     finally:

@@ -346,10 +346,5 @@ def _write_history_from_file(model_path: Path, history_path: Path, started: floa
         print(f"interrupted after {len(training['history'])} epoch(s): the best model so far is {model_path}; "
               f"history: {history_path}", file=sys.stderr)
         return
-    if not model_path.is_file():
-        kept = "no model was written"
-    elif model_path.stat().st_mtime < started - 1:
-        kept = f"{model_path} is an earlier run's model, unchanged"
-    else:
-        kept = f"{model_path} holds the untrained network (marked incomplete)"
+    kept = f"{model_path} is an earlier run's model, unchanged" if model_path.is_file() else "no model was written"
     print(f"interrupted before the first epoch finished: {kept}", file=sys.stderr)

@@ -438,10 +438,8 @@ def train(
     Notes
     -----
     Stopping (``close()``, ``stop_event``, early stopping) keeps the best model file. If
-    stopped before the first epoch finished: with ``stop_event`` (the widgets' Stop) nothing
-    is saved and the result's ``model_path`` is None (there is no trained model to offer);
-    with ``close()`` (an interrupted script) the current weights are saved to ``out_path``
-    (marked ``"complete": false``) so a file exists after the interruption.
+    stopped before the first epoch finished nothing is saved (an untrained network is no model,
+    and a file already at ``out_path`` stays as it is); the result's ``model_path`` is None.
     """
     import torch
 
@@ -899,10 +897,8 @@ def train(
                 break
     except (GeneratorExit, KeyboardInterrupt):  # closed (Stop), or Ctrl-C / SIGTERM while a step ran in here
         stop_reason = "stopped"
-        if not saved_any:
-            save_model(out_path, model, file_config(False, {}))
-        else:
-            record_whole_run(stop_reason)
+        if saved_any:  # before an epoch finished nothing is written: an untrained network is no model, and
+            record_whole_run(stop_reason)  # with --overwrite it would replace the earlier run's one
         raise
     finally:
         if cfg.num_threads:

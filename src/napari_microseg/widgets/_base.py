@@ -599,6 +599,17 @@ def label_features(table: Any) -> Any:
     return features
 
 
+def ids_features(labels: Any) -> Any:
+    """A Labels layer's ``features`` for labels without measurements (auto-labels, previews): one row
+    per id > 0 with ``label`` and ``pixels`` (its pixel count over all frames), as :func:`label_features`
+    gives them. Run it in a worker for big stacks."""
+    import pandas as pd
+
+    labels = np.asarray(labels)
+    ids, pixels = np.unique(labels[labels > 0], return_counts=True)
+    return label_features(pd.DataFrame({"label": ids.astype(np.int64), "pixels": pixels.astype(np.int64)}))
+
+
 def layer_geometry(layer: Any, ndim: int) -> dict:
     """``scale``, ``translate`` and ``units`` of ``layer``'s last ``ndim`` axes, for a result layer of
     ``ndim`` dimensions that must lie on top of it (a (Y, X) result of one frame of a (T, Y, X)

@@ -19,7 +19,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
 from ..errors import InputError
-from ._base import MicrosegDock, current_frame, display_labels, grey_image, layer_geometry, layer_names, unique_layer_name
+from ._base import MicrosegDock, current_frame, display_labels, grey_image, ids_features, layer_geometry, layer_names, unique_layer_name
 
 PREVIEW_DELAY_MS = 400
 NO_TARGET = "(none)"
@@ -171,11 +171,11 @@ class AutolabelWidget(MicrosegDock):
 
             yield Progress(0, 1, "previewing ...")
             labels = display_labels(autolabel_frame(np.asarray(frame), **params, size_report=sizes))
-            n_nuclei = int(np.count_nonzero(np.bincount(labels.ravel())[1:]))  # in the worker: big frames take a while
-            return (labels if t is None else _in_stack(labels, stack_shape, t)), n_nuclei
+            features = ids_features(labels)  # in the worker: big frames take a while
+            return (labels if t is None else _in_stack(labels, stack_shape, t)), len(features), features
 
         def done(outcome: tuple) -> None:
-            full, n_nuclei = outcome
+            full, n_nuclei, features = outcome
             kept = ""
             if self.preview_layer is not None and self.preview_layer in self.viewer.layers and self._preview_painted:
                 # the user painted into the preview: keep those edits as their own layer
@@ -194,6 +194,7 @@ class AutolabelWidget(MicrosegDock):
                 self.preview_layer.data = full
                 for key, value in layer_geometry(layer, full.ndim).items():  # on top of the stain now chosen
                     setattr(self.preview_layer, key, value)
+            self.preview_layer.features = features
             self._preview_painted = False
             self.preview_layer.visible = True  # hidden by a failed preview
             where = f"frame {t} of {layer.name}" if t is not None else layer.name
@@ -248,10 +249,11 @@ class AutolabelWidget(MicrosegDock):
                                                               max_shift_px=max_shift)
             else:
                 shifts = None
-            return display_labels(labels), shifts
+            labels = display_labels(labels)
+            return labels, shifts, ids_features(labels)
 
         def done(outcome: tuple) -> None:
-            labels, shifts = outcome
+            labels, shifts, features = outcome
             n_frames = 1 if data.ndim == 2 else data.shape[0]
             left_out = ""
             if sizes.get("too_large"):
@@ -261,12 +263,12 @@ class AutolabelWidget(MicrosegDock):
             if shifts is None:
                 self.labels_layer = self.viewer.add_labels(
                     labels, name=unique_layer_name(self.viewer, f"{layer.name} auto-labels"), opacity=0.5,
-                    **layer_geometry(layer, labels.ndim))
+                    features=features, **layer_geometry(layer, labels.ndim))
                 self.show_message(f"labelled {n_frames} frame(s): correct with napari's tools, then QC / train.{left_out}")
                 return
             self.labels_layer = self.viewer.add_labels(
                 labels, name=unique_layer_name(self.viewer, f"{target_layer.name} labels (from {layer.name})"), opacity=0.5,
-                metadata={"stain": layer.name, "target": target_layer.name, "shifts": shifts},
+                metadata={"stain": layer.name, "target": target_layer.name, "shifts": shifts}, features=features,
                 **layer_geometry(target_layer, labels.ndim))
             self.show_message(f"labelled {n_frames} frame(s) of '{layer.name}' onto '{target_layer.name}': "
                               f"{_shift_summary(shifts, max_shift)}. Train on '{target_layer.name}' with these labels."
@@ -333,13 +335,13 @@ class AutolabelWidget(MicrosegDock):
                 stack = np.array(snapshot, dtype=checked.dtype)
                 stack[t] = checked
                 checked = stack
-            return table.assign(y=positions[:, 0], x=positions[:, 1]), tile_shape, checked
+            return table.assign(y=positions[:, 0], x=positions[:, 1]), tile_shape, checked, ids_features(checked)
 
         def done(outcome: tuple) -> None:
-            table, (th, tw), checked = outcome
+            table, (th, tw), checked, features = outcome
             self.qc = table
             self.qc_labels_layer = self.viewer.add_labels(
-                checked, name=unique_layer_name(self.viewer, f"{layer.name} (QC)"), opacity=0.5,
+                checked, name=unique_layer_name(self.viewer, f"{layer.name} (QC)"), opacity=0.5, features=features,
                 **layer_geometry(layer, checked.ndim))
             rects = [np.array([[y, x], [y, x + tw], [y + th, x + tw], [y + th, x]], float) for y, x in zip(table.y, table.x)]
             colours = ["#33cc33" if k else "#ff4444" for k in table.kept]

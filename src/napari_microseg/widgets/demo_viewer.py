@@ -18,8 +18,10 @@ def show_demo(result: Any, run: bool = True, viewer: Any = None) -> Any:
     viewer = viewer if viewer is not None else napari.Viewer(title="napari-microseg demo")
     sim, seg, tracks = result.simulation, result.segmentation, result.tracking
     viewer.add_image(sim.fluorescence, name="movie (simulated fluorescence)")
-    viewer.add_labels(sim.labels, name="true labels", visible=False)
-    viewer.add_labels(seg.labels, name="segmented", opacity=0.4)
+    from ._base import ids_features
+
+    viewer.add_labels(sim.labels, name="true labels", visible=False, features=ids_features(sim.labels))
+    viewer.add_labels(seg.labels, name="segmented", opacity=0.4, features=ids_features(seg.labels))
     data, kwargs = tracks.napari_tracks()
     viewer.add_tracks(data, **{**kwargs, "name": "tracks", "tail_length": 12})
     docks = {name: viewer.window.add_plugin_dock_widget("napari-microseg", name, tabify=True) for name in WIDGET_NAMES}

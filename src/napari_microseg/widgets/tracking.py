@@ -18,7 +18,7 @@ from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableW
 
 from ..errors import InputError
 from ..progress import Progress
-from ._base import (MicrosegDock, dock_action, frame_label_map, free_name, free_names, grey_image, layer_geometry, layer_names, unique_layer_name,
+from ._base import (MicrosegDock, dock_action, frame_label_map, free_name, free_names, grey_image, label_features, layer_geometry, layer_names, unique_layer_name,
                     unwritable_reason, with_frame_labels)
 
 NO_IMAGE = "(none)"
@@ -193,12 +193,14 @@ class TrackingWidget(MicrosegDock):
             self.tracks_layer.graph = kwargs["graph"]
             self.tracks_layer.properties = kwargs["properties"]
         if result.relabelled is not None:
+            features = track_features(result.table)  # label = track id: hovering shows its lineage
             if new or self.relabelled_layer is None or self.relabelled_layer not in self.viewer.layers:
                 self.relabelled_layer = self.viewer.add_labels(
                     result.relabelled, name=unique_layer_name(self.viewer, f"{self.tracked_name} by track"), opacity=0.4,
-                    visible=False, **self.tracked_geometry)
+                    visible=False, features=features, **self.tracked_geometry)
             else:
                 self.relabelled_layer.data = result.relabelled
+                self.relabelled_layer.features = features
         if new and self.tracks_layer is not None:  # the visible result to work on, not the hidden "by track" labels
             self.viewer.layers.selection.active = self.tracks_layer
         self._recolour()
@@ -424,3 +426,13 @@ def _track_layers(labels: Any, image: Any, kwargs: dict) -> Generator[Any, None,
     return result
 
 
+def track_features(table: Any) -> Any:
+    """The "by track" Labels layer's features: one row per track, ``label`` its track id, with its
+    parent, root and generation (from a tracks.csv-style table, one row per track and frame)."""
+    import pandas as pd
+
+    columns = [c for c in ("parent_track_id", "root_track_id", "generation") if c in table.columns]
+    if len(table) == 0:
+        return label_features(pd.DataFrame({"label": pd.Series(dtype=np.int64), **{c: [] for c in columns}}))
+    per_track = table.groupby("track_id", sort=True)[columns].first().reset_index()
+    return label_features(per_track.rename(columns={"track_id": "label"}))

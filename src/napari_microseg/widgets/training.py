@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any, Generator
 
 import numpy as np
+import pandas as pd
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, PushButton, Select, SpinBox
 
 from ..defaults import MAX_CLASS_VALUES
 from ..errors import InputError
 from ..progress import Progress, drain
-from ._base import NO_MODEL_MESSAGE, MicrosegDock, class_colormap, current_frame, display_labels, free_name, full_resolution, grey_image, layer_geometry, layer_names, unique_layer_name, unwritable_reason
+from ._base import NO_MODEL_MESSAGE, MicrosegDock, class_colormap, current_frame, display_labels, free_name, ids_features, full_resolution, grey_image, label_features, layer_geometry, layer_names, unique_layer_name, unwritable_reason
 from ._plot import LossPlot
 
 
@@ -450,14 +451,17 @@ class TrainingWidget(MicrosegDock):
             if classes:  # a class map: the share of each class, as the Segmentation dock gives it
                 shares = np.bincount(labels.ravel(), minlength=len(result.class_names)) / max(labels.size, 1)
                 said = ", ".join(f"{name} {100 * share:.1f} %" for name, share in zip(result.class_names, shares))
-                return labels, said, list(result.class_names)
-            return labels, f"{len(result.objects) if result.objects is not None else int(labels.max())} objects", None
+                classes = pd.DataFrame({"label": np.arange(len(result.class_names)), "class": list(result.class_names)})
+                return labels, said, list(result.class_names), label_features(classes)
+            features = ids_features(labels)
+            return labels, f"{len(features)} objects", None, features
 
         def done(outcome: tuple) -> None:
-            labels, said, class_names = outcome
+            labels, said, class_names, features = outcome
             name = unique_layer_name(self.viewer, f"preview {Path(path).stem}" + (f" t={t}" if t is not None else ""))
             colours = {"colormap": class_colormap(len(class_names))} if class_names else {}  # the fixed class colours
-            self.viewer.add_labels(labels, name=name, opacity=0.5, **colours, **layer_geometry(layer, labels.ndim))
+            self.viewer.add_labels(labels, name=name, opacity=0.5, **colours, features=features,
+                                   **layer_geometry(layer, labels.ndim))
             self.show_message(f"preview: {said}")
 
         return self.start(make_generator, done, label="predicting")
