@@ -363,3 +363,29 @@ def test_every_labels_layer_the_docks_add_has_a_label_features_table(make_napari
         assert "label" in layer.features.columns and set(layer.features["label"]) == ids, layer.name
     by_track = viewer.layers["cells by track"].features
     assert set(by_track["label"]) == set(tracking.result.table["track_id"]) and "generation" in by_track
+
+
+def test_non_square_pixels_keep_their_y_size_and_are_warned_about(tmp_path, capsys):
+    """An OME-TIFF with 0.65 um X and 1.3 um Y pixels: the Y size was dropped and the written labels
+    claimed 0.65 um in Y; now it is kept (napari's Y scale, the labels file) and the run says that um
+    lengths use the X size."""
+    import tifffile
+
+    from napari_microseg.cli import main
+    from napari_microseg.io.images import read_image
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+    from napari_microseg._reader import layer_calibration
+
+    image = simulate_nuclei_image(shape=(96, 96), n_nuclei=6, seed=1)[0].astype(np.float32)
+    path = tmp_path / "aniso.ome.tif"
+    tifffile.imwrite(path, image, ome=True, metadata={"axes": "YX", "PhysicalSizeX": 0.65, "PhysicalSizeY": 1.3,
+                                                       "PhysicalSizeXUnit": "µm", "PhysicalSizeYUnit": "µm"})
+    with pytest.warns(UserWarning, match="not square"):
+        read = read_image(path)
+    assert read.metadata["calibration"]["pixel_size_y_um"] == pytest.approx(1.3)
+    assert layer_calibration(read)["scale"] == pytest.approx((1.3, 0.65))
+    assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(path), "--out", str(tmp_path / "o")]) == 0
+    assert "warning: aniso.ome.tif: the pixels are not square" in capsys.readouterr().err
+    labels = next((tmp_path / "o" / "labels").iterdir())
+    with tifffile.TiffFile(labels) as written:
+        assert 'PhysicalSizeY="1.3"' in written.ome_metadata

@@ -40,8 +40,9 @@ def layer_calibration(image) -> dict:
     for i, letter in enumerate(axes):
         if i == channel or letter == "S":
             continue
-        if letter in "YX" and "pixel_size_um" in calibration:
-            scale.append(float(calibration["pixel_size_um"]))
+        if letter in "YX" and "pixel_size_um" in calibration:  # non-square pixels: their own Y size
+            scale.append(float(calibration.get("pixel_size_y_um", calibration["pixel_size_um"]) if letter == "Y"
+                               else calibration["pixel_size_um"]))
             units.append("micrometer")
         elif letter == "T" and "frame_interval_min" in calibration:
             scale.append(float(calibration["frame_interval_min"]))

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import gzip
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, MicrosegWarning
 from .atomic import atomic_path, guard_target
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -282,8 +283,17 @@ def in_unit(value: Any, unit: Any, target: str) -> float | None:
         return None
 
 
-def _calibration(pixel_size: float | None, frame_interval: float | None) -> dict:
+def _calibration(pixel_size: float | None, frame_interval: float | None, pixel_size_y: float | None = None,
+                 name: str = "") -> dict:
+    """``{"pixel_size_um", "frame_interval_min"}`` of the values given; a Y size that differs from X
+    (non-square pixels) is kept as ``pixel_size_y_um`` (written back, and napari's Y scale) and warned
+    about: lengths and areas in micrometres use the X size on both axes."""
     found = {"pixel_size_um": pixel_size, "frame_interval_min": frame_interval}
+    if pixel_size is not None and pixel_size_y is not None and abs(pixel_size_y - pixel_size) > 1e-6 * pixel_size:
+        found["pixel_size_y_um"] = pixel_size_y
+        warnings.warn(MicrosegWarning(
+            f"{name}: the pixels are not square ({pixel_size:g} um in X, {pixel_size_y:g} um in Y): lengths and "
+            f"areas in um use {pixel_size:g} um on both axes"), stacklevel=3)
     return {k: v for k, v in found.items() if v is not None}
 
 
@@ -298,16 +308,19 @@ def _tiff_calibration(tif: Any) -> dict:
         except (ET.ParseError, StopIteration):
             return {}
         return _calibration(in_unit(pixels.get("PhysicalSizeX"), pixels.get("PhysicalSizeXUnit", "µm"), "micrometer"),
-                            in_unit(pixels.get("TimeIncrement"), pixels.get("TimeIncrementUnit", "s"), "minute"))
+                            in_unit(pixels.get("TimeIncrement"), pixels.get("TimeIncrementUnit", "s"), "minute"),
+                            in_unit(pixels.get("PhysicalSizeY"), pixels.get("PhysicalSizeYUnit", "µm"), "micrometer"),
+                            Path(tif.filename).name)
     ij = tif.imagej_metadata or {}
-    pixel_size = None
-    resolution = tif.pages[0].tags.get("XResolution")
-    if ij.get("unit") and resolution is not None:
-        numerator, denominator = resolution.value
-        if numerator:  # pixels per unit
-            pixel_size = in_unit(denominator / numerator, ij["unit"], "micrometer")
+    sizes = {}
+    for axis in "XY":
+        resolution = tif.pages[0].tags.get(f"{axis}Resolution")
+        if ij.get("unit") and resolution is not None:
+            numerator, denominator = resolution.value
+            if numerator:  # pixels per unit
+                sizes[axis] = in_unit(denominator / numerator, ij["unit"], "micrometer")
     frame_interval = in_unit(ij.get("finterval"), ij.get("tunit", "s"), "minute") if ij.get("finterval") else None
-    return _calibration(pixel_size, frame_interval)
+    return _calibration(sizes.get("X"), frame_interval, sizes.get("Y"), Path(tif.filename).name)
 
 
 def _zarr_calibration(multiscales: Any) -> dict:
@@ -507,7 +520,8 @@ def _ome_calibration(calibration: dict, ndim: int) -> dict:
     out: dict = {}
     size, interval = calibration.get("pixel_size_um"), calibration.get("frame_interval_min")
     if size is not None and np.isfinite(size) and size > 0:
-        out.update(PhysicalSizeX=float(size), PhysicalSizeY=float(size), PhysicalSizeXUnit="µm", PhysicalSizeYUnit="µm")
+        size_y = calibration.get("pixel_size_y_um", size)  # non-square pixels keep their Y size
+        out.update(PhysicalSizeX=float(size), PhysicalSizeY=float(size_y), PhysicalSizeXUnit="µm", PhysicalSizeYUnit="µm")
     if ndim == 3 and interval is not None and np.isfinite(interval) and interval > 0:
         out.update(TimeIncrement=float(interval), TimeIncrementUnit="min")
     return out
