@@ -389,3 +389,24 @@ def test_non_square_pixels_keep_their_y_size_and_are_warned_about(tmp_path, caps
     labels = next((tmp_path / "o" / "labels").iterdir())
     with tifffile.TiffFile(labels) as written:
         assert 'PhysicalSizeY="1.3"' in written.ome_metadata
+
+
+def test_segment_overwrite_removes_the_earlier_runs_other_label_files(tmp_path, capsys):
+    """`segment --overwrite` into a folder an earlier run of four images wrote: its label files of the
+    other images went on to be scored by `evaluate seg` as this run's; a user's own file stays."""
+    import tifffile
+
+    from napari_microseg.cli import main
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(3):
+        tifffile.imwrite(images / f"n{i}.tif", simulate_nuclei_image(shape=(64, 64), n_nuclei=4, seed=i)[0].astype(np.float32))
+    out = tmp_path / "out"
+    assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(images), "--out", str(out)]) == 0
+    (out / "labels" / "mine.tif").write_bytes(b"not the run's")
+    assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(images / "n1.tif"), "--out", str(out),
+                 "--overwrite"]) == 0
+    assert sorted(p.name for p in (out / "labels").iterdir()) == ["mine.tif", "n1.tif"]
+    assert "removed 2 label file(s) the earlier run" in capsys.readouterr().err

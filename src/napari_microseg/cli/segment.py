@@ -355,6 +355,32 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
     return result, objects, counts, clusters, record
 
 
+def _remove_earlier_labels(out: Path, kept: set[Path]) -> None:
+    """With --overwrite: the label files (and probabilities) the earlier run in ``out`` wrote, as its
+    ``segment_run.json`` lists them, that this run did not write again: left there, they were scored
+    by ``evaluate seg`` as this run's. Only files inside ``out/labels`` and ``out/probabilities``."""
+    import shutil
+
+    try:
+        earlier = json.loads((out / "segment_run.json").read_text()).get("images") or []
+    except (OSError, ValueError, AttributeError):
+        return
+    kept = {p.resolve() for p in kept}
+    folders = {(out / "labels").resolve(), (out / "probabilities").resolve()}
+    removed = 0
+    for record in earlier:
+        if not isinstance(record, dict) or not record.get("labels"):
+            continue
+        labels = out / "labels" / Path(record["labels"]).name  # in this folder, wherever the run was started
+        for stale in (labels, out / "probabilities" / f"{labels.name.removesuffix('.zarr').removesuffix('.tif')}.tif"):
+            if stale.resolve() in kept or stale.resolve().parent not in folders or not stale.exists():
+                continue
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+            removed += stale.parent.name == "labels"
+    if removed:
+        print(f"removed {removed} label file(s) the earlier run in {out} wrote for other images", file=sys.stderr)
+
+
 def _single_exposures(args: argparse.Namespace, paths: list[Path], out: Path) -> tuple[list[Path] | None, list[dict]]:
     """For ``--hot-repeats``: the inputs when they are single (Y, X) frames of one shape, to be segmented
     as one stack; None when each is a (T, Y, X) stack of its own (the rule runs within each). An input
@@ -709,6 +735,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.overwrite:  # an earlier run's defect masks of these inputs must not pass for this run's
         for stale in {_defect_mask_path(out, None), *(_defect_mask_path(out, path) for path in inputs)} - set(masks):
             stale.unlink(missing_ok=True)
+        _remove_earlier_labels(out, {Path(record["labels"]) for record in per_image})
     if all_clusters:
         clusters = pd.concat(all_clusters, ignore_index=True)
         write_table_csv(clusters, out / "clusters.csv")
