@@ -410,3 +410,19 @@ def test_segment_overwrite_removes_the_earlier_runs_other_label_files(tmp_path, 
                  "--overwrite"]) == 0
     assert sorted(p.name for p in (out / "labels").iterdir()) == ["mine.tif", "n1.tif"]
     assert "removed 2 label file(s) the earlier run" in capsys.readouterr().err
+
+
+def test_a_z_stack_is_said_to_be_read_as_frames(tmp_path):
+    import tifffile
+
+    from napari_microseg.io.images import read_image
+
+    tifffile.imwrite(tmp_path / "z.tif", np.zeros((4, 32, 32), np.uint16), imagej=True, metadata={"axes": "ZYX"})
+    with pytest.warns(UserWarning, match="4 focal planes"):
+        assert read_image(tmp_path / "z.tif").data.shape == (4, 32, 32)
+    tifffile.imwrite(tmp_path / "t.tif", np.zeros((4, 32, 32), np.uint16), imagej=True, metadata={"axes": "TYX"})
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_image(tmp_path / "t.tif")

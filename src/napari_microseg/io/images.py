@@ -223,6 +223,11 @@ def _read_tiff(path: Path, lazy_above_bytes: int | None = None) -> ImageData:
         series = tif.series[0]
         axes = str(series.axes)
         meta: dict = {"axes": axes} if len(axes) == len(series.shape) else {}
+        if "Z" in axes and "T" not in axes and series.shape[axes.index("Z")] > 1:  # a Z-stack, no time axis
+            warnings.warn(MicrosegWarning(
+                f"{path.name}: its axis {axes} holds {series.shape[axes.index('Z')]} focal planes (Z), read as the "
+                "frames of a time-lapse: each plane is segmented on its own, and tracking would link planes, not "
+                "times"), stacklevel=3)
         # planar "RGB" (SYX) stays as it is: tifffile tags a 3-4 frame grey stack written
         # without metadata the same way, and those frames must stay frames
         if tif.imagej_metadata:
