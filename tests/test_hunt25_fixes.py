@@ -426,3 +426,27 @@ def test_a_z_stack_is_said_to_be_read_as_frames(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         read_image(tmp_path / "t.tif")
+
+
+def test_evaluate_seg_counts_an_image_without_prediction_as_nothing_found(tmp_path, capsys):
+    """An image a run failed on (no prediction file) was left out, so failures raised the score; it now
+    counts as all missed, and a prediction without ground truth is named as not scored."""
+    import pandas as pd
+    import tifffile
+
+    from napari_microseg.cli import main
+
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    gt.mkdir(), pred.mkdir()
+    labels = np.zeros((32, 32), np.uint16)
+    labels[4:10, 4:10], labels[20:28, 20:28] = 1, 2
+    for name in ("a.tif", "b.tif"):
+        tifffile.imwrite(gt / name, labels)
+    tifffile.imwrite(pred / "a.tif", labels)  # perfect on a; b failed
+    tifffile.imwrite(pred / "zzz.tif", labels)
+    assert main(["evaluate", "seg", "--gt", str(gt), "--pred", str(pred), "--out", str(tmp_path / "m.csv")]) == 0
+    err = capsys.readouterr().err
+    assert "1 ground-truth file(s) have no prediction" in err and "scored as nothing found (b.tif)" in err
+    assert "match no ground truth and are not scored (zzz.tif)" in err
+    pooled = pd.read_csv(tmp_path / "m.csv").set_index("name").loc["ALL"]
+    assert pooled["ap@0.50"] == pytest.approx(0.5) and pooled["n_gt"] == 4

@@ -176,8 +176,12 @@ def _list(path: Path) -> list[Path]:
     return files
 
 
-def match_files(gt_dir: Path, pred_dir: Path) -> list[tuple[Path, Path]]:
-    """Pairs (gt, pred) matched by exact name, else by name without suffix/_labels-like ending."""
+def match_files(gt_dir: Path, pred_dir: Path, unpredicted_as_empty: bool = False) -> list[tuple[Path, Path | None]]:
+    """Pairs (gt, pred) matched by exact name, else by name without suffix/_labels-like ending.
+
+    Files on one side only are named on stderr. A ground truth without a prediction (an image a run
+    failed on) is paired with None when ``unpredicted_as_empty`` (scored as nothing found, so that
+    failures do not raise the score), else left out."""
     gts, preds = _list(gt_dir), _list(pred_dir)
     if len(gts) == 1 and len(preds) == 1:
         if _key(gts[0].name) != _key(preds[0].name):
@@ -188,13 +192,28 @@ def match_files(gt_dir: Path, pred_dir: Path) -> list[tuple[Path, Path]]:
     by_key = {}
     for p in preds:
         by_key.setdefault(_key(p.name), p)
-    pairs = []
+    pairs, unpredicted = [], []
     for g in gts:
         p = by_name.get(g.name) or by_key.get(_key(g.name))
         if p is not None:
             pairs.append((g, p))
+        else:
+            unpredicted.append(g)
     if not pairs:
         raise InputError(f"no file names in {pred_dir} match those in {gt_dir}")
+
+    def listed(paths: list) -> str:
+        return ", ".join(p.name for p in paths[:3]) + (" ..." if len(paths) > 3 else "")
+
+    unmatched = sorted(set(preds) - {p for _, p in pairs})
+    if unmatched:
+        print(f"note: {len(unmatched)} file(s) in {pred_dir} match no ground truth and are not scored "
+              f"({listed(unmatched)})", file=sys.stderr)
+    if unpredicted:
+        treated = "scored as nothing found" if unpredicted_as_empty else "not scored"
+        print(f"warning: {len(unpredicted)} ground-truth file(s) have no prediction in {pred_dir}: {treated} "
+              f"({listed(unpredicted)})", file=sys.stderr)
+
     truths_of: dict = {}
     for g, p in pairs:
         truths_of.setdefault(p, []).append(g.name)
@@ -202,7 +221,7 @@ def match_files(gt_dir: Path, pred_dir: Path) -> list[tuple[Path, Path]]:
         if len(names) > 1:
             raise InputError(f"{p.name} in {pred_dir} matches {len(names)} ground-truth files ({', '.join(names)}): "
                              "keep one truth per image in --gt")
-    return pairs
+    return pairs + [(g, None) for g in unpredicted] if unpredicted_as_empty else pairs
 
 
 def read_labels(path: Path, not_annotated: bool = False):
@@ -260,11 +279,16 @@ def leave_out_not_annotated(gt, pred):
     return np.where(ignored, 0, gt), pred, len(dropped)
 
 
-def iter_pairs(pairs, notes: list | None = None):
+def iter_pairs(pairs, notes: list | None = None, unpredicted: list | None = None):
+    """(name, truth, prediction) of each image or frame of ``pairs`` (:func:`match_files`); a pair
+    without prediction file gives an empty prediction, its frames' names appended to ``unpredicted``."""
+    import numpy as np
+
     from ..io.images import frame_name
 
     for g, p in pairs:
-        gt, pred = read_labels(g, not_annotated=True), read_labels(p)
+        gt = read_labels(g, not_annotated=True)
+        pred = read_labels(p) if p is not None else np.zeros(gt.shape, np.int64)  # no prediction: nothing found
         if gt.shape != pred.shape:
             raise InputError(f"{g.name}: ground truth shape {gt.shape} differs from prediction {p.name} shape {pred.shape}")
         frames = [(g.name, gt, pred)] if gt.ndim == 2 else [(frame_name(g.name, t), gt[t], pred[t]) for t in range(gt.shape[0])]
@@ -273,6 +297,8 @@ def iter_pairs(pairs, notes: list | None = None):
             gt_frame, pred_frame, n_dropped = leave_out_not_annotated(gt_frame, pred_frame)
             if n_ignored and notes is not None:
                 notes.append((name, n_ignored, n_dropped))
+            if p is None and unpredicted is not None:
+                unpredicted.append(name)
             yield name, gt_frame, pred_frame
 
 
@@ -287,10 +313,12 @@ def run_seg(args: argparse.Namespace) -> int:
     out_thr = out.with_name(out.stem + "_thresholds.csv")
     out_compare = out.with_name(out.stem + "_compare.csv")
     check_overwrite([out, out_thr] + ([out_compare] if args.compare else []), args.overwrite)
-    pairs = match_files(Path(args.gt), Path(args.pred))
-    compare_pairs = match_files(Path(args.gt), Path(args.compare)) if args.compare else None  # before any scoring
+    pairs = match_files(Path(args.gt), Path(args.pred), unpredicted_as_empty=True)
+    # the comparison pairs the images (frames) both sets predicted
+    compare_pairs = match_files(Path(args.gt), Path(args.compare)) if args.compare else None
     notes: list = []
-    per_image, pooled = evaluate_dataset(iter_pairs(pairs, notes), thresholds)
+    unpredicted: list[str] = []  # frames of --gt without a --pred file, scored as nothing found
+    per_image, pooled = evaluate_dataset(iter_pairs(pairs, notes, unpredicted), thresholds)
     # the second set is scored before anything is written: a bad file there leaves no half-finished run
     per_image_compare = evaluate_dataset(iter_pairs(compare_pairs), thresholds)[0] if compare_pairs else None
     pooled_row = {"name": "ALL"}
@@ -303,8 +331,9 @@ def run_seg(args: argparse.Namespace) -> int:
         thr_rows.append({"threshold": t, "precision": pooled[f"precision@{k}"], "recall": pooled[f"recall@{k}"],
                          "f1": pooled[f"f1@{k}"], "ap": pooled[f"ap@{k}"]})
     write_table_csv(pd.DataFrame(thr_rows), out_thr)
-    n_skipped = len(_list(Path(args.gt))) - len(pairs)
-    print(f"{pooled['n_images']} image(s) scored" + (f"; {n_skipped} ground-truth file(s) had no prediction" if n_skipped > 0 else ""))
+    n_unpredicted = sum(p is None for _, p in pairs)
+    print(f"{pooled['n_images']} image(s) scored"
+          + (f", {n_unpredicted} of them without a prediction (nothing found)" if n_unpredicted else ""))
     print(f"pixel:   precision {pooled['pixel_precision']:.3f}  recall {pooled['pixel_recall']:.3f}  "
           f"accuracy {pooled['pixel_accuracy']:.3f}  dice {pooled['pixel_dice']:.3f}  iou {pooled['pixel_iou']:.3f}")
     print(f"objects (any overlap): TP {pooled['object_tp']}  FP {pooled['object_fp']}  FN {pooled['object_fn']}  "
@@ -327,7 +356,7 @@ def run_seg(args: argparse.Namespace) -> int:
               f"with the {sum(n[2] for n in notes)} predicted object(s) lying on them")
     written = f"{out} and {out_thr}"
     if per_image_compare is not None:
-        _compare(per_image, per_image_compare, thresholds, out_compare)
+        _compare(per_image[~per_image["name"].isin(unpredicted)], per_image_compare, thresholds, out_compare)
         written = f"{out}, {out_thr} and {out_compare}"
     print(f"wrote {written}")
     return 0
