@@ -450,3 +450,11 @@ def test_evaluate_seg_counts_an_image_without_prediction_as_nothing_found(tmp_pa
     assert "match no ground truth and are not scored (zzz.tif)" in err
     pooled = pd.read_csv(tmp_path / "m.csv").set_index("name").loc["ALL"]
     assert pooled["ap@0.50"] == pytest.approx(0.5) and pooled["n_gt"] == 4
+
+
+def test_simulated_small_training_images_hold_nuclei():
+    """64 x 64 images drew 0.1-9 nuclei (2-150 per 256 x 256), so most held none."""
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    counts = [len(np.unique(simulate_nuclei_image(shape=(64, 64), n_nuclei=None, seed=seed)[1])) - 1 for seed in range(12)]
+    assert min(counts) >= 1, counts

@@ -615,7 +615,7 @@ def simulate_nuclei_image(
     ----------
     shape : (Y, X) image size in pixels.
     n_nuclei : number of nuclei to place (fewer if the field is too crowded);
-        ``None`` draws a count per call, log-uniform in 2..150 per 256x256 pixels
+        ``None`` draws a count per call, log-uniform in 2..150 per 256x256 pixels, at least 1
         (DSB2018 holds 1 to ~375 nuclei per image).
     seed : seed for ``np.random.default_rng``.
     diameter_range : (min, max) diameter in pixels; ``None`` draws one per call
@@ -633,7 +633,8 @@ def simulate_nuclei_image(
         raise InputError(f"n_nuclei must be >= 0, got {n_nuclei}")
     rng = make_rng(seed)
     if n_nuclei is None:
-        n_nuclei = int(round(np.exp(rng.uniform(np.log(2), np.log(150))) * ny * nx / 256**2))
+        # at least one: a small field (64 x 64 is 1/16 of 256 x 256) would often draw none
+        n_nuclei = max(1, int(round(np.exp(rng.uniform(np.log(2), np.log(150))) * ny * nx / 256**2)))
     if diameter_range is None:
         d_lo = rng.uniform(6, 22)
         diameter_range = (d_lo, d_lo * rng.uniform(1.3, 2.2))
