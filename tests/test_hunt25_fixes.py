@@ -458,3 +458,21 @@ def test_simulated_small_training_images_hold_nuclei():
 
     counts = [len(np.unique(simulate_nuclei_image(shape=(64, 64), n_nuclei=None, seed=seed)[1])) - 1 for seed in range(12)]
     assert min(counts) >= 1, counts
+
+
+def test_batch_segment_leaves_out_a_data_sets_label_folders(tmp_path):
+    """A data set folder with images/ and masks/: batch segment segmented the masks too; now label
+    folders below the input are left out and listed (batch track, which reads labels, still takes them)."""
+    import tifffile
+
+    from napari_microseg.batch.runner import find_batch_inputs
+
+    for sub in ("images", "masks", "plate2/labels"):
+        (tmp_path / sub).mkdir(parents=True)
+        tifffile.imwrite(tmp_path / sub / "a.tif", np.zeros((16, 16), np.uint16))
+    ignored: list = []
+    found = find_batch_inputs(tmp_path, ignored=ignored, skip_label_folders=True)
+    assert [path for path, _ in found] == [tmp_path / "images" / "a.tif"]
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in ignored) == ["masks/a.tif", "plate2/labels/a.tif"]
+    assert len(find_batch_inputs(tmp_path)) == 3  # tracking reads label files
+    assert len(find_batch_inputs(tmp_path / "masks", skip_label_folders=True)) == 1  # a label folder given itself

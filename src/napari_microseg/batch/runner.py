@@ -166,10 +166,14 @@ def _is_within(path: Path, folder: Path | None) -> bool:
         return False
 
 
-def _walk_images(folder: Path, exclude: Path | None, ignored: list | None = None) -> list[Path]:
+def _walk_images(folder: Path, exclude: Path | None, ignored: list | None = None,
+                 skip_label_folders: bool = False) -> list[Path]:
     """Images under ``folder`` (recursive); Zarr stores are taken whole; hidden names and ``exclude`` are
-    skipped; files of other types are appended to ``ignored`` when given."""
+    skipped; files of other types are appended to ``ignored`` when given. With ``skip_label_folders``,
+    sub-folders named as label folders (``labels/``, ``masks/``, ... : a data set's ground truth beside
+    its images) are left out, their images appended to ``ignored``."""
     from ..io.images import image_kind
+    from ..training.data import LABEL_FOLDERS
 
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
@@ -178,6 +182,11 @@ def _walk_images(folder: Path, exclude: Path | None, ignored: list | None = None
         for d in sorted(dirnames):
             sub = here / d
             if d.startswith(".") or _is_within(sub, exclude):
+                continue
+            if skip_label_folders and d.lower() in LABEL_FOLDERS:
+                if ignored is not None:
+                    ignored.extend(q for q in sorted(sub.rglob("*")) if image_kind(q) is not None
+                                   and not q.name.startswith("."))
                 continue
             if image_kind(sub) == "zarr":
                 found.append(sub)
@@ -194,7 +203,7 @@ def _walk_images(folder: Path, exclude: Path | None, ignored: list | None = None
 def find_batch_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike],
                       exclude: str | os.PathLike | None = None,
                       root: str | os.PathLike | None = None,
-                      ignored: list | None = None) -> list[tuple[Path, str]]:
+                      ignored: list | None = None, skip_label_folders: bool = False) -> list[tuple[Path, str]]:
     """Resolve the batch inputs to ``[(absolute path, path relative to the input root), ...]``, sorted.
 
     Parameters
@@ -208,6 +217,9 @@ def find_batch_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike],
         outside it are named from the deepest folder holding it and them.
     ignored : a list that receives the files of other types found in input folders (a PNG
         among TIFFs), so that the caller can say they were left out.
+    skip_label_folders : leave out sub-folders of input folders named as label folders
+        (``labels/``, ``masks/``, ...: ground truth beside the images), listed in ``ignored``;
+        for tasks that read images (a folder given itself is always searched).
 
     The input root is the deepest folder holding all inputs; relative paths from it name
     the outputs, so inputs in different sub-folders may share a name. Symbolic links keep
@@ -227,7 +239,7 @@ def find_batch_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike],
         if p.exists() and (p.is_file() or image_kind(p) == "zarr"):
             paths.append(p)
         elif p.is_dir():
-            found, previews = drop_previews(_walk_images(p, excl, ignored))
+            found, previews = drop_previews(_walk_images(p, excl, ignored, skip_label_folders))
             if not found:
                 raise InputError(f"{p}: folder holds no images (.tif, .tiff, .fits, .fit, .zarr, .png, .jpg)")
             paths.extend(found)
@@ -657,7 +669,8 @@ def run_batch(
     # inputs added to an earlier run keep its names (relative to its input folder), so done items are skipped
     previous_root = None if overwrite else _previous_input_root(out)
     ignored: list[Path] = []
-    found = find_batch_inputs(inputs, exclude=out, root=previous_root, ignored=ignored)
+    found = find_batch_inputs(inputs, exclude=out, root=previous_root, ignored=ignored,
+                              skip_label_folders=task in ("segment", "classify"))  # track reads labels
     out.mkdir(parents=True, exist_ok=True)
     lock = _acquire_lock(out)
     manifest = Manifest(out / MANIFEST_NAME)
