@@ -391,9 +391,9 @@ def test_non_square_pixels_keep_their_y_size_and_are_warned_about(tmp_path, caps
         assert 'PhysicalSizeY="1.3"' in written.ome_metadata
 
 
-def test_segment_overwrite_removes_the_earlier_runs_other_label_files(tmp_path, capsys):
-    """`segment --overwrite` into a folder an earlier run of four images wrote: its label files of the
-    other images went on to be scored by `evaluate seg` as this run's; a user's own file stays."""
+def test_segment_overwrite_names_the_earlier_runs_other_label_files(tmp_path, capsys):
+    """`segment --overwrite` into a folder an earlier run of three images wrote, for one of them: the
+    other label files stay (a subset rerun patches a run), and the run says evaluate seg would score them."""
     import tifffile
 
     from napari_microseg.cli import main
@@ -404,28 +404,34 @@ def test_segment_overwrite_removes_the_earlier_runs_other_label_files(tmp_path, 
     for i in range(3):
         tifffile.imwrite(images / f"n{i}.tif", simulate_nuclei_image(shape=(64, 64), n_nuclei=4, seed=i)[0].astype(np.float32))
     out = tmp_path / "out"
-    assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(images), "--out", str(out)]) == 0
-    (out / "labels" / "mine.tif").write_bytes(b"not the run's")
+    assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(images), "--out", str(out),
+                 "--save-probabilities"]) == 0
+    capsys.readouterr()
     assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(images / "n1.tif"), "--out", str(out),
-                 "--overwrite"]) == 0
-    assert sorted(p.name for p in (out / "labels").iterdir()) == ["mine.tif", "n1.tif"]
-    assert "removed 2 label file(s) the earlier run" in capsys.readouterr().err
+                 "--overwrite", "--save-probabilities"]) == 0
+    assert sorted(p.name for p in (out / "labels").iterdir()) == ["n0.tif", "n1.tif", "n2.tif"]
+    assert sorted(p.name for p in (out / "probabilities").iterdir()) == ["n0.tif", "n1.tif", "n2.tif"]
+    assert "labels/ also holds 2 label file(s) of an earlier run for other images (n0.tif, n2.tif)" in capsys.readouterr().err
 
 
-def test_a_z_stack_is_said_to_be_read_as_frames(tmp_path):
+def test_only_a_stated_z_stack_is_called_one(tmp_path):
+    """segment notes a Z stack (its planes become frames) when the file states Z: an ImageJ hyperstack or
+    OME; a plain ImageJ stack, tagged Z whatever it holds (time-lapses too), is not called one."""
     import tifffile
 
-    from napari_microseg.io.images import read_image
+    from napari_microseg.io.images import is_z_stack, read_image
 
-    tifffile.imwrite(tmp_path / "z.tif", np.zeros((4, 32, 32), np.uint16), imagej=True, metadata={"axes": "ZYX"})
-    with pytest.warns(UserWarning, match="4 focal planes"):
-        assert read_image(tmp_path / "z.tif").data.shape == (4, 32, 32)
-    tifffile.imwrite(tmp_path / "t.tif", np.zeros((4, 32, 32), np.uint16), imagej=True, metadata={"axes": "TYX"})
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        read_image(tmp_path / "t.tif")
+    planes = np.zeros((4, 32, 32), np.uint16)
+    tifffile.imwrite(tmp_path / "hyper.tif", planes, imagej=True, metadata={"axes": "ZYX", "hyperstack": True})
+    tifffile.imwrite(tmp_path / "ome.ome.tif", planes, metadata={"axes": "ZYX"})
+    with tifffile.TiffWriter(tmp_path / "plain.tif") as writer:  # as Fiji saves a stack that is no hyperstack
+        for i, plane in enumerate(planes):
+            writer.write(plane, contiguous=True, metadata=None,
+                         description="ImageJ=1.54f\nimages=4\nslices=4\nloop=false\n" if i == 0 else None)
+    assert read_image(tmp_path / "plain.tif").metadata.get("axes") == "ZYX"
+    assert [is_z_stack(read_image(tmp_path / n)) for n in ("hyper.tif", "ome.ome.tif", "plain.tif")] == [True, True, False]
+    tifffile.imwrite(tmp_path / "t.tif", planes, imagej=True, metadata={"axes": "TYX"})
+    assert not is_z_stack(read_image(tmp_path / "t.tif"))
 
 
 def test_evaluate_seg_counts_an_image_without_prediction_as_nothing_found(tmp_path, capsys):

@@ -266,13 +266,13 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
     import numpy as np
 
     from ..inference.segment import segment_image
-    from ..io.images import write_tiff
+    from ..io.images import is_z_stack, write_tiff
     from ..progress import run_with_text_progress
 
     image, data = _read_input(args, path)
     if data.ndim not in (2, 3):
         raise InputError(f"{path.name}: expected a (Y,X) image or (T,Y,X) stack, got shape {tuple(data.shape)}")
-    if data.ndim == 3 and str(image.metadata.get("axes", "")).upper() == "ZYX" and not args.quiet:
+    if data.ndim == 3 and is_z_stack(image) and not args.quiet:
         print(f"note: {path.name} is a Z stack (axes ZYX): its planes are segmented one by one, as frames "
               "(t in the tables is the plane)", file=sys.stderr)
     if isinstance(data, np.ndarray) and data.size and data.min() == data.max():
@@ -355,30 +355,17 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
     return result, objects, counts, clusters, record
 
 
-def _remove_earlier_labels(out: Path, kept: set[Path]) -> None:
-    """With --overwrite: the label files (and probabilities) the earlier run in ``out`` wrote, as its
-    ``segment_run.json`` lists them, that this run did not write again: left there, they were scored
-    by ``evaluate seg`` as this run's. Only files inside ``out/labels`` and ``out/probabilities``."""
-    import shutil
-
-    try:
-        earlier = json.loads((out / "segment_run.json").read_text()).get("images") or []
-    except (OSError, ValueError, AttributeError):
-        return
-    kept = {p.resolve() for p in kept}
-    folders = {(out / "labels").resolve(), (out / "probabilities").resolve()}
-    removed = 0
-    for record in earlier:
-        if not isinstance(record, dict) or not record.get("labels"):
-            continue
-        labels = out / "labels" / Path(record["labels"]).name  # in this folder, wherever the run was started
-        for stale in (labels, out / "probabilities" / f"{labels.name.removesuffix('.zarr').removesuffix('.tif')}.tif"):
-            if stale.resolve() in kept or stale.resolve().parent not in folders or not stale.exists():
-                continue
-            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
-            removed += stale.parent.name == "labels"
-    if removed:
-        print(f"removed {removed} label file(s) the earlier run in {out} wrote for other images", file=sys.stderr)
+def _note_earlier_labels(out: Path, written: set[Path]) -> None:
+    """With --overwrite: name the label files in ``out/labels`` that this run did not write (an earlier
+    run's, of other images). They stay, since rerunning a subset patches a run, but ``evaluate seg``
+    scores every file there, so the run says so."""
+    written_names = {p.name for p in written}
+    others = sorted(p.name for p in (out / "labels").iterdir() if p.name not in written_names
+                    and not p.name.startswith(".")) if (out / "labels").is_dir() else []
+    if others:
+        listed = ", ".join(others[:3]) + (" ..." if len(others) > 3 else "")
+        print(f"note: {out / 'labels'}/ also holds {len(others)} label file(s) of an earlier run for other images "
+              f"({listed}): kept; 'microseg evaluate seg --pred' scores every file there", file=sys.stderr)
 
 
 def _single_exposures(args: argparse.Namespace, paths: list[Path], out: Path) -> tuple[list[Path] | None, list[dict]]:
@@ -735,7 +722,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.overwrite:  # an earlier run's defect masks of these inputs must not pass for this run's
         for stale in {_defect_mask_path(out, None), *(_defect_mask_path(out, path) for path in inputs)} - set(masks):
             stale.unlink(missing_ok=True)
-        _remove_earlier_labels(out, {Path(record["labels"]) for record in per_image})
+        _note_earlier_labels(out, {Path(record["labels"]) for record in per_image})
     if all_clusters:
         clusters = pd.concat(all_clusters, ignore_index=True)
         write_table_csv(clusters, out / "clusters.csv")

@@ -223,11 +223,6 @@ def _read_tiff(path: Path, lazy_above_bytes: int | None = None) -> ImageData:
         series = tif.series[0]
         axes = str(series.axes)
         meta: dict = {"axes": axes} if len(axes) == len(series.shape) else {}
-        if "Z" in axes and "T" not in axes and series.shape[axes.index("Z")] > 1:  # a Z-stack, no time axis
-            warnings.warn(MicrosegWarning(
-                f"{path.name}: its axis {axes} holds {series.shape[axes.index('Z')]} focal planes (Z), read as the "
-                "frames of a time-lapse: each plane is segmented on its own, and tracking would link planes, not "
-                "times"), stacklevel=3)
         # planar "RGB" (SYX) stays as it is: tifffile tags a 3-4 frame grey stack written
         # without metadata the same way, and those frames must stay frames
         if tif.imagej_metadata:
@@ -247,6 +242,15 @@ def _read_tiff(path: Path, lazy_above_bytes: int | None = None) -> ImageData:
         if not lazy:
             tif.close()
     return ImageData(np.asarray(data), "tiff", meta)
+
+
+def is_z_stack(image: ImageData) -> bool:
+    """True when a (Z, Y, X) file says its first axis is focal planes: OME or an ImageJ hyperstack. A plain
+    ImageJ stack (no ``hyperstack=true``) is tagged Z whatever it holds, time-lapses included."""
+    if str(image.metadata.get("axes", "")).upper() != "ZYX" or image.data.ndim != 3:
+        return False
+    imagej = image.metadata.get("imagej")
+    return not imagej or bool(imagej.get("hyperstack"))
 
 
 def _tiff_level(series: Any, level: int) -> Any:
@@ -314,7 +318,9 @@ def _tiff_calibration(tif: Any) -> dict:
             return {}
         return _calibration(in_unit(pixels.get("PhysicalSizeX"), pixels.get("PhysicalSizeXUnit", "µm"), "micrometer"),
                             in_unit(pixels.get("TimeIncrement"), pixels.get("TimeIncrementUnit", "s"), "minute"),
-                            in_unit(pixels.get("PhysicalSizeY"), pixels.get("PhysicalSizeYUnit", "µm"), "micrometer"),
+                            # a Y size without its unit: X's (a writer that named one unit meant it for both)
+                            in_unit(pixels.get("PhysicalSizeY"),
+                                    pixels.get("PhysicalSizeYUnit", pixels.get("PhysicalSizeXUnit", "µm")), "micrometer"),
                             Path(tif.filename).name)
     ij = tif.imagej_metadata or {}
     sizes = {}
