@@ -152,7 +152,7 @@ def test_classifier_training_refuses_settings_that_cannot_train(response_sets, t
 
 def test_stop_before_first_epoch_writes_no_model(response_sets, tmp_path):
     """The widgets' Stop before an epoch has finished: no untrained network is written or offered
-    (model_path None), as the segmentation trainer does; close() (an interrupted script) still writes."""
+    (model_path None), as the segmentation trainer does (close(), an interrupted script, writes none either)."""
     import threading
 
     train, _ = response_sets

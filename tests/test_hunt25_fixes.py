@@ -174,6 +174,9 @@ def test_a_failed_preview_hides_the_earlier_one(make_napari_viewer, wait_worker)
     widget.stain_layer.value = "good"
     wait_worker(widget.preview())
     assert widget.preview_layer.visible
+    widget.preview_layer.visible = False  # hidden by the user: the next preview leaves it so
+    wait_worker(widget.preview())
+    assert not widget.preview_layer.visible
 
 
 def test_an_unavailable_device_is_one_line_for_classify_and_batch(tmp_path, capsys):
@@ -482,3 +485,27 @@ def test_batch_segment_leaves_out_a_data_sets_label_folders(tmp_path):
     assert sorted(p.relative_to(tmp_path).as_posix() for p in ignored) == ["masks/a.tif", "plate2/labels/a.tif"]
     assert len(find_batch_inputs(tmp_path)) == 3  # tracking reads label files
     assert len(find_batch_inputs(tmp_path / "masks", skip_label_folders=True)) == 1  # a label folder given itself
+
+
+def test_classify_train_interrupted_before_an_epoch_keeps_the_earlier_history(tmp_path, capsys, monkeypatch):
+    """Ctrl-C before the first epoch of an --overwrite run wrote an empty history over the earlier run's,
+    which then disagreed with the model file (the earlier one, unchanged); both stay, and it is said."""
+    import napari_microseg.progress as progress
+    from napari_microseg.cli import main
+
+    model = tmp_path / "c.pt"
+    argv = ["classify", "train", "images", "--simulated", "12", "--epochs", "1", "--batch-size", "12", "--out", str(model)]
+    assert main(argv) == 0
+    history = (tmp_path / "c.history.csv").read_text()
+
+    simulate_then = progress.run_with_text_progress
+
+    def interrupted(events, *args, label="", **kwargs):  # Ctrl-C when training starts (data simulated)
+        if label.startswith("train"):
+            raise KeyboardInterrupt
+        return simulate_then(events, *args, label=label, **kwargs)
+
+    monkeypatch.setattr(progress, "run_with_text_progress", interrupted)
+    assert main([*argv, "--overwrite"]) == 130
+    assert "is an earlier run's model, unchanged" in capsys.readouterr().err
+    assert (tmp_path / "c.history.csv").read_text() == history

@@ -744,7 +744,13 @@ def _run_train(args) -> int:
             result = run_with_text_progress(track(), label=f"train {task}")
     except KeyboardInterrupt:
         gen.close()
-        write_history_csv(history_path, history)
+        if history:  # the epochs that finished; before the first, an earlier run's history stays as it was
+            write_history_csv(history_path, history)
+            print(f"interrupted after {len(history)} epoch(s): the best model so far is {out}; history: "
+                  f"{history_path}", file=sys.stderr)
+        else:
+            kept = f"{out} is an earlier run's model, unchanged" if out.is_file() else "no model was written"
+            print(f"interrupted before the first epoch finished: {kept}", file=sys.stderr)
         raise
     write_history_csv(history_path, history)
     if args.init_model:

@@ -331,9 +331,8 @@ def run_seg(args: argparse.Namespace) -> int:
         thr_rows.append({"threshold": t, "precision": pooled[f"precision@{k}"], "recall": pooled[f"recall@{k}"],
                          "f1": pooled[f"f1@{k}"], "ap": pooled[f"ap@{k}"]})
     write_table_csv(pd.DataFrame(thr_rows), out_thr)
-    n_unpredicted = sum(p is None for _, p in pairs)
-    print(f"{pooled['n_images']} image(s) scored"
-          + (f", {n_unpredicted} of them without a prediction (nothing found)" if n_unpredicted else ""))
+    print(f"{pooled['n_images']} image(s) scored"  # images and frames of stacks, as the unpredicted ones
+          + (f", {len(unpredicted)} of them without a prediction (nothing found)" if unpredicted else ""))
     print(f"pixel:   precision {pooled['pixel_precision']:.3f}  recall {pooled['pixel_recall']:.3f}  "
           f"accuracy {pooled['pixel_accuracy']:.3f}  dice {pooled['pixel_dice']:.3f}  iou {pooled['pixel_iou']:.3f}")
     print(f"objects (any overlap): TP {pooled['object_tp']}  FP {pooled['object_fp']}  FN {pooled['object_fn']}  "

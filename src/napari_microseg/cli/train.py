@@ -301,7 +301,8 @@ def run(args: argparse.Namespace) -> int:
             result = run_with_text_progress(gen, label="train", quiet=args.quiet)  # --quiet: the summary lines still come
     except KeyboardInterrupt:
         gen.close()  # keeps the best model; write what history there is
-        _write_history_from_file(out, history_path, started)
+        # a resumed run's checkpoint is older than this run, and its history this run's beginning
+        _write_history_from_file(out, history_path, 0.0 if args.resume else started)
         raise
     write_history_csv(history_path, result.history)
     best = next((r for r in result.history if r["epoch"] == result.best_epoch), None)

@@ -106,6 +106,7 @@ class AutolabelWidget(MicrosegDock):
         self.follow_layers(self.stain_layer, self.target_layer)
         self.preview_layer = None
         self._preview_painted = False  # the user painted into the preview layer since it was last written
+        self._preview_hidden_by_failure = False  # a failed preview hid the last one: the next shows it again
         self.labels_layer = None
         self.qc = None
         self._pending_preview = False
@@ -141,7 +142,8 @@ class AutolabelWidget(MicrosegDock):
 
     # -- preview ------------------------------------------------------------
     def dock_closed(self) -> None:
-        self.timer.stop()  # a preview waiting for the user's pause: nobody sees it now
+        self.timer.stop()  # a preview waiting for the user's pause, or for a run to end: nobody sees it now
+        self._pending_preview = False
 
     def schedule_preview(self, *_: Any) -> None:
         """Restart the debounce timer; the preview runs when the user pauses."""
@@ -175,6 +177,8 @@ class AutolabelWidget(MicrosegDock):
             return (labels if t is None else _in_stack(labels, stack_shape, t)), len(features), features
 
         def done(outcome: tuple) -> None:
+            if not self._following_viewer:  # the dock was closed while it ran: nobody asked for it now
+                return
             full, n_nuclei, features = outcome
             kept = ""
             if self.preview_layer is not None and self.preview_layer in self.viewer.layers and self._preview_painted:
@@ -196,7 +200,9 @@ class AutolabelWidget(MicrosegDock):
                     setattr(self.preview_layer, key, value)
             self.preview_layer.features = features
             self._preview_painted = False
-            self.preview_layer.visible = True  # hidden by a failed preview
+            if self._preview_hidden_by_failure:  # shown again; a preview the user hid stays hidden
+                self.preview_layer.visible = True
+                self._preview_hidden_by_failure = False
             where = f"frame {t} of {layer.name}" if t is not None else layer.name
             self.show_message(f"preview: {n_nuclei} nuclei on {where}{kept}{size_note(sizes, params)}{ccd_note(layer)}")
 
@@ -205,8 +211,10 @@ class AutolabelWidget(MicrosegDock):
     def _hide_stale_preview(self) -> None:
         """A failed preview (the error shown in the dock) leaves no earlier preview over the stain as if it
         were this one's; a preview the user painted into stays."""
-        if self.preview_layer is not None and self.preview_layer in self.viewer.layers and not self._preview_painted:
+        if self.preview_layer is not None and self.preview_layer in self.viewer.layers and not self._preview_painted \
+                and self.preview_layer.visible:
             self.preview_layer.visible = False
+            self._preview_hidden_by_failure = True
 
     def _after_run(self) -> None:
         """A preview asked for while another run went (the form changed meanwhile) runs now."""
