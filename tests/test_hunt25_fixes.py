@@ -509,3 +509,38 @@ def test_classify_train_interrupted_before_an_epoch_keeps_the_earlier_history(tm
     assert main([*argv, "--overwrite"]) == 130
     assert "is an earlier run's model, unchanged" in capsys.readouterr().err
     assert (tmp_path / "c.history.csv").read_text() == history
+
+
+def test_napari_reader_and_writers_keep_colour_calibration_and_lazy_stacks(tmp_path):
+    """Found through napari's plugin hooks: an RGB layer was written as 3-px-wide frames without its
+    calibration; a non-square pixel size was dropped on save; a Zarr layer was read whole to be saved;
+    an RGB *_mask.tif (calibrated) could not be opened; URLs and missing files were claimed; fractional
+    frame indices were cut silently; upper-case suffixes stayed in layer names."""
+    import warnings
+
+    import dask.array as da
+    import tifffile
+
+    from napari_microseg._reader import get_reader, read_layers
+    from napari_microseg._writer import write_image_tiff, write_labels_tiff, write_tracks_csv
+    from napari_microseg.errors import InputError
+
+    rgb = np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    (path,) = write_image_tiff(str(tmp_path / "rgb.tif"), rgb, {"scale": (0.5, 0.5), "rgb": True,
+                                                                "units": ("micrometer", "micrometer")})
+    data, kwargs, kind = read_layers(path)[0]
+    assert kind == "image" and kwargs["rgb"] and kwargs["scale"] == (0.5, 0.5) and np.array_equal(data, rgb)
+    (path,) = write_image_tiff(str(tmp_path / "aniso.tif"), np.zeros((8, 8), np.float32),
+                               {"scale": (1.3, 0.65), "units": ("micrometer", "micrometer")})
+    with warnings.catch_warnings(record=True):
+        assert read_layers(path)[0][1]["scale"] == pytest.approx((1.3, 0.65))
+    lazy = da.from_array(np.arange(3 * 32 * 32, dtype=np.uint16).reshape(3, 32, 32) % 7, chunks=(1, 32, 32))
+    (path,) = write_labels_tiff(str(tmp_path / "lazy_labels.tif"), lazy, {})
+    assert np.array_equal(tifffile.imread(path), lazy.compute())
+    tifffile.imwrite(tmp_path / "cells_mask.TIF", rgb, photometric="rgb", resolution=(2, 2), imagej=False,
+                     metadata={"axes": "YXS", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5})
+    data, kwargs, kind = read_layers(str(tmp_path / "cells_mask.TIF"))[0]
+    assert kind == "image" and kwargs["name"] == "cells_mask" and len(kwargs.get("scale", (0, 0))) == 2
+    assert get_reader("https://example.org/x.ome.zarr") is None and get_reader(str(tmp_path / "none.tif")) is None
+    with pytest.raises(InputError, match="whole numbers"):
+        write_tracks_csv(str(tmp_path / "t.csv"), np.array([[1, 0.5, 3, 4], [1, 1.5, 3, 5]]), {})

@@ -19,6 +19,8 @@ def get_reader(path: str | list[str]) -> Callable[[Any], list] | None:
         path = path[0]
     if image_kind(path) in (None, "plain"):  # PNG / JPEG: napari's own reader
         return None
+    if not Path(str(path)).exists():  # a URL (https://, s3://) or a missing file: not ours to read
+        return None
     return read_layers
 
 
@@ -38,7 +40,9 @@ def layer_calibration(image) -> dict:
     channel = image.metadata.get("channel_axis")
     scale, units = [], []
     for i, letter in enumerate(axes):
-        if i == channel or letter == "S":
+        # napari takes a last axis of 3 or 4 samples for RGB(A) colour, with no scale; planar samples
+        # (S, Y, X) stay a layer axis, of 1 pixel
+        if i == channel or (letter == "S" and i == ndim - 1 and image.data.shape[i] in (3, 4)):
             continue
         if letter in "YX" and "pixel_size_um" in calibration:  # non-square pixels: their own Y size
             scale.append(float(calibration.get("pixel_size_y_um", calibration["pixel_size_um"]) if letter == "Y"
@@ -68,13 +72,16 @@ def read_layers(path: str | list[str]) -> list[tuple]:
         image = read_image(p, channel="all", lazy_above_bytes=LAZY_TIFF_BYTES)
         name = Path(str(p).rstrip("/")).name
         for suffix in (".gz", ".fz", ".zarr", ".tiff", ".tif", ".fits", ".fit", ".fts", ".ome"):
-            name = name.removesuffix(suffix)
+            if name.lower().endswith(suffix):  # FRAME.FITS as frame.fits
+                name = name[: -len(suffix)]
         kwargs: dict = {"name": name, "metadata": {"source_kind": image.kind, "header": image.metadata}}
         if "channel_axis" in image.metadata:  # one layer per channel, named after the file
             kwargs["channel_axis"] = image.metadata["channel_axis"]
             kwargs["name"] = [f"{name} [channel {c}]" for c in range(image.data.shape[kwargs["channel_axis"]])]
         kwargs.update(layer_calibration(image))
         data = image.data
+        if str(image.metadata.get("axes", "")).endswith("S") and data.shape[-1] in (3, 4):
+            kwargs["rgb"] = True  # napari's own guess takes a small colour image (4 x 4 px) for a stack
         if len(image.levels) > 1:
             data, kwargs["multiscale"] = image.levels, True
         layers.append((data, kwargs, _layer_kind(p, data, kwargs)))
@@ -87,7 +94,11 @@ def _layer_kind(path: Any, data: Any, kwargs: dict) -> str:
     so it can be painted and trained on at once; ``"image"`` otherwise."""
     from .training.data import named_as_labels
 
-    dtype = getattr(data[0] if isinstance(data, list) else data, "dtype", None)
+    full = data[0] if isinstance(data, list) else data
+    dtype = getattr(full, "dtype", None)
     if "channel_axis" in kwargs or dtype is None or dtype.kind not in "biu" or not named_as_labels(path):
         return "image"
+    axes = str((kwargs.get("metadata") or {}).get("header", {}).get("axes", ""))
+    if "S" in axes or (full.ndim == 3 and full.shape[-1] in (3, 4) and len(kwargs.get("scale", ())) != 3):
+        return "image"  # colour (an RGB mask export): no labels to paint, and its samples are no frames
     return "labels"

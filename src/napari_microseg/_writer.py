@@ -32,7 +32,19 @@ def _full_resolution(data: Any, meta: dict) -> np.ndarray:
     the layer's own (the coarser levels would be written with the finest level's pixel size)."""
     if meta.get("multiscale") or isinstance(data, (list, tuple)) or type(data).__name__ == "MultiScaleData":
         data = data[0]
-    return np.asarray(data)
+    return data if hasattr(data, "compute") else np.asarray(data)  # a lazy (dask) stack is written frame by frame
+
+
+def _value_range(arr: Any) -> tuple[int, int]:
+    """The smallest and largest value of a numpy or dask array (0, 0 when empty), a lazy one read once."""
+    if arr.size == 0:
+        return 0, 0
+    if hasattr(arr, "compute"):
+        import dask
+
+        low, high = dask.compute(arr.min(), arr.max())
+        return int(low), int(high)
+    return int(arr.min()), int(arr.max())
 
 
 def write_image_tiff(path: str, data: Any, meta: dict) -> list[str]:
@@ -41,9 +53,11 @@ def write_image_tiff(path: str, data: Any, meta: dict) -> list[str]:
     target = _with_suffix(path, (".tif", ".tiff"), ".tif")
     data = _full_resolution(data, meta)
     scale = meta.get("scale") or ()
-    # an RGB(A) layer has one scale entry fewer than its data's axes: no calibration for its colour axis
-    calibration = calibration_from_layer(scale, meta.get("units")) if len(scale) == data.ndim else None
-    write_tiff(target, data, overwrite=True, calibration=calibration)
+    # an RGB(A) layer has one scale entry fewer than its data's axes (none for its colour axis)
+    rgb = bool(meta.get("rgb")) and data.ndim == 3 and data.shape[-1] in (3, 4) and len(scale) == 2
+    calibration = calibration_from_layer(scale, meta.get("units")) if len(scale) == data.ndim - rgb else None
+    colour = {"photometric": "rgb", "metadata": {"axes": "YXS"}} if rgb else {}  # not 3 px wide frames
+    write_tiff(target, np.asarray(data) if rgb else data, overwrite=True, calibration=calibration, **colour)
     return [str(target)]
 
 
@@ -54,7 +68,8 @@ def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
     hold (below -1, or too large) are refused rather than wrapped into other ids. A multiscale layer:
     its full resolution."""
     arr = _full_resolution(data, meta)
-    low, high = int(arr.min(initial=0)), int(arr.max(initial=0))
+    low, high = _value_range(arr)
+    low, high = min(low, 0), max(high, 0)
     top = np.iinfo(np.int32).max if low < 0 else np.iinfo(np.uint32).max
     if low < -1 or high > top:
         raise InputError(f"labels hold ids from {low} to {high}: a labels TIFF holds -1 (not annotated) or 0 .. {top}; "

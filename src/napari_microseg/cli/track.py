@@ -120,7 +120,10 @@ def run(args: argparse.Namespace) -> int:
     write_counts_csv(result, out / "counts.csv")
     write_track_summary_csv(result, out / "track_summary.csv", pixel_size=pixel_size, frame_interval=frame_interval)
     write_tiff(out / "tracks_labels.tif", result.relabelled, overwrite=True,  # uint16 (uint32 above 65535 tracks)
-               calibration={"pixel_size_um": pixel_size, "frame_interval_min": frame_interval})
+               calibration={"pixel_size_um": pixel_size, "frame_interval_min": frame_interval,
+                            # the file's own Y size (non-square pixels), unless --pixel-size says otherwise
+                            **({"pixel_size_y_um": calibration["pixel_size_y_um"]}
+                               if args.pixel_size is None and "pixel_size_y_um" in calibration else {})})
     write_config_json(result, out / "track_config.json")
     if args.ctc:
         write_ctc(result, out / OUTPUT_NAMES[-1], overwrite=args.overwrite)

@@ -334,7 +334,7 @@ def _tiff_calibration(tif: Any) -> dict:
     return _calibration(sizes.get("X"), frame_interval, sizes.get("Y"), Path(tif.filename).name)
 
 
-def _zarr_calibration(multiscales: Any) -> dict:
+def _zarr_calibration(multiscales: Any, name: str = "") -> dict:
     """Pixel size (micrometres) and frame interval (minutes) of OME-Zarr's first dataset: its scale
     transformation and the axes' units. Empty when absent."""
     try:
@@ -343,8 +343,9 @@ def _zarr_calibration(multiscales: Any) -> dict:
     except (TypeError, KeyError, IndexError, StopIteration):
         return {}
     named = {str(a.get("name", "")).lower(): (value, a.get("unit")) for a, value in zip(axes, scale) if isinstance(a, dict)}
-    x, t = named.get("x"), named.get("t")
-    return _calibration(in_unit(*x, "micrometer") if x else None, in_unit(*t, "minute") if t else None)
+    x, y, t = named.get("x"), named.get("y"), named.get("t")
+    return _calibration(in_unit(*x, "micrometer") if x else None, in_unit(*t, "minute") if t else None,
+                        in_unit(*y, "micrometer") if y else None, name)
 
 
 def _read_fits(path: Path, hdu: int | None) -> ImageData:
@@ -416,7 +417,7 @@ def _read_zarr(path: Path) -> ImageData:
     image = ImageData(data, "zarr", {}, levels)
     axes = _drop_size_one_axes_named(image, axes)  # OME-Zarr: axis names kept, so channels stay known
     image.metadata = {**attrs, "axes": axes} if axes else dict(attrs)
-    calibration = _zarr_calibration(multiscales)
+    calibration = _zarr_calibration(multiscales, path.name)
     if calibration:
         image.metadata["calibration"] = calibration
     return image
@@ -508,14 +509,17 @@ def write_tiff(path: str | os.PathLike, data: np.ndarray, overwrite: bool = Fals
 
 def calibration_from_layer(scale: Any, units: Any) -> dict:
     """``{"pixel_size_um", "frame_interval_min"}`` of a napari layer's ``scale`` and ``units``
-    ((Y, X) or (T, Y, X) order), each only where the units are a length (the same along Y and X)
-    or a time, not napari's "pixel"; the form :func:`read_image` reports and :func:`write_tiff` takes."""
+    ((Y, X) or (T, Y, X) order), each only where the units are a length or a time, not napari's
+    "pixel" (non-square pixels add ``pixel_size_y_um``); the form :func:`read_image` reports and
+    :func:`write_tiff` takes."""
     found: dict = {}
     if scale is None or units is None or len(scale) < 2 or len(units) != len(scale):
         return found
     y, x = (in_unit(scale[i], units[i], "micrometer") for i in (-2, -1))
-    if y is not None and x is not None and abs(y - x) <= 1e-9 * x:
+    if y is not None and x is not None:
         found["pixel_size_um"] = x
+        if abs(y - x) > 1e-6 * x:  # non-square pixels keep their Y size
+            found["pixel_size_y_um"] = y
     if len(scale) >= 3:
         interval = in_unit(scale[-3], units[-3], "minute")
         if interval is not None:

@@ -55,6 +55,11 @@ def tracks_table_from_layer(data: np.ndarray, graph: dict | None = None, feature
     if arr.ndim != 2 or arr.shape[1] not in (4, 5):
         raise InputError(f"tracks data must be (N, 4) or (N, 5), got shape {arr.shape}")
     spatial = ["z", "y", "x"] if arr.shape[1] == 5 else ["y", "x"]
+    fractional = ~np.isfinite(arr[:, :2]) | (arr[:, :2] != np.round(arr[:, :2]))
+    if fractional.any():  # cut to whole numbers, they would join other frames and tracks
+        row, col = np.argwhere(fractional)[0]
+        raise InputError(f"tracks data: {['track_id', 't'][col]} must be whole numbers (frame indices, track ids); "
+                         f"row {row} holds {arr[row, col]:g}")
     table = pd.DataFrame(arr, columns=["track_id", "t", *spatial])
     table["track_id"] = table["track_id"].astype(np.int64)
     table["t"] = table["t"].astype(np.int64)
