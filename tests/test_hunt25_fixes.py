@@ -544,3 +544,22 @@ def test_napari_reader_and_writers_keep_colour_calibration_and_lazy_stacks(tmp_p
     assert get_reader("https://example.org/x.ome.zarr") is None and get_reader(str(tmp_path / "none.tif")) is None
     with pytest.raises(InputError, match="whole numbers"):
         write_tracks_csv(str(tmp_path / "t.csv"), np.array([[1, 0.5, 3, 4], [1, 1.5, 3, 5]]), {})
+
+
+@pytest.mark.gui
+def test_tracks_saved_by_the_plugin_open_again_in_napari(make_napari_viewer, tmp_path):
+    """Save a Tracks layer with the plugin, open the file with it: the same tracks and divisions (the
+    reader did not claim .csv, so the round trip failed); other CSV files are not claimed."""
+    from napari_microseg._reader import get_reader
+
+    viewer = make_napari_viewer(show=False)
+    data = np.array([[1, 0, 10, 10], [1, 1, 11, 10], [2, 2, 12, 8], [2, 3, 13, 7], [3, 2, 12, 12], [3, 3, 13, 13]], float)
+    viewer.add_tracks(data, graph={2: [1], 3: [1]}, name="lineage")
+    viewer.layers.save(str(tmp_path / "lineage.csv"), plugin="napari-microseg")
+    viewer.layers.clear()
+    viewer.open(str(tmp_path / "lineage.csv"), plugin="napari-microseg")
+    layer = viewer.layers["lineage"]
+    np.testing.assert_array_equal(layer.data, data)
+    assert {int(k): [int(p) for p in v] for k, v in layer.graph.items()} == {2: [1], 3: [1]}
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    assert get_reader(str(tmp_path / "other.csv")) is None

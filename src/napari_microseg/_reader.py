@@ -17,6 +17,8 @@ def get_reader(path: str | list[str]) -> Callable[[Any], list] | None:
         if not path:
             return None
         path = path[0]
+    if str(path).lower().endswith(".csv"):  # a tracks.csv this plugin (or the Tracking dock) wrote
+        return read_tracks_layer if _is_tracks_csv(path) else None
     if image_kind(path) in (None, "plain"):  # PNG / JPEG: napari's own reader
         return None
     if not Path(str(path)).exists():  # a URL (https://, s3://) or a missing file: not ours to read
@@ -55,6 +57,28 @@ def layer_calibration(image) -> dict:
             scale.append(1.0)
             units.append("pixel")
     return {"scale": tuple(scale), "units": tuple(units)}
+
+
+def _is_tracks_csv(path: Any) -> bool:
+    """True for a 2-D ``tracks.csv`` (its header names ``track_id, t, y, x`` and no ``z``)."""
+    try:
+        with open(path, encoding="utf-8") as table:
+            header = {name.strip() for name in table.readline().split(",")}
+    except (OSError, UnicodeDecodeError):
+        return False
+    return {"track_id", "t", "y", "x"} <= header and "z" not in header
+
+
+def read_tracks_layer(path: str | list[str]) -> list[tuple]:
+    """``tracks.csv`` files as napari Tracks layers (``(track_id, t, y, x)`` with the division graph and
+    the other columns as properties): what the plugin's tracks writer saved opens again."""
+    from .tracking.export import read_tracks_csv
+
+    layers = []
+    for p in path if isinstance(path, list) else [path]:
+        data, kwargs = read_tracks_csv(p).napari_tracks()
+        layers.append((data, {**kwargs, "name": Path(p).stem}, "tracks"))
+    return layers
 
 
 def read_layers(path: str | list[str]) -> list[tuple]:
