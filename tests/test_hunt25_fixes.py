@@ -563,3 +563,17 @@ def test_tracks_saved_by_the_plugin_open_again_in_napari(make_napari_viewer, tmp
     assert {int(k): [int(p) for p in v] for k, v in layer.graph.items()} == {2: [1], 3: [1]}
     (tmp_path / "other.csv").write_text("a,b\n1,2\n")
     assert get_reader(str(tmp_path / "other.csv")) is None
+
+
+def test_an_image_and_its_labels_folder_twin_open_under_two_names(tmp_path):
+    """images/x.tif and labels/x.tif opened together were "x" and "x [1]"; the labels are "x labels"."""
+    import tifffile
+
+    from napari_microseg._reader import read_layers
+
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+        tifffile.imwrite(tmp_path / folder / "x.tif", np.zeros((16, 16), np.uint16))
+    (image, kw_image, kind_image), (labels, kw_labels, kind_labels) = read_layers(
+        [str(tmp_path / "images" / "x.tif"), str(tmp_path / "masks" / "x.tif")])
+    assert (kw_image["name"], kind_image) == ("x", "image") and (kw_labels["name"], kind_labels) == ("x labels", "labels")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .io.images import LAZY_TIFF_BYTES, image_kind, read_image
+from .training.data import LABEL_FOLDERS
 
 
 def get_reader(path: str | list[str]) -> Callable[[Any], list] | None:
@@ -108,7 +109,11 @@ def read_layers(path: str | list[str]) -> list[tuple]:
             kwargs["rgb"] = True  # napari's own guess takes a small colour image (4 x 4 px) for a stack
         if len(image.levels) > 1:
             data, kwargs["multiscale"] = image.levels, True
-        layers.append((data, kwargs, _layer_kind(p, data, kwargs)))
+        kind = _layer_kind(p, data, kwargs)
+        if kind == "labels" and Path(str(p).rstrip("/")).parent.name.lower() in LABEL_FOLDERS \
+                and isinstance(kwargs["name"], str) and "label" not in kwargs["name"].lower():
+            kwargs["name"] += " labels"  # images/x.tif and labels/x.tif: "x" and "x labels", not "x [1]"
+        layers.append((data, kwargs, kind))
     return layers
 
 
