@@ -79,7 +79,9 @@ def test_timelapse_frame_by_frame_with_progress():
         except StopIteration as stop:
             labels = stop.value
             break
-    assert [e.done for e in events] == [1, 2, 3] and all(isinstance(e, Progress) and e.total == 3 for e in events)
+    finished = [e for e in events if "nuclei" in e.message]  # each frame's end; its steps come before it
+    assert [e.done for e in finished] == [1, 2, 3] and all(isinstance(e, Progress) and e.total == 3 for e in events)
+    assert len(events) > 3 and "frame 2/3: watershed" in [e.message for e in events]
     assert labels.shape == sim.fluorescence.shape and labels.dtype == np.uint16
     single = autolabel_fluorescence(sim.fluorescence[1], clear_border=False)
     np.testing.assert_array_equal(labels[1], single)

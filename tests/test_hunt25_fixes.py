@@ -577,3 +577,35 @@ def test_an_image_and_its_labels_folder_twin_open_under_two_names(tmp_path):
     (image, kw_image, kind_image), (labels, kw_labels, kind_labels) = read_layers(
         [str(tmp_path / "images" / "x.tif"), str(tmp_path / "masks" / "x.tif")])
     assert (kw_image["name"], kind_image) == ("x", "image") and (kw_labels["name"], kind_labels) == ("x labels", "labels")
+
+
+@pytest.mark.gui
+def test_autolabel_stops_between_steps_and_skips_live_previews_of_huge_frames(make_napari_viewer, wait_worker,
+                                                                             monkeypatch):
+    """A frame is labelled in steps (Stop took effect only after the whole frame: 140 s on 8192 x 8192);
+    the live preview of a frame over the size limit is not run (8 GB and minutes, on opening the dock)."""
+    import napari_microseg.widgets.autolabel as autolabel_dock
+    from napari_microseg.autolabel.fluorescence import FRAME_STEPS, autolabel_frame, autolabel_frame_iter
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    image = simulate_nuclei_image(shape=(96, 96), n_nuclei=6, seed=1)[0].astype(np.float32)
+    steps = autolabel_frame_iter(image)
+    events = []
+    while True:
+        try:
+            events.append(next(steps).message)
+        except StopIteration as done:
+            labels = done.value
+            break
+    assert events == list(FRAME_STEPS) and np.array_equal(labels, autolabel_frame(image))
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(image, name="stain")
+    widget = autolabel_dock.AutolabelWidget(viewer)
+    widget.live.value = False
+    widget.stain_layer.value = "stain"
+    worker = widget.preview()
+    widget.stop()  # at its first step
+    wait_worker(worker)
+    assert widget.preview_layer is None
+    monkeypatch.setattr(autolabel_dock, "LIVE_PREVIEW_MAX_PIXELS", 64 * 64)
+    assert widget._live_preview() is None and "live preview is off for frames over" in widget.status.text()

@@ -33,7 +33,7 @@ across) the default here is 51 px. Use ~20 px for [N]-like images.
 
 from __future__ import annotations
 
-from typing import Generator
+from typing import Any, Generator
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -90,7 +90,19 @@ def local_otsu_threshold(image01: np.ndarray, window: int = DEFAULT_OTSU_WINDOW,
     return rank.otsu(u8, fp).astype(np.float32) / 255.0
 
 
-def autolabel_frame(
+def autolabel_frame(frame: np.ndarray, **kwargs: Any) -> np.ndarray:
+    """Auto-label one (Y, X) fluorescence frame; see :func:`autolabel_frame_iter` (its options) and
+    :func:`autolabel_fluorescence`."""
+    from ..progress import drain
+
+    return drain(autolabel_frame_iter(frame, **kwargs))
+
+
+#: steps of :func:`autolabel_frame_iter`, each a Progress event (Stop takes effect between them)
+FRAME_STEPS = ("contrast", "threshold", "seeds", "watershed", "filters")
+
+
+def autolabel_frame_iter(
     frame: np.ndarray,
     clahe_kernel: int | None = 127,
     clahe_bins: int = 256,
@@ -111,8 +123,10 @@ def autolabel_frame(
     normalize_percentiles: tuple[float, float] | None = (0.1, 99.9),
     size_report: dict | None = None,
     too_large_value: int | None = None,
-) -> np.ndarray:
-    """Auto-label one (Y, X) fluorescence frame; see :func:`autolabel_fluorescence`.
+) -> Generator[Progress, None, np.ndarray]:
+    """Auto-label one (Y, X) fluorescence frame; see :func:`autolabel_fluorescence`. Yields a
+    :class:`Progress` before each of its steps (:data:`FRAME_STEPS`; a large frame takes tens of
+    seconds per step), returns the labels.
 
     ``size_report``, when given, is a dict that the diameter filter adds to (so one dict can
     gather a stack's frames): ``too_small`` and ``too_large`` count the objects it removed,
@@ -128,12 +142,14 @@ def autolabel_frame(
     ny, nx = img.shape
     if img.max() <= 0:
         return np.zeros((ny, nx), np.uint16)
+    yield Progress(0, len(FRAME_STEPS), "contrast")
     if clahe_kernel:
         from skimage.exposure import equalize_adapthist
 
         kernel = max(3, min(int(clahe_kernel), ny, nx))
         img = equalize_adapthist(img, kernel_size=kernel, clip_limit=clahe_clip, nbins=int(clahe_bins)).astype(np.float32)
     smooth = ndi.gaussian_filter(img, smooth_sigma) if smooth_sigma else img
+    yield Progress(1, len(FRAME_STEPS), "threshold")
     lo, hi = float(threshold_bounds[0]), float(threshold_bounds[1])
     if otsu_window:
         thr = local_otsu_threshold(smooth, otsu_window, otsu_footprint)
@@ -162,6 +178,7 @@ def autolabel_frame(
         from skimage.feature import peak_local_max
         from skimage.segmentation import watershed
 
+        yield Progress(2, len(FRAME_STEPS), "seeds")
         s_sigma = seed_sigma if seed_sigma is not None else max(2.0, d_lo / 4)
         seed_img = ndi.gaussian_filter(img, s_sigma)
         min_dist = int(seed_min_distance) if seed_min_distance is not None else max(3, int(round(d_lo / 2)))
@@ -184,9 +201,11 @@ def autolabel_frame(
             pos = ndi.maximum_position(seed_img, comp, missing)
             for k, p in enumerate(pos):
                 markers[p] = len(peaks) + 1 + k
+        yield Progress(3, len(FRAME_STEPS), "watershed")
         labels = watershed(-smooth, markers, mask=mask)
     else:
         labels, _ = ndi.label(mask)
+    yield Progress(4, len(FRAME_STEPS), "filters")
     if min_object_contrast and labels.max():
         from skimage.filters import threshold_otsu
 
@@ -237,13 +256,20 @@ def autolabel_fluorescence_iter(image, **kwargs) -> Generator[Progress, None, np
     if ndim not in (2, 3):
         raise InputError(f"expected a (Y, X) image or a (T, Y, X) stack, got shape {getattr(arr, 'shape', None)}")
     if ndim == 2:
-        out = autolabel_frame(np.asarray(arr), **kwargs)
+        out = yield from autolabel_frame_iter(np.asarray(arr), **kwargs)
         yield Progress(1, 1, "auto-labelled 1 frame")
         return out
     n = arr.shape[0]
     frames = []
     for t in range(n):
-        frames.append(autolabel_frame(np.asarray(arr[t]), **kwargs))
+        steps = autolabel_frame_iter(np.asarray(arr[t]), **kwargs)
+        while True:  # each frame's steps as progress within the stack (Stop between them)
+            try:
+                step = next(steps)
+            except StopIteration as done:
+                frames.append(done.value)
+                break
+            yield Progress(t, n, f"frame {t + 1}/{n}: {step.message}")
         yield Progress(t + 1, n, f"frame {t + 1}/{n}: {int(frames[-1].max())} nuclei")
     dtype = np.result_type(*[f.dtype for f in frames])  # uint16, uint32 or int32 (too_large_value)
     return np.stack([f.astype(dtype) for f in frames])

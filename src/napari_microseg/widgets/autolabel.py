@@ -22,6 +22,8 @@ from ..errors import InputError
 from ._base import MicrosegDock, current_frame, display_labels, grey_image, ids_features, layer_geometry, layer_names, unique_layer_name
 
 PREVIEW_DELAY_MS = 400
+#: frames larger than this (pixels) get no live preview (minutes and GBs each; Apply still labels them)
+LIVE_PREVIEW_MAX_PIXELS = 4096 * 4096
 NO_TARGET = "(none)"
 QC_COLUMNS = ["tile", "y", "x", "fg fraction", "objects", "kept", "reason"]
 
@@ -95,7 +97,7 @@ class AutolabelWidget(MicrosegDock):
         self.timer = QTimer(self)
         self.timer.setSingleShot(True)
         self.timer.setInterval(PREVIEW_DELAY_MS)
-        self.timer.timeout.connect(self.preview)
+        self.timer.timeout.connect(self._live_preview)
         for w in (self.stain_layer, self.otsu_window, self.min_diameter, self.max_diameter, self.smooth_sigma,
                   self.split_clumps, self.clear_border, self.live):
             w.changed.connect(self.schedule_preview)
@@ -152,6 +154,21 @@ class AutolabelWidget(MicrosegDock):
         else:  # live preview turned off (or no stain): a pending one is dropped
             self.timer.stop()
 
+    def _live_preview(self) -> Any:
+        """The debounced live preview: not of frames over LIVE_PREVIEW_MAX_PIXELS, which take minutes
+        and GBs each (~110 bytes per pixel); said instead."""
+        layer = self._stain()
+        if layer is None:
+            return None
+        shape = grey_image(layer).shape
+        if shape[-2] * shape[-1] > LIVE_PREVIEW_MAX_PIXELS:
+            self.show_message(f"live preview is off for frames over {LIVE_PREVIEW_MAX_PIXELS / 1e6:.0f} MP (this one: "
+                              f"{shape[-2] * shape[-1] / 1e6:.0f} MP; it would take minutes and about "
+                              f"{shape[-2] * shape[-1] * 110 / 2**30:.0f} GB): try the settings on a crop, then Apply "
+                              "(its progress bar and Stop work step by step)")
+            return None
+        return self.preview()
+
     def preview(self) -> Any:
         """Label the current frame in a worker and show it in the preview layer."""
         layer = self._stain()
@@ -168,11 +185,12 @@ class AutolabelWidget(MicrosegDock):
         stack_shape = tuple(data.shape)
 
         def make_generator():
-            from ..autolabel.fluorescence import autolabel_frame
+            from ..autolabel.fluorescence import autolabel_frame_iter
             from ..progress import Progress
 
             yield Progress(0, 1, "previewing ...")
-            labels = display_labels(autolabel_frame(np.asarray(frame), **params, size_report=sizes))
+            labels = yield from autolabel_frame_iter(np.asarray(frame), **params, size_report=sizes)  # Stop between steps
+            labels = display_labels(labels)
             features = ids_features(labels)  # in the worker: big frames take a while
             return (labels if t is None else _in_stack(labels, stack_shape, t)), len(features), features
 
