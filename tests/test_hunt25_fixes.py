@@ -609,3 +609,11 @@ def test_autolabel_stops_between_steps_and_skips_live_previews_of_huge_frames(ma
     assert widget.preview_layer is None
     monkeypatch.setattr(autolabel_dock, "LIVE_PREVIEW_MAX_PIXELS", 64 * 64)
     assert widget._live_preview() is None and "live preview is off for frames over" in widget.status.text()
+
+
+def test_tracking_units_of_a_layer_with_non_square_pixels():
+    """A layer whose Y and X scales differ (kept since this session) gave a KeyError in the Tracking dock."""
+    from napari_microseg.widgets.tracking import physical_units
+
+    units = physical_units({"scale": (2.0, 1.3, 0.65), "units": ("minute", "micrometer", "micrometer")})
+    assert units == {"pixel_size": 0.65, "frame_interval": 2.0}

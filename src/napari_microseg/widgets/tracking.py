@@ -407,7 +407,7 @@ def physical_units(geometry: dict) -> dict:
         return {}
     found = calibration_from_layer(scale, geometry.get("units"))
     names = {"pixel_size_um": "pixel_size", "frame_interval_min": "frame_interval"}
-    return {names[key]: value for key, value in found.items()}
+    return {names[key]: value for key, value in found.items() if key in names}  # (X stands for a non-square Y)
 
 
 def _track_layers(labels: Any, image: Any, kwargs: dict) -> Generator[Any, None, Any]:
@@ -418,7 +418,8 @@ def _track_layers(labels: Any, image: Any, kwargs: dict) -> Generator[Any, None,
     from ..tracking.track import track
 
     yield Progress(0, 1, "reading layers")
-    image = None if image is None else np.asarray(image)
+    # the labels in memory (curation rebuilds their frames); a lazy image (Zarr, big TIFF) is measured frame by frame
+    image = None if image is None else image if hasattr(image, "compute") else np.asarray(image)
     result = yield from track(np.asarray(labels), image, **kwargs)
     if len(result.table):
         events = counts_table(result).drop(columns=["t", "count"]).sum()
