@@ -318,15 +318,11 @@ def test_train_stopped_by_term_keeps_its_record(tmp_path):
 def test_train_interrupted_before_an_epoch_says_the_model_there_is_an_earlier_one(tmp_path, capsys, monkeypatch):
     """Ctrl-C before the first epoch of an --overwrite run: no earlier run's history is written as this
     run's, and the message says the model file there is the earlier one."""
-    import os
-
     import napari_microseg.progress as progress
     from napari_microseg.cli import main
 
     model = tmp_path / "m.pt"
     assert main(["train", *_SMALL_TRAIN, "--epochs", "1", "--out", str(model)]) == 0
-    for earlier in (model, tmp_path / "m.pt.last.pt"):
-        os.utime(earlier, (1e9, 1e9))  # written long before the next run
     (tmp_path / "m.history.csv").unlink()
 
     def interrupted(*_, **__):
@@ -617,3 +613,23 @@ def test_tracking_units_of_a_layer_with_non_square_pixels():
 
     units = physical_units({"scale": (2.0, 1.3, 0.65), "units": ("minute", "micrometer", "micrometer")})
     assert units == {"pixel_size": 0.65, "frame_interval": 2.0}
+
+
+def test_classifier_resumed_into_another_runs_file(tmp_path, capsys):
+    """`classify train --resume a.pt --out b.pt` replaced b.pt's training record (and, stopped early, kept
+    b.pt's weights under a.pt's history) without --overwrite; it is refused, and with --overwrite the
+    run's own epochs make b.pt."""
+    from napari_microseg.cli import main
+    from napari_microseg.io.models import read_model_file
+
+    common = ["classify", "train", "images", "--simulated", "12", "--batch-size", "12"]
+    assert main([*common, "--epochs", "1", "--out", str(tmp_path / "a.pt")]) == 0
+    assert main([*common, "--epochs", "1", "--seed", "5", "--out", str(tmp_path / "b.pt")]) == 0
+    before = (tmp_path / "b.pt").read_bytes()
+    capsys.readouterr()
+    assert main([*common, "--epochs", "2", "--resume", str(tmp_path / "a.pt"), "--out", str(tmp_path / "b.pt")]) == 2
+    assert "exists" in capsys.readouterr().err and (tmp_path / "b.pt").read_bytes() == before
+    assert main([*common, "--epochs", "2", "--resume", str(tmp_path / "a.pt"), "--out", str(tmp_path / "b.pt"),
+                 "--overwrite"]) == 0
+    training = read_model_file(tmp_path / "b.pt")["config"]["training"]
+    assert training["best_epoch"] == 2 and training["resumed_from"] == str(tmp_path / "a.pt")

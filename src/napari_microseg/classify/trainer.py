@@ -297,8 +297,10 @@ def train_classifier(
     last_path = last_checkpoint_path(out_path)
 
     ckpt = None
+    resumes_own_run = False  # the checkpoint is out_path's own: out_path holds that run's best model
     if resume is not None:
         rp = Path(resume)
+        resumes_own_run = rp.resolve() in (out_path.resolve(), last_path.resolve())
         for cand in (rp, last_checkpoint_path(rp)):
             if cand.is_file():
                 c = read_model_file(cand)
@@ -421,9 +423,10 @@ def train_classifier(
             raise InputError(f"the run to resume has done {start_epoch - 1} epoch(s), as many as asked ({cfg.epochs}): "
                              "ask for more epochs to continue it")
         history = list(tstate.get("history", []))
-        best_value = tstate.get("best_value")
-        best_epoch = tstate.get("best_epoch")
-        bad_epochs = int(tstate.get("bad_epochs", 0))
+        if resumes_own_run:  # otherwise out_path is a new file: its first epoch is its best so far
+            best_value = tstate.get("best_value")
+            best_epoch = tstate.get("best_epoch")
+            bad_epochs = int(tstate.get("bad_epochs", 0))
 
     # ---- sizes
     counts = np.bincount(data.y, minlength=n_classes)
@@ -509,7 +512,7 @@ def train_classifier(
         update_model_config(out_path, training={**file_config(True, best_row)["training"], "stop_reason": reason})
 
     stop_reason = "completed"
-    saved_any = out_path.is_file() and ckpt is not None
+    saved_any = out_path.is_file() and ckpt is not None and resumes_own_run  # another file there is not this run's
     x_all = torch.from_numpy(data.x)
     y_all = torch.from_numpy(data.y)
     gen_torch = torch.Generator().manual_seed(cfg.seed)

@@ -643,7 +643,10 @@ def _run_train(args) -> int:
     if out.is_dir() or out.suffix == "":
         raise InputError(f"--out {out} must be a model file name such as model.pt, not a folder")
     history_path = Path(args.history) if args.history else model_sidecar(out, "history.csv")
-    if not args.resume:
+    from ..training.trainer import last_checkpoint_path
+
+    continues_out = bool(args.resume) and Path(args.resume).resolve() in (out.resolve(), last_checkpoint_path(out).resolve())
+    if not continues_out:  # a run resumed into another file must not replace one there unasked
         _refuse_existing(args, out, history_path)
     if args.freeze and not args.init_model:  # before any data is simulated or read
         raise InputError("--freeze needs --init-model")

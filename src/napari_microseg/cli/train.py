@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 from ..errors import InputError
@@ -293,7 +292,10 @@ def run(args: argparse.Namespace) -> int:
                       f"({', '.join(shared[:3])}{' ...' if len(shared) > 3 else ''}): validation will look better than "
                       "the model is", file=sys.stderr)
     gen = train(cfg, train_data, val_data, out_path=out, resume=args.resume, init_model=args.init_model)
-    started = time.time()
+    from ..training.trainer import last_checkpoint_path
+
+    # files already there and not continued by this run (an --overwrite run's predecessor): as they are now
+    before = {} if continues_out else {p: _file_state(p) for p in (out, last_checkpoint_path(out))}
     from ._signals import terminate_as_interrupt
 
     try:
@@ -301,8 +303,7 @@ def run(args: argparse.Namespace) -> int:
             result = run_with_text_progress(gen, label="train", quiet=args.quiet)  # --quiet: the summary lines still come
     except KeyboardInterrupt:
         gen.close()  # keeps the best model; write what history there is
-        # a resumed run's checkpoint is older than this run, and its history this run's beginning
-        _write_history_from_file(out, history_path, 0.0 if args.resume else started)
+        _write_history_from_file(out, history_path, before)
         raise
     write_history_csv(history_path, result.history)
     best = next((r for r in result.history if r["epoch"] == result.best_epoch), None)
@@ -327,16 +328,26 @@ def _val_fraction(args: argparse.Namespace) -> float:
     return 0.2
 
 
-def _write_history_from_file(model_path: Path, history_path: Path, started: float) -> None:
-    """After an interruption: the history of this run (started at ``started``, seconds since the
-    epoch) from its checkpoint or model file, and what was kept. Files older than the run are an
-    earlier run's (``--overwrite``): their history is not written as this run's."""
+def _file_state(path: Path) -> tuple | None:
+    """A file's size and modification time (ns), None when missing: to tell whether a run wrote it
+    (the same clock as the file's server, unlike the machine's time)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _write_history_from_file(model_path: Path, history_path: Path, before: dict) -> None:
+    """After an interruption: the history of this run from its checkpoint or model file, and what
+    was kept. A file still as it was before the run (``before``: :func:`_file_state` of each, empty
+    for a run that continues its own files) is an earlier run's: its history is not this run's."""
     from ..io.models import read_model_file
     from ..training.trainer import last_checkpoint_path
 
     for p in (last_checkpoint_path(model_path), model_path):
         try:
-            if p.stat().st_mtime < started - 1:
+            if p in before and _file_state(p) == before[p]:
                 continue
             training = read_model_file(p)["config"]["training"]
         except Exception:  # noqa: BLE001 - best effort on interrupt
