@@ -551,14 +551,28 @@ def test_tracks_saved_by_the_plugin_open_again_in_napari(make_napari_viewer, tmp
     viewer = make_napari_viewer(show=False)
     data = np.array([[1, 0, 10, 10], [1, 1, 11, 10], [2, 2, 12, 8], [2, 3, 13, 7], [3, 2, 12, 12], [3, 3, 13, 13]], float)
     viewer.add_tracks(data, graph={2: [1], 3: [1]}, name="lineage")
-    viewer.layers.save(str(tmp_path / "lineage.csv"), plugin="napari-microseg")
+    viewer.layers.save(str(tmp_path / "lineage_tracks.csv"), plugin="napari-microseg")
     viewer.layers.clear()
-    viewer.open(str(tmp_path / "lineage.csv"), plugin="napari-microseg")
-    layer = viewer.layers["lineage"]
+    viewer.open(str(tmp_path / "lineage_tracks.csv"), plugin="napari-microseg")  # (napari's own reader claims CSVs too)
+    layer = viewer.layers["lineage_tracks"]
     np.testing.assert_array_equal(layer.data, data)
     assert {int(k): [int(p) for p in v] for k, v in layer.graph.items()} == {2: [1], 3: [1]}
     (tmp_path / "other.csv").write_text("a,b\n1,2\n")
     assert get_reader(str(tmp_path / "other.csv")) is None
+    # batch track's merged table: one layer per movie (their ids restart), not one zig-zagging track
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "lineage_tracks.csv")
+    pd.concat([table.assign(image="a.tif"), table.assign(image="b.tif", x=table["x"] + 50)]).to_csv(
+        tmp_path / "batch_tracks.csv", index=False)
+    viewer.open(str(tmp_path / "batch_tracks.csv"), plugin="napari-microseg")
+    assert len(viewer.layers["batch_tracks a.tif"].data) == len(viewer.layers["batch_tracks b.tif"].data) == len(data)
+    from napari_microseg._reader import read_tracks_layer
+    from napari_microseg.errors import InputError
+
+    (tmp_path / "empty_tracks.csv").write_text(",".join(table.columns) + "\n")
+    with pytest.raises(InputError, match="holds no tracks"):
+        read_tracks_layer(str(tmp_path / "empty_tracks.csv"))
 
 
 def test_an_image_and_its_labels_folder_twin_open_under_two_names(tmp_path):
@@ -599,10 +613,21 @@ def test_autolabel_stops_between_steps_and_skips_live_previews_of_huge_frames(ma
     widget = autolabel_dock.AutolabelWidget(viewer)
     widget.live.value = False
     widget.stain_layer.value = "stain"
-    worker = widget.preview()
-    widget.stop()  # at its first step
-    wait_worker(worker)
-    assert widget.preview_layer is None
+    import skimage.segmentation
+
+    import napari_microseg.autolabel.fluorescence as fluorescence
+
+    watersheds = []
+    monkeypatch.setattr(skimage.segmentation, "watershed", lambda *a, **k: watersheds.append(1))
+    thresholds = fluorescence.local_otsu_threshold
+
+    def stop_while_thresholding(*args, **kwargs):  # Stop pressed during the threshold step (in the worker)
+        widget._stop_requested.set()
+        return thresholds(*args, **kwargs)
+
+    monkeypatch.setattr(fluorescence, "local_otsu_threshold", stop_while_thresholding)
+    wait_worker(widget.preview())
+    assert widget.preview_layer is None and not watersheds, (watersheds, widget.status.text())  # stopped before the watershed step
     monkeypatch.setattr(autolabel_dock, "LIVE_PREVIEW_MAX_PIXELS", 64 * 64)
     assert widget._live_preview() is None and "live preview is off for frames over" in widget.status.text()
 
@@ -633,3 +658,22 @@ def test_classifier_resumed_into_another_runs_file(tmp_path, capsys):
                  "--overwrite"]) == 0
     training = read_model_file(tmp_path / "b.pt")["config"]["training"]
     assert training["best_epoch"] == 2 and training["resumed_from"] == str(tmp_path / "a.pt")
+
+
+def test_evaluate_seg_with_one_prediction_file_scores_its_image_only(tmp_path, capsys):
+    """--pred one file against a --gt folder: that image is scored, the others are not counted as missed."""
+    import pandas as pd
+    import tifffile
+
+    from napari_microseg.cli import main
+
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    labels = np.zeros((32, 32), np.uint16)
+    labels[4:10, 4:10] = 1
+    for name in ("a.tif", "b.tif", "c.tif"):
+        tifffile.imwrite(gt / name, labels)
+    tifffile.imwrite(tmp_path / "a.tif", labels)
+    assert main(["evaluate", "seg", "--gt", str(gt), "--pred", str(tmp_path / "a.tif"), "--out", str(tmp_path / "m.csv")]) == 0
+    assert pd.read_csv(tmp_path / "m.csv").set_index("name").loc["ALL", "ap@0.50"] == pytest.approx(1.0)
+    assert "not scored" in capsys.readouterr().err

@@ -72,13 +72,24 @@ def _is_tracks_csv(path: Any) -> bool:
 
 def read_tracks_layer(path: str | list[str]) -> list[tuple]:
     """``tracks.csv`` files as napari Tracks layers (``(track_id, t, y, x)`` with the division graph and
-    the other columns as properties): what the plugin's tracks writer saved opens again."""
-    from .tracking.export import read_tracks_csv
+    the other columns as properties): what the plugin's tracks writer saved opens again. A table of
+    several movies (``microseg batch track``'s, with an ``image`` column; ids restart per movie) gives
+    one layer per movie."""
+    import pandas as pd
+
+    from .errors import InputError
+    from .tracking.export import tracks_result_from_table
 
     layers = []
     for p in path if isinstance(path, list) else [path]:
-        data, kwargs = read_tracks_csv(p).napari_tracks()
-        layers.append((data, {**kwargs, "name": Path(p).stem}, "tracks"))
+        table = pd.read_csv(p)
+        if table.empty:
+            raise InputError(f"{Path(p).name} holds no tracks (a movie without objects?): nothing to show")
+        movies = table.groupby("image", sort=False) if "image" in table.columns else [(None, table)]
+        for movie, rows in movies:
+            data, kwargs = tracks_result_from_table(rows.drop(columns="image", errors="ignore"), Path(p).name).napari_tracks()
+            name = Path(p).stem if movie is None else f"{Path(p).stem} {movie}"
+            layers.append((data, {**kwargs, "name": name}, "tracks"))
     return layers
 
 

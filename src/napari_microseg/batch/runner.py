@@ -184,9 +184,8 @@ def _walk_images(folder: Path, exclude: Path | None, ignored: list | None = None
             if d.startswith(".") or _is_within(sub, exclude):
                 continue
             if skip_label_folders and d.lower() in LABEL_FOLDERS:
-                if ignored is not None:
-                    ignored.extend(q for q in sorted(sub.rglob("*")) if image_kind(q) is not None
-                                   and not q.name.startswith("."))
+                if ignored is not None:  # its images (Zarr stores whole, not their chunks), listed as left out
+                    ignored.extend(_walk_images(sub, exclude))
                 continue
             if image_kind(sub) == "zarr":
                 found.append(sub)
@@ -219,7 +218,7 @@ def find_batch_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike],
         among TIFFs), so that the caller can say they were left out.
     skip_label_folders : leave out sub-folders of input folders named as label folders
         (``labels/``, ``masks/``, ...: ground truth beside the images), listed in ``ignored``;
-        for tasks that read images (a folder given itself is always searched).
+        for the tasks that read images (all but track; a folder given itself is always searched).
 
     The input root is the deepest folder holding all inputs; relative paths from it name
     the outputs, so inputs in different sub-folders may share a name. Symbolic links keep
@@ -670,7 +669,7 @@ def run_batch(
     previous_root = None if overwrite else _previous_input_root(out)
     ignored: list[Path] = []
     found = find_batch_inputs(inputs, exclude=out, root=previous_root, ignored=ignored,
-                              skip_label_folders=task in ("segment", "classify"))  # track reads labels
+                              skip_label_folders=task != "track")  # track reads labels; the others images
     out.mkdir(parents=True, exist_ok=True)
     lock = _acquire_lock(out)
     manifest = Manifest(out / MANIFEST_NAME)

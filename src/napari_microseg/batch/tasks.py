@@ -375,6 +375,8 @@ def track_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> dic
     data = time_stack(_read_whole(item, spec, calibration=stated), f"{item.image}: tracking input", lazy=True)
     given = {"pixel_size_um": spec.params.get("pixel_size"), "frame_interval_min": spec.params.get("frame_interval")}
     calibration = {key: given[key] if given[key] is not None else stated.get(key) for key in given}
+    if given["pixel_size_um"] is None and "pixel_size_y_um" in stated:  # non-square pixels keep their Y size
+        calibration["pixel_size_y_um"] = stated["pixel_size_y_um"]
     outputs: dict[str, str] = {}
     if spec.model:
         from ..inference.segment import segment

@@ -245,7 +245,7 @@ def _check_crop_size(args: argparse.Namespace) -> None:
 
     try:
         size = tuple((load_classifier(args.model).config.get("crop") or {}).get("size") or ())
-        inputs = find_batch_inputs(args.input, exclude=args.out)
+        inputs = find_batch_inputs(args.input, exclude=args.out, skip_label_folders=True)  # as the run finds them
     except InputError:
         return  # the run itself names what is wrong
     for path, rel in inputs[:20]:

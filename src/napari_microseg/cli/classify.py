@@ -749,8 +749,8 @@ def _run_train(args) -> int:
         gen.close()
         if history:  # the epochs that finished; before the first, an earlier run's history stays as it was
             write_history_csv(history_path, history)
-            print(f"interrupted after {len(history)} epoch(s): the best model so far is {out}; history: "
-                  f"{history_path}", file=sys.stderr)
+            print(f"interrupted after {len(history)} epoch(s), the best model so far kept (a pre-training stage's in "
+                  f"its own .pretrained.pt); history: {history_path}", file=sys.stderr)
         else:
             kept = f"{out} is an earlier run's model, unchanged" if out.is_file() else "no model was written"
             print(f"interrupted before the first epoch finished: {kept}", file=sys.stderr)

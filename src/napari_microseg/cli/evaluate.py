@@ -209,6 +209,7 @@ def match_files(gt_dir: Path, pred_dir: Path, unpredicted_as_empty: bool = False
     if unmatched:
         print(f"note: {len(unmatched)} file(s) in {pred_dir} match no ground truth and are not scored "
               f"({listed(unmatched)})", file=sys.stderr)
+    unpredicted_as_empty = unpredicted_as_empty and pred_dir.is_dir()  # one prediction file: its image only
     if unpredicted:
         treated = "scored as nothing found" if unpredicted_as_empty else "not scored"
         print(f"warning: {len(unpredicted)} ground-truth file(s) have no prediction in {pred_dir}: {treated} "

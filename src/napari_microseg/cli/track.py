@@ -86,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--hdu must be >= 0, got {args.hdu}")
     labels, calibration = _read_stack(args.labels, "labels", args.hdu)
     image, image_calibration = _read_stack(args.image, "image", args.hdu) if args.image else (None, {})
+    if "pixel_size_um" in image_calibration:  # both pixel sizes from one file: the movie's
+        calibration.pop("pixel_size_y_um", None)
     calibration = {**calibration, **image_calibration}  # the movie's own metadata first
     pixel_size = args.pixel_size if args.pixel_size is not None else calibration.get("pixel_size_um")
     frame_interval = args.frame_interval if args.frame_interval is not None else calibration.get("frame_interval_min")

@@ -57,10 +57,17 @@ def write_tracks_csv(result: TrackResult | pd.DataFrame, path: str | os.PathLike
 
 def read_tracks_csv(path: str | os.PathLike, labels: np.ndarray | None = None, n_frames: int | None = None) -> TrackResult:
     """Read a ``tracks.csv`` back into a :class:`TrackResult` (optionally with its label stack)."""
-    table = pd.read_csv(path)
+    return tracks_result_from_table(pd.read_csv(path), str(path), labels, n_frames)
+
+
+def tracks_result_from_table(table: pd.DataFrame, name: str = "tracks table", labels: np.ndarray | None = None,
+                             n_frames: int | None = None) -> TrackResult:
+    """A :class:`TrackResult` from a tracks.csv-style table (``track_id, t, y, x``, optional
+    ``parent_track_id``); ``name`` for messages."""
     missing = [c for c in ("track_id", "t", "y", "x") if c not in table.columns]
     if missing:
-        raise InputError(f"{path} is not a tracks table (missing {missing})")
+        raise InputError(f"{name} is not a tracks table (missing {missing})")
+    table = table.copy()
     if "parent_track_id" not in table.columns:
         table["parent_track_id"] = 0
     table["parent_track_id"] = table["parent_track_id"].fillna(0)

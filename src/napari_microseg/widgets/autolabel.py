@@ -19,7 +19,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
 from ..errors import InputError
-from ._base import MicrosegDock, current_frame, display_labels, grey_image, ids_features, layer_geometry, layer_names, unique_layer_name
+from ._base import MicrosegDock, current_frame, display_labels, full_resolution, grey_image, ids_features, layer_geometry, layer_names, unique_layer_name
 
 PREVIEW_DELAY_MS = 400
 #: frames larger than this (pixels) get no live preview (minutes and GBs each; Apply still labels them)
@@ -160,7 +160,7 @@ class AutolabelWidget(MicrosegDock):
         layer = self._stain()
         if layer is None:
             return None
-        shape = grey_image(layer).shape
+        shape = full_resolution(layer).shape[:-1] if layer.rgb else full_resolution(layer).shape  # (no colour mean here)
         if shape[-2] * shape[-1] > LIVE_PREVIEW_MAX_PIXELS:
             self.show_message(f"live preview is off for frames over {LIVE_PREVIEW_MAX_PIXELS / 1e6:.0f} MP (this one: "
                               f"{shape[-2] * shape[-1] / 1e6:.0f} MP; it would take minutes and about "
