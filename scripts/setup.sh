@@ -3,7 +3,7 @@
 #  1. system packages for the virtual display, Mesa GL, Qt's xcb libraries, g++ and Eigen
 #     (installed with apt-get when missing and we are root; otherwise the command to run is printed)
 #  2. a virtual environment in .venv
-#  3. torch (CPU build torch==2.13.0 unless TORCH_SPEC says otherwise; never a CUDA build by accident)
+#  3. torch (CPU build torch==2.13.0 from PyTorch's CPU index, unless TORCH_SPEC / TORCH_INDEX_URL say otherwise)
 #  4. the package in editable mode with its dev extras
 #  5. btrack's native library: checked, and rebuilt from the wheel's C++ sources if it does not load
 # Re-running skips what is done (a stamp keyed on pyproject.toml).
@@ -23,6 +23,9 @@ if command -v dpkg >/dev/null 2>&1; then
   for pkg in "${SYSTEM_PACKAGES[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
   done
+fi
+if ! "$PYTHON" -c "import ensurepip, venv" >/dev/null 2>&1; then
+  missing+=(python3-venv)  # Debian / Ubuntu ship venv apart from Python
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -44,7 +47,12 @@ fi
 
 if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   log "installing $TORCH_SPEC"
-  .venv/bin/pip install -q "$TORCH_SPEC"
+  # PyPI's Linux torch wheels are CUDA builds (GBs): the CPU build comes from PyTorch's own index
+  # (TORCH_INDEX_URL; empty for the configured indexes only), the configured ones as a fallback
+  TORCH_INDEX_URL=${TORCH_INDEX_URL-https://download.pytorch.org/whl/cpu}
+  if [ -z "$TORCH_INDEX_URL" ] || ! .venv/bin/pip install -q --retries 1 --timeout 20 --index-url "$TORCH_INDEX_URL" "$TORCH_SPEC"; then
+    .venv/bin/pip install -q "$TORCH_SPEC"
+  fi
 fi
 
 stamp=.venv/.microseg-setup-stamp

@@ -677,3 +677,22 @@ def test_evaluate_seg_with_one_prediction_file_scores_its_image_only(tmp_path, c
     assert main(["evaluate", "seg", "--gt", str(gt), "--pred", str(tmp_path / "a.tif"), "--out", str(tmp_path / "m.csv")]) == 0
     assert pd.read_csv(tmp_path / "m.csv").set_index("name").loc["ALL", "ap@0.50"] == pytest.approx(1.0)
     assert "not scored" in capsys.readouterr().err
+
+
+def test_batch_glob_leaves_out_label_folders_below_its_fixed_part(tmp_path, monkeypatch):
+    """README's `--input 'plate*/**/*.tif'` segmented plate2/masks/; label folders below the pattern's
+    fixed part are left out, while a pattern that names a label folder itself takes its files."""
+    import tifffile
+
+    from napari_microseg.batch.runner import find_batch_inputs
+
+    for sub in ("plate1", "plate1/labels", "plate2/masks", "plate2/well"):
+        (tmp_path / sub).mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(tmp_path / sub / "a.tif", np.zeros((8, 8), np.uint16))
+    monkeypatch.chdir(tmp_path)
+    ignored: list = []
+    found = find_batch_inputs("plate*/**/*.tif", ignored=ignored, skip_label_folders=True)
+    assert sorted(rel for _, rel in found) == ["plate1/a.tif", "plate2/well/a.tif"]
+    assert sorted(p.as_posix() for p in ignored) == ["plate1/labels/a.tif", "plate2/masks/a.tif"]
+    assert len(find_batch_inputs(str(tmp_path / "plate1" / "labels" / "*.tif"), skip_label_folders=True)) == 1
+    assert len(find_batch_inputs("plate*/**/*.tif")) == 4  # batch track reads labels

@@ -39,6 +39,7 @@ import glob
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -226,6 +227,7 @@ def find_batch_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike],
     is found or two inputs would share outputs.
     """
     from ..io.images import drop_previews, image_kind
+    from ..training.data import LABEL_FOLDERS
 
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     if not specs:
@@ -243,8 +245,17 @@ def find_batch_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike],
                 raise InputError(f"{p}: folder holds no images (.tif, .tiff, .fits, .fit, .zarr, .png, .jpg)")
             paths.extend(found)
         elif any(ch in str(spec) for ch in "*?["):
-            found, previews = drop_previews([Path(q) for q in glob.glob(str(spec), recursive=True)
-                                             if image_kind(q) is not None and not Path(q).name.startswith(".")])
+            matches = [Path(q) for q in glob.glob(str(spec), recursive=True)
+                       if image_kind(q) is not None and not Path(q).name.startswith(".")]
+            if skip_label_folders:  # as in folders: label folders below the pattern's fixed part are left out
+                prefix = re.split(r"[*?\[]", str(spec))[0]  # up to the first wildcard: "plate" of "plate*/**"
+                fixed = Path(os.path.abspath(prefix if prefix.endswith(("/", os.sep)) else os.path.dirname(prefix) or "."))
+                in_labels = [q for q in matches if Path(os.path.abspath(q)).is_relative_to(fixed) and any(
+                    part.lower() in LABEL_FOLDERS for part in Path(os.path.abspath(q)).relative_to(fixed).parent.parts)]
+                matches = [q for q in matches if q not in in_labels]
+                if ignored is not None:
+                    ignored.extend(in_labels)
+            found, previews = drop_previews(matches)
             if not found:
                 raise InputError(f"no images match {str(spec)!r}")
             paths.extend(found)

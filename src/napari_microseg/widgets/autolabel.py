@@ -23,7 +23,7 @@ from ._base import MicrosegDock, current_frame, display_labels, full_resolution,
 
 PREVIEW_DELAY_MS = 400
 #: frames larger than this (pixels) get no live preview (minutes and GBs each; Apply still labels them)
-LIVE_PREVIEW_MAX_PIXELS = 4096 * 4096
+LIVE_PREVIEW_MAX_PIXELS = 4096 * 4096  # (said as "4096 x 4096 px" in the dock)
 NO_TARGET = "(none)"
 QC_COLUMNS = ["tile", "y", "x", "fg fraction", "objects", "kept", "reason"]
 
@@ -162,7 +162,7 @@ class AutolabelWidget(MicrosegDock):
             return None
         shape = full_resolution(layer).shape[:-1] if layer.rgb else full_resolution(layer).shape  # (no colour mean here)
         if shape[-2] * shape[-1] > LIVE_PREVIEW_MAX_PIXELS:
-            self.show_message(f"live preview is off for frames over {LIVE_PREVIEW_MAX_PIXELS / 1e6:.0f} MP (this one: "
+            self.show_message(f"live preview is off for frames over 4096 x 4096 px (this one: "
                               f"{shape[-2] * shape[-1] / 1e6:.0f} MP; it would take minutes and about "
                               f"{shape[-2] * shape[-1] * 110 / 2**30:.0f} GB): try the settings on a crop, then Apply "
                               "(its progress bar and Stop work step by step)")
