@@ -696,3 +696,54 @@ def test_batch_glob_leaves_out_label_folders_below_its_fixed_part(tmp_path, monk
     assert sorted(p.as_posix() for p in ignored) == ["plate1/labels/a.tif", "plate2/masks/a.tif"]
     assert len(find_batch_inputs(str(tmp_path / "plate1" / "labels" / "*.tif"), skip_label_folders=True)) == 1
     assert len(find_batch_inputs("plate*/**/*.tif")) == 4  # batch track reads labels
+
+
+def test_a_classifier_that_gives_nan_is_neither_saved_nor_used(tmp_path, capsys):
+    """A learning rate that blows the network up: training stops with the reason instead of saving it as
+    the best model (exit 0), and a model file whose network gives NaN is refused at classification (every
+    image came out "good", every particle the first class)."""
+    import torch
+
+    from napari_microseg.classify.predict import predict_proba
+    from napari_microseg.cli import main
+    from napari_microseg.errors import InputError
+    from napari_microseg.io.models import read_model_file, save_model
+    from napari_microseg.models import build_model
+
+    common = ["classify", "train", "images", "--simulated", "40", "--epochs", "1", "--batch-size", "20"]
+    assert main([*common, "--lr", "1e12", "--val-fraction", "0", "--out", str(tmp_path / "x.pt")]) == 2
+    assert "training diverged" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
+    assert main([*common, "--out", str(tmp_path / "ok.pt")]) == 0
+    payload = read_model_file(tmp_path / "ok.pt")
+    net = build_model(payload["config"]["model"])
+    net.load_state_dict(payload["state_dict"])
+    with torch.no_grad():
+        next(iter(net.parameters())).fill_(float("nan"))
+    save_model(tmp_path / "nan.pt", net, payload["config"])
+    x = np.random.default_rng(0).random((3, *payload["config"]["input_shape"])).astype(np.float32)
+    assert predict_proba(str(tmp_path / "ok.pt"), x).shape[0] == 3
+    with pytest.raises(InputError, match="no finite probabilities for 3 of 3"):
+        predict_proba(str(tmp_path / "nan.pt"), x)
+
+
+def test_classify_train_keeps_checkpoints_and_a_resumed_history(tmp_path, capsys):
+    """An earlier run's resumable <out>.last.pt is not replaced without --overwrite (as `microseg train`
+    refuses); resuming in place writes the whole history (the earlier epochs were dropped); too large a
+    validation share or too many folds are one line, not a scikit-learn traceback."""
+    import pandas as pd
+
+    from napari_microseg.cli import main
+
+    model = tmp_path / "r.pt"
+    common = ["classify", "train", "images", "--simulated", "16", "--batch-size", "16"]
+    assert main([*common, "--epochs", "2", "--out", str(model)]) == 0
+    model.unlink()
+    (tmp_path / "r.history.csv").unlink()
+    assert main([*common, "--epochs", "2", "--out", str(model)]) == 2  # its .last.pt is still there
+    assert "r.pt.last.pt" in capsys.readouterr().err
+    assert main([*common, "--epochs", "3", "--out", str(model), "--resume", str(model)]) == 0
+    assert list(pd.read_csv(tmp_path / "r.history.csv")["epoch"]) == [1, 2, 3]
+    assert main([*common, "--epochs", "1", "--val-fraction", "0.95", "--out", str(tmp_path / "v.pt")]) == 2
+    assert main([*common, "--epochs", "1", "--folds", "12", "--out", str(tmp_path / "f.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "validation share 0.95" in err and "12 folds" in err and "Traceback" not in err

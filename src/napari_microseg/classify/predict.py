@@ -59,7 +59,13 @@ def predict_proba(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarra
             else:
                 out.append(torch.softmax(logits, 1).double().numpy())
     n_classes = len(lm.class_names) or 2
-    return np.concatenate(out) if out else np.zeros((0, n_classes))
+    probabilities = np.concatenate(out) if out else np.zeros((0, n_classes))
+    if not np.isfinite(probabilities).all():  # NaN would read as "good" / the first class, with no doubt shown
+        bad = int((~np.isfinite(probabilities).all(axis=1)).sum())
+        raise InputError(f"the model gives no finite probabilities for {bad} of {len(probabilities)} sample(s) "
+                         "(NaN): it is broken (training diverged?) or the inputs hold NaN; retrain it with a lower "
+                         "learning rate")
+    return probabilities
 
 
 def _check_task(lm, task: str) -> None:

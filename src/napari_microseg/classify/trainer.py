@@ -170,12 +170,17 @@ def split_validation(data: ClassificationData, fraction: float, seed: int = 0):
     if fraction <= 0 or n < 4:
         return data, None
     idx = np.arange(n)
-    if data.groups is not None and len(np.unique(data.groups)) >= 2:
-        tr, va = next(GroupShuffleSplit(1, test_size=fraction, random_state=seed).split(idx, data.y, data.groups))
-    else:
-        counts = np.bincount(data.y)
-        strat = data.y if counts[counts > 0].min() >= 2 and int(round(fraction * n)) >= (counts > 0).sum() else None
-        tr, va = train_test_split(idx, test_size=fraction, random_state=seed, stratify=strat)
+    try:
+        if data.groups is not None and len(np.unique(data.groups)) >= 2:
+            tr, va = next(GroupShuffleSplit(1, test_size=fraction, random_state=seed).split(idx, data.y, data.groups))
+        else:
+            counts = np.bincount(data.y)
+            strat = data.y if counts[counts > 0].min() >= 2 and int(round(fraction * n)) >= (counts > 0).sum() else None
+            tr, va = train_test_split(idx, test_size=fraction, random_state=seed, stratify=strat)
+    except ValueError as err:  # scikit-learn's: a share that leaves no training sample
+        raise InputError(f"validation share {fraction:g} of {n} samples: {err} Give a smaller share or more samples") from None
+    if len(tr) == 0 or len(va) == 0:
+        raise InputError(f"validation share {fraction:g} of {n} samples leaves no training or no validation sample")
     return data.subset(np.sort(tr)), data.subset(np.sort(va))
 
 
@@ -573,7 +578,18 @@ def train_classifier(
             seconds = time.perf_counter() - t0
             row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr, "seconds": seconds}
             history.append(row)
+            if not math.isfinite(monitored):  # a network that outputs NaN is no model: never saved as the best one
+                raise InputError(f"training diverged: the monitored loss is {monitored} at epoch {epoch}; lower the "
+                                 "learning rate (the best model so far, if any, is kept)")
             improved = best_value is None or monitored < best_value
+            if improved and val is None:  # no validation ran the network as it will be used: a quick check
+                model.eval()
+                with torch.no_grad():
+                    finite = bool(torch.isfinite(model(x_all[:8].to(device)).float()).all())
+                set_train_mode()
+                if not finite:
+                    raise InputError(f"training diverged: the network gives NaN in use (evaluation mode) after epoch "
+                                     f"{epoch}; lower the learning rate (the best model so far, if any, is kept)")
             if improved:
                 best_value, best_epoch, bad_epochs = float(monitored), epoch, 0
                 save_model(out_path, model, file_config(True, dict(row)))
@@ -735,7 +751,10 @@ def cross_validate(
     grouped = (data.groups is not None) if grouped is None else bool(grouped)
     if grouped and data.groups is None:
         raise InputError("grouped cross-validation needs groups")
-    folds = fold_indices(data.y, k, data.groups if grouped else None, stratified=True, seed=seed)
+    try:
+        folds = fold_indices(data.y, k, data.groups if grouped else None, stratified=True, seed=seed)
+    except ValueError as err:  # scikit-learn's: more folds than samples of a class (or groups)
+        raise InputError(f"{k} folds: {err} Use fewer folds or more samples") from None
     tmp = None
     if out_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="microseg-cv-")

@@ -647,7 +647,9 @@ def _run_train(args) -> int:
 
     continues_out = bool(args.resume) and Path(args.resume).resolve() in (out.resolve(), last_checkpoint_path(out).resolve())
     if not continues_out:  # a run resumed into another file must not replace one there unasked
-        _refuse_existing(args, out, history_path)
+        # nor the checkpoints beside it (a run one could still resume; a pre-training stage's model)
+        pretrained = out.with_name(out.stem + ".pretrained.pt")
+        _refuse_existing(args, out, history_path, last_checkpoint_path(out), pretrained, last_checkpoint_path(pretrained))
     if args.freeze and not args.init_model:  # before any data is simulated or read
         raise InputError("--freeze needs --init-model")
     real = simulated = None
@@ -749,13 +751,15 @@ def _run_train(args) -> int:
         gen.close()
         if history:  # the epochs that finished; before the first, an earlier run's history stays as it was
             write_history_csv(history_path, history)
-            print(f"interrupted after {len(history)} epoch(s), the best model so far kept (a pre-training stage's in "
-                  f"its own .pretrained.pt); history: {history_path}", file=sys.stderr)
+            staged = " (a pre-training stage's in its own .pretrained.pt)" if str(strategy).startswith("pretrain") else ""
+            print(f"interrupted after {len(history)} epoch(s), the best model so far kept{staged}; history: "
+                  f"{history_path}", file=sys.stderr)
         else:
             kept = f"{out} is an earlier run's model, unchanged" if out.is_file() else "no model was written"
             print(f"interrupted before the first epoch finished: {kept}", file=sys.stderr)
         raise
-    write_history_csv(history_path, history)
+    # a resumed run's file holds the epochs before it too (this session's events only the new ones)
+    write_history_csv(history_path, result.history if continues_out and result.history else history)
     if args.init_model:
         started_afresh = result.config.get("training", {}).get("reinitialised") or []
         if started_afresh:

@@ -875,6 +875,9 @@ def train(
             row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_dice": val_dice,
                    "lr": lr, "seconds": seconds}
             history.append(row)
+            if not math.isfinite(monitored):  # a network that outputs NaN is no model: never saved as the best one
+                raise InputError(f"training diverged: the monitored loss is {monitored} at epoch {epoch}; lower the "
+                                 "learning rate (the best model so far, if any, is kept)")
             improved = best_value is None or (monitored > best_value if higher_better else monitored < best_value)
             if improved:
                 best_value, best_epoch, bad_epochs = float(monitored), epoch, 0
