@@ -747,3 +747,16 @@ def test_classify_train_keeps_checkpoints_and_a_resumed_history(tmp_path, capsys
     assert main([*common, "--epochs", "1", "--folds", "12", "--out", str(tmp_path / "f.pt")]) == 2
     err = capsys.readouterr().err
     assert "validation share 0.95" in err and "12 folds" in err and "Traceback" not in err
+
+
+def test_classify_train_init_model_is_one_stage_on_the_real_images(tmp_path, capsys):
+    """--init-model with --input fine-tunes on those images (it asked for --simulated, which it then did
+    not use); a two-stage --strategy with --init-model, which silently did something else, is refused."""
+    from napari_microseg.cli import main
+
+    assert main(["simulate", "response", "--n", "12", "--out", str(tmp_path / "real"), "--seed", "3"]) == 0
+    common = ["classify", "train", "images", "--input", str(tmp_path / "real"), "--init-model", "response_good_bad",
+              "--epochs", "1", "--batch-size", "12"]
+    assert main([*common, "--out", str(tmp_path / "a.pt")]) == 0
+    assert main([*common, "--strategy", "pretrain_freeze", "--simulated", "8", "--out", str(tmp_path / "b.pt")]) == 2
+    assert "trains in two stages from scratch" in capsys.readouterr().err

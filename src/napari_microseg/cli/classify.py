@@ -658,7 +658,12 @@ def _run_train(args) -> int:
         from ..classify.data import ClassificationData, RESPONSE_CLASS_NAMES, response_crops, simulated_response_data
 
         norm = {"kind": "fixed", "offset": 0.0, "scale": 65535.0} if args.keep_16bit else {"kind": "minmax"}
+        if (args.init_model or args.resume) and args.strategy not in (None, "real", "simulated"):
+            raise InputError(f"--strategy {args.strategy} trains in two stages from scratch; --init-model and --resume "
+                             "continue one network on one data set: use --strategy real (your images) or simulated")
         strategy = args.strategy or ("pretrain_finetune" if args.input else "simulated")
+        if args.init_model or args.resume:  # one stage, on the real images when given
+            strategy = args.strategy or ("real" if args.input else "simulated")
         if strategy != "real" and args.simulated < 4:
             raise InputError(f"strategy {strategy!r} needs --simulated N (N >= 4)")
         if strategy != "simulated" and args.input is None:
