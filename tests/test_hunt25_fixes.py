@@ -760,3 +760,25 @@ def test_classify_train_init_model_is_one_stage_on_the_real_images(tmp_path, cap
     assert main([*common, "--out", str(tmp_path / "a.pt")]) == 0
     assert main([*common, "--strategy", "pretrain_freeze", "--simulated", "8", "--out", str(tmp_path / "b.pt")]) == 2
     assert "trains in two stages from scratch" in capsys.readouterr().err
+
+
+def test_evaluate_classes_scores_no_class_that_is_in_no_map(tmp_path, capsys):
+    """A class in neither the truth nor the prediction scored 1.000 (a phantom name too); now NaN, and a
+    name list that does not fit the maps' classes is said."""
+    import pandas as pd
+    import tifffile
+
+    from napari_microseg.cli import main
+
+    truth = np.zeros((16, 16), np.uint8)
+    truth[:8] = 1
+    for folder in ("gt", "pred"):
+        (tmp_path / folder).mkdir()
+        tifffile.imwrite(tmp_path / folder / "a.tif", truth)
+    assert main(["evaluate", "classes", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred"),
+                 "--class-names", "bg,cell,ghost", "--out", str(tmp_path / "c.csv")]) == 0
+    table = pd.read_csv(tmp_path / "c.csv").set_index("name")
+    assert table.loc["cell", "f1"] == 1.0 and np.isnan(table.loc["ghost", "f1"])
+    assert main(["evaluate", "classes", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred"),
+                 "--class-names", "bg", "--out", str(tmp_path / "d.csv")]) == 0
+    assert "names 1 classes; the maps hold 2" in capsys.readouterr().err

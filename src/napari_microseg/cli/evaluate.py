@@ -453,6 +453,11 @@ def run_classes(args: argparse.Namespace) -> int:
         n = confusion.shape[0]
         confusion += np.bincount((truth * n + pred).ravel(), minlength=n * n).reshape(n, n)
     table = class_scores(confusion, names)
+    absent = (table["n_true"] == 0) & (table["n_pred"] == 0)  # in no map: no score, rather than a perfect one
+    table.loc[absent, ["precision", "recall", "f1", "iou"]] = np.nan
+    if args.class_names and len(names) != confusion.shape[0]:
+        print(f"warning: --class-names names {len(names)} classes; the maps hold {confusion.shape[0]} (0 to "
+              f"{confusion.shape[0] - 1}): the others are named by their index", file=sys.stderr)
     total = int(confusion.sum())
     write_table_csv(table, out)
     labels = list(table["name"])
