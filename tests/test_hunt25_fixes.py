@@ -782,3 +782,57 @@ def test_evaluate_classes_scores_no_class_that_is_in_no_map(tmp_path, capsys):
     assert main(["evaluate", "classes", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred"),
                  "--class-names", "bg", "--out", str(tmp_path / "d.csv")]) == 0
     assert "names 1 classes; the maps hold 2" in capsys.readouterr().err
+
+
+@pytest.mark.gui
+def test_segmentation_dock_sends_only_what_applies_and_pairs_corrections_right(make_napari_viewer, wait_worker,
+                                                                              tmp_path):
+    """A diameter left from a nuclei model is not sent with a CCD class model (hidden, it failed every
+    run); a result's corrections go with the image it was segmented from; frames are kept per layer,
+    not per name; a model trained meanwhile is offered first; batch takes 'remove border objects'."""
+    from napari_microseg.pretrained import resolve_model
+    from napari_microseg.widgets.segmentation import FILE_CHOICE, RECENT_MODELS, SegmentationWidget, add_recent_model
+
+    viewer = make_napari_viewer(show=False)
+    rng = np.random.default_rng(0)
+    image = np.zeros((96, 96), np.float32)
+    for y, x in rng.integers(10, 86, (8, 2)):
+        image[y - 4:y + 4, x - 4:x + 4] = 1.0
+    viewer.add_image(image + 0.05 * rng.random((96, 96), np.float32), name="cells")
+    viewer.add_image(rng.random((96, 96)).astype(np.float32), name="other")
+    widget = SegmentationWidget(viewer)
+    widget.image_layer.value = "cells"
+    widget.model_choice.value = "nuclei_fluorescence_fast"
+    widget.diameter.value = 19.0
+    assert widget._diameter_setting() == 19.0
+    widget.model_choice.value = FILE_CHOICE
+    widget.model_file.value = str(resolve_model("ccd_classes"))
+    assert widget._diameter_setting() is None  # hidden for class models: not sent
+    widget.model_choice.value = "nuclei_fluorescence_fast"
+    widget.diameter.value = 0.0
+    wait_worker(widget.segment())
+    result = widget.result_layer
+    widget.labels_for_training.value = result.name
+    widget.image_layer.value = "other"  # another image of the same shape
+    assert widget.add_to_training_set() == 0 and "was segmented from 'cells'" in widget.status.text()
+    widget.image_layer.value = "cells"
+    assert widget.add_to_training_set() == 1
+    viewer.layers["cells"].name = "renamed"
+    widget.image_layer.value = "renamed"
+    assert widget.add_to_training_set() == 1 and "updated" in widget.status.text()  # the same layer and frame
+    add_recent_model(str(tmp_path / "just_trained.pt"))
+    try:
+        assert widget.model_choice.choices[0] == str(tmp_path / "just_trained.pt")
+    finally:
+        RECENT_MODELS.remove(str(tmp_path / "just_trained.pt"))
+    import tifffile
+
+    folder = tmp_path / "plate"
+    folder.mkdir()
+    tifffile.imwrite(folder / "edge.tif", np.roll(viewer.layers["renamed"].data, 40, axis=1))  # nuclei cut by the edge
+    widget.batch_input.value, widget.batch_out.value, widget.batch_workers.value = str(folder), str(tmp_path / "b"), 0
+    widget.remove_border.value = True
+    wait_worker(widget.run_batch())
+    labels = tifffile.imread(tmp_path / "b" / "labels" / "edge.tif")
+    assert labels.any() and not np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]).any(), \
+        widget.status.text()

@@ -304,6 +304,7 @@ class MicrosegDock(QWidget):
         cooperative_stop: threading.Event | None = None,
         stop_message: str = "Stopping at the next step ...",
         on_failed: Callable[[], None] | None = None,
+        stopped_message: str = "stopped; nothing was changed",
     ) -> Any:
         """Run ``make_generator()`` in a worker thread; return the worker.
 
@@ -313,7 +314,8 @@ class MicrosegDock(QWidget):
         next event and discards the run, unless ``cooperative_stop`` is given:
         then Stop sets that event, the generator winds down by itself (a trainer
         keeps its best model) and ``on_done`` gets what it returns. ``on_failed`` is called on the GUI
-        thread after a failure's message is shown.
+        thread after a failure's message is shown; ``stopped_message`` is shown after a Stop (say what
+        a run that keeps its finished parts kept).
         """
         if self.busy:
             self.show_error("Already running: press Stop first.")
@@ -385,7 +387,7 @@ class MicrosegDock(QWidget):
         def returned(value: Any) -> None:
             if value is _STOPPED or stop_requested.is_set():  # stopped, even during its last step
                 outcome["state"] = "stopped"
-                self.show_message("stopped; nothing was changed")
+                self.show_message(stopped_message)
                 return
             try:
                 on_done(value)

@@ -26,7 +26,8 @@ from ..errors import InputError
 from ..pretrained import list_pretrained_for
 from ..colours import class_colour
 from ._base import (NO_MODEL_MESSAGE, MicrosegDock, chosen_model_path, class_colormap, current_frame, display_labels, dock_action, free_names, full_resolution,
-                    grey_image, result_line, label_features, layer_geometry, layer_names, section_header, span_row, unique_layer_name, unique_stack_ids)
+                    grey_image, result_line, label_features, layer_geometry, layer_names, reset_choices_in_order, section_header, span_row, unique_layer_name,
+                    unique_stack_ids, unwritable_reason)
 
 FILE_CHOICE = "model file ..."
 #: the model chosen when the widget opens (the shipped nuclei model), if it is installed
@@ -45,7 +46,7 @@ def add_recent_model(path: str) -> None:
         RECENT_MODELS.insert(0, path)
     for dock in list(_OPEN_DOCKS):
         try:
-            dock.model_choice.reset_choices()
+            reset_choices_in_order(dock.model_choice)  # newest first (magicgui appends new choices)
         except RuntimeError:  # a dock whose Qt widget napari has already deleted
             _OPEN_DOCKS.discard(dock)
 
@@ -151,7 +152,8 @@ class SegmentationWidget(MicrosegDock):
         self.result_edited = False  # the user painted into that layer since: Export measures it again
         _OPEN_DOCKS.add(self)
         # the fine-tuning set: (image layer name, frame) -> (image, corrected labels), one pair per frame
-        self.corrections: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+        self.corrections: dict[tuple[Any, int], tuple[np.ndarray, np.ndarray]] = {}  # (layer's unique id, frame)
+        self.correction_names: dict[tuple[Any, int], str] = {}  # the layer's name when the frame was added
         self.fine_tuned_path: str | None = None
         self.finetune_scores: dict | None = None  # the last fine-tune's correction_agreement, before / after
         self._toggle_file()
@@ -211,7 +213,10 @@ class SegmentationWidget(MicrosegDock):
 
     # -- segmentation -------------------------------------------------------
     def _diameter_setting(self) -> float | str | None:
-        """``"auto"`` (estimate ticked), the diameter in px, or None (0: as trained)."""
+        """``"auto"`` (estimate ticked), the diameter in px, or None (0: as trained; and for class models,
+        whose dock hides the diameter: a value left from a nuclei model is not theirs)."""
+        if self._chosen_output_mode() == "multiclass":
+            return None
         return "auto" if self.estimate_diameter.value else (float(self.diameter.value) or None)
 
     def _current_frame(self, layer: Any) -> int | None:
@@ -425,8 +430,12 @@ class SegmentationWidget(MicrosegDock):
 
         def done(tables: tuple) -> None:
             objects, counts = tables
-            self._write_tables([("counts", counts, ["t", "count"]), ("objects", objects, ["t", "label", "y", "x", "area"])],
-                               "measured on your corrected labels (ids as in the layer), written: ")
+            written = self._write_tables([("counts", counts, ["t", "count"]),
+                                          ("objects", objects, ["t", "label", "y", "x", "area"])],
+                                         "measured on your corrected labels (ids as in the layer), written: ")
+            if classes and written:  # the clusters' charges come from the segmentation, not from paint
+                self.show_message(self.status.text() + "; no clusters.csv: it is measured when segmenting, not "
+                                  "from a painted class map")
 
         return self.start(make_generator, done, label="exporting")
 
@@ -509,9 +518,17 @@ class SegmentationWidget(MicrosegDock):
         out = str(self.batch_out.value)
         settings = {"tile": int(self.tile.value), "min_size": int(self.min_size.value), "device": self.device.value,
                     "workers": int(self.batch_workers.value)}
+        if self.remove_border.value:
+            settings["remove_border"] = True
         diameter = self._diameter_setting()
         if diameter is not None:
             settings["diameter"] = diameter
+        if self._chosen_output_mode() == "multiclass":  # the CCD rules the dock shows (hot repeats: whole stacks only)
+            rules = {"shape_rules": True} if self.shape_rules.value else {}
+            if int(self.max_cluster_size.value) > 0:
+                rules["max_cluster_size"] = int(self.max_cluster_size.value)
+            if rules:
+                settings["postprocess_options"] = rules
 
         def make_generator():
             from ..batch.runner import run_batch
@@ -519,10 +536,13 @@ class SegmentationWidget(MicrosegDock):
             return run_batch("segment", source, out, str(model), **settings)
 
         def done(summary: Any) -> None:
+            untried = " (test-time augmentation is for the dock's runs only)" if self.tta.value else ""
             self.show_message(f"batch: {summary.processed} done, {summary.skipped} skipped (already done), "
-                              f"{summary.failed} failed; results in {summary.out}")
+                              f"{summary.failed} failed; results in {summary.out}{untried}")
 
-        return self.start(make_generator, done, label="batch")
+        return self.start(make_generator, done, label="batch",
+                          stopped_message=f"stopped: the images done so far are kept in {out}; run the batch again "
+                                          "to go on (done ones are skipped)")
 
     # -- correct and retrain ------------------------------------------------
     def add_to_training_set(self, *_: Any) -> int:
@@ -535,6 +555,10 @@ class SegmentationWidget(MicrosegDock):
             labels_layer = self.chosen_layer(self.labels_for_training.value, "corrected labels")
         except InputError as err:
             self.show_error(str(err))
+            return len(self.training_pairs)
+        if labels_layer is self.result_layer and self.result_image in self.viewer.layers and image_layer is not self.result_image:
+            self.show_error(f"'{labels_layer.name}' was segmented from '{self.result_image.name}': choose that image "
+                            "layer to add its corrected frame")
             return len(self.training_pairs)
         # full resolution (a pyramid's data indexes levels); lazy layers: only the frame used is read
         image, labels = grey_image(image_layer), full_resolution(labels_layer)
@@ -549,9 +573,11 @@ class SegmentationWidget(MicrosegDock):
         if not (labels > 0).any():
             self.show_error("the corrected labels are empty on this frame")
             return len(self.training_pairs)
-        key = (image_layer.name, int(t))
+        # one entry per layer (not per name: another image opened under the same name is another image) and frame
+        key = (image_layer.unique_id, int(t))
         note = f"frame {t} of {image_layer.name} {'updated' if key in self.corrections else 'added'}"
         self.corrections[key] = (image.copy(), labels.copy())  # corrected again: the newer labels replace the older
+        self.correction_names[key] = image_layer.name
         self._show_training_set()
         self.show_message(f"{note}; training set: {len(self.training_pairs)} corrected frame(s)")
         return len(self.training_pairs)
@@ -564,12 +590,14 @@ class SegmentationWidget(MicrosegDock):
     def clear_training_set(self, *_: Any) -> None:
         """Empty the fine-tuning set (the layers keep their corrections)."""
         self.corrections.clear()
+        self.correction_names.clear()
         self._show_training_set()
         self.show_message("training set cleared")
 
     def _show_training_set(self) -> None:
         n = len(self.corrections)
-        frames = ", ".join(f"{name} t={t}" for name, t in list(self.corrections)[:4]) + (" ..." if n > 4 else "")
+        frames = ", ".join(f"{self.correction_names[key]} t={key[1]}" for key in list(self.corrections)[:4]) + \
+            (" ..." if n > 4 else "")
         self.training_set_label.value = f"training set: {n} frame(s): {frames}" if n else "training set: empty"
 
     def fine_tune(self, *_: Any) -> Any:
@@ -581,6 +609,10 @@ class SegmentationWidget(MicrosegDock):
         if base is None:
             return None
         out = fine_tuned_name(base)
+        reason = unwritable_reason(out)
+        if reason:  # before training, not after it
+            self.show_error(reason)
+            return None
         images = [img for img, _ in self.training_pairs]
         labels = [lab for _, lab in self.training_pairs]
         config = {"epochs": int(self.finetune_epochs.value), "patches_per_epoch": 32, "batch_size": 4, "lr": 3e-4,
