@@ -836,3 +836,33 @@ def test_segmentation_dock_sends_only_what_applies_and_pairs_corrections_right(m
     labels = tifffile.imread(tmp_path / "b" / "labels" / "edge.tif")
     assert labels.any() and not np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]).any(), \
         widget.status.text()
+
+
+@pytest.mark.gui
+def test_a_corrected_stack_export_joins_the_first_one(make_napari_viewer, wait_worker, tmp_path):
+    """Whole-stack run, Export, erase one object, Export again: the second objects table (the layer's
+    stack-wide ids) has frame_label, the first one's label, so an untouched object is found in both."""
+    import pandas as pd
+
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    sim = simulate_nuclei_timelapse(n_frames=3, shape=(96, 96), n_nuclei=8, seed=4)
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(np.asarray(sim.fluorescence, np.float32), name="movie")
+    widget = SegmentationWidget(viewer)
+    widget.image_layer.value, widget.model_choice.value, widget.scope.value = "movie", "nuclei_fluorescence_fast", "whole stack"
+    widget.export_dir.value = str(tmp_path)
+    wait_worker(widget.segment())
+    widget.export()
+    layer = widget.result_layer
+    data = np.asarray(layer.data)
+    erased = int(data[0][data[0] > 0][0])
+    data[data == erased] = 0
+    layer.data = data
+    wait_worker(widget.export())
+    first, second = pd.read_csv(tmp_path / "objects.csv"), pd.read_csv(tmp_path / "objects_2.csv")
+    assert "frame_label" in second and len(second) == len(first) - 1
+    joined = second.merge(first, left_on=["t", "frame_label"], right_on=["t", "label"], suffixes=("", "_first"))
+    assert len(joined) == len(second)
+    np.testing.assert_allclose(joined["area"], joined["area_first"])

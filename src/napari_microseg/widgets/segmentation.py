@@ -26,8 +26,8 @@ from ..errors import InputError
 from ..pretrained import list_pretrained_for
 from ..colours import class_colour
 from ._base import (NO_MODEL_MESSAGE, MicrosegDock, chosen_model_path, class_colormap, current_frame, display_labels, dock_action, free_names, full_resolution,
-                    grey_image, result_line, label_features, layer_geometry, layer_names, reset_choices_in_order, section_header, span_row, unique_layer_name,
-                    unique_stack_ids, unwritable_reason)
+                    frame_label_map, grey_image, result_line, label_features, layer_geometry, layer_names, reset_choices_in_order, section_header, span_row, unique_layer_name,
+                    unique_stack_ids, unwritable_reason, with_frame_labels)
 
 FILE_CHOICE = "model file ..."
 #: the model chosen when the widget opens (the shipped nuclei model), if it is installed
@@ -405,6 +405,7 @@ class SegmentationWidget(MicrosegDock):
     def _export_corrected(self, layer: Any) -> Any:
         """Measure the corrected labels of ``layer`` (ids as the layer shows them) in a worker, then write them."""
         labels = np.array(layer.data, copy=True)  # painting during the export must not change what is measured
+        frame_ids = frame_label_map(layer)  # a whole stack's layer ids: each with the run's objects.csv id
         image = grey_image(self.result_image) if self.result_image in self.viewer.layers else None
         classes = self.result.output_mode == "multiclass"
         names = list(self.result.class_names)
@@ -424,6 +425,7 @@ class SegmentationWidget(MicrosegDock):
             else:
                 objects = object_table(labels, pixels)
                 counts = counts_with_area(objects, range(labels.shape[0] if labels.ndim == 3 else 1))
+                objects = with_frame_labels(objects, frame_ids)  # joins the first export (0: painted anew)
             # and any frame the user painted objects into
             frames = segmented_frames | {int(t) for t in objects["t"]} if labels.ndim == 3 else {0}
             return objects, counts[counts["t"].isin(frames)].reset_index(drop=True)
