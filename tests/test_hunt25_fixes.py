@@ -866,3 +866,19 @@ def test_a_corrected_stack_export_joins_the_first_one(make_napari_viewer, wait_w
     joined = second.merge(first, left_on=["t", "frame_label"], right_on=["t", "label"], suffixes=("", "_first"))
     assert len(joined) == len(second)
     np.testing.assert_allclose(joined["area"], joined["area_first"])
+
+
+@pytest.mark.gui
+def test_result_layers_turn_with_a_rotated_image(make_napari_viewer):
+    """An image placed with rotate (and a stack's frame result of it) gets result layers that lie on it."""
+    from napari_microseg.widgets._base import layer_geometry
+
+    viewer = make_napari_viewer(show=False)
+    image = viewer.add_image(np.zeros((20, 30), np.float32), rotate=30, scale=(0.5, 0.5), translate=(5, 7))
+    result = viewer.add_labels(np.zeros((20, 30), np.uint8), **layer_geometry(image, 2))
+    for point in ((3.0, 4.0), (19.0, 29.0)):
+        np.testing.assert_allclose(result.data_to_world(point), image.data_to_world(point), atol=1e-9)
+    stack = viewer.add_image(np.zeros((3, 20, 30), np.float32), rotate=45)  # a rotation in (Y, X)
+    frame = viewer.add_labels(np.zeros((20, 30), np.uint8), **layer_geometry(stack, 2))
+    np.testing.assert_allclose(frame.data_to_world((3.0, 4.0)), stack.data_to_world((1.0, 3.0, 4.0))[1:], atol=1e-9)
+    assert "rotate" not in layer_geometry(viewer.add_image(np.zeros((20, 30), np.float32)), 2)

@@ -623,6 +623,21 @@ def layer_geometry(layer: Any, ndim: int) -> dict:
     units = getattr(layer, "units", None)
     if units is not None and len(units) >= ndim:
         geometry["units"] = tuple(str(unit) for unit in units)[-ndim:]
+    # a rotated, sheared or affine-placed image: the result turns with it (the rotation of the last ndim
+    # axes when it leaves the others alone; shear and affine with all of the layer's axes only)
+    rotate = np.asarray(getattr(layer, "rotate", np.eye(len(scale))), float)
+    lead = len(scale) - ndim
+    if rotate.shape == (len(scale), len(scale)) and not np.allclose(rotate, np.eye(len(scale))) \
+            and np.allclose(rotate[:lead, :lead], np.eye(lead)) and not rotate[:lead, lead:].any() \
+            and not rotate[lead:, :lead].any():
+        geometry["rotate"] = rotate[lead:, lead:]
+    if lead == 0:
+        shear = np.asarray(getattr(layer, "shear", ()), float)
+        if shear.size and shear.any():
+            geometry["shear"] = shear
+        affine = getattr(getattr(layer, "affine", None), "affine_matrix", None)
+        if affine is not None and not np.allclose(affine, np.eye(len(affine))):
+            geometry["affine"] = np.asarray(affine, float)
     return geometry
 
 
