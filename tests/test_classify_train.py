@@ -176,8 +176,7 @@ def test_classifier_file_records_how_its_run_stopped(response_sets, tmp_path):
     run_with_text_progress(train_classifier(_cfg(epochs=1), small, out_path=tmp_path / "a.pt"), stream=io.StringIO())
     assert read_model_file(tmp_path / "a.pt")["config"]["training"]["stop_reason"] == "completed"
     gen = train_classifier(_cfg(epochs=5), small, out_path=tmp_path / "b.pt")
-    while not any(getattr(event, "kind", "") == "epoch" for event in [next(gen)]):
-        pass
+    next(event for event in gen if getattr(event, "kind", "") == "epoch")  # run to the end of epoch 1
     gen.close()
     training = read_model_file(tmp_path / "b.pt")["config"]["training"]
     assert training["stop_reason"] == "stopped" and training["epochs_run"] == 1

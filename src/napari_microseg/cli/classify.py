@@ -754,14 +754,12 @@ def _run_train(args) -> int:
             result = run_with_text_progress(track(), label=f"train {task}")
     except KeyboardInterrupt:
         gen.close()
+        from .train import say_interrupted
+
         if history:  # the epochs that finished; before the first, an earlier run's history stays as it was
             write_history_csv(history_path, history)
-            staged = " (a pre-training stage's in its own .pretrained.pt)" if str(strategy).startswith("pretrain") else ""
-            print(f"interrupted after {len(history)} epoch(s), the best model so far kept{staged}; history: "
-                  f"{history_path}", file=sys.stderr)
-        else:
-            kept = f"{out} is an earlier run's model, unchanged" if out.is_file() else "no model was written"
-            print(f"interrupted before the first epoch finished: {kept}", file=sys.stderr)
+        staged = " (a pre-training stage's in its own .pretrained.pt)" if str(strategy).startswith("pretrain") else ""
+        say_interrupted(out, len(history), history_path, staged)
         raise
     # a resumed run's file holds the epochs before it too (this session's events only the new ones)
     write_history_csv(history_path, result.history if continues_out and result.history else history)

@@ -355,8 +355,17 @@ def _write_history_from_file(model_path: Path, history_path: Path, before: dict)
         if not training.get("history"):
             break
         write_history_csv(history_path, training["history"])
-        print(f"interrupted after {len(training['history'])} epoch(s): the best model so far is {model_path}; "
-              f"history: {history_path}", file=sys.stderr)
+        say_interrupted(model_path, len(training["history"]), history_path)
         return
-    kept = f"{model_path} is an earlier run's model, unchanged" if model_path.is_file() else "no model was written"
-    print(f"interrupted before the first epoch finished: {kept}", file=sys.stderr)
+    say_interrupted(model_path, 0, history_path)
+
+
+def say_interrupted(model_path: Path, n_epochs: int, history_path: Path, staged: str = "") -> None:
+    """Tell, after Ctrl-C or TERM, what a training run kept: ``n_epochs`` finished epochs (the best model
+    kept at ``model_path``, ``staged`` saying where else), or none (the file there, if any, an earlier run's)."""
+    if n_epochs:
+        print(f"interrupted after {n_epochs} epoch(s): the best model so far is kept in {model_path}{staged}; "
+              f"history: {history_path}", file=sys.stderr)
+    else:
+        kept = f"{model_path} is an earlier run's model, unchanged" if model_path.is_file() else "no model was written"
+        print(f"interrupted before the first epoch finished: {kept}", file=sys.stderr)

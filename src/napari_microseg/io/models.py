@@ -197,17 +197,17 @@ class _Opaque:
     """Stands in for every object a model file's pickle names (tensors, storages): built from anything, holds nothing."""
 
     def __init__(self, *_: Any, **__: Any) -> None:
-        pass
+        """Takes whatever the pickle passes and keeps none of it."""
 
     def __setstate__(self, _: Any) -> None:
-        pass
+        """Drops the pickled state."""
 
 
 class _OpaqueDict(dict):
     """A pickled OrderedDict (a state dict) read as a plain dict; its attributes (``_metadata``) dropped."""
 
     def __setstate__(self, _: Any) -> None:
-        pass
+        """Drops the pickled attributes."""
 
 
 def read_model_config(path: str | os.PathLike) -> dict:
