@@ -62,7 +62,7 @@ def test_demo_opens_in_napari_with_the_trained_model(make_napari_viewer, qtbot, 
     viewer = make_napari_viewer(show=True)
     show_demo(result, run=False, viewer=viewer)
     assert [layer.name for layer in viewer.layers] == ["movie (simulated fluorescence)", "true labels", "segmented", "tracks"]
-    segmentation = next(w for name, w in viewer.window._dock_widgets.items() if "Segmentation" in name).widget()
+    segmentation = next(w for name, w in viewer.window.dock_widgets.items() if "Segmentation" in name)
     assert segmentation.model_choice.value == str(result.files["model"])
     viewer.window._qt_window.resize(1500, 950)
     settle(qtbot)
