@@ -99,7 +99,7 @@ class TrackingWidget(MicrosegDock):
         self.relabelled_layer = None
         self.tracked_name = ""
         self.tracked_image: str | None = None
-        self.tracked_geometry: dict = {}  # scale and translate of the labels layer tracked
+        self.tracked_geometry: dict = {}  # where the tracked labels layer lies (layer_geometry)
 
     def _config_radius(self, *_: Any) -> None:
         """Show the chosen model's own search radius (30 px for cell, 20 for particle)."""
@@ -235,13 +235,29 @@ class TrackingWidget(MicrosegDock):
             return
         rows = self.result.table[self.result.table.track_id == ids[-1]].sort_values("t")
         first = rows.iloc[0]
-        scale = self.tracked_geometry.get("scale", (1.0, 1.0, 1.0))
-        translate = self.tracked_geometry.get("translate", (0.0, 0.0, 0.0))
-        time_axis = self.viewer.dims.ndim - 3  # the tracked (T, Y, X) stack's time axis in the world
-        self.viewer.dims.set_point(time_axis, float(first.t) * scale[0] + translate[0])
-        # the table is in pixels; the camera in world units (the tracked layer's scale and offset)
-        self.viewer.camera.center = (float(first.y) * scale[-2] + translate[-2], float(first.x) * scale[-1] + translate[-1])
+        # the table is in pixels and frames; the viewer in world units (where the result layers lie)
+        world = self._data_to_world((float(first.t), float(first.y), float(first.x)))
+        self.viewer.dims.set_point(self.viewer.dims.ndim - 3, float(world[0]))  # the tracked stack's time axis
+        self.viewer.camera.center = (float(world[1]), float(world[2]))
         self.show_message(f"track {ids[-1]}: frames {int(rows.t.min())}-{int(rows.t.max())}")
+
+    def _placement(self) -> Any:
+        """A layer placed as the tracked labels were (scale, translate, rotation, shear, affine): the
+        result layer if it is still shown, else an empty Points layer made with their geometry."""
+        for layer in (self.tracks_layer, self.relabelled_layer):
+            if layer is not None and layer in self.viewer.layers:
+                return layer
+        from napari.layers import Points
+
+        return Points(np.zeros((0, 3)), **self.tracked_geometry)
+
+    def _data_to_world(self, point: tuple) -> np.ndarray:
+        """(t, y, x) of the tracked stack (frames, pixels) to the viewer's world coordinates."""
+        return np.asarray(self._placement().data_to_world(point), float)
+
+    def _world_to_data(self, point: tuple) -> np.ndarray:
+        """The viewer's world (t, y, x) to the tracked stack's (frames, pixels)."""
+        return np.asarray(self._placement().world_to_data(point), float)
 
     def _edit(self, edit: Any, done_message: str) -> Any:
         """Apply a curation edit in the worker (it rebuilds the relabelled stack); the layers and the
@@ -331,10 +347,8 @@ class TrackingWidget(MicrosegDock):
         if len(ids) != 1:
             self.show_error("Select one track in the table to split at the current frame.")
             return None
-        scale = self.tracked_geometry.get("scale", (1.0, 1.0, 1.0))
-        translate = self.tracked_geometry.get("translate", (0.0, 0.0, 0.0))
-        world_t = float(self.viewer.dims.point[self.viewer.dims.ndim - 3])
-        t = int(np.floor((world_t - translate[0]) / scale[0] + 0.5))  # the frame shown, in the tracked stack
+        world = tuple(float(v) for v in self.viewer.dims.point[-3:])
+        t = int(np.floor(self._world_to_data(world)[0] + 0.5))  # the frame shown, in the tracked stack
         return self._edit(lambda r: split_track(r, ids[0], t), f"split track {ids[0]} at frame {t}")
 
     # -- export ---------------------------------------------------------------
