@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 
@@ -44,3 +45,56 @@ def test_tracking_dock_jump_and_split_follow_a_rotated_time_scaled_layer(make_na
     widget.table.clearSelection()
     widget.table.selectRow(row)
     np.testing.assert_allclose(viewer.camera.center[-2:], expected[1:], atol=1e-6)
+
+
+def test_segmentation_export_of_a_large_layer_checks_and_measures_in_a_worker(make_napari_viewer, wait_worker,
+                                                                            tiny_nuclei_model, tmp_path, monkeypatch):
+    """A result layer above the GUI-thread limit: Export compares and measures it in a worker, reading it
+    in place while it takes no paint (it was copied, and hashed, on the GUI thread: seconds and gigabytes
+    for a long movie segmented on one frame), then paint is allowed again; the lazy movie's frames
+    without objects are not read."""
+    import dask.array as da
+
+    import napari_microseg.widgets.segmentation as seg
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+
+    sim = simulate_nuclei_timelapse(n_frames=4, shape=(96, 96), n_nuclei=8, seed=5)
+    frames_read = []
+
+    def read(block, block_info=None):
+        frames_read.append(block_info[0]["chunk-location"][0])
+        return block
+
+    movie = da.from_array(sim.fluorescence, chunks=(1, 96, 96)).map_blocks(read, dtype=sim.fluorescence.dtype)
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(movie, name="movie")
+    widget = seg.SegmentationWidget(viewer)
+    widget.image_layer.value = "movie"
+    widget.model_choice.value = seg.FILE_CHOICE
+    widget.model_file.value = str(tiny_nuclei_model)
+    widget.export_dir.value = str(tmp_path)
+    viewer.dims.set_current_step(0, 2)
+    wait_worker(widget.segment())  # the current frame only
+    layer = viewer.layers["movie segmented"]
+    assert layer.data.shape == (4, 96, 96) and layer.data[2].any(), widget.status.text()
+    monkeypatch.setattr(seg, "EXPORT_CHECK_BYTES", 0)
+
+    worker = widget.export()  # nothing corrected: the run's own tables, after the check in the worker
+    assert worker is not None and not layer.editable
+    wait_worker(worker)
+    assert layer.editable and "corrected" not in widget.status.text()
+    written = widget.status.text().split("written: ", 1)[1].split(", ")
+    assert pd.read_csv(written[0])["count"].sum() == len(widget.result.objects) > 1
+
+    gone = int(np.unique(layer.data[2])[-1])
+    layer.data[layer.data == gone] = 0  # a script's change: no paint event
+    frames_read.clear()
+    worker = widget.export()
+    assert not layer.editable
+    wait_worker(worker)
+    assert layer.editable and "corrected labels" in widget.status.text()
+    written = widget.status.text().split("written: ", 1)[1].split(", ")
+    counts = pd.read_csv(written[0])
+    assert list(counts["t"]) == [2] and int(counts["count"].iloc[0]) == len(widget.result.objects) - 1
+    assert gone not in set(pd.read_csv(written[1])["label"])
+    assert set(frames_read) == {2}  # mean intensities from the one frame with objects

@@ -166,8 +166,8 @@ def _columns(with_intensity: bool, detailed: bool) -> list[str]:
 def object_table(labels: Any, intensity: Any = None, t_offset: int = 0, detailed: bool = False) -> pd.DataFrame:
     """Measure objects in a 2D (Y,X) label image or a (T,Y,X) stack (see :func:`frame_object_table`).
 
-    Frames are loaded one at a time (zarr/dask stacks are fine). ``t`` is 0 for
-    2D input, the frame index (+ ``t_offset``) for stacks.
+    Frames are loaded one at a time (zarr/dask stacks are fine; the image only where the labels
+    frame holds objects). ``t`` is 0 for 2D input, the frame index (+ ``t_offset``) for stacks.
     """
     shape = tuple(labels.shape)
     if len(shape) == 2:
@@ -177,11 +177,12 @@ def object_table(labels: Any, intensity: Any = None, t_offset: int = 0, detailed
         raise InputError(f"labels must be (Y,X) or (T,Y,X), got shape {shape}")
     if intensity is not None and tuple(intensity.shape) != shape:
         raise InputError(f"image shape {tuple(intensity.shape)} does not match labels shape {shape}")
-    frames = [
-        frame_object_table(np.asarray(labels[t]), None if intensity is None else np.asarray(intensity[t]), t + t_offset,
-                           detailed)
-        for t in range(shape[0])
-    ]
+    frames = []
+    for t in range(shape[0]):
+        frame = np.asarray(labels[t])
+        if frame.any():  # an empty frame's image is not read (a lazy movie segmented on one frame)
+            frames.append(frame_object_table(frame, None if intensity is None else np.asarray(intensity[t]), t + t_offset,
+                                             detailed))
     frames = [f for f in frames if len(f)] or [empty_object_table(intensity is not None, detailed)]
     return pd.concat(frames, ignore_index=True)
 

@@ -387,30 +387,44 @@ class SegmentationWidget(MicrosegDock):
         """Write counts.csv and objects.csv of the last result into the export folder (new names if taken).
 
         Labels corrected in the result layer since the run are measured again, in a worker: then the
-        worker is returned (the list of written files comes in the status line); otherwise the list."""
+        worker is returned (the list of written files comes in the status line); otherwise the list.
+        A result layer over :data:`EXPORT_CHECK_BYTES` is checked for corrections in a worker too."""
         if self.result is None:
             self.show_error("Nothing to export yet: segment first.")
             return []
         layer = getattr(self, "result_layer", None)
-        if layer is not None and layer in self.viewer.layers and not getattr(self, "result_edited", False):
+        if layer is None or layer not in self.viewer.layers:
+            return self._write_tables(self._run_tables(), "written: ")
+        edited = getattr(self, "result_edited", False)
+        if not edited and np.asarray(layer.data).nbytes <= EXPORT_CHECK_BYTES:
             # napari's tools emit paint / data events; a change written into the array itself does not
-            self.result_edited = labels_digest(layer.data) != getattr(self, "result_digest", None)
-        if getattr(self, "result_edited", False) and layer is not None and layer in self.viewer.layers:
-            return self._export_corrected(layer)
+            edited = self.result_edited = labels_digest(layer.data) != getattr(self, "result_digest", None)
+            if not edited:
+                return self._write_tables(self._run_tables(), "written: ")
+        return self._export_corrected(layer, check_first=not edited)
+
+    def _run_tables(self) -> list:
+        """(stem, table, leading columns) of the last run as segmented."""
         tables = [("counts", self.result.counts, ["t", "count"]), ("objects", self.result.objects, ["t", "label", "y", "x", "area"])]
         if self.clusters is not None:
             tables.append(("clusters", self.clusters, ["t", "label", "y", "x", "size_px", "charge_adc"]))
-        return self._write_tables(tables, "written: ")
+        return tables
 
-    def _export_corrected(self, layer: Any) -> Any:
-        """Measure the corrected labels of ``layer`` (ids as the layer shows them) in a worker, then write them."""
-        labels = np.array(layer.data, copy=True)  # painting during the export must not change what is measured
+    def _export_corrected(self, layer: Any, check_first: bool = False) -> Any:
+        """Measure the corrected labels of ``layer`` (ids as the layer shows them) in a worker, then write
+        them; ``check_first``: compare the labels with the run's first (a large layer, in the worker) and
+        write the run's own tables when nothing changed. The layer takes no paint while it is measured
+        (napari's ``editable``; restored when the export ends), so it is read in place, not copied."""
+        labels = layer.data
+        self._export_locked = (layer, layer.editable)
+        layer.editable = False
         frame_ids = frame_label_map(layer)  # a whole stack's layer ids: each with the run's objects.csv id
         image = grey_image(self.result_image) if self.result_image in self.viewer.layers else None
         classes = self.result.output_mode == "multiclass"
         names = list(self.result.class_names)
         # the frames the run segmented (a "current frame" run leaves the others empty: not "0 nuclei")
         segmented_frames = {int(t) for t in self.result.counts["t"]} if "t" in self.result.counts else {0}
+        digest = getattr(self, "result_digest", None)
 
         def make_generator():
             from ..inference.segment import class_map_tables
@@ -418,10 +432,15 @@ class SegmentationWidget(MicrosegDock):
             from ..measure.tables import object_table
             from ..progress import Progress
 
+            if check_first:
+                yield Progress(0, 1, "checking the result layer for corrections")
+                if labels_digest(labels) == digest:
+                    return None
             yield Progress(0, 1, "measuring the corrected labels")
-            pixels = None if image is None or tuple(image.shape) != labels.shape else np.asarray(image)
+            pixels = None if image is None or tuple(image.shape) != tuple(labels.shape) else image  # read frame by frame
             if classes:
-                objects, counts = class_map_tables(labels, pixels if pixels is not None else np.zeros(labels.shape, np.float32), names)
+                objects, counts = class_map_tables(labels, pixels if pixels is not None
+                                                   else np.broadcast_to(np.float32(0), labels.shape), names)
             else:
                 objects = object_table(labels, pixels)
                 counts = counts_with_area(objects, range(labels.shape[0] if labels.ndim == 3 else 1))
@@ -430,7 +449,11 @@ class SegmentationWidget(MicrosegDock):
             frames = segmented_frames | {int(t) for t in objects["t"]} if labels.ndim == 3 else {0}
             return objects, counts[counts["t"].isin(frames)].reset_index(drop=True)
 
-        def done(tables: tuple) -> None:
+        def done(tables: tuple | None) -> None:
+            if tables is None:  # no correction after all
+                self._write_tables(self._run_tables(), "written: ")
+                return
+            self.result_edited = True
             objects, counts = tables
             written = self._write_tables([("counts", counts, ["t", "count"]),
                                           ("objects", objects, ["t", "label", "y", "x", "area"])],
@@ -439,7 +462,17 @@ class SegmentationWidget(MicrosegDock):
                 self.show_message(self.status.text() + "; no clusters.csv: it is measured when segmenting, not "
                                   "from a painted class map")
 
-        return self.start(make_generator, done, label="exporting")
+        worker = self.start(make_generator, done, label="exporting")
+        if worker is None:
+            self._after_run()
+        return worker
+
+    def _after_run(self) -> None:
+        locked = getattr(self, "_export_locked", None)
+        if locked is not None:  # the result layer measured by Export takes paint again
+            layer, editable = locked
+            self._export_locked = None
+            layer.editable = editable
 
     def _write_tables(self, tables: list, message: str) -> list[str]:
         """Write (stem, table, leading columns) as new CSV files in the export folder; their paths."""
@@ -694,6 +727,10 @@ def fine_tuned_name(base: Path) -> Path:
     while (folder / f"{base.stem}-ft{i}.pt").exists():
         i += 1
     return folder / f"{base.stem}-ft{i}.pt"
+
+
+#: result layers up to this size (bytes) are checked for corrections on the GUI thread when exporting (~0.05 s)
+EXPORT_CHECK_BYTES = 64 * 2**20
 
 
 def labels_digest(labels: Any) -> str:
