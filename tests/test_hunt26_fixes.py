@@ -98,3 +98,156 @@ def test_segmentation_export_of_a_large_layer_checks_and_measures_in_a_worker(ma
     assert list(counts["t"]) == [2] and int(counts["count"].iloc[0]) == len(widget.result.objects) - 1
     assert gone not in set(pd.read_csv(written[1])["label"])
     assert set(frames_read) == {2}  # mean intensities from the one frame with objects
+
+
+def test_objects_the_tracker_cannot_link_stay_in_every_table(tmp_path, capsys):
+    """An object that moves further than the search radius: btrack dropped it, so it vanished from
+    tracks.csv, counts.csv and the relabelled stack; now it is a one-frame track of its own, and the
+    run says how many there were."""
+    import tifffile
+
+    from napari_microseg.cli import main
+    from napari_microseg.tracking.track import run_tracking, track_warnings
+
+    stack = np.zeros((5, 64, 64), np.uint16)
+    for t in range(5):
+        stack[t, 16:24, 6 + 3 * t:14 + 3 * t] = 1  # moves 3 px per frame
+        stack[t, 40:48, 40:48] = 2  # stays
+    result = run_tracking(stack, config="particle", max_search_radius=1.0)
+    assert len(result.table) == 10  # every object of the labels
+    assert result.table.groupby("t").size().tolist() == [2] * 5
+    assert result.info["n_unlinked"] > 0
+    assert (result.relabelled > 0).sum() == (stack > 0).sum()
+    assert any("could not be linked" in note and "1 px" in note for note in track_warnings(result))
+    tifffile.imwrite(tmp_path / "labels.tif", stack)
+    assert main(["track", "--labels", str(tmp_path / "labels.tif"), "--out", str(tmp_path / "out"),
+                 "--max-search-radius", "1"]) == 0
+    assert "could not be linked" in capsys.readouterr().err
+    assert pd.read_csv(tmp_path / "out" / "counts.csv")["count"].tolist() == [2] * 5
+    linked = run_tracking(stack, config="particle", max_search_radius=10.0)
+    assert linked.info["n_unlinked"] == 0 and linked.n_tracks == 2 and not track_warnings(linked)
+
+
+def test_track_never_removes_its_input_from_the_ctc_folder(tmp_path):
+    """--labels kept in out/ctc_RES under a CTC mask name: --ctc --overwrite (and --overwrite without
+    --ctc) refused it before any work; it was deleted as a stale mask of an earlier run."""
+    import tifffile
+
+    from napari_microseg.cli import main
+
+    out = tmp_path / "out"
+    (out / "ctc_RES").mkdir(parents=True)
+    labels = out / "ctc_RES" / "mask009.tif"
+    stack = np.zeros((5, 64, 64), np.uint16)
+    stack[:, 10:18, 10:18] = 1
+    stack[:, 30:38, 30:38] = 2
+    tifffile.imwrite(labels, stack)
+    (out / "ctc_RES" / "res_track.txt").write_text("1 0 4 0\n")
+    before = labels.read_bytes()
+    for extra in (["--ctc"], []):
+        assert main(["track", "--labels", str(labels), "--out", str(out), "--overwrite", *extra]) == 2
+        assert labels.read_bytes() == before
+    assert not (out / "tracks.csv").exists()
+
+
+def test_interrupted_track_leaves_the_earlier_results_whole(tmp_path, monkeypatch):
+    """Ctrl-C while the outputs are written: the folder keeps the earlier run's files, all of them (the
+    new tracks.csv stood beside the old counts and masks, and the metrics then failed); a Ctrl-C while
+    they are moved into place waits until all are there."""
+    import tifffile
+
+    import napari_microseg.tracking.export as export
+    from napari_microseg.cli import main
+
+    stack = np.zeros((5, 64, 64), np.uint16)
+    for t in range(5):
+        stack[t, 10:18, 10 + t:18 + t] = 1
+        stack[t, 40:48, 40:48] = 2
+    tifffile.imwrite(tmp_path / "labels.tif", stack)
+    out = tmp_path / "out"
+    assert main(["track", "--labels", str(tmp_path / "labels.tif"), "--out", str(out), "--ctc", "--config", "particle"]) == 0
+    names = ["tracks.csv", "counts.csv", "track_summary.csv", "tracks_labels.tif", "track_config.json",
+             "ctc_RES/res_track.txt", *(f"ctc_RES/{p.name}" for p in (out / "ctc_RES").glob("mask*.tif"))]
+    earlier = {name: (out / name).read_bytes() for name in names}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "write_config_json", interrupted)  # after tracks.csv, counts.csv ... are written
+    assert main(["track", "--labels", str(tmp_path / "labels.tif"), "--out", str(out), "--ctc", "--overwrite",
+                 "--image", str(tmp_path / "labels.tif")]) == 130  # its tables would hold intensities
+    assert {name: (out / name).read_bytes() for name in names} == earlier
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no staging folder left
+
+
+def test_interrupts_deferred_holds_ctrl_c_until_its_block_has_run():
+    import os
+    import signal
+
+    from napari_microseg.cli._signals import interrupts_deferred
+
+    got = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            got.append("finished")
+    assert got == ["finished"]
+
+
+def test_evaluate_tracks_refuses_a_tracks_table_edited_apart_from_its_masks(tmp_path, capsys):
+    """A row deleted from tracks.csv in a spreadsheet: one line naming the frame and the id (it was a
+    traccuracy KeyError traceback); a CTC folder whose track file is not 'L B E P' numbers: one line."""
+    import tifffile
+
+    from napari_microseg.cli import main
+    from test_track_core import division_stack
+
+    labels, _ = division_stack()
+    tifffile.imwrite(tmp_path / "labels.tif", labels.astype(np.uint16))
+    out = tmp_path / "out"
+    assert main(["track", "--labels", str(tmp_path / "labels.tif"), "--out", str(out), "--ctc"]) == 0
+    table = pd.read_csv(out / "tracks.csv")
+    gone = table.iloc[1]
+    table.drop(index=1).to_csv(out / "tracks.csv", index=False)
+    capsys.readouterr()
+    assert main(["evaluate", "tracks", "--gt", str(out / "ctc_RES"), "--pred", str(out), "--out", str(tmp_path / "m.csv")]) == 2
+    err = capsys.readouterr().err
+    assert f"disagree in frame {int(gone.t)}" in err and f"[{int(gone.track_id)}]" in err and "Traceback" not in err
+    (out / "ctc_RES" / "res_track.txt").write_text("a b c d\n")
+    assert main(["evaluate", "tracks", "--gt", str(out / "ctc_RES"), "--pred", str(out / "ctc_RES"),
+                 "--out", str(tmp_path / "m2.csv")]) == 2
+    assert "not a readable Cell Tracking Challenge folder" in capsys.readouterr().err
+
+
+def test_a_stack_of_one_object_id_is_labels_not_a_mask():
+    """One nucleus labelled 5 in every frame: tracked as label 5 (it was taken for a 0/1 mask, said so,
+    and came out as label 1, which no longer joined the user's own tables); 0/1, 0/255 and bool stay masks."""
+    from napari_microseg.measure.labels import masks_to_labels
+    from napari_microseg.tracking.track import run_tracking
+
+    stack = np.zeros((4, 32, 32), np.uint16)
+    for t in range(4):
+        stack[t, 8:16, 8 + t:16 + t] = 5
+    result = run_tracking(stack, config="particle")
+    assert not result.info.get("mask_converted") and set(result.table["label"]) == {5}
+    for mask in (stack > 0, (stack > 0).astype(np.uint8), (stack > 0).astype(np.uint8) * 255):
+        assert masks_to_labels(mask)[1]
+    assert not masks_to_labels(stack)[1]
+
+
+def test_division_f1_is_zero_when_every_division_is_missed():
+    """One true division found a frame too late (no frame buffer): precision 0, recall 0, F1 0 (it was
+    NaN, which averages over movies then skipped)."""
+    from napari_microseg.tracking.metrics import ctc_scores
+    from napari_microseg.tracking.track import run_tracking
+    from test_track_core import division_stack
+
+    labels, _ = division_stack()
+    truth = run_tracking(labels, config="cell")
+    assert truth.graph  # the stack holds a division
+    late = labels.copy()
+    t_div = min(int(truth.table[truth.table.track_id == d].t.min()) for d in truth.graph)
+    late[t_div] = labels[t_div - 1]  # the mother one frame longer: the division comes a frame late
+    scores = ctc_scores(truth, run_tracking(late, config="cell"), division_frame_buffer=0)
+    assert scores["division_precision"] == 0 and scores["division_recall"] == 0
+    assert scores["division_f1"] == 0.0

@@ -27,3 +27,24 @@ def terminate_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Ctrl-C (INT) and TERM wait until this block has run, then act as usual: for steps that must all
+    happen or none (moving a run's outputs into place). Only in the main thread, where Python runs
+    signal handlers (a signal mask would be the calling thread's only, and the kernel may hand the
+    signal to any other thread of the process)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum)) for signum in held}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(received):  # now with the command's own handling
+            signal.raise_signal(signum)

@@ -11,10 +11,14 @@ Challenge folder ``ctc_RES/`` (``res_track.txt`` + ``maskNNN.tif``).
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from ._help import HelpFormatter
 
+#: prefix of the folder in --out that a run writes into before moving its outputs into place
+STAGING_PREFIX = ".microseg-track-"
 OUTPUT_NAMES = ["tracks.csv", "counts.csv", "track_summary.csv", "tracks_labels.tif", "track_config.json", "ctc_RES"]  # last: --ctc only
 
 
@@ -66,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from ..progress import run_with_text_progress
     from ..tracking.export import (check_units, write_config_json, write_counts_csv, write_ctc, write_track_summary_csv,
                                    write_tracks_csv)
-    from ..tracking.track import MASK_NOTE, check_config, empty_frames_note, track
+    from ..tracking.track import MASK_NOTE, check_config, track, track_warnings
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -79,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--seed must be >= 0, got {args.seed}")
     for name in targets:
         guard_target(out / name)
+    for path in _ctc_files_replaced(out, args.ctc, args.overwrite):
+        guard_target(path)  # e.g. the --labels stack kept in ctc_RES: never removed, refused before any work
     check_config(args.config)  # a bad config is refused before the stacks are read
     check_units(args.pixel_size, args.frame_interval)  # before any frame is read
     make_output_folder(out)
@@ -112,39 +118,76 @@ def run(args: argparse.Namespace) -> int:
     result = run_with_text_progress(gen, label="track")
     if result.info.get("mask_converted"):
         print(f"{Path(args.labels).name}: {MASK_NOTE}", file=sys.stderr)
-    empty_frames = empty_frames_note(result)
-    if empty_frames:
-        print(f"warning: {Path(args.labels).name}: {empty_frames}", file=sys.stderr)
+    for note in track_warnings(result):
+        print(f"warning: {Path(args.labels).name}: {note}", file=sys.stderr)
     result.config["seed"] = args.seed
     result.config["units"] = {"pixel_size_um": pixel_size, "frame_interval_min": frame_interval}
     result.config["inputs"] = {"labels": str(args.labels), "image": str(args.image) if args.image else None}
-    write_tracks_csv(result, out / "tracks.csv")
-    write_counts_csv(result, out / "counts.csv")
-    write_track_summary_csv(result, out / "track_summary.csv", pixel_size=pixel_size, frame_interval=frame_interval)
-    write_tiff(out / "tracks_labels.tif", result.relabelled, overwrite=True,  # uint16 (uint32 above 65535 tracks)
-               calibration={"pixel_size_um": pixel_size, "frame_interval_min": frame_interval,
-                            # the file's own Y size (non-square pixels), unless --pixel-size says otherwise
-                            **({"pixel_size_y_um": calibration["pixel_size_y_um"]}
-                               if args.pixel_size is None and "pixel_size_y_um" in calibration else {})})
-    write_config_json(result, out / "track_config.json")
-    if args.ctc:
-        write_ctc(result, out / OUTPUT_NAMES[-1], overwrite=args.overwrite)
-    elif args.overwrite:
-        _remove_earlier_ctc(out / OUTPUT_NAMES[-1])
+    for stale in out.glob(f"{STAGING_PREFIX}*"):  # left by a killed run
+        shutil.rmtree(stale, ignore_errors=True)
+    # everything is written into a staging folder first, then moved into place with Ctrl-C held back:
+    # an interrupted run leaves the earlier results whole, never half of each
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out))
+    try:
+        write_tracks_csv(result, staging / "tracks.csv")
+        write_counts_csv(result, staging / "counts.csv")
+        write_track_summary_csv(result, staging / "track_summary.csv", pixel_size=pixel_size,
+                                frame_interval=frame_interval)
+        write_tiff(staging / "tracks_labels.tif", result.relabelled, overwrite=True,  # uint16 (uint32 above 65535 tracks)
+                   calibration={"pixel_size_um": pixel_size, "frame_interval_min": frame_interval,
+                                # the file's own Y size (non-square pixels), unless --pixel-size says otherwise
+                                **({"pixel_size_y_um": calibration["pixel_size_y_um"]}
+                                   if args.pixel_size is None and "pixel_size_y_um" in calibration else {})})
+        write_config_json(result, staging / "track_config.json")
+        if args.ctc:
+            write_ctc(result, staging / OUTPUT_NAMES[-1])
+        _publish(staging, out, ctc=args.ctc, replace_earlier_ctc=args.overwrite)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     print(f"{result.n_tracks} tracks, {len(result.graph)} daughter tracks, {len(result.table)} objects in {result.n_frames} frames -> {out}")
     return 0
 
 
-def _remove_earlier_ctc(folder: Path) -> None:
-    """Remove an earlier run's CTC export (``res_track.txt``, ``maskNNN.tif``) that a run without
-    ``--ctc`` replaced the other results of, so that it cannot be scored as this run's; files the
-    export does not write are left, and so is the folder then."""
+def _ctc_files_replaced(out: Path, ctc: bool, replace_earlier_ctc: bool, new_names: set | None = None) -> list[Path]:
+    """The earlier run's CTC files in ``out/ctc_RES`` this run removes: with ``--ctc``, the masks it
+    does not write again (``new_names``; None: all, as the count of frames is not known yet); without,
+    with ``--overwrite``, the whole export (``res_track.txt`` and ``maskNNN.tif``), so that it cannot be
+    scored as this run's. A user's other files there are left."""
     from ..tracking.export import ctc_mask_files
 
-    if not (folder / "res_track.txt").is_file():
-        return
-    for path in [folder / "res_track.txt", *ctc_mask_files(folder)]:
-        path.unlink()
-    if not any(folder.iterdir()):
-        folder.rmdir()
-    print(f"removed the earlier run's CTC folder {folder} (this run has no --ctc)", file=sys.stderr)
+    folder = out / OUTPUT_NAMES[-1]
+    if not folder.is_dir():
+        return []
+    if ctc:
+        return [p for p in ctc_mask_files(folder) if new_names is None or p.name not in new_names]
+    if replace_earlier_ctc and (folder / "res_track.txt").is_file():
+        return [folder / "res_track.txt", *ctc_mask_files(folder)]
+    return []
+
+
+def _publish(staging: Path, out: Path, ctc: bool, replace_earlier_ctc: bool) -> None:
+    """Move the outputs written into ``staging`` to ``out`` and remove the earlier CTC files they
+    replace, with Ctrl-C and TERM held back until all is done (renames: a fraction of a second)."""
+    import os
+
+    from ..io.atomic import guard_target
+    from ._signals import interrupts_deferred
+
+    ctc_folder = out / OUTPUT_NAMES[-1]
+    moves = [(staging / name, out / name) for name in OUTPUT_NAMES[:-1]]
+    new_ctc = sorted((staging / OUTPUT_NAMES[-1]).iterdir()) if ctc else []
+    moves += [(path, ctc_folder / path.name) for path in new_ctc]
+    removals = _ctc_files_replaced(out, ctc, replace_earlier_ctc, {path.name for path in new_ctc})
+    for path in [target for _, target in moves] + removals:
+        guard_target(path)  # an input is never replaced nor removed, even with --overwrite
+    with interrupts_deferred():
+        if ctc:
+            ctc_folder.mkdir(exist_ok=True)
+        for source, target in moves:
+            os.replace(source, target)
+        for path in removals:
+            path.unlink()
+        if removals and not ctc and not any(ctc_folder.iterdir()):
+            ctc_folder.rmdir()
+    if removals and not ctc:
+        print(f"removed the earlier run's CTC folder {ctc_folder} (this run has no --ctc)", file=sys.stderr)

@@ -38,7 +38,8 @@ def compact_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _two_valued_with_zero(values: np.ndarray) -> bool:
-    """True when ``values`` hold 0 and at most one other value: a mask (bool, 0/1, 0/255, ...).
+    """True when ``values`` hold 0 and at most one other value, one that masks use (bool, 0/1, 0/255,
+    0/65535; see :func:`_mask_value`): a mask.
     Frame by frame, so a long stack needs no sorted copy of itself (``np.unique``)."""
     check = MaskCheck()
     for frame in values.reshape((-1,) + values.shape[-2:]) if values.ndim >= 2 else values[None]:
@@ -47,8 +48,16 @@ def _two_valued_with_zero(values: np.ndarray) -> bool:
     return check.is_mask
 
 
+def _mask_value(value: Any, dtype: Any) -> bool:
+    """Whether ``value`` is what masks mark objects with: True, 1, 255, 65535 or the dtype's largest."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "b" or value in (1, 255, 65535):
+        return True
+    return dtype.kind in "iu" and value == np.iinfo(dtype).max
+
+
 class MaskCheck:
-    """Tells a mask (0 and at most one other value: bool, 0/1, 0/255, ...) from labels, one
+    """Tells a mask (0 and one other value that masks use: bool, 0/1, 0/255, 0/65535) from labels, one
     (Y, X) frame at a time, so a stack on disk is never held whole: ``add`` each frame (False
     once it is known not to be a mask), then read ``is_mask``."""
 
@@ -68,6 +77,8 @@ class MaskCheck:
         elif hi != 0:
             if self.other is None:
                 self.other = hi
+                if not _mask_value(hi, frame.dtype):  # 0/5: one object's labels, not a mask
+                    self.failed = True
             if hi != self.other or (lo != 0 and lo != hi) or (lo == 0 and np.any((frame != 0) & (frame != hi))):
                 self.failed = True  # a second non-zero value
         self.has_zero = self.has_zero or lo == 0
@@ -79,7 +90,7 @@ class MaskCheck:
 
 
 def masks_to_labels(masks: np.ndarray) -> tuple[np.ndarray, bool]:
-    """A two-valued image (a mask: bool, 0/1, 0/255, ...) as labels of its 8-connected objects.
+    """A two-valued image (a mask: bool, 0/1, 0/255, 0/65535) as labels of its 8-connected objects.
 
     ``masks`` is ``(Y, X)`` or a ``(T, Y, X)`` stack (objects are found frame by frame).
     Returns ``(labels, converted)``: uint32 labels and True for a mask; the array

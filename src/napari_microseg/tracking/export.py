@@ -351,9 +351,7 @@ def read_tracks_folder(folder: str | os.PathLike) -> TrackResult | Path:
     if tracks.is_file() and (folder / "tracks_labels.tif").is_file():
         relabelled = time_stack(read_image(folder / "tracks_labels.tif").data, "tracks_labels.tif").astype(np.int32)
         result = read_tracks_csv(tracks, n_frames=relabelled.shape[0])
-        ids = set(np.unique(relabelled).tolist()) - {0}
-        if not ids <= set(result.table["track_id"].tolist()):
-            raise InputError(f"{folder}: tracks_labels.tif holds track ids that tracks.csv does not list")
+        _check_tracks_match_masks(folder, result.table, relabelled)
         result.relabelled = relabelled
         result.config["image_shape"] = list(relabelled.shape)
         return result
@@ -371,6 +369,22 @@ def read_tracks_folder(folder: str | os.PathLike) -> TrackResult | Path:
                 "; a Tracking widget export has no label stack: press 'Export CTC' and give that folder")
     raise InputError(f"{folder}: expected tracks.csv with tracks_labels.tif (microseg track) or labels.tif "
                      f"(microseg simulate nuclei), or a CTC folder (*_track.txt + masks){hint}")
+
+
+def _check_tracks_match_masks(folder: Path, table: pd.DataFrame, relabelled: np.ndarray) -> None:
+    """InputError unless each frame of ``tracks_labels.tif`` holds the track ids that ``tracks.csv``
+    lists in that frame (a row deleted or added in a spreadsheet: the metrics could pair nothing)."""
+    listed = table.groupby("t")["track_id"].apply(lambda ids: set(int(i) for i in ids)).to_dict()
+    for t in range(relabelled.shape[0]):
+        shown = set(int(i) for i in np.unique(relabelled[t])) - {0}
+        expected = listed.get(t, set())
+        if shown != expected:
+            only_masks, only_table = sorted(shown - expected)[:5], sorted(expected - shown)[:5]
+            what = "; ".join(text for text in (
+                f"the masks hold track id(s) {only_masks} that tracks.csv does not list" if only_masks else "",
+                f"tracks.csv lists track id(s) {only_table} that the masks do not hold" if only_table else "") if text)
+            raise InputError(f"{folder}: tracks.csv and tracks_labels.tif disagree in frame {t}: {what} "
+                             "(were rows of tracks.csv edited? score the folder as microseg track wrote it)")
 
 
 def read_ctc(folder: str | os.PathLike, track_file: str | None = None) -> TrackResult:

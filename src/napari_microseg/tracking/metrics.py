@@ -84,7 +84,12 @@ def load_ctc_graph(folder: str | os.PathLike, name: str | None = None):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return load_ctc_data(str(folder), name=name or Path(folder).name)
+        try:
+            return load_ctc_data(str(folder), name=name or Path(folder).name)
+        except (KeyError, TypeError, ValueError, IndexError, AssertionError) as err:  # a malformed folder
+            raise InputError(f"{folder}: not a readable Cell Tracking Challenge folder (*_track.txt lines "
+                             f"'L B E P' of whole numbers, masks of the same track ids): {type(err).__name__}: {err}"
+                             ) from None
 
 
 def _as_graph(obj, name: str):
@@ -145,6 +150,9 @@ def ctc_scores(ground_truth, prediction, *, division_frame_buffer: int = 1) -> d
         else:
             for k, v in vals.items():
                 out[k] = float(v) if isinstance(v, (int, float, np.floating, np.integer)) else v
+    if (out.get("division_precision") == 0 and out.get("division_recall") == 0
+            and not np.isfinite(out.get("division_f1", np.nan))):
+        out["division_f1"] = 0.0  # divisions to find and none found right: F1 is 0, not undefined
     return out
 
 

@@ -67,6 +67,23 @@ def empty_frames_note(result: "TrackResult") -> str:
               if n_empty >= n_frames / 2 else "")
     return f"{n_empty} of {n_frames} frames hold no objects{advice}"
 
+def unlinked_note(result: "TrackResult") -> str:
+    """A warning when the tracker could link some objects to no track (they are tracks of their own
+    in the tables: an object that moved further than the search radius); "" otherwise."""
+    n = int(result.info.get("n_unlinked") or 0)
+    if not n:
+        return ""
+    radius = result.info.get("search_radius_px")
+    within = f" within the search radius ({radius:g} px)" if radius else ""
+    return (f"{n} object(s) could not be linked{within}: each is a one-frame track of its own; if they moved "
+            f"further between frames, raise the search radius")
+
+
+def track_warnings(result: "TrackResult") -> list[str]:
+    """The warnings a tracking run's user should read (empty frames, objects left unlinked)."""
+    return [note for note in (empty_frames_note(result), unlinked_note(result)) if note]
+
+
 #: GLPK options used for the global optimisation (quiet, 60 s limit)
 QUIET_GLPK = {"tm_lim": 60_000, "msg_lev": "GLP_MSG_OFF"}
 
@@ -312,7 +329,8 @@ def _refuse_intensity_image(frame: np.ndarray) -> None:
     if regions > 3 * n_ids or regions > frame.size / 4:  # grey levels in many places, or specks of < 4 px
         raise InputError(f"these labels look like an intensity image: their {n_ids} values make {regions} separate "
                          f"specks in the first frame of {frame.size} px (labels have one region per object); give "
-                         "labels (from segment or autolabel), or --model to segment the image first")
+                         "labels: segment the image first (microseg segment, the Segmentation dock, or "
+                         "'microseg batch track --model' for many movies)")
 
 
 def objects_from_labels(labels_stack: np.ndarray, image_stack: np.ndarray | None = None,
@@ -537,6 +555,9 @@ def track_points_iter(
         saved_cfg["stage_offsets"] = np.round(offsets, 3).tolist()
     result = finalize(table, n_frames=n_frames, labels=None, config=saved_cfg)
     result.info["n_dummies_dropped"] = int(raw["n_dummies"])
+    linked = np.concatenate([np.asarray(r) for r in raw["refs"]] or [np.zeros(0, int)])
+    result.info["n_unlinked"] = int(len(pts) - np.unique(linked).size)  # each a track of its own
+    result.info["search_radius_px"] = radius
     result.info["n_divisions_repaired"] = int(n_div)
     yield Progress(total, total, f"{result.n_tracks} tracks")
     return result
@@ -718,6 +739,17 @@ def _table_from_raw(raw: dict, pts: pd.DataFrame) -> pd.DataFrame:
         rows_idx.append(r)
         rows_tid.append(np.full(r.size, i, dtype=np.int64))
         rows_parent.append(np.full(r.size, live_parent(i), dtype=np.int64))
+    # objects the tracker left in no track (btrack drops some it cannot link within the search radius):
+    # each becomes a track of its own, so that every object of the labels is in the table and the counts
+    covered = np.zeros(len(pts), bool)
+    for r in rows_idx:
+        covered[r] = True
+    left_out = np.flatnonzero(~covered)
+    if left_out.size:
+        first_free = max([int(i) for i in ids] + [0]) + 1
+        rows_idx.append(left_out)
+        rows_tid.append(np.arange(first_free, first_free + left_out.size, dtype=np.int64))
+        rows_parent.append(np.zeros(left_out.size, dtype=np.int64))
     idx = np.concatenate(rows_idx)
     table = pts.iloc[idx].reset_index(drop=True).copy()
     table["track_id"] = np.concatenate(rows_tid)

@@ -163,7 +163,7 @@ class TrackingWidget(MicrosegDock):
         self.tracked_name = source_name  # the labels tracked: result layers are named after them
         self.tracked_geometry = dict(geometry or {})  # result layers lie where the tracked labels lie
         self._update_layers(new=True)
-        from ..tracking.track import empty_frames_note
+        from ..tracking.track import track_warnings
 
         note = "a 0/1 mask, not labels: tracked its connected objects; " if result.info.get("mask_converted") else ""
         text = f"{note}{result.n_tracks} tracks over {result.n_frames} frames"
@@ -171,7 +171,7 @@ class TrackingWidget(MicrosegDock):
         if events:  # the events counts.csv dates frame by frame
             text += (f"; {events['divisions']} divisions, {events['appeared']} appeared after frame 0, "
                      f"{events['left_field']} left the field, {events['disappeared']} disappeared before the end")
-        warning = empty_frames_note(result)
+        warning = "; ".join(track_warnings(result))
         if warning:
             self.show_error(f"{text}. Note: {warning}")
         else:
