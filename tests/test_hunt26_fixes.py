@@ -251,3 +251,103 @@ def test_division_f1_is_zero_when_every_division_is_missed():
     scores = ctc_scores(truth, run_tracking(late, config="cell"), division_frame_buffer=0)
     assert scores["division_precision"] == 0 and scores["division_recall"] == 0
     assert scores["division_f1"] == 0.0
+
+
+def _rgb_training_viewer(make_napari_viewer, tmp_path, n_frames: int = 3):
+    """A viewer with an RGB (T, Y, X, 3) movie of simulated nuclei and its labels; a Training dock set
+    for a tiny run into tmp_path/m.pt."""
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+    from napari_microseg.widgets.training import TrainingWidget
+
+    sim = simulate_nuclei_timelapse(n_frames=n_frames, shape=(64, 64), n_nuclei=6, seed=4)
+    grey = (sim.fluorescence / sim.fluorescence.max() * 255).astype(np.uint8)
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(np.stack([grey] * 3, axis=-1), name="rgb movie", rgb=True)
+    viewer.add_labels(sim.labels.astype(np.uint16), name="nuclei")
+    widget = TrainingWidget(viewer)
+    widget.image_layer.value = ["rgb movie"]
+    widget.labels_layer.value = ["nuclei"]
+    widget.patch.value, widget.epochs.value, widget.patches_per_epoch.value, widget.batch_size.value = 32, 1, 4, 2
+    widget.val_fraction.value = 0.34
+    widget.out_path.value = str(tmp_path / "m.pt")
+    return viewer, widget
+
+
+def test_training_dock_reads_rgb_and_copies_labels_in_the_worker(make_napari_viewer, wait_worker, tmp_path):
+    """Train on an RGB movie: its grey is made where it is read (the whole stack's mean ran on the GUI
+    thread: 4 s for 100 frames of 1024 x 1024), the labels take no paint until the worker holds its copy,
+    and the model's record names validation frames by layer, not "image 2"."""
+    import dask.array as da
+
+    from napari_microseg.io.models import read_model_config
+    from napari_microseg.widgets._base import grey_image
+
+    viewer, widget = _rgb_training_viewer(make_napari_viewer, tmp_path)
+    assert isinstance(grey_image(viewer.layers["rgb movie"]), da.Array)  # nothing computed on this thread
+    labels = viewer.layers["nuclei"]
+    worker = widget.train()
+    assert worker is not None and not labels.editable, widget.status.text()
+    wait_worker(worker)
+    assert labels.editable
+    record = read_model_config(tmp_path / "m.pt")["training"]
+    held_out = " ".join(str(v) for v in record.get("validation_images", []))
+    assert "rgb movie[" in held_out and "image " not in held_out, record.get("validation_images")
+
+
+def test_training_dock_resumes_a_run_named_by_its_checkpoint(make_napari_viewer, wait_worker, tmp_path):
+    """The file dialog offers m.pt.last.pt: with 'resume' it continues m.pt's run (it trained into the
+    checkpoint's name, destroying it); without, it is refused. A resumed run records the learning rate
+    its optimiser went on with, not the form's."""
+    from napari_microseg.io.models import read_model_config
+    from napari_microseg.training.trainer import train
+    from napari_microseg.errors import InputError
+
+    viewer, widget = _rgb_training_viewer(make_napari_viewer, tmp_path)
+    widget.lr.value = 0.001
+    wait_worker(widget.train())
+    model, checkpoint = tmp_path / "m.pt", tmp_path / "m.pt.last.pt"
+    assert model.is_file() and checkpoint.is_file()
+    widget.out_path.value = str(checkpoint)
+    assert widget.train() is None and "tick 'resume'" in widget.status.text()
+    widget.resume.value = True
+    widget.epochs.value = 2
+    widget.lr.value = 0.01
+    wait_worker(widget.train())
+    assert str(widget.out_path.value) == str(model)
+    config = read_model_config(model)["training"]
+    assert config["epochs_run"] == 2, config
+    assert config["config"]["lr"] == pytest.approx(0.001)
+    assert not (tmp_path / "m.pt.last.pt.last.pt").exists()
+    with pytest.raises(InputError, match="resumable checkpoint"):
+        next(train({"epochs": 1}, (np.zeros((32, 32)), np.zeros((32, 32), int)), out_path=checkpoint))
+
+
+def test_simulation_dock_reports_the_seed_it_used_and_labels_carry_features(make_napari_viewer, wait_worker):
+    """The seed box changed while a run goes: the message and the layers give the seed the data were
+    made with (it said the box's new value); nuclei and response-area labels carry a features table
+    with 'label' (and the areas their class names, which training takes as class names)."""
+    from napari_microseg.widgets.simulation import SimulationWidget
+
+    viewer = make_napari_viewer(show=False)
+    widget = SimulationWidget(viewer)
+    widget.seed.value = 5
+    form = widget.forms[widget.domain.value]
+    for w in form:
+        if w.name == "n_frames":
+            w.value = 2
+        if w.name == "size":
+            w.value = 64
+    worker = widget.generate()
+    widget.seed.value = 99
+    wait_worker(worker)
+    assert "(seed 5)" in widget.status.text()
+    labels = viewer.layers["sim nuclei labels"]
+    assert labels.metadata["simulation_seed"] == 5
+    assert set(labels.features["label"]) == set(np.unique(labels.data)) - {0}
+    widget.domain.value = "response images [R]"
+    for w in widget.forms[widget.domain.value]:
+        if w.name == "n_images":
+            w.value = 2
+    wait_worker(widget.generate())
+    areas = viewer.layers["sim response areas (1 artefact, 2 integration)"]
+    assert list(areas.features["class"]) == ["background", "artefact", "integration"]

@@ -27,8 +27,9 @@ def test_current_frame_and_show_frame_follow_the_layers_scale_and_offset():
 
 
 def test_grey_image_of_a_lazy_rgb_layer_stays_lazy_and_matches_the_in_memory_grey():
-    """An RGB(A) layer becomes the mean of its colour channels; a lazy one (dask, zarr) is not read
-    by the call, so a widget can hand it to its worker."""
+    """An RGB(A) layer becomes the mean of its colour channels, computed where it is read: a lazy one
+    (dask, zarr) is not read by the call, nor is an in-memory one averaged, so a widget hands it to its
+    worker."""
     import dask.array as da
     import zarr
     from napari.components import ViewerModel
@@ -38,8 +39,9 @@ def test_grey_image_of_a_lazy_rgb_layer_stays_lazy_and_matches_the_in_memory_gre
     rgba = np.random.default_rng(0).integers(0, 255, (3, 20, 24, 4)).astype(np.uint8)
     viewer = ViewerModel()
     in_memory = grey_image(viewer.add_image(rgba, rgb=True))
-    assert isinstance(in_memory, np.ndarray) and in_memory.shape == (3, 20, 24)
-    np.testing.assert_allclose(in_memory, rgba[..., :3].mean(axis=-1), rtol=1e-6)
+    assert isinstance(in_memory, da.Array) and in_memory.shape == (3, 20, 24)
+    np.testing.assert_allclose(np.asarray(in_memory), rgba[..., :3].mean(axis=-1), rtol=1e-6)
+    in_memory = np.asarray(in_memory)
     store = zarr.zeros(rgba.shape, chunks=(1, 20, 24, 4), dtype=np.uint8)
     store[:] = rgba
     for lazy_data in (da.from_array(rgba, chunks=(1, 20, 24, 4)), store):

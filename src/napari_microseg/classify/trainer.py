@@ -28,7 +28,7 @@ from typing import Any, Generator
 import numpy as np
 
 from ..errors import InputError
-from ..training.trainer import _make_optimizer, _versions, check_common_settings, last_checkpoint_path
+from ..training.trainer import _make_optimizer, _versions, check_common_settings, check_model_out_path, last_checkpoint_path
 from .data import ClassificationData, as_classification_data, class_weights_from_labels, epoch_indices
 
 __all__ = [
@@ -298,7 +298,7 @@ def train_classifier(
         device = resolve_device(cfg.device)
     except ValueError as err:
         raise InputError(str(err)) from None
-    out_path = Path(out_path)
+    out_path = check_model_out_path(out_path)
     last_path = last_checkpoint_path(out_path)
 
     ckpt = None

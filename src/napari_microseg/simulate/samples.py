@@ -23,10 +23,16 @@ def generate_nuclei(p: dict, seed: int) -> Generator[Progress, None, list[tuple]
     )
     tracks = sim.tracks
     graph = {int(c): [int(pa)] for c, pa in tracks.groupby("track_id")["parent_track_id"].first().items() if pa}
+    # one row per label id (each nucleus keeps its track's id in every frame); "index" tells napari the row
+    # of each label value (without it, row i is shown for value i)
+    features = (tracks.groupby("label", as_index=False)
+                .agg(track_id=("track_id", "first"), parent_track_id=("parent_track_id", "first"),
+                     generation=("generation", "first"), first_t=("t", "min"), last_t=("t", "max")))
+    features["index"] = features["label"].to_numpy()
     return [
         (sim.fluorescence, {"name": "sim nuclei (fluorescence)", "colormap": "gray"}, "image"),
         (sim.phase, {"name": "sim nuclei (phase)", "visible": False}, "image"),
-        (sim.labels, {"name": "sim nuclei labels", "opacity": 0.4,
+        (sim.labels, {"name": "sim nuclei labels", "opacity": 0.4, "features": features,
                       "metadata": {"simulation_note": sim.params["crowding_note"]} if "crowding_note" in sim.params else {}},
          "labels"),
         (tracks[["track_id", "t", "y", "x"]].to_numpy(float), {"name": "sim nuclei tracks (truth)", "graph": graph, "tail_length": 10}, "tracks"),
@@ -79,7 +85,8 @@ def generate_response(p: dict, seed: int) -> Generator[Progress, None, list[tupl
                   "contrast_limits": (low, max(typical_top, low + 1.0)),
                   "metadata": {"label": [it.label for it in items], "subclass": [it.subclass for it in items],
                                "crop_box": [list(it.params["crop_box"]) for it in items]}}, "image"),
-        (artefacts, {"name": "sim response areas (1 artefact, 2 integration)", "opacity": 0.4}, "labels"),
+        (artefacts, {"name": "sim response areas (1 artefact, 2 integration)", "opacity": 0.4,
+                     "features": {"label": [0, 1, 2], "class": ["background", "artefact", "integration"]}}, "labels"),
     ]
 
 

@@ -231,9 +231,23 @@ class TrainResult:
     config: dict
 
 
+#: suffix of the resumable checkpoint written beside a model file
+LAST_SUFFIX = ".last.pt"
+
+
+def check_model_out_path(out_path: str | os.PathLike) -> Path:
+    """``out_path`` as a Path; InputError when it is named as a checkpoint (``*.last.pt``): a model
+    written there would replace a run's resumable state (and its own checkpoint go to ``.last.pt.last.pt``)."""
+    out_path = Path(out_path)
+    if out_path.name.endswith(LAST_SUFFIX):
+        raise InputError(f"{out_path.name} is the name of a run's resumable checkpoint, not of a model: name the "
+                         f"model {out_path.name[:-len(LAST_SUFFIX)]} (its checkpoint goes beside it)")
+    return out_path
+
+
 def last_checkpoint_path(out_path: str | os.PathLike) -> Path:
     """Path of the resumable checkpoint written next to a model file."""
-    return Path(str(out_path) + ".last.pt")
+    return Path(str(out_path) + LAST_SUFFIX)
 
 
 def default_loss(output_mode: str) -> str:
@@ -380,7 +394,11 @@ def read_checkpoint(resume: str | os.PathLike) -> dict:
         return ckpt
     alt = last_checkpoint_path(rp)
     if alt.is_file():
-        return read_model_file(alt)
+        beside = read_model_file(alt)
+        if "optimizer_state" in beside:
+            return beside
+        raise InputError(f"cannot resume from {rp.name}: {alt.name} beside it holds no optimiser state (a model "
+                         "was saved under that name): fine-tune from it instead (microseg train --init-model)")
     if ckpt is None:
         raise InputError(f"cannot resume: {rp} not found")
     raise InputError(f"cannot resume from {rp.name}: it holds no optimiser state (a shipped or exported model): "
@@ -389,13 +407,14 @@ def read_checkpoint(resume: str | os.PathLike) -> dict:
 
 def resume_settings(resume: str | os.PathLike) -> dict:
     """The settings a resumed run must keep, from the checkpoint at ``resume`` (see
-    :func:`read_checkpoint`): ``optimizer``, ``freeze_encoder``, ``val_fraction`` and ``monitor``
+    :func:`read_checkpoint`): ``optimizer``, ``lr`` (the optimiser state goes on with its own),
+    ``freeze_encoder``, ``val_fraction`` and ``monitor``
     (the best epoch stays chosen by one measure: a validation share changed on resume would compare
     earlier validation losses with later training losses) and ``normalization`` (TrainConfig keys),
     for callers such as the Training widget that do not expose them all."""
     ckpt = read_checkpoint(resume)
     before = (ckpt["config"].get("training") or {}).get("config") or {}
-    settings = {key: before[key] for key in ("optimizer", "freeze_encoder", "val_fraction", "monitor") if key in before}
+    settings = {key: before[key] for key in ("optimizer", "freeze_encoder", "val_fraction", "monitor", "lr") if key in before}
     settings["normalization"] = ckpt["config"].get("normalization")
     return settings
 
@@ -467,7 +486,7 @@ def train(
         device = resolve_device(cfg.device)
     except ValueError as err:
         raise InputError(str(err)) from None
-    out_path = Path(out_path)
+    out_path = check_model_out_path(out_path)
     last_path = last_checkpoint_path(out_path)
 
     # ---- checkpoint / init model
@@ -476,6 +495,9 @@ def train(
     if resume is not None:
         ckpt = read_checkpoint(resume)
         resumes_own_run = Path(resume).resolve() in (out_path.resolve(), last_path.resolve())
+        run_lr = ((ckpt["config"].get("training") or {}).get("config") or {}).get("lr")
+        if run_lr is not None:  # its optimiser state goes on with the run's learning rate: the record says that one
+            cfg.lr = float(run_lr)
     init = read_model_file(init_model) if init_model is not None else None
     source = ckpt or init
     if source is not None:

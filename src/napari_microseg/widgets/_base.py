@@ -582,12 +582,17 @@ def grey_image(layer: Any) -> Any:
     """An image layer's data for the networks, at full resolution (:func:`full_resolution`): RGB(A)
     layers (napari's ``rgb``) become grey, the mean of the colour channels ((Y, X, 3|4) -> (Y, X));
     others are returned as they are (numpy, or dask for lazy layers). A lazy RGB layer stays lazy:
-    its grey is computed where it is read (in a worker)."""
+    its grey is computed where it is read (in a worker), and so is an in-memory one's: a dask view
+    of it, frame by frame (the mean of a 100-frame 1024 x 1024 RGB stack took 4 s of the GUI thread)."""
     import numpy as np
 
     data = full_resolution(layer)
     if getattr(layer, "rgb", False):
-        return data[..., :3].mean(axis=-1, dtype=np.float32)  # numpy: now; dask: when read
+        if isinstance(data, np.ndarray):
+            import dask.array as da
+
+            data = da.from_array(data, chunks=(1,) * (data.ndim - 3) + tuple(data.shape[-3:]))
+        return data[..., :3].mean(axis=-1, dtype=np.float32)  # computed when read
     return data
 
 

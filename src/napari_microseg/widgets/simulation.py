@@ -96,20 +96,22 @@ class SimulationWidget(MicrosegDock):
         """Start generating the chosen domain's sample in a worker."""
         _, make_generator = DOMAINS[self.domain.value]
         params, seed = self.parameters(), int(self.seed.value)
-        return self.start(lambda: _for_display(make_generator(params, seed)), self._add_layers,
+        return self.start(lambda: _for_display(make_generator(params, seed)), lambda layers: self._add_layers(layers, seed),
                           label=f"simulating {self.domain.value}")
 
-    def _add_layers(self, layers: list[tuple]) -> None:
+    def _add_layers(self, layers: list[tuple], seed: int) -> None:
+        """Add the generated layers; ``seed``: the one they were made with (the form may show another by now)."""
         notes = []
         for data, kwargs, kind in layers:
             kwargs = dict(kwargs)
+            kwargs["metadata"] = {**kwargs.get("metadata", {}), "simulation_seed": seed}  # the layer says how to remake it
             if kwargs.get("metadata", {}).get("simulation_note"):
                 notes.append(kwargs["metadata"]["simulation_note"])
             kwargs["name"] = unique_layer_name(self.viewer, kwargs["name"])
             if kind == "labels" and isinstance(kwargs.get("colormap"), dict):  # class colours: drawn without numba
                 kwargs["colormap"] = class_colormap(sum(key is not None for key in kwargs["colormap"]))
             getattr(self.viewer, f"add_{kind}")(data, **kwargs)
-        self.show_message(f"added {len(layers)} layers (seed {int(self.seed.value)})" + "".join(f"; {n}" for n in notes))
+        self.show_message(f"added {len(layers)} layers (seed {seed})" + "".join(f"; {n}" for n in notes))
 
 
 def _for_display(generator: Any) -> Any:

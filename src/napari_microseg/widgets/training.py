@@ -64,6 +64,10 @@ class EarlierEpochs:
         self.message = message
 
 
+class LayersRead:
+    """Sent by the training worker once it holds its own copy of the layers (they take paint again)."""
+
+
 def check_training_layers(image: np.ndarray, labels: np.ndarray, partial: bool, output_mode: str | None = None) -> None:
     """Raise InputError for layers that cannot be trained on (shown in the dock): shapes
     (:func:`check_training_shapes`), nothing painted, NaN or infinite intensities, a blank image,
@@ -122,7 +126,7 @@ def read_training_pairs(
         if stop_event is not None and stop_event.is_set():
             return None
         yield Progress(index, len(images), f"reading {name}")
-        image, label = np.asarray(image), np.asarray(label)
+        image, label = np.asarray(image), np.array(label)  # the labels copied: painting later changes nothing here
         try:
             check_training_layers(image, label, partial, output_mode)
         except InputError as err:
@@ -243,9 +247,9 @@ class TrainingWidget(MicrosegDock):
         """The chosen (image, labels) layer data, not read yet: InputError with a clear message for a
         choice that cannot be trained on, found from names and shapes alone (the GUI thread's part).
 
-        Images are returned as they are (numpy, or dask / zarr for lazy layers, read in the worker by
-        :func:`read_training_pairs`); in-memory labels are copied, so painting during the run does not
-        change what is trained on. Also returns the labels layers' names, for messages."""
+        Images and labels are returned as they are (numpy, or dask / zarr for lazy layers), to be read
+        and copied in the worker by :func:`read_training_pairs`. Also returns the labels layers'
+        names, for messages; the layers are kept in ``_label_layers``."""
         image_names, label_names = list(self.image_layer.value), list(self.labels_layer.value)
         # nothing picked but only one candidate: that is the user's choice (and the list shows it)
         if not image_names and len(self._image_choices()) == 1:
@@ -263,7 +267,7 @@ class TrainingWidget(MicrosegDock):
             shapes = {name: _grey_shape(self.chosen_layer(name, "image")) for name in image_names}
             shapes.update({name: tuple(full_resolution(self.chosen_layer(name, "labels")).shape) for name in label_names})
             image_names, label_names = pair_by_shape_and_name(image_names, label_names, shapes)
-        images, labels = [], []
+        images, labels, label_layers = [], [], []
         for image_name, label_name in zip(image_names, label_names):
             image = grey_image(self.chosen_layer(image_name, "image"))  # RGB layers: grey
             labels_layer = self.chosen_layer(label_name, "labels")
@@ -273,7 +277,9 @@ class TrainingWidget(MicrosegDock):
             except InputError as err:
                 raise InputError(f"{label_name}: {err}") from None
             images.append(image)
-            labels.append(label.copy() if isinstance(label, np.ndarray) else label)
+            labels.append(label)  # copied in the worker, while the layer takes no paint (see train)
+            label_layers.append(labels_layer)
+        self._label_layers = label_layers
         self._paired_names = list(zip(image_names, label_names))  # as paired: the model's record says so too
         # messages name the pair ("the image contains NaN" would otherwise carry the labels' name)
         return images, labels, [f"{label} (on {image})" for image, label in zip(image_names, label_names)]
@@ -319,6 +325,14 @@ class TrainingWidget(MicrosegDock):
             self.show_error(str(err))
             return None
         wanted = Path(str(self.out_path.value))
+        if wanted.name.endswith(".last.pt"):  # a run's checkpoint: resuming it continues its model's run
+            model = wanted.with_name(wanted.name[:-len(".last.pt")])
+            if not self.resume.value:
+                self.show_error(f"{wanted.name} is the resumable checkpoint of {model.name}: tick 'resume' to "
+                                f"continue that run, or name a new model")
+                return None
+            wanted = model
+            self.out_path.value = str(wanted)
         reason = unwritable_reason(wanted)
         if reason:  # before training, not after it
             self.show_error(reason)
@@ -335,18 +349,25 @@ class TrainingWidget(MicrosegDock):
             if names:
                 cfg.update(class_names=names, n_classes=len(names))
         sparse = bool(self.sparse.value)
+        image_names = [image for image, _ in self._paired_names]
+        # the labels take no paint until the worker has copied them (a copy here stalled the window)
+        self._locked_labels = [(layer, layer.editable) for layer in self._label_layers]
+        for layer, _ in self._locked_labels:
+            layer.editable = False
         stop_event = threading.Event()  # Stop: the trainer stops after this step and keeps the best model
         notes: list[str] = []  # doubts about the layers, said again when the run ends
         self.plot.reset()
         self.plot.setVisible(True)
 
         def make_generator():
+            from ..io.images import frame_name
             from ..training.trainer import checkpoint_history, resume_settings, train  # torch: in the worker
 
             if len(label_names) > 1:  # which labels go with which image, said before any work
                 yield Progress(0, len(images), "pairs: " + ", ".join(label_names))
             pairs = yield from read_training_pairs(images, labels, label_names, sparse, stop_event, cfg["output_mode"],
                                                    cfg.get("background_value"), notes)
+            yield LayersRead()
             if pairs is None:  # Stop while reading: no training, nothing written
                 return None
             if out_path != wanted:  # said once the layers are read (the reading messages came first)
@@ -360,15 +381,34 @@ class TrainingWidget(MicrosegDock):
                 earlier = checkpoint_history(resume)
                 if earlier:  # the plot shows the whole run, not only the epochs from here on
                     yield EarlierEpochs(earlier, f"resuming after epoch {earlier[-1]['epoch']}")
-            return (yield from train(cfg, pairs, out_path=out_path, resume=resume, stop_event=stop_event))
+            # the model's record names its validation images by layer (a stack's frames as "<layer>[t]")
+            names = [name if image.ndim == 2 else frame_name(name, t) for name, image in zip(image_names, pairs[0])
+                     for t in range(1 if image.ndim == 2 else image.shape[0])]
+            data = {"images": pairs[0], "labels": pairs[1], "names": names}
+            return (yield from train(cfg, data, out_path=out_path, resume=resume, stop_event=stop_event))
 
         # the pairs ("<labels> (on <image>)") are said when the run starts and when it ends
-        return self.start(make_generator, lambda result: self._finished(result, label_names, notes), on_event=self._on_event,
+        worker = self.start(make_generator, lambda result: self._finished(result, label_names, notes), on_event=self._on_event,
                           label="training",
                           cooperative_stop=stop_event,
                           stop_message="Stopping after this step; the best model so far is kept ...")
+        if worker is None:
+            self._unlock_labels()
+        return worker
+
+    def _unlock_labels(self) -> None:
+        """The labels layers locked by :meth:`train` take paint again."""
+        for layer, editable in getattr(self, "_locked_labels", []):
+            layer.editable = editable
+        self._locked_labels = []
+
+    def _after_run(self) -> None:
+        self._unlock_labels()
 
     def _on_event(self, event: Any) -> None:
+        if isinstance(event, LayersRead):
+            self._unlock_labels()
+            return
         if isinstance(event, EarlierEpochs):
             self.plot.add_earlier_epochs(event.rows)
             self.plot.refresh()
