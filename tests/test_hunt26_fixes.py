@@ -351,3 +351,73 @@ def test_simulation_dock_reports_the_seed_it_used_and_labels_carry_features(make
     wait_worker(widget.generate())
     areas = viewer.layers["sim response areas (1 artefact, 2 integration)"]
     assert list(areas.features["class"]) == ["background", "artefact", "integration"]
+
+
+def test_evaluate_classes_refuses_maps_that_are_not_class_maps(tmp_path, capsys):
+    """A prediction folder of instance labels or images (values in the tens of thousands): one line, exit 2
+    (the confusion matrix grew to (largest value)^2 cells: 32 GiB, the process was killed)."""
+    import tifffile
+
+    from napari_microseg.cli import main
+
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "pred").mkdir()
+    truth = np.zeros((64, 64), np.uint8)
+    truth[10:20, 10:20] = 3
+    wrong = np.zeros((64, 64), np.uint16)
+    wrong[10:20, 10:20] = 40000
+    tifffile.imwrite(tmp_path / "gt" / "a.tif", truth)
+    tifffile.imwrite(tmp_path / "pred" / "a.tif", wrong)
+    assert main(["evaluate", "classes", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred"),
+                 "--out", str(tmp_path / "m.csv")]) == 2
+    assert "holds the value 40000" in capsys.readouterr().err and not (tmp_path / "m.csv").exists()
+    tifffile.imwrite(tmp_path / "pred" / "a.tif", truth)  # a class map: scored
+    assert main(["evaluate", "classes", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred"),
+                 "--out", str(tmp_path / "m.csv")]) == 0
+
+
+def test_classify_train_keeps_an_earlier_cross_validation(tmp_path, capsys):
+    """--folds writes <model>.cv_folds.csv and .cv_predictions.csv: an earlier run's are not replaced
+    without --overwrite (they were, silently); a classes.csv label that is neither good nor bad is named."""
+    from napari_microseg.cli import main
+
+    out = tmp_path / "prof.pt"
+    folds, predictions = tmp_path / "prof.cv_folds.csv", tmp_path / "prof.cv_predictions.csv"
+    folds.write_text("earlier\n")
+    predictions.write_text("earlier\n")
+    assert main(["classify", "train", "profiles", "--simulated", "20", "--epochs", "1", "--folds", "2",
+                 "--out", str(out)]) == 2
+    assert "prof.cv_folds.csv" in capsys.readouterr().err
+    assert folds.read_text() == predictions.read_text() == "earlier\n" and not out.exists()
+
+    import tifffile
+
+    folder = tmp_path / "resp"
+    (folder / "images").mkdir(parents=True)
+    for i in range(4):
+        tifffile.imwrite(folder / "images" / f"r{i}.tif", np.full((48, 48), 500 + i, np.uint16))
+    (folder / "classes.csv").write_text("image,label\nimages/r0.tif,Good\nimages/r1.tif,Spike\n"
+                                        "images/r2.tif,good\nimages/r3.tif,bad\n")
+    assert main(["classify", "train", "images", "--input", str(folder), "--strategy", "real", "--epochs", "1",
+                 "--out", str(tmp_path / "m.pt")]) == 2
+    assert "'Spike'" in capsys.readouterr().err
+
+
+def test_a_fits_file_of_several_image_hdus_says_which_it_read(tmp_path):
+    """One HDU per amplifier: the first image HDU is read and the others are named in a warning (they
+    were left out without a word)."""
+    from astropy.io import fits
+
+    from napari_microseg.errors import MicrosegWarning
+    from napari_microseg.io.images import read_image
+
+    path = tmp_path / "mef.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.ones((8, 8), np.float32), name="AMP1"),
+                  fits.ImageHDU(np.zeros((8, 8), np.float32), name="AMP2")]).writeto(path)
+    with pytest.warns(MicrosegWarning, match=r"read HDU 1 \(AMP1\).*AMP2, HDU 2"):
+        assert read_image(path).data.sum() == 64
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_image(path, hdu=2).data.sum() == 0  # chosen: no warning

@@ -369,10 +369,16 @@ def load_response_folder(folder: Path, box=None, failures: list | None = None) -
             read = iter(_read_many([folder / "integration" / f.name for f in readable], "reading masks"))
             masks = [None if img is None else next(read) > 0 for img in images]
         labels = None
-        if "label" in df.columns and df["label"].astype(str).isin(["good", "bad"]).all():
-            labels = (df["label"].astype(str) == "bad").astype(int).to_numpy()
+        said = df["label"].astype(str).str.strip().str.lower() if "label" in df.columns else None
+        if said is not None and said.isin(["good", "bad"]).all():
+            labels = (said == "bad").astype(int).to_numpy()
         elif "is_good" in df.columns:
             labels = 1 - df["is_good"].astype(int).to_numpy()
+        elif said is not None:
+            other = sorted(set(df["label"].astype(str)[~said.isin(["good", "bad"])]))
+            raise InputError(f"{folder / 'classes.csv'}: its 'label' column must say good or bad for every image; "
+                             f"it also holds {', '.join(repr(v) for v in other[:6])}{' ...' if len(other) > 6 else ''} "
+                             "(kinds of artefact go in a 'subclass' column, with label bad)")
         groups = df["group"].to_numpy() if "group" in df.columns else None
         sub = df["subclass"].astype(str).to_numpy() if "subclass" in df.columns else None
         return _keep_readable({"images": images, "files": [str(f.relative_to(folder)) for f in files], "boxes": boxes,
@@ -650,6 +656,8 @@ def _run_train(args) -> int:
         # nor the checkpoints beside it (a run one could still resume; a pre-training stage's model)
         pretrained = out.with_name(out.stem + ".pretrained.pt")
         _refuse_existing(args, out, history_path, last_checkpoint_path(out), pretrained, last_checkpoint_path(pretrained))
+    if getattr(args, "folds", None):  # the cross-validation tables beside the model: another run's are kept too
+        _refuse_existing(args, model_sidecar(out, "cv_folds.csv"), model_sidecar(out, "cv_predictions.csv"))
     if args.freeze and not args.init_model:  # before any data is simulated or read
         raise InputError("--freeze needs --init-model")
     real = simulated = None

@@ -428,6 +428,7 @@ def run_classes(args: argparse.Namespace) -> int:
     import numpy as np
     import pandas as pd
 
+    from ..defaults import MAX_CLASS_VALUES
     from ..autolabel.ccd import class_scores
     from ..measure.tables import check_overwrite, write_table_csv
     from .train import class_names_near
@@ -445,10 +446,19 @@ def run_classes(args: argparse.Namespace) -> int:
     else:
         names = class_names_near(Path(args.gt)) or []
     confusion = np.zeros((len(names), len(names)), np.int64)  # classes absent from every map still get a row
+    # a class map holds a few class ids; instance labels or an image would make a confusion matrix of
+    # (largest value)^2 cells (65536^2: 32 GiB) and scores of thousands of "classes"
+    limit = max(len(names), MAX_CLASS_VALUES)
     for g, p in pairs:
         truth, pred = _class_map(g), _class_map(p)
         if truth.shape != pred.shape:
             raise InputError(f"{g.name}: true map shape {truth.shape} differs from {p.name} shape {pred.shape}")
+        for path, values in ((g, truth), (p, pred)):
+            top = int(values.max(initial=0))
+            if top >= limit:
+                raise InputError(f"{path.name} holds the value {top}, but class maps here hold ids 0 to {limit - 1}: "
+                                 "is it a class map, not instance labels or an image? (--class-names with as many "
+                                 "names allows more classes)")
         confusion = grown(confusion, int(max(truth.max(initial=0), pred.max(initial=0))) + 1)
         n = confusion.shape[0]
         confusion += np.bincount((truth * n + pred).ravel(), minlength=n * n).reshape(n, n)

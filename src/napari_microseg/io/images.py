@@ -368,6 +368,14 @@ def _read_fits(path: Path, hdu: int | None) -> ImageData:
                 if index is None:
                     raise InputError(f"{path.name}: FITS file has no HDU with image data")
                 chosen = hdul[index]
+                others = [i for i, h in enumerate(hdul) if i != index and h.data is not None
+                          and getattr(h, "is_image", False) and h.data.ndim >= 2]
+                if others:  # e.g. one HDU per amplifier: the others would be left out without a word
+                    names = [str(hdul[i].name or i) for i in others]
+                    warnings.warn(MicrosegWarning(
+                        f"FITS file with {len(others) + 1} image HDUs: read HDU {index} ({hdul[index].name or 'PRIMARY'}); "
+                        f"the others ({', '.join(names[:4])}{' ...' if len(names) > 4 else ''}, HDU "
+                        f"{', '.join(str(i) for i in others[:4])}) are left out: --hdu N reads another"), stacklevel=2)
             data = np.asarray(chosen.data)
             header = {k: v for k, v in chosen.header.items() if k and isinstance(v, (int, float, str, bool))}
     except InputError:
