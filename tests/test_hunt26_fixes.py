@@ -421,3 +421,26 @@ def test_a_fits_file_of_several_image_hdus_says_which_it_read(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert read_image(path, hdu=2).data.sum() == 0  # chosen: no warning
+
+
+def test_a_two_tap_ccd_frame_with_a_modest_pedestal_step_is_levelled():
+    """Two amplifiers whose pedestals differ by 450 ADC at 60 ADC read noise (7.5 sd): a tap boundary at
+    the middle column or row is found (it needed 10 sd, so half the frame was called glowing or its
+    clusters were lost); a glowing band that ends at the middle without filling its half is no tap."""
+    from napari_microseg.autolabel.ccd import autolabel_ccd, detect_taps
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+
+    frame = simulate_ccd_frame(shape=(256, 256), seed=3, glow_probability=0.0)
+    assert detect_taps(frame.image) == ([], [])
+    right = frame.image.astype(np.float32).copy()
+    right[:, 128:] += 450
+    lower = frame.image.astype(np.float32).copy()
+    lower[128:, :] += 450
+    assert detect_taps(right) == ([], [128]) and detect_taps(lower) == ([128], [])
+    for image in (right, lower):
+        found = autolabel_ccd(image)
+        assert (found == 1).sum() == 0  # no glow
+        assert ((found == 3) & (frame.classes == 3)).sum() >= 0.9 * (frame.classes == 3).sum()
+    band = frame.image.astype(np.float32).copy()
+    band[:, 80:128] += 1450  # glow over 48 of the left half's 128 columns, ending at the middle
+    assert detect_taps(band)[1] == []

@@ -153,14 +153,18 @@ def _row_steps(img: np.ndarray, k: int, limit: float) -> list[int]:
     return found
 
 
-def detect_taps(image: np.ndarray, tap_sigma: float = 10.0) -> tuple[list, list]:
+def detect_taps(image: np.ndarray, tap_sigma: float = 10.0, middle_sigma: float = 3.0) -> tuple[list, list]:
     """Find tap boundaries (pedestal steps) of a CCD frame.
 
     Rows: any row where the median of the 32 rows after it differs from the median of
     the 32 rows before it by more than ``tap_sigma`` x noise (noise from neighbour
-    differences, blind to the steps). Columns: the middle column, if both the two
-    halves and the 16 columns either side of the middle differ by that much (within
-    each row band). Returns ``(tap_rows, tap_cols)``: start indices of taps after the first.
+    differences, blind to the steps), or the middle row when the two halves and the 32 rows
+    either side of it differ by more than ``middle_sigma`` x noise (in either column half).
+    Columns: the middle column, if both the two halves and the 16 columns either side of the
+    middle differ by more than ``middle_sigma`` x noise (within each row band). Taps split a
+    frame at its middle; steps within a tap stay under one noise sd, so a smaller step counts
+    there (a 450 ADC step at 60 ADC noise was taken for glow). Returns ``(tap_rows, tap_cols)``:
+    start indices of taps after the first.
     """
     img = np.asarray(image, np.float32)
     ny, nx = img.shape
@@ -171,6 +175,7 @@ def detect_taps(image: np.ndarray, tap_sigma: float = 10.0) -> tuple[list, list]
     mx = nx // 2
     k = 32
     limit = tap_sigma * noise
+    middle_limit = min(middle_sigma, tap_sigma) * noise
     # rows: a pedestal step anywhere (glowing columns do not change row medians)
     if ny >= 2 * k + 2:
         # each column half separately: left and right taps step by different amounts
@@ -179,6 +184,10 @@ def detect_taps(image: np.ndarray, tap_sigma: float = 10.0) -> tuple[list, list]
             for pos in _row_steps(img[:, xs], k, limit):
                 if all(abs(pos - r) >= 2 * k for r in rows):
                     rows.append(pos)
+        my = ny // 2
+        if all(abs(my - r) >= k for r in rows) and any(
+                _middle_step(img[:, xs].T, k, middle_limit) for xs in halves):
+            rows.append(my)
         rows = sorted(rows)
     # columns: split at the middle only (amplifiers at both ends of the serial register);
     # a glowing band would need to end exactly there to fake it
@@ -188,13 +197,26 @@ def detect_taps(image: np.ndarray, tap_sigma: float = 10.0) -> tuple[list, list]
         ys = slice(r0, r1)
         if nx < 2 * kc:
             break
-        whole = abs(np.median(img[ys, :mx]) - np.median(img[ys, mx:]))
-        step = abs(np.median(img[ys, mx - kc:mx]) - np.median(img[ys, mx:mx + kc]))
-        if whole > limit and step > limit:
+        if _middle_step(img[ys], kc, middle_limit):
             cols = [mx]
     if not cols and nx > 8 * kc:
         _warn_off_centre_column_step(img, r_edges, kc, limit)
     return rows, cols
+
+
+def _middle_step(block: np.ndarray, k: int, limit: float) -> bool:
+    """Whether the pixel level of ``block`` (Y, X) steps at its middle column by more than ``limit``:
+    both its two halves' medians and those of the ``k`` columns either side of the middle differ by
+    that much, and 80 % of each half's column medians lie nearer its own level than the other half's
+    (each tap is flat; a glowing band that ends at the middle but does not fill its half is no step)."""
+    mx = block.shape[1] // 2
+    left, right = np.median(block[:, :mx]), np.median(block[:, mx:])
+    step = abs(np.median(block[:, mx - k:mx]) - np.median(block[:, mx:mx + k]))
+    if not (abs(left - right) > limit and step > limit):
+        return False
+    colmed = np.median(block[:: max(1, block.shape[0] // 512)], axis=0)
+    nearer_left = np.abs(colmed - left) < np.abs(colmed - right)
+    return bool(nearer_left[:mx].mean() >= 0.8 and (~nearer_left[mx:]).mean() >= 0.8)
 
 
 def _warn_off_centre_column_step(img: np.ndarray, r_edges: list, kc: int, limit: float) -> None:
