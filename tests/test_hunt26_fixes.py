@@ -444,3 +444,19 @@ def test_a_two_tap_ccd_frame_with_a_modest_pedestal_step_is_levelled():
     band = frame.image.astype(np.float32).copy()
     band[:, 80:128] += 1450  # glow over 48 of the left half's 128 columns, ending at the middle
     assert detect_taps(band)[1] == []
+
+
+def test_a_ccd_frame_three_times_too_dim_is_warned_about():
+    """A frame in other units (electrons at gain 3: a third of the ADC) loses most hot pixels and glow
+    with the class model; it was passed as fitting (the tolerance was 5 x): class models warn from 2.5 x,
+    and the simulated frames they were trained on, at their own scale, draw no warning."""
+    from napari_microseg.io.models import read_model_config
+    from napari_microseg.pretrained import pretrained_path
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+    from napari_microseg.training.normalize import scale_mismatch
+
+    config = read_model_config(pretrained_path("ccd_classes"))
+    frames = [simulate_ccd_frame(shape=(256, 256), seed=seed).image.astype(np.float32) for seed in range(12)]
+    assert not any(scale_mismatch(frame, config) for frame in frames)
+    warned = [scale_mismatch(frame / 3, config) for frame in frames]
+    assert sum(w is not None for w in warned) >= 6 and "far below" in next(w for w in warned if w)

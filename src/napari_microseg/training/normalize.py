@@ -204,12 +204,22 @@ def input_range(images: Iterable[np.ndarray]) -> dict:
             "high": float(np.percentile(upper, 95))}
 
 
-def scale_mismatch(image: np.ndarray, config: dict, factor: float = 5.0) -> str | None:
+#: how many times dimmer or brighter than its training images an image may be before a model warns;
+#: a class (CCD) model's classes are levels of charge, so a frame 2.5 x dimmer already loses them
+#: (a frame in electrons at gain 3 lost three quarters of its hot pixels with no word at 5 x)
+SCALE_FACTOR = {"multiclass": 2.5}
+DEFAULT_SCALE_FACTOR = 5.0
+
+
+def scale_mismatch(image: np.ndarray, config: dict, factor: float | None = None) -> str | None:
     """A one-line warning when an image, normalised as the model normalises, is more than ``factor``
     times dimmer (its maximum) or brighter (its 99.9th percentile) than the training images
     (:func:`input_range`); None when it fits, when it holds NaN (reported by segmentation), when
     the model's normalisation adapts to each image (percentile, min-max) or it recorded no range.
+    ``factor`` None: :data:`SCALE_FACTOR` for the model's output mode, else :data:`DEFAULT_SCALE_FACTOR`.
     """
+    if factor is None:
+        factor = SCALE_FACTOR.get(str(config.get("output_mode")), DEFAULT_SCALE_FACTOR)
     spec = make_normalization_spec(config.get("normalization"))
     known = config.get("input_range") or {}
     if spec["kind"] not in SCALE_KEEPING or not known or known.get("low", 0) <= 0:
