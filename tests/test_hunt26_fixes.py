@@ -460,3 +460,39 @@ def test_a_ccd_frame_three_times_too_dim_is_warned_about():
     assert not any(scale_mismatch(frame, config) for frame in frames)
     warned = [scale_mismatch(frame / 3, config) for frame in frames]
     assert sum(w is not None for w in warned) >= 6 and "far below" in next(w for w in warned if w)
+
+
+def test_closing_napari_mid_training_leaves_the_history_beside_the_model(make_napari_viewer, qtbot, tmp_path):
+    """The viewer closed during a run: the trainer keeps its best model, and now its history.csv too, as
+    after Stop (the dock that wrote it is gone)."""
+    from qtpy.QtCore import QThreadPool
+
+    from napari_microseg.io.models import read_model_config
+
+    viewer, widget = _rgb_training_viewer(make_napari_viewer, tmp_path)
+    widget.epochs.value, widget.patches_per_epoch.value = 40, 8
+    assert widget.train() is not None
+    qtbot.waitUntil(lambda: "epoch 2/40" in widget.status.text(), timeout=120000)
+    viewer.close()
+    qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=120000)
+    record = read_model_config(tmp_path / "m.pt")["training"]
+    assert record["stop_reason"] == "stopped"
+    history = pd.read_csv(tmp_path / "m.history.csv")
+    assert list(history["epoch"]) == [row["epoch"] for row in record["history"]] and len(history) >= 2
+
+
+def test_resuming_a_run_without_a_distance_head_with_one_asked_says_so(tmp_path):
+    """'distance head' ticked when resuming a run that has none: the message says that is the mismatch
+    (it said only "checkpoint has 3 outputs but three_class needs 4")."""
+    from napari_microseg.errors import InputError
+    from napari_microseg.progress import drain
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+    from napari_microseg.training.trainer import train
+
+    image, labels = simulate_nuclei_image(shape=(64, 64), n_nuclei=6, seed=1)
+    settings = {"output_mode": "three_class", "epochs": 1, "patch_size": 32, "patches_per_epoch": 2, "batch_size": 2,
+                "val_fraction": 0.0, "preset": "n"}
+    drain(train(settings, (image, labels), out_path=tmp_path / "m.pt"))
+    with pytest.raises(InputError, match="needs 4 with a distance head; the run to resume has none"):
+        drain(train({**settings, "epochs": 2, "distance_head": True}, (image, labels), out_path=tmp_path / "m.pt",
+                    resume=tmp_path / "m.pt"))

@@ -591,7 +591,12 @@ def train(
     except ValueError as err:
         raise InputError(str(err)) from None
     if int(model_cfg.get("n_classes", n_out)) != n_out:
-        raise InputError(f"checkpoint has {model_cfg['n_classes']} outputs but {cfg.output_mode} needs {n_out}")
+        head = ""
+        if cfg.distance_head and source is not None and not source["config"].get("distance_head"):
+            head = (f" with a distance head; {'the run to resume' if ckpt is not None else 'the model'} has none: "
+                    "leave the distance head off (the Training dock's box, --distance-head) to continue it as it was, "
+                    "or fine-tune from its model (--init-model) to add one")
+        raise InputError(f"checkpoint has {model_cfg['n_classes']} outputs but {cfg.output_mode} needs {n_out}{head}")
     if source is not None:
         state = source["state_dict"]
         own = model.state_dict()

@@ -385,7 +385,17 @@ class TrainingWidget(MicrosegDock):
             names = [name if image.ndim == 2 else frame_name(name, t) for name, image in zip(image_names, pairs[0])
                      for t in range(1 if image.ndim == 2 else image.shape[0])]
             data = {"images": pairs[0], "labels": pairs[1], "names": names}
-            return (yield from train(cfg, data, out_path=out_path, resume=resume, stop_event=stop_event))
+            started = _file_stamp(out_path)
+            try:
+                return (yield from train(cfg, data, out_path=out_path, resume=resume, stop_event=stop_event))
+            except GeneratorExit:  # the viewer closed mid-run: the trainer kept its best model; its history
+                if _file_stamp(out_path) != started:  # beside it too, as after Stop (no dock is left to write it)
+                    from ..io.models import read_model_config
+
+                    history = (read_model_config(out_path).get("training") or {}).get("history") or []
+                    if history:
+                        write_history_beside(out_path, history, resumed=bool(resume))
+                raise
 
         # the pairs ("<labels> (on <image>)") are said when the run starts and when it ends
         worker = self.start(make_generator, lambda result: self._finished(result, label_names, notes), on_event=self._on_event,
@@ -437,13 +447,8 @@ class TrainingWidget(MicrosegDock):
         self.model_path = result.model_path
         history_note = ""
         if result.history:  # the per-epoch figures beside the model, as `microseg train` writes them
-            from ..io.tables import TRAIN_HISTORY_COLUMNS, model_sidecar, write_history_csv
-
-            history_path = model_sidecar(Path(result.model_path), "history.csv")
-            if history_path.exists() and not self.resume.value:  # another run's: kept, this one beside it
-                history_path = free_name(history_path)
             try:
-                history_note = f"; history: {write_history_csv(history_path, result.history, TRAIN_HISTORY_COLUMNS).name}"
+                history_note = f"; history: {write_history_beside(Path(result.model_path), result.history, bool(self.resume.value)).name}"
             except OSError as err:
                 history_note = f"; history not written ({err})"
         from .segmentation import add_recent_model
@@ -505,6 +510,26 @@ class TrainingWidget(MicrosegDock):
             self.show_message(f"preview: {said}")
 
         return self.start(make_generator, done, label="predicting")
+
+
+def write_history_beside(model_path: Path, history: list[dict], resumed: bool) -> Path:
+    """Write a run's per-epoch ``history`` as ``<model>.history.csv`` (as ``microseg train`` does);
+    another run's file there is kept (a new name) unless this run ``resumed`` it. Returns the path."""
+    from ..io.tables import TRAIN_HISTORY_COLUMNS, model_sidecar, write_history_csv
+
+    history_path = model_sidecar(Path(model_path), "history.csv")
+    if history_path.exists() and not resumed:
+        history_path = free_name(history_path)
+    return write_history_csv(history_path, history, TRAIN_HISTORY_COLUMNS)
+
+
+def _file_stamp(path: Path) -> tuple | None:
+    """(size, modification time) of a file, None when there is none: tells whether a run wrote it."""
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
 
 
 def _import_training_modules() -> None:
