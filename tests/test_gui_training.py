@@ -373,7 +373,7 @@ def test_choosing_an_output_keeps_a_chosen_intensity(make_napari_viewer):
 def test_object_ids_note():
     """Six or more values each painted as one region per frame read as object ids; class maps (a few values,
     many regions each) and sparse ignore values pass without a note."""
-    from napari_microseg.widgets.training import object_ids_note
+    from napari_microseg.training.data import object_ids_note
 
     ids = np.zeros((64, 64), np.int32)
     for i in range(8):  # 8 separate nuclei, ids 1..8

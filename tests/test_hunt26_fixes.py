@@ -496,3 +496,20 @@ def test_resuming_a_run_without_a_distance_head_with_one_asked_says_so(tmp_path)
     with pytest.raises(InputError, match="needs 4 with a distance head; the run to resume has none"):
         drain(train({**settings, "epochs": 2, "distance_head": True}, (image, labels), out_path=tmp_path / "m.pt",
                     resume=tmp_path / "m.pt"))
+
+
+def test_train_multiclass_on_object_ids_warns(tmp_path, capsys):
+    """microseg train --output-mode multiclass on instance labels (one id per particle) built a model of
+    one "class" per object without a word; it now warns as the Training dock does."""
+    import tifffile
+
+    from napari_microseg.cli import main
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    image, labels = simulate_nuclei_image(shape=(64, 64), n_nuclei=8, seed=2)
+    tifffile.imwrite(tmp_path / "image.tif", image)
+    tifffile.imwrite(tmp_path / "labels.tif", labels.astype(np.uint16))
+    assert main(["train", "--images", str(tmp_path / "image.tif"), "--labels", str(tmp_path / "labels.tif"),
+                 "--out", str(tmp_path / "m.pt"), "--output-mode", "multiclass", "--epochs", "1", "--patch", "32",
+                 "--patches-per-epoch", "2", "--batch-size", "2", "--preset", "n"]) == 0
+    assert "look like object ids, not classes" in capsys.readouterr().err

@@ -216,6 +216,7 @@ def run(args: argparse.Namespace) -> int:
             raise InputError("--simulated N trains on simulated images only: drop --images / --labels, or add "
                              "simulated images and labels to your folders (microseg simulate nuclei --mode images)")
         images, labels = _simulated(args.simulated, args.sim_size, args.sim_nuclei, args.seed)
+        names = None
         description = f"{args.simulated} simulated nuclei images {args.sim_size}x{args.sim_size}, {args.sim_nuclei} nuclei each, seed {args.seed}"
     else:
         if not args.images or not args.labels:
@@ -225,6 +226,15 @@ def run(args: argparse.Namespace) -> int:
             f" (FITS HDU {args.hdu})" if args.hdu is not None else "")
     from ..training.normalize import CCD_NORMALIZATION
 
+    if args.output_mode == "multiclass" and labels is not None:
+        import numpy as np
+
+        from ..training.data import object_ids_note
+
+        note = next((f"{name}: {note}" for name, lb in zip(names or [f"image {i}" for i in range(len(labels))], labels)
+                     if (note := object_ids_note(np.asarray(lb)))), None)
+        if note:  # one class per object id: a model of dozens of "classes" that means nothing
+            print(f"warning: {note}", file=sys.stderr)
     kind = args.normalization
     if kind is None and args.output_mode == "multiclass" and not (args.init_model or args.resume):
         # [C]: classes told apart by their level in ADC; a per-tile stretch gives one class different

@@ -340,6 +340,26 @@ _IMAGE_EXT = (".tif", ".tiff", ".ome.tif", ".ome.tiff", ".fits", ".fit", ".fits.
               ".jpg", ".jpeg", ".bmp", ".zarr", ".ome.zarr")
 
 
+def object_ids_note(labels: np.ndarray) -> str | None:
+    """For multiclass training: a note when the labels look like object ids (six or more values, each one
+    connected region in each frame) rather than class indices (a few values, many regions each), which
+    training refuses only above MAX_CLASS_VALUES values; None otherwise. The Training dock and
+    ``microseg train`` show it."""
+    from skimage.measure import label as connected_regions
+
+    frames = labels[None] if labels.ndim == 2 else labels
+    n_values = n_regions = 0
+    for frame in frames:
+        classes = np.where(frame > 0, frame, 0)  # negative: not annotated
+        values = np.unique(classes[classes > 0])
+        n_values += len(values)
+        n_regions += int(connected_regions(classes, background=0, connectivity=2).max()) if len(values) else 0
+    if len(np.unique(labels[labels > 0])) < 6 or n_regions != n_values:
+        return None
+    return (f"each of the {n_values} label values is one object: these look like object ids, not classes (for "
+            "nuclei choose the output three_class or binary)")
+
+
 #: folder names that hold label images (DSB2018's labels/, masks/, ground truth)
 LABEL_FOLDERS = {"labels", "label", "masks", "mask", "gt", "annotations", "ground_truth", "classes"}
 

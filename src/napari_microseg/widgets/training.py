@@ -90,25 +90,6 @@ def check_training_layers(image: np.ndarray, labels: np.ndarray, partial: bool, 
                              "three_class, or binary")
 
 
-def object_ids_note(labels: np.ndarray) -> str | None:
-    """For multiclass training: a note when the labels look like object ids (six or more values, each one
-    connected region in each frame) rather than class indices (a few values, many regions each), which
-    :func:`check_training_layers` refuses only above MAX_CLASS_VALUES values; None otherwise."""
-    from skimage.measure import label as connected_regions
-
-    frames = labels[None] if labels.ndim == 2 else labels
-    n_values = n_regions = 0
-    for frame in frames:
-        classes = np.where(frame > 0, frame, 0)  # negative: not annotated
-        values = np.unique(classes[classes > 0])
-        n_values += len(values)
-        n_regions += int(connected_regions(classes, background=0, connectivity=2).max()) if len(values) else 0
-    if len(np.unique(labels[labels > 0])) < 6 or n_regions != n_values:
-        return None
-    return (f"each of the {n_values} label values is one object: these look like object ids, not classes (for "
-            "nuclei choose the output three_class or binary)")
-
-
 def read_training_pairs(
     images: list[Any], labels: list[Any], label_names: list[str], partial: bool,
     stop_event: threading.Event | None = None, output_mode: str | None = None, background_value: int | None = None,
@@ -131,6 +112,8 @@ def read_training_pairs(
             check_training_layers(image, label, partial, output_mode)
         except InputError as err:
             raise InputError(f"{name}: {err}") from None
+        from ..training.data import object_ids_note
+
         note = object_ids_note(label) if output_mode == "multiclass" else None
         if note:
             yield Progress(index, len(images), f"{name}: {note}")
