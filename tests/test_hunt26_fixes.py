@@ -513,3 +513,19 @@ def test_train_multiclass_on_object_ids_warns(tmp_path, capsys):
                  "--out", str(tmp_path / "m.pt"), "--output-mode", "multiclass", "--epochs", "1", "--patch", "32",
                  "--patches-per-epoch", "2", "--batch-size", "2", "--preset", "n"]) == 0
     assert "look like object ids, not classes" in capsys.readouterr().err
+
+
+def test_autolabel_ccd_on_an_all_nan_frame_says_one_line(tmp_path, capsys):
+    """An all-NaN FITS frame: the one-line refusal, without numpy's RuntimeWarning and source line first."""
+    import warnings
+
+    from astropy.io import fits
+
+    from napari_microseg.cli import main
+
+    fits.PrimaryHDU(np.full((32, 32), np.nan, np.float32)).writeto(tmp_path / "nan.fits")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert main(["autolabel", "ccd", "--input", str(tmp_path / "nan.fits"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "NaN or infinite" in err and "RuntimeWarning" not in err

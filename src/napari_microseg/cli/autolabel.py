@@ -331,7 +331,8 @@ def run_ccd(args: argparse.Namespace) -> int:
         raise InputError(f"{args.input}: expected a 2-D frame, got shape {image.shape}")
     if image.size and image.min() == image.max():
         print(f"warning: {args.input} is constant (every pixel {image.flat[0]}): all background, no clusters", file=sys.stderr)
-    elif image.size and image.dtype == np.uint8 or (image.size and 0 <= np.nanmin(image) and np.nanmax(image) <= 255):
+    elif image.size and image.dtype == np.uint8 or (np.isfinite(image).any() and 0 <= np.nanmin(image)
+                                                    and np.nanmax(image) <= 255):  # all-NaN: refused below
         print(f"warning: {args.input} holds values within 0-255 only; the thresholds are in ADC of raw frames "
               "(pedestal, read noise, hot-pixel level), so a rescaled frame (e.g. to 8 bits) gets wrong classes: "
               "use the raw FITS frame", file=sys.stderr)
