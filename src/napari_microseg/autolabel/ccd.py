@@ -161,10 +161,10 @@ def detect_taps(image: np.ndarray, tap_sigma: float = 10.0, middle_sigma: float 
     differences, blind to the steps), or the middle row when the two halves and the 32 rows
     either side of it differ by more than ``middle_sigma`` x noise (in either column half).
     Columns: the middle column, if both the two halves and the 16 columns either side of the
-    middle differ by more than ``middle_sigma`` x noise (within each row band). Taps split a
-    frame at its middle; steps within a tap stay under one noise sd, so a smaller step counts
-    there (a 450 ADC step at 60 ADC noise was taken for glow). Returns ``(tap_rows, tap_cols)``:
-    start indices of taps after the first.
+    middle differ by more than ``tap_sigma`` x noise, or by more than ``middle_sigma`` x noise
+    with each half flat (within each row band). Taps split a frame at its middle; steps within a
+    tap stay under one noise sd, so a smaller step counts there (a 450 ADC step at 60 ADC noise
+    was taken for glow). Returns ``(tap_rows, tap_cols)``: start indices of taps after the first.
     """
     img = np.asarray(image, np.float32)
     ny, nx = img.shape
@@ -186,7 +186,7 @@ def detect_taps(image: np.ndarray, tap_sigma: float = 10.0, middle_sigma: float 
                     rows.append(pos)
         my = ny // 2
         if all(abs(my - r) >= k for r in rows) and any(
-                _middle_step(img[:, xs].T, k, middle_limit) for xs in halves):
+                _middle_step(img[:, xs].T, k, middle_limit, limit) for xs in halves):
             rows.append(my)
         rows = sorted(rows)
     # columns: split at the middle only (amplifiers at both ends of the serial register);
@@ -197,23 +197,26 @@ def detect_taps(image: np.ndarray, tap_sigma: float = 10.0, middle_sigma: float 
         ys = slice(r0, r1)
         if nx < 2 * kc:
             break
-        if _middle_step(img[ys], kc, middle_limit):
+        if _middle_step(img[ys], kc, middle_limit, limit):
             cols = [mx]
     if not cols and nx > 8 * kc:
         _warn_off_centre_column_step(img, r_edges, kc, limit)
     return rows, cols
 
 
-def _middle_step(block: np.ndarray, k: int, limit: float) -> bool:
+def _middle_step(block: np.ndarray, k: int, limit: float, sure: float = np.inf) -> bool:
     """Whether the pixel level of ``block`` (Y, X) steps at its middle column by more than ``limit``:
     both its two halves' medians and those of the ``k`` columns either side of the middle differ by
-    that much, and 80 % of each half's column medians lie nearer its own level than the other half's
-    (each tap is flat; a glowing band that ends at the middle but does not fill its half is no step)."""
+    that much, and, for a step under ``sure``, 80 % of each half's column medians lie nearer its own
+    level than the other half's (each tap is flat; a glowing band that ends at the middle but does
+    not fill its half is no step). A step over ``sure`` counts whatever else the halves hold."""
     mx = block.shape[1] // 2
     left, right = np.median(block[:, :mx]), np.median(block[:, mx:])
     step = abs(np.median(block[:, mx - k:mx]) - np.median(block[:, mx:mx + k]))
     if not (abs(left - right) > limit and step > limit):
         return False
+    if abs(left - right) > sure and step > sure:
+        return True
     colmed = np.median(block[:: max(1, block.shape[0] // 512)], axis=0)
     nearer_left = np.abs(colmed - left) < np.abs(colmed - right)
     return bool(nearer_left[:mx].mean() >= 0.8 and (~nearer_left[mx:]).mean() >= 0.8)

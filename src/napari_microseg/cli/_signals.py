@@ -45,6 +45,6 @@ def interrupts_deferred() -> Iterator[None]:
         yield
     finally:
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        for signum in dict.fromkeys(received):  # now with the command's own handling
-            signal.raise_signal(signum)
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
+        if received:  # now with the command's own handling; TERM first (its exit status says it was killed)
+            signal.raise_signal(signal.SIGTERM if signal.SIGTERM in received else signal.SIGINT)

@@ -368,7 +368,7 @@ def load_response_folder(folder: Path, box=None, failures: list | None = None) -
             readable = [f for f, img in zip(files, images) if img is not None]
             read = iter(_read_many([folder / "integration" / f.name for f in readable], "reading masks"))
             masks = [None if img is None else next(read) > 0 for img in images]
-        labels = None
+        labels = label_problem = None
         said = df["label"].astype(str).str.strip().str.lower() if "label" in df.columns else None
         if said is not None and said.isin(["good", "bad"]).all():
             labels = (said == "bad").astype(int).to_numpy()
@@ -376,13 +376,14 @@ def load_response_folder(folder: Path, box=None, failures: list | None = None) -
             labels = 1 - df["is_good"].astype(int).to_numpy()
         elif said is not None:
             other = sorted(set(df["label"].astype(str)[~said.isin(["good", "bad"])]))
-            raise InputError(f"{folder / 'classes.csv'}: its 'label' column must say good or bad for every image; "
+            label_problem = (f"{folder / 'classes.csv'}: its 'label' column must say good or bad for every image; "
                              f"it also holds {', '.join(repr(v) for v in other[:6])}{' ...' if len(other) > 6 else ''} "
                              "(kinds of artefact go in a 'subclass' column, with label bad)")
         groups = df["group"].to_numpy() if "group" in df.columns else None
         sub = df["subclass"].astype(str).to_numpy() if "subclass" in df.columns else None
         return _keep_readable({"images": images, "files": [str(f.relative_to(folder)) for f in files], "boxes": boxes,
-                               "masks": masks, "labels": labels, "groups": groups, "subclass": sub})
+                               "masks": masks, "labels": labels, "groups": groups, "subclass": sub,
+                               "label_problem": label_problem})
     img_dir = folder / "images" if (folder / "images").is_dir() else folder
     files = _tiffs(img_dir)
     images = _read_many(files, "reading images", failures)
@@ -680,8 +681,9 @@ def _run_train(args) -> int:
             simulated = run_with_text_progress(simulated_response_data(args.simulated, seed=args.seed, normalization=norm, progress=True), label="simulate")
         if args.input is not None:
             d = load_response_folder(args.input, args.box)
-            if d["labels"] is None:
-                raise InputError(f"{args.input}: classes.csv needs a 'label' (good/bad) or 'is_good' column")
+            if d["labels"] is None:  # training needs them; classifying a folder does not
+                raise InputError(d.get("label_problem")
+                                 or f"{args.input}: classes.csv needs a 'label' (good/bad) or 'is_good' column")
             x = response_crops(d["images"], d["boxes"], d["masks"], normalization=norm)
             real = ClassificationData(x, d["labels"], list(RESPONSE_CLASS_NAMES), d["groups"], d["subclass"],
                                       f"{len(x)} annotated images from {args.input}")

@@ -428,7 +428,6 @@ def run_classes(args: argparse.Namespace) -> int:
     import numpy as np
     import pandas as pd
 
-    from ..defaults import MAX_CLASS_VALUES
     from ..autolabel.ccd import class_scores
     from ..measure.tables import check_overwrite, write_table_csv
     from .train import class_names_near
@@ -446,9 +445,9 @@ def run_classes(args: argparse.Namespace) -> int:
     else:
         names = class_names_near(Path(args.gt)) or []
     confusion = np.zeros((len(names), len(names)), np.int64)  # classes absent from every map still get a row
-    # a class map holds a few class ids; instance labels or an image would make a confusion matrix of
-    # (largest value)^2 cells (65536^2: 32 GiB) and scores of thousands of "classes"
-    limit = max(len(names), MAX_CLASS_VALUES)
+    # a class map holds a few class ids (uint8); instance labels or an image would make a confusion matrix
+    # of (largest value)^2 cells (65536^2: 32 GiB) and scores of thousands of "classes"
+    limit = max(len(names), 256)  # 255: the "void" many uint8 class maps use, scored as a class of its own
     for g, p in pairs:
         truth, pred = _class_map(g), _class_map(p)
         if truth.shape != pred.shape:

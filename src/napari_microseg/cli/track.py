@@ -11,6 +11,7 @@ Challenge folder ``ctc_RES/`` (``res_track.txt`` + ``maskNNN.tif``).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -123,11 +124,10 @@ def run(args: argparse.Namespace) -> int:
     result.config["seed"] = args.seed
     result.config["units"] = {"pixel_size_um": pixel_size, "frame_interval_min": frame_interval}
     result.config["inputs"] = {"labels": str(args.labels), "image": str(args.image) if args.image else None}
-    for stale in out.glob(f"{STAGING_PREFIX}*"):  # left by a killed run
-        shutil.rmtree(stale, ignore_errors=True)
+    _remove_stale_staging(out)
     # everything is written into a staging folder first, then moved into place with Ctrl-C held back:
     # an interrupted run leaves the earlier results whole, never half of each
-    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out))
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=out))
     try:
         write_tracks_csv(result, staging / "tracks.csv")
         write_counts_csv(result, staging / "counts.csv")
@@ -146,6 +146,28 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(staging, ignore_errors=True)
     print(f"{result.n_tracks} tracks, {len(result.graph)} daughter tracks, {len(result.table)} objects in {result.n_frames} frames -> {out}")
     return 0
+
+
+def _remove_stale_staging(out: Path) -> None:
+    """Remove staging folders that killed runs left in ``out`` (named with their process id); a
+    running process's folder is left alone."""
+    for folder in out.glob(f"{STAGING_PREFIX}*"):
+        pid = folder.name[len(STAGING_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and _process_alive(int(pid)):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _ctc_files_replaced(out: Path, ctc: bool, replace_earlier_ctc: bool, new_names: set | None = None) -> list[Path]:
@@ -168,8 +190,6 @@ def _ctc_files_replaced(out: Path, ctc: bool, replace_earlier_ctc: bool, new_nam
 def _publish(staging: Path, out: Path, ctc: bool, replace_earlier_ctc: bool) -> None:
     """Move the outputs written into ``staging`` to ``out`` and remove the earlier CTC files they
     replace, with Ctrl-C and TERM held back until all is done (renames: a fraction of a second)."""
-    import os
-
     from ..io.atomic import guard_target
     from ._signals import interrupts_deferred
 

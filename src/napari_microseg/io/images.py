@@ -348,6 +348,17 @@ def _zarr_calibration(multiscales: Any, name: str = "") -> dict:
                         in_unit(*y, "micrometer") if y else None, name)
 
 
+def _fits_image_hdu(hdu: Any) -> bool:
+    """Whether a FITS HDU holds an image of at least 2 axes, told from its header (its data are not
+    read: a file of 16 amplifiers' HDUs is not loaded whole to pick one)."""
+    if not getattr(hdu, "is_image", False):
+        return False
+    header = hdu.header
+    naxis = int(header.get("ZNAXIS", header.get("NAXIS", 0)) or 0)
+    prefix = "ZNAXIS" if "ZNAXIS" in header else "NAXIS"
+    return naxis >= 2 and all(int(header.get(f"{prefix}{i}", 0) or 0) > 0 for i in range(1, naxis + 1))
+
+
 def _read_fits(path: Path, hdu: int | None) -> ImageData:
     from astropy.io import fits
 
@@ -361,15 +372,11 @@ def _read_fits(path: Path, hdu: int | None) -> ImageData:
                     raise InputError(f"{path.name}: HDU {hdu} holds no image data")
                 index = hdu
             else:
-                index = next(
-                    (i for i, h in enumerate(hdul) if h.data is not None and getattr(h, "is_image", False) and h.data.ndim >= 2),
-                    None,
-                )
-                if index is None:
+                images = [i for i, h in enumerate(hdul) if _fits_image_hdu(h)]  # from headers: no data read
+                if not images:
                     raise InputError(f"{path.name}: FITS file has no HDU with image data")
+                index, others = images[0], images[1:]
                 chosen = hdul[index]
-                others = [i for i, h in enumerate(hdul) if i != index and h.data is not None
-                          and getattr(h, "is_image", False) and h.data.ndim >= 2]
                 if others:  # e.g. one HDU per amplifier: the others would be left out without a word
                     names = [str(hdul[i].name or i) for i in others]
                     warnings.warn(MicrosegWarning(

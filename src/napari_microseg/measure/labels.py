@@ -63,8 +63,10 @@ class MaskCheck:
 
     def __init__(self) -> None:
         self.other: Any = None
+        self.dtype: Any = None
         self.has_zero = False
         self.failed = False
+        self.pieces = 0  # most connected pieces of the non-zero value in a frame (values masks do not use)
 
     def add(self, frame: Any) -> bool:
         """Take one frame; False as soon as the values seen are not a mask's."""
@@ -76,17 +78,23 @@ class MaskCheck:
             self.failed = True
         elif hi != 0:
             if self.other is None:
-                self.other = hi
-                if not _mask_value(hi, frame.dtype):  # 0/5: one object's labels, not a mask
-                    self.failed = True
+                self.other, self.dtype = hi, frame.dtype
             if hi != self.other or (lo != 0 and lo != hi) or (lo == 0 and np.any((frame != 0) & (frame != hi))):
                 self.failed = True  # a second non-zero value
+            elif not _mask_value(hi, frame.dtype) and self.pieces < 2:
+                from scipy import ndimage as ndi
+
+                self.pieces = max(self.pieces, int(ndi.label(frame != 0, structure=np.ones((3, 3), bool))[1]))
         self.has_zero = self.has_zero or lo == 0
         return not self.failed
 
     @property
     def is_mask(self) -> bool:
-        return bool(self.has_zero and not self.failed)
+        """0 and one other value: a mask, unless that value is none masks use (1, 255, ...) and it marks
+        one connected piece in every frame: then it is labels of one object (a nucleus labelled 5)."""
+        if not self.has_zero or self.failed:
+            return False
+        return self.other is None or _mask_value(self.other, self.dtype) or self.pieces > 1
 
 
 def masks_to_labels(masks: np.ndarray) -> tuple[np.ndarray, bool]:

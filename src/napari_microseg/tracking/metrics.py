@@ -150,9 +150,9 @@ def ctc_scores(ground_truth, prediction, *, division_frame_buffer: int = 1) -> d
         else:
             for k, v in vals.items():
                 out[k] = float(v) if isinstance(v, (int, float, np.floating, np.integer)) else v
-    if (out.get("division_precision") == 0 and out.get("division_recall") == 0
-            and not np.isfinite(out.get("division_f1", np.nan))):
-        out["division_f1"] = 0.0  # divisions to find and none found right: F1 is 0, not undefined
+    if out.get("true_divisions", 0) > 0 and out.get("division_recall") == 0 \
+            and not np.isfinite(out.get("division_f1", np.nan)):
+        out["division_f1"] = 0.0  # divisions to find and none found right (or none found at all): F1 0, not undefined
     return out
 
 

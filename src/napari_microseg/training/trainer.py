@@ -497,7 +497,7 @@ def train(
         resumes_own_run = Path(resume).resolve() in (out_path.resolve(), last_path.resolve())
         run_lr = ((ckpt["config"].get("training") or {}).get("config") or {}).get("lr")
         if run_lr is not None:  # its optimiser state goes on with the run's learning rate: the record says that one
-            cfg.lr = float(run_lr)
+            cfg = replace(cfg, lr=float(run_lr))
     init = read_model_file(init_model) if init_model is not None else None
     source = ckpt or init
     if source is not None:

@@ -596,6 +596,27 @@ def grey_image(layer: Any) -> Any:
     return data
 
 
+#: in-memory arrays up to this size (bytes) are copied on the GUI thread when a run starts (~0.03 s);
+#: larger ones are copied in the worker
+GUI_COPY_BYTES = 64 * 2**20
+
+
+def snapshot(data: Any) -> tuple[Any, bool]:
+    """``(data, copied)``: a copy of a small in-memory array taken now, on the GUI thread, so painting
+    during a run does not change what the run reads; a large (or lazy) one as it is, for the worker to
+    copy or read (:func:`worker_copy`): a stroke painted while it copies may be taken in part, but the
+    window does not stall for seconds. (napari's ``editable`` cannot guard it: switching it off drops
+    the layer's undo history and its paint tool.)"""
+    if isinstance(data, np.ndarray) and data.nbytes <= GUI_COPY_BYTES:
+        return data.copy(), True
+    return data, False
+
+
+def worker_copy(data: Any, copied: bool) -> np.ndarray:
+    """In the worker: the array of a :func:`snapshot` in memory, copied unless it was copied already."""
+    return np.asarray(data) if copied else np.array(data)
+
+
 def label_features(table: Any) -> Any:
     """``table`` (a DataFrame with a ``label`` column, one row per label value) as a Labels layer's
     ``features``: with an ``index`` column equal to ``label``, which napari uses to find a label's

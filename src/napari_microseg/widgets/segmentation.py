@@ -27,7 +27,7 @@ from ..pretrained import list_pretrained_for
 from ..colours import class_colour
 from ._base import (NO_MODEL_MESSAGE, MicrosegDock, chosen_model_path, class_colormap, current_frame, display_labels, dock_action, free_names, full_resolution,
                     frame_label_map, grey_image, result_line, label_features, layer_geometry, layer_names, reset_choices_in_order, section_header, span_row, unique_layer_name,
-                    unique_stack_ids, unwritable_reason, with_frame_labels)
+                    unique_stack_ids, unwritable_reason, with_frame_labels, snapshot, worker_copy)
 
 FILE_CHOICE = "model file ..."
 #: the model chosen when the widget opens (the shipped nuclei model), if it is installed
@@ -413,11 +413,12 @@ class SegmentationWidget(MicrosegDock):
     def _export_corrected(self, layer: Any, check_first: bool = False) -> Any:
         """Measure the corrected labels of ``layer`` (ids as the layer shows them) in a worker, then write
         them; ``check_first``: compare the labels with the run's first (a large layer, in the worker) and
-        write the run's own tables when nothing changed. The layer takes no paint while it is measured
-        (napari's ``editable``; restored when the export ends), so it is read in place, not copied."""
-        labels = layer.data
-        self._export_locked = (layer, layer.editable)
-        layer.editable = False
+        write the run's own tables when nothing changed. A large layer is copied in the worker
+        (:func:`~._base.snapshot`)."""
+        if self.busy:
+            self.show_error("Already running: press Stop first.")
+            return None
+        labels, copied = snapshot(layer.data)
         frame_ids = frame_label_map(layer)  # a whole stack's layer ids: each with the run's objects.csv id
         image = grey_image(self.result_image) if self.result_image in self.viewer.layers else None
         classes = self.result.output_mode == "multiclass"
@@ -432,21 +433,21 @@ class SegmentationWidget(MicrosegDock):
             from ..measure.tables import object_table
             from ..progress import Progress
 
-            if check_first:
-                yield Progress(0, 1, "checking the result layer for corrections")
-                if labels_digest(labels) == digest:
-                    return None
+            yield Progress(0, 1, "reading the result layer")
+            labels_now = worker_copy(labels, copied)
+            if check_first and labels_digest(labels_now) == digest:
+                return None
             yield Progress(0, 1, "measuring the corrected labels")
-            pixels = None if image is None or tuple(image.shape) != tuple(labels.shape) else image  # read frame by frame
+            pixels = None if image is None or tuple(image.shape) != tuple(labels_now.shape) else image  # read frame by frame
             if classes:
-                objects, counts = class_map_tables(labels, pixels if pixels is not None
-                                                   else np.broadcast_to(np.float32(0), labels.shape), names)
+                objects, counts = class_map_tables(labels_now, pixels if pixels is not None
+                                                   else np.broadcast_to(np.float32(0), labels_now.shape), names)
             else:
-                objects = object_table(labels, pixels)
-                counts = counts_with_area(objects, range(labels.shape[0] if labels.ndim == 3 else 1))
+                objects = object_table(labels_now, pixels)
+                counts = counts_with_area(objects, range(labels_now.shape[0] if labels_now.ndim == 3 else 1))
                 objects = with_frame_labels(objects, frame_ids)  # joins the first export (0: painted anew)
             # and any frame the user painted objects into
-            frames = segmented_frames | {int(t) for t in objects["t"]} if labels.ndim == 3 else {0}
+            frames = segmented_frames | {int(t) for t in objects["t"]} if labels_now.ndim == 3 else {0}
             return objects, counts[counts["t"].isin(frames)].reset_index(drop=True)
 
         def done(tables: tuple | None) -> None:
@@ -462,17 +463,7 @@ class SegmentationWidget(MicrosegDock):
                 self.show_message(self.status.text() + "; no clusters.csv: it is measured when segmenting, not "
                                   "from a painted class map")
 
-        worker = self.start(make_generator, done, label="exporting")
-        if worker is None:
-            self._after_run()
-        return worker
-
-    def _after_run(self) -> None:
-        locked = getattr(self, "_export_locked", None)
-        if locked is not None:  # the result layer measured by Export takes paint again
-            layer, editable = locked
-            self._export_locked = None
-            layer.editable = editable
+        return self.start(make_generator, done, label="exporting")
 
     def _write_tables(self, tables: list, message: str) -> list[str]:
         """Write (stem, table, leading columns) as new CSV files in the export folder; their paths."""

@@ -25,7 +25,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinB
 from ..defaults import MAX_CLASS_VALUES
 from ..errors import InputError
 from ..progress import Progress, drain
-from ._base import NO_MODEL_MESSAGE, MicrosegDock, class_colormap, current_frame, display_labels, free_name, ids_features, full_resolution, grey_image, label_features, layer_geometry, layer_names, unique_layer_name, unwritable_reason
+from ._base import NO_MODEL_MESSAGE, MicrosegDock, class_colormap, current_frame, display_labels, free_name, ids_features, full_resolution, grey_image, label_features, layer_geometry, layer_names, snapshot, unique_layer_name, unwritable_reason, worker_copy
 from ._plot import LossPlot
 
 
@@ -64,10 +64,6 @@ class EarlierEpochs:
         self.message = message
 
 
-class LayersRead:
-    """Sent by the training worker once it holds its own copy of the layers (they take paint again)."""
-
-
 def check_training_layers(image: np.ndarray, labels: np.ndarray, partial: bool, output_mode: str | None = None) -> None:
     """Raise InputError for layers that cannot be trained on (shown in the dock): shapes
     (:func:`check_training_shapes`), nothing painted, NaN or infinite intensities, a blank image,
@@ -98,7 +94,8 @@ def read_training_pairs(
     """Worker side of the Training widget: read each (image, labels) pair into memory (lazy layers:
     dask / zarr) and check it (:func:`check_training_layers`, the labels layer's name in the message).
 
-    ``images`` and ``labels`` hold (Y, X) or (T, Y, X) arrays of equal shapes; yields one Progress
+    ``images`` and ``labels`` hold (Y, X) or (T, Y, X) arrays of equal shapes (labels also as
+    :func:`~._base.snapshot` pairs, copied here when not yet copied); yields one Progress
     per pair and returns the lists of numpy arrays, or None when ``stop_event`` was set between
     two pairs (Stop pressed while reading). Doubts that do not stop training (:func:`object_ids_note`)
     are shown and appended to ``notes``."""
@@ -107,7 +104,7 @@ def read_training_pairs(
         if stop_event is not None and stop_event.is_set():
             return None
         yield Progress(index, len(images), f"reading {name}")
-        image, label = np.asarray(image), np.array(label)  # the labels copied: painting later changes nothing here
+        image, label = np.asarray(image), worker_copy(*label) if isinstance(label, tuple) else np.asarray(label)
         try:
             check_training_layers(image, label, partial, output_mode)
         except InputError as err:
@@ -230,9 +227,9 @@ class TrainingWidget(MicrosegDock):
         """The chosen (image, labels) layer data, not read yet: InputError with a clear message for a
         choice that cannot be trained on, found from names and shapes alone (the GUI thread's part).
 
-        Images and labels are returned as they are (numpy, or dask / zarr for lazy layers), to be read
-        and copied in the worker by :func:`read_training_pairs`. Also returns the labels layers'
-        names, for messages; the layers are kept in ``_label_layers``."""
+        Images are returned as they are (numpy, or dask / zarr for lazy layers), read in the worker by
+        :func:`read_training_pairs`; labels as :func:`~._base.snapshot` pairs (small ones copied now,
+        large ones in the worker). Also returns the labels layers' names, for messages."""
         image_names, label_names = list(self.image_layer.value), list(self.labels_layer.value)
         # nothing picked but only one candidate: that is the user's choice (and the list shows it)
         if not image_names and len(self._image_choices()) == 1:
@@ -250,7 +247,7 @@ class TrainingWidget(MicrosegDock):
             shapes = {name: _grey_shape(self.chosen_layer(name, "image")) for name in image_names}
             shapes.update({name: tuple(full_resolution(self.chosen_layer(name, "labels")).shape) for name in label_names})
             image_names, label_names = pair_by_shape_and_name(image_names, label_names, shapes)
-        images, labels, label_layers = [], [], []
+        images, labels = [], []
         for image_name, label_name in zip(image_names, label_names):
             image = grey_image(self.chosen_layer(image_name, "image"))  # RGB layers: grey
             labels_layer = self.chosen_layer(label_name, "labels")
@@ -260,9 +257,7 @@ class TrainingWidget(MicrosegDock):
             except InputError as err:
                 raise InputError(f"{label_name}: {err}") from None
             images.append(image)
-            labels.append(label)  # copied in the worker, while the layer takes no paint (see train)
-            label_layers.append(labels_layer)
-        self._label_layers = label_layers
+            labels.append(snapshot(label))  # painting during the run changes nothing (a large one: copied in the worker)
         self._paired_names = list(zip(image_names, label_names))  # as paired: the model's record says so too
         # messages name the pair ("the image contains NaN" would otherwise carry the labels' name)
         return images, labels, [f"{label} (on {image})" for image, label in zip(image_names, label_names)]
@@ -333,10 +328,6 @@ class TrainingWidget(MicrosegDock):
                 cfg.update(class_names=names, n_classes=len(names))
         sparse = bool(self.sparse.value)
         image_names = [image for image, _ in self._paired_names]
-        # the labels take no paint until the worker has copied them (a copy here stalled the window)
-        self._locked_labels = [(layer, layer.editable) for layer in self._label_layers]
-        for layer, _ in self._locked_labels:
-            layer.editable = False
         stop_event = threading.Event()  # Stop: the trainer stops after this step and keeps the best model
         notes: list[str] = []  # doubts about the layers, said again when the run ends
         self.plot.reset()
@@ -350,7 +341,6 @@ class TrainingWidget(MicrosegDock):
                 yield Progress(0, len(images), "pairs: " + ", ".join(label_names))
             pairs = yield from read_training_pairs(images, labels, label_names, sparse, stop_event, cfg["output_mode"],
                                                    cfg.get("background_value"), notes)
-            yield LayersRead()
             if pairs is None:  # Stop while reading: no training, nothing written
                 return None
             if out_path != wanted:  # said once the layers are read (the reading messages came first)
@@ -381,27 +371,12 @@ class TrainingWidget(MicrosegDock):
                 raise
 
         # the pairs ("<labels> (on <image>)") are said when the run starts and when it ends
-        worker = self.start(make_generator, lambda result: self._finished(result, label_names, notes), on_event=self._on_event,
+        return self.start(make_generator, lambda result: self._finished(result, label_names, notes), on_event=self._on_event,
                           label="training",
                           cooperative_stop=stop_event,
                           stop_message="Stopping after this step; the best model so far is kept ...")
-        if worker is None:
-            self._unlock_labels()
-        return worker
-
-    def _unlock_labels(self) -> None:
-        """The labels layers locked by :meth:`train` take paint again."""
-        for layer, editable in getattr(self, "_locked_labels", []):
-            layer.editable = editable
-        self._locked_labels = []
-
-    def _after_run(self) -> None:
-        self._unlock_labels()
 
     def _on_event(self, event: Any) -> None:
-        if isinstance(event, LayersRead):
-            self._unlock_labels()
-            return
         if isinstance(event, EarlierEpochs):
             self.plot.add_earlier_epochs(event.rows)
             self.plot.refresh()
