@@ -544,3 +544,73 @@ def test_autolabel_ccd_on_an_all_nan_frame_says_one_line(tmp_path, capsys):
         assert main(["autolabel", "ccd", "--input", str(tmp_path / "nan.fits"), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "NaN or infinite" in err and "RuntimeWarning" not in err
+
+
+def test_autolabel_preview_keeps_corrections_written_into_its_array(make_napari_viewer, wait_worker):
+    """A correction written into the preview layer's array (the console, a script: no paint event) was
+    replaced by the next preview; it is now kept as its own layer, as brush edits are."""
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+    from napari_microseg.widgets.autolabel import AutolabelWidget
+
+    image, _ = simulate_nuclei_image((128, 128), 10, seed=6)
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(image, name="stain")
+    widget = AutolabelWidget(viewer)
+    widget.live.value = False
+    widget.stain_layer.value = "stain"
+    wait_worker(widget.preview())
+    widget.preview_layer.data[10:20, 10:20] = 777
+    widget.preview_layer.refresh()
+    widget.otsu_window.value = 41
+    wait_worker(widget.preview())
+    kept = {layer.name: int((layer.data == 777).sum()) for layer in viewer.layers if layer.name.startswith("auto-label")}
+    assert kept.get("auto-label preview (edited)") == 100 and "your edits are kept" in widget.status.text(), kept
+    assert kept.get("auto-label preview") == 0
+    widget.min_diameter.value = widget.min_diameter.value + 1  # nothing edited since: the preview is replaced
+    wait_worker(widget.preview())
+    assert "your edits are kept" not in widget.status.text()
+
+
+def test_table_filling_sizes_columns_once_and_restores_the_table(qtbot):
+    """filling(): the table is filled without per-cell column re-measuring (256 QC tiles took 5.6 s of the
+    GUI thread), and afterwards its resize modes, signals and painting are as before."""
+    from qtpy.QtWidgets import QHeaderView, QTableWidget, QTableWidgetItem
+
+    from napari_microseg.widgets._base import filling
+
+    table = QTableWidget(0, 3)
+    qtbot.addWidget(table)
+    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+    seen = []
+    table.itemChanged.connect(seen.append)
+    with filling(table):
+        assert table.horizontalHeader().sectionResizeMode(0) == QHeaderView.Interactive
+        table.setRowCount(300)
+        for row in range(300):
+            for col in range(3):
+                table.setItem(row, col, QTableWidgetItem(f"{row * col}"))
+    assert [table.horizontalHeader().sectionResizeMode(i) for i in range(3)] == [QHeaderView.ResizeToContents] * 3
+    assert table.updatesEnabled() and not table.signalsBlocked() and seen == []
+    assert table.item(299, 2).text() == str(299 * 2)
+
+
+def test_labels_saved_by_the_plugin_reopen_as_labels_and_calibrated_int64_saves(make_napari_viewer, tmp_path):
+    """A Labels layer saved under napari's suggested name ("movie segmented") reopened as an Image
+    (no painting, not offered to the docks); a calibrated int64 / float16 image layer could not be saved
+    (OME-XML has no such pixel type: tifffile's error)."""
+    from napari_microseg._reader import get_reader
+
+    viewer = make_napari_viewer(show=False)
+    labels = np.zeros((2, 32, 32), np.uint16)
+    labels[:, 4:10, 4:10] = 3
+    layer = viewer.add_labels(labels, name="movie segmented", scale=(1, 0.5, 0.5), units=("s", "um", "um"))
+    (saved,) = layer.save(str(tmp_path / "movie segmented.tif"), plugin="napari-microseg")
+    (data, kwargs, kind), = get_reader(saved)(saved)
+    assert kind == "labels" and np.array_equal(np.asarray(data), labels)
+    for dtype in ("int64", "float16"):
+        values = np.arange(12 * 16).reshape(12, 16).astype(dtype)
+        image = viewer.add_image(values, name=dtype, scale=(0.5, 0.5), units=("um", "um"))
+        (saved,) = image.save(str(tmp_path / f"{dtype}.tif"), plugin="napari-microseg")
+        (data, kwargs, kind), = get_reader(saved)(saved)
+        assert kind == "image" and np.array_equal(np.asarray(data), values.astype(np.float64))
+        assert tuple(kwargs["scale"]) == pytest.approx((0.5, 0.5))

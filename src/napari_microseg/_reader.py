@@ -130,15 +130,20 @@ def read_layers(path: str | list[str]) -> list[tuple]:
 
 def _layer_kind(path: Any, data: Any, kwargs: dict) -> str:
     """``"labels"`` for a single-channel integer image whose name or folder says it holds labels
-    (``*_mask.tif``, ``labels/x.tif``, see :func:`~napari_microseg.training.data.named_as_labels`),
-    so it can be painted and trained on at once; ``"image"`` otherwise."""
+    (``*_mask.tif``, ``labels/x.tif``, see :func:`~napari_microseg.training.data.named_as_labels`)
+    or that this plugin saved from a Labels layer (TIFF Software tag ``LABELS_SOFTWARE``), so it can
+    be painted and trained on at once; ``"image"`` otherwise."""
     from .training.data import named_as_labels
+
+    from .io.images import LABELS_SOFTWARE
 
     full = data[0] if isinstance(data, list) else data
     dtype = getattr(full, "dtype", None)
-    if "channel_axis" in kwargs or dtype is None or dtype.kind not in "biu" or not named_as_labels(path):
+    header = (kwargs.get("metadata") or {}).get("header", {})
+    saved_as_labels = header.get("software") == LABELS_SOFTWARE  # written by this plugin from a Labels layer
+    if "channel_axis" in kwargs or dtype is None or dtype.kind not in "biu" or not (saved_as_labels or named_as_labels(path)):
         return "image"
-    axes = str((kwargs.get("metadata") or {}).get("header", {}).get("axes", ""))
+    axes = str(header.get("axes", ""))
     if "S" in axes or (full.ndim == 3 and full.shape[-1] in (3, 4) and len(kwargs.get("scale", ())) != 3):
         return "image"  # colour (an RGB mask export): no labels to paint, and its samples are no frames
     return "labels"

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError
-from .io.images import calibration_from_layer, write_tiff
+from .io.images import LABELS_SOFTWARE, calibration_from_layer, write_tiff
 from .io.tables import TRACKS_COLUMNS, tracks_table_from_layer, write_csv
 
 
@@ -79,7 +79,8 @@ def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
     dtype = np.int32 if low < 0 else label_dtype(high)
     target = _with_suffix(path, (".tif", ".tiff"), ".tif")
     # the layer's physical scale (um, min) goes with it, as the reader set it from the movie
-    write_tiff(target, arr.astype(dtype), overwrite=True, calibration=calibration_from_layer(meta.get("scale"), meta.get("units")))
+    write_tiff(target, arr.astype(dtype), overwrite=True, calibration=calibration_from_layer(meta.get("scale"), meta.get("units")),
+               software=LABELS_SOFTWARE)  # reopened as labels, whatever the file's name
     return [str(target)]
 
 

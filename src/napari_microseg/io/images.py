@@ -227,6 +227,9 @@ def _read_tiff(path: Path, lazy_above_bytes: int | None = None) -> ImageData:
         # without metadata the same way, and those frames must stay frames
         if tif.imagej_metadata:
             meta["imagej"] = {k: v for k, v in tif.imagej_metadata.items() if isinstance(v, (int, float, str))}
+        software = tif.pages[0].software if len(tif.pages) else ""
+        if software:  # LABELS_SOFTWARE: a labels layer saved by this plugin, opened as labels again
+            meta["software"] = str(software)
         calibration = _tiff_calibration(tif)
         if calibration:
             meta["calibration"] = calibration
@@ -484,6 +487,11 @@ def _drop_size_one_axes_named(image: ImageData, axes: str) -> str:
     return "".join(axes[i] for i in keep) if axes else ""
 
 
+#: the TIFF Software tag of labels this package writes (napari's Save of a Labels layer, segmentation
+#: results): its reader opens such a file as a Labels layer whatever its name
+LABELS_SOFTWARE = "napari-microseg labels"
+
+
 def write_tiff(path: str | os.PathLike, data: np.ndarray, overwrite: bool = False, calibration: dict | None = None,
                **kwargs: Any) -> Path:
     """Write ``data`` (any shape, e.g. (Y, X) or (T, Y, X)) to a TIFF file atomically.
@@ -517,9 +525,47 @@ def write_tiff(path: str | os.PathLike, data: np.ndarray, overwrite: bool = Fals
     if ome and "imagej" not in kwargs:
         kwargs["ome"] = True
         kwargs["metadata"] = {**(kwargs.get("metadata") or {}), **ome}
+        if dtype.name in OME_UNSUPPORTED:  # OME-XML has no such pixel type: a type that holds every value
+            wider = _ome_dtype(contents, dtype, target.name)
+            if "shape" in contents:  # frame by frame
+                contents["data"] = (frame.astype(wider) for frame in contents["data"])
+                contents["dtype"] = wider
+            else:
+                contents["data"] = contents["data"].astype(wider)
+            dtype = np.dtype(wider)
+            kwargs["compression"] = "zlib" if dtype.kind in "iub" else None
     with atomic_path(target) as tmp:
         tifffile.imwrite(tmp, **contents, **kwargs)
     return target
+
+
+#: pixel types OME-XML cannot name (a calibrated TIFF is written as OME-TIFF)
+OME_UNSUPPORTED = ("int64", "uint64", "float16", "bool")
+
+
+def _ome_dtype(contents: dict, dtype: np.dtype, name: str) -> np.dtype:
+    """The OME pixel type that holds every value of ``contents`` (written with a calibration):
+    float16 -> float32, bool -> uint8, int64 / uint64 -> the smallest of uint8 ... int32 / uint32 that
+    holds their range (InputError when none does)."""
+    if dtype.name == "float16":
+        return np.dtype(np.float32)
+    if dtype.name == "bool":
+        return np.dtype(np.uint8)
+    if "shape" in contents:  # a lazy stack: its range frame by frame (read again when written)
+        lo, hi = 0, 0
+        frames = list(contents["data"])
+        for frame in frames:
+            lo, hi = min(lo, int(frame.min())), max(hi, int(frame.max()))
+        contents["data"] = iter(frames)
+    else:
+        arr = contents["data"]
+        lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+    for candidate in (np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32):
+        info = np.iinfo(candidate)
+        if info.min <= lo and hi <= info.max:
+            return np.dtype(candidate)
+    raise InputError(f"{name}: values from {lo} to {hi} do not fit the 32-bit integers a calibrated (OME) TIFF "
+                     "holds: convert the layer to float (or remove its units) first")
 
 
 def calibration_from_layer(scale: Any, units: Any) -> dict:

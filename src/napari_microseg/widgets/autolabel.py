@@ -19,7 +19,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
 from ..errors import InputError
-from ._base import MicrosegDock, current_frame, display_labels, full_resolution, grey_image, ids_features, layer_geometry, layer_names, unique_layer_name
+from ._base import GUI_COPY_BYTES, MicrosegDock, current_frame, display_labels, filling, full_resolution, grey_image, ids_features, labels_digest, layer_geometry, layer_names, unique_layer_name
 
 PREVIEW_DELAY_MS = 400
 #: frames larger than this (pixels) get no live preview (minutes and GBs each; Apply still labels them)
@@ -108,6 +108,7 @@ class AutolabelWidget(MicrosegDock):
         self.follow_layers(self.stain_layer, self.target_layer)
         self.preview_layer = None
         self._preview_painted = False  # the user painted into the preview layer since it was last written
+        self._preview_digest: str | None = None  # labels_digest of what the dock last wrote there (small layers)
         self._preview_hidden_by_failure = False  # a failed preview hid the last one: the next shows it again
         self.labels_layer = None
         self.qc = None
@@ -192,14 +193,20 @@ class AutolabelWidget(MicrosegDock):
             labels = yield from autolabel_frame_iter(np.asarray(frame), **params, size_report=sizes)  # Stop between steps
             labels = display_labels(labels)
             features = ids_features(labels)  # in the worker: big frames take a while
-            return (labels if t is None else _in_stack(labels, stack_shape, t)), len(features), features
+            full = labels if t is None else _in_stack(labels, stack_shape, t)
+            return full, len(features), features, labels_digest(full) if full.nbytes <= GUI_COPY_BYTES else None
 
         def done(outcome: tuple) -> None:
             if not self._following_viewer:  # the dock was closed while it ran: nobody asked for it now
                 return
-            full, n_nuclei, features = outcome
+            full, n_nuclei, features, digest = outcome
             kept = ""
-            if self.preview_layer is not None and self.preview_layer in self.viewer.layers and self._preview_painted:
+            shown = self.preview_layer is not None and self.preview_layer in self.viewer.layers
+            if shown and not self._preview_painted and self._preview_digest is not None \
+                    and self.preview_layer.data.nbytes <= GUI_COPY_BYTES:
+                # edits written into the array (a script, the console) send no paint event: compared (~30 ms)
+                self._preview_painted = labels_digest(self.preview_layer.data) != self._preview_digest
+            if shown and self._preview_painted:
                 # the user painted into the preview: keep those edits as their own layer
                 self.preview_layer.name = unique_layer_name(self.viewer, "auto-label preview (edited)")
                 kept = f"; your edits are kept in '{self.preview_layer.name}'"
@@ -218,6 +225,7 @@ class AutolabelWidget(MicrosegDock):
                     setattr(self.preview_layer, key, value)
             self.preview_layer.features = features
             self._preview_painted = False
+            self._preview_digest = digest
             if self._preview_hidden_by_failure:  # shown again; a preview the user hid stays hidden
                 self.preview_layer.visible = True
                 self._preview_hidden_by_failure = False
@@ -375,12 +383,13 @@ class AutolabelWidget(MicrosegDock):
             self.viewer.add_shapes(rects, shape_type="rectangle", edge_color=colours, face_color="transparent",
                                    edge_width=max(2, th // 100), name=name, **layer_geometry(layer, 2),
                                    features={"kept": table.kept.to_numpy(), "reason": table.reason.to_numpy()})
-            self.qc_table.setRowCount(len(table))
             self.qc_table.setVisible(True)
-            for row, rec in table.reset_index(drop=True).iterrows():
-                values = [rec.tile, rec.y, rec.x, f"{rec.foreground_fraction:.3f}", rec.n_objects, "yes" if rec.kept else "no", rec.reason]
-                for col, value in enumerate(values):
-                    self.qc_table.setItem(row, col, QTableWidgetItem(str(value)))
+            with filling(self.qc_table):
+                self.qc_table.setRowCount(len(table))
+                for row, rec in enumerate(table.itertuples(index=False)):
+                    values = [rec.tile, rec.y, rec.x, f"{rec.foreground_fraction:.3f}", rec.n_objects, "yes" if rec.kept else "no", rec.reason]
+                    for col, value in enumerate(values):
+                        self.qc_table.setItem(row, col, QTableWidgetItem(str(value)))
             self.show_message(f"QC: kept {int(table.kept.sum())} of {len(table)} tiles of {th}x{tw} px; "
                               f"'{self.qc_labels_layer.name}' has the dropped tiles -1 (not annotated): train on it "
                               "to leave them out")

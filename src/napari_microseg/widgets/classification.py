@@ -24,7 +24,7 @@ from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 from ..errors import InputError, MicrosegError
 from ..pretrained import list_pretrained_for
 from ..colours import class_colour
-from ._base import (NO_MODEL_MESSAGE, MicrosegDock, chosen_model_path, display_labels, dock_action, frame_label_map, free_name, full_resolution, grey_image, label_features,
+from ._base import (NO_MODEL_MESSAGE, MicrosegDock, chosen_model_path, display_labels, dock_action, filling, frame_label_map, free_name, full_resolution, grey_image, label_features,
                     layer_geometry, layer_names, reset_choices_in_order, result_line, section_header, show_frame, span_row,
                     unique_layer_name, unique_stack_ids, unwritable_reason, with_frame_labels)
 from ._plot import BG, LossPlot
@@ -326,14 +326,15 @@ class ClassificationWidget(MicrosegDock):
         self.table.setVisible(True)
         self.table.setColumnCount(len(shown))
         self.table.setHorizontalHeaderLabels(shown)
-        self.table.setRowCount(len(table))
-        for row, rec in enumerate(table[shown].itertuples(index=False)):
-            bad = "verdict" in shown and rec[shown.index("verdict")] == "bad"
-            for col, value in enumerate(rec):
-                item = QTableWidgetItem(f"{value:.3f}" if isinstance(value, float) else str(value))
-                if bad:
-                    item.setBackground(QColor("#7a2e2e"))
-                self.table.setItem(row, col, item)
+        with filling(self.table):
+            self.table.setRowCount(len(table))
+            for row, rec in enumerate(table[shown].itertuples(index=False)):
+                bad = "verdict" in shown and rec[shown.index("verdict")] == "bad"
+                for col, value in enumerate(rec):
+                    item = QTableWidgetItem(f"{value:.3f}" if isinstance(value, float) else str(value))
+                    if bad:
+                        item.setBackground(QColor("#7a2e2e"))
+                    self.table.setItem(row, col, item)
 
     def _jump(self) -> None:
         rows = sorted({i.row() for i in self.table.selectedIndexes()})

@@ -27,7 +27,7 @@ from ..pretrained import list_pretrained_for
 from ..colours import class_colour
 from ._base import (NO_MODEL_MESSAGE, MicrosegDock, chosen_model_path, class_colormap, current_frame, display_labels, dock_action, free_names, full_resolution,
                     frame_label_map, grey_image, result_line, label_features, layer_geometry, layer_names, reset_choices_in_order, section_header, span_row, unique_layer_name,
-                    unique_stack_ids, unwritable_reason, with_frame_labels, snapshot, worker_copy)
+                    unique_stack_ids, unwritable_reason, with_frame_labels, snapshot, worker_copy, filling, labels_digest)
 
 FILE_CHOICE = "model file ..."
 #: the model chosen when the widget opens (the shipped nuclei model), if it is installed
@@ -501,15 +501,16 @@ class SegmentationWidget(MicrosegDock):
                                   else min(int(self.viewer.dims.current_step[0]), class_map.shape[0] - 1)]
         class_id = list(self.result.class_names).index(self.find_class.value)
         self.tiles = tiles_with_class(class_map, class_id, tile=256)
-        self.tile_table.setRowCount(len(self.tiles))
         self.tile_table.setVisible(True)
         from qtpy.QtCore import QTimer
 
         # the list sits below the form: brought into view once laid out (it appeared off-screen)
         QTimer.singleShot(0, lambda: self.scroll.ensureWidgetVisible(self.tile_table))
-        for row, rec in self.tiles.iterrows():
-            for col, value in enumerate([int(rec.y0), int(rec.x0), int(rec.pixels), f"{int(rec.tile_row)},{int(rec.tile_col)}"]):
-                self.tile_table.setItem(row, col, QTableWidgetItem(str(value)))
+        with filling(self.tile_table):
+            self.tile_table.setRowCount(len(self.tiles))
+            for row, rec in enumerate(self.tiles.itertuples(index=False)):
+                for col, value in enumerate([int(rec.y0), int(rec.x0), int(rec.pixels), f"{int(rec.tile_row)},{int(rec.tile_col)}"]):
+                    self.tile_table.setItem(row, col, QTableWidgetItem(str(value)))
         self.show_message(f"{len(self.tiles)} tiles hold '{self.find_class.value}'")
         return self.tiles
 
@@ -722,17 +723,6 @@ def fine_tuned_name(base: Path) -> Path:
 
 #: result layers up to this size (bytes) are checked for corrections on the GUI thread when exporting (~0.05 s)
 EXPORT_CHECK_BYTES = 64 * 2**20
-
-
-def labels_digest(labels: Any) -> str:
-    """A fingerprint of a label array's values, shape and dtype (BLAKE2b, ~1 GB/s): Export compares the
-    result layer's with the one it had when added to see corrections that emitted no event."""
-    import hashlib
-
-    arr = np.ascontiguousarray(np.asarray(labels))
-    digest = hashlib.blake2b(arr.view(np.uint8).ravel(), digest_size=16)
-    digest.update(f"{arr.shape}{arr.dtype}".encode())
-    return digest.hexdigest()
 
 
 def layer_data(result: Any, stack_shape: tuple, t: int | None) -> tuple[np.ndarray, Any]:

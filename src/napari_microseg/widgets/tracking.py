@@ -18,7 +18,7 @@ from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableW
 
 from ..errors import InputError
 from ..progress import Progress
-from ._base import (MicrosegDock, dock_action, frame_label_map, free_name, free_names, grey_image, label_features, layer_geometry, layer_names, unique_layer_name,
+from ._base import (MicrosegDock, dock_action, filling, frame_label_map, free_name, free_names, grey_image, label_features, layer_geometry, layer_names, unique_layer_name,
                     unwritable_reason, with_frame_labels)
 
 NO_IMAGE = "(none)"
@@ -214,15 +214,14 @@ class TrackingWidget(MicrosegDock):
         table = self.result.table
         summary = table.groupby("track_id").agg(start=("t", "min"), end=("t", "max"), frames=("t", "size"),
                                                 parent=("parent_track_id", "first"), generation=("generation", "first"))
-        self.table.blockSignals(True)
-        self.table.setRowCount(len(summary))
-        for row, (track_id, rec) in enumerate(summary.iterrows()):
-            values = [track_id, rec.start, rec.end, rec.frames, rec.parent, rec.generation]
-            for col, value in enumerate(values):
-                item = QTableWidgetItem()
-                item.setData(0, int(value))
-                self.table.setItem(row, col, item)
-        self.table.blockSignals(False)
+        with filling(self.table):
+            self.table.setRowCount(len(summary))
+            for row, (track_id, rec) in enumerate(summary.iterrows()):
+                values = [track_id, rec.start, rec.end, rec.frames, rec.parent, rec.generation]
+                for col, value in enumerate(values):
+                    item = QTableWidgetItem()
+                    item.setData(0, int(value))
+                    self.table.setItem(row, col, item)
 
     # -- table interaction --------------------------------------------------
     def selected_track_ids(self) -> list[int]:

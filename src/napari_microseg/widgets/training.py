@@ -89,13 +89,14 @@ def check_training_layers(image: np.ndarray, labels: np.ndarray, partial: bool, 
 def read_training_pairs(
     images: list[Any], labels: list[Any], label_names: list[str], partial: bool,
     stop_event: threading.Event | None = None, output_mode: str | None = None, background_value: int | None = None,
-    notes: list[str] | None = None,
+    notes: list[str] | None = None, labels_copied: list[bool] | None = None,
 ) -> Generator[Progress, None, tuple[list[np.ndarray], list[np.ndarray]] | None]:
     """Worker side of the Training widget: read each (image, labels) pair into memory (lazy layers:
     dask / zarr) and check it (:func:`check_training_layers`, the labels layer's name in the message).
 
-    ``images`` and ``labels`` hold (Y, X) or (T, Y, X) arrays of equal shapes (labels also as
-    :func:`~._base.snapshot` pairs, copied here when not yet copied); yields one Progress
+    ``images`` and ``labels`` hold (Y, X) or (T, Y, X) arrays of equal shapes; ``labels_copied``
+    says which labels are copies already (:func:`~._base.snapshot`; the others are copied here,
+    None: all are copies); yields one Progress
     per pair and returns the lists of numpy arrays, or None when ``stop_event`` was set between
     two pairs (Stop pressed while reading). Doubts that do not stop training (:func:`object_ids_note`)
     are shown and appended to ``notes``."""
@@ -104,7 +105,8 @@ def read_training_pairs(
         if stop_event is not None and stop_event.is_set():
             return None
         yield Progress(index, len(images), f"reading {name}")
-        image, label = np.asarray(image), worker_copy(*label) if isinstance(label, tuple) else np.asarray(label)
+        copied = labels_copied is None or labels_copied[index]
+        image, label = np.asarray(image), worker_copy(label, copied)
         try:
             check_training_layers(image, label, partial, output_mode)
         except InputError as err:
@@ -228,8 +230,9 @@ class TrainingWidget(MicrosegDock):
         choice that cannot be trained on, found from names and shapes alone (the GUI thread's part).
 
         Images are returned as they are (numpy, or dask / zarr for lazy layers), read in the worker by
-        :func:`read_training_pairs`; labels as :func:`~._base.snapshot` pairs (small ones copied now,
-        large ones in the worker). Also returns the labels layers' names, for messages."""
+        :func:`read_training_pairs`; small in-memory labels copied now, large ones as they are, to be
+        copied in the worker (``_labels_copied`` says which; :func:`~._base.snapshot`). Also returns the
+        labels layers' names, for messages."""
         image_names, label_names = list(self.image_layer.value), list(self.labels_layer.value)
         # nothing picked but only one candidate: that is the user's choice (and the list shows it)
         if not image_names and len(self._image_choices()) == 1:
@@ -247,7 +250,7 @@ class TrainingWidget(MicrosegDock):
             shapes = {name: _grey_shape(self.chosen_layer(name, "image")) for name in image_names}
             shapes.update({name: tuple(full_resolution(self.chosen_layer(name, "labels")).shape) for name in label_names})
             image_names, label_names = pair_by_shape_and_name(image_names, label_names, shapes)
-        images, labels = [], []
+        images, labels, labels_copied = [], [], []
         for image_name, label_name in zip(image_names, label_names):
             image = grey_image(self.chosen_layer(image_name, "image"))  # RGB layers: grey
             labels_layer = self.chosen_layer(label_name, "labels")
@@ -257,7 +260,10 @@ class TrainingWidget(MicrosegDock):
             except InputError as err:
                 raise InputError(f"{label_name}: {err}") from None
             images.append(image)
-            labels.append(snapshot(label))  # painting during the run changes nothing (a large one: copied in the worker)
+            label, copied = snapshot(label)  # painting during the run changes nothing (a large one: copied in the worker)
+            labels.append(label)
+            labels_copied.append(copied)
+        self._labels_copied = labels_copied  # which labels are copies already (large ones: copied in the worker)
         self._paired_names = list(zip(image_names, label_names))  # as paired: the model's record says so too
         # messages name the pair ("the image contains NaN" would otherwise carry the labels' name)
         return images, labels, [f"{label} (on {image})" for image, label in zip(image_names, label_names)]
@@ -268,7 +274,8 @@ class TrainingWidget(MicrosegDock):
         images, labels, names = self.chosen_training_layers()
         return drain(read_training_pairs(images, labels, names, bool(self.sparse.value),
                                          output_mode=str(self.output_mode.value),
-                                         background_value=self.config().get("background_value")))
+                                         background_value=self.config().get("background_value"),
+                                         labels_copied=self._labels_copied))
 
     def _show_background_id(self, *_: Any) -> None:
         """'background id' matters with sparse labels only: editable with them, greyed out otherwise
@@ -328,6 +335,7 @@ class TrainingWidget(MicrosegDock):
                 cfg.update(class_names=names, n_classes=len(names))
         sparse = bool(self.sparse.value)
         image_names = [image for image, _ in self._paired_names]
+        labels_copied = list(self._labels_copied)
         stop_event = threading.Event()  # Stop: the trainer stops after this step and keeps the best model
         notes: list[str] = []  # doubts about the layers, said again when the run ends
         self.plot.reset()
@@ -340,7 +348,7 @@ class TrainingWidget(MicrosegDock):
             if len(label_names) > 1:  # which labels go with which image, said before any work
                 yield Progress(0, len(images), "pairs: " + ", ".join(label_names))
             pairs = yield from read_training_pairs(images, labels, label_names, sparse, stop_event, cfg["output_mode"],
-                                                   cfg.get("background_value"), notes)
+                                                   cfg.get("background_value"), notes, labels_copied)
             if pairs is None:  # Stop while reading: no training, nothing written
                 return None
             if out_path != wanted:  # said once the layers are read (the reading messages came first)
