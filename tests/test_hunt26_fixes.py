@@ -614,3 +614,25 @@ def test_labels_saved_by_the_plugin_reopen_as_labels_and_calibrated_int64_saves(
         (data, kwargs, kind), = get_reader(saved)(saved)
         assert kind == "image" and np.array_equal(np.asarray(data), values.astype(np.float64))
         assert tuple(kwargs["scale"]) == pytest.approx((0.5, 0.5))
+
+
+def test_open_files_as_stack_gives_one_layer(make_napari_viewer, tmp_path):
+    """File > Open Files as Stack with this plugin: one (N, Y, X) layer in the order given, calibrated as
+    the first file (it gave one layer per file); files of other shapes: a one-line refusal."""
+    import tifffile
+
+    from napari_microseg._reader import get_reader
+    from napari_microseg.errors import InputError
+
+    paths = []
+    for i in range(3):
+        tifffile.imwrite(tmp_path / f"t{i}.tif", np.full((20, 30), i, np.uint8))
+        paths.append(str(tmp_path / f"t{i}.tif"))
+    viewer = make_napari_viewer(show=False)
+    (layer,) = viewer.open(paths, stack=True, plugin="napari-microseg")
+    assert layer.data.shape == (3, 20, 30) and [int(layer.data[i].max()) for i in range(3)] == [0, 1, 2]
+    tifffile.imwrite(tmp_path / "odd.tif", np.zeros((10, 10), np.uint8))
+    with pytest.raises(InputError, match="only files of one shape"):
+        get_reader([*paths, str(tmp_path / "odd.tif")])([*paths, str(tmp_path / "odd.tif")])
+    (single,) = viewer.open(paths[:1], stack=True, plugin="napari-microseg")  # one file: as it is
+    assert single.data.shape == (20, 30)

@@ -8,6 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
+from .errors import InputError
 from .io.images import LAZY_TIFF_BYTES, image_kind, read_image
 from .training.data import LABEL_FOLDERS
 
@@ -125,7 +128,37 @@ def read_layers(path: str | list[str]) -> list[tuple]:
                 and isinstance(kwargs["name"], str) and "label" not in kwargs["name"].lower():
             kwargs["name"] += " labels"  # images/x.tif and labels/x.tif: "x" and "x labels", not "x [1]"
         layers.append((data, kwargs, kind))
+    if len(layers) > 1:  # napari hands a list of files over only for File > Open Files as Stack
+        return [_stacked(layers, paths)]
     return layers
+
+
+def _stacked(layers: list[tuple], paths: list) -> tuple:
+    """The files of ``layers`` (one each, read by :func:`read_layers`) as one layer with a new first axis,
+    in the order given (lazily when any is on disk); named, calibrated and typed as the first. Files of
+    other shapes, several channels or pyramids cannot stack: InputError naming the first that differs."""
+    first_data, first_kwargs, kind = layers[0]
+    for (data, kwargs, _), p in zip(layers, paths):
+        if "channel_axis" in kwargs or kwargs.get("multiscale"):
+            raise InputError(f"{Path(str(p)).name}: files of several channels or resolutions cannot be opened as a stack")
+        if tuple(data.shape) != tuple(first_data.shape):
+            raise InputError(f"{Path(str(p)).name} has shape {tuple(data.shape)}, {Path(str(paths[0])).name} "
+                             f"{tuple(first_data.shape)}: only files of one shape open as a stack")
+    arrays = [data for data, _, _ in layers]
+    if any(not isinstance(a, np.ndarray) for a in arrays):
+        import dask.array as da
+
+        stack = da.stack([da.asarray(a) for a in arrays])
+    else:
+        stack = np.stack(arrays)
+    kwargs = dict(first_kwargs)
+    for key in ("scale", "translate"):
+        if key in kwargs:  # the new axis: one step per file
+            kwargs[key] = (1.0 if key == "scale" else 0.0, *kwargs[key])
+    if "units" in kwargs:
+        kwargs["units"] = ("pixel", *kwargs["units"])
+    kinds = {k for _, _, k in layers}
+    return stack, kwargs, kind if len(kinds) == 1 else "image"
 
 
 def _layer_kind(path: Any, data: Any, kwargs: dict) -> str:
