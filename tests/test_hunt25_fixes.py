@@ -584,8 +584,9 @@ def test_an_image_and_its_labels_folder_twin_open_under_two_names(tmp_path):
     for folder in ("images", "masks"):
         (tmp_path / folder).mkdir()
         tifffile.imwrite(tmp_path / folder / "x.tif", np.zeros((16, 16), np.uint16))
-    (image, kw_image, kind_image), (labels, kw_labels, kind_labels) = read_layers(
-        [str(tmp_path / "images" / "x.tif"), str(tmp_path / "masks" / "x.tif")])
+    # napari hands files opened together to the reader one by one (a list only for "Open Files as Stack")
+    (image, kw_image, kind_image), = read_layers(str(tmp_path / "images" / "x.tif"))
+    (labels, kw_labels, kind_labels), = read_layers(str(tmp_path / "masks" / "x.tif"))
     assert (kw_image["name"], kind_image) == ("x", "image") and (kw_labels["name"], kind_labels) == ("x labels", "labels")
 
 
