@@ -636,3 +636,14 @@ def test_open_files_as_stack_gives_one_layer(make_napari_viewer, tmp_path):
         get_reader([*paths, str(tmp_path / "odd.tif")])([*paths, str(tmp_path / "odd.tif")])
     (single,) = viewer.open(paths[:1], stack=True, plugin="napari-microseg")  # one file: as it is
     assert single.data.shape == (20, 30)
+
+
+def test_3d_tracks_saved_by_the_plugin_open_again(make_napari_viewer, tmp_path):
+    """The tracks writer saves 3-D tracks with a z column (as the contract says); the reader refused them."""
+    viewer = make_napari_viewer(show=False)
+    data = np.array([[1, 0, 2, 10, 10], [1, 1, 3, 11, 10], [2, 0, 5, 30, 30], [2, 1, 5, 31, 29]], float)
+    layer = viewer.add_tracks(data, name="3d tracks")
+    (saved,) = layer.save(str(tmp_path / "tracks3d.csv"), plugin="napari-microseg")
+    assert pd.read_csv(saved).columns[:5].tolist() == ["track_id", "t", "z", "y", "x"]
+    (reopened,) = viewer.open(saved, plugin="napari-microseg")
+    np.testing.assert_allclose(reopened.data[np.lexsort((reopened.data[:, 1], reopened.data[:, 0]))], data)

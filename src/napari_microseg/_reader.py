@@ -64,17 +64,17 @@ def layer_calibration(image) -> dict:
 
 
 def _is_tracks_csv(path: Any) -> bool:
-    """True for a 2-D ``tracks.csv`` (its header names ``track_id, t, y, x`` and no ``z``)."""
+    """True for a ``tracks.csv`` (its header names ``track_id, t, y, x``; ``z`` too for 3-D tracks)."""
     try:
         with open(path, encoding="utf-8") as table:
             header = {name.strip() for name in table.readline().split(",")}
     except (OSError, UnicodeDecodeError):
         return False
-    return {"track_id", "t", "y", "x"} <= header and "z" not in header
+    return {"track_id", "t", "y", "x"} <= header
 
 
 def read_tracks_layer(path: str | list[str]) -> list[tuple]:
-    """``tracks.csv`` files as napari Tracks layers (``(track_id, t, y, x)`` with the division graph and
+    """``tracks.csv`` files as napari Tracks layers (``(track_id, t, [z,] y, x)`` with the division graph and
     the other columns as properties): what the plugin's tracks writer saved opens again. A table of
     several movies (``microseg batch track``'s, with an ``image`` column; ids restart per movie) gives
     one layer per movie."""
@@ -90,7 +90,11 @@ def read_tracks_layer(path: str | list[str]) -> list[tuple]:
             raise InputError(f"{Path(p).name} holds no tracks (a movie without objects?): nothing to show")
         movies = table.groupby("image", sort=False) if "image" in table.columns else [(None, table)]
         for movie, rows in movies:
-            data, kwargs = tracks_result_from_table(rows.drop(columns="image", errors="ignore"), Path(p).name).napari_tracks()
+            result = tracks_result_from_table(rows.drop(columns="image", errors="ignore"), Path(p).name)
+            data, kwargs = result.napari_tracks()
+            if "z" in result.table.columns:  # 3-D tracks, as the writer saves them: (track_id, t, z, y, x)
+                data = result.table[["track_id", "t", "z", "y", "x"]].to_numpy(dtype=np.float64)
+                kwargs["properties"].pop("z", None)
             name = Path(p).stem if movie is None else f"{Path(p).stem} {movie}"
             layers.append((data, {**kwargs, "name": name}, "tracks"))
     return layers
