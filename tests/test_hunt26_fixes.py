@@ -647,3 +647,24 @@ def test_3d_tracks_saved_by_the_plugin_open_again(make_napari_viewer, tmp_path):
     assert pd.read_csv(saved).columns[:5].tolist() == ["track_id", "t", "z", "y", "x"]
     (reopened,) = viewer.open(saved, plugin="napari-microseg")
     np.testing.assert_allclose(reopened.data[np.lexsort((reopened.data[:, 1], reopened.data[:, 0]))], data)
+
+
+def test_tracks_of_a_calibrated_run_open_over_the_calibrated_movie(tmp_path):
+    """microseg track on a movie stating 0.5 um pixels and 2 min frames: its tracks.csv (pixels, frames)
+    opened at scale 1, off the movie the reader opens in micrometres and minutes; it now takes the run's
+    calibration from track_config.json."""
+    import tifffile
+
+    from napari_microseg._reader import get_reader
+    from napari_microseg.cli import main
+
+    stack = np.zeros((4, 48, 48), np.uint16)
+    for t in range(4):
+        stack[t, 10:18, 10 + t:18 + t] = 1
+    tifffile.imwrite(tmp_path / "labels.tif", stack)
+    assert main(["track", "--labels", str(tmp_path / "labels.tif"), "--out", str(tmp_path / "out"),
+                 "--pixel-size", "0.5", "--frame-interval", "2"]) == 0
+    tracks = str(tmp_path / "out" / "tracks.csv")
+    (_, kwargs, kind), = get_reader(tracks)(tracks)
+    assert kind == "tracks" and tuple(kwargs["scale"]) == (2.0, 0.5, 0.5)
+    assert tuple(kwargs["units"]) == ("minute", "micrometer", "micrometer")

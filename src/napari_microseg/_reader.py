@@ -96,8 +96,27 @@ def read_tracks_layer(path: str | list[str]) -> list[tuple]:
                 data = result.table[["track_id", "t", "z", "y", "x"]].to_numpy(dtype=np.float64)
                 kwargs["properties"].pop("z", None)
             name = Path(p).stem if movie is None else f"{Path(p).stem} {movie}"
-            layers.append((data, {**kwargs, "name": name}, "tracks"))
+            layers.append((data, {**kwargs, "name": name, **_track_run_calibration(Path(p), data.shape[1] - 1)},
+                           "tracks"))
     return layers
+
+
+def _track_run_calibration(tracks_csv: Path, ndim: int) -> dict:
+    """napari ``scale`` and ``units`` of tracks that ``microseg track`` wrote (frames and pixels in
+    tracks.csv), from the run's ``track_config.json`` beside it (minutes per frame, micrometres per
+    pixel), so they lie over the calibrated movie the reader opens; empty when it states none."""
+    import json
+
+    try:
+        units = json.loads((tracks_csv.parent / "track_config.json").read_text()).get("units") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+    pixel, interval = units.get("pixel_size_um"), units.get("frame_interval_min")
+    if not (pixel or interval):
+        return {}
+    scale = [float(interval or 1.0)] + [float(pixel or 1.0)] * (ndim - 1)
+    names = ["minute" if interval else "pixel"] + ["micrometer" if pixel else "pixel"] * (ndim - 1)
+    return {"scale": tuple(scale), "units": tuple(names)}
 
 
 def read_layers(path: str | list[str]) -> list[tuple]:
