@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -668,3 +671,81 @@ def test_tracks_of_a_calibrated_run_open_over_the_calibrated_movie(tmp_path):
     (_, kwargs, kind), = get_reader(tracks)(tracks)
     assert kind == "tracks" and tuple(kwargs["scale"]) == (2.0, 0.5, 0.5)
     assert tuple(kwargs["units"]) == ("minute", "micrometer", "micrometer")
+
+
+def test_batch_inputs_leave_out_earlier_runs_follow_linked_folders_and_keep_png_folders(tmp_path):
+    """A search of an input folder: an earlier run's output inside it (its labels, relabelled stacks,
+    probabilities) was read again as new inputs; a linked sub-folder was skipped without a word; a folder
+    of PNG images was dropped as "previews" once a TIFF was anywhere else in the tree."""
+    from napari_microseg.batch import find_batch_inputs
+
+    data = tmp_path / "data"
+    for rel in ("m0.tif", "run1/labels/m0.tif", "run1/tracks_labels/m0.tif", "pngs/p0.png", "pngs/p1.png",
+                "mixed/x.tif", "mixed/x_preview.png"):
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        (data / rel).write_bytes(b"0")
+    (data / "run1" / "batch_config.json").write_text("{}")  # an earlier run's --out
+    (tmp_path / "elsewhere" / "plate").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "plate" / "w1.tif").write_bytes(b"0")
+    os.symlink(tmp_path / "elsewhere" / "plate", data / "plate_link")
+    ignored = []
+    found = [rel for _, rel in find_batch_inputs(data, ignored=ignored)]
+    assert found == ["m0.tif", "mixed/x.tif", "plate_link/w1.tif", "pngs/p0.png", "pngs/p1.png"], found
+    assert {p.name for p in map(Path, ignored)} >= {"x_preview.png"}
+    assert sum("run1" in str(p) for p in ignored) == 2
+    # a pattern leaves the earlier run out too
+    assert [rel for _, rel in find_batch_inputs(str(data / "**" / "*.tif"))] == ["m0.tif", "mixed/x.tif",
+                                                                                  "plate_link/w1.tif"]
+
+
+def test_a_linked_folder_that_points_up_the_tree_is_walked_once(tmp_path):
+    from napari_microseg.batch import find_batch_inputs
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.tif").write_bytes(b"0")
+    os.symlink(tmp_path, tmp_path / "a" / "up")  # a cycle
+    assert [path.name for path, _ in find_batch_inputs(tmp_path)] == ["x.tif"]
+
+
+def test_segment_and_batch_share_a_lock_on_their_output_folder(tmp_path, capsys):
+    """Two runs into one --out at once: the second is refused (microseg segment took no lock, and the
+    run finishing last replaced the other's tables); a stated default is no change of settings."""
+    from napari_microseg.batch.runner import _is_default, acquire_out_lock
+    from napari_microseg.cli import main
+    from napari_microseg.pretrained import pretrained_path
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "in").mkdir()
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "in" / "a.tif", np.zeros((32, 32), np.uint16))
+    import json
+    import socket
+
+    lock = acquire_out_lock(out)
+    lock.write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname()}))  # another live run holds it
+    assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "in"),
+                 "--out", str(out), "--quiet"]) == 2
+    assert "in use by another run" in capsys.readouterr().err and not (out / "counts.csv").exists()
+    lock.unlink()
+    assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "in"),
+                 "--out", str(out), "--quiet"]) == 0
+    assert not (out / ".batch.lock").exists()  # released at the end
+    model = str(pretrained_path("nuclei_fluorescence_fast"))
+    assert _is_default("min_size", 8, model) and _is_default("overlap", 32, model) and _is_default("tile", 512, model)
+    assert not _is_default("min_size", 9, model) and not _is_default("tile", 256, model)
+
+
+def test_a_kept_zarr_label_store_is_incomplete_until_the_new_run_ends(tmp_path):
+    """A rerun keeps the earlier run's Zarr label store to write into: it stayed marked complete while
+    holding frames of two settings after the rerun was killed."""
+    import zarr
+
+    from napari_microseg.batch.runner import prepare_zarr_stores
+
+    assert prepare_zarr_stores(tmp_path, {"movie": (3, 16, 16)}, "uint16") == {"movie"}
+    store = zarr.open_array(str(tmp_path / "labels" / "movie.zarr"), mode="r+")
+    store.attrs["microseg_batch"] = {"complete": True, "frames": 3}  # as a finished run leaves it
+    assert prepare_zarr_stores(tmp_path, {"movie": (3, 16, 16)}, "uint16") == set()  # kept
+    assert zarr.open_array(str(tmp_path / "labels" / "movie.zarr"), mode="r").attrs["microseg_batch"]["complete"] is False

@@ -39,7 +39,6 @@ import glob
 import json
 import logging
 import os
-import re
 import shutil
 import socket
 import tempfile
@@ -169,22 +168,25 @@ def _is_within(path: Path, folder: Path | None) -> bool:
 
 def _walk_images(folder: Path, exclude: Path | None, ignored: list | None = None,
                  skip_label_folders: bool = False) -> list[Path]:
-    """Images under ``folder`` (recursive); Zarr stores are taken whole; hidden names and ``exclude`` are
-    skipped; files of other types are appended to ``ignored`` when given. With ``skip_label_folders``,
-    sub-folders named as label folders (``labels/``, ``masks/``, ... : a data set's ground truth beside
-    its images) are left out, their images appended to ``ignored``."""
-    from ..io.images import image_kind
+    """Images under ``folder`` (recursive, through linked folders too, each real folder once); Zarr
+    stores are taken whole; hidden names and ``exclude`` are skipped; files of other types are appended
+    to ``ignored`` when given. Sub-folders that hold an earlier run's output (:func:`is_run_output`:
+    its labels, probabilities, relabelled stacks) are left out, their images appended to ``ignored``;
+    so are, with ``skip_label_folders``, sub-folders named as label folders (``labels/``, ``masks/``,
+    ... : a data set's ground truth beside its images)."""
+    from ..io.images import image_kind, is_run_output
     from ..training.data import LABEL_FOLDERS
 
     found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
+    seen = {os.path.realpath(folder)}  # a link back up the tree is walked once, not forever
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         here = Path(dirpath)
         keep = []
         for d in sorted(dirnames):
             sub = here / d
-            if d.startswith(".") or _is_within(sub, exclude):
+            if d.startswith(".") or _is_within(sub, exclude) or os.path.realpath(sub) in seen:
                 continue
-            if skip_label_folders and d.lower() in LABEL_FOLDERS:
+            if is_run_output(sub) or (skip_label_folders and d.lower() in LABEL_FOLDERS):
                 if ignored is not None:  # its images (Zarr stores whole, not their chunks), listed as left out
                     ignored.extend(_walk_images(sub, exclude))
                 continue
@@ -192,6 +194,7 @@ def _walk_images(folder: Path, exclude: Path | None, ignored: list | None = None
                 found.append(sub)
             else:
                 keep.append(d)
+                seen.add(os.path.realpath(sub))
         dirnames[:] = keep
         found.extend(here / f for f in filenames if not f.startswith(".") and image_kind(here / f) is not None
                      and (here / f).is_file())
@@ -226,7 +229,7 @@ def find_batch_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike],
     their own names (two links to one file are two inputs). Raises InputError when nothing
     is found or two inputs would share outputs.
     """
-    from ..io.images import drop_previews, image_kind
+    from ..io.images import drop_previews, glob_fixed_part, image_kind, inside_run_output
     from ..training.data import LABEL_FOLDERS
 
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
@@ -247,14 +250,16 @@ def find_batch_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike],
         elif any(ch in str(spec) for ch in "*?["):
             matches = [Path(q) for q in glob.glob(str(spec), recursive=True)
                        if image_kind(q) is not None and not Path(q).name.startswith(".")]
-            if skip_label_folders:  # as in folders: label folders below the pattern's fixed part are left out
-                prefix = re.split(r"[*?\[]", str(spec))[0]  # up to the first wildcard: "plate" of "plate*/**"
-                fixed = Path(os.path.abspath(prefix if prefix.endswith(("/", os.sep)) else os.path.dirname(prefix) or "."))
-                in_labels = [q for q in matches if Path(os.path.abspath(q)).is_relative_to(fixed) and any(
-                    part.lower() in LABEL_FOLDERS for part in Path(os.path.abspath(q)).relative_to(fixed).parent.parts)]
-                matches = [q for q in matches if q not in in_labels]
+            # as in folders: run outputs (and, for the tasks that read images, label folders) below the
+            # pattern's fixed part are left out
+            fixed = glob_fixed_part(str(spec))
+            left_out = [q for q in matches if inside_run_output(q, fixed) or (skip_label_folders and Path(
+                os.path.abspath(q)).is_relative_to(fixed) and any(part.lower() in LABEL_FOLDERS for part in
+                                                                 Path(os.path.abspath(q)).relative_to(fixed).parent.parts))]
+            if left_out:
+                matches = [q for q in matches if q not in set(left_out)]
                 if ignored is not None:
-                    ignored.extend(in_labels)
+                    ignored.extend(left_out)
             found, previews = drop_previews(matches)
             if not found:
                 raise InputError(f"no images match {str(spec)!r}")
@@ -321,8 +326,10 @@ def prepare_zarr_stores(out: Path, stacks: dict[str, tuple], dtype: str) -> set[
         target = out / "labels" / f"{stem}.zarr"
         if target.exists():
             try:
-                arr = zarr.open_array(str(target), mode="r")
+                arr = zarr.open_array(str(target), mode="r+")
                 if tuple(arr.shape) == tuple(shape) and str(arr.dtype) == dtype:
+                    # kept for this run's frames: complete again only once they are all written
+                    arr.attrs["microseg_batch"] = {"complete": False}
                     continue
             except Exception:  # noqa: BLE001 - a damaged store is replaced
                 pass
@@ -375,8 +382,10 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _acquire_lock(out: Path) -> Path:
-    """Create ``OUT/.batch.lock``; refuse when a live run on this host holds it (a stale lock is taken over)."""
+def acquire_out_lock(out: Path) -> Path:
+    """Create ``OUT/.batch.lock``; refuse when a live run on this host holds it (a stale lock is taken
+    over). ``microseg batch`` and ``microseg segment`` take it, so two runs never write one folder's
+    tables at once (the last to finish replaced the other's)."""
     lock = out / LOCK_NAME
     me = {"pid": os.getpid(), "host": socket.gethostname(), "time": utc_now()}
     for _ in range(2):
@@ -389,7 +398,7 @@ def _acquire_lock(out: Path) -> Path:
                 held = {}
             pid = int(held.get("pid", 0) or 0)
             if held.get("host") != me["host"] or (pid and pid != os.getpid() and _pid_alive(pid)):
-                raise InputError(f"{out} is in use by another batch run (pid {pid} on {held.get('host')}); "
+                raise InputError(f"{out} is in use by another run (pid {pid} on {held.get('host')}); "
                                  f"wait for it, or delete {lock} if that run is gone") from None
             lock.unlink(missing_ok=True)  # stale: its run was killed
             continue
@@ -549,6 +558,27 @@ def _check_params(task: str, params: dict) -> dict:
     return {k: v for k, v in params.items() if v is not None}
 
 
+def _is_default(name: str, value: Any, model_path: str | None) -> bool:
+    """Whether a parameter given is the value segmentation uses when it is not given (``--min-size 8``,
+    ``--overlap 32``, ``--tile 512`` where the model's patches are no larger): left out of the settings
+    hash, so that a rerun stating a default is not taken for a run with other settings."""
+    from ..defaults import DEFAULT_MIN_SIZE, DEFAULT_OVERLAP, DEFAULT_TILE
+
+    if name == "min_size":
+        return value == DEFAULT_MIN_SIZE
+    if name == "overlap":
+        return value == DEFAULT_OVERLAP
+    if name == "tile" and value == DEFAULT_TILE and model_path is not None:
+        from ..io.models import read_model_config
+
+        try:
+            patch = read_model_config(model_path).get("patch_size") or (256, 256)
+        except Exception:  # noqa: BLE001 - unreadable here: the run itself says why
+            return False
+        return max(int(v) for v in patch) <= DEFAULT_TILE
+    return False
+
+
 def _model_info(model: str | os.PathLike | None, task: str) -> tuple[str | None, str | None, str]:
     """Absolute model path, its checksum and the label dtype for Zarr outputs."""
     if model is None:
@@ -673,7 +703,8 @@ def run_batch(
     model_path, model_sum, label_dtype = _model_info(model, task)
     out = Path(out).resolve()
     settings = {"task": task, "model_sha256": model_sum,
-                "params": {k: v for k, v in sorted(params.items()) if k not in NEUTRAL_PARAMS}}
+                "params": {k: v for k, v in sorted(params.items())
+                           if k not in NEUTRAL_PARAMS and not _is_default(k, v, model_path)}}
     settings_hash = sha256_json(settings)
     _check_out_folder(out, task, settings_hash, overwrite)
     # inputs added to an earlier run keep its names (relative to its input folder), so done items are skipped
@@ -682,7 +713,7 @@ def run_batch(
     found = find_batch_inputs(inputs, exclude=out, root=previous_root, ignored=ignored,
                               skip_label_folders=task != "track")  # track reads labels; the others images
     out.mkdir(parents=True, exist_ok=True)
-    lock = _acquire_lock(out)
+    lock = acquire_out_lock(out)
     manifest = Manifest(out / MANIFEST_NAME)
     client = cluster = None
     owns_client = False
@@ -802,6 +833,10 @@ def run_batch(
                 for fut, result in ready:
                     pending.remove(fut)
                     item = by_future.pop(fut.key)
+                    if fut.status != "finished" and not isinstance(result, BaseException):
+                        # a failed task comes as its (type, exception, traceback), not as the exception
+                        error = result[1] if isinstance(result, tuple) and len(result) == 3 else None
+                        result = error if isinstance(error, BaseException) else result
                     if isinstance(result, BaseException) or fut.status != "finished":
                         reason = failure_reason(result) if isinstance(result, BaseException) else f"task {fut.status}"
                         if "KilledWorker" in reason:
@@ -843,28 +878,30 @@ def run_batch(
         yield event("finished")
         return summary
     finally:
-        if pending and client is not None:
-            try:
-                client.cancel(pending, force=True)
-            except Exception:  # noqa: BLE001 - best effort while shutting down
-                pass
-        if failures and not finished:
-            try:
-                write_failures_csv(out / FAILURES_NAME, failures)
-            except OSError:
-                pass
-        manifest.close()
-        if client is not None and owns_client:
-            try:
-                client.close(timeout=10)
-            except Exception:  # noqa: BLE001
-                pass
-        if cluster is not None:
-            try:
-                cluster.close(timeout=20)
-            except Exception:  # noqa: BLE001
-                pass
-        lock.unlink(missing_ok=True)
+        try:
+            if pending and client is not None:
+                try:
+                    client.cancel(pending, force=True)
+                except Exception:  # noqa: BLE001 - best effort while shutting down
+                    pass
+            if failures and not finished:
+                try:
+                    write_failures_csv(out / FAILURES_NAME, failures)
+                except OSError:
+                    pass
+            manifest.close()
+            if client is not None and owns_client:
+                try:
+                    client.close(timeout=10)
+                except Exception:  # noqa: BLE001
+                    pass
+            if cluster is not None:
+                try:
+                    cluster.close(timeout=20)
+                except Exception:  # noqa: BLE001
+                    pass
+        finally:  # even when Ctrl-C or TERM cuts the shutdown short: the next run is not locked out
+            lock.unlink(missing_ok=True)
 
 
 def run_batch_sync(*args: Any, **kwargs: Any) -> BatchSummary:

@@ -14,6 +14,7 @@ segmented is skipped (named on the terminal and under ``failures`` in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import json
 import os
@@ -105,8 +106,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def find_inputs(spec: str) -> list[Path]:
-    """Resolve ``--input``: a file, a .zarr folder, a folder of images, or a glob pattern; sorted paths."""
-    from ..io.images import drop_previews, image_kind
+    """Resolve ``--input``: a file, a .zarr folder, a folder of images, or a glob pattern; sorted paths.
+    A pattern leaves out images in earlier runs' output folders below its fixed part."""
+    from ..io.images import drop_previews, glob_fixed_part, image_kind, inside_run_output
 
     p = Path(spec)
     if p.exists() and (p.is_file() or image_kind(p) == "zarr"):
@@ -115,11 +117,20 @@ def find_inputs(spec: str) -> list[Path]:
         entries = [q for q in p.iterdir() if not q.name.startswith(".")]
         found, previews = drop_previews(sorted(q for q in entries if image_kind(q) is not None))
         if not found:
-            raise InputError(f"{p}: folder holds no images (.tif, .tiff, .fits, .fit, .zarr, .png, .jpg)")
+            folders = [q for q in entries if q.is_dir()]
+            hint = (f"; its {len(folders)} sub-folder(s) are not searched: 'microseg batch segment' searches them, "
+                    f"or give a pattern such as '{p}/**/*.tif'" if folders else "")
+            raise InputError(f"{p}: folder holds no images (.tif, .tiff, .fits, .fit, .zarr, .png, .jpg){hint}")
         _say_what_is_left_out(p, [q for q in entries if image_kind(q) is None] + previews)
         return found
     if any(ch in spec for ch in "*?["):
-        found, previews = drop_previews(sorted(Path(q) for q in glob.glob(spec, recursive=True) if image_kind(q) is not None))
+        fixed = glob_fixed_part(spec)
+        matches = sorted(Path(q) for q in glob.glob(spec, recursive=True) if image_kind(q) is not None)
+        earlier = [q for q in matches if inside_run_output(q, fixed)]  # an earlier run's labels: results, not inputs
+        found, previews = drop_previews([q for q in matches if q not in set(earlier)])
+        if earlier:
+            print(f"note: {len(earlier)} image(s) in earlier runs' output folders left out "
+                  f"({', '.join(str(q) for q in earlier[:2])}{' ...' if len(earlier) > 2 else ''})", file=sys.stderr)
         if not found:
             raise InputError(f"no images match {spec!r}")
         if previews:
@@ -597,11 +608,12 @@ def run(args: argparse.Namespace) -> int:
     """``microseg segment``; a TERM signal stops it as Ctrl-C does (finished images kept, exit 143)."""
     from ._signals import terminate_as_interrupt
 
-    with terminate_as_interrupt():
-        return _run(args)
+    with terminate_as_interrupt(), contextlib.ExitStack() as cleanup:
+        return _run(args, cleanup)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
+    """``microseg segment``'s work; ``cleanup`` releases the output folder's lock when the run ends."""
     import pandas as pd
 
     from ..io.images import image_kind
@@ -667,6 +679,10 @@ def _run(args: argparse.Namespace) -> int:
     for target in targets:  # labels and tables never replace an input, even with --overwrite
         guard_target(target)
     make_output_folder(out)
+    from ..batch.runner import acquire_out_lock
+
+    lock = acquire_out_lock(out)  # another run into this folder would replace this one's tables
+    cleanup.callback(lock.unlink, missing_ok=True)
 
     all_objects, all_counts, all_clusters, per_image = [], [], [], []
     t0 = time.perf_counter()

@@ -43,13 +43,48 @@ def image_kind(path: str | os.PathLike) -> str | None:
 
 
 def drop_previews(paths: list) -> tuple[list, list]:
-    """``(kept, left out)`` of image paths found in a folder or by a pattern: where TIFF, FITS or Zarr
-    images are among them, the PNG / JPEG / BMP files beside them are previews or thumbnails, not
-    data, and are left out; a set of such exports alone (DSB2018's originals) is kept whole."""
-    plain = [p for p in paths if image_kind(p) == "plain"]
-    if not plain or len(plain) == len(paths):
+    """``(kept, left out)`` of image paths found in a folder or by a pattern: in a folder where TIFF,
+    FITS or Zarr images are, the PNG / JPEG / BMP files beside them are previews or thumbnails, not
+    data, and are left out; a folder of such exports alone (DSB2018's originals) is kept whole,
+    whatever other folders of the search hold."""
+    data_folders = {os.path.dirname(os.path.abspath(p)) for p in paths if image_kind(p) != "plain"}
+    previews = [p for p in paths if image_kind(p) == "plain" and os.path.dirname(os.path.abspath(p)) in data_folders]
+    if not previews:
         return list(paths), []
-    return [p for p in paths if image_kind(p) != "plain"], plain
+    left_out = set(previews)
+    return [p for p in paths if p not in left_out], previews
+
+
+#: files that mark a folder as a run's output (segment, batch, track, autolabel, simulate): its
+#: images (labels, probabilities, relabelled stacks) are results, never inputs of a later search
+RUN_OUTPUT_MARKERS = ("segment_run.json", "batch_config.json", "batch_run.json", "manifest.jsonl",
+                      "track_config.json")
+
+
+def is_run_output(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds one of :data:`RUN_OUTPUT_MARKERS` (an earlier run's --out)."""
+    return any(os.path.isfile(os.path.join(folder, marker)) for marker in RUN_OUTPUT_MARKERS)
+
+
+def glob_fixed_part(pattern: str) -> Path:
+    """The folder a glob pattern searches from: its path up to the first wildcard ("data/" of
+    "data/plate*/**/*.tif"), absolute."""
+    import re
+
+    prefix = re.split(r"[*?\[]", pattern)[0]
+    return Path(os.path.abspath(prefix if prefix.endswith(("/", os.sep)) else os.path.dirname(prefix) or "."))
+
+
+def inside_run_output(path: str | os.PathLike, top: str | os.PathLike) -> bool:
+    """Whether ``path`` lies in a run's output folder (:func:`is_run_output`) below ``top`` (the
+    fixed part of a search: ``top`` itself, chosen by the user, does not count)."""
+    top = os.path.abspath(top)
+    folder = os.path.dirname(os.path.abspath(path))
+    while folder != top and folder.startswith(top + os.sep):
+        if is_run_output(folder):
+            return True
+        folder = os.path.dirname(folder)
+    return False
 
 
 def _looks_like_zarr(path: Path) -> bool:
