@@ -69,6 +69,8 @@ TASK_PARAMS = {  # every task takes "channel" (of multi-channel TIFFs) and "hdu"
     "autolabel": ("autolabel", "channel", "hdu"),
     "classify": ("box", "threshold", "channel", "hdu"),
 }
+#: module preloaded into local Dask workers and nannies (they leave Ctrl-C to the batch command)
+WORKER_SETUP = "napari_microseg.batch._worker_setup"
 #: parameters that do not change results (left out of the settings hash)
 NEUTRAL_PARAMS = ("batch_size",)
 
@@ -470,6 +472,8 @@ def _connect(scheduler: Any, workers: int | None, threads_per_worker: int, memor
                   scheduler_kwargs={"dashboard_address": ":0"}, silence_logs=logging.ERROR)
     if memory_limit is not None:
         kwargs["memory_limit"] = memory_limit
+    # the workers ignore Ctrl-C (see _worker_setup): this process handles it and stops them
+    kwargs.update(preload=[WORKER_SETUP], preload_nanny=[WORKER_SETUP])
     cluster = LocalCluster(**kwargs)
     try:
         client = Client(cluster)
