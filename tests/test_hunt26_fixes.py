@@ -671,31 +671,50 @@ def test_tracks_of_a_calibrated_run_open_over_the_calibrated_movie(tmp_path):
     (_, kwargs, kind), = get_reader(tracks)(tracks)
     assert kind == "tracks" and tuple(kwargs["scale"]) == (2.0, 0.5, 0.5)
     assert tuple(kwargs["units"]) == ("minute", "micrometer", "micrometer")
+    # a second export (tracks_2.csv) takes its own config, track_config_2.json, not the first run's
+    import shutil
+
+    shutil.copy(tracks, tmp_path / "out" / "tracks_2.csv")
+    second = str(tmp_path / "out" / "tracks_2.csv")
+    (_, kwargs, _), = get_reader(second)(second)
+    assert "scale" not in kwargs
+    (tmp_path / "out" / "track_config_2.json").write_text('{"units": "um"}')  # not one this package wrote
+    (_, kwargs, _), = get_reader(second)(second)
+    assert "scale" not in kwargs
 
 
 def test_batch_inputs_leave_out_earlier_runs_follow_linked_folders_and_keep_png_folders(tmp_path):
-    """A search of an input folder: an earlier run's output inside it (its labels, relabelled stacks,
-    probabilities) was read again as new inputs; a linked sub-folder was skipped without a word; a folder
+    """A search of an input folder: an earlier run's results inside it (its labels, relabelled stacks,
+    probabilities) were read again as new inputs; a linked sub-folder was skipped without a word; a folder
     of PNG images was dropped as "previews" once a TIFF was anywhere else in the tree."""
+    import json
+
     from napari_microseg.batch import find_batch_inputs
 
     data = tmp_path / "data"
-    for rel in ("m0.tif", "run1/labels/m0.tif", "run1/tracks_labels/m0.tif", "pngs/p0.png", "pngs/p1.png",
-                "mixed/x.tif", "mixed/x_preview.png"):
+    for rel in ("movies/m0.tif", "run1/labels/m0.tif", "run1/tracks_labels/m0.tif", "run1/raw.tif", "pngs/p0.png",
+                "pngs/p1.png", "mixed/x.tif", "mixed/x_preview.png", "mixed/thumbnails/x.png",
+                "other_tool/manifest.jsonl", "other_tool/batch_config.json", "other_tool/y.tif"):
         (data / rel).parent.mkdir(parents=True, exist_ok=True)
         (data / rel).write_bytes(b"0")
-    (data / "run1" / "batch_config.json").write_text("{}")  # an earlier run's --out
+    # an earlier run's --out (the raw movie it was run on lies there too); another tool's files of the same names
+    (data / "run1" / "batch_config.json").write_text(json.dumps({"task": "segment", "settings_hash": "abc"}))
     (tmp_path / "elsewhere" / "plate").mkdir(parents=True)
     (tmp_path / "elsewhere" / "plate" / "w1.tif").write_bytes(b"0")
-    os.symlink(tmp_path / "elsewhere" / "plate", data / "plate_link")
+    os.symlink(tmp_path / "elsewhere" / "plate", data / "plate_link")  # a linked share: searched
+    os.symlink(data / "mixed", data / "latest")  # a link into the tree: its images keep their own names
     ignored = []
     found = [rel for _, rel in find_batch_inputs(data, ignored=ignored)]
-    assert found == ["m0.tif", "mixed/x.tif", "plate_link/w1.tif", "pngs/p0.png", "pngs/p1.png"], found
-    assert {p.name for p in map(Path, ignored)} >= {"x_preview.png"}
-    assert sum("run1" in str(p) for p in ignored) == 2
-    # a pattern leaves the earlier run out too
-    assert [rel for _, rel in find_batch_inputs(str(data / "**" / "*.tif"))] == ["m0.tif", "mixed/x.tif",
-                                                                                  "plate_link/w1.tif"]
+    assert found == ["mixed/x.tif", "movies/m0.tif", "other_tool/y.tif", "plate_link/w1.tif", "pngs/p0.png", "pngs/p1.png",
+                     "run1/raw.tif"], found
+    assert {"x_preview.png", "x.png"} <= {Path(p).name for p in ignored}
+    assert sorted(str(Path(p).relative_to(data)) for p in ignored if "run1" in str(p) and str(p).endswith(".tif")) \
+        == ["run1/labels/m0.tif", "run1/tracks_labels/m0.tif"]
+    # a pattern leaves the earlier run's results out too; tracking keeps its labels (they are its inputs)
+    assert [rel for _, rel in find_batch_inputs(str(data / "run1" / "**" / "*.tif"))] == ["raw.tif"]
+    assert [rel for _, rel in find_batch_inputs(str(data / "run1" / "**" / "*.tif"), keep_run_labels=True)] \
+        == ["labels/m0.tif", "raw.tif"]
+    assert [rel for _, rel in find_batch_inputs(data / "run1", keep_run_labels=True)] == ["labels/m0.tif", "raw.tif"]
 
 
 def test_a_linked_folder_that_points_up_the_tree_is_walked_once(tmp_path):
@@ -749,3 +768,26 @@ def test_a_kept_zarr_label_store_is_incomplete_until_the_new_run_ends(tmp_path):
     store.attrs["microseg_batch"] = {"complete": True, "frames": 3}  # as a finished run leaves it
     assert prepare_zarr_stores(tmp_path, {"movie": (3, 16, 16)}, "uint16") == set()  # kept
     assert zarr.open_array(str(tmp_path / "labels" / "movie.zarr"), mode="r").attrs["microseg_batch"]["complete"] is False
+
+
+def test_a_batch_folder_hashed_with_stated_defaults_still_resumes(tmp_path, tiny_nuclei_model, monkeypatch):
+    """A folder made before stated defaults were left out of the settings hash (every Segmentation-dock
+    batch states tile and min_size): resuming it skips its done items instead of refusing it as made with
+    other settings."""
+    import tifffile
+
+    import napari_microseg.batch.runner as runner
+    from napari_microseg.batch import run_batch_sync
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        tifffile.imwrite(src / f"a{i}.tif", simulate_nuclei_image(shape=(48, 48), n_nuclei=3, seed=i)[0])
+    out = tmp_path / "out"
+    with monkeypatch.context() as old_hashing:
+        old_hashing.setattr(runner, "_is_default", lambda *args: False)  # as the hash was made before
+        first = run_batch_sync("segment", src, out, model=tiny_nuclei_model, workers=0, min_size=8)
+    assert first.processed == 3
+    again = run_batch_sync("segment", src, out, model=tiny_nuclei_model, workers=0, min_size=8)
+    assert (again.processed, again.skipped) == (0, 3)

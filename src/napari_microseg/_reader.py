@@ -92,7 +92,8 @@ def read_tracks_layer(path: str | list[str]) -> list[tuple]:
         for movie, rows in movies:
             result = tracks_result_from_table(rows.drop(columns="image", errors="ignore"), Path(p).name)
             data, kwargs = result.napari_tracks()
-            if "z" in result.table.columns:  # 3-D tracks, as the writer saves them: (track_id, t, z, y, x)
+            if "z" in result.table.columns and np.isfinite(pd.to_numeric(result.table["z"], errors="coerce")).all():
+                # 3-D tracks, as the writer saves them: (track_id, t, z, y, x)
                 data = result.table[["track_id", "t", "z", "y", "x"]].to_numpy(dtype=np.float64)
                 kwargs["properties"].pop("z", None)
             name = Path(p).stem if movie is None else f"{Path(p).stem} {movie}"
@@ -102,26 +103,39 @@ def read_tracks_layer(path: str | list[str]) -> list[tuple]:
 
 
 def _track_run_calibration(tracks_csv: Path, ndim: int) -> dict:
-    """napari ``scale`` and ``units`` of tracks that ``microseg track`` wrote (frames and pixels in
-    tracks.csv), from the run's ``track_config.json`` beside it (minutes per frame, micrometres per
-    pixel), so they lie over the calibrated movie the reader opens; empty when it states none."""
+    """napari ``scale`` and ``units`` of tracks that ``microseg track`` (or the Tracking dock's export)
+    wrote (frames and pixels in the table), from the run's config beside it (``tracks.csv`` ->
+    ``track_config.json``, ``tracks_2.csv`` -> ``track_config_2.json``: minutes per frame, micrometres
+    per pixel), so they lie over the calibrated movie the reader opens; Y and X only (no z step is
+    recorded); empty when there is no such config or it states neither."""
     import json
+    import math
 
+    stem = tracks_csv.stem
+    if not stem.startswith("tracks"):
+        return {}
     try:
-        units = json.loads((tracks_csv.parent / "track_config.json").read_text()).get("units") or {}
-    except (OSError, ValueError, AttributeError):
+        config = json.loads((tracks_csv.parent / f"track_config{stem[len('tracks'):]}.json").read_text())
+        units = config.get("units") or {}
+        pixel, interval = (units.get(key) for key in ("pixel_size_um", "frame_interval_min"))
+        pixel = float(pixel) if pixel is not None else None
+        interval = float(interval) if interval is not None else None
+    except (OSError, ValueError, TypeError, AttributeError):  # none, or not one this package wrote
         return {}
-    pixel, interval = units.get("pixel_size_um"), units.get("frame_interval_min")
-    if not (pixel or interval):
+    pixel = pixel if pixel is not None and math.isfinite(pixel) and pixel > 0 else None
+    interval = interval if interval is not None and math.isfinite(interval) and interval > 0 else None
+    if pixel is None and interval is None:
         return {}
-    scale = [float(interval or 1.0)] + [float(pixel or 1.0)] * (ndim - 1)
-    names = ["minute" if interval else "pixel"] + ["micrometer" if pixel else "pixel"] * (ndim - 1)
+    scale = [interval or 1.0] + [1.0] * (ndim - 3) + [pixel or 1.0] * 2
+    names = ["minute" if interval else "pixel"] + ["pixel"] * (ndim - 3) + ["micrometer" if pixel else "pixel"] * 2
     return {"scale": tuple(scale), "units": tuple(names)}
 
 
 def read_layers(path: str | list[str]) -> list[tuple]:
-    """Read one or several files into napari layer data tuples ``(data, kwargs, "image" | "labels")``:
-    integer images named as labels (``*_mask.tif``, a ``labels/`` folder) open as Labels layers.
+    """Read a file into napari layer data tuples ``(data, kwargs, "image" | "labels")`` (one per
+    channel; several files, as napari hands them over for Open Files as Stack: one layer of them, see
+    :func:`_stacked`): integer images named as labels (``*_mask.tif``, a ``labels/`` folder) or saved
+    from a Labels layer by this plugin open as Labels layers.
 
     FITS data stay in their raw units (ADC); the header is kept in ``metadata``. Zarr and TIFFs
     over :data:`LAZY_TIFF_BYTES` stay on disk (dask arrays); a pyramid gives a multiscale layer

@@ -169,46 +169,69 @@ def _is_within(path: Path, folder: Path | None) -> bool:
 
 
 def _walk_images(folder: Path, exclude: Path | None, ignored: list | None = None,
-                 skip_label_folders: bool = False) -> list[Path]:
-    """Images under ``folder`` (recursive, through linked folders too, each real folder once); Zarr
-    stores are taken whole; hidden names and ``exclude`` are skipped; files of other types are appended
-    to ``ignored`` when given. Sub-folders that hold an earlier run's output (:func:`is_run_output`:
-    its labels, probabilities, relabelled stacks) are left out, their images appended to ``ignored``;
-    so are, with ``skip_label_folders``, sub-folders named as label folders (``labels/``, ``masks/``,
-    ... : a data set's ground truth beside its images)."""
-    from ..io.images import image_kind, is_run_output
+                 skip_label_folders: bool = False, keep_run_labels: bool = False) -> list[Path]:
+    """Images under ``folder`` (recursive; Zarr stores taken whole); hidden names and ``exclude`` are
+    skipped; files of other types are appended to ``ignored`` when given. Linked folders that lead out
+    of ``folder`` are searched too (a linked data share); one that leads back into it is not (its images
+    are found under their own names). Left out, their images appended to ``ignored``: an earlier run's
+    results (:func:`~napari_microseg.io.images.run_output`: the ``labels/``, ``probabilities/``,
+    relabelled stacks of a folder holding a run record; with ``keep_run_labels`` its ``labels/`` are
+    kept, for tracking) and, with ``skip_label_folders``, sub-folders named as label folders
+    (``labels/``, ``masks/``, ... : a data set's ground truth beside its images)."""
+    from ..io.images import RUN_OUTPUTS, image_kind, run_record
     from ..training.data import LABEL_FOLDERS
 
-    found = []
-    seen = {os.path.realpath(folder)}  # a link back up the tree is walked once, not forever
+    found: list[Path] = []
+    real_root = os.path.realpath(folder)
+    seen = {real_root}  # each real folder once, whatever links lead to it
+
+    def leave_out(path: Path) -> None:
+        if ignored is None:
+            return
+        if path.is_dir() and image_kind(path) != "zarr":  # its images (Zarr stores whole, not their chunks)
+            ignored.extend(_walk_images(path, exclude))
+        elif image_kind(path) is not None:
+            ignored.append(path)
+
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         here = Path(dirpath)
+        results = RUN_OUTPUTS if run_record(here) else ()  # an earlier run's --out: its results are no inputs
         keep = []
         for d in sorted(dirnames):
             sub = here / d
-            if d.startswith(".") or _is_within(sub, exclude) or os.path.realpath(sub) in seen:
+            real = os.path.realpath(sub)
+            if d.startswith(".") or _is_within(sub, exclude) or real in seen:
                 continue
-            if is_run_output(sub) or (skip_label_folders and d.lower() in LABEL_FOLDERS):
-                if ignored is not None:  # its images (Zarr stores whole, not their chunks), listed as left out
-                    ignored.extend(_walk_images(sub, exclude))
+            if sub.is_symlink() and (real == real_root or real.startswith(real_root + os.sep)):
+                continue  # a link into the tree: its folder is searched under its own name
+            if (d in results and not (keep_run_labels and d == "labels")) \
+                    or (skip_label_folders and d.lower() in LABEL_FOLDERS):
+                leave_out(sub)
                 continue
             if image_kind(sub) == "zarr":
                 found.append(sub)
             else:
                 keep.append(d)
-                seen.add(os.path.realpath(sub))
+                seen.add(real)
         dirnames[:] = keep
-        found.extend(here / f for f in filenames if not f.startswith(".") and image_kind(here / f) is not None
-                     and (here / f).is_file())
-        if ignored is not None:
-            ignored.extend(here / f for f in filenames if not f.startswith(".") and image_kind(here / f) is None)
+        for f in filenames:
+            path = here / f
+            if f.startswith(".") or not path.is_file():
+                continue
+            if f in results:  # a relabelled stack beside a run's tables
+                leave_out(path)
+            elif image_kind(path) is not None:
+                found.append(path)
+            elif ignored is not None:
+                ignored.append(path)
     return found
 
 
 def find_batch_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike],
                       exclude: str | os.PathLike | None = None,
                       root: str | os.PathLike | None = None,
-                      ignored: list | None = None, skip_label_folders: bool = False) -> list[tuple[Path, str]]:
+                      ignored: list | None = None, skip_label_folders: bool = False,
+                      keep_run_labels: bool = False) -> list[tuple[Path, str]]:
     """Resolve the batch inputs to ``[(absolute path, path relative to the input root), ...]``, sorted.
 
     Parameters
@@ -225,13 +248,15 @@ def find_batch_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike],
     skip_label_folders : leave out sub-folders of input folders named as label folders
         (``labels/``, ``masks/``, ...: ground truth beside the images), listed in ``ignored``;
         for the tasks that read images (all but track; a folder given itself is always searched).
+    keep_run_labels : earlier runs' ``labels/`` are inputs (tracking segmentation results); their
+        other results (probabilities, relabelled stacks) are left out all the same.
 
     The input root is the deepest folder holding all inputs; relative paths from it name
     the outputs, so inputs in different sub-folders may share a name. Symbolic links keep
     their own names (two links to one file are two inputs). Raises InputError when nothing
     is found or two inputs would share outputs.
     """
-    from ..io.images import drop_previews, glob_fixed_part, image_kind, inside_run_output
+    from ..io.images import drop_previews, glob_fixed_part, image_kind, run_output
     from ..training.data import LABEL_FOLDERS
 
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
@@ -245,9 +270,12 @@ def find_batch_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike],
         if p.exists() and (p.is_file() or image_kind(p) == "zarr"):
             paths.append(p)
         elif p.is_dir():
-            found, previews = drop_previews(_walk_images(p, excl, ignored, skip_label_folders))
+            before = len(ignored) if ignored is not None else 0
+            found, previews = drop_previews(_walk_images(p, excl, ignored, skip_label_folders, keep_run_labels))
             if not found:
-                raise InputError(f"{p}: folder holds no images (.tif, .tiff, .fits, .fit, .zarr, .png, .jpg)")
+                left = (f" ({len(ignored) - before} left out: label folders or earlier runs' results)"
+                        if ignored is not None and len(ignored) > before else "")
+                raise InputError(f"{p}: folder holds no images (.tif, .tiff, .fits, .fit, .zarr, .png, .jpg){left}")
             paths.extend(found)
         elif any(ch in str(spec) for ch in "*?["):
             matches = [Path(q) for q in glob.glob(str(spec), recursive=True)
@@ -255,16 +283,18 @@ def find_batch_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike],
             # as in folders: run outputs (and, for the tasks that read images, label folders) below the
             # pattern's fixed part are left out
             fixed = glob_fixed_part(str(spec))
-            left_out = [q for q in matches if inside_run_output(q, fixed) or (skip_label_folders and Path(
+            left_out = [q for q in matches if run_output(q, fixed, keep_run_labels) or (skip_label_folders and Path(
                 os.path.abspath(q)).is_relative_to(fixed) and any(part.lower() in LABEL_FOLDERS for part in
                                                                  Path(os.path.abspath(q)).relative_to(fixed).parent.parts))]
             if left_out:
-                matches = [q for q in matches if q not in set(left_out)]
+                dropped = set(left_out)
+                matches = [q for q in matches if q not in dropped]
                 if ignored is not None:
                     ignored.extend(left_out)
             found, previews = drop_previews(matches)
             if not found:
-                raise InputError(f"no images match {str(spec)!r}")
+                left = f" ({len(left_out)} left out: label folders or earlier runs' results)" if left_out else ""
+                raise InputError(f"no images match {str(spec)!r}{left}")
             paths.extend(found)
         else:
             raise InputError(f"{spec}: no such file or folder")
@@ -329,12 +359,12 @@ def prepare_zarr_stores(out: Path, stacks: dict[str, tuple], dtype: str) -> set[
         if target.exists():
             try:
                 arr = zarr.open_array(str(target), mode="r+")
-                if tuple(arr.shape) == tuple(shape) and str(arr.dtype) == dtype:
-                    # kept for this run's frames: complete again only once they are all written
-                    arr.attrs["microseg_batch"] = {"complete": False}
-                    continue
+                fits = tuple(arr.shape) == tuple(shape) and str(arr.dtype) == dtype
             except Exception:  # noqa: BLE001 - a damaged store is replaced
-                pass
+                fits = False
+            if fits:  # kept for this run's frames: complete again only once they are all written
+                arr.attrs["microseg_batch"] = {"complete": False}
+                continue
             shutil.rmtree(target)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
@@ -374,14 +404,12 @@ def remove_stale_temporaries(out: Path, folders: Sequence[str] = ("labels", "tra
     return removed
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (psutil: ``os.kill(pid, 0)`` would send Ctrl-C to it
+    on Windows, where signal 0 is CTRL_C_EVENT)."""
+    import psutil
+
+    return psutil.pid_exists(pid)
 
 
 def acquire_out_lock(out: Path) -> Path:
@@ -399,7 +427,7 @@ def acquire_out_lock(out: Path) -> Path:
             except (OSError, ValueError):
                 held = {}
             pid = int(held.get("pid", 0) or 0)
-            if held.get("host") != me["host"] or (pid and pid != os.getpid() and _pid_alive(pid)):
+            if held.get("host") != me["host"] or (pid and pid != os.getpid() and pid_alive(pid)):
                 raise InputError(f"{out} is in use by another run (pid {pid} on {held.get('host')}); "
                                  f"wait for it, or delete {lock} if that run is gone") from None
             lock.unlink(missing_ok=True)  # stale: its run was killed
@@ -420,6 +448,14 @@ def _previous_input_root(out: Path) -> str | None:
         inputs = config.get("inputs") or []  # a run from before input_root was recorded: its inputs say
         return os.path.commonpath([os.path.dirname(p) for p in inputs]) if inputs else None
     except (OSError, ValueError, AttributeError, TypeError):
+        return None
+
+
+def _previous_settings_hash(out: Path) -> str | None:
+    """The settings hash an earlier batch recorded in ``out`` (None: none, or unreadable)."""
+    try:
+        return json.loads((Path(out) / CONFIG_NAME).read_text()).get("settings_hash")
+    except (OSError, ValueError, AttributeError):
         return None
 
 
@@ -710,12 +746,19 @@ def run_batch(
                 "params": {k: v for k, v in sorted(params.items())
                            if k not in NEUTRAL_PARAMS and not _is_default(k, v, model_path)}}
     settings_hash = sha256_json(settings)
+    # a folder made before defaults were left out of the hash (the Segmentation dock always states tile and
+    # min_size): its own hash, with the defaults in, still names these settings and its done items
+    stated = {"task": task, "model_sha256": model_sum,
+              "params": {k: v for k, v in sorted(params.items()) if k not in NEUTRAL_PARAMS}}
+    if stated != settings and _previous_settings_hash(out) == sha256_json(stated):
+        settings, settings_hash = stated, sha256_json(stated)
     _check_out_folder(out, task, settings_hash, overwrite)
     # inputs added to an earlier run keep its names (relative to its input folder), so done items are skipped
     previous_root = None if overwrite else _previous_input_root(out)
     ignored: list[Path] = []
+    reads_labels = task == "track" and model is None  # track reads labels (unless it segments first); the others images
     found = find_batch_inputs(inputs, exclude=out, root=previous_root, ignored=ignored,
-                              skip_label_folders=task != "track")  # track reads labels; the others images
+                              skip_label_folders=not reads_labels, keep_run_labels=reads_labels)
     out.mkdir(parents=True, exist_ok=True)
     lock = acquire_out_lock(out)
     manifest = Manifest(out / MANIFEST_NAME)

@@ -108,7 +108,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def find_inputs(spec: str) -> list[Path]:
     """Resolve ``--input``: a file, a .zarr folder, a folder of images, or a glob pattern; sorted paths.
     A pattern leaves out images in earlier runs' output folders below its fixed part."""
-    from ..io.images import drop_previews, glob_fixed_part, image_kind, inside_run_output
+    from ..io.images import drop_previews, glob_fixed_part, image_kind, run_output
 
     p = Path(spec)
     if p.exists() and (p.is_file() or image_kind(p) == "zarr"):
@@ -126,13 +126,15 @@ def find_inputs(spec: str) -> list[Path]:
     if any(ch in spec for ch in "*?["):
         fixed = glob_fixed_part(spec)
         matches = sorted(Path(q) for q in glob.glob(spec, recursive=True) if image_kind(q) is not None)
-        earlier = [q for q in matches if inside_run_output(q, fixed)]  # an earlier run's labels: results, not inputs
-        found, previews = drop_previews([q for q in matches if q not in set(earlier)])
+        earlier = [q for q in matches if run_output(q, fixed)]  # an earlier run's labels: results, not inputs
+        dropped = set(earlier)
+        found, previews = drop_previews([q for q in matches if q not in dropped])
         if earlier:
             print(f"note: {len(earlier)} image(s) in earlier runs' output folders left out "
                   f"({', '.join(str(q) for q in earlier[:2])}{' ...' if len(earlier) > 2 else ''})", file=sys.stderr)
         if not found:
-            raise InputError(f"no images match {spec!r}")
+            raise InputError(f"no images match {spec!r}" + (f" ({len(earlier)} in earlier runs' output folders left out)"
+                                                           if earlier else ""))
         if previews:
             print(f"note: {len(previews)} PNG / JPEG file(s) matched beside the TIFF / FITS / Zarr images were left out "
                   f"as previews ({', '.join(q.name for q in previews[:3])}{' ...' if len(previews) > 3 else ''}); "

@@ -151,23 +151,13 @@ def run(args: argparse.Namespace) -> int:
 def _remove_stale_staging(out: Path) -> None:
     """Remove staging folders that killed runs left in ``out`` (named with their process id); a
     running process's folder is left alone."""
+    from ..batch.runner import pid_alive
+
     for folder in out.glob(f"{STAGING_PREFIX}*"):
         pid = folder.name[len(STAGING_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and _process_alive(int(pid)):
+        if pid.isdigit() and pid_alive(int(pid)):
             continue
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def _ctc_files_replaced(out: Path, ctc: bool, replace_earlier_ctc: bool, new_names: set | None = None) -> list[Path]:

@@ -9,6 +9,7 @@ the file, never a bare traceback from a library.
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -43,27 +44,57 @@ def image_kind(path: str | os.PathLike) -> str | None:
 
 
 def drop_previews(paths: list) -> tuple[list, list]:
-    """``(kept, left out)`` of image paths found in a folder or by a pattern: in a folder where TIFF,
-    FITS or Zarr images are, the PNG / JPEG / BMP files beside them are previews or thumbnails, not
-    data, and are left out; a folder of such exports alone (DSB2018's originals) is kept whole,
-    whatever other folders of the search hold."""
-    data_folders = {os.path.dirname(os.path.abspath(p)) for p in paths if image_kind(p) != "plain"}
-    previews = [p for p in paths if image_kind(p) == "plain" and os.path.dirname(os.path.abspath(p)) in data_folders]
+    """``(kept, left out)`` of image paths found in a folder or by a pattern: PNG / JPEG / BMP files in
+    a folder that holds TIFF, FITS or Zarr images, or below one (``plate/thumbnails/``), are previews
+    or thumbnails, not data, and are left out; a tree of such exports alone (DSB2018's originals) is
+    kept whole."""
+    data_folders = {Path(os.path.abspath(p)).parent for p in paths if image_kind(p) != "plain"}
+    previews = [p for p in paths if image_kind(p) == "plain"
+                and any(folder in data_folders for folder in Path(os.path.abspath(p)).parents)]
     if not previews:
         return list(paths), []
     left_out = set(previews)
     return [p for p in paths if p not in left_out], previews
 
 
-#: files that mark a folder as a run's output (segment, batch, track, autolabel, simulate): its
-#: images (labels, probabilities, relabelled stacks) are results, never inputs of a later search
-RUN_OUTPUT_MARKERS = ("segment_run.json", "batch_config.json", "batch_run.json", "manifest.jsonl",
-                      "track_config.json")
+#: the record each command writes into its --out, and keys it holds: a folder with one is a run's output
+RUN_RECORDS = {"segment_run.json": ("model", "images"), "batch_config.json": ("task", "settings_hash"),
+               "track_config.json": ("max_search_radius", "motion_model")}
+#: what runs write into their output folder besides tables: results, never inputs of a later search
+RUN_OUTPUTS = ("labels", "probabilities", "tracks_labels", "ctc_RES", "defect_masks", "shards", "tracks_labels.tif")
 
 
-def is_run_output(folder: str | os.PathLike) -> bool:
-    """Whether ``folder`` holds one of :data:`RUN_OUTPUT_MARKERS` (an earlier run's --out)."""
-    return any(os.path.isfile(os.path.join(folder, marker)) for marker in RUN_OUTPUT_MARKERS)
+def run_record(folder: str | os.PathLike) -> str | None:
+    """The run record (:data:`RUN_RECORDS`) ``folder`` holds, told by its keys (a file of that name
+    from another tool is not one); None when it holds none."""
+    for name, keys in RUN_RECORDS.items():
+        record = os.path.join(folder, name)
+        if os.path.isfile(record):
+            try:
+                with open(record, encoding="utf-8") as fh:
+                    content = json.load(fh)
+            except (OSError, ValueError):
+                continue
+            if isinstance(content, dict) and all(key in content for key in keys):
+                return name
+    return None
+
+
+def run_output(path: str | os.PathLike, top: str | os.PathLike, keep_labels: bool = False) -> bool:
+    """Whether ``path`` is a result an earlier run wrote (in one of :data:`RUN_OUTPUTS` of a folder
+    holding a :func:`run_record`, at or below ``top``, the folder a search starts from). The run's
+    other files (the raw movie a run wrote beside) are not. ``keep_labels``: a run's ``labels/`` are
+    inputs (tracking segmentation results)."""
+    path = Path(os.path.abspath(path))
+    top = Path(os.path.abspath(top))
+    for folder in path.parents:
+        if folder != top and top not in folder.parents:
+            break  # above the search: the user chose it
+        if run_record(folder):
+            first = path.relative_to(folder).parts[0]
+            if first in RUN_OUTPUTS and not (keep_labels and first == "labels"):
+                return True
+    return False
 
 
 def glob_fixed_part(pattern: str) -> Path:
@@ -73,18 +104,6 @@ def glob_fixed_part(pattern: str) -> Path:
 
     prefix = re.split(r"[*?\[]", pattern)[0]
     return Path(os.path.abspath(prefix if prefix.endswith(("/", os.sep)) else os.path.dirname(prefix) or "."))
-
-
-def inside_run_output(path: str | os.PathLike, top: str | os.PathLike) -> bool:
-    """Whether ``path`` lies in a run's output folder (:func:`is_run_output`) below ``top`` (the
-    fixed part of a search: ``top`` itself, chosen by the user, does not count)."""
-    top = os.path.abspath(top)
-    folder = os.path.dirname(os.path.abspath(path))
-    while folder != top and folder.startswith(top + os.sep):
-        if is_run_output(folder):
-            return True
-        folder = os.path.dirname(folder)
-    return False
 
 
 def _looks_like_zarr(path: Path) -> bool:
@@ -522,8 +541,8 @@ def _drop_size_one_axes_named(image: ImageData, axes: str) -> str:
     return "".join(axes[i] for i in keep) if axes else ""
 
 
-#: the TIFF Software tag of labels this package writes (napari's Save of a Labels layer, segmentation
-#: results): its reader opens such a file as a Labels layer whatever its name
+#: the TIFF Software tag of labels napari's Save writes with this plugin (a Labels layer): its reader
+#: opens such a file as a Labels layer whatever its name
 LABELS_SOFTWARE = "napari-microseg labels"
 
 
@@ -552,8 +571,6 @@ def write_tiff(path: str | os.PathLike, data: np.ndarray, overwrite: bool = Fals
         arr = np.asarray(data)
         shape, dtype = arr.shape, arr.dtype
         contents = {"data": arr}
-    kwargs.setdefault("bigtiff", int(np.prod(shape)) * dtype.itemsize > 2**31 - 2**25)
-    kwargs.setdefault("compression", "zlib" if dtype.kind in "iub" else None)
     for key, value in tiff_axes_kwargs(data).items():
         kwargs.setdefault(key, value)
     ome = _ome_calibration(calibration or {}, np.ndim(data) if not hasattr(data, "compute") else data.ndim)
@@ -561,14 +578,15 @@ def write_tiff(path: str | os.PathLike, data: np.ndarray, overwrite: bool = Fals
         kwargs["ome"] = True
         kwargs["metadata"] = {**(kwargs.get("metadata") or {}), **ome}
         if dtype.name in OME_UNSUPPORTED:  # OME-XML has no such pixel type: a type that holds every value
-            wider = _ome_dtype(contents, dtype, target.name)
-            if "shape" in contents:  # frame by frame
-                contents["data"] = (frame.astype(wider) for frame in contents["data"])
+            wider = _ome_dtype(data if "shape" in contents else contents["data"], dtype, target.name)
+            if "shape" in contents:  # frame by frame, read again
+                contents["data"] = (np.asarray(data[t]).astype(wider) for t in range(shape[0]))
                 contents["dtype"] = wider
             else:
                 contents["data"] = contents["data"].astype(wider)
-            dtype = np.dtype(wider)
-            kwargs["compression"] = "zlib" if dtype.kind in "iub" else None
+            dtype = wider
+    kwargs.setdefault("bigtiff", int(np.prod(shape)) * dtype.itemsize > 2**31 - 2**25)
+    kwargs.setdefault("compression", "zlib" if dtype.kind in "iub" else None)
     with atomic_path(target) as tmp:
         tifffile.imwrite(tmp, **contents, **kwargs)
     return target
@@ -578,23 +596,20 @@ def write_tiff(path: str | os.PathLike, data: np.ndarray, overwrite: bool = Fals
 OME_UNSUPPORTED = ("int64", "uint64", "float16", "bool")
 
 
-def _ome_dtype(contents: dict, dtype: np.dtype, name: str) -> np.dtype:
-    """The OME pixel type that holds every value of ``contents`` (written with a calibration):
+def _ome_dtype(data: Any, dtype: np.dtype, name: str) -> np.dtype:
+    """The OME pixel type that holds every value of ``data`` (written with a calibration):
     float16 -> float32, bool -> uint8, int64 / uint64 -> the smallest of uint8 ... int32 / uint32 that
-    holds their range (InputError when none does)."""
+    holds their range (a lazy stack's range read frame by frame); InputError when none does."""
     if dtype.name == "float16":
         return np.dtype(np.float32)
     if dtype.name == "bool":
         return np.dtype(np.uint8)
-    if "shape" in contents:  # a lazy stack: its range frame by frame (read again when written)
-        lo, hi = 0, 0
-        frames = list(contents["data"])
-        for frame in frames:
+    lo = hi = 0
+    frames = (data[t] for t in range(data.shape[0])) if hasattr(data, "compute") else (data,)
+    for frame in frames:
+        frame = np.asarray(frame)
+        if frame.size:
             lo, hi = min(lo, int(frame.min())), max(hi, int(frame.max()))
-        contents["data"] = iter(frames)
-    else:
-        arr = contents["data"]
-        lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
     for candidate in (np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32):
         info = np.iinfo(candidate)
         if info.min <= lo and hi <= info.max:

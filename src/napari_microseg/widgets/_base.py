@@ -618,16 +618,20 @@ def filling(table: Any) -> Any:
 
     header = table.horizontalHeader()
     modes = [header.sectionResizeMode(i) for i in range(table.columnCount())]
+    updates, sorting = table.updatesEnabled(), table.isSortingEnabled()
     table.setUpdatesEnabled(False)
+    table.setSortingEnabled(False)  # rows would move while they are filled
     blocked = table.blockSignals(True)
-    header.setSectionResizeMode(QHeaderView.Interactive)
+    for i in range(len(modes)):
+        header.setSectionResizeMode(i, QHeaderView.Interactive)
     try:
         yield table
     finally:
         for i, mode in enumerate(modes):
             header.setSectionResizeMode(i, mode)  # ResizeToContents again: one measuring pass
         table.blockSignals(blocked)
-        table.setUpdatesEnabled(True)
+        table.setSortingEnabled(sorting)
+        table.setUpdatesEnabled(updates)
 
 
 #: in-memory arrays up to this size (bytes) are copied on the GUI thread when a run starts (~0.03 s);
