@@ -791,3 +791,24 @@ def test_a_batch_folder_hashed_with_stated_defaults_still_resumes(tmp_path, tiny
     assert first.processed == 3
     again = run_batch_sync("segment", src, out, model=tiny_nuclei_model, workers=0, min_size=8)
     assert (again.processed, again.skipped) == (0, 3)
+
+
+def test_a_batch_over_a_moved_input_folder_skips_its_done_items(tmp_path, tiny_nuclei_model):
+    """The input folder renamed (or a share mounted elsewhere) between runs: every item was redone and
+    labels/ held each image twice, under the old and the new names."""
+    import tifffile
+
+    from napari_microseg.batch import run_batch_sync
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    src = tmp_path / "plate_a" / "well0"
+    src.mkdir(parents=True)
+    for i in range(3):
+        tifffile.imwrite(src / f"a{i}.tif", simulate_nuclei_image(shape=(48, 48), n_nuclei=3, seed=i)[0])
+    out = tmp_path / "out"
+    assert run_batch_sync("segment", tmp_path / "plate_a", out, model=tiny_nuclei_model, workers=0).processed == 3
+    (tmp_path / "plate_a").rename(tmp_path / "plate_b")
+    again = run_batch_sync("segment", tmp_path / "plate_b", out, model=tiny_nuclei_model, workers=0)
+    assert (again.processed, again.skipped) == (0, 3)
+    assert sorted(p.relative_to(out / "labels").as_posix() for p in (out / "labels").rglob("*.tif")) == \
+        ["well0/a0.tif", "well0/a1.tif", "well0/a2.tif"]

@@ -439,16 +439,19 @@ def acquire_out_lock(out: Path) -> Path:
 
 
 def _previous_input_root(out: Path) -> str | None:
-    """The input folder an earlier batch in ``out`` named its outputs from (None: no earlier run, or
-    one from before it was recorded)."""
+    """The input folder an earlier batch in ``out`` named its outputs from (None: no earlier run, one
+    from before it was recorded, or a folder that is no longer there: moved, or a share mounted
+    elsewhere; the inputs are then named from their own folder, as that run named them, and their
+    checksums tell the done ones)."""
     try:
         config = json.loads((out / CONFIG_NAME).read_text())
-        if config.get("input_root"):
-            return config["input_root"]
-        inputs = config.get("inputs") or []  # a run from before input_root was recorded: its inputs say
-        return os.path.commonpath([os.path.dirname(p) for p in inputs]) if inputs else None
+        root = config.get("input_root")
+        if not root:
+            inputs = config.get("inputs") or []  # a run from before input_root was recorded: its inputs say
+            root = os.path.commonpath([os.path.dirname(p) for p in inputs]) if inputs else None
     except (OSError, ValueError, AttributeError, TypeError):
         return None
+    return root if root and os.path.isdir(root) else None
 
 
 def _previous_settings_hash(out: Path) -> str | None:
