@@ -811,4 +811,4 @@ def test_a_batch_over_a_moved_input_folder_skips_its_done_items(tmp_path, tiny_n
     again = run_batch_sync("segment", tmp_path / "plate_b", out, model=tiny_nuclei_model, workers=0)
     assert (again.processed, again.skipped) == (0, 3)
     assert sorted(p.relative_to(out / "labels").as_posix() for p in (out / "labels").rglob("*.tif")) == \
-        ["well0/a0.tif", "well0/a1.tif", "well0/a2.tif"]
+        ["a0.tif", "a1.tif", "a2.tif"]
