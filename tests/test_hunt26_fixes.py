@@ -747,6 +747,11 @@ def test_segment_and_batch_share_a_lock_on_their_output_folder(tmp_path, capsys)
     assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "in"),
                  "--out", str(out), "--quiet"]) == 2
     assert "in use by another run" in capsys.readouterr().err and not (out / "counts.csv").exists()
+    (out / "notes.txt").write_text("a segment run's folder")  # batch said "not empty and holds no batch results"
+    assert main(["batch", "segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "in"),
+                 "--out", str(out), "--workers", "0", "--quiet"]) == 2
+    assert "in use by another run" in capsys.readouterr().err
+    (out / "notes.txt").unlink()
     lock.unlink()
     assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "in"),
                  "--out", str(out), "--quiet"]) == 0
@@ -812,3 +817,22 @@ def test_a_batch_over_a_moved_input_folder_skips_its_done_items(tmp_path, tiny_n
     assert (again.processed, again.skipped) == (0, 3)
     assert sorted(p.relative_to(out / "labels").as_posix() for p in (out / "labels").rglob("*.tif")) == \
         ["a0.tif", "a1.tif", "a2.tif"]
+
+
+def test_a_pattern_through_linked_folders_takes_each_image_once(tmp_path):
+    """plate1/link/ and plate3/ both lead to real/: a pattern segmented real/c.tif three times (three rows
+    in the tables); now once, the other names said as left out. Two linked files in one folder stay two."""
+    from napari_microseg.batch import find_batch_inputs
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "c.tif").write_bytes(b"0")
+    (tmp_path / "plate1").mkdir()
+    os.symlink(tmp_path / "real", tmp_path / "plate1" / "link")
+    os.symlink(tmp_path / "real", tmp_path / "plate3")
+    (tmp_path / "plate2").mkdir()
+    os.symlink(tmp_path / "real" / "c.tif", tmp_path / "plate2" / "A01.tif")
+    os.symlink(tmp_path / "real" / "c.tif", tmp_path / "plate2" / "A02.tif")
+    ignored = []
+    found = [rel for _, rel in find_batch_inputs(str(tmp_path / "plate*" / "**" / "*.tif"), ignored=ignored)]
+    assert found == ["plate1/link/c.tif", "plate2/A01.tif", "plate2/A02.tif"], found
+    assert [Path(p).relative_to(tmp_path).as_posix() for p in ignored] == ["plate3/c.tif"]

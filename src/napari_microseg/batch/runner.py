@@ -200,10 +200,12 @@ def _walk_images(folder: Path, exclude: Path | None, ignored: list | None = None
         for d in sorted(dirnames):
             sub = here / d
             real = os.path.realpath(sub)
-            if d.startswith(".") or _is_within(sub, exclude) or real in seen:
+            if d.startswith(".") or _is_within(sub, exclude):
                 continue
-            if sub.is_symlink() and (real == real_root or real.startswith(real_root + os.sep)):
-                continue  # a link into the tree: its folder is searched under its own name
+            if real in seen or (sub.is_symlink() and (real == real_root or real.startswith(real_root + os.sep))):
+                if ignored is not None:  # a folder searched already, or under its own name: said, not silent
+                    ignored.append(sub)
+                continue
             if (d in results and not (keep_run_labels and d == "labels")) \
                     or (skip_label_folders and d.lower() in LABEL_FOLDERS):
                 leave_out(sub)
@@ -280,6 +282,19 @@ def find_batch_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike],
         elif any(ch in str(spec) for ch in "*?["):
             matches = [Path(q) for q in glob.glob(str(spec), recursive=True)
                        if image_kind(q) is not None and not Path(q).name.startswith(".")]
+            # a pattern follows linked folders: the same folder reached twice (plate1/link/, plate3/ -> real/)
+            # gives its images once, under the first name (two linked files in one folder stay two inputs)
+            reached: set = set()
+            once = []
+            for q in sorted(matches):
+                where = (os.path.realpath(q.parent), q.name)
+                if where in reached:
+                    if ignored is not None:
+                        ignored.append(q)
+                    continue
+                reached.add(where)
+                once.append(q)
+            matches = once
             # as in folders: run outputs (and, for the tasks that read images, label folders) below the
             # pattern's fixed part are left out
             fixed = glob_fixed_part(str(spec))
@@ -412,6 +427,18 @@ def pid_alive(pid: int) -> bool:
     return psutil.pid_exists(pid)
 
 
+def _refuse_if_in_use(out: Path) -> None:
+    """InputError when a live run on this host holds ``out``'s lock (:func:`acquire_out_lock`)."""
+    try:
+        held = json.loads((out / LOCK_NAME).read_text())
+    except (OSError, ValueError):
+        return
+    pid = int(held.get("pid", 0) or 0) if isinstance(held, dict) else 0
+    if held.get("host") == socket.gethostname() and pid and pid != os.getpid() and pid_alive(pid):
+        raise InputError(f"{out} is in use by another run (pid {pid} on {held.get('host')}); wait for it, or delete "
+                         f"{out / LOCK_NAME} if that run is gone")
+
+
 def acquire_out_lock(out: Path) -> Path:
     """Create ``OUT/.batch.lock``; refuse when a live run on this host holds it (a stale lock is taken
     over). ``microseg batch`` and ``microseg segment`` take it, so two runs never write one folder's
@@ -467,6 +494,7 @@ def _check_out_folder(out: Path, task: str, settings_hash: str, overwrite: bool)
         raise InputError(f"--out {out} exists and is not a folder")
     if not out.exists():
         return
+    _refuse_if_in_use(out)  # a microseg segment writing there: say so, not "not empty"
     config_path = out / CONFIG_NAME
     if not config_path.exists():
         if (out / MANIFEST_NAME).exists() or not any(out.iterdir()):

@@ -90,7 +90,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default: segment as trained)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation: average over 4 flips (4x slower)")
     p.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
-                   help="network arithmetic: auto = bfloat16 on GPUs and on CPUs that compute it natively (AMX), else float32")
+                   help="network arithmetic: auto = bfloat16 on GPUs and on CPUs that compute it natively (AMX, AVX512-BF16), else float32")
     p.add_argument("--max-size", type=int, default=None, help="drop objects larger than this many px (default: none)")
     p.add_argument("--remove-border", action="store_true", help="drop objects touching the image border")
     add_ccd_rule_options(p)
