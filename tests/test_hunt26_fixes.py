@@ -836,3 +836,45 @@ def test_a_pattern_through_linked_folders_takes_each_image_once(tmp_path):
     found = [rel for _, rel in find_batch_inputs(str(tmp_path / "plate*" / "**" / "*.tif"), ignored=ignored)]
     assert found == ["plate1/link/c.tif", "plate2/A01.tif", "plate2/A02.tif"], found
     assert [Path(p).relative_to(tmp_path).as_posix() for p in ignored] == ["plate3/c.tif"]
+
+
+def test_a_batch_whose_inputs_now_lie_under_another_path_is_resumed_by_their_names(tmp_path, tiny_nuclei_model):
+    """The share is mounted elsewhere while the old mount point stays (empty), and the first run was of
+    a sub-folder: its items keep their names (everything was redone under new names, labels/ twice)."""
+    import tifffile
+
+    from napari_microseg.batch import run_batch_sync
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    old = tmp_path / "media" / "share"
+    for well, seed in (("w1", 1), ("w2", 2)):
+        (old / well).mkdir(parents=True)
+        tifffile.imwrite(old / well / f"{well}.tif", simulate_nuclei_image(shape=(48, 48), n_nuclei=3, seed=seed)[0])
+    out = tmp_path / "out"
+    assert run_batch_sync("segment", old, out, model=tiny_nuclei_model, workers=0).processed == 2
+    new = tmp_path / "mnt" / "share"
+    new.parent.mkdir()
+    old.rename(new)
+    old.mkdir()  # the old mount point, left empty
+    again = run_batch_sync("segment", new, out, model=tiny_nuclei_model, workers=0)
+    assert (again.processed, again.skipped) == (0, 2)
+    assert sorted(p.relative_to(out / "labels").as_posix() for p in (out / "labels").rglob("*.tif")) == \
+        ["w1/w1.tif", "w2/w2.tif"]
+
+
+def test_a_pattern_names_images_by_their_own_folder_not_a_link_to_it_and_skips_zarr_innards(tmp_path):
+    """exp/images/a.tif with a link exp/alias -> exp/images: a folder search names it images/a.tif; a
+    pattern named it alias/a.tif (so switching between them redid it); the arrays inside a Zarr store
+    matched by '**' were inputs of their own."""
+    import zarr
+
+    from napari_microseg.batch import find_batch_inputs
+
+    (tmp_path / "exp" / "images").mkdir(parents=True)
+    (tmp_path / "exp" / "images" / "a.tif").write_bytes(b"0")
+    os.symlink(tmp_path / "exp" / "images", tmp_path / "exp" / "alias")
+    assert [rel for _, rel in find_batch_inputs(tmp_path / "exp")] == ["a.tif"]
+    assert [path for path, _ in find_batch_inputs(str(tmp_path / "exp" / "**" / "*.tif"))] == \
+        [tmp_path / "exp" / "images" / "a.tif"]
+    zarr.open_group(str(tmp_path / "z" / "m.zarr"), mode="w").create_array("0", shape=(2, 8, 8), dtype="uint8")
+    assert [path.name for path, _ in find_batch_inputs(str(tmp_path / "z" / "**"))] == ["m.zarr"]

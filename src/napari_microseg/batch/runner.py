@@ -282,19 +282,9 @@ def find_batch_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike],
         elif any(ch in str(spec) for ch in "*?["):
             matches = [Path(q) for q in glob.glob(str(spec), recursive=True)
                        if image_kind(q) is not None and not Path(q).name.startswith(".")]
-            # a pattern follows linked folders: the same folder reached twice (plate1/link/, plate3/ -> real/)
-            # gives its images once, under the first name (two linked files in one folder stay two inputs)
-            reached: set = set()
-            once = []
-            for q in sorted(matches):
-                where = (os.path.realpath(q.parent), q.name)
-                if where in reached:
-                    if ignored is not None:
-                        ignored.append(q)
-                    continue
-                reached.add(where)
-                once.append(q)
-            matches = once
+            # the arrays inside a Zarr store the pattern also matched are the store's, not inputs of their own
+            stores = {q for q in matches if image_kind(q) == "zarr"}
+            matches = [q for q in matches if not any(parent in stores for parent in q.parents)]
             # as in folders: run outputs (and, for the tasks that read images, label folders) below the
             # pattern's fixed part are left out
             fixed = glob_fixed_part(str(spec))
@@ -306,6 +296,20 @@ def find_batch_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike],
                 matches = [q for q in matches if q not in dropped]
                 if ignored is not None:
                     ignored.extend(left_out)
+            # a pattern follows linked folders: the same folder reached twice (plate1/link/, plate3/ -> real/)
+            # gives its images once, under their own folder's name where it matched (as a folder search names
+            # them), else the first; two linked files in one folder stay two inputs
+            reached: set = set()
+            once = []
+            for q in sorted(matches, key=lambda q: (os.path.realpath(q.parent) != os.path.abspath(q.parent), str(q))):
+                where = (os.path.realpath(q.parent), q.name)
+                if where in reached:
+                    if ignored is not None:
+                        ignored.append(q)
+                    continue
+                reached.add(where)
+                once.append(q)
+            matches = sorted(once)
             found, previews = drop_previews(matches)
             if not found:
                 left = f" ({len(left_out)} left out: label folders or earlier runs' results)" if left_out else ""
@@ -433,8 +437,10 @@ def _refuse_if_in_use(out: Path) -> None:
         held = json.loads((out / LOCK_NAME).read_text())
     except (OSError, ValueError):
         return
-    pid = int(held.get("pid", 0) or 0) if isinstance(held, dict) else 0
-    if held.get("host") == socket.gethostname() and pid and pid != os.getpid() and pid_alive(pid):
+    if not isinstance(held, dict):
+        return
+    pid = int(held.get("pid", 0) or 0)
+    if held.get("host") != socket.gethostname() or (pid and pid != os.getpid() and pid_alive(pid)):
         raise InputError(f"{out} is in use by another run (pid {pid} on {held.get('host')}); wait for it, or delete "
                          f"{out / LOCK_NAME} if that run is gone")
 
@@ -453,6 +459,7 @@ def acquire_out_lock(out: Path) -> Path:
                 held = json.loads(lock.read_text())
             except (OSError, ValueError):
                 held = {}
+            held = held if isinstance(held, dict) else {}
             pid = int(held.get("pid", 0) or 0)
             if held.get("host") != me["host"] or (pid and pid != os.getpid() and pid_alive(pid)):
                 raise InputError(f"{out} is in use by another run (pid {pid} on {held.get('host')}); "
@@ -479,6 +486,35 @@ def _previous_input_root(out: Path) -> str | None:
     except (OSError, ValueError, AttributeError, TypeError):
         return None
     return root if root and os.path.isdir(root) else None
+
+
+def _moved_input_root(paths: Sequence[Path], out: Path) -> str | None:
+    """The folder under which ``paths`` carry the names an earlier batch in ``out`` gave its inputs
+    (its ``inputs`` relative to its ``input_root``): ``/new/place`` when ``/new/place/w1/a.tif`` was
+    ``w1/a.tif``; the folder most paths agree on, None when none matches."""
+    from collections import Counter
+
+    try:
+        config = json.loads((out / CONFIG_NAME).read_text())
+        root, earlier = config.get("input_root"), config.get("inputs") or []
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not root or not earlier:
+        return None
+    names = set()
+    for p in earlier:
+        try:
+            names.add(Path(p).relative_to(root).as_posix())
+        except (ValueError, TypeError):
+            continue
+    votes: Counter = Counter()
+    for path in paths:
+        parts = Path(os.path.abspath(path)).parts
+        for k in range(1, len(parts)):
+            if "/".join(parts[-k:]) in names:
+                votes[str(Path(*parts[:-k]))] += 1
+                break
+    return votes.most_common(1)[0][0] if votes else None
 
 
 def _previous_settings_hash(out: Path) -> str | None:
@@ -788,8 +824,15 @@ def run_batch(
     previous_root = None if overwrite else _previous_input_root(out)
     ignored: list[Path] = []
     reads_labels = task == "track" and model is None  # track reads labels (unless it segments first); the others images
-    found = find_batch_inputs(inputs, exclude=out, root=previous_root, ignored=ignored,
-                              skip_label_folders=not reads_labels, keep_run_labels=reads_labels)
+    search = {"exclude": out, "skip_label_folders": not reads_labels, "keep_run_labels": reads_labels}
+    found = find_batch_inputs(inputs, root=previous_root, ignored=ignored, **search)
+    if not overwrite and not any(previous_root and p.is_relative_to(previous_root) for p, _ in found):
+        # the earlier run's inputs are elsewhere now (a moved folder, a share mounted at another path):
+        # named from where its names end, as that run named them, so that its done items are skipped
+        moved_root = _moved_input_root([p for p, _ in found], out)
+        if moved_root is not None:
+            ignored = []
+            found = find_batch_inputs(inputs, root=moved_root, ignored=ignored, **search)
     out.mkdir(parents=True, exist_ok=True)
     lock = acquire_out_lock(out)
     manifest = Manifest(out / MANIFEST_NAME)

@@ -300,9 +300,9 @@ def run(args: argparse.Namespace) -> int:
             gen.close()
     if summary.ignored:  # a PNG among the TIFFs: said, not silently skipped
         names = ", ".join(Path(p).name for p in summary.ignored[:3]) + (" ..." if len(summary.ignored) > 3 else "")
-        print(f"note: {len(summary.ignored)} file(s) in the input folders were left out: other types, previews, "
-              f"in label folders such as labels/, or in earlier runs' output folders ({names}; "
-              "listed in batch_run.json)", file=sys.stderr)
+        print(f"note: {len(summary.ignored)} file(s) or folder(s) in the input folders were left out: other types, "
+              f"previews, label folders such as labels/, earlier runs' results, or folders reached already through "
+              f"a link ({names}; listed in batch_run.json)", file=sys.stderr)
     tables = ", ".join(str(p) for p in summary.tables.values()) or "no tables"
     print(f"batch {summary.task}: {summary.processed} processed, {summary.skipped} skipped (done before), "
           f"{summary.failed} failed of {summary.total} items in {summary.seconds:.1f} s -> {tables}")

@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     _remove_stale_staging(out)
     # everything is written into a staging folder first, then moved into place with Ctrl-C held back:
     # an interrupted run leaves the earlier results whole, never half of each
-    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=out))
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-{_host()}-", dir=out))
     try:
         write_tracks_csv(result, staging / "tracks.csv")
         write_counts_csv(result, staging / "counts.csv")
@@ -149,15 +149,25 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _remove_stale_staging(out: Path) -> None:
-    """Remove staging folders that killed runs left in ``out`` (named with their process id); a
-    running process's folder is left alone."""
+    """Remove staging folders that killed runs of this machine left in ``out`` (named with their process
+    id and host); a running process's folder, or another machine's, is left alone."""
     from ..batch.runner import pid_alive
 
     for folder in out.glob(f"{STAGING_PREFIX}*"):
-        pid = folder.name[len(STAGING_PREFIX):].split("-", 1)[0]
+        pid, _, rest = folder.name[len(STAGING_PREFIX):].partition("-")
+        if not rest.startswith(f"{_host()}-"):
+            continue  # another machine's run (a shared folder): its own to clean up
         if pid.isdigit() and pid_alive(int(pid)):
             continue
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _host() -> str:
+    """This machine's name as it can stand in a folder name."""
+    import re
+    import socket
+
+    return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "host"
 
 
 def _ctc_files_replaced(out: Path, ctc: bool, replace_earlier_ctc: bool, new_names: set | None = None) -> list[Path]:
