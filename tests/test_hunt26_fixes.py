@@ -878,3 +878,29 @@ def test_a_pattern_names_images_by_their_own_folder_not_a_link_to_it_and_skips_z
         [tmp_path / "exp" / "images" / "a.tif"]
     zarr.open_group(str(tmp_path / "z" / "m.zarr"), mode="w").create_array("0", shape=(2, 8, 8), dtype="uint8")
     assert [path.name for path, _ in find_batch_inputs(str(tmp_path / "z" / "**"))] == ["m.zarr"]
+
+
+def test_evaluate_seg_keeps_every_threshold_its_own_scores(tmp_path, capsys):
+    """--thresholds 0.5,0.501: both were keyed "0.50", so AP@0.5 showed the 0.501 score (and PQ of 0.5
+    beside F1 of 0.501); 0.525 was named 0.53. Two decimals stay the names where they suffice."""
+    import tifffile
+
+    from napari_microseg.cli import main
+    from napari_microseg.evaluation.metrics import threshold_key
+
+    assert [threshold_key(t) for t in (0.5, 0.75, 0.501, 0.525)] == ["0.50", "0.75", "0.501", "0.525"]
+    truth = np.zeros((40, 40), np.uint16)
+    pred = np.zeros((40, 40), np.uint16)
+    truth[0:10, 0:10] = 1
+    pred[0:10, 0:10] = 1  # exact
+    truth[20:30, 0:10] = 2
+    pred[20:30, 0:10] = 2
+    pred[20:30, 10:20] = 2  # IoU exactly 0.5: a match at 0.5, not at 0.501
+    tifffile.imwrite(tmp_path / "gt.tif", truth)
+    tifffile.imwrite(tmp_path / "pred.tif", pred)
+    assert main(["evaluate", "seg", "--gt", str(tmp_path / "gt.tif"), "--pred", str(tmp_path / "pred.tif"),
+                 "--thresholds", "0.5,0.501", "--out", str(tmp_path / "m.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "AP@0.50 1.000" in out and "AP@0.501 0.333" in out, out
+    table = pd.read_csv(tmp_path / "m_thresholds.csv")
+    assert table["ap"].round(3).tolist() == [1.0, 0.333]

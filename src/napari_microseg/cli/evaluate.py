@@ -306,7 +306,7 @@ def iter_pairs(pairs, notes: list | None = None, unpredicted: list | None = None
 def run_seg(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from ..evaluation.metrics import evaluate_dataset
+    from ..evaluation.metrics import evaluate_dataset, threshold_key
     from ..measure.tables import check_overwrite, write_table_csv
 
     thresholds = parse_thresholds(args.thresholds)
@@ -328,7 +328,7 @@ def run_seg(args: argparse.Namespace) -> int:
     write_table_csv(table, out)
     thr_rows = []
     for t in thresholds:
-        k = f"{t:.2f}"
+        k = threshold_key(t)
         thr_rows.append({"threshold": t, "precision": pooled[f"precision@{k}"], "recall": pooled[f"recall@{k}"],
                          "f1": pooled[f"f1@{k}"], "ap": pooled[f"ap@{k}"]})
     write_table_csv(pd.DataFrame(thr_rows), out_thr)
@@ -338,8 +338,9 @@ def run_seg(args: argparse.Namespace) -> int:
           f"accuracy {pooled['pixel_accuracy']:.3f}  dice {pooled['pixel_dice']:.3f}  iou {pooled['pixel_iou']:.3f}")
     print(f"objects (any overlap): TP {pooled['object_tp']}  FP {pooled['object_fp']}  FN {pooled['object_fn']}  "
           f"precision {pooled['object_precision']:.3f}  recall {pooled['object_recall']:.3f}  dice {pooled['object_dice']:.3f}")
-    print("instances (IoU-matched): " + "  ".join(f"AP@{t:.2f} {pooled[f'ap@{t:.2f}']:.3f}" for t in thresholds))
-    t0 = f"{thresholds[0]:.2f}"
+    print("instances (IoU-matched): " + "  ".join(f"AP@{threshold_key(t)} {pooled[f'ap@{threshold_key(t)}']:.3f}"
+                                                  for t in thresholds))
+    t0 = threshold_key(thresholds[0])
     print(f"  F1@{t0} {pooled[f'f1@{t0}']:.3f}  PQ {pooled['pq']:.3f}  mean AP {pooled['map']:.3f} "
           f"(per-image mean {pooled['mean_image_map']:.3f})  objects gt {pooled['n_gt']} pred {pooled['n_pred']}")
     low, high = pooled[f"ap_low@{t0}"], pooled[f"ap_high@{t0}"]
@@ -373,10 +374,10 @@ def _compare(per_image, other, thresholds, out_compare: Path) -> None:
     (frames) both hold: both pooled APs and the paired bootstrap interval of --pred minus --compare."""
     import pandas as pd
 
-    from ..evaluation.metrics import bootstrap_ap_difference, counts_to_scores, stack_keys
+    from ..evaluation.metrics import bootstrap_ap_difference, counts_to_scores, stack_keys, threshold_key
     from ..measure.tables import write_table_csv
 
-    t0 = f"{thresholds[0]:.2f}"
+    t0 = threshold_key(thresholds[0])
     keys = [f"ap@{t0}", f"tp@{t0}", f"fp@{t0}", f"fn@{t0}"]
     both = per_image[["name", *keys]].merge(other[["name", *keys]], on="name", suffixes=("_pred", "_compare"))
     if both.empty:

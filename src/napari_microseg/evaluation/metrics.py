@@ -424,10 +424,17 @@ def evaluate_segmentation(gt: np.ndarray, pred: np.ndarray, thresholds: Sequence
     return out
 
 
+def threshold_key(threshold: float) -> str:
+    """The column suffix of an IoU threshold (``ap@0.50``): two decimals, more where two would merge
+    thresholds or misname them (``0.525``, ``0.501``), so every threshold keeps its own columns."""
+    two = f"{float(threshold):.2f}"
+    return two if abs(float(two) - float(threshold)) < 1e-9 else f"{float(threshold):.4f}".rstrip("0")
+
+
 def _instance_summary(inst: pd.DataFrame) -> dict:
     out = {"n_gt": int(inst.n_gt.iloc[0]), "n_pred": int(inst.n_pred.iloc[0])}
     for _, r in inst.iterrows():
-        t = f"{r.threshold:.2f}"
+        t = threshold_key(r.threshold)
         out[f"ap@{t}"] = r.ap
         out[f"f1@{t}"] = r.f1
         out[f"precision@{t}"] = r.precision
@@ -487,7 +494,7 @@ def evaluate_dataset(pairs: Iterable[tuple[str, np.ndarray, np.ndarray]],
     pooled["object_gt_detected"] = n_gt_detected
     pooled.update(_instance_summary(pool_instance_scores(inst_tables)))
     pooled["mean_image_map"] = float(per_image["map"].mean())
-    first = f"{float(thresholds[0]):.2f}"
+    first = threshold_key(thresholds[0])
     stacks = stack_keys(per_image["name"])
     pooled[f"ap_low@{first}"], pooled[f"ap_high@{first}"] = bootstrap_ap_interval(inst_tables, float(thresholds[0]),
                                                                                    groups=stacks)
