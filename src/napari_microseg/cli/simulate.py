@@ -59,7 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="timelapse: tracked nuclei over --frames; images: independent varied training images (default timelapse)")
     q.add_argument("--frames", type=int, default=20, help="frames per time-lapse (default 20)")
     q.add_argument("--shape", type=int, nargs=2, default=(256, 256), metavar=("Y", "X"), help="image size in px (default 256 256)")
-    q.add_argument("--nuclei", type=int, default=None, help="nuclei per field (default 30 for timelapse; images: drawn per image, 2-150 per 256x256, at least 1)")
+    q.add_argument("--nuclei", type=int, default=None, help="nuclei per field, counted by their centres (default 30 for timelapse; nuclei cut by the border are "
+                        "labelled too, so frames hold more objects, ~10 %% more at 256 px; images: drawn per image, "
+                        "2-150 per 256x256, at least 1)")
     q.add_argument("--diameter", type=float, nargs=2, default=None, metavar=("MIN", "MAX"), help="nucleus diameter range in px (default 8 20; images: drawn per image)")
     q.add_argument("--division-rate", type=float, default=0.02, help="probability per nucleus per frame of dividing, at the target density (default 0.02)")
     q.add_argument("--death-rate", type=float, default=0.012, help="probability per nucleus per frame of dying, at the target density (default 0.012)")
