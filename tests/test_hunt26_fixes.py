@@ -904,3 +904,23 @@ def test_evaluate_seg_keeps_every_threshold_its_own_scores(tmp_path, capsys):
     assert "AP@0.50 1.000" in out and "AP@0.501 0.333" in out, out
     table = pd.read_csv(tmp_path / "m_thresholds.csv")
     assert table["ap"].round(3).tolist() == [1.0, 0.333]
+
+
+def test_tracks_saved_from_a_calibrated_layer_reopen_where_they_lay(make_napari_viewer, tmp_path):
+    """A Tracks layer at 2 min per frame and 0.5 um per pixel, shifted: its saved table holds frames and
+    pixels, and reopened it lay at scale 1 from 0, off the movie; the placement now goes beside it."""
+    viewer = make_napari_viewer(show=False)
+    data = np.array([[1, 0, 10, 10], [1, 1, 11, 10], [2, 0, 30, 30], [2, 1, 31, 29]], float)
+    layer = viewer.add_tracks(data, name="nuclei tracks", scale=(2.0, 0.5, 0.5), translate=(0.0, 10.0, 20.0),
+                              units=("minute", "micrometer", "micrometer"))
+    saved = layer.save(str(tmp_path / "nuclei tracks.csv"), plugin="napari-microseg")
+    assert sorted(Path(p).name for p in saved) == ["nuclei tracks.csv", "nuclei tracks.placement.json"]
+    (reopened,) = viewer.open(str(tmp_path / "nuclei tracks.csv"), plugin="napari-microseg")
+    np.testing.assert_allclose(reopened.scale, (2.0, 0.5, 0.5))
+    np.testing.assert_allclose(reopened.translate, (0.0, 10.0, 20.0))
+    assert [str(u) for u in reopened.units] == ["minute", "micrometer", "micrometer"]
+    # the same name saved again from a layer at 1 pixel per unit: the old placement goes with the old table
+    plain = viewer.add_tracks(data, name="plain")
+    assert [Path(p).name for p in plain.save(str(tmp_path / "nuclei tracks.csv"), plugin="napari-microseg")] == \
+        ["nuclei tracks.csv"]
+    assert not (tmp_path / "nuclei tracks.placement.json").exists()

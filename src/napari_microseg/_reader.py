@@ -97,9 +97,27 @@ def read_tracks_layer(path: str | list[str]) -> list[tuple]:
                 data = result.table[["track_id", "t", "z", "y", "x"]].to_numpy(dtype=np.float64)
                 kwargs["properties"].pop("z", None)
             name = Path(p).stem if movie is None else f"{Path(p).stem} {movie}"
-            layers.append((data, {**kwargs, "name": name, **_track_run_calibration(Path(p), data.shape[1] - 1)},
-                           "tracks"))
+            placement = _saved_placement(Path(p), data.shape[1] - 1) or _track_run_calibration(Path(p), data.shape[1] - 1)
+            layers.append((data, {**kwargs, "name": name, **placement}, "tracks"))
     return layers
+
+
+def _saved_placement(tracks_csv: Path, ndim: int) -> dict:
+    """``scale``, ``translate`` and ``units`` that napari's Save with this plugin wrote beside a Tracks
+    layer's table (``x.placement.json``, see ``_writer.write_tracks_csv``); {} when there is none or it
+    does not fit the layer's axes."""
+    import json
+
+    try:
+        saved = json.loads(tracks_csv.with_name(tracks_csv.stem + ".placement.json").read_text())
+        placement = {key: tuple(saved[key]) for key in ("scale", "translate", "units")}
+        scale = tuple(float(v) for v in placement["scale"])
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return {}
+    if len(scale) != ndim or any(len(placement[key]) != ndim for key in ("translate", "units")):
+        return {}
+    return {"scale": scale, "translate": tuple(float(v) for v in placement["translate"]),
+            "units": tuple(str(u) for u in placement["units"])}
 
 
 def _track_run_calibration(tracks_csv: Path, ndim: int) -> dict:

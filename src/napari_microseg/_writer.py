@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 from typing import Any
 
@@ -92,5 +94,34 @@ def write_tracks_csv(path: str, data: Any, meta: dict) -> list[str]:
     table = tracks_table_from_layer(np.asarray(data), meta.get("graph") or {}, features)
     target = _with_suffix(path, (".csv",), ".csv")
     assert TRACKS_COLUMNS[:4] == ["track_id", "t", "y", "x"]
+    placement = _layer_placement(meta)
+    sidecar = placement_path(target)
+    if placement:  # checked before anything is written: the table alone would open off the movie
+        from .io.atomic import guard_target
+
+        guard_target(sidecar)
     write_csv(target, table, leading=[*TRACKS_COLUMNS[:2], "z", *TRACKS_COLUMNS[2:]])  # z before y for 3-D tracks
-    return [str(target)]
+    if not placement:
+        sidecar.unlink(missing_ok=True)  # an earlier save's: not this layer's
+        return [str(target)]
+    from .io.atomic import atomic_write_text
+
+    atomic_write_text(sidecar, json.dumps(placement, indent=2) + "\n")
+    return [str(target), str(sidecar)]
+
+
+def placement_path(table: Path) -> Path:
+    """The file beside a saved tracks table that says where its layer lay (``x.csv`` -> ``x.placement.json``)."""
+    return table.with_name(table.stem + ".placement.json")
+
+
+def _layer_placement(meta: dict) -> dict:
+    """A Tracks layer's ``scale``, ``translate`` and ``units`` when they place it anywhere but at 1 pixel
+    per unit from 0 (the table holds frames and pixels), for the reader to put it back; {} otherwise."""
+    scale = [float(v) for v in (meta.get("scale") if meta.get("scale") is not None else ())]
+    translate = [float(v) for v in (meta.get("translate") if meta.get("translate") is not None else ())]
+    units = [str(u) for u in (meta.get("units") or ())]
+    plain = all(v == 1.0 for v in scale) and all(v == 0.0 for v in translate) and all(u == "pixel" for u in units)
+    if not scale or plain:
+        return {}
+    return {"scale": scale, "translate": translate or [0.0] * len(scale), "units": units or ["pixel"] * len(scale)}
