@@ -1,5 +1,5 @@
 """Defaults shared by the core, the command line and the docks, in a module light enough for
-``microseg --help`` to import (numbers only)."""
+``microseg --help`` to import (numbers and names only)."""
 
 #: largest tile side (px) and tile overlap (px) of tiled prediction; see inference.segment.segment_image
 DEFAULT_TILE = 512
@@ -9,3 +9,5 @@ DEFAULT_MIN_SIZE = 8
 #: a class map ('multiclass' labels) holds a few class indices; more values than this are object ids
 #: (one id per nucleus), which would make one network output per nucleus
 MAX_CLASS_VALUES = 32
+#: suffix of the resumable checkpoint a training run writes beside its model file (nuclei.pt.last.pt)
+LAST_SUFFIX = ".last.pt"

@@ -35,6 +35,7 @@ driver) cancels the outstanding tasks and shuts down a cluster the run started.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import logging
@@ -288,7 +289,8 @@ def find_batch_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike],
             # as in folders: run outputs (and, for the tasks that read images, label folders) below the
             # pattern's fixed part are left out
             fixed = glob_fixed_part(str(spec))
-            left_out = [q for q in matches if run_output(q, fixed, keep_run_labels) or (skip_label_folders and Path(
+            records: dict = {}
+            left_out = [q for q in matches if run_output(q, fixed, keep_run_labels, records) or (skip_label_folders and Path(
                 os.path.abspath(q)).is_relative_to(fixed) and any(part.lower() in LABEL_FOLDERS for part in
                                                                  Path(os.path.abspath(q)).relative_to(fixed).parent.parts))]
             if left_out:
@@ -432,13 +434,17 @@ def pid_alive(pid: int) -> bool:
 
 
 def _refuse_if_in_use(out: Path) -> None:
-    """InputError when a live run on this host holds ``out``'s lock (:func:`acquire_out_lock`)."""
+    """InputError when another run holds ``out``'s lock (:func:`acquire_out_lock`)."""
     try:
         held = json.loads((out / LOCK_NAME).read_text())
     except (OSError, ValueError):
         return
-    if not isinstance(held, dict):
-        return
+    if isinstance(held, dict):
+        _refuse_if_held(out, held)
+
+
+def _refuse_if_held(out: Path, held: dict) -> None:
+    """InputError when the lock record ``held`` is another run's: on another host, or a live process here."""
     pid = int(held.get("pid", 0) or 0)
     if held.get("host") != socket.gethostname() or (pid and pid != os.getpid() and pid_alive(pid)):
         raise InputError(f"{out} is in use by another run (pid {pid} on {held.get('host')}); wait for it, or delete "
@@ -459,11 +465,7 @@ def acquire_out_lock(out: Path) -> Path:
                 held = json.loads(lock.read_text())
             except (OSError, ValueError):
                 held = {}
-            held = held if isinstance(held, dict) else {}
-            pid = int(held.get("pid", 0) or 0)
-            if held.get("host") != me["host"] or (pid and pid != os.getpid() and pid_alive(pid)):
-                raise InputError(f"{out} is in use by another run (pid {pid} on {held.get('host')}); "
-                                 f"wait for it, or delete {lock} if that run is gone") from None
+            _refuse_if_held(out, held if isinstance(held, dict) else {})
             lock.unlink(missing_ok=True)  # stale: its run was killed
             continue
         with os.fdopen(fd, "w") as fh:
@@ -999,28 +1001,20 @@ def run_batch(
         yield event("finished")
         return summary
     finally:
-        try:
+        try:  # best effort while shutting down: each step's failure leaves the others to run
             if pending and client is not None:
-                try:
+                with contextlib.suppress(Exception):
                     client.cancel(pending, force=True)
-                except Exception:  # noqa: BLE001 - best effort while shutting down
-                    pass
             if failures and not finished:
-                try:
+                with contextlib.suppress(OSError):
                     write_failures_csv(out / FAILURES_NAME, failures)
-                except OSError:
-                    pass
             manifest.close()
             if client is not None and owns_client:
-                try:
+                with contextlib.suppress(Exception):
                     client.close(timeout=10)
-                except Exception:  # noqa: BLE001
-                    pass
             if cluster is not None:
-                try:
+                with contextlib.suppress(Exception):
                     cluster.close(timeout=20)
-                except Exception:  # noqa: BLE001
-                    pass
         finally:  # even when Ctrl-C or TERM cuts the shutdown short: the next run is not locked out
             lock.unlink(missing_ok=True)
 

@@ -126,7 +126,8 @@ def find_inputs(spec: str) -> list[Path]:
     if any(ch in spec for ch in "*?["):
         fixed = glob_fixed_part(spec)
         matches = sorted(Path(q) for q in glob.glob(spec, recursive=True) if image_kind(q) is not None)
-        earlier = [q for q in matches if run_output(q, fixed)]  # an earlier run's labels: results, not inputs
+        records: dict = {}
+        earlier = [q for q in matches if run_output(q, fixed, records=records)]  # an earlier run's labels: results
         dropped = set(earlier)
         found, previews = drop_previews([q for q in matches if q not in dropped])
         if earlier:

@@ -80,17 +80,22 @@ def run_record(folder: str | os.PathLike) -> str | None:
     return None
 
 
-def run_output(path: str | os.PathLike, top: str | os.PathLike, keep_labels: bool = False) -> bool:
+def run_output(path: str | os.PathLike, top: str | os.PathLike, keep_labels: bool = False,
+               records: dict | None = None) -> bool:
     """Whether ``path`` is a result an earlier run wrote (in one of :data:`RUN_OUTPUTS` of a folder
     holding a :func:`run_record`, at or below ``top``, the folder a search starts from). The run's
     other files (the raw movie a run wrote beside) are not. ``keep_labels``: a run's ``labels/`` are
-    inputs (tracking segmentation results)."""
+    inputs (tracking segmentation results). ``records``: a dict that keeps each folder's record
+    between calls (a pattern's thousands of matches share their folders)."""
     path = Path(os.path.abspath(path))
     top = Path(os.path.abspath(top))
+    records = {} if records is None else records
     for folder in path.parents:
         if folder != top and top not in folder.parents:
             break  # above the search: the user chose it
-        if run_record(folder):
+        if folder not in records:
+            records[folder] = run_record(folder)
+        if records[folder]:
             first = path.relative_to(folder).parts[0]
             if first in RUN_OUTPUTS and not (keep_labels and first == "labels"):
                 return True

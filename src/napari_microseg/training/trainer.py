@@ -25,6 +25,7 @@ from typing import Any, Generator
 
 import numpy as np
 
+from ..defaults import LAST_SUFFIX
 from ..errors import InputError
 from .augment import AugmentConfig, augment_batch
 from .data import IGNORE, IMAGE_SAMPLING, PatchSampler, TrainingData, prepare_training_data, split_train_val, tile_for_validation
@@ -229,10 +230,6 @@ class TrainResult:
     history: list
     device: str
     config: dict
-
-
-#: suffix of the resumable checkpoint written beside a model file
-LAST_SUFFIX = ".last.pt"
 
 
 def check_model_out_path(out_path: str | os.PathLike) -> Path:

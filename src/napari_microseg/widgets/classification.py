@@ -21,6 +21,7 @@ from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, LineEdi
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
+from ..defaults import LAST_SUFFIX
 from ..errors import InputError, MicrosegError
 from ..pretrained import list_pretrained_for
 from ..colours import class_colour
@@ -381,7 +382,7 @@ class ClassificationWidget(MicrosegDock):
         if reason:  # before training, not after it
             self.show_error(reason)
             return None
-        out = free_name(wanted, sidecars=(".last.pt",))  # an existing model file (or checkpoint) is never replaced
+        out = free_name(wanted, sidecars=(LAST_SUFFIX,))  # an existing model file (or checkpoint) is never replaced
         if out != wanted:
             self.train_out.value = str(out)  # the form shows the file that will be written
         stop_event = threading.Event()

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, PushButton, Select, SpinBox
 
-from ..defaults import MAX_CLASS_VALUES
+from ..defaults import LAST_SUFFIX, MAX_CLASS_VALUES
 from ..errors import InputError
 from ..progress import Progress, drain
 from ._base import NO_MODEL_MESSAGE, MicrosegDock, class_colormap, current_frame, display_labels, free_name, ids_features, full_resolution, grey_image, label_features, layer_geometry, layer_names, snapshot, unique_layer_name, unwritable_reason, worker_copy
@@ -310,8 +310,8 @@ class TrainingWidget(MicrosegDock):
             self.show_error(str(err))
             return None
         wanted = Path(str(self.out_path.value))
-        if wanted.name.endswith(".last.pt"):  # a run's checkpoint: resuming it continues its model's run
-            model = wanted.with_name(wanted.name[:-len(".last.pt")])
+        if wanted.name.endswith(LAST_SUFFIX):  # a run's checkpoint: resuming it continues its model's run
+            model = wanted.with_name(wanted.name[:-len(LAST_SUFFIX)])
             if not self.resume.value:
                 self.show_error(f"{wanted.name} is the resumable checkpoint of {model.name}: tick 'resume' to "
                                 f"continue that run, or name a new model")
@@ -324,7 +324,7 @@ class TrainingWidget(MicrosegDock):
             return None
         resume = str(wanted) if self.resume.value else None
         # an existing model file is continued (resume) or left alone: a new name, shown in the field
-        out_path = wanted if resume else free_name(wanted, sidecars=(".last.pt",))
+        out_path = wanted if resume else free_name(wanted, sidecars=(LAST_SUFFIX,))
         if out_path != wanted:
             self.out_path.value = str(out_path)
         cfg = self.config()
