@@ -1,6 +1,6 @@
 """Validations of the auto-labellers on real data (napari_microseg.autolabel).
 
-Run: ``.venv/bin/python benchmarks/bench_autolabel.py [dsb|isl|ccd|ccdsim|all] [--step 5] [--minutes 4]``
+Run: ``.venv/bin/python benchmarks/bench_autolabel.py [dsb|isl|ccd|ccdsim|memory|all] [--step 5] [--minutes 4] [--size 4096]``
 
 1. ``dsb``: object-level F1 at IoU 0.5 of :func:`autolabel_fluorescence` against the
    true DSB2018 masks, pooled over the images with sorted index % step == 0
@@ -13,6 +13,9 @@ Run: ``.venv/bin/python benchmarks/bench_autolabel.py [dsb|isl|ccd|ccdsim|all] [
    DAPI auto-labels (F1 at IoU 0.5). Writes a PNG with outlines.
 3. ``ccd``: clusters found on the two Fe-55 frames vs the dark frame (taps auto-detected).
 4. ``ccdsim``: per-class pixel agreement with the simulator's exact class map.
+5. ``memory`` (not in ``all``): peak memory of :func:`autolabel_frame_iter` on one simulated
+   uint16 frame of ``--size`` px square, per step (bytes per pixel of the frame, traced numpy
+   allocations), and the process's peak RSS.
 """
 
 from __future__ import annotations
@@ -174,14 +177,49 @@ def ccd_sim_validation(n_frames: int = 8) -> dict:
     return out
 
 
+def memory_per_step(size: int = 4096) -> dict:
+    import resource
+    import tracemalloc
+
+    from napari_microseg.autolabel.fluorescence import autolabel_frame_iter
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    img, _ = simulate_nuclei_image((size, size), n_nuclei=int(40 * (size / 256) ** 2), seed=0)
+    frame = (img / img.max() * 60000).astype(np.uint16)
+    del img
+    pixels = frame.size
+    steps: dict[str, float] = {}
+    tracemalloc.start()
+    run, step, t0 = autolabel_frame_iter(frame), "start", time.perf_counter()
+    while True:
+        try:
+            event = next(run)
+        except StopIteration as done:
+            labels = done.value
+            event = None
+        steps[step] = round(tracemalloc.get_traced_memory()[1] / pixels, 1)
+        tracemalloc.reset_peak()
+        if event is None:
+            break
+        step = event.message
+    tracemalloc.stop()
+    return {"frame": f"{size}x{size} uint16", "objects": int(labels.max()),
+            "peak_bytes_per_pixel_by_step": steps, "peak_bytes_per_pixel": max(steps.values()),
+            "seconds": round(time.perf_counter() - t0, 1),
+            "maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
 def main(argv=None) -> None:
     import json
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("which", nargs="?", default="all", choices=["dsb", "isl", "ccd", "ccdsim", "all"])
+    ap.add_argument("which", nargs="?", default="all", choices=["dsb", "isl", "ccd", "ccdsim", "memory", "all"])
     ap.add_argument("--step", type=int, default=5)
     ap.add_argument("--minutes", type=float, default=4.0)
+    ap.add_argument("--size", type=int, default=4096, help="memory: side of the simulated frame (px)")
     args = ap.parse_args(argv)
+    if args.which == "memory":
+        print("autolabel_memory", json.dumps(memory_per_step(args.size), indent=1))
     if args.which in ("dsb", "all"):
         print("dsb2018", json.dumps(dsb_validation(args.step), indent=1))
     if args.which in ("ccd", "all"):

@@ -98,6 +98,55 @@ def autolabel_frame(frame: np.ndarray, **kwargs: Any) -> np.ndarray:
     return drain(autolabel_frame_iter(frame, **kwargs))
 
 
+#: side (px) of the blocks in which :func:`prominent_peaks` gathers objects
+PROMINENCE_BLOCK = 512
+
+
+def prominent_peaks(height: np.ndarray, peaks: np.ndarray, objects: np.ndarray, prominence: float,
+                    margin: int = 16, block: int = PROMINENCE_BLOCK) -> np.ndarray:
+    """Which of ``peaks`` rise at least ``prominence`` above their surroundings.
+
+    The test of ``skimage.morphology.h_maxima(height, prominence)`` (a peak is kept when it lies
+    on, or next to, an h-maximum), made window by window: the objects whose boxes start in one
+    ``block`` x ``block`` square are tested together, in the union of their boxes widened by
+    ``margin`` px. The surroundings that decide a peak's prominence are its object and the
+    background around it, so the answer is that of the whole image, while the memory is that of
+    a window (h-maxima of a whole frame takes ~100 bytes per pixel).
+
+    Parameters
+    ----------
+    height : float array (Y, X), e.g. the smoothed image in [0, 1].
+    peaks : int array (N, 2) of (y, x) positions, each inside an object of ``objects``.
+    objects : int array (Y, X), the connected objects (0 background).
+    prominence : minimal rise (unit of ``height``).
+
+    Returns
+    -------
+    keep : bool array (N,).
+    """
+    from skimage.morphology import h_maxima
+
+    keep = np.zeros(len(peaks), bool)
+    if not len(peaks):
+        return keep
+    boxes = ndi.find_objects(objects)
+    owner = objects[tuple(peaks.T)] - 1
+    ny, nx = height.shape
+    groups: dict[tuple[int, int], list[int]] = {}
+    for k in np.unique(owner):
+        box = boxes[k]
+        groups.setdefault((box[0].start // block, box[1].start // block), []).append(int(k))
+    for members in groups.values():
+        y0 = max(0, min(boxes[k][0].start for k in members) - margin)
+        y1 = min(ny, max(boxes[k][0].stop for k in members) + margin)
+        x0 = max(0, min(boxes[k][1].start for k in members) - margin)
+        x1 = min(nx, max(boxes[k][1].stop for k in members) + margin)
+        near = ndi.binary_dilation(h_maxima(height[y0:y1, x0:x1], prominence).astype(bool), iterations=1)
+        these = np.flatnonzero(np.isin(owner, members))
+        keep[these] = near[peaks[these, 0] - y0, peaks[these, 1] - x0]
+    return keep
+
+
 #: steps of :func:`autolabel_frame_iter`, each a Progress event (Stop takes effect between them)
 FRAME_STEPS = ("contrast", "threshold", "seeds", "watershed", "filters")
 
@@ -163,6 +212,7 @@ def autolabel_frame_iter(
         lo = max(lo, float(global_floor) * float(threshold_otsu(smooth)))
     thr = np.clip(thr, lo, max(hi, lo))
     mask = smooth > thr
+    del thr
     if fill_holes:
         mask = ndi.binary_fill_holes(mask)
     d_lo = float(diameter_range[0]) if diameter_range else 2.0
@@ -174,6 +224,7 @@ def autolabel_frame_iter(
         small = areas < min_area
         small[0] = False
         mask[small[labels]] = False
+    del labels
     if split_clumps and mask.any():
         from skimage.feature import peak_local_max
         from skimage.segmentation import watershed
@@ -185,12 +236,9 @@ def autolabel_frame_iter(
         comp, _ = ndi.label(mask)
         peaks = peak_local_max(seed_img, min_distance=min_dist, labels=comp, exclude_border=False)
         if seed_prominence and len(peaks):
-            from skimage.morphology import h_maxima
-
             # keep maxima that rise at least ``seed_prominence`` (in [0, 1] units) above their surroundings
-            hmax = h_maxima(seed_img, float(seed_prominence)).astype(bool)
-            hmax = ndi.binary_dilation(hmax, iterations=1)
-            peaks = peaks[hmax[tuple(peaks.T)]]
+            peaks = peaks[prominent_peaks(seed_img, peaks, comp, float(seed_prominence),
+                                          margin=int(np.ceil(4 * s_sigma)) + min_dist)]
         markers = np.zeros(mask.shape, np.int32)
         if len(peaks):
             markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
@@ -201,8 +249,10 @@ def autolabel_frame_iter(
             pos = ndi.maximum_position(seed_img, comp, missing)
             for k, p in enumerate(pos):
                 markers[p] = len(peaks) + 1 + k
+        del comp, seed_img
         yield Progress(3, len(FRAME_STEPS), "watershed")
         labels = watershed(-smooth, markers, mask=mask)
+        del markers
     else:
         labels, _ = ndi.label(mask)
     yield Progress(4, len(FRAME_STEPS), "filters")

@@ -157,7 +157,7 @@ class AutolabelWidget(MicrosegDock):
 
     def _live_preview(self) -> Any:
         """The debounced live preview: not of frames over LIVE_PREVIEW_MAX_PIXELS, which take minutes
-        and GBs each (~110 bytes per pixel); said instead."""
+        and GBs each (~60 bytes per pixel); said instead."""
         layer = self._stain()
         if layer is None:
             return None
