@@ -28,3 +28,139 @@ def test_prominent_peaks_in_windows_agree_with_h_maxima_of_the_whole_image():
         assert 0 < whole.sum() < len(peaks)  # the test can tell kept from dropped
         np.testing.assert_array_equal(windows, whole)
     assert prominent_peaks(height, peaks[:0], objects, 0.05).shape == (0,)
+
+
+def test_z_step_is_read_from_ome_imagej_and_ome_zarr(tmp_path):
+    """The Z step of OME-TIFF (PhysicalSizeZ), ImageJ hyperstacks (spacing) and OME-Zarr (the z scale)
+    becomes the layer's Z scale in micrometres (it opened at 1 pixel, the stack squashed ~7x in 3-D)."""
+    import tifffile
+    import zarr
+
+    from napari_microseg._reader import read_layers
+
+    planes = np.random.default_rng(0).integers(0, 200, (5, 32, 40)).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "z.ome.tif", planes, metadata={"axes": "ZYX", "PhysicalSizeX": 0.2,
+                                                                "PhysicalSizeY": 0.2, "PhysicalSizeZ": 1.5})
+    movie = np.random.default_rng(1).integers(0, 200, (3, 4, 32, 40)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "ij.tif", movie, imagej=True, resolution=(1 / 0.65, 1 / 0.65),
+                     metadata={"axes": "TZYX", "spacing": 2.0, "unit": "um", "finterval": 30, "tunit": "sec"})
+    group = zarr.open_group(str(tmp_path / "z.zarr"), mode="w")
+    group.create_array("0", data=planes)
+    group.attrs["multiscales"] = [{"version": "0.4", "axes": [{"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"],
+                                   "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [2.5, 0.5, 0.5]}]}]}]
+    (_, ome, _), = read_layers(str(tmp_path / "z.ome.tif"))
+    assert ome["scale"] == pytest.approx((1.5, 0.2, 0.2)) and ome["units"] == ("micrometer",) * 3
+    (_, ij, _), = read_layers(str(tmp_path / "ij.tif"))
+    assert ij["scale"] == pytest.approx((0.5, 2.0, 0.65, 0.65))
+    assert ij["units"] == ("minute", "micrometer", "micrometer", "micrometer")
+    (_, oz, _), = read_layers(str(tmp_path / "z.zarr"))
+    assert oz["scale"] == pytest.approx((2.5, 0.5, 0.5))
+
+
+@pytest.mark.parametrize("shape, scale, units", [
+    ((5, 24, 32), (1.5, 0.2, 0.2), ("micrometer",) * 3),
+    ((3, 4, 24, 32), (2.0, 1.5, 0.2, 0.2), ("minute", "micrometer", "micrometer", "micrometer")),
+    ((3, 4, 24, 32), (1.0, 1.0, 1.0, 1.0), ("pixel",) * 4),
+])
+def test_z_stack_and_4d_labels_round_trip_as_labels_with_their_scale(tmp_path, shape, scale, units):
+    """A (Z, Y, X) Labels layer in micrometres saves as ZYX with its Z step (it became TYX, Z dropped), and a
+    (T, Z, Y, X) layer of 3 or 4 planes as grey TZYX (tifffile wrote planar RGB: it reopened as an Image)."""
+    import tifffile
+
+    from napari_microseg._reader import read_layers
+    from napari_microseg._writer import write_labels_tiff
+
+    labels = np.zeros(shape, np.uint16)
+    labels[..., 4:10, 5:12] = 7
+    written, = write_labels_tiff(str(tmp_path / "painted.tif"), labels, {"scale": scale, "units": units})
+    with tifffile.TiffFile(written) as tif:
+        assert tif.series[0].axes == {3: "ZYX", 4: "TZYX"}[len(shape)]
+        assert tif.pages[0].photometric == tifffile.PHOTOMETRIC.MINISBLACK
+    (data, kwargs, kind), = read_layers(written)
+    assert kind == "labels"
+    np.testing.assert_array_equal(data, labels)
+    if units[0] != "pixel":
+        assert kwargs["scale"] == pytest.approx(scale) and kwargs["units"] == units
+
+
+def _ome_zarr_movie(path, movie, scale):
+    import zarr
+
+    group = zarr.open_group(str(path), mode="w")
+    group.create_array("0", data=movie, chunks=(1,) + movie.shape[1:])
+    group.attrs["multiscales"] = [{"version": "0.4", "axes": [{"name": "t", "type": "time", "unit": "second"}]
+                                   + [{"name": n, "type": "space", "unit": "micrometer"} for n in "yx"],
+                                   "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}]}]
+
+
+def test_zarr_labels_keep_the_movies_calibration(tmp_path, tiny_nuclei_model):
+    """Labels written as Zarr (segment of a Zarr movie; batch segment and autolabel per frame) carry the
+    movie's pixel size and frame interval: they opened at 1 pixel per unit, over half the image, and
+    `microseg track` on them recorded no units."""
+    import json
+
+    from napari_microseg._reader import read_layers
+    from napari_microseg.cli import main
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+
+    fluorescence = simulate_nuclei_timelapse(n_frames=3, shape=(96, 96), n_nuclei=6, seed=2).fluorescence
+    movie = (fluorescence / fluorescence.max() * 250).astype(np.uint8)
+    _ome_zarr_movie(tmp_path / "movie.ome.zarr", movie, [30.0, 0.5, 0.5])
+    (_, image_kwargs, _), = read_layers(str(tmp_path / "movie.ome.zarr"))
+    assert image_kwargs["scale"] == pytest.approx((0.5, 0.5, 0.5))
+    common = ["--model", str(tiny_nuclei_model), "--input", str(tmp_path / "movie.ome.zarr"), "--quiet"]
+    assert main(["segment", *common, "--out", str(tmp_path / "seg")]) == 0
+    assert main(["batch", "segment", *common, "--out", str(tmp_path / "batch"), "--workers", "0"]) == 0
+    for store in (tmp_path / "seg" / "labels" / "movie.zarr", tmp_path / "batch" / "labels" / "movie.zarr"):
+        (_, kwargs, _), = read_layers(str(store))
+        assert kwargs["scale"] == pytest.approx(image_kwargs["scale"]), store
+        assert kwargs["units"] == ("minute", "micrometer", "micrometer")
+    assert main(["track", "--labels", str(tmp_path / "seg" / "labels" / "movie.zarr"),
+                 "--out", str(tmp_path / "tracks")]) == 0
+    units = json.loads((tmp_path / "tracks" / "track_config.json").read_text())["units"]
+    assert units["pixel_size_um"] == pytest.approx(0.5) and units["frame_interval_min"] == pytest.approx(0.5)
+
+
+def test_fits_with_size_one_leading_axes_is_one_frame_and_other_tiff_series_are_warned(tmp_path):
+    """NAXIS3 = NAXIS4 = 1 (radio and some CCD pipelines) is one frame, not a 4-D refusal; a TIFF of
+    several series (OME positions) says that it reads the first (the others were dropped without a word)."""
+    import tifffile
+    from astropy.io import fits
+
+    from napari_microseg.errors import MicrosegWarning
+    from napari_microseg.io.images import read_image
+
+    frame = np.arange(20 * 30, dtype=np.float32).reshape(20, 30)
+    fits.PrimaryHDU(frame[None, None]).writeto(tmp_path / "deg.fits")
+    np.testing.assert_array_equal(read_image(tmp_path / "deg.fits").data, frame)
+    with tifffile.TiffWriter(tmp_path / "positions.ome.tif", ome=True) as writer:
+        for position in range(3):
+            writer.write(np.full((2, 16, 16), position, np.uint8), metadata={"axes": "TYX", "Name": f"Pos{position}"})
+    with pytest.warns(MicrosegWarning, match=r"3 image series.*Pos1.*Pos2"):
+        first = read_image(tmp_path / "positions.ome.tif").data
+    assert first.shape == (2, 16, 16) and first.max() == 0
+
+
+def test_track_measures_one_channel_of_a_multichannel_movie_and_notes_a_z_stack(tmp_path, capsys):
+    """`track --image` of an OME movie of two channels was refused with advice to use --channel, which
+    track did not take; a Z stack is linked plane by plane with a note, as `segment` says."""
+    import pandas as pd
+    import tifffile
+
+    from napari_microseg.cli import main
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+
+    sim = simulate_nuclei_timelapse(n_frames=4, shape=(64, 64), n_nuclei=4, seed=1)
+    tifffile.imwrite(tmp_path / "labels.tif", sim.labels)
+    stain = (sim.fluorescence / sim.fluorescence.max() * 1000).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "movie.ome.tif", np.stack([stain, 3000 - stain], axis=1), metadata={"axes": "TCYX"})
+    common = ["track", "--labels", str(tmp_path / "labels.tif"), "--image", str(tmp_path / "movie.ome.tif")]
+    assert main([*common, "--out", str(tmp_path / "o1")]) == 2
+    assert "--channel" in capsys.readouterr().err
+    assert main([*common, "--channel", "1", "--out", str(tmp_path / "o2")]) == 0
+    tracks = pd.read_csv(tmp_path / "o2" / "tracks.csv")
+    assert tracks.mean_intensity.min() > 2000  # channel 1 (3000 - stain), not the stain
+    assert main(["track", "--labels", str(tmp_path / "labels.tif"), "--channel", "0", "--out", str(tmp_path / "o3")]) == 2
+    tifffile.imwrite(tmp_path / "planes.ome.tif", sim.labels, metadata={"axes": "ZYX"})
+    assert main(["track", "--labels", str(tmp_path / "planes.ome.tif"), "--out", str(tmp_path / "o4")]) == 0
+    assert "Z stack" in capsys.readouterr().err

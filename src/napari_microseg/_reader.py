@@ -11,7 +11,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import InputError
-from .io.images import LAZY_TIFF_BYTES, image_kind, read_image
+from .io.images import LAZY_TIFF_BYTES, image_kind, read_image, tiff_axes
 from .training.data import LABEL_FOLDERS
 
 
@@ -32,15 +32,15 @@ def get_reader(path: str | list[str]) -> Callable[[Any], list] | None:
 
 def layer_calibration(image) -> dict:
     """napari ``scale`` and ``units`` of an image (per layer axis, the channel axis left out) from the
-    pixel size and frame interval its file states (``metadata["calibration"]``): Y and X in
-    micrometres, T in minutes, other axes 1 pixel. Empty when the file states neither."""
+    pixel size, Z step and frame interval its file states (``metadata["calibration"]``): Y, X and Z
+    in micrometres, T in minutes, other axes 1 pixel. Empty when the file states none."""
     calibration = image.metadata.get("calibration") or {}
     if not calibration:
         return {}
     axes = str(image.metadata.get("axes", ""))
     ndim = image.data.ndim
-    if len(axes) != ndim:  # unnamed: (Y, X) or (T, Y, X) as everywhere in the package
-        axes = {2: "YX", 3: "TYX"}.get(ndim, "")
+    if len(axes) != ndim:  # unnamed: (Y, X), (T, Y, X) (Z, Y, X with a Z step only) as everywhere in the package
+        axes = tiff_axes(ndim, calibration)
     if not axes:
         return {}
     channel = image.metadata.get("channel_axis")
@@ -57,6 +57,9 @@ def layer_calibration(image) -> dict:
         elif letter == "T" and "frame_interval_min" in calibration:
             scale.append(float(calibration["frame_interval_min"]))
             units.append("minute")
+        elif letter == "Z" and "z_step_um" in calibration:
+            scale.append(float(calibration["z_step_um"]))
+            units.append("micrometer")
         else:
             scale.append(1.0)
             units.append("pixel")

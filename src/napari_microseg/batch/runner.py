@@ -338,41 +338,48 @@ def find_batch_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike],
     return result
 
 
-def plan_items(inputs: Sequence[tuple[Path, str]], task: str) -> tuple[list[BatchItem], dict[str, tuple]]:
+def plan_items(inputs: Sequence[tuple[Path, str]], task: str) -> tuple[list[BatchItem], dict[str, tuple], dict[str, dict]]:
     """Items for the task: one per input; one per frame of a Zarr (T,Y,X) stack for per-frame tasks.
 
-    Returns the items and ``{stem: (shape, dtype)}`` of the Zarr stacks split into frames
-    (their label stores are created before the run).
+    Returns the items, ``{stem: shape}`` of the Zarr stacks split into frames (their label stores
+    are created before the run) and ``{stem: calibration}`` of those stacks (what their metadata state).
     """
     from ..io.images import image_kind, read_image
 
     items: list[BatchItem] = []
     stacks: dict[str, tuple] = {}
+    calibrations: dict[str, dict] = {}
     for path, rel in inputs:
         stem = _split_suffix(rel)[0]
         if task in PER_FRAME_TASKS and image_kind(path) == "zarr":
             try:
-                shape = tuple(int(s) for s in read_image(path).data.shape)
+                stack = read_image(path)
+                shape = tuple(int(s) for s in stack.data.shape)
             except InputError:
                 shape = None  # the worker reports the reason
             if shape is not None and len(shape) == 3:
                 stacks[stem] = shape
+                calibrations[stem] = stack.metadata.get("calibration") or {}
                 digits = max(6, len(str(shape[0] - 1)))
                 items.extend(BatchItem(key=f"{stem}.zarr/t{t:0{digits}d}", source=str(path), stem=stem, image=rel,
                                        frame=t) for t in range(shape[0]))
                 continue
         items.append(BatchItem(key=stem, source=str(path), stem=stem, image=rel))
-    return items, stacks
+    return items, stacks, calibrations
 
 
-def prepare_zarr_stores(out: Path, stacks: dict[str, tuple], dtype: str) -> set[str]:
-    """Create ``OUT/labels/<stem>.zarr`` (T,Y,X) stores, one frame per chunk row, for per-frame tasks.
+def prepare_zarr_stores(out: Path, stacks: dict[str, tuple], dtype: str,
+                        calibrations: dict[str, dict] | None = None) -> set[str]:
+    """Create ``OUT/labels/<stem>.zarr`` (T,Y,X) stores, one frame per chunk row, for per-frame tasks,
+    carrying their stack's calibration (``calibrations[stem]``: pixel size, frame interval).
 
     An existing store of the right shape and dtype is kept (resume); one that
     does not fit is replaced. Returns the stems whose stores are new (none of
     their frames can be skipped).
     """
     import zarr
+
+    from ..io.images import set_zarr_calibration
 
     fresh = set()
     for stem, shape in stacks.items():
@@ -393,6 +400,7 @@ def prepare_zarr_stores(out: Path, stacks: dict[str, tuple], dtype: str) -> set[
             chunks = (1, min(shape[1], 2048), min(shape[2], 2048))
             arr = zarr.open_array(str(tmp / "store"), mode="w", shape=shape, chunks=chunks, dtype=dtype)
             arr.attrs["microseg_batch"] = {"complete": False}
+            set_zarr_calibration(arr, (calibrations or {}).get(stem))
             os.replace(tmp / "store", target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -852,8 +860,8 @@ def run_batch(
                   "started": utc_now(), "microseg": __version__}
         atomic_write_text(out / CONFIG_NAME, json.dumps(config, indent=2, default=str) + "\n")
         remove_stale_temporaries(out)
-        items, stacks = plan_items(found, task)
-        fresh = prepare_zarr_stores(out, stacks, label_dtype)
+        items, stacks, calibrations = plan_items(found, task)
+        fresh = prepare_zarr_stores(out, stacks, label_dtype, calibrations)
         records = manifest.load()
         expected = {}
         for item in items:

@@ -243,9 +243,13 @@ def _segment_params(spec: TaskSpec) -> dict:
     return kw
 
 
-def _labels_into_zarr_store(out: Path, rel: str, make: Callable[[Any], Any], shape: tuple, dtype: str) -> Any:
-    """Run ``make(zarr_array)`` on a new store in a temporary folder, then rename it to ``out/rel``."""
+def _labels_into_zarr_store(out: Path, rel: str, make: Callable[[Any], Any], shape: tuple, dtype: str,
+                            calibration: dict | None = None) -> Any:
+    """Run ``make(zarr_array)`` on a new store in a temporary folder, then rename it to ``out/rel``; the
+    store carries the input's ``calibration`` (pixel size, frame interval), as TIFF labels do."""
     import zarr
+
+    from ..io.images import set_zarr_calibration
 
     target = out / rel
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -253,6 +257,7 @@ def _labels_into_zarr_store(out: Path, rel: str, make: Callable[[Any], Any], sha
     try:
         chunks = tuple([1] * (len(shape) - 2)) + (min(shape[-2], 2048), min(shape[-1], 2048))
         arr = zarr.open_array(str(tmp / "store"), mode="w", shape=shape, chunks=chunks, dtype=dtype)
+        set_zarr_calibration(arr, calibration)
         result = make(arr)
         if target.exists():
             shutil.rmtree(target)
@@ -293,7 +298,7 @@ def segment_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> d
 
             rel = f"labels/{item.stem}.zarr"
             result = _labels_into_zarr_store(out, rel, lambda arr: segment(loaded, data, out=arr, **kw),
-                                             tuple(data.shape), spec.label_dtype)
+                                             tuple(data.shape), spec.label_dtype, calibration)
             class_map = zarr.open_array(str(out / rel), mode="r")  # where the store now lies
         else:
             result = segment(loaded, data, **kw)
@@ -330,7 +335,8 @@ def autolabel_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) ->
         objects = object_table(labels, frame, t_offset=item.frame)
         counts = counts_with_area(objects, [item.frame])
     else:
-        data = _read_whole(item, spec, grey=True)
+        calibration: dict = {}
+        data = _read_whole(item, spec, grey=True, calibration=calibration)
         if data.ndim not in (2, 3):
             raise InputError(f"{item.image}: expected a (Y,X) image or (T,Y,X) stack, got shape {tuple(data.shape)}")
         if is_lazy(data):  # a Zarr store or a big TIFF: frame by frame into a Zarr label store
@@ -350,11 +356,12 @@ def autolabel_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) ->
                 table = pd.concat(tables, ignore_index=True)
                 return table, counts_with_area(table, range(len(frames)))
 
-            objects, counts = _labels_into_zarr_store(out, rel, label_frames, tuple(data.shape), spec.label_dtype)
+            objects, counts = _labels_into_zarr_store(out, rel, label_frames, tuple(data.shape), spec.label_dtype,
+                                                      calibration)
         else:
             labels = (np.asarray(fn(data, **kw)) if data.ndim == 2
                       else np.stack([np.asarray(fn(data[t], **kw)) for t in range(data.shape[0])]))
-            rel = _write_labels_tiff(out, f"labels/{item.stem}.tif", labels)
+            rel = _write_labels_tiff(out, f"labels/{item.stem}.tif", labels, calibration)
             objects = object_table(labels, data)
             counts = counts_with_area(objects, range(1 if labels.ndim == 2 else labels.shape[0]))
     return {"labels": rel, "objects": _write_shard(out, "objects", item, objects),
@@ -389,7 +396,7 @@ def track_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> dic
             outputs["labels"] = f"labels/{item.stem}.zarr"
             _labels_into_zarr_store(out, outputs["labels"],
                                     lambda arr: segment(loaded, data, out=arr, measure=False, **_segment_params(spec)),
-                                    tuple(data.shape), spec.label_dtype)
+                                    tuple(data.shape), spec.label_dtype, calibration)
             labels = da.from_zarr(str(out / outputs["labels"]))
         else:
             labels = np.asarray(segment(loaded, data, measure=False, **_segment_params(spec)).labels)

@@ -210,11 +210,16 @@ def _label_target(out: Path, path: Path, shape: tuple | None, zarr_above: int) -
     return [base.with_name(base.name + ".tif")]
 
 
-def _open_zarr_labels(tmp_dir: Path, shape: tuple, dtype: str):
+def _open_zarr_labels(tmp_dir: Path, shape: tuple, dtype: str, calibration: dict | None = None):
+    """A new Zarr label array at ``tmp_dir``, one frame per chunk row, carrying the image's ``calibration``."""
     import zarr
 
+    from ..io.images import set_zarr_calibration
+
     chunks = tuple([1] * (len(shape) - 2)) + (min(shape[-2], 1024), min(shape[-1], 1024))
-    return zarr.open_array(str(tmp_dir), mode="w", shape=shape, chunks=chunks, dtype=dtype)
+    arr = zarr.open_array(str(tmp_dir), mode="w", shape=shape, chunks=chunks, dtype=dtype)
+    set_zarr_calibration(arr, calibration)  # the movie's pixel size and frame interval go with its labels
+    return arr
 
 
 def check_segment_settings(args: argparse.Namespace) -> None:
@@ -299,7 +304,7 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp_dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         dtype = "uint8" if loaded.output_mode == "multiclass" else "uint32"
-        out_arr = _open_zarr_labels(tmp_dir / "store", tuple(data.shape), dtype)
+        out_arr = _open_zarr_labels(tmp_dir / "store", tuple(data.shape), dtype, image.metadata.get("calibration"))
     repeats = bool(ccd_rules.get("hot_repeats")) and data.ndim == 3
     try:
         if repeats:  # a stack of exposures: the rule in two passes, one frame in memory

@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image", help="optional intensity stack (T,Y,X), TIFF, FITS or Zarr, same shape (adds mean_intensity)")
     p.add_argument("--hdu", type=int, default=None,
                    help="FITS files: the HDU to read (0-based; default: the first with image data)")
+    p.add_argument("--channel", type=int, default=None,
+                   help="--image of several channels (OME / ImageJ): the channel to measure (0-based)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--config", default="cell", help="'cell' (divisions), 'particle' (no divisions) or a JSON file (default: cell)")
     p.add_argument("--max-search-radius", type=float, default=None, help="largest frame-to-frame displacement in pixels (default: from config)")
@@ -49,16 +51,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _read_stack(path: str, what: str, hdu: int | None = None):
-    """A (T, Y, X) stack from a TIFF, FITS or Zarr file and the calibration the file states
-    (``pixel_size_um`` / ``frame_interval_min``, see ``io.images``; may be empty). Zarr and
-    TIFFs over ``LAZY_TIFF_BYTES`` stay on disk and are tracked frame by frame."""
+def _read_stack(path: str, what: str, hdu: int | None = None, channel: int | None = None):
+    """A (T, Y, X) stack from a TIFF, FITS or Zarr file (``channel`` of a file of several) and the
+    calibration the file states (``pixel_size_um`` / ``frame_interval_min``, see ``io.images``; may be
+    empty). Zarr and TIFFs over ``LAZY_TIFF_BYTES`` stay on disk and are tracked frame by frame. A
+    Z stack (OME / ImageJ axes ZYX) is tracked plane by plane, with a note."""
     from ..errors import InputError
-    from ..io.images import LAZY_TIFF_BYTES, read_image, time_stack
+    from ..io.images import LAZY_TIFF_BYTES, is_z_stack, read_image, time_stack
 
     if not Path(path).exists():
         raise InputError(f"{what} file not found: {path}")
-    image = read_image(path, hdu=hdu, lazy_above_bytes=LAZY_TIFF_BYTES)
+    image = read_image(path, hdu=hdu, lazy_above_bytes=LAZY_TIFF_BYTES, channel=channel)
+    if is_z_stack(image):
+        print(f"note: {Path(path).name} is a Z stack (axes ZYX): its planes are linked as frames (t in the tables "
+              "is the plane)", file=sys.stderr)
     return time_stack(image.data, what, lazy=True), dict(image.metadata.get("calibration") or {})
 
 
@@ -91,8 +97,11 @@ def run(args: argparse.Namespace) -> int:
     make_output_folder(out)
     if args.hdu is not None and args.hdu < 0:
         raise InputError(f"--hdu must be >= 0, got {args.hdu}")
+    if args.channel is not None and (args.channel < 0 or not args.image):
+        raise InputError("--channel picks a channel (0-based, >= 0) of --image" if args.image
+                         else "--channel picks a channel of --image: give --image")
     labels, calibration = _read_stack(args.labels, "labels", args.hdu)
-    image, image_calibration = _read_stack(args.image, "image", args.hdu) if args.image else (None, {})
+    image, image_calibration = _read_stack(args.image, "image", args.hdu, args.channel) if args.image else (None, {})
     if "pixel_size_um" in image_calibration:  # both pixel sizes from one file: the movie's
         calibration.pop("pixel_size_y_um", None)
     calibration = {**calibration, **image_calibration}  # the movie's own metadata first

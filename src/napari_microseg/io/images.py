@@ -213,7 +213,7 @@ def _select_channel(image: ImageData, name: str, channel: int | str | None) -> I
         return image
     if channel is None:
         raise InputError(f"{name}: {n_channels} channels (axes {axes}, shape {tuple(image.data.shape)}): choose one "
-                         f"(segment, autolabel fluorescence and batch take --channel 0..{n_channels - 1}; napari "
+                         f"(segment, autolabel fluorescence, batch and track --image take --channel 0..{n_channels - 1}; napari "
                          "opens each channel as a layer) or save one channel per file")
     if isinstance(channel, bool) or not isinstance(channel, (int, np.integer)) or not 0 <= channel < n_channels:
         raise InputError(f"{name}: channel {channel!r} does not exist (the file has channels 0..{n_channels - 1})")
@@ -280,6 +280,7 @@ def _read_tiff(path: Path, lazy_above_bytes: int | None = None) -> ImageData:
     lazy = False
     try:
         series = tif.series[0]
+        _warn_other_series(tif, path.name)
         axes = str(series.axes)
         meta: dict = {"axes": axes} if len(axes) == len(series.shape) else {}
         # planar "RGB" (SYX) stays as it is: tifffile tags a 3-4 frame grey stack written
@@ -304,6 +305,19 @@ def _read_tiff(path: Path, lazy_above_bytes: int | None = None) -> ImageData:
         if not lazy:
             tif.close()
     return ImageData(np.asarray(data), "tiff", meta)
+
+
+def _warn_other_series(tif: Any, name: str) -> None:
+    """Warn that a TIFF of several image series (OME positions, a stack saved after an image) is read
+    as its first: the others would be left out without a word."""
+    series = list(tif.series)
+    if len(series) < 2:
+        return
+    shapes = ", ".join(f"{s.name or i} {tuple(s.shape)}" for i, s in enumerate(series[1:5], start=1))
+    warnings.warn(MicrosegWarning(
+        f"{name}: TIFF file of {len(series)} image series; read series 0 {tuple(series[0].shape)}, the others "
+        f"({shapes}{' ...' if len(series) > 5 else ''}) are left out: save each series as a file of its own "
+        "(e.g. Fiji's Bio-Formats importer, or tifffile) to use them"), stacklevel=3)
 
 
 def is_z_stack(image: ImageData) -> bool:
@@ -355,11 +369,12 @@ def in_unit(value: Any, unit: Any, target: str) -> float | None:
 
 
 def _calibration(pixel_size: float | None, frame_interval: float | None, pixel_size_y: float | None = None,
-                 name: str = "") -> dict:
-    """``{"pixel_size_um", "frame_interval_min"}`` of the values given; a Y size that differs from X
-    (non-square pixels) is kept as ``pixel_size_y_um`` (written back, and napari's Y scale) and warned
-    about: lengths and areas in micrometres use the X size on both axes."""
-    found = {"pixel_size_um": pixel_size, "frame_interval_min": frame_interval}
+                 name: str = "", z_step: float | None = None) -> dict:
+    """``{"pixel_size_um", "frame_interval_min", "z_step_um"}`` of the values given (``z_step``: micrometres
+    between focal planes); a Y size that differs from X (non-square pixels) is kept as ``pixel_size_y_um``
+    (written back, and napari's Y scale) and warned about: lengths and areas in micrometres use the X
+    size on both axes."""
+    found = {"pixel_size_um": pixel_size, "frame_interval_min": frame_interval, "z_step_um": z_step}
     if pixel_size is not None and pixel_size_y is not None and abs(pixel_size_y - pixel_size) > 1e-6 * pixel_size:
         found["pixel_size_y_um"] = pixel_size_y
         warnings.warn(MicrosegWarning(
@@ -369,8 +384,9 @@ def _calibration(pixel_size: float | None, frame_interval: float | None, pixel_s
 
 
 def _tiff_calibration(tif: Any) -> dict:
-    """Pixel size (micrometres) and frame interval (minutes) a TIFF states: OME-XML ``PhysicalSizeX`` /
-    ``TimeIncrement``, or ImageJ's resolution + ``unit`` and ``finterval``. Empty when it states none."""
+    """Pixel size and Z step (micrometres) and frame interval (minutes) a TIFF states: OME-XML
+    ``PhysicalSizeX`` / ``PhysicalSizeZ`` / ``TimeIncrement``, or ImageJ's resolution + ``unit``,
+    ``spacing`` and ``finterval``. Empty when it states none."""
     if tif.ome_metadata:
         import xml.etree.ElementTree as ET
 
@@ -383,7 +399,8 @@ def _tiff_calibration(tif: Any) -> dict:
                             # a Y size without its unit: X's (a writer that named one unit meant it for both)
                             in_unit(pixels.get("PhysicalSizeY"),
                                     pixels.get("PhysicalSizeYUnit", pixels.get("PhysicalSizeXUnit", "µm")), "micrometer"),
-                            Path(tif.filename).name)
+                            Path(tif.filename).name,
+                            in_unit(pixels.get("PhysicalSizeZ"), pixels.get("PhysicalSizeZUnit", "µm"), "micrometer"))
     ij = tif.imagej_metadata or {}
     sizes = {}
     for axis in "XY":
@@ -393,21 +410,23 @@ def _tiff_calibration(tif: Any) -> dict:
             if numerator:  # pixels per unit
                 sizes[axis] = in_unit(denominator / numerator, ij["unit"], "micrometer")
     frame_interval = in_unit(ij.get("finterval"), ij.get("tunit", "s"), "minute") if ij.get("finterval") else None
-    return _calibration(sizes.get("X"), frame_interval, sizes.get("Y"), Path(tif.filename).name)
+    # ImageJ's "spacing" is the Z step in the XY unit; a plain stack (no slices) has no Z to space
+    z_step = in_unit(ij.get("spacing"), ij.get("unit"), "micrometer") if ij.get("spacing") and ij.get("slices") else None
+    return _calibration(sizes.get("X"), frame_interval, sizes.get("Y"), Path(tif.filename).name, z_step)
 
 
 def _zarr_calibration(multiscales: Any, name: str = "") -> dict:
-    """Pixel size (micrometres) and frame interval (minutes) of OME-Zarr's first dataset: its scale
-    transformation and the axes' units. Empty when absent."""
+    """Pixel size and Z step (micrometres) and frame interval (minutes) of OME-Zarr's first dataset:
+    its scale transformation and the axes' units. Empty when absent."""
     try:
         axes = multiscales[0]["axes"]
         scale = next(t["scale"] for t in multiscales[0]["datasets"][0]["coordinateTransformations"] if t.get("type") == "scale")
     except (TypeError, KeyError, IndexError, StopIteration):
         return {}
     named = {str(a.get("name", "")).lower(): (value, a.get("unit")) for a, value in zip(axes, scale) if isinstance(a, dict)}
-    x, y, t = named.get("x"), named.get("y"), named.get("t")
+    x, y, t, z = named.get("x"), named.get("y"), named.get("t"), named.get("z")
     return _calibration(in_unit(*x, "micrometer") if x else None, in_unit(*t, "minute") if t else None,
-                        in_unit(*y, "micrometer") if y else None, name)
+                        in_unit(*y, "micrometer") if y else None, name, in_unit(*z, "micrometer") if z else None)
 
 
 def _fits_image_hdu(hdu: Any) -> bool:
@@ -455,7 +474,9 @@ def _read_fits(path: Path, hdu: int | None) -> ImageData:
     if data.dtype.byteorder not in ("=", "|"):
         data = data.astype(data.dtype.newbyteorder("="))
     header["HDU_INDEX"] = index
-    return ImageData(data, "fits", header)
+    image = ImageData(data, "fits", header)
+    _drop_size_one_axes_named(image, "")  # NAXIS3 = NAXIS4 = 1 (radio and some CCD pipelines): one frame
+    return image
 
 
 def _read_zarr(path: Path) -> ImageData:
@@ -494,10 +515,36 @@ def _read_zarr(path: Path) -> ImageData:
     image = ImageData(data, "zarr", {}, levels)
     axes = _drop_size_one_axes_named(image, axes)  # OME-Zarr: axis names kept, so channels stay known
     image.metadata = {**attrs, "axes": axes} if axes else dict(attrs)
-    calibration = _zarr_calibration(multiscales, path.name)
+    calibration = _zarr_calibration(multiscales, path.name) if multiscales else zarr_calibration(node.attrs)
     if calibration:
         image.metadata["calibration"] = calibration
     return image
+
+
+#: what a calibration holds: micrometres per pixel (X; Y where pixels are not square), minutes per
+#: frame, micrometres per focal plane
+CALIBRATION_KEYS = ("pixel_size_um", "pixel_size_y_um", "frame_interval_min", "z_step_um")
+#: attribute of a bare Zarr array (labels this package wrote) that holds its image's calibration
+ZARR_CALIBRATION_ATTR = "calibration"
+
+
+def set_zarr_calibration(arr: Any, calibration: dict | None) -> None:
+    """Record ``calibration`` (see :data:`CALIBRATION_KEYS`) on a Zarr array's attributes, so labels written
+    as Zarr keep their image's pixel size, Z step and frame interval (read back by :func:`read_image`;
+    a bare array has no OME-Zarr multiscales to hold them). Nothing when it states none."""
+    found = {key: float(value) for key, value in (calibration or {}).items()
+             if key in CALIBRATION_KEYS and isinstance(value, (int, float)) and _positive(value)}
+    if found:
+        arr.attrs[ZARR_CALIBRATION_ATTR] = found
+
+
+def zarr_calibration(attrs: Any) -> dict:
+    """The calibration :func:`set_zarr_calibration` recorded on a Zarr array ({} when none or not valid)."""
+    stated = dict(attrs or {}).get(ZARR_CALIBRATION_ATTR)
+    if not isinstance(stated, dict):
+        return {}
+    return {key: float(value) for key, value in stated.items()
+            if key in CALIBRATION_KEYS and isinstance(value, (int, float)) and _positive(value)}
 
 
 def _ome_axes(multiscales: Any, ndim: int) -> str:
@@ -576,7 +623,7 @@ def write_tiff(path: str | os.PathLike, data: np.ndarray, overwrite: bool = Fals
         arr = np.asarray(data)
         shape, dtype = arr.shape, arr.dtype
         contents = {"data": arr}
-    for key, value in tiff_axes_kwargs(data).items():
+    for key, value in tiff_axes_kwargs(data, calibration).items():
         kwargs.setdefault(key, value)
     ome = _ome_calibration(calibration or {}, np.ndim(data) if not hasattr(data, "compute") else data.ndim)
     if ome and "imagej" not in kwargs:
@@ -624,10 +671,11 @@ def _ome_dtype(data: Any, dtype: np.dtype, name: str) -> np.dtype:
 
 
 def calibration_from_layer(scale: Any, units: Any) -> dict:
-    """``{"pixel_size_um", "frame_interval_min"}`` of a napari layer's ``scale`` and ``units``
-    ((Y, X) or (T, Y, X) order), each only where the units are a length or a time, not napari's
-    "pixel" (non-square pixels add ``pixel_size_y_um``); the form :func:`read_image` reports and
-    :func:`write_tiff` takes."""
+    """``{"pixel_size_um", "frame_interval_min", "z_step_um"}`` of a napari layer's ``scale`` and
+    ``units`` ((Y, X), (T, Y, X), (Z, Y, X) or (T, Z, Y, X) order), each only where the units are a
+    length or a time, not napari's "pixel" (non-square pixels add ``pixel_size_y_um``); the axis before
+    Y is focal planes when its unit is a length, time when it is a time. The form :func:`read_image`
+    reports and :func:`write_tiff` takes."""
     found: dict = {}
     if scale is None or units is None or len(scale) < 2 or len(units) != len(scale):
         return found
@@ -637,36 +685,56 @@ def calibration_from_layer(scale: Any, units: Any) -> dict:
         if abs(y - x) > 1e-6 * x:  # non-square pixels keep their Y size
             found["pixel_size_y_um"] = y
     if len(scale) >= 3:
-        interval = in_unit(scale[-3], units[-3], "minute")
-        if interval is not None:
+        z_step = in_unit(scale[-3], units[-3], "micrometer")
+        if z_step is not None:  # (Z, Y, X) or (T, Z, Y, X)
+            found["z_step_um"] = z_step
+            if len(scale) >= 4 and (interval := in_unit(scale[-4], units[-4], "minute")) is not None:
+                found["frame_interval_min"] = interval
+        elif (interval := in_unit(scale[-3], units[-3], "minute")) is not None:
             found["frame_interval_min"] = interval
     return found
 
 
+def _positive(value: Any) -> bool:
+    return value is not None and np.isfinite(value) and value > 0
+
+
 def _ome_calibration(calibration: dict, ndim: int) -> dict:
     """tifffile's OME metadata keys for ``calibration`` (see :func:`write_tiff`); empty for
-    other than (Y, X) or (T, Y, X) data, or without a finite positive value."""
-    if ndim not in (2, 3):
+    other than (Y, X), (T|Z, Y, X) or (T, Z, Y, X) data, or without a finite positive value."""
+    if ndim not in (2, 3, 4):
         return {}
     out: dict = {}
-    size, interval = calibration.get("pixel_size_um"), calibration.get("frame_interval_min")
-    if size is not None and np.isfinite(size) and size > 0:
+    size, interval, z_step = (calibration.get(key) for key in ("pixel_size_um", "frame_interval_min", "z_step_um"))
+    if _positive(size):
         size_y = calibration.get("pixel_size_y_um", size)  # non-square pixels keep their Y size
         out.update(PhysicalSizeX=float(size), PhysicalSizeY=float(size_y), PhysicalSizeXUnit="µm", PhysicalSizeYUnit="µm")
-    if ndim == 3 and interval is not None and np.isfinite(interval) and interval > 0:
+    axes = tiff_axes(ndim, calibration)
+    if "Z" in axes and _positive(z_step):
+        out.update(PhysicalSizeZ=float(z_step), PhysicalSizeZUnit="µm")
+    if "T" in axes and _positive(interval):
         out.update(TimeIncrement=float(interval), TimeIncrementUnit="min")
     return out
 
 
-def tiff_axes_kwargs(arr: Any) -> dict:
-    """``tifffile.imwrite`` options that say what a grey (Y, X) image or (T, Y, X) stack is
-    (``arr``: anything with ``ndim``, numpy or dask).
+def tiff_axes(ndim: int, calibration: dict | None = None) -> str:
+    """The axis letters a grey array of ``ndim`` axes is written with: (Y, X); (T, Y, X), or (Z, Y, X)
+    when ``calibration`` states a Z step and no frame interval; (T, Z, Y, X). "" for other ``ndim``."""
+    calibration = calibration or {}
+    z_stack = _positive(calibration.get("z_step_um")) and not _positive(calibration.get("frame_interval_min"))
+    return {2: "YX", 3: "ZYX" if z_stack else "TYX", 4: "TZYX"}.get(int(ndim), "")
 
-    Without them tifffile takes a stack of 3 or 4 frames for one RGB(A) image (planar
-    colour samples), and an ``.ome.tif`` time-lapse for channels; with them the file reads
+
+def tiff_axes_kwargs(arr: Any, calibration: dict | None = None) -> dict:
+    """``tifffile.imwrite`` options that say what a grey (Y, X) image, (T, Y, X) or (Z, Y, X) stack or
+    (T, Z, Y, X) movie is (``arr``: anything with ``ndim``, numpy or dask; ``calibration``: see
+    :func:`tiff_axes`).
+
+    Without them tifffile takes a stack of 3 or 4 frames (or a movie of 3 or 4 planes) for RGB(A)
+    colour (planar samples), and an ``.ome.tif`` time-lapse for channels; with them the file reads
     back (here and in Fiji / OME tools) as the frames it holds. Other shapes: no options.
     """
-    axes = {2: "YX", 3: "TYX"}.get(np.ndim(arr))
+    axes = tiff_axes(np.ndim(arr), calibration)
     return {"photometric": "minisblack", "metadata": {"axes": axes}} if axes else {}
 
 
