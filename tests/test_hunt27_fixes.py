@@ -164,3 +164,117 @@ def test_track_measures_one_channel_of_a_multichannel_movie_and_notes_a_z_stack(
     tifffile.imwrite(tmp_path / "planes.ome.tif", sim.labels, metadata={"axes": "ZYX"})
     assert main(["track", "--labels", str(tmp_path / "planes.ome.tif"), "--out", str(tmp_path / "o4")]) == 0
     assert "Z stack" in capsys.readouterr().err
+
+
+def _training_dock(viewer, tmp_path, epochs=200):
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+    from napari_microseg.widgets.training import TrainingWidget
+
+    image, labels = simulate_nuclei_image((128, 128), n_nuclei=15, seed=1)
+    if "img" not in viewer.layers:
+        viewer.add_image(image, name="img")
+        viewer.add_labels(labels, name="lab")
+    widget = TrainingWidget(viewer)
+    widget.imports.join()
+    widget.image_layer.value, widget.labels_layer.value = ["img"], ["lab"]
+    widget.patch.value, widget.patches_per_epoch.value, widget.batch_size.value = 64, 16, 4
+    widget.epochs.value, widget.val_fraction.value = epochs, 0.0
+    widget.out_path.value = str(tmp_path / "model.pt")
+    return widget
+
+
+def test_a_second_training_never_writes_the_file_a_running_one_will_write(make_napari_viewer, wait_worker, qtbot,
+                                                                          tmp_path):
+    """Two Training docks (one closed mid-run and opened again) both wrote model.pt and its .last.pt:
+    the name was free because the first run had not saved yet. A closed dock's run now stops, too."""
+    viewer = make_napari_viewer(show=False)
+    first = _training_dock(viewer, tmp_path)
+    dock = viewer.window.add_dock_widget(first, name="Training 1")
+    first_worker = first.train()
+    second = _training_dock(viewer, tmp_path, epochs=1)
+    second_worker = second.train()
+    assert str(second.out_path.value) == str(tmp_path / "model_2.pt")
+    qtbot.waitUntil(lambda: len(first.plot.epochs) >= 1, timeout=120000)
+    viewer.window.remove_dock_widget(dock)  # the dock's close button: its run winds down as after Stop
+    wait_worker(first_worker, timeout=120000)
+    wait_worker(second_worker, timeout=120000)
+    assert first.result.stop_reason == "stopped" and first.result.epochs_run < 200
+    assert (tmp_path / "model.pt").is_file() and (tmp_path / "model_2.pt").is_file()
+    from napari_microseg.io.models import load_model
+
+    assert load_model(tmp_path / "model_2.pt").config["training"]["epochs_run"] == 1
+
+
+def test_a_dock_no_longer_keeps_deleted_layers_alive(make_napari_viewer, wait_worker):
+    """gc.freeze() when a dock opened put every object alive then out of the collector's reach for good:
+    a layer deleted later (layers sit in reference cycles) was never freed. Runs hold it only while they go."""
+    import gc
+    import weakref
+
+    from napari_microseg.widgets.autolabel import AutolabelWidget
+    from napari_microseg.widgets.tracking import TrackingWidget
+
+    viewer = make_napari_viewer(show=False)
+    layer = viewer.add_image(np.zeros((64, 64), np.float32), name="big")
+    data_ref = weakref.ref(layer.data)
+    docks = [AutolabelWidget(viewer), TrackingWidget(viewer)]
+    viewer.layers.remove("big")
+    del layer
+    gc.collect()
+    assert data_ref() is None
+    assert gc.get_freeze_count() == 0 and len(docks) == 2
+
+
+def test_tracking_edits_keep_what_the_user_painted_in_the_by_track_layer(make_napari_viewer, wait_worker):
+    """A curation edit (or Undo) replaced the "by track" layer's data, painted corrections and all."""
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+    from napari_microseg.widgets.tracking import TrackingWidget
+
+    sim = simulate_nuclei_timelapse(n_frames=6, shape=(96, 96), n_nuclei=5, seed=4)
+    viewer = make_napari_viewer(show=False)
+    viewer.add_labels(sim.labels, name="nuclei")
+    widget = TrackingWidget(viewer)
+    widget.labels_layer.value = "nuclei"
+    wait_worker(widget.track())
+    by_track = widget.relabelled_layer
+    painted = by_track.data.copy()
+    painted[0, :5, :5] = 999
+    by_track.data = painted  # a script's (or the console's) correction
+    widget.table.selectRow(0)
+    wait_worker(widget.delete_selected())
+    assert by_track in viewer.layers and by_track.name.endswith("(edited)")
+    assert (by_track.data[0, :5, :5] == 999).all()
+    assert widget.relabelled_layer is not by_track and not (widget.relabelled_layer.data == 999).any()
+    assert "kept in" in widget.status.text()
+    n_layers = len(viewer.layers)
+    assert widget.undo()  # nothing painted since: the dock's own layer is updated in place
+    assert len(viewer.layers) == n_layers and "kept in" not in widget.status.text()
+
+
+def test_classifier_training_stops_while_it_simulates_and_adding_4d_frames_is_refused(make_napari_viewer, wait_worker,
+                                                                                      tmp_path):
+    """Stop was ignored while "Train on simulated data" simulated (up to minutes for 200,000 profiles), and
+    quitting napari then hung; "Add to training set" took a (T, Z, Y, X) layer as one frame."""
+    import time
+
+    from napari_microseg.widgets.classification import ClassificationWidget
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    viewer = make_napari_viewer(show=False)
+    widget = ClassificationWidget(viewer)
+    widget.task.value = "profiles [P]"
+    widget.train_n.value, widget.train_out.value = 200000, str(tmp_path / "profiles.pt")
+    worker = widget.train()
+    started = time.perf_counter()
+    widget.stop()
+    wait_worker(worker, timeout=60000)
+    assert time.perf_counter() - started < 10
+    assert "stopped while simulating" in widget.status.text()
+    assert not (tmp_path / "profiles.pt").exists()
+
+    viewer.add_image(np.random.default_rng(0).random((2, 3, 32, 32)).astype(np.float32), name="movie")
+    viewer.add_labels(np.ones((2, 3, 32, 32), np.uint16), name="fixed")
+    seg = SegmentationWidget(viewer)
+    seg.image_layer.value, seg.labels_for_training.value = "movie", "fixed"
+    assert seg.add_to_training_set() == 0
+    assert "(T, Y, X)" in seg.status.text()

@@ -310,15 +310,22 @@ def simulated_liposome_data(n_images: int, task: str = "lamellarity", mode: str 
     return g if progress else _drain(g)
 
 
-def simulated_profile_data(n: int, task: str = "hole", n_views: int = 1, seed: int = 0, **sim_kwargs) -> ClassificationData:
-    """Simulated thickness profiles ([P]) as classification data: ``x`` (n, views, points) float32."""
+def simulated_profile_data(n: int, task: str = "hole", n_views: int = 1, seed: int = 0, progress: bool = False,
+                           **sim_kwargs):
+    """Simulated thickness profiles ([P]) as classification data: ``x`` (n, views, points) float32.
+    ``progress``: if True return a generator of :class:`~napari_microseg.progress.Progress` that
+    returns the data."""
     from ..simulate.nanoparticles import simulate_profiles
 
-    ps = simulate_profiles(int(n), task=task, n_views=int(n_views), seed=seed, **sim_kwargs)
-    return ClassificationData(ps.profiles, ps.labels, list(ps.class_names), None, None,
-                              f"{n} simulated {task} particles, {n_views} view(s) (seed {seed})",
-                              {"simulated": True, "seed": seed, "task": task, "n_views": int(n_views),
-                               "normalization": {"kind": "none"}, "crop": {"kind": "profile", "views": int(n_views)}})
+    def gen():
+        ps = yield from simulate_profiles(int(n), task=task, n_views=int(n_views), seed=seed, progress=True, **sim_kwargs)
+        return ClassificationData(ps.profiles, ps.labels, list(ps.class_names), None, None,
+                                  f"{n} simulated {task} particles, {n_views} view(s) (seed {seed})",
+                                  {"simulated": True, "seed": seed, "task": task, "n_views": int(n_views),
+                                   "normalization": {"kind": "none"}, "crop": {"kind": "profile", "views": int(n_views)}})
+
+    g = gen()
+    return g if progress else _drain(g)
 
 
 # ---------------------------------------------------------------------------- imbalance

@@ -43,6 +43,40 @@ COMBO_ARROW_PX = 40
 NO_MODEL_MESSAGE = "stopped before the first epoch finished: no model saved"
 
 
+#: runs going on (any dock): while one runs, the objects alive when it started are out of the garbage
+#: collector's reach (see :func:`_hold_gc`)
+_RUNS_HOLDING_GC = [0]
+_GC_LOCK = threading.Lock()
+
+#: files that runs in progress will write (resolved paths): :func:`free_name` counts them as taken
+_FILES_BEING_WRITTEN: set[str] = set()
+
+
+def _hold_gc() -> None:
+    """Move the objects alive now out of the garbage collector's reach while a run goes on: napari's,
+    Qt's and the scientific stack's long-lived objects (millions once torch is loaded) would otherwise be
+    walked by every full collection a worker's allocations trigger, holding the interpreter lock (0.2 s
+    freezes of the window during training: the 99th percentile gap of the event loop in
+    tests/test_gui_training.py went from 0.21 s to 0.06 s). :func:`_release_gc` gives them back when
+    the last run ends: frozen for good, a layer deleted later would never be freed (layers sit in
+    reference cycles)."""
+    with _GC_LOCK:
+        _RUNS_HOLDING_GC[0] += 1
+        gc.freeze()
+
+
+def _release_gc() -> None:
+    with _GC_LOCK:
+        _RUNS_HOLDING_GC[0] = max(0, _RUNS_HOLDING_GC[0] - 1)
+        if not _RUNS_HOLDING_GC[0]:
+            gc.unfreeze()
+
+
+def being_written(path: Path) -> bool:
+    """Whether a run in progress (in any dock) will write ``path``."""
+    return str(Path(path).resolve()) in _FILES_BEING_WRITTEN
+
+
 def _unless_deleted(callback: Callable[..., None]) -> Callable[..., None]:
     """A worker callback that does nothing once the dock's Qt widgets are gone (the viewer was
     closed while the work ran) instead of raising "wrapped C/C++ object ... has been deleted"."""
@@ -94,11 +128,6 @@ class MicrosegDock(QWidget):
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        # napari's, Qt's and the scientific stack's long-lived objects leave the garbage collector's
-        # reach: a full collection, triggered by a worker's allocations, would walk them all holding
-        # the interpreter lock (0.2 s freezes of the window during training: the 99th percentile
-        # gap of the event loop in tests/test_gui_training.py went from 0.21 s to 0.06 s)
-        gc.freeze()
         self.viewer = napari_viewer
         self._viewer_connections: list[tuple[Any, Callable]] = []  # see connect_viewer_event
         self._following_viewer = True
@@ -184,6 +213,7 @@ class MicrosegDock(QWidget):
             emitter.connect(callback) if follow else emitter.disconnect(callback)
         self._following_viewer = follow
         if not follow:
+            self.stop()  # nobody can see (or stop) a closed dock's run: it winds down as after Stop
             self.dock_closed()
 
     def dock_closed(self) -> None:
@@ -306,6 +336,7 @@ class MicrosegDock(QWidget):
         stop_message: str = "Stopping at the next step ...",
         on_failed: Callable[[], None] | None = None,
         stopped_message: str = "stopped; nothing was changed",
+        writes: Sequence[Path] = (),
     ) -> Any:
         """Run ``make_generator()`` in a worker thread; return the worker.
 
@@ -316,7 +347,11 @@ class MicrosegDock(QWidget):
         then Stop sets that event, the generator winds down by itself (a trainer
         keeps its best model) and ``on_done`` gets what it returns. ``on_failed`` is called on the GUI
         thread after a failure's message is shown; ``stopped_message`` is shown after a Stop (say what
-        a run that keeps its finished parts kept).
+        a run that keeps its finished parts kept). ``writes``: files the run will write, counted as taken
+        by :func:`free_name` until it ends (another dock's run picks another name).
+
+        Closing the dock (or the viewer window while napari goes on, as in Jupyter) stops the run as
+        Stop does.
         """
         if self.busy:
             self.show_error("Already running: press Stop first.")
@@ -350,6 +385,14 @@ class MicrosegDock(QWidget):
                 gen.close()
 
         worker = run()
+        writing = {str(Path(path).resolve()) for path in writes}
+        _FILES_BEING_WRITTEN.update(writing)
+        _hold_gc()
+
+        def dock_destroyed(*_: Any) -> None:  # the window closed with napari going on: nobody can Stop it
+            (cooperative_stop or stop_requested).set()
+
+        self.destroyed.connect(dock_destroyed)
 
         def aborted() -> None:
             # napari quits every worker when the viewer closes: superqt then stops iterating without
@@ -412,6 +455,10 @@ class MicrosegDock(QWidget):
                 on_failed()
 
         def finished() -> None:
+            _FILES_BEING_WRITTEN.difference_update(writing)
+            _release_gc()
+            with contextlib.suppress(RuntimeError, TypeError):  # (the dock may be gone)
+                self.destroyed.disconnect(dock_destroyed)
             self.worker = None
             self._cooperative_stop = None
             self._show_busy(False)
@@ -525,9 +572,11 @@ def free_name(path: Path, sidecars: Sequence[str] = ()) -> Path:
     """``path`` if unused, else ``stem_2.suffix``, ``stem_3.suffix``, ... (results never overwrite).
     A name that is itself such a numbered copy (``model_2.pt`` next to ``model.pt``) goes on with
     the numbers (``model_3.pt``), not ``model_2_2.pt``. A name counts as used when a file named it plus
-    one of ``sidecars`` exists, too (a trainer's ``.last.pt`` checkpoint, written beside its model)."""
+    one of ``sidecars`` exists, too (a trainer's ``.last.pt`` checkpoint, written beside its model), and
+    when a run in progress will write it (:func:`being_written`)."""
     def used(candidate: Path) -> bool:
-        return candidate.exists() or any(candidate.with_name(candidate.name + s).exists() for s in sidecars)
+        return (candidate.exists() or being_written(candidate)
+                or any(candidate.with_name(candidate.name + s).exists() for s in sidecars))
 
     if not used(path):
         return path

@@ -19,7 +19,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
 from ..errors import InputError
-from ._base import GUI_COPY_BYTES, MicrosegDock, current_frame, display_labels, filling, full_resolution, grey_image, ids_features, labels_digest, layer_geometry, layer_names, unique_layer_name
+from ._base import GUI_COPY_BYTES, MicrosegDock, current_frame, display_labels, filling, full_resolution, grey_image, ids_features, labels_digest, layer_geometry, layer_names, snapshot, unique_layer_name, worker_copy
 
 PREVIEW_DELAY_MS = 400
 #: frames larger than this (pixels) get no live preview (minutes and GBs each; Apply still labels them)
@@ -341,9 +341,10 @@ class AutolabelWidget(MicrosegDock):
             return None
         labels = layer.data
         t = self._frame_index(labels, layer)
-        frame = np.array(labels[t] if t is not None else labels)  # a copy: the user may paint meanwhile
-        # the other frames too, as they are now (the "(QC)" layer holds them); a lazy layer is read in the worker
-        snapshot = np.array(labels) if t is not None and isinstance(labels, np.ndarray) else labels
+        # copies (the user may paint meanwhile): the frame and the other frames as they are now (the "(QC)" layer
+        # holds them); small ones taken now, big or lazy ones in the worker
+        frame_ref, frame_copied = snapshot(labels[t] if t is not None else labels)
+        others, others_copied = snapshot(labels) if t is not None else (None, True)
         tile = int(self.tile.value)
         drop_lowest, max_foreground = float(self.drop_lowest.value), float(self.max_foreground.value)
 
@@ -353,6 +354,7 @@ class AutolabelWidget(MicrosegDock):
             from ..progress import Progress
 
             yield Progress(0, 1, "measuring tiles ...")
+            frame = worker_copy(frame_ref, frame_copied)
             positions, tile_shape = tile_positions(frame.shape, tile)
             tiles = [frame[y:y + tile_shape[0], x:x + tile_shape[1]] for y, x in positions]
             _kept, table = qc_filter(tiles, drop_lowest_fraction=drop_lowest, max_foreground_fraction=max_foreground)
@@ -366,7 +368,7 @@ class AutolabelWidget(MicrosegDock):
             checked = frame.astype(signed)
             checked[dropped_area & ~kept_area] = -1
             if t is not None:  # a stack: the other frames as they are (QC looked at this one)
-                stack = np.array(snapshot, dtype=checked.dtype)
+                stack = worker_copy(others, others_copied).astype(checked.dtype, copy=False)
                 stack[t] = checked
                 checked = stack
             return table.assign(y=positions[:, 0], x=positions[:, 1]), tile_shape, checked, ids_features(checked)

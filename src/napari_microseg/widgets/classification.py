@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Generator
 
 import numpy as np
 import pandas as pd
@@ -27,7 +27,7 @@ from ..pretrained import list_pretrained_for
 from ..colours import class_colour
 from ._base import (NO_MODEL_MESSAGE, MicrosegDock, chosen_model_path, display_labels, dock_action, filling, frame_label_map, free_name, full_resolution, grey_image, label_features,
                     layer_geometry, layer_names, reset_choices_in_order, result_line, section_header, show_frame, span_row,
-                    unique_layer_name, unique_stack_ids, unwritable_reason, with_frame_labels)
+                    snapshot, unique_layer_name, unique_stack_ids, unwritable_reason, with_frame_labels, worker_copy)
 from ._plot import BG, LossPlot
 
 TASKS = {"response images [R]": "images", "objects [T]": "objects", "profiles [P]": "profiles"}
@@ -184,12 +184,13 @@ class ClassificationWidget(MicrosegDock):
                                  f"{len(images)} image(s): type the integration box y0 x0 y1 x1 to use for all")
             truth = layer.metadata.get("label")
             self.truth = None if truth is None else np.array([t == "bad" for t in truth], dtype=int)
+            threshold = float(self.threshold.value)  # read here: the worker never touches a Qt widget
 
             def job():
                 from ..classify.predict import classify_images
 
                 yield Progress(0, 1, f"classifying {len(images)} images ...")
-                return classify_images(str(model), images, boxes=boxes, threshold=float(self.threshold.value))
+                return classify_images(str(model), images, boxes=boxes, threshold=threshold)
         elif task == "objects":
             if self.labels_layer.value in (None, NONE):
                 raise InputError("Choose the Labels layer holding the objects to classify.")
@@ -199,14 +200,14 @@ class ClassificationWidget(MicrosegDock):
             if tuple(source.shape) != tuple(data.shape):
                 raise InputError(f"labels shape {tuple(source.shape)} does not match image shape {tuple(data.shape)}")
             # read in the worker (a lazy layer); a copy in memory, so painting during the run changes nothing
-            labels = source.copy() if isinstance(source, np.ndarray) else source
+            labels, copied = snapshot(source)  # big ones copied in the worker: the window does not stall
 
             def job():
                 from ..classify.predict import classify_objects
                 from ..measure.labels import masks_to_labels
 
                 yield Progress(0, 1, "reading the objects ...")
-                objects, was_mask = masks_to_labels(np.asarray(labels))  # a 0/1 mask: its connected objects
+                objects, was_mask = masks_to_labels(worker_copy(labels, copied))  # a 0/1 mask: its connected objects
                 if not objects.any():
                     raise InputError("the labels layer holds no objects")
                 yield Progress(0, 1, f"classifying {len(np.unique(objects)) - 1} objects"
@@ -392,7 +393,9 @@ class ClassificationWidget(MicrosegDock):
         def make_generator():
             from ..classify.trainer import train_with_strategy
 
-            data = _simulated_data(task, n)
+            data = yield from _simulated_data(task, n, stop_event)
+            if data is None:  # Stop while simulating: no training, nothing written
+                return None
             config = _default_config(task, epochs)
             return (yield from train_with_strategy("simulated", config, simulated=data, out_path=out, stop_event=stop_event))
 
@@ -404,6 +407,9 @@ class ClassificationWidget(MicrosegDock):
                 self.plot.refresh()
 
         def done(result: Any) -> None:
+            if result is None:
+                self.show_message("stopped while simulating the training data; nothing was written")
+                return
             self.plot.refresh()
             if not result.model_path:  # stopped before the first epoch: an untrained network is no model
                 self.show_message(NO_MODEL_MESSAGE)
@@ -419,7 +425,8 @@ class ClassificationWidget(MicrosegDock):
 
         return self.start(make_generator, done, on_event=on_event, label="training classifier",
                           cooperative_stop=stop_event,
-                          stop_message="Stopping after this step; the best model so far is kept ...")
+                          stop_message="Stopping after this step; the best model so far is kept ...",
+                          writes=(out, out.with_name(out.name + LAST_SUFFIX)))
 
 
 def class_layer_data(objects: np.ndarray, table: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
@@ -463,14 +470,26 @@ def class_summary(table: pd.DataFrame) -> str:
                      for k, v in counts.items())
 
 
-def _simulated_data(task: str, n: int):
+def _simulated_data(task: str, n: int, stop_event: threading.Event | None = None) -> Generator[Any, None, Any]:
+    """Simulate the training data of ``task`` (``n`` images, objects or particles), yielding progress;
+    returns None when ``stop_event`` was set meanwhile (200,000 profiles take about a minute)."""
     from ..classify import data
 
     if task == "images":
-        return data.simulated_response_data(n, seed=0)
-    if task == "objects":
-        return data.simulated_liposome_data(max(1, n // 30), seed=0)
-    return data.simulated_profile_data(n, task="hole", n_views=2, seed=0)
+        steps = data.simulated_response_data(n, seed=0, progress=True)
+    elif task == "objects":
+        steps = data.simulated_liposome_data(max(1, n // 30), seed=0, progress=True)
+    else:
+        steps = data.simulated_profile_data(n, task="hole", n_views=2, seed=0, progress=True)
+    while True:
+        if stop_event is not None and stop_event.is_set():
+            steps.close()
+            return None
+        try:
+            event = next(steps)
+        except StopIteration as done:
+            return done.value
+        yield event
 
 
 def _default_config(task: str, epochs: int) -> dict:

@@ -592,6 +592,10 @@ class SegmentationWidget(MicrosegDock):
         if tuple(image.shape) != tuple(labels.shape):
             self.show_error(f"labels shape {tuple(labels.shape)} does not match image shape {tuple(image.shape)}")
             return len(self.training_pairs)
+        if image.ndim not in (2, 3):  # fine-tuning trains on (Y, X) frames
+            self.show_error(f"'{image_layer.name}' has shape {tuple(image.shape)}: the training set takes frames of a "
+                            "(Y, X) image or (T, Y, X) stack")
+            return len(self.training_pairs)
         t = 0
         if image.ndim == 3:
             t = self._current_frame(image_layer)

@@ -19,7 +19,7 @@ from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableW
 from ..errors import InputError
 from ..progress import Progress
 from ._base import (MicrosegDock, dock_action, filling, frame_label_map, free_name, free_names, grey_image, label_features, layer_geometry, layer_names, unique_layer_name,
-                    unwritable_reason, with_frame_labels)
+                    snapshot, unwritable_reason, with_frame_labels, worker_copy)
 
 NO_IMAGE = "(none)"
 TABLE_COLUMNS = ["track", "start", "end", "frames", "parent", "generation"]
@@ -82,7 +82,7 @@ class TrackingWidget(MicrosegDock):
         self.track_button.changed.connect(self.track)
         # curation and the CTC export rebuild or write the whole result: they run in the worker too
         self.run_buttons = (self.track_button, self.delete_button, self.merge_button, self.split_button,
-                            self.undo_button, self.export_ctc_button)
+                            self.undo_button, self.export_csv_button, self.export_ctc_button)
         self.config.changed.connect(self._config_radius)
         self._config_radius()
         self.export_csv_button.changed.connect(self.export_csv)
@@ -97,6 +97,8 @@ class TrackingWidget(MicrosegDock):
         self.edits: list[tuple[Any, str]] = []  # (result before, what was done) of each curation edit, to undo
         self.tracks_layer = None
         self.relabelled_layer = None
+        self._by_track_edited = False  # the user painted into the "by track" layer since the dock last set it
+        self._updating_layers = False  # the dock is setting that layer's data itself
         self.tracked_name = ""
         self.tracked_image: str | None = None
         self.tracked_geometry: dict = {}  # where the tracked labels layer lies (layer_geometry)
@@ -140,15 +142,15 @@ class TrackingWidget(MicrosegDock):
             return None
         kwargs = dict(config=self.config.value, max_search_radius=float(self.max_search_radius.value),
                       optimize=bool(self.optimize.value), stage_shift=shift)
-        if isinstance(labels, np.ndarray):
-            labels = labels.copy()  # painting during the run must not change what is tracked
+        # painting during the run must not change what is tracked: a small stack copied now, a big one in the worker
+        labels, copied = snapshot(labels)
         source_name = str(self.labels_layer.value)
         image_name = str(self.image_layer.value) if has_image else None
         geometry = layer_geometry(labels_layer, labels.ndim)
         frame_ids = frame_label_map(labels_layer)  # a Segmentation dock's stack: tracks.csv joins its objects.csv
 
         def make_generator():
-            result = yield from _track_layers(labels, image, kwargs)
+            result = yield from _track_layers(labels, image, kwargs, copied)
             result.table = with_frame_labels(result.table, frame_ids)
             return result
 
@@ -177,8 +179,17 @@ class TrackingWidget(MicrosegDock):
         else:
             self.show_message(text)
 
-    def _update_layers(self, new: bool = False) -> None:
+    def _mark_by_track_edited(self, *_: Any) -> None:
+        """A paint stroke or new data in the "by track" layer, other than the dock's own update."""
+        if not self._updating_layers:
+            self._by_track_edited = True
+
+    def _update_layers(self, new: bool = False) -> str:
+        """Show ``self.result`` in the result layers (``new``: new layers). A "by track" layer the user
+        painted into (or gave new data) is kept as "... (edited)", the result going into a new one: a
+        curation edit or Undo replaced the paint without a word. Returns a note saying so ("" if none)."""
         result = self.result
+        kept = ""
         data, kwargs = result.napari_tracks()
         if len(data) == 0:  # no tracks (a movie without objects, or all deleted): napari draws no empty Tracks layer
             if not new and self.tracks_layer is not None and self.tracks_layer in self.viewer.layers:
@@ -194,17 +205,30 @@ class TrackingWidget(MicrosegDock):
             self.tracks_layer.properties = kwargs["properties"]
         if result.relabelled is not None:
             features = track_features(result.table)  # label = track id: hovering shows its lineage
-            if new or self.relabelled_layer is None or self.relabelled_layer not in self.viewer.layers:
+            shown = self.relabelled_layer is not None and self.relabelled_layer in self.viewer.layers
+            if shown and not new and self._by_track_edited:
+                self.relabelled_layer.name = unique_layer_name(self.viewer, f"{self.tracked_name} by track (edited)")
+                kept = f"; your edits are kept in '{self.relabelled_layer.name}'"
+                shown = False
+            if new or not shown:
                 self.relabelled_layer = self.viewer.add_labels(
                     result.relabelled, name=unique_layer_name(self.viewer, f"{self.tracked_name} by track"), opacity=0.4,
                     visible=False, features=features, **self.tracked_geometry)
+                for event in (self.relabelled_layer.events.paint, self.relabelled_layer.events.data):
+                    event.connect(self._mark_by_track_edited)
             else:
-                self.relabelled_layer.data = result.relabelled
+                self._updating_layers = True
+                try:
+                    self.relabelled_layer.data = result.relabelled
+                finally:
+                    self._updating_layers = False
                 self.relabelled_layer.features = features
+            self._by_track_edited = False
         if new and self.tracks_layer is not None:  # the visible result to work on, not the hidden "by track" labels
             self.viewer.layers.selection.active = self.tracks_layer
         self._recolour()
         self._fill_table()
+        return kept
 
     def _recolour(self, *_: Any) -> None:
         if self.tracks_layer is not None and self.colour_by.value in self.tracks_layer.properties:
@@ -276,9 +300,9 @@ class TrackingWidget(MicrosegDock):
             self.edits.append((before, done_message))
             self._trim_edits()
             self.result = result
-            self._update_layers()
+            kept = self._update_layers()
             self._select_tracks(chosen)  # the same tracks where they survive: never the next row by accident
-            self.show_message(f"{done_message} (Undo last edit restores it)")
+            self.show_message(f"{done_message} (Undo last edit restores it){kept}")
 
         return self.start(make_generator, done, label="editing")
 
@@ -300,9 +324,10 @@ class TrackingWidget(MicrosegDock):
             return False
         chosen = self.selected_track_ids()
         self.result, what = self.edits.pop()
-        self._update_layers()
+        kept = self._update_layers()
         self._select_tracks(chosen)
-        self.show_message(f"undone: {what}" + (f"; {len(self.edits)} more edit(s) can be undone" if self.edits else ""))
+        self.show_message(f"undone: {what}" + (f"; {len(self.edits)} more edit(s) can be undone" if self.edits else "")
+                          + kept)
         return True
 
     def _select_tracks(self, track_ids: list[int]) -> None:
@@ -363,6 +388,8 @@ class TrackingWidget(MicrosegDock):
         scale means (napari layer ``units``, e.g. from OME metadata)."""
         from ..tracking.export import write_config_json, write_counts_csv, write_track_summary_csv, write_tracks_csv
 
+        if self.busy:  # a tracking or curation edit in progress: the tables would be the result before it
+            raise InputError("Tracking or an edit is running: export when it has finished.")
         folder = self._export_folder()
         reason = unwritable_reason(folder / "tracks.csv")  # all three or none
         if reason:
@@ -423,17 +450,18 @@ def physical_units(geometry: dict) -> dict:
     return {names[key]: value for key, value in found.items() if key in names}  # (X stands for a non-square Y)
 
 
-def _track_layers(labels: Any, image: Any, kwargs: dict) -> Generator[Any, None, Any]:
-    """Worker side of :meth:`TrackingWidget.track`: read lazy layer data, then track (a 0/1 mask
-    stack as its connected objects). Returns the TrackResult, with ``info["events"]``: the movie's
-    totals of counts.csv's event columns (divisions, appeared, left_field, disappeared)."""
+def _track_layers(labels: Any, image: Any, kwargs: dict, copied: bool = True) -> Generator[Any, None, Any]:
+    """Worker side of :meth:`TrackingWidget.track`: read lazy layer data (and copy a big in-memory
+    stack unless ``copied``, see ``snapshot``), then track (a 0/1 mask stack as its connected objects).
+    Returns the TrackResult, with ``info["events"]``: the movie's totals of counts.csv's event columns
+    (divisions, appeared, left_field, disappeared)."""
     from ..tracking.export import counts_table
     from ..tracking.track import track
 
     yield Progress(0, 1, "reading layers")
     # the labels in memory (curation rebuilds their frames); a lazy image (Zarr, big TIFF) is measured frame by frame
     image = None if image is None else image if hasattr(image, "compute") else np.asarray(image)
-    result = yield from track(np.asarray(labels), image, **kwargs)
+    result = yield from track(worker_copy(labels, copied), image, **kwargs)
     if len(result.table):
         events = counts_table(result).drop(columns=["t", "count"]).sum()
         result.info["events"] = {name: int(value) for name, value in events.items()}

@@ -10,7 +10,6 @@ checked there; layers are written only from the GUI thread.
 
 from __future__ import annotations
 
-import gc
 
 import os
 import threading
@@ -25,7 +24,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinB
 from ..defaults import LAST_SUFFIX, MAX_CLASS_VALUES
 from ..errors import InputError
 from ..progress import Progress, drain
-from ._base import NO_MODEL_MESSAGE, MicrosegDock, class_colormap, current_frame, display_labels, free_name, ids_features, full_resolution, grey_image, label_features, layer_geometry, layer_names, snapshot, unique_layer_name, unwritable_reason, worker_copy
+from ._base import NO_MODEL_MESSAGE, MicrosegDock, being_written, class_colormap, current_frame, display_labels, free_name, ids_features, full_resolution, grey_image, label_features, layer_geometry, layer_names, snapshot, unique_layer_name, unwritable_reason, worker_copy
 from ._plot import LossPlot
 
 
@@ -323,6 +322,10 @@ class TrainingWidget(MicrosegDock):
             self.show_error(reason)
             return None
         resume = str(wanted) if self.resume.value else None
+        if resume and being_written(wanted):
+            self.show_error(f"{wanted.name} is being written by a training that is still running: wait for it "
+                            "to end (or Stop it) before resuming it")
+            return None
         # an existing model file is continued (resume) or left alone: a new name, shown in the field
         out_path = wanted if resume else free_name(wanted, sidecars=(LAST_SUFFIX,))
         if out_path != wanted:
@@ -379,10 +382,10 @@ class TrainingWidget(MicrosegDock):
                 raise
 
         # the pairs ("<labels> (on <image>)") are said when the run starts and when it ends
-        return self.start(make_generator, lambda result: self._finished(result, label_names, notes), on_event=self._on_event,
-                          label="training",
-                          cooperative_stop=stop_event,
-                          stop_message="Stopping after this step; the best model so far is kept ...")
+        return self.start(make_generator, lambda result: self._finished(result, label_names, notes, bool(resume)),
+                          on_event=self._on_event, label="training", cooperative_stop=stop_event,
+                          stop_message="Stopping after this step; the best model so far is kept ...",
+                          writes=(out_path, out_path.with_name(out_path.name + LAST_SUFFIX)))
 
     def _on_event(self, event: Any) -> None:
         if isinstance(event, EarlierEpochs):
@@ -401,25 +404,29 @@ class TrainingWidget(MicrosegDock):
             self._last_redraw = now
             self.plot.refresh()
 
-    def _finished(self, result: Any, pairs: list[str] | None = None, notes: list[str] | None = None) -> None:
+    def _finished(self, result: Any, pairs: list[str] | None = None, notes: list[str] | None = None,
+                  resumed: bool = False) -> None:
+        """A run's end (``resumed``: whether it continued an earlier run, as chosen when it started). The
+        files come first: the dock's widgets may be gone (its window closed while napari went on)."""
         if result is None:  # stopped while the layers were read
             self.show_message("stopped before training started; nothing was written")
             return
         self.result = result
+        history_note = ""
+        if result.model_path is not None and result.history:  # beside the model, as `microseg train` writes them
+            try:
+                history_note = f"; history: {write_history_beside(Path(result.model_path), result.history, resumed).name}"
+            except OSError as err:
+                history_note = f"; history not written ({err})"
+        if result.model_path is not None:
+            from .segmentation import add_recent_model
+
+            add_recent_model(result.model_path)  # offered in the Segmentation docks open now and later
         self.plot.refresh()
         if result.model_path is None:  # stopped before the first epoch finished: nothing to offer
             self.show_message(NO_MODEL_MESSAGE)
             return
         self.model_path = result.model_path
-        history_note = ""
-        if result.history:  # the per-epoch figures beside the model, as `microseg train` writes them
-            try:
-                history_note = f"; history: {write_history_beside(Path(result.model_path), result.history, bool(self.resume.value)).name}"
-            except OSError as err:
-                history_note = f"; history not written ({err})"
-        from .segmentation import add_recent_model
-
-        add_recent_model(result.model_path)  # offered in the Segmentation docks open now and later
         best = f"{result.best_value:.4f}" if result.best_value is not None else "-"
         validated = any(row.get("val_loss") is not None for row in result.history)
         monitor = str(result.config.get("training", {}).get("config", {}).get("monitor", "val_loss"))
@@ -499,10 +506,9 @@ def _file_stamp(path: Path) -> tuple | None:
 
 
 def _import_training_modules() -> None:
-    """Import torch, kornia and the training code (run in a thread when the Training dock opens),
-    then move the objects alive by then (napari, Qt, torch: millions) out of the garbage collector's
-    reach: a full collection, triggered by any thread's allocations while training, would otherwise
-    walk them all with the interpreter lock held, a 0.2 s freeze each time."""
+    """Import torch, kornia and the training code (run in a thread when the Training dock opens), so
+    that Train starts at once. (A run moves the objects alive when it starts out of the garbage
+    collector's reach: see ``_base._hold_gc``.)"""
     import kornia  # noqa: F401
     import torch  # noqa: F401
 
@@ -510,8 +516,6 @@ def _import_training_modules() -> None:
     import napari_microseg.models  # noqa: F401
     import napari_microseg.training.augment  # noqa: F401
     import napari_microseg.training.trainer  # noqa: F401
-
-    gc.freeze()
 
 
 def pair_by_shape_and_name(image_names: list[str], label_names: list[str], shapes: dict) -> tuple[list[str], list[str]]:
