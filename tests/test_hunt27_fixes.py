@@ -278,3 +278,72 @@ def test_classifier_training_stops_while_it_simulates_and_adding_4d_frames_is_re
     seg.image_layer.value, seg.labels_for_training.value = "movie", "fixed"
     assert seg.add_to_training_set() == 0
     assert "(T, Y, X)" in seg.status.text()
+
+
+def _tiny_train(out, data, **settings):
+    from napari_microseg.progress import drain
+    from napari_microseg.training.trainer import train
+
+    cfg = {"preset": "small", "patch_size": 32, "patches_per_epoch": 8, "batch_size": 4, "epochs": 1, "lr": 1e-3,
+           "seed": 0, "num_threads": 1, "val_fraction": 0.0, **settings}
+    init_model, resume = cfg.pop("init_model", None), cfg.pop("resume", None)
+    return drain(train(cfg, data, out_path=out, init_model=init_model, resume=resume))
+
+
+def test_fine_tunes_and_resumes_keep_what_belongs_to_the_model_and_refuse_what_cannot_work(tmp_path):
+    """A binary fine-tune of a distance-head model kept the head (segment then took the distance map for the
+    foreground); --init-model with --resume used the checkpoint and recorded the init model; a resumed fine-tune
+    lost its base model's name; a resume dropped the post-processing tuned into the model file; a frozen
+    random encoder; a model of one channel trained on two gave a torch traceback."""
+    from napari_microseg.errors import InputError
+    from napari_microseg.inference.tune import store_postprocess
+    from napari_microseg.io.models import read_model_config
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    pairs = [simulate_nuclei_image((64, 64), n_nuclei=6, seed=s) for s in range(2)]
+    data = ([p[0] for p in pairs], [p[1] for p in pairs])
+    base = tmp_path / "base.pt"
+    _tiny_train(base, data, output_mode="three_class", distance_head=True)
+    assert read_model_config(base)["distance_head"] is True
+    _tiny_train(tmp_path / "binary.pt", data, output_mode="binary", init_model=str(base))
+    binary = read_model_config(tmp_path / "binary.pt")
+    assert binary["distance_head"] is False and binary["model"]["n_classes"] == 1
+
+    tuned = tmp_path / "tuned.pt"
+    _tiny_train(tuned, data, output_mode="three_class", init_model=str(base))
+    store_postprocess(tuned, {"threshold": 0.7})
+    _tiny_train(tuned, data, output_mode="three_class", epochs=2, resume=str(tuned))
+    resumed = read_model_config(tuned)
+    assert resumed["postprocess"]["threshold"] == 0.7
+    assert resumed["training"]["init_model"] == str(base)
+
+    with pytest.raises(InputError, match="not both"):
+        _tiny_train(tmp_path / "x.pt", data, output_mode="three_class", init_model=str(base), resume=str(tuned))
+    with pytest.raises(InputError, match="encoder"):
+        _tiny_train(tmp_path / "y.pt", data, freeze_encoder=True)
+    two_channels = ([np.stack([im, im]) for im in data[0]], data[1])
+    with pytest.raises(InputError, match="channel"):
+        _tiny_train(tmp_path / "z.pt", two_channels, output_mode="three_class", init_model=str(base))
+
+
+def test_classes_added_to_a_ccd_model_keep_the_names_it_had(tmp_path):
+    """Fine-tuning the CCD class model with a fifth class named all five "class i": its "cluster" class, which
+    drives clusters.csv and the shape rules, was lost."""
+    from napari_microseg.io.models import read_model_config
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+    from napari_microseg.training.normalize import CCD_NORMALIZATION
+
+    frames = [simulate_ccd_frame(shape=(64, 64), seed=s) for s in range(2)]
+    classes = [f.classes.astype(np.uint8) for f in frames]
+    classes[0][:6, :6] = 4
+    shipped = read_model_config_path("ccd_classes")
+    _tiny_train(tmp_path / "five.pt", ([f.image for f in frames], classes), output_mode="multiclass", n_classes=5,
+                init_model=shipped, normalization=CCD_NORMALIZATION)
+    names = read_model_config(tmp_path / "five.pt")["class_names"]
+    assert names[:4] == read_model_config(shipped)["class_names"] and names[4] == "class 4"
+
+
+def read_model_config_path(name):
+    from napari_microseg.pretrained import resolve_model
+
+    return str(resolve_model(name))

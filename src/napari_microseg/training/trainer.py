@@ -416,6 +416,21 @@ def resume_settings(resume: str | os.PathLike) -> dict:
     return settings
 
 
+def _model_beside(resume: str | os.PathLike) -> dict:
+    """The config of the model file a run's checkpoint belongs to (``x.pt`` for ``x.pt`` or ``x.pt.last.pt``);
+    {} when there is none or it cannot be read."""
+    from ..defaults import LAST_SUFFIX
+    from ..io.models import read_model_config
+
+    path = Path(resume)
+    if path.name.endswith(LAST_SUFFIX):
+        path = path.with_name(path.name[: -len(LAST_SUFFIX)])
+    try:
+        return read_model_config(path) if path.is_file() else {}
+    except Exception:  # noqa: BLE001 - a damaged or foreign file: nothing inherited
+        return {}
+
+
 def checkpoint_history(resume: str | os.PathLike) -> list[dict]:
     """The per-epoch rows (``epoch``, ``train_loss``, ``val_loss``, ``val_dice``, ...) of the run saved in
     the checkpoint at ``resume`` (see :func:`read_checkpoint`), oldest first: what a resumed run continues."""
@@ -487,6 +502,9 @@ def train(
     last_path = last_checkpoint_path(out_path)
 
     # ---- checkpoint / init model
+    if resume is not None and init_model is not None:  # the checkpoint's weights would be taken, the record saying otherwise
+        raise InputError("give either a run to resume or an initial model to fine-tune from, not both (a resumed "
+                         "fine-tune keeps its initial model's record)")
     ckpt = None
     resumes_own_run = False  # the checkpoint is out_path's own: out_path holds that run's best model
     if resume is not None:
@@ -506,9 +524,14 @@ def train(
     if "seed" in before:
         split_seed = before["seed"] if before.get("split_seed") is None else before["split_seed"]
     cfg = replace(cfg, split_seed=int(split_seed))
-    if source is not None and source["config"].get("distance_head") and not cfg.distance_head:
-        # the distance head is part of the architecture: a fine-tune or resume keeps it
+    if source is not None and source["config"].get("distance_head") and not cfg.distance_head \
+            and cfg.output_mode == "three_class":
+        # the distance head is part of the architecture: a three-class fine-tune or resume keeps it (a binary
+        # or class model made from it drops it: its output layer is new, and a distance map is no class)
         cfg = replace(cfg, distance_head=True)
+    if cfg.freeze_encoder and source is None:
+        raise InputError("freezing the encoder needs an initial model to fine-tune (--init-model): a new network's "
+                         "encoder is random")
     normalization = cfg.normalization
     if normalization is None and source is not None:
         normalization = source["config"].get("normalization")
@@ -547,6 +570,13 @@ def train(
         # labels hold (a CCD frame without clusters must not shrink the model to 3 classes named "class i")
         cfg = replace(cfg, n_classes=int(source["config"]["n_classes"]),
                       class_names=cfg.class_names or source["config"].get("class_names"))
+    elif (source is not None and cfg.output_mode == "multiclass" == source["config"].get("output_mode")
+          and cfg.n_classes and not cfg.class_names and source["config"].get("class_names")
+          and int(cfg.n_classes) > len(source["config"]["class_names"])):
+        # classes added to a class model: the ones it has keep their names (a CCD model's "cluster" class
+        # drives clusters.csv and the shape rules), the new ones are "class i"
+        kept = list(source["config"]["class_names"])
+        cfg = replace(cfg, class_names=kept + [f"class {i}" for i in range(len(kept), int(cfg.n_classes))])
 
     # ---- data
     train_td = _as_training_data(train_data, cfg, normalization)
@@ -577,6 +607,10 @@ def train(
         model_cfg = dict(source["config"]["model"])
         if init is not None and ckpt is None:
             model_cfg["n_classes"] = n_out
+        if int(model_cfg.get("in_channels", 1)) != int(train_td.in_channels):
+            raise InputError(f"{Path(str(resume or init_model)).name} takes {int(model_cfg.get('in_channels', 1))} "
+                             f"channel(s) per pixel, the training images have {int(train_td.in_channels)}: train a new "
+                             "model for them, or give images of the model's channels")
     else:
         model_cfg = dict(cfg.model)
         model_cfg.setdefault("preset", cfg.preset)
@@ -740,9 +774,14 @@ def train(
     # the watershed / post-processing settings tuned for the base (or resumed) model go on with its weights:
     # a fine-tune on a few corrected frames lost them (AP@0.5 0.860 with the defaults, 0.877 with them)
     inherited_postprocess = None
-    if source is not None and source["config"].get("output_mode") == cfg.output_mode and source["config"].get("postprocess"):
-        inherited_postprocess = {k: v for k, v in source["config"]["postprocess"].items() if not k.startswith("tuned_ap")}
+    source_postprocess = (source or {}).get("config", {}).get("postprocess")
+    if ckpt is not None and not source_postprocess:  # tuned into the run's model file after its checkpoint was written
+        source_postprocess = _model_beside(resume).get("postprocess")
+    if source is not None and source["config"].get("output_mode") == cfg.output_mode and source_postprocess:
+        inherited_postprocess = {k: v for k, v in source_postprocess.items() if not k.startswith("tuned_ap")}
         inherited_postprocess.setdefault("inherited_from", Path(str(resume or init_model)).name)
+    # a resumed fine-tune goes on recording the model it started from
+    base_model = str(init_model) if init_model else ((ckpt or {}).get("config", {}).get("training") or {}).get("init_model")
 
     def file_config(complete: bool, metrics: dict) -> dict:
         return {
@@ -769,7 +808,7 @@ def train(
                 "seed": cfg.seed,
                 "device": device,
                 "amp": str(amp_dtype).replace("torch.", "") if use_amp else None,
-                "init_model": str(init_model) if init_model else None,
+                "init_model": base_model,
                 "resumed_from": str(resume) if resume else None,
                 "metrics": metrics,
                 "history": history,
