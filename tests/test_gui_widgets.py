@@ -64,6 +64,8 @@ def test_demo_opens_in_napari_with_the_trained_model(make_napari_viewer, qtbot, 
     assert [layer.name for layer in viewer.layers] == ["movie (simulated fluorescence)", "true labels", "segmented", "tracks"]
     segmentation = next(w for name, w in viewer.window.dock_widgets.items() if "Segmentation" in name)
     assert segmentation.model_choice.value == str(result.files["model"])
+    tracking = next(w for name, w in viewer.window.dock_widgets.items() if "Tracking" in name)
+    assert tracking.labels_layer.value == "segmented" == segmentation.labels_for_training.value  # not the hidden truth
     viewer.window._qt_window.resize(1500, 950)
     settle(qtbot)
     qtbot.wait(700)  # past the Auto-label dock's preview delay: no preview layer joins the demo's

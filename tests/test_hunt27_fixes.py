@@ -347,3 +347,37 @@ def read_model_config_path(name):
     from napari_microseg.pretrained import resolve_model
 
     return str(resolve_model(name))
+
+
+def test_label_files_the_commands_write_reopen_in_napari_as_labels(tmp_path):
+    """simulate's and autolabel's labels.tif, autolabel ccd's classes.tif and a CTC mask opened as Image layers
+    (their names do not say "labels" the way the reader looks for it): they could not be painted or trained on."""
+    from napari_microseg._reader import read_layers
+    from napari_microseg.cli import main
+
+    assert main(["simulate", "nuclei", "--out", str(tmp_path / "sim"), "--frames", "3", "--shape", "64", "64",
+                 "--nuclei", "4"]) == 0
+    assert main(["autolabel", "fluorescence", "--stain", str(tmp_path / "sim" / "fluorescence.tif"),
+                 "--out", str(tmp_path / "auto"), "--quiet"]) == 0
+    assert main(["track", "--labels", str(tmp_path / "sim" / "labels.tif"), "--out", str(tmp_path / "trk"), "--ctc"]) == 0
+    assert main(["simulate", "ccd", "--out", str(tmp_path / "ccd"), "--n", "1", "--shape", "64", "64"]) == 0
+    frame = next((tmp_path / "ccd" / "frames").iterdir())
+    assert main(["autolabel", "ccd", "--input", str(frame), "--out", str(tmp_path / "ccd_auto")]) == 0
+    masks = sorted((tmp_path / "trk" / "ctc_RES").glob("mask*.tif"))
+    for path in (tmp_path / "sim" / "labels.tif", tmp_path / "auto" / "labels.tif", tmp_path / "ccd_auto" / "classes.tif",
+                 masks[0]):
+        (_, _, kind), = read_layers(str(path))
+        assert kind == "labels", path
+    (_, _, kind), = read_layers(str(tmp_path / "sim" / "fluorescence.tif"))
+    assert kind == "image"
+
+
+def test_demo_refuses_a_model_that_does_not_segment_nuclei_before_writing_anything(tmp_path, capsys):
+    """`demo --model ccd_classes` failed mid-run with "labels hold class 18 but n_classes is 4"; a classifier
+    failed after the movie was written."""
+    from napari_microseg.cli import main
+
+    for model in ("ccd_classes", "response_good_bad"):
+        assert main(["demo", "--quick", "--model", model, "--out", str(tmp_path / "demo")]) == 2
+        assert "nuclei segmentation model" in capsys.readouterr().err
+        assert not (tmp_path / "demo").exists()

@@ -67,7 +67,7 @@ def run_demo(out: str | Path = "demo_out", n_frames: int = 30, size: int = 256, 
     train_patches : patches per training epoch (patches of up to 128 x 128 pixels).
     """
     from .inference.segment import segment_image
-    from .io.images import write_tiff
+    from .io.images import LABELS_SOFTWARE, write_tiff
     from .pretrained import resolve_model
     from .simulate.nuclei import simulate_nuclei_timelapse
     from .tracking.export import CTC_FOLDER, write_counts_csv, write_ctc, write_tracks_csv
@@ -79,6 +79,15 @@ def run_demo(out: str | Path = "demo_out", n_frames: int = 30, size: int = 256, 
     out = Path(out)
     check_demo_folder(out)
     model_path = base_model_path = resolve_model(model or default_demo_model())
+    from .io.models import read_model_config
+
+    chosen = read_model_config(base_model_path)
+    if chosen.get("task") or chosen.get("output_mode") not in ("binary", "three_class"):
+        # a classifier or a class model (CCD) cannot segment nuclei: said before anything is written
+        kind = f"{chosen['task']} classifier" if chosen.get("task") else f"{chosen.get('output_mode')} class model"
+        raise InputError(f"--model {base_model_path.name} is a{'n' if kind[0] in 'aeiou' else ''} {kind}: the demo "
+                         "segments and tracks nuclei with a nuclei segmentation model (binary or three-class, e.g. "
+                         "nuclei_fluorescence)")
     if train_epochs > 0 and base_model_path.resolve() == (out / "model.pt").resolve():
         raise InputError(f"--model {base_model_path} is the file the brief training writes; copy it elsewhere "
                          "or choose another --out")
@@ -98,7 +107,7 @@ def run_demo(out: str | Path = "demo_out", n_frames: int = 30, size: int = 256, 
                                     stage_shift_sd=stage_shift_sd)
     result.simulation = sim
     write_tiff(out / "movie.tif", sim.fluorescence, overwrite=True)
-    write_tiff(out / "truth_labels.tif", sim.labels, overwrite=True)
+    write_tiff(out / "truth_labels.tif", sim.labels, overwrite=True, software=LABELS_SOFTWARE)
     result.files["movie"] = out / "movie.tif"
     result.seconds["simulate"] = time.perf_counter() - clock
 
@@ -124,7 +133,7 @@ def run_demo(out: str | Path = "demo_out", n_frames: int = 30, size: int = 256, 
     seg = yield from _relay(segment_image(str(model_path), sim.fluorescence, device="auto"), 2, total_steps, "segmenting")
     result.segmentation = seg
     labels = np.asarray(seg.labels)
-    write_tiff(out / "labels.tif", labels, overwrite=True)
+    write_tiff(out / "labels.tif", labels, overwrite=True, software=LABELS_SOFTWARE)
     from .io.tables import write_csv
 
     write_csv(out / "objects.csv", seg.objects, leading=["t", "label", "y", "x", "area"])
@@ -140,7 +149,8 @@ def run_demo(out: str | Path = "demo_out", n_frames: int = 30, size: int = 256, 
     write_counts_csv(tracks, out / "counts.csv", n_frames=n_frames)
     ctc_dir = out / CTC_FOLDER
     write_ctc(tracks, ctc_dir, overwrite=True)
-    write_tiff(out / "labels_by_track.tif", tracks.relabelled.astype(np.uint32), overwrite=True)
+    write_tiff(out / "labels_by_track.tif", tracks.relabelled.astype(np.uint32), overwrite=True,
+               software=LABELS_SOFTWARE)
     result.files.update(tracks=out / "tracks.csv", counts=out / "counts.csv", ctc=ctc_dir,
                         labels_by_track=out / "labels_by_track.tif")
     result.seconds["track"] = time.perf_counter() - clock

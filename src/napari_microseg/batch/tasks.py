@@ -220,10 +220,10 @@ def _write_shard(out: Path, kind: str, item: BatchItem, table: pd.DataFrame) -> 
 
 
 def _write_labels_tiff(out: Path, rel: str, labels: Any, calibration: dict | None = None) -> str:
-    from ..io.images import write_tiff
+    from ..io.images import LABELS_SOFTWARE, write_tiff
 
     # a lazy stack is written frame by frame; the input's pixel size and frame interval go with it
-    write_tiff(out / rel, labels, overwrite=True, calibration=calibration or None)
+    write_tiff(out / rel, labels, overwrite=True, calibration=calibration or None, software=LABELS_SOFTWARE)
     return rel
 
 

@@ -196,7 +196,7 @@ def run_fluorescence(args: argparse.Namespace) -> int:
     from ..autolabel.qc import qc_filter
     from ..training.data import IGNORE
     from ..io.atomic import atomic_write_text
-    from ..io.images import write_tiff
+    from ..io.images import LABELS_SOFTWARE, write_tiff
     from ..io.tables import write_csv
     from ..measure.labels import label_dtype
     from ..progress import run_with_text_progress
@@ -249,7 +249,7 @@ def run_fluorescence(args: argparse.Namespace) -> int:
         clean = clean.astype(label_dtype(clean.max()))
         tile_labels = labels if (labels < 0).any() else clean
         labels = clean
-    write_tiff(out / "labels.tif", labels, overwrite=True)
+    write_tiff(out / "labels.tif", labels, overwrite=True, software=LABELS_SOFTWARE)
     summary = {"n_objects_per_frame": [int(labels.max())] if labels.ndim == 2 else [int(f.max()) for f in labels]}
     if sizes.get("too_large"):
         print(f"microseg autolabel: warning: {sizes['too_large']} object(s) above the {args.diameter_range[1]:g} px "
@@ -289,7 +289,7 @@ def run_fluorescence(args: argparse.Namespace) -> int:
             if row["kept"] or args.keep_dropped:
                 ft, fl = f"tiles/images/tile_{i:05d}.tif", f"tiles/labels/tile_{i:05d}.tif"
                 write_tiff(out / ft, target_tiles[i], overwrite=True)
-                write_tiff(out / fl, label_tiles[i], overwrite=True)
+                write_tiff(out / fl, label_tiles[i], overwrite=True, software=LABELS_SOFTWARE)
             else:
                 ft = fl = ""
             files_t.append(ft)
@@ -318,7 +318,7 @@ def run_ccd(args: argparse.Namespace) -> int:
     from ..autolabel.ccd import CLASS_NAMES, autolabel_ccd_details, find_clusters, object_label_offset
     from ..inference.segment import class_map_tables
     from ..io.atomic import atomic_write_text
-    from ..io.images import write_tiff
+    from ..io.images import LABELS_SOFTWARE, write_tiff
     from ..io.tables import write_csv
 
     for option in ("seed_sigma", "grow_sigma", "glow_sigma"):
@@ -348,7 +348,7 @@ def run_ccd(args: argparse.Namespace) -> int:
     )
     clusters = find_clusters(res.classes, image, max_size=args.cluster_max_size,  # local baselines: hot columns left out
                              first_label=1 + object_label_offset(res.classes))  # labels as in objects.csv
-    write_tiff(out / "classes.tif", res.classes, overwrite=True)
+    write_tiff(out / "classes.tif", res.classes, overwrite=True, software=LABELS_SOFTWARE)
     write_csv(out / "clusters.csv", clusters)
     objects, counts = class_map_tables(res.classes, image, list(CLASS_NAMES))  # the tables `segment` writes
     write_csv(out / "objects.csv", objects)

@@ -285,7 +285,7 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
     import numpy as np
 
     from ..inference.segment import segment_image
-    from ..io.images import is_z_stack, write_tiff
+    from ..io.images import LABELS_SOFTWARE, is_z_stack, write_tiff
     from ..progress import run_with_text_progress
 
     image, data = _read_input(args, path)
@@ -347,6 +347,7 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
         else:
             # the movie's pixel size and frame interval go with its labels (to microseg track, napari)
             write_tiff(target, np.asarray(labels if repeats else result.labels), overwrite=args.overwrite,
+                       software=LABELS_SOFTWARE,
                        calibration=image.metadata.get("calibration"))
         if repeats:
             _write_defect_mask(args, out, path, result.defects, image.metadata.get("calibration"))
@@ -438,7 +439,7 @@ def _segment_exposures(args: argparse.Namespace, loaded, paths: list[Path], out:
     import numpy as np
 
     from ..inference.repeats import segment_exposures
-    from ..io.images import write_tiff
+    from ..io.images import LABELS_SOFTWARE, write_tiff
     from ..progress import run_with_text_progress
 
     calibration: dict[Path, object] = {}
@@ -467,7 +468,8 @@ def _segment_exposures(args: argparse.Namespace, loaded, paths: list[Path], out:
     staging = Path(tempfile.mkdtemp(prefix=".microseg-labels-", dir=out))
 
     def write(t: int, labels: np.ndarray) -> None:
-        write_tiff(staging / targets[t].name, labels, overwrite=True, calibration=calibration.get(paths[t]))
+        write_tiff(staging / targets[t].name, labels, overwrite=True, calibration=calibration.get(paths[t]),
+                   software=LABELS_SOFTWARE)
 
     settings_key = _resume_settings(args, loaded, ccd_rules, diameter)
     try:

@@ -117,10 +117,13 @@ def _sample_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
 
 
-def _write_tiff(path: Path, data: np.ndarray) -> None:
+def _write_tiff(path: Path, data: np.ndarray, labels: bool = False) -> None:
     from ..io.images import write_tiff
 
-    write_tiff(path, data, overwrite=True, compression=None)  # the overwrite check is the command's
+    from ..io.images import LABELS_SOFTWARE
+
+    # the overwrite check is the command's; labels are tagged as such (napari opens them as Labels)
+    write_tiff(path, data, overwrite=True, compression=None, **({"software": LABELS_SOFTWARE} if labels else {}))
 
 
 def _write_csv(path: Path, table) -> None:
@@ -272,7 +275,7 @@ def _run_nuclei(args, out: Path) -> dict:
                 image, labels = simulate_nuclei_image(shape=shape, n_nuclei=n_nuclei, seed=s, diameter_range=args.diameter)
                 name = f"nuclei_{i:05d}.tif"
                 _write_tiff(out / "images" / name, image)
-                _write_tiff(out / "labels" / name, labels)
+                _write_tiff(out / "labels" / name, labels, labels=True)
                 rows.append({"image": f"images/{name}", "labels": f"labels/{name}", "seed": s, "n_nuclei": int(labels.max())})
                 yield Progress(i + 1, args.n, name)
             _write_csv(out / "images.csv", pd.DataFrame(rows))
@@ -303,7 +306,7 @@ def _run_nuclei(args, out: Path) -> dict:
             folder = out if args.n == 1 else out / f"movie_{i:03d}"
             _write_tiff(folder / "fluorescence.tif", sim.fluorescence)
             _write_tiff(folder / "phase.tif", sim.phase)
-            _write_tiff(folder / "labels.tif", sim.labels)
+            _write_tiff(folder / "labels.tif", sim.labels, labels=True)
             _write_csv(folder / "tracks.csv", sim.tracks)
             _write_csv(folder / "events.csv", sim.events)
             if args.n > 1:
@@ -367,7 +370,7 @@ def _run_liposomes(args, out: Path) -> dict:
             first = first or r.params
             name = f"liposomes_{i:05d}.tif"
             _write_tiff(out / "images" / name, r.image)
-            _write_tiff(out / "labels" / name, r.labels)
+            _write_tiff(out / "labels" / name, r.labels, labels=True)
             table = r.classes.copy()
             table.insert(0, "image", f"images/{name}")
             tables.append(table)
@@ -425,7 +428,7 @@ def _run_ccd(args, out: Path) -> dict:
             first = first or f.params
             name = f"ccd_{i:05d}"
             write_ccd_fits(out / "frames" / f"{name}.fits", f, overwrite=True)  # the folder check guards the user's files
-            _write_tiff(out / "classes" / f"{name}.tif", f.classes)
+            _write_tiff(out / "classes" / f"{name}.tif", f.classes, labels=True)
             row = {"index": i, "image": f"frames/{name}.fits", "classes": f"classes/{name}.tif", "seed": s, "n_clusters": f.params["n_clusters_drawn"]}
             row.update({f"fraction_{column_name(c)}": float(v) for c, v in zip(CLASS_NAMES, f.class_fractions)})
             rows.append(row)

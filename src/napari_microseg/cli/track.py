@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import InputError
     from ..io.atomic import guard_target, make_output_folder
-    from ..io.images import write_tiff
+    from ..io.images import LABELS_SOFTWARE, write_tiff
     from ..progress import run_with_text_progress
     from ..tracking.export import (check_units, write_config_json, write_counts_csv, write_ctc, write_track_summary_csv,
                                    write_tracks_csv)
@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         write_counts_csv(result, staging / "counts.csv")
         write_track_summary_csv(result, staging / "track_summary.csv", pixel_size=pixel_size,
                                 frame_interval=frame_interval)
-        write_tiff(staging / "tracks_labels.tif", result.relabelled, overwrite=True,  # uint16 (uint32 above 65535 tracks)
+        write_tiff(staging / "tracks_labels.tif", result.relabelled, overwrite=True, software=LABELS_SOFTWARE,  # uint16 (uint32 above 65535 tracks)
                    calibration={"pixel_size_um": pixel_size, "frame_interval_min": frame_interval,
                                 # the file's own Y size (non-square pixels), unless --pixel-size says otherwise
                                 **({"pixel_size_y_um": calibration["pixel_size_y_um"]}

@@ -299,6 +299,8 @@ def write_ctc(result: TrackResult, folder: str | os.PathLike, *, overwrite: bool
     """
     import tifffile
 
+    from ..io.images import LABELS_SOFTWARE
+
     if result.labels is None:
         raise InputError("CTC export needs the label stack (tracks from points have no masks)")
     folder = Path(folder)
@@ -314,7 +316,8 @@ def write_ctc(result: TrackResult, folder: str | os.PathLike, *, overwrite: bool
     written = set()
     for t in range(masks.shape[0]):
         with atomic_path(folder / f"mask{t:0{digits}d}.tif") as p:
-            tifffile.imwrite(p, np.asarray(masks[t]).astype(np.uint16))  # a stack on disk: one frame read
+            # a stack on disk: one frame read; tagged as labels (napari opens a mask as Labels)
+            tifffile.imwrite(p, np.asarray(masks[t]).astype(np.uint16), software=LABELS_SOFTWARE)
         written.add(f"mask{t:0{digits}d}.tif")
     text = "".join(f"{r.L} {r.B} {r.E} {r.P}\n" for r in lbep.itertuples(index=False))
     atomic_write_text(folder / "res_track.txt", text)

@@ -27,6 +27,10 @@ def show_demo(result: Any, run: bool = True, viewer: Any = None) -> Any:
     docks = {name: viewer.window.add_plugin_dock_widget("napari-microseg", name, tabify=True) for name in WIDGET_NAMES}
     docks["Auto-label"][1].live.value = False  # no auto-label preview layer over the demo's results (it drops the pending one)
     segmentation_dock, segmentation = docks["Segmentation"]
+    # the docks work on the demo's segmentation, never on the hidden truth (tracking the simulator's own
+    # labels would score itself)
+    docks["Tracking"][1].labels_layer.value = "segmented"
+    segmentation.labels_for_training.value = "segmented"
     if "model" in result.files:
         segmentation.set_model(str(result.files["model"]))
     segmentation_dock.raise_()  # the tab in front: the model just trained, ready to segment more
