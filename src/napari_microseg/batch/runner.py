@@ -140,6 +140,7 @@ class BatchSummary:
     failures_csv: Path | None = None
     workers: int = 0
     ignored: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
 
     @property
     def items_per_second(self) -> float:
@@ -993,18 +994,19 @@ def run_batch(
                 arr = zarr.open_array(str(out / "labels" / f"{stem}.zarr"), mode="r+")
                 arr.attrs["microseg_batch"] = {"complete": True, "frames": len(keys)}
         failures_csv = write_failures_csv(out / FAILURES_NAME, failures)
+        notes = write_notes_csv(out, [records[i.key] for i in items if i.key in records])
         summary = BatchSummary(task=task, out=out, total=total, processed=counts["processed"],
                                skipped=counts["skipped"], failed=counts["failed"],
                                seconds=round(time.perf_counter() - start, 3), tables=tables, failures=failures,
                                manifest=manifest.path, failures_csv=failures_csv, workers=n_workers,
-                               ignored=[str(p) for p in sorted(ignored)])
+                               ignored=[str(p) for p in sorted(ignored)], notes=notes)
         # the run's own record beside its settings: a script (or a person, later) need not parse the terminal
         atomic_write_text(out / RUN_NAME, json.dumps({
             "task": task, "finished": utc_now(), "seconds": summary.seconds, "total": total,
             "processed": summary.processed, "skipped": summary.skipped, "failed": summary.failed,
             "tables": {kind: path.name for kind, path in tables.items()}, "workers": n_workers,
             "failures_csv": failures_csv.name if failures_csv else None,
-            "ignored_files": summary.ignored}, indent=2) + "\n")
+            "notes": len(notes), "ignored_files": summary.ignored}, indent=2) + "\n")
         finished = True
         yield event("finished")
         return summary
@@ -1025,6 +1027,28 @@ def run_batch(
                     cluster.close(timeout=20)
         finally:  # even when Ctrl-C or TERM cuts the shutdown short: the next run is not locked out
             lock.unlink(missing_ok=True)
+
+
+#: what the items of a run remarked on their inputs (e.g. intensities unlike the model's training data)
+NOTES_NAME = "notes.csv"
+
+
+def write_notes_csv(out: Path, records: list[dict]) -> list[dict]:
+    """``OUT/notes.csv`` (``image,note``): the notes of the done items (one per input and note: a Zarr stack's
+    frames say it once), or no file when there are none (an earlier run's is removed). Returns the rows."""
+    from ..io.tables import write_csv
+
+    rows, seen = [], set()
+    for rec in records:
+        note = rec.get("note")
+        if rec.get("status") == "done" and note and (rec.get("input"), note) not in seen:
+            seen.add((rec.get("input"), note))
+            rows.append({"image": rec.get("input"), "note": note})
+    if rows:
+        write_csv(out / NOTES_NAME, pd.DataFrame(rows, columns=["image", "note"]))
+    else:
+        (out / NOTES_NAME).unlink(missing_ok=True)
+    return rows
 
 
 def run_batch_sync(*args: Any, **kwargs: Any) -> BatchSummary:

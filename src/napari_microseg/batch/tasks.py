@@ -306,6 +306,8 @@ def segment_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> d
         objects, counts = result.objects, result.counts
     outputs = {"labels": rel, "objects": _write_shard(out, "objects", item, objects),
                "counts": _write_shard(out, "counts", item, counts)}
+    if result.settings.get("scale_warning"):  # intensities unlike the model's training data: said, as segment says it
+        outputs["note"] = str(result.settings["scale_warning"])
     # a CCD class model: the charge of each cluster (frame by frame; a lazy single frame is read whole
     # here, about its own size in memory, once its labels are written tile by tile)
     if getattr(loaded, "output_mode", None) == "multiclass":
