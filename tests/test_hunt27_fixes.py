@@ -405,3 +405,19 @@ def test_batch_segment_says_when_an_image_is_not_on_the_models_intensity_scale(t
     (tmp_path / "in" / "dim.fits").unlink()
     assert main([*args, "--out", str(tmp_path / "out2")]) == 0
     assert not (tmp_path / "out2" / "notes.csv").exists()
+
+
+def test_ccd_training_levels_the_readout_taps_as_segmentation_does():
+    """Segmentation levels a CCD frame's readout taps before the model's normalisation; training did not, so a
+    model learned on frames whose second tap sat 400 ADC (2 units) higher than any frame it would be given."""
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+    from napari_microseg.training.data import prepare_training_data
+    from napari_microseg.training.normalize import CCD_NORMALIZATION
+
+    sim = simulate_ccd_frame(shape=(128, 128), seed=2)
+    two_taps = sim.image.astype(np.float32).copy()
+    two_taps[:, 64:] += 400
+    data = prepare_training_data([two_taps], [sim.classes], output_mode="multiclass", n_classes=4,
+                                 normalization=CCD_NORMALIZATION)
+    image = data.items[0].image[0]
+    assert abs(float(np.median(image[:, 64:]) - np.median(image[:, :64]))) < 0.2

@@ -315,6 +315,12 @@ def prepare_training_data(
             # an all-zero frame of a stack counts as "not annotated"; an all-zero image of its own is an
             # empty field, a negative example that teaches the network what is not an object
             continue
+        if isinstance(spec, dict) and spec.get("level_taps") and im.shape[0] == 1:
+            # as segmentation reads a CCD frame (inference.segment.TapLevelledFrames): readout taps brought to
+            # one pedestal first, so the network learns on the frames it will be given
+            from ..autolabel.ccd import level_taps
+
+            im = level_taps(np.asarray(im[0], dtype=np.float32))[None]
         norm = normalize(im, spec)
         name = names[i] if names is not None else f"image {i}"
         items.append(LabelledImage(norm.astype(np.float32), target, name, in_stack[i]))
