@@ -421,3 +421,31 @@ def test_ccd_training_levels_the_readout_taps_as_segmentation_does():
                                  normalization=CCD_NORMALIZATION)
     image = data.items[0].image[0]
     assert abs(float(np.median(image[:, 64:]) - np.median(image[:, :64]))) < 0.2
+
+
+def test_train_resume_keeps_the_runs_own_settings_unless_given_again(tmp_path):
+    """--resume without --seed, --patch, --patches-per-epoch, --batch-size ... went back to the defaults: the
+    validation tiles changed size mid-run (the best epoch compared losses on other tiles) and the record
+    said seed 0 for a run of seed 7."""
+    import tifffile
+
+    from napari_microseg.cli import main
+    from napari_microseg.io.models import read_model_config
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    for folder in ("images", "labels"):
+        (tmp_path / folder).mkdir()
+    for s in range(3):
+        image, labels = simulate_nuclei_image((64, 64), n_nuclei=6, seed=s)
+        tifffile.imwrite(tmp_path / "images" / f"{s}.tif", (image / image.max() * 200).astype(np.uint8))
+        tifffile.imwrite(tmp_path / "labels" / f"{s}.tif", labels)
+    data = ["--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"), "--quiet",
+            "--base-filters", "4", "--out", str(tmp_path / "m.pt")]
+    assert main(["train", *data, "--epochs", "1", "--seed", "7", "--patch", "32", "--patches-per-epoch", "8",
+                 "--batch-size", "2", "--lr-schedule", "cosine", "--patience", "0"]) == 0
+    assert main(["train", *data, "--epochs", "2", "--resume", str(tmp_path / "m.pt")]) == 0
+    config = read_model_config(tmp_path / "m.pt")["training"]["config"]
+    assert (config["seed"], config["patch_size"], config["patches_per_epoch"], config["batch_size"]) == (7, 32, 8, 2)
+    assert config["lr_schedule"] == "cosine" and config["early_stopping_patience"] is None
+    assert main(["train", *data, "--epochs", "3", "--resume", str(tmp_path / "m.pt"), "--batch-size", "4"]) == 0
+    assert read_model_config(tmp_path / "m.pt")["training"]["config"]["batch_size"] == 4  # given again: used

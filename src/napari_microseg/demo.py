@@ -79,6 +79,9 @@ def run_demo(out: str | Path = "demo_out", n_frames: int = 30, size: int = 256, 
     out = Path(out)
     check_demo_folder(out)
     model_path = base_model_path = resolve_model(model or default_demo_model())
+    if train_epochs > 0 and base_model_path.resolve() == (out / "model.pt").resolve():
+        raise InputError(f"--model {base_model_path} is the file the brief training writes; copy it elsewhere "
+                         "or choose another --out")
     from .io.models import read_model_config
 
     chosen = read_model_config(base_model_path)
@@ -88,9 +91,6 @@ def run_demo(out: str | Path = "demo_out", n_frames: int = 30, size: int = 256, 
         raise InputError(f"--model {base_model_path.name} is a{'n' if kind[0] in 'aeiou' else ''} {kind}: the demo "
                          "segments and tracks nuclei with a nuclei segmentation model (binary or three-class, e.g. "
                          "nuclei_fluorescence)")
-    if train_epochs > 0 and base_model_path.resolve() == (out / "model.pt").resolve():
-        raise InputError(f"--model {base_model_path} is the file the brief training writes; copy it elsewhere "
-                         "or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     (out / DEMO_MARKER).write_text("written by `microseg demo`: the files beside it are the demo's and it may "
                                    "replace them\n")

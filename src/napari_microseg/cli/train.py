@@ -50,8 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--distance-head", action="store_true",
                    help="three_class: add an output that regresses each nucleus's normalised interior distance; "
                         "its map seeds the watershed (seed_method 'network') and splits touching nuclei")
-    m.add_argument("--touching-weight", type=float, default=0.0,
-                   help="three_class: extra loss weight on the seams between touching nuclei (U-Net border weights; 0: off)")
+    m.add_argument("--touching-weight", type=float, default=None,
+                   help="three_class: extra loss weight on the seams between touching nuclei (U-Net border weights; 0: off) "
+                        f"{_resumed('touching_weight')}")
     m.add_argument("--base-filters", type=int, help="filters of the first U-Net level (preset's default otherwise)")
     m.add_argument("--class-names", help="comma-separated class names")
     m.add_argument("--normalization", choices=["percentile", "minmax", "fixed", "pedestal", "none"],
@@ -72,28 +73,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--out", required=True, help="model file to write (.pt)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing model file")
     t.add_argument("--epochs", type=int, default=50, help="passes over --patches-per-epoch patches")
-    t.add_argument("--patch", type=int, default=256, help="patch side, pixels")
-    t.add_argument("--patches-per-epoch", type=int, default=256, help="random patches drawn per epoch")
-    t.add_argument("--image-sampling", choices=["pixels", "objects", "mixed"], default="pixels",
+    t.add_argument("--patch", type=int, default=None, help=f"patch side, pixels {_resumed('patch')}")
+    t.add_argument("--patches-per-epoch", type=int, default=None, help=f"random patches drawn per epoch {_resumed('patches_per_epoch')}")
+    t.add_argument("--image-sampling", choices=["pixels", "objects", "mixed"], default=None,
                    help="images give patches in proportion to their annotated pixels, to the objects they hold "
-                        "(crowded images of small nuclei are not outweighed by large images), or half of each (mixed)")
-    t.add_argument("--batch-size", type=int, default=8, help="patches per optimiser step")
+                        "(crowded images of small nuclei are not outweighed by large images), or half of each (mixed) "
+                        f"{_resumed('image_sampling')}")
+    t.add_argument("--batch-size", type=int, default=None, help=f"patches per optimiser step {_resumed('batch_size')}")
     t.add_argument("--lr", type=float, default=1e-3, help="initial learning rate")
     # the choices of trainer.LR_SCHEDULES, written out: importing the trainer here would load torch for --help
-    t.add_argument("--lr-schedule", choices=["plateau", "cosine"], default="plateau",
+    t.add_argument("--lr-schedule", choices=["plateau", "cosine"], default=None,
                    help="plateau: the lr falls when validation stops improving; cosine: it falls from --lr to 1e-6 "
-                        "along a cosine over --epochs (long fine-tunes; combine with --patience 0)")
+                        f"along a cosine over --epochs (long fine-tunes; combine with --patience 0) {_resumed('lr_schedule')}")
     t.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd", "adadelta"], help="optimiser")
-    t.add_argument("--weight-decay", type=float, default=0.0,
-                   help="L2 penalty on the weights (decoupled decay with adamw); the [C] study used 0.01 with adadelta")
+    t.add_argument("--weight-decay", type=float, default=None,
+                   help="L2 penalty on the weights (decoupled decay with adamw); the [C] study used 0.01 with adadelta "
+                        f"{_resumed('weight_decay')}")
     t.add_argument("--loss", choices=["bce", "ce", "weighted_ce", "dice", "bce_dice", "ce_dice", "focal"],
-                   help="loss (default: bce_dice binary, ce_dice three_class, weighted_ce multiclass)")
-    t.add_argument("--patience", type=int, default=20, help="early-stopping patience, epochs (0: off)")
+                   help="loss (default: a resumed run's own, else bce_dice binary, ce_dice three_class, weighted_ce "
+                        "multiclass)")
+    t.add_argument("--patience", type=int, default=None, help=f"early-stopping patience, epochs (0: off) {_resumed('patience')}")
     t.add_argument("--no-augment", action="store_true", help="switch augmentation off")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     t.add_argument("--no-amp", action="store_true", help="no mixed precision (used on CUDA and on CPUs with native bfloat16)")
     t.add_argument("--threads", type=int, help="torch CPU threads")
-    t.add_argument("--seed", type=int, default=0, help="random seed (patches, augmentation, initial weights, and the validation split unless --split-seed)")
+    t.add_argument("--seed", type=int, default=None,
+                   help="random seed (patches, augmentation, initial weights, and the validation split unless --split-seed) "
+                        f"{_resumed('seed')}")
     t.add_argument("--split-seed", type=int, default=None,
                    help="seed of which images are held out for validation (default: --seed); keep it to compare runs of other seeds")
     t.add_argument("--resume", help="continue from a checkpoint (the model file plus .last.pt, e.g. nuclei.pt.last.pt, or the model next to one)")
@@ -102,6 +108,40 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--history", help="history CSV path (default: <model>.history.csv next to --out)")
     t.add_argument("--quiet", action="store_true", help="no progress bar (the summary lines are still printed)")
     p.set_defaults(func=run)
+
+
+def _resumed(dest: str) -> str:
+    """The help's default note of a :data:`RUN_SETTINGS` option."""
+    return f"(default: {RUN_SETTINGS[dest][1]}; with --resume, the resumed run's own)"
+
+
+#: run settings a resumed run keeps unless given again: option dest -> (TrainConfig key, default of a new run)
+RUN_SETTINGS = {"patch": ("patch_size", 256), "patches_per_epoch": ("patches_per_epoch", 256), "batch_size": ("batch_size", 8),
+                "image_sampling": ("image_sampling", "pixels"), "lr_schedule": ("lr_schedule", "plateau"),
+                "weight_decay": ("weight_decay", 0.0), "loss": ("loss", None), "patience": ("early_stopping_patience", 20),
+                "seed": ("seed", 0), "touching_weight": ("touching_weight", 0.0)}
+
+
+def _run_settings(args: argparse.Namespace) -> dict:
+    """The values of :data:`RUN_SETTINGS` for this run, by option dest: as given; else, with ``--resume``, the
+    resumed run's own (its patches, validation tiles and schedule go on as they were: a patch size changed on
+    resume compared validation losses of other tiles); else the defaults. The patience of a run without
+    early stopping (None) is 0."""
+    before: dict = {}
+    if args.resume:
+        from ..training.trainer import read_checkpoint
+
+        before = (read_checkpoint(args.resume)["config"].get("training") or {}).get("config") or {}
+    chosen = {}
+    for dest, (key, default) in RUN_SETTINGS.items():
+        given = getattr(args, dest)
+        if given is not None:
+            chosen[dest] = given
+        elif key in before:
+            chosen[dest] = before[key] if not (dest == "patience" and before[key] is None) else 0
+        else:
+            chosen[dest] = default
+    return chosen
 
 
 def _simulated(n: int, size: int, n_nuclei: int, seed: int):
@@ -205,6 +245,7 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"{target} exists; pass --overwrite to replace it or --resume to continue it")
         guard_target(target)  # never an input, checked before any training
     _resolve_output_mode(args)
+    run = _run_settings(args)
     for option, low in (("base_filters", 1), ("max_images", 1), ("patience", 0), ("n_classes", 2), ("hdu", 0)):
         value = getattr(args, option, None)
         if value is not None and value < low:
@@ -215,9 +256,10 @@ def run(args: argparse.Namespace) -> int:
         if args.images or args.labels:  # it would train on the simulated images alone, unlike what was asked
             raise InputError("--simulated N trains on simulated images only: drop --images / --labels, or add "
                              "simulated images and labels to your folders (microseg simulate nuclei --mode images)")
-        images, labels = _simulated(args.simulated, args.sim_size, args.sim_nuclei, args.seed)
+        images, labels = _simulated(args.simulated, args.sim_size, args.sim_nuclei, run["seed"])
         names = None
-        description = f"{args.simulated} simulated nuclei images {args.sim_size}x{args.sim_size}, {args.sim_nuclei} nuclei each, seed {args.seed}"
+        description = (f"{args.simulated} simulated nuclei images {args.sim_size}x{args.sim_size}, {args.sim_nuclei} "
+                       f"nuclei each, seed {run['seed']}")
     else:
         if not args.images or not args.labels:
             raise InputError("give --images and --labels, or --simulated N")
@@ -257,23 +299,23 @@ def run(args: argparse.Namespace) -> int:
 
     from ..training.trainer import fitted_patch_size
 
-    patch = fitted_patch_size(args.patch, [np.shape(im)[-2:] for im in images])
-    if patch != args.patch:
-        print(f"--patch {args.patch} is larger than every training image (the largest side is "
+    patch = fitted_patch_size(run["patch"], [np.shape(im)[-2:] for im in images])
+    if patch != run["patch"]:
+        print(f"--patch {run['patch']} is larger than every training image (the largest side is "
               f"{max(max(np.shape(im)[-2:]) for im in images)} px): training on {patch} px patches", file=sys.stderr)
     folder_names = None if args.class_names else _folder_class_names(args)
     cfg = TrainConfig(
         preset=args.preset, output_mode=args.output_mode,
         n_classes=args.n_classes or (len(folder_names) if folder_names else None),
         model={"base_filters": args.base_filters} if args.base_filters else {},
-        distance_head=args.distance_head, touching_weight=args.touching_weight,
+        distance_head=args.distance_head, touching_weight=run["touching_weight"],
         class_names=[s.strip() for s in args.class_names.split(",")] if args.class_names else folder_names,
         normalization=spec,
-        patch_size=args.patch, patches_per_epoch=args.patches_per_epoch, batch_size=args.batch_size,
-        image_sampling=args.image_sampling, epochs=args.epochs, lr=args.lr, lr_schedule=args.lr_schedule,
-        optimizer=args.optimizer, weight_decay=args.weight_decay, loss=args.loss,
-        early_stopping_patience=args.patience or None, device=args.device, amp=not args.no_amp,
-        seed=args.seed, split_seed=args.split_seed, num_threads=args.threads, freeze_encoder=args.freeze_encoder,
+        patch_size=run["patch"], patches_per_epoch=run["patches_per_epoch"], batch_size=run["batch_size"],
+        image_sampling=run["image_sampling"], epochs=args.epochs, lr=args.lr, lr_schedule=run["lr_schedule"],
+        optimizer=args.optimizer, weight_decay=run["weight_decay"], loss=run["loss"],
+        early_stopping_patience=run["patience"] or None, device=args.device, amp=not args.no_amp,
+        seed=run["seed"], split_seed=args.split_seed, num_threads=args.threads, freeze_encoder=args.freeze_encoder,
         val_fraction=_val_fraction(args), augment=not args.no_augment, ignore_value=args.ignore_value,
         unlabelled_is_ignored=args.unlabelled_is_ignored, background_value=args.background_value,
         data_description=description,
