@@ -449,3 +449,21 @@ def test_train_resume_keeps_the_runs_own_settings_unless_given_again(tmp_path):
     assert config["lr_schedule"] == "cosine" and config["early_stopping_patience"] is None
     assert main(["train", *data, "--epochs", "3", "--resume", str(tmp_path / "m.pt"), "--batch-size", "4"]) == 0
     assert read_model_config(tmp_path / "m.pt")["training"]["config"]["batch_size"] == 4  # given again: used
+
+
+def test_segment_names_the_axes_it_refuses_and_notes_planes_it_guesses(tmp_path, tiny_nuclei_model, capsys):
+    """A (T, Z, Y, X) movie was refused with its shape only; three planes without axes metadata (tifffile tags
+    them as colour samples, Fiji shows RGB) were segmented as frames without a word."""
+    import tifffile
+
+    from napari_microseg.cli import main
+
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(tmp_path / "movie.ome.tif", rng.integers(0, 200, (2, 3, 32, 32)).astype(np.uint8),
+                     metadata={"axes": "TZYX"})
+    common = ["segment", "--model", str(tiny_nuclei_model), "--tile", "32"]
+    assert main([*common, "--input", str(tmp_path / "movie.ome.tif"), "--out", str(tmp_path / "o1")]) == 2
+    assert "axes TZYX" in capsys.readouterr().err
+    tifffile.imwrite(tmp_path / "three.tif", rng.integers(0, 200, (3, 32, 32)).astype(np.uint8))
+    assert main([*common, "--input", str(tmp_path / "three.tif"), "--out", str(tmp_path / "o2")]) == 0
+    assert "taken as time frames" in capsys.readouterr().err

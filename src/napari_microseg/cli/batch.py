@@ -60,8 +60,8 @@ def _common(p: argparse.ArgumentParser, task: str) -> None:
     p.add_argument("--input", required=True, nargs="+",
                    help="image files, folders (searched recursively), glob patterns ('plate*/**/*.tif') or .zarr stores")
     p.add_argument("--out", required=True, help="output folder (new, empty, or an earlier run's to resume)")
-    if task in MODEL_HELP:  # required-ness checked in run(): a clear one-line message
-        p.add_argument("--model", default=None, help=MODEL_HELP[task])
+    if task in MODEL_HELP:  # required for segment and classify (track segments first only when given one)
+        p.add_argument("--model", default=None, required=task in ("segment", "classify"), help=MODEL_HELP[task])
     g = p.add_argument_group("Dask")
     g.add_argument("--scheduler", default=None, help="address of a running Dask scheduler (tcp://host:port); "
                                                      "default: start a local cluster")

@@ -167,11 +167,12 @@ def _stem(path: Path) -> str:
     return path.stem
 
 
-def _probe_shape(path: Path) -> tuple | None:
+def _probe_shape(path: Path, axes_found: list | None = None) -> tuple | None:
     """Shape of the image ``read_image`` will give, without reading pixels (TIFF, Zarr).
 
     A channel axis is left out (``--channel`` picks one; without it the real read names
-    the channels), as is a trailing RGB colour axis. None when unknown.
+    the channels), as is a trailing RGB colour axis. None when unknown. ``axes_found``, when
+    given, receives the axis letters of a TIFF whose series names them.
     """
     from ..io.images import image_kind, read_image
 
@@ -191,8 +192,10 @@ def _probe_shape(path: Path) -> tuple | None:
             if len(axes) != len(shape):
                 return shape
             last = len(axes) - 1
-            return tuple(n for i, (n, a) in enumerate(zip(shape, axes))
-                         if a != "C" and not (a == "S" and i == last))
+            kept = [(n, a) for i, (n, a) in enumerate(zip(shape, axes)) if a != "C" and not (a == "S" and i == last)]
+            if axes_found is not None:
+                axes_found.append("".join(a for _, a in kept))
+            return tuple(n for n, _ in kept)
     except Exception:  # noqa: BLE001 - the real read reports problems
         return None
     return None
@@ -285,15 +288,21 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
     import numpy as np
 
     from ..inference.segment import segment_image
-    from ..io.images import LABELS_SOFTWARE, is_z_stack, write_tiff
+    from ..io.images import LABELS_SOFTWARE, is_z_stack, not_2d_or_stack, write_tiff
     from ..progress import run_with_text_progress
 
     image, data = _read_input(args, path)
     if data.ndim not in (2, 3):
-        raise InputError(f"{path.name}: expected a (Y,X) image or (T,Y,X) stack, got shape {tuple(data.shape)}")
+        raise InputError(not_2d_or_stack(path.name, data.shape, str(image.metadata.get("axes", ""))))
+    axes = str(image.metadata.get("axes", "")).upper()
     if data.ndim == 3 and is_z_stack(image) and not args.quiet:
         print(f"note: {path.name} is a Z stack (axes ZYX): its planes are segmented one by one, as frames "
               "(t in the tables is the plane)", file=sys.stderr)
+    elif data.ndim == 3 and len(axes) == 3 and axes[0] in "SQI" and data.shape[0] <= 4 and not args.quiet:
+        # a plain TIFF stack of a few planes says nothing of what they are: channels as likely as frames
+        print(f"note: {path.name} does not say what its {data.shape[0]} planes are (axes {axes}): taken as time "
+              "frames; if they are channels, save one per file (or an OME / ImageJ TIFF and --channel)",
+              file=sys.stderr)
     if isinstance(data, np.ndarray) and data.size and data.min() == data.max():
         print(f"warning: {path.name} is constant (every pixel {data.flat[0]}): nothing to segment", file=sys.stderr)
     target = _label_target(out, path, tuple(data.shape), args.zarr_above)[0]
@@ -626,7 +635,7 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     """``microseg segment``'s work; ``cleanup`` releases the output folder's lock when the run ends."""
     import pandas as pd
 
-    from ..io.images import image_kind
+    from ..io.images import image_kind, not_2d_or_stack
     from ..io.models import load_model
     from ..measure.tables import check_overwrite, write_objects_csv, write_table_csv
 
@@ -673,9 +682,10 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     failures: list[dict] = []  # inputs skipped, with the reason
     usable = []
     for path in inputs:
-        shape = _probe_shape(path)
+        axes: list = []
+        shape = _probe_shape(path, axes)
         if shape is not None and len(shape) not in (2, 3):
-            message = f"{path.name}: expected a (Y,X) image or (T,Y,X) stack, got shape {shape}"
+            message = not_2d_or_stack(path.name, shape, axes[0] if axes else "")
             if len(inputs) == 1:
                 raise InputError(message)
             print(f"skipped {message}", file=sys.stderr)

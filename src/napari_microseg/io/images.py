@@ -307,6 +307,16 @@ def _read_tiff(path: Path, lazy_above_bytes: int | None = None) -> ImageData:
     return ImageData(np.asarray(data), "tiff", meta)
 
 
+def not_2d_or_stack(name: str, shape: tuple, axes: str = "") -> str:
+    """The one-line reason an image of ``shape`` other than (Y, X) or (T, Y, X) is refused: its shape, and its
+    ``axes`` where the file names them (a (T, Z, Y, X) movie of Z stacks: one plane or a projection per frame)."""
+    shape = tuple(int(v) for v in shape)
+    named = f", axes {axes}" if len(axes) == len(shape) else ""
+    hint = ("; a movie of Z stacks: save one focal plane (or a projection) per frame, as a (T, Y, X) stack"
+            if named and "Z" in axes and "T" in axes else "")
+    return f"{name}: expected a (Y,X) image or (T,Y,X) stack, got shape {shape}{named}{hint}"
+
+
 def _warn_other_series(tif: Any, name: str) -> None:
     """Warn that a TIFF of several image series (OME positions, a stack saved after an image) is read
     as its first: the others would be left out without a word."""
