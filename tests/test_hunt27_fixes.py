@@ -467,3 +467,19 @@ def test_segment_names_the_axes_it_refuses_and_notes_planes_it_guesses(tmp_path,
     tifffile.imwrite(tmp_path / "three.tif", rng.integers(0, 200, (3, 32, 32)).astype(np.uint8))
     assert main([*common, "--input", str(tmp_path / "three.tif"), "--out", str(tmp_path / "o2")]) == 0
     assert "taken as time frames" in capsys.readouterr().err
+
+
+def test_info_shows_what_a_model_file_holds(capsys):
+    """`microseg info` took no model: a model's normalisation, classes and tuned post-processing could not be
+    seen from the command line."""
+    import json
+
+    from napari_microseg.cli import main
+
+    assert main(["info", "--model", "ccd_classes", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["kind"] == "multiclass segmentation" and "cluster" in shown["classes"]
+    assert shown["normalization"]["kind"] == "pedestal" and shown["training"]["epochs_run"] >= 1
+    assert main(["info", "--model", "response_good_bad"]) == 0
+    assert "images classifier" in capsys.readouterr().out
+    assert main(["info", "--model", "no_such_model"]) == 2

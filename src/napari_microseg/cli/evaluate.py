@@ -336,7 +336,11 @@ def run_seg(args: argparse.Namespace) -> int:
           + (f", {len(unpredicted)} of them without a prediction (nothing found)" if unpredicted else ""))
     print(f"pixel:   precision {pooled['pixel_precision']:.3f}  recall {pooled['pixel_recall']:.3f}  "
           f"accuracy {pooled['pixel_accuracy']:.3f}  dice {pooled['pixel_dice']:.3f}  iou {pooled['pixel_iou']:.3f}")
-    print(f"objects (any overlap): TP {pooled['object_tp']}  FP {pooled['object_fp']}  FN {pooled['object_fn']}  "
+    # the [N] study's object scores: a predicted object counts when it touches any true one (TP, FP: of the
+    # predicted objects), a true object is missed when no predicted one touches it (FN: of the true objects),
+    # so TP + FN need not be the true count; the IoU-matched scores below pair objects one to one
+    print(f"objects touching any counterpart ([N] any-overlap; TP and FP of the predicted objects, FN of the true "
+          f"ones): TP {pooled['object_tp']}  FP {pooled['object_fp']}  FN {pooled['object_fn']}  "
           f"precision {pooled['object_precision']:.3f}  recall {pooled['object_recall']:.3f}  dice {pooled['object_dice']:.3f}")
     print("instances (IoU-matched): " + "  ".join(f"AP@{threshold_key(t)} {pooled[f'ap@{threshold_key(t)}']:.3f}"
                                                   for t in thresholds))
