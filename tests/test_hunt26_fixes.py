@@ -191,12 +191,17 @@ def test_interrupts_deferred_holds_ctrl_c_until_its_block_has_run():
     from napari_microseg.cli._signals import interrupts_deferred
 
     got = []
-    with pytest.raises(KeyboardInterrupt):
-        with interrupts_deferred():
-            os.kill(os.getpid(), signal.SIGINT)
-            got.append("finished")
-    assert got == ["finished"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
+    # Python's own Ctrl-C handler, as in a terminal (a shell's background job starts with SIGINT ignored)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts_deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                got.append("finished")
+        assert got == ["finished"]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def test_evaluate_tracks_refuses_a_tracks_table_edited_apart_from_its_masks(tmp_path, capsys):

@@ -9,7 +9,8 @@ import pytest
 def test_prominent_peaks_in_windows_agree_with_h_maxima_of_the_whole_image():
     """Auto-label's seed test made window by window (h-maxima of a whole frame took ~110 bytes
     per pixel, the peak of auto-label) keeps exactly the peaks that h-maxima of the whole image
-    keeps, with blocks small enough that the objects fall into many windows."""
+    keeps on nuclei images, with blocks small enough that the objects fall into many windows; where a
+    bright background ridge leads out of a window it keeps more, never fewer."""
     from scipy import ndimage as ndi
     from skimage.feature import peak_local_max
     from skimage.morphology import h_maxima
@@ -28,6 +29,17 @@ def test_prominent_peaks_in_windows_agree_with_h_maxima_of_the_whole_image():
         assert 0 < whole.sum() < len(peaks)  # the test can tell kept from dropped
         np.testing.assert_array_equal(windows, whole)
     assert prominent_peaks(height, peaks[:0], objects, 0.05).shape == (0,)
+    ridge = np.zeros((200, 300), np.float32)  # two peaks of one object, each on a ridge to a brighter point far off
+    ridge[90:111, 10:45] = 0.40
+    ridge[100, 18], ridge[100, 36] = 0.50, 0.49
+    ridge[0:100, 18] = ridge[0, 18:290] = ridge[101:200, 36] = ridge[199, 36:290] = ridge[:, 289] = 0.47
+    ridge[100, 289] = 0.9
+    two = np.zeros(ridge.shape, np.int32)
+    two[90:111, 10:45], two[95:106, 284:295] = 1, 2
+    on_ridge = np.array([[100, 18], [100, 36], [100, 289]])
+    whole = ndi.binary_dilation(h_maxima(ridge, 0.05).astype(bool), iterations=1)[tuple(on_ridge.T)]
+    windows = prominent_peaks(ridge, on_ridge, two, 0.05)
+    assert (windows >= whole).all() and windows.sum() > whole.sum()
 
 
 def test_z_step_is_read_from_ome_imagej_and_ome_zarr(tmp_path):
@@ -483,3 +495,47 @@ def test_info_shows_what_a_model_file_holds(capsys):
     assert main(["info", "--model", "response_good_bad"]) == 0
     assert "images classifier" in capsys.readouterr().out
     assert main(["info", "--model", "no_such_model"]) == 2
+
+
+def test_a_time_lapse_stating_a_z_step_stays_a_time_lapse_and_a_colour_movie_stays_colour(tmp_path):
+    """Review of the Z-step change: an OME time-lapse whose software wrote PhysicalSizeZ (one plane) and an
+    ImageJ plain stack calibrated by Set Scale (spacing = pixel width) had their labels written as Z stacks;
+    a (T, Y, X, RGB) layer saved as a grey TZYX movie of 3 px wide planes."""
+    import tifffile
+
+    from napari_microseg._reader import read_layers
+    from napari_microseg._writer import write_image_tiff
+    from napari_microseg.io.images import read_image, write_tiff
+
+    movie = np.random.default_rng(0).integers(0, 200, (4, 24, 24)).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "movie.ome.tif", movie, metadata={"axes": "TYX", "PhysicalSizeX": 0.5,
+                                                                  "PhysicalSizeY": 0.5, "PhysicalSizeZ": 2.0})
+    tifffile.imwrite(tmp_path / "plain.tif", movie, imagej=True, resolution=(1 / 0.65, 1 / 0.65),
+                     metadata={"axes": "ZYX", "spacing": 0.65, "unit": "um", "hyperstack": False})  # a plain stack
+    for name in ("movie.ome.tif", "plain.tif"):
+        image = read_image(tmp_path / name)
+        assert "z_step_um" not in image.metadata["calibration"], name
+        write_tiff(tmp_path / f"labels_{name}", movie, calibration=image.metadata["calibration"])
+        with tifffile.TiffFile(tmp_path / f"labels_{name}") as tif:
+            assert tif.series[0].axes == "TYX", name
+    colour = np.random.default_rng(1).integers(0, 255, (5, 16, 16, 3)).astype(np.uint8)
+    written, = write_image_tiff(str(tmp_path / "colour.tif"), colour, {"rgb": True, "scale": (1.0, 1.0, 1.0)})
+    (data, kwargs, _), = read_layers(written)
+    assert kwargs.get("rgb") is True and data.shape == colour.shape
+    np.testing.assert_array_equal(data, colour)
+
+
+def test_batch_notes_a_noted_zarr_stack_once(tmp_path):
+    """Each frame of a dim Zarr stack noted its own figures: notes.csv held one row per frame."""
+    import pandas as pd
+    import zarr
+
+    from napari_microseg.cli import main
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+
+    frames = np.stack([simulate_ccd_frame(shape=(64, 64), seed=s).image / 10 for s in range(3)]).astype(np.float32)
+    store = zarr.open_array(str(tmp_path / "dim.zarr"), mode="w", shape=frames.shape, chunks=(1, 64, 64), dtype="float32")
+    store[:] = frames
+    assert main(["batch", "segment", "--model", "ccd_classes", "--input", str(tmp_path / "dim.zarr"),
+                 "--out", str(tmp_path / "out"), "--workers", "0", "--quiet"]) == 0
+    assert len(pd.read_csv(tmp_path / "out" / "notes.csv")) == 1

@@ -56,9 +56,11 @@ def write_image_tiff(path: str, data: Any, meta: dict) -> list[str]:
     data = _full_resolution(data, meta)
     scale = meta.get("scale") or ()
     # an RGB(A) layer has one scale entry fewer than its data's axes (none for its colour axis)
-    rgb = bool(meta.get("rgb")) and data.ndim == 3 and data.shape[-1] in (3, 4) and len(scale) == 2
-    calibration = calibration_from_layer(scale, meta.get("units")) if len(scale) == data.ndim - rgb else None
-    colour = {"photometric": "rgb", "metadata": {"axes": "YXS"}} if rgb else {}  # not 3 px wide frames
+    rgb = bool(meta.get("rgb")) and data.ndim in (3, 4) and data.shape[-1] in (3, 4) and len(scale) == data.ndim - 1
+    # colour as colour, not 3 px wide frames; a colour movie keeps its frames' colours, not its calibration
+    colour = {"photometric": "rgb", "metadata": {"axes": "YXS" if data.ndim == 3 else "TYXS"}} if rgb else {}
+    calibration = (calibration_from_layer(scale, meta.get("units"))
+                   if len(scale) == data.ndim - rgb and not (rgb and data.ndim == 4) else None)
     write_tiff(target, np.asarray(data) if rgb else data, overwrite=True, calibration=calibration, **colour)
     return [str(target)]
 

@@ -106,12 +106,15 @@ def prominent_peaks(height: np.ndarray, peaks: np.ndarray, objects: np.ndarray, 
                     margin: int = 16, block: int = PROMINENCE_BLOCK) -> np.ndarray:
     """Which of ``peaks`` rise at least ``prominence`` above their surroundings.
 
-    The test of ``skimage.morphology.h_maxima(height, prominence)`` (a peak is kept when it lies
-    on, or next to, an h-maximum), made window by window: the objects whose boxes start in one
-    ``block`` x ``block`` square are tested together, in the union of their boxes widened by
-    ``margin`` px. The surroundings that decide a peak's prominence are its object and the
-    background around it, so the answer is that of the whole image, while the memory is that of
-    a window (h-maxima of a whole frame takes ~100 bytes per pixel).
+    The test of ``skimage.morphology.h_maxima(height, prominence)`` (a peak is kept when it lies on,
+    or next to, an h-maximum) made window by window, so the memory is that of a window (h-maxima of a
+    whole frame takes ~100 bytes per pixel): the objects whose boxes start in one ``block`` x ``block``
+    square are tested together, in the union of their boxes widened by ``margin`` px. A peak's
+    surroundings are then its objects and the background within the window. The answer is the whole
+    image's (46 of 46 simulated and DSB2018 frames gave identical labels) except where a path that
+    stays above a peak's level less ``prominence`` leads out of the window to higher ground (a bright
+    ridge through the background): such a peak, dropped by the whole image, is kept (a window keeps
+    a superset of the whole image's peaks, never fewer).
 
     Parameters
     ----------

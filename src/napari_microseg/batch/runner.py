@@ -1034,15 +1034,16 @@ NOTES_NAME = "notes.csv"
 
 
 def write_notes_csv(out: Path, records: list[dict]) -> list[dict]:
-    """``OUT/notes.csv`` (``image,note``): the notes of the done items (one per input and note: a Zarr stack's
-    frames say it once), or no file when there are none (an earlier run's is removed). Returns the rows."""
+    """``OUT/notes.csv`` (``image,note``): the notes of the done items, one per input (a Zarr stack's frames,
+    each noted with its own figures, say it once: the first), or no file when there are none (an earlier
+    run's is removed). Returns the rows."""
     from ..io.tables import write_csv
 
     rows, seen = [], set()
     for rec in records:
         note = rec.get("note")
-        if rec.get("status") == "done" and note and (rec.get("input"), note) not in seen:
-            seen.add((rec.get("input"), note))
+        if rec.get("status") == "done" and note and rec.get("input") not in seen:
+            seen.add(rec.get("input"))
             rows.append({"image": rec.get("input"), "note": note})
     if rows:
         write_csv(out / NOTES_NAME, pd.DataFrame(rows, columns=["image", "note"]))

@@ -363,7 +363,9 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
             shutil.rmtree(scratch, ignore_errors=True)  # the stack's outputs are written: nothing left to resume
             _report_repeat_rule(result.settings, path.name)
         if args.save_probabilities and getattr(result, "probabilities", None) is not None:
-            write_tiff(out / "probabilities" / f"{_stem(path)}.tif", result.probabilities, overwrite=args.overwrite)
+            probabilities = result.probabilities  # (K, Y, X) or (T, K, Y, X): K classes, not focal planes
+            write_tiff(out / "probabilities" / f"{_stem(path)}.tif", probabilities, overwrite=args.overwrite,
+                       photometric="minisblack", metadata={"axes": "CYX" if np.ndim(probabilities) == 3 else "TCYX"})
     finally:
         if tmp_dir is not None:
             shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -62,6 +62,8 @@ def _read_stack(path: str, what: str, hdu: int | None = None, channel: int | Non
     if not Path(path).exists():
         raise InputError(f"{what} file not found: {path}")
     image = read_image(path, hdu=hdu, lazy_above_bytes=LAZY_TIFF_BYTES, channel=channel)
+    if channel is not None and "channel" not in image.metadata:  # as segment says it
+        print(f"warning: {Path(path).name} has no channels: --channel {channel} ignored", file=sys.stderr)
     if is_z_stack(image):
         print(f"note: {Path(path).name} is a Z stack (axes ZYX): its planes are linked as frames (t in the tables "
               "is the plane)", file=sys.stderr)

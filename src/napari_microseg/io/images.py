@@ -189,11 +189,26 @@ def read_image(path: str | os.PathLike, hdu: int | None = None, min_ndim: int = 
         # (Y, X, 1) or (Y, X, 2): a trailing channel axis (grey; grey + alpha), not Y frames of X x 1 px
         result.metadata["axes"] = "YXC"
     result = _select_channel(result, p.name, channel)
+    _calibration_of_axes(result)
     if result.data.ndim < min_ndim:
         raise InputError(f"{p.name}: {result.data.ndim}-D array of shape {tuple(result.data.shape)} is not an image (need at least {min_ndim}-D)")
     if 0 in result.data.shape:
         raise InputError(f"{p.name}: image has an empty axis, shape {tuple(result.data.shape)}")
     return result
+
+
+def _calibration_of_axes(image: ImageData) -> None:
+    """Keep only the calibration the image's axes use: a Z step only with a Z axis (microscopes write
+    PhysicalSizeZ into time-lapses of one plane too, whose labels would be written back as Z stacks), and
+    no frame interval for a Z stack without a T axis."""
+    calibration = image.metadata.get("calibration")
+    if not calibration or "z_step_um" not in calibration:
+        return
+    axes = str(image.metadata.get("axes", "")).upper()
+    if "Z" not in axes:
+        calibration.pop("z_step_um")
+    elif "T" not in axes:
+        calibration.pop("frame_interval_min", None)
 
 
 def _select_channel(image: ImageData, name: str, channel: int | str | None) -> ImageData:
@@ -420,8 +435,10 @@ def _tiff_calibration(tif: Any) -> dict:
             if numerator:  # pixels per unit
                 sizes[axis] = in_unit(denominator / numerator, ij["unit"], "micrometer")
     frame_interval = in_unit(ij.get("finterval"), ij.get("tunit", "s"), "minute") if ij.get("finterval") else None
-    # ImageJ's "spacing" is the Z step in the XY unit; a plain stack (no slices) has no Z to space
-    z_step = in_unit(ij.get("spacing"), ij.get("unit"), "micrometer") if ij.get("spacing") and ij.get("slices") else None
+    # ImageJ's "spacing" is the Z step in the XY unit, of a hyperstack's slices; a plain stack (time-lapses
+    # too) carries the pixel width there after Set Scale (as is_z_stack, it is not known to be Z)
+    z_step = (in_unit(ij.get("spacing"), ij.get("unit"), "micrometer")
+              if ij.get("spacing") and ij.get("hyperstack") and int(ij.get("slices") or 0) > 1 else None)
     return _calibration(sizes.get("X"), frame_interval, sizes.get("Y"), Path(tif.filename).name, z_step)
 
 
@@ -744,6 +761,8 @@ def tiff_axes_kwargs(arr: Any, calibration: dict | None = None) -> dict:
     colour (planar samples), and an ``.ome.tif`` time-lapse for channels; with them the file reads
     back (here and in Fiji / OME tools) as the frames it holds. Other shapes: no options.
     """
+    if np.ndim(arr) == 4 and arr.shape[-1] in (3, 4):  # a colour movie (T, Y, X, RGB): tifffile's colour
+        return {}
     axes = tiff_axes(np.ndim(arr), calibration)
     return {"photometric": "minisblack", "metadata": {"axes": axes}} if axes else {}
 
