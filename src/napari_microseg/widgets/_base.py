@@ -22,7 +22,8 @@ from typing import Any, Callable, Generator, Sequence
 
 import numpy as np
 from qtpy.QtCore import QEvent, QSize, Qt, QTimer
-from qtpy.QtWidgets import QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButton, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButton, QScrollArea, QSizePolicy, QVBoxLayout,
+                            QWidget)
 
 from napari.qt.threading import thread_worker
 
@@ -180,6 +181,10 @@ class MicrosegDock(QWidget):
         """Give ``widget`` (a results table, already in ``self.body``) the dock's spare height, which
         otherwise sits empty below the controls: a tall dock shows more rows."""
         self.body.setStretchFactor(widget, 1)
+        for i in range(self.body.count()):  # the controls above keep their rows' height: while the table is
+            other = self.body.itemAt(i).widget()  # hidden (no results yet) they were spread over the dock's height
+            if other is not None and other is not widget:
+                other.setSizePolicy(other.sizePolicy().horizontalPolicy(), QSizePolicy.Maximum)
         content = self.content.layout()
         content.setStretchFactor(self.body, 1)
         content.setStretch(content.count() - 1, 0)  # the trailing spacer no longer takes it
