@@ -237,6 +237,30 @@ def test_a_dock_no_longer_keeps_deleted_layers_alive(make_napari_viewer, wait_wo
     assert gc.get_freeze_count() == 0 and len(docks) == 2
 
 
+def test_a_run_failing_with_a_runtime_error_ends_and_gives_back_what_it_held(make_napari_viewer, wait_worker, tmp_path):
+    """superqt takes a RuntimeError (torch's out-of-memory errors are RuntimeErrors) for its worker having been
+    deleted and ends the run without a word: the dock stayed busy for good, the objects frozen for the run were
+    never given back and its model file stayed reserved. During a run they are held; after it, given back."""
+    import gc
+
+    from napari_microseg.progress import Progress
+    from napari_microseg.widgets._base import MicrosegDock, being_written
+
+    dock = MicrosegDock(make_napari_viewer(show=False))
+    model = tmp_path / "model.pt"
+    held = {}
+
+    def failing():
+        held["frozen"], held["reserved"] = gc.get_freeze_count(), being_written(model)
+        yield Progress(0, 1, "allocating")
+        raise RuntimeError("DefaultCPUAllocator: not enough memory")
+
+    wait_worker(dock.start(failing, on_done=lambda _: None, writes=(model,)))
+    assert held["frozen"] > 0 and held["reserved"]
+    assert not dock.busy and "not enough memory" in dock.status.text()
+    assert gc.get_freeze_count() == 0 and not being_written(model)
+
+
 def test_tracking_edits_keep_what_the_user_painted_in_the_by_track_layer(make_napari_viewer, wait_worker):
     """A curation edit (or Undo) replaced the "by track" layer's data, painted corrections and all."""
     from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
@@ -249,22 +273,27 @@ def test_tracking_edits_keep_what_the_user_painted_in_the_by_track_layer(make_na
     widget.labels_layer.value = "nuclei"
     wait_worker(widget.track())
     by_track = widget.relabelled_layer
-    painted = by_track.data.copy()
-    painted[0, :5, :5] = 999
-    by_track.data = painted  # a script's (or the console's) correction
+    by_track.paint((0, 2, 2), 999, refresh=False)  # a brush stroke: napari paints into the layer's array
     widget.table.selectRow(0)
     wait_worker(widget.delete_selected())
     assert by_track in viewer.layers and by_track.name.endswith("(edited)")
-    assert (by_track.data[0, :5, :5] == 999).all()
+    assert (by_track.data == 999).any()
     assert widget.relabelled_layer is not by_track and not (widget.relabelled_layer.data == 999).any()
     assert "kept in" in widget.status.text()
     n_layers = len(viewer.layers)
     assert widget.undo()  # nothing painted since: the dock's own layer is updated in place
     assert len(viewer.layers) == n_layers and "kept in" not in widget.status.text()
+    current = widget.relabelled_layer
+    assert current.data is not by_track.data and not (current.data == 999).any()  # no array shared
+    current.paint((0, 2, 2), 777, refresh=False)
+    assert not (by_track.data == 777).any() and not (widget.result.relabelled == 777).any()
+    widget._by_track_edited = False
+    by_track.paint((1, 2, 2), 555, refresh=False)  # the kept layer is not the dock's: painting it marks nothing
+    assert not widget._by_track_edited
 
 
 def test_classifier_training_stops_while_it_simulates_and_adding_4d_frames_is_refused(make_napari_viewer, wait_worker,
-                                                                                      tmp_path):
+                                                                                      qtbot, tmp_path):
     """Stop was ignored while "Train on simulated data" simulated (up to minutes for 200,000 profiles), and
     quitting napari then hung; "Add to training set" took a (T, Z, Y, X) layer as one frame."""
     import time
@@ -277,6 +306,7 @@ def test_classifier_training_stops_while_it_simulates_and_adding_4d_frames_is_re
     widget.task.value = "profiles [P]"
     widget.train_n.value, widget.train_out.value = 200000, str(tmp_path / "profiles.pt")
     worker = widget.train()
+    qtbot.waitUntil(lambda: widget.progress.maximum() > 1, timeout=60000)  # simulating: its progress is shown
     started = time.perf_counter()
     widget.stop()
     wait_worker(worker, timeout=60000)
@@ -454,11 +484,13 @@ def test_train_resume_keeps_the_runs_own_settings_unless_given_again(tmp_path):
     data = ["--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"), "--quiet",
             "--base-filters", "4", "--out", str(tmp_path / "m.pt")]
     assert main(["train", *data, "--epochs", "1", "--seed", "7", "--patch", "32", "--patches-per-epoch", "8",
-                 "--batch-size", "2", "--lr-schedule", "cosine", "--patience", "0"]) == 0
+                 "--batch-size", "2", "--lr-schedule", "cosine", "--patience", "0", "--optimizer", "adamw",
+                 "--no-augment"]) == 0
     assert main(["train", *data, "--epochs", "2", "--resume", str(tmp_path / "m.pt")]) == 0
     config = read_model_config(tmp_path / "m.pt")["training"]["config"]
     assert (config["seed"], config["patch_size"], config["patches_per_epoch"], config["batch_size"]) == (7, 32, 8, 2)
     assert config["lr_schedule"] == "cosine" and config["early_stopping_patience"] is None
+    assert config["optimizer"] == "adamw" and config["augment"] is False
     assert main(["train", *data, "--epochs", "3", "--resume", str(tmp_path / "m.pt"), "--batch-size", "4"]) == 0
     assert read_model_config(tmp_path / "m.pt")["training"]["config"]["batch_size"] == 4  # given again: used
 

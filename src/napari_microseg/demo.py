@@ -85,7 +85,7 @@ def run_demo(out: str | Path = "demo_out", n_frames: int = 30, size: int = 256, 
     from .io.models import read_model_config
 
     chosen = read_model_config(base_model_path)
-    if chosen.get("task") or chosen.get("output_mode") not in ("binary", "three_class"):
+    if chosen.get("task") or chosen.get("output_mode", "binary") not in ("binary", "three_class"):
         # a classifier or a class model (CCD) cannot segment nuclei: said before anything is written
         kind = f"{chosen['task']} classifier" if chosen.get("task") else f"{chosen.get('output_mode')} class model"
         raise InputError(f"--model {base_model_path.name} is a{'n' if kind[0] in 'aeiou' else ''} {kind}: the demo "

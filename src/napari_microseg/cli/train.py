@@ -72,7 +72,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = p.add_argument_group("training")
     t.add_argument("--out", required=True, help="model file to write (.pt)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing model file")
-    t.add_argument("--epochs", type=int, default=50, help="passes over --patches-per-epoch patches")
+    t.add_argument("--epochs", type=int, default=None,
+                   help=f"passes over --patches-per-epoch patches, in all (a resumed run counts its own) {_resumed('epochs')}")
     t.add_argument("--patch", type=int, default=None, help=f"patch side, pixels {_resumed('patch')}")
     t.add_argument("--patches-per-epoch", type=int, default=None, help=f"random patches drawn per epoch {_resumed('patches_per_epoch')}")
     t.add_argument("--image-sampling", choices=["pixels", "objects", "mixed"], default=None,
@@ -80,12 +81,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(crowded images of small nuclei are not outweighed by large images), or half of each (mixed) "
                         f"{_resumed('image_sampling')}")
     t.add_argument("--batch-size", type=int, default=None, help=f"patches per optimiser step {_resumed('batch_size')}")
-    t.add_argument("--lr", type=float, default=1e-3, help="initial learning rate")
+    t.add_argument("--lr", type=float, default=1e-3,
+                   help="initial learning rate (default: 0.001; a resumed run goes on with its own, as its optimiser state does)")
     # the choices of trainer.LR_SCHEDULES, written out: importing the trainer here would load torch for --help
     t.add_argument("--lr-schedule", choices=["plateau", "cosine"], default=None,
                    help="plateau: the lr falls when validation stops improving; cosine: it falls from --lr to 1e-6 "
                         f"along a cosine over --epochs (long fine-tunes; combine with --patience 0) {_resumed('lr_schedule')}")
-    t.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd", "adadelta"], help="optimiser")
+    t.add_argument("--optimizer", default=None, choices=["adam", "adamw", "sgd", "adadelta"],
+                   help=f"optimiser {_resumed('optimizer')}")
     t.add_argument("--weight-decay", type=float, default=None,
                    help="L2 penalty on the weights (decoupled decay with adamw); the [C] study used 0.01 with adadelta "
                         f"{_resumed('weight_decay')}")
@@ -93,7 +96,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="loss (default: a resumed run's own, else bce_dice binary, ce_dice three_class, weighted_ce "
                         "multiclass)")
     t.add_argument("--patience", type=int, default=None, help=f"early-stopping patience, epochs (0: off) {_resumed('patience')}")
-    t.add_argument("--no-augment", action="store_true", help="switch augmentation off")
+    t.add_argument("--no-augment", action="store_const", const=False, dest="augment", default=None,
+                   help="switch augmentation off (default: on; with --resume, as the resumed run had it)")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     t.add_argument("--no-amp", action="store_true", help="no mixed precision (used on CUDA and on CPUs with native bfloat16)")
     t.add_argument("--threads", type=int, help="torch CPU threads")
@@ -119,7 +123,8 @@ def _resumed(dest: str) -> str:
 RUN_SETTINGS = {"patch": ("patch_size", 256), "patches_per_epoch": ("patches_per_epoch", 256), "batch_size": ("batch_size", 8),
                 "image_sampling": ("image_sampling", "pixels"), "lr_schedule": ("lr_schedule", "plateau"),
                 "weight_decay": ("weight_decay", 0.0), "loss": ("loss", None), "patience": ("early_stopping_patience", 20),
-                "seed": ("seed", 0), "touching_weight": ("touching_weight", 0.0)}
+                "seed": ("seed", 0), "touching_weight": ("touching_weight", 0.0), "epochs": ("epochs", 50),
+                "optimizer": ("optimizer", "adam"), "augment": ("augment", True)}
 
 
 def _run_settings(args: argparse.Namespace) -> dict:
@@ -312,11 +317,11 @@ def run(args: argparse.Namespace) -> int:
         class_names=[s.strip() for s in args.class_names.split(",")] if args.class_names else folder_names,
         normalization=spec,
         patch_size=run["patch"], patches_per_epoch=run["patches_per_epoch"], batch_size=run["batch_size"],
-        image_sampling=run["image_sampling"], epochs=args.epochs, lr=args.lr, lr_schedule=run["lr_schedule"],
-        optimizer=args.optimizer, weight_decay=run["weight_decay"], loss=run["loss"],
+        image_sampling=run["image_sampling"], epochs=run["epochs"], lr=args.lr, lr_schedule=run["lr_schedule"],
+        optimizer=run["optimizer"], weight_decay=run["weight_decay"], loss=run["loss"],
         early_stopping_patience=run["patience"] or None, device=args.device, amp=not args.no_amp,
         seed=run["seed"], split_seed=args.split_seed, num_threads=args.threads, freeze_encoder=args.freeze_encoder,
-        val_fraction=_val_fraction(args), augment=not args.no_augment, ignore_value=args.ignore_value,
+        val_fraction=_val_fraction(args), augment=run["augment"], ignore_value=args.ignore_value,
         unlabelled_is_ignored=args.unlabelled_is_ignored, background_value=args.background_value,
         data_description=description,
     )

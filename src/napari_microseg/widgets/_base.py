@@ -73,6 +73,23 @@ def _release_gc() -> None:
             gc.unfreeze()
 
 
+def refreeze_if_running() -> None:
+    """Freeze again what a run's start missed (torch imported in the background after Train was pressed)."""
+    with _GC_LOCK:
+        if _RUNS_HOLDING_GC[0]:
+            gc.freeze()
+
+
+class _WorkerFailure(Exception):
+    """A worker's ``RuntimeError`` (torch's out-of-memory errors among them) carried out of the generator as
+    another type: superqt takes a ``RuntimeError`` for its worker having been deleted and ends the run
+    without ``errored`` or ``finished``, which left the dock busy for good."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def being_written(path: Path) -> bool:
     """Whether a run in progress (in any dock) will write ``path``."""
     return str(Path(path).resolve()) in _FILES_BEING_WRITTEN
@@ -385,6 +402,8 @@ class MicrosegDock(QWidget):
                         event = next(gen)
                     except StopIteration as done:
                         return done.value
+                    except RuntimeError as err:
+                        raise _WorkerFailure(err) from err
                     yield event
             finally:
                 gen.close()
@@ -443,11 +462,15 @@ class MicrosegDock(QWidget):
             except MicrosegError as err:
                 self.show_error(str(err))
             except Exception as err:  # noqa: BLE001 - never a traceback dialog
+                if "has been deleted" in str(err):  # the dock's window closed while it ran: its files are written
+                    return
                 traceback.print_exc()
                 self.show_error(f"{type(err).__name__}: {err}")
 
         def errored(err: Exception) -> None:
             outcome["state"] = "failed"
+            if isinstance(err, _WorkerFailure):
+                err = err.error
             if isinstance(err, MicrosegError):
                 self.show_error(str(err))
             elif "out of memory" in str(err).lower():

@@ -368,7 +368,9 @@ class AutolabelWidget(MicrosegDock):
             checked = frame.astype(signed)
             checked[dropped_area & ~kept_area] = -1
             if t is not None:  # a stack: the other frames as they are (QC looked at this one)
-                stack = worker_copy(others, others_copied).astype(checked.dtype, copy=False)
+                # one copy, in the type of the checked labels (a copy taken already is converted, or used)
+                stack = (np.asarray(others).astype(checked.dtype, copy=False) if others_copied
+                         else np.array(others, dtype=checked.dtype))
                 stack[t] = checked
                 checked = stack
             return table.assign(y=positions[:, 0], x=positions[:, 1]), tile_shape, checked, ids_features(checked)

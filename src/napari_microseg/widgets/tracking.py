@@ -179,9 +179,10 @@ class TrackingWidget(MicrosegDock):
         else:
             self.show_message(text)
 
-    def _mark_by_track_edited(self, *_: Any) -> None:
-        """A paint stroke or new data in the "by track" layer, other than the dock's own update."""
-        if not self._updating_layers:
+    def _mark_by_track_edited(self, event: Any = None) -> None:
+        """A paint stroke or new data in the current "by track" layer, other than the dock's own update
+        (an earlier run's or a kept "(edited)" layer does not count)."""
+        if not self._updating_layers and getattr(event, "source", self.relabelled_layer) is self.relabelled_layer:
             self._by_track_edited = True
 
     def _update_layers(self, new: bool = False) -> str:
@@ -210,16 +211,18 @@ class TrackingWidget(MicrosegDock):
                 self.relabelled_layer.name = unique_layer_name(self.viewer, f"{self.tracked_name} by track (edited)")
                 kept = f"; your edits are kept in '{self.relabelled_layer.name}'"
                 shown = False
+            # the layer gets its own copy: napari paints in place, and the result (kept for Undo and Export)
+            # must not change with it, nor be shared by a kept "(edited)" layer and the next one
             if new or not shown:
                 self.relabelled_layer = self.viewer.add_labels(
-                    result.relabelled, name=unique_layer_name(self.viewer, f"{self.tracked_name} by track"), opacity=0.4,
-                    visible=False, features=features, **self.tracked_geometry)
+                    result.relabelled.copy(), name=unique_layer_name(self.viewer, f"{self.tracked_name} by track"),
+                    opacity=0.4, visible=False, features=features, **self.tracked_geometry)
                 for event in (self.relabelled_layer.events.paint, self.relabelled_layer.events.data):
                     event.connect(self._mark_by_track_edited)
             else:
                 self._updating_layers = True
                 try:
-                    self.relabelled_layer.data = result.relabelled
+                    self.relabelled_layer.data = result.relabelled.copy()
                 finally:
                     self._updating_layers = False
                 self.relabelled_layer.features = features

@@ -517,6 +517,10 @@ def _import_training_modules() -> None:
     import napari_microseg.training.augment  # noqa: F401
     import napari_microseg.training.trainer  # noqa: F401
 
+    from ._base import refreeze_if_running
+
+    refreeze_if_running()  # Train pressed before the imports ended: their objects join the run's frozen ones
+
 
 def pair_by_shape_and_name(image_names: list[str], label_names: list[str], shapes: dict) -> tuple[list[str], list[str]]:
     """Image and labels layer names paired one to one. The pickers' order (the viewer's layer order)
