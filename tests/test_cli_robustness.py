@@ -165,7 +165,7 @@ def test_track_labels_connected_objects_of_a_binary_mask_stack(tmp_path, capsys)
 @pytest.mark.parametrize("argv, message", [
     (["simulate", "nuclei", "--motion-sd", "-1"], "--motion-sd must be"),
     (["simulate", "nuclei", "--drift", "nan", "0"], "--drift must be finite"),
-    (["simulate", "nuclei", "--seed", "-1"], "--seed must be >= 0"),
+    (["simulate", "nuclei", "--seed", "-1"], "--seed must be from 0 to"),
     (["simulate", "ccd", "--gain", "0"], "--gain must be"),
     (["segment", "--model", "nuclei_fluorescence_fast", "--threads", "-1"], "--threads must be >= 1"),
     (["segment", "--model", "nuclei_fluorescence_fast", "--min-size", "-3"], "--min-size must be >= 0"),

@@ -571,3 +571,73 @@ def test_batch_notes_a_noted_zarr_stack_once(tmp_path):
     assert main(["batch", "segment", "--model", "ccd_classes", "--input", str(tmp_path / "dim.zarr"),
                  "--out", str(tmp_path / "out"), "--workers", "0", "--quiet"]) == 0
     assert len(pd.read_csv(tmp_path / "out" / "notes.csv")) == 1
+
+
+def test_command_line_inputs_found_by_the_cli_hunt(tmp_path, capsys):
+    """One line (exit 2) instead of a traceback, a hang or a silent wrong answer: complex images trained on
+    (imaginary part dropped), --p-low/--p-high dropped without --normalization, a corrupt Zarr chunk, an empty
+    tracks.csv, a JSON list as tracking config, seeds out of range, taps of no pixels, a memory limit too small
+    to start a worker (it waited for ever) or not a size; a repeated IoU threshold doubled the pooled counts;
+    simulate --overwrite deleted a user's file named like a sample."""
+    import json
+
+    import tifffile
+    import zarr
+
+    from napari_microseg.cli import main
+    from napari_microseg.cli.evaluate import parse_thresholds
+    from napari_microseg.io.models import read_model_config
+
+    def refused(argv, words):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert words in err.strip().splitlines()[-1] and "Traceback" not in err and sum(line.startswith("microseg ") for line in err.splitlines()) == 1, err
+
+    image = (np.random.default_rng(0).random((64, 64)) * 1000).astype(np.uint16)
+    labels = np.zeros((64, 64), np.uint16)
+    labels[10:20, 10:20], labels[30:40, 30:50] = 1, 2
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    tifffile.imwrite(tmp_path / "complex.tif", image.astype(np.complex64))
+    tifffile.imwrite(tmp_path / "lab.tif", labels)
+    train = ["train", "--labels", str(tmp_path / "lab.tif"), "--epochs", "1", "--patch", "32", "--patches-per-epoch",
+             "4", "--base-filters", "4", "--quiet"]
+    refused([*train, "--images", str(tmp_path / "complex.tif"), "--out", str(tmp_path / "c.pt")], "real-valued")
+    assert main([*train, "--images", str(tmp_path / "img.tif"), "--p-low", "20", "--p-high", "80",
+                 "--out", str(tmp_path / "p.pt")]) == 0
+    assert read_model_config(tmp_path / "p.pt")["normalization"] == {"kind": "percentile", "p_low": 20.0, "p_high": 80.0}
+    refused([*train, "--images", str(tmp_path / "img.tif"), "--normalization", "minmax", "--p-low", "5",
+             "--out", str(tmp_path / "q.pt")], "percentile")
+
+    store = zarr.create_array(str(tmp_path / "bad.zarr"), shape=(2, 64, 64), dtype="u2", chunks=(1, 64, 64))
+    store[...] = np.stack([labels, labels])
+    chunk = next(p for p in (tmp_path / "bad.zarr").rglob("*") if p.is_file() and p.parts[-4:-1] == ("c", "1", "0"))
+    chunk.write_bytes(b"xx")
+    refused(["track", "--labels", str(tmp_path / "bad.zarr"), "--out", str(tmp_path / "t")], "damaged")
+    (tmp_path / "trk").mkdir()
+    (tmp_path / "trk" / "tracks.csv").write_text("")
+    tifffile.imwrite(tmp_path / "trk" / "labels.tif", np.stack([labels, labels]))
+    refused(["evaluate", "tracks", "--gt", str(tmp_path / "trk"), "--pred", str(tmp_path / "trk"),
+             "--out", str(tmp_path / "e.csv")], "empty")
+    (tmp_path / "list.json").write_text(json.dumps([1, 2]))
+    refused(["track", "--labels", str(tmp_path / "trk" / "labels.tif"), "--out", str(tmp_path / "t2"),
+             "--config", str(tmp_path / "list.json")], "JSON list")
+    refused(["demo", "--seed", "-1", "--out", str(tmp_path / "d")], "--seed")
+    refused(["track", "--labels", str(tmp_path / "trk" / "labels.tif"), "--out", str(tmp_path / "t3"),
+             "--seed", str(2**32)], "--seed")
+    from napari_microseg.io.images import write_fits
+
+    write_fits(tmp_path / "frame.fits", image.astype(np.float32) + 8800)
+    refused(["autolabel", "ccd", "--input", str(tmp_path / "frame.fits"), "--taps", "100x100",
+             "--out", str(tmp_path / "a")], "at least")
+    batch = ["batch", "segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "img.tif"),
+             "--workers", "1"]
+    refused([*batch, "--out", str(tmp_path / "b1"), "--memory-limit", "100MB"], "at least")
+    refused([*batch, "--out", str(tmp_path / "b2"), "--memory-limit", "bogus"], "not a size")
+    assert parse_thresholds("0.5,0.5,0.9") == [0.5, 0.9]
+
+    sim = tmp_path / "sim"
+    assert main(["simulate", "ccd", "--n", "2", "--shape", "32", "32", "--out", str(sim)]) == 0
+    mine = sim / "frames" / "ccd_00005.fits"
+    mine.write_bytes((sim / "frames" / "ccd_00000.fits").read_bytes())  # a user's file, named like a sample
+    assert main(["simulate", "ccd", "--n", "1", "--shape", "32", "32", "--out", str(sim), "--overwrite"]) == 0
+    assert mine.is_file() and not (sim / "frames" / "ccd_00001.fits").exists()

@@ -290,6 +290,9 @@ def _lowest_level(column_medians: np.ndarray, tolerance: float) -> float:
     return float(np.median(near)) if near.size else low
 
 
+#: the smallest side (px) of a readout tap given as a grid (``--taps RxC``)
+MIN_TAP_SIDE = 8
+
 def estimate_baseline(image, taps: str | tuple[int, int] = "auto", exclude_columns: Sequence[int] | None = None,
                       tap_sigma: float = 10.0, clip_sigma: float = 3.0, glow_sigma: float = 10.0) -> CCDBaseline:
     """Per-tap pedestal, per-column baseline and read noise of a (Y, X) frame in ADC.
@@ -315,6 +318,9 @@ def estimate_baseline(image, taps: str | tuple[int, int] = "auto", exclude_colum
         r, c = (int(v) for v in taps)
         if r < 1 or c < 1:
             raise InputError(f"taps must be >= 1 each, got {taps}")
+        if ny // r < MIN_TAP_SIDE or nx // c < MIN_TAP_SIDE:  # a tap's statistics need rows and columns of pixels
+            raise InputError(f"{r}x{c} taps on a {ny}x{nx} frame leave taps of {ny // r}x{nx // c} px: each needs at "
+                             f"least {MIN_TAP_SIDE} px a side")
         tap_rows = [round(ny * k / r) for k in range(1, r)]
         tap_cols = [round(nx * k / c) for k in range(1, c)]
     use = np.ones(nx, bool)
@@ -323,6 +329,8 @@ def estimate_baseline(image, taps: str | tuple[int, int] = "auto", exclude_colum
         if idx.min() < -nx or idx.max() >= nx:
             raise InputError(f"exclude_columns out of range for width {nx}")
         use[idx] = False
+        if not use.any():
+            raise InputError(f"exclude_columns leave none of the {nx} columns to measure the background on")
     baseline = np.zeros_like(img)
     pedestal = np.zeros_like(img)
     noise = np.zeros_like(img)

@@ -568,6 +568,26 @@ def default_workers(threads_per_worker: int = 1) -> int:
     return max(1, cores // max(1, int(threads_per_worker)))
 
 
+#: the least memory limit a local worker is given (bytes): below it a worker pauses before its first task and
+#: the run waits for ever (torch and the package take ~250 MB)
+MIN_WORKER_MEMORY = 512 * 2**20
+
+
+def check_memory_limit(memory_limit: str | None) -> None:
+    """InputError for a per-worker memory limit Dask cannot read or that is too small to run a task."""
+    if memory_limit is None or str(memory_limit).strip().lower() == "auto":
+        return
+    from dask.utils import parse_bytes
+
+    try:
+        limit = parse_bytes(str(memory_limit))
+    except (ValueError, TypeError):
+        raise InputError(f"memory limit {memory_limit!r} is not a size such as 4GB or 512MB") from None
+    if 0 < limit < MIN_WORKER_MEMORY:
+        raise InputError(f"memory limit {memory_limit} is below what a worker needs to run a task (~250 MB for "
+                         f"torch and the package): give at least {MIN_WORKER_MEMORY // 2**20}MB")
+
+
 def _connect(scheduler: Any, workers: int | None, threads_per_worker: int, memory_limit: str | None):
     """Return ``(client, cluster_or_None, owns_client)``."""
     from distributed import Client, LocalCluster
@@ -577,7 +597,7 @@ def _connect(scheduler: Any, workers: int | None, threads_per_worker: int, memor
     if scheduler:
         try:
             client = Client(str(scheduler), timeout="30s")
-        except (OSError, TimeoutError) as err:
+        except (OSError, TimeoutError, ValueError) as err:  # ValueError: not an address (no port ...)
             raise InputError(f"cannot reach the Dask scheduler at {scheduler} ({err})") from None
         return client, None, True
     n = int(workers) if workers else default_workers(threads_per_worker)
@@ -816,6 +836,7 @@ def run_batch(
         raise InputError(f"workers must be >= 0, got {workers}")
     if max_in_flight is not None and int(max_in_flight) < 1:
         raise InputError(f"max_in_flight must be >= 1, got {max_in_flight}")
+    check_memory_limit(memory_limit)
     if int(threads_per_worker) < 1:
         raise InputError(f"threads per worker must be >= 1, got {threads_per_worker}")
     model_path, model_sum, label_dtype = _model_info(model, task)

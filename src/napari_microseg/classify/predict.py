@@ -224,7 +224,10 @@ def classify_profiles(model: Any, profiles: np.ndarray, batch_size: int = 1024) 
     """
     lm = load_classifier(model)
     _check_task(lm, "profiles")
-    x = np.asarray(profiles, np.float32)
+    x = np.asarray(profiles)
+    if x.dtype.kind not in "biuf":  # complex profiles would lose their imaginary part
+        raise InputError(f"profiles of dtype {x.dtype} are not real-valued")
+    x = x.astype(np.float32)
     if x.ndim == 2:
         x = x[:, None]
     if x.ndim != 3:

@@ -139,12 +139,28 @@ def _one_line_warnings(command: str, default: Any) -> Any:
     return show
 
 
+def _decoding_error(err: BaseException) -> bool:
+    """Whether ``err`` was raised while decoding stored pixels (a Zarr chunk, a compressed TIFF or FITS tile):
+    the codecs' own errors (``Zstd decompression error`` ...) name no file and mean a damaged input."""
+    codec_parts = ("numcodecs", "/zarr/codecs/", "/zarr/core/codec", "imagecodecs", "/astropy/io/fits/hdu/compressed")
+    tb = err.__traceback__
+    while tb is not None:
+        if any(part in tb.tb_frame.f_code.co_filename for part in codec_parts):
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
+        return 2
+    seed = getattr(args, "seed", None)
+    if isinstance(seed, int) and not 0 <= seed < 2**32:  # numpy, torch and btrack take 0 .. 2**32 - 1
+        print(f"microseg {args.command}: error: --seed must be from 0 to {2**32 - 1}, got {seed}", file=sys.stderr)
         return 2
     empty = _empty_path_option(argv)
     if empty is not None:
@@ -166,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:  # permissions, a full disk, a folder where a file should be ...
         where = f": {err.filename}" if err.filename else ""
         print(f"microseg {args.command}: error: {err.strerror or err}{where}", file=sys.stderr)
+    except Exception as err:  # noqa: BLE001 - only a damaged file's decoding error is said in a line; the rest re-raised
+        if not _decoding_error(err):
+            raise
+        print(f"microseg {args.command}: error: cannot decode the data of an input ({type(err).__name__}: {err}): "
+              "a damaged or incompletely copied file or Zarr store?", file=sys.stderr)
     except KeyboardInterrupt as err:
         from ..errors import Terminated
 

@@ -353,7 +353,9 @@ def load_response_folder(folder: Path, box=None, failures: list | None = None) -
     folder = Path(folder)
     table = folder / "classes.csv"
     if table.is_file():
-        df = pd.read_csv(table)
+        from ..io.tables import read_csv_table
+
+        df = read_csv_table(table)
         if "image" not in df.columns:
             raise InputError(f"{table}: needs an 'image' column")
         files = [folder / f for f in df["image"]]

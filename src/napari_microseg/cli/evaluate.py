@@ -150,7 +150,7 @@ def parse_thresholds(text: str) -> list[float]:
         raise InputError(f"IoU thresholds {text!r}: 'start:stop:step' needs start <= stop and a step > 0")
     if not vals or any(not 0 < v <= 1 for v in vals):
         raise InputError(f"IoU thresholds must lie in (0, 1], got {text!r}")
-    return vals
+    return list(dict.fromkeys(vals))  # a threshold given twice is scored once (it doubled the pooled counts)
 
 
 def _key(name: str) -> str:

@@ -50,7 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--out", required=True, type=Path, help="output folder (created; must be empty unless --overwrite)")
         q.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
         q.add_argument("--n", type=int, default=n_default, help=n_help)
-        q.add_argument("--overwrite", action="store_true", help="write into a folder that holds files (same-named files are replaced)")
+        q.add_argument("--overwrite", action="store_true",
+                       help="write into a folder that holds files (same-named files are replaced); an earlier simulation "
+                            "there is removed first: its samples (<domain>_00000 ... up to its count, in images/, "
+                            "labels/, frames/ ...) and its tables (labels.tif, tracks.csv, classes.csv ...); other files stay")
         q.set_defaults(func=run)
 
     q = dsub.add_parser("nuclei", help="nuclei time-lapse(s) or single training images", description="Nuclei: fluorescence + phase time-lapse with labels (= track ids) and tracks.csv, or varied single training images.")
@@ -147,8 +150,9 @@ def _prepare_out(out: Path, overwrite: bool) -> Path:
         raise InputError(f"{out} already holds a simulation (params.json); use another --out or --overwrite")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise InputError(f"{out} is not empty (its files could be replaced); use another --out or --overwrite")
-    if _earlier_simulation(out):
-        _remove_earlier_simulation(out)
+    earlier = _earlier_simulation(out)
+    if earlier:
+        _remove_earlier_simulation(out, earlier)
     make_output_folder(out)
     return out
 
@@ -157,31 +161,37 @@ def _prepare_out(out: Path, overwrite: bool) -> Path:
 _SIMULATION_FILES = ("fluorescence.tif", "phase.tif", "labels.tif", "tracks.csv", "events.csv", "movie_params.json",
                      "images.csv", "classes.csv", "profiles.tif", "renders.tif")
 #: the names of its per-sample files (nuclei_00000.tif, ccd_00003.fits ...): no other file is removed
-_SAMPLE_NAME = re.compile(r"(nuclei|response|liposomes|ccd)_\d{5}\.(tif|fits)")
+_SAMPLE_NAME = re.compile(r"(nuclei|response|liposomes|ccd)_(\d{5})\.(?:tif|fits)")
 #: the folders of per-sample images it writes
 _SIMULATION_FOLDERS = ("images", "labels", "classes", "frames", "integration", "artefacts")
 
 
-def _earlier_simulation(out: Path) -> bool:
-    """True when ``out`` holds a params.json that simulate wrote (its ``domain`` and ``sample_seeds``)."""
+def _earlier_simulation(out: Path) -> dict | None:
+    """The params.json that simulate wrote in ``out`` (with its ``domain`` and ``sample_seeds``), else None."""
     try:
         record = json.loads((out / "params.json").read_text())
     except (OSError, ValueError):
-        return False
-    return isinstance(record, dict) and "domain" in record and "sample_seeds" in record
+        return None
+    return record if isinstance(record, dict) and "domain" in record and "sample_seeds" in record else None
 
 
-def _remove_earlier_simulation(out: Path) -> None:
-    """With --overwrite: remove the samples an earlier simulation wrote in ``out`` (its params.json says
-    there was one), so that a smaller or other run leaves none of them to be trained on beside its own.
-    Only files of the names simulate writes go (:data:`_SAMPLE_NAME`, :data:`_SIMULATION_FILES`);
+def _remove_earlier_simulation(out: Path, record: dict) -> None:
+    """With --overwrite: remove the samples an earlier simulation wrote in ``out`` (``record``: its
+    params.json), so that a smaller or other run leaves none of them to be trained on beside its own.
+    Only files of the names it wrote go: its domain's samples up to its count (:data:`_SAMPLE_NAME`;
+    a file of that form beyond them, or of another domain, is not its own) and :data:`_SIMULATION_FILES`;
     folders left empty go too."""
     from ..io.atomic import guard_target
 
     movies = [m for m in sorted(out.glob("movie_[0-9][0-9][0-9]")) if m.is_dir()]
     files = [folder / name for folder in (out, *movies) for name in _SIMULATION_FILES]
-    files += [f for name in _SIMULATION_FOLDERS for f in sorted((out / name).glob("*"))
-              if f.is_file() and _SAMPLE_NAME.fullmatch(f.name)]
+    domain, count = str(record.get("domain")), record.get("n")
+
+    def its_sample(name: str) -> bool:
+        match = _SAMPLE_NAME.fullmatch(name)
+        return bool(match) and match.group(1) == domain and (not isinstance(count, int) or int(match.group(2)) < count)
+
+    files += [f for name in _SIMULATION_FOLDERS for f in sorted((out / name).glob("*")) if f.is_file() and its_sample(f.name)]
     files = [f for f in files if f.is_file()]
     for f in files:
         guard_target(f)  # an input of this command (say a --config beside them) is never removed

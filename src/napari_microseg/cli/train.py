@@ -59,9 +59,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="intensity normalisation stored with the model (default: that of --init-model / --resume; "
                         "else pedestal for multiclass (raw CCD ADC: frame pedestal subtracted, / 200 ADC, the "
                         "Training widget's default), percentile otherwise)")
-    m.add_argument("--p-low", type=float, default=1.0, help="percentile normalisation: low percentile")
-    m.add_argument("--p-high", type=float, default=99.8, help="percentile normalisation: high percentile")
-    m.add_argument("--offset", type=float, default=0.0, help="fixed normalisation: subtract this (e.g. CCD pedestal 8800)")
+    m.add_argument("--p-low", type=float, default=None,
+                   help="percentile normalisation (chosen by giving it): low percentile (default: 1)")
+    m.add_argument("--p-high", type=float, default=None,
+                   help="percentile normalisation (chosen by giving it): high percentile (default: 99.8)")
+    m.add_argument("--offset", type=float, default=None,
+                   help="fixed normalisation (chosen by giving it): subtract this, e.g. CCD pedestal 8800 (default: 0)")
     m.add_argument("--scale", type=float, default=None,
                    help="fixed / pedestal normalisation: then divide by this (default: fixed 1, pedestal 200 ADC)")
     m.add_argument("--pedestal-estimator", choices=["mode", "median"], default=None,
@@ -283,6 +286,16 @@ def run(args: argparse.Namespace) -> int:
         if note:  # one class per object id: a model of dozens of "classes" that means nothing
             print(f"warning: {note}", file=sys.stderr)
     kind = args.normalization
+    percentiles_given = args.p_low is not None or args.p_high is not None
+    if kind is None and percentiles_given:  # they name their normalisation (it was dropped without a word)
+        kind = "percentile"
+    elif kind is None and args.offset is not None:
+        kind = "fixed"
+    for option, value, applies in (("--p-low / --p-high", percentiles_given, "percentile"),
+                                   ("--offset", args.offset is not None, "fixed")):
+        if value and kind != applies:
+            raise InputError(f"{option} set the {applies} normalisation, not {kind}: drop them, or choose "
+                             f"--normalization {applies}")
     if kind is None and args.output_mode == "multiclass" and not (args.init_model or args.resume):
         # [C]: classes told apart by their level in ADC; a per-tile stretch gives one class different
         # values from tile to tile (as the Training widget, multiclass trains on raw ADC by default)
@@ -292,9 +305,10 @@ def run(args: argparse.Namespace) -> int:
     if kind is None:
         spec = None
     elif kind == "percentile":
-        spec = make_normalization_spec("percentile", p_low=args.p_low, p_high=args.p_high)
+        spec = make_normalization_spec("percentile", p_low=1.0 if args.p_low is None else args.p_low,
+                                       p_high=99.8 if args.p_high is None else args.p_high)
     elif kind == "fixed":
-        spec = make_normalization_spec("fixed", offset=args.offset, scale=1.0 if args.scale is None else args.scale)
+        spec = make_normalization_spec("fixed", offset=args.offset or 0.0, scale=1.0 if args.scale is None else args.scale)
     elif kind == "pedestal":  # the shipped CCD model's settings unless given (written or chosen by default alike)
         chosen = {"scale": args.scale, "estimator": args.pedestal_estimator, "level_taps": args.level_taps}
         spec = make_normalization_spec({**CCD_NORMALIZATION, **{k: v for k, v in chosen.items() if v is not None}})

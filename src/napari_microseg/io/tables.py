@@ -19,6 +19,18 @@ from .atomic import atomic_path
 TRACKS_COLUMNS = ["track_id", "t", "y", "x", "parent_track_id", "root_track_id", "generation", "label"]
 
 
+def read_csv_table(path: str | os.PathLike, **kwargs) -> pd.DataFrame:
+    """``pd.read_csv(path, **kwargs)`` of a table a user gives; an empty, binary or malformed file is an
+    :class:`InputError` naming it (pandas raised EmptyDataError, UnicodeDecodeError or ParserError)."""
+    try:
+        return pd.read_csv(path, **kwargs)
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{path} is empty: no table to read") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
+        raise InputError(f"{path} is not a readable comma-separated table ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else ''})") from None
+
+
 def write_csv(path: str | os.PathLike, table: pd.DataFrame, overwrite: bool = True, leading: list[str] | None = None) -> Path:
     """Write ``table`` to ``path`` as UTF-8 CSV atomically.
 

@@ -57,7 +57,9 @@ def write_tracks_csv(result: TrackResult | pd.DataFrame, path: str | os.PathLike
 
 def read_tracks_csv(path: str | os.PathLike, labels: np.ndarray | None = None, n_frames: int | None = None) -> TrackResult:
     """Read a ``tracks.csv`` back into a :class:`TrackResult` (optionally with its label stack)."""
-    return tracks_result_from_table(pd.read_csv(path), str(path), labels, n_frames)
+    from ..io.tables import read_csv_table
+
+    return tracks_result_from_table(read_csv_table(path), str(path), labels, n_frames)
 
 
 def tracks_result_from_table(table: pd.DataFrame, name: str = "tracks table", labels: np.ndarray | None = None,
@@ -360,7 +362,9 @@ def read_tracks_folder(folder: str | os.PathLike) -> TrackResult | Path:
         return result
     if tracks.is_file() and (folder / "labels.tif").is_file():
         labels = time_stack(read_image(folder / "labels.tif").data, "labels.tif")
-        if "label" not in pd.read_csv(tracks, nrows=0).columns:  # the header only: the table is read below
+        from ..io.tables import read_csv_table
+
+        if "label" not in read_csv_table(tracks, nrows=0).columns:  # the header only: the table is read below
             raise InputError(f"{tracks} has no label column naming the objects of labels.tif")
         result = read_tracks_csv(tracks, labels=labels, n_frames=labels.shape[0])
         result.config["image_shape"] = list(labels.shape)
@@ -411,7 +415,9 @@ def read_ctc(folder: str | os.PathLike, track_file: str | None = None) -> TrackR
     if not files:
         raise InputError(f"{folder}: no mask*.tif or man_track*.tif files")
     masks = np.stack([tifffile.imread(p) for p in files]).astype(np.int32)
-    lbep = pd.read_csv(track_path, sep=r"\s+", header=None, names=["L", "B", "E", "P"])
+    from ..io.tables import read_csv_table
+
+    lbep = read_csv_table(track_path, sep=r"\s+", header=None, names=["L", "B", "E", "P"])
     from skimage.measure import regionprops_table
 
     frames = []

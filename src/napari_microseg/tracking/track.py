@@ -175,6 +175,9 @@ def load_config(config: str | os.PathLike | dict = "cell") -> dict:
             cfg = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             raise InputError(f"tracking config {path} is not valid JSON: {err}") from None
+        if not isinstance(cfg, dict):
+            raise InputError(f"tracking config {path} holds a JSON {type(cfg).__name__}, not an object with a "
+                             "motion_model (see the shipped cell.json)")
     if "TrackerConfig" in cfg:  # legacy btrack layout
         legacy = cfg["TrackerConfig"]
         cfg = {"motion_model": legacy.get("MotionModel"), "hypothesis_model": legacy.get("HypothesisModel") or None}

@@ -105,6 +105,8 @@ def normalize(image: np.ndarray, spec: dict[str, Any] | str | None = None, eps: 
     """
     spec = make_normalization_spec(spec)
     x = np.asarray(image)
+    if x.dtype.kind not in "biuf":  # complex (its imaginary part would be dropped), text, objects
+        raise InputError(f"image dtype {x.dtype} is not a real-valued image")
     if x.dtype == bool:
         x = x.astype(np.float32)
     x = x.astype(np.float32, copy=False)
