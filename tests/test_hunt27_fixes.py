@@ -641,3 +641,24 @@ def test_command_line_inputs_found_by_the_cli_hunt(tmp_path, capsys):
     mine.write_bytes((sim / "frames" / "ccd_00000.fits").read_bytes())  # a user's file, named like a sample
     assert main(["simulate", "ccd", "--n", "1", "--shape", "32", "32", "--out", str(sim), "--overwrite"]) == 0
     assert mine.is_file() and not (sim / "frames" / "ccd_00001.fits").exists()
+
+
+def test_evaluate_refuses_an_intensity_image_and_segment_an_overlap_it_would_clip(tmp_path, capsys):
+    """An intensity image given as ground truth was scored as ~1000 "objects" with AP 0 and no word; --overlap
+    600 with the default 512 px tile was clipped to 256 unsaid, while --tile 512 --overlap 600 was refused."""
+    import tifffile
+
+    from napari_microseg.cli import main
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    image, labels = simulate_nuclei_image((96, 96), n_nuclei=8, seed=1)
+    tifffile.imwrite(tmp_path / "image.tif", (image / image.max() * 250).astype(np.uint8))
+    tifffile.imwrite(tmp_path / "labels.tif", labels)
+    assert main(["evaluate", "seg", "--gt", str(tmp_path / "image.tif"), "--pred", str(tmp_path / "labels.tif"),
+                 "--out", str(tmp_path / "e.csv")]) == 2
+    assert "intensity image" in capsys.readouterr().err
+    assert main(["evaluate", "seg", "--gt", str(tmp_path / "labels.tif"), "--pred", str(tmp_path / "labels.tif"),
+                 "--out", str(tmp_path / "e2.csv")]) == 0
+    assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "image.tif"),
+                 "--overlap", "600", "--out", str(tmp_path / "s")]) == 2
+    assert "at most half the tile" in capsys.readouterr().err

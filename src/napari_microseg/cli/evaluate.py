@@ -254,6 +254,12 @@ def read_labels(path: Path, not_annotated: bool = False):
     arr = check_label_image(arr, path.name)
     if arr.ndim not in (2, 3):
         raise InputError(f"{path.name}: expected (Y,X) or (T,Y,X) labels, got shape {arr.shape}")
+    from ..measure.labels import scattered_ids
+
+    scattered = scattered_ids(arr[0] if arr.ndim == 3 else arr)
+    if scattered:  # scored as labels it gave hundreds of "objects" and AP 0 without a word
+        raise InputError(f"{path.name} looks like an intensity image, not labels: its {scattered[0]} values make "
+                         f"{scattered[1]} separate specks (labels have one region per object)")
     labels = masks_to_labels(arr)[0]
     if ignored is not None:
         labels = labels.astype(np.int64)

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..defaults import DEFAULT_MIN_SIZE
+from ..defaults import DEFAULT_MIN_SIZE, DEFAULT_TILE
 from ..errors import InputError
 from ..io.atomic import guard_target, make_output_folder
 from ._help import HelpFormatter
@@ -251,6 +251,9 @@ def check_segment_settings(args: argparse.Namespace) -> None:
             raise InputError(f"--{option.replace('_', '-')} must be >= 1, got {value}")
     if overlap is not None and 0.5 < overlap < 1:  # a fraction of the tile: at most half of it, as in px
         raise InputError(f"--overlap as a fraction of the tile must be at most 0.5, got {overlap}")
+    if tile is None and overlap is not None and overlap >= 1 and overlap > DEFAULT_TILE // 2:  # it was clipped unsaid
+        raise InputError(f"--overlap must be at most half the tile ({DEFAULT_TILE // 2} px for the default --tile "
+                         f"{DEFAULT_TILE}; give a larger --tile for more), got {overlap}")
     if tile is not None and overlap is not None and overlap >= 1 and overlap > tile // 2:
         raise InputError(f"--overlap must be at most half the tile ({tile // 2} px for --tile {tile}), got {overlap}")
 

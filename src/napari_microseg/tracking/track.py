@@ -322,14 +322,11 @@ def _refuse_intensity_image(frame: np.ndarray) -> None:
     """InputError when a (Y, X) "labels" frame is an intensity image: in labels each id is one object
     (one connected region of several px), while each grey level of an image is scattered over the
     frame in specks (thousands of "objects" per frame, which kept the tracker busy for hours)."""
-    from skimage.measure import label as connected
+    from ..measure.labels import scattered_ids
 
-    ids = np.unique(frame)
-    n_ids = int(np.count_nonzero(ids > 0))
-    if n_ids < 50:
-        return
-    regions = int(connected(frame, background=0, connectivity=1).max())
-    if regions > 3 * n_ids or regions > frame.size / 4:  # grey levels in many places, or specks of < 4 px
+    scattered = scattered_ids(frame)
+    if scattered:  # grey levels in many places, or specks of < 4 px
+        n_ids, regions = scattered
         raise InputError(f"these labels look like an intensity image: their {n_ids} values make {regions} separate "
                          f"specks in the first frame of {frame.size} px (labels have one region per object); give "
                          "labels: segment the image first (microseg segment, the Segmentation dock, or "
