@@ -202,6 +202,9 @@ def run_fluorescence(args: argparse.Namespace) -> int:
     from ..progress import run_with_text_progress
 
     _check_fluorescence_options(args)
+    for option, needs, given in (("--keep-dropped", "--qc", args.qc), ("--correct-shift", "--target", args.target)):
+        if getattr(args, option[2:].replace("-", "_")) and not given:  # it would change nothing: said, not ignored
+            print(f"warning: {option} works with {needs}: ignored", file=sys.stderr)
     stain = read_any(args.stain, channel=args.channel)
     if stain.ndim not in (2, 3):
         raise InputError(f"{args.stain}: expected (Y, X) or (T, Y, X), got shape {stain.shape}")

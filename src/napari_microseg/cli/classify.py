@@ -643,6 +643,8 @@ def _run_train(args) -> int:
     task = args.train_task
     if args.epochs < 1 or args.batch_size < 1:
         raise InputError("--epochs and --batch-size must be >= 1")
+    if args.patience < 0:  # as train refuses it (it meant "off" unsaid)
+        raise InputError(f"--patience must be >= 0 (0: off), got {args.patience}")
     base = dict(task=task, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
                 num_threads=args.threads, val_fraction=args.val_fraction,
                 early_stopping_patience=args.patience if args.patience > 0 else None)

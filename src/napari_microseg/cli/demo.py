@@ -55,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("need --frames >= 2, --size >= 64 and --nuclei >= 1")
     if train_epochs < 0 or train_frames < 2:
         raise InputError("need --train-epochs >= 0 and --train-frames >= 2")
+    if not args.stage_shift >= 0:  # as simulate refuses it
+        raise InputError(f"--stage-shift must be >= 0 px, got {args.stage_shift}")
     result = run_with_text_progress(
         run_demo(args.out, n_frames=frames, size=size, n_nuclei=nuclei, seed=args.seed, model=args.model,
                  stage_shift_sd=args.stage_shift, train_epochs=train_epochs, train_frames=train_frames,

@@ -254,6 +254,9 @@ def run(args: argparse.Namespace) -> int:
         guard_target(target)  # never an input, checked before any training
     _resolve_output_mode(args)
     run = _run_settings(args)
+    if args.background_value is not None and args.background_value == args.ignore_value:
+        raise InputError(f"--background-value and --ignore-value are both {args.ignore_value}: painted background "
+                         "and 'not annotated' must be told apart")
     for option, low in (("base_filters", 1), ("max_images", 1), ("patience", 0), ("n_classes", 2), ("hdu", 0)):
         value = getattr(args, option, None)
         if value is not None and value < low:
