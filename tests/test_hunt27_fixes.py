@@ -662,3 +662,24 @@ def test_evaluate_refuses_an_intensity_image_and_segment_an_overlap_it_would_cli
     assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "image.tif"),
                  "--overlap", "600", "--out", str(tmp_path / "s")]) == 2
     assert "at most half the tile" in capsys.readouterr().err
+
+
+def test_options_that_would_change_nothing_are_said_or_refused(tmp_path, capsys):
+    """--keep-dropped without --qc, --correct-shift without --target: ignored without a word; a negative demo
+    stage shift and a painted-background id equal to the not-annotated id: accepted."""
+    import tifffile
+
+    from napari_microseg.cli import main
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    image, labels = simulate_nuclei_image((64, 64), n_nuclei=5, seed=2)
+    tifffile.imwrite(tmp_path / "stain.tif", (image / image.max() * 250).astype(np.uint8))
+    tifffile.imwrite(tmp_path / "labels.tif", labels)
+    assert main(["autolabel", "fluorescence", "--stain", str(tmp_path / "stain.tif"), "--keep-dropped",
+                 "--correct-shift", "--out", str(tmp_path / "a"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "--keep-dropped works with --qc" in err and "--correct-shift works with --target" in err
+    assert main(["demo", "--stage-shift", "-1", "--out", str(tmp_path / "d")]) == 2
+    assert main(["train", "--images", str(tmp_path / "stain.tif"), "--labels", str(tmp_path / "labels.tif"),
+                 "--unlabelled-is-ignored", "--background-value", "-1", "--out", str(tmp_path / "m.pt")]) == 2
+    assert "told apart" in capsys.readouterr().err
