@@ -49,6 +49,9 @@ def collect() -> dict:
     try:
         from btrack import libwrapper
 
+        from ..tracking.track import quiet_btrack
+
+        quiet_btrack()  # no "[INFO] Loaded btrack" line above the table
         libwrapper.get_library()
         info["btrack_native"] = "ok"
     except Exception as err:  # noqa: BLE001 - report any loader failure

@@ -137,7 +137,7 @@ class TrackResult:
 
 
 # ----------------------------------------------------------------------------- configuration
-def _quiet_btrack() -> None:
+def quiet_btrack() -> None:
     import btrack  # noqa: F401  (its import sets its own logger to DEBUG)
 
     logging.getLogger("btrack").setLevel(logging.WARNING)
@@ -201,7 +201,7 @@ def check_config(config: str | os.PathLike | dict = "cell") -> dict:
 def _btrack_models(cfg: dict) -> tuple:
     """btrack's ``MotionModel`` and ``HypothesisModel`` (or None) of a config; InputError naming the
     first invalid field instead of pydantic's many-line report."""
-    _quiet_btrack()
+    quiet_btrack()
     from btrack.models import HypothesisModel, MotionModel
 
     try:
@@ -597,7 +597,7 @@ def _object_array(xc: np.ndarray, yc: np.ndarray, t: np.ndarray):
 
 def _run_btrack(xc, yc, t, bt_cfg, *, do_opt: bool, step_size: int, n_frames: int, total: int, report: bool = True):
     """Run btrack on points; generator of Progress returning raw tracks (refs index the given arrays)."""
-    _quiet_btrack()
+    quiet_btrack()
     from btrack import BayesianTracker
 
     objects = _object_array(xc, yc, t)
