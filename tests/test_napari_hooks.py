@@ -53,10 +53,12 @@ def test_reader_bad_file_gives_clear_message(tmp_path):
 
 
 def test_sample_data_loads_fast():
-    (image, _, kind_i), (labels, _, kind_l) = dsb2018_nuclei()
+    (image, _, kind_i), (labels, labels_kwargs, kind_l) = dsb2018_nuclei()
     assert kind_i == "image" and kind_l == "labels"
     assert image.shape == labels.shape == (256, 256)
     assert len(np.unique(labels)) - 1 == 62
+    features = labels_kwargs["features"]  # the DESIGN's layer contract: a features table with a label column
+    assert sorted(features["label"]) == sorted(np.unique(labels)[1:]) and (features["area"] > 0).all()
     (ccd, meta, _), = ccd_fe55()
     assert ccd.shape == (256, 512) and meta["contrast_limits"][1] > meta["contrast_limits"][0]
 

@@ -13,12 +13,17 @@ DSB_ID = "0287e7ee5b007c91"
 
 
 def dsb2018_nuclei() -> list[tuple]:
-    """A real 256x256 fluorescence nuclei image (DSB2018, CC0) with its instance labels."""
+    """A real 256x256 fluorescence nuclei image (DSB2018, CC0) with its instance labels (their ``features``:
+    one row per nucleus, its ``label``, area and centroid in pixels and mean intensity)."""
+    from .measure.tables import object_table
+    from .widgets._base import label_features
+
     image = read_image(SAMPLE_DIR / f"dsb2018_{DSB_ID}_image.tif").data
     labels = read_image(SAMPLE_DIR / f"dsb2018_{DSB_ID}_labels.tif").data.astype(np.uint32)
+    features = label_features(object_table(labels, image).drop(columns="t", errors="ignore"))
     return [
         (image, {"name": "DSB2018 nuclei"}, "image"),
-        (labels, {"name": "DSB2018 nuclei labels", "opacity": 0.4}, "labels"),
+        (labels, {"name": "DSB2018 nuclei labels", "opacity": 0.4, "features": features}, "labels"),
     ]
 
 
