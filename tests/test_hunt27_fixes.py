@@ -683,3 +683,42 @@ def test_options_that_would_change_nothing_are_said_or_refused(tmp_path, capsys)
     assert main(["train", "--images", str(tmp_path / "stain.tif"), "--labels", str(tmp_path / "labels.tif"),
                  "--unlabelled-is-ignored", "--background-value", "-1", "--out", str(tmp_path / "m.pt")]) == 2
     assert "told apart" in capsys.readouterr().err
+
+
+def test_scores_found_wrong_by_the_metrics_hunt(tmp_path):
+    """Pixel accuracy counted "not annotated" (-1) pixels as true negatives; the pooled PQ of thresholds given
+    high to low was at another threshold than the per-image one; huge ids made the area count allocate TiB."""
+    import pandas as pd
+    import tifffile
+
+    from napari_microseg.cli import main
+    from napari_microseg.evaluation.metrics import evaluate_dataset
+    from napari_microseg.measure.counts import mean_object_area
+
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "pred").mkdir()
+    gt = np.zeros((10, 10), np.int32)
+    gt[1:5, 1:5] = 1
+    gt[6:10, 6:10] = -1  # 16 px not annotated
+    pred = np.zeros((10, 10), np.uint16)
+    pred[1:5, 1:4] = 1
+    tifffile.imwrite(tmp_path / "gt" / "a.tif", gt)
+    tifffile.imwrite(tmp_path / "pred" / "a.tif", pred)
+    assert main(["evaluate", "seg", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred"),
+                 "--out", str(tmp_path / "m.csv"), "--thresholds", "0.5"]) == 0
+    row = pd.read_csv(tmp_path / "m.csv").iloc[0]
+    assert row["pixel_tn"] == 100 - 16 - 16 and row["pixel_accuracy"] == pytest.approx((12 + 68) / 84)
+
+    truth = np.zeros((20, 20), np.uint16)
+    truth[2:7, 2:7], truth[10:15, 10:15] = 1, 2
+    guess = np.zeros((20, 20), np.uint16)
+    guess[2:7, 3:7], guess[10:15, 11:15] = 1, 2  # IoU 0.8 each: a hit at 0.5 and 0.75, a miss at 0.9
+    for order in ([0.9, 0.5], [0.5, 0.9]):
+        per_image, pooled = evaluate_dataset([("x", truth, guess)], order)
+        assert pooled["pq"] == pytest.approx(per_image["pq"].iloc[0]) == (0.0 if order[0] == 0.9 else 0.8)
+    from napari_microseg.cli.evaluate import parse_thresholds
+
+    assert parse_thresholds("0.9,0.5") == [0.5, 0.9]
+    huge = np.zeros((8, 8), np.uint64)
+    huge[:4, :4], huge[5:, 5:] = 2**40, 7
+    assert mean_object_area(huge) == pytest.approx(12.5)

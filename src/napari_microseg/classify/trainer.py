@@ -643,7 +643,10 @@ def _store_use_thresholds(out_path: Path, val: ClassificationData, description: 
     thresholds = {"max_rate": USE_MAX_RATE, "chosen_on": description, "n_images": int(len(val.y))}
     for mode in ("flag", "discard"):
         # not rounded: a threshold must keep its place between two images' probabilities
-        thresholds[mode] = min(float(choose_threshold(val.y, probability_bad, mode, USE_MAX_RATE)["threshold"]), 1.0)
+        # "above every probability" is just above 1: kept so (clipped to 1.0, p >= 1.0 flagged an image it had promised
+        # to keep, a float32 sigmoid giving exactly 1.0 for an overconfident model)
+        thresholds[mode] = min(float(choose_threshold(val.y, probability_bad, mode, USE_MAX_RATE)["threshold"]),
+                               float(np.nextafter(1.0, 2.0)))
     update_model_config(out_path, use_thresholds=thresholds)
     return thresholds
 

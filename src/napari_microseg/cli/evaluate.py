@@ -49,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--pred", required=True, help="folder (or single file) of predicted label images")
     s.add_argument("--out", default="metrics.csv", help="CSV to write (default metrics.csv)")
     s.add_argument("--thresholds", default="0.5:0.9:0.05",
-                   help="IoU thresholds, 'start:stop:step' or comma list (default 0.5:0.9:0.05)")
+                   help="IoU thresholds, 'start:stop:step' or comma list, scored in rising order (the lowest is the one "
+                        "F1, PQ and the bootstrap interval are given at) (default 0.5:0.9:0.05)")
     s.add_argument("--compare", metavar="DIR",
                    help="another folder (or file) of predictions of the same ground truth, e.g. before a fine-tune: "
                         "prints both APs at the first threshold and the 95 %% interval of their difference (--pred "
@@ -150,7 +151,9 @@ def parse_thresholds(text: str) -> list[float]:
         raise InputError(f"IoU thresholds {text!r}: 'start:stop:step' needs start <= stop and a step > 0")
     if not vals or any(not 0 < v <= 1 for v in vals):
         raise InputError(f"IoU thresholds must lie in (0, 1], got {text!r}")
-    return list(dict.fromkeys(vals))  # a threshold given twice is scored once (it doubled the pooled counts)
+    # a threshold given twice is scored once (it doubled the pooled counts); in rising order, as the pooled
+    # scores are (PQ at the first threshold: per image and pooled alike)
+    return sorted(set(vals))
 
 
 def _key(name: str) -> str:
@@ -287,8 +290,9 @@ def leave_out_not_annotated(gt, pred):
 
 
 def iter_pairs(pairs, notes: list | None = None, unpredicted: list | None = None):
-    """(name, truth, prediction) of each image or frame of ``pairs`` (:func:`match_files`); a pair
-    without prediction file gives an empty prediction, its frames' names appended to ``unpredicted``."""
+    """(name, truth, prediction, not annotated pixels or None) of each image or frame of ``pairs``
+    (:func:`match_files`); a pair without prediction file gives an empty prediction, its frames' names
+    appended to ``unpredicted``."""
     import numpy as np
 
     from ..io.images import frame_name
@@ -300,13 +304,15 @@ def iter_pairs(pairs, notes: list | None = None, unpredicted: list | None = None
             raise InputError(f"{g.name}: ground truth shape {gt.shape} differs from prediction {p.name} shape {pred.shape}")
         frames = [(g.name, gt, pred)] if gt.ndim == 2 else [(frame_name(g.name, t), gt[t], pred[t]) for t in range(gt.shape[0])]
         for name, gt_frame, pred_frame in frames:
-            n_ignored = int((gt_frame < 0).sum())
+            not_annotated = gt_frame < 0
+            n_ignored = int(not_annotated.sum())
             gt_frame, pred_frame, n_dropped = leave_out_not_annotated(gt_frame, pred_frame)
             if n_ignored and notes is not None:
                 notes.append((name, n_ignored, n_dropped))
             if p is None and unpredicted is not None:
                 unpredicted.append(name)
-            yield name, gt_frame, pred_frame
+            # the pixel scores leave them out too (their accuracy counted them as true negatives)
+            yield name, gt_frame, pred_frame, not_annotated if n_ignored else None
 
 
 def run_seg(args: argparse.Namespace) -> int:

@@ -89,20 +89,25 @@ def _check_pair(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return gt, pred
 
 
-def pixel_counts(gt: np.ndarray, pred: np.ndarray) -> dict:
-    """Foreground pixel TP/FP/FN/TN (foreground = non-zero) of two masks or label images."""
+def pixel_counts(gt: np.ndarray, pred: np.ndarray, left_out: np.ndarray | None = None) -> dict:
+    """Foreground pixel TP/FP/FN/TN (foreground = non-zero) of two masks or label images; ``left_out``
+    (bool, same shape): pixels not counted at all (the ground truth's "not annotated", set to 0 in both)."""
     gt, pred = _check_pair(gt, pred)
     g, p = gt != 0, pred != 0
+    if left_out is not None:
+        keep = ~np.asarray(left_out, bool)
+        g, p = g & keep, p & keep
     tp = int(np.count_nonzero(g & p))
     fp = int(np.count_nonzero(p)) - tp
     fn = int(np.count_nonzero(g)) - tp
-    tn = int(g.size) - tp - fp - fn
+    tn = int(g.size if left_out is None else np.count_nonzero(keep)) - tp - fp - fn
     return {"tp": tp, "fp": fp, "fn": fn, "tn": tn}
 
 
-def pixel_scores(gt: np.ndarray, pred: np.ndarray) -> dict:
-    """Pixel precision, recall, accuracy, Dice and IoU of the foreground (non-zero) masks."""
-    c = pixel_counts(gt, pred)
+def pixel_scores(gt: np.ndarray, pred: np.ndarray, left_out: np.ndarray | None = None) -> dict:
+    """Pixel precision, recall, accuracy, Dice and IoU of the foreground (non-zero) masks (``left_out``:
+    see :func:`pixel_counts`)."""
+    c = pixel_counts(gt, pred, left_out)
     return counts_to_scores(c["tp"], c["fp"], c["fn"], c["tn"])
 
 
@@ -274,7 +279,7 @@ def pool_instance_scores(tables: Iterable[pd.DataFrame]) -> pd.DataFrame:
         raise InputError("no images to pool")
     allt = pd.concat(tables, ignore_index=True)
     rows = []
-    for thr, grp in allt.groupby("threshold", sort=True):
+    for thr, grp in allt.groupby("threshold", sort=False):  # in the order given: PQ is the first one's, as per image
         tp, fp, fn = int(grp.tp.sum()), int(grp.fp.sum()), int(grp.fn.sum())
         s = counts_to_scores(tp, fp, fn)
         rows.append(_instance_row(thr, s, int(grp.n_gt.sum()), int(grp.n_pred.sum()), float(grp.sum_iou.sum())))
@@ -402,8 +407,10 @@ def bootstrap_ap_difference(counts_before: np.ndarray, counts_after: np.ndarray,
     return difference, low, high
 
 
-def evaluate_segmentation(gt: np.ndarray, pred: np.ndarray, thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> dict:
-    """All scores for one (ground truth, prediction) pair of label images.
+def evaluate_segmentation(gt: np.ndarray, pred: np.ndarray, thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+                          left_out: np.ndarray | None = None) -> dict:
+    """All scores for one (ground truth, prediction) pair of label images (``left_out``: pixels the pixel
+    scores leave out, see :func:`pixel_counts`).
 
     Returns a flat dict: ``pixel_*`` (tp, fp, fn, tn, precision, recall,
     accuracy, dice, iou), ``object_*`` (the [N] any-overlap tp, fp, fn,
@@ -414,7 +421,7 @@ def evaluate_segmentation(gt: np.ndarray, pred: np.ndarray, thresholds: Sequence
     """
     gt, pred = _check_pair(gt, pred)
     out: dict = {}
-    for k, v in pixel_scores(gt, pred).items():
+    for k, v in pixel_scores(gt, pred, left_out).items():
         out[f"pixel_{k}"] = v
     for k, v in overlap_object_scores(gt, pred).items():
         out[f"object_{k}"] = v
@@ -456,7 +463,8 @@ def stack_keys(names: Iterable[str]) -> list[str]:
 
 def evaluate_dataset(pairs: Iterable[tuple[str, np.ndarray, np.ndarray]],
                      thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> tuple[pd.DataFrame, dict]:
-    """Score many images: ``pairs`` yields ``(name, gt_labels, pred_labels)``.
+    """Score many images: ``pairs`` yields ``(name, gt_labels, pred_labels)``, or with a fourth item, the
+    pixels the pixel scores leave out (bool, or None; see :func:`pixel_counts`).
 
     Returns
     -------
@@ -473,8 +481,8 @@ def evaluate_dataset(pairs: Iterable[tuple[str, np.ndarray, np.ndarray]],
     pix = np.zeros(4, np.int64)
     obj = np.zeros(3, np.int64)
     n_gt_obj = n_pred_obj = n_gt_detected = 0
-    for name, gt, pred in pairs:
-        r = evaluate_segmentation(gt, pred, thresholds)
+    for name, gt, pred, *left_out in pairs:
+        r = evaluate_segmentation(gt, pred, thresholds, left_out[0] if left_out else None)
         inst_tables.append(r.pop("instance"))
         pix += [r["pixel_tp"], r["pixel_fp"], r["pixel_fn"], r["pixel_tn"]]
         obj += [r["object_tp"], r["object_fp"], r["object_fn"]]

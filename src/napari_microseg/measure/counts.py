@@ -104,9 +104,12 @@ def counts_with_area(objects: pd.DataFrame, frames: Sequence[int]) -> pd.DataFra
 
 def mean_object_area(labels: Any, statistic: str = "median") -> float:
     """Typical object area in pixels over all frames (``median`` default, or ``mean``); nan if no objects."""
+    from .labels import compact_labels
+
     areas = []
     for _, frame in _frames(labels):
-        a = np.bincount(frame.ravel().astype(np.int64, copy=False))[1:]
+        compact, _ = compact_labels(np.asarray(frame))  # ids up to 2**40 would size the bincount
+        a = np.bincount(compact.ravel().astype(np.int64, copy=False))[1:]
         areas.append(a[a > 0])
     areas = np.concatenate(areas) if areas else np.zeros(0)
     if areas.size == 0:
