@@ -56,7 +56,9 @@ class ClassificationWidget(MicrosegDock):
             *list_pretrained_for(TASKS[self.task.value]), FILE_CHOICE])
         self.model_file = FileEdit(label="model file", mode="r", filter="*.pt", value="")
         self.classify_button = PushButton(text="Classify")
-        self.threshold = FloatSlider(label="threshold (bad)", value=0.5, min=0.0, max=1.0, step=0.001)
+        # its top is just above 1: a model's "keep everything" threshold (no probability, 1.0 included, reaches it)
+        self.threshold = FloatSlider(label="threshold (bad)", value=0.5, min=0.0, max=float(np.nextafter(1.0, 2.0)),
+                                     step=0.001)
         # [R] use cases: the thresholds the model stored, chosen on its validation images
         self.flag_button = PushButton(text="flag", tooltip="few bad images passed as good (at most 5 % on the validation "
                                                            "images); a person checks what is flagged")
