@@ -178,9 +178,9 @@ def test_crop_boxes_that_do_not_fit_the_stack_are_refused_with_a_reason(make_nap
 
 
 def test_segment_then_track_in_napari_joins_the_csv_files(make_napari_viewer, tmp_path, wait_worker):
-    """A whole stack segmented in the dock carries ids unique across its frames; the tracks.csv of the
-    Tracking dock then holds each object's frame_label, objects.csv's label, so the two join. Exports
-    of both docks in one folder number their files together (counts_2 with tracks_2 ...)."""
+    """A whole stack segmented in the dock carries ids unique across its frames; its objects.csv and the
+    Tracking dock's tracks.csv both hold them as label and each frame's own id as frame_label, so the two
+    join. Exports of both docks in one folder number their files together (counts_2 with tracks_2 ...)."""
     from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
     from napari_microseg.widgets.tracking import TrackingWidget
 
@@ -200,8 +200,8 @@ def test_segment_then_track_in_napari_joins_the_csv_files(make_napari_viewer, tm
     paths = [Path(p).name for p in track.export_csv()]
     assert paths == ["tracks_2.csv", "counts_2.csv", "track_summary_2.csv", "track_config_2.json"]  # counts.csv taken
     tracks, objects = pd.read_csv(tmp_path / "tracks_2.csv"), pd.read_csv(tmp_path / "objects.csv")
-    assert tracks["label"].max() > objects["label"].max()  # the layer's ids, unique across the stack
-    joined = tracks.merge(objects, left_on=["t", "frame_label"], right_on=["t", "label"], suffixes=("", "_objects"))
+    assert objects["label"].is_unique and objects["label"].max() > objects["frame_label"].max()  # the layer's ids
+    joined = tracks.merge(objects, on=["t", "label", "frame_label"], suffixes=("", "_objects"))
     assert len(joined) == len(tracks) == len(objects)
     np.testing.assert_allclose(joined["y"], joined["y_objects"], atol=1e-3)
     assert [Path(p).name for p in seg.export()] == ["counts_3.csv", "objects_3.csv"]

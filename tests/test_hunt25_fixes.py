@@ -841,8 +841,9 @@ def test_segmentation_dock_sends_only_what_applies_and_pairs_corrections_right(m
 
 @pytest.mark.gui
 def test_a_corrected_stack_export_joins_the_first_one(make_napari_viewer, wait_worker, tmp_path):
-    """Whole-stack run, Export, erase one object, Export again: the second objects table (the layer's
-    stack-wide ids) has frame_label, the first one's label, so an untouched object is found in both."""
+    """Whole-stack run, Export, erase one object, Export again: both objects tables hold the layer's stack-wide
+    ids as label and each frame's own id as frame_label (the first one held the frame ids as label: one layout
+    now), so an untouched object is found in both."""
     import pandas as pd
 
     from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
@@ -863,8 +864,9 @@ def test_a_corrected_stack_export_joins_the_first_one(make_napari_viewer, wait_w
     layer.data = data
     wait_worker(widget.export())
     first, second = pd.read_csv(tmp_path / "objects.csv"), pd.read_csv(tmp_path / "objects_2.csv")
-    assert "frame_label" in second and len(second) == len(first) - 1
-    joined = second.merge(first, left_on=["t", "frame_label"], right_on=["t", "label"], suffixes=("", "_first"))
+    assert "frame_label" in first and "frame_label" in second and first["label"].is_unique
+    assert len(second) == len(first) - 1
+    joined = second.merge(first, on=["t", "label", "frame_label"], suffixes=("", "_first"))
     assert len(joined) == len(second)
     np.testing.assert_allclose(joined["area"], joined["area_first"])
 

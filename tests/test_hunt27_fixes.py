@@ -722,3 +722,52 @@ def test_scores_found_wrong_by_the_metrics_hunt(tmp_path):
     huge = np.zeros((8, 8), np.uint64)
     huge[:4, :4], huge[5:, 5:] = 2**40, 7
     assert mean_object_area(huge) == pytest.approx(12.5)
+
+
+def test_segmentation_dock_exports_a_selected_earlier_result_and_shows_the_foreground(make_napari_viewer, wait_worker,
+                                                                                        tmp_path):
+    """After a second Segment, a corrected earlier result layer could not be exported (Export wrote the newest
+    run); the probability layer showed channel 1 (a three-class model's interior, without the rims); an id
+    reused in another frame took that frame's frame_label; remove-border showed for class models."""
+    import pandas as pd
+
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+    from napari_microseg.widgets._base import frame_label_map, with_frame_labels
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    sim = simulate_nuclei_timelapse(n_frames=2, shape=(96, 96), n_nuclei=6, seed=4)
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(np.asarray(sim.fluorescence, np.float32), name="movie")
+    widget = SegmentationWidget(viewer)
+    widget.image_layer.value, widget.model_choice.value, widget.scope.value = "movie", "nuclei_fluorescence_fast", "whole stack"
+    widget.keep_probabilities.value = True
+    widget.export_dir.value = str(tmp_path)
+    wait_worker(widget.segment())
+    first = widget.result_layer
+    probability = viewer.layers["movie probability"].data
+    assert probability.shape == sim.fluorescence.shape
+    from scipy import ndimage as ndi
+
+    rims = (first.data > 0) & ndi.binary_dilation(first.data == 0, structure=np.ones((1, 3, 3), bool))
+    interior = np.asarray(widget.result.probabilities)[:, 1]
+    # rims included: 1 - P(background), not channel 1 (a three-class model's interior, low on the rims)
+    assert float(np.median(probability[rims])) > 0.5 > float(np.median(interior[rims]))
+    data = np.asarray(first.data).copy()
+    erased = int(data[0][data[0] > 0][0])
+    data[data == erased] = 0
+    first.data = data  # a correction in the first result
+    n_first = len(np.unique(data)) - 1
+    wait_worker(widget.segment())  # a second run: its layer is the current result
+    viewer.layers.selection.active = first
+    wait_worker(widget.export())
+    objects = pd.read_csv(tmp_path / "objects.csv")
+    assert len(objects) == n_first and erased not in set(objects["label"])
+
+    frame_ids = frame_label_map(first)
+    one_of_frame_0 = next(label for label, (t, _) in frame_ids.items() if t == 0)
+    table = pd.DataFrame({"t": [0, 1], "label": [one_of_frame_0, one_of_frame_0]})  # the id painted into frame 1 too
+    labelled = with_frame_labels(table, frame_ids)
+    assert labelled["frame_label"].tolist() == [frame_ids[one_of_frame_0][1], 0]
+
+    widget.model_choice.value = "ccd_classes"
+    assert not widget.remove_border.visible

@@ -198,9 +198,9 @@ class MicrosegDock(QWidget):
         """Give ``widget`` (a results table, already in ``self.body``) the dock's spare height, which
         otherwise sits empty below the controls: a tall dock shows more rows."""
         self.body.setStretchFactor(widget, 1)
-        for i in range(self.body.count()):  # the controls above keep their rows' height: while the table is
-            other = self.body.itemAt(i).widget()  # hidden (no results yet) they were spread over the dock's height
-            if other is not None and other is not widget:
+        for i in range(self.body.indexOf(widget)):  # the controls above keep their rows' height: while the table
+            other = self.body.itemAt(i).widget()  # is hidden (no results yet) they were spread over the dock's height
+            if other is not None:
                 other.setSizePolicy(other.sizePolicy().horizontalPolicy(), QSizePolicy.Maximum)
         content = self.content.layout()
         content.setStretchFactor(self.body, 1)
@@ -563,24 +563,30 @@ def chosen_model_path(choice: str, file_value: Any, file_choice: str) -> Path:
     return resolve_model(choice or "")
 
 
-def frame_label_map(layer: Any) -> dict[int, int] | None:
-    """For a stack the Segmentation dock made (ids unique across its frames), each id's own frame's id
-    (its features' ``frame_label``, the label of that run's ``objects.csv``); None for other layers.
-    Tables made from the layer carry it, so that they join ``objects.csv``."""
+def frame_label_map(layer: Any) -> dict[int, tuple[int | None, int]] | None:
+    """For a stack the Segmentation dock made (ids unique across its frames), each id's frame and that
+    frame's own id (its features' ``t`` and ``frame_label``, the label of that run's ``objects.csv``):
+    ``{id: (t, frame_label)}`` (t None when the features have none); None for other layers. Tables made
+    from the layer carry it, so that they join ``objects.csv``."""
     features = getattr(layer, "features", None)
     if features is None or not len(features) or not {"label", "frame_label"} <= set(features.columns):
         return None
-    return dict(zip(features["label"].astype("int64"), features["frame_label"].astype("int64")))
+    frames = features["t"].astype("int64") if "t" in features.columns else [None] * len(features)
+    return {int(label): (None if t is None else int(t), int(own))
+            for label, t, own in zip(features["label"].astype("int64"), frames, features["frame_label"].astype("int64"))}
 
 
-def with_frame_labels(table: Any, frame_ids: dict[int, int] | None) -> Any:
-    """``table`` (with a ``label`` column of stack-wide ids) with ``frame_label`` next to it, from
-    :func:`frame_label_map` (0 for an id the segmentation did not make); as it is without a map."""
+def with_frame_labels(table: Any, frame_ids: dict[int, tuple[int | None, int]] | None) -> Any:
+    """``table`` (with a ``label`` column of stack-wide ids, and ``t``) with ``frame_label`` next to it, from
+    :func:`frame_label_map`: 0 for an id the segmentation did not make, or one painted into another frame
+    than its own (an id reused from another frame is not that frame's object); as it is without a map."""
     if frame_ids is None or not len(table):
         return table
     table = table.drop(columns="frame_label", errors="ignore")
-    table.insert(int(table.columns.get_loc("label")) + 1, "frame_label",
-                 table["label"].map(frame_ids).fillna(0).astype("int64"))
+    frames = table["t"].to_numpy() if "t" in table.columns else [None] * len(table)
+    own = [frame_ids.get(int(label), (None, 0)) for label in table["label"].to_numpy()]
+    values = [ids if t_own is None or t is None or int(t) == t_own else 0 for (t_own, ids), t in zip(own, frames)]
+    table.insert(int(table.columns.get_loc("label")) + 1, "frame_label", np.asarray(values, np.int64))
     return table
 
 

@@ -12,12 +12,27 @@ import pyqtgraph as pg
 BG = "#262930"
 
 
+#: every pyqtgraph plot the docks made, for the life of the process (a few KB each): its Python side must not be
+#: collected while Qt still draws or measures its items. pyqtgraph's items sit in reference cycles; once a closed
+#: dock's plot was collected before Qt had deleted its scene, Qt's next size query reached a LabelItem with its
+#: attributes cleared ("'LabelItem' object has no attribute '_sizeHint'"). (Docks froze the collector for good
+#: until session 27, which hid this and leaked every layer.)
+_PLOTS_KEPT: list = []
+
+
+def kept_alive(plot: pg.PlotWidget) -> pg.PlotWidget:
+    """``plot``, kept referenced for the life of the process (see :data:`_PLOTS_KEPT`)."""
+    _PLOTS_KEPT.append(plot)
+    return plot
+
+
 class LossPlot(pg.PlotWidget):
     """Train loss per step (thin line), validation loss per epoch (orange) and validation Dice (green, right axis 0-1)."""
 
     def __init__(self, metric_name: str = "val Dice", min_height: int = 200) -> None:
         """``min_height``: the least height in pixels the plot asks of its dock."""
         super().__init__(background=BG)
+        kept_alive(self)
         self.setMinimumHeight(min_height)
         item = self.getPlotItem()
         item.setLabel("bottom", "epoch")

@@ -28,7 +28,7 @@ from ..colours import class_colour
 from ._base import (NO_MODEL_MESSAGE, MicrosegDock, chosen_model_path, display_labels, dock_action, filling, frame_label_map, free_name, full_resolution, grey_image, label_features,
                     layer_geometry, layer_names, reset_choices_in_order, result_line, section_header, show_frame, span_row,
                     snapshot, unique_layer_name, unique_stack_ids, unwritable_reason, with_frame_labels, worker_copy)
-from ._plot import BG, LossPlot
+from ._plot import BG, LossPlot, kept_alive
 
 TASKS = {"response images [R]": "images", "objects [T]": "objects", "profiles [P]": "profiles"}
 FILE_CHOICE = "model file ..."
@@ -94,7 +94,7 @@ class ClassificationWidget(MicrosegDock):
         self.table.setVisible(False)  # shown with the first results
         self.body.addWidget(self.table)
         self.grow_with_dock(self.table)
-        self.roc = pg.PlotWidget(background=BG)
+        self.roc = kept_alive(pg.PlotWidget(background=BG))
         self.roc.setMinimumHeight(160)
         self.roc.setLabel("bottom", "false positive rate (good flagged bad)")
         self.roc.setLabel("left", "true positive rate")

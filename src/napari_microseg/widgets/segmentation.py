@@ -150,6 +150,8 @@ class SegmentationWidget(MicrosegDock):
         self.result_layer_name: str | None = None
         self.result_layer = self.result_image = None  # the last run's labels layer and the image it came from
         self.result_edited = False  # the user painted into that layer since: Export measures it again
+        # earlier runs' result layers (weak) with what Export needs of them, by layer id: see _remember_result
+        self._earlier_results: dict[Any, tuple] = {}
         _OPEN_DOCKS.add(self)
         # the fine-tuning set: (image layer name, frame) -> (image, corrected labels), one pair per frame
         self.corrections: dict[tuple[Any, int], tuple[np.ndarray, np.ndarray]] = {}  # (layer's unique id, frame)
@@ -159,8 +161,15 @@ class SegmentationWidget(MicrosegDock):
         self._toggle_file()
 
     # -- model choice ------------------------------------------------------
-    def _model_choices(self, *_: Any) -> list[str]:
-        return [*RECENT_MODELS, *list_pretrained_for(None), FILE_CHOICE]  # segmentation models only
+    def _model_choices(self, *_: Any) -> list[tuple[str, str]]:
+        """(shown text, value) of the models: segmentation models only. A file is shown by its name first, then
+        its folder (a long path cut at the box's right edge hid the name: a model and its -ft1 fine-tune looked
+        the same); the value is the path."""
+        def shown(choice: str) -> str:
+            path = Path(choice)
+            return f"{path.name}  ({path.parent})" if path.is_absolute() else choice
+
+        return [(shown(c), c) for c in (*RECENT_MODELS, *list_pretrained_for(None), FILE_CHOICE)]
 
     def _toggle_file(self, *_: Any) -> None:
         """Show the file field for "model file ...", and only the options that apply to the chosen model:
@@ -171,7 +180,7 @@ class SegmentationWidget(MicrosegDock):
         for ccd_option in (self.shape_rules, self.max_cluster_size, self.hot_repeats, self.find_class, self.find_button):
             ccd_option.visible = class_model
         self.tile_table.setVisible(class_model and self.tile_table.rowCount() > 0)  # shown with a list of tiles
-        for nucleus_option in (self.diameter, self.estimate_diameter, self.min_size):  # a class map keeps every pixel
+        for nucleus_option in (self.diameter, self.estimate_diameter, self.min_size, self.remove_border):  # a class map keeps every pixel
             nucleus_option.visible = not class_model
 
     def _chosen_output_mode(self) -> str | None:
@@ -297,6 +306,7 @@ class SegmentationWidget(MicrosegDock):
                 self.counts_label.value += f"; {int(defects.sum())} defect pixels"
             self.result_digest = digest  # edits that emit no event (a script writing into .data) show as a change
             self.clusters = clusters
+            self._remember_result()
             if clusters is not None:
                 self.counts_label.value += f"; {len(clusters)} clusters"
             if result.settings.get("scale_warning"):  # an image on another intensity scale than the training images
@@ -316,6 +326,7 @@ class SegmentationWidget(MicrosegDock):
         self.result_edited = False
         self.clusters = None
         self.tiles = None
+        self._earlier_results = {k: v for k, v in self._earlier_results.items() if v[0]() is not None}
         self.counts_label.value = ""
         self.tile_table.clearSelection()
         self.tile_table.setRowCount(0)
@@ -343,7 +354,10 @@ class SegmentationWidget(MicrosegDock):
         self.find_class.reset_choices()
         if result.probabilities is not None:
             probs = np.asarray(result.probabilities)
-            fg = probs[..., 1 if probs.shape[-3] > 1 else 0, :, :] if probs.ndim >= 3 else probs
+            # the probability of anything but background (a nucleus with its rim, a CCD pixel of any class): channel
+            # 1 alone was a three-class model's interior, and a CCD model's "glowing" (blank on cluster frames)
+            many = probs.ndim >= 3 and probs.shape[-3] > 1
+            fg = (1.0 - probs[..., 0, :, :]).astype(np.float32) if many else (probs[..., 0, :, :] if probs.ndim >= 3 else probs)
             geometry = layer_geometry(layer, fg.ndim)
             if frame is not None and labels.ndim == 3 and fg.ndim == 2:  # shown on its own frame only, not on all
                 fg, geometry = fg[None], layer_geometry(layer, 3)
@@ -379,8 +393,35 @@ class SegmentationWidget(MicrosegDock):
             note = "; no nuclei found to measure a diameter, segmented as trained"
         self.show_message(f"segmented with {model.name}: new layer '{name}'{note}")
 
-    def _mark_result_edited(self, *_: Any) -> None:
-        self.result_edited = True
+    def _mark_result_edited(self, event: Any = None) -> None:
+        if getattr(event, "source", self.result_layer) is self.result_layer:  # an earlier run's layer: checked on export
+            self.result_edited = True
+
+    def _remember_result(self) -> None:
+        """Keep what Export needs of the run just shown (its tables, not its arrays), by its layer: selecting an
+        earlier run's layer and pressing Export measures that layer, corrections included (a new run made
+        earlier results unexportable)."""
+        from types import SimpleNamespace
+
+        result = self.result
+        self._earlier_results[self.result_layer.unique_id] = weakref.ref(self.result_layer), {
+            "result": SimpleNamespace(counts=result.counts, objects=result.objects, output_mode=result.output_mode,
+                                      class_names=list(result.class_names), labels=None),
+            "result_image": self.result_image, "result_digest": self.result_digest, "clusters": self.clusters}
+
+    def _export_selected_earlier_result(self) -> None:
+        """Make the selected layer the one Export writes when it is an earlier run's result layer (its class map
+        is the layer's own data); only beside a current result, whose layer napari selected when it came: after a
+        stopped or failed run the layer still selected is the old one, not a choice."""
+        active = self.viewer.layers.selection.active
+        entry = self._earlier_results.get(getattr(active, "unique_id", None))
+        if self.result is None or entry is None or active is self.result_layer or entry[0]() is not active:
+            return
+        record = entry[1]
+        self.result, self.result_layer, self.result_image = record["result"], active, record["result_image"]
+        self.result_digest, self.clusters, self.result_edited = record["result_digest"], record["clusters"], False
+        self.result.labels = active.data
+        self.show_message(f"exporting '{active.name}', the selected earlier result")
 
     @dock_action(fallback=list)
     def export(self, *_: Any) -> Any:
@@ -389,6 +430,7 @@ class SegmentationWidget(MicrosegDock):
         Labels corrected in the result layer since the run are measured again, in a worker: then the
         worker is returned (the list of written files comes in the status line); otherwise the list.
         A result layer over :data:`EXPORT_CHECK_BYTES` is checked for corrections in a worker too."""
+        self._export_selected_earlier_result()
         if self.result is None:
             self.show_error("Nothing to export yet: segment first.")
             return []
@@ -404,8 +446,19 @@ class SegmentationWidget(MicrosegDock):
         return self._export_corrected(layer, check_first=not edited)
 
     def _run_tables(self) -> list:
-        """(stem, table, leading columns) of the last run as segmented."""
-        tables = [("counts", self.result.counts, ["t", "count"]), ("objects", self.result.objects, ["t", "label", "y", "x", "area"])]
+        """(stem, table, leading columns) of the last run as segmented. A whole stack's objects carry the layer's
+        ids (unique across the stack) as ``label`` and each frame's own id as ``frame_label``, as an export of
+        the corrected layer does: one layout for both."""
+        objects = self.result.objects
+        features = getattr(self.result_layer, "features", None)
+        if (features is not None and len(objects) and {"t", "label", "frame_label"} <= set(features.columns)
+                and {"t", "label"} <= set(objects.columns)):
+            stack_ids = {(int(t), int(own)): int(label)
+                         for t, own, label in zip(features["t"], features["frame_label"], features["label"])}
+            objects = objects.rename(columns={"label": "frame_label"})
+            objects.insert(int(objects.columns.get_loc("frame_label")), "label",
+                           [stack_ids.get((int(t), int(own)), 0) for t, own in zip(objects["t"], objects["frame_label"])])
+        tables = [("counts", self.result.counts, ["t", "count"]), ("objects", objects, ["t", "label", "y", "x", "area"])]
         if self.clusters is not None:
             tables.append(("clusters", self.clusters, ["t", "label", "y", "x", "size_px", "charge_adc"]))
         return tables
