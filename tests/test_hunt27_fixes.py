@@ -771,3 +771,14 @@ def test_segmentation_dock_exports_a_selected_earlier_result_and_shows_the_foreg
 
     widget.model_choice.value = "ccd_classes"
     assert not widget.remove_border.visible
+
+
+def test_model_pickers_show_a_files_name_before_its_folder(make_napari_viewer, tmp_path):
+    """A long model path was cut at the picker's right edge: a model and its -ft1 fine-tune looked the same."""
+    from napari_microseg.widgets._base import model_choices
+
+    deep = str(tmp_path / ("a_rather_long_folder_name_" * 3) / "model-ft1.pt")
+    shown = dict(model_choices([deep, "nuclei_fluorescence", "model file ..."]))
+    assert list(shown) == [f"model-ft1.pt  ({tmp_path / ('a_rather_long_folder_name_' * 3)})", "nuclei_fluorescence",
+                           "model file ..."]
+    assert list(shown.values())[0] == deep  # the value stays the path

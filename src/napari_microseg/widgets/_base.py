@@ -90,6 +90,17 @@ class _WorkerFailure(Exception):
         self.error = error
 
 
+def model_choices(choices: Sequence[str]) -> list[tuple[str, str]]:
+    """(shown text, value) of a model picker's choices: a file by its name first, then its folder (a long path
+    cut at the box's right edge hid the name: a model and its -ft1 fine-tune looked the same); shipped names
+    and "model file ..." as they are. The value is the choice itself."""
+    def shown(choice: str) -> str:
+        path = Path(choice)
+        return f"{path.name}  ({path.parent})" if path.is_absolute() else choice
+
+    return [(shown(str(c)), c) for c in choices]
+
+
 def being_written(path: Path) -> bool:
     """Whether a run in progress (in any dock) will write ``path``."""
     return str(Path(path).resolve()) in _FILES_BEING_WRITTEN

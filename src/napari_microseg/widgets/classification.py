@@ -25,7 +25,7 @@ from ..defaults import LAST_SUFFIX
 from ..errors import InputError, MicrosegError
 from ..pretrained import list_pretrained_for
 from ..colours import class_colour
-from ._base import (NO_MODEL_MESSAGE, MicrosegDock, chosen_model_path, display_labels, dock_action, filling, frame_label_map, free_name, full_resolution, grey_image, label_features,
+from ._base import (NO_MODEL_MESSAGE, MicrosegDock, chosen_model_path, model_choices, display_labels, dock_action, filling, frame_label_map, free_name, full_resolution, grey_image, label_features,
                     layer_geometry, layer_names, reset_choices_in_order, result_line, section_header, show_frame, span_row,
                     snapshot, unique_layer_name, unique_stack_ids, unwritable_reason, with_frame_labels, worker_copy)
 from ._plot import BG, LossPlot, kept_alive
@@ -51,9 +51,9 @@ class ClassificationWidget(MicrosegDock):
         self.image_layer = ComboBox(label="images / image", choices=lambda *_: layer_names(self.viewer, "Image"))
         self.labels_layer = ComboBox(label="objects (labels)", choices=lambda *_: [NONE, *layer_names(self.viewer, "Labels")])
         # this task's classifiers only: recent ones, the shipped ones, or a file
-        self.model_choice = ComboBox(label="model", choices=lambda *_: [
+        self.model_choice = ComboBox(label="model", choices=lambda *_: model_choices([
             *[path for path, task in RECENT_CLASSIFIERS.items() if task == TASKS[self.task.value]],
-            *list_pretrained_for(TASKS[self.task.value]), FILE_CHOICE])
+            *list_pretrained_for(TASKS[self.task.value]), FILE_CHOICE]))
         self.model_file = FileEdit(label="model file", mode="r", filter="*.pt", value="")
         self.classify_button = PushButton(text="Classify")
         # its top is just above 1: a model's "keep everything" threshold (no probability, 1.0 included, reaches it)

@@ -25,7 +25,7 @@ from ..defaults import DEFAULT_MIN_SIZE
 from ..errors import InputError
 from ..pretrained import list_pretrained_for
 from ..colours import class_colour
-from ._base import (NO_MODEL_MESSAGE, MicrosegDock, chosen_model_path, class_colormap, current_frame, display_labels, dock_action, free_names, full_resolution,
+from ._base import (NO_MODEL_MESSAGE, MicrosegDock, chosen_model_path, model_choices, class_colormap, current_frame, display_labels, dock_action, free_names, full_resolution,
                     frame_label_map, grey_image, result_line, label_features, layer_geometry, layer_names, reset_choices_in_order, section_header, span_row, unique_layer_name,
                     unique_stack_ids, unwritable_reason, with_frame_labels, snapshot, worker_copy, filling, labels_digest)
 
@@ -162,14 +162,8 @@ class SegmentationWidget(MicrosegDock):
 
     # -- model choice ------------------------------------------------------
     def _model_choices(self, *_: Any) -> list[tuple[str, str]]:
-        """(shown text, value) of the models: segmentation models only. A file is shown by its name first, then
-        its folder (a long path cut at the box's right edge hid the name: a model and its -ft1 fine-tune looked
-        the same); the value is the path."""
-        def shown(choice: str) -> str:
-            path = Path(choice)
-            return f"{path.name}  ({path.parent})" if path.is_absolute() else choice
-
-        return [(shown(c), c) for c in (*RECENT_MODELS, *list_pretrained_for(None), FILE_CHOICE)]
+        """(shown text, value) of the models (:func:`~._base.model_choices`): segmentation models only."""
+        return model_choices([*RECENT_MODELS, *list_pretrained_for(None), FILE_CHOICE])
 
     def _toggle_file(self, *_: Any) -> None:
         """Show the file field for "model file ...", and only the options that apply to the chosen model:
