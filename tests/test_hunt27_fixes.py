@@ -773,7 +773,7 @@ def test_segmentation_dock_exports_a_selected_earlier_result_and_shows_the_foreg
     assert not widget.remove_border.visible
 
 
-def test_model_pickers_show_a_files_name_before_its_folder(make_napari_viewer, tmp_path):
+def test_model_pickers_show_a_files_name_before_its_folder(tmp_path):
     """A long model path was cut at the picker's right edge: a model and its -ft1 fine-tune looked the same."""
     from napari_microseg.widgets._base import model_choices
 
