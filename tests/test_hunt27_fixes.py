@@ -718,7 +718,7 @@ def test_scores_found_wrong_by_the_metrics_hunt(tmp_path):
         assert pooled["pq"] == pytest.approx(per_image["pq"].iloc[0]) == (0.0 if order[0] == 0.9 else 0.8)
     from napari_microseg.cli.evaluate import parse_thresholds
 
-    assert parse_thresholds("0.9,0.5") == [0.5, 0.9]
+    assert parse_thresholds("0.9,0.5,0.9") == [0.9, 0.5]  # the order given (PQ at the first), once each
     huge = np.zeros((8, 8), np.uint64)
     huge[:4, :4], huge[5:, 5:] = 2**40, 7
     assert mean_object_area(huge) == pytest.approx(12.5)
@@ -769,8 +769,9 @@ def test_segmentation_dock_exports_a_selected_earlier_result_and_shows_the_foreg
     labelled = with_frame_labels(table, frame_ids)
     assert labelled["frame_label"].tolist() == [frame_ids[one_of_frame_0][1], 0]
 
+    assert not widget.remove_border.native.isHidden()  # a nuclei model: offered
     widget.model_choice.value = "ccd_classes"
-    assert not widget.remove_border.visible
+    assert widget.remove_border.native.isHidden()  # a class map keeps every pixel
 
 
 def test_model_pickers_show_a_files_name_before_its_folder(tmp_path):
@@ -782,3 +783,41 @@ def test_model_pickers_show_a_files_name_before_its_folder(tmp_path):
     assert list(shown) == [f"model-ft1.pt  ({tmp_path / ('a_rather_long_folder_name_' * 3)})", "nuclei_fluorescence",
                            "model file ..."]
     assert list(shown.values())[0] == deep  # the value stays the path
+
+
+def test_simulate_overwrite_after_an_interrupted_run_removes_all_of_it(tmp_path, monkeypatch):
+    """params.json was written at the end: after a Ctrl-C'd --overwrite run it still held the earlier, smaller run,
+    and the next --overwrite left the interrupted run's extra samples to be trained on."""
+    import napari_microseg.cli.simulate as simulate_cli
+    from napari_microseg.cli import main
+
+    out = tmp_path / "sim"
+    common = ["simulate", "nuclei", "--mode", "images", "--shape", "64", "64", "--out", str(out)]
+    assert main([*common, "--n", "2"]) == 0
+    write, calls = simulate_cli._write_tiff, [0]
+
+    def interrupted(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] > 10:
+            raise KeyboardInterrupt
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(simulate_cli, "_write_tiff", interrupted)
+    assert main([*common, "--n", "8", "--overwrite"]) == 130
+    assert len(list((out / "images").iterdir())) > 2
+    monkeypatch.setattr(simulate_cli, "_write_tiff", write)
+    assert main([*common, "--n", "1", "--overwrite"]) == 0
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["nuclei_00000.tif"]
+
+
+def test_a_keep_everything_threshold_sets_the_slider_above_every_probability(make_napari_viewer, monkeypatch):
+    """A model's "discard" threshold stored just above 1 raised ValueError in the slider (its top read back 1.0)."""
+    import napari_microseg.io.models as models
+    from napari_microseg.widgets.classification import ABOVE_EVERY_PROBABILITY, ClassificationWidget
+
+    widget = ClassificationWidget(make_napari_viewer(show=False))
+    config = models.read_model_config(widget.model_path())
+    config["use_thresholds"] = {"discard": float(np.nextafter(1.0, 2.0))}
+    monkeypatch.setattr(models, "read_model_config", lambda *_: config)
+    assert widget.use_threshold("discard") > 1
+    assert widget.threshold.value == pytest.approx(ABOVE_EVERY_PROBABILITY, abs=1e-5) and widget.threshold.value > 1

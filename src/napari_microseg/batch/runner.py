@@ -577,10 +577,10 @@ def check_memory_limit(memory_limit: str | None) -> None:
     """InputError for a per-worker memory limit Dask cannot read or that is too small to run a task."""
     if memory_limit is None or str(memory_limit).strip().lower() == "auto":
         return
-    from dask.utils import parse_bytes
+    from distributed.worker_memory import parse_memory_limit
 
-    try:
-        limit = parse_bytes(str(memory_limit))
+    try:  # as Dask reads it: a number up to 1 is a share of the machine's memory
+        limit = parse_memory_limit(memory_limit, 1, logger=logging.getLogger(__name__)) or 0
     except (ValueError, TypeError):
         raise InputError(f"memory limit {memory_limit!r} is not a size such as 4GB or 512MB") from None
     if 0 < limit < MIN_WORKER_MEMORY:
@@ -836,7 +836,8 @@ def run_batch(
         raise InputError(f"workers must be >= 0, got {workers}")
     if max_in_flight is not None and int(max_in_flight) < 1:
         raise InputError(f"max_in_flight must be >= 1, got {max_in_flight}")
-    check_memory_limit(memory_limit)
+    if not scheduler and (workers is None or int(workers) > 0):  # a local cluster is started: its workers' limit
+        check_memory_limit(memory_limit)
     if int(threads_per_worker) < 1:
         raise InputError(f"threads per worker must be >= 1, got {threads_per_worker}")
     model_path, model_sum, label_dtype = _model_info(model, task)

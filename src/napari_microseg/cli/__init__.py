@@ -142,13 +142,17 @@ def _one_line_warnings(command: str, default: Any) -> Any:
 def _decoding_error(err: BaseException) -> bool:
     """Whether ``err`` was raised while decoding stored pixels (a Zarr chunk, a compressed TIFF or FITS tile):
     the codecs' own errors (``Zstd decompression error`` ...) name no file and mean a damaged input."""
+    if isinstance(err, MemoryError):  # too big to decode is not damaged
+        return False
     codec_parts = ("numcodecs", "/zarr/codecs/", "/zarr/core/codec", "imagecodecs", "/astropy/io/fits/hdu/compressed")
+    decoding = False
     tb = err.__traceback__
-    while tb is not None:
-        if any(part in tb.tb_frame.f_code.co_filename for part in codec_parts):
-            return True
+    while tb is not None:  # the innermost codec frame decides: decoding (reading), not encoding (writing outputs)
+        code = tb.tb_frame.f_code
+        if any(part in code.co_filename for part in codec_parts):
+            decoding = "decode" in code.co_name or "decompress" in code.co_name
         tb = tb.tb_next
-    return False
+    return decoding
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,8 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--pred", required=True, help="folder (or single file) of predicted label images")
     s.add_argument("--out", default="metrics.csv", help="CSV to write (default metrics.csv)")
     s.add_argument("--thresholds", default="0.5:0.9:0.05",
-                   help="IoU thresholds, 'start:stop:step' or comma list, scored in rising order (the lowest is the one "
-                        "F1, PQ and the bootstrap interval are given at) (default 0.5:0.9:0.05)")
+                   help="IoU thresholds, 'start:stop:step' or comma list; F1, PQ and the bootstrap interval are given at "
+                        "the first (default 0.5:0.9:0.05)")
     s.add_argument("--compare", metavar="DIR",
                    help="another folder (or file) of predictions of the same ground truth, e.g. before a fine-tune: "
                         "prints both APs at the first threshold and the 95 %% interval of their difference (--pred "
@@ -151,9 +151,7 @@ def parse_thresholds(text: str) -> list[float]:
         raise InputError(f"IoU thresholds {text!r}: 'start:stop:step' needs start <= stop and a step > 0")
     if not vals or any(not 0 < v <= 1 for v in vals):
         raise InputError(f"IoU thresholds must lie in (0, 1], got {text!r}")
-    # a threshold given twice is scored once (it doubled the pooled counts); in rising order, as the pooled
-    # scores are (PQ at the first threshold: per image and pooled alike)
-    return sorted(set(vals))
+    return list(dict.fromkeys(vals))  # a threshold given twice is scored once (it doubled the pooled counts)
 
 
 def _key(name: str) -> str:

@@ -255,6 +255,10 @@ def run(args: argparse.Namespace) -> int:
         if args.kind not in KINDS:
             raise InputError(f"--kind must be one of {', '.join(KINDS)}; got {args.kind!r}")
     out = _prepare_out(args.out, args.overwrite)
+    # a record of this run before its samples: an interrupted run is then removed whole by the next --overwrite
+    # (the earlier run's record, of fewer samples, would have left the rest)
+    _write_json(out / "params.json", {"domain": args.domain, "n": args.n, "sample_seeds": "numpy SeedSequence([seed, index])",
+                                      "complete": False})
     handler = {"nuclei": _run_nuclei, "response": _run_response, "liposomes": _run_liposomes, "nanoparticles": _run_nanoparticles, "ccd": _run_ccd}[args.domain]
     summary = handler(args, out)
     cli = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}

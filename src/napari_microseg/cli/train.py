@@ -294,11 +294,15 @@ def run(args: argparse.Namespace) -> int:
         kind = "percentile"
     elif kind is None and args.offset is not None:
         kind = "fixed"
-    for option, value, applies in (("--p-low / --p-high", percentiles_given, "percentile"),
-                                   ("--offset", args.offset is not None, "fixed")):
-        if value and kind != applies:
-            raise InputError(f"{option} set the {applies} normalisation, not {kind}: drop them, or choose "
-                             f"--normalization {applies}")
+    for option, value, applies in (("--p-low / --p-high", percentiles_given, ("percentile",)),
+                                   ("--offset", args.offset is not None, ("fixed",)),
+                                   ("--scale", args.scale is not None, ("fixed", "pedestal")),
+                                   ("--pedestal-estimator / --level-taps",
+                                    args.pedestal_estimator is not None or args.level_taps is not None, ("pedestal",))):
+        pedestal_by_default = kind is None and args.output_mode == "multiclass" and not (args.init_model or args.resume)
+        if value and kind not in applies and not (pedestal_by_default and "pedestal" in applies):
+            raise InputError(f"{option} set the {' or '.join(applies)} normalisation, not {kind or 'the default'}: "
+                             f"drop them, or choose --normalization {applies[0]}")
     if kind is None and args.output_mode == "multiclass" and not (args.init_model or args.resume):
         # [C]: classes told apart by their level in ADC; a per-tile stretch gives one class different
         # values from tile to tile (as the Training widget, multiclass trains on raw ADC by default)

@@ -37,6 +37,9 @@ NONE = "(none)"
 RECENT_CLASSIFIERS: dict[str, str] = {}
 
 
+#: the threshold slider's top: one of its steps above 1, a threshold no probability reaches
+ABOVE_EVERY_PROBABILITY = 1.001
+
 class ClassificationWidget(MicrosegDock):
     title = "Classification"
     description = (
@@ -56,8 +59,10 @@ class ClassificationWidget(MicrosegDock):
             *list_pretrained_for(TASKS[self.task.value]), FILE_CHOICE]))
         self.model_file = FileEdit(label="model file", mode="r", filter="*.pt", value="")
         self.classify_button = PushButton(text="Classify")
-        # its top is just above 1: a model's "keep everything" threshold (no probability, 1.0 included, reaches it)
-        self.threshold = FloatSlider(label="threshold (bad)", value=0.5, min=0.0, max=float(np.nextafter(1.0, 2.0)),
+        # its top is just above 1 (a step of the slider): a model's "keep everything" threshold, which no
+        # probability, 1.0 included, reaches
+        # (the top a step further: Qt's slider reads a top of 1.001 back as 1.000999)
+        self.threshold = FloatSlider(label="threshold (bad)", value=0.5, min=0.0, max=ABOVE_EVERY_PROBABILITY + 0.001,
                                      step=0.001)
         # [R] use cases: the thresholds the model stored, chosen on its validation images
         self.flag_button = PushButton(text="flag", tooltip="few bad images passed as good (at most 5 % on the validation "
@@ -292,8 +297,9 @@ class ClassificationWidget(MicrosegDock):
         except MicrosegError as err:
             self.show_error(str(err))
             return None
-        self.threshold.value = value
-        self.show_message(f"threshold {value:.3f}: the model's '{mode}' setting")
+        self.threshold.value = ABOVE_EVERY_PROBABILITY if value > 1 else value  # (stored just above 1)
+        self.show_message(f"threshold {min(value, 1.0):.3f}{' (none reaches it)' if value > 1 else ''}: the model's "
+                          f"'{mode}' setting")
         return value
 
     def _apply_threshold(self, *_: Any) -> None:

@@ -401,7 +401,8 @@ class SegmentationWidget(MicrosegDock):
         self._earlier_results[self.result_layer.unique_id] = weakref.ref(self.result_layer), {
             "result": SimpleNamespace(counts=result.counts, objects=result.objects, output_mode=result.output_mode,
                                       class_names=list(result.class_names), labels=None),
-            "result_image": self.result_image, "result_digest": self.result_digest, "clusters": self.clusters}
+            "result_image": weakref.ref(self.result_image) if self.result_image is not None else None,
+            "result_digest": self.result_digest, "clusters": self.clusters}  # (a closed image layer is let go)
 
     def _export_selected_earlier_result(self) -> None:
         """Make the selected layer the one Export writes when it is an earlier run's result layer (its class map
@@ -409,10 +410,11 @@ class SegmentationWidget(MicrosegDock):
         stopped or failed run the layer still selected is the old one, not a choice."""
         active = self.viewer.layers.selection.active
         entry = self._earlier_results.get(getattr(active, "unique_id", None))
-        if self.result is None or entry is None or active is self.result_layer or entry[0]() is not active:
+        if self.busy or self.result is None or entry is None or active is self.result_layer or entry[0]() is not active:
             return
         record = entry[1]
-        self.result, self.result_layer, self.result_image = record["result"], active, record["result_image"]
+        image = record["result_image"]() if record["result_image"] is not None else None
+        self.result, self.result_layer, self.result_image = record["result"], active, image
         self.result_digest, self.clusters, self.result_edited = record["result_digest"], record["clusters"], False
         self.result.labels = active.data
         self.show_message(f"exporting '{active.name}', the selected earlier result")
