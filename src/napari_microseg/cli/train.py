@@ -253,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"{target} exists; pass --overwrite to replace it or --resume to continue it")
         guard_target(target)  # never an input, checked before any training
     _resolve_output_mode(args)
-    run = _run_settings(args)
+    settings = _run_settings(args)  # (resumed runs keep their own)
     if args.background_value is not None and args.background_value == args.ignore_value:
         raise InputError(f"--background-value and --ignore-value are both {args.ignore_value}: painted background "
                          "and 'not annotated' must be told apart")
@@ -267,10 +267,10 @@ def run(args: argparse.Namespace) -> int:
         if args.images or args.labels:  # it would train on the simulated images alone, unlike what was asked
             raise InputError("--simulated N trains on simulated images only: drop --images / --labels, or add "
                              "simulated images and labels to your folders (microseg simulate nuclei --mode images)")
-        images, labels = _simulated(args.simulated, args.sim_size, args.sim_nuclei, run["seed"])
+        images, labels = _simulated(args.simulated, args.sim_size, args.sim_nuclei, settings["seed"])
         names = None
         description = (f"{args.simulated} simulated nuclei images {args.sim_size}x{args.sim_size}, {args.sim_nuclei} "
-                       f"nuclei each, seed {run['seed']}")
+                       f"nuclei each, seed {settings['seed']}")
     else:
         if not args.images or not args.labels:
             raise InputError("give --images and --labels, or --simulated N")
@@ -325,24 +325,24 @@ def run(args: argparse.Namespace) -> int:
 
     from ..training.trainer import fitted_patch_size
 
-    patch = fitted_patch_size(run["patch"], [np.shape(im)[-2:] for im in images])
-    if patch != run["patch"]:
-        print(f"--patch {run['patch']} is larger than every training image (the largest side is "
+    patch = fitted_patch_size(settings["patch"], [np.shape(im)[-2:] for im in images])
+    if patch != settings["patch"]:
+        print(f"--patch {settings['patch']} is larger than every training image (the largest side is "
               f"{max(max(np.shape(im)[-2:]) for im in images)} px): training on {patch} px patches", file=sys.stderr)
     folder_names = None if args.class_names else _folder_class_names(args)
     cfg = TrainConfig(
         preset=args.preset, output_mode=args.output_mode,
         n_classes=args.n_classes or (len(folder_names) if folder_names else None),
         model={"base_filters": args.base_filters} if args.base_filters else {},
-        distance_head=args.distance_head, touching_weight=run["touching_weight"],
+        distance_head=args.distance_head, touching_weight=settings["touching_weight"],
         class_names=[s.strip() for s in args.class_names.split(",")] if args.class_names else folder_names,
         normalization=spec,
-        patch_size=run["patch"], patches_per_epoch=run["patches_per_epoch"], batch_size=run["batch_size"],
-        image_sampling=run["image_sampling"], epochs=run["epochs"], lr=args.lr, lr_schedule=run["lr_schedule"],
-        optimizer=run["optimizer"], weight_decay=run["weight_decay"], loss=run["loss"],
-        early_stopping_patience=run["patience"] or None, device=args.device, amp=not args.no_amp,
-        seed=run["seed"], split_seed=args.split_seed, num_threads=args.threads, freeze_encoder=args.freeze_encoder,
-        val_fraction=_val_fraction(args), augment=run["augment"], ignore_value=args.ignore_value,
+        patch_size=settings["patch"], patches_per_epoch=settings["patches_per_epoch"], batch_size=settings["batch_size"],
+        image_sampling=settings["image_sampling"], epochs=settings["epochs"], lr=args.lr, lr_schedule=settings["lr_schedule"],
+        optimizer=settings["optimizer"], weight_decay=settings["weight_decay"], loss=settings["loss"],
+        early_stopping_patience=settings["patience"] or None, device=args.device, amp=not args.no_amp,
+        seed=settings["seed"], split_seed=args.split_seed, num_threads=args.threads, freeze_encoder=args.freeze_encoder,
+        val_fraction=_val_fraction(args), augment=settings["augment"], ignore_value=args.ignore_value,
         unlabelled_is_ignored=args.unlabelled_is_ignored, background_value=args.background_value,
         data_description=description,
     )
