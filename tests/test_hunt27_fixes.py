@@ -821,3 +821,22 @@ def test_a_keep_everything_threshold_sets_the_slider_above_every_probability(mak
     monkeypatch.setattr(models, "read_model_config", lambda *_: config)
     assert widget.use_threshold("discard") > 1
     assert widget.threshold.value == pytest.approx(ABOVE_EVERY_PROBABILITY, abs=1e-5) and widget.threshold.value > 1
+
+
+def test_an_ome_zarr_translation_places_the_layer(tmp_path):
+    """OME-Zarr's translation (a tile of a plate, a crop of a larger field) was ignored: the layer opened at 0."""
+    import zarr
+
+    from napari_microseg._reader import read_layers
+
+    group = zarr.open_group(str(tmp_path / "tile.zarr"), mode="w")
+    group.create_array("0", data=np.zeros((4, 32, 32), np.uint8))
+    group.attrs["multiscales"] = [{"version": "0.4", "axes": [{"name": "z", "type": "space", "unit": "micrometer"},
+                                                              {"name": "y", "type": "space", "unit": "nanometer"},
+                                                              {"name": "x", "type": "space", "unit": "nanometer"}],
+                                   "datasets": [{"path": "0", "coordinateTransformations": [
+                                       {"type": "scale", "scale": [2.0, 500.0, 500.0]},
+                                       {"type": "translation", "translation": [4.0, 100000.0, -5000.0]}]}]}]
+    (_, kwargs, _), = read_layers(str(tmp_path / "tile.zarr"))
+    assert kwargs["scale"] == pytest.approx((2.0, 0.5, 0.5))
+    assert kwargs["translate"] == pytest.approx((4.0, 100.0, -5.0))  # micrometres, as the scale

@@ -33,7 +33,8 @@ def get_reader(path: str | list[str]) -> Callable[[Any], list] | None:
 def layer_calibration(image) -> dict:
     """napari ``scale`` and ``units`` of an image (per layer axis, the channel axis left out) from the
     pixel size, Z step and frame interval its file states (``metadata["calibration"]``): Y, X and Z
-    in micrometres, T in minutes, other axes 1 pixel. Empty when the file states none."""
+    in micrometres, T in minutes, other axes 1 pixel; and ``translate`` (same units) where the file
+    says where it lies (OME-Zarr's translation, ``metadata["origin"]``). Empty when the file states none."""
     calibration = image.metadata.get("calibration") or {}
     if not calibration:
         return {}
@@ -44,12 +45,15 @@ def layer_calibration(image) -> dict:
     if not axes:
         return {}
     channel = image.metadata.get("channel_axis")
-    scale, units = [], []
+    origin = image.metadata.get("origin") or {}
+    scale, units, translate = [], [], []
     for i, letter in enumerate(axes):
         # napari takes a last axis of 3 or 4 samples for RGB(A) colour, with no scale; planar samples
         # (S, Y, X) stay a layer axis, of 1 pixel
         if i == channel or (letter == "S" and i == ndim - 1 and image.data.shape[i] in (3, 4)):
             continue
+        key = {"Y": "pixel_size_um", "X": "pixel_size_um", "T": "frame_interval_min", "Z": "z_step_um"}.get(letter)
+        translate.append(float(origin.get(letter, 0.0)) if key in calibration else 0.0)  # in a calibrated axis' unit
         if letter in "YX" and "pixel_size_um" in calibration:  # non-square pixels: their own Y size
             scale.append(float(calibration.get("pixel_size_y_um", calibration["pixel_size_um"]) if letter == "Y"
                                else calibration["pixel_size_um"]))
@@ -63,7 +67,8 @@ def layer_calibration(image) -> dict:
         else:
             scale.append(1.0)
             units.append("pixel")
-    return {"scale": tuple(scale), "units": tuple(units)}
+    placed = {"translate": tuple(translate)} if any(translate) else {}
+    return {"scale": tuple(scale), "units": tuple(units), **placed}
 
 
 def _is_tracks_csv(path: Any) -> bool:

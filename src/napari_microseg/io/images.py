@@ -456,6 +456,31 @@ def _zarr_calibration(multiscales: Any, name: str = "") -> dict:
                         in_unit(*y, "micrometer") if y else None, name, in_unit(*z, "micrometer") if z else None)
 
 
+def _zarr_origin(multiscales: Any) -> dict:
+    """Where OME-Zarr's full resolution starts, per axis letter: its ``translation`` transformations (the first
+    dataset's and the multiscales' own, added) in micrometres (X, Y, Z) or minutes (T); axes whose unit is not a
+    length or a time are left out. Empty when there is none."""
+    try:
+        axes = multiscales[0]["axes"]
+        moves = [t.get("translation") for t in multiscales[0]["datasets"][0].get("coordinateTransformations", [])
+                 + multiscales[0].get("coordinateTransformations", []) if t.get("type") == "translation"]
+    except (TypeError, KeyError, IndexError, AttributeError):
+        return {}
+    origin: dict = {}
+    for move in moves:
+        if not isinstance(move, list) or len(move) != len(axes):
+            continue
+        for axis, value in zip(axes, move):
+            if not isinstance(axis, dict) or not value:
+                continue
+            letter = str(axis.get("name", ""))[:1].upper()
+            target = {"X": "micrometer", "Y": "micrometer", "Z": "micrometer", "T": "minute"}.get(letter)
+            size = in_unit(abs(float(value)), axis.get("unit"), target) if target else None
+            if size is not None:
+                origin[letter] = origin.get(letter, 0.0) + float(np.copysign(size, float(value)))
+    return origin
+
+
 def _fits_image_hdu(hdu: Any) -> bool:
     """Whether a FITS HDU holds an image of at least 2 axes, told from its header (its data are not
     read: a file of 16 amplifiers' HDUs is not loaded whole to pick one)."""
@@ -545,6 +570,9 @@ def _read_zarr(path: Path) -> ImageData:
     calibration = _zarr_calibration(multiscales, path.name) if multiscales else zarr_calibration(node.attrs)
     if calibration:
         image.metadata["calibration"] = calibration
+        origin = _zarr_origin(multiscales)
+        if origin:  # OME-Zarr's translation: where the image lies (a tile of a plate, a crop of a larger field)
+            image.metadata["origin"] = origin
     return image
 
 
