@@ -313,7 +313,9 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
     tmp_dir = None
     out_arr = None
     if zarr_out:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        from ..io.atomic import make_output_folder
+
+        make_output_folder(target.parent)  # (recorded: a run that fails leaves no empty labels/ behind)
         tmp_dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         dtype = "uint8" if loaded.output_mode == "multiclass" else "uint32"
         out_arr = _open_zarr_labels(tmp_dir / "store", tuple(data.shape), dtype, image.metadata.get("calibration"))
