@@ -762,6 +762,8 @@ def test_segmentation_dock_exports_a_selected_earlier_result_and_shows_the_foreg
     wait_worker(widget.export())
     objects = pd.read_csv(tmp_path / "objects.csv")
     assert len(objects) == n_first and erased not in set(objects["label"])
+    assert erased not in set(first.features["label"]) and len(first.features) == n_first  # hover: as written
+    assert widget.counts_label.value.endswith("(corrected)")
 
     frame_ids = frame_label_map(first)
     one_of_frame_0 = next(label for label, (t, _) in frame_ids.items() if t == 0)

@@ -364,18 +364,7 @@ class SegmentationWidget(MicrosegDock):
         self.result_layer_name = name
         self.labels_for_training.reset_choices()
         self.labels_for_training.value = name
-        counts = result.counts
-        if result.output_mode == "multiclass":
-            fractions = [(c.removeprefix("fraction_").replace("_", " "), counts[c].mean()) for c in counts.columns
-                         if c.startswith("fraction_")]
-            legend = ", ".join(f'<span style="color:{class_colour(i) if i else "#aaaaaa"}">{n}</span> {100 * v:.2f} %'
-                               for i, (n, v) in enumerate(fractions))
-            self.counts_label.value = legend
-        elif len(counts) == 1:
-            self.counts_label.value = f"{int(counts['count'].iloc[0])} objects"
-        else:
-            c = counts["count"].to_numpy()
-            self.counts_label.value = f"{len(c)} frames: {c.min()}-{c.max()} objects per frame (mean {c.mean():.1f})"
+        self.counts_label.value = counts_summary(result.counts, result.output_mode == "multiclass")
         diameter, factor = result.settings.get("diameter"), result.settings.get("scale_factor", 1.0)
         note = ""
         if isinstance(diameter, float) and np.isfinite(diameter):
@@ -505,6 +494,10 @@ class SegmentationWidget(MicrosegDock):
                 return
             self.result_edited = True
             objects, counts = tables
+            if layer in self.viewer.layers:  # hover and the counts line show the corrected objects, as written
+                if not classes and "label" in objects:
+                    layer.features = label_features(objects.drop_duplicates("label"))
+                self.counts_label.value = counts_summary(counts, classes) + " (corrected)"
             written = self._write_tables([("counts", counts, ["t", "count"]),
                                           ("objects", objects, ["t", "label", "y", "x", "area"])],
                                          "measured on your corrected labels (ids as in the layer), written: ")
@@ -752,6 +745,20 @@ def _repeat_rule_run(model: Path, stack: Any, settings: dict):
     result = SegmentResult(labels=class_map, probabilities=None, objects=ruled.objects, counts=ruled.counts,
                            output_mode="multiclass", class_names=ruled.class_names, settings=ruled.settings)
     return result, ruled.clusters, ruled.defects
+
+
+def counts_summary(counts: Any, classes: bool) -> str:
+    """The counts line under the Segment button: the class percentages (coloured as the classes) of a class map,
+    else the objects of one frame, or per frame of a stack."""
+    if classes:
+        fractions = [(c.removeprefix("fraction_").replace("_", " "), counts[c].mean()) for c in counts.columns
+                     if c.startswith("fraction_")]
+        return ", ".join(f'<span style="color:{class_colour(i) if i else "#aaaaaa"}">{n}</span> {100 * v:.2f} %'
+                         for i, (n, v) in enumerate(fractions))
+    if len(counts) == 1:
+        return f"{int(counts['count'].iloc[0])} objects"
+    c = counts["count"].to_numpy()
+    return f"{len(c)} frames: {c.min()}-{c.max()} objects per frame (mean {c.mean():.1f})"
 
 
 def default_model(choices: Any) -> str:
