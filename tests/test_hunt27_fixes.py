@@ -842,3 +842,23 @@ def test_an_ome_zarr_translation_places_the_layer(tmp_path):
     (_, kwargs, _), = read_layers(str(tmp_path / "tile.zarr"))
     assert kwargs["scale"] == pytest.approx((2.0, 0.5, 0.5))
     assert kwargs["translate"] == pytest.approx((4.0, 100.0, -5.0))  # micrometres, as the scale
+
+
+def test_a_class_map_painted_with_a_value_of_no_class_is_refused(make_napari_viewer, wait_worker, tmp_path):
+    """A CCD class map painted with 7 (no class) was added to the training set and exported with a count_7 column;
+    only Fine-tune refused it."""
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(simulate_ccd_frame(shape=(96, 96), seed=1).image.astype(np.float32), name="frame")
+    widget = SegmentationWidget(viewer)
+    widget.image_layer.value, widget.model_choice.value = "frame", "ccd_classes"
+    widget.export_dir.value = str(tmp_path)
+    wait_worker(widget.segment())
+    layer = widget.result_layer
+    layer.paint((10, 10), 7, refresh=False)
+    widget.labels_for_training.value = layer.name
+    assert widget.add_to_training_set() == 0 and "classes are 0..3" in widget.status.text()
+    wait_worker(widget.export())
+    assert "classes are 0..3" in widget.status.text() and not (tmp_path / "counts.csv").exists()

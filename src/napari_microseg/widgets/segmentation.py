@@ -478,6 +478,9 @@ class SegmentationWidget(MicrosegDock):
             yield Progress(0, 1, "measuring the corrected labels")
             pixels = None if image is None or tuple(image.shape) != tuple(labels_now.shape) else image  # read frame by frame
             if classes:
+                if labels_now.size and int(labels_now.max()) >= len(names):  # painted with a value of no class
+                    raise InputError(f"the class map holds value {int(labels_now.max())}, but its classes are "
+                                     f"0..{len(names) - 1} ({', '.join(names)}): paint with those values")
                 objects, counts = class_map_tables(labels_now, pixels if pixels is not None
                                                    else np.broadcast_to(np.float32(0), labels_now.shape), names)
             else:
@@ -646,6 +649,11 @@ class SegmentationWidget(MicrosegDock):
         if not (labels > 0).any():
             self.show_error("the corrected labels are empty on this frame")
             return len(self.training_pairs)
+        class_names = _layer_classes(labels_layer)
+        if class_names and int(labels.max()) >= len(class_names):  # a class map painted with a value of no class
+            self.show_error(f"'{labels_layer.name}' holds value {int(labels.max())} on this frame, but its classes are "
+                            f"0..{len(class_names) - 1} ({', '.join(class_names)}): paint with those values")
+            return len(self.training_pairs)
         # one entry per layer (not per name: another image opened under the same name is another image) and frame
         key = (image_layer.unique_id, int(t))
         note = f"frame {t} of {image_layer.name} {'updated' if key in self.corrections else 'added'}"
@@ -745,6 +753,16 @@ def _repeat_rule_run(model: Path, stack: Any, settings: dict):
     result = SegmentResult(labels=class_map, probabilities=None, objects=ruled.objects, counts=ruled.counts,
                            output_mode="multiclass", class_names=ruled.class_names, settings=ruled.settings)
     return result, ruled.clusters, ruled.defects
+
+
+def _layer_classes(layer: Any) -> list[str]:
+    """The class names of a class map the dock made (its features' ``class`` column, one row per class); []."""
+    features = getattr(layer, "features", None)
+    if features is None or not {"class", "label"} <= set(getattr(features, "columns", ())):
+        return []
+    if [int(v) for v in features["label"]] != list(range(len(features))):  # objects with a class each: no class map
+        return []
+    return [str(name) for name in features["class"]]
 
 
 def counts_summary(counts: Any, classes: bool) -> str:
