@@ -862,3 +862,18 @@ def test_a_class_map_painted_with_a_value_of_no_class_is_refused(make_napari_vie
     assert widget.add_to_training_set() == 0 and "classes are 0..3" in widget.status.text()
     wait_worker(widget.export())
     assert "classes are 0..3" in widget.status.text() and not (tmp_path / "counts.csv").exists()
+
+
+def test_batch_notes_a_channel_option_a_file_cannot_take(tmp_path, tiny_nuclei_model):
+    """`batch segment --channel 1` over single-channel files ignored the option without a word (segment warns)."""
+    import pandas as pd
+    import tifffile
+
+    from napari_microseg.cli import main
+
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "grey.tif", (np.random.default_rng(0).random((64, 64)) * 200).astype(np.uint8))
+    assert main(["batch", "segment", "--model", str(tiny_nuclei_model), "--input", str(tmp_path / "in"),
+                 "--channel", "1", "--out", str(tmp_path / "out"), "--workers", "0", "--quiet"]) == 0
+    notes = pd.read_csv(tmp_path / "out" / "notes.csv")
+    assert notes.note.str.contains("--channel 1 ignored").all() and len(notes) == 1

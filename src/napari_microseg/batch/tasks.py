@@ -33,6 +33,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ..io.images import is_lazy
+from ..io.images import is_lazy, is_rgb
 from .manifest import sha256_array, sha256_file, sha256_tree
 
 #: segment_image keywords a segment (or track) batch task passes on
@@ -185,6 +186,10 @@ def item_checksum(item: BatchItem) -> tuple[str, np.ndarray | None]:
     return sha256_file(path), None
 
 
+#: notes the reading of the item in progress (this thread's) made, joined into its record's ``note`` by run_item
+_READ_NOTES = threading.local()
+
+
 def _read_whole(item: BatchItem, spec: TaskSpec, grey: bool = False, calibration: dict | None = None) -> Any:
     """The whole input: numpy for files, a lazy dask array for Zarr stores and for TIFFs over
     :data:`~napari_microseg.io.images.LAZY_TIFF_BYTES` (read tile by tile, frame by frame, as the
@@ -202,6 +207,9 @@ def _read_whole(item: BatchItem, spec: TaskSpec, grey: bool = False, calibration
     image = read_image(item.source, hdu=spec.params.get("hdu"), channel=channel, lazy_above_bytes=LAZY_TIFF_BYTES)
     if calibration is not None:
         calibration.update(image.metadata.get("calibration") or {})
+    if channel is not None and "channel" not in image.metadata and not is_rgb(image.data):
+        # as segment and track warn: said (in notes.csv), not ignored without a word
+        getattr(_READ_NOTES, "notes", []).append(f"--channel {channel} ignored: the file has no channels")
     if is_lazy(image.data) and not item.is_zarr and image.data.nbytes <= LAZY_TIFF_BYTES:
         image.data = np.asarray(image.data)  # a small pyramidal TIFF (read lazily for its levels): its full resolution
     # grey: --channel picks a colour of an RGB image too, as in `microseg segment`
@@ -514,10 +522,11 @@ def run_item(item: BatchItem, spec: TaskSpec, expected_checksum: str | None = No
                 record["status"] = "skipped"
             else:
                 _set_threads(spec.threads)
+                _READ_NOTES.notes = []
                 record["outputs"] = TASK_FUNCTIONS[spec.task](item, spec, frame)
-                note = record["outputs"].pop("note", None)
-                if note:
-                    record["note"] = note
+                notes = [*_READ_NOTES.notes, record["outputs"].pop("note", None)]
+                if any(notes):
+                    record["note"] = "; ".join(n for n in notes if n)
                 record["status"] = "done"
                 if spec.model:  # the device the network ran on in this worker ("auto" resolved)
                     from ..device import resolve_device
