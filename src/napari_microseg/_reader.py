@@ -30,6 +30,10 @@ def get_reader(path: str | list[str]) -> Callable[[Any], list] | None:
     return read_layers
 
 
+#: the calibration entry that scales each axis letter (micrometres; T: minutes)
+AXIS_CALIBRATION = {"Y": "pixel_size_um", "X": "pixel_size_um", "Z": "z_step_um", "T": "frame_interval_min"}
+
+
 def layer_calibration(image) -> dict:
     """napari ``scale`` and ``units`` of an image (per layer axis, the channel axis left out) from the
     pixel size, Z step and frame interval its file states (``metadata["calibration"]``): Y, X and Z
@@ -52,21 +56,15 @@ def layer_calibration(image) -> dict:
         # (S, Y, X) stay a layer axis, of 1 pixel
         if i == channel or (letter == "S" and i == ndim - 1 and image.data.shape[i] in (3, 4)):
             continue
-        key = {"Y": "pixel_size_um", "X": "pixel_size_um", "T": "frame_interval_min", "Z": "z_step_um"}.get(letter)
-        translate.append(float(origin.get(letter, 0.0)) if key in calibration else 0.0)  # in a calibrated axis' unit
-        if letter in "YX" and "pixel_size_um" in calibration:  # non-square pixels: their own Y size
-            scale.append(float(calibration.get("pixel_size_y_um", calibration["pixel_size_um"]) if letter == "Y"
-                               else calibration["pixel_size_um"]))
-            units.append("micrometer")
-        elif letter == "T" and "frame_interval_min" in calibration:
-            scale.append(float(calibration["frame_interval_min"]))
-            units.append("minute")
-        elif letter == "Z" and "z_step_um" in calibration:
-            scale.append(float(calibration["z_step_um"]))
-            units.append("micrometer")
+        key = AXIS_CALIBRATION.get(letter)
+        if key in calibration:  # non-square pixels: Y has its own size; the translation is in the axis' unit
+            scale.append(float(calibration.get("pixel_size_y_um", calibration[key]) if letter == "Y" else calibration[key]))
+            units.append("minute" if letter == "T" else "micrometer")
+            translate.append(float(origin.get(letter, 0.0)))
         else:
             scale.append(1.0)
             units.append("pixel")
+            translate.append(0.0)
     placed = {"translate": tuple(translate)} if any(translate) else {}
     return {"scale": tuple(scale), "units": tuple(units), **placed}
 

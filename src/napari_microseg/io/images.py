@@ -587,8 +587,7 @@ def set_zarr_calibration(arr: Any, calibration: dict | None) -> None:
     """Record ``calibration`` (see :data:`CALIBRATION_KEYS`) on a Zarr array's attributes, so labels written
     as Zarr keep their image's pixel size, Z step and frame interval (read back by :func:`read_image`;
     a bare array has no OME-Zarr multiscales to hold them). Nothing when it states none."""
-    found = {key: float(value) for key, value in (calibration or {}).items()
-             if key in CALIBRATION_KEYS and isinstance(value, (int, float)) and _positive(value)}
+    found = _valid_calibration(calibration)
     if found:
         arr.attrs[ZARR_CALIBRATION_ATTR] = found
 
@@ -596,9 +595,12 @@ def set_zarr_calibration(arr: Any, calibration: dict | None) -> None:
 def zarr_calibration(attrs: Any) -> dict:
     """The calibration :func:`set_zarr_calibration` recorded on a Zarr array ({} when none or not valid)."""
     stated = dict(attrs or {}).get(ZARR_CALIBRATION_ATTR)
-    if not isinstance(stated, dict):
-        return {}
-    return {key: float(value) for key, value in stated.items()
+    return _valid_calibration(stated) if isinstance(stated, dict) else {}
+
+
+def _valid_calibration(calibration: dict | None) -> dict:
+    """The entries of ``calibration`` that are :data:`CALIBRATION_KEYS` with a finite positive number, as floats."""
+    return {key: float(value) for key, value in (calibration or {}).items()
             if key in CALIBRATION_KEYS and isinstance(value, (int, float)) and _positive(value)}
 
 
