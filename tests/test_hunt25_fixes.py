@@ -225,22 +225,22 @@ def test_napari_writers_never_replace_a_file_nobody_was_asked_about(tmp_path):
     """napari's save dialog asks about the name as typed; a writer that adds .tif / .csv refuses when
     that file exists (a hand-corrected labels file was replaced); a full name is written as asked."""
     from napari_microseg._writer import write_image_tiff, write_labels_tiff, write_tracks_csv
-    from napari_microseg.errors import InputError
+    from napari_microseg.errors import WriteRefused
 
     labels = np.zeros((2, 16, 16), np.uint16)
     labels[:, 2:6, 2:6] = 1
     (first,) = write_labels_tiff(str(tmp_path / "movie segmented"), labels, {})
     before = open(first, "rb").read()
-    with pytest.raises(InputError, match="movie segmented.tif exists"):
+    with pytest.raises(WriteRefused, match="movie segmented.tif exists"):
         write_labels_tiff(str(tmp_path / "movie segmented"), np.zeros_like(labels), {})
-    with pytest.raises(InputError, match="exists"):
+    with pytest.raises(WriteRefused, match="exists"):
         write_image_tiff(str(tmp_path / "movie segmented"), labels.astype(np.float32), {})
     assert open(first, "rb").read() == before
     write_labels_tiff(first, np.zeros_like(labels), {})  # named in full: the dialog asked
     assert open(first, "rb").read() != before
     tracks = np.array([[1, 0, 10, 10], [1, 1, 11, 10]], float)
     write_tracks_csv(str(tmp_path / "tracks"), tracks, {})
-    with pytest.raises(InputError, match="tracks.csv exists"):
+    with pytest.raises(WriteRefused, match="tracks.csv exists"):
         write_tracks_csv(str(tmp_path / "tracks"), tracks, {})
 
 
@@ -519,7 +519,7 @@ def test_napari_reader_and_writers_keep_colour_calibration_and_lazy_stacks(tmp_p
 
     from napari_microseg._reader import get_reader, read_layers
     from napari_microseg._writer import write_image_tiff, write_labels_tiff, write_tracks_csv
-    from napari_microseg.errors import InputError
+    from napari_microseg.errors import WriteRefused
 
     rgb = np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)
     (path,) = write_image_tiff(str(tmp_path / "rgb.tif"), rgb, {"scale": (0.5, 0.5), "rgb": True,
@@ -538,7 +538,7 @@ def test_napari_reader_and_writers_keep_colour_calibration_and_lazy_stacks(tmp_p
     data, kwargs, kind = read_layers(str(tmp_path / "cells_mask.TIF"))[0]
     assert kind == "image" and kwargs["name"] == "cells_mask" and len(kwargs.get("scale", (0, 0))) == 2
     assert get_reader("https://example.org/x.ome.zarr") is None and get_reader(str(tmp_path / "none.tif")) is None
-    with pytest.raises(InputError, match="whole numbers"):
+    with pytest.raises(WriteRefused, match="whole numbers"):
         write_tracks_csv(str(tmp_path / "t.csv"), np.array([[1, 0.5, 3, 4], [1, 1.5, 3, 5]]), {})
 
 

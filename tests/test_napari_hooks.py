@@ -9,7 +9,7 @@ import pytest
 from napari_microseg._reader import get_reader
 from napari_microseg._sample_data import ccd_fe55, dsb2018_nuclei
 from napari_microseg._writer import write_labels_tiff, write_tracks_csv
-from napari_microseg.errors import InputError
+from napari_microseg.errors import InputError, WriteRefused
 from napari_microseg.io.images import read_image
 from napari_microseg.io.tables import TRACKS_COLUMNS
 
@@ -81,7 +81,7 @@ def test_labels_writer(tmp_path):
     for bad in (-2, 2**33 + 1):
         wide = labels.astype(np.int64)
         wide[0, 0, 0] = bad
-        with pytest.raises(InputError, match="relabel"):
+        with pytest.raises(WriteRefused, match="relabel"):
             write_labels_tiff(str(tmp_path / "bad.tif"), wide, {})
     assert not (tmp_path / "bad.tif").exists()
 

@@ -72,7 +72,7 @@ def layer_calibration(image) -> dict:
 def _is_tracks_csv(path: Any) -> bool:
     """True for a ``tracks.csv`` (its header names ``track_id, t, y, x``; ``z`` too for 3-D tracks)."""
     try:
-        with open(path, encoding="utf-8") as table:
+        with open(path, encoding="utf-8-sig") as table:
             header = {name.strip() for name in table.readline().split(",")}
     except (OSError, UnicodeDecodeError):
         return False

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import json
-
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .errors import InputError
+from .errors import InputError, WriteRefused
 from .io.images import LABELS_SOFTWARE, calibration_from_layer, write_tiff
 from .io.tables import TRACKS_COLUMNS, tracks_table_from_layer, write_csv
 
@@ -49,6 +49,19 @@ def _value_range(arr: Any) -> tuple[int, int]:
     return int(arr.min()), int(arr.max())
 
 
+def _refusals_kept(writer: Any) -> Any:
+    """``writer`` raising :class:`WriteRefused` where it raised InputError (a ValueError, whose message
+    napari's ``layer.save(path, plugin=...)`` would replace by "not a valid writer")."""
+    @functools.wraps(writer)
+    def write(path: str, data: Any, meta: dict) -> list[str]:
+        try:
+            return writer(path, data, meta)
+        except InputError as err:
+            raise WriteRefused(str(err)) from None
+    return write
+
+
+@_refusals_kept
 def write_image_tiff(path: str, data: Any, meta: dict) -> list[str]:
     """Write an Image layer to TIFF (dtype kept; its scale in um / min kept as OME calibration);
     a multiscale layer: its full resolution."""
@@ -65,6 +78,7 @@ def write_image_tiff(path: str, data: Any, meta: dict) -> list[str]:
     return [str(target)]
 
 
+@_refusals_kept
 def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
     """Write a Labels layer to TIFF as uint16 (uint32 when ids exceed 65535); with -1 ("not
     annotated", as the Auto-label dock marks nuclei outside its size range and tiles QC dropped) as
@@ -88,6 +102,7 @@ def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
     return [str(target)]
 
 
+@_refusals_kept
 def write_tracks_csv(path: str, data: Any, meta: dict) -> list[str]:
     """Write a Tracks layer to ``tracks.csv`` (columns: see ``TRACKS_COLUMNS``)."""
     features = meta.get("features")

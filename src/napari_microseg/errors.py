@@ -9,6 +9,11 @@ class InputError(MicrosegError, ValueError):
     """Bad input data: wrong dimensionality, empty labels, shape mismatch, NaN, unreadable file."""
 
 
+class WriteRefused(MicrosegError, OSError):
+    """A napari writer refused a layer (its message says why). Not a ValueError: napari's ``layer.save``
+    takes a ValueError from a writer for "no writer found" and drops its message."""
+
+
 class Terminated(KeyboardInterrupt):
     """A TERM signal (a job scheduler's stop, ``kill``): wound down like Ctrl-C, exit status 143."""
 

@@ -134,8 +134,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=run_ccd)
 
 
-def read_any(path: str, hdu: int | None = None, channel: int | None = None) -> np.ndarray:
-    """Read an image as a numpy array (TIFF, FITS, Zarr, PNG, JPEG: ``read_image``).
+def read_any(path: str, hdu: int | None = None, channel: int | None = None) -> tuple[np.ndarray, dict]:
+    """Read an image as a numpy array (TIFF, FITS, Zarr, PNG, JPEG: ``read_image``) and its calibration
+    (``metadata["calibration"]``: pixel size in um, frame interval in min; {} when it states none).
 
     RGB(A) images ``(Y, X, 3|4)`` become grey (the mean of R, G, B); ``channel`` picks
     one channel of a multi-channel TIFF (see :func:`napari_microseg.io.images.read_image`),
@@ -146,7 +147,8 @@ def read_any(path: str, hdu: int | None = None, channel: int | None = None) -> n
     p = Path(path)
     if p.is_dir() and image_kind(p) is None:
         raise InputError(f"{p} is a folder: give one image file here (`microseg batch autolabel` labels a folder of stains)")
-    return np.asarray(channel_or_grey(read_image(p, hdu=hdu, channel=channel), channel, p.name))
+    image = read_image(p, hdu=hdu, channel=channel)
+    return np.asarray(channel_or_grey(image, channel, p.name)), dict(image.metadata.get("calibration") or {})
 
 
 def _prepare_out(out: Path, names: list[str], overwrite: bool) -> None:
@@ -205,7 +207,7 @@ def run_fluorescence(args: argparse.Namespace) -> int:
     for option, needs, given in (("--keep-dropped", "--qc", args.qc), ("--correct-shift", "--target", args.target)):
         if getattr(args, option[2:].replace("-", "_")) and not given:  # it would change nothing: said, not ignored
             print(f"warning: {option} works with {needs}: ignored", file=sys.stderr)
-    stain = read_any(args.stain, channel=args.channel)
+    stain, calibration = read_any(args.stain, channel=args.channel)
     if stain.ndim not in (2, 3):
         raise InputError(f"{args.stain}: expected (Y, X) or (T, Y, X), got shape {stain.shape}")
     if min(stain.shape[-2:]) < 8:
@@ -214,7 +216,7 @@ def run_fluorescence(args: argparse.Namespace) -> int:
         print(f"warning: {args.stain} is constant (every pixel {stain.flat[0]}): no nuclei to find", file=sys.stderr)
     target = None
     if args.target:
-        target = read_any(args.target, channel=args.target_channel)
+        target, _ = read_any(args.target, channel=args.target_channel)
         if target.shape != stain.shape:
             raise InputError(f"--target shape {target.shape} differs from --stain shape {stain.shape}")
     if target is None and args.qc:
@@ -252,7 +254,8 @@ def run_fluorescence(args: argparse.Namespace) -> int:
         clean = clean.astype(label_dtype(clean.max()))
         tile_labels = labels if (labels < 0).any() else clean
         labels = clean
-    write_tiff(out / "labels.tif", labels, overwrite=True, software=LABELS_SOFTWARE)
+    # the stain's pixel size and frame interval go with its labels (to `microseg track` and napari)
+    write_tiff(out / "labels.tif", labels, overwrite=True, software=LABELS_SOFTWARE, calibration=calibration)
     summary = {"n_objects_per_frame": [int(labels.max())] if labels.ndim == 2 else [int(f.max()) for f in labels]}
     if sizes.get("too_large"):
         print(f"microseg autolabel: warning: {sizes['too_large']} object(s) above the {args.diameter_range[1]:g} px "
@@ -291,8 +294,8 @@ def run_fluorescence(args: argparse.Namespace) -> int:
         for i, row in table.iterrows():
             if row["kept"] or args.keep_dropped:
                 ft, fl = f"tiles/images/tile_{i:05d}.tif", f"tiles/labels/tile_{i:05d}.tif"
-                write_tiff(out / ft, target_tiles[i], overwrite=True)
-                write_tiff(out / fl, label_tiles[i], overwrite=True, software=LABELS_SOFTWARE)
+                write_tiff(out / ft, target_tiles[i], overwrite=True, calibration=calibration)
+                write_tiff(out / fl, label_tiles[i], overwrite=True, software=LABELS_SOFTWARE, calibration=calibration)
             else:
                 ft = fl = ""
             files_t.append(ft)
@@ -329,7 +332,7 @@ def run_ccd(args: argparse.Namespace) -> int:
             raise InputError(f"--{option.replace('_', '-')} must be > 0 (noise sd), got {getattr(args, option)}")
     if args.hot_min_length < 1 or args.cluster_max_size < 1:
         raise InputError("--hot-min-length and --cluster-max-size must be >= 1 px")
-    image = read_any(args.input, hdu=args.hdu)
+    image, calibration = read_any(args.input, hdu=args.hdu)
     if image.ndim != 2:
         raise InputError(f"{args.input}: expected a 2-D frame, got shape {image.shape}")
     if image.size and image.min() == image.max():
@@ -351,7 +354,7 @@ def run_ccd(args: argparse.Namespace) -> int:
     )
     clusters = find_clusters(res.classes, image, max_size=args.cluster_max_size,  # local baselines: hot columns left out
                              first_label=1 + object_label_offset(res.classes))  # labels as in objects.csv
-    write_tiff(out / "classes.tif", res.classes, overwrite=True, software=LABELS_SOFTWARE)
+    write_tiff(out / "classes.tif", res.classes, overwrite=True, software=LABELS_SOFTWARE, calibration=calibration)
     write_csv(out / "clusters.csv", clusters)
     objects, counts = class_map_tables(res.classes, image, list(CLASS_NAMES))  # the tables `segment` writes
     write_csv(out / "objects.csv", objects)

@@ -444,11 +444,16 @@ def _tiff_calibration(tif: Any) -> dict:
 
 def _zarr_calibration(multiscales: Any, name: str = "") -> dict:
     """Pixel size and Z step (micrometres) and frame interval (minutes) of OME-Zarr's first dataset:
-    its scale transformation and the axes' units. Empty when absent."""
+    its scale transformation, times the multiscales' own (NGFF applies that after the dataset's), and the
+    axes' units. Empty when absent."""
     try:
         axes = multiscales[0]["axes"]
-        scale = next(t["scale"] for t in multiscales[0]["datasets"][0]["coordinateTransformations"] if t.get("type") == "scale")
-    except (TypeError, KeyError, IndexError, StopIteration):
+        scales = [t["scale"] for t in multiscales[0]["datasets"][0].get("coordinateTransformations", [])
+                  + multiscales[0].get("coordinateTransformations", []) if t.get("type") == "scale"]
+        if not scales or any(not isinstance(s, list) or len(s) != len(axes) for s in scales):
+            return {}
+        scale = np.prod(np.asarray(scales, float), axis=0).tolist()
+    except (TypeError, KeyError, IndexError, AttributeError, ValueError):
         return {}
     named = {str(a.get("name", "")).lower(): (value, a.get("unit")) for a, value in zip(axes, scale) if isinstance(a, dict)}
     x, y, t, z = named.get("x"), named.get("y"), named.get("t"), named.get("z")
@@ -556,12 +561,11 @@ def _read_zarr(path: Path) -> ImageData:
             arr = node[paths[0]]
             levels = [da.from_zarr(node[p]) for p in paths] if len(paths) > 1 else []
         else:
-            names = sorted(name for name, _ in node.arrays())
-            if names:
-                arr = node[names[0]]
-        if arr is None:
-            raise InputError(f"{path.name}: Zarr group holds no array")
+            arr = _first_image_array(node, path.name)
     data = levels[0] if levels else da.from_zarr(arr)
+    if data.dtype.byteorder not in ("=", "|"):  # napari (its labels), torch and numba want native byte order
+        data = data.astype(data.dtype.newbyteorder("="))
+        levels = [level.astype(level.dtype.newbyteorder("=")) for level in levels]
     multiscales = multiscales if not isinstance(node, zarr.Array) else None
     axes = _ome_axes(multiscales, data.ndim)
     image = ImageData(data, "zarr", {}, levels)
@@ -574,6 +578,23 @@ def _read_zarr(path: Path) -> ImageData:
         if origin:  # OME-Zarr's translation: where the image lies (a tile of a plate, a crop of a larger field)
             image.metadata["origin"] = origin
     return image
+
+
+def _first_image_array(group: Any, name: str) -> Any:
+    """The first (by name) array of at least 2 axes in a plain Zarr group (not OME-Zarr), with a warning
+    naming the arrays left out; InputError when it holds none."""
+    arrays = sorted(group.arrays(), key=lambda item: item[0])
+    images = [(key, arr) for key, arr in arrays if arr.ndim >= 2]
+    if not images:
+        raise InputError(f"{name}: Zarr group holds no image array (of at least 2 axes)"
+                         + (f"; it holds {', '.join(key for key, _ in arrays)}" if arrays else ""))
+    others = [key for key, _ in arrays if key != images[0][0]]
+    if others:
+        warnings.warn(MicrosegWarning(
+            f"{name}: Zarr group of {len(arrays)} arrays; read '{images[0][0]}' {tuple(images[0][1].shape)}, the "
+            f"others ({', '.join(others[:5])}{' ...' if len(others) > 5 else ''}) are left out: give the array's "
+            f"path ({name}/{others[0]}) to read another"), stacklevel=4)
+    return images[0][1]
 
 
 #: what a calibration holds: micrometres per pixel (X; Y where pixels are not square), minutes per
