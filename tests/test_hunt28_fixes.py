@@ -118,3 +118,174 @@ def test_writer_refusal_keeps_its_message_through_layer_save(tmp_path):
     with pytest.raises(WriteRefused, match="relabel"):
         Labels(huge).save(str(tmp_path / "huge.tif"), plugin="napari-microseg")
     assert not (tmp_path / "huge.tif").exists()
+
+
+def test_simulation_dock_samples_are_the_commands_samples_and_seeds_share_none(tmp_path):
+    """The Simulation dock seeded CCD frame i with ``seed + i`` (seed 0's frames 1-2 were seed 1's frames
+    0-1: a train / test leak) and liposomes with the seed itself; `microseg simulate` uses
+    ``SeedSequence([seed, i])``. Both use it now: the same seed makes the same samples in either."""
+    import tifffile
+    from astropy.io import fits
+
+    from napari_microseg.cli import main
+    from napari_microseg.progress import drain
+    from napari_microseg.simulate.samples import generate_ccd, generate_liposomes
+
+    def dock_ccd(seed):
+        return drain(generate_ccd({"n_images": 3, "size": 48, "balanced": False}, seed))[0][0]
+
+    seed0, seed1 = dock_ccd(0), dock_ccd(1)
+    assert not any(np.array_equal(a, b) for a in seed0 for b in seed1)
+    assert main(["simulate", "ccd", "--out", str(tmp_path / "ccd"), "--n", "3", "--shape", "48", "48", "--seed", "0"]) == 0
+    written = np.stack([fits.getdata(p) for p in sorted((tmp_path / "ccd" / "frames").glob("*.fits"))])
+    np.testing.assert_array_equal(seed0, written)
+    dock = drain(generate_liposomes({"size": 96, "n_particles": 4}, 3))[0][0]
+    assert main(["simulate", "liposomes", "--out", str(tmp_path / "lipo"), "--shape", "96", "96", "--particles", "4",
+                 "--seed", "3"]) == 0
+    np.testing.assert_array_equal(dock, tifffile.imread(sorted((tmp_path / "lipo" / "images").glob("*.tif"))[0]))
+
+
+def test_large_stage_shifts_keep_the_field_full_of_nuclei():
+    """A stage shift larger than the canvas margin showed empty canvas: bands of the field without nuclei
+    (a 122 px shift on a 128 px field left 18 objects in 32 columns). The canvas now reaches as far as the
+    stage moves."""
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+
+    sim = simulate_nuclei_timelapse(n_frames=6, shape=(96, 96), n_nuclei=30, seed=2, stage_shift_sd=40,
+                                    diameter_range=(8, 12))
+    assert np.abs(sim.stage_offsets).max() > 40  # far beyond the old margin (~26 px)
+    counts = [len(np.unique(frame)) - 1 for frame in sim.labels]
+    for frame in sim.labels:  # no quarter of the field empty
+        for half in (frame[:48], frame[48:], frame[:, :48], frame[:, 48:]):
+            assert half.any()
+    assert min(counts) > 0.6 * counts[0]
+
+
+def test_simulated_population_settles_near_the_number_of_nuclei_asked_for():
+    """Division 0.02 and death 0.012 per frame at the target, scaled by target/current and current/target,
+    balanced at 1.29 x the target (38 objects for 30). The steeper feedback settles within ~5 %."""
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+
+    means = []
+    for seed in (0, 1):
+        sim = simulate_nuclei_timelapse(n_frames=120, shape=(128, 128), n_nuclei=30, seed=seed, enter_leave=False,
+                                        diameter_range=(8, 12))
+        means.append(np.mean([len(np.unique(frame)) - 1 for frame in sim.labels[40:]]))
+    assert 28 <= np.mean(means) <= 33, means
+
+
+def test_simulated_events_name_only_drawn_tracks_at_their_drawn_frames():
+    """A nucleus that got a track id while another one hid it had events (enter, leave, division) but no
+    rows in tracks.csv, or events dated at frames where it was hidden."""
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+
+    for seed in (0, 3, 5, 8):
+        sim = simulate_nuclei_timelapse(n_frames=30, shape=(96, 96), n_nuclei=25, seed=seed)
+        span = sim.tracks.groupby("track_id")["t"].agg(["min", "max"])
+        assert set(sim.events["track_id"]) <= set(span.index)
+        for _, event in sim.events.iterrows():
+            assert event["t"] == span.loc[event["track_id"], "min" if event["event"] == "enter" else "max"]
+        assert set(sim.tracks["parent_track_id"]) - {0} <= set(sim.tracks["track_id"])
+
+
+def test_unseen_mother_leaves_its_daughters_roots_of_their_own_lineage():
+    import pandas as pd
+
+    from napari_microseg.simulate.nuclei import TRACK_COLUMNS, _without_unseen_tracks
+
+    rows = [(2, 0, 5.0, 5.0, 1, 1, 1, 2, 10), (3, 1, 6.0, 6.0, 2, 1, 2, 3, 10), (4, 0, 9.0, 9.0, 0, 4, 0, 4, 10)]
+    fixed = _without_unseen_tracks(pd.DataFrame(rows, columns=TRACK_COLUMNS)).set_index("track_id")
+    assert fixed.loc[2, ["parent_track_id", "root_track_id", "generation"]].tolist() == [0, 2, 0]
+    assert fixed.loc[3, ["parent_track_id", "root_track_id", "generation"]].tolist() == [2, 2, 1]
+    assert fixed.loc[4, ["parent_track_id", "root_track_id", "generation"]].tolist() == [0, 4, 0]
+
+
+@pytest.mark.parametrize("height", [55, 57, 59])
+def test_short_response_images_always_fit_their_integration_area(height):
+    """Heights 55-60 passed the check (>= 55) but a low drawn bed row left no room for the 30-row
+    integration area: `simulate response` stopped after a few samples."""
+    from napari_microseg.simulate.response import KINDS, simulate_response_image
+
+    for kind in KINDS:
+        for seed in range(40):
+            image = simulate_response_image(kind, shape=(height, 42), column_width=29, seed=seed)
+            assert image.integration_mask.sum() == 29 * 30
+
+
+def test_simulate_refuses_samples_too_large_for_memory_in_one_line(tmp_path, capsys):
+    """`simulate ccd --shape 40000 40000` (and liposomes, response, nanoparticles, nuclei images) died of a
+    numpy MemoryError traceback, or were killed; they are refused before anything is written."""
+    from napari_microseg.cli import main
+
+    for argv in (["ccd", "--shape", "60000", "60000"], ["liposomes", "--shape", "60000", "60000"],
+                 ["nuclei", "--mode", "images", "--shape", "100000", "100000"],
+                 ["nanoparticles", "--n", "10", "--points", "1000000000"]):
+        assert main(["simulate", *argv, "--out", str(tmp_path / argv[0])]) == 2
+        err = capsys.readouterr().err
+        assert "needs about" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert not (tmp_path / argv[0]).exists()
+
+
+def test_memory_error_is_one_line(monkeypatch, capsys):
+    from napari_microseg.cli import main
+    import napari_microseg.cli.info as info
+
+    def exhausted(args):
+        raise MemoryError("Unable to allocate 11.9 GiB for an array with shape (40000, 40000) and data type float64")
+
+    monkeypatch.setattr(info, "run", exhausted)
+    assert main(["info"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("microseg info: error: out of memory (Unable to allocate 11.9 GiB") and "Traceback" not in err
+
+
+def test_cluster_across_a_tap_boundary_is_measured_against_each_taps_level(tmp_path):
+    """A cluster across a readout-tap boundary took one median of both taps' quiet pixels as its
+    baseline: 17 % of its charge lost (a track on a real frame: 9533 instead of 18648 ADC)."""
+    import pandas as pd
+    from astropy.io import fits
+
+    from napari_microseg.autolabel.ccd import clusters_per_frame
+    from napari_microseg.cli import main
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(0, 5, (256, 256))
+    image[:128, :128] += 1000
+    image[:128, 128:] += 1300
+    image[128:, :128] += 1300
+    image[128:, 128:] += 1000
+    image[127:131, 60:64] += 400  # across the row-128 boundary
+    image[60:64, 60:64] += 400  # inside one tap
+    fits.PrimaryHDU(image.astype(np.float32)).writeto(tmp_path / "taps.fits")
+    assert main(["autolabel", "ccd", "--input", str(tmp_path / "taps.fits"), "--out", str(tmp_path / "al")]) == 0
+    table = pd.read_csv(tmp_path / "al" / "clusters.csv").sort_values("y")
+    assert table["size_px"].tolist() == [16, 16]
+    np.testing.assert_allclose(table["charge_adc"], [6400, 6400], rtol=0.02)
+    np.testing.assert_allclose(table["y"], [61.5, 128.5], atol=0.1)
+    classes = np.zeros(image.shape, np.uint8)  # the model's path: a class map and the raw frame
+    classes[127:131, 60:64] = classes[60:64, 60:64] = 3
+    measured = clusters_per_frame(classes, image.astype(np.float32), ["background", "glowing", "hot pixel", "cluster"])
+    np.testing.assert_allclose(measured.sort_values("y")["charge_adc"], [6400, 6400], rtol=0.02)
+
+
+@pytest.mark.parametrize("noise_sd", [0.3, 0.6, 1.0])
+def test_low_read_noise_in_whole_adc_finds_the_clusters_not_the_noise(tmp_path, noise_sd):
+    """Integer frames of read noise under ~0.7 ADC have a MAD of 0: the noise was taken for 0 and every
+    pixel 1 ADC above the pedestal was a cluster (2,500-4,900 clusters for 20)."""
+    import pandas as pd
+    from astropy.io import fits
+
+    from napari_microseg.autolabel.ccd import _robust_noise
+    from napari_microseg.cli import main
+
+    rng = np.random.default_rng(1)
+    image = np.round(1000 + rng.normal(0, noise_sd, (128, 128))).astype(np.int16)
+    spot = np.array([[50, 150, 50], [150, 800, 150], [50, 150, 50]], np.int16)
+    for k in range(10):
+        image[10 + 11 * k:13 + 11 * k, 20 + 9 * k:23 + 9 * k] += spot
+    digitised_sd = float(np.std(image[image < 1020]))
+    # not 0, and of the digitised noise's size (the even spread over each step is a little wider at 0.3 ADC)
+    assert 0.7 * digitised_sd < _robust_noise(image[image < 1020].astype(np.float64)) < 1.5 * digitised_sd
+    fits.PrimaryHDU(image).writeto(tmp_path / "low.fits")
+    assert main(["autolabel", "ccd", "--input", str(tmp_path / "low.fits"), "--out", str(tmp_path / "al")]) == 0
+    assert len(pd.read_csv(tmp_path / "al" / "clusters.csv")) == 10

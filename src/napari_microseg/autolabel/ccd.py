@@ -121,11 +121,48 @@ def _check_image(image) -> np.ndarray:
 
 
 def _robust_noise(values: np.ndarray) -> float:
+    """Gaussian sd of ``values`` from their median absolute deviation (x 1.4826). Values in whole
+    steps (integer ADC, or their halves after a median) with a MAD of a few steps: the MAD of the steps
+    spread evenly over their width, as a digitised Gaussian's continuous deviations would be; the plain
+    MAD moves in whole steps there and is 0 where most pixels share one value (read noise under 0.7 ADC),
+    which made every pixel 1 ADC above the pedestal a signal."""
     v = values[np.isfinite(values)]
     if v.size == 0:
         return 0.0
     med = np.median(v)
-    return float(MAD_TO_SD * np.median(np.abs(v - med)))
+    deviation = np.abs(v - med)
+    mad = float(np.median(deviation))
+    step = _quantum(v)
+    if step is None or mad > 8 * step:
+        return MAD_TO_SD * mad
+    return MAD_TO_SD * _spread_median(v, med, step, mad)
+
+
+def _quantum(values: np.ndarray) -> float | None:
+    """1 or 0.5 when every value is a whole number, or a whole number of halves; else None."""
+    sample = values[:: max(1, values.size // 200_000)]
+    for step in (1.0, 0.5):
+        if np.array_equal(sample / step, np.round(sample / step)) and np.array_equal(values / step, np.round(values / step)):
+            return step
+    return None
+
+
+def _spread_median(values: np.ndarray, centre: float, step: float, mad: float) -> float:
+    """The median of ``|values - centre|`` with each value spread evenly over ``[value - step/2, value + step/2]``
+    (``values`` on a grid of ``step``; ``mad`` their plain median absolute deviation, which bounds it)."""
+    near = values[np.abs(values - centre) <= mad + 2 * step]
+    points, counts = np.unique(near, return_counts=True)
+    lo_edge, hi_edge = points - step / 2, points + step / 2
+
+    def share_within(r: float) -> float:
+        overlap = np.clip(np.minimum(hi_edge, centre + r) - np.maximum(lo_edge, centre - r), 0, step) / step
+        return float((counts * overlap).sum()) / values.size
+
+    low, high = 0.0, mad + step
+    for _ in range(40):  # bisection: share_within grows with r
+        mid = (low + high) / 2
+        low, high = (mid, high) if share_within(mid) < 0.5 else (low, mid)
+    return (low + high) / 2
 
 
 def _row_steps(img: np.ndarray, k: int, limit: float) -> list[int]:
@@ -587,7 +624,8 @@ def _local_baseline(window: np.ndarray, classes: np.ndarray, quiet: np.ndarray, 
 
 def find_clusters(class_map: np.ndarray, image: np.ndarray, pedestal: float | np.ndarray | None = None,
                   cluster_class: int = 3, max_size: int | None = None, connectivity: int = 2,
-                  background_classes: Sequence[int] = (0, 1), ring: int = 3, first_label: int = 1) -> pd.DataFrame:
+                  background_classes: Sequence[int] = (0, 1), ring: int = 3, first_label: int = 1,
+                  tap_pedestal: float | np.ndarray | None = None) -> pd.DataFrame:
     """One row per connected cluster (class ``cluster_class``) of a class map.
 
     Parameters
@@ -607,6 +645,9 @@ def find_clusters(class_map: np.ndarray, image: np.ndarray, pedestal: float | np
     ring : px around each cluster's bounding box searched for baseline pixels.
     first_label : the first cluster's ``label`` (the others follow in scan order); with
         ``1 + object_label_offset(class_map)`` the labels are those of ``objects.csv``.
+    tap_pedestal : (Y, X) pedestal of each pixel's readout tap in ADC (:func:`estimate_baseline`'s
+        ``pedestal``), subtracted before the local baselines are taken (``pedestal`` None): a cluster
+        across a tap boundary is then measured against each tap's own level, not one median of both.
 
     Returns
     -------
@@ -624,6 +665,8 @@ def find_clusters(class_map: np.ndarray, image: np.ndarray, pedestal: float | np
     if n == 0:
         return pd.DataFrame({c: pd.Series(dtype=float if c in ("y", "x", "charge_adc", "peak_adc") else int) for c in cols})
     ped = None if pedestal is None else _pedestal_like(pedestal, img.shape)
+    if ped is None and tap_pedestal is not None:  # levelled taps: one level on both sides of a boundary
+        img = img - _pedestal_like(tap_pedestal, img.shape)
     quiet = np.isin(cls, list(background_classes))
     frame_level = float(np.median(img[quiet])) if quiet.any() else float(np.median(img))
     ny, nx = img.shape
@@ -668,7 +711,8 @@ def clusters_per_frame(class_map, image, class_names: Sequence[str], first_frame
     -------
     None when no class is called ``"cluster"``; else :func:`find_clusters`' table for each
     frame with ``t`` first: ``t, label, y, x, size_px, charge_adc, peak_adc`` (px, ADC above
-    each cluster's local baseline, from the background and glowing pixels around it).
+    each cluster's local baseline, from the background and glowing pixels around it, with the
+    frame's readout taps levelled first: :func:`estimate_baseline`).
     """
     from ..measure.counts import class_index
 
@@ -684,8 +728,12 @@ def clusters_per_frame(class_map, image, class_names: Sequence[str], first_frame
     for t in range(class_map.shape[0] if stack else 1):
         frame_classes = np.asarray(class_map[t] if stack else class_map)
         frame = np.asarray(image[t] if stack else image, dtype=np.float32)
+        with warnings.catch_warnings():  # the taps' doubts were said when the frame was segmented
+            warnings.simplefilter("ignore", TapWarning)
+            taps = estimate_baseline(frame).pedestal if np.isfinite(frame).all() else None
         table = find_clusters(frame_classes, frame, cluster_class=cluster, background_classes=quiet,  # objects.csv's ids
-                              first_label=1 + object_label_offset(frame_classes, cluster, class_index(names, "background") or 0))
+                              first_label=1 + object_label_offset(frame_classes, cluster, class_index(names, "background") or 0),
+                              tap_pedestal=taps)
         table.insert(0, "t", first_frame + t)
         tables.append(table)
     return pd.concat(tables, ignore_index=True)

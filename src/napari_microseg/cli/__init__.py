@@ -186,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:  # permissions, a full disk, a folder where a file should be ...
         where = f": {err.filename}" if err.filename else ""
         print(f"microseg {args.command}: error: {err.strerror or err}{where}", file=sys.stderr)
+    except MemoryError as err:  # numpy's names the size: "Unable to allocate 11.9 GiB for an array with shape ..."
+        print(f"microseg {args.command}: error: out of memory ({err or 'MemoryError'}): use smaller inputs or "
+              "sizes, or a machine with more memory", file=sys.stderr)
     except Exception as err:  # noqa: BLE001 - only a damaged file's decoding error is said in a line; the rest re-raised
         if not _decoding_error(err):
             raise

@@ -352,7 +352,7 @@ def run_ccd(args: argparse.Namespace) -> int:
         glow_sigma=args.glow_sigma, hot_pixel_adc=None if args.hot_pixel_adc < 0 else args.hot_pixel_adc,
         hot_min_length=args.hot_min_length,
     )
-    clusters = find_clusters(res.classes, image, max_size=args.cluster_max_size,  # local baselines: hot columns left out
+    clusters = find_clusters(res.classes, image, max_size=args.cluster_max_size, tap_pedestal=res.baseline.pedestal,  # local baselines: hot columns left out
                              first_label=1 + object_label_offset(res.classes))  # labels as in objects.csv
     write_tiff(out / "classes.tif", res.classes, overwrite=True, software=LABELS_SOFTWARE, calibration=calibration)
     write_csv(out / "clusters.csv", clusters)

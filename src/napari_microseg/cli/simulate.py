@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..simulate._common import SENSOR_SAMPLE_INDEX, sample_seed as _sample_seed
 from ..io.atomic import make_output_folder
 from ._help import HelpFormatter
 
@@ -114,10 +115,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--one-sensor", action="store_true",
                    help="the frames are exposures of one CCD: the same hot pixels/lines and glowing band in each "
                         "(for segment --hot-repeats); charge and noise drawn per frame")
-
-
-def _sample_seed(seed: int, index: int) -> int:
-    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
 
 
 def _write_tiff(path: Path, data: np.ndarray, labels: bool = False) -> None:
@@ -245,6 +242,27 @@ def _check_common(args) -> None:
         raise InputError(f"--renders must be >= 0, got {args.renders}")
     if getattr(args, "one_sensor", False) and getattr(args, "balanced", False):
         raise InputError("--one-sensor and --balanced do not go together: a balanced layout adds hot lines frame by frame")
+    _check_sample_memory(args)
+
+
+#: peak bytes per pixel that simulating one 2-D sample holds (tracemalloc on 256-512 px samples, rounded up;
+#: nuclei time-lapses check their own, frames x pixels)
+_SAMPLE_BYTES_PER_PIXEL = {"nuclei": 40, "ccd": 50, "liposomes": 55, "response": 120}
+
+
+def _check_sample_memory(args) -> None:
+    """Refuse, before anything is written, a sample too large for the memory available (a numpy
+    MemoryError half-way, or the kernel's kill)."""
+    from ..simulate._common import check_memory
+
+    shape = getattr(args, "shape", None)
+    per_pixel = _SAMPLE_BYTES_PER_PIXEL.get(args.domain)
+    if shape is not None and per_pixel and not (args.domain == "nuclei" and args.mode == "timelapse"):
+        check_memory(per_pixel * float(shape[0]) * float(shape[1]), f"a {args.domain} sample of {shape[0]} x {shape[1]} px",
+                     "use a smaller --shape")
+    if args.domain == "nanoparticles":  # profiles (n, views, points) and their working copies, float64
+        check_memory(64.0 * args.n * max(args.views, 1) * max(args.points, 1),
+                     f"{args.n} particles x {args.views} views x {args.points} points", "use fewer --points or particles")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -427,7 +445,7 @@ def _run_ccd(args, out: Path) -> dict:
 
     sensor = None
     if args.one_sensor:  # the sensor's defects from their own seed, the same for every frame
-        sensor = simulate_ccd_sensor(shape=_shape(args.shape), seed=_sample_seed(args.seed, 10**9),
+        sensor = simulate_ccd_sensor(shape=_shape(args.shape), seed=_sample_seed(args.seed, SENSOR_SAMPLE_INDEX),
                                      glow_probability=args.glow_probability)
 
     def gen():

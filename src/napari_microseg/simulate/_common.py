@@ -18,6 +18,17 @@ def make_rng(seed: int | None | np.random.Generator) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
+def sample_seed(seed: int, index: int) -> int:
+    """The seed of sample ``index`` of a run seeded ``seed``: ``SeedSequence([seed, index])`` (what
+    ``microseg simulate`` and the Simulation dock both use, so a run's samples are the same in either, and
+    runs of neighbouring seeds share none: ``seed + index`` made seed 0's frame 1 seed 1's frame 0)."""
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
+
+
+#: the sample index whose seed draws the defects of "exposures of one CCD" (no frame has it)
+SENSOR_SAMPLE_INDEX = 10**9
+
+
 def jsonable(value: Any) -> Any:
     """Convert numpy scalars/arrays, tuples and nested containers to plain JSON types (NaN and
     infinities to None: JSON has no such numbers)."""

@@ -71,6 +71,9 @@ RATIO_MAX = (1.0611e-04, 0.963024)
 MOYAL_WIDTHS = ((1.5, 5.0), (5.0, 9.0), (9.0, 14.0))
 INTEGRATION_HEIGHT = 30
 INTEGRATION_OFFSET = 5
+#: rows a drawn bed row keeps free beside the integration area: its edges' spread (up to 6 px) and the
+#: middle's dip (up to 4 px), rounded up
+BED_ROOM = 12
 
 
 def fitted_limits(mean: float) -> dict[str, tuple[float, float]]:
@@ -260,9 +263,9 @@ def simulate_response_image(
     edges = 1.0 - dips / mu_b
 
     # --- bed top (quadratic through 3 points) -----------------------------------
-    if bed_row is None:
-        bed_row = rng.uniform(0.25, 0.35) * ny
-    y_l, y_r = bed_row + rng.normal(0, 1.5, 2)
+    if bed_row is None:  # at most as low as leaves the integration area room below it (images under ~62 px)
+        bed_row = min(rng.uniform(0.25, 0.35) * ny, ny - (INTEGRATION_HEIGHT + INTEGRATION_OFFSET + BED_ROOM))
+    y_l, y_r = bed_row + np.clip(rng.normal(0, 1.5, 2), -6.0, 6.0)
     y_m = min(y_l, y_r) + rng.uniform(0.5, 4.0)  # the middle is lower than at least one edge
     xs3 = np.array([x_left, (x_left + x_right) / 2, x_right])
     coef = np.polyfit(xs3, [y_l, y_m, y_r], 2)

@@ -42,21 +42,21 @@ def generate_nuclei(p: dict, seed: int) -> Generator[Progress, None, list[tuple]
 def generate_ccd(p: dict, seed: int) -> Generator[Progress, None, list[tuple]]:
     from ..simulate.ccd import CLASS_NAMES, simulate_ccd_exposure, simulate_ccd_frame, simulate_ccd_sensor
 
-    from ..simulate._common import check_memory
+    from ..simulate._common import SENSOR_SAMPLE_INDEX, check_memory, sample_seed
 
     images, classes = [], []
     n, size = p["n_images"], p["size"]
     sensor = None
     if p.get("one_sensor"):  # exposures of one CCD: its defects drawn once, from a seed of their own
-        sensor = simulate_ccd_sensor(shape=(size, size), seed=seed + 1_000_003)
+        sensor = simulate_ccd_sensor(shape=(size, size), seed=sample_seed(seed, SENSOR_SAMPLE_INDEX))
     # the frames (float32) and class maps (uint8) kept, their stacked copies, and one frame's components
     check_memory(2 * n * size * size * (4 + 1) + 4 * 4 * size * size, f"{n} CCD frames of {size} x {size} px",
                  "use fewer frames or a smaller size (the command line `microseg simulate ccd` writes frame by frame)")
     for i in range(n):
         if sensor is not None:
-            frame = simulate_ccd_exposure(sensor, seed=seed + i, balanced=p["balanced"])  # balanced: refused there
-        else:
-            frame = simulate_ccd_frame(shape=(p["size"], p["size"]), seed=seed + i, balanced=p["balanced"])
+            frame = simulate_ccd_exposure(sensor, seed=sample_seed(seed, i), balanced=p["balanced"])  # balanced: refused there
+        else:  # frame i as `microseg simulate ccd --seed SEED` makes it
+            frame = simulate_ccd_frame(shape=(p["size"], p["size"]), seed=sample_seed(seed, i), balanced=p["balanced"])
         images.append(frame.image)
         classes.append(frame.classes)
         yield Progress(i + 1, n, f"CCD frame {i + 1}/{n}")
@@ -91,10 +91,12 @@ def generate_response(p: dict, seed: int) -> Generator[Progress, None, list[tupl
 
 
 def generate_liposomes(p: dict, seed: int) -> Generator[Progress, None, list[tuple]]:
+    from ..simulate._common import sample_seed
     from ..simulate.liposomes import simulate_liposome_image
 
     yield Progress(0, 1, "simulating liposomes ...")
-    sim = simulate_liposome_image(shape=(p["size"], p["size"]), n_particles=p["n_particles"], seed=seed)
+    # the first image `microseg simulate liposomes --seed SEED` writes
+    sim = simulate_liposome_image(shape=(p["size"], p["size"]), n_particles=p["n_particles"], seed=sample_seed(seed, 0))
     yield Progress(1, 1, "done")
     placed = len(sim.classes)
     note = ({"simulation_note": f"only {placed} of the {p['n_particles']} particles asked for fit in the "
