@@ -289,3 +289,75 @@ def test_low_read_noise_in_whole_adc_finds_the_clusters_not_the_noise(tmp_path, 
     fits.PrimaryHDU(image).writeto(tmp_path / "low.fits")
     assert main(["autolabel", "ccd", "--input", str(tmp_path / "low.fits"), "--out", str(tmp_path / "al")]) == 0
     assert len(pd.read_csv(tmp_path / "al" / "clusters.csv")) == 10
+
+
+def _disk_movie(n_frames: int = 5, empty_first: int = 0) -> np.ndarray:
+    """Two disks moving right 2 px per frame; the first ``empty_first`` frames hold nothing."""
+    from skimage.draw import disk
+
+    movie = np.zeros((n_frames, 64, 64), np.uint16)
+    for t in range(empty_first, n_frames):
+        for label, (y, x) in ((1, (16, 10)), (2, (44, 14))):
+            movie[t][disk((y, x + 2 * t), 5, shape=(64, 64))] = label
+    return movie
+
+
+def test_track_scores_of_a_movie_whose_first_frames_are_empty(tmp_path, capsys):
+    """traccuracy's CTC matcher read frame t's masks at t - (first frame with objects): a truth whose
+    first frames were empty was scored against itself as TRA 0.55 (or 0 / a KeyError traceback)."""
+    import pandas as pd
+    import tifffile
+
+    from napari_microseg.cli import main
+
+    tifffile.imwrite(tmp_path / "movie.tif", _disk_movie(6, empty_first=2))
+    assert main(["track", "--labels", str(tmp_path / "movie.tif"), "--out", str(tmp_path / "run"), "--ctc"]) == 0
+    for i, pred in enumerate(("run", "run/ctc_RES")):
+        assert main(["evaluate", "tracks", "--gt", str(tmp_path / "run"), "--pred", str(tmp_path / pred),
+                     "--out", str(tmp_path / f"scores{i}.csv")]) == 0
+        scores = pd.read_csv(tmp_path / f"scores{i}.csv").iloc[0]
+        assert scores["TRA"] == pytest.approx(1.0) and scores["DET"] == pytest.approx(1.0)
+    tifffile.imwrite(tmp_path / "empty.tif", np.zeros((6, 64, 64), np.uint16))  # an empty movie's CTC export
+    assert main(["track", "--labels", str(tmp_path / "empty.tif"), "--out", str(tmp_path / "none"), "--ctc"]) == 0
+    assert main(["evaluate", "tracks", "--gt", str(tmp_path / "run"), "--pred", str(tmp_path / "none" / "ctc_RES"),
+                 "--out", str(tmp_path / "none.csv")]) == 0
+    scores = pd.read_csv(tmp_path / "none.csv").iloc[0]
+    assert scores["DET"] == 0 and scores["fn_nodes"] == 8
+
+
+def test_one_frame_calibrated_tracks_labels_stay_a_stack(tmp_path):
+    """A calibrated (1, Y, X) stack was written as OME-TIFF, which reads back as (Y, X): `evaluate tracks`
+    and `track` then refused the command's own tracks_labels.tif."""
+    from napari_microseg.cli import main
+    from napari_microseg.io.images import read_image, write_tiff
+
+    write_tiff(tmp_path / "one.tif", _disk_movie(1), calibration={"pixel_size_um": 0.5, "frame_interval_min": 3.0})
+    back = read_image(tmp_path / "one.tif")
+    assert back.data.shape == (1, 64, 64)
+    assert back.metadata["calibration"] == {"pixel_size_um": 0.5, "frame_interval_min": 3.0}
+    assert main(["track", "--labels", str(tmp_path / "one.tif"), "--out", str(tmp_path / "run")]) == 0
+    assert read_image(tmp_path / "run" / "tracks_labels.tif").data.shape == (1, 64, 64)
+    assert main(["evaluate", "tracks", "--gt", str(tmp_path / "run"), "--pred", str(tmp_path / "run"),
+                 "--out", str(tmp_path / "s.csv")]) == 0
+
+
+def test_track_config_json_given_back_repeats_its_run(tmp_path, capsys):
+    """track_config.json "holds everything needed to repeat the run", but its update method, optimisation
+    and stage-shift correction were replaced by the command's defaults when it was given as --config."""
+    import json
+
+    import tifffile
+
+    from napari_microseg.cli import main
+
+    tifffile.imwrite(tmp_path / "movie.tif", _disk_movie(5))
+    assert main(["track", "--labels", str(tmp_path / "movie.tif"), "--out", str(tmp_path / "first"),
+                 "--config", "particle", "--update-method", "approximate", "--no-optimize"]) == 0
+    assert main(["track", "--labels", str(tmp_path / "movie.tif"), "--out", str(tmp_path / "again"),
+                 "--config", str(tmp_path / "first" / "track_config.json")]) == 0
+    assert "from the config file: update method approximate, optimize False" in capsys.readouterr().err
+    again = json.loads((tmp_path / "again" / "track_config.json").read_text())
+    assert again["update_method"] == "APPROXIMATE" and again["optimize"] is False
+    assert main(["track", "--labels", str(tmp_path / "movie.tif"), "--out", str(tmp_path / "given"), "--config",
+                 str(tmp_path / "first" / "track_config.json"), "--update-method", "exact"]) == 0  # given wins
+    assert json.loads((tmp_path / "given" / "track_config.json").read_text())["update_method"] == "EXACT"

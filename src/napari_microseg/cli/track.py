@@ -35,10 +35,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--config", default="cell", help="'cell' (divisions), 'particle' (no divisions) or a JSON file (default: cell)")
     p.add_argument("--max-search-radius", type=float, default=None, help="largest frame-to-frame displacement in pixels (default: from config)")
-    p.add_argument("--update-method", choices=["auto", "exact", "approximate"], default="auto", help="Bayesian update mode (default: auto)")
-    p.add_argument("--no-optimize", action="store_true", help="skip the global optimisation (no gap closing, no divisions)")
-    p.add_argument("--stage-shift", choices=["none", "images", "objects"], default="none",
-                   help="correct stage jumps by phase correlation of the images or of the object masks (default: none)")
+    p.add_argument("--update-method", choices=["auto", "exact", "approximate"], default=None,
+                   help="Bayesian update mode (default: auto, or what a track_config.json given as --config recorded)")
+    p.add_argument("--no-optimize", dest="optimize", action="store_const", const=False, default=None,
+                   help="skip the global optimisation (no gap closing, no divisions; default: optimise, or what a "
+                        "track_config.json given as --config recorded)")
+    p.add_argument("--stage-shift", choices=["none", "images", "objects"], default=None,
+                   help="correct stage jumps by phase correlation of the images or of the object masks (default: none, "
+                        "or what a track_config.json given as --config recorded)")
     p.add_argument("--ctc", action="store_true", help="also write a Cell Tracking Challenge folder out/ctc_RES")
     p.add_argument("--pixel-size", type=float, default=None,
                    help="micrometres per pixel: track_summary.csv adds displacement and path length in um "
@@ -49,6 +53,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (tracking is deterministic; recorded in the config)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=run)
+
+
+def _run_settings_from_config(args: argparse.Namespace, config: dict) -> None:
+    """Fill the run's settings not given on the command line (``--update-method``, ``--no-optimize``,
+    ``--stage-shift``) from what a ``track_config.json`` given as ``--config`` recorded (it holds
+    everything needed to repeat its run), else from the defaults (auto, optimise, none)."""
+    method = str(config.get("update_method") or "").lower()
+    recorded = {"update_method": method if method in ("auto", "exact", "approximate") else None,
+                "optimize": config.get("optimize") if isinstance(config.get("optimize"), bool) else None,
+                "stage_shift": config.get("stage_shift") if config.get("stage_shift") in ("images", "objects") else
+                "none" if "stage_shift" in config else None}
+    defaults = {"update_method": "auto", "optimize": True, "stage_shift": "none"}
+    taken = []
+    for key, default in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, recorded[key] if recorded[key] is not None else default)
+            if recorded[key] is not None and recorded[key] != default:
+                taken.append(f"{key.replace('_', ' ')} {recorded[key]}")
+    if taken:
+        print(f"from the config file: {', '.join(taken)}", file=sys.stderr)
 
 
 def _read_stack(path: str, what: str, hdu: int | None = None, channel: int | None = None):
@@ -94,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
         guard_target(out / name)
     for path in _ctc_files_replaced(out, args.ctc, args.overwrite):
         guard_target(path)  # e.g. the --labels stack kept in ctc_RES: never removed, refused before any work
-    check_config(args.config)  # a bad config is refused before the stacks are read
+    recorded = check_config(args.config)  # a bad config is refused before the stacks are read
+    _run_settings_from_config(args, recorded)
     check_units(args.pixel_size, args.frame_interval)  # before any frame is read
     make_output_folder(out)
     if args.hdu is not None and args.hdu < 0:
@@ -124,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
         config=args.config,
         max_search_radius=args.max_search_radius,
         update_method=args.update_method,
-        optimize=not args.no_optimize,
+        optimize=args.optimize,
         stage_shift=None if args.stage_shift == "none" else args.stage_shift,
     )
     result = run_with_text_progress(gen, label="track")

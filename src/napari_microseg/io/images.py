@@ -426,6 +426,9 @@ def _tiff_calibration(tif: Any) -> dict:
                                     pixels.get("PhysicalSizeYUnit", pixels.get("PhysicalSizeXUnit", "µm")), "micrometer"),
                             Path(tif.filename).name,
                             in_unit(pixels.get("PhysicalSizeZ"), pixels.get("PhysicalSizeZUnit", "µm"), "micrometer"))
+    shaped = (tif.shaped_metadata or ({},))[0] if not tif.imagej_metadata else {}
+    if isinstance(shaped, dict) and isinstance(shaped.get(SHAPED_CALIBRATION_KEY), dict):  # one frame of a stack
+        return _valid_calibration(shaped[SHAPED_CALIBRATION_KEY])
     ij = tif.imagej_metadata or {}
     sizes = {}
     for axis in "XY":
@@ -704,7 +707,12 @@ def write_tiff(path: str | os.PathLike, data: np.ndarray, overwrite: bool = Fals
     for key, value in tiff_axes_kwargs(data, calibration).items():
         kwargs.setdefault(key, value)
     ome = _ome_calibration(calibration or {}, np.ndim(data) if not hasattr(data, "compute") else data.ndim)
-    if ome and "imagej" not in kwargs:
+    if ome and len(shape) in (3, 4) and shape[0] == 1 and "imagej" not in kwargs:
+        # one frame (or plane) of a stack: OME-TIFF readers drop a size-1 axis ((1, Y, X) read back as (Y, X),
+        # which `track` and `evaluate tracks` refuse); tifffile's own JSON description keeps the shape, and
+        # the calibration goes in it (read back by read_image)
+        kwargs["metadata"] = {**(kwargs.get("metadata") or {}), SHAPED_CALIBRATION_KEY: _valid_calibration(calibration)}
+    elif ome and "imagej" not in kwargs:
         kwargs["ome"] = True
         kwargs["metadata"] = {**(kwargs.get("metadata") or {}), **ome}
         if dtype.name in OME_UNSUPPORTED:  # OME-XML has no such pixel type: a type that holds every value
@@ -721,6 +729,9 @@ def write_tiff(path: str | os.PathLike, data: np.ndarray, overwrite: bool = Fals
         tifffile.imwrite(tmp, **contents, **kwargs)
     return target
 
+
+#: key of the calibration in the JSON description of a TIFF :func:`write_tiff` wrote without OME-XML
+SHAPED_CALIBRATION_KEY = "microseg_calibration"
 
 #: pixel types OME-XML cannot name (a calibrated TIFF is written as OME-TIFF)
 OME_UNSUPPORTED = ("int64", "uint64", "float16", "bool")

@@ -84,6 +84,9 @@ def load_ctc_graph(folder: str | os.PathLike, name: str | None = None):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        empty = _empty_ctc_graph(folder, name or Path(folder).name)
+        if empty is not None:
+            return empty
         try:
             return load_ctc_data(str(folder), name=name or Path(folder).name)
         except (KeyError, TypeError, ValueError, IndexError, AssertionError) as err:  # a malformed folder
@@ -98,6 +101,38 @@ def _as_graph(obj, name: str):
     if isinstance(obj, (str, os.PathLike)):
         return load_ctc_graph(obj, name)
     return obj  # assume a TrackingGraph
+
+
+def _empty_ctc_graph(folder: str | os.PathLike, name: str):
+    """The graph of a CTC folder whose ``*_track.txt`` lists no track (an empty movie's export, which
+    traccuracy's loader cannot read): no nodes, its masks. None for any other folder; InputError when
+    its masks hold objects the track file does not list."""
+    import networkx as nx
+    from traccuracy import TrackingGraph
+    from traccuracy.loaders._ctc import load_tiffs
+
+    track_files = list(Path(folder).glob("*_track.txt"))
+    if len(track_files) != 1 or track_files[0].read_text(encoding="utf-8", errors="replace").strip():
+        return None
+    masks = np.asarray(load_tiffs(str(folder)))
+    if masks.any():
+        raise InputError(f"{folder}: {track_files[0].name} lists no track but its masks hold objects")
+    return TrackingGraph(nx.DiGraph(), segmentation=masks.astype(np.int32), name=name,
+                         location_keys=("z", "y", "x") if masks.ndim == 4 else ("y", "x"))
+
+
+def _from_first_frame(gt, pred):
+    """``gt`` and ``pred`` for traccuracy's CTCMatcher (0.4), which reads the masks of frame ``t`` at
+    ``t - gt.start_frame``: when the truth's first frames are empty, their masks are left out (every frame
+    was compared with another's mask: wrong scores, or a KeyError). Copies; the graphs are not changed."""
+    import copy
+
+    start = gt.start_frame
+    if not start or gt.segmentation is None or pred.segmentation is None:
+        return gt, pred
+    gt, pred = copy.copy(gt), copy.copy(pred)
+    gt.segmentation, pred.segmentation = gt.segmentation[start:], pred.segmentation[start:]
+    return gt, pred
 
 
 def ctc_scores(ground_truth, prediction, *, division_frame_buffer: int = 1) -> dict:
@@ -125,7 +160,7 @@ def ctc_scores(ground_truth, prediction, *, division_frame_buffer: int = 1) -> d
     pred = _as_graph(prediction, "prediction")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        results, _ = run_metrics(gt, pred, matcher=CTCMatcher(), metrics=[CTCMetrics()])
+        results, _ = run_metrics(*_from_first_frame(gt, pred), matcher=CTCMatcher(), metrics=[CTCMetrics()])
         # division metrics need a one-to-one matching, which the CTC matcher does not guarantee once the
         # segmentation differs from the truth (merged or split objects): match by IoU >= 0.5 one-to-one for them
         gt = _as_graph(ground_truth, "ground_truth")
