@@ -305,8 +305,6 @@ def train_ccd_classes(args: argparse.Namespace) -> None:
 def train_response_good_bad(args: argparse.Namespace) -> None:
     """[R] small net on simulated response images (simulated-only strategy)."""
     from napari_microseg.classify.data import simulated_response_data
-    from napari_microseg.classify.evaluate import classification_report
-    from napari_microseg.classify.predict import predict_proba
     from napari_microseg.classify.trainer import train_with_strategy
     from napari_microseg.progress import run_with_text_progress
 
@@ -320,16 +318,25 @@ def train_response_good_bad(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     result = run_with_text_progress(train_with_strategy("simulated", cfg, simulated=train_data, out_path=out), label="response_good_bad")
     minutes = (time.perf_counter() - start) / 60
-    prob = predict_proba(str(out), test.x)
-    p_bad = prob[:, -1] if prob.ndim == 2 else prob
-    report = classification_report(test.y, (p_bad >= 0.5).astype(int), ["good", "bad"], prob=p_bad)
-    held = {"data": f"{len(test.y)} held-out simulated response images (seed 777)",
-            **{k: round(float(v), 4) for k, v in report["summary"].items() if isinstance(v, (int, float, np.floating))}}
+    held, p_bad = _response_held_out(out, test)
     card = {"name": "response_good_bad", "task": "[R] whole-image good/bad classification of 16-bit response images",
             "preset": "small_cnn (352 k parameters)", "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
             "stop_reason": result.stop_reason, "training_minutes_cpu": round(minutes, 1), "config": cfg, "held_out": held}
     card["held_out"].update(_use_threshold_rates(out, test, p_bad))
     write_card(out, card)
+
+
+def _response_held_out(model: Path, test) -> tuple[dict, np.ndarray]:
+    """The card's held-out scores of a good/bad model at p = 0.5 (accuracy, AUC ...) and its P(bad) per image."""
+    from napari_microseg.classify.evaluate import classification_report
+    from napari_microseg.classify.predict import predict_proba
+
+    prob = predict_proba(str(model), test.x)
+    p_bad = prob[:, -1] if prob.ndim == 2 else prob
+    report = classification_report(test.y, (p_bad >= 0.5).astype(int), ["good", "bad"], prob=p_bad)
+    held = {"data": f"{len(test.y)} held-out simulated response images (seed 777)",
+            **{k: round(float(v), 4) for k, v in report["summary"].items() if isinstance(v, (int, float, np.floating))}}
+    return held, p_bad
 
 
 def _use_threshold_rates(model: Path, test, p_bad) -> dict:
@@ -354,7 +361,6 @@ def store_response_use_thresholds(args: argparse.Namespace) -> None:
     Seed 555 (training used seed 0, the held-out test seed 777); the card gets the test rates at them.
     """
     from napari_microseg.classify.data import simulated_response_data
-    from napari_microseg.classify.predict import predict_proba
     from napari_microseg.classify.trainer import _store_use_thresholds
 
     out = Path(args.out) / "response_good_bad.pt"
@@ -363,7 +369,8 @@ def store_response_use_thresholds(args: argparse.Namespace) -> None:
     test = simulated_response_data(600, seed=777)
     card = json.loads(out.with_suffix(".json").read_text())
     card["use_thresholds"] = stored
-    card["held_out"].update(_use_threshold_rates(out, test, predict_proba(str(out), test.x)[:, 1]))
+    held, p_bad = _response_held_out(out, test)  # the simulator may have changed since training: scored again
+    card["held_out"] = {**held, **_use_threshold_rates(out, test, p_bad)}
     write_card(out, card)
 
 

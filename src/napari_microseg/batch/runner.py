@@ -568,9 +568,39 @@ def default_workers(threads_per_worker: int = 1) -> int:
     return max(1, cores // max(1, int(threads_per_worker)))
 
 
-#: the least memory limit a local worker is given (bytes): below it a worker pauses before its first task and
-#: the run waits for ever (torch and the package take ~250 MB)
-MIN_WORKER_MEMORY = 512 * 2**20
+#: the least memory limit a local worker is given (bytes): Dask pauses a worker at 80 % of its limit, and one
+#: with torch, the package and a segmentation model loaded holds ~470 MiB (paused for ever at 540 MB)
+MIN_WORKER_MEMORY = 2**30
+
+#: seconds without a finished item after which the runner asks whether any worker can still run
+STALL_CHECK_SECONDS = 20.0
+
+
+def _params_by_content(params: dict) -> dict:
+    """``params`` as the settings hash takes them: a tracking config given as a JSON file by its contents
+    (an edited file is other settings; the same file named from another folder is not)."""
+    config = params.get("config")
+    if isinstance(config, str) and config.lower().endswith(".json") and Path(config).is_file():
+        from .manifest import sha256_file
+
+        return {**params, "config": sha256_file(config)}
+    return params
+
+
+def _check_workers_can_run(client: Any, memory_limit: str | None) -> None:
+    """InputError when no worker can run a task: none left (killed for memory, one after another), or every
+    one paused (its memory above Dask's pause level of the limit) -- the run would otherwise wait for ever."""
+    try:
+        workers = client.scheduler_info().get("workers", {})
+    except Exception:  # noqa: BLE001 - a scheduler that does not answer is the client's own error to raise
+        return
+    limit = f" (--memory-limit {memory_limit})" if memory_limit else ""
+    if not workers:
+        raise InputError(f"no Dask worker is left to run the items (killed for memory{limit}?): run again with a "
+                         "larger --memory-limit or fewer threads per worker; finished items are kept")
+    if all(str(w.get("status", "")).lower() == "paused" for w in workers.values()):
+        raise InputError(f"every Dask worker is paused: its memory is above Dask's pause level of its limit{limit}; "
+                         "run again with a larger --memory-limit; finished items are kept")
 
 
 def check_memory_limit(memory_limit: str | None) -> None:
@@ -584,8 +614,9 @@ def check_memory_limit(memory_limit: str | None) -> None:
     except (ValueError, TypeError):
         raise InputError(f"memory limit {memory_limit!r} is not a size such as 4GB or 512MB") from None
     if 0 < limit < MIN_WORKER_MEMORY:
-        raise InputError(f"memory limit {memory_limit} is below what a worker needs to run a task (~250 MB for "
-                         f"torch and the package): give at least {MIN_WORKER_MEMORY // 2**20}MB")
+        raise InputError(f"memory limit {memory_limit} is below what a worker needs to run a task (~470 MiB with "
+                         f"torch, the package and a model; Dask pauses a worker at 80 % of its limit): give at least "
+                         f"{MIN_WORKER_MEMORY / 2**30:g}GiB")
 
 
 def _connect(scheduler: Any, workers: int | None, threads_per_worker: int, memory_limit: str | None):
@@ -843,7 +874,7 @@ def run_batch(
     model_path, model_sum, label_dtype = _model_info(model, task)
     out = Path(out).resolve()
     settings = {"task": task, "model_sha256": model_sum,
-                "params": {k: v for k, v in sorted(params.items())
+                "params": {k: v for k, v in sorted(_params_by_content(params).items())
                            if k not in NEUTRAL_PARAMS and not _is_default(k, v, model_path)}}
     settings_hash = sha256_json(settings)
     # a folder made before defaults were left out of the hash (the Segmentation dock always states tile and
@@ -976,14 +1007,18 @@ def run_batch(
                     break
             compute_start = time.perf_counter()
             last_event = time.perf_counter()
+            last_progress = time.perf_counter()
             while pending:
                 ready = ac.next_batch(block=False)
                 if not ready:
                     if time.perf_counter() - last_event >= heartbeat:
                         last_event = time.perf_counter()
+                        if time.perf_counter() - last_progress >= STALL_CHECK_SECONDS:
+                            _check_workers_can_run(client, memory_limit)
                         yield event("", in_flight=len(pending))
                     time.sleep(0.02)
                     continue
+                last_progress = time.perf_counter()
                 for fut, result in ready:
                     pending.remove(fut)
                     item = by_future.pop(fut.key)
@@ -1016,7 +1051,8 @@ def run_batch(
                 arr = zarr.open_array(str(out / "labels" / f"{stem}.zarr"), mode="r+")
                 arr.attrs["microseg_batch"] = {"complete": True, "frames": len(keys)}
         failures_csv = write_failures_csv(out / FAILURES_NAME, failures)
-        notes = write_notes_csv(out, [records[i.key] for i in items if i.key in records])
+        notes = write_notes_csv(out, [records[i.key] for i in items if i.key in records],
+                                {i.key: i.image for i in items})
         summary = BatchSummary(task=task, out=out, total=total, processed=counts["processed"],
                                skipped=counts["skipped"], failed=counts["failed"],
                                seconds=round(time.perf_counter() - start, 3), tables=tables, failures=failures,
@@ -1055,10 +1091,11 @@ def run_batch(
 NOTES_NAME = "notes.csv"
 
 
-def write_notes_csv(out: Path, records: list[dict]) -> list[dict]:
+def write_notes_csv(out: Path, records: list[dict], image_names: dict | None = None) -> list[dict]:
     """``OUT/notes.csv`` (``image,note``): the notes of the done items, one per input (a Zarr stack's frames,
     each noted with its own figures, say it once: the first), or no file when there are none (an earlier
-    run's is removed). Returns the rows."""
+    run's is removed). ``image_names``: each record's key -> its image as the merged tables name it (relative
+    to the input folder; default: the input's path). Returns the rows."""
     from ..io.tables import write_csv
 
     rows, seen = [], set()
@@ -1066,7 +1103,7 @@ def write_notes_csv(out: Path, records: list[dict]) -> list[dict]:
         note = rec.get("note")
         if rec.get("status") == "done" and note and rec.get("input") not in seen:
             seen.add(rec.get("input"))
-            rows.append({"image": rec.get("input"), "note": note})
+            rows.append({"image": (image_names or {}).get(rec.get("key"), rec.get("input")), "note": note})
     if rows:
         write_csv(out / NOTES_NAME, pd.DataFrame(rows, columns=["image", "note"]))
     else:

@@ -213,7 +213,13 @@ def _read_whole(item: BatchItem, spec: TaskSpec, grey: bool = False, calibration
     if is_lazy(image.data) and not item.is_zarr and image.data.nbytes <= LAZY_TIFF_BYTES:
         image.data = np.asarray(image.data)  # a small pyramidal TIFF (read lazily for its levels): its full resolution
     # grey: --channel picks a colour of an RGB image too, as in `microseg segment`
-    return channel_or_grey(image, channel, item.image, warn=False) if grey else image.data
+    data = channel_or_grey(image, channel, item.image, warn=False) if grey else image.data
+    if spec.task != "track" and not is_lazy(data) and np.size(data) and np.min(data) == np.max(data):
+        # as segment, autolabel and classify warn: said (in notes.csv), not a silent empty result or verdict
+        value = np.asarray(data).flat[0]
+        getattr(_READ_NOTES, "notes", []).append(
+            f"the image is constant (every pixel {value}): {'its verdict means nothing' if spec.task == 'classify' else 'nothing to find'}")
+    return data
 
 
 # ----------------------------------------------------------------------------- writers

@@ -330,6 +330,11 @@ def train_classifier(
         data, val = split_validation(data, cfg.val_fraction, cfg.seed)
     class_names = list(cfg.class_names or data.class_names)
     n_classes = len(class_names)
+    resumed_classes = list(ckpt["config"].get("class_names") or []) if ckpt is not None else []
+    if resumed_classes and [str(c) for c in resumed_classes] != [str(c) for c in class_names]:
+        raise InputError(f"--resume {resume}: its run classifies {', '.join(map(str, resumed_classes))}; this data "
+                         f"has the classes {', '.join(map(str, class_names))}. A run resumes on its own task; to start "
+                         "from its network on another, give it as --init-model (its output layer starts afresh)")
     output_mode = cfg.output_mode or ("binary" if cfg.task == "images" else "multiclass")
     if output_mode == "binary" and n_classes != 2:
         raise InputError(f"binary output needs 2 classes, got {n_classes}")

@@ -256,6 +256,29 @@ def _score_against_truth(out: Path, truth: "pd.Series", predicted: "pd.Series", 
     return report["summary"]
 
 
+def _score_objects(out: Path, objects: "pd.DataFrame", truth: "pd.DataFrame", class_names: list) -> dict | None:
+    """Scores of classified ``objects`` (with ``image, label, class``) against a folder's ``classes.csv``:
+    its column holding most of the model's class names (any case) is the truth; objects it does not name,
+    or names with another class, are said and left out. None (with a warning) when there is nothing to score."""
+    by_lower = {str(name).lower(): name for name in class_names}
+    named = {c: truth[c].astype(str).str.lower().map(by_lower) for c in truth.columns if c not in ("image", "label")}
+    column = max(named, key=lambda c: int(named[c].notna().sum()), default=None)
+    if column is None or not named[column].notna().any():
+        print(f"warning: classes.csv names none of this model's classes ({', '.join(map(str, class_names))}) in any "
+              "column: not scored. Is the model meant for this task?", file=sys.stderr)
+        return None
+    table = truth[["image", "label"]].assign(true_class=named[column].where(named[column].notna(), truth[column]))
+    merged = objects.merge(table, on=["image", "label"], how="left")
+    if merged["true_class"].isna().all():
+        print("warning: classes.csv's rows match none of the objects by image and label (its image column names "
+              "files as images/NAME.tif): not scored", file=sys.stderr)
+        return None
+    if merged["true_class"].isna().any():
+        print(f"warning: {int(merged['true_class'].isna().sum())} object(s) have no row in classes.csv: left out "
+              "of the scores", file=sys.stderr)
+    return _score_against_truth(out, merged["true_class"], merged["class"], class_names)
+
+
 def _write_run(out: Path, args, lm, started: float, **results) -> None:
     """``classify_run.json``: what was run, on which device, with what result (to repeat or cite a run)."""
     record = {"command": f"classify {args.what}", "model": str(args.model), "model_file": lm.path,
@@ -341,6 +364,34 @@ def _keep_readable(d: dict) -> dict:
             picked = [v for v, k in zip(values, keep) if k]
             out[key] = np.asarray(picked) if isinstance(values, np.ndarray) else picked
     return out
+
+
+def _keep_croppable(d: dict, lm, failures: list) -> dict:
+    """``d`` without the images whose crop cannot be cut (an empty integration mask, a box outside the
+    image, a 3-D stack): each is listed in ``failures`` by name, the others are classified."""
+    from ..classify.data import response_crops
+
+    size = (lm.config.get("crop") or {}).get("size") or lm.config.get("patch_size") or [39, 42]
+    boxes = d.get("boxes")
+    if boxes is not None and len(boxes) == 4 and np.ndim(boxes[0]) == 0:
+        boxes = [boxes] * len(d["images"])
+    keep = []
+    for i, (image, name) in enumerate(zip(d["images"], d["files"])):
+        try:
+            mask = None if d.get("masks") is None else d["masks"][i]
+            if mask is not None and np.shape(mask) != np.shape(image):
+                raise InputError(f"its integration mask is {np.shape(mask)}, the image {np.shape(image)}")
+            response_crops([image], None if boxes is None else [boxes[i]],
+                           None if d.get("masks") is None else [d["masks"][i]], crop_size=size,
+                           normalization="minmax", names=[Path(name).name])
+            keep.append(True)
+        except InputError as err:
+            reason = str(err).replace("image 0", Path(name).name)
+            failures.append({"image": str(name), "error": reason if Path(name).name in reason else f"{Path(name).name}: {reason}"})
+            keep.append(False)
+    if all(keep):
+        return d
+    return _keep_readable({**d, "images": [img if k else None for img, k in zip(d["images"], keep)]})
 
 
 def load_response_folder(folder: Path, box=None, failures: list | None = None) -> dict:
@@ -448,6 +499,9 @@ def _run_images(args) -> int:
         d = _keep_readable({"images": _read_many(inputs, "reading images", failures, args.hdu), "files": [str(p) for p in inputs],
                             "boxes": None if args.box is None else [list(args.box)] * len(inputs), "masks": None,
                             "labels": None})
+    d = _keep_croppable(d, lm, failures)
+    if d.get("label_problem"):  # classified all the same; only the scores need the labels
+        print(f"warning: {d['label_problem']}: results are not scored", file=sys.stderr)
     for failure in failures:
         print(f"skipped {failure['error']}", file=sys.stderr)
     if not d["images"]:
@@ -457,10 +511,13 @@ def _run_images(args) -> int:
         print(f"warning: {len(blank)} image(s) are constant, so their verdicts mean nothing: {', '.join(blank[:3])}"
               f"{' ...' if len(blank) > 3 else ''}", file=sys.stderr)
     norm = lm.config.get("normalization") or {}
-    if isinstance(norm, dict) and norm.get("kind") == "fixed" and float(norm.get("scale", 1)) > 255 \
-            and max((float(img.max()) for img in d["images"] if img.size), default=0) <= 255:
-        print(f"warning: this model keeps the 16-bit scale (x / {norm.get('scale'):g}) but no image exceeds 255: "
-              "8-bit images look almost black to it; use 16-bit originals or a min-max model", file=sys.stderr)
+    if isinstance(norm, dict) and norm.get("kind") == "fixed" and float(norm.get("scale", 1)) > 255:
+        dim = [Path(f).name for f, img in zip(d["files"], d["images"]) if img.size and float(img.max()) <= 255]
+        if dim:  # each such image, also among 16-bit ones: its verdict is that of a black image
+            print(f"warning: this model keeps the 16-bit scale (x / {norm.get('scale'):g}) but {len(dim)} of "
+                  f"{len(d['images'])} image(s) hold values within 0-255 only ({', '.join(dim[:3])}"
+                  f"{' ...' if len(dim) > 3 else ''}): 8-bit images look almost black to it; use 16-bit originals "
+                  "or a min-max model", file=sys.stderr)
     df = classify_images(lm, d["images"], boxes=d["boxes"], masks=d["masks"], threshold=threshold, names=d["files"])
     out = Path(args.out)
     make_output_folder(out)
@@ -526,15 +583,19 @@ def _run_objects(args) -> int:
         if not args.image or not args.labels:
             raise InputError("give --image and --labels, or --input with images/ and labels/")
         pairs.append((str(args.image), _read(Path(args.image), args.hdu), str(args.labels), _read(Path(args.labels), args.hdu)))
-    tables, no_objects = [], []
-    for name, img, lab_name, lab in pairs:
+    from ..io.images import is_rgb, rgb_to_grey
+
+    tables = []
+    for i, (name, img, lab_name, lab) in enumerate(pairs):
+        if is_rgb(img) and img.shape[:-1] == lab.shape:  # as the Classification dock takes it: the mean colour
+            img = rgb_to_grey(img, name)
+            pairs[i] = (name, img, lab_name, lab)
         if img.shape != lab.shape:
             raise InputError(f"{lab_name}: labels shape {lab.shape} differs from image shape {img.shape} ({name})")
         if not np.any(lab):
             if len(pairs) == 1:
                 raise InputError(f"{lab_name}: the label image is empty (no objects to classify)")
             print(f"warning: {lab_name}: no objects (counted as 0)", file=sys.stderr)
-            no_objects.append((name, lab.shape[0] if lab.ndim == 3 else 1))
             continue
         if img.size and img.min() == img.max():
             print(f"warning: {name} is constant (every pixel {img.flat[0]}): its objects' classes mean nothing",
@@ -556,30 +617,26 @@ def _run_objects(args) -> int:
     make_output_folder(out)
     _remove_stale(out, "objects")
     _write_csv(out / "objects.csv", df)
-    keys = ["image", "t"] if "image" in df.columns else ["t"]
-    counts = df.groupby(keys)["class"].value_counts().unstack(fill_value=0).reindex(columns=lm.class_names, fill_value=0)
-    counts.insert(0, "count", counts.sum(1))
-    counts = counts.reset_index()
+    # one row per frame of every image, in the images' order: frames (and images) without objects count 0
+    frames = pd.DataFrame([{"image": name, "t": t} for name, _image, _labels_name, lab in pairs
+                           for t in range(lab.shape[0] if lab.ndim == 3 else 1)])
+    keyed = df if "image" in df.columns else df.assign(image=pairs[0][0])
+    per_class = (keyed.groupby(["image", "t"])["class"].value_counts().unstack(fill_value=0)
+                 .reindex(columns=lm.class_names, fill_value=0))
+    per_class.insert(0, "count", per_class.sum(1))
+    counts = frames.merge(per_class.reset_index(), on=["image", "t"], how="left")
+    numbers = [c for c in counts.columns if c != "image"]
+    counts[numbers] = counts[numbers].fillna(0).astype(int)
     from ..measure.counts import column_name
 
     counts.columns = [c if c in ("t", "count", "image") else f"count_{column_name(c)}" for c in counts.columns]
-    if no_objects:  # images whose labels hold no objects: zero rows, in the images' order
-        zeros = pd.DataFrame([{"image": name, "t": t} for name, n_frames in no_objects for t in range(n_frames)])
-        order = {name: i for i, (name, *_rest) in enumerate(pairs)}
-        counts = pd.concat([counts, zeros], ignore_index=True).fillna(0)
-        counts = counts.sort_values(["image", "t"], key=lambda c: c.map(order) if c.name == "image" else c, kind="stable")
-        counts[[c for c in counts.columns if c != "image"]] = counts[[c for c in counts.columns if c != "image"]].astype(int)
-    if "image" in counts.columns:  # counts.csv starts t,count; the image goes last
-        counts = counts[[c for c in counts.columns if c != "image"] + ["image"]]
+    # counts.csv starts t,count; the image goes last, and only where there are several
+    counts = counts[[c for c in counts.columns if c != "image"] + (["image"] if "image" in df.columns else [])]
     _write_csv(out / "counts.csv", counts)
     scores = None
     if truth is not None:
-        column = next((c for c in truth.columns if c not in ("image", "label")
-                       and truth[c].astype(str).isin(lm.class_names).all()), None)
-        if column is not None:
-            keyed = df.assign(image=df["image"] if "image" in df.columns else pairs[0][0])
-            merged = keyed.merge(truth[["image", "label", column]], on=["image", "label"], how="left")
-            scores = _score_against_truth(out, merged[column], merged["class"], list(lm.class_names))
+        scores = _score_objects(out, df if "image" in df.columns else df.assign(image=pairs[0][0]), truth,
+                                list(lm.class_names))
     _write_run(out, args, lm, started, scores=scores, image=str(args.image) if args.image else None,
                labels=str(args.labels) if args.labels else None, images=len(pairs), objects=len(df),
                per_class={str(k): int(v) for k, v in df["class"].value_counts().items()})

@@ -197,7 +197,10 @@ class ClassificationWidget(MicrosegDock):
                 from ..classify.predict import classify_images
 
                 yield Progress(0, 1, f"classifying {len(images)} images ...")
-                return classify_images(str(model), images, boxes=boxes, threshold=threshold)
+                table = classify_images(str(model), images, boxes=boxes, threshold=threshold)
+                # as `classify images` says it: a constant image's verdict means nothing
+                table["constant"] = [bool(np.size(img)) and np.min(img) == np.max(img) for img in images]
+                return table
         elif task == "objects":
             if self.labels_layer.value in (None, NONE):
                 raise InputError("Choose the Labels layer holding the objects to classify.")
@@ -254,6 +257,7 @@ class ClassificationWidget(MicrosegDock):
             self.show_error(f"the {task} run finished after the task was changed to {self.task_name}: its results "
                             "are not shown; choose its task and run it again")
             return
+        constant = int(table.pop("constant").sum()) if "constant" in table else 0
         self.results, self.results_task, self.results_layer = table, task, layer
         if task == "images":
             self._apply_threshold()
@@ -263,7 +267,11 @@ class ClassificationWidget(MicrosegDock):
         if task == "objects":
             self._add_class_layer(*layer_data, layer)
         noun = {"images": "image", "objects": "object", "profiles": "profile"}[task] + ("" if len(table) == 1 else "s")
-        self.show_message(f"classified {len(table)} {noun}")
+        if constant:
+            self.show_error(f"classified {len(table)} {noun}; {constant} of them constant (every pixel the same): "
+                            "their verdicts mean nothing")
+        else:
+            self.show_message(f"classified {len(table)} {noun}")
 
     def _add_class_layer(self, labels: np.ndarray, features: pd.DataFrame, layer: Any) -> None:
         """A new Labels layer coloured by class, with each object's class and probability in its
