@@ -571,3 +571,65 @@ def test_classification_dock_says_when_images_are_constant(make_napari_viewer, w
     viewer.layers["two images"].data = stack[1:2].repeat(2, axis=0)
     wait_worker(widget.classify())
     assert "constant" not in widget.status.text() and "classified 2 images" in widget.status.text()
+
+
+def test_autolabel_ccd_takes_a_one_frame_cube_and_two_touching_hot_columns_are_hot(tmp_path):
+    """A FITS cube of one frame (NAXIS3 = 1) was refused by `autolabel ccd` (`segment` takes it); two hot
+    columns side by side (2,200 ADC) were labelled glowing, as a 2-px glowing band."""
+    import tifffile
+    from astropy.io import fits
+
+    from napari_microseg.cli import main
+
+    rng = np.random.default_rng(3)
+    frame = 1000 + rng.normal(0, 5, (128, 128))
+    frame[:, 40:42] += 2200  # two hot columns that touch
+    frame[:, 90:96] += 1400  # a glowing band
+    fits.PrimaryHDU(frame[None].astype(np.float32)).writeto(tmp_path / "cube.fits")
+    assert main(["autolabel", "ccd", "--input", str(tmp_path / "cube.fits"), "--out", str(tmp_path / "al")]) == 0
+    classes = tifffile.imread(tmp_path / "al" / "classes.tif")
+    assert classes.shape == (128, 128)
+    assert (classes[:, 40:42] == 2).mean() > 0.95 and (classes[:, 90:96] == 1).mean() > 0.95
+
+
+def test_small_simulation_fixes(tmp_path, capsys):
+    """Exposures of one CCD wrote GLOWPROB 0 (the exposure's, not the sensor's); renders.tif cut about a
+    quarter of the particles at its edge; `--nuclei 0` made empty samples without a word; a TERM signal
+    ended `simulate` with no line said (other commands: "terminated", exit 143)."""
+    import signal
+    import threading
+
+    import tifffile
+    from astropy.io import fits
+
+    from napari_microseg.cli import main
+
+    assert main(["simulate", "ccd", "--out", str(tmp_path / "ccd"), "--n", "1", "--shape", "32", "32", "--one-sensor"]) == 0
+    assert fits.getheader(sorted((tmp_path / "ccd" / "frames").glob("*.fits"))[0])["GLOWPROB"] == pytest.approx(0.6)
+    assert main(["simulate", "nanoparticles", "--out", str(tmp_path / "np"), "--n", "16"]) == 0
+    renders = tifffile.imread(tmp_path / "np" / "renders.tif")
+    assert not (renders[:, 0].any() or renders[:, -1].any() or renders[:, :, 0].any() or renders[:, :, -1].any())
+    capsys.readouterr()
+    assert main(["simulate", "nuclei", "--mode", "images", "--out", str(tmp_path / "none"), "--n", "1", "--nuclei", "0",
+                 "--shape", "32", "32"]) == 0
+    assert "--nuclei 0" in capsys.readouterr().err
+    timer = threading.Timer(1.0, lambda: signal.raise_signal(signal.SIGTERM))
+    timer.start()
+    try:
+        code = main(["simulate", "nuclei", "--out", str(tmp_path / "long"), "--frames", "400", "--shape", "256", "256"])
+    finally:
+        timer.cancel()
+    assert code == 143 and "microseg simulate: terminated" in capsys.readouterr().err
+
+
+def test_train_says_the_scale_it_uses_for_raw_ccd_adc(tmp_path, capsys):
+    """`train --output-mode multiclass --scale 500` said "/ 200 ADC" and stored 500."""
+    from napari_microseg.cli import main
+    from napari_microseg.io.models import read_model_config
+
+    assert main(["simulate", "ccd", "--out", str(tmp_path / "ccd"), "--n", "2", "--shape", "64", "64"]) == 0
+    assert main(["train", "--images", str(tmp_path / "ccd" / "frames"), "--labels", str(tmp_path / "ccd" / "classes"),
+                 "--output-mode", "multiclass", "--scale", "500", "--epochs", "1", "--patch", "32",
+                 "--out", str(tmp_path / "m.pt"), "--device", "cpu"]) == 0
+    assert "/ 500 ADC" in capsys.readouterr().err
+    assert read_model_config(str(tmp_path / "m.pt"))["normalization"]["scale"] == 500

@@ -18,7 +18,8 @@ Steps of :func:`autolabel_ccd`:
 3. **Glowing columns**: columns whose baseline exceeds the pedestal by more than
    ``glow_sigma`` x noise (or ``glow_adc`` if given). Runs of at least
    ``glow_min_width`` such columns are glowing (class 1); a single raised column
-   is a hot column (class 2: a 1-px-wide straight line, [C] shape rule). A raised
+   is a hot column (class 2: a 1-px-wide straight line, [C] shape rule), and so are two
+   side by side raised by ``hot_pixel_adc`` or more (hot lines that happen to touch). A raised
    column must be raised along at least ``glow_min_coverage`` of its length
    (pixels above half the threshold); columns raised only because a partial hot
    line covers most of them get the pedestal as baseline instead.
@@ -327,6 +328,9 @@ def _lowest_level(column_medians: np.ndarray, tolerance: float) -> float:
     return float(np.median(near)) if near.size else low
 
 
+#: raised columns at most this many side by side whose level reaches a hot pixel's are hot lines, not glow
+HOT_PAIR_WIDTH = 2
+
 #: the smallest side (px) of a readout tap given as a grid (``--taps RxC``)
 MIN_TAP_SIDE = 8
 
@@ -502,6 +506,9 @@ def autolabel_ccd_details(
         if n:
             widths = np.bincount(lab, minlength=n + 1)
             wide = widths >= glow_min_width
+            if hot_pixel_adc is not None:  # hot columns side by side (2 px) at a hot pixel's level: two hot lines
+                level = ndi.mean(excess[r0], lab, index=np.arange(n + 1))
+                wide &= ~((widths <= HOT_PAIR_WIDTH) & (np.nan_to_num(level) >= hot_pixel_adc))
             wide[0] = False
             glow_mask[r0:r1] = wide[lab][None, :]
             hot_cols[r0:r1] = (row & ~wide[lab])[None, :]

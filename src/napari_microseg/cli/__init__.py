@@ -176,7 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     forget_created_folders()
     try:
         protect_inputs(_input_paths(args))
-        with warnings.catch_warnings():
+        from ._signals import terminate_as_interrupt
+
+        # every command: a TERM signal (kill, a job scheduler) stops it as Ctrl-C does (exit 143, a line said)
+        with warnings.catch_warnings(), terminate_as_interrupt():
             warnings.showwarning = _one_line_warnings(args.command, warnings.showwarning)
             return int(args.func(args) or 0)
     except MicrosegError as err:

@@ -333,6 +333,8 @@ def run_ccd(args: argparse.Namespace) -> int:
     if args.hot_min_length < 1 or args.cluster_max_size < 1:
         raise InputError("--hot-min-length and --cluster-max-size must be >= 1 px")
     image, calibration = read_any(args.input, hdu=args.hdu)
+    if image.ndim == 3 and image.shape[0] == 1:  # a cube of one frame (FITS NAXIS3 = 1): that frame
+        image = image[0]
     if image.ndim != 2:
         raise InputError(f"{args.input}: expected a 2-D frame, got shape {image.shape}")
     if image.size and image.min() == image.max():

@@ -243,6 +243,9 @@ def _check_common(args) -> None:
     if getattr(args, "one_sensor", False) and getattr(args, "balanced", False):
         raise InputError("--one-sensor and --balanced do not go together: a balanced layout adds hot lines frame by frame")
     _check_sample_memory(args)
+    for option in ("nuclei", "particles"):
+        if getattr(args, option, None) == 0:  # allowed (an empty field is a test case), but said
+            print(f"warning: --{option} 0: the samples hold no objects (all-background labels)", file=sys.stderr)
 
 
 #: peak bytes per pixel that simulating one 2-D sample holds (tracemalloc on 256-512 px samples, rounded up;
@@ -431,7 +434,7 @@ def _run_nanoparticles(args, out: Path) -> dict:
     _write_csv(out / "classes.csv", pd.DataFrame({"index": np.arange(len(ps.labels)), "label": ps.labels, "class": [ps.class_names[k] for k in ps.labels]}))
     k = min(args.renders, len(ps.polygons))
     if k:
-        _write_tiff(out / "renders.tif", np.stack([render_particle(p, 128) for p in ps.polygons[:k]]))
+        _write_tiff(out / "renders.tif", np.stack([render_particle(p, 128, extent=None) for p in ps.polygons[:k]]))
     return {"simulation": ps.params}
 
 

@@ -307,7 +307,8 @@ def run(args: argparse.Namespace) -> int:
         # [C]: classes told apart by their level in ADC; a per-tile stretch gives one class different
         # values from tile to tile (as the Training widget, multiclass trains on raw ADC by default)
         kind = "pedestal"
-        print("multiclass: intensities as raw CCD ADC (frame pedestal subtracted, / 200 ADC); "
+        scale = args.scale if args.scale is not None else CCD_NORMALIZATION.get("scale", 200.0)
+        print(f"multiclass: intensities as raw CCD ADC (frame pedestal subtracted, / {scale:g} ADC); "
               "--normalization percentile stretches each image instead", file=sys.stderr)
     if kind is None:
         spec = None
