@@ -633,3 +633,31 @@ def test_train_says_the_scale_it_uses_for_raw_ccd_adc(tmp_path, capsys):
                  "--out", str(tmp_path / "m.pt"), "--device", "cpu"]) == 0
     assert "/ 500 ADC" in capsys.readouterr().err
     assert read_model_config(str(tmp_path / "m.pt"))["normalization"]["scale"] == 500
+
+
+def test_classify_images_takes_a_stack_of_images_and_a_resumed_history_keeps_its_phases(tmp_path):
+    """An (N, Y, X) stack (the Simulation dock's response images, saved) was refused by `classify images`
+    ("expected a 2-D image") though the dock classifies it; a resumed run's history lost its phases."""
+    import glob
+
+    import pandas as pd
+    import tifffile
+
+    from napari_microseg.cli import main
+
+    assert main(["simulate", "response", "--out", str(tmp_path / "rs"), "--n", "3", "--seed", "3"]) == 0
+    files = sorted(glob.glob(str(tmp_path / "rs" / "images" / "*.tif")))
+    tifffile.imwrite(tmp_path / "stack.tif", np.stack([tifffile.imread(f) for f in files]))
+    box = ["--box", "30", "10", "69", "52"]
+    assert main(["classify", "images", "--model", "response_good_bad", "--input", str(tmp_path / "stack.tif"), *box,
+                 "--out", str(tmp_path / "stack")]) == 0
+    assert main(["classify", "images", "--model", "response_good_bad", "--input", *files, *box,
+                 "--out", str(tmp_path / "files")]) == 0
+    stack, single = pd.read_csv(tmp_path / "stack" / "flags.csv"), pd.read_csv(tmp_path / "files" / "flags.csv")
+    assert stack["file"].tolist() == [f"{tmp_path / 'stack.tif'}[{i}]" for i in range(3)]
+    np.testing.assert_allclose(stack["probability_bad"], single["probability_bad"], atol=1e-6)
+    model = tmp_path / "r.pt"
+    train = ["classify", "train", "images", "--simulated", "16", "--batch-size", "8", "--out", str(model), "--device", "cpu"]
+    assert main([*train, "--epochs", "1"]) == 0
+    assert main([*train, "--epochs", "2", "--resume", str(model)]) == 0
+    assert pd.read_csv(tmp_path / "r.history.csv")["phase"].tolist() == ["train", "train"]

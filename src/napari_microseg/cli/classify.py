@@ -294,6 +294,19 @@ def write_history_csv(path: Path, history: list[dict]) -> Path:
     return write(path, history, HISTORY_COLUMNS)
 
 
+def _history_phases(path: Path) -> dict:
+    """Epoch -> phase of a history CSV written before ({} when there is none or it has no phases)."""
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.EmptyDataError, pd.errors.ParserError):
+        return {}
+    if not {"epoch", "phase"} <= set(table.columns):
+        return {}
+    return {int(e): str(p) for e, p in zip(table["epoch"], table["phase"].fillna(""))}
+
+
 def _refuse_existing(args, *paths: Path) -> None:
     """Stop before any work when an output exists and --overwrite was not given."""
     from ..measure.tables import check_overwrite
@@ -324,12 +337,13 @@ def _tiffs(folder: Path) -> list[Path]:
     return files
 
 
-def _read_many(files: list, what: str = "reading", failures: list | None = None, hdu: int | None = None) -> list:
+def _read_many(files: list, what: str = "reading", failures: list | None = None, hdu: int | None = None,
+               stacks: bool = False) -> list:
     """Read image files; a text progress bar on stderr for more than 50 (thousands take a while).
 
-    With a ``failures`` list, a file that cannot be read as a 2-D image gives None in its place
-    and ``{"image", "error"}`` in ``failures`` (one bad file among thousands does not stop a run);
-    without one, the first bad file raises InputError.
+    With a ``failures`` list, a file that cannot be read as a 2-D image (or, with ``stacks``, an
+    (N, Y, X) stack of them) gives None in its place and ``{"image", "error"}`` in ``failures`` (one bad
+    file among thousands does not stop a run); without one, the first bad file raises InputError.
     """
     from ..progress import iterate_with_progress, run_with_text_progress
 
@@ -338,8 +352,11 @@ def _read_many(files: list, what: str = "reading", failures: list | None = None,
             return _read(path, hdu)
         try:
             image = _read(path, hdu)
-            if image.ndim != 2:
-                raise InputError(f"expected a 2-D image, got shape {image.shape}")
+            from ..io.images import is_rgb
+
+            if image.ndim != 2 and not (stacks and image.ndim == 3 and not is_rgb(image)):
+                raise InputError(f"expected a 2-D image{' or an (N, Y, X) stack' if stacks else ''}, "
+                                 f"got shape {image.shape}")
             if image.dtype.kind == "f" and not np.isfinite(image).all():  # one such file must not stop the run
                 raise InputError("contains NaN or infinite values (masked or missing pixels?)")
             return image
@@ -496,8 +513,16 @@ def _run_images(args) -> int:
         for p in inputs:
             if not p.is_file():
                 raise InputError(f"{p}: no such file")
-        d = _keep_readable({"images": _read_many(inputs, "reading images", failures, args.hdu), "files": [str(p) for p in inputs],
-                            "boxes": None if args.box is None else [list(args.box)] * len(inputs), "masks": None,
+        images, names = [], []
+        for path, image in zip(inputs, _read_many(inputs, "reading images", failures, args.hdu, stacks=True)):
+            if image is not None and image.ndim == 3:  # a stack (the Simulation dock's, saved): each image, [i]
+                images += list(image)
+                names += [f"{path}[{i}]" for i in range(len(image))]
+            else:
+                images.append(image)
+                names.append(str(path))
+        d = _keep_readable({"images": images, "files": names,
+                            "boxes": None if args.box is None else [list(args.box)] * len(images), "masks": None,
                             "labels": None})
     d = _keep_croppable(d, lm, failures)
     if d.get("label_problem"):  # classified all the same; only the scores need the labels
@@ -832,8 +857,14 @@ def _run_train(args) -> int:
         staged = " (a pre-training stage's in its own .pretrained.pt)" if str(strategy).startswith("pretrain") else ""
         say_interrupted(out, len(history), history_path, staged)
         raise
-    # a resumed run's file holds the epochs before it too (this session's events only the new ones)
-    write_history_csv(history_path, result.history if continues_out and result.history else history)
+    # a resumed run's file holds the epochs before it too (this session's events only the new ones), each
+    # with its phase: the earlier epochs' from the history file, this session's from its events
+    if continues_out and result.history:
+        phases = _history_phases(history_path)
+        phases.update({row["epoch"]: row["phase"] for row in history if row["phase"]})
+        resumed = "train" if any(phases.values()) else ""  # a resumed run is one stage: "train" where phases are kept
+        history = [{**row, "phase": row.get("phase") or phases.get(row["epoch"]) or resumed} for row in result.history]
+    write_history_csv(history_path, history)
     if args.init_model:
         started_afresh = result.config.get("training", {}).get("reinitialised") or []
         if started_afresh:
