@@ -661,3 +661,118 @@ def test_classify_images_takes_a_stack_of_images_and_a_resumed_history_keeps_its
     assert main([*train, "--epochs", "1"]) == 0
     assert main([*train, "--epochs", "2", "--resume", str(model)]) == 0
     assert pd.read_csv(tmp_path / "r.history.csv")["phase"].tolist() == ["train", "train"]
+
+
+def test_a_frame_of_pure_noise_is_labelled_empty_and_said(tmp_path, capsys):
+    """Every frame was stretched to its own percentiles, so a frame without nuclei (an empty field, noise)
+    got hundreds of "nuclei" and QC kept some of its tiles as training data."""
+    import tifffile
+
+    from napari_microseg.autolabel.fluorescence import MIN_SIGNAL_ABOVE_NOISE, signal_above_noise
+    from napari_microseg.cli import main
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    rng = np.random.default_rng(0)
+    nuclei = simulate_nuclei_image((256, 256), n_nuclei=12, seed=2)[0]
+    noise = rng.normal(0.1, 0.02, (256, 256)).astype(np.float32)
+    assert signal_above_noise(noise) < MIN_SIGNAL_ABOVE_NOISE < signal_above_noise(nuclei)
+    one = noise.copy()  # one faint nucleus of 2.5 noise sd on the noise still counts
+    yy, xx = np.mgrid[:256, :256]
+    one[(yy - 100) ** 2 + (xx - 120) ** 2 < 36] += 0.05
+    assert signal_above_noise(one) > MIN_SIGNAL_ABOVE_NOISE
+    tifffile.imwrite(tmp_path / "stack.tif", np.stack([nuclei, noise]))
+    assert main(["autolabel", "fluorescence", "--stain", str(tmp_path / "stack.tif"), "--out", str(tmp_path / "out"),
+                 "--quiet"]) == 0
+    assert "1 frame(s) hold nothing brighter than their noise" in capsys.readouterr().err
+    labels = tifffile.imread(tmp_path / "out" / "labels.tif")
+    assert labels[0].max() > 5 and labels[1].max() == 0
+
+
+def test_autolabel_checks_qc_options_first_and_an_overwrite_leaves_no_other_runs_files(tmp_path, capsys):
+    """Bad QC shares were refused only after the whole labelling (its labels.tif left behind); a run with
+    --overwrite left an earlier run's qc.csv, tiles.csv and tiles beside its own labels; the target's tiles
+    carried the stain's pixel size."""
+    import tifffile
+
+    from napari_microseg.cli import main
+    from napari_microseg.io.images import read_image
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    stain = (simulate_nuclei_image((128, 128), n_nuclei=10, seed=3)[0] * 4000).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "stain.tif", stain, imagej=True, resolution=(2, 2), metadata={"unit": "um"})
+    tifffile.imwrite(tmp_path / "target.tif", stain, imagej=True, resolution=(4, 4), metadata={"unit": "um"})
+    base = ["autolabel", "fluorescence", "--stain", str(tmp_path / "stain.tif"), "--quiet"]
+    for bad in (["--qc-drop-lowest", "1.5"], ["--qc-max-foreground", "0"], ["--diameter-range", "0", "30"]):
+        assert main([*base, "--qc", *bad, "--out", str(tmp_path / "bad")]) == 2
+        assert not (tmp_path / "bad" / "labels.tif").exists()
+    out = tmp_path / "out"
+    assert main([*base, "--target", str(tmp_path / "target.tif"), "--qc", "--tile", "64", "--out", str(out)]) == 0
+    assert "different pixel size (um): 0.5 and 0.25" in capsys.readouterr().err
+    tile = sorted((out / "tiles" / "images").glob("tile_*.tif"))[0]
+    assert read_image(tile).metadata["calibration"]["pixel_size_um"] == pytest.approx(0.25)
+    assert main([*base, "--out", str(out)]) == 2  # its tiles and QC would describe another run: refused
+    assert main([*base, "--out", str(out), "--overwrite"]) == 0
+    assert not (out / "qc.csv").exists() and not (out / "tiles.csv").exists()
+    assert not list(out.glob("tiles/*/tile_*.tif"))
+
+
+def test_a_resumed_run_keeps_its_validation_images_when_images_are_added(tmp_path):
+    """The split was drawn again from the images given: resumed with more images, the run validated on
+    others (its earlier validation image then trained on) and compared their losses with the earlier ones."""
+    import tifffile
+
+    from napari_microseg.cli import main
+    from napari_microseg.io.models import read_model_config
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    for sub in ("images", "labels", "more/images", "more/labels"):
+        (tmp_path / sub).mkdir(parents=True)
+    for i in range(8):
+        image, labels = simulate_nuclei_image((64, 64), n_nuclei=6, seed=i)
+        where = "" if i < 4 else "more/"
+        tifffile.imwrite(tmp_path / f"{where}images" / f"n{i}.tif", image)
+        tifffile.imwrite(tmp_path / f"{where}labels" / f"n{i}.tif", labels)
+    common = ["--patch", "32", "--patches-per-epoch", "8", "--batch-size", "4", "--device", "cpu", "--quiet",
+              "--out", str(tmp_path / "m.pt")]
+    assert main(["train", "--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"),
+                 "--epochs", "1", "--seed", "3", *common]) == 0
+    first = read_model_config(str(tmp_path / "m.pt"))["training"]["validation_images"]
+    for i in range(4, 8):  # four more images in the same folders
+        for sub in ("images", "labels"):
+            (tmp_path / "more" / sub / f"n{i}.tif").rename(tmp_path / sub / f"n{i}.tif")
+    assert main(["train", "--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"),
+                 "--epochs", "2", "--resume", str(tmp_path / "m.pt"), *common]) == 0
+    assert read_model_config(str(tmp_path / "m.pt"))["training"]["validation_images"] == first
+    (tmp_path / "images" / first[0]).unlink()  # its validation image gone: refused
+    (tmp_path / "labels" / first[0]).unlink()
+    assert main(["train", "--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"),
+                 "--epochs", "3", "--resume", str(tmp_path / "m.pt"), *common]) == 2
+
+
+@pytest.mark.gui
+def test_training_dock_resume_keeps_the_runs_patches_and_seed(make_napari_viewer, wait_worker, tmp_path):
+    """A resume from a fresh Training dock took the patch size, seed, patches per epoch and batch from the
+    form (a new run's defaults): validation tiles of another size compared with the earlier ones."""
+    from napari_microseg.io.models import load_model
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+    from napari_microseg.widgets.training import TrainingWidget
+
+    image, labels = simulate_nuclei_image((96, 96), 8, seed=1)
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(image, name="img")
+    viewer.add_labels(labels, name="nuclei")
+    first = TrainingWidget(viewer)
+    first.image_layer.value, first.labels_layer.value = ["img"], ["nuclei"]
+    first.patch.value, first.epochs.value, first.patches_per_epoch.value, first.batch_size.value = 32, 1, 4, 2
+    first.seed.value, first.val_fraction.value = 7, 0.0
+    first.out_path.value = str(tmp_path / "m.pt")
+    wait_worker(first.train())
+    assert (tmp_path / "m.pt").exists(), first.status.text()
+    again = TrainingWidget(viewer)  # napari restarted: the form at its defaults
+    again.image_layer.value, again.labels_layer.value = ["img"], ["nuclei"]
+    again.out_path.value, again.resume.value, again.epochs.value, again.val_fraction.value = str(tmp_path / "m.pt"), True, 2, 0.0
+    assert again.patch.value != 32 and again.seed.value != 7
+    wait_worker(again.train())
+    run = load_model(tmp_path / "m.pt").config["training"]
+    assert run["epochs_run"] == 2, again.status.text()
+    assert run["config"]["patch_size"] == 32 and run["config"]["seed"] == 7 and run["config"]["batch_size"] == 2

@@ -92,7 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--target-channel", type=int, default=None,
                    help="channel of a multi-channel --target TIFF, or colour of an RGB one, to use (0-based)")
     f.add_argument("--out", required=True, help="output folder")
-    f.add_argument("--tile", type=int, default=512, help="tile size in px (default 512, clipped to the image)")
+    f.add_argument("--tile", type=int, default=512, help="tile size in px (default 512, clipped to the image); tiles lie side by side from the top left, and where the image is not a whole number of tiles the last row and column are moved back to end at its edge, overlapping their neighbours")
     f.add_argument("--qc", action="store_true", help="apply the [N] QC filter to the tiles and write qc.csv")
     f.add_argument("--qc-drop-lowest", type=float, default=0.25, help="QC: share of tiles with fewest nucleus pixels dropped (default 0.25)")
     f.add_argument("--qc-max-foreground", type=float, default=0.5, help="QC: drop tiles with a larger foreground fraction (default 0.5)")
@@ -168,6 +168,19 @@ def _prepare_out(out: Path, names: list[str], overwrite: bool) -> None:
             raise InputError(f"{out / clash[0]}: exists already (use --overwrite or another --out)")
 
 
+def _remove_stale_outputs(out: Path, names: list[str], overwrite: bool) -> None:
+    """An earlier run's outputs that this run does not write (its ``tiles.csv``, ``qc.csv``, tiles): removed with
+    ``overwrite`` (left beside the new labels they would describe another run), else refused."""
+    stale = [out / n for n in ("tiles.csv", "qc.csv") if n not in names and (out / n).exists()]
+    if "tiles" not in names:
+        stale += sorted(out.glob("tiles/*/tile_*.tif"))
+    if stale and not overwrite:
+        raise InputError(f"{stale[0]}: an earlier run's output this run does not write (use --overwrite to remove "
+                         "it, or another --out)")
+    for path in stale:
+        path.unlink()
+
+
 def _check_fluorescence_options(args: argparse.Namespace) -> None:
     """One-line errors for out-of-range auto-label settings, before any work."""
     if args.clahe_kernel < 0:
@@ -184,8 +197,12 @@ def _check_fluorescence_options(args: argparse.Namespace) -> None:
     if not 0 <= low <= high <= 1:
         raise InputError(f"--threshold-bounds must satisfy 0 <= LOW <= HIGH <= 1, got {low},{high}")
     small, large = args.diameter_range
-    if not 0 <= small <= large:
-        raise InputError(f"--diameter-range must satisfy 0 <= MIN <= MAX (px), got {small},{large}")
+    if not 0 < small <= large:
+        raise InputError(f"--diameter-range must satisfy 0 < MIN <= MAX (px), got {small},{large}")
+    if not 0 <= args.qc_drop_lowest < 1:  # checked here, not after the labelling a long movie took
+        raise InputError(f"--qc-drop-lowest must be a share from 0 up to (not including) 1, got {args.qc_drop_lowest}")
+    if not 0 < args.qc_max_foreground <= 1:
+        raise InputError(f"--qc-max-foreground must be a share above 0 and at most 1, got {args.qc_max_foreground}")
 
 
 def run_fluorescence(args: argparse.Namespace) -> int:
@@ -214,18 +231,28 @@ def run_fluorescence(args: argparse.Namespace) -> int:
         raise InputError(f"{args.stain}: {stain.shape[-2]} x {stain.shape[-1]} px is too small to label (at least 8 x 8)")
     if stain.size and stain.min() == stain.max():
         print(f"warning: {args.stain} is constant (every pixel {stain.flat[0]}): no nuclei to find", file=sys.stderr)
-    target = None
+    target, target_calibration = None, {}
     if args.target:
-        target, _ = read_any(args.target, channel=args.target_channel)
+        target, target_calibration = read_any(args.target, channel=args.target_channel)
         if target.shape != stain.shape:
             raise InputError(f"--target shape {target.shape} differs from --stain shape {stain.shape}")
     if target is None and args.qc:
-        target = stain  # QC needs tiles: pair the stain with its own labels
+        target, target_calibration = stain, calibration  # QC needs tiles: pair the stain with its own labels
+    elif target is not None:
+        stated = [key for key in ("pixel_size_um", "frame_interval_min")
+                  if key in calibration and key in target_calibration
+                  and abs(calibration[key] - target_calibration[key]) > 1e-6 * calibration[key]]
+        if stated:
+            what = {"pixel_size_um": "pixel size (um)", "frame_interval_min": "frame interval (min)"}
+            print("warning: the stain and --target state different " + ", ".join(
+                f"{what[k]}: {calibration[k]:g} and {target_calibration[k]:g}" for k in stated)
+                + ": are they the same field? Each file's tiles keep its own calibration", file=sys.stderr)
     if args.tile < 1:
         raise InputError(f"--tile must be >= 1, got {args.tile}")
     out = Path(args.out)
     names = ["labels.tif", "params.json"] + (["tiles.csv", "tiles"] if target is not None else []) + (["qc.csv"] if args.qc else [])
     _prepare_out(out, names, args.overwrite)
+    _remove_stale_outputs(out, names, args.overwrite)
     kwargs = dict(
         clahe_kernel=args.clahe_kernel or None, clahe_clip=args.clahe_clip, smooth_sigma=args.smooth_sigma or None,
         otsu_window=args.otsu_window or None, threshold_bounds=tuple(args.threshold_bounds),
@@ -262,6 +289,10 @@ def run_fluorescence(args: argparse.Namespace) -> int:
               f"max diameter were left out (largest {sizes['largest_removed_px']:g} px): if they are nuclei, "
               "raise --diameter-range" + ("; in the tile labels they are -1 (not annotated), so training ignores "
                                           "them" if target is not None else ""), file=sys.stderr)
+    if sizes.get("no_signal"):
+        print(f"microseg autolabel: warning: {sizes['no_signal']} frame(s) hold nothing brighter than their noise "
+              "(pure noise or an empty field): labelled empty", file=sys.stderr)
+    summary["frames_without_signal"] = int(sizes.get("no_signal", 0))
     summary["removed_by_diameter"] = {"too_small": int(sizes.get("too_small", 0)), "too_large": int(sizes.get("too_large", 0))}
     if target is not None:
         frames = ([(0, stain, target, tile_labels)] if stain.ndim == 2
@@ -271,8 +302,11 @@ def run_fluorescence(args: argparse.Namespace) -> int:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", RegistrationWarning)
                 pairs = make_training_pairs(s, g, tile=args.tile, labels=lab, correct_shift=args.correct_shift, max_shift_px=args.max_shift)
-            for w in caught:
-                print(f"microseg autolabel: warning: frame {t}: {w.message}")
+            for w in caught:  # ours (registration doubts) in a line; others (a library's) as Python shows them
+                if issubclass(w.category, RegistrationWarning):
+                    print(f"microseg autolabel: warning: frame {t}: {w.message}", file=sys.stderr)
+                else:
+                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
             shifts.append({"t": t, "dy": pairs.shift[0], "dx": pairs.shift[1], "corrected": pairs.shift_applied})
             for (y, x), gt_tile, lt in zip(pairs.positions, pairs.targets, pairs.labels):
                 tile_rows.append({"tile": len(tile_rows), "t": t, "y": int(y), "x": int(x), "height": pairs.tile_shape[0], "width": pairs.tile_shape[1]})
@@ -294,7 +328,7 @@ def run_fluorescence(args: argparse.Namespace) -> int:
         for i, row in table.iterrows():
             if row["kept"] or args.keep_dropped:
                 ft, fl = f"tiles/images/tile_{i:05d}.tif", f"tiles/labels/tile_{i:05d}.tif"
-                write_tiff(out / ft, target_tiles[i], overwrite=True, calibration=calibration)
+                write_tiff(out / ft, target_tiles[i], overwrite=True, calibration=target_calibration)
                 write_tiff(out / fl, label_tiles[i], overwrite=True, software=LABELS_SOFTWARE, calibration=calibration)
             else:
                 ft = fl = ""

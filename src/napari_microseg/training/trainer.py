@@ -380,6 +380,32 @@ def _check_counts_and_rates(cfg: TrainConfig) -> None:
             raise InputError(f"{name} must be a whole number >= 0, got {value!r}")
 
 
+def _run_split_kept(every: TrainingData, train_td: TrainingData, val_td: TrainingData | None, ckpt: dict,
+                    name: str) -> tuple[TrainingData, TrainingData | None]:
+    """The training / validation split a resumed run goes on with: the one its checkpoint validated on
+    (``validation_images``, by name). The split drawn again from the images given is kept when it is that
+    one; otherwise the recorded validation images are taken out of ``every`` image given (images added
+    since train), and a run whose validation images are no longer given is refused: its epochs' losses
+    would compare other images."""
+    recorded = list(((ckpt.get("config") or {}).get("training") or {}).get("validation_images") or [])
+    drawn = [] if val_td is None else [item.name for item in val_td.items]
+    if not recorded or drawn == recorded:
+        return train_td, val_td
+    by_name: dict = {}
+    for item in every.items:
+        by_name.setdefault(item.name, []).append(item)
+    if len(every.items) < 2 or any(len(by_name.get(n, [])) != 1 for n in recorded):
+        missing = [n for n in recorded if len(by_name.get(n, [])) != 1]
+        raise InputError(f"--resume {name}: the run validated on {', '.join(recorded[:3])}"
+                         f"{' ...' if len(recorded) > 3 else ''}, and {', '.join(missing[:3]) or 'its split'} is not "
+                         "among the images given (one each): resume with the run's images, or start a new run")
+    kept = set(recorded)
+    like = {"output_mode": every.output_mode, "n_classes": every.n_classes, "normalization": every.normalization,
+            "description": every.description}
+    return (TrainingData([it for it in every.items if it.name not in kept], **like),
+            TrainingData([by_name[n][0] for n in recorded], **like))
+
+
 def read_checkpoint(resume: str | os.PathLike) -> dict:
     """The resumable state (a model file holding ``optimizer_state``) at ``resume``: a ``.last.pt``
     checkpoint, or a model path with one beside it. InputError when there is none."""
@@ -402,16 +428,24 @@ def read_checkpoint(resume: str | os.PathLike) -> dict:
                      "fine-tune from it instead (microseg train --init-model, or Fine-tune in the Segmentation dock)")
 
 
+#: TrainConfig keys a resumed run keeps from its checkpoint (see :func:`resume_settings`)
+RESUMED_RUN_KEYS = ("optimizer", "freeze_encoder", "val_fraction", "monitor", "lr", "patch_size", "patches_per_epoch",
+                    "batch_size", "image_sampling", "lr_schedule", "weight_decay", "loss", "early_stopping_patience",
+                    "seed", "touching_weight", "augment")
+
+
 def resume_settings(resume: str | os.PathLike) -> dict:
     """The settings a resumed run must keep, from the checkpoint at ``resume`` (see
     :func:`read_checkpoint`): ``optimizer``, ``lr`` (the optimiser state goes on with its own),
-    ``freeze_encoder``, ``val_fraction`` and ``monitor``
-    (the best epoch stays chosen by one measure: a validation share changed on resume would compare
-    earlier validation losses with later training losses) and ``normalization`` (TrainConfig keys),
-    for callers such as the Training widget that do not expose them all."""
+    ``freeze_encoder``, ``val_fraction`` and ``monitor`` (the best epoch stays chosen by one measure: a
+    validation share changed on resume would compare earlier validation losses with later training
+    losses), the patch size, patches per epoch, batch size, image sampling, schedule, loss, patience, seed,
+    augmentation (validation tiles of another size would compare other tiles; :data:`RESUMED_RUN_KEYS`)
+    and ``normalization`` (TrainConfig keys), for callers such as the Training widget whose form shows
+    a new run's settings (the command line keeps those given again)."""
     ckpt = read_checkpoint(resume)
     before = (ckpt["config"].get("training") or {}).get("config") or {}
-    settings = {key: before[key] for key in ("optimizer", "freeze_encoder", "val_fraction", "monitor", "lr") if key in before}
+    settings = {key: before[key] for key in RESUMED_RUN_KEYS if key in before}
     settings["normalization"] = ckpt["config"].get("normalization")
     return settings
 
@@ -585,7 +619,10 @@ def train(
         cfg = replace(cfg, patch_size=fitted)
     val_td = _as_training_data(val_data, cfg, normalization)
     if val_td is None:
+        every = train_td
         train_td, val_td = split_train_val(train_td, cfg.val_fraction, seed=cfg.split_seed)
+        if ckpt is not None:  # the run's validation images, whatever images were added or removed since
+            train_td, val_td = _run_split_kept(every, train_td, val_td, ckpt, Path(str(resume)).name)
     n_classes = train_td.n_classes
     n_out = n_outputs_for_mode(cfg.output_mode, n_classes)
     n_class_out = n_out

@@ -29,12 +29,15 @@ QC_COLUMNS = ["tile", "y", "x", "fg fraction", "objects", "kept", "reason"]
 
 
 def size_note(sizes: dict, params: dict) -> str:
-    """What the diameter filter left out, with the setting to change; "" when it removed nothing
-    large (objects above the maximum are most often nuclei at another magnification)."""
+    """What the diameter filter left out, with the setting to change, and frames labelled empty for holding
+    nothing above their noise; "" when neither (objects above the maximum are most often nuclei at
+    another magnification)."""
+    note = (f"; {sizes['no_signal']} frame(s) hold nothing brighter than their noise (pure noise or an empty "
+            "field): labelled empty" if sizes.get("no_signal") else "")
     if not sizes.get("too_large"):
-        return ""
+        return note
     limit = params["diameter_range"][1]
-    return (f"; {sizes['too_large']} object(s) above the {limit:g} px max diameter left out (largest "
+    return (f"{note}; {sizes['too_large']} object(s) above the {limit:g} px max diameter left out (largest "
             f"{sizes['largest_removed_px']:g} px): raise 'max diameter' if they are nuclei")
 
 

@@ -360,8 +360,14 @@ class TrainingWidget(MicrosegDock):
             n_annotated = sum(int(np.count_nonzero([np.any(frame != 0) for frame in lab])) if lab.ndim == 3 else 1
                               for lab in pairs[1])
             cfg["data_description"] += f" ({n_annotated} annotated frame(s))"
-            if resume:  # a resumed run keeps its optimiser and normalisation, whatever the form shows
-                cfg.update(resume_settings(resume))
+            if resume:  # a resumed run keeps its optimiser, normalisation, patches and seed, whatever the form shows
+                kept = resume_settings(resume)
+                shown = {"patch_size": "patch", "patches_per_epoch": "patches / epoch", "batch_size": "batch",
+                         "seed": "seed", "image_sampling": "sampling"}
+                differ = [f"{label} {kept[key]}" for key, label in shown.items() if key in kept and kept[key] != cfg.get(key)]
+                cfg.update(kept)
+                if differ:
+                    yield Progress(len(images), len(images), "resuming with the run's own " + ", ".join(differ))
                 earlier = checkpoint_history(resume)
                 if earlier:  # the plot shows the whole run, not only the epochs from here on
                     yield EarlierEpochs(earlier, f"resuming after epoch {earlier[-1]['epoch']}")
