@@ -776,3 +776,163 @@ def test_training_dock_resume_keeps_the_runs_patches_and_seed(make_napari_viewer
     run = load_model(tmp_path / "m.pt").config["training"]
     assert run["epochs_run"] == 2, again.status.text()
     assert run["config"]["patch_size"] == 32 and run["config"]["seed"] == 7 and run["config"]["batch_size"] == 2
+
+
+def test_grown_small_objects_still_obey_max_size_and_border_removal():
+    """The shipped nuclei models grow objects under 40 px by a pixel after the size and border filters:
+    objects above --max-size, and objects on the border with --remove-border, came out in the tables."""
+    from napari_microseg.inference.postprocess import three_class_to_labels
+
+    probabilities = np.zeros((3, 40, 40), np.float32)
+    probabilities[0] = 1.0
+    for y0, x0 in ((1, 10), (20, 20)):  # a 5 x 5 object 1 px from the top edge, and one in the middle
+        probabilities[0, y0:y0 + 5, x0:x0 + 5] = 0.0
+        probabilities[1, y0:y0 + 5, x0:x0 + 5] = 1.0
+        probabilities[0, y0 - 1:y0 + 6, x0 - 1:x0 + 6][probabilities[0, y0 - 1:y0 + 6, x0 - 1:x0 + 6] == 1] = 0.5
+    grown = three_class_to_labels(probabilities, grow_small_below=40)
+    assert sorted(np.bincount(grown.ravel())[1:]) == [45, 45]  # each grew from 25 px by its 4-connected rim
+    assert three_class_to_labels(probabilities, grow_small_below=40, max_size=30).max() == 0
+    on_edge = three_class_to_labels(probabilities, grow_small_below=40, remove_border=True)
+    assert on_edge.max() == 1 and not on_edge[0].any()
+
+
+def test_segmented_objects_have_no_holes_when_holes_are_filled():
+    """A ring-shaped nucleus: its filled hole became a basin of its own, dropped as unsure (a hole again)
+    or kept as an object nested in the ring."""
+    from napari_microseg.inference.postprocess import fill_enclosed_holes, three_class_to_labels
+
+    yy, xx = np.mgrid[:60, :60]
+    r = np.hypot(yy - 30, xx - 30)
+    probabilities = np.zeros((4, 60, 60), np.float32)  # background, interior, boundary, distance head
+    ring = (r > 6) & (r < 14)
+    probabilities[0] = np.where(ring, 0.0, 1.0)
+    probabilities[1] = np.where(ring, 1.0, 0.0)
+    probabilities[0][r <= 6] = 0.6  # the hole: neither clearly background nor interior
+    probabilities[2][r <= 6] = 0.4
+    probabilities[3] = np.where(ring, 1.0 - np.abs(r - 10) / 4, np.where(r <= 6, 0.5 * (1 - r / 6), 0.0))
+    for unsure in (0.0, 0.4):  # the hole a basin of its own: kept nested in the ring, or dropped as unsure
+        labels = three_class_to_labels(probabilities, threshold=0.5, min_mean_interior=unsure, seed_method="network",
+                                       distance_sigma=0.0, seed_dynamics=0.2)
+        assert labels.max() == 1 and (labels[r < 14] == 1).all(), (unsure, labels.max())
+    pocket = np.zeros((9, 9), np.int32)  # a pocket among several objects stays background
+    pocket[:, :4], pocket[:, 5:], pocket[:4, 4], pocket[5:, 4] = 1, 2, 3, 3
+    assert fill_enclosed_holes(pocket)[4, 4] == 0
+    nested = np.zeros((9, 9), np.int32)
+    nested[1:8, 1:8], nested[3:6, 3:6] = 1, 2
+    assert set(np.unique(fill_enclosed_holes(nested))) == {0, 1}
+
+
+def test_float64_beyond_float32_is_refused_for_what_it_is(tmp_path, capsys, tiny_nuclei_model):
+    """A finite float64 image with values above 3.4e38 overflowed in the cast to float32 and was refused as
+    holding "NaN or infinite values"."""
+    import tifffile
+
+    from napari_microseg.cli import main
+
+    image = np.full((64, 64), 1e39)
+    image[20:30, 20:30] = 5e39
+    tifffile.imwrite(tmp_path / "huge.tif", image)
+    assert main(["segment", "--model", str(tiny_nuclei_model), "--input", str(tmp_path / "huge.tif"),
+                 "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "beyond what the network's float32 arithmetic holds" in err and "NaN" not in err
+
+
+def test_whole_numbers_beyond_eight_digits_are_written_in_full(tmp_path):
+    import pandas as pd
+
+    from napari_microseg.measure.tables import write_table_csv
+
+    table = pd.DataFrame({"max_intensity": [230000017.0, -2147483600.0], "y": [1.123456789, 2.0]})
+    write_table_csv(table, tmp_path / "t.csv")
+    back = pd.read_csv(tmp_path / "t.csv")
+    assert back["max_intensity"].tolist() == [230000017, -2147483600]
+    assert back["y"].tolist() == [1.1234568, 2.0]
+
+
+def test_tracking_a_z_stack_keeps_its_z_step_and_runs_record_their_channel(tmp_path):
+    """`track` on a (Z, Y, X) stack wrote tracks_labels.tif as TYX without the Z step, and tracks.csv reopened
+    at 1 per plane: tracks lay over other planes. segment_run.json, params.json and track_config.json did
+    not say which channel of a multi-channel file was used."""
+    import json
+
+    import tifffile
+
+    from napari_microseg._reader import get_reader
+    from napari_microseg.cli import main
+    from napari_microseg.io.images import read_image
+
+    tifffile.imwrite(tmp_path / "z.ome.tif", _disk_movie(4), metadata={"axes": "ZYX", "PhysicalSizeX": 0.5,
+                                                                          "PhysicalSizeY": 0.5, "PhysicalSizeZ": 2.0})
+    assert main(["track", "--labels", str(tmp_path / "z.ome.tif"), "--out", str(tmp_path / "run")]) == 0
+    written = read_image(tmp_path / "run" / "tracks_labels.tif")
+    assert written.metadata["axes"] == "ZYX" and written.metadata["calibration"]["z_step_um"] == pytest.approx(2.0)
+    ((_, kwargs, _),) = get_reader(str(tmp_path / "run" / "tracks.csv"))(str(tmp_path / "run" / "tracks.csv"))
+    assert kwargs["scale"] == pytest.approx((2.0, 0.5, 0.5)) and kwargs["units"][0] == "micrometer"
+    two = np.stack([_disk_movie(2) * 50, _disk_movie(2) * 90], axis=1).astype(np.uint16)  # (T, C, Y, X)
+    tifffile.imwrite(tmp_path / "tc.tif", two, imagej=True, metadata={"axes": "TCYX"})
+    tifffile.imwrite(tmp_path / "labels.tif", _disk_movie(2))
+    assert main(["track", "--labels", str(tmp_path / "labels.tif"), "--image", str(tmp_path / "tc.tif"), "--channel", "1",
+                 "--out", str(tmp_path / "ch")]) == 0
+    assert json.loads((tmp_path / "ch" / "track_config.json").read_text())["inputs"]["channel"] == 1
+    assert main(["autolabel", "fluorescence", "--stain", str(tmp_path / "tc.tif"), "--channel", "1", "--quiet",
+                 "--out", str(tmp_path / "al")]) == 0
+    assert json.loads((tmp_path / "al" / "params.json").read_text())["channel"] == 1
+
+
+def test_classify_images_takes_a_stored_discard_threshold_above_one(tmp_path):
+    """A classifier whose validation images could not keep good images thrown away under 5 % stores
+    'discard' just above 1 (nothing discarded); `classify images --threshold discard` refused it as "not a
+    probability"."""
+    import json
+
+    import pandas as pd
+    import torch
+
+    from napari_microseg.cli import main
+    from napari_microseg.io.models import read_model_file
+
+    payload = read_model_file("response_good_bad")
+    config = payload["config"]
+    config["use_thresholds"] = {**config["use_thresholds"], "discard": float(np.nextafter(1.0, 2.0))}
+    payload["config_json"] = json.dumps(config)
+    payload.pop("config")
+    torch.save(payload, tmp_path / "m.pt")
+    assert main(["simulate", "response", "--out", str(tmp_path / "rs"), "--n", "2", "--seed", "1"]) == 0
+    assert main(["classify", "images", "--model", str(tmp_path / "m.pt"), "--input", str(tmp_path / "rs"),
+                 "--threshold", "discard", "--out", str(tmp_path / "out")]) == 0
+    assert (pd.read_csv(tmp_path / "out" / "flags.csv")["verdict"] == "good").all()
+
+
+def test_model_files_without_or_with_a_foreign_output_mode_and_damaged_ones(tmp_path):
+    """A model file without output_mode was run as binary whatever its network (a three-class one lost its
+    watershed); an unknown mode or an int patch size crashed `segment` with a traceback; a byte damaged in
+    the weights was read without a word (torch does not check the archive's checksums)."""
+    import json
+    import zipfile
+
+    import torch
+
+    from napari_microseg.errors import InputError
+    from napari_microseg.io.models import LoadedModel, load_model, read_model_file
+
+    assert LoadedModel(model=None, config={"model": {"n_classes": 3}}).output_mode == "three_class"
+    assert LoadedModel(model=None, config={"model": {"n_classes": 1}}).output_mode == "binary"
+    assert LoadedModel(model=None, config={"model": {"n_classes": 4}}).output_mode == "multiclass"
+    assert LoadedModel(model=None, config={"patch_size": 64}).patch_size == (64, 64)
+    payload = read_model_file("nuclei_fluorescence_fast")
+    config = dict(payload.pop("config"), output_mode="instance")
+    torch.save({**payload, "config_json": json.dumps(config)}, tmp_path / "foreign.pt")
+    with pytest.raises(InputError, match="output_mode 'instance'"):
+        load_model(tmp_path / "foreign.pt", segmentation=True)
+    from napari_microseg.pretrained import PRETRAINED_DIR
+
+    source = PRETRAINED_DIR / "nuclei_fluorescence_fast.pt"
+    data = bytearray(source.read_bytes())  # one byte in the middle of the largest tensor flipped
+    with zipfile.ZipFile(source) as archive:
+        info = max(archive.infolist(), key=lambda i: i.file_size)
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra) + info.file_size // 2
+    data[start] ^= 0xFF
+    (tmp_path / "damaged.pt").write_bytes(bytes(data))
+    with pytest.raises(InputError, match="damaged"):
+        read_model_file(tmp_path / "damaged.pt")

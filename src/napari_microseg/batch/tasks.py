@@ -400,6 +400,8 @@ def track_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> dic
     calibration = {key: given[key] if given[key] is not None else stated.get(key) for key in given}
     if given["pixel_size_um"] is None and "pixel_size_y_um" in stated:  # non-square pixels keep their Y size
         calibration["pixel_size_y_um"] = stated["pixel_size_y_um"]
+    if calibration["frame_interval_min"] is None and stated.get("z_step_um"):  # a Z stack, linked plane by plane
+        calibration["z_step_um"] = stated["z_step_um"]
     outputs: dict[str, str] = {}
     if spec.model:
         from ..inference.segment import segment

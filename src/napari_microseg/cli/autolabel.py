@@ -338,7 +338,9 @@ def run_fluorescence(args: argparse.Namespace) -> int:
         table["labels_file"] = files_l
         write_csv(out / "tiles.csv", table, leading=["tile", "t", "y", "x"])
         summary.update({"n_tiles": len(table), "n_kept": int(table["kept"].sum()), "shifts": shifts})
-    params = {"command": "autolabel fluorescence", "stain": str(args.stain), "target": args.target or (str(args.stain) if args.qc else None), "tile": args.tile,
+    params = {"command": "autolabel fluorescence", "stain": str(args.stain), "channel": args.channel,
+              "target": args.target or (str(args.stain) if args.qc else None),
+              "target_channel": args.target_channel if args.target else None, "tile": args.tile,
               "qc": args.qc, "qc_drop_lowest": args.qc_drop_lowest, "qc_max_foreground": args.qc_max_foreground,
               "correct_shift": args.correct_shift, "max_shift": args.max_shift, "autolabel": kwargs,
               "seconds": round(time.perf_counter() - start, 3), **summary}

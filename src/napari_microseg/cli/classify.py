@@ -543,7 +543,7 @@ def _run_images(args) -> int:
                   f"{len(d['images'])} image(s) hold values within 0-255 only ({', '.join(dim[:3])}"
                   f"{' ...' if len(dim) > 3 else ''}): 8-bit images look almost black to it; use 16-bit originals "
                   "or a min-max model", file=sys.stderr)
-    df = classify_images(lm, d["images"], boxes=d["boxes"], masks=d["masks"], threshold=threshold, names=d["files"])
+    df = classify_images(lm, d["images"], boxes=d["boxes"], masks=d["masks"], threshold=args.threshold, names=d["files"])  # "discard" may be stored above 1
     out = Path(args.out)
     make_output_folder(out)
     _remove_stale(out, "images")

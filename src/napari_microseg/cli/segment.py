@@ -776,7 +776,8 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     for per_image_key in ("image_tile", "scale_warning"):  # per image below, with its diameter and resize factor
         settings.pop(per_image_key, None)
     settings.update(diameter=diameter, scale_factor=None if len(per_image) > 1 else settings.get("scale_factor"))
-    settings.update(model=str(args.model), input=str(args.input), device=loaded.device,
+    settings.update(model=str(args.model), input=str(args.input), channel=getattr(args, "channel", None),
+                    hdu=getattr(args, "hdu", None), device=loaded.device,
                     seconds=round(time.perf_counter() - t0, 3), images=per_image, failures=failures)
     if not_done:
         settings.update(interrupted=True, not_done=not_done)

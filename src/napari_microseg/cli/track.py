@@ -159,7 +159,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {Path(args.labels).name}: {note}", file=sys.stderr)
     result.config["seed"] = args.seed
     result.config["units"] = {"pixel_size_um": pixel_size, "frame_interval_min": frame_interval}
-    result.config["inputs"] = {"labels": str(args.labels), "image": str(args.image) if args.image else None}
+    # a Z stack linked plane by plane: its "frames" are focal planes, its step a length (no frame interval)
+    z_step = calibration.get("z_step_um") if frame_interval is None else None
+    if z_step is not None:
+        result.config["units"]["z_step_um"] = z_step
+    result.config["inputs"] = {"labels": str(args.labels), "image": str(args.image) if args.image else None,
+                               "channel": args.channel, "hdu": args.hdu}
     _remove_stale_staging(out)
     # everything is written into a staging folder first, then moved into place with Ctrl-C held back:
     # an interrupted run leaves the earlier results whole, never half of each
@@ -170,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
         write_track_summary_csv(result, staging / "track_summary.csv", pixel_size=pixel_size,
                                 frame_interval=frame_interval)
         write_tiff(staging / "tracks_labels.tif", result.relabelled, overwrite=True, software=LABELS_SOFTWARE,  # uint16 (uint32 above 65535 tracks)
-                   calibration={"pixel_size_um": pixel_size, "frame_interval_min": frame_interval,
+                   calibration={"pixel_size_um": pixel_size, "frame_interval_min": frame_interval, "z_step_um": z_step,
                                 # the file's own Y size (non-square pixels), unless --pixel-size says otherwise
                                 **({"pixel_size_y_um": calibration["pixel_size_y_um"]}
                                    if args.pixel_size is None and "pixel_size_y_um" in calibration else {})})

@@ -99,6 +99,43 @@ def fill_label_holes(labels: np.ndarray) -> np.ndarray:
     return labels
 
 
+def fill_enclosed_holes(labels: np.ndarray) -> np.ndarray:
+    """``labels`` (Y, X) with the holes of each object filled: a background hole that one object alone
+    encloses goes to that object (a pocket between several touching objects stays background), as
+    :func:`fill_label_holes` does object by object, without a loop over the objects; and an object that
+    one other object alone encloses (a ring's hole that the watershed made an object of its own) joins it."""
+    background = labels == 0
+    holes = background & ndi.binary_fill_holes(~background)
+    if holes.any():
+        hole_ids, n = ndi.label(holes)
+        ring = ndi.grey_dilation(hole_ids, footprint=ndi.generate_binary_structure(2, 1)) * ~holes  # hole rims
+        index = np.arange(1, n + 1)
+        highest = np.asarray(ndi.maximum(labels, ring, index))
+        lowest = np.asarray(ndi.minimum(labels, ring, index))
+        owner = np.zeros(n + 1, labels.dtype)
+        owner[1:] = np.where(highest == lowest, highest, 0)
+        labels = np.where(holes, owner[hole_ids], labels)
+    n_objects = int(labels.max())
+    if n_objects < 2:
+        return labels
+    # each object's outside neighbours (4-connected; beyond the image's edge: background)
+    padded = np.pad(labels, 1)
+    low = np.full(n_objects + 1, np.iinfo(np.int64).max, np.int64)
+    high = np.zeros(n_objects + 1, np.int64)
+    for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+        neighbour = padded[1 + dy:padded.shape[0] - 1 + dy, 1 + dx:padded.shape[1] - 1 + dx]
+        edge = (labels > 0) & (neighbour != labels)
+        np.minimum.at(low, labels[edge], neighbour[edge])
+        np.maximum.at(high, labels[edge], neighbour[edge])
+    enclosed = (low == high) & (low > 0)
+    enclosed[0] = False
+    if not enclosed.any():
+        return labels
+    into = np.arange(n_objects + 1, dtype=np.int64)
+    into[enclosed] = high[enclosed]
+    return into[labels].astype(labels.dtype)
+
+
 def filter_labels(
     labels: np.ndarray,
     min_size: int = 0,
@@ -435,10 +472,13 @@ def three_class_to_labels(
         labels = np.where(orphans, extra + labels.max(), labels)
     if min_mean_interior > 0 and labels.max() > 0:
         labels = drop_unsure_objects(labels, p_in, float(min_mean_interior))
-    # holes were filled in the mask before flooding, so objects have none left
+    if fill_holes:  # a hole filled in the mask became a basin of its own: dropped as unsure, it is a hole again
+        labels = fill_enclosed_holes(labels)
     labels = filter_labels(labels, min_size, max_size, remove_border)
     if grow_small_below > 0:  # after the size filter: specks under min_size must not grow into it
         labels = grow_small_objects(labels, p_bg, int(grow_small_below))
+        if max_size is not None or remove_border:  # ... nor what grew past the largest size, or onto the border
+            labels = filter_labels(labels, 0, max_size, remove_border)
     return labels
 
 
@@ -558,6 +598,8 @@ def three_class_to_labels_banded(probabilities: np.ndarray, band_rows: int = 204
     if grow_small_below > 0:
         ib = kwargs.get("class_order", THREE_CLASS_ORDER).index("background")
         out = grow_small_objects(out, probabilities[ib], int(grow_small_below), in_place=True)
+        if max_size is not None or remove_border:  # what grew past the largest size, or onto the border, goes
+            out = filter_labels(out, 0, max_size, remove_border)
     return out
 
 

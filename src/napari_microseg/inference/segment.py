@@ -186,7 +186,13 @@ def _sample_frame(frame: Any, max_pixels: int = NORMALIZATION_SAMPLE_PIXELS) -> 
     sample = frame[::step, ::step]
     if hasattr(sample, "compute"):
         sample = sample.compute()
-    return np.asarray(sample, dtype=np.float32)
+    sample = np.asarray(sample)
+    if sample.dtype.kind == "f" and sample.dtype.itemsize > 4:  # float64 beyond float32: inf after the cast
+        finite = sample[np.isfinite(sample)]
+        if finite.size and float(np.abs(finite).max()) > float(np.finfo(np.float32).max):
+            raise InputError(f"the image holds values up to {float(np.abs(finite).max()):.3g}, beyond what the network's "
+                             "float32 arithmetic holds (3.4e38): scale it down (e.g. divide by its maximum) first")
+    return sample.astype(np.float32)
 
 
 def _non_finite_message(t: int) -> str:

@@ -63,7 +63,15 @@ class LoadedModel:
 
     @property
     def output_mode(self) -> str:
-        return self.config.get("output_mode", "binary")
+        """The config's ``output_mode``; a file without one (older, or made by hand) by its network's outputs:
+        1 or 2 binary, 3 (or a distance head) three-class, more multiclass (not binary whatever it holds)."""
+        mode = self.config.get("output_mode")
+        if mode is not None:
+            return mode
+        n = (self.config.get("model") or {}).get("n_classes", self.config.get("n_classes"))
+        if self.config.get("distance_head") or n == 3:
+            return "three_class"
+        return "binary" if n in (None, 1, 2) else "multiclass"
 
     @property
     def normalization(self) -> dict:
@@ -78,6 +86,8 @@ class LoadedModel:
     @property
     def patch_size(self) -> tuple[int, int] | None:
         p = self.config.get("patch_size")
+        if isinstance(p, (int, float)) and not isinstance(p, bool):  # one side for both (a hand-made config)
+            return int(p), int(p)
         return tuple(int(v) for v in p) if p else None
 
 
@@ -170,12 +180,29 @@ def read_model_file(path: str | os.PathLike, map_location: str = "cpu") -> dict:
     if _is_torchscript(p):
         raise InputError(f"{p.name} is a TorchScript export (for other programs); napari-microseg reads the model "
                          "file it was exported from")
+    _check_zip_intact(p)
     try:
         payload = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure means "not a model file"
         raise InputError(f"{p.name} is not a napari-microseg model file ({type(err).__name__})") from None
     _decode_config(payload, p.name)
     return payload
+
+
+def _check_zip_intact(path: Path) -> None:
+    """InputError when a model file (a zip archive, as torch saves it) holds an entry whose checksum fails:
+    torch reads a damaged byte of the weights without a word."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return  # the legacy (pre-zip) format, or not a model file: torch.load says which
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError):
+        damaged = "its index"
+    if damaged is not None:
+        raise InputError(f"{path.name} is damaged ({damaged} fails its checksum): copy the model file again")
 
 
 def _decode_config(payload: Any, name: str) -> None:
@@ -258,12 +285,20 @@ def _is_torchscript(path: Path) -> bool:
     return any(n.endswith("/constants.pkl") or "/code/" in n for n in names)
 
 
+#: what a segmentation model's ``output_mode`` may be
+SEGMENTATION_OUTPUT_MODES = ("binary", "three_class", "multiclass")
+
+
 def check_segmentation_config(config: dict, name: str) -> None:
     """Refuse a classifier's config where a segmentation model is needed (one clear line)."""
     task = config.get("task")  # classifiers say what they classify; segmentation models have no task
     if task is not None:
         raise InputError(f"{name} is a classifier (of {task}), not a segmentation model: "
                          f"use it with 'microseg classify {task}'")
+    mode = config.get("output_mode")
+    if mode is not None and mode not in SEGMENTATION_OUTPUT_MODES:
+        raise InputError(f"{name}: output_mode {mode!r} is none of {', '.join(SEGMENTATION_OUTPUT_MODES)}: "
+                         "not a model file this package can segment with")
 
 
 def load_model(path: str | os.PathLike, device: str = "cpu", segmentation: bool = False) -> LoadedModel:

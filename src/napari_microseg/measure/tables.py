@@ -202,8 +202,17 @@ def write_table_csv(df: pd.DataFrame, path: str | os.PathLike, overwrite: bool =
     command line's tables then differed from the widget's exports)."""
     check_overwrite([path], overwrite)
     with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False, encoding="utf-8", float_format=float_format)
+        _whole_numbers_exact(df).to_csv(tmp, index=False, encoding="utf-8", float_format=float_format)
     return str(path)
+
+
+def _whole_numbers_exact(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with float columns that hold only whole numbers beyond the float format's 8 digits (the minimum /
+    maximum intensities of an int32 image, 2.3e8 written as 2.3000000e+08) as integers, written in full."""
+    wide = [c for c in df.columns if df[c].dtype.kind == "f" and len(df[c]) and df[c].notna().all()
+            and np.isfinite(df[c]).all() and (df[c].abs() >= 1e8).any() and (df[c].abs() < 2**53).all()
+            and (df[c] == np.round(df[c])).all()]
+    return df.astype({c: np.int64 for c in wide}) if wide else df
 
 
 def write_objects_csv(df: pd.DataFrame, path: str | os.PathLike, overwrite: bool = True) -> str:

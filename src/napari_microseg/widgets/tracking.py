@@ -409,6 +409,9 @@ class TrackingWidget(MicrosegDock):
                                         "image": f"napari layer '{self.tracked_image}'" if self.tracked_image else None}
         self.result.config["units"] = {"pixel_size_um": units.get("pixel_size"),
                                        "frame_interval_min": units.get("frame_interval")}
+        z_step = _z_step_of(self.tracked_geometry)  # a Z stack linked plane by plane: tracks.csv reopens over it
+        if z_step is not None and units.get("frame_interval") is None:
+            self.result.config["units"]["z_step_um"] = z_step
         write_config_json(self.result, paths[3])
         self.show_message("written: " + ", ".join(str(p) for p in paths))
         return [str(p) for p in paths]
@@ -437,6 +440,16 @@ class TrackingWidget(MicrosegDock):
 
         return self.start(make_generator, lambda written: self.show_message(f"written CTC folder {written}"),
                           label="exporting")
+
+
+def _z_step_of(geometry: dict) -> float | None:
+    """Micrometres per plane of a tracked (Z, Y, X) layer (its first axis a length), else None."""
+    from ..io.images import calibration_from_layer
+
+    scale = geometry.get("scale")
+    if not scale or len(scale) != 3:
+        return None
+    return calibration_from_layer(scale, geometry.get("units")).get("z_step_um")
 
 
 def physical_units(geometry: dict) -> dict:
