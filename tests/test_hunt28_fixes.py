@@ -936,3 +936,73 @@ def test_model_files_without_or_with_a_foreign_output_mode_and_damaged_ones(tmp_
     (tmp_path / "damaged.pt").write_bytes(bytes(data))
     with pytest.raises(InputError, match="damaged"):
         read_model_file(tmp_path / "damaged.pt")
+
+
+def test_rgb_movies_track_and_ignored_or_z_options_are_said(tmp_path, capsys):
+    """`track --image` refused an RGB time-lapse that `segment` takes (and said --channel was ignored while
+    segment uses it as the colour); `autolabel --target-channel` without --target was ignored without a
+    word; a Z stack given to `autolabel` was labelled plane by plane without the note segment and track give;
+    `info --model` left out a classifier's stored thresholds."""
+    import json
+
+    import pandas as pd
+    import tifffile
+
+    from napari_microseg.cli import main
+
+    labels = _disk_movie(3)
+    colour = np.zeros((3, 64, 64, 3), np.uint8)
+    colour[..., 1] = (labels > 0) * 200
+    tifffile.imwrite(tmp_path / "rgb.tif", colour, photometric="rgb")
+    tifffile.imwrite(tmp_path / "labels.tif", labels)
+    assert main(["track", "--labels", str(tmp_path / "labels.tif"), "--image", str(tmp_path / "rgb.tif"), "--channel", "1",
+                 "--out", str(tmp_path / "trk")]) == 0
+    assert "ignored" not in capsys.readouterr().err
+    assert pd.read_csv(tmp_path / "trk" / "tracks.csv")["mean_intensity"].min() == pytest.approx(200)
+    stain = (labels > 0).astype(np.uint16) * 1000 + 100
+    tifffile.imwrite(tmp_path / "z.ome.tif", stain, metadata={"axes": "ZYX", "PhysicalSizeZ": 2.0})
+    assert main(["autolabel", "fluorescence", "--stain", str(tmp_path / "z.ome.tif"), "--target-channel", "1",
+                 "--out", str(tmp_path / "al"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "--target-channel works with --target: ignored" in err and "is a Z stack" in err
+    assert main(["info", "--model", "response_good_bad"]) == 0
+    assert "use_thresholds" in capsys.readouterr().out
+    from napari_microseg.cli.info import model_summary
+
+    assert model_summary("response_good_bad")["use_thresholds"]["flag"] == pytest.approx(0.0961, abs=1e-3)
+    assert json.loads(json.dumps(model_summary("nuclei_fluorescence")))["kind"] == "three_class segmentation"
+
+
+def test_batch_zarr_frames_note_an_ignored_channel(tmp_path):
+    import pandas as pd
+    import zarr
+
+    from napari_microseg.cli import main
+
+    (tmp_path / "in").mkdir()
+    zarr.create_array(str(tmp_path / "in" / "movie.zarr"), shape=(2, 48, 48), dtype="uint16", chunks=(1, 48, 48))[:] = \
+        (_disk_movie(2)[:, 8:56, 8:56] > 0) * 1000 + 100
+    assert main(["batch", "autolabel", "--input", str(tmp_path / "in"), "--channel", "1", "--out", str(tmp_path / "out"),
+                 "--workers", "0", "--quiet"]) == 0
+    notes = pd.read_csv(tmp_path / "out" / "notes.csv")
+    assert notes["image"].tolist() == ["movie.zarr"] and "--channel 1 ignored" in notes["note"].iloc[0]
+
+
+@pytest.mark.gui
+def test_tracking_dock_says_it_linked_the_planes_of_a_z_stack(make_napari_viewer, wait_worker, tmp_path):
+    """The Tracking dock linked the planes of a (Z, Y, X) layer as frames without a word (`track` notes it),
+    and its exported tracks.csv reopened at 1 per plane."""
+    from napari_microseg._reader import get_reader
+    from napari_microseg.widgets.tracking import TrackingWidget
+
+    viewer = make_napari_viewer(show=False)
+    viewer.add_labels(_disk_movie(3), name="planes", scale=(2.0, 0.5, 0.5),
+                      units=("micrometer", "micrometer", "micrometer"))
+    widget = TrackingWidget(viewer)
+    widget.labels_layer.value = "planes"
+    wait_worker(widget.track())
+    assert "a Z stack" in widget.status.text() and "2 tracks" in widget.status.text()
+    widget.export_dir.value = str(tmp_path)
+    tracks_csv = widget.export_csv()[0]
+    ((_, kwargs, _),) = get_reader(tracks_csv)(tracks_csv)
+    assert kwargs["scale"] == pytest.approx((2.0, 0.5, 0.5))

@@ -395,7 +395,9 @@ def track_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> dic
     out = Path(spec.out)
     # as `microseg track` reads it: Zarr and big TIFFs stay on disk and are tracked frame by frame
     stated: dict = {}  # the movie's own pixel size and frame interval (OME / ImageJ metadata)
-    data = time_stack(_read_whole(item, spec, calibration=stated), f"{item.image}: tracking input", lazy=True)
+    # images segmented first are read as `batch segment` reads them (an RGB movie grey, or --channel's colour)
+    data = time_stack(_read_whole(item, spec, grey=bool(spec.model), calibration=stated), f"{item.image}: tracking input",
+                      lazy=True)
     given = {"pixel_size_um": spec.params.get("pixel_size"), "frame_interval_min": spec.params.get("frame_interval")}
     calibration = {key: given[key] if given[key] is not None else stated.get(key) for key in given}
     if given["pixel_size_um"] is None and "pixel_size_y_um" in stated:  # non-square pixels keep their Y size
@@ -531,6 +533,8 @@ def run_item(item: BatchItem, spec: TaskSpec, expected_checksum: str | None = No
             else:
                 _set_threads(spec.threads)
                 _READ_NOTES.notes = []
+                if item.frame is not None and spec.params.get("channel") is not None:  # a (T, Y, X) Zarr, by frames
+                    _READ_NOTES.notes.append(f"--channel {spec.params['channel']} ignored: the file has no channels")
                 record["outputs"] = TASK_FUNCTIONS[spec.task](item, spec, frame)
                 notes = [*_READ_NOTES.notes, record["outputs"].pop("note", None)]
                 if any(notes):

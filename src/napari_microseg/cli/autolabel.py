@@ -142,12 +142,14 @@ def read_any(path: str, hdu: int | None = None, channel: int | None = None) -> t
     one channel of a multi-channel TIFF (see :func:`napari_microseg.io.images.read_image`),
     or one colour of an RGB image (the stain's blue, say).
     """
-    from ..io.images import channel_or_grey, image_kind, read_image
+    from ..io.images import channel_or_grey, image_kind, is_z_stack, read_image
 
     p = Path(path)
     if p.is_dir() and image_kind(p) is None:
         raise InputError(f"{p} is a folder: give one image file here (`microseg batch autolabel` labels a folder of stains)")
     image = read_image(p, hdu=hdu, channel=channel)
+    if is_z_stack(image):  # as segment and track say it
+        print(f"note: {p.name} is a Z stack (axes ZYX): its planes are labelled as frames", file=sys.stderr)
     return np.asarray(channel_or_grey(image, channel, p.name)), dict(image.metadata.get("calibration") or {})
 
 
@@ -221,7 +223,8 @@ def run_fluorescence(args: argparse.Namespace) -> int:
     from ..progress import run_with_text_progress
 
     _check_fluorescence_options(args)
-    for option, needs, given in (("--keep-dropped", "--qc", args.qc), ("--correct-shift", "--target", args.target)):
+    for option, needs, given in (("--keep-dropped", "--qc", args.qc), ("--correct-shift", "--target", args.target),
+                                 ("--target-channel", "--target", args.target)):
         if getattr(args, option[2:].replace("-", "_")) and not given:  # it would change nothing: said, not ignored
             print(f"warning: {option} works with {needs}: ignored", file=sys.stderr)
     stain, calibration = read_any(args.stain, channel=args.channel)

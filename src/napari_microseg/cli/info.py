@@ -17,13 +17,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def model_summary(spec: str) -> dict:
     """What the model file ``spec`` (a path or a shipped name) holds, for people: its kind, architecture,
-    classes, normalisation, patch size, object size, intensity range, tuned post-processing and training
-    record (data, epochs, best epoch, stop reason, initial model, metrics)."""
-    from ..io.models import read_model_config
+    classes, normalisation, patch size, object size, intensity range, tuned post-processing, a classifier's
+    stored thresholds and training record (data, epochs, best epoch, stop reason, initial model, metrics)."""
+    from ..io.models import LoadedModel, read_model_config
     from ..pretrained import resolve_model
 
     path = resolve_model(spec)
     config = read_model_config(path)
+    if not config.get("task"):  # as segmentation reads it (a file without one: by its network's outputs)
+        config = {**config, "output_mode": LoadedModel(model=None, config=config).output_mode}
     training = config.get("training") or {}
     summary = {"file": str(path),
                "kind": f"{config['task']} classifier" if config.get("task") else f"{config.get('output_mode')} segmentation",
@@ -31,7 +33,7 @@ def model_summary(spec: str) -> dict:
                "distance_head": config.get("distance_head"), "normalization": config.get("normalization"),
                "patch_size": config.get("patch_size"), "object_size": config.get("object_size"),
                "input_range": config.get("input_range"), "postprocess": config.get("postprocess"),
-               "threshold": config.get("threshold"),
+               "threshold": config.get("threshold"), "use_thresholds": config.get("use_thresholds"),
                "training": {key: training.get(key) for key in ("data", "validation", "epochs_run", "best_epoch",
                                                                "stop_reason", "seed", "device", "init_model",
                                                                "resumed_from", "metrics", "saved")}}

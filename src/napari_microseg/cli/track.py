@@ -81,17 +81,21 @@ def _read_stack(path: str, what: str, hdu: int | None = None, channel: int | Non
     empty). Zarr and TIFFs over ``LAZY_TIFF_BYTES`` stay on disk and are tracked frame by frame. A
     Z stack (OME / ImageJ axes ZYX) is tracked plane by plane, with a note."""
     from ..errors import InputError
-    from ..io.images import LAZY_TIFF_BYTES, is_z_stack, read_image, time_stack
+    from ..io.images import LAZY_TIFF_BYTES, channel_or_grey, is_z_stack, read_image, time_stack
 
     if not Path(path).exists():
         raise InputError(f"{what} file not found: {path}")
     image = read_image(path, hdu=hdu, lazy_above_bytes=LAZY_TIFF_BYTES, channel=channel)
-    if channel is not None and "channel" not in image.metadata:  # as segment says it
-        print(f"warning: {Path(path).name} has no channels: --channel {channel} ignored", file=sys.stderr)
+    if what == "image":  # as segment reads it: --channel picks a colour of an RGB movie, which else is grey
+        data = channel_or_grey(image, channel, Path(path).name)
+    else:
+        data = image.data
+        if channel is not None and "channel" not in image.metadata:
+            print(f"warning: {Path(path).name} has no channels: --channel {channel} ignored", file=sys.stderr)
     if is_z_stack(image):
         print(f"note: {Path(path).name} is a Z stack (axes ZYX): its planes are linked as frames (t in the tables "
               "is the plane)", file=sys.stderr)
-    return time_stack(image.data, what, lazy=True), dict(image.metadata.get("calibration") or {})
+    return time_stack(data, what, lazy=True), dict(image.metadata.get("calibration") or {})
 
 
 def run(args: argparse.Namespace) -> int:

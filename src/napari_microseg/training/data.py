@@ -589,11 +589,11 @@ def split_train_val(
     size = (w, h)[axis == 0]
     n_val = max(min_val_size, int(round(val_fraction * size)))
     if size - n_val < min_val_size:
-        raise InputError(f"image too small ({h}x{w}) to hold out a validation strip; set the validation share to 0 (--val-fraction 0) or give validation images")
+        raise InputError(f"image too small ({h}x{w}) to hold out a validation strip; set the validation share to 0 (the Training dock's 'validation share', or --val-fraction 0) or give validation images")
     start = _validation_strip_start(it.target, axis, n_val, val_fraction)
     if start is None:
         raise InputError("the annotations are too few or too concentrated to hold out a validation strip; "
-                         "annotate more, set the validation share to 0 (--val-fraction 0), or give validation images")
+                         "annotate more, set the validation share to 0 (the Training dock's 'validation share', or --val-fraction 0), or give validation images")
 
     def cut(lo: int, hi: int) -> tuple:
         return (slice(None), slice(lo, hi)) if axis == 1 else (slice(lo, hi), slice(None))

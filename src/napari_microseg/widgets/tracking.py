@@ -168,6 +168,8 @@ class TrackingWidget(MicrosegDock):
         from ..tracking.track import track_warnings
 
         note = "a 0/1 mask, not labels: tracked its connected objects; " if result.info.get("mask_converted") else ""
+        if _z_step_of(self.tracked_geometry) is not None:  # as `microseg track` says it of a Z stack
+            note += "a Z stack (its first axis a length): its planes were linked as frames; "
         text = f"{note}{result.n_tracks} tracks over {result.n_frames} frames"
         events = result.info.get("events")
         if events:  # the events counts.csv dates frame by frame
