@@ -296,6 +296,14 @@ def run(args: argparse.Namespace) -> int:
     with terminate_as_interrupt():  # kept until the generator is closed: a TERM during the shutdown is handled too
         try:
             summary = run_with_text_progress(gen, label=f"batch {args.batch_task}", quiet=args.quiet)
+        except KeyboardInterrupt:
+            # the command ends here: the Dask client's event loop, stopped mid-callback, may log a traceback of
+            # its own (tornado's "Exception in callback") after "interrupted"; the run's state is saved
+            import logging
+
+            for name in ("tornado.application", "distributed", "asyncio"):
+                logging.getLogger(name).setLevel(logging.CRITICAL)
+            raise
         finally:
             gen.close()
     if summary.ignored:  # a PNG among the TIFFs: said, not silently skipped
