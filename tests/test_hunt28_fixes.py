@@ -21,8 +21,10 @@ def test_ome_zarr_scale_of_the_multiscales_applies_after_the_datasets(tmp_path):
             {"name": "x", "type": "space", "unit": "micrometer"}]
     group.attrs["multiscales"] = [{"version": "0.4", "axes": axes,
                                    "datasets": [{"path": "0", "coordinateTransformations": [
-                                       {"type": "scale", "scale": [60.0, 0.5, 0.5]}]}],
+                                       {"type": "scale", "scale": [60.0, 0.5, 0.5]},
+                                       {"type": "translation", "translation": [0.0, 10.0, 20.0]}]}],
                                    "coordinateTransformations": [{"type": "scale", "scale": [2.0, 0.5, 0.5]}]}]
+    assert read_image(path).metadata["origin"] == pytest.approx({"Y": 5.0, "X": 10.0})  # stretched by the outer scale
     calibration = read_image(path).metadata["calibration"]
     assert calibration["pixel_size_um"] == pytest.approx(0.25)
     assert calibration["frame_interval_min"] == pytest.approx(2.0)
@@ -334,6 +336,10 @@ def test_one_frame_calibrated_tracks_labels_stay_a_stack(tmp_path):
     write_tiff(tmp_path / "one.tif", _disk_movie(1), calibration={"pixel_size_um": 0.5, "frame_interval_min": 3.0})
     back = read_image(tmp_path / "one.tif")
     assert back.data.shape == (1, 64, 64)
+    import tifffile
+
+    with tifffile.TiffFile(tmp_path / "one.tif") as tif:  # the pixel size in the TIFF tags too (per cm)
+        assert tif.pages[0].tags["XResolution"].value == (20000, 1) and tif.pages[0].tags["ResolutionUnit"].value == 3
     assert back.metadata["calibration"] == {"pixel_size_um": 0.5, "frame_interval_min": 3.0}
     assert main(["track", "--labels", str(tmp_path / "one.tif"), "--out", str(tmp_path / "run")]) == 0
     assert read_image(tmp_path / "run" / "tracks_labels.tif").data.shape == (1, 64, 64)
@@ -361,6 +367,13 @@ def test_track_config_json_given_back_repeats_its_run(tmp_path, capsys):
     assert main(["track", "--labels", str(tmp_path / "movie.tif"), "--out", str(tmp_path / "given"), "--config",
                  str(tmp_path / "first" / "track_config.json"), "--update-method", "exact"]) == 0  # given wins
     assert json.loads((tmp_path / "given" / "track_config.json").read_text())["update_method"] == "EXACT"
+    # "auto" is what a default run asked (it ran EXACT on a few objects): a rerun from its file asks "auto" again
+    assert main(["track", "--labels", str(tmp_path / "movie.tif"), "--out", str(tmp_path / "auto")]) == 0
+    capsys.readouterr()
+    assert main(["track", "--labels", str(tmp_path / "movie.tif"), "--out", str(tmp_path / "auto2"), "--config",
+                 str(tmp_path / "auto" / "track_config.json")]) == 0
+    assert "from the config file" not in capsys.readouterr().err
+    assert json.loads((tmp_path / "auto2" / "track_config.json").read_text())["requested"]["update_method"] == "auto"
 
 
 @pytest.fixture(scope="module")
@@ -464,6 +477,11 @@ def test_classify_images_skips_an_image_whose_crop_cannot_be_cut_by_name(tmp_pat
     assert f"skipped {masks[1].name}: integration mask is empty" in err
     assert f"skipped {masks[2].name}: its integration mask is" in err
     assert len(pd.read_csv(tmp_path / "out" / "flags.csv")) == 2
+    images = sorted(str(p) for p in (tmp_path / "resp" / "images").glob("*.tif"))
+    assert main(["classify", "images", "--model", "response_good_bad", "--input", *images,  # no box: said once
+                 "--out", str(tmp_path / "nobox")]) == 2
+    err = capsys.readouterr().err
+    assert "none of the 4 images could be classified: the image is 96x64 px" in err and "skipped" not in err
 
 
 def test_shipped_response_thresholds_keep_their_promise_on_the_images_they_were_chosen_on():
@@ -529,27 +547,31 @@ def test_batch_track_config_file_counts_by_its_contents(tmp_path, capsys):
 
 def test_batch_stops_when_no_worker_can_run(tmp_path):
     """A memory limit the command took (540 MB) left the only worker paused by Dask before its first
-    task: the run waited for ever. Such limits are refused, and a run whose workers are all paused or
-    gone stops with a message."""
-    from napari_microseg.batch.runner import _check_workers_can_run, check_memory_limit
+    task: the run waited for ever. Such limits are refused (1GB passes), and a local cluster whose workers
+    are all gone, or all paused with nothing running, is named as stuck (the run stops once it stays so)."""
+    from napari_microseg.batch.runner import _why_workers_cannot_run, check_memory_limit
     from napari_microseg.errors import InputError
 
-    with pytest.raises(InputError, match="at least 1GiB"):
+    with pytest.raises(InputError, match="at least 768MiB"):
         check_memory_limit("540MB")
-    check_memory_limit("2GB")
+    for enough in ("1GB", "1000MB", "1e9", "2GiB"):
+        check_memory_limit(enough)
 
     class Client:
-        def __init__(self, workers):
-            self.workers = workers
+        def __init__(self, workers, executing=0):
+            self.workers, self.executing = workers, executing
 
         def scheduler_info(self):
             return {"workers": self.workers}
 
-    with pytest.raises(InputError, match="paused"):
-        _check_workers_can_run(Client({"a": {"status": "paused"}, "b": {"status": "paused"}}), "1GB")
-    with pytest.raises(InputError, match="no Dask worker is left"):
-        _check_workers_can_run(Client({}), "1GB")
-    _check_workers_can_run(Client({"a": {"status": "paused"}, "b": {"status": "running"}}), "1GB")
+        def run(self, function):
+            return {name: self.executing for name in self.workers}
+
+    paused = {"a": {"status": "paused"}, "b": {"status": "paused"}}
+    assert "paused with nothing running" in _why_workers_cannot_run(Client(paused), "1GB")
+    assert _why_workers_cannot_run(Client(paused, executing=1), "1GB") is None  # a task still runs
+    assert "no Dask worker is left" in _why_workers_cannot_run(Client({}), "1GB")
+    assert _why_workers_cannot_run(Client({"a": {"status": "paused"}, "b": {"status": "running"}}), "1GB") is None
 
 
 @pytest.mark.gui
@@ -1006,3 +1028,43 @@ def test_tracking_dock_says_it_linked_the_planes_of_a_z_stack(make_napari_viewer
     tracks_csv = widget.export_csv()[0]
     ((_, kwargs, _),) = get_reader(tracks_csv)(tracks_csv)
     assert kwargs["scale"] == pytest.approx((2.0, 0.5, 0.5))
+
+
+def test_interrupted_resumed_classifier_run_keeps_the_earlier_epochs_history(tmp_path, monkeypatch):
+    """Ctrl-C in a resumed classifier run wrote history.csv from this session's epochs only: the earlier
+    epochs (still in the model file's record) were gone from it."""
+    import pandas as pd
+
+    import napari_microseg.progress as progress
+    from napari_microseg.cli import main
+
+    model = tmp_path / "c.pt"
+    argv = ["classify", "train", "images", "--simulated", "12", "--batch-size", "12", "--out", str(model)]
+    assert main([*argv, "--epochs", "1"]) == 0
+    simulate_then = progress.run_with_text_progress
+
+    def interrupted(events, *args, label="", **kwargs):  # Ctrl-C after the resumed run's first epoch
+        if not label.startswith("train"):
+            return simulate_then(events, *args, label=label, **kwargs)
+        for event in events:
+            if getattr(event, "kind", "") == "epoch":
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(progress, "run_with_text_progress", interrupted)
+    assert main([*argv, "--epochs", "3", "--resume", str(model)]) == 130
+    assert pd.read_csv(tmp_path / "c.history.csv")["epoch"].tolist() == [1, 2]
+
+
+def test_labels_of_thin_diagonal_objects_are_not_taken_for_an_image():
+    """64 one-pixel-wide diagonal lines (muon tracks) were "an intensity image, not labels": their ids were
+    counted as 4-connected specks, where the package labels objects 8-connected."""
+    from napari_microseg.measure.labels import scattered_ids
+
+    lines = np.zeros((128, 128), np.int32)
+    for k in range(64):
+        y0, x0 = 2 + 15 * (k // 8), 2 + 15 * (k % 8)
+        for i in range(8):
+            lines[y0 + i, x0 + i] = k + 1
+    assert scattered_ids(lines) is None
+    noise = np.random.default_rng(0).integers(0, 200, (128, 128))
+    assert scattered_ids(noise) is not None

@@ -335,7 +335,8 @@ HOT_PAIR_WIDTH = 2
 MIN_TAP_SIDE = 8
 
 def estimate_baseline(image, taps: str | tuple[int, int] = "auto", exclude_columns: Sequence[int] | None = None,
-                      tap_sigma: float = 10.0, clip_sigma: float = 3.0, glow_sigma: float = 10.0) -> CCDBaseline:
+                      tap_sigma: float = 10.0, clip_sigma: float = 3.0, glow_sigma: float = 10.0,
+                      boundaries: tuple[Sequence[int], Sequence[int]] | None = None) -> CCDBaseline:
     """Per-tap pedestal, per-column baseline and read noise of a (Y, X) frame in ADC.
 
     Parameters
@@ -348,10 +349,14 @@ def estimate_baseline(image, taps: str | tuple[int, int] = "auto", exclude_colum
         ignored when re-estimating medians and noise (3 iterations).
     glow_sigma : the pedestal is the median of the column medians within
         ``glow_sigma / 2`` noise sd of their 10th percentile (glowing columns excluded).
+    boundaries : ``(tap_rows, tap_cols)`` that :func:`detect_taps` found before (not looked for again;
+        ``taps`` is then not read).
     """
     img = _check_image(image)
     ny, nx = img.shape
-    if isinstance(taps, str):
+    if boundaries is not None:
+        tap_rows, tap_cols = (sorted(int(v) for v in side) for side in boundaries)
+    elif isinstance(taps, str):
         if taps != "auto":
             raise InputError(f"taps must be 'auto' or (rows, cols), got {taps!r}")
         tap_rows, tap_cols = detect_taps(img, tap_sigma)
@@ -735,9 +740,13 @@ def clusters_per_frame(class_map, image, class_names: Sequence[str], first_frame
     for t in range(class_map.shape[0] if stack else 1):
         frame_classes = np.asarray(class_map[t] if stack else class_map)
         frame = np.asarray(image[t] if stack else image, dtype=np.float32)
-        with warnings.catch_warnings():  # the taps' doubts were said when the frame was segmented
-            warnings.simplefilter("ignore", TapWarning)
-            taps = estimate_baseline(frame).pedestal if np.isfinite(frame).all() else None
+        taps = None  # each tap's pedestal where the frame has taps (a frame of one tap needs no levelling)
+        if np.isfinite(frame).all() and min(frame.shape) >= 4:
+            with warnings.catch_warnings():  # the taps' doubts were said when the frame was segmented
+                warnings.simplefilter("ignore", TapWarning)
+                rows, cols = detect_taps(frame)
+            if rows or cols:
+                taps = estimate_baseline(frame, boundaries=(rows, cols)).pedestal
         table = find_clusters(frame_classes, frame, cluster_class=cluster, background_classes=quiet,  # objects.csv's ids
                               first_label=1 + object_label_offset(frame_classes, cluster, class_index(names, "background") or 0),
                               tap_pedestal=taps)

@@ -569,11 +569,15 @@ def default_workers(threads_per_worker: int = 1) -> int:
 
 
 #: the least memory limit a local worker is given (bytes): Dask pauses a worker at 80 % of its limit, and one
-#: with torch, the package and a segmentation model loaded holds ~470 MiB (paused for ever at 540 MB)
-MIN_WORKER_MEMORY = 2**30
+#: with torch, the package and a segmentation model loaded holds ~470 MiB (paused for ever at 540 MB); 1GB,
+#: 1000MB and 1e9 pass
+MIN_WORKER_MEMORY = 768 * 2**20
 
-#: seconds without a finished item after which the runner asks whether any worker can still run
+#: seconds without a finished item after which the runner asks whether a local cluster's workers can still run
 STALL_CHECK_SECONDS = 20.0
+#: seconds a local cluster must look stuck (no worker, or every one paused with nothing running) before the run
+#: stops: a nanny restarting a worker killed for memory, or a task finishing while paused, is not stuck
+STUCK_FOR_SECONDS = 60.0
 
 
 def _params_by_content(params: dict) -> dict:
@@ -587,20 +591,24 @@ def _params_by_content(params: dict) -> dict:
     return params
 
 
-def _check_workers_can_run(client: Any, memory_limit: str | None) -> None:
-    """InputError when no worker can run a task: none left (killed for memory, one after another), or every
-    one paused (its memory above Dask's pause level of the limit) -- the run would otherwise wait for ever."""
+def _why_workers_cannot_run(client: Any, memory_limit: str | None) -> str | None:
+    """Why no worker of a local cluster can run a task now, or None: none left (killed for memory, one after
+    another), or every one paused (its memory above Dask's pause level of the limit) with no task running."""
+    limit = f" (--memory-limit {memory_limit})" if memory_limit else ""
     try:
         workers = client.scheduler_info().get("workers", {})
-    except Exception:  # noqa: BLE001 - a scheduler that does not answer is the client's own error to raise
-        return
-    limit = f" (--memory-limit {memory_limit})" if memory_limit else ""
-    if not workers:
-        raise InputError(f"no Dask worker is left to run the items (killed for memory{limit}?): run again with a "
-                         "larger --memory-limit or fewer threads per worker; finished items are kept")
-    if all(str(w.get("status", "")).lower() == "paused" for w in workers.values()):
-        raise InputError(f"every Dask worker is paused: its memory is above Dask's pause level of its limit{limit}; "
-                         "run again with a larger --memory-limit; finished items are kept")
+        if not workers:
+            return (f"no Dask worker is left to run the items (killed for memory{limit}?): run again with a larger "
+                    "--memory-limit or fewer threads per worker; finished items are kept")
+        if not all(str(w.get("status", "")).lower() == "paused" for w in workers.values()):
+            return None
+        running = client.run(lambda dask_worker: dask_worker.state.executing_count)
+    except Exception:  # noqa: BLE001 - a scheduler or worker that does not answer: not known to be stuck
+        return None
+    if any(running.values()):
+        return None  # paused, but a task goes on (and may free its memory when it ends)
+    return (f"every Dask worker is paused with nothing running: its memory is above Dask's pause level of its "
+            f"limit{limit}; run again with a larger --memory-limit; finished items are kept")
 
 
 def check_memory_limit(memory_limit: str | None) -> None:
@@ -616,7 +624,7 @@ def check_memory_limit(memory_limit: str | None) -> None:
     if 0 < limit < MIN_WORKER_MEMORY:
         raise InputError(f"memory limit {memory_limit} is below what a worker needs to run a task (~470 MiB with "
                          f"torch, the package and a model; Dask pauses a worker at 80 % of its limit): give at least "
-                         f"{MIN_WORKER_MEMORY / 2**30:g}GiB")
+                         f"{MIN_WORKER_MEMORY // 2**20}MiB (1GB)")
 
 
 def _connect(scheduler: Any, workers: int | None, threads_per_worker: int, memory_limit: str | None):
@@ -1008,17 +1016,21 @@ def run_batch(
             compute_start = time.perf_counter()
             last_event = time.perf_counter()
             last_progress = time.perf_counter()
+            stuck_since = None  # when a local cluster was first seen unable to run anything (None: it can)
             while pending:
                 ready = ac.next_batch(block=False)
                 if not ready:
                     if time.perf_counter() - last_event >= heartbeat:
                         last_event = time.perf_counter()
-                        if time.perf_counter() - last_progress >= STALL_CHECK_SECONDS:
-                            _check_workers_can_run(client, memory_limit)
+                        if cluster is not None and time.perf_counter() - last_progress >= STALL_CHECK_SECONDS:
+                            reason = _why_workers_cannot_run(client, memory_limit)  # a remote one may be waiting
+                            stuck_since = None if reason is None else (stuck_since or time.perf_counter())
+                            if reason and time.perf_counter() - stuck_since >= STUCK_FOR_SECONDS:
+                                raise InputError(reason)
                         yield event("", in_flight=len(pending))
                     time.sleep(0.02)
                     continue
-                last_progress = time.perf_counter()
+                last_progress, stuck_since = time.perf_counter(), None
                 for fut, result in ready:
                     pending.remove(fut)
                     item = by_future.pop(fut.key)

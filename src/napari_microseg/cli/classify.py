@@ -294,17 +294,26 @@ def write_history_csv(path: Path, history: list[dict]) -> Path:
     return write(path, history, HISTORY_COLUMNS)
 
 
-def _history_phases(path: Path) -> dict:
-    """Epoch -> phase of a history CSV written before ({} when there is none or it has no phases)."""
+def _history_rows(path: Path, before_epoch: int | None = None) -> list[dict]:
+    """The rows of a history CSV written before (of epochs before ``before_epoch``); [] when there is none."""
     import pandas as pd
 
     try:
         table = pd.read_csv(path)
     except (OSError, ValueError, pd.errors.EmptyDataError, pd.errors.ParserError):
-        return {}
-    if not {"epoch", "phase"} <= set(table.columns):
-        return {}
-    return {int(e): str(p) for e, p in zip(table["epoch"], table["phase"].fillna(""))}
+        return []
+    if "epoch" not in table.columns:
+        return []
+    if before_epoch is not None:
+        table = table[table["epoch"] < before_epoch]
+    if "phase" in table.columns:
+        table["phase"] = table["phase"].fillna("")
+    return table.to_dict(orient="records")
+
+
+def _history_phases(path: Path) -> dict:
+    """Epoch -> phase of a history CSV written before ({} when there is none or it has no phases)."""
+    return {int(row["epoch"]): str(row.get("phase", "")) for row in _history_rows(path)}
 
 
 def _refuse_existing(args, *paths: Path) -> None:
@@ -392,7 +401,7 @@ def _keep_croppable(d: dict, lm, failures: list) -> dict:
     boxes = d.get("boxes")
     if boxes is not None and len(boxes) == 4 and np.ndim(boxes[0]) == 0:
         boxes = [boxes] * len(d["images"])
-    keep = []
+    keep, reasons = [], set()
     for i, (image, name) in enumerate(zip(d["images"], d["files"])):
         try:
             mask = None if d.get("masks") is None else d["masks"][i]
@@ -404,10 +413,13 @@ def _keep_croppable(d: dict, lm, failures: list) -> dict:
             keep.append(True)
         except InputError as err:
             reason = str(err).replace("image 0", Path(name).name)
+            reasons.add(reason.replace(Path(name).name, "the image"))
             failures.append({"image": str(name), "error": reason if Path(name).name in reason else f"{Path(name).name}: {reason}"})
             keep.append(False)
     if all(keep):
         return d
+    if not any(keep) and len(reasons) == 1 and len(keep) > 1:  # one reason for all (no --box given): said once
+        raise InputError(f"none of the {len(keep)} images could be classified: {reasons.pop()}")
     return _keep_readable({**d, "images": [img if k else None for img, k in zip(d["images"], keep)]})
 
 
@@ -530,7 +542,7 @@ def _run_images(args) -> int:
     for failure in failures:
         print(f"skipped {failure['error']}", file=sys.stderr)
     if not d["images"]:
-        raise InputError(f"none of the {len(failures)} images could be read; first: {failures[0]['error']}")
+        raise InputError(f"none of the {len(failures)} images could be read or classified; first: {failures[0]['error']}")
     blank = [Path(f).name for f, img in zip(d["files"], d["images"]) if img.size and img.min() == img.max()]
     if blank:
         print(f"warning: {len(blank)} image(s) are constant, so their verdicts mean nothing: {', '.join(blank[:3])}"
@@ -853,6 +865,9 @@ def _run_train(args) -> int:
         from .train import say_interrupted
 
         if history:  # the epochs that finished; before the first, an earlier run's history stays as it was
+            if continues_out:  # a resumed run's file keeps the epochs before this session's
+                earlier = _history_rows(history_path, before_epoch=history[0]["epoch"])
+                history = earlier + history
             write_history_csv(history_path, history)
         staged = " (a pre-training stage's in its own .pretrained.pt)" if str(strategy).startswith("pretrain") else ""
         say_interrupted(out, len(history), history_path, staged)

@@ -59,9 +59,10 @@ def _run_settings_from_config(args: argparse.Namespace, config: dict) -> None:
     """Fill the run's settings not given on the command line (``--update-method``, ``--no-optimize``,
     ``--stage-shift``) from what a ``track_config.json`` given as ``--config`` recorded (it holds
     everything needed to repeat its run), else from the defaults (auto, optimise, none)."""
-    method = str(config.get("update_method") or "").lower()
+    asked = config.get("requested") if isinstance(config.get("requested"), dict) else config  # older files: what ran
+    method = str(asked.get("update_method") or "").lower()
     recorded = {"update_method": method if method in ("auto", "exact", "approximate") else None,
-                "optimize": config.get("optimize") if isinstance(config.get("optimize"), bool) else None,
+                "optimize": asked.get("optimize") if isinstance(asked.get("optimize"), bool) else None,
                 "stage_shift": config.get("stage_shift") if config.get("stage_shift") in ("images", "objects") else
                 "none" if "stage_shift" in config else None}
     defaults = {"update_method": "auto", "optimize": True, "stage_shift": "none"}

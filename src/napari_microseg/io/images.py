@@ -470,9 +470,18 @@ def _zarr_origin(multiscales: Any) -> dict:
     length or a time are left out. Empty when there is none."""
     try:
         axes = multiscales[0]["axes"]
-        moves = [t.get("translation") for t in multiscales[0]["datasets"][0].get("coordinateTransformations", [])
-                 + multiscales[0].get("coordinateTransformations", []) if t.get("type") == "translation"]
-    except (TypeError, KeyError, IndexError, AttributeError):
+        own = multiscales[0]["datasets"][0].get("coordinateTransformations", [])
+        outer = multiscales[0].get("coordinateTransformations", [])
+        # NGFF: the multiscales' transformations follow the dataset's, so its scale stretches the dataset's
+        # translation too: origin = outer scale x dataset translation + outer translation
+        stretch = np.ones(len(axes))
+        for t in outer:
+            if t.get("type") == "scale" and isinstance(t.get("scale"), list) and len(t["scale"]) == len(axes):
+                stretch = stretch * np.asarray(t["scale"], float)
+        moves = ([list(np.asarray(t["translation"], float) * stretch) for t in own if t.get("type") == "translation"
+                  and isinstance(t.get("translation"), list) and len(t["translation"]) == len(axes)]
+                 + [t.get("translation") for t in outer if t.get("type") == "translation"])
+    except (TypeError, KeyError, IndexError, AttributeError, ValueError):
         return {}
     origin: dict = {}
     for move in moves:
@@ -712,6 +721,9 @@ def write_tiff(path: str | os.PathLike, data: np.ndarray, overwrite: bool = Fals
         # which `track` and `evaluate tracks` refuse); tifffile's own JSON description keeps the shape, and
         # the calibration goes in it (read back by read_image)
         kwargs["metadata"] = {**(kwargs.get("metadata") or {}), SHAPED_CALIBRATION_KEY: _valid_calibration(calibration)}
+        if "PhysicalSizeX" in ome:  # the pixel size in the TIFF's own tags too, for other programs (per cm)
+            kwargs.setdefault("resolution", (1e4 / ome["PhysicalSizeX"], 1e4 / ome["PhysicalSizeY"]))
+            kwargs.setdefault("resolutionunit", "CENTIMETER")
     elif ome and "imagej" not in kwargs:
         kwargs["ome"] = True
         kwargs["metadata"] = {**(kwargs.get("metadata") or {}), **ome}

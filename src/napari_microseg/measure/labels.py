@@ -123,8 +123,9 @@ def mask_frame_labels(mask: np.ndarray) -> np.ndarray:
 def scattered_ids(frame: np.ndarray) -> tuple[int, int] | None:
     """``(ids, regions)`` when a (Y, X) "labels" frame looks like an intensity image, else None: in labels each
     id is one object (one connected region of several px), while each grey level of an image is scattered over
-    the frame in specks (3x more regions than ids, or regions of under 4 px on average). Frames of under
-    50 ids are never taken for images."""
+    the frame in specks (3x more regions than ids, or regions of under 4 px on average). Regions are
+    8-connected, as the package labels objects (a thin diagonal line is one object). Frames of under 50 ids
+    are never taken for images."""
     from skimage.measure import label as connected
 
     frame = np.asarray(frame)
@@ -132,5 +133,5 @@ def scattered_ids(frame: np.ndarray) -> tuple[int, int] | None:
     n_ids = int(np.count_nonzero(ids > 0))
     if n_ids < 50:
         return None
-    regions = int(connected(frame, background=0, connectivity=1).max())
+    regions = int(connected(frame, background=0, connectivity=2).max())
     return (n_ids, regions) if regions > 3 * n_ids or regions > frame.size / 4 else None

@@ -268,7 +268,8 @@ def _phase_image(nuc_mask, cell_mask, nuc_tex, rng, halo_strength, noise_sd):
 def _without_unseen_tracks(tracks: pd.DataFrame) -> pd.DataFrame:
     """``tracks`` whose parents and roots all have rows: a daughter of a mother that was never drawn (it got
     an id while another nucleus hid it) becomes a root of generation 0, and its lineage's
-    ``root_track_id`` and ``generation`` follow."""
+    ``root_track_id`` and ``generation`` follow. Such daughters appear without an event: the mother's
+    division is not in ``events`` (it has no rows), and they were born in the field, not entering it."""
     seen = set(tracks["track_id"].tolist())
     parents = tracks.groupby("track_id")["parent_track_id"].first()
     if all(p == 0 or p in seen for p in parents):

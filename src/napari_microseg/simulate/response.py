@@ -263,7 +263,7 @@ def simulate_response_image(
     edges = 1.0 - dips / mu_b
 
     # --- bed top (quadratic through 3 points) -----------------------------------
-    if bed_row is None:  # at most as low as leaves the integration area room below it (images under ~62 px)
+    if bed_row is None:  # at most as low as leaves the integration area room below it (images under ~72 px)
         bed_row = min(rng.uniform(0.25, 0.35) * ny, ny - (INTEGRATION_HEIGHT + INTEGRATION_OFFSET + BED_ROOM))
     y_l, y_r = bed_row + np.clip(rng.normal(0, 1.5, 2), -6.0, 6.0)
     y_m = min(y_l, y_r) + rng.uniform(0.5, 4.0)  # the middle is lower than at least one edge

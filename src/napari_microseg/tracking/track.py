@@ -540,6 +540,9 @@ def track_points_iter(
     saved_cfg["max_search_radius"] = radius
     saved_cfg["update_method"] = method
     saved_cfg["optimize"] = do_opt
+    # what was asked ("auto" picks by the objects per frame; a one-frame run cannot optimise): what a rerun
+    # from this file repeats, where the two above say what this run did
+    saved_cfg["requested"] = {"update_method": str(update_method).lower(), "optimize": bool(optimize)}
     saved_cfg["tile_objects"] = int(tile_objects) if use_tiles else None
     if "P_branch" in hyps:
         saved_cfg["divisions"] = div_opts
