@@ -433,7 +433,7 @@ def test_a_fits_file_of_several_image_hdus_says_which_it_read(tmp_path):
     path = tmp_path / "mef.fits"
     fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.ones((8, 8), np.float32), name="AMP1"),
                   fits.ImageHDU(np.zeros((8, 8), np.float32), name="AMP2")]).writeto(path)
-    with pytest.warns(MicrosegWarning, match=r"read HDU 1 \(AMP1\).*AMP2, HDU 2"):
+    with pytest.warns(MicrosegWarning, match=r"read HDU 1 \(AMP1\).*HDU 2 \(AMP2\)"):
         assert read_image(path).data.sum() == 64
     import warnings
 

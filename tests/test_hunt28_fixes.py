@@ -481,7 +481,8 @@ def test_classify_images_skips_an_image_whose_crop_cannot_be_cut_by_name(tmp_pat
     assert main(["classify", "images", "--model", "response_good_bad", "--input", *images,  # no box: said once
                  "--out", str(tmp_path / "nobox")]) == 2
     err = capsys.readouterr().err
-    assert "none of the 4 images could be classified: the image is 96x64 px" in err and "skipped" not in err
+    assert "none of the 4 images could be classified, each for the reason of the first: response_" in err
+    assert "is 96x64 px" in err and "skipped" not in err
 
 
 def test_shipped_response_thresholds_keep_their_promise_on_the_images_they_were_chosen_on():
@@ -1068,3 +1069,17 @@ def test_labels_of_thin_diagonal_objects_are_not_taken_for_an_image():
     assert scattered_ids(lines) is None
     noise = np.random.default_rng(0).integers(0, 200, (128, 128))
     assert scattered_ids(noise) is not None
+
+
+def test_fits_warning_names_unnamed_extensions_by_number(tmp_path):
+    """An empty primary HDU and two unnamed image extensions: the warning called HDU 1 "PRIMARY" and listed
+    the others as "2, HDU 2"."""
+    from astropy.io import fits
+
+    from napari_microseg.errors import MicrosegWarning
+    from napari_microseg.io.images import read_image
+
+    frames = [fits.ImageHDU(np.full((16, 16), v, np.float32)) for v in (1, 2)]
+    fits.HDUList([fits.PrimaryHDU(), *frames]).writeto(tmp_path / "two.fits")
+    with pytest.warns(MicrosegWarning, match=r"read HDU 1; the others \(HDU 2\) are left out"):
+        assert float(read_image(tmp_path / "two.fits").data.max()) == 1.0

@@ -419,7 +419,8 @@ def _keep_croppable(d: dict, lm, failures: list) -> dict:
     if all(keep):
         return d
     if not any(keep) and len(reasons) == 1 and len(keep) > 1:  # one reason for all (no --box given): said once
-        raise InputError(f"none of the {len(keep)} images could be classified: {reasons.pop()}")
+        raise InputError(f"none of the {len(keep)} images could be classified, each for the reason of the first: "
+                         f"{failures[len(failures) - len(keep)]['error']}")
     return _keep_readable({**d, "images": [img if k else None for img, k in zip(d["images"], keep)]})
 
 

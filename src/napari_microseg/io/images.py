@@ -528,11 +528,14 @@ def _read_fits(path: Path, hdu: int | None) -> ImageData:
                 index, others = images[0], images[1:]
                 chosen = hdul[index]
                 if others:  # e.g. one HDU per amplifier: the others would be left out without a word
-                    names = [str(hdul[i].name or i) for i in others]
+                    def called(i: int) -> str:  # "HDU 2 (AMP2)"; an unnamed extension by its number alone
+                        name = "PRIMARY" if i == 0 else str(hdul[i].name or "").strip()
+                        return f"HDU {i}" + (f" ({name})" if name else "")
+
                     warnings.warn(MicrosegWarning(
-                        f"FITS file with {len(others) + 1} image HDUs: read HDU {index} ({hdul[index].name or 'PRIMARY'}); "
-                        f"the others ({', '.join(names[:4])}{' ...' if len(names) > 4 else ''}, HDU "
-                        f"{', '.join(str(i) for i in others[:4])}) are left out: --hdu N reads another"), stacklevel=2)
+                        f"FITS file with {len(others) + 1} image HDUs: read {called(index)}; the others "
+                        f"({', '.join(called(i) for i in others[:4])}{' ...' if len(others) > 4 else ''}) are left out: "
+                        "--hdu N reads another"), stacklevel=2)
             data = np.asarray(chosen.data)
             header = {k: v for k, v in chosen.header.items() if k and isinstance(v, (int, float, str, bool))}
     except InputError:
