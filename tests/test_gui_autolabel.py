@@ -164,7 +164,7 @@ class _ThreadRecordingArray:
         return values
 
 
-def test_preview_of_a_zarr_layer_reads_its_frame_in_the_worker(make_napari_viewer, wait_worker, tmp_path):
+def test_preview_of_a_zarr_layer_reads_its_frame_in_the_worker(make_napari_viewer, wait_worker, tmp_path, qtbot):
     """A Zarr-backed layer (indexing a Zarr array reads at once) is wrapped lazily by the widgets:
     pressing preview reads nothing on the GUI thread; the worker reads the one frame it labels."""
     import numpy as np
@@ -185,9 +185,10 @@ def test_preview_of_a_zarr_layer_reads_its_frame_in_the_worker(make_napari_viewe
     widget.live.value = False  # one preview, the one asked for below (no debounced live previews)
     widget.stain_layer.value = "zarr stain"
     widget.clear_border.value = False
-    reads.clear()  # napari drew the layer: its reads are not the widget's
+    qtbot.wait(200)  # napari draws the new layer (on a busy machine, later): its reads are not the widget's
+    reads.clear()
     worker = widget.preview()
-    assert reads == [], "the preview read the Zarr layer on the GUI thread"
+    assert True not in reads, "the preview read the Zarr layer on the GUI thread"
     wait_worker(worker)
     assert reads.count(False) == 1, (reads, widget.status.text())  # the worker read the one frame it labels
     t = int(viewer.dims.current_step[0])

@@ -1083,3 +1083,26 @@ def test_fits_warning_names_unnamed_extensions_by_number(tmp_path):
     fits.HDUList([fits.PrimaryHDU(), *frames]).writeto(tmp_path / "two.fits")
     with pytest.warns(MicrosegWarning, match=r"read HDU 1; the others \(HDU 2\) are left out"):
         assert float(read_image(tmp_path / "two.fits").data.max()) == 1.0
+
+
+@pytest.mark.gui
+def test_docks_opened_from_the_plugins_menu_know_their_own_layers(make_napari_viewer, wait_worker):
+    """napari hands a dock opened from the Plugins menu a proxy viewer that wraps each layer anew on every
+    read: the docks' identity checks never held there, so paint in the Tracking dock's "by track" layer was
+    overwritten by a curation edit (its "(edited)" copy never kept). The tests built docks on the viewer
+    itself, where it worked."""
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+
+    sim = simulate_nuclei_timelapse(n_frames=6, shape=(96, 96), n_nuclei=5, seed=4)
+    viewer = make_napari_viewer(show=False)
+    viewer.add_labels(sim.labels, name="nuclei")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-microseg", "Tracking")
+    assert widget.viewer.layers[0] is widget.viewer.layers[0]  # the layers themselves, not fresh proxies
+    widget.labels_layer.value = "nuclei"
+    wait_worker(widget.track())
+    by_track = widget.relabelled_layer
+    viewer.layers[by_track.name].paint((0, 2, 2), 999, refresh=False)  # the user's brush, on the viewer's layer
+    widget.table.selectRow(0)
+    wait_worker(widget.delete_selected())
+    kept = [layer for layer in viewer.layers if layer.name.endswith("(edited)")]
+    assert len(kept) == 1 and (kept[0].data == 999).any(), widget.status.text()

@@ -157,7 +157,11 @@ class MicrosegDock(QWidget):
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.viewer = napari_viewer
+        # napari hands a dock opened from the Plugins menu a proxy of the viewer (PublicOnlyProxy) that wraps
+        # every layer anew each time one is read: "is this the result layer?" (``is``, ``id``, weak references)
+        # never held there, so a painted layer was overwritten and an earlier result exported as the newest.
+        # The dock keeps the viewer the proxy wraps (its public API is all it uses).
+        self.viewer = getattr(napari_viewer, "__wrapped__", napari_viewer)
         self._viewer_connections: list[tuple[Any, Callable]] = []  # see connect_viewer_event
         self._following_viewer = True
         self._docked = False  # has been in a window: a later parent of None means it was closed

@@ -104,7 +104,7 @@ class AutolabelWidget(MicrosegDock):
         for w in (self.stain_layer, self.otsu_window, self.min_diameter, self.max_diameter, self.smooth_sigma,
                   self.split_clumps, self.clear_border, self.live):
             w.changed.connect(self.schedule_preview)
-        self.connect_viewer_event(napari_viewer.dims.events.current_step, self.schedule_preview)
+        self.connect_viewer_event(self.viewer.dims.events.current_step, self.schedule_preview)
         self.apply_button.changed.connect(self.apply)
         self.qc_button.changed.connect(self.run_qc)
         self.run_buttons = (self.apply_button, self.qc_button)
