@@ -1106,3 +1106,18 @@ def test_docks_opened_from_the_plugins_menu_know_their_own_layers(make_napari_vi
     wait_worker(widget.delete_selected())
     kept = [layer for layer in viewer.layers if layer.name.endswith("(edited)")]
     assert len(kept) == 1 and (kept[0].data == 999).any(), widget.status.text()
+
+
+@pytest.mark.gui
+def test_four_docks_of_the_nuclei_walk_through_fit_a_1280_by_800_screen(make_napari_viewer, qtbot):
+    """Simulation, Training (its loss plot shown), Segmentation and Tracking side by side set the window's
+    least height to 890 px (1060 with the plot): the lower docks' progress bars and the frame slider fell
+    off an 800 px screen."""
+    viewer = make_napari_viewer(show=True)
+    docks = {name: viewer.window.add_plugin_dock_widget("napari-microseg", name)[1]
+             for name in ("Simulation", "Training", "Segmentation", "Tracking")}
+    docks["Training"].plot.setVisible(True)
+    window = viewer.window._qt_window
+    window.resize(1280, 800)
+    qtbot.wait(100)  # the layout settles
+    assert window.minimumSizeHint().height() <= 760 and window.height() <= 800

@@ -125,7 +125,7 @@ class _VerticalScrollArea(QScrollArea):
     """Scrolls its content up and down only: as wide as the content wants (plus the scroll bar),
     but only a few lines tall at least, so a tall dock still fits a small screen."""
 
-    MIN_HEIGHT_PX = 120
+    MIN_HEIGHT_PX = 56
     #: the preferred width asks for no more than this (a wrapped header or a plot would ask for much
     #: more, squeezing the canvas on a laptop), though never less than the content's minimum width
     PREFERRED_MAX_WIDTH_PX = 480

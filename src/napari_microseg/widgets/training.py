@@ -185,7 +185,7 @@ class TrainingWidget(MicrosegDock):
         self.body.addWidget(self.form.native)
         # pinned next to the progress bar and Stop, in view while the controls scroll; shown from
         # the first run on, so that before it the controls have the room
-        self.plot = LossPlot(min_height=160)
+        self.plot = LossPlot(min_height=100)
         self.plot.setMaximumHeight(240)  # the rest stays the controls'
         self.plot.setVisible(False)
         self.pin_above_progress(self.plot)
