@@ -108,17 +108,17 @@ def test_autolabel_labels_keep_the_stains_calibration(tmp_path):
     assert read_image(tile).metadata["calibration"]["pixel_size_um"] == pytest.approx(0.5)
 
 
-def test_writer_refusal_keeps_its_message_through_layer_save(tmp_path):
+@pytest.mark.gui
+def test_writer_refusal_keeps_its_message_through_layer_save(tmp_path, make_napari_viewer):
     """napari's ``layer.save(path, plugin=...)`` takes a ValueError for "no writer" and drops its message;
     the writer's refusals (InputError, a ValueError) now come as WriteRefused, message kept."""
-    from napari.layers import Labels
-
     from napari_microseg.errors import WriteRefused
 
+    viewer = make_napari_viewer(show=False)  # napari's plugins registered, as in the application
     huge = np.zeros((10, 10), np.int64)
     huge[0, 0] = 2**33
     with pytest.raises(WriteRefused, match="relabel"):
-        Labels(huge).save(str(tmp_path / "huge.tif"), plugin="napari-microseg")
+        viewer.add_labels(huge).save(str(tmp_path / "huge.tif"), plugin="napari-microseg")
     assert not (tmp_path / "huge.tif").exists()
 
 
@@ -1121,3 +1121,47 @@ def test_four_docks_of_the_nuclei_walk_through_fit_a_1280_by_800_screen(make_nap
     window.resize(1280, 800)
     qtbot.wait(100)  # the layout settles
     assert window.minimumSizeHint().height() <= 760 and window.height() <= 800
+
+
+def test_the_empty_frame_check_keeps_confluent_fields_and_catches_low_count_noise():
+    """Review of the empty-frame check: measured against the median, a confluent field (nuclei over most of
+    it) was taken for noise and labelled empty; low-count Poisson noise (whole counts, quantised MAD) passed
+    as signal; a complex frame slipped through without its dtype error."""
+    from napari_microseg.autolabel.fluorescence import MIN_SIGNAL_ABOVE_NOISE, autolabel_frame, signal_above_noise
+    from napari_microseg.errors import InputError
+
+    rng = np.random.default_rng(2)
+    yy, xx = np.mgrid[:256, :256]
+    confluent = rng.normal(100, 5, (256, 256))
+    for cy in range(12, 256, 24):  # nuclei of 20 px on a 24 px grid: three quarters of the field
+        for cx in range(12, 256, 24):
+            confluent[(yy - cy) ** 2 + (xx - cx) ** 2 < 100] += 1000
+    assert signal_above_noise(confluent) > 10 * MIN_SIGNAL_ABOVE_NOISE
+    assert autolabel_frame(confluent, clear_border=False).max() > 50
+    for counts in (0.5, 2.0):
+        assert signal_above_noise(rng.poisson(counts, (1024, 1024)).astype(np.uint16)) < MIN_SIGNAL_ABOVE_NOISE
+    with pytest.raises(InputError, match="dtype"):
+        signal_above_noise(np.ones((16, 16), complex))
+
+
+def test_an_overwrite_keeps_the_users_own_tiles_in_the_output_folder(tmp_path):
+    """The removal of an earlier run's tiles took every tiles/*/tile_*.tif, a microscope's tile scan
+    (tiles/A1/tile_001.tif) or a user's tiles/labels/tile_mine.tif too; only a run's own go now."""
+    import tifffile
+
+    from napari_microseg.cli import main
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    image = (simulate_nuclei_image((128, 128), n_nuclei=10, seed=1)[0] * 4000).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "stain.tif", image)
+    mine = [tmp_path / "tiles" / "A1" / "tile_001.tif", tmp_path / "tiles" / "labels" / "tile_mine.tif"]
+    for path in mine:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(path, image)
+    base = ["autolabel", "fluorescence", "--stain", str(tmp_path / "stain.tif"), "--out", str(tmp_path), "--quiet"]
+    assert main([*base, "--target", str(tmp_path / "stain.tif"), "--tile", "64"]) == 2  # tiles/ is there
+    assert main([*base, "--target", str(tmp_path / "stain.tif"), "--tile", "64", "--overwrite"]) == 0
+    assert all(path.exists() for path in mine) and list((tmp_path / "tiles" / "images").glob("tile_0*.tif"))
+    assert main([*base, "--overwrite"]) == 0  # no tiles this time: the run's own go, the user's stay
+    assert all(path.exists() for path in mine)
+    assert not list((tmp_path / "tiles" / "images").glob("tile_0*.tif"))

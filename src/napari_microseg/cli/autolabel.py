@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -170,15 +171,32 @@ def _prepare_out(out: Path, names: list[str], overwrite: bool) -> None:
             raise InputError(f"{out / clash[0]}: exists already (use --overwrite or another --out)")
 
 
+def _earlier_run_files(out: Path) -> list[Path]:
+    """The files an earlier ``autolabel fluorescence`` run wrote in ``out`` beside its labels: its ``tiles.csv``,
+    ``qc.csv`` and tile pairs (``tiles/images|labels/tile_NNNNN.tif``); none unless its ``params.json`` says
+    it was such a run (a folder of the user's own tiles is not one)."""
+    import json
+
+    try:
+        record = json.loads((out / "params.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(record, dict) or record.get("command") != "autolabel fluorescence":
+        return []
+    tile = re.compile(r"tile_\d{5}\.tif")
+    return ([out / n for n in ("tiles.csv", "qc.csv") if (out / n).is_file()]
+            + [p for sub in ("images", "labels") for p in sorted((out / "tiles" / sub).glob("tile_*.tif"))
+               if tile.fullmatch(p.name)])
+
+
 def _remove_stale_outputs(out: Path, names: list[str], overwrite: bool) -> None:
-    """An earlier run's outputs that this run does not write (its ``tiles.csv``, ``qc.csv``, tiles): removed with
-    ``overwrite`` (left beside the new labels they would describe another run), else refused."""
-    stale = [out / n for n in ("tiles.csv", "qc.csv") if n not in names and (out / n).exists()]
-    if "tiles" not in names:
-        stale += sorted(out.glob("tiles/*/tile_*.tif"))
+    """The files of an earlier auto-label run (:func:`_earlier_run_files`) that this run does not write:
+    removed with ``overwrite`` (left beside the new labels they would describe another run), else refused."""
+    stale = [p for p in _earlier_run_files(out)
+             if p.name not in names and not (p.parent.parent.name == "tiles" and "tiles" in names)]
     if stale and not overwrite:
-        raise InputError(f"{stale[0]}: an earlier run's output this run does not write (use --overwrite to remove "
-                         "it, or another --out)")
+        raise InputError(f"{stale[0]}: written by an earlier auto-label run here, which this run would not replace "
+                         "(use --overwrite to remove it, or another --out)")
     for path in stale:
         path.unlink()
 
@@ -326,7 +344,8 @@ def run_fluorescence(args: argparse.Namespace) -> int:
         for sub in ("images", "labels"):  # the layout `microseg train --images --labels` pairs by name
             (out / "tiles" / sub).mkdir(parents=True, exist_ok=True)
             for old_tile in (out / "tiles" / sub).glob("tile_*.tif"):  # an earlier run's (--overwrite): not trained on
-                old_tile.unlink()
+                if re.fullmatch(r"tile_\d{5}\.tif", old_tile.name):  # the runs' names only: a user's tile_mine.tif stays
+                    old_tile.unlink()
         files_t, files_l = [], []
         for i, row in table.iterrows():
             if row["kept"] or args.keep_dropped:

@@ -105,15 +105,17 @@ def fill_enclosed_holes(labels: np.ndarray) -> np.ndarray:
     :func:`fill_label_holes` does object by object, without a loop over the objects; and an object that
     one other object alone encloses (a ring's hole that the watershed made an object of its own) joins it."""
     background = labels == 0
-    holes = background & ndi.binary_fill_holes(~background)
+    holes = background & fill_mask_holes(~background)
     if holes.any():
         hole_ids, n = ndi.label(holes)
         ring = ndi.grey_dilation(hole_ids, footprint=ndi.generate_binary_structure(2, 1)) * ~holes  # hole rims
-        index = np.arange(1, n + 1)
-        highest = np.asarray(ndi.maximum(labels, ring, index))
-        lowest = np.asarray(ndi.minimum(labels, ring, index))
-        owner = np.zeros(n + 1, labels.dtype)
-        owner[1:] = np.where(highest == lowest, highest, 0)
+        on_rim = ring > 0  # few pixels: each hole's rim labels gathered there, not sorted over the whole frame
+        highest = np.zeros(n + 1, np.int64)
+        lowest = np.full(n + 1, np.iinfo(np.int64).max, np.int64)
+        np.maximum.at(highest, ring[on_rim], labels[on_rim])
+        np.minimum.at(lowest, ring[on_rim], labels[on_rim])
+        owner = np.where(highest == lowest, highest, 0).astype(labels.dtype)
+        owner[0] = 0
         labels = np.where(holes, owner[hole_ids], labels)
     n_objects = int(labels.max())
     if n_objects < 2:
