@@ -1165,3 +1165,32 @@ def test_an_overwrite_keeps_the_users_own_tiles_in_the_output_folder(tmp_path):
     assert main([*base, "--overwrite"]) == 0  # no tiles this time: the run's own go, the user's stay
     assert all(path.exists() for path in mine)
     assert not list((tmp_path / "tiles" / "images").glob("tile_0*.tif"))
+
+
+def test_resume_keeps_a_one_image_runs_strip_and_refuses_other_validation_images(tmp_path):
+    """Review of the kept split: a one-image run (validated on a strip of it) could not be resumed once
+    images were added; --val-images other than the run's were taken without a word."""
+    import tifffile
+
+    from napari_microseg.cli import main
+    from napari_microseg.io.models import read_model_config
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    for sub in ("images", "labels", "val/images", "val/labels"):
+        (tmp_path / sub).mkdir(parents=True)
+    image, labels = simulate_nuclei_image((64, 160), n_nuclei=14, seed=1)
+    tifffile.imwrite(tmp_path / "images" / "a.tif", image)
+    tifffile.imwrite(tmp_path / "labels" / "a.tif", labels)
+    common = ["train", "--patch", "32", "--patches-per-epoch", "8", "--batch-size", "4", "--device", "cpu", "--quiet",
+              "--out", str(tmp_path / "m.pt"), "--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels")]
+    assert main([*common, "--epochs", "1"]) == 0
+    assert read_model_config(str(tmp_path / "m.pt"))["training"]["validation_images"] == ["a.tif (validation strip)"]
+    image, labels = simulate_nuclei_image((64, 64), n_nuclei=6, seed=2)
+    tifffile.imwrite(tmp_path / "images" / "b.tif", image)
+    tifffile.imwrite(tmp_path / "labels" / "b.tif", labels)
+    assert main([*common, "--epochs", "2", "--resume", str(tmp_path / "m.pt")]) == 0
+    assert read_model_config(str(tmp_path / "m.pt"))["training"]["validation_images"] == ["a.tif (validation strip)"]
+    tifffile.imwrite(tmp_path / "val" / "images" / "v.tif", image)
+    tifffile.imwrite(tmp_path / "val" / "labels" / "v.tif", labels)
+    assert main([*common, "--epochs", "3", "--resume", str(tmp_path / "m.pt"), "--val-images",
+                 str(tmp_path / "val" / "images"), "--val-labels", str(tmp_path / "val" / "labels")]) == 2

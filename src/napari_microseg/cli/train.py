@@ -357,8 +357,8 @@ def run(args: argparse.Namespace) -> int:
     if args.val_images or args.val_labels:
         if not (args.val_images and args.val_labels):
             raise InputError("give both --val-images and --val-labels")
-        vi, vl, _ = load_training_pairs(args.val_images, args.val_labels, hdu=args.hdu)
-        val_data = (vi, vl)
+        vi, vl, val_names = load_training_pairs(args.val_images, args.val_labels, hdu=args.hdu)
+        val_data = {"images": vi, "labels": vl, "names": val_names}  # named in the model's record, as trained ones
         if args.simulated is None:
             from ..training.data import find_image_label_pairs
 

@@ -381,7 +381,7 @@ def _check_counts_and_rates(cfg: TrainConfig) -> None:
 
 
 def _run_split_kept(every: TrainingData, train_td: TrainingData, val_td: TrainingData | None, ckpt: dict,
-                    name: str) -> tuple[TrainingData, TrainingData | None]:
+                    name: str, cfg: TrainConfig) -> tuple[TrainingData, TrainingData | None]:
     """The training / validation split a resumed run goes on with: the one its checkpoint validated on
     (``validation_images``, by name). The split drawn again from the images given is kept when it is that
     one; otherwise the recorded validation images are taken out of ``every`` image given (images added
@@ -394,6 +394,17 @@ def _run_split_kept(every: TrainingData, train_td: TrainingData, val_td: Trainin
     by_name: dict = {}
     for item in every.items:
         by_name.setdefault(item.name, []).append(item)
+    strip = " (validation strip)"
+    if len(recorded) == 1 and recorded[0].endswith(strip) and len(by_name.get(recorded[0][: -len(strip)], [])) == 1:
+        # a one-image run's strip: cut again from that image (the same cut: it depends on the image alone);
+        # images added since train
+        source = by_name[recorded[0][: -len(strip)]][0]
+        like = TrainingData([source], every.output_mode, every.n_classes, every.normalization, every.description)
+        parts, strip_td = split_train_val(like, cfg.val_fraction, seed=cfg.split_seed)
+        if strip_td is not None and [item.name for item in strip_td.items] == recorded:
+            others = [it for it in every.items if it is not source]
+            return (TrainingData(others + parts.items, every.output_mode, every.n_classes, every.normalization,
+                                 every.description), strip_td)
     if len(every.items) < 2 or any(len(by_name.get(n, [])) != 1 for n in recorded):
         missing = [n for n in recorded if len(by_name.get(n, [])) != 1]
         raise InputError(f"--resume {name}: the run validated on {', '.join(recorded[:3])}"
@@ -622,7 +633,15 @@ def train(
         every = train_td
         train_td, val_td = split_train_val(train_td, cfg.val_fraction, seed=cfg.split_seed)
         if ckpt is not None:  # the run's validation images, whatever images were added or removed since
-            train_td, val_td = _run_split_kept(every, train_td, val_td, ckpt, Path(str(resume)).name)
+            train_td, val_td = _run_split_kept(every, train_td, val_td, ckpt, Path(str(resume)).name, cfg)
+    elif ckpt is not None:  # validation images given: the run's own, or its epochs' losses would compare others
+        recorded = list(((ckpt.get("config") or {}).get("training") or {}).get("validation_images") or [])
+        given = [item.name for item in val_td.items]
+        if recorded and given != recorded:
+            raise InputError(f"--resume {Path(str(resume)).name}: the run validated on {', '.join(recorded[:3])}"
+                             f"{' ...' if len(recorded) > 3 else ''}, the validation images given are "
+                             f"{', '.join(given[:3])}{' ...' if len(given) > 3 else ''}: resume with the run's "
+                             "validation images (or none, when it drew them itself), or start a new run")
     n_classes = train_td.n_classes
     n_out = n_outputs_for_mode(cfg.output_mode, n_classes)
     n_class_out = n_out
