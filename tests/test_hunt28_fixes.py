@@ -1194,3 +1194,21 @@ def test_resume_keeps_a_one_image_runs_strip_and_refuses_other_validation_images
     tifffile.imwrite(tmp_path / "val" / "labels" / "v.tif", labels)
     assert main([*common, "--epochs", "3", "--resume", str(tmp_path / "m.pt"), "--val-images",
                  str(tmp_path / "val" / "images"), "--val-labels", str(tmp_path / "val" / "labels")]) == 2
+
+
+@pytest.mark.gui
+def test_auto_label_dock_says_it_labelled_an_empty_frame_empty(make_napari_viewer, wait_worker):
+    """The command line says which frames held nothing above their noise; the dock's Apply said nothing."""
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+    from napari_microseg.widgets.autolabel import AutolabelWidget
+
+    image = simulate_nuclei_image((128, 128), n_nuclei=8, seed=3)[0]
+    noise = np.random.default_rng(0).normal(float(image.mean()), 0.01, image.shape).astype(np.float32)
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(np.stack([image, noise]), name="stain")
+    widget = AutolabelWidget(viewer)
+    widget.live.value = False
+    widget.stain_layer.value = "stain"
+    wait_worker(widget.apply())
+    assert "1 frame(s) hold nothing brighter than their noise" in widget.status.text()
+    assert widget.labels_layer.data[1].max() == 0 and widget.labels_layer.data[0].max() > 0

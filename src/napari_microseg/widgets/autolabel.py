@@ -293,8 +293,11 @@ class AutolabelWidget(MicrosegDock):
             labels, shifts, features = outcome
             n_frames = 1 if data.ndim == 2 else data.shape[0]
             left_out = ""
+            if sizes.get("no_signal"):  # as the command line says it
+                left_out += (f" {sizes['no_signal']} frame(s) hold nothing brighter than their noise (an empty field): "
+                             "labelled empty.")
             if sizes.get("too_large"):
-                left_out = (f" {sizes['too_large']} object(s) above the {params['diameter_range'][1]:g} px max diameter "
+                left_out += (f" {sizes['too_large']} object(s) above the {params['diameter_range'][1]:g} px max diameter "
                             f"(largest {sizes['largest_removed_px']:g} px) are -1, not annotated: training ignores them "
                             "(paint them as nuclei, or raise 'max diameter' and apply again).")
             if shifts is None:
