@@ -385,8 +385,8 @@ def _run_split_kept(every: TrainingData, train_td: TrainingData, val_td: Trainin
     """The training / validation split a resumed run goes on with: the one its checkpoint validated on
     (``validation_images``, by name). The split drawn again from the images given is kept when it is that
     one; otherwise the recorded validation images are taken out of ``every`` image given (images added
-    since train), and a run whose validation images are no longer given is refused: its epochs' losses
-    would compare other images."""
+    since train), a one-image run's validation strip is cut again from its image, and a run whose validation
+    images are no longer given is refused: its epochs' losses would compare other images."""
     recorded = list(((ckpt.get("config") or {}).get("training") or {}).get("validation_images") or [])
     drawn = [] if val_td is None else [item.name for item in val_td.items]
     if not recorded or drawn == recorded:
@@ -637,7 +637,8 @@ def train(
     elif ckpt is not None:  # validation images given: the run's own, or its epochs' losses would compare others
         recorded = list(((ckpt.get("config") or {}).get("training") or {}).get("validation_images") or [])
         given = [item.name for item in val_td.items]
-        if recorded and given != recorded:
+        unnamed = all(str(n).startswith("image ") and str(n)[6:].isdigit() for n in recorded)  # named before 2026-12
+        if recorded and not unnamed and given != recorded:
             raise InputError(f"--resume {Path(str(resume)).name}: the run validated on {', '.join(recorded[:3])}"
                              f"{' ...' if len(recorded) > 3 else ''}, the validation images given are "
                              f"{', '.join(given[:3])}{' ...' if len(given) > 3 else ''}: resume with the run's "
