@@ -1212,3 +1212,32 @@ def test_auto_label_dock_says_it_labelled_an_empty_frame_empty(make_napari_viewe
     wait_worker(widget.apply())
     assert "1 frame(s) hold nothing brighter than their noise" in widget.status.text()
     assert widget.labels_layer.data[1].max() == 0 and widget.labels_layer.data[0].max() > 0
+
+
+@pytest.mark.gui
+def test_corrected_export_says_when_the_image_is_gone(make_napari_viewer, wait_worker, tmp_path, tiny_nuclei_model):
+    """With the image layer removed after segmenting, the corrected export left out the intensity columns
+    without a word."""
+    import pandas as pd
+
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+    from napari_microseg.widgets.segmentation import FILE_CHOICE, SegmentationWidget
+
+    image, _ = simulate_nuclei_image((96, 96), n_nuclei=8, seed=2)
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(image, name="img")
+    widget = SegmentationWidget(viewer)
+    widget.image_layer.value = "img"
+    widget.model_choice.value = FILE_CHOICE
+    widget.model_file.value = str(tiny_nuclei_model)
+    widget.export_dir.value = str(tmp_path)
+    wait_worker(widget.segment())
+    result = widget.result_layer
+    result.data[:10, :10] = 77  # a correction
+    result.refresh()
+    widget.result_edited = True
+    viewer.layers.remove("img")
+    wait_worker(widget.export())
+    assert "without intensities: the image 'img'" in widget.status.text()
+    written = sorted(tmp_path.glob("objects*.csv"))[-1]
+    assert "mean_intensity" not in pd.read_csv(written).columns

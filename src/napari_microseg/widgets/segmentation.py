@@ -459,6 +459,7 @@ class SegmentationWidget(MicrosegDock):
         labels, copied = snapshot(layer.data)
         frame_ids = frame_label_map(layer)  # a whole stack's layer ids: each with the run's objects.csv id
         image = grey_image(self.result_image) if self.result_image in self.viewer.layers else None
+        gone = self.result_image.name if image is None and self.result_image is not None else None
         classes = self.result.output_mode == "multiclass"
         names = list(self.result.class_names)
         # the frames the run segmented (a "current frame" run leaves the others empty: not "0 nuclei")
@@ -507,6 +508,9 @@ class SegmentationWidget(MicrosegDock):
             if classes and written:  # the clusters' charges come from the segmentation, not from paint
                 self.show_message(self.status.text() + "; no clusters.csv: it is measured when segmenting, not "
                                   "from a painted class map")
+            if gone and written:  # the intensity columns need the pixels: said, not left out without a word
+                self.show_message(self.status.text() + f"; without intensities: the image '{gone}' it was "
+                                  "segmented from is no longer in the viewer")
 
         return self.start(make_generator, done, label="exporting")
 
