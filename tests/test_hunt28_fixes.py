@@ -942,6 +942,8 @@ def test_model_files_without_or_with_a_foreign_output_mode_and_damaged_ones(tmp_
     assert LoadedModel(model=None, config={"model": {"n_classes": 3}}).output_mode == "three_class"
     assert LoadedModel(model=None, config={"model": {"n_classes": 1}}).output_mode == "binary"
     assert LoadedModel(model=None, config={"model": {"n_classes": 4}}).output_mode == "multiclass"
+    assert LoadedModel(model=None, config={"model": {"n_classes": 3}, "class_names": ["bg", "glow", "hot"]}
+                       ).output_mode == "multiclass"  # three classes that are not background/interior/boundary
     assert LoadedModel(model=None, config={"patch_size": 64}).patch_size == (64, 64)
     payload = read_model_file("nuclei_fluorescence_fast")
     config = dict(payload.pop("config"), output_mode="instance")

@@ -64,14 +64,16 @@ class LoadedModel:
     @property
     def output_mode(self) -> str:
         """The config's ``output_mode``; a file without one (older, or made by hand) by its network's outputs:
-        1 or 2 binary, 3 (or a distance head) three-class, more multiclass (not binary whatever it holds)."""
+        1 or 2 binary, 3 (or a distance head) three-class unless its class names are others, more multiclass
+        (not binary whatever it holds)."""
         mode = self.config.get("output_mode")
         if mode is not None:
             return mode
         n = (self.config.get("model") or {}).get("n_classes", self.config.get("n_classes"))
-        if self.config.get("distance_head") or n == 3:
+        names = [str(c).lower() for c in self.config.get("class_names") or []]
+        if self.config.get("distance_head") or (n == 3 and names in ([], ["background", "interior", "boundary"])):
             return "three_class"
-        return "binary" if n in (None, 1, 2) else "multiclass"
+        return "binary" if n in (None, 1) or (n == 2 and len(names) < 3) else "multiclass"
 
     @property
     def normalization(self) -> dict:
