@@ -1243,3 +1243,25 @@ def test_corrected_export_says_when_the_image_is_gone(make_napari_viewer, wait_w
     assert "without intensities: the image 'img'" in widget.status.text()
     written = sorted(tmp_path.glob("objects*.csv"))[-1]
     assert "mean_intensity" not in pd.read_csv(written).columns
+
+
+def test_batch_classify_takes_a_stack_of_images_as_classify_images_does(tmp_path):
+    """`classify images` takes a saved (N, Y, X) stack (images named file[i]); `batch classify` refused it."""
+    import pandas as pd
+    import tifffile
+
+    from napari_microseg.cli import main
+
+    assert main(["simulate", "response", "--out", str(tmp_path / "rs"), "--n", "3", "--seed", "3"]) == 0
+    files = sorted((tmp_path / "rs" / "images").glob("*.tif"))
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "stack.tif", np.stack([tifffile.imread(f) for f in files]))
+    box = ["--box", "30", "10", "69", "52"]
+    assert main(["batch", "classify", "--model", "response_good_bad", "--input", str(tmp_path / "in"), *box,
+                 "--out", str(tmp_path / "batch"), "--workers", "0", "--quiet"]) == 0
+    assert main(["classify", "images", "--model", "response_good_bad", "--input", str(tmp_path / "in" / "stack.tif"),
+                 *box, "--out", str(tmp_path / "single")]) == 0
+    batch = pd.read_csv(tmp_path / "batch" / "flags.csv")
+    single = pd.read_csv(tmp_path / "single" / "flags.csv")
+    assert batch["image"].tolist() == [f"stack.tif[{i}]" for i in range(3)]
+    np.testing.assert_allclose(batch["probability_bad"], single["probability_bad"], atol=1e-6)

@@ -227,7 +227,8 @@ def _write_shard(out: Path, kind: str, item: BatchItem, table: pd.DataFrame) -> 
     from ..io.tables import write_csv
 
     table = table.copy()
-    table["image"] = item.image
+    if "image" not in table.columns:  # a stack's rows name their images themselves (file[i])
+        table["image"] = item.image
     rel = f"shards/{kind}/{item.key}.csv"
     write_csv(out / rel, table)  # full precision; the merged tables round like the single-image CLI
     return rel
@@ -464,9 +465,18 @@ def classify_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> 
     if frame is not None:
         raise InputError(f"{item.image}: whole-image classification takes 2-D images, not stack frames")
     image = np.asarray(_read_whole(item, spec))
-    if image.ndim != 2:
-        raise InputError(f"{item.image}: expected a 2-D image, got shape {image.shape}")
     box = spec.params.get("box")
+    if image.ndim == 3 and not is_rgb(image) and box is not None:
+        # an (N, Y, X) stack of images (the Simulation dock's, saved), as `classify images` takes it: image i
+        # is named file[i]; one box for all (a mask folder pairs whole files only)
+        table = classify_images(get_classifier(spec.model, spec.device), list(image), boxes=[list(box)] * len(image),
+                                threshold=spec.params.get("threshold"))
+        table = table.drop(columns=[c for c in ("index", "file") if c in table.columns])
+        table.insert(0, "image", [f"{item.image}[{i}]" for i in range(len(image))])
+        return {"flags": _write_shard(Path(spec.out), "flags", item, table)}
+    if image.ndim != 2:
+        raise InputError(f"{item.image}: expected a 2-D image{' (or an (N, Y, X) stack with --box)' if image.ndim == 3 else ''}, "
+                         f"got shape {image.shape}")
     masks = None
     mask_path = Path(item.source).parent.parent / "integration" / Path(item.source).name
     if box is None and Path(item.source).parent.name == "images" and mask_path.is_file():
