@@ -188,7 +188,8 @@ def test_preview_of_a_zarr_layer_reads_its_frame_in_the_worker(make_napari_viewe
     qtbot.wait(200)  # napari draws the new layer (on a busy machine, later): its reads are not the widget's
     reads.clear()
     worker = widget.preview()
-    assert True not in reads, "the preview read the Zarr layer on the GUI thread"
+    on_gui_thread = [read for read in reads if read]  # napari's own slicing threads may read too: not these
+    assert on_gui_thread == [], "the preview read the Zarr layer on the GUI thread"
     wait_worker(worker)
     assert reads.count(False) == 1, (reads, widget.status.text())  # the worker read the one frame it labels
     t = int(viewer.dims.current_step[0])

@@ -277,7 +277,7 @@ def test_low_read_noise_in_whole_adc_finds_the_clusters_not_the_noise(tmp_path, 
     import pandas as pd
     from astropy.io import fits
 
-    from napari_microseg.autolabel.ccd import _robust_noise
+    from napari_microseg.autolabel.ccd import robust_noise
     from napari_microseg.cli import main
 
     rng = np.random.default_rng(1)
@@ -287,7 +287,7 @@ def test_low_read_noise_in_whole_adc_finds_the_clusters_not_the_noise(tmp_path, 
         image[10 + 11 * k:13 + 11 * k, 20 + 9 * k:23 + 9 * k] += spot
     digitised_sd = float(np.std(image[image < 1020]))
     # not 0, and of the digitised noise's size (the even spread over each step is a little wider at 0.3 ADC)
-    assert 0.7 * digitised_sd < _robust_noise(image[image < 1020].astype(np.float64)) < 1.5 * digitised_sd
+    assert 0.7 * digitised_sd < robust_noise(image[image < 1020].astype(np.float64)) < 1.5 * digitised_sd
     fits.PrimaryHDU(image).writeto(tmp_path / "low.fits")
     assert main(["autolabel", "ccd", "--input", str(tmp_path / "low.fits"), "--out", str(tmp_path / "al")]) == 0
     assert len(pd.read_csv(tmp_path / "al" / "clusters.csv")) == 10

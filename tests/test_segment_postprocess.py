@@ -9,7 +9,7 @@ from scipy import ndimage as ndi
 from napari_microseg.inference.postprocess import (
     binary_to_labels,
     class_map_to_instances,
-    fill_label_holes,
+    fill_enclosed_holes,
     filter_labels,
     label_dtype,
     multiclass_to_classes,
@@ -110,7 +110,7 @@ def test_fill_label_holes():
     lab = np.zeros((12, 12), np.uint16)
     lab[2:9, 2:9] = 3
     lab[4:6, 4:6] = 0
-    filled = fill_label_holes(lab)
+    filled = fill_enclosed_holes(lab)
     assert (filled[4:6, 4:6] == 3).all()
     assert (filled[0] == 0).all()
 

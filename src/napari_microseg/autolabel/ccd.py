@@ -121,7 +121,7 @@ def _check_image(image) -> np.ndarray:
     return img
 
 
-def _robust_noise(values: np.ndarray) -> float:
+def robust_noise(values: np.ndarray) -> float:
     """Gaussian sd of ``values`` from their median absolute deviation (x 1.4826). Values in whole
     steps (integer ADC, or their halves after a median) with a MAD of a few steps: the MAD of the steps
     spread evenly over their width, as a digitised Gaussian's continuous deviations would be; the plain
@@ -208,7 +208,7 @@ def detect_taps(image: np.ndarray, tap_sigma: float = 10.0, middle_sigma: float 
     ny, nx = img.shape
     # noise from differences of horizontal neighbours: blind to pedestal steps between taps
     diffs = np.diff(img[:: max(1, ny // 512)], axis=1).ravel()
-    noise = max(_robust_noise(diffs) / np.sqrt(2), 1e-6)
+    noise = max(robust_noise(diffs) / np.sqrt(2), 1e-6)
     rows, cols = [], []
     mx = nx // 2
     k = 32
@@ -304,11 +304,11 @@ def _clipped_column_stats(block: np.ndarray, clip_sigma: float = 3.0, iterations
     ordered = np.sort(data, axis=0)
     for _ in range(iterations):
         resid = data - colmed
-        sd = _robust_noise(resid[keep])
+        sd = robust_noise(resid[keep])
         keep = resid < clip_sigma * max(sd, 1e-6)
         n_kept = keep.sum(axis=0)
         colmed = np.where(n_kept > 0, _lowest_values_median(ordered, n_kept), colmed)
-    sd = _robust_noise((data - colmed)[keep])
+    sd = robust_noise((data - colmed)[keep])
     return colmed.astype(np.float32), float(sd)
 
 

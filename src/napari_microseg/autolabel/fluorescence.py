@@ -169,11 +169,11 @@ def signal_above_noise(frame: np.ndarray, sigma: float = 2.0) -> float:
     background (:data:`BACKGROUND_PERCENTILE`), in sd of the smoothed noise: the pixel noise from neighbour
     differences (their MAD, its whole steps spread out for integer data, whose MAD is quantised), x
     1 / (2 sqrt(pi) sigma). inf when the noise is 0 (a noise-free image), 0 for a constant one."""
-    from .ccd import _robust_noise
+    from .ccd import robust_noise
 
     data = _check_frame(np.asarray(frame))
     steps = np.diff(data[:: max(1, data.shape[0] // 512)], axis=1).ravel()
-    noise = _robust_noise(steps) / np.sqrt(2) if steps.size else 0.0
+    noise = robust_noise(steps) / np.sqrt(2) if steps.size else 0.0
     smooth = ndi.gaussian_filter(data, sigma)
     background = float(np.percentile(smooth[:: max(1, data.shape[0] // 1024)], BACKGROUND_PERCENTILE))
     excess = float(smooth.max()) - background

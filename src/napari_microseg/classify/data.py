@@ -280,6 +280,7 @@ def simulated_liposome_data(n_images: int, task: str = "lamellarity", mode: str 
     Class names are those of the simulator in a fixed order (``LIPOSOME_CLASSES[task]``).
     """
     from ..progress import Progress
+    from ..simulate._common import sample_seed
     from ..simulate.liposomes import simulate_liposome_image
     from ..training.normalize import make_normalization_spec
     from .crops import LIPOSOME_CLASSES, object_crops
@@ -291,7 +292,7 @@ def simulated_liposome_data(n_images: int, task: str = "lamellarity", mode: str 
     def gen():
         xs, ys, gs = [], [], []
         for i in range(int(n_images)):
-            s = int(np.random.SeedSequence([int(seed), i]).generate_state(1)[0])
+            s = sample_seed(seed, i)
             r = simulate_liposome_image(seed=s, **sim_kwargs)
             crops, ids = object_crops(r.image, r.labels, mode=mode, size=size, margin=margin, normalization=normalization)
             table = r.classes.set_index("label")

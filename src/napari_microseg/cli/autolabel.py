@@ -171,6 +171,10 @@ def _prepare_out(out: Path, names: list[str], overwrite: bool) -> None:
             raise InputError(f"{out / clash[0]}: exists already (use --overwrite or another --out)")
 
 
+#: the name a run gives each tile pair it writes (``tiles/images|labels/tile_00012.tif``)
+RUN_TILE_NAME = re.compile(r"tile_\d{5}\.tif")
+
+
 def _earlier_run_files(out: Path) -> list[Path]:
     """The files an earlier ``autolabel fluorescence`` run wrote in ``out`` beside its labels: its ``tiles.csv``,
     ``qc.csv`` and tile pairs (``tiles/images|labels/tile_NNNNN.tif``); none unless its ``params.json`` says
@@ -183,10 +187,9 @@ def _earlier_run_files(out: Path) -> list[Path]:
         return []
     if not isinstance(record, dict) or record.get("command") != "autolabel fluorescence":
         return []
-    tile = re.compile(r"tile_\d{5}\.tif")
     return ([out / n for n in ("tiles.csv", "qc.csv") if (out / n).is_file()]
             + [p for sub in ("images", "labels") for p in sorted((out / "tiles" / sub).glob("tile_*.tif"))
-               if tile.fullmatch(p.name)])
+               if RUN_TILE_NAME.fullmatch(p.name)])
 
 
 def _remove_stale_outputs(out: Path, names: list[str], overwrite: bool) -> None:
@@ -344,7 +347,7 @@ def run_fluorescence(args: argparse.Namespace) -> int:
         for sub in ("images", "labels"):  # the layout `microseg train --images --labels` pairs by name
             (out / "tiles" / sub).mkdir(parents=True, exist_ok=True)
             for old_tile in (out / "tiles" / sub).glob("tile_*.tif"):  # an earlier run's (--overwrite): not trained on
-                if re.fullmatch(r"tile_\d{5}\.tif", old_tile.name):  # the runs' names only: a user's tile_mine.tif stays
+                if RUN_TILE_NAME.fullmatch(old_tile.name):  # the runs' names only: a user's tile_mine.tif stays
                     old_tile.unlink()
         files_t, files_l = [], []
         for i, row in table.iterrows():

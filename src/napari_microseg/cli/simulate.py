@@ -360,7 +360,7 @@ def _run_response(args, out: Path) -> dict:
     import pandas as pd
 
     from ..progress import Progress
-    from ..simulate.response import KINDS, balanced_kind, image_seed, simulate_response_image
+    from ..simulate.response import KINDS, balanced_kind, simulate_response_image
 
     if args.kind is not None and args.kind not in KINDS:
         raise InputError(f"--kind must be one of {', '.join(KINDS)}; got {args.kind!r}")
@@ -371,7 +371,7 @@ def _run_response(args, out: Path) -> dict:
         rows = []
         for i in range(args.n):
             kind = args.kind or balanced_kind(i)
-            s = image_seed(args.seed, i)
+            s = _sample_seed(args.seed, i)
             r = simulate_response_image(kind, shape=shape, column_width=args.column_width, seed=s)
             name = f"response_{i:05d}.tif"
             _write_tiff(out / "images" / name, r.image)

@@ -86,23 +86,10 @@ def fill_mask_holes(mask: np.ndarray) -> np.ndarray:
     return mask | hole[bg]
 
 
-def fill_label_holes(labels: np.ndarray) -> np.ndarray:
-    """Fill holes inside each labelled object (in place on a copy); background stays 0 elsewhere."""
-    labels = labels.copy()
-    for i, sl in enumerate(ndi.find_objects(labels), start=1):
-        if sl is None:
-            continue
-        crop = labels[sl]
-        obj = crop == i
-        filled = ndi.binary_fill_holes(obj)
-        crop[filled & (crop == 0)] = i
-    return labels
-
-
 def fill_enclosed_holes(labels: np.ndarray) -> np.ndarray:
     """``labels`` (Y, X) with the holes of each object filled: a background hole that one object alone
-    encloses goes to that object (a pocket between several touching objects stays background), as
-    :func:`fill_label_holes` does object by object, without a loop over the objects; and an object that
+    encloses goes to that object (a pocket between several touching objects stays background), found for
+    all objects at once (no loop over them); and an object that
     one other object alone encloses (a ring's hole that the watershed made an object of its own) joins it."""
     background = labels == 0
     holes = background & fill_mask_holes(~background)

@@ -451,17 +451,32 @@ def _zarr_calibration(multiscales: Any, name: str = "") -> dict:
     axes' units. Empty when absent."""
     try:
         axes = multiscales[0]["axes"]
-        scales = [t["scale"] for t in multiscales[0]["datasets"][0].get("coordinateTransformations", [])
-                  + multiscales[0].get("coordinateTransformations", []) if t.get("type") == "scale"]
-        if not scales or any(not isinstance(s, list) or len(s) != len(axes) for s in scales):
+        transforms = (multiscales[0]["datasets"][0].get("coordinateTransformations", [])
+                      + multiscales[0].get("coordinateTransformations", []))
+        if not any(t.get("type") == "scale" for t in transforms):
             return {}
-        scale = np.prod(np.asarray(scales, float), axis=0).tolist()
+        scale = _scale_product(transforms, len(axes))
     except (TypeError, KeyError, IndexError, AttributeError, ValueError):
         return {}
+    if scale is None:
+        return {}
+    scale = scale.tolist()
     named = {str(a.get("name", "")).lower(): (value, a.get("unit")) for a, value in zip(axes, scale) if isinstance(a, dict)}
     x, y, t, z = named.get("x"), named.get("y"), named.get("t"), named.get("z")
     return _calibration(in_unit(*x, "micrometer") if x else None, in_unit(*t, "minute") if t else None,
                         in_unit(*y, "micrometer") if y else None, name, in_unit(*z, "micrometer") if z else None)
+
+
+def _scale_product(transforms: list, n_axes: int) -> np.ndarray | None:
+    """The product of the ``scale`` transformations among OME-Zarr ``transforms`` (ones when there are none);
+    None when one does not give a number per axis."""
+    product = np.ones(n_axes)
+    for t in transforms:
+        if t.get("type") == "scale":
+            if not isinstance(t.get("scale"), list) or len(t["scale"]) != n_axes:
+                return None
+            product = product * np.asarray(t["scale"], float)
+    return product
 
 
 def _zarr_origin(multiscales: Any) -> dict:
@@ -474,10 +489,8 @@ def _zarr_origin(multiscales: Any) -> dict:
         outer = multiscales[0].get("coordinateTransformations", [])
         # NGFF: the multiscales' transformations follow the dataset's, so its scale stretches the dataset's
         # translation too: origin = outer scale x dataset translation + outer translation
-        stretch = np.ones(len(axes))
-        for t in outer:
-            if t.get("type") == "scale" and isinstance(t.get("scale"), list) and len(t["scale"]) == len(axes):
-                stretch = stretch * np.asarray(t["scale"], float)
+        stretch = _scale_product(outer, len(axes))
+        stretch = np.ones(len(axes)) if stretch is None else stretch
         moves = ([list(np.asarray(t["translation"], float) * stretch) for t in own if t.get("type") == "translation"
                   and isinstance(t.get("translation"), list) and len(t["translation"]) == len(axes)]
                  + [t.get("translation") for t in outer if t.get("type") == "translation"])

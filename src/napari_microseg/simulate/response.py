@@ -55,7 +55,7 @@ from scipy.optimize import brentq
 
 from ..errors import InputError
 from ..progress import Progress
-from ._common import check_shape_2d, jsonable, make_rng
+from ._common import check_shape_2d, jsonable, make_rng, sample_seed
 
 KINDS = ("good_signal", "good_empty", "spike", "fiber", "line", "dark_spot", "stop", "saturated")
 GOOD_KINDS = ("good_signal", "good_empty")
@@ -433,22 +433,17 @@ def balanced_kind(index: int) -> str:
     return BAD_KINDS[(index // 2) % len(BAD_KINDS)]
 
 
-def image_seed(seed: int, index: int) -> int:
-    """Seed of the ``index``-th image of a set (independent of the set size, so sets are nested)."""
-    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
-
-
 def iter_balanced_set(n: int, seed: int = 0, **kwargs) -> Iterator[ResponseImage]:
     """Yield the ``n`` images of :func:`build_balanced_set` one by one."""
     for i in range(int(n)):
-        yield simulate_response_image(balanced_kind(i), seed=image_seed(seed, i), **kwargs)
+        yield simulate_response_image(balanced_kind(i), seed=sample_seed(seed, i), **kwargs)
 
 
 def build_balanced_set(n: int, seed: int = 0, progress: bool = False, **kwargs):
     """A balanced set of ``n`` response images: 50/50 good/bad, bad types equal.
 
     Image ``i`` has kind :func:`balanced_kind` (i) and seed
-    :func:`image_seed` (seed, i), so the set of ``n`` is a prefix of the set of
+    :func:`~._common.sample_seed` (seed, i), so the set of ``n`` is a prefix of the set of
     ``2n`` (nested sets of growing size). Bad types are equal up to one image
     when ``n/2`` is not a multiple of 6.
 
