@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,13 @@ def wait_worker(qtbot):
         qtbot.wait(50)  # the finished/returned handlers, queued to the GUI thread
 
     return wait
+
+
+@pytest.fixture(autouse=True)
+def _forget_models_trained_by_other_tests():
+    """Models a test trained in a Training dock are offered first (and chosen) by later Segmentation
+    docks of the same process, as in one napari session; each test starts as a fresh session."""
+    yield
+    segmentation = sys.modules.get("napari_microseg.widgets.segmentation")
+    if segmentation is not None:
+        segmentation.RECENT_MODELS.clear()

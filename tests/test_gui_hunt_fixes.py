@@ -261,10 +261,11 @@ def test_a_model_trained_meanwhile_is_offered_in_an_open_segmentation_dock(make_
 
     viewer = make_napari_viewer(show=False)
     dock = SegmentationWidget(viewer)
-    chosen = dock.model_choice.value
+    dock.model_choice.value = "nuclei_fluorescence_fast"  # the user's pick
     try:
         add_recent_model("/tmp/just_trained.pt")  # what the Training dock calls when its run ends
-        assert "/tmp/just_trained.pt" in dock.model_choice.choices and dock.model_choice.value == chosen
+        assert "/tmp/just_trained.pt" in dock.model_choice.choices
+        assert dock.model_choice.value == "nuclei_fluorescence_fast"
     finally:
         RECENT_MODELS.remove("/tmp/just_trained.pt")
 

@@ -40,13 +40,15 @@ _OPEN_DOCKS: "weakref.WeakSet[SegmentationWidget]" = weakref.WeakSet()
 
 
 def add_recent_model(path: str) -> None:
-    """Offer ``path`` (a model just trained) first in every open Segmentation dock's model list, each
-    keeping its current choice."""
-    if path not in RECENT_MODELS:
-        RECENT_MODELS.insert(0, path)
+    """Offer ``path`` (a model just trained) first in every open Segmentation dock's model list. A dock
+    whose model the user has not picked by hand chooses it (the model just trained is the one to try);
+    a dock where the user picked a model keeps that choice."""
+    if path in RECENT_MODELS:
+        RECENT_MODELS.remove(path)
+    RECENT_MODELS.insert(0, path)
     for dock in list(_OPEN_DOCKS):
         try:
-            reset_choices_in_order(dock.model_choice)  # newest first (magicgui appends new choices)
+            dock.offer_model(path)
         except RuntimeError:  # a dock whose Qt widget napari has already deleted
             _OPEN_DOCKS.discard(dock)
 
@@ -68,6 +70,8 @@ class SegmentationWidget(MicrosegDock):
         self.image_layer = ComboBox(label="image", choices=lambda *_: layer_names(self.viewer, "Image"))
         self.model_choice = ComboBox(label="model", choices=self._model_choices)
         self.model_choice.value = default_model(self.model_choice.choices)
+        self.model_picked_by_user = False  # until then a model trained meanwhile becomes the choice
+        self._choosing_model = False  # the dock itself is changing the choice
         self.model_file = FileEdit(label="model file", mode="r", filter="*.pt", value="")
         self.scope = ComboBox(label="run on", choices=["current frame", "whole stack"], value="current frame")
         self.tile = SpinBox(label="largest tile (px)", value=512, min=64, max=4096, step=32,
@@ -142,6 +146,7 @@ class SegmentationWidget(MicrosegDock):
         self.finetune_button.changed.connect(self.fine_tune)
         self.run_buttons = (self.run_button, self.batch_button, self.finetune_button)
         self.model_choice.changed.connect(self._toggle_file)
+        self.model_choice.changed.connect(self._note_user_choice)
         self.model_file.changed.connect(self._toggle_file)  # a model file of another kind shows its own options
         self.follow_layers(self.image_layer, self.labels_for_training)
         self.result = None
@@ -208,11 +213,31 @@ class SegmentationWidget(MicrosegDock):
             self.show_error(str(err))
             return None
 
+    def _note_user_choice(self, *_: Any) -> None:
+        if not self._choosing_model:
+            self.model_picked_by_user = True
+
+    def offer_model(self, path: str) -> None:
+        """List ``path`` (a model just trained, in ``RECENT_MODELS``) first; choose it unless the user
+        picked a model by hand."""
+        self._choosing_model = True
+        try:
+            reset_choices_in_order(self.model_choice)  # newest first (magicgui appends new choices)
+            if not self.model_picked_by_user and path in self.model_choice.choices:
+                self.model_choice.value = path
+        finally:
+            self._choosing_model = False
+
     def set_model(self, path: str) -> None:
-        """Make ``path`` the current model (e.g. after training or fine-tuning)."""
+        """Make ``path`` the current model (e.g. after training or fine-tuning), a choice as good as
+        the user's own: later trainings elsewhere do not replace it."""
         add_recent_model(path)
-        self.model_choice.reset_choices()
-        self.model_choice.value = path
+        self._choosing_model = True
+        try:
+            self.model_choice.value = path
+        finally:
+            self._choosing_model = False
+        self.model_picked_by_user = True
 
     # -- segmentation -------------------------------------------------------
     def _diameter_setting(self) -> float | str | None:
@@ -784,9 +809,12 @@ def counts_summary(counts: Any, classes: bool) -> str:
 
 
 def default_model(choices: Any) -> str:
-    """The model to offer first: ``DEFAULT_MODEL``, else the first nuclei model, else the first choice
+    """The model to offer first: the model trained last in this session, else ``DEFAULT_MODEL``, else the first nuclei model, else the first choice
     (the list is alphabetical, so without this a CCD class model came first)."""
     choices = list(choices)
+    trained_here = next((path for path in RECENT_MODELS if Path(path).is_file()), None)
+    if trained_here in choices:  # the newest model trained in this session that is still there
+        return trained_here
     if DEFAULT_MODEL in choices:
         return DEFAULT_MODEL
     return next((c for c in choices if str(c).startswith("nuclei")), choices[0])
