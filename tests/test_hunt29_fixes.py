@@ -34,3 +34,73 @@ def test_segmentation_dock_chooses_a_model_just_trained_unless_the_user_picked_o
     for path in (trained, fine_tuned, second):
         path.unlink()
     assert SegmentationWidget(viewer).model_choice.value == "nuclei_fluorescence"  # the files are gone
+
+
+def _run_cli(*args: str) -> int:
+    from napari_microseg.cli import main
+
+    return main([str(a) for a in args])
+
+
+def test_evaluate_seg_reads_a_mask_saved_in_colour_as_one_image(tmp_path, capsys):
+    """An RGB mask (a 0/255 mask saved from an image editor) was read as a stack of one-row frames:
+    30 "images" and AP@0.55 0.455 for a 30x30 image of 2 nuclei. Grey saved as RGB is grey; labels
+    coloured per object get one id per colour."""
+    import pandas as pd
+    import tifffile
+
+    gt = np.zeros((30, 30), np.uint8)
+    gt[2:8, 2:8] = 255
+    gt[15:25, 15:25] = 255
+    pred = gt.copy()
+    pred[2:8, 2:5] = 0  # one nucleus cut: IoU 0.5
+    for folder, mask in (("gt", gt), ("pred", pred)):
+        (tmp_path / folder).mkdir()
+        tifffile.imwrite(tmp_path / folder / "a.tif", np.stack([mask] * 3, -1), photometric="rgb")
+    assert _run_cli("evaluate", "seg", "--gt", tmp_path / "gt", "--pred", tmp_path / "pred", "--out", tmp_path / "m.csv") == 0
+    row = pd.read_csv(tmp_path / "m.csv").set_index("name").loc["ALL"]
+    assert row["tp@0.50"] == 2 and row["tp@0.55"] == 1 and row["fp@0.55"] == 1 and row["fn@0.55"] == 1
+    # two objects touching, told apart only by their colours, against the same objects in grey ids
+    coloured = np.zeros((30, 30, 3), np.uint8)
+    coloured[5:15, 5:15] = (200, 30, 30)
+    coloured[5:15, 15:25] = (30, 200, 30)
+    ids = np.zeros((30, 30), np.uint16)
+    ids[5:15, 5:15], ids[5:15, 15:25] = 7, 9
+    (tmp_path / "gt2").mkdir(), (tmp_path / "pred2").mkdir()
+    tifffile.imwrite(tmp_path / "gt2" / "b.tif", coloured, photometric="rgb")
+    tifffile.imwrite(tmp_path / "pred2" / "b.tif", ids)
+    assert _run_cli("evaluate", "seg", "--gt", tmp_path / "gt2", "--pred", tmp_path / "pred2", "--out", tmp_path / "c.csv") == 0
+    assert "2 colours read as one object id" in capsys.readouterr().err
+    row = pd.read_csv(tmp_path / "c.csv").set_index("name").loc["ALL"]
+    assert row["tp@0.90"] == 2 and row["fp@0.50"] == 0 and row["fn@0.50"] == 0
+    # a class map in colours means nothing: refused in one line
+    (tmp_path / "cls_gt").mkdir(), (tmp_path / "cls_pred").mkdir()
+    tifffile.imwrite(tmp_path / "cls_gt" / "c.tif", coloured, photometric="rgb")
+    tifffile.imwrite(tmp_path / "cls_pred" / "c.tif", ids)
+    assert _run_cli("evaluate", "classes", "--gt", tmp_path / "cls_gt", "--pred", tmp_path / "cls_pred",
+                    "--out", tmp_path / "k.csv") != 0
+    assert "class map in colour" in capsys.readouterr().err
+
+
+def test_evaluate_classes_leaves_out_void_pixels_and_classes_never_seen(tmp_path, capsys):
+    """A class map with 255 "void" pixels scored them as a class (class 0 precision 0.900) and printed 253
+    empty rows for the ids between; ``--ignore 255`` leaves them out, and unseen unnamed ids get no row."""
+    import pandas as pd
+    import tifffile
+
+    truth = np.zeros((20, 20), np.uint8)
+    truth[10:, :] = 1
+    truth[:2, :] = 255  # 40 px of void
+    pred = np.where(truth == 255, 0, truth).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "t.tif", truth), tifffile.imwrite(tmp_path / "p.tif", pred)
+    assert _run_cli("evaluate", "classes", "--gt", tmp_path / "t.tif", "--pred", tmp_path / "p.tif",
+                    "--out", tmp_path / "a.csv") == 0
+    table = pd.read_csv(tmp_path / "a.csv")
+    assert list(table["class"]) == [0, 1, 255]  # no rows for 2..254
+    assert table.set_index("class").loc[0, "precision"] == pytest.approx(160 / 200)
+    assert len(pd.read_csv(tmp_path / "a_confusion.csv")) == 3
+    assert _run_cli("evaluate", "classes", "--gt", tmp_path / "t.tif", "--pred", tmp_path / "p.tif",
+                    "--out", tmp_path / "b.csv", "--ignore", "255") == 0
+    assert "40 pixels marked 255 left out" in capsys.readouterr().out
+    table = pd.read_csv(tmp_path / "b.csv")
+    assert list(table["class"]) == [0, 1] and (table["precision"] == 1).all() and (table["recall"] == 1).all()

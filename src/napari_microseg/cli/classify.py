@@ -598,7 +598,7 @@ def _run_objects(args) -> int:
 
     from ..classify.predict import classify_objects, load_classifier
     from ..evaluation.metrics import check_label_image
-    from ..measure.labels import masks_to_labels
+    from ..measure.labels import colour_labels_as_ids, masks_to_labels
 
     started = time.perf_counter()
     _prepare_outputs(args)
@@ -625,6 +625,8 @@ def _run_objects(args) -> int:
 
     tables = []
     for i, (name, img, lab_name, lab) in enumerate(pairs):
+        lab = colour_labels_as_ids(lab, lab_name)  # a mask saved in colour
+        pairs[i] = (name, img, lab_name, lab)
         if is_rgb(img) and img.shape[:-1] == lab.shape:  # as the Classification dock takes it: the mean colour
             img = rgb_to_grey(img, name)
             pairs[i] = (name, img, lab_name, lab)

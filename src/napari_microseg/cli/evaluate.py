@@ -68,6 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                               "matrix goes to <out>_confusion.csv)")
     c.add_argument("--class-names", default=None,
                    help="comma-separated names (default: a params.json beside --gt, else the class index)")
+    c.add_argument("--ignore", type=int, default=None, metavar="VALUE",
+                   help="a value of the true maps that marks pixels not to score (e.g. 255, the 'void' of many "
+                        "uint8 class maps); without it every value is a class")
     c.add_argument("--overwrite", action="store_true", help="replace existing output files")
     c.set_defaults(func=run_classes)
     t = kinds.add_parser("tracks", help="Cell Tracking Challenge tracking scores (TRA, DET, LNK, divisions)",
@@ -247,7 +250,9 @@ def read_labels(path: Path, not_annotated: bool = False):
         arr = read_image(path).data
     from ..evaluation.metrics import check_label_image
 
-    arr = np.asarray(arr)
+    from ..measure.labels import colour_labels_as_ids
+
+    arr = colour_labels_as_ids(np.asarray(arr), path.name)
     ignored = None
     if not_annotated and arr.dtype.kind == "i" and arr.size and arr.min() == -1:
         ignored = arr == -1
@@ -433,7 +438,10 @@ def _class_map(path: Path):
 
     from ..evaluation.metrics import check_label_image
 
+    from ..measure.labels import colour_labels_as_ids
+
     arr = np.load(path) if path.suffix.lower() == ".npy" else np.asarray(read_image(path).data)
+    arr = colour_labels_as_ids(arr, path.name, classes=True)
     if arr.ndim not in (2, 3):
         raise InputError(f"{path.name}: expected a (Y,X) or (T,Y,X) class map, got shape {arr.shape}")
     return check_label_image(arr, path.name).astype(np.int64)  # whole numbers >= 0
@@ -462,7 +470,8 @@ def run_classes(args: argparse.Namespace) -> int:
     confusion = np.zeros((len(names), len(names)), np.int64)  # classes absent from every map still get a row
     # a class map holds a few class ids (uint8); instance labels or an image would make a confusion matrix
     # of (largest value)^2 cells (65536^2: 32 GiB) and scores of thousands of "classes"
-    limit = max(len(names), 256)  # 255: the "void" many uint8 class maps use, scored as a class of its own
+    limit = max(len(names), 256)  # 255: the "void" many uint8 class maps use: a class of its own unless --ignore
+    ignored = 0
     for g, p in pairs:
         truth, pred = _class_map(g), _class_map(p)
         if truth.shape != pred.shape:
@@ -473,6 +482,10 @@ def run_classes(args: argparse.Namespace) -> int:
                 raise InputError(f"{path.name} holds the value {top}, but class maps here hold ids 0 to {limit - 1}: "
                                  "is it a class map, not instance labels or an image? (--class-names with as many "
                                  "names allows more classes)")
+        if args.ignore is not None:  # pixels the truth leaves out ("void") are not scored
+            scored = truth != args.ignore
+            ignored += int(truth.size - scored.sum())
+            truth, pred = truth[scored], pred[scored]
         confusion = grown(confusion, int(max(truth.max(initial=0), pred.max(initial=0))) + 1)
         n = confusion.shape[0]
         confusion += np.bincount((truth * n + pred).ravel(), minlength=n * n).reshape(n, n)
@@ -482,6 +495,9 @@ def run_classes(args: argparse.Namespace) -> int:
     if args.class_names and len(names) != confusion.shape[0]:
         print(f"warning: --class-names names {len(names)} classes; the maps hold {confusion.shape[0]} (0 to "
               f"{confusion.shape[0] - 1}): the others are named by their index", file=sys.stderr)
+    # a class neither named nor seen (ids between the classes used and a 255) is no row: 253 empty rows were
+    keep = ~(absent & (table["class"] >= len(names))).to_numpy()
+    table, confusion = table[keep].reset_index(drop=True), confusion[np.ix_(keep, keep)]
     total = int(confusion.sum())
     write_table_csv(table, out)
     labels = list(table["name"])
@@ -489,7 +505,8 @@ def run_classes(args: argparse.Namespace) -> int:
     cm.insert(0, "true class", labels)
     write_table_csv(cm, out_cm)
     accuracy = float(np.trace(confusion) / total) if total else float("nan")
-    print(f"{len(pairs)} class map(s), {total} pixels; pixel accuracy {accuracy:.4f}")
+    left_out = f" ({ignored} pixels marked {args.ignore} left out)" if args.ignore is not None else ""
+    print(f"{len(pairs)} class map(s), {total} pixels{left_out}; pixel accuracy {accuracy:.4f}")
     for row in table.itertuples():
         print(f"  {row.name:12s} precision {row.precision:.3f}  recall {row.recall:.3f}  F1 {row.f1:.3f}  IoU {row.iou:.3f}")
     print(f"wrote {out} and {out_cm}")

@@ -97,6 +97,43 @@ class MaskCheck:
         return self.other is None or _mask_value(self.other, self.dtype) or self.pieces > 1
 
 
+def colour_labels_as_ids(labels: np.ndarray, name: str, classes: bool = False) -> np.ndarray:
+    """A label image saved in colour, ``(Y, X, 3|4)`` or ``(T, Y, X, 3|4)`` (or with one channel last,
+    ``(Y, X, 1)``), as one id per pixel ``(Y, X)`` / ``(T, Y, X)``; anything else is returned unchanged.
+
+    Grey saved as RGB (the colours equal; alpha ignored) keeps its values. Labels coloured per object
+    (each object its own colour, black background) get one id per colour, numbered in colour order; a
+    notice on stderr says so. ``classes``: a class map, whose values mean something, is refused in
+    colours (InputError naming ``name``). Without this an RGB mask was read as a stack of one-row frames."""
+    import sys
+
+    from ..errors import InputError
+    from ..io.images import is_rgb
+
+    arr = np.asarray(labels)
+    if arr.ndim in (3, 4) and arr.shape[-1] == 1 and min(arr.shape[-3:-1]) > 4:
+        return arr[..., 0]
+    if not is_rgb(arr):
+        return arr
+    colours = arr[..., :3]
+    if np.array_equal(colours[..., 0], colours[..., 1]) and np.array_equal(colours[..., 0], colours[..., 2]):
+        return colours[..., 0]
+    if classes:
+        raise InputError(f"{name}: a class map in colour (its colour channels differ, shape {arr.shape}): "
+                         "save it as one channel of class numbers")
+    flat = np.ascontiguousarray(colours).reshape(-1, 3)
+    palette, ids = np.unique(flat, axis=0, return_inverse=True)
+    black = np.flatnonzero((palette == 0).all(axis=1))
+    ids = ids.reshape(colours.shape[:-1]).astype(np.int64)
+    if black.size:  # the background keeps 0; the colours after black move down one
+        ids = np.where(ids == black[0], 0, ids + (ids < black[0]))
+    else:
+        ids += 1
+    print(f"{name}: labels in colour (shape {arr.shape}): each of its {len(palette) - black.size} colours read "
+          "as one object id", file=sys.stderr)
+    return ids
+
+
 def masks_to_labels(masks: np.ndarray) -> tuple[np.ndarray, bool]:
     """A two-valued image (a mask: bool, 0/1, 0/255, 0/65535) as labels of its 8-connected objects.
 
