@@ -104,3 +104,100 @@ def test_evaluate_classes_leaves_out_void_pixels_and_classes_never_seen(tmp_path
     assert "40 pixels marked 255 left out" in capsys.readouterr().out
     table = pd.read_csv(tmp_path / "b.csv")
     assert list(table["class"]) == [0, 1] and (table["precision"] == 1).all() and (table["recall"] == 1).all()
+
+
+def test_sparse_class_labels_refuse_a_background_id_that_is_also_a_class():
+    """Multiclass with sparse labels and the Training dock's background id 1: class 1 was trained as
+    background and the painted background (3) as a fourth class, without a word."""
+    from napari_microseg.errors import InputError
+    from napari_microseg.training.data import prepare_training_data
+
+    image = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    labels = np.zeros((64, 64), np.int64)
+    labels[5:20, 5:20], labels[30:45, 30:45], labels[50:60, :] = 1, 2, 3  # classes 1, 2; background painted 3
+    kwargs = dict(output_mode="multiclass", unlabelled_is_ignored=True, ignore_value=None)
+    with pytest.raises(InputError, match="background id 1 is also a class"):
+        prepare_training_data(image, labels, background_value=1, **kwargs)
+    data = prepare_training_data(image, labels, background_value=3, **kwargs)
+    assert data.n_classes == 3
+    target = data.items[0].target
+    assert set(np.unique(target[5:20, 5:20])) == {1} and set(np.unique(target[50:60])) == {0}
+
+
+def test_a_blank_painted_frame_of_a_stack_is_said(tmp_path, capsys):
+    """A stack whose painted frame is blank (all zero) trained without a word (a 2-D blank image was
+    refused by the dock and warned about by the CLI)."""
+    import tifffile
+
+    from napari_microseg.errors import InputError
+    from napari_microseg.training.data import load_training_pairs
+    from napari_microseg.widgets.training import check_training_layers
+
+    stack = np.random.default_rng(1).random((3, 48, 48)).astype(np.float32)
+    stack[1] = 0.0
+    labels = np.zeros((3, 48, 48), np.uint16)
+    labels[1, 10:20, 10:20] = 1  # painted on the blank frame only
+    with pytest.raises(InputError, match="painted frame 1 of the image is blank"):
+        check_training_layers(stack, labels, partial=False)
+    labels[1] = 0
+    labels[0, 10:20, 10:20] = 1
+    check_training_layers(stack, labels, partial=False)  # a blank frame nobody painted is fine
+    labels[1, 10:20, 10:20] = 1
+    (tmp_path / "images").mkdir(), (tmp_path / "labels").mkdir()
+    tifffile.imwrite(tmp_path / "images" / "s.tif", stack), tifffile.imwrite(tmp_path / "labels" / "s.tif", labels)
+    load_training_pairs(tmp_path / "images", tmp_path / "labels")
+    assert "painted frame(s) 1 constant" in capsys.readouterr().err
+
+
+def test_labels_shown_elsewhere_than_their_image_are_said_when_added_for_training(make_napari_viewer):
+    """A mask opened from a plain TIFF (scale 1) over a calibrated image (scale 0.5) lies elsewhere on screen
+    than the image: training pairs pixels by index, so what is learnt is not what the user painted. Said."""
+    from napari_microseg.widgets._base import placement_mismatch
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    viewer = make_napari_viewer(show=False)
+    image = np.random.default_rng(2).random((64, 64)).astype(np.float32)
+    labels = np.zeros((64, 64), np.uint16)
+    labels[10:20, 10:20] = 1
+    image_layer = viewer.add_image(image, name="calibrated", scale=(0.5, 0.5))
+    labels_layer = viewer.add_labels(labels, name="mask")
+    assert "lies elsewhere" in placement_mismatch(image_layer, labels_layer)
+    widget = SegmentationWidget(viewer)
+    widget.image_layer.value, widget.labels_for_training.value = "calibrated", "mask"
+    assert widget.add_to_training_set() == 1
+    assert "lies elsewhere in the viewer" in widget.status.text()
+    labels_layer.scale = (0.5, 0.5)
+    assert placement_mismatch(image_layer, labels_layer) is None
+    widget.add_to_training_set()
+    assert "lies elsewhere" not in widget.status.text()
+
+
+def test_fine_tune_uses_the_docks_device_and_names_its_frames(make_napari_viewer, monkeypatch, wait_worker):
+    """Fine-tune trained on "auto" (the GPU where there is one) whatever the dock's device said, and its
+    model recorded no data but "corrected labels in napari"."""
+    import napari_microseg.training.finetune as finetune
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    seen = {}
+
+    def fake_fine_tune(base, images, labels, out, config, stop_event=None):
+        seen.update(config)
+        return None
+        yield  # a generator, as the real one
+
+    monkeypatch.setattr(finetune, "fine_tune_model", fake_fine_tune)
+    viewer = make_napari_viewer(show=False)
+    image = np.random.default_rng(3).random((64, 64)).astype(np.float32)
+    labels = np.zeros((64, 64), np.uint16)
+    labels[10:20, 10:20] = 1
+    viewer.add_image(image, name="cells"), viewer.add_labels(labels, name="fixed")
+    widget = SegmentationWidget(viewer)
+    widget.image_layer.value, widget.labels_for_training.value = "cells", "fixed"
+    widget.device.value = "cpu"
+    assert widget.add_to_training_set() == 1
+    worker = widget.fine_tune()
+    try:
+        wait_worker(worker)
+    except Exception:
+        pass
+    assert seen["device"] == "cpu" and "cells[0]" in seen["data_description"]

@@ -105,6 +105,23 @@ class TrainingData:
         return int(self.items[0].image.shape[0]) if self.items else 1
 
 
+def _check_background_above_classes(labels: Sequence[Any], background_value: int, ignore_value: int | None) -> None:
+    """Sparse class maps (0 = not annotated) give class k with the value k and background with
+    ``background_value``: that value must lie above every class painted, or a class would be trained as
+    background (the Training dock's background id 1 took class 1 for it, and shifted nothing else)."""
+    painted: set[int] = set()
+    for lab in labels:
+        if lab is not None and np.size(lab):
+            painted.update(int(v) for v in np.unique(np.asarray(lab)))
+    classes = sorted(v for v in painted if v > 0 and v not in (background_value, ignore_value))
+    if classes and background_value < classes[-1]:
+        shown = ", ".join(map(str, classes[:8])) + (" ..." if len(classes) > 8 else "")
+        raise InputError(
+            f"sparse class labels: background id {background_value} is also a class (0 = not annotated; classes "
+            f"painted: {shown}): paint background with an id above every class (e.g. {classes[-1] + 1}) and set "
+            "the background id to it")
+
+
 def make_target(
     labels: np.ndarray,
     output_mode: str = "binary",
@@ -276,6 +293,8 @@ def prepare_training_data(
     elif output_mode == "three_class":
         n_classes = 3
     elif output_mode == "multiclass":
+        if unlabelled_is_ignored and background_value is not None:
+            _check_background_above_classes(labs, background_value, ignore_value)
         if n_classes is None:
             not_classes = [v for v in (ignore_value, background_value) if v is not None]  # (e.g. 255: ignored)
 
@@ -521,6 +540,14 @@ def load_training_pairs(
 
             print(f"warning: image {ip.name} is constant (every pixel {im.flat[0]}): it teaches the network nothing "
                   "but background", file=sys.stderr)
+        elif im.ndim == 3 and lb.ndim == 3 and im.shape == lb.shape:
+            constant = [t for t in range(im.shape[0]) if lb[t].any() and im[t].min() == im[t].max()]
+            if constant:  # a blank frame among painted ones: only its frames are trained on
+                import sys
+
+                print(f"warning: image {ip.name}: painted frame(s) {', '.join(map(str, constant[:5]))}"
+                      f"{' ...' if len(constant) > 5 else ''} constant (e.g. every pixel {im[constant[0]].flat[0]}): "
+                      "they teach the network nothing but background", file=sys.stderr)
         mismatch = f"image {ip} has shape {im.shape} but its labels {lp} have shape {lb.shape}"
         if im.ndim == 3 and lb.ndim == 3:
             if im.shape != lb.shape:

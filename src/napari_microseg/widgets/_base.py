@@ -658,6 +658,25 @@ def unwritable_reason(path: Path) -> str | None:
     return None
 
 
+def placement_mismatch(image_layer: Any, labels_layer: Any) -> str | None:
+    """How ``labels_layer`` lies elsewhere in the viewer than ``image_layer`` (their Y and X ``scale`` or
+    ``translate`` differ: a mask opened from a plain TIFF over a calibrated image), or None. Training pairs
+    pixels by index, so what it learns is then not what the user saw painted over the image."""
+    import numpy as np
+
+    differences = []
+    for what in ("scale", "translate"):
+        a = np.asarray(getattr(image_layer, what, ()), float)[-2:]
+        b = np.asarray(getattr(labels_layer, what, ()), float)[-2:]
+        if a.shape == b.shape == (2,) and not np.allclose(a, b, rtol=1e-6, atol=1e-9):
+            differences.append(f"{what} {tuple(float(v) for v in b)} vs {tuple(float(v) for v in a)}")
+    if not differences:
+        return None
+    return (f"'{labels_layer.name}' lies elsewhere in the viewer than '{image_layer.name}' ({'; '.join(differences)}): "
+            "pixels are paired by index, not by where they are shown; give both layers the same scale and "
+            "translate if the painting was done over the image")
+
+
 def full_resolution(layer: Any) -> Any:
     """A layer's data at full resolution: the first level of a multiscale (pyramid) layer, whose
     ``data`` indexes levels, not frames; the data itself otherwise.

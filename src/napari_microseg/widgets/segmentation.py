@@ -26,7 +26,7 @@ from ..errors import InputError
 from ..pretrained import list_pretrained_for
 from ..colours import class_colour
 from ._base import (NO_MODEL_MESSAGE, MicrosegDock, chosen_model_path, model_choices, class_colormap, current_frame, display_labels, dock_action, free_names, full_resolution,
-                    frame_label_map, grey_image, result_line, label_features, layer_geometry, layer_names, reset_choices_in_order, section_header, span_row, unique_layer_name,
+                    frame_label_map, grey_image, result_line, label_features, layer_geometry, layer_names, placement_mismatch, reset_choices_in_order, section_header, span_row, unique_layer_name,
                     unique_stack_ids, unwritable_reason, with_frame_labels, snapshot, worker_copy, filling, labels_digest)
 
 FILE_CHOICE = "model file ..."
@@ -689,7 +689,9 @@ class SegmentationWidget(MicrosegDock):
         self.corrections[key] = (image.copy(), labels.copy())  # corrected again: the newer labels replace the older
         self.correction_names[key] = image_layer.name
         self._show_training_set()
-        self.show_message(f"{note}; training set: {len(self.training_pairs)} corrected frame(s)")
+        misplaced = placement_mismatch(image_layer, labels_layer)
+        self.show_message(f"{note}; training set: {len(self.training_pairs)} corrected frame(s)"
+                          + (f". Note: {misplaced}" if misplaced else ""))
         return len(self.training_pairs)
 
     @property
@@ -728,7 +730,9 @@ class SegmentationWidget(MicrosegDock):
         config = {"epochs": int(self.finetune_epochs.value), "patches_per_epoch": 32, "batch_size": 4, "lr": 3e-4,
                   "patch_size": min(128, *[min(i.shape) for i in images]) // 32 * 32 or 64, "val_fraction": 0.0,
                   "early_stopping_patience": None, "num_threads": max(1, (os.cpu_count() or 2) - 1),
-                  "data_description": "fine-tuned on corrected labels in napari"}
+                  "device": str(self.device.value),  # the dock's device, as its segmentations use
+                  "data_description": "fine-tuned on corrected labels in napari: "
+                                      + ", ".join(f"{name}[{t}]" for (_, t), name in self.correction_names.items())}
         stop_event = threading.Event()  # the trainer stops after this step and keeps the best model
 
         # the old model's output is made again as the dock makes it (a class model's maps hold classes, not objects)

@@ -24,7 +24,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinB
 from ..defaults import LAST_SUFFIX, MAX_CLASS_VALUES
 from ..errors import InputError
 from ..progress import Progress, drain
-from ._base import NO_MODEL_MESSAGE, MicrosegDock, being_written, class_colormap, current_frame, display_labels, free_name, ids_features, full_resolution, grey_image, label_features, layer_geometry, layer_names, snapshot, unique_layer_name, unwritable_reason, worker_copy
+from ._base import NO_MODEL_MESSAGE, MicrosegDock, being_written, class_colormap, current_frame, display_labels, free_name, ids_features, full_resolution, grey_image, label_features, layer_geometry, layer_names, placement_mismatch, snapshot, unique_layer_name, unwritable_reason, worker_copy
 from ._plot import LossPlot
 
 
@@ -71,12 +71,19 @@ def check_training_layers(image: np.ndarray, labels: np.ndarray, partial: bool, 
     painted = labels > 0 if not partial else labels != 0
     if not painted.any():
         raise InputError("the labels layer is empty: paint a few objects first")
-    if image.dtype.kind == "f":  # a time-lapse: only its painted frames are trained on, and checked
-        used = image if image.ndim == 2 or labels.ndim != 3 else image[painted.reshape(len(painted), -1).any(axis=1)]
-        if not np.isfinite(used).all():
-            raise InputError("the image contains NaN or infinite values" + (" in a painted frame" if used is not image else ""))
+    # a time-lapse: only its painted frames are trained on, and checked
+    stack = image.ndim == 3 and labels.ndim == 3
+    used = image[painted.reshape(len(painted), -1).any(axis=1)] if stack else image
+    if image.dtype.kind == "f" and not np.isfinite(used).all():
+        raise InputError("the image contains NaN or infinite values" + (" in a painted frame" if stack else ""))
     if image.size and image.min() == image.max():
         raise InputError(f"the image is blank (every pixel {image.flat[0]}): nothing to learn from")
+    if stack:
+        blank = [t for t in np.flatnonzero(painted.reshape(len(painted), -1).any(axis=1))
+                 if image[t].min() == image[t].max()]
+        if blank:
+            raise InputError(f"painted frame {blank[0]} of the image is blank (every pixel {image[blank[0]].flat[0]}): "
+                             "nothing to learn from; paint on frames that show the objects")
     if output_mode == "multiclass":
         values = np.unique(labels[labels >= 0])
         if len(values) > MAX_CLASS_VALUES:
@@ -150,7 +157,8 @@ class TrainingWidget(MicrosegDock):
                                tooltip="only painted pixels count; paint background with the label id below")
         self.background_id = SpinBox(label="background id", value=1, min=1, max=65535,
                                      tooltip="sparse labels: the label id painted on background (napari paints 1 "
-                                             "first); objects get the other ids")
+                                             "first); objects get the other ids. multiclass: classes are painted "
+                                             "with their number, background with an id above them all")
         self.normalization = ComboBox(label="intensities", choices=list(NORMALIZATION_CHOICES), value=PER_IMAGE,
                                       tooltip="per image: each image stretched to its own 1-99.8 percentiles "
                                               "(fluorescence, phase contrast); raw CCD ADC: pedestal subtracted, "
@@ -250,9 +258,14 @@ class TrainingWidget(MicrosegDock):
             shapes.update({name: tuple(full_resolution(self.chosen_layer(name, "labels")).shape) for name in label_names})
             image_names, label_names = pair_by_shape_and_name(image_names, label_names, shapes)
         images, labels, labels_copied = [], [], []
+        self._placement_notes = []  # labels shown elsewhere than their image: said when the run starts and ends
         for image_name, label_name in zip(image_names, label_names):
-            image = grey_image(self.chosen_layer(image_name, "image"))  # RGB layers: grey
+            image_layer = self.chosen_layer(image_name, "image")
+            image = grey_image(image_layer)  # RGB layers: grey
             labels_layer = self.chosen_layer(label_name, "labels")
+            misplaced = placement_mismatch(image_layer, labels_layer)
+            if misplaced:
+                self._placement_notes.append(misplaced)
             label = full_resolution(labels_layer)
             try:
                 check_training_shapes(image.shape, label.shape)
@@ -340,7 +353,7 @@ class TrainingWidget(MicrosegDock):
         image_names = [image for image, _ in self._paired_names]
         labels_copied = list(self._labels_copied)
         stop_event = threading.Event()  # Stop: the trainer stops after this step and keeps the best model
-        notes: list[str] = []  # doubts about the layers, said again when the run ends
+        notes: list[str] = list(self._placement_notes)  # doubts about the layers, said again when the run ends
         self.plot.reset()
         self.plot.setVisible(True)
 
@@ -350,6 +363,8 @@ class TrainingWidget(MicrosegDock):
 
             if len(label_names) > 1:  # which labels go with which image, said before any work
                 yield Progress(0, len(images), "pairs: " + ", ".join(label_names))
+            for note in notes:
+                yield Progress(0, len(images), f"note: {note}")
             pairs = yield from read_training_pairs(images, labels, label_names, sparse, stop_event, cfg["output_mode"],
                                                    cfg.get("background_value"), notes, labels_copied)
             if pairs is None:  # Stop while reading: no training, nothing written
