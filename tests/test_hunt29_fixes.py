@@ -201,3 +201,49 @@ def test_fine_tune_uses_the_docks_device_and_names_its_frames(make_napari_viewer
     except Exception:
         pass
     assert seen["device"] == "cpu" and "cells[0]" in seen["data_description"]
+
+
+def test_liposomes_placed_apart_do_not_touch():
+    """Particles not meant to overlap (neither "uncertain") were spaced by their nominal radius, while their
+    drawn masks reach further (outline harmonics, membrane): ~3 % overlapped a neighbour, which the [T]
+    classes reserve for "uncertain" particles."""
+    from napari_microseg.simulate._common import sample_seed
+    from napari_microseg.simulate.liposomes import simulate_liposome_image
+
+    touching, particles = [], 0
+    for i in range(8):
+        sample = simulate_liposome_image(seed=sample_seed(3, i))
+        lab = sample.labels
+        certain = set(sample.classes.loc[(sample.classes.lamellarity != "uncertain")
+                                         & (sample.classes.encapsulation != "uncertain"), "label"])
+        particles += len(certain)
+        for a, b in ((lab[1:], lab[:-1]), (lab[:, 1:], lab[:, :-1])):  # 4-neighbours with two different labels
+            pairs = {(int(x), int(y)) for x, y in zip(a[a != b], b[a != b]) if x and y}
+            touching += [pair for pair in pairs if pair[0] in certain and pair[1] in certain]
+    assert particles > 100 and touching == []
+
+
+def test_simulated_lineage_roots_follow_the_parent_chain(tmp_path):
+    """A nucleus that divided out of sight handed its old root to daughters that entered later: roots
+    (parent 0, generation 0) named another track as their root_track_id in the truth's tracks.csv."""
+    import pandas as pd
+
+    assert _run_cli("simulate", "nuclei", "--out", tmp_path / "s", "--frames", "25", "--shape", "128", "128",
+                    "--nuclei", "20", "--division-rate", "0.1", "--seed", "2") == 0
+    per = pd.read_csv(tmp_path / "s" / "tracks.csv").groupby("track_id")[
+        ["parent_track_id", "root_track_id", "generation"]].first()
+    for track_id, row in per.iterrows():
+        if row.parent_track_id == 0:
+            assert row.root_track_id == track_id and row.generation == 0, track_id
+        else:
+            parent = per.loc[row.parent_track_id]
+            assert row.root_track_id == parent.root_track_id and row.generation == parent.generation + 1, track_id
+
+
+def test_a_stop_response_image_records_its_signal_peak():
+    """classes.csv gave signal_peak 0 for every "stop" image, which holds a strong (high-affinity) signal."""
+    from napari_microseg.simulate.response import simulate_response_image
+
+    stop = simulate_response_image("stop", seed=4)
+    assert stop.params["signal_peak"] == stop.params["stop_peak"] > 0
+    assert simulate_response_image("good_empty", seed=4).params["signal_peak"] == 0.0

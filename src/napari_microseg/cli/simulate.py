@@ -11,7 +11,9 @@ Domains:
 Sample i of a run uses the seed SeedSequence([seed, i]), so a run with --n 2N
 starts with the N samples of a run with --n N (nested data sets); a single
 nuclei time-lapse (--n 1) uses --seed itself. The seed of every sample is
-recorded (params.json, or a seed column in the CSV).
+recorded (params.json, or a seed column in the CSV). Nanoparticles draw all
+profiles from one generator seeded with --seed (a run with --n 2N still starts
+with the N profiles of --n N; one profile is not made again on its own).
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--drift", type=float, nargs=2, default=(0.0, 0.0), metavar=("DY", "DX"), help="common drift, px/frame (default 0 0)")
     q.add_argument("--stage-shift-sd", type=float, default=0.0, help="sd of a global stage jump per frame, px (default 0: none)")
     q.add_argument("--no-touching", action="store_true", help="keep a gap between nuclei")
-    q.add_argument("--no-enter-leave", action="store_true", help="keep nuclei inside the field")
+    q.add_argument("--no-enter-leave", action="store_true", help="keep nuclei inside the field of the stage (--stage-shift-sd and --drift move the field itself: nuclei may still cross its edge then)")
     q.add_argument("--dtype", choices=("float32", "uint16"), default="float32", help="fluorescence dtype of time-lapses (default float32; uint16: rounded photon counts)")
 
     q = dsub.add_parser("response", help="balanced good/bad response images", description="Response images (16-bit): balanced 50/50 good/bad, bad types equal; or one --kind.")

@@ -138,7 +138,7 @@ def simulate_liposome_image(
     labels = np.zeros((ny, nx), np.uint16)
     yy, xx = np.mgrid[:ny, :nx]
 
-    placed: list[tuple[float, float, float]] = []
+    placed: list[tuple[float, float, float, float]] = []  # centre y, x, radius, reach of the drawn mask (px)
     rows = []
     for i in range(int(n_particles)):
         lam = LAMELLARITY[int(rng.choice(3, p=w_lam))]
@@ -148,10 +148,13 @@ def simulate_liposome_image(
             R = max(R, r_lo + 8)
         R = min(R, 0.45 * min(ny, nx))
         overlap_wanted = lam == "uncertain" and placed and rng.random() < 0.6
+        harm = np.stack([[2, 3, 4], rng.uniform(0, distortion, 3) / np.array([1, 1.5, 2]), rng.uniform(0, 2 * np.pi, 3)], 1)
+        # the drawn mask reaches (R + membrane) x the outline's largest stretch: particles placed apart keep that apart
+        reach = (R + membrane_width) * (1.0 + float(harm[:, 1].sum()))
         ok = False
         for _attempt in range(40):
             if overlap_wanted:
-                oy, ox, oR = placed[int(rng.integers(len(placed)))]
+                oy, ox, oR, _ = placed[int(rng.integers(len(placed)))]
                 ang = rng.uniform(0, 2 * np.pi)
                 d = rng.uniform(0.5, 0.9) * (oR + R)
                 cy, cx = oy + d * np.sin(ang), ox + d * np.cos(ang)
@@ -159,13 +162,13 @@ def simulate_liposome_image(
                 cy, cx = rng.uniform(R, ny - R), rng.uniform(R, nx - R)
             if not (R * 0.5 <= cy <= ny - R * 0.5 and R * 0.5 <= cx <= nx - R * 0.5):
                 continue
-            if overlap_wanted or all(np.hypot(cy - py, cx - px) > (pR + R) * 1.05 for py, px, pR in placed):
+            if overlap_wanted or all(np.hypot(cy - py, cx - px) > max((pR + R) * 1.05, p_reach + reach)
+                                     for py, px, pR, p_reach in placed):
                 ok = True
                 break
         if not ok:
             continue
-        harm = np.stack([[2, 3, 4], rng.uniform(0, distortion, 3) / np.array([1, 1.5, 2]), rng.uniform(0, 2 * np.pi, 3)], 1)
-        box = int(np.ceil(R * (1 + distortion * 2))) + 6
+        box = int(np.ceil(max(R * (1 + distortion * 2) + 6, reach + 2)))
         y0, y1 = max(int(cy) - box, 0), min(int(cy) + box + 1, ny)
         x0, x1 = max(int(cx) - box, 0), min(int(cx) + box + 1, nx)
         dy, dx = yy[y0:y1, x0:x1] - cy, xx[y0:y1, x0:x1] - cx
@@ -205,7 +208,7 @@ def simulate_liposome_image(
         region = darkening[y0:y1, x0:x1]
         region[mask] = dark[mask]  # later particles are drawn on top
         labels[y0:y1, x0:x1][mask] = label
-        placed.append((cy, cx, R))
+        placed.append((cy, cx, R, reach))
         rows.append((label, lam, enc, cy, cx, R, n_rings))
 
     # ice blobs: dark irregular, unlabelled

@@ -237,7 +237,7 @@ def simulate_profiles(
     if not 0 < hole_radius < 0.5 * radius_mean:
         raise InputError(f"hole_radius must lie between 0 and half the mean particle radius ({0.5 * radius_mean:g}), "
                          f"got {hole_radius}")
-    params = jsonable({k: v for k, v in locals().items() if k != "progress"})
+    params = jsonable({k: v for k, v in locals().items() if k not in ("progress", "name", "value")})  # the arguments
     params["class_names"] = list(TASKS[task])
 
     def gen():

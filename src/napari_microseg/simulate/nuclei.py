@@ -515,7 +515,7 @@ def simulate_nuclei_timelapse_iter(
                         d.angle = n.angle + rng.normal(0, 0.2)
                         d.brightness = n.brightness * rng.uniform(0.9, 1.1)
                         d.parent_track_id = n.track_id
-                        d.root_track_id = n.root_track_id
+                        d.root_track_id = n.root_track_id if n.track_id else 0  # a mother out of sight: a new root if seen
                         d.generation = n.generation + 1 if n.track_id else 0
                         survivors.append(d)
                     continue

@@ -390,7 +390,7 @@ def simulate_response_image(
         plateau = ndi.gaussian_filter(plateau, 1.0)
         artefact = (sig + plateau) * peak
         artefact_mask = (artefact >= 0.1 * peak) & (integration | above)
-        draws["stop_peak"] = peak
+        draws["stop_peak"] = draws["signal_peak"] = peak  # a stop holds a (high-affinity) signal too
     # dark spots: multiplicative, on signal images only
     combined = background * edges * bed_factor + signal + artefact
     if kind == "dark_spot":
