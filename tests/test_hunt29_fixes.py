@@ -247,3 +247,44 @@ def test_a_stop_response_image_records_its_signal_peak():
     stop = simulate_response_image("stop", seed=4)
     assert stop.params["signal_peak"] == stop.params["stop_peak"] > 0
     assert simulate_response_image("good_empty", seed=4).params["signal_peak"] == 0.0
+
+
+def test_track_refuses_label_ids_beyond_signed_64_bit(tmp_path, capsys):
+    """uint64 ids >= 2**63 wrapped negative in tracks.csv's label column, and tracks_labels.tif and the CTC
+    masks came out empty while the tables listed the objects; refused in one line now."""
+    import tifffile
+
+    labels = np.zeros((3, 32, 32), np.uint64)
+    labels[:, 5:12, 5:12] = 2**63 + 5
+    tifffile.imwrite(tmp_path / "u64.tif", labels)
+    assert _run_cli("track", "--labels", tmp_path / "u64.tif", "--out", tmp_path / "out") != 0
+    assert "beyond the 64-bit signed integers" in capsys.readouterr().err
+    labels[:, 5:12, 5:12] = 2**62  # large but representable: tracked, and written back as given
+    tifffile.imwrite(tmp_path / "big.tif", labels)
+    assert _run_cli("track", "--labels", tmp_path / "big.tif", "--out", tmp_path / "out2") == 0
+    import pandas as pd
+
+    assert (pd.read_csv(tmp_path / "out2" / "tracks.csv")["label"] == 2**62).all()
+    assert (tifffile.imread(tmp_path / "out2" / "tracks_labels.tif") > 0).sum() == 3 * 49
+
+
+def test_images_in_small_units_or_with_large_offsets_segment_as_the_plain_image():
+    """Percentile normalisation had a fixed floor of 1e-6 on its scale and cast to float32 before the offset
+    was taken off: an image in units of 1e-12 or float64 / uint64 data with an offset of 1e11 / 2**40 gave
+    0 nuclei, without a word."""
+    from napari_microseg.inference.segment import segment
+    from napari_microseg.io.models import load_model
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+    from napari_microseg.training.normalize import normalize
+
+    image, _ = simulate_nuclei_image(shape=(128, 128), n_nuclei=10, seed=5)
+    plain = np.round(image * 4000).astype(np.float64)  # whole numbers, as a 16-bit camera gives
+    reference = normalize(plain)
+    for variant in (plain * 1e-12, plain + 1e11, plain.astype(np.uint64) + 2**40):
+        np.testing.assert_allclose(normalize(variant), reference, atol=1e-3)
+    assert normalize(np.full((8, 8), 7.5e-12)).max() == 0  # a flat image still maps to 0
+    model = load_model("nuclei_fluorescence_fast", device="cpu", segmentation=True)
+    expected = segment(model, plain).labels.max()
+    assert expected >= 5
+    for variant in (plain * 1e-12, plain + 1e11, plain.astype(np.uint64) + 2**40):
+        assert segment(model, variant).labels.max() == expected

@@ -181,6 +181,8 @@ def n_outputs(loaded: Any) -> int:
 
 
 def _sample_frame(frame: Any, max_pixels: int = NORMALIZATION_SAMPLE_PIXELS) -> np.ndarray:
+    from ..training.normalize import working_float
+
     h, w = frame.shape[-2:]
     step = int(np.ceil(np.sqrt(h * w / max_pixels))) if h * w > max_pixels else 1
     sample = frame[::step, ::step]
@@ -192,7 +194,7 @@ def _sample_frame(frame: Any, max_pixels: int = NORMALIZATION_SAMPLE_PIXELS) -> 
         if finite.size and float(np.abs(finite).max()) > float(np.finfo(np.float32).max):
             raise InputError(f"the image holds values up to {float(np.abs(finite).max()):.3g}, beyond what the network's "
                              "float32 arithmetic holds (3.4e38): scale it down (e.g. divide by its maximum) first")
-    return sample.astype(np.float32)
+    return sample.astype(working_float(sample.dtype))
 
 
 def _non_finite_message(t: int) -> str:
@@ -211,7 +213,7 @@ def make_band_transform(image: Any, spec: dict) -> tuple[Callable[[np.ndarray, i
     Returns the transform and a dict ``{t: (offset, scale)}`` of the limits used
     (filled lazily, one frame at a time).
     """
-    from ..training.normalize import make_normalization_spec, normalization_limits
+    from ..training.normalize import make_normalization_spec, normalization_limits, working_float
 
     spec = make_normalization_spec(spec)
     limits: dict[int, tuple[float, float]] = {}
@@ -226,10 +228,11 @@ def make_band_transform(image: Any, spec: dict) -> tuple[Callable[[np.ndarray, i
             limits.clear()  # only the current frame is needed
             limits[t] = normalization_limits(sample, spec)
         offset, scale = limits[t]
-        x = np.asarray(band, dtype=np.float32)
+        x = np.asarray(band)
+        x = x.astype(working_float(x.dtype), copy=False)
         if not np.all(np.isfinite(x)):
             raise InputError(_non_finite_message(t))
-        return (x - offset) / scale
+        return ((x - offset) / scale).astype(np.float32, copy=False)
 
     return transform, limits
 

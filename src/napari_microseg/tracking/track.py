@@ -407,6 +407,11 @@ def check_labels_stack(labels_stack: np.ndarray) -> np.ndarray:
             raise InputError("labels hold -1 ('not annotated', as Auto-label marks nuclei outside its diameter "
                              "range): set those pixels to 0 to track the other objects, or widen the range")
         raise InputError("labels must be >= 0")
+    if labels_stack.dtype == np.uint64 and labels_stack.size and int(labels_stack.max()) > np.iinfo(np.int64).max:
+        # the tables' label column is int64: such ids wrapped negative and the relabelled masks came out empty
+        raise InputError(f"labels hold ids up to {int(labels_stack.max())}, beyond the 64-bit signed integers the "
+                         "tables hold (9223372036854775807): renumber the objects (e.g. skimage.segmentation."
+                         "relabel_sequential) first")
     return labels_stack
 
 

@@ -88,6 +88,15 @@ def make_normalization_spec(spec: dict[str, Any] | str | None = None, **params: 
     return out
 
 
+def working_float(dtype: Any) -> type:
+    """The float type to normalise values of ``dtype`` in: float64 for float64 and 32/64-bit integers
+    (float32 holds 24 bits: an offset of 1e11 or 2**40 swallowed the signal before it was subtracted),
+    float32 otherwise (8/16-bit and float32 images, the common case, stay fast)."""
+    dtype = np.dtype(dtype)
+    wide = (dtype.kind == "f" and dtype.itemsize > 4) or (dtype.kind in "iu" and dtype.itemsize >= 4)
+    return np.float64 if wide else np.float32
+
+
 def normalize(image: np.ndarray, spec: dict[str, Any] | str | None = None, eps: float = 1e-6) -> np.ndarray:
     """Normalise an image according to ``spec``; return float32 of the same shape.
 
@@ -96,7 +105,8 @@ def normalize(image: np.ndarray, spec: dict[str, Any] | str | None = None, eps: 
     image : array of any real dtype; ``(Y, X)`` or ``(C, Y, X)`` (per-image statistics
         are taken over the whole array).
     spec : normalisation spec (see module docstring).
-    eps : guard against division by zero for flat images (a flat image maps to 0).
+    eps : guard against division by zero for flat images (a flat image maps to 0): the scale is at
+        least ``eps * 1e6`` rounding steps of the image's values (1 step: machine epsilon x the values).
 
     Raises
     ------
@@ -109,10 +119,11 @@ def normalize(image: np.ndarray, spec: dict[str, Any] | str | None = None, eps: 
         raise InputError(f"image dtype {x.dtype} is not a real-valued image")
     if x.dtype == bool:
         x = x.astype(np.float32)
-    x = x.astype(np.float32, copy=False)
+    x = x.astype(working_float(x.dtype), copy=False)
     if not np.all(np.isfinite(x)):
         raise InputError("image contains NaN or infinite values")
     if spec["kind"] == "none":
+        x = x.astype(np.float32, copy=False)
         return x.copy() if x is image else x
     offset, scale = normalization_limits(x, spec, eps=eps)
     return ((x - offset) / scale).astype(np.float32)
@@ -163,7 +174,8 @@ def normalization_limits(image: np.ndarray, spec: dict[str, Any] | str | None = 
         return 0.0, 1.0
     if kind == "fixed":
         return spec["offset"], spec["scale"]
-    x = np.asarray(image, dtype=np.float32)
+    x = np.asarray(image)
+    x = x.astype(working_float(x.dtype), copy=False)
     if kind == "pedestal":
         level = pedestal_mode(x) if spec.get("estimator") == "mode" else float(np.median(x))
         return level, spec["scale"]
@@ -171,7 +183,10 @@ def normalization_limits(image: np.ndarray, spec: dict[str, Any] | str | None = 
         lo, hi = float(x.min()), float(x.max())
     else:  # percentile
         lo, hi = (float(v) for v in np.percentile(x, [spec["p_low"], spec["p_high"]]))
-    return lo, max(hi - lo, eps)
+    # a flat image maps to 0. The floor is the rounding step of the values (a fixed 1e-6 flattened images in
+    # small units, e.g. 1e-9: nuclei lost without a word); ``eps`` is that step in units of machine epsilon
+    step = float(np.finfo(x.dtype).eps) * max(abs(lo), abs(hi))
+    return lo, max(hi - lo, eps * 1e6 * step, float(np.finfo(np.float32).tiny))
 
 
 #: normalisations that keep the intensity scale (so a rescaled image reaches the network rescaled)
