@@ -288,3 +288,39 @@ def test_images_in_small_units_or_with_large_offsets_segment_as_the_plain_image(
     assert expected >= 5
     for variant in (plain * 1e-12, plain + 1e11, plain.astype(np.uint64) + 2**40):
         assert segment(model, variant).labels.max() == expected
+
+
+def test_a_background_pocket_between_touching_nuclei_stays_background():
+    """Three-class post-processing filled the mask's holes before the watershed, so a background pocket
+    enclosed by several touching nuclei was flooded into them (fill_enclosed_holes leaves such pockets
+    background); a ring nucleus's own hole is still filled."""
+    from skimage.draw import disk
+
+    from napari_microseg.inference.postprocess import three_class_to_labels
+
+    interior = np.zeros((80, 80), np.float32)
+    for centre in ((30, 30), (30, 50), (48, 40)):  # three nuclei around a pocket near (36, 40)
+        interior[disk(centre, 11.5, shape=interior.shape)] = 1.0
+    background = (interior == 0).astype(np.float32)
+    probabilities = np.stack([background, np.zeros_like(background), interior])  # background, boundary, interior
+    labels = three_class_to_labels(probabilities, class_order=("background", "boundary", "interior"))
+    pocket = (background > 0) & (np.abs(np.mgrid[:80, :80][0] - 36) < 4) & (np.abs(np.mgrid[:80, :80][1] - 40) < 4)
+    assert pocket.any() and labels.max() == 3
+    assert (labels[pocket] == 0).all()
+    ring = np.zeros((60, 60), np.float32)
+    ring[disk((30, 30), 15)] = 1.0
+    ring[disk((30, 30), 5)] = 0.0  # a ring-shaped nucleus
+    ring_labels = three_class_to_labels(np.stack([1 - ring, np.zeros_like(ring), ring]),
+                                        class_order=("background", "boundary", "interior"))
+    assert ring_labels.max() == 1 and ring_labels[30, 30] == 1
+
+
+def test_the_overlap_recorded_is_the_overlap_used():
+    """Tiles fitted below the asked size (130 -> 128) take at most half of themselves as overlap (64), but
+    the run recorded the 65 asked for."""
+    from napari_microseg.inference.segment import segment
+    from napari_microseg.io.models import load_model
+
+    model = load_model("nuclei_fluorescence_fast", device="cpu", segmentation=True)
+    result = segment(model, np.random.default_rng(0).random((300, 420)).astype(np.float32), tile=130, overlap=65)
+    assert result.settings["overlap"] <= min(result.settings["tiles_yx"]) // 2

@@ -432,8 +432,6 @@ def three_class_to_labels(
     p_bg = probabilities[ib]  # compared in its own dtype (float16 for huge frames): no float32 copies
     p_in = probabilities[ii]
     mask = p_bg < (1.0 - threshold)
-    if fill_holes:
-        mask = fill_mask_holes(mask)
     core = (p_in > seed_threshold) & mask
     if seed_method in ("distance", "network"):
         # the height to flood from: the core's distance transform (px; 0 outside the core), or the
