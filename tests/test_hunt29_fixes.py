@@ -324,3 +324,62 @@ def test_the_overlap_recorded_is_the_overlap_used():
     model = load_model("nuclei_fluorescence_fast", device="cpu", segmentation=True)
     result = segment(model, np.random.default_rng(0).random((300, 420)).astype(np.float32), tile=130, overlap=65)
     assert result.settings["overlap"] <= min(result.settings["tiles_yx"]) // 2
+
+
+def test_a_ctc_export_stopped_midway_leaves_nothing_that_looks_whole(tmp_path):
+    """Stop during the Tracking dock's CTC export said "nothing was changed" while the export went on to the
+    end (one blocking call). The export now stops between masks and takes away what it wrote."""
+    from napari_microseg.tracking.export import write_ctc_iter
+    from napari_microseg.tracking.track import run_tracking
+
+    labels = np.zeros((6, 40, 40), np.uint16)
+    for t in range(6):
+        labels[t, 10:16, 5 + 3 * t:11 + 3 * t] = 1
+    result = run_tracking(labels)
+    folder = tmp_path / "ctc_RES"
+    export = write_ctc_iter(result, folder)
+    next(export), next(export)  # two masks written
+    assert len(list(folder.glob("mask*.tif"))) == 2
+    export.close()  # what Stop does to the dock's generator
+    assert not folder.exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    export = write_ctc_iter(result, kept, overwrite=True)
+    next(export)
+    export.close()
+    assert sorted(p.name for p in kept.iterdir()) == ["notes.txt"]  # a folder it did not make stays, with the user's file
+    for _ in write_ctc_iter(result, tmp_path / "whole"):
+        pass
+    assert len(list((tmp_path / "whole").glob("mask*.tif"))) == 6 and (tmp_path / "whole" / "res_track.txt").is_file()
+
+
+def test_autolabel_keeps_a_renamed_preview_and_the_apply_summary(make_napari_viewer, qtbot, wait_worker):
+    """A preview layer the user renamed (to keep it) was overwritten by the next preview; and a preview
+    queued by a form change during Apply replaced Apply's summary (objects left out as -1 ...) a second
+    later, the form then showing settings other than the labels'."""
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+    from napari_microseg.widgets.autolabel import AutolabelWidget
+
+    sim = simulate_nuclei_timelapse(n_frames=3, shape=(128, 128), n_nuclei=15, seed=2)
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(sim.fluorescence, name="stain")
+    widget = AutolabelWidget(viewer)
+    widget.stain_layer.value = "stain"
+    qtbot.waitUntil(lambda: widget.preview_layer is not None and not widget.busy, timeout=60000)
+    qtbot.wait(600)
+    mine = widget.preview_layer
+    current = int(viewer.dims.current_step[0])
+    kept = mine.data.copy()
+    assert kept[current].max() > 0
+    mine.name = "my nuclei"
+    viewer.dims.set_current_step(0, (current + 1) % 3)
+    qtbot.waitUntil(lambda: widget.preview_layer is not mine and not widget.busy, timeout=60000)
+    np.testing.assert_array_equal(mine.data, kept)
+    assert "'my nuclei' (renamed) is kept" in widget.status.text()
+    worker = widget.apply()
+    widget.smooth_sigma.value = widget.smooth_sigma.value + 0.5  # the form changes while Apply runs
+    wait_worker(worker)
+    qtbot.wait(1500)  # the preview's pause (debounce) and more
+    qtbot.waitUntil(lambda: not widget.busy and "preview:" in widget.status.text(), timeout=60000)  # the form's preview
+    assert "labelled 3 frame(s)" in widget.status.text() and "settings before your change" in widget.status.text()

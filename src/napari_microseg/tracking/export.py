@@ -299,7 +299,18 @@ def write_ctc(result: TrackResult, folder: str | os.PathLike, *, overwrite: bool
 
     Needs ``result.labels`` (the label stack the tracks were built from).
     """
+    from ..progress import drain
+
+    return drain(write_ctc_iter(result, folder, overwrite=overwrite))
+
+
+def write_ctc_iter(result: TrackResult, folder: str | os.PathLike, *, overwrite: bool = False):
+    """:func:`write_ctc` as a generator: one :class:`~napari_microseg.progress.Progress` per mask written,
+    returning the folder. Closed before the end (Stop in the Tracking dock), it takes away the masks it
+    wrote, and the folder when it made it: no half export is left that looks whole."""
     import tifffile
+
+    from ..progress import Progress
 
     from ..io.images import LABELS_SOFTWARE
 
@@ -308,6 +319,7 @@ def write_ctc(result: TrackResult, folder: str | os.PathLike, *, overwrite: bool
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()) and not overwrite:
         raise InputError(f"{folder} exists and is not empty (use overwrite)")
+    made_folder = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     lbep, table = ctc_tracks(result)
     # map (t, label) -> ctc label per frame
@@ -316,11 +328,19 @@ def write_ctc(result: TrackResult, folder: str | os.PathLike, *, overwrite: bool
     masks = relabel_stack(result.labels, table.assign(track_id=table["ctc_label"]))
     digits = ctc_digits(result.n_frames or masks.shape[0])
     written = set()
-    for t in range(masks.shape[0]):
-        with atomic_path(folder / f"mask{t:0{digits}d}.tif") as p:
-            # a stack on disk: one frame read; tagged as labels (napari opens a mask as Labels)
-            tifffile.imwrite(p, np.asarray(masks[t]).astype(np.uint16), software=LABELS_SOFTWARE)
-        written.add(f"mask{t:0{digits}d}.tif")
+    try:
+        for t in range(masks.shape[0]):
+            with atomic_path(folder / f"mask{t:0{digits}d}.tif") as p:
+                # a stack on disk: one frame read; tagged as labels (napari opens a mask as Labels)
+                tifffile.imwrite(p, np.asarray(masks[t]).astype(np.uint16), software=LABELS_SOFTWARE)
+            written.add(f"mask{t:0{digits}d}.tif")
+            yield Progress(t + 1, masks.shape[0], f"CTC masks {t + 1}/{masks.shape[0]}")
+    except GeneratorExit:  # stopped: nothing of this export is left behind
+        for name in written:
+            (folder / name).unlink(missing_ok=True)
+        if made_folder and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
     text = "".join(f"{r.L} {r.B} {r.E} {r.P}\n" for r in lbep.itertuples(index=False))
     atomic_write_text(folder / "res_track.txt", text)
     # masks of an earlier, longer result replaced here would corrupt the tracking metrics

@@ -97,6 +97,9 @@ class AutolabelWidget(MicrosegDock):
         self.qc_table.setMinimumHeight(120)
         self.qc_table.setVisible(False)  # shown with the first QC
         self.body.addWidget(self.qc_table)
+        self._last_run = ""  # "preview" or "apply": what the dock ran last
+        self._changed_during_apply = False  # the form changed while an Apply ran
+        self._apply_summary: str | None = None  # that Apply's message, said again with the next preview
         self.timer = QTimer(self)
         self.timer.setSingleShot(True)
         self.timer.setInterval(PREVIEW_DELAY_MS)
@@ -110,6 +113,7 @@ class AutolabelWidget(MicrosegDock):
         self.run_buttons = (self.apply_button, self.qc_button)
         self.follow_layers(self.stain_layer, self.target_layer)
         self.preview_layer = None
+        self._preview_name: str | None = None  # the name the dock gave its preview layer (renamed: the user's)
         self._preview_painted = False  # the user painted into the preview layer since it was last written
         self._preview_digest: str | None = None  # labels_digest of what the dock last wrote there (small layers)
         self._preview_hidden_by_failure = False  # a failed preview hid the last one: the next shows it again
@@ -152,7 +156,10 @@ class AutolabelWidget(MicrosegDock):
         self._pending_preview = False
 
     def schedule_preview(self, *_: Any) -> None:
-        """Restart the debounce timer; the preview runs when the user pauses."""
+        """Restart the debounce timer; the preview runs when the user pauses (after a run going now).
+        A change during an Apply is previewed after it, the Apply's summary kept (see :meth:`_after_run`)."""
+        if self.busy and self._last_run == "apply":
+            self._changed_during_apply = True
         if self.live.value and self.stain_layer.value:
             self.timer.start()
         else:  # live preview turned off (or no stain): a pending one is dropped
@@ -209,7 +216,11 @@ class AutolabelWidget(MicrosegDock):
                     and self.preview_layer.data.nbytes <= GUI_COPY_BYTES:
                 # edits written into the array (a script, the console) send no paint event: compared (~30 ms)
                 self._preview_painted = labels_digest(self.preview_layer.data) != self._preview_digest
-            if shown and self._preview_painted:
+            if shown and self.preview_layer.name != self._preview_name:
+                # the user renamed the preview: a layer to keep, not to draw the next preview into
+                kept = f"; '{self.preview_layer.name}' (renamed) is kept as it was"
+                self.preview_layer = None
+            elif shown and self._preview_painted:
                 # the user painted into the preview: keep those edits as their own layer
                 self.preview_layer.name = unique_layer_name(self.viewer, "auto-label preview (edited)")
                 kept = f"; your edits are kept in '{self.preview_layer.name}'"
@@ -217,6 +228,7 @@ class AutolabelWidget(MicrosegDock):
             if self.preview_layer is None or self.preview_layer not in self.viewer.layers:
                 self.preview_layer = self.viewer.add_labels(full, name=unique_layer_name(self.viewer, "auto-label preview"),
                                                             opacity=0.5, **layer_geometry(layer, full.ndim))
+                self._preview_name = self.preview_layer.name
                 self.preview_layer.events.paint.connect(self._mark_preview_painted)  # brush, fill and eraser
             elif self.preview_layer.ndim != full.ndim:  # another stain layer: a stack after a 2-D image, or back
                 self.viewer.layers.remove(self.preview_layer)
@@ -233,8 +245,14 @@ class AutolabelWidget(MicrosegDock):
                 self.preview_layer.visible = True
                 self._preview_hidden_by_failure = False
             where = f"frame {t} of {layer.name}" if t is not None else layer.name
-            self.show_message(f"preview: {n_nuclei} nuclei on {where}{kept}{size_note(sizes, params)}{ccd_note(layer)}")
+            message = f"preview: {n_nuclei} nuclei on {where}{kept}{size_note(sizes, params)}{ccd_note(layer)}"
+            if self._apply_summary:  # the form changed during an Apply: its summary stays in view
+                message = (f"{self._apply_summary} [made with the settings before your change; {message} with "
+                           "the new settings]")
+                self._apply_summary = None
+            self.show_message(message)
 
+        self._last_run = "preview"
         return self.start(make_generator, done, label="previewing", on_failed=self._hide_stale_preview)
 
     def _hide_stale_preview(self) -> None:
@@ -246,7 +264,13 @@ class AutolabelWidget(MicrosegDock):
             self._preview_hidden_by_failure = True
 
     def _after_run(self) -> None:
-        """A preview asked for while another run went (the form changed meanwhile) runs now."""
+        """A preview asked for while a run went (the form changed meanwhile) runs now. After an Apply its
+        summary (objects left out as -1 ...) is kept for the preview's message, which would replace it
+        within a second, and says the labels were made with the settings before the change."""
+        if self._changed_during_apply:
+            self._changed_during_apply = False
+            if self.status.styleSheet() == "":  # not over an error: said again with the preview that follows
+                self._apply_summary = self.status.text()
         if self._pending_preview:
             self._pending_preview = False
             self.schedule_preview()
@@ -314,6 +338,7 @@ class AutolabelWidget(MicrosegDock):
                               f"{_shift_summary(shifts, max_shift)}. Train on '{target_layer.name}' with these labels."
                               f"{left_out}")
 
+        self._last_run = "apply"
         return self.start(make_generator, done, label="auto-labelling")
 
     def _target(self, stain_layer: Any, shape: tuple) -> tuple[Any, Any]:

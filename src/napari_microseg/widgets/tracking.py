@@ -431,17 +431,16 @@ class TrackingWidget(MicrosegDock):
         result = self.result
 
         def make_generator():
-            from ..tracking.export import write_ctc
+            from ..tracking.export import write_ctc_iter
 
             yield Progress(0, 1, f"writing {folder.name}")
             try:
-                write_ctc(result, folder)
+                return (yield from write_ctc_iter(result, folder))  # Stop: the masks written are taken away
             except OSError as err:  # a folder the checks let through (a read-only mount, /proc): one line
                 raise InputError(f"cannot write {folder}: {err.strerror or err}") from None
-            return folder
 
         return self.start(make_generator, lambda written: self.show_message(f"written CTC folder {written}"),
-                          label="exporting")
+                          label="exporting", stopped_message=f"stopped; {folder.name} was not written")
 
 
 def _z_step_of(geometry: dict) -> float | None:
