@@ -383,3 +383,35 @@ def test_autolabel_keeps_a_renamed_preview_and_the_apply_summary(make_napari_vie
     qtbot.wait(1500)  # the preview's pause (debounce) and more
     qtbot.waitUntil(lambda: not widget.busy and "preview:" in widget.status.text(), timeout=60000)  # the form's preview
     assert "labelled 3 frame(s)" in widget.status.text() and "settings before your change" in widget.status.text()
+
+
+def test_classify_images_expands_a_stack_inside_a_folder(tmp_path):
+    """A stack given by name was classified image by image (file[i]), but a folder holding the same stack
+    skipped it as "not a 2-D image"."""
+    import pandas as pd
+    import tifffile
+
+    from napari_microseg.simulate.response import simulate_response_image
+
+    samples = [simulate_response_image(kind, seed=i) for i, kind in enumerate(("good_signal", "spike", "good_empty"))]
+    stack = np.stack([sample.image for sample in samples])
+    masks = np.stack([sample.integration_mask for sample in samples]).astype(np.uint8)
+    (tmp_path / "plate" / "integration").mkdir(parents=True)
+    tifffile.imwrite(tmp_path / "plate" / "run.tif", stack)
+    tifffile.imwrite(tmp_path / "plate" / "single.tif", stack[0])
+    tifffile.imwrite(tmp_path / "plate" / "integration" / "run.tif", masks)  # a mask stack beside the image stack
+    tifffile.imwrite(tmp_path / "plate" / "integration" / "single.tif", masks[0])
+    assert _run_cli("classify", "images", "--model", "response_good_bad", "--input", tmp_path / "plate",
+                    "--out", tmp_path / "folder") == 0
+    (tmp_path / "one" / "integration").mkdir(parents=True)
+    for i in range(3):  # the same images as files of their own
+        tifffile.imwrite(tmp_path / "one" / f"run{i}.tif", stack[i])
+        tifffile.imwrite(tmp_path / "one" / "integration" / f"run{i}.tif", masks[i])
+    assert _run_cli("classify", "images", "--model", "response_good_bad", "--input", tmp_path / "one",
+                    "--out", tmp_path / "byname") == 0
+    folder = pd.read_csv(tmp_path / "folder" / "flags.csv")
+    by_name = pd.read_csv(tmp_path / "byname" / "flags.csv")
+    assert sorted(folder["file"]) == ["run.tif[0]", "run.tif[1]", "run.tif[2]", "single.tif"]
+    np.testing.assert_allclose(folder.set_index("file").loc[["run.tif[0]", "run.tif[1]", "run.tif[2]"], "probability_bad"],
+                               by_name.set_index("file").loc[["run0.tif", "run1.tif", "run2.tif"], "probability_bad"],
+                               rtol=1e-5)

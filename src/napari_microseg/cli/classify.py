@@ -469,17 +469,29 @@ def load_response_folder(folder: Path, box=None, failures: list | None = None) -
                                "label_problem": label_problem})
     img_dir = folder / "images" if (folder / "images").is_dir() else folder
     files = _tiffs(img_dir)
-    images = _read_many(files, "reading images", failures)
+    read_files = _read_many(files, "reading images", failures, stacks=True)
     masks = None
     # the masks in <folder>/integration, or beside the images folder given itself (<folder>/../integration)
     beside = [img_dir.parent / "integration"] if img_dir.name == "images" else []  # the layout simulate response writes
     mask_dir = next((d for d in (folder / "integration", *beside) if d.is_dir() and d.resolve() != img_dir.resolve()), None)
     if box is None and mask_dir is not None:
-        readable = [f for f, img in zip(files, images) if img is not None]
-        read = iter(_read_many([mask_dir / f.name for f in readable], "reading masks"))
-        masks = [None if img is None else next(read) > 0 for img in images]
-    return _keep_readable({"images": images, "files": [f.name for f in files],
-                           "boxes": None if box is None else [list(box)] * len(files), "masks": masks, "labels": None,
+        readable = [f for f, img in zip(files, read_files) if img is not None]
+        read = iter(_read_many([mask_dir / f.name for f in readable], "reading masks", stacks=True))
+        masks = [None if img is None else next(read) > 0 for img in read_files]
+    # a stack (the Simulation dock's images, saved as one file) is its images, named file[i] as given by name
+    images, names, frame_masks = [], [], []
+    for i, (f, image) in enumerate(zip(files, read_files)):
+        mask = masks[i] if masks is not None else None
+        if image is not None and image.ndim == 3:
+            images += list(image)
+            names += [f"{f.name}[{k}]" for k in range(len(image))]
+            frame_masks += [mask[k] if mask is not None and mask.ndim == 3 and len(mask) == len(image) else mask
+                            for k in range(len(image))]
+        else:
+            images.append(image), names.append(f.name), frame_masks.append(mask)
+    return _keep_readable({"images": images, "files": names,
+                           "boxes": None if box is None else [list(box)] * len(images),
+                           "masks": None if masks is None else frame_masks, "labels": None,
                            "groups": None, "subclass": None})
 
 
