@@ -117,8 +117,9 @@ def test_classify_cli_bad_input(tmp_path, capsys):
 
 
 def test_classify_images_skips_unreadable_files_and_goes_on(tmp_path, capsys):
-    """A folder of response images with an empty file, a text file named .tif and a 3-D stack among them:
-    those are skipped with their names (classify_run.json lists them), the rest are classified, exit 1."""
+    """A folder of response images with an empty file, a text file named .tif and a stack without its
+    integration mask among them: those are skipped with their names (classify_run.json lists them), the
+    rest are classified, exit 1. (A stack with its masks is classified image by image: test_hunt29_fixes.)"""
     import shutil
 
     import tifffile
@@ -140,7 +141,7 @@ def test_classify_images_skips_unreadable_files_and_goes_on(tmp_path, capsys):
     capsys.readouterr()
     assert main(["classify", "images", "--model", "response_good_bad", "--input", str(plain), "--out", str(out)]) == 1
     err = capsys.readouterr().err
-    assert "skipped empty.tif" in err and "skipped stack.tif: expected a 2-D image" in err and "Traceback" not in err
+    assert "skipped empty.tif" in err and "skipped stack.tif: no readable integration mask" in err and "Traceback" not in err
     assert "skipped holed.tif: contains NaN" in err
     assert len(pd.read_csv(out / "flags.csv")) == 4
     run = json.loads((out / "classify_run.json").read_text())

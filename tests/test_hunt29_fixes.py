@@ -435,3 +435,76 @@ def test_a_lone_hot_pixel_makes_no_nuclei():
     model = load_model("nuclei_fluorescence_fast", device="cpu", segmentation=True)
     plain, with_hot = segment(model, frame).labels, segment(model, hot).labels
     assert with_hot.max() == plain.max() and abs(int((with_hot > 0).sum()) - int((plain > 0).sum())) <= 9
+
+
+def test_classification_dock_threshold_above_one_and_stored_thresholds_exact(make_napari_viewer, wait_worker):
+    """The slider's top (above every probability) and a stored "discard" above 1 made Classify fail ("threshold
+    must be a probability") and wiped the results; the slider's 6 decimals cut a stored threshold, so the dock
+    flagged an image the CLI's --threshold flag passed."""
+    from napari_microseg.classify.predict import resolve_threshold
+    from napari_microseg.io.models import read_model_config
+    from napari_microseg.pretrained import resolve_model
+    from napari_microseg.progress import drain
+    from napari_microseg.simulate.samples import generate_response
+    from napari_microseg.widgets.classification import ClassificationWidget
+
+    data, kwargs, _ = next(iter(drain(generate_response({"n_images": 6}, 3))))
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(np.asarray(data), **kwargs)
+    widget = ClassificationWidget(viewer)
+    widget.image_layer.value = viewer.layers[0].name
+    widget.model_choice.value = "response_good_bad"
+    widget.threshold.value = widget.threshold.max  # "none reaches it"
+    wait_worker(widget.classify())
+    assert widget.results is not None and (widget.results["verdict"] == "good").all()
+    assert "none reaches it" in widget.summary.value
+    config = read_model_config(resolve_model("response_good_bad"))
+    stored = resolve_threshold(config, "flag")
+    assert widget.use_threshold("flag") == stored and widget.threshold_value() == stored  # not cut to the slider's step
+    expected = np.where(widget.results["probability_bad"] >= stored, "bad", "good")
+    assert list(widget.results["verdict"]) == list(expected)
+    widget.threshold.value = 0.3  # the user's own threshold from now on
+    assert widget.threshold_value() == pytest.approx(0.3)
+
+
+def test_cross_validation_follows_the_two_stage_strategy_and_the_model_records_it(tmp_path, capsys):
+    """`classify train images --strategy pretrain_freeze --folds K` cross-validated plain training from scratch
+    on the real images and called it the strategy's; the model file did not record its strategy."""
+    import torch
+
+    from napari_microseg.io.models import read_model_config
+
+    assert _run_cli("simulate", "response", "--out", tmp_path / "real", "--n", "12", "--seed", "3") == 0
+    out = tmp_path / "frozen.pt"
+    assert _run_cli("classify", "train", "images", "--simulated", "8", "--input", tmp_path / "real", "--strategy",
+                    "pretrain_freeze", "--folds", "2", "--epochs", "1", "--out", out, "--device", "cpu") == 0
+    said = capsys.readouterr()
+    assert "2-fold CV (pretrain_freeze)" in said.out + said.err
+    config = read_model_config(out)
+    assert config["training"]["strategy"] == "pretrain_freeze"
+    pretrained = torch.load(out.with_name("frozen.pretrained.pt"), map_location="cpu", weights_only=False)
+    final = torch.load(out, map_location="cpu", weights_only=False)
+    features = [k for k in final["state_dict"] if k.startswith("features.") and "num_batches" not in k]
+    assert features and all(torch.equal(final["state_dict"][k], pretrained["state_dict"][k]) for k in features)
+    assert _run_cli("classify", "train", "images", "--simulated", "8", "--input", tmp_path / "real", "--strategy",
+                    "simulated", "--folds", "2", "--epochs", "1", "--out", tmp_path / "sim.pt") != 0
+    assert "--strategy simulated" in capsys.readouterr().err
+
+
+def test_class_weights_do_not_count_rare_classes_twice_with_oversampling(tmp_path, capsys):
+    """Loss weights from the raw counts on top of balanced (oversampled) epochs gave a rare class ~6.5x the
+    majority's weight; "auto" weights now follow the frequencies the loss sees, and the CLI says to choose."""
+    from napari_microseg.classify.trainer import ClassifierTrainConfig, train_classifier
+    from napari_microseg.progress import drain
+
+    rng = np.random.default_rng(0)
+    x = rng.random((20, 1, 28, 28)).astype(np.float32)
+    y = np.array([0] * 13 + [1] * 5 + [2] * 2)
+    cfg = ClassifierTrainConfig(task="objects", model={"architecture": "lipnet", "n_conv": 1}, epochs=1, batch_size=8,
+                                oversample=True, class_weights="auto", val_fraction=0.0, device="cpu",
+                                crop={"kind": "object", "size": [28, 28]}, normalization={"kind": "none"})
+    result = drain(train_classifier(cfg, (x, y), None, tmp_path / "w.pt"))
+    assert result.config["training"]["class_weights"] == [1.0, 1.0, 1.0]
+    assert _run_cli("classify", "train", "objects", "--simulated", "4", "--class-weights", "--epochs", "1",
+                    "--out", tmp_path / "o.pt") != 0
+    assert "--no-oversample" in capsys.readouterr().err

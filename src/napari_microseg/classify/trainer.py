@@ -69,7 +69,8 @@ class ClassifierTrainConfig:
     optimizer : ``"adam"``, ``"adamw"``, ``"sgd"`` (momentum 0.9, Nesterov) or ``"adadelta"``.
     weight_decay : L2 penalty (0: the study found decay on convs killed filters).
     label_smoothing : label smoothing ([T]; 0 = off).
-    class_weights : None, ``"auto"`` (inversely proportional to training frequencies) or a list.
+    class_weights : None, ``"auto"`` (inversely proportional to the class frequencies the loss sees: with
+        ``oversample`` each epoch is balanced, so the present classes weigh alike) or a list.
     oversample : oversample minority classes to the majority count each epoch ([T]).
     undersample_fraction : random share of the majority class left out each epoch ([T]: 0.2).
     augment : ``"none"``, ``"hflip"`` ([R]: horizontal flips, p 0.5) or ``"affine"`` ([T]:
@@ -399,7 +400,10 @@ def train_classifier(
     if cfg.class_weights is None:
         weights = None
     elif cfg.class_weights == "auto":
-        weights = class_weights_from_labels(data.y, n_classes)
+        # inversely to the frequencies the loss sees: an oversampled epoch is balanced already (weights
+        # from the raw counts on top of it counted a rare class twice: 6.5x the majority for 13/5/2 samples)
+        seen = data.y if not cfg.oversample else np.flatnonzero(np.bincount(data.y, minlength=n_classes))
+        weights = class_weights_from_labels(seen, n_classes)
     else:
         weights = [float(w) for w in cfg.class_weights]
         if len(weights) != n_classes:
@@ -684,6 +688,7 @@ def train_with_strategy(
     pretrain_config: ClassifierTrainConfig | dict | None = None,
     real_val: Any = None,
     stop_event: threading.Event | None = None,
+    pretrained: str | os.PathLike | None = None,
 ) -> Generator[ClassifierEvent, None, ClassifierTrainResult]:
     """Train by one of the [R] strategies; events carry ``phase`` (``"pretrain"`` / ``"finetune"`` / ``"train"``).
 
@@ -697,6 +702,10 @@ def train_with_strategy(
     out_path : final model file; a pre-trained model is kept as ``<stem>.pretrained.pt`` next to it.
     pretrain_config : settings of the pre-training (default: ``config``).
     real_val : validation samples for the real-data phase (default: split from ``real``).
+    pretrained : a model pre-trained on the simulated data already (``pretrain_*``: the pre-training
+        stage is skipped).
+
+    The strategy is recorded in the model file (``training.strategy``).
     """
     if strategy not in STRATEGIES:
         raise InputError(f"unknown strategy {strategy!r}: use {', '.join(STRATEGIES)}")
@@ -707,23 +716,40 @@ def train_with_strategy(
     if strategy != "real" and simulated is None:
         raise InputError(f"strategy {strategy!r} needs simulated data")
     if strategy == "real":
-        return (yield from _relabel(train_classifier(cfg, real, real_val, out_path, stop_event=stop_event), "train", 0, 1, "train"))
+        result = yield from _relabel(train_classifier(cfg, real, real_val, out_path, stop_event=stop_event), "train", 0, 1, "train")
+        return _record_strategy(result, strategy, None)
     if strategy == "simulated":
-        return (yield from _relabel(train_classifier(cfg, simulated, None, out_path, stop_event=stop_event), "train", 0, 1, "train"))
+        result = yield from _relabel(train_classifier(cfg, simulated, None, out_path, stop_event=stop_event), "train", 0, 1, "train")
+        return _record_strategy(result, strategy, None)
     pcfg = cfg if pretrain_config is None else (pretrain_config if isinstance(pretrain_config, ClassifierTrainConfig)
                                                  else ClassifierTrainConfig.from_dict(dict(pretrain_config)))
-    pcfg = replace(pcfg, freeze_features=False)
-    pre_path = out_path.with_name(out_path.stem + ".pretrained.pt")
-    state = {"done": 0}
-    pre = yield from _relabel(train_classifier(pcfg, simulated, None, pre_path, stop_event=stop_event), "pretrain", 0, 2, "pre-train on simulated (1/2)", state)
-    if pre.stop_reason == "stopped" or pre.model_path is None:
-        return pre
-    offset = state["done"]
+    offset = 0
+    if pretrained is None:
+        pre_path = out_path.with_name(out_path.stem + ".pretrained.pt")
+        state = {"done": 0}
+        pre = yield from _relabel(train_classifier(replace(pcfg, freeze_features=False), simulated, None, pre_path,
+                                                   stop_event=stop_event), "pretrain", 0, 2, "pre-train on simulated (1/2)", state)
+        if pre.stop_reason == "stopped" or pre.model_path is None:
+            return pre
+        offset = state["done"]
+    else:  # pre-trained already (for cross-validation): the same model
+        pre_path = Path(pretrained)
     fcfg = replace(cfg, freeze_features=(strategy == "pretrain_freeze"))
-    fine = train_classifier(fcfg, real, real_val, out_path, init_model=pre.model_path, stop_event=stop_event)
+    fine = train_classifier(fcfg, real, real_val, out_path, init_model=pre_path, stop_event=stop_event)
     result = yield from _relabel(fine, "finetune", offset, 1, "fine-tune on real (2/2)")
-    result.config.setdefault("training", {})["strategy"] = strategy
-    result.config["training"]["pretrained_model"] = str(pre_path)
+    return _record_strategy(result, strategy, pre_path)
+
+
+def _record_strategy(result: ClassifierTrainResult, strategy: str, pretrained: Path | None) -> ClassifierTrainResult:
+    """Note the [R] strategy (and the pre-trained model) in the result and in its model file."""
+    training = result.config.setdefault("training", {})
+    training["strategy"] = strategy
+    if pretrained is not None:
+        training["pretrained_model"] = str(pretrained)
+    if result.model_path is not None and Path(result.model_path).is_file():
+        from ..io.models import update_model_config
+
+        update_model_config(result.model_path, training=training)
     return result
 
 
@@ -735,6 +761,7 @@ def cross_validate(
     out_dir: str | os.PathLike | None = None,
     seed: int = 0,
     stop_event: threading.Event | None = None,
+    init_model: str | os.PathLike | None = None,
 ) -> Generator[ClassifierEvent, None, dict]:
     """k-fold cross-validation; returns ``{"folds": DataFrame, "predictions": DataFrame, "summary": dict}``.
 
@@ -747,6 +774,8 @@ def cross_validate(
     grouped : split by ``data.groups`` (GroupKFold: copies of one sample stay in one fold);
         None: when the data have groups. Otherwise stratified by class.
     out_dir : where fold models go (``fold_<i>.pt``); None: a temporary folder.
+    init_model : every fold starts from this model (the [R] pre-trained one: the strategies
+        ``pretrain_finetune`` / ``pretrain_freeze`` cross-validated; ``config.freeze_features`` applies).
     """
     import pandas as pd
 
@@ -772,7 +801,8 @@ def cross_validate(
     state = {"done": 0}
     try:
         for i, (tr, te) in enumerate(folds, 1):
-            res = yield from _relabel(train_classifier(cfg, data.subset(tr), None, out_dir / f"fold_{i}.pt", stop_event=stop_event),
+            res = yield from _relabel(train_classifier(cfg, data.subset(tr), None, out_dir / f"fold_{i}.pt",
+                                                       init_model=init_model, stop_event=stop_event),
                                       "fold", state["done"], len(folds) - i + 1, f"fold {i}/{len(folds)}", state)
             if res.stop_reason == "stopped":
                 break

@@ -137,7 +137,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--particles", type=int, default=30, help="particles per simulated image")
     r.add_argument("--no-oversample", action="store_true", help="do not oversample the rarer classes each epoch")
     r.add_argument("--undersample", type=float, default=0.2, help="share of the majority left out per epoch")
-    r.add_argument("--class-weights", action="store_true", help="weight the loss inversely to class frequency")
+    r.add_argument("--class-weights", action="store_true", help="weight the loss inversely to class frequency "
+                                                                    "(objects: with --no-oversample; oversampling balances the classes already)")
     r.add_argument("--label-smoothing", type=float, default=0.1, help="share of each target spread over the other classes")
     r.add_argument("--no-augment", action="store_true", help="switch augmentation (rotation, shear, shift, zoom, flips) off")
 
@@ -476,8 +477,15 @@ def load_response_folder(folder: Path, box=None, failures: list | None = None) -
     mask_dir = next((d for d in (folder / "integration", *beside) if d.is_dir() and d.resolve() != img_dir.resolve()), None)
     if box is None and mask_dir is not None:
         readable = [f for f, img in zip(files, read_files) if img is not None]
-        read = iter(_read_many([mask_dir / f.name for f in readable], "reading masks", stacks=True))
-        masks = [None if img is None else next(read) > 0 for img in read_files]
+        mask_failures: list[dict] | None = [] if failures is not None else None
+        read = iter(_read_many([mask_dir / f.name for f in readable], "reading masks", mask_failures, stacks=True))
+        masks = [None if img is None else next(read) for img in read_files]
+        for i, (f, image, mask) in enumerate(zip(files, read_files, masks)):
+            if image is not None and mask is None:  # its mask unreadable or missing: the image is skipped, named
+                failures.append({"image": str(f), "error": f"{f.name}: no readable integration mask "
+                                                          f"{mask_dir.name}/{f.name}"})
+                read_files[i] = None
+        masks = [None if mask is None else mask > 0 for mask in masks]
     # a stack (the Simulation dock's images, saved as one file) is its images, named file[i] as given by name
     images, names, frame_masks = [], [], []
     for i, (f, image) in enumerate(zip(files, read_files)):
@@ -820,6 +828,9 @@ def _run_train(args) -> int:
         model = {"architecture": args.arch}
         if args.arch == "lipnet":
             model.update(n_conv=args.depth, all_conv=bool(args.all_conv))
+        if args.class_weights and not args.no_oversample:
+            raise InputError("--class-weights and oversampling (on by default) both balance the classes, so rare classes "
+                             "would count twice: add --no-oversample to weight the loss instead, or leave --class-weights out")
         cfg = ClassifierTrainConfig(model=model, normalization=None, augment="none" if args.no_augment else "affine",
                                     crop={"kind": "object", "mode": args.mode, "margin": args.margin, "size": [args.size, args.size]},
                                     oversample=not args.no_oversample, undersample_fraction=args.undersample,
@@ -838,11 +849,25 @@ def _run_train(args) -> int:
             model["pooling"] = not args.no_pooling
         cfg = ClassifierTrainConfig(model=model, normalization={"kind": "none"}, augment="none", optimizer=args.optimizer,
                                     crop={"kind": "profile", "views": args.views, "points": args.points, "view_angle": args.view_angle}, **base)
+    pretrained = None  # [R] two-stage strategies: pre-trained once, cross-validated and trained from it
     if args.folds:
+        from dataclasses import replace
+
         from ..classify.trainer import cross_validate
 
-        cv_data = real if real is not None else simulated
-        cv = run_with_text_progress(cross_validate(cfg, cv_data, k=args.folds, seed=args.seed), label=f"{args.folds}-fold CV")
+        cv_data, cv_cfg = (real if real is not None else simulated), cfg
+        if task == "images" and strategy == "simulated" and real is not None:
+            raise InputError("--folds cross-validates training on your images; --strategy simulated trains on "
+                             "simulated images only: score its model on your images with 'classify images' instead")
+        if task == "images" and str(strategy).startswith("pretrain") and not (args.init_model or args.resume):
+            pretrained = out.with_name(out.stem + ".pretrained.pt")
+            pre = run_with_text_progress(train_classifier(cfg, simulated, None, pretrained), label="pre-train on simulated")
+            if pre.model_path is None:
+                raise InputError("pre-training on the simulated images stopped before its first epoch: nothing to "
+                                 "cross-validate")
+            cv_cfg = replace(cfg, freeze_features=strategy == "pretrain_freeze")  # each fold as the final model trains
+        cv = run_with_text_progress(cross_validate(cv_cfg, cv_data, k=args.folds, seed=args.seed, init_model=pretrained),
+                                    label=f"{args.folds}-fold CV ({strategy})" if task == "images" else f"{args.folds}-fold CV")
         _write_csv(model_sidecar(out, "cv_folds.csv"), cv["folds"])
         _write_csv(model_sidecar(out, "cv_predictions.csv"), cv["predictions"])
         print(f"microseg classify train {task}: {args.folds}-fold CV " + ", ".join(f"{k} {v:.3f}" for k, v in cv["summary"].items())
@@ -854,7 +879,7 @@ def _run_train(args) -> int:
         data = real if real is not None else simulated
         gen = train_classifier(cfg, data, None, out, resume=args.resume, init_model=args.init_model)
     elif task == "images":
-        gen = train_with_strategy(strategy, cfg, real=real, simulated=simulated, out_path=out)
+        gen = train_with_strategy(strategy, cfg, real=real, simulated=simulated, out_path=out, pretrained=pretrained)
     else:
         gen = train_classifier(cfg, simulated, None, out)
     history: list[dict] = []

@@ -114,6 +114,9 @@ class ClassificationWidget(MicrosegDock):
         self.task.changed.connect(self._task_changed)
         self.model_choice.changed.connect(self._task_changed)
         self.classify_button.changed.connect(self.classify)
+        self._exact_threshold: float | None = None  # a stored flag/discard threshold, until the slider moves
+        self._setting_threshold = False
+        self.threshold.changed.connect(self._slider_moved)
         self.threshold.changed.connect(self._apply_threshold)
         self.flag_button.changed.connect(lambda *_: self.use_threshold("flag"))
         self.discard_button.changed.connect(lambda *_: self.use_threshold("discard"))
@@ -191,7 +194,9 @@ class ClassificationWidget(MicrosegDock):
                                  f"{len(images)} image(s): type the integration box y0 x0 y1 x1 to use for all")
             truth = layer.metadata.get("label")
             self.truth = None if truth is None else np.array([t == "bad" for t in truth], dtype=int)
-            threshold = float(self.threshold.value)  # read here: the worker never touches a Qt widget
+            # read here (the worker never touches a Qt widget); above 1 ("none reaches it") the table's verdicts
+            # are set again at the exact threshold when it is shown (_apply_threshold)
+            threshold = min(self.threshold_value(), 1.0)
 
             def job():
                 from ..classify.predict import classify_images
@@ -305,23 +310,46 @@ class ClassificationWidget(MicrosegDock):
         except MicrosegError as err:
             self.show_error(str(err))
             return None
-        self.threshold.value = ABOVE_EVERY_PROBABILITY if value > 1 else value  # (stored just above 1)
+        shown = ABOVE_EVERY_PROBABILITY if value > 1 else value  # (stored just above 1)
+        self._setting_threshold = True
+        try:
+            self.threshold.value = shown
+        finally:
+            self._setting_threshold = False
+        # the slider keeps 6 decimals: the stored value itself decides (it lies between two validation
+        # images' probabilities; 0.5109199 shown as 0.510919 flagged an image of 0.51091957 the CLI passed)
+        self._exact_threshold = value
+        if self.results is not None:
+            self._apply_threshold()
         self.show_message(f"threshold {min(value, 1.0):.3f}{' (none reaches it)' if value > 1 else ''}: the model's "
                           f"'{mode}' setting")
         return value
 
+    def threshold_value(self) -> float:
+        """The good/bad threshold on probability_bad: a model's stored flag/discard value as stored (the
+        slider shows it to 6 decimals), else the slider's; at the slider's top, above every probability."""
+        if self._exact_threshold is not None:
+            return self._exact_threshold
+        value = float(self.threshold.value)
+        return ABOVE_EVERY_PROBABILITY if value > 1 else value
+
+    def _slider_moved(self, *_: Any) -> None:
+        if not self._setting_threshold:  # the user's own threshold from now on
+            self._exact_threshold = None
+
     def _apply_threshold(self, *_: Any) -> None:
-        """Recompute good/bad verdicts at the slider's threshold (no re-run), table and ROC point."""
+        """Recompute good/bad verdicts at the threshold (:meth:`threshold_value`; no re-run), table and ROC point."""
         if self.results is None or self.results_task != "images":
             return
-        thr = float(self.threshold.value)
+        thr = self.threshold_value()
         table = self.results.assign(threshold=thr, verdict=np.where(self.results["probability_bad"] >= thr, "bad", "good"))
         if self.truth is not None and len(self.truth) == len(table):
             table["truth"] = np.where(self.truth == 1, "bad", "good")
         self.results = table
         self._fill_table(table)
         flagged = int((table.verdict == "bad").sum())
-        text = f"{flagged} of {len(table)} images flagged bad at threshold {thr:.3f}"
+        text = (f"{flagged} of {len(table)} images flagged bad at threshold "
+                f"{'above 1 (none reaches it)' if thr > 1 else format(thr, '.3f')}")
         if "truth" in table:
             from ..classify.evaluate import roc_curve_auc
 
@@ -510,12 +538,14 @@ def _simulated_data(task: str, n: int, stop_event: threading.Event | None = None
 
 def _default_config(task: str, epochs: int) -> dict:
     """Settings per task, with the batch sizes of `microseg classify train` (images 64; objects 32, as
-    [T]; profiles 128); the epochs are the form's."""
+    [T]; profiles 128) and its object defaults (undersampling, label smoothing, affine augmentation);
+    the epochs are the form's."""
     threads = max(1, (os.cpu_count() or 2) - 1)
     if task == "images":
         return {"task": "images", "model": {"architecture": "small_cnn"}, "epochs": epochs, "batch_size": 64, "lr": 3e-4, "num_threads": threads}
-    if task == "objects":
+    if task == "objects":  # [T] as `classify train objects` trains by default: 20 % undersampling, label smoothing
         return {"task": "objects", "model": {"architecture": "lipnet", "n_conv": 4}, "epochs": epochs, "batch_size": 32, "lr": 1e-3,
-                "oversample": True, "num_threads": threads}
+                "oversample": True, "undersample_fraction": 0.2, "label_smoothing": 0.1, "augment": "affine",
+                "num_threads": threads}
     return {"task": "profiles", "model": {"architecture": "profile_cnn"}, "epochs": epochs, "batch_size": 128,
             "optimizer": "adadelta", "lr": 1.0, "num_threads": threads}
