@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -508,3 +509,84 @@ def test_class_weights_do_not_count_rare_classes_twice_with_oversampling(tmp_pat
     assert _run_cli("classify", "train", "objects", "--simulated", "4", "--class-weights", "--epochs", "1",
                     "--out", tmp_path / "o.pt") != 0
     assert "--no-oversample" in capsys.readouterr().err
+
+
+def test_batch_into_the_same_out_with_another_folder_keeps_the_first_folders_results(tmp_path):
+    """`batch segment --input day1 --out r` then `--input day2 --out r` (the same file names, other images)
+    replaced day1's labels unasked: the second folder was taken for the first one moved. While the first
+    folder is there, day2's images are named under their folder and nothing of day1 is replaced."""
+    import json
+
+    import tifffile
+
+    from napari_microseg.batch.runner import run_batch_sync
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    for day, seed in (("day1", 1), ("day2", 2)):
+        (tmp_path / day).mkdir()
+        for k in range(2):
+            image, _ = simulate_nuclei_image(shape=(96, 96), n_nuclei=6, seed=seed * 10 + k)
+            tifffile.imwrite(tmp_path / day / f"A0{k}.tif", np.round(image * 4000).astype(np.uint16))
+    out = tmp_path / "r"
+    run_batch_sync("segment", tmp_path / "day1", out, model="nuclei_fluorescence_fast", workers=0)
+    before = {p.name: p.read_bytes() for p in (out / "labels").glob("*.tif")}
+    assert sorted(before) == ["A00.tif", "A01.tif"]
+    summary = run_batch_sync("segment", tmp_path / "day2", out, model="nuclei_fluorescence_fast", workers=0)
+    assert summary.processed == 2
+    assert {p.name: p.read_bytes() for p in (out / "labels").glob("*.tif")} == before  # day1's kept as they were
+    assert sorted(p.name for p in (out / "labels" / "day2").glob("*.tif")) == ["A00.tif", "A01.tif"]
+    config = json.loads((out / "batch_config.json").read_text())
+    assert config["input_root"] == str(tmp_path / "day1")  # the folder the out folder's names start from
+    assert run_batch_sync("segment", tmp_path / "day2", out, model="nuclei_fluorescence_fast", workers=0).skipped == 2
+    # the first folder moved: recognised by its names, its done images skipped
+    (tmp_path / "day1").rename(tmp_path / "moved")
+    assert run_batch_sync("segment", tmp_path / "moved", out, model="nuclei_fluorescence_fast", workers=0).skipped == 2
+    assert {p.name: p.read_bytes() for p in (out / "labels").glob("*.tif")} == before
+
+
+def test_batch_track_rerun_without_ctc_takes_away_the_earlier_ctc_export(tmp_path):
+    """`batch track --ctc` then `--overwrite` without `--ctc` left the earlier settings' ctc_RES/<movie> beside
+    the new tracks.csv, where `evaluate tracks --pred` would score it."""
+    import tifffile
+
+    from napari_microseg.batch.runner import run_batch_sync
+
+    labels = np.zeros((4, 48, 48), np.uint16)
+    for t in range(4):
+        labels[t, 10:18, 4 + 4 * t:12 + 4 * t] = 1
+        labels[t, 30:38, 30:38] = 2
+    (tmp_path / "movies").mkdir()
+    tifffile.imwrite(tmp_path / "movies" / "m1.tif", labels)
+    out = tmp_path / "r"
+    run_batch_sync("track", tmp_path / "movies", out, workers=0, ctc=True, config="particle")
+    assert (out / "ctc_RES" / "m1" / "res_track.txt").is_file()
+    run_batch_sync("track", tmp_path / "movies", out, workers=0, overwrite=True)
+    assert (out / "tracks.csv").is_file() and not (out / "ctc_RES" / "m1").exists()
+
+
+def test_batch_rerun_stating_tracking_or_autolabel_defaults_is_the_same_settings(tmp_path):
+    """A rerun adding `--config cell`, `--update-method auto`, `--otsu-window 51` or `--diameter-range 5,30`
+    (the documented defaults) was refused as "results made with other settings"."""
+    import tifffile
+
+    from napari_microseg.batch.runner import run_batch_sync
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    labels = np.zeros((3, 40, 40), np.uint16)
+    labels[:, 5:12, 5:12] = 1
+    (tmp_path / "movies").mkdir()
+    tifffile.imwrite(tmp_path / "movies" / "m.tif", labels)
+    run_batch_sync("track", tmp_path / "movies", tmp_path / "t", workers=0)
+    again = run_batch_sync("track", tmp_path / "movies", tmp_path / "t", workers=0, config="cell", update_method="auto")
+    assert again.skipped == 1
+    image, _ = simulate_nuclei_image(shape=(96, 96), n_nuclei=6, seed=4)
+    (tmp_path / "stains").mkdir()
+    tifffile.imwrite(tmp_path / "stains" / "s.tif", np.round(image * 4000).astype(np.uint16))
+    run_batch_sync("autolabel", tmp_path / "stains", tmp_path / "a", workers=0)
+    again = run_batch_sync("autolabel", tmp_path / "stains", tmp_path / "a", workers=0,
+                           autolabel={"otsu_window": 51, "diameter_range": (5.0, 30.0)})
+    assert again.skipped == 1
+    from napari_microseg.errors import InputError
+
+    with pytest.raises(InputError, match="other settings"):  # a real change is still one
+        run_batch_sync("autolabel", tmp_path / "stains", tmp_path / "a", workers=0, autolabel={"otsu_window": 31})

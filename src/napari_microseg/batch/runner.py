@@ -499,6 +499,15 @@ def _previous_input_root(out: Path) -> str | None:
     return root if root and os.path.isdir(root) else None
 
 
+def _earlier_inputs_present(out: Path) -> bool:
+    """Whether any input an earlier batch in ``out`` recorded is still where it was."""
+    try:
+        earlier = json.loads((out / CONFIG_NAME).read_text()).get("inputs") or []
+    except (OSError, ValueError, AttributeError):
+        return False
+    return any(isinstance(p, str) and os.path.exists(p) for p in earlier)
+
+
 def _moved_input_root(paths: Sequence[Path], out: Path) -> str | None:
     """The folder under which ``paths`` carry the names an earlier batch in ``out`` gave its inputs
     (its ``inputs`` relative to its ``input_root``): ``/new/place`` when ``/new/place/w1/a.tif`` was
@@ -735,6 +744,37 @@ def _check_params(task: str, params: dict) -> dict:
     return {k: v for k, v in params.items() if v is not None}
 
 
+def _without_stated_defaults(task: str, params: dict) -> dict:
+    """``params`` without tracking and auto-labelling settings stated at their defaults (``--config cell``,
+    ``--update-method auto``, ``--otsu-window 51``, ``--diameter-range 5,30``): the defaults of the functions
+    themselves, so that a rerun stating one is not taken for a run with other settings."""
+    import inspect
+
+    def defaults(function: Any) -> dict:
+        return {k: v.default for k, v in inspect.signature(function).parameters.items()
+                if v.default is not inspect.Parameter.empty}
+
+    def same(a: Any, b: Any) -> bool:
+        return (list(a) == list(b)) if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) else a == b
+
+    out = dict(params)
+    if task == "track":
+        from ..tracking.track import track
+
+        known = defaults(track)
+        for key in ("config", "update_method", "optimize", "stage_shift", "max_search_radius"):
+            if key in out and key in known and same(out[key], known[key]):
+                del out[key]
+    if task == "autolabel" and isinstance(out.get("autolabel"), dict):
+        known = defaults(autolabel_function())
+        kept = {k: v for k, v in out["autolabel"].items() if not (k in known and same(v, known[k]))}
+        if kept:
+            out["autolabel"] = kept
+        else:
+            del out["autolabel"]
+    return out
+
+
 def _is_default(name: str, value: Any, model_path: str | None) -> bool:
     """Whether a parameter given is the value segmentation uses when it is not given (``--min-size 8``,
     ``--overlap 32``, ``--tile 512`` where the model's patches are no larger): left out of the settings
@@ -882,7 +922,7 @@ def run_batch(
     model_path, model_sum, label_dtype = _model_info(model, task)
     out = Path(out).resolve()
     settings = {"task": task, "model_sha256": model_sum,
-                "params": {k: v for k, v in sorted(_params_by_content(params).items())
+                "params": {k: v for k, v in sorted(_params_by_content(_without_stated_defaults(task, params)).items())
                            if k not in NEUTRAL_PARAMS and not _is_default(k, v, model_path)}}
     settings_hash = sha256_json(settings)
     # a folder made before defaults were left out of the hash (the Segmentation dock always states tile and
@@ -898,9 +938,13 @@ def run_batch(
     reads_labels = task == "track" and model is None  # track reads labels (unless it segments first); the others images
     search = {"exclude": out, "skip_label_folders": not reads_labels, "keep_run_labels": reads_labels}
     found = find_batch_inputs(inputs, root=previous_root, ignored=ignored, **search)
-    if not overwrite and not any(previous_root and p.is_relative_to(previous_root) for p, _ in found):
-        # the earlier run's inputs are elsewhere now (a moved folder, a share mounted at another path):
-        # named from where its names end, as that run named them, so that its done items are skipped
+    moved_root = None
+    if not overwrite and not any(previous_root and p.is_relative_to(previous_root) for p, _ in found) \
+            and not _earlier_inputs_present(out):
+        # the earlier run's inputs are gone from where they were (a moved folder, a share mounted at another
+        # path): named from where its names end, as that run named them, so that its done items are skipped.
+        # (While they are still there, another folder's a.tif is another image: named from the deepest folder
+        # holding both, it never takes the earlier a.tif's results, which it did, replacing them unasked.)
         moved_root = _moved_input_root([p for p, _ in found], out)
         if moved_root is not None:
             ignored = []
@@ -916,7 +960,7 @@ def run_batch(
     try:
         from ..io.atomic import atomic_write_text
 
-        input_root = previous_root or os.path.commonpath([str(p.parent) for p, _ in found])
+        input_root = previous_root or moved_root or os.path.commonpath([str(p.parent) for p, _ in found])
         config = {"task": task, "settings_hash": settings_hash, "settings": settings, "model": model_path,
                   "params": params, "inputs": [str(p) for p, _ in found], "input_root": input_root, "device": device,
                   "started": utc_now(), "microseg": __version__}

@@ -434,11 +434,17 @@ def track_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> dic
     outputs["tracks"] = _write_shard(out, "tracks", item, result.table)
     outputs["counts"] = _write_shard(out, "counts", item, counts_table(result, n_frames=labels.shape[0]))
     outputs["track_summary"] = _write_shard(out, "track_summary", item, track_summary(result, **units))
-    if spec.params.get("ctc"):  # per movie: what `microseg evaluate tracks --pred` scores
-        from ..tracking.export import CTC_FOLDER, write_ctc
+    from ..tracking.export import CTC_FOLDER, ctc_mask_files, write_ctc
 
+    ctc_folder = out / CTC_FOLDER / item.stem
+    if spec.params.get("ctc"):  # per movie: what `microseg evaluate tracks --pred` scores
         outputs["ctc"] = f"{CTC_FOLDER}/{item.stem}"
-        write_ctc(result, out / outputs["ctc"], overwrite=True)
+        write_ctc(result, ctc_folder, overwrite=True)
+    elif ctc_folder.is_dir():  # an earlier run's export, of other settings: `evaluate tracks` would score it
+        for stale in [*ctc_mask_files(ctc_folder), ctc_folder / "res_track.txt"]:
+            stale.unlink(missing_ok=True)
+        if not any(ctc_folder.iterdir()):
+            ctc_folder.rmdir()
     return outputs
 
 
