@@ -590,3 +590,52 @@ def test_batch_rerun_stating_tracking_or_autolabel_defaults_is_the_same_settings
 
     with pytest.raises(InputError, match="other settings"):  # a real change is still one
         run_batch_sync("autolabel", tmp_path / "stains", tmp_path / "a", workers=0, autolabel={"otsu_window": 31})
+
+
+def test_a_particles_profile_class_does_not_depend_on_the_other_particles(tmp_path):
+    """Per-particle min-max was applied only when some profile of the whole array lay outside [0, 1]: one
+    such particle changed the class of 71 of 200 others, and profiles scaled by 0.5 were all one class.
+    Every particle is normalised on its own now, and the model file says so (minmax, not none)."""
+    from napari_microseg.classify.data import simulated_profile_data
+    from napari_microseg.classify.predict import classify_profiles
+    from napari_microseg.classify.trainer import ClassifierTrainConfig, train_classifier
+    from napari_microseg.io.models import read_model_config
+    from napari_microseg.progress import drain
+
+    data = simulated_profile_data(32, seed=1)
+    cfg = ClassifierTrainConfig(task="profiles", model={"architecture": "profile_cnn"}, epochs=2, batch_size=16,
+                                crop={"kind": "profile", "views": 1}, device="cpu", val_fraction=0.0)
+    model = drain(train_classifier(cfg, data, None, tmp_path / "p.pt")).model_path
+    assert read_model_config(model)["normalization"] == {"kind": "minmax"}
+    profiles = simulated_profile_data(40, seed=7).x
+    plain = classify_profiles(model, profiles)
+    halved = classify_profiles(model, profiles * 0.5)
+    with_odd_one = classify_profiles(model, np.concatenate([profiles * 0.5, profiles[:1] * 3 + 2]))
+    np.testing.assert_allclose(halved["probability"], plain["probability"], atol=1e-5)
+    np.testing.assert_allclose(with_odd_one["probability"][:40], plain["probability"], atol=1e-5)
+
+
+def test_model_file_with_a_bad_version_and_an_unwritable_target_get_one_line_errors(tmp_path, capsys):
+    """A model file whose format_version is no number gave a ValueError traceback (`info`) or a bare "invalid
+    literal" (`segment`); writing into a folder that takes no files named the hidden temporary file as "not found"."""
+    import io
+
+    import torch
+
+    from napari_microseg.errors import InputError
+    from napari_microseg.io.atomic import atomic_write_text
+    from napari_microseg.io.models import load_model, read_model_file
+    from napari_microseg.pretrained import resolve_model
+
+    payload = read_model_file(resolve_model("nuclei_fluorescence_fast"))
+    payload.pop("config", None)
+    payload["format_version"] = "x"
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    (tmp_path / "bad.pt").write_bytes(buffer.getvalue())
+    with pytest.raises(InputError, match="bad.pt is damaged: its format version 'x'"):
+        load_model(tmp_path / "bad.pt")
+    assert _run_cli("info", "--model", tmp_path / "bad.pt") != 0
+    assert "Traceback" not in capsys.readouterr().err
+    with pytest.raises(InputError, match="cannot write /proc/x.txt"):
+        atomic_write_text("/proc/x.txt", "hello")

@@ -311,6 +311,11 @@ def simulated_liposome_data(n_images: int, task: str = "lamellarity", mode: str 
     return g if progress else _drain(g)
 
 
+#: how profile classifiers take their input ([P]): per particle, all views together, min-max to [0, 1]
+#: (``minmax`` of one particle's (views, points) array; applied by :func:`~.predict.classify_profiles`)
+PROFILE_NORMALIZATION = {"kind": "minmax"}
+
+
 def simulated_profile_data(n: int, task: str = "hole", n_views: int = 1, seed: int = 0, progress: bool = False,
                            **sim_kwargs):
     """Simulated thickness profiles ([P]) as classification data: ``x`` (n, views, points) float32.
@@ -323,7 +328,8 @@ def simulated_profile_data(n: int, task: str = "hole", n_views: int = 1, seed: i
         return ClassificationData(ps.profiles, ps.labels, list(ps.class_names), None, None,
                                   f"{n} simulated {task} particles, {n_views} view(s) (seed {seed})",
                                   {"simulated": True, "seed": seed, "task": task, "n_views": int(n_views),
-                                   "normalization": {"kind": "none"}, "crop": {"kind": "profile", "views": int(n_views)}})
+                                   # each particle's views min-max normalised together ([P]), by the simulator
+                                   "normalization": PROFILE_NORMALIZATION, "crop": {"kind": "profile", "views": int(n_views)}})
 
     g = gen()
     return g if progress else _drain(g)

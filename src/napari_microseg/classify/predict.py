@@ -213,9 +213,10 @@ def classify_profiles(model: Any, profiles: np.ndarray, batch_size: int = 1024) 
     Parameters
     ----------
     model : model file path or LoadedModel of a ``profiles`` classifier.
-    profiles : (N, views, points) or (N, points) for one view; float, each particle's views
-        min-max normalised together to [0, 1] (as the simulator writes them). Profiles
-        outside [0, 1] are normalised per particle here.
+    profiles : (N, views, points) or (N, points) for one view; float. Each particle's views are
+        min-max normalised together to [0, 1] here, as the training profiles were ([P]; the
+        simulator writes them so): a particle's class never depends on the other particles given
+        with it (it did, when one profile outside [0, 1] switched the normalisation on for all).
 
     Returns
     -------
@@ -237,7 +238,7 @@ def classify_profiles(model: Any, profiles: np.ndarray, batch_size: int = 1024) 
         raise InputError(f"the model expects profiles of shape (N, {want[0]}, {want[1]}) (views, points), got {x.shape}")
     if not np.all(np.isfinite(x)):
         raise InputError("profiles contain NaN or infinite values")
-    if x.size and (x.min() < -1e-6 or x.max() > 1 + 1e-6):
+    if x.size:  # per particle, all its views together ([P])
         lo = x.min(axis=(1, 2), keepdims=True)
         hi = x.max(axis=(1, 2), keepdims=True)
         x = np.where(hi > lo, (x - lo) / np.where(hi > lo, hi - lo, 1), 0).astype(np.float32)

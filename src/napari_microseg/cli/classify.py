@@ -847,7 +847,9 @@ def _run_train(args) -> int:
         model = {"architecture": args.arch}
         if args.arch == "profile_cnn":
             model["pooling"] = not args.no_pooling
-        cfg = ClassifierTrainConfig(model=model, normalization={"kind": "none"}, augment="none", optimizer=args.optimizer,
+        from ..classify.data import PROFILE_NORMALIZATION
+
+        cfg = ClassifierTrainConfig(model=model, normalization=dict(PROFILE_NORMALIZATION), augment="none", optimizer=args.optimizer,
                                     crop={"kind": "profile", "views": args.views, "points": args.points, "view_angle": args.view_angle}, **base)
     pretrained = None  # [R] two-stage strategies: pre-trained once, cross-validated and trained from it
     if args.folds:

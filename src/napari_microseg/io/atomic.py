@@ -158,7 +158,10 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     target.parent.mkdir(parents=True, exist_ok=True)
     if suffix is None:
         suffix = "".join(target.suffixes) or ".tmp"
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=suffix, dir=target.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=suffix, dir=target.parent)
+    except OSError as err:  # a folder that takes no files (/proc, read-only): named as the target, not its temp file
+        raise InputError(f"cannot write {target}: {err.strerror or err}") from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:

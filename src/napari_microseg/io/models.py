@@ -212,7 +212,11 @@ def _decode_config(payload: Any, name: str) -> None:
     into ``payload["config"]``; InputError naming the file when anything is missing."""
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise InputError(f"{name} is not a napari-microseg model file (no '{MODEL_FORMAT}' marker)")
-    if int(payload.get("format_version", 0)) > FORMAT_VERSION:
+    try:
+        version = int(payload.get("format_version", 0))
+    except (TypeError, ValueError):
+        raise InputError(f"{name} is damaged: its format version {payload.get('format_version')!r} is no number") from None
+    if version > FORMAT_VERSION:
         raise InputError(f"{name} was written by a newer napari-microseg (format {payload['format_version']}); update the plugin")
     try:
         payload["config"] = json.loads(payload["config_json"])
