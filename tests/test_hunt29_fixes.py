@@ -639,3 +639,19 @@ def test_model_file_with_a_bad_version_and_an_unwritable_target_get_one_line_err
     assert "Traceback" not in capsys.readouterr().err
     with pytest.raises(InputError, match="cannot write /proc/x.txt"):
         atomic_write_text("/proc/x.txt", "hello")
+
+
+def test_shipped_models_training_records_agree_with_their_cards():
+    """response_good_bad.pt said 10 epochs run and no stop reason while its card said 25 (best 10, early
+    stopping); nuclei_phase.pt had no stop reason. DESIGN: the model file's training metadata is true."""
+    import json
+
+    from napari_microseg.io.models import read_model_config
+    from napari_microseg.pretrained import PRETRAINED_DIR
+
+    for card_path in sorted(PRETRAINED_DIR.glob("*.json")):
+        card = json.loads(card_path.read_text())
+        training = read_model_config(card_path.with_suffix(".pt")).get("training", {})
+        for key in ("epochs_run", "best_epoch", "stop_reason"):
+            if key in card:
+                assert training.get(key) == card[key], (card_path.stem, key)
