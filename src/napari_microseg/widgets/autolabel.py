@@ -300,8 +300,10 @@ class AutolabelWidget(MicrosegDock):
             from ..autolabel.pairing import align_labels_iter
             from ..progress import Progress
 
-            yield Progress(0, 1, "reading the layers")
-            stain = np.asarray(data)
+            # a lazy (dask / zarr) stain is read frame by frame by the auto-labeller (read whole here, a 1.6 GB
+            # movie took 3.9 GB before the first frame, and Stop waited for the read); registration reads both
+            stain = data if target is None else np.asarray(data)
+            yield Progress(0, 1, "reading the layers" if target is not None else "auto-labelling")
             # nuclei above the max diameter: -1, "not annotated" (training ignores them), not background,
             # which would teach a network that nuclei of that size are background
             labels = yield from autolabel_fluorescence_iter(stain, **params, too_large_value=-1, size_report=sizes)

@@ -152,19 +152,22 @@ class TrackingWidget(MicrosegDock):
         def make_generator():
             result = yield from _track_layers(labels, image, kwargs, copied)
             result.table = with_frame_labels(result.table, frame_ids)
-            return result
+            return result, _layer_copy(result)
 
-        return self.start(make_generator, lambda result: self._show_result(result, source_name, geometry, image_name),
+        return self.start(make_generator, lambda done: self._show_result(done[0], source_name, geometry, image_name,
+                                                                         layer_data=done[1]),
                           label="tracking")
 
     def _show_result(self, result: Any, source_name: str, geometry: dict | None = None,
-                     image_name: str | None = None) -> None:
+                     image_name: str | None = None, layer_data: np.ndarray | None = None) -> None:
+        """Show a tracking ``result``; ``layer_data``: the "by track" layer's own copy of its relabelled
+        stack, made in the worker (None: copied here)."""
         self.result = result
         self.tracked_image = image_name  # the image layer measured with the labels, if any
         self.edits.clear()  # a new tracking: the edits of the last one cannot be undone onto it
         self.tracked_name = source_name  # the labels tracked: result layers are named after them
         self.tracked_geometry = dict(geometry or {})  # result layers lie where the tracked labels lie
-        self._update_layers(new=True)
+        self._update_layers(new=True, layer_data=layer_data)
         from ..tracking.track import track_warnings
 
         note = "a 0/1 mask, not labels: tracked its connected objects; " if result.info.get("mask_converted") else ""
@@ -187,10 +190,14 @@ class TrackingWidget(MicrosegDock):
         if not self._updating_layers and getattr(event, "source", self.relabelled_layer) is self.relabelled_layer:
             self._by_track_edited = True
 
-    def _update_layers(self, new: bool = False) -> str:
+    def _update_layers(self, new: bool = False, layer_data: np.ndarray | None = None) -> str:
         """Show ``self.result`` in the result layers (``new``: new layers). A "by track" layer the user
         painted into (or gave new data) is kept as "... (edited)", the result going into a new one: a
-        curation edit or Undo replaced the paint without a word. Returns a note saying so ("" if none)."""
+        curation edit or Undo replaced the paint without a word. Returns a note saying so ("" if none).
+        ``layer_data``: that layer's own copy of ``result.relabelled`` made in a worker (a 1.6 GB copy here
+        froze the window for 5-7 s); None: copied here (Undo)."""
+        if layer_data is None and self.result.relabelled is not None:
+            layer_data = self.result.relabelled.copy()
         result = self.result
         kept = ""
         data, kwargs = result.napari_tracks()
@@ -217,14 +224,14 @@ class TrackingWidget(MicrosegDock):
             # must not change with it, nor be shared by a kept "(edited)" layer and the next one
             if new or not shown:
                 self.relabelled_layer = self.viewer.add_labels(
-                    result.relabelled.copy(), name=unique_layer_name(self.viewer, f"{self.tracked_name} by track"),
+                    layer_data, name=unique_layer_name(self.viewer, f"{self.tracked_name} by track"),
                     opacity=0.4, visible=False, features=features, **self.tracked_geometry)
                 for event in (self.relabelled_layer.events.paint, self.relabelled_layer.events.data):
                     event.connect(self._mark_by_track_edited)
             else:
                 self._updating_layers = True
                 try:
-                    self.relabelled_layer.data = result.relabelled.copy()
+                    self.relabelled_layer.data = layer_data
                 finally:
                     self._updating_layers = False
                 self.relabelled_layer.features = features
@@ -297,15 +304,17 @@ class TrackingWidget(MicrosegDock):
 
         def make_generator():
             yield Progress(0, 1, "editing tracks")
-            return edit(before)
+            result = edit(before)
+            return result, _layer_copy(result)
 
         chosen = self.selected_track_ids()
 
-        def done(result: Any) -> None:
+        def done(edited: Any) -> None:
+            result, layer_data = edited
             self.edits.append((before, done_message))
             self._trim_edits()
             self.result = result
-            kept = self._update_layers()
+            kept = self._update_layers(layer_data=layer_data)
             self._select_tracks(chosen)  # the same tracks where they survive: never the next row by accident
             self.show_message(f"{done_message} (Undo last edit restores it){kept}")
 
@@ -441,6 +450,13 @@ class TrackingWidget(MicrosegDock):
 
         return self.start(make_generator, lambda written: self.show_message(f"written CTC folder {written}"),
                           label="exporting", stopped_message=f"stopped; {folder.name} was not written")
+
+
+def _layer_copy(result: Any) -> np.ndarray | None:
+    """The "by track" layer's own copy of a result's relabelled stack, made in the worker: napari paints
+    in place, and the result (kept for Undo and Export) must not change with it."""
+    relabelled = getattr(result, "relabelled", None)
+    return None if relabelled is None else np.array(relabelled, copy=True)
 
 
 def _z_step_of(geometry: dict) -> float | None:
