@@ -715,3 +715,34 @@ def test_autolabel_apply_reads_a_lazy_stain_frame_by_frame(make_napari_viewer, w
     wait_worker(widget.apply())
     assert widget.labels_layer is not None and widget.labels_layer.data.shape == (3, 96, 96)
     assert shapes and all(len(shape) == 2 for shape in shapes), shapes
+
+
+def test_training_reads_a_lazy_stack_frame_by_frame_and_refuses_one_too_big(monkeypatch):
+    """A lazy (dask / zarr) movie was read whole before training (18 GB peak for a 1.6 GB movie, the bar
+    at 0/1, Stop acting after 110 s): it is read frame by frame (Stop between frames), and refused first
+    when training could not hold it."""
+    import threading
+
+    import dask.array as da
+
+    import napari_microseg.simulate._common as common
+    from napari_microseg.errors import InputError
+    from napari_microseg.progress import drain
+    from napari_microseg.widgets.training import read_training_pairs
+
+    image = da.from_array(np.random.default_rng(0).random((4, 64, 64)).astype(np.float32), chunks=(1, 64, 64))
+    labels = np.zeros((4, 64, 64), np.uint16)
+    labels[:, 10:20, 10:20] = 1
+    events = []
+    pairs = drain(read_training_pairs([image], [labels], ["movie"], False), on_event=events.append)
+    assert isinstance(pairs[0][0], np.ndarray) and pairs[0][0].shape == (4, 64, 64)
+    np.testing.assert_array_equal(pairs[0][0], image.compute())
+    assert sum("frame" in getattr(e, "message", "") for e in events) == 4
+    stop = threading.Event()
+    reader = read_training_pairs([image], [labels], ["movie"], False, stop_event=stop)
+    next(reader), next(reader)  # the pair's first event, then its first frame
+    stop.set()
+    assert drain(reader) is None  # stopped between frames: nothing returned
+    monkeypatch.setattr(common, "available_memory_bytes", lambda: 2**16)  # 64 KiB free
+    with pytest.raises(InputError, match="training holds the stack's 4 frames in memory"):
+        drain(read_training_pairs([image], [labels], ["movie"], False))
