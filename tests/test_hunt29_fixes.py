@@ -746,3 +746,37 @@ def test_training_reads_a_lazy_stack_frame_by_frame_and_refuses_one_too_big(monk
     monkeypatch.setattr(common, "available_memory_bytes", lambda: 2**16)  # 64 KiB free
     with pytest.raises(InputError, match="training holds the stack's 4 frames in memory"):
         drain(read_training_pairs([image], [labels], ["movie"], False))
+
+
+def test_tracks_writer_and_reader_keep_lineage_and_say_what_is_wrong(make_napari_viewer, tmp_path):
+    """A Tracks layer with ids from 0 lost its divisions on Save (parent 0 means "no parent"); a 2-D layer's
+    "z" feature made the saved table 3-D; the reader cut t = 0.5 to frame 0 and failed on an empty x or a
+    text id in napari or int(); a 3-frame labels stack named *_mask.tif opened as an image."""
+    import napari
+    import pandas as pd
+    import tifffile
+
+    from napari_microseg.errors import InputError, MicrosegWarning
+    from napari_microseg._reader import read_layers, read_tracks_layer
+
+    viewer = make_napari_viewer(show=False)
+    data = np.array([[0, 0, 5, 5], [0, 1, 6, 6], [1, 2, 10, 10], [1, 3, 11, 11], [2, 2, 20, 20], [2, 3, 21, 21]], float)
+    layer = viewer.add_tracks(data, graph={1: [0], 2: [0]}, features=pd.DataFrame({"z": [1, 2, 3, 4, 5, 6]}))
+    with pytest.warns(MicrosegWarning, match="written from 1"):
+        written = napari.save_layers(str(tmp_path / "lineage_tracks.csv"), [layer], plugin="napari-microseg")
+    table = pd.read_csv(written[0])
+    assert "z" not in table.columns and list(table["z_feature"]) == [1, 2, 3, 4, 5, 6]
+    reopened_data, kwargs, _ = read_tracks_layer(written[0])[0]
+    assert reopened_data.shape == (6, 4) and kwargs["graph"] == {2: [1], 3: [1]}
+    for name, text in (("frac_tracks.csv", "track_id,t,y,x\n1,0.5,3,3\n"),
+                       ("empty_tracks.csv", "track_id,t,y,x\n1,0,3,3\n1,1,,3\n"),
+                       ("text_tracks.csv", "track_id,t,y,x\na,0,3,3\n")):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(InputError, match=f"{name}: column"):
+            read_tracks_layer(str(tmp_path / name))
+    with pytest.warns(MicrosegWarning, match="opens tracks tables named"):
+        napari.save_layers(str(tmp_path / "nuclei.csv"), [layer], plugin="napari-microseg")
+    stack = np.zeros((3, 32, 32), np.uint16)
+    stack[:, 5:10, 5:10] = 1
+    tifffile.imwrite(tmp_path / "cells_mask.tif", stack)  # tifffile tags a 3-frame stack SYX
+    assert read_layers(str(tmp_path / "cells_mask.tif"))[0][2] == "labels"

@@ -241,6 +241,7 @@ def _layer_kind(path: Any, data: Any, kwargs: dict) -> str:
     if "channel_axis" in kwargs or dtype is None or dtype.kind not in "biu" or not (saved_as_labels or named_as_labels(path)):
         return "image"
     axes = str(header.get("axes", ""))
-    if "S" in axes or (full.ndim == 3 and full.shape[-1] in (3, 4) and len(kwargs.get("scale", ())) != 3):
+    # colour samples last (YXS); a planar SYX file, as tifffile tags any 3-frame stack, is read as frames
+    if axes.endswith("S") or (full.ndim == 3 and full.shape[-1] in (3, 4) and len(kwargs.get("scale", ())) != 3):
         return "image"  # colour (an RGB mask export): no labels to paint, and its samples are no frames
     return "labels"

@@ -118,6 +118,14 @@ def write_tracks_csv(path: str, data: Any, meta: dict) -> list[str]:
 
         guard_target(sidecar)
     write_csv(target, table, leading=[*TRACKS_COLUMNS[:2], "z", *TRACKS_COLUMNS[2:]])  # z before y for 3-D tracks
+    if "tracks" not in target.name.lower():  # the reader takes *tracks*.csv only (other CSVs are napari's)
+        import warnings
+
+        from .errors import MicrosegWarning
+
+        warnings.warn(MicrosegWarning(f"{target.name} written; napari-microseg opens tracks tables named "
+                                      f"*tracks*.csv: rename it (e.g. {target.stem}_tracks.csv) to open it again "
+                                      "as a Tracks layer"), stacklevel=2)
     if not placement:
         sidecar.unlink(missing_ok=True)  # an earlier save's: not this layer's
         return [str(target)]

@@ -48,6 +48,10 @@ def write_csv(path: str | os.PathLike, table: pd.DataFrame, overwrite: bool = Tr
     return target
 
 
+#: column names of tracks.csv that are coordinates or lineage, never measurements
+TRACK_COORDINATE_NAMES = ("track_id", "t", "z", "y", "x", "parent_track_id", "root_track_id", "generation")
+
+
 def tracks_table_from_layer(data: np.ndarray, graph: dict | None = None, features: pd.DataFrame | None = None) -> pd.DataFrame:
     """Build a ``tracks.csv`` table from napari Tracks layer data.
 
@@ -76,6 +80,17 @@ def tracks_table_from_layer(data: np.ndarray, graph: dict | None = None, feature
     table["track_id"] = table["track_id"].astype(np.int64)
     table["t"] = table["t"].astype(np.int64)
     parent_of = {int(child): int(np.atleast_1d(parents)[0]) for child, parents in (graph or {}).items() if len(np.atleast_1d(parents))}
+    lowest = min([1, *table["track_id"].tolist(), *parent_of.values(), *parent_of.keys()])
+    if lowest < 1:  # parent_track_id 0 means "a root": a track 0 that divided would lose its daughters
+        import warnings
+
+        from ..errors import MicrosegWarning
+
+        shift = 1 - lowest
+        warnings.warn(MicrosegWarning(f"track ids from {lowest} written from 1 (each + {shift}): in tracks.csv a "
+                                      "parent_track_id of 0 means 'no parent'"), stacklevel=2)
+        table["track_id"] += shift
+        parent_of = {child + shift: parent + shift for child, parent in parent_of.items()}
 
     def root_and_generation(track_id: int) -> tuple[int, int]:
         gen, node, seen = 0, track_id, set()
@@ -94,8 +109,10 @@ def tracks_table_from_layer(data: np.ndarray, graph: dict | None = None, feature
         feats = features.reset_index(drop=True)
         table["label"] = feats["label"].to_numpy() if "label" in feats else table["track_id"]
         for col in feats.columns:
-            if col not in table.columns:
-                table[col] = feats[col].to_numpy()
+            # a measurement named as a coordinate (a 2-D layer's "z" feature made the table 3-D) keeps its own name
+            name = f"{col}_feature" if col in TRACK_COORDINATE_NAMES and col not in table.columns else col
+            if name not in table.columns:
+                table[name] = feats[col].to_numpy()
     else:
         table["label"] = table["track_id"]
     first = ["track_id", "t", *spatial, "parent_track_id", "root_track_id", "generation", "label"]
