@@ -780,3 +780,25 @@ def test_tracks_writer_and_reader_keep_lineage_and_say_what_is_wrong(make_napari
     stack[:, 5:10, 5:10] = 1
     tifffile.imwrite(tmp_path / "cells_mask.tif", stack)  # tifffile tags a 3-frame stack SYX
     assert read_layers(str(tmp_path / "cells_mask.tif"))[0][2] == "labels"
+
+
+def test_napari_opens_every_image_hdu_of_a_multi_extension_fits(tmp_path):
+    """File > Open read only the first image HDU of a FITS file holding one amplifier per HDU, and its
+    warning pointed to --hdu, which napari has not: every image HDU is a layer of its own now."""
+    import warnings
+
+    from astropy.io import fits
+
+    from napari_microseg._reader import read_layers
+
+    amp1 = np.full((20, 30), 1000, np.int32)
+    amp2 = np.full((20, 30), 2000, np.int32)
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(amp1, name="AMP1"), fits.ImageHDU(amp2, name="AMP2")]).writeto(
+        tmp_path / "frame.fits")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing left out, nothing to warn about
+        layers = read_layers(str(tmp_path / "frame.fits"))
+    assert [kwargs["name"] for _, kwargs, _ in layers] == ["frame [HDU 1 AMP1]", "frame [HDU 2 AMP2]"]
+    np.testing.assert_array_equal(layers[1][0], amp2)
+    fits.PrimaryHDU(amp1).writeto(tmp_path / "single.fits")
+    assert [kwargs["name"] for _, kwargs, _ in read_layers(str(tmp_path / "single.fits"))] == ["single"]

@@ -11,7 +11,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import InputError
-from .io.images import LAZY_TIFF_BYTES, image_kind, read_image, tiff_axes
+from .io.images import FITS_SUFFIXES, LAZY_TIFF_BYTES, fits_image_hdus, image_kind, read_image, tiff_axes
 from .training.data import LABEL_FOLDERS
 
 
@@ -170,13 +170,14 @@ def read_layers(path: str | list[str]) -> list[tuple]:
     messages naming the file.
     """
     paths = path if isinstance(path, list) else [path]
+    if len(paths) == 1 and str(paths[0]).lower().endswith(FITS_SUFFIXES):
+        hdus = fits_image_hdus(paths[0])
+        if len(hdus) > 1:  # one amplifier per HDU: every one a layer (the GUI has no --hdu to choose another)
+            return [_fits_hdu_layer(paths[0], index, hdu_name) for index, hdu_name in hdus]
     layers = []
     for p in paths:
         image = read_image(p, channel="all", lazy_above_bytes=LAZY_TIFF_BYTES)
-        name = Path(str(p).rstrip("/")).name
-        for suffix in (".gz", ".fz", ".zarr", ".tiff", ".tif", ".fits", ".fit", ".fts", ".ome"):
-            if name.lower().endswith(suffix):  # FRAME.FITS as frame.fits
-                name = name[: -len(suffix)]
+        name = _layer_name(p)
         kwargs: dict = {"name": name, "metadata": {"source_kind": image.kind, "header": image.metadata}}
         if "channel_axis" in image.metadata:  # one layer per channel, named after the file
             kwargs["channel_axis"] = image.metadata["channel_axis"]
@@ -195,6 +196,25 @@ def read_layers(path: str | list[str]) -> list[tuple]:
     if len(layers) > 1:  # napari hands a list of files over only for File > Open Files as Stack
         return [_stacked(layers, paths)]
     return layers
+
+
+def _layer_name(path: Any) -> str:
+    """A file's layer name: its name without the image suffixes (FRAME.FITS.GZ as FRAME)."""
+    name = Path(str(path).rstrip("/")).name
+    for suffix in (".gz", ".fz", ".zarr", ".tiff", ".tif", ".fits", ".fit", ".fts", ".ome"):
+        if name.lower().endswith(suffix):  # FRAME.FITS as frame.fits
+            name = name[: -len(suffix)]
+    return name
+
+
+def _fits_hdu_layer(path: Any, index: int, hdu_name: str) -> tuple:
+    """HDU ``index`` of a FITS file of several image HDUs as an image layer named after it, raw ADC,
+    its header in ``metadata``."""
+    image = read_image(path, hdu=index)
+    label = f"HDU {index}" + (f" {hdu_name}" if hdu_name else "")
+    kwargs = {"name": f"{_layer_name(path)} [{label}]", "metadata": {"source_kind": image.kind, "header": image.metadata},
+              **layer_calibration(image)}
+    return image.data, kwargs, "image"
 
 
 def _stacked(layers: list[tuple], paths: list) -> tuple:

@@ -522,6 +522,19 @@ def _fits_image_hdu(hdu: Any) -> bool:
     return naxis >= 2 and all(int(header.get(f"{prefix}{i}", 0) or 0) > 0 for i in range(1, naxis + 1))
 
 
+def fits_image_hdus(path: str | os.PathLike) -> list[tuple[int, str]]:
+    """``(index, name)`` of the HDUs of a FITS file that hold an image, told from their headers (no data
+    read); the primary HDU is named PRIMARY, an unnamed extension "". Empty for an unreadable file."""
+    from astropy.io import fits
+
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            return [(i, "PRIMARY" if i == 0 else str(h.name or "").strip()) for i, h in enumerate(hdul)
+                    if _fits_image_hdu(h)]
+    except (OSError, gzip.BadGzipFile, ValueError, TypeError):
+        return []
+
+
 def _read_fits(path: Path, hdu: int | None) -> ImageData:
     from astropy.io import fits
 
