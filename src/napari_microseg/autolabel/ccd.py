@@ -140,10 +140,16 @@ def robust_noise(values: np.ndarray) -> float:
 
 
 def _quantum(values: np.ndarray) -> float | None:
-    """1 or 0.5 when every value is a whole number, or a whole number of halves; else None."""
+    """The grid step of ``values``: for whole numbers their common step (1; 2 for a frame digitised in
+    steps of 2 ADC, e.g. FITS BSCALE 2: spread over 1 ADC its noise read 17 % low), 0.5 for whole numbers
+    of halves; else None."""
     sample = values[:: max(1, values.size // 200_000)]
     for step in (1.0, 0.5):
         if np.array_equal(sample / step, np.round(sample / step)) and np.array_equal(values / step, np.round(values / step)):
+            if step == 1.0 and values.size > 1:
+                offsets = (values - values.min()).astype(np.int64)
+                common = int(np.gcd.reduce(offsets[offsets > 0])) if (offsets > 0).any() else 1
+                return float(max(common, 1))
             return step
     return None
 
