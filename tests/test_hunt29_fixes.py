@@ -815,3 +815,66 @@ def test_ccd_noise_of_a_frame_digitised_in_steps_of_two(tmp_path):
     fine = 1000 + np.round(noise)
     assert robust_noise(coarse) == pytest.approx(robust_noise(fine), rel=0.06)
     assert robust_noise(coarse) == pytest.approx(4.3, rel=0.06)
+
+
+def test_correct_and_retrain_pairs_results_with_their_images_and_compares_with_what_was_corrected(
+        make_napari_viewer, wait_worker, monkeypatch, tmp_path):
+    """An earlier result's corrections were paired with whichever image was chosen (trained on another
+    image's labels); Fine-tune's before / after re-ran the model chosen now with the settings set now, not
+    the output that was corrected (a second fine-tune reported 31 changes where there were 4); a class map
+    in the training set fine-tuned a nuclei model on class values."""
+    import shutil
+    from types import SimpleNamespace
+
+    import napari_microseg.training.finetune as finetune
+    from napari_microseg.pretrained import resolve_model
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    calls = []
+
+    def fake_fine_tune(base, images, labels, out, config, stop_event=None):
+        shutil.copy(base, out)
+        return SimpleNamespace(model_path=str(out), stop_reason="completed", epochs_run=1)
+        yield
+
+    def fake_before_after(base, tuned, images, corrected, settings=None, stop_event=None):
+        calls.append(settings)
+        return ({"changed": 1}, {"changed": 1})
+        yield
+
+    monkeypatch.setattr(finetune, "fine_tune_model", fake_fine_tune)
+    monkeypatch.setattr(finetune, "corrections_before_after", fake_before_after)
+    monkeypatch.setattr(finetune, "describe_before_after", lambda before, after: "compared")
+    viewer = make_napari_viewer(show=False)
+    for name, seed in (("E", 1), ("F", 2)):
+        image, _ = simulate_nuclei_image(shape=(96, 96), n_nuclei=6, seed=seed)
+        viewer.add_image(image, name=name)
+    base = tmp_path / "base.pt"
+    shutil.copy(resolve_model("nuclei_fluorescence_fast"), base)
+    widget = SegmentationWidget(viewer)
+    widget.set_model(str(base))
+    widget.min_size.value = 5
+    for name in ("E", "F"):
+        widget.image_layer.value = name
+        wait_worker(widget.segment())
+    e_result = viewer.layers["E segmented"]
+    e_result.data[40:44, 40:44] = 9  # a correction
+    widget.labels_for_training.value = "E segmented"  # the image is still F, as after the last run
+    assert widget.add_to_training_set() == 0 and "was segmented from 'E'" in widget.status.text()
+    widget.image_layer.value = "E"
+    assert widget.add_to_training_set() == 1
+    widget.min_size.value = 60  # changed after the corrected output was made
+    wait_worker(widget.fine_tune())
+    assert calls and calls[-1]["min_size"] == 5 and "compared" in widget.status.text()
+    wait_worker(widget.fine_tune())  # again, the fine-tuned model now chosen: not the model that was corrected
+    assert len(calls) == 1 and "before / after not measured" in widget.status.text()
+    widget.clear_training_set()
+    ccd = np.zeros((64, 64), np.uint8)
+    ccd[5:9, 5:9] = 3
+    viewer.add_image(np.random.default_rng(0).random((64, 64)).astype(np.float32), name="frame")
+    viewer.add_labels(ccd, name="classes", features={"label": [0, 1, 2, 3], "class": ["bg", "glow", "hot", "cluster"]})
+    widget.image_layer.value, widget.labels_for_training.value = "frame", "classes"
+    assert widget.add_to_training_set() == 1
+    widget.set_model(str(base))
+    assert widget.fine_tune() is None and "holds class maps" in widget.status.text()

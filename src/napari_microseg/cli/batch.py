@@ -26,7 +26,8 @@ and ``track_summary.csv`` (track; with
 ``failures.csv`` (items that failed, with the reason),
 ``batch_config.json`` (settings) and ``batch_run.json`` (the last run's counts, seconds, tables). Run the same command again to resume: done
 items whose input is unchanged are skipped. Exit status 0 when every item
-succeeded, 1 when some failed (see failures.csv), 2 for bad settings, 130 after
+succeeded, 1 when some failed (see failures.csv), 2 for bad settings or a system error
+(a full disk: free space and rerun to resume), 130 after
 Ctrl-C and 143 after a TERM signal (both stop cleanly: rerun to resume).
 """
 

@@ -247,8 +247,8 @@ class AutolabelWidget(MicrosegDock):
             where = f"frame {t} of {layer.name}" if t is not None else layer.name
             message = f"preview: {n_nuclei} nuclei on {where}{kept}{size_note(sizes, params)}{ccd_note(layer)}"
             if self._apply_summary:  # the form changed during an Apply: its summary stays in view
-                message = (f"{self._apply_summary} [made with the settings before your change; {message} with "
-                           "the new settings]")
+                message = (f"{self._apply_summary} (These labels use the settings before your change; the new "
+                           f"settings' {message}.)")
                 self._apply_summary = None
             self.show_message(message)
 

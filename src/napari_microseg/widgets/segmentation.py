@@ -161,6 +161,9 @@ class SegmentationWidget(MicrosegDock):
         # the fine-tuning set: (image layer name, frame) -> (image, corrected labels), one pair per frame
         self.corrections: dict[tuple[Any, int], tuple[np.ndarray, np.ndarray]] = {}  # (layer's unique id, frame)
         self.correction_names: dict[tuple[Any, int], str] = {}  # the layer's name when the frame was added
+        # the model and settings whose output was corrected (None: a labels layer not made here), and
+        # whether the corrections are a class map, per entry
+        self.correction_sources: dict[tuple[Any, int], tuple[str | None, dict | None, bool]] = {}
         self.fine_tuned_path: str | None = None
         self.finetune_scores: dict | None = None  # the last fine-tune's correction_agreement, before / after
         self._toggle_file()
@@ -318,7 +321,8 @@ class SegmentationWidget(MicrosegDock):
 
         def done(outcome: Any) -> None:
             result, clusters, (labels, features), digest, defects = outcome
-            self._add_result(result, layer, labels, features, model, frame=None if whole else int(t))
+            self._add_result(result, layer, labels, features, model, frame=None if whole else int(t),
+                             made_with={k: v for k, v in settings.items() if k != "keep_probabilities"})
             if defects is not None:  # the sensor's defects, as the CLI's defect mask: one (Y, X) layer over all frames
                 self.viewer.add_labels(defects.astype(np.uint8), name=unique_layer_name(self.viewer, f"{layer.name} defects"),
                                        opacity=1.0, **layer_geometry(layer, 2))
@@ -353,12 +357,16 @@ class SegmentationWidget(MicrosegDock):
         self.find_class.reset_choices()
 
     def _add_result(self, result: Any, layer: Any, labels: np.ndarray, features: Any, model: Path,
-                    frame: int | None = None) -> None:
+                    frame: int | None = None, made_with: dict | None = None) -> None:
         """Show a run's labels (from :func:`layer_data`, made in the worker) as a new layer over ``layer``;
-        ``frame``: the frame of a stack a one-frame run segmented (None: all of ``layer``)."""
+        ``frame``: the frame of a stack a one-frame run segmented (None: all of ``layer``); ``made_with``:
+        the dock's settings of the run (kept in the layer's metadata: Fine-tune's before / after compares
+        corrections with the output that was corrected)."""
         self.result = result
         name = unique_layer_name(self.viewer, f"{layer.name} segmented")
-        kwargs = {"name": name, "opacity": 0.5, "metadata": {"objects": result.objects, "counts": result.counts, "model": str(model)}}
+        kwargs = {"name": name, "opacity": 0.5, "metadata": {"objects": result.objects, "counts": result.counts, "model": str(model),
+                                                             "segment_settings": dict(made_with or {}),
+                                                             "segmented_from": layer.name}}
         if result.output_mode == "multiclass":
             names = list(result.class_names) or [f"class {i}" for i in range(int(labels.max()) + 1)]
             kwargs["colormap"] = class_colormap(len(names))
@@ -657,8 +665,10 @@ class SegmentationWidget(MicrosegDock):
         except InputError as err:
             self.show_error(str(err))
             return len(self.training_pairs)
-        if labels_layer is self.result_layer and self.result_image in self.viewer.layers and image_layer is not self.result_image:
-            self.show_error(f"'{labels_layer.name}' was segmented from '{self.result_image.name}': choose that image "
+        source = self._source_image(labels_layer)
+        if source is not None and image_layer is not source[0] and (source[0] is not None or image_layer.name != source[1]):
+            where = "" if source[0] is not None else ", which is no longer open (open it again under that name)"
+            self.show_error(f"'{labels_layer.name}' was segmented from '{source[1]}'{where}: choose that image "
                             "layer to add its corrected frame")
             return len(self.training_pairs)
         # full resolution (a pyramid's data indexes levels); lazy layers: only the frame used is read
@@ -685,6 +695,8 @@ class SegmentationWidget(MicrosegDock):
             return len(self.training_pairs)
         # one entry per layer (not per name: another image opened under the same name is another image) and frame
         key = (image_layer.unique_id, int(t))
+        metadata = getattr(labels_layer, "metadata", {}) or {}
+        self.correction_sources[key] = (metadata.get("model"), metadata.get("segment_settings"), bool(class_names))
         note = f"frame {t} of {image_layer.name} {'updated' if key in self.corrections else 'added'}"
         self.corrections[key] = (image.copy(), labels.copy())  # corrected again: the newer labels replace the older
         self.correction_names[key] = image_layer.name
@@ -699,10 +711,24 @@ class SegmentationWidget(MicrosegDock):
         """The fine-tuning set as (image, corrected labels) pairs, in the order they were added."""
         return list(self.corrections.values())
 
+    def _source_image(self, labels_layer: Any) -> tuple[Any, str] | None:
+        """``(image layer or None when closed, its name)`` a result layer of this dock was segmented from
+        (the latest run's or an earlier one's); None for any other labels layer."""
+        if labels_layer is self.result_layer and self.result_image is not None:
+            image = self.result_image
+        else:
+            entry = self._earlier_results.get(getattr(labels_layer, "unique_id", None))
+            if entry is None or entry[0]() is not labels_layer or entry[1]["result_image"] is None:
+                return None
+            image = entry[1]["result_image"]()
+        name = (getattr(labels_layer, "metadata", {}) or {}).get("segmented_from") or getattr(image, "name", "?")
+        return (image if image is not None and image in self.viewer.layers else None), name
+
     def clear_training_set(self, *_: Any) -> None:
         """Empty the fine-tuning set (the layers keep their corrections)."""
         self.corrections.clear()
         self.correction_names.clear()
+        self.correction_sources.clear()
         self._show_training_set()
         self.show_message("training set cleared")
 
@@ -725,6 +751,14 @@ class SegmentationWidget(MicrosegDock):
         if reason:  # before training, not after it
             self.show_error(reason)
             return None
+        class_model = self._chosen_output_mode() == "multiclass"
+        sources = [self.correction_sources.get(key, (None, None, False)) for key in self.corrections]
+        if any(is_class_map != class_model for _, _, is_class_map in sources):
+            self.show_error("the training set holds class maps (a class model's output): choose a class model "
+                            "(e.g. ccd_classes) to fine-tune, or clear the training set" if not class_model else
+                            "the training set holds object labels (nuclei): choose a nuclei model to fine-tune, or "
+                            "clear the training set")
+            return None
         images = [img for img, _ in self.training_pairs]
         labels = [lab for _, lab in self.training_pairs]
         config = {"epochs": int(self.finetune_epochs.value), "patches_per_epoch": 32, "batch_size": 4, "lr": 3e-4,
@@ -735,8 +769,19 @@ class SegmentationWidget(MicrosegDock):
                                       + ", ".join(f"{name}[{t}]" for (_, t), name in self.correction_names.items())}
         stop_event = threading.Event()  # the trainer stops after this step and keeps the best model
 
-        # the old model's output is made again as the dock makes it (a class model's maps hold classes, not objects)
-        compare_settings = None if self._chosen_output_mode() == "multiclass" else self._segment_settings()
+        # the old model's output is made again as it was made when it was corrected (a class model's maps hold
+        # classes, not objects): only when every correction was made on this model's output, with one setting
+        compare_settings, not_compared = None, ""
+        made_by = {(str(Path(m).resolve()) if m else None) for m, _, _ in sources}
+        made_with = [settings for m, settings, _ in sources if m]
+        if not class_model:
+            if made_by == {str(Path(base).resolve())} and made_with and all(s == made_with[0] for s in made_with):
+                compare_settings = dict(made_with[0], keep_probabilities=False)
+            elif made_by == {None}:  # labels painted by hand or made elsewhere: against the model as set now
+                compare_settings = self._segment_settings()
+            else:
+                not_compared = ("; before / after not measured: the corrections were made on the output of another "
+                                "model or settings than the one fine-tuned")
 
         def make_generator():
             from ..training.finetune import corrections_before_after, fine_tune_model
@@ -765,7 +810,7 @@ class SegmentationWidget(MicrosegDock):
             self.set_model(str(out))
             self.finetune_scores = None if scores is None else dict(zip(("before", "after"), scores))
             self.show_message(f"fine-tuned ({result.stop_reason}, {result.epochs_run} epochs): {out}"
-                              + ("" if scores is None else f"; {describe_before_after(*scores)}"))
+                              + ("" if scores is None else f"; {describe_before_after(*scores)}") + not_compared)
 
         return self.start(make_generator, done, label="fine-tuning", cooperative_stop=stop_event,
                           stop_message="Stopping after this step; the best model so far is kept ...")
