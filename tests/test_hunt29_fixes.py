@@ -71,7 +71,7 @@ def test_evaluate_seg_reads_a_mask_saved_in_colour_as_one_image(tmp_path, capsys
     tifffile.imwrite(tmp_path / "gt2" / "b.tif", coloured, photometric="rgb")
     tifffile.imwrite(tmp_path / "pred2" / "b.tif", ids)
     assert _run_cli("evaluate", "seg", "--gt", tmp_path / "gt2", "--pred", tmp_path / "pred2", "--out", tmp_path / "c.csv") == 0
-    assert "2 colours read as one object id" in capsys.readouterr().err
+    assert "read as one object per connected piece of a colour" in capsys.readouterr().err
     row = pd.read_csv(tmp_path / "c.csv").set_index("name").loc["ALL"]
     assert row["tp@0.90"] == 2 and row["fp@0.50"] == 0 and row["fn@0.50"] == 0
     # a class map in colours means nothing: refused in one line
@@ -117,7 +117,7 @@ def test_sparse_class_labels_refuse_a_background_id_that_is_also_a_class():
     labels = np.zeros((64, 64), np.int64)
     labels[5:20, 5:20], labels[30:45, 30:45], labels[50:60, :] = 1, 2, 3  # classes 1, 2; background painted 3
     kwargs = dict(output_mode="multiclass", unlabelled_is_ignored=True, ignore_value=None)
-    with pytest.raises(InputError, match="background id 1 is also a class"):
+    with pytest.raises(InputError, match="the background id \(1\) lies below classes painted"):
         prepare_training_data(image, labels, background_value=1, **kwargs)
     data = prepare_training_data(image, labels, background_value=3, **kwargs)
     assert data.n_classes == 3
@@ -878,3 +878,38 @@ def test_correct_and_retrain_pairs_results_with_their_images_and_compares_with_w
     assert widget.add_to_training_set() == 1
     widget.set_model(str(base))
     assert widget.fine_tune() is None and "holds class maps" in widget.status.text()
+
+
+def test_review_mends_colour_palettes_two_level_noise_empty_z_and_busy_docks(tmp_path, capsys, make_napari_viewer):
+    """From the review: two objects of one colour apart (a palette repeats) are two objects; a noise-free
+    two-level image is not taken for noise (its 255 gap is no digitisation step); a tracks table whose z is
+    empty for one movie opens as before, errors name the file's line; a Segmentation dock showing a result
+    keeps its model when another is trained."""
+    import shutil
+
+    from napari_microseg.autolabel.ccd import robust_noise
+    from napari_microseg.measure.labels import colour_labels_as_ids
+    from napari_microseg._reader import read_tracks_layer
+    from napari_microseg.errors import InputError
+    from napari_microseg.pretrained import resolve_model
+    from napari_microseg.widgets.segmentation import SegmentationWidget, add_recent_model
+
+    rgb = np.zeros((30, 30, 3), np.uint8)
+    rgb[2:8, 2:8] = rgb[20:26, 20:26] = (255, 0, 0)  # two red objects apart
+    rgb[2:8, 20:26] = (0, 255, 0)
+    ids = colour_labels_as_ids(rgb, "x.tif")
+    assert len(np.unique(ids)) == 4 and ids[3, 3] != ids[22, 22]
+    dots = np.zeros((64, 64))
+    dots[::8, ::8] = 255
+    assert robust_noise(dots) < 1
+    (tmp_path / "m_tracks.csv").write_text("track_id,t,z,y,x,image\n1,0,1,3,3,a\n1,1,1,4,4,a\n1,0,,3,3,b\n1,1,,4,4,b\n")
+    assert [layer[0].shape[1] for layer in read_tracks_layer(str(tmp_path / "m_tracks.csv"))] == [5, 4]
+    (tmp_path / "n_tracks.csv").write_text("track_id,t,y,x,image\n1,0,3,3,a\n1,1,4,4,a\n1,0,3,3,b\n1,1.5,4,4,b\n")
+    with pytest.raises(InputError, match="line 5 holds 1.5"):
+        read_tracks_layer(str(tmp_path / "n_tracks.csv"))
+    viewer = make_napari_viewer(show=False)
+    dock = SegmentationWidget(viewer)
+    dock.result = object()  # a result shown: its model stays
+    shutil.copy(resolve_model("nuclei_fluorescence_fast"), tmp_path / "new.pt")
+    add_recent_model(str(tmp_path / "new.pt"))
+    assert dock.model_choice.value == "nuclei_fluorescence"

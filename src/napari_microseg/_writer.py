@@ -118,7 +118,9 @@ def write_tracks_csv(path: str, data: Any, meta: dict) -> list[str]:
 
         guard_target(sidecar)
     write_csv(target, table, leading=[*TRACKS_COLUMNS[:2], "z", *TRACKS_COLUMNS[2:]])  # z before y for 3-D tracks
-    if "tracks" not in target.name.lower():  # the reader takes *tracks*.csv only (other CSVs are napari's)
+    import fnmatch
+
+    if not fnmatch.fnmatchcase(target.name, "*tracks*.csv"):  # the reader's pattern, as napari matches it
         import warnings
 
         from .errors import MicrosegWarning

@@ -140,16 +140,19 @@ def robust_noise(values: np.ndarray) -> float:
 
 
 def _quantum(values: np.ndarray) -> float | None:
-    """The grid step of ``values``: for whole numbers their common step (1; 2 for a frame digitised in
-    steps of 2 ADC, e.g. FITS BSCALE 2: spread over 1 ADC its noise read 17 % low), 0.5 for whole numbers
-    of halves; else None."""
+    """The grid step of ``values``: for whole numbers their common step when it lies within their spread
+    (2 for a frame digitised in steps of 2 ADC, e.g. FITS BSCALE 2: spread over 1 ADC its noise read 17 %
+    low), else 1; 0.5 for whole numbers of halves; else None."""
     sample = values[:: max(1, values.size // 200_000)]
     for step in (1.0, 0.5):
         if np.array_equal(sample / step, np.round(sample / step)) and np.array_equal(values / step, np.round(values / step)):
             if step == 1.0 and values.size > 1:
                 offsets = (values - values.min()).astype(np.int64)
                 common = int(np.gcd.reduce(offsets[offsets > 0])) if (offsets > 0).any() else 1
-                return float(max(common, 1))
+                # a digitisation step, not the gap between a few levels (a 0/255 image's 255: its noise
+                # spread over 255 hid every nucleus): it lies within the values' own spread
+                spread = float(np.median(np.abs(sample - np.median(sample))))
+                return float(common) if 1 < common <= 2 * spread else 1.0
             return step
     return None
 

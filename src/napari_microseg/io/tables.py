@@ -81,7 +81,7 @@ def tracks_table_from_layer(data: np.ndarray, graph: dict | None = None, feature
     table["t"] = table["t"].astype(np.int64)
     parent_of = {int(child): int(np.atleast_1d(parents)[0]) for child, parents in (graph or {}).items() if len(np.atleast_1d(parents))}
     lowest = min([1, *table["track_id"].tolist(), *parent_of.values(), *parent_of.keys()])
-    if lowest < 1:  # parent_track_id 0 means "a root": a track 0 that divided would lose its daughters
+    if lowest < 1 and min(parent_of.values(), default=1) < 1:  # parent_track_id 0 means "a root": a track 0's daughters
         import warnings
 
         from ..errors import MicrosegWarning

@@ -102,8 +102,8 @@ def colour_labels_as_ids(labels: np.ndarray, name: str, classes: bool = False) -
     ``(Y, X, 1)``), as one id per pixel ``(Y, X)`` / ``(T, Y, X)``; anything else is returned unchanged.
 
     Grey saved as RGB (the colours equal; alpha ignored) keeps its values. Labels coloured per object
-    (each object its own colour, black background) get one id per colour, numbered in colour order; a
-    notice on stderr says so. ``classes``: a class map, whose values mean something, is refused in
+    (black background) get one id per 8-connected piece of a colour (a palette repeats its colours: two
+    objects of one colour apart are two objects; touching, they are one); a notice on stderr says so. ``classes``: a class map, whose values mean something, is refused in
     colours (InputError naming ``name``). Without this an RGB mask was read as a stack of one-row frames."""
     import sys
 
@@ -129,9 +129,15 @@ def colour_labels_as_ids(labels: np.ndarray, name: str, classes: bool = False) -
         ids = np.where(ids == black[0], 0, ids + (ids < black[0]))
     else:
         ids += 1
-    print(f"{name}: labels in colour (shape {arr.shape}): each of its {len(palette) - black.size} colours read "
-          "as one object id", file=sys.stderr)
-    return ids
+    # a palette repeats (napari's after ~49 colours): separate pieces of one colour are separate objects
+    from skimage.measure import label as connected
+
+    frames = ids[None] if ids.ndim == 2 else ids
+    pieces = np.stack([connected(frame, background=0, connectivity=2) for frame in frames])
+    pieces = pieces[0] if ids.ndim == 2 else pieces
+    print(f"{name}: labels in colour (shape {arr.shape}): {len(palette) - black.size} colours, read as one object "
+          "per connected piece of a colour", file=sys.stderr)
+    return pieces
 
 
 def masks_to_labels(masks: np.ndarray) -> tuple[np.ndarray, bool]:

@@ -81,18 +81,19 @@ def _check_track_columns(table: pd.DataFrame, name: str) -> None:
     """InputError naming ``name`` and the first bad row: ids and frames must be whole numbers, coordinates
     finite numbers (a fractional t was cut to its frame, an empty x failed in napari, a text id in int())."""
     whole = ["track_id", "t", "parent_track_id"]
-    for column in whole + [c for c in ("z", "y", "x") if c in table.columns]:
+    for column in whole + ["y", "x"]:  # (an empty z: 2-D tracks of a table that holds 3-D ones too)
         values = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=float)
         bad = ~np.isfinite(values)
         if column in whole:
             bad |= np.isfinite(values) & (values != np.round(values))
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
+            line = table.index[row] + 2 if isinstance(table.index[row], (int, np.integer)) else row + 2  # of the file
             value = table[column].iloc[row]
             value = value.item() if hasattr(value, "item") else value
             shown = repr(value) if isinstance(value, str) else ("an empty cell" if pd.isna(value) else str(value))
             kind = "whole numbers" if column in whole else "numbers"
-            raise InputError(f"{name}: column {column!r} must hold {kind}; line {row + 2} holds {shown}")
+            raise InputError(f"{name}: column {column!r} must hold {kind}; line {line} holds {shown}")
 
 
 def counts_table(result: TrackResult | pd.DataFrame, n_frames: int | None = None,

@@ -117,9 +117,10 @@ def _check_background_above_classes(labels: Sequence[Any], background_value: int
     if classes and background_value < classes[-1]:
         shown = ", ".join(map(str, classes[:8])) + (" ..." if len(classes) > 8 else "")
         raise InputError(
-            f"sparse class labels: background id {background_value} is also a class (0 = not annotated; classes "
-            f"painted: {shown}): paint background with an id above every class (e.g. {classes[-1] + 1}) and set "
-            "the background id to it")
+            f"sparse class labels: the background id ({background_value}) lies below classes painted ({shown}; 0 = "
+            f"not annotated): class {background_value} would be trained as background and, if background was painted "
+            f"with another id, that id as a class. Paint background with an id above every class (e.g. "
+            f"{classes[-1] + 1}) and set the background id to it")
 
 
 def make_target(

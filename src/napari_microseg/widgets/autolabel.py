@@ -257,9 +257,9 @@ class AutolabelWidget(MicrosegDock):
 
     def _hide_stale_preview(self) -> None:
         """A failed preview (the error shown in the dock) leaves no earlier preview over the stain as if it
-        were this one's; a preview the user painted into stays."""
+        were this one's; a preview the user painted into or renamed stays."""
         if self.preview_layer is not None and self.preview_layer in self.viewer.layers and not self._preview_painted \
-                and self.preview_layer.visible:
+                and self.preview_layer.name == self._preview_name and self.preview_layer.visible:
             self.preview_layer.visible = False
             self._preview_hidden_by_failure = True
 

@@ -221,13 +221,17 @@ class SegmentationWidget(MicrosegDock):
             self.model_picked_by_user = True
 
     def offer_model(self, path: str) -> None:
-        """List ``path`` (a model just trained, in ``RECENT_MODELS``) first; choose it unless the user
-        picked a model by hand."""
+        """List ``path`` (a model just trained, in ``RECENT_MODELS``) first; choose it (and say so) unless
+        the user picked a model by hand, or the dock is in use: a result shown or corrections queued belong
+        to the model chosen (Fine-tune would start from the new model on another model's corrections)."""
         self._choosing_model = True
         try:
             reset_choices_in_order(self.model_choice)  # newest first (magicgui appends new choices)
-            if not self.model_picked_by_user and path in self.model_choice.choices:
+            in_use = self.result is not None or bool(self.corrections) or self.busy
+            if not self.model_picked_by_user and not in_use and path in self.model_choice.choices \
+                    and self.model_choice.value != path:
                 self.model_choice.value = path
+                self.show_message(f"model: {Path(path).name}, just trained, is chosen")
         finally:
             self._choosing_model = False
 

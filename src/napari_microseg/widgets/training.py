@@ -72,19 +72,18 @@ def check_training_layers(image: np.ndarray, labels: np.ndarray, partial: bool, 
     painted = labels > 0 if not partial else labels != 0
     if not painted.any():
         raise InputError("the labels layer is empty: paint a few objects first")
-    # a time-lapse: only its painted frames are trained on, and checked
+    # a time-lapse: only its painted frames are trained on, and checked (frame by frame: no copies)
     stack = image.ndim == 3 and labels.ndim == 3
-    used = image[painted.reshape(len(painted), -1).any(axis=1)] if stack else image
-    if image.dtype.kind == "f" and not np.isfinite(used).all():
+    frames = np.flatnonzero(painted.reshape(len(painted), -1).any(axis=1)) if stack else []
+    finite = image.dtype.kind != "f" or (all(np.isfinite(image[t]).all() for t in frames) if stack else bool(np.isfinite(image).all()))
+    if image.dtype.kind == "f" and not finite:
         raise InputError("the image contains NaN or infinite values" + (" in a painted frame" if stack else ""))
     if image.size and image.min() == image.max():
         raise InputError(f"the image is blank (every pixel {image.flat[0]}): nothing to learn from")
-    if stack:
-        blank = [t for t in np.flatnonzero(painted.reshape(len(painted), -1).any(axis=1))
-                 if image[t].min() == image[t].max()]
-        if blank:
-            raise InputError(f"painted frame {blank[0]} of the image is blank (every pixel {image[blank[0]].flat[0]}): "
-                             "nothing to learn from; paint on frames that show the objects")
+    blank = next((t for t in frames if image[t].min() == image[t].max()), None)
+    if blank is not None:
+        raise InputError(f"painted frame {blank} of the image is blank (every pixel {image[blank].flat[0]}): "
+                         "nothing to learn from; paint on frames that show the objects")
     if output_mode == "multiclass":
         values = np.unique(labels[labels >= 0])
         if len(values) > MAX_CLASS_VALUES:
