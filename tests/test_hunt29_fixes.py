@@ -913,3 +913,18 @@ def test_review_mends_colour_palettes_two_level_noise_empty_z_and_busy_docks(tmp
     shutil.copy(resolve_model("nuclei_fluorescence_fast"), tmp_path / "new.pt")
     add_recent_model(str(tmp_path / "new.pt"))
     assert dock.model_choice.value == "nuclei_fluorescence"
+
+
+def test_zarr_labels_of_a_z_stack_keep_their_z_step(tmp_path):
+    """Z-stack labels written as Zarr (segment --zarr-above, batch) stored their Z step but read back without
+    it (a bare array names no axes): napari drew them 1 px per plane beside a 2 um-per-plane image."""
+    import zarr
+
+    from napari_microseg.io.images import read_image
+
+    store = zarr.open(str(tmp_path / "labels.zarr"), mode="w", shape=(4, 32, 32), dtype="uint16")
+    store.attrs["calibration"] = {"pixel_size_um": 0.5, "z_step_um": 2.0}
+    assert read_image(tmp_path / "labels.zarr").metadata["calibration"] == {"pixel_size_um": 0.5, "z_step_um": 2.0}
+    movie = zarr.open(str(tmp_path / "movie.zarr"), mode="w", shape=(4, 32, 32), dtype="uint16")
+    movie.attrs["calibration"] = {"pixel_size_um": 0.5, "z_step_um": 2.0, "frame_interval_min": 5.0}
+    assert "z_step_um" not in read_image(tmp_path / "movie.zarr").metadata["calibration"]  # a time-lapse of one plane

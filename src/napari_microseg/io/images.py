@@ -205,6 +205,8 @@ def _calibration_of_axes(image: ImageData) -> None:
     if not calibration or "z_step_um" not in calibration:
         return
     axes = str(image.metadata.get("axes", "")).upper()
+    if not axes:  # a bare array (Zarr labels written here): its axes as its calibration says, as written
+        axes = tiff_axes(image.data.ndim, calibration)
     if "Z" not in axes:
         calibration.pop("z_step_um")
     elif "T" not in axes:
