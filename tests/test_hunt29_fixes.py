@@ -928,3 +928,31 @@ def test_zarr_labels_of_a_z_stack_keep_their_z_step(tmp_path):
     movie = zarr.open(str(tmp_path / "movie.zarr"), mode="w", shape=(4, 32, 32), dtype="uint16")
     movie.attrs["calibration"] = {"pixel_size_um": 0.5, "z_step_um": 2.0, "frame_interval_min": 5.0}
     assert "z_step_um" not in read_image(tmp_path / "movie.zarr").metadata["calibration"]  # a time-lapse of one plane
+
+
+def test_segmentation_dock_batch_takes_the_channel_of_the_layer_shown(make_napari_viewer, monkeypatch, tmp_path, wait_worker):
+    """The dock's "Run batch" passed no channel: every multi-channel file failed with a hint to use --channel,
+    which the dock has not. It takes the channel of the chosen layer (napari opens a file's channels as layers)."""
+    import napari_microseg.batch.runner as runner
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    seen = {}
+
+    def fake_run_batch(task, source, out, model, **settings):
+        seen.update(settings)
+        return None
+        yield
+
+    monkeypatch.setattr(runner, "run_batch", fake_run_batch)
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(np.zeros((32, 32), np.float32), name="plate [channel 1]")
+    (tmp_path / "in").mkdir()
+    widget = SegmentationWidget(viewer)
+    widget.image_layer.value = "plate [channel 1]"
+    widget.batch_input.value, widget.batch_out.value = str(tmp_path / "in"), str(tmp_path / "out")
+    worker = widget.run_batch()
+    try:
+        wait_worker(worker)
+    except Exception:
+        pass
+    assert seen.get("channel") == 1

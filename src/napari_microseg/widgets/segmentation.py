@@ -103,7 +103,8 @@ class SegmentationWidget(MicrosegDock):
         self.batch_input = FileEdit(label="folder / Zarr", mode="d", value="")
         self.batch_out = FileEdit(label="batch output", mode="d", value=str(Path.home() / "microseg_batch"))
         self.batch_workers = SpinBox(label="Dask workers (0 = in this process)", value=2, min=0, max=256)
-        self.batch_button = PushButton(text="Run batch (Dask, resumable)")
+        self.batch_button = PushButton(text="Run batch (Dask, resumable)",
+                                       tooltip="multi-channel files: the channel of the image layer chosen above (File > Open gives each channel as a layer)")
         self.labels_for_training = ComboBox(label="corrected labels", choices=lambda *_: layer_names(self.viewer, "Labels"))
         self.add_button = PushButton(text="Add to training set (current frame)")
         self.clear_training_button = PushButton(text="Clear training set")
@@ -619,6 +620,14 @@ class SegmentationWidget(MicrosegDock):
             self.viewer.camera.zoom = max(self.viewer.camera.zoom, 2.0)
 
     # -- batch --------------------------------------------------------------
+    def _layer_channel(self) -> int | None:
+        """The channel of the chosen image layer when it is one channel of a file (the reader names it
+        ``<file> [channel N]``): the batch takes that channel of multi-channel files; else None."""
+        import re
+
+        match = re.search(r"\[channel (\d+)\]$", str(self.image_layer.value or ""))
+        return int(match.group(1)) if match else None
+
     def run_batch(self, *_: Any) -> Any:
         """Segment a folder or Zarr store with the chosen model on a local Dask cluster (resumable), in a worker."""
         source = str(self.batch_input.value)
@@ -633,6 +642,9 @@ class SegmentationWidget(MicrosegDock):
                     "workers": int(self.batch_workers.value)}
         if self.remove_border.value:
             settings["remove_border"] = True
+        channel = self._layer_channel()
+        if channel is not None:  # the channel of the layer shown (napari opens a file's channels as layers)
+            settings["channel"] = channel
         diameter = self._diameter_setting()
         if diameter is not None:
             settings["diameter"] = diameter
