@@ -956,3 +956,22 @@ def test_segmentation_dock_batch_takes_the_channel_of_the_layer_shown(make_napar
     except Exception:
         pass
     assert seen.get("channel") == 1
+
+
+def test_a_time_lapse_of_two_interleaved_samples_is_two_channels(tmp_path):
+    """A (T, Y, X, 2) TIFF tagged TYXS said "has no channels: --channel ignored" and then refused its shape;
+    its 2 samples are 2 channels, as those of a (Y, X, 2) image are."""
+    import tifffile
+
+    from napari_microseg.errors import InputError
+    from napari_microseg.io.images import read_image
+
+    movie = np.zeros((3, 32, 32, 2), np.uint16)
+    movie[..., 1] = 7
+    tifffile.imwrite(tmp_path / "m.tif", movie, photometric="minisblack", planarconfig="contig",
+                     metadata={"axes": "TYXS"})
+    assert tifffile.TiffFile(tmp_path / "m.tif").series[0].axes == "TYXS"  # the layout the report met
+    picked = read_image(tmp_path / "m.tif", channel=1)
+    assert picked.data.shape == (3, 32, 32) and (np.asarray(picked.data) == 7).all()
+    with pytest.raises(InputError, match="2 channels"):
+        read_image(tmp_path / "m.tif")

@@ -188,6 +188,9 @@ def read_image(path: str | os.PathLike, hdu: int | None = None, min_ndim: int = 
     if kind == "tiff" and len(shape) == 3 and shape[-1] in (1, 2) and min(shape[:2]) >= 8:
         # (Y, X, 1) or (Y, X, 2): a trailing channel axis (grey; grey + alpha), not Y frames of X x 1 px
         result.metadata["axes"] = "YXC"
+    elif kind == "tiff" and len(shape) == 4 and shape[-1] == 2 and str(result.metadata.get("axes", "")).endswith("S"):
+        # a time-lapse (or Z stack) of 2 interleaved samples per pixel: 2 channels, as of a 2-D image
+        result.metadata["axes"] = str(result.metadata["axes"])[:-1] + "C"
     result = _select_channel(result, p.name, channel)
     _calibration_of_axes(result)
     if result.data.ndim < min_ndim:
