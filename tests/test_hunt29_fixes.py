@@ -975,3 +975,51 @@ def test_a_time_lapse_of_two_interleaved_samples_is_two_channels(tmp_path):
     assert picked.data.shape == (3, 32, 32) and (np.asarray(picked.data) == 7).all()
     with pytest.raises(InputError, match="2 channels"):
         read_image(tmp_path / "m.tif")
+
+
+def test_track_summary_keeps_eight_digits_as_batch_does(tmp_path):
+    """track_summary.csv was written with 6 significant digits (a 1,234,321 px area as 1.23432e+06; 219.667 where
+    `batch track` wrote 219.66667), unlike every other table."""
+    from napari_microseg.tracking.export import write_track_summary_csv
+    from napari_microseg.tracking.track import run_tracking
+
+    labels = np.zeros((3, 40, 40), np.uint16)
+    labels[0, 5:25, 5:16] = 1  # 220 px
+    labels[1, 5:24, 6:17] = 1  # 209 px
+    labels[2, 5:25, 7:18] = 1  # 220 px
+    written = write_track_summary_csv(run_tracking(labels), tmp_path / "track_summary.csv")
+    text = Path(written).read_text()
+    assert "216.33333" in text and "e+" not in text
+
+
+def test_evaluate_compare_writes_each_images_difference(tmp_path):
+    """`evaluate seg --compare` left the per-image difference column empty (only ALL was filled)."""
+    import pandas as pd
+    import tifffile
+
+    truth = np.zeros((20, 20), np.uint8)
+    truth[2:8, 2:8], truth[12:18, 12:18] = 1, 2
+    worse = truth.copy()
+    worse[2:8, 2:6] = 0  # IoU 1/3: a false positive and a miss
+    for folder, labels in (("g", truth), ("p", truth), ("c", worse)):
+        (tmp_path / folder).mkdir()
+        tifffile.imwrite(tmp_path / folder / "a.tif", labels)
+    assert _run_cli("evaluate", "seg", "--gt", tmp_path / "g", "--pred", tmp_path / "p", "--compare", tmp_path / "c",
+                    "--out", tmp_path / "m.csv") == 0
+    table = pd.read_csv(tmp_path / "m_compare.csv").set_index("name")
+    assert table.loc["a.tif", "ap@0.50_pred_minus_compare"] == pytest.approx(1 - 1 / 3)
+
+
+def test_simulated_ccd_table_counts_the_cluster_pieces_of_its_class_maps(tmp_path):
+    """classes.csv's n_clusters counts the point charges drawn (many overlap or stay below the labelling
+    threshold): beside it, n_cluster_pieces counts what the written class map holds (what a model can find)."""
+    import pandas as pd
+    import tifffile
+    from scipy import ndimage as ndi
+
+    assert _run_cli("simulate", "ccd", "--out", tmp_path / "c", "--n", "2", "--seed", "1", "--balanced") == 0
+    table = pd.read_csv(tmp_path / "c" / "classes.csv")
+    for row in table.itertuples():
+        classes = tifffile.imread(tmp_path / "c" / row.classes)
+        assert row.n_cluster_pieces == ndi.label(classes == 3, structure=np.ones((3, 3), bool))[1]
+        assert row.n_cluster_pieces < row.n_clusters

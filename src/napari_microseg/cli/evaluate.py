@@ -401,6 +401,7 @@ def _compare(per_image, other, thresholds, out_compare: Path) -> None:
     both = per_image[["name", *keys]].merge(other[["name", *keys]], on="name", suffixes=("_pred", "_compare"))
     if both.empty:
         raise InputError("--pred and --compare hold no image of the ground truth in common")
+    both[f"ap@{t0}_pred_minus_compare"] = both[f"ap@{t0}_pred"] - both[f"ap@{t0}_compare"]  # per image too
     counts_pred = both[[f"{k}_pred" for k in keys[1:]]].to_numpy()
     counts_compare = both[[f"{k}_compare" for k in keys[1:]]].to_numpy()
     stacks = stack_keys(both["name"])

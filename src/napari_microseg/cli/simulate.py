@@ -443,6 +443,8 @@ def _run_nanoparticles(args, out: Path) -> dict:
 def _run_ccd(args, out: Path) -> dict:
     import pandas as pd
 
+    from scipy import ndimage as ndi
+
     from ..measure.counts import column_name
     from ..progress import Progress
     from ..simulate.ccd import (CLASS_NAMES, simulate_ccd_exposure, simulate_ccd_frame, simulate_ccd_sensor,
@@ -467,7 +469,11 @@ def _run_ccd(args, out: Path) -> dict:
             name = f"ccd_{i:05d}"
             write_ccd_fits(out / "frames" / f"{name}.fits", f, overwrite=True)  # the folder check guards the user's files
             _write_tiff(out / "classes" / f"{name}.tif", f.classes, labels=True)
-            row = {"index": i, "image": f"frames/{name}.fits", "classes": f"classes/{name}.tif", "seed": s, "n_clusters": f.params["n_clusters_drawn"]}
+            # clusters drawn (point charges; many overlap or fall below the labelling threshold) and the
+            # 8-connected cluster pieces of the class map written, what a segmentation can find
+            pieces = int(ndi.label(f.classes == CLASS_NAMES.index("cluster"), structure=np.ones((3, 3), bool))[1])
+            row = {"index": i, "image": f"frames/{name}.fits", "classes": f"classes/{name}.tif", "seed": s,
+                   "n_clusters": f.params["n_clusters_drawn"], "n_cluster_pieces": pieces}
             row.update({f"fraction_{column_name(c)}": float(v) for c, v in zip(CLASS_NAMES, f.class_fractions)})
             rows.append(row)
             yield Progress(i + 1, args.n, name)
