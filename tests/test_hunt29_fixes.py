@@ -1023,3 +1023,20 @@ def test_simulated_ccd_table_counts_the_cluster_pieces_of_its_class_maps(tmp_pat
         classes = tifffile.imread(tmp_path / "c" / row.classes)
         assert row.n_cluster_pieces == ndi.label(classes == 3, structure=np.ones((3, 3), bool))[1]
         assert row.n_cluster_pieces < row.n_clusters
+
+
+def test_wide_images_whose_values_float32_holds_segment_as_their_16_bit_twins():
+    """Normalising every float64 / 32-bit image in float64 (for images with huge offsets) tipped watershed
+    near-ties: the float64 copy of a uint16 image got other labels (794 px on a 2048 x 2048 frame). Float64
+    is used only where float32 would lose the signal."""
+    from napari_microseg.inference.segment import segment
+    from napari_microseg.io.models import load_model
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+    from napari_microseg.training.normalize import normalize
+
+    image, _ = simulate_nuclei_image(shape=(256, 256), n_nuclei=30, seed=8)
+    frame = np.round(image * 4000).astype(np.uint16)
+    for wide in (frame.astype(np.float64), frame.astype(np.int32), frame.astype(np.uint64)):
+        np.testing.assert_array_equal(normalize(wide), normalize(frame))
+    model = load_model("nuclei_fluorescence_fast", device="cpu", segmentation=True)
+    np.testing.assert_array_equal(segment(model, frame.astype(np.float64)).labels, segment(model, frame).labels)

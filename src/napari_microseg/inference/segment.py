@@ -213,7 +213,7 @@ def make_band_transform(image: Any, spec: dict) -> tuple[Callable[[np.ndarray, i
     Returns the transform and a dict ``{t: (offset, scale)}`` of the limits used
     (filled lazily, one frame at a time).
     """
-    from ..training.normalize import clip_bright, make_normalization_spec, normalization_limits, working_float
+    from ..training.normalize import clip_bright, make_normalization_spec, normalization_limits, normalise_values
 
     spec = make_normalization_spec(spec)
     limits: dict[int, tuple[float, float]] = {}
@@ -229,10 +229,9 @@ def make_band_transform(image: Any, spec: dict) -> tuple[Callable[[np.ndarray, i
             limits[t] = normalization_limits(sample, spec)
         offset, scale = limits[t]
         x = np.asarray(band)
-        x = x.astype(working_float(x.dtype), copy=False)
-        if not np.all(np.isfinite(x)):
+        if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
             raise InputError(_non_finite_message(t))
-        return clip_bright(((x - offset) / scale).astype(np.float32, copy=False), spec)  # lone hot pixels cut
+        return clip_bright(normalise_values(x, offset, scale), spec)  # lone hot pixels cut
 
     return transform, limits
 

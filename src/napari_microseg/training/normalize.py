@@ -104,12 +104,28 @@ def clip_bright(normalised: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
 
 
 def working_float(dtype: Any) -> type:
-    """The float type to normalise values of ``dtype`` in: float64 for float64 and 32/64-bit integers
-    (float32 holds 24 bits: an offset of 1e11 or 2**40 swallowed the signal before it was subtracted),
-    float32 otherwise (8/16-bit and float32 images, the common case, stay fast)."""
+    """The float type values of ``dtype`` may need: float64 for float64 and 32/64-bit integers (float32
+    holds 24 bits: an offset of 1e11 or 2**40 swallowed the signal before it was subtracted), float32
+    otherwise (8/16-bit and float32 images, the common case, stay fast)."""
     dtype = np.dtype(dtype)
     wide = (dtype.kind == "f" and dtype.itemsize > 4) or (dtype.kind in "iu" and dtype.itemsize >= 4)
     return np.float64 if wide else np.float32
+
+
+def float32_holds(offset: float, scale: float) -> bool:
+    """Whether float32 keeps values around ``offset`` to a thousandth of ``scale`` (their normalised
+    unit): then wide images are normalised in float32 as ever, giving the same labels as their 16-bit
+    twins; only a large offset (1e11 over a signal of 1e3) needs float64."""
+    return abs(float(offset)) * 2.0 ** -23 * 1000 <= float(scale)
+
+
+def normalise_values(values: Any, offset: float, scale: float) -> np.ndarray:
+    """``(values - offset) / scale`` as float32, computed in float64 only where float32 would lose the
+    signal (:func:`float32_holds`)."""
+    x = np.asarray(values)
+    dtype = np.float32 if float32_holds(offset, scale) else working_float(x.dtype)
+    x = x.astype(dtype, copy=False)
+    return ((x - offset) / scale).astype(np.float32, copy=False)
 
 
 def normalize(image: np.ndarray, spec: dict[str, Any] | str | None = None, eps: float = 1e-6) -> np.ndarray:
@@ -134,14 +150,16 @@ def normalize(image: np.ndarray, spec: dict[str, Any] | str | None = None, eps: 
         raise InputError(f"image dtype {x.dtype} is not a real-valued image")
     if x.dtype == bool:
         x = x.astype(np.float32)
-    x = x.astype(working_float(x.dtype), copy=False)
-    if not np.all(np.isfinite(x)):
+    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
         raise InputError("image contains NaN or infinite values")
+    if x.dtype.kind == "f" and x.dtype.itemsize > 4 and x.size and float(np.abs(x).max()) > float(np.finfo(np.float32).max):
+        raise InputError(f"the image holds values up to {float(np.abs(x).max()):.3g}, beyond what the network's float32 "
+                         "arithmetic holds (3.4e38): scale it down (e.g. divide by its maximum) first")
     if spec["kind"] == "none":
         x = x.astype(np.float32, copy=False)
         return x.copy() if x is image else x
     offset, scale = normalization_limits(x, spec, eps=eps)
-    return clip_bright(((x - offset) / scale).astype(np.float32), spec)
+    return clip_bright(normalise_values(x, offset, scale), spec)
 
 
 def pedestal_mode(image: np.ndarray, max_bins: int = 20_000) -> float:
@@ -189,15 +207,20 @@ def normalization_limits(image: np.ndarray, spec: dict[str, Any] | str | None = 
         return 0.0, 1.0
     if kind == "fixed":
         return spec["offset"], spec["scale"]
-    x = np.asarray(image)
-    x = x.astype(working_float(x.dtype), copy=False)
+    raw = np.asarray(image)
+    x = raw.astype(np.float32, copy=False)  # as ever: wide images too, unless float32 loses their signal (below)
     if kind == "pedestal":
         level = pedestal_mode(x) if spec.get("estimator") == "mode" else float(np.median(x))
         return level, spec["scale"]
-    if kind == "minmax":
-        lo, hi = float(x.min()), float(x.max())
-    else:  # percentile
-        lo, hi = (float(v) for v in np.percentile(x, [spec["p_low"], spec["p_high"]]))
+    def limits(values: np.ndarray) -> tuple[float, float]:
+        if kind == "minmax":
+            return float(values.min()), float(values.max())
+        return tuple(float(v) for v in np.percentile(values, [spec["p_low"], spec["p_high"]]))  # percentile
+
+    lo, hi = limits(x)
+    if working_float(raw.dtype) is np.float64 and not float32_holds(lo, hi - lo):
+        x = raw.astype(np.float64, copy=False)  # a large offset over a small signal: float64 keeps it
+        lo, hi = limits(x)
     # a flat image maps to 0. The floor is the rounding step of the values (a fixed 1e-6 flattened images in
     # small units, e.g. 1e-9: nuclei lost without a word); ``eps`` is that step in units of machine epsilon
     step = float(np.finfo(x.dtype).eps) * max(abs(lo), abs(hi))
