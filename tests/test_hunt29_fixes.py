@@ -1040,3 +1040,27 @@ def test_wide_images_whose_values_float32_holds_segment_as_their_16_bit_twins():
         np.testing.assert_array_equal(normalize(wide), normalize(frame))
     model = load_model("nuclei_fluorescence_fast", device="cpu", segmentation=True)
     np.testing.assert_array_equal(segment(model, frame.astype(np.float64)).labels, segment(model, frame).labels)
+
+
+def test_sixteen_bit_colour_pngs_and_palette_label_pngs_keep_their_values(tmp_path):
+    """Pillow read a 16-bit colour (or grey + alpha) PNG as 8 bits (12-bit values 0..4080 came back 0..15, and
+    objects.csv intensities with them); a palette PNG of labels gave colours instead of its ids."""
+    import imagecodecs
+    from PIL import Image
+
+    from napari_microseg.io.images import read_image
+
+    rgb = np.zeros((16, 32, 3), np.uint16)
+    rgb[..., 2] = np.arange(32) * 128
+    (tmp_path / "blue16.png").write_bytes(imagecodecs.png_encode(rgb))
+    read = read_image(tmp_path / "blue16.png").data
+    assert read.dtype == np.uint16 and int(read.max()) == 31 * 128
+    grey_alpha = np.stack([rgb[..., 2], np.full((16, 32), 65535, np.uint16)], -1)
+    (tmp_path / "ga16.png").write_bytes(imagecodecs.png_encode(grey_alpha))
+    np.testing.assert_array_equal(read_image(tmp_path / "ga16.png").data, rgb[..., 2])
+    ids = np.zeros((16, 32), np.uint8)
+    ids[2:6, 2:6], ids[8:12, 20:30] = 1, 2
+    picture = Image.fromarray(ids, mode="P")
+    picture.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * 759)
+    picture.save(tmp_path / "cells_mask.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "cells_mask.png").data, ids)

@@ -369,16 +369,37 @@ def _tiff_level(series: Any, level: int) -> Any:
 
 def _read_plain(path: Path) -> ImageData:
     """A PNG, JPEG or BMP file: grey (Y, X) or colour (Y, X, 3|4) as stored (8 or 16 bit); grey with
-    alpha (Y, X, 2) is its grey channel."""
+    alpha (Y, X, 2) is its grey channel. 16-bit colour and grey-with-alpha PNGs are decoded by
+    imagecodecs (Pillow cut them to 8 bits); a palette PNG named or filed as labels (``*_mask.png``,
+    ``labels/``) gives its palette indices, its object or class ids, not their colours."""
     import skimage.io
 
     try:
-        data = np.asarray(skimage.io.imread(path))
+        header = path.read_bytes()[:26] if path.suffix.lower() == ".png" else b""
+        # PNG IHDR: bit depth at byte 24, colour type at 25 (2 RGB, 3 palette, 4 grey + alpha, 6 RGBA)
+        depth, colour = (header[24], header[25]) if len(header) == 26 and header[:8] == b"\x89PNG\r\n\x1a\n" else (0, 0)
+        if depth == 16 and colour in (2, 4, 6):
+            import imagecodecs
+
+            data = np.asarray(imagecodecs.png_decode(path.read_bytes()))
+        elif colour == 3 and _named_as_labels(path):
+            from PIL import Image
+
+            with Image.open(path) as picture:
+                data = np.asarray(picture)  # mode "P": the indices
+        else:
+            data = np.asarray(skimage.io.imread(path))
     except Exception as err:  # noqa: BLE001 - any decoder error is bad input
         raise InputError(f"{path.name}: not a readable image ({type(err).__name__}: {err})") from err
     if data.ndim == 3 and data.shape[-1] == 2:  # grey + alpha: the alpha is not an image
         data = data[..., 0]
     return ImageData(data, "plain", {})
+
+
+def _named_as_labels(path: Path) -> bool:
+    from ..training.data import named_as_labels
+
+    return named_as_labels(path)
 
 
 def in_unit(value: Any, unit: Any, target: str) -> float | None:
