@@ -1064,3 +1064,20 @@ def test_sixteen_bit_colour_pngs_and_palette_label_pngs_keep_their_values(tmp_pa
     picture.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * 759)
     picture.save(tmp_path / "cells_mask.png")
     np.testing.assert_array_equal(read_image(tmp_path / "cells_mask.png").data, ids)
+
+
+def test_docks_refuse_a_grey_with_alpha_layer_clearly(make_napari_viewer):
+    """napari's own reader opens a grey + alpha PNG as a (Y, X, 2) layer: the Auto-label dock labelled its 256
+    rows as frames of 2 px, the Segmentation dock said "too small". Both now say what the layer is."""
+    from napari_microseg.widgets.autolabel import AutolabelWidget
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(np.zeros((64, 64, 2), np.uint8), name="png")
+    segmentation = SegmentationWidget(viewer)
+    segmentation.image_layer.value = "png"
+    assert segmentation.segment() is None and "grey image with an alpha channel" in segmentation.status.text()
+    autolabel = AutolabelWidget(viewer)
+    autolabel.live.value = False
+    autolabel.stain_layer.value = "png"
+    assert autolabel.apply() is None and "grey image with an alpha channel" in autolabel.status.text()

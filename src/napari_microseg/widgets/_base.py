@@ -341,7 +341,14 @@ class MicrosegDock(QWidget):
             raise InputError(f"Choose the {what} layer.")
         if name not in self.viewer.layers:
             raise InputError(f"the {what} layer '{name}' is no longer in the viewer: choose it again")
-        return self.viewer.layers[name]
+        layer = self.viewer.layers[name]
+        shape = tuple(getattr(layer.data, "shape", ())) if type(layer).__name__ == "Image" and not layer.multiscale else ()
+        if len(shape) == 3 and shape[-1] == 2 and min(shape[:2]) >= 8 and not getattr(layer, "rgb", False):
+            # napari's PNG reader opens grey + alpha so: rows taken for frames of 2 px ("labelled 256 frames")
+            raise InputError(f"'{name}' is a grey image with an alpha channel, shape {shape}, which napari shows as "
+                             f"{shape[0]} frames of {shape[1]} x 2 px: drop the alpha (in napari's console: "
+                             f"viewer.layers['{name}'].data = viewer.layers['{name}'].data[..., 0]) or save it as TIFF")
+        return layer
 
     # -- messages ---------------------------------------------------------
     def show_message(self, text: str) -> None:

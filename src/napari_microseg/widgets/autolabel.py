@@ -282,7 +282,8 @@ class AutolabelWidget(MicrosegDock):
         With a target layer the labels are registered onto it frame by frame and placed on it."""
         layer = self._stain()
         if layer is None:
-            self.show_error("Choose the stain (fluorescence) image layer.")
+            if not self.stain_layer.value:  # (a layer that cannot be used has said why already)
+                self.show_error("Choose the stain (fluorescence) image layer.")
             return None
         data = grey_image(layer)  # a lazy (big) layer is read in the worker, not here
         if data.ndim not in (2, 3):
