@@ -1081,3 +1081,38 @@ def test_docks_refuse_a_grey_with_alpha_layer_clearly(make_napari_viewer):
     autolabel.live.value = False
     autolabel.stain_layer.value = "png"
     assert autolabel.apply() is None and "grey image with an alpha channel" in autolabel.status.text()
+
+
+def test_inputs_in_paths_with_brackets_are_protected(tmp_path, capsys):
+    """protect_inputs read an existing path holding [ ] * ? as a pattern: plate[1]/ matched plate1/ (or
+    nothing), so its images went unprotected and --overwrite replaced an input with labels."""
+    import tifffile
+
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    image, _ = simulate_nuclei_image(shape=(64, 64), n_nuclei=4, seed=1)
+    folder = tmp_path / "plate[1]" / "labels"
+    folder.mkdir(parents=True)
+    tifffile.imwrite(folder / "img.tif", image)
+    before = (folder / "img.tif").read_bytes()
+    assert _run_cli("segment", "--model", "nuclei_fluorescence_fast", "--input", folder, "--out", tmp_path / "plate[1]",
+                    "--overwrite") != 0
+    assert "never overwritten" in capsys.readouterr().err and (folder / "img.tif").read_bytes() == before
+
+
+def test_a_file_name_that_is_not_utf8_gets_one_line(tmp_path):
+    """A latin-1 file name (undecodable bytes) made a UnicodeEncodeError traceback (tables, --quiet's sink)."""
+    import os
+    import subprocess
+    import sys
+
+    import tifffile
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    name = os.fsdecode(b"caf\xe9.tif")
+    tifffile.imwrite(folder / name, np.random.default_rng(0).random((48, 48)).astype(np.float32))
+    done = subprocess.run([sys.executable, "-m", "napari_microseg.cli", "segment", "--model", "nuclei_fluorescence_fast",
+                           "--input", str(folder), "--out", str(tmp_path / "out"), "--quiet"], capture_output=True)
+    err = done.stderr.decode("utf-8", "replace")
+    assert done.returncode != 0 and "not valid UTF-8" in err and "Traceback" not in err

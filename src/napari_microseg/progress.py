@@ -35,7 +35,7 @@ def run_with_text_progress(gen: Generator[Any, None, Any], stream: TextIO | None
     """Drive a progress generator, printing a one-line bar with ETA (none when ``quiet``: scripts, logs
     of many runs); return its return value."""
     if quiet:
-        with open(os.devnull, "w") as sink:
+        with open(os.devnull, "w", errors="backslashreplace") as sink:
             return run_with_text_progress(gen, stream=sink, label=label)
     stream = stream or sys.stderr
     start = time.perf_counter()

@@ -173,6 +173,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from ..io.atomic import forget_created_folders, protect_inputs, remove_empty_created_folders
 
+    for stream in (sys.stdout, sys.stderr):  # a file name that is no UTF-8 (a latin-1 zip) is printed escaped
+        if hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):
+                pass
     forget_created_folders()
     try:
         protect_inputs(_input_paths(args))
@@ -186,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"microseg {args.command}: error: {err}", file=sys.stderr)
     except FileNotFoundError as err:
         print(f"microseg {args.command}: error: file not found: {err.filename or err}", file=sys.stderr)
+    except UnicodeEncodeError as err:  # a name of undecodable bytes (surrogates) cannot go into a UTF-8 table
+        bad = err.object[max(0, err.start - 20):err.end + 20] if isinstance(err.object, str) else ""
+        shown = bad.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        print(f"microseg {args.command}: error: a file name is not valid UTF-8 (...{shown}...): rename it (e.g. with "
+              "convmv) and run again", file=sys.stderr)
     except OSError as err:  # permissions, a full disk, a folder where a file should be ...
         where = f": {err.filename}" if err.filename else ""
         print(f"microseg {args.command}: error: {err.strerror or err}{where}", file=sys.stderr)

@@ -43,7 +43,9 @@ def protect_inputs(paths: Iterable[str | os.PathLike]) -> None:
     stores: set[Path] = set()
     for raw in paths:
         text = os.fspath(raw)
-        matches = glob.glob(text, recursive=True) if glob.has_magic(text) else [text]
+        # a path that exists is itself, whatever characters it holds (plate[1]/ was read as a pattern
+        # matching plate1/, and the real folder's images went unprotected: overwritten with --overwrite)
+        matches = glob.glob(text, recursive=True) if glob.has_magic(text) and not os.path.lexists(text) else [text]
         for match in matches:
             path = Path(match)
             try:
