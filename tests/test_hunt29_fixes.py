@@ -1116,3 +1116,47 @@ def test_a_file_name_that_is_not_utf8_gets_one_line(tmp_path):
                            "--input", str(folder), "--out", str(tmp_path / "out"), "--quiet"], capture_output=True)
     err = done.stderr.decode("utf-8", "replace")
     assert done.returncode != 0 and "not valid UTF-8" in err and "Traceback" not in err
+
+
+def test_dock_file_fields_take_the_home_folder_and_refuse_an_empty_field(make_napari_viewer, wait_worker, monkeypatch,
+                                                                         tmp_path):
+    """"~/results" typed into an export folder wrote into a folder called "~" in napari's working folder; an
+    emptied field wrote into the working folder itself."""
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(np.random.default_rng(0).random((64, 64)).astype(np.float32), name="cells")
+    widget = SegmentationWidget(viewer)
+    widget.image_layer.value = "cells"
+    widget.model_choice.value = "nuclei_fluorescence_fast"
+    wait_worker(widget.segment())
+    widget.export_dir.value = "~/results"
+    wait_worker(widget.export()) if widget.worker is not None else widget.export()
+    assert (tmp_path / "home" / "results" / "counts.csv").is_file() and not (tmp_path / "~").exists()
+    widget.export_dir.line_edit.native.setText("")  # the user clears the field
+    widget.export()
+    assert "the field is empty" in widget.status.text() and not (tmp_path / "counts.csv").exists()
+
+
+def test_train_lists_every_fits_form_and_classify_skips_hidden_files(tmp_path, capsys):
+    """`train` and `evaluate` did not list .fts / .fz FITS files that segment reads; `classify images` took
+    macOS's hidden ._name.tif files for images (and `classify objects` refused the whole folder)."""
+    from astropy.io import fits
+
+    from napari_microseg.training.data import load_training_pairs
+
+    (tmp_path / "images").mkdir(), (tmp_path / "labels").mkdir()
+    image = np.random.default_rng(0).random((32, 32)).astype(np.float32)
+    labels = np.zeros((32, 32), np.int16)
+    labels[5:10, 5:10] = 1
+    fits.PrimaryHDU(image).writeto(tmp_path / "images" / "a.fts")
+    fits.PrimaryHDU(labels).writeto(tmp_path / "labels" / "a.fts")
+    images, _, names = load_training_pairs(tmp_path / "images", tmp_path / "labels")
+    assert names == ["a.fts"]
+    assert _run_cli("simulate", "response", "--out", tmp_path / "r", "--n", "2", "--seed", "1") == 0
+    (tmp_path / "r" / "images" / "._response_00000.tif").write_bytes(b"\x00\x05\x16\x07")  # AppleDouble
+    assert _run_cli("classify", "images", "--model", "response_good_bad", "--input", tmp_path / "r",
+                    "--out", tmp_path / "flags") == 0
+    assert "._response" not in capsys.readouterr().err

@@ -341,7 +341,8 @@ def _read(path: Path, hdu: int | None = None) -> np.ndarray:
 
 
 def _tiffs(folder: Path) -> list[Path]:
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
+    # hidden files are no images (macOS's ._name.tif beside each file broke a folder's run)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".tif", ".tiff") and not p.name.startswith("."))
     if not files:
         raise InputError(f"{folder}: no TIFF images found")
     return files

@@ -32,7 +32,8 @@ from pathlib import Path
 from ..errors import InputError
 from ._help import HelpFormatter
 
-_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".fits.gz", ".fit.gz", ".fits", ".fit", ".png", ".npy", ".zarr")
+_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fits", ".fit", ".fts",
+             ".fz", ".png", ".npy", ".zarr")  # every FITS form read_image takes (.fts, .fz: were not listed)
 _ENDINGS = ("_labels", "_label", "_masks", "_mask", "_pred", "_prediction", "_gt")
 
 

@@ -362,8 +362,8 @@ def prepare_training_data(
 
 # ---------------------------------------------------------------- files
 _LABEL_SUFFIX = re.compile(r"([_\-.](labels?|masks?|seg|gt|annotations?))$", re.IGNORECASE)
-_IMAGE_EXT = (".tif", ".tiff", ".ome.tif", ".ome.tiff", ".fits", ".fit", ".fits.gz", ".fit.gz", ".fits.fz", ".npy", ".png",
-              ".jpg", ".jpeg", ".bmp", ".zarr", ".ome.zarr")
+_IMAGE_EXT = (".tif", ".tiff", ".ome.tif", ".ome.tiff", ".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz",
+              ".fits.fz", ".fz", ".npy", ".png", ".jpg", ".jpeg", ".bmp", ".zarr", ".ome.zarr")
 
 
 def object_ids_note(labels: np.ndarray) -> str | None:

@@ -571,6 +571,18 @@ def dock_action(fallback: Any = None) -> Callable:
     return decorate
 
 
+def field_path(value: Any, what: str = "folder") -> Path:
+    """A file field's path as the user means it: ``~`` is the home folder (magicgui keeps it literally: a
+    folder called "~" was made in napari's working folder); InputError for an empty field (magicgui shows
+    it as ".", which wrote into the working folder)."""
+    from ..errors import InputError
+
+    text = str(value if value is not None else "").strip()
+    if text in ("", "."):
+        raise InputError(f"Choose the {what} (the field is empty).")
+    return Path(text).expanduser()
+
+
 def chosen_model_path(choice: str, file_value: Any, file_choice: str) -> Path:
     """The model a combo box (a model name, or ``file_choice``) and its file field point at;
     InputError when the file field is left empty or the model is neither a file nor shipped."""
@@ -578,7 +590,7 @@ def chosen_model_path(choice: str, file_value: Any, file_choice: str) -> Path:
     from ..pretrained import resolve_model
 
     if choice == file_choice:
-        chosen = Path(str(file_value))
+        chosen = Path(str(file_value)).expanduser()
         if chosen == Path(".") or chosen.is_dir():  # the file field left empty (magicgui shows ".")
             raise InputError("Choose a model file (.pt), or one of the models in the list.")
         return resolve_model(str(chosen))

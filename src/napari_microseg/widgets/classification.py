@@ -25,7 +25,7 @@ from ..defaults import LAST_SUFFIX
 from ..errors import InputError, MicrosegError
 from ..pretrained import list_pretrained_for
 from ..colours import class_colour
-from ._base import (NO_MODEL_MESSAGE, MicrosegDock, chosen_model_path, model_choices, display_labels, dock_action, filling, frame_label_map, free_name, full_resolution, grey_image, label_features,
+from ._base import (field_path, NO_MODEL_MESSAGE, MicrosegDock, chosen_model_path, model_choices, display_labels, dock_action, filling, frame_label_map, free_name, full_resolution, grey_image, label_features,
                     layer_geometry, layer_names, reset_choices_in_order, result_line, section_header, show_frame, span_row,
                     snapshot, unique_layer_name, unique_stack_ids, unwritable_reason, with_frame_labels, worker_copy)
 from ._plot import BG, LossPlot, kept_alive
@@ -410,7 +410,11 @@ class ClassificationWidget(MicrosegDock):
             self.show_error("Nothing to export yet: classify first.")
             return None
         stem = {"images": "flags", "objects": "object_classes", "profiles": "profile_classes"}[self.results_task]
-        path = free_name(Path(str(self.export_dir.value)) / f"{stem}.csv")
+        try:
+            path = free_name(field_path(self.export_dir.value, "export folder") / f"{stem}.csv")
+        except InputError as err:
+            self.show_error(str(err))
+            return None
         write_csv(path, self.results, overwrite=False)
         self.show_message(f"written {path}")
         return str(path)
@@ -422,7 +426,11 @@ class ClassificationWidget(MicrosegDock):
             self.show_error("Already running: press Stop first.")
             return None
         task, n, epochs = self.task_name, int(self.train_n.value), int(self.train_epochs.value)
-        wanted = Path(str(self.train_out.value))
+        try:
+            wanted = field_path(self.train_out.value, "new model file")
+        except InputError as err:
+            self.show_error(str(err))
+            return None
         reason = unwritable_reason(wanted)
         if reason:  # before training, not after it
             self.show_error(reason)

@@ -25,7 +25,7 @@ from ..defaults import DEFAULT_MIN_SIZE
 from ..errors import InputError
 from ..pretrained import list_pretrained_for
 from ..colours import class_colour
-from ._base import (NO_MODEL_MESSAGE, MicrosegDock, chosen_model_path, model_choices, class_colormap, current_frame, display_labels, dock_action, free_names, full_resolution,
+from ._base import (field_path, NO_MODEL_MESSAGE, MicrosegDock, chosen_model_path, model_choices, class_colormap, current_frame, display_labels, dock_action, free_names, full_resolution,
                     frame_label_map, grey_image, result_line, label_features, layer_geometry, layer_names, placement_mismatch, reset_choices_in_order, section_header, span_row, unique_layer_name,
                     unique_stack_ids, unwritable_reason, with_frame_labels, snapshot, worker_copy, filling, labels_digest)
 
@@ -556,7 +556,7 @@ class SegmentationWidget(MicrosegDock):
         """Write (stem, table, leading columns) as new CSV files in the export folder; their paths."""
         from ..io.tables import write_csv
 
-        folder = Path(str(self.export_dir.value))
+        folder = field_path(self.export_dir.value, "export folder")
         written = []
         # never over an earlier export; the files of this one share their number (counts_3 with objects_3)
         paths = free_names(folder, [f"{stem}.csv" for stem, _, _ in tables])

@@ -18,7 +18,7 @@ from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableW
 
 from ..errors import InputError
 from ..progress import Progress
-from ._base import (MicrosegDock, dock_action, filling, frame_label_map, free_name, free_names, grey_image, label_features, layer_geometry, layer_names, unique_layer_name,
+from ._base import (field_path, MicrosegDock, dock_action, filling, frame_label_map, free_name, free_names, grey_image, label_features, layer_geometry, layer_names, unique_layer_name,
                     snapshot, unwritable_reason, with_frame_labels, worker_copy)
 
 NO_IMAGE = "(none)"
@@ -393,7 +393,7 @@ class TrackingWidget(MicrosegDock):
     def _export_folder(self) -> Path:
         if self.result is None:
             raise InputError("Nothing to export yet: track first.")
-        return Path(str(self.export_dir.value))
+        return field_path(self.export_dir.value, "export folder")
 
     @dock_action(fallback=list)
     def export_csv(self, *_: Any) -> list[str]:

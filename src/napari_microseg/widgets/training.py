@@ -25,7 +25,7 @@ from ..defaults import LAST_SUFFIX, MAX_CLASS_VALUES
 from ..errors import InputError
 from ..progress import Progress, drain
 from ..io.images import is_lazy
-from ._base import NO_MODEL_MESSAGE, MicrosegDock, being_written, class_colormap, current_frame, display_labels, free_name, ids_features, full_resolution, grey_image, label_features, layer_geometry, layer_names, placement_mismatch, snapshot, unique_layer_name, unwritable_reason, worker_copy
+from ._base import field_path, NO_MODEL_MESSAGE, MicrosegDock, being_written, class_colormap, current_frame, display_labels, free_name, ids_features, full_resolution, grey_image, label_features, layer_geometry, layer_names, placement_mismatch, snapshot, unique_layer_name, unwritable_reason, worker_copy
 from ._plot import LossPlot
 
 
@@ -363,7 +363,11 @@ class TrainingWidget(MicrosegDock):
         except InputError as err:
             self.show_error(str(err))
             return None
-        wanted = Path(str(self.out_path.value))
+        try:
+            wanted = field_path(self.out_path.value, "model file")
+        except InputError as err:
+            self.show_error(str(err))
+            return None
         if wanted.name.endswith(LAST_SUFFIX):  # a run's checkpoint: resuming it continues its model's run
             model = wanted.with_name(wanted.name[:-len(LAST_SUFFIX)])
             if not self.resume.value:
