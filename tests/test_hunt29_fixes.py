@@ -1160,3 +1160,19 @@ def test_train_lists_every_fits_form_and_classify_skips_hidden_files(tmp_path, c
     assert _run_cli("classify", "images", "--model", "response_good_bad", "--input", tmp_path / "r",
                     "--out", tmp_path / "flags") == 0
     assert "._response" not in capsys.readouterr().err
+
+
+def test_train_refuses_history_over_its_model_and_sparse_labels_without_background(tmp_path, capsys):
+    """`train --history m.pt --out m.pt` wrote the CSV over the trained model and exited 0; 0 taken for
+    "not annotated" without a painted background trained everything as foreground (val_dice 1.000)."""
+    from napari_microseg.errors import InputError
+    from napari_microseg.training.data import prepare_training_data
+
+    assert _run_cli("train", "--simulated", "2", "--out", tmp_path / "m.pt", "--history", tmp_path / "m.pt",
+                    "--epochs", "1") != 0
+    assert "is the model file" in capsys.readouterr().err and not (tmp_path / "m.pt").exists()
+    labels = np.zeros((32, 32), np.int64)
+    labels[5:15, 5:15] = 1  # objects painted, background not
+    with pytest.raises(InputError, match="no background is annotated"):
+        prepare_training_data(np.random.default_rng(0).random((32, 32)), labels, output_mode="binary",
+                              unlabelled_is_ignored=True)

@@ -243,6 +243,10 @@ def run(args: argparse.Namespace) -> int:
     from ..training.trainer import last_checkpoint_path
 
     history_path = Path(args.history) if args.history else model_sidecar(out, "history.csv")
+    if history_path.resolve() in (out.resolve(), last_checkpoint_path(out).resolve()):
+        # the CSV written over the model (or its checkpoint) after training: the trained model lost, exit 0
+        raise InputError(f"--history {history_path} is the model file (or its checkpoint) --out writes: give the "
+                         "history another name (default: <model>.history.csv)")
     # --resume continues --out's own run (its model or checkpoint); resuming another run writes a new file
     continues_out = bool(args.resume) and Path(args.resume).resolve() in (out.resolve(), last_checkpoint_path(out).resolve())
     for target in (out, history_path, last_checkpoint_path(out)):

@@ -352,6 +352,11 @@ def prepare_training_data(
     if background_value is not None and not any(np.any(it.target > 0) for it in items):
         raise InputError(f"the painted labels hold background only (label {background_value} is background): "
                          "paint objects with other label ids, or choose another background id")
+    if (unlabelled_is_ignored or ignore_value == 0) and background_value is None and output_mode != "multiclass" \
+            and not any(np.any(it.target == 0) for it in items):
+        # 0 not annotated and no background painted: every annotated pixel is an object (val_dice 1.000)
+        raise InputError("no background is annotated: with 0 meaning 'not annotated', paint background with its own "
+                         "id and give it (--background-value / the dock's background id), or train on dense labels")
     chans = {it.image.shape[0] for it in items}
     if len(chans) > 1:
         raise InputError(f"images have different channel counts: {sorted(chans)}")
