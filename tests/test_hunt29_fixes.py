@@ -1176,3 +1176,25 @@ def test_train_refuses_history_over_its_model_and_sparse_labels_without_backgrou
     with pytest.raises(InputError, match="no background is annotated"):
         prepare_training_data(np.random.default_rng(0).random((32, 32)), labels, output_mode="binary",
                               unlabelled_is_ignored=True)
+
+
+def test_autolabel_correct_shift_writes_the_labels_on_the_target(tmp_path):
+    """--correct-shift moved the tile labels onto the target but labels.tif kept the stain's positions, with
+    nothing said: training on the whole target with it was misregistered. labels_on_target.tif holds them moved."""
+    import tifffile
+
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    image, _ = simulate_nuclei_image(shape=(256, 256), n_nuclei=12, seed=3)
+    stain = np.round(image * 4000).astype(np.uint16)
+    target = np.roll(stain, (10, -6), axis=(0, 1))
+    tifffile.imwrite(tmp_path / "stain.tif", stain), tifffile.imwrite(tmp_path / "target.tif", target)
+    assert _run_cli("autolabel", "fluorescence", "--stain", tmp_path / "stain.tif", "--target", tmp_path / "target.tif",
+                    "--out", tmp_path / "out", "--correct-shift", "--tile", "128") == 0
+    own = tifffile.imread(tmp_path / "out" / "labels.tif")
+    moved = tifffile.imread(tmp_path / "out" / "labels_on_target.tif")
+    from skimage.filters import threshold_otsu
+
+    bright = target > threshold_otsu(target)  # the nuclei where the target shows them
+    on_target = float(bright[moved > 0].mean())
+    assert on_target > 0.7 and on_target > float(bright[own > 0].mean()) + 0.2

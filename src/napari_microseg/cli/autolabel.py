@@ -274,7 +274,8 @@ def run_fluorescence(args: argparse.Namespace) -> int:
     if args.tile < 1:
         raise InputError(f"--tile must be >= 1, got {args.tile}")
     out = Path(args.out)
-    names = ["labels.tif", "params.json"] + (["tiles.csv", "tiles"] if target is not None else []) + (["qc.csv"] if args.qc else [])
+    names = (["labels.tif", "params.json"] + (["tiles.csv", "tiles"] if target is not None else [])
+             + (["labels_on_target.tif"] if target is not None and args.correct_shift else []) + (["qc.csv"] if args.qc else []))
     _prepare_out(out, names, args.overwrite)
     _remove_stale_outputs(out, names, args.overwrite)
     kwargs = dict(
@@ -336,6 +337,17 @@ def run_fluorescence(args: argparse.Namespace) -> int:
                 tile_rows.append({"tile": len(tile_rows), "t": t, "y": int(y), "x": int(x), "height": pairs.tile_shape[0], "width": pairs.tile_shape[1]})
                 target_tiles.append(gt_tile)
                 label_tiles.append(lt)
+        if any(row["corrected"] for row in shifts):
+            # labels.tif holds the stain's positions; the whole target with the tiles' shift, for training on it
+            from ..autolabel.pairing import shift_labels
+
+            moved = [shift_labels(frame, (row["dy"], row["dx"])) if row["corrected"] else frame
+                     for row, frame in zip(shifts, [labels] if labels.ndim == 2 else list(labels))]
+            write_tiff(out / "labels_on_target.tif", moved[0] if labels.ndim == 2 else np.stack(moved), overwrite=True,
+                       software=LABELS_SOFTWARE, calibration=target_calibration)
+            summary["labels_on_target"] = "labels_on_target.tif"
+            print("microseg autolabel: labels.tif keeps the stain's positions; the labels shifted onto the target: "
+                  f"{out / 'labels_on_target.tif'}", file=sys.stderr)
         table = pd.DataFrame(tile_rows)
         if args.qc:
             kept, qc = qc_filter(label_tiles, drop_lowest_fraction=args.qc_drop_lowest, max_foreground_fraction=args.qc_max_foreground)
