@@ -1198,3 +1198,21 @@ def test_autolabel_correct_shift_writes_the_labels_on_the_target(tmp_path):
     bright = target > threshold_otsu(target)  # the nuclei where the target shows them
     on_target = float(bright[moved > 0].mean())
     assert on_target > 0.7 and on_target > float(bright[own > 0].mean()) + 0.2
+
+
+def test_train_writes_its_history_after_every_epoch(tmp_path, monkeypatch):
+    """history.csv was written at the end only (or on Ctrl-C): after a kill -9 there was none beside the
+    model kept, or an earlier run's. It is written again after each epoch."""
+    import napari_microseg.cli.train as train_cli
+
+    written = []
+    real = train_cli.write_history_csv
+
+    def recording(path, history):
+        written.append(len(history))
+        return real(path, history)
+
+    monkeypatch.setattr(train_cli, "write_history_csv", recording)
+    assert _run_cli("train", "--simulated", "2", "--epochs", "2", "--patch", "64", "--patches-per-epoch", "4",
+                    "--out", tmp_path / "m.pt") == 0
+    assert len(written) >= 3 and written[0] >= 1 and written[-1] == 2  # during the run, then at its end

@@ -381,9 +381,28 @@ def run(args: argparse.Namespace) -> int:
     before = {} if continues_out else {p: _file_state(p) for p in (out, last_checkpoint_path(out))}
     from ._signals import terminate_as_interrupt
 
+    def history_each_epoch(events):
+        """The events, with history.csv written again after each epoch from the checkpoint just saved: a
+        kill -9 left no history (or an earlier run's, under --overwrite) beside the model it kept."""
+        while True:
+            try:
+                event = next(events)
+            except StopIteration as done:
+                return done.value
+            yield event
+            if getattr(event, "kind", "") == "epoch":
+                try:
+                    history = read_model_file(last_checkpoint_path(out))["config"]["training"].get("history")
+                    if history:
+                        write_history_csv(history_path, history)
+                except Exception:  # noqa: BLE001 - best effort: the run's end writes it anyway
+                    pass
+
+    from ..io.models import read_model_file
+
     try:
         with terminate_as_interrupt():  # a TERM (a job scheduler's stop) ends it as Ctrl-C does: best model kept
-            result = run_with_text_progress(gen, label="train", quiet=args.quiet)  # --quiet: the summary lines still come
+            result = run_with_text_progress(history_each_epoch(gen), label="train", quiet=args.quiet)  # --quiet: the summary lines still come
     except KeyboardInterrupt:
         gen.close()  # keeps the best model; write what history there is
         _write_history_from_file(out, history_path, before)
