@@ -1216,3 +1216,25 @@ def test_train_writes_its_history_after_every_epoch(tmp_path, monkeypatch):
     assert _run_cli("train", "--simulated", "2", "--epochs", "2", "--patch", "64", "--patches-per-epoch", "4",
                     "--out", tmp_path / "m.pt") == 0
     assert len(written) >= 3 and written[0] >= 1 and written[-1] == 2  # during the run, then at its end
+
+
+def test_colour_response_images_and_colour_time_lapses_are_taken_as_everywhere(tmp_path):
+    """`classify images` refused an RGB response image the Classification dock classified (the mean of the
+    colours); `train` refused an RGB time-lapse that segment, track and the docks take."""
+    import tifffile
+
+    from napari_microseg.simulate.response import simulate_response_image
+    from napari_microseg.training.data import load_training_pairs
+
+    sample = simulate_response_image("good_signal", seed=2)
+    tifffile.imwrite(tmp_path / "rgb.tif", np.stack([sample.image] * 3, -1), photometric="rgb")
+    assert _run_cli("classify", "images", "--model", "response_good_bad", "--input", tmp_path / "rgb.tif",
+                    "--box", "20", "10", "59", "52", "--out", tmp_path / "flags") == 0
+    (tmp_path / "images").mkdir(), (tmp_path / "labels").mkdir()
+    movie = np.random.default_rng(0).integers(0, 255, (2, 32, 32, 3), dtype=np.uint8)
+    labels = np.zeros((2, 32, 32), np.uint16)
+    labels[:, 5:12, 5:12] = 1
+    tifffile.imwrite(tmp_path / "images" / "m.tif", movie, photometric="rgb")
+    tifffile.imwrite(tmp_path / "labels" / "m.tif", labels)
+    images, _, names = load_training_pairs(tmp_path / "images", tmp_path / "labels")
+    assert names == ["m.tif[0]", "m.tif[1]"] and images[0].shape == (32, 32)

@@ -363,8 +363,10 @@ def _read_many(files: list, what: str = "reading", failures: list | None = None,
             return _read(path, hdu)
         try:
             image = _read(path, hdu)
-            from ..io.images import is_rgb
+            from ..io.images import is_rgb, rgb_to_grey
 
+            if is_rgb(image):  # as segment and the Classification dock take it: the mean of the colours (said)
+                image = np.asarray(rgb_to_grey(image, Path(path).name))
             if image.ndim != 2 and not (stacks and image.ndim == 3 and not is_rgb(image)):
                 raise InputError(f"expected a 2-D image{' or an (N, Y, X) stack' if stacks else ''}, "
                                  f"got shape {image.shape}")

@@ -535,6 +535,8 @@ def load_training_pairs(
         (im, axes), lb = _read_with_axes(ip, hdu), _read(lp, hdu)
         if im.ndim == 3 and im.shape[-1] in (3, 4) and lb.ndim == 2 and im.shape[:2] == lb.shape:
             im = im[..., :3].mean(axis=-1)
+        elif im.ndim == 4 and im.shape[-1] in (3, 4) and lb.ndim == 3 and im.shape[:3] == lb.shape:
+            im = im[..., :3].mean(axis=-1)  # an RGB time-lapse, as segment and the docks take it
         for what, path, arr in (("image", ip, im), ("labels", lp, lb)):
             if arr.ndim not in (2, 3):
                 raise InputError(f"{what} {path}: expected (Y, X) or (T, Y, X), got shape {arr.shape}")
