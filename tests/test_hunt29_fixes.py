@@ -196,11 +196,7 @@ def test_fine_tune_uses_the_docks_device_and_names_its_frames(make_napari_viewer
     widget.image_layer.value, widget.labels_for_training.value = "cells", "fixed"
     widget.device.value = "cpu"
     assert widget.add_to_training_set() == 1
-    worker = widget.fine_tune()
-    try:
-        wait_worker(worker)
-    except Exception:
-        pass
+    wait_worker(widget.fine_tune())
     assert seen["device"] == "cpu" and "cells[0]" in seen["data_description"]
 
 
@@ -330,6 +326,7 @@ def test_the_overlap_recorded_is_the_overlap_used():
 def test_a_ctc_export_stopped_midway_leaves_nothing_that_looks_whole(tmp_path):
     """Stop during the Tracking dock's CTC export said "nothing was changed" while the export went on to the
     end (one blocking call). The export now stops between masks and takes away what it wrote."""
+    from napari_microseg.progress import drain
     from napari_microseg.tracking.export import write_ctc_iter
     from napari_microseg.tracking.track import run_tracking
 
@@ -350,8 +347,7 @@ def test_a_ctc_export_stopped_midway_leaves_nothing_that_looks_whole(tmp_path):
     next(export)
     export.close()
     assert sorted(p.name for p in kept.iterdir()) == ["notes.txt"]  # a folder it did not make stays, with the user's file
-    for _ in write_ctc_iter(result, tmp_path / "whole"):
-        pass
+    drain(write_ctc_iter(result, tmp_path / "whole"))
     assert len(list((tmp_path / "whole").glob("mask*.tif"))) == 6 and (tmp_path / "whole" / "res_track.txt").is_file()
 
 
@@ -950,11 +946,7 @@ def test_segmentation_dock_batch_takes_the_channel_of_the_layer_shown(make_napar
     widget = SegmentationWidget(viewer)
     widget.image_layer.value = "plate [channel 1]"
     widget.batch_input.value, widget.batch_out.value = str(tmp_path / "in"), str(tmp_path / "out")
-    worker = widget.run_batch()
-    try:
-        wait_worker(worker)
-    except Exception:
-        pass
+    wait_worker(widget.run_batch())
     assert seen.get("channel") == 1
 
 
