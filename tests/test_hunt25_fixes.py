@@ -634,11 +634,12 @@ def test_autolabel_stops_between_steps_and_skips_live_previews_of_huge_frames(ma
 
 
 def test_tracking_units_of_a_layer_with_non_square_pixels():
-    """A layer whose Y and X scales differ (kept since this session) gave a KeyError in the Tracking dock."""
+    """A layer whose Y and X scales differ (kept since this session) gave a KeyError in the Tracking dock.
+    (Since session 30 the Y size is given too: the summary scales each axis by its own size.)"""
     from napari_microseg.widgets.tracking import physical_units
 
     units = physical_units({"scale": (2.0, 1.3, 0.65), "units": ("minute", "micrometer", "micrometer")})
-    assert units == {"pixel_size": 0.65, "frame_interval": 2.0}
+    assert units == {"pixel_size": 0.65, "pixel_size_y": 1.3, "frame_interval": 2.0}
 
 
 def test_classifier_resumed_into_another_runs_file(tmp_path, capsys):

@@ -130,7 +130,7 @@ def _track_run_calibration(tracks_csv: Path, ndim: int) -> dict:
     """napari ``scale`` and ``units`` of tracks that ``microseg track`` (or the Tracking dock's export)
     wrote (frames and pixels in the table), from the run's config beside it (``tracks.csv`` ->
     ``track_config.json``, ``tracks_2.csv`` -> ``track_config_2.json``: minutes per frame, micrometres
-    per pixel; a Z stack linked plane by plane: micrometres per plane on the first axis), so they lie over
+    per pixel, along Y its own where the pixels are not square; a Z stack linked plane by plane: micrometres per plane on the first axis), so they lie over
     the calibrated movie the reader opens; empty when there is no such config or it states none."""
     import json
     import math
@@ -141,8 +141,10 @@ def _track_run_calibration(tracks_csv: Path, ndim: int) -> dict:
     try:
         config = json.loads((tracks_csv.parent / f"track_config{stem[len('tracks'):]}.json").read_text())
         units = config.get("units") or {}
-        pixel, interval, plane = (units.get(key) for key in ("pixel_size_um", "frame_interval_min", "z_step_um"))
+        pixel, interval, plane, pixel_y = (units.get(key) for key in ("pixel_size_um", "frame_interval_min",
+                                                                        "z_step_um", "pixel_size_y_um"))
         pixel = float(pixel) if pixel is not None else None
+        pixel_y = float(pixel_y) if pixel_y is not None else None
         interval = float(interval) if interval is not None else None
         plane = float(plane) if plane is not None else None
     except (OSError, ValueError, TypeError, AttributeError):  # none, or not one this package wrote
@@ -152,7 +154,8 @@ def _track_run_calibration(tracks_csv: Path, ndim: int) -> dict:
     plane = plane if plane is not None and math.isfinite(plane) and plane > 0 and interval is None else None
     if pixel is None and interval is None and plane is None:
         return {}
-    scale = [interval or plane or 1.0] + [1.0] * (ndim - 3) + [pixel or 1.0] * 2
+    pixel_y = pixel_y if pixel is not None and pixel_y is not None and math.isfinite(pixel_y) and pixel_y > 0 else pixel
+    scale = [interval or plane or 1.0] + [1.0] * (ndim - 3) + [pixel_y or 1.0, pixel or 1.0]
     first = "minute" if interval else "micrometer" if plane else "pixel"
     names = [first] + ["pixel"] * (ndim - 3) + ["micrometer" if pixel else "pixel"] * 2
     return {"scale": tuple(scale), "units": tuple(names)}

@@ -426,7 +426,8 @@ def track_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> dic
         labels, image = data, None
     kw = {k: spec.params[k] for k in ("config", "max_search_radius", "update_method", "optimize", "stage_shift")
           if k in spec.params}
-    units = {"pixel_size": calibration["pixel_size_um"], "frame_interval": calibration["frame_interval_min"]}
+    units = {"pixel_size": calibration["pixel_size_um"], "frame_interval": calibration["frame_interval_min"],
+             "pixel_size_y": calibration.get("pixel_size_y_um")}
     result = run_tracking(labels, image, **kw)
     if result.info.get("mask_converted"):
         outputs["note"] = MASK_NOTE

@@ -164,6 +164,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {Path(args.labels).name}: {note}", file=sys.stderr)
     result.config["seed"] = args.seed
     result.config["units"] = {"pixel_size_um": pixel_size, "frame_interval_min": frame_interval}
+    # the file's own Y size (non-square pixels), unless --pixel-size says otherwise: the summary's lengths
+    # and the reopened tracks.csv's scale use it
+    pixel_size_y = calibration.get("pixel_size_y_um") if args.pixel_size is None else None
+    if pixel_size_y is not None:
+        result.config["units"]["pixel_size_y_um"] = pixel_size_y
     # a Z stack linked plane by plane: its "frames" are focal planes, its step a length (no frame interval)
     z_step = calibration.get("z_step_um") if frame_interval is None else None
     if z_step is not None:
@@ -178,12 +183,10 @@ def run(args: argparse.Namespace) -> int:
         write_tracks_csv(result, staging / "tracks.csv")
         write_counts_csv(result, staging / "counts.csv")
         write_track_summary_csv(result, staging / "track_summary.csv", pixel_size=pixel_size,
-                                frame_interval=frame_interval)
+                                frame_interval=frame_interval, pixel_size_y=pixel_size_y)
         write_tiff(staging / "tracks_labels.tif", result.relabelled, overwrite=True, software=LABELS_SOFTWARE,  # uint16 (uint32 above 65535 tracks)
                    calibration={"pixel_size_um": pixel_size, "frame_interval_min": frame_interval, "z_step_um": z_step,
-                                # the file's own Y size (non-square pixels), unless --pixel-size says otherwise
-                                **({"pixel_size_y_um": calibration["pixel_size_y_um"]}
-                                   if args.pixel_size is None and "pixel_size_y_um" in calibration else {})})
+                                **({"pixel_size_y_um": pixel_size_y} if pixel_size_y is not None else {})})
         write_config_json(result, staging / "track_config.json")
         if args.ctc:
             write_ctc(result, staging / OUTPUT_NAMES[-1])

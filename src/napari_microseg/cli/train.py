@@ -41,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--unlabelled-is-ignored", action="store_true", help="sparse painting: label 0 = not annotated")
     src.add_argument("--background-value", type=int, help="label value of painted background (with --unlabelled-is-ignored)")
     m = p.add_argument_group("model")
-    m.add_argument("--preset", default="small", choices=["small", "n", "c"], help="network preset")
+    m.add_argument("--preset", default=None, choices=["small", "n", "c"],
+                   help="network preset (default: small; with --init-model / --resume, that model's network)")
     m.add_argument("--output-mode", default=None, choices=["binary", "three_class", "multiclass"],
                    help="binary: foreground/background; three_class: background/interior/boundary, which splits "
                         "touching nuclei (use it for nuclei); multiclass: one class per label value (CCD) "
@@ -53,7 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--touching-weight", type=float, default=None,
                    help="three_class: extra loss weight on the seams between touching nuclei (U-Net border weights; 0: off) "
                         f"{_resumed('touching_weight')}")
-    m.add_argument("--base-filters", type=int, help="filters of the first U-Net level (preset's default otherwise)")
+    m.add_argument("--base-filters", type=int,
+                   help="filters of the first U-Net level (preset's default otherwise; with --init-model / --resume, "
+                        "that model's)")
     m.add_argument("--class-names", help="comma-separated class names")
     m.add_argument("--normalization", choices=["percentile", "minmax", "fixed", "pedestal", "none"],
                    help="intensity normalisation stored with the model (default: that of --init-model / --resume; "
@@ -165,10 +168,13 @@ def _simulated(n: int, size: int, n_nuclei: int, seed: int):
 def _resolve_output_mode(args: argparse.Namespace) -> None:
     """``args.output_mode`` when not given: the output mode of the model fine-tuned (``--init-model``)
     or continued (``--resume``), else binary. Fine-tuning the shipped three-class nuclei model as a
-    binary one rebuilt its head from scratch without a word (val Dice 0.17 against 0.92)."""
+    binary one rebuilt its head from scratch without a word (val Dice 0.17 against 0.92). A network
+    setting (``--preset``, ``--base-filters``) other than that model's is refused."""
     source = args.resume or args.init_model
     given = args.output_mode
     found = None
+    if args.preset is None and not source:
+        args.preset = "small"
     if source:
         from ..errors import MicrosegError
 
@@ -176,13 +182,16 @@ def _resolve_output_mode(args: argparse.Namespace) -> None:
             if args.resume:
                 from ..training.trainer import read_checkpoint
 
-                found = read_checkpoint(args.resume)["config"].get("output_mode")
+                source_config = read_checkpoint(args.resume)["config"]
             else:
                 from ..io.models import read_model_file
 
-                found = read_model_file(args.init_model)["config"].get("output_mode")
+                source_config = read_model_file(args.init_model)["config"]
         except MicrosegError:
-            found = None  # not a readable model: the trainer says why, with its own message
+            source_config = None  # not a readable model: the trainer says why, with its own message
+        if source_config is not None:
+            found = source_config.get("output_mode")
+            _check_architecture_kept(args, source_config, Path(str(source)).name)
     if given is None:
         args.output_mode = found or "binary"
         if found:
@@ -190,6 +199,19 @@ def _resolve_output_mode(args: argparse.Namespace) -> None:
     elif found and given != found and args.init_model:
         print(f"warning: --output-mode {given} differs from {Path(str(source)).name}'s ({found}): its output "
               "layer is trained afresh for the new outputs (the rest of the network is kept)", file=sys.stderr)
+
+
+def _check_architecture_kept(args: argparse.Namespace, source_config: dict, source_name: str) -> None:
+    """Refuse ``--preset`` / ``--base-filters`` that differ from the network of the model fine-tuned or
+    resumed: its weights fix the architecture, and the settings given were dropped without a word."""
+    network = source_config.get("model") or {}
+    for option, key in (("preset", "preset"), ("base_filters", "base_filters")):
+        given, kept = getattr(args, option), network.get(key)
+        if given is not None and kept is not None and given != kept:
+            flag = "--" + option.replace("_", "-")
+            raise InputError(f"{flag} {given}: {source_name}'s network has {flag} {kept}, and "
+                             f"{'fine-tuning' if args.init_model else 'resuming'} keeps its network; drop {flag}, "
+                             "or train a new model without --init-model / --resume")
 
 
 def _folder_class_names(args: argparse.Namespace) -> list[str] | None:
@@ -336,7 +358,7 @@ def run(args: argparse.Namespace) -> int:
               f"{max(max(np.shape(im)[-2:]) for im in images)} px): training on {patch} px patches", file=sys.stderr)
     folder_names = None if args.class_names else _folder_class_names(args)
     cfg = TrainConfig(
-        preset=args.preset, output_mode=args.output_mode,
+        preset=args.preset or "small", output_mode=args.output_mode,
         n_classes=args.n_classes or (len(folder_names) if folder_names else None),
         model={"base_filters": args.base_filters} if args.base_filters else {},
         distance_head=args.distance_head, touching_weight=settings["touching_weight"],

@@ -423,14 +423,14 @@ def _calibration(pixel_size: float | None, frame_interval: float | None, pixel_s
                  name: str = "", z_step: float | None = None) -> dict:
     """``{"pixel_size_um", "frame_interval_min", "z_step_um"}`` of the values given (``z_step``: micrometres
     between focal planes); a Y size that differs from X (non-square pixels) is kept as ``pixel_size_y_um``
-    (written back, and napari's Y scale) and warned about: lengths and areas in micrometres use the X
-    size on both axes."""
+    (written back, napari's Y scale, and the Y part of track lengths in micrometres) and warned about:
+    areas and shapes are measured in pixels."""
     found = {"pixel_size_um": pixel_size, "frame_interval_min": frame_interval, "z_step_um": z_step}
     if pixel_size is not None and pixel_size_y is not None and abs(pixel_size_y - pixel_size) > 1e-6 * pixel_size:
         found["pixel_size_y_um"] = pixel_size_y
         warnings.warn(MicrosegWarning(
-            f"{name}: the pixels are not square ({pixel_size:g} um in X, {pixel_size_y:g} um in Y): lengths and "
-            f"areas in um use {pixel_size:g} um on both axes"), stacklevel=3)
+            f"{name}: the pixels are not square ({pixel_size:g} um in X, {pixel_size_y:g} um in Y): lengths in um "
+            "scale each axis by its own size; areas and shapes (objects.csv) are in pixels"), stacklevel=3)
     return {k: v for k, v in found.items() if v is not None}
 
 

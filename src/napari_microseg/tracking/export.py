@@ -161,19 +161,22 @@ def track_summary(
     frame_interval: float | None = None,
     image_shape: tuple[int, int] | None = None,
     n_frames: int | None = None,
+    pixel_size_y: float | None = None,
 ) -> pd.DataFrame:
     """One row per track, like TrackMate's track statistics.
 
     Parameters
     ----------
     result : tracks (``result.table``; ``n_frames`` and ``config["image_shape"]`` when known).
-    pixel_size : micrometres per pixel; adds the ``*_um`` columns.
+    pixel_size : micrometres per pixel (along X); adds the ``*_um`` columns.
     frame_interval : minutes between frames; adds ``duration_min`` (and, with ``pixel_size``,
         ``mean_speed_um_per_min``).
     image_shape : ``(height, width)`` in pixels (default: from the result's config) to tell a
         track that left the field from one that disappeared inside it.
     n_frames : frames in the movie (default: the result's, else the last tracked frame + 1);
         a track that reaches the last frame ends as ``end of movie``.
+    pixel_size_y : micrometres per pixel along Y where the pixels are not square (default:
+        ``pixel_size``): each step's Y and X parts are scaled by their own size.
 
     Movement is measured in the sample: with stage-shift correction (``config["stage_offsets"]``)
     each frame's stage offset is taken off first, so a stage jump is not a cell's step.
@@ -192,6 +195,9 @@ def track_summary(
     """
     table = _table(result).sort_values(["track_id", "t"], kind="stable")
     check_units(pixel_size, frame_interval)
+    if pixel_size is not None:
+        check_units(pixel_size_y, None)
+    size_y = pixel_size_y if pixel_size_y is not None else pixel_size
     if n_frames is None:
         n_frames = getattr(result, "n_frames", 0) or (int(table["t"].max()) + 1 if len(table) else 0)
     if image_shape is None and isinstance(result, TrackResult) and result.config.get("image_shape"):
@@ -212,13 +218,17 @@ def track_summary(
         offsets = np.asarray(offsets, dtype=float)
         sample_y, sample_x = sample_y - offsets[t_index, 0], sample_x - offsets[t_index, 1]
     table = table.assign(sample_y=sample_y, sample_x=sample_x)
-    steps = np.hypot(table.groupby("track_id")["sample_y"].diff(), table.groupby("track_id")["sample_x"].diff())
-    table = table.assign(step=steps.fillna(0.0))
+    step_y, step_x = table.groupby("track_id")["sample_y"].diff(), table.groupby("track_id")["sample_x"].diff()
+    table = table.assign(step=np.hypot(step_y, step_x).fillna(0.0))
+    if pixel_size is not None:  # micrometres: Y and X each by their own pixel size (non-square pixels)
+        table = table.assign(step_um=np.hypot(step_y * size_y, step_x * pixel_size).fillna(0.0))
     agg = {"parent_track_id": ("parent_track_id", "first"), "root_track_id": ("root_track_id", "first"),
            "generation": ("generation", "first"), "start_t": ("t", "min"), "end_t": ("t", "max"),
            "frames": ("t", "size"), "y0": ("sample_y", "first"), "x0": ("sample_x", "first"),
            "y1": ("sample_y", "last"), "x1": ("sample_x", "last"), "last_y": ("y", "last"), "last_x": ("x", "last"),
            "path_length_px": ("step", "sum")}
+    if pixel_size is not None:
+        agg["path_length_um"] = ("step_um", "sum")
     if "area" in table.columns:
         agg.update(mean_area_px=("area", "mean"), last_area=("area", "last"))
     out = table.groupby("track_id").agg(**agg).reset_index()
@@ -243,12 +253,12 @@ def track_summary(
     fate[(out["daughters"] > 0).to_numpy()] = "divided"
     out["fate"] = fate
     if pixel_size is not None:
-        for name in ("net_displacement", "path_length"):
-            out[f"{name}_um"] = out[f"{name}_px"] * pixel_size
+        out["net_displacement_um"] = np.hypot((out["y1"] - out["y0"]) * size_y, (out["x1"] - out["x0"]) * pixel_size)
     if frame_interval is not None:
         out["duration_min"] = span * frame_interval
         if pixel_size is not None:
-            out["mean_speed_um_per_min"] = out["mean_speed_px_per_frame"] * pixel_size / frame_interval
+            out["mean_speed_um_per_min"] = np.where(
+                span > 0, out["path_length_um"] / (span.where(span > 0, 1.0) * frame_interval), np.nan)
     return out[columns + extra]
 
 

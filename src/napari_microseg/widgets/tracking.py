@@ -420,6 +420,8 @@ class TrackingWidget(MicrosegDock):
                                         "image": f"napari layer '{self.tracked_image}'" if self.tracked_image else None}
         self.result.config["units"] = {"pixel_size_um": units.get("pixel_size"),
                                        "frame_interval_min": units.get("frame_interval")}
+        if units.get("pixel_size_y") is not None:  # non-square pixels: tracks.csv reopens over the movie
+            self.result.config["units"]["pixel_size_y_um"] = units["pixel_size_y"]
         z_step = _z_step_of(self.tracked_geometry)  # a Z stack linked plane by plane: tracks.csv reopens over it
         if z_step is not None and units.get("frame_interval") is None:
             self.result.config["units"]["z_step_um"] = z_step
@@ -470,17 +472,18 @@ def _z_step_of(geometry: dict) -> float | None:
 
 
 def physical_units(geometry: dict) -> dict:
-    """``pixel_size`` (micrometres per pixel) and ``frame_interval`` (minutes) of a layer's
-    ``scale`` and ``units`` (``geometry``: the tracked (T, Y, X) layer's), for :func:`track_summary`;
-    each only where the units are a length (the same along Y and X) or a time, not napari's "pixel"."""
+    """``pixel_size`` (micrometres per pixel along X), ``pixel_size_y`` (along Y, only where the pixels
+    are not square) and ``frame_interval`` (minutes) of a layer's ``scale`` and ``units``
+    (``geometry``: the tracked (T, Y, X) layer's), for :func:`track_summary`; each only where the units
+    are a length or a time, not napari's "pixel"."""
     from ..io.images import calibration_from_layer
 
     scale = geometry.get("scale")
     if not scale or len(scale) < 3:
         return {}
     found = calibration_from_layer(scale, geometry.get("units"))
-    names = {"pixel_size_um": "pixel_size", "frame_interval_min": "frame_interval"}
-    return {names[key]: value for key, value in found.items() if key in names}  # (X stands for a non-square Y)
+    names = {"pixel_size_um": "pixel_size", "pixel_size_y_um": "pixel_size_y", "frame_interval_min": "frame_interval"}
+    return {names[key]: value for key, value in found.items() if key in names}
 
 
 def _track_layers(labels: Any, image: Any, kwargs: dict, copied: bool = True) -> Generator[Any, None, Any]:

@@ -1,0 +1,87 @@
+"""Fixes of session 30's bug hunts and known gaps, each test failing on the code before its fix."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def _run_cli(*args: str) -> int:
+    from napari_microseg.cli import main
+
+    return main([str(a) for a in args])
+
+
+def test_fine_tune_refuses_a_network_setting_other_than_the_models(tmp_path, capsys):
+    """``train --init-model m.pt --base-filters 16`` (or ``--preset n``) trained m.pt's own network, 32
+    filters wide, and recorded it: the setting given was dropped without a word. It is refused, naming
+    the model's setting; the same setting as the model's is accepted."""
+    from napari_microseg.io.models import read_model_file
+    from napari_microseg.pretrained import resolve_model
+
+    base = resolve_model("nuclei_fluorescence_fast")  # a small-preset network 16 filters wide
+    common = ("train", "--simulated", "2", "--sim-size", "48", "--sim-nuclei", "3", "--epochs", "1", "--patch", "48",
+              "--patches-per-epoch", "2", "--batch-size", "2", "--quiet", "--init-model", base)
+    for option, value, kept in (("--base-filters", "32", "16"), ("--preset", "n", "small")):
+        out = tmp_path / f"refused{option}.pt"
+        assert _run_cli(*common, option, value, "--out", out) == 2
+        error = capsys.readouterr().err
+        assert f"{option} {value}" in error and f"has {option} {kept}" in error, error
+        assert not out.exists()
+    out = tmp_path / "kept.pt"
+    assert _run_cli(*common, "--base-filters", "16", "--preset", "small", "--out", out) == 0
+    assert read_model_file(out)["config"]["model"]["base_filters"] == 16
+
+
+def _moving_disc_movie(n_frames: int = 8, step_y: float = 1.5, step_x: float = 0.0) -> np.ndarray:
+    """(T, Y, X) uint16 labels: one disc (id 1, radius 5 px) moving ``step_y`` / ``step_x`` px per frame."""
+    from skimage.draw import disk
+
+    labels = np.zeros((n_frames, 64, 64), np.uint16)
+    for t in range(n_frames):
+        rr, cc = disk((15 + step_y * t, 15 + step_x * t), 5, shape=labels.shape[1:])
+        labels[t, rr, cc] = 1
+    return labels
+
+
+def test_track_lengths_and_reopened_tracks_use_each_axis_pixel_size(tmp_path, capsys):
+    """Non-square pixels (0.25 um in Y, 0.5 um in X): a nucleus moving 1.5 px per frame along Y moved
+    0.375 um per frame, the summary said 0.75 (X's size on both axes), and tracks.csv reopened with
+    scale (T, 0.5, 0.5), every track drawn at twice its Y, off its nuclei. The summary scales each
+    axis by its own size, the config records the Y size, and the reader gives it back."""
+    import pandas as pd
+    import tifffile
+
+    from napari_microseg._reader import read_layers, read_tracks_layer
+
+    labels = _moving_disc_movie()
+    movie = tmp_path / "aniso.tif"
+    tifffile.imwrite(movie, labels, imagej=True, resolution=(1 / 0.5, 1 / 0.25),
+                     metadata={"unit": "um", "finterval": 300, "axes": "TYX"})
+    assert _run_cli("track", "--labels", movie, "--out", tmp_path / "out") == 0
+    assert "not square" in capsys.readouterr().err
+    summary = pd.read_csv(tmp_path / "out" / "track_summary.csv")
+    row = summary.iloc[0]
+    moved_y = row["net_displacement_px"]  # 7 steps of 1.5 px
+    assert moved_y == pytest.approx(10.5, abs=0.05)
+    assert row["net_displacement_um"] == pytest.approx(moved_y * 0.25, rel=1e-6)
+    assert row["path_length_um"] == pytest.approx(row["path_length_px"] * 0.25, rel=1e-6)
+    assert row["mean_speed_um_per_min"] == pytest.approx(row["path_length_px"] * 0.25 / (7 * 5.0), rel=1e-6)
+    (tracks_layer,) = read_tracks_layer(str(tmp_path / "out" / "tracks.csv"))
+    (labels_layer,) = read_layers(str(tmp_path / "out" / "tracks_labels.tif"))
+    assert tuple(tracks_layer[1]["scale"]) == pytest.approx(tuple(labels_layer[1]["scale"]))
+    assert tuple(tracks_layer[1]["scale"])[-2:] == pytest.approx((0.25, 0.5))
+
+
+def test_track_summary_moving_along_x_is_scaled_by_the_x_size():
+    """The other axis of the same rule: a step along X is X's pixel size, whatever Y's is."""
+    from napari_microseg.tracking.export import track_summary
+    from napari_microseg.tracking.track import run_tracking
+
+    result = run_tracking(_moving_disc_movie(step_y=0.0, step_x=2.0))
+    row = track_summary(result, pixel_size=0.5, pixel_size_y=0.25, frame_interval=2.0).iloc[0]
+    assert row["net_displacement_um"] == pytest.approx(row["net_displacement_px"] * 0.5, rel=1e-6)
+    assert row["mean_speed_um_per_min"] == pytest.approx(2.0 * 0.5 / 2.0, rel=1e-3)
