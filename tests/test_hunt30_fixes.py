@@ -85,3 +85,28 @@ def test_track_summary_moving_along_x_is_scaled_by_the_x_size():
     row = track_summary(result, pixel_size=0.5, pixel_size_y=0.25, frame_interval=2.0).iloc[0]
     assert row["net_displacement_um"] == pytest.approx(row["net_displacement_px"] * 0.5, rel=1e-6)
     assert row["mean_speed_um_per_min"] == pytest.approx(2.0 * 0.5 / 2.0, rel=1e-3)
+
+
+def test_segmentation_dock_batch_says_which_files_it_left_out(make_napari_viewer, tmp_path, wait_worker):
+    """The dock's "Run batch" on a folder of 2 PNGs beside a TIFF said "1 done, 0 skipped, 0 failed" for a
+    folder of 3 images: the PNGs (taken for previews of the TIFF) were left out without a word, which
+    `microseg batch segment` says. The dock says it too, naming the files."""
+    import tifffile
+    from skimage.io import imsave
+
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    image = (np.random.default_rng(0).random((48, 48)) * 200).astype(np.uint8)
+    tifffile.imwrite(folder / "a.tif", image)
+    for name in ("b.png", "c.png"):
+        imsave(folder / name, image, check_contrast=False)
+    viewer = make_napari_viewer(show=False)
+    widget = SegmentationWidget(viewer)
+    widget.model_choice.value = "nuclei_fluorescence_fast"
+    widget.batch_input.value, widget.batch_out.value = str(folder), str(tmp_path / "out")
+    widget.batch_workers.value = 0
+    wait_worker(widget.run_batch())
+    said = widget.status.text()
+    assert "1 done" in said and "2 file(s)" in said and "b.png" in said and "c.png" in said, said

@@ -147,6 +147,25 @@ class BatchSummary:
         """Processed (not skipped) items per second of wall time."""
         return self.processed / self.seconds if self.seconds > 0 else float("nan")
 
+    def left_out_note(self) -> str | None:
+        """One line saying which files of the input folders were left out (``ignored``: a PNG among the
+        TIFFs, previews, label folders, earlier results), ``None`` when none was: said, never silent."""
+        if not self.ignored:
+            return None
+        names = ", ".join(Path(p).name for p in self.ignored[:3]) + (" ..." if len(self.ignored) > 3 else "")
+        return (f"{len(self.ignored)} file(s) or folder(s) in the input folders were left out: other types, "
+                "previews, label folders such as labels/, earlier runs' results, or folders reached already through "
+                f"a link ({names}; listed in batch_run.json)")
+
+    def notes_note(self) -> str | None:
+        """One line on the inputs noted (e.g. far brighter or dimmer than the model's training data: results
+        may be empty), naming ``notes.csv`` and the first; ``None`` when none was."""
+        if not self.notes:
+            return None
+        first = self.notes[0]
+        return (f"{len(self.notes)} input(s) noted, listed in {Path(self.out) / 'notes.csv'}; first: "
+                f"{Path(str(first['image'])).name}: {first['note']}")
+
 
 # ----------------------------------------------------------------------------- inputs
 def _split_suffix(name: str) -> tuple[str, str]:

@@ -308,14 +308,9 @@ def run(args: argparse.Namespace) -> int:
         finally:
             gen.close()
     if summary.ignored:  # a PNG among the TIFFs: said, not silently skipped
-        names = ", ".join(Path(p).name for p in summary.ignored[:3]) + (" ..." if len(summary.ignored) > 3 else "")
-        print(f"note: {len(summary.ignored)} file(s) or folder(s) in the input folders were left out: other types, "
-              f"previews, label folders such as labels/, earlier runs' results, or folders reached already through "
-              f"a link ({names}; listed in batch_run.json)", file=sys.stderr)
+        print(f"note: {summary.left_out_note()}", file=sys.stderr)
     if summary.notes:  # e.g. images far brighter or dimmer than the model's training data: results may be empty
-        first = summary.notes[0]
-        print(f"warning: {len(summary.notes)} input(s) noted, listed in {Path(summary.out) / 'notes.csv'}; first: "
-              f"{Path(str(first['image'])).name}: {first['note']}", file=sys.stderr)
+        print(f"warning: {summary.notes_note()}", file=sys.stderr)
     tables = ", ".join(str(p) for p in summary.tables.values()) or "no tables"
     print(f"batch {summary.task}: {summary.processed} processed, {summary.skipped} skipped (done before), "
           f"{summary.failed} failed of {summary.total} items in {summary.seconds:.1f} s -> {tables}")

@@ -662,8 +662,10 @@ class SegmentationWidget(MicrosegDock):
 
         def done(summary: Any) -> None:
             untried = " (test-time augmentation is for the dock's runs only)" if self.tta.value else ""
+            said = [note for note in (summary.left_out_note(), summary.notes_note()) if note]
             self.show_message(f"batch: {summary.processed} done, {summary.skipped} skipped (already done), "
-                              f"{summary.failed} failed; results in {summary.out}{untried}")
+                              f"{summary.failed} failed; results in {summary.out}{untried}"
+                              + "".join(f"\n{note}" for note in said))
 
         return self.start(make_generator, done, label="batch",
                           stopped_message=f"stopped: the images done so far are kept in {out}; run the batch again "
