@@ -110,3 +110,42 @@ def test_segmentation_dock_batch_says_which_files_it_left_out(make_napari_viewer
     wait_worker(widget.run_batch())
     said = widget.status.text()
     assert "1 done" in said and "2 file(s)" in said and "b.png" in said and "c.png" in said, said
+
+
+def test_fine_tune_name_skips_a_run_in_progress_and_its_checkpoint(tmp_path, monkeypatch):
+    """Two fine-tunes of one model at once (two viewers) both wrote ``base-ft1.pt``: the name looked only
+    for the file, which appears after the first epoch. A name some run will write, or whose ``.last.pt``
+    checkpoint is there, is taken; and the dock's fine-tune registers the files it writes."""
+    import napari_microseg.widgets._base as base_module
+    from napari_microseg.widgets.segmentation import fine_tuned_name
+
+    base = tmp_path / "base.pt"
+    base.write_bytes(b"")
+    monkeypatch.setattr(base_module, "_FILES_BEING_WRITTEN", {str((tmp_path / "base-ft1.pt").resolve())})
+    (tmp_path / "base-ft2.pt.last.pt").write_bytes(b"")
+    assert fine_tuned_name(base) == tmp_path / "base-ft3.pt"
+
+
+def test_segmentation_dock_fine_tune_registers_the_files_it_writes(make_napari_viewer, monkeypatch, tmp_path):
+    """The fine-tune's start passes the model and checkpoint it writes (the Training dock's resume check
+    and other fine-tunes see them)."""
+    from napari_microseg.pretrained import resolve_model
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    seen = {}
+    monkeypatch.setattr(SegmentationWidget, "start", lambda self, *args, **kwargs: seen.update(kwargs))
+    model = tmp_path / "m.pt"
+    shutil.copy(resolve_model("nuclei_fluorescence_fast"), model)
+    viewer = make_napari_viewer(show=False)
+    image = np.zeros((48, 48), np.float32)
+    image[10:20, 10:20] = 1.0
+    viewer.add_image(image, name="img")
+    labels = np.zeros((48, 48), np.int32)
+    labels[10:20, 10:20] = 1
+    viewer.add_labels(labels, name="painted")
+    widget = SegmentationWidget(viewer)
+    widget.set_model(str(model))
+    widget.image_layer.value, widget.labels_for_training.value = "img", "painted"
+    assert widget.add_to_training_set() == 1
+    widget.fine_tune()
+    assert [Path(p).name for p in seen.get("writes", ())] == ["m-ft1.pt", "m-ft1.pt.last.pt"]

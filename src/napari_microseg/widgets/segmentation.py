@@ -830,8 +830,11 @@ class SegmentationWidget(MicrosegDock):
             self.show_message(f"fine-tuned ({result.stop_reason}, {result.epochs_run} epochs): {out}"
                               + ("" if scores is None else f"; {describe_before_after(*scores)}") + not_compared)
 
+        from ..defaults import LAST_SUFFIX
+
         return self.start(make_generator, done, label="fine-tuning", cooperative_stop=stop_event,
-                          stop_message="Stopping after this step; the best model so far is kept ...")
+                          stop_message="Stopping after this step; the best model so far is kept ...",
+                          writes=(out, out.with_name(out.name + LAST_SUFFIX)))
 
 
 def _repeat_rule_run(model: Path, stack: Any, settings: dict):
@@ -888,14 +891,20 @@ def default_model(choices: Any) -> str:
 
 
 def fine_tuned_name(base: Path) -> Path:
-    """A new file name next to (or, for shipped models, in the home folder) for a fine-tuned model."""
+    """A new file name next to (or, for shipped models, in the home folder) for a fine-tuned model:
+    ``<stem>-ftN.pt`` with the first N whose file, ``.last.pt`` checkpoint and run in progress (a
+    fine-tune of the same model in another viewer, whose file appears after its first epoch) are all
+    absent."""
+    from ..defaults import LAST_SUFFIX
     from ..pretrained import PRETRAINED_DIR
+    from ._base import being_written
 
     folder = Path.home() / "microseg_models" if base.parent == PRETRAINED_DIR else base.parent
     i = 1
-    while (folder / f"{base.stem}-ft{i}.pt").exists():
+    while (candidate := folder / f"{base.stem}-ft{i}.pt").exists() or being_written(candidate) \
+            or candidate.with_name(candidate.name + LAST_SUFFIX).exists():
         i += 1
-    return folder / f"{base.stem}-ft{i}.pt"
+    return candidate
 
 
 #: result layers up to this size (bytes) are checked for corrections on the GUI thread when exporting (~0.05 s)
