@@ -149,3 +149,83 @@ def test_segmentation_dock_fine_tune_registers_the_files_it_writes(make_napari_v
     assert widget.add_to_training_set() == 1
     widget.fine_tune()
     assert [Path(p).name for p in seen.get("writes", ())] == ["m-ft1.pt", "m-ft1.pt.last.pt"]
+
+
+@pytest.fixture(scope="module")
+def hole_profile_model(tmp_path_factory):
+    """A profile classifier trained 1 epoch on 40 simulated hole particles of 2 views, seed 0 (its file)."""
+    out = tmp_path_factory.mktemp("profiles") / "holes.pt"
+    assert _run_cli("classify", "train", "profiles", "--simulated", "40", "--views", "2", "--epochs", "1",
+                    "--out", out) == 0
+    return out
+
+
+def test_classify_warns_when_the_test_folder_holds_the_models_training_samples(hole_profile_model, tmp_path, capsys):
+    """`classify train profiles` and `simulate nanoparticles` both default to seed 0 and draw the same
+    particles: classifying the default simulated folder scored the training set as a test (0.900 there
+    against 0.715 on another seed), without a word. The model records its simulation (seed and settings);
+    classifying a folder simulated alike warns, one simulated otherwise does not."""
+    from napari_microseg.io.models import read_model_file
+
+    record = read_model_file(hole_profile_model)["config"]["training"]["simulation"]
+    assert record["domain"] == "nanoparticles" and record["seed"] == 0 and record["settings"]["n_views"] == 2
+    for name, extra, warned in (("same", (), True), ("seed9", ("--seed", "9"), False),
+                                ("holes05", ("--hole-radius", "0.05"), False)):
+        assert _run_cli("simulate", "nanoparticles", "--out", tmp_path / name, "--n", "12", "--views", "2", *extra) == 0
+        capsys.readouterr()
+        assert _run_cli("classify", "profiles", "--model", hole_profile_model, "--input", tmp_path / name,
+                        "--out", tmp_path / f"out_{name}") == 0
+        assert ("training scores" in capsys.readouterr().err) is warned, name
+
+
+def test_classification_dock_warns_of_training_samples_and_classes_the_model_lacks(
+        make_napari_viewer, hole_profile_model, wait_worker):
+    """In napari the Simulation dock's default STEM sample (seed 0, 2 views) is the Classification dock's
+    training data, and a chirality sample given to a solid/hole model came out "solid: 100 %" without a
+    word (the CLI warns of both). The dock says each with its result."""
+    from napari_microseg.widgets.classification import FILE_CHOICE, ClassificationWidget
+    from napari_microseg.widgets.simulation import SimulationWidget
+
+    viewer = make_napari_viewer(show=False)
+    simulation = SimulationWidget(viewer)
+    simulation.domain.value = "STEM nanoparticles [P]"
+    form = simulation.forms["STEM nanoparticles [P]"]
+    form.n.value = 8
+    wait_worker(simulation.generate())
+    form.task.value = "chirality"
+    wait_worker(simulation.generate())
+    profiles = [layer.name for layer in viewer.layers if layer.name.startswith("sim profiles")]
+    assert len(profiles) == 2
+    widget = ClassificationWidget(viewer)
+    widget.task.value = "profiles [P]"
+    widget.model_choice.value = FILE_CHOICE
+    widget.model_file.value = str(hole_profile_model)
+    said = []
+    for name in profiles:
+        widget.image_layer.value = name
+        wait_worker(widget.classify())
+        said.append(widget.status.text())
+    assert "training scores" in said[0] and "none of this model's" not in said[0], said[0]
+    assert "none of this model's" in said[1] and "training scores" not in said[1], said[1]
+
+
+def test_classification_dock_says_objects_on_a_constant_image_mean_nothing(make_napari_viewer, tmp_path, wait_worker):
+    """Objects classified on an all-zero image came back as confident classes with "classified 27 objects";
+    the CLI warns, and the dock's image task too. The objects task says it as well."""
+    from napari_microseg.widgets.classification import FILE_CHOICE, ClassificationWidget
+
+    model = tmp_path / "liposomes.pt"
+    assert _run_cli("classify", "train", "objects", "--simulated", "1", "--epochs", "1", "--out", model) == 0
+    viewer = make_napari_viewer(show=False)
+    labels = np.zeros((96, 96), np.int32)
+    labels[10:30, 10:30], labels[50:70, 50:75] = 1, 2
+    viewer.add_image(np.zeros((96, 96), np.float32), name="blank")
+    viewer.add_labels(labels, name="objects")
+    widget = ClassificationWidget(viewer)
+    widget.task.value = "objects [T]"
+    widget.model_choice.value = FILE_CHOICE
+    widget.model_file.value = str(model)
+    widget.image_layer.value, widget.labels_layer.value = "blank", "objects"
+    wait_worker(widget.classify())
+    said = widget.status.text()
+    assert "classified 2 objects" in said and "constant image" in said, said

@@ -11,6 +11,7 @@ A :class:`ClassificationData` holds network-ready samples:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -247,10 +248,67 @@ def simulated_response_data(n: int, seed: int = 0, crop_size: Sequence[int] = DE
         return ClassificationData(x, np.array(labels), list(RESPONSE_CLASS_NAMES), np.arange(len(labels)),
                                   np.array(subs), f"{n} simulated response images (seed {seed})",
                                   {"simulated": True, "seed": seed, "n": int(n), "normalization": make_normalization_spec(normalization),
+                                   "simulation": simulation_record("response", seed, sim_kwargs),
                                    "crop": {"kind": "integration", "size": [int(crop_size[0]), int(crop_size[1])]}})
 
     g = gen()
     return g if progress else _drain(g)
+
+
+def simulation_record(domain: str, seed: int, settings: dict) -> dict:
+    """What a model trained on simulated data records of them (``training.simulation`` in its file): the
+    simulator (``domain``, as ``microseg simulate <domain>``), the seed and the settings given (the others
+    are the simulator's defaults), so that a test set simulated alike (the same samples) can be told."""
+    def plain(value: Any) -> Any:
+        return value.item() if isinstance(value, np.generic) else list(value) if isinstance(value, tuple) else value
+
+    return {"domain": domain, "seed": int(seed), "settings": {k: plain(v) for k, v in settings.items()}}
+
+
+#: the simulator behind each classification task's simulated training data
+SIMULATED_DOMAIN = {"images": "response", "objects": "liposomes", "profiles": "nanoparticles"}
+
+#: ``microseg simulate`` settings (params.json "cli") named otherwise in the classification data's record
+_SIMULATE_CLI_NAMES = {"views": "n_views", "particles": "n_particles"}
+
+
+def training_samples_note(model_config: dict, folder: Any) -> str | None:
+    """A warning when ``folder`` (a ``microseg simulate`` output, with its ``params.json``) holds the samples
+    the model was trained on (see :func:`same_samples_note`); ``None`` otherwise or without a params.json."""
+    import json
+    from pathlib import Path
+
+    try:
+        params = json.loads((Path(folder) / "params.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return None
+    return same_samples_note(model_config, params, Path(folder).name)
+
+
+def same_samples_note(model_config: dict, params: Any, name: str) -> str | None:
+    """A warning when the simulation ``params`` (a ``params.json``'s ``domain``, ``seed``, ``cli`` and
+    ``simulation``; the Simulation dock's layers carry the same in their metadata) made the samples
+    the model was trained on: the same simulator and seed, and no setting recorded differently (sample
+    ``i`` of a seed is the same sample, whatever the count), so its scores would be training scores.
+    ``None`` otherwise, or when either record is missing. ``name``: the data's, for the message."""
+    training = (model_config or {}).get("training") or {}
+    record = training.get("simulation")
+    if record is None:  # models trained before the record: their description names the seed
+        domain = SIMULATED_DOMAIN.get(str(model_config.get("task")))
+        found = re.search(r"simulated .*\bseed (-?\d+)", str(training.get("data") or ""))
+        if domain is None or found is None:
+            return None
+        record = {"domain": domain, "seed": int(found.group(1)), "settings": {}}
+    if not isinstance(params, dict) or params.get("domain") != record["domain"] or params.get("seed") != record["seed"]:
+        return None
+    simulation = params.get("simulation") if isinstance(params.get("simulation"), dict) else {}
+    given = {**{_SIMULATE_CLI_NAMES.get(k, k): v for k, v in (params.get("cli") or {}).items()}, **simulation}
+    for key, value in (record.get("settings") or {}).items():
+        if key in given and given[key] != value:
+            return None  # simulated otherwise: other samples
+    return (f"{name} was simulated with seed {record['seed']}, as this model's training data: it holds "
+            "the very samples the model was trained on, so its scores are training scores, not a test; simulate "
+            "a test set with another --seed")
 
 
 def _drain(gen):
@@ -305,6 +363,7 @@ def simulated_liposome_data(n_images: int, task: str = "lamellarity", mode: str 
                                   f"{len(ys)} particles from {n_images} simulated liposome images (seed {seed}, {task}, {mode})",
                                   {"simulated": True, "seed": seed, "task": task, "mode": mode,
                                    "normalization": make_normalization_spec(normalization),
+                                   "simulation": simulation_record("liposomes", seed, sim_kwargs),
                                    "crop": {"kind": "object", "mode": mode, "margin": int(margin), "size": [int(size[0]), int(size[1])]}})
 
     g = gen()
@@ -328,6 +387,8 @@ def simulated_profile_data(n: int, task: str = "hole", n_views: int = 1, seed: i
         return ClassificationData(ps.profiles, ps.labels, list(ps.class_names), None, None,
                                   f"{n} simulated {task} particles, {n_views} view(s) (seed {seed})",
                                   {"simulated": True, "seed": seed, "task": task, "n_views": int(n_views),
+                                   "simulation": simulation_record("nanoparticles", seed,
+                                                                   {"task": task, "n_views": int(n_views), **sim_kwargs}),
                                    # each particle's views min-max normalised together ([P]), by the simulator
                                    "normalization": PROFILE_NORMALIZATION, "crop": {"kind": "profile", "views": int(n_views)}})
 

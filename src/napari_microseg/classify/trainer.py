@@ -476,6 +476,7 @@ def train_classifier(
                 "class_counts": [int(c) for c in counts],
                 "data": train_desc,
                 "validation": val_desc,
+                **({"simulation": data.meta["simulation"]} if data.meta.get("simulation") else {}),
                 "epochs_run": history[-1]["epoch"] if history else 0,
                 "best_epoch": best_epoch,
                 "seed": cfg.seed,

@@ -280,6 +280,15 @@ def _score_objects(out: Path, objects: "pd.DataFrame", truth: "pd.DataFrame", cl
     return _score_against_truth(out, merged["true_class"], merged["class"], class_names)
 
 
+def _warn_if_training_samples(lm, folder: Path) -> None:
+    """Warn when ``folder`` was simulated as the model's training data (its scores would be training scores)."""
+    from ..classify.data import training_samples_note
+
+    note = training_samples_note(lm.config, folder)
+    if note:
+        print(f"warning: {note}", file=sys.stderr)
+
+
 def _write_run(out: Path, args, lm, started: float, **results) -> None:
     """``classify_run.json``: what was run, on which device, with what result (to repeat or cite a run)."""
     record = {"command": f"classify {args.what}", "model": str(args.model), "model_file": lm.path,
@@ -545,6 +554,7 @@ def _run_images(args) -> int:
             print("warning: --hdu applies to FITS files given by name; a folder's TIFFs are read as they are",
                   file=sys.stderr)
         d = load_response_folder(inputs[0], args.box, failures)
+        _warn_if_training_samples(lm, inputs[0])
     else:
         for p in inputs:
             if not p.is_file():
@@ -632,6 +642,7 @@ def _run_objects(args) -> int:
     truth = None  # (image, label) -> true class, where the folder's classes.csv has the model's classes
     if args.input is not None:
         truth = _truth_table(Path(args.input) / "classes.csv", ("image", "label"))
+        _warn_if_training_samples(lm, Path(args.input))
     if args.input is not None:
         if not (args.input / "images").is_dir() or not (args.input / "labels").is_dir():
             raise InputError(f"{args.input}: needs images/ and labels/ folders")
@@ -716,6 +727,7 @@ def _run_profiles(args) -> int:
     src = Path(args.input)
     if src.is_dir():
         src = src / "profiles.tif"
+    _warn_if_training_samples(lm, src.parent)
     profiles = _read(src) if src.suffix.lower() == ".npy" else _read_profiles_tiff(src)
     if profiles.ndim < 2 or profiles.shape[0] == 0:
         raise InputError(f"{src.name}: no profiles to classify (shape {profiles.shape}, expected (N, views, points))")

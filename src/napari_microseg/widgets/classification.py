@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any, Generator
+from typing import Any, Generator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -159,10 +159,11 @@ class ClassificationWidget(MicrosegDock):
         try:
             model = self.model_path()
             make, layer, task = self._make_job(model)
+            notes = self._data_notes(model, layer)
         except MicrosegError as err:
             self.show_error(str(err))
             return None
-        worker = self.start(make, lambda result: self._show(result, layer, task), label="classifying")
+        worker = self.start(make, lambda result: self._show(result, layer, task, notes), label="classifying")
         if worker is not None:
             self._clear_results()  # a failed run must not leave the previous run's results shown or exportable
         return worker
@@ -227,8 +228,13 @@ class ClassificationWidget(MicrosegDock):
                     raise InputError("the labels layer holds no objects")
                 yield Progress(0, 1, f"classifying {len(np.unique(objects)) - 1} objects"
                                + (" (the layer is a 0/1 mask: its connected objects)" if was_mask else "") + " ...")
-                table = classify_objects(str(model), np.asarray(data), objects)
+                image = np.asarray(data)
+                table = classify_objects(str(model), image, objects)
                 table = with_frame_labels(table, frame_ids)
+                # as `classify objects` says it: the classes of objects on a constant frame mean nothing
+                flat = np.array([np.min(f) == np.max(f) for f in (image if image.ndim == 3 else [image])], bool)
+                frames = table["t"].to_numpy(int) if image.ndim == 3 and "t" in table else np.zeros(len(table), int)
+                table["constant"] = flat[frames] if len(flat) else False
                 return table, class_layer_data(objects, table)
         else:
             if data.ndim != 3:
@@ -240,6 +246,28 @@ class ClassificationWidget(MicrosegDock):
                 yield Progress(0, 1, f"classifying {data.shape[0]} profiles ...")
                 return classify_profiles(str(model), data)
         return job, layer, task
+
+    def _data_notes(self, model: Path, layer: Any) -> list[str]:
+        """Warnings on what the run's results will mean, as ``classify`` prints them: the layer (a Simulation
+        dock's) holds the model's own training samples, or true classes none of which the model knows (a
+        chirality sample given to a hole model). The model's config only: nothing slow on the GUI thread."""
+        from ..classify.data import same_samples_note
+        from ..io.models import read_model_config
+
+        config = read_model_config(model)
+        notes = []
+        record = layer.metadata.get("simulation")
+        if isinstance(record, dict):
+            note = same_samples_note(config, record, f"'{layer.name}'")
+            if note:
+                notes.append(note.replace("another --seed", "another seed"))
+        truth = layer.metadata.get("class") if self.task_name != "images" else None
+        known = [str(c) for c in config.get("class_names") or []]
+        if truth is not None and known and len(truth) and not set(map(str, truth)) & set(known):
+            found = sorted(set(map(str, truth)))
+            notes.append(f"the layer's true classes ({', '.join(found[:4])}) are none of this model's "
+                         f"({', '.join(known)}): is the model meant for this task?")
+        return notes
 
     def _box_setting(self, n_images: int, shape: tuple) -> list | None:
         """The typed integration box, one per image; None when the field is empty."""
@@ -254,9 +282,10 @@ class ClassificationWidget(MicrosegDock):
             raise InputError(f"integration box {y0} {x0} {y1} {x1} does not lie inside the {shape[0]} x {shape[1]} images")
         return [[y0, x0, y1, x1]] * n_images
 
-    def _show(self, result: Any, layer: Any, task: str) -> None:
+    def _show(self, result: Any, layer: Any, task: str, notes: Sequence[str] = ()) -> None:
         """Show a finished run of ``task`` (as it was when the run started): its table; for objects,
-        ``result`` is ``(table, (labels, features))``: the class layer as :func:`class_layer_data` made it."""
+        ``result`` is ``(table, (labels, features))``: the class layer as :func:`class_layer_data` made it.
+        ``notes``: warnings on the data (:meth:`_data_notes`), shown with the message."""
         table, layer_data = result if task == "objects" else (result, None)
         if task != self.task_name:  # the task was changed while it ran: its results belong to no task shown
             self.show_error(f"the {task} run finished after the task was changed to {self.task_name}: its results "
@@ -272,9 +301,14 @@ class ClassificationWidget(MicrosegDock):
         if task == "objects":
             self._add_class_layer(*layer_data, layer)
         noun = {"images": "image", "objects": "object", "profiles": "profile"}[task] + ("" if len(table) == 1 else "s")
+        said = "".join(f"\nwarning: {note}" for note in notes)
         if constant:
-            self.show_error(f"classified {len(table)} {noun}; {constant} of them constant (every pixel the same): "
-                            "their verdicts mean nothing")
+            what = "their verdicts" if task == "images" else "their classes"
+            self.show_error(f"classified {len(table)} {noun}; {constant} of them "
+                            f"{'constant' if task == 'images' else 'on a constant image'} (every pixel the same): "
+                            f"{what} mean nothing{said}")
+        elif notes:
+            self.show_error(f"classified {len(table)} {noun}{said}")
         else:
             self.show_message(f"classified {len(table)} {noun}")
 

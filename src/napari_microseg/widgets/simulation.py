@@ -56,6 +56,10 @@ def _profile_form() -> Container:
     ])
 
 
+#: the ``microseg simulate`` domain of each of the dock's (recorded with the layers, as params.json's ``domain``)
+SIMULATE_DOMAIN = {"nuclei time-lapse [N]": "nuclei", "CCD frames [C]": "ccd", "response images [R]": "response",
+                   "TEM liposomes [T]": "liposomes", "STEM nanoparticles [P]": "nanoparticles"}
+
 DOMAINS: dict[str, tuple[Callable[[], Container], Callable[[dict, int], Generator]]] = {
     "nuclei time-lapse [N]": (_nuclei_form, generate_nuclei),
     "CCD frames [C]": (_ccd_form, generate_ccd),
@@ -96,15 +100,20 @@ class SimulationWidget(MicrosegDock):
         """Start generating the chosen domain's sample in a worker."""
         _, make_generator = DOMAINS[self.domain.value]
         params, seed = self.parameters(), int(self.seed.value)
-        return self.start(lambda: _for_display(make_generator(params, seed)), lambda layers: self._add_layers(layers, seed),
+        record = {"domain": SIMULATE_DOMAIN[self.domain.value], "seed": seed, "cli": dict(params)}
+        return self.start(lambda: _for_display(make_generator(params, seed)),
+                          lambda layers: self._add_layers(layers, seed, record),
                           label=f"simulating {self.domain.value}")
 
-    def _add_layers(self, layers: list[tuple], seed: int) -> None:
-        """Add the generated layers; ``seed``: the one they were made with (the form may show another by now)."""
+    def _add_layers(self, layers: list[tuple], seed: int, record: dict | None = None) -> None:
+        """Add the generated layers; ``seed``: the one they were made with (the form may show another by now);
+        ``record``: the simulation's domain, seed and settings (as a params.json has them), kept in each
+        layer's metadata under ``simulation`` (the Classification dock tells a model's own training samples)."""
         notes = []
         for data, kwargs, kind in layers:
             kwargs = dict(kwargs)
-            kwargs["metadata"] = {**kwargs.get("metadata", {}), "simulation_seed": seed}  # the layer says how to remake it
+            kwargs["metadata"] = {**kwargs.get("metadata", {}), "simulation_seed": seed,  # the layer says how to remake it
+                                  **({"simulation": record} if record else {})}
             if kwargs.get("metadata", {}).get("simulation_note"):
                 notes.append(kwargs["metadata"]["simulation_note"])
             kwargs["name"] = unique_layer_name(self.viewer, kwargs["name"])
