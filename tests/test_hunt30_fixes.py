@@ -229,3 +229,55 @@ def test_classification_dock_says_objects_on_a_constant_image_mean_nothing(make_
     wait_worker(widget.classify())
     said = widget.status.text()
     assert "classified 2 objects" in said and "constant image" in said, said
+
+
+def test_classify_objects_of_a_one_image_folder_names_the_image(tmp_path):
+    """`classify objects --input DIR` wrote the `image` column only for folders of several images: a
+    script joining per-folder tables by image broke on a one-image folder (README: tables of a folder
+    end with `image`)."""
+    import pandas as pd
+
+    model = tmp_path / "liposomes.pt"
+    assert _run_cli("classify", "train", "objects", "--simulated", "1", "--epochs", "1", "--out", model) == 0
+    assert _run_cli("simulate", "liposomes", "--out", tmp_path / "one", "--n", "1", "--shape", "128", "128",
+                    "--particles", "3") == 0
+    assert _run_cli("classify", "objects", "--model", model, "--input", tmp_path / "one", "--out", tmp_path / "out") == 0
+    for table in ("objects.csv", "counts.csv"):
+        columns = list(pd.read_csv(tmp_path / "out" / table).columns)
+        assert columns[-1] == "image", (table, columns)
+    assert _run_cli("batch", "classify", "--model", model, "--input", tmp_path / "one" / "images",
+                    "--out", tmp_path / "batch", "--workers", "0") == 2  # an objects model: refused as that
+
+
+def test_simulate_refuses_negative_counts_before_writing(tmp_path, capsys):
+    """`simulate liposomes --particles -1` failed after writing a half-made folder that then refused the
+    corrected run (and named the simulator's parameter, not the option)."""
+    assert _run_cli("simulate", "liposomes", "--out", tmp_path / "odd", "--particles", "-1") == 2
+    assert "--particles must be >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "odd").exists()
+    assert _run_cli("simulate", "nuclei", "--out", tmp_path / "odd2", "--nuclei", "-3") == 2
+    assert not (tmp_path / "odd2").exists()
+
+
+def test_bool_profiles_are_one_line(hole_profile_model, tmp_path, capsys):
+    """Bool profiles gave a numpy traceback in `classify profiles` (complex ones were one line already)."""
+    profiles = tmp_path / "p.npy"
+    np.save(profiles, np.ones((4, 2, 32), bool))
+    assert _run_cli("classify", "profiles", "--model", hole_profile_model, "--input", profiles,
+                    "--out", tmp_path / "o") == 2
+    assert "dtype bool" in capsys.readouterr().err
+
+
+def test_default_liposome_simulation_does_not_warn_and_nanoparticle_seeding_is_stated(tmp_path, capsys):
+    """At the defaults 26-30 of 30 particles fit per image, and any run of a few images warned to change the
+    defaults; the warning is for fields where a tenth go missing on average. params.json of nanoparticles
+    said each particle had its own SeedSequence([seed, index]): they come from one stream."""
+    import json
+
+    assert _run_cli("simulate", "liposomes", "--out", tmp_path / "lip", "--n", "12") == 0
+    assert "fitted" not in capsys.readouterr().err
+    assert _run_cli("simulate", "liposomes", "--out", tmp_path / "crowd", "--n", "1", "--shape", "128", "128",
+                    "--particles", "40") == 0
+    assert "fitted on average" in capsys.readouterr().err
+    assert _run_cli("simulate", "nanoparticles", "--out", tmp_path / "np", "--n", "4") == 0
+    assert "one stream" in json.loads((tmp_path / "np" / "params.json").read_text())["sample_seeds"]

@@ -139,7 +139,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         if name == "classify":
             g = q.add_argument_group("classification")
             g.add_argument("--box", type=int, nargs=4, default=None, metavar=("Y0", "X0", "Y1", "X1"),
-                           help="integration area for all images (default: images already have the model's crop size)")
+                           help="integration area for all images (default: a response folder's integration/ masks, as "
+                                "'classify images' reads them; else images already have the model's crop size)")
             g.add_argument("--threshold", type=threshold_arg, default=None,
                            help="threshold on probability_bad, or 'flag' / 'discard' (see 'microseg classify images "
                                 "--help'; default: the model's)")
@@ -245,7 +246,10 @@ def _check_crop_size(args: argparse.Namespace) -> None:
     from .segment import _probe_shape
 
     try:
-        size = tuple((load_classifier(args.model).config.get("crop") or {}).get("size") or ())
+        config = load_classifier(args.model).config
+        if config.get("task") != "images":  # a liposome (objects) or profile model: the run refuses it as that,
+            return  # not for its crop size
+        size = tuple((config.get("crop") or {}).get("size") or ())
         inputs = find_batch_inputs(args.input, exclude=args.out, skip_label_folders=True)  # as the run finds them
     except InputError:
         return  # the run itself names what is wrong

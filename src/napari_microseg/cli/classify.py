@@ -681,7 +681,7 @@ def _run_objects(args) -> int:
                   file=sys.stderr)
             lab = pieces
         t = classify_objects(lm, img, lab)
-        if len(pairs) > 1:
+        if len(pairs) > 1 or args.input is not None:  # a folder's tables name the image, one or many (README)
             t["image"] = name  # last, as in 'microseg segment': objects.csv starts t,label,y,x,area
         tables.append(t)
     if not tables:
@@ -704,7 +704,7 @@ def _run_objects(args) -> int:
     from ..measure.counts import column_name
 
     counts.columns = [c if c in ("t", "count", "image") else f"count_{column_name(c)}" for c in counts.columns]
-    # counts.csv starts t,count; the image goes last, and only where there are several
+    # counts.csv starts t,count; the image goes last, where objects.csv has it
     counts = counts[[c for c in counts.columns if c != "image"] + (["image"] if "image" in df.columns else [])]
     _write_csv(out / "counts.csv", counts)
     scores = None
@@ -729,6 +729,8 @@ def _run_profiles(args) -> int:
         src = src / "profiles.tif"
     _warn_if_training_samples(lm, src.parent)
     profiles = _read(src) if src.suffix.lower() == ".npy" else _read_profiles_tiff(src)
+    if profiles.dtype.kind not in "iuf":  # bool or complex: said in one line, before any arithmetic on them
+        raise InputError(f"{src.name}: profiles of dtype {profiles.dtype} are not thickness values (give real numbers)")
     if profiles.ndim < 2 or profiles.shape[0] == 0:
         raise InputError(f"{src.name}: no profiles to classify (shape {profiles.shape}, expected (N, views, points))")
     flat = int(np.sum(np.ptp(profiles.reshape(profiles.shape[0], -1), axis=1) == 0))

@@ -108,7 +108,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def find_inputs(spec: str) -> list[Path]:
     """Resolve ``--input``: a file, a .zarr folder, a folder of images, or a glob pattern; sorted paths.
     A pattern leaves out images in earlier runs' output folders below its fixed part."""
-    from ..io.images import drop_previews, glob_fixed_part, image_kind, run_output
+    from ..io.images import FITS_SUFFIXES, PLAIN_SUFFIXES, TIFF_SUFFIXES, ZARR_SUFFIXES, drop_previews, glob_fixed_part, image_kind, run_output
 
     p = Path(spec)
     if p.exists() and (p.is_file() or image_kind(p) == "zarr"):
@@ -120,7 +120,7 @@ def find_inputs(spec: str) -> list[Path]:
             folders = [q for q in entries if q.is_dir()]
             hint = (f"; its {len(folders)} sub-folder(s) are not searched: 'microseg batch segment' searches them, "
                     f"or give a pattern such as '{p}/**/*.tif'" if folders else "")
-            raise InputError(f"{p}: folder holds no images (.tif, .tiff, .fits, .fit, .zarr, .png, .jpg){hint}")
+            raise InputError(f"{p}: folder holds no images ({', '.join(TIFF_SUFFIXES + FITS_SUFFIXES + ZARR_SUFFIXES[:1] + PLAIN_SUFFIXES)}){hint}")
         _say_what_is_left_out(p, [q for q in entries if image_kind(q) is None] + previews)
         return found
     if any(ch in spec for ch in "*?["):
