@@ -281,3 +281,25 @@ def test_default_liposome_simulation_does_not_warn_and_nanoparticle_seeding_is_s
     assert "fitted on average" in capsys.readouterr().err
     assert _run_cli("simulate", "nanoparticles", "--out", tmp_path / "np", "--n", "4") == 0
     assert "one stream" in json.loads((tmp_path / "np" / "params.json").read_text())["sample_seeds"]
+
+
+def test_simulated_response_stack_shows_each_image_in_its_own_contrast(make_napari_viewer):
+    """One contrast for the response stack (400-14937) left the good empty images (top 1072-1431) and a
+    faint fibre at 5-15 % of the colour map, black. Where napari has per-slice auto-contrast, the contrast
+    follows the image shown."""
+    from napari.layers import Image
+
+    from napari_microseg.progress import drain
+    from napari_microseg.simulate.samples import generate_response
+
+    import inspect
+
+    if "auto_contrast" not in inspect.signature(Image.__init__).parameters:
+        pytest.skip("this napari has no per-slice auto-contrast: the stack's one contrast is used")
+    data, kwargs, _ = drain(generate_response({"n_images": 8}, 0))[0]
+    viewer = make_napari_viewer(show=False)
+    layer = viewer.add_image(data, **kwargs)
+    for t, subclass in enumerate(kwargs["metadata"]["subclass"]):
+        viewer.dims.set_current_step(0, t)
+        low, high = layer.contrast_limits
+        assert high == pytest.approx(float(data[t].max())) and low == pytest.approx(float(data[t].min())), subclass
