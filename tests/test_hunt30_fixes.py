@@ -303,3 +303,45 @@ def test_simulated_response_stack_shows_each_image_in_its_own_contrast(make_napa
         viewer.dims.set_current_step(0, t)
         low, high = layer.contrast_limits
         assert high == pytest.approx(float(data[t].max())) and low == pytest.approx(float(data[t].min())), subclass
+
+
+def test_percentile_normalisation_of_a_field_of_exact_zeros_keeps_the_nuclei_apart_from_stray_counts(tmp_path):
+    """A frame of exact zeros with 3 nuclei (800) over < 0.2 % of it and a few stray counts of 1: both
+    percentiles fell on 0, the scale on float32's tiniest value, and a stray count came out as bright as a
+    nucleus: 36 objects for 3, without a word. The brightest value is then the top."""
+    import pandas as pd
+    import tifffile
+    from skimage.draw import disk
+
+    from napari_microseg.training.normalize import normalize
+
+    image = np.zeros((512, 512), np.uint16)
+    for y, x in ((100, 100), (300, 350), (400, 120)):
+        rr, cc = disk((y, x), 7)
+        image[rr, cc] = 800
+    stray = (np.random.default_rng(1).random(image.shape) < 0.0003) & (image == 0)
+    image[stray] = 1
+    normalised = normalize(image, "percentile")
+    assert normalised[image == 800].min() == pytest.approx(1.0) and normalised[stray].max() < 0.01
+    tifffile.imwrite(tmp_path / "sparse.tif", image)
+    assert _run_cli("segment", "--model", "nuclei_fluorescence_fast", "--input", tmp_path / "sparse.tif",
+                    "--out", tmp_path / "seg", "--device", "cpu") == 0
+    assert len(pd.read_csv(tmp_path / "seg" / "objects.csv")) == 3
+
+
+@pytest.mark.parametrize("transform", [lambda b: b * 10 + 2**40, lambda b: b.astype(np.float64) * 1e-300,
+                                       lambda b: b.astype(np.float64) * 1e300], ids=["offset_2_40", "tiny", "huge"])
+def test_autolabel_keeps_the_signal_of_wide_images(transform):
+    """`autolabel` cast to float32 first: an int64 image offset by 2**40 gave 0 nuclei ("nothing brighter
+    than their noise"), float64 in units of 1e-300 0 nuclei, and in units of 1e300 "NaN or infinite" where
+    `segment` keeps or explains them. They give the nuclei of the plain image."""
+    from skimage.draw import disk
+
+    from napari_microseg.autolabel.fluorescence import autolabel_frame
+
+    base = np.random.default_rng(0).poisson(20, (128, 128)).astype(np.int64)
+    for y, x in ((30, 30), (30, 90), (90, 30), (90, 90)):
+        rr, cc = disk((y, x), 8)
+        base[rr, cc] += 200
+    assert len(np.unique(autolabel_frame(base))) - 1 == 4
+    assert len(np.unique(autolabel_frame(transform(base)))) - 1 == 4

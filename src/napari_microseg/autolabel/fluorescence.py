@@ -40,6 +40,7 @@ from scipy import ndimage as ndi
 
 from ..errors import InputError
 from ..progress import Progress
+from ..training.normalize import float32_holds, working_float
 
 DEFAULT_OTSU_WINDOW = 51
 
@@ -52,6 +53,15 @@ def _check_frame(frame: np.ndarray) -> np.ndarray:
     f = np.asarray(frame)
     if f.dtype.kind not in "uifb":
         raise InputError(f"unsupported image dtype {f.dtype}")
+    if working_float(f.dtype) is np.float64:  # 32/64-bit integers, float64: float32 may not hold them as they are
+        f = f.astype(np.float64, copy=False)
+        if not np.all(np.isfinite(f)):
+            raise InputError("image holds NaN or infinite values")
+        low, spread = float(f.min()), float(np.ptp(f))
+        if not float32_holds(low, spread):  # a large offset (2**40) over the signal: taken off before float32
+            f = f - low
+        if spread > 0 and not 1e-30 < spread < 1e30:  # values in units float32 cannot hold (1e-300, 1e300)
+            f = (f - f.min()) / spread
     f = f.astype(np.float32, copy=False)
     if not np.all(np.isfinite(f)):
         raise InputError("image holds NaN or infinite values")
