@@ -345,3 +345,16 @@ def test_autolabel_keeps_the_signal_of_wide_images(transform):
         base[rr, cc] += 200
     assert len(np.unique(autolabel_frame(base))) - 1 == 4
     assert len(np.unique(autolabel_frame(transform(base)))) - 1 == 4
+
+
+def test_reader_refuses_a_complex_tiff_in_one_line(tmp_path):
+    """A complex64 TIFF (an FFT saved) was handed to napari, which failed with a bare NotImplementedError;
+    every command refuses it in one line, and so does the reader."""
+    import tifffile
+
+    from napari_microseg._reader import read_layers
+    from napari_microseg.errors import InputError
+
+    tifffile.imwrite(tmp_path / "fft.tif", (np.ones((16, 16)) + 1j).astype(np.complex64))
+    with pytest.raises(InputError, match="fft.tif: values of type complex64"):
+        read_layers(str(tmp_path / "fft.tif"))

@@ -180,6 +180,9 @@ def read_layers(path: str | list[str]) -> list[tuple]:
     layers = []
     for p in paths:
         image = read_image(p, channel="all", lazy_above_bytes=LAZY_TIFF_BYTES)
+        if np.dtype(image.data.dtype).kind not in "biuf":  # complex (FFT output), text: napari fails with no message
+            raise InputError(f"{Path(str(p)).name}: values of type {image.data.dtype} are not intensities (give the "
+                             "magnitude of a complex image, np.abs, as a real-valued TIFF)")
         name = _layer_name(p)
         kwargs: dict = {"name": name, "metadata": {"source_kind": image.kind, "header": image.metadata}}
         if "channel_axis" in image.metadata:  # one layer per channel, named after the file
