@@ -358,3 +358,17 @@ def test_reader_refuses_a_complex_tiff_in_one_line(tmp_path):
     tifffile.imwrite(tmp_path / "fft.tif", (np.ones((16, 16)) + 1j).astype(np.complex64))
     with pytest.raises(InputError, match="fft.tif: values of type complex64"):
         read_layers(str(tmp_path / "fft.tif"))
+
+
+def test_batch_autolabel_fails_frames_too_small_to_label(tmp_path):
+    """`batch autolabel` "processed" 1x50 and 3x3 images into 0-nucleus results, which the single-file
+    command refuses ("too small to label"): they fail, listed in failures.csv."""
+    import pandas as pd
+    import tifffile
+
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "thin.tif", np.ones((1, 50), np.uint16))
+    tifffile.imwrite(tmp_path / "in" / "tiny.tif", np.arange(9, dtype=np.uint16).reshape(3, 3))
+    assert _run_cli("batch", "autolabel", "--input", tmp_path / "in", "--out", tmp_path / "out", "--workers", "0") == 1
+    failures = pd.read_csv(tmp_path / "out" / "failures.csv")
+    assert len(failures) == 2 and failures["reason"].str.contains("too small to label").all()

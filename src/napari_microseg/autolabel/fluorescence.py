@@ -45,11 +45,18 @@ from ..training.normalize import float32_holds, working_float
 DEFAULT_OTSU_WINDOW = 51
 
 
+#: the smallest frame side (px) auto-labelling takes
+MIN_FRAME_SIDE = 8
+
+
 def _check_frame(frame: np.ndarray) -> np.ndarray:
     if frame.ndim != 2:
         raise InputError(f"expected a 2-D frame, got shape {frame.shape}")
     if frame.size == 0:
         raise InputError("empty image")
+    if min(frame.shape) < MIN_FRAME_SIDE:  # batch and the dock as the CLI: said, not 0 nuclei
+        raise InputError(f"{frame.shape[0]} x {frame.shape[1]} px is too small to label (at least "
+                         f"{MIN_FRAME_SIDE} x {MIN_FRAME_SIDE})")
     f = np.asarray(frame)
     if f.dtype.kind not in "uifb":
         raise InputError(f"unsupported image dtype {f.dtype}")
