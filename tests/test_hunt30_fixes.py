@@ -372,3 +372,22 @@ def test_batch_autolabel_fails_frames_too_small_to_label(tmp_path):
     assert _run_cli("batch", "autolabel", "--input", tmp_path / "in", "--out", tmp_path / "out", "--workers", "0") == 1
     failures = pd.read_csv(tmp_path / "out" / "failures.csv")
     assert len(failures) == 2 and failures["reason"].str.contains("too small to label").all()
+
+
+def test_tracking_names_results_after_the_layer_as_it_is_called_when_the_run_ends(make_napari_viewer, wait_worker):
+    """Labels renamed 'nuc' -> 'nuc_old' while tracking ran, and a new layer called 'nuc' added: the results
+    came as 'nuc tracks' and the record named layer 'nuc', the unrelated new one. They follow the layer
+    tracked (as the Segmentation dock's results do)."""
+    from napari_microseg.widgets.tracking import TrackingWidget
+
+    viewer = make_napari_viewer(show=False)
+    viewer.add_labels(_moving_disc_movie(), name="nuc")
+    widget = TrackingWidget(viewer)
+    widget.labels_layer.value = "nuc"
+    worker = widget.track()
+    viewer.layers["nuc"].name = "nuc_old"  # before the run's result reaches the GUI thread
+    viewer.add_labels(np.zeros((8, 64, 64), np.uint16), name="nuc")
+    wait_worker(worker)
+    names = [layer.name for layer in viewer.layers]
+    assert "nuc_old tracks" in names and "nuc tracks" not in names, names
+    assert widget.tracked_name == "nuc_old"

@@ -154,9 +154,15 @@ class TrackingWidget(MicrosegDock):
             result.table = with_frame_labels(result.table, frame_ids)
             return result, _layer_copy(result)
 
-        return self.start(make_generator, lambda done: self._show_result(done[0], source_name, geometry, image_name,
-                                                                         layer_data=done[1]),
-                          label="tracking")
+        image_layer = self.chosen_layer(image_name, "image") if has_image else None
+
+        def current_name(layer: Any, name_then: str | None) -> str | None:
+            """The layer's name when the run ends (renamed meanwhile: a new layer may carry the old name)."""
+            return layer.name if layer is not None and layer in self.viewer.layers else name_then
+
+        return self.start(make_generator, lambda done: self._show_result(
+            done[0], current_name(labels_layer, source_name), geometry, current_name(image_layer, image_name),
+            layer_data=done[1]), label="tracking")
 
     def _show_result(self, result: Any, source_name: str, geometry: dict | None = None,
                      image_name: str | None = None, layer_data: np.ndarray | None = None) -> None:
