@@ -391,3 +391,32 @@ def test_tracking_names_results_after_the_layer_as_it_is_called_when_the_run_end
     names = [layer.name for layer in viewer.layers]
     assert "nuc_old tracks" in names and "nuc tracks" not in names, names
     assert widget.tracked_name == "nuc_old"
+
+
+def test_resume_refuses_validation_images_of_the_runs_names_from_another_folder(tmp_path, capsys):
+    """A run validated on --val-images sim1/ (nuclei_00000.tif ...) resumed with --val-images sim2/, whose
+    files have the same names and other nuclei: matched by bare name, it went on comparing its epochs'
+    losses on other images. The run records a digest of each validation image's labels and checks it."""
+    import tifffile
+
+    from napari_microseg.io.models import read_model_config
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    for folder, seed in (("train", 1), ("val1", 2), ("val2", 3)):
+        for sub in ("images", "labels"):
+            (tmp_path / folder / sub).mkdir(parents=True)
+        image, labels = simulate_nuclei_image((64, 64), n_nuclei=6, seed=seed)
+        tifffile.imwrite(tmp_path / folder / "images" / "nuclei_00000.tif", image)
+        tifffile.imwrite(tmp_path / folder / "labels" / "nuclei_00000.tif", labels)
+    common = ["train", "--patch", "32", "--patches-per-epoch", "4", "--batch-size", "4", "--device", "cpu", "--quiet",
+              "--out", tmp_path / "m.pt", "--images", tmp_path / "train" / "images", "--labels", tmp_path / "train" / "labels"]
+
+    def validated_on(folder: str) -> tuple:
+        return ("--val-images", tmp_path / folder / "images", "--val-labels", tmp_path / folder / "labels")
+
+    assert _run_cli(*common, "--epochs", "1", *validated_on("val1")) == 0
+    assert len(read_model_config(str(tmp_path / "m.pt"))["training"]["validation_digests"]) == 1
+    capsys.readouterr()
+    assert _run_cli(*common, "--epochs", "2", "--resume", tmp_path / "m.pt", *validated_on("val2")) == 2
+    assert "other labels" in capsys.readouterr().err
+    assert _run_cli(*common, "--epochs", "2", "--resume", tmp_path / "m.pt", *validated_on("val1")) == 0

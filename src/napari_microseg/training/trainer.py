@@ -28,7 +28,7 @@ import numpy as np
 from ..defaults import LAST_SUFFIX
 from ..errors import InputError
 from .augment import AugmentConfig, augment_batch
-from .data import IGNORE, IMAGE_SAMPLING, PatchSampler, TrainingData, prepare_training_data, split_train_val, tile_for_validation
+from .data import IGNORE, IMAGE_SAMPLING, LabelledImage, PatchSampler, TrainingData, prepare_training_data, split_train_val, tile_for_validation
 from .normalize import SCALE_KEEPING, make_normalization_spec
 
 __all__ = ["TrainConfig", "TrainEvent", "TrainResult", "train", "default_loss", "last_checkpoint_path"]
@@ -380,6 +380,15 @@ def _check_counts_and_rates(cfg: TrainConfig) -> None:
             raise InputError(f"{name} must be a whole number >= 0, got {value!r}")
 
 
+def annotation_digest(item: LabelledImage) -> str:
+    """A short digest (16 hex digits) of an image's training target and its shape: which validation images
+    a run used, whatever they are called (a resumed run checks that it is given those)."""
+    import hashlib
+
+    target = np.ascontiguousarray(item.target)
+    return hashlib.sha1(repr(target.shape).encode() + target.tobytes()).hexdigest()[:16]
+
+
 def _run_split_kept(every: TrainingData, train_td: TrainingData, val_td: TrainingData | None, ckpt: dict,
                     name: str, cfg: TrainConfig) -> tuple[TrainingData, TrainingData | None]:
     """The training / validation split a resumed run goes on with: the one its checkpoint validated on
@@ -643,6 +652,12 @@ def train(
                              f"{' ...' if len(recorded) > 3 else ''}, the validation images given are "
                              f"{', '.join(given[:3])}{' ...' if len(given) > 3 else ''}: resume with the run's "
                              "validation images (or none, when it drew them itself), or start a new run")
+    digests = list((((ckpt or {}).get("config") or {}).get("training") or {}).get("validation_digests") or [])
+    if digests and [annotation_digest(item) for item in (val_td.items if val_td is not None else [])] != digests:
+        # simulated folders name their images alike (nuclei_00000.tif ...): the names alone let another
+        # folder's images pass for the run's
+        raise InputError(f"--resume {Path(str(resume)).name}: the validation images have the run's names but other "
+                         "labels (another folder?): resume with the run's images, or start a new run")
     n_classes = train_td.n_classes
     n_out = n_outputs_for_mode(cfg.output_mode, n_classes)
     n_class_out = n_out
@@ -860,6 +875,7 @@ def train(
                 "data": train_desc,
                 "validation": val_desc,
                 "validation_images": [] if val_td is None else [it.name for it in val_td.items],
+                "validation_digests": [] if val_td is None else [annotation_digest(it) for it in val_td.items],
                 "epochs_run": history[-1]["epoch"] if history else 0,
                 "best_epoch": best_epoch,
                 "seed": cfg.seed,
