@@ -420,3 +420,42 @@ def test_resume_refuses_validation_images_of_the_runs_names_from_another_folder(
     assert _run_cli(*common, "--epochs", "2", "--resume", tmp_path / "m.pt", *validated_on("val2")) == 2
     assert "other labels" in capsys.readouterr().err
     assert _run_cli(*common, "--epochs", "2", "--resume", tmp_path / "m.pt", *validated_on("val1")) == 0
+
+
+def test_training_refuses_negative_labels_other_than_not_annotated():
+    """Labels -8 ... -2 (other than the ignore value -1) became background without a word: a run trained on
+    them learnt nothing (val Dice 0). They are refused, naming the value."""
+    from napari_microseg.errors import InputError
+    from napari_microseg.training.data import make_target
+
+    labels = np.zeros((16, 16), np.int32)
+    labels[2:6, 2:6], labels[8:12, 8:12], labels[0, 0] = -3, 2, -1
+    with pytest.raises(InputError, match=r"negative values \(e.g. -3\)"):
+        make_target(labels, "binary")
+    labels[2:6, 2:6] = 1
+    target = make_target(labels, "binary")
+    assert target[0, 0] == -1 and target[3, 3] == 1  # -1: not annotated, as ever
+
+
+def test_autolabel_labels_on_target_keep_not_annotated_and_never_outlive_their_run(tmp_path, capsys):
+    """`labels_on_target.tif` (the stain's labels moved onto a shifted target, to train on) made nuclei above
+    the diameter range background where the tiles mark them -1 (not annotated); and a later `--overwrite`
+    run whose target needed no shift left the earlier run's file, 13 px off, beside its new labels."""
+    import tifffile
+
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    stain, _ = simulate_nuclei_image((256, 256), n_nuclei=25, seed=4)
+    tifffile.imwrite(tmp_path / "stain.tif", stain.astype(np.float32))
+    tifffile.imwrite(tmp_path / "shifted.tif", np.roll(stain, (9, -7), axis=(0, 1)).astype(np.float32))
+    tifffile.imwrite(tmp_path / "same.tif", stain.astype(np.float32))
+    out = tmp_path / "out"
+    common = ("autolabel", "fluorescence", "--stain", tmp_path / "stain.tif", "--out", out, "--tile", "128",
+              "--diameter-range", "3", "14", "--quiet")
+    assert _run_cli(*common, "--target", tmp_path / "shifted.tif", "--correct-shift") == 0  # 11 px > the 5 px let be
+    moved = tifffile.imread(out / "labels_on_target.tif")
+    tile = tifffile.imread(out / "tiles" / "labels" / "tile_00000.tif")
+    assert (tile < 0).any(), "the test needs nuclei above the diameter range"
+    assert (moved < 0).any()  # not annotated, as in the tiles
+    assert _run_cli(*common, "--target", tmp_path / "same.tif", "--correct-shift", "--overwrite") == 0
+    assert not (out / "labels_on_target.tif").exists()  # no shift corrected: no file of another run left

@@ -177,8 +177,9 @@ RUN_TILE_NAME = re.compile(r"tile_\d{5}\.tif")
 
 def _earlier_run_files(out: Path) -> list[Path]:
     """The files an earlier ``autolabel fluorescence`` run wrote in ``out`` beside its labels: its ``tiles.csv``,
-    ``qc.csv`` and tile pairs (``tiles/images|labels/tile_NNNNN.tif``); none unless its ``params.json`` says
-    it was such a run (a folder of the user's own tiles is not one)."""
+    ``qc.csv``, ``labels_on_target.tif`` (where its record lists it) and tile pairs
+    (``tiles/images|labels/tile_NNNNN.tif``); none unless its ``params.json`` says it was such a run (a
+    folder of the user's own tiles is not one)."""
     import json
 
     try:
@@ -187,7 +188,8 @@ def _earlier_run_files(out: Path) -> list[Path]:
         return []
     if not isinstance(record, dict) or record.get("command") != "autolabel fluorescence":
         return []
-    return ([out / n for n in ("tiles.csv", "qc.csv") if (out / n).is_file()]
+    wrote = ("tiles.csv", "qc.csv") + ((record["labels_on_target"],) if record.get("labels_on_target") else ())
+    return ([out / n for n in wrote if (out / n).is_file()]
             + [p for sub in ("images", "labels") for p in sorted((out / "tiles" / sub).glob("tile_*.tif"))
                if RUN_TILE_NAME.fullmatch(p.name)])
 
@@ -195,8 +197,9 @@ def _earlier_run_files(out: Path) -> list[Path]:
 def _remove_stale_outputs(out: Path, names: list[str], overwrite: bool) -> None:
     """The files of an earlier auto-label run (:func:`_earlier_run_files`) that this run does not write:
     removed with ``overwrite`` (left beside the new labels they would describe another run), else refused."""
-    stale = [p for p in _earlier_run_files(out)
-             if p.name not in names and not (p.parent.parent.name == "tiles" and "tiles" in names)]
+    # labels_on_target.tif is written only where a shift was corrected: an earlier run's is stale either way
+    stale = [p for p in _earlier_run_files(out) if p.name == "labels_on_target.tif"
+             or (p.name not in names and not (p.parent.parent.name == "tiles" and "tiles" in names))]
     if stale and not overwrite:
         raise InputError(f"{stale[0]}: written by an earlier auto-label run here, which this run would not replace "
                          "(use --overwrite to remove it, or another --out)")
@@ -341,9 +344,10 @@ def run_fluorescence(args: argparse.Namespace) -> int:
             # labels.tif holds the stain's positions; the whole target with the tiles' shift, for training on it
             from ..autolabel.pairing import shift_labels
 
+            # the tiles' labels (nuclei beyond the diameter range -1, not annotated, as in the tiles), moved
             moved = [shift_labels(frame, (row["dy"], row["dx"])) if row["corrected"] else frame
-                     for row, frame in zip(shifts, [labels] if labels.ndim == 2 else list(labels))]
-            write_tiff(out / "labels_on_target.tif", moved[0] if labels.ndim == 2 else np.stack(moved), overwrite=True,
+                     for row, frame in zip(shifts, [tile_labels] if tile_labels.ndim == 2 else list(tile_labels))]
+            write_tiff(out / "labels_on_target.tif", moved[0] if tile_labels.ndim == 2 else np.stack(moved), overwrite=True,
                        software=LABELS_SOFTWARE, calibration=target_calibration)
             summary["labels_on_target"] = "labels_on_target.tif"
             print("microseg autolabel: labels.tif keeps the stain's positions; the labels shifted onto the target: "
