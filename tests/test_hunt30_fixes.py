@@ -459,3 +459,32 @@ def test_autolabel_labels_on_target_keep_not_annotated_and_never_outlive_their_r
     assert (moved < 0).any()  # not annotated, as in the tiles
     assert _run_cli(*common, "--target", tmp_path / "same.tif", "--correct-shift", "--overwrite") == 0
     assert not (out / "labels_on_target.tif").exists()  # no shift corrected: no file of another run left
+
+
+def test_classification_flag_uses_the_thresholds_of_the_model_whose_results_are_shown(make_napari_viewer, tmp_path,
+                                                                                     wait_worker):
+    """After classifying with one model and choosing (or training) another, "flag" set the new model's stored
+    threshold on the old model's probabilities, and Export wrote that mix. The thresholds are those of the
+    model that made the results shown."""
+    from napari_microseg.io.models import read_model_config, update_model_config
+    from napari_microseg.pretrained import resolve_model
+    from napari_microseg.progress import drain
+    from napari_microseg.simulate.samples import generate_response
+    from napari_microseg.widgets.classification import FILE_CHOICE, ClassificationWidget
+
+    other = tmp_path / "other.pt"
+    shutil.copy(resolve_model("response_good_bad"), other)
+    update_model_config(other, use_thresholds={**read_model_config(other)["use_thresholds"], "flag": 0.9})
+    shipped_flag = read_model_config(resolve_model("response_good_bad"))["use_thresholds"]["flag"]
+    viewer = make_napari_viewer(show=False)
+    for data, kwargs, kind in drain(generate_response({"n_images": 6}, 3)):
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    widget = ClassificationWidget(viewer)
+    widget.image_layer.value = "sim response images"
+    widget.model_choice.value = "response_good_bad"
+    wait_worker(widget.classify())
+    widget.model_choice.value = FILE_CHOICE  # another model chosen after the run
+    widget.model_file.value = str(other)
+    assert widget.results is not None
+    assert widget.use_threshold("flag") == pytest.approx(shipped_flag)
+    assert "response_good_bad" in widget.status.text()

@@ -127,6 +127,7 @@ class ClassificationWidget(MicrosegDock):
         self.results: pd.DataFrame | None = None
         self.results_task: str | None = None  # the task that made self.results
         self.results_layer: Any = None  # the image layer self.results came from (frames, calibration)
+        self.results_model: Path | None = None  # the model file that made self.results
         self.truth: np.ndarray | None = None
         self._task_changed()
 
@@ -163,14 +164,14 @@ class ClassificationWidget(MicrosegDock):
         except MicrosegError as err:
             self.show_error(str(err))
             return None
-        worker = self.start(make, lambda result: self._show(result, layer, task, notes), label="classifying")
+        worker = self.start(make, lambda result: self._show(result, layer, task, notes, model), label="classifying")
         if worker is not None:
             self._clear_results()  # a failed run must not leave the previous run's results shown or exportable
         return worker
 
     def _clear_results(self) -> None:
         """Forget the last run's results: table, summary, ROC and what Export would write."""
-        self.results = self.results_task = self.results_layer = None
+        self.results = self.results_task = self.results_layer = self.results_model = None
         self.table.clearSelection()
         self.table.setRowCount(0)
         self.table.setVisible(False)
@@ -282,7 +283,7 @@ class ClassificationWidget(MicrosegDock):
             raise InputError(f"integration box {y0} {x0} {y1} {x1} does not lie inside the {shape[0]} x {shape[1]} images")
         return [[y0, x0, y1, x1]] * n_images
 
-    def _show(self, result: Any, layer: Any, task: str, notes: Sequence[str] = ()) -> None:
+    def _show(self, result: Any, layer: Any, task: str, notes: Sequence[str] = (), model: Path | None = None) -> None:
         """Show a finished run of ``task`` (as it was when the run started): its table; for objects,
         ``result`` is ``(table, (labels, features))``: the class layer as :func:`class_layer_data` made it.
         ``notes``: warnings on the data (:meth:`_data_notes`), shown with the message."""
@@ -293,6 +294,7 @@ class ClassificationWidget(MicrosegDock):
             return
         constant = int(table.pop("constant").sum()) if "constant" in table else 0
         self.results, self.results_task, self.results_layer = table, task, layer
+        self.results_model = model  # its stored flag / discard thresholds go with these probabilities
         if task == "images":
             self._apply_threshold()
         else:
@@ -327,12 +329,16 @@ class ClassificationWidget(MicrosegDock):
                                **layer_geometry(layer, np.ndim(labels)))
 
     def use_threshold(self, mode: str) -> float | None:
-        """Set the threshold to the chosen model's stored ``"flag"`` or ``"discard"`` value (None if it has none)."""
+        """Set the threshold to the stored ``"flag"`` or ``"discard"`` value (None if it has none) of the model
+        whose results are shown (the chosen model's before any): a model chosen or trained since has other
+        probabilities, and its threshold would cut these at the wrong place."""
         from ..classify.predict import resolve_threshold
         from ..io.models import read_model_config
 
         try:  # the config only (no torch import, no weights): nothing slow on the GUI thread
-            config = read_model_config(self.model_path())
+            model = self.results_model if self.results is not None and self.results_model is not None \
+                else self.model_path()
+            config = read_model_config(model)
             if config.get("task") is None:  # classifiers record their task; segmentation models do not
                 raise InputError("this model is no classifier (a segmentation model?): choose a response-image classifier")
             if config.get("task") != "images":
@@ -355,7 +361,10 @@ class ClassificationWidget(MicrosegDock):
         self._exact_threshold = value
         if self.results is not None:
             self._apply_threshold()
-        self.show_message(f"threshold {min(value, 1.0):.3f}{' (none reaches it)' if value > 1 else ''}: the model's "
+        self.show_message(f"threshold {min(value, 1.0):.3f}{' (none reaches it)' if value > 1 else ''}: the "
+                          f"'{mode}' setting of {Path(str(model)).name}, whose results are shown"
+                          if self.results is not None else
+                          f"threshold {min(value, 1.0):.3f}{' (none reaches it)' if value > 1 else ''}: the model's "
                           f"'{mode}' setting")
         return value
 
