@@ -488,3 +488,45 @@ def test_classification_flag_uses_the_thresholds_of_the_model_whose_results_are_
     assert widget.results is not None
     assert widget.use_threshold("flag") == pytest.approx(shipped_flag)
     assert "response_good_bad" in widget.status.text()
+
+
+def _ctc_folder(folder: Path, n_frames: int, tracks: dict) -> Path:
+    """A Cell Tracking Challenge folder of 64 x 64 masks: ``tracks`` maps a label to ``(parent, {t: (y, x)})``,
+    each object a 7 x 7 square."""
+    import tifffile
+
+    folder.mkdir(parents=True)
+    masks = np.zeros((n_frames, 64, 64), np.uint16)
+    for label, (_, where) in tracks.items():
+        for t, (y, x) in where.items():
+            masks[t, y - 3:y + 4, x - 3:x + 4] = label
+    for t in range(n_frames):
+        tifffile.imwrite(folder / f"mask{t:03d}.tif", masks[t])
+    (folder / "res_track.txt").write_text("".join(f"{label} {min(w)} {max(w)} {parent}\n"
+                                                  for label, (parent, w) in tracks.items()))
+    return folder
+
+
+def test_division_scores_do_not_grow_with_the_square_of_the_largest_track_id(tmp_path):
+    """The division scores' IoU matching built a (largest truth id + 1) x (largest predicted id + 1) table per
+    frame: two cells numbered 30000 in a 3-frame movie needed 6.7 GiB ("out of memory: use smaller inputs").
+    Labels are numbered 1..n within each frame first; the scores are those of small ids."""
+    from napari_microseg.tracking.metrics import _compact_labels, ctc_scores, load_ctc_graph
+
+    def dividing(base: int) -> dict:
+        mother = {t: (32, 10 + 3 * t) for t in range(3)}
+        return {base + 1: (0, mother), base + 2: (base + 1, {t: (20, 22 + 3 * t) for t in range(3, 6)}),
+                base + 3: (base + 1, {t: (44, 22 + 3 * t) for t in range(3, 6)})}
+
+    scores = {}
+    for base in (0, 3000):
+        gt = _ctc_folder(tmp_path / f"gt{base}", 6, dividing(base))
+        pred = _ctc_folder(tmp_path / f"pred{base}", 6, dividing(2 * base))
+        scores[base] = ctc_scores(gt, pred)
+        compact = _compact_labels(load_ctc_graph(gt))
+        assert int(compact.segmentation.max()) == 2  # two objects in a frame at most
+        for _, attrs in compact.graph.nodes(data=True):
+            t, label = attrs["t"], attrs["segmentation_id"]
+            assert (compact.segmentation[t] == label).sum() == 49
+    assert scores[3000]["division_f1"] == scores[0]["division_f1"] == 1.0
+    assert scores[3000]["TRA"] == scores[0]["TRA"] == 1.0
