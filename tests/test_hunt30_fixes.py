@@ -530,3 +530,33 @@ def test_division_scores_do_not_grow_with_the_square_of_the_largest_track_id(tmp
             assert (compact.segmentation[t] == label).sum() == 49
     assert scores[3000]["division_f1"] == scores[0]["division_f1"] == 1.0
     assert scores[3000]["TRA"] == scores[0]["TRA"] == 1.0
+
+
+def test_replacing_a_zarr_store_keeps_a_whole_store_when_interrupted_while_deleting(tmp_path, monkeypatch):
+    """A Zarr output was replaced by deleting the old store file by file and then moving the new one in: a
+    Ctrl-C during the deletion left a store that no longer opened (its zarr.json gone) and threw the new
+    one away. The old store is now moved aside first; an interrupt while it is deleted leaves the new one."""
+    import shutil as shutil_module
+
+    import zarr
+
+    from napari_microseg.io.images import write_zarr
+
+    target = tmp_path / "labels.zarr"
+    write_zarr(target, np.ones((4, 32, 32), np.uint16), overwrite=True)
+    real_rmtree, calls = shutil_module.rmtree, []
+
+    def interrupted_rmtree(path, *args, **kwargs):
+        old_store = Path(path) == target or Path(path).name.startswith(".labels.zarr.old")
+        if old_store and not calls:  # the deletion of the old store: half done, then Ctrl-C
+            calls.append(Path(path))
+            for json_file in sorted(Path(path).rglob("zarr.json"))[:1]:
+                json_file.unlink()
+            raise KeyboardInterrupt
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil_module, "rmtree", interrupted_rmtree)
+    with pytest.raises(KeyboardInterrupt):
+        write_zarr(target, np.full((4, 32, 32), 7, np.uint16), overwrite=True)
+    monkeypatch.setattr(shutil_module, "rmtree", real_rmtree)
+    assert np.asarray(zarr.open_array(str(target), mode="r")).min() == 7  # the new store, whole

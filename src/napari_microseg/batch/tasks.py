@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ..io.atomic import replace_tree
 from ..io.images import is_lazy, is_rgb
 from .manifest import sha256_array, sha256_file, sha256_tree
 
@@ -274,9 +275,7 @@ def _labels_into_zarr_store(out: Path, rel: str, make: Callable[[Any], Any], sha
         arr = zarr.open_array(str(tmp / "store"), mode="w", shape=shape, chunks=chunks, dtype=dtype)
         set_zarr_calibration(arr, calibration)
         result = make(arr)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp / "store", target)
+        replace_tree(tmp / "store", target)  # the old store whole until the new one is in place
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return result

@@ -27,7 +27,7 @@ from typing import Any
 
 from ..defaults import DEFAULT_MIN_SIZE, DEFAULT_TILE
 from ..errors import InputError
-from ..io.atomic import guard_target, make_output_folder
+from ..io.atomic import guard_target, make_output_folder, replace_tree
 from ._help import HelpFormatter
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fit.fz",
@@ -355,9 +355,7 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
             clusters = clusters_per_frame(result.labels, data, loaded.class_names)
             clusters["image"] = path.name
         if zarr_out:
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp_dir / "store", target)
+            replace_tree(tmp_dir / "store", target)  # the old store whole until the new one is in place
         else:
             # the movie's pixel size and frame interval go with its labels (to microseg track, napari)
             write_tiff(target, np.asarray(labels if repeats else result.labels), overwrite=args.overwrite,

@@ -189,3 +189,24 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+def replace_tree(new: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Move the folder ``new`` (a Zarr store written beside ``target``, on the same file system) to
+    ``target``, replacing the folder there: the old one is renamed aside, the new one moved in (two renames,
+    with Ctrl-C and TERM held back), and only then is the old one deleted. Deleting the old store first
+    (thousands of chunk files) left, when interrupted, a store that no longer opens and no new one."""
+    import shutil
+
+    from ..cli._signals import interrupts_deferred
+
+    new, target = Path(new), Path(target)
+    aside = None
+    with interrupts_deferred():
+        if target.exists():
+            aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent)) / "store"
+            os.replace(target, aside)
+        os.replace(new, target)
+    if aside is not None:
+        shutil.rmtree(aside.parent, ignore_errors=True)
+    return target

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, MicrosegWarning
-from .atomic import atomic_path, guard_target
+from .atomic import atomic_path, guard_target, replace_tree
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fz")  # .fz: tile-compressed
@@ -938,9 +938,7 @@ def write_zarr(path: str | os.PathLike, data: Any, chunks: tuple[int, ...] | Non
         if chunks:
             arr = arr.rechunk(chunks)
         da.to_zarr(arr, str(tmp / "store"), overwrite=True)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp / "store", target)
+        replace_tree(tmp / "store", target)  # the old store whole until the new one is in place
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
