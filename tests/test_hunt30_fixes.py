@@ -560,3 +560,41 @@ def test_replacing_a_zarr_store_keeps_a_whole_store_when_interrupted_while_delet
         write_zarr(target, np.full((4, 32, 32), 7, np.uint16), overwrite=True)
     monkeypatch.setattr(shutil_module, "rmtree", real_rmtree)
     assert np.asarray(zarr.open_array(str(target), mode="r")).min() == 7  # the new store, whole
+
+
+def test_autolabel_overwrite_interrupted_leaves_the_earlier_run_whole(tmp_path, monkeypatch):
+    """`autolabel --overwrite` removed the earlier run's tiles first and wrote the new ones straight into
+    --out: a Ctrl-C half way left new tiles under the old tiles.csv and params.json (pointing at other tiles),
+    ready to train on. The outputs are written aside and moved into place at the end."""
+    import hashlib
+
+    import tifffile
+
+    import napari_microseg.io.images as images_module
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    stain, _ = simulate_nuclei_image((256, 256), n_nuclei=20, seed=5)
+    tifffile.imwrite(tmp_path / "stain.tif", stain.astype(np.float32))
+    out = tmp_path / "out"
+    common = ("autolabel", "fluorescence", "--stain", tmp_path / "stain.tif", "--out", out, "--qc", "--quiet")
+    assert _run_cli(*common, "--tile", "128") == 0
+
+    def digest() -> dict:
+        return {str(p.relative_to(out)): hashlib.sha1(p.read_bytes()).hexdigest()
+                for p in sorted(out.rglob("*")) if p.is_file()}
+
+    before = digest()
+    real_write, written = images_module.write_tiff, []
+
+    def interrupted_write(path, *args, **kwargs):
+        written.append(path)
+        if len(written) == 6:  # a few tiles of the new run written: Ctrl-C
+            raise KeyboardInterrupt
+        return real_write(path, *args, **kwargs)
+
+    monkeypatch.setattr(images_module, "write_tiff", interrupted_write)
+    assert _run_cli(*common, "--tile", "64", "--overwrite") == 130  # "interrupted"
+    assert digest() == before  # nothing of the new run, nothing of the old one lost
+    monkeypatch.setattr(images_module, "write_tiff", real_write)
+    assert _run_cli(*common, "--tile", "64", "--overwrite") == 0
+    assert digest() != before and not list(out.glob(".microseg-autolabel-*"))

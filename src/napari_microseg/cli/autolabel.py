@@ -31,16 +31,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
 from ..io.atomic import make_output_folder
 from ._help import HelpFormatter, PairAction
+from ._staging import make_staging_folder, remove_stale_staging
 
 
 
@@ -194,17 +198,37 @@ def _earlier_run_files(out: Path) -> list[Path]:
                if RUN_TILE_NAME.fullmatch(p.name)])
 
 
-def _remove_stale_outputs(out: Path, names: list[str], overwrite: bool) -> None:
-    """The files of an earlier auto-label run (:func:`_earlier_run_files`) that this run does not write:
-    removed with ``overwrite`` (left beside the new labels they would describe another run), else refused."""
+def _stale_outputs(out: Path, names: list[str], overwrite: bool) -> list[Path]:
+    """The files of an earlier auto-label run (:func:`_earlier_run_files`) that this run does not write, to
+    remove with ``overwrite`` when its outputs are moved into place (left beside the new labels they would
+    describe another run); refused without it. Its tiles count too: this run's tiles replace them all."""
     # labels_on_target.tif is written only where a shift was corrected: an earlier run's is stale either way
     stale = [p for p in _earlier_run_files(out) if p.name == "labels_on_target.tif"
              or (p.name not in names and not (p.parent.parent.name == "tiles" and "tiles" in names))]
     if stale and not overwrite:
         raise InputError(f"{stale[0]}: written by an earlier auto-label run here, which this run would not replace "
                          "(use --overwrite to remove it, or another --out)")
-    for path in stale:
-        path.unlink()
+    return stale
+
+
+def _publish(stage: Path, out: Path, stale: list[Path], replaces_tiles: bool) -> None:
+    """Move every file written into ``stage`` to the same place in ``out``, after removing ``stale`` files and,
+    when this run writes tiles, the tiles an earlier run wrote (``tile_NNNNN.tif``; a user's own stay), with
+    Ctrl-C and TERM held back: an interrupted run leaves the earlier run's outputs whole, never half of each."""
+    from ..io.atomic import guard_target
+    from ._signals import interrupts_deferred
+
+    moves = [(path, out / path.relative_to(stage)) for path in sorted(stage.rglob("*")) if path.is_file()]
+    old_tiles = [p for sub in ("images", "labels") for p in sorted((out / "tiles" / sub).glob("tile_*.tif"))
+                 if RUN_TILE_NAME.fullmatch(p.name)] if replaces_tiles else []
+    for _, target in moves:
+        guard_target(target)  # an input is never replaced, even with --overwrite
+    with interrupts_deferred():
+        for path in dict.fromkeys(stale + old_tiles):
+            path.unlink(missing_ok=True)
+        for source, target in moves:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
 
 
 def _check_fluorescence_options(args: argparse.Namespace) -> None:
@@ -232,19 +256,6 @@ def _check_fluorescence_options(args: argparse.Namespace) -> None:
 
 
 def run_fluorescence(args: argparse.Namespace) -> int:
-    import warnings
-
-    import pandas as pd
-
-    from ..autolabel.fluorescence import autolabel_fluorescence_iter
-    from ..autolabel.pairing import RegistrationWarning, make_training_pairs
-    from ..autolabel.qc import qc_filter
-    from ..training.data import IGNORE
-    from ..io.atomic import atomic_write_text
-    from ..io.images import LABELS_SOFTWARE, write_tiff
-    from ..io.tables import write_csv
-    from ..measure.labels import label_dtype
-    from ..progress import run_with_text_progress
 
     _check_fluorescence_options(args)
     for option, needs, given in (("--keep-dropped", "--qc", args.qc), ("--correct-shift", "--target", args.target),
@@ -280,7 +291,32 @@ def run_fluorescence(args: argparse.Namespace) -> int:
     names = (["labels.tif", "params.json"] + (["tiles.csv", "tiles"] if target is not None else [])
              + (["labels_on_target.tif"] if target is not None and args.correct_shift else []) + (["qc.csv"] if args.qc else []))
     _prepare_out(out, names, args.overwrite)
-    _remove_stale_outputs(out, names, args.overwrite)
+    stale = _stale_outputs(out, names, args.overwrite)
+    remove_stale_staging(out, "autolabel")
+    stage = make_staging_folder(out, "autolabel")  # every output here first, moved into place at the end
+    try:
+        return _run_fluorescence_staged(args, stain, calibration, target, target_calibration, out, stage, stale)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _run_fluorescence_staged(args: argparse.Namespace, stain: np.ndarray, calibration: dict, target: Any,
+                             target_calibration: dict, out: Path, stage: Path, stale: list[Path]) -> int:
+    """The rest of :func:`run_fluorescence`: label, tile, write into ``stage`` and publish into ``out``."""
+    import warnings
+
+    import pandas as pd
+
+    from ..autolabel.fluorescence import autolabel_fluorescence_iter
+    from ..autolabel.pairing import RegistrationWarning, make_training_pairs
+    from ..autolabel.qc import qc_filter
+    from ..io.atomic import atomic_write_text
+    from ..io.images import LABELS_SOFTWARE, write_tiff
+    from ..io.tables import write_csv
+    from ..measure.labels import label_dtype
+    from ..progress import run_with_text_progress
+    from ..training.data import IGNORE
+
     kwargs = dict(
         clahe_kernel=args.clahe_kernel or None, clahe_clip=args.clahe_clip, smooth_sigma=args.smooth_sigma or None,
         otsu_window=args.otsu_window or None, threshold_bounds=tuple(args.threshold_bounds),
@@ -310,7 +346,7 @@ def run_fluorescence(args: argparse.Namespace) -> int:
         tile_labels = labels if (labels < 0).any() else clean
         labels = clean
     # the stain's pixel size and frame interval go with its labels (to `microseg track` and napari)
-    write_tiff(out / "labels.tif", labels, overwrite=True, software=LABELS_SOFTWARE, calibration=calibration)
+    write_tiff(stage / "labels.tif", labels, overwrite=True, software=LABELS_SOFTWARE, calibration=calibration)
     summary = {"n_objects_per_frame": [int(labels.max())] if labels.ndim == 2 else [int(f.max()) for f in labels]}
     if sizes.get("too_large"):
         print(f"microseg autolabel: warning: {sizes['too_large']} object(s) above the {args.diameter_range[1]:g} px "
@@ -347,7 +383,7 @@ def run_fluorescence(args: argparse.Namespace) -> int:
             # the tiles' labels (nuclei beyond the diameter range -1, not annotated, as in the tiles), moved
             moved = [shift_labels(frame, (row["dy"], row["dx"])) if row["corrected"] else frame
                      for row, frame in zip(shifts, [tile_labels] if tile_labels.ndim == 2 else list(tile_labels))]
-            write_tiff(out / "labels_on_target.tif", moved[0] if tile_labels.ndim == 2 else np.stack(moved), overwrite=True,
+            write_tiff(stage / "labels_on_target.tif", moved[0] if tile_labels.ndim == 2 else np.stack(moved), overwrite=True,
                        software=LABELS_SOFTWARE, calibration=target_calibration)
             summary["labels_on_target"] = "labels_on_target.tif"
             print("microseg autolabel: labels.tif keeps the stain's positions; the labels shifted onto the target: "
@@ -356,28 +392,25 @@ def run_fluorescence(args: argparse.Namespace) -> int:
         if args.qc:
             kept, qc = qc_filter(label_tiles, drop_lowest_fraction=args.qc_drop_lowest, max_foreground_fraction=args.qc_max_foreground)
             qc = table.merge(qc, on="tile")
-            write_csv(out / "qc.csv", qc, leading=["tile", "t", "y", "x"])
+            write_csv(stage / "qc.csv", qc, leading=["tile", "t", "y", "x"])
             table["kept"] = qc["kept"].to_numpy()
         else:
             table["kept"] = True
         for sub in ("images", "labels"):  # the layout `microseg train --images --labels` pairs by name
-            (out / "tiles" / sub).mkdir(parents=True, exist_ok=True)
-            for old_tile in (out / "tiles" / sub).glob("tile_*.tif"):  # an earlier run's (--overwrite): not trained on
-                if RUN_TILE_NAME.fullmatch(old_tile.name):  # the runs' names only: a user's tile_mine.tif stays
-                    old_tile.unlink()
+            (stage / "tiles" / sub).mkdir(parents=True, exist_ok=True)
         files_t, files_l = [], []
         for i, row in table.iterrows():
             if row["kept"] or args.keep_dropped:
                 ft, fl = f"tiles/images/tile_{i:05d}.tif", f"tiles/labels/tile_{i:05d}.tif"
-                write_tiff(out / ft, target_tiles[i], overwrite=True, calibration=target_calibration)
-                write_tiff(out / fl, label_tiles[i], overwrite=True, software=LABELS_SOFTWARE, calibration=calibration)
+                write_tiff(stage / ft, target_tiles[i], overwrite=True, calibration=target_calibration)
+                write_tiff(stage / fl, label_tiles[i], overwrite=True, software=LABELS_SOFTWARE, calibration=calibration)
             else:
                 ft = fl = ""
             files_t.append(ft)
             files_l.append(fl)
         table["target_file"] = files_t
         table["labels_file"] = files_l
-        write_csv(out / "tiles.csv", table, leading=["tile", "t", "y", "x"])
+        write_csv(stage / "tiles.csv", table, leading=["tile", "t", "y", "x"])
         summary.update({"n_tiles": len(table), "n_kept": int(table["kept"].sum()), "shifts": shifts})
     params = {"command": "autolabel fluorescence", "stain": str(args.stain), "channel": args.channel,
               "target": args.target or (str(args.stain) if args.qc else None),
@@ -385,7 +418,9 @@ def run_fluorescence(args: argparse.Namespace) -> int:
               "qc": args.qc, "qc_drop_lowest": args.qc_drop_lowest, "qc_max_foreground": args.qc_max_foreground,
               "correct_shift": args.correct_shift, "max_shift": args.max_shift, "autolabel": kwargs,
               "seconds": round(time.perf_counter() - start, 3), **summary}
-    atomic_write_text(out / "params.json", json.dumps(params, indent=2, default=str))
+    atomic_write_text(stage / "params.json", json.dumps(params, indent=2, default=str))
+    # an earlier run's tiles (--overwrite) are not trained on: this run's replace them (a user's tile_mine.tif stays)
+    _publish(stage, out, stale, replaces_tiles=target is not None)
     msg = f"autolabel: {sum(summary['n_objects_per_frame'])} nuclei -> {out / 'labels.tif'}"
     if target is not None:
         written = sum(1 for f in table["labels_file"] if f)

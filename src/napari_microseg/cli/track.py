@@ -14,12 +14,12 @@ import argparse
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
-from ._help import HelpFormatter
 
-#: prefix of the folder in --out that a run writes into before moving its outputs into place
-STAGING_PREFIX = ".microseg-track-"
+from ._help import HelpFormatter
+from ._staging import make_staging_folder, remove_stale_staging
+
+#: the outputs of a run, written into its staging folder and moved into --out together (last: --ctc only)
 OUTPUT_NAMES = ["tracks.csv", "counts.csv", "track_summary.csv", "tracks_labels.tif", "track_config.json", "ctc_RES"]  # last: --ctc only
 
 
@@ -175,10 +175,10 @@ def run(args: argparse.Namespace) -> int:
         result.config["units"]["z_step_um"] = z_step
     result.config["inputs"] = {"labels": str(args.labels), "image": str(args.image) if args.image else None,
                                "channel": args.channel, "hdu": args.hdu}
-    _remove_stale_staging(out)
+    remove_stale_staging(out, "track")
     # everything is written into a staging folder first, then moved into place with Ctrl-C held back:
     # an interrupted run leaves the earlier results whole, never half of each
-    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-{_host()}-", dir=out))
+    staging = make_staging_folder(out, "track")
     try:
         write_tracks_csv(result, staging / "tracks.csv")
         write_counts_csv(result, staging / "counts.csv")
@@ -195,28 +195,6 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(staging, ignore_errors=True)
     print(f"{result.n_tracks} tracks, {len(result.graph)} daughter tracks, {len(result.table)} objects in {result.n_frames} frames -> {out}")
     return 0
-
-
-def _remove_stale_staging(out: Path) -> None:
-    """Remove staging folders that killed runs of this machine left in ``out`` (named with their process
-    id and host); a running process's folder, or another machine's, is left alone."""
-    from ..batch.runner import pid_alive
-
-    for folder in out.glob(f"{STAGING_PREFIX}*"):
-        pid, _, rest = folder.name[len(STAGING_PREFIX):].partition("-")
-        if not rest.startswith(f"{_host()}-"):
-            continue  # another machine's run (a shared folder): its own to clean up
-        if pid.isdigit() and pid_alive(int(pid)):
-            continue
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _host() -> str:
-    """This machine's name as it can stand in a folder name."""
-    import re
-    import socket
-
-    return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "host"
 
 
 def _ctc_files_replaced(out: Path, ctc: bool, replace_earlier_ctc: bool, new_names: set | None = None) -> list[Path]:
