@@ -598,3 +598,20 @@ def test_autolabel_overwrite_interrupted_leaves_the_earlier_run_whole(tmp_path, 
     monkeypatch.setattr(images_module, "write_tiff", real_write)
     assert _run_cli(*common, "--tile", "64", "--overwrite") == 0
     assert digest() != before and not list(out.glob(".microseg-autolabel-*"))
+
+
+def test_classify_train_writes_its_history_after_every_epoch(tmp_path, monkeypatch):
+    """`classify train --overwrite` wrote history.csv only at the end: a kill -9 left the new run's model
+    (written from its first epoch) beside the earlier run's history. It is written after each epoch."""
+    import napari_microseg.cli.classify as classify_cli
+
+    real_write, seen = classify_cli.write_history_csv, []
+
+    def recording_write(path, history):
+        seen.append([row["epoch"] for row in history])
+        return real_write(path, history)
+
+    monkeypatch.setattr(classify_cli, "write_history_csv", recording_write)
+    assert _run_cli("classify", "train", "profiles", "--simulated", "40", "--epochs", "3",
+                    "--out", tmp_path / "p.pt") == 0
+    assert seen[:3] == [[1], [1, 2], [1, 2, 3]], seen

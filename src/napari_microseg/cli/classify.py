@@ -321,6 +321,12 @@ def _history_rows(path: Path, before_epoch: int | None = None) -> list[dict]:
     return table.to_dict(orient="records")
 
 
+def _write_history_so_far(path: Path, history: list[dict], continues_out: bool) -> None:
+    """Write the epochs of this session so far; a resumed run's file keeps the epochs before them."""
+    rows = (_history_rows(path, before_epoch=history[0]["epoch"]) if continues_out else []) + history
+    write_history_csv(path, rows)
+
+
 def _history_phases(path: Path) -> dict:
     """Epoch -> phase of a history CSV written before ({} when there is none or it has no phases)."""
     return {int(row["epoch"]): str(row.get("phase", "")) for row in _history_rows(path)}
@@ -910,6 +916,9 @@ def _run_train(args) -> int:
                 if getattr(e, "kind", "") == "epoch":
                     history.append({"epoch": e.epoch, "train_loss": e.train_loss, "val_loss": e.val_loss,
                                     "val_accuracy": e.val_accuracy, "lr": e.lr, "seconds": e.seconds, "phase": getattr(e, "phase", "")})
+                    if getattr(e, "phase", "") != "pretrain":  # --out is written from the first epoch on: its
+                        # history with it (a kill -9 left the new model beside an earlier run's history.csv)
+                        _write_history_so_far(history_path, history, continues_out)
                 yield e
         except StopIteration as stop:
             return stop.value
@@ -924,10 +933,7 @@ def _run_train(args) -> int:
         from .train import say_interrupted
 
         if history:  # the epochs that finished; before the first, an earlier run's history stays as it was
-            if continues_out:  # a resumed run's file keeps the epochs before this session's
-                earlier = _history_rows(history_path, before_epoch=history[0]["epoch"])
-                history = earlier + history
-            write_history_csv(history_path, history)
+            _write_history_so_far(history_path, history, continues_out)
         staged = " (a pre-training stage's in its own .pretrained.pt)" if str(strategy).startswith("pretrain") else ""
         say_interrupted(out, len(history), history_path, staged)
         raise
