@@ -615,3 +615,29 @@ def test_classify_train_writes_its_history_after_every_epoch(tmp_path, monkeypat
     assert _run_cli("classify", "train", "profiles", "--simulated", "40", "--epochs", "3",
                     "--out", tmp_path / "p.pt") == 0
     assert seen[:3] == [[1], [1, 2], [1, 2, 3]], seen
+
+
+def test_interrupts_at_awkward_moments_leave_no_temporary_file_and_no_traceback(tmp_path, monkeypatch, capsys):
+    """A Ctrl-C just after an output's temporary file was made left it (empty, hidden) in the output folder;
+    one during the first second of a command (its imports) printed a traceback."""
+    import napari_microseg.cli as cli
+    import napari_microseg.io.atomic as atomic
+
+    real_close = atomic.os.close
+
+    def interrupted_close(fd):
+        real_close(fd)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(atomic.os, "close", interrupted_close)
+    with pytest.raises(KeyboardInterrupt):
+        atomic.atomic_write_text(tmp_path / "out.csv", "a,b\n")
+    monkeypatch.setattr(atomic.os, "close", real_close)
+    assert list(tmp_path.iterdir()) == []
+
+    def interrupted_parser():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted_parser)
+    assert cli.main(["segment", "--help"]) == 130
+    assert "interrupted" in capsys.readouterr().err

@@ -156,7 +156,11 @@ def _decoding_error(err: BaseException) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    try:  # the subcommands' imports take a second or two: a Ctrl-C then printed an import traceback
+        parser = build_parser()
+    except KeyboardInterrupt:
+        print("microseg: interrupted", file=sys.stderr)
+        return 130
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

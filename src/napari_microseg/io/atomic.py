@@ -160,20 +160,22 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     target.parent.mkdir(parents=True, exist_ok=True)
     if suffix is None:
         suffix = "".join(target.suffixes) or ".tmp"
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=suffix, dir=target.parent)
-    except OSError as err:  # a folder that takes no files (/proc, read-only): named as the target, not its temp file
-        raise InputError(f"cannot write {target}: {err.strerror or err}") from None
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    tmp_name = None
+    try:  # the temporary file's creation inside: a Ctrl-C just after it left an empty hidden file behind
+        try:
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=suffix, dir=target.parent)
+        except OSError as err:  # a folder that takes no files (/proc, read-only): named as the target, not its temp file
+            raise InputError(f"cannot write {target}: {err.strerror or err}") from None
+        os.close(fd)
+        tmp = Path(tmp_name)
         yield tmp
         if tmp.exists():
             publish_permissions(tmp)
         os.replace(tmp, target)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        if tmp_name is not None:
+            with contextlib.suppress(FileNotFoundError):
+                Path(tmp_name).unlink()
         raise
 
 
