@@ -641,3 +641,19 @@ def test_interrupts_at_awkward_moments_leave_no_temporary_file_and_no_traceback(
     monkeypatch.setattr(cli, "build_parser", interrupted_parser)
     assert cli.main(["segment", "--help"]) == 130
     assert "interrupted" in capsys.readouterr().err
+
+
+def test_autolabel_target_channel_messages_name_target_channel(tmp_path, capsys):
+    """Messages about the --target's channels said --channel, which picks the stain's: following the advice
+    chose a channel of the wrong file."""
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(tmp_path / "two.tif", rng.random((2, 64, 64)).astype(np.float32), metadata={"axes": "CYX"})
+    tifffile.imwrite(tmp_path / "grey.tif", rng.random((64, 64)).astype(np.float32))
+    common = ("autolabel", "fluorescence", "--stain", tmp_path / "grey.tif", "--quiet")
+    assert _run_cli(*common, "--target", tmp_path / "two.tif", "--out", tmp_path / "a") == 2
+    error = capsys.readouterr().err
+    assert "--target-channel 0..1" in error and "--channel" not in error.replace("--target-channel", ""), error
+    _run_cli(*common, "--target", tmp_path / "grey.tif", "--target-channel", "1", "--out", tmp_path / "b")
+    assert "has no channels: --target-channel 1 ignored" in capsys.readouterr().err

@@ -139,23 +139,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=run_ccd)
 
 
-def read_any(path: str, hdu: int | None = None, channel: int | None = None) -> tuple[np.ndarray, dict]:
+def read_any(path: str, hdu: int | None = None, channel: int | None = None,
+             option: str = "--channel") -> tuple[np.ndarray, dict]:
     """Read an image as a numpy array (TIFF, FITS, Zarr, PNG, JPEG: ``read_image``) and its calibration
     (``metadata["calibration"]``: pixel size in um, frame interval in min; {} when it states none).
 
     RGB(A) images ``(Y, X, 3|4)`` become grey (the mean of R, G, B); ``channel`` picks
     one channel of a multi-channel TIFF (see :func:`napari_microseg.io.images.read_image`),
-    or one colour of an RGB image (the stain's blue, say).
+    or one colour of an RGB image (the stain's blue, say). ``option``: the command line option that
+    picks the channel of this file (``--target-channel`` for the target), as the messages name it.
     """
     from ..io.images import channel_or_grey, image_kind, is_z_stack, read_image
 
     p = Path(path)
     if p.is_dir() and image_kind(p) is None:
         raise InputError(f"{p} is a folder: give one image file here (`microseg batch autolabel` labels a folder of stains)")
-    image = read_image(p, hdu=hdu, channel=channel)
+    try:
+        image = read_image(p, hdu=hdu, channel=channel)
+    except InputError as err:
+        if option == "--channel":
+            raise
+        # the stain's option is not this file's: "choose one (segment, ... take --channel 0..1; ...)" names this one
+        text = re.sub(r"\(segment, autolabel fluorescence, batch and track --image take --channel", f"({option}", str(err))
+        raise InputError(text.replace("--channel", option)) from None
     if is_z_stack(image):  # as segment and track say it
         print(f"note: {p.name} is a Z stack (axes ZYX): its planes are labelled as frames", file=sys.stderr)
-    return np.asarray(channel_or_grey(image, channel, p.name)), dict(image.metadata.get("calibration") or {})
+    return (np.asarray(channel_or_grey(image, channel, p.name, option=option)),
+            dict(image.metadata.get("calibration") or {}))
 
 
 def _prepare_out(out: Path, names: list[str], overwrite: bool) -> None:
@@ -271,7 +281,7 @@ def run_fluorescence(args: argparse.Namespace) -> int:
         print(f"warning: {args.stain} is constant (every pixel {stain.flat[0]}): no nuclei to find", file=sys.stderr)
     target, target_calibration = None, {}
     if args.target:
-        target, target_calibration = read_any(args.target, channel=args.target_channel)
+        target, target_calibration = read_any(args.target, channel=args.target_channel, option="--target-channel")
         if target.shape != stain.shape:
             raise InputError(f"--target shape {target.shape} differs from --stain shape {stain.shape}")
     if target is None and args.qc:

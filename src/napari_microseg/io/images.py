@@ -255,21 +255,23 @@ def is_rgb(data: Any) -> bool:
     return len(shape) in (3, 4) and shape[-1] in (3, 4) and min(shape[-3:-1]) > 4
 
 
-def channel_or_grey(image: "ImageData", channel: int | None, name: str, warn: bool = True) -> Any:
+def channel_or_grey(image: "ImageData", channel: int | None, name: str, warn: bool = True,
+                    option: str = "--channel") -> Any:
     """The pixels of ``image`` (read by :func:`read_image` with ``channel``) for a grey network:
     where the file had no channel axis, ``channel`` picks a colour of an RGB(A) image or
     time-lapse (InputError for a colour it lacks) and is otherwise ignored (a notice on stderr
-    with ``warn``); RGB(A) left whole becomes grey (:func:`rgb_to_grey`)."""
+    with ``warn``); RGB(A) left whole becomes grey (:func:`rgb_to_grey`). ``option``: the command
+    line option that chose ``channel``, as the messages name it."""
     import sys
 
     data = image.data
     if channel is not None and "channel" not in image.metadata:  # no channel axis: a colour of an RGB image
         if is_rgb(data):
             if not 0 <= channel < data.shape[-1]:
-                raise InputError(f"{name}: colour {channel} does not exist (RGB image: --channel 0..{data.shape[-1] - 1})")
+                raise InputError(f"{name}: colour {channel} does not exist (RGB image: {option} 0..{data.shape[-1] - 1})")
             return data[..., channel] if hasattr(data, "compute") else np.asarray(data[..., channel])
         if warn:
-            print(f"warning: {name} has no channels: --channel {channel} ignored", file=sys.stderr)
+            print(f"warning: {name} has no channels: {option} {channel} ignored", file=sys.stderr)
     return rgb_to_grey(data, name)
 
 
