@@ -657,3 +657,16 @@ def test_autolabel_target_channel_messages_name_target_channel(tmp_path, capsys)
     assert "--target-channel 0..1" in error and "--channel" not in error.replace("--target-channel", ""), error
     _run_cli(*common, "--target", tmp_path / "grey.tif", "--target-channel", "1", "--out", tmp_path / "b")
     assert "has no channels: --target-channel 1 ignored" in capsys.readouterr().err
+
+
+def test_training_dock_learning_rate_keeps_fine_tuning_rates(make_napari_viewer):
+    """The learning-rate box rounded to 4 decimals: 5e-5 became 1e-4, 1.5e-4 1e-4, its minimum 1e-6 showed 0."""
+    from napari_microseg.widgets.training import TrainingWidget
+
+    widget = TrainingWidget(make_napari_viewer(show=False))
+    for rate in (5e-5, 1.5e-4, 1e-6):
+        widget.lr.value = rate
+        assert widget.lr.value == pytest.approx(rate)
+    for _ in range(20):
+        widget.lr.native.stepDown()
+    assert widget.lr.value == pytest.approx(1e-6)  # never 0
