@@ -670,3 +670,38 @@ def test_training_dock_learning_rate_keeps_fine_tuning_rates(make_napari_viewer)
     for _ in range(20):
         widget.lr.native.stepDown()
     assert widget.lr.value == pytest.approx(1e-6)  # never 0
+
+
+def test_dock_messages_name_a_missing_batch_folder_the_qc_frame_and_no_eta_before_a_step(
+        make_napari_viewer, tmp_path, wait_worker):
+    """Small dock wording found by looking at the docks: a batch folder that does not exist was asked for
+    as if none was given; the Auto-label QC of a stack checks the current frame only and did not say so;
+    progress bars said "eta 0s" before any step was done."""
+    from napari_microseg.progress import Progress
+    from napari_microseg.widgets.autolabel import AutolabelWidget
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    viewer = make_napari_viewer(show=False)
+    segmentation = SegmentationWidget(viewer)
+    segmentation.batch_input.value = str(tmp_path / "no such folder")
+    assert segmentation.run_batch() is None
+    assert "no such folder or file" in segmentation.status.text()
+
+    def slow_start():
+        yield Progress(0, 4, "reading")
+        return None
+
+    formats = []
+    segmentation.progress.setFormat = lambda text, _set=segmentation.progress.setFormat: (formats.append(text), _set(text))
+    wait_worker(segmentation.start(slow_start, lambda _: None, label="work"))
+    assert formats and "eta" not in formats[-1], formats
+
+    labels = np.zeros((3, 64, 64), np.int32)
+    labels[:, 10:20, 10:20] = 1
+    viewer.add_image(np.zeros((3, 64, 64), np.float32), name="stain")
+    viewer.add_labels(labels, name="stain labels")
+    autolabel = AutolabelWidget(viewer)
+    autolabel.labels_layer = viewer.layers["stain labels"]  # as Apply leaves it
+    autolabel.tile.value = 32
+    wait_worker(autolabel.run_qc())
+    assert "of frame" in autolabel.status.text() and "not checked" in autolabel.status.text(), autolabel.status.text()

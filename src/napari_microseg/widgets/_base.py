@@ -466,8 +466,9 @@ class MicrosegDock(QWidget):
                 self.progress.setRange(0, int(total))
                 self.progress.setValue(int(done))
                 elapsed = time.perf_counter() - self._started_at
-                eta = elapsed / done * (total - done) if done else 0.0
-                self.progress.setFormat(f"{label} %v/%m  eta {eta:.0f}s")
+                # no estimate before the first step is done ("eta 0s" while reading the data misled)
+                eta = f"  eta {elapsed / done * (total - done):.0f}s" if done else ""
+                self.progress.setFormat(f"{label} %v/%m{eta}")
             msg = getattr(event, "message", "")
             if msg:
                 self.show_message(msg)

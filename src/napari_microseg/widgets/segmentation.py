@@ -631,8 +631,11 @@ class SegmentationWidget(MicrosegDock):
     def run_batch(self, *_: Any) -> Any:
         """Segment a folder or Zarr store with the chosen model on a local Dask cluster (resumable), in a worker."""
         source = str(self.batch_input.value)
-        if not source or not Path(source).exists() or source == ".":
+        if not source or source == ".":
             self.show_error("Choose a folder of images or a Zarr store to segment.")
+            return None
+        if not Path(source).exists():
+            self.show_error(f"{source}: no such folder or file: choose a folder of images or a Zarr store to segment.")
             return None
         model = self._chosen_model()
         if model is None:
