@@ -268,8 +268,34 @@ def simulation_record(domain: str, seed: int, settings: dict) -> dict:
 #: the simulator behind each classification task's simulated training data
 SIMULATED_DOMAIN = {"images": "response", "objects": "liposomes", "profiles": "nanoparticles"}
 
-#: ``microseg simulate`` settings (params.json "cli") named otherwise in the classification data's record
-_SIMULATE_CLI_NAMES = {"views": "n_views", "particles": "n_particles"}
+#: ``microseg simulate`` options (params.json "cli") named otherwise in the classification data's record
+_SIMULATE_CLI_NAMES = {"views": "n_views", "view_angle": "view_angle_deg", "points": "data_points",
+                       "view_angle_jitter": "view_angle_jitter_deg", "particles": "n_particles"}
+#: ``microseg simulate`` options that do not change the samples (or that the seed check covers)
+_NOT_SAMPLE_SETTINGS = ("command", "domain", "out", "seed", "n", "overwrite", "renders")
+
+
+def _simulate_defaults(domain: str) -> dict:
+    """The defaults of ``microseg simulate <domain>``'s options (the simulators' own defaults)."""
+    import argparse
+
+    from ..cli import simulate
+
+    parser = argparse.ArgumentParser()
+    simulate.register(parser.add_subparsers(dest="command"))
+    try:
+        return vars(parser.parse_args(["simulate", domain, "--out", "-"]))
+    except SystemExit:  # a domain this version does not know
+        return {}
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b) \
+            and all(_same_value(x, y) for x, y in zip(a, b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and not isinstance(b, bool):
+        return float(a) == float(b)
+    return a == b
 
 
 def training_samples_note(model_config: dict, folder: Any) -> str | None:
@@ -286,11 +312,12 @@ def training_samples_note(model_config: dict, folder: Any) -> str | None:
 
 
 def same_samples_note(model_config: dict, params: Any, name: str) -> str | None:
-    """A warning when the simulation ``params`` (a ``params.json``'s ``domain``, ``seed``, ``cli`` and
-    ``simulation``; the Simulation dock's layers carry the same in their metadata) made the samples
-    the model was trained on: the same simulator and seed, and no setting recorded differently (sample
-    ``i`` of a seed is the same sample, whatever the count), so its scores would be training scores.
-    ``None`` otherwise, or when either record is missing. ``name``: the data's, for the message."""
+    """A warning when the simulation ``params`` (a ``params.json``'s ``domain``, ``seed`` and ``cli``
+    options; the Simulation dock's layers carry the same in their metadata) made the samples the model was
+    trained on: the same simulator and seed, and every option that shapes the samples as the model's
+    training data had it (its recorded settings, else the simulator's defaults; sample ``i`` of a seed is
+    the same sample, whatever the count), so its scores would be training scores. ``None`` otherwise, or
+    when either record is missing. ``name``: the data's, for the message."""
     training = (model_config or {}).get("training") or {}
     record = training.get("simulation")
     if record is None:  # models trained before the record: their description names the seed
@@ -301,11 +328,15 @@ def same_samples_note(model_config: dict, params: Any, name: str) -> str | None:
         record = {"domain": domain, "seed": int(found.group(1)), "settings": {}}
     if not isinstance(params, dict) or params.get("domain") != record["domain"] or params.get("seed") != record["seed"]:
         return None
-    simulation = params.get("simulation") if isinstance(params.get("simulation"), dict) else {}
-    given = {**{_SIMULATE_CLI_NAMES.get(k, k): v for k, v in (params.get("cli") or {}).items()}, **simulation}
-    for key, value in (record.get("settings") or {}).items():
-        if key in given and given[key] != value:
-            return None  # simulated otherwise: other samples
+    settings = record.get("settings") or {}
+    defaults = _simulate_defaults(record["domain"])
+    options = params.get("cli") if isinstance(params.get("cli"), dict) else {}
+    for option, value in options.items():
+        if option in _NOT_SAMPLE_SETTINGS:
+            continue
+        trained = settings.get(_SIMULATE_CLI_NAMES.get(option, option), defaults.get(option))
+        if not _same_value(value, trained):
+            return None  # simulated otherwise (another shape, kind, class mix ...): other samples
     return (f"{name} was simulated with seed {record['seed']}, as this model's training data: it holds "
             "the very samples the model was trained on, so its scores are training scores, not a test; simulate "
             "a test set with another --seed")

@@ -211,7 +211,8 @@ def _earlier_run_files(out: Path) -> list[Path]:
 def _stale_outputs(out: Path, names: list[str], overwrite: bool) -> list[Path]:
     """The files of an earlier auto-label run (:func:`_earlier_run_files`) that this run does not write, to
     remove with ``overwrite`` when its outputs are moved into place (left beside the new labels they would
-    describe another run); refused without it. Its tiles count too: this run's tiles replace them all."""
+    describe another run); refused without it. Its tiles count only when this run writes none (else
+    :func:`_publish` replaces them all)."""
     # labels_on_target.tif is written only where a shift was corrected: an earlier run's is stale either way
     stale = [p for p in _earlier_run_files(out) if p.name == "labels_on_target.tif"
              or (p.name not in names and not (p.parent.parent.name == "tiles" and "tiles" in names))]

@@ -197,12 +197,16 @@ def replace_tree(new: str | os.PathLike, target: str | os.PathLike) -> Path:
     """Move the folder ``new`` (a Zarr store written beside ``target``, on the same file system) to
     ``target``, replacing the folder there: the old one is renamed aside, the new one moved in (two renames,
     with Ctrl-C and TERM held back), and only then is the old one deleted. Deleting the old store first
-    (thousands of chunk files) left, when interrupted, a store that no longer opens and no new one."""
+    (thousands of chunk files) left, when interrupted, a store that no longer opens and no new one. An old
+    store left aside by an interrupt during its deletion is removed by the next replacement."""
+    import glob
     import shutil
 
     from ..cli._signals import interrupts_deferred
 
     new, target = Path(new), Path(target)
+    for left in target.parent.glob(glob.escape(f".{target.name}.old-") + "*"):  # an earlier replacement interrupted while deleting
+        shutil.rmtree(left, ignore_errors=True)
     aside = None
     with interrupts_deferred():
         if target.exists():

@@ -181,8 +181,7 @@ def make_target(
     lab[ignored] = 0
     if lab.min(initial=0) < 0:  # -8 ... -2 trained as background without a word (val Dice 0)
         raise InputError(f"labels hold negative values (e.g. {int(lab[lab < 0].flat[0])}) other than "
-                         f"'not annotated' ({ignore_value}): object ids and classes are whole numbers >= 0 "
-                         "(--ignore-value names the value that means not annotated)")
+                         f"'not annotated' ({ignore_value}): object ids and classes are whole numbers >= 0")
     if output_mode == "binary":
         target = (lab > 0).astype(np.int64)
     elif output_mode == "three_class":

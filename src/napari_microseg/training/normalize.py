@@ -226,8 +226,12 @@ def normalization_limits(image: np.ndarray, spec: dict[str, Any] | str | None = 
     if kind == "percentile" and hi <= lo and x.size:
         # both percentiles on one value (a background of exact zeros over 99.8 % of the frame, a few nuclei
         # above it): the brightest value is the top; the floor below scaled a stray count of 1 as bright as
-        # the nuclei (36 objects for 3)
-        hi = max(hi, float(np.nanmax(x)))
+        # the nuclei (36 objects for 3). A frame saturated but for a few darker pixels: the darkest the bottom
+        top, bottom = float(np.nanmax(x)), float(np.nanmin(x))
+        if top > hi:
+            hi = top
+        elif bottom < lo:
+            lo = bottom
     # a flat image maps to 0. The floor is the rounding step of the values (a fixed 1e-6 flattened images in
     # small units, e.g. 1e-9: nuclei lost without a word); ``eps`` is that step in units of machine epsilon
     step = float(np.finfo(x.dtype).eps) * max(abs(lo), abs(hi))

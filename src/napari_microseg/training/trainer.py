@@ -19,6 +19,7 @@ import os
 import platform
 import threading
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Generator
@@ -26,7 +27,7 @@ from typing import Any, Generator
 import numpy as np
 
 from ..defaults import LAST_SUFFIX
-from ..errors import InputError
+from ..errors import InputError, MicrosegWarning
 from .augment import AugmentConfig, augment_batch
 from .data import IGNORE, IMAGE_SAMPLING, LabelledImage, PatchSampler, TrainingData, prepare_training_data, split_train_val, tile_for_validation
 from .normalize import SCALE_KEEPING, make_normalization_spec
@@ -653,11 +654,16 @@ def train(
                              f"{', '.join(given[:3])}{' ...' if len(given) > 3 else ''}: resume with the run's "
                              "validation images (or none, when it drew them itself), or start a new run")
     digests = list((((ckpt or {}).get("config") or {}).get("training") or {}).get("validation_digests") or [])
-    if digests and [annotation_digest(item) for item in (val_td.items if val_td is not None else [])] != digests:
-        # simulated folders name their images alike (nuclei_00000.tif ...): the names alone let another
-        # folder's images pass for the run's
-        raise InputError(f"--resume {Path(str(resume)).name}: the validation images have the run's names but other "
-                         "labels (another folder?): resume with the run's images, or start a new run")
+    changed = [item.name for item, digest in zip(val_td.items if val_td is not None else [], digests)
+               if annotation_digest(item) != digest]
+    if changed:
+        # simulated folders name their images alike (nuclei_00000.tif ...): the names alone let another folder's
+        # images pass for the run's. Corrected labels (painting between Stop and resume) are welcome: said, not refused
+        warnings.warn(MicrosegWarning(
+            f"resuming {Path(str(resume)).name}: the labels of validation image(s) {', '.join(changed[:3])}"
+            f"{' ...' if len(changed) > 3 else ''} differ from those the run validated on (corrected since, or "
+            "images of the same names from another folder): validation losses before and after this resume "
+            "compare different labels"), stacklevel=2)
     n_classes = train_td.n_classes
     n_out = n_outputs_for_mode(cfg.output_mode, n_classes)
     n_class_out = n_out

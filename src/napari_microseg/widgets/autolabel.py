@@ -428,7 +428,7 @@ class AutolabelWidget(MicrosegDock):
                     values = [rec.tile, rec.y, rec.x, f"{rec.foreground_fraction:.3f}", rec.n_objects, "yes" if rec.kept else "no", rec.reason]
                     for col, value in enumerate(values):
                         self.qc_table.setItem(row, col, QTableWidgetItem(str(value)))
-            where = "" if t is None else f" of frame {t} (the other frames are not checked: QC them in turn)"
+            where = "" if t is None else f" of frame {t} (only this frame is checked; the other frames are as they were)"
             self.show_message(f"QC: kept {int(table.kept.sum())} of {len(table)} tiles of {th}x{tw} px{where}; "
                               f"'{self.qc_labels_layer.name}' has the dropped tiles -1 (not annotated): train on it "
                               "to leave them out")

@@ -69,6 +69,15 @@ DOMAINS: dict[str, tuple[Callable[[], Container], Callable[[dict, int], Generato
 }
 
 
+def _as_simulate_options(params: dict) -> dict:
+    """The dock's settings as ``microseg simulate``'s options (as a params.json's ``cli`` names them)."""
+    names = {"n_images": "n", "n_views": "views", "n_particles": "particles"}
+    options = {names.get(key, key): value for key, value in params.items() if key != "size"}
+    if "size" in params:  # square images of that side
+        options["shape"] = [int(params["size"]), int(params["size"])]
+    return options
+
+
 class SimulationWidget(MicrosegDock):
     title = "Simulation"
     description = (
@@ -100,7 +109,7 @@ class SimulationWidget(MicrosegDock):
         """Start generating the chosen domain's sample in a worker."""
         _, make_generator = DOMAINS[self.domain.value]
         params, seed = self.parameters(), int(self.seed.value)
-        record = {"domain": SIMULATE_DOMAIN[self.domain.value], "seed": seed, "cli": dict(params)}
+        record = {"domain": SIMULATE_DOMAIN[self.domain.value], "seed": seed, "cli": _as_simulate_options(params)}
         return self.start(lambda: _for_display(make_generator(params, seed)),
                           lambda layers: self._add_layers(layers, seed, record),
                           label=f"simulating {self.domain.value}")
