@@ -763,3 +763,25 @@ def test_percentile_normalisation_of_a_saturated_field_keeps_its_darker_objects(
     normalised = normalize(image, "percentile")
     assert np.isfinite(normalised).all()
     assert normalised[103, 103] == pytest.approx(0.0) and normalised[0, 0] == pytest.approx(1.0)
+
+
+def test_classification_dock_says_when_objects_lie_elsewhere_than_their_image(make_napari_viewer, tmp_path,
+                                                                              wait_worker):
+    """The Training and Segmentation docks say when a labels layer lies elsewhere in the viewer than its image
+    (pixels paired by index); the Classification dock's objects task did not."""
+    from napari_microseg.widgets.classification import FILE_CHOICE, ClassificationWidget
+
+    model = tmp_path / "liposomes.pt"
+    assert _run_cli("classify", "train", "objects", "--simulated", "1", "--epochs", "1", "--out", model) == 0
+    viewer = make_napari_viewer(show=False)
+    labels = np.zeros((96, 96), np.int32)
+    labels[10:30, 10:30] = 1
+    viewer.add_image(np.random.default_rng(0).random((96, 96)).astype(np.float32), name="tem", scale=(0.5, 0.5))
+    viewer.add_labels(labels, name="objects")
+    widget = ClassificationWidget(viewer)
+    widget.task.value = "objects [T]"
+    widget.model_choice.value = FILE_CHOICE
+    widget.model_file.value = str(model)
+    widget.image_layer.value, widget.labels_layer.value = "tem", "objects"
+    wait_worker(widget.classify())
+    assert "lies elsewhere in the viewer" in widget.status.text(), widget.status.text()

@@ -26,7 +26,7 @@ from ..errors import InputError, MicrosegError
 from ..pretrained import list_pretrained_for
 from ..colours import class_colour
 from ._base import (field_path, NO_MODEL_MESSAGE, MicrosegDock, chosen_model_path, model_choices, display_labels, dock_action, filling, frame_label_map, free_name, full_resolution, grey_image, label_features,
-                    layer_geometry, layer_names, reset_choices_in_order, result_line, section_header, show_frame, span_row,
+                    layer_geometry, layer_names, placement_mismatch, reset_choices_in_order, result_line, section_header, show_frame, span_row,
                     snapshot, unique_layer_name, unique_stack_ids, unwritable_reason, with_frame_labels, worker_copy)
 from ._plot import BG, LossPlot, kept_alive
 
@@ -251,7 +251,8 @@ class ClassificationWidget(MicrosegDock):
     def _data_notes(self, model: Path, layer: Any) -> list[str]:
         """Warnings on what the run's results will mean, as ``classify`` prints them: the layer (a Simulation
         dock's) holds the model's own training samples, or true classes none of which the model knows (a
-        chirality sample given to a hole model). The model's config only: nothing slow on the GUI thread."""
+        chirality sample given to a hole model); objects whose labels layer lies elsewhere in the viewer
+        than the image. The model's config only: nothing slow on the GUI thread."""
         from ..classify.data import same_samples_note
         from ..io.models import read_model_config
 
@@ -262,6 +263,10 @@ class ClassificationWidget(MicrosegDock):
             note = same_samples_note(config, record, f"'{layer.name}'")
             if note:
                 notes.append(note.replace("another --seed", "another seed"))
+        if self.task_name == "objects" and self.labels_layer.value not in (None, NONE):
+            misplaced = placement_mismatch(layer, self.chosen_layer(self.labels_layer.value, "objects (labels)"))
+            if misplaced:  # objects cut from the image by pixel index, not where the user saw them
+                notes.append(misplaced)
         truth = layer.metadata.get("class") if self.task_name != "images" else None
         known = [str(c) for c in config.get("class_names") or []]
         if truth is not None and known and len(truth) and not set(map(str, truth)) & set(known):
