@@ -521,7 +521,7 @@ def test_division_scores_do_not_grow_with_the_square_of_the_largest_track_id(tmp
                 base + 3: (base + 1, {t: (44, 22 + 3 * t) for t in range(3, 6)})}
 
     scores = {}
-    for base in (0, 3000):
+    for base in (0, 3000):  # (3001 x 6001 cells: above COMPACT_ABOVE_CELLS, renumbered)
         gt = _ctc_folder(tmp_path / f"gt{base}", 6, dividing(base))
         pred = _ctc_folder(tmp_path / f"pred{base}", 6, dividing(2 * base))
         scores[base] = ctc_scores(gt, pred)

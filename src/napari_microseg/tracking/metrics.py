@@ -135,6 +135,18 @@ def _from_first_frame(gt, pred):
     return gt, pred
 
 
+#: division matching renumbers the labels frame by frame (:func:`_compact_labels`) when traccuracy's dense
+#: IoU table per frame, (largest truth id + 1) x (largest predicted id + 1), would exceed this many cells
+#: (32 MB of float64); below, the renumbering costs more than it saves (7-11 % of a 30-frame evaluation)
+COMPACT_ABOVE_CELLS = 4_000_000
+
+
+def _largest_label(graph) -> int:
+    """The largest label of a ``TrackingGraph``'s segmentation, + 1 (0 without one)."""
+    segmentation = getattr(graph, "segmentation", None)
+    return 0 if segmentation is None or not np.size(segmentation) else int(np.max(segmentation)) + 1
+
+
 def _compact_labels(graph):
     """A copy of a ``TrackingGraph`` whose labels run 1..n within each frame (the nodes' label attribute
     following): traccuracy's IoU matcher builds a dense (largest truth id + 1) x (largest predicted id + 1)
@@ -189,8 +201,10 @@ def ctc_scores(ground_truth, prediction, *, division_frame_buffer: int = 1) -> d
         results, _ = run_metrics(*_from_first_frame(gt, pred), matcher=CTCMatcher(), metrics=[CTCMetrics()])
         # division metrics need a one-to-one matching, which the CTC matcher does not guarantee once the
         # segmentation differs from the truth (merged or split objects): match by IoU >= 0.5 one-to-one for them
-        gt = _compact_labels(_as_graph(ground_truth, "ground_truth"))
-        pred = _compact_labels(_as_graph(prediction, "prediction"))
+        gt = _as_graph(ground_truth, "ground_truth")
+        pred = _as_graph(prediction, "prediction")
+        if _largest_label(gt) * _largest_label(pred) > COMPACT_ABOVE_CELLS:
+            gt, pred = _compact_labels(gt), _compact_labels(pred)
         div_results, _ = run_metrics(gt, pred, matcher=IOUMatcher(iou_threshold=0.5, one_to_one=True),
                                      metrics=[DivisionMetrics(max_frame_buffer=division_frame_buffer)])
         results = list(results) + list(div_results)
