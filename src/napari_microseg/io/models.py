@@ -300,7 +300,7 @@ def check_segmentation_config(config: dict, name: str) -> None:
     task = config.get("task")  # classifiers say what they classify; segmentation models have no task
     if task is not None:
         raise InputError(f"{name} is a classifier (of {task}), not a segmentation model: "
-                         f"use it with 'microseg classify {task}'")
+                         f"use it with 'microseg classify {task}' or napari's Classification dock")
     mode = config.get("output_mode")
     if mode is not None and mode not in SEGMENTATION_OUTPUT_MODES:
         raise InputError(f"{name}: output_mode {mode!r} is none of {', '.join(SEGMENTATION_OUTPUT_MODES)}: "
