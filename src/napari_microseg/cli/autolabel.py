@@ -267,7 +267,6 @@ def _check_fluorescence_options(args: argparse.Namespace) -> None:
 
 
 def run_fluorescence(args: argparse.Namespace) -> int:
-
     _check_fluorescence_options(args)
     for option, needs, given in (("--keep-dropped", "--qc", args.qc), ("--correct-shift", "--target", args.target),
                                  ("--target-channel", "--target", args.target)):
