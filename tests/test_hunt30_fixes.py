@@ -736,8 +736,10 @@ def test_training_samples_warning_only_for_data_simulated_as_the_training_data_w
     response = model("response", {}, "images")
     alike = {"domain": "response", "seed": 0, "cli": {"n": 40, "shape": [96, 64], "column_width": 29, "kind": None}}
     assert same_samples_note(response, alike, "x") is not None
-    for other in ({"kind": "spike"}, {"shape": [128, 96]}, {"column_width": 31}):
+    for other in ({"shape": [128, 96]}, {"column_width": 31}, {"kind": "spike", "shape": [128, 96]}):
         assert same_samples_note(response, {**alike, "cli": {**alike["cli"], **other}}, "x") is None, other
+    # one kind of the balanced set: partly the training images (those where the set has that kind)
+    assert "partly" in same_samples_note(response, {**alike, "cli": {**alike["cli"], "kind": "spike"}}, "x")
     liposomes = model("liposomes", {"n_particles": 30}, "objects")
     assert same_samples_note(liposomes, {"domain": "liposomes", "seed": 0, "cli": {"shape": [512, 512], "particles": 30}}, "x")
     assert same_samples_note(liposomes, {"domain": "liposomes", "seed": 0,
@@ -767,3 +769,21 @@ def test_classification_dock_says_when_objects_lie_elsewhere_than_their_image(ma
     said = _dock_classifies_objects(make_napari_viewer(show=False), liposome_model, image, labels, wait_worker,
                                     scale=(0.5, 0.5))
     assert "lies elsewhere in the viewer" in said, said
+
+
+def test_training_samples_warning_for_a_kind_subset_and_the_images_folder(tmp_path, capsys):
+    """Hunt of the new warning: `simulate response --kind good_signal` with the training seed holds the
+    training images wherever the balanced set has that kind (a quarter), and `--input s0/images` (or its
+    files by name) are the training images themselves: no warning was given for either."""
+    from napari_microseg.classify.data import same_samples_note, simulation_record
+
+    response = {"task": "images", "training": {"simulation": simulation_record("response", 0, {})}}
+    note = same_samples_note(response, {"domain": "response", "seed": 0, "cli": {"kind": "good_signal"}}, "x")
+    assert note is not None and "partly training scores" in note
+    model = tmp_path / "r.pt"
+    assert _run_cli("classify", "train", "images", "--simulated", "8", "--epochs", "1", "--out", model) == 0
+    assert _run_cli("simulate", "response", "--n", "4", "--out", tmp_path / "s0") == 0
+    capsys.readouterr()
+    assert _run_cli("classify", "images", "--model", model, "--input", tmp_path / "s0" / "images",
+                    "--out", tmp_path / "o1") == 0
+    assert "training scores" in capsys.readouterr().err

@@ -299,16 +299,19 @@ def _same_value(a: Any, b: Any) -> bool:
 
 
 def training_samples_note(model_config: dict, folder: Any) -> str | None:
-    """A warning when ``folder`` (a ``microseg simulate`` output, with its ``params.json``) holds the samples
-    the model was trained on (see :func:`same_samples_note`); ``None`` otherwise or without a params.json."""
+    """A warning when ``folder`` (a ``microseg simulate`` output, with its ``params.json``, or a folder in
+    one such as its ``images/``) holds the samples the model was trained on (see :func:`same_samples_note`);
+    ``None`` otherwise or without a params.json."""
     import json
     from pathlib import Path
 
-    try:
-        params = json.loads((Path(folder) / "params.json").read_text())
-    except (OSError, ValueError, TypeError):
-        return None
-    return same_samples_note(model_config, params, Path(folder).name)
+    for where in (Path(folder), Path(folder).parent):
+        try:
+            params = json.loads((where / "params.json").read_text())
+        except (OSError, ValueError, TypeError):
+            continue
+        return same_samples_note(model_config, params, where.name)
+    return None
 
 
 def same_samples_note(model_config: dict, params: Any, name: str) -> str | None:
@@ -331,12 +334,20 @@ def same_samples_note(model_config: dict, params: Any, name: str) -> str | None:
     settings = record.get("settings") or {}
     defaults = _simulate_defaults(record["domain"])
     options = params.get("cli") if isinstance(params.get("cli"), dict) else {}
+    kind = None
     for option, value in options.items():
         if option in _NOT_SAMPLE_SETTINGS:
             continue
         trained = settings.get(_SIMULATE_CLI_NAMES.get(option, option), defaults.get(option))
+        if option == "kind" and trained is None and value is not None:
+            kind = value  # one kind of the balanced set: its images where the set has that kind are the same
+            continue
         if not _same_value(value, trained):
-            return None  # simulated otherwise (another shape, kind, class mix ...): other samples
+            return None  # simulated otherwise (another shape, class mix ...): other samples
+    if kind is not None:
+        return (f"{name} was simulated with seed {record['seed']}, as this model's training data, of kind {kind}: "
+                "its images where the balanced training set has that kind are the model's own training images, "
+                "so its scores are partly training scores; simulate a test set with another --seed")
     return (f"{name} was simulated with seed {record['seed']}, as this model's training data: it holds "
             "the very samples the model was trained on, so its scores are training scores, not a test; simulate "
             "a test set with another --seed")

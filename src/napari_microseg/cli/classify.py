@@ -562,6 +562,8 @@ def _run_images(args) -> int:
         d = load_response_folder(inputs[0], args.box, failures)
         _warn_if_training_samples(lm, inputs[0])
     else:
+        if len({p.parent for p in inputs}) == 1:  # files of one simulated folder's images/, given by name
+            _warn_if_training_samples(lm, inputs[0].parent)
         for p in inputs:
             if not p.is_file():
                 raise InputError(f"{p}: no such file")
