@@ -39,7 +39,8 @@ class LossPlot(pg.PlotWidget):
         item.setLabel("left", "loss")
         item.getAxis("left").enableAutoSIPrefix(False)  # a loss of 0.693 reads 0.693, not 693 "(x0.001)"
         item.showGrid(x=True, y=True, alpha=0.2)
-        legend = item.addLegend(labelTextSize="7pt")
+        # on a background of the plot's own colour: the curves pass behind the names, not through them
+        legend = item.addLegend(labelTextSize="7pt", brush=pg.mkBrush(BG + "e6"), pen=pg.mkPen("#555555"))
         # middle of the right edge: the losses fall towards the bottom right and the Dice rises
         # towards the top right, so the top-right corner would hide the Dice curve
         legend.anchor(itemPos=(1, 0.5), parentPos=(1, 0.5), offset=(-10, 0))
