@@ -144,7 +144,10 @@ def make_particle(rng, kind: str, angle_count: int = 90, radius_mean=1.0, radius
         r = max(rng.normal(hole_radius, hole_radius_sd), 0.01)
         dR = np.sqrt(r * r + R * R) - R
         outer = regular_polygon(np.clip(R + dR + corner, 0.05, None), centre)
-        a, d = rng.uniform(0, 2 * np.pi), hole_centre_max * np.sqrt(rng.uniform())
+        # the hole lies inside the particle: its centre at most so far out that hole and outline (each with
+        # its corner roughness, 3 sd) do not meet (large holes broke through the edge: 1.5 % at radius 0.49)
+        room = max(R + dR - r - 3 * corner_sd * (1 + r / R), 0.0)
+        a, d = rng.uniform(0, 2 * np.pi), min(hole_centre_max, room) * np.sqrt(rng.uniform())
         hc = centre + d * np.array([np.cos(a), np.sin(a)])
         hole = _rough_polygon(rng, angle_count, r, corner_sd * r / R, hc)
         return [outer, hole]
