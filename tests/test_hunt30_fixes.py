@@ -800,3 +800,15 @@ def test_simulated_holes_stay_inside_their_particles():
         particles = simulate_profiles(600, task="hole", seed=2, noiseless=True, data_points=8, hole_radius=radius)
         holes = [polygons for polygons, label in zip(particles.polygons, particles.labels) if label == 1]
         assert holes and all(points_in_poly(hole, outer).all() for outer, hole in holes), radius
+
+
+def test_simulated_samples_are_not_the_classifiers_training_data():
+    """File > Open Sample's response stack was seed 0's first 16 images, the shipped response model's own
+    training images (and the Classification dock trains on seed 0): a sample classified scored training
+    images. The samples of the classified domains are made with another seed."""
+    from napari_microseg._sample_data import simulated_response
+    from napari_microseg.simulate.response import iter_balanced_set
+
+    sample = simulated_response()[0][0]
+    training = [item.image for item in iter_balanced_set(4, 0)]
+    assert not any(np.array_equal(sample[i], training[i]) for i in range(4))

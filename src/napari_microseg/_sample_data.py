@@ -34,6 +34,11 @@ def ccd_fe55() -> list[tuple]:
     return [(image.data, {"name": "CCD Fe-55 (ADC)", "contrast_limits": (float(lo), float(hi)), "metadata": {"source_kind": image.kind, "header": image.metadata}}, "image")]
 
 
+#: the seed of the samples a classifier is tried on: seed 0 made the training data of the Classification
+#: dock and of the shipped response model, so a sample of seed 0 would be scored on its own training images
+TEST_SEED = 1
+
+
 def _simulated(generator, params: dict, seed: int = 0) -> list[tuple]:
     from .progress import drain
 
@@ -58,18 +63,18 @@ def simulated_response() -> list[tuple]:
     """A balanced stack of 16 simulated response images (good / bad with artefacts)."""
     from .simulate.samples import generate_response
 
-    return _simulated(generate_response, {"n_images": 16})
+    return _simulated(generate_response, {"n_images": 16}, seed=TEST_SEED)
 
 
 def simulated_liposomes() -> list[tuple]:
     """A simulated TEM image of liposomes with one label per particle and its class table."""
     from .simulate.samples import generate_liposomes
 
-    return _simulated(generate_liposomes, {"size": 512, "n_particles": 30})
+    return _simulated(generate_liposomes, {"size": 512, "n_particles": 30}, seed=TEST_SEED)
 
 
 def simulated_nanoparticles() -> list[tuple]:
     """Simulated STEM nanoparticles (with and without holes) and their two-view thickness profiles."""
     from .simulate.samples import generate_profiles
 
-    return _simulated(generate_profiles, {"n": 32, "task": "hole", "n_views": 2})
+    return _simulated(generate_profiles, {"n": 32, "task": "hole", "n_views": 2}, seed=TEST_SEED)
