@@ -812,3 +812,16 @@ def test_simulated_samples_are_not_the_classifiers_training_data():
     sample = simulated_response()[0][0]
     training = [item.image for item in iter_balanced_set(4, 0)]
     assert not any(np.array_equal(sample[i], training[i]) for i in range(4))
+
+
+def test_layer_pickers_show_the_whole_chosen_name_as_a_tooltip(make_napari_viewer):
+    """Layer pickers cut a long name's end: "X segmented" and "X segmented [2]" (a frame and a stack run)
+    looked alike, and the wrong one could be added to the training set. The whole name is the tooltip."""
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    viewer = make_napari_viewer(show=False)
+    long_name = "DSB2018 nuclei 0a7d30b252359a10fd298b638b90cb9ada3acced4e0c0e5a3692013f432ee4e9 segmented [2]"
+    viewer.add_labels(np.zeros((16, 16), np.int32), name=long_name)
+    widget = SegmentationWidget(viewer)
+    widget.labels_for_training.value = long_name
+    assert widget.labels_for_training.native.toolTip() == long_name

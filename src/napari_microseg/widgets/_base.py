@@ -314,6 +314,10 @@ class MicrosegDock(QWidget):
             if isinstance(picker.native, QComboBox):
                 picker.native.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
                 picker.native.setMinimumContentsLength(LAYER_PICKER_CHARS)
+                # the box cuts a long name's end ("X segmented" and "X segmented [2]" looked alike): the whole
+                # name as the box's tooltip
+                picker.native.currentTextChanged.connect(picker.native.setToolTip)
+                picker.native.setToolTip(picker.native.currentText())
         self._known_layer_names = {id(layer): layer.name for layer in self.viewer.layers}
         events = self.viewer.layers.events
         for event in (events.inserted, events.removed, events.renamed):
