@@ -303,12 +303,13 @@ def test_simulated_response_stack_shows_each_image_in_its_own_contrast(make_napa
 
     from napari_microseg.progress import drain
     from napari_microseg.simulate.samples import generate_response
+    from napari_microseg.widgets._base import contrast_per_image
 
     import inspect
 
     if "auto_contrast" not in inspect.signature(Image.__init__).parameters:
         pytest.skip("this napari has no per-slice auto-contrast: the stack's one contrast is used")
-    data, kwargs, _ = drain(generate_response({"n_images": 8}, 0))[0]
+    data, kwargs, _ = contrast_per_image(drain(generate_response({"n_images": 8}, 0)))[0]
     viewer = make_napari_viewer(show=False)
     layer = viewer.add_image(data, **kwargs)
     for t, subclass in enumerate(kwargs["metadata"]["subclass"]):

@@ -63,7 +63,9 @@ def simulated_response() -> list[tuple]:
     """A balanced stack of 16 simulated response images (good / bad with artefacts)."""
     from .simulate.samples import generate_response
 
-    return _simulated(generate_response, {"n_images": 16}, seed=TEST_SEED)
+    from .widgets._base import contrast_per_image  # (napari's side: the simulator stays free of it)
+
+    return contrast_per_image(_simulated(generate_response, {"n_images": 16}, seed=TEST_SEED))
 
 
 def simulated_liposomes() -> list[tuple]:

@@ -12,6 +12,7 @@ should be) and for a missing subcommand.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -179,10 +180,8 @@ def main(argv: list[str] | None = None) -> int:
 
     for stream in (sys.stdout, sys.stderr):  # a file name that is no UTF-8 (a latin-1 zip) is printed escaped
         if hasattr(stream, "reconfigure"):
-            try:
+            with contextlib.suppress(ValueError, OSError):  # a stream already written to in binary, or closed
                 stream.reconfigure(errors="backslashreplace")
-            except (ValueError, OSError):
-                pass
     forget_created_folders()
     try:
         protect_inputs(_input_paths(args))

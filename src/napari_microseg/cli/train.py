@@ -8,11 +8,12 @@ val_loss, val_dice, lr, seconds) next to the model.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, MicrosegError
 from ._help import HelpFormatter
 
 
@@ -176,8 +177,6 @@ def _resolve_output_mode(args: argparse.Namespace) -> None:
     if args.preset is None and not source:
         args.preset = "small"
     if source:
-        from ..errors import MicrosegError
-
         try:
             if args.resume:
                 from ..training.trainer import read_checkpoint
@@ -413,12 +412,11 @@ def run(args: argparse.Namespace) -> int:
                 return done.value
             yield event
             if getattr(event, "kind", "") == "epoch":
-                try:
+                # best effort: a checkpoint not readable (yet) or a full disk leave it to the run's end
+                with contextlib.suppress(MicrosegError, OSError, KeyError):
                     history = read_model_file(last_checkpoint_path(out))["config"]["training"].get("history")
                     if history:
                         write_history_csv(history_path, history)
-                except Exception:  # noqa: BLE001 - best effort: the run's end writes it anyway
-                    pass
 
     from ..io.models import read_model_file
 

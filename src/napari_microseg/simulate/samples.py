@@ -70,16 +70,10 @@ def generate_ccd(p: dict, seed: int) -> Generator[Progress, None, list[tuple]]:
     ]
 
 
-def _contrast_per_image() -> dict:
-    """``{"auto_contrast": True}`` where napari's Image layers take it (the contrast limits follow the
-    image shown, in the napari versions that have it), else nothing."""
-    import inspect
-
-    try:
-        from napari.layers import Image
-    except ImportError:  # the generator used without napari
-        return {}
-    return {"auto_contrast": True} if "auto_contrast" in inspect.signature(Image.__init__).parameters else {}
+#: sample layers whose images span decades of intensity (good response images top out near 1000, saturated
+#: ones at 65535): napari shows them with a contrast that follows the image shown where it can
+#: (``widgets._base.contrast_per_image``); their ``contrast_limits`` stand for napari versions without it
+CONTRAST_PER_IMAGE_LAYERS = ("sim response images",)
 
 
 def generate_response(p: dict, seed: int) -> Generator[Progress, None, list[tuple]]:
@@ -88,14 +82,14 @@ def generate_response(p: dict, seed: int) -> Generator[Progress, None, list[tupl
     items = yield from build_balanced_set(p["n_images"], seed=seed, progress=True)  # per image: Stop acts at once
     images = np.stack([it.image for it in items])
     # the images span 1000 (good, empty) to 65535 (saturated): where napari can, the contrast follows each
-    # image shown (one contrast for the stack left the good empty ones and faint fibres black); else one
-    # contrast for the stack that shows a typical image
+    # image shown (CONTRAST_PER_IMAGE_LAYERS; one contrast for the stack left the good empty ones and faint
+    # fibres black); else one contrast for the stack that shows a typical image
     typical_top = float(np.median(np.percentile(images.reshape(len(images), -1), 99.5, axis=1)))
     low = float(np.percentile(images, 1))
     artefacts = np.stack([np.where(it.artefact_mask, 1, np.where(it.integration_mask, 2, 0)).astype(np.uint8) for it in items])
     return [
         (images, {"name": "sim response images", "colormap": "magma",
-                  "contrast_limits": (low, max(typical_top, low + 1.0)), **_contrast_per_image(),
+                  "contrast_limits": (low, max(typical_top, low + 1.0)),
                   "metadata": {"label": [it.label for it in items], "subclass": [it.subclass for it in items],
                                "crop_box": [list(it.params["crop_box"]) for it in items]}}, "image"),
         (artefacts, {"name": "sim response areas (1 artefact, 2 integration)", "opacity": 0.4,

@@ -983,3 +983,19 @@ def display_labels(labels: np.ndarray, smallest: Any = np.uint16) -> np.ndarray:
         if np.dtype(dtype).itemsize >= np.dtype(smallest).itemsize and top <= np.iinfo(dtype).max:
             return labels if labels.dtype == dtype else labels.astype(dtype)
     return labels
+
+
+def contrast_per_image(layers: list[tuple]) -> list[tuple]:
+    """Layer data tuples ``(data, kwargs, kind)`` with napari's per-slice auto-contrast (the contrast limits
+    follow the image shown) on the simulated layers that span decades of intensity
+    (``simulate.samples.CONTRAST_PER_IMAGE_LAYERS``), in the napari versions that have it."""
+    import inspect
+
+    from napari.layers import Image
+
+    from ..simulate.samples import CONTRAST_PER_IMAGE_LAYERS
+
+    if "auto_contrast" not in inspect.signature(Image.__init__).parameters:
+        return layers
+    return [(data, {**kwargs, "auto_contrast": True} if kwargs.get("name") in CONTRAST_PER_IMAGE_LAYERS else kwargs, kind)
+            for data, kwargs, kind in layers]

@@ -11,7 +11,7 @@ from typing import Any, Callable, Generator
 from magicgui.widgets import CheckBox, ComboBox, Container, PushButton, SpinBox
 
 from ..simulate.samples import generate_ccd, generate_liposomes, generate_nuclei, generate_profiles, generate_response
-from ._base import MicrosegDock, class_colormap, display_labels, unique_layer_name
+from ._base import MicrosegDock, class_colormap, contrast_per_image, display_labels, unique_layer_name
 
 LABEL_COLOURS = {0: "transparent"}
 
@@ -119,7 +119,7 @@ class SimulationWidget(MicrosegDock):
         ``record``: the simulation's domain, seed and settings (as a params.json has them), kept in each
         layer's metadata under ``simulation`` (the Classification dock tells a model's own training samples)."""
         notes = []
-        for data, kwargs, kind in layers:
+        for data, kwargs, kind in contrast_per_image(layers):
             kwargs = dict(kwargs)
             kwargs["metadata"] = {**kwargs.get("metadata", {}), "simulation_seed": seed,  # the layer says how to remake it
                                   **({"simulation": record} if record else {})}
