@@ -154,14 +154,8 @@ def read_any(path: str, hdu: int | None = None, channel: int | None = None,
     p = Path(path)
     if p.is_dir() and image_kind(p) is None:
         raise InputError(f"{p} is a folder: give one image file here (`microseg batch autolabel` labels a folder of stains)")
-    try:
-        image = read_image(p, hdu=hdu, channel=channel)
-    except InputError as err:
-        if option == "--channel":
-            raise
-        # the stain's option is not this file's: "choose one (segment, ... take --channel 0..1; ...)" names this one
-        text = re.sub(r"\(segment, autolabel fluorescence, batch and track --image take --channel", f"({option}", str(err))
-        raise InputError(text.replace("--channel", option)) from None
+    # the target's channel is picked by its own option: the messages name it, not the stain's --channel
+    image = read_image(p, hdu=hdu, channel=channel, channel_option=None if option == "--channel" else option)
     if is_z_stack(image):  # as segment and track say it
         print(f"note: {p.name} is a Z stack (axes ZYX): its planes are labelled as frames", file=sys.stderr)
     return (np.asarray(channel_or_grey(image, channel, p.name, option=option)),

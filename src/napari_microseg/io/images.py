@@ -141,7 +141,8 @@ class ImageData:
 
 
 def read_image(path: str | os.PathLike, hdu: int | None = None, min_ndim: int = 2,
-               channel: int | str | None = None, lazy_above_bytes: int | None = None) -> ImageData:
+               channel: int | str | None = None, lazy_above_bytes: int | None = None,
+               channel_option: str | None = None) -> ImageData:
     """Read a TIFF, FITS or Zarr image.
 
     Parameters
@@ -159,6 +160,8 @@ def read_image(path: str | os.PathLike, hdu: int | None = None, min_ndim: int = 
     lazy_above_bytes : TIFF only: a series larger than this (bytes, uncompressed) and any
         pyramidal TIFF is read lazily, chunk by chunk, as a dask array (napari opens big files
         this way: :data:`LAZY_TIFF_BYTES`); None (default): into memory.
+    channel_option : the command line option that picks this file's channel (e.g. ``--target-channel``),
+        for the message refusing a multi-channel file without one; None: the options of every command.
 
     Returns
     -------
@@ -191,7 +194,7 @@ def read_image(path: str | os.PathLike, hdu: int | None = None, min_ndim: int = 
     elif kind == "tiff" and len(shape) == 4 and shape[-1] == 2 and str(result.metadata.get("axes", "")).endswith("S"):
         # a time-lapse (or Z stack) of 2 interleaved samples per pixel: 2 channels, as of a 2-D image
         result.metadata["axes"] = str(result.metadata["axes"])[:-1] + "C"
-    result = _select_channel(result, p.name, channel)
+    result = _select_channel(result, p.name, channel, channel_option)
     _calibration_of_axes(result)
     if result.data.ndim < min_ndim:
         raise InputError(f"{p.name}: {result.data.ndim}-D array of shape {tuple(result.data.shape)} is not an image (need at least {min_ndim}-D)")
@@ -216,7 +219,8 @@ def _calibration_of_axes(image: ImageData) -> None:
         calibration.pop("frame_interval_min", None)
 
 
-def _select_channel(image: ImageData, name: str, channel: int | str | None) -> ImageData:
+def _select_channel(image: ImageData, name: str, channel: int | str | None,
+                    channel_option: str | None = None) -> ImageData:
     """Apply ``read_image``'s ``channel`` rule to an image whose metadata names its axes."""
     axes = image.metadata.get("axes")
     if not axes or "C" not in axes or len(axes) != image.data.ndim:
@@ -232,9 +236,10 @@ def _select_channel(image: ImageData, name: str, channel: int | str | None) -> I
         image.metadata["channel_axis"] = axis
         return image
     if channel is None:
+        options = channel_option or "segment, autolabel fluorescence, batch and track --image take --channel"
         raise InputError(f"{name}: {n_channels} channels (axes {axes}, shape {tuple(image.data.shape)}): choose one "
-                         f"(segment, autolabel fluorescence, batch and track --image take --channel 0..{n_channels - 1}; napari "
-                         "opens each channel as a layer) or save one channel per file")
+                         f"({options} 0..{n_channels - 1}; napari opens each channel as a layer) or save one channel "
+                         "per file")
     if isinstance(channel, bool) or not isinstance(channel, (int, np.integer)) or not 0 <= channel < n_channels:
         raise InputError(f"{name}: channel {channel!r} does not exist (the file has channels 0..{n_channels - 1})")
     image.index(pick + (int(channel),))
