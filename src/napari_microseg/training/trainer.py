@@ -653,9 +653,11 @@ def train(
                              f"{' ...' if len(recorded) > 3 else ''}, the validation images given are "
                              f"{', '.join(given[:3])}{' ...' if len(given) > 3 else ''}: resume with the run's "
                              "validation images (or none, when it drew them itself), or start a new run")
+    # the validation labels' digests, once: every checkpoint records them, a resumed run compares them
+    validation_digests = [] if val_td is None else [annotation_digest(item) for item in val_td.items]
     digests = list((((ckpt or {}).get("config") or {}).get("training") or {}).get("validation_digests") or [])
-    changed = [item.name for item, digest in zip(val_td.items if val_td is not None else [], digests)
-               if annotation_digest(item) != digest]
+    changed = [item.name for item, digest, now in zip(val_td.items if val_td is not None else [], digests,
+                                                      validation_digests) if now != digest]
     if changed:
         # simulated folders name their images alike (nuclei_00000.tif ...): the names alone let another folder's
         # images pass for the run's. Corrected labels (painting between Stop and resume) are welcome: said, not refused
@@ -881,7 +883,7 @@ def train(
                 "data": train_desc,
                 "validation": val_desc,
                 "validation_images": [] if val_td is None else [it.name for it in val_td.items],
-                "validation_digests": [] if val_td is None else [annotation_digest(it) for it in val_td.items],
+                "validation_digests": validation_digests,
                 "epochs_run": history[-1]["epoch"] if history else 0,
                 "best_epoch": best_epoch,
                 "seed": cfg.seed,
