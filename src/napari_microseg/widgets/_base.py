@@ -641,24 +641,27 @@ def free_names(folder: Path, names: Sequence[str]) -> list[Path]:
     return paths
 
 
+def name_taken(path: Path, sidecars: Sequence[str] = ()) -> bool:
+    """Whether a result must not be written at ``path``: the file exists, a run in progress will write it
+    (:func:`being_written`), or a file named it plus one of ``sidecars`` exists (a trainer's ``.last.pt``)."""
+    return (path.exists() or being_written(path)
+            or any(path.with_name(path.name + sidecar).exists() for sidecar in sidecars))
+
+
 def free_name(path: Path, sidecars: Sequence[str] = ()) -> Path:
     """``path`` if unused, else ``stem_2.suffix``, ``stem_3.suffix``, ... (results never overwrite).
     A name that is itself such a numbered copy (``model_2.pt`` next to ``model.pt``) goes on with
     the numbers (``model_3.pt``), not ``model_2_2.pt``. A name counts as used when a file named it plus
     one of ``sidecars`` exists, too (a trainer's ``.last.pt`` checkpoint, written beside its model), and
     when a run in progress will write it (:func:`being_written`)."""
-    def used(candidate: Path) -> bool:
-        return (candidate.exists() or being_written(candidate)
-                or any(candidate.with_name(candidate.name + s).exists() for s in sidecars))
-
-    if not used(path):
+    if not name_taken(path, sidecars):
         return path
     stem = path.stem
     numbered = re.fullmatch(r"(.+)_(\d+)", stem)
     if numbered and path.with_name(numbered.group(1) + path.suffix).exists():
         stem = numbered.group(1)
     i = 2
-    while used(candidate := path.with_name(f"{stem}_{i}{path.suffix}")):
+    while name_taken(candidate := path.with_name(f"{stem}_{i}{path.suffix}"), sidecars):
         i += 1
     return candidate
 

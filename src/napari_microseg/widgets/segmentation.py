@@ -900,12 +900,11 @@ def fine_tuned_name(base: Path) -> Path:
     absent."""
     from ..defaults import LAST_SUFFIX
     from ..pretrained import PRETRAINED_DIR
-    from ._base import being_written
+    from ._base import name_taken
 
     folder = Path.home() / "microseg_models" if base.parent == PRETRAINED_DIR else base.parent
     i = 1
-    while (candidate := folder / f"{base.stem}-ft{i}.pt").exists() or being_written(candidate) \
-            or candidate.with_name(candidate.name + LAST_SUFFIX).exists():
+    while name_taken(candidate := folder / f"{base.stem}-ft{i}.pt", (LAST_SUFFIX,)):
         i += 1
     return candidate
 
