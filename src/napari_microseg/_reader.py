@@ -73,7 +73,7 @@ def _is_tracks_csv(path: Any) -> bool:
     """True for a ``tracks.csv`` (its header names ``track_id, t, y, x``; ``z`` too for 3-D tracks)."""
     try:
         with open(path, encoding="utf-8-sig") as table:
-            header = {name.strip() for name in table.readline().split(",")}
+            header = {name.strip().strip('"').strip() for name in table.readline().split(",")}  # R's write.csv quotes names
     except (OSError, UnicodeDecodeError):
         return False
     return {"track_id", "t", "y", "x"} <= header
@@ -86,6 +86,7 @@ def read_tracks_layer(path: str | list[str]) -> list[tuple]:
     one layer per movie."""
     import pandas as pd
 
+    from .batch.runner import split_image_suffix
     from .errors import InputError
     from .tracking.export import tracks_result_from_table
 
@@ -102,22 +103,37 @@ def read_tracks_layer(path: str | list[str]) -> list[tuple]:
                 # 3-D tracks, as the writer saves them: (track_id, t, z, y, x)
                 data = result.table[["track_id", "t", "z", "y", "x"]].to_numpy(dtype=np.float64)
                 kwargs["properties"].pop("z", None)
-            name = Path(p).stem if movie is None else f"{Path(p).stem} {movie}"
-            placement = _saved_placement(Path(p), data.shape[1] - 1) or _track_run_calibration(Path(p), data.shape[1] - 1)
+            # a movie's name without its suffix: napari's Save dialog offers the layer's name, and ".tif" there
+            # chose no tracks writer
+            name = Path(p).stem if movie is None else f"{Path(p).stem} {split_image_suffix(str(movie))[0]}"
+            ndim = data.shape[1] - 1
+            placement = (_saved_placement(Path(p), ndim) or _track_run_calibration(Path(p), ndim)
+                         or (_batch_movie_calibration(Path(p), movie, ndim) if movie is not None else {}))
             layers.append((data, {**kwargs, "name": name, **placement}, "tracks"))
     return layers
 
 
 def _saved_placement(tracks_csv: Path, ndim: int) -> dict:
     """``scale``, ``translate`` and ``units`` that napari's Save with this plugin wrote beside a Tracks
-    layer's table (``x.placement.json``, see ``_writer.write_tracks_csv``); {} when there is none or it
-    does not fit the layer's axes."""
+    layer's table (``x.placement.json``, see ``_writer.write_tracks_csv``); {} when there is none, it
+    does not fit the layer's axes, or it was written for another table (the table was written again
+    since, e.g. by ``microseg track --overwrite``: warned, as its placement is not this table's)."""
     import json
+    import warnings
 
+    from ._writer import placement_digest
+    from .errors import MicrosegWarning
+
+    sidecar = tracks_csv.with_name(tracks_csv.stem + ".placement.json")
     try:
-        saved = json.loads(tracks_csv.with_name(tracks_csv.stem + ".placement.json").read_text())
+        saved = json.loads(sidecar.read_text())
         placement = {key: tuple(saved[key]) for key in ("scale", "translate", "units")}
         scale = tuple(float(v) for v in placement["scale"])
+        written_for = saved.get("table_sha256")
+        if written_for is not None and written_for != placement_digest(tracks_csv):
+            warnings.warn(MicrosegWarning(f"{sidecar.name} was saved with an earlier {tracks_csv.name} (or run), "
+                                          "written again since: its scale and position are left out"), stacklevel=2)
+            return {}
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return {}
     if len(scale) != ndim or any(len(placement[key]) != ndim for key in ("translate", "units")):
@@ -133,7 +149,6 @@ def _track_run_calibration(tracks_csv: Path, ndim: int) -> dict:
     per pixel, along Y its own where the pixels are not square; a Z stack linked plane by plane: micrometres per plane on the first axis), so they lie over
     the calibrated movie the reader opens; empty when there is no such config or it states none."""
     import json
-    import math
 
     stem = tracks_csv.stem
     if not stem.startswith("tracks"):
@@ -149,6 +164,41 @@ def _track_run_calibration(tracks_csv: Path, ndim: int) -> dict:
         plane = float(plane) if plane is not None else None
     except (OSError, ValueError, TypeError, AttributeError):  # none, or not one this package wrote
         return {}
+    return _tracks_scale(pixel, pixel_y, interval, plane, ndim)
+
+
+def _batch_movie_calibration(tracks_csv: Path, movie: Any, ndim: int) -> dict:
+    """napari ``scale`` and ``units`` of one movie's tracks in the table of ``microseg batch track`` (rows
+    named by the ``image`` column), from the calibration of that movie's relabelled labels beside it
+    (``tracks_labels/<image's stem>.tif``, written with the movie's pixel size and frame interval); {} when
+    there is no such file or it states none."""
+    import warnings
+
+    import tifffile
+
+    from .batch.runner import split_image_suffix
+    from .io.images import _tiff_calibration
+
+    labels = tracks_csv.parent / "tracks_labels" / f"{split_image_suffix(str(movie))[0]}.tif"
+    try:
+        with warnings.catch_warnings():  # non-square pixels: warned when the movie itself was read
+            warnings.simplefilter("ignore")
+            with tifffile.TiffFile(labels) as tif:
+                calibration = _tiff_calibration(tif)
+    except Exception:  # noqa: BLE001 - none there, or not a TIFF: the table's own pixels and frames
+        return {}
+    return _tracks_scale(calibration.get("pixel_size_um"), calibration.get("pixel_size_y_um"),
+                         calibration.get("frame_interval_min"), calibration.get("z_step_um"), ndim)
+
+
+def _tracks_scale(pixel: float | None, pixel_y: float | None, interval: float | None, plane: float | None,
+                  ndim: int) -> dict:
+    """napari ``scale`` and ``units`` of a Tracks layer of ``ndim`` axes (T, [Z,] Y, X) whose table holds
+    frames and pixels, from micrometres per pixel (X; ``pixel_y`` along Y where the pixels are not square),
+    minutes per frame, or micrometres per plane (a Z stack linked plane by plane, when there is no frame
+    interval), each None where unknown; {} when none is known."""
+    import math
+
     pixel = pixel if pixel is not None and math.isfinite(pixel) and pixel > 0 else None
     interval = interval if interval is not None and math.isfinite(interval) and interval > 0 else None
     plane = plane if plane is not None and math.isfinite(plane) and plane > 0 and interval is None else None

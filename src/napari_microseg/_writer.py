@@ -133,6 +133,8 @@ def write_tracks_csv(path: str, data: Any, meta: dict) -> list[str]:
         return [str(target)]
     from .io.atomic import atomic_write_text
 
+    # the table (and run) it belongs to: one written again later (``microseg track --overwrite``) is not placed by it
+    placement["table_sha256"] = placement_digest(target)
     atomic_write_text(sidecar, json.dumps(placement, indent=2) + "\n")
     return [str(target), str(sidecar)]
 
@@ -140,6 +142,20 @@ def write_tracks_csv(path: str, data: Any, meta: dict) -> list[str]:
 def placement_path(table: Path) -> Path:
     """The file beside a saved tracks table that says where its layer lay (``x.csv`` -> ``x.placement.json``)."""
     return table.with_name(table.stem + ".placement.json")
+
+
+def placement_digest(table: Path) -> str:
+    """``sha256:<hex>`` of a tracks table's bytes and, for a ``tracks*.csv`` of ``microseg track``, of its
+    run's ``track_config*.json`` beside it (which holds the units the reader places the table with without a
+    saved placement): a saved placement stands for this table of this run only."""
+    import hashlib
+
+    digest = hashlib.sha256(table.read_bytes())
+    if table.stem.startswith("tracks"):
+        config = table.with_name(f"track_config{table.stem[len('tracks'):]}.json")
+        if config.is_file():
+            digest.update(config.read_bytes())
+    return "sha256:" + digest.hexdigest()
 
 
 def _layer_placement(meta: dict) -> dict:

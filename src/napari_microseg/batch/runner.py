@@ -168,7 +168,9 @@ class BatchSummary:
 
 
 # ----------------------------------------------------------------------------- inputs
-def _split_suffix(name: str) -> tuple[str, str]:
+def split_image_suffix(name: str) -> tuple[str, str]:
+    """``(stem, suffix)`` of a file name or relative path: the longest image suffix that ends it
+    (``a/b.tif`` -> ``("a/b", ".tif")``, ``x.fits.gz`` -> ``("x", ".fits.gz")``), else its last one."""
     from ..io.images import FITS_SUFFIXES, TIFF_SUFFIXES, ZARR_SUFFIXES
 
     lower = name.lower()
@@ -350,7 +352,7 @@ def find_batch_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike],
     result = [(p, p.relative_to(root if p.is_relative_to(root) else common).as_posix()) for p in unique]
     stems: dict[str, Path] = {}
     for path, rel in result:
-        stem = _split_suffix(rel)[0]
+        stem = split_image_suffix(rel)[0]
         if stem in stems:
             raise InputError(f"inputs {stems[stem]} and {path} would write the same outputs ({stem!r}); "
                              "run them into separate --out folders")
@@ -370,7 +372,7 @@ def plan_items(inputs: Sequence[tuple[Path, str]], task: str) -> tuple[list[Batc
     stacks: dict[str, tuple] = {}
     calibrations: dict[str, dict] = {}
     for path, rel in inputs:
-        stem = _split_suffix(rel)[0]
+        stem = split_image_suffix(rel)[0]
         if task in PER_FRAME_TASKS and image_kind(path) == "zarr":
             try:
                 stack = read_image(path)

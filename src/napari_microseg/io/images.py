@@ -297,7 +297,52 @@ def rgb_to_grey(data: Any, name: str = "image") -> Any:
     return data
 
 
+class _TifffileLog:
+    """Collects what tifffile logs (it logs damage it reads past, such as a page chain cut short, rather
+    than raising) instead of printing it, for :func:`_check_tifffile_log`."""
+
+    def __enter__(self) -> list[str]:
+        import logging
+
+        self.messages: list[str] = []
+        self.logger = logging.getLogger("tifffile")
+        self.handler = logging.Handler(logging.WARNING)
+        self.handler.emit = lambda record: self.messages.append(record.getMessage())  # type: ignore[method-assign]
+        self.logger.addHandler(self.handler)
+        self.propagate, self.logger.propagate = self.logger.propagate, False
+        return self.messages
+
+    def __exit__(self, *exc: Any) -> None:
+        self.logger.removeHandler(self.handler)
+        self.logger.propagate = self.propagate
+
+
+#: what tifffile logs when pages of a file are lost (its page chain points past the end of a file cut
+#: short; the shape it states does not fit the pages found)
+TIFF_PAGES_LOST = ("invalid page offset", "failed to reshape")
+
+
+def _check_tifffile_log(messages: list[str], name: str) -> None:
+    """InputError when tifffile read past lost pages (``TIFF_PAGES_LOST``: a copy cut short opened as its
+    first frames); a warning for other damage it logged (a tag it could not read: the calibration may
+    be missing)."""
+    lost = [m for m in messages if any(sign in m for sign in TIFF_PAGES_LOST)]
+    if lost:
+        raise InputError(f"{name}: the file is damaged or cut short (pages are missing: {lost[0]}); copy it "
+                         "again from where it came from")
+    if messages:
+        warnings.warn(MicrosegWarning(f"{name}: damaged TIFF metadata ({messages[0]}); the pixels were read, "
+                                      "but its calibration or shape may be missing"), stacklevel=4)
+        messages.clear()  # said once
+
+
 def _read_tiff(path: Path, lazy_above_bytes: int | None = None) -> ImageData:
+    with _TifffileLog() as messages:
+        image = _read_tiff_logged(path, lazy_above_bytes, messages)
+    return image
+
+
+def _read_tiff_logged(path: Path, lazy_above_bytes: int | None, messages: list[str]) -> ImageData:
     import tifffile
 
     try:
@@ -307,6 +352,7 @@ def _read_tiff(path: Path, lazy_above_bytes: int | None = None) -> ImageData:
     lazy = False
     try:
         series = tif.series[0]
+        _check_tifffile_log(messages, path.name)
         _warn_other_series(tif, path.name)
         axes = str(series.axes)
         meta: dict = {"axes": axes} if len(axes) == len(series.shape) else {}
@@ -326,6 +372,9 @@ def _read_tiff(path: Path, lazy_above_bytes: int | None = None) -> ImageData:
             levels = [_tiff_level(series, level) for level in range(len(series.levels))]
             return ImageData(levels[0], "tiff", meta, levels if pyramid else [])
         data = series.asarray()
+        _check_tifffile_log(messages, path.name)
+    except InputError:
+        raise
     except Exception as err:
         raise InputError(f"{path.name}: not a readable TIFF file ({type(err).__name__}: {err})") from err
     finally:

@@ -79,20 +79,22 @@ def tracks_result_from_table(table: pd.DataFrame, name: str = "tracks table", la
 
 def _check_track_columns(table: pd.DataFrame, name: str) -> None:
     """InputError naming ``name`` and the first bad row: ids and frames must be whole numbers, coordinates
-    finite numbers (a fractional t was cut to its frame, an empty x failed in napari, a text id in int())."""
-    whole = ["track_id", "t", "parent_track_id"]
-    for column in whole + ["y", "x"]:  # (an empty z: 2-D tracks of a table that holds 3-D ones too)
+    finite numbers (a fractional t was cut to its frame, an empty x failed in napari, a text id in int());
+    track ids from 1, frames and parents (0: none) from 0 (napari's Tracks layer took a negative id for an
+    index and asked for 32 GiB)."""
+    lowest = {"track_id": 1, "t": 0, "parent_track_id": 0}
+    for column in [*lowest, "y", "x"]:  # (an empty z: 2-D tracks of a table that holds 3-D ones too)
         values = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=float)
         bad = ~np.isfinite(values)
-        if column in whole:
-            bad |= np.isfinite(values) & (values != np.round(values))
+        if column in lowest:
+            bad |= np.isfinite(values) & ((values != np.round(values)) | (values < lowest[column]))
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             line = table.index[row] + 2 if isinstance(table.index[row], (int, np.integer)) else row + 2  # of the file
             value = table[column].iloc[row]
             value = value.item() if hasattr(value, "item") else value
             shown = repr(value) if isinstance(value, str) else ("an empty cell" if pd.isna(value) else str(value))
-            kind = "whole numbers" if column in whole else "numbers"
+            kind = f"whole numbers from {lowest[column]}" if column in lowest else "numbers"
             raise InputError(f"{name}: column {column!r} must hold {kind}; line {line} holds {shown}")
 
 

@@ -1043,6 +1043,8 @@ def _relabel_frame(frame: np.ndarray, rows: pd.DataFrame, dtype: Any = np.uint32
     # huge sparse ids: look them up instead of sizing a table by the largest
     order = np.argsort(lab[lab_ok])
     ids, track_ids = lab[lab_ok][order], rows["track_id"].to_numpy()[lab_ok][order]
+    if frame.dtype == np.uint64:  # (checked below the int64 maximum) compared as int64: uint64 against int64
+        frame = frame.astype(np.int64)  # went through float64, where ids above 2**53 a step apart are one
     at = np.minimum(np.searchsorted(ids, frame), len(ids) - 1)
     return np.where(ids[at] == frame, track_ids[at], 0).astype(dtype)
 
