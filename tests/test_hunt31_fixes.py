@@ -155,3 +155,60 @@ def test_diameter_auto_measures_nuclei_far_wider_than_trained(shared_data):
     estimate = segment(model, zoomed, diameter="auto", precision="float32", measure=False).settings["diameter"]
     assert true_width > 60
     assert estimate > 50, (estimate, true_width)  # was 42.9
+
+
+def test_export_overwrite_never_replaces_a_shipped_model(tmp_path, monkeypatch, capsys):
+    """``export --model nuclei_phase --out <shipped folder>/nuclei_phase.pt --overwrite`` replaced the shipped
+    model by its TorchScript export (broken until reinstalled): a shipped name is resolved after the inputs
+    were declared, so its file went unguarded."""
+    import shutil
+
+    import napari_microseg.pretrained as pretrained
+
+    shipped = tmp_path / "pretrained"
+    shipped.mkdir()
+    for suffix in (".pt", ".json"):
+        shutil.copy(pretrained.PRETRAINED_DIR / f"nuclei_phase{suffix}", shipped)
+    before = (shipped / "nuclei_phase.pt").read_bytes()
+    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", shipped)
+    assert _run_cli("export", "--model", "nuclei_phase", "--out", shipped / "nuclei_phase.pt", "--overwrite") == 2
+    assert "nuclei_phase.pt" in capsys.readouterr().err
+    assert (shipped / "nuclei_phase.pt").read_bytes() == before
+
+
+def test_exported_config_lists_every_input_step(tmp_path):
+    """The export's config said percentile 1 / 99.8 only: a consumer following it fed a cosmic ray at 43x
+    the nuclei (the package cuts at 5) and 667 pixels changed class; the CCD model's tap levelling was
+    a bare flag. The cut is in the normalisation now, and every step is listed under "preprocessing"."""
+    from napari_microseg.io.export import export_torchscript, load_torchscript
+    from napari_microseg.training.normalize import PERCENTILE_CLIP
+
+    export_torchscript("nuclei_fluorescence_fast", tmp_path / "nuclei.pt")
+    _, config = load_torchscript(tmp_path / "nuclei.pt")
+    assert config["normalization"]["clip_high"] == PERCENTILE_CLIP
+    assert any("cut values above clip_high" in step for step in config["preprocessing"])
+    export_torchscript("ccd_classes", tmp_path / "ccd.pt")
+    _, config = load_torchscript(tmp_path / "ccd.pt")
+    assert "level_taps" in config["preprocessing"][0] and "pedestal_mode" in config["preprocessing"][1]
+
+
+def test_a_model_whose_config_disagrees_with_its_network_is_refused(tmp_path, capsys):
+    """A config edited to say binary (or to drop the distance channel) over a four-output network segmented
+    without a word (15 % of the foreground lost, or 12 of 56 nuclei); a model file cut short said only
+    "not a napari-microseg model file (RuntimeError)"."""
+    import torch
+
+    from napari_microseg.pretrained import resolve_model
+
+    payload = torch.load(resolve_model("nuclei_fluorescence_fast"), weights_only=True)
+    config = json.loads(payload["config_json"])
+    torch.save(dict(payload, config_json=json.dumps(dict(config, output_mode="binary"))), tmp_path / "binary.pt")
+    torch.save(dict(payload, config_json=json.dumps(dict(config, distance_head=False))), tmp_path / "no_head.pt")
+    for name, said in (("binary.pt", "says binary with a distance channel"), ("no_head.pt", "says three_class, classes")):
+        assert _run_cli("info", "--model", tmp_path / name) == 2
+        error = capsys.readouterr().err
+        assert said in error and "has 4 outputs" in error, error
+    whole = Path(resolve_model("nuclei_phase")).read_bytes()
+    (tmp_path / "cut.pt").write_bytes(whole[: len(whole) // 2])
+    assert _run_cli("info", "--model", tmp_path / "cut.pt") == 2
+    assert "cut.pt is damaged (cut short" in capsys.readouterr().err

@@ -98,6 +98,14 @@ def _input_paths(args: argparse.Namespace) -> list[str]:
     return paths
 
 
+def _shipped_model_files() -> list[str]:
+    """The files of the models shipped with the package: inputs of every command that names one
+    (``--model nuclei_phase`` is resolved only later), never replaced by an output, even with ``--overwrite``."""
+    from ..pretrained import PRETRAINED_DIR
+
+    return [str(path) for path in PRETRAINED_DIR.iterdir() if path.is_file() and path.suffix in (".pt", ".json")]
+
+
 #: options naming a file or folder that a command needs: an empty value (an unset shell variable,
 #: "$OUT") would mean the current folder, so it is refused (an empty optional one, such as
 #: --init-model "", still means "not given")
@@ -184,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                 stream.reconfigure(errors="backslashreplace")
     forget_created_folders()
     try:
-        protect_inputs(_input_paths(args))
+        protect_inputs(_input_paths(args) + _shipped_model_files())
         from ._signals import terminate_as_interrupt
 
         # every command: a TERM signal (kill, a job scheduler) stops it as Ctrl-C does (exit 143, a line said)

@@ -62,6 +62,39 @@ def _padded_unet(core, multiple: int):
     return PaddedUNet(core, multiple)
 
 
+def exported_config(config: dict) -> dict:
+    """The model's config as an export carries it: its normalisation with every step the package applies
+    made explicit (the cut of percentile-normalised values at ``clip_high``), and ``preprocessing``, the
+    steps in order in words, naming the package's functions where a step is more than arithmetic (a
+    consumer who skipped the CCD tap levelling lost a third of the cluster pixels of a real frame)."""
+    import copy
+
+    from ..training.normalize import PERCENTILE_CLIP
+
+    out = copy.deepcopy(config)
+    spec = out.get("normalization") or {}
+    steps: list[str] = []
+    kind = spec.get("kind")
+    if spec.get("level_taps"):
+        steps.append("level the readout taps: subtract each tap's pedestal and add back their median "
+                     "(napari_microseg.autolabel.ccd.level_taps; frames in raw ADC)")
+    if kind == "percentile":
+        spec["clip_high"] = PERCENTILE_CLIP
+        steps.append(f"per image (each frame of a stack): map its {spec.get('p_low')} and {spec.get('p_high')} "
+                     f"percentiles to 0 and 1, then cut values above clip_high ({PERCENTILE_CLIP:g})")
+    elif kind == "pedestal":
+        level = ("the peak of its pixel histogram (napari_microseg.training.normalize.pedestal_mode)"
+                 if spec.get("estimator") == "mode" else "its median")
+        steps.append(f"per frame: subtract its pedestal, {level}, and divide by scale ({spec.get('scale')})")
+    elif kind == "minmax":
+        steps.append("per image: map its minimum and maximum to 0 and 1")
+    elif kind == "fixed":
+        steps.append(f"subtract offset ({spec.get('offset')}) and divide by scale ({spec.get('scale')})")
+    steps.append("feed float32 (B, C, H, W); the output is the network's logits, decoded as output_mode says")
+    out["preprocessing"] = steps
+    return out
+
+
 def _traced(loaded):
     """``loaded``'s network traced on its example input; a U-Net inside :func:`_padded_unet` (scripted),
     so the graph takes any ``H, W``."""
@@ -73,8 +106,9 @@ def _traced(loaded):
     model = loaded.model.eval()
     is_unet = isinstance(model, UNet)
     with torch.no_grad(), warnings.catch_warnings():
-        if is_unet:  # its padding branch is left out of the trace on purpose (the example needs none)
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # a U-Net's padding branch, a classifier's shape checks: left out of the trace on purpose (the
+        # example needs neither; the U-Net pads in the scripted wrapper below)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(model, example, check_trace=False)
     if is_unet:  # pad in a scripted wrapper instead, so the file takes any H, W
         traced = torch.jit.script(_padded_unet(traced, 2 ** model.depth))
@@ -95,7 +129,7 @@ def export_torchscript(model_path: str | os.PathLike, out: str | os.PathLike, ov
         raise InputError(f"{target}: exists already (use --overwrite)")
     loaded = load_model(model_path, device="cpu")
     traced, _ = _traced(loaded)
-    extra = {"config.json": json.dumps(loaded.config)}
+    extra = {"config.json": json.dumps(exported_config(loaded.config))}
     with atomic_path(target, suffix=".pt") as tmp:
         torch.jit.save(traced, str(tmp), _extra_files=extra)
     return target
@@ -141,6 +175,6 @@ def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, overwrite
                           dynamic_axes=dynamic_axes)
         proto = onnx.load(str(tmp))
         entry = proto.metadata_props.add()
-        entry.key, entry.value = "config", json.dumps(loaded.config)
+        entry.key, entry.value = "config", json.dumps(exported_config(loaded.config))
         onnx.save(proto, str(tmp))
     return target
