@@ -120,9 +120,9 @@ def test_tracking_mask_stack_lazy_data_and_layer_geometry(make_napari_viewer, wa
     widget = TrackingWidget(viewer)
     widget.labels_layer.value = "mask"
     widget.config.value = "particle"
-    assert widget.max_search_radius.value == 20.0  # the particle model's own radius
+    assert widget.max_search_radius.value == 10.0  # the particle model's own radius
     widget.config.value = "cell"
-    assert widget.max_search_radius.value == 30.0
+    assert widget.max_search_radius.value == 15.0
     wait_worker(widget.track())
     expected = run_tracking(masks_to_labels(mask)[0], config="cell")
     assert widget.result.n_tracks == expected.n_tracks > 1, widget.status.text()

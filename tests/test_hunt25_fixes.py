@@ -566,7 +566,7 @@ def test_tracks_saved_by_the_plugin_open_again_in_napari(make_napari_viewer, tmp
     pd.concat([table.assign(image="a.tif"), table.assign(image="b.tif", x=table["x"] + 50)]).to_csv(
         tmp_path / "batch_tracks.csv", index=False)
     viewer.open(str(tmp_path / "batch_tracks.csv"), plugin="napari-microseg")
-    assert len(viewer.layers["batch_tracks a.tif"].data) == len(viewer.layers["batch_tracks b.tif"].data) == len(data)
+    assert len(viewer.layers["batch_tracks a"].data) == len(viewer.layers["batch_tracks b"].data) == len(data)
     from napari_microseg._reader import read_tracks_layer
     from napari_microseg.errors import InputError
 

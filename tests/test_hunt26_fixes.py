@@ -119,13 +119,13 @@ def test_objects_the_tracker_cannot_link_stay_in_every_table(tmp_path, capsys):
     result = run_tracking(stack, config="particle", max_search_radius=1.0)
     assert len(result.table) == 10  # every object of the labels
     assert result.table.groupby("t").size().tolist() == [2] * 5
-    assert result.info["n_unlinked"] > 0
     assert (result.relabelled > 0).sum() == (stack > 0).sum()
-    assert any("could not be linked" in note and "1 px" in note for note in track_warnings(result))
+    # (session 31: the motion model reaches the search radius, so the moving disc is tracked in pieces, said)
+    assert any("begin one frame after another ended 1-3 px away" in note for note in track_warnings(result))
     tifffile.imwrite(tmp_path / "labels.tif", stack)
     assert main(["track", "--labels", str(tmp_path / "labels.tif"), "--out", str(tmp_path / "out"),
                  "--max-search-radius", "1"]) == 0
-    assert "could not be linked" in capsys.readouterr().err
+    assert "raise the search radius" in capsys.readouterr().err
     assert pd.read_csv(tmp_path / "out" / "counts.csv")["count"].tolist() == [2] * 5
     linked = run_tracking(stack, config="particle", max_search_radius=10.0)
     assert linked.info["n_unlinked"] == 0 and linked.n_tracks == 2 and not track_warnings(linked)

@@ -212,3 +212,78 @@ def test_a_model_whose_config_disagrees_with_its_network_is_refused(tmp_path, ca
     (tmp_path / "cut.pt").write_bytes(whole[: len(whole) // 2])
     assert _run_cli("info", "--model", tmp_path / "cut.pt") == 2
     assert "cut.pt is damaged (cut short" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("radius, step", [(30.0, 25), (15.0, 14), (60.0, 50)])
+def test_objects_moving_up_to_the_search_radius_are_linked(radius, step):
+    """One disc moving 15 px per frame (search radius 30, or 100) broke into one-frame tracks taken for
+    divisions: the motion model reached 14 px whatever the radius. The shipped models now reach it."""
+    from skimage.draw import disk
+
+    from napari_microseg.tracking.track import load_config, motion_reach, run_tracking, track_warnings
+
+    side = 40 + 5 * step
+    movie = np.zeros((6, 160, side), np.uint16)
+    for t in range(6):
+        movie[t][disk((80, 10 + step * t), 5, shape=movie.shape[1:])] = 1
+        movie[t][disk((20, 20), 5, shape=movie.shape[1:])] = 2
+    result = run_tracking(movie, config="cell", max_search_radius=radius)
+    moving = result.table[result.table["label"] == 1]
+    assert moving["track_id"].nunique() == 1 and not result.graph and not track_warnings(result)
+    assert motion_reach(result.config["motion_model"]) == pytest.approx(radius, rel=0.02)
+    # the shipped defaults link what they linked before: the cell model reached 14.1 px, its radius is now 15
+    assert load_config("cell")["max_search_radius"] == 15.0
+
+
+def test_ctc_truth_of_markers_scores_divisions(tmp_path, capsys):
+    """Truth in the Cell Tracking Challenge's TRA form (a small marker inside each nucleus): a perfect
+    tracking scored TRA 1 but division F1 0, its divisions matched by IoU >= 0.5, which no marker reaches."""
+    import shutil
+
+    import pandas as pd
+    from scipy import ndimage as ndi
+
+    assert _run_cli("simulate", "nuclei", "--out", tmp_path / "sim", "--frames", "8", "--shape", "128", "128",
+                    "--nuclei", "10", "--division-rate", "0.05", "--seed", "3") == 0
+    assert _run_cli("track", "--labels", tmp_path / "sim" / "labels.tif", "--out", tmp_path / "trk", "--ctc") == 0
+    result = tmp_path / "trk" / "ctc_RES"
+    truth = tmp_path / "markers"
+    truth.mkdir()
+    for mask_file in sorted(result.glob("mask*.tif")):
+        mask = tifffile.imread(mask_file)
+        markers = np.zeros_like(mask)
+        for value in np.unique(mask)[1:]:
+            cy, cx = np.round(ndi.center_of_mass(mask == value)).astype(int)
+            box = np.zeros(mask.shape, bool)
+            box[max(cy - 1, 0):cy + 2, max(cx - 1, 0):cx + 2] = True
+            markers[box & (mask == value)] = value
+        tifffile.imwrite(truth / f"man_track{mask_file.name[4:]}", markers)
+    shutil.copy(result / "res_track.txt", truth / "man_track.txt")
+    assert _run_cli("evaluate", "tracks", "--gt", truth, "--pred", result, "--out", tmp_path / "m.csv") == 0
+    scores = pd.read_csv(tmp_path / "m.csv").iloc[0]
+    assert scores["TRA"] == 1.0 and scores["true_divisions"] > 0
+    assert scores["division_f1"] == 1.0, scores.to_dict()
+
+
+def test_evaluate_tracks_refuses_edited_tables_in_one_line(tmp_path, capsys):
+    """A row copied in the truth's tracks.csv ended in traccuracy's AssertionError, a row past the last
+    frame in an IndexError (tracebacks); a truth row naming a label that labels.tif lacks was scored."""
+    import pandas as pd
+
+    assert _run_cli("simulate", "nuclei", "--out", tmp_path / "sim", "--frames", "5", "--shape", "96", "96",
+                    "--nuclei", "6", "--seed", "2") == 0
+    assert _run_cli("track", "--labels", tmp_path / "sim" / "labels.tif", "--out", tmp_path / "trk") == 0
+    table = pd.read_csv(tmp_path / "sim" / "tracks.csv")
+    edits = {"copied row": pd.concat([table, table.iloc[[3]]]),
+             "past the last frame": pd.concat([table, table.iloc[[0]].assign(t=9)]),
+             "label not in labels.tif": table.assign(label=table["label"].where(table.index != 2, 999))}
+    said = {"copied row": "twice in frame", "past the last frame": "lists frame 9, but labels.tif holds frames 0 to 4",
+            "label not in labels.tif": "disagree in frame"}
+    for name, edited in edits.items():
+        folder = tmp_path / name.replace(" ", "_")
+        folder.mkdir()
+        (folder / "labels.tif").write_bytes((tmp_path / "sim" / "labels.tif").read_bytes())
+        edited.to_csv(folder / "tracks.csv", index=False)
+        code = _run_cli("evaluate", "tracks", "--gt", folder, "--pred", tmp_path / "trk", "--out", tmp_path / f"{name}.csv")
+        error = capsys.readouterr().err
+        assert code == 2 and said[name] in error and "Traceback" not in error, (name, error)

@@ -410,7 +410,7 @@ def read_tracks_folder(folder: str | os.PathLike) -> TrackResult | Path:
     if tracks.is_file() and (folder / "tracks_labels.tif").is_file():
         relabelled = time_stack(read_image(folder / "tracks_labels.tif").data, "tracks_labels.tif").astype(np.int32)
         result = read_tracks_csv(tracks, n_frames=relabelled.shape[0])
-        _check_tracks_match_masks(folder, result.table, relabelled)
+        _check_tracks_match_masks(folder, result.table, relabelled, "track_id", "tracks_labels.tif")
         result.relabelled = relabelled
         result.config["image_shape"] = list(relabelled.shape)
         return result
@@ -421,6 +421,7 @@ def read_tracks_folder(folder: str | os.PathLike) -> TrackResult | Path:
         if "label" not in read_csv_table(tracks, nrows=0).columns:  # the header only: the table is read below
             raise InputError(f"{tracks} has no label column naming the objects of labels.tif")
         result = read_tracks_csv(tracks, labels=labels, n_frames=labels.shape[0])
+        _check_tracks_match_masks(folder, result.table, labels, "label", "labels.tif")
         result.config["image_shape"] = list(labels.shape)
         return result
     hint = ""
@@ -432,20 +433,35 @@ def read_tracks_folder(folder: str | os.PathLike) -> TrackResult | Path:
                      f"(microseg simulate nuclei), or a CTC folder (*_track.txt + masks){hint}")
 
 
-def _check_tracks_match_masks(folder: Path, table: pd.DataFrame, relabelled: np.ndarray) -> None:
-    """InputError unless each frame of ``tracks_labels.tif`` holds the track ids that ``tracks.csv``
-    lists in that frame (a row deleted or added in a spreadsheet: the metrics could pair nothing)."""
-    listed = table.groupby("t")["track_id"].apply(lambda ids: set(int(i) for i in ids)).to_dict()
-    for t in range(relabelled.shape[0]):
-        shown = set(int(i) for i in np.unique(relabelled[t])) - {0}
+def _check_tracks_match_masks(folder: Path, table: pd.DataFrame, stack: np.ndarray, id_column: str,
+                              stack_name: str) -> None:
+    """InputError unless each frame of the label ``stack`` (``tracks_labels.tif``: objects by track id;
+    ``labels.tif`` of ``simulate nuclei``: by ``label``) holds the ids that ``tracks.csv`` lists in that frame
+    in ``id_column``, each once, and the table lists no frame beyond the stack's (a row deleted, added or
+    copied in a spreadsheet: the metrics could pair nothing, or failed with a traceback)."""
+    n_frames = int(stack.shape[0])
+    frames = table["t"].to_numpy()
+    outside = frames[(frames < 0) | (frames >= n_frames)]
+    if outside.size:
+        raise InputError(f"{folder}: tracks.csv lists frame {int(outside[0])}, but {stack_name} holds frames 0 to "
+                         f"{n_frames - 1} (were rows of tracks.csv edited?)")
+    twice = table.duplicated(["t", id_column])
+    if twice.any():
+        row = table[twice].iloc[0]
+        raise InputError(f"{folder}: tracks.csv lists {id_column} {int(row[id_column])} twice in frame {int(row['t'])} "
+                         "(a row copied in a spreadsheet?): each object has one row per frame")
+    listed = table.groupby("t")[id_column].apply(lambda ids: set(int(i) for i in ids)).to_dict()
+    for t in range(n_frames):
+        shown = set(int(i) for i in np.unique(stack[t])) - {0}
         expected = listed.get(t, set())
         if shown != expected:
             only_masks, only_table = sorted(shown - expected)[:5], sorted(expected - shown)[:5]
             what = "; ".join(text for text in (
-                f"the masks hold track id(s) {only_masks} that tracks.csv does not list" if only_masks else "",
-                f"tracks.csv lists track id(s) {only_table} that the masks do not hold" if only_table else "") if text)
-            raise InputError(f"{folder}: tracks.csv and tracks_labels.tif disagree in frame {t}: {what} "
-                             "(were rows of tracks.csv edited? score the folder as microseg track wrote it)")
+                f"the masks hold {id_column} value(s) {only_masks} that tracks.csv does not list" if only_masks else "",
+                f"tracks.csv lists {id_column} value(s) {only_table} that the masks do not hold" if only_table else "")
+                if text)
+            raise InputError(f"{folder}: tracks.csv and {stack_name} disagree in frame {t}: {what} "
+                             "(were rows of tracks.csv edited? score the folder as microseg wrote it)")
 
 
 def read_ctc(folder: str | os.PathLike, track_file: str | None = None) -> TrackResult:

@@ -79,9 +79,38 @@ def unlinked_note(result: "TrackResult") -> str:
             f"further between frames, raise the search radius")
 
 
+def broken_tracks_note(result: "TrackResult") -> str:
+    """A warning when tracks look broken by a move beyond the search radius: a track that begins after the
+    first frame, without a mother, where a track ended in the frame before, further away than the radius but
+    within three times it (an object that moved that far is tracked as two); "" otherwise."""
+    radius = result.info.get("search_radius_px")
+    table = result.table
+    if not radius or table.empty or not {"track_id", "t", "y", "x", "parent_track_id"} <= set(table.columns):
+        return ""
+    ordered = table.sort_values("t")
+    spans = ordered.groupby("track_id")
+    first, last = spans.head(1).set_index("track_id"), spans.tail(1).set_index("track_id")
+    n_frames = int(table["t"].max()) + 1
+    starts = first[(first["t"] > 0) & (first["parent_track_id"] == 0)]
+    ends = last[last["t"] < n_frames - 1]
+    broken = 0
+    for track_id, start in starts.iterrows():
+        before = ends[(ends["t"] == start["t"] - 1) & (ends.index != track_id)]
+        if before.empty:
+            continue
+        distance = np.hypot(before["y"].to_numpy() - start["y"], before["x"].to_numpy() - start["x"])
+        broken += bool(((distance > radius) & (distance <= 3.0 * radius)).any())
+    if not broken:
+        return ""
+    return (f"{broken} track(s) begin one frame after another ended {radius:g}-{3 * radius:g} px away (beyond the "
+            "search radius): if objects move that far between frames, raise the search radius, or each is "
+            "tracked as two")
+
+
 def track_warnings(result: "TrackResult") -> list[str]:
-    """The warnings a tracking run's user should read (empty frames, objects left unlinked)."""
-    return [note for note in (empty_frames_note(result), unlinked_note(result)) if note]
+    """The warnings a tracking run's user should read (empty frames, objects left unlinked, tracks that a
+    move beyond the search radius may have broken)."""
+    return [note for note in (empty_frames_note(result), unlinked_note(result), broken_tracks_note(result)) if note]
 
 
 #: GLPK options used for the global optimisation (quiet, 60 s limit)
@@ -188,6 +217,78 @@ def load_config(config: str | os.PathLike | dict = "cell") -> dict:
         if isinstance(cfg.get(key), dict):
             cfg[key] = {k: v for k, v in cfg[key].items() if v is not None}
     return cfg
+
+
+#: btrack's largest motion-model ``accuracy`` (its integration window, px)
+BTRACK_MAX_ACCURACY = 10.0
+
+
+def _link_probability(distance: float, variance: float, accuracy: float) -> float:
+    """btrack's probability of linking a track to an object ``distance`` px off its prediction along one axis
+    (random-walk model of prediction ``variance`` px², integration window ``accuracy`` px; the other two axes
+    on the prediction): the product over axes of the normal mass within ``accuracy`` of the object."""
+    import math
+
+    spread = math.sqrt(2.0 * variance)
+    centred = math.erf(accuracy / spread)
+    return centred * centred * 0.5 * (math.erf((distance + accuracy) / spread) - math.erf((distance - accuracy) / spread))
+
+
+def motion_reach(motion: dict) -> float:
+    """The largest frame-to-frame step (px) a random-walk motion model links (btrack leaves an object further
+    than that unlinked, whatever the search radius: its link probability falls below ``prob_not_assign``)."""
+    variance = _sigma(motion.get("P")) + _sigma(motion.get("Q"))
+    accuracy, floor = float(motion.get("accuracy", 2.0)), float(motion.get("prob_not_assign", 0.1))
+    low, high = 0.0, 1.0
+    while _link_probability(high, variance, accuracy) >= floor and high < 1e6:
+        low, high = high, 2.0 * high
+    for _ in range(50):
+        middle = 0.5 * (low + high)
+        low, high = (middle, high) if _link_probability(middle, variance, accuracy) >= floor else (low, middle)
+    return low
+
+
+def _sigma(matrix: Any) -> float:
+    """The scale of a ``{"matrix": identity, "sigma": s}`` model matrix (its diagonal's first value otherwise)."""
+    if isinstance(matrix, dict):
+        return float(matrix.get("sigma", 1.0)) * float(np.ravel(matrix.get("matrix", [1.0]))[0])
+    return float(np.ravel(matrix)[0]) if matrix is not None else 0.0
+
+
+def reach_search_radius(cfg: dict, radius: float) -> dict:
+    """``cfg`` whose random-walk motion model links steps up to ``radius`` px, where the config asks for it
+    (``"motion_reach": "search_radius"``, the shipped configs): its integration window (``accuracy``) and
+    prediction spread (``P``) scaled together, so that the link probabilities keep their shape in units of
+    the radius (up to btrack's largest ``accuracy``, then the spread alone). Without it a 15 px step was left
+    unlinked (the shipped cell model reached 14 px), whatever the search radius, and the pieces were taken
+    for divisions. Other configs are returned as they are."""
+    motion = cfg.get("motion_model") or {}
+    if cfg.get("motion_reach") != "search_radius" or int(motion.get("states", 0)) != 3 \
+            or not isinstance(motion.get("P"), dict):
+        return cfg
+    reach = motion_reach(motion)
+    if not (reach > 0 and abs(reach - radius) > 0.01 * radius):
+        return cfg
+    scaled = copy.deepcopy(cfg)
+    model = scaled["motion_model"]
+    factor = radius / reach
+    model["accuracy"] = min(float(model.get("accuracy", 2.0)) * factor, BTRACK_MAX_ACCURACY)
+    unit = float(np.ravel(model["P"].get("matrix", [1.0]))[0])
+    own_variance = _sigma(model["P"])
+    scaled_variance = own_variance * factor * factor
+    # the smallest spread that reaches the radius with this window (exactly the scaled one, unless the
+    # window was clipped): a wider spread reaches further until its probabilities fall below the floor
+    # everywhere; past that farthest reach, the farthest
+    best, farthest = None, (-1.0, scaled_variance)
+    for variance in np.geomspace(0.5 * min(own_variance, scaled_variance), 1e4 * scaled_variance, 600):
+        model["P"]["sigma"] = float(variance) / unit
+        reached = motion_reach(model)
+        if reached >= radius * 0.999:
+            best = float(variance)
+            break
+        farthest = max(farthest, (reached, float(variance)))
+    model["P"]["sigma"] = (best if best is not None else farthest[1]) / unit
+    return scaled
 
 
 def check_config(config: str | os.PathLike | dict = "cell") -> dict:
@@ -501,6 +602,7 @@ def track_points_iter(
     radius = float(max_search_radius if max_search_radius is not None else cfg.get("max_search_radius", 20.0))
     if not (np.isfinite(radius) and radius > 0):
         raise InputError(f"max_search_radius must be a number > 0 (pixels), got {radius}")
+    cfg = reach_search_radius(cfg, radius)
     hypotheses = cfg.get("hypothesis_model") or {}
     if max_search_radius is not None and float(hypotheses.get("dist_thresh", 0.0)) > radius:
         # a displacement limit the user set holds for the optimiser's links across gaps too
@@ -1081,7 +1183,8 @@ def track(
         for ``stage_shift="images"``.
     config : ``"cell"`` (divisions), ``"particle"`` (no divisions), a JSON
         path or a dict (see :func:`load_config`).
-    max_search_radius : pixels; default from the config (30 for cell, 20 for particle).
+    max_search_radius : pixels; default from the config (15 for cell, 10 for particle); the shipped
+        configs' motion models link steps up to it (see :func:`reach_search_radius`).
     update_method : ``"auto"``, ``"exact"`` or ``"approximate"``.
     optimize : global optimisation of appear/disappear/link/divide hypotheses.
     stage_shift : None (no correction), ``"images"`` (phase correlation of the

@@ -46,9 +46,9 @@ class TrackingWidget(MicrosegDock):
         self.image_layer = ComboBox(label="image (optional)", choices=lambda *_: [NO_IMAGE, *layer_names(self.viewer, "Image")])
         self.config = ComboBox(label="model", choices=available_configs(), value="cell" if "cell" in available_configs() else None,
                                tooltip="cell: motion model with divisions; particle: no divisions")
-        self.max_search_radius = FloatSpinBox(label="max search radius (px)", value=30.0, min=1.0, max=1000.0,
-                                              tooltip="largest move of an object between frames; "
-                                                      "choosing a model sets its default")
+        self.max_search_radius = FloatSpinBox(label="max search radius (px)", value=15.0, min=1.0, max=1000.0,
+                                              tooltip="largest move of an object between frames (the model "
+                                                      "links steps up to it); choosing a model sets its default")
         self.stage_shift = ComboBox(label="stage-shift correction", choices=["none", "images", "objects"], value="none")
         self.optimize = CheckBox(label="optimise (divisions, appear/disappear)", value=True)
         self.colour_by = ComboBox(label="colour by", choices=["track_id", "generation", "root_track_id"], value="track_id")
@@ -104,7 +104,7 @@ class TrackingWidget(MicrosegDock):
         self.tracked_geometry: dict = {}  # where the tracked labels layer lies (layer_geometry)
 
     def _config_radius(self, *_: Any) -> None:
-        """Show the chosen model's own search radius (30 px for cell, 20 for particle)."""
+        """Show the chosen model's own search radius (15 px for cell, 10 for particle)."""
         from ..tracking.track import load_config
 
         if self.config.value:
