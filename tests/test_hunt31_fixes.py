@@ -287,3 +287,39 @@ def test_evaluate_tracks_refuses_edited_tables_in_one_line(tmp_path, capsys):
         code = _run_cli("evaluate", "tracks", "--gt", folder, "--pred", tmp_path / "trk", "--out", tmp_path / f"{name}.csv")
         error = capsys.readouterr().err
         assert code == 2 and said[name] in error and "Traceback" not in error, (name, error)
+
+
+def test_stacks_in_the_python_api_are_scored_and_filtered_frame_by_frame():
+    """evaluate_segmentation / evaluate_dataset on a (T, Y, X) movie scored it as one volume (ids restart per
+    frame: AP 0.23 where every frame scores 0.84-1.0); filter_labels took the first and last frames for the
+    border and summed areas over frames; an RGB image was "too small" in segment and autolabel."""
+    from napari_microseg.autolabel.fluorescence import autolabel_fluorescence
+    from napari_microseg.errors import InputError
+    from napari_microseg.evaluation.metrics import evaluate_dataset, evaluate_segmentation
+    from napari_microseg.inference.postprocess import filter_labels
+    from napari_microseg.inference.segment import segment
+    from napari_microseg.io.models import load_model
+
+    truth = np.zeros((3, 32, 32), np.uint16)
+    truth[:, 4:10, 4:10], truth[:, 20:26, 20:26] = 1, 2
+    permuted = np.where(truth == 1, 2, np.where(truth == 2, 1, 0)).astype(np.uint16)  # ids swapped, same objects
+    permuted[1] = truth[1]
+    with pytest.raises(InputError, match="frame by frame"):
+        evaluate_segmentation(truth, permuted)
+    per_image, pooled = evaluate_dataset([("movie", truth, permuted)])
+    assert per_image["name"].tolist() == ["movie[0]", "movie[1]", "movie[2]"]
+    assert per_image["ap@0.50"].tolist() == [1.0] * 3 and pooled["ap@0.50"] == 1.0
+
+    stack = np.zeros((3, 32, 32), np.uint16)
+    stack[:, 10:14, 10:14] = 1  # inside, 16 px
+    stack[:, 0:6, 20:26] = 2  # on the top edge, 36 px
+    kept = filter_labels(stack, min_size=20, remove_border=False)
+    assert [sorted(np.unique(frame))[1:] for frame in kept] == [[1]] * 3 and kept[0][0, 20] == 1
+    inside = filter_labels(stack, remove_border=True)
+    assert all(frame[12, 12] == 1 and frame[0, 20] == 0 for frame in inside)
+
+    rgb = np.random.default_rng(0).random((64, 64, 3)).astype(np.float32)
+    with pytest.raises(InputError, match="looks like RGB"):
+        segment(load_model("nuclei_fluorescence_fast", device="cpu", segmentation=True), rgb)
+    with pytest.raises(InputError, match="looks like RGB"):
+        autolabel_fluorescence(rgb)

@@ -362,6 +362,9 @@ def autolabel_fluorescence_iter(image, **kwargs) -> Generator[Progress, None, np
     ndim = getattr(arr, "ndim", None)
     if ndim not in (2, 3):
         raise InputError(f"expected a (Y, X) image or a (T, Y, X) stack, got shape {getattr(arr, 'shape', None)}")
+    if ndim == 3 and arr.shape[-1] in (3, 4) and arr.shape[0] > 4:  # (it said "128 x 3 px is too small")
+        raise InputError(f"image of shape {tuple(arr.shape)} looks like RGB(A) (Y, X, C): give the stain's channel "
+                         "(one grey image)")
     if ndim == 2:
         out = yield from autolabel_frame_iter(np.asarray(arr), **kwargs)
         yield Progress(1, 1, "auto-labelled 1 frame")

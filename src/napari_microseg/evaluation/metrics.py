@@ -417,8 +417,13 @@ def evaluate_segmentation(gt: np.ndarray, pred: np.ndarray, thresholds: Sequence
     precision, recall, dice, iou, n_gt, n_pred), ``ap@T``/``f1@T``/
     ``precision@T``/``recall@T`` per threshold, ``map`` (mean AP over the
     thresholds), ``pq``/``sq`` at the first threshold, and ``instance`` (the
-    :func:`instance_scores` table, for pooling).
+    :func:`instance_scores` table, for pooling). Images are (Y, X): a (T, Y, X) stack scored whole took the
+    objects of one id in every frame for one object (InputError; :func:`evaluate_dataset` scores a stack
+    frame by frame).
     """
+    if np.ndim(gt) != 2 or np.ndim(pred) != 2:
+        raise InputError(f"evaluate_segmentation scores one (Y, X) image, got shapes {np.shape(gt)} and "
+                         f"{np.shape(pred)}: score a (T, Y, X) stack frame by frame (evaluate_dataset does)")
     gt, pred = _check_pair(gt, pred)
     out: dict = {}
     for k, v in pixel_scores(gt, pred, left_out).items():
@@ -461,10 +466,25 @@ def stack_keys(names: Iterable[str]) -> list[str]:
     return [sequence_of(name) or str(name) for name in names]
 
 
+def _frames_of(pairs: Iterable[tuple]) -> Iterable[tuple]:
+    """``pairs`` with each (T, Y, X) pair of stacks (and its left-out pixels) given frame by frame, named
+    ``"<name>[t]"`` (as the command line names them, and the bootstrap draws them with their stack)."""
+    from ..io.images import frame_name
+
+    for name, gt, pred, *left_out in pairs:
+        if np.ndim(gt) == 3 and np.ndim(pred) == 3 and np.shape(gt) == np.shape(pred):
+            for t in range(np.shape(gt)[0]):
+                out = None if not left_out or left_out[0] is None else np.asarray(left_out[0])[t]
+                yield (frame_name(name, t), np.asarray(gt[t]), np.asarray(pred[t]), *([out] if left_out else []))
+        else:
+            yield (name, gt, pred, *left_out)
+
+
 def evaluate_dataset(pairs: Iterable[tuple[str, np.ndarray, np.ndarray]],
                      thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> tuple[pd.DataFrame, dict]:
     """Score many images: ``pairs`` yields ``(name, gt_labels, pred_labels)``, or with a fourth item, the
-    pixels the pixel scores leave out (bool, or None; see :func:`pixel_counts`).
+    pixels the pixel scores leave out (bool, or None; see :func:`pixel_counts`); a pair of (T, Y, X) stacks
+    is scored frame by frame (rows ``"<name>[t]"``).
 
     Returns
     -------
@@ -472,7 +492,9 @@ def evaluate_dataset(pairs: Iterable[tuple[str, np.ndarray, np.ndarray]],
         of :func:`evaluate_segmentation`).
     pooled : dict of data-set scores from pooled counts (pixel, any-overlap
         object and instance scores), plus ``mean_image_map`` (mean over images
-        of the per-image mean AP, the DSB2018 leaderboard convention),
+        of the per-image mean AP, as the DSB2018 leaderboard averaged; it used the thresholds 0.50-0.95
+        and counted IoU strictly above each, where ``thresholds`` here default to 0.50-0.90 and count
+        IoU >= T),
         ``ap_low@T`` / ``ap_high@T`` (the 95 % bootstrap interval of the AP at
         the first threshold, :func:`bootstrap_ap_interval`; frames named
         ``"<stack>[t]"`` are drawn with their stack) and ``n_images``.
@@ -481,7 +503,7 @@ def evaluate_dataset(pairs: Iterable[tuple[str, np.ndarray, np.ndarray]],
     pix = np.zeros(4, np.int64)
     obj = np.zeros(3, np.int64)
     n_gt_obj = n_pred_obj = n_gt_detected = 0
-    for name, gt, pred, *left_out in pairs:
+    for name, gt, pred, *left_out in _frames_of(pairs):
         r = evaluate_segmentation(gt, pred, thresholds, left_out[0] if left_out else None)
         inst_tables.append(r.pop("instance"))
         pix += [r["pixel_tp"], r["pixel_fp"], r["pixel_fn"], r["pixel_tn"]]

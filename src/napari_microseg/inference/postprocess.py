@@ -142,9 +142,13 @@ def filter_labels(
 
     Returns
     -------
-    labels : uint16/uint32 (Y, X), sequential.
+    labels : uint16/uint32 (Y, X), sequential; a (T, Y, X) stack frame by frame (each frame's areas and
+    edges, ids 1..N in each frame), as one stack of the widest frame's type.
     """
     labels = np.asarray(labels)
+    if labels.ndim == 3:  # whole, the first and last frames were "the edge" and areas summed over frames
+        frames = [filter_labels(frame, min_size, max_size, remove_border) for frame in labels]
+        return np.stack(frames).astype(np.result_type(*frames)) if frames else labels.astype(np.uint16)
     if labels.size == 0 or labels.max() == 0:
         return np.zeros(labels.shape, dtype=np.uint16)
     labels = compact_labels(labels)[0]  # the output is renumbered 1..N anyway

@@ -262,10 +262,11 @@ def _check_input(image: Any) -> tuple[int, ...]:
         raise InputError(f"expected a 2D (Y,X) image or a (T,Y,X) stack, got shape {shape}")
     if min(shape) == 0:
         raise InputError(f"image is empty (shape {shape})")
-    if min(shape[-2:]) < MIN_IMAGE_SIDE:
-        raise InputError(f"image of shape {shape} is too small to segment: Y and X must be at least {MIN_IMAGE_SIDE} px")
+    # colour first: its 3-4 samples last are under the smallest side, which said "too small" of any RGB image
     if len(shape) == 3 and shape[-1] in (3, 4) and shape[0] > 4:
         raise InputError(f"image of shape {shape} looks like RGB(A) (Y,X,C); convert it to one grey channel first")
+    if min(shape[-2:]) < MIN_IMAGE_SIDE:
+        raise InputError(f"image of shape {shape} is too small to segment: Y and X must be at least {MIN_IMAGE_SIDE} px")
     dtype = np.dtype(image.dtype)
     if not (np.issubdtype(dtype, np.number) or dtype == bool) or np.issubdtype(dtype, np.complexfloating):
         raise InputError(f"image dtype {dtype} is not a real-valued image")
