@@ -323,3 +323,44 @@ def test_stacks_in_the_python_api_are_scored_and_filtered_frame_by_frame():
         segment(load_model("nuclei_fluorescence_fast", device="cpu", segmentation=True), rgb)
     with pytest.raises(InputError, match="looks like RGB"):
         autolabel_fluorescence(rgb)
+
+
+def test_training_dock_preview_of_a_stack_lies_on_its_own_frame(make_napari_viewer, wait_worker):
+    """Predict preview on frame 1 of a (3, Y, X) stack added a (Y, X) layer, which napari drew over frames 0
+    and 2 too; it is now a stack holding frame 1's objects only, as the Segmentation dock's."""
+    from napari_microseg.pretrained import resolve_model
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+    from napari_microseg.widgets.training import TrainingWidget
+
+    sim = simulate_nuclei_timelapse(n_frames=3, shape=(64, 64), n_nuclei=5, seed=1)
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(sim.fluorescence, name="movie")
+    viewer.dims.set_current_step(0, 1)
+    widget = TrainingWidget(viewer)
+    widget.image_layer.value = ["movie"]
+    widget.out_path.value = str(resolve_model("nuclei_fluorescence_fast"))
+    wait_worker(widget.preview())
+    (preview,) = [layer for layer in viewer.layers if layer.name.startswith("preview")]
+    data = np.asarray(preview.data)
+    assert data.shape == (3, 64, 64) and preview.name.endswith("t=1")
+    assert data[1].max() > 0 and data[0].max() == 0 and data[2].max() == 0
+
+
+def test_evaluate_classes_ignores_a_negative_void_value(tmp_path, capsys):
+    """``evaluate classes --ignore -1`` on an int16 truth with -1 as void was refused ("holds negative
+    values"), though the help offers --ignore for exactly such a value."""
+    truth = np.zeros((16, 16), np.int16)
+    truth[:, 8:] = 1
+    truth[:4] = -1  # void
+    pred = np.zeros((16, 16), np.uint8)
+    pred[:, 8:] = 1
+    pred[:4] = 0  # wrong where the truth is void: not scored
+    pred[:4, 8:] = 0
+    tifffile.imwrite(tmp_path / "gt.tif", truth)
+    tifffile.imwrite(tmp_path / "pred.tif", pred)
+    assert _run_cli("evaluate", "classes", "--gt", tmp_path / "gt.tif", "--pred", tmp_path / "pred.tif",
+                    "--ignore", "-1", "--out", tmp_path / "m.csv") == 0, capsys.readouterr().err
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "m.csv")
+    assert table.loc[table["class"].astype(str).isin(["0", "1"]), "f1"].tolist() == [1.0, 1.0], table

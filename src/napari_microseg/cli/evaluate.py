@@ -432,8 +432,9 @@ def _compare(per_image, other, thresholds, out_compare: Path) -> None:
     print(f": {verdict}")
 
 
-def _class_map(path: Path):
-    """A class map (Y, X) or (T, Y, X) of whole numbers >= 0 as int64."""
+def _class_map(path: Path, ignore: int | None = None):
+    """A class map (Y, X) or (T, Y, X) of whole numbers >= 0 as int64; a negative ``ignore`` value (the
+    truth's "void", e.g. -1) is kept where it is (refused as a negative label, --ignore -1 could not work)."""
     import numpy as np
 
     from ..io.images import read_image
@@ -446,7 +447,13 @@ def _class_map(path: Path):
     arr = colour_labels_as_ids(arr, path.name, classes=True)
     if arr.ndim not in (2, 3):
         raise InputError(f"{path.name}: expected a (Y,X) or (T,Y,X) class map, got shape {arr.shape}")
-    return check_label_image(arr, path.name).astype(np.int64)  # whole numbers >= 0
+    void = arr == ignore if ignore is not None and ignore < 0 else None
+    if void is not None:
+        arr = np.where(void, 0, arr)
+    checked = check_label_image(arr, path.name).astype(np.int64)  # whole numbers >= 0
+    if void is not None:
+        checked[void] = ignore
+    return checked
 
 
 def run_classes(args: argparse.Namespace) -> int:
@@ -475,7 +482,7 @@ def run_classes(args: argparse.Namespace) -> int:
     limit = max(len(names), 256)  # 255: the "void" many uint8 class maps use: a class of its own unless --ignore
     ignored = 0
     for g, p in pairs:
-        truth, pred = _class_map(g), _class_map(p)
+        truth, pred = _class_map(g, args.ignore), _class_map(p)
         if truth.shape != pred.shape:
             raise InputError(f"{g.name}: true map shape {truth.shape} differs from {p.name} shape {pred.shape}")
         for path, values in ((g, truth), (p, pred)):

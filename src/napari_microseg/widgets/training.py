@@ -538,9 +538,18 @@ class TrainingWidget(MicrosegDock):
                 shares = np.bincount(labels.ravel(), minlength=len(result.class_names)) / max(labels.size, 1)
                 said = ", ".join(f"{name} {100 * share:.1f} %" for name, share in zip(result.class_names, shares))
                 classes = pd.DataFrame({"label": np.arange(len(result.class_names)), "class": list(result.class_names)})
-                return labels, said, list(result.class_names), label_features(classes)
+                return on_its_frame(labels), said, list(result.class_names), label_features(classes)
             features = ids_features(labels)
-            return labels, f"{len(features)} objects", None, features
+            return on_its_frame(labels), f"{len(features)} objects", None, features
+
+        def on_its_frame(labels: np.ndarray) -> np.ndarray:
+            """One frame's labels in a zero stack of the layer's frames (drawn on frame t alone, as the
+            Segmentation dock's; a (Y, X) layer was drawn over every frame of the stack)."""
+            if t is None:
+                return labels
+            stack = np.zeros((data.shape[0], *labels.shape), labels.dtype)
+            stack[t] = labels
+            return stack
 
         def done(outcome: tuple) -> None:
             labels, said, class_names, features = outcome
