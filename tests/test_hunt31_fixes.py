@@ -364,3 +364,21 @@ def test_evaluate_classes_ignores_a_negative_void_value(tmp_path, capsys):
 
     table = pd.read_csv(tmp_path / "m.csv")
     assert table.loc[table["class"].astype(str).isin(["0", "1"]), "f1"].tolist() == [1.0, 1.0], table
+
+
+def test_simulated_ccd_clusters_lie_where_the_table_says():
+    """The CCD simulator put pixel k's edges at k and k + 1 while the package (and its clusters table)
+    centres pixel k at k: every simulated cluster's charge lay 0.5 px off its recorded y, x."""
+    from scipy import ndimage as ndi
+
+    from napari_microseg.simulate import simulate_ccd_frame
+
+    frame = simulate_ccd_frame((128, 128), seed=3, n_clusters=6, n_hot=0, glow_probability=0, noise_sd=5)
+    charge = frame.components["clusters"]
+    pieces, n = ndi.label(charge > 1)
+    offsets = []
+    for k in range(1, n + 1):
+        cy, cx = ndi.center_of_mass(charge, pieces, k)
+        nearest = np.argmin(np.hypot(frame.clusters[:, 0] - cy, frame.clusters[:, 1] - cx))
+        offsets.append((frame.clusters[nearest, 0] - cy, frame.clusters[nearest, 1] - cx))
+    assert n >= 4 and np.median(np.abs(offsets)) < 0.05, offsets

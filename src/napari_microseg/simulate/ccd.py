@@ -83,17 +83,19 @@ def fe55_energies(n: int, rng: np.random.Generator, fe55_sd_kev: float = 0.12, c
 
 
 def _add_gaussian_charge(target: np.ndarray, y: float, x: float, sigma: float, total: float) -> None:
-    """Add ``total`` ADC spread by a 2D Gaussian (sigma px), integrated exactly over pixels."""
+    """Add ``total`` ADC spread by a 2D Gaussian (sigma px) centred at (``y``, ``x``) px, integrated exactly
+    over pixels; pixel k is centred at k (it spans k - 0.5 .. k + 0.5), as the package measures centroids
+    (regionprops), so the clusters table's positions are where the charge lies (they were 0.5 px off)."""
     ny, nx = target.shape
     r = int(np.ceil(4 * sigma)) + 1
-    iy, ix = int(np.floor(y)), int(np.floor(x))
+    iy, ix = int(np.floor(y + 0.5)), int(np.floor(x + 0.5))
     y0, y1 = max(iy - r, 0), min(iy + r + 1, ny)
     x0, x1 = max(ix - r, 0), min(ix + r + 1, nx)
     if y0 >= y1 or x0 >= x1:
         return
     s = sigma * np.sqrt(2)
-    ey = erf((np.arange(y0, y1 + 1) - y) / s)
-    ex = erf((np.arange(x0, x1 + 1) - x) / s)
+    ey = erf((np.arange(y0, y1 + 1) - 0.5 - y) / s)
+    ex = erf((np.arange(x0, x1 + 1) - 0.5 - x) / s)
     py = np.diff(ey) / 2
     px = np.diff(ex) / 2
     target[y0:y1, x0:x1] += total * np.outer(py, px)
