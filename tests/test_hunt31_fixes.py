@@ -382,3 +382,25 @@ def test_simulated_ccd_clusters_lie_where_the_table_says():
         nearest = np.argmin(np.hypot(frame.clusters[:, 0] - cy, frame.clusters[:, 1] - cx))
         offsets.append((frame.clusters[nearest, 0] - cy, frame.clusters[nearest, 1] - cx))
     assert n >= 4 and np.median(np.abs(offsets)) < 0.05, offsets
+
+
+def test_saved_image_and_labels_keep_where_they_lie(make_napari_viewer, tmp_path):
+    """A calibrated layer placed away from 0 (an OME-Zarr tile's translation) saved with the plugin's TIFF
+    writers came back at 0, while its saved Tracks layer kept its place: every track point fell off the
+    labels. The writers now keep the translation (OME plane positions) and the reader puts it back."""
+    viewer = make_napari_viewer(show=False)
+    labels = np.zeros((3, 32, 32), np.uint16)
+    labels[:, 5:10, 5:10] = 1
+    placed = {"scale": (3.0, 0.5, 0.5), "translate": (0.0, 100.0, -20.0), "units": ("minute", "micrometer", "micrometer")}
+    for kind, data in (("labels", labels), ("image", labels.astype(np.float32)), ("labels", labels[:1])):
+        layer = getattr(viewer, f"add_{kind}")(data, name=f"{kind}{data.shape[0]}", **placed)
+        saved = tmp_path / f"{layer.name}.tif"
+        layer.save(str(saved), plugin="napari-microseg")
+        (back,) = viewer.open(str(saved), plugin="napari-microseg")
+        np.testing.assert_allclose(back.translate, placed["translate"])
+        np.testing.assert_allclose(back.scale, placed["scale"])
+    # the same layer at 0: nothing written, nothing read back
+    plain = viewer.add_labels(labels, name="plain", scale=placed["scale"], units=placed["units"])
+    plain.save(str(tmp_path / "plain.tif"), plugin="napari-microseg")
+    (back,) = viewer.open(str(tmp_path / "plain.tif"), plugin="napari-microseg")
+    np.testing.assert_allclose(back.translate, (0.0, 0.0, 0.0))

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError, WriteRefused
-from .io.images import LABELS_SOFTWARE, calibration_from_layer, write_tiff
+from .io.images import LABELS_SOFTWARE, calibration_from_layer, origin_from_layer, write_tiff
 from .io.tables import TRACKS_COLUMNS, tracks_table_from_layer, write_csv
 
 
@@ -74,7 +74,10 @@ def write_image_tiff(path: str, data: Any, meta: dict) -> list[str]:
     colour = {"photometric": "rgb", "metadata": {"axes": "YXS" if data.ndim == 3 else "TYXS"}} if rgb else {}
     calibration = (calibration_from_layer(scale, meta.get("units"))
                    if len(scale) == data.ndim - rgb and not (rgb and data.ndim == 4) else None)
-    write_tiff(target, np.asarray(data) if rgb else data, overwrite=True, calibration=calibration, **colour)
+    # where it lies (translate) with its calibration, as the tracks writer keeps it: saved apart, they lay apart
+    origin = origin_from_layer(meta.get("translate"), meta.get("units")) if calibration and not rgb else None
+    write_tiff(target, np.asarray(data) if rgb else data, overwrite=True, calibration=calibration, origin=origin,
+               **colour)
     return [str(target)]
 
 
@@ -98,6 +101,7 @@ def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
     target = _with_suffix(path, (".tif", ".tiff"), ".tif")
     # the layer's physical scale (um, min) goes with it, as the reader set it from the movie
     write_tiff(target, arr.astype(dtype), overwrite=True, calibration=calibration_from_layer(meta.get("scale"), meta.get("units")),
+               origin=origin_from_layer(meta.get("translate"), meta.get("units")),  # where it lies, as tracks keep it
                software=LABELS_SOFTWARE)  # reopened as labels, whatever the file's name
     return [str(target)]
 

@@ -366,6 +366,9 @@ def _read_tiff_logged(path: Path, lazy_above_bytes: int | None, messages: list[s
         calibration = _tiff_calibration(tif)
         if calibration:
             meta["calibration"] = calibration
+            origin = _tiff_origin(tif)
+            if origin:  # where it lies (napari's translate), as the plugin's writers save a placed layer
+                meta["origin"] = origin
         pyramid = len(series.levels) > 1
         lazy = lazy_above_bytes is not None and (pyramid or series.nbytes > lazy_above_bytes)
         if lazy:  # chunk by chunk from the open file, which stays open for the arrays' lifetime
@@ -800,7 +803,7 @@ LABELS_SOFTWARE = "napari-microseg labels"
 
 
 def write_tiff(path: str | os.PathLike, data: np.ndarray, overwrite: bool = False, calibration: dict | None = None,
-               **kwargs: Any) -> Path:
+               origin: dict | None = None, **kwargs: Any) -> Path:
     """Write ``data`` (any shape, e.g. (Y, X) or (T, Y, X)) to a TIFF file atomically.
 
     Refuses to replace an existing file unless ``overwrite`` is true. Large
@@ -810,7 +813,9 @@ def write_tiff(path: str | os.PathLike, data: np.ndarray, overwrite: bool = Fals
     ``calibration``: ``{"pixel_size_um": um per pixel, "frame_interval_min": minutes}`` (either
     may be missing), as :func:`read_image` reports it in ``metadata["calibration"]``: written as
     OME-XML (``PhysicalSizeX/Y``, ``TimeIncrement``), so labels made from a calibrated movie
-    carry its units on to ``microseg track`` and napari.
+    carry its units on to ``microseg track`` and napari. ``origin``: where the image lies, ``{"Y": um,
+    "X": um, "Z": um}`` (any of them; napari's translate of a calibrated layer), written with a calibration
+    as every OME plane's ``PositionY/X/Z`` (read back as ``metadata["origin"]``).
     """
     import tifffile
 
@@ -831,13 +836,14 @@ def write_tiff(path: str | os.PathLike, data: np.ndarray, overwrite: bool = Fals
         # one frame (or plane) of a stack: OME-TIFF readers drop a size-1 axis ((1, Y, X) read back as (Y, X),
         # which `track` and `evaluate tracks` refuse); tifffile's own JSON description keeps the shape, and
         # the calibration goes in it (read back by read_image)
-        kwargs["metadata"] = {**(kwargs.get("metadata") or {}), SHAPED_CALIBRATION_KEY: _valid_calibration(calibration)}
+        kwargs["metadata"] = {**(kwargs.get("metadata") or {}), SHAPED_CALIBRATION_KEY: _valid_calibration(calibration),
+                              **({SHAPED_ORIGIN_KEY: _valid_origin(origin)} if _valid_origin(origin) else {})}
         if "PhysicalSizeX" in ome:  # the pixel size in the TIFF's own tags too, for other programs (per cm)
             kwargs.setdefault("resolution", (1e4 / ome["PhysicalSizeX"], 1e4 / ome["PhysicalSizeY"]))
             kwargs.setdefault("resolutionunit", "CENTIMETER")
     elif ome and "imagej" not in kwargs:
         kwargs["ome"] = True
-        kwargs["metadata"] = {**(kwargs.get("metadata") or {}), **ome}
+        kwargs["metadata"] = {**(kwargs.get("metadata") or {}), **ome, **_ome_planes(origin, shape)}
         if dtype.name in OME_UNSUPPORTED:  # OME-XML has no such pixel type: a type that holds every value
             wider = _ome_dtype(data if "shape" in contents else contents["data"], dtype, target.name)
             if "shape" in contents:  # frame by frame, read again
@@ -855,6 +861,60 @@ def write_tiff(path: str | os.PathLike, data: np.ndarray, overwrite: bool = Fals
 
 #: key of the calibration in the JSON description of a TIFF :func:`write_tiff` wrote without OME-XML
 SHAPED_CALIBRATION_KEY = "microseg_calibration"
+
+#: key of the origin (um per axis letter) beside it
+SHAPED_ORIGIN_KEY = "microseg_origin"
+
+
+def _valid_origin(origin: dict | None) -> dict:
+    """The finite, non-zero entries of an origin ``{"Y": um, "X": um, "Z": um}``, as floats."""
+    return {letter: float(value) for letter, value in (origin or {}).items()
+            if letter in ("Y", "X", "Z") and isinstance(value, (int, float)) and np.isfinite(value) and value != 0}
+
+
+def _ome_planes(origin: dict | None, shape: tuple) -> dict:
+    """tifffile's OME ``Plane`` metadata putting every plane of a grey array of ``shape`` at ``origin``
+    (``PositionY/X/Z`` in um); {} without one."""
+    origin = _valid_origin(origin)
+    if not origin:
+        return {}
+    planes = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+    attributes: dict = {}
+    for letter, value in origin.items():
+        attributes[f"Position{letter}"] = [value] * planes
+        attributes[f"Position{letter}Unit"] = ["µm"] * planes
+    return {"Plane": attributes}
+
+
+def _tiff_origin(tif: Any) -> dict:
+    """Where a TIFF says its image lies, ``{"Y": um, "X": um, "Z": um}`` (the ones it states, non-zero):
+    its first OME plane's ``PositionY/X/Z``, or what :func:`write_tiff` put beside a one-frame stack's
+    calibration; {} otherwise."""
+    found: dict = {}
+    if tif.ome_metadata:
+        import xml.etree.ElementTree as ET
+
+        try:
+            plane = next((el for el in ET.fromstring(tif.ome_metadata).iter() if el.tag.endswith("}Plane")
+                          or el.tag == "Plane"), None)
+        except ET.ParseError:
+            return {}
+        if plane is None:
+            return {}
+        for letter in ("Y", "X", "Z"):
+            value = plane.get(f"Position{letter}")
+            if value is None:
+                continue
+            size = in_unit(1.0, plane.get(f"Position{letter}Unit", "µm"), "micrometer")
+            try:
+                found[letter] = float(value) * size if size is not None else None
+            except ValueError:
+                continue
+        return _valid_origin({k: v for k, v in found.items() if v is not None})
+    shaped = (tif.shaped_metadata or ({},))[0] if not tif.imagej_metadata else {}
+    if isinstance(shaped, dict) and isinstance(shaped.get(SHAPED_ORIGIN_KEY), dict):
+        return _valid_origin(shaped[SHAPED_ORIGIN_KEY])
+    return {}
 
 #: pixel types OME-XML cannot name (a calibrated TIFF is written as OME-TIFF)
 OME_UNSUPPORTED = ("int64", "uint64", "float16", "bool")
@@ -905,6 +965,24 @@ def calibration_from_layer(scale: Any, units: Any) -> dict:
         elif (interval := in_unit(scale[-3], units[-3], "minute")) is not None:
             found["frame_interval_min"] = interval
     return found
+
+
+def origin_from_layer(translate: Any, units: Any) -> dict:
+    """``{"Y": um, "X": um, "Z": um}`` of a napari layer's ``translate`` on the axes whose ``units`` are a
+    length (Y, X last; Z before them), non-zero ones only: where :func:`write_tiff` puts the image
+    (``origin``). {} for a layer at 0 or in pixels."""
+    if translate is None or units is None or len(translate) < 2 or len(units) != len(translate):
+        return {}
+    letters = {-1: "X", -2: "Y", -3: "Z"}
+    found: dict = {}
+    for i, letter in letters.items():
+        if -i > len(translate):
+            break
+        per_unit = in_unit(1.0, units[i], "micrometer")
+        if per_unit is None:
+            continue
+        found[letter] = float(translate[i]) * per_unit
+    return _valid_origin(found)
 
 
 def _positive(value: Any) -> bool:
