@@ -404,3 +404,84 @@ def test_saved_image_and_labels_keep_where_they_lie(make_napari_viewer, tmp_path
     plain.save(str(tmp_path / "plain.tif"), plugin="napari-microseg")
     (back,) = viewer.open(str(tmp_path / "plain.tif"), plugin="napari-microseg")
     np.testing.assert_allclose(back.translate, (0.0, 0.0, 0.0))
+
+
+def _nuclei_images(folder: Path, names: list[str], seed: int) -> None:
+    """Write one simulated 64 x 64 nuclei image per name into ``folder``."""
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+
+    folder.mkdir(parents=True)
+    sim = simulate_nuclei_timelapse(n_frames=len(names), shape=(64, 64), n_nuclei=5, seed=seed)
+    for name, frame in zip(names, sim.fluorescence):
+        tifffile.imwrite(folder / name, frame)
+
+
+def test_batch_never_gives_another_plates_images_the_earlier_plates_results(tmp_path):
+    """plate1 segmented into res/, then archived; plate2 (the same well names, other images) run into res/
+    replaced plate1's labels without --overwrite: its files were taken for plate1 moved elsewhere. A
+    moved folder keeps its files' bytes; other images are named apart (plate2/A01.tif)."""
+    wells = ["A01.tif", "A02.tif"]
+    _nuclei_images(tmp_path / "plate1", wells, seed=1)
+    _nuclei_images(tmp_path / "plate2", wells, seed=2)
+    common = ("--model", "nuclei_fluorescence_fast", "--out", tmp_path / "res", "--workers", "0", "--quiet")
+    assert _run_cli("batch", "segment", "--input", tmp_path / "plate1", *common) == 0
+    first = {p.name: p.read_bytes() for p in (tmp_path / "res" / "labels").glob("*.tif")}
+    (tmp_path / "archive").mkdir()
+    (tmp_path / "plate1").rename(tmp_path / "archive" / "plate1")
+    # plate1 itself, moved: recognised by its bytes, nothing redone
+    assert _run_cli("batch", "segment", "--input", tmp_path / "archive" / "plate1", *common) == 0
+    assert json.loads((tmp_path / "res" / "batch_run.json").read_text())["skipped"] == 2
+    (tmp_path / "archive" / "plate1").rename(tmp_path / "archive" / "plate1_elsewhere")  # gone again
+    assert _run_cli("batch", "segment", "--input", tmp_path / "plate2", *common) == 0
+    assert json.loads((tmp_path / "res" / "batch_run.json").read_text())["processed"] == 2
+    assert {p.name: p.read_bytes() for p in (tmp_path / "res" / "labels").glob("*.tif")} == first
+    assert sorted(p.name for p in (tmp_path / "res" / "labels").rglob("*.tif") if p.parent.name != "labels") == wells
+
+
+def test_batch_classify_redoes_an_image_whose_integration_mask_changed(tmp_path):
+    """An integration mask corrected after a run: the rerun skipped the image, keeping the old mask's verdict."""
+    import pandas as pd
+
+    assert _run_cli("simulate", "response", "--out", tmp_path / "resp", "--n", "3", "--seed", "2") == 0
+    common = ("--model", "response_good_bad", "--input", tmp_path / "resp", "--out", tmp_path / "out",
+              "--workers", "0", "--quiet")
+    mask_file = tmp_path / "resp" / "integration" / "response_00000.tif"
+    right = tifffile.imread(mask_file)
+    tifffile.imwrite(mask_file, np.roll(right, 8, axis=1))  # a wrong mask first
+    assert _run_cli("batch", "classify", *common) == 0
+    wrong = pd.read_csv(tmp_path / "out" / "flags.csv").set_index("image")
+    tifffile.imwrite(mask_file, right)  # corrected
+    assert _run_cli("batch", "classify", *common) == 0
+    assert json.loads((tmp_path / "out" / "batch_run.json").read_text())["processed"] == 1
+    again = pd.read_csv(tmp_path / "out" / "flags.csv").set_index("image")
+    assert_column = again.columns[0]
+    assert again.loc["response_00000.tif", assert_column] != wrong.loc["response_00000.tif", assert_column]
+
+
+def test_an_unfinished_batch_label_store_is_not_tracked(tmp_path, capsys):
+    """A Zarr label store that an interrupted ``batch segment`` left (frames after the last written empty,
+    marked not complete) was tracked without a word: tracks "disappeared" where the run stopped."""
+    import zarr
+
+    store = zarr.open(str(tmp_path / "mov.zarr"), mode="w", shape=(4, 32, 32), chunks=(1, 32, 32), dtype="uint16")
+    store[:2, 5:10, 5:10] = 1
+    store.attrs["microseg_batch"] = {"complete": False}
+    assert _run_cli("track", "--labels", tmp_path / "mov.zarr", "--out", tmp_path / "trk") == 2
+    assert "has not finished" in capsys.readouterr().err
+    (tmp_path / "in").mkdir()
+    (tmp_path / "mov.zarr").rename(tmp_path / "in" / "mov.zarr")
+    assert _run_cli("batch", "track", "--input", tmp_path / "in", "--out", tmp_path / "btrk", "--workers", "0",
+                    "--quiet") == 1
+    assert "has not finished" in (tmp_path / "btrk" / "failures.csv").read_text()
+
+
+def test_batch_leaves_out_an_autolabel_output_folder_in_its_inputs(tmp_path):
+    """``autolabel fluorescence --out inputs/autolab``: its labels.tif was segmented as an image."""
+    _nuclei_images(tmp_path / "in", ["a.tif"], seed=3)
+    assert _run_cli("autolabel", "fluorescence", "--stain", tmp_path / "in" / "a.tif", "--out",
+                    tmp_path / "in" / "autolab") == 0
+    assert _run_cli("batch", "segment", "--model", "nuclei_fluorescence_fast", "--input", tmp_path / "in",
+                    "--out", tmp_path / "res", "--workers", "0", "--quiet") == 0
+    import pandas as pd
+
+    assert pd.read_csv(tmp_path / "res" / "counts.csv")["image"].tolist() == ["a.tif"]

@@ -201,7 +201,7 @@ def _walk_images(folder: Path, exclude: Path | None, ignored: list | None = None
     relabelled stacks of a folder holding a run record; with ``keep_run_labels`` its ``labels/`` are
     kept, for tracking) and, with ``skip_label_folders``, sub-folders named as label folders
     (``labels/``, ``masks/``, ... : a data set's ground truth beside its images)."""
-    from ..io.images import RUN_OUTPUTS, image_kind, run_record
+    from ..io.images import RUN_LABELS, RUN_OUTPUTS, image_kind, run_record
     from ..training.data import LABEL_FOLDERS
 
     found: list[Path] = []
@@ -243,7 +243,7 @@ def _walk_images(folder: Path, exclude: Path | None, ignored: list | None = None
             path = here / f
             if f.startswith(".") or not path.is_file():
                 continue
-            if f in results:  # a relabelled stack beside a run's tables
+            if f in results and not (keep_run_labels and f in RUN_LABELS):  # a relabelled stack beside a run's tables
                 leave_out(path)
             elif image_kind(path) is not None:
                 found.append(path)
@@ -558,6 +558,40 @@ def _moved_input_root(paths: Sequence[Path], out: Path) -> str | None:
     return votes.most_common(1)[0][0] if votes else None
 
 
+def _root_beside_earlier(paths: Sequence[Path], out: Path) -> str | None:
+    """The deepest folder holding ``paths`` and the input folder an earlier batch in ``out`` recorded
+    (gone since); None without such a record."""
+    try:
+        root = json.loads((out / CONFIG_NAME).read_text()).get("input_root")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(root, str) or not root or not paths:
+        return None
+    try:
+        return os.path.commonpath([root, *(os.path.dirname(os.path.abspath(p)) for p in paths)])
+    except ValueError:  # another drive (Windows)
+        return None
+
+
+def _same_files_as_recorded(found: Sequence[tuple[Path, str]], out: Path, sample: int = 8) -> bool:
+    """True when the files of ``found`` (path, name relative to the moved root) that an earlier batch in
+    ``out`` recorded under the same names hold the bytes it recorded (checked on up to ``sample`` files;
+    most must agree); True too when none can be compared (Zarr stores, no records)."""
+    from .manifest import sha256_file
+
+    records = Manifest(out / MANIFEST_NAME).load()
+    compared = same = 0
+    for path, rel in found:
+        record = records.get(split_image_suffix(rel)[0])
+        if record is None or not record.get("checksum") or not Path(path).is_file():
+            continue
+        compared += 1
+        same += sha256_file(path) == record["checksum"]
+        if compared >= sample:
+            break
+    return compared == 0 or same * 2 > compared
+
+
 def _previous_settings_hash(out: Path) -> str | None:
     """The settings hash an earlier batch recorded in ``out`` (None: none, or unreadable)."""
     try:
@@ -840,14 +874,15 @@ def _model_info(model: str | os.PathLike | None, task: str) -> tuple[str | None,
     return str(path.resolve()), sha256_file(path), dtype
 
 
-def verify_checksums(items: Sequence[BatchItem], expected: dict[str, str], threads: int = 4
+def verify_checksums(items: Sequence[BatchItem], expected: dict[str, str], threads: int = 4, task: str | None = None
                      ) -> Generator[tuple[str, bool], None, None]:
-    """Yield ``(key, input checksum == expected[key])`` for each item, hashing in a thread pool (input order)."""
+    """Yield ``(key, input checksum == expected[key])`` for each item, hashing in a thread pool (input order);
+    ``task``: as :func:`~napari_microseg.batch.tasks.item_checksum` takes it."""
     from concurrent.futures import ThreadPoolExecutor
 
     def check(item: BatchItem) -> bool:
         try:
-            return item_checksum(item)[0] == expected.get(item.key)
+            return item_checksum(item, task)[0] == expected.get(item.key)
         except Exception:  # noqa: BLE001 - unreadable now: redo it (the task reports why)
             return False
 
@@ -968,8 +1003,17 @@ def run_batch(
         # holding both, it never takes the earlier a.tif's results, which it did, replacing them unasked.)
         moved_root = _moved_input_root([p for p, _ in found], out)
         if moved_root is not None:
-            ignored = []
-            found = find_batch_inputs(inputs, root=moved_root, ignored=ignored, **search)
+            moved_ignored: list[Path] = []
+            moved = find_batch_inputs(inputs, root=moved_root, ignored=moved_ignored, **search)
+            if _same_files_as_recorded(moved, out):  # a moved folder keeps its files' bytes: another plate's
+                found, ignored = moved, moved_ignored  # A01.tif under the same names took plate 1's results
+            else:  # other images: named from the deepest folder holding them and the earlier run's inputs, as
+                moved_root = None  # while those were there (plate2/A01.tif), never taking their results
+                distinct = _root_beside_earlier([p for p, _ in found], out)
+                if distinct is not None:
+                    ignored = []
+                    found = find_batch_inputs(inputs, root=distinct, ignored=ignored, **search)
+                    moved_root = distinct
     out.mkdir(parents=True, exist_ok=True)
     lock = acquire_out_lock(out)
     manifest = Manifest(out / MANIFEST_NAME)
@@ -1036,7 +1080,7 @@ def run_batch(
             yield event(f"checking {len(expected)} items done before")
             skipped = set()
             last_event = time.perf_counter()
-            for key, same in verify_checksums([i for i in items if i.key in expected], expected, resume_threads):
+            for key, same in verify_checksums([i for i in items if i.key in expected], expected, resume_threads, task):
                 if same:
                     skipped.add(key)
                     counts["skipped"] += 1

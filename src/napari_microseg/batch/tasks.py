@@ -46,7 +46,7 @@ import pandas as pd
 from ..errors import InputError
 from ..io.atomic import replace_tree
 from ..io.images import is_lazy, is_rgb
-from .manifest import sha256_array, sha256_file, sha256_tree
+from .manifest import sha256_array, sha256_file, sha256_json, sha256_tree
 
 #: segment_image keywords a segment (or track) batch task passes on
 SEGMENT_PARAMS = ("tile", "overlap", "batch_size", "threshold", "min_size", "max_size", "fill_holes", "remove_border",
@@ -170,11 +170,21 @@ def read_zarr_frame(item: BatchItem) -> np.ndarray:
     return np.asarray(data[item.frame].compute(scheduler="synchronous"))
 
 
-def item_checksum(item: BatchItem) -> tuple[str, np.ndarray | None]:
+def integration_mask_path(item: BatchItem) -> Path | None:
+    """The integration mask ``classify`` reads with an image of a response folder (``images/x.tif`` ->
+    ``integration/x.tif``, as ``simulate response`` writes them); None when there is none."""
+    source = Path(item.source)
+    mask = source.parent.parent / "integration" / source.name
+    return mask if item.frame is None and source.parent.name == "images" and mask.is_file() else None
+
+
+def item_checksum(item: BatchItem, task: str | None = None) -> tuple[str, np.ndarray | None]:
     """Checksum of an item's input and, for Zarr frames, the frame that was hashed (reused by the task).
 
     Files: sha256 of the bytes. Zarr stores read whole: sha256 over all files
-    of the store. Zarr frames: sha256 of the decoded frame (dtype, shape, bytes).
+    of the store. Zarr frames: sha256 of the decoded frame (dtype, shape, bytes). ``task`` "classify":
+    the image's integration mask too (an edited mask kept the verdict of the old one), see
+    :func:`integration_mask_path`.
     """
     if item.frame is not None:
         frame = read_zarr_frame(item)
@@ -184,6 +194,9 @@ def item_checksum(item: BatchItem) -> tuple[str, np.ndarray | None]:
         raise InputError(f"{item.image}: no such file or folder")
     if path.is_dir():
         return sha256_tree(path), None
+    mask = integration_mask_path(item) if task == "classify" else None
+    if mask is not None:
+        return sha256_json([sha256_file(path), sha256_file(mask)]), None
     return sha256_file(path), None
 
 
@@ -202,10 +215,11 @@ def _read_whole(item: BatchItem, spec: TaskSpec, grey: bool = False, calibration
     dict receives what the file states (``pixel_size_um``, ``frame_interval_min``), as the
     single-file commands carry it on to their labels and track tables.
     """
-    from ..io.images import LAZY_TIFF_BYTES, channel_or_grey, read_image
+    from ..io.images import LAZY_TIFF_BYTES, channel_or_grey, check_complete, read_image
 
     channel = spec.params.get("channel")
     image = read_image(item.source, hdu=spec.params.get("hdu"), channel=channel, lazy_above_bytes=LAZY_TIFF_BYTES)
+    check_complete(image, item.image)
     if calibration is not None:
         calibration.update(image.metadata.get("calibration") or {})
     if channel is not None and "channel" not in image.metadata and not is_rgb(image.data):
@@ -484,8 +498,8 @@ def classify_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> 
         raise InputError(f"{item.image}: expected a 2-D image{' (or an (N, Y, X) stack with --box)' if image.ndim == 3 else ''}, "
                          f"got shape {image.shape}")
     masks = None
-    mask_path = Path(item.source).parent.parent / "integration" / Path(item.source).name
-    if box is None and Path(item.source).parent.name == "images" and mask_path.is_file():
+    mask_path = integration_mask_path(item)
+    if box is None and mask_path is not None:
         # a response folder (as 'simulate response' writes it): the image's own integration area
         masks = [np.asarray(read_image(mask_path).data) > 0]
         if masks[0].shape != image.shape:
@@ -542,7 +556,7 @@ def run_item(item: BatchItem, spec: TaskSpec, expected_checksum: str | None = No
                               "checksum": None, "outputs": {}, "reason": "", "worker": _worker_name()}
     try:
         with dask.config.set(scheduler="synchronous"):
-            checksum, frame = item_checksum(item)
+            checksum, frame = item_checksum(item, spec.task)
             record["checksum"] = checksum
             if expected_checksum is not None and checksum == expected_checksum:
                 record["status"] = "skipped"

@@ -82,11 +82,12 @@ def _read_stack(path: str, what: str, hdu: int | None = None, channel: int | Non
     empty). Zarr and TIFFs over ``LAZY_TIFF_BYTES`` stay on disk and are tracked frame by frame. A
     Z stack (OME / ImageJ axes ZYX) is tracked plane by plane, with a note."""
     from ..errors import InputError
-    from ..io.images import LAZY_TIFF_BYTES, channel_or_grey, is_z_stack, read_image, time_stack
+    from ..io.images import LAZY_TIFF_BYTES, channel_or_grey, check_complete, is_z_stack, read_image, time_stack
 
     if not Path(path).exists():
         raise InputError(f"{what} file not found: {path}")
     image = read_image(path, hdu=hdu, lazy_above_bytes=LAZY_TIFF_BYTES, channel=channel)
+    check_complete(image, Path(path).name)
     if what == "image":  # as segment reads it: --channel picks a colour of an RGB movie, which else is grey
         data = channel_or_grey(image, channel, Path(path).name)
     else:

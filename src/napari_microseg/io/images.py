@@ -59,9 +59,13 @@ def drop_previews(paths: list) -> tuple[list, list]:
 
 #: the record each command writes into its --out, and keys it holds: a folder with one is a run's output
 RUN_RECORDS = {"segment_run.json": ("model", "images"), "batch_config.json": ("task", "settings_hash"),
-               "track_config.json": ("max_search_radius", "motion_model")}
+               "track_config.json": ("max_search_radius", "motion_model"),
+               "params.json": ("command", "autolabel", "n_objects_per_frame")}  # autolabel fluorescence's
 #: what runs write into their output folder besides tables: results, never inputs of a later search
-RUN_OUTPUTS = ("labels", "probabilities", "tracks_labels", "ctc_RES", "defect_masks", "shards", "tracks_labels.tif")
+RUN_OUTPUTS = ("labels", "probabilities", "tracks_labels", "ctc_RES", "defect_masks", "shards", "tracks_labels.tif",
+               "labels.tif", "labels_on_target.tif", "tiles")
+#: of those, the label images a tracking search takes (``keep_labels``)
+RUN_LABELS = ("labels", "labels.tif", "labels_on_target.tif")
 
 
 def run_record(folder: str | os.PathLike) -> str | None:
@@ -97,7 +101,7 @@ def run_output(path: str | os.PathLike, top: str | os.PathLike, keep_labels: boo
             records[folder] = run_record(folder)
         if records[folder]:
             first = path.relative_to(folder).parts[0]
-            if first in RUN_OUTPUTS and not (keep_labels and first == "labels"):
+            if first in RUN_OUTPUTS and not (keep_labels and first in RUN_LABELS):
                 return True
     return False
 
@@ -1076,6 +1080,16 @@ def write_zarr(path: str | os.PathLike, data: Any, chunks: tuple[int, ...] | Non
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def check_complete(image: "ImageData", name: str) -> None:
+    """InputError for a label store that ``microseg batch segment`` is still writing or was interrupted
+    writing (its ``microseg_batch`` record says not complete): its frames after the last one written are
+    empty, and tracks ending there came out "disappeared" without a word."""
+    record = image.metadata.get("microseg_batch")
+    if isinstance(record, dict) and record.get("complete") is False:
+        raise InputError(f"{name} is a label store that a 'microseg batch segment' run has not finished (it was "
+                         "interrupted, or is running): run that command again to finish it, then track")
 
 
 def frame_name(file_name: str, t: int) -> str:
