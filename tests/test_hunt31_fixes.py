@@ -485,3 +485,31 @@ def test_batch_leaves_out_an_autolabel_output_folder_in_its_inputs(tmp_path):
     import pandas as pd
 
     assert pd.read_csv(tmp_path / "res" / "counts.csv")["image"].tolist() == ["a.tif"]
+
+
+def test_classify_train_resume_keeps_its_samples_and_records_its_metrics(tmp_path, capsys):
+    """``classify train images --resume`` without --seed simulated its samples again with seed 0 (the run
+    had seed 1): epochs went on, and were validated, on other images without a word. And a finished
+    images run recorded no metrics and no stop reason (a late rewrite of its training record)."""
+    from napari_microseg.io.models import read_model_config
+
+    model = tmp_path / "cs.pt"
+    common = ("classify", "train", "images", "--simulated", "8", "--batch-size", "4", "--threads", "1")
+    assert _run_cli(*common, "--epochs", "1", "--seed", "1", "--out", model) == 0
+    training = read_model_config(model)["training"]
+    assert training["metrics"] and training["stop_reason"] == "completed", training
+    assert _run_cli(*common, "--epochs", "2", "--resume", model, "--out", model) == 0
+    training = read_model_config(model)["training"]
+    assert training["simulation"]["seed"] == 1 and training["config"]["seed"] == 1
+    assert len(training["history"]) == 2 and training["metrics"]
+    assert _run_cli(*common, "--epochs", "3", "--seed", "0", "--resume", model, "--out", model) == 2
+    assert "seed 1" in capsys.readouterr().err
+
+
+def test_train_history_folder_is_refused_before_training(tmp_path, capsys):
+    """``train --history <folder> --overwrite`` trained the whole run, then failed (exit 2, no history)."""
+    (tmp_path / "hdir").mkdir()
+    code = _run_cli("train", "--simulated", "2", "--sim-size", "48", "--epochs", "1", "--patch", "48",
+                    "--out", tmp_path / "m.pt", "--history", tmp_path / "hdir", "--overwrite", "--quiet")
+    assert code == 2 and "is a folder" in capsys.readouterr().err
+    assert not (tmp_path / "m.pt").exists()

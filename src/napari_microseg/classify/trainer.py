@@ -336,6 +336,18 @@ def train_classifier(
         raise InputError(f"--resume {resume}: its run classifies {', '.join(map(str, resumed_classes))}; this data "
                          f"has the classes {', '.join(map(str, class_names))}. A run resumes on its own task; to start "
                          "from its network on another, give it as --init-model (its output layer starts afresh)")
+    if ckpt is not None:  # the same samples, and the same validation split of them (split by the seed)
+        before = ckpt["config"].get("training") or {}
+        recorded, now = before.get("simulation"), data.meta.get("simulation")
+        if recorded and now and recorded != now:
+            raise InputError(f"--resume {resume}: its run trained on simulated {recorded.get('domain')} samples of seed "
+                             f"{recorded.get('seed')} {recorded.get('settings')}; this run's are seed {now.get('seed')} "
+                             f"{now.get('settings')}: its epochs would go on on other samples, validated on others. Give "
+                             "the resumed run's --seed and sample options (or leave --seed out), or train anew")
+        seed_before = (before.get("config") or {}).get("seed")
+        if seed_before is not None and val_data is None and int(seed_before) != int(cfg.seed):
+            raise InputError(f"--resume {resume}: its run split its validation samples with seed {seed_before}, this "
+                             f"one with {cfg.seed}: give --seed {seed_before} (or leave --seed out)")
     output_mode = cfg.output_mode or ("binary" if cfg.task == "images" else "multiclass")
     if output_mode == "binary" and n_classes != 2:
         raise InputError(f"binary output needs 2 classes, got {n_classes}")
@@ -742,8 +754,14 @@ def train_with_strategy(
 
 
 def _record_strategy(result: ClassifierTrainResult, strategy: str, pretrained: Path | None) -> ClassifierTrainResult:
-    """Note the [R] strategy (and the pre-trained model) in the result and in its model file."""
+    """Note the [R] strategy (and the pre-trained model) in the result and in its model file, beside the
+    training record the file holds (its metrics and stop reason: the result's own record, written before
+    the run ended, replaced them with none)."""
     training = result.config.setdefault("training", {})
+    if result.model_path is not None and Path(result.model_path).is_file():
+        from ..io.models import read_model_config
+
+        training.update(read_model_config(result.model_path).get("training") or {})
     training["strategy"] = strategy
     if pretrained is not None:
         training["pretrained_model"] = str(pretrained)

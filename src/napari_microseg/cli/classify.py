@@ -100,7 +100,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help=f"architecture (default {arch})")
         r.add_argument("--patience", type=int, default=30, help="early-stopping patience in epochs (0: off; default 30)")
         r.add_argument("--val-fraction", type=float, default=0.2, help="share of samples held out for validation (default 0.2)")
-        r.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+        r.add_argument("--seed", type=int, default=None,
+                       help="random seed (default 0; with --resume, the resumed run's own: its samples and split)")
         r.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda, cuda:N or mps (default auto)")
         r.add_argument("--threads", type=int, default=None, help="torch CPU threads")
         r.add_argument("--history", type=Path, help="history CSV (default: <model>.history.csv next to --out)")
@@ -777,12 +778,26 @@ def _read_profiles_tiff(path: Path) -> np.ndarray:
         raise InputError(f"{path.name}: cannot read ({type(err).__name__})") from None
 
 
+def _resumed_seed(resume: str) -> int:
+    """The seed of the run a ``--resume`` file (a model or its ``.last.pt``) records; 0 when it records none."""
+    from ..io.models import read_model_config
+    from ..training.trainer import last_checkpoint_path
+
+    for candidate in (Path(resume), last_checkpoint_path(Path(resume))):
+        if candidate.is_file():
+            seed = ((read_model_config(candidate).get("training") or {}).get("config") or {}).get("seed")
+            return int(seed) if seed is not None else 0
+    return 0  # none there: the trainer says so
+
+
 def _run_train(args) -> int:
     from ..classify.trainer import ClassifierTrainConfig, train_classifier, train_with_strategy
     from ..io.tables import model_sidecar
     from ..progress import run_with_text_progress
 
     task = args.train_task
+    if args.seed is None:  # a resumed run goes on with its own seed: its simulated samples and validation split
+        args.seed = _resumed_seed(args.resume) if args.resume else 0
     if args.epochs < 1 or args.batch_size < 1:
         raise InputError("--epochs and --batch-size must be >= 1")
     if args.patience < 0:  # as train refuses it (it meant "off" unsaid)

@@ -268,6 +268,9 @@ def run(args: argparse.Namespace) -> int:
         # the CSV written over the model (or its checkpoint) after training: the trained model lost, exit 0
         raise InputError(f"--history {history_path} is the model file (or its checkpoint) --out writes: give the "
                          "history another name (default: <model>.history.csv)")
+    if history_path.is_dir():  # found only after the whole run (exit 2, no history), with --overwrite
+        raise InputError(f"--history {history_path} is a folder: give the name of a CSV file to write "
+                         f"(e.g. {history_path / (out.stem + '.history.csv')})")
     # --resume continues --out's own run (its model or checkpoint); resuming another run writes a new file
     continues_out = bool(args.resume) and Path(args.resume).resolve() in (out.resolve(), last_checkpoint_path(out).resolve())
     for target in (out, history_path, last_checkpoint_path(out)):
