@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import tifffile
 
@@ -91,7 +92,7 @@ def test_tracks_tables_with_negative_ids_or_quoted_names(tmp_path):
 
     bad = tmp_path / "bad_tracks.csv"
     bad.write_text("track_id,t,y,x\n-1,0,5,5\n-1,1,6,5\n")
-    with pytest.raises(InputError, match=r"'track_id' must hold whole numbers from 1; line 2 holds -1"):
+    with pytest.raises(InputError, match=r"'track_id' must hold whole numbers from 0; line 2 holds -1"):
         get_reader(str(bad))(str(bad))
     quoted = tmp_path / "r_tracks.csv"
     quoted.write_text('"track_id","t","y","x"\n1,0,5,5\n1,1,6,5\n')
@@ -513,3 +514,82 @@ def test_train_history_folder_is_refused_before_training(tmp_path, capsys):
                     "--out", tmp_path / "m.pt", "--history", tmp_path / "hdir", "--overwrite", "--quiet")
     assert code == 2 and "is a folder" in capsys.readouterr().err
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_review_fixes_of_session_31(tmp_path, monkeypatch):
+    """The review of this session's fixes: (a) a microscope's OME-TIFF stage position is no place (the movie
+    opened thousands of um from its labels); (b) a damaged file read in one thread is not another's;
+    (c) a track entering at the edge beside an unrelated exit is no broken track; (d) track ids from 0 are
+    taken; (e) a search radius beyond the motion model's reach is said."""
+    import threading
+
+    from skimage.draw import disk
+
+    from napari_microseg._reader import layer_calibration
+    from napari_microseg.errors import InputError
+    from napari_microseg.io.images import read_image
+    from napari_microseg.tracking.export import tracks_result_from_table
+    from napari_microseg.tracking.track import run_tracking, track_warnings
+
+    frames = (np.random.default_rng(0).random((3, 64, 64)) * 1000).astype(np.uint16)
+    planes = {"PositionX": [12345.6] * 3, "PositionXUnit": ["µm"] * 3, "PositionY": [-4321.0] * 3,
+              "PositionYUnit": ["µm"] * 3}
+    tifffile.imwrite(tmp_path / "stage.ome.tif", frames, ome=True,
+                     metadata={"axes": "TYX", "PhysicalSizeX": 0.65, "PhysicalSizeY": 0.65, "Plane": planes})
+    assert "translate" not in layer_calibration(read_image(tmp_path / "stage.ome.tif"))
+
+    tifffile.imwrite(tmp_path / "good.tif", frames, compression="zlib")
+    whole = (tmp_path / "good.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(whole[: int(len(whole) * 0.7)])
+    refused: list[str] = []
+
+    def read(name: str) -> None:
+        for _ in range(20):
+            try:
+                read_image(tmp_path / name)
+            except InputError:
+                refused.append(name)
+
+    threads = [threading.Thread(target=read, args=(name,)) for name in ("cut.tif", "good.tif", "good.tif")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert set(refused) == {"cut.tif"} and refused.count("cut.tif") == 20
+
+    movie = np.zeros((4, 64, 64), np.uint16)
+    for t in range(2):
+        movie[t][disk((32, 3), 3, shape=(64, 64))] = 1  # leaves at the left edge after frame 1
+    for t in range(2, 4):
+        movie[t][disk((12, 3), 3, shape=(64, 64))] = 2  # another enters there at frame 2, 20 px away
+    movie[:, 45:52, 40:47] = 3
+    assert not track_warnings(run_tracking(movie, config="cell", max_search_radius=8.0))
+
+    table = pd.DataFrame({"track_id": [0, 0, 1], "t": [0, 1, 0], "y": [5.0, 6.0, 20.0], "x": [5.0, 5.0, 20.0]})
+    assert tracks_result_from_table(table).n_tracks == 2
+
+    far = run_tracking(movie, config="particle", max_search_radius=100.0)
+    assert any("links steps up to 83" in note for note in track_warnings(far))
+
+
+def test_a_moved_response_folder_is_still_recognised_and_failed_frames_are_said(tmp_path, capsys):
+    """Review: with the integration mask in classify's checksums, a moved response folder's files no longer
+    matched their records and were classified again under new names; a label store whose batch run
+    finished with failed frames was refused for ever as "not finished"."""
+    import zarr
+
+    assert _run_cli("simulate", "response", "--out", tmp_path / "resp", "--n", "3", "--seed", "2") == 0
+    common = ("--model", "response_good_bad", "--out", tmp_path / "out", "--workers", "0", "--quiet")
+    assert _run_cli("batch", "classify", "--input", tmp_path / "resp", *common) == 0
+    (tmp_path / "archive").mkdir()
+    (tmp_path / "resp").rename(tmp_path / "archive" / "resp")
+    assert _run_cli("batch", "classify", "--input", tmp_path / "archive" / "resp", *common) == 0
+    assert json.loads((tmp_path / "out" / "batch_run.json").read_text())["skipped"] == 3
+
+    store = zarr.open(str(tmp_path / "mov.zarr"), mode="w", shape=(4, 32, 32), chunks=(1, 32, 32), dtype="uint16")
+    store[:, 5:10, 5:10] = 1
+    store[2] = 0
+    store.attrs["microseg_batch"] = {"complete": False, "frames": 4, "failed_frames": [2]}
+    capsys.readouterr()
+    assert _run_cli("track", "--labels", tmp_path / "mov.zarr", "--out", tmp_path / "trk") == 0
+    assert "1 frame(s) failed" in capsys.readouterr().err

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError, WriteRefused
-from .io.images import LABELS_SOFTWARE, calibration_from_layer, origin_from_layer, write_tiff
+from .io.images import LABELS_SOFTWARE, MICROSEG_SOFTWARE, calibration_from_layer, origin_from_layer, write_tiff
 from .io.tables import TRACKS_COLUMNS, tracks_table_from_layer, write_csv
 
 
@@ -77,7 +77,7 @@ def write_image_tiff(path: str, data: Any, meta: dict) -> list[str]:
     # where it lies (translate) with its calibration, as the tracks writer keeps it: saved apart, they lay apart
     origin = origin_from_layer(meta.get("translate"), meta.get("units")) if calibration and not rgb else None
     write_tiff(target, np.asarray(data) if rgb else data, overwrite=True, calibration=calibration, origin=origin,
-               **colour)
+               software=MICROSEG_SOFTWARE, **colour)  # its plane positions: where the layer lay
     return [str(target)]
 
 

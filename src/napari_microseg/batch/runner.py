@@ -573,20 +573,24 @@ def _root_beside_earlier(paths: Sequence[Path], out: Path) -> str | None:
         return None
 
 
-def _same_files_as_recorded(found: Sequence[tuple[Path, str]], out: Path, sample: int = 8) -> bool:
+def _same_files_as_recorded(found: Sequence[tuple[Path, str]], out: Path, task: str, sample: int = 8) -> bool:
     """True when the files of ``found`` (path, name relative to the moved root) that an earlier batch in
-    ``out`` recorded under the same names hold the bytes it recorded (checked on up to ``sample`` files;
-    most must agree); True too when none can be compared (Zarr stores, no records)."""
-    from .manifest import sha256_file
-
+    ``out`` recorded under the same names hold what it recorded (their checksums as ``task`` takes them;
+    checked on up to ``sample`` files, most must agree); True too when none can be compared (Zarr stores,
+    whose frames are checked one by one, or no records)."""
     records = Manifest(out / MANIFEST_NAME).load()
     compared = same = 0
     for path, rel in found:
-        record = records.get(split_image_suffix(rel)[0])
+        stem = split_image_suffix(rel)[0]
+        record = records.get(stem)
         if record is None or not record.get("checksum") or not Path(path).is_file():
             continue
         compared += 1
-        same += sha256_file(path) == record["checksum"]
+        try:
+            checksum = item_checksum(BatchItem(key=stem, source=str(path), stem=stem, image=rel), task)[0]
+        except InputError:
+            checksum = None
+        same += checksum == record["checksum"]
         if compared >= sample:
             break
     return compared == 0 or same * 2 > compared
@@ -1005,7 +1009,7 @@ def run_batch(
         if moved_root is not None:
             moved_ignored: list[Path] = []
             moved = find_batch_inputs(inputs, root=moved_root, ignored=moved_ignored, **search)
-            if _same_files_as_recorded(moved, out):  # a moved folder keeps its files' bytes: another plate's
+            if _same_files_as_recorded(moved, out, task):  # a moved folder keeps its files' bytes: another plate's
                 found, ignored = moved, moved_ignored  # A01.tif under the same names took plate 1's results
             else:  # other images: named from the deepest folder holding them and the earlier run's inputs, as
                 moved_root = None  # while those were there (plate2/A01.tif), never taking their results
@@ -1166,11 +1170,18 @@ def run_batch(
                 (out / name).unlink(missing_ok=True)
         for stem in stacks:
             keys = [i.key for i in items if i.stem == stem]
-            if all(records.get(k, {}).get("status") == "done" for k in keys):
+            statuses = [records.get(k, {}).get("status") for k in keys]
+            if all(status == "done" for status in statuses):
                 import zarr
 
                 arr = zarr.open_array(str(out / "labels" / f"{stem}.zarr"), mode="r+")
                 arr.attrs["microseg_batch"] = {"complete": True, "frames": len(keys)}
+            elif all(status in ("done", "failed") for status in statuses):  # finished, some frames failed: said
+                import zarr  # when it is read (their frames are empty), not "unfinished" for ever
+
+                arr = zarr.open_array(str(out / "labels" / f"{stem}.zarr"), mode="r+")
+                failed = [int(k.rsplit("/t", 1)[-1]) for k, status in zip(keys, statuses) if status == "failed"]
+                arr.attrs["microseg_batch"] = {"complete": False, "frames": len(keys), "failed_frames": failed}
         failures_csv = write_failures_csv(out / FAILURES_NAME, failures)
         notes = write_notes_csv(out, [records[i.key] for i in items if i.key in records],
                                 {i.key: i.image for i in items})

@@ -148,7 +148,7 @@ def filter_labels(
     labels = np.asarray(labels)
     if labels.ndim == 3:  # whole, the first and last frames were "the edge" and areas summed over frames
         frames = [filter_labels(frame, min_size, max_size, remove_border) for frame in labels]
-        return np.stack(frames).astype(np.result_type(*frames)) if frames else labels.astype(np.uint16)
+        return np.stack(frames).astype(np.result_type(*{f.dtype for f in frames})) if frames else labels.astype(np.uint16)
     if labels.size == 0 or labels.max() == 0:
         return np.zeros(labels.shape, dtype=np.uint16)
     labels = compact_labels(labels)[0]  # the output is renumbered 1..N anyway

@@ -40,6 +40,11 @@ ESTIMATE_CROP = 768
 #: at most this many segmentation passes to estimate a diameter
 ESTIMATE_PASSES = 3
 
+#: a first estimate from this multiple of the trained widths' bottom to this share of their top is taken as
+#: it is (the network sees such nuclei whole, and nothing is resized either way); others are measured again,
+#: resized to the typical width
+WELL_INSIDE = (1.3, 0.6)
+
 
 def object_size_spec(loaded: Any) -> dict | None:
     """The model's ``config["object_size"]`` as ``{"diameter": float, "range": (lo, hi)}`` (px), or None."""

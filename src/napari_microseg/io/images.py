@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -303,22 +304,42 @@ def rgb_to_grey(data: Any, name: str = "image") -> Any:
 
 class _TifffileLog:
     """Collects what tifffile logs (it logs damage it reads past, such as a page chain cut short, rather
-    than raising) instead of printing it, for :func:`_check_tifffile_log`."""
+    than raising) instead of printing it, for :func:`_check_tifffile_log`: each thread its own list (a
+    damaged file read in one thread is not another's), through one handler kept on tifffile's logger,
+    which outside a collection leaves the message to Python's last-resort output, as without it."""
 
-    def __enter__(self) -> list[str]:
+    _local = threading.local()
+    _installed = False
+    _lock = threading.Lock()
+
+    @classmethod
+    def _install(cls) -> None:
         import logging
 
-        self.messages: list[str] = []
-        self.logger = logging.getLogger("tifffile")
-        self.handler = logging.Handler(logging.WARNING)
-        self.handler.emit = lambda record: self.messages.append(record.getMessage())  # type: ignore[method-assign]
-        self.logger.addHandler(self.handler)
-        self.propagate, self.logger.propagate = self.logger.propagate, False
-        return self.messages
+        with cls._lock:
+            if cls._installed:
+                return
+
+            class Collect(logging.Handler):
+                def emit(self, record: logging.LogRecord) -> None:
+                    messages = getattr(_TifffileLog._local, "messages", None)
+                    if messages is not None:
+                        messages.append(record.getMessage())
+                    elif not logging.getLogger().handlers and logging.lastResort is not None \
+                            and record.levelno >= logging.lastResort.level:
+                        logging.lastResort.handle(record)  # as if no handler were here
+
+            logging.getLogger("tifffile").addHandler(Collect(logging.WARNING))
+            cls._installed = True
+
+    def __enter__(self) -> list[str]:
+        self._install()
+        self.outer = getattr(self._local, "messages", None)
+        self._local.messages = []
+        return self._local.messages
 
     def __exit__(self, *exc: Any) -> None:
-        self.logger.removeHandler(self.handler)
-        self.logger.propagate = self.propagate
+        self._local.messages = self.outer
 
 
 #: what tifffile logs when pages of a file are lost (its page chain points past the end of a file cut
@@ -803,6 +824,9 @@ def _drop_size_one_axes_named(image: ImageData, axes: str) -> str:
 
 #: the TIFF Software tag of labels napari's Save writes with this plugin (a Labels layer): its reader
 #: opens such a file as a Labels layer whatever its name
+#: the TIFF Software tag of the images this package's napari writers save (their plane positions are
+#: where the layer lay, read back as such; see :func:`_tiff_origin`)
+MICROSEG_SOFTWARE = "napari-microseg"
 LABELS_SOFTWARE = "napari-microseg labels"
 
 
@@ -891,10 +915,15 @@ def _ome_planes(origin: dict | None, shape: tuple) -> dict:
 
 
 def _tiff_origin(tif: Any) -> dict:
-    """Where a TIFF says its image lies, ``{"Y": um, "X": um, "Z": um}`` (the ones it states, non-zero):
-    its first OME plane's ``PositionY/X/Z``, or what :func:`write_tiff` put beside a one-frame stack's
-    calibration; {} otherwise."""
+    """Where a TIFF this package wrote says its image lies, ``{"Y": um, "X": um, "Z": um}`` (the ones it
+    states, non-zero): its first OME plane's ``PositionY/X/Z``, or what :func:`write_tiff` put beside a
+    one-frame stack's calibration; {} otherwise. A microscope's OME-TIFF holds the stage position
+    there, which its labels and tables from the command line do not carry: read as a place, it would
+    open the movie thousands of um away from them."""
     found: dict = {}
+    software = str(tif.pages[0].software or "") if len(tif.pages) else ""
+    if not software.startswith(MICROSEG_SOFTWARE):
+        return {}
     if tif.ome_metadata:
         import xml.etree.ElementTree as ET
 
@@ -909,7 +938,7 @@ def _tiff_origin(tif: Any) -> dict:
             value = plane.get(f"Position{letter}")
             if value is None:
                 continue
-            size = in_unit(1.0, plane.get(f"Position{letter}Unit", "µm"), "micrometer")
+            size = in_unit(1.0, plane.get(f"Position{letter}Unit"), "micrometer")  # no unit: not known
             try:
                 found[letter] = float(value) * size if size is not None else None
             except ValueError:
@@ -1085,11 +1114,20 @@ def write_zarr(path: str | os.PathLike, data: Any, chunks: tuple[int, ...] | Non
 def check_complete(image: "ImageData", name: str) -> None:
     """InputError for a label store that ``microseg batch segment`` is still writing or was interrupted
     writing (its ``microseg_batch`` record says not complete): its frames after the last one written are
-    empty, and tracks ending there came out "disappeared" without a word."""
+    empty, and tracks ending there came out "disappeared" without a word. A store whose run finished with
+    frames that failed is warned about, naming them."""
     record = image.metadata.get("microseg_batch")
-    if isinstance(record, dict) and record.get("complete") is False:
-        raise InputError(f"{name} is a label store that a 'microseg batch segment' run has not finished (it was "
-                         "interrupted, or is running): run that command again to finish it, then track")
+    if not (isinstance(record, dict) and record.get("complete") is False):
+        return
+    failed = record.get("failed_frames")
+    if isinstance(failed, list):  # the run finished; these frames failed (its failures.csv says why)
+        shown = ", ".join(str(t) for t in failed[:10]) + (" ..." if len(failed) > 10 else "")
+        warnings.warn(MicrosegWarning(f"{name}: {len(failed)} frame(s) failed in the 'microseg batch segment' run that "
+                                      f"wrote it (see its failures.csv) and hold no objects: frame(s) {shown}"),
+                      stacklevel=2)
+        return
+    raise InputError(f"{name} is a label store that a 'microseg batch segment' run has not finished (it was "
+                     "interrupted, or is running): run that command again to finish it, then track")
 
 
 def frame_name(file_name: str, t: int) -> str:

@@ -80,9 +80,9 @@ def tracks_result_from_table(table: pd.DataFrame, name: str = "tracks table", la
 def _check_track_columns(table: pd.DataFrame, name: str) -> None:
     """InputError naming ``name`` and the first bad row: ids and frames must be whole numbers, coordinates
     finite numbers (a fractional t was cut to its frame, an empty x failed in napari, a text id in int());
-    track ids from 1, frames and parents (0: none) from 0 (napari's Tracks layer took a negative id for an
-    index and asked for 32 GiB)."""
-    lowest = {"track_id": 1, "t": 0, "parent_track_id": 0}
+    ids, frames and parents (0: none) from 0 (napari's Tracks layer took a negative id for an index and
+    asked for 32 GiB)."""
+    lowest = {"track_id": 0, "t": 0, "parent_track_id": 0}
     for column in [*lowest, "y", "x"]:  # (an empty z: 2-D tracks of a table that holds 3-D ones too)
         values = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=float)
         bad = ~np.isfinite(values)

@@ -199,17 +199,18 @@ def ctc_scores(ground_truth, prediction, *, division_frame_buffer: int = 1) -> d
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         results, _ = run_metrics(*_from_first_frame(gt, pred), matcher=CTCMatcher(), metrics=[CTCMetrics()])
-        # division metrics need a one-to-one matching: the CTC matcher's (a predicted object covering more
-        # than half of a true one) where it is one (CTC truth of markers, a few pixels inside each nucleus,
-        # which no prediction overlaps by IoU 0.5: every division was missed), else IoU >= 0.5 one to one
-        # (merged or split objects make the CTC matching many-to-one)
+        # division metrics need a one-to-one matching: IoU >= 0.5 one to one; for truth that IoU cannot match
+        # (CTC truth of markers, a few pixels inside each nucleus: every division was missed), the CTC
+        # matcher's (a predicted object covering more than half of a true one) where it pairs far more
+        # objects and one to one (merged or split objects make it many-to-one)
         gt = _as_graph(ground_truth, "ground_truth")
         pred = _as_graph(prediction, "prediction")
         if _largest_label(gt) * _largest_label(pred) > COMPACT_ABOVE_CELLS:
             gt, pred = _compact_labels(gt), _compact_labels(pred)
-        matched = CTCMatcher().compute_mapping(gt, pred)
-        if matched.matching_type != "one-to-one":
-            matched = IOUMatcher(iou_threshold=0.5, one_to_one=True).compute_mapping(gt, pred)
+        matched = IOUMatcher(iou_threshold=0.5, one_to_one=True).compute_mapping(gt, pred)
+        by_majority = CTCMatcher().compute_mapping(gt, pred)
+        if by_majority.matching_type == "one-to-one" and len(by_majority.mapping) > 1.5 * len(matched.mapping):
+            matched = by_majority
         results = list(results) + [DivisionMetrics(max_frame_buffer=division_frame_buffer).compute(matched).to_dict()]
     out: dict = {}
     for res in results:

@@ -81,25 +81,43 @@ def unlinked_note(result: "TrackResult") -> str:
 
 def broken_tracks_note(result: "TrackResult") -> str:
     """A warning when tracks look broken by a move beyond the search radius: a track that begins after the
-    first frame, without a mother, where a track ended in the frame before, further away than the radius but
-    within three times it (an object that moved that far is tracked as two); "" otherwise."""
+    first frame, without a mother and away from the field's edge, whose nearest track ending in the frame
+    before (itself away from the edge) lies further than the radius but within three times it, each the
+    other's nearest (an object that moved that far is tracked as two); "" otherwise. Entries and exits at
+    the edge, beside an unrelated death, are no such pair."""
+    from scipy.spatial import cKDTree
+
     radius = result.info.get("search_radius_px")
     table = result.table
     if not radius or table.empty or not {"track_id", "t", "y", "x", "parent_track_id"} <= set(table.columns):
         return ""
-    ordered = table.sort_values("t")
-    spans = ordered.groupby("track_id")
-    first, last = spans.head(1).set_index("track_id"), spans.tail(1).set_index("track_id")
+    ordered = table.sort_values("t", kind="stable")
+    spans = ordered.groupby("track_id", sort=False)
+    first, last = spans.head(1), spans.tail(1)
     n_frames = int(table["t"].max()) + 1
-    starts = first[(first["t"] > 0) & (first["parent_track_id"] == 0)]
-    ends = last[last["t"] < n_frames - 1]
+    shape = (result.config or {}).get("image_shape")
+    coords = ["y", "x"]
+
+    def inside(rows: pd.DataFrame) -> pd.DataFrame:
+        if not shape or len(shape) < 3:
+            return rows
+        height, width = float(shape[-2]), float(shape[-1])
+        margin = float(radius)
+        keep = (rows["y"] > margin) & (rows["x"] > margin) & (rows["y"] < height - 1 - margin) & (rows["x"] < width - 1 - margin)
+        return rows[keep]
+
+    starts = inside(first[(first["t"] > 0) & (first["parent_track_id"] == 0)])
+    ends = inside(last[last["t"] < n_frames - 1])
     broken = 0
-    for track_id, start in starts.iterrows():
-        before = ends[(ends["t"] == start["t"] - 1) & (ends.index != track_id)]
-        if before.empty:
+    for t, begun in starts.groupby("t"):
+        ended = ends[ends["t"] == t - 1]
+        if ended.empty:
             continue
-        distance = np.hypot(before["y"].to_numpy() - start["y"], before["x"].to_numpy() - start["x"])
-        broken += bool(((distance > radius) & (distance <= 3.0 * radius)).any())
+        a, b = begun[coords].to_numpy(float), ended[coords].to_numpy(float)
+        to_end, nearest_end = cKDTree(b).query(a, distance_upper_bound=3.0 * radius + 1e-6)  # (bound excluded)
+        _, nearest_start = cKDTree(a).query(b)
+        for i, (distance, j) in enumerate(zip(to_end, nearest_end)):
+            broken += bool(radius < distance <= 3.0 * radius and nearest_start[j] == i)
     if not broken:
         return ""
     return (f"{broken} track(s) begin one frame after another ended {radius:g}-{3 * radius:g} px away (beyond the "
@@ -107,10 +125,21 @@ def broken_tracks_note(result: "TrackResult") -> str:
             "tracked as two")
 
 
+def reach_note(result: "TrackResult") -> str:
+    """A warning when the motion model links steps shorter than the search radius asked for (btrack's
+    largest integration window caps it: about 180 px for the cell model, 84 px for the particle model)."""
+    reach, radius = result.info.get("motion_reach_px"), result.info.get("search_radius_px")
+    if reach is None or not radius or reach >= 0.98 * radius:
+        return ""
+    return (f"the motion model links steps up to {reach:g} px, not the search radius {radius:g} px (btrack's "
+            "limit): objects moving further are tracked in pieces")
+
+
 def track_warnings(result: "TrackResult") -> list[str]:
     """The warnings a tracking run's user should read (empty frames, objects left unlinked, tracks that a
-    move beyond the search radius may have broken)."""
-    return [note for note in (empty_frames_note(result), unlinked_note(result), broken_tracks_note(result)) if note]
+    move beyond the search radius may have broken, a search radius beyond the motion model's reach)."""
+    notes = (empty_frames_note(result), unlinked_note(result), broken_tracks_note(result), reach_note(result))
+    return [note for note in notes if note]
 
 
 #: GLPK options used for the global optimisation (quiet, 60 s limit)
@@ -668,6 +697,8 @@ def track_points_iter(
     linked = np.concatenate([np.asarray(r) for r in raw["refs"]] or [np.zeros(0, int)])
     result.info["n_unlinked"] = int(len(pts) - np.unique(linked).size)  # each a track of its own
     result.info["search_radius_px"] = radius
+    if cfg.get("motion_reach") == "search_radius":  # how far the scaled motion model links (btrack caps it)
+        result.info["motion_reach_px"] = round(motion_reach(cfg["motion_model"]), 2)
     result.info["n_divisions_repaired"] = int(n_div)
     yield Progress(total, total, f"{result.n_tracks} tracks")
     return result
