@@ -593,3 +593,80 @@ def test_a_moved_response_folder_is_still_recognised_and_failed_frames_are_said(
     capsys.readouterr()
     assert _run_cli("track", "--labels", tmp_path / "mov.zarr", "--out", tmp_path / "trk") == 0
     assert "1 frame(s) failed" in capsys.readouterr().err
+
+
+def test_z_stacks_stay_z_stacks_and_channels_are_said(tmp_path, capsys):
+    """An OME Z stack without a Z step: segment said "a Z stack" but wrote its labels as a time-lapse, which
+    track then linked as time without a word; batch said nothing of Z planes; train refused a file stating
+    two channels by naming a --channel it does not have."""
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+
+    planes = simulate_nuclei_timelapse(n_frames=3, shape=(64, 64), n_nuclei=5, seed=1).fluorescence
+    tifffile.imwrite(tmp_path / "z.ome.tif", planes, ome=True,
+                     metadata={"axes": "ZYX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5})
+    assert _run_cli("segment", "--model", "nuclei_fluorescence_fast", "--input", tmp_path / "z.ome.tif",
+                    "--out", tmp_path / "seg", "--quiet") == 0
+    with tifffile.TiffFile(tmp_path / "seg" / "labels" / "z.ome.tif") as written:
+        assert written.series[0].axes == "ZYX"
+    capsys.readouterr()
+    assert _run_cli("track", "--labels", tmp_path / "seg" / "labels" / "z.ome.tif", "--out", tmp_path / "trk") == 0
+    assert "is a Z stack" in capsys.readouterr().err
+    (tmp_path / "in").mkdir()
+    (tmp_path / "z.ome.tif").rename(tmp_path / "in" / "z.ome.tif")
+    assert _run_cli("batch", "segment", "--model", "nuclei_fluorescence_fast", "--input", tmp_path / "in",
+                    "--out", tmp_path / "bseg", "--workers", "0", "--quiet") == 0
+    assert "a Z stack" in (tmp_path / "bseg" / "notes.csv").read_text()
+
+    two = np.stack([planes[0], planes[1]]).astype(np.uint16)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    tifffile.imwrite(tmp_path / "images" / "a.tif", two, ome=True, metadata={"axes": "CYX"})
+    tifffile.imwrite(tmp_path / "labels" / "a.tif", (planes[0] > planes[0].mean()).astype(np.uint16))
+    capsys.readouterr()
+    assert _run_cli("train", "--images", tmp_path / "images", "--labels", tmp_path / "labels", "--epochs", "1",
+                    "--out", tmp_path / "m.pt", "--quiet") == 2
+    error = capsys.readouterr().err
+    assert "this takes one: save the channel" in error and "--channel" not in error, error
+
+
+def test_second_review_fixes(tmp_path):
+    """A hunt of this session's new code: (a) the CTC matching of a real segmentation against marker truth is
+    many-to-one where objects merge, and divisions fell back to IoU (all missed): it is made one to one;
+    (b) the response model's export listed no crop step, and its network failed on a whole image."""
+    from traccuracy.matchers import Matched
+
+    from napari_microseg.io.export import exported_config
+    from napari_microseg.io.models import read_model_config
+    from napari_microseg.pretrained import resolve_model
+    from napari_microseg.tracking.metrics import _one_to_one
+
+    merged = Matched(None, None, [("g1", "p1"), ("g2", "p1"), ("g3", "p2")], {"name": "CTCMatcher"})
+    assert merged.matching_type != "one-to-one"
+    single = _one_to_one(merged)
+    assert single.mapping == [("g1", "p1"), ("g3", "p2")] and single.matching_type == "one-to-one"
+
+    steps = exported_config(read_model_config(resolve_model("response_good_bad")))["preprocessing"]
+    assert steps[0].startswith("cut a 39 x 42 px window centred on the integration area")
+
+
+def test_paths_edge_cases(tmp_path, capsys, make_napari_viewer, monkeypatch):
+    """A loop of symbolic links as an input or output printed a Python traceback (pathlib's RuntimeError);
+    the Segmentation dock's batch fields took "~" literally (a folder named "~" in napari's working
+    folder) and an emptied output field for the working folder."""
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    (tmp_path / "A").symlink_to(tmp_path / "B")
+    (tmp_path / "B").symlink_to(tmp_path / "A")
+    (tmp_path / "x.tif").symlink_to(tmp_path / "A")
+    code = _run_cli("segment", "--model", "nuclei_fluorescence_fast", "--input", tmp_path / "x.tif",
+                    "--out", tmp_path / "out")
+    error = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in error and len(error.strip().splitlines()) == 1, error
+
+    monkeypatch.chdir(tmp_path)
+    widget = SegmentationWidget(make_napari_viewer(show=False))
+    widget.batch_input.value = "~/no_such_folder_here"
+    widget.batch_out.value = "~/typed_out"
+    assert widget.run_batch() is None
+    assert "no_such_folder_here" in widget.status.text() and "~" not in widget.status.text().split(":")[0]
+    assert not (tmp_path / "~").exists()

@@ -21,3 +21,10 @@ class Terminated(KeyboardInterrupt):
 class MicrosegWarning(UserWarning):
     """A doubt about the user's data that does not stop the run; the CLI prints it as one line
     (``microseg <command>: warning: ...``)."""
+
+
+def disk_full_hint(err: BaseException) -> str:
+    """" (is the disk full?)" for the OSError numpy's file writer raises on a full disk, which names no
+    errno ("262144 requested and 260024 written"); "" otherwise."""
+    text = str(err)
+    return " (is the disk full?)" if isinstance(err, OSError) and "requested and" in text and "written" in text else ""

@@ -215,11 +215,14 @@ def _read_whole(item: BatchItem, spec: TaskSpec, grey: bool = False, calibration
     dict receives what the file states (``pixel_size_um``, ``frame_interval_min``), as the
     single-file commands carry it on to their labels and track tables.
     """
-    from ..io.images import LAZY_TIFF_BYTES, channel_or_grey, check_complete, read_image
+    from ..io.images import LAZY_TIFF_BYTES, channel_or_grey, check_complete, is_z_stack, read_image
 
     channel = spec.params.get("channel")
     image = read_image(item.source, hdu=spec.params.get("hdu"), channel=channel, lazy_above_bytes=LAZY_TIFF_BYTES)
     check_complete(image, item.image)
+    if is_z_stack(image):  # as segment and track say it: in notes.csv, not "frames" without a word
+        getattr(_READ_NOTES, "notes", []).append("a Z stack (axes ZYX): its planes are worked one by one, as "
+                                                 "frames (t in the tables is the plane)")
     if calibration is not None:
         calibration.update(image.metadata.get("calibration") or {})
     if channel is not None and "channel" not in image.metadata and not is_rgb(image.data):

@@ -210,7 +210,13 @@ def main(argv: list[str] | None = None) -> int:
               "convmv) and run again", file=sys.stderr)
     except OSError as err:  # permissions, a full disk, a folder where a file should be ...
         where = f": {err.filename}" if err.filename else ""
-        print(f"microseg {args.command}: error: {err.strerror or err}{where}", file=sys.stderr)
+        from ..errors import disk_full_hint
+
+        print(f"microseg {args.command}: error: {err.strerror or err}{where}{disk_full_hint(err)}", file=sys.stderr)
+    except RuntimeError as err:
+        if "Symlink loop" not in str(err):  # pathlib's, for a loop of symbolic links (Python 3.11)
+            raise
+        print(f"microseg {args.command}: error: {err}: a symbolic link that leads back to itself", file=sys.stderr)
     except MemoryError as err:  # numpy's names the size: "Unable to allocate 11.9 GiB for an array with shape ..."
         print(f"microseg {args.command}: error: out of memory ({err or 'MemoryError'}): use smaller inputs or "
               "sizes, or a machine with more memory", file=sys.stderr)

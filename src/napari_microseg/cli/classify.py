@@ -353,7 +353,7 @@ def _read(path: Path, hdu: int | None = None) -> np.ndarray:
             return np.load(p)  # no pickles: object arrays are refused
         except (ValueError, OSError) as err:
             raise InputError(f"{p.name}: not a numeric .npy array ({str(err).splitlines()[0]})") from None
-    return np.asarray(read_image(p, hdu=hdu).data)
+    return np.asarray(read_image(p, hdu=hdu, channel_option="").data)  # (no --channel here)
 
 
 def _tiffs(folder: Path) -> list[Path]:

@@ -367,8 +367,13 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
             _report_repeat_rule(result.settings, path.name)
         if args.save_probabilities and getattr(result, "probabilities", None) is not None:
             probabilities = result.probabilities  # (K, Y, X) or (T, K, Y, X): K classes, not focal planes
-            write_tiff(out / "probabilities" / f"{_stem(path)}.tif", probabilities, overwrite=args.overwrite,
-                       photometric="minisblack", metadata={"axes": "CYX" if np.ndim(probabilities) == 3 else "TCYX"})
+            try:
+                write_tiff(out / "probabilities" / f"{_stem(path)}.tif", probabilities, overwrite=args.overwrite,
+                           photometric="minisblack", metadata={"axes": "CYX" if np.ndim(probabilities) == 3 else "TCYX"})
+            except BaseException:  # (a full disk): the image is not done, so its labels go too (they were left
+                if not zarr_out:  # beside tables without it, and refused a rerun without --overwrite)
+                    Path(target).unlink(missing_ok=True)
+                raise
     finally:
         if tmp_dir is not None:
             shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -733,7 +738,9 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
         except Exception as err:  # noqa: BLE001 - one image's failure (bad data, out of memory) keeps the others
             if len(inputs) == 1:
                 raise
-            reason = str(err) if isinstance(err, InputError) else f"{type(err).__name__}: {err}"
+            from ..errors import disk_full_hint
+
+            reason = str(err) if isinstance(err, InputError) else f"{type(err).__name__}: {err}{disk_full_hint(err)}"
             message = reason if reason.startswith(path.name) else f"{path.name}: {reason}"
             print(f"skipped {message}", file=sys.stderr)
             failures.append({"image": str(path), "error": message})

@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="--image of several channels (OME / ImageJ): the channel to measure (0-based)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--config", default="cell", help="'cell' (divisions), 'particle' (no divisions) or a JSON file (default: cell)")
-    p.add_argument("--max-search-radius", type=float, default=None, help="largest frame-to-frame displacement in pixels: the motion model links steps up to it (default: from config, cell 15, particle 10)")
+    p.add_argument("--max-search-radius", type=float, default=None, help="largest frame-to-frame displacement in pixels: the motion model links steps up to it (default: from config, cell 15, particle 10); a larger radius tells near objects apart less surely in crowded fields")
     p.add_argument("--update-method", choices=["auto", "exact", "approximate"], default=None,
                    help="Bayesian update mode (default: auto, or what a track_config.json given as --config recorded)")
     p.add_argument("--no-optimize", dest="optimize", action="store_const", const=False, default=None,

@@ -61,7 +61,7 @@ def protect_inputs(paths: Iterable[str | os.PathLike]) -> None:
                                 stores.add(q.resolve())
                             elif q.is_file() and (image_kind(q) is not None or q.suffix.lower() in _OTHER_INPUTS):
                                 files.add(q.resolve())
-            except OSError:  # unreadable: the command itself reports it
+            except (OSError, RuntimeError):  # unreadable, a link loop (RuntimeError): the command reports it
                 continue
     _PROTECTED_FILES.clear()
     _PROTECTED_FILES.update(files)
@@ -114,7 +114,11 @@ def guard_target(path: str | os.PathLike) -> None:
     """Raise :class:`InputError` if writing ``path`` would replace one of the declared inputs."""
     if not (_PROTECTED_FILES or _PROTECTED_STORES):
         return
-    resolved = Path(path).resolve()
+    try:
+        resolved = Path(path).resolve()
+    except RuntimeError:  # Python 3.11 raises this, not OSError, for a loop of symbolic links
+        raise InputError(f"{path}: a loop of symbolic links (a link that leads back to itself): nothing can be "
+                         "written there") from None
     if resolved in _PROTECTED_FILES or resolved in _PROTECTED_STORES \
             or any(parent in _PROTECTED_STORES for parent in resolved.parents):
         raise InputError(f"{path}: is one of this command's inputs; it is never overwritten (choose another --out)")

@@ -90,6 +90,16 @@ def exported_config(config: dict) -> dict:
         steps.append("per image: map its minimum and maximum to 0 and 1")
     elif kind == "fixed":
         steps.append(f"subtract offset ({spec.get('offset')}) and divide by scale ({spec.get('scale')})")
+    crop = out.get("crop") or {}
+    size = " x ".join(str(v) for v in crop.get("size") or [])
+    if crop.get("kind") == "integration":  # the window first, normalised on its own
+        steps.insert(0, f"cut a {size} px window centred on the integration area's bounding box "
+                        "(napari_microseg.classify.data.crop_around), then normalise the window")
+    elif crop.get("kind") == "object":  # the whole image normalised, then each object cut
+        steps.append(f"cut each object ({crop.get('mode')} crop, margin {crop.get('margin')} px) and resize it to "
+                     f"{size} px (napari_microseg.classify.crops.object_crops)")
+    elif crop.get("kind") == "profile":
+        steps.append(f"each particle: its {crop.get('views')} view(s) of projected intensity as (views, points)")
     steps.append("feed float32 (B, C, H, W); the output is the network's logits, decoded as output_mode says")
     out["preprocessing"] = steps
     return out
@@ -130,8 +140,14 @@ def export_torchscript(model_path: str | os.PathLike, out: str | os.PathLike, ov
     loaded = load_model(model_path, device="cpu")
     traced, _ = _traced(loaded)
     extra = {"config.json": json.dumps(exported_config(loaded.config))}
+    # saved to memory, then written by Python: torch's file writer fails in a C++ destructor on a full disk,
+    # which aborted the process (exit 134, a native backtrace) and left its temporary file
+    import io
+
+    buffer = io.BytesIO()
+    torch.jit.save(traced, buffer, _extra_files=extra)
     with atomic_path(target, suffix=".pt") as tmp:
-        torch.jit.save(traced, str(tmp), _extra_files=extra)
+        Path(tmp).write_bytes(buffer.getvalue())
     return target
 
 

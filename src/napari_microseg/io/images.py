@@ -166,7 +166,8 @@ def read_image(path: str | os.PathLike, hdu: int | None = None, min_ndim: int = 
         pyramidal TIFF is read lazily, chunk by chunk, as a dask array (napari opens big files
         this way: :data:`LAZY_TIFF_BYTES`); None (default): into memory.
     channel_option : the command line option that picks this file's channel (e.g. ``--target-channel``),
-        for the message refusing a multi-channel file without one; None: the options of every command.
+        for the message refusing a multi-channel file without one; None: the options of every command;
+        "": the command has none (the channel is to be saved as a file of its own).
 
     Returns
     -------
@@ -201,6 +202,10 @@ def read_image(path: str | os.PathLike, hdu: int | None = None, min_ndim: int = 
         result.metadata["axes"] = str(result.metadata["axes"])[:-1] + "C"
     result = _select_channel(result, p.name, channel, channel_option)
     _calibration_of_axes(result)
+    if is_z_stack(result) and "z_step_um" not in (result.metadata.get("calibration") or {}):
+        # a Z stack whose file states no Z step: said so in the calibration its outputs are written with,
+        # or they were written (and then tracked) as time-lapses
+        result.metadata["calibration"] = {**(result.metadata.get("calibration") or {}), "z_planes": True}
     if result.data.ndim < min_ndim:
         raise InputError(f"{p.name}: {result.data.ndim}-D array of shape {tuple(result.data.shape)} is not an image (need at least {min_ndim}-D)")
     if 0 in result.data.shape:
@@ -218,6 +223,8 @@ def _calibration_of_axes(image: ImageData) -> None:
     axes = str(image.metadata.get("axes", "")).upper()
     if not axes:  # a bare array (Zarr labels written here): its axes as its calibration says, as written
         axes = tiff_axes(image.data.ndim, calibration)
+        if "Z" in axes:  # kept: a Z stack is told by its axes (is_z_stack: worked plane by plane, said)
+            image.metadata["axes"] = axes
     if "Z" not in axes:
         calibration.pop("z_step_um")
     elif "T" not in axes:
@@ -240,6 +247,10 @@ def _select_channel(image: ImageData, name: str, channel: int | str | None,
     if isinstance(channel, str) and channel == "all":
         image.metadata["channel_axis"] = axis
         return image
+    if channel is None and channel_option == "":  # a command without a channel option (train, classify)
+        raise InputError(f"{name}: {n_channels} channels (axes {axes}, shape {tuple(image.data.shape)}), and this "
+                         "takes one: save the channel you want as a file of its own (napari opens each channel "
+                         "as a layer: select it, File > Save Selected Layers)")
     if channel is None:
         options = channel_option or "segment, autolabel fluorescence, batch and track --image take --channel"
         raise InputError(f"{name}: {n_channels} channels (axes {axes}, shape {tuple(image.data.shape)}): choose one "
@@ -1042,9 +1053,11 @@ def _ome_calibration(calibration: dict, ndim: int) -> dict:
 
 def tiff_axes(ndim: int, calibration: dict | None = None) -> str:
     """The axis letters a grey array of ``ndim`` axes is written with: (Y, X); (T, Y, X), or (Z, Y, X)
-    when ``calibration`` states a Z step and no frame interval; (T, Z, Y, X). "" for other ``ndim``."""
+    when ``calibration`` states a Z step (or ``z_planes``: a Z stack of unknown step) and no frame
+    interval; (T, Z, Y, X). "" for other ``ndim``."""
     calibration = calibration or {}
-    z_stack = _positive(calibration.get("z_step_um")) and not _positive(calibration.get("frame_interval_min"))
+    z_stack = ((_positive(calibration.get("z_step_um")) or calibration.get("z_planes") is True)
+               and not _positive(calibration.get("frame_interval_min")))
     return {2: "YX", 3: "ZYX" if z_stack else "TYX", 4: "TZYX"}.get(int(ndim), "")
 
 

@@ -147,6 +147,21 @@ def _largest_label(graph) -> int:
     return 0 if segmentation is None or not np.size(segmentation) else int(np.max(segmentation)) + 1
 
 
+def _one_to_one(matched):
+    """A traccuracy ``Matched`` with each predicted object paired to one true object only (the first of
+    several: a merged prediction over two true markers), so that division metrics take it."""
+    from traccuracy.matchers import Matched
+
+    seen: set = set()
+    kept = []
+    for gt_node, pred_node in matched.mapping:
+        if pred_node not in seen:
+            seen.add(pred_node)
+            kept.append((gt_node, pred_node))
+    info = {**matched.matcher_info, "matching type": "one-to-one"}
+    return Matched(matched.gt_graph, matched.pred_graph, kept, info)
+
+
 def _compact_labels(graph):
     """A copy of a ``TrackingGraph`` whose labels run 1..n within each frame (the nodes' label attribute
     following): traccuracy's IoU matcher builds a dense (largest truth id + 1) x (largest predicted id + 1)
@@ -202,14 +217,14 @@ def ctc_scores(ground_truth, prediction, *, division_frame_buffer: int = 1) -> d
         # division metrics need a one-to-one matching: IoU >= 0.5 one to one; for truth that IoU cannot match
         # (CTC truth of markers, a few pixels inside each nucleus: every division was missed), the CTC
         # matcher's (a predicted object covering more than half of a true one) where it pairs far more
-        # objects and one to one (merged or split objects make it many-to-one)
+        # objects, made one to one (a merged object that covers two markers keeps one of them)
         gt = _as_graph(ground_truth, "ground_truth")
         pred = _as_graph(prediction, "prediction")
         if _largest_label(gt) * _largest_label(pred) > COMPACT_ABOVE_CELLS:
             gt, pred = _compact_labels(gt), _compact_labels(pred)
         matched = IOUMatcher(iou_threshold=0.5, one_to_one=True).compute_mapping(gt, pred)
-        by_majority = CTCMatcher().compute_mapping(gt, pred)
-        if by_majority.matching_type == "one-to-one" and len(by_majority.mapping) > 1.5 * len(matched.mapping):
+        by_majority = _one_to_one(CTCMatcher().compute_mapping(gt, pred))
+        if len(by_majority.mapping) > 1.5 * len(matched.mapping):
             matched = by_majority
         results = list(results) + [DivisionMetrics(max_frame_buffer=division_frame_buffer).compute(matched).to_dict()]
     out: dict = {}

@@ -509,7 +509,7 @@ def _read_with_axes(path: Path, hdu: int | None = None) -> tuple[np.ndarray, str
         return np.load(path), ""
     from ..io.images import read_image
 
-    image = read_image(path, hdu=hdu)
+    image = read_image(path, hdu=hdu, channel_option="")  # (no --channel here: a file stating channels is said)
     return np.asarray(image.data), str(image.metadata.get("axes", "") or "").upper()
 
 

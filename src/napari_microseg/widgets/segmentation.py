@@ -630,9 +630,11 @@ class SegmentationWidget(MicrosegDock):
 
     def run_batch(self, *_: Any) -> Any:
         """Segment a folder or Zarr store with the chosen model on a local Dask cluster (resumable), in a worker."""
-        source = str(self.batch_input.value)
-        if not source or source == ".":
-            self.show_error("Choose a folder of images or a Zarr store to segment.")
+        try:  # (~ is the home folder; an emptied field shows as ".", which meant napari's working folder)
+            source = str(field_path(self.batch_input.value, "folder of images or Zarr store to segment"))
+            out = str(field_path(self.batch_out.value, "batch output folder"))
+        except InputError as err:
+            self.show_error(str(err))
             return None
         if not Path(source).exists():
             self.show_error(f"{source}: no such folder or file: choose a folder of images or a Zarr store to segment.")
@@ -640,7 +642,6 @@ class SegmentationWidget(MicrosegDock):
         model = self._chosen_model()
         if model is None:
             return None
-        out = str(self.batch_out.value)
         settings = {"tile": int(self.tile.value), "min_size": int(self.min_size.value), "device": self.device.value,
                     "workers": int(self.batch_workers.value)}
         if self.remove_border.value:

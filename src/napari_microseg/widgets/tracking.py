@@ -48,7 +48,8 @@ class TrackingWidget(MicrosegDock):
                                tooltip="cell: motion model with divisions; particle: no divisions")
         self.max_search_radius = FloatSpinBox(label="max search radius (px)", value=15.0, min=1.0, max=1000.0,
                                               tooltip="largest move of an object between frames (the model "
-                                                      "links steps up to it); choosing a model sets its default")
+                                                      "links steps up to it; larger: near objects are told apart "
+                                                      "less surely); choosing a model sets its default")
         self.stage_shift = ComboBox(label="stage-shift correction", choices=["none", "images", "objects"], value="none")
         self.optimize = CheckBox(label="optimise (divisions, appear/disappear)", value=True)
         self.colour_by = ComboBox(label="colour by", choices=["track_id", "generation", "root_track_id"], value="track_id")

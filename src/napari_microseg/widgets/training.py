@@ -510,7 +510,7 @@ class TrainingWidget(MicrosegDock):
     # -- preview ------------------------------------------------------------
     def preview(self, *_: Any) -> Any:
         """Segment the visible frame of the image layer with the current best model (new layer)."""
-        field = str(self.out_path.value)
+        field = str(Path(str(self.out_path.value or "")).expanduser())  # (~: the home folder)
         # the model file the field names, if it exists (the user chose another one); else the last one trained
         path = field if Path(field).is_file() else (self.model_path or field)
         if not Path(path).is_file():
