@@ -670,3 +670,37 @@ def test_paths_edge_cases(tmp_path, capsys, make_napari_viewer, monkeypatch):
     assert widget.run_batch() is None
     assert "no_such_folder_here" in widget.status.text() and "~" not in widget.status.text().split(":")[0]
     assert not (tmp_path / "~").exists()
+
+
+def test_tracking_dock_export_says_paint_it_leaves_out(make_napari_viewer, wait_worker, tmp_path):
+    """Paint in the "by track" layer (a false object erased) never reached Export CSV / CTC, and the dock
+    said only "written"; colouring by generation warned on every curation edit."""
+    import warnings
+
+    from qtpy.QtCore import QItemSelectionModel
+
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+    from napari_microseg.widgets.tracking import TrackingWidget
+
+    sim = simulate_nuclei_timelapse(n_frames=5, shape=(96, 96), n_nuclei=6, seed=2)
+    viewer = make_napari_viewer(show=False)
+    viewer.add_labels(sim.labels, name="lab")
+    widget = TrackingWidget(viewer)
+    widget.labels_layer.value = "lab"
+    wait_worker(widget.track())
+    widget.export_dir.value = str(tmp_path)
+    widget.export_csv()
+    assert "paint" not in widget.status.text()
+    by_track = widget.relabelled_layer
+    ys, xs = np.nonzero(np.asarray(by_track.data[2]) > 0)
+    by_track.fill((2, ys[0], xs[0]), 0, refresh=True)
+    widget.export_csv()
+    assert f"the paint in '{by_track.name}' is not in these files" in widget.status.text()
+    widget.colour_by.value = "generation"
+    widget.table.selectionModel().select(widget.table.model().index(0, 0),
+                                         QItemSelectionModel.Select | QItemSelectionModel.Rows)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        wait_worker(widget.delete_selected())
+    assert not [w for w in caught if "color_by" in str(w.message)]
+    assert widget.tracks_layer.color_by == "generation"

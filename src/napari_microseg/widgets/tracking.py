@@ -217,6 +217,9 @@ class TrackingWidget(MicrosegDock):
                       "color_by": "track_id", **self.tracked_geometry}
             self.tracks_layer = self.viewer.add_tracks(data, **kwargs)
         else:  # our own result layer: update it after curation
+            # (its colouring by a property the new data has no features for yet warned on every edit;
+            # _recolour sets it back below)
+            self.tracks_layer.color_by = "track_id"
             self.tracks_layer.data = data
             self.tracks_layer.graph = kwargs["graph"]
             self.tracks_layer.properties = kwargs["properties"]
@@ -433,8 +436,17 @@ class TrackingWidget(MicrosegDock):
         if z_step is not None and units.get("frame_interval") is None:
             self.result.config["units"]["z_step_um"] = z_step
         write_config_json(self.result, paths[3])
-        self.show_message("written: " + ", ".join(str(p) for p in paths))
+        self.show_message("written: " + ", ".join(str(p) for p in paths) + self._painted_note())
         return [str(p) for p in paths]
+
+    def _painted_note(self) -> str:
+        """A note for an export when the user painted into the "by track" layer since the dock set it: the
+        files hold the tracking result, not the paint (they said nothing); "" otherwise."""
+        layer = self.relabelled_layer
+        if not self._by_track_edited or layer is None or layer not in self.viewer.layers:
+            return ""
+        return (f"; the paint in '{layer.name}' is not in these files (they hold the tracking result): track "
+                "that layer to take it in")
 
     @dock_action()
     def export_ctc(self, *_: Any) -> Any:
@@ -457,7 +469,8 @@ class TrackingWidget(MicrosegDock):
             except OSError as err:  # a folder the checks let through (a read-only mount, /proc): one line
                 raise InputError(f"cannot write {folder}: {err.strerror or err}") from None
 
-        return self.start(make_generator, lambda written: self.show_message(f"written CTC folder {written}"),
+        painted = self._painted_note()
+        return self.start(make_generator, lambda written: self.show_message(f"written CTC folder {written}{painted}"),
                           label="exporting", stopped_message=f"stopped; {folder.name} was not written")
 
 
