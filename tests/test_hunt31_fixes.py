@@ -704,3 +704,21 @@ def test_tracking_dock_export_says_paint_it_leaves_out(make_napari_viewer, wait_
         wait_worker(widget.delete_selected())
     assert not [w for w in caught if "color_by" in str(w.message)]
     assert widget.tracks_layer.color_by == "generation"
+
+
+def test_the_default_radius_given_or_not_tracks_alike():
+    """``track`` without --max-search-radius left the optimiser's gap-closing at the config's 30 px, while
+    the Tracking dock (which always gives its radius box, 15) capped it at 15: the same movie, 4 tracks from
+    the command line, 48 from the dock."""
+    from skimage.draw import disk
+
+    from napari_microseg.tracking.track import run_tracking
+
+    movie = np.zeros((12, 200, 300), np.uint16)
+    for t in range(12):
+        for k, y in enumerate((30, 80, 130, 180)):
+            movie[t][disk((y, 20 + 20 * t), 5, shape=movie.shape[1:])] = k + 1
+    default = run_tracking(movie, config="cell")
+    given = run_tracking(movie, config="cell", max_search_radius=15.0)
+    assert default.n_tracks == given.n_tracks
+    assert default.config["hypothesis_model"]["dist_thresh"] == given.config["hypothesis_model"]["dist_thresh"] == 15.0

@@ -213,18 +213,17 @@ def main(argv: list[str] | None = None) -> int:
         from ..errors import disk_full_hint
 
         print(f"microseg {args.command}: error: {err.strerror or err}{where}{disk_full_hint(err)}", file=sys.stderr)
-    except RuntimeError as err:
-        if "Symlink loop" not in str(err):  # pathlib's, for a loop of symbolic links (Python 3.11)
-            raise
-        print(f"microseg {args.command}: error: {err}: a symbolic link that leads back to itself", file=sys.stderr)
     except MemoryError as err:  # numpy's names the size: "Unable to allocate 11.9 GiB for an array with shape ..."
         print(f"microseg {args.command}: error: out of memory ({err or 'MemoryError'}): use smaller inputs or "
               "sizes, or a machine with more memory", file=sys.stderr)
     except Exception as err:  # noqa: BLE001 - only a damaged file's decoding error is said in a line; the rest re-raised
-        if not _decoding_error(err):
+        if isinstance(err, RuntimeError) and "Symlink loop" in str(err):  # pathlib's (Python 3.11), not an OSError
+            print(f"microseg {args.command}: error: {err}: a symbolic link that leads back to itself", file=sys.stderr)
+        elif not _decoding_error(err):
             raise
-        print(f"microseg {args.command}: error: cannot decode the data of an input ({type(err).__name__}: {err}): "
-              "a damaged or incompletely copied file or Zarr store?", file=sys.stderr)
+        else:
+            print(f"microseg {args.command}: error: cannot decode the data of an input ({type(err).__name__}: {err}): "
+                  "a damaged or incompletely copied file or Zarr store?", file=sys.stderr)
     except KeyboardInterrupt as err:
         from ..errors import Terminated
 

@@ -579,8 +579,10 @@ def track_points_iter(
         measurement columns (copied to the result table).
     config : see :func:`load_config`.
     max_search_radius : largest displacement between frames considered for a
-        link, pixels (default: the config's value, else 20); given, it also caps the
-        optimiser's link distance (the hypothesis model's ``dist_thresh``).
+        link, pixels (default: the config's value, else 20); it also caps the optimiser's link
+        distance (the hypothesis model's ``dist_thresh``), given or not (the default left 30 px for the
+        cell model, so a run at its own radius linked other moves than one given that radius, as the
+        Tracking dock gives it).
     update_method : ``"auto"`` (EXACT up to :data:`APPROXIMATE_ABOVE` objects
         per frame, else APPROXIMATE), ``"exact"`` or ``"approximate"``.
     optimize : run btrack's global optimisation of hypotheses (joins broken
@@ -635,8 +637,8 @@ def track_points_iter(
         raise InputError(f"max_search_radius must be a number > 0 (pixels), got {radius}")
     cfg = reach_search_radius(cfg, radius)
     hypotheses = cfg.get("hypothesis_model") or {}
-    if max_search_radius is not None and float(hypotheses.get("dist_thresh", 0.0)) > radius:
-        # a displacement limit the user set holds for the optimiser's links across gaps too
+    if float(hypotheses.get("dist_thresh", 0.0)) > radius:
+        # the displacement limit holds for the optimiser's links across gaps too
         cfg = {**cfg, "hypothesis_model": {**hypotheses, "dist_thresh": radius}}
     counts = np.bincount(t)
     method = _choose_update_method(update_method, int(counts.max()))
