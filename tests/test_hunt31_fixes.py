@@ -722,3 +722,23 @@ def test_the_default_radius_given_or_not_tracks_alike():
     given = run_tracking(movie, config="cell", max_search_radius=15.0)
     assert default.n_tracks == given.n_tracks
     assert default.config["hypothesis_model"]["dist_thresh"] == given.config["hypothesis_model"]["dist_thresh"] == 15.0
+
+
+def test_diameter_auto_looks_past_an_empty_first_frame():
+    """A stack whose first frame is blank: --diameter auto found no nucleus there and segmented every frame
+    at the trained size without a word; it now estimates on a later frame, and says when none has nuclei."""
+    from scipy import ndimage as ndi
+
+    from napari_microseg.inference.segment import segment
+    from napari_microseg.io.models import load_model
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+
+    frame = simulate_nuclei_timelapse(n_frames=1, shape=(96, 96), n_nuclei=6, seed=1).fluorescence[0].astype(np.float32)
+    big = ndi.zoom(frame, 3, order=1)  # nuclei ~3x their simulated width
+    stack = np.stack([np.full_like(big, float(np.median(big))), big, big])
+    model = load_model("nuclei_fluorescence_fast", device="cpu", segmentation=True)
+    alone = segment(model, big, diameter="auto", measure=False).settings["diameter"]
+    in_stack = segment(model, stack, diameter="auto", measure=False).settings["diameter"]
+    assert np.isfinite(alone) and in_stack == pytest.approx(alone, rel=0.05)
+    with pytest.warns(UserWarning, match="no nucleus found"):
+        segment(model, stack[:1], diameter="auto", measure=False)

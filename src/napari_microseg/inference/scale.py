@@ -40,6 +40,9 @@ ESTIMATE_CROP = 768
 #: at most this many segmentation passes to estimate a diameter
 ESTIMATE_PASSES = 3
 
+#: frames of a stack tried in turn (spread over it, the first first) until one shows nuclei to estimate from
+ESTIMATE_FRAMES = 5
+
 #: a first estimate from this multiple of the trained widths' bottom to this share of their top is taken as
 #: it is (the network sees such nuclei whole, and nothing is resized either way); others are measured again,
 #: resized to the typical width

@@ -417,9 +417,25 @@ def segment_image(
         raise InputError("this model does not state the nucleus size it was trained on (config 'object_size'), "
                          "so it cannot rescale to a diameter; segment without one")
     if diameter == "auto":
-        estimator = _estimate_diameter(loaded, scale.central_crop(image), plain_fn, tile, size_spec,
-                                       dict(threshold=threshold, min_size=min_size, postprocess_options=postprocess_options))
-        diameter = yield from estimator
+        # frame 0 first; a stack whose first frame holds no nucleus (a blank before the movie starts) is
+        # estimated on a few later frames (it was segmented at the trained size without a word)
+        n_stack = int(image.shape[0]) if len(image.shape) == 3 else 1
+        tried = sorted(set(np.linspace(0, n_stack - 1, min(n_stack, scale.ESTIMATE_FRAMES)).round().astype(int)))
+        for frame_index in tried:
+            frame = image[frame_index] if len(image.shape) == 3 else image
+            estimator = _estimate_diameter(loaded, scale.central_crop(frame), plain_fn, tile, size_spec,
+                                           dict(threshold=threshold, min_size=min_size, postprocess_options=postprocess_options))
+            diameter = yield from estimator
+            if np.isfinite(diameter):
+                break
+        else:
+            import warnings
+
+            from ..errors import MicrosegWarning
+
+            which = "the image" if n_stack == 1 else f"frame(s) {', '.join(str(t) for t in tried)}"
+            warnings.warn(MicrosegWarning(f"--diameter auto: no nucleus found in {which} to estimate the nucleus width "
+                                          "from: segmented at the trained size (give --diameter in px)"), stacklevel=2)
     scale_factor = scale.factor_for_diameter(diameter, size_spec) if diameter is not None else 1.0
     network_tile, network_overlap = tile, resolve_overlap(tile, overlap)  # px, at most half a tile (as used)
     if scale_factor != 1.0:
