@@ -742,3 +742,27 @@ def test_diameter_auto_looks_past_an_empty_first_frame():
     assert np.isfinite(alone) and in_stack == pytest.approx(alone, rel=0.05)
     with pytest.warns(UserWarning, match="no nucleus found"):
         segment(model, stack[:1], diameter="auto", measure=False)
+
+
+def test_simulate_overwrite_keeps_what_is_not_the_earlier_runs(tmp_path, capsys):
+    """``simulate response --overwrite --shape 60 30`` removed the earlier simulation, then refused the shape;
+    ``simulate ccd --overwrite`` removed a user's labels.tif and tracks.csv beside the CCD frames (names of
+    another domain's files)."""
+    out = tmp_path / "resp"
+    assert _run_cli("simulate", "response", "--out", out, "--n", "2") == 0
+    before = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert _run_cli("simulate", "response", "--out", out, "--n", "2", "--overwrite", "--shape", "60", "30") == 2
+    assert "does not fit" in capsys.readouterr().err
+    assert sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file()) == before
+    assert _run_cli("simulate", "liposomes", "--out", tmp_path / "fresh", "--shape", "16", "16") == 2
+    assert not (tmp_path / "fresh").exists()
+
+    ccd = tmp_path / "ccd"
+    assert _run_cli("simulate", "ccd", "--out", ccd, "--shape", "32", "32") == 0
+    (ccd / "labels.tif").write_bytes(b"mine")
+    (ccd / "tracks.csv").write_text("mine\n")
+    (ccd / "movie_000").mkdir()
+    (ccd / "movie_000" / "fluorescence.tif").write_bytes(b"mine")
+    assert _run_cli("simulate", "ccd", "--out", ccd, "--shape", "32", "32", "--overwrite") == 0
+    assert (ccd / "labels.tif").read_bytes() == b"mine" and (ccd / "tracks.csv").read_text() == "mine\n"
+    assert (ccd / "movie_000" / "fluorescence.tif").exists()

@@ -156,9 +156,15 @@ def _prepare_out(out: Path, overwrite: bool) -> Path:
     return out
 
 
-#: the files a simulation writes at the top of --out (and in each movie_NNN/ of several time-lapses)
-_SIMULATION_FILES = ("fluorescence.tif", "phase.tif", "labels.tif", "tracks.csv", "events.csv", "movie_params.json",
-                     "images.csv", "classes.csv", "profiles.tif", "renders.tif")
+#: the files each domain's simulation writes at the top of --out (a nuclei time-lapse: in each movie_NNN/
+#: of several); an --overwrite removes those of the earlier run's domain only (a user's labels.tif beside
+#: CCD frames went too)
+_SIMULATION_FILES = {
+    "nuclei": ("fluorescence.tif", "phase.tif", "labels.tif", "tracks.csv", "events.csv", "movie_params.json",
+               "images.csv"),
+    "response": ("classes.csv",), "liposomes": ("classes.csv",), "ccd": ("classes.csv",),
+    "nanoparticles": ("profiles.tif", "classes.csv", "renders.tif"),
+}
 #: the names of its per-sample files (nuclei_00000.tif, ccd_00003.fits ...): no other file is removed
 _SAMPLE_NAME = re.compile(r"(nuclei|response|liposomes|ccd)_(\d{5})\.(?:tif|fits)")
 #: the folders of per-sample images it writes
@@ -178,13 +184,14 @@ def _remove_earlier_simulation(out: Path, record: dict) -> None:
     """With --overwrite: remove the samples an earlier simulation wrote in ``out`` (``record``: its
     params.json), so that a smaller or other run leaves none of them to be trained on beside its own.
     Only files of the names it wrote go: its domain's samples up to its count (:data:`_SAMPLE_NAME`;
-    a file of that form beyond them, or of another domain, is not its own) and :data:`_SIMULATION_FILES`;
-    folders left empty go too."""
+    a file of that form beyond them, or of another domain, is not its own) and its domain's
+    :data:`_SIMULATION_FILES`; folders left empty go too."""
     from ..io.atomic import guard_target
 
-    movies = [m for m in sorted(out.glob("movie_[0-9][0-9][0-9]")) if m.is_dir()]
-    files = [folder / name for folder in (out, *movies) for name in _SIMULATION_FILES]
     domain, count = str(record.get("domain")), record.get("n")
+    several_movies = domain == "nuclei" and not (isinstance(count, int) and count < 2)  # (its movie_NNN/ folders)
+    movies = [m for m in sorted(out.glob("movie_[0-9][0-9][0-9]")) if m.is_dir()] if several_movies else []
+    files = [folder / name for folder in (out, *movies) for name in _SIMULATION_FILES.get(domain, ())]
 
     def its_sample(name: str) -> bool:
         match = _SAMPLE_NAME.fullmatch(name)
@@ -272,13 +279,38 @@ def _check_sample_memory(args) -> None:
                      f"{args.n} particles x {args.views} views x {args.points} points", "use fewer --points or particles")
 
 
+def _check_domain(args) -> None:
+    """The domain's own settings checked before anything in --out is removed or written (an invalid
+    --shape removed the earlier simulation, then was refused): explicit checks, and a small sample made
+    in memory where the simulator itself checks its geometry."""
+    diameter = getattr(args, "diameter", None)
+    if args.domain == "nuclei" and diameter:
+        low, high = (float(v) for v in diameter)
+        if not (math.isfinite(low) and math.isfinite(high) and 2 <= low <= high):
+            raise InputError(f"--diameter must be two numbers MIN MAX with 2 <= MIN <= MAX (px), got {diameter}")
+    if args.domain == "response":
+        from ..simulate.response import KINDS, simulate_response_image
+
+        if args.kind is not None and args.kind not in KINDS:
+            raise InputError(f"--kind must be one of {', '.join(KINDS)}; got {args.kind!r}")
+        simulate_response_image("good_empty", shape=_shape(args.shape), column_width=args.column_width, seed=0)
+    elif args.domain == "liposomes":
+        from ..simulate.liposomes import simulate_liposome_image
+
+        simulate_liposome_image(shape=_shape(args.shape), n_particles=min(args.particles, 1), seed=0)
+    elif args.domain == "nanoparticles":
+        from ..simulate.nanoparticles import simulate_profiles
+
+        if args.views < 1 or args.points < 2:
+            raise InputError("--views must be >= 1 and --points >= 2")
+        simulate_profiles(1, task=args.task, n_views=args.views, view_angle_deg=args.view_angle, seed=0,
+                          noiseless=args.noiseless, data_points=min(args.points, 64), hole_radius=args.hole_radius,
+                          offset_sd=args.offset_sd, view_angle_jitter_deg=args.view_angle_jitter)
+
+
 def run(args: argparse.Namespace) -> int:
     _check_common(args)
-    if args.domain == "response" and args.kind is not None:
-        from ..simulate.response import KINDS
-
-        if args.kind not in KINDS:
-            raise InputError(f"--kind must be one of {', '.join(KINDS)}; got {args.kind!r}")
+    _check_domain(args)
     out = _prepare_out(args.out, args.overwrite)
     # a record of this run before its samples: an interrupted run is then removed whole by the next --overwrite
     # (the earlier run's record, of fewer samples, would have left the rest)
