@@ -368,8 +368,10 @@ def test_an_intensity_image_given_as_labels_is_refused_at_once():
 def test_a_given_search_radius_also_limits_the_optimisers_links():
     """One object at x=20 for frames 0-2, another at x=33 for frames 3-5: a 13 px step. With a 3 px
     radius they are two tracks, with or without the global optimisation (its own link distance, 20 px
-    for the particle config, used to join them); with the config's radius (20 px), one track."""
+    for the particle config, used to join them); with a 20 px radius, one track. (Session 31: the radius
+    caps that distance given or not; the particle config's own is 10 px, below the step.)"""
     points = pd.DataFrame({"t": range(6), "y": [50.0] * 6, "x": [20.0] * 3 + [33.0] * 3})
     for optimize in (True, False):
         assert track_points(points, config="particle", max_search_radius=3, optimize=optimize).table["track_id"].nunique() == 2
-    assert track_points(points, config="particle").table["track_id"].nunique() == 1
+    assert track_points(points, config="particle", max_search_radius=20).table["track_id"].nunique() == 1
+    assert track_points(points, config="particle").table["track_id"].nunique() == 2
