@@ -766,3 +766,31 @@ def test_simulate_overwrite_keeps_what_is_not_the_earlier_runs(tmp_path, capsys)
     assert _run_cli("simulate", "ccd", "--out", ccd, "--shape", "32", "32", "--overwrite") == 0
     assert (ccd / "labels.tif").read_bytes() == b"mine" and (ccd / "tracks.csv").read_text() == "mine\n"
     assert (ccd / "movie_000" / "fluorescence.tif").exists()
+
+
+def test_third_review_fixes(tmp_path, capsys):
+    """The last review: ``simulate nuclei --division-rate 2 --overwrite`` still removed the earlier movies
+    before the simulator refused the rate; ``track`` wrote a Z stack of no stated step (its labels) back as a
+    time-lapse in tracks_labels.tif; an OME Z stack stating a TimeIncrement was written back as time."""
+    from napari_microseg.io.images import read_image, write_tiff
+
+    out = tmp_path / "sim"
+    assert _run_cli("simulate", "nuclei", "--out", out, "--n", "2", "--frames", "2", "--shape", "32", "32",
+                    "--nuclei", "2") == 0
+    before = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert _run_cli("simulate", "nuclei", "--out", out, "--frames", "2", "--shape", "32", "32", "--nuclei", "2",
+                    "--division-rate", "2", "--overwrite") == 2
+    assert "probability" in capsys.readouterr().err
+    assert sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file()) == before
+
+    labels = np.zeros((4, 48, 48), np.uint16)
+    labels[:, 10:20, 10:20] = 1
+    write_tiff(tmp_path / "z.tif", labels, calibration={"z_planes": True})
+    assert _run_cli("track", "--labels", tmp_path / "z.tif", "--out", tmp_path / "trk") == 0
+    with tifffile.TiffFile(tmp_path / "trk" / "tracks_labels.tif") as written:
+        assert written.series[0].axes == "ZYX"
+
+    tifffile.imwrite(tmp_path / "zt.ome.tif", labels, ome=True,
+                     metadata={"axes": "ZYX", "PhysicalSizeX": 0.5, "TimeIncrement": 60.0, "TimeIncrementUnit": "s"})
+    image = read_image(tmp_path / "zt.ome.tif")
+    assert "frame_interval_min" not in image.metadata["calibration"] and image.metadata["calibration"]["z_planes"]

@@ -421,6 +421,8 @@ def track_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> dic
         calibration["pixel_size_y_um"] = stated["pixel_size_y_um"]
     if calibration["frame_interval_min"] is None and stated.get("z_step_um"):  # a Z stack, linked plane by plane
         calibration["z_step_um"] = stated["z_step_um"]
+    if calibration["frame_interval_min"] is None and stated.get("z_planes"):  # one of no stated step: still Z
+        calibration["z_planes"] = True
     outputs: dict[str, str] = {}
     if spec.model:
         from ..inference.segment import segment

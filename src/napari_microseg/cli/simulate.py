@@ -283,6 +283,10 @@ def _check_domain(args) -> None:
     """The domain's own settings checked before anything in --out is removed or written (an invalid
     --shape removed the earlier simulation, then was refused): explicit checks, and a small sample made
     in memory where the simulator itself checks its geometry."""
+    for option in ("division_rate", "death_rate"):  # probabilities per nucleus and frame (the simulator's check)
+        value = getattr(args, option, None)
+        if args.domain == "nuclei" and value is not None and not 0 <= value <= 1:
+            raise InputError(f"--{option.replace('_', '-')} must be a probability in [0, 1], got {value}")
     diameter = getattr(args, "diameter", None)
     if args.domain == "nuclei" and diameter:
         low, high = (float(v) for v in diameter)

@@ -187,7 +187,9 @@ def run(args: argparse.Namespace) -> int:
                                 frame_interval=frame_interval, pixel_size_y=pixel_size_y)
         write_tiff(staging / "tracks_labels.tif", result.relabelled, overwrite=True, software=LABELS_SOFTWARE,  # uint16 (uint32 above 65535 tracks)
                    calibration={"pixel_size_um": pixel_size, "frame_interval_min": frame_interval, "z_step_um": z_step,
-                                **({"pixel_size_y_um": pixel_size_y} if pixel_size_y is not None else {})})
+                                **({"pixel_size_y_um": pixel_size_y} if pixel_size_y is not None else {}),
+                                # a Z stack of no stated step stays a Z stack (not written as a time-lapse)
+                                **({"z_planes": True} if calibration.get("z_planes") and frame_interval is None else {})})
         write_config_json(result, staging / "track_config.json")
         if args.ctc:
             write_ctc(result, staging / OUTPUT_NAMES[-1])

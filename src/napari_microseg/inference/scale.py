@@ -110,15 +110,15 @@ def parse_diameter(value: Any) -> float | str | None:
     return value
 
 
-def central_crop(image: Any, size: int = ESTIMATE_CROP) -> Any:
-    """The central ``size`` x ``size`` window of a (Y, X) array-like, or of the first frame of a (T, Y, X) one.
+def central_crop(image: Any, size: int = ESTIMATE_CROP, frame: int = 0) -> Any:
+    """The central ``size`` x ``size`` window of a (Y, X) array-like, or of frame ``frame`` of a (T, Y, X) one.
 
     The whole frame when smaller. One index, so zarr / dask read only the window.
     """
     h, w = image.shape[-2:]
     y0, x0 = max(0, (h - size) // 2), max(0, (w - size) // 2)
     window = (slice(y0, y0 + size), slice(x0, x0 + size))
-    return image[(0,) + window] if len(image.shape) == 3 else image[window]
+    return image[(int(frame),) + window] if len(image.shape) == 3 else image[window]
 
 
 def rescaled_predict_fn(fn: Callable[[np.ndarray], np.ndarray], factor: float) -> Callable[[np.ndarray], np.ndarray]:

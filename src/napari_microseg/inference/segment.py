@@ -422,8 +422,7 @@ def segment_image(
         n_stack = int(image.shape[0]) if len(image.shape) == 3 else 1
         tried = sorted(set(np.linspace(0, n_stack - 1, min(n_stack, scale.ESTIMATE_FRAMES)).round().astype(int)))
         for frame_index in tried:
-            frame = image[frame_index] if len(image.shape) == 3 else image
-            estimator = _estimate_diameter(loaded, scale.central_crop(frame), plain_fn, tile, size_spec,
+            estimator = _estimate_diameter(loaded, scale.central_crop(image, frame=frame_index), plain_fn, tile, size_spec,
                                            dict(threshold=threshold, min_size=min_size, postprocess_options=postprocess_options))
             diameter = yield from estimator
             if np.isfinite(diameter):

@@ -218,16 +218,18 @@ def _calibration_of_axes(image: ImageData) -> None:
     PhysicalSizeZ into time-lapses of one plane too, whose labels would be written back as Z stacks), and
     no frame interval for a Z stack without a T axis."""
     calibration = image.metadata.get("calibration")
-    if not calibration or "z_step_um" not in calibration:
+    if not calibration:
         return
     axes = str(image.metadata.get("axes", "")).upper()
     if not axes:  # a bare array (Zarr labels written here): its axes as its calibration says, as written
+        if "z_step_um" not in calibration:
+            return
         axes = tiff_axes(image.data.ndim, calibration)
         if "Z" in axes:  # kept: a Z stack is told by its axes (is_z_stack: worked plane by plane, said)
             image.metadata["axes"] = axes
     if "Z" not in axes:
-        calibration.pop("z_step_um")
-    elif "T" not in axes:
+        calibration.pop("z_step_um", None)
+    elif "T" not in axes:  # (a Z stack's TimeIncrement, with or without a Z step: no time axis to scale)
         calibration.pop("frame_interval_min", None)
 
 
