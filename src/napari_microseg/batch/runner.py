@@ -504,28 +504,34 @@ def acquire_out_lock(out: Path) -> Path:
     raise InputError(f"cannot lock {out} ({lock} keeps reappearing)")
 
 
+def _earlier_config(out: Path) -> dict:
+    """The ``batch_config.json`` an earlier batch wrote in ``out``; {} when there is none or it is unreadable."""
+    try:
+        config = json.loads((Path(out) / CONFIG_NAME).read_text())
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
 def _previous_input_root(out: Path) -> str | None:
     """The input folder an earlier batch in ``out`` named its outputs from (None: no earlier run, one
     from before it was recorded, or a folder that is no longer there: moved, or a share mounted
     elsewhere; the inputs are then named from their own folder, as that run named them, and their
     checksums tell the done ones)."""
-    try:
-        config = json.loads((out / CONFIG_NAME).read_text())
-        root = config.get("input_root")
-        if not root:
-            inputs = config.get("inputs") or []  # a run from before input_root was recorded: its inputs say
+    config = _earlier_config(out)
+    root = config.get("input_root")
+    if not root:
+        inputs = config.get("inputs") or []  # a run from before input_root was recorded: its inputs say
+        try:
             root = os.path.commonpath([os.path.dirname(p) for p in inputs]) if inputs else None
-    except (OSError, ValueError, AttributeError, TypeError):
-        return None
-    return root if root and os.path.isdir(root) else None
+        except (ValueError, TypeError):
+            return None
+    return root if isinstance(root, str) and root and os.path.isdir(root) else None
 
 
 def _earlier_inputs_present(out: Path) -> bool:
     """Whether any input an earlier batch in ``out`` recorded is still where it was."""
-    try:
-        earlier = json.loads((out / CONFIG_NAME).read_text()).get("inputs") or []
-    except (OSError, ValueError, AttributeError):
-        return False
+    earlier = _earlier_config(out).get("inputs") or []
     return any(isinstance(p, str) and os.path.exists(p) for p in earlier)
 
 
@@ -535,11 +541,8 @@ def _moved_input_root(paths: Sequence[Path], out: Path) -> str | None:
     ``w1/a.tif``; the folder most paths agree on, None when none matches."""
     from collections import Counter
 
-    try:
-        config = json.loads((out / CONFIG_NAME).read_text())
-        root, earlier = config.get("input_root"), config.get("inputs") or []
-    except (OSError, ValueError, AttributeError):
-        return None
+    config = _earlier_config(out)
+    root, earlier = config.get("input_root"), config.get("inputs") or []
     if not root or not earlier:
         return None
     names = set()
@@ -561,10 +564,7 @@ def _moved_input_root(paths: Sequence[Path], out: Path) -> str | None:
 def _root_beside_earlier(paths: Sequence[Path], out: Path) -> str | None:
     """The deepest folder holding ``paths`` and the input folder an earlier batch in ``out`` recorded
     (gone since); None without such a record."""
-    try:
-        root = json.loads((out / CONFIG_NAME).read_text()).get("input_root")
-    except (OSError, ValueError, AttributeError):
-        return None
+    root = _earlier_config(out).get("input_root")
     if not isinstance(root, str) or not root or not paths:
         return None
     try:
@@ -598,10 +598,7 @@ def _same_files_as_recorded(found: Sequence[tuple[Path, str]], out: Path, task: 
 
 def _previous_settings_hash(out: Path) -> str | None:
     """The settings hash an earlier batch recorded in ``out`` (None: none, or unreadable)."""
-    try:
-        return json.loads((Path(out) / CONFIG_NAME).read_text()).get("settings_hash")
-    except (OSError, ValueError, AttributeError):
-        return None
+    return _earlier_config(out).get("settings_hash")
 
 
 def _check_out_folder(out: Path, task: str, settings_hash: str, overwrite: bool) -> None:
