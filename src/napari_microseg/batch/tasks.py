@@ -143,12 +143,12 @@ def _worker_name() -> str:
 
 def failure_reason(err: BaseException, limit: int = 500) -> str:
     """One-line reason for a failed item: the message of a :class:`MicrosegError`, else ``Type: message`` and where."""
-    from ..errors import MicrosegError
+    from ..errors import MicrosegError, disk_full_hint
 
     if isinstance(err, MicrosegError):
         text = str(err)
     else:
-        text = f"{type(err).__name__}: {err}"
+        text = f"{type(err).__name__}: {err}{disk_full_hint(err)}"
         tb = traceback.extract_tb(err.__traceback__)
         if tb:
             frame = tb[-1]
