@@ -462,12 +462,15 @@ def resume_settings(resume: str | os.PathLike) -> dict:
     validation share changed on resume would compare earlier validation losses with later training
     losses), the patch size, patches per epoch, batch size, image sampling, schedule, loss, patience, seed,
     augmentation (validation tiles of another size would compare other tiles; :data:`RESUMED_RUN_KEYS`)
-    and ``normalization`` (TrainConfig keys), for callers such as the Training widget whose form shows
+    ``normalization`` and the network's ``preset`` (TrainConfig keys), for callers such as the Training widget whose form shows
     a new run's settings (the command line keeps those given again)."""
     ckpt = read_checkpoint(resume)
     before = (ckpt["config"].get("training") or {}).get("config") or {}
     settings = {key: before[key] for key in RESUMED_RUN_KEYS if key in before}
     settings["normalization"] = ckpt["config"].get("normalization")
+    preset = (ckpt["config"].get("model") or {}).get("preset")
+    if preset:  # the network is the checkpoint's (see train)
+        settings["preset"] = preset
     return settings
 
 

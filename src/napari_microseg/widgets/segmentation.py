@@ -705,6 +705,10 @@ class SegmentationWidget(MicrosegDock):
         t = 0
         if image.ndim == 3:
             t = self._current_frame(image_layer)
+            unsegmented = self._frame_not_segmented(labels_layer, source, t)
+            if unsegmented:
+                self.show_error(unsegmented)
+                return len(self.training_pairs)
             image, labels = image[t], labels[t]
         image, labels = np.asarray(image), np.asarray(labels)
         if not (labels > 0).any():
@@ -727,6 +731,22 @@ class SegmentationWidget(MicrosegDock):
         self.show_message(f"{note}; training set: {len(self.training_pairs)} corrected frame(s)"
                           + (f". Note: {misplaced}" if misplaced else ""))
         return len(self.training_pairs)
+
+    @staticmethod
+    def _frame_not_segmented(labels_layer: Any, source: tuple[Any, str] | None, t: int) -> str:
+        """Why frame ``t`` of this dock's result layer cannot be added ('' when it can): a one-frame run
+        leaves the other frames of a stack empty, and fine-tuning learns the whole frame (its nuclei would be
+        taught as background, and Fine-tune's before / after would count them as removed)."""
+        counts = (getattr(labels_layer, "metadata", {}) or {}).get("counts")
+        if source is None or counts is None or "t" not in counts:  # a labels layer of the user's own
+            return ""
+        segmented = sorted({int(v) for v in counts["t"]})
+        if t in segmented:
+            return ""
+        which = ", ".join(str(v) for v in segmented[:6]) + (" ..." if len(segmented) > 6 else "")
+        return (f"frame {t} of '{labels_layer.name}' was not segmented (the run segmented frame "
+                f"{which}): segment this frame, correct it, then add it (fine-tuning learns the whole frame, "
+                "so nuclei left unpainted would be taught as background)")
 
     @property
     def training_pairs(self) -> list[tuple[np.ndarray, np.ndarray]]:

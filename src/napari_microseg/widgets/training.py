@@ -55,6 +55,34 @@ def check_training_shapes(image_shape: tuple[int, ...], labels_shape: tuple[int,
         raise InputError(f"labels shape {tuple(labels_shape)} does not match image shape {tuple(image_shape)}")
 
 
+#: the form's fields a resumed run takes from its checkpoint instead: setting -> label in the dock
+RESUMED_FIELDS = {"preset": "network", "patch_size": "patch", "patches_per_epoch": "patches / epoch",
+                  "batch_size": "batch", "lr": "learning rate", "val_fraction": "validation share", "seed": "seed",
+                  "image_sampling": "sampling", "normalization": "intensities"}
+
+
+def _resumed_differences(kept: dict, form: dict) -> list[str]:
+    """``"<label> <the run's value>"`` for each form field (:data:`RESUMED_FIELDS`) whose value the resumed
+    run replaces with its checkpoint's (``kept``: :func:`training.trainer.resume_settings`)."""
+    differ = []
+    for key, label in RESUMED_FIELDS.items():
+        if key not in kept or kept[key] is None:
+            continue
+        if key == "normalization":
+            from ..training.normalize import make_normalization_spec
+
+            run_spec = make_normalization_spec(kept[key])
+            if run_spec != make_normalization_spec(form.get(key)):
+                named = [name for name, spec in NORMALIZATION_CHOICES.items() if make_normalization_spec(spec) == run_spec]
+                differ.append(f"{label} '{named[0] if named else run_spec['kind']}'")
+        elif key in ("lr", "val_fraction"):
+            if float(kept[key]) != float(form.get(key, float("nan"))):
+                differ.append(f"{label} {float(kept[key]):g}")
+        elif kept[key] != form.get(key):
+            differ.append(f"{label} {kept[key]}")
+    return differ
+
+
 class EarlierEpochs:
     """The history rows of a run before it was resumed (see ``training.trainer.checkpoint_history``), sent
     from the worker to the GUI thread so the loss plot shows the whole run; ``message`` for the dock."""
@@ -424,9 +452,7 @@ class TrainingWidget(MicrosegDock):
             cfg["data_description"] += f" ({n_annotated} annotated frame(s))"
             if resume:  # a resumed run keeps its optimiser, normalisation, patches and seed, whatever the form shows
                 kept = resume_settings(resume)
-                shown = {"patch_size": "patch", "patches_per_epoch": "patches / epoch", "batch_size": "batch",
-                         "seed": "seed", "image_sampling": "sampling"}
-                differ = [f"{label} {kept[key]}" for key, label in shown.items() if key in kept and kept[key] != cfg.get(key)]
+                differ = _resumed_differences(kept, cfg)
                 cfg.update(kept)
                 if differ:
                     yield Progress(len(images), len(images), "resuming with the run's own " + ", ".join(differ))

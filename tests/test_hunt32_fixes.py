@@ -1,0 +1,70 @@
+"""Fixes of session 32's bug hunts, each test failing on the code before its fix."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _disc_stack(n_frames: int = 4, side: int = 96) -> np.ndarray:
+    """(T, Y, X) float32 frames, each with four bright discs (radius 6 px) on a dark background."""
+    from skimage.draw import disk
+
+    stack = np.full((n_frames, side, side), 0.05, np.float32)
+    for t in range(n_frames):
+        for y, x in ((25, 25), (25, 70), (70, 25), (70, 70)):
+            stack[t][disk((y, x + t), 6, shape=(side, side))] = 1.0
+    return stack
+
+
+def test_a_frame_a_one_frame_run_did_not_segment_is_not_added(make_napari_viewer, wait_worker):
+    """A "current frame" run on frame 1 leaves the stack's other frames empty in its result layer. One nucleus
+    painted on frame 3 was added without a word: fine-tuning taught that frame's other nuclei as background
+    and Fine-tune's before / after counted them as removed by the user. Such a frame is refused."""
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(_disc_stack(), name="movie")
+    widget = SegmentationWidget(viewer)
+    widget.model_choice.value = "nuclei_fluorescence_fast"
+    widget.scope.value = "current frame"
+    viewer.dims.set_current_step(0, 1)
+    wait_worker(widget.segment())
+    result = widget.result_layer
+    assert result is not None and (result.data[1] > 0).any() and not (result.data[3] > 0).any()
+    viewer.dims.set_current_step(0, 3)
+    result.data[3, 20:30, 20:30] = 9  # the user paints one nucleus there
+    widget.labels_for_training.value = result.name
+    errors = []
+    widget.show_error = errors.append
+    assert widget.add_to_training_set() == 0
+    assert errors and "frame 3" in errors[-1] and "not segmented" in errors[-1]
+    viewer.dims.set_current_step(0, 1)  # the frame it segmented is taken
+    assert widget.add_to_training_set() == 1
+
+
+def test_training_dock_resume_names_every_form_value_it_replaces(make_napari_viewer, wait_worker, tmp_path):
+    """Resuming with another learning rate, validation share, network and intensities in the form trained
+    with the run's own (as it must) but named only the patch: each replaced value is now said."""
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+    from napari_microseg.widgets.training import RAW_CCD, TrainingWidget
+
+    sim = simulate_nuclei_timelapse(n_frames=3, shape=(64, 64), n_nuclei=6, seed=4)
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(sim.fluorescence, name="movie")
+    viewer.add_labels(sim.labels.astype(np.uint16), name="nuclei")
+    widget = TrainingWidget(viewer)
+    widget.image_layer.value, widget.labels_layer.value = ["movie"], ["nuclei"]
+    widget.patch.value, widget.epochs.value, widget.patches_per_epoch.value, widget.batch_size.value = 32, 1, 4, 2
+    widget.val_fraction.value, widget.lr.value = 0.34, 0.001
+    widget.out_path.value = str(tmp_path / "m.pt")
+    wait_worker(widget.train())
+    messages = []
+    widget.show_message = messages.append
+    widget.resume.value, widget.epochs.value = True, 2
+    widget.lr.value, widget.val_fraction.value, widget.normalization.value = 0.01, 0.0, RAW_CCD
+    widget.preset.value = next(p for p in widget.preset.choices if p != "small")
+    wait_worker(widget.train())
+    said = " ".join(messages)
+    for expected in ("learning rate 0.001", "validation share 0.34", "network small", "intensities 'per image"):
+        assert expected in said, said
+    assert "patch" not in said.split("resuming with the run's own")[-1].split(";")[0]  # unchanged: not named
