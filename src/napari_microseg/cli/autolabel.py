@@ -108,7 +108,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--max-shift", type=float, default=5.0,
                    help="px, default 5: a longer estimated shift is warned about, and corrected with --correct-shift")
     f.add_argument("--clahe-kernel", type=int, default=127, help="CLAHE block size in px; 0 disables CLAHE (default 127)")
-    f.add_argument("--clahe-clip", type=float, default=3.0 / 256, help="CLAHE clip limit (default 3/256)")
+    f.add_argument("--clahe-clip", type=float, default=3.0 / 256, help="CLAHE clip limit, in (0, 1]: higher gives stronger local contrast (default 3/256)")
     f.add_argument("--smooth-sigma", type=float, default=1.0, help="Gaussian sigma in px (default 1)")
     f.add_argument("--otsu-window", type=int, default=51, help="local Otsu window in px; 0 = global Otsu (default 51)")
     f.add_argument("--threshold-bounds", action=PairAction, default=(0.05, 1.0), metavar="LOW,HIGH",
@@ -240,8 +240,9 @@ def _check_fluorescence_options(args: argparse.Namespace) -> None:
     """One-line errors for out-of-range auto-label settings, before any work."""
     if args.clahe_kernel < 0:
         raise InputError(f"--clahe-kernel must be >= 0 px (0 disables CLAHE), got {args.clahe_kernel}")
-    if not args.clahe_clip >= 0:
-        raise InputError(f"--clahe-clip must be >= 0, got {args.clahe_clip}")
+    if not 0 < args.clahe_clip <= 1:  # scikit-image takes 0 for "no limit": the strongest contrast, as 1
+        raise InputError(f"--clahe-clip must lie in (0, 1] (higher: stronger local contrast; 1 leaves it "
+                         f"unlimited; turn CLAHE off with --clahe-kernel 0), got {args.clahe_clip}")
     if not args.smooth_sigma >= 0:
         raise InputError(f"--smooth-sigma must be >= 0 px (0 disables smoothing), got {args.smooth_sigma}")
     if not args.max_shift >= 0:
@@ -311,7 +312,7 @@ def _run_fluorescence_staged(args: argparse.Namespace, stain: np.ndarray, calibr
 
     import pandas as pd
 
-    from ..autolabel.fluorescence import autolabel_fluorescence_iter
+    from ..autolabel.fluorescence import autolabel_fluorescence_iter, inverted_note
     from ..autolabel.pairing import RegistrationWarning, make_training_pairs
     from ..autolabel.qc import qc_filter
     from ..io.atomic import atomic_write_text
@@ -356,7 +357,7 @@ def _run_fluorescence_staged(args: argparse.Namespace, stain: np.ndarray, calibr
         print(f"microseg autolabel: warning: {sizes['too_large']} object(s) above the {args.diameter_range[1]:g} px "
               f"max diameter were left out (largest {sizes['largest_removed_px']:g} px): if they are nuclei, "
               "raise --diameter-range" + ("; in the tile labels they are -1 (not annotated), so training ignores "
-                                          "them" if target is not None else ""), file=sys.stderr)
+                                          "them" if target is not None else "") + inverted_note(sizes), file=sys.stderr)
     if sizes.get("no_signal"):
         print(f"microseg autolabel: warning: {sizes['no_signal']} frame(s) hold nothing brighter than their noise "
               "(pure noise or an empty field): labelled empty", file=sys.stderr)

@@ -32,13 +32,15 @@ def size_note(sizes: dict, params: dict) -> str:
     """What the diameter filter left out, with the setting to change, and frames labelled empty for holding
     nothing above their noise; "" when neither (objects above the maximum are most often nuclei at
     another magnification)."""
+    from ..autolabel.fluorescence import inverted_note
+
     note = (f"; {sizes['no_signal']} frame(s) hold nothing brighter than their noise (pure noise or an empty "
             "field): labelled empty" if sizes.get("no_signal") else "")
     if not sizes.get("too_large"):
         return note
     limit = params["diameter_range"][1]
     return (f"{note}; {sizes['too_large']} object(s) above the {limit:g} px max diameter left out (largest "
-            f"{sizes['largest_removed_px']:g} px): raise 'max diameter' if they are nuclei")
+            f"{sizes['largest_removed_px']:g} px): raise 'max diameter' if they are nuclei." + inverted_note(sizes))
 
 
 def ccd_note(layer: Any) -> str:
@@ -317,6 +319,8 @@ class AutolabelWidget(MicrosegDock):
             return labels, shifts, ids_features(labels)
 
         def done(outcome: tuple) -> None:
+            from ..autolabel.fluorescence import inverted_note
+
             labels, shifts, features = outcome
             n_frames = 1 if data.ndim == 2 else data.shape[0]
             left_out = ""
@@ -326,7 +330,7 @@ class AutolabelWidget(MicrosegDock):
             if sizes.get("too_large"):
                 left_out += (f" {sizes['too_large']} object(s) above the {params['diameter_range'][1]:g} px max diameter "
                             f"(largest {sizes['largest_removed_px']:g} px) are -1, not annotated: training ignores them "
-                            "(paint them as nuclei, or raise 'max diameter' and apply again).")
+                            "(paint them as nuclei, or raise 'max diameter' and apply again)." + inverted_note(sizes))
             if shifts is None:
                 self.labels_layer = self.viewer.add_labels(
                     labels, name=unique_layer_name(self.viewer, f"{layer.name} auto-labels"), opacity=0.5,
