@@ -127,3 +127,31 @@ def test_autolabel_says_an_inverted_image_may_be_why_objects_are_too_large(tmp_p
     assert main(["autolabel", "fluorescence", "--stain", str(tmp_path / "upright.tif"), "--out", str(tmp_path / "p"),
                  "--quiet"]) == 0
     assert "inverted" not in capsys.readouterr().err
+
+
+def test_classification_dock_keeps_the_shown_results_true_classes_when_a_run_is_refused(make_napari_viewer,
+                                                                                        wait_worker, tmp_path):
+    """Classify layer A, then choose layer B (other true classes) and a file that is not a model: the run was
+    refused, yet A's results were then scored, and exported, against B's true classes."""
+    from napari_microseg.progress import drain
+    from napari_microseg.simulate.samples import generate_response
+    from napari_microseg.widgets.classification import FILE_CHOICE, ClassificationWidget
+
+    data, kwargs, _ = next(iter(drain(generate_response({"n_images": 12}, 7))))
+    viewer = make_napari_viewer(show=False)
+    metadata = dict(kwargs["metadata"])
+    viewer.add_image(np.asarray(data), name="A", metadata=metadata)
+    flipped = ["good" if label == "bad" else "bad" for label in metadata["label"]]
+    viewer.add_image(np.asarray(data), name="B", metadata={**metadata, "label": flipped})
+    widget = ClassificationWidget(viewer)
+    widget.image_layer.value, widget.model_choice.value = "A", "response_good_bad"
+    wait_worker(widget.classify())
+    truth_a = list(widget.results["truth"])
+    assert truth_a == list(metadata["label"])
+    (tmp_path / "junk.pt").write_bytes(b"not a model")
+    widget.image_layer.value = "B"
+    widget.model_choice.value = FILE_CHOICE
+    widget.model_file.value = str(tmp_path / "junk.pt")
+    assert widget.classify() is None
+    widget.threshold.value = 0.51  # the verdicts are set again, and scored
+    assert list(widget.results["truth"]) == truth_a

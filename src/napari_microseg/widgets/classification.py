@@ -128,7 +128,8 @@ class ClassificationWidget(MicrosegDock):
         self.results_task: str | None = None  # the task that made self.results
         self.results_layer: Any = None  # the image layer self.results came from (frames, calibration)
         self.results_model: Path | None = None  # the model file that made self.results
-        self.truth: np.ndarray | None = None
+        self.truth: np.ndarray | None = None  # the shown results' true classes (1 bad, 0 good), when known
+        self._job_truth: np.ndarray | None = None  # those of the run being prepared
         self._task_changed()
 
     # -- form -------------------------------------------------------------------
@@ -162,11 +163,12 @@ class ClassificationWidget(MicrosegDock):
             make, layer, task = self._make_job(model)
             notes = self._data_notes(model, layer)
         except MicrosegError as err:
-            self.show_error(str(err))
+            self.show_error(str(err))  # the results shown stay with their own true classes
             return None
         worker = self.start(make, lambda result: self._show(result, layer, task, notes, model), label="classifying")
         if worker is not None:
             self._clear_results()  # a failed run must not leave the previous run's results shown or exportable
+            self.truth = self._job_truth
         return worker
 
     def _clear_results(self) -> None:
@@ -188,14 +190,15 @@ class ClassificationWidget(MicrosegDock):
         layer = self.chosen_layer(self.image_layer.value, "image")
         data = grey_image(layer)
         task = self.task_name
+        self._job_truth = None
         if task == "images":
             images = [data] if data.ndim == 2 else list(data)
             boxes = self._box_setting(len(images), images[0].shape) or layer.metadata.get("crop_box")
             if boxes is not None and len(boxes) != len(images):  # the metadata of a stack since cut or joined
                 raise InputError(f"'{layer.name}' carries {len(boxes)} integration box(es) (metadata 'crop_box') for "
                                  f"{len(images)} image(s): type the integration box y0 x0 y1 x1 to use for all")
-            truth = layer.metadata.get("label")
-            self.truth = None if truth is None else np.array([t == "bad" for t in truth], dtype=int)
+            truth = layer.metadata.get("label")  # the run's true classes: taken once its worker starts
+            self._job_truth = None if truth is None else np.array([t == "bad" for t in truth], dtype=int)
             # read here (the worker never touches a Qt widget); above 1 ("none reaches it") the table's verdicts
             # are set again at the exact threshold when it is shown (_apply_threshold)
             threshold = min(self.threshold_value(), 1.0)
