@@ -155,3 +155,28 @@ def test_classification_dock_keeps_the_shown_results_true_classes_when_a_run_is_
     assert widget.classify() is None
     widget.threshold.value = 0.51  # the verdicts are set again, and scored
     assert list(widget.results["truth"]) == truth_a
+
+
+def test_batch_classify_reads_an_rgb_image_as_classify_images_does(tmp_path):
+    """An RGB TIFF that `classify images` takes (the mean of its colours) failed in `batch classify` with
+    "expected a 2-D image (or an (N, Y, X) stack with --box)"."""
+    import pandas as pd
+    import tifffile
+
+    from napari_microseg.cli import main
+    from napari_microseg.progress import drain
+    from napari_microseg.simulate.samples import generate_response
+
+    data, kwargs, _ = next(iter(drain(generate_response({"n_images": 1}, 3))))
+    image = np.asarray(data[0])
+    box = [str(int(v)) for v in kwargs["metadata"]["crop_box"][0]]
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "rgb.tif", np.stack([image] * 3, axis=-1), photometric="rgb")
+    assert main(["classify", "images", "--model", "response_good_bad", "--input", str(tmp_path / "in"), "--box", *box,
+                 "--out", str(tmp_path / "single")]) == 0
+    assert main(["batch", "classify", "--model", "response_good_bad", "--input", str(tmp_path / "in"), "--box", *box,
+                 "--out", str(tmp_path / "batch"), "--workers", "0", "--quiet"]) == 0
+    single = pd.read_csv(tmp_path / "single" / "flags.csv")
+    batch = pd.read_csv(tmp_path / "batch" / "flags.csv")
+    assert len(batch) == 1
+    np.testing.assert_allclose(batch["probability_bad"], single["probability_bad"], atol=1e-6)

@@ -489,7 +489,8 @@ def classify_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> 
 
     if frame is not None:
         raise InputError(f"{item.image}: whole-image classification takes 2-D images, not stack frames")
-    image = np.asarray(_read_whole(item, spec))
+    # an RGB image grey (or --channel's colour), as `classify images` and the Classification dock take it
+    image = np.asarray(_read_whole(item, spec, grey=True))
     box = spec.params.get("box")
     if image.ndim == 3 and not is_rgb(image) and box is not None:
         # an (N, Y, X) stack of images (the Simulation dock's, saved), as `classify images` takes it: image i
