@@ -180,3 +180,13 @@ def test_batch_classify_reads_an_rgb_image_as_classify_images_does(tmp_path):
     batch = pd.read_csv(tmp_path / "batch" / "flags.csv")
     assert len(batch) == 1
     np.testing.assert_allclose(batch["probability_bad"], single["probability_bad"], atol=1e-6)
+
+
+def test_classify_train_warns_of_a_class_without_training_samples(tmp_path, capsys):
+    """Three liposomes, all unilamellar: a 3-class model trained on class counts [3, 0, 0] without a word."""
+    from napari_microseg.cli import main
+
+    assert main(["classify", "train", "objects", "--simulated", "1", "--particles", "3", "--seed", "3",
+                 "--no-oversample", "--epochs", "1", "--out", str(tmp_path / "m.pt")]) == 0
+    err = capsys.readouterr().err
+    assert "no training sample of class 'multilamellar', 'uncertain'" in err, err

@@ -456,6 +456,15 @@ def train_classifier(
 
     # ---- sizes
     counts = np.bincount(data.y, minlength=n_classes)
+    missing = [str(class_names[i]) for i in np.flatnonzero(counts[:n_classes] == 0)]
+    if missing and ckpt is None:
+        import warnings
+
+        from ..errors import MicrosegWarning
+
+        warnings.warn(f"no training sample of class {', '.join(repr(name) for name in missing)} (class counts "
+                      f"{', '.join(f'{name} {int(c)}' for name, c in zip(class_names, counts))}): it will not learn "
+                      f"to recognise {'it' if len(missing) == 1 else 'them'}: add samples", MicrosegWarning, stacklevel=2)
     n_epoch = len(epoch_indices(data.y, np.random.default_rng(0), cfg.oversample, cfg.undersample_fraction))
     bs = int(cfg.batch_size)
     steps_per_epoch = max(1, math.ceil(n_epoch / bs))
