@@ -190,3 +190,29 @@ def test_classify_train_warns_of_a_class_without_training_samples(tmp_path, caps
                  "--no-oversample", "--epochs", "1", "--out", str(tmp_path / "m.pt")]) == 0
     err = capsys.readouterr().err
     assert "no training sample of class 'multilamellar', 'uncertain'" in err, err
+
+
+def test_evaluate_seg_takes_a_seed_for_its_bootstrap(tmp_path, capsys):
+    """DESIGN: every command takes --seed where randomness enters; evaluate seg's bootstrap interval had none."""
+    import tifffile
+
+    from napari_microseg.cli import main
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "pred").mkdir()
+    for i in range(12):  # images of 1-4 true squares, some of them found
+        gt = np.zeros((40, 40), np.uint16)
+        pred = np.zeros((40, 40), np.uint16)
+        for k in range(int(rng.integers(1, 5))):
+            gt[4 + 9 * k:10 + 9 * k, 5:11] = k + 1
+            if rng.random() < 0.6:
+                pred[4 + 9 * k:10 + 9 * k, 5:11] = k + 1
+        tifffile.imwrite(tmp_path / "gt" / f"{i}.tif", gt)
+        tifffile.imwrite(tmp_path / "pred" / f"{i}.tif", pred)
+    intervals = []
+    for seed in ("0", "0", "7"):
+        assert main(["evaluate", "seg", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred"), "--seed", seed,
+                     "--out", str(tmp_path / "m.csv"), "--overwrite"]) == 0
+        intervals.append([line for line in capsys.readouterr().out.splitlines() if "95 % interval" in line])
+    assert intervals[0] and intervals[0] == intervals[1] and intervals[2] != intervals[0]

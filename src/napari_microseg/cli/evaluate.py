@@ -56,6 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="another folder (or file) of predictions of the same ground truth, e.g. before a fine-tune: "
                         "prints both APs at the first threshold and the 95 %% interval of their difference (--pred "
                         "minus --compare) over the images both hold (a paired bootstrap); per image to <out>_compare.csv")
+    s.add_argument("--seed", type=int, default=0, help="random seed of the bootstrap intervals (default 0)")
     s.add_argument("--overwrite", action="store_true", help="replace existing output files")
     s.set_defaults(func=run_seg)
     c = kinds.add_parser("classes", help="per-class pixel scores of class maps (CCD classes)", formatter_class=HelpFormatter,
@@ -335,7 +336,7 @@ def run_seg(args: argparse.Namespace) -> int:
     compare_pairs = match_files(Path(args.gt), Path(args.compare)) if args.compare else None
     notes: list = []
     unpredicted: list[str] = []  # frames of --gt without a --pred file, scored as nothing found
-    per_image, pooled = evaluate_dataset(iter_pairs(pairs, notes, unpredicted), thresholds)
+    per_image, pooled = evaluate_dataset(iter_pairs(pairs, notes, unpredicted), thresholds, seed=args.seed)
     # the second set is scored before anything is written: a bad file there leaves no half-finished run
     per_image_compare = evaluate_dataset(iter_pairs(compare_pairs), thresholds)[0] if compare_pairs else None
     pooled_row = {"name": "ALL"}
@@ -377,7 +378,7 @@ def run_seg(args: argparse.Namespace) -> int:
               f"with the {sum(n[2] for n in notes)} predicted object(s) lying on them")
     written = f"{out} and {out_thr}"
     if per_image_compare is not None:
-        _compare(per_image[~per_image["name"].isin(unpredicted)], per_image_compare, thresholds, out_compare)
+        _compare(per_image[~per_image["name"].isin(unpredicted)], per_image_compare, thresholds, out_compare, seed=args.seed)
         written = f"{out}, {out_thr} and {out_compare}"
     print(f"wrote {written}")
     return 0
@@ -388,7 +389,7 @@ def run_seg(args: argparse.Namespace) -> int:
 MIN_IMAGES_FOR_VERDICT = 10
 
 
-def _compare(per_image, other, thresholds, out_compare: Path) -> None:
+def _compare(per_image, other, thresholds, out_compare: Path, seed: int = 0) -> None:
     """Print / write how ``per_image``'s predictions differ from ``other``'s (the per-image tables of
     :func:`evaluate_dataset` for --pred and --compare) at the first IoU threshold, over the images
     (frames) both hold: both pooled APs and the paired bootstrap interval of --pred minus --compare."""
@@ -406,7 +407,7 @@ def _compare(per_image, other, thresholds, out_compare: Path) -> None:
     counts_pred = both[[f"{k}_pred" for k in keys[1:]]].to_numpy()
     counts_compare = both[[f"{k}_compare" for k in keys[1:]]].to_numpy()
     stacks = stack_keys(both["name"])
-    difference, low, high = bootstrap_ap_difference(counts_compare, counts_pred, groups=stacks)
+    difference, low, high = bootstrap_ap_difference(counts_compare, counts_pred, seed=seed, groups=stacks)
     ap_compare = counts_to_scores(*counts_compare.sum(axis=0))["iou"]
     ap_pred = ap_compare + difference
     summary = {"name": "ALL", **dict(zip([f"{k}_pred" for k in keys[1:]], counts_pred.sum(axis=0))),

@@ -481,7 +481,7 @@ def _frames_of(pairs: Iterable[tuple]) -> Iterable[tuple]:
 
 
 def evaluate_dataset(pairs: Iterable[tuple[str, np.ndarray, np.ndarray]],
-                     thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> tuple[pd.DataFrame, dict]:
+                     thresholds: Sequence[float] = DEFAULT_THRESHOLDS, seed: int = 0) -> tuple[pd.DataFrame, dict]:
     """Score many images: ``pairs`` yields ``(name, gt_labels, pred_labels)``, or with a fourth item, the
     pixels the pixel scores leave out (bool, or None; see :func:`pixel_counts`); a pair of (T, Y, X) stacks
     is scored frame by frame (rows ``"<name>[t]"``).
@@ -496,7 +496,7 @@ def evaluate_dataset(pairs: Iterable[tuple[str, np.ndarray, np.ndarray]],
         and counted IoU strictly above each, where ``thresholds`` here default to 0.50-0.90 and count
         IoU >= T),
         ``ap_low@T`` / ``ap_high@T`` (the 95 % bootstrap interval of the AP at
-        the first threshold, :func:`bootstrap_ap_interval`; frames named
+        the first threshold, :func:`bootstrap_ap_interval` with ``seed``; frames named
         ``"<stack>[t]"`` are drawn with their stack) and ``n_images``.
     """
     rows, inst_tables = [], []
@@ -527,5 +527,5 @@ def evaluate_dataset(pairs: Iterable[tuple[str, np.ndarray, np.ndarray]],
     first = threshold_key(thresholds[0])
     stacks = stack_keys(per_image["name"])
     pooled[f"ap_low@{first}"], pooled[f"ap_high@{first}"] = bootstrap_ap_interval(inst_tables, float(thresholds[0]),
-                                                                                   groups=stacks)
+                                                                                   seed=seed, groups=stacks)
     return per_image, pooled
