@@ -216,3 +216,58 @@ def test_evaluate_seg_takes_a_seed_for_its_bootstrap(tmp_path, capsys):
                      "--out", str(tmp_path / "m.csv"), "--overwrite"]) == 0
         intervals.append([line for line in capsys.readouterr().out.splitlines() if "95 % interval" in line])
     assert intervals[0] and intervals[0] == intervals[1] and intervals[2] != intervals[0]
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("argv", [
+    ["simulate", "ccd", "--shape", "64", "64", "--pedestal", "1e39"],  # wrote frames of inf with exit 0
+    ["autolabel", "ccd", "--seed-sigma", "inf"],  # found nothing, wrote Infinity into params.json
+    ["autolabel", "ccd", "--hot-pixel-adc", "nan"],  # acted as -1 (off), wrote NaN into params.json
+    ["simulate", "nuclei", "--diameter", "1e308", "1e308"],  # OverflowError traceback
+    ["segment", "--model", "nuclei_fluorescence_fast", "--threads", "99999999999999999999"],  # traceback
+    ["autolabel", "fluorescence", "--diameter-range", "inf,inf"],  # OverflowError traceback
+])
+def test_numeric_options_beyond_any_use_get_one_line_errors(tmp_path, capsys, argv):
+    import tifffile
+
+    from napari_microseg.cli import main
+
+    image = tmp_path / "img.tif"
+    tifffile.imwrite(image, np.random.default_rng(0).normal(100, 5, (64, 64)).astype(np.float32))
+    inputs = {"segment": ["--input", str(image)], "autolabel": ["--stain" if argv[1] == "fluorescence" else "--input",
+                                                                 str(image)]}.get(argv[0], [])
+    assert main(argv + inputs + ["--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "must be finite and at most 1e+12" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_segment_warns_when_the_resize_limit_leaves_nuclei_off_size():
+    """--diameter 1000 was resized x0.1 (the limit) without a word: nuclei 100 px wide for a 16.5 px model."""
+    from napari_microseg.errors import MicrosegWarning
+    from napari_microseg.inference.segment import segment
+    from napari_microseg.io.models import load_model
+    from napari_microseg.pretrained import resolve_model
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    model = load_model(str(resolve_model("nuclei_fluorescence_fast")))
+    image = simulate_nuclei_image((96, 96), n_nuclei=6, seed=1)[0]
+    with pytest.warns(MicrosegWarning, match="resized x0.1, the limit"):
+        segment(model, image, diameter=1000.0)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MicrosegWarning)
+        segment(model, image, diameter=60.0)  # within reach: no warning
+
+
+def test_autolabel_refuses_a_smoothing_sigma_beyond_the_frame():
+    """--smooth-sigma 1e6 ran for over a minute on two 128 x 128 frames (a Gaussian kernel of millions of px)."""
+    from napari_microseg.autolabel.fluorescence import autolabel_frame
+    from napari_microseg.errors import InputError
+
+    image = np.zeros((64, 64), np.float32)
+    with pytest.raises(InputError, match="smoothing sigma must lie from 0 to the frame's side"):
+        autolabel_frame(image, smooth_sigma=1e6)

@@ -263,6 +263,9 @@ def autolabel_frame_iter(
                          f"got {diameter_range[0]} to {diameter_range[1]} px")
     frame = _check_frame(np.asarray(frame))
     ny, nx = frame.shape
+    for name, sigma in (("smoothing", smooth_sigma), ("seed smoothing", seed_sigma)):
+        if sigma is not None and not 0 <= float(sigma) <= max(ny, nx):  # (a huge one ran for hours)
+            raise InputError(f"the {name} sigma must lie from 0 to the frame's side ({max(ny, nx)} px), got {sigma}")
     if signal_above_noise(frame) < MIN_SIGNAL_ABOVE_NOISE:
         # pure noise or an empty field: the stretch below would make its noise look like nuclei
         if size_report is not None:

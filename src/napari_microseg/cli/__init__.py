@@ -134,6 +134,42 @@ def _empty_path_option(argv: list[str]) -> str | None:
     return None
 
 
+#: no numeric option of any command means anything beyond this magnitude (pixels, ADC, seconds, epochs ...);
+#: such values (1e308, 99999999999999999999) overflowed deep inside numpy, torch or the simulators
+LARGEST_OPTION_VALUE = 1e12
+
+
+def _option_flags(parser: argparse.ArgumentParser) -> dict[str, set[str]]:
+    """Every option's destination -> its flags, over all subcommands."""
+    flags: dict[str, set[str]] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                for dest, names in _option_flags(sub).items():
+                    flags.setdefault(dest, set()).update(names)
+        elif action.option_strings:
+            flags.setdefault(action.dest, set()).update(action.option_strings)
+    return flags
+
+
+def _unusable_number(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> str | None:
+    """Why a numeric option given cannot be used (nan, inf, or beyond :data:`LARGEST_OPTION_VALUE`), or None."""
+    import math
+
+    flags = None
+    for dest, value in vars(args).items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        bad = next((v for v in numbers if not math.isfinite(v) or abs(v) > LARGEST_OPTION_VALUE), None)
+        if bad is None:
+            continue
+        flags = flags if flags is not None else _option_flags(parser)
+        given = sorted(f for f in flags.get(dest, ()) if any(a == f or a.startswith(f + "=") for a in argv))
+        name = given[-1] if given else "--" + dest.replace("_", "-")
+        return f"{name} must be finite and at most {LARGEST_OPTION_VALUE:g} in size, got {bad:g}"
+    return None
+
+
 def _one_line_warnings(command: str, default: Any) -> Any:
     """A ``warnings.showwarning`` printing doubts about the user's data (MicrosegWarning) as
     ``microseg <command>: warning: ...`` on stderr, and any other warning as Python does."""
@@ -178,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     seed = getattr(args, "seed", None)
     if isinstance(seed, int) and not 0 <= seed < 2**32:  # numpy, torch and btrack take 0 .. 2**32 - 1
         print(f"microseg {args.command}: error: --seed must be from 0 to {2**32 - 1}, got {seed}", file=sys.stderr)
+        return 2
+    unusable = _unusable_number(parser, args, argv)
+    if unusable:
+        print(f"microseg {args.command}: error: {unusable}", file=sys.stderr)
         return 2
     empty = _empty_path_option(argv)
     if empty is not None:

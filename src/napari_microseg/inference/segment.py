@@ -436,6 +436,17 @@ def segment_image(
             warnings.warn(MicrosegWarning(f"--diameter auto: no nucleus found in {which} to estimate the nucleus width "
                                           "from: segmented at the trained size (give --diameter in px)"), stacklevel=2)
     scale_factor = scale.factor_for_diameter(diameter, size_spec) if diameter is not None else 1.0
+    if scale_factor in (scale.MIN_FACTOR, scale.MAX_FACTOR) and scale_factor != 1.0:
+        import warnings
+
+        from ..errors import MicrosegWarning
+
+        needed = size_spec["diameter"] / float(diameter)
+        if not scale.MIN_FACTOR < needed < scale.MAX_FACTOR:  # resized as far as it goes, nuclei still off size
+            warnings.warn(MicrosegWarning(
+                f"nuclei of {float(diameter):g} px would need the image resized x{needed:.3g} to the model's "
+                f"{size_spec['diameter']:g} px: resized x{scale_factor:g}, the limit, so they stay "
+                f"{float(diameter) * scale_factor:.0f} px wide (is the diameter right?)"), stacklevel=2)
     network_tile, network_overlap = tile, resolve_overlap(tile, overlap)  # px, at most half a tile (as used)
     if scale_factor != 1.0:
         fn = scale.rescaled_predict_fn(fn, scale_factor)
