@@ -271,3 +271,15 @@ def test_autolabel_refuses_a_smoothing_sigma_beyond_the_frame():
     image = np.zeros((64, 64), np.float32)
     with pytest.raises(InputError, match="smoothing sigma must lie from 0 to the frame's side"):
         autolabel_frame(image, smooth_sigma=1e6)
+
+
+def test_the_classification_docks_gui_thread_helpers_do_not_import_torch():
+    """The dock's notes (classify.data) and threshold (classify.predict) are imported on the GUI thread: the
+    package's own import pulled torch in, freezing the window for ~3 s on the first Classify or 'flag'."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from napari_microseg.classify.data import same_samples_note; "
+            "from napari_microseg.classify.predict import resolve_threshold; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -13,17 +13,28 @@ Qt-free core used by the CLI (``microseg classify``) and the widgets:
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 
 def _register_architectures() -> None:
     """Import the classifier architectures so ``build_model`` / ``load_model`` know them."""
     from ..models import classifiers, profile  # noqa: F401  (registration on import)
 
 
-_register_architectures()
+#: public name -> submodule; loaded on first use, so that importing a torch-free part of the package (the
+#: Classification dock's notes, on the GUI thread) does not import torch (a 3 s freeze of the window)
+_LAZY = {"ClassificationData": "data", "classify_images": "predict", "classify_objects": "predict",
+         "classify_profiles": "predict", "load_classifier": "predict", "population_summary": "predict",
+         "ClassifierTrainConfig": "trainer", "cross_validate": "trainer", "train_classifier": "trainer",
+         "train_with_strategy": "trainer"}
 
-from .data import ClassificationData  # noqa: E402
-from .predict import classify_images, classify_objects, classify_profiles, load_classifier, population_summary  # noqa: E402
-from .trainer import ClassifierTrainConfig, cross_validate, train_classifier, train_with_strategy  # noqa: E402
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ClassificationData",
