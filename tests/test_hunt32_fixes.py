@@ -283,3 +283,23 @@ def test_the_classification_docks_gui_thread_helpers_do_not_import_torch():
             "from napari_microseg.classify.predict import resolve_threshold; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_fits_comment_and_history_cards_keep_every_line(tmp_path):
+    """A FITS header's repeated COMMENT / HISTORY cards were read as a dict: only the last line of each was
+    kept (a reduced frame's processing history lost); they now come back whole, and write back as cards."""
+    from astropy.io import fits
+
+    from napari_microseg.io.images import read_image, write_fits
+
+    hdu = fits.PrimaryHDU(np.zeros((8, 8), np.uint16))
+    for line in ("bias subtracted", "flat fielded"):
+        hdu.header.add_history(line)
+    hdu.header.add_comment("first note")
+    hdu.header.add_comment("second note")
+    hdu.writeto(tmp_path / "frame.fits")
+    header = read_image(tmp_path / "frame.fits").metadata
+    assert header["HISTORY"] == "bias subtracted\nflat fielded" and header["COMMENT"] == "first note\nsecond note"
+    write_fits(tmp_path / "again.fits", np.zeros((8, 8), np.uint16), header={"HISTORY": header["HISTORY"], "OBJECT": "x"})
+    with fits.open(tmp_path / "again.fits") as again:
+        assert list(again[0].header["HISTORY"]) == ["bias subtracted", "flat fielded"] and again[0].header["OBJECT"] == "x"

@@ -686,7 +686,14 @@ def _read_fits(path: Path, hdu: int | None) -> ImageData:
                         f"({', '.join(called(i) for i in others[:4])}{' ...' if len(others) > 4 else ''}) are left out: "
                         "--hdu N reads another"), stacklevel=2)
             data = np.asarray(chosen.data)
-            header = {k: v for k, v in chosen.header.items() if k and isinstance(v, (int, float, str, bool))}
+            header = {}
+            for key, value in chosen.header.items():
+                if not key or not isinstance(value, (int, float, str, bool)):
+                    continue
+                if key in ("COMMENT", "HISTORY") and key in header:  # repeated cards: every line kept, in order
+                    header[key] = f"{header[key]}\n{value}"
+                else:
+                    header[key] = value
     except InputError:
         raise
     except (OSError, gzip.BadGzipFile, ValueError, TypeError) as err:
@@ -1092,7 +1099,12 @@ def write_fits(path: str | os.PathLike, data: np.ndarray, header: dict | None = 
         raise InputError(f"FITS images hold numbers; cannot write an array of dtype {data.dtype}")
     hdu = fits.PrimaryHDU(data)
     for key, value in (header or {}).items():
-        hdu.header[str(key)[:8].upper()] = value
+        card = str(key)[:8].upper()
+        if card in ("COMMENT", "HISTORY"):  # read_image joins repeated cards with newlines: one card a line
+            for line in str(value).split("\n"):
+                hdu.header.add_comment(line) if card == "COMMENT" else hdu.header.add_history(line)
+        else:
+            hdu.header[card] = value
     with atomic_path(target) as tmp:
         hdu.writeto(tmp, overwrite=True)
     return target
