@@ -71,17 +71,22 @@ class AutolabelWidget(MicrosegDock):
                                               "move the labels when the shift is longer than the limit below")
         self.max_shift = FloatSpinBox(label="shifts left alone up to (px)", value=5.0, min=0.0, max=500.0, step=0.5,
                                       tooltip="across modalities the estimate scatters by ~3 px: shorter shifts are noise")
-        self.otsu_window = SpinBox(label="Otsu window (px)", value=51, min=5, max=1001, step=2)
+        self.otsu_window = SpinBox(label="Otsu window (px)", value=51, min=5, max=1001, step=2,
+                                   tooltip="side of the window in which each pixel's threshold is chosen (local Otsu); a few nucleus widths")
         self.min_diameter = FloatSpinBox(label="min diameter (px)", value=5.0, min=1.0, max=500.0)
         self.max_diameter = FloatSpinBox(label="max diameter (px)", value=30.0, min=2.0, max=2000.0)
         self.smooth_sigma = FloatSpinBox(label="smoothing sigma (px)", value=1.0, min=0.0, max=10.0, step=0.5)
-        self.split_clumps = CheckBox(label="split clumps (watershed)", value=True)
+        self.split_clumps = CheckBox(label="split clumps (watershed)", value=True,
+                                    tooltip="split touching nuclei apart at their narrowest point")
         self.clear_border = CheckBox(label="remove border objects", value=True)
         self.live = CheckBox(label="live preview (current frame)", value=True)
         self.apply_button = PushButton(text="Apply to all frames")
-        self.tile = SpinBox(label="QC tile (px)", value=512, min=32, max=4096, step=32)
-        self.drop_lowest = FloatSpinBox(label="drop lowest fraction", value=0.25, min=0.0, max=0.95, step=0.05)
-        self.max_foreground = FloatSpinBox(label="max foreground", value=0.5, min=0.05, max=1.0, step=0.05)
+        self.tile = SpinBox(label="QC tile (px)", value=512, min=32, max=4096, step=32,
+                            tooltip="side of the tiles the frame is cut into for the quality check")
+        self.drop_lowest = FloatSpinBox(label="drop lowest fraction", value=0.25, min=0.0, max=0.95, step=0.05,
+                                        tooltip="share of the tiles (0-1) with the fewest nucleus pixels left out of the training set")
+        self.max_foreground = FloatSpinBox(label="max foreground", value=0.5, min=0.05, max=1.0, step=0.05,
+                                           tooltip="a tile whose labelled share of pixels (0-1) is above this is left out: almost always segmented noise")
         self.qc_button = PushButton(text="QC tiles of the labels")
         self.form = Container(widgets=[
             self.stain_layer, self.otsu_window, self.min_diameter, self.max_diameter, self.smooth_sigma,

@@ -19,7 +19,7 @@ import pandas as pd
 import pyqtgraph as pg
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, LineEdit, PushButton, SpinBox
 from qtpy.QtGui import QColor
-from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
+from qtpy.QtWidgets import QAbstractItemView, QDoubleSpinBox, QTableWidget, QTableWidgetItem
 
 from ..defaults import LAST_SUFFIX
 from ..errors import InputError, MicrosegError
@@ -63,7 +63,8 @@ class ClassificationWidget(MicrosegDock):
         # probability, 1.0 included, reaches
         # (the top a step further: Qt's slider reads a top of 1.001 back as 1.000999)
         self.threshold = FloatSlider(label="threshold (bad)", value=0.5, min=0.0, max=ABOVE_EVERY_PROBABILITY + 0.001,
-                                     step=0.001)
+                                     step=0.001, tooltip="an image whose probability of 'bad' (0-1) reaches this is called "
+                                                         "bad; above 1 none is")
         # [R] use cases: the thresholds the model stored, chosen on its validation images
         self.flag_button = PushButton(text="flag", tooltip="few bad images passed as good (at most 5 % on the validation "
                                                            "images); a person checks what is flagged")
@@ -80,16 +81,24 @@ class ClassificationWidget(MicrosegDock):
         self.train_n = SpinBox(label="simulated samples", value=400, min=20, max=200000, step=20,
                                tooltip="response images or STEM profiles to simulate; for objects, liposomes "
                                        "(about 30 per simulated TEM image)")
-        self.train_epochs = SpinBox(label="epochs", value=20, min=1, max=1000)
+        self.train_epochs = SpinBox(label="epochs", value=20, min=1, max=1000, tooltip="passes over the simulated samples")
         self.train_out = FileEdit(label="new model file", mode="w", filter="*.pt", value=str(Path.home() / "microseg_classifier.pt"))
         self.train_button = PushButton(text="Train on simulated data")
+        # the readout showed 2 decimals: a stored threshold of 0.096 read 0.10
+        for readout in self.threshold.native.findChildren(QDoubleSpinBox):
+            readout.setDecimals(3)
         self.form = Container(widgets=[
             self.task, self.image_layer, self.labels_layer, self.model_choice, self.model_file, self.box, self.classify_button,
             self.threshold, self.presets, self.summary, self.export_dir, self.export_button,
-            train_header := section_header("train a classifier on simulated data"), self.train_n, self.train_epochs, self.train_out, self.train_button,
         ])
-        span_row(self.summary, train_header)
+        span_row(self.summary)
         self.body.addWidget(self.form.native)
+        # the training part below the results (table, ROC), which are in view after Classify
+        self.train_form = Container(widgets=[
+            train_header := section_header("train a classifier on simulated data"), self.train_n, self.train_epochs,
+            self.train_out, self.train_button,
+        ])
+        span_row(train_header)
         self.table = QTableWidget(0, 0)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
@@ -107,9 +116,10 @@ class ClassificationWidget(MicrosegDock):
         self.roc_point = self.roc.plot([], [], pen=None, symbol="o", symbolBrush="#e71d95", symbolSize=9)
         self.roc.setVisible(False)
         self.body.addWidget(self.roc)
+        self.body.addWidget(self.train_form.native)
         self.plot = LossPlot(metric_name="val accuracy")
         self.plot.setVisible(False)
-        self.body.addWidget(self.plot)
+        self.pin_above_progress(self.plot)  # in view while training, however far the controls are scrolled
         self.task.changed.connect(self._new_task)
         self.task.changed.connect(self._task_changed)
         self.model_choice.changed.connect(self._task_changed)

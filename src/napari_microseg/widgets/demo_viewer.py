@@ -34,6 +34,18 @@ def show_demo(result: Any, run: bool = True, viewer: Any = None) -> Any:
     if "model" in result.files:
         segmentation.set_model(str(result.files["model"]))
     segmentation_dock.raise_()  # the tab in front: the model just trained, ready to segment more
+    show_whole_tab_names(viewer)
     if run:
         napari.run()
     return viewer
+
+
+def show_whole_tab_names(viewer: Any) -> None:
+    """Tabbed docks show their whole names, scrolling the tab row where it is too narrow: elided, Training and
+    Tracking both read "Tra..." in a window of ordinary width."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QTabBar
+
+    for bar in viewer.window._qt_window.findChildren(QTabBar):
+        bar.setElideMode(Qt.ElideNone)
+        bar.setUsesScrollButtons(True)

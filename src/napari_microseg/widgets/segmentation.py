@@ -73,14 +73,17 @@ class SegmentationWidget(MicrosegDock):
         self.model_picked_by_user = False  # until then a model trained meanwhile becomes the choice
         self._choosing_model = False  # the dock itself is changing the choice
         self.model_file = FileEdit(label="model file", mode="r", filter="*.pt", value="")
-        self.scope = ComboBox(label="run on", choices=["current frame", "whole stack"], value="current frame")
+        self.scope = ComboBox(label="run on", choices=["current frame", "whole stack"], value="current frame",
+                              tooltip="segment the frame shown in the viewer, or every frame of a stack")
         self.tile = SpinBox(label="largest tile (px)", value=512, min=64, max=4096, step=32,
                             tooltip="tiles shrink to cover each frame evenly (a 512 x 512 frame is one tile)")
         self.min_size = SpinBox(label="min size (px)", value=DEFAULT_MIN_SIZE, min=0, max=100000,
                                 tooltip="objects smaller than this many pixels are dropped (as `microseg segment --min-size`)")
         self.remove_border = CheckBox(label="remove border objects", value=False)
-        self.keep_probabilities = CheckBox(label="add probability layer", value=False)
-        self.tta = CheckBox(label="test-time augmentation (4 flips, 4x slower)", value=False)
+        self.keep_probabilities = CheckBox(label="add probability layer", value=False,
+                                           tooltip="also show the network's probability of nucleus (0-1) as an image layer")
+        self.tta = CheckBox(label="test-time augmentation (4 flips, 4x slower)", value=False,
+                            tooltip="average the network's output over the image and its 3 mirror images: a little more accurate")
         self.diameter = FloatSpinBox(label="nucleus diameter (px, 0 = as trained)", value=0.0, min=0.0, max=10000.0, step=1.0,
                                      tooltip="nuclei far from the sizes the model was trained on are resized to them tile by tile")
         self.estimate_diameter = CheckBox(label="estimate nucleus diameter", value=False,
@@ -102,14 +105,17 @@ class SegmentationWidget(MicrosegDock):
         self.find_button = PushButton(text="List tiles")
         self.batch_input = FileEdit(label="folder / Zarr", mode="d", value="")
         self.batch_out = FileEdit(label="batch output", mode="d", value=str(Path.home() / "microseg_batch"))
-        self.batch_workers = SpinBox(label="Dask workers (0 = in this process)", value=2, min=0, max=256)
+        self.batch_workers = SpinBox(label="Dask workers (0 = in this process)", value=2, min=0, max=256,
+                                     tooltip="processes segmenting files side by side; each holds a copy of the model")
         self.batch_button = PushButton(text="Run batch (Dask, resumable)",
                                        tooltip="multi-channel files: the channel of the image layer chosen above (File > Open gives each channel as a layer)")
-        self.labels_for_training = ComboBox(label="corrected labels", choices=lambda *_: layer_names(self.viewer, "Labels"))
+        self.labels_for_training = ComboBox(label="corrected labels", choices=lambda *_: layer_names(self.viewer, "Labels"),
+                                            tooltip="the labels layer you corrected; its current frame is added to the fine-tuning set")
         self.add_button = PushButton(text="Add to training set (current frame)")
         self.clear_training_button = PushButton(text="Clear training set")
         self.training_set_label = Label(value="training set: empty")
-        self.finetune_epochs = SpinBox(label="fine-tune epochs", value=10, min=1, max=1000)
+        self.finetune_epochs = SpinBox(label="fine-tune epochs", value=10, min=1, max=1000,
+                                       tooltip="passes over the corrected frames; the model is saved as a new file beside the old one (or in ~/microseg_models)")
         self.finetune_button = PushButton(text="Fine-tune")
         self.form = Container(widgets=[
             self.image_layer, self.model_choice, self.model_file, self.scope, self.tile, self.min_size,
@@ -851,7 +857,7 @@ class SegmentationWidget(MicrosegDock):
             self.fine_tuned_path = str(out)
             self.set_model(str(out))
             self.finetune_scores = None if scores is None else dict(zip(("before", "after"), scores))
-            self.show_message(f"fine-tuned ({result.stop_reason}, {result.epochs_run} epochs): {out}"
+            self.show_message(f"fine-tuned ({result.stop_reason}, {result.epochs_run} epoch{'' if result.epochs_run == 1 else 's'}): {out}"
                               + ("" if scores is None else f"; {describe_before_after(*scores)}") + not_compared)
 
         from ..defaults import LAST_SUFFIX

@@ -21,8 +21,10 @@ def _nuclei_form() -> Container:
         SpinBox(name="n_frames", label="frames", value=20, min=1, max=2000),
         SpinBox(name="size", label="size (px)", value=256, min=64, max=4096, step=32),
         SpinBox(name="n_nuclei", label="nuclei", value=30, min=1, max=5000),
-        SpinBox(name="stage_shift", label="stage shift sd (px)", value=0, min=0, max=50),
-        CheckBox(name="enter_leave", label="enter / leave", value=True),
+        SpinBox(name="stage_shift", label="stage shift sd (px)", value=0, min=0, max=50,
+                tooltip="standard deviation (px) of sudden whole-field jumps between frames, as a microscope stage moving back to a position; 0: none"),
+        CheckBox(name="enter_leave", label="enter / leave", value=True,
+                 tooltip="nuclei may drift into and out of the field of view during the movie"),
     ])
 
 
@@ -30,7 +32,8 @@ def _ccd_form() -> Container:
     return Container(widgets=[
         SpinBox(name="n_images", label="frames", value=1, min=1, max=500),
         SpinBox(name="size", label="size (px)", value=256, min=64, max=4096, step=64),
-        CheckBox(name="balanced", label="balanced layout", value=False),
+        CheckBox(name="balanced", label="balanced layout", value=False,
+                 tooltip="frames with as many glowing, hot-pixel and cluster pixels as a network needs to learn each class (the natural layout is mostly background)"),
         CheckBox(name="one_sensor", label="exposures of one CCD", value=False,
                  tooltip="the same hot pixels and glowing band in every frame, charge and noise drawn per frame: "
                          "what the Segmentation dock's 'CCD hot pixels repeat' compares"),
@@ -38,7 +41,8 @@ def _ccd_form() -> Container:
 
 
 def _response_form() -> Container:
-    return Container(widgets=[SpinBox(name="n_images", label="images (balanced)", value=16, min=2, max=5000, step=2)])
+    return Container(widgets=[SpinBox(name="n_images", label="images (balanced)", value=16, min=2, max=5000, step=2,
+                                                tooltip="response images to make, half good and half bad")])
 
 
 def _liposome_form() -> Container:
@@ -51,8 +55,10 @@ def _liposome_form() -> Container:
 def _profile_form() -> Container:
     return Container(widgets=[
         SpinBox(name="n", label="particles", value=64, min=2, max=100000),
-        ComboBox(name="task", label="task", choices=["hole", "chirality"], value="hole"),
-        SpinBox(name="n_views", label="views", value=2, min=1, max=8),
+        ComboBox(name="task", label="task", choices=["hole", "chirality"], value="hole",
+                 tooltip="hole: particles with or without a hole; chirality: left- or right-handed particles"),
+        SpinBox(name="n_views", label="views", value=2, min=1, max=8,
+                tooltip="projections of each particle, at different tilt angles"),
     ])
 
 
@@ -112,7 +118,7 @@ class SimulationWidget(MicrosegDock):
         record = {"domain": SIMULATE_DOMAIN[self.domain.value], "seed": seed, "cli": _as_simulate_options(params)}
         return self.start(lambda: _for_display(make_generator(params, seed)),
                           lambda layers: self._add_layers(layers, seed, record),
-                          label=f"simulating {self.domain.value}")
+                          label=f"simulating {SIMULATE_DOMAIN[self.domain.value]}")
 
     def _add_layers(self, layers: list[tuple], seed: int, record: dict | None = None) -> None:
         """Add the generated layers; ``seed``: the one they were made with (the form may show another by now);

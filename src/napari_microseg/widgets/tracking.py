@@ -50,9 +50,11 @@ class TrackingWidget(MicrosegDock):
                                               tooltip="largest move of an object between frames (the model "
                                                       "links steps up to it; larger: near objects are told apart "
                                                       "less surely); choosing a model sets its default")
-        self.stage_shift = ComboBox(label="stage-shift correction", choices=["none", "images", "objects"], value="none")
+        self.stage_shift = ComboBox(label="stage-shift correction", choices=["none", "images", "objects"], value="none",
+                                    tooltip="take whole-field jumps between frames out before linking: measured on the images, or on the objects' positions; none: no correction")
         self.optimize = CheckBox(label="optimise (divisions, appear/disappear)", value=True)
-        self.colour_by = ComboBox(label="colour by", choices=["track_id", "generation", "root_track_id"], value="track_id")
+        self.colour_by = ComboBox(label="colour by", choices=["track_id", "generation", "root_track_id"], value="track_id",
+                                  tooltip="colour of each track: its own id, its generation (divisions since its first ancestor), or its lineage (the first ancestor's id)")
         self.track_button = PushButton(text="Track")
         self.export_dir = FileEdit(label="export folder", mode="d", value=str(Path.home() / "microseg_tracks"))
         self.export_csv_button = PushButton(text="Export CSV: tracks, counts, track summary")

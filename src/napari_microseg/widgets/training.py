@@ -237,19 +237,23 @@ class TrainingWidget(MicrosegDock):
                                          tooltip="share of the images (of one image: a strip; of a time-lapse: its "
                                                  "last frames) held out to choose the best epoch; 0: none, the "
                                                  "training loss decides (one small image)")
-        self.patch = SpinBox(label="patch (px)", value=128, min=32, max=1024, step=32)
+        self.patch = SpinBox(label="patch (px)", value=128, min=32, max=1024, step=32,
+                             tooltip="side of the square pieces cut from the images to train on: a few nuclei wide")
         self.image_sampling = ComboBox(label="sample images by", choices=["pixels", "objects", "mixed"], value="pixels",
                                        tooltip="pixels: each annotated pixel equally likely; objects: images give patches "
                                                "in proportion to the nuclei they hold (a small crowded image is not "
                                                "outweighed by a large sparse one); mixed: half of each")
         self.epochs = SpinBox(label="epochs", value=20, min=1, max=10000)
-        self.patches_per_epoch = SpinBox(label="patches / epoch", value=64, min=4, max=100000)
-        self.batch_size = SpinBox(label="batch", value=8, min=1, max=256)
+        self.patches_per_epoch = SpinBox(label="patches / epoch", value=64, min=4, max=100000,
+                                         tooltip="patches drawn (at random places) in each epoch")
+        self.batch_size = SpinBox(label="batch", value=8, min=1, max=256, tooltip="patches per optimisation step")
         self.lr = FloatSpinBox(label="learning rate", value=1e-3, min=1e-6, max=1.0, step=1e-4)
         self.lr.native.setDecimals(6)  # Qt's 4 decimals rounded 5e-5 (a fine-tune's rate) to 1e-4 and 1e-6 to 0
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
         self.out_path = FileEdit(label="model file", mode="w", value=str(Path.home() / "microseg_model.pt"), filter="*.pt")
-        self.resume = CheckBox(label="resume from the model file's last state", value=False)
+        self.resume = CheckBox(label="resume from the model file's last state", value=False,
+                               tooltip="continue the run that wrote the model file (its settings are kept), up to "
+                                       "the epochs asked; unticked, an existing file is never replaced: a new name is taken")
         self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
         self.train_button = PushButton(text="Train")
         self.preview_button = PushButton(text="Predict preview (current frame)")
