@@ -303,3 +303,48 @@ def test_fits_comment_and_history_cards_keep_every_line(tmp_path):
     write_fits(tmp_path / "again.fits", np.zeros((8, 8), np.uint16), header={"HISTORY": header["HISTORY"], "OBJECT": "x"})
     with fits.open(tmp_path / "again.fits") as again:
         assert list(again[0].header["HISTORY"]) == ["bias subtracted", "flat fielded"] and again[0].header["OBJECT"] == "x"
+
+
+def _held_lock(path, sleeper) -> None:
+    """Write a run lock at ``path`` as a live process (``sleeper``) on this host holds it."""
+    import json
+    import socket
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"pid": sleeper.pid, "host": socket.gethostname(), "time": "now"}))
+
+
+@pytest.mark.parametrize("command", ["track", "simulate", "train"])
+def test_a_second_run_into_a_folder_or_model_in_use_is_refused(tmp_path, capsys, command):
+    """Two `track`, `simulate` or `train` runs into one place both exited 0: the first's results silently
+    replaced, a simulation's samples removed as they were written (--overwrite) or mixed with another's, a
+    model file's weights under the other run's training record. The second run is now refused."""
+    import subprocess
+    import sys
+
+    import tifffile
+
+    from napari_microseg.cli import main
+
+    out = tmp_path / "out"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        if command == "track":
+            tifffile.imwrite(tmp_path / "labels.tif", np.repeat(np.pad(np.ones((6, 6), np.uint16), 10)[None], 3, axis=0))
+            _held_lock(out / ".batch.lock", sleeper)
+            argv = ["track", "--labels", str(tmp_path / "labels.tif"), "--out", str(out)]
+        elif command == "simulate":
+            _held_lock(out / ".batch.lock", sleeper)
+            argv = ["simulate", "response", "--n", "2", "--out", str(out), "--overwrite"]
+        else:
+            _held_lock(out / ".m.pt.lock", sleeper)
+            argv = ["train", "--simulated", "2", "--sim-size", "64", "--epochs", "1", "--patch", "32",
+                    "--patches-per-epoch", "2", "--out", str(out / "m.pt")]
+        assert main(argv) == 2
+        assert "is in use by another run" in capsys.readouterr().err
+        assert sorted(p.name for p in out.iterdir()) == [".batch.lock" if command != "train" else ".m.pt.lock"]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert main(argv) == 0  # the holder gone: its stale lock is taken over
+    assert not any(p.name.endswith(".lock") for p in out.iterdir())

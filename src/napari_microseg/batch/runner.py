@@ -473,19 +473,20 @@ def _refuse_if_in_use(out: Path) -> None:
         _refuse_if_held(out, held)
 
 
-def _refuse_if_held(out: Path, held: dict) -> None:
+def _refuse_if_held(out: Path, held: dict, lock: Path | None = None) -> None:
     """InputError when the lock record ``held`` is another run's: on another host, or a live process here."""
     pid = int(held.get("pid", 0) or 0)
     if held.get("host") != socket.gethostname() or (pid and pid != os.getpid() and pid_alive(pid)):
         raise InputError(f"{out} is in use by another run (pid {pid} on {held.get('host')}); wait for it, or delete "
-                         f"{out / LOCK_NAME} if that run is gone")
+                         f"{lock or out / LOCK_NAME} if that run is gone")
 
 
-def acquire_out_lock(out: Path) -> Path:
-    """Create ``OUT/.batch.lock``; refuse when a live run on this host holds it (a stale lock is taken
-    over). ``microseg batch`` and ``microseg segment`` take it, so two runs never write one folder's
-    tables at once (the last to finish replaced the other's)."""
-    lock = out / LOCK_NAME
+def acquire_out_lock(out: Path, lock_name: str = LOCK_NAME, what: Path | None = None) -> Path:
+    """Create ``OUT/<lock_name>`` (``.batch.lock``); refuse when a live run on this host holds it (a stale
+    lock is taken over). ``microseg batch``, ``segment``, ``track`` and ``simulate`` take it on their output
+    folder, so two runs never write one folder's tables at once (the last to finish replaced the other's);
+    ``train`` one named after its model file (``what``, named in the refusal; default ``out``)."""
+    lock = out / lock_name
     me = {"pid": os.getpid(), "host": socket.gethostname(), "time": utc_now()}
     for _ in range(2):
         try:
@@ -495,7 +496,7 @@ def acquire_out_lock(out: Path) -> Path:
                 held = json.loads(lock.read_text())
             except (OSError, ValueError):
                 held = {}
-            _refuse_if_held(out, held if isinstance(held, dict) else {})
+            _refuse_if_held(what or out, held if isinstance(held, dict) else {}, lock)
             lock.unlink(missing_ok=True)  # stale: its run was killed
             continue
         with os.fdopen(fd, "w") as fh:

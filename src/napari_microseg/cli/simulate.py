@@ -147,7 +147,9 @@ def _prepare_out(out: Path, overwrite: bool) -> Path:
         raise InputError(f"--out {out} exists and is not a folder")
     if (out / "params.json").exists() and not overwrite:
         raise InputError(f"{out} already holds a simulation (params.json); use another --out or --overwrite")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    from ..batch.runner import LOCK_NAME
+
+    if out.is_dir() and any(f.name != LOCK_NAME for f in out.iterdir()) and not overwrite:  # (this run's lock aside)
         raise InputError(f"{out} is not empty (its files could be replaced); use another --out or --overwrite")
     earlier = _earlier_simulation(out)
     if earlier:
@@ -315,6 +317,21 @@ def _check_domain(args) -> None:
 def run(args: argparse.Namespace) -> int:
     _check_common(args)
     _check_domain(args)
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise InputError(f"--out {args.out} exists and is not a folder")
+    make_output_folder(Path(args.out))
+    from ..batch.runner import acquire_out_lock
+
+    # a second simulation into this folder is refused: with --overwrite it removed this one's samples as they
+    # were written, and two at once mixed their samples under one record
+    lock = acquire_out_lock(Path(args.out))
+    try:
+        return _simulate_into(args)
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _simulate_into(args: argparse.Namespace) -> int:
     out = _prepare_out(args.out, args.overwrite)
     # a record of this run before its samples: an interrupted run is then removed whole by the next --overwrite
     # (the earlier run's record, of fewer samples, would have left the rest)

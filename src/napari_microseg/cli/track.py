@@ -128,76 +128,85 @@ def run(args: argparse.Namespace) -> int:
     _run_settings_from_config(args, recorded)
     check_units(args.pixel_size, args.frame_interval)  # before any frame is read
     make_output_folder(out)
-    if args.hdu is not None and args.hdu < 0:
-        raise InputError(f"--hdu must be >= 0, got {args.hdu}")
-    if args.channel is not None and (args.channel < 0 or not args.image):
-        raise InputError("--channel picks a channel (0-based, >= 0) of --image" if args.image
-                         else "--channel picks a channel of --image: give --image")
-    labels, calibration = _read_stack(args.labels, "labels", args.hdu)
-    image, image_calibration = _read_stack(args.image, "image", args.hdu, args.channel) if args.image else (None, {})
-    if "pixel_size_um" in image_calibration:  # both pixel sizes from one file: the movie's
-        calibration.pop("pixel_size_y_um", None)
-    calibration = {**calibration, **image_calibration}  # the movie's own metadata first
-    pixel_size = args.pixel_size if args.pixel_size is not None else calibration.get("pixel_size_um")
-    frame_interval = args.frame_interval if args.frame_interval is not None else calibration.get("frame_interval_min")
-    from_file = [text for text, value, given in ((f"{pixel_size} um per pixel", pixel_size, args.pixel_size),
-                                                 (f"{frame_interval} min per frame", frame_interval, args.frame_interval))
-                 if value is not None and given is None]
-    if from_file:  # only what the metadata gave: a value typed on the command line is not the file's
-        print(f"calibration from the file's metadata: {', '.join(from_file)} (--pixel-size / --frame-interval "
-              "override it)", file=sys.stderr)
-    if image is not None and image.shape != labels.shape:
-        raise InputError(f"image shape {image.shape} does not match labels shape {labels.shape}")
-    np.random.seed(args.seed)
-    gen = track(
-        labels,
-        image,
-        config=args.config,
-        max_search_radius=args.max_search_radius,
-        update_method=args.update_method,
-        optimize=args.optimize,
-        stage_shift=None if args.stage_shift == "none" else args.stage_shift,
-    )
-    result = run_with_text_progress(gen, label="track")
-    if result.info.get("mask_converted"):
-        print(f"{Path(args.labels).name}: {MASK_NOTE}", file=sys.stderr)
-    for note in track_warnings(result):
-        print(f"warning: {Path(args.labels).name}: {note}", file=sys.stderr)
-    result.config["seed"] = args.seed
-    result.config["units"] = {"pixel_size_um": pixel_size, "frame_interval_min": frame_interval}
-    # the file's own Y size (non-square pixels), unless --pixel-size says otherwise: the summary's lengths
-    # and the reopened tracks.csv's scale use it
-    pixel_size_y = calibration.get("pixel_size_y_um") if args.pixel_size is None else None
-    if pixel_size_y is not None:
-        result.config["units"]["pixel_size_y_um"] = pixel_size_y
-    # a Z stack linked plane by plane: its "frames" are focal planes, its step a length (no frame interval)
-    z_step = calibration.get("z_step_um") if frame_interval is None else None
-    if z_step is not None:
-        result.config["units"]["z_step_um"] = z_step
-    result.config["inputs"] = {"labels": str(args.labels), "image": str(args.image) if args.image else None,
-                               "channel": args.channel, "hdu": args.hdu}
-    remove_stale_staging(out, "track")
-    # everything is written into a staging folder first, then moved into place with Ctrl-C held back:
-    # an interrupted run leaves the earlier results whole, never half of each
-    staging = make_staging_folder(out, "track")
+    from ..batch.runner import acquire_out_lock
+
+    lock = acquire_out_lock(out)  # a second run into this folder is refused, not mixed or silently replacing
     try:
-        write_tracks_csv(result, staging / "tracks.csv")
-        write_counts_csv(result, staging / "counts.csv")
-        write_track_summary_csv(result, staging / "track_summary.csv", pixel_size=pixel_size,
-                                frame_interval=frame_interval, pixel_size_y=pixel_size_y)
-        write_tiff(staging / "tracks_labels.tif", result.relabelled, overwrite=True, software=LABELS_SOFTWARE,  # uint16 (uint32 above 65535 tracks)
-                   calibration={"pixel_size_um": pixel_size, "frame_interval_min": frame_interval, "z_step_um": z_step,
-                                **({"pixel_size_y_um": pixel_size_y} if pixel_size_y is not None else {}),
-                                # a Z stack of no stated step stays a Z stack (not written as a time-lapse)
-                                **({"z_planes": True} if calibration.get("z_planes") and frame_interval is None else {})})
-        write_config_json(result, staging / "track_config.json")
-        if args.ctc:
-            write_ctc(result, staging / OUTPUT_NAMES[-1])
-        _publish(staging, out, ctc=args.ctc, replace_earlier_ctc=args.overwrite)
+        existing = [n for n in targets if (out / n).exists()]  # again: a run may have finished meanwhile
+        if existing and not args.overwrite:
+            raise InputError(f"{out} already holds {', '.join(existing)} (use --overwrite to replace)")
+        if args.hdu is not None and args.hdu < 0:
+            raise InputError(f"--hdu must be >= 0, got {args.hdu}")
+        if args.channel is not None and (args.channel < 0 or not args.image):
+            raise InputError("--channel picks a channel (0-based, >= 0) of --image" if args.image
+                             else "--channel picks a channel of --image: give --image")
+        labels, calibration = _read_stack(args.labels, "labels", args.hdu)
+        image, image_calibration = _read_stack(args.image, "image", args.hdu, args.channel) if args.image else (None, {})
+        if "pixel_size_um" in image_calibration:  # both pixel sizes from one file: the movie's
+            calibration.pop("pixel_size_y_um", None)
+        calibration = {**calibration, **image_calibration}  # the movie's own metadata first
+        pixel_size = args.pixel_size if args.pixel_size is not None else calibration.get("pixel_size_um")
+        frame_interval = args.frame_interval if args.frame_interval is not None else calibration.get("frame_interval_min")
+        from_file = [text for text, value, given in ((f"{pixel_size} um per pixel", pixel_size, args.pixel_size),
+                                                     (f"{frame_interval} min per frame", frame_interval, args.frame_interval))
+                     if value is not None and given is None]
+        if from_file:  # only what the metadata gave: a value typed on the command line is not the file's
+            print(f"calibration from the file's metadata: {', '.join(from_file)} (--pixel-size / --frame-interval "
+                  "override it)", file=sys.stderr)
+        if image is not None and image.shape != labels.shape:
+            raise InputError(f"image shape {image.shape} does not match labels shape {labels.shape}")
+        np.random.seed(args.seed)
+        gen = track(
+            labels,
+            image,
+            config=args.config,
+            max_search_radius=args.max_search_radius,
+            update_method=args.update_method,
+            optimize=args.optimize,
+            stage_shift=None if args.stage_shift == "none" else args.stage_shift,
+        )
+        result = run_with_text_progress(gen, label="track")
+        if result.info.get("mask_converted"):
+            print(f"{Path(args.labels).name}: {MASK_NOTE}", file=sys.stderr)
+        for note in track_warnings(result):
+            print(f"warning: {Path(args.labels).name}: {note}", file=sys.stderr)
+        result.config["seed"] = args.seed
+        result.config["units"] = {"pixel_size_um": pixel_size, "frame_interval_min": frame_interval}
+        # the file's own Y size (non-square pixels), unless --pixel-size says otherwise: the summary's lengths
+        # and the reopened tracks.csv's scale use it
+        pixel_size_y = calibration.get("pixel_size_y_um") if args.pixel_size is None else None
+        if pixel_size_y is not None:
+            result.config["units"]["pixel_size_y_um"] = pixel_size_y
+        # a Z stack linked plane by plane: its "frames" are focal planes, its step a length (no frame interval)
+        z_step = calibration.get("z_step_um") if frame_interval is None else None
+        if z_step is not None:
+            result.config["units"]["z_step_um"] = z_step
+        result.config["inputs"] = {"labels": str(args.labels), "image": str(args.image) if args.image else None,
+                                   "channel": args.channel, "hdu": args.hdu}
+        remove_stale_staging(out, "track")
+        # everything is written into a staging folder first, then moved into place with Ctrl-C held back:
+        # an interrupted run leaves the earlier results whole, never half of each
+        staging = make_staging_folder(out, "track")
+        try:
+            write_tracks_csv(result, staging / "tracks.csv")
+            write_counts_csv(result, staging / "counts.csv")
+            write_track_summary_csv(result, staging / "track_summary.csv", pixel_size=pixel_size,
+                                    frame_interval=frame_interval, pixel_size_y=pixel_size_y)
+            write_tiff(staging / "tracks_labels.tif", result.relabelled, overwrite=True, software=LABELS_SOFTWARE,  # uint16 (uint32 above 65535 tracks)
+                       calibration={"pixel_size_um": pixel_size, "frame_interval_min": frame_interval, "z_step_um": z_step,
+                                    **({"pixel_size_y_um": pixel_size_y} if pixel_size_y is not None else {}),
+                                    # a Z stack of no stated step stays a Z stack (not written as a time-lapse)
+                                    **({"z_planes": True} if calibration.get("z_planes") and frame_interval is None else {})})
+            write_config_json(result, staging / "track_config.json")
+            if args.ctc:
+                write_ctc(result, staging / OUTPUT_NAMES[-1])
+            _publish(staging, out, ctc=args.ctc, replace_earlier_ctc=args.overwrite)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        print(f"{result.n_tracks} tracks, {len(result.graph)} daughter tracks, {len(result.table)} objects in {result.n_frames} frames -> {out}")
+        return 0
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    print(f"{result.n_tracks} tracks, {len(result.graph)} daughter tracks, {len(result.table)} objects in {result.n_frames} frames -> {out}")
-    return 0
+        lock.unlink(missing_ok=True)
 
 
 def _ctc_files_replaced(out: Path, ctc: bool, replace_earlier_ctc: bool, new_names: set | None = None) -> list[Path]:

@@ -251,6 +251,22 @@ def write_history_csv(path: str | Path, history: list[dict]) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..batch.runner import acquire_out_lock
+    from ..io.atomic import make_output_folder
+
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        make_output_folder(out.parent)  # (removed again if the run fails before writing anything)
+    # a second `microseg train` into this model file is refused: two at once left one run's weights under the
+    # other's training record, or silently replaced the first run's model
+    lock = acquire_out_lock(out.parent, f".{out.name}.lock", what=out)
+    try:
+        return _train_into(args)
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _train_into(args: argparse.Namespace) -> int:
     from ..io.tables import model_sidecar
     from ..progress import run_with_text_progress
     from ..training.data import load_training_pairs
