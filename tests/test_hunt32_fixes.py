@@ -348,3 +348,40 @@ def test_a_second_run_into_a_folder_or_model_in_use_is_refused(tmp_path, capsys,
         sleeper.wait()
     assert main(argv) == 0  # the holder gone: its stale lock is taken over
     assert not any(p.name.endswith(".lock") for p in out.iterdir())
+
+
+def test_a_network_whose_output_overflows_is_not_saved_and_segment_says_so(tmp_path, capsys):
+    """--lr 1e3 (a typo for 1e-3) without validation: the training loss stayed finite (batch statistics) while
+    the saved network's output (running statistics) was all NaN; `train` said "completed" and `segment` found
+    0 objects, both exit 0."""
+    import tifffile
+
+    from napari_microseg.cli import main
+    from napari_microseg.errors import MicrosegWarning
+    from napari_microseg.inference.segment import segment
+    from napari_microseg.io.models import load_model
+    from napari_microseg.pretrained import resolve_model
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    for i in range(2):
+        image, labels = simulate_nuclei_image((64, 64), n_nuclei=6, seed=i)
+        tifffile.imwrite(tmp_path / "images" / f"im{i}.tif", image)
+        tifffile.imwrite(tmp_path / "labels" / f"im{i}.tif", labels.astype(np.uint16))
+    assert main(["train", "--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"), "--out",
+                 str(tmp_path / "m.pt"), "--epochs", "1", "--patch", "32", "--patches-per-epoch", "4",
+                 "--batch-size", "4", "--lr", "1e3", "--val-fraction", "0", "--quiet"]) == 2
+    assert "the network's output is not finite" in capsys.readouterr().err
+    assert not (tmp_path / "m.pt").exists()
+    model = load_model(str(resolve_model("nuclei_fluorescence_fast")))
+    with torch_no_grad():
+        next(iter(model.model.parameters())).fill_(float("nan"))  # a broken model file, as such a run saved
+    with pytest.warns(MicrosegWarning, match="output is not finite"):
+        segment(model, image)
+
+
+def torch_no_grad():
+    import torch
+
+    return torch.no_grad()

@@ -513,6 +513,7 @@ def segment_image(
                              f"three-class models take {', '.join(sorted(THREE_CLASS_OPTIONS))}")
         three_kw["class_order"] = tuple(class_names) if set(postprocess.THREE_CLASS_ORDER) <= set(class_names) else postprocess.THREE_CLASS_ORDER
 
+    non_finite_frames: list[int] = []
     for t in range(n_frames):
         frame = image[t] if stack else image
         if probs_all is not None:  # predict straight into the returned array
@@ -527,6 +528,8 @@ def segment_image(
             except StopIteration:
                 break
             yield Progress(t * per_frame_tiles + ev.done, total, f"frame {t + 1}/{n_frames}" if stack else "tiles")
+        if not np.isfinite(probs.sum(dtype=np.float64)):  # a broken network: "0 objects" is no finding
+            non_finite_frames.append(t)  # (a sum: no array of the frame's size made to check it)
         lab = postprocess.probabilities_to_labels(probs, mode, threshold=threshold, min_size=min_size,
                                                   max_size=max_size, fill_holes=fill_holes,
                                                   remove_border=remove_border, **three_kw)
@@ -553,6 +556,15 @@ def segment_image(
                                                 class_names, confidence))
         del confidence
         yield Progress((t + 1) * per_frame_tiles, total, f"post-processed frame {t + 1}/{n_frames}")
+    if non_finite_frames:
+        import warnings
+
+        from ..errors import MicrosegWarning
+
+        where = "the image" if not stack else f"{len(non_finite_frames)} of {n_frames} frame(s)"
+        warnings.warn(MicrosegWarning(f"the model's output is not finite (NaN or infinite) in {where}: the model "
+                                      "file is broken (trained with too high a learning rate?); no object is found "
+                                      "where its output is not a number"), stacklevel=2)
     if hot_repeats:
         before = np.asarray(labels_out[:])  # a view of numpy labels: compared with the rule's result before it is written
         repeat_info: dict = {}

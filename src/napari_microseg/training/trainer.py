@@ -1015,6 +1015,16 @@ def train(
                         break
                 if stop_reason == "stopped":
                     break
+            if val_x is None and run_n:  # no validation ran the network as it is saved (evaluation mode): its
+                # batch norm then uses running statistics, under which large weights overflowed to an all-NaN
+                # output while the training loss stayed finite (a --lr 1e3 typo "completed" a model finding nothing)
+                model.eval()
+                with torch.no_grad(), autocast():
+                    finite = bool(torch.isfinite(model(xb).float()).all())
+                set_train_mode()
+                if not finite:
+                    raise InputError(f"training diverged: the network's output is not finite at epoch {epoch}; lower "
+                                     "the learning rate (the best model so far, if any, is kept)")
             monitored = {"val_loss": val_loss, "val_dice": val_dice}[cfg.monitor]
             if monitored is None:  # no validation data: monitor training loss
                 monitored = train_loss if not higher_better else -train_loss
