@@ -385,3 +385,21 @@ def torch_no_grad():
     import torch
 
     return torch.no_grad()
+
+
+def test_a_loss_not_finite_before_any_update_blames_the_inputs_not_the_learning_rate(tmp_path, capsys):
+    """Float images of about 1e30, not normalised: "training diverged ... lower the learning rate", though no
+    weight had been updated."""
+    import tifffile
+
+    from napari_microseg.cli import main
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    image, labels = simulate_nuclei_image((64, 64), n_nuclei=6, seed=1)
+    tifffile.imwrite(tmp_path / "im.tif", (image.astype(np.float32) + 1) * np.float32(1e30))
+    tifffile.imwrite(tmp_path / "im_labels.tif", labels.astype(np.uint16))
+    assert main(["train", "--images", str(tmp_path / "im.tif"), "--labels", str(tmp_path / "im_labels.tif"), "--out",
+                 str(tmp_path / "m.pt"), "--epochs", "1", "--patch", "32", "--patches-per-epoch", "4",
+                 "--normalization", "none", "--val-fraction", "0", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "at the first step, before any training" in err and "learning rate" not in err, err

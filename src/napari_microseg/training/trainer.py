@@ -981,7 +981,12 @@ def train(
                     logits = model(xb)
                 loss = loss_fn(logits.float(), yb)
                 if not torch.isfinite(loss):
-                    raise InputError(f"training diverged (loss is {float(loss)}) at epoch {epoch}; lower the learning rate")
+                    value = float(loss.detach())
+                    if done == 0 and ckpt is None:  # no weight was updated yet: the learning rate is not the cause
+                        raise InputError(f"the loss is {value} at the first step, before any training: the images' values "
+                                         "overflow the network's float32 arithmetic after normalisation (check their "
+                                         "range and the normalisation)")
+                    raise InputError(f"training diverged (loss is {value}) at epoch {epoch}; lower the learning rate")
                 if scaler is not None:
                     scaler.scale(loss).backward()
                     scaler.step(optimizer)
