@@ -403,3 +403,24 @@ def test_a_loss_not_finite_before_any_update_blames_the_inputs_not_the_learning_
                  "--normalization", "none", "--val-fraction", "0", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "at the first step, before any training" in err and "learning rate" not in err, err
+
+
+def test_a_run_that_diverges_records_it_in_the_model_it_keeps(tmp_path):
+    """The best model kept by a run that then diverged recorded no stop reason (and `info` showed none)."""
+    import tifffile
+
+    from napari_microseg.cli import main
+    from napari_microseg.io.models import read_model_config
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    for i in range(4):
+        image, labels = simulate_nuclei_image((64, 64), n_nuclei=6, seed=i)
+        tifffile.imwrite(tmp_path / "images" / f"im{i}.tif", image)
+        tifffile.imwrite(tmp_path / "labels" / f"im{i}.tif", labels.astype(np.uint16))
+    assert main(["train", "--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"), "--out",
+                 str(tmp_path / "m.pt"), "--epochs", "6", "--patch", "32", "--patches-per-epoch", "8", "--batch-size",
+                 "4", "--lr", "100", "--optimizer", "sgd", "--threads", "1", "--quiet"]) == 2
+    training = read_model_config(tmp_path / "m.pt")["training"]  # kept: diverged after its best epoch
+    assert training["stop_reason"] == "diverged" and training["epochs_run"] > training["best_epoch"]

@@ -1065,6 +1065,10 @@ def train(
         if saved_any:  # before an epoch finished nothing is written: an untrained network is no model, and
             record_whole_run(stop_reason)  # with --overwrite it would replace the earlier run's one
         raise
+    except InputError:  # diverged: the model kept (its best epoch) says how the run ended
+        if saved_any:
+            record_whole_run("diverged")
+        raise
     finally:
         if cfg.num_threads:
             torch.set_num_threads(prev_threads)
