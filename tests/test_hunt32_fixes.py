@@ -424,3 +424,27 @@ def test_a_run_that_diverges_records_it_in_the_model_it_keeps(tmp_path):
                  "4", "--lr", "100", "--optimizer", "sgd", "--threads", "1", "--quiet"]) == 2
     training = read_model_config(tmp_path / "m.pt")["training"]  # kept: diverged after its best epoch
     assert training["stop_reason"] == "diverged" and training["epochs_run"] > training["best_epoch"]
+
+
+def test_training_label_files_with_nan_or_huge_ids_are_named(tmp_path):
+    """NaN in one of many label files was refused without naming it; float ids of 1e20 were called negative
+    (wrapped by the int64 conversion). An image's NaN names its folder (a --val-images file has the name of a
+    training one)."""
+    import tifffile
+
+    from napari_microseg.errors import InputError
+    from napari_microseg.training.data import load_training_pairs
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    image = np.random.default_rng(0).random((32, 32)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "images" / "a.tif", image)
+    labels = np.zeros((32, 32), np.float64)
+    labels[5:10, 5:10] = 1e20
+    tifffile.imwrite(tmp_path / "labels" / "a.tif", labels)
+    with pytest.raises(InputError, match=r"labels .*a\.tif hold values up to 1e\+20"):
+        load_training_pairs(tmp_path / "images", tmp_path / "labels")
+    labels[0, 0] = np.nan
+    tifffile.imwrite(tmp_path / "labels" / "a.tif", labels)
+    with pytest.raises(InputError, match=r"labels .*labels/a\.tif contain NaN"):
+        load_training_pairs(tmp_path / "images", tmp_path / "labels")

@@ -543,8 +543,14 @@ def load_training_pairs(
             if arr.ndim not in (2, 3):
                 raise InputError(f"{what} {path}: expected (Y, X) or (T, Y, X), got shape {arr.shape}")
         if im.dtype.kind == "f" and not np.isfinite(im).all():
-            raise InputError(f"image {ip.name} contains NaN or infinite values (masked or missing pixels?): replace "
+            raise InputError(f"image {ip} contains NaN or infinite values (masked or missing pixels?): replace "
                              "them, or leave the file out")
+        if lb.dtype.kind == "f" and not np.isfinite(lb).all():
+            raise InputError(f"labels {lp} contain NaN or infinite values: labels are whole numbers (object ids or "
+                             "class indices)")
+        if lb.dtype.kind == "f" and lb.size and np.abs(lb).max() >= 2.0**63:  # would wrap to negative as int64
+            raise InputError(f"labels {lp} hold values up to {np.abs(lb).max():g}, beyond the 64-bit integer "
+                             "range of label ids")
         if im.size and im.min() == im.max():
             import sys
 
