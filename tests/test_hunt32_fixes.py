@@ -448,3 +448,24 @@ def test_training_label_files_with_nan_or_huge_ids_are_named(tmp_path):
     tifffile.imwrite(tmp_path / "labels" / "a.tif", labels)
     with pytest.raises(InputError, match=r"labels .*labels/a\.tif contain NaN"):
         load_training_pairs(tmp_path / "images", tmp_path / "labels")
+
+
+def test_a_demo_stopped_over_an_earlier_demo_leaves_no_file_of_the_earlier_run(tmp_path):
+    """Ctrl-C during a demo into a previous demo's folder left the new movie and model beside the earlier
+    run's labels, tracks, picture and report (which named the earlier seed)."""
+    from napari_microseg.demo import run_demo
+    from napari_microseg.progress import drain
+
+    out = tmp_path / "demo"
+    options = dict(n_frames=3, size=64, n_nuclei=4, train_epochs=0)
+    drain(run_demo(out, seed=1, **options))
+    assert (out / "labels.tif").is_file() and (out / "demo_report.json").is_file()
+    earlier_movie = (out / "movie.tif").stat().st_mtime_ns
+    run = run_demo(out, seed=2, **options)
+    for _ in run:  # stopped once the new movie is written
+        if (out / "movie.tif").is_file() and (out / "movie.tif").stat().st_mtime_ns != earlier_movie:
+            break
+    run.close()
+    left = {p.name for p in out.iterdir()}
+    assert "movie.tif" in left
+    assert not left & {"labels.tif", "tracks.csv", "objects.csv", "summary.png", "demo_report.json", "ctc_RES"}, left

@@ -93,11 +93,18 @@ def run_demo(out: str | Path = "demo_out", n_frames: int = 30, size: int = 256, 
                          "nuclei_fluorescence)")
     out.mkdir(parents=True, exist_ok=True)
     (out / DEMO_MARKER).write_text("written by `microseg demo`: the files beside it are the demo's and it may "
-                                   "replace them\n")
-    if train_epochs <= 0:  # a previous demo's trained model would look like this run's
-        for stale in (out / "model.pt", out / "model.pt.last.pt"):
-            if stale.is_file() and stale.resolve() != base_model_path.resolve():
-                stale.unlink()
+                                   "replace them; without demo_report.json they are a demo stopped before its end\n")
+    # a previous demo's files go first (the folder holds nothing else, see check_demo_folder): a run stopped
+    # half-way then leaves its own files only, without a report, never another run's labels and tracks beside
+    # this run's movie; its model kept where it is the model this run starts from
+    import shutil
+
+    for name in sorted(DEMO_FILES):
+        earlier = out / name
+        if earlier.is_dir() and not earlier.is_symlink():
+            shutil.rmtree(earlier)
+        elif (earlier.is_file() or earlier.is_symlink()) and earlier.resolve() != base_model_path.resolve():
+            earlier.unlink()
     result = DemoResult(out=out, base_model=base_model_path)
     total_steps = 6
     clock = time.perf_counter()
