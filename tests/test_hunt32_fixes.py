@@ -469,3 +469,61 @@ def test_a_demo_stopped_over_an_earlier_demo_leaves_no_file_of_the_earlier_run(t
     left = {p.name for p in out.iterdir()}
     assert "movie.tif" in left
     assert not left & {"labels.tif", "tracks.csv", "objects.csv", "summary.png", "demo_report.json", "ctc_RES"}, left
+
+
+def test_a_ctrl_c_while_autolabel_ccd_writes_its_outputs_leaves_one_runs_files(tmp_path, monkeypatch):
+    """Ctrl-C as `autolabel ccd --overwrite` wrote its five files left the new class map beside the earlier
+    run's tables and params.json."""
+    import json
+    import signal
+
+    import napari_microseg.io.tables as tables
+    from napari_microseg.cli import main
+    from napari_microseg.io.images import write_fits
+
+    rng = np.random.default_rng(0)
+    frame = rng.normal(1000, 10, (64, 64))
+    frame[20:23, 30:33] += 400  # a cluster
+    write_fits(tmp_path / "frame.fits", frame.astype(np.float32))
+    out = tmp_path / "out"
+    argv = ["autolabel", "ccd", "--input", str(tmp_path / "frame.fits"), "--out", str(out)]
+    assert main(argv) == 0
+    real_write = tables.write_csv
+
+    def interrupted_write(path, table, *args, **kwargs):
+        if str(path).endswith("clusters.csv"):
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C between the class map and the tables
+        return real_write(path, table, *args, **kwargs)
+
+    monkeypatch.setattr(tables, "write_csv", interrupted_write)
+    assert main(argv + ["--seed-sigma", "8", "--overwrite"]) == 130
+    assert json.loads((out / "params.json").read_text())["settings"]["seed_sigma"] == 8  # this run's, as the map
+
+
+def test_a_ctrl_c_while_segment_writes_its_tables_leaves_one_runs_tables(tmp_path, monkeypatch):
+    """A (second) Ctrl-C as `segment --overwrite` wrote its tables left this run's objects.csv beside the
+    earlier run's counts.csv and segment_run.json."""
+    import json
+    import signal
+
+    import tifffile
+
+    import napari_microseg.measure.tables as tables
+    from napari_microseg.cli import main
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    tifffile.imwrite(tmp_path / "a.tif", simulate_nuclei_image((96, 96), n_nuclei=6, seed=1)[0])
+    out = tmp_path / "out"
+    argv = ["segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "a.tif"), "--out", str(out)]
+    assert main(argv) == 0
+    real_write = tables.write_table_csv
+
+    def interrupted_write(table, path, *args, **kwargs):
+        if str(path).endswith("counts.csv"):
+            signal.raise_signal(signal.SIGINT)
+        return real_write(table, path, *args, **kwargs)
+
+    monkeypatch.setattr(tables, "write_table_csv", interrupted_write)
+    assert main(argv + ["--min-size", "200", "--overwrite"]) == 130
+    record = json.loads((out / "segment_run.json").read_text())
+    assert record["min_size"] == 200, record.get("min_size")  # this run's record, as its tables

@@ -473,18 +473,21 @@ def run_ccd(args: argparse.Namespace) -> int:
     )
     clusters = find_clusters(res.classes, image, max_size=args.cluster_max_size, tap_pedestal=res.baseline.pedestal,  # local baselines: hot columns left out
                              first_label=1 + object_label_offset(res.classes))  # labels as in objects.csv
-    write_tiff(out / "classes.tif", res.classes, overwrite=True, software=LABELS_SOFTWARE, calibration=calibration)
-    write_csv(out / "clusters.csv", clusters)
     objects, counts = class_map_tables(res.classes, image, list(CLASS_NAMES))  # the tables `segment` writes
-    write_csv(out / "objects.csv", objects)
-    write_csv(out / "counts.csv", counts)
     fractions = np.bincount(res.classes.ravel(), minlength=4)[:4] / max(res.classes.size, 1)
     params = {"command": "autolabel ccd", "input": str(args.input), "hdu": args.hdu, "shape": list(image.shape),
               "settings": res.params, "taps": res.baseline.taps, "glow_columns": res.glow_columns.tolist(),
               "n_clusters": int(len(clusters)), "class_names": list(CLASS_NAMES),
               "class_fractions": dict(zip(CLASS_NAMES, fractions.round(6).tolist())),
               "seconds": round(time.perf_counter() - start, 3)}
-    atomic_write_text(out / "params.json", json.dumps(params, indent=2, default=str))
+    from ._signals import interrupts_deferred
+
+    with interrupts_deferred():  # all five or none: a Ctrl-C between them mixed this run's with an earlier one's
+        write_tiff(out / "classes.tif", res.classes, overwrite=True, software=LABELS_SOFTWARE, calibration=calibration)
+        write_csv(out / "clusters.csv", clusters)
+        write_csv(out / "objects.csv", objects)
+        write_csv(out / "counts.csv", counts)
+        atomic_write_text(out / "params.json", json.dumps(params, indent=2, default=str))
     pct = ", ".join(f"{n} {100 * f:.3f} %" for n, f in zip(CLASS_NAMES, fractions))
     print(f"autolabel ccd: {len(clusters)} clusters; {pct} -> {out}")
     return 0

@@ -758,37 +758,42 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
 
     objects = pd.concat([o for o in all_objects if len(o)] or all_objects[:1], ignore_index=True)
     counts = pd.concat(all_counts, ignore_index=True)
-    write_objects_csv(objects, out / "objects.csv")
-    write_table_csv(counts, out / "counts.csv")
-    written = f"{out / 'objects.csv'} ({len(objects)} objects), {out / 'counts.csv'}"
-    masks = []
-    if ccd_rules.get("hot_repeats"):  # this run's: of the single exposures, or of each stack segmented
-        masks = [_defect_mask_path(out, None)] if exposures is not None else [
-            _defect_mask_path(out, Path(record["image"])) for record in per_image]
-    if masks:
-        written += f", {out / 'defect_masks'} ({len(masks)} defect mask(s))"
-    if args.overwrite:  # an earlier run's defect masks of these inputs must not pass for this run's
-        for stale in {_defect_mask_path(out, None), *(_defect_mask_path(out, path) for path in inputs)} - set(masks):
-            stale.unlink(missing_ok=True)
-        _note_earlier_labels(out, {Path(record["labels"]) for record in per_image})
-    if all_clusters:
-        clusters = pd.concat(all_clusters, ignore_index=True)
-        write_table_csv(clusters, out / "clusters.csv")
-        written += f", {out / 'clusters.csv'} ({len(clusters)} clusters)"
-    elif args.overwrite:  # an earlier class-model run's clusters must not pass for this run's
-        (out / "clusters.csv").unlink(missing_ok=True)
-    settings = dict(result.settings)
-    for per_image_key in ("image_tile", "scale_warning"):  # per image below, with its diameter and resize factor
-        settings.pop(per_image_key, None)
-    settings.update(diameter=diameter, scale_factor=None if len(per_image) > 1 else settings.get("scale_factor"))
-    settings.update(model=str(args.model), input=str(args.input), channel=getattr(args, "channel", None),
-                    hdu=getattr(args, "hdu", None), device=loaded.device,
-                    seconds=round(time.perf_counter() - t0, 3), images=per_image, failures=failures)
-    if not_done:
-        settings.update(interrupted=True, not_done=not_done)
-    from ..io.atomic import atomic_write_text
+    from ._signals import interrupts_deferred
 
-    atomic_write_text(out / "segment_run.json", json.dumps(settings, indent=2, default=str))
+    # the tables and the run record are written all or none: a second Ctrl-C while they were written left
+    # objects.csv of this run beside counts.csv and segment_run.json of the earlier one
+    with interrupts_deferred():
+        write_objects_csv(objects, out / "objects.csv")
+        write_table_csv(counts, out / "counts.csv")
+        written = f"{out / 'objects.csv'} ({len(objects)} objects), {out / 'counts.csv'}"
+        masks = []
+        if ccd_rules.get("hot_repeats"):  # this run's: of the single exposures, or of each stack segmented
+            masks = [_defect_mask_path(out, None)] if exposures is not None else [
+                _defect_mask_path(out, Path(record["image"])) for record in per_image]
+        if masks:
+            written += f", {out / 'defect_masks'} ({len(masks)} defect mask(s))"
+        if args.overwrite:  # an earlier run's defect masks of these inputs must not pass for this run's
+            for stale in {_defect_mask_path(out, None), *(_defect_mask_path(out, path) for path in inputs)} - set(masks):
+                stale.unlink(missing_ok=True)
+            _note_earlier_labels(out, {Path(record["labels"]) for record in per_image})
+        if all_clusters:
+            clusters = pd.concat(all_clusters, ignore_index=True)
+            write_table_csv(clusters, out / "clusters.csv")
+            written += f", {out / 'clusters.csv'} ({len(clusters)} clusters)"
+        elif args.overwrite:  # an earlier class-model run's clusters must not pass for this run's
+            (out / "clusters.csv").unlink(missing_ok=True)
+        settings = dict(result.settings)
+        for per_image_key in ("image_tile", "scale_warning"):  # per image below, with its diameter and resize factor
+            settings.pop(per_image_key, None)
+        settings.update(diameter=diameter, scale_factor=None if len(per_image) > 1 else settings.get("scale_factor"))
+        settings.update(model=str(args.model), input=str(args.input), channel=getattr(args, "channel", None),
+                        hdu=getattr(args, "hdu", None), device=loaded.device,
+                        seconds=round(time.perf_counter() - t0, 3), images=per_image, failures=failures)
+        if not_done:
+            settings.update(interrupted=True, not_done=not_done)
+        from ..io.atomic import atomic_write_text
+
+        atomic_write_text(out / "segment_run.json", json.dumps(settings, indent=2, default=str))
     print(f"wrote {written}, {out / 'segment_run.json'}")
     if not_done:  # the finished images' tables are kept; the rest is listed for a rerun
         if ccd_rules.get("hot_repeats"):  # the stopped stack's exposures are kept in --out for the same command
