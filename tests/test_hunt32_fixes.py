@@ -527,3 +527,20 @@ def test_a_ctrl_c_while_segment_writes_its_tables_leaves_one_runs_tables(tmp_pat
     assert main(argv + ["--min-size", "200", "--overwrite"]) == 130
     record = json.loads((out / "segment_run.json").read_text())
     assert record["min_size"] == 200, record.get("min_size")  # this run's record, as its tables
+
+
+def test_training_on_an_unfinished_simulation_is_warned(tmp_path, capsys):
+    """A simulation stopped early (params.json: complete false) was trained on without a word."""
+    import json
+
+    from napari_microseg.cli import main
+
+    sim = tmp_path / "sim"
+    assert main(["simulate", "nuclei", "--mode", "images", "--n", "2", "--shape", "64", "64", "--out", str(sim)]) == 0
+    record = json.loads((sim / "params.json").read_text())
+    (sim / "params.json").write_text(json.dumps({"domain": "nuclei", "n": 300, "sample_seeds": record["sample_seeds"],
+                                                 "complete": False}))  # as a run stopped after 2 of 300
+    capsys.readouterr()
+    assert main(["train", "--images", str(sim / "images"), "--labels", str(sim / "labels"), "--out",
+                 str(tmp_path / "m.pt"), "--epochs", "1", "--patch", "32", "--patches-per-epoch", "2", "--quiet"]) == 0
+    assert "stopped before its end" in capsys.readouterr().err

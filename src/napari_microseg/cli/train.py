@@ -266,6 +266,24 @@ def run(args: argparse.Namespace) -> int:
         lock.unlink(missing_ok=True)
 
 
+def _note_unfinished_simulation(images: str) -> None:
+    """Warn when ``images`` (a folder, or a file in one) belongs to a `microseg simulate` run that stopped
+    before its end (its params.json says ``complete: false``): fewer samples than it was asked for."""
+    import json
+
+    folder = Path(images) if Path(images).is_dir() else Path(images).parent
+    for record_path in (folder / "params.json", folder.parent / "params.json"):
+        try:
+            record = json.loads(record_path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and record.get("complete") is False and "sample_seeds" in record:
+            print(f"warning: {record_path.parent} holds a simulation that stopped before its end (params.json: "
+                  f"complete false, {record.get('n')} samples asked): it trains on the samples written so far; "
+                  "run the simulation again to complete it", file=sys.stderr)
+        return
+
+
 def _train_into(args: argparse.Namespace) -> int:
     from ..io.tables import model_sidecar
     from ..progress import run_with_text_progress
@@ -318,6 +336,7 @@ def _train_into(args: argparse.Namespace) -> int:
     else:
         if not args.images or not args.labels:
             raise InputError("give --images and --labels, or --simulated N")
+        _note_unfinished_simulation(args.images)
         images, labels, names = load_training_pairs(args.images, args.labels, max_images=args.max_images, hdu=args.hdu)
         description = f"{len(images)} image(s) from {args.images} with labels from {args.labels}" + (
             f" (FITS HDU {args.hdu})" if args.hdu is not None else "")
