@@ -75,7 +75,7 @@ def test_correction_agreement_counts_only_what_the_user_changed():
         "of the 2 object(s) added or redrawn in the old model's output, the new model matches 2 (the old: 1); "
         "of the 1 removed, it still finds 0 (the old: 1)")
     same = correction_agreement(segmented, segmented, segmented)
-    assert describe_before_after(same, same) == "the corrected frames equal the old model's output (nothing was corrected): nothing to compare"
+    assert describe_before_after(same, same) == "no object of the corrected frames is added, removed or reshaped against the old model's output (outlines within IoU 0.95 of the old count as unchanged, -1 as not compared): nothing to compare"
     # pixels marked -1 ("not annotated", as autolabel leaves them) are no deletion
     unsure = corrected.copy()
     unsure[20:26, 2:8] = -1

@@ -78,12 +78,15 @@ def test_a_hot_pixel_on_an_empty_field_does_not_open_the_signal_gate():
 
     rng = np.random.default_rng(0)
     noise = rng.normal(100, 10, (512, 512))
-    hot = noise.copy()
-    hot[200, 200] = 1000
-    report = {}
-    labels = drain(autolabel_frame_iter(np.clip(hot, 0, None).astype(np.uint16), size_report=report))
-    assert labels.max() == 0 and report.get("no_signal") == 1
-    assert signal_above_noise(hot) < MIN_SIGNAL_ABOVE_NOISE
+    for speck in ([(200, 200)], [(200, 200), (200, 201)], [(200, 200), (201, 201)],  # a pixel, pairs, a 2 x 2
+                  [(200, 200), (200, 201), (201, 200), (201, 201)]):
+        hot = noise.copy()
+        for yx in speck:
+            hot[yx] = 1100
+        report = {}
+        labels = drain(autolabel_frame_iter(np.clip(hot, 0, None).astype(np.uint16), size_report=report))
+        assert labels.max() == 0 and report.get("no_signal") == 1, speck
+        assert signal_above_noise(hot) < MIN_SIGNAL_ABOVE_NOISE
     yy, xx = np.mgrid[:512, :512]
     one = noise + 25 * ((yy - 256) ** 2 + (xx - 256) ** 2 < 25)  # radius 5 px, 2.5 noise sd
     assert signal_above_noise(one) > MIN_SIGNAL_ABOVE_NOISE
@@ -127,6 +130,13 @@ def test_autolabel_says_an_inverted_image_may_be_why_objects_are_too_large(tmp_p
     assert main(["autolabel", "fluorescence", "--stain", str(tmp_path / "upright.tif"), "--out", str(tmp_path / "p"),
                  "--quiet"]) == 0
     assert "inverted" not in capsys.readouterr().err
+    yy, xx = np.mgrid[:96, :96]  # one large bright nucleus in a crop: too large, but no inverted background
+    big = (10 + 200 * ((yy - 48) ** 2 + (xx - 48) ** 2 < 30 ** 2) + np.random.default_rng(0).normal(0, 3, (96, 96)))
+    tifffile.imwrite(tmp_path / "big.tif", big.astype(np.float32))
+    assert main(["autolabel", "fluorescence", "--stain", str(tmp_path / "big.tif"), "--out", str(tmp_path / "q"),
+                 "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "above the 30 px max diameter" in err and "inverted" not in err, err
 
 
 def test_classification_dock_keeps_the_shown_results_true_classes_when_a_run_is_refused(make_napari_viewer,
@@ -544,3 +554,59 @@ def test_training_on_an_unfinished_simulation_is_warned(tmp_path, capsys):
     assert main(["train", "--images", str(sim / "images"), "--labels", str(sim / "labels"), "--out",
                  str(tmp_path / "m.pt"), "--epochs", "1", "--patch", "32", "--patches-per-epoch", "2", "--quiet"]) == 0
     assert "stopped before its end" in capsys.readouterr().err
+
+
+def test_training_dock_resume_names_a_distance_head_it_keeps(make_napari_viewer, wait_worker, tmp_path):
+    """A three-class run with a distance head resumed with the box unticked kept its head without a word."""
+    from napari_microseg.io.models import read_model_config
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+    from napari_microseg.widgets.training import TrainingWidget
+
+    sim = simulate_nuclei_timelapse(n_frames=2, shape=(64, 64), n_nuclei=6, seed=4)
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(sim.fluorescence, name="movie")
+    viewer.add_labels(sim.labels.astype(np.uint16), name="nuclei")
+    widget = TrainingWidget(viewer)
+    widget.image_layer.value, widget.labels_layer.value = ["movie"], ["nuclei"]
+    widget.patch.value, widget.epochs.value, widget.patches_per_epoch.value, widget.batch_size.value = 32, 1, 4, 2
+    widget.output_mode.value, widget.distance_head.value, widget.val_fraction.value = "three_class", True, 0.0
+    widget.out_path.value = str(tmp_path / "m.pt")
+    wait_worker(widget.train())
+    messages = []
+    widget.show_message = messages.append
+    widget.resume.value, widget.epochs.value, widget.distance_head.value = True, 2, False
+    wait_worker(widget.train())
+    assert "distance head on" in " ".join(messages), messages
+    assert read_model_config(tmp_path / "m.pt")["distance_head"] is True
+
+
+def test_an_empty_run_lock_left_by_a_failed_write_does_not_block_later_runs(tmp_path, monkeypatch):
+    """A run whose lock could not be written (a full disk) left an empty .batch.lock: every later run on the
+    host was refused as "in use by another run (pid 0 on None)"."""
+    import os
+
+    import napari_microseg.batch.runner as runner
+
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setattr(runner.json, "dump", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space left")))
+    with pytest.raises(OSError):
+        runner.acquire_out_lock(out)
+    assert not (out / ".batch.lock").exists()  # not left behind
+    monkeypatch.undo()
+    (out / ".batch.lock").write_text("")  # one left by an older run, some time ago
+    os.utime(out / ".batch.lock", (1, 1))
+    lock = runner.acquire_out_lock(out)
+    assert lock.read_text().startswith("{")
+
+
+def test_segment_refuses_a_diameter_beyond_any_nucleus(tmp_path, capsys):
+    """--diameter 1e300 (a string option, past the numeric guard) ran and printed a 300-digit width."""
+    import tifffile
+
+    from napari_microseg.cli import main
+
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((32, 32), np.float32))
+    assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "a.tif"), "--out",
+                 str(tmp_path / "o"), "--diameter", "1e300"]) == 2
+    assert "at most 1e+06" in capsys.readouterr().err

@@ -171,22 +171,24 @@ def prominent_peaks(height: np.ndarray, peaks: np.ndarray, objects: np.ndarray, 
 FRAME_STEPS = ("contrast", "threshold", "seeds", "watershed", "filters")
 
 
-#: a frame whose brightest smoothed spot lies fewer noise sd above its background (10th percentile) holds no
-#: nuclei: on pure noise of 4096 x 4096 px it is at most 9.0 (Gaussian 7.3, Poisson of 2 counts 8.0, of 0.5
-#: counts 9.0; less on smaller frames); one faint nucleus of 2.5 noise sd gives 12 (3 px radius) to 19 (6 px),
-#: simulated nuclei images and the DSB2018 images far more, a confluent field (nuclei over three quarters
-#: of it) hundreds
-MIN_SIGNAL_ABOVE_NOISE = 10.5
-#: an object removed as too large that covers more than this share of its frame is most likely the
-#: background of an inverted image (dark nuclei on a bright field): said with the size warning
+#: a frame whose brightest smoothed spot (each pixel capped at its 4th brightest neighbour) lies fewer noise sd
+#: above its background (10th percentile) holds no nuclei: on pure noise of 4096 x 4096 px it is at most 5.6
+#: (Gaussian 4.8, Poisson of 2 counts 5.4, of 0.5 counts 5.6, of 0.1 counts 5.5 on 2048 x 2048; less on smaller
+#: frames; a hot pixel or a speck of up to 2 x 2 on it adds nothing); one faint nucleus of 2.5 noise sd gives
+#: 7.4-11 (3 px radius) to 16-18 (6 px), simulated nuclei images and the DSB2018 images far more, a confluent
+#: field (nuclei over three quarters of it) hundreds
+MIN_SIGNAL_ABOVE_NOISE = 7.0
+#: an object removed as too large that covers more than this share of its frame and touches at least three of
+#: its edges is most likely the background of an inverted image (dark nuclei on a bright field): said with
+#: the size warning (one large nucleus in a crop touches no edge)
 FRAME_FILLING = 0.25
 #: the percentile of a smoothed frame taken for its background (the median lies in the nuclei of a dense field)
 BACKGROUND_PERCENTILE = 10.0
 
 
 def signal_above_noise(frame: np.ndarray, sigma: float = 2.0) -> float:
-    """How far the brightest spot of ``frame`` (Y, X), each pixel capped at its brightest neighbour (a
-    single hot pixel goes) and smoothed by a Gaussian of ``sigma`` px, lies above its
+    """How far the brightest spot of ``frame`` (Y, X), each pixel capped at the 4th brightest of its
+    neighbours (hot pixels and specks of a few go) and smoothed by a Gaussian of ``sigma`` px, lies above its
     background (:data:`BACKGROUND_PERCENTILE`), in sd of the smoothed noise: the pixel noise from neighbour
     differences (their MAD, its whole steps spread out for integer data, whose MAD is quantised), x
     1 / (2 sqrt(pi) sigma). inf when the noise is 0 (a noise-free image), 0 for a constant one."""
@@ -197,12 +199,15 @@ def signal_above_noise(frame: np.ndarray, sigma: float = 2.0) -> float:
     noise = robust_noise(steps) / np.sqrt(2) if steps.size else 0.0
     smooth = ndi.gaussian_filter(data, sigma)
     background = float(np.percentile(smooth[:: max(1, data.shape[0] // 1024)], BACKGROUND_PERCENTILE))
-    # the brightest spot with each pixel capped at its brightest neighbour: a camera's hot pixel is no spot
-    # (one such pixel on noise scored 28 at 1000 counts over noise of sd 10 and opened the gate: 194 "nuclei"
-    # on an empty field); the background as it was (capping lowers noise's percentiles more than its peak)
+    # the brightest spot with each pixel capped at the 4th brightest of its 8 neighbours: a camera's hot pixel,
+    # or a speck of a few (a pair, a 2 x 2, a short line), is no spot (one such pixel on noise scored 28 at 1000
+    # counts over noise of sd 10 and opened the gate: 194 "nuclei" on an empty field), while a nucleus's
+    # inside (each pixel amid bright ones) is left as it is; the background as it was (capping lowers noise's
+    # percentiles more than its peak)
     ring = np.ones((3, 3), bool)
     ring[1, 1] = False
-    peak = float(ndi.gaussian_filter(np.minimum(data, ndi.maximum_filter(data, footprint=ring)), sigma).max())
+    fourth_brightest = ndi.rank_filter(data, rank=-4, footprint=ring)
+    peak = float(ndi.gaussian_filter(np.minimum(data, fourth_brightest), sigma).max())
     excess = peak - background
     if excess <= 0:
         return 0.0
@@ -249,7 +254,7 @@ def autolabel_frame_iter(
     gather a stack's frames): ``too_small`` and ``too_large`` count the objects it removed,
     ``largest_removed_px`` is the largest equivalent diameter (px) among those too large;
     ``frame_filling`` counts the frames where one of those covers over :data:`FRAME_FILLING` of the frame
-    (an inverted image's background);
+    and touches three of its edges (an inverted image's background);
     ``no_signal`` counts the frames labelled empty because nothing in them stands out of their
     noise (:func:`signal_above_noise` under :data:`MIN_SIGNAL_ABOVE_NOISE`: pure noise, an
     empty field, a constant frame).
@@ -362,7 +367,9 @@ def autolabel_frame_iter(
             if large.any():
                 size_report["largest_removed_px"] = max(size_report.get("largest_removed_px", 0.0),
                                                         round(float(diam[large].max()), 1))
-                if areas[large].max() > FRAME_FILLING * labels.size:  # the background, if the image is inverted
+                biggest = int(np.flatnonzero(large)[np.argmax(areas[large])])
+                sides = sum(bool((edge == biggest).any()) for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]))
+                if areas[biggest] > FRAME_FILLING * labels.size and sides >= 3:  # an inverted image's background
                     size_report["frame_filling"] = size_report.get("frame_filling", 0) + 1
         large_pixels = large[labels] if too_large_value is not None else None
         labels[(small | large)[labels]] = 0

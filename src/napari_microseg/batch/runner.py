@@ -481,6 +481,10 @@ def _refuse_if_held(out: Path, held: dict, lock: Path | None = None) -> None:
                          f"{lock or out / LOCK_NAME} if that run is gone")
 
 
+#: an empty or unreadable run lock older than this (s) is a dead run's (its writer failed before writing)
+UNWRITTEN_LOCK_S = 10.0
+
+
 def acquire_out_lock(out: Path, lock_name: str = LOCK_NAME, what: Path | None = None) -> Path:
     """Create ``OUT/<lock_name>`` (``.batch.lock``); refuse when a live run on this host holds it (a stale
     lock is taken over). ``microseg batch``, ``segment``, ``track`` and ``simulate`` take it on their output
@@ -496,11 +500,20 @@ def acquire_out_lock(out: Path, lock_name: str = LOCK_NAME, what: Path | None = 
                 held = json.loads(lock.read_text())
             except (OSError, ValueError):
                 held = {}
-            _refuse_if_held(what or out, held if isinstance(held, dict) else {}, lock)
+            try:  # an empty or unreadable lock some seconds old: its run died before writing it (a full disk)
+                stale = not held and time.time() - lock.stat().st_mtime > UNWRITTEN_LOCK_S
+            except OSError:
+                stale = False
+            if not stale:  # (an empty one just made may be a run's that is writing it now)
+                _refuse_if_held(what or out, held if isinstance(held, dict) else {}, lock)
             lock.unlink(missing_ok=True)  # stale: its run was killed
             continue
-        with os.fdopen(fd, "w") as fh:
-            json.dump(me, fh)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(me, fh)
+        except BaseException:  # not written (a full disk): no empty lock left to refuse every later run
+            lock.unlink(missing_ok=True)
+            raise
         return lock
     raise InputError(f"cannot lock {out} ({lock} keeps reappearing)")
 

@@ -357,7 +357,7 @@ def _run_fluorescence_staged(args: argparse.Namespace, stain: np.ndarray, calibr
         print(f"microseg autolabel: warning: {sizes['too_large']} object(s) above the {args.diameter_range[1]:g} px "
               f"max diameter were left out (largest {sizes['largest_removed_px']:g} px): if they are nuclei, "
               "raise --diameter-range" + ("; in the tile labels they are -1 (not annotated), so training ignores "
-                                          "them" if target is not None else "") + inverted_note(sizes), file=sys.stderr)
+                                          "them" if target is not None else "") + "." + inverted_note(sizes), file=sys.stderr)
     if sizes.get("no_signal"):
         print(f"microseg autolabel: warning: {sizes['no_signal']} frame(s) hold nothing brighter than their noise "
               "(pure noise or an empty field): labelled empty", file=sys.stderr)

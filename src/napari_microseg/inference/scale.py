@@ -35,6 +35,8 @@ from ..errors import InputError
 
 #: rescaling factors are kept within these bounds (x0.1 .. x4)
 MIN_FACTOR, MAX_FACTOR = 0.1, 4.0
+#: no nucleus is wider than this (px): a larger --diameter is a typo (1e300 printed a 300-digit width)
+MAX_DIAMETER_PX = 1e6
 #: the diameter is estimated on a central crop of at most this many pixels per side
 ESTIMATE_CROP = 768
 #: at most this many segmentation passes to estimate a diameter
@@ -105,8 +107,8 @@ def parse_diameter(value: Any) -> float | str | None:
     value = float(value)
     if value == 0:
         return None
-    if not np.isfinite(value) or value < 0:
-        raise InputError(f"diameter must be a positive number of pixels, got {value}")
+    if not np.isfinite(value) or value < 0 or value > MAX_DIAMETER_PX:
+        raise InputError(f"diameter must be a positive number of pixels (at most {MAX_DIAMETER_PX:g}), got {value:g}")
     return value
 
 

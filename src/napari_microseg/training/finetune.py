@@ -119,4 +119,4 @@ def describe_before_after(before: dict, after: dict) -> str:
     if after.get("removed"):
         parts.append(f"of the {after['removed']} removed, it still finds {after['removed_still_found']} "
                      f"(the old: {before['removed_still_found']})")
-    return "; ".join(parts) if parts else "the corrected frames equal the old model's output (nothing was corrected): nothing to compare"
+    return "; ".join(parts) if parts else "no object of the corrected frames is added, removed or reshaped against the old model's output (outlines within IoU 0.95 of the old count as unchanged, -1 as not compared): nothing to compare"

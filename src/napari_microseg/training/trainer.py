@@ -462,7 +462,8 @@ def resume_settings(resume: str | os.PathLike) -> dict:
     validation share changed on resume would compare earlier validation losses with later training
     losses), the patch size, patches per epoch, batch size, image sampling, schedule, loss, patience, seed,
     augmentation (validation tiles of another size would compare other tiles; :data:`RESUMED_RUN_KEYS`)
-    ``normalization`` and the network's ``preset`` (TrainConfig keys), for callers such as the Training widget whose form shows
+    ``normalization`` and the network's ``preset`` and ``distance_head`` (TrainConfig keys), for callers
+    such as the Training widget whose form shows
     a new run's settings (the command line keeps those given again)."""
     ckpt = read_checkpoint(resume)
     before = (ckpt["config"].get("training") or {}).get("config") or {}
@@ -471,6 +472,8 @@ def resume_settings(resume: str | os.PathLike) -> dict:
     preset = (ckpt["config"].get("model") or {}).get("preset")
     if preset:  # the network is the checkpoint's (see train)
         settings["preset"] = preset
+    if "distance_head" in ckpt["config"]:  # so is its distance head
+        settings["distance_head"] = bool(ckpt["config"]["distance_head"])
     return settings
 
 
@@ -983,9 +986,11 @@ def train(
                 if not torch.isfinite(loss):
                     value = float(loss.detach())
                     if done == 0 and ckpt is None:  # no weight was updated yet: the learning rate is not the cause
-                        raise InputError(f"the loss is {value} at the first step, before any training: the images' values "
-                                         "overflow the network's float32 arithmetic after normalisation (check their "
-                                         "range and the normalisation)")
+                        cause = ("the starting model or the images' values" if init is not None
+                                 else "the images' values")
+                        raise InputError(f"the loss is {value} at the first step, before any training: {cause} overflow "
+                                         "the network's float32 arithmetic (check the starting model, the images' range "
+                                         "and the normalisation)")
                     raise InputError(f"training diverged (loss is {value}) at epoch {epoch}; lower the learning rate")
                 if scaler is not None:
                     scaler.scale(loss).backward()

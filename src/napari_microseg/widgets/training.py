@@ -56,7 +56,7 @@ def check_training_shapes(image_shape: tuple[int, ...], labels_shape: tuple[int,
 
 
 #: the form's fields a resumed run takes from its checkpoint instead: setting -> label in the dock
-RESUMED_FIELDS = {"preset": "network", "patch_size": "patch", "patches_per_epoch": "patches / epoch",
+RESUMED_FIELDS = {"preset": "network", "distance_head": "distance head", "patch_size": "patch", "patches_per_epoch": "patches / epoch",
                   "batch_size": "batch", "lr": "learning rate", "val_fraction": "validation share", "seed": "seed",
                   "image_sampling": "sampling", "normalization": "intensities"}
 
@@ -78,6 +78,9 @@ def _resumed_differences(kept: dict, form: dict) -> list[str]:
         elif key in ("lr", "val_fraction"):
             if float(kept[key]) != float(form.get(key, float("nan"))):
                 differ.append(f"{label} {float(kept[key]):g}")
+        elif key == "distance_head":  # (another output mode is refused by the trainer, saying so)
+            if form.get("output_mode") == "three_class" and bool(kept[key]) != bool(form.get(key)):
+                differ.append(f"{label} {'on' if kept[key] else 'off'}")
         elif kept[key] != form.get(key):
             differ.append(f"{label} {kept[key]}")
     return differ
@@ -458,6 +461,7 @@ class TrainingWidget(MicrosegDock):
                 kept = resume_settings(resume)
                 differ = _resumed_differences(kept, cfg)
                 cfg.update(kept)
+                cfg["distance_head"] = bool(cfg.get("distance_head")) and cfg["output_mode"] == "three_class"
                 if differ:
                     yield Progress(len(images), len(images), "resuming with the run's own " + ", ".join(differ))
                 earlier = checkpoint_history(resume)
