@@ -610,3 +610,19 @@ def test_segment_refuses_a_diameter_beyond_any_nucleus(tmp_path, capsys):
     assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "a.tif"), "--out",
                  str(tmp_path / "o"), "--diameter", "1e300"]) == 2
     assert "at most 1e+06" in capsys.readouterr().err
+
+
+def test_segmentation_dock_says_when_the_resize_limit_is_reached(make_napari_viewer, wait_worker):
+    """A nucleus diameter of 400 px: tiles resized x0.10, the limit, said only as "tiles resized x0.10"."""
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(_disc_stack(1)[0], name="image")
+    widget = SegmentationWidget(viewer)
+    widget.model_choice.value = "nuclei_fluorescence_fast"
+    widget.estimate_diameter.value = False
+    widget.diameter.value = 400.0
+    messages = []
+    widget.show_message = messages.append
+    wait_worker(widget.segment())
+    assert any("the limit" in m for m in messages), messages

@@ -414,6 +414,10 @@ class SegmentationWidget(MicrosegDock):
         if isinstance(diameter, float) and np.isfinite(diameter):
             self.counts_label.value += f"; diameter {diameter:.0f} px" + (f", tiles resized x{factor:.2f}" if factor != 1.0 else "")
             note = f"; nucleus diameter {diameter:.1f} px" + (f", tiles resized x{factor:.2f}" if factor != 1.0 else ", no resizing needed")
+            from ..inference import scale
+
+            if factor != 1.0 and factor in (scale.MIN_FACTOR, scale.MAX_FACTOR):  # as far as resizing goes
+                note += " (the limit: the nuclei stay off the model's size; is the diameter right?)"
             if self.estimate_diameter.value:
                 self.diameter.value = round(diameter, 1)  # kept: untick 'estimate' to reuse it on other images
         elif self.estimate_diameter.value:
