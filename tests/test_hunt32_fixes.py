@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 
 def _disc_stack(n_frames: int = 4, side: int = 96) -> np.ndarray:
@@ -42,19 +43,27 @@ def test_a_frame_a_one_frame_run_did_not_segment_is_not_added(make_napari_viewer
     assert widget.add_to_training_set() == 1
 
 
-def test_training_dock_resume_names_every_form_value_it_replaces(make_napari_viewer, wait_worker, tmp_path):
-    """Resuming with another learning rate, validation share, network and intensities in the form trained
-    with the run's own (as it must) but named only the patch: each replaced value is now said."""
+def _tiny_training_dock(make_napari_viewer, n_frames: int):
+    """A Training dock over a simulated (n_frames, 64, 64) movie and its labels, set for one tiny epoch."""
     from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
-    from napari_microseg.widgets.training import RAW_CCD, TrainingWidget
+    from napari_microseg.widgets.training import TrainingWidget
 
-    sim = simulate_nuclei_timelapse(n_frames=3, shape=(64, 64), n_nuclei=6, seed=4)
+    sim = simulate_nuclei_timelapse(n_frames=n_frames, shape=(64, 64), n_nuclei=6, seed=4)
     viewer = make_napari_viewer(show=False)
     viewer.add_image(sim.fluorescence, name="movie")
     viewer.add_labels(sim.labels.astype(np.uint16), name="nuclei")
     widget = TrainingWidget(viewer)
     widget.image_layer.value, widget.labels_layer.value = ["movie"], ["nuclei"]
     widget.patch.value, widget.epochs.value, widget.patches_per_epoch.value, widget.batch_size.value = 32, 1, 4, 2
+    return widget
+
+
+def test_training_dock_resume_names_every_form_value_it_replaces(make_napari_viewer, wait_worker, tmp_path):
+    """Resuming with another learning rate, validation share, network and intensities in the form trained
+    with the run's own (as it must) but named only the patch: each replaced value is now said."""
+    from napari_microseg.widgets.training import RAW_CCD
+
+    widget = _tiny_training_dock(make_napari_viewer, 3)
     widget.val_fraction.value, widget.lr.value = 0.34, 0.001
     widget.out_path.value = str(tmp_path / "m.pt")
     wait_worker(widget.train())
@@ -95,7 +104,6 @@ def test_a_hot_pixel_on_an_empty_field_does_not_open_the_signal_gate():
 def test_autolabel_refuses_a_clahe_clip_of_zero(tmp_path, capsys):
     """scikit-image reads a clip limit of 0 as no limit: --clahe-clip 0 gave the strongest contrast (the same
     labels as 1; F1 0.12 where 0.001 gave 0.92), the opposite of every small value."""
-    import pytest
     import tifffile
 
     from napari_microseg.autolabel.fluorescence import autolabel_frame
@@ -228,8 +236,6 @@ def test_evaluate_seg_takes_a_seed_for_its_bootstrap(tmp_path, capsys):
     assert intervals[0] and intervals[0] == intervals[1] and intervals[2] != intervals[0]
 
 
-import pytest  # noqa: E402
-
 
 @pytest.mark.parametrize("argv", [
     ["simulate", "ccd", "--shape", "64", "64", "--pedestal", "1e39"],  # wrote frames of inf with exit 0
@@ -360,6 +366,21 @@ def test_a_second_run_into_a_folder_or_model_in_use_is_refused(tmp_path, capsys,
     assert not any(p.name.endswith(".lock") for p in out.iterdir())
 
 
+def _image_label_folders(folder, n: int) -> np.ndarray:
+    """``folder/images`` and ``folder/labels`` of ``n`` simulated 64 x 64 nuclei images; returns the last image."""
+    import tifffile
+
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    (folder / "images").mkdir()
+    (folder / "labels").mkdir()
+    for i in range(n):
+        image, labels = simulate_nuclei_image((64, 64), n_nuclei=6, seed=i)
+        tifffile.imwrite(folder / "images" / f"im{i}.tif", image)
+        tifffile.imwrite(folder / "labels" / f"im{i}.tif", labels.astype(np.uint16))
+    return image
+
+
 def test_a_network_whose_output_overflows_is_not_saved_and_segment_says_so(tmp_path, capsys):
     """--lr 1e3 (a typo for 1e-3) without validation: the training loss stayed finite (batch statistics) while
     the saved network's output (running statistics) was all NaN; `train` said "completed" and `segment` found
@@ -373,12 +394,7 @@ def test_a_network_whose_output_overflows_is_not_saved_and_segment_says_so(tmp_p
     from napari_microseg.pretrained import resolve_model
     from napari_microseg.simulate.nuclei import simulate_nuclei_image
 
-    (tmp_path / "images").mkdir()
-    (tmp_path / "labels").mkdir()
-    for i in range(2):
-        image, labels = simulate_nuclei_image((64, 64), n_nuclei=6, seed=i)
-        tifffile.imwrite(tmp_path / "images" / f"im{i}.tif", image)
-        tifffile.imwrite(tmp_path / "labels" / f"im{i}.tif", labels.astype(np.uint16))
+    image = _image_label_folders(tmp_path, 2)
     assert main(["train", "--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"), "--out",
                  str(tmp_path / "m.pt"), "--epochs", "1", "--patch", "32", "--patches-per-epoch", "4",
                  "--batch-size", "4", "--lr", "1e3", "--val-fraction", "0", "--quiet"]) == 2
@@ -423,12 +439,7 @@ def test_a_run_that_diverges_records_it_in_the_model_it_keeps(tmp_path):
     from napari_microseg.io.models import read_model_config
     from napari_microseg.simulate.nuclei import simulate_nuclei_image
 
-    (tmp_path / "images").mkdir()
-    (tmp_path / "labels").mkdir()
-    for i in range(4):
-        image, labels = simulate_nuclei_image((64, 64), n_nuclei=6, seed=i)
-        tifffile.imwrite(tmp_path / "images" / f"im{i}.tif", image)
-        tifffile.imwrite(tmp_path / "labels" / f"im{i}.tif", labels.astype(np.uint16))
+    image = _image_label_folders(tmp_path, 4)
     assert main(["train", "--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"), "--out",
                  str(tmp_path / "m.pt"), "--epochs", "6", "--patch", "32", "--patches-per-epoch", "8", "--batch-size",
                  "4", "--lr", "100", "--optimizer", "sgd", "--threads", "1", "--quiet"]) == 2
@@ -559,16 +570,8 @@ def test_training_on_an_unfinished_simulation_is_warned(tmp_path, capsys):
 def test_training_dock_resume_names_a_distance_head_it_keeps(make_napari_viewer, wait_worker, tmp_path):
     """A three-class run with a distance head resumed with the box unticked kept its head without a word."""
     from napari_microseg.io.models import read_model_config
-    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
-    from napari_microseg.widgets.training import TrainingWidget
 
-    sim = simulate_nuclei_timelapse(n_frames=2, shape=(64, 64), n_nuclei=6, seed=4)
-    viewer = make_napari_viewer(show=False)
-    viewer.add_image(sim.fluorescence, name="movie")
-    viewer.add_labels(sim.labels.astype(np.uint16), name="nuclei")
-    widget = TrainingWidget(viewer)
-    widget.image_layer.value, widget.labels_layer.value = ["movie"], ["nuclei"]
-    widget.patch.value, widget.epochs.value, widget.patches_per_epoch.value, widget.batch_size.value = 32, 1, 4, 2
+    widget = _tiny_training_dock(make_napari_viewer, 2)
     widget.output_mode.value, widget.distance_head.value, widget.val_fraction.value = "three_class", True, 0.0
     widget.out_path.value = str(tmp_path / "m.pt")
     wait_worker(widget.train())
