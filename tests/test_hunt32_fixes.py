@@ -385,14 +385,11 @@ def test_a_network_whose_output_overflows_is_not_saved_and_segment_says_so(tmp_p
     """--lr 1e3 (a typo for 1e-3) without validation: the training loss stayed finite (batch statistics) while
     the saved network's output (running statistics) was all NaN; `train` said "completed" and `segment` found
     0 objects, both exit 0."""
-    import tifffile
-
     from napari_microseg.cli import main
     from napari_microseg.errors import MicrosegWarning
     from napari_microseg.inference.segment import segment
     from napari_microseg.io.models import load_model
     from napari_microseg.pretrained import resolve_model
-    from napari_microseg.simulate.nuclei import simulate_nuclei_image
 
     image = _image_label_folders(tmp_path, 2)
     assert main(["train", "--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"), "--out",
@@ -433,13 +430,10 @@ def test_a_loss_not_finite_before_any_update_blames_the_inputs_not_the_learning_
 
 def test_a_run_that_diverges_records_it_in_the_model_it_keeps(tmp_path):
     """The best model kept by a run that then diverged recorded no stop reason (and `info` showed none)."""
-    import tifffile
-
     from napari_microseg.cli import main
     from napari_microseg.io.models import read_model_config
-    from napari_microseg.simulate.nuclei import simulate_nuclei_image
 
-    image = _image_label_folders(tmp_path, 4)
+    _image_label_folders(tmp_path, 4)
     assert main(["train", "--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"), "--out",
                  str(tmp_path / "m.pt"), "--epochs", "6", "--patch", "32", "--patches-per-epoch", "8", "--batch-size",
                  "4", "--lr", "100", "--optimizer", "sgd", "--threads", "1", "--quiet"]) == 2
