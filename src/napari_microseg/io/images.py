@@ -1017,6 +1017,8 @@ def calibration_from_layer(scale: Any, units: Any) -> dict:
                 found["frame_interval_min"] = interval
         elif (interval := in_unit(scale[-3], units[-3], "minute")) is not None:
             found["frame_interval_min"] = interval
+        elif len(scale) >= 4 and (interval := in_unit(scale[-4], units[-4], "minute")) is not None:
+            found["frame_interval_min"] = interval  # (T, Z, Y, X) of no stated Z step: the time kept
     return found
 
 
