@@ -659,3 +659,30 @@ def test_the_package_data_ships_every_file_of_the_shipped_models():
         if file.suffix != ".py" and file.name != "__pycache__":
             rel = file.relative_to(package).as_posix()
             assert any(fnmatch.fnmatch(rel, pattern) for pattern in patterns), f"{rel} is not shipped"
+
+
+def test_a_closed_layer_a_dock_ran_on_is_freed(make_napari_viewer, wait_worker):
+    """napari keeps every finished worker for as long as the window: the dock's callbacks and the closure of
+    its job held the layer's data, so each movie closed after an auto-label preview stayed in memory (RSS
+    862 -> 1267 -> 1671 MB over three 400 MB movies opened, previewed and closed)."""
+    import gc
+    import weakref
+
+    from qtpy.QtWidgets import QApplication
+
+    from napari_microseg.widgets.autolabel import AutolabelWidget
+
+    viewer = make_napari_viewer(show=False)
+    widget = AutolabelWidget(viewer)
+    movie = _disc_stack(4)
+    alive = weakref.ref(movie)
+    viewer.add_image(movie, name="movie")
+    del movie
+    widget.stain_layer.value = "movie"
+    wait_worker(widget.preview())
+    viewer.layers.select_all()
+    viewer.layers.remove_selected()
+    for _ in range(5):
+        QApplication.processEvents()
+        gc.collect()
+    assert alive() is None

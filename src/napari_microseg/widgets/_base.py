@@ -411,13 +411,17 @@ class MicrosegDock(QWidget):
         self._stop_message = stop_message
         outcome = {"state": "done"}
         inner: dict[str, Any] = {}
+        # taken out when the run starts: napari keeps the worker (and so this function's closure) for as long
+        # as the window, and make_generator's closure holds the layer's data (a closed movie stayed in memory)
+        job = {"make": make_generator}
+        del make_generator
 
         @thread_worker(ignore_errors=True)  # errors are shown in the dock by errored(), never re-raised
         def run() -> Generator[Any, None, Any]:
             # Stop is checked here, in the worker thread, between events: the inner generator is then
             # closed in this thread, so its clean-up (e.g. shutting down a Dask cluster) runs off the GUI
             # thread and always runs (superqt's quit() would only stop iterating, never close it).
-            gen = make_generator()
+            gen = job.pop("make")()
             inner["gen"] = gen
             try:
                 while True:
@@ -524,11 +528,20 @@ class MicrosegDock(QWidget):
             self.progress.setValue(1 if state == "done" else 0)
             self.progress.setFormat(state)
             self._after_run()
+            # napari keeps every worker for as long as the window (its task list): the dock's slots, and the
+            # layers and arrays their closures hold, are let go (a closed 400 MB movie stayed in memory)
+            for signal, slot in slots:
+                with contextlib.suppress(RuntimeError, TypeError):
+                    signal.disconnect(slot)
+            slots.clear()
+            inner.clear()
+            job.clear()
 
-        worker.yielded.connect(_unless_deleted(yielded))
-        worker.returned.connect(_unless_deleted(returned))
-        worker.errored.connect(_unless_deleted(errored))
-        worker.finished.connect(_unless_deleted(finished))
+        slots = [(worker.yielded, _unless_deleted(yielded)), (worker.returned, _unless_deleted(returned)),
+                 (worker.errored, _unless_deleted(errored)), (worker.finished, _unless_deleted(finished)),
+                 (worker.aborted, aborted)]
+        for signal, slot in slots[:4]:
+            signal.connect(slot)
         worker.start()
         return worker
 
