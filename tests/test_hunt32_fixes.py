@@ -686,3 +686,47 @@ def test_a_closed_layer_a_dock_ran_on_is_freed(make_napari_viewer, wait_worker):
         QApplication.processEvents()
         gc.collect()
     assert alive() is None
+
+
+def test_tracking_undo_after_the_tracks_layers_were_closed_is_refused(make_napari_viewer, wait_worker):
+    """Track, delete a track, close every layer, simulate another movie under the same names, Undo: the old
+    movie's tracks came back over the new one (and Export wrote them under the new layer's name)."""
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+    from napari_microseg.widgets.tracking import TrackingWidget
+
+    viewer = make_napari_viewer(show=False)
+    viewer.add_labels(simulate_nuclei_timelapse(n_frames=5, shape=(96, 96), n_nuclei=6, seed=7).labels, name="nuclei")
+    widget = TrackingWidget(viewer)
+    widget.labels_layer.value = "nuclei"
+    wait_worker(widget.track())
+    first = int(widget.result.table["track_id"].iloc[0])
+    widget.table.selectRow(0)
+    assert widget.selected_track_ids() == [first]
+    wait_worker(widget.delete_selected())
+    assert widget.edits
+    viewer.layers.select_all()
+    viewer.layers.remove_selected()
+    viewer.add_labels(simulate_nuclei_timelapse(n_frames=5, shape=(96, 96), n_nuclei=6, seed=2).labels, name="nuclei")
+    errors = []
+    widget.show_error = errors.append
+    assert widget.undo() is False
+    assert errors and "closed" in errors[-1]
+    assert [layer.name for layer in viewer.layers] == ["nuclei"]
+
+
+def test_the_fine_tuning_set_says_which_frames_are_of_closed_images(make_napari_viewer):
+    """After closing an image whose frame was added and opening another under its name, the set read
+    "dsb t=0, dsb t=0": two entries alike, one of them of the closed image."""
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    viewer = make_napari_viewer(show=False)
+    widget = SegmentationWidget(viewer)
+    for _ in range(2):
+        image = viewer.add_image(_disc_stack(1)[0], name="dsb")
+        labels = viewer.add_labels((image.data > 0.5).astype(np.int32), name="painted")
+        widget.image_layer.value, widget.labels_for_training.value = "dsb", "painted"
+        widget.add_to_training_set()
+        viewer.layers.remove(labels)
+        if len(widget.corrections) == 1:
+            viewer.layers.remove(image)
+    assert widget.training_set_label.value == "training set: 2 frame(s): dsb (closed) t=0, dsb t=0"

@@ -784,10 +784,17 @@ class SegmentationWidget(MicrosegDock):
         self._show_training_set()
         self.show_message("training set cleared")
 
+    def _refresh_layer_pickers(self, *args: Any) -> None:
+        super()._refresh_layer_pickers(*args)
+        if self.corrections:  # an image closed (or opened again): its frames say so
+            self._show_training_set()
+
     def _show_training_set(self) -> None:
         n = len(self.corrections)
-        frames = ", ".join(f"{self.correction_names[key]} t={key[1]}" for key in list(self.corrections)[:4]) + \
-            (" ..." if n > 4 else "")
+        open_ids = {getattr(layer, "unique_id", None) for layer in self.viewer.layers}
+        # a frame of a closed image is still in the set (its copy): said, not shown like a new image's of its name
+        frames = ", ".join(f"{self.correction_names[key]}{'' if key[0] in open_ids else ' (closed)'} t={key[1]}"
+                           for key in list(self.corrections)[:4]) + (" ..." if n > 4 else "")
         self.training_set_label.value = f"training set: {n} frame(s): {frames}" if n else "training set: empty"
 
     def fine_tune(self, *_: Any) -> Any:

@@ -312,6 +312,8 @@ class TrackingWidget(MicrosegDock):
         if self.result is None:
             self.show_error("Track first.")
             return None
+        if self._results_closed():
+            return None
         before = self.result
 
         def make_generator():
@@ -332,6 +334,15 @@ class TrackingWidget(MicrosegDock):
 
         return self.start(make_generator, done, label="editing")
 
+    def _results_closed(self) -> bool:
+        """True (and said) when both layers of the tracks (Tracks and "by track") were closed: an edit or an
+        Undo would bring back the tracks of labels that may be closed too, over whatever layers now carry
+        their names."""
+        if any(layer is not None and layer in self.viewer.layers for layer in (self.tracks_layer, self.relabelled_layer)):
+            return False
+        self.show_error(f"the layers of the tracks of '{self.tracked_name}' are closed: track again to edit them")
+        return True
+
     def _trim_edits(self) -> None:
         """Keep the undo history within :data:`UNDO_EDITS` edits and :data:`UNDO_BYTES` of label stacks."""
         def size(result: Any) -> int:
@@ -347,6 +358,8 @@ class TrackingWidget(MicrosegDock):
             return False
         if not self.edits:
             self.show_error("No edit to undo.")
+            return False
+        if self._results_closed():
             return False
         chosen = self.selected_track_ids()
         self.result, what = self.edits.pop()
