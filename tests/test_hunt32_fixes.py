@@ -730,3 +730,23 @@ def test_the_fine_tuning_set_says_which_frames_are_of_closed_images(make_napari_
         if len(widget.corrections) == 1:
             viewer.layers.remove(image)
     assert widget.training_set_label.value == "training set: 2 frame(s): dsb (closed) t=0, dsb t=0"
+
+
+def test_segmentation_export_says_when_it_writes_a_closed_results_tables(make_napari_viewer, wait_worker, tmp_path):
+    """Export after the result layer was closed wrote the last run's tables with a plain "written:", even
+    with a new layer of that name on screen."""
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(_disc_stack(1)[0], name="image")
+    widget = SegmentationWidget(viewer)
+    widget.model_choice.value = "nuclei_fluorescence_fast"
+    widget.export_dir.value = str(tmp_path)
+    wait_worker(widget.segment())
+    name = widget.result_layer.name
+    viewer.layers.remove(widget.result_layer)
+    viewer.add_labels(np.zeros((96, 96), np.int32), name=name)
+    messages = []
+    widget.show_message = messages.append
+    assert widget.export()
+    assert "is closed" in messages[-1] and "as segmented" in messages[-1]

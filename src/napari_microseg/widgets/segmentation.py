@@ -468,8 +468,10 @@ class SegmentationWidget(MicrosegDock):
             self.show_error("Nothing to export yet: segment first.")
             return []
         layer = getattr(self, "result_layer", None)
-        if layer is None or layer not in self.viewer.layers:
-            return self._write_tables(self._run_tables(), "written: ")
+        if layer is None or layer not in self.viewer.layers:  # the last run's tables, as segmented: said
+            name = getattr(layer, "name", "") or "its layer"
+            return self._write_tables(self._run_tables(), f"the last run's results as segmented ('{name}' is closed) "
+                                                          "written: ")
         edited = getattr(self, "result_edited", False)
         if not edited and np.asarray(layer.data).nbytes <= EXPORT_CHECK_BYTES:
             # napari's tools emit paint / data events; a change written into the array itself does not
