@@ -779,3 +779,29 @@ def test_the_signal_gate_looking_at_spots_one_by_one_decides_as_capping_the_whol
     for frame in frames:
         opened = signal_above_noise(frame) >= MIN_SIGNAL_ABOVE_NOISE
         assert opened == (whole_frame(frame) >= MIN_SIGNAL_ABOVE_NOISE)
+
+
+def test_an_image_closed_after_segmenting_it_is_freed(make_napari_viewer, wait_worker):
+    """The Segmentation dock held the last run's image layer strongly: a closed movie stayed in memory until
+    the next run."""
+    import gc
+    import weakref
+
+    from qtpy.QtWidgets import QApplication
+
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    viewer = make_napari_viewer(show=False)
+    image = _disc_stack(1)[0]
+    alive = weakref.ref(image)
+    viewer.add_image(image, name="image")
+    del image
+    widget = SegmentationWidget(viewer)
+    widget.model_choice.value = "nuclei_fluorescence_fast"
+    wait_worker(widget.segment())
+    viewer.layers.select_all()
+    viewer.layers.remove_selected()
+    for _ in range(5):
+        QApplication.processEvents()
+        gc.collect()
+    assert alive() is None

@@ -353,6 +353,18 @@ class SegmentationWidget(MicrosegDock):
             self._clear_results()
         return worker
 
+    @property
+    def result_image(self) -> Any:
+        """The image layer the last run segmented; None once it is closed and freed (held weakly: a closed
+        400 MB movie stayed in memory until the next run)."""
+        ref = getattr(self, "_result_image_ref", None)
+        return ref() if ref is not None else None
+
+    @result_image.setter
+    def result_image(self, layer: Any) -> None:
+        self._result_image_ref = weakref.ref(layer) if layer is not None else None
+        self._result_image_name = getattr(layer, "name", None)
+
     def _clear_results(self) -> None:
         """Forget the last run's results: counts, clusters, tiles and what Export would write."""
         self.result = None
@@ -509,7 +521,7 @@ class SegmentationWidget(MicrosegDock):
         labels, copied = snapshot(layer.data)
         frame_ids = frame_label_map(layer)  # a whole stack's layer ids: each with the run's objects.csv id
         image = grey_image(self.result_image) if self.result_image in self.viewer.layers else None
-        gone = self.result_image.name if image is None and self.result_image is not None else None
+        gone = self._result_image_name if image is None and self._result_image_ref is not None else None
         classes = self.result.output_mode == "multiclass"
         names = list(self.result.class_names)
         # the frames the run segmented (a "current frame" run leaves the others empty: not "0 nuclei")
@@ -768,8 +780,8 @@ class SegmentationWidget(MicrosegDock):
     def _source_image(self, labels_layer: Any) -> tuple[Any, str] | None:
         """``(image layer or None when closed, its name)`` a result layer of this dock was segmented from
         (the latest run's or an earlier one's); None for any other labels layer."""
-        if labels_layer is self.result_layer and self.result_image is not None:
-            image = self.result_image
+        if labels_layer is self.result_layer and self._result_image_ref is not None:
+            image = self.result_image  # None once closed (and freed)
         else:
             entry = self._earlier_results.get(getattr(labels_layer, "unique_id", None))
             if entry is None or entry[0]() is not labels_layer or entry[1]["result_image"] is None:
