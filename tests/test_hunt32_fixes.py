@@ -661,14 +661,25 @@ def test_the_package_data_ships_every_file_of_the_shipped_models():
             assert any(fnmatch.fnmatch(rel, pattern) for pattern in patterns), f"{rel} is not shipped"
 
 
+def _freed_when_closed(viewer, alive) -> bool:
+    """Close every layer of ``viewer``; whether the array ``alive`` (a weak reference) was then freed."""
+    import gc
+
+    from qtpy.QtWidgets import QApplication
+
+    viewer.layers.select_all()
+    viewer.layers.remove_selected()
+    for _ in range(5):
+        QApplication.processEvents()
+        gc.collect()
+    return alive() is None
+
+
 def test_a_closed_layer_a_dock_ran_on_is_freed(make_napari_viewer, wait_worker):
     """napari keeps every finished worker for as long as the window: the dock's callbacks and the closure of
     its job held the layer's data, so each movie closed after an auto-label preview stayed in memory (RSS
     862 -> 1267 -> 1671 MB over three 400 MB movies opened, previewed and closed)."""
-    import gc
     import weakref
-
-    from qtpy.QtWidgets import QApplication
 
     from napari_microseg.widgets.autolabel import AutolabelWidget
 
@@ -680,12 +691,7 @@ def test_a_closed_layer_a_dock_ran_on_is_freed(make_napari_viewer, wait_worker):
     del movie
     widget.stain_layer.value = "movie"
     wait_worker(widget.preview())
-    viewer.layers.select_all()
-    viewer.layers.remove_selected()
-    for _ in range(5):
-        QApplication.processEvents()
-        gc.collect()
-    assert alive() is None
+    assert _freed_when_closed(viewer, alive)
 
 
 def test_tracking_undo_after_the_tracks_layers_were_closed_is_refused(make_napari_viewer, wait_worker):
@@ -784,10 +790,7 @@ def test_the_signal_gate_looking_at_spots_one_by_one_decides_as_capping_the_whol
 def test_an_image_closed_after_segmenting_it_is_freed(make_napari_viewer, wait_worker):
     """The Segmentation dock held the last run's image layer strongly: a closed movie stayed in memory until
     the next run."""
-    import gc
     import weakref
-
-    from qtpy.QtWidgets import QApplication
 
     from napari_microseg.widgets.segmentation import SegmentationWidget
 
@@ -799,9 +802,4 @@ def test_an_image_closed_after_segmenting_it_is_freed(make_napari_viewer, wait_w
     widget = SegmentationWidget(viewer)
     widget.model_choice.value = "nuclei_fluorescence_fast"
     wait_worker(widget.segment())
-    viewer.layers.select_all()
-    viewer.layers.remove_selected()
-    for _ in range(5):
-        QApplication.processEvents()
-        gc.collect()
-    assert alive() is None
+    assert _freed_when_closed(viewer, alive)
