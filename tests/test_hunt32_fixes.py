@@ -803,3 +803,45 @@ def test_an_image_closed_after_segmenting_it_is_freed(make_napari_viewer, wait_w
     widget.model_choice.value = "nuclei_fluorescence_fast"
     wait_worker(widget.segment())
     assert _freed_when_closed(viewer, alive)
+
+
+def test_constant_frames_of_a_zarr_store_are_said(tmp_path):
+    """A Zarr store whose chunks were not all written (an incompletely copied store) read as frames of the
+    fill value: "0 objects" without a word, where an all-zero TIFF is warned about."""
+    import zarr
+
+    from napari_microseg.errors import MicrosegWarning
+    from napari_microseg.inference.segment import segment
+
+    store = zarr.create_array(str(tmp_path / "movie.zarr"), shape=(3, 96, 96), chunks=(1, 96, 96), dtype="float32",
+                              zarr_format=3)
+    store[1] = _disc_stack(1)[0]  # frames 0 and 2 never written
+    with pytest.warns(MicrosegWarning, match=r"2 of 3 frame\(s\) \(0, 2\) constant"):
+        segment("nuclei_fluorescence_fast", zarr.open_array(str(tmp_path / "movie.zarr"), mode="r"), measure=False)
+
+
+def test_segmentation_dock_says_a_damaged_zarr_chunk_is_damaged(make_napari_viewer, wait_worker, tmp_path):
+    """A corrupted chunk gave the dock's status "RuntimeError: Zstd decompression error ..." and a traceback,
+    where the command line says the store is damaged."""
+    import os
+
+    import zarr
+
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    path = tmp_path / "movie.zarr"
+    store = zarr.create_array(str(path), shape=(2, 96, 96), chunks=(1, 96, 96), dtype="float32", zarr_format=3)
+    store[:] = _disc_stack(2)
+    chunk = path / "c" / "1" / "0" / "0"
+    with open(chunk, "r+b") as fh:
+        fh.seek(20)
+        fh.write(os.urandom(max(1, chunk.stat().st_size - 40)))
+    viewer = make_napari_viewer(show=False)
+    (layer,) = viewer.open(str(path), plugin="napari-microseg")
+    widget = SegmentationWidget(viewer)
+    widget.model_choice.value = "nuclei_fluorescence_fast"
+    widget.image_layer.value, widget.scope.value = layer.name, "whole stack"
+    errors = []
+    widget.show_error = errors.append
+    wait_worker(widget.segment())
+    assert errors and "cannot decode the layer's data" in errors[-1], errors

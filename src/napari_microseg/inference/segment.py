@@ -514,6 +514,7 @@ def segment_image(
         three_kw["class_order"] = tuple(class_names) if set(postprocess.THREE_CLASS_ORDER) <= set(class_names) else postprocess.THREE_CLASS_ORDER
 
     non_finite_frames: list[int] = []
+    constant_frames: list[int] = []
     for t in range(n_frames):
         frame = image[t] if stack else image
         if probs_all is not None:  # predict straight into the returned array
@@ -535,6 +536,7 @@ def segment_image(
                                                   remove_border=remove_border, **three_kw)
         if mode != "multiclass" and _is_constant(frame):
             lab[...] = 0  # a blank frame holds no nuclei, whatever a network makes of it
+            constant_frames.append(t)
         if ccd_rules:
             lab = postprocess.ccd_shape_rules(lab, class_names, hot_lines=shape_rules, max_cluster_size=max_cluster_size)
         # multiclass: each pixel's probability of the class it ends up in -> per-object means
@@ -543,6 +545,8 @@ def segment_image(
             deferred.append((confidence, _hot_cluster_probabilities(probs, lab, class_names)))
             confidence = None
         del probs
+        if stack:  # a long stack: the C allocator's freed frame-sized blocks given back (it kept ~2 MB a frame)
+            _return_freed_memory()
         if mode != "multiclass":
             max_label = max(max_label, int(lab.max()) if lab.size else 0)
         if out is not None:
@@ -556,6 +560,16 @@ def segment_image(
                                                 class_names, confidence))
         del confidence
         yield Progress((t + 1) * per_frame_tiles, total, f"post-processed frame {t + 1}/{n_frames}")
+    if constant_frames and not isinstance(raw_image, np.ndarray):  # (an image in memory is said by its reader)
+        import warnings
+
+        from ..errors import MicrosegWarning
+
+        which = "the image" if not stack else (f"{len(constant_frames)} of {n_frames} frame(s) "
+                                               f"({', '.join(str(t) for t in constant_frames[:6])}"
+                                               f"{' ...' if len(constant_frames) > 6 else ''})")
+        warnings.warn(MicrosegWarning(f"{which} constant (every pixel one value): nothing to segment there (chunks "
+                                      "of a Zarr store not written, an incompletely copied store?)"), stacklevel=2)
     if non_finite_frames:
         import warnings
 
@@ -598,6 +612,25 @@ def segment_image(
                     normalization=spec, model_path=getattr(loaded, "path", None))
     return SegmentResult(labels=labels, probabilities=probs_all, objects=objects, counts=counts,
                          output_mode=mode, class_names=class_names, settings=settings)
+
+
+_LIBC: list = []
+
+
+def _return_freed_memory() -> None:
+    """Ask glibc to give freed heap memory back to the system (``malloc_trim``): segmenting a long stack
+    frame by frame otherwise grew by ~2 MB a frame (fragmentation: 2 GB for 250 frames of 1024 x 1024,
+    500 MB with the allocator's threshold fixed). Nothing elsewhere."""
+    if not _LIBC:
+        import ctypes
+        import sys
+
+        try:
+            _LIBC.append(ctypes.CDLL("libc.so.6").malloc_trim if sys.platform.startswith("linux") else None)
+        except (OSError, AttributeError):
+            _LIBC.append(None)
+    if _LIBC[0] is not None:
+        _LIBC[0](0)
 
 
 def _is_constant(frame: Any) -> bool:

@@ -106,6 +106,13 @@ def being_written(path: Path) -> bool:
     return str(Path(path).resolve()) in _FILES_BEING_WRITTEN
 
 
+def _decoding_failed(err: BaseException) -> bool:
+    """Whether ``err`` was raised while decoding stored pixels (a damaged Zarr chunk, TIFF or FITS tile)."""
+    from ..cli import _decoding_error
+
+    return _decoding_error(err)
+
+
 def _unless_deleted(callback: Callable[..., None]) -> Callable[..., None]:
     """A worker callback that does nothing once the dock's Qt widgets are gone (the viewer was
     closed while the work ran) instead of raising "wrapped C/C++ object ... has been deleted"."""
@@ -507,6 +514,9 @@ class MicrosegDock(QWidget):
             elif "out of memory" in str(err).lower():
                 self.show_error("The GPU ran out of memory: lower the patch size or batch size, "
                                 "or choose device 'cpu' (slower, but it fits) and run again.")
+            elif _decoding_failed(err):  # as the command line says it, not a codec's bare RuntimeError
+                self.show_error(f"cannot decode the layer's data ({type(err).__name__}: {err}): a damaged or "
+                                "incompletely copied file or Zarr store?")
             else:
                 traceback.print_exception(err)
                 self.show_error(f"{type(err).__name__}: {err}")
