@@ -845,3 +845,20 @@ def test_segmentation_dock_says_a_damaged_zarr_chunk_is_damaged(make_napari_view
     widget.show_error = errors.append
     wait_worker(widget.segment())
     assert errors and "cannot decode the layer's data" in errors[-1], errors
+
+
+def test_a_dock_job_that_fails_as_it_is_made_frees_the_dock(make_napari_viewer, qtbot):
+    """A job whose factory raised RuntimeError when called left the dock busy for good ("Already running"):
+    superqt takes a bare RuntimeError for a deleted worker and sends no end signal."""
+    from napari_microseg.widgets.tracking import TrackingWidget
+
+    widget = TrackingWidget(make_napari_viewer(show=False))
+    errors = []
+    widget.show_error = errors.append
+
+    def factory():
+        raise RuntimeError("the job could not be made")
+
+    assert widget.start(factory, lambda result: None) is not None
+    qtbot.waitUntil(lambda: not widget.busy, timeout=10000)
+    assert errors and "the job could not be made" in errors[-1]

@@ -428,7 +428,10 @@ class MicrosegDock(QWidget):
             # Stop is checked here, in the worker thread, between events: the inner generator is then
             # closed in this thread, so its clean-up (e.g. shutting down a Dask cluster) runs off the GUI
             # thread and always runs (superqt's quit() would only stop iterating, never close it).
-            gen = job.pop("make")()
+            try:
+                gen = job.pop("make")()
+            except RuntimeError as err:  # superqt takes a bare RuntimeError for a deleted worker: no end signal
+                raise _WorkerFailure(err) from err
             inner["gen"] = gen
             try:
                 while True:
