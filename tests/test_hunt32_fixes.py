@@ -397,17 +397,14 @@ def test_a_network_whose_output_overflows_is_not_saved_and_segment_says_so(tmp_p
                  "--batch-size", "4", "--lr", "1e3", "--val-fraction", "0", "--quiet"]) == 2
     assert "the network's output is not finite" in capsys.readouterr().err
     assert not (tmp_path / "m.pt").exists()
+    import torch
+
     model = load_model(str(resolve_model("nuclei_fluorescence_fast")))
-    with torch_no_grad():
+    with torch.no_grad():
         next(iter(model.model.parameters())).fill_(float("nan"))  # a broken model file, as such a run saved
     with pytest.warns(MicrosegWarning, match="output is not finite"):
         segment(model, image)
 
-
-def torch_no_grad():
-    import torch
-
-    return torch.no_grad()
 
 
 def test_a_loss_not_finite_before_any_update_blames_the_inputs_not_the_learning_rate(tmp_path, capsys):

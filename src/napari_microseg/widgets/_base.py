@@ -106,13 +106,6 @@ def being_written(path: Path) -> bool:
     return str(Path(path).resolve()) in _FILES_BEING_WRITTEN
 
 
-def _decoding_failed(err: BaseException) -> bool:
-    """Whether ``err`` was raised while decoding stored pixels (a damaged Zarr chunk, TIFF or FITS tile)."""
-    from ..cli import _decoding_error
-
-    return _decoding_error(err)
-
-
 def _unless_deleted(callback: Callable[..., None]) -> Callable[..., None]:
     """A worker callback that does nothing once the dock's Qt widgets are gone (the viewer was
     closed while the work ran) instead of raising "wrapped C/C++ object ... has been deleted"."""
@@ -509,6 +502,8 @@ class MicrosegDock(QWidget):
                 self.show_error(f"{type(err).__name__}: {err}")
 
         def errored(err: Exception) -> None:
+            from ..cli import _decoding_error  # (the command line's test: a damaged file or Zarr chunk)
+
             outcome["state"] = "failed"
             if isinstance(err, _WorkerFailure):
                 err = err.error
@@ -517,7 +512,7 @@ class MicrosegDock(QWidget):
             elif "out of memory" in str(err).lower():
                 self.show_error("The GPU ran out of memory: lower the patch size or batch size, "
                                 "or choose device 'cpu' (slower, but it fits) and run again.")
-            elif _decoding_failed(err):  # as the command line says it, not a codec's bare RuntimeError
+            elif _decoding_error(err):  # as the command line says it, not a codec's bare RuntimeError
                 self.show_error(f"cannot decode the layer's data ({type(err).__name__}: {err}): a damaged or "
                                 "incompletely copied file or Zarr store?")
             else:
