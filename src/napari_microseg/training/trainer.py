@@ -56,6 +56,12 @@ DEFAULT_CLASS_NAMES = {
 
 #: learning-rate schedules (:attr:`TrainConfig.lr_schedule`)
 LR_SCHEDULES = ("plateau", "cosine")
+# An epoch whose mean training loss exceeds this many times the run's first-step loss has blown up
+# (a network at its start predicts near-uniform classes: a working run stays below that loss; at
+# --lr 1000 the loss rose 1.4 -> 5e5 and stayed finite). The first-step loss of a resumed or
+# fine-tuned run can be tiny: it counts as at least BLOW_UP_FLOOR.
+BLOW_UP_FACTOR = 20.0
+BLOW_UP_FLOOR = 0.05
 
 
 @dataclass
@@ -835,6 +841,7 @@ def train(
     n_epochs = int(cfg.epochs)
     total = max(0, n_epochs - start_epoch + 1) * steps_per_epoch
     done = 0
+    first_step_loss = None  # this run's loss at its first step, before any update: the blow-up reference
 
     train_desc = cfg.data_description or train_td.description
     levels = {}  # the training images' peak levels, to warn when an input arrives on another intensity scale
@@ -999,6 +1006,8 @@ def train(
                 else:
                     loss.backward()
                     optimizer.step()
+                if first_step_loss is None:
+                    first_step_loss = float(loss.detach())
                 run_loss += float(loss.detach()) * xb.shape[0]
                 run_n += xb.shape[0]
                 done += 1
@@ -1008,6 +1017,10 @@ def train(
             if stop_reason == "stopped":
                 break
             train_loss = run_loss / max(run_n, 1)
+            if first_step_loss is not None and train_loss > BLOW_UP_FACTOR * max(first_step_loss, BLOW_UP_FLOOR):
+                raise InputError(f"training diverged: the training loss rose from {first_step_loss:.3g} at the first "
+                                 f"step to {train_loss:.3g} over epoch {epoch}; lower the learning rate (the best "
+                                 "model so far, if any, is kept)")
             val_loss = val_dice = None
             if val_x is not None:
                 vgen = validate()
