@@ -43,3 +43,26 @@ def test_an_ordinary_run_is_not_taken_for_a_blow_up(tmp_path):
               "--threads", "1", "--quiet"]
     assert main(["train", *common, "--out", str(tmp_path / "m.pt")]) == 0
     assert main(["train", *common, "--out", str(tmp_path / "tuned.pt"), "--init-model", str(tmp_path / "m.pt")]) == 0
+
+
+def test_training_dock_resumes_a_run_of_another_output_mode_with_the_runs_own(make_napari_viewer, wait_worker,
+                                                                                tmp_path):
+    """Resuming a binary run (a CLI run's default) from a dock whose form shows three_class was refused
+    ("checkpoint output mode is 'binary'") where `microseg train --resume` goes on with the run's own: the
+    dock now does too, and names it."""
+    from test_hunt32_fixes import _tiny_training_dock
+
+    from napari_microseg.io.models import read_model_config
+
+    widget = _tiny_training_dock(make_napari_viewer, 2)
+    widget.output_mode.value, widget.val_fraction.value = "binary", 0.0
+    widget.out_path.value = str(tmp_path / "m.pt")
+    wait_worker(widget.train())
+    messages, errors = [], []
+    widget.show_message, widget.show_error = messages.append, errors.append
+    widget.resume.value, widget.epochs.value, widget.output_mode.value = True, 2, "three_class"
+    wait_worker(widget.train())
+    assert not errors, errors
+    assert "output binary" in " ".join(messages), messages
+    config = read_model_config(tmp_path / "m.pt")
+    assert config["output_mode"] == "binary" and config["training"]["epochs_run"] == 2

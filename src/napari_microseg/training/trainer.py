@@ -468,7 +468,7 @@ def resume_settings(resume: str | os.PathLike) -> dict:
     validation share changed on resume would compare earlier validation losses with later training
     losses), the patch size, patches per epoch, batch size, image sampling, schedule, loss, patience, seed,
     augmentation (validation tiles of another size would compare other tiles; :data:`RESUMED_RUN_KEYS`)
-    ``normalization`` and the network's ``preset`` and ``distance_head`` (TrainConfig keys), for callers
+    ``normalization`` and the network's ``preset``, ``output_mode`` and ``distance_head`` (TrainConfig keys), for callers
     such as the Training widget whose form shows
     a new run's settings (the command line keeps those given again)."""
     ckpt = read_checkpoint(resume)
@@ -480,6 +480,8 @@ def resume_settings(resume: str | os.PathLike) -> dict:
         settings["preset"] = preset
     if "distance_head" in ckpt["config"]:  # so is its distance head
         settings["distance_head"] = bool(ckpt["config"]["distance_head"])
+    if ckpt["config"].get("output_mode"):  # and its output (train refuses another)
+        settings["output_mode"] = ckpt["config"]["output_mode"]
     return settings
 
 

@@ -56,7 +56,7 @@ def check_training_shapes(image_shape: tuple[int, ...], labels_shape: tuple[int,
 
 
 #: the form's fields a resumed run takes from its checkpoint instead: setting -> label in the dock
-RESUMED_FIELDS = {"preset": "network", "distance_head": "distance head", "patch_size": "patch", "patches_per_epoch": "patches / epoch",
+RESUMED_FIELDS = {"preset": "network", "output_mode": "output", "distance_head": "distance head", "patch_size": "patch", "patches_per_epoch": "patches / epoch",
                   "batch_size": "batch", "lr": "learning rate", "val_fraction": "validation share", "seed": "seed",
                   "image_sampling": "sampling", "normalization": "intensities"}
 
@@ -78,8 +78,8 @@ def _resumed_differences(kept: dict, form: dict) -> list[str]:
         elif key in ("lr", "val_fraction"):
             if float(kept[key]) != float(form.get(key, float("nan"))):
                 differ.append(f"{label} {float(kept[key]):g}")
-        elif key == "distance_head":  # (another output mode is refused by the trainer, saying so)
-            if form.get("output_mode") == "three_class" and bool(kept[key]) != bool(form.get(key)):
+        elif key == "distance_head":  # only a three-class network has one
+            if kept.get("output_mode", form.get("output_mode")) == "three_class" and bool(kept[key]) != bool(form.get(key)):
                 differ.append(f"{label} {'on' if kept[key] else 'off'}")
         elif kept[key] != form.get(key):
             differ.append(f"{label} {kept[key]}")
@@ -447,6 +447,14 @@ class TrainingWidget(MicrosegDock):
                 yield Progress(0, len(images), "pairs: " + ", ".join(label_names))
             for note in notes:
                 yield Progress(0, len(images), f"note: {note}")
+            if resume:  # a resumed run keeps its output, optimiser, normalisation, patches and seed, whatever the
+                # form shows (taken before the layers are read: their check depends on the output mode)
+                kept = resume_settings(resume)
+                differ = _resumed_differences(kept, cfg)
+                cfg.update(kept)
+                cfg["distance_head"] = bool(cfg.get("distance_head")) and cfg["output_mode"] == "three_class"
+                if differ:
+                    yield Progress(0, len(images), "resuming with the run's own " + ", ".join(differ))
             pairs = yield from read_training_pairs(images, labels, label_names, sparse, stop_event, cfg["output_mode"],
                                                    cfg.get("background_value"), notes, labels_copied)
             if pairs is None:  # Stop while reading: no training, nothing written
@@ -457,13 +465,7 @@ class TrainingWidget(MicrosegDock):
             n_annotated = sum(int(np.count_nonzero([np.any(frame != 0) for frame in lab])) if lab.ndim == 3 else 1
                               for lab in pairs[1])
             cfg["data_description"] += f" ({n_annotated} annotated frame(s))"
-            if resume:  # a resumed run keeps its optimiser, normalisation, patches and seed, whatever the form shows
-                kept = resume_settings(resume)
-                differ = _resumed_differences(kept, cfg)
-                cfg.update(kept)
-                cfg["distance_head"] = bool(cfg.get("distance_head")) and cfg["output_mode"] == "three_class"
-                if differ:
-                    yield Progress(len(images), len(images), "resuming with the run's own " + ", ".join(differ))
+            if resume:
                 earlier = checkpoint_history(resume)
                 if earlier:  # the plot shows the whole run, not only the epochs from here on
                     yield EarlierEpochs(earlier, f"resuming after epoch {earlier[-1]['epoch']}")
