@@ -66,3 +66,33 @@ def test_training_dock_resumes_a_run_of_another_output_mode_with_the_runs_own(ma
     assert "output binary" in " ".join(messages), messages
     config = read_model_config(tmp_path / "m.pt")
     assert config["output_mode"] == "binary" and config["training"]["epochs_run"] == 2
+
+
+@pytest.mark.parametrize("task", ["objects", "profiles"])
+def test_classifier_config_defaults_train_every_task(tmp_path, task):
+    """`ClassifierTrainConfig(task="objects" | "profiles")` defaulted to the small_cnn for images: the
+    package's own 28 x 28 crops and (views, points) profiles were refused as "too small for the small net"."""
+    from napari_microseg.classify import ClassifierTrainConfig, train_classifier
+    from napari_microseg.classify.data import simulated_liposome_data, simulated_profile_data
+    from napari_microseg.progress import drain
+
+    data = simulated_liposome_data(2, seed=0) if task == "objects" else simulated_profile_data(40, n_views=2, seed=0)
+    cfg = ClassifierTrainConfig(task=task, epochs=1, device="cpu", num_threads=1)
+    result = drain(train_classifier(cfg, data, out_path=tmp_path / "m.pt"))
+    from napari_microseg.io.models import read_model_config
+
+    expected = {"objects": "lipnet", "profiles": "profile_cnn"}[task]
+    assert read_model_config(result.model_path)["model"]["architecture"] == expected
+
+
+def test_a_misspelt_normalisation_setting_is_refused():
+    """`{"kind": "fixed", "ofset": 8800}` trained (and saved) offset 0 without a word."""
+    from napari_microseg.errors import InputError
+    from napari_microseg.training.normalize import make_normalization_spec
+
+    with pytest.raises(InputError, match="unknown fixed normalisation setting.*'ofset'.*offset, scale"):
+        make_normalization_spec({"kind": "fixed", "ofset": 8800, "scale": 1000})
+    with pytest.raises(InputError, match="'high', 'low'"):
+        make_normalization_spec("percentile", low=5, high=95)
+    assert make_normalization_spec({"kind": "pedestal", "scale": 200, "estimator": "mode", "level_taps": True})[
+        "level_taps"] is True

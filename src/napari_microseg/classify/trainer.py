@@ -44,6 +44,8 @@ __all__ = [
 
 STRATEGIES = ("real", "simulated", "pretrain_finetune", "pretrain_freeze")
 TASKS = ("images", "objects", "profiles")
+#: the architecture a task trains when ``ClassifierTrainConfig.model`` names none (as ``microseg classify train``)
+DEFAULT_ARCHITECTURES = {"images": "small_cnn", "objects": "lipnet", "profiles": "profile_cnn"}
 
 
 @dataclass
@@ -54,8 +56,9 @@ class ClassifierTrainConfig:
     ----------
     task : ``"images"`` ([R], binary good/bad), ``"objects"`` ([T]) or ``"profiles"`` ([P]).
     model : model config: ``{"architecture": "small_cnn" | "vgg16_like" | "lipnet" |
-        "profile_cnn", ...builder keyword arguments}``; ``input_size`` / ``n_views`` /
-        ``data_points`` / ``n_classes`` are filled in from the data.
+        "profile_cnn", ...builder keyword arguments}`` (default: the task's, :data:`DEFAULT_ARCHITECTURES`:
+        small_cnn for images, lipnet for objects, profile_cnn for profiles); ``input_size`` /
+        ``n_views`` / ``data_points`` / ``n_classes`` are filled in from the data.
     output_mode : ``"binary"`` (one sigmoid logit; needs 2 classes, index 1 positive) or
         ``"multiclass"`` (softmax); None: binary for images, multiclass otherwise.
     class_names : names per class (None: from the data).
@@ -90,7 +93,7 @@ class ClassifierTrainConfig:
     """
 
     task: str = "images"
-    model: dict = field(default_factory=lambda: {"architecture": "small_cnn"})
+    model: dict = field(default_factory=dict)
     output_mode: str | None = None
     class_names: list | None = None
     normalization: dict | None = None
@@ -370,7 +373,7 @@ def train_classifier(
             model_cfg["n_classes"] = n_out
     else:
         model_cfg = dict(cfg.model or {})
-        arch = str(model_cfg.get("architecture", "small_cnn")).lower()
+        arch = str(model_cfg.get("architecture") or DEFAULT_ARCHITECTURES.get(cfg.task, "small_cnn")).lower()
         model_cfg["architecture"] = arch
         model_cfg["n_classes"] = n_out
         if arch == "profile_cnn":

@@ -60,6 +60,9 @@ def make_normalization_spec(spec: dict[str, Any] | str | None = None, **params: 
     spec : a spec dict, a kind name (``"percentile"``, ``"minmax"``, ``"fixed"``, ``"none"``),
         or None for the default (percentile 1 / 99.8).
     **params : parameters overriding those in ``spec`` (e.g. ``offset=8800, scale=1000``).
+
+    Raises InputError for an unknown kind or a setting the kind does not take (percentile: p_low, p_high
+    in percent; fixed: offset, scale; pedestal: scale, estimator, level_taps; minmax / none: none).
     """
     if spec is None:
         spec = dict(DEFAULT_NORMALIZATION)
@@ -71,6 +74,11 @@ def make_normalization_spec(spec: dict[str, Any] | str | None = None, **params: 
     kind = str(spec.get("kind", "percentile")).lower()
     if kind not in _DEFAULTS:
         raise InputError(f"unknown normalisation kind {kind!r}: use one of {', '.join(KINDS)}")
+    known = {"kind", *_DEFAULTS[kind], *(("estimator", "level_taps") if kind == "pedestal" else ())}
+    unknown = sorted(str(key) for key in spec if key not in known)
+    if unknown:  # a misspelt key ("ofset") silently trained and saved the default in its place
+        raise InputError(f"unknown {kind} normalisation setting(s) {', '.join(map(repr, unknown))}: "
+                         f"{kind} takes {', '.join(sorted(known - {'kind'})) or 'no settings'}")
     out: dict[str, Any] = {"kind": kind}
     for key, default in _DEFAULTS[kind].items():
         out[key] = float(spec.get(key, default))
