@@ -46,6 +46,7 @@ excluding there.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -643,10 +644,15 @@ def _local_baseline(window: np.ndarray, classes: np.ndarray, quiet: np.ndarray, 
     return level[nearest_class[box][inside]]
 
 
+#: px by which :func:`find_clusters` grows each cluster for its charge (1.5: the 8 neighbours; 1 adds no
+#: diagonals and summed 92 % of a window's charge on real Fe-55 frames)
+CHARGE_GROW_PX = 1.5
+
+
 def find_clusters(class_map: np.ndarray, image: np.ndarray, pedestal: float | np.ndarray | None = None,
                   cluster_class: int = 3, max_size: int | None = None, connectivity: int = 2,
                   background_classes: Sequence[int] = (0, 1), ring: int = 3, first_label: int = 1,
-                  tap_pedestal: float | np.ndarray | None = None) -> pd.DataFrame:
+                  tap_pedestal: float | np.ndarray | None = None, grow: float = CHARGE_GROW_PX) -> pd.DataFrame:
     """One row per connected cluster (class ``cluster_class``) of a class map.
 
     Parameters
@@ -669,31 +675,51 @@ def find_clusters(class_map: np.ndarray, image: np.ndarray, pedestal: float | np
     tap_pedestal : (Y, X) pedestal of each pixel's readout tap in ADC (:func:`estimate_baseline`'s
         ``pedestal``), subtracted before the local baselines are taken (``pedestal`` None): a cluster
         across a tap boundary is then measured against each tap's own level, not one median of both.
+    grow : px by which each cluster is grown (``skimage.segmentation.expand_labels``; each added
+        pixel goes to its nearest cluster, none counted twice; only into ``background_classes``
+        pixels) for its charge: a cluster's class pixels hold only its brighter part, the charge
+        diffused into the pixels around it below the class threshold (on real Fe-55 frames the
+        class pixels held ~70 % of a 7 x 7 window's sum; grown by 1.5 px, diagonals included,
+        98-100 %). 0: the class pixels only. The grown pixels are left out of the baselines.
 
     Returns
     -------
-    DataFrame with columns ``label, y, x, size_px, charge_adc, peak_adc`` (y, x: charge-weighted
-    centroid in px, where ``objects.csv`` gives the geometric one; charge_adc: sum of image -
-    pedestal over the cluster's pixels; peak_adc: the largest pixel value above the pedestal).
+    DataFrame with columns ``label, y, x, size_px, charge_adc, peak_adc, charge_core_adc, at_edge``
+    (y, x: charge-weighted centroid of the cluster's class pixels in px, where ``objects.csv`` gives
+    the geometric one; size_px: its class pixels; charge_adc: sum of image - pedestal over the grown
+    cluster (ADC); peak_adc: the largest pixel value above the pedestal; charge_core_adc: the sum over
+    its class pixels only; at_edge: 1 where the grown cluster touches the frame's edge, its charge
+    possibly cut off there, else 0).
     """
     cls = np.asarray(class_map)
     img = _check_image(image)
     if cls.shape != img.shape:
         raise InputError(f"class map {cls.shape} and image {img.shape} differ in shape")
+    if not (isinstance(grow, (int, float)) and math.isfinite(grow) and 0 <= grow <= 100):
+        raise InputError(f"grow must be a distance of 0 to 100 px, got {grow!r}")
     struct = ndi.generate_binary_structure(2, connectivity)
     lab, n = ndi.label(cls == cluster_class, structure=struct)
-    cols = ["label", "y", "x", "size_px", "charge_adc", "peak_adc"]
+    cols = ["label", "y", "x", "size_px", "charge_adc", "peak_adc", "charge_core_adc", "at_edge"]
     if n == 0:
-        return pd.DataFrame({c: pd.Series(dtype=float if c in ("y", "x", "charge_adc", "peak_adc") else int) for c in cols})
+        return pd.DataFrame({c: pd.Series(dtype=float if c in ("y", "x", "charge_adc", "peak_adc", "charge_core_adc")
+                                          else int) for c in cols})
     ped = None if pedestal is None else _pedestal_like(pedestal, img.shape)
     if ped is None and tap_pedestal is not None:  # levelled taps: one level on both sides of a boundary
         img = img - _pedestal_like(tap_pedestal, img.shape)
     quiet = np.isin(cls, list(background_classes))
+    grown = lab
+    if grow > 0:  # into quiet pixels only (a hot pixel beside a cluster is no part of its charge)
+        from skimage.segmentation import expand_labels
+
+        grown = expand_labels(lab, grow)
+        grown[(grown != lab) & ~quiet] = 0
+        quiet = quiet & (grown == 0)  # the charge diffused around a cluster is no baseline
     frame_level = float(np.median(img[quiet])) if quiet.any() else float(np.median(img))
     ny, nx = img.shape
-    rows = np.zeros((n, 6))
-    for i, sl in enumerate(ndi.find_objects(lab)):  # work on each cluster's bounding box only
-        inside = lab[sl] == i + 1
+    rows = np.zeros((n, len(cols)))
+    for i, sl in enumerate(ndi.find_objects(grown)):  # work on each grown cluster's bounding box only
+        inside = grown[sl] == i + 1
+        core = lab[sl][inside] == i + 1  # the class pixels among the grown cluster's
         if ped is not None:
             base = ped[sl][inside]
         else:
@@ -704,15 +730,18 @@ def find_clusters(class_map: np.ndarray, image: np.ndarray, pedestal: float | np
                                     slice(sl[1].start - near[1].start, sl[1].stop - near[1].start)), inside)
         vals = img[sl].astype(np.float64)[inside] - base
         yy, xx = np.nonzero(inside)
-        w = np.clip(vals, 0, None)
+        yy, xx, core_vals = yy[core], xx[core], vals[core]
+        w = np.clip(core_vals, 0, None)
         if w.sum() > 0:
             cy, cx = (yy * w).sum() / w.sum(), (xx * w).sum() / w.sum()
         else:
             cy, cx = yy.mean(), xx.mean()
-        rows[i] = (i + first_label, cy + sl[0].start, cx + sl[1].start, inside.sum(), vals.sum(), vals.max())
+        at_edge = sl[0].start == 0 or sl[1].start == 0 or sl[0].stop == ny or sl[1].stop == nx
+        rows[i] = (i + first_label, cy + sl[0].start, cx + sl[1].start, core.sum(), vals.sum(), core_vals.max(),
+                   core_vals.sum(), at_edge)
     table = pd.DataFrame(rows, columns=cols)
-    table["label"] = table["label"].astype(int)
-    table["size_px"] = table["size_px"].astype(int)
+    for column in ("label", "size_px", "at_edge"):
+        table[column] = table[column].astype(int)
     if max_size is not None:
         table = table[table.size_px <= max_size].reset_index(drop=True)
     return table
@@ -731,8 +760,9 @@ def clusters_per_frame(class_map, image, class_names: Sequence[str], first_frame
     Returns
     -------
     None when no class is called ``"cluster"``; else :func:`find_clusters`' table for each
-    frame with ``t`` first: ``t, label, y, x, size_px, charge_adc, peak_adc`` (px, ADC above
-    each cluster's local baseline, from the background and glowing pixels around it, with the
+    frame with ``t`` first: ``t, label, y, x, size_px, charge_adc, peak_adc, charge_core_adc,
+    at_edge`` (px, ADC above each cluster's local baseline, charge_adc over the cluster grown by
+    :data:`CHARGE_GROW_PX`, from the background and glowing pixels around it, with the
     frame's readout taps levelled first: :func:`estimate_baseline`).
     """
     from ..measure.counts import class_index

@@ -18,7 +18,7 @@
     per-pixel class map of a CCD frame in ADC ([C]: 0 background, 1 glowing,
     2 hot pixel, 3 cluster) by robust thresholds and shape rules; writes
     ``OUT/classes.tif``, ``OUT/clusters.csv`` (label, y, x, size_px, charge_adc,
-    peak_adc), ``OUT/objects.csv`` and ``OUT/counts.csv`` (the tables ``segment``
+    peak_adc, charge_core_adc, at_edge), ``OUT/objects.csv`` and ``OUT/counts.csv`` (the tables ``segment``
     writes for a class model: ``count_<class>`` and ``fraction_<class>``, 0-1) and
     ``OUT/params.json``.
 

@@ -64,7 +64,7 @@ class RepeatsResult:
     counts : per exposure ``t, count, count_<class>..., fraction_<class>...``.
     class_names : the model's class names (class map value i is ``class_names[i]``).
     clusters : charge clusters per exposure (:func:`autolabel.ccd.clusters_per_frame`): ``t, label, y, x,
-        size_px, charge_adc, peak_adc``.
+        size_px, charge_adc, peak_adc, charge_core_adc, at_edge``.
     defects : bool (Y, X): the persistent pixels, those that held charge (hot pixel or cluster) in at least
         :func:`postprocess.persistent_frames_needed` exposures: the sensor's defects, to mask in an analysis.
     settings : what :func:`segment_image` reports for the first exposure, with ``hot_repeats=True``,
