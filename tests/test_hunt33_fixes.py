@@ -163,3 +163,31 @@ def test_shipped_ccd_model_clusters_hold_their_window_charge_on_real_fe55():
     assert len(ratios) > 50
     assert 0.97 < np.median(ratios) < 1.03, np.median(ratios)
     assert np.median(core_ratios) < 0.9
+
+
+def test_simulate_ccd_writes_each_point_charge_and_autolabel_recovers_its_charge(tmp_path):
+    """`simulate ccd` dropped the drawn point charges (only class fractions in classes.csv): a cluster
+    measurement could not be checked against the truth from the command line. clusters_truth.csv lists them;
+    `autolabel ccd`'s clusters.csv charges of isolated point charges match it."""
+    import pandas as pd
+
+    from napari_microseg.cli import main
+
+    assert main(["simulate", "ccd", "--out", str(tmp_path / "sim"), "--n", "2", "--noise", "20",
+                 "--glow-probability", "0", "--seed", "3"]) == 0
+    truth = pd.read_csv(tmp_path / "sim" / "clusters_truth.csv")
+    assert list(truth.columns) == ["index", "y", "x", "energy_kev", "sigma_px", "charge_adc"]
+    assert set(truth["index"]) == {0, 1} and (truth.charge_adc > 0).all()
+    assert main(["autolabel", "ccd", "--input", str(tmp_path / "sim" / "frames" / "ccd_00000.fits"),
+                 "--out", str(tmp_path / "auto")]) == 0
+    found = pd.read_csv(tmp_path / "auto" / "clusters.csv")
+    drawn = truth[truth["index"] == 0].reset_index(drop=True)
+    ratios = []
+    for i, row in drawn.iterrows():
+        distance = np.hypot(drawn.y - row.y, drawn.x - row.x)
+        distance[i] = np.inf
+        near = np.hypot(found.y - row.y, found.x - row.x)
+        if distance.min() > 8 and near.min() < 1.5 and row.charge_adc > 400:  # isolated, found
+            ratios.append(found.charge_adc[near.idxmin()] / row.charge_adc)
+    assert len(ratios) >= 5
+    assert 0.95 < np.median(ratios) < 1.05, ratios

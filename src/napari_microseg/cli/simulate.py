@@ -6,7 +6,8 @@ Domains:
   response       balanced good/bad 16-bit response images: images/, integration/, artefacts/, classes.csv
   liposomes      TEM images: images/, labels/, classes.csv (image,label,lamellarity,encapsulation,...)
   nanoparticles  thickness profiles: profiles.tif (n, views, points), classes.csv, renders.tif
-  ccd            CCD frames: frames/*.fits (ADC), classes/*.tif (uint8), classes.csv (class fractions)
+  ccd            CCD frames: frames/*.fits (ADC), classes/*.tif (uint8), classes.csv (class fractions),
+                 clusters_truth.csv (each point charge drawn: index, y, x, energy_kev, sigma_px, charge_adc)
 
 Sample i of a run uses the seed SeedSequence([seed, i]), so a run with --n 2N
 starts with the N samples of a run with --n N (nested data sets); a single
@@ -164,7 +165,7 @@ def _prepare_out(out: Path, overwrite: bool) -> Path:
 _SIMULATION_FILES = {
     "nuclei": ("fluorescence.tif", "phase.tif", "labels.tif", "tracks.csv", "events.csv", "movie_params.json",
                "images.csv"),
-    "response": ("classes.csv",), "liposomes": ("classes.csv",), "ccd": ("classes.csv",),
+    "response": ("classes.csv",), "liposomes": ("classes.csv",), "ccd": ("classes.csv", "clusters_truth.csv"),
     "nanoparticles": ("profiles.tif", "classes.csv", "renders.tif"),
 }
 #: the names of its per-sample files (nuclei_00000.tif, ccd_00003.fits ...): no other file is removed
@@ -509,7 +510,7 @@ def _run_ccd(args, out: Path) -> dict:
                                      glow_probability=args.glow_probability)
 
     def gen():
-        rows = []
+        rows, deposits = [], []
         first = None
         for i in range(args.n):
             s = _sample_seed(args.seed, i)
@@ -529,8 +530,15 @@ def _run_ccd(args, out: Path) -> dict:
                    "n_clusters": f.params["n_clusters_drawn"], "n_cluster_pieces": pieces}
             row.update({f"fraction_{column_name(c)}": float(v) for c, v in zip(CLASS_NAMES, f.class_fractions)})
             rows.append(row)
+            # each point charge drawn, for checking a cluster measurement against the truth (clusters.csv)
+            drawn = pd.DataFrame(np.asarray(f.clusters, np.float64).reshape(-1, 5),
+                                 columns=["y", "x", "energy_kev", "sigma_px", "charge_adc"])
+            drawn.insert(0, "index", i)
+            deposits.append(drawn)
             yield Progress(i + 1, args.n, name)
         _write_csv(out / "classes.csv", pd.DataFrame(rows))
+        _write_csv(out / "clusters_truth.csv", pd.concat(deposits, ignore_index=True) if deposits else
+                   pd.DataFrame(columns=["index", "y", "x", "energy_kev", "sigma_px", "charge_adc"]))
         return {"simulation": first, "class_names": list(CLASS_NAMES)}
 
     return _drive(gen(), args.n, "ccd")
