@@ -191,3 +191,57 @@ def test_simulate_ccd_writes_each_point_charge_and_autolabel_recovers_its_charge
             ratios.append(found.charge_adc[near.idxmin()] / row.charge_adc)
     assert len(ratios) >= 5
     assert 0.95 < np.median(ratios) < 1.05, ratios
+
+
+def _segmented_discs(make_napari_viewer, wait_worker):
+    """A Segmentation dock that segmented a (4, 96, 96) stack of four discs per frame (whole stack)."""
+    from test_hunt32_fixes import _disc_stack
+
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(_disc_stack(), name="movie")
+    widget = SegmentationWidget(viewer)
+    widget.model_choice.value = "nuclei_fluorescence_fast"
+    widget.scope.value = "whole stack"
+    wait_worker(widget.segment())
+    assert widget.result_layer is not None and int((widget.result_layer.data[1] > 0).any())
+    return viewer, widget
+
+
+def test_export_measures_a_corrected_copy_of_the_result_layer(make_napari_viewer, wait_worker, tmp_path):
+    """Correcting a duplicate of the result layer (napari's Duplicate Layer), selecting it and pressing
+    Export wrote the uncorrected result's tables without a word. The copy is measured, and named."""
+    import pandas as pd
+    from napari.layers._layer_actions import _duplicate_layer
+
+    viewer, widget = _segmented_discs(make_napari_viewer, wait_worker)
+    widget.export_dir.value = str(tmp_path)
+    original = widget.result_layer
+    viewer.layers.selection = {original}
+    _duplicate_layer(viewer.layers)
+    copy = viewer.layers[f"{original.name} copy"]
+    removed = int(copy.data[1][25, 25])
+    assert removed
+    copy.fill((1, 25, 25), 0)  # the user deletes one nucleus in the copy
+    viewer.layers.selection.active = copy
+    wait_worker(widget.export())
+    assert f"'{copy.name}'" in widget.status.text(), widget.status.text()
+    objects = pd.read_csv(tmp_path / "objects.csv")
+    assert len(objects) == len(np.unique(copy.data)) - 1 == len(np.unique(original.data)) - 2
+    assert removed not in set(objects["label"])
+
+
+def test_fine_tune_trains_on_corrections_made_after_add(make_napari_viewer, wait_worker, tmp_path, monkeypatch):
+    """A frame added to the training set and then corrected further: Fine-tune trained on the copy taken
+    at Add, dropping the later corrections without a word. The frame's current labels are taken, and said."""
+    monkeypatch.setenv("HOME", str(tmp_path))  # the fine-tuned model goes to ~/microseg_models
+    viewer, widget = _segmented_discs(make_napari_viewer, wait_worker)
+    layer = widget.result_layer
+    viewer.dims.set_current_step(0, 1)
+    assert widget.add_to_training_set() == 1
+    layer.fill((1, 25, 25), 0)  # corrected after Add
+    widget.finetune_epochs.value = 1
+    wait_worker(widget.fine_tune())
+    assert "as corrected since Add (movie t=1)" in widget.status.text(), widget.status.text()
+    np.testing.assert_array_equal(widget.training_pairs[0][1], layer.data[1])

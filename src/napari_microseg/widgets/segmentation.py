@@ -171,6 +171,9 @@ class SegmentationWidget(MicrosegDock):
         # the model and settings whose output was corrected (None: a labels layer not made here), and
         # whether the corrections are a class map, per entry
         self.correction_sources: dict[tuple[Any, int], tuple[str | None, dict | None, bool]] = {}
+        # the labels layer each frame was added from (weakly) and the frame's index in it (None: a 2-D layer):
+        # corrections made there after Add are what Fine-tune trains on
+        self.correction_layers: dict[tuple[Any, int], tuple[Any, int | None]] = {}
         self.fine_tuned_path: str | None = None
         self.finetune_scores: dict | None = None  # the last fine-tune's correction_agreement, before / after
         self._toggle_file()
@@ -479,6 +482,9 @@ class SegmentationWidget(MicrosegDock):
         if self.result is None:
             self.show_error("Nothing to export yet: segment first.")
             return []
+        copy = self._selected_copy_of_result()
+        if copy is not None:  # corrected in a duplicate of the result layer: that copy is measured
+            return self._export_corrected(copy)
         layer = getattr(self, "result_layer", None)
         if layer is None or layer not in self.viewer.layers:  # the last run's tables, as segmented: said
             name = getattr(layer, "name", "") or "its layer"
@@ -491,6 +497,21 @@ class SegmentationWidget(MicrosegDock):
             if not edited:
                 return self._write_tables(self._run_tables(), "written: ")
         return self._export_corrected(layer, check_first=not edited)
+
+    def _selected_copy_of_result(self) -> Any:
+        """The selected Labels layer when it is a copy of the result layer (napari's Duplicate Layer keeps its
+        metadata: the run's image, settings and shape), else None: a user correcting the copy and pressing
+        Export got the uncorrected result written without a word."""
+        from napari.layers import Labels
+
+        active, layer = self.viewer.layers.selection.active, getattr(self, "result_layer", None)
+        if self.busy or layer is None or active is layer or not isinstance(active, Labels):
+            return None
+        mine, theirs = layer.metadata, getattr(active, "metadata", {}) or {}
+        same_run = all(theirs.get(key) == mine.get(key) for key in ("segmented_from", "segment_settings", "model"))
+        if not same_run or theirs.get("segmented_from") is None or tuple(active.data.shape) != tuple(layer.data.shape):
+            return None
+        return active
 
     def _run_tables(self) -> list:
         """(stem, table, leading columns) of the last run as segmented. A whole stack's objects carry the layer's
@@ -566,7 +587,8 @@ class SegmentationWidget(MicrosegDock):
                 self.counts_label.value = counts_summary(counts, classes) + " (corrected)"
             written = self._write_tables([("counts", counts, ["t", "count"]),
                                           ("objects", objects, ["t", "label", "y", "x", "area"])],
-                                         "measured on your corrected labels (ids as in the layer), written: ")
+                                         f"measured on your corrected labels in '{layer.name}' (ids as in the "
+                                         "layer), written: ")
             if classes and written:  # the clusters' charges come from the segmentation, not from paint
                 self.show_message(self.status.text() + "; no clusters.csv: it is measured when segmenting, not "
                                   "from a painted class map")
@@ -750,6 +772,7 @@ class SegmentationWidget(MicrosegDock):
         note = f"frame {t} of {image_layer.name} {'updated' if key in self.corrections else 'added'}"
         self.corrections[key] = (image.copy(), labels.copy())  # corrected again: the newer labels replace the older
         self.correction_names[key] = image_layer.name
+        self.correction_layers[key] = (weakref.ref(labels_layer), int(t) if labels_layer.ndim == 3 else None)
         self._show_training_set()
         misplaced = placement_mismatch(image_layer, labels_layer)
         self.show_message(f"{note}; training set: {len(self.training_pairs)} corrected frame(s)"
@@ -795,6 +818,7 @@ class SegmentationWidget(MicrosegDock):
         self.corrections.clear()
         self.correction_names.clear()
         self.correction_sources.clear()
+        self.correction_layers.clear()
         self._show_training_set()
         self.show_message("training set cleared")
 
@@ -810,6 +834,32 @@ class SegmentationWidget(MicrosegDock):
         frames = ", ".join(f"{self.correction_names[key]}{'' if key[0] in open_ids else ' (closed)'} t={key[1]}"
                            for key in list(self.corrections)[:4]) + (" ..." if n > 4 else "")
         self.training_set_label.value = f"training set: {n} frame(s): {frames}" if n else "training set: empty"
+
+    def _take_corrections_made_since_added(self) -> str:
+        """Update the training set with the corrections made in its frames' labels layers since they were added
+        (Fine-tune trained on each frame as it was at Add, dropping later corrections without a word); a frame
+        whose layer is closed, reshaped or now empty (or of a value of no class) keeps its copy. Returns the
+        note for the status line ('' when nothing changed)."""
+        updated = []
+        for key, (ref, t) in self.correction_layers.items():
+            layer = ref()
+            if layer is None or layer not in self.viewer.layers or key not in self.corrections:
+                continue
+            image, before = self.corrections[key]
+            data = full_resolution(layer)
+            if tuple(data.shape[-2:]) != before.shape or (t is not None and (data.ndim != 3 or t >= data.shape[0])):
+                continue
+            now = np.asarray(data[t] if t is not None else data)
+            if np.array_equal(now, before) or not (now > 0).any():
+                continue
+            class_names = _layer_classes(layer)
+            if class_names and int(now.max()) >= len(class_names):
+                continue
+            self.corrections[key] = (image, now.copy())
+            updated.append(f"{self.correction_names[key]} t={key[1]}")
+        if not updated:
+            return ""
+        return f"; trained on the labels as corrected since Add ({', '.join(updated[:4])}{' ...' if len(updated) > 4 else ''})"
 
     def fine_tune(self, *_: Any) -> Any:
         """Fine-tune the current model on the corrected frames in a worker; the result becomes the current model."""
@@ -832,6 +882,7 @@ class SegmentationWidget(MicrosegDock):
                             "the training set holds object labels (nuclei): choose a nuclei model to fine-tune, or "
                             "clear the training set")
             return None
+        corrected_since = self._take_corrections_made_since_added()
         images = [img for img, _ in self.training_pairs]
         labels = [lab for _, lab in self.training_pairs]
         config = {"epochs": int(self.finetune_epochs.value), "patches_per_epoch": 32, "batch_size": 4, "lr": 3e-4,
@@ -883,7 +934,8 @@ class SegmentationWidget(MicrosegDock):
             self.set_model(str(out))
             self.finetune_scores = None if scores is None else dict(zip(("before", "after"), scores))
             self.show_message(f"fine-tuned ({result.stop_reason}, {result.epochs_run} epoch{'' if result.epochs_run == 1 else 's'}): {out}"
-                              + ("" if scores is None else f"; {describe_before_after(*scores)}") + not_compared)
+                              + ("" if scores is None else f"; {describe_before_after(*scores)}") + not_compared
+                              + corrected_since)
 
         from ..defaults import LAST_SUFFIX
 
