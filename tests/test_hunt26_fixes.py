@@ -146,6 +146,7 @@ def test_track_never_removes_its_input_from_the_ctc_folder(tmp_path, capsys):
     stack[:, 30:38, 30:38] = 2
     tifffile.imwrite(labels, stack)
     (out / "ctc_RES" / "res_track.txt").write_text("1 0 4 0\n")
+    (out / "track_config.json").write_text("{}")  # an earlier run's export (a user's own folder is left alone)
     before = labels.read_bytes()
     for extra in (["--ctc"], []):
         assert main(["track", "--labels", str(labels), "--out", str(out), "--overwrite", *extra]) == 2

@@ -245,3 +245,55 @@ def test_fine_tune_trains_on_corrections_made_after_add(make_napari_viewer, wait
     wait_worker(widget.fine_tune())
     assert "as corrected since Add (movie t=1)" in widget.status.text(), widget.status.text()
     np.testing.assert_array_equal(widget.training_pairs[0][1], layer.data[1])
+
+
+def test_overwrite_leaves_a_users_files_of_output_names_no_run_wrote(tmp_path):
+    """Files of an output's name that no microseg run wrote were deleted as "stale": `autolabel ccd` removed a
+    user's class_fractions.csv (even without --overwrite); with --overwrite `segment` (nuclei model) removed
+    clusters.csv, `classify images` metrics.json / confusion.csv, `track` a CTC folder's res_track.txt and
+    masks. They are removed only where the folder's run record says a run of that command wrote there."""
+    import shutil
+
+    import tifffile
+
+    from napari_microseg.cli import main
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+
+    def user_files(folder, *names):
+        for name in names:
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text("the user's own\n")
+
+    def kept(folder, *names):
+        return all((folder / name).read_text() == "the user's own\n" for name in names)
+
+    assert main(["simulate", "ccd", "--out", str(tmp_path / "ccd"), "--n", "1", "--shape", "64", "64"]) == 0
+    user_files(tmp_path / "a", "class_fractions.csv")
+    assert main(["autolabel", "ccd", "--input", str(tmp_path / "ccd" / "frames" / "ccd_00000.fits"),
+                 "--out", str(tmp_path / "a")]) == 0
+    assert kept(tmp_path / "a", "class_fractions.csv")
+
+    sim = simulate_nuclei_timelapse(n_frames=3, shape=(64, 64), n_nuclei=5, seed=1)
+    tifffile.imwrite(tmp_path / "im.tif", sim.fluorescence[0])
+    tifffile.imwrite(tmp_path / "labels.tif", sim.labels.astype(np.uint16))
+    user_files(tmp_path / "s", "clusters.csv")
+    assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "im.tif"),
+                 "--out", str(tmp_path / "s"), "--overwrite", "--quiet"]) == 0
+    assert kept(tmp_path / "s", "clusters.csv")
+
+    ctc = ("ctc_RES/res_track.txt", "ctc_RES/mask000.tif")
+    user_files(tmp_path / "t", *ctc)
+    assert main(["track", "--labels", str(tmp_path / "labels.tif"), "--out", str(tmp_path / "t"), "--overwrite"]) == 0
+    assert kept(tmp_path / "t", *ctc)
+    assert main(["track", "--labels", str(tmp_path / "labels.tif"), "--out", str(tmp_path / "t2"), "--ctc"]) == 0
+    assert main(["track", "--labels", str(tmp_path / "labels.tif"), "--out", str(tmp_path / "t2"), "--overwrite"]) == 0
+    assert not (tmp_path / "t2" / "ctc_RES" / "res_track.txt").exists()  # an earlier run's export still goes
+
+    assert main(["simulate", "response", "--out", str(tmp_path / "r"), "--n", "4"]) == 0
+    for sub in ("images", "integration"):  # the images and their integration masks, without the true classes
+        shutil.copytree(tmp_path / "r" / sub, tmp_path / "plain" / sub)
+    scored = ("metrics.json", "confusion.csv")
+    user_files(tmp_path / "c", *scored)
+    assert main(["classify", "images", "--model", "response_good_bad", "--input", str(tmp_path / "plain"),
+                 "--out", str(tmp_path / "c"), "--overwrite"]) == 0
+    assert kept(tmp_path / "c", *scored)

@@ -40,3 +40,17 @@ def remove_stale_staging(out: Path, command: str) -> None:
         if pid.isdigit() and pid_alive(int(pid)):
             continue
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def earlier_run_record(out: Path, record_name: str) -> dict | None:
+    """The run record ``out/record_name`` (``segment_run.json``, ``classify_run.json``, ``track_config.json``,
+    ``params.json``) an earlier run of napari-microseg left there, or None (none, unreadable, not a JSON
+    object). A file an output of that run would have had the name of is removed as stale only when such a
+    record says a run wrote in this folder: a user's own file of that name is left."""
+    import json
+
+    try:
+        record = json.loads((out / record_name).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None

@@ -44,7 +44,7 @@ import numpy as np
 from ..errors import InputError
 from ..io.atomic import make_output_folder
 from ._help import HelpFormatter, PairAction
-from ._staging import make_staging_folder, remove_stale_staging
+from ._staging import earlier_run_record, make_staging_folder, remove_stale_staging
 
 
 
@@ -463,8 +463,9 @@ def run_ccd(args: argparse.Namespace) -> int:
               "use the raw FITS frame", file=sys.stderr)
     out = Path(args.out)
     _prepare_out(out, ["classes.tif", "clusters.csv", "objects.csv", "counts.csv", "params.json"], args.overwrite)
-    if (out / "class_fractions.csv").is_file():  # an earlier version's table, now in counts.csv: not left stale
-        (out / "class_fractions.csv").unlink()
+    earlier = earlier_run_record(out, "params.json") or {}
+    if (out / "class_fractions.csv").is_file() and args.overwrite and earlier.get("command") == "autolabel ccd":
+        (out / "class_fractions.csv").unlink()  # an earlier version's table, now in counts.csv: not left stale
     start = time.perf_counter()
     res = autolabel_ccd_details(
         image, taps=args.taps, exclude_columns=args.exclude_columns, seed_sigma=args.seed_sigma, grow_sigma=args.grow_sigma,

@@ -221,7 +221,12 @@ def _prepare_outputs(args) -> None:
 
 def _remove_stale(out: Path, what: str) -> None:
     """Remove the scored outputs of an earlier run (``--overwrite``): they are written again when this
-    run's input knows the true classes, so a folder never mixes two runs' results."""
+    run's input knows the true classes, so a folder never mixes two runs' results. Only where an earlier
+    run's ``classify_run.json`` says one wrote here (files of those names of the user's own are left)."""
+    from ._staging import earlier_run_record
+
+    if earlier_run_record(out, "classify_run.json") is None:
+        return
     for name in SCORED_OUTPUTS[what]:
         (out / name).unlink(missing_ok=True)
 

@@ -29,6 +29,7 @@ from ..defaults import DEFAULT_MIN_SIZE, DEFAULT_TILE
 from ..errors import InputError
 from ..io.atomic import guard_target, make_output_folder, replace_tree
 from ._help import HelpFormatter
+from ._staging import earlier_run_record
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fit.fz",
                   ".fts.fz", ".fz", ".zarr")
@@ -780,7 +781,8 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
             clusters = pd.concat(all_clusters, ignore_index=True)
             write_table_csv(clusters, out / "clusters.csv")
             written += f", {out / 'clusters.csv'} ({len(clusters)} clusters)"
-        elif args.overwrite:  # an earlier class-model run's clusters must not pass for this run's
+        elif args.overwrite and earlier_run_record(out, "segment_run.json") is not None:
+            # an earlier class-model run's clusters must not pass for this run's (a user's own file is no run's)
             (out / "clusters.csv").unlink(missing_ok=True)
         settings = dict(result.settings)
         for per_image_key in ("image_tile", "scale_warning"):  # per image below, with its diameter and resize factor

@@ -212,8 +212,9 @@ def run(args: argparse.Namespace) -> int:
 def _ctc_files_replaced(out: Path, ctc: bool, replace_earlier_ctc: bool, new_names: set | None = None) -> list[Path]:
     """The earlier run's CTC files in ``out/ctc_RES`` this run removes: with ``--ctc``, the masks it
     does not write again (``new_names``; None: all, as the count of frames is not known yet); without,
-    with ``--overwrite``, the whole export (``res_track.txt`` and ``maskNNN.tif``), so that it cannot be
-    scored as this run's. A user's other files there are left."""
+    with ``--overwrite``, the whole export (``res_track.txt`` and ``maskNNN.tif``) of an earlier run (its
+    ``track_config.json`` in ``out``), so that it cannot be scored as this run's. A user's other files there
+    are left."""
     from ..tracking.export import ctc_mask_files
 
     folder = out / OUTPUT_NAMES[-1]
@@ -221,7 +222,9 @@ def _ctc_files_replaced(out: Path, ctc: bool, replace_earlier_ctc: bool, new_nam
         return []
     if ctc:
         return [p for p in ctc_mask_files(folder) if new_names is None or p.name not in new_names]
-    if replace_earlier_ctc and (folder / "res_track.txt").is_file():
+    from ._staging import earlier_run_record
+
+    if replace_earlier_ctc and (folder / "res_track.txt").is_file() and earlier_run_record(out, "track_config.json") is not None:
         return [folder / "res_track.txt", *ctc_mask_files(folder)]
     return []
 
