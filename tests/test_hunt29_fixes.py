@@ -1162,7 +1162,7 @@ def test_train_refuses_history_over_its_model_and_sparse_labels_without_backgrou
 
     assert _run_cli("train", "--simulated", "2", "--out", tmp_path / "m.pt", "--history", tmp_path / "m.pt",
                     "--epochs", "1") != 0
-    assert "is the model file" in capsys.readouterr().err and not (tmp_path / "m.pt").exists()
+    assert "is a model file this run writes" in capsys.readouterr().err and not (tmp_path / "m.pt").exists()
     labels = np.zeros((32, 32), np.int64)
     labels[5:15, 5:15] = 1  # objects painted, background not
     with pytest.raises(InputError, match="no background is annotated"):

@@ -297,3 +297,44 @@ def test_overwrite_leaves_a_users_files_of_output_names_no_run_wrote(tmp_path):
     assert main(["classify", "images", "--model", "response_good_bad", "--input", str(tmp_path / "plain"),
                  "--out", str(tmp_path / "c"), "--overwrite"]) == 0
     assert kept(tmp_path / "c", *scored)
+
+
+def test_history_csv_never_replaces_a_model_file(tmp_path, capsys):
+    """`classify train --history` naming the model --out writes replaced the trained model with the CSV (exit 2
+    "not a napari-microseg model file"); `train --history` naming --init-model replaced the starting model.
+    Both refused before training."""
+    from napari_microseg.cli import main
+
+    model = tmp_path / "r.pt"
+    assert main(["classify", "train", "images", "--simulated", "4", "--epochs", "1", "--out", str(model),
+                 "--history", str(model)]) == 2
+    assert "is a model file this run writes or starts from" in capsys.readouterr().err and not model.exists()
+    _image_label_folders(tmp_path, 2)
+    base = tmp_path / "base.pt"
+    base.write_bytes(b"the user's starting model")
+    assert main(["train", "--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"), "--out",
+                 str(tmp_path / "m.pt"), "--init-model", str(base), "--history", str(base), "--overwrite"]) == 2
+    assert "is a model file this run writes or starts from" in capsys.readouterr().err
+    assert base.read_bytes() == b"the user's starting model"
+
+
+def test_evaluate_never_writes_its_scores_over_a_label_image(tmp_path, capsys):
+    """`evaluate seg --compare old --out old/x.tif --overwrite` turned a label image of the --compare folder
+    into CSV text: the scores need a .csv name (and --compare is declared an input, as --gt and --pred)."""
+    import tifffile
+
+    from napari_microseg.cli import INPUT_OPTIONS, main
+
+    labels = np.zeros((32, 32), np.uint16)
+    labels[5:12, 5:12] = 1
+    for sub in ("gt", "new", "old"):
+        (tmp_path / sub).mkdir()
+        tifffile.imwrite(tmp_path / sub / "a.tif", labels)
+    before = (tmp_path / "old" / "a.tif").read_bytes()
+    common = ["evaluate", "seg", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "new"),
+              "--compare", str(tmp_path / "old"), "--overwrite"]
+    assert main([*common, "--out", str(tmp_path / "old" / "a.tif")]) == 2
+    assert "give a .csv file name" in capsys.readouterr().err
+    assert (tmp_path / "old" / "a.tif").read_bytes() == before
+    assert main([*common, "--out", str(tmp_path / "old" / "a.csv")]) == 0  # a CSV beside them is fine
+    assert "compare" in INPUT_OPTIONS

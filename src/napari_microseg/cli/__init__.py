@@ -83,7 +83,7 @@ def _finish_help(parser: argparse.ArgumentParser) -> None:
 
 #: options that name files or folders a command reads: outputs may never replace them
 #: (not --init-model / --resume: training may write its result over the weights it started from)
-INPUT_OPTIONS = ("input", "stain", "target", "labels", "image", "images", "gt", "pred", "model",
+INPUT_OPTIONS = ("input", "stain", "target", "labels", "image", "images", "gt", "pred", "compare", "model",
                  "val_images", "val_labels", "config", "points")
 
 

@@ -817,6 +817,10 @@ def _run_train(args) -> int:
         raise InputError(f"--out {out} must be a model file name such as model.pt, not a folder")
     history_path = Path(args.history) if args.history else model_sidecar(out, "history.csv")
     from ..training.trainer import last_checkpoint_path
+    from .train import check_history_path
+
+    check_history_path(history_path, out, args.init_model, args.resume,
+                       out.with_name(out.stem + ".pretrained.pt"))
 
     continues_out = bool(args.resume) and Path(args.resume).resolve() in (out.resolve(), last_checkpoint_path(out).resolve())
     if not continues_out:  # a run resumed into another file must not replace one there unasked

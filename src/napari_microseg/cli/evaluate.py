@@ -137,6 +137,8 @@ def csv_output(text: str, default_name: str) -> Path:
     ``default_name`` inside it, so that no file is written under the folder's own name."""
     if text.endswith(("/", os.sep)) or Path(text).is_dir():
         return Path(text) / default_name
+    if Path(text).suffix.lower() != ".csv":  # `--out old/x.tif --overwrite` turned a label image into CSV text
+        raise InputError(f"--out {text}: the scores are a CSV table: give a .csv file name (or a folder)")
     return Path(text)
 
 

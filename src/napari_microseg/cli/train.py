@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -243,6 +244,21 @@ def class_names_near(path: Path) -> list[str] | None:
     return None
 
 
+def check_history_path(history_path: Path, out: Path, *model_files: str | os.PathLike | None) -> None:
+    """Refuse a ``--history`` CSV path that is a model file of the run: the model ``out`` it writes or its
+    ``.last.pt`` checkpoint (the CSV was written over the trained model after training), or a model it
+    starts from (``model_files``: ``--init-model``, ``--resume``); or a folder (found only after the run)."""
+    from ..training.trainer import last_checkpoint_path
+
+    models = {out, last_checkpoint_path(out), *(Path(path) for path in model_files if path)}
+    if history_path.resolve() in {path.resolve() for path in models}:
+        raise InputError(f"--history {history_path} is a model file this run writes or starts from: give the "
+                         "history another name (default: <model>.history.csv)")
+    if history_path.is_dir():
+        raise InputError(f"--history {history_path} is a folder: give the name of a CSV file to write "
+                         f"(e.g. {history_path / (out.stem + '.history.csv')})")
+
+
 def write_history_csv(path: str | Path, history: list[dict]) -> Path:
     """Write the per-epoch history as CSV (atomically)."""
     from ..io.tables import TRAIN_HISTORY_COLUMNS, write_history_csv as write
@@ -298,13 +314,7 @@ def _train_into(args: argparse.Namespace) -> int:
     from ..training.trainer import last_checkpoint_path
 
     history_path = Path(args.history) if args.history else model_sidecar(out, "history.csv")
-    if history_path.resolve() in (out.resolve(), last_checkpoint_path(out).resolve()):
-        # the CSV written over the model (or its checkpoint) after training: the trained model lost, exit 0
-        raise InputError(f"--history {history_path} is the model file (or its checkpoint) --out writes: give the "
-                         "history another name (default: <model>.history.csv)")
-    if history_path.is_dir():  # found only after the whole run (exit 2, no history), with --overwrite
-        raise InputError(f"--history {history_path} is a folder: give the name of a CSV file to write "
-                         f"(e.g. {history_path / (out.stem + '.history.csv')})")
+    check_history_path(history_path, out, args.init_model, args.resume)
     # --resume continues --out's own run (its model or checkpoint); resuming another run writes a new file
     continues_out = bool(args.resume) and Path(args.resume).resolve() in (out.resolve(), last_checkpoint_path(out).resolve())
     for target in (out, history_path, last_checkpoint_path(out)):
