@@ -338,3 +338,51 @@ def test_evaluate_never_writes_its_scores_over_a_label_image(tmp_path, capsys):
     assert (tmp_path / "old" / "a.tif").read_bytes() == before
     assert main([*common, "--out", str(tmp_path / "old" / "a.csv")]) == 0  # a CSV beside them is fine
     assert "compare" in INPUT_OPTIONS
+
+
+def test_matching_solves_each_group_of_conflicting_candidates_on_its_own(monkeypatch):
+    """One merged pair among thousands of nuclei sent every object with a candidate into one dense score matrix
+    (n x n: 36 GiB for 70,000 nuclei, `evaluate seg` refused "out of memory"). Each group of objects linked by
+    candidates is matched on its own, with the same optimum as one matching of all (checked by brute force)."""
+    import itertools
+
+    import scipy.optimize
+
+    from napari_microseg.evaluation.metrics import compute_overlaps, instance_scores, match_instances
+
+    side = 40  # 1600 squares of 8 x 8 px on a 10 px grid; the prediction merges squares 1 and 2 (IoU 0.5 each)
+    yy, xx = np.mgrid[0:side * 10, 0:side * 10]
+    gt = ((yy // 10) * side + (xx // 10) + 1).astype(np.uint32)
+    gt[(yy % 10 > 7) | (xx % 10 > 7)] = 0
+    pred = gt.copy()
+    pred[pred == 2] = 1
+    shapes = []
+    real = scipy.optimize.linear_sum_assignment
+    monkeypatch.setattr(scipy.optimize, "linear_sum_assignment",
+                        lambda score, **kw: (shapes.append(score.shape), real(score, **kw))[1])
+    row = instance_scores(gt, pred, thresholds=[0.5]).iloc[0]
+    assert (row.tp, row.fp, row.fn) == (side * side - 1, 0, 1)
+    assert shapes and max(a * b for a, b in shapes) <= 4, shapes  # the merge's group only, not 1600 x 1600
+
+    rng = np.random.default_rng(0)
+    for _ in range(30):  # random overlaps with conflicts: the most matches, then the largest summed IoU
+        gt = np.zeros((40, 40), np.int32)
+        pred = np.zeros((40, 40), np.int32)
+        for k in range(1, 7):
+            y, x = rng.integers(0, 32, 2)
+            gt[y:y + 8, x:x + 8] = k
+            y2, x2 = np.clip([y, x] + rng.integers(-3, 4, 2), 0, 32)
+            pred[y2:y2 + rng.integers(4, 9), x2:x2 + rng.integers(4, 9)] = k
+        overlaps = compute_overlaps(gt, pred)
+        g, p, iou = match_instances(overlaps, 0.3)
+        keep = overlaps.iou >= 0.3
+        pairs = list(zip(overlaps.pairs_gt[keep], overlaps.pairs_pred[keep], overlaps.iou[keep]))
+        best = (0, 0.0)
+        for size in range(len(pairs), 0, -1):
+            for chosen in itertools.combinations(pairs, size):
+                if len({c[0] for c in chosen}) == size == len({c[1] for c in chosen}):
+                    best = max(best, (size, round(sum(c[2] for c in chosen), 9)))
+            if best[0]:
+                break
+        assert (len(g), round(float(iou.sum()), 9)) == best
+        assert len(set(g)) == len(g) and len(set(p)) == len(p)

@@ -224,18 +224,37 @@ def match_instances(overlaps: Overlaps, threshold: float = 0.5) -> tuple[np.ndar
     if len(np.unique(gi)) == gi.size and len(np.unique(pi)) == pi.size:
         return gi, pi, iou  # no conflicts (always so for threshold > 0.5)
     from scipy.optimize import linear_sum_assignment
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
 
     rows, ri = np.unique(gi, return_inverse=True)
     cols, ci = np.unique(pi, return_inverse=True)
-    score = np.zeros((len(rows), len(cols)))
-    # each valid pair is worth 1 plus a tie-break < 1 / (2 * max matches) in total
-    score[ri, ci] = 1.0 + iou / (2.0 * min(len(rows), len(cols)))
-    r, c = linear_sum_assignment(score, maximize=True)
-    ok = score[r, c] > 0
-    r, c = r[ok], c[ok]
-    m = np.zeros((len(rows), len(cols)))
-    m[ri, ci] = iou
-    return rows[r], cols[c], m[r, c]
+    # the candidate pairs fall apart into independent groups (objects linked by candidates); each is matched
+    # on its own: one dense matrix of all objects with a candidate took n x n memory (36 GiB for 70,000 nuclei
+    # with one merge among them) and Hungarian time
+    n_rows = len(rows)
+    graph = coo_matrix((np.ones(ri.size), (ri, n_rows + ci)), shape=(n_rows + len(cols),) * 2)
+    _, group = connected_components(graph, directed=False)
+    pair_group = group[ri]
+    order = np.argsort(pair_group, kind="stable")
+    bounds = np.flatnonzero(np.diff(pair_group[order])) + 1
+    out_g, out_p, out_iou = [], [], []
+    for members in np.split(order, bounds):
+        g_local, gr = np.unique(ri[members], return_inverse=True)
+        p_local, pc = np.unique(ci[members], return_inverse=True)
+        if members.size == 1:
+            out_g.append(g_local), out_p.append(p_local), out_iou.append(iou[members])
+            continue
+        score = np.zeros((len(g_local), len(p_local)))
+        # each valid pair is worth 1 plus a tie-break < 1 / (2 * max matches) in total
+        score[gr, pc] = 1.0 + iou[members] / (2.0 * min(len(g_local), len(p_local)))
+        r, c = linear_sum_assignment(score, maximize=True)
+        ok = score[r, c] > 0
+        r, c = r[ok], c[ok]
+        m = np.zeros_like(score)
+        m[gr, pc] = iou[members]
+        out_g.append(g_local[r]), out_p.append(p_local[c]), out_iou.append(m[r, c])
+    return rows[np.concatenate(out_g)], cols[np.concatenate(out_p)], np.concatenate(out_iou)
 
 
 def instance_scores(gt: np.ndarray, pred: np.ndarray, thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
