@@ -74,11 +74,13 @@ def make_normalization_spec(spec: dict[str, Any] | str | None = None, **params: 
     kind = str(spec.get("kind", "percentile")).lower()
     if kind not in _DEFAULTS:
         raise InputError(f"unknown normalisation kind {kind!r}: use one of {', '.join(KINDS)}")
-    known = {"kind", *_DEFAULTS[kind], *(("estimator", "level_taps") if kind == "pedestal" else ())}
+    # (an exported model states the package's cut of percentile values, clip_high: a statement, not a setting)
+    known = {"kind", *_DEFAULTS[kind], *(("estimator", "level_taps") if kind == "pedestal" else ()),
+             *(("clip_high",) if kind == "percentile" else ())}
     unknown = sorted(str(key) for key in spec if key not in known)
     if unknown:  # a misspelt key ("ofset") silently trained and saved the default in its place
         raise InputError(f"unknown {kind} normalisation setting(s) {', '.join(map(repr, unknown))}: "
-                         f"{kind} takes {', '.join(sorted(known - {'kind'})) or 'no settings'}")
+                         f"{kind} takes {', '.join(sorted(known - {'kind', 'clip_high'})) or 'no settings'}")
     out: dict[str, Any] = {"kind": kind}
     for key, default in _DEFAULTS[kind].items():
         out[key] = float(spec.get(key, default))
