@@ -386,3 +386,21 @@ def test_matching_solves_each_group_of_conflicting_candidates_on_its_own(monkeyp
                 break
         assert (len(g), round(float(iou.sum()), 9)) == best
         assert len(set(g)) == len(g) and len(set(p)) == len(p)
+
+
+def test_track_with_more_tracks_than_ctc_holds_keeps_the_other_outputs(tmp_path, monkeypatch, capsys):
+    """`track --ctc` of more tracks than CTC's 16-bit masks hold threw the whole finished run away (no
+    tracks.csv, no labels): the other outputs are written, the CTC export refused (exit 1)."""
+    import tifffile
+
+    import napari_microseg.tracking.export as export
+    from napari_microseg.cli import main
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+
+    sim = simulate_nuclei_timelapse(n_frames=3, shape=(64, 64), n_nuclei=5, seed=1)
+    tifffile.imwrite(tmp_path / "labels.tif", sim.labels.astype(np.uint16))
+    monkeypatch.setattr(export, "CTC_MAX_TRACKS", 2)
+    assert main(["track", "--labels", str(tmp_path / "labels.tif"), "--out", str(tmp_path / "t"), "--ctc"]) == 1
+    assert "no CTC export" in capsys.readouterr().err
+    assert (tmp_path / "t" / "tracks.csv").is_file() and (tmp_path / "t" / "tracks_labels.tif").is_file()
+    assert not (tmp_path / "t" / "ctc_RES").exists()

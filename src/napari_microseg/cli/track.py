@@ -198,12 +198,21 @@ def run(args: argparse.Namespace) -> int:
                                     # a Z stack of no stated step stays a Z stack (not written as a time-lapse)
                                     **({"z_planes": True} if calibration.get("z_planes") and frame_interval is None else {})})
             write_config_json(result, staging / "track_config.json")
+            ctc_refused = None
             if args.ctc:
-                write_ctc(result, staging / OUTPUT_NAMES[-1])
-            _publish(staging, out, ctc=args.ctc, replace_earlier_ctc=args.overwrite)
+                try:
+                    write_ctc(result, staging / OUTPUT_NAMES[-1])
+                except InputError as err:  # (more tracks than CTC's 16-bit masks hold): the rest is still written,
+                    ctc_refused = err  # not the whole finished run thrown away
+                    shutil.rmtree(staging / OUTPUT_NAMES[-1], ignore_errors=True)
+            _publish(staging, out, ctc=args.ctc and ctc_refused is None, replace_earlier_ctc=args.overwrite)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         print(f"{result.n_tracks} tracks, {len(result.graph)} daughter tracks, {len(result.table)} objects in {result.n_frames} frames -> {out}")
+        if ctc_refused is not None:
+            print(f"microseg track: error: no CTC export ({ctc_refused}); the other outputs are written "
+                  "(tracks_labels.tif holds every track)", file=sys.stderr)
+            return 1
         return 0
     finally:
         lock.unlink(missing_ok=True)

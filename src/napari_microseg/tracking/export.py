@@ -291,6 +291,10 @@ def ctc_digits(n_frames: int) -> int:
     return 3 if n_frames <= 1000 else 4
 
 
+#: the most tracks a CTC export holds (its masks are 16-bit)
+CTC_MAX_TRACKS = 65535
+
+
 def ctc_tracks(result: TrackResult) -> tuple[pd.DataFrame, pd.DataFrame]:
     """CTC view of a result: ``(lbep, table)`` where ``lbep`` has columns
     ``L, B, E, P`` and ``table`` is the result table with a ``ctc_label`` column.
@@ -323,8 +327,8 @@ def ctc_tracks(result: TrackResult) -> tuple[pd.DataFrame, pd.DataFrame]:
     lbep.loc[lbep["piece"] == 0, "P"] = [
         last_piece.get(int(p), 0) if p else 0 for p in lbep.loc[lbep["piece"] == 0, "P"]
     ]
-    if next_label - 1 > 65535:
-        raise InputError("more than 65535 CTC tracks: CTC masks are uint16")
+    if next_label - 1 > CTC_MAX_TRACKS:
+        raise InputError(f"{next_label - 1} CTC tracks, more than the {CTC_MAX_TRACKS} CTC's 16-bit masks hold")
     return lbep[["L", "B", "E", "P"]], table.assign(ctc_label=ctc_label)
 
 
