@@ -404,3 +404,28 @@ def test_track_with_more_tracks_than_ctc_holds_keeps_the_other_outputs(tmp_path,
     assert "no CTC export" in capsys.readouterr().err
     assert (tmp_path / "t" / "tracks.csv").is_file() and (tmp_path / "t" / "tracks_labels.tif").is_file()
     assert not (tmp_path / "t" / "ctc_RES").exists()
+
+
+def test_two_planar_samples_are_channels_and_cmyk_is_read_as_colour(tmp_path):
+    """A one-page TIFF of 2 planar samples (axes SYX) was segmented as a 2-frame movie (--channel ignored); a
+    CMYK JPEG was averaged as R, G, B with K (the picture) dropped as alpha: "constant", 0 objects. A CMYK
+    TIFF is refused in one line."""
+    import tifffile
+    from PIL import Image
+
+    from napari_microseg.errors import InputError
+    from napari_microseg.io.images import read_image
+
+    yy, xx = np.mgrid[:64, :64]
+    picture = np.where((yy - 30) ** 2 + (xx - 30) ** 2 < 100, 250, 25).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "planar.tif", np.stack([picture, picture // 2]), photometric="minisblack",
+                     planarconfig="separate")
+    image = read_image(tmp_path / "planar.tif", channel=1)
+    assert image.data.shape == (64, 64) and int(image.data.max()) == 125
+    Image.fromarray(picture, "L").convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)
+    colour = read_image(tmp_path / "cmyk.jpg").data
+    assert colour.shape == (64, 64, 3)
+    assert np.corrcoef(colour.mean(-1).ravel(), picture.ravel())[0, 1] > 0.99
+    tifffile.imwrite(tmp_path / "cmyk.tif", np.dstack([picture] * 4), photometric="separated")
+    with pytest.raises(InputError, match="CMYK"):
+        read_image(tmp_path / "cmyk.tif")

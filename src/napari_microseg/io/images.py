@@ -197,6 +197,10 @@ def read_image(path: str | os.PathLike, hdu: int | None = None, min_ndim: int = 
     if kind == "tiff" and len(shape) == 3 and shape[-1] in (1, 2) and min(shape[:2]) >= 8:
         # (Y, X, 1) or (Y, X, 2): a trailing channel axis (grey; grey + alpha), not Y frames of X x 1 px
         result.metadata["axes"] = "YXC"
+    elif kind == "tiff" and len(shape) == 3 and shape[0] == 2 and str(result.metadata.get("axes", "")) == "SYX":
+        # one page of 2 planar samples: 2 channels (tifffile writes a 2-frame grey stack as 2 pages, never so;
+        # 3-4 planar samples stay frames: a grey 3-4 frame stack written without metadata looks like that)
+        result.metadata["axes"] = "CYX"
     elif kind == "tiff" and len(shape) == 4 and shape[-1] == 2 and str(result.metadata.get("axes", "")).endswith("S"):
         # a time-lapse (or Z stack) of 2 interleaved samples per pixel: 2 channels, as of a 2-D image
         result.metadata["axes"] = str(result.metadata["axes"])[:-1] + "C"
@@ -391,6 +395,9 @@ def _read_tiff_logged(path: Path, lazy_above_bytes: int | None, messages: list[s
     try:
         series = tif.series[0]
         _check_tifffile_log(messages, path.name)
+        if len(tif.pages) and getattr(tif.pages[0], "photometric", None) == tifffile.PHOTOMETRIC.SEPARATED:
+            raise InputError(f"{path.name}: a CMYK (print) TIFF; save it as grey or RGB (or export the channel "
+                             "to segment) and read that")
         _warn_other_series(tif, path.name)
         axes = str(series.axes)
         meta: dict = {"axes": axes} if len(axes) == len(series.shape) else {}
@@ -485,7 +492,14 @@ def _read_plain(path: Path) -> ImageData:
             with Image.open(path) as picture:
                 data = np.asarray(picture)  # mode "P": the indices
         else:
-            data = np.asarray(skimage.io.imread(path))
+            from PIL import Image
+
+            with Image.open(path) as picture:
+                cmyk = picture.mode == "CMYK"
+                if cmyk:  # (print / Photoshop exports): as RGB, not C, M, Y taken for R, G, B and K for alpha
+                    data = np.asarray(picture.convert("RGB"))
+            if not cmyk:
+                data = np.asarray(skimage.io.imread(path))
     except Exception as err:  # noqa: BLE001 - any decoder error is bad input
         raise InputError(f"{path.name}: not a readable image ({type(err).__name__}: {err})") from err
     if data.ndim == 3 and data.shape[-1] == 2:  # grey + alpha: the alpha is not an image
