@@ -429,3 +429,23 @@ def test_two_planar_samples_are_channels_and_cmyk_is_read_as_colour(tmp_path):
     tifffile.imwrite(tmp_path / "cmyk.tif", np.dstack([picture] * 4), photometric="separated")
     with pytest.raises(InputError, match="CMYK"):
         read_image(tmp_path / "cmyk.tif")
+
+
+@pytest.mark.parametrize("multiscales, said", [
+    ([{"version": "0.4", "datasets": []}], "lists no array"),
+    ([{"version": "0.4", "datasets": [{"path": "s0"}]}], "array 's0', which the store does not hold"),
+    ({"datasets": [{"path": "0"}]}, "is not a list of images"),
+])
+def test_damaged_ome_zarr_metadata_is_one_line(tmp_path, multiscales, said):
+    """An OME-Zarr store whose multiscales list is empty, names a missing array or is no list gave an
+    IndexError / KeyError traceback (command line and napari reader)."""
+    import zarr
+
+    from napari_microseg.errors import InputError
+    from napari_microseg.io.images import read_image
+
+    group = zarr.open_group(str(tmp_path / "bad.zarr"), mode="w", zarr_format=2)
+    group.create_array("0", shape=(32, 32), dtype="uint16")[:] = 1
+    group.attrs["multiscales"] = multiscales
+    with pytest.raises(InputError, match=f"bad.zarr: damaged OME-Zarr metadata.*{said}"):
+        read_image(tmp_path / "bad.zarr")

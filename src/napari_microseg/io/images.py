@@ -742,7 +742,7 @@ def _read_zarr(path: Path) -> ImageData:
         arr = None
         multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
         if multiscales:
-            paths = [d["path"] for d in multiscales[0]["datasets"]]
+            paths = _multiscale_paths(multiscales, node, path.name)
             arr = node[paths[0]]
             levels = [da.from_zarr(node[p]) for p in paths] if len(paths) > 1 else []
         else:
@@ -763,6 +763,22 @@ def _read_zarr(path: Path) -> ImageData:
         if origin:  # OME-Zarr's translation: where the image lies (a tile of a plate, a crop of a larger field)
             image.metadata["origin"] = origin
     return image
+
+
+def _multiscale_paths(multiscales: Any, group: Any, name: str) -> list[str]:
+    """The arrays' paths of an OME-Zarr group's first multiscale image, full resolution first; InputError
+    naming the store when its ``multiscales`` metadata is damaged (not a list of images, no datasets, a
+    path with no array): a KeyError / IndexError traceback before."""
+    try:
+        paths = [str(dataset["path"]) for dataset in multiscales[0]["datasets"]]
+    except (KeyError, IndexError, TypeError) as err:
+        raise InputError(f"{name}: damaged OME-Zarr metadata: 'multiscales' is not a list of images with "
+                         f"'datasets' ({type(err).__name__}: {err})") from None
+    missing = [p for p in paths if p not in group]
+    if not paths or missing:
+        raise InputError(f"{name}: damaged OME-Zarr metadata: its 'multiscales' lists "
+                         + (f"array {missing[0]!r}, which the store does not hold" if paths else "no array"))
+    return paths
 
 
 def _first_image_array(group: Any, name: str) -> Any:
