@@ -449,3 +449,31 @@ def test_damaged_ome_zarr_metadata_is_one_line(tmp_path, multiscales, said):
     group.attrs["multiscales"] = multiscales
     with pytest.raises(InputError, match=f"bad.zarr: damaged OME-Zarr metadata.*{said}"):
         read_image(tmp_path / "bad.zarr")
+
+
+@pytest.mark.parametrize("entry, said", [
+    ({"class_names": 3}, "'class_names' is damaged"),
+    ({"patch_size": "abc"}, "'patch_size' is damaged"),
+    ({"postprocess": "x"}, "'postprocess' is damaged"),
+    ({"postprocess": {"threshold": "high", "tuned_on": "a note"}}, "threshold: 'high' is no number"),
+    ({"training": "x"}, "'training' is damaged"),
+])
+def test_a_model_config_entry_of_the_wrong_type_is_one_line(tmp_path, entry, said):
+    """A hand-edited model card with an entry of the wrong JSON type gave TypeError / AttributeError /
+    ValueError tracebacks (segment, info, the docks' model choosers)."""
+    import inspect
+    import shutil
+
+    from napari_microseg.errors import InputError
+    from napari_microseg.inference import postprocess
+    from napari_microseg.io.models import POSTPROCESS_NUMBERS, read_model_config, update_model_config
+    from napari_microseg.pretrained import pretrained_path
+
+    model = tmp_path / "m.pt"
+    shutil.copy(pretrained_path("nuclei_fluorescence_fast"), model)
+    update_model_config(model, **entry)
+    with pytest.raises(InputError, match=f"m.pt: model config entry {said}" if "'" in said[:1] else said):
+        read_model_config(model)
+    numbers = {name for name, p in inspect.signature(postprocess.three_class_to_labels).parameters.items()
+               if isinstance(p.default, (int, float)) and not isinstance(p.default, bool)}
+    assert numbers | {"max_size"} == set(POSTPROCESS_NUMBERS)  # the list follows the watershed's settings

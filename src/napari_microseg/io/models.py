@@ -226,10 +226,46 @@ def _decode_config(payload: Any, name: str) -> None:
         payload["config"] = json.loads(payload["config_json"])
     except (KeyError, TypeError, ValueError):
         raise InputError(f"{name}: model config is missing or damaged") from None
+    if not isinstance(payload["config"], dict):
+        raise InputError(f"{name}: model config is damaged (a JSON {type(payload['config']).__name__}, not an object)")
     if "state_dict" not in payload or "model" not in payload["config"]:
         raise InputError(f"{name}: model file lacks weights or the model description")
-    if isinstance(payload["config"], dict) and payload["config"].get("task") is None:
+    _check_config_types(payload["config"], name)
+    if payload["config"].get("task") is None:
         _check_segmentation_outputs(payload["config"], name)
+
+
+#: the JSON types of a model config's entries (absent or null: allowed); a wrong type (a hand-edited card)
+#: gave a TypeError / AttributeError deep in the code that reads it
+CONFIG_TYPES = {"model": dict, "output_mode": str, "task": str, "distance_head": bool, "n_classes": int,
+                "class_names": list, "normalization": (dict, str), "patch_size": (list, int), "input_shape": list,
+                "input_range": dict, "training": dict, "object_size": dict, "postprocess": dict, "crop": dict,
+                "positive_class": str, "threshold": (int, float), "use_thresholds": dict}
+
+
+#: the watershed settings (``inference.postprocess.three_class_to_labels``) a model's ``postprocess`` gives as numbers
+POSTPROCESS_NUMBERS = ("threshold", "seed_threshold", "distance_sigma", "seed_dynamics", "seed_erosion", "min_seed_size",
+                       "min_size", "max_size", "min_mean_interior", "grow_small_below")
+
+
+def _check_config_types(config: dict, name: str) -> None:
+    """InputError naming the file and the entry when a config entry is not of its JSON type
+    (:data:`CONFIG_TYPES`), a class name is no string, a patch size no positive integers, or a number of the
+    postprocess settings (:data:`POSTPROCESS_NUMBERS`) is not a number."""
+    for key, kinds in CONFIG_TYPES.items():
+        value = config.get(key)
+        if value is not None and (not isinstance(value, kinds) or (kinds is int and isinstance(value, bool))):
+            raise InputError(f"{name}: model config entry '{key}' is damaged ({value!r} is no "
+                             f"{' or '.join(k.__name__ for k in (kinds if isinstance(kinds, tuple) else (kinds,)))})")
+    if not all(isinstance(c, str) for c in config.get("class_names") or []):
+        raise InputError(f"{name}: model config entry 'class_names' is damaged (its names must be strings)")
+    patch = config.get("patch_size")
+    sides = patch if isinstance(patch, list) else [patch] if patch is not None else []
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sides):
+        raise InputError(f"{name}: model config entry 'patch_size' is damaged ({patch!r}: sides in px)")
+    for key, value in (config.get("postprocess") or {}).items():  # (notes such as tuned_on are free text)
+        if key in POSTPROCESS_NUMBERS and not (value is None or isinstance(value, (int, float))):
+            raise InputError(f"{name}: model config entry 'postprocess' is damaged ({key}: {value!r} is no number)")
 
 
 class _Opaque:
