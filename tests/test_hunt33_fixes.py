@@ -477,3 +477,27 @@ def test_a_model_config_entry_of_the_wrong_type_is_one_line(tmp_path, entry, sai
     numbers = {name for name, p in inspect.signature(postprocess.three_class_to_labels).parameters.items()
                if isinstance(p.default, (int, float)) and not isinstance(p.default, bool)}
     assert numbers | {"max_size"} == set(POSTPROCESS_NUMBERS)  # the list follows the watershed's settings
+
+
+def test_an_output_name_taken_by_a_folder_is_refused_before_any_work(tmp_path, capsys):
+    """`track --overwrite` with a folder named track_summary.csv in --out moved the new tracks.csv and counts.csv
+    in, then failed (naming its hidden staging folder): two runs' files mixed. `segment` likewise wrote new
+    labels and objects.csv, then failed on a counts.csv folder. Refused before any work."""
+    import tifffile
+
+    from napari_microseg.cli import main
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+
+    sim = simulate_nuclei_timelapse(n_frames=3, shape=(64, 64), n_nuclei=5, seed=1)
+    tifffile.imwrite(tmp_path / "labels.tif", sim.labels.astype(np.uint16))
+    tifffile.imwrite(tmp_path / "im.tif", sim.fluorescence[0])
+    (tmp_path / "t" / "track_summary.csv").mkdir(parents=True)
+    (tmp_path / "t" / "tracks.csv").write_text("an earlier run's\n")
+    assert main(["track", "--labels", str(tmp_path / "labels.tif"), "--out", str(tmp_path / "t"), "--overwrite"]) == 2
+    assert "track_summary.csv is a folder" in capsys.readouterr().err
+    assert (tmp_path / "t" / "tracks.csv").read_text() == "an earlier run's\n"
+    (tmp_path / "s" / "counts.csv").mkdir(parents=True)
+    assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "im.tif"),
+                 "--out", str(tmp_path / "s"), "--overwrite", "--quiet"]) == 2
+    assert "counts.csv is a folder" in capsys.readouterr().err
+    assert not (tmp_path / "s" / "objects.csv").exists() and not (tmp_path / "s" / "labels").exists()

@@ -27,7 +27,7 @@ from typing import Any
 
 from ..defaults import DEFAULT_MIN_SIZE, DEFAULT_TILE
 from ..errors import InputError
-from ..io.atomic import guard_target, make_output_folder, replace_tree
+from ..io.atomic import guard_target, make_output_folder, refuse_folders_in_the_way, replace_tree
 from ._help import HelpFormatter
 from ._staging import earlier_run_record
 
@@ -707,6 +707,7 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
         if args.save_probabilities:
             targets.append(out / "probabilities" / f"{_stem(path)}.tif")
     check_overwrite(targets, args.overwrite)
+    refuse_folders_in_the_way(targets)
     for target in targets:  # labels and tables never replace an input, even with --overwrite
         guard_target(target)
     make_output_folder(out)

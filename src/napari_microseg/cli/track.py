@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..errors import InputError
-    from ..io.atomic import guard_target, make_output_folder
+    from ..io.atomic import guard_target, make_output_folder, refuse_folders_in_the_way
     from ..io.images import LABELS_SOFTWARE, write_tiff
     from ..progress import run_with_text_progress
     from ..tracking.export import (check_units, write_config_json, write_counts_csv, write_ctc, write_track_summary_csv,
@@ -122,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--seed must be >= 0, got {args.seed}")
     for name in targets:
         guard_target(out / name)
+    refuse_folders_in_the_way(out / name for name in OUTPUT_NAMES[:-1])  # (ctc_RES is a folder)
     for path in _ctc_files_replaced(out, args.ctc, args.overwrite):
         guard_target(path)  # e.g. the --labels stack kept in ctc_RES: never removed, refused before any work
     recorded = check_config(args.config)  # a bad config is refused before the stacks are read

@@ -110,6 +110,17 @@ def forget_created_folders() -> None:
     _CREATED_FOLDERS.clear()
 
 
+def refuse_folders_in_the_way(paths: Iterable[str | os.PathLike]) -> None:
+    """InputError when an output file's name is taken by a folder (a Zarr store, ``.zarr``, is an output of
+    its own): found only as it was written, after the work, the run then stopped with some outputs of its
+    own beside the earlier run's and named its hidden staging folder."""
+    for path in paths:
+        path = Path(path)
+        if path.is_dir() and path.suffix.lower() != ".zarr":
+            raise InputError(f"{path} is a folder: this run writes a file of that name there (move or rename the "
+                             "folder, or choose another --out)")
+
+
 def guard_target(path: str | os.PathLike) -> None:
     """Raise :class:`InputError` if writing ``path`` would replace one of the declared inputs."""
     if not (_PROTECTED_FILES or _PROTECTED_STORES):
