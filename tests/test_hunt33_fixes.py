@@ -501,3 +501,19 @@ def test_an_output_name_taken_by_a_folder_is_refused_before_any_work(tmp_path, c
                  "--out", str(tmp_path / "s"), "--overwrite", "--quiet"]) == 2
     assert "counts.csv is a folder" in capsys.readouterr().err
     assert not (tmp_path / "s" / "objects.csv").exists() and not (tmp_path / "s" / "labels").exists()
+
+
+def test_a_constant_learning_rate_can_be_asked_for(tmp_path):
+    """The [N] study trained at a constant Adam lr (2e-4, patience 250); `microseg train` always reduced it
+    on plateaus (x0.1 after 5 epochs: 250 epochs of patience spent at 1e-6). `--lr-schedule constant`."""
+    import pandas as pd
+
+    from napari_microseg.cli import main
+
+    _image_label_folders(tmp_path, 2)
+    assert main(["train", "--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"), "--out",
+                 str(tmp_path / "m.pt"), "--epochs", "3", "--patch", "32", "--patches-per-epoch", "4", "--batch-size",
+                 "4", "--lr", "2e-4", "--lr-schedule", "constant", "--val-fraction", "0", "--threads", "1",
+                 "--quiet"]) == 0
+    history = pd.read_csv(tmp_path / "m.history.csv")
+    assert len(history) == 3 and (history.lr == 2e-4).all()

@@ -92,13 +92,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--lr", type=float, default=1e-3,
                    help="initial learning rate (default: 0.001; a resumed run goes on with its own, as its optimiser state does)")
     # the choices of trainer.LR_SCHEDULES, written out: importing the trainer here would load torch for --help
-    t.add_argument("--lr-schedule", choices=["plateau", "cosine"], default=None,
-                   help="plateau: the lr falls when validation stops improving; cosine: it falls from --lr to 1e-6 "
-                        f"along a cosine over --epochs (long fine-tunes; combine with --patience 0) {_resumed('lr_schedule')}")
+    t.add_argument("--lr-schedule", choices=["plateau", "cosine", "constant"], default=None,
+                   help="plateau: the lr falls x0.1 after 5 epochs without improvement; cosine: it falls from --lr to "
+                        "1e-6 along a cosine over --epochs (long fine-tunes; combine with --patience 0); constant: --lr "
+                        f"throughout (the [N] study: --lr 2e-4 --patience 250) {_resumed('lr_schedule')}")
     t.add_argument("--optimizer", default=None, choices=["adam", "adamw", "sgd", "adadelta"],
                    help=f"optimiser {_resumed('optimizer')}")
     t.add_argument("--weight-decay", type=float, default=None,
-                   help="L2 penalty on the weights (decoupled decay with adamw); the [C] study used 0.01 with adadelta "
+                   help="L2 penalty on the weights, added to their gradients (decoupled decay with adamw); the [C] "
+                        "study's Keras l2(0.01), which adds 0.01 x w^2 to the loss, is --weight-decay 0.02 with adadelta "
                         f"{_resumed('weight_decay')}")
     t.add_argument("--loss", choices=["bce", "ce", "weighted_ce", "dice", "bce_dice", "ce_dice", "focal"],
                    help="loss (default: a resumed run's own, else bce_dice binary, ce_dice three_class, weighted_ce "

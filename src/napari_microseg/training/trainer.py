@@ -55,7 +55,7 @@ DEFAULT_CLASS_NAMES = {
 
 
 #: learning-rate schedules (:attr:`TrainConfig.lr_schedule`)
-LR_SCHEDULES = ("plateau", "cosine")
+LR_SCHEDULES = ("plateau", "cosine", "constant")
 # An epoch whose mean training loss exceeds this many times the run's first-step loss has blown up
 # (a network at its start predicts near-uniform classes: a working run stays below that loss; at
 # --lr 1000 the loss rose 1.4 -> 5e5 and stayed finite). The first-step loss of a resumed or
@@ -98,7 +98,8 @@ class TrainConfig:
         ``reduce_lr_patience`` epochs without improvement) or ``"cosine"`` (the lr falls
         from ``lr`` to ``min_lr`` along half a cosine over the epochs ``1..epochs``,
         whatever the validation does; for long fine-tunes, usually with
-        ``early_stopping_patience=None``).
+        ``early_stopping_patience=None``) or ``"constant"`` (``lr`` throughout, as the [N] study
+        trained: Adam at 2e-4 for up to 3000 epochs, patience 250).
     monitor : ``"val_loss"`` (lower is better) or ``"val_dice"`` (higher is better).
     device : ``"auto"`` (cuda > mps > cpu), ``"cpu"``, ``"cuda"``, ...
     amp : mixed precision: on CUDA bfloat16 where supported, else float16 + grad scaling;
@@ -780,7 +781,7 @@ def train(
     scheduler = None
     if cfg.lr_schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, int(cfg.epochs)), eta_min=cfg.min_lr)
-    elif cfg.reduce_lr_patience is not None:
+    elif cfg.reduce_lr_patience is not None and cfg.lr_schedule != "constant":
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max" if higher_better else "min", factor=cfg.reduce_lr_factor,
             patience=int(cfg.reduce_lr_patience), min_lr=cfg.min_lr)
