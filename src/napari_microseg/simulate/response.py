@@ -445,7 +445,9 @@ def build_balanced_set(n: int, seed: int = 0, progress: bool = False, **kwargs):
     Image ``i`` has kind :func:`balanced_kind` (i) and seed
     :func:`~._common.sample_seed` (seed, i), so the set of ``n`` is a prefix of the set of
     ``2n`` (nested sets of growing size). Bad types are equal up to one image
-    when ``n/2`` is not a multiple of 6.
+    when ``n/2`` is not a multiple of 6. METHODS [R] names five bad types with "fiber/line" as one;
+    here fibers and lines are two kinds (their shapes differ), so together they make 1/3 of the bad
+    images, not 1/5 (each other type 1/6 of them, not 1/5).
 
     Parameters
     ----------
