@@ -517,3 +517,27 @@ def test_a_constant_learning_rate_can_be_asked_for(tmp_path):
                  "--quiet"]) == 0
     history = pd.read_csv(tmp_path / "m.history.csv")
     assert len(history) == 3 and (history.lr == 2e-4).all()
+
+
+def test_tracking_export_says_when_the_tracked_labels_were_edited_since(make_napari_viewer, wait_worker, tmp_path):
+    """A nucleus deleted from the labels layer after Track: Export CSV wrote it in tracks.csv (and the old
+    count in counts.csv) without a word. The export says the layer was edited since it was tracked."""
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+    from napari_microseg.widgets.tracking import TrackingWidget
+
+    sim = simulate_nuclei_timelapse(n_frames=4, shape=(96, 96), n_nuclei=6, seed=5)
+    viewer = make_napari_viewer(show=False)
+    layer = viewer.add_labels(sim.labels.astype(np.uint16), name="nuclei")
+    widget = TrackingWidget(viewer)
+    widget.labels_layer.value = "nuclei"
+    widget.export_dir.value = str(tmp_path)
+    wait_worker(widget.track())
+    widget.export_csv()
+    assert "was edited since" not in widget.status.text()
+    t, y, x = np.argwhere(layer.data > 0)[0]
+    layer.fill((int(t), int(y), int(x)), 0)  # the user deletes one nucleus
+    widget.export_csv()
+    assert "'nuclei' was edited since it was tracked" in widget.status.text(), widget.status.text()
+    wait_worker(widget.track())  # tracked again: the note goes
+    widget.export_csv()
+    assert "was edited since" not in widget.status.text()

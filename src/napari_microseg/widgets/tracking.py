@@ -101,6 +101,12 @@ class TrackingWidget(MicrosegDock):
         self.tracks_layer = None
         self.relabelled_layer = None
         self._by_track_edited = False  # the user painted into the "by track" layer since the dock last set it
+        # the labels layer the shown result tracked (weakly) and whether it was edited since its tracking began;
+        # the pending pair: those of the run under way
+        self._source_ref: Any = None
+        self._source_edited = False
+        self._pending_source: Any = None
+        self._pending_edited = False
         self._updating_layers = False  # the dock is setting that layer's data itself
         self.tracked_name = ""
         self.tracked_image: str | None = None
@@ -151,6 +157,7 @@ class TrackingWidget(MicrosegDock):
         image_name = str(self.image_layer.value) if has_image else None
         geometry = layer_geometry(labels_layer, labels.ndim)
         frame_ids = frame_label_map(labels_layer)  # a Segmentation dock's stack: tracks.csv joins its objects.csv
+        self._watch_source(labels_layer)
 
         def make_generator():
             result = yield from _track_layers(labels, image, kwargs, copied)
@@ -172,6 +179,7 @@ class TrackingWidget(MicrosegDock):
         """Show a tracking ``result``; ``layer_data``: the "by track" layer's own copy of its relabelled
         stack, made in the worker (None: copied here)."""
         self.result = result
+        self._source_ref, self._source_edited = self._pending_source, self._pending_edited
         self.tracked_image = image_name  # the image layer measured with the labels, if any
         self.edits.clear()  # a new tracking: the edits of the last one cannot be undone onto it
         self.tracked_name = source_name  # the labels tracked: result layers are named after them
@@ -192,6 +200,22 @@ class TrackingWidget(MicrosegDock):
             self.show_error(f"{text}. Note: {warning}")
         else:
             self.show_message(text)
+
+    def _watch_source(self, layer: Any) -> None:
+        """Follow the edits of the labels layer a run tracks (from now: the run tracks a copy made now)."""
+        import weakref
+
+        self._pending_source, self._pending_edited = weakref.ref(layer), False
+        for event in (layer.events.paint, layer.events.data):
+            event.disconnect(self._mark_source_edited)  # (connected once, whatever the runs on it)
+            event.connect(self._mark_source_edited)
+
+    def _mark_source_edited(self, event: Any = None) -> None:
+        source = getattr(event, "source", None)
+        if self._pending_source is not None and source is self._pending_source():
+            self._pending_edited = True
+        if self._source_ref is not None and source is self._source_ref():
+            self._source_edited = True
 
     def _mark_by_track_edited(self, event: Any = None) -> None:
         """A paint stroke or new data in the current "by track" layer, other than the dock's own update
@@ -455,13 +479,19 @@ class TrackingWidget(MicrosegDock):
         return [str(p) for p in paths]
 
     def _painted_note(self) -> str:
-        """A note for an export when the user painted into the "by track" layer since the dock set it: the
-        files hold the tracking result, not the paint (they said nothing); "" otherwise."""
+        """A note for an export when the labels layer tracked was edited since its tracking, or the user painted
+        into the "by track" layer since the dock set it: the files hold the tracking result, not the edits
+        (they said nothing); "" otherwise."""
+        note = ""
+        source = self._source_ref() if self._source_ref is not None else None
+        if self._source_edited and source is not None and source in self.viewer.layers:
+            note = (f"; '{source.name}' was edited since it was tracked: these files hold its labels as tracked "
+                    "(track it again to take the edits in)")
         layer = self.relabelled_layer
         if not self._by_track_edited or layer is None or layer not in self.viewer.layers:
-            return ""
-        return (f"; the paint in '{layer.name}' is not in these files (they hold the tracking result): track "
-                "that layer to take it in")
+            return note
+        return note + (f"; the paint in '{layer.name}' is not in these files (they hold the tracking result): track "
+                       "that layer to take it in")
 
     @dock_action()
     def export_ctc(self, *_: Any) -> Any:
