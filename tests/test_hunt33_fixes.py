@@ -541,3 +541,25 @@ def test_tracking_export_says_when_the_tracked_labels_were_edited_since(make_nap
     wait_worker(widget.track())  # tracked again: the note goes
     widget.export_csv()
     assert "was edited since" not in widget.status.text()
+
+
+def test_an_edited_result_layer_shows_no_measurements_of_the_objects_as_segmented(make_napari_viewer, wait_worker,
+                                                                                  tmp_path):
+    """After a nucleus was erased, the result layer's features still held its row and every object's old area
+    (hover showed them) and the counts line the run's counts, without a word. The measurements go (the ids
+    stay) and the counts line says they are the run's, until Export measures the corrected labels."""
+    import pandas as pd
+
+    viewer, widget = _segmented_discs(make_napari_viewer, wait_worker)
+    widget.export_dir.value = str(tmp_path)
+    layer = widget.result_layer
+    assert "area" in layer.features.columns
+    layer.fill((1, 25, 25), 0)
+    assert "area" not in layer.features.columns and {"label", "t", "frame_label"} <= set(layer.features.columns)
+    assert "before your edits" in widget.counts_label.value
+    wait_worker(widget.export())
+    objects = pd.read_csv(tmp_path / "objects.csv")
+    assert "area" in layer.features.columns and len(layer.features) == len(objects)
+    assert "before your edits" not in widget.counts_label.value
+    layer.fill((2, 25, 25), 0)  # edited again after the export: outdated again
+    assert "area" not in layer.features.columns

@@ -402,6 +402,7 @@ class SegmentationWidget(MicrosegDock):
             kwargs["features"] = label_features(features)  # hover shows each object's own measurements
         added = self.viewer.add_labels(labels, **kwargs, **layer_geometry(layer, labels.ndim))  # on top of the image
         self.result_layer, self.result_image, self.result_edited = added, layer, False
+        self._measurements_outdated = False
         for event in (added.events.paint, added.events.data):  # brush, fill, eraser, polygon; new data
             event.connect(self._mark_result_edited)
         self.find_class.reset_choices()
@@ -442,6 +443,23 @@ class SegmentationWidget(MicrosegDock):
     def _mark_result_edited(self, event: Any = None) -> None:
         if getattr(event, "source", self.result_layer) is self.result_layer:  # an earlier run's layer: checked on export
             self.result_edited = True
+            if not getattr(self, "_measurements_outdated", False):
+                self._measurements_outdated = True
+                self._drop_outdated_measurements(self.result_layer)
+
+    def _drop_outdated_measurements(self, layer: Any) -> None:
+        """The labels of ``layer`` were edited: its features keep the objects' ids (the join with objects.csv) but
+        no longer the measurements of the objects as segmented (hover showed an erased half's area, a merged
+        object's old one, rows of deleted objects), and the counts line says its counts are the run's; Export
+        measures the corrected labels and shows them again."""
+        features = getattr(layer, "features", None)
+        if self.result is None or self.result.output_mode == "multiclass" or features is None or not len(features):
+            return  # a class map's features name its classes: nothing measured there
+        ids = [c for c in ("index", "label", "t", "frame_label") if c in features.columns]
+        if "label" in ids and len(ids) < len(features.columns):
+            layer.features = features[ids]
+        if self.counts_label.value and "(as segmented" not in self.counts_label.value:
+            self.counts_label.value += " (as segmented, before your edits: Export measures the corrected labels)"
 
     def _remember_result(self) -> None:
         """Keep what Export needs of the run just shown (its tables, not its arrays), by its layer: selecting an
@@ -468,6 +486,7 @@ class SegmentationWidget(MicrosegDock):
         image = record["result_image"]() if record["result_image"] is not None else None
         self.result, self.result_layer, self.result_image = record["result"], active, image
         self.result_digest, self.clusters, self.result_edited = record["result_digest"], record["clusters"], False
+        self._measurements_outdated = False
         self.result.labels = active.data
         self.show_message(f"exporting '{active.name}', the selected earlier result")
 
@@ -581,6 +600,8 @@ class SegmentationWidget(MicrosegDock):
                 return
             self.result_edited = True
             objects, counts = tables
+            if layer is self.result_layer:  # measured again: a later edit makes them outdated again
+                self._measurements_outdated = False
             if layer in self.viewer.layers:  # hover and the counts line show the corrected objects, as written
                 if not classes and "label" in objects:
                     layer.features = label_features(objects.drop_duplicates("label"))
