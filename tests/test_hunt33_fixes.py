@@ -563,3 +563,23 @@ def test_an_edited_result_layer_shows_no_measurements_of_the_objects_as_segmente
     assert "before your edits" not in widget.counts_label.value
     layer.fill((2, 25, 25), 0)  # edited again after the export: outdated again
     assert "area" not in layer.features.columns
+
+
+def test_corrected_labels_stay_chosen_and_exportable_after_another_run(make_napari_viewer, wait_worker, tmp_path):
+    """A new run switched "corrected labels" from the layer the user had corrected to its new, uncorrected
+    output (Add then took that); after a stopped run the corrected layer, selected, was "nothing to export"."""
+    viewer, widget = _segmented_discs(make_napari_viewer, wait_worker)
+    widget.export_dir.value = str(tmp_path)
+    corrected = widget.result_layer
+    corrected.fill((1, 25, 25), 0)
+    wait_worker(widget.segment())
+    assert widget.result_layer is not corrected
+    assert widget.labels_for_training.value == corrected.name
+    assert f"'{corrected.name}' (corrected) stays the labels" in widget.status.text()
+    worker = widget.segment()
+    widget.stop()  # stopped before it made anything: no current result
+    wait_worker(worker)
+    assert widget.result is None
+    viewer.layers.selection.active = corrected
+    wait_worker(widget.export())
+    assert "measured on your corrected labels in" in widget.status.text(), widget.status.text()

@@ -164,6 +164,7 @@ class SegmentationWidget(MicrosegDock):
         self.result_edited = False  # the user painted into that layer since: Export measures it again
         # earlier runs' result layers (weak) with what Export needs of them, by layer id: see _remember_result
         self._earlier_results: dict[Any, tuple] = {}
+        self._edited_layers: set = set()  # unique ids of the result layers the user edited
         _OPEN_DOCKS.add(self)
         # the fine-tuning set: (image layer name, frame) -> (image, corrected labels), one pair per frame
         self.corrections: dict[tuple[Any, int], tuple[np.ndarray, np.ndarray]] = {}  # (layer's unique id, frame)
@@ -422,8 +423,14 @@ class SegmentationWidget(MicrosegDock):
             self.viewer.add_image(fg, name=unique_layer_name(self.viewer, f"{layer.name} probability"), colormap="magma",
                                   blending="additive", visible=True, opacity=0.6, **geometry)
         self.result_layer_name = name
+        chosen = self.labels_for_training.value
         self.labels_for_training.reset_choices()
-        self.labels_for_training.value = name
+        kept = next((lay for lay in self.viewer.layers if lay.name == chosen), None) if chosen else None
+        corrected = kept is not None and kept.unique_id in self._edited_layers
+        if corrected:  # the user's corrections stay the labels to add (Add took the new, uncorrected output)
+            self.labels_for_training.value = chosen
+        else:
+            self.labels_for_training.value = name
         self.counts_label.value = counts_summary(result.counts, result.output_mode == "multiclass")
         diameter, factor = result.settings.get("diameter"), result.settings.get("scale_factor", 1.0)
         note = ""
@@ -438,11 +445,17 @@ class SegmentationWidget(MicrosegDock):
                 self.diameter.value = round(diameter, 1)  # kept: untick 'estimate' to reuse it on other images
         elif self.estimate_diameter.value:
             note = "; no nuclei found to measure a diameter, segmented as trained"
+        if corrected:
+            note += f"; '{chosen}' (corrected) stays the labels for the training set"
         self.show_message(f"segmented with {model.name}: new layer '{name}'{note}")
 
     def _mark_result_edited(self, event: Any = None) -> None:
+        source = getattr(event, "source", None)
+        if source is not None:  # corrected labels: a new run does not take the training set's labels from them
+            self._edited_layers.add(source.unique_id)
         if getattr(event, "source", self.result_layer) is self.result_layer:  # an earlier run's layer: checked on export
             self.result_edited = True
+            self._edited_layers.add(self.result_layer.unique_id)
             if not getattr(self, "_measurements_outdated", False):
                 self._measurements_outdated = True
                 self._drop_outdated_measurements(self.result_layer)
@@ -476,11 +489,11 @@ class SegmentationWidget(MicrosegDock):
 
     def _export_selected_earlier_result(self) -> None:
         """Make the selected layer the one Export writes when it is an earlier run's result layer (its class map
-        is the layer's own data); only beside a current result, whose layer napari selected when it came: after a
-        stopped or failed run the layer still selected is the old one, not a choice."""
+        is the layer's own data), saying so; also after a stopped or failed run, which left no current result
+        (its corrected labels were "nothing to export")."""
         active = self.viewer.layers.selection.active
         entry = self._earlier_results.get(getattr(active, "unique_id", None))
-        if self.busy or self.result is None or entry is None or active is self.result_layer or entry[0]() is not active:
+        if self.busy or entry is None or active is self.result_layer or entry[0]() is not active:
             return
         record = entry[1]
         image = record["result_image"]() if record["result_image"] is not None else None
