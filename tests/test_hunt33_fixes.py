@@ -583,3 +583,48 @@ def test_corrected_labels_stay_chosen_and_exportable_after_another_run(make_napa
     viewer.layers.selection.active = corrected
     wait_worker(widget.export())
     assert "measured on your corrected labels in" in widget.status.text(), widget.status.text()
+
+
+def test_python_api_takes_lists_and_refuses_what_it_silently_got_wrong():
+    """Notebook calls: lists of frames gave "'list' object has no attribute 'shape'"; a probability map counted
+    as objects; (Y, X, K) probabilities gave a wrong (X, K) class map; a table's frames beyond n_frames, a
+    misspelt statistic or footprint, reversed bounds, max_size < min_size, connectivity 3 and a negative
+    validation share were taken without a word."""
+    from napari_microseg.autolabel.ccd import find_clusters
+    from napari_microseg.autolabel.fluorescence import autolabel_fluorescence
+    from napari_microseg.errors import InputError
+    from napari_microseg.inference.postprocess import multiclass_to_classes
+    from napari_microseg.inference.segment import segment
+    from napari_microseg.measure.counts import count_objects, counts_from_objects, mean_object_area
+    from napari_microseg.measure.tables import object_table
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+    from napari_microseg.training.data import prepare_training_data, split_train_val
+
+    image, labels = simulate_nuclei_image((64, 64), n_nuclei=5, seed=0)
+    labels = labels.astype(np.int32)
+    as_lists = [labels.tolist(), labels.tolist()]
+    assert list(count_objects(as_lists)["count"]) == [len(np.unique(labels)) - 1] * 2
+    assert len(object_table(as_lists)) == 2 * (len(np.unique(labels)) - 1)
+    assert segment("nuclei_fluorescence_fast", [image, image]).labels.shape == (2, 64, 64)
+    assert autolabel_fluorescence([image, image]).shape == (2, 64, 64)
+    with pytest.raises(InputError, match="non-integer"):
+        count_objects(labels * 0.4 + 0.1)  # a probability map
+    probabilities = np.random.default_rng(0).random((64, 80, 4))
+    with pytest.raises(InputError, match=r"look like \(Y, X, K\)"):
+        multiclass_to_classes(probabilities)
+    assert multiclass_to_classes(np.moveaxis(probabilities, -1, 0)).shape == (64, 80)
+    with pytest.raises(InputError, match="beyond the 2 frame"):
+        counts_from_objects(object_table(np.stack([labels] * 3)), n_frames=2)
+    with pytest.raises(InputError, match="'median' or 'mean'"):
+        mean_object_area(labels, "mode")
+    with pytest.raises(InputError, match="footprint"):
+        autolabel_fluorescence(image, otsu_footprint="circle")
+    with pytest.raises(InputError, match="threshold bounds"):
+        autolabel_fluorescence(image, threshold_bounds=(1, 0.05))
+    with pytest.raises(InputError, match="max_size"):
+        segment("nuclei_fluorescence_fast", image, min_size=50, max_size=10)
+    with pytest.raises(InputError, match="connectivity"):
+        find_clusters(np.zeros((16, 16), np.uint8), np.zeros((16, 16)), connectivity=3)
+    data = prepare_training_data([image, image], [labels, labels])
+    with pytest.raises(InputError, match="val_fraction"):
+        split_train_val(data, val_fraction=-0.1)

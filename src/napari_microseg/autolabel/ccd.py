@@ -695,6 +695,8 @@ def find_clusters(class_map: np.ndarray, image: np.ndarray, pedestal: float | np
     img = _check_image(image)
     if cls.shape != img.shape:
         raise InputError(f"class map {cls.shape} and image {img.shape} differ in shape")
+    if connectivity not in (1, 2):
+        raise InputError(f"connectivity must be 1 (4 neighbours) or 2 (8 neighbours), got {connectivity!r}")
     if not (isinstance(grow, (int, float)) and math.isfinite(grow) and 0 <= grow <= 100):
         raise InputError(f"grow must be a distance of 0 to 100 px, got {grow!r}")
     struct = ndi.generate_binary_structure(2, connectivity)

@@ -296,6 +296,10 @@ def autolabel_frame_iter(
     if diameter_range and not 0 < float(diameter_range[0]) <= float(diameter_range[1]):
         raise InputError(f"the nucleus diameter range must run from a minimum > 0 up to a maximum >= it, "
                          f"got {diameter_range[0]} to {diameter_range[1]} px")
+    if otsu_footprint not in ("square", "disk"):  # (anything else was taken for a square)
+        raise InputError(f"the Otsu footprint must be 'square' or 'disk', got {otsu_footprint!r}")
+    if not 0 <= float(threshold_bounds[0]) <= float(threshold_bounds[1]) <= 1:  # (reversed: 0 objects, no word)
+        raise InputError(f"the threshold bounds must run low to high within [0, 1], got {tuple(threshold_bounds)}")
     frame = _check_frame(np.asarray(frame))
     ny, nx = frame.shape
     for name, sigma in (("smoothing", smooth_sigma), ("seed smoothing", seed_sigma)):
@@ -424,7 +428,7 @@ def autolabel_frame_iter(
 
 def autolabel_fluorescence_iter(image, **kwargs) -> Generator[Progress, None, np.ndarray]:
     """Generator form of :func:`autolabel_fluorescence`: yields one :class:`Progress` per frame, returns the labels."""
-    arr = image
+    arr = image if hasattr(image, "shape") else np.asarray(image)  # a list of frames: an array
     ndim = getattr(arr, "ndim", None)
     if ndim not in (2, 3):
         raise InputError(f"expected a (Y, X) image or a (T, Y, X) stack, got shape {getattr(arr, 'shape', None)}")

@@ -17,7 +17,7 @@ are uint16 when the labels fit, else uint32.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -609,9 +609,21 @@ def foreground_probability(probabilities: np.ndarray, output_mode: str,
     return 1.0 - probabilities[names.index("background") if "background" in names else 0]
 
 
+def _channels_first(probabilities: Any) -> np.ndarray:
+    """One frame's probabilities as a (K, Y, X) array; InputError for another number of axes or a layout with
+    the channels last (K larger than a side: a (Y, X, K) array gave a wrong (X, K) class map without a word)."""
+    probabilities = np.asarray(probabilities)
+    if probabilities.ndim != 3:
+        raise InputError(f"probabilities must be one frame's (K, Y, X) array, got shape {probabilities.shape}")
+    if probabilities.shape[0] > min(probabilities.shape[1:]):
+        raise InputError(f"probabilities of shape {probabilities.shape} look like (Y, X, K): give them channels "
+                         "first, (K, Y, X) (e.g. np.moveaxis(p, -1, 0))")
+    return probabilities
+
+
 def multiclass_to_classes(probabilities: np.ndarray) -> np.ndarray:
     """Semantic class map: argmax over channels of ``(K, Y, X)`` probabilities -> uint8 (Y, X)."""
-    probabilities = np.asarray(probabilities)
+    probabilities = _channels_first(probabilities)
     return np.argmax(probabilities, axis=0).astype(np.uint8 if probabilities.shape[0] <= 255 else np.uint16)
 
 
@@ -906,7 +918,7 @@ def probabilities_to_labels(
     watershed (extra keyword arguments go to :func:`three_class_to_labels`).
     ``multiclass``: -> semantic class map uint8 (size filters do not apply).
     """
-    probabilities = np.asarray(probabilities)
+    probabilities = _channels_first(probabilities)
     if output_mode == "binary":
         fg = foreground_probability(probabilities, output_mode)
         return binary_to_labels(fg, threshold, min_size, max_size, fill_holes, remove_border)

@@ -379,6 +379,10 @@ def segment_image(
         what the network sees (``settings["image_tile"]``: the tiles read from
         the image). See :mod:`napari_microseg.inference.scale`.
     """
+    if not hasattr(image, "shape"):  # a list of frames (or rows): an array (it gave "'list' object has no attribute")
+        image = np.asarray(image)
+    if max_size is not None and min_size is not None and max_size < min_size:  # (0 objects, no word)
+        raise InputError(f"max_size ({max_size} px) is below min_size ({min_size} px): no object could be kept")
     shape = _check_input(image)
     loaded = _resolve_loaded(model, device)
     mode = loaded.output_mode

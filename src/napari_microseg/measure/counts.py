@@ -24,12 +24,19 @@ from ..errors import InputError
 
 
 def _frames(labels: Any):
+    """``(t, frame)`` of a (Y, X) or (T, Y, X) label image (numpy, dask, zarr, or nested lists), each frame
+    checked to hold integers >= 0 (a probability map's background was counted as objects; -1, "not
+    annotated", failed deep in numpy)."""
+    from ..evaluation.metrics import check_label_image
+
+    if not hasattr(labels, "shape"):
+        labels = np.asarray(labels)
     shape = tuple(labels.shape)
     if len(shape) == 2:
-        yield 0, np.asarray(labels)
+        yield 0, check_label_image(np.asarray(labels), "the")
     elif len(shape) == 3:
         for t in range(shape[0]):
-            yield t, np.asarray(labels[t])
+            yield t, check_label_image(np.asarray(labels[t]), f"frame {t}'s")
     else:
         raise InputError(f"labels must be (Y,X) or (T,Y,X), got shape {shape}")
 
@@ -70,6 +77,9 @@ def counts_from_objects(objects: pd.DataFrame, n_frames: int, class_column: str 
     class value ``i``; otherwise the value itself is used; see :func:`column_name`).
     """
     t = objects["t"].to_numpy(dtype=np.int64) if len(objects) else np.zeros(0, np.int64)
+    if t.size and (t.min() < 0 or t.max() >= n_frames):  # its objects would go uncounted without a word
+        raise InputError(f"the objects table holds frames {int(t.min())}..{int(t.max())}, beyond the {n_frames} "
+                         f"frame(s) (0..{n_frames - 1}) asked for")
     df = pd.DataFrame({"t": np.arange(n_frames, dtype=np.int64),
                        "count": np.bincount(t, minlength=n_frames)[:n_frames]})
     if class_column and class_column in objects.columns:
@@ -106,6 +116,8 @@ def mean_object_area(labels: Any, statistic: str = "median") -> float:
     """Typical object area in pixels over all frames (``median`` default, or ``mean``); nan if no objects."""
     from .labels import compact_labels
 
+    if statistic not in ("median", "mean"):
+        raise InputError(f"statistic must be 'median' or 'mean', got {statistic!r}")
     areas = []
     for _, frame in _frames(labels):
         compact, _ = compact_labels(np.asarray(frame))  # ids up to 2**40 would size the bincount

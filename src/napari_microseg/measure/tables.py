@@ -169,6 +169,10 @@ def object_table(labels: Any, intensity: Any = None, t_offset: int = 0, detailed
     Frames are loaded one at a time (zarr/dask stacks are fine; the image only where the labels
     frame holds objects). ``t`` is 0 for 2D input, the frame index (+ ``t_offset``) for stacks.
     """
+    if not hasattr(labels, "shape"):  # a list of frames: an array
+        labels = np.asarray(labels)
+    if intensity is not None and not hasattr(intensity, "shape"):
+        intensity = np.asarray(intensity)
     shape = tuple(labels.shape)
     if len(shape) == 2:
         return frame_object_table(np.asarray(labels), None if intensity is None else np.asarray(intensity), t_offset,

@@ -608,7 +608,9 @@ def split_train_val(
     annotations, else where it holds about ``val_fraction`` of them (sparse painting), with the
     training parts on both sides. ``val_fraction=0`` returns ``(data, None)``.
     """
-    if val_fraction <= 0:
+    if not 0 <= val_fraction < 1:  # (a negative share was taken for none)
+        raise InputError(f"val_fraction must lie in [0, 1), got {val_fraction}")
+    if val_fraction == 0:
         return data, None
     if not 0 < val_fraction < 1:
         raise InputError(f"val_fraction must be in [0, 1), got {val_fraction}")
