@@ -628,3 +628,27 @@ def test_python_api_takes_lists_and_refuses_what_it_silently_got_wrong():
     data = prepare_training_data([image, image], [labels, labels])
     with pytest.raises(InputError, match="val_fraction"):
         split_train_val(data, val_fraction=-0.1)
+
+
+def test_api_mismatches_are_named(tmp_path):
+    """classify_images with 3 masks (or 1 name) for 4 images: IndexError / a pandas error; evaluate_dataset
+    of a 3- and a 2-frame stack told the caller to score stacks frame by frame (as it does); an RGB image given
+    to prepare_training_data was "96 images but 1 label images"."""
+    from napari_microseg.classify import classify_images
+    from napari_microseg.errors import InputError
+    from napari_microseg.evaluation import evaluate_dataset
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+    from napari_microseg.simulate.response import simulate_response_image
+    from napari_microseg.training.data import prepare_training_data
+
+    responses = [simulate_response_image(seed=s) for s in range(4)]
+    images, masks = [r.image for r in responses], [r.integration_mask for r in responses]
+    with pytest.raises(InputError, match="3 masks for 4 images"):
+        classify_images("response_good_bad", images, masks=masks[:3])
+    with pytest.raises(InputError, match="1 names for 4 images"):
+        classify_images("response_good_bad", images, masks=masks, names=["a.tif"])
+    image, labels = simulate_nuclei_image((96, 80), seed=0)
+    with pytest.raises(InputError, match=r"movie: ground truth shape \(3, 96, 80\) does not match"):
+        evaluate_dataset([("movie", np.stack([labels] * 3), np.stack([labels] * 2))])
+    with pytest.raises(InputError, match="look like RGB"):
+        prepare_training_data(np.stack([image] * 3, -1), labels)

@@ -132,6 +132,12 @@ def classify_images(model: Any, images: Sequence[np.ndarray], boxes: Sequence | 
     _check_task(lm, "images")
     crop = lm.config.get("crop") or {}
     size = crop.get("size") or lm.config.get("patch_size") or [39, 42]
+    for what, given in (("masks", masks), ("names", names)):  # (an IndexError / a pandas error before)
+        if given is not None and len(given) != len(images):
+            raise InputError(f"{len(given)} {what} for {len(images)} images: give one per image")
+    if boxes is not None and len(boxes) not in (4, len(images)) and not np.ndim(boxes) == 1:
+        raise InputError(f"{len(boxes)} boxes for {len(images)} images: give one (y0, x0, y1, x1) per image, or one "
+                         "for all")
     x = response_crops(images, boxes, masks, crop_size=size, normalization=lm.config.get("normalization") or "minmax",
                        names=names)
     prob = predict_proba(lm, x, batch_size)

@@ -491,7 +491,10 @@ def _frames_of(pairs: Iterable[tuple]) -> Iterable[tuple]:
     from ..io.images import frame_name
 
     for name, gt, pred, *left_out in pairs:
-        if np.ndim(gt) == 3 and np.ndim(pred) == 3 and np.shape(gt) == np.shape(pred):
+        if np.shape(gt) != np.shape(pred):  # (3 vs 2 frames was told to "score the stack frame by frame")
+            raise InputError(f"{name}: ground truth shape {np.shape(gt)} does not match prediction shape "
+                             f"{np.shape(pred)}")
+        if np.ndim(gt) == 3:
             for t in range(np.shape(gt)[0]):
                 out = None if not left_out or left_out[0] is None else np.asarray(left_out[0])[t]
                 yield (frame_name(name, t), np.asarray(gt[t]), np.asarray(pred[t]), *([out] if left_out else []))

@@ -209,6 +209,10 @@ def _as_list(images: Any, labels: Any) -> tuple[list[np.ndarray], list[np.ndarra
         images = np.asarray(images)
         if images.ndim == 2:
             images = [images]
+        elif images.ndim == 3 and images.shape[-1] in (3, 4) and np.ndim(labels) == 2 \
+                and tuple(np.shape(labels)) == tuple(images.shape[:2]):  # (it said "96 images but 1 label images")
+            raise InputError(f"images of shape {images.shape} look like RGB(A) (Y, X, C) over labels of shape "
+                             f"{tuple(np.shape(labels))}: give one grey image (a channel, or the channels' mean)")
         elif images.ndim == 3:
             images = list(images)
             whole_stack = True
