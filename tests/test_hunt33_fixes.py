@@ -652,3 +652,27 @@ def test_api_mismatches_are_named(tmp_path):
         evaluate_dataset([("movie", np.stack([labels] * 3), np.stack([labels] * 2))])
     with pytest.raises(InputError, match="look like RGB"):
         prepare_training_data(np.stack([image] * 3, -1), labels)
+
+
+def test_input_names_that_are_not_utf8_are_refused_before_any_work(tmp_path, capsys):
+    """A Latin-1 file name in an input folder: `segment` wrote its labels, then listed it as skipped with a raw
+    UnicodeEncodeError; `batch` processed every file, then exited 2 with no failures.csv (every rerun alike)."""
+    import os
+
+    import tifffile
+
+    from napari_microseg.batch.runner import find_batch_inputs
+    from napari_microseg.cli import main
+    from napari_microseg.errors import InputError
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    image, _ = simulate_nuclei_image((64, 64), n_nuclei=4, seed=0)
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "ok.tif", image)
+    tifffile.imwrite(tmp_path / "in" / os.fsdecode(b"caf\xe9.tif"), image)
+    assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "in"),
+                 "--out", str(tmp_path / "seg"), "--quiet"]) == 2
+    assert "not valid UTF-8" in capsys.readouterr().err
+    assert not (tmp_path / "seg" / "labels").exists()
+    with pytest.raises(InputError, match="not valid UTF-8"):
+        find_batch_inputs(tmp_path / "in")

@@ -347,6 +347,9 @@ def find_batch_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike],
     unique = sorted({Path(os.path.abspath(p)) for p in paths if not _is_within(p, excl)})
     if not unique:
         raise InputError("all inputs lie inside the output folder")
+    from ..io.images import refuse_undecodable_names
+
+    refuse_undecodable_names(unique)
     common = Path(os.path.commonpath([str(p.parent) for p in unique] + ([os.path.abspath(root)] if root else [])))
     root = Path(os.path.abspath(root)) if root else common
     result = [(p, p.relative_to(root if p.is_relative_to(root) else common).as_posix()) for p in unique]

@@ -658,7 +658,10 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
         import torch
 
         torch.set_num_threads(int(args.threads))
+    from ..io.images import refuse_undecodable_names
+
     inputs = find_inputs(args.input)
+    refuse_undecodable_names(inputs)
     if args.hdu is not None and not any(image_kind(p) == "fits" for p in inputs):
         print("warning: --hdu applies to FITS files only; the inputs hold none", file=sys.stderr)
     stems = [_stem(p) for p in inputs]

@@ -431,6 +431,22 @@ def _read_tiff_logged(path: Path, lazy_above_bytes: int | None, messages: list[s
     return ImageData(np.asarray(data), "tiff", meta)
 
 
+def refuse_undecodable_names(paths: list) -> None:
+    """InputError naming the inputs whose file names are not valid UTF-8 (bytes of another encoding, e.g.
+    Latin-1 from an old Windows share): their outputs and tables cannot hold the name, and a run found it
+    only after the work (labels written, then "skipped"; a batch run ended with no failures.csv)."""
+    bad = []
+    for path in paths:
+        try:
+            os.fspath(path).encode("utf-8")
+        except UnicodeEncodeError:
+            bad.append(os.fspath(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+    if bad:
+        raise InputError(f"{len(bad)} input file name(s) are not valid UTF-8 ({', '.join(bad[:3])}"
+                         f"{' ...' if len(bad) > 3 else ''}): rename them (e.g. convmv -f latin1 -t utf8 -r --notest "
+                         "FOLDER) and run again")
+
+
 def not_2d_or_stack(name: str, shape: tuple, axes: str = "") -> str:
     """The one-line reason an image of ``shape`` other than (Y, X) or (T, Y, X) is refused: its shape, and its
     ``axes`` where the file names them (a (T, Z, Y, X) movie of Z stacks: one plane or a projection per frame)."""
