@@ -676,3 +676,20 @@ def test_input_names_that_are_not_utf8_are_refused_before_any_work(tmp_path, cap
     assert not (tmp_path / "seg" / "labels").exists()
     with pytest.raises(InputError, match="not valid UTF-8"):
         find_batch_inputs(tmp_path / "in")
+
+
+def test_an_output_of_a_long_legal_name_is_written(tmp_path):
+    """A 250-character input name (legal: up to 255 bytes) could not be segmented: the hidden temporary file
+    beside its labels, ".<name>.XXXXXXXX.tif", passed 255 bytes ("File name too long")."""
+    import tifffile
+
+    from napari_microseg.cli import main
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    image, _ = simulate_nuclei_image((64, 64), n_nuclei=4, seed=0)
+    name = "M" * 246 + ".tif"
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / name, image)
+    assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "in"),
+                 "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert (tmp_path / "out" / "labels" / name).is_file()

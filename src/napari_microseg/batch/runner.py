@@ -52,6 +52,7 @@ import pandas as pd
 
 from .. import __version__
 from ..errors import InputError
+from ..io.atomic import temp_prefix
 from ..progress import Progress
 from .manifest import (CONFIG_NAME, FAILURES_NAME, LOCK_NAME, MANIFEST_NAME, RUN_NAME, Manifest, is_done, sha256_file,
                        sha256_json, utc_now, write_failures_csv)
@@ -420,7 +421,7 @@ def prepare_zarr_stores(out: Path, stacks: dict[str, tuple], dtype: str,
                 continue
             shutil.rmtree(target)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(target.name), dir=target.parent))
         try:
             chunks = (1, min(shape[1], 2048), min(shape[2], 2048))
             arr = zarr.open_array(str(tmp / "store"), mode="w", shape=shape, chunks=chunks, dtype=dtype)

@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ..io.atomic import replace_tree
+from ..io.atomic import replace_tree, temp_prefix
 from ..io.images import is_lazy, is_rgb
 from .manifest import sha256_array, sha256_file, sha256_json, sha256_tree
 
@@ -286,7 +286,7 @@ def _labels_into_zarr_store(out: Path, rel: str, make: Callable[[Any], Any], sha
 
     target = out / rel
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(target.name), dir=target.parent))
     try:
         chunks = tuple([1] * (len(shape) - 2)) + (min(shape[-2], 2048), min(shape[-1], 2048))
         arr = zarr.open_array(str(tmp / "store"), mode="w", shape=shape, chunks=chunks, dtype=dtype)

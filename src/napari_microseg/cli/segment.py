@@ -27,7 +27,7 @@ from typing import Any
 
 from ..defaults import DEFAULT_MIN_SIZE, DEFAULT_TILE
 from ..errors import InputError
-from ..io.atomic import guard_target, make_output_folder, refuse_folders_in_the_way, replace_tree
+from ..io.atomic import guard_target, make_output_folder, refuse_folders_in_the_way, replace_tree, temp_prefix
 from ._help import HelpFormatter
 from ._staging import earlier_run_record
 
@@ -317,7 +317,7 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
         from ..io.atomic import make_output_folder
 
         make_output_folder(target.parent)  # (recorded: a run that fails leaves no empty labels/ behind)
-        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        tmp_dir = Path(tempfile.mkdtemp(prefix=temp_prefix(target.name), dir=target.parent))
         dtype = "uint8" if loaded.output_mode == "multiclass" else "uint32"
         out_arr = _open_zarr_labels(tmp_dir / "store", tuple(data.shape), dtype, image.metadata.get("calibration"))
     repeats = bool(ccd_rules.get("hot_repeats")) and data.ndim == 3

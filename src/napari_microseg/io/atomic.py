@@ -155,6 +155,13 @@ def publish_permissions(path: str | os.PathLike) -> None:
     os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_umask())
 
 
+def temp_prefix(name: str) -> str:
+    """The prefix of a hidden temporary file or folder beside an output named ``name``: ``.<name>.``, the
+    name cut to 100 bytes (a legal 246-255 character name plus the random part and suffix passed the
+    file system's 255-byte limit: "File name too long" for a name the user could write)."""
+    return "." + name.encode("utf-8", "surrogateescape")[:100].decode("utf-8", "ignore") + "."
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
@@ -178,7 +185,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     tmp_name = None
     try:  # the temporary file's creation inside: a Ctrl-C just after it left an empty hidden file behind
         try:
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=suffix, dir=target.parent)
+            fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(target.stem), suffix=suffix, dir=target.parent)
         except OSError as err:  # a folder that takes no files (/proc, read-only): named as the target, not its temp file
             raise InputError(f"cannot write {target}: {err.strerror or err}") from None
         os.close(fd)
@@ -225,7 +232,7 @@ def replace_tree(new: str | os.PathLike, target: str | os.PathLike) -> Path:
     aside = None
     with interrupts_deferred():
         if target.exists():
-            aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent)) / "store"
+            aside = Path(tempfile.mkdtemp(prefix=temp_prefix(target.name) + "old-", dir=target.parent)) / "store"
             os.replace(target, aside)
         os.replace(new, target)
     if aside is not None:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, MicrosegWarning
-from .atomic import atomic_path, guard_target, replace_tree
+from .atomic import atomic_path, guard_target, replace_tree, temp_prefix
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fz")  # .fz: tile-compressed
@@ -1174,7 +1174,7 @@ def write_zarr(path: str | os.PathLike, data: Any, chunks: tuple[int, ...] | Non
     if target.exists() and not overwrite:
         raise InputError(f"{target}: exists already (choose another name or allow overwriting)")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(target.name), dir=target.parent))
     try:
         arr = data if isinstance(data, da.Array) else da.from_array(np.asarray(data), chunks=chunks or "auto")
         if chunks:
