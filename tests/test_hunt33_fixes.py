@@ -693,3 +693,21 @@ def test_an_output_of_a_long_legal_name_is_written(tmp_path):
     assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "in"),
                  "--out", str(tmp_path / "out"), "--quiet"]) == 0
     assert (tmp_path / "out" / "labels" / name).is_file()
+
+
+def test_tracks_reader_names_a_damaged_table_and_reads_an_excel_save(tmp_path):
+    """A ragged tracks.csv raised pandas' ParserError in napari; one saved by Excel as "CSV" (Windows-1252,
+    a 'café' in a note) was "not ours": napari found no reader for it."""
+    from napari_microseg._reader import get_reader
+    from napari_microseg.errors import InputError
+
+    ragged = tmp_path / "ragged_tracks.csv"
+    ragged.write_text("track_id,t,y,x\n1,0,5\n1,1,5,6,7,8\n")
+    with pytest.raises(InputError, match="ragged_tracks.csv is not a readable"):
+        get_reader(str(ragged))(str(ragged))
+    excel = tmp_path / "excel_tracks.csv"
+    excel.write_text("track_id,t,y,x,note\n1,0,5,5,café\n1,1,6,6,ok\n", encoding="cp1252")
+    reader = get_reader(str(excel))
+    assert reader is not None
+    layers = reader(str(excel))
+    assert layers[0][2] == "tracks" and len(layers[0][0]) == 2

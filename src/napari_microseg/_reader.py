@@ -72,9 +72,11 @@ def layer_calibration(image) -> dict:
 def _is_tracks_csv(path: Any) -> bool:
     """True for a ``tracks.csv`` (its header names ``track_id, t, y, x``; ``z`` too for 3-D tracks)."""
     try:
-        with open(path, encoding="utf-8-sig") as table:
-            header = {name.strip().strip('"').strip() for name in table.readline().split(",")}  # R's write.csv quotes names
-    except (OSError, UnicodeDecodeError):
+        with open(path, "rb") as table:  # the header only: a non-UTF-8 character further down (an Excel "CSV"
+            first = table.readline(65536)  # save) made the whole table "not ours", and napari found no reader
+        header = {name.strip().strip('"').strip()
+                  for name in first.decode("utf-8-sig", "replace").split(",")}  # R's write.csv quotes names
+    except OSError:
         return False
     return {"track_id", "t", "y", "x"} <= header
 
@@ -88,11 +90,15 @@ def read_tracks_layer(path: str | list[str]) -> list[tuple]:
 
     from .batch.runner import split_image_suffix
     from .errors import InputError
+    from .io.tables import read_csv_table
     from .tracking.export import tracks_result_from_table
 
     layers = []
     for p in path if isinstance(path, list) else [path]:
-        table = pd.read_csv(p)
+        try:  # a ragged or damaged table: one line naming it (pandas' ParserError before)
+            table = read_csv_table(p)
+        except InputError:
+            table = read_csv_table(p, encoding="cp1252")  # an Excel "CSV" save: Windows-1252 text
         if table.empty:
             raise InputError(f"{Path(p).name} holds no tracks (a movie without objects?): nothing to show")
         movies = table.groupby("image", sort=False) if "image" in table.columns else [(None, table)]
