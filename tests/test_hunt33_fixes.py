@@ -711,3 +711,43 @@ def test_tracks_reader_names_a_damaged_table_and_reads_an_excel_save(tmp_path):
     assert reader is not None
     layers = reader(str(excel))
     assert layers[0][2] == "tracks" and len(layers[0][0]) == 2
+
+
+def test_small_command_line_blemishes(tmp_path, capsys):
+    """`classify images --input f f ./f` classified one file three times; roc.csv's first threshold was
+    "inf" (text to a spreadsheet); autolabel's NaN refusal named no file; its suggested train command was not
+    quoted for the shell."""
+    import shlex
+
+    import pandas as pd
+    import tifffile
+
+    from napari_microseg.cli import main
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    assert main(["simulate", "response", "--out", str(tmp_path / "r"), "--n", "4"]) == 0
+    first = sorted((tmp_path / "r" / "images").glob("*.tif"))[0]
+    mask = tmp_path / "r" / "integration" / first.name
+    assert mask.is_file()
+    assert main(["classify", "images", "--model", "response_good_bad", "--input", str(first), str(first),
+                 str(first.parent / "." / first.name), "--box", "10", "10", "49", "52", "--out", str(tmp_path / "c")]) in (0, 1)
+    assert len(pd.read_csv(tmp_path / "c" / "flags.csv")) == 1
+    assert main(["classify", "images", "--model", "response_good_bad", "--input", str(tmp_path / "r"),
+                 "--out", str(tmp_path / "c2")]) == 0
+    roc = (tmp_path / "c2" / "roc.csv").read_text()
+    assert "inf" not in roc and pd.read_csv(tmp_path / "c2" / "roc.csv")["threshold"].iloc[1:].notna().all()
+
+    image, _ = simulate_nuclei_image((64, 64), n_nuclei=4, seed=0)
+    bad = image.astype(np.float32)
+    bad[0, 0] = np.nan
+    tifffile.imwrite(tmp_path / "nan stain.tif", bad)
+    capsys.readouterr()
+    assert main(["autolabel", "fluorescence", "--stain", str(tmp_path / "nan stain.tif"), "--out",
+                 str(tmp_path / "a")]) == 2
+    assert "nan stain.tif: image holds NaN" in capsys.readouterr().err
+    stain, _ = simulate_nuclei_image((256, 256), n_nuclei=25, seed=1)
+    tifffile.imwrite(tmp_path / "stain.tif", stain)
+    assert main(["autolabel", "fluorescence", "--stain", str(tmp_path / "stain.tif"), "--out",
+                 str(tmp_path / "my run"), "--tile", "128", "--qc"]) == 0
+    said = capsys.readouterr().out
+    assert shlex.quote(str(tmp_path / "my run" / "tiles" / "images")) in said, said

@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import sys
 import time
@@ -334,16 +335,19 @@ def _run_fluorescence_staged(args: argparse.Namespace, stain: np.ndarray, calibr
     # rather than background; labels.tif keeps them as background
     gen = autolabel_fluorescence_iter(stain, **kwargs, size_report=sizes,
                                       too_large_value=IGNORE if target is not None else None)
-    if args.quiet:
-        labels = None
-        while True:
-            try:
-                next(gen)
-            except StopIteration as stop:
-                labels = stop.value
-                break
-    else:
-        labels = run_with_text_progress(gen, label="autolabel")
+    try:
+        if args.quiet:
+            labels = None
+            while True:
+                try:
+                    next(gen)
+                except StopIteration as stop:
+                    labels = stop.value
+                    break
+        else:
+            labels = run_with_text_progress(gen, label="autolabel")
+    except InputError as err:  # "image holds NaN ...": which image
+        raise InputError(f"{Path(args.stain).name}: {err}") from None
     tile_labels = labels
     if target is not None:
         clean = np.where(labels < 0, 0, labels)
@@ -432,7 +436,7 @@ def _run_fluorescence_staged(args: argparse.Namespace, stain: np.ndarray, calibr
         kept = f"{written} of {summary['n_tiles']}" if written == summary["n_kept"] else \
             f"{written} ({summary['n_kept']} kept by QC) of {summary['n_tiles']}"
         msg += (f"; {kept} tile pairs -> {out / 'tiles'} (train on them: microseg train --images "
-                f"{out / 'tiles' / 'images'} --labels {out / 'tiles' / 'labels'})")
+                f"{shlex.quote(str(out / 'tiles' / 'images'))} --labels {shlex.quote(str(out / 'tiles' / 'labels'))})")
     print(msg)
     return 0
 

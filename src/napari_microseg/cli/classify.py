@@ -559,7 +559,10 @@ def _run_images(args) -> int:
         threshold = resolve_threshold(lm, args.threshold)
     except InputError as err:
         raise InputError(f"--threshold: {err}") from None
-    inputs = [Path(p) for p in args.input]
+    unique: dict = {}
+    for given in args.input:  # a file named twice (f, ./f) is one image: it was classified (and counted) twice
+        unique.setdefault(Path(given).resolve(), Path(given))
+    inputs = list(unique.values())
     failures: list[dict] = []  # images that could not be read: skipped, listed in classify_run.json
     if len(inputs) == 1 and inputs[0].is_dir():
         if args.hdu is not None:
@@ -624,7 +627,9 @@ def _run_images(args) -> int:
         confusion.insert(0, "true class", ["good", "bad"])
         _write_csv(out / "confusion.csv", confusion)  # as objects and profiles write it
 
-        _write_csv(out / "roc.csv", pd.DataFrame({"threshold": roc["thresholds"], "false_positive_rate": roc["fpr"],
+        # the curve's start (nothing flagged) has no threshold: sklearn's "inf" was text to a spreadsheet; blank
+        thresholds = np.where(np.isfinite(roc["thresholds"]), roc["thresholds"], np.nan)
+        _write_csv(out / "roc.csv", pd.DataFrame({"threshold": thresholds, "false_positive_rate": roc["fpr"],
                                                   "true_positive_rate": roc["tpr"]}))
         if d.get("subclass") is not None:  # [R] accuracy per artefact type
             from ..classify.evaluate import per_subclass_accuracy
