@@ -751,3 +751,28 @@ def test_small_command_line_blemishes(tmp_path, capsys):
                  str(tmp_path / "my run"), "--tile", "128", "--qc"]) == 0
     said = capsys.readouterr().out
     assert shlex.quote(str(tmp_path / "my run" / "tiles" / "images")) in said, said
+
+
+def test_a_size_is_never_stored_as_a_models_watershed_setting(tmp_path):
+    """`tune_postprocess(grid={"min_size": ...})` then `store_postprocess` wrote min_size into the model: every
+    later segment with it failed ("unknown post-processing option(s) min_size"). Refused when tuning; a model
+    that holds one (an earlier version's) segments again."""
+    import shutil
+
+    from napari_microseg.errors import InputError
+    from napari_microseg.inference.segment import segment
+    from napari_microseg.inference.tune import store_postprocess, tune_postprocess
+    from napari_microseg.io.models import update_model_config
+    from napari_microseg.pretrained import pretrained_path
+    from napari_microseg.progress import drain
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    image, labels = simulate_nuclei_image((64, 64), n_nuclei=5, seed=0)
+    with pytest.raises(InputError, match="min_size: not a watershed setting"):
+        drain(tune_postprocess("nuclei_fluorescence_fast", [image], [labels], grid={"min_size": (8, 20)}))
+    model = tmp_path / "m.pt"
+    shutil.copy(pretrained_path("nuclei_fluorescence_fast"), model)
+    with pytest.raises(InputError, match="min_size"):
+        store_postprocess(model, {"threshold": 0.5, "min_size": 20})
+    update_model_config(model, postprocess={"threshold": 0.5, "seed_dynamics": 0.2, "min_size": 20})
+    assert segment(str(model), image).labels.max() > 0

@@ -160,13 +160,11 @@ def flip_averaged(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarra
 
 def tuned_postprocess(loaded: Any) -> dict:
     """Watershed settings stored in the model file (``config["postprocess"]``, see
-    :mod:`napari_microseg.inference.tune`), limited to the keywords of
-    :func:`postprocess.three_class_to_labels`; notes such as ``tuned_on`` are dropped."""
-    import inspect
-
+    :mod:`napari_microseg.inference.tune`): ``threshold`` and :data:`THREE_CLASS_OPTIONS`; notes such as
+    ``tuned_on`` are dropped, and so is a size (``min_size``: a run setting; one stored by an earlier
+    version made the model fail every segmentation)."""
     stored = (getattr(loaded, "config", None) or {}).get("postprocess") or {}
-    accepted = set(inspect.signature(postprocess.three_class_to_labels).parameters) - {"probabilities", "class_order"}
-    return {k: v for k, v in stored.items() if k in accepted}
+    return {k: v for k, v in stored.items() if k in THREE_CLASS_OPTIONS | {"threshold"}}
 
 
 def n_outputs(loaded: Any) -> int:

@@ -61,8 +61,9 @@ def tune_postprocess(model: Any, images: Sequence[np.ndarray], labels: Sequence[
     model : LoadedModel or model path, output mode ``three_class``.
     images : 2D (Y, X) images, any real dtype.
     labels : matching (Y, X) instance label images (0 = background).
-    grid : setting -> values to try; default :data:`DEFAULT_GRID`. Other
-        ``three_class_to_labels`` keywords may be added (e.g. ``seed_dynamics``).
+    grid : setting -> values to try; default :data:`DEFAULT_GRID`. Other watershed settings
+        (``segment.THREE_CLASS_OPTIONS``, e.g. ``seed_dynamics``) and ``threshold`` may be added;
+        others (``min_size`` ...) are refused: a model cannot store them.
         A list of such dicts tries the union of their combinations (e.g. one grid
         per ``seed_method``, whose ``seed_dynamics`` have different units).
     iou : IoU threshold of a match.
@@ -83,6 +84,7 @@ def tune_postprocess(model: Any, images: Sequence[np.ndarray], labels: Sequence[
     names = list(getattr(loaded, "class_names", None) or THREE_CLASS_ORDER)
     order = tuple(names) if set(THREE_CLASS_ORDER) <= set(names) else THREE_CLASS_ORDER
     grids = [dict(g) for g in ([DEFAULT_GRID] if grid is None else [grid] if isinstance(grid, dict) else grid)]
+    _check_storable({key for g in grids for key in g})
     combos = [dict(zip(g, values)) for g in grids for values in itertools.product(*g.values())]
     if not combos:
         raise InputError("the tuning grid is empty")
@@ -113,6 +115,20 @@ def tune_postprocess(model: Any, images: Sequence[np.ndarray], labels: Sequence[
     return TuneResult(best=best, best_ap=float(table.loc[best_index, "ap"]), table=table)
 
 
+def _check_storable(keys: set) -> None:
+    """InputError for settings a model's ``postprocess`` cannot hold: the watershed's
+    (``segment.THREE_CLASS_OPTIONS``) and ``threshold`` only. A tuned ``min_size`` stored there made every
+    later ``segment`` with the model fail ("unknown post-processing option(s) min_size"); sizes, holes and
+    border objects are run settings (``segment --min-size`` ...)."""
+    from .segment import THREE_CLASS_OPTIONS
+
+    other = sorted(str(key) for key in keys - THREE_CLASS_OPTIONS - {"threshold", "tuned_on", "tuned_ap@0.50"})
+    if other:
+        raise InputError(f"{', '.join(other)}: not a watershed setting a model stores (those are threshold, "
+                         f"{', '.join(sorted(THREE_CLASS_OPTIONS))}); sizes, holes and border objects are set per "
+                         "run (segment --min-size, --max-size ...)")
+
+
 def store_postprocess(model_path: str | os.PathLike, settings: dict) -> Path:
     """Write ``settings`` into the model file's ``config["postprocess"]`` (atomic replace).
 
@@ -123,5 +139,6 @@ def store_postprocess(model_path: str | os.PathLike, settings: dict) -> Path:
     """
     from ..io.models import update_model_config
 
+    _check_storable(set(settings))
     clean = {k: (v.item() if hasattr(v, "item") else v) for k, v in settings.items()}
     return update_model_config(model_path, postprocess=clean)
