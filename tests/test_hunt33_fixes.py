@@ -776,3 +776,30 @@ def test_a_size_is_never_stored_as_a_models_watershed_setting(tmp_path):
         store_postprocess(model, {"threshold": 0.5, "min_size": 20})
     update_model_config(model, postprocess={"threshold": 0.5, "seed_dynamics": 0.2, "min_size": 20})
     assert segment(str(model), image).labels.max() > 0
+
+
+def test_segment_holds_a_movies_labels_in_uint16_until_a_frame_needs_more(monkeypatch):
+    """`segment` kept a uint32 buffer of the whole movie plus a uint16 copy (6 bytes a pixel beside the movie:
+    33 GB for 1000 frames of 2048^2). The buffer is uint16, widened once when a frame holds more than 65,535
+    objects, earlier frames kept."""
+    import napari_microseg.inference.postprocess as postprocess
+    from napari_microseg.inference.segment import segment
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+
+    sim = simulate_nuclei_timelapse(n_frames=3, shape=(96, 96), n_nuclei=6, seed=1)
+    plain = segment("nuclei_fluorescence_fast", sim.fluorescence).labels
+    assert plain.dtype == np.uint16
+    real, calls = postprocess.probabilities_to_labels, []
+
+    def many_ids_in_frame_1(*args, **kwargs):
+        lab = real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 2:
+            lab = lab.astype(np.uint32)
+            lab[lab > 0] += 70_000
+        return lab
+    monkeypatch.setattr(postprocess, "probabilities_to_labels", many_ids_in_frame_1)
+    wide = segment("nuclei_fluorescence_fast", sim.fluorescence).labels
+    assert wide.dtype == np.uint32 and int(wide[1].max()) > 70_000
+    np.testing.assert_array_equal(wide[0], plain[0])
+    np.testing.assert_array_equal(wide[2], plain[2])

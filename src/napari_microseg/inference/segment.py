@@ -400,7 +400,9 @@ def segment_image(
     label_shape = shape
     if out is not None and tuple(out.shape) != label_shape:
         raise InputError(f"output array has shape {tuple(out.shape)}, expected {label_shape}")
-    label_dtype = np.uint8 if mode == "multiclass" else np.uint32
+    # uint16 until a frame holds more than 65,535 objects (then widened once): a uint32 buffer of a whole movie
+    # and its uint16 copy held 6 bytes a pixel beside the movie itself
+    label_dtype = np.uint8 if mode == "multiclass" else np.uint16
     labels_out = out if out is not None else np.zeros(label_shape, dtype=label_dtype)
     probs_all = np.zeros(((n_frames,) if stack else ()) + (k, h, w), np.float32) if keep_probabilities else None
     from ..device import network_precision, resolve_precision
@@ -553,6 +555,8 @@ def segment_image(
             max_label = max(max_label, int(lab.max()) if lab.size else 0)
         if out is not None:
             _check_fits(lab, out.dtype, t if stack else None)
+        elif mode != "multiclass" and max_label > np.iinfo(labels_out.dtype).max:
+            labels_out = labels_out.astype(np.uint32)
         if stack:
             labels_out[t] = lab
         else:
