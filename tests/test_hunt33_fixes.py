@@ -803,3 +803,15 @@ def test_segment_holds_a_movies_labels_in_uint16_until_a_frame_needs_more(monkey
     assert wide.dtype == np.uint32 and int(wide[1].max()) > 70_000
     np.testing.assert_array_equal(wide[0], plain[0])
     np.testing.assert_array_equal(wide[2], plain[2])
+
+
+def test_autolabel_ccd_refuses_a_z_stack_without_saying_it_labels_its_planes(tmp_path, capsys):
+    """`autolabel ccd` on a Z stack said "its planes are labelled as frames", then refused it (2-D frames only)."""
+    import tifffile
+
+    from napari_microseg.cli import main
+
+    tifffile.imwrite(tmp_path / "z.tif", np.full((3, 32, 32), 8800, np.uint16), imagej=True, metadata={"axes": "ZYX"})
+    assert main(["autolabel", "ccd", "--input", str(tmp_path / "z.tif"), "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "expected a 2-D frame" in err and "labelled as frames" not in err, err

@@ -141,7 +141,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def read_any(path: str, hdu: int | None = None, channel: int | None = None,
-             option: str = "--channel") -> tuple[np.ndarray, dict]:
+             option: str = "--channel", frames: bool = True) -> tuple[np.ndarray, dict]:
     """Read an image as a numpy array (TIFF, FITS, Zarr, PNG, JPEG: ``read_image``) and its calibration
     (``metadata["calibration"]``: pixel size in um, frame interval in min; {} when it states none).
 
@@ -149,6 +149,8 @@ def read_any(path: str, hdu: int | None = None, channel: int | None = None,
     one channel of a multi-channel TIFF (see :func:`napari_microseg.io.images.read_image`),
     or one colour of an RGB image (the stain's blue, say). ``option``: the command line option that
     picks the channel of this file (``--target-channel`` for the target), as the messages name it.
+    ``frames``: the command labels a stack's planes as frames (the note said of a Z stack; False for a
+    command that takes one frame and refuses a stack).
     """
     from ..io.images import channel_or_grey, image_kind, is_z_stack, read_image
 
@@ -157,7 +159,7 @@ def read_any(path: str, hdu: int | None = None, channel: int | None = None,
         raise InputError(f"{p} is a folder: give one image file here (`microseg batch autolabel` labels a folder of stains)")
     # the target's channel is picked by its own option: the messages name it, not the stain's --channel
     image = read_image(p, hdu=hdu, channel=channel, channel_option=None if option == "--channel" else option)
-    if is_z_stack(image):  # as segment and track say it
+    if frames and is_z_stack(image):  # as segment and track say it
         print(f"note: {p.name} is a Z stack (axes ZYX): its planes are labelled as frames", file=sys.stderr)
     return (np.asarray(channel_or_grey(image, channel, p.name, option=option)),
             dict(image.metadata.get("calibration") or {}))
@@ -453,7 +455,7 @@ def run_ccd(args: argparse.Namespace) -> int:
             raise InputError(f"--{option.replace('_', '-')} must be > 0 (noise sd), got {getattr(args, option)}")
     if args.hot_min_length < 1 or args.cluster_max_size < 1:
         raise InputError("--hot-min-length and --cluster-max-size must be >= 1 px")
-    image, calibration = read_any(args.input, hdu=args.hdu)
+    image, calibration = read_any(args.input, hdu=args.hdu, frames=False)
     if image.ndim == 3 and image.shape[0] == 1:  # a cube of one frame (FITS NAXIS3 = 1): that frame
         image = image[0]
     if image.ndim != 2:
