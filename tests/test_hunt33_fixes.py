@@ -815,3 +815,13 @@ def test_autolabel_ccd_refuses_a_z_stack_without_saying_it_labels_its_planes(tmp
     assert main(["autolabel", "ccd", "--input", str(tmp_path / "z.tif"), "--out", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err
     assert "expected a 2-D frame" in err and "labelled as frames" not in err, err
+
+
+def test_an_output_under_a_file_names_the_file_in_the_way(tmp_path):
+    """`export --out afile/x.pt` (afile a file) said "error: File exists: afile": the file in the way is named."""
+    from napari_microseg.errors import InputError
+    from napari_microseg.io.atomic import atomic_write_text
+
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(InputError, match=r"afile is a file, not a folder"):
+        atomic_write_text(tmp_path / "afile" / "sub" / "m.csv", "a,b\n")

@@ -179,7 +179,11 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     guard_target(target)
     if target.is_dir():
         raise InputError(f"{target}: is a folder; give the name of a file to write")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # ("File exists: r6/afile" said nothing of which, or why)
+        blocking = next((p for p in [target.parent, *target.parent.parents] if p.exists() and not p.is_dir()), None)
+        raise InputError(f"cannot write {target}: {blocking or target.parent} is a file, not a folder") from None
     if suffix is None:
         suffix = "".join(target.suffixes) or ".tmp"
     tmp_name = None
