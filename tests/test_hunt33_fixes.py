@@ -825,3 +825,20 @@ def test_an_output_under_a_file_names_the_file_in_the_way(tmp_path):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(InputError, match=r"afile is a file, not a folder"):
         atomic_write_text(tmp_path / "afile" / "sub" / "m.csv", "a,b\n")
+
+
+def test_a_zipped_zarr_store_is_named_as_such(tmp_path):
+    """A zipped store named .zarr gave "No group found in store StorePath(LocalStore ...)"."""
+    import zipfile
+
+    import zarr
+
+    from napari_microseg.errors import InputError
+    from napari_microseg.io.images import read_image
+
+    zarr.open_array(str(tmp_path / "a.zarr"), mode="w", shape=(16, 16), dtype="uint8")[:] = 1
+    with zipfile.ZipFile(tmp_path / "z.zarr", "w") as archive:
+        for file in (tmp_path / "a.zarr").rglob("*"):
+            archive.write(file, file.relative_to(tmp_path / "a.zarr"))
+    with pytest.raises(InputError, match="z.zarr is a zipped Zarr store: unzip it"):
+        read_image(tmp_path / "z.zarr")

@@ -742,6 +742,12 @@ def _read_zarr(path: Path) -> ImageData:
     import zarr
 
     levels: list = []
+    if path.is_file():
+        import zipfile
+
+        if zipfile.is_zipfile(path):  # ("No group found in store StorePath(LocalStore ...)")
+            raise InputError(f"{path.name} is a zipped Zarr store: unzip it (unzip {path.name} -d "
+                             f"{path.stem}.zarr) and give the folder")
     try:
         node = zarr.open(str(path), mode="r")
     except Exception as err:
