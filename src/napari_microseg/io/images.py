@@ -1140,7 +1140,8 @@ def tiff_axes_kwargs(arr: Any, calibration: dict | None = None) -> dict:
 
 
 def write_fits(path: str | os.PathLike, data: np.ndarray, header: dict | None = None, overwrite: bool = False) -> Path:
-    """Write a 2-D or 3-D array to a FITS file (primary HDU) atomically, with optional header cards."""
+    """Write an array (any number of axes; FITS stores them last axis first: a (T, Y, X) stack as NAXIS1 = X)
+    to a FITS file (primary HDU) atomically, with optional header cards."""
     from astropy.io import fits
 
     target = Path(path)

@@ -6,8 +6,9 @@
 * :mod:`.liposomes` -- TEM liposome images, one label per particle with lamellarity / encapsulation classes.
 * :mod:`.nanoparticles` -- 1D STEM thickness profiles of 2D particles (holes, chirality), single or multi-view.
 
-Every simulator takes ``seed`` (``np.random.default_rng(seed)``), is deterministic
-for a seed, and returns a small dataclass with a JSON-serialisable ``params`` dict.
+Every simulator takes ``seed`` (``np.random.default_rng(seed)``) and is deterministic
+for a seed; most return a small dataclass with a JSON-serialisable ``params`` dict
+(``simulate_nuclei_image`` returns the ``(image, labels)`` pair).
 """
 
 from .ccd import CCDFrame, simulate_ccd_frame, write_ccd_fits

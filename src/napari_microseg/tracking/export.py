@@ -46,7 +46,8 @@ def _table(obj: TrackResult | pd.DataFrame) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- CSV
 def write_tracks_csv(result: TrackResult | pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write ``tracks.csv`` (contract columns first, then measurements)."""
+    """Write ``tracks.csv`` (contract columns first, then measurements); an existing file is replaced (the
+    command line and the docks check for one first)."""
     table = _table(result)
     missing = [c for c in TRACK_COLUMNS if c not in table.columns]
     if missing:
@@ -135,7 +136,7 @@ def counts_table(result: TrackResult | pd.DataFrame, n_frames: int | None = None
 
 def write_counts_csv(result: TrackResult, path: str | os.PathLike, n_frames: int | None = None,
                      image_shape: tuple[int, int] | None = None) -> Path:
-    """Write ``counts.csv`` (see :func:`counts_table`)."""
+    """Write ``counts.csv`` (see :func:`counts_table`); an existing file is replaced."""
     table = counts_table(result, n_frames, image_shape=image_shape)
     return atomic_write_text(path, table.to_csv(index=False, lineterminator="\n"))
 
@@ -273,7 +274,7 @@ def write_track_summary_csv(result: TrackResult, path: str | os.PathLike, **kwar
 
 
 def write_config_json(result: TrackResult, path: str | os.PathLike) -> Path:
-    """Write the configuration used (JSON) so the run can be repeated."""
+    """Write the configuration used (JSON) so the run can be repeated; an existing file is replaced."""
     return atomic_write_text(path, json.dumps(result.config, indent=2, default=_json_default) + "\n")
 
 
