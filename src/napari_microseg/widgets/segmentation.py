@@ -165,6 +165,10 @@ class SegmentationWidget(MicrosegDock):
         # earlier runs' result layers (weak) with what Export needs of them, by layer id: see _remember_result
         self._earlier_results: dict[Any, tuple] = {}
         self._edited_layers: set = set()  # unique ids of the result layers the user edited
+        # layer selections made (counted) and their count when the last run started: after a stopped or failed
+        # run, an earlier result the user selects is exported; one left selected from before is not
+        self._selection_changes = self._selection_at_run = 0
+        self.connect_viewer_event(self.viewer.layers.selection.events.active, self._count_selection_change)
         _OPEN_DOCKS.add(self)
         # the fine-tuning set: (image layer name, frame) -> (image, corrected labels), one pair per frame
         self.corrections: dict[tuple[Any, int], tuple[np.ndarray, np.ndarray]] = {}  # (layer's unique id, frame)
@@ -355,7 +359,11 @@ class SegmentationWidget(MicrosegDock):
         worker = self.start(make_generator, done, label="segmenting")
         if worker is not None:  # a stopped or failed run must not leave the previous run's results shown or exportable
             self._clear_results()
+            self._selection_at_run = self._selection_changes  # an earlier result selected after it: a choice
         return worker
+
+    def _count_selection_change(self, *_: Any) -> None:
+        self._selection_changes += 1
 
     @property
     def result_image(self) -> Any:
@@ -489,12 +497,15 @@ class SegmentationWidget(MicrosegDock):
 
     def _export_selected_earlier_result(self) -> None:
         """Make the selected layer the one Export writes when it is an earlier run's result layer (its class map
-        is the layer's own data), saying so; also after a stopped or failed run, which left no current result
-        (its corrected labels were "nothing to export")."""
+        is the layer's own data), saying so; also after a stopped or failed run, which left no current result,
+        when the user selected it since (its corrected labels were "nothing to export"): one still selected
+        from before that run is not a choice."""
         active = self.viewer.layers.selection.active
         entry = self._earlier_results.get(getattr(active, "unique_id", None))
         if self.busy or entry is None or active is self.result_layer or entry[0]() is not active:
             return
+        if self.result is None and self._selection_changes == self._selection_at_run:
+            return  # still selected from before a stopped or failed run: not a choice (nothing is exported)
         record = entry[1]
         image = record["result_image"]() if record["result_image"] is not None else None
         self.result, self.result_layer, self.result_image = record["result"], active, image
