@@ -575,7 +575,7 @@ def test_corrected_labels_stay_chosen_and_exportable_after_another_run(make_napa
     wait_worker(widget.segment())
     assert widget.result_layer is not corrected
     assert widget.labels_for_training.value == corrected.name
-    assert f"'{corrected.name}' (corrected) stays the labels" in widget.status.text()
+    assert f"'{corrected.name}' stays the labels" in widget.status.text()
     worker = widget.segment()
     widget.stop()  # stopped before it made anything: no current result
     wait_worker(worker)
@@ -842,3 +842,45 @@ def test_a_zipped_zarr_store_is_named_as_such(tmp_path):
             archive.write(file, file.relative_to(tmp_path / "a.zarr"))
     with pytest.raises(InputError, match="z.zarr is a zipped Zarr store: unzip it"):
         read_image(tmp_path / "z.zarr")
+
+
+def test_loading_a_model_draws_nothing_from_torchs_global_generator():
+    """Loading a model built its network first, whose random initialisation drew from torch's global
+    generator: a Segmentation run during a training in another dock changed that run's dropout, so one seed
+    gave two different models."""
+    import torch
+
+    from napari_microseg.io.models import load_model
+    from napari_microseg.pretrained import pretrained_path
+
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    loaded = load_model(pretrained_path("nuclei_fluorescence_fast"))
+    assert torch.equal(torch.rand(3), expected)
+    assert all(p.dtype == torch.float32 and not p.is_meta for p in loaded.model.parameters())
+
+
+def test_a_labels_layer_the_user_picked_stays_the_training_sets_labels(make_napari_viewer, wait_worker):
+    """Auto-labels the user painted and picked as "corrected labels" were swapped for the new run's raw output
+    by Segment (Add then took that); a labels layer the picker merely showed still gives way to the result."""
+    from test_hunt32_fixes import _disc_stack
+
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(_disc_stack(), name="movie")
+    viewer.add_labels(np.zeros((4, 96, 96), np.uint16), name="shown only")
+    mine = viewer.add_labels(np.zeros((4, 96, 96), np.uint16), name="my labels")
+    widget = SegmentationWidget(viewer)
+    widget.model_choice.value = "nuclei_fluorescence_fast"
+    widget.scope.value = "whole stack"
+    wait_worker(widget.segment())
+    assert widget.labels_for_training.value == widget.result_layer.name  # the picker had only shown a layer
+    widget.labels_for_training.value = "my labels"  # the user picks their own layer
+    mine.data[1, 20:30, 20:30] = 7
+    wait_worker(widget.segment())
+    assert widget.labels_for_training.value == "my labels"
+    viewer.dims.set_current_step(0, 1)
+    widget.add_to_training_set()
+    assert "with the labels of 'my labels'" in widget.status.text()

@@ -369,6 +369,26 @@ def _check_segmentation_outputs(config: dict, name: str) -> None:
                          "was edited or belongs to another model")
 
 
+def _built_without_drawing(model_config: dict, state_dict: dict) -> Any:
+    """The network of ``model_config`` holding ``state_dict``'s weights, built on torch's meta device: its
+    random initialisation, replaced by the weights anyway, drew from torch's global generator, which a
+    training run in another dock draws its dropout from (that run's weights then differed from the same
+    seed's). Built as usual where the weights leave a tensor unset (a buffer not saved)."""
+    import itertools
+
+    import torch
+
+    from ..models import build_model
+
+    with torch.device("meta"):
+        model = build_model(model_config)
+    model.load_state_dict(state_dict, assign=True)
+    if any(t.is_meta for t in itertools.chain(model.parameters(), model.buffers())):
+        model = build_model(model_config)
+        model.load_state_dict(state_dict)
+    return model.float()  # float32, as weights copied into a network built as usual were (a file of half ones)
+
+
 def load_model(path: str | os.PathLike, device: str = "cpu", segmentation: bool = False) -> LoadedModel:
     """Load a model file; return the network in eval mode on ``device`` and its config.
 
@@ -379,7 +399,6 @@ def load_model(path: str | os.PathLike, device: str = "cpu", segmentation: bool 
     segmentation : refuse classifiers (a clear message rather than a failure later).
     """
     from ..device import resolve_device
-    from ..models import build_model
 
     device = resolve_device(device)
     payload = read_model_file(path)
@@ -387,8 +406,7 @@ def load_model(path: str | os.PathLike, device: str = "cpu", segmentation: bool 
     if segmentation:
         check_segmentation_config(config, Path(path).name)
     try:
-        model = build_model(config["model"])
-        model.load_state_dict(payload["state_dict"])
+        model = _built_without_drawing(config["model"], payload["state_dict"])
     except (ValueError, RuntimeError, TypeError) as err:
         raise InputError(f"{Path(path).name}: weights do not fit the stored architecture ({str(err).splitlines()[0]})") from None
     model.to(device).eval()

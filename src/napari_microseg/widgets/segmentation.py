@@ -156,6 +156,8 @@ class SegmentationWidget(MicrosegDock):
         self.model_choice.changed.connect(self._note_user_choice)
         self.model_file.changed.connect(self._toggle_file)  # a model file of another kind shows its own options
         self.follow_layers(self.image_layer, self.labels_for_training)
+        self._setting_picker = self._picker_chosen_by_user = False  # "corrected labels" picked by the user?
+        self.labels_for_training.changed.connect(self._note_picker_choice)
         self.result = None
         self.tiles = None
         self.clusters = None
@@ -362,6 +364,10 @@ class SegmentationWidget(MicrosegDock):
             self._selection_at_run = self._selection_changes  # an earlier result selected after it: a choice
         return worker
 
+    def _note_picker_choice(self, *_: Any) -> None:
+        if not self._setting_picker:
+            self._picker_chosen_by_user = True
+
     def _count_selection_change(self, *_: Any) -> None:
         self._selection_changes += 1
 
@@ -432,13 +438,19 @@ class SegmentationWidget(MicrosegDock):
                                   blending="additive", visible=True, opacity=0.6, **geometry)
         self.result_layer_name = name
         chosen = self.labels_for_training.value
-        self.labels_for_training.reset_choices()
-        kept = next((lay for lay in self.viewer.layers if lay.name == chosen), None) if chosen else None
-        corrected = kept is not None and kept.unique_id in self._edited_layers
-        if corrected:  # the user's corrections stay the labels to add (Add took the new, uncorrected output)
-            self.labels_for_training.value = chosen
-        else:
-            self.labels_for_training.value = name
+        self._setting_picker = True
+        try:
+            self.labels_for_training.reset_choices()
+            kept = next((lay for lay in self.viewer.layers if lay.name == chosen), None) if chosen else None
+            # a layer the user chose stays chosen (Add then took the new, uncorrected output): a labels layer of
+            # their own they picked (auto-labels they painted), or a result of this dock they corrected; an
+            # untouched result, or a layer the picker merely showed, gives way
+            own_result = kept is not None and kept.unique_id in self._earlier_results
+            corrected = kept is not None and (kept.unique_id in self._edited_layers
+                                              or (not own_result and self._picker_chosen_by_user))
+            self.labels_for_training.value = chosen if corrected else name
+        finally:
+            self._setting_picker = False
         self.counts_label.value = counts_summary(result.counts, result.output_mode == "multiclass")
         diameter, factor = result.settings.get("diameter"), result.settings.get("scale_factor", 1.0)
         note = ""
@@ -454,7 +466,7 @@ class SegmentationWidget(MicrosegDock):
         elif self.estimate_diameter.value:
             note = "; no nuclei found to measure a diameter, segmented as trained"
         if corrected:
-            note += f"; '{chosen}' (corrected) stays the labels for the training set"
+            note += f"; '{chosen}' stays the labels for the training set"
         self.show_message(f"segmented with {model.name}: new layer '{name}'{note}")
 
     def _mark_result_edited(self, event: Any = None) -> None:
@@ -814,7 +826,8 @@ class SegmentationWidget(MicrosegDock):
         key = (image_layer.unique_id, int(t))
         metadata = getattr(labels_layer, "metadata", {}) or {}
         self.correction_sources[key] = (metadata.get("model"), metadata.get("segment_settings"), bool(class_names))
-        note = f"frame {t} of {image_layer.name} {'updated' if key in self.corrections else 'added'}"
+        note = (f"frame {t} of {image_layer.name} {'updated' if key in self.corrections else 'added'} with the labels "
+                f"of '{labels_layer.name}'")
         self.corrections[key] = (image.copy(), labels.copy())  # corrected again: the newer labels replace the older
         self.correction_names[key] = image_layer.name
         self.correction_layers[key] = (weakref.ref(labels_layer), int(t) if labels_layer.ndim == 3 else None)
@@ -868,7 +881,11 @@ class SegmentationWidget(MicrosegDock):
         self.show_message("training set cleared")
 
     def _refresh_layer_pickers(self, *args: Any) -> None:
-        super()._refresh_layer_pickers(*args)
+        self._setting_picker = True  # (a layer added or renamed moves the picker: no choice of the user's)
+        try:
+            super()._refresh_layer_pickers(*args)
+        finally:
+            self._setting_picker = False
         if self.corrections:  # an image closed (or opened again): its frames say so
             self._show_training_set()
 
