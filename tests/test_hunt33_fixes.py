@@ -884,3 +884,26 @@ def test_a_labels_layer_the_user_picked_stays_the_training_sets_labels(make_napa
     viewer.dims.set_current_step(0, 1)
     widget.add_to_training_set()
     assert "with the labels of 'my labels'" in widget.status.text()
+
+
+def test_learning_rate_and_crop_defaults_follow_the_choices_made(tmp_path, capsys):
+    """`classify train profiles --optimizer adam` kept Adadelta's --lr 1 (val loss 2e5, chance accuracy,
+    "completed"); `train --optimizer adadelta` kept Adam's 0.001; `classify train objects --depth 6` cut 28 px
+    crops where its help and [T] say 32; `train` defaulted to binary without a word where its help says
+    three_class for nuclei."""
+    from napari_microseg.cli import main
+    from napari_microseg.io.models import read_model_config
+
+    assert main(["classify", "train", "profiles", "--simulated", "40", "--epochs", "1", "--optimizer", "adam",
+                 "--out", str(tmp_path / "p.pt")]) == 0
+    assert read_model_config(tmp_path / "p.pt")["training"]["config"]["lr"] == pytest.approx(1e-3)
+    assert main(["classify", "train", "objects", "--simulated", "1", "--epochs", "1", "--depth", "6",
+                 "--out", str(tmp_path / "o.pt")]) == 0
+    assert read_model_config(tmp_path / "o.pt")["crop"]["size"] == [32, 32]
+    _image_label_folders(tmp_path, 2)
+    capsys.readouterr()
+    assert main(["train", "--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"), "--out",
+                 str(tmp_path / "m.pt"), "--epochs", "1", "--patch", "32", "--patches-per-epoch", "4", "--optimizer",
+                 "adadelta", "--val-fraction", "0", "--quiet"]) == 0
+    assert "output mode binary (the default)" in capsys.readouterr().err
+    assert read_model_config(tmp_path / "m.pt")["training"]["config"]["lr"] == 1.0

@@ -89,13 +89,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     tsub = t.add_subparsers(dest="train_task", metavar="TASK")
     tsub.required = True
 
-    def common(r: argparse.ArgumentParser, epochs: int, batch: int, lr: float, arch: str) -> None:
+    def common(r: argparse.ArgumentParser, epochs: int, batch: int, lr: float | None, arch: str) -> None:
         r.add_argument("--out", required=True, type=Path, help="model file to write (.pt)")
         r.add_argument("--simulated", type=int, default=0, help="number of simulated samples to train on: response images (at least 4, unless --strategy "
                             "real), TEM images (at least 1) or STEM particles (at least 4) (default: 0, none)")
         r.add_argument("--epochs", type=int, default=epochs, help=f"training epochs (default {epochs})")
         r.add_argument("--batch-size", type=int, default=batch, help=f"samples per step (default {batch})")
-        r.add_argument("--lr", type=float, default=lr, help=f"learning rate (default {lr:g})")
+        r.add_argument("--lr", type=float, default=lr,
+                       help=f"learning rate (default {lr:g})" if lr is not None else
+                       "learning rate (default: 1 with the adadelta optimiser, 0.001 with the others)")
         r.add_argument("--arch", default=arch, choices=PROFILE_ARCHITECTURES if arch == "profile_cnn" else IMAGE_ARCHITECTURES,
                        help=f"architecture (default {arch})")
         r.add_argument("--patience", type=int, default=30, help="early-stopping patience in epochs (0: off; default 30)")
@@ -131,7 +133,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--task", choices=("lamellarity", "encapsulation"), default="lamellarity", help="what to classify")
     r.add_argument("--mode", choices=("margin", "tight", "masked"), default="masked",
                    help="crop: bounding box grown by --margin px, the bounding box, or the box with the background zeroed")
-    r.add_argument("--size", type=int, default=28, help="crop side in pixels (28; 32 for LipNet-6)")
+    r.add_argument("--size", type=int, default=None, help="crop side in pixels (default: 28; 32 with --depth 6, as [T])")
     r.add_argument("--margin", type=int, default=50, help="px added on every side of the box in --mode margin")
     r.add_argument("--depth", type=int, choices=(1, 2, 4, 6), default=4, help="LipNet-k conv layers")
     r.add_argument("--all-conv", action="store_true", help="LipNet-kc (stride-2 convs, 1x1 conv head)")
@@ -144,7 +146,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--no-augment", action="store_true", help="switch augmentation (rotation, shear, shift, zoom, flips) off")
 
     r = tsub.add_parser("profiles", help="[P] 1D CNN on thickness profiles (single or multi-view)")
-    common(r, 200, 128, 1.0, "profile_cnn")  # the study: Adadelta, up to 200 epochs, early stopping
+    common(r, 200, 128, None, "profile_cnn")  # the study: Adadelta, up to 200 epochs, early stopping
     r.add_argument("--task", choices=("hole", "chirality"), default="hole", help="what to classify")
     r.add_argument("--views", type=int, default=1, help="projections per particle (>1: shared-weight multi-view network)")
     r.add_argument("--view-angle", type=float, default=90.0, help="degrees between views")
@@ -808,6 +810,10 @@ def _run_train(args) -> int:
     task = args.train_task
     if args.seed is None:  # a resumed run goes on with its own seed: its simulated samples and validation split
         args.seed = _resumed_seed(args.resume) if args.resume else 0
+    if getattr(args, "depth", None) is not None and args.size is None:  # LipNet-6 took 28 px crops, not [T]'s 32
+        args.size = 32 if args.depth == 6 else 28
+    if args.lr is None:  # the optimiser's own scale: Adam kept Adadelta's 1 and trained nothing (loss 2e5)
+        args.lr = 1.0 if getattr(args, "optimizer", "adadelta") == "adadelta" else 1e-3
     if args.epochs < 1 or args.batch_size < 1:
         raise InputError("--epochs and --batch-size must be >= 1")
     if args.patience < 0:  # as train refuses it (it meant "off" unsaid)

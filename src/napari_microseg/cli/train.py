@@ -89,8 +89,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(crowded images of small nuclei are not outweighed by large images), or half of each (mixed) "
                         f"{_resumed('image_sampling')}")
     t.add_argument("--batch-size", type=int, default=None, help=f"patches per optimiser step {_resumed('batch_size')}")
-    t.add_argument("--lr", type=float, default=1e-3,
-                   help="initial learning rate (default: 0.001; a resumed run goes on with its own, as its optimiser state does)")
+    t.add_argument("--lr", type=float, default=None,
+                   help="initial learning rate (default: 0.001, 1 with --optimizer adadelta; a resumed run goes on with its "
+                        "own, as its optimiser state does)")
     # the choices of trainer.LR_SCHEDULES, written out: importing the trainer here would load torch for --help
     t.add_argument("--lr-schedule", choices=["plateau", "cosine", "constant"], default=None,
                    help="plateau: the lr falls x0.1 after 5 epochs without improvement; cosine: it falls from --lr to "
@@ -198,6 +199,9 @@ def _resolve_output_mode(args: argparse.Namespace) -> None:
         args.output_mode = found or "binary"
         if found:
             print(f"output mode {found}, as {Path(str(source)).name} has it", file=sys.stderr)
+        elif not source:  # (the help says three_class for nuclei; the Training dock starts with it)
+            print("note: output mode binary (the default): touching objects come out as one; --output-mode "
+                  "three_class splits touching nuclei, multiclass learns classes (CCD)", file=sys.stderr)
     elif found and given != found and args.init_model:
         print(f"warning: --output-mode {given} differs from {Path(str(source)).name}'s ({found}): its output "
               "layer is trained afresh for the new outputs (the rest of the network is kept)", file=sys.stderr)
@@ -414,7 +418,9 @@ def _train_into(args: argparse.Namespace) -> int:
         class_names=[s.strip() for s in args.class_names.split(",")] if args.class_names else folder_names,
         normalization=spec,
         patch_size=settings["patch"], patches_per_epoch=settings["patches_per_epoch"], batch_size=settings["batch_size"],
-        image_sampling=settings["image_sampling"], epochs=settings["epochs"], lr=args.lr, lr_schedule=settings["lr_schedule"],
+        image_sampling=settings["image_sampling"], epochs=settings["epochs"], lr_schedule=settings["lr_schedule"],
+        # the optimiser's own scale (Adadelta at Adam's 0.001 barely moves)
+        lr=args.lr if args.lr is not None else 1.0 if settings["optimizer"] == "adadelta" else 1e-3,
         optimizer=settings["optimizer"], weight_decay=settings["weight_decay"], loss=settings["loss"],
         early_stopping_patience=settings["patience"] or None, device=args.device, amp=not args.no_amp,
         seed=settings["seed"], split_seed=args.split_seed, num_threads=args.threads, freeze_encoder=args.freeze_encoder,
