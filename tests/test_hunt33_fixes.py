@@ -907,3 +907,18 @@ def test_learning_rate_and_crop_defaults_follow_the_choices_made(tmp_path, capsy
                  "adadelta", "--val-fraction", "0", "--quiet"]) == 0
     assert "output mode binary (the default)" in capsys.readouterr().err
     assert read_model_config(tmp_path / "m.pt")["training"]["config"]["lr"] == 1.0
+
+
+def test_autolabel_ccd_says_why_clusters_csv_holds_fewer_clusters_than_counts(tmp_path, capsys):
+    """`autolabel ccd --cluster-max-size 5` printed "73 clusters" where counts.csv said count_cluster 242."""
+    import pandas as pd
+
+    from napari_microseg.cli import main
+
+    assert main(["simulate", "ccd", "--out", str(tmp_path / "sim"), "--n", "1", "--seed", "2"]) == 0
+    assert main(["autolabel", "ccd", "--input", str(tmp_path / "sim" / "frames" / "ccd_00000.fits"), "--out",
+                 str(tmp_path / "a"), "--cluster-max-size", "1"]) == 0
+    said = capsys.readouterr().out
+    pieces = int(pd.read_csv(tmp_path / "a" / "counts.csv")["count_cluster"].iloc[0])
+    kept = len(pd.read_csv(tmp_path / "a" / "clusters.csv"))
+    assert kept < pieces and f"{pieces - kept} of the {pieces} cluster pieces" in said, said

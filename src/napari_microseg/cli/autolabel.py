@@ -496,5 +496,8 @@ def run_ccd(args: argparse.Namespace) -> int:
         write_csv(out / "counts.csv", counts)
         atomic_write_text(out / "params.json", json.dumps(params, indent=2, default=str))
     pct = ", ".join(f"{n} {100 * f:.3f} %" for n, f in zip(CLASS_NAMES, fractions))
-    print(f"autolabel ccd: {len(clusters)} clusters; {pct} -> {out}")
+    pieces = int(counts["count_cluster"].iloc[0]) if "count_cluster" in counts.columns and len(counts) else len(clusters)
+    left_out = (f" ({pieces - len(clusters)} of the {pieces} cluster pieces of counts.csv larger than "
+                f"--cluster-max-size {args.cluster_max_size} px left out of clusters.csv)" if pieces > len(clusters) else "")
+    print(f"autolabel ccd: {len(clusters)} clusters{left_out}; {pct} -> {out}")
     return 0

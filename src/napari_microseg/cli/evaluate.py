@@ -79,7 +79,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                          formatter_class=HelpFormatter,
                          description="microseg evaluate tracks: score predicted tracks against true ones with the Cell\n"
                                      "Tracking Challenge measures (traccuracy): TRA, DET, LNK, the AOGM error counts,\n"
-                                     "and division precision / recall / F1 (objects matched by IoU >= 0.5).\n"
+                                     "and division precision / recall / F1 (TRA, DET, LNK match objects as the\n"
+                                     "CTC does, by majority overlap; the division scores one to one by IoU >= 0.5).\n"
                                      "Each folder is a 'microseg track' result (tracks.csv + tracks_labels.tif), a\n"
                                      "'microseg simulate nuclei' folder (tracks.csv + labels.tif), or a CTC folder.")
     t.add_argument("--gt", required=True, help="folder of the true tracks (e.g. a 'microseg simulate nuclei' folder)")
