@@ -922,3 +922,23 @@ def test_autolabel_ccd_says_why_clusters_csv_holds_fewer_clusters_than_counts(tm
     pieces = int(pd.read_csv(tmp_path / "a" / "counts.csv")["count_cluster"].iloc[0])
     kept = len(pd.read_csv(tmp_path / "a" / "clusters.csv"))
     assert kept < pieces and f"{pieces - kept} of the {pieces} cluster pieces" in said, said
+
+
+@pytest.mark.parametrize("command, said", [
+    (["batch", "autolabel", "--otsu-window", "-3"], "--otsu-window must be >= 0"),
+    (["batch", "autolabel", "--diameter-range", "30", "5"], "--diameter-range must satisfy"),
+    (["batch", "track", "--max-search-radius", "-4"], "--max-search-radius must be > 0"),
+    (["segment", "--model", "nuclei_fluorescence_fast", "--zarr-above", "-5"], "--zarr-above must be"),
+])
+def test_batch_and_segment_refuse_out_of_range_settings_before_any_work(tmp_path, capsys, command, said):
+    """`batch autolabel --otsu-window -3` ran (as 3) and recorded -3; a reversed --diameter-range and a negative
+    --max-search-radius failed every item (exit 1, failures.csv); `segment --zarr-above -5` wrote Zarr."""
+    import tifffile
+
+    from napari_microseg.cli import main
+
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "a.tif", np.zeros((3, 32, 32), np.uint16))
+    assert main([*command, "--input", str(tmp_path / "in"), "--out", str(tmp_path / "out")]) == 2
+    assert said in capsys.readouterr().err
+    assert not (tmp_path / "out" / "failures.csv").exists()

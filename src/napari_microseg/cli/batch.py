@@ -181,6 +181,12 @@ def _params(args: argparse.Namespace) -> dict:
             params["postprocess_options"] = rules
     if args.batch_task == "autolabel":
         kw = {}
+        # refused here, once, as `autolabel fluorescence` refuses them (every item failed, or -3 ran as 3)
+        if args.otsu_window is not None and args.otsu_window < 0:
+            raise InputError(f"--otsu-window must be >= 0 px (0: global Otsu), got {args.otsu_window}")
+        if args.diameter_range is not None and not 0 < args.diameter_range[0] <= args.diameter_range[1]:
+            raise InputError("--diameter-range must satisfy 0 < MIN <= MAX (px), got "
+                             f"{args.diameter_range[0]},{args.diameter_range[1]}")
         if args.otsu_window is not None:
             kw["otsu_window"] = args.otsu_window
         if args.diameter_range is not None:
@@ -200,6 +206,8 @@ def _params(args: argparse.Namespace) -> dict:
     if args.batch_task == "track":
         if args.model is None:  # segmentation settings mean nothing without a model
             params = {}
+        if args.max_search_radius is not None and not args.max_search_radius > 0:  # (every item failed)
+            raise InputError(f"--max-search-radius must be > 0 px, got {args.max_search_radius}")
         for name in ("config", "max_search_radius", "update_method", "pixel_size", "frame_interval"):
             value = getattr(args, name)
             if value is not None:

@@ -660,6 +660,8 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
         torch.set_num_threads(int(args.threads))
     from ..io.images import refuse_undecodable_names
 
+    if args.zarr_above < 0:  # (-5 wrote every image as Zarr)
+        raise InputError(f"--zarr-above must be a number of pixels >= 0, got {args.zarr_above}")
     inputs = find_inputs(args.input)
     refuse_undecodable_names(inputs)
     if args.hdu is not None and not any(image_kind(p) == "fits" for p in inputs):
