@@ -942,3 +942,22 @@ def test_batch_and_segment_refuse_out_of_range_settings_before_any_work(tmp_path
     assert main([*command, "--input", str(tmp_path / "in"), "--out", str(tmp_path / "out")]) == 2
     assert said in capsys.readouterr().err
     assert not (tmp_path / "out" / "failures.csv").exists()
+
+
+def test_classify_train_resume_goes_on_with_the_runs_own_settings(tmp_path):
+    """`classify train --resume` without --batch-size / --lr again ran on with the parser's defaults (64, 3e-4)
+    while the optimiser kept the old lr, recorded those, and its epochs 3-4 differed from an uninterrupted run."""
+    import pandas as pd
+
+    from napari_microseg.cli import main
+    from napari_microseg.io.models import read_model_config
+
+    common = ["classify", "train", "images", "--simulated", "40", "--threads", "1"]
+    settings = ["--batch-size", "16", "--lr", "0.003", "--seed", "0"]
+    assert main([*common, *settings, "--epochs", "4", "--out", str(tmp_path / "full.pt")]) == 0
+    assert main([*common, *settings, "--epochs", "2", "--out", str(tmp_path / "r.pt")]) == 0
+    assert main([*common, "--epochs", "4", "--resume", str(tmp_path / "r.pt"), "--out", str(tmp_path / "r.pt")]) == 0
+    full, resumed = (pd.read_csv(tmp_path / f"{name}.history.csv") for name in ("full", "r"))
+    np.testing.assert_allclose(resumed[["train_loss", "val_loss"]], full[["train_loss", "val_loss"]], rtol=1e-5)
+    config = read_model_config(tmp_path / "r.pt")["training"]["config"]
+    assert config["batch_size"] == 16 and config["lr"] == pytest.approx(0.003)

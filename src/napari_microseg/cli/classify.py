@@ -29,6 +29,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -94,14 +95,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         r.add_argument("--simulated", type=int, default=0, help="number of simulated samples to train on: response images (at least 4, unless --strategy "
                             "real), TEM images (at least 1) or STEM particles (at least 4) (default: 0, none)")
         r.add_argument("--epochs", type=int, default=epochs, help=f"training epochs (default {epochs})")
-        r.add_argument("--batch-size", type=int, default=batch, help=f"samples per step (default {batch})")
-        r.add_argument("--lr", type=float, default=lr,
-                       help=f"learning rate (default {lr:g})" if lr is not None else
-                       "learning rate (default: 1 with the adadelta optimiser, 0.001 with the others)")
+        r.add_argument("--batch-size", type=int, default=batch, action=_Given,
+                       help=f"samples per step (default {batch}; with --resume, the resumed run's own)")
+        r.add_argument("--lr", type=float, default=lr, action=_Given,
+                       help=(f"learning rate (default {lr:g}" if lr is not None else
+                             "learning rate (default: 1 with the adadelta optimiser, 0.001 with the others")
+                       + "; with --resume, the resumed run's own)")
         r.add_argument("--arch", default=arch, choices=PROFILE_ARCHITECTURES if arch == "profile_cnn" else IMAGE_ARCHITECTURES,
                        help=f"architecture (default {arch})")
-        r.add_argument("--patience", type=int, default=30, help="early-stopping patience in epochs (0: off; default 30)")
-        r.add_argument("--val-fraction", type=float, default=0.2, help="share of samples held out for validation (default 0.2)")
+        r.add_argument("--patience", type=int, default=30, action=_Given,
+                       help="early-stopping patience in epochs (0: off; default 30; with --resume, the resumed run's own)")
+        r.add_argument("--val-fraction", type=float, default=0.2, action=_Given,
+                       help="share of samples held out for validation (default 0.2; with --resume, the resumed run's own)")
         r.add_argument("--seed", type=int, default=None,
                        help="random seed (default 0; with --resume, the resumed run's own: its samples and split)")
         r.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda, cuda:N or mps (default auto)")
@@ -790,6 +795,39 @@ def _read_profiles_tiff(path: Path) -> np.ndarray:
         raise InputError(f"{path.name}: cannot read ({type(err).__name__})") from None
 
 
+class _Given(argparse.Action):
+    """Stores the value and notes the option as given (``namespace.given``): a resumed run keeps its own
+    value of an option not given again."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.given = {*getattr(namespace, "given", set()), self.dest}
+
+
+#: ``classify train`` options a resumed run keeps from its checkpoint unless given again -> its config key
+RESUMED_OPTIONS = {"batch_size": "batch_size", "lr": "lr", "patience": "early_stopping_patience",
+                   "val_fraction": "val_fraction"}
+
+
+def _resumed_options(args: argparse.Namespace) -> None:
+    """With ``--resume``: the run's own batch size, learning rate, patience and validation share where they are
+    not given again (it ran on with the parser's defaults, its optimiser state keeping the old lr, and
+    recorded those: epochs 3-4 differed from an uninterrupted run's)."""
+    from ..io.models import read_model_config
+    from ..training.trainer import last_checkpoint_path
+
+    given = getattr(args, "given", set())
+    for candidate in (Path(args.resume), last_checkpoint_path(Path(args.resume))):
+        if candidate.is_file():
+            before = (read_model_config(candidate).get("training") or {}).get("config") or {}
+            for option, key in RESUMED_OPTIONS.items():
+                if option not in given and key in before:
+                    value = before[key]
+                    setattr(args, option, 0 if option == "patience" and value is None else value)
+            return
+
+
 def _resumed_seed(resume: str) -> int:
     """The seed of the run a ``--resume`` file (a model or its ``.last.pt``) records; 0 when it records none."""
     from ..io.models import read_model_config
@@ -810,6 +848,8 @@ def _run_train(args) -> int:
     task = args.train_task
     if args.seed is None:  # a resumed run goes on with its own seed: its simulated samples and validation split
         args.seed = _resumed_seed(args.resume) if args.resume else 0
+    if args.resume:
+        _resumed_options(args)
     if getattr(args, "depth", None) is not None and args.size is None:  # LipNet-6 took 28 px crops, not [T]'s 32
         args.size = 32 if args.depth == 6 else 28
     if args.lr is None:  # the optimiser's own scale: Adam kept Adadelta's 1 and trained nothing (loss 2e5)
