@@ -961,3 +961,23 @@ def test_classify_train_resume_goes_on_with_the_runs_own_settings(tmp_path):
     np.testing.assert_allclose(resumed[["train_loss", "val_loss"]], full[["train_loss", "val_loss"]], rtol=1e-5)
     config = read_model_config(tmp_path / "r.pt")["training"]["config"]
     assert config["batch_size"] == 16 and config["lr"] == pytest.approx(0.003)
+
+
+def test_track_config_of_an_earlier_run_repeats_its_units(tmp_path, capsys):
+    """`track --config <earlier track_config.json>` dropped the pixel size and frame interval it recorded: the
+    repeated run's track summary lost its micrometre and minute columns."""
+    import pandas as pd
+    import tifffile
+
+    from napari_microseg.cli import main
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+
+    sim = simulate_nuclei_timelapse(n_frames=4, shape=(64, 64), n_nuclei=5, seed=1)
+    tifffile.imwrite(tmp_path / "labels.tif", sim.labels.astype(np.uint16))
+    assert main(["track", "--labels", str(tmp_path / "labels.tif"), "--out", str(tmp_path / "t1"),
+                 "--pixel-size", "0.5", "--frame-interval", "3"]) == 0
+    assert main(["track", "--labels", str(tmp_path / "labels.tif"), "--out", str(tmp_path / "t2"),
+                 "--config", str(tmp_path / "t1" / "track_config.json")]) == 0
+    assert "calibration from the config file: 0.5 um per pixel, 3.0 min per frame" in capsys.readouterr().err
+    first, again = (pd.read_csv(tmp_path / t / "track_summary.csv") for t in ("t1", "t2"))
+    pd.testing.assert_frame_equal(first, again)

@@ -154,6 +154,17 @@ def run(args: argparse.Namespace) -> int:
         if from_file:  # only what the metadata gave: a value typed on the command line is not the file's
             print(f"calibration from the file's metadata: {', '.join(from_file)} (--pixel-size / --frame-interval "
                   "override it)", file=sys.stderr)
+        units = (recorded or {}).get("units") if isinstance((recorded or {}).get("units"), dict) else {}
+        from_config = []  # a track_config.json given as --config: its run's units where neither says any
+        if pixel_size is None and isinstance(units.get("pixel_size_um"), (int, float)):
+            pixel_size = float(units["pixel_size_um"])
+            from_config.append(f"{pixel_size} um per pixel")
+        if frame_interval is None and isinstance(units.get("frame_interval_min"), (int, float)):
+            frame_interval = float(units["frame_interval_min"])
+            from_config.append(f"{frame_interval} min per frame")
+        if from_config:
+            check_units(pixel_size, frame_interval)
+            print(f"calibration from the config file: {', '.join(from_config)}", file=sys.stderr)
         if image is not None and image.shape != labels.shape:
             raise InputError(f"image shape {image.shape} does not match labels shape {labels.shape}")
         np.random.seed(args.seed)
