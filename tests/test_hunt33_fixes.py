@@ -29,7 +29,7 @@ def test_a_run_whose_loss_blows_up_but_stays_finite_is_refused(tmp_path, capsys)
                  str(tmp_path / "m.pt"), "--epochs", "3", "--patch", "32", "--patches-per-epoch", "16", "--batch-size",
                  "4", "--lr", "1000", "--val-fraction", "0", "--threads", "1", "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "training diverged: the training loss rose from" in err and "lower the learning rate" in err, err
+    assert "training diverged: the training loss rose from" in err and "at the start" in err and "lower the learning rate" in err, err
     assert not (tmp_path / "m.pt").exists()
 
 
@@ -981,3 +981,58 @@ def test_track_config_of_an_earlier_run_repeats_its_units(tmp_path, capsys):
     assert "calibration from the config file: 0.5 um per pixel, 3.0 min per frame" in capsys.readouterr().err
     first, again = (pd.read_csv(tmp_path / t / "track_summary.csv") for t in ("t1", "t2"))
     pd.testing.assert_frame_equal(first, again)
+
+
+def test_the_correct_and_retrain_loop_adds_the_layer_being_corrected(make_napari_viewer, wait_worker):
+    """Correct run 1, Add, segment again, correct run 2, Add: the picker stayed on run 1's layer (edited once)
+    and Add took its frame, the old model's output with the nucleus the user had just deleted in run 2."""
+    viewer, widget = _segmented_discs(make_napari_viewer, wait_worker)
+    first = widget.result_layer
+    viewer.dims.set_current_step(0, 0)
+    first.fill((0, 25, 25), 0)
+    assert widget.add_to_training_set() == 1
+    wait_worker(widget.segment())  # again (say, with the fine-tuned model)
+    second = widget.result_layer
+    assert widget.labels_for_training.value == second.name  # run 1's corrections are in the set already
+    viewer.dims.set_current_step(0, 1)
+    second.fill((1, 70, 71), 0)
+    assert widget.add_to_training_set() == 2
+    added = widget.corrections[(viewer.layers["movie"].unique_id, 1)][1]
+    assert added[70, 71] == 0 and f"with the labels of '{second.name}'" in widget.status.text()
+
+
+def test_review_fixes_sparse_first_batch_integer_class_names_and_box_counts(tmp_path):
+    """(Review of this session's changes.) A fresh sparse-painting run whose first batch held no annotated pixel
+    (loss 0) was stopped as "diverged" at a fresh network's loss; a classifier trained through the API with
+    integer class names could not be loaded (its own record refused); 4 boxes for 3 images passed."""
+    from napari_microseg.classify import classify_images, train_classifier
+    from napari_microseg.errors import InputError
+    from napari_microseg.io.models import load_model
+    from napari_microseg.progress import drain
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+    from napari_microseg.simulate.response import simulate_response_image
+    from napari_microseg.training.trainer import train
+
+    images, labels = [], []
+    for i in range(4):
+        image, lab = simulate_nuclei_image(shape=(128, 128), seed=i)
+        lab = np.asarray(lab).astype(np.int32)
+        lab[:, 48:] = -1
+        lab[48:, :] = -1  # only the top-left corner annotated
+        images.append(np.asarray(image))
+        labels.append(lab)
+    cfg = dict(output_mode="three_class", patch_size=64, patches_per_epoch=8, batch_size=1, epochs=1, lr=1e-3,
+               device="cpu", num_threads=1, amp=False, val_fraction=0.25, seed=11)
+    assert drain(train(cfg, (images, labels), out_path=tmp_path / "sparse.pt")).stop_reason == "completed"
+
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 1, 39, 42)).astype(np.float32)
+    y = np.r_[np.zeros(20, int), np.ones(20, int)]
+    x[y == 1] += 0.5
+    drain(train_classifier({"task": "images", "epochs": 1, "device": "cpu", "class_names": [0, 1],
+                            "val_fraction": 0.25}, {"x": x, "y": y}, out_path=tmp_path / "int.pt"))
+    assert load_model(tmp_path / "int.pt").config["class_names"] == [0, 1]
+
+    responses = [simulate_response_image(seed=s) for s in range(3)]
+    with pytest.raises(InputError, match="4 boxes for 3 images"):
+        classify_images("response_good_bad", [r.image for r in responses], boxes=[(10, 10, 49, 52)] * 4)

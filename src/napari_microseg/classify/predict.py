@@ -135,7 +135,7 @@ def classify_images(model: Any, images: Sequence[np.ndarray], boxes: Sequence | 
     for what, given in (("masks", masks), ("names", names)):  # (an IndexError / a pandas error before)
         if given is not None and len(given) != len(images):
             raise InputError(f"{len(given)} {what} for {len(images)} images: give one per image")
-    if boxes is not None and len(boxes) not in (4, len(images)) and not np.ndim(boxes) == 1:
+    if boxes is not None and np.ndim(boxes) != 1 and len(boxes) != len(images):  # (4 for 3 images passed)
         raise InputError(f"{len(boxes)} boxes for {len(images)} images: give one (y0, x0, y1, x1) per image, or one "
                          "for all")
     x = response_crops(images, boxes, masks, crop_size=size, normalization=lm.config.get("normalization") or "minmax",

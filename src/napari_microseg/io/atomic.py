@@ -231,7 +231,7 @@ def replace_tree(new: str | os.PathLike, target: str | os.PathLike) -> Path:
     from ..cli._signals import interrupts_deferred
 
     new, target = Path(new), Path(target)
-    for left in target.parent.glob(glob.escape(f".{target.name}.old-") + "*"):  # an earlier replacement interrupted while deleting
+    for left in target.parent.glob(glob.escape(temp_prefix(target.name) + "old-") + "*"):  # an earlier replacement interrupted while deleting
         shutil.rmtree(left, ignore_errors=True)
     aside = None
     with interrupts_deferred():

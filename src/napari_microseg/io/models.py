@@ -240,7 +240,7 @@ def _decode_config(payload: Any, name: str) -> None:
 CONFIG_TYPES = {"model": dict, "output_mode": str, "task": str, "distance_head": bool, "n_classes": int,
                 "class_names": list, "normalization": (dict, str), "patch_size": (list, int), "input_shape": list,
                 "input_range": dict, "training": dict, "object_size": dict, "postprocess": dict, "crop": dict,
-                "positive_class": str, "threshold": (int, float), "use_thresholds": dict}
+                "positive_class": (str, int), "threshold": (int, float), "use_thresholds": dict}
 
 
 #: the watershed settings (``inference.postprocess.three_class_to_labels``) a model's ``postprocess`` gives as numbers
@@ -257,7 +257,8 @@ def _check_config_types(config: dict, name: str) -> None:
         if value is not None and (not isinstance(value, kinds) or (kinds is int and isinstance(value, bool))):
             raise InputError(f"{name}: model config entry '{key}' is damaged ({value!r} is no "
                              f"{' or '.join(k.__name__ for k in (kinds if isinstance(kinds, tuple) else (kinds,)))})")
-    if not all(isinstance(c, str) for c in config.get("class_names") or []):
+    # (names given as numbers through the Python API are written as they were given)
+    if not all(isinstance(c, (str, int)) and not isinstance(c, bool) for c in config.get("class_names") or []):
         raise InputError(f"{name}: model config entry 'class_names' is damaged (its names must be strings)")
     patch = config.get("patch_size")
     sides = patch if isinstance(patch, list) else [patch] if patch is not None else []

@@ -62,6 +62,9 @@ LR_SCHEDULES = ("plateau", "cosine", "constant")
 # fine-tuned run can be tiny: it counts as at least BLOW_UP_FLOOR.
 BLOW_UP_FACTOR = 20.0
 BLOW_UP_FLOOR = 0.05
+# a fresh network's reference is at least this (a first batch of few annotated pixels can score near 0 while
+# the network's loss is that of guessing, ~0.7-1.5: a working sparse-painting run was stopped at 1.06)
+FRESH_LOSS_FLOOR = 0.5
 
 
 @dataclass
@@ -1009,8 +1012,10 @@ def train(
                 else:
                     loss.backward()
                     optimizer.step()
-                if first_step_loss is None:
+                if first_step_loss is None and float(loss.detach()) > 0:  # (a batch of no annotated pixel: 0)
                     first_step_loss = float(loss.detach())
+                    if init is None and ckpt is None:  # a fresh network: its loss is that of guessing
+                        first_step_loss = max(first_step_loss, FRESH_LOSS_FLOOR)
                 run_loss += float(loss.detach()) * xb.shape[0]
                 run_n += xb.shape[0]
                 done += 1
@@ -1021,8 +1026,8 @@ def train(
                 break
             train_loss = run_loss / max(run_n, 1)
             if first_step_loss is not None and train_loss > BLOW_UP_FACTOR * max(first_step_loss, BLOW_UP_FLOOR):
-                raise InputError(f"training diverged: the training loss rose from {first_step_loss:.3g} at the first "
-                                 f"step to {train_loss:.3g} over epoch {epoch}; lower the learning rate (the best "
+                raise InputError(f"training diverged: the training loss rose from {first_step_loss:.3g} at the start "
+                                 f"to {train_loss:.3g} over epoch {epoch}; lower the learning rate (the best "
                                  "model so far, if any, is kept)")
             val_loss = val_dice = None
             if val_x is not None:

@@ -166,7 +166,8 @@ class SegmentationWidget(MicrosegDock):
         self.result_edited = False  # the user painted into that layer since: Export measures it again
         # earlier runs' result layers (weak) with what Export needs of them, by layer id: see _remember_result
         self._earlier_results: dict[Any, tuple] = {}
-        self._edited_layers: set = set()  # unique ids of the result layers the user edited
+        # unique ids of the result layers the user edited since a frame of theirs was last added
+        self._edited_since_add: set = set()
         # layer selections made (counted) and their count when the last run started: after a stopped or failed
         # run, an earlier result the user selects is exported; one left selected from before is not
         self._selection_changes = self._selection_at_run = 0
@@ -443,10 +444,10 @@ class SegmentationWidget(MicrosegDock):
             self.labels_for_training.reset_choices()
             kept = next((lay for lay in self.viewer.layers if lay.name == chosen), None) if chosen else None
             # a layer the user chose stays chosen (Add then took the new, uncorrected output): a labels layer of
-            # their own they picked (auto-labels they painted), or a result of this dock they corrected; an
-            # untouched result, or a layer the picker merely showed, gives way
+            # their own they picked (auto-labels they painted), or a result of this dock with corrections not
+            # added yet; an untouched (or added) result, or a layer the picker merely showed, gives way
             own_result = kept is not None and kept.unique_id in self._earlier_results
-            corrected = kept is not None and (kept.unique_id in self._edited_layers
+            corrected = kept is not None and (kept.unique_id in self._edited_since_add
                                               or (not own_result and self._picker_chosen_by_user))
             self.labels_for_training.value = chosen if corrected else name
         finally:
@@ -472,10 +473,15 @@ class SegmentationWidget(MicrosegDock):
     def _mark_result_edited(self, event: Any = None) -> None:
         source = getattr(event, "source", None)
         if source is not None:  # corrected labels: a new run does not take the training set's labels from them
-            self._edited_layers.add(source.unique_id)
+            self._edited_since_add.add(source.unique_id)
+            if self.labels_for_training.value != source.name and source.name in self.labels_for_training.choices:
+                self._setting_picker = True  # the layer being corrected is the one to add
+                try:
+                    self.labels_for_training.value = source.name
+                finally:
+                    self._setting_picker = False
         if getattr(event, "source", self.result_layer) is self.result_layer:  # an earlier run's layer: checked on export
             self.result_edited = True
-            self._edited_layers.add(self.result_layer.unique_id)
             if not getattr(self, "_measurements_outdated", False):
                 self._measurements_outdated = True
                 self._drop_outdated_measurements(self.result_layer)
@@ -831,6 +837,7 @@ class SegmentationWidget(MicrosegDock):
         self.corrections[key] = (image.copy(), labels.copy())  # corrected again: the newer labels replace the older
         self.correction_names[key] = image_layer.name
         self.correction_layers[key] = (weakref.ref(labels_layer), int(t) if labels_layer.ndim == 3 else None)
+        self._edited_since_add.discard(labels_layer.unique_id)
         self._show_training_set()
         misplaced = placement_mismatch(image_layer, labels_layer)
         self.show_message(f"{note}; training set: {len(self.training_pairs)} corrected frame(s)"
