@@ -1,22 +1,10 @@
-"""Regression tests for the bugs found by session 33's hunts: each failed on the code before its fix."""
+"""Regression tests for the bugs found by session 33's hunts and review: each failed on the code before its fix
+(the uint16 label buffer's test guards the widening the memory fix brought in)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
-
-def _image_label_folders(folder, n: int) -> None:
-    """``folder/images`` and ``folder/labels`` of ``n`` simulated 64 x 64 nuclei images."""
-    import tifffile
-
-    from napari_microseg.simulate.nuclei import simulate_nuclei_image
-
-    (folder / "images").mkdir()
-    (folder / "labels").mkdir()
-    for i in range(n):
-        image, labels = simulate_nuclei_image((64, 64), n_nuclei=6, seed=i)
-        tifffile.imwrite(folder / "images" / f"im{i}.tif", image)
-        tifffile.imwrite(folder / "labels" / f"im{i}.tif", labels.astype(np.uint16))
+from test_hunt32_fixes import _image_label_folders  # folders of simulated image / label pairs
 
 
 def test_a_run_whose_loss_blows_up_but_stays_finite_is_refused(tmp_path, capsys):
