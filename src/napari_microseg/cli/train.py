@@ -199,9 +199,7 @@ def _resolve_output_mode(args: argparse.Namespace) -> None:
         args.output_mode = found or "binary"
         if found:
             print(f"output mode {found}, as {Path(str(source)).name} has it", file=sys.stderr)
-        elif not source:  # (the help says three_class for nuclei; the Training dock starts with it)
-            print("note: output mode binary (the default): touching objects come out as one; --output-mode "
-                  "three_class splits touching nuclei, multiclass learns classes (CCD)", file=sys.stderr)
+        args.binary_by_default = not found and not source  # said once the settings are checked (see run)
     elif found and given != found and args.init_model:
         print(f"warning: --output-mode {given} differs from {Path(str(source)).name}'s ({found}): its output "
               "layer is trained afresh for the new outputs (the rest of the network is kept)", file=sys.stderr)
@@ -410,6 +408,9 @@ def _train_into(args: argparse.Namespace) -> int:
         print(f"--patch {settings['patch']} is larger than every training image (the largest side is "
               f"{max(max(np.shape(im)[-2:]) for im in images)} px): training on {patch} px patches", file=sys.stderr)
     folder_names = None if args.class_names else _folder_class_names(args)
+    if getattr(args, "binary_by_default", False):  # (the help says three_class for nuclei; the Training dock's)
+        print("note: output mode binary (the default): touching objects come out as one; --output-mode "
+              "three_class splits touching nuclei, multiclass learns classes (CCD)", file=sys.stderr)
     cfg = TrainConfig(
         preset=args.preset or "small", output_mode=args.output_mode,
         n_classes=args.n_classes or (len(folder_names) if folder_names else None),
