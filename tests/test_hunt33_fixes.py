@@ -1024,3 +1024,21 @@ def test_review_fixes_sparse_first_batch_integer_class_names_and_box_counts(tmp_
     responses = [simulate_response_image(seed=s) for s in range(3)]
     with pytest.raises(InputError, match="4 boxes for 3 images"):
         classify_images("response_good_bad", [r.image for r in responses], boxes=[(10, 10, 49, 52)] * 4)
+
+
+def test_moving_to_another_frame_during_apply_is_no_change_of_settings(make_napari_viewer, wait_worker, qtbot):
+    """Auto-label's Apply with the frame moved meanwhile (the slider, or the Tracking dock jumping to a track)
+    said its labels "use the settings before your change", though no setting had changed."""
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+    from napari_microseg.widgets.autolabel import AutolabelWidget
+
+    sim = simulate_nuclei_timelapse(n_frames=4, shape=(128, 128), n_nuclei=10, seed=6)
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(sim.fluorescence, name="fl")
+    widget = AutolabelWidget(viewer)
+    widget.stain_layer.value = "fl"
+    worker = widget.apply()
+    viewer.dims.set_current_step(0, 3)
+    wait_worker(worker)
+    qtbot.waitUntil(lambda: "preview:" in widget.status.text(), timeout=60000)  # the frame's preview, after
+    assert "settings before your change" not in widget.status.text(), widget.status.text()

@@ -113,8 +113,8 @@ class AutolabelWidget(MicrosegDock):
         self.timer.timeout.connect(self._live_preview)
         for w in (self.stain_layer, self.otsu_window, self.min_diameter, self.max_diameter, self.smooth_sigma,
                   self.split_clumps, self.clear_border, self.live):
-            w.changed.connect(self.schedule_preview)
-        self.connect_viewer_event(self.viewer.dims.events.current_step, self.schedule_preview)
+            w.changed.connect(self._form_changed)
+        self.connect_viewer_event(self.viewer.dims.events.current_step, self.schedule_preview)  # another frame
         self.apply_button.changed.connect(self.apply)
         self.qc_button.changed.connect(self.run_qc)
         self.run_buttons = (self.apply_button, self.qc_button)
@@ -162,11 +162,16 @@ class AutolabelWidget(MicrosegDock):
         self.timer.stop()  # a preview waiting for the user's pause, or for a run to end: nobody sees it now
         self._pending_preview = False
 
-    def schedule_preview(self, *_: Any) -> None:
-        """Restart the debounce timer; the preview runs when the user pauses (after a run going now).
-        A change during an Apply is previewed after it, the Apply's summary kept (see :meth:`_after_run`)."""
+    def _form_changed(self, *_: Any) -> None:
+        """A setting changed: previewed; during an Apply, after it, the Apply's summary kept and said to be of
+        the settings before the change (see :meth:`_after_run`). Moving to another frame is no such change
+        (it was said to be one)."""
         if self.busy and self._last_run == "apply":
             self._changed_during_apply = True
+        self.schedule_preview()
+
+    def schedule_preview(self, *_: Any) -> None:
+        """Restart the debounce timer; the preview runs when the user pauses (after a run going now)."""
         if self.live.value and self.stain_layer.value:
             self.timer.start()
         else:  # live preview turned off (or no stain): a pending one is dropped
