@@ -1042,3 +1042,42 @@ def test_moving_to_another_frame_during_apply_is_no_change_of_settings(make_napa
     wait_worker(worker)
     qtbot.waitUntil(lambda: "preview:" in widget.status.text(), timeout=60000)  # the frame's preview, after
     assert "settings before your change" not in widget.status.text(), widget.status.text()
+
+
+def test_a_docks_run_does_not_queue_behind_other_docks_runs(make_napari_viewer, wait_worker, qtbot):
+    """Qt's global thread pool holds as many threads as cores: a Track of under a second, started while two
+    long runs went (a training, a fine-tune), waited silently (its dock busy) until one of them ended."""
+    import threading
+    import time
+
+    from qtpy.QtCore import QThreadPool
+
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+    from napari_microseg.widgets.tracking import TrackingWidget
+
+    pool = QThreadPool.globalInstance()
+    before = pool.maxThreadCount()
+    sim = simulate_nuclei_timelapse(n_frames=3, shape=(64, 64), n_nuclei=5, seed=1)
+    viewer = make_napari_viewer(show=False)
+    viewer.add_labels(sim.labels.astype(np.uint16), name="nuclei")
+    long_dock, tracking = SegmentationWidget(viewer), TrackingWidget(viewer)
+    release = threading.Event()
+
+    def long_run():
+        while not release.is_set():
+            time.sleep(0.05)
+            yield None
+        return None
+    try:
+        pool.setMaxThreadCount(1)  # every thread taken by the long run
+        long_worker = long_dock.start(long_run, lambda _: None, label="a long run")
+        qtbot.waitUntil(lambda: pool.activeThreadCount() == 1, timeout=10000)
+        tracking.labels_layer.value = "nuclei"
+        tracking.track()
+        qtbot.waitUntil(lambda: tracking.result is not None, timeout=30000)  # while the long run still goes
+        assert not release.is_set() and long_worker.is_running
+    finally:
+        release.set()
+        wait_worker(long_worker)
+        pool.setMaxThreadCount(before)

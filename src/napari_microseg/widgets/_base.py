@@ -143,6 +143,17 @@ class _VerticalScrollArea(QScrollArea):
         return QSize(inner.width() + self._bar_width(), min(inner.height(), self.MIN_HEIGHT_PX))
 
 
+def _room_in_thread_pool() -> None:
+    """Let a run start now, not queue behind the other docks' runs: Qt's global thread pool (the one
+    napari's workers use) has as many threads as cores, 2 here, so a Track of under a second waited
+    silently behind a training and a fine-tune (its dock busy) until one of them ended."""
+    from qtpy.QtCore import QThreadPool
+
+    pool = QThreadPool.globalInstance()
+    if pool.activeThreadCount() >= pool.maxThreadCount():
+        pool.setMaxThreadCount(pool.activeThreadCount() + 1)
+
+
 class MicrosegDock(QWidget):
     """Base for the plugin's dock widgets.
 
@@ -550,6 +561,7 @@ class MicrosegDock(QWidget):
                  (worker.aborted, aborted)]
         for signal, slot in slots[:4]:
             signal.connect(slot)
+        _room_in_thread_pool()
         worker.start()
         return worker
 
