@@ -1081,3 +1081,25 @@ def test_a_docks_run_does_not_queue_behind_other_docks_runs(make_napari_viewer, 
         release.set()
         wait_worker(long_worker)
         pool.setMaxThreadCount(before)
+
+
+def test_run_records_pin_the_model_by_digest_and_the_package_version(tmp_path):
+    """segment_run.json / classify_run.json named the model by path only: after a fine-tune in place (train
+    --init-model X.pt --out X.pt --overwrite) the records of two different models read alike."""
+    import json
+
+    import tifffile
+
+    from napari_microseg import __version__
+    from napari_microseg.batch.manifest import sha256_file
+    from napari_microseg.cli import main
+    from napari_microseg.pretrained import pretrained_path
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    image, _ = simulate_nuclei_image((64, 64), n_nuclei=4, seed=0)
+    tifffile.imwrite(tmp_path / "im.tif", image)
+    assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "im.tif"),
+                 "--out", str(tmp_path / "s"), "--quiet"]) == 0
+    record = json.loads((tmp_path / "s" / "segment_run.json").read_text())
+    assert record["model_sha256"] == sha256_file(pretrained_path("nuclei_fluorescence_fast"))
+    assert record["microseg_version"] == __version__

@@ -304,7 +304,12 @@ def _warn_if_training_samples(lm, folder: Path) -> None:
 
 def _write_run(out: Path, args, lm, started: float, **results) -> None:
     """``classify_run.json``: what was run, on which device, with what result (to repeat or cite a run)."""
+    from .. import __version__
+    from ..pretrained import model_digest
+
+    # the model's digest and the package's version: a model fine-tuned in place keeps its name
     record = {"command": f"classify {args.what}", "model": str(args.model), "model_file": lm.path,
+              "model_sha256": model_digest(args.model), "microseg_version": __version__,
               "input": [str(p) for p in args.input] if isinstance(args.input, list) else (str(args.input) if args.input else None),
               "device": lm.device, "seconds": round(time.perf_counter() - started, 3), **results}
     _write_json(out / "classify_run.json", record)

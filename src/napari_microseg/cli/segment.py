@@ -794,7 +794,13 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
         for per_image_key in ("image_tile", "scale_warning"):  # per image below, with its diameter and resize factor
             settings.pop(per_image_key, None)
         settings.update(diameter=diameter, scale_factor=None if len(per_image) > 1 else settings.get("scale_factor"))
-        settings.update(model=str(args.model), input=str(args.input), channel=getattr(args, "channel", None),
+        from .. import __version__
+        from ..pretrained import model_digest
+
+        # the model's digest and the package's version: a model fine-tuned in place (train --init-model X.pt
+        # --out X.pt --overwrite) keeps its name, and the record could not tell the two apart
+        settings.update(model=str(args.model), model_sha256=model_digest(args.model), microseg_version=__version__,
+                        input=str(args.input), channel=getattr(args, "channel", None),
                         hdu=getattr(args, "hdu", None), device=loaded.device,
                         seconds=round(time.perf_counter() - t0, 3), images=per_image, failures=failures)
         if not_done:

@@ -45,6 +45,14 @@ def pretrained_path(name: str) -> Path:
     return path
 
 
+def model_digest(spec: str) -> str:
+    """``sha256:<hex>`` of the model file ``spec`` names (a path or a shipped model's name), for run records:
+    a model fine-tuned in place keeps its name."""
+    from ..batch.manifest import sha256_file
+
+    return sha256_file(resolve_model(str(spec)))
+
+
 def resolve_model(spec: str) -> Path:
     """A model file path, or the name of a shipped model."""
     path = Path(spec)
