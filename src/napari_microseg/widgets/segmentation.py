@@ -9,12 +9,13 @@ on the corrected frames (in a worker), which becomes the current model.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import traceback
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
@@ -365,6 +366,16 @@ class SegmentationWidget(MicrosegDock):
             self._selection_at_run = self._selection_changes  # an earlier result selected after it: a choice
         return worker
 
+    @contextlib.contextmanager
+    def _picker_moved_by_dock(self) -> Iterator[None]:
+        """The "corrected labels" picker set by the dock meanwhile: no choice of the user's (see
+        :meth:`_note_picker_choice`)."""
+        self._setting_picker = True
+        try:
+            yield
+        finally:
+            self._setting_picker = False
+
     def _note_picker_choice(self, *_: Any) -> None:
         if not self._setting_picker:
             self._picker_chosen_by_user = True
@@ -439,8 +450,7 @@ class SegmentationWidget(MicrosegDock):
                                   blending="additive", visible=True, opacity=0.6, **geometry)
         self.result_layer_name = name
         chosen = self.labels_for_training.value
-        self._setting_picker = True
-        try:
+        with self._picker_moved_by_dock():
             self.labels_for_training.reset_choices()
             kept = next((lay for lay in self.viewer.layers if lay.name == chosen), None) if chosen else None
             # a layer the user chose stays chosen (Add then took the new, uncorrected output): a labels layer of
@@ -450,8 +460,6 @@ class SegmentationWidget(MicrosegDock):
             corrected = kept is not None and (kept.unique_id in self._edited_since_add
                                               or (not own_result and self._picker_chosen_by_user))
             self.labels_for_training.value = chosen if corrected else name
-        finally:
-            self._setting_picker = False
         self.counts_label.value = counts_summary(result.counts, result.output_mode == "multiclass")
         diameter, factor = result.settings.get("diameter"), result.settings.get("scale_factor", 1.0)
         note = ""
@@ -475,11 +483,8 @@ class SegmentationWidget(MicrosegDock):
         if source is not None:  # corrected labels: a new run does not take the training set's labels from them
             self._edited_since_add.add(source.unique_id)
             if self.labels_for_training.value != source.name and source.name in self.labels_for_training.choices:
-                self._setting_picker = True  # the layer being corrected is the one to add
-                try:
+                with self._picker_moved_by_dock():  # the layer being corrected is the one to add
                     self.labels_for_training.value = source.name
-                finally:
-                    self._setting_picker = False
         if getattr(event, "source", self.result_layer) is self.result_layer:  # an earlier run's layer: checked on export
             self.result_edited = True
             if not getattr(self, "_measurements_outdated", False):
@@ -888,11 +893,8 @@ class SegmentationWidget(MicrosegDock):
         self.show_message("training set cleared")
 
     def _refresh_layer_pickers(self, *args: Any) -> None:
-        self._setting_picker = True  # (a layer added or renamed moves the picker: no choice of the user's)
-        try:
+        with self._picker_moved_by_dock():  # (a layer added or renamed moves the picker: no choice of the user's)
             super()._refresh_layer_pickers(*args)
-        finally:
-            self._setting_picker = False
         if self.corrections:  # an image closed (or opened again): its frames say so
             self._show_training_set()
 
