@@ -1211,7 +1211,10 @@ def run_batch(
             "processed": summary.processed, "skipped": summary.skipped, "failed": summary.failed,
             "tables": {kind: path.name for kind, path in tables.items()}, "workers": n_workers,
             "failures_csv": failures_csv.name if failures_csv else None,
-            "notes": len(notes), "ignored_files": summary.ignored}, indent=2) + "\n")
+            "notes": len(notes), "ignored_files": summary.ignored,
+            # the arithmetic the network ran in ("auto" resolved per worker; per item in the manifest)
+            **({"precision": used} if (used := sorted({str(r["precision"]) for r in done_records
+                                                       if r.get("precision")})) else {})}, indent=2) + "\n")
         finished = True
         yield event("finished")
         return summary

@@ -50,7 +50,7 @@ from .manifest import sha256_array, sha256_file, sha256_json, sha256_tree
 
 #: segment_image keywords a segment (or track) batch task passes on
 SEGMENT_PARAMS = ("tile", "overlap", "batch_size", "threshold", "min_size", "max_size", "fill_holes", "remove_border",
-                  "diameter", "postprocess_options")
+                  "diameter", "postprocess_options", "test_time_augmentation", "precision")
 
 
 @dataclass(frozen=True)
@@ -337,6 +337,8 @@ def segment_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> d
         objects, counts = result.objects, result.counts
     outputs = {"labels": rel, "objects": _write_shard(out, "objects", item, objects),
                "counts": _write_shard(out, "counts", item, counts)}
+    # the network arithmetic "auto" resolved to in this worker (bfloat16 or float32), as segment_run.json has it
+    outputs["precision"] = result.settings.get("precision")
     if result.settings.get("scale_warning"):  # intensities unlike the model's training data: said, as segment says it
         outputs["note"] = str(result.settings["scale_warning"])
     # a CCD class model: the charge of each cluster (frame by frame; a lazy single frame is read whole
@@ -552,7 +554,8 @@ def run_item(item: BatchItem, spec: TaskSpec, expected_checksum: str | None = No
     -------
     dict with ``key, input, frame, status ("done", "skipped" or "failed"),
     checksum, outputs ({kind: path relative to OUT}), reason, seconds, worker``,
-    ``device`` (the torch device used) for tasks run with a model, and ``note`` when the task
+    ``device`` (the torch device used) for tasks run with a model, ``precision`` (the network
+    arithmetic, ``"bfloat16"`` or ``"float32"``) for segmentation, and ``note`` when the task
     remarks on its input (e.g. a 0/1 mask stack tracked as its connected objects).
     """
     import dask
@@ -573,6 +576,8 @@ def run_item(item: BatchItem, spec: TaskSpec, expected_checksum: str | None = No
                     _READ_NOTES.notes.append(f"--channel {spec.params['channel']} ignored: the file has no channels")
                 record["outputs"] = TASK_FUNCTIONS[spec.task](item, spec, frame)
                 notes = [*_READ_NOTES.notes, record["outputs"].pop("note", None)]
+                if "precision" in record["outputs"]:  # a setting, not an output file
+                    record["precision"] = record["outputs"].pop("precision")
                 if any(notes):
                     record["note"] = "; ".join(n for n in notes if n)
                 record["status"] = "done"

@@ -364,6 +364,7 @@ def train_classifier(
     prev_threads = torch.get_num_threads()
     if cfg.num_threads:
         torch.set_num_threads(int(cfg.num_threads))
+    threads_used = torch.get_num_threads()  # recorded in the model file (cfg.num_threads unset: torch's own)
     torch.manual_seed(cfg.seed)
 
     # ---- model
@@ -505,6 +506,7 @@ def train_classifier(
                 "best_epoch": best_epoch,
                 "seed": cfg.seed,
                 "device": device,
+                "cpu_threads": threads_used,
                 "init_model": str(init_model) if init_model else None,
                 "reinitialised": reinit,
                 "frozen_features": bool(frozen),

@@ -427,7 +427,7 @@ def _run_fluorescence_staged(args: argparse.Namespace, stain: np.ndarray, calibr
               "target": args.target or (str(args.stain) if args.qc else None),
               "target_channel": args.target_channel if args.target else None, "tile": args.tile,
               "qc": args.qc, "qc_drop_lowest": args.qc_drop_lowest, "qc_max_foreground": args.qc_max_foreground,
-              "correct_shift": args.correct_shift, "max_shift": args.max_shift, "autolabel": kwargs,
+              "keep_dropped": bool(args.keep_dropped), "correct_shift": args.correct_shift, "max_shift": args.max_shift, "autolabel": kwargs,
               "seconds": round(time.perf_counter() - start, 3), **summary}
     atomic_write_text(stage / "params.json", json.dumps(params, indent=2, default=str))
     # an earlier run's tiles (--overwrite) are not trained on: this run's replace them (a user's tile_mine.tif stays)

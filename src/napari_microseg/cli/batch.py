@@ -97,6 +97,10 @@ def _segment_options(p: argparse.ArgumentParser) -> None:
                         "Zarr stack, so give a number for time-lapses); tiles are resized when it lies outside the "
                         "widths the model was trained on (default: as trained)")
     g.add_argument("--no-fill-holes", action="store_true", help="do not fill holes inside objects")
+    g.add_argument("--tta", action="store_true", help="test-time augmentation: average over 4 flips (4x slower)")
+    g.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
+                   help="network arithmetic: auto = bfloat16 on GPUs and on CPUs that compute it natively (AMX, "
+                        "AVX512-BF16), else float32; each item's is in the manifest, all in batch_run.json")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -172,6 +176,11 @@ def _params(args: argparse.Namespace) -> dict:
             params["diameter"] = diameter
         if args.no_fill_holes:
             params["fill_holes"] = False
+        # as `segment` takes them (left out at their defaults: an earlier run's settings hash stays the same)
+        if args.tta:
+            params["test_time_augmentation"] = True
+        if args.precision != "auto":
+            params["precision"] = args.precision
     if args.batch_task == "segment":
         from .segment import ccd_rule_options
 

@@ -349,8 +349,11 @@ def run_seg(args: argparse.Namespace) -> int:
     thr_rows = []
     for t in thresholds:
         k = threshold_key(t)
+        # the printed bootstrap interval (first threshold; blank with one image) and its seed, kept with the APs
+        low, high = pooled.get(f"ap_low@{k}", float("nan")), pooled.get(f"ap_high@{k}", float("nan"))
         thr_rows.append({"threshold": t, "precision": pooled[f"precision@{k}"], "recall": pooled[f"recall@{k}"],
-                         "f1": pooled[f"f1@{k}"], "ap": pooled[f"ap@{k}"]})
+                         "f1": pooled[f"f1@{k}"], "ap": pooled[f"ap@{k}"], "ap_low_95": low, "ap_high_95": high,
+                         "bootstrap_seed": args.seed if low == low else None})
     write_table_csv(pd.DataFrame(thr_rows), out_thr)
     print(f"{pooled['n_images']} image(s) scored"  # images and frames of stacks, as the unpredicted ones
           + (f", {len(unpredicted)} of them without a prediction (nothing found)" if unpredicted else ""))

@@ -170,6 +170,17 @@ def _simulated(n: int, size: int, n_nuclei: int, seed: int):
     return images, labels
 
 
+def _simulated_description(labels: list, size: int, asked: int, seed: int) -> str:
+    """The training record's line for ``--simulated``: the nuclei the simulator placed (it places fewer
+    than asked where they do not fit), not the number asked for."""
+    import numpy as np
+
+    placed = [int(np.count_nonzero(np.unique(lb))) for lb in labels]
+    spread = f"{min(placed)}" if min(placed) == max(placed) else f"{min(placed)}-{max(placed)}"
+    return (f"{len(labels)} simulated nuclei images {size}x{size}, {spread} nuclei each ({sum(placed)} in all; "
+            f"{asked} asked for per image), seed {seed}")
+
+
 def _resolve_output_mode(args: argparse.Namespace) -> None:
     """``args.output_mode`` when not given: the output mode of the model fine-tuned (``--init-model``)
     or continued (``--resume``), else binary. Fine-tuning the shipped three-class nuclei model as a
@@ -345,8 +356,7 @@ def _train_into(args: argparse.Namespace) -> int:
                              "simulated images and labels to your folders (microseg simulate nuclei --mode images)")
         images, labels = _simulated(args.simulated, args.sim_size, args.sim_nuclei, settings["seed"])
         names = None
-        description = (f"{args.simulated} simulated nuclei images {args.sim_size}x{args.sim_size}, {args.sim_nuclei} "
-                       f"nuclei each, seed {settings['seed']}")
+        description = _simulated_description(labels, args.sim_size, args.sim_nuclei, settings["seed"])
     else:
         if not args.images or not args.labels:
             raise InputError("give --images and --labels, or --simulated N")

@@ -698,6 +698,7 @@ def train(
     prev_threads = torch.get_num_threads()
     if cfg.num_threads:
         torch.set_num_threads(int(cfg.num_threads))
+    threads_used = torch.get_num_threads()  # recorded in the model file (cfg.num_threads unset: torch's own)
     torch.manual_seed(cfg.seed)
 
     # ---- model
@@ -907,6 +908,7 @@ def train(
                 "best_epoch": best_epoch,
                 "seed": cfg.seed,
                 "device": device,
+                "cpu_threads": threads_used,
                 "amp": str(amp_dtype).replace("torch.", "") if use_amp else None,
                 "init_model": base_model,
                 "resumed_from": str(resume) if resume else None,

@@ -25,6 +25,7 @@ from ..defaults import LAST_SUFFIX
 from ..errors import InputError, MicrosegError
 from ..pretrained import list_pretrained_for
 from ..colours import class_colour
+from ..simulate.nanoparticles import TASKS as PROFILE_TASKS  # [P] hole / chirality
 from ._base import (field_path, NO_MODEL_MESSAGE, MicrosegDock, chosen_model_path, model_choices, display_labels, dock_action, filling, frame_label_map, free_name, full_resolution, grey_image, label_features,
                     layer_geometry, layer_names, placement_mismatch, reset_choices_in_order, result_line, section_header, show_frame, span_row,
                     snapshot, unique_layer_name, unique_stack_ids, unwritable_reason, with_frame_labels, worker_copy)
@@ -36,6 +37,9 @@ NONE = "(none)"
 #: classifiers trained in this session, newest first: model path -> task ("images", "objects", "profiles")
 RECENT_CLASSIFIERS: dict[str, str] = {}
 
+
+#: [P] the most views per particle offered (as the Simulation dock's STEM sample)
+MAX_VIEWS = 8
 
 #: the threshold slider's top: one of its steps above 1, a threshold no probability reaches
 ABOVE_EVERY_PROBABILITY = 1.001
@@ -82,6 +86,14 @@ class ClassificationWidget(MicrosegDock):
                                tooltip="response images or STEM profiles to simulate; for objects, liposomes "
                                        "(about 30 per simulated TEM image)")
         self.train_epochs = SpinBox(label="epochs", value=20, min=1, max=1000, tooltip="passes over the simulated samples")
+        # [P] profiles: which question the classifier learns, and from how many projections per particle
+        # (the Simulation dock's STEM sample has 2 views); the dock trained "hole" on 2 views only
+        self.train_profile_task = ComboBox(label="profile task", choices=list(PROFILE_TASKS), value="hole",
+                                           tooltip="hole: solid vs hole particles; chirality: clockwise vs "
+                                                   "anticlockwise spirals ([P])")
+        self.train_views = SpinBox(label="views", value=2, min=1, max=MAX_VIEWS,
+                                   tooltip="projections per particle (>1: a shared-weight multi-view network); the "
+                                           "profiles classified later must have as many")
         self.train_out = FileEdit(label="new model file", mode="w", filter="*.pt", value=str(Path.home() / "microseg_classifier.pt"))
         self.train_button = PushButton(text="Train on simulated data")
         # the readout showed 2 decimals: a stored threshold of 0.096 read 0.10
@@ -96,7 +108,7 @@ class ClassificationWidget(MicrosegDock):
         # the training part below the results (table, ROC), which are in view after Classify
         self.train_form = Container(widgets=[
             train_header := section_header("train a classifier on simulated data"), self.train_n, self.train_epochs,
-            self.train_out, self.train_button,
+            self.train_profile_task, self.train_views, self.train_out, self.train_button,
         ])
         span_row(train_header)
         self.table = QTableWidget(0, 0)
@@ -160,6 +172,7 @@ class ClassificationWidget(MicrosegDock):
         self.threshold.visible = self.task_name == "images"
         self.presets.visible = self.task_name == "images"
         self.box.visible = self.task_name == "images"
+        self.train_profile_task.visible = self.train_views.visible = self.task_name == "profiles"
         self.model_file.visible = self.model_choice.value == FILE_CHOICE
 
     def model_path(self) -> Path:
@@ -487,6 +500,7 @@ class ClassificationWidget(MicrosegDock):
             self.show_error("Already running: press Stop first.")
             return None
         task, n, epochs = self.task_name, int(self.train_n.value), int(self.train_epochs.value)
+        profile_task, views = str(self.train_profile_task.value), int(self.train_views.value)
         try:
             wanted = field_path(self.train_out.value, "new model file")
         except InputError as err:
@@ -506,7 +520,7 @@ class ClassificationWidget(MicrosegDock):
         def make_generator():
             from ..classify.trainer import train_with_strategy
 
-            data = yield from _simulated_data(task, n, stop_event)
+            data = yield from _simulated_data(task, n, stop_event, profile_task=profile_task, views=views)
             if data is None:  # Stop while simulating: no training, nothing written
                 return None
             config = _default_config(task, epochs)
@@ -583,9 +597,11 @@ def class_summary(table: pd.DataFrame) -> str:
                      for k, v in counts.items())
 
 
-def _simulated_data(task: str, n: int, stop_event: threading.Event | None = None) -> Generator[Any, None, Any]:
+def _simulated_data(task: str, n: int, stop_event: threading.Event | None = None, profile_task: str = "hole",
+                    views: int = 2) -> Generator[Any, None, Any]:
     """Simulate the training data of ``task`` (``n`` images, objects or particles), yielding progress;
-    returns None when ``stop_event`` was set meanwhile (200,000 profiles take about a minute)."""
+    returns None when ``stop_event`` was set meanwhile (200,000 profiles take about a minute).
+    Profiles: particles of ``profile_task`` ("hole" or "chirality") seen in ``views`` projections."""
     from ..classify import data
 
     if task == "images":
@@ -593,7 +609,7 @@ def _simulated_data(task: str, n: int, stop_event: threading.Event | None = None
     elif task == "objects":
         steps = data.simulated_liposome_data(max(1, n // 30), seed=0, progress=True)
     else:
-        steps = data.simulated_profile_data(n, task="hole", n_views=2, seed=0, progress=True)
+        steps = data.simulated_profile_data(n, task=profile_task, n_views=views, seed=0, progress=True)
     while True:
         if stop_event is not None and stop_event.is_set():
             steps.close()

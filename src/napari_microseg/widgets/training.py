@@ -438,6 +438,7 @@ class TrainingWidget(MicrosegDock):
         notes: list[str] = list(self._placement_notes)  # doubts about the layers, said again when the run ends
         self.plot.reset()
         self.plot.setVisible(True)
+        resumed_with: list[str] = []  # the form's fields the resumed run replaced by its own (worker -> end message)
 
         def make_generator():
             from ..io.images import frame_name
@@ -454,6 +455,7 @@ class TrainingWidget(MicrosegDock):
                 cfg.update(kept)
                 cfg["distance_head"] = bool(cfg.get("distance_head")) and cfg["output_mode"] == "three_class"
                 if differ:
+                    resumed_with.extend(differ)  # said again at the end: this message is replaced meanwhile
                     yield Progress(0, len(images), "resuming with the run's own " + ", ".join(differ))
             pairs = yield from read_training_pairs(images, labels, label_names, sparse, stop_event, cfg["output_mode"],
                                                    cfg.get("background_value"), notes, labels_copied)
@@ -486,7 +488,7 @@ class TrainingWidget(MicrosegDock):
                 raise
 
         # the pairs ("<labels> (on <image>)") are said when the run starts and when it ends
-        return self.start(make_generator, lambda result: self._finished(result, label_names, notes, bool(resume)),
+        return self.start(make_generator, lambda result: self._finished(result, label_names, notes, bool(resume), resumed_with),
                           on_event=self._on_event, label="training", cooperative_stop=stop_event,
                           stop_message="Stopping after this step; the best model so far is kept ...",
                           writes=(out_path, out_path.with_name(out_path.name + LAST_SUFFIX)))
@@ -509,8 +511,9 @@ class TrainingWidget(MicrosegDock):
             self.plot.refresh()
 
     def _finished(self, result: Any, pairs: list[str] | None = None, notes: list[str] | None = None,
-                  resumed: bool = False) -> None:
-        """A run's end (``resumed``: whether it continued an earlier run, as chosen when it started). The
+                  resumed: bool = False, resumed_with: list[str] | None = None) -> None:
+        """A run's end (``resumed``: whether it continued an earlier run, as chosen when it started;
+        ``resumed_with``: the form's settings it replaced by the run's own, "output binary"). The
         files come first: the dock's widgets may be gone (its window closed while napari went on)."""
         if result is None:  # stopped while the layers were read
             self.show_message("stopped before training started; nothing was written")
@@ -540,6 +543,7 @@ class TrainingWidget(MicrosegDock):
         self.show_message(
             f"{result.stop_reason}: {result.epochs_run} epochs on {result.device}; best epoch {result.best_epoch} "
             f"({monitored_name} {best}); model: {result.model_path}{history_note}{pairs_note}"
+            + (f"; resumed with the run's own {', '.join(resumed_with)} (not the form's)" if resumed_with else "")
             + "".join(f". Note: {note}" for note in notes or ())
         )
 

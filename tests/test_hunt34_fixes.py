@@ -1,0 +1,185 @@
+"""Regression tests for the gaps closed and bugs found in session 34: each failed on the code before its fix."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_hunt32_fixes import _image_label_folders  # folders of simulated image / label pairs
+
+
+def test_train_simulated_records_the_nuclei_placed_not_asked(tmp_path):
+    """`train --simulated 2 --sim-nuclei 400` recorded "400 nuclei each" where the simulator placed far fewer
+    (they do not fit in 64 x 64): the record names the nuclei placed, and the number asked for."""
+    from napari_microseg.cli import main
+    from napari_microseg.cli.train import _simulated
+    from napari_microseg.io.models import read_model_config
+
+    assert main(["train", "--simulated", "2", "--sim-size", "64", "--sim-nuclei", "400", "--out", str(tmp_path / "m.pt"),
+                 "--epochs", "1", "--patch", "32", "--patches-per-epoch", "8", "--batch-size", "4",
+                 "--val-fraction", "0", "--threads", "1", "--quiet"]) == 0
+    training = read_model_config(tmp_path / "m.pt")["training"]
+    _, labels = _simulated(2, 64, 400, training["seed"])
+    placed = [len(np.unique(lb)) - 1 for lb in labels]
+    assert max(placed) < 400
+    assert f"{sum(placed)} in all" in training["data"] and "400 asked for" in training["data"], training["data"]
+    assert "400 nuclei each" not in training["data"]
+    # and the threads the run used, where none were asked for (the record said null)
+    assert training["cpu_threads"] == 1
+
+
+def test_classifier_training_records_the_cpu_threads_used(tmp_path):
+    import torch
+
+    from napari_microseg.classify.data import simulated_profile_data
+    from napari_microseg.classify.trainer import train_with_strategy
+    from napari_microseg.io.models import read_model_config
+    from napari_microseg.progress import drain
+
+    data = simulated_profile_data(40, n_views=1, seed=0)
+    drain(train_with_strategy("simulated", {"task": "profiles", "epochs": 1, "batch_size": 16, "device": "cpu"},
+                              simulated=data, out_path=tmp_path / "p.pt"))
+    assert read_model_config(tmp_path / "p.pt")["training"]["cpu_threads"] == torch.get_num_threads()
+
+
+def test_autolabel_records_keep_dropped(tmp_path):
+    """params.json recorded the QC settings but not --keep-dropped: which tiles a folder holds was unsaid."""
+    from napari_microseg.cli import main
+    from napari_microseg.io.images import write_tiff
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    image, _ = simulate_nuclei_image((128, 128), 12, seed=3)
+    write_tiff(tmp_path / "stain.tif", image)
+    for flag, expected in (([], False), (["--keep-dropped"], True)):
+        out = tmp_path / f"out{expected}"
+        assert main(["autolabel", "fluorescence", "--stain", str(tmp_path / "stain.tif"), "--out", str(out),
+                     "--tile", "64", "--qc", "--quiet", *flag]) == 0
+        assert json.loads((out / "params.json").read_text())["keep_dropped"] is expected
+
+
+def test_batch_segment_records_the_network_arithmetic(tmp_path):
+    """`batch segment --precision auto` recorded "auto" only (bfloat16 on some CPUs, float32 on others): each
+    item's record and batch_run.json say what it resolved to, as segment_run.json does."""
+    import tifffile
+
+    from napari_microseg.batch.manifest import MANIFEST_NAME, RUN_NAME
+    from napari_microseg.cli import main
+
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(src / "a.tif", (rng.random((64, 64)) * 50).astype(np.uint8))
+    for precision in ("float32", "auto"):
+        out = tmp_path / precision
+        assert main(["batch", "segment", "--model", "nuclei_fluorescence_fast", "--input", str(src), "--out", str(out),
+                     "--workers", "0", "--precision", precision, "--quiet"]) == 0
+        records = [json.loads(line) for line in (out / MANIFEST_NAME).read_text().splitlines() if line.strip()]
+        used = {r["precision"] for r in records if r.get("status") == "done"}
+        assert used <= {"float32", "bfloat16"} and len(used) == 1, records
+        assert "precision" not in records[-1]["outputs"]  # a setting, not a file
+        assert json.loads((out / RUN_NAME).read_text())["precision"] == sorted(used)
+        if precision == "float32":
+            assert used == {"float32"}
+
+
+def test_evaluate_seg_writes_its_bootstrap_interval_and_seed(tmp_path):
+    """The printed 95 % AP interval was in no file: `<out>_thresholds.csv` has it (first threshold) with its seed."""
+    from napari_microseg.cli import main
+    from napari_microseg.io.images import write_tiff
+
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    gt.mkdir(), pred.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(6):
+        truth = np.zeros((40, 40), np.uint16)
+        for k in range(4):
+            y, x = rng.integers(2, 30, 2)
+            truth[y:y + 6, x:x + 6] = k + 1
+        guess = truth.copy()
+        guess[guess == (i % 4) + 1] = 0  # one miss in each image, a different one
+        write_tiff(gt / f"im{i}.tif", truth), write_tiff(pred / f"im{i}.tif", guess)
+    assert main(["evaluate", "seg", "--gt", str(gt), "--pred", str(pred), "--out", str(tmp_path / "m.csv"),
+                 "--seed", "7"]) == 0
+    table = pd.read_csv(tmp_path / "m_thresholds.csv")
+    first = table.iloc[0]
+    assert first["ap_low_95"] <= first["ap"] <= first["ap_high_95"] and first["bootstrap_seed"] == 7
+    assert table["ap_low_95"].iloc[1:].isna().all()
+
+
+@pytest.mark.parametrize("grow", [0.7, 1.5, 3.2])
+def test_cluster_growth_by_strips_equals_the_whole_frame_growth(grow):
+    """find_clusters grew clusters with expand_labels over the whole frame (24 bytes a pixel: 4096^2 with
+    20,000 clusters 320 -> 672 MiB); it grows strip by strip now, with the same labels."""
+    from scipy import ndimage as ndi
+    from skimage.segmentation import expand_labels
+
+    from napari_microseg.autolabel.ccd import _expand_labels_by_strips
+
+    rng = np.random.default_rng(0)
+    mask = ndi.binary_dilation(rng.random((700, 300)) < 0.02) & (rng.random((700, 300)) < 0.8)
+    lab, _ = ndi.label(mask, structure=np.ones((3, 3)))
+    np.testing.assert_array_equal(_expand_labels_by_strips(lab, grow, strip_rows=64), expand_labels(lab, grow))
+
+
+def test_find_clusters_peak_memory_does_not_scale_with_a_whole_frame_distance_transform():
+    """The growth's distance transform is taken per strip: its memory is that of a strip, not of the frame."""
+    import tracemalloc
+
+    from napari_microseg.autolabel.ccd import find_clusters
+
+    rng = np.random.default_rng(0)
+    n = 1024
+    classes = np.zeros((n, n), np.uint8)
+    ys, xs = rng.integers(2, n - 2, 800), rng.integers(2, n - 2, 800)
+    for dy in (-1, 0, 1):
+        classes[ys + dy, xs] = 3
+    image = rng.normal(100, 4, (n, n)).astype(np.float32)
+    image[classes == 3] += 200
+    tracemalloc.start()
+    table = find_clusters(classes, image)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(table) > 700
+    # 42 bytes a pixel with the whole-frame transform (its float64 distances and int64 indices), 21 by strips
+    assert peak < 30 * n * n, peak / n / n
+
+
+@pytest.mark.gui
+def test_classification_dock_trains_profiles_of_the_chosen_task_and_views(make_napari_viewer, wait_worker, tmp_path):
+    """The dock trained every profile classifier on simulated "hole" particles of 2 views: a chirality model,
+    or one for single-view profiles, could not be made there. The task and views are fields now."""
+    from napari_microseg.io.models import read_model_config
+    from napari_microseg.widgets.classification import ClassificationWidget
+
+    viewer = make_napari_viewer()
+    widget = ClassificationWidget(viewer)
+    widget.task.value = "profiles [P]"
+    assert not widget.train_profile_task.native.isHidden() and not widget.train_views.native.isHidden()
+    widget.train_profile_task.value, widget.train_views.value = "chirality", 3
+    widget.train_n.value, widget.train_epochs.value = 40, 1
+    widget.train_out.value = str(tmp_path / "chiral.pt")
+    wait_worker(widget.train())
+    config = read_model_config(tmp_path / "chiral.pt")
+    assert config["class_names"] == ["clockwise", "anticlockwise"]
+    assert config["crop"]["views"] == 3
+    widget.task.value = "objects [T]"
+    assert widget.train_profile_task.native.isHidden() and widget.train_views.native.isHidden()
+
+
+@pytest.mark.gui
+def test_training_dock_end_message_keeps_the_resumed_runs_own_settings(make_napari_viewer, wait_worker, tmp_path):
+    """Resuming a binary run from a form showing three_class said "resuming with the run's own output binary"
+    while it started, then the end message replaced it: the form still showed three_class, and nothing said
+    which the model was. The end message says it."""
+    from test_hunt32_fixes import _tiny_training_dock
+
+    widget = _tiny_training_dock(make_napari_viewer, 2)
+    widget.output_mode.value, widget.val_fraction.value = "binary", 0.0
+    widget.out_path.value = str(tmp_path / "m.pt")
+    wait_worker(widget.train())
+    messages = []
+    widget.show_message = messages.append
+    widget.resume.value, widget.epochs.value, widget.output_mode.value = True, 2, "three_class"
+    wait_worker(widget.train())
+    assert "resumed with the run's own output binary" in messages[-1], messages
