@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -183,3 +184,130 @@ def test_training_dock_end_message_keeps_the_resumed_runs_own_settings(make_napa
     widget.resume.value, widget.epochs.value, widget.output_mode.value = True, 2, "three_class"
     wait_worker(widget.train())
     assert "resumed with the run's own output binary" in messages[-1], messages
+
+
+def _two_movers(n_frames: int = 6) -> np.ndarray:
+    """(T, 64, 64) labels: object 1 moves +3 px a frame in X, object 2 +2 px a frame in Y."""
+    labels = np.zeros((n_frames, 64, 64), np.uint16)
+    for t in range(n_frames):
+        labels[t, 5:11, 3 + 3 * t:9 + 3 * t] = 1
+        labels[t, 30 + 2 * t:36 + 2 * t, 40:46] = 2
+    return labels
+
+
+def test_a_plain_imagej_stack_keeps_its_frame_interval(tmp_path):
+    """Fiji's plain stack (no hyperstack=true) with a frame interval is tracked as a time-lapse, but its
+    finterval was dropped as a Z stack's: no duration or um/min in the summary."""
+    import tifffile
+
+    from napari_microseg.cli import main
+    from napari_microseg.io.images import read_image
+
+    # Fiji's description of a plain stack (File > Import > Image Sequence, then Image > Properties)
+    description = "ImageJ=1.54f\nimages=6\nslices=6\nunit=micron\nfinterval=300\nloop=false\n"
+    tifffile.imwrite(tmp_path / "plain.tif", _two_movers(), photometric="minisblack", resolution=(1 / 0.325, 1 / 0.325),
+                     description=description, metadata=None)
+    assert read_image(tmp_path / "plain.tif").metadata["calibration"] == {"pixel_size_um": 0.325,
+                                                                          "frame_interval_min": 5.0}
+    assert main(["track", "--labels", str(tmp_path / "plain.tif"), "--out", str(tmp_path / "o")]) == 0
+    summary = pd.read_csv(tmp_path / "o" / "track_summary.csv")
+    np.testing.assert_allclose(summary["mean_speed_um_per_min"], [3 * 0.325 / 5, 2 * 0.325 / 5])
+
+
+def test_capitalised_imagej_units_are_read_and_unknown_ones_said(tmp_path):
+    import tifffile
+
+    from napari_microseg.errors import MicrosegWarning
+    from napari_microseg.io.images import read_image
+
+    for unit, tunit, expected in (("Micron", "Min", {"pixel_size_um": 0.325, "frame_interval_min": 5.0}),
+                                  ("furlongz", "sec", {"frame_interval_min": 5.0 / 60})):
+        tifffile.imwrite(tmp_path / "c.tif", _two_movers(), imagej=True, resolution=(1 / 0.325, 1 / 0.325),
+                         metadata={"axes": "TYX", "unit": unit, "finterval": 5, "tunit": tunit})
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            found = read_image(tmp_path / "c.tif").metadata.get("calibration")
+        assert found == pytest.approx(expected)
+        messages = [str(w.message) for w in said if issubclass(w.category, MicrosegWarning)]
+        assert any("'furlongz' not understood" in m for m in messages) == (unit != "Micron"), messages
+
+
+def _ome_movie(path, data, pixel_size, pixel_size_y=None, interval_s=300.0):
+    import tifffile
+
+    tifffile.imwrite(path, data, ome=True, metadata={
+        "axes": "TYX", "PhysicalSizeX": pixel_size, "PhysicalSizeY": pixel_size_y or pixel_size,
+        "TimeIncrement": interval_s, "TimeIncrementUnit": "s"})
+
+
+def test_track_says_which_calibration_it_uses_when_files_and_options_disagree(tmp_path, capsys):
+    """Labels of 0.325 um / 5 min with an image of 0.65 um / 1 min: the command line took the image's without a
+    word, the Tracking dock the labels' (10x apart). Both take the labels' now and say so. Options replacing the
+    file's values are said, non-square pixels made square by --pixel-size too (Y's 0.4 um became 0.2 silently)."""
+    from napari_microseg.cli import main
+
+    labels = _two_movers()
+    _ome_movie(tmp_path / "lab.ome.tif", labels, 0.325)
+    _ome_movie(tmp_path / "img.ome.tif", labels.astype(np.float32) * 50, 0.65, interval_s=60)
+    assert main(["track", "--labels", str(tmp_path / "lab.ome.tif"), "--image", str(tmp_path / "img.ome.tif"),
+                 "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert "calibrated differently (0.325 um per pixel in the labels, 0.65 in the image; 5 min per frame" in err, err
+    summary = pd.read_csv(tmp_path / "a" / "track_summary.csv")
+    np.testing.assert_allclose(summary["mean_speed_um_per_min"], [3 * 0.325 / 5, 2 * 0.325 / 5])
+    assert main(["track", "--labels", str(tmp_path / "lab.ome.tif"), "--out", str(tmp_path / "b"),
+                 "--pixel-size", "0.5", "--frame-interval", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "--pixel-size 0.5 replaces the file's 0.325 um per pixel" in err
+    assert "--frame-interval 1 replaces the file's 5 min per frame" in err
+    _ome_movie(tmp_path / "aniso.ome.tif", labels, 0.2, pixel_size_y=0.4)
+    assert main(["track", "--labels", str(tmp_path / "aniso.ome.tif"), "--out", str(tmp_path / "c"),
+                 "--pixel-size", "0.2"]) == 0
+    assert "replaces the file's non-square pixels (0.2 um in X, 0.4 um in Y)" in capsys.readouterr().err
+
+
+def test_batch_track_says_when_the_options_replace_a_movies_calibration_and_records_its_units(tmp_path):
+    from napari_microseg.batch.manifest import MANIFEST_NAME
+    from napari_microseg.cli import main
+
+    (tmp_path / "in").mkdir()
+    _ome_movie(tmp_path / "in" / "m.ome.tif", _two_movers(), 0.325)
+    assert main(["batch", "track", "--input", str(tmp_path / "in"), "--out", str(tmp_path / "o"), "--workers", "0",
+                 "--pixel-size", "0.5", "--quiet"]) == 0
+    notes = pd.read_csv(tmp_path / "o" / "notes.csv")
+    assert "--pixel-size 0.5 replaces the file's 0.325 um per pixel" in notes["note"].iloc[0]
+    record = json.loads((tmp_path / "o" / MANIFEST_NAME).read_text().splitlines()[-1])
+    assert record["units"] == {"pixel_size_um": 0.5, "frame_interval_min": 5.0}
+    assert "units" not in record["outputs"]
+
+
+@pytest.mark.gui
+def test_tracking_dock_says_when_the_image_layer_is_calibrated_otherwise(make_napari_viewer, wait_worker):
+    from napari_microseg.widgets.tracking import TrackingWidget
+
+    viewer = make_napari_viewer()
+    labels = _two_movers()
+    units = ("minute", "micrometer", "micrometer")
+    viewer.add_labels(labels, name="lab", scale=(5, 0.325, 0.325), units=units)
+    viewer.add_image(labels.astype(np.float32), name="img", scale=(1, 0.65, 0.65), units=units)
+    widget = TrackingWidget(viewer)
+    widget.labels_layer.value, widget.image_layer.value = "lab", "img"
+    errors = []
+    widget.show_error = errors.append
+    wait_worker(widget.track())
+    assert errors and "calibrated differently (0.325 um per pixel in the labels, 0.65 in the image" in errors[-1]
+
+
+def test_opening_files_of_other_calibrations_as_one_stack_is_said(tmp_path):
+    import tifffile
+
+    from napari_microseg._reader import get_reader
+    from napari_microseg.errors import MicrosegWarning
+
+    frame = np.arange(32 * 32, dtype=np.uint16).reshape(32, 32)
+    paths = [str(tmp_path / "a.ome.tif"), str(tmp_path / "b.ome.tif")]
+    for path, size in zip(paths, (0.325, 0.65)):
+        tifffile.imwrite(path, frame, ome=True, metadata={"axes": "YX", "PhysicalSizeX": size, "PhysicalSizeY": size})
+    with pytest.warns(MicrosegWarning, match="b.ome.tif: calibrated otherwise than a.ome.tif"):
+        [(data, kwargs, _)] = get_reader(paths)(paths)
+    assert data.shape == (2, 32, 32) and kwargs["scale"][1:] == pytest.approx((0.325, 0.325))

@@ -224,7 +224,8 @@ def test_cli_track(tmp_path, capsys):
     assert main(["track", "--labels", str(tmp_path / "labels.tif"), "--image", str(tmp_path / "calibrated.tif"),
                  "--out", str(out), "--overwrite", "--pixel-size", "1"]) == 0
     said = capsys.readouterr().err
-    assert "metadata: 0.5 min per frame (" in said and "um per pixel" not in said
+    assert "metadata: 0.5 min per frame (" in said and "metadata: 0.5 um per pixel" not in said
+    assert "--pixel-size 1 replaces the file's 0.5 um per pixel" in said  # and the file's value it replaces is said
     tifffile.imwrite(tmp_path / "flat.tif", labels[0].astype(np.uint16))
     assert main(["track", "--labels", str(tmp_path / "flat.tif"), "--out", str(tmp_path / "o2")]) == 2
     # a one-frame stack (1, Y, X) is a stack: one track per object

@@ -290,6 +290,22 @@ def _stacked(layers: list[tuple], paths: list) -> tuple:
         if tuple(data.shape) != tuple(first_data.shape):
             raise InputError(f"{Path(str(p)).name} has shape {tuple(data.shape)}, {Path(str(paths[0])).name} "
                              f"{tuple(first_data.shape)}: only files of one shape open as a stack")
+    def placement(kwargs: dict) -> tuple:
+        return (tuple(float(v) for v in kwargs.get("scale", ())), tuple(str(u) for u in kwargs.get("units", ())))
+
+    differing = [Path(str(p)).name for (_, kw, _), p in zip(layers[1:], paths[1:]) if placement(kw) != placement(first_kwargs)]
+    if differing:  # one layer has one scale: the first file's, said (0.325 and 0.65 um stacked without a word)
+        import warnings
+
+        from .errors import MicrosegWarning
+
+        scale, units = placement(first_kwargs)
+        said = ", ".join(f"{v:g} {u}" for v, u in zip(scale, units)) if units else (
+            ", ".join(f"{v:g}" for v in scale) or "uncalibrated")
+        warnings.warn(MicrosegWarning(
+            f"{', '.join(differing[:3])}{' ...' if len(differing) > 3 else ''}: calibrated otherwise than "
+            f"{Path(str(paths[0])).name} ({said}), whose calibration the stack takes: are they one series?"),
+            stacklevel=2)
     arrays = [data for data, _, _ in layers]
     if any(not isinstance(a, np.ndarray) for a in arrays):
         import dask.array as da

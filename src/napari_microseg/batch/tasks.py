@@ -49,6 +49,9 @@ from ..io.images import is_lazy, is_rgb
 from .manifest import sha256_array, sha256_file, sha256_json, sha256_tree
 
 #: segment_image keywords a segment (or track) batch task passes on
+#: what a task function returns beside its outputs, kept in the item's manifest record: the network
+#: arithmetic a segmentation ran in, the calibration (um, min) a tracking used
+RECORDED_SETTINGS = ("precision", "units")
 SEGMENT_PARAMS = ("tile", "overlap", "batch_size", "threshold", "min_size", "max_size", "fill_holes", "remove_border",
                   "diameter", "postprocess_options", "test_time_augmentation", "precision")
 
@@ -425,7 +428,11 @@ def track_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> dic
         calibration["z_step_um"] = stated["z_step_um"]
     if calibration["frame_interval_min"] is None and stated.get("z_planes"):  # one of no stated step: still Z
         calibration["z_planes"] = True
-    outputs: dict[str, str] = {}
+    from ..tracking.units import option_overrides
+
+    # the options replace each movie's own calibration: said per movie (notes.csv), and its units recorded
+    overridden = option_overrides(stated, given["pixel_size_um"], given["frame_interval_min"])
+    outputs: dict = {"units": {k: v for k, v in calibration.items() if v is not None}}
     if spec.model:
         from ..inference.segment import segment
 
@@ -449,8 +456,9 @@ def track_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> dic
     units = {"pixel_size": calibration["pixel_size_um"], "frame_interval": calibration["frame_interval_min"],
              "pixel_size_y": calibration.get("pixel_size_y_um")}
     result = run_tracking(labels, image, **kw)
-    if result.info.get("mask_converted"):
-        outputs["note"] = MASK_NOTE
+    notes = ([MASK_NOTE] if result.info.get("mask_converted") else []) + overridden
+    if notes:
+        outputs["note"] = "; ".join(notes)
     outputs["tracks_labels"] = _write_labels_tiff(out, f"tracks_labels/{item.stem}.tif", result.relabelled, calibration)
     outputs["tracks"] = _write_shard(out, "tracks", item, result.table)
     outputs["counts"] = _write_shard(out, "counts", item, counts_table(result, n_frames=labels.shape[0]))
@@ -555,7 +563,8 @@ def run_item(item: BatchItem, spec: TaskSpec, expected_checksum: str | None = No
     dict with ``key, input, frame, status ("done", "skipped" or "failed"),
     checksum, outputs ({kind: path relative to OUT}), reason, seconds, worker``,
     ``device`` (the torch device used) for tasks run with a model, ``precision`` (the network
-    arithmetic, ``"bfloat16"`` or ``"float32"``) for segmentation, and ``note`` when the task
+    arithmetic, ``"bfloat16"`` or ``"float32"``) for segmentation, ``units`` (the calibration used:
+    ``pixel_size_um``, ``frame_interval_min``, ...) for tracking, and ``note`` when the task
     remarks on its input (e.g. a 0/1 mask stack tracked as its connected objects).
     """
     import dask
@@ -576,8 +585,9 @@ def run_item(item: BatchItem, spec: TaskSpec, expected_checksum: str | None = No
                     _READ_NOTES.notes.append(f"--channel {spec.params['channel']} ignored: the file has no channels")
                 record["outputs"] = TASK_FUNCTIONS[spec.task](item, spec, frame)
                 notes = [*_READ_NOTES.notes, record["outputs"].pop("note", None)]
-                if "precision" in record["outputs"]:  # a setting, not an output file
-                    record["precision"] = record["outputs"].pop("precision")
+                for setting in RECORDED_SETTINGS:  # settings of the item's run, not output files
+                    if setting in record["outputs"]:
+                        record[setting] = record["outputs"].pop(setting)
                 if any(notes):
                     record["note"] = "; ".join(n for n in notes if n)
                 record["status"] = "done"

@@ -128,9 +128,12 @@ def register(sub: argparse._SubParsersAction) -> None:
             g.add_argument("--stage-shift", choices=["none", "images", "objects"], default="none",
                            help="correct stage jumps (default none)")
             g.add_argument("--pixel-size", type=float, default=None,
-                           help="micrometres per pixel: track_summary.csv adds um columns")
+                           help="micrometres per pixel: track_summary.csv adds um columns (default: each movie's "
+                                "own metadata; given, it replaces every movie's, said in notes.csv; each movie's "
+                                "units are in the manifest)")
             g.add_argument("--frame-interval", type=float, default=None,
-                           help="minutes between frames: track_summary.csv adds duration and um/min speed")
+                           help="minutes between frames: track_summary.csv adds duration and um/min speed (default: "
+                                "each movie's own metadata; given, it replaces every movie's)")
             g.add_argument("--ctc", action="store_true",
                            help="also write a Cell Tracking Challenge folder per movie, ctc_RES/<name>/ "
                                 "(res_track.txt + masks), which 'microseg evaluate tracks --pred' scores")

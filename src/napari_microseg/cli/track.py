@@ -46,10 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ctc", action="store_true", help="also write a Cell Tracking Challenge folder out/ctc_RES")
     p.add_argument("--pixel-size", type=float, default=None,
                    help="micrometres per pixel: track_summary.csv adds displacement and path length in um "
-                        "(default: what the --image or --labels file states, OME or ImageJ metadata)")
+                        "(default: what the --labels file states, OME or ImageJ metadata, else the --image file; "
+                        "a difference between the two is warned about)")
     p.add_argument("--frame-interval", type=float, default=None,
                    help="minutes between frames: track_summary.csv adds duration (and speed in um/min) "
-                        "(default: what the --image or --labels file states)")
+                        "(default: what the --labels file states, else the --image file)")
     p.add_argument("--seed", type=int, default=0, help="random seed (tracking is deterministic; recorded in the config)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=run)
@@ -143,9 +144,12 @@ def run(args: argparse.Namespace) -> int:
                              else "--channel picks a channel of --image: give --image")
         labels, calibration = _read_stack(args.labels, "labels", args.hdu)
         image, image_calibration = _read_stack(args.image, "image", args.hdu, args.channel) if args.image else (None, {})
-        if "pixel_size_um" in image_calibration:  # both pixel sizes from one file: the movie's
-            calibration.pop("pixel_size_y_um", None)
-        calibration = {**calibration, **image_calibration}  # the movie's own metadata first
+        from ..tracking.units import merged_calibration, option_overrides
+
+        calibration = merged_calibration(calibration, image_calibration, Path(args.labels).name,
+                                         Path(args.image).name if args.image else "")
+        for note in option_overrides(calibration, args.pixel_size, args.frame_interval):
+            print(f"note: {note}", file=sys.stderr)
         pixel_size = args.pixel_size if args.pixel_size is not None else calibration.get("pixel_size_um")
         frame_interval = args.frame_interval if args.frame_interval is not None else calibration.get("frame_interval_min")
         from_file = [text for text, value, given in ((f"{pixel_size} um per pixel", pixel_size, args.pixel_size),

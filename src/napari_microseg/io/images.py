@@ -231,9 +231,13 @@ def _calibration_of_axes(image: ImageData) -> None:
         axes = tiff_axes(image.data.ndim, calibration)
         if "Z" in axes:  # kept: a Z stack is told by its axes (is_z_stack: worked plane by plane, said)
             image.metadata["axes"] = axes
+    imagej = image.metadata.get("imagej")
     if "Z" not in axes:
         calibration.pop("z_step_um", None)
-    elif "T" not in axes:  # (a Z stack's TimeIncrement, with or without a Z step: no time axis to scale)
+    elif "T" not in axes and not (imagej and not imagej.get("hyperstack")):
+        # (a Z stack's TimeIncrement, with or without a Z step: no time axis to scale). A plain ImageJ stack
+        # is tagged Z whatever it holds (is_z_stack): Fiji's Image Sequence of a time-lapse with its frame
+        # interval set in Properties lost that interval here, its tracks their um/min and durations
         calibration.pop("frame_interval_min", None)
 
 
@@ -540,8 +544,15 @@ def in_unit(value: Any, unit: Any, target: str) -> float | None:
         if not (value > 0 and np.isfinite(value)) or not text or text.lower() in ("pixel", "pixels", "px"):
             return None
         registry = pint.get_application_registry()
-        return float(registry.Quantity(value, {"micron": "micrometer", "microns": "micrometer"}.get(text, text))
-                     .to(target).magnitude)
+        aliases = {"micron": "micrometer", "microns": "micrometer"}
+        try:
+            return float(registry.Quantity(value, aliases.get(text, text)).to(target).magnitude)
+        except (pint.errors.PintError, ValueError, TypeError, AttributeError):
+            # "Micron", "Min", "Sec", "NM" as some writers capitalise them (pint's names are case-sensitive)
+            lower = text.lower()
+            if lower == text:
+                raise
+            return float(registry.Quantity(value, aliases.get(lower, lower)).to(target).magnitude)
     except (pint.errors.PintError, ValueError, TypeError, AttributeError):
         return None
 
@@ -583,6 +594,14 @@ def _tiff_calibration(tif: Any) -> dict:
     if isinstance(shaped, dict) and isinstance(shaped.get(SHAPED_CALIBRATION_KEY), dict):  # one frame of a stack
         return _valid_calibration(shaped[SHAPED_CALIBRATION_KEY])
     ij = tif.imagej_metadata or {}
+    for key, target in (("unit", "micrometer"), ("tunit", "minute")):  # a unit given but not understood: said
+        if ij.get(key) and str(ij[key]).strip().lower() not in ("pixel", "pixels", "px") \
+                and in_unit(1.0, ij[key], target) is None:
+            warnings.warn(MicrosegWarning(
+                f"{Path(tif.filename).name}: ImageJ {'length' if key == 'unit' else 'time'} unit {ij[key]!r} not "
+                f"understood: {'pixel sizes' if key == 'unit' else 'the frame interval'} left out (lengths in px, "
+                "times in frames); give them with --pixel-size / --frame-interval where the command takes them"),
+                stacklevel=2)
     sizes = {}
     for axis in "XY":
         resolution = tif.pages[0].tags.get(f"{axis}Resolution")

@@ -165,6 +165,8 @@ class TrackingWidget(MicrosegDock):
             return result, _layer_copy(result)
 
         image_layer = self.chosen_layer(image_name, "image") if has_image else None
+        calibration_note = _calibration_clash(geometry, layer_geometry(image_layer, 3) if image_layer is not None
+                                              else {}, image_name)
 
         def current_name(layer: Any, name_then: str | None) -> str | None:
             """The layer's name when the run ends (renamed meanwhile: a new layer may carry the old name)."""
@@ -172,12 +174,14 @@ class TrackingWidget(MicrosegDock):
 
         return self.start(make_generator, lambda done: self._show_result(
             done[0], current_name(labels_layer, source_name), geometry, current_name(image_layer, image_name),
-            layer_data=done[1]), label="tracking")
+            layer_data=done[1], calibration_note=calibration_note), label="tracking")
 
     def _show_result(self, result: Any, source_name: str, geometry: dict | None = None,
-                     image_name: str | None = None, layer_data: np.ndarray | None = None) -> None:
+                     image_name: str | None = None, layer_data: np.ndarray | None = None,
+                     calibration_note: str = "") -> None:
         """Show a tracking ``result``; ``layer_data``: the "by track" layer's own copy of its relabelled
-        stack, made in the worker (None: copied here)."""
+        stack, made in the worker (None: copied here); ``calibration_note``: the image layer's calibration
+        differs from the labels layer's (whose is used)."""
         self.result = result
         self._source_ref, self._source_edited = self._pending_source, self._pending_edited
         self.tracked_image = image_name  # the image layer measured with the labels, if any
@@ -195,7 +199,7 @@ class TrackingWidget(MicrosegDock):
         if events:  # the events counts.csv dates frame by frame
             text += (f"; {events['divisions']} divisions, {events['appeared']} appeared after frame 0, "
                      f"{events['left_field']} left the field, {events['disappeared']} disappeared before the end")
-        warning = "; ".join(track_warnings(result))
+        warning = "; ".join([*track_warnings(result), *([calibration_note] if calibration_note else [])])
         if warning:
             self.show_error(f"{text}. Note: {warning}")
         else:
@@ -524,6 +528,22 @@ def _layer_copy(result: Any) -> np.ndarray | None:
     in place, and the result (kept for Undo and Export) must not change with it."""
     relabelled = getattr(result, "relabelled", None)
     return None if relabelled is None else np.array(relabelled, copy=True)
+
+
+def _calibration_clash(labels_geometry: dict, image_geometry: dict, image_name: str | None) -> str:
+    """A note where the image layer's pixel size or frame interval (its scale and units) differs from the
+    labels layer's, whose the exports use (as ``microseg track`` does, and says); "" where they agree."""
+    from ..tracking.units import COMPARED_UNITS, _differs
+
+    names = {"pixel_size": "pixel_size_um", "pixel_size_y": "pixel_size_y_um", "frame_interval": "frame_interval_min"}
+    labels_units, image_units = physical_units(labels_geometry), physical_units(image_geometry)
+    clashes = [f"{labels_units[key]:g} {COMPARED_UNITS[names[key]]} in the labels, {image_units[key]:g} in the image"
+               for key in names if key in labels_units and key in image_units
+               and _differs(labels_units[key], image_units[key])]
+    if not clashes:
+        return ""
+    return (f"the labels layer and the image layer '{image_name}' are calibrated differently ({'; '.join(clashes)}): "
+            "the labels layer's used in the exported um and min; are they the same movie?")
 
 
 def _z_step_of(geometry: dict) -> float | None:
