@@ -311,3 +311,67 @@ def test_opening_files_of_other_calibrations_as_one_stack_is_said(tmp_path):
     with pytest.warns(MicrosegWarning, match="b.ome.tif: calibrated otherwise than a.ome.tif"):
         [(data, kwargs, _)] = get_reader(paths)(paths)
     assert data.shape == (2, 32, 32) and kwargs["scale"][1:] == pytest.approx((0.325, 0.325))
+
+
+def _two_squares_stepping(step: int, n_frames: int = 6) -> np.ndarray:
+    """(T, 80, X) labels: two 10 x 10 squares moving ``step`` px a frame in X."""
+    width = 40 + step * (n_frames - 1)
+    labels = np.zeros((n_frames, 80, width), np.uint16)
+    for t in range(n_frames):
+        x0 = 10 + step * t
+        labels[t, 10:20, x0:x0 + 10] = 1
+        labels[t, 50:60, x0:x0 + 10] = 2
+    return labels
+
+
+@pytest.mark.parametrize("radius", [15, 30])
+def test_steps_up_to_the_search_radius_link(radius):
+    """The motion model reached the radius exactly on the first link, then less: steps of 0.93-0.97 radii
+    cut two squares into 7-8 tracks without a word. Steps up to the radius link; a step beyond it does not."""
+    from napari_microseg.progress import drain
+    from napari_microseg.tracking.track import track
+
+    for step in (radius - 1, radius):
+        result = drain(track(_two_squares_stepping(step), None, max_search_radius=radius))
+        assert result.table["track_id"].nunique() == 2, (radius, step)
+    result = drain(track(_two_squares_stepping(radius + 2), None, max_search_radius=radius))
+    assert result.table["track_id"].nunique() > 2
+
+
+def test_a_movie_of_one_frame_tracks_is_warned_about():
+    """Objects stepping 3x beyond the search radius became 12 one-frame tracks without a warning (the broken
+    tracks check looks within 3 radii only, btrack returns no object unlinked)."""
+    from napari_microseg.progress import drain
+    from napari_microseg.tracking.track import track, track_warnings
+
+    result = drain(track(_two_squares_stepping(50), None, max_search_radius=15))
+    notes = track_warnings(result)
+    assert any("12 of 12 tracks are one frame long" in note for note in notes), notes
+    steady = drain(track(_two_squares_stepping(5), None, max_search_radius=15))
+    assert not any("one frame long" in note for note in track_warnings(steady))
+
+
+def test_read_ctc_counts_divisions_not_gaps_as_generations(tmp_path):
+    """A mother bridged over a gap, then dividing: in CTC files the gap is a parent of one child. read_ctc gave
+    the daughters generation 2 and the gap's second piece 1 (tracks.csv: 1 and 0)."""
+    from napari_microseg.progress import drain
+    from napari_microseg.tracking import read_ctc
+    from napari_microseg.tracking.export import write_ctc
+    from napari_microseg.tracking.track import track
+
+    labels = np.zeros((10, 120, 120), np.uint16)
+    yy, xx = np.mgrid[:120, :120]
+    for t in range(6):
+        if t != 3:
+            labels[t][(yy - 60) ** 2 + (xx - 60) ** 2 <= 49] = 1
+    for t in range(6, 10):
+        k = t - 5
+        labels[t][(yy - 57 + 2 * k) ** 2 + (xx - 60) ** 2 <= 25] = 2
+        labels[t][(yy - 63 - 2 * k) ** 2 + (xx - 60) ** 2 <= 25] = 3
+    result = drain(track(labels, None))
+    own = result.table.groupby("track_id")["generation"].first()
+    assert sorted(own) == [0, 1, 1]
+    write_ctc(result, tmp_path / "ctc")
+    back = read_ctc(tmp_path / "ctc").table.groupby("track_id")[["parent_track_id", "generation"]].first()
+    assert len(back) == 4  # the gap cuts the mother into two CTC tracks
+    assert sorted(back["generation"]) == [0, 0, 1, 1], back  # the two pieces of the mother 0, her daughters 1

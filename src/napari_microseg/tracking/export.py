@@ -474,7 +474,8 @@ def read_ctc(folder: str | os.PathLike, track_file: str | None = None) -> TrackR
     truth ``man_track.txt`` + ``man_track*.tif``) into a :class:`TrackResult`.
 
     Each CTC track becomes one track; its id is the CTC label (gap pieces stay
-    separate tracks linked parent -> child). ``relabelled`` equals the masks.
+    separate tracks linked parent -> child, and ``generation`` counts divisions
+    only: a parent of one child is a gap). ``relabelled`` equals the masks.
     """
     import tifffile
 
@@ -503,7 +504,35 @@ def read_ctc(folder: str | os.PathLike, track_file: str | None = None) -> TrackR
     obj["track_id"] = obj["label"]
     parent = dict(zip(lbep["L"].astype(int), lbep["P"].astype(int)))
     obj["parent_track_id"] = obj["track_id"].map(lambda l: parent.get(int(l), 0))
-    return finalize(obj, n_frames=masks.shape[0], labels=masks, config={"source": str(folder)})
+    result = finalize(obj, n_frames=masks.shape[0], labels=masks, config={"source": str(folder)})
+    result.table["generation"] = _ctc_generations(result.table)
+    return result
+
+
+def _ctc_generations(table: pd.DataFrame) -> pd.Series:
+    """``generation`` of each row counting divisions only: in CTC files a parent with one child marks a gap
+    (the same object, its track cut there), not a division; finalize counted every link (the daughters of a
+    mother bridged over a gap were generation 2, the gap's second piece 1, where tracks.csv has 1 and 0)."""
+    parent = table.groupby("track_id")["parent_track_id"].first().to_dict()
+    n_children = pd.Series(list(parent.values())).value_counts().to_dict()
+    generation: dict[int, int] = {}
+
+    def of(track: int) -> int:
+        chain: list[int] = []  # up to a track known or a root (without recursion: lineages of many gaps)
+        current = track
+        while current not in generation:
+            up = parent.get(current, 0)
+            if up == 0 or up not in parent or up in chain or up == current:
+                generation[current] = 0
+                break
+            chain.append(current)
+            current = up
+        for child in reversed(chain):
+            up = parent[child]
+            generation[child] = generation[up] + (1 if n_children.get(up, 0) >= 2 else 0)
+        return generation[track]
+
+    return table["track_id"].map(lambda track: of(int(track))).astype(np.int64)
 
 
 # ----------------------------------------------------------------------------- curation
