@@ -375,3 +375,46 @@ def test_read_ctc_counts_divisions_not_gaps_as_generations(tmp_path):
     back = read_ctc(tmp_path / "ctc").table.groupby("track_id")[["parent_track_id", "generation"]].first()
     assert len(back) == 4  # the gap cuts the mother into two CTC tracks
     assert sorted(back["generation"]) == [0, 0, 1, 1], back  # the two pieces of the mother 0, her daughters 1
+
+
+def _translated_ome_zarr(path, data):
+    """An OME-Zarr (T, Y, X) of 5 min frames, 0.325 um pixels, lying at (Y, X) = (100, 50) um."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    group.create_array("0", data=data, chunks=(1,) + data.shape[1:])
+    group.attrs["multiscales"] = [{"version": "0.4", "axes": [
+        {"name": "t", "type": "time", "unit": "minute"}, {"name": "y", "type": "space", "unit": "micrometer"},
+        {"name": "x", "type": "space", "unit": "micrometer"}], "datasets": [{"path": "0", "coordinateTransformations": [
+            {"type": "scale", "scale": [5, 0.325, 0.325]}, {"type": "translation", "translation": [0, 100.0, 50.0]}]}]}]
+
+
+def _placement(path):
+    from napari_microseg._reader import get_reader
+
+    [(_, kwargs, _)] = get_reader(str(path))(str(path))
+    return kwargs.get("scale"), kwargs.get("translate")
+
+
+def test_outputs_of_a_translated_ome_zarr_lie_over_it(tmp_path):
+    """An OME-Zarr movie with a translation opens at (100, 50) um; the labels `segment` wrote for it and the
+    tracks and labels `track` wrote opened at 0, 300 px away from the movie. They carry its place now."""
+    from napari_microseg.cli import main
+
+    movie = tmp_path / "movie.zarr"
+    _translated_ome_zarr(movie, (_two_movers(4) > 0).astype(np.float32) * 200 + 10)
+    expected = ((5.0, 0.325, 0.325), (0.0, 100.0, 50.0))
+    assert _placement(movie) == expected
+    assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(movie), "--out", str(tmp_path / "s"),
+                 "--quiet"]) == 0
+    [labels] = (tmp_path / "s" / "labels").iterdir()
+    assert _placement(labels) == expected
+    assert main(["track", "--labels", str(labels), "--out", str(tmp_path / "t")]) == 0
+    assert _placement(tmp_path / "t" / "tracks_labels.tif") == expected
+    assert _placement(tmp_path / "t" / "tracks.csv") == expected
+    (tmp_path / "in").mkdir()
+    _translated_ome_zarr(tmp_path / "in" / "lab.zarr", _two_movers(4))
+    assert main(["batch", "track", "--input", str(tmp_path / "in"), "--out", str(tmp_path / "b"), "--workers", "0",
+                 "--quiet"]) == 0
+    assert _placement(tmp_path / "b" / "tracks_labels" / "lab.tif") == expected
+    assert _placement(tmp_path / "b" / "tracks.csv") == expected

@@ -168,9 +168,14 @@ def _track_run_calibration(tracks_csv: Path, ndim: int) -> dict:
         pixel_y = float(pixel_y) if pixel_y is not None else None
         interval = float(interval) if interval is not None else None
         plane = float(plane) if plane is not None else None
+        origin = units.get("origin_um") if isinstance(units.get("origin_um"), dict) else {}
+        shift_y, shift_x = float(origin.get("Y", 0.0)), float(origin.get("X", 0.0))
     except (OSError, ValueError, TypeError, AttributeError):  # none, or not one this package wrote
         return {}
-    return _tracks_scale(pixel, pixel_y, interval, plane, ndim)
+    placed = _tracks_scale(pixel, pixel_y, interval, plane, ndim)
+    if placed and pixel is not None and (shift_y or shift_x):  # where the movie lies (OME-Zarr's translation)
+        placed["translate"] = (0.0,) * (ndim - 2) + (shift_y, shift_x)
+    return placed
 
 
 def _batch_movie_calibration(tracks_csv: Path, movie: Any, ndim: int) -> dict:
@@ -183,7 +188,7 @@ def _batch_movie_calibration(tracks_csv: Path, movie: Any, ndim: int) -> dict:
     import tifffile
 
     from .batch.runner import split_image_suffix
-    from .io.images import _tiff_calibration
+    from .io.images import _tiff_calibration, _tiff_origin
 
     labels = tracks_csv.parent / "tracks_labels" / f"{split_image_suffix(str(movie))[0]}.tif"
     try:
@@ -191,10 +196,14 @@ def _batch_movie_calibration(tracks_csv: Path, movie: Any, ndim: int) -> dict:
             warnings.simplefilter("ignore")
             with tifffile.TiffFile(labels) as tif:
                 calibration = _tiff_calibration(tif)
+                origin = _tiff_origin(tif) if calibration else {}
     except Exception:  # noqa: BLE001 - none there, or not a TIFF: the table's own pixels and frames
         return {}
-    return _tracks_scale(calibration.get("pixel_size_um"), calibration.get("pixel_size_y_um"),
-                         calibration.get("frame_interval_min"), calibration.get("z_step_um"), ndim)
+    placed = _tracks_scale(calibration.get("pixel_size_um"), calibration.get("pixel_size_y_um"),
+                           calibration.get("frame_interval_min"), calibration.get("z_step_um"), ndim)
+    if placed and calibration.get("pixel_size_um") and (origin.get("Y") or origin.get("X")):  # where the movie lies
+        placed["translate"] = (0.0,) * (ndim - 2) + (float(origin.get("Y", 0.0)), float(origin.get("X", 0.0)))
+    return placed
 
 
 def _tracks_scale(pixel: float | None, pixel_y: float | None, interval: float | None, plane: float | None,

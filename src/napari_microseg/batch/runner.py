@@ -385,7 +385,9 @@ def plan_items(inputs: Sequence[tuple[Path, str]], task: str) -> tuple[list[Batc
                 shape = None  # the worker reports the reason
             if shape is not None and len(shape) == 3:
                 stacks[stem] = shape
-                calibrations[stem] = stack.metadata.get("calibration") or {}
+                calibrations[stem] = dict(stack.metadata.get("calibration") or {})
+                if stack.metadata.get("origin") and calibrations[stem]:  # where it lies (OME-Zarr's translation)
+                    calibrations[stem]["origin"] = dict(stack.metadata["origin"])
                 digits = max(6, len(str(shape[0] - 1)))
                 items.extend(BatchItem(key=f"{stem}.zarr/t{t:0{digits}d}", source=str(path), stem=stem, image=rel,
                                        frame=t) for t in range(shape[0]))
@@ -426,7 +428,7 @@ def prepare_zarr_stores(out: Path, stacks: dict[str, tuple], dtype: str,
             chunks = (1, min(shape[1], 2048), min(shape[2], 2048))
             arr = zarr.open_array(str(tmp / "store"), mode="w", shape=shape, chunks=chunks, dtype=dtype)
             arr.attrs["microseg_batch"] = {"complete": False}
-            set_zarr_calibration(arr, (calibrations or {}).get(stem))
+            set_zarr_calibration(arr, (calibrations or {}).get(stem), ((calibrations or {}).get(stem) or {}).get("origin"))
             os.replace(tmp / "store", target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -228,6 +228,8 @@ def _read_whole(item: BatchItem, spec: TaskSpec, grey: bool = False, calibration
                                                  "frames (t in the tables is the plane)")
     if calibration is not None:
         calibration.update(image.metadata.get("calibration") or {})
+        if image.metadata.get("origin") and calibration:  # where it lies (an OME-Zarr's translation), um
+            calibration["origin"] = dict(image.metadata["origin"])
     if channel is not None and "channel" not in image.metadata and not is_rgb(image.data):
         # as segment and track warn: said (in notes.csv), not ignored without a word
         getattr(_READ_NOTES, "notes", []).append(f"--channel {channel} ignored: the file has no channels")
@@ -259,7 +261,8 @@ def _write_labels_tiff(out: Path, rel: str, labels: Any, calibration: dict | Non
     from ..io.images import LABELS_SOFTWARE, write_tiff
 
     # a lazy stack is written frame by frame; the input's pixel size and frame interval go with it
-    write_tiff(out / rel, labels, overwrite=True, calibration=calibration or None, software=LABELS_SOFTWARE)
+    write_tiff(out / rel, labels, overwrite=True, calibration=calibration or None, software=LABELS_SOFTWARE,
+               origin=(calibration or {}).get("origin"))
     return rel
 
 
@@ -293,7 +296,7 @@ def _labels_into_zarr_store(out: Path, rel: str, make: Callable[[Any], Any], sha
     try:
         chunks = tuple([1] * (len(shape) - 2)) + (min(shape[-2], 2048), min(shape[-1], 2048))
         arr = zarr.open_array(str(tmp / "store"), mode="w", shape=shape, chunks=chunks, dtype=dtype)
-        set_zarr_calibration(arr, calibration)
+        set_zarr_calibration(arr, calibration, (calibration or {}).get("origin"))
         result = make(arr)
         replace_tree(tmp / "store", target)  # the old store whole until the new one is in place
     finally:
@@ -428,6 +431,8 @@ def track_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> dic
         calibration["z_step_um"] = stated["z_step_um"]
     if calibration["frame_interval_min"] is None and stated.get("z_planes"):  # one of no stated step: still Z
         calibration["z_planes"] = True
+    if stated.get("origin") and given["pixel_size_um"] is None:  # where the movie lies (OME-Zarr's translation)
+        calibration["origin"] = stated["origin"]
     from ..tracking.units import option_overrides
 
     # the options replace each movie's own calibration: said per movie (notes.csv), and its units recorded

@@ -214,15 +214,17 @@ def _label_target(out: Path, path: Path, shape: tuple | None, zarr_above: int) -
     return [base.with_name(base.name + ".tif")]
 
 
-def _open_zarr_labels(tmp_dir: Path, shape: tuple, dtype: str, calibration: dict | None = None):
-    """A new Zarr label array at ``tmp_dir``, one frame per chunk row, carrying the image's ``calibration``."""
+def _open_zarr_labels(tmp_dir: Path, shape: tuple, dtype: str, calibration: dict | None = None,
+                      origin: dict | None = None):
+    """A new Zarr label array at ``tmp_dir``, one frame per chunk row, carrying the image's ``calibration``
+    and ``origin`` (where it lies, micrometres per axis letter)."""
     import zarr
 
     from ..io.images import set_zarr_calibration
 
     chunks = tuple([1] * (len(shape) - 2)) + (min(shape[-2], 1024), min(shape[-1], 1024))
     arr = zarr.open_array(str(tmp_dir), mode="w", shape=shape, chunks=chunks, dtype=dtype)
-    set_zarr_calibration(arr, calibration)  # the movie's pixel size and frame interval go with its labels
+    set_zarr_calibration(arr, calibration, origin)  # the movie's pixel size, frame interval and place go with its labels
     return arr
 
 
@@ -319,7 +321,8 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
         make_output_folder(target.parent)  # (recorded: a run that fails leaves no empty labels/ behind)
         tmp_dir = Path(tempfile.mkdtemp(prefix=temp_prefix(target.name), dir=target.parent))
         dtype = "uint8" if loaded.output_mode == "multiclass" else "uint32"
-        out_arr = _open_zarr_labels(tmp_dir / "store", tuple(data.shape), dtype, image.metadata.get("calibration"))
+        out_arr = _open_zarr_labels(tmp_dir / "store", tuple(data.shape), dtype, image.metadata.get("calibration"),
+                                    image.metadata.get("origin"))
     repeats = bool(ccd_rules.get("hot_repeats")) and data.ndim == 3
     try:
         if repeats:  # a stack of exposures: the rule in two passes, one frame in memory
@@ -360,8 +363,8 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
         else:
             # the movie's pixel size and frame interval go with its labels (to microseg track, napari)
             write_tiff(target, np.asarray(labels if repeats else result.labels), overwrite=args.overwrite,
-                       software=LABELS_SOFTWARE,
-                       calibration=image.metadata.get("calibration"))
+                       software=LABELS_SOFTWARE, calibration=image.metadata.get("calibration"),
+                       origin=image.metadata.get("origin"))  # where it lies (an OME-Zarr's translation)
         if repeats:
             _write_defect_mask(args, out, path, result.defects, image.metadata.get("calibration"))
             shutil.rmtree(scratch, ignore_errors=True)  # the stack's outputs are written: nothing left to resume

@@ -98,7 +98,10 @@ def _read_stack(path: str, what: str, hdu: int | None = None, channel: int | Non
     if is_z_stack(image):
         print(f"note: {Path(path).name} is a Z stack (axes ZYX): its planes are linked as frames (t in the tables "
               "is the plane)", file=sys.stderr)
-    return time_stack(data, what, lazy=True), dict(image.metadata.get("calibration") or {})
+    calibration = dict(image.metadata.get("calibration") or {})
+    if image.metadata.get("origin") and calibration:  # where it lies (OME-Zarr's translation), micrometres
+        calibration["origin"] = dict(image.metadata["origin"])
+    return time_stack(data, what, lazy=True), calibration
 
 
 def run(args: argparse.Namespace) -> int:
@@ -193,6 +196,10 @@ def run(args: argparse.Namespace) -> int:
         pixel_size_y = calibration.get("pixel_size_y_um") if args.pixel_size is None else None
         if pixel_size_y is not None:
             result.config["units"]["pixel_size_y_um"] = pixel_size_y
+        # where the movie lies (an OME-Zarr's translation, um): tracks_labels.tif and tracks.csv reopen over it
+        origin = calibration.get("origin") if (pixel_size is not None and args.pixel_size is None) else None
+        if origin:
+            result.config["units"]["origin_um"] = origin
         # a Z stack linked plane by plane: its "frames" are focal planes, its step a length (no frame interval)
         z_step = calibration.get("z_step_um") if frame_interval is None else None
         if z_step is not None:
@@ -209,6 +216,7 @@ def run(args: argparse.Namespace) -> int:
             write_track_summary_csv(result, staging / "track_summary.csv", pixel_size=pixel_size,
                                     frame_interval=frame_interval, pixel_size_y=pixel_size_y)
             write_tiff(staging / "tracks_labels.tif", result.relabelled, overwrite=True, software=LABELS_SOFTWARE,  # uint16 (uint32 above 65535 tracks)
+                       origin=origin,  # where the movie lies: the outputs reopen over it
                        calibration={"pixel_size_um": pixel_size, "frame_interval_min": frame_interval, "z_step_um": z_step,
                                     **({"pixel_size_y_um": pixel_size_y} if pixel_size_y is not None else {}),
                                     # a Z stack of no stated step stays a Z stack (not written as a time-lapse)

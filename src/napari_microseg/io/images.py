@@ -800,8 +800,10 @@ def _read_zarr(path: Path) -> ImageData:
     calibration = _zarr_calibration(multiscales, path.name) if multiscales else zarr_calibration(node.attrs)
     if calibration:
         image.metadata["calibration"] = calibration
-        origin = _zarr_origin(multiscales)
-        if origin:  # OME-Zarr's translation: where the image lies (a tile of a plate, a crop of a larger field)
+        # OME-Zarr's translation: where the image lies (a tile of a plate, a crop of a larger field); labels
+        # written here from such an image carry it as an attribute (set_zarr_calibration)
+        origin = _zarr_origin(multiscales) if multiscales else zarr_origin(node.attrs)
+        if origin:
             image.metadata["origin"] = origin
     return image
 
@@ -844,15 +846,26 @@ def _first_image_array(group: Any, name: str) -> Any:
 CALIBRATION_KEYS = ("pixel_size_um", "pixel_size_y_um", "frame_interval_min", "z_step_um")
 #: attribute of a bare Zarr array (labels this package wrote) that holds its image's calibration
 ZARR_CALIBRATION_ATTR = "calibration"
+#: attribute holding where the labels' image lies (micrometres per axis letter), beside the calibration
+ZARR_ORIGIN_ATTR = "origin_um"
 
 
-def set_zarr_calibration(arr: Any, calibration: dict | None) -> None:
+def set_zarr_calibration(arr: Any, calibration: dict | None, origin: dict | None = None) -> None:
     """Record ``calibration`` (see :data:`CALIBRATION_KEYS`) on a Zarr array's attributes, so labels written
     as Zarr keep their image's pixel size, Z step and frame interval (read back by :func:`read_image`;
-    a bare array has no OME-Zarr multiscales to hold them). Nothing when it states none."""
+    a bare array has no OME-Zarr multiscales to hold them), and ``origin`` (``{"Y": um, "X": um, "Z": um}``,
+    where the image lies: an OME-Zarr's translation) beside it. Nothing when it states none."""
     found = _valid_calibration(calibration)
     if found:
         arr.attrs[ZARR_CALIBRATION_ATTR] = found
+        if _valid_origin(origin):
+            arr.attrs[ZARR_ORIGIN_ATTR] = _valid_origin(origin)
+
+
+def zarr_origin(attrs: Any) -> dict:
+    """The origin :func:`set_zarr_calibration` recorded on a Zarr array ({} when none or not valid)."""
+    stated = dict(attrs or {}).get(ZARR_ORIGIN_ATTR)
+    return _valid_origin(stated) if isinstance(stated, dict) else {}
 
 
 def zarr_calibration(attrs: Any) -> dict:
