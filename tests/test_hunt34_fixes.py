@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 
 import numpy as np
@@ -418,3 +419,103 @@ def test_outputs_of_a_translated_ome_zarr_lie_over_it(tmp_path):
                  "--quiet"]) == 0
     assert _placement(tmp_path / "b" / "tracks_labels" / "lab.tif") == expected
     assert _placement(tmp_path / "b" / "tracks.csv") == expected
+
+
+def _classify(*args) -> int:
+    from napari_microseg.cli import main
+
+    return main(["classify", *map(str, args)])
+
+
+def test_classifier_resume_refuses_other_samples_or_validation_share(tmp_path, capsys):
+    """`classify train --resume` with another --simulated N (or --val-fraction) went on silently: its validation
+    split then held samples the run had trained on (4 of 12), which chose its best epoch and thresholds."""
+    common = ["--epochs", "2", "--out", tmp_path / "m.pt", "--device", "cpu", "--threads", "1", "--batch-size", "8"]
+    assert _classify("train", "images", "--simulated", "10", "--epochs", "1", *common[2:]) == 0
+    assert _classify("train", "images", "--simulated", "30", *common, "--resume", tmp_path / "m.pt") == 2
+    assert "its run trained on 10 samples, this one has 30" in capsys.readouterr().err
+    assert _classify("train", "images", "--simulated", "10", *common, "--resume", tmp_path / "m.pt",
+                     "--val-fraction", "0.3") == 2
+    assert "held out 0.2 of its samples for validation, this one 0.3" in capsys.readouterr().err
+    assert _classify("train", "images", "--simulated", "10", *common, "--resume", tmp_path / "m.pt") == 0
+
+
+def test_classes_csv_contents_that_cannot_be_read_are_refused_in_one_line(tmp_path, capsys):
+    """A classes.csv of a header only, an is_good of 2 or "yes" or blank, a blank crop cell: tracebacks
+    (IndexError, IntCastingNaNError, ValueError; an is_good of 2 became class -1). An absolute image path
+    outside the folder crashed in relative_to; it is read."""
+    from napari_microseg.cli import main
+
+    sim = tmp_path / "sim"
+    assert main(["simulate", "response", "--n", "4", "--out", str(sim), "--seed", "5"]) == 0
+    table = pd.read_csv(sim / "classes.csv")
+    model = tmp_path / "m.pt"
+    assert _classify("train", "images", "--simulated", "8", "--epochs", "1", "--out", model, "--device", "cpu",
+                     "--threads", "1") == 0
+    cases = {"header": (table.iloc[:0], "no rows"),
+             "two": (table.assign(is_good=[1, 2, 0, 1]).drop(columns=[c for c in ("label",) if c in table]),
+                     "row 3: is_good must be 1 (good) or 0 (bad), got '2'"),
+             "crop": (table.assign(crop_y0=[0, 0, np.nan, 0]), "row 4: crop_y0, crop_x0, crop_y1, crop_x1 must be numbers")}
+    for name, (bad, said) in cases.items():
+        folder = tmp_path / name
+        shutil.copytree(sim, folder)
+        bad.to_csv(folder / "classes.csv", index=False)
+        assert _classify("images", "--model", model, "--input", folder, "--out", tmp_path / f"o_{name}") == 2, name
+        assert said in capsys.readouterr().err, name
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    table.assign(image=[str((sim / image).resolve()) for image in table["image"]]).to_csv(outside / "classes.csv",
+                                                                                           index=False)
+    assert _classify("images", "--model", model, "--input", outside, "--out", tmp_path / "o_outside") == 0
+    assert len(pd.read_csv(tmp_path / "o_outside" / "flags.csv")) == 4
+
+
+def test_classify_train_refuses_options_it_would_drop(tmp_path, capsys):
+    """--strategy simulated read --input and never used it; --arch with --init-model was dropped (the model's
+    network trained on) and recorded as used."""
+    from napari_microseg.cli import main
+    from napari_microseg.io.models import read_model_config
+
+    sim = tmp_path / "sim"
+    assert main(["simulate", "response", "--n", "4", "--out", str(sim), "--seed", "5"]) == 0
+    base = ["--epochs", "1", "--device", "cpu", "--threads", "1", "--simulated", "8"]
+    assert _classify("train", "images", *base, "--input", sim, "--strategy", "simulated", "--out", tmp_path / "a.pt") == 2
+    assert "--input would go unused" in capsys.readouterr().err
+    assert _classify("train", "images", *base, "--out", tmp_path / "b.pt") == 0
+    assert _classify("train", "images", *base, "--init-model", tmp_path / "b.pt", "--arch", "vgg16_like",
+                     "--out", tmp_path / "c.pt") == 2
+    assert "is a small_cnn network" in capsys.readouterr().err
+    assert _classify("train", "images", *base, "--init-model", tmp_path / "b.pt", "--out", tmp_path / "c.pt") == 0
+    assert read_model_config(tmp_path / "c.pt")["training"]["config"]["model"]["architecture"] == "small_cnn"
+
+
+def test_classify_profiles_says_when_its_true_classes_do_not_fit(tmp_path, capsys):
+    """A classes.csv of 6 rows beside 12 profiles: no metrics.json and no word (images and objects say it)."""
+    from napari_microseg.cli import main
+
+    assert main(["simulate", "nanoparticles", "--out", str(tmp_path / "np"), "--n", "12", "--seed", "3"]) == 0
+    table = pd.read_csv(tmp_path / "np" / "classes.csv")
+    table.iloc[:6].to_csv(tmp_path / "np" / "classes.csv", index=False)
+    assert _classify("train", "profiles", "--simulated", "8", "--epochs", "1", "--out", tmp_path / "p.pt",
+                     "--device", "cpu", "--threads", "1") == 0
+    capsys.readouterr()
+    assert _classify("profiles", "--model", tmp_path / "p.pt", "--input", tmp_path / "np", "--out", tmp_path / "o") == 0
+    assert "holds 6 true classes for 12 particles: results are not scored" in capsys.readouterr().err
+
+
+def test_cross_validation_says_when_a_score_comes_from_some_folds_only(tmp_path, capsys):
+    """5 good images and 1 bad in 3 folds: "auc 1.000" was the AUC of the one fold that had both classes."""
+    from napari_microseg.cli import main
+
+    sim = tmp_path / "sim"
+    assert main(["simulate", "response", "--n", "6", "--out", str(sim), "--seed", "5"]) == 0
+    table = pd.read_csv(sim / "classes.csv")
+    table["label"] = ["bad"] + ["good"] * 5
+    table["is_good"] = [0] + [1] * 5
+    table.to_csv(sim / "classes.csv", index=False)
+    assert _classify("train", "images", "--input", sim, "--strategy", "real", "--epochs", "1", "--folds", "3",
+                     "--out", tmp_path / "cv.pt", "--device", "cpu", "--threads", "1") == 0
+    folds = pd.read_csv(tmp_path / "cv.cv_folds.csv")
+    said = capsys.readouterr().out
+    n_auc = int(folds["auc"].notna().sum())
+    assert n_auc < 3 and f"(mean of the {n_auc} fold(s) that have one)" in said, said

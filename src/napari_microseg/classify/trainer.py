@@ -330,6 +330,7 @@ def train_classifier(
     if data is None or len(data) == 0:
         raise InputError("no training samples")
     val = as_classification_data(val_data, data.class_names)
+    n_samples = len(data)  # before the validation split: a resumed run must split the same samples alike
     if val is None:
         data, val = split_validation(data, cfg.val_fraction, cfg.seed)
     class_names = list(cfg.class_names or data.class_names)
@@ -347,6 +348,18 @@ def train_classifier(
                              f"{recorded.get('seed')} {recorded.get('settings')}; this run's are seed {now.get('seed')} "
                              f"{now.get('settings')}: its epochs would go on on other samples, validated on others. Give "
                              "the resumed run's --seed and sample options (or leave --seed out), or train anew")
+        # another number of samples (--simulated N) or validation share splits them otherwise: samples the
+        # run trained on would be validated on (4 of 12 validation images had been trained on), its best
+        # epoch and thresholds chosen on them
+        n_before = before.get("n_samples")
+        if n_before is not None and int(n_before) != n_samples:
+            raise InputError(f"--resume {resume}: its run trained on {n_before} samples, this one has {n_samples}: "
+                             "its validation split would hold samples it trained on. Give the resumed run's number "
+                             "of samples (--simulated), or train anew")
+        share_before = (before.get("config") or {}).get("val_fraction")
+        if share_before is not None and val_data is None and float(share_before) != float(cfg.val_fraction):
+            raise InputError(f"--resume {resume}: its run held out {share_before:g} of its samples for validation, "
+                             f"this one {cfg.val_fraction:g}: give --val-fraction {share_before:g} (or leave it out)")
         seed_before = (before.get("config") or {}).get("seed")
         if seed_before is not None and val_data is None and int(seed_before) != int(cfg.seed):
             raise InputError(f"--resume {resume}: its run split its validation samples with seed {seed_before}, this "
@@ -372,6 +385,8 @@ def train_classifier(
         model_cfg = dict(source["config"]["model"])
         if ckpt is None:
             model_cfg["n_classes"] = n_out
+        # the record names the network trained (the source's), not one asked for and not built
+        cfg = replace(cfg, model={k: v for k, v in model_cfg.items() if k != "n_classes"})
     else:
         model_cfg = dict(cfg.model or {})
         arch = str(model_cfg.get("architecture") or DEFAULT_ARCHITECTURES.get(cfg.task, "small_cnn")).lower()
@@ -499,6 +514,7 @@ def train_classifier(
                 "class_weights": weights,
                 "augment": augment,
                 "class_counts": [int(c) for c in counts],
+                "n_samples": n_samples,  # before the validation split (a resume checks it)
                 "data": train_desc,
                 "validation": val_desc,
                 **({"simulation": data.meta["simulation"]} if data.meta.get("simulation") else {}),

@@ -102,7 +102,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                              "learning rate (default: 1 with the adadelta optimiser, 0.001 with the others")
                        + "; with --resume, the resumed run's own)")
         r.add_argument("--arch", default=arch, choices=PROFILE_ARCHITECTURES if arch == "profile_cnn" else IMAGE_ARCHITECTURES,
-                       help=f"architecture (default {arch})")
+                       action=_Given, help=f"architecture (default {arch}; with --init-model / --resume, that model's)")
         r.add_argument("--patience", type=int, default=30, action=_Given,
                        help="early-stopping patience in epochs (0: off; default 30; with --resume, the resumed run's own)")
         r.add_argument("--val-fraction", type=float, default=0.2, action=_Given,
@@ -140,7 +140,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="crop: bounding box grown by --margin px, the bounding box, or the box with the background zeroed")
     r.add_argument("--size", type=int, default=None, help="crop side in pixels (default: 28; 32 with --depth 6, as [T])")
     r.add_argument("--margin", type=int, default=50, help="px added on every side of the box in --mode margin")
-    r.add_argument("--depth", type=int, choices=(1, 2, 4, 6), default=4, help="LipNet-k conv layers")
+    r.add_argument("--depth", type=int, choices=(1, 2, 4, 6), default=4, action=_Given,
+                   help="LipNet-k conv layers (default 4; with --init-model / --resume, that model's)")
     r.add_argument("--all-conv", action="store_true", help="LipNet-kc (stride-2 convs, 1x1 conv head)")
     r.add_argument("--particles", type=int, default=30, help="particles per simulated image")
     r.add_argument("--no-oversample", action="store_true", help="do not oversample the rarer classes each epoch")
@@ -461,6 +462,50 @@ def _keep_croppable(d: dict, lm, failures: list) -> dict:
     return _keep_readable({**d, "images": [img if k else None for img, k in zip(d["images"], keep)]})
 
 
+def _shown_name(path: Path, folder: Path) -> str:
+    """``path`` relative to ``folder`` where it lies inside it, else as given (an absolute path in classes.csv)."""
+    try:
+        return str(path.relative_to(folder))
+    except ValueError:
+        return str(path)
+
+
+def _check_classes_table(df, table: Path) -> None:
+    """InputError naming the first row of a ``classes.csv`` that cannot be read as documented: no rows, an
+    empty ``image`` cell, an ``is_good`` other than 0 / 1, a crop box cell that is not a number (each gave a
+    traceback: IndexError, ValueError, IntCastingNaNError; an ``is_good`` of 2 became class -1)."""
+    import numpy as np
+    import pandas as pd
+
+    if "image" not in df.columns:
+        raise InputError(f"{table}: needs an 'image' column")
+    if len(df) == 0:
+        raise InputError(f"{table}: no rows (one per image: image[, label or is_good, crop_y0, crop_x0, crop_y1, crop_x1])")
+
+    def row_of(index) -> str:
+        return f"{table}: row {int(index) + 2}"  # as a spreadsheet numbers it (the header is row 1)
+
+    names = df["image"]
+    blank = names.isna() | (names.astype(str).str.strip() == "")
+    if blank.any():
+        raise InputError(f"{row_of(blank.idxmax())}: no image file name")
+    if "is_good" in df.columns and not ("label" in df.columns
+                                       and df["label"].astype(str).str.strip().str.lower().isin(["good", "bad"]).all()):
+        values = pd.to_numeric(df["is_good"], errors="coerce")
+        wrong = ~values.isin([0, 1])
+        if wrong.any():
+            given = df["is_good"].iloc[int(np.flatnonzero(wrong.to_numpy())[0])]
+            raise InputError(f"{row_of(wrong.idxmax())}: is_good must be 1 (good) or 0 (bad), got "
+                             + ("an empty cell" if pd.isna(given) else repr(str(given))))
+    crop = [c for c in ("crop_y0", "crop_x0", "crop_y1", "crop_x1") if c in df.columns]
+    if len(crop) == 4:
+        values = df[crop].apply(pd.to_numeric, errors="coerce")
+        wrong = ~np.isfinite(values.to_numpy(float)).all(axis=1)
+        if wrong.any():
+            raise InputError(f"{row_of(int(np.flatnonzero(wrong)[0]))}: crop_y0, crop_x0, crop_y1, crop_x1 must be "
+                             "numbers (px) in every row")
+
+
 def load_response_folder(folder: Path, box=None, failures: list | None = None) -> dict:
     """Read response images with boxes / masks / labels from a folder (see module docstring).
 
@@ -474,8 +519,7 @@ def load_response_folder(folder: Path, box=None, failures: list | None = None) -
         from ..io.tables import read_csv_table
 
         df = read_csv_table(table)
-        if "image" not in df.columns:
-            raise InputError(f"{table}: needs an 'image' column")
+        _check_classes_table(df, table)
         files = [folder / f for f in df["image"]]
         images = _read_many(files, "reading images", failures)
         boxes = None
@@ -493,7 +537,7 @@ def load_response_folder(folder: Path, box=None, failures: list | None = None) -
         if said is not None and said.isin(["good", "bad"]).all():
             labels = (said == "bad").astype(int).to_numpy()
         elif "is_good" in df.columns:
-            labels = 1 - df["is_good"].astype(int).to_numpy()
+            labels = 1 - df["is_good"].astype(float).astype(int).to_numpy()  # 0 / 1 (checked above)
         elif said is not None:
             other = sorted(set(df["label"].astype(str)[~said.isin(["good", "bad"])]))
             label_problem = (f"{folder / 'classes.csv'}: its 'label' column must say good or bad for every image; "
@@ -501,7 +545,7 @@ def load_response_folder(folder: Path, box=None, failures: list | None = None) -
                              "(kinds of artefact go in a 'subclass' column, with label bad)")
         groups = df["group"].to_numpy() if "group" in df.columns else None
         sub = df["subclass"].astype(str).to_numpy() if "subclass" in df.columns else None
-        return _keep_readable({"images": images, "files": [str(f.relative_to(folder)) for f in files], "boxes": boxes,
+        return _keep_readable({"images": images, "files": [_shown_name(f, folder) for f in files], "boxes": boxes,
                                "masks": masks, "labels": labels, "groups": groups, "subclass": sub,
                                "label_problem": label_problem})
     img_dir = folder / "images" if (folder / "images").is_dir() else folder
@@ -782,6 +826,9 @@ def _run_profiles(args) -> int:
     if truth is not None:
         if len(truth) == len(df):
             scores = _score_against_truth(out, truth["class"].astype(str), df["class"].astype(str), list(lm.class_names))
+        else:  # said, as images and objects say it: no metrics.json without a word
+            print(f"warning: {table} holds {len(truth)} true classes for {len(df)} particles: results are not scored",
+                  file=sys.stderr)
     _write_run(out, args, lm, started, scores=scores, particles=len(df), population=pop.to_dict(orient="records"))
     print(f"microseg classify profiles: {len(df)} particle(s): {summary} -> {out / 'profiles.csv'}")
     return 0
@@ -833,6 +880,32 @@ def _resumed_options(args: argparse.Namespace) -> None:
             return
 
 
+def _check_network_options(args: argparse.Namespace) -> None:
+    """``--arch`` / ``--depth`` given with ``--init-model`` or ``--resume`` that differ from that model's network:
+    refused (the network is the model's own; they were dropped without a word, and recorded as if used)."""
+    source = args.init_model or args.resume
+    given = getattr(args, "given", set()) & {"arch", "depth"}
+    if not source or not given:
+        return
+    from ..io.models import read_model_config
+    from ..training.trainer import last_checkpoint_path
+
+    for candidate in (Path(source), last_checkpoint_path(Path(source))):
+        if candidate.is_file():
+            network = read_model_config(candidate).get("model") or {}
+            break
+    else:
+        return  # none there: the trainer says so
+    built = str(network.get("architecture", "")).lower()
+    if "arch" in given and built and str(args.arch).lower() != built:
+        raise InputError(f"--arch {args.arch}: {source} is a {built} network, which training goes on with: leave "
+                         "--arch out, or train a new network without --init-model / --resume")
+    if "depth" in given and built == "lipnet" and network.get("n_conv") is not None \
+            and int(network["n_conv"]) != int(args.depth):
+        raise InputError(f"--depth {args.depth}: {source} is LipNet-{network['n_conv']}, which training goes on "
+                         "with: leave --depth out, or train a new network without --init-model / --resume")
+
+
 def _resumed_seed(resume: str) -> int:
     """The seed of the run a ``--resume`` file (a model or its ``.last.pt``) records; 0 when it records none."""
     from ..io.models import read_model_config
@@ -855,6 +928,7 @@ def _run_train(args) -> int:
         args.seed = _resumed_seed(args.resume) if args.resume else 0
     if args.resume:
         _resumed_options(args)
+    _check_network_options(args)
     if getattr(args, "depth", None) is not None and args.size is None:  # LipNet-6 took 28 px crops, not [T]'s 32
         args.size = 32 if args.depth == 6 else 28
     if args.lr is None:  # the optimiser's own scale: Adam kept Adadelta's 1 and trained nothing (loss 2e5)
@@ -903,6 +977,11 @@ def _run_train(args) -> int:
             raise InputError(f"strategy {strategy!r} needs --simulated N (N >= 4)")
         if strategy != "simulated" and args.input is None:
             raise InputError(f"strategy {strategy!r} needs real annotated images (--input)")
+        if strategy == "simulated" and args.input is not None and not args.folds:  # (--folds says its own)
+            # the folder was read and never used: the thresholds were chosen on 4 simulated images, unsaid
+            raise InputError("--strategy simulated trains on simulated images only, and --input would go unused: "
+                             "leave --input out (then score the model on your images with 'classify images'), or "
+                             "train on them: --strategy real, pretrain_finetune or pretrain_freeze")
         if args.simulated:
             simulated = run_with_text_progress(simulated_response_data(args.simulated, seed=args.seed, normalization=norm, progress=True), label="simulate")
         if args.input is not None:
@@ -977,7 +1056,11 @@ def _run_train(args) -> int:
                                     label=f"{args.folds}-fold CV ({strategy})" if task == "images" else f"{args.folds}-fold CV")
         _write_csv(model_sidecar(out, "cv_folds.csv"), cv["folds"])
         _write_csv(model_sidecar(out, "cv_predictions.csv"), cv["predictions"])
-        print(f"microseg classify train {task}: {args.folds}-fold CV " + ", ".join(f"{k} {v:.3f}" for k, v in cv["summary"].items())
+        n_folds = len(cv["folds"])
+        scored = {k: int(cv["folds"][k].notna().sum()) for k in cv["summary"]}  # an AUC needs both classes in a fold
+        print(f"microseg classify train {task}: {args.folds}-fold CV " + ", ".join(
+            f"{k} {v:.3f}" + (f" (mean of the {scored[k]} fold(s) that have one)" if scored[k] < n_folds else "")
+            for k, v in cv["summary"].items())
               + f" -> {model_sidecar(out, 'cv_folds.csv')}")
     if args.init_model or args.resume:
         from dataclasses import replace
