@@ -221,7 +221,7 @@ def test_objects_moving_up_to_the_search_radius_are_linked(radius, step):
     divisions: the motion model reached 14 px whatever the radius. The shipped models now reach it."""
     from skimage.draw import disk
 
-    from napari_microseg.tracking.track import load_config, motion_reach, run_tracking, track_warnings
+    from napari_microseg.tracking.track import REACH_MARGIN, load_config, motion_reach, run_tracking, track_warnings
 
     side = 40 + 5 * step
     movie = np.zeros((6, 160, side), np.uint16)
@@ -231,7 +231,8 @@ def test_objects_moving_up_to_the_search_radius_are_linked(radius, step):
     result = run_tracking(movie, config="cell", max_search_radius=radius)
     moving = result.table[result.table["label"] == 1]
     assert moving["track_id"].nunique() == 1 and not result.graph and not track_warnings(result)
-    assert motion_reach(result.config["motion_model"]) == pytest.approx(radius, rel=0.02)
+    # a little beyond the radius (session 34: reaching it exactly left steps of 0.93-0.97 radii unlinked)
+    assert motion_reach(result.config["motion_model"]) == pytest.approx(radius * REACH_MARGIN, rel=0.02)
     # the shipped defaults link what they linked before: the cell model reached 14.1 px, its radius is now 15
     assert load_config("cell")["max_search_radius"] == 15.0
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import shutil
 import warnings
 
@@ -519,3 +520,64 @@ def test_cross_validation_says_when_a_score_comes_from_some_folds_only(tmp_path,
     said = capsys.readouterr().out
     n_auc = int(folds["auc"].notna().sum())
     assert n_auc < 3 and f"(mean of the {n_auc} fold(s) that have one)" in said, said
+
+
+def _segment_folder(tmp_path, n: int = 4):
+    from napari_microseg.io.images import write_tiff
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(n):
+        write_tiff(folder / f"im{i}.tif", simulate_nuclei_image((96, 96), 6, seed=i)[0])
+    return folder
+
+
+def _folder_state(out) -> dict:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()
+            and p.name != ".batch.lock"}
+
+
+def test_an_interrupted_segment_overwrite_leaves_the_earlier_run_whole(tmp_path, monkeypatch, capsys):
+    """`segment DIR --overwrite` over an earlier run, stopped after 2 of 4 images: their labels were the new
+    model's beside the earlier run's tables (SIGKILL), or the tables were cut to those 2 images (Ctrl-C). The
+    earlier run's labels and tables stay as they were now; a finished run replaces them all."""
+    import napari_microseg.cli.segment as segment_cli
+    from napari_microseg.cli import main
+
+    folder = _segment_folder(tmp_path)
+    out = tmp_path / "out"
+    assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(folder), "--out", str(out),
+                 "--quiet"]) == 0
+    before = _folder_state(out)
+    real = segment_cli._segment_one
+    calls = []
+
+    def stopped_at_the_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(segment_cli, "_segment_one", stopped_at_the_third)
+    again = ["segment", "--model", "nuclei_fluorescence", "--input", str(folder), "--out", str(out), "--quiet",
+             "--overwrite"]
+    assert main(again) == 130
+    assert "the earlier run's labels and tables" in capsys.readouterr().err
+    assert _folder_state(out) == before
+    assert not [p for p in out.iterdir() if p.name.startswith(".microseg-segment-")]
+    monkeypatch.setattr(segment_cli, "_segment_one", real)
+    # a staging folder a killed run left (a process that is gone) is removed by the next run
+    (out / ".microseg-segment-999999999-x").mkdir()
+    from napari_microseg.cli._staging import host
+
+    killed = out / f".microseg-segment-999999999-{host()}-abc"
+    (killed / "labels").mkdir(parents=True)
+    assert main(again) == 0
+    assert not killed.exists()
+    record = json.loads((out / "segment_run.json").read_text())
+    assert record["model"] == "nuclei_fluorescence" and len(record["images"]) == 4
+    assert all(Path(image["labels"]).parent == out / "labels" for image in record["images"])
+    after = _folder_state(out)
+    assert after["objects.csv"] != before["objects.csv"] and set(after) >= set(before)
+    assert len(pd.read_csv(out / "objects.csv")["image"].unique()) == 4

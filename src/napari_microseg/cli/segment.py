@@ -286,10 +286,12 @@ def _segment_options(args: argparse.Namespace, ccd_rules: dict, diameter) -> dic
 
 
 def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs: int, out: Path, diameter,
-                 ccd_rules: dict):
+                 ccd_rules: dict, stage: Path | None = None):
     """Segment one input file and write its labels; returns ``(result, objects, counts, clusters, record)``.
 
-    ``clusters`` is the charge-cluster table of a class model with a "cluster" class, else None.
+    ``clusters`` is the charge-cluster table of a class model with a "cluster" class, else None. With
+    ``stage`` (a staging folder in ``out``) the files are written there, at their paths relative to ``out``,
+    and moved into place when the run ends (:func:`_publish_staged`); the record names their final place.
     """
     import numpy as np
 
@@ -311,7 +313,9 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
               file=sys.stderr)
     if isinstance(data, np.ndarray) and data.size and data.min() == data.max():
         print(f"warning: {path.name} is constant (every pixel {data.flat[0]}): nothing to segment", file=sys.stderr)
-    target = _label_target(out, path, tuple(data.shape), args.zarr_above)[0]
+    final_target = _label_target(out, path, tuple(data.shape), args.zarr_above)[0]
+    root = stage if stage is not None else out  # where this image's files are written now
+    target = root / final_target.relative_to(out)
     zarr_out = target.suffix == ".zarr"
     tmp_dir = None
     out_arr = None
@@ -366,13 +370,13 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
                        software=LABELS_SOFTWARE, calibration=image.metadata.get("calibration"),
                        origin=image.metadata.get("origin"))  # where it lies (an OME-Zarr's translation)
         if repeats:
-            _write_defect_mask(args, out, path, result.defects, image.metadata.get("calibration"))
+            _write_defect_mask(args, root, path, result.defects, image.metadata.get("calibration"))
             shutil.rmtree(scratch, ignore_errors=True)  # the stack's outputs are written: nothing left to resume
             _report_repeat_rule(result.settings, path.name)
         if args.save_probabilities and getattr(result, "probabilities", None) is not None:
             probabilities = result.probabilities  # (K, Y, X) or (T, K, Y, X): K classes, not focal planes
             try:
-                write_tiff(out / "probabilities" / f"{_stem(path)}.tif", probabilities, overwrite=args.overwrite,
+                write_tiff(root / "probabilities" / f"{_stem(path)}.tif", probabilities, overwrite=args.overwrite,
                            photometric="minisblack", metadata={"axes": "CYX" if np.ndim(probabilities) == 3 else "TCYX"})
             except BaseException:  # (a full disk): the image is not done, so its labels go too (they were left
                 if not zarr_out:  # beside tables without it, and refused a rerun without --overwrite)
@@ -385,7 +389,7 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
     objects["image"] = path.name
     counts = result.counts.copy()
     counts["image"] = path.name
-    record = {"image": str(path), "labels": str(target), "shape": list(data.shape),
+    record = {"image": str(path), "labels": str(final_target), "shape": list(data.shape),
               "objects": int(len(objects)), "diameter": result.settings.get("diameter"),
               "scale_factor": result.settings.get("scale_factor"), "image_tile": result.settings.get("image_tile"),
               "scale_warning": result.settings.get("scale_warning")}
@@ -394,8 +398,30 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
     n_obj = len(objects)
     resized = result.settings.get("scale_factor", 1.0)
     note = f" (nucleus diameter {result.settings['diameter']:.1f} px, tiles resized x{resized:.2f})" if resized != 1.0 else ""
-    print(f"{path.name}: {n_obj} objects in {int(data.shape[0]) if data.ndim == 3 else 1} frame(s) -> {target}{note}")
+    print(f"{path.name}: {n_obj} objects in {int(data.shape[0]) if data.ndim == 3 else 1} frame(s) -> {final_target}{note}")
     return result, objects, counts, clusters, record
+
+
+def _release_lock(lock: Path) -> None:
+    """Remove the output folder's lock; a folder that cannot be written (read-only) keeps it, and the run's
+    own error, not the lock's, is the one said."""
+    with contextlib.suppress(OSError):
+        lock.unlink(missing_ok=True)
+
+
+def _publish_staged(stage: Path, out: Path) -> None:
+    """Move every file and Zarr store of the staging folder ``stage`` to the same place under ``out``
+    (a store replaced whole, see ``replace_tree``; a file by rename)."""
+    for folder, subfolders, files in os.walk(stage):
+        here = Path(folder)
+        destination = out / here.relative_to(stage)
+        for name in [d for d in subfolders if d.endswith(".zarr")]:
+            destination.mkdir(parents=True, exist_ok=True)
+            replace_tree(here / name, destination / name)
+            subfolders.remove(name)
+        for name in files:
+            destination.mkdir(parents=True, exist_ok=True)
+            os.replace(here / name, destination / name)
 
 
 def _note_earlier_labels(out: Path, written: set[Path]) -> None:
@@ -722,7 +748,20 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     from ..batch.runner import acquire_out_lock
 
     lock = acquire_out_lock(out)  # another run into this folder would replace this one's tables
-    cleanup.callback(lock.unlink, missing_ok=True)
+    cleanup.callback(_release_lock, lock)
+    from ..batch.runner import remove_stale_temporaries
+    from ._staging import make_staging_folder, remove_stale_staging
+
+    remove_stale_staging(out, "segment")  # what killed runs left (the earlier results stayed whole)
+    remove_stale_temporaries(out, ("labels", "probabilities"))
+    # --overwrite over an earlier run: this run's files are written into a staging folder and moved into place
+    # with the tables at the end; stopped (Ctrl-C, TERM) or killed, the earlier run's labels and tables stay as
+    # they were. (The labels were replaced one by one: 5 of 12 images of the new model beside the old run's
+    # tables, or the tables cut to those 5 images.)
+    stage = None
+    if args.overwrite and any(target.exists() for target in targets):
+        stage = make_staging_folder(out, "segment")
+        cleanup.callback(shutil.rmtree, stage, ignore_errors=True)
 
     all_objects, all_counts, all_clusters, per_image = [], [], [], []
     t0 = time.perf_counter()
@@ -741,7 +780,7 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
         usable = []
     for i, path in enumerate(usable):
         try:
-            done = _segment_one(args, loaded, path, i, len(usable), out, diameter, ccd_rules)
+            done = _segment_one(args, loaded, path, i, len(usable), out, diameter, ccd_rules, stage)
         except KeyboardInterrupt as stop:
             not_done, stopped = [str(p) for p in usable[i:]], stop
             break
@@ -761,6 +800,11 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
         all_objects.append(objects)
         all_counts.append(counts)
         per_image.append(record)
+    if stopped is not None and stage is not None:  # nothing of this run replaces the earlier one's results
+        print(f"microseg segment: interrupted: the earlier run's labels and tables in {out} are as they were "
+              f"(--overwrite replaces them when a run finishes); the {len(per_image)} image(s) this run had "
+              "segmented were not kept", file=sys.stderr)
+        raise stopped
     if result is None:
         if stopped is not None:
             raise stopped
@@ -773,6 +817,8 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     # the tables and the run record are written all or none: a second Ctrl-C while they were written left
     # objects.csv of this run beside counts.csv and segment_run.json of the earlier one
     with interrupts_deferred():
+        if stage is not None:  # this run's labels (probabilities, defect masks) into place, with its tables
+            _publish_staged(stage, out)
         write_objects_csv(objects, out / "objects.csv")
         write_table_csv(counts, out / "counts.csv")
         written = f"{out / 'objects.csv'} ({len(objects)} objects), {out / 'counts.csv'}"
