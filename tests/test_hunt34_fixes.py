@@ -581,3 +581,35 @@ def test_an_interrupted_segment_overwrite_leaves_the_earlier_run_whole(tmp_path,
     after = _folder_state(out)
     assert after["objects.csv"] != before["objects.csv"] and set(after) >= set(before)
     assert len(pd.read_csv(out / "objects.csv")["image"].unique()) == 4
+
+
+def test_an_interrupted_batch_overwrite_leaves_no_tables_of_other_settings(tmp_path, monkeypatch, capsys):
+    """`batch segment --overwrite` with another model, stopped after one item: that item's labels were the new
+    model's while objects.csv, counts.csv and batch_run.json ("processed 4, failed 0") stayed the earlier
+    run's. The earlier tables go when such a run starts; the rerun resumes and writes them."""
+    import napari_microseg.batch.runner as runner
+    from napari_microseg.cli import main
+
+    folder = _segment_folder(tmp_path, 3)
+    out = tmp_path / "out"
+    first = ["batch", "segment", "--input", str(folder), "--out", str(out), "--workers", "0", "--quiet"]
+    assert main([*first, "--model", "nuclei_fluorescence_fast"]) == 0
+    assert (out / "objects.csv").is_file() and (out / "batch_run.json").is_file()
+    real, calls = runner.run_item, []
+
+    def stopped_at_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_item", stopped_at_the_second)
+    again = [*first, "--model", "nuclei_fluorescence", "--overwrite"]
+    assert main(again) == 130
+    assert "run the same command again to resume" in capsys.readouterr().err
+    assert not (out / "objects.csv").exists() and not (out / "batch_run.json").exists()
+    monkeypatch.setattr(runner, "run_item", real)
+    assert main(again) == 0
+    record = json.loads((out / "batch_run.json").read_text())
+    assert record["processed"] + record["skipped"] == 3 and record["skipped"] >= 1
+    assert len(pd.read_csv(out / "objects.csv")["image"].unique()) == 3

@@ -1009,6 +1009,10 @@ def run_batch(
     if stated != settings and _previous_settings_hash(out) == sha256_json(stated):
         settings, settings_hash = stated, sha256_json(stated)
     _check_out_folder(out, task, settings_hash, overwrite)
+    # --overwrite of a run with other settings redoes every item: its merged tables and run record go when this
+    # run starts (a stopped run left them beside labels of the new settings, "processed 12, failed 0", rows
+    # that no longer matched the label files); they are written again when the items are all done
+    redo_all = overwrite and _previous_settings_hash(out) not in (None, settings_hash)
     # inputs added to an earlier run keep its names (relative to its input folder), so done items are skipped
     previous_root = None if overwrite else _previous_input_root(out)
     ignored: list[Path] = []
@@ -1046,6 +1050,9 @@ def run_batch(
     try:
         from ..io.atomic import atomic_write_text
 
+        if redo_all:
+            for stale in [name for name, _ in MERGED_TABLES.values()] + [RUN_NAME, NOTES_NAME, FAILURES_NAME]:
+                (out / stale).unlink(missing_ok=True)
         input_root = previous_root or moved_root or os.path.commonpath([str(p.parent) for p, _ in found])
         config = {"task": task, "settings_hash": settings_hash, "settings": settings, "model": model_path,
                   "params": params, "inputs": [str(p) for p, _ in found], "input_root": input_root, "device": device,

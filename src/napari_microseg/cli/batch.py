@@ -328,6 +328,9 @@ def run(args: argparse.Namespace) -> int:
 
             for name in ("tornado.application", "distributed", "asyncio"):
                 logging.getLogger(name).setLevel(logging.CRITICAL)
+            print(f"microseg batch {args.batch_task}: the items done are kept in {args.out}; run the same command "
+                  "again to resume (done items are skipped, the merged tables are written when all are done)",
+                  file=sys.stderr)
             raise
         finally:
             gen.close()
