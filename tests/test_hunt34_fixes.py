@@ -613,3 +613,27 @@ def test_an_interrupted_batch_overwrite_leaves_no_tables_of_other_settings(tmp_p
     record = json.loads((out / "batch_run.json").read_text())
     assert record["processed"] + record["skipped"] == 3 and record["skipped"] >= 1
     assert len(pd.read_csv(out / "objects.csv")["image"].unique()) == 3
+
+
+@pytest.mark.parametrize("terminated", [False, True])
+def test_an_interrupt_wrapped_by_python_ends_the_run_as_an_interrupt(monkeypatch, capsys, terminated):
+    """Ctrl-C (or TERM) while pydantic built a class during track's btrack import: Python 3.11 wraps it in a
+    RuntimeError ("Error calling __set_name__"), and the run ended in a traceback, exit 1 (a scheduler's TERM
+    reported as a failure)."""
+    from napari_microseg.cli import main
+    from napari_microseg.errors import Terminated
+
+    def wrapped(args):
+        try:
+            raise Terminated() if terminated else KeyboardInterrupt()
+        except KeyboardInterrupt as stop:
+            raise RuntimeError("Error calling __set_name__ on '_FieldInfo' instance") from stop
+
+    from napari_microseg.cli import build_parser
+
+    parser = build_parser()
+    monkeypatch.setattr("napari_microseg.cli.build_parser", lambda: parser)
+    track_parser = parser._subparsers._group_actions[0].choices["track"]
+    track_parser.set_defaults(func=wrapped)
+    assert main(["track", "--labels", "x.tif", "--out", "o"]) == (143 if terminated else 130)
+    assert ("terminated" if terminated else "interrupted") in capsys.readouterr().err

@@ -257,6 +257,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"microseg {args.command}: error: out of memory ({err or 'MemoryError'}): use smaller inputs or "
               "sizes, or a machine with more memory", file=sys.stderr)
     except Exception as err:  # noqa: BLE001 - only a damaged file's decoding error is said in a line; the rest re-raised
+        stop = _interrupt_inside(err)
+        if stop is not None:  # Ctrl-C / TERM while a class was built (pydantic's __set_name__ during an import):
+            # Python wraps it in a RuntimeError, and the run ended in a 60-line traceback, exit 1
+            from ..errors import Terminated
+
+            terminated = isinstance(stop, Terminated)
+            print(f"microseg {args.command}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+            remove_empty_created_folders()
+            return 143 if terminated else 130
         if isinstance(err, RuntimeError) and "Symlink loop" in str(err):  # pathlib's (Python 3.11), not an OSError
             print(f"microseg {args.command}: error: {err}: a symbolic link that leads back to itself", file=sys.stderr)
         elif not _decoding_error(err):
@@ -275,6 +284,18 @@ def main(argv: list[str] | None = None) -> int:
         protect_inputs([])
     remove_empty_created_folders()  # a refused run leaves no empty output folder behind
     return 2
+
+
+def _interrupt_inside(err: BaseException) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt (or Terminated) an exception was raised from (its cause or context chain), if any."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 if __name__ == "__main__":  # pragma: no cover
