@@ -637,3 +637,58 @@ def test_an_interrupt_wrapped_by_python_ends_the_run_as_an_interrupt(monkeypatch
     track_parser.set_defaults(func=wrapped)
     assert main(["track", "--labels", "x.tif", "--out", "o"]) == (143 if terminated else 130)
     assert ("terminated" if terminated else "interrupted") in capsys.readouterr().err
+
+
+def test_a_classifier_stopped_while_pretraining_says_nothing_was_written(tmp_path, monkeypatch, capsys):
+    """Stopped in the pre-training stage, `classify train images --input` said "the best model so far is kept
+    in resp.pt" (there was none) and wrote the pre-training rows as the model's history (over an earlier
+    run's, with --overwrite)."""
+    import napari_microseg.progress as progress
+    from napari_microseg.cli import main
+
+    sim = tmp_path / "sim"
+    assert main(["simulate", "response", "--n", "6", "--out", str(sim), "--seed", "5"]) == 0
+    real = progress.run_with_text_progress
+
+    def stopped_in_pretraining(gen, *args, **kwargs):
+        if "train images" not in str(kwargs.get("label", "")):
+            return real(gen, *args, **kwargs)
+        for event in gen:
+            if getattr(event, "kind", "") == "epoch" and getattr(event, "phase", "") == "pretrain":
+                raise KeyboardInterrupt
+        raise AssertionError("no pre-training epoch")
+
+    monkeypatch.setattr(progress, "run_with_text_progress", stopped_in_pretraining)
+    out = tmp_path / "resp.pt"
+    assert _classify("train", "images", "--simulated", "8", "--input", sim, "--epochs", "2", "--out", out,
+                     "--device", "cpu", "--threads", "1") == 130
+    said = capsys.readouterr().err
+    assert "interrupted while pre-training" in said and "no resp.pt was written" in said, said
+    assert "best model so far is kept" not in said
+    assert not out.exists() and not (tmp_path / "resp.history.csv").exists()
+
+
+def test_read_only_output_folders_are_said_before_work_and_their_lock_error_hides_nothing(tmp_path, monkeypatch,
+                                                                                          capsys):
+    """`classify train --out ro/c.pt` trained a whole epoch before failing on a read-only folder; a run whose
+    folder became read-only ended with the lock's removal error ("Read-only file system: .batch.lock") in
+    place of its own."""
+    import errno
+    import tempfile as tempfile_module
+
+    import napari_microseg.io.atomic as atomic
+    from napari_microseg.batch.runner import release_out_lock
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(atomic.tempfile, "NamedTemporaryFile", read_only)
+    assert _classify("train", "images", "--simulated", "8", "--epochs", "1", "--out", tmp_path / "c.pt",
+                     "--device", "cpu", "--threads", "1") == 2
+    assert "Read-only file system" in capsys.readouterr().err
+    assert not (tmp_path / "c.history.csv").exists()
+    monkeypatch.setattr(atomic.tempfile, "NamedTemporaryFile", tempfile_module.NamedTemporaryFile)
+    lock = tmp_path / ".batch.lock"
+    lock.write_text("{}")
+    monkeypatch.setattr(Path, "unlink", lambda self, missing_ok=False: read_only())
+    release_out_lock(lock)  # no error of its own

@@ -461,6 +461,14 @@ def remove_stale_temporaries(out: Path, folders: Sequence[str] = ("labels", "tra
     return removed
 
 
+def release_out_lock(lock: Path) -> None:
+    """Remove an output folder's lock (:func:`acquire_out_lock`). A folder that became read-only keeps it (the
+    next run takes a stale lock over): its error replaced the run's own ("Read-only file system: .batch.lock"
+    for a run that failed writing objects.csv, or that had finished)."""
+    with contextlib.suppress(OSError):
+        lock.unlink(missing_ok=True)
+
+
 def pid_alive(pid: int) -> bool:
     """Whether process ``pid`` runs on this machine (psutil: ``os.kill(pid, 0)`` would send Ctrl-C to it
     on Windows, where signal 0 is CTRL_C_EVENT)."""
@@ -1243,7 +1251,7 @@ def run_batch(
                 with contextlib.suppress(Exception):
                     cluster.close(timeout=20)
         finally:  # even when Ctrl-C or TERM cuts the shutdown short: the next run is not locked out
-            lock.unlink(missing_ok=True)
+            release_out_lock(lock)
 
 
 #: what the items of a run remarked on their inputs (e.g. intensities unlike the model's training data)

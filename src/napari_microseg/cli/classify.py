@@ -945,6 +945,11 @@ def _run_train(args) -> int:
     out = Path(args.out)
     if out.is_dir() or out.suffix == "":
         raise InputError(f"--out {out} must be a model file name such as model.pt, not a folder")
+    from ..io.atomic import unwritable_reason
+
+    unwritable = unwritable_reason(out)  # before any training (a read-only folder failed after the first epoch)
+    if unwritable:
+        raise InputError(unwritable)
     history_path = Path(args.history) if args.history else model_sidecar(out, "history.csv")
     from ..training.trainer import last_checkpoint_path
     from .train import check_history_path
@@ -1097,10 +1102,17 @@ def _run_train(args) -> int:
         gen.close()
         from .train import say_interrupted
 
-        if history:  # the epochs that finished; before the first, an earlier run's history stays as it was
+        final_stage = [row for row in history if row.get("phase") != "pretrain"]  # the epochs --out was written by
+        if final_stage:  # before the first, an earlier run's history stays as it was (pre-training rows too)
             _write_history_so_far(history_path, history, continues_out)
-        staged = " (a pre-training stage's in its own .pretrained.pt)" if str(strategy).startswith("pretrain") else ""
-        say_interrupted(out, len(history), history_path, staged)
+        if history and not final_stage:  # stopped while pre-training: --out was not written
+            pretrained_file = out.with_name(out.stem + ".pretrained.pt")
+            kept = f"{out} is an earlier run's model, unchanged" if out.is_file() else f"no {out.name} was written"
+            print(f"interrupted while pre-training on the simulated images ({len(history)} epoch(s), kept in "
+                  f"{pretrained_file}): {kept}; run the command again to train afresh", file=sys.stderr)
+        else:
+            staged = " (a pre-training stage's in its own .pretrained.pt)" if str(strategy).startswith("pretrain") else ""
+            say_interrupted(out, len(final_stage), history_path, staged)
         raise
     # a resumed run's file holds the epochs before it too (this session's events only the new ones), each
     # with its phase: the earlier epochs' from the history file, this session's from its events

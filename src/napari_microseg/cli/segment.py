@@ -402,13 +402,6 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
     return result, objects, counts, clusters, record
 
 
-def _release_lock(lock: Path) -> None:
-    """Remove the output folder's lock; a folder that cannot be written (read-only) keeps it, and the run's
-    own error, not the lock's, is the one said."""
-    with contextlib.suppress(OSError):
-        lock.unlink(missing_ok=True)
-
-
 def _publish_staged(stage: Path, out: Path) -> None:
     """Move every file and Zarr store of the staging folder ``stage`` to the same place under ``out``
     (a store replaced whole, see ``replace_tree``; a file by rename)."""
@@ -745,10 +738,10 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     for target in targets:  # labels and tables never replace an input, even with --overwrite
         guard_target(target)
     make_output_folder(out)
-    from ..batch.runner import acquire_out_lock
+    from ..batch.runner import acquire_out_lock, release_out_lock
 
     lock = acquire_out_lock(out)  # another run into this folder would replace this one's tables
-    cleanup.callback(_release_lock, lock)
+    cleanup.callback(release_out_lock, lock)
     from ..batch.runner import remove_stale_temporaries
     from ._staging import make_staging_folder, remove_stale_staging
 

@@ -329,7 +329,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _simulate_into(args)
     finally:
-        lock.unlink(missing_ok=True)
+        from ..batch.runner import release_out_lock
+
+        release_out_lock(lock)
 
 
 def _simulate_into(args: argparse.Namespace) -> int:

@@ -239,7 +239,9 @@ def run(args: argparse.Namespace) -> int:
             return 1
         return 0
     finally:
-        lock.unlink(missing_ok=True)
+        from ..batch.runner import release_out_lock
+
+        release_out_lock(lock)
 
 
 def _ctc_files_replaced(out: Path, ctc: bool, replace_earlier_ctc: bool, new_names: set | None = None) -> list[Path]:

@@ -294,7 +294,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _train_into(args)
     finally:
-        lock.unlink(missing_ok=True)
+        from ..batch.runner import release_out_lock
+
+        release_out_lock(lock)
 
 
 def _note_unfinished_simulation(images: str) -> None:

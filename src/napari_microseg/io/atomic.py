@@ -242,3 +242,20 @@ def replace_tree(new: str | os.PathLike, target: str | os.PathLike) -> Path:
     if aside is not None:
         shutil.rmtree(aside.parent, ignore_errors=True)
     return target
+
+
+def unwritable_reason(path: Path) -> str | None:
+    """Why a result file cannot be written at ``path`` (checked before long work starts), or None."""
+    if path.is_dir():
+        return f"{path} is a folder: give a file name such as {path / 'model.pt'}"
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # the first existing ancestor must let us create the rest
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot write {path}: {folder} is not a writable folder"
+    if folder == path.parent:  # try it: os.access says yes to root on a read-only mount or /proc
+        try:
+            tempfile.NamedTemporaryFile(dir=folder, prefix=".microseg-write-test-").close()  # made and removed
+        except OSError as err:
+            return f"cannot write {path}: {err.strerror or err}"
+    return None

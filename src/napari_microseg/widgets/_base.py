@@ -29,6 +29,7 @@ from napari.qt.threading import thread_worker
 
 from ..colours import CLASS_COLOURS, class_colour
 from ..errors import MicrosegError
+from ..io.atomic import unwritable_reason  # noqa: F401 - the docks check result files with it
 
 
 _STOPPED = object()  # returned by a run that was stopped
@@ -724,25 +725,6 @@ def free_name(path: Path, sidecars: Sequence[str] = ()) -> Path:
     while name_taken(candidate := path.with_name(f"{stem}_{i}{path.suffix}"), sidecars):
         i += 1
     return candidate
-
-
-def unwritable_reason(path: Path) -> str | None:
-    """Why a result file cannot be written at ``path`` (checked before long work starts), or None."""
-    if path.is_dir():
-        return f"{path} is a folder: give a file name such as {path / 'model.pt'}"
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent  # the first existing ancestor must let us create the rest
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        return f"cannot write {path}: {folder} is not a writable folder"
-    if folder == path.parent:  # try it: os.access says yes to root on a read-only mount or /proc
-        import tempfile
-
-        try:
-            tempfile.NamedTemporaryFile(dir=folder, prefix=".microseg-write-test-").close()  # made and removed
-        except OSError as err:
-            return f"cannot write {path}: {err.strerror or err}"
-    return None
 
 
 def placement_mismatch(image_layer: Any, labels_layer: Any) -> str | None:
