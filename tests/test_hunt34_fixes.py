@@ -692,3 +692,26 @@ def test_read_only_output_folders_are_said_before_work_and_their_lock_error_hide
     lock.write_text("{}")
     monkeypatch.setattr(Path, "unlink", lambda self, missing_ok=False: read_only())
     release_out_lock(lock)  # no error of its own
+
+
+def test_an_interrupted_training_says_how_to_go_on(tmp_path, monkeypatch, capsys):
+    """Stopped after an epoch, `train` named the kept model but not how to continue the run."""
+    import napari_microseg.progress as progress
+    from napari_microseg.cli import main
+
+    _image_label_folders(tmp_path, 3)
+    real = progress.run_with_text_progress
+
+    def stopped_after_an_epoch(gen, *args, **kwargs):
+        if kwargs.get("label") != "train":
+            return real(gen, *args, **kwargs)
+        for event in gen:
+            if getattr(event, "kind", "") == "epoch":
+                raise KeyboardInterrupt
+        raise AssertionError("no epoch")
+
+    monkeypatch.setattr(progress, "run_with_text_progress", stopped_after_an_epoch)
+    assert main(["train", "--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"), "--out",
+                 str(tmp_path / "m.pt"), "--epochs", "3", "--patch", "32", "--patches-per-epoch", "8",
+                 "--batch-size", "4", "--val-fraction", "0", "--threads", "1"]) == 130
+    assert f"run the same command with --resume {tmp_path / 'm.pt.last.pt'}" in capsys.readouterr().err

@@ -555,8 +555,12 @@ def say_interrupted(model_path: Path, n_epochs: int, history_path: Path, staged:
     """Tell, after Ctrl-C or TERM, what a training run kept: ``n_epochs`` finished epochs (the best model
     kept at ``model_path``, ``staged`` saying where else), or none (the file there, if any, an earlier run's)."""
     if n_epochs:
+        from ..training.trainer import last_checkpoint_path
+
+        last = last_checkpoint_path(model_path)
+        resume = (f"; to go on, run the same command with --resume {last}" if last.is_file() else "")
         print(f"interrupted after {n_epochs} epoch(s): the best model so far is kept in {model_path}{staged}; "
-              f"history: {history_path}", file=sys.stderr)
+              f"history: {history_path}{resume}", file=sys.stderr)
     else:
         kept = f"{model_path} is an earlier run's model, unchanged" if model_path.is_file() else "no model was written"
         print(f"interrupted before the first epoch finished: {kept}", file=sys.stderr)
