@@ -758,3 +758,29 @@ def test_layers_closed_together_during_a_run_are_freed_by_one_collection(make_na
     finally:
         release.set()
         wait_worker(worker)
+
+
+@pytest.mark.gui
+def test_ctc_export_finished_as_stop_was_pressed_is_said_written(make_napari_viewer, wait_worker, tmp_path):
+    """Stop pressed after the CTC export's worker had written the folder, before the window handled its
+    result: "stopped; ctc_RES was not written" of a complete folder (and the next export went to ctc_RES_2)."""
+    import threading
+
+    from qtpy.QtCore import Qt
+
+    from napari_microseg.widgets.tracking import TrackingWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_labels(_two_movers(), name="lab")
+    widget = TrackingWidget(viewer)
+    widget.labels_layer.value = "lab"
+    wait_worker(widget.track())
+    widget.export_dir.value = str(tmp_path)
+    returned = threading.Event()
+    worker = widget.export_ctc()
+    worker.returned.connect(lambda *_: returned.set(), Qt.DirectConnection)  # in the worker's thread
+    assert returned.wait(60)
+    widget.stop()  # the user's Stop in that moment
+    wait_worker(worker)
+    assert (tmp_path / "ctc_RES" / "res_track.txt").is_file()
+    assert "written CTC folder" in widget.status.text() and "not written" not in widget.status.text()

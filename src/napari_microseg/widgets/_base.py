@@ -441,6 +441,7 @@ class MicrosegDock(QWidget):
         on_failed: Callable[[], None] | None = None,
         stopped_message: str = "stopped; nothing was changed",
         writes: Sequence[Path] = (),
+        finished_counts: bool = False,
     ) -> Any:
         """Run ``make_generator()`` in a worker thread; return the worker.
 
@@ -452,7 +453,9 @@ class MicrosegDock(QWidget):
         keeps its best model) and ``on_done`` gets what it returns. ``on_failed`` is called on the GUI
         thread after a failure's message is shown; ``stopped_message`` is shown after a Stop (say what
         a run that keeps its finished parts kept). ``writes``: files the run will write, counted as taken
-        by :func:`free_name` until it ends (another dock's run picks another name).
+        by :func:`free_name` until it ends (another dock's run picks another name). ``finished_counts``: a
+        run whose generator returned is done even if Stop was pressed meanwhile (it wrote its files; "not
+        written" was said of a complete CTC folder when Stop came as the export ended).
 
         Closing the dock (or the viewer window while napari goes on, as in Jupyter) stops the run as
         Stop does.
@@ -543,7 +546,7 @@ class MicrosegDock(QWidget):
                 on_event(event)
 
         def returned(value: Any) -> None:
-            if value is _STOPPED or stop_requested.is_set():  # stopped, even during its last step
+            if value is _STOPPED or (stop_requested.is_set() and not finished_counts):  # stopped, even during its last step
                 outcome["state"] = "stopped"
                 self.show_message(stopped_message)
                 return

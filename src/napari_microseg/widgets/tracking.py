@@ -520,7 +520,8 @@ class TrackingWidget(MicrosegDock):
 
         painted = self._painted_note()
         return self.start(make_generator, lambda written: self.show_message(f"written CTC folder {written}{painted}"),
-                          label="exporting", stopped_message=f"stopped; {folder.name} was not written")
+                          label="exporting", stopped_message=f"stopped; {folder.name} was not written",
+                          finished_counts=True)  # a complete folder is written: said so, whenever Stop came
 
 
 def _layer_copy(result: Any) -> np.ndarray | None:
