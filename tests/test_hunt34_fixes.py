@@ -784,3 +784,56 @@ def test_ctc_export_finished_as_stop_was_pressed_is_said_written(make_napari_vie
     wait_worker(worker)
     assert (tmp_path / "ctc_RES" / "res_track.txt").is_file()
     assert "written CTC folder" in widget.status.text() and "not written" not in widget.status.text()
+
+
+@pytest.mark.gui
+def test_classification_dock_classifies_images_in_steps_with_the_roc_from_its_worker(make_napari_viewer, wait_worker,
+                                                                                     tmp_path, monkeypatch):
+    """Classify ran 5,000 response images as one step (no progress, Stop waited for the whole run), then built
+    the ROC (importing sklearn) on the GUI thread, and refilled the whole table at each slider step."""
+    import napari_microseg.widgets.classification as classification
+    from napari_microseg.progress import drain
+    from napari_microseg.simulate.samples import generate_response
+    from napari_microseg.widgets.classification import ClassificationWidget
+
+    monkeypatch.setattr(classification, "CLASSIFY_CHUNK", 8)
+    viewer = make_napari_viewer()
+    for data, kwargs, kind in drain(generate_response({"n_images": 30}, 7)):
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    widget = ClassificationWidget(viewer)
+    widget.train_n.value, widget.train_epochs.value = 40, 1
+    widget.train_out.value = str(tmp_path / "r.pt")
+    wait_worker(widget.train())
+    widget.image_layer.value = "sim response images"
+    steps = []
+    real_start = widget.start
+
+    def counting_start(make, done, **kwargs):
+        def counted():
+            return (yield from _passing(make(), steps))
+        return real_start(counted, done, **kwargs)
+
+    monkeypatch.setattr(widget, "start", counting_start)
+    wait_worker(widget.classify())
+    assert [s for s in steps if s is not None] == [0, 8, 16, 24]
+    table = widget.results
+    assert len(table) == 30 and list(table["index"]) == list(range(30))
+    assert "roc" in table.attrs  # made in the worker
+    # a slider step updates the verdicts in place, as a refill shows them
+    widget.threshold.value = 0.3
+    shown = [widget.table.item(r, [widget.table.horizontalHeaderItem(c).text()
+                                   for c in range(widget.table.columnCount())].index("verdict")).text()
+             for r in range(widget.table.rowCount())]
+    assert shown == list(widget.results["verdict"])
+    assert list(widget.results["verdict"]) == list(np.where(widget.results["probability_bad"] >= 0.3, "bad", "good"))
+
+
+def _passing(gen, seen: list):
+    """Yield ``gen``'s events, noting each one's ``done``; return its value."""
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        seen.append(getattr(event, "done", None))
+        yield event
