@@ -837,3 +837,55 @@ def _passing(gen, seen: list):
             return stop.value
         seen.append(getattr(event, "done", None))
         yield event
+
+
+def test_a_frame_segmented_as_one_object_is_warned_about():
+    """A briefly trained network (its three classes ~1/3 each) made every frame one object of 65,536 px,
+    count 1, reported as a success in the CLI and the dock. It is warned about now."""
+    from napari_microseg.inference.segment import _one_object_covers_the_frame, segment
+    from napari_microseg.io.models import load_model
+
+    objects = pd.DataFrame({"t": [0, 1, 1], "label": [1, 1, 2], "area": [4000, 100, 3900]})
+    said = _one_object_covers_the_frame(objects, 64 * 64)
+    assert said.startswith("one object covers 98 % of the frame in 2 frame(s) (first: t=0)"), said
+    assert _one_object_covers_the_frame(objects.assign(area=[100, 100, 100]), 64 * 64) is None
+    # a network that calls every pixel foreground (a binary model's probability 0.67 everywhere)
+    loaded = load_model("nuclei_fluorescence_fast")
+    image = np.random.default_rng(0).random((2, 64, 64)).astype(np.float32)
+
+    def everywhere(batch):  # background, interior, boundary, and the distance head's map
+        return np.stack([np.full(batch.shape[:1] + batch.shape[2:], p, np.float32) for p in (0.1, 0.8, 0.1, 1.0)],
+                        axis=1)
+
+    result = segment(loaded, image, predict_fn=everywhere)
+    assert "one object covers" in str(result.settings["coverage_warning"]), result.settings["coverage_warning"]
+    normal = segment(loaded, (image > 2).astype(np.float32))
+    assert normal.settings["coverage_warning"] is None
+
+
+@pytest.mark.gui
+def test_training_dock_says_a_low_validation_dice(make_napari_viewer, wait_worker, tmp_path):
+    """The end message gave the validation loss only (2.01) where the Dice was 0.13: the model was then
+    offered, and used, as if fine."""
+    from test_hunt32_fixes import _tiny_training_dock
+
+    import napari_microseg.widgets.training as training
+
+    widget = _tiny_training_dock(make_napari_viewer, 3)
+    widget.val_fraction.value = 0.34
+    widget.out_path.value = str(tmp_path / "m.pt")
+    said = []
+    widget.show_message = widget.show_error = said.append
+    wait_worker(widget.train())
+    history = pd.read_csv(tmp_path / "m.history.csv")
+    dice = float(history.loc[history["epoch"] == 1, "val_dice"].iloc[0])
+    assert f"validation Dice {dice:.3f}" in said[-1], said[-1]
+    assert ("The validation Dice is low" in said[-1]) == (dice < training.LOW_VALIDATION_DICE)
+    # the other side of the bar (one tiny epoch's Dice is not known in advance)
+    training.LOW_VALIDATION_DICE, before = (dice + 0.01 if dice >= training.LOW_VALIDATION_DICE else dice - 0.01), \
+        training.LOW_VALIDATION_DICE
+    try:
+        widget._finished(widget.result)
+        assert ("The validation Dice is low" in said[-1]) == (dice < training.LOW_VALIDATION_DICE)
+    finally:
+        training.LOW_VALIDATION_DICE = before

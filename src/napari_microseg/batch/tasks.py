@@ -345,8 +345,10 @@ def segment_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> d
                "counts": _write_shard(out, "counts", item, counts)}
     # the network arithmetic "auto" resolved to in this worker (bfloat16 or float32), as segment_run.json has it
     outputs["precision"] = result.settings.get("precision")
-    if result.settings.get("scale_warning"):  # intensities unlike the model's training data: said, as segment says it
-        outputs["note"] = str(result.settings["scale_warning"])
+    # intensities unlike the model's training data, a frame that is one object: said, as segment says them
+    said = [str(result.settings[key]) for key in ("scale_warning", "coverage_warning") if result.settings.get(key)]
+    if said:
+        outputs["note"] = "; ".join(said)
     # a CCD class model: the charge of each cluster (frame by frame; a lazy single frame is read whole
     # here, about its own size in memory, once its labels are written tile by tile)
     if getattr(loaded, "output_mode", None) == "multiclass":

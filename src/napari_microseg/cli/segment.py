@@ -351,8 +351,9 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
             result = run_with_text_progress(gen, label=label, quiet=args.quiet)
         except InputError as err:  # say which file (a folder may hold thousands)
             raise err if str(err).startswith(path.name) else InputError(f"{path.name}: {err}") from None
-        if result.settings.get("scale_warning"):
-            print(f"warning: {path.name}: {result.settings['scale_warning']}", file=sys.stderr)
+        for key in ("scale_warning", "coverage_warning"):
+            if result.settings.get(key):
+                print(f"warning: {path.name}: {result.settings[key]}", file=sys.stderr)
         clusters = None
         if repeats:
             clusters = result.clusters.copy()
@@ -392,7 +393,8 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
     record = {"image": str(path), "labels": str(final_target), "shape": list(data.shape),
               "objects": int(len(objects)), "diameter": result.settings.get("diameter"),
               "scale_factor": result.settings.get("scale_factor"), "image_tile": result.settings.get("image_tile"),
-              "scale_warning": result.settings.get("scale_warning")}
+              "scale_warning": result.settings.get("scale_warning"),
+              "coverage_warning": result.settings.get("coverage_warning")}
     if repeats:  # this stack's repeat rule (the run's settings hold the last stack's)
         record.update({key: result.settings[key] for key in REPEAT_RECORD_KEYS})
     n_obj = len(objects)
@@ -529,8 +531,9 @@ def _segment_exposures(args: argparse.Namespace, loaded, paths: list[Path], out:
         shutil.rmtree(scratch, ignore_errors=True)  # every output is written: nothing left to resume
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    if result.settings.get("scale_warning"):
-        print(f"warning: {paths[0].name} ...: {result.settings['scale_warning']}", file=sys.stderr)
+    for key in ("scale_warning", "coverage_warning"):
+        if result.settings.get(key):
+            print(f"warning: {paths[0].name} ...: {result.settings[key]}", file=sys.stderr)
     _report_repeat_rule(result.settings, f"{len(paths)} exposures")
     tables = []
     for table in (result.objects, result.counts, result.clusters):
@@ -833,7 +836,7 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
             # an earlier class-model run's clusters must not pass for this run's (a user's own file is no run's)
             (out / "clusters.csv").unlink(missing_ok=True)
         settings = dict(result.settings)
-        for per_image_key in ("image_tile", "scale_warning"):  # per image below, with its diameter and resize factor
+        for per_image_key in ("image_tile", "scale_warning", "coverage_warning"):  # per image below, with its diameter and resize factor
             settings.pop(per_image_key, None)
         settings.update(diameter=diameter, scale_factor=None if len(per_image) > 1 else settings.get("scale_factor"))
         from .. import __version__

@@ -601,6 +601,8 @@ def segment_image(
         labels = labels_out.astype(postprocess.label_dtype(max_label), copy=False)
     objects, counts = _tables(object_tables, labels, n_frames, mode, class_names) if measure else (
         pd.DataFrame(), pd.DataFrame())
+    coverage_warning = (_one_object_covers_the_frame(objects, int(labels.shape[-2]) * int(labels.shape[-1]))
+                        if mode != "multiclass" else None)
     settings = dict(tile=network_tile, overlap=network_overlap, image_tile=tile, tiles_yx=[int(v) for v in tiles_yx], batch_size=batch_size,
                     tiles_per_call=tiles_per_call, device=getattr(loaded, "device", device),
                     **({"threshold": threshold, "min_size": min_size, "max_size": max_size, "fill_holes": fill_holes,
@@ -614,7 +616,7 @@ def segment_image(
                     precision=network_precision(precision_used, str(getattr(loaded, "device", "cpu")))
                     if predict_fn is None else "custom",
                     diameter=diameter if diameter is None or np.isfinite(diameter) else None,  # None: nothing to measure
-                    scale_factor=scale_factor, scale_warning=scale_warning,
+                    scale_factor=scale_factor, scale_warning=scale_warning, coverage_warning=coverage_warning,
                     normalization=spec, model_path=getattr(loaded, "path", None))
     return SegmentResult(labels=labels, probabilities=probs_all, objects=objects, counts=counts,
                          output_mode=mode, class_names=class_names, settings=settings)
@@ -777,6 +779,26 @@ def _estimate_diameter(loaded: Any, crop: Any, fn: Callable, tile: int, size_spe
             break
         factor = wanted
     return estimate
+
+
+#: an object covering this share of its frame or more is taken for a failed segmentation (warned about)
+FRAME_COVERING_SHARE = 0.9
+
+
+def _one_object_covers_the_frame(objects: pd.DataFrame, frame_pixels: int) -> str | None:
+    """A warning where one object covers :data:`FRAME_COVERING_SHARE` of its frame or more (an undertrained
+    network whose classes are ~1/3 each: "1 - background" is ~0.67 everywhere, the whole frame one object,
+    count 1 in every frame, reported as a success), else None. ``objects``: the objects table (``area`` px,
+    ``t`` for stacks); ``frame_pixels``: Y * X."""
+    if objects is None or objects.empty or "area" not in objects.columns or frame_pixels <= 0:
+        return None
+    covering = objects[objects["area"] >= FRAME_COVERING_SHARE * frame_pixels]
+    if covering.empty:
+        return None
+    frames = sorted({int(t) for t in covering["t"]}) if "t" in covering.columns else []
+    where = f" in {len(frames)} frame(s) (first: t={frames[0]})" if frames else ""
+    return (f"one object covers {100 * float(covering['area'].max()) / frame_pixels:.0f} % of the frame{where}: "
+            "the segmentation failed there (an undertrained model, or an image unlike its training data?)")
 
 
 def segment(model: Any, image: Any, **kwargs: Any) -> SegmentResult:

@@ -355,10 +355,12 @@ class SegmentationWidget(MicrosegDock):
             self._remember_result()
             if clusters is not None:
                 self.counts_label.value += f"; {len(clusters)} clusters"
-            if result.settings.get("scale_warning"):  # an image on another intensity scale than the training images
-                self.show_error(f"'{layer.name}': {result.settings['scale_warning']}")
-            if result.settings.get("repeat_warning"):  # busy exposures, or frames that are not of one sensor
-                self.show_error(f"'{layer.name}': {result.settings['repeat_warning']}")
+            # an image on another intensity scale than the training images, a frame segmented as one object (an
+            # undertrained model), busy exposures or frames that are not of one sensor: said together
+            said = [str(result.settings[key]) for key in ("scale_warning", "coverage_warning", "repeat_warning")
+                    if result.settings.get(key)]
+            if said:
+                self.show_error(f"'{layer.name}': " + "; ".join(said))
 
         worker = self.start(make_generator, done, label="segmenting")
         if worker is not None:  # a stopped or failed run must not leave the previous run's results shown or exportable

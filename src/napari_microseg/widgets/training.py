@@ -55,6 +55,9 @@ def check_training_shapes(image_shape: tuple[int, ...], labels_shape: tuple[int,
         raise InputError(f"labels shape {tuple(labels_shape)} does not match image shape {tuple(image_shape)}")
 
 
+#: a best epoch's validation Dice below this is said at the end of a training (the model may segment poorly)
+LOW_VALIDATION_DICE = 0.5
+
 #: the form's fields a resumed run takes from its checkpoint instead: setting -> label in the dock
 RESUMED_FIELDS = {"preset": "network", "output_mode": "output", "distance_head": "distance head", "patch_size": "patch", "patches_per_epoch": "patches / epoch",
                   "batch_size": "batch", "lr": "learning rate", "val_fraction": "validation share", "seed": "seed",
@@ -540,12 +543,18 @@ class TrainingWidget(MicrosegDock):
         monitored_name = ({"val_loss": "validation loss", "val_dice": "validation Dice"}.get(monitor, monitor)
                           if validated else "training loss")
         pairs_note = f"; pairs: {', '.join(pairs)}" if pairs and len(pairs) > 1 else ""  # which labels went with which image
-        self.show_message(
-            f"{result.stop_reason}: {result.epochs_run} epochs on {result.device}; best epoch {result.best_epoch} "
-            f"({monitored_name} {best}); model: {result.model_path}{history_note}{pairs_note}"
-            + (f"; resumed with the run's own {', '.join(resumed_with)} (not the form's)" if resumed_with else "")
-            + "".join(f". Note: {note}" for note in notes or ())
-        )
+        best_row = next((row for row in result.history if row.get("epoch") == result.best_epoch), {})
+        dice = best_row.get("val_dice")
+        dice_note = f", validation Dice {dice:.3f}" if isinstance(dice, (int, float)) and dice == dice else ""
+        text = (f"{result.stop_reason}: {result.epochs_run} epochs on {result.device}; best epoch {result.best_epoch} "
+                f"({monitored_name} {best}{dice_note}); model: {result.model_path}{history_note}{pairs_note}"
+                + (f"; resumed with the run's own {', '.join(resumed_with)} (not the form's)" if resumed_with else "")
+                + "".join(f". Note: {note}" for note in notes or ()))
+        if dice_note and dice < LOW_VALIDATION_DICE:  # (a brief run's model made each frame one object, unsaid)
+            self.show_error(f"{text}. The validation Dice is low: this model may segment poorly; train longer "
+                            "(more epochs or patches) before using it")
+        else:
+            self.show_message(text)
 
     # -- preview ------------------------------------------------------------
     def preview(self, *_: Any) -> Any:
