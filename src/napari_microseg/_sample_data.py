@@ -29,9 +29,11 @@ def dsb2018_nuclei() -> list[tuple]:
 
 def ccd_fe55() -> list[tuple]:
     """A 256x512 crop of a real CCD frame exposed to Fe-55 X-rays, in ADC (BSD-3-Clause)."""
+    from ._reader import _fits_contrast
+
     image = read_image(SAMPLE_DIR / "ccd_fe55_ESIS1_00002_crop.fits.gz")
-    lo, hi = np.percentile(image.data, [0.5, 99.9])
-    return [(image.data, {"name": "CCD Fe-55 (ADC)", "contrast_limits": (float(lo), float(hi)), "metadata": {"source_kind": image.kind, "header": image.metadata}}, "image")]
+    return [(image.data, {"name": "CCD Fe-55 (ADC)", **_fits_contrast(image.data),  # as the reader opens FITS
+                          "metadata": {"source_kind": image.kind, "header": image.metadata}}, "image")]
 
 
 #: the seed of the samples a classifier is tried on: seed 0 made the training data of the Classification
