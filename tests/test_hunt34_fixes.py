@@ -903,3 +903,23 @@ def test_fits_frames_open_with_contrast_of_their_percentiles(shared_data):
     expected = np.percentile(read_image(path).data, [0.5, 99.9])
     assert kind == "image" and (low, high) == pytest.approx(tuple(expected), rel=0.02)
     assert high < float(np.max(data))
+
+
+@pytest.mark.gui
+def test_classification_dock_says_how_to_get_a_model_of_a_task_that_has_none(make_napari_viewer, monkeypatch):
+    """Objects [T] and profiles [P] ship no model: Classify said "Choose a model file (.pt), or one of the
+    models in the list" of a list holding only "model file ..."."""
+    import napari_microseg.widgets.classification as classification
+    from napari_microseg.widgets.classification import ClassificationWidget
+
+    monkeypatch.setattr(classification, "RECENT_CLASSIFIERS", {})  # none trained in this session
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((4, 3, 32), np.float32), name="profiles")
+    widget = ClassificationWidget(viewer)
+    widget.task.value = "profiles [P]"
+    widget.image_layer.value = "profiles"
+    errors = []
+    widget.show_error = errors.append
+    widget.classify()
+    assert errors and "No profiles [P] model yet" in errors[-1] and "Train on simulated data" in errors[-1]

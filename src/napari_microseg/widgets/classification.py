@@ -178,6 +178,11 @@ class ClassificationWidget(MicrosegDock):
         self.model_file.visible = self.model_choice.value == FILE_CHOICE
 
     def model_path(self) -> Path:
+        if list(self.model_choice.choices) == [FILE_CHOICE] and self.model_choice.value == FILE_CHOICE:
+            chosen = Path(str(self.model_file.value)).expanduser()
+            if chosen == Path(".") or chosen.is_dir():  # no model of this task yet, none chosen: say how to get one
+                raise InputError(f"No {self.task.value} model yet (none ships with the package): train one on "
+                                 "simulated data below (Train on simulated data), or choose a model file (.pt)")
         return chosen_model_path(self.model_choice.value, self.model_file.value, FILE_CHOICE)
 
     # -- classify ---------------------------------------------------------------
