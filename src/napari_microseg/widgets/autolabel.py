@@ -73,13 +73,19 @@ class AutolabelWidget(MicrosegDock):
                                       tooltip="across modalities the estimate scatters by ~3 px: shorter shifts are noise")
         self.otsu_window = SpinBox(label="Otsu window (px)", value=51, min=5, max=1001, step=2,
                                    tooltip="side of the window in which each pixel's threshold is chosen (local Otsu); a few nucleus widths")
-        self.min_diameter = FloatSpinBox(label="min diameter (px)", value=5.0, min=1.0, max=500.0)
-        self.max_diameter = FloatSpinBox(label="max diameter (px)", value=30.0, min=2.0, max=2000.0)
-        self.smooth_sigma = FloatSpinBox(label="smoothing sigma (px)", value=1.0, min=0.0, max=10.0, step=0.5)
+        self.min_diameter = FloatSpinBox(label="min diameter (px)", value=5.0, min=1.0, max=500.0,
+                                         tooltip="objects narrower than this (equivalent diameter) are left out")
+        self.max_diameter = FloatSpinBox(label="max diameter (px)", value=30.0, min=2.0, max=2000.0,
+                                         tooltip="objects wider than this are marked -1 (not annotated) on Apply: "
+                                                 "clumps the watershed did not split")
+        self.smooth_sigma = FloatSpinBox(label="smoothing sigma (px)", value=1.0, min=0.0, max=10.0, step=0.5,
+                                         tooltip="Gaussian smoothing of the stain before thresholding (0: none)")
         self.split_clumps = CheckBox(label="split clumps (watershed)", value=True,
                                     tooltip="split touching nuclei apart at their narrowest point")
-        self.clear_border = CheckBox(label="remove border objects", value=True)
-        self.live = CheckBox(label="live preview (current frame)", value=True)
+        self.clear_border = CheckBox(label="remove border objects", value=True,
+                                     tooltip="drop objects touching the image edge (cut off: their size and shape are wrong)")
+        self.live = CheckBox(label="live preview (current frame)", value=True,
+                             tooltip="label the frame in view again as settings change (none above 4096 x 4096 px)")
         self.apply_button = PushButton(text="Apply to all frames")
         self.tile = SpinBox(label="QC tile (px)", value=512, min=32, max=4096, step=32,
                             tooltip="side of the tiles the frame is cut into for the quality check")

@@ -56,13 +56,15 @@ class ClassificationWidget(MicrosegDock):
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__(napari_viewer)
-        self.task = ComboBox(label="task", choices=list(TASKS), value=list(TASKS)[0])
+        self.task = ComboBox(label="task", choices=list(TASKS), value=list(TASKS)[0],
+                             tooltip="[R] whole response images good / bad, [T] objects of a labels layer, [P] STEM profiles")
         self.image_layer = ComboBox(label="images / image", choices=lambda *_: layer_names(self.viewer, "Image"))
         self.labels_layer = ComboBox(label="objects (labels)", choices=lambda *_: [NONE, *layer_names(self.viewer, "Labels")])
         # this task's classifiers only: recent ones, the shipped ones, or a file
         self.model_choice = ComboBox(label="model", choices=lambda *_: model_choices([
             *[path for path, task in RECENT_CLASSIFIERS.items() if task == TASKS[self.task.value]],
-            *list_pretrained_for(TASKS[self.task.value]), FILE_CHOICE]))
+            *list_pretrained_for(TASKS[self.task.value]), FILE_CHOICE]),
+            tooltip="this task's classifiers: trained in this session, shipped, or a model file (.pt)")
         self.model_file = FileEdit(label="model file", mode="r", filter="*.pt", value="")
         self.classify_button = PushButton(text="Classify")
         # its top is just above 1 (a step of the slider): a model's "keep everything" threshold, which no

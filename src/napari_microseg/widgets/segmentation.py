@@ -69,7 +69,8 @@ class SegmentationWidget(MicrosegDock):
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__(napari_viewer)
         self.image_layer = ComboBox(label="image", choices=lambda *_: layer_names(self.viewer, "Image"))
-        self.model_choice = ComboBox(label="model", choices=self._model_choices)
+        self.model_choice = ComboBox(label="model", choices=self._model_choices,
+                                     tooltip="a shipped model, one trained in this session, or a model file (.pt)")
         self.model_choice.value = default_model(self.model_choice.choices)
         self.model_picked_by_user = False  # until then a model trained meanwhile becomes the choice
         self._choosing_model = False  # the dock itself is changing the choice
@@ -80,7 +81,8 @@ class SegmentationWidget(MicrosegDock):
                             tooltip="tiles shrink to cover each frame evenly (a 512 x 512 frame is one tile)")
         self.min_size = SpinBox(label="min size (px)", value=DEFAULT_MIN_SIZE, min=0, max=100000,
                                 tooltip="objects smaller than this many pixels are dropped (as `microseg segment --min-size`)")
-        self.remove_border = CheckBox(label="remove border objects", value=False)
+        self.remove_border = CheckBox(label="remove border objects", value=False,
+                                      tooltip="drop objects touching the image edge (cut off: their size and shape are wrong)")
         self.keep_probabilities = CheckBox(label="add probability layer", value=False,
                                            tooltip="also show the network's probability of nucleus (0-1) as an image layer")
         self.tta = CheckBox(label="test-time augmentation (4 flips, 4x slower)", value=False,
@@ -97,7 +99,8 @@ class SegmentationWidget(MicrosegDock):
                                     tooltip="CCD class models, a stack of exposures of one sensor: hot pixels that do not "
                                             "repeat in half of the frames (more when busy frames would repeat by "
                                             "chance) are charge deposits (cluster); clusters that do are defects (hot)")
-        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
+        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto",
+                               tooltip="auto: the GPU when there is one, else the CPU")
         self.run_button = PushButton(text="Segment")
         self.counts_label = result_line()
         self.export_dir = FileEdit(label="export folder", mode="d", value=str(Path.home() / "microseg_results"))

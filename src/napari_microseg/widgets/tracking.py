@@ -52,7 +52,9 @@ class TrackingWidget(MicrosegDock):
                                                       "less surely); choosing a model sets its default")
         self.stage_shift = ComboBox(label="stage-shift correction", choices=["none", "images", "objects"], value="none",
                                     tooltip="take whole-field jumps between frames out before linking: measured on the images, or on the objects' positions; none: no correction")
-        self.optimize = CheckBox(label="optimise (divisions, appear/disappear)", value=True)
+        self.optimize = CheckBox(label="optimise (divisions, appear/disappear)", value=True,
+                                 tooltip="join track pieces across gaps and find divisions (btrack's global optimisation); "
+                                         "off: frame-to-frame links only")
         self.colour_by = ComboBox(label="colour by", choices=["track_id", "generation", "root_track_id"], value="track_id",
                                   tooltip="colour of each track: its own id, its generation (divisions since its first ancestor), or its lineage (the first ancestor's id)")
         self.track_button = PushButton(text="Track")

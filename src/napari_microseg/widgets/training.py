@@ -253,10 +253,13 @@ class TrainingWidget(MicrosegDock):
         self.patches_per_epoch = SpinBox(label="patches / epoch", value=64, min=4, max=100000,
                                          tooltip="patches drawn (at random places) in each epoch")
         self.batch_size = SpinBox(label="batch", value=8, min=1, max=256, tooltip="patches per optimisation step")
-        self.lr = FloatSpinBox(label="learning rate", value=1e-3, min=1e-6, max=1.0, step=1e-4)
+        self.lr = FloatSpinBox(label="learning rate", value=1e-3, min=1e-6, max=1.0, step=1e-4,
+                               tooltip="Adam's step size; lower it (1e-4) to fine-tune a trained model gently")
         self.lr.native.setDecimals(6)  # Qt's 4 decimals rounded 5e-5 (a fine-tune's rate) to 1e-4 and 1e-6 to 0
-        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
-        self.out_path = FileEdit(label="model file", mode="w", value=str(Path.home() / "microseg_model.pt"), filter="*.pt")
+        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto",
+                               tooltip="auto: the GPU when there is one, else the CPU")
+        self.out_path = FileEdit(label="model file", mode="w", value=str(Path.home() / "microseg_model.pt"), filter="*.pt",
+                                 tooltip="where the trained model goes; an existing file is never replaced (a new name is taken)")
         self.resume = CheckBox(label="resume from the model file's last state", value=False,
                                tooltip="continue the run that wrote the model file (its settings are kept), up to "
                                        "the epochs asked; unticked, an existing file is never replaced: a new name is taken")
