@@ -923,3 +923,19 @@ def test_classification_dock_says_how_to_get_a_model_of_a_task_that_has_none(mak
     widget.show_error = errors.append
     widget.classify()
     assert errors and "No profiles [P] model yet" in errors[-1] and "Train on simulated data" in errors[-1]
+
+
+def test_training_on_simulated_ccd_frames_says_off_centre_steps_once_without_a_foreign_option(tmp_path, capsys):
+    """The README's CCD training printed a tap warning per frame on the simulator's own frames (a glowing band
+    at the edge), each pointing to 'autolabel ccd --taps', an option train does not have."""
+    from napari_microseg.cli import main
+
+    assert main(["simulate", "ccd", "--out", str(tmp_path / "ccd"), "--n", "6", "--balanced", "--shape", "256",
+                 "256"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--images", str(tmp_path / "ccd" / "frames"), "--labels", str(tmp_path / "ccd" / "classes"),
+                 "--output-mode", "multiclass", "--out", str(tmp_path / "c.pt"), "--epochs", "1",
+                 "--patches-per-epoch", "4", "--patch", "64", "--quiet", "--threads", "1"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("have a pedestal step away from the middle column") == 1, err
+    assert "--taps" not in err and "pedestal steps by" not in err

@@ -247,6 +247,25 @@ def _as_list(images: Any, labels: Any) -> tuple[list[np.ndarray], list[np.ndarra
     return frames_i, frames_l, in_stack
 
 
+def _tap_levelled(frame: np.ndarray, name: str, off_centre_steps: list[str]) -> np.ndarray:
+    """``level_taps(frame)`` (a CCD frame's readout taps brought to one pedestal, ADC), its warnings of a
+    pedestal step away from the middle column collected in ``off_centre_steps`` (the frame's ``name``) for
+    one summary; other warnings pass on."""
+    import warnings
+
+    from ..autolabel.ccd import TapWarning, level_taps
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        levelled = level_taps(frame)
+    for warning in caught:
+        if issubclass(warning.category, TapWarning):
+            off_centre_steps.append(name)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return levelled
+
+
 def prepare_training_data(
     images: Any,
     labels: Any,
@@ -321,6 +340,7 @@ def prepare_training_data(
         raise InputError(f"unknown output mode {output_mode!r}: use {', '.join(OUTPUT_MODES)}")
     chosen = range(len(imgs)) if frames is None else list(frames)
     items: list[LabelledImage] = []
+    off_centre_steps: list[str] = []  # frames whose pedestal steps away from the middle column (_tap_levelled)
     for i in chosen:
         if i < 0 or i >= len(imgs):
             raise InputError(f"frame {i} out of range (0..{len(imgs) - 1})")
@@ -344,12 +364,21 @@ def prepare_training_data(
         if isinstance(spec, dict) and spec.get("level_taps") and im.shape[0] == 1:
             # as segmentation reads a CCD frame (inference.segment.TapLevelledFrames): readout taps brought to
             # one pedestal first, so the network learns on the frames it will be given
-            from ..autolabel.ccd import level_taps
-
-            im = level_taps(np.asarray(im[0], dtype=np.float32))[None]
+            im = _tap_levelled(np.asarray(im[0], dtype=np.float32), names[i] if names is not None else f"image {i}",
+                               off_centre_steps)[None]
         norm = normalize(im, spec)
         name = names[i] if names is not None else f"image {i}"
         items.append(LabelledImage(norm.astype(np.float32), target, name, in_stack[i]))
+    if off_centre_steps:  # said once for the data set (one warning per frame, each pointing to a command
+        import warnings  # train does not have, was printed for the simulator's own frames)
+
+        from ..errors import MicrosegWarning
+
+        warnings.warn(MicrosegWarning(
+            f"{len(off_centre_steps)} training frame(s) have a pedestal step away from the middle column (first: "
+            f"{off_centre_steps[0]}): taken for glow, not levelled as a readout tap (a glowing band reaching the "
+            "frame's edge, as in simulated frames); a crop of a multi-tap frame must be cut at its tap boundary "
+            "before training"), stacklevel=2)
     if not items:
         raise InputError("no annotated pixels: paint or load labels for at least one image")
     if all(not np.any(labs[i]) for i in chosen if labs[i] is not None) and background_value is None:
