@@ -939,3 +939,17 @@ def test_training_on_simulated_ccd_frames_says_off_centre_steps_once_without_a_f
     err = capsys.readouterr().err
     assert err.count("have a pedestal step away from the middle column") == 1, err
     assert "--taps" not in err and "pedestal steps by" not in err
+
+
+def test_segmenting_simulated_ccd_frames_says_off_centre_steps_once(tmp_path, capsys):
+    """`segment --model ccd_classes` of the simulator's frames printed a tap warning per frame, naming no file."""
+    from napari_microseg.cli import main
+
+    assert main(["simulate", "ccd", "--out", str(tmp_path / "ccd"), "--n", "6", "--balanced", "--shape", "256",
+                 "256"]) == 0
+    capsys.readouterr()
+    assert main(["segment", "--model", "ccd_classes", "--input", str(tmp_path / "ccd" / "frames"), "--out",
+                 str(tmp_path / "s"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("have a pedestal step away from the middle column (first: ccd_0000") == 1, err
+    assert "pedestal steps by" not in err

@@ -291,7 +291,7 @@ def _warn_off_centre_column_step(img: np.ndarray, r_edges: list, kc: int, limit:
                 f"the pedestal steps by {steps[at - kc]:.0f} ADC near column {at} (rows {r0}-{r1 - 1}), not at the "
                 f"middle column {img.shape[1] // 2}, the only place a column of taps is looked for: a glowing band "
                 "reaching the frame's edge, or a crop of a multi-tap frame? If it is a tap boundary, crop the frame "
-                "there (or give 'autolabel ccd --taps RxC', an even grid of taps): the columns beyond it are "
+                "there ('autolabel ccd' also takes --taps RxC, an even grid of taps): the columns beyond it are "
                 "taken for glow"), stacklevel=3)
             return
 

@@ -404,6 +404,26 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
     return result, objects, counts, clusters, record
 
 
+@contextlib.contextmanager
+def _tap_steps_noted(name: str, noted: list[str]):
+    """Within it, the TapWarnings of a pedestal step away from the middle column (one per frame, naming no file:
+    20 lines for the simulator's 20 frames) are noted as ``name`` in ``noted``, said once by the run; other
+    warnings pass on."""
+    import warnings
+
+    from ..autolabel.ccd import TapWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for warning in caught:
+        if issubclass(warning.category, TapWarning) and "not at the middle column" in str(warning.message):
+            if name not in noted:
+                noted.append(name)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+
+
 def _publish_staged(stage: Path, out: Path) -> None:
     """Move every file and Zarr store of the staging folder ``stage`` to the same place under ``out``
     (a store replaced whole, see ``replace_tree``; a file by rename)."""
@@ -774,9 +794,11 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
                                                                           ccd_rules)
         all_objects, all_counts, all_clusters = [objects], [counts], [clusters] if clusters is not None else []
         usable = []
+    off_centre_steps: list[str] = []  # images whose pedestal steps away from the middle column: said once
     for i, path in enumerate(usable):
         try:
-            done = _segment_one(args, loaded, path, i, len(usable), out, diameter, ccd_rules, stage)
+            with _tap_steps_noted(path.name, off_centre_steps):
+                done = _segment_one(args, loaded, path, i, len(usable), out, diameter, ccd_rules, stage)
         except KeyboardInterrupt as stop:
             not_done, stopped = [str(p) for p in usable[i:]], stop
             break
@@ -796,6 +818,11 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
         all_objects.append(objects)
         all_counts.append(counts)
         per_image.append(record)
+    if off_centre_steps:
+        print(f"warning: {len(off_centre_steps)} of {len(usable)} image(s) have a pedestal step away from the middle "
+              f"column (first: {off_centre_steps[0]}): taken for glow, not levelled as a readout tap (a glowing band "
+              "reaching the frame's edge, as in simulated frames; a crop of a multi-tap frame must be cut at its tap "
+              "boundary, or labelled with 'autolabel ccd --taps RxC')", file=sys.stderr)
     if stopped is not None and stage is not None:  # nothing of this run replaces the earlier one's results
         print(f"microseg segment: interrupted: the earlier run's labels and tables in {out} are as they were "
               f"(--overwrite replaces them when a run finishes); the {len(per_image)} image(s) this run had "
