@@ -62,6 +62,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     png = out / "ccd_fe55_napari.png"
+    close_notifications()  # (napari's PyQt5 deprecation toast over the picture)
     imsave(png, viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
     fractions = np.bincount(classes.ravel(), minlength=4) / classes.size
     print(json.dumps({"frame": args.frame, "shape": list(classes.shape), "seconds_incl_gui": round(seconds, 1),
@@ -70,6 +71,18 @@ def main() -> None:
                       "tiles_with_clusters": widget.tile_table.rowCount(), "screenshot": str(png),
                       "status": widget.counts_label.value}, indent=2))
     viewer.close()
+
+
+def close_notifications() -> None:
+    """Close napari's notification toasts (they would cover part of the screenshot)."""
+    from napari._qt.dialogs.qt_notification import NapariQtNotification
+    from qtpy.QtWidgets import QApplication
+
+    for widget in QApplication.allWidgets():
+        if isinstance(widget, NapariQtNotification):
+            widget.close()
+    for _ in range(10):
+        QApplication.processEvents()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """``microseg segment``: segment images with a trained model; write labels, objects.csv and counts.csv.
 
-Input is one image (TIFF, FITS or Zarr), a folder of images, or a glob
+Input is one image (TIFF, FITS, Zarr, or a PNG / JPEG / BMP export), a folder of images, or a glob
 pattern. For each input ``<stem>`` the labels go to ``OUT/labels/<stem>.tif``
 (Zarr inputs and images above ``--zarr-above`` pixels: ``OUT/labels/<stem>.zarr``,
 written frame by frame). All objects go to ``OUT/objects.csv`` and the
