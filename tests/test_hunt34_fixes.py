@@ -953,3 +953,30 @@ def test_segmenting_simulated_ccd_frames_says_off_centre_steps_once(tmp_path, ca
     err = capsys.readouterr().err
     assert err.count("have a pedestal step away from the middle column (first: ccd_0000") == 1, err
     assert "pedestal steps by" not in err
+
+
+def test_an_export_gives_segments_probabilities_and_says_how_to_decode_them(tmp_path):
+    """The exported U-Net padded to 2**depth = 8 px where segment pads its tiles to 16: up to 0.6 apart on a
+    100 x 150 image; and a distance-head model's 4 outputs were to be "decoded as output_mode says" (a softmax
+    over all 4 moved the class probabilities by up to 0.2)."""
+    import torch
+
+    from napari_microseg.cli import main
+    from napari_microseg.inference.segment import segment
+    from napari_microseg.io.export import load_torchscript
+    from napari_microseg.io.models import load_model
+    from napari_microseg.training.normalize import normalize
+
+    assert main(["export", "--model", "nuclei_fluorescence", "--out", str(tmp_path / "n.ts.pt")]) == 0
+    module, config = load_torchscript(str(tmp_path / "n.ts.pt"))
+    assert config["n_outputs"] == 4 and any("sigmoid of the 4th" in step for step in config["preprocessing"])
+    loaded = load_model("nuclei_fluorescence", device="cpu")
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    image = simulate_nuclei_image((100, 150), 8, seed=2)[0]
+    ours = np.asarray(segment(loaded, image, precision="float32", keep_probabilities=True).probabilities)
+    x = normalize(image[None].astype(np.float32), loaded.normalization)[0]
+    with torch.no_grad():
+        logits = module(torch.from_numpy(np.ascontiguousarray(x))[None, None])[0]
+    exported = torch.softmax(logits[:3], 0).numpy()
+    np.testing.assert_allclose(exported, ours[:3], atol=1e-4)

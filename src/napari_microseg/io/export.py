@@ -100,7 +100,19 @@ def exported_config(config: dict) -> dict:
                      f"{size} px (napari_microseg.classify.crops.object_crops)")
     elif crop.get("kind") == "profile":
         steps.append(f"each particle: its {crop.get('views')} view(s) of projected intensity as (views, points)")
-    steps.append("feed float32 (B, C, H, W); the output is the network's logits, decoded as output_mode says")
+    if out.get("distance_head") and out.get("output_mode") == "three_class":
+        # the network's 4th channel is the distance head: a softmax over all 4 moved the class probabilities by
+        # up to 0.2 (61 pixels of a crop flipped)
+        out["n_outputs"] = 4
+        steps.append("feed float32 (B, C, H, W); the output is the network's logits, 4 channels: softmax over the "
+                     "first 3 (background, interior, boundary), sigmoid of the 4th (each nucleus' interior distance "
+                     "to its edge, normalised to its largest; the watershed's seeds)")
+    else:
+        steps.append("feed float32 (B, C, H, W); the output is the network's logits, decoded as output_mode says")
+    if "unet" in str((out.get("model") or {}).get("architecture", "unet")).lower() and crop.get("kind") is None:
+        steps.append("the module pads H and W (reflect, bottom / right) to a multiple of 16 and crops its output back, as "
+                     "napari_microseg.inference.segment pads its tiles; segment tiles images above 512 px (overlap "
+                     "32 px, blended): a whole large image fed at once differs from it near tile edges")
     out["preprocessing"] = steps
     return out
 
@@ -120,8 +132,10 @@ def _traced(loaded):
         # example needs neither; the U-Net pads in the scripted wrapper below)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(model, example, check_trace=False)
-    if is_unet:  # pad in a scripted wrapper instead, so the file takes any H, W
-        traced = torch.jit.script(_padded_unet(traced, 2 ** model.depth))
+    if is_unet:  # pad in a scripted wrapper instead, so the file takes any H, W (as segment pads its tiles)
+        from ..models.unet import PAD_MULTIPLE
+
+        traced = torch.jit.script(_padded_unet(traced, max(2 ** model.depth, PAD_MULTIPLE)))
     return traced, example
 
 

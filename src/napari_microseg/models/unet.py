@@ -3,13 +3,19 @@
 Shapes: input ``(B, in_channels, H, W)`` float32, output ``(B, n_classes, H, W)``
 *logits* (apply sigmoid for one channel, softmax for several). ``H`` and ``W``
 need not be multiples of ``2**depth``: the input is reflect-padded internally
-and the output cropped back.
+(bottom / right, to a multiple of :data:`PAD_MULTIPLE` or ``2**depth`` if larger,
+as segmentation pads its tiles) and the output cropped back.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+#: images (tiles) are reflect-padded to a multiple of this many px (or 2**depth if larger) before the network:
+#: segmentation's tiles are (inference.tiling.fitted_tile), so a whole image given to the network, an export,
+#: or predict_image is padded alike (at 2**depth = 8 an export differed from segment by up to 0.6 in probability)
+PAD_MULTIPLE = 16
 from torch import nn
 
 __all__ = ["UNet", "ConvBlock"]
@@ -125,7 +131,7 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        m = 2**self.depth
+        m = max(2**self.depth, PAD_MULTIPLE)  # as the tiles of segmentation: the same padding, the same output
         ph, pw = (-h) % m, (-w) % m
         if ph or pw:
             # reflect padding needs pad < size; fall back to replicate for tiny inputs
