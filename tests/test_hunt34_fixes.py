@@ -980,3 +980,65 @@ def test_an_export_gives_segments_probabilities_and_says_how_to_decode_them(tmp_
         logits = module(torch.from_numpy(np.ascontiguousarray(x))[None, None])[0]
     exported = torch.softmax(logits[:3], 0).numpy()
     np.testing.assert_allclose(exported, ours[:3], atol=1e-4)
+
+
+def test_segment_removes_only_its_own_stale_temporaries(tmp_path):
+    """segment removed every hidden file and folder under OUT/labels (a user's .git, a Zarr array's .zarray):
+    only the temporaries of its own outputs go."""
+    import zarr
+
+    from napari_microseg.cli import main
+
+    folder = _segment_folder(tmp_path, 1)
+    out = tmp_path / "out"
+    (out / "labels" / ".git").mkdir(parents=True)
+    (out / "labels" / ".notes").write_text("mine")
+    zarr.open_array(str(out / "labels" / "manual_cells"), mode="w", shape=(4, 4), dtype="uint8", zarr_format=2)
+    (out / "labels" / ".im0.tif.abc123").write_text("a killed run's")
+    assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(folder), "--out", str(out),
+                 "--quiet"]) == 0
+    assert (out / "labels" / ".git").is_dir() and (out / "labels" / ".notes").is_file()
+    assert zarr.open_array(str(out / "labels" / "manual_cells"), mode="r").shape == (4, 4)
+    assert not (out / "labels" / ".im0.tif.abc123").exists() and (out / "labels" / "im0.tif").is_file()
+
+
+def test_segment_shows_other_warnings_of_an_image_that_fails(tmp_path, capsys):
+    """The tap-step summary recorded every warning of an image and replayed them after it: those of an image
+    that failed were lost (a unit not understood, the likely cause), the others came after its result line."""
+    import tifffile
+
+    from napari_microseg.cli import main
+
+    (tmp_path / "in").mkdir()
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(tmp_path / "in" / "a.tif", (rng.random((64, 64)) * 200).astype(np.uint8), imagej=True,
+                     resolution=(2.0, 2.0), metadata={"unit": "bogus"})
+    tifffile.imwrite(tmp_path / "in" / "b.tif", np.zeros((2, 2), np.uint8), imagej=True, resolution=(2.0, 2.0),
+                     metadata={"unit": "bogus"})
+    main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "in"), "--out",
+          str(tmp_path / "o"), "--quiet"])
+    err = capsys.readouterr().err
+    assert "b.tif: ImageJ length unit 'bogus' not understood" in err, err
+
+
+def test_track_does_not_call_files_clashing_where_the_options_decide(tmp_path, capsys):
+    from napari_microseg.cli import main
+
+    labels = _two_movers()
+    _ome_movie(tmp_path / "lab.ome.tif", labels, 0.5, interval_s=60)
+    _ome_movie(tmp_path / "img.ome.tif", labels.astype(np.float32), 0.1, interval_s=120)
+    assert main(["track", "--labels", str(tmp_path / "lab.ome.tif"), "--image", str(tmp_path / "img.ome.tif"),
+                 "--out", str(tmp_path / "o"), "--pixel-size", "0.3", "--frame-interval", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "calibrated differently" not in err and "--pixel-size 0.3 replaces the file's 0.5" in err
+
+
+def test_a_closed_pyramid_counts_its_levels_bytes():
+    """napari wraps a pyramid's levels in MultiScaleData (no list): a closed 4096^2 pyramid counted 0 bytes and
+    was not freed during a run."""
+    from napari.layers import Image
+
+    from napari_microseg.widgets._base import _layer_bytes
+
+    levels = [np.zeros((256, 256), np.float32), np.zeros((128, 128), np.float32)]
+    assert _layer_bytes(Image(levels, multiscale=True)) == sum(level.nbytes for level in levels)

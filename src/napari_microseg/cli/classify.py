@@ -1111,8 +1111,11 @@ def _run_train(args) -> int:
             print(f"interrupted while pre-training on the simulated images ({len(history)} epoch(s), kept in "
                   f"{pretrained_file}): {kept}; run the command again to train afresh", file=sys.stderr)
         else:
-            staged = " (a pre-training stage's in its own .pretrained.pt)" if str(strategy).startswith("pretrain") else ""
-            say_interrupted(out, len(final_stage), history_path, staged)
+            two_stages = str(strategy).startswith("pretrain")
+            staged = " (a pre-training stage's in its own .pretrained.pt)" if two_stages else ""
+            # a resumed run is one stage on the real images (--strategy pretrain_* is refused with --resume)
+            say_interrupted(out, len(final_stage), history_path, staged,
+                            " --strategy real (its fine-tuning on your images goes on)" if two_stages else "")
         raise
     # a resumed run's file holds the epochs before it too (this session's events only the new ones), each
     # with its phase: the earlier epochs' from the history file, this session's from its events

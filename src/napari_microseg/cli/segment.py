@@ -404,24 +404,42 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
     return result, objects, counts, clusters, record
 
 
+def _remove_own_temporaries(targets: list[Path]) -> None:
+    """Remove the hidden temporaries a killed run left beside this run's outputs (``.<name>.XXXX`` files and
+    Zarr stores, see ``temp_prefix``): those of these targets only, never other hidden files of the folder
+    (a user's .git or a Zarr array's .zarray are theirs)."""
+    for target in targets:
+        if target.parent.is_dir():
+            for stale in target.parent.glob(glob.escape(temp_prefix(target.name)) + "*"):
+                if stale.is_dir():
+                    shutil.rmtree(stale, ignore_errors=True)
+                else:
+                    stale.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
-def _tap_steps_noted(name: str, noted: list[str]):
+def _tap_steps_noted(name: str, noted: list[str], each: bool = False):
     """Within it, the TapWarnings of a pedestal step away from the middle column (one per frame, naming no file:
-    20 lines for the simulator's 20 frames) are noted as ``name`` in ``noted``, said once by the run; other
-    warnings pass on."""
+    20 lines for the simulator's 20 frames) are noted as ``name`` in ``noted`` (once, or with ``each`` once per
+    warning: single exposures segmented as one stack), said once by the run; other warnings are shown as they
+    come."""
     import warnings
 
     from ..autolabel.ccd import TapWarning
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def note_tap_steps(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, TapWarning) and "not at the middle column" in str(message):
+                if each or name not in noted:
+                    noted.append(name)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = note_tap_steps
+        warnings.simplefilter("always", TapWarning)
         yield
-    for warning in caught:
-        if issubclass(warning.category, TapWarning) and "not at the middle column" in str(warning.message):
-            if name not in noted:
-                noted.append(name)
-        else:
-            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
 
 def _publish_staged(stage: Path, out: Path) -> None:
@@ -765,11 +783,10 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
 
     lock = acquire_out_lock(out)  # another run into this folder would replace this one's tables
     cleanup.callback(release_out_lock, lock)
-    from ..batch.runner import remove_stale_temporaries
     from ._staging import make_staging_folder, remove_stale_staging
 
     remove_stale_staging(out, "segment")  # what killed runs left (the earlier results stayed whole)
-    remove_stale_temporaries(out, ("labels", "probabilities"))
+    _remove_own_temporaries(targets)
     # --overwrite over an earlier run: this run's files are written into a staging folder and moved into place
     # with the tables at the end; stopped (Ctrl-C, TERM) or killed, the earlier run's labels and tables stay as
     # they were. (The labels were replaced one by one: 5 of 12 images of the new model beside the old run's
@@ -789,12 +806,14 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     result = None
     not_done: list[str] = []  # images left when Ctrl-C interrupted the run
     stopped: KeyboardInterrupt | None = None  # Ctrl-C, or Terminated (a TERM signal: exit 143, not 130)
+    off_centre_steps: list[str] = []  # images whose pedestal steps away from the middle column: said once
+    n_images = len(usable)
     if exposures is not None:  # single frames of one sensor: one stack, so that the repeat rule sees them all
-        result, objects, counts, clusters, per_image = _segment_exposures(args, loaded, exposures, out, diameter,
-                                                                          ccd_rules)
+        with _tap_steps_noted("an exposure of the stack", off_centre_steps, each=True):
+            result, objects, counts, clusters, per_image = _segment_exposures(args, loaded, exposures, out, diameter,
+                                                                              ccd_rules)
         all_objects, all_counts, all_clusters = [objects], [counts], [clusters] if clusters is not None else []
         usable = []
-    off_centre_steps: list[str] = []  # images whose pedestal steps away from the middle column: said once
     for i, path in enumerate(usable):
         try:
             with _tap_steps_noted(path.name, off_centre_steps):
@@ -819,7 +838,7 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
         all_counts.append(counts)
         per_image.append(record)
     if off_centre_steps:
-        print(f"warning: {len(off_centre_steps)} of {len(usable)} image(s) have a pedestal step away from the middle "
+        print(f"warning: {len(off_centre_steps)} of {n_images} image(s) have a pedestal step away from the middle "
               f"column (first: {off_centre_steps[0]}): taken for glow, not levelled as a readout tap (a glowing band "
               "reaching the frame's edge, as in simulated frames; a crop of a multi-tap frame must be cut at its tap "
               "boundary, or labelled with 'autolabel ccd --taps RxC')", file=sys.stderr)

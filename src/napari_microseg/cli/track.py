@@ -150,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
         from ..tracking.units import merged_calibration, option_overrides
 
         calibration = merged_calibration(calibration, image_calibration, Path(args.labels).name,
-                                         Path(args.image).name if args.image else "")
+                                         Path(args.image).name if args.image else "",
+                                         {"pixel_size_um": args.pixel_size, "frame_interval_min": args.frame_interval})
         for note in option_overrides(calibration, args.pixel_size, args.frame_interval):
             print(f"note: {note}", file=sys.stderr)
         pixel_size = args.pixel_size if args.pixel_size is not None else calibration.get("pixel_size_um")

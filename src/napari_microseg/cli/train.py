@@ -551,14 +551,16 @@ def _write_history_from_file(model_path: Path, history_path: Path, before: dict)
     say_interrupted(model_path, 0, history_path)
 
 
-def say_interrupted(model_path: Path, n_epochs: int, history_path: Path, staged: str = "") -> None:
+def say_interrupted(model_path: Path, n_epochs: int, history_path: Path, staged: str = "",
+                    resume_options: str = "") -> None:
     """Tell, after Ctrl-C or TERM, what a training run kept: ``n_epochs`` finished epochs (the best model
-    kept at ``model_path``, ``staged`` saying where else), or none (the file there, if any, an earlier run's)."""
+    kept at ``model_path``, ``staged`` saying where else; how to go on, with ``resume_options`` added to the
+    command), or none (the file there, if any, an earlier run's)."""
     if n_epochs:
         from ..training.trainer import last_checkpoint_path
 
         last = last_checkpoint_path(model_path)
-        resume = (f"; to go on, run the same command with --resume {last}" if last.is_file() else "")
+        resume = (f"; to go on, run the same command with --resume {last}{resume_options}" if last.is_file() else "")
         print(f"interrupted after {n_epochs} epoch(s): the best model so far is kept in {model_path}{staged}; "
               f"history: {history_path}{resume}", file=sys.stderr)
     else:

@@ -157,8 +157,10 @@ def reach_note(result: "TrackResult") -> str:
 def track_warnings(result: "TrackResult") -> list[str]:
     """The warnings a tracking run's user should read (empty frames, objects left unlinked, tracks that a
     move beyond the search radius may have broken, a search radius beyond the motion model's reach)."""
-    notes = (empty_frames_note(result), unlinked_note(result), broken_tracks_note(result),
-             one_frame_tracks_note(result), reach_note(result))
+    broken = broken_tracks_note(result)
+    notes = (empty_frames_note(result), unlinked_note(result), broken,
+             "" if broken else one_frame_tracks_note(result),  # (the same advice once)
+             reach_note(result))
     return [note for note in notes if note]
 
 

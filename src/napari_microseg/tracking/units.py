@@ -18,7 +18,8 @@ def _differs(a: float, b: float) -> bool:
     return abs(float(a) - float(b)) > 1e-6 * max(abs(float(a)), abs(float(b)))
 
 
-def merged_calibration(labels_calibration: dict, image_calibration: dict, labels_name: str, image_name: str) -> dict:
+def merged_calibration(labels_calibration: dict, image_calibration: dict, labels_name: str, image_name: str,
+                       given: dict | None = None) -> dict:
     """The calibration a tracking run uses: the labels' own (what is tracked; the Tracking dock takes the
     labels layer's too), the image's where the labels say none (labels written by tools that keep no
     metadata). Where both say a value and they differ, a warning names both (the run used the image's
@@ -28,10 +29,15 @@ def merged_calibration(labels_calibration: dict, image_calibration: dict, labels
     ----------
     labels_calibration, image_calibration : ``{"pixel_size_um", "pixel_size_y_um", "frame_interval_min",
         "z_step_um", ...}`` as read from each file (micrometres, minutes).
+    given : the values the command line gives (``pixel_size_um``, ``frame_interval_min``; None: not given):
+        the files' differences in those are not warned about (the options are used).
     """
+    given = {key: value for key, value in (given or {}).items() if value is not None}
+    if "pixel_size_um" in given:
+        given["pixel_size_y_um"] = given["pixel_size_um"]  # one size for both axes
     clashes = [f"{labels_calibration[key]:g} {unit} in the labels, {image_calibration[key]:g} in the image"
                for key, unit in COMPARED_UNITS.items()
-               if key in labels_calibration and key in image_calibration
+               if key not in given and key in labels_calibration and key in image_calibration
                and _differs(labels_calibration[key], image_calibration[key])]
     if clashes:
         warnings.warn(MicrosegWarning(

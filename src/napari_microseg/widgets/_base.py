@@ -100,7 +100,8 @@ def collect_closed_layer(event: Any = None) -> None:
 def _layer_bytes(layer: Any) -> int:
     """Bytes of a layer's data held in memory (numpy arrays; a lazy dask / zarr layer's on disk count 0)."""
     data = getattr(layer, "data", None)
-    arrays = data if isinstance(data, (list, tuple)) else [data]
+    # a pyramid's levels (napari's MultiScaleData is a sequence, but no list or tuple)
+    arrays = list(data) if getattr(layer, "multiscale", False) or isinstance(data, (list, tuple)) else [data]
     return int(sum(a.nbytes for a in arrays if isinstance(a, np.ndarray)))
 
 
