@@ -1042,3 +1042,47 @@ def test_a_closed_pyramid_counts_its_levels_bytes():
 
     levels = [np.zeros((256, 256), np.float32), np.zeros((128, 128), np.float32)]
     assert _layer_bytes(Image(levels, multiscale=True)) == sum(level.nbytes for level in levels)
+
+
+def test_autolabel_marks_nuclei_cut_by_the_edge_not_annotated_for_training():
+    """With the border cleared, nuclei touching the image edge became background (0) in the training tiles: a
+    network learned visible nuclei as background. They are -1 (not annotated), as nuclei above the size range."""
+    from napari_microseg.autolabel.fluorescence import autolabel_frame as autolabel_fluorescence
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    image, truth = simulate_nuclei_image((128, 128), 25, seed=1)
+    edge = set(np.unique(np.concatenate([truth[0], truth[-1], truth[:, 0], truth[:, -1]]))) - {0}
+    assert edge  # the field has nuclei cut by its edge
+    for_training = autolabel_fluorescence(image, too_large_value=-1)
+    plain = autolabel_fluorescence(image)
+    assert (for_training == -1).any() and not (plain < 0).any()
+    cut = np.isin(truth, list(edge))  # the pixels of the true nuclei touching the edge
+    assert (for_training[cut] == -1).mean() > 0.5, (for_training[cut] == -1).mean()  # mostly not annotated now
+    assert (plain[cut] == 0).mean() > 0.9  # (the plain labels drop them, as before)
+    assert (for_training[(plain > 0)] > 0).all()  # the objects kept are the same
+
+
+def test_evaluate_reads_minus_one_in_float_truth_and_says_the_ignore_option(tmp_path, capsys):
+    from napari_microseg.cli import main
+    from napari_microseg.io.images import write_tiff
+
+    truth = np.zeros((20, 20), np.float32)
+    truth[2:8, 2:8], truth[10:16, 10:16], truth[0:4, 14:20] = 1, 2, -1
+    write_tiff(tmp_path / "gt.tif", truth)
+    write_tiff(tmp_path / "pred.tif", np.where(truth > 0, truth, 0).astype(np.uint16))
+    assert main(["evaluate", "seg", "--gt", str(tmp_path / "gt.tif"), "--pred", str(tmp_path / "pred.tif"),
+                 "--out", str(tmp_path / "m.csv")]) == 0
+    assert pd.read_csv(tmp_path / "m.csv").iloc[-1]["ap@0.50"] == 1.0
+    classes = np.where(truth < 0, -1, truth).astype(np.int16)
+    write_tiff(tmp_path / "c.tif", classes)
+    assert main(["evaluate", "classes", "--gt", str(tmp_path / "c.tif"), "--pred", str(tmp_path / "pred.tif"),
+                 "--out", str(tmp_path / "c.csv")]) == 2
+    assert "give --ignore -1" in capsys.readouterr().err
+
+
+def test_info_says_an_onnx_file_is_an_export(tmp_path, capsys):
+    from napari_microseg.cli import main
+
+    (tmp_path / "m.onnx").write_bytes(b"\x08\x07onnx-ish")
+    assert main(["info", "--model", str(tmp_path / "m.onnx")]) == 2
+    assert "is an ONNX export" in capsys.readouterr().err

@@ -289,8 +289,9 @@ def autolabel_frame_iter(
     noise (:func:`signal_above_noise` under :data:`MIN_SIGNAL_ABOVE_NOISE`: pure noise, an
     empty field, a constant frame).
     ``too_large_value`` (e.g. -1, training's "not annotated"): the pixels of objects above the
-    maximum diameter get this value instead of 0, and the labels come as int32; they may be
-    nuclei of another size or clumps, which a network should not learn as background."""
+    maximum diameter, and with ``clear_border`` of those touching the image edge, get this value
+    instead of 0, and the labels come as int32; they may be nuclei of another size, clumps or cut
+    nuclei, which a network should not learn as background."""
     if clahe_kernel and not 0 < float(clahe_clip) <= 1:  # scikit-image reads 0 as no limit (the strongest)
         raise InputError(f"the CLAHE clip limit must lie in (0, 1] (higher: stronger local contrast), got {clahe_clip}")
     if diameter_range and not 0 < float(diameter_range[0]) <= float(diameter_range[1]):
@@ -409,17 +410,22 @@ def autolabel_frame_iter(
         labels[(small | large)[labels]] = 0
     else:
         large_pixels = None
+    cut_pixels = None
     if clear_border:
         from skimage.segmentation import clear_border as _clear
 
+        kept = labels > 0
         labels = _clear(labels)
+        if too_large_value is not None:  # nuclei cut by the image edge: not annotated, not background (a network
+            cut_pixels = kept & (labels == 0)  # trained on the tiles learned 9 visible nuclei as background)
     from skimage.segmentation import relabel_sequential
 
     labels, _, _ = relabel_sequential(labels)
     if too_large_value is not None:
         labels = labels.astype(np.int32)
-        if large_pixels is not None:
-            labels[large_pixels] = int(too_large_value)
+        for pixels in (large_pixels, cut_pixels):
+            if pixels is not None:
+                labels[pixels] = int(too_large_value)
         return labels
     from ..measure.labels import label_dtype
 

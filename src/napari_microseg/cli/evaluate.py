@@ -45,8 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = kinds.add_parser("seg", help="instance/pixel segmentation scores (label images)", description=__doc__,
                          formatter_class=HelpFormatter)
     s.add_argument("--gt", required=True, help="folder (or single file) of ground-truth label images; pixels -1 are "
-                                               "'not annotated' (as autolabel's tiles mark nuclei outside its size "
-                                               "range) and left out, with the predicted objects lying on them")
+                                               "'not annotated' (as autolabel's tiles mark nuclei above its size "
+                                               "range or cut by the image edge) and left out, with the predicted "
+                                               "objects lying on them")
     s.add_argument("--pred", required=True, help="folder (or single file) of predicted label images")
     s.add_argument("--out", default="metrics.csv", help="CSV to write (default metrics.csv)")
     s.add_argument("--thresholds", default="0.5:0.9:0.05",
@@ -238,7 +239,7 @@ def read_labels(path: Path, not_annotated: bool = False):
     """Read a label image as numpy; two-valued images (masks) become connected-component labels.
 
     ``not_annotated``: a ground truth may mark pixels -1, "not annotated" (as autolabel's tiles
-    mark nuclei outside its size range); they come back as -1, everything else >= 0."""
+    mark nuclei above its size range or cut by the image edge); they come back as -1, everything else >= 0."""
     import numpy as np
 
     from ..measure.labels import masks_to_labels
@@ -259,7 +260,9 @@ def read_labels(path: Path, not_annotated: bool = False):
 
     arr = colour_labels_as_ids(np.asarray(arr), path.name)
     ignored = None
-    if not_annotated and arr.dtype.kind == "i" and arr.size and arr.min() == -1:
+    # a float image of whole numbers holding -1 (as some tools save labels) marks "not annotated" too
+    whole = arr.dtype.kind == "i" or (arr.dtype.kind == "f" and arr.size and bool(np.all(np.mod(arr, 1) == 0)))
+    if not_annotated and whole and arr.size and arr.min() == -1:
         ignored = arr == -1
         arr = np.where(ignored, 0, arr)
     arr = check_label_image(arr, path.name)
@@ -457,6 +460,9 @@ def _class_map(path: Path, ignore: int | None = None):
     void = arr == ignore if ignore is not None and ignore < 0 else None
     if void is not None:
         arr = np.where(void, 0, arr)
+    elif ignore is None and arr.size and np.issubdtype(arr.dtype, np.number) and arr.min() == -1:
+        raise InputError(f"{path.name} holds -1 (not annotated, as autolabel marks it): give --ignore -1 to leave "
+                         "those pixels out of the scores")
     checked = check_label_image(arr, path.name).astype(np.int64)  # whole numbers >= 0
     if void is not None:
         checked[void] = ignore

@@ -182,6 +182,9 @@ def read_model_file(path: str | os.PathLike, map_location: str = "cpu") -> dict:
     if _is_torchscript(p):
         raise InputError(f"{p.name} is a TorchScript export (for other programs); napari-microseg reads the model "
                          "file it was exported from")
+    if p.suffix.lower() == ".onnx":  # (it said "not a napari-microseg model file (UnpicklingError)")
+        raise InputError(f"{p.name} is an ONNX export (for other programs); napari-microseg reads the model file it "
+                         "was exported from")
     _check_zip_intact(p)
     try:
         payload = torch.load(p, map_location=map_location, weights_only=True)
