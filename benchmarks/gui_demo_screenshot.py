@@ -23,6 +23,8 @@ def main() -> None:
     from qtpy.QtWidgets import QApplication
     from skimage.io import imsave
 
+    from gui_ccd_fe55 import close_notifications  # (benchmarks/ is the script's folder)
+
     from napari_microseg.demo import run_demo
     from napari_microseg.progress import drain
     from napari_microseg.widgets.demo_viewer import show_demo
@@ -49,18 +51,6 @@ def main() -> None:
         imsave(png, viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
         print(f"{png}: {tracking.status.text()} ({time.perf_counter() - start:.0f} s)")
         viewer.close()
-
-
-def close_notifications() -> None:
-    """Close napari's notification toasts (they would cover part of the screenshot)."""
-    from napari._qt.dialogs.qt_notification import NapariQtNotification
-    from qtpy.QtWidgets import QApplication
-
-    for widget in QApplication.allWidgets():
-        if isinstance(widget, NapariQtNotification):
-            widget.close()
-    for _ in range(10):
-        QApplication.processEvents()
 
 
 if __name__ == "__main__":

@@ -1105,13 +1105,23 @@ def test_run_records_pin_the_model_by_digest_and_the_package_version(tmp_path):
     assert record["microseg_version"] == __version__
 
 
+def _running_until(release):
+    """A dock run's generator factory: a run that goes on (yielding) until ``release`` is set."""
+    import time
+
+    def long_run():
+        while not release.is_set():
+            time.sleep(0.05)
+            yield None
+    return long_run
+
+
 def test_a_layer_closed_while_a_run_goes_is_freed(make_napari_viewer, wait_worker, qtbot, monkeypatch):
     """Runs freeze the garbage collector's objects (no 0.2 s pauses of the window): a 400 MB movie closed during
     an hour-long training stayed in memory until every run ended (layers sit in reference cycles). (Session 34:
     only layers of COLLECT_CLOSED_BYTES or more are freed during a run; the test's small layer counts as big.)"""
     import gc
     import threading
-    import time
     import weakref
 
     import napari_microseg.widgets._base as base
@@ -1129,12 +1139,7 @@ def test_a_layer_closed_while_a_run_goes_is_freed(make_napari_viewer, wait_worke
     gone = weakref.ref(marker)
     del marker
     release = threading.Event()
-
-    def long_run():
-        while not release.is_set():
-            time.sleep(0.05)
-            yield None
-    worker = dock.start(long_run, lambda _: None, label="a long run")
+    worker = dock.start(_running_until(release), lambda _: None, label="a long run")
     try:
         qtbot.waitUntil(lambda: worker.is_running, timeout=10000)
         gc.collect()

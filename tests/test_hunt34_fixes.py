@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from test_hunt32_fixes import _image_label_folders  # folders of simulated image / label pairs
+from test_hunt33_fixes import _running_until  # a dock run that goes on until released
 
 
 def test_train_simulated_records_the_nuclei_placed_not_asked(tmp_path):
@@ -724,7 +725,6 @@ def test_layers_closed_together_during_a_run_are_freed_by_one_collection(make_na
     frozen objects): removing 5 layers froze the window for 2.5 s. Small layers wait for the run's end; big ones
     closed together are freed by one collection."""
     import threading
-    import time
 
     import napari_microseg.widgets._base as base
     from napari_microseg.widgets.segmentation import SegmentationWidget
@@ -739,12 +739,7 @@ def test_layers_closed_together_during_a_run_are_freed_by_one_collection(make_na
         viewer.add_image(np.zeros((8, 8), np.float32), name=f"small {i}")
         viewer.add_image(np.zeros((32, 32), np.float32), name=f"big {i}")
     release = threading.Event()
-
-    def long_run():
-        while not release.is_set():
-            time.sleep(0.05)
-            yield None
-    worker = dock.start(long_run, lambda _: None, label="a long run")
+    worker = dock.start(_running_until(release), lambda _: None, label="a long run")
     try:
         qtbot.waitUntil(lambda: worker.is_running, timeout=10000)
         for i in range(5):
