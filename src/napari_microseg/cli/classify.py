@@ -511,8 +511,6 @@ def load_response_folder(folder: Path, box=None, failures: list | None = None) -
 
     With a ``failures`` list, unreadable images are left out (with everything that belongs to
     them) and listed there (see :func:`_read_many`)."""
-    import pandas as pd
-
     folder = Path(folder)
     table = folder / "classes.csv"
     if table.is_file():

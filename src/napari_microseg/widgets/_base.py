@@ -13,7 +13,6 @@ import contextlib
 import functools
 import gc
 import re
-import os
 import threading
 import time
 import traceback
