@@ -1081,3 +1081,26 @@ def test_info_says_an_onnx_file_is_an_export(tmp_path, capsys):
     (tmp_path / "m.onnx").write_bytes(b"\x08\x07onnx-ish")
     assert main(["info", "--model", str(tmp_path / "m.onnx")]) == 2
     assert "is an ONNX export" in capsys.readouterr().err
+
+
+def test_an_interrupted_overwrite_of_single_exposures_leaves_the_earlier_run_whole(tmp_path, monkeypatch):
+    """`segment --hot-repeats --overwrite` of single exposures moved their new labels into labels/ before the
+    tables: stopped there, new labels stood beside the earlier run's tables. They are staged with the rest."""
+    import napari_microseg.cli.segment as segment_cli
+    from napari_microseg.cli import main
+
+    assert main(["simulate", "ccd", "--out", str(tmp_path / "ccd"), "--n", "4", "--one-sensor", "--shape", "128",
+                 "128"]) == 0
+    run = ["segment", "--model", "ccd_classes", "--input", str(tmp_path / "ccd" / "frames"), "--out",
+           str(tmp_path / "o"), "--hot-repeats", "--quiet"]
+    assert main(run) == 0
+    before = _folder_state(tmp_path / "o")
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(segment_cli, "_write_defect_mask", stopped)
+    assert main([*run, "--overwrite", "--max-cluster-size", "3"]) == 130
+    after = {name: data for name, data in _folder_state(tmp_path / "o").items()
+             if not name.startswith(".microseg-repeats")}  # the exposures kept for a rerun to take up
+    assert after == before

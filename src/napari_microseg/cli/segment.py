@@ -511,13 +511,15 @@ def _single_exposures(args: argparse.Namespace, paths: list[Path], out: Path) ->
     return frames, failures
 
 
-def _segment_exposures(args: argparse.Namespace, loaded, paths: list[Path], out: Path, diameter, ccd_rules: dict):
+def _segment_exposures(args: argparse.Namespace, loaded, paths: list[Path], out: Path, diameter, ccd_rules: dict,
+                       stage: Path | None = None):
     """Segment single-frame exposures of one sensor together so that the repeat rule compares them
     (:func:`~napari_microseg.inference.repeats.segment_exposures`: two passes, one exposure in memory, a
     scratch folder in ``out``); write each one's labels with its calibration. The labels are written into a
     hidden folder in ``out`` and moved into ``out/labels`` once every exposure is done, so a failed or
-    interrupted run leaves none. Returns ``(result, objects, counts, clusters, records)`` with ``image``
-    naming each row's file and ``t`` = 0 (one frame each)."""
+    interrupted run leaves none; with ``stage`` (an ``--overwrite`` run over an earlier one) into the staging
+    folder instead, with the defect mask, published with the tables (:func:`_publish_staged`). Returns
+    ``(result, objects, counts, clusters, records)`` with ``image`` naming each row's file and ``t`` = 0."""
     import numpy as np
 
     from ..inference.repeats import segment_exposures
@@ -562,10 +564,12 @@ def _segment_exposures(args: argparse.Namespace, loaded, paths: list[Path], out:
                                 **_segment_options(args, ccd_rules, diameter))
         result = run_with_text_progress(_say_what_is_kept(gen, scratch), label=f"{len(paths)} exposures",
                                         quiet=args.quiet)
-        targets[0].parent.mkdir(parents=True, exist_ok=True)
-        for target in targets:
-            os.replace(staging / target.name, target)
-        _write_defect_mask(args, out, None, result.defects, calibration.get(paths[0]))
+        root = stage if stage is not None else out  # (a stage: moved into place with the tables)
+        placed = [root / target.relative_to(out) for target in targets]
+        placed[0].parent.mkdir(parents=True, exist_ok=True)
+        for target, place in zip(targets, placed):
+            os.replace(staging / target.name, place)
+        _write_defect_mask(args, root, None, result.defects, calibration.get(paths[0]))
         shutil.rmtree(scratch, ignore_errors=True)  # every output is written: nothing left to resume
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -811,7 +815,7 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     if exposures is not None:  # single frames of one sensor: one stack, so that the repeat rule sees them all
         with _tap_steps_noted("an exposure of the stack", off_centre_steps, each=True):
             result, objects, counts, clusters, per_image = _segment_exposures(args, loaded, exposures, out, diameter,
-                                                                              ccd_rules)
+                                                                              ccd_rules, stage)
         all_objects, all_counts, all_clusters = [objects], [counts], [clusters] if clusters is not None else []
         usable = []
     for i, path in enumerate(usable):
