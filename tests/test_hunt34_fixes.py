@@ -212,6 +212,11 @@ def test_a_plain_imagej_stack_keeps_its_frame_interval(tmp_path):
                      description=description, metadata=None)
     assert read_image(tmp_path / "plain.tif").metadata["calibration"] == {"pixel_size_um": 0.325,
                                                                           "frame_interval_min": 5.0}
+    # read as the time-lapse it is: the reader scales its frames as the outputs written from it (TYX, 5 min)
+    from napari_microseg._reader import get_reader
+
+    [(_, kwargs, _)] = get_reader(str(tmp_path / "plain.tif"))(str(tmp_path / "plain.tif"))
+    assert kwargs["scale"] == pytest.approx((5.0, 0.325, 0.325)) and kwargs["units"][0] == "minute"
     assert main(["track", "--labels", str(tmp_path / "plain.tif"), "--out", str(tmp_path / "o")]) == 0
     summary = pd.read_csv(tmp_path / "o" / "track_summary.csv")
     np.testing.assert_allclose(summary["mean_speed_um_per_min"], [3 * 0.325 / 5, 2 * 0.325 / 5])
@@ -415,6 +420,9 @@ def test_outputs_of_a_translated_ome_zarr_lie_over_it(tmp_path):
     assert main(["track", "--labels", str(labels), "--out", str(tmp_path / "t")]) == 0
     assert _placement(tmp_path / "t" / "tracks_labels.tif") == expected
     assert _placement(tmp_path / "t" / "tracks.csv") == expected
+    # the file's own pixel size given again keeps the place (it was dropped with any --pixel-size)
+    assert main(["track", "--labels", str(labels), "--out", str(tmp_path / "t2"), "--pixel-size", "0.325"]) == 0
+    assert _placement(tmp_path / "t2" / "tracks.csv") == expected
     (tmp_path / "in").mkdir()
     _translated_ome_zarr(tmp_path / "in" / "lab.zarr", _two_movers(4))
     assert main(["batch", "track", "--input", str(tmp_path / "in"), "--out", str(tmp_path / "b"), "--workers", "0",
@@ -1104,3 +1112,44 @@ def test_an_interrupted_overwrite_of_single_exposures_leaves_the_earlier_run_who
     after = {name: data for name, data in _folder_state(tmp_path / "o").items()
              if not name.startswith(".microseg-repeats")}  # the exposures kept for a rerun to take up
     assert after == before
+
+
+def test_segment_overwrite_publishes_across_file_systems_and_survives_a_failing_table(tmp_path, monkeypatch):
+    """Staged files were moved by os.replace: a labels/ or probabilities/ folder linked to another file system
+    failed with "Invalid cross-device link" after some labels were replaced; and a table that failed to write
+    (a full disk) came after the labels were published. Copies are made first, tables are staged too."""
+    import errno
+    import os
+    import shutil as shutil_module
+    import tempfile
+
+    from napari_microseg.cli import main
+
+    other = Path("/dev/shm")
+    if not other.is_dir() or os.stat(other).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("no second file system (tmpfs /dev/shm) on this machine")
+    folder = _segment_folder(tmp_path, 3)
+    out = tmp_path / "out"
+    elsewhere = Path(tempfile.mkdtemp(dir=other))
+    try:
+        out.mkdir()
+        (out / "probabilities").symlink_to(elsewhere)
+        run = ["segment", "--model", "nuclei_fluorescence_fast", "--input", str(folder), "--out", str(out), "--quiet",
+               "--save-probabilities"]
+        assert main(run) == 0
+        before = _folder_state(out)
+        assert main([*run, "--overwrite", "--threshold", "0.7"]) == 0
+        record = json.loads((out / "segment_run.json").read_text())
+        assert record["threshold"] == 0.7 and len(list((out / "probabilities").iterdir())) == 3
+        before = _folder_state(out)
+
+        def full_disk(*args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        import napari_microseg.measure.tables as tables
+
+        monkeypatch.setattr(tables, "write_table_csv", full_disk)
+        assert main([*run, "--overwrite", "--threshold", "0.8"]) == 2
+        assert _folder_state(out) == before
+    finally:
+        shutil_module.rmtree(elsewhere, ignore_errors=True)

@@ -414,10 +414,12 @@ def autolabel_frame_iter(
     if clear_border:
         from skimage.segmentation import clear_border as _clear
 
-        kept = labels > 0
+        before = labels
         labels = _clear(labels)
         if too_large_value is not None:  # nuclei cut by the image edge: not annotated, not background (a network
-            cut_pixels = kept & (labels == 0)  # trained on the tiles learned 9 visible nuclei as background)
+            cut_pixels = (before > 0) & (labels == 0)  # trained on the tiles learned 9 visible nuclei as background)
+            if size_report is not None:
+                size_report["cut_by_edge"] = size_report.get("cut_by_edge", 0) + int(np.unique(before[cut_pixels]).size)
     from skimage.segmentation import relabel_sequential
 
     labels, _, _ = relabel_sequential(labels)

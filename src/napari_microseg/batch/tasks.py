@@ -433,8 +433,8 @@ def track_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> dic
         calibration["z_step_um"] = stated["z_step_um"]
     if calibration["frame_interval_min"] is None and stated.get("z_planes"):  # one of no stated step: still Z
         calibration["z_planes"] = True
-    if stated.get("origin") and given["pixel_size_um"] is None:  # where the movie lies (OME-Zarr's translation)
-        calibration["origin"] = stated["origin"]
+    if stated.get("origin") and calibration["pixel_size_um"] is not None:  # where the movie lies (OME-Zarr's
+        calibration["origin"] = stated["origin"]  # translation, micrometres: kept with a --pixel-size too)
     from ..tracking.units import option_overrides
 
     # the options replace each movie's own calibration: said per movie (notes.csv), and its units recorded

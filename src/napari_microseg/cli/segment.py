@@ -443,18 +443,38 @@ def _tap_steps_noted(name: str, noted: list[str], each: bool = False):
 
 
 def _publish_staged(stage: Path, out: Path) -> None:
-    """Move every file and Zarr store of the staging folder ``stage`` to the same place under ``out``
-    (a store replaced whole, see ``replace_tree``; a file by rename)."""
+    """Move every file and Zarr store of the staging folder ``stage`` to the same place under ``out`` (a store
+    replaced whole, see ``replace_tree``; a file by rename). A destination folder on another file system (a
+    symlinked ``labels/``) first gets a copy beside it, so that every copy is made before anything is replaced
+    and the moves are renames only ("Invalid cross-device link" came after some labels were replaced)."""
+    entries: list[tuple[Path, Path]] = []  # (staged file or store, its destination)
     for folder, subfolders, files in os.walk(stage):
         here = Path(folder)
         destination = out / here.relative_to(stage)
         for name in [d for d in subfolders if d.endswith(".zarr")]:
-            destination.mkdir(parents=True, exist_ok=True)
-            replace_tree(here / name, destination / name)
+            entries.append((here / name, destination / name))
             subfolders.remove(name)
-        for name in files:
-            destination.mkdir(parents=True, exist_ok=True)
-            os.replace(here / name, destination / name)
+        entries += [(here / name, destination / name) for name in files]
+    moves: list[tuple[Path, Path]] = []
+    copies: list[Path] = []
+    try:
+        for source, target in entries:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if os.stat(target.parent).st_dev != os.stat(source.parent).st_dev:
+                near = target.parent / f"{temp_prefix(target.name)}publish"
+                copies.append(near)
+                (shutil.copytree if source.is_dir() else shutil.copy2)(source, near)
+                source = near
+            moves.append((source, target))
+    except BaseException:
+        for near in copies:
+            shutil.rmtree(near, ignore_errors=True) if near.is_dir() else near.unlink(missing_ok=True)
+        raise
+    for source, target in moves:
+        if source.is_dir():
+            replace_tree(source, target)
+        else:
+            os.replace(source, target)
 
 
 def _note_earlier_labels(out: Path, written: set[Path]) -> None:
@@ -863,10 +883,12 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     # the tables and the run record are written all or none: a second Ctrl-C while they were written left
     # objects.csv of this run beside counts.csv and segment_run.json of the earlier one
     with interrupts_deferred():
-        if stage is not None:  # this run's labels (probabilities, defect masks) into place, with its tables
-            _publish_staged(stage, out)
-        write_objects_csv(objects, out / "objects.csv")
-        write_table_csv(counts, out / "counts.csv")
+        # over an earlier run (a stage), the tables are written into the stage too and everything is then moved
+        # into place by renames only: a failure while writing (a full disk) leaves the earlier run whole, not new
+        # labels beside its tables
+        root = stage if stage is not None else out
+        write_objects_csv(objects, root / "objects.csv")
+        write_table_csv(counts, root / "counts.csv")
         written = f"{out / 'objects.csv'} ({len(objects)} objects), {out / 'counts.csv'}"
         masks = []
         if ccd_rules.get("hot_repeats"):  # this run's: of the single exposures, or of each stack segmented
@@ -874,17 +896,16 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
                 _defect_mask_path(out, Path(record["image"])) for record in per_image]
         if masks:
             written += f", {out / 'defect_masks'} ({len(masks)} defect mask(s))"
+        stale = []  # an earlier run's files this run has no counterpart of, removed once this run's are in place
         if args.overwrite:  # an earlier run's defect masks of these inputs must not pass for this run's
-            for stale in {_defect_mask_path(out, None), *(_defect_mask_path(out, path) for path in inputs)} - set(masks):
-                stale.unlink(missing_ok=True)
-            _note_earlier_labels(out, {Path(record["labels"]) for record in per_image})
+            stale += sorted({_defect_mask_path(out, None), *(_defect_mask_path(out, path) for path in inputs)} - set(masks))
         if all_clusters:
             clusters = pd.concat(all_clusters, ignore_index=True)
-            write_table_csv(clusters, out / "clusters.csv")
+            write_table_csv(clusters, root / "clusters.csv")
             written += f", {out / 'clusters.csv'} ({len(clusters)} clusters)"
         elif args.overwrite and earlier_run_record(out, "segment_run.json") is not None:
             # an earlier class-model run's clusters must not pass for this run's (a user's own file is no run's)
-            (out / "clusters.csv").unlink(missing_ok=True)
+            stale.append(out / "clusters.csv")
         settings = dict(result.settings)
         for per_image_key in ("image_tile", "scale_warning", "coverage_warning"):  # per image below, with its diameter and resize factor
             settings.pop(per_image_key, None)
@@ -902,7 +923,13 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
             settings.update(interrupted=True, not_done=not_done)
         from ..io.atomic import atomic_write_text
 
-        atomic_write_text(out / "segment_run.json", json.dumps(settings, indent=2, default=str))
+        atomic_write_text(root / "segment_run.json", json.dumps(settings, indent=2, default=str))
+        if stage is not None:  # this run's labels, probabilities, defect masks and tables into place together
+            _publish_staged(stage, out)
+        for path in stale:
+            path.unlink(missing_ok=True)
+        if args.overwrite:
+            _note_earlier_labels(out, {Path(record["labels"]) for record in per_image})
     print(f"wrote {written}, {out / 'segment_run.json'}")
     if not_done:  # the finished images' tables are kept; the rest is listed for a rerun
         if ccd_rules.get("hot_repeats"):  # the stopped stack's exposures are kept in --out for the same command

@@ -198,7 +198,8 @@ def run(args: argparse.Namespace) -> int:
         if pixel_size_y is not None:
             result.config["units"]["pixel_size_y_um"] = pixel_size_y
         # where the movie lies (an OME-Zarr's translation, um): tracks_labels.tif and tracks.csv reopen over it
-        origin = calibration.get("origin") if (pixel_size is not None and args.pixel_size is None) else None
+        # (in micrometres: kept with a --pixel-size too, which scales the pixels, not where the movie lies)
+        origin = calibration.get("origin") if pixel_size is not None else None
         if origin:
             result.config["units"]["origin_um"] = origin
         # a Z stack linked plane by plane: its "frames" are focal planes, its step a length (no frame interval)

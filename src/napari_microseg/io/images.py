@@ -232,12 +232,17 @@ def _calibration_of_axes(image: ImageData) -> None:
         if "Z" in axes:  # kept: a Z stack is told by its axes (is_z_stack: worked plane by plane, said)
             image.metadata["axes"] = axes
     imagej = image.metadata.get("imagej")
+    plain_imagej = bool(imagej) and not imagej.get("hyperstack")
     if "Z" not in axes:
         calibration.pop("z_step_um", None)
-    elif "T" not in axes and not (imagej and not imagej.get("hyperstack")):
-        # (a Z stack's TimeIncrement, with or without a Z step: no time axis to scale). A plain ImageJ stack
-        # is tagged Z whatever it holds (is_z_stack): Fiji's Image Sequence of a time-lapse with its frame
-        # interval set in Properties lost that interval here, its tracks their um/min and durations
+    elif "T" not in axes and plain_imagej and "frame_interval_min" in calibration and axes == "ZYX":
+        # a plain ImageJ stack is tagged Z whatever it holds (is_z_stack); with a frame interval (Fiji's Image
+        # Sequence of a time-lapse, its interval set in Properties) it is a time-lapse: its axes say so, so that
+        # the reader scales its frames as the outputs written from it (TYX) are (labels 2 min a frame over an
+        # image of 1 "pixel" a frame did not line up); the interval was dropped before
+        image.metadata["axes"] = "TYX"
+        calibration.pop("z_step_um", None)
+    elif "T" not in axes:  # (a Z stack's TimeIncrement, with or without a Z step: no time axis to scale)
         calibration.pop("frame_interval_min", None)
 
 

@@ -83,7 +83,8 @@ class AutolabelWidget(MicrosegDock):
         self.split_clumps = CheckBox(label="split clumps (watershed)", value=True,
                                     tooltip="split touching nuclei apart at their narrowest point")
         self.clear_border = CheckBox(label="remove border objects", value=True,
-                                     tooltip="drop objects touching the image edge (cut off: their size and shape are wrong)")
+                                     tooltip="objects touching the image edge are left out (cut off: their size and shape are "
+                                             "wrong): -1, not annotated, in the labels to train on")
         self.live = CheckBox(label="live preview (current frame)", value=True,
                              tooltip="label the frame in view again as settings change (none above 4096 x 4096 px)")
         self.apply_button = PushButton(text="Apply to all frames")
@@ -347,6 +348,9 @@ class AutolabelWidget(MicrosegDock):
                 left_out += (f" {sizes['too_large']} object(s) above the {params['diameter_range'][1]:g} px max diameter "
                             f"(largest {sizes['largest_removed_px']:g} px) are -1, not annotated: training ignores them "
                             "(paint them as nuclei, or raise 'max diameter' and apply again)." + inverted_note(sizes))
+            if sizes.get("cut_by_edge"):
+                left_out += (f" {sizes['cut_by_edge']} object(s) cut by the image edge are -1, not annotated "
+                             "(training ignores them).")
             if shifts is None:
                 self.labels_layer = self.viewer.add_labels(
                     labels, name=unique_layer_name(self.viewer, f"{layer.name} auto-labels"), opacity=0.5,
