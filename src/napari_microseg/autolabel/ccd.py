@@ -626,20 +626,27 @@ def object_label_offset(class_map: np.ndarray, cluster_class: int = 3, backgroun
 
 
 def _local_baseline(window: np.ndarray, classes: np.ndarray, quiet: np.ndarray, fallback: float,
-                    box: tuple[slice, slice], inside: np.ndarray) -> float | np.ndarray:
+                    box: tuple[slice, slice], inside: np.ndarray, sided: np.ndarray | None = None) -> float | np.ndarray:
     """Baseline (ADC) under a cluster from the quiet pixels of the ``window`` around it: their median
     (``fallback`` when there are none); when they are of several classes (a glowing band's edge), per
-    cluster pixel the median of the class of its nearest quiet pixel. ``box`` locates the cluster's
-    bounding box in the window and ``inside`` its pixels there; returns a scalar or one value per pixel."""
+    cluster pixel the median of the class of its nearest pixel of ``sided`` (default ``quiet``: the quiet
+    pixels with those of the grown cluster, whose own class says which side of the band's edge each lies
+    on; with the grown pixels left out, the nearest quiet pixel of a cluster 1-2 px from a band lay in the
+    band, and the glow's level taken off background pixels gave charges of -6796 ADC). ``box`` locates the
+    cluster's bounding box in the window and ``inside`` its pixels there; returns a scalar or one value per
+    pixel."""
     present = np.unique(classes[quiet])
+    sided = quiet if sided is None else sided
+    sides = np.unique(classes[sided])
     if present.size == 0:
         return fallback
-    if present.size == 1:
+    if present.size == 1 and sides.size <= 1:
         return float(np.median(window[quiet]))
-    level = np.zeros(int(present.max()) + 1)
+    overall = float(np.median(window[quiet]))
+    level = np.full(int(max(present.max(), sides.max())) + 1, overall)  # a side with no quiet pixel left: all's
     for c in present:
         level[c] = np.median(window[quiet & (classes == c)])
-    nearest = ndi.distance_transform_edt(~quiet, return_distances=False, return_indices=True)
+    nearest = ndi.distance_transform_edt(~sided, return_distances=False, return_indices=True)
     nearest_class = classes[nearest[0], nearest[1]]
     return level[nearest_class[box][inside]]
 
@@ -743,6 +750,7 @@ def find_clusters(class_map: np.ndarray, image: np.ndarray, pedestal: float | np
     if ped is None and tap_pedestal is not None:  # levelled taps: one level on both sides of a boundary
         img = img - _pedestal_like(tap_pedestal, img.shape)
     quiet = np.isin(cls, list(background_classes))
+    sided = quiet  # the quiet pixels, grown ones included: which side of a band's edge a pixel lies on
     grown = lab
     if grow > 0:  # into quiet pixels only (a hot pixel beside a cluster is no part of its charge)
         grown = _expand_labels_by_strips(lab, grow)
@@ -761,7 +769,8 @@ def find_clusters(class_map: np.ndarray, image: np.ndarray, pedestal: float | np
                     slice(max(sl[1].start - ring, 0), min(sl[1].stop + ring, nx)))
             base = _local_baseline(img[near], cls[near], quiet[near], frame_level,
                                    (slice(sl[0].start - near[0].start, sl[0].stop - near[0].start),
-                                    slice(sl[1].start - near[1].start, sl[1].stop - near[1].start)), inside)
+                                    slice(sl[1].start - near[1].start, sl[1].stop - near[1].start)), inside,
+                                   sided[near])
         vals = img[sl].astype(np.float64)[inside] - base
         yy, xx = np.nonzero(inside)
         yy, xx, core_vals = yy[core], xx[core], vals[core]

@@ -1073,7 +1073,10 @@ def run_batch(
         expected = {}
         for item in items:
             rec = records.get(item.key)
-            if item.stem not in fresh and is_done(rec, out, settings_hash):
+            # --overwrite of a run of other settings redoes every item: a record of these settings from before
+            # that run may name files it overwrote (its tasks went on writing after Ctrl-C cancelled them, their
+            # records never written: A, stopped B, A again kept B's labels and counts as A's)
+            if not redo_all and item.stem not in fresh and is_done(rec, out, settings_hash):
                 expected[item.key] = rec.get("checksum")
         total = len(items)
         in_process = workers is not None and int(workers) == 0 and scheduler is None

@@ -520,6 +520,12 @@ def classify_item(item: BatchItem, spec: TaskSpec, frame: np.ndarray | None) -> 
     if image.ndim != 2:
         raise InputError(f"{item.image}: expected a 2-D image{' (or an (N, Y, X) stack with --box)' if image.ndim == 3 else ''}, "
                          f"got shape {image.shape}")
+    from ..classify.predict import dim_for_16_bit_scale
+
+    if dim_for_16_bit_scale(get_classifier(spec.model, spec.device).config, [image]):  # as `classify images` says it
+        getattr(_READ_NOTES, "notes", []).append(
+            "values within 0-255 only, where the model keeps the 16-bit scale: an 8-bit image looks almost black to "
+            "it (use the 16-bit original or a min-max model)")
     masks = None
     mask_path = integration_mask_path(item)
     if box is None and mask_path is not None:

@@ -106,6 +106,16 @@ def resolve_threshold(model: Any, threshold: float | str | None) -> float:
     return value
 
 
+def dim_for_16_bit_scale(config: dict, images: Sequence[np.ndarray]) -> list[int]:
+    """Indices of ``images`` whose values all lie within 0-255 when the model keeps the 16-bit scale (a
+    ``fixed`` normalisation dividing by more than 255, ``classify train images --keep-16bit``): 8-bit images
+    look almost black to it, and their verdicts are a black image's. [] for other models."""
+    norm = (config or {}).get("normalization") or {}
+    if not (isinstance(norm, dict) and norm.get("kind") == "fixed" and float(norm.get("scale", 1)) > 255):
+        return []
+    return [i for i, img in enumerate(images) if np.size(img) and float(np.max(img)) <= 255]
+
+
 def classify_images(model: Any, images: Sequence[np.ndarray], boxes: Sequence | None = None,
                     masks: Sequence[np.ndarray] | None = None, threshold: float | str | None = None,
                     names: Sequence[str] | None = None, batch_size: int = 256) -> pd.DataFrame:

@@ -652,14 +652,15 @@ def _run_images(args) -> int:
     if blank:
         print(f"warning: {len(blank)} image(s) are constant, so their verdicts mean nothing: {', '.join(blank[:3])}"
               f"{' ...' if len(blank) > 3 else ''}", file=sys.stderr)
+    from ..classify.predict import dim_for_16_bit_scale
+
     norm = lm.config.get("normalization") or {}
-    if isinstance(norm, dict) and norm.get("kind") == "fixed" and float(norm.get("scale", 1)) > 255:
-        dim = [Path(f).name for f, img in zip(d["files"], d["images"]) if img.size and float(img.max()) <= 255]
-        if dim:  # each such image, also among 16-bit ones: its verdict is that of a black image
-            print(f"warning: this model keeps the 16-bit scale (x / {norm.get('scale'):g}) but {len(dim)} of "
-                  f"{len(d['images'])} image(s) hold values within 0-255 only ({', '.join(dim[:3])}"
-                  f"{' ...' if len(dim) > 3 else ''}): 8-bit images look almost black to it; use 16-bit originals "
-                  "or a min-max model", file=sys.stderr)
+    dim = [Path(d["files"][i]).name for i in dim_for_16_bit_scale(lm.config, d["images"])]
+    if dim:  # each such image, also among 16-bit ones: its verdict is that of a black image
+        print(f"warning: this model keeps the 16-bit scale (x / {norm.get('scale'):g}) but {len(dim)} of "
+              f"{len(d['images'])} image(s) hold values within 0-255 only ({', '.join(dim[:3])}"
+              f"{' ...' if len(dim) > 3 else ''}): 8-bit images look almost black to it; use 16-bit originals "
+              "or a min-max model", file=sys.stderr)
     df = classify_images(lm, d["images"], boxes=d["boxes"], masks=d["masks"], threshold=args.threshold, names=d["files"])  # "discard" may be stored above 1
     out = Path(args.out)
     make_output_folder(out)
