@@ -1191,3 +1191,16 @@ def test_batch_classify_notes_8_bit_images_given_to_a_16_bit_model(tmp_path):
                  "26", "2", "65", "44", "--out", str(tmp_path / "o"), "--workers", "0", "--quiet"]) == 0
     notes = pd.read_csv(tmp_path / "o" / "notes.csv")
     assert list(notes["image"]) == ["eight.tif"] and "looks almost black" in notes["note"].iloc[0]
+
+
+def test_batch_classify_of_a_folder_of_plates_classifies_their_images_only(tmp_path):
+    """A folder of response folders (a plate each) was walked whole: it asked for --box though every plate has
+    its masks, and with one its masks and artefact images were classified as images (48 rows for 16)."""
+    from napari_microseg.cli import main
+
+    for plate in ("plate1", "plate2"):
+        assert main(["simulate", "response", "--n", "3", "--out", str(tmp_path / "mp" / plate), "--seed", "5"]) == 0
+    assert main(["batch", "classify", "--model", "response_good_bad", "--input", str(tmp_path / "mp"), "--out",
+                 str(tmp_path / "o"), "--workers", "0", "--quiet"]) == 0
+    flags = pd.read_csv(tmp_path / "o" / "flags.csv")
+    assert len(flags) == 6 and flags["image"].str.contains("/images/").all(), flags["image"].tolist()

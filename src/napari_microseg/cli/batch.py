@@ -248,14 +248,25 @@ def _params(args: argparse.Namespace) -> dict:
     return params
 
 
-def _response_images(spec: str) -> str:
+def _response_images(spec: str) -> list[str]:
     """A response folder (``images/`` with ``integration/`` masks beside it, as ``simulate response``
-    writes and ``classify images`` reads) as its ``images/`` folder; any other input unchanged.
-    Each image's integration mask is found beside it (``batch.tasks.classify_item``)."""
+    writes and ``classify images`` reads) as its ``images/`` folder, and a folder holding such folders
+    (a plate each) as theirs; any other input unchanged. Each image's integration mask is found beside it
+    (``batch.tasks.classify_item``). (A folder of plates was walked whole: its masks and artefact images
+    classified as response images, 48 rows for 16 images.)"""
+    import os
+
     folder = Path(spec)
-    if folder.is_dir() and (folder / "images").is_dir() and (folder / "integration").is_dir():
-        return str(folder / "images")
-    return spec
+    if not folder.is_dir():
+        return [spec]
+    if (folder / "images").is_dir() and (folder / "integration").is_dir():
+        return [str(folder / "images")]
+    found = []
+    for here, subfolders, _ in os.walk(folder):
+        if "images" in subfolders and "integration" in subfolders:
+            found.append(str(Path(here) / "images"))
+            subfolders[:] = []  # its own folders are its images, masks and artefacts
+    return sorted(found) or [spec]
 
 
 def _check_crop_size(args: argparse.Namespace) -> None:
@@ -307,7 +318,7 @@ def run(args: argparse.Namespace) -> int:
         except InputError as err:
             raise InputError(f"--threshold: {err}") from None
     if args.batch_task == "classify":
-        args.input = [_response_images(spec) for spec in args.input]
+        args.input = [found for spec in args.input for found in _response_images(spec)]
     if args.batch_task == "classify" and args.box is None and not any(
             Path(spec).name == "images" and (Path(spec).parent / "integration").is_dir() for spec in args.input):
         _check_crop_size(args)
