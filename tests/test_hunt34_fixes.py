@@ -1204,3 +1204,17 @@ def test_batch_classify_of_a_folder_of_plates_classifies_their_images_only(tmp_p
                  str(tmp_path / "o"), "--workers", "0", "--quiet"]) == 0
     flags = pd.read_csv(tmp_path / "o" / "flags.csv")
     assert len(flags) == 6 and flags["image"].str.contains("/images/").all(), flags["image"].tolist()
+
+
+def test_batch_classify_stating_the_models_own_threshold_is_no_other_setting(tmp_path, capsys):
+    """`batch classify --threshold 0.5` (the model's own) over a run without it was refused as "other settings"."""
+    from napari_microseg.cli import main
+
+    assert main(["simulate", "response", "--n", "3", "--out", str(tmp_path / "r"), "--seed", "5"]) == 0
+    run = ["batch", "classify", "--model", "response_good_bad", "--input", str(tmp_path / "r"), "--out",
+           str(tmp_path / "o"), "--workers", "0", "--quiet"]
+    assert main(run) == 0
+    capsys.readouterr()
+    assert main([*run, "--threshold", "0.5"]) == 0
+    assert "3 skipped" in capsys.readouterr().out
+    assert main([*run, "--threshold", "0.3"]) == 2  # another threshold is another setting

@@ -828,7 +828,7 @@ def _check_params(task: str, params: dict) -> dict:
     return {k: v for k, v in params.items() if v is not None}
 
 
-def _without_stated_defaults(task: str, params: dict) -> dict:
+def _without_stated_defaults(task: str, params: dict, model_path: str | None = None) -> dict:
     """``params`` without tracking and auto-labelling settings stated at their defaults (``--config cell``,
     ``--update-method auto``, ``--otsu-window 51``, ``--diameter-range 5,30``): the defaults of the functions
     themselves, so that a rerun stating one is not taken for a run with other settings."""
@@ -849,6 +849,14 @@ def _without_stated_defaults(task: str, params: dict) -> dict:
         for key in ("config", "update_method", "optimize", "stage_shift", "max_search_radius"):
             if key in out and key in known and same(out[key], known[key]):
                 del out[key]
+    if task == "classify" and model_path is not None and isinstance(out.get("threshold"), (int, float)):
+        from ..classify.predict import resolve_threshold
+
+        try:  # the model's own decision threshold stated (--threshold 0.5): no other setting
+            if float(out["threshold"]) == resolve_threshold(model_path, None):
+                del out["threshold"]
+        except Exception:  # noqa: BLE001 - an unreadable model: the run itself says why
+            pass
     if task == "autolabel" and isinstance(out.get("autolabel"), dict):
         known = defaults(autolabel_function())
         kept = {k: v for k, v in out["autolabel"].items() if not (k in known and same(v, known[k]))}
@@ -1007,7 +1015,7 @@ def run_batch(
     model_path, model_sum, label_dtype = _model_info(model, task)
     out = Path(out).resolve()
     settings = {"task": task, "model_sha256": model_sum,
-                "params": {k: v for k, v in sorted(_params_by_content(_without_stated_defaults(task, params)).items())
+                "params": {k: v for k, v in sorted(_params_by_content(_without_stated_defaults(task, params, model_path)).items())
                            if k not in NEUTRAL_PARAMS and not _is_default(k, v, model_path)}}
     settings_hash = sha256_json(settings)
     # a folder made before defaults were left out of the hash (the Segmentation dock always states tile and
