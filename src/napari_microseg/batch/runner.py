@@ -852,11 +852,10 @@ def _without_stated_defaults(task: str, params: dict, model_path: str | None = N
     if task == "classify" and model_path is not None and isinstance(out.get("threshold"), (int, float)):
         from ..classify.predict import resolve_threshold
 
-        try:  # the model's own decision threshold stated (--threshold 0.5): no other setting
+        # the model's own decision threshold stated (--threshold 0.5): no other setting (an unreadable model:
+        with contextlib.suppress(Exception):  # the run itself says why)
             if float(out["threshold"]) == resolve_threshold(model_path, None):
                 del out["threshold"]
-        except Exception:  # noqa: BLE001 - an unreadable model: the run itself says why
-            pass
     if task == "autolabel" and isinstance(out.get("autolabel"), dict):
         known = defaults(autolabel_function())
         kept = {k: v for k, v in out["autolabel"].items() if not (k in known and same(v, known[k]))}

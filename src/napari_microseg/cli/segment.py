@@ -468,7 +468,10 @@ def _publish_staged(stage: Path, out: Path) -> None:
             moves.append((source, target))
     except BaseException:
         for near in copies:
-            shutil.rmtree(near, ignore_errors=True) if near.is_dir() else near.unlink(missing_ok=True)
+            if near.is_dir():
+                shutil.rmtree(near, ignore_errors=True)
+            else:
+                near.unlink(missing_ok=True)
         raise
     for source, target in moves:
         if source.is_dir():
