@@ -40,6 +40,7 @@ import glob
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -155,8 +156,9 @@ class BatchSummary:
             return None
         names = ", ".join(Path(p).name for p in self.ignored[:3]) + (" ..." if len(self.ignored) > 3 else "")
         return (f"{len(self.ignored)} file(s) or folder(s) in the input folders were left out: other types, "
-                "previews, label folders such as labels/, earlier runs' results, or folders reached already through "
-                f"a link ({names}; listed in batch_run.json)")
+                "previews, label folders such as labels/, a simulated movie's images this task does not read (its "
+                "labels.tif truth), earlier runs' results, "
+                f"or folders reached already through a link ({names}; listed in batch_run.json)")
 
     def notes_note(self) -> str | None:
         """One line on the inputs noted (e.g. far brighter or dimmer than the model's training data: results
@@ -193,7 +195,8 @@ def _is_within(path: Path, folder: Path | None) -> bool:
 
 
 def _walk_images(folder: Path, exclude: Path | None, ignored: list | None = None,
-                 skip_label_folders: bool = False, keep_run_labels: bool = False) -> list[Path]:
+                 skip_label_folders: bool = False, keep_run_labels: bool = False,
+                 simulation_inputs: Sequence[str] | None = None) -> list[Path]:
     """Images under ``folder`` (recursive; Zarr stores taken whole); hidden names and ``exclude`` are
     skipped; files of other types are appended to ``ignored`` when given. Linked folders that lead out
     of ``folder`` are searched too (a linked data share); one that leads back into it is not (its images
@@ -201,8 +204,10 @@ def _walk_images(folder: Path, exclude: Path | None, ignored: list | None = None
     results (:func:`~napari_microseg.io.images.run_output`: the ``labels/``, ``probabilities/``,
     relabelled stacks of a folder holding a run record; with ``keep_run_labels`` its ``labels/`` are
     kept, for tracking) and, with ``skip_label_folders``, sub-folders named as label folders
-    (``labels/``, ``masks/``, ... : a data set's ground truth beside its images)."""
-    from ..io.images import RUN_LABELS, RUN_OUTPUTS, image_kind, run_record
+    (``labels/``, ``masks/``, ... : a data set's ground truth beside its images) and, with
+    ``simulation_inputs``, the images of a simulated nuclei movie not named there (its truth,
+    ``labels.tif``, for the tasks that read images)."""
+    from ..io.images import RUN_LABELS, RUN_OUTPUTS, SIMULATED_MOVIE_IMAGES, image_kind, run_record, simulated_movie
     from ..training.data import LABEL_FOLDERS
 
     found: list[Path] = []
@@ -220,6 +225,8 @@ def _walk_images(folder: Path, exclude: Path | None, ignored: list | None = None
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         here = Path(dirpath)
         results = RUN_OUTPUTS if run_record(here) else ()  # an earlier run's --out: its results are no inputs
+        not_inputs = (tuple(n for n in SIMULATED_MOVIE_IMAGES if n not in simulation_inputs)
+                      if simulation_inputs is not None and simulated_movie(here) else ())
         keep = []
         for d in sorted(dirnames):
             sub = here / d
@@ -244,8 +251,8 @@ def _walk_images(folder: Path, exclude: Path | None, ignored: list | None = None
             path = here / f
             if f.startswith(".") or not path.is_file():
                 continue
-            if f in results and not (keep_run_labels and f in RUN_LABELS):  # a relabelled stack beside a run's tables
-                leave_out(path)
+            if (f in results and not (keep_run_labels and f in RUN_LABELS)) or f in not_inputs:
+                leave_out(path)  # a relabelled stack beside a run's tables; a simulation's truth (or its phase)
             elif image_kind(path) is not None:
                 found.append(path)
             elif ignored is not None:
@@ -257,7 +264,8 @@ def find_batch_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike],
                       exclude: str | os.PathLike | None = None,
                       root: str | os.PathLike | None = None,
                       ignored: list | None = None, skip_label_folders: bool = False,
-                      keep_run_labels: bool = False) -> list[tuple[Path, str]]:
+                      keep_run_labels: bool = False,
+                      simulation_inputs: Sequence[str] | None = None) -> list[tuple[Path, str]]:
     """Resolve the batch inputs to ``[(absolute path, path relative to the input root), ...]``, sorted.
 
     Parameters
@@ -276,6 +284,10 @@ def find_batch_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike],
         for the tasks that read images (all but track; a folder given itself is always searched).
     keep_run_labels : earlier runs' ``labels/`` are inputs (tracking segmentation results); their
         other results (probabilities, relabelled stacks) are left out all the same.
+    simulation_inputs : in a folder holding a simulated nuclei movie (``microseg simulate nuclei``),
+        which of its images (``fluorescence.tif``, ``phase.tif``, ``labels.tif``) are inputs; the
+        others are left out and listed in ``ignored`` (the truth is no image to segment; a phase
+        image no stain to auto-label). None: all of them.
 
     The input root is the deepest folder holding all inputs; relative paths from it name
     the outputs, so inputs in different sub-folders may share a name. Symbolic links keep
@@ -297,7 +309,8 @@ def find_batch_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike],
             paths.append(p)
         elif p.is_dir():
             before = len(ignored) if ignored is not None else 0
-            found, previews = drop_previews(_walk_images(p, excl, ignored, skip_label_folders, keep_run_labels))
+            found, previews = drop_previews(_walk_images(p, excl, ignored, skip_label_folders, keep_run_labels,
+                                                         simulation_inputs))
             if not found:
                 left = (f" ({len(ignored) - before} left out: label folders or earlier runs' results)"
                         if ignored is not None and len(ignored) > before else "")
@@ -315,7 +328,8 @@ def find_batch_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike],
             records: dict = {}
             left_out = [q for q in matches if run_output(q, fixed, keep_run_labels, records) or (skip_label_folders and Path(
                 os.path.abspath(q)).is_relative_to(fixed) and any(part.lower() in LABEL_FOLDERS for part in
-                                                                 Path(os.path.abspath(q)).relative_to(fixed).parent.parts))]
+                                                                 Path(os.path.abspath(q)).relative_to(fixed).parent.parts))
+                        or _simulation_left_out(q, simulation_inputs)]
             if left_out:
                 dropped = set(left_out)
                 matches = [q for q in matches if q not in dropped]
@@ -776,7 +790,7 @@ def merge_tables(out: Path, records: Sequence[dict]) -> dict[str, Path]:
             table = _count_by_area_per_image(table, cache["objects"])
         keys = [c for c in order if c in table.columns]
         if keys and len(table):
-            table = table.sort_values(keys, kind="stable").reset_index(drop=True)
+            table = table.sort_values(keys, kind="stable", key=_image_names_in_natural_order).reset_index(drop=True)
         path = out / name
         if kind == "objects" and {"t", "label", "y", "x", "area"} <= set(table.columns):
             write_objects_csv(table, path)
@@ -788,6 +802,39 @@ def merge_tables(out: Path, records: Sequence[dict]) -> dict[str, Path]:
             write_table_csv(table, path)
         written[kind] = path
     return written
+
+
+def simulation_inputs(task: str, reads_labels: bool) -> tuple[str, ...]:
+    """Which images of a simulated nuclei movie a batch ``task`` takes: its truth (``labels.tif``) when it
+    reads labels (track without a model), only the stain for ``autolabel``, the two channels otherwise."""
+    if reads_labels:
+        return ("labels.tif",)
+    return ("fluorescence.tif",) if task == "autolabel" else ("fluorescence.tif", "phase.tif")
+
+
+def _simulation_left_out(path: Path, simulation_inputs: Sequence[str] | None) -> bool:
+    """Whether ``path`` is an image of a simulated nuclei movie that ``simulation_inputs`` leaves out."""
+    from ..io.images import SIMULATED_MOVIE_IMAGES, simulated_movie
+
+    return (simulation_inputs is not None and path.name in SIMULATED_MOVIE_IMAGES
+            and path.name not in simulation_inputs and simulated_movie(path.parent))
+
+
+def _natural_key(text: str) -> tuple:
+    """Sort key that orders the numbers inside ``text`` by value: ``stack.tif[2]`` before ``stack.tif[10]``,
+    ``img9.tif`` before ``img10.tif``."""
+    parts = re.split(r"(\d+)", text)
+    return tuple((0, int(p), p) if p.isdigit() else (1, 0, p) for p in parts if p)
+
+
+def _image_names_in_natural_order(column: pd.Series) -> pd.Series:
+    """``sort_values`` key: the ``image`` column as ranks in natural order (numbers by value); other
+    columns as they are."""
+    if column.name != "image":
+        return column
+    names = column.astype(str)
+    rank = {name: i for i, name in enumerate(sorted(names.unique(), key=_natural_key))}
+    return names.map(rank)
 
 
 def _count_by_area_per_image(counts: pd.DataFrame, objects: pd.DataFrame) -> pd.DataFrame:
@@ -1032,7 +1079,8 @@ def run_batch(
     previous_root = None if overwrite else _previous_input_root(out)
     ignored: list[Path] = []
     reads_labels = task == "track" and model is None  # track reads labels (unless it segments first); the others images
-    search = {"exclude": out, "skip_label_folders": not reads_labels, "keep_run_labels": reads_labels}
+    search = {"exclude": out, "skip_label_folders": not reads_labels, "keep_run_labels": reads_labels,
+              "simulation_inputs": simulation_inputs(task, reads_labels)}
     found = find_batch_inputs(inputs, root=previous_root, ignored=ignored, **search)
     moved_root = None
     if not overwrite and not any(previous_root and p.is_relative_to(previous_root) for p, _ in found) \

@@ -272,7 +272,7 @@ def _response_images(spec: str) -> list[str]:
 def _check_crop_size(args: argparse.Namespace) -> None:
     """Without --box every image must have the classifier's crop size: checked on the first image
     whose size can be read cheaply, so that a missing --box is one line, not a failure per item."""
-    from ..batch.runner import find_batch_inputs
+    from ..batch.runner import find_batch_inputs, simulation_inputs
     from ..classify.predict import load_classifier
     from .segment import _probe_shape
 
@@ -281,7 +281,8 @@ def _check_crop_size(args: argparse.Namespace) -> None:
         if config.get("task") != "images":  # a liposome (objects) or profile model: the run refuses it as that,
             return  # not for its crop size
         size = tuple((config.get("crop") or {}).get("size") or ())
-        inputs = find_batch_inputs(args.input, exclude=args.out, skip_label_folders=True)  # as the run finds them
+        inputs = find_batch_inputs(args.input, exclude=args.out, skip_label_folders=True,  # as the run finds them
+                                   simulation_inputs=simulation_inputs("classify", False))
     except InputError:
         return  # the run itself names what is wrong
     for path, rel in inputs[:20]:

@@ -85,6 +85,24 @@ def run_record(folder: str | os.PathLike) -> str | None:
     return None
 
 
+#: the images ``microseg simulate nuclei`` writes into each movie's folder (with its truth, labels.tif)
+SIMULATED_MOVIE_IMAGES = ("fluorescence.tif", "phase.tif", "labels.tif")
+
+
+def simulated_movie(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds a movie ``microseg simulate nuclei`` wrote: a ``movie_params.json`` (one
+    movie of several) or a ``params.json`` of domain nuclei beside ``labels.tif``."""
+    folder = Path(folder)
+    if (folder / "movie_params.json").is_file():
+        return True
+    try:
+        record = json.loads((folder / "params.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("domain") == "nuclei" and "sample_seeds" in record \
+        and (folder / "labels.tif").is_file()
+
+
 def run_output(path: str | os.PathLike, top: str | os.PathLike, keep_labels: bool = False,
                records: dict | None = None) -> bool:
     """Whether ``path`` is a result an earlier run wrote (in one of :data:`RUN_OUTPUTS` of a folder

@@ -1,0 +1,70 @@
+"""Regression tests for the gaps closed and bugs found in session 35: each failed on the code before its fix."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def test_batch_flags_of_a_stack_list_its_frames_in_number_order(tmp_path):
+    """flags.csv sorted a stack's frames as text: stack.tif[10] came between stack.tif[1] and stack.tif[2]."""
+    import glob
+
+    import tifffile
+
+    from napari_microseg.cli import main
+
+    assert main(["simulate", "response", "--out", str(tmp_path / "rs"), "--n", "11", "--seed", "3"]) == 0
+    files = sorted(glob.glob(str(tmp_path / "rs" / "images" / "*.tif")))
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "stack.tif", np.stack([tifffile.imread(f) for f in files]))
+    out = tmp_path / "out"
+    assert main(["batch", "classify", "--model", "response_good_bad", "--input", str(tmp_path / "in"), "--out", str(out),
+                 "--workers", "0", "--box", "30", "10", "69", "52", "--quiet"]) == 0
+    flags = pd.read_csv(out / "flags.csv")
+    assert flags["image"].tolist() == [f"stack.tif[{i}]" for i in range(11)]
+
+
+def test_merged_tables_put_image_numbers_in_number_order(tmp_path):
+    """objects.csv / counts.csv of img2.tif and img10.tif: img10 came first (text order)."""
+    from napari_microseg.batch.runner import merge_tables
+
+    records = []
+    for name in ("img10.tif", "img2.tif", "b.tif"):
+        shard = f"{name}.counts.csv"
+        pd.DataFrame({"image": [name], "t": [0], "count": [1]}).to_csv(tmp_path / shard, index=False)
+        records.append({"outputs": {"counts": shard}})
+    merge_tables(tmp_path, records)
+    assert pd.read_csv(tmp_path / "counts.csv")["image"].tolist() == ["b.tif", "img2.tif", "img10.tif"]
+
+
+def test_batch_takes_of_a_simulated_movie_the_images_its_task_reads(tmp_path):
+    """`batch autolabel` of a `simulate nuclei` folder auto-labelled its truth (labels.tif) and its phase image
+    as nuclear stains, and `batch track` tracked the fluorescence image as labels: each task now takes the
+    images it reads (autolabel the stain, track the truth, segment both channels) and lists the others."""
+    import json
+
+    from napari_microseg.batch.runner import find_batch_inputs, simulation_inputs
+    from napari_microseg.cli import main
+
+    sim = tmp_path / "sim"
+    assert main(["simulate", "nuclei", "--out", str(sim), "--frames", "2", "--shape", "96", "96", "--seed", "1"]) == 0
+    out = tmp_path / "auto"
+    assert main(["batch", "autolabel", "--input", str(sim), "--out", str(out), "--workers", "0", "--quiet"]) == 0
+    assert sorted(p.name for p in (out / "labels").iterdir()) == ["fluorescence.tif"]
+    assert set(pd.read_csv(out / "counts.csv")["image"]) == {"fluorescence.tif"}
+    run = json.loads((out / "batch_run.json").read_text())
+    assert any(str(p).endswith("labels.tif") for p in run["ignored_files"]) and any(str(p).endswith("phase.tif") for p in run["ignored_files"])
+    for task, reads_labels, names in (("track", True, ["labels.tif"]), ("segment", False, ["fluorescence.tif", "phase.tif"])):
+        found = find_batch_inputs(sim, simulation_inputs=simulation_inputs(task, reads_labels))
+        assert [p.name for p, _ in found] == names
+    # a folder that merely holds files of those names is no simulation: all are inputs
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for name in ("fluorescence.tif", "labels.tif"):
+        (plain / name).write_bytes((sim / name).read_bytes())
+    assert len(find_batch_inputs(plain, simulation_inputs=("fluorescence.tif",))) == 2
+    # several movies (movie_NNN/ folders), by a pattern too
+    many = tmp_path / "many"
+    assert main(["simulate", "nuclei", "--out", str(many), "--n", "2", "--frames", "2", "--shape", "64", "64"]) == 0
+    found = find_batch_inputs(str(many / "*" / "*.tif"), simulation_inputs=simulation_inputs("autolabel", False))
+    assert [rel for _, rel in found] == ["movie_000/fluorescence.tif", "movie_001/fluorescence.tif"]
