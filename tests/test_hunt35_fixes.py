@@ -68,3 +68,35 @@ def test_batch_takes_of_a_simulated_movie_the_images_its_task_reads(tmp_path):
     assert main(["simulate", "nuclei", "--out", str(many), "--n", "2", "--frames", "2", "--shape", "64", "64"]) == 0
     found = find_batch_inputs(str(many / "*" / "*.tif"), simulation_inputs=simulation_inputs("autolabel", False))
     assert [rel for _, rel in found] == ["movie_000/fluorescence.tif", "movie_001/fluorescence.tif"]
+
+
+def test_batch_item_replaced_by_an_unreadable_file_loses_its_old_labels(tmp_path):
+    """A done image replaced by a corrupt file failed on the rerun, but its labels (of the earlier image) stayed
+    in labels/ as if they were this input's; they go now, and failures.csv says so. An item that fails with its
+    input unchanged keeps them."""
+    import tifffile
+
+    from napari_microseg.batch.runner import _remove_outputs_of_another_version
+    from napari_microseg.cli import main
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    (tmp_path / "in").mkdir()
+    for i in range(2):
+        tifffile.imwrite(tmp_path / "in" / f"a{i}.tif", simulate_nuclei_image((96, 96), 6, seed=i)[0])
+    out = tmp_path / "out"
+    run = ["batch", "autolabel", "--input", str(tmp_path / "in"), "--out", str(out), "--workers", "0", "--quiet"]
+    assert main(run) == 0
+    assert (out / "labels" / "a0.tif").exists()
+    data = (tmp_path / "in" / "a0.tif").read_bytes()
+    (tmp_path / "in" / "a0.tif").write_bytes(data[:300])
+    assert main(run) == 1
+    assert sorted(p.name for p in (out / "labels").iterdir()) == ["a1.tif"]
+    assert not (out / "shards" / "objects" / "a0.csv").exists()
+    reason = pd.read_csv(out / "failures.csv")["reason"].iloc[0]
+    assert "not a readable TIFF" in reason and "earlier version of this input were removed" in reason
+    # same input (a worker that died, checksum unknown or equal): its results stay
+    (out / "keep.tif").write_bytes(b"x")
+    earlier = {"status": "done", "checksum": "sha256:1", "outputs": {"labels": "keep.tif"}}
+    assert _remove_outputs_of_another_version(out, earlier, {"checksum": None}) == []
+    assert _remove_outputs_of_another_version(out, earlier, {"checksum": "sha256:1"}) == []
+    assert (out / "keep.tif").exists()

@@ -804,6 +804,24 @@ def merge_tables(out: Path, records: Sequence[dict]) -> dict[str, Path]:
     return written
 
 
+def _remove_outputs_of_another_version(out: Path, earlier: dict | None, failed: dict) -> list[str]:
+    """Remove the output files (labels, table shards) an ``earlier`` done record made from another version
+    of the input that has now ``failed`` (a file replaced by a corrupt one): left in place, its labels
+    passed for this input's. Kept when the input is the same (its checksum unchanged or unknown: a worker
+    that died) and for folders (a Zarr stack's label store, shared by its frames). Returns the paths
+    removed, relative to ``out``."""
+    if not earlier or earlier.get("status") != "done" or not failed.get("checksum") \
+            or failed.get("checksum") == earlier.get("checksum"):
+        return []
+    removed = []
+    for rel in (earlier.get("outputs") or {}).values():
+        path = out / rel
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+            removed.append(str(rel))
+    return removed
+
+
 def simulation_inputs(task: str, reads_labels: bool) -> tuple[str, ...]:
     """Which images of a simulated nuclei movie a batch ``task`` takes: its truth (``labels.tif``) when it
     reads labels (track without a model), only the stain for ``autolabel``, the two channels otherwise."""
@@ -1163,6 +1181,10 @@ def run_batch(
             else:
                 rec["status"] = "failed"
                 counts["failed"] += 1
+                removed = _remove_outputs_of_another_version(out, records.get(rec["key"]), rec)
+                if removed:
+                    rec["reason"] = (f"{rec.get('reason') or 'failed'}; the results of the earlier version of this "
+                                     f"input were removed ({', '.join(removed)})")
                 failures.append(rec)
             manifest.append(rec)  # outputs are in place: the worker wrote them before returning
             records[rec["key"]] = rec
