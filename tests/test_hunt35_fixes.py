@@ -100,3 +100,34 @@ def test_batch_item_replaced_by_an_unreadable_file_loses_its_old_labels(tmp_path
     assert _remove_outputs_of_another_version(out, earlier, {"checksum": None}) == []
     assert _remove_outputs_of_another_version(out, earlier, {"checksum": "sha256:1"}) == []
     assert (out / "keep.tif").exists()
+
+
+def test_two_trainings_at_once_each_repeat_their_own_result(tmp_path):
+    """Two trainings in one process (the Training and Classification docks at once) drew their weight
+    initialisation and dropout from torch's one global generator in turns: neither was repeatable from its
+    seed. Each now holds the generator, seeded from its own seed, while it draws."""
+    import threading
+
+    import torch
+
+    from napari_microseg.classify.data import simulated_profile_data
+    from napari_microseg.classify.trainer import train_with_strategy
+    from napari_microseg.progress import drain
+
+    data = simulated_profile_data(64, n_views=1, seed=0)
+
+    def train(name: str, seed: int) -> dict:
+        path = tmp_path / f"{name}.pt"
+        drain(train_with_strategy("simulated", {"task": "profiles", "epochs": 3, "batch_size": 4, "device": "cpu",
+                                                "seed": seed, "num_threads": 1}, simulated=data, out_path=path))
+        return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+
+    alone = {seed: train(f"alone{seed}", seed) for seed in (1, 2)}
+    together: dict = {}
+    threads = [threading.Thread(target=lambda s=seed: together.__setitem__(s, train(f"together{s}", s))) for seed in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for seed in (1, 2):
+        assert all(torch.equal(alone[seed][k], together[seed][k]) for k in alone[seed]), seed

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..training.trainer import _make_optimizer, _versions, check_common_settings, check_model_out_path, last_checkpoint_path
+from ..training.rng import HeldGlobalRng
 from .data import ClassificationData, as_classification_data, class_weights_from_labels, epoch_indices
 
 __all__ = [
@@ -378,7 +379,6 @@ def train_classifier(
     if cfg.num_threads:
         torch.set_num_threads(int(cfg.num_threads))
     threads_used = torch.get_num_threads()  # recorded in the model file (cfg.num_threads unset: torch's own)
-    torch.manual_seed(cfg.seed)
 
     # ---- model
     if source is not None:
@@ -400,7 +400,8 @@ def train_classifier(
             model_cfg.setdefault("in_channels", int(data.x.shape[1]))
     try:
         model_cfg = resolve_model_config(model_cfg)
-        model = build_model(model_cfg)
+        with HeldGlobalRng(cfg.seed).hold():  # its initial weights, whatever else trains in this process
+            model = build_model(model_cfg)
     except (ValueError, TypeError) as err:
         raise InputError(f"cannot build the classifier: {err}") from None
     reinit: list[str] = []
@@ -573,12 +574,13 @@ def train_classifier(
     x_all = torch.from_numpy(data.x)
     y_all = torch.from_numpy(data.y)
     gen_torch = torch.Generator().manual_seed(cfg.seed)
+    global_rng = HeldGlobalRng(cfg.seed, device)  # dropout (and kornia) draw from torch's global generator
     epoch = start_epoch - 1
     try:
         for epoch in range(start_epoch, n_epochs + 1):
             rng = np.random.default_rng([cfg.seed, epoch])
             gen_torch.manual_seed(cfg.seed * 100003 + epoch)
-            torch.manual_seed(cfg.seed * 100003 + epoch)
+            global_rng.reseed(cfg.seed * 100003 + epoch)
             order = epoch_indices(data.y, rng, cfg.oversample, cfg.undersample_fraction)
             set_train_mode()
             t0 = time.perf_counter()
@@ -591,11 +593,13 @@ def train_classifier(
                     break
                 idx = torch.from_numpy(order[(step - 1) * bs:step * bs])
                 xb, yb = x_all[idx], y_all[idx]
-                if augmenter is not None:
-                    xb = augmenter(xb, gen_torch)
-                xb, yb = xb.to(device), yb.to(device)
                 optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(model(xb).float(), yb)
+                with global_rng.hold():  # kornia's augmentations and dropout draw from torch's global generator
+                    if augmenter is not None:
+                        xb = augmenter(xb, gen_torch)
+                    xb, yb = xb.to(device), yb.to(device)
+                    logits = model(xb)
+                loss = loss_fn(logits.float(), yb)
                 if not torch.isfinite(loss):
                     raise InputError(f"training diverged (loss is {float(loss)}) at epoch {epoch}; lower the learning rate")
                 loss.backward()

@@ -31,6 +31,7 @@ from ..errors import InputError, MicrosegWarning
 from .augment import AugmentConfig, augment_batch
 from .data import IGNORE, IMAGE_SAMPLING, LabelledImage, PatchSampler, TrainingData, prepare_training_data, split_train_val, tile_for_validation
 from .normalize import SCALE_KEEPING, make_normalization_spec
+from .rng import HeldGlobalRng
 
 __all__ = ["TrainConfig", "TrainEvent", "TrainResult", "train", "default_loss", "last_checkpoint_path"]
 
@@ -699,7 +700,6 @@ def train(
     if cfg.num_threads:
         torch.set_num_threads(int(cfg.num_threads))
     threads_used = torch.get_num_threads()  # recorded in the model file (cfg.num_threads unset: torch's own)
-    torch.manual_seed(cfg.seed)
 
     # ---- model
     if source is not None:
@@ -717,7 +717,8 @@ def train(
         model_cfg["n_classes"] = n_out
     try:
         model_cfg = resolve_model_config(model_cfg)
-        model = build_model(model_cfg)
+        with HeldGlobalRng(cfg.seed).hold():  # its initial weights, whatever else trains in this process
+            model = build_model(model_cfg)
     except ValueError as err:
         raise InputError(str(err)) from None
     if int(model_cfg.get("n_classes", n_out)) != n_out:
@@ -974,12 +975,13 @@ def train(
     lr = optimizer.param_groups[0]["lr"]
     t_epoch = time.perf_counter()
     gen_torch = torch.Generator().manual_seed(cfg.seed)
+    global_rng = HeldGlobalRng(cfg.seed, device)  # dropout (and kornia) draw from torch's global generator
     try:
         for epoch in range(start_epoch, n_epochs + 1):
             # per-epoch seeding: a resumed run draws the same patches as an uninterrupted one
             rng = np.random.default_rng([cfg.seed, epoch])
             gen_torch.manual_seed(cfg.seed * 100003 + epoch)
-            torch.manual_seed(cfg.seed * 100003 + epoch)
+            global_rng.reseed(cfg.seed * 100003 + epoch)
             set_train_mode()
             t_epoch = time.perf_counter()
             run_loss, run_n = 0.0, 0
@@ -995,7 +997,7 @@ def train(
                 if cfg.augment:
                     xb, yb = augment_batch(xb, yb, aug_cfg, generator=gen_torch)
                 optimizer.zero_grad(set_to_none=True)
-                with autocast():
+                with global_rng.hold(), autocast():
                     logits = model(xb)
                 loss = loss_fn(logits.float(), yb)
                 if not torch.isfinite(loss):
