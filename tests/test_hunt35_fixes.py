@@ -131,3 +131,79 @@ def test_two_trainings_at_once_each_repeat_their_own_result(tmp_path):
         thread.join()
     for seed in (1, 2):
         assert all(torch.equal(alone[seed][k], together[seed][k]) for k in alone[seed]), seed
+
+
+def test_undone_erase_after_an_export_keeps_the_objects_frame_label(make_napari_viewer, tmp_path, wait_worker):
+    """Erase an object, Export, then Ctrl+Z: the object was back but exported with frame_label 0 (as painted anew:
+    it no longer joined the first objects.csv), and the counts line still read as the last export's."""
+    from test_gui_hunt_fixes import _segmentation_dock
+
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+
+    viewer = make_napari_viewer(show=False)
+    sim = simulate_nuclei_timelapse(n_frames=3, shape=(96, 96), n_nuclei=8, seed=5)
+    viewer.add_image(sim.fluorescence, name="movie")
+    seg = _segmentation_dock(viewer, "movie")
+    seg.scope.value = "whole stack"
+    seg.export_dir.value = str(tmp_path)
+    wait_worker(seg.segment())
+    seg.export()
+    first = pd.read_csv(tmp_path / "objects.csv")
+    row = first[first["t"] == 1].iloc[0]
+    layer = viewer.layers["movie segmented"]
+    viewer.dims.set_current_step(0, 1)
+    y, x = np.argwhere(layer.data[1] == row["label"])[0]
+    layer.fill((1, y, x), 0)  # the fill tool, with its undo history
+    assert not (layer.data == row["label"]).any()
+    wait_worker(seg.export())
+    assert row["label"] not in set(pd.read_csv(tmp_path / "objects_2.csv")["label"])
+    line = seg.counts_label.value
+    layer.undo()
+    assert (layer.data[1] == row["label"]).any()
+    assert seg.counts_label.value != line and "edited since" in seg.counts_label.value  # not the last export's counts
+    wait_worker(seg.export())
+    again = pd.read_csv(tmp_path / "objects_3.csv")
+    back = again[again["label"] == row["label"]]
+    assert back["frame_label"].tolist() == [row["frame_label"]] and back["t"].tolist() == [1]
+    # a later paint says the line is the last export's, not "as segmented"
+    seg._drop_outdated_measurements(layer)
+    assert "(as segmented" not in seg.counts_label.value
+
+
+def test_a_training_frame_erased_after_add_is_said_and_export_while_busy_never_advises_stop(make_napari_viewer,
+                                                                                             tmp_path, wait_worker):
+    """A frame added to the training set, then erased whole, was trained on as added without a word; Export of
+    corrected labels during a Fine-tune said "Already running: press Stop first." (Stop ends the training)."""
+    import threading
+
+    from test_gui_hunt_fixes import _segmentation_dock
+    from test_hunt33_fixes import _running_until
+
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+
+    viewer = make_napari_viewer(show=False)
+    sim = simulate_nuclei_timelapse(n_frames=2, shape=(96, 96), n_nuclei=8, seed=5)
+    viewer.add_image(sim.fluorescence, name="movie")
+    seg = _segmentation_dock(viewer, "movie")
+    seg.scope.value = "whole stack"
+    seg.export_dir.value = str(tmp_path)
+    wait_worker(seg.segment())
+    layer = viewer.layers["movie segmented"]
+    viewer.dims.set_current_step(0, 1)
+    seg.labels_for_training.value = layer.name
+    assert seg.add_to_training_set() == 1, seg.status.text()
+    layer.data[1] = 0
+    layer.refresh()
+    note = seg._take_corrections_made_since_added()
+    assert "now empty: trained on as added" in note and "t=1" in note
+    # while the dock's worker runs, Export of corrected labels says to export when it ends
+    layer.data[0, :5, :5] = 77
+    seg.result_edited = True
+    release = threading.Event()
+    worker = seg.start(_running_until(release), lambda _: None, label="fine-tuning")
+    try:
+        seg.export()
+        assert "press Export again" in seg.status.text() and "Stop" not in seg.status.text()
+    finally:
+        release.set()
+        wait_worker(worker)

@@ -16,6 +16,7 @@ import re
 import threading
 import time
 import traceback
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Generator, Sequence
 
@@ -683,17 +684,48 @@ def chosen_model_path(choice: str, file_value: Any, file_choice: str) -> Path:
     return resolve_model(choice or "")
 
 
+#: the layer metadata key of a Segmentation dock stack's ``{id: (t, frame_label)}`` as segmented
+FRAME_LABELS_KEY = "frame_labels"
+
+
 def frame_label_map(layer: Any) -> dict[int, tuple[int | None, int]] | None:
     """For a stack the Segmentation dock made (ids unique across its frames), each id's frame and that
     frame's own id (its features' ``t`` and ``frame_label``, the label of that run's ``objects.csv``):
     ``{id: (t, frame_label)}`` (t None when the features have none); None for other layers. Tables made
-    from the layer carry it, so that they join ``objects.csv``."""
+    from the layer carry it, so that they join ``objects.csv``. The run's own map, kept in the layer's
+    metadata (:data:`FRAME_LABELS_KEY`), comes first: an object erased, exported and brought back by
+    undo is no longer in the features but is still the run's."""
     features = getattr(layer, "features", None)
-    if features is None or not len(features) or not {"label", "frame_label"} <= set(features.columns):
-        return None
-    frames = features["t"].astype("int64") if "t" in features.columns else [None] * len(features)
-    return {int(label): (None if t is None else int(t), int(own))
-            for label, t, own in zip(features["label"].astype("int64"), frames, features["frame_label"].astype("int64"))}
+    found: dict[int, tuple[int | None, int]] = {}
+    if features is not None and len(features) and {"label", "frame_label"} <= set(features.columns):
+        frames = features["t"].astype("int64") if "t" in features.columns else [None] * len(features)
+        found = {int(label): (None if t is None else int(t), int(own)) for label, t, own
+                 in zip(features["label"].astype("int64"), frames, features["frame_label"].astype("int64"))}
+    kept = (getattr(layer, "metadata", None) or {}).get(FRAME_LABELS_KEY)
+    if isinstance(kept, dict):
+        found.update({int(label): (None if t is None else int(t), int(own)) for label, (t, own) in kept.items()})
+    return found or None
+
+
+def watch_undo(layer: Any, callback: Callable[[Any], None]) -> None:
+    """Call ``callback(event)`` (``event.source`` the layer) after the Labels ``layer``'s undo and redo
+    (Ctrl+Z / Shift+Ctrl+Z), which change its data without a ``paint`` or ``data`` event. The layer is
+    held weakly (a closed layer is freed as before)."""
+    from types import SimpleNamespace
+
+    ref = weakref.ref(layer)
+    for name in ("undo", "redo"):
+        original = getattr(type(layer), name)
+
+        def replay(*args: Any, _original: Callable = original, **kwargs: Any) -> Any:
+            target = ref()
+            if target is None:
+                return None
+            result = _original(target, *args, **kwargs)
+            callback(SimpleNamespace(source=target))
+            return result
+
+        setattr(layer, name, replay)
 
 
 def with_frame_labels(table: Any, frame_ids: dict[int, tuple[int | None, int]] | None) -> Any:

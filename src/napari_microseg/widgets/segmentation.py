@@ -27,7 +27,7 @@ from ..errors import InputError
 from ..pretrained import list_pretrained_for
 from ..colours import class_colour
 from ._base import (field_path, NO_MODEL_MESSAGE, MicrosegDock, chosen_model_path, model_choices, class_colormap, current_frame, display_labels, dock_action, free_names, full_resolution,
-                    frame_label_map, grey_image, result_line, label_features, layer_geometry, layer_names, placement_mismatch, reset_choices_in_order, section_header, span_row, unique_layer_name,
+                    FRAME_LABELS_KEY, frame_label_map, grey_image, result_line, label_features, layer_geometry, layer_names, placement_mismatch, reset_choices_in_order, section_header, span_row, unique_layer_name, watch_undo,
                     unique_stack_ids, unwritable_reason, with_frame_labels, snapshot, worker_copy, filling, labels_digest)
 
 FILE_CHOICE = "model file ..."
@@ -433,10 +433,14 @@ class SegmentationWidget(MicrosegDock):
         elif not features.empty and "label" in features:
             kwargs["features"] = label_features(features)  # hover shows each object's own measurements
         added = self.viewer.add_labels(labels, **kwargs, **layer_geometry(layer, labels.ndim))  # on top of the image
+        run_ids = frame_label_map(added)
+        if run_ids:  # the run's own ids, whatever later exports leave in the features (an undone erase)
+            added.metadata[FRAME_LABELS_KEY] = run_ids
         self.result_layer, self.result_image, self.result_edited = added, layer, False
         self._measurements_outdated = False
         for event in (added.events.paint, added.events.data):  # brush, fill, eraser, polygon; new data
             event.connect(self._mark_result_edited)
+        watch_undo(added, self._mark_result_edited)  # napari's undo / redo emit neither
         self.find_class.reset_choices()
         if result.probabilities is not None:
             probs = np.asarray(result.probabilities)
@@ -507,8 +511,11 @@ class SegmentationWidget(MicrosegDock):
         ids = [c for c in ("index", "label", "t", "frame_label") if c in features.columns]
         if "label" in ids and len(ids) < len(features.columns):
             layer.features = features[ids]
-        if self.counts_label.value and "(as segmented" not in self.counts_label.value:
-            self.counts_label.value += " (as segmented, before your edits: Export measures the corrected labels)"
+        line = self.counts_label.value
+        if line and "(as segmented" not in line and "edited since" not in line:
+            self.counts_label.value += (" (from the last export; edited since: Export measures again)"
+                                        if "(corrected)" in line else
+                                        " (as segmented, before your edits: Export measures the corrected labels)")
 
     def _remember_result(self) -> None:
         """Keep what Export needs of the run just shown (its tables, not its arrays), by its layer: selecting an
@@ -607,8 +614,9 @@ class SegmentationWidget(MicrosegDock):
         them; ``check_first``: compare the labels with the run's first (a large layer, in the worker) and
         write the run's own tables when nothing changed. A large layer is copied in the worker
         (:func:`~._base.snapshot`)."""
-        if self.busy:
-            self.show_error("Already running: press Stop first.")
+        if self.busy:  # the dock's one worker measures the corrected labels: never advise stopping a training
+            self.show_error("Export measures your corrected labels when the dock's running task ends: press Export "
+                            "again then.")
             return None
         labels, copied = snapshot(layer.data)
         frame_ids = frame_label_map(layer)  # a whole stack's layer ids: each with the run's objects.csv id
@@ -916,7 +924,7 @@ class SegmentationWidget(MicrosegDock):
         (Fine-tune trained on each frame as it was at Add, dropping later corrections without a word); a frame
         whose layer is closed, reshaped or now empty (or of a value of no class) keeps its copy. Returns the
         note for the status line ('' when nothing changed)."""
-        updated = []
+        updated, emptied = [], []
         for key, (ref, t) in self.correction_layers.items():
             layer = ref()
             if layer is None or layer not in self.viewer.layers or key not in self.corrections:
@@ -926,16 +934,24 @@ class SegmentationWidget(MicrosegDock):
             if tuple(data.shape[-2:]) != before.shape or (t is not None and (data.ndim != 3 or t >= data.shape[0])):
                 continue
             now = np.asarray(data[t] if t is not None else data)
-            if np.array_equal(now, before) or not (now > 0).any():
+            if np.array_equal(now, before):
+                continue
+            if not (now > 0).any():  # erased since Add: trained on as added, said (Add refuses an empty frame)
+                emptied.append(f"{self.correction_names[key]} t={key[1]}")
                 continue
             class_names = _layer_classes(layer)
             if class_names and int(now.max()) >= len(class_names):
                 continue
             self.corrections[key] = (image, now.copy())
             updated.append(f"{self.correction_names[key]} t={key[1]}")
-        if not updated:
-            return ""
-        return f"; trained on the labels as corrected since Add ({', '.join(updated[:4])}{' ...' if len(updated) > 4 else ''})"
+        def listed(keys: list) -> str:
+            return ", ".join(keys[:4]) + (" ..." if len(keys) > 4 else "")
+
+        note = f"; trained on the labels as corrected since Add ({listed(updated)})" if updated else ""
+        if emptied:
+            note += (f"; {listed(emptied)} now empty: trained on as added (an empty frame teaches nothing; Clear "
+                     "the training set to leave it out)")
+        return note
 
     def fine_tune(self, *_: Any) -> Any:
         """Fine-tune the current model on the corrected frames in a worker; the result becomes the current model."""
