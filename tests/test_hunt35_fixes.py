@@ -207,3 +207,29 @@ def test_a_training_frame_erased_after_add_is_said_and_export_while_busy_never_a
     finally:
         release.set()
         wait_worker(worker)
+
+
+def test_atomic_write_over_a_link_writes_the_linked_file_and_keeps_the_mode(tmp_path):
+    """Saving labels over work/labels.tif -> shared/final.tif replaced the link by a file of its own (the shared
+    file never got the edit), and a 0640 file became 0644."""
+    import os
+    import stat
+
+    from napari_microseg.io.atomic import atomic_write_text
+
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "work").mkdir()
+    final = tmp_path / "shared" / "final.csv"
+    final.write_text("old\n")
+    os.chmod(final, 0o640)
+    link = tmp_path / "work" / "labels.csv"
+    link.symlink_to(final)
+    atomic_write_text(link, "new\n")
+    assert link.is_symlink() and final.read_text() == "new\n"
+    assert stat.S_IMODE(final.stat().st_mode) == 0o640
+    assert not [p for p in (tmp_path / "shared").iterdir() if p.name.startswith(".")]  # no temporary left
+    fresh = tmp_path / "work" / "fresh.csv"  # a new file: the mode a new file gets
+    atomic_write_text(fresh, "x\n")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o666 & ~umask

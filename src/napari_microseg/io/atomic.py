@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -172,11 +173,24 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     suffix : suffix of the temporary file (defaults to the target's suffixes,
         so writers that pick a format from the extension keep working).
 
-    On an exception the temporary file is removed and ``path`` is untouched.
+    On an exception the temporary file is removed and ``path`` is untouched. A ``path`` that is a
+    symbolic link is written through: the file it leads to gets the new content (the link was
+    replaced by a file of its own, the linked file left as it was). A file replaced keeps its mode
+    (a 0640 file became 0644).
     Raises :class:`InputError` when ``path`` is a declared input (:func:`protect_inputs`).
     """
     target = Path(path)
     guard_target(target)
+    if target.is_symlink():
+        try:
+            target = Path(os.path.realpath(target, strict=False))
+        except (OSError, RuntimeError):  # a loop of links: named by guard_target where inputs are declared
+            raise InputError(f"{path}: a loop of symbolic links (a link that leads back to itself): nothing can be "
+                             "written there") from None
+    existing_mode = None
+    with contextlib.suppress(OSError):
+        if target.is_file():
+            existing_mode = stat.S_IMODE(target.stat().st_mode)
     if target.is_dir():
         raise InputError(f"{target}: is a folder; give the name of a file to write")
     try:
@@ -196,7 +210,10 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         tmp = Path(tmp_name)
         yield tmp
         if tmp.exists():
-            publish_permissions(tmp)
+            if existing_mode is not None and tmp.is_file():
+                os.chmod(tmp, existing_mode)  # the file replaced keeps its mode
+            else:
+                publish_permissions(tmp)
         os.replace(tmp, target)
     except BaseException:
         if tmp_name is not None:
