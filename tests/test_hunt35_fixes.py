@@ -233,3 +233,68 @@ def test_atomic_write_over_a_link_writes_the_linked_file_and_keeps_the_mode(tmp_
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(fresh.stat().st_mode) == 0o666 & ~umask
+
+
+def test_ome_tif_name_keeps_a_one_frame_stack_and_writes_any_dtype(tmp_path):
+    """Saved as x.ome.tif (the name alone makes tifffile write OME-XML), a one-frame calibrated stack came back as
+    (Y, X) without its scale or origin, and an uncalibrated int64 / uint64 / float16 image failed with a raw
+    OmeXmlError; as x.tif both were right."""
+    from napari_microseg.io.images import MICROSEG_SOFTWARE, read_image, write_tiff
+
+    stack = np.arange(2 * 24 * 32, dtype=np.uint16).reshape(1, 48, 32)
+    calibration = {"pixel_size_um": 0.5, "frame_interval_min": 2.0}
+    write_tiff(tmp_path / "frame.ome.tif", stack, calibration=calibration, origin={"Y": 10.0, "X": 20.0},
+               software=MICROSEG_SOFTWARE)  # (as the napari writer saves a layer)
+    back = read_image(tmp_path / "frame.ome.tif")
+    assert back.data.shape == (1, 48, 32)
+    np.testing.assert_array_equal(np.asarray(back.data), stack)
+    assert back.metadata["calibration"]["pixel_size_um"] == 0.5
+    assert back.metadata["calibration"]["frame_interval_min"] == 2.0
+    assert back.metadata.get("origin") == {"Y": 10.0, "X": 20.0}
+    write_tiff(tmp_path / "plain.ome.tif", stack)  # uncalibrated, one frame: its shape kept
+    assert read_image(tmp_path / "plain.ome.tif").data.shape == (1, 48, 32)
+    for dtype in ("int64", "uint64", "float16"):
+        image = (np.arange(12 * 16).reshape(12, 16) % 200).astype(dtype)
+        write_tiff(tmp_path / f"{dtype}.ome.tif", image)
+        np.testing.assert_array_equal(np.asarray(read_image(tmp_path / f"{dtype}.ome.tif").data), image)
+
+
+def test_rgb_layer_keeps_its_place_and_zipped_zarr_advice_works(tmp_path):
+    """A calibrated RGB layer saved and opened again lost its translate (a grey one kept it); a zipped x.zarr was
+    answered with `unzip x.zarr -d x.zarr`, which fails (the folder's name is the file's)."""
+    import zipfile
+
+    import pytest
+    import zarr
+
+    from napari_microseg._reader import read_layers
+    from napari_microseg._writer import write_image_tiff
+    from napari_microseg.errors import InputError
+    from napari_microseg.io.images import read_image
+
+    rgb = (np.random.default_rng(0).random((40, 50, 3)) * 255).astype(np.uint8)
+    write_image_tiff(str(tmp_path / "rgb.tif"), rgb, {"rgb": True, "scale": (0.5, 0.5), "translate": (3.0, 4.0),
+                                                       "units": ("micrometer", "micrometer")})
+    (data, kwargs, _), = read_layers(str(tmp_path / "rgb.tif"))
+    np.testing.assert_array_equal(np.asarray(data), rgb)
+    assert kwargs["rgb"] and tuple(kwargs["translate"]) == (3.0, 4.0) and tuple(kwargs["scale"]) == (0.5, 0.5)
+    # a zipped store holding its folder, named x.zarr: the advice unzips and names the store inside
+    store = tmp_path / "x.zarr"
+    zarr.open(str(store), mode="w", shape=(8, 8), dtype="u2")[:] = 7
+    with zipfile.ZipFile(tmp_path / "x.zip", "w") as archive:
+        for file in store.rglob("*"):
+            archive.write(file, file.relative_to(tmp_path).as_posix())
+    import shutil
+
+    shutil.rmtree(store)
+    (tmp_path / "x.zip").rename(store)
+    with pytest.raises(InputError) as err:
+        read_image(store)
+    message = str(err.value)
+    command = message.split("(", 1)[1].split(")", 1)[0]
+    unzip, name, flag, folder = command.split()
+    assert (unzip, name, flag) == ("unzip", "x.zarr", "-d") and not (tmp_path / folder).exists()
+    with zipfile.ZipFile(tmp_path / name) as archive:  # what `unzip x.zarr -d folder` does
+        archive.extractall(tmp_path / folder)
+    given = message.rsplit("give the folder ", 1)[1]
+    np.testing.assert_array_equal(np.asarray(read_image(tmp_path / given).data), np.full((8, 8), 7, np.uint16))

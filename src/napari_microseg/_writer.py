@@ -75,7 +75,7 @@ def write_image_tiff(path: str, data: Any, meta: dict) -> list[str]:
     calibration = (calibration_from_layer(scale, meta.get("units"))
                    if len(scale) == data.ndim - rgb and not (rgb and data.ndim == 4) else None)
     # where it lies (translate) with its calibration, as the tracks writer keeps it: saved apart, they lay apart
-    origin = origin_from_layer(meta.get("translate"), meta.get("units")) if calibration and not rgb else None
+    origin = origin_from_layer(meta.get("translate"), meta.get("units")) if calibration else None
     write_tiff(target, np.asarray(data) if rgb else data, overwrite=True, calibration=calibration, origin=origin,
                software=MICROSEG_SOFTWARE, **colour)  # its plane positions: where the layer lay
     return [str(target)]

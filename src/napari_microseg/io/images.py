@@ -779,6 +779,26 @@ def _read_fits(path: Path, hdu: int | None) -> ImageData:
     return image
 
 
+def _unzip_advice(path: Path) -> str:
+    """What to do with a zipped Zarr store ``path``: a command that works (``unzip x.zarr -d x.zarr`` failed,
+    the folder's name being the file's) and the folder to give then (the store inside, when the zip holds
+    it in a folder of its own)."""
+    import zipfile
+
+    base = path.name
+    for suffix in (".zip", ".zarr"):
+        base = base[: -len(suffix)] if base.lower().endswith(suffix) else base
+    folder = f"{base or 'store'}_unzipped"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            tops = {name.split("/", 1)[0] for name in archive.namelist() if name}
+            nested = len(tops) == 1 and all("/" in name for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        tops, nested = set(), False
+    store = f"{folder}/{next(iter(tops))}" if nested else folder
+    return f"{path.name} is a zipped Zarr store: unzip it (unzip {path.name} -d {folder}) and give the folder {store}"
+
+
 def _read_zarr(path: Path) -> ImageData:
     import dask.array as da
     import zarr
@@ -788,8 +808,7 @@ def _read_zarr(path: Path) -> ImageData:
         import zipfile
 
         if zipfile.is_zipfile(path):  # ("No group found in store StorePath(LocalStore ...)")
-            raise InputError(f"{path.name} is a zipped Zarr store: unzip it (unzip {path.name} -d "
-                             f"{path.stem}.zarr) and give the folder")
+            raise InputError(_unzip_advice(path))
     try:
         node = zarr.open(str(path), mode="r")
     except Exception as err:
@@ -987,7 +1006,11 @@ def write_tiff(path: str | os.PathLike, data: np.ndarray, overwrite: bool = Fals
     for key, value in tiff_axes_kwargs(data, calibration).items():
         kwargs.setdefault(key, value)
     ome = _ome_calibration(calibration or {}, np.ndim(data) if not hasattr(data, "compute") else data.ndim)
-    if ome and len(shape) in (3, 4) and shape[0] == 1 and "imagej" not in kwargs:
+    one_plane = len(shape) in (3, 4) and shape[0] == 1 and "imagej" not in kwargs
+    ome_name = target.name.lower().endswith((".ome.tif", ".ome.tiff"))  # tifffile writes OME-XML for such a name
+    if one_plane and (ome or ome_name):
+        kwargs.setdefault("ome", False)  # (its name alone made tifffile write OME-XML: the frame axis and calibration lost)
+    if ome and one_plane:
         # one frame (or plane) of a stack: OME-TIFF readers drop a size-1 axis ((1, Y, X) read back as (Y, X),
         # which `track` and `evaluate tracks` refuse); tifffile's own JSON description keeps the shape, and
         # the calibration goes in it (read back by read_image)
@@ -998,7 +1021,10 @@ def write_tiff(path: str | os.PathLike, data: np.ndarray, overwrite: bool = Fals
             kwargs.setdefault("resolutionunit", "CENTIMETER")
     elif ome and "imagej" not in kwargs:
         kwargs["ome"] = True
-        kwargs["metadata"] = {**(kwargs.get("metadata") or {}), **ome, **_ome_planes(origin, shape)}
+        grey_shape = shape[:-1] if kwargs.get("photometric") == "rgb" else shape  # colour samples: one plane
+        kwargs["metadata"] = {**(kwargs.get("metadata") or {}), **ome, **_ome_planes(origin, grey_shape)}
+    writes_ome = kwargs.get("ome") is True or (ome_name and kwargs.get("ome") is None and "imagej" not in kwargs)
+    if writes_ome:
         if dtype.name in OME_UNSUPPORTED:  # OME-XML has no such pixel type: a type that holds every value
             wider = _ome_dtype(data if "shape" in contents else contents["data"], dtype, target.name)
             if "shape" in contents:  # frame by frame, read again
