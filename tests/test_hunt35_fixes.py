@@ -298,3 +298,54 @@ def test_rgb_layer_keeps_its_place_and_zipped_zarr_advice_works(tmp_path):
         archive.extractall(tmp_path / folder)
     given = message.rsplit("give the folder ", 1)[1]
     np.testing.assert_array_equal(np.asarray(read_image(tmp_path / given).data), np.full((8, 8), 7, np.uint16))
+
+
+def test_tracking_dock_export_reopens_over_a_translated_movie(make_napari_viewer, tmp_path, wait_worker):
+    """tracks.csv exported by the Tracking dock from labels at scale (3, .5, .5) and translate (0, 10, 20) um
+    reopened at translate 0: 10 / 20 um off the movie (`microseg track` keeps the origin)."""
+    import json
+
+    from napari_microseg._reader import read_tracks_layer
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+    from napari_microseg.widgets.tracking import TrackingWidget
+
+    sim = simulate_nuclei_timelapse(n_frames=3, shape=(64, 64), n_nuclei=4, seed=5)
+    viewer = make_napari_viewer(show=False)
+    viewer.add_labels(sim.labels, name="nuclei", scale=(3.0, 0.5, 0.5), translate=(0.0, 10.0, 20.0),
+                      units=("minute", "micrometer", "micrometer"))
+    dock = TrackingWidget(viewer)
+    dock.labels_layer.value = "nuclei"
+    dock.export_dir.value = str(tmp_path)
+    wait_worker(dock.track())
+    assert dock.result is not None, dock.status.text()
+    dock.export_csv()
+    assert json.loads((tmp_path / "track_config.json").read_text())["units"]["origin_um"] == {"Y": 10.0, "X": 20.0}
+    (_, tracks, _), = read_tracks_layer(str(tmp_path / "tracks.csv"))
+    np.testing.assert_allclose(tracks["translate"][-2:], dock.tracks_layer.translate[-2:])
+    np.testing.assert_allclose(tracks["translate"][-2:], (10.0, 20.0))
+    np.testing.assert_allclose(tracks["scale"][-2:], (0.5, 0.5))
+
+
+def test_unfinished_batch_label_store_is_warned_on_open_and_refused_by_the_tracking_dock(make_napari_viewer, tmp_path):
+    """A label store a stopped `batch segment` run left (frames after the last written empty) opened in napari
+    without a word, and the Tracking dock tracked it ("7 disappeared before the end"); `microseg track`
+    refuses it."""
+    import pytest
+    import zarr
+
+    from napari_microseg._reader import read_layers
+    from napari_microseg.errors import MicrosegWarning
+    from napari_microseg.widgets.tracking import TrackingWidget
+
+    store = tmp_path / "movie.zarr"
+    arr = zarr.open(str(store), mode="w", shape=(4, 32, 32), dtype="u2", chunks=(1, 32, 32))
+    arr[:2, 8:12, 8:12] = 1
+    arr.attrs["microseg_batch"] = {"complete": False, "frames": 4}
+    with pytest.warns(MicrosegWarning, match="has not finished.*opened as it is"):
+        (data, kwargs, _), = read_layers(str(store))
+    viewer = make_napari_viewer(show=False)
+    viewer.add_labels(np.asarray(data), **{k: v for k, v in kwargs.items() if k in ("name", "metadata")})
+    dock = TrackingWidget(viewer)
+    dock.labels_layer.value = kwargs["name"]
+    assert dock.track() is None
+    assert "has not finished" in dock.status.text()

@@ -249,6 +249,7 @@ def read_layers(path: str | list[str]) -> list[tuple]:
             raise InputError(f"{Path(str(p)).name}: values of type {image.data.dtype} are not intensities (give the "
                              "magnitude of a complex image, np.abs, as a real-valued TIFF)")
         name = _layer_name(p)
+        _warn_if_unfinished(image, Path(str(p).rstrip("/")).name)
         kwargs: dict = {"name": name, "metadata": {"source_kind": image.kind, "header": image.metadata}}
         if "channel_axis" in image.metadata:  # one layer per channel, named after the file
             kwargs["channel_axis"] = image.metadata["channel_axis"]
@@ -269,6 +270,23 @@ def read_layers(path: str | list[str]) -> list[tuple]:
     if len(layers) > 1:  # napari hands a list of files over only for File > Open Files as Stack
         return [_stacked(layers, paths)]
     return layers
+
+
+def _warn_if_unfinished(image: Any, name: str) -> None:
+    """Warn (a napari notification) when ``image`` is a label store a ``microseg batch segment`` run has not
+    finished: it opens as it is, its frames after the last one written empty (the command line refuses it;
+    opened without a word, its tracks "disappeared" there). Frames that failed in a finished run are warned
+    about as the command line does."""
+    import warnings
+
+    from .errors import MicrosegWarning
+    from .io.images import check_complete
+
+    try:
+        check_complete(image, name)
+    except InputError as err:
+        warnings.warn(MicrosegWarning(f"{err}; opened as it is: its frames after the last one written hold no "
+                                      "objects"), stacklevel=2)
 
 
 def _layer_name(path: Any) -> str:

@@ -147,6 +147,10 @@ class TrackingWidget(MicrosegDock):
         if image is not None and image.shape != labels.shape:
             self.show_error(f"image shape {image.shape} does not match labels shape {labels.shape}")
             return None
+        unfinished = _unfinished_store(labels_layer)
+        if unfinished:
+            self.show_error(unfinished)
+            return None
         shift = None if self.stage_shift.value == "none" else self.stage_shift.value
         if shift == "images" and image is None:
             self.show_error("stage-shift correction from images needs an image layer")
@@ -477,6 +481,12 @@ class TrackingWidget(MicrosegDock):
                                        "frame_interval_min": units.get("frame_interval")}
         if units.get("pixel_size_y") is not None:  # non-square pixels: tracks.csv reopens over the movie
             self.result.config["units"]["pixel_size_y_um"] = units["pixel_size_y"]
+        if units.get("pixel_size") is not None:  # where the movie lies (translate, um), as `microseg track` keeps it:
+            from ..io.images import origin_from_layer  # tracks.csv reopens over the movie, not beside it
+
+            origin = origin_from_layer(self.tracked_geometry.get("translate"), self.tracked_geometry.get("units"))
+            if origin:
+                self.result.config["units"]["origin_um"] = origin
         z_step = _z_step_of(self.tracked_geometry)  # a Z stack linked plane by plane: tracks.csv reopens over it
         if z_step is not None and units.get("frame_interval") is None:
             self.result.config["units"]["z_step_um"] = z_step
@@ -557,6 +567,24 @@ def _z_step_of(geometry: dict) -> float | None:
     if not scale or len(scale) != 3:
         return None
     return calibration_from_layer(scale, geometry.get("units")).get("z_step_um")
+
+
+def _unfinished_store(layer: Any) -> str | None:
+    """Why ``layer`` cannot be tracked when it was opened from a label store a ``microseg batch segment`` run
+    has not finished (its frames after the last written are empty: every track "disappeared" there), as
+    ``microseg track`` refuses it; None otherwise."""
+    from types import SimpleNamespace
+
+    from ..io.images import check_complete
+
+    header = (getattr(layer, "metadata", None) or {}).get("header")
+    if not isinstance(header, dict):
+        return None
+    try:
+        check_complete(SimpleNamespace(metadata=header), f"'{layer.name}'")
+    except InputError as err:
+        return str(err)
+    return None
 
 
 def physical_units(geometry: dict) -> dict:
