@@ -349,3 +349,29 @@ def test_unfinished_batch_label_store_is_warned_on_open_and_refused_by_the_track
     dock.labels_layer.value = kwargs["name"]
     assert dock.track() is None
     assert "has not finished" in dock.status.text()
+
+
+def test_auto_class_weights_balance_an_undersampled_majority_and_one_view_profiles_train(tmp_path):
+    """With undersampling (the CLI's default 0.2) and no oversampling, --class-weights balanced the raw counts:
+    60/20/10 samples, 48/20/10 seen per epoch, weights 0.5/1.5/3 -> total weight 24/30/30. Profiles given as
+    (N, points), as classify_profiles takes them, failed with an IndexError."""
+    from napari_microseg.classify.data import ClassificationData, simulated_profile_data
+    from napari_microseg.classify.trainer import train_classifier
+    from napari_microseg.io.models import read_model_config
+    from napari_microseg.progress import drain
+
+    y = np.repeat([0, 1, 2], [60, 20, 10])
+    x = np.random.default_rng(0).random((len(y), 1, 32, 32)).astype(np.float32)
+    data = ClassificationData(x, y, ["a", "b", "c"])
+    config = {"task": "objects", "epochs": 1, "batch_size": 32, "device": "cpu", "val_fraction": 0.0,
+              "oversample": False, "undersample_fraction": 0.2, "class_weights": "auto",
+              "model": {"architecture": "small_cnn"}}
+    drain(train_classifier(config, data, out_path=tmp_path / "w.pt"))
+    weights = read_model_config(tmp_path / "w.pt")["training"]["class_weights"]
+    seen = np.array([48, 20, 10])
+    np.testing.assert_allclose(np.asarray(weights) * seen, (np.asarray(weights) * seen)[0], rtol=1e-6)
+    profiles = simulated_profile_data(24, n_views=1, seed=0)
+    flat = ClassificationData(profiles.x[:, 0, :], profiles.y, profiles.class_names)
+    drain(train_classifier({"task": "profiles", "epochs": 1, "batch_size": 8, "device": "cpu"}, flat,
+                           out_path=tmp_path / "p.pt"))
+    assert (tmp_path / "p.pt").exists()

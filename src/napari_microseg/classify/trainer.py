@@ -30,7 +30,7 @@ import numpy as np
 from ..errors import InputError
 from ..training.trainer import _make_optimizer, _versions, check_common_settings, check_model_out_path, last_checkpoint_path
 from ..training.rng import HeldGlobalRng
-from .data import ClassificationData, as_classification_data, class_weights_from_labels, epoch_indices
+from .data import ClassificationData, as_classification_data, class_weights_from_labels, epoch_indices, undersample_majority
 
 __all__ = [
     "ClassifierTrainConfig",
@@ -256,6 +256,13 @@ def _check_samples_fit(model: Any, data: Any, source_name: str) -> None:
         model.train(was_training)
 
 
+def _one_view_profiles(data: ClassificationData | None, task: str) -> ClassificationData | None:
+    """Profiles given as (N, points) (one view each, as ``classify_profiles`` takes them) as (N, 1, points)."""
+    if data is None or task != "profiles" or np.ndim(data.x) != 2:
+        return data
+    return replace(data, x=np.asarray(data.x)[:, None, :])
+
+
 def train_classifier(
     config: ClassifierTrainConfig | dict,
     data: Any,
@@ -327,10 +334,15 @@ def train_classifier(
             what = f"a classifier of {kind}" if kind else "not a classifier (a segmentation model?)"
             raise InputError(f"{name} {given}: {what}; this run trains a classifier of {cfg.task}")
 
-    data = as_classification_data(data, cfg.class_names)
+    data = _one_view_profiles(as_classification_data(data, cfg.class_names), cfg.task)
     if data is None or len(data) == 0:
         raise InputError("no training samples")
-    val = as_classification_data(val_data, data.class_names)
+    val = _one_view_profiles(as_classification_data(val_data, data.class_names), cfg.task)
+    for samples, name in ((data, "training"), (val, "validation")):
+        expected = (3,) if cfg.task == "profiles" else (4,)
+        if samples is not None and samples.x.ndim not in expected:
+            shape = "(N, views, points) or (N, points)" if cfg.task == "profiles" else "(N, channels, height, width)"
+            raise InputError(f"{name} samples of shape {samples.x.shape}: a classifier of {cfg.task} takes {shape}")
     n_samples = len(data)  # before the validation split: a resumed run must split the same samples alike
     if val is None:
         data, val = split_validation(data, cfg.val_fraction, cfg.seed)
@@ -434,7 +446,13 @@ def train_classifier(
     elif cfg.class_weights == "auto":
         # inversely to the frequencies the loss sees: an oversampled epoch is balanced already (weights
         # from the raw counts on top of it counted a rare class twice: 6.5x the majority for 13/5/2 samples)
-        seen = data.y if not cfg.oversample else np.flatnonzero(np.bincount(data.y, minlength=n_classes))
+        # from raw counts; an undersampled majority (a share dropped each epoch) counts as the loss sees it:
+        # weighted on the raw count, its total weight came out 0.8x the other classes'
+        if cfg.oversample:
+            seen = np.flatnonzero(np.bincount(data.y, minlength=n_classes))
+        else:
+            seen = data.y[undersample_majority(data.y, cfg.undersample_fraction, 0)] \
+                if cfg.undersample_fraction > 0 else data.y
         weights = class_weights_from_labels(seen, n_classes)
     else:
         weights = [float(w) for w in cfg.class_weights]
