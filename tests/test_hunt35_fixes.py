@@ -375,3 +375,51 @@ def test_auto_class_weights_balance_an_undersampled_majority_and_one_view_profil
     drain(train_classifier({"task": "profiles", "epochs": 1, "batch_size": 8, "device": "cpu"}, flat,
                            out_path=tmp_path / "p.pt"))
     assert (tmp_path / "p.pt").exists()
+
+
+def test_values_at_the_edges_of_their_types_are_measured_and_segmented_right(tmp_path):
+    """float16 images: tracks.csv's mean intensities were rounded to float16 (off by up to 4 where objects.csv
+    was right); float64 images of values around 1e-44 segmented to 0 objects without a word; means over an
+    offset of 2**40 were all written as 1.0995116e+12; filter_labels gave numpy tracebacks (-1, a float or bool
+    image) or silently nothing (negative ids); `evaluate classes` told a prediction holding -1 to use --ignore
+    -1, which applies to the truth only."""
+    import pytest
+
+    from napari_microseg.cli import main
+    from napari_microseg.errors import InputError
+    from napari_microseg.inference import filter_labels, segment
+    from napari_microseg.io.images import write_tiff
+    from napari_microseg.io.models import load_model
+    from napari_microseg.measure.tables import write_table_csv
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+    from napari_microseg.tracking.track import objects_from_labels
+
+    labels = np.zeros((2, 16, 16), np.uint16)
+    labels[:, 2:6, 2:6] = 1
+    image = np.zeros(labels.shape, np.float16)
+    image[:, 2:6, 2:6] = 11704.0
+    image[:, 2, 2] = 11712.0  # mean 11704.5: between float16's steps of 8 there
+    mean = objects_from_labels(labels, image)["mean_intensity"].to_numpy()
+    np.testing.assert_allclose(mean, (15 * 11704.0 + 11712.0) / 16, rtol=0, atol=1e-9)
+
+    model = load_model("nuclei_fluorescence_fast", device="cpu", segmentation=True)
+    frame, _ = simulate_nuclei_image((96, 96), 8, seed=2)
+    expected = len(segment(model, frame).objects)
+    assert expected > 0
+    assert len(segment(model, frame.astype(np.float64) * 1e-44 / float(frame.max())).objects) == expected
+
+    table = pd.DataFrame({"t": [0, 0], "mean_intensity": [2.0**40 + 101.25, 2.0**40 + 7.5]})
+    write_table_csv(table, tmp_path / "o.csv")
+    np.testing.assert_array_equal(pd.read_csv(tmp_path / "o.csv")["mean_intensity"], table["mean_intensity"])
+
+    for bad, match in ((np.array([[0, -1], [1, 1]]), "negative"), (np.array([[0, 1.5]], np.float32), "non-integer"),
+                       (np.ones((4, 4), bool), "not a mask"), (np.full((3, 3), -2), "negative")):
+        with pytest.raises(InputError, match=match):
+            filter_labels(bad)
+    np.testing.assert_array_equal(filter_labels(np.array([[0, 3.0], [3.0, 0]], np.float32)), [[0, 1], [1, 0]])
+
+    truth = np.zeros((8, 8), np.uint8)
+    write_tiff(tmp_path / "truth.tif", truth)
+    write_tiff(tmp_path / "pred.tif", np.full((8, 8), -1, np.int16))
+    assert main(["evaluate", "classes", "--gt", str(tmp_path / "truth.tif"), "--pred", str(tmp_path / "pred.tif"),
+                 "--ignore", "-1", "--out", str(tmp_path / "e.csv")]) == 2

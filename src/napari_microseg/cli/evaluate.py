@@ -442,9 +442,10 @@ def _compare(per_image, other, thresholds, out_compare: Path, seed: int = 0) -> 
     print(f": {verdict}")
 
 
-def _class_map(path: Path, ignore: int | None = None):
+def _class_map(path: Path, ignore: int | None = None, predicted: bool = False):
     """A class map (Y, X) or (T, Y, X) of whole numbers >= 0 as int64; a negative ``ignore`` value (the
-    truth's "void", e.g. -1) is kept where it is (refused as a negative label, --ignore -1 could not work)."""
+    truth's "void", e.g. -1) is kept where it is (refused as a negative label, --ignore -1 could not work).
+    ``predicted``: a --pred map, which --ignore does not apply to (a -1 there is refused as such)."""
     import numpy as np
 
     from ..io.images import read_image
@@ -461,6 +462,9 @@ def _class_map(path: Path, ignore: int | None = None):
     if void is not None:
         arr = np.where(void, 0, arr)
     elif ignore is None and arr.size and np.issubdtype(arr.dtype, np.number) and arr.min() == -1:
+        if predicted:  # --ignore leaves the truth's void out: a prediction holds a class at every pixel
+            raise InputError(f"{path.name} (--pred) holds -1: a predicted class map holds a class (0 or more) at "
+                             "every pixel; --ignore applies to the truth only (was a truth map given as --pred?)")
         raise InputError(f"{path.name} holds -1 (not annotated, as autolabel marks it): give --ignore -1 to leave "
                          "those pixels out of the scores")
     checked = check_label_image(arr, path.name).astype(np.int64)  # whole numbers >= 0
@@ -495,7 +499,7 @@ def run_classes(args: argparse.Namespace) -> int:
     limit = max(len(names), 256)  # 255: the "void" many uint8 class maps use: a class of its own unless --ignore
     ignored = 0
     for g, p in pairs:
-        truth, pred = _class_map(g, args.ignore), _class_map(p)
+        truth, pred = _class_map(g, args.ignore), _class_map(p, predicted=True)
         if truth.shape != pred.shape:
             raise InputError(f"{g.name}: true map shape {truth.shape} differs from {p.name} shape {pred.shape}")
         for path, values in ((g, truth), (p, pred)):

@@ -145,7 +145,14 @@ def filter_labels(
     labels : uint16/uint32 (Y, X), sequential; a (T, Y, X) stack frame by frame (each frame's areas and
     edges, ids 1..N in each frame), as one stack of the widest frame's type.
     """
+    from ..evaluation.metrics import check_label_image
+
     labels = np.asarray(labels)
+    if labels.dtype.kind == "b":
+        raise InputError("filter_labels takes a label image of object ids, not a mask (bool): label its objects "
+                         "first (skimage.measure.label)")
+    if labels.size:  # whole numbers >= 0 (-1, fractions, NaN: one line, not numpy's traceback or an empty result)
+        labels = check_label_image(labels, "filter_labels' input")
     if labels.ndim == 3:  # whole, the first and last frames were "the edge" and areas summed over frames
         frames = [filter_labels(frame, min_size, max_size, remove_border) for frame in labels]
         return np.stack(frames).astype(np.result_type(*{f.dtype for f in frames})) if frames else labels.astype(np.uint16)

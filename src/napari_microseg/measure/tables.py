@@ -206,17 +206,39 @@ def write_table_csv(df: pd.DataFrame, path: str | os.PathLike, overwrite: bool =
     command line's tables then differed from the widget's exports)."""
     check_overwrite([path], overwrite)
     with atomic_path(path) as tmp:
-        _whole_numbers_exact(df).to_csv(tmp, index=False, encoding="utf-8", float_format=float_format)
+        _wide_values_exact(df).to_csv(tmp, index=False, encoding="utf-8", float_format=float_format)
     return str(path)
 
 
-def _whole_numbers_exact(df: pd.DataFrame) -> pd.DataFrame:
-    """``df`` with float columns that hold only whole numbers beyond the float format's 8 digits (the minimum /
-    maximum intensities of an int32 image, 2.3e8 written as 2.3000000e+08) as integers, written in full."""
-    wide = [c for c in df.columns if df[c].dtype.kind == "f" and len(df[c]) and df[c].notna().all()
-            and np.isfinite(df[c]).all() and (df[c].abs() >= 1e8).any() and (df[c].abs() < 2**53).all()
-            and (df[c] == np.round(df[c])).all()]
-    return df.astype({c: np.int64 for c in wide}) if wide else df
+#: float columns holding a value this large are written in full (the float format's 8 digits would cut them)
+WIDE_FLOAT = 1e7
+
+
+def _wide_values_exact(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with float columns whose values pass the float format's 8 digits written in full: those of whole
+    numbers only (the minimum / maximum intensities of an int32 image, 2.3e8 written as 2.3000000e+08) as
+    integers, others (the mean intensities of an image of counts over an offset of 2**40: every object's
+    1.0995116e+12) as the shortest decimal that reads back as the same float."""
+    whole, full = [], []
+    for c in df.columns:
+        values = df[c]
+        if values.dtype.kind != "f" or not len(values):
+            continue
+        finite = values[np.isfinite(values)]
+        if not len(finite) or not (finite.abs() >= WIDE_FLOAT).any():
+            continue
+        if len(finite) == len(values) and (finite.abs() < 2**53).all() and (finite == np.round(finite)).all() \
+                and (finite.abs() >= 1e8).any():
+            whole.append(c)
+        else:
+            full.append(c)
+    if not whole and not full:
+        return df
+    df = df.astype({c: np.int64 for c in whole})
+    for c in full:
+        df[c] = [np.format_float_positional(v, unique=True, trim="-") if np.isfinite(v) else ("" if np.isnan(v) else
+                 ("inf" if v > 0 else "-inf")) for v in df[c].to_numpy(np.float64)]
+    return df
 
 
 def write_objects_csv(df: pd.DataFrame, path: str | os.PathLike, overwrite: bool = True) -> str:

@@ -531,6 +531,8 @@ def objects_from_labels(labels_stack: np.ndarray, image_stack: np.ndarray | None
         intensity = None if image_stack is None else np.asarray(image_stack[t])
         if intensity is not None and not isinstance(image_stack, np.ndarray) and intensity.dtype.kind == "f":
             _finite_float(t, intensity)  # a stack on disk is checked as its frames are read
+        if intensity is not None and intensity.dtype.kind == "f" and intensity.dtype.itemsize < 8:
+            intensity = intensity.astype(np.float64)  # means in float64, as objects.csv's (float16 means were rounded)
         tab = regionprops_table(frame, intensity_image=intensity, properties=props)
         ids = tab["label"] if original_ids is None else original_ids[tab["label"]]
         df = pd.DataFrame({"t": t, "label": ids, "y": tab["centroid-0"], "x": tab["centroid-1"], "area": tab["area"]})

@@ -123,11 +123,17 @@ def working_float(dtype: Any) -> type:
     return np.float64 if wide else np.float32
 
 
+#: the smallest signal (normalised unit) float32 keeps whole: below it values fall among float32's subnormal
+#: numbers and to 0 (a float64 image of values around 1e-44 segmented to 0 objects without a word)
+FLOAT32_SMALLEST_SIGNAL = 1e-30
+
+
 def float32_holds(offset: float, scale: float) -> bool:
     """Whether float32 keeps values around ``offset`` to a thousandth of ``scale`` (their normalised
     unit): then wide images are normalised in float32 as ever, giving the same labels as their 16-bit
-    twins; only a large offset (1e11 over a signal of 1e3) needs float64."""
-    return abs(float(offset)) * 2.0 ** -23 * 1000 <= float(scale)
+    twins; only a large offset (1e11 over a signal of 1e3), or a signal below
+    :data:`FLOAT32_SMALLEST_SIGNAL`, needs float64."""
+    return abs(float(offset)) * 2.0 ** -23 * 1000 <= float(scale) and float(scale) >= FLOAT32_SMALLEST_SIGNAL
 
 
 def normalise_values(values: Any, offset: float, scale: float) -> np.ndarray:
@@ -245,7 +251,7 @@ def normalization_limits(image: np.ndarray, spec: dict[str, Any] | str | None = 
     # a flat image maps to 0. The floor is the rounding step of the values (a fixed 1e-6 flattened images in
     # small units, e.g. 1e-9: nuclei lost without a word); ``eps`` is that step in units of machine epsilon
     step = float(np.finfo(x.dtype).eps) * max(abs(lo), abs(hi))
-    return lo, max(hi - lo, eps * 1e6 * step, float(np.finfo(np.float32).tiny))
+    return lo, max(hi - lo, eps * 1e6 * step, float(np.finfo(x.dtype).tiny))
 
 
 #: normalisations that keep the intensity scale (so a rescaled image reaches the network rescaled)
