@@ -423,3 +423,88 @@ def test_values_at_the_edges_of_their_types_are_measured_and_segmented_right(tmp
     write_tiff(tmp_path / "pred.tif", np.full((8, 8), -1, np.int16))
     assert main(["evaluate", "classes", "--gt", str(tmp_path / "truth.tif"), "--pred", str(tmp_path / "pred.tif"),
                  "--ignore", "-1", "--out", str(tmp_path / "e.csv")]) == 2
+
+
+def test_resume_with_another_loss_chooses_the_best_epoch_anew(tmp_path):
+    """Resumed with --loss bce_dice after 2 epochs of focal loss, every new epoch's validation loss (0.7) was
+    compared with focal's best (0.03): none counted as better, early stopping ended the run and the resumed
+    training was thrown away; the model kept said bce_dice with focal's weights."""
+    import warnings
+
+    from test_train_data import disk_set
+    from test_train_trainer import TINY, run
+
+    from napari_microseg.errors import MicrosegWarning
+    from napari_microseg.training import TrainConfig, train
+    from napari_microseg.training.trainer import _measure_changed_on_resume, last_checkpoint_path, read_checkpoint
+
+    imgs, labs = disk_set(4, seed=1, gradient=0.6, noise=0.06)
+    path = tmp_path / "m.pt"
+    base = dict(TINY, output_mode="binary", val_fraction=0.25, seed=0)
+    run(train(TrainConfig(epochs=2, loss="focal", **base), (imgs, labs), out_path=path))
+    resumed = TrainConfig(epochs=5, loss="bce_dice", **{**base, "early_stopping_patience": 2})
+    assert _measure_changed_on_resume(read_checkpoint(last_checkpoint_path(path)), resumed) == ["loss"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, result = run(train(resumed, (imgs, labs), out_path=path, resume=last_checkpoint_path(path)))
+    assert any(isinstance(w.message, MicrosegWarning) and "best epoch is chosen anew" in str(w.message) for w in caught)
+    assert result.best_epoch >= 3 and result.epochs_run == 5
+    # the same loss given again: nothing changed, the run's best stays comparable
+    same = TrainConfig(epochs=6, loss="bce_dice", **base)
+    assert _measure_changed_on_resume(read_checkpoint(last_checkpoint_path(path)), same) == []
+
+
+def test_one_image_validation_strip_holds_objects_or_is_warned_about(tmp_path):
+    """One densely labelled image with its nuclei in its left 2/3: the validation strip at its right end held no
+    nucleus (validation Dice 0 every epoch, the best epoch chosen on background), and nothing was said."""
+    import warnings
+
+    import pytest
+
+    from napari_microseg.errors import MicrosegWarning
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+    from napari_microseg.training.data import prepare_training_data, split_train_val
+
+    im, lb = simulate_nuclei_image((160, 160), 12, seed=11)
+    background = np.full((160, 80), float(np.median(im[lb == 0])), np.float32)
+    image = np.concatenate([im, background], 1)
+    labels = np.concatenate([lb, np.zeros((160, 80), lb.dtype)], 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MicrosegWarning)
+        train, val = split_train_val(prepare_training_data([image], [labels], output_mode="three_class"), 0.25, seed=0)
+    assert (val.items[0].target > 0).any() and any((it.target > 0).any() for it in train.items)
+    # objects in one column at the edge: no strip leaves some on each side; said
+    one = np.zeros((96, 160), np.uint16)
+    one[10:20, 0] = 1
+    with pytest.warns(MicrosegWarning, match="validation strip holds no object"):
+        split_train_val(prepare_training_data([np.random.default_rng(0).random((96, 160)).astype(np.float32)], [one],
+                                              output_mode="binary"), 0.25, seed=0)
+
+
+def test_class_weights_a_loss_does_not_use_are_refused_not_recorded(tmp_path):
+    """class_weights given with loss ce / dice / binary focal were written into the model's record but never
+    applied; a list of the wrong length gave torch's RuntimeError; a negative focal gamma was taken."""
+    import pytest
+
+    from test_train_data import disk_set
+    from test_train_trainer import TINY, run
+
+    from napari_microseg.errors import InputError
+    from napari_microseg.training import TrainConfig, train
+
+    imgs, labs = disk_set(2, seed=1, gradient=0.6, noise=0.06)
+    base = dict(TINY, epochs=1, val_fraction=0.0)
+    for mode, loss, weights, match in (("three_class", "ce", [1, 2, 50], "takes no class weights"),
+                                       ("three_class", "dice", [1, 2, 50], "takes no class weights"),
+                                       ("binary", "focal", [1, 5], "takes no class weights"),
+                                       ("three_class", "weighted_ce", [1, 2], "2 class weights .* for 3 classes")):
+        with pytest.raises(InputError, match=match):
+            run(train(TrainConfig(output_mode=mode, loss=loss, class_weights=weights, **base), (imgs, labs),
+                      out_path=tmp_path / "m.pt"))
+    with pytest.raises(InputError, match="focal gamma"):
+        run(train(TrainConfig(output_mode="three_class", loss="focal", focal_gamma=-1, **base), (imgs, labs),
+                  out_path=tmp_path / "m.pt"))
+    # a binary network's background / foreground pair is taken
+    run(train(TrainConfig(output_mode="binary", loss="weighted_ce", class_weights=[1, 3], **base), (imgs, labs),
+              out_path=tmp_path / "b.pt"))
+    assert (tmp_path / "b.pt").exists()

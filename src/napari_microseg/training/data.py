@@ -22,6 +22,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -29,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..defaults import MAX_CLASS_VALUES
-from ..errors import InputError
+from ..errors import InputError, MicrosegWarning
 from ..io.images import frame_name
 from .normalize import make_normalization_spec, normalize
 
@@ -683,6 +684,11 @@ def split_train_val(
             train_items.append(LabelledImage(it.image[(slice(None),) + sl], it.target[sl], f"{it.name} (train part {part} the strip)"))
     sl_val = cut(start, start + n_val)
     val_item = LabelledImage(it.image[(slice(None),) + sl_val], it.target[sl_val], it.name + " (validation strip)")
+    if (it.target > 0).any() and not (val_item.target > 0).any():  # one object, or all of them in one place
+        warnings.warn(MicrosegWarning(
+            f"{it.name}: its validation strip holds no object (its objects lie together): the validation Dice says "
+            "nothing and the best epoch is chosen on background alone; give validation images, annotate objects "
+            "across the image, or set the validation share to 0"), stacklevel=2)
     return like(train_items), like([val_item])
 
 
@@ -715,7 +721,8 @@ def _validation_strip_start(target: np.ndarray, axis: int, n_val: int, val_fract
     with sparse painting the strip moves to where the annotations are, leaving annotated pixels on the
     training side too. None when no position leaves annotations on both sides.
     """
-    annotated = (np.asarray(target) >= 0).sum(axis=1 - axis).astype(np.int64)  # per column (axis 1) or row (axis 0)
+    target = np.asarray(target)
+    annotated = (target >= 0).sum(axis=1 - axis).astype(np.int64)  # per column (axis 1) or row (axis 0)
     total = int(annotated.sum())
     size = annotated.size
     if total == 0:
@@ -725,6 +732,13 @@ def _validation_strip_start(target: np.ndarray, axis: int, n_val: int, val_fract
     valid = (window > 0) & (window < total)
     if not valid.any():
         return None
+    # and objects on both sides where the image has them: dense labels count background as annotated, so an
+    # end strip of background alone qualified (validation Dice 0 every epoch, the best epoch chosen on it)
+    objects = (target > 0).sum(axis=1 - axis).astype(np.int64)
+    in_strip = np.convolve(objects, np.ones(n_val, np.int64), mode="valid")
+    both = valid & (in_strip > 0) & (in_strip < int(objects.sum()))
+    if both.any():
+        valid = both
     end = size - n_val
     if valid[end] and share[end] >= 0.5 * val_fraction:
         return end

@@ -466,6 +466,32 @@ RESUMED_RUN_KEYS = ("optimizer", "freeze_encoder", "val_fraction", "monitor", "l
                     "seed", "touching_weight", "augment")
 
 
+#: TrainConfig settings that change what the monitored validation value measures (the loss, its weights,
+#: the validation tiles): resumed with another, the earlier epochs' best does not compare
+MEASURE_KEYS = ("loss", "patch_size", "touching_weight", "class_weights", "focal_gamma", "focal_alpha",
+                "distance_weight", "monitor")
+
+
+def _measure_changed_on_resume(ckpt: dict, cfg: "TrainConfig") -> list[str]:
+    """The :data:`MEASURE_KEYS` (names as the command line's options say them) a resumed run ``cfg`` sets
+    otherwise than the checkpoint's run did."""
+    before = (ckpt["config"].get("training") or {}).get("config") or {}
+    mode = ckpt["config"].get("output_mode") or cfg.output_mode
+    changed = []
+    for key in MEASURE_KEYS:
+        if key not in before:
+            continue
+        then, now = before[key], getattr(cfg, key)
+        if key == "loss":
+            then, now = then or default_loss(mode), now or default_loss(cfg.output_mode)
+        if isinstance(then, (list, tuple)) or isinstance(now, (list, tuple)):
+            then = [float(v) for v in then] if isinstance(then, (list, tuple)) else then
+            now = [float(v) for v in now] if isinstance(now, (list, tuple)) else now
+        if then != now:
+            changed.append(key.replace("_", " "))
+    return changed
+
+
 def resume_settings(resume: str | os.PathLike) -> dict:
     """The settings a resumed run must keep, from the checkpoint at ``resume`` (see
     :func:`read_checkpoint`): ``optimizer``, ``lr`` (the optimiser state goes on with its own),
@@ -758,6 +784,16 @@ def train(
     class_weights = None
     if isinstance(cfg.class_weights, (list, tuple)):
         class_weights = [float(v) for v in cfg.class_weights]
+        # given to a loss that does not use them, they were recorded as used; of another length, torch's traceback
+        if loss_name.lower() in ("bce", "ce", "dice") or (loss_name.lower() == "focal" and n_class_out == 1):
+            raise InputError(f"loss {loss_name} takes no class weights: use weighted_ce, ce_dice / bce_dice or (with "
+                             "more than one output class) focal, or leave the class weights out")
+        classes = max(n_class_out, 2)  # a binary network's one output: background and foreground weighed
+        if len(class_weights) != classes or not all(np.isfinite(class_weights)) or min(class_weights) < 0:
+            raise InputError(f"{len(class_weights)} class weights {class_weights} for {classes} classes: give "
+                             f"{classes} finite weights >= 0")
+    if loss_name.lower() == "focal" and not (np.isfinite(cfg.focal_gamma) and cfg.focal_gamma >= 0):
+        raise InputError(f"focal gamma must be a number >= 0, got {cfg.focal_gamma}")
     elif cfg.class_weights in ("auto", "sqrt") and loss_name == "weighted_ce":
         from .losses import class_weights_from_frequencies
 
@@ -831,10 +867,22 @@ def train(
         elif scheduler is not None and ckpt.get("scheduler_state"):
             scheduler.load_state_dict(ckpt["scheduler_state"])
         history = list(tstate.get("history", []))
-        if resumes_own_run:  # otherwise out_path is a new file: its first epoch is its best so far
+        changed = _measure_changed_on_resume(ckpt, cfg)
+        if resumes_own_run and not changed:  # otherwise out_path is a new file: its first epoch is its best so far
             best_value = tstate.get("best_value")
             best_epoch = tstate.get("best_epoch")
             bad_epochs = int(tstate.get("bad_epochs", 0))
+        elif resumes_own_run:
+            # the earlier epochs' validation measure is another one (another loss, other validation tiles): its
+            # best (focal loss 0.027) kept every bce_dice epoch (0.68) from counting as better, and the resumed
+            # training was thrown away as "no improvement"; the best epoch is chosen anew among the resumed ones
+            warnings.warn(MicrosegWarning(
+                f"resumed with another {', '.join(changed)} than the run's: its earlier epochs' "
+                f"{cfg.monitor.replace('_', ' ')} does not compare with the new one's, so the best epoch is chosen "
+                "anew among the resumed epochs (the history keeps both)"), stacklevel=2)
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.best = scheduler.mode_worse  # its plateau is measured anew too
+                scheduler.num_bad_epochs = 0
         if scaler is not None and ckpt.get("scaler_state"):
             scaler.load_state_dict(ckpt["scaler_state"])
 
