@@ -49,18 +49,28 @@ def resolve_overlap(tile: int, overlap: int | float) -> int:
     return max(0, min(px, tile // 2))
 
 
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of tiles of size ``tile`` covering ``[0, length)``.
+#: tiles start on multiples of this (px): a U-Net that halves its input 3-4 times gives the same output for a
+#: shift of the input by a multiple of 16 only; the last tile shifted back to end at the image's edge (603 px:
+#: starts 0, 283) put it off that grid, and labels changed hundreds of px away from any tile edge
+TILE_GRID = 16
 
-    Tiles advance by ``tile - overlap``; the last tile is shifted back to end
-    exactly at ``length`` (so it may overlap its neighbour by more). For
-    ``length <= tile`` a single tile at 0 is returned (the caller pads).
+
+def tile_starts(length: int, tile: int, overlap: int, grid: int = TILE_GRID) -> list[int]:
+    """Start offsets of tiles of size ``tile`` covering ``[0, length)``, all multiples of ``grid`` px.
+
+    Tiles advance by ``tile - overlap`` rounded down to a multiple of ``grid`` (at least ``grid``:
+    they overlap by ``overlap`` or more); the last tile starts on the grid at or past
+    ``length - tile``, so it may run up to ``grid - 1`` px past the image's end (the caller pads,
+    as it pads an image shorter than a tile). For ``length <= tile`` a single tile at 0 is
+    returned. A ``tile`` smaller than ``grid`` is not aligned (``grid`` 1).
     """
     if length <= tile:
         return [0]
-    stride = tile - overlap
-    starts = list(range(0, length - tile, stride))
-    starts.append(length - tile)
+    grid = int(grid) if tile >= grid > 0 else 1
+    stride = max(grid, (tile - overlap) // grid * grid)
+    last = -(-(length - tile) // grid) * grid  # the first grid position from which a tile reaches the end
+    starts = list(range(0, last, stride))
+    starts.append(last)
     return sorted(set(starts))
 
 
@@ -180,7 +190,7 @@ def iter_frame_bands(
     oy, ox = overlap
     ys = tile_starts(h, ty, oy)
     xs = tile_starts(w, tx, ox)
-    pad_w = max(w, tx)
+    pad_w = max(w, xs[-1] + tx)  # the last tile may run past the image's end (it starts on the grid)
     windows: dict[tuple, np.ndarray] = {}
     # accumulator rows cover [acc_y0, acc_y0 + acc.shape[1])
     acc_y0 = 0
