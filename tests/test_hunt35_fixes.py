@@ -508,3 +508,25 @@ def test_class_weights_a_loss_does_not_use_are_refused_not_recorded(tmp_path):
     run(train(TrainConfig(output_mode="binary", loss="weighted_ce", class_weights=[1, 3], **base), (imgs, labs),
               out_path=tmp_path / "b.pt"))
     assert (tmp_path / "b.pt").exists()
+
+
+def test_resume_messages_name_a_missing_checkpoint_and_an_unused_lr(tmp_path, capsys):
+    """A run's model whose .last.pt was moved was called "a shipped or exported model"; --lr given on resume was
+    dropped without a word."""
+    import shutil
+
+    from napari_microseg.cli import main
+    from napari_microseg.training.trainer import last_checkpoint_path
+
+    model = tmp_path / "m.pt"
+    common = ["--simulated", "2", "--sim-size", "64", "--patch", "32", "--patches-per-epoch", "8", "--batch-size", "4",
+              "--val-fraction", "0", "--threads", "1", "--quiet"]
+    assert main(["train", *common, "--out", str(model), "--epochs", "1"]) == 0
+    shutil.move(last_checkpoint_path(model), tmp_path / "moved.pt")
+    capsys.readouterr()
+    assert main(["train", *common, "--out", str(model), "--epochs", "2", "--resume", str(model)]) == 2
+    err = capsys.readouterr().err
+    assert "m.pt.last.pt" in err and "is not beside it" in err and "shipped" not in err
+    shutil.move(tmp_path / "moved.pt", last_checkpoint_path(model))
+    assert main(["train", *common, "--out", str(model), "--epochs", "2", "--resume", str(model), "--lr", "0.1"]) == 0
+    assert "--lr 0.1 is not used" in capsys.readouterr().err

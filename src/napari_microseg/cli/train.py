@@ -464,6 +464,9 @@ def _train_into(args: argparse.Namespace) -> int:
                 print(f"warning: {len(shared)} of the {len(val_files)} validation image file(s) are training images too "
                       f"({', '.join(shared[:3])}{' ...' if len(shared) > 3 else ''}): validation will look better than "
                       "the model is", file=sys.stderr)
+    if args.resume and args.lr is not None:  # (its help says so; a run that took it and dropped it said nothing)
+        print(f"note: --lr {args.lr:g} is not used: a resumed run goes on with its optimiser's own learning rate "
+              "(to train at another, fine-tune from the model with --init-model)", file=sys.stderr)
     gen = train(cfg, train_data, val_data, out_path=out, resume=args.resume, init_model=args.init_model)
     from ..training.trainer import last_checkpoint_path
 

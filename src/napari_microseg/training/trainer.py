@@ -456,6 +456,13 @@ def read_checkpoint(resume: str | os.PathLike) -> dict:
                          "was saved under that name): fine-tune from it instead (microseg train --init-model)")
     if ckpt is None:
         raise InputError(f"cannot resume: {rp} not found")
+    shipped = Path(__file__).resolve().parent.parent / "pretrained"
+    if (ckpt.get("config") or {}).get("training") and not rp.resolve().is_relative_to(shipped):
+        # a run's model whose checkpoint is gone (moved, or never written): not "a shipped or exported model"
+        raise InputError(f"cannot resume from {rp.name}: its run's checkpoint {alt.name}, which holds the optimiser "
+                         f"state, is not beside it (moved or removed, or the run ended before its first checkpoint); "
+                         "put it back beside the model, or fine-tune from the model instead (microseg train "
+                         "--init-model, or Fine-tune in the Segmentation dock)")
     raise InputError(f"cannot resume from {rp.name}: it holds no optimiser state (a shipped or exported model): "
                      "fine-tune from it instead (microseg train --init-model, or Fine-tune in the Segmentation dock)")
 
