@@ -326,7 +326,8 @@ def test_tracking_dock_export_reopens_over_a_translated_movie(make_napari_viewer
     np.testing.assert_allclose(tracks["scale"][-2:], (0.5, 0.5))
 
 
-def test_unfinished_batch_label_store_is_warned_on_open_and_refused_by_the_tracking_dock(make_napari_viewer, tmp_path):
+def test_unfinished_batch_label_store_is_warned_on_open_and_refused_by_the_tracking_dock(make_napari_viewer, tmp_path,
+                                                                                         wait_worker):
     """A label store a stopped `batch segment` run left (frames after the last written empty) opened in napari
     without a word, and the Tracking dock tracked it ("7 disappeared before the end"); `microseg track`
     refuses it."""
@@ -337,18 +338,25 @@ def test_unfinished_batch_label_store_is_warned_on_open_and_refused_by_the_track
     from napari_microseg.errors import MicrosegWarning
     from napari_microseg.widgets.tracking import TrackingWidget
 
-    store = tmp_path / "movie.zarr"
+    store = tmp_path / "labels" / "movie.zarr"  # where batch segment writes it
     arr = zarr.open(str(store), mode="w", shape=(4, 32, 32), dtype="u2", chunks=(1, 32, 32))
     arr[:2, 8:12, 8:12] = 1
     arr.attrs["microseg_batch"] = {"complete": False, "frames": 4}
     with pytest.warns(MicrosegWarning, match="has not finished.*opened as it is"):
         (data, kwargs, _), = read_layers(str(store))
     viewer = make_napari_viewer(show=False)
-    viewer.add_labels(np.asarray(data), **{k: v for k, v in kwargs.items() if k in ("name", "metadata")})
+    with pytest.warns(MicrosegWarning):
+        layer, = viewer.open(str(store), plugin="napari-microseg")
     dock = TrackingWidget(viewer)
-    dock.labels_layer.value = kwargs["name"]
+    dock.labels_layer.value = layer.name
     assert dock.track() is None
     assert "has not finished" in dock.status.text()
+    # the run finishes while the store is open: the store as it is now is tracked (its record read again)
+    arr[2:, 8:12, 8:12] = 1
+    arr.attrs["microseg_batch"] = {"complete": True, "frames": 4}
+    worker = dock.track()
+    assert worker is not None, dock.status.text()
+    wait_worker(worker)
 
 
 def test_auto_class_weights_balance_an_undersampled_majority_and_one_view_profiles_train(tmp_path):
@@ -530,3 +538,54 @@ def test_resume_messages_name_a_missing_checkpoint_and_an_unused_lr(tmp_path, ca
     shutil.move(tmp_path / "moved.pt", last_checkpoint_path(model))
     assert main(["train", *common, "--out", str(model), "--epochs", "2", "--resume", str(model), "--lr", "0.1"]) == 0
     assert "--lr 0.1 is not used" in capsys.readouterr().err
+
+
+def test_review_mends_natural_key_zip_advice_undo_and_links(tmp_path, make_napari_viewer, wait_worker):
+    """Session 35 review: a superscript digit in an image name crashed the merged tables' sort; a macOS zip
+    (__MACOSX/ beside the store) was answered with the wrong folder; Ctrl+Z with nothing to undo marked a fresh
+    result as edited; writing through a link into a read-only content store (git-annex) failed or overwrote the
+    shared object."""
+    import os
+    import zipfile
+
+    import pytest
+    import zarr
+    from test_gui_hunt_fixes import _segmentation_dock
+
+    from napari_microseg.batch.runner import _natural_key
+    from napari_microseg.errors import InputError
+    from napari_microseg.io.atomic import atomic_write_text
+    from napari_microseg.io.images import read_image
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+
+    assert sorted(["a1²2.tif", "a1.tif", "a10.tif"], key=_natural_key) == ["a1.tif", "a1²2.tif", "a10.tif"]
+
+    store = tmp_path / "s.zarr"
+    zarr.open(str(store), mode="w", shape=(4, 4), dtype="u1")[:] = 3
+    with zipfile.ZipFile(tmp_path / "cells.zarr", "w") as archive:
+        for file in store.rglob("*"):
+            archive.write(file, file.relative_to(tmp_path).as_posix())
+        archive.writestr("__MACOSX/._s.zarr", b"x")
+    with pytest.raises(InputError) as err:
+        read_image(tmp_path / "cells.zarr")
+    assert str(err.value).endswith("give the folder cells_unzipped/s.zarr")
+
+    annex = tmp_path / ".git" / "annex" / "objects" / "ab"
+    annex.mkdir(parents=True)
+    obj = annex / "SHA256E-s4--x.csv"
+    obj.write_text("old\n")
+    link = tmp_path / "objects.csv"
+    link.symlink_to(obj)
+    atomic_write_text(link, "new\n")
+    assert obj.read_text() == "old\n" and not link.is_symlink() and link.read_text() == "new\n"
+    assert os.access(obj, os.R_OK)
+
+    viewer = make_napari_viewer(show=False)
+    sim = simulate_nuclei_timelapse(n_frames=2, shape=(64, 64), n_nuclei=4, seed=5)
+    viewer.add_image(sim.fluorescence, name="movie")
+    seg = _segmentation_dock(viewer, "movie")
+    seg.scope.value = "whole stack"
+    wait_worker(seg.segment())
+    line = seg.counts_label.value
+    viewer.layers["movie segmented"].undo()  # nothing to undo
+    assert not seg.result_edited and seg.counts_label.value == line

@@ -841,8 +841,8 @@ def _simulation_left_out(path: Path, simulation_inputs: Sequence[str] | None) ->
 def _natural_key(text: str) -> tuple:
     """Sort key that orders the numbers inside ``text`` by value: ``stack.tif[2]`` before ``stack.tif[10]``,
     ``img9.tif`` before ``img10.tif``."""
-    parts = re.split(r"(\d+)", text)
-    return tuple((0, int(p), p) if p.isdigit() else (1, 0, p) for p in parts if p)
+    parts = re.split(r"([0-9]+)", text)  # ASCII digits: "²" is a digit to \\d and str.isdigit, not to int()
+    return tuple((0, int(p), p) if p.isdecimal() else (1, 0, p) for p in parts if p)
 
 
 def _image_names_in_natural_order(column: pd.Series) -> pd.Series:

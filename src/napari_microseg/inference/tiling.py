@@ -58,16 +58,18 @@ TILE_GRID = 16
 def tile_starts(length: int, tile: int, overlap: int, grid: int = TILE_GRID) -> list[int]:
     """Start offsets of tiles of size ``tile`` covering ``[0, length)``, all multiples of ``grid`` px.
 
-    Tiles advance by ``tile - overlap`` rounded down to a multiple of ``grid`` (at least ``grid``:
-    they overlap by ``overlap`` or more); the last tile starts on the grid at or past
-    ``length - tile``, so it may run up to ``grid - 1`` px past the image's end (the caller pads,
-    as it pads an image shorter than a tile). For ``length <= tile`` a single tile at 0 is
-    returned. A ``tile`` smaller than ``grid`` is not aligned (``grid`` 1).
+    Tiles advance by ``tile - overlap`` rounded to a multiple of ``grid``: up (as many tiles as
+    without the grid) where they still overlap by ``min(overlap, grid)`` px or more, else down (they
+    overlap more); the blending weighs the overlap either way. The last tile starts on the grid
+    at or past ``length - tile``, so it may run up to ``grid - 1`` px past the image's end (the
+    caller pads, as it pads an image shorter than a tile). For ``length <= tile`` a single tile at
+    0 is returned. A ``tile`` smaller than ``grid`` is not aligned (``grid`` 1).
     """
     if length <= tile:
         return [0]
     grid = int(grid) if tile >= grid > 0 else 1
-    stride = max(grid, (tile - overlap) // grid * grid)
+    up = -(-(tile - overlap) // grid) * grid
+    stride = up if tile - up >= min(overlap, grid) else max(grid, (tile - overlap) // grid * grid)
     last = -(-(length - tile) // grid) * grid  # the first grid position from which a tile reaches the end
     starts = list(range(0, last, stride))
     starts.append(last)
@@ -92,6 +94,11 @@ def fitted_tile(length: int, max_tile: int, overlap: int, multiple: int = 16) ->
     else:
         n = len(tile_starts(length, max_tile, overlap))
         side = -(-(length + (n - 1) * overlap) // n)
+        side = min(max_tile, -(-side // multiple) * multiple)
+        # tiles advance on the 16 px grid (tile_starts): a side that needs more tiles than max_tile grows
+        while side < max_tile and len(tile_starts(length, side, overlap)) > n:
+            side = min(max_tile, side + multiple)
+        return side
     return min(max_tile, -(-side // multiple) * multiple)
 
 

@@ -163,6 +163,19 @@ def temp_prefix(name: str) -> str:
     return "." + name.encode("utf-8", "surrogateescape")[:100].decode("utf-8", "ignore") + "."
 
 
+def _writable_through(linked: Path) -> bool:
+    """Whether a link's target ``linked`` is written in place of the link: a file (or a new name) in a folder
+    this process may write, and not a content-addressed store's object (git-annex / DataLad keep each content
+    once, read-only, under ``.git/annex/objects``: every link to it expects it unchanged). Otherwise the link
+    itself is replaced by the new file, as a file of that name would be."""
+    if ".git/annex/objects" in linked.as_posix() or linked.is_dir():
+        return False
+    if linked.exists() and not os.access(linked, os.W_OK):
+        return False
+    parent = linked.parent
+    return parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
@@ -183,10 +196,12 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     guard_target(target)
     if target.is_symlink():
         try:
-            target = Path(os.path.realpath(target, strict=False))
+            linked = Path(os.path.realpath(target, strict=False))
         except (OSError, RuntimeError):  # a loop of links: named by guard_target where inputs are declared
             raise InputError(f"{path}: a loop of symbolic links (a link that leads back to itself): nothing can be "
                              "written there") from None
+        if _writable_through(linked):
+            target = linked
     existing_mode = None
     with contextlib.suppress(OSError):
         if target.is_file():

@@ -789,13 +789,19 @@ def _unzip_advice(path: Path) -> str:
     for suffix in (".zip", ".zarr"):
         base = base[: -len(suffix)] if base.lower().endswith(suffix) else base
     folder = f"{base or 'store'}_unzipped"
+    inside = ""
     try:
         with zipfile.ZipFile(path) as archive:
-            tops = {name.split("/", 1)[0] for name in archive.namelist() if name}
-            nested = len(tops) == 1 and all("/" in name for name in archive.namelist())
+            names = [n for n in archive.namelist() if n and not n.startswith("__MACOSX/")
+                     and not any(part.startswith("._") for part in n.split("/"))]
     except (OSError, zipfile.BadZipFile):
-        tops, nested = set(), False
-    store = f"{folder}/{next(iter(tops))}" if nested else folder
+        names = []
+    # the store: the shallowest folder holding Zarr metadata (.zgroup / .zarray / zarr.json), wherever it lies
+    markers = sorted((n.rsplit("/", 1)[0] if "/" in n else "" for n in names
+                      if n.rsplit("/", 1)[-1] in (".zgroup", ".zarray", "zarr.json")), key=lambda d: d.count("/"))
+    if markers:
+        inside = markers[0]
+    store = f"{folder}/{inside}" if inside else folder
     return f"{path.name} is a zipped Zarr store: unzip it (unzip {path.name} -d {folder}) and give the folder {store}"
 
 

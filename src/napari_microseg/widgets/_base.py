@@ -721,11 +721,22 @@ def watch_undo(layer: Any, callback: Callable[[Any], None]) -> None:
             target = ref()
             if target is None:
                 return None
+            before = _history_lengths(target)
             result = _original(target, *args, **kwargs)
-            callback(SimpleNamespace(source=target))
+            if before is None or _history_lengths(target) != before:  # (Ctrl+Z with nothing to undo changes nothing)
+                callback(SimpleNamespace(source=target))
             return result
 
         setattr(layer, name, replay)
+
+
+def _history_lengths(layer: Any) -> tuple[int, int] | None:
+    """The lengths of a Labels layer's undo and redo histories (napari's own; None where it keeps none)."""
+    undo, redo = getattr(layer, "_undo_history", None), getattr(layer, "_redo_history", None)
+    try:
+        return len(undo), len(redo)
+    except TypeError:
+        return None
 
 
 def with_frame_labels(table: Any, frame_ids: dict[int, tuple[int | None, int]] | None) -> Any:

@@ -578,10 +578,19 @@ def _unfinished_store(layer: Any) -> str | None:
     from ..io.images import check_complete
 
     header = (getattr(layer, "metadata", None) or {}).get("header")
-    if not isinstance(header, dict):
+    if not isinstance(header, dict) or "microseg_batch" not in header:
         return None
+    record = header["microseg_batch"]
+    path = getattr(getattr(layer, "source", None), "path", None)
+    if path and Path(path).is_dir():  # the store as it is now (the run may have finished since it was opened)
+        try:
+            import zarr
+
+            record = dict(zarr.open(str(path), mode="r").attrs).get("microseg_batch", record)
+        except Exception:  # noqa: BLE001 - unreadable now: the record it was opened with
+            pass
     try:
-        check_complete(SimpleNamespace(metadata=header), f"'{layer.name}'")
+        check_complete(SimpleNamespace(metadata={"microseg_batch": record}), f"'{layer.name}'")
     except InputError as err:
         return str(err)
     return None
