@@ -87,7 +87,13 @@ def test_shift_labels_rounds_and_pads():
     lab = np.zeros((10, 10), np.uint16)
     lab[2, 3] = 5
     out = shift_labels(lab, (1.4, -2.6))
-    assert out[3, 0] == 5 and out.sum() == 5
+    assert out[3, 0] == 5 and (out == 5).sum() == 1
+    # the strip entering at the border (1 row at the top, 3 columns at the right) is not annotated (-1): the
+    # stain never saw it; the rest of the background stays 0
+    entered = np.zeros((10, 10), bool)
+    entered[0, :] = True
+    entered[:, -3:] = True
+    assert (out[entered] == -1).all() and (out[~entered] >= 0).all()
 
 
 def test_real_isl_field_is_registered(shared_data):
@@ -131,7 +137,9 @@ def test_align_labels_moves_only_shifted_frames(sim):
             aligned, shifts = stop.value
             break
     assert [e.done for e in events] == [1, 2] and all(isinstance(e, Progress) for e in events)
-    assert aligned.dtype == np.uint16 and aligned.shape == labels.shape
+    # signed: the strip the moved labels leave at the border is -1 (not annotated, never seen by the stain)
+    assert aligned.dtype == np.int32 and aligned.shape == labels.shape
+    assert (aligned[1, -9:] == -1).all() and (aligned[1, :, :6] == -1).all() and (aligned[0] >= 0).all()
     assert [s["corrected"] for s in shifts] == [False, True] and shifts[1]["length"] > 9
     np.testing.assert_array_equal(aligned[0], labels[0])
     overlap = ((aligned[1] > 0) & (truth > 0)).sum() / (truth > 0).sum()

@@ -589,3 +589,41 @@ def test_review_mends_natural_key_zip_advice_undo_and_links(tmp_path, make_napar
     line = seg.counts_label.value
     viewer.layers["movie segmented"].undo()  # nothing to undo
     assert not seg.result_edited and seg.counts_label.value == line
+
+
+def test_autolabel_dock_previews_a_flat_stain_once_and_says_what_qc_and_pairing_read(make_napari_viewer, qtbot,
+                                                                                     wait_worker):
+    """A 2-D stain was previewed again at every move of any movie's slider (the buttons greyed out each time);
+    QC again after painting into the "(QC)" layer read the Apply result without saying so; a target of another
+    pixel size than the stain was paired without a word (the command line warns)."""
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image, simulate_nuclei_timelapse
+    from napari_microseg.widgets.autolabel import AutolabelWidget
+
+    image, _ = simulate_nuclei_image(shape=(128, 128), n_nuclei=12, seed=4)
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(image, name="dapi")
+    viewer.add_image(simulate_nuclei_timelapse(n_frames=3, shape=(64, 64), n_nuclei=4, seed=1).fluorescence,
+                     name="movie")
+    widget = AutolabelWidget(viewer)
+    widget.stain_layer.value = "dapi"
+    qtbot.waitUntil(lambda: widget.preview_layer is not None and not widget.busy, timeout=60000)
+    widget.timer.stop()
+    viewer.dims.set_current_step(0, 2)
+    assert not widget.timer.isActive()  # a flat stain: nothing new to preview
+    sim = simulate_nuclei_timelapse(n_frames=2, shape=(96, 96), n_nuclei=6, seed=2)
+    viewer.add_image(sim.fluorescence, name="stack")
+    widget.stain_layer.value = "stack"
+    qtbot.waitUntil(lambda: not widget.busy and not widget.timer.isActive(), timeout=60000)
+    viewer.dims.set_current_step(0, 0 if widget._previewed_frame else 1)
+    assert widget.timer.isActive()  # a stack shown at another frame: previewed again
+    widget.timer.stop()
+    widget.live.value = False
+
+    viewer.add_image(sim.phase, name="phase", scale=(1, 0.5, 0.5))
+    widget.target_layer.value = "phase"
+    wait_worker(widget.apply())
+    assert "are they the same field" in widget.status.text()
+    wait_worker(widget.run_qc())
+    first = widget.qc_labels_layer
+    wait_worker(widget.run_qc())
+    assert f"edits made in '{first.name}' are not in it" in widget.status.text()

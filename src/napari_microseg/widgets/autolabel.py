@@ -19,7 +19,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
 from ..errors import InputError
-from ._base import GUI_COPY_BYTES, MicrosegDock, current_frame, display_labels, filling, full_resolution, grey_image, ids_features, labels_digest, layer_geometry, layer_names, snapshot, unique_layer_name, worker_copy
+from ._base import GUI_COPY_BYTES, MicrosegDock, current_frame, display_labels, filling, full_resolution, grey_image, ids_features, labels_digest, layer_geometry, layer_names, placement_mismatch, snapshot, unique_layer_name, worker_copy
 
 PREVIEW_DELAY_MS = 400
 #: frames larger than this (pixels) get no live preview (minutes and GBs each; Apply still labels them)
@@ -121,7 +121,8 @@ class AutolabelWidget(MicrosegDock):
         for w in (self.stain_layer, self.otsu_window, self.min_diameter, self.max_diameter, self.smooth_sigma,
                   self.split_clumps, self.clear_border, self.live):
             w.changed.connect(self._form_changed)
-        self.connect_viewer_event(self.viewer.dims.events.current_step, self.schedule_preview)  # another frame
+        self._previewed_frame: int | None = None  # the stain's frame the last preview labelled
+        self.connect_viewer_event(self.viewer.dims.events.current_step, self._frame_moved)  # another frame
         self.apply_button.changed.connect(self.apply)
         self.qc_button.changed.connect(self.run_qc)
         self.run_buttons = (self.apply_button, self.qc_button)
@@ -177,6 +178,15 @@ class AutolabelWidget(MicrosegDock):
             self._changed_during_apply = True
         self.schedule_preview()
 
+    def _frame_moved(self, *_: Any) -> None:
+        """The viewer's sliders moved: preview again only when the stain is a stack and shows another frame (a 2-D
+        stain's preview ran again at every move of any movie's slider, the buttons greyed out each time)."""
+        name = self.stain_layer.value
+        layer = next((lay for lay in self.viewer.layers if lay.name == name), None)
+        if layer is None or layer.ndim != 3 or current_frame(self.viewer, layer) == self._previewed_frame:
+            return
+        self.schedule_preview()
+
     def schedule_preview(self, *_: Any) -> None:
         """Restart the debounce timer; the preview runs when the user pauses (after a run going now)."""
         if self.live.value and self.stain_layer.value:
@@ -209,6 +219,7 @@ class AutolabelWidget(MicrosegDock):
             return None
         data = grey_image(layer)  # RGB layers: grey
         t = self._frame_index(data, layer)
+        self._previewed_frame = t
         frame = data[t] if t is not None else data  # a lazy layer's frame is read in the worker
         params = self.parameters()
         sizes: dict = {}  # objects the diameter filter removed, filled in the worker
@@ -361,9 +372,13 @@ class AutolabelWidget(MicrosegDock):
                 labels, name=unique_layer_name(self.viewer, f"{target_layer.name} labels (from {layer.name})"), opacity=0.5,
                 metadata={"stain": layer.name, "target": target_layer.name, "shifts": shifts}, features=features,
                 **layer_geometry(target_layer, labels.ndim))
+            # the command line warns when the two state other pixel sizes; here their layers' scale / translate
+            elsewhere = placement_mismatch(target_layer, layer) if target_layer in self.viewer.layers else None
+            placed = (f" Note: {elsewhere.split(': pixels are paired', 1)[0]}: are they the same field? They are "
+                      "paired pixel by pixel." if elsewhere else "")
             self.show_message(f"labelled {n_frames} frame(s) of '{layer.name}' onto '{target_layer.name}': "
                               f"{_shift_summary(shifts, max_shift)}. Train on '{target_layer.name}' with these labels."
-                              f"{left_out}")
+                              f"{left_out}{placed}")
 
         self._last_run = "apply"
         return self.start(make_generator, done, label="auto-labelling")
@@ -436,6 +451,7 @@ class AutolabelWidget(MicrosegDock):
         def done(outcome: tuple) -> None:
             table, (th, tw), checked, features = outcome
             self.qc = table
+            earlier = self.qc_labels_layer if getattr(self, "qc_labels_layer", None) in self.viewer.layers else None
             self.qc_labels_layer = self.viewer.add_labels(
                 checked, name=unique_layer_name(self.viewer, f"{layer.name} (QC)"), opacity=0.5, features=features,
                 **layer_geometry(layer, checked.ndim))
@@ -453,7 +469,10 @@ class AutolabelWidget(MicrosegDock):
                     for col, value in enumerate(values):
                         self.qc_table.setItem(row, col, QTableWidgetItem(str(value)))
             where = "" if t is None else f" of frame {t} (only this frame is checked; the other frames are as they were)"
-            self.show_message(f"QC: kept {int(table.kept.sum())} of {len(table)} tiles of {th}x{tw} px{where}; "
+            # which labels it read: QC checks the last Apply result, not the edits of an earlier "(QC)" layer
+            read = (f" (of '{layer.name}'; edits made in '{earlier.name}' are not in it)"
+                    if earlier is not None and earlier is not layer else f" (of '{layer.name}')")
+            self.show_message(f"QC{read}: kept {int(table.kept.sum())} of {len(table)} tiles of {th}x{tw} px{where}; "
                               f"'{self.qc_labels_layer.name}' has the dropped tiles -1 (not annotated): train on it "
                               "to leave them out")
 
