@@ -627,3 +627,46 @@ def test_autolabel_dock_previews_a_flat_stain_once_and_says_what_qc_and_pairing_
     first = widget.qc_labels_layer
     wait_worker(widget.run_qc())
     assert f"edits made in '{first.name}' are not in it" in widget.status.text()
+
+
+def test_a_batch_task_whose_run_has_ended_writes_nothing(tmp_path):
+    """With --scheduler, a task already running on a remote worker goes on after its run was stopped (a cancel
+    cannot stop it): it wrote its labels and shards 75 s later over those of the run that took the folder since.
+    A task now writes only while its run still holds the output folder's lock."""
+    import json
+
+    import tifffile
+
+    from napari_microseg.batch.manifest import LOCK_NAME
+    from napari_microseg.batch.runner import find_batch_inputs, plan_items
+    from napari_microseg.batch.tasks import TaskSpec, run_item
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "a.tif", simulate_nuclei_image((96, 96), 6, seed=1)[0])
+    out = tmp_path / "out"
+    out.mkdir()
+    items, _, _ = plan_items(find_batch_inputs(tmp_path / "in"), "autolabel")
+    ours = {"pid": 1, "host": "here", "time": "2026-12-07T12:00:00+00:00"}
+    (out / LOCK_NAME).write_text(json.dumps({**ours, "pid": 2}))  # another run holds the folder now
+    spec = TaskSpec(task="autolabel", out=str(out), lock_owner=ours)
+    record = run_item(items[0], spec)
+    assert record["status"] == "failed" and "has ended" in record["reason"]
+    assert not (out / "labels").exists() or not any((out / "labels").iterdir())
+    assert not (out / "shards").exists() or not any((out / "shards").rglob("*.csv"))
+    (out / LOCK_NAME).write_text(json.dumps(ours))  # still this run's: written
+    assert run_item(items[0], spec)["status"] == "done"
+    assert (out / "labels" / "a.tif").exists()
+
+
+def test_negative_memory_limit_is_one_line():
+    """--memory-limit=-1 gave an OverflowError and "Nanny failed to start" (exit 1)."""
+    import pytest
+
+    from napari_microseg.batch.runner import check_memory_limit
+    from napari_microseg.errors import InputError
+
+    for value in ("-1", "-1GB"):
+        with pytest.raises(InputError, match="negative"):
+            check_memory_limit(value)
+    check_memory_limit("4GB")

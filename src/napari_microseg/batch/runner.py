@@ -728,6 +728,8 @@ def check_memory_limit(memory_limit: str | None) -> None:
         limit = parse_memory_limit(memory_limit, 1, logger=logging.getLogger(__name__)) or 0
     except (ValueError, TypeError):
         raise InputError(f"memory limit {memory_limit!r} is not a size such as 4GB or 512MB") from None
+    if limit < 0 or str(memory_limit).strip().startswith("-"):  # (an OverflowError, then "Nanny failed to start")
+        raise InputError(f"memory limit {memory_limit} is negative: give a size such as 4GB (or 0 / auto)")
     if 0 < limit < MIN_WORKER_MEMORY:
         raise InputError(f"memory limit {memory_limit} is below what a worker needs to run a task (~470 MiB with "
                          f"torch, the package and a model; Dask pauses a worker at 80 % of its limit): give at least "
@@ -1153,8 +1155,13 @@ def run_batch(
                 expected[item.key] = rec.get("checksum")
         total = len(items)
         in_process = workers is not None and int(workers) == 0 and scheduler is None
+        owner = None
+        if not in_process:  # a cancelled task on a remote worker runs on: it writes only while this run holds OUT
+            with contextlib.suppress(OSError, ValueError):
+                owner = json.loads(lock.read_text())
         spec = TaskSpec(task=task, out=str(out), model=model_path, params=params, device=device,
-                        threads=torch_threads if (torch_threads or in_process) else 1, label_dtype=label_dtype)
+                        threads=torch_threads if (torch_threads or in_process) else 1, label_dtype=label_dtype,
+                        lock_owner=owner if isinstance(owner, dict) else None)
         counts = {"processed": 0, "skipped": 0, "failed": 0}
 
         def event(message: str, last: dict | None = None, in_flight: int = 0) -> BatchProgress:
@@ -1228,8 +1235,14 @@ def run_batch(
                 item = next(queue, None)
                 if item is None:
                     return False
-                fut = client.submit(run_item, item, spec, None, pure=False,
-                                    key=f"microseg-batch-{task}-{len(by_future)}-{os.urandom(4).hex()}")
+                try:
+                    fut = client.submit(run_item, item, spec, None, pure=False,
+                                        key=f"microseg-batch-{task}-{len(by_future)}-{os.urandom(4).hex()}")
+                except Exception as err:  # noqa: BLE001 - the scheduler went away (ClosedClientError: a traceback)
+                    if "closed" in type(err).__name__.lower() or "Client is closed" in str(err):
+                        raise InputError(f"lost the Dask scheduler ({type(err).__name__}): the items done so far are "
+                                         "kept; run the same command again to resume") from None
+                    raise
                 by_future[fut.key] = item
                 pending.append(fut)
                 ac.add(fut)

@@ -30,6 +30,7 @@ input root) so that the merged tables say where each row came from.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -46,7 +47,7 @@ import pandas as pd
 from ..errors import InputError
 from ..io.atomic import replace_tree, temp_prefix
 from ..io.images import is_lazy, is_rgb
-from .manifest import sha256_array, sha256_file, sha256_json, sha256_tree
+from .manifest import LOCK_NAME, sha256_array, sha256_file, sha256_json, sha256_tree
 
 #: segment_image keywords a segment (or track) batch task passes on
 #: what a task function returns beside its outputs, kept in the item's manifest record: the network
@@ -97,6 +98,8 @@ class TaskSpec:
     device : torch device for the model (``"auto"``, ``"cpu"``, ``"cuda"``...).
     threads : torch CPU threads per worker (None: leave torch's setting).
     label_dtype : dtype of Zarr label outputs (``uint32``; ``uint8`` for multiclass models).
+    lock_owner : the output folder's lock as the run that sent the task wrote it (``pid``, ``host``,
+        ``time``); a task writes its outputs only while the lock is still that run's (None: unchecked).
     """
 
     task: str
@@ -106,6 +109,33 @@ class TaskSpec:
     device: str = "auto"
     threads: int | None = None
     label_dtype: str = "uint32"
+    lock_owner: dict | None = None
+
+
+class RunEnded(Exception):
+    """The run that sent a task holds the output folder no more (stopped; another run may hold it now)."""
+
+
+#: the task this worker thread runs now: (output folder, the lock's owner as its run wrote it)
+_CURRENT_RUN = threading.local()
+
+
+def check_run_holds_out() -> None:
+    """Raise :class:`RunEnded` when the run of this thread's task no longer holds its output folder's lock.
+    A remote Dask worker's task goes on after its run was stopped (a cancel cannot stop a running task):
+    it wrote its labels and shards 75 s later over those of the run that took the folder since. Called
+    just before each output is written."""
+    held_by = getattr(_CURRENT_RUN, "owner", None)
+    if held_by is None:
+        return
+    out, owner = held_by
+    try:
+        now = json.loads((Path(out) / LOCK_NAME).read_text())
+    except (OSError, ValueError):
+        now = None
+    if not isinstance(now, dict) or any(now.get(key) != owner.get(key) for key in ("pid", "host", "time")):
+        raise RunEnded("the run that started this task has ended (stopped, or another run holds the output "
+                       "folder now): its outputs were not written")
 
 
 # ----------------------------------------------------------------------------- per-worker state
@@ -253,6 +283,7 @@ def _write_shard(out: Path, kind: str, item: BatchItem, table: pd.DataFrame) -> 
     if "image" not in table.columns:  # a stack's rows name their images themselves (file[i])
         table["image"] = item.image
     rel = f"shards/{kind}/{item.key}.csv"
+    check_run_holds_out()
     write_csv(out / rel, table)  # full precision; the merged tables round like the single-image CLI
     return rel
 
@@ -261,6 +292,7 @@ def _write_labels_tiff(out: Path, rel: str, labels: Any, calibration: dict | Non
     from ..io.images import LABELS_SOFTWARE, write_tiff
 
     # a lazy stack is written frame by frame; the input's pixel size and frame interval go with it
+    check_run_holds_out()
     write_tiff(out / rel, labels, overwrite=True, calibration=calibration or None, software=LABELS_SOFTWARE,
                origin=(calibration or {}).get("origin"))
     return rel
@@ -298,6 +330,7 @@ def _labels_into_zarr_store(out: Path, rel: str, make: Callable[[Any], Any], sha
         arr = zarr.open_array(str(tmp / "store"), mode="w", shape=shape, chunks=chunks, dtype=dtype)
         set_zarr_calibration(arr, calibration, (calibration or {}).get("origin"))
         result = make(arr)
+        check_run_holds_out()
         replace_tree(tmp / "store", target)  # the old store whole until the new one is in place
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -311,6 +344,7 @@ def write_zarr_frame(out: Path, rel: str, t: int, labels: np.ndarray) -> None:
     arr = zarr.open_array(str(out / rel), mode="r+")
     if tuple(arr.shape[1:]) != tuple(labels.shape):
         raise InputError(f"{rel}: frame shape {labels.shape} does not fit the label store {tuple(arr.shape)}")
+    check_run_holds_out()
     arr[t] = labels.astype(arr.dtype, copy=False)
 
 
@@ -596,7 +630,11 @@ def run_item(item: BatchItem, spec: TaskSpec, expected_checksum: str | None = No
                 _READ_NOTES.notes = []
                 if item.frame is not None and spec.params.get("channel") is not None:  # a (T, Y, X) Zarr, by frames
                     _READ_NOTES.notes.append(f"--channel {spec.params['channel']} ignored: the file has no channels")
-                record["outputs"] = TASK_FUNCTIONS[spec.task](item, spec, frame)
+                _CURRENT_RUN.owner = (spec.out, spec.lock_owner) if spec.lock_owner else None
+                try:
+                    record["outputs"] = TASK_FUNCTIONS[spec.task](item, spec, frame)
+                finally:
+                    _CURRENT_RUN.owner = None
                 notes = [*_READ_NOTES.notes, record["outputs"].pop("note", None)]
                 for setting in RECORDED_SETTINGS:  # settings of the item's run, not output files
                     if setting in record["outputs"]:
