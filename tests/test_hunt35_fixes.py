@@ -670,3 +670,23 @@ def test_negative_memory_limit_is_one_line():
         with pytest.raises(InputError, match="negative"):
             check_memory_limit(value)
     check_memory_limit("4GB")
+
+
+def test_local_cluster_options_with_a_scheduler_are_said_unused(tmp_path, capsys, monkeypatch):
+    """--workers / --memory-limit / --threads-per-worker were dropped without a word with --scheduler."""
+    import napari_microseg.batch.runner as runner
+    from napari_microseg.cli import main
+    from napari_microseg.errors import InputError
+
+    def unreachable(*args, **kwargs):
+        raise InputError("cannot reach the Dask scheduler (test)")
+
+    monkeypatch.setattr(runner, "run_batch", unreachable)
+    import tifffile
+
+    (tmp_path / "in").mkdir()
+
+    tifffile.imwrite(tmp_path / "in" / "a.tif", np.zeros((32, 32), np.uint16))
+    assert main(["batch", "autolabel", "--input", str(tmp_path / "in"), "--out", str(tmp_path / "out"),
+                 "--scheduler", "tcp://127.0.0.1:9", "--workers", "3", "--memory-limit", "4GB", "--quiet"]) == 2
+    assert "--workers, --memory-limit not used" in capsys.readouterr().err

@@ -1288,6 +1288,9 @@ def run_batch(
                     yield event(item.image, last=result, in_flight=len(pending))
 
         yield event("merging tables")
+        # a worker killed while writing (its item done again since) left its hidden partial file: gone now, as the
+        # run still holds the folder and its own tasks have all ended
+        remove_stale_temporaries(out)
         done_records = [records[i.key] for i in items if records.get(i.key, {}).get("status") == "done"]
         tables = merge_tables(out, done_records) if done_records else {}
         for name, _ in MERGED_TABLES.values():  # an earlier run's table that this run has no rows for

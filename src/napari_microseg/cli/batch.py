@@ -323,6 +323,14 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_task == "classify" and args.box is None and not any(
             Path(spec).name == "images" and (Path(spec).parent / "integration").is_dir() for spec in args.input):
         _check_crop_size(args)
+    if args.scheduler is not None:  # options of the local cluster: the scheduler's workers are as they were started
+        unused = [name for name, given in (("--workers", args.workers is not None),
+                                           ("--threads-per-worker", args.threads_per_worker != 1),
+                                           ("--memory-limit", args.memory_limit is not None)) if given]
+        if unused:
+            print(f"note: {', '.join(unused)} not used: with --scheduler the cluster's own workers run the items "
+                  "(set their threads and memory where they are started: dask worker --nthreads --memory-limit)",
+                  file=sys.stderr)
     gen = run_batch(args.batch_task, args.input, args.out, model=getattr(args, "model", None), scheduler=args.scheduler,
                     workers=args.workers, threads_per_worker=args.threads_per_worker,
                     torch_threads=args.torch_threads, memory_limit=args.memory_limit, device=args.device,
