@@ -1260,12 +1260,18 @@ def run_batch(
                 if not ready:
                     if time.perf_counter() - last_event >= heartbeat:
                         last_event = time.perf_counter()
+                        waiting = ""
                         if cluster is not None and time.perf_counter() - last_progress >= STALL_CHECK_SECONDS:
                             reason = _why_workers_cannot_run(client, memory_limit)  # a remote one may be waiting
                             stuck_since = None if reason is None else (stuck_since or time.perf_counter())
                             if reason and time.perf_counter() - stuck_since >= STUCK_FOR_SECONDS:
                                 raise InputError(reason)
-                        yield event("", in_flight=len(pending))
+                        elif cluster is None and time.perf_counter() - last_progress >= STALL_CHECK_SECONDS:
+                            # a remote cluster may gain workers later: waited for, but said (it sat at 0/16 silently)
+                            with contextlib.suppress(Exception):
+                                if not client.scheduler_info().get("workers"):
+                                    waiting = "waiting: the Dask scheduler has no workers (start some: dask worker ADDRESS)"
+                        yield event(waiting, in_flight=len(pending))
                     time.sleep(0.02)
                     continue
                 last_progress, stuck_since = time.perf_counter(), None
