@@ -690,3 +690,31 @@ def test_local_cluster_options_with_a_scheduler_are_said_unused(tmp_path, capsys
     assert main(["batch", "autolabel", "--input", str(tmp_path / "in"), "--out", str(tmp_path / "out"),
                  "--scheduler", "tcp://127.0.0.1:9", "--workers", "3", "--memory-limit", "4GB", "--quiet"]) == 2
     assert "--workers, --memory-limit not used" in capsys.readouterr().err
+
+
+def test_a_scheduler_without_workers_is_said_while_the_run_waits(tmp_path, monkeypatch):
+    """A remote cluster with no workers left the progress at 0/1 with no word, for ever."""
+    import time
+
+    import tifffile
+    from distributed import LocalCluster
+
+    import napari_microseg.batch.runner as runner
+
+    monkeypatch.setattr(runner, "STALL_CHECK_SECONDS", 0.2)
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "a.tif", np.zeros((32, 32), np.uint16))
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
+        gen = runner.run_batch("autolabel", tmp_path / "in", tmp_path / "out", scheduler=cluster.scheduler_address,
+                               heartbeat=0.1)
+        said, start = False, time.time()
+        try:
+            while time.time() - start < 60:
+                event = next(gen)
+                if "no workers" in str(getattr(event, "message", "")):
+                    said = True
+                    break
+        finally:
+            gen.close()
+    assert said
+    assert not (tmp_path / "out" / ".batch.lock").exists()  # the lock is released when the run is closed
