@@ -718,3 +718,50 @@ def test_a_scheduler_without_workers_is_said_while_the_run_waits(tmp_path, monke
             gen.close()
     assert said
     assert not (tmp_path / "out" / ".batch.lock").exists()  # the lock is released when the run is closed
+
+
+def test_late_hunt_mends_zip_top_level_read_only_links_and_bool_shift(tmp_path):
+    """A zipped group whose arrays were listed first was answered with an array's folder; a link to a 0444 raw
+    image was written through when running as root (and a replaced link took its target's read-only mode); a
+    bool mask shifted onto a target got a strip of True (foreground) along its edge."""
+    import os
+    import stat
+    import zipfile
+
+    import pytest
+    import zarr
+
+    from napari_microseg.autolabel.pairing import shift_labels
+    from napari_microseg.errors import InputError
+    from napari_microseg.io.atomic import atomic_write_text
+    from napari_microseg.io.images import read_image
+
+    group = zarr.open_group(str(tmp_path / "img.zarr"), mode="w")
+    for name in ("2", "0"):
+        group.create_array(name, shape=(4, 4), dtype="u1") if hasattr(group, "create_array") else \
+            group.create_dataset(name, shape=(4, 4), dtype="u1")
+    files = sorted((tmp_path / "img.zarr").rglob("*"), key=lambda p: (p.parent == tmp_path / "img.zarr", str(p)))
+    with zipfile.ZipFile(tmp_path / "z.zarr", "w") as archive:  # the arrays' entries first, as `zip -r` may list them
+        for file in files:
+            if file.is_file():
+                archive.write(file, file.relative_to(tmp_path / "img.zarr").as_posix())
+    with pytest.raises(InputError) as err:
+        read_image(tmp_path / "z.zarr")
+    assert str(err.value).endswith("give the folder z_unzipped")
+
+    (tmp_path / "raw").mkdir()
+    raw = tmp_path / "raw" / "a.csv"
+    raw.write_text("raw\n")
+    os.chmod(raw, 0o444)
+    link = tmp_path / "out.csv"
+    link.symlink_to(raw)
+    atomic_write_text(link, "new\n")
+    assert raw.read_text() == "raw\n" and not link.is_symlink() and link.read_text() == "new\n"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(link.stat().st_mode) == 0o666 & ~umask  # a new file's mode, not the raw file's 0444
+
+    mask = np.zeros((6, 6), bool)
+    mask[3, 3] = True
+    moved = shift_labels(mask, (2, 0))
+    assert (moved[:2] == -1).all() and moved[5, 3] == 1 and moved.sum() == 1 - 12

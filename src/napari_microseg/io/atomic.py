@@ -170,7 +170,8 @@ def _writable_through(linked: Path) -> bool:
     itself is replaced by the new file, as a file of that name would be."""
     if ".git/annex/objects" in linked.as_posix() or linked.is_dir():
         return False
-    if linked.exists() and not os.access(linked, os.W_OK):
+    # read-only by its mode bits too (root may write any file: os.access said yes to a 0444 raw image)
+    if linked.exists() and (not os.access(linked, os.W_OK) or not linked.stat().st_mode & 0o222):
         return False
     parent = linked.parent
     return parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)
@@ -194,6 +195,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     """
     target = Path(path)
     guard_target(target)
+    replacing_link = False
     if target.is_symlink():
         try:
             linked = Path(os.path.realpath(target, strict=False))
@@ -202,9 +204,11 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
                              "written there") from None
         if _writable_through(linked):
             target = linked
+        else:  # the link itself is replaced by a new file: the mode a new file gets, not its target's
+            replacing_link = True
     existing_mode = None
     with contextlib.suppress(OSError):
-        if target.is_file():
+        if target.is_file() and not replacing_link:
             existing_mode = stat.S_IMODE(target.stat().st_mode)
     if target.is_dir():
         raise InputError(f"{target}: is a folder; give the name of a file to write")

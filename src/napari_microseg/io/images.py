@@ -798,7 +798,8 @@ def _unzip_advice(path: Path) -> str:
         names = []
     # the store: the shallowest folder holding Zarr metadata (.zgroup / .zarray / zarr.json), wherever it lies
     markers = sorted((n.rsplit("/", 1)[0] if "/" in n else "" for n in names
-                      if n.rsplit("/", 1)[-1] in (".zgroup", ".zarray", "zarr.json")), key=lambda d: d.count("/"))
+                      if n.rsplit("/", 1)[-1] in (".zgroup", ".zarray", "zarr.json")),
+                     key=lambda d: (d != "") + d.count("/"))  # the top level before a folder of the first level
     if markers:
         inside = markers[0]
     store = f"{folder}/{inside}" if inside else folder
