@@ -84,7 +84,7 @@ def test_segmentation_export_of_a_large_layer_checks_and_measures_in_a_worker(ma
 
     worker = widget.export()  # nothing corrected: the run's own tables, after the check in the worker
     assert worker is not None
-    assert widget.export() is None and "Already running" in widget.status.text()  # one export at a time
+    assert widget.export() is None and "press Export again" in widget.status.text()  # one export at a time
     wait_worker(worker)
     assert "corrected" not in widget.status.text()
     written = widget.status.text().split("written: ", 1)[1].split(", ")
