@@ -5,6 +5,22 @@ import numpy as np
 import pandas as pd
 
 
+def _segmented_stack(make_napari_viewer, wait_worker, export_dir, n_frames: int, size: int = 96, n_nuclei: int = 8):
+    """A viewer with a simulated movie ("movie") segmented whole by the Segmentation dock; (viewer, dock)."""
+    from test_gui_hunt_fixes import _segmentation_dock
+
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+
+    viewer = make_napari_viewer(show=False)
+    sim = simulate_nuclei_timelapse(n_frames=n_frames, shape=(size, size), n_nuclei=n_nuclei, seed=5)
+    viewer.add_image(sim.fluorescence, name="movie")
+    seg = _segmentation_dock(viewer, "movie")
+    seg.scope.value = "whole stack"
+    seg.export_dir.value = str(export_dir)
+    wait_worker(seg.segment())
+    return viewer, seg
+
+
 def test_batch_flags_of_a_stack_list_its_frames_in_number_order(tmp_path):
     """flags.csv sorted a stack's frames as text: stack.tif[10] came between stack.tif[1] and stack.tif[2]."""
     import glob
@@ -136,17 +152,7 @@ def test_two_trainings_at_once_each_repeat_their_own_result(tmp_path):
 def test_undone_erase_after_an_export_keeps_the_objects_frame_label(make_napari_viewer, tmp_path, wait_worker):
     """Erase an object, Export, then Ctrl+Z: the object was back but exported with frame_label 0 (as painted anew:
     it no longer joined the first objects.csv), and the counts line still read as the last export's."""
-    from test_gui_hunt_fixes import _segmentation_dock
-
-    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
-
-    viewer = make_napari_viewer(show=False)
-    sim = simulate_nuclei_timelapse(n_frames=3, shape=(96, 96), n_nuclei=8, seed=5)
-    viewer.add_image(sim.fluorescence, name="movie")
-    seg = _segmentation_dock(viewer, "movie")
-    seg.scope.value = "whole stack"
-    seg.export_dir.value = str(tmp_path)
-    wait_worker(seg.segment())
+    viewer, seg = _segmented_stack(make_napari_viewer, wait_worker, tmp_path, n_frames=3)
     seg.export()
     first = pd.read_csv(tmp_path / "objects.csv")
     row = first[first["t"] == 1].iloc[0]
@@ -176,18 +182,9 @@ def test_a_training_frame_erased_after_add_is_said_and_export_while_busy_never_a
     corrected labels during a Fine-tune said "Already running: press Stop first." (Stop ends the training)."""
     import threading
 
-    from test_gui_hunt_fixes import _segmentation_dock
     from test_hunt33_fixes import _running_until
 
-    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
-
-    viewer = make_napari_viewer(show=False)
-    sim = simulate_nuclei_timelapse(n_frames=2, shape=(96, 96), n_nuclei=8, seed=5)
-    viewer.add_image(sim.fluorescence, name="movie")
-    seg = _segmentation_dock(viewer, "movie")
-    seg.scope.value = "whole stack"
-    seg.export_dir.value = str(tmp_path)
-    wait_worker(seg.segment())
+    viewer, seg = _segmented_stack(make_napari_viewer, wait_worker, tmp_path, n_frames=2)
     layer = viewer.layers["movie segmented"]
     viewer.dims.set_current_step(0, 1)
     seg.labels_for_training.value = layer.name
@@ -550,13 +547,11 @@ def test_review_mends_natural_key_zip_advice_undo_and_links(tmp_path, make_napar
 
     import pytest
     import zarr
-    from test_gui_hunt_fixes import _segmentation_dock
 
     from napari_microseg.batch.runner import _natural_key
     from napari_microseg.errors import InputError
     from napari_microseg.io.atomic import atomic_write_text
     from napari_microseg.io.images import read_image
-    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
 
     assert sorted(["a1²2.tif", "a1.tif", "a10.tif"], key=_natural_key) == ["a1.tif", "a1²2.tif", "a10.tif"]
 
@@ -580,12 +575,7 @@ def test_review_mends_natural_key_zip_advice_undo_and_links(tmp_path, make_napar
     assert obj.read_text() == "old\n" and not link.is_symlink() and link.read_text() == "new\n"
     assert os.access(obj, os.R_OK)
 
-    viewer = make_napari_viewer(show=False)
-    sim = simulate_nuclei_timelapse(n_frames=2, shape=(64, 64), n_nuclei=4, seed=5)
-    viewer.add_image(sim.fluorescence, name="movie")
-    seg = _segmentation_dock(viewer, "movie")
-    seg.scope.value = "whole stack"
-    wait_worker(seg.segment())
+    viewer, seg = _segmented_stack(make_napari_viewer, wait_worker, tmp_path, n_frames=2, size=64, n_nuclei=4)
     line = seg.counts_label.value
     viewer.layers["movie segmented"].undo()  # nothing to undo
     assert not seg.result_edited and seg.counts_label.value == line
