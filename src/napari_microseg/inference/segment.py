@@ -462,8 +462,9 @@ def segment_image(
         overlap = resolve_overlap(tile, overlap)
         tiles_yx = (fitted_tile(h, tile, overlap), fitted_tile(w, tile, overlap))
         network_pixels = tiles_yx[0] * tiles_yx[1]
-        # a fitted tile below the asked one takes at most half of itself (as the tiler does): recorded as used
-        network_overlap = overlap = min(overlap, max(tiles_yx) // 2)
+        # a fitted tile below the asked one takes at most half of itself (as the tiler does): recorded as used,
+        # one overlap for both axes (tiles of 128 x 130 px: 64)
+        network_overlap = overlap = min(overlap, min(tiles_yx) // 2)
     # large tiles go fewer per network call: about the pixels (and memory) of batch_size 256 x 256 tiles
     tiles_per_call = max(1, round(batch_size * BATCH_TILE_PIXELS / network_pixels))
     from ..training.normalize import scale_mismatch
