@@ -124,9 +124,16 @@ def shift_labels(labels: np.ndarray, shift: tuple[float, float], fill: int = -1)
     994 px of 5 nuclei on the ISL pair); an unsigned image becomes a signed one to hold it."""
     labels = np.asarray(labels)
     dy, dx = (int(round(v)) for v in shift)
-    if fill < 0 and labels.dtype.kind in "ub":  # (a bool mask took -1 as True: a strip of "nucleus")
-        labels = labels.astype(np.int64 if labels.dtype.itemsize >= 4 else np.int32)
+    if fill < 0:  # (a bool mask took -1 as True: a strip of "nucleus")
+        labels = _signed(labels)
     return ndi.shift(labels, (dy, dx), order=0, mode="constant", cval=fill)
+
+
+def _signed(labels: np.ndarray) -> np.ndarray:
+    """``labels`` in a signed integer type that holds -1 (not annotated) and all its ids; as it is if signed."""
+    if labels.dtype.kind not in "ub":
+        return labels
+    return labels.astype(np.int64 if labels.dtype.itemsize >= 4 else np.int32)
 
 
 def make_training_pairs(
@@ -243,8 +250,8 @@ def align_labels_iter(stain: np.ndarray, target: np.ndarray, labels: np.ndarray,
         (dy, dx), _error = check_registration(stain[pick], target[pick])
         length = float(np.hypot(dy, dx))
         corrected = bool(correct_shift and length > max_shift_px)
-        if corrected and aligned.dtype.kind in "ub":  # the strip entering at the border is -1 (not annotated)
-            aligned = aligned.astype(np.int64 if aligned.dtype.itemsize >= 4 else np.int32)
+        if corrected:  # the strip entering at the border is -1 (not annotated)
+            aligned = _signed(aligned)
         aligned[pick] = shift_labels(labels[pick], (dy, dx)) if corrected else labels[pick]
         shifts.append({"t": 0 if t is None else int(t), "dy": dy, "dx": dx, "length": length, "corrected": corrected})
         yield Progress(i + 1, len(frames), f"registered frame {i + 1}/{len(frames)}: shift {length:.1f} px")

@@ -484,6 +484,10 @@ def _measure_changed_on_resume(ckpt: dict, cfg: "TrainConfig") -> list[str]:
     otherwise than the checkpoint's run did."""
     before = (ckpt["config"].get("training") or {}).get("config") or {}
     mode = ckpt["config"].get("output_mode") or cfg.output_mode
+
+    def comparable(value: Any) -> Any:  # class weights saved as a JSON list, given as a tuple of ints
+        return [float(v) for v in value] if isinstance(value, (list, tuple)) else value
+
     changed = []
     for key in MEASURE_KEYS:
         if key not in before:
@@ -491,10 +495,7 @@ def _measure_changed_on_resume(ckpt: dict, cfg: "TrainConfig") -> list[str]:
         then, now = before[key], getattr(cfg, key)
         if key == "loss":
             then, now = then or default_loss(mode), now or default_loss(cfg.output_mode)
-        if isinstance(then, (list, tuple)) or isinstance(now, (list, tuple)):
-            then = [float(v) for v in then] if isinstance(then, (list, tuple)) else then
-            now = [float(v) for v in now] if isinstance(now, (list, tuple)) else now
-        if then != now:
+        if comparable(then) != comparable(now):
             changed.append(key.replace("_", " "))
     return changed
 

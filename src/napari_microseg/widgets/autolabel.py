@@ -134,6 +134,7 @@ class AutolabelWidget(MicrosegDock):
         self._preview_hidden_by_failure = False  # a failed preview hid the last one: the next shows it again
         self.labels_layer = None
         self.qc = None
+        self.qc_labels_layer = None  # the last QC's labels layer
         self._pending_preview = False
         self.schedule_preview()  # opened with a stain already chosen (the first image layer): preview it too
 
@@ -451,7 +452,7 @@ class AutolabelWidget(MicrosegDock):
         def done(outcome: tuple) -> None:
             table, (th, tw), checked, features = outcome
             self.qc = table
-            earlier = self.qc_labels_layer if getattr(self, "qc_labels_layer", None) in self.viewer.layers else None
+            earlier = self.qc_labels_layer if self.qc_labels_layer in self.viewer.layers else None
             self.qc_labels_layer = self.viewer.add_labels(
                 checked, name=unique_layer_name(self.viewer, f"{layer.name} (QC)"), opacity=0.5, features=features,
                 **layer_geometry(layer, checked.ndim))

@@ -9,6 +9,7 @@ updates those two layers, and the exports reflect the edits.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, Generator
 
@@ -583,12 +584,10 @@ def _unfinished_store(layer: Any) -> str | None:
     record = header["microseg_batch"]
     path = getattr(getattr(layer, "source", None), "path", None)
     if path and Path(path).is_dir():  # the store as it is now (the run may have finished since it was opened)
-        try:
-            import zarr
+        import zarr
 
+        with contextlib.suppress(Exception):  # unreadable now: the record it was opened with
             record = dict(zarr.open(str(path), mode="r").attrs).get("microseg_batch", record)
-        except Exception:  # noqa: BLE001 - unreadable now: the record it was opened with
-            pass
     try:
         check_complete(SimpleNamespace(metadata={"microseg_batch": record}), f"'{layer.name}'")
     except InputError as err:
