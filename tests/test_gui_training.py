@@ -319,19 +319,24 @@ def test_stop_while_the_layers_are_read_trains_nothing(make_napari_viewer, wait_
     assert done.value.value is None
 
 
-def test_loss_plot_legend_leaves_the_top_right_corner_to_the_dice_curve(qtbot):
-    """Val Dice rises towards the top right; the legend sits at the middle of the right edge instead."""
+def test_loss_plot_legend_sits_above_the_curves_not_on_them(qtbot):
+    """The legend hid the newest validation points (mid-right, where a falling loss ends): it now lies on
+    one row above the view box, over none of the curves, and lists all three curves side by side."""
     from napari_microseg.widgets._plot import LossPlot
 
     plot = LossPlot()
     qtbot.addWidget(plot)
-    plot.resize(460, 220)
+    plot.resize(380, 220)
+    plot.add_step(0.5, 0.7)
+    plot.add_epoch(1, 0.6, 0.5)
+    plot.refresh()
     plot.show()
     qtbot.wait(50)
     view = plot.getPlotItem().vb.sceneBoundingRect()
     legend = plot.getPlotItem().legend.sceneBoundingRect()
-    assert legend.right() > view.center().x()  # on the right ...
-    assert abs(legend.center().y() - view.center().y()) < 0.1 * view.height()  # ... at mid-height
+    assert legend.bottom() <= view.top() + 2  # above the curves' box
+    assert legend.top() >= 0 and legend.height() < 0.2 * plot.height()  # one row, inside the widget
+    assert legend.left() >= 0 and legend.right() <= plot.width()
 
 
 def test_loss_plot_legend_lists_only_curves_it_draws(qtbot):

@@ -42,6 +42,7 @@ def run_with_text_progress(gen: Generator[Any, None, Any], stream: TextIO | None
     interactive = hasattr(stream, "isatty") and stream.isatty()
     last_print = 0.0
     result = None
+    counted: dict[str, Any] = {}  # the first event of the count shown now: its total, done and time
     try:
         while True:
             event = next(gen)
@@ -51,14 +52,20 @@ def run_with_text_progress(gen: Generator[Any, None, Any], stream: TextIO | None
                 continue
             now = time.perf_counter()
             elapsed = now - start
-            eta = elapsed / done * (total - done) if done else float("nan")
+            if counted.get("total") != total or done < counted["done"]:  # a new count (reading, then steps)
+                counted.update(total=total, done=done, at=now)
+            # the rate of this count's own steps (the data's reading and preparation before the first training
+            # step made the first estimates many times too long)
+            steps = done - counted["done"]
+            eta = (now - counted["at"]) / steps * (total - done) if steps > 0 else float("nan")
             msg = getattr(event, "message", "")
             eta_text = f"{eta:6.1f}s" if eta == eta else "     --"  # NaN before the first step is done
-            line = f"{label} {text_bar(done, total)} {elapsed:6.1f}s eta {eta_text} {msg}"
+            bar = text_bar(done, total) if total > 0 else ""  # (total 0: a message before the counting starts)
+            line = f"{label} {bar} {elapsed:6.1f}s eta {eta_text} {msg}"
             if interactive:
                 stream.write("\r" + line[:150].ljust(150))
                 stream.flush()
-            elif now - last_print > 2.0 or done == total:
+            elif now - last_print > 2.0 or (total > 0 and done == total):
                 stream.write(line + "\n")
                 last_print = now
     except StopIteration as stop:

@@ -184,8 +184,11 @@ def foreground_diameter(foreground: np.ndarray, min_area: int = 4) -> float:
         return float("nan")
     dist = ndi.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
     index = np.arange(1, n + 1)
-    radius = ndi.maximum(dist, comps, index)
-    area = ndi.sum(mask, comps, index)
+    # each component's largest distance (ndi.maximum sorted every pixel: 0.6 s a 1024^2 frame, 30x this)
+    largest = np.zeros(n + 1, dist.dtype)
+    np.maximum.at(largest, comps.ravel(), dist.ravel())
+    radius = largest[1:]
+    area = np.bincount(comps.ravel(), minlength=n + 1)[1:]
     keep = area >= min_area
     edge = np.unique(np.concatenate([comps[0], comps[-1], comps[:, 0], comps[:, -1]]))
     inner = keep & ~np.isin(index, edge)
@@ -208,11 +211,13 @@ def training_object_size(targets: Any) -> dict | None:
     of its objects; the model's ``diameter`` is the median over the images
     and its ``range`` their 10th to 90th percentile, px.
     """
-    per_image = []
-    for target in targets:
-        d = foreground_diameter(np.asarray(target) > 0)
-        if np.isfinite(d):
-            per_image.append(d)
+    return object_size_of([foreground_diameter(np.asarray(target) > 0) for target in targets])
+
+
+def object_size_of(diameters: Any) -> dict | None:
+    """:func:`training_object_size` from each training image's :func:`foreground_diameter` (px; NaN for
+    an image without objects): None when none has objects."""
+    per_image = [float(d) for d in diameters if np.isfinite(d)]
     if not per_image:
         return None
     values = np.asarray(per_image)

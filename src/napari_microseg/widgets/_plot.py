@@ -39,11 +39,13 @@ class LossPlot(pg.PlotWidget):
         item.setLabel("left", "loss")
         item.getAxis("left").enableAutoSIPrefix(False)  # a loss of 0.693 reads 0.693, not 693 "(x0.001)"
         item.showGrid(x=True, y=True, alpha=0.2)
-        # on a background of the plot's own colour: the curves pass behind the names, not through them
-        legend = item.addLegend(labelTextSize="7pt", brush=pg.mkBrush(BG + "e6"), pen=pg.mkPen("#555555"))
-        # middle of the right edge: the losses fall towards the bottom right and the Dice rises
-        # towards the top right, so the top-right corner would hide the Dice curve
-        legend.anchor(itemPos=(1, 0.5), parentPos=(1, 0.5), offset=(-10, 0))
+        # the names on one row above the curves, in a title row kept empty for them: inside the view, wherever
+        # it sat, the legend hid the newest points of a curve (mid-right: a falling loss's latest epochs)
+        item.setTitle(" ", size="7pt")
+        legend = item.addLegend(labelTextSize="7pt", colCount=3, verSpacing=-6)
+        legend.setParentItem(item)
+        legend.layout.setContentsMargins(0, 0, 0, 0)
+        legend.anchor(itemPos=(0.5, 0), parentPos=(0.5, 0))
         self.train_curve = item.plot([], [], pen=pg.mkPen("#6fa8dc", width=1), name="train loss")
         self.val_curve = item.plot([], [], pen=pg.mkPen("#f6b26b", width=2), symbol="o", symbolSize=5,
                                    symbolBrush="#f6b26b", name="val loss")

@@ -11,6 +11,7 @@ checked there; layers are written only from the GUI thread.
 from __future__ import annotations
 
 
+import contextlib
 import os
 import threading
 import time
@@ -22,7 +23,7 @@ import pandas as pd
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, PushButton, Select, SpinBox
 
 from ..defaults import LAST_SUFFIX, MAX_CLASS_VALUES
-from ..errors import InputError
+from ..errors import InputError, MicrosegError
 from ..progress import Progress, drain
 from ..io.images import is_lazy
 from ._base import field_path, NO_MODEL_MESSAGE, MicrosegDock, being_written, class_colormap, current_frame, display_labels, free_name, ids_features, full_resolution, grey_image, label_features, layer_geometry, layer_names, placement_mismatch, snapshot, unique_layer_name, unwritable_reason, worker_copy
@@ -174,7 +175,29 @@ def read_training_pairs(
         # every painted id would count as a nucleus: the network would never see what is not one
         raise InputError(f"sparse labels: no background painted (label id {background_value}) on any layer: paint "
                          "some background with that id too, or untick 'sparse labels'")
+    if partial and background_value is not None and output_mode != "multiclass":
+        note = _background_like_an_object(read_labels, background_value)
+        if note:
+            yield Progress(len(images), len(images), f"note: {note}")
+            if notes is not None:
+                notes.append(note)
     return read_images, read_labels
+
+
+def _background_like_an_object(labels: list[np.ndarray], background_value: int) -> str | None:
+    """A doubt about sparse labels whose background id covers no more than about one painted object
+    (napari numbers the first nucleus painted 1, the default background id: that nucleus would be trained
+    as background and nothing else would be); None when the background covers more."""
+    background = sum(int(np.count_nonzero(label == background_value)) for label in labels)
+    areas = []
+    for label in labels:
+        values, counts = np.unique(label[label > 0], return_counts=True)  # (ids of any size)
+        areas.extend(int(count) for value, count in zip(values, counts) if value != background_value)
+    if not areas or background > 2 * float(np.median(areas)):
+        return None
+    return (f"the background id {background_value} covers {background} px, about one painted object (median "
+            f"{np.median(areas):.0f} px): if {background_value} is a nucleus, it is trained as background; paint the "
+            "background with its own id and give that id")
 
 
 #: bytes of memory training takes per pixel of its images (the pixels read, the normalised float32 copy,
@@ -445,6 +468,7 @@ class TrainingWidget(MicrosegDock):
         self.plot.reset()
         self.plot.setVisible(True)
         resumed_with: list[str] = []  # the form's fields the resumed run replaced by its own (worker -> end message)
+        kept_after_failure: dict = {}  # a failed run's kept model: its best epoch, history file (worker -> failed())
 
         def make_generator():
             from ..io.images import frame_name
@@ -470,7 +494,8 @@ class TrainingWidget(MicrosegDock):
             if out_path != wanted:  # said once the layers are read (the reading messages came first)
                 yield Progress(len(images), len(images), f"{wanted.name} (or its .last.pt checkpoint) exists: training into {out_path.name}")
             # a (T, Y, X) stack trains on its frames (one pair each; the library skips unpainted ones)
-            n_annotated = sum(int(np.count_nonzero([np.any(frame != 0) for frame in lab])) if lab.ndim == 3 else 1
+            # (a frame holding only -1, "not annotated" as the Auto-label QC layer marks it, is not one)
+            n_annotated = sum(int(np.count_nonzero([np.any(frame > 0) for frame in lab])) if lab.ndim == 3 else 1
                               for lab in pairs[1])
             cfg["data_description"] += f" ({n_annotated} annotated frame(s))"
             if resume:
@@ -486,16 +511,30 @@ class TrainingWidget(MicrosegDock):
                 return (yield from train(cfg, data, out_path=out_path, resume=resume, stop_event=stop_event))
             except GeneratorExit:  # the viewer closed mid-run: the trainer kept its best model; its history
                 if _file_stamp(out_path) != started:  # beside it too, as after Stop (no dock is left to write it)
-                    from ..io.models import read_model_config
-
-                    history = (read_model_config(out_path).get("training") or {}).get("history") or []
-                    if history:
-                        write_history_beside(out_path, history, resumed=bool(resume))
+                    _history_of_kept_model(out_path, bool(resume))
                 raise
+            except Exception:  # diverged, out of memory, a full disk ...: the best epoch so far is kept, as after
+                if _file_stamp(out_path) != started:  # Stop; said with the error (on_failed), with its history
+                    kept_after_failure.update(_history_of_kept_model(out_path, bool(resume)))
+                raise
+
+        def failed() -> None:
+            """After a failure's message: a model the run kept is said, offered and resumable."""
+            if not kept_after_failure:
+                return
+            from .segmentation import add_recent_model
+
+            add_recent_model(out_path)
+            self.model_path = str(out_path)
+            epoch = kept_after_failure.get("best_epoch")
+            history = kept_after_failure.get("history_name")
+            self.show_error(f"{self.status.text()}. The best epoch so far" + (f" ({epoch})" if epoch else "")
+                            + f" is kept: {out_path}" + (f" (history: {history})" if history else "")
+                            + "; tick 'resume' to continue its run")
 
         # the pairs ("<labels> (on <image>)") are said when the run starts and when it ends
         return self.start(make_generator, lambda result: self._finished(result, label_names, notes, bool(resume), resumed_with),
-                          on_event=self._on_event, label="training", cooperative_stop=stop_event,
+                          on_event=self._on_event, label="training", cooperative_stop=stop_event, on_failed=failed,
                           stop_message="Stopping after this step; the best model so far is kept ...",
                           writes=(out_path, out_path.with_name(out_path.name + LAST_SUFFIX)))
 
@@ -625,6 +664,25 @@ def write_history_beside(model_path: Path, history: list[dict], resumed: bool) -
     return write_history_csv(history_path, history, TRAIN_HISTORY_COLUMNS)
 
 
+def _history_of_kept_model(model_path: Path, resumed: bool) -> dict:
+    """Write the history of a model a run kept and ended without returning (the viewer closed, an error)
+    beside it; returns ``best_epoch`` and ``history_name`` (absent where unknown or not written)."""
+    from ..io.models import read_model_config
+
+    out: dict = {}
+    try:
+        training = read_model_config(model_path).get("training") or {}
+    except (MicrosegError, OSError):
+        return out
+    if training.get("best_epoch"):
+        out["best_epoch"] = int(training["best_epoch"])
+    history = training.get("history") or []
+    if history:
+        with contextlib.suppress(OSError):  # (a full disk: the model is still said)
+            out["history_name"] = write_history_beside(model_path, history, resumed=resumed).name
+    return out
+
+
 def _file_stamp(path: Path) -> tuple | None:
     """(size, modification time) of a file, None when there is none: tells whether a run wrote it."""
     try:
@@ -640,6 +698,7 @@ def _import_training_modules() -> None:
     collector's reach: see ``_base._hold_gc``.)"""
     import kornia  # noqa: F401
     import torch  # noqa: F401
+    import torch._dynamo  # noqa: F401  (imported by the first optimiser made: 2-5 s after Train otherwise)
 
     import napari_microseg.io.models  # noqa: F401
     import napari_microseg.models  # noqa: F401
