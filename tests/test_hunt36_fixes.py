@@ -169,3 +169,103 @@ def test_annotated_frames_leave_out_frames_marked_not_annotated_and_a_background
     drain(read_training_pairs([image], [np.where(labels == 1, 0, painted)], ["lab"], True, background_value=1,
                               notes=notes))
     assert not notes, notes
+
+
+def _squares(n: int = 3, size: int = 64, dtype=np.uint16):
+    labels = np.zeros((size, size), dtype)
+    for i in range(n):
+        labels[4 + 18 * i:14 + 18 * i, 4 + 18 * i:14 + 18 * i] = i + 1
+    return labels
+
+
+def test_evaluate_pairs_ome_zarr_and_fz_names_and_never_pairs_two_folders_by_count(tmp_path, capsys):
+    """a.ome.zarr was keyed "a.ome" and scored as nothing found; one file in each folder was paired whatever its name."""
+    import tifffile
+
+    from napari_microseg.cli import main
+    from napari_microseg.cli.evaluate import _key
+    from napari_microseg.io.images import write_zarr
+
+    assert _key("a.ome.zarr") == _key("a.fit.fz") == _key("a.fts.fz") == _key("a_seg.npy") == "a"
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    gt.mkdir()
+    pred.mkdir()
+    for name in "abc":
+        tifffile.imwrite(gt / f"{name}.tif", _squares())
+    write_zarr(pred / "a.ome.zarr", _squares())
+    for name in "bc":
+        tifffile.imwrite(pred / f"{name}.tif", _squares())
+    assert main(["evaluate", "seg", "--gt", str(gt), "--pred", str(pred), "--out", str(tmp_path / "m.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "3 image(s) scored" in out and "AP@0.50 1.000" in out and "without a prediction" not in out
+    one_gt, one_pred = tmp_path / "g1", tmp_path / "p1"
+    one_gt.mkdir()
+    one_pred.mkdir()
+    tifffile.imwrite(one_gt / "img1.tif", _squares())
+    tifffile.imwrite(one_pred / "img7.tif", _squares())  # another image's leftover labels
+    assert main(["evaluate", "seg", "--gt", str(one_gt), "--pred", str(one_pred), "--out", str(tmp_path / "o.csv")]) == 2
+    assert "no file names" in capsys.readouterr().err
+    # two files named are scored together, with a warning
+    assert main(["evaluate", "seg", "--gt", str(one_gt / "img1.tif"), "--pred", str(one_pred / "img7.tif"),
+                 "--out", str(tmp_path / "o.csv")]) == 0
+    assert "names differ" in capsys.readouterr().err
+
+
+def test_evaluate_leaves_out_unannotated_frames_refuses_pickles_and_ignores_a_uint16_void(tmp_path, capsys):
+    import tifffile
+
+    from napari_microseg.classify.evaluate import confusion_matrix
+    from napari_microseg.cli import main
+    from napari_microseg.errors import InputError
+
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    gt.mkdir()
+    pred.mkdir()
+    truth = np.stack([_squares(), _squares(), np.full((64, 64), -1), np.full((64, 64), -1)]).astype(np.int32)
+    found = np.stack([_squares(2), _squares(2), np.zeros((64, 64)), np.zeros((64, 64))]).astype(np.uint16)
+    tifffile.imwrite(gt / "m.tif", truth)
+    tifffile.imwrite(pred / "m.tif", found)
+    assert main(["evaluate", "seg", "--gt", str(gt), "--pred", str(pred), "--out", str(tmp_path / "m.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "2 image(s) scored" in out and "per-image mean 0.667" in out and "m.tif[2], m.tif[3]" in out
+    # a pickled .npy (Cellpose's _seg.npy): one line, never unpickled
+    (pred / "m.tif").unlink()
+    np.save(pred / "m_seg.npy", np.array({"masks": _squares()}, dtype=object), allow_pickle=True)
+    tifffile.imwrite(gt / "m.tif", _squares())
+    assert main(["evaluate", "seg", "--gt", str(gt), "--pred", str(pred), "--out", str(tmp_path / "n.csv")]) == 2
+    assert "pickled .npy" in capsys.readouterr().err
+    # classes: a uint16 truth with its void 65535 left out by --ignore
+    cgt, cpred = tmp_path / "cgt", tmp_path / "cpred"
+    cgt.mkdir()
+    cpred.mkdir()
+    classes = (_squares() > 0).astype(np.uint16)
+    void = classes.copy()
+    void[:2] = 65535
+    tifffile.imwrite(cgt / "a.tif", void)
+    tifffile.imwrite(cpred / "a.tif", classes)
+    assert main(["evaluate", "classes", "--gt", str(cgt), "--pred", str(cpred), "--ignore", "65535",
+                 "--out", str(tmp_path / "c.csv")]) == 0
+    assert "pixel accuracy 1.0000" in capsys.readouterr().out
+    with pytest.raises(InputError, match="classes 0 to 2"):  # -1 was counted as class 2
+        confusion_matrix([0, 1, 2], [0, 1, -1], 3)
+
+
+def test_track_scores_of_ids_past_int32_are_right(tmp_path):
+    """Track ids of 4e9 were wrapped to int32 in the masks but not in the graph: TRA 0, said nowhere."""
+    from napari_microseg.tracking.metrics import ctc_scores
+    from napari_microseg.tracking.track import TrackResult
+    import pandas as pd
+
+    def movie(offset: int):
+        masks = np.zeros((3, 48, 48), np.uint32 if offset else np.uint16)
+        rows = []
+        for t in range(3):
+            for k, (y, x) in enumerate(((10, 10 + 2 * t), (30, 30 - 2 * t))):
+                masks[t, y - 4:y + 4, x - 4:x + 4] = offset + k + 1
+                rows.append({"track_id": offset + k + 1, "t": t, "y": float(y) - 0.5, "x": float(x) - 0.5,
+                             "parent_track_id": 0, "root_track_id": offset + k + 1, "generation": 0})
+        table = pd.DataFrame(rows)
+        return TrackResult(table, table[["track_id", "t", "y", "x"]].to_numpy(float), {}, masks, {})
+
+    scores = ctc_scores(movie(4_000_000_000), movie(0))
+    assert scores["TRA"] == pytest.approx(1.0) and scores["DET"] == pytest.approx(1.0)

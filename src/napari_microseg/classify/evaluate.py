@@ -45,6 +45,9 @@ def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], n_classes: in
     if y_true.shape != y_pred.shape:
         raise InputError(f"{len(y_true)} true labels but {len(y_pred)} predictions")
     n = int(n_classes) if n_classes is not None else int(max(y_true.max(initial=-1), y_pred.max(initial=-1)) + 1)
+    for which, values in (("true", y_true), ("predicted", y_pred)):  # a -1 counted as class n - 1 (numpy's wrap)
+        if values.size and (values.min() < 0 or values.max() >= n):
+            raise InputError(f"{which} labels must be classes 0 to {n - 1}; got {int(values.min())} to {int(values.max())}")
     cm = np.zeros((n, n), np.int64)
     np.add.at(cm, (y_true, y_pred), 1)
     return cm

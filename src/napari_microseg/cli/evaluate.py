@@ -32,9 +32,10 @@ from pathlib import Path
 from ..errors import InputError
 from ._help import HelpFormatter
 
-_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fits", ".fit", ".fts",
-             ".fz", ".png", ".npy", ".zarr")  # every FITS form read_image takes (.fts, .fz: were not listed)
-_ENDINGS = ("_labels", "_label", "_masks", "_mask", "_pred", "_prediction", "_gt")
+_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fit.fz", ".fts.fz",
+             ".fits", ".fit", ".fts", ".fz", ".png", ".npy", ".ome.zarr", ".zarr")
+# every form read_image takes, each before its shorter ending (a.ome.zarr was keyed "a.ome" and paired with nothing)
+_ENDINGS = ("_labels", "_label", "_masks", "_mask", "_pred", "_prediction", "_gt", "_seg")  # (_seg: Cellpose)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -193,7 +194,9 @@ def match_files(gt_dir: Path, pred_dir: Path, unpredicted_as_empty: bool = False
     failed on) is paired with None when ``unpredicted_as_empty`` (scored as nothing found, so that
     failures do not raise the score), else left out."""
     gts, preds = _list(gt_dir), _list(pred_dir)
-    if len(gts) == 1 and len(preds) == 1:
+    if len(gts) == 1 and len(preds) == 1 and not (gt_dir.is_dir() and pred_dir.is_dir()):
+        # two files named: scored together whatever their names; in two folders the names must pair (a
+        # failed run's folder holding another image's labels scored img7 against img1's truth)
         if _key(gts[0].name) != _key(preds[0].name):
             print(f"warning: scoring {preds[0].name} against {gts[0].name}: the names differ (one file on each side)",
                   file=sys.stderr)
@@ -245,7 +248,7 @@ def read_labels(path: Path, not_annotated: bool = False):
     from ..measure.labels import masks_to_labels
 
     if path.suffix.lower() == ".npy":
-        arr = np.load(path)
+        arr = _load_npy(path)
     elif path.suffix.lower() == ".png":
         from skimage.io import imread
 
@@ -300,10 +303,12 @@ def leave_out_not_annotated(gt, pred):
     return np.where(ignored, 0, gt), pred, len(dropped)
 
 
-def iter_pairs(pairs, notes: list | None = None, unpredicted: list | None = None):
+def iter_pairs(pairs, notes: list | None = None, unpredicted: list | None = None, unannotated: list | None = None):
     """(name, truth, prediction, not annotated pixels or None) of each image or frame of ``pairs``
     (:func:`match_files`); a pair without prediction file gives an empty prediction, its frames' names
-    appended to ``unpredicted``."""
+    appended to ``unpredicted``. A frame whose truth is -1 (not annotated) at every pixel, as autolabel keeps
+    the tiles its QC dropped, is no image to score (empty against empty scored it perfect): its name goes to
+    ``unannotated``."""
     import numpy as np
 
     from ..io.images import frame_name
@@ -317,6 +322,10 @@ def iter_pairs(pairs, notes: list | None = None, unpredicted: list | None = None
         for name, gt_frame, pred_frame in frames:
             not_annotated = gt_frame < 0
             n_ignored = int(not_annotated.sum())
+            if n_ignored and n_ignored == not_annotated.size:
+                if unannotated is not None:
+                    unannotated.append(name)
+                continue
             gt_frame, pred_frame, n_dropped = leave_out_not_annotated(gt_frame, pred_frame)
             if n_ignored and notes is not None:
                 notes.append((name, n_ignored, n_dropped))
@@ -342,7 +351,15 @@ def run_seg(args: argparse.Namespace) -> int:
     compare_pairs = match_files(Path(args.gt), Path(args.compare)) if args.compare else None
     notes: list = []
     unpredicted: list[str] = []  # frames of --gt without a --pred file, scored as nothing found
-    per_image, pooled = evaluate_dataset(iter_pairs(pairs, notes, unpredicted), thresholds, seed=args.seed)
+    unannotated: list[str] = []  # frames of --gt not annotated at all (-1 everywhere): not scored
+    try:
+        per_image, pooled = evaluate_dataset(iter_pairs(pairs, notes, unpredicted, unannotated), thresholds,
+                                             seed=args.seed)
+    except InputError:
+        if unannotated:  # every frame left out
+            raise InputError(f"no image of {args.gt} is annotated: every pixel of its {len(unannotated)} frame(s) is "
+                             "-1 (not annotated)") from None
+        raise
     # the second set is scored before anything is written: a bad file there leaves no half-finished run
     per_image_compare = evaluate_dataset(iter_pairs(compare_pairs), thresholds)[0] if compare_pairs else None
     pooled_row = {"name": "ALL"}
@@ -382,6 +399,9 @@ def run_seg(args: argparse.Namespace) -> int:
         print(f"warning: the predictions cover {100 * predicted / pixels:.0f} % of the pixels, the ground truth "
               f"{100 * true / pixels:.0f} %: the any-overlap object scores say little then (one object over "
               "everything overlaps every nucleus); trust the IoU-matched AP", file=sys.stderr)
+    if unannotated:
+        print(f"not scored: {len(unannotated)} frame(s) of the ground truth are not annotated at all (-1 at every "
+              f"pixel: {', '.join(unannotated[:3])}{' ...' if len(unannotated) > 3 else ''})")
     if notes:
         print(f"not annotated (-1) in the ground truth: {sum(n[1] for n in notes)} px in {len(notes)} image(s) left out, "
               f"with the {sum(n[2] for n in notes)} predicted object(s) lying on them")
@@ -442,6 +462,20 @@ def _compare(per_image, other, thresholds, out_compare: Path, seed: int = 0) -> 
     print(f": {verdict}")
 
 
+def _load_npy(path: Path):
+    """A ``.npy`` array; a pickled one (Cellpose's ``_seg.npy`` is a pickled dict) is refused in one line
+    (it is never unpickled: that would run code from the file)."""
+    import numpy as np
+
+    try:
+        return np.load(path)
+    except (ValueError, OSError, EOFError) as err:
+        if "allow_pickle" in str(err):
+            raise InputError(f"{path.name} holds Python objects (a pickled .npy, such as Cellpose's _seg.npy), not "
+                             "an array: save its label image (Cellpose: 'masks') as TIFF or a plain .npy") from None
+        raise InputError(f"{path.name}: not a numeric .npy array ({str(err).splitlines()[0]})") from None
+
+
 def _class_map(path: Path, ignore: int | None = None, predicted: bool = False):
     """A class map (Y, X) or (T, Y, X) of whole numbers >= 0 as int64; a negative ``ignore`` value (the
     truth's "void", e.g. -1) is kept where it is (refused as a negative label, --ignore -1 could not work).
@@ -454,7 +488,7 @@ def _class_map(path: Path, ignore: int | None = None, predicted: bool = False):
 
     from ..measure.labels import colour_labels_as_ids
 
-    arr = np.load(path) if path.suffix.lower() == ".npy" else np.asarray(read_image(path).data)
+    arr = _load_npy(path) if path.suffix.lower() == ".npy" else np.asarray(read_image(path).data)
     arr = colour_labels_as_ids(arr, path.name, classes=True)
     if arr.ndim not in (2, 3):
         raise InputError(f"{path.name}: expected a (Y,X) or (T,Y,X) class map, got shape {arr.shape}")
@@ -502,7 +536,8 @@ def run_classes(args: argparse.Namespace) -> int:
         truth, pred = _class_map(g, args.ignore), _class_map(p, predicted=True)
         if truth.shape != pred.shape:
             raise InputError(f"{g.name}: true map shape {truth.shape} differs from {p.name} shape {pred.shape}")
-        for path, values in ((g, truth), (p, pred)):
+        # (the truth's --ignore value is no class: a uint16 map's void 65535 was refused as "not a class map")
+        for path, values in ((g, truth if args.ignore is None else truth[truth != args.ignore]), (p, pred)):
             top = int(values.max(initial=0))
             if top >= limit:
                 raise InputError(f"{path.name} holds the value {top}, but class maps here hold ids 0 to {limit - 1}: "

@@ -413,7 +413,8 @@ def read_tracks_folder(folder: str | os.PathLike) -> TrackResult | Path:
         return folder
     tracks = folder / "tracks.csv"
     if tracks.is_file() and (folder / "tracks_labels.tif").is_file():
-        relabelled = time_stack(read_image(folder / "tracks_labels.tif").data, "tracks_labels.tif").astype(np.int32)
+        # (its own integer type: ids past 2^31 were wrapped by int32, and then matched no row of tracks.csv)
+        relabelled = np.asarray(time_stack(read_image(folder / "tracks_labels.tif").data, "tracks_labels.tif"))
         result = read_tracks_csv(tracks, n_frames=relabelled.shape[0])
         _check_tracks_match_masks(folder, result.table, relabelled, "track_id", "tracks_labels.tif")
         result.relabelled = relabelled

@@ -59,6 +59,22 @@ def tracking_graph(result: TrackResult, name: str = "tracks"):
     if result.relabelled is None:
         raise InputError("CTC metrics need label masks (tracks from points have none)")
     tab = result.table.sort_values(["track_id", "t"]).reset_index(drop=True)
+    segmentation = np.asarray(result.relabelled)
+    track_ids = np.unique(tab["track_id"].to_numpy(np.int64))
+    if track_ids.size and int(track_ids[-1]) > max(2 * track_ids.size, 1000):
+        # ids numbered 1..n in their order: int32 wrapped ids past 2^31 (TRA 0, unsaid), and traccuracy's
+        # matcher allocates by the largest id (8 GB for ids of 2e8 on a 4 x 64 x 64 movie)
+        tab = tab.copy()
+        tab["track_id"] = np.searchsorted(track_ids, tab["track_id"].to_numpy(np.int64)) + 1
+        parents = tab["parent_track_id"].to_numpy(np.int64)
+        known = np.isin(parents, track_ids)
+        tab["parent_track_id"] = np.where(known, np.searchsorted(track_ids, parents) + 1, 0)
+        renumbered = np.zeros(segmentation.shape, np.int32)
+        inside = segmentation != 0
+        values = segmentation[inside].astype(np.int64)
+        position = np.clip(np.searchsorted(track_ids, values), 0, track_ids.size - 1)
+        renumbered[inside] = np.where(track_ids[position] == values, position + 1, 0)  # (ids no row lists: none)
+        segmentation = renumbered
     node = np.arange(1, len(tab) + 1)
     g = nx.DiGraph()
     g.add_nodes_from(
@@ -73,8 +89,7 @@ def tracking_graph(result: TrackResult, name: str = "tracks"):
     for idx, p in zip(first.index, first["parent_track_id"]):
         if p and p in last_node:
             g.add_edge(int(last_node[p]), int(node[idx]))
-    seg = np.asarray(result.relabelled).astype(np.int32, copy=False)
-    return TrackingGraph(g, segmentation=seg, name=name, location_keys=("y", "x"))
+    return TrackingGraph(g, segmentation=segmentation.astype(np.int32, copy=False), name=name, location_keys=("y", "x"))
 
 
 def load_ctc_graph(folder: str | os.PathLike, name: str | None = None):
