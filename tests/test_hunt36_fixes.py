@@ -269,3 +269,62 @@ def test_track_scores_of_ids_past_int32_are_right(tmp_path):
 
     scores = ctc_scores(movie(4_000_000_000), movie(0))
     assert scores["TRA"] == pytest.approx(1.0) and scores["DET"] == pytest.approx(1.0)
+
+
+def _jumping_movie(jump_px: float = 80.0, n_frames: int = 8, size: int = 256):
+    """Labels (T, Y, X) of 12 still discs whose field jumps ``jump_px`` to the right from frame 4 on."""
+    from skimage.draw import disk
+
+    rng = np.random.default_rng(1)
+    centres = rng.uniform(40, 150, (12, 2))
+    labels = np.zeros((n_frames, size, size), np.uint16)
+    for t in range(n_frames):
+        shift = np.array([0.0, jump_px]) if t >= 4 else np.zeros(2)
+        for i, (y, x) in enumerate(centres + shift):
+            rr, cc = disk((y, x), 6, shape=(size, size))
+            labels[t, rr, cc] = i + 1
+    return labels
+
+
+def test_a_reused_track_config_brings_no_stage_offsets_and_long_jumps_are_said(tmp_path, capsys):
+    """track_config.json carried its run's stage offsets into a new run (50 px off, or an IndexError); a jump
+    longer than a quarter of the field was dropped without a word."""
+    import json
+
+    import tifffile
+
+    from napari_microseg.cli import main
+    from napari_microseg.progress import drain
+    from napari_microseg.tracking.export import track_summary
+    from napari_microseg.tracking.track import load_config, track, track_warnings
+
+    labels = _jumping_movie()
+    result = drain(track(labels, stage_shift="objects"))
+    notes = " ".join(track_warnings(result))
+    assert "left out 1 jump(s) longer than 64 px" in notes and "frame 4: 80 px" in notes
+    assert result.n_tracks > 12  # broken across the jump
+    allowed = drain(track(labels, stage_shift="objects", max_shift=100))
+    assert allowed.n_tracks == 12 and not any("jump" in note for note in track_warnings(allowed))
+    assert allowed.config["max_stage_shift"] == 100 and allowed.config["stage_offsets"][4] == [0.0, 80.0]
+    record = tmp_path / "track_config.json"
+    record.write_text(json.dumps(allowed.config))
+    assert "stage_offsets" not in load_config(str(record)) and "edits" not in load_config({**allowed.config, "edits": []})
+    # a new, unshifted run from that record measures its own movie (the record's offsets took 80 px off)
+    still = drain(track(labels[:4], config=str(record)))
+    assert "stage_offsets" not in still.config
+    assert track_summary(still)["net_displacement_px"].max() < 1
+    longer = dict(allowed.config, stage_offsets=allowed.config["stage_offsets"][:2])
+    from napari_microseg.errors import InputError
+
+    with pytest.raises(InputError, match="another movie"):
+        track_summary(type(allowed)(allowed.table, allowed.tracks_data, allowed.graph, allowed.relabelled, longer))
+    # the command line: the option, refused when not a length, and taken from a record given as --config
+    tifffile.imwrite(tmp_path / "jump.tif", labels)
+    assert main(["track", "--labels", str(tmp_path / "jump.tif"), "--stage-shift", "objects", "--max-stage-shift", "0",
+                 "--out", str(tmp_path / "r0")]) == 2
+    assert main(["track", "--labels", str(tmp_path / "jump.tif"), "--stage-shift", "objects", "--max-stage-shift",
+                 "100", "--out", str(tmp_path / "r1")]) == 0
+    assert main(["track", "--labels", str(tmp_path / "jump.tif"), "--config", str(tmp_path / "r1" / "track_config.json"),
+                 "--out", str(tmp_path / "r2")]) == 0
+    err = capsys.readouterr().err
+    assert "max stage shift 100 px" in err and "left out" not in err

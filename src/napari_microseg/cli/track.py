@@ -11,6 +11,7 @@ Challenge folder ``ctc_RES/`` (``res_track.txt`` + ``maskNNN.tif``).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import sys
@@ -43,6 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stage-shift", choices=["none", "images", "objects"], default=None,
                    help="correct stage jumps by phase correlation of the images or of the object masks (default: none, "
                         "or what a track_config.json given as --config recorded)")
+    p.add_argument("--max-stage-shift", type=float, default=None, metavar="PX",
+                   help="with --stage-shift: the longest jump between two frames taken as the stage's, pixels "
+                        "(default: a quarter of the smaller image side; longer estimates are left out and said)")
     p.add_argument("--ctc", action="store_true", help="also write a Cell Tracking Challenge folder out/ctc_RES")
     p.add_argument("--pixel-size", type=float, default=None,
                    help="micrometres per pixel: track_summary.csv adds displacement and path length in um "
@@ -73,6 +77,10 @@ def _run_settings_from_config(args: argparse.Namespace, config: dict) -> None:
             setattr(args, key, recorded[key] if recorded[key] is not None else default)
             if recorded[key] is not None and recorded[key] != default:
                 taken.append(f"{key.replace('_', ' ')} {recorded[key]}")
+    recorded_jump = config.get("max_stage_shift")
+    if args.max_stage_shift is None and isinstance(recorded_jump, (int, float)) and recorded_jump > 0:
+        args.max_stage_shift = float(recorded_jump)
+        taken.append(f"max stage shift {recorded_jump:g} px")
     if taken:
         print(f"from the config file: {', '.join(taken)}", file=sys.stderr)
 
@@ -124,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{out} already holds {', '.join(existing)} (use --overwrite to replace)")
     if args.seed < 0:
         raise InputError(f"--seed must be >= 0, got {args.seed}")
+    if args.max_stage_shift is not None and not (math.isfinite(args.max_stage_shift) and args.max_stage_shift > 0):
+        raise InputError(f"--max-stage-shift must be a length in pixels > 0, got {args.max_stage_shift}")
     for name in targets:
         guard_target(out / name)
     refuse_folders_in_the_way(out / name for name in OUTPUT_NAMES[:-1])  # (ctc_RES is a folder)
@@ -184,6 +194,7 @@ def run(args: argparse.Namespace) -> int:
             update_method=args.update_method,
             optimize=args.optimize,
             stage_shift=None if args.stage_shift == "none" else args.stage_shift,
+            max_shift=args.max_stage_shift,
         )
         result = run_with_text_progress(gen, label="track")
         if result.info.get("mask_converted"):

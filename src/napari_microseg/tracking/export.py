@@ -219,6 +219,9 @@ def track_summary(
     sample_y, sample_x = table["y"].to_numpy(float), table["x"].to_numpy(float)
     if offsets:  # positions in the sample: the stage's own jumps taken off
         offsets = np.asarray(offsets, dtype=float)
+        if offsets.ndim != 2 or len(offsets) <= int(t_index.max()):
+            raise InputError(f"the tracks' record holds stage offsets for {len(offsets)} frame(s), the tracks reach "
+                             f"frame {int(t_index.max())}: they are another movie's (track again)")
         sample_y, sample_x = sample_y - offsets[t_index, 0], sample_x - offsets[t_index, 1]
     table = table.assign(sample_y=sample_y, sample_x=sample_x)
     step_y, step_x = table.groupby("track_id")["sample_y"].diff(), table.groupby("track_id")["sample_x"].diff()

@@ -46,6 +46,7 @@ def estimate_stage_shift(
     max_shift: float | None = None,
     min_shift: float = 0.5,
     upsample_factor: int = 10,
+    rejected: list | None = None,
 ) -> np.ndarray:
     """Cumulative stage offsets of each frame relative to frame 0.
 
@@ -59,6 +60,8 @@ def estimate_stage_shift(
         a quarter of the smaller image side.
     min_shift : jumps shorter than this (pixels) are set to 0, so that noise
         in the estimate does not accumulate into a drift (default 0.5).
+    rejected : a list to which ``(t, length_px)`` of each jump longer than ``max_shift`` is appended
+        (left out: the offset stays; the caller says so).
     upsample_factor : sub-pixel precision 1/upsample_factor (default 10: on
         simulated nuclei with stage jumps of sd 15 px the cumulative offsets
         were within 1.3 px (images) / 1.7 px (object masks) over 30 frames).
@@ -93,5 +96,7 @@ def estimate_stage_shift(
             length = float(np.hypot(*d))
             if min_shift <= length <= max_shift:
                 offsets[t] += d
+            elif length > max_shift and rejected is not None:
+                rejected.append((t, round(length, 1)))
         reference, reference_frame = t, frame
     return offsets

@@ -52,6 +52,19 @@ APPROXIMATE_ABOVE = 100
 MASK_NOTE = "a 0/1 mask, not labels: tracked its connected objects (8-connected, per frame)"
 
 
+def stage_jumps_note(result: "TrackResult") -> str:
+    """A warning when the stage-shift correction measured jumps longer than it accepts and left them out
+    (a failed estimate is taken for such a jump, but a real one then breaks the tracks across it); "" otherwise."""
+    rejected = result.info.get("stage_jumps_rejected") or []
+    if not rejected:
+        return ""
+    limit = float(result.info.get("max_stage_shift", 0.0))
+    listed = ", ".join(f"frame {t}: {length:g} px" for t, length in rejected[:3]) + (" ..." if len(rejected) > 3 else "")
+    return (f"the stage-shift correction left out {len(rejected)} jump(s) longer than {limit:g} px, taken for failed "
+            f"estimates ({listed}): if the stage did jump that far, tracks across them break; allow it with "
+            "--max-stage-shift (command line)")
+
+
 def empty_frames_note(result: "TrackResult") -> str:
     """A warning when frames of the tracked stack hold no objects (tracks cannot cross a gap of
     several of them; a stack segmented on its current frame only looks like this); "" otherwise."""
@@ -158,7 +171,7 @@ def track_warnings(result: "TrackResult") -> list[str]:
     """The warnings a tracking run's user should read (empty frames, objects left unlinked, tracks that a
     move beyond the search radius may have broken, a search radius beyond the motion model's reach)."""
     broken = broken_tracks_note(result)
-    notes = (empty_frames_note(result), unlinked_note(result), broken,
+    notes = (stage_jumps_note(result), empty_frames_note(result), unlinked_note(result), broken,
              "" if broken else one_frame_tracks_note(result),  # (the same advice once)
              reach_note(result))
     return [note for note in notes if note]
@@ -267,7 +280,14 @@ def load_config(config: str | os.PathLike | dict = "cell") -> dict:
     for key in ("motion_model", "hypothesis_model"):  # btrack's own save_config writes unset fields as null
         if isinstance(cfg.get(key), dict):
             cfg[key] = {k: v for k, v in cfg[key].items() if v is not None}
+    for key in RUN_RECORD_KEYS:  # a run's own record, not settings: another run's stage offsets took 50 px off
+        cfg.pop(key, None)  # this movie's displacements (or failed: an IndexError past their frames)
     return cfg
+
+
+#: what a run's ``track_config.json`` records of that run alone (its stage offsets, its curation edits):
+#: left out when the file is the configuration of another run
+RUN_RECORD_KEYS = ("stage_offsets", "edits")
 
 
 #: btrack's largest motion-model ``accuracy`` (its integration window, px)
@@ -1276,6 +1296,7 @@ def track(
         labels_stack = check_labels_stack(labels_stack)
     n_frames, height, width = labels_stack.shape
     offsets = None
+    rejected_jumps: list = []  # (frame, px) of stage jumps measured longer than max_shift: not applied, said
     yield Progress(0, 1, "measuring objects")
     points = objects_from_labels(labels_stack, image_stack, allow_empty=True)
     if points.empty:  # a movie without objects (a well where nothing grew): no tracks, zero counts, not a failure
@@ -1299,7 +1320,7 @@ def track(
         else:
             raise InputError(f"stage_shift must be None, 'images' or 'objects', not {stage_shift!r}")
         yield Progress(0, 1, "estimating stage shifts")
-        offsets = estimate_stage_shift(source, max_shift=max_shift)
+        offsets = estimate_stage_shift(source, max_shift=max_shift, rejected=rejected_jumps)
     oy = offsets[:, 0] if offsets is not None else np.zeros(1)
     ox = offsets[:, 1] if offsets is not None else np.zeros(1)
     volume = ((float(-ox.max()), float(width - ox.min())), (float(-oy.max()), float(height - oy.min())))
@@ -1314,9 +1335,14 @@ def track(
         n_frames=n_frames,
     )
     result.config["stage_shift"] = stage_shift
+    if stage_shift and max_shift is not None:
+        result.config["max_stage_shift"] = float(max_shift)
     result.config["image_shape"] = [int(n_frames), int(height), int(width)]
-    return finalize(result.table, n_frames=n_frames, labels=labels_stack, config=result.config,
-                    info={**result.info, "mask_converted": was_mask})
+    info = {**result.info, "mask_converted": was_mask}
+    if rejected_jumps:
+        info["stage_jumps_rejected"] = rejected_jumps
+        info["max_stage_shift"] = float(max_shift) if max_shift is not None else min(height, width) / 4.0
+    return finalize(result.table, n_frames=n_frames, labels=labels_stack, config=result.config, info=info)
 
 
 class _PerFrame:
