@@ -328,3 +328,18 @@ def test_a_reused_track_config_brings_no_stage_offsets_and_long_jumps_are_said(t
                  "--out", str(tmp_path / "r2")]) == 0
     err = capsys.readouterr().err
     assert "max stage shift 100 px" in err and "left out" not in err
+
+
+def test_tracking_measures_objects_frame_by_frame_so_stop_acts_within_a_frame():
+    """One event before measuring the whole movie: the Tracking dock's Stop waited for all of it (4 s, 64 frames)."""
+    from napari_microseg.tracking.track import track
+
+    labels = _jumping_movie(0.0)
+    gen = track(labels)
+    messages = []
+    for event in gen:
+        messages.append(event.message)
+        if event.message == "measuring objects: frame 3/8":
+            gen.close()  # Stop, as the dock closes its generator
+            break
+    assert [m for m in messages if m.startswith("measuring")] == [f"measuring objects: frame {t}/8" for t in (1, 2, 3)]
