@@ -343,3 +343,117 @@ def test_tracking_measures_objects_frame_by_frame_so_stop_acts_within_a_frame():
             gen.close()  # Stop, as the dock closes its generator
             break
     assert [m for m in messages if m.startswith("measuring")] == [f"measuring objects: frame {t}/8" for t in (1, 2, 3)]
+
+
+@pytest.fixture(scope="module")
+def tiny_objects_classifier(tmp_path_factory):
+    """A liposome objects classifier trained for one epoch, and a simulated folder of two images."""
+    from napari_microseg.cli import main
+
+    folder = tmp_path_factory.mktemp("objects")
+    model = folder / "o.pt"
+    assert main(["classify", "train", "objects", "--simulated", "1", "--particles", "10", "--epochs", "1",
+                 "--out", str(model), "--device", "cpu"]) == 0
+    lip = folder / "lip"
+    assert main(["simulate", "liposomes", "--n", "2", "--shape", "192", "192", "--particles", "5", "--out", str(lip)]) == 0
+    return model, lip
+
+
+def test_classify_runs_into_one_output_are_refused_and_a_damaged_image_skips_only_itself(tmp_path, capsys,
+                                                                                         tiny_objects_classifier):
+    """No lock: two `classify train` runs into one file left one's network under the other's record; one NaN pixel
+    ended a folder's `classify objects` run without naming the file."""
+    import json
+    import socket
+    import shutil
+
+    import pandas as pd
+    import tifffile
+
+    from napari_microseg.cli import main
+    from napari_microseg.batch.runner import LOCK_NAME
+
+    import subprocess
+
+    model, lip = tiny_objects_classifier
+    other = subprocess.Popen(["sleep", "60"])  # another run, alive, holding the outputs
+    try:
+        held = {"pid": other.pid, "host": socket.gethostname(), "time": "2026-12-07T00:00:00Z"}
+        out = tmp_path / "ob"
+        out.mkdir()
+        (out / LOCK_NAME).write_text(json.dumps(held))
+        assert main(["classify", "objects", "--model", str(model), "--input", str(lip), "--out", str(out)]) == 2
+        assert not (out / "objects.csv").exists()
+        (tmp_path / ".m.pt.lock").write_text(json.dumps(held))
+        assert main(["classify", "train", "objects", "--simulated", "1", "--particles", "4", "--epochs", "1",
+                     "--out", str(tmp_path / "m.pt")]) == 2
+        assert not (tmp_path / "m.pt").exists() and "in use by another run" in capsys.readouterr().err
+    finally:
+        other.kill()
+        other.wait()
+    capsys.readouterr()
+    # one image of the folder damaged: skipped and named, the other classified, exit 1
+    damaged = tmp_path / "lip"
+    shutil.copytree(lip, damaged)
+    first = sorted((damaged / "images").iterdir())[0]
+    image = tifffile.imread(first).astype(np.float32)
+    image[5, 5] = np.nan
+    tifffile.imwrite(first, image)
+    assert main(["classify", "objects", "--model", str(model), "--input", str(damaged), "--out", str(tmp_path / "o2")]) == 1
+    err = capsys.readouterr().err
+    assert f"images/{first.name}" in err and "NaN" in err
+    record = json.loads((tmp_path / "o2" / "classify_run.json").read_text())
+    assert [f["image"] for f in record["failures"]] == [f"images/{first.name}"] and record["images"] == 1
+    counts = pd.read_csv(tmp_path / "o2" / "counts.csv")
+    assert f"images/{first.name}" not in set(counts["image"])  # not counted 0: not classified
+    assert not (tmp_path / "o2" / LOCK_NAME).exists()  # released
+    # an objects model given to `classify images`: its task is said first, not a crop size
+    assert main(["classify", "images", "--model", str(model), "--input", str(first), "--out", str(tmp_path / "i")]) == 2
+    assert "objects" in capsys.readouterr().err
+
+
+@pytest.mark.gui
+def test_classification_dock_classifies_a_stack_frame_by_frame_and_reads_metadata_strictly(make_napari_viewer,
+                                                                                        wait_worker,
+                                                                                        tiny_objects_classifier):
+    import tifffile
+
+    from napari_microseg.widgets.classification import _metadata_boxes, _metadata_truth, ClassificationWidget
+
+    model, lip = tiny_objects_classifier
+    files = sorted((lip / "images").iterdir())
+    image = np.stack([tifffile.imread(f) for f in files])
+    labels = np.stack([tifffile.imread(lip / "labels" / f.name) for f in files])
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="lipos")
+    viewer.add_labels(labels, name="objects")
+    dock = ClassificationWidget(viewer)
+    viewer.window.add_dock_widget(dock)
+    messages = []
+    dock.status.setText = lambda text, _set=dock.status.setText: (messages.append(text), _set(text))[1]
+    from napari_microseg.widgets.classification import FILE_CHOICE
+
+    dock.task.value = "objects [T]"
+    dock.image_layer.value = "lipos"
+    dock.labels_layer.value = "objects"
+    dock.model_choice.value = FILE_CHOICE
+    dock.model_file.value = str(model)
+    wait_worker(dock.classify())
+    assert "lipos classes" in viewer.layers, dock.status.text()
+    n1 = int(np.count_nonzero(np.unique(labels[0])))
+    assert f"classifying frame 1/2: {n1} objects so far" in messages, messages
+    assert any(m.startswith("classifying frame 2/2") for m in messages)
+
+    class Layer:
+        name = "sim"
+
+        def __init__(self, metadata):
+            self.metadata = metadata
+
+    assert _metadata_truth(Layer({"label": ["Bad", "good", "BAD "]}), 3) == ["bad", "good", "bad"]
+    assert _metadata_truth(Layer({"label": "good"}), 4) is None  # a bare string: no truth, not g, o, o, d
+    assert _metadata_boxes(Layer({"crop_box": [[0, 0, 39, 42]]})) == [[0, 0, 39, 42]]
+    from napari_microseg.errors import InputError
+
+    with pytest.raises(InputError, match="four numbers"):
+        _metadata_boxes(Layer({"crop_box": [[0, 0, 39]]}))

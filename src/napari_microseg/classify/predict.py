@@ -190,7 +190,12 @@ def classify_objects(model: Any, image: np.ndarray, labels: np.ndarray, t: int |
     if image.shape != labels.shape:
         raise InputError(f"labels shape {labels.shape} differs from image shape {image.shape}")
     if image.ndim == 3:
-        tables = [classify_objects(lm, image[i], labels[i], t=i, batch_size=batch_size) for i in range(len(image))]
+        tables = []
+        for i in range(len(image)):
+            try:
+                tables.append(classify_objects(lm, image[i], labels[i], t=i, batch_size=batch_size))
+            except InputError as err:  # which frame (a NaN pixel in frame 7 of 20 was said without it)
+                raise InputError(f"frame {i}: {err}") from None
         found = [table for table in tables if len(table)]  # frames without objects add no rows (nor object dtypes)
         return pd.concat(found, ignore_index=True) if found else tables[0] if tables else _objects_table([], lm.class_names)
     from ..measure.labels import compact_labels

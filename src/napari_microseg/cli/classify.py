@@ -597,18 +597,32 @@ def run(args: argparse.Namespace) -> int:
     check_box(getattr(args, "box", None))
     if getattr(args, "hdu", None) is not None and args.hdu < 0:
         raise InputError(f"--hdu must be >= 0, got {args.hdu}")
+    from ..batch.runner import acquire_out_lock, release_out_lock
+    # a second run into the same output is refused (as `microseg train` / `segment` refuse it): two trainings
+    # into one model file left one run's network under the other's record, two classify runs replaced each
+    # other's tables unasked
+    out = Path(args.out)
     if args.what == "train":
-        return _run_train(args)
-    return {"images": _run_images, "objects": _run_objects, "profiles": _run_profiles}[args.what](args)
+        make_output_folder(out.parent)
+        lock = acquire_out_lock(out.parent, f".{out.name}.lock", what=out)  # (as `microseg train` names it)
+    else:
+        lock = acquire_out_lock(make_output_folder(out))
+    try:
+        if args.what == "train":
+            return _run_train(args)
+        return {"images": _run_images, "objects": _run_objects, "profiles": _run_profiles}[args.what](args)
+    finally:
+        release_out_lock(lock)
 
 
 def _run_images(args) -> int:
     from ..classify.evaluate import classification_report, roc_curve_auc
-    from ..classify.predict import classify_images, load_classifier, resolve_threshold
+    from ..classify.predict import _check_task, classify_images, load_classifier, resolve_threshold
 
     started = time.perf_counter()
     _prepare_outputs(args)
     lm = load_classifier(args.model, device=args.device)
+    _check_task(lm, "images")  # before the crops: an objects model was said to need "its 28x28 crop" of each image
     try:
         threshold = resolve_threshold(lm, args.threshold)
     except InputError as err:
@@ -732,6 +746,7 @@ def _run_objects(args) -> int:
     from ..io.images import is_rgb, rgb_to_grey
 
     tables = []
+    failures: list[dict] = []  # a folder's images that could not be classified: skipped, listed in classify_run.json
     for i, (name, img, lab_name, lab) in enumerate(pairs):
         lab = colour_labels_as_ids(lab, lab_name)  # a mask saved in colour
         pairs[i] = (name, img, lab_name, lab)
@@ -754,12 +769,24 @@ def _run_objects(args) -> int:
             print(f"note: {lab_name} is a 0/1 mask, not labels: classified its connected objects (8-connected)",
                   file=sys.stderr)
             lab = pieces
-        t = classify_objects(lm, img, lab)
+        try:
+            t = classify_objects(lm, img, lab)
+        except InputError as err:
+            if len(pairs) == 1:
+                raise
+            # one damaged image (a NaN pixel) no longer ends a folder's run, unnamed; as `classify images` does
+            failures.append({"image": name, "error": f"{name}: {err}"})
+            print(f"skipped {name}: {err}", file=sys.stderr)
+            continue
         if len(pairs) > 1 or args.input is not None:  # a folder's tables name the image, one or many (README)
             t["image"] = name  # last, as in 'microseg segment': objects.csv starts t,label,y,x,area
         tables.append(t)
     if not tables:
+        if failures:
+            raise InputError(f"none of the {len(pairs)} images could be classified; first: {failures[0]['error']}")
         raise InputError(f"{args.input}: no labels file holds objects")
+    failed = {failure["image"] for failure in failures}
+    pairs = [pair for pair in pairs if pair[0] not in failed]  # no counts of 0 for what was not classified
     df = pd.concat(tables, ignore_index=True)
     out = Path(args.out)
     make_output_folder(out)
@@ -787,8 +814,12 @@ def _run_objects(args) -> int:
                                 list(lm.class_names))
     _write_run(out, args, lm, started, scores=scores, image=str(args.image) if args.image else None,
                labels=str(args.labels) if args.labels else None, images=len(pairs), objects=len(df),
-               per_class={str(k): int(v) for k, v in df["class"].value_counts().items()})
+               per_class={str(k): int(v) for k, v in df["class"].value_counts().items()}, failures=failures)
     print(f"microseg classify objects: {len(df)} object(s) -> {out / 'objects.csv'}")
+    if failures:
+        print(f"microseg classify objects: {len(failures)} image(s) skipped (listed in classify_run.json); "
+              f"first: {failures[0]['error']}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -225,11 +225,11 @@ class ClassificationWidget(MicrosegDock):
         self._job_truth = None
         if task == "images":
             images = [data] if data.ndim == 2 else list(data)
-            boxes = self._box_setting(len(images), images[0].shape) or layer.metadata.get("crop_box")
+            boxes = self._box_setting(len(images), images[0].shape) or _metadata_boxes(layer)
             if boxes is not None and len(boxes) != len(images):  # the metadata of a stack since cut or joined
                 raise InputError(f"'{layer.name}' carries {len(boxes)} integration box(es) (metadata 'crop_box') for "
                                  f"{len(images)} image(s): type the integration box y0 x0 y1 x1 to use for all")
-            truth = layer.metadata.get("label")  # the run's true classes: taken once its worker starts
+            truth = _metadata_truth(layer, len(images))  # the run's true classes: taken once its worker starts
             self._job_truth = None if truth is None else np.array([t == "bad" for t in truth], dtype=int)
             truth_now = self._job_truth
             # read here (the worker never touches a Qt widget); above 1 ("none reaches it") the table's verdicts
@@ -269,17 +269,32 @@ class ClassificationWidget(MicrosegDock):
             labels, copied = snapshot(source)  # big ones copied in the worker: the window does not stall
 
             def job():
-                from ..classify.predict import classify_objects
+                from ..classify.predict import classify_objects, load_classifier
                 from ..measure.labels import masks_to_labels
 
                 yield Progress(0, 1, "reading the objects ...")
                 objects, was_mask = masks_to_labels(worker_copy(labels, copied))  # a 0/1 mask: its connected objects
                 if not objects.any():
                     raise InputError("the labels layer holds no objects")
-                yield Progress(0, 1, f"classifying {len(np.unique(objects)) - 1} objects"
-                               + (" (the layer is a 0/1 mask: its connected objects)" if was_mask else "") + " ...")
+                mask_note = " (the layer is a 0/1 mask: its connected objects)" if was_mask else ""
                 image = np.asarray(data)
-                table = classify_objects(str(model), image, objects)
+                classifier = load_classifier(str(model))
+                # frame by frame, each a step: progress, and Stop between frames (it waited for the whole
+                # stack, 14-26 s for 20 frames); objects counted per frame (ids repeat from frame to frame)
+                stack = image.ndim == 3
+                frames, tables, counted = (len(image) if stack else 1), [], 0
+                for t in range(frames):
+                    frame_objects = objects[t] if stack else objects
+                    counted += int(np.count_nonzero(np.unique(frame_objects)))
+                    yield Progress(t, frames, f"classifying frame {t + 1}/{frames}: {counted} objects so far{mask_note}"
+                                   if stack else f"classifying {counted} objects{mask_note} ...")
+                    try:
+                        tables.append(classify_objects(classifier, image[t] if stack else image, frame_objects,
+                                                       t=t if stack else None))
+                    except InputError as err:
+                        raise InputError(f"frame {t}: {err}" if stack else str(err)) from None
+                found = [table for table in tables if len(table)]  # frames without objects add no rows
+                table = pd.concat(found, ignore_index=True) if found else tables[0]
                 table = with_frame_labels(table, frame_ids)
                 # as `classify objects` says it: the classes of objects on a constant frame mean nothing
                 flat = np.array([np.min(f) == np.max(f) for f in (image if image.ndim == 3 else [image])], bool)
@@ -684,3 +699,31 @@ def _default_config(task: str, epochs: int) -> dict:
                 "num_threads": threads}
     return {"task": "profiles", "model": {"architecture": "profile_cnn"}, "epochs": epochs, "batch_size": 128,
             "optimizer": "adadelta", "lr": 1.0, "num_threads": threads}
+
+
+def _metadata_boxes(layer: Any) -> list | None:
+    """The integration boxes a layer's metadata carries (``crop_box``: one ``y0 x0 y1 x1`` per image, as the
+    Simulation dock's response images carry them), None when it carries none; InputError when they are not
+    boxes of four numbers (hand-set metadata gave a bare "not enough values to unpack")."""
+    boxes = (getattr(layer, "metadata", None) or {}).get("crop_box")
+    if boxes is None:
+        return None
+    try:
+        values = np.asarray(boxes, dtype=float)
+    except (TypeError, ValueError):
+        values = np.zeros((0, 0))
+    if values.ndim != 2 or values.shape[1] != 4 or not np.isfinite(values).all():
+        raise InputError(f"'{layer.name}' metadata 'crop_box' must hold one box y0 x0 y1 x1 (four numbers) per image; "
+                         "type the integration box to use for all instead")
+    return [list(map(int, box)) for box in values]
+
+
+def _metadata_truth(layer: Any, n_images: int) -> list[str] | None:
+    """The true classes a layer's metadata carries (``label``: "good" / "bad" per image, as simulated response
+    images carry them), lower-cased as ``classify images`` reads them; None (no scores) when it carries none or
+    not one class name per image (a bare string was read letter by letter, "Bad" as good)."""
+    truth = (getattr(layer, "metadata", None) or {}).get("label")
+    if not isinstance(truth, (list, tuple, np.ndarray)) or len(truth) != n_images:
+        return None
+    names = [str(value).strip().lower() for value in truth]
+    return names if set(names) <= {"good", "bad"} else None
