@@ -208,7 +208,12 @@ def test_evaluate_explains_a_reversed_range_and_warns_about_unmatched_names(tmp_
     assert main(["evaluate", "seg", "--gt", str(gt), "--pred", str(pred), "--thresholds", "0.9:0.5:0.1",
                  "--out", str(tmp_path / "m.csv")]) == 2
     assert "start <= stop" in capsys.readouterr().err
-    assert main(["evaluate", "seg", "--gt", str(gt), "--pred", str(pred), "--out", str(tmp_path / "m.csv")]) == 0
+    # two folders pair by name, even of one file each (another image's labels left in pred/ were scored)
+    assert main(["evaluate", "seg", "--gt", str(gt), "--pred", str(pred), "--out", str(tmp_path / "m.csv")]) == 2
+    assert "no file names" in capsys.readouterr().err
+    # two files named: scored together, with a warning
+    assert main(["evaluate", "seg", "--gt", str(gt / "good.tif"), "--pred", str(pred / "other.tif"),
+                 "--out", str(tmp_path / "m.csv")]) == 0
     assert "the names differ" in capsys.readouterr().err
 
 

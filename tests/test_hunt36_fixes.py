@@ -457,3 +457,40 @@ def test_classification_dock_classifies_a_stack_frame_by_frame_and_reads_metadat
 
     with pytest.raises(InputError, match="four numbers"):
         _metadata_boxes(Layer({"crop_box": [[0, 0, 39]]}))
+
+
+def test_a_saturated_ccd_pixel_changes_no_other_pixel_and_fits_blank_pixels_are_missing(tmp_path):
+    """A saturated pixel (65535 ADC: 310 normalised units, training's brightest 22) made the shipped CCD model call
+    30 glowing and 21 cluster pixels around it; a uint16 FITS frame's BLANK pixels came back as 0 ADC."""
+    from pathlib import Path
+
+    from astropy.io import fits
+
+    from napari_microseg.inference.segment import segment
+    from napari_microseg.io.images import read_image
+    from napari_microseg.io.models import load_model
+    from napari_microseg.pretrained import pretrained_path
+    from napari_microseg.training.normalize import input_limits
+
+    sample = Path(__file__).resolve().parents[1] / "sample_data" / "ccd_fe55_ESIS1_00002_crop.fits.gz"
+    frame = np.asarray(read_image(sample).data)[:, 100:356].astype(np.float32)
+    model = load_model(pretrained_path("ccd_classes"))
+    low, high = input_limits(model.config)
+    assert low < 0 < 22 < high < 40
+    assert input_limits(load_model(pretrained_path("nuclei_fluorescence_fast")).config) is None  # percentile models
+    before = np.asarray(segment(model, frame, measure=False).labels)
+    saturated = frame.copy()
+    saturated[128, 128] = 65535
+    after = np.asarray(segment(model, saturated, measure=False).labels)
+    changed = after != before
+    changed[128, 128] = False
+    assert not changed.any(), int(changed.sum())
+    # BLANK in a uint16 frame (BZERO 32768): missing (NaN), refused or skipped as missing pixels are
+    raw = frame.astype(np.int64) - 32768
+    raw[:, 30] = -32768
+    hdu = fits.PrimaryHDU(raw.astype(np.int16))
+    hdu.header["BZERO"], hdu.header["BSCALE"], hdu.header["BLANK"] = 32768, 1, -32768
+    hdu.writeto(tmp_path / "blank.fits")
+    read = np.asarray(read_image(tmp_path / "blank.fits").data)
+    assert read.dtype == np.float32 and np.isnan(read[:, 30]).all() and np.isnan(read).sum() == read.shape[0]
+    assert np.array_equal(read[:, 31], frame[:, 31])

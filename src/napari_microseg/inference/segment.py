@@ -200,8 +200,10 @@ def _non_finite_message(t: int) -> str:
             "finite value, e.g. the background level, before segmenting")
 
 
-def make_band_transform(image: Any, spec: dict) -> tuple[Callable[[np.ndarray, int], np.ndarray], dict]:
-    """Band transform applying normalisation ``spec`` with statistics of the WHOLE frame.
+def make_band_transform(image: Any, spec: dict, limits_in: tuple[float, float] | None = None
+                        ) -> tuple[Callable[[np.ndarray, int], np.ndarray], dict]:
+    """Band transform applying normalisation ``spec`` with statistics of the WHOLE frame; ``limits_in``:
+    (low, high) normalised values the network is given at most (:func:`~..training.normalize.input_limits`).
 
     Percentile / min-max limits are computed per frame on the full frame (or a
     strided subsample of about ``NORMALIZATION_SAMPLE_PIXELS`` pixels for huge
@@ -229,7 +231,10 @@ def make_band_transform(image: Any, spec: dict) -> tuple[Callable[[np.ndarray, i
         x = np.asarray(band)
         if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
             raise InputError(_non_finite_message(t))
-        return clip_bright(normalise_values(x, offset, scale), spec)  # lone hot pixels cut
+        out = clip_bright(normalise_values(x, offset, scale), spec)  # lone hot pixels cut
+        if limits_in is not None:  # saturated or blank CCD pixels: as bright / dark as the model knows, no further
+            np.clip(out, limits_in[0], limits_in[1], out=out)
+        return out
 
     return transform, limits
 
@@ -475,7 +480,9 @@ def segment_image(
     raw_image = image  # objects are measured on the pixels as read (raw ADC for CCD frames)
     if isinstance(spec, dict) and spec.get("level_taps"):
         image = TapLevelledFrames(image)
-    transform, _ = make_band_transform(image, spec)
+    from ..training.normalize import input_limits
+
+    transform, _ = make_band_transform(image, spec, input_limits(loaded.config))
     prob_dtype = np.float16 if h * w > PROBABILITY_FLOAT16_PIXELS and not keep_probabilities else np.float32
     per_frame_tiles = count_tiles((h, w), tiles_yx, overlap)
     total = per_frame_tiles * n_frames

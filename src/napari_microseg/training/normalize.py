@@ -286,6 +286,25 @@ def input_range(images: Iterable[np.ndarray]) -> dict:
             "high": float(np.percentile(upper, 95))}
 
 
+#: a pedestal-normalised (CCD) model sees no charge above this many times its training images' bright level
+#: (``input_range["high"]``) nor below :data:`DARK_CLIP`: a saturated pixel (65535 ADC, 310 units against
+#: training's 22) made the model call 30 glowing and 21 cluster pixels around it, up to 40 px away
+BRIGHT_CLIP_FACTOR = 1.5
+#: the lowest normalised value a pedestal-normalised model sees (1000 ADC below the pedestal at scale 200; the
+#: read noise reaches about -2): a FITS BLANK or cold column at 0 ADC (-44) painted glow along its column
+DARK_CLIP = -5.0
+
+
+def input_limits(config: dict) -> tuple[float, float] | None:
+    """(low, high) normalised values a pedestal-normalised model is given at most (see
+    :data:`BRIGHT_CLIP_FACTOR`, :data:`DARK_CLIP`); None for other models, and those without ``input_range``."""
+    spec = make_normalization_spec(config.get("normalization") or config.get("normalisation"))
+    high = float((config.get("input_range") or {}).get("high") or 0.0)
+    if spec["kind"] != "pedestal" or high <= 0:
+        return None
+    return DARK_CLIP, BRIGHT_CLIP_FACTOR * high
+
+
 #: how many times dimmer or brighter than its training images an image may be before a model warns;
 #: a class (CCD) model's classes are levels of charge, so a frame 2.5 x dimmer already loses them
 #: (a frame in electrons at gain 3 lost three quarters of its hot pixels with no word at 5 x)
