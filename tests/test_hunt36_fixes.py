@@ -494,3 +494,42 @@ def test_a_saturated_ccd_pixel_changes_no_other_pixel_and_fits_blank_pixels_are_
     read = np.asarray(read_image(tmp_path / "blank.fits").data)
     assert read.dtype == np.float32 and np.isnan(read[:, 30]).all() and np.isnan(read).sum() == read.shape[0]
     assert np.array_equal(read[:, 31], frame[:, 31])
+
+
+def test_model_files_of_two_channel_binary_damaged_weights_or_unknown_normalisation(tmp_path, capsys):
+    """A binary file of two channels got a sigmoid on each (0.27 foreground read 0.88); `info` called a damaged
+    file fine; an unknown normalisation kind was blamed on each image."""
+    import torch
+
+    from napari_microseg.cli import main
+    from napari_microseg.io.export import exported_config
+    from napari_microseg.training.predict import logits_to_probabilities
+
+    logits = torch.tensor([[[[3.0]], [[2.0]]]])  # (1, 2, 1, 1): a softmax pair
+    probabilities = logits_to_probabilities(logits, "binary")
+    assert float(probabilities[0, 1]) == pytest.approx(float(torch.softmax(logits, 1)[0, 1])) and \
+        float(probabilities.sum()) == pytest.approx(1.0)
+    assert float(logits_to_probabilities(logits[:, 1:], "binary")[0, 0]) == pytest.approx(float(torch.sigmoid(logits[0, 1])))
+    # a damaged byte of the weights: `info` says so
+    from napari_microseg.pretrained import pretrained_path
+
+    damaged = tmp_path / "damaged.pt"
+    data = bytearray(pretrained_path("nuclei_fluorescence_fast").read_bytes())
+    start = data.find(b"data/0") + 200  # inside the first stored tensor
+    data[start] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    assert main(["info", "--model", str(damaged)]) == 2
+    assert "damaged" in capsys.readouterr().err
+    # an unknown normalisation kind: said of the model file
+    from napari_microseg.io.models import load_model, save_model, update_model_config
+
+    future = tmp_path / "future.pt"
+    loaded = load_model(pretrained_path("nuclei_fluorescence_fast"))
+    save_model(future, loaded.model, loaded.config)
+    update_model_config(future, normalization={"kind": "zscore"})
+    assert main(["info", "--model", str(future)]) == 2
+    assert "future.pt: its normalisation cannot be applied here" in capsys.readouterr().err
+    # what an export says of a class model's output and a masked crop
+    said = " ".join(exported_config({"task": "objects", "crop": {"kind": "object", "mode": "masked", "margin": 50,
+                                                                  "size": [28, 28]}})["preprocessing"])
+    assert "margin" not in said and "one channel: sigmoid" in said

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,10 +20,11 @@ def model_summary(spec: str) -> dict:
     """What the model file ``spec`` (a path or a shipped name) holds, for people: its kind, architecture,
     classes, normalisation, patch size, object size, intensity range, tuned post-processing, a classifier's
     stored thresholds and training record (data, epochs, best epoch, stop reason, initial model, metrics)."""
-    from ..io.models import LoadedModel, read_model_config
+    from ..io.models import LoadedModel, _check_zip_intact, read_model_config
     from ..pretrained import resolve_model
 
     path = resolve_model(spec)
+    _check_zip_intact(Path(path))  # a damaged byte of the weights: said here too, not only when it is used
     config = read_model_config(path)
     if not config.get("task"):  # as segmentation reads it (a file without one: by its network's outputs)
         config = {**config, "output_mode": LoadedModel(model=None, config=config).output_mode}

@@ -86,6 +86,13 @@ def exported_config(config: dict) -> dict:
         level = ("the peak of its pixel histogram (napari_microseg.training.normalize.pedestal_mode)"
                  if spec.get("estimator") == "mode" else "its median")
         steps.append(f"per frame: subtract its pedestal, {level}, and divide by scale ({spec.get('scale')})")
+        from ..training.normalize import input_limits
+
+        limits = input_limits(config)
+        if limits is not None:  # saturated and blank pixels: as segment gives them
+            steps.append(f"cut values to {limits[0]:g} .. {limits[1]:.4g} (1.5 x input_range high)")
+    elif kind == "minmax" and (out.get("crop") or {}).get("kind") == "profile":
+        steps.append("per particle: map the minimum and maximum over all its views together to 0 and 1")
     elif kind == "minmax":
         steps.append("per image: map its minimum and maximum to 0 and 1")
     elif kind == "fixed":
@@ -96,7 +103,8 @@ def exported_config(config: dict) -> dict:
         steps.insert(0, f"cut a {size} px window centred on the integration area's bounding box "
                         "(napari_microseg.classify.data.crop_around), then normalise the window")
     elif crop.get("kind") == "object":  # the whole image normalised, then each object cut
-        steps.append(f"cut each object ({crop.get('mode')} crop, margin {crop.get('margin')} px) and resize it to "
+        margin = "" if crop.get("mode") == "masked" else f", margin {crop.get('margin')} px"  # (masked: none)
+        steps.append(f"cut each object ({crop.get('mode')} crop{margin}) and resize it to "
                      f"{size} px (napari_microseg.classify.crops.object_crops)")
     elif crop.get("kind") == "profile":
         steps.append(f"each particle: its {crop.get('views')} view(s) of projected intensity as (views, points)")
@@ -107,8 +115,13 @@ def exported_config(config: dict) -> dict:
         steps.append("feed float32 (B, C, H, W); the output is the network's logits, 4 channels: softmax over the "
                      "first 3 (background, interior, boundary), sigmoid of the 4th (each nucleus' interior distance "
                      "to its edge, normalised to its largest; the watershed's seeds)")
-    else:
-        steps.append("feed float32 (B, C, H, W); the output is the network's logits, decoded as output_mode says")
+    elif out.get("task") in ("images", "objects", "profiles"):
+        shape = "(B, views, points)" if crop.get("kind") == "profile" else "(B, C, H, W)"
+        steps.append(f"feed float32 {shape}; the output is the network's logits: one channel: sigmoid, the "
+                     "probability of class_names[1]; several: softmax over the classes")
+    else:  # (a binary file of two channels, from elsewhere, takes the softmax: channel 1 is the foreground)
+        steps.append("feed float32 (B, C, H, W); the output is the network's logits: one channel: sigmoid (the "
+                     "foreground probability); several: softmax over them (classes in class_names' order)")
     if "unet" in str((out.get("model") or {}).get("architecture", "unet")).lower() and crop.get("kind") is None:
         steps.append("the module pads H and W (reflect, bottom / right) to a multiple of 16 and crops its output back, as "
                      "napari_microseg.inference.segment pads its tiles; segment tiles images above 512 px (overlap "

@@ -270,6 +270,15 @@ def _check_config_types(config: dict, name: str) -> None:
     for key, value in (config.get("postprocess") or {}).items():  # (notes such as tuned_on are free text)
         if key in POSTPROCESS_NUMBERS and not (value is None or isinstance(value, (int, float))):
             raise InputError(f"{name}: model config entry 'postprocess' is damaged ({key}: {value!r} is no number)")
+    spec = config.get("normalization")
+    if isinstance(spec, dict):  # a kind this version does not know: said of the model, not of each image given to it
+        from ..training.normalize import make_normalization_spec
+
+        try:
+            make_normalization_spec(spec)
+        except InputError as err:
+            raise InputError(f"{name}: its normalisation cannot be applied here ({err}): a model of a newer "
+                             "napari-microseg, or a damaged file") from None
 
 
 class _Opaque:

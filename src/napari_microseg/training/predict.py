@@ -123,7 +123,9 @@ def inference_network(loaded, optimize: bool = True):
 
 
 def logits_to_probabilities(logits, output_mode: str, distance_head: bool = False):
-    """Sigmoid for one output channel (binary), softmax over channels otherwise (torch tensors).
+    """Sigmoid for one output channel (binary), softmax over channels otherwise (torch tensors): a binary
+    file of two channels (made elsewhere or by hand) is a softmax pair whose channel 1 is the foreground,
+    as post-processing reads it (a sigmoid of each made a 0.27 foreground 0.88).
 
     With ``distance_head`` (three_class models trained with one): softmax over
     all channels but the last, and sigmoid of the last (the normalised interior
@@ -133,7 +135,7 @@ def logits_to_probabilities(logits, output_mode: str, distance_head: bool = Fals
 
     if distance_head:
         return torch.cat([torch.softmax(logits[:, :-1], dim=1), torch.sigmoid(logits[:, -1:])], dim=1)
-    if logits.shape[1] == 1 or output_mode == "binary":
+    if logits.shape[1] == 1:
         return torch.sigmoid(logits)
     return torch.softmax(logits, dim=1)
 
