@@ -533,3 +533,28 @@ def test_model_files_of_two_channel_binary_damaged_weights_or_unknown_normalisat
     said = " ".join(exported_config({"task": "objects", "crop": {"kind": "object", "mode": "masked", "margin": 50,
                                                                   "size": [28, 28]}})["preprocessing"])
     assert "margin" not in said and "one channel: sigmoid" in said
+
+
+def test_a_batch_started_from_a_script_without_a_main_guard_runs(tmp_path):
+    """Dask's worker processes ran the user's script again (spawn): one that opens napari without an
+    `if __name__ == "__main__":` guard blocked each worker ("Nanny failed to start", or a dock stuck at 0 done)."""
+    import os
+    import subprocess
+    import sys
+
+    import tifffile
+
+    image, _ = _nuclei(size=96, n=5)
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "a.tif", image)
+    script = tmp_path / "unguarded.py"
+    script.write_text('print("script ran", flush=True)\n'
+                      "from napari_microseg.batch.runner import run_batch_sync\n"
+                      'summary = run_batch_sync("segment", "in", "out", "nuclei_fluorescence_fast", workers=1)\n'
+                      'print("processed", summary.processed, flush=True)\n')
+    src = str(__import__("pathlib").Path(__import__("napari_microseg").__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("script ran") == 1 and "processed 1" in done.stdout

@@ -43,11 +43,12 @@ import os
 import re
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generator, Iterable, Sequence
+from typing import Any, Generator, Iterable, Iterator, Sequence
 
 import pandas as pd
 
@@ -736,6 +737,29 @@ def check_memory_limit(memory_limit: str | None) -> None:
                          f"{MIN_WORKER_MEMORY // 2**20}MiB (1GB)")
 
 
+@contextlib.contextmanager
+def _main_script_not_rerun() -> Iterator[None]:
+    """While worker processes start: multiprocessing's spawn runs the parent's ``__main__`` script (or
+    module) again in each worker, as ``__mp_main__``. A script that opens napari without an ``if __name__ ==
+    "__main__":`` guard (as tutorials write them) then opened a window in each worker and blocked there: the
+    Segmentation dock's batch never started and napari could not quit. The workers run this package's tasks
+    only and need nothing of ``__main__``: its path and spec are hidden meanwhile."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    path, spec = getattr(main, "__file__", None), getattr(main, "__spec__", None)
+    try:
+        if path is not None:
+            del main.__file__
+        main.__spec__ = None
+        yield
+    finally:
+        main.__spec__ = spec
+        if path is not None:
+            main.__file__ = path
+
+
 def _connect(scheduler: Any, workers: int | None, threads_per_worker: int, memory_limit: str | None):
     """Return ``(client, cluster_or_None, owns_client)``."""
     from distributed import Client, LocalCluster
@@ -756,7 +780,8 @@ def _connect(scheduler: Any, workers: int | None, threads_per_worker: int, memor
         kwargs["memory_limit"] = memory_limit
     # the workers ignore Ctrl-C (see _worker_setup): this process handles it and stops them
     kwargs.update(preload=[WORKER_SETUP], preload_nanny=[WORKER_SETUP])
-    cluster = LocalCluster(**kwargs)
+    with _main_script_not_rerun():
+        cluster = LocalCluster(**kwargs)
     try:
         client = Client(cluster)
     except BaseException:
