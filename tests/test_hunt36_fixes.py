@@ -558,3 +558,33 @@ def test_a_batch_started_from_a_script_without_a_main_guard_runs(tmp_path):
                           timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("script ran") == 1 and "processed 1" in done.stdout
+
+
+def test_labels_files_open_with_their_ids_and_a_run_records_each_images_tiling(tmp_path, capsys):
+    """Labels opened by the reader had no features table (DESIGN: label column); segment_run.json of two images
+    recorded the last one's tiles for the run."""
+    import json
+
+    import tifffile
+
+    from napari_microseg._reader import read_layers
+    from napari_microseg.cli import main
+    from napari_microseg.simulate.liposomes import simulate_liposome_image
+
+    labels = _squares()
+    (tmp_path / "labels").mkdir()
+    tifffile.imwrite(tmp_path / "labels" / "a.tif", labels)
+    (data, kwargs, kind), = read_layers(str(tmp_path / "labels" / "a.tif"))
+    assert kind == "labels"
+    assert list(kwargs["features"]["label"]) == [1, 2, 3] and list(kwargs["features"]["pixels"]) == [100] * 3
+    # two images of other sizes: each one's tiles in its own record
+    (tmp_path / "in").mkdir()
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(tmp_path / "in" / "big.tif", rng.random((600, 600)).astype(np.float32))
+    tifffile.imwrite(tmp_path / "in" / "small.tif", rng.random((200, 280)).astype(np.float32))
+    assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "in"),
+                 "--out", str(tmp_path / "seg"), "--quiet"]) == 0
+    record = json.loads((tmp_path / "seg" / "segment_run.json").read_text())
+    tiles = {image["image"].rsplit("/", 1)[-1]: image["tiles_yx"] for image in record["images"]}
+    assert tiles["small.tif"] != tiles["big.tif"] and "tiles_yx" not in record
+    assert simulate_liposome_image(shape=(128, 128), n_particles=40, seed=1).params["n_placed"] < 40

@@ -393,6 +393,7 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
     record = {"image": str(path), "labels": str(final_target), "shape": list(data.shape),
               "objects": int(len(objects)), "diameter": result.settings.get("diameter"),
               "scale_factor": result.settings.get("scale_factor"), "image_tile": result.settings.get("image_tile"),
+              **{key: result.settings.get(key) for key in TILING_PER_IMAGE},
               "scale_warning": result.settings.get("scale_warning"),
               "coverage_warning": result.settings.get("coverage_warning")}
     if repeats:  # this stack's repeat rule (the run's settings hold the last stack's)
@@ -612,9 +613,15 @@ def _segment_exposures(args: argparse.Namespace, loaded, paths: list[Path], out:
         records.append({"image": str(path), "labels": str(target), "shape": list(shape), "objects": n_obj,
                         "diameter": result.settings.get("diameter"), "scale_factor": result.settings.get("scale_factor"),
                         "image_tile": result.settings.get("image_tile"),
+                        **{key: result.settings.get(key) for key in TILING_PER_IMAGE},
                         "scale_warning": result.settings.get("scale_warning"), "stacked_as_frame": t})
         print(f"{path.name}: {n_obj} objects -> {target}")
     return result, tables[0], tables[1], tables[2], records
+
+
+#: the tiling ``segment`` fits to each image (tile sides, tiles per network call, overlap): recorded per image in
+#: ``segment_run.json`` (the run's record of several images held the last one's alone)
+TILING_PER_IMAGE = ("tiles_yx", "tiles_per_call", "overlap")
 
 
 #: the repeat rule's scratch folder in --out (``-<stem>`` for a stack): kept by a failed or interrupted run to resume
@@ -912,6 +919,9 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
         settings = dict(result.settings)
         for per_image_key in ("image_tile", "scale_warning", "coverage_warning"):  # per image below, with its diameter and resize factor
             settings.pop(per_image_key, None)
+        if len(per_image) > 1:  # tiles fitted to each image: the last image's said nothing of the others'
+            for per_image_key in TILING_PER_IMAGE:
+                settings.pop(per_image_key, None)
         settings.update(diameter=diameter, scale_factor=None if len(per_image) > 1 else settings.get("scale_factor"))
         from .. import __version__
         from ..pretrained import model_digest

@@ -34,6 +34,25 @@ INTENSITY_COLUMNS = ["mean_intensity", "max_intensity", "min_intensity"]
 
 
 
+def label_features(table: Any) -> Any:
+    """``table`` (a DataFrame with a ``label`` column, one row per label value) as a Labels layer's
+    ``features``: with an ``index`` column equal to ``label``, which napari uses to find a label's
+    row (without it, row i is taken for label value i, and labels numbered from 1 would show the
+    next object's measurements)."""
+    features = table.reset_index(drop=True).copy()
+    features["index"] = features["label"].to_numpy()
+    return features
+
+
+def ids_features(labels: Any) -> Any:
+    """A Labels layer's ``features`` for labels without measurements (auto-labels, previews, files opened):
+    one row per id > 0 with ``label`` and ``pixels`` (its pixel count over all frames), as
+    :func:`label_features` gives them. Run it in a worker for big stacks."""
+    labels = np.asarray(labels)
+    ids, pixels = np.unique(labels[labels > 0], return_counts=True)
+    return label_features(pd.DataFrame({"label": ids.astype(np.int64), "pixels": pixels.astype(np.int64)}))
+
+
 def empty_object_table(with_intensity: bool = True, detailed: bool = False) -> pd.DataFrame:
     """An objects table with all columns and no rows."""
     cols = _columns(with_intensity, detailed)

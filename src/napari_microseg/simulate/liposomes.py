@@ -238,4 +238,5 @@ def simulate_liposome_image(
     classes = pd.DataFrame(rows, columns=["label", "lamellarity", "encapsulation", "y", "x", "radius", "n_rings"])
     classes = classes[classes["label"].isin(present)].reset_index(drop=True)
     params["n_ice_drawn"] = n_ice_drawn
+    params["n_placed"] = int(len(classes))  # of n_particles asked: a crowded field places fewer (they may not overlap)
     return LiposomeImage(image.astype(np.float32), labels, classes, ice, params)

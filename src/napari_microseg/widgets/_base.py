@@ -30,6 +30,7 @@ from napari.qt.threading import thread_worker
 from ..colours import CLASS_COLOURS, class_colour
 from ..errors import MicrosegError
 from ..io.atomic import unwritable_reason  # noqa: F401 - the docks check result files with it
+from ..measure.tables import ids_features, label_features  # noqa: F401 - the docks take them from here
 
 
 _STOPPED = object()  # returned by a run that was stopped
@@ -906,27 +907,6 @@ def snapshot(data: Any) -> tuple[Any, bool]:
 def worker_copy(data: Any, copied: bool) -> np.ndarray:
     """In the worker: the array of a :func:`snapshot` in memory, copied unless it was copied already."""
     return np.asarray(data) if copied else np.array(data)
-
-
-def label_features(table: Any) -> Any:
-    """``table`` (a DataFrame with a ``label`` column, one row per label value) as a Labels layer's
-    ``features``: with an ``index`` column equal to ``label``, which napari uses to find a label's
-    row (without it, row i is taken for label value i, and labels numbered from 1 would show the
-    next object's measurements)."""
-    features = table.reset_index(drop=True).copy()
-    features["index"] = features["label"].to_numpy()
-    return features
-
-
-def ids_features(labels: Any) -> Any:
-    """A Labels layer's ``features`` for labels without measurements (auto-labels, previews): one row
-    per id > 0 with ``label`` and ``pixels`` (its pixel count over all frames), as :func:`label_features`
-    gives them. Run it in a worker for big stacks."""
-    import pandas as pd
-
-    labels = np.asarray(labels)
-    ids, pixels = np.unique(labels[labels > 0], return_counts=True)
-    return label_features(pd.DataFrame({"label": ids.astype(np.int64), "pixels": pixels.astype(np.int64)}))
 
 
 def layer_geometry(layer: Any, ndim: int) -> dict:

@@ -24,6 +24,9 @@ from ._base import GUI_COPY_BYTES, MicrosegDock, current_frame, display_labels, 
 PREVIEW_DELAY_MS = 400
 #: frames larger than this (pixels) get no live preview (minutes and GBs each; Apply still labels them)
 LIVE_PREVIEW_MAX_PIXELS = 4096 * 4096  # (said as "4096 x 4096 px" in the dock)
+#: bytes of memory auto-labelling takes per pixel of a frame at its peak step (58 measured since session 27;
+#: `python benchmarks/bench_autolabel.py memory`): the figure the live preview's refusal gives (110 overstated it)
+AUTOLABEL_BYTES_PER_PIXEL = 60
 NO_TARGET = "(none)"
 QC_COLUMNS = ["tile", "y", "x", "fg fraction", "objects", "kept", "reason"]
 
@@ -87,7 +90,7 @@ class AutolabelWidget(MicrosegDock):
                                              "wrong): -1, not annotated, in the labels to train on")
         self.live = CheckBox(label="live preview (current frame)", value=True,
                              tooltip="label the frame in view again as settings change (none above 4096 x 4096 px)")
-        self.apply_button = PushButton(text="Apply to all frames")
+        self.apply_button = PushButton(text="Apply to all frames", tooltip="auto-label every frame in the background (a new labels layer)")
         self.tile = SpinBox(label="QC tile (px)", value=512, min=32, max=4096, step=32,
                             tooltip="side of the tiles the frame is cut into for the quality check")
         self.drop_lowest = FloatSpinBox(label="drop lowest fraction", value=0.25, min=0.0, max=0.95, step=0.05,
@@ -205,7 +208,7 @@ class AutolabelWidget(MicrosegDock):
         if shape[-2] * shape[-1] > LIVE_PREVIEW_MAX_PIXELS:
             self.show_message(f"live preview is off for frames over 4096 x 4096 px (this one: "
                               f"{shape[-2] * shape[-1] / 1e6:.0f} MP; it would take minutes and about "
-                              f"{shape[-2] * shape[-1] * 110 / 2**30:.0f} GB): try the settings on a crop, then Apply "
+                              f"{shape[-2] * shape[-1] * AUTOLABEL_BYTES_PER_PIXEL / 2**30:.1f} GB): try the settings on a crop, then Apply "
                               "(its progress bar and Stop work step by step)")
             return None
         return self.preview()

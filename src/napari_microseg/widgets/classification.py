@@ -66,7 +66,7 @@ class ClassificationWidget(MicrosegDock):
             *list_pretrained_for(TASKS[self.task.value]), FILE_CHOICE]),
             tooltip="this task's classifiers: trained in this session, shipped, or a model file (.pt)")
         self.model_file = FileEdit(label="model file", mode="r", filter="*.pt", value="")
-        self.classify_button = PushButton(text="Classify")
+        self.classify_button = PushButton(text="Classify", tooltip="classify with the chosen model, in the background")
         # its top is just above 1 (a step of the slider): a model's "keep everything" threshold, which no
         # probability, 1.0 included, reaches
         # (the top a step further: Qt's slider reads a top of 1.001 back as 1.000999)
@@ -85,7 +85,7 @@ class ClassificationWidget(MicrosegDock):
                                     "as simulated images carry them; or images already of the model's crop size)")
         self.summary = result_line()
         self.export_dir = FileEdit(label="export folder", mode="d", value=str(Path.home() / "microseg_classify"))
-        self.export_button = PushButton(text="Export CSV")
+        self.export_button = PushButton(text="Export CSV", tooltip="the classes shown, into the export folder")
         self.train_n = SpinBox(label="simulated samples", value=400, min=20, max=200000, step=20,
                                tooltip="response images or STEM profiles to simulate; for objects, liposomes "
                                        "(about 30 per simulated TEM image)")

@@ -101,10 +101,11 @@ class SegmentationWidget(MicrosegDock):
                                             "chance) are charge deposits (cluster); clusters that do are defects (hot)")
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto",
                                tooltip="auto: the GPU when there is one, else the CPU")
-        self.run_button = PushButton(text="Segment")
+        self.run_button = PushButton(text="Segment", tooltip="segment in the background: a labels layer with each object's measurements")
         self.counts_label = result_line()
         self.export_dir = FileEdit(label="export folder", mode="d", value=str(Path.home() / "microseg_results"))
-        self.export_button = PushButton(text="Export counts.csv + objects.csv")
+        self.export_button = PushButton(text="Export counts.csv + objects.csv",
+                                        tooltip="the result layer as it is now, with your corrections, into the export folder")
         self.find_class = ComboBox(label="find tiles with class", choices=self._class_choices)
         self.find_button = PushButton(text="List tiles")
         self.batch_input = FileEdit(label="folder / Zarr", mode="d", value="")
@@ -115,12 +116,13 @@ class SegmentationWidget(MicrosegDock):
                                        tooltip="multi-channel files: the channel of the image layer chosen above (File > Open gives each channel as a layer)")
         self.labels_for_training = ComboBox(label="corrected labels", choices=lambda *_: layer_names(self.viewer, "Labels"),
                                             tooltip="the labels layer you corrected; its current frame is added to the fine-tuning set")
-        self.add_button = PushButton(text="Add to training set (current frame)")
-        self.clear_training_button = PushButton(text="Clear training set")
+        self.add_button = PushButton(text="Add to training set (current frame)",
+                                     tooltip="the corrected labels of the frame shown, for Fine-tune")
+        self.clear_training_button = PushButton(text="Clear training set", tooltip="forget the frames added so far")
         self.training_set_label = Label(value="training set: empty")
         self.finetune_epochs = SpinBox(label="fine-tune epochs", value=10, min=1, max=1000,
                                        tooltip="passes over the corrected frames; the model is saved as a new file beside the old one (or in ~/microseg_models)")
-        self.finetune_button = PushButton(text="Fine-tune")
+        self.finetune_button = PushButton(text="Fine-tune", tooltip="train the model further on the frames added (a new model file)")
         self.form = Container(widgets=[
             self.image_layer, self.model_choice, self.model_file, self.scope, self.tile, self.min_size,
             self.remove_border, self.keep_probabilities, self.tta, self.diameter, self.estimate_diameter, self.shape_rules, self.max_cluster_size, self.hot_repeats, self.device,

@@ -18,9 +18,12 @@ LABEL_COLOURS = {0: "transparent"}
 
 def _nuclei_form() -> Container:
     return Container(widgets=[
-        SpinBox(name="n_frames", label="frames", value=20, min=1, max=2000),
-        SpinBox(name="size", label="size (px)", value=256, min=64, max=4096, step=32),
-        SpinBox(name="n_nuclei", label="nuclei", value=30, min=1, max=5000),
+        SpinBox(name="n_frames", label="frames", value=20, min=1, max=2000,
+                tooltip="time points of the movie (T)"),
+        SpinBox(name="size", label="size (px)", value=256, min=64, max=4096, step=32,
+                tooltip="side of the square field of view, pixels"),
+        SpinBox(name="n_nuclei", label="nuclei", value=30, min=1, max=5000,
+                tooltip="nuclei in the first frame (divisions add more; with enter / leave some drift in or out)"),
         SpinBox(name="stage_shift", label="stage shift sd (px)", value=0, min=0, max=50,
                 tooltip="standard deviation (px) of sudden whole-field jumps between frames, as a microscope stage moving back to a position; 0: none"),
         CheckBox(name="enter_leave", label="enter / leave", value=True,
@@ -30,8 +33,10 @@ def _nuclei_form() -> Container:
 
 def _ccd_form() -> Container:
     return Container(widgets=[
-        SpinBox(name="n_images", label="frames", value=1, min=1, max=500),
-        SpinBox(name="size", label="size (px)", value=256, min=64, max=4096, step=64),
+        SpinBox(name="n_images", label="frames", value=1, min=1, max=500,
+                tooltip="CCD exposures to make (a stack of frames)"),
+        SpinBox(name="size", label="size (px)", value=256, min=64, max=4096, step=64,
+                tooltip="side of the square frame, pixels"),
         CheckBox(name="balanced", label="balanced layout", value=False,
                  tooltip="frames with as many glowing, hot-pixel and cluster pixels as a network needs to learn each class (the natural layout is mostly background)"),
         CheckBox(name="one_sensor", label="exposures of one CCD", value=False,
@@ -47,8 +52,10 @@ def _response_form() -> Container:
 
 def _liposome_form() -> Container:
     return Container(widgets=[
-        SpinBox(name="size", label="size (px)", value=512, min=128, max=4096, step=64),
-        SpinBox(name="n_particles", label="particles", value=30, min=1, max=500),
+        SpinBox(name="size", label="size (px)", value=512, min=128, max=4096, step=64,
+                tooltip="side of the square micrograph, pixels"),
+        SpinBox(name="n_particles", label="particles", value=30, min=1, max=500,
+                tooltip="particles asked for; they may not overlap, so a crowded field places fewer (said when it does)"),
     ])
 
 
@@ -94,9 +101,10 @@ class SimulationWidget(MicrosegDock):
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__(napari_viewer)
         self.domain = ComboBox(label="domain", choices=list(DOMAINS), value=list(DOMAINS)[0])
-        self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
+        self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1,
+                            tooltip="the same seed and settings make the same data, here and with `microseg simulate`")
         self.forms = {name: make() for name, (make, _) in DOMAINS.items()}
-        self.generate_button = PushButton(text="Generate")
+        self.generate_button = PushButton(text="Generate", tooltip="simulate in the background; new layers when done")
         self.container = Container(widgets=[self.domain, *self.forms.values(), self.seed, self.generate_button])
         self.body.addWidget(self.container.native)
         self.domain.changed.connect(self._show_form)

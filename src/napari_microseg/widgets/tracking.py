@@ -58,7 +58,7 @@ class TrackingWidget(MicrosegDock):
                                          "off: frame-to-frame links only")
         self.colour_by = ComboBox(label="colour by", choices=["track_id", "generation", "root_track_id"], value="track_id",
                                   tooltip="colour of each track: its own id, its generation (divisions since its first ancestor), or its lineage (the first ancestor's id)")
-        self.track_button = PushButton(text="Track")
+        self.track_button = PushButton(text="Track", tooltip="link the labels' objects through the frames (btrack), in the background")
         self.export_dir = FileEdit(label="export folder", mode="d", value=str(Path.home() / "microseg_tracks"))
         self.export_csv_button = PushButton(text="Export CSV: tracks, counts, track summary")
         self.export_ctc_button = PushButton(text="Export CTC (res_track.txt + masks)")
@@ -66,7 +66,7 @@ class TrackingWidget(MicrosegDock):
         self.delete_button = PushButton(text="Delete selected track")
         self.merge_button = PushButton(text="Merge 2 selected (the later continues the earlier)")
         self.split_button = PushButton(text="Split selected at current frame")
-        self.undo_button = PushButton(text="Undo last edit")
+        self.undo_button = PushButton(text="Undo last edit", tooltip="the tracks before the last delete, merge or split")
         self.form = Container(widgets=[self.labels_layer, self.image_layer, self.config, self.max_search_radius,
                                        self.stage_shift, self.optimize, self.colour_by, self.track_button])
         self.body.addWidget(self.form.native)

@@ -272,7 +272,8 @@ class TrainingWidget(MicrosegDock):
                                        tooltip="pixels: each annotated pixel equally likely; objects: images give patches "
                                                "in proportion to the nuclei they hold (a small crowded image is not "
                                                "outweighed by a large sparse one); mixed: half of each")
-        self.epochs = SpinBox(label="epochs", value=20, min=1, max=10000)
+        self.epochs = SpinBox(label="epochs", value=20, min=1, max=10000,
+                              tooltip="passes over the patches per epoch; the best epoch on the validation images is kept")
         self.patches_per_epoch = SpinBox(label="patches / epoch", value=64, min=4, max=100000,
                                          tooltip="patches drawn (at random places) in each epoch")
         self.batch_size = SpinBox(label="batch", value=8, min=1, max=256, tooltip="patches per optimisation step")
@@ -286,9 +287,11 @@ class TrainingWidget(MicrosegDock):
         self.resume = CheckBox(label="resume from the model file's last state", value=False,
                                tooltip="continue the run that wrote the model file (its settings are kept), up to "
                                        "the epochs asked; unticked, an existing file is never replaced: a new name is taken")
-        self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
-        self.train_button = PushButton(text="Train")
-        self.preview_button = PushButton(text="Predict preview (current frame)")
+        self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1,
+                            tooltip="the same seed, layers and settings train the same model (on the same device)")
+        self.train_button = PushButton(text="Train", tooltip="train in the background: live loss plot; Stop keeps the best model")
+        self.preview_button = PushButton(text="Predict preview (current frame)",
+                                         tooltip="segment the frame shown with the model in the model file field (a new layer)")
         for picker in (self.image_layer, self.labels_layer):  # a few rows each; the list scrolls
             picker.native.setMaximumHeight(LAYER_LIST_HEIGHT_PX)
         self.form = Container(widgets=[
