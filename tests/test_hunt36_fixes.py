@@ -588,3 +588,17 @@ def test_labels_files_open_with_their_ids_and_a_run_records_each_images_tiling(t
     tiles = {image["image"].rsplit("/", 1)[-1]: image["tiles_yx"] for image in record["images"]}
     assert tiles["small.tif"] != tiles["big.tif"] and "tiles_yx" not in record
     assert simulate_liposome_image(shape=(128, 128), n_particles=40, seed=1).params["n_placed"] < 40
+
+
+@pytest.mark.parametrize("config, radius", [("particle", 30.0), ("particle", 45.0), ("cell", 60.0)])
+def test_steps_up_to_the_search_radius_link(config, radius):
+    """README: objects moving up to R px per frame are linked; the particle model left steps of 0.97 R unlinked
+    (each a one-frame track), the cell model a step of exactly R at 60 px."""
+    import pandas as pd
+
+    from napari_microseg.tracking import track_points
+
+    for fraction in (0.97, 1.0):
+        points = pd.DataFrame([{"t": t, "y": 40.0 + 200 * k, "x": 10 + radius * fraction * t}
+                               for t in range(8) for k in range(2)])
+        assert track_points(points, config=config, max_search_radius=radius).n_tracks == 2

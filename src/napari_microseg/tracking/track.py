@@ -305,11 +305,19 @@ def _link_probability(distance: float, variance: float, accuracy: float) -> floa
     return centred * centred * 0.5 * (math.erf((distance + accuracy) / spread) - math.erf((distance - accuracy) / spread))
 
 
+#: btrack links an object only where its link probability is about this many times ``prob_not_assign``
+#: (measured: with 1x, steps of 0.96-1.0 search radii went unlinked for the particle model at radii 20-45 px
+#: and a step of exactly the radius for the cell model at 60 px; with 2x every step up to the radius linked)
+LINK_FLOOR_FACTOR = 2.0
+
+
 def motion_reach(motion: dict) -> float:
     """The largest frame-to-frame step (px) a random-walk motion model links (btrack leaves an object further
-    than that unlinked, whatever the search radius: its link probability falls below ``prob_not_assign``)."""
+    than that unlinked, whatever the search radius: its link probability falls below
+    :data:`LINK_FLOOR_FACTOR` x ``prob_not_assign``)."""
     variance = _sigma(motion.get("P")) + _sigma(motion.get("Q"))
-    accuracy, floor = float(motion.get("accuracy", 2.0)), float(motion.get("prob_not_assign", 0.1))
+    accuracy = float(motion.get("accuracy", 2.0))
+    floor = LINK_FLOOR_FACTOR * float(motion.get("prob_not_assign", 0.1))
     low, high = 0.0, 1.0
     while _link_probability(high, variance, accuracy) >= floor and high < 1e6:
         low, high = high, 2.0 * high
@@ -326,10 +334,11 @@ def _sigma(matrix: Any) -> float:
     return float(np.ravel(matrix)[0]) if matrix is not None else 0.0
 
 
-#: the motion model's first-link reach, in search radii (:func:`reach_search_radius`): at 1.0 steps of
-#: 0.93-0.97 radii went unlinked in 6-frame movies; at 1.05 and 1.1 every step up to the radius linked
-#: (radii 10-60 px, two squares stepping a whole number of px a frame)
-REACH_MARGIN = 1.05
+#: the motion model's first-link reach, in search radii (:func:`reach_search_radius`). With the reach taken
+#: where a link is :data:`LINK_FLOOR_FACTOR` x as likely as none, 1.01 and 1.02 link every step up to the
+#: radius (radii 10-60 px, cell and particle models, steps of 0.90-1.00 radii; 1.0 left steps of exactly the
+#: radius unlinked at 30 and 45 px); with the floor at 1x, 1.05 left steps of 0.96-1.0 radii unlinked
+REACH_MARGIN = 1.02
 
 
 def reach_search_radius(cfg: dict, radius: float) -> dict:
