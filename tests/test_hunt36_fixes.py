@@ -602,3 +602,38 @@ def test_steps_up_to_the_search_radius_link(config, radius):
         points = pd.DataFrame([{"t": t, "y": 40.0 + 200 * k, "x": 10 + radius * fraction * t}
                                for t in range(8) for k in range(2)])
         assert track_points(points, config=config, max_search_radius=radius).n_tracks == 2
+
+
+def _dividing_movie(speed: float, asymmetric: bool = False, n_frames: int = 10):
+    """Labels (T, 100, 140): a disc moving ``speed`` px a frame along x divides at frame 5 into two smaller discs
+    parting along y (or, ``asymmetric``, one on the mother's spot and one beside it, the cell standing still)."""
+    from skimage.draw import disk
+
+    labels = np.zeros((n_frames, 100, 140), np.uint16)
+    for t in range(n_frames):
+        x = 20 + speed * t
+        if t < 5:
+            objects = [(1, 50, x, 7)]
+        elif asymmetric:
+            objects = [(2, 50, x, 5), (3, 62 + (t - 5), x, 5)]
+        else:
+            apart = 6 + 2 * (t - 5)
+            objects = [(2, 50 - apart, x, 5), (3, 50 + apart, x, 5)]
+        for value, y, cx, radius in objects:
+            rr, cc = disk((y, cx), radius, shape=labels.shape[1:])
+            labels[t, rr, cc] = value
+    return labels
+
+
+@pytest.mark.parametrize("speed, asymmetric", [(6.0, False), (8.0, False), (0.0, True)])
+def test_a_division_is_found_when_the_cell_moves_or_one_daughter_stays_on_its_spot(speed, asymmetric):
+    """Daughters were measured from the mother's last position: a cell moving 6 px a frame had both ahead of it
+    (no division found); a daughter on the mother's very spot gave no direction (no division either)."""
+    from napari_microseg.progress import drain
+    from napari_microseg.tracking.track import track
+
+    result = drain(track(_dividing_movie(speed, asymmetric)))
+    assert result.n_tracks == 3
+    daughters = result.table.groupby("track_id")["parent_track_id"].first()
+    parents = daughters[daughters > 0]
+    assert len(parents) == 2 and parents.nunique() == 1 and daughters[parents.iloc[0]] == 0, daughters  # one mother

@@ -989,6 +989,21 @@ def _table_from_raw(raw: dict, pts: pd.DataFrame) -> pd.DataFrame:
 DIVISION_DEFAULTS = {"repair": True, "max_distance": 12.0, "area_ratio": 1.0}
 
 
+def _last_steps(before: pd.DataFrame | None, tracks: pd.DataFrame) -> np.ndarray:
+    """(N, 2) each track's last step (y, x px, stage offsets taken off) into its position ``ycorr__p`` /
+    ``xcorr__p`` in ``tracks`` from its row in the frame ``before`` it; 0 for a track not in that frame."""
+    steps = np.zeros((len(tracks), 2))
+    if before is None or not len(tracks):
+        return steps
+    earlier = before.set_index("track_id")[["ycorr_", "xcorr_"]]
+    ids = tracks["track_id"].to_numpy()
+    known = np.isin(ids, earlier.index.to_numpy())
+    if known.any():
+        there = earlier.loc[ids[known]].to_numpy(float)
+        steps[known] = np.c_[tracks["ycorr__p"].to_numpy(float)[known], tracks["xcorr__p"].to_numpy(float)[known]] - there
+    return steps
+
+
 def repair_divisions(
     table: pd.DataFrame, *, max_distance: float = 12.0, area_ratio: float = 1.0, offsets: np.ndarray | None = None
 ) -> tuple[pd.DataFrame, int]:
@@ -1037,8 +1052,14 @@ def repair_divisions(
         vq = np.c_[row.ycorr_ - both["ycorr__p"], row.xcorr_ - both["xcorr__p"]]
         vc = np.c_[both["ycorr__c"] - both["ycorr__p"], both["xcorr__c"] - both["xcorr__p"]]
         dq, dc = np.hypot(*vq.T), np.hypot(*vc.T)
-        cos = (vq * vc).sum(1) / np.maximum(dq * dc, 1e-9)
-        ok = (dq <= max_distance) & (dc <= max_distance) & (cos < 0.0)
+        # the daughters part on either side of where the mother was going: seen from its position one frame on
+        # at its last velocity (from its last position, a cell moving 6 px a frame had both daughters ahead of
+        # it, and no division was found); a daughter on that very spot parts from the other by itself
+        step = _last_steps(by_t.get(t - 2), both)
+        aq, ac = vq - step, vc - step
+        parting = (np.minimum((vq * vc).sum(1) / np.maximum(dq * dc, 1e-9),
+                              (aq * ac).sum(1) / np.maximum(np.hypot(*aq.T) * np.hypot(*ac.T), 1e-9)) <= 0.0)
+        ok = (dq <= max_distance) & (dc <= max_distance) & parting
         if has_area:
             mother_area = both["area_p"].to_numpy(dtype=float)
             ok &= (float(row.area) < area_ratio * mother_area) & (both["area_c"].to_numpy(dtype=float) < area_ratio * mother_area)
@@ -1070,8 +1091,14 @@ def repair_divisions(
         if idx.size < 2:
             continue
         idx = idx[np.argsort(d[idx])][:2]
-        cos = float(v[idx[0]] @ v[idx[1]] / max(d[idx[0]] * d[idx[1]], 1e-9))
-        if cos < 0.0:
+        # (as above: the two parting on either side of where the mother was going)
+        mother_now = tab[(tab["track_id"] == m.track_id) & (tab["t"] == m.t)]
+        step = _last_steps(by_t.get(int(m.t) - 1), mother_now.assign(ycorr__p=mother_now["ycorr_"],
+                                                                     xcorr__p=mother_now["xcorr_"]))[0]
+        a0, a1 = v[idx[0]] - step, v[idx[1]] - step
+        cos = min(float(v[idx[0]] @ v[idx[1]] / max(d[idx[0]] * d[idx[1]], 1e-9)),
+                  float(a0 @ a1 / max(float(np.hypot(*a0) * np.hypot(*a1)), 1e-9)))
+        if cos <= 0.0:
             pairs.append((float(d[idx].sum()), int(m.track_id), [int(cand["track_id"].iloc[i]) for i in idx]))
     for _, mother, kids in sorted(pairs):
         if any(k in taken for k in kids):
