@@ -637,3 +637,38 @@ def test_a_division_is_found_when_the_cell_moves_or_one_daughter_stays_on_its_sp
     daughters = result.table.groupby("track_id")["parent_track_id"].first()
     parents = daughters[daughters > 0]
     assert len(parents) == 2 and parents.nunique() == 1 and daughters[parents.iloc[0]] == 0, daughters  # one mother
+
+
+def test_simulate_overwrite_removes_only_its_own_files_and_refuses_options_it_would_not_use(tmp_path, capsys):
+    """--overwrite deleted a user's movie_007/ and top-level labels.tif beside an earlier run of two movies;
+    --mode images recorded --no-touching / --frames as if used; --drift with --no-enter-leave piled nuclei up."""
+    import tifffile
+
+    from napari_microseg.cli import main
+
+    out = tmp_path / "sim"
+    small = ["--frames", "2", "--shape", "64", "64", "--nuclei", "3"]
+    assert main(["simulate", "nuclei", "--n", "2", *small, "--out", str(out)]) == 0
+    (out / "movie_007").mkdir()
+    tifffile.imwrite(out / "movie_007" / "labels.tif", np.zeros((4, 4), np.uint16))
+    tifffile.imwrite(out / "labels.tif", np.zeros((4, 4), np.uint16))
+    assert main(["simulate", "nuclei", "--n", "2", *small, "--seed", "5", "--out", str(out), "--overwrite"]) == 0
+    assert (out / "movie_007" / "labels.tif").is_file() and (out / "labels.tif").is_file()  # the user's own
+    assert (out / "movie_001" / "tracks.csv").is_file()
+    capsys.readouterr()
+    assert main(["simulate", "nuclei", "--mode", "images", "--no-touching", "--n", "1", "--out", str(tmp_path / "i")]) == 2
+    assert "--no-touching applies to time-lapses" in capsys.readouterr().err
+    assert main(["simulate", "nuclei", "--drift", "3", "0", "--no-enter-leave", *small, "--out", str(tmp_path / "d")]) == 2
+    assert "piles the nuclei" in capsys.readouterr().err
+
+
+def test_simulated_nuclei_sample_without_any_nucleus_in_the_field_adds_no_tracks_layer():
+    """A 64 px field whose one nucleus lies outside it: napari's Tracks layer failed on the empty table (IndexError)."""
+    from napari_microseg.progress import drain
+    from napari_microseg.simulate.samples import generate_nuclei
+
+    layers = drain(generate_nuclei({"n_frames": 1, "size": 64, "n_nuclei": 1, "stage_shift": 0, "enter_leave": True},
+                                   11))  # (seed 11: its one nucleus lies outside the field)
+    assert not np.asarray(layers[2][0]).any()
+    assert [kind for *_, kind in layers] == ["image", "image", "labels"]
+    assert "no nucleus lies in the field" in layers[2][1]["metadata"]["simulation_note"]

@@ -74,9 +74,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--death-rate", type=float, default=0.012, help="probability per nucleus per frame of dying, at the target density (default 0.012)")
     q.add_argument("--motion-sd", type=float, default=1.0, help="Brownian step sd, px/frame (default 1)")
     q.add_argument("--drift", type=float, nargs=2, default=(0.0, 0.0), metavar=("DY", "DX"), help="common drift, px/frame (default 0 0)")
-    q.add_argument("--stage-shift-sd", type=float, default=0.0, help="sd of a global stage jump per frame, px (default 0: none)")
+    q.add_argument("--stage-shift-sd", type=float, default=0.0, help="sd of each frame's stage offset from frame 0 (a "
+                   "global jump), px; jumps between two frames are ~1.4x this (default 0: none)")
     q.add_argument("--no-touching", action="store_true", help="keep a gap between nuclei")
-    q.add_argument("--no-enter-leave", action="store_true", help="keep nuclei inside the field of the stage (--stage-shift-sd and --drift move the field itself: nuclei may still cross its edge then)")
+    q.add_argument("--no-enter-leave", action="store_true", help="keep nuclei inside the field of the stage (--stage-shift-sd moves the field itself: nuclei may still cross its edge then; not with --drift, which would pile them against one edge)")
     q.add_argument("--dtype", choices=("float32", "uint16"), default="float32", help="fluorescence dtype of time-lapses (default float32; uint16: rounded photon counts)")
 
     q = dsub.add_parser("response", help="balanced good/bad response images", description="Response images (16-bit): balanced 50/50 good/bad, bad types equal; or one --kind.")
@@ -193,8 +194,14 @@ def _remove_earlier_simulation(out: Path, record: dict) -> None:
 
     domain, count = str(record.get("domain")), record.get("n")
     several_movies = domain == "nuclei" and not (isinstance(count, int) and count < 2)  # (its movie_NNN/ folders)
-    movies = [m for m in sorted(out.glob("movie_[0-9][0-9][0-9]")) if m.is_dir()] if several_movies else []
-    files = [folder / name for folder in (out, *movies) for name in _SIMULATION_FILES.get(domain, ())]
+    movies = []
+    if several_movies:  # its own movie_000 ... up to its count: a user's movie_007 or a later one is not its own
+        movies = [m for m in sorted(out.glob("movie_[0-9][0-9][0-9]")) if m.is_dir()
+                  and (not isinstance(count, int) or int(m.name[6:]) < count)]
+    # its top-level files when it wrote them there (one movie, or another domain): beside several movies
+    # a labels.tif or tracks.csv is the user's own
+    folders = movies if several_movies else [out]
+    files = [folder / name for folder in folders for name in _SIMULATION_FILES.get(domain, ())]
 
     def its_sample(name: str) -> bool:
         match = _SAMPLE_NAME.fullmatch(name)
@@ -247,6 +254,10 @@ def _check_common(args) -> None:
     probability = getattr(args, "glow_probability", None)
     if probability is not None and not 0 <= probability <= 1:
         raise InputError(f"--glow-probability must be between 0 and 1, got {probability}")
+    if getattr(args, "no_enter_leave", False) and any(getattr(args, "drift", (0.0, 0.0))):
+        # each nucleus drifts and is reflected at the edges: they piled up against one edge (33 labels over 17 blobs)
+        raise InputError("--drift with --no-enter-leave piles the nuclei against one edge of the field: let them "
+                         "leave (drop --no-enter-leave), or move the whole field with --stage-shift-sd")
     if getattr(args, "mode", None) == "images" and getattr(args, "dtype", "float32") != "float32":
         raise InputError("--dtype uint16 applies to time-lapses (photon counts); --mode images writes float32 "
                          "intensities of about 0-1")
@@ -361,6 +372,16 @@ def _run_nuclei(args, out: Path) -> dict:
         raise InputError(f"--frames must be >= 1, got {args.frames}")
     shape = _shape(args.shape)
     if args.mode == "images":
+        # the time-lapse's options do nothing to single images: refused, not recorded in params.json as if used
+        unused = [option for option, value, default in (
+            ("--frames", args.frames, 20), ("--division-rate", args.division_rate, 0.02),
+            ("--death-rate", args.death_rate, 0.012), ("--motion-sd", args.motion_sd, 1.0),
+            ("--drift", tuple(args.drift), (0.0, 0.0)), ("--stage-shift-sd", args.stage_shift_sd, 0.0),
+            ("--no-touching", args.no_touching, False), ("--no-enter-leave", args.no_enter_leave, False))
+            if value != default]
+        if unused:
+            raise InputError(f"{', '.join(unused)} appl{'ies' if len(unused) == 1 else 'y'} to time-lapses: "
+                             "--mode images draws independent images (their nuclei may touch)")
         n_nuclei = args.nuclei  # None: a random count per image
 
         def gen():

@@ -397,7 +397,7 @@ def write_ccd_fits(path, frame: CCDFrame, classes_path=None, overwrite: bool = F
     glow_probability = (p.get("sensor") or p).get("glow_probability", 0)
     header["GLOWPROB"] = (float(glow_probability), "probability of a glowing band")
     band = p.get("glow_band")
-    header["GLOWCOL"] = (-1 if not band else int(band["column"]), "first glowing column, 0-based (FITS: +1; -1: none)")
+    header["GLOWCOL"] = (-1 if not band else int(band["column"]), "1st glow column, 0-based; -1 none")
     header["GLOWWID"] = (0 if not band else int(band["width"]), "glowing band width [px]")
     header["GLOWLVL"] = (0.0 if not band else float(band["level"]), "[ADU] glow above pedestal")
     header["HOTLVL"] = (float(p.get("hot_level", 0)), "[ADU] hot pixel level above pedestal")

@@ -29,14 +29,19 @@ def generate_nuclei(p: dict, seed: int) -> Generator[Progress, None, list[tuple]
                 .agg(track_id=("track_id", "first"), parent_track_id=("parent_track_id", "first"),
                      generation=("generation", "first"), first_t=("t", "min"), last_t=("t", "max")))
     features["index"] = features["label"].to_numpy()
-    return [
+    notes = [sim.params["crowding_note"]] if "crowding_note" in sim.params else []
+    if tracks.empty:  # a tiny field whose nuclei all lie outside it: napari cannot draw an empty Tracks layer
+        notes.append("no nucleus lies in the field: no tracks layer (a larger field, or more nuclei)")
+    layers = [
         (sim.fluorescence, {"name": "sim nuclei (fluorescence)", "colormap": "gray"}, "image"),
         (sim.phase, {"name": "sim nuclei (phase)", "visible": False}, "image"),
         (sim.labels, {"name": "sim nuclei labels", "opacity": 0.4, "features": features,
-                      "metadata": {"simulation_note": sim.params["crowding_note"]} if "crowding_note" in sim.params else {}},
-         "labels"),
-        (tracks[["track_id", "t", "y", "x"]].to_numpy(float), {"name": "sim nuclei tracks (truth)", "graph": graph, "tail_length": 10}, "tracks"),
+                      "metadata": {"simulation_note": "; ".join(notes)} if notes else {}}, "labels"),
     ]
+    if not tracks.empty:
+        layers.append((tracks[["track_id", "t", "y", "x"]].to_numpy(float),
+                       {"name": "sim nuclei tracks (truth)", "graph": graph, "tail_length": 10}, "tracks"))
+    return layers
 
 
 def generate_ccd(p: dict, seed: int) -> Generator[Progress, None, list[tuple]]:

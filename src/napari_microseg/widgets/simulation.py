@@ -23,9 +23,11 @@ def _nuclei_form() -> Container:
         SpinBox(name="size", label="size (px)", value=256, min=64, max=4096, step=32,
                 tooltip="side of the square field of view, pixels"),
         SpinBox(name="n_nuclei", label="nuclei", value=30, min=1, max=5000,
-                tooltip="nuclei in the first frame (divisions add more; with enter / leave some drift in or out)"),
+                tooltip="nuclei per field, counted by their centres (divisions and deaths keep the count near it; "
+                        "nuclei cut by the border are labelled too, so frames hold ~10 % more objects)"),
         SpinBox(name="stage_shift", label="stage shift sd (px)", value=0, min=0, max=50,
-                tooltip="standard deviation (px) of sudden whole-field jumps between frames, as a microscope stage moving back to a position; 0: none"),
+                tooltip="standard deviation (px) of each frame's whole-field offset from frame 0, as a microscope stage "
+                        "moving back to a position (jumps between two frames are ~1.4x this); 0: none"),
         CheckBox(name="enter_leave", label="enter / leave", value=True,
                  tooltip="nuclei may drift into and out of the field of view during the movie"),
     ])
