@@ -61,6 +61,16 @@ def wait_worker(qtbot):
 
 
 @pytest.fixture(autouse=True)
+def _every_progress_message_shown(monkeypatch):
+    """Docks show progress at most every 0.1 s (``PROGRESS_INTERVAL_S``: the latest event, the others held back);
+    tests that read a run's messages see each one. The test of the interval itself sets it back."""
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("napari_microseg.widgets._base"), "PROGRESS_INTERVAL_S", 0.0)
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _forget_models_trained_by_other_tests():
     """Models a test trained in a Training dock are offered first (and chosen) by later Segmentation
     docks of the same process, as in one napari session; each test starts as a fresh session."""

@@ -672,3 +672,49 @@ def test_simulated_nuclei_sample_without_any_nucleus_in_the_field_adds_no_tracks
     assert not np.asarray(layers[2][0]).any()
     assert [kind for *_, kind in layers] == ["image", "image", "labels"]
     assert "no nucleus lies in the field" in layers[2][1]["metadata"]["simulation_note"]
+
+
+@pytest.mark.gui
+def test_a_flood_of_progress_events_updates_the_dock_at_most_every_tenth_of_a_second(make_napari_viewer, wait_worker,
+                                                                                       monkeypatch):
+    """One event per simulated image (70 a second) repainted the bar each time: the window stalled 0.5-1.6 s."""
+    from napari_microseg.progress import Progress
+    from napari_microseg.widgets import _base
+    from napari_microseg.widgets.simulation import SimulationWidget
+
+    PROGRESS_INTERVAL_S = 0.1
+    monkeypatch.setattr(_base, "PROGRESS_INTERVAL_S", PROGRESS_INTERVAL_S)  # (the tests' conftest shows every one)
+
+    dock = SimulationWidget(make_napari_viewer())
+    shown, seen = [], []
+    dock.status.setText = lambda text, _set=dock.status.setText: (shown.append(text), _set(text))[1]
+
+    def work():
+        for i in range(1, 301):
+            time.sleep(0.002)
+            yield Progress(i, 300, f"image {i}")
+
+    started = time.perf_counter()
+    wait_worker(dock.start(work, lambda _: None, on_event=lambda event: seen.append(event.done)))
+    took = time.perf_counter() - started
+    assert seen == list(range(1, 301))  # every event still reaches the dock's own handler
+    progress_messages = [text for text in shown if text.startswith("image")]
+    assert progress_messages[-1] == "image 300"  # (the last step at once)
+    assert len(progress_messages) <= took / PROGRESS_INTERVAL_S + 3, len(progress_messages)
+
+
+@pytest.mark.gui
+def test_painting_while_export_measures_leaves_the_layer_marked_edited(make_napari_viewer, tmp_path, wait_worker):
+    """Export set the hover table and counts line from what it measured, and called the layer up to date, though
+    the user painted a new object meanwhile (its hover values missing, nothing said)."""
+    from test_hunt35_fixes import _segmented_stack
+
+    viewer, seg = _segmented_stack(make_napari_viewer, wait_worker, tmp_path, n_frames=3)
+    layer = seg.result_layer
+    layer.data[0, :6, :6] = 0
+    layer.paint((0, 2, 2), int(layer.data.max()) + 1)  # an edit before Export: measured
+    worker = seg.export()
+    layer.paint((1, 3, 3), int(layer.data.max()) + 2)  # painted while the worker measures
+    wait_worker(worker)
+    assert seg._measurements_outdated
+    assert "was edited while it was measured" in seg.status.text()

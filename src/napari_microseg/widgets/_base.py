@@ -532,7 +532,10 @@ class MicrosegDock(QWidget):
 
         counted: dict[str, Any] = {}  # the first event of the count shown now: its total, done and time
 
-        def yielded(event: Any) -> None:
+        # the bar's last update; the latest event held back since; whether a timer will show it
+        shown: dict[str, Any] = {"at": 0.0, "pending": None, "timer": False}
+
+        def show_progress(event: Any) -> None:
             done, total = getattr(event, "done", None), getattr(event, "total", None)
             if done is not None and total:
                 self.progress.setRange(0, int(total))
@@ -548,6 +551,35 @@ class MicrosegDock(QWidget):
             msg = getattr(event, "message", "")
             if msg:
                 self.show_message(msg)
+            shown["at"] = time.perf_counter()
+
+        def show_held_back() -> None:
+            shown["timer"] = False
+            if shown["pending"] is None or self.worker is not worker:  # (not after the run's end: its message stays)
+                return
+            wait = PROGRESS_INTERVAL_S - (time.perf_counter() - shown["at"])
+            if wait > 0.005:  # an event was shown meanwhile: this one's turn comes an interval after it
+                shown["timer"] = True
+                QTimer.singleShot(int(wait * 1000) + 1, _unless_deleted(show_held_back))
+                return
+            event, shown["pending"] = shown["pending"], None
+            show_progress(event)
+
+        def yielded(event: Any) -> None:
+            # the bar and message at most every PROGRESS_INTERVAL_S: each repaints at once, and one event per
+            # simulated image (70 a second) held the window in bursts of 0.5-1.6 s; the latest one held back is
+            # shown when the interval is over, a count's last step at once
+            done, total = getattr(event, "done", None), getattr(event, "total", None)
+            last_step = done is not None and total and done >= total
+            if last_step or time.perf_counter() - shown["at"] >= PROGRESS_INTERVAL_S:
+                shown["pending"] = None
+                show_progress(event)
+            else:
+                shown["pending"] = event
+                if not shown["timer"]:
+                    shown["timer"] = True
+                    wait = PROGRESS_INTERVAL_S - (time.perf_counter() - shown["at"])
+                    QTimer.singleShot(max(1, int(wait * 1000) + 1), _unless_deleted(show_held_back))
             if on_event is not None:
                 on_event(event)
 
@@ -639,6 +671,10 @@ class MicrosegDock(QWidget):
             self._cooperative_stop.set()
         else:
             self._stop_requested.set()
+
+
+#: the least time between two updates of a dock's progress bar and message, s (see ``MicrosegDock.start``)
+PROGRESS_INTERVAL_S = 0.1
 
 
 def dock_action(fallback: Any = None) -> Callable:
