@@ -38,8 +38,9 @@ from scipy import ndimage as ndi
 from ..errors import InputError
 from ..progress import Progress
 from ._common import jsonable, make_rng
+from ..defaults import PROFILE_TASKS
 
-TASKS = {"hole": ("solid", "hole"), "chirality": ("clockwise", "anticlockwise")}
+TASKS = PROFILE_TASKS  # (defined in ..defaults, which the Classification dock reads without the simulators)
 
 
 @dataclass

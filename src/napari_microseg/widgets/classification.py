@@ -25,7 +25,7 @@ from ..defaults import LAST_SUFFIX
 from ..errors import InputError, MicrosegError
 from ..pretrained import list_pretrained_for
 from ..colours import class_colour
-from ..simulate.nanoparticles import TASKS as PROFILE_TASKS  # [P] hole / chirality
+from ..defaults import PROFILE_TASKS  # [P] hole / chirality
 from ._base import (field_path, NO_MODEL_MESSAGE, MicrosegDock, chosen_model_path, model_choices, display_labels, dock_action, filling, frame_label_map, free_name, full_resolution, grey_image, label_features,
                     layer_geometry, layer_names, placement_mismatch, reset_choices_in_order, result_line, section_header, show_frame, span_row,
                     snapshot, unique_layer_name, unique_stack_ids, unwritable_reason, with_frame_labels, worker_copy)
