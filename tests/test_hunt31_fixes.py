@@ -570,7 +570,7 @@ def test_review_fixes_of_session_31(tmp_path, monkeypatch):
     assert tracks_result_from_table(table).n_tracks == 2
 
     far = run_tracking(movie, config="particle", max_search_radius=100.0)
-    assert any("links steps up to 83" in note for note in track_warnings(far))
+    assert any("links steps up to 66.53 px" in note for note in track_warnings(far))  # (83 before session 36: unlinked near it)
 
 
 def test_a_moved_response_folder_is_still_recognised_and_failed_frames_are_said(tmp_path, capsys):

@@ -159,7 +159,7 @@ def one_frame_tracks_note(result: "TrackResult") -> str:
 
 def reach_note(result: "TrackResult") -> str:
     """A warning when the motion model links steps shorter than the search radius asked for (btrack's
-    largest integration window caps it: about 180 px for the cell model, 84 px for the particle model)."""
+    largest integration window caps it: about 143 px for the cell model, 66 px for the particle model)."""
     reach, radius = result.info.get("motion_reach_px"), result.info.get("search_radius_px")
     if reach is None or not radius or reach >= 0.98 * radius:
         return ""
