@@ -485,15 +485,21 @@ def test_a_saturated_ccd_pixel_changes_no_other_pixel_and_fits_blank_pixels_are_
     changed = after != before
     changed[128, 128] = False
     assert not changed.any(), int(changed.sum())
-    # BLANK in a uint16 frame (BZERO 32768): missing (NaN), refused or skipped as missing pixels are
+    # BLANK in a uint16 frame (BZERO 32768): read as 0 ADC without a word; now said (and still segmented)
+    from napari_microseg.errors import MicrosegWarning
+
     raw = frame.astype(np.int64) - 32768
     raw[:, 30] = -32768
     hdu = fits.PrimaryHDU(raw.astype(np.int16))
     hdu.header["BZERO"], hdu.header["BSCALE"], hdu.header["BLANK"] = 32768, 1, -32768
     hdu.writeto(tmp_path / "blank.fits")
-    read = np.asarray(read_image(tmp_path / "blank.fits").data)
-    assert read.dtype == np.float32 and np.isnan(read[:, 30]).all() and np.isnan(read).sum() == read.shape[0]
-    assert np.array_equal(read[:, 31], frame[:, 31])
+    with pytest.warns(MicrosegWarning, match=f"{frame.shape[0]} pixel\\(s\\) are BLANK"):
+        read = np.asarray(read_image(tmp_path / "blank.fits").data)
+    assert read.dtype == np.uint16 and np.array_equal(read[:, 31], frame[:, 31])
+    blank_column = np.asarray(segment(model, read.astype(np.float32), measure=False).labels)
+    changed = blank_column != before
+    changed[:, 30] = False
+    assert changed.sum() < 20  # (83 pixels beside a column at 0 ADC before the input cut)
 
 
 def test_model_files_of_two_channel_binary_damaged_weights_or_unknown_normalisation(tmp_path, capsys):
@@ -718,3 +724,36 @@ def test_painting_while_export_measures_leaves_the_layer_marked_edited(make_napa
     wait_worker(worker)
     assert seg._measurements_outdated
     assert "was edited while it was measured" in seg.status.text()
+
+
+def test_review_of_session_36(tmp_path, capsys):
+    """Open as stack mixed files (features of an image: TypeError) or labels (the first file's ids only);
+    --overwrite over an images run kept its images.csv; Cellpose's _cp_masks names; --max-stage-shift alone."""
+    import tifffile
+
+    from napari_microseg._reader import read_layers
+    from napari_microseg.cli import main
+    from napari_microseg.cli.evaluate import _key
+
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "other").mkdir()
+    first, second = _squares(2), _squares(3)
+    second[second == 3] = 7
+    tifffile.imwrite(tmp_path / "labels" / "f0.tif", first)
+    tifffile.imwrite(tmp_path / "labels" / "f1.tif", second)
+    tifffile.imwrite(tmp_path / "other" / "g1.tif", np.random.default_rng(0).random(first.shape).astype(np.float32))
+    (data, kwargs, kind), = read_layers([str(tmp_path / "labels" / "f0.tif"), str(tmp_path / "other" / "g1.tif")])
+    assert kind == "image" and "features" not in kwargs
+    (data, kwargs, kind), = read_layers([str(tmp_path / "labels" / "f0.tif"), str(tmp_path / "labels" / "f1.tif")])
+    assert kind == "labels" and list(kwargs["features"]["label"]) == [1, 2, 7]
+    assert list(kwargs["features"]["pixels"]) == [200, 200, 100]
+    sim = tmp_path / "sim"
+    assert main(["simulate", "nuclei", "--mode", "images", "--n", "2", "--shape", "64", "64", "--out", str(sim)]) == 0
+    assert main(["simulate", "ccd", "--n", "1", "--shape", "64", "64", "--out", str(sim), "--overwrite"]) == 0
+    assert not (sim / "images.csv").exists()
+    assert _key("img1_cp_masks.tif") == "img1"
+    tifffile.imwrite(tmp_path / "jump.tif", _jumping_movie())
+    capsys.readouterr()
+    assert main(["track", "--labels", str(tmp_path / "jump.tif"), "--max-stage-shift", "100",
+                 "--out", str(tmp_path / "t")]) == 2
+    assert "needs --stage-shift" in capsys.readouterr().err

@@ -276,9 +276,9 @@ def read_layers(path: str | list[str]) -> list[tuple]:
     return layers
 
 
-#: labels files up to this many pixels open with a ``features`` table of their ids (label, pixels): 0.3 s for
-#: 20 x 1024 x 1024; larger and lazy ones open without one, as fast as before
-READER_FEATURES_PIXELS = 32 * 1024 * 1024
+#: labels files up to this many pixels open with a ``features`` table of their ids (label, pixels): about 0.3 s
+#: for 16 x 1024 x 1024; larger and lazy ones open without one, as fast as before
+READER_FEATURES_PIXELS = 16 * 1024 * 1024
 
 
 def _warn_if_unfinished(image: Any, name: str) -> None:
@@ -376,7 +376,13 @@ def _stacked(layers: list[tuple], paths: list) -> tuple:
     if "units" in kwargs:
         kwargs["units"] = ("pixel", *kwargs["units"])
     kinds = {k for _, _, k in layers}
-    return stack, kwargs, kind if len(kinds) == 1 else "image"
+    stacked_kind = kind if len(kinds) == 1 else "image"
+    kwargs.pop("features", None)  # the first file's ids only (an image layer takes none)
+    if stacked_kind == "labels" and isinstance(stack, np.ndarray) and stack.size <= READER_FEATURES_PIXELS:
+        from .measure.tables import ids_features
+
+        kwargs["features"] = ids_features(stack)
+    return stack, kwargs, stacked_kind
 
 
 def _layer_kind(path: Any, data: Any, kwargs: dict) -> str:

@@ -45,6 +45,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -748,16 +749,21 @@ def _main_script_not_rerun() -> Iterator[None]:
     if main is None:
         yield
         return
-    path, spec = getattr(main, "__file__", None), getattr(main, "__spec__", None)
-    try:
-        if path is not None:
-            del main.__file__
-        main.__spec__ = None
-        yield
-    finally:
-        main.__spec__ = spec
-        if path is not None:
-            main.__file__ = path
+    with _MAIN_HIDDEN:  # (two docks starting clusters at once: the second would keep "hidden" as the original)
+        path, spec = getattr(main, "__file__", None), getattr(main, "__spec__", None)
+        try:
+            if path is not None:
+                del main.__file__
+            main.__spec__ = None
+            yield
+        finally:
+            main.__spec__ = spec
+            if path is not None:
+                main.__file__ = path
+
+
+#: held while ``__main__`` is hidden (:func:`_main_script_not_rerun`)
+_MAIN_HIDDEN = threading.Lock()
 
 
 def _connect(scheduler: Any, workers: int | None, threads_per_worker: int, memory_limit: str | None):

@@ -35,7 +35,8 @@ from ._help import HelpFormatter
 _SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fit.fz", ".fts.fz",
              ".fits", ".fit", ".fts", ".fz", ".png", ".npy", ".ome.zarr", ".zarr")
 # every form read_image takes, each before its shorter ending (a.ome.zarr was keyed "a.ome" and paired with nothing)
-_ENDINGS = ("_labels", "_label", "_masks", "_mask", "_pred", "_prediction", "_gt", "_seg")  # (_seg: Cellpose)
+_ENDINGS = ("_cp_masks", "_labels", "_label", "_masks", "_mask", "_pred", "_prediction", "_gt", "_seg")  # (Cellpose:
+# _cp_masks and _seg)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -213,7 +214,8 @@ def match_files(gt_dir: Path, pred_dir: Path, unpredicted_as_empty: bool = False
         else:
             unpredicted.append(g)
     if not pairs:
-        raise InputError(f"no file names in {pred_dir} match those in {gt_dir}")
+        raise InputError(f"no file names in {pred_dir} match those in {gt_dir} (names are paired without their "
+                         f"suffix and a trailing {', '.join(_ENDINGS)})")
 
     def listed(paths: list) -> str:
         return ", ".join(p.name for p in paths[:3]) + (" ..." if len(paths) > 3 else "")

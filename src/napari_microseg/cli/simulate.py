@@ -193,7 +193,9 @@ def _remove_earlier_simulation(out: Path, record: dict) -> None:
     from ..io.atomic import guard_target
 
     domain, count = str(record.get("domain")), record.get("n")
-    several_movies = domain == "nuclei" and not (isinstance(count, int) and count < 2)  # (its movie_NNN/ folders)
+    # (its movie_NNN/ folders: time-lapses only; an images run writes images/, labels/ and images.csv)
+    several_movies = (domain == "nuclei" and record.get("mode") != "images"
+                      and not (isinstance(count, int) and count < 2))
     movies = []
     if several_movies:  # its own movie_000 ... up to its count: a user's movie_007 or a later one is not its own
         movies = [m for m in sorted(out.glob("movie_[0-9][0-9][0-9]")) if m.is_dir()

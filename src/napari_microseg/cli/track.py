@@ -60,6 +60,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _max_stage_shift(args: argparse.Namespace) -> float | None:
+    """--max-stage-shift, refused without a stage-shift correction (it would do nothing, unsaid)."""
+    if args.max_stage_shift is not None and args.stage_shift in (None, "none"):
+        from ..errors import InputError
+
+        raise InputError("--max-stage-shift needs --stage-shift images or objects (without them no jump is measured)")
+    return args.max_stage_shift
+
+
 def _run_settings_from_config(args: argparse.Namespace, config: dict) -> None:
     """Fill the run's settings not given on the command line (``--update-method``, ``--no-optimize``,
     ``--stage-shift``) from what a ``track_config.json`` given as ``--config`` recorded (it holds
@@ -78,7 +87,8 @@ def _run_settings_from_config(args: argparse.Namespace, config: dict) -> None:
             if recorded[key] is not None and recorded[key] != default:
                 taken.append(f"{key.replace('_', ' ')} {recorded[key]}")
     recorded_jump = config.get("max_stage_shift")
-    if args.max_stage_shift is None and isinstance(recorded_jump, (int, float)) and recorded_jump > 0:
+    if args.max_stage_shift is None and isinstance(recorded_jump, (int, float)) and recorded_jump > 0 \
+            and args.stage_shift in ("images", "objects"):  # (with the correction only)
         args.max_stage_shift = float(recorded_jump)
         taken.append(f"max stage shift {recorded_jump:g} px")
     if taken:
@@ -194,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
             update_method=args.update_method,
             optimize=args.optimize,
             stage_shift=None if args.stage_shift == "none" else args.stage_shift,
-            max_shift=args.max_stage_shift,
+            max_shift=_max_stage_shift(args),
         )
         result = run_with_text_progress(gen, label="track")
         if result.info.get("mask_converted"):

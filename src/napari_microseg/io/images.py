@@ -757,7 +757,8 @@ def _read_fits(path: Path, hdu: int | None) -> ImageData:
                         f"FITS file with {len(others) + 1} image HDUs: read {called(index)}; the others "
                         f"({', '.join(called(i) for i in others[:4])}{' ...' if len(others) > 4 else ''}) are left out: "
                         "--hdu N reads another"), stacklevel=2)
-            data = _fits_blank_as_nan(chosen, np.asarray(chosen.data))
+            data = np.asarray(chosen.data)
+            _warn_of_fits_blank(chosen, data, path.name)
             header = {}
             for key, value in chosen.header.items():
                 if not key or not isinstance(value, (int, float, str, bool)):
@@ -779,25 +780,22 @@ def _read_fits(path: Path, hdu: int | None) -> ImageData:
     return image
 
 
-def _fits_blank_as_nan(hdu: Any, data: np.ndarray) -> np.ndarray:
-    """``data`` of an integer FITS image with its ``BLANK`` pixels (undefined: a masked column, a dead
-    amplifier) as NaN, in float32 (float64 for 32/64-bit integers), so that they are refused or skipped as
-    missing pixels are; astropy leaves them at their physical value (0 ADC in a uint16 frame written with
-    BZERO 32768) in unsigned data, which segmented as charge 0. Other data are returned as they are."""
+def _warn_of_fits_blank(hdu: Any, data: np.ndarray, name: str) -> None:
+    """Warn when an integer FITS image holds ``BLANK`` pixels (undefined: a masked column, a dead amplifier):
+    astropy leaves them at their physical value in unsigned data (0 ADC in a uint16 frame written with BZERO
+    32768), which reads as charge like any other. They are kept (a frame with a masked column is still
+    segmented and auto-labelled; a pedestal-normalised model is given no value below its range), and said."""
     blank = hdu.header.get("BLANK")
     if data.dtype.kind not in "iu" or not isinstance(blank, int) or isinstance(blank, bool):
-        return data
+        return
     zero = getattr(hdu, "_orig_bzero", hdu.header.get("BZERO", 0)) or 0
     scale = getattr(hdu, "_orig_bscale", hdu.header.get("BSCALE", 1)) or 1
     value = blank * scale + zero  # the physical value astropy gave the raw BLANK
-    undefined = data == value
-    if not undefined.any():
-        return data
-    from ..training.normalize import working_float
-
-    out = data.astype(working_float(data.dtype))  # (float32 would round 32-bit values)
-    out[undefined] = np.nan
-    return out
+    count = int(np.count_nonzero(data == value))
+    if count:
+        warnings.warn(MicrosegWarning(
+            f"{name}: {count} pixel(s) are BLANK (undefined, e.g. a masked column) and read as {value:g}: classes, "
+            "clusters and charges on them mean nothing"), stacklevel=3)
 
 
 def _unzip_advice(path: Path) -> str:
