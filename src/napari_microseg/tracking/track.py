@@ -1066,9 +1066,9 @@ def repair_divisions(
         vq = np.c_[row.ycorr_ - both["ycorr__p"], row.xcorr_ - both["xcorr__p"]]
         vc = np.c_[both["ycorr__c"] - both["ycorr__p"], both["xcorr__c"] - both["xcorr__p"]]
         dq, dc = np.hypot(*vq.T), np.hypot(*vc.T)
-        # the daughters part on either side of where the mother was going: seen from its position one frame on
-        # at its last velocity (from its last position, a cell moving 6 px a frame had both daughters ahead of
-        # it, and no division was found); a daughter on that very spot parts from the other by itself
+        # the daughters part on either side of the mother's last position, or, for a mother that moves (its mean
+        # step over 3 frames above MOVING_STEP_PX), of where it was going (from its last position alone, a cell
+        # moving 6 px a frame had both daughters ahead of it: no division); a daughter on the very spot counts
         step = _last_steps(positions, t - 1, both)
         aq, ac = vq - step, vc - step
         moving = np.hypot(*step.T) > MOVING_STEP_PX
