@@ -749,9 +749,15 @@ def test_segmentation_dock_exports_a_selected_earlier_result_and_shows_the_foreg
     from scipy import ndimage as ndi
 
     rims = (first.data > 0) & ndi.binary_dilation(first.data == 0, structure=np.ones((1, 3, 3), bool))
-    interior = np.asarray(widget.result.probabilities)[:, 1]
+    from napari_microseg.inference.segment import segment_image
+    from napari_microseg.progress import drain
+
+    full = drain(segment_image("nuclei_fluorescence_fast", np.asarray(sim.fluorescence, np.float32),
+                               keep_probabilities=True))
+    interior = np.asarray(full.probabilities)[:, 1]
     # rims included: 1 - P(background), not channel 1 (a three-class model's interior, low on the rims)
     assert float(np.median(probability[rims])) > 0.5 > float(np.median(interior[rims]))
+    assert np.allclose(probability, 1.0 - np.asarray(full.probabilities)[:, 0], atol=1e-3)  # (made in the worker)
     data = np.asarray(first.data).copy()
     erased = int(data[0][data[0] > 0][0])
     data[data == erased] = 0
