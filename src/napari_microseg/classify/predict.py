@@ -7,12 +7,13 @@ inputs are prepared exactly as in training.
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Any, Generator, Sequence
 
 import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ..progress import Progress
 
 __all__ = ["load_classifier", "predict_proba", "classify_images", "classify_objects", "classify_profiles",
            "population_summary"]
@@ -163,6 +164,24 @@ def classify_images(model: Any, images: Sequence[np.ndarray], boxes: Sequence | 
     return df
 
 
+def classify_stack_objects_iter(model: Any, image: np.ndarray, labels: np.ndarray, batch_size: int = 256,
+                                note: str = "") -> Generator[Progress, None, pd.DataFrame]:
+    """:func:`classify_objects` of a (T, Y, X) stack frame by frame: one :class:`Progress` per frame (objects
+    counted per frame: ids repeat from frame to frame; ``note`` is added to each message), so that Stop acts
+    between frames; returns the table of all frames (rows ``t``)."""
+    lm = load_classifier(model)
+    n_frames, tables, counted = len(image), [], 0
+    for i in range(n_frames):
+        counted += int(np.count_nonzero(np.unique(labels[i])))
+        yield Progress(i, n_frames, f"classifying frame {i + 1}/{n_frames}: {counted} objects so far{note}")
+        try:
+            tables.append(classify_objects(lm, image[i], labels[i], t=i, batch_size=batch_size))
+        except InputError as err:  # which frame (a NaN pixel in frame 7 of 20 was said without it)
+            raise InputError(f"frame {i}: {err}") from None
+    found = [table for table in tables if len(table)]  # frames without objects add no rows (nor object dtypes)
+    return pd.concat(found, ignore_index=True) if found else tables[0] if tables else _objects_table([], lm.class_names)
+
+
 def classify_objects(model: Any, image: np.ndarray, labels: np.ndarray, t: int | None = None,
                      batch_size: int = 256) -> pd.DataFrame:
     """Classify every labelled object of an image ([T]).
@@ -190,14 +209,9 @@ def classify_objects(model: Any, image: np.ndarray, labels: np.ndarray, t: int |
     if image.shape != labels.shape:
         raise InputError(f"labels shape {labels.shape} differs from image shape {image.shape}")
     if image.ndim == 3:
-        tables = []
-        for i in range(len(image)):
-            try:
-                tables.append(classify_objects(lm, image[i], labels[i], t=i, batch_size=batch_size))
-            except InputError as err:  # which frame (a NaN pixel in frame 7 of 20 was said without it)
-                raise InputError(f"frame {i}: {err}") from None
-        found = [table for table in tables if len(table)]  # frames without objects add no rows (nor object dtypes)
-        return pd.concat(found, ignore_index=True) if found else tables[0] if tables else _objects_table([], lm.class_names)
+        from ..progress import drain
+
+        return drain(classify_stack_objects_iter(lm, image, labels, batch_size=batch_size))
     from ..measure.labels import compact_labels
 
     labels, original_ids = compact_labels(labels)  # huge sparse ids (3e9) would size per-id tables

@@ -28,6 +28,7 @@ from qtpy.QtWidgets import (QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButt
 from napari.qt.threading import thread_worker
 
 from ..colours import CLASS_COLOURS, class_colour
+from ..progress import StepRate
 from ..errors import MicrosegError
 from ..io.atomic import unwritable_reason  # noqa: F401 - the docks check result files with it
 from ..measure.tables import ids_features, label_features  # noqa: F401 - the docks take them from here
@@ -530,7 +531,7 @@ class MicrosegDock(QWidget):
         self._show_busy(True)
         self.show_message(f"{label} ...")
 
-        counted: dict[str, Any] = {}  # the first event of the count shown now: its total, done and time
+        rate = StepRate()
 
         # the bar's last update; the latest event held back since; whether a timer will show it
         shown: dict[str, Any] = {"at": 0.0, "pending": None, "timer": False}
@@ -540,13 +541,8 @@ class MicrosegDock(QWidget):
             if done is not None and total:
                 self.progress.setRange(0, int(total))
                 self.progress.setValue(int(done))
-                now = time.perf_counter()
-                if counted.get("total") != total or done < counted["done"]:  # a new count (reading, then steps)
-                    counted.update(total=total, done=done, at=now)
-                # the rate of this count's own steps: the time spent reading and preparing the data before the
-                # first training step made the first estimates 5-20x too long (eta 320 s for 16 s left)
-                steps, elapsed = done - counted["done"], now - counted["at"]
-                eta = f"  eta {elapsed / steps * (total - done):.0f}s" if steps > 0 else ""
+                left = rate.seconds_left(int(done), int(total))
+                eta = f"  eta {left:.0f}s" if left is not None else ""
                 self.progress.setFormat(f"{label} %v/%m{eta}")
             msg = getattr(event, "message", "")
             if msg:

@@ -269,7 +269,7 @@ class ClassificationWidget(MicrosegDock):
             labels, copied = snapshot(source)  # big ones copied in the worker: the window does not stall
 
             def job():
-                from ..classify.predict import classify_objects, load_classifier
+                from ..classify.predict import classify_objects, classify_stack_objects_iter
                 from ..measure.labels import masks_to_labels
 
                 yield Progress(0, 1, "reading the objects ...")
@@ -278,23 +278,12 @@ class ClassificationWidget(MicrosegDock):
                     raise InputError("the labels layer holds no objects")
                 mask_note = " (the layer is a 0/1 mask: its connected objects)" if was_mask else ""
                 image = np.asarray(data)
-                classifier = load_classifier(str(model))
-                # frame by frame, each a step: progress, and Stop between frames (it waited for the whole
-                # stack, 14-26 s for 20 frames); objects counted per frame (ids repeat from frame to frame)
-                stack = image.ndim == 3
-                frames, tables, counted = (len(image) if stack else 1), [], 0
-                for t in range(frames):
-                    frame_objects = objects[t] if stack else objects
-                    counted += int(np.count_nonzero(np.unique(frame_objects)))
-                    yield Progress(t, frames, f"classifying frame {t + 1}/{frames}: {counted} objects so far{mask_note}"
-                                   if stack else f"classifying {counted} objects{mask_note} ...")
-                    try:
-                        tables.append(classify_objects(classifier, image[t] if stack else image, frame_objects,
-                                                       t=t if stack else None))
-                    except InputError as err:
-                        raise InputError(f"frame {t}: {err}" if stack else str(err)) from None
-                found = [table for table in tables if len(table)]  # frames without objects add no rows
-                table = pd.concat(found, ignore_index=True) if found else tables[0]
+                if image.ndim == 3:  # frame by frame: progress, and Stop between frames (it waited for the
+                    # whole stack, 14-26 s for 20 frames)
+                    table = yield from classify_stack_objects_iter(str(model), image, objects, note=mask_note)
+                else:
+                    yield Progress(0, 1, f"classifying {int(np.count_nonzero(np.unique(objects)))} objects{mask_note} ...")
+                    table = classify_objects(str(model), image, objects)
                 table = with_frame_labels(table, frame_ids)
                 # as `classify objects` says it: the classes of objects on a constant frame mean nothing
                 flat = np.array([np.min(f) == np.max(f) for f in (image if image.ndim == 3 else [image])], bool)
