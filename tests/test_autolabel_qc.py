@@ -53,7 +53,7 @@ def test_fraction_is_adjustable():
 
 
 def test_all_tiles_empty():
-    kept, table = qc_filter([np.zeros((8, 8), np.uint16) for _ in range(5)])
+    kept, table = qc_filter([np.zeros((8, 8), np.uint16) for _ in range(5)], drop_empty=True)
     assert kept.size == 0
     assert (table.reason == "empty").sum() + (table.reason == "lowest_foreground").sum() == 5
     kept, table = qc_filter([np.zeros((8, 8), np.uint16) for _ in range(5)], drop_empty=False)

@@ -89,6 +89,13 @@ def _edges(img: np.ndarray) -> np.ndarray:
     return np.hypot(ndi.sobel(f, 0), ndi.sobel(f, 1))
 
 
+def constant_frames(image: np.ndarray) -> list[int]:
+    """The indices of the frames of a (Y, X) image or (T, Y, X) stack in which every pixel is the same
+    (a blank channel); [0] for a constant 2-D image, [] when none is."""
+    frames = image[None] if image.ndim == 2 else image
+    return [i for i, frame in enumerate(frames) if frame.size and frame.min() == frame.max()]
+
+
 def check_registration(stain: np.ndarray, target: np.ndarray, upsample_factor: int = 1, use_edges: bool = True,
                        max_pixels: int = 2048 * 2048) -> tuple[tuple[float, float], float]:
     """Estimate the shift that moves the stain onto the target by phase correlation.
@@ -100,13 +107,25 @@ def check_registration(stain: np.ndarray, target: np.ndarray, upsample_factor: i
     Returns
     -------
     shift : (dy, dx) in px; ``scipy.ndimage.shift(stain, shift)`` aligns the stain to the target.
-    error : the normalised RMS error reported by scikit-image (0 = perfect match, 1 = none).
+    error : the normalised RMS error reported by scikit-image (0 = perfect match, 1 = none); (0, 0) and 1
+        when either image is constant (nothing to register).
+
+    Raises
+    ------
+    InputError
+        If the images differ in shape, or either holds NaN or infinite values.
     """
     from skimage.registration import phase_cross_correlation
 
     a, b = np.asarray(stain), np.asarray(target)
     if a.shape != b.shape:
         raise InputError(f"stain {a.shape} and target {b.shape} differ in shape")
+    for name, image in (("stain", a), ("target", b)):  # (scikit-image's message gave advice for its own keywords)
+        if image.dtype.kind in "fc" and not np.isfinite(image).all():
+            raise InputError(f"the {name} holds NaN or infinite values (masked or missing pixels?): replace them "
+                             "(e.g. by the image's median) to register it")
+    if a.size == 0 or a.min() == a.max() or b.min() == b.max():  # a blank channel: no shift can be measured
+        return (0.0, 0.0), 1.0
     if a.size > max_pixels:  # central crop keeps it fast on huge fields
         side = int(np.sqrt(max_pixels))
         cy, cx = a.shape[0] // 2, a.shape[1] // 2

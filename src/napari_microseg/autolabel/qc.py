@@ -59,7 +59,7 @@ def qc_filter(
     label_tiles: Sequence[np.ndarray],
     drop_lowest_fraction: float = 0.25,
     max_foreground_fraction: float = 0.5,
-    drop_empty: bool = True,
+    drop_empty: bool = False,
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Decide which auto-labelled tiles to keep for training ([N] QC filter).
 
@@ -69,7 +69,8 @@ def qc_filter(
     drop_lowest_fraction : share of tiles (of those not already dropped for too much
         foreground) with the fewest foreground pixels that is dropped ([N]: 0.25).
     max_foreground_fraction : tiles with a larger foreground fraction are dropped ([N]: 0.5).
-    drop_empty : also drop tiles without any foreground (they teach nothing about nuclei).
+    drop_empty : also drop every tile without any foreground, beyond the lowest share. Off by default,
+        as in [N]: empty tiles are background examples, and the lowest share takes them first anyway.
 
     Returns
     -------

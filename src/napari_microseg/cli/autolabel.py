@@ -102,6 +102,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--qc", action="store_true", help="apply the [N] QC filter to the tiles and write qc.csv")
     f.add_argument("--qc-drop-lowest", type=float, default=0.25, help="QC: share of tiles with fewest nucleus pixels dropped (default 0.25)")
     f.add_argument("--qc-max-foreground", type=float, default=0.5, help="QC: drop tiles with a larger foreground fraction (default 0.5)")
+    f.add_argument("--qc-drop-empty", action="store_true",
+                   help="QC: also drop every tile without a labelled nucleus (by default empty tiles go only as part of "
+                        "the --qc-drop-lowest share, as in [N]: they are background examples)")
     f.add_argument("--keep-dropped", action="store_true", help="QC: still write the dropped tiles")
     f.add_argument("--correct-shift", action="store_true",
                    help="shift the labels onto the target when the estimated shift exceeds --max-shift (shorter "
@@ -165,9 +168,14 @@ def read_any(path: str, hdu: int | None = None, channel: int | None = None,
             dict(image.metadata.get("calibration") or {}))
 
 
-def _prepare_out(out: Path, names: list[str], overwrite: bool) -> None:
-    """Make the output folder; refuse files of ``names`` there without ``overwrite``, and (before
-    anything is written or removed) any of them, or an earlier run's tiles, that is an input."""
+def _prepare_out(out: Path, names: list[str], overwrite: bool) -> Path:
+    """Make the output folder and take its lock (returned: release it with
+    :func:`~napari_microseg.batch.runner.release_out_lock` when the run ends); refuse files of ``names``
+    there without ``overwrite``, and (before anything is written or removed) any of them, or an earlier
+    run's tiles, that is an input. Two runs into one folder are refused, as ``segment`` and ``train`` refuse
+    them: both checked the folder before either wrote, and the last to finish mixed its files with the
+    other's (one run's labels beside the other's tiles)."""
+    from ..batch.runner import acquire_out_lock, release_out_lock
     from ..io.atomic import guard_target
 
     if out.exists() and not out.is_dir():
@@ -176,10 +184,13 @@ def _prepare_out(out: Path, names: list[str], overwrite: bool) -> None:
         if path.exists():
             guard_target(path)  # an earlier run's tile given as this run's stain or target: never removed
     make_output_folder(out)
+    lock = acquire_out_lock(out)
     if not overwrite:
         clash = [n for n in names if (out / n).exists()]
         if clash:
+            release_out_lock(lock)
             raise InputError(f"{out / clash[0]}: exists already (use --overwrite or another --out)")
+    return lock
 
 
 #: the name a run gives each tile pair it writes (``tiles/images|labels/tile_00012.tif``)
@@ -266,7 +277,7 @@ def _check_fluorescence_options(args: argparse.Namespace) -> None:
 
 def run_fluorescence(args: argparse.Namespace) -> int:
     _check_fluorescence_options(args)
-    for option, needs, given in (("--keep-dropped", "--qc", args.qc), ("--correct-shift", "--target", args.target),
+    for option, needs, given in (("--keep-dropped", "--qc", args.qc), ("--qc-drop-empty", "--qc", args.qc), ("--correct-shift", "--target", args.target),
                                  ("--target-channel", "--target", args.target)):
         if getattr(args, option[2:].replace("-", "_")) and not given:  # it would change nothing: said, not ignored
             print(f"warning: {option} works with {needs}: ignored", file=sys.stderr)
@@ -282,6 +293,18 @@ def run_fluorescence(args: argparse.Namespace) -> int:
         target, target_calibration = read_any(args.target, channel=args.target_channel, option="--target-channel")
         if target.shape != stain.shape:
             raise InputError(f"--target shape {target.shape} differs from --stain shape {stain.shape}")
+        if target.dtype.kind in "fc" and not np.isfinite(target).all():  # said before the labelling, not after
+            raise InputError(f"--target {args.target} holds NaN or infinite values (masked or missing pixels?): "
+                             "replace them (e.g. by the image's median)")
+        from ..autolabel.pairing import constant_frames
+
+        blank = constant_frames(target)
+        if blank:
+            first = target if target.ndim == 2 else target[blank[0]]
+            print(f"warning: --target {args.target} is constant in {len(blank)} of "
+                  f"{1 if target.ndim == 2 else target.shape[0]} frame(s) (every pixel {first.flat[0]}"
+                  f"{'' if target.ndim == 2 else f' in frame {blank[0]}'}): its tiles there show nothing to learn "
+                  "from, and no shift can be measured", file=sys.stderr)
     if target is None and args.qc:
         target, target_calibration = stain, calibration  # QC needs tiles: pair the stain with its own labels
     elif target is not None:
@@ -298,14 +321,19 @@ def run_fluorescence(args: argparse.Namespace) -> int:
     out = Path(args.out)
     names = (["labels.tif", "params.json"] + (["tiles.csv", "tiles"] if target is not None else [])
              + (["labels_on_target.tif"] if target is not None and args.correct_shift else []) + (["qc.csv"] if args.qc else []))
-    _prepare_out(out, names, args.overwrite)
-    stale = _stale_outputs(out, names, args.overwrite)
-    remove_stale_staging(out, "autolabel")
-    stage = make_staging_folder(out, "autolabel")  # every output here first, moved into place at the end
+    from ..batch.runner import release_out_lock
+
+    lock = _prepare_out(out, names, args.overwrite)
     try:
-        return _run_fluorescence_staged(args, stain, calibration, target, target_calibration, out, stage, stale)
+        stale = _stale_outputs(out, names, args.overwrite)
+        remove_stale_staging(out, "autolabel")
+        stage = make_staging_folder(out, "autolabel")  # every output here first, moved into place at the end
+        try:
+            return _run_fluorescence_staged(args, stain, calibration, target, target_calibration, out, stage, stale)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
     finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        release_out_lock(lock)
 
 
 def _run_fluorescence_staged(args: argparse.Namespace, stain: np.ndarray, calibration: dict, target: Any,
@@ -401,7 +429,8 @@ def _run_fluorescence_staged(args: argparse.Namespace, stain: np.ndarray, calibr
                   f"{out / 'labels_on_target.tif'}", file=sys.stderr)
         table = pd.DataFrame(tile_rows)
         if args.qc:
-            kept, qc = qc_filter(label_tiles, drop_lowest_fraction=args.qc_drop_lowest, max_foreground_fraction=args.qc_max_foreground)
+            kept, qc = qc_filter(label_tiles, drop_lowest_fraction=args.qc_drop_lowest, max_foreground_fraction=args.qc_max_foreground,
+                                 drop_empty=args.qc_drop_empty)
             qc = table.merge(qc, on="tile")
             write_csv(stage / "qc.csv", qc, leading=["tile", "t", "y", "x"])
             table["kept"] = qc["kept"].to_numpy()
@@ -427,6 +456,7 @@ def _run_fluorescence_staged(args: argparse.Namespace, stain: np.ndarray, calibr
               "target": args.target or (str(args.stain) if args.qc else None),
               "target_channel": args.target_channel if args.target else None, "tile": args.tile,
               "qc": args.qc, "qc_drop_lowest": args.qc_drop_lowest, "qc_max_foreground": args.qc_max_foreground,
+              "qc_drop_empty": bool(args.qc_drop_empty),
               "keep_dropped": bool(args.keep_dropped), "correct_shift": args.correct_shift, "max_shift": args.max_shift, "autolabel": kwargs,
               "seconds": round(time.perf_counter() - start, 3), **summary}
     atomic_write_text(stage / "params.json", json.dumps(params, indent=2, default=str))
@@ -444,12 +474,6 @@ def _run_fluorescence_staged(args: argparse.Namespace, stain: np.ndarray, calibr
 
 
 def run_ccd(args: argparse.Namespace) -> int:
-    from ..autolabel.ccd import CLASS_NAMES, autolabel_ccd_details, find_clusters, object_label_offset
-    from ..inference.segment import class_map_tables
-    from ..io.atomic import atomic_write_text
-    from ..io.images import LABELS_SOFTWARE, write_tiff
-    from ..io.tables import write_csv
-
     for option in ("seed_sigma", "grow_sigma", "glow_sigma"):
         if not getattr(args, option) > 0:
             raise InputError(f"--{option.replace('_', '-')} must be > 0 (noise sd), got {getattr(args, option)}")
@@ -468,7 +492,23 @@ def run_ccd(args: argparse.Namespace) -> int:
               "(pedestal, read noise, hot-pixel level), so a rescaled frame (e.g. to 8 bits) gets wrong classes: "
               "use the raw FITS frame", file=sys.stderr)
     out = Path(args.out)
-    _prepare_out(out, ["classes.tif", "clusters.csv", "objects.csv", "counts.csv", "params.json"], args.overwrite)
+    from ..batch.runner import release_out_lock
+
+    lock = _prepare_out(out, ["classes.tif", "clusters.csv", "objects.csv", "counts.csv", "params.json"], args.overwrite)
+    try:
+        return _run_ccd_locked(args, image, calibration, out)
+    finally:
+        release_out_lock(lock)
+
+
+def _run_ccd_locked(args: argparse.Namespace, image: np.ndarray, calibration: dict, out: Path) -> int:
+    """The rest of :func:`run_ccd`, with the output folder locked: label, find clusters, write the tables."""
+    from ..autolabel.ccd import CLASS_NAMES, autolabel_ccd_details, find_clusters, object_label_offset
+    from ..inference.segment import class_map_tables
+    from ..io.atomic import atomic_write_text
+    from ..io.images import LABELS_SOFTWARE, write_tiff
+    from ..io.tables import write_csv
+
     earlier = earlier_run_record(out, "params.json") or {}
     if (out / "class_fractions.csv").is_file() and args.overwrite and earlier.get("command") == "autolabel ccd":
         (out / "class_fractions.csv").unlink()  # an earlier version's table, now in counts.csv: not left stale

@@ -97,12 +97,15 @@ class AutolabelWidget(MicrosegDock):
                                         tooltip="share of the tiles (0-1) with the fewest nucleus pixels left out of the training set")
         self.max_foreground = FloatSpinBox(label="max foreground", value=0.5, min=0.05, max=1.0, step=0.05,
                                            tooltip="a tile whose labelled share of pixels (0-1) is above this is left out: almost always segmented noise")
+        self.drop_empty = CheckBox(label="drop every empty tile", value=False,
+                                   tooltip="also leave out every tile without a labelled nucleus (off: empty tiles go only "
+                                           "as part of the lowest fraction, as in [N]; they are background examples)")
         self.qc_button = PushButton(text="QC tiles of the labels")
         self.form = Container(widgets=[
             self.stain_layer, self.otsu_window, self.min_diameter, self.max_diameter, self.smooth_sigma,
             self.split_clumps, self.clear_border, self.live, self.target_layer, self.correct_shift, self.max_shift,
             self.apply_button,
-            self.tile, self.drop_lowest, self.max_foreground, self.qc_button,
+            self.tile, self.drop_lowest, self.max_foreground, self.drop_empty, self.qc_button,
         ])
         self.body.addWidget(self.form.native)
         self.qc_table = QTableWidget(0, len(QC_COLUMNS))
@@ -332,18 +335,26 @@ class AutolabelWidget(MicrosegDock):
 
         def make_generator():
             from ..autolabel.fluorescence import autolabel_fluorescence_iter
-            from ..autolabel.pairing import align_labels_iter
+            from ..autolabel.pairing import align_labels_iter, constant_frames
             from ..progress import Progress
 
             # a lazy (dask / zarr) stain is read frame by frame by the auto-labeller (read whole here, a 1.6 GB
             # movie took 3.9 GB before the first frame, and Stop waited for the read); registration reads both
             stain = data if target is None else np.asarray(data)
             yield Progress(0, 1, "reading the layers" if target is not None else "auto-labelling")
+            target_data = None if target is None else np.asarray(target)
+            if target_data is not None:  # said before the labelling, not after it (as the command line)
+                if target_data.dtype.kind in "fc" and not np.isfinite(target_data).all():
+                    raise InputError(f"the target '{target_layer.name}' holds NaN or infinite values (masked or "
+                                     "missing pixels?): replace them (e.g. by the image's median) to register it")
+                blank = constant_frames(target_data)
+                if blank:
+                    sizes["blank_target"] = len(blank)
             # nuclei above the max diameter: -1, "not annotated" (training ignores them), not background,
             # which would teach a network that nuclei of that size are background
             labels = yield from autolabel_fluorescence_iter(stain, **params, too_large_value=-1, size_report=sizes)
             if target is not None:
-                labels, shifts = yield from align_labels_iter(stain, np.asarray(target), labels, correct_shift=correct,
+                labels, shifts = yield from align_labels_iter(stain, target_data, labels, correct_shift=correct,
                                                               max_shift_px=max_shift)
             else:
                 shifts = None
@@ -376,6 +387,9 @@ class AutolabelWidget(MicrosegDock):
                 labels, name=unique_layer_name(self.viewer, f"{target_layer.name} labels (from {layer.name})"), opacity=0.5,
                 metadata={"stain": layer.name, "target": target_layer.name, "shifts": shifts}, features=features,
                 **layer_geometry(target_layer, labels.ndim))
+            if sizes.get("blank_target"):
+                left_out += (f" '{target_layer.name}' is constant in {sizes['blank_target']} frame(s): nothing to "
+                             "learn from there, and no shift was measured (is it the right layer?).")
             # the command line warns when the two state other pixel sizes; here their layers' scale / translate
             elsewhere = placement_mismatch(target_layer, layer) if target_layer in self.viewer.layers else None
             placed = (f" Note: {elsewhere.split(': pixels are paired', 1)[0]}: are they the same field? They are "
@@ -424,6 +438,7 @@ class AutolabelWidget(MicrosegDock):
         others, others_copied = snapshot(labels) if t is not None else (None, True)
         tile = int(self.tile.value)
         drop_lowest, max_foreground = float(self.drop_lowest.value), float(self.max_foreground.value)
+        drop_empty = bool(self.drop_empty.value)
 
         def make_generator():
             from ..autolabel.pairing import tile_positions
@@ -434,7 +449,8 @@ class AutolabelWidget(MicrosegDock):
             frame = worker_copy(frame_ref, frame_copied)
             positions, tile_shape = tile_positions(frame.shape, tile)
             tiles = [frame[y:y + tile_shape[0], x:x + tile_shape[1]] for y, x in positions]
-            _kept, table = qc_filter(tiles, drop_lowest_fraction=drop_lowest, max_foreground_fraction=max_foreground)
+            _kept, table = qc_filter(tiles, drop_lowest_fraction=drop_lowest, max_foreground_fraction=max_foreground,
+                                     drop_empty=drop_empty)
             # the labels to train on: what only dropped tiles cover is -1, "not annotated" (training ignores it)
             kept_area = np.zeros(frame.shape, bool)
             dropped_area = np.zeros(frame.shape, bool)
