@@ -143,3 +143,177 @@ def test_autolabel_dock_says_a_target_with_nan_and_a_blank_target(make_napari_vi
     wait_worker(dock.apply())
     qtbot.waitUntil(lambda: dock.labels_layer is not None, timeout=5000)
     assert "'blank phase' is constant in 1 frame(s)" in dock.status.text()
+
+
+def test_a_tracks_table_with_huge_ids_opens_renumbered_and_dropped_links_are_said(tmp_path):
+    """A table with track id 3e9 made napari's Tracks layer allocate 22 GiB (the session was killed); division
+    links whose daughters start in the mother's last frame, or whose mother has no rows, were dropped without a
+    word, on reading and on saving."""
+    import pandas as pd
+
+    from napari_microseg._reader import read_tracks_layer
+    from napari_microseg._writer import write_tracks_csv
+    from napari_microseg.errors import MicrosegWarning
+
+    big = tmp_path / "big_tracks.csv"
+    pd.DataFrame({"track_id": [3_000_000_000] * 2 + [3_000_000_007] * 2 + [5] * 2, "t": [0, 1, 2, 3, 0, 1],
+                  "y": [1.0, 2, 3, 4, 9, 9], "x": [1.0, 1, 1, 1, 5, 5],
+                  "parent_track_id": [0, 0, 3_000_000_000, 3_000_000_000, 0, 0]}).to_csv(big, index=False)
+    with pytest.warns(MicrosegWarning, match="shown as 1..3"):
+        (data, kwargs, kind), = read_tracks_layer(str(big))
+    assert kind == "tracks" and set(data[:, 0]) == {1, 2, 3}
+    original = dict(zip(data[:, 0].astype(int), kwargs["properties"]["track_id_original"]))
+    assert original == {1: 5, 2: 3_000_000_000, 3: 3_000_000_007} and kwargs["graph"] == {3: [2]}
+
+    shared = tmp_path / "shared_tracks.csv"
+    pd.DataFrame({"track_id": [1, 1, 1, 2, 2, 3, 3], "t": [0, 1, 2, 2, 3, 2, 3], "y": [10.0, 11, 12, 14, 15, 10, 9],
+                  "x": [10.0] * 7, "parent_track_id": [0, 0, 0, 1, 1, 1, 1]}).to_csv(shared, index=False)
+    with pytest.warns(MicrosegWarning, match=r"2 division link\(s\) left out: 2 whose parent does not end before"):
+        (data, kwargs, _), = read_tracks_layer(str(shared))
+    orphan = tmp_path / "orphan_tracks.csv"
+    pd.DataFrame({"track_id": [2, 2], "t": [3, 4], "y": [1.0, 2], "x": [1.0, 1],
+                  "parent_track_id": [1, 1]}).to_csv(orphan, index=False)
+    with pytest.warns(MicrosegWarning, match="1 whose parent no row holds"):
+        read_tracks_layer(str(orphan))
+    layer_data = np.array([[1, 0, 10, 10], [1, 1, 11, 10], [2, 1, 14, 12], [3, 1, 10, 8]], float)
+    with pytest.warns(MicrosegWarning, match="saved as the layer holds it"):
+        write_tracks_csv(str(tmp_path / "saved_tracks.csv"), layer_data, {"graph": {2: [1], 3: [1]}})
+
+
+def test_tracks_tables_with_spaced_or_semicolon_headers_open(tmp_path):
+    """"track_id, t, y, x" was claimed but then "missing ['t', 'y', 'x']"; a European Excel save (semicolons,
+    decimal commas) got napari's generic refusal."""
+    from napari_microseg._reader import get_reader
+
+    spaced = tmp_path / "spaced_tracks.csv"
+    spaced.write_text("track_id, t, y, x\n1, 0, 5.5, 6\n1, 1, 6.5, 6\n")
+    excel = tmp_path / "excel_tracks.csv"
+    excel.write_text("track_id;t;y;x\n1;0;5,5;6\n1;1;6,5;6\n")
+    for path in (spaced, excel):
+        reader = get_reader(str(path))
+        assert reader is not None
+        (data, _, kind), = reader(str(path))
+        assert kind == "tracks" and data.tolist() == [[1, 0, 5.5, 6], [1, 1, 6.5, 6]]
+
+
+def test_probability_maps_carry_the_movies_calibration(tmp_path):
+    """segment --save-probabilities wrote the maps without the input's calibration: they opened at 1 px per unit
+    beside a movie and labels at 0.5 um and 3 min (and a Z stack's planes were tagged as time)."""
+    from napari_microseg.cli import main
+    from napari_microseg.io.images import read_image, write_tiff
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    movie = np.stack([simulate_nuclei_image(shape=(64, 64), n_nuclei=4, seed=s)[0] for s in range(2)]).astype(np.float32)
+    write_tiff(tmp_path / "movie.ome.tif", movie, calibration={"pixel_size_um": 0.5, "frame_interval_min": 3.0})
+    assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "movie.ome.tif"),
+                 "--out", str(tmp_path / "out"), "--save-probabilities", "--quiet"]) == 0
+    maps = read_image(tmp_path / "out" / "probabilities" / "movie.ome.tif", channel=1)  # one class's map
+    assert maps.data.shape == (2, 64, 64)
+    calibration = maps.metadata["calibration"]
+    assert calibration["pixel_size_um"] == pytest.approx(0.5) and calibration["frame_interval_min"] == pytest.approx(3.0)
+
+
+@pytest.mark.gui
+def test_segmentation_export_of_an_earlier_results_copy_and_while_busy(make_napari_viewer, wait_worker, tmp_path,
+                                                                      qtbot):
+    """A corrected copy (Duplicate Layer) of an earlier run's result was exported with the last run's tables; an
+    earlier result selected while a Fine-tune ran got the last run's tables too, without a word."""
+    import pandas as pd
+    from test_hunt35_fixes import _segmented_stack
+
+    viewer, dock = _segmented_stack(make_napari_viewer, wait_worker, tmp_path, n_frames=2)
+    first = dock.result_layer
+    counts_first = dock.result.counts["count"].tolist()
+    assert min(counts_first) >= 3
+    dock.min_size.value = 5000  # a second run that keeps nothing
+    wait_worker(dock.segment())
+    assert dock.result.counts["count"].tolist() == [0, 0]
+    second = dock.result_layer
+    viewer.layers.selection.active = first  # unedited earlier result: named in the message
+    written = dock.export()
+    assert "the selected earlier result 'movie segmented' as segmented" in dock.status.text()
+    assert pd.read_csv(written[0])["count"].tolist() == counts_first
+    viewer.layers.selection.active = second
+    assert pd.read_csv(dock.export()[0])["count"].tolist() == [0, 0]
+
+    copy = viewer.add_labels(np.array(first.data), name="first copy", metadata=dict(first.metadata))
+    for label in np.unique(copy.data[0])[1:3]:  # two objects of frame 0 erased in the copy
+        copy.data[0][copy.data[0] == label] = 0
+    viewer.layers.selection.active = copy
+    wait_worker(dock.export())
+    written = dock.status.text().split("written: ", 1)[1].split(", ")
+    assert "'first copy'" in dock.status.text()
+    assert pd.read_csv(written[0])["count"].tolist() == [counts_first[0] - 2, counts_first[1]]
+
+    viewer.layers.selection.active = second
+    assert pd.read_csv(dock.export()[0])["count"].tolist() == [0, 0]
+    dock.worker = object()  # a task running (a Fine-tune): an earlier result is not exported meanwhile
+    try:
+        viewer.layers.selection.active = first
+        assert dock.export() == [] and "export it when the dock's running task ends" in dock.status.text()
+    finally:
+        dock.worker = None
+
+
+@pytest.mark.gui
+def test_a_class_map_opened_from_a_file_fine_tunes_a_class_model(make_napari_viewer, wait_worker, tmp_path,
+                                                                 monkeypatch):
+    """A class map from the reader (autolabel ccd's classes.tif) or painted by hand was refused by Fine-tune with
+    "the training set holds object labels (nuclei)"; values outside the model's classes are said."""
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # the fine-tuned model goes to ~/microseg_models
+    frame = simulate_ccd_frame(shape=(128, 128), seed=0)
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(frame.image.astype(np.float32), name="ccd")
+    viewer.add_labels(frame.classes.astype(np.uint8), name="classes")  # 0..3, no features: not the dock's
+    bad = frame.classes.astype(np.uint8).copy()
+    bad[:4, :4] = 7
+    viewer.add_labels(bad, name="painted")
+    dock = SegmentationWidget(viewer)
+    viewer.window.add_dock_widget(dock, name="Segmentation")
+    dock.image_layer.value = "ccd"
+    dock.model_choice.value = "ccd_classes"
+    dock.finetune_epochs.value = 1
+    dock.labels_for_training.value = "painted"
+    dock.add_to_training_set()
+    assert dock.fine_tune() is None and "values 0..7" in dock.status.text() and "classes 0..3" in dock.status.text()
+    dock.labels_for_training.value = "classes"  # the same frame: replaces the painted one
+    dock.add_to_training_set()
+    worker = dock.fine_tune()
+    assert worker is not None, dock.status.text()
+    wait_worker(worker)
+    assert "fine-tuned" in dock.status.text() and list((tmp_path / "microseg_models").glob("ccd_classes-ft1.pt"))
+
+
+@pytest.mark.gui
+def test_a_class_map_exported_without_its_image_has_no_zero_intensities(make_napari_viewer, wait_worker, tmp_path):
+    """A corrected CCD class map exported after its image was closed had mean/max/min intensity 0.0 for every
+    object (the note said "without intensities"); a class model's run said "no nuclei found to measure a
+    diameter" when the hidden estimate box was ticked."""
+    import pandas as pd
+
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    frame = simulate_ccd_frame(shape=(128, 128), seed=1)
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(frame.image.astype(np.float32), name="ccd")
+    dock = SegmentationWidget(viewer)
+    viewer.window.add_dock_widget(dock, name="Segmentation")
+    dock.export_dir.value = str(tmp_path)
+    dock.image_layer.value = "ccd"
+    dock.model_choice.value = "nuclei_fluorescence_fast"
+    dock.estimate_diameter.value = True
+    dock.model_choice.value = "ccd_classes"
+    wait_worker(dock.segment())
+    assert "diameter" not in dock.status.text()
+    viewer.layers.remove("ccd")
+    layer = dock.result_layer
+    layer.data[60:64, 60] = 2  # a hot line painted
+    layer.events.paint(value=None)
+    wait_worker(dock.export())
+    assert "without intensities" in dock.status.text()
+    objects = pd.read_csv(dock.status.text().split("written: ", 1)[1].split(", ")[1].split(";")[0])
+    assert len(objects) and not any(c.endswith("_intensity") for c in objects.columns)

@@ -71,14 +71,22 @@ def layer_calibration(image) -> dict:
 
 def _is_tracks_csv(path: Any) -> bool:
     """True for a ``tracks.csv`` (its header names ``track_id, t, y, x``; ``z`` too for 3-D tracks)."""
+    found = _csv_header(path)
+    return found is not None and {"track_id", "t", "y", "x"} <= set(found[0])
+
+
+def _csv_header(path: Any) -> tuple[list[str], str] | None:
+    """The column names of a table's first line, and its separator: ``","``, or ``";"`` where the line holds
+    semicolons and no comma (a European Excel's "CSV", whose numbers have decimal commas); None when the file
+    cannot be read."""
     try:
         with open(path, "rb") as table:  # the header only: a non-UTF-8 character further down (an Excel "CSV"
             first = table.readline(65536)  # save) made the whole table "not ours", and napari found no reader
-        header = {name.strip().strip('"').strip()
-                  for name in first.decode("utf-8-sig", "replace").split(",")}  # R's write.csv quotes names
     except OSError:
-        return False
-    return {"track_id", "t", "y", "x"} <= header
+        return None
+    line = first.decode("utf-8-sig", "replace")
+    separator = ";" if ";" in line and "," not in line else ","
+    return [name.strip().strip('"').strip() for name in line.split(separator)], separator  # R's write.csv quotes names
 
 
 def read_tracks_layer(path: str | list[str]) -> list[tuple]:
@@ -95,15 +103,22 @@ def read_tracks_layer(path: str | list[str]) -> list[tuple]:
 
     layers = []
     for p in path if isinstance(path, list) else [path]:
+        found = _csv_header(p)
+        # "track_id; t; y; x" with decimal commas (a European Excel's save) is read as such
+        style = {"sep": ";", "decimal": ","} if found is not None and found[1] == ";" else {}
+        style["skipinitialspace"] = True
         try:  # a ragged or damaged table: one line naming it (pandas' ParserError before)
-            table = read_csv_table(p)
+            table = read_csv_table(p, **style)
         except InputError:
-            table = read_csv_table(p, encoding="cp1252")  # an Excel "CSV" save: Windows-1252 text
+            table = read_csv_table(p, encoding="cp1252", **style)  # an Excel "CSV" save: Windows-1252 text
+        # "track_id, t, y, x" (spaces after the commas) names the columns the reader looks for
+        table.columns = [str(name).strip() for name in table.columns]
         if table.empty:
             raise InputError(f"{Path(p).name} holds no tracks (a movie without objects?): nothing to show")
         movies = table.groupby("image", sort=False) if "image" in table.columns else [(None, table)]
         for movie, rows in movies:
-            result = tracks_result_from_table(rows.drop(columns="image", errors="ignore"), Path(p).name)
+            result = _compact_track_ids(tracks_result_from_table(rows.drop(columns="image", errors="ignore"),
+                                                                 Path(p).name), Path(p).name)
             data, kwargs = result.napari_tracks()
             if "z" in result.table.columns and np.isfinite(pd.to_numeric(result.table["z"], errors="coerce")).all():
                 # 3-D tracks, as the writer saves them: (track_id, t, z, y, x)
@@ -117,6 +132,34 @@ def read_tracks_layer(path: str | list[str]) -> list[tuple]:
                          or (_batch_movie_calibration(Path(p), movie, ndim) if movie is not None else {}))
             layers.append((data, {**kwargs, "name": name, **placement}, "tracks"))
     return layers
+
+
+#: track ids above this are renumbered 1..N when a tracks table is opened: napari's Tracks layer keeps lookup
+#: arrays as long as the largest id (about 7.5 bytes per unit: 22 GiB for an id of 3e9, a killed session)
+READER_LARGEST_TRACK_ID = 10**6
+
+
+def _compact_track_ids(result: Any, name: str) -> Any:
+    """``result`` (a TrackResult read from a table) with its track ids renumbered 1..N in their order, parents
+    following, where the largest id is above :data:`READER_LARGEST_TRACK_ID`; the ids read are kept as the
+    ``track_id_original`` property, and a warning says so. As it is otherwise."""
+    import warnings
+
+    from .errors import MicrosegWarning
+    from .tracking.track import finalize
+
+    table = result.table
+    if not len(table) or int(table["track_id"].max()) <= READER_LARGEST_TRACK_ID:
+        return result
+    ids = np.unique(table["track_id"].to_numpy())
+    mapping = dict(zip(ids.tolist(), range(1, len(ids) + 1)))
+    table = table.assign(track_id_original=table["track_id"],
+                         track_id=table["track_id"].map(mapping),
+                         parent_track_id=table["parent_track_id"].map(lambda p: mapping.get(int(p), 0)))
+    warnings.warn(MicrosegWarning(f"{name}: track ids up to {int(ids[-1])} are shown as 1..{len(ids)} (napari needs "
+                                  "memory for every id up to the largest); the ids of the file are the "
+                                  "'track_id_original' property"), stacklevel=3)
+    return finalize(table, n_frames=result.n_frames, config=result.config, info=result.info)
 
 
 def _saved_placement(tracks_csv: Path, ndim: int) -> dict:

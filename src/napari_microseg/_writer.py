@@ -114,6 +114,10 @@ def write_tracks_csv(path: str, data: Any, meta: dict) -> list[str]:
         features = pd.DataFrame(features)
     table = tracks_table_from_layer(np.asarray(data), meta.get("graph") or {}, features)
     target = _with_suffix(path, (".csv",), ".csv")
+    from .tracking.export import _warn_of_dropped_links
+
+    # links the table holds but no reader of it keeps (a daughter sharing its mother's last frame): said now
+    _warn_of_dropped_links(table, f"{target.name} (saved as the layer holds it)")
     assert TRACKS_COLUMNS[:4] == ["track_id", "t", "y", "x"]
     placement = _layer_placement(meta)
     sidecar = placement_path(target)

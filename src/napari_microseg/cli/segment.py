@@ -261,6 +261,37 @@ def check_segment_settings(args: argparse.Namespace) -> None:
         raise InputError(f"--overlap must be at most half the tile ({tile // 2} px for --tile {tile}), got {overlap}")
 
 
+def probabilities_metadata(ndim: int, calibration: dict | None, z_planes: bool = False,
+                           channel_names: list[str] | None = None) -> dict:
+    """tifffile's OME metadata for a probability map of ``ndim`` axes: (C, Y, X), or (T|Z, C, Y, X) (``z_planes``:
+    a Z stack's planes, not frames), with the input's pixel size, frame interval or Z step (``calibration`` as
+    ``read_image`` reports it) and the channels' names, so that the map opens over the image and its labels
+    (it opened at 1 px per unit, Z tagged as time)."""
+    from ..io.images import _positive
+
+    calibration = calibration or {}
+    axes = "CYX" if ndim == 3 else ("ZCYX" if z_planes else "TCYX")
+    metadata: dict = {"axes": axes}
+    size = calibration.get("pixel_size_um")
+    if _positive(size):
+        metadata.update(PhysicalSizeX=float(size), PhysicalSizeY=float(calibration.get("pixel_size_y_um", size)),
+                        PhysicalSizeXUnit="µm", PhysicalSizeYUnit="µm")
+    if axes[0] == "T" and _positive(calibration.get("frame_interval_min")):
+        metadata.update(TimeIncrement=float(calibration["frame_interval_min"]), TimeIncrementUnit="min")
+    if axes[0] == "Z" and _positive(calibration.get("z_step_um")):
+        metadata.update(PhysicalSizeZ=float(calibration["z_step_um"]), PhysicalSizeZUnit="µm")
+    if channel_names:
+        metadata["Channel"] = {"Name": [str(name) for name in channel_names]}
+    return metadata
+
+
+def _probability_names(loaded: Any, probabilities: Any) -> list[str] | None:
+    """The names of a model's output channels (its classes; ``probabilities``: (K, Y, X) or (T, K, Y, X)), or
+    None where the model file states no name for each of the K channels."""
+    names = [str(name) for name in (getattr(loaded, "class_names", None) or [])]
+    return names if names and len(names) == int(probabilities.shape[-3]) else None
+
+
 def _read_input(args: argparse.Namespace, path: Path, lazy: bool = True, warn: bool = True):
     """Read one input as ``segment`` does: ``--hdu``, ``--channel`` (a channel, or a colour of an RGB
     image), RGB to grey. Returns ``(image, data)``: the :class:`~napari_microseg.io.images.ImageData`
@@ -378,7 +409,10 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
             probabilities = result.probabilities  # (K, Y, X) or (T, K, Y, X): K classes, not focal planes
             try:
                 write_tiff(root / "probabilities" / f"{_stem(path)}.tif", probabilities, overwrite=args.overwrite,
-                           photometric="minisblack", metadata={"axes": "CYX" if np.ndim(probabilities) == 3 else "TCYX"})
+                           photometric="minisblack", ome=True,
+                           metadata=probabilities_metadata(np.ndim(probabilities), image.metadata.get("calibration"),
+                                                           z_planes=data.ndim == 3 and is_z_stack(image),
+                                                           channel_names=_probability_names(loaded, probabilities)))
             except BaseException:  # (a full disk): the image is not done, so its labels go too (they were left
                 if not zarr_out:  # beside tables without it, and refused a rerun without --overwrite)
                     Path(target).unlink(missing_ok=True)

@@ -75,7 +75,40 @@ def tracks_result_from_table(table: pd.DataFrame, name: str = "tracks table", la
         table["parent_track_id"] = 0
     table["parent_track_id"] = table["parent_track_id"].fillna(0)
     _check_track_columns(table, name)
+    _warn_of_dropped_links(table, name)
     return finalize(table, n_frames=n_frames, labels=labels)
+
+
+def _warn_of_dropped_links(table: pd.DataFrame, name: str) -> None:
+    """Warn (MicrosegWarning) of the division links :func:`~napari_microseg.tracking.track.finalize` will drop
+    from ``table`` (checked, numeric columns): a parent no row holds, or one that does not end before its
+    daughter starts (a daughter sharing its mother's last frame). They went without a word: a lineage saved
+    from a napari Tracks layer reopened with none."""
+    import warnings
+
+    from ..errors import MicrosegWarning
+
+    ids = pd.to_numeric(table["track_id"]).astype(np.int64)
+    frames = pd.to_numeric(table["t"]).astype(np.int64)
+    parents = pd.to_numeric(table["parent_track_id"]).astype(np.int64).groupby(ids).first()
+    parents = parents[parents != 0]
+    if not len(parents):
+        return
+    first, last = frames.groupby(ids).min(), frames.groupby(ids).max()
+    missing = parents[~parents.isin(first.index)]
+    held = parents[parents.isin(first.index)]
+    late = held[last.reindex(held.to_numpy()).to_numpy() >= first.reindex(held.index).to_numpy()]
+    said = []
+    if len(missing):
+        said.append(f"{len(missing)} whose parent no row holds (track {int(missing.index[0])}: parent "
+                    f"{int(missing.iloc[0])})")
+    if len(late):
+        child, parent = int(late.index[0]), int(late.iloc[0])
+        said.append(f"{len(late)} whose parent does not end before the daughter starts (track {child} starts at "
+                    f"t={int(first[child])}, its parent {parent} ends at t={int(last[parent])})")
+    if said:
+        warnings.warn(MicrosegWarning(f"{name}: {len(missing) + len(late)} division link(s) left out: "
+                                      + "; ".join(said) + ". Those tracks are shown without a parent"), stacklevel=3)
 
 
 def _check_track_columns(table: pd.DataFrame, name: str) -> None:

@@ -481,7 +481,7 @@ class SegmentationWidget(MicrosegDock):
                 note += " (the limit: the nuclei stay off the model's size; is the diameter right?)"
             if self.estimate_diameter.value:
                 self.diameter.value = round(diameter, 1)  # kept: untick 'estimate' to reuse it on other images
-        elif self.estimate_diameter.value:
+        elif (made_with or {}).get("diameter") == "auto":  # the run's setting, not the box as it is now
             note = "; no nuclei found to measure a diameter, segmented as trained"
         if corrected:
             note += f"; '{chosen}' stays the labels for the training set"
@@ -529,26 +529,50 @@ class SegmentationWidget(MicrosegDock):
             "result": SimpleNamespace(counts=result.counts, objects=result.objects, output_mode=result.output_mode,
                                       class_names=list(result.class_names), labels=None),
             "result_image": weakref.ref(self.result_image) if self.result_image is not None else None,
+            "result_image_name": getattr(self.result_image, "name", None),
             "result_digest": self.result_digest, "clusters": self.clusters}  # (a closed image layer is let go)
 
-    def _export_selected_earlier_result(self) -> None:
+    def _export_selected_earlier_result(self) -> str:
         """Make the selected layer the one Export writes when it is an earlier run's result layer (its class map
-        is the layer's own data), saying so; also after a stopped or failed run, which left no current result,
-        when the user selected it since (its corrected labels were "nothing to export"): one still selected
-        from before that run is not a choice."""
+        is the layer's own data), or a copy of one (napari's Duplicate Layer; the copy is then measured), saying
+        so; also after a stopped or failed run, which left no current result, when the user selected it since
+        (its corrected labels were "nothing to export"): one still selected from before that run is not a
+        choice. Returns the note for the export's message ("" when the selection is no earlier result). While
+        the dock runs a task, an earlier result is refused (InputError): the last run's tables were written for it."""
         active = self.viewer.layers.selection.active
         entry = self._earlier_results.get(getattr(active, "unique_id", None))
-        if self.busy or entry is None or active is self.result_layer or entry[0]() is not active:
-            return
+        if entry is not None and entry[0]() is not active:
+            entry = None
+        if entry is None:  # a copy of an earlier result's layer: that result, its copy measured
+            entry = self._earlier_result_copied_by(active)
+        if entry is None or entry[0]() is self.result_layer:
+            return ""
         if self.result is None and self._selection_changes == self._selection_at_run:
-            return  # still selected from before a stopped or failed run: not a choice (nothing is exported)
-        record = entry[1]
-        image = record["result_image"]() if record["result_image"] is not None else None
-        self.result, self.result_layer, self.result_image = record["result"], active, image
+            return ""  # still selected from before a stopped or failed run: not a choice (nothing is exported)
+        if self.busy:  # (the last run's tables were written for it, without a word)
+            raise InputError(f"'{active.name}' is an earlier result: export it when the dock's running task ends "
+                             "(or select the last result)")
+        record, earlier = entry[1], entry[0]()
+        self.result, self.result_layer = record["result"], earlier
+        # the image it was segmented from (closed since: named in the export's note)
+        self._result_image_ref, self._result_image_name = record["result_image"], record.get("result_image_name")
         self.result_digest, self.clusters, self.result_edited = record["result_digest"], record["clusters"], False
         self._measurements_outdated = False
-        self.result.labels = active.data
-        self.show_message(f"exporting '{active.name}', the selected earlier result")
+        self.result.labels = earlier.data
+        return "the selected earlier result "
+
+    def _earlier_result_copied_by(self, layer: Any) -> tuple | None:
+        """The :attr:`_earlier_results` entry (weak layer ref, record) of the result ``layer`` is a copy of (its
+        metadata names the same run, and its shape is the same), or None."""
+        from napari.layers import Labels
+
+        if not isinstance(layer, Labels):
+            return None
+        for entry in self._earlier_results.values():
+            earlier = entry[0]()
+            if earlier is not None and earlier is not layer and _same_run(layer, earlier):
+                return entry
+        return None
 
     @dock_action(fallback=list)
     def export(self, *_: Any) -> Any:
@@ -557,7 +581,7 @@ class SegmentationWidget(MicrosegDock):
         Labels corrected in the result layer since the run are measured again, in a worker: then the
         worker is returned (the list of written files comes in the status line); otherwise the list.
         A result layer over :data:`EXPORT_CHECK_BYTES` is checked for corrections in a worker too."""
-        self._export_selected_earlier_result()
+        note = self._export_selected_earlier_result()
         if self.result is None:
             self.show_error("Nothing to export yet: segment first.")
             return []
@@ -574,8 +598,8 @@ class SegmentationWidget(MicrosegDock):
             # napari's tools emit paint / data events; a change written into the array itself does not
             edited = self.result_edited = labels_digest(layer.data) != getattr(self, "result_digest", None)
             if not edited:
-                return self._write_tables(self._run_tables(), "written: ")
-        return self._export_corrected(layer, check_first=not edited)
+                return self._write_tables(self._run_tables(), f"{note}'{layer.name}' as segmented, written: ")
+        return self._export_corrected(layer, check_first=not edited, note=note)
 
     def _selected_copy_of_result(self) -> Any:
         """The selected Labels layer when it is a copy of the result layer (napari's Duplicate Layer keeps its
@@ -586,11 +610,7 @@ class SegmentationWidget(MicrosegDock):
         active, layer = self.viewer.layers.selection.active, getattr(self, "result_layer", None)
         if self.busy or layer is None or active is layer or not isinstance(active, Labels):
             return None
-        mine, theirs = layer.metadata, getattr(active, "metadata", {}) or {}
-        same_run = all(theirs.get(key) == mine.get(key) for key in ("segmented_from", "segment_settings", "model"))
-        if not same_run or theirs.get("segmented_from") is None or tuple(active.data.shape) != tuple(layer.data.shape):
-            return None
-        return active
+        return active if _same_run(active, layer) else None
 
     def _run_tables(self) -> list:
         """(stem, table, leading columns) of the last run as segmented. A whole stack's objects carry the layer's
@@ -610,7 +630,7 @@ class SegmentationWidget(MicrosegDock):
             tables.append(("clusters", self.clusters, ["t", "label", "y", "x", "size_px", "charge_adc"]))
         return tables
 
-    def _export_corrected(self, layer: Any, check_first: bool = False) -> Any:
+    def _export_corrected(self, layer: Any, check_first: bool = False, note: str = "") -> Any:
         """Measure the corrected labels of ``layer`` (ids as the layer shows them) in a worker, then write
         them; ``check_first``: compare the labels with the run's first (a large layer, in the worker) and
         write the run's own tables when nothing changed. A large layer is copied in the worker
@@ -648,6 +668,8 @@ class SegmentationWidget(MicrosegDock):
                                      f"0..{len(names) - 1} ({', '.join(names)}): paint with those values")
                 objects, counts = class_map_tables(labels_now, pixels if pixels is not None
                                                    else np.broadcast_to(np.float32(0), labels_now.shape), names)
+                if pixels is None:  # measured over zeros: no intensities (the nuclei tables leave them out too)
+                    objects = objects.drop(columns=[c for c in objects.columns if c.endswith("_intensity")])
             else:
                 objects = object_table(labels_now, pixels)
                 counts = counts_with_area(objects, range(labels_now.shape[0] if labels_now.ndim == 3 else 1))
@@ -658,9 +680,10 @@ class SegmentationWidget(MicrosegDock):
 
         def done(tables: tuple | None) -> None:
             if tables is None:  # no correction after all
-                self._write_tables(self._run_tables(), "written: ")
+                self._write_tables(self._run_tables(), f"{note}'{layer.name}' as segmented, written: ")
                 return
-            self.result_edited = True
+            if layer is self.result_layer:  # (a copy measured leaves the result layer as it was)
+                self.result_edited = True
             objects, counts = tables
             edited_meanwhile = getattr(self, "_edit_count", 0) != edits_before  # painted while it measured
             if layer is self.result_layer and not edited_meanwhile:  # measured again: a later edit outdates them
@@ -959,6 +982,34 @@ class SegmentationWidget(MicrosegDock):
                      "the training set to leave it out)")
         return note
 
+    def _take_plain_labels_as_class_maps(self, model: Path) -> bool:
+        """For fine-tuning the class ``model``: the frames added from a labels layer that is no class map of this
+        dock (one the reader opened, ``autolabel ccd``'s classes.tif, a layer painted by hand) count as class maps
+        where every value is one of the model's classes (-1: not annotated). False after saying which frame holds
+        another value (they were refused as "object labels (nuclei)")."""
+        from ..errors import MicrosegError
+        from ..io.models import read_model_config
+
+        try:
+            names = [str(name) for name in read_model_config(model).get("class_names") or []]
+        except MicrosegError:
+            return True  # (the model's own check says what is wrong with it)
+        if not names:
+            return True
+        for key, (model_used, settings, is_class_map) in list(self.correction_sources.items()):
+            if is_class_map or key not in self.corrections:
+                continue
+            labels = self.corrections[key][1]
+            low, high = (int(labels.min()), int(labels.max())) if labels.size else (0, 0)
+            if low < -1 or high >= len(names):
+                self.show_error(f"{self.correction_names[key]} t={key[1]} was added with values {low}..{high}: "
+                                f"{model.stem} takes a class map of its classes 0..{len(names) - 1} "
+                                f"({', '.join(names)}; -1: not annotated). Clear the training set, or choose a "
+                                "nuclei model to fine-tune on object labels")
+                return False
+            self.correction_sources[key] = (model_used, settings, True)
+        return True
+
     def fine_tune(self, *_: Any) -> Any:
         """Fine-tune the current model on the corrected frames in a worker; the result becomes the current model."""
         if not self.training_pairs:
@@ -973,6 +1024,8 @@ class SegmentationWidget(MicrosegDock):
             self.show_error(reason)
             return None
         class_model = self._chosen_output_mode() == "multiclass"
+        if class_model and not self._take_plain_labels_as_class_maps(base):
+            return None
         sources = [self.correction_sources.get(key, (None, None, False)) for key in self.corrections]
         if any(is_class_map != class_model for _, _, is_class_map in sources):
             self.show_error("the training set holds class maps (a class model's output): choose a class model "
@@ -1149,3 +1202,12 @@ def layer_data(result: Any, stack_shape: tuple, t: int | None) -> tuple[np.ndarr
     elif "label" in features and not features.empty:
         features = features.drop_duplicates("label").reset_index(drop=True)
     return labels, features
+
+
+def _same_run(layer: Any, result_layer: Any) -> bool:
+    """Whether the Labels ``layer`` is a copy of the Segmentation dock's ``result_layer`` (napari's Duplicate
+    Layer keeps its metadata: the run's image, settings and model) of the same shape."""
+    mine, theirs = result_layer.metadata, getattr(layer, "metadata", {}) or {}
+    same = all(theirs.get(key) == mine.get(key) for key in ("segmented_from", "segment_settings", "model"))
+    return (same and theirs.get("segmented_from") is not None
+            and tuple(layer.data.shape) == tuple(result_layer.data.shape))
