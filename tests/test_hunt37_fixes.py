@@ -317,3 +317,64 @@ def test_a_class_map_exported_without_its_image_has_no_zero_intensities(make_nap
     assert "without intensities" in dock.status.text()
     objects = pd.read_csv(dock.status.text().split("written: ", 1)[1].split(", ")[1].split(";")[0])
     assert len(objects) and not any(c.endswith("_intensity") for c in objects.columns)
+
+
+def test_zarr_labels_open_with_ids_and_an_ome_zarrs_label_images_are_named(tmp_path):
+    """Zarr labels opened without a features table (no `label` column, DESIGN); an OME-Zarr image opened without
+    a word of its labels/ group, and that group itself was "no image array"."""
+    import zarr
+
+    from napari_microseg._reader import read_layers
+    from napari_microseg.errors import InputError, MicrosegWarning
+    from napari_microseg.io.images import read_image
+
+    labels = np.zeros((2, 32, 40), np.uint16)
+    labels[:, 4:9, 4:9] = 3
+    labels[1, 20:25, 20:30] = 70
+    zarr.save_array(str(tmp_path / "movie_mask.zarr"), labels)
+    (data, kwargs, kind), = read_layers(str(tmp_path / "movie_mask.zarr"))
+    assert kind == "labels" and kwargs["features"]["label"].tolist() == [3, 70]
+
+    root = zarr.open_group(str(tmp_path / "img.zarr"), mode="w", zarr_format=2)
+    root.create_array("0", shape=(32, 40), dtype=np.uint16)[...] = 5
+    root.attrs["multiscales"] = [{"version": "0.4", "axes": [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
+                                  "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1, 1]}]}]}]
+    group = root.create_group("labels")
+    group.attrs["labels"] = ["cells"]
+    cells = group.create_group("cells")
+    cells.create_array("0", shape=(32, 40), dtype=np.uint16)[...] = labels[1]
+    cells.attrs["multiscales"] = root.attrs["multiscales"]
+    with pytest.warns(MicrosegWarning, match="also holds label images \\(cells\\): open img.zarr/labels/cells"):
+        read_image(tmp_path / "img.zarr")
+    with pytest.raises(InputError, match="its label images are cells"):
+        read_image(tmp_path / "img.zarr" / "labels")
+
+
+@pytest.mark.gui
+def test_an_uncalibrated_z_stack_saved_from_napari_stays_a_z_stack(make_napari_viewer, tmp_path):
+    """An OME Z stack of no stated Z step opened as (Z, Y, X) but was saved back tagged TYX: a time-lapse."""
+    import tifffile
+
+    from napari_microseg.io.images import read_image
+
+    tifffile.imwrite(tmp_path / "z.ome.tif", np.arange(5 * 16 * 20, dtype=np.uint16).reshape(5, 16, 20),
+                     metadata={"axes": "ZYX"})
+    viewer = make_napari_viewer(show=False)
+    [layer] = viewer.open(str(tmp_path / "z.ome.tif"), plugin="napari-microseg")
+    layer.save(str(tmp_path / "copy.tif"), plugin="napari-microseg")
+    assert read_image(tmp_path / "copy.tif").metadata["axes"] == "ZYX"
+
+
+@pytest.mark.gui
+def test_segmentation_dock_says_a_blank_image(make_napari_viewer, wait_worker):
+    """An all-zero image segmented to "0 objects" without a word (`microseg segment` says it is constant)."""
+    from test_gui_hunt_fixes import _segmentation_dock
+
+    viewer = make_napari_viewer(show=False)
+    movie = np.random.default_rng(0).random((3, 48, 48)).astype(np.float32)
+    movie[1] = 0
+    viewer.add_image(movie, name="movie")
+    dock = _segmentation_dock(viewer, "movie")
+    dock.scope.value = "whole stack"
+    wait_worker(dock.segment())
+    assert "1 frame(s) (1) are constant" in dock.status.text()

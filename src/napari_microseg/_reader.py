@@ -66,6 +66,10 @@ def layer_calibration(image) -> dict:
             units.append("pixel")
             translate.append(0.0)
     placed = {"translate": tuple(translate)} if any(translate) else {}
+    if calibration.get("z_planes") is True and "Z" in axes and "T" not in axes and "z_step_um" not in calibration:
+        # a Z stack of no stated step: its planes are not frames (the writers read it back; saved, it was TYX)
+        placed["axis_labels"] = tuple("z" if letter == "Z" else letter.lower() for i, letter in enumerate(axes)
+                                      if i != channel and not (letter == "S" and i == ndim - 1))
     return {"scale": tuple(scale), "units": tuple(units), **placed}
 
 
@@ -306,10 +310,11 @@ def read_layers(path: str | list[str]) -> list[tuple]:
         kind = _layer_kind(p, data, kwargs)
         if image.kind == "fits" and kind == "image":
             kwargs.update(_fits_contrast(data))
-        if kind == "labels" and isinstance(data, np.ndarray) and data.size <= READER_FEATURES_PIXELS:
+        if (kind == "labels" and not kwargs.get("multiscale") and hasattr(data, "dtype")
+                and int(np.prod(data.shape)) <= READER_FEATURES_PIXELS):
             from .measure.tables import ids_features  # a Labels layer carries its ids (DESIGN: features, label)
 
-            kwargs["features"] = ids_features(data)
+            kwargs["features"] = ids_features(np.asarray(data))  # (a small lazy one, Zarr, read for it: 64 MB at most)
         if kind == "labels" and Path(str(p).rstrip("/")).parent.name.lower() in LABEL_FOLDERS \
                 and isinstance(kwargs["name"], str) and "label" not in kwargs["name"].lower():
             kwargs["name"] += " labels"  # images/x.tif and labels/x.tif: "x" and "x labels", not "x [1]"
@@ -319,8 +324,8 @@ def read_layers(path: str | list[str]) -> list[tuple]:
     return layers
 
 
-#: labels files up to this many pixels open with a ``features`` table of their ids (label, pixels): about 0.3 s
-#: for 16 x 1024 x 1024; larger and lazy ones open without one, as fast as before
+#: labels files up to this many pixels (Zarr ones too) open with a ``features`` table of their ids (label, pixels):
+#: about 0.3 s for 16 x 1024 x 1024; larger and multiscale ones open without one, as fast as before
 READER_FEATURES_PIXELS = 16 * 1024 * 1024
 
 

@@ -61,6 +61,16 @@ def _refusals_kept(writer: Any) -> Any:
     return write
 
 
+def _with_z_planes(calibration: dict, meta: dict, ndim: int) -> dict:
+    """``calibration`` with ``z_planes`` where a (Z, Y, X) layer names its first axis "z" (napari's
+    ``axis_labels``, as the reader sets them for a Z stack of no stated step) and states no frame interval:
+    written as ZYX, not as a time-lapse."""
+    labels = [str(label).lower() for label in (meta.get("axis_labels") or ())]
+    if ndim == 3 and len(labels) == 3 and labels[0] == "z" and "frame_interval_min" not in calibration:
+        return {**calibration, "z_planes": True}
+    return calibration
+
+
 @_refusals_kept
 def write_image_tiff(path: str, data: Any, meta: dict) -> list[str]:
     """Write an Image layer to TIFF (dtype kept; its scale in um / min kept as OME calibration);
@@ -72,7 +82,7 @@ def write_image_tiff(path: str, data: Any, meta: dict) -> list[str]:
     rgb = bool(meta.get("rgb")) and data.ndim in (3, 4) and data.shape[-1] in (3, 4) and len(scale) == data.ndim - 1
     # colour as colour, not 3 px wide frames; a colour movie keeps its frames' colours, not its calibration
     colour = {"photometric": "rgb", "metadata": {"axes": "YXS" if data.ndim == 3 else "TYXS"}} if rgb else {}
-    calibration = (calibration_from_layer(scale, meta.get("units"))
+    calibration = (_with_z_planes(calibration_from_layer(scale, meta.get("units")), meta, data.ndim)
                    if len(scale) == data.ndim - rgb and not (rgb and data.ndim == 4) else None)
     # where it lies (translate) with its calibration, as the tracks writer keeps it: saved apart, they lay apart
     origin = origin_from_layer(meta.get("translate"), meta.get("units")) if calibration else None
@@ -100,7 +110,8 @@ def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
     dtype = np.int32 if low < 0 else label_dtype(high)
     target = _with_suffix(path, (".tif", ".tiff"), ".tif")
     # the layer's physical scale (um, min) goes with it, as the reader set it from the movie
-    write_tiff(target, arr.astype(dtype), overwrite=True, calibration=calibration_from_layer(meta.get("scale"), meta.get("units")),
+    calibration = _with_z_planes(calibration_from_layer(meta.get("scale"), meta.get("units")), meta, arr.ndim)
+    write_tiff(target, arr.astype(dtype), overwrite=True, calibration=calibration,
                origin=origin_from_layer(meta.get("translate"), meta.get("units")),  # where it lies, as tracks keep it
                software=LABELS_SOFTWARE)  # reopened as labels, whatever the file's name
     return [str(target)]

@@ -854,8 +854,9 @@ def _read_zarr(path: Path) -> ImageData:
             paths = _multiscale_paths(multiscales, node, path.name)
             arr = node[paths[0]]
             levels = [da.from_zarr(node[p]) for p in paths] if len(paths) > 1 else []
+            _note_label_images(node, path)
         else:
-            arr = _first_image_array(node, path.name)
+            arr = _first_image_array(node, path.name, _listed_label_images(node))
     data = levels[0] if levels else da.from_zarr(arr)
     if data.dtype.byteorder not in ("=", "|"):  # napari (its labels), torch and numba want native byte order
         data = data.astype(data.dtype.newbyteorder("="))
@@ -892,12 +893,36 @@ def _multiscale_paths(multiscales: Any, group: Any, name: str) -> list[str]:
     return paths
 
 
-def _first_image_array(group: Any, name: str) -> Any:
+def _listed_label_images(group: Any) -> list[str]:
+    """The label images an OME-Zarr ``labels`` group lists (its ``labels`` attribute; NGFF 0.4 or 0.5), []."""
+    attrs = dict(getattr(group, "attrs", {}) or {})
+    listed = attrs.get("labels", (attrs.get("ome") or {}).get("labels"))
+    return [str(name) for name in listed] if isinstance(listed, list) else []
+
+
+def _note_label_images(image_group: Any, path: Path) -> None:
+    """Warn that an OME-Zarr image's ``labels`` group holds label images, opened by their own path (the image
+    opened alone, and nothing said they were there)."""
+    try:
+        names = _listed_label_images(image_group["labels"]) if "labels" in image_group else []
+    except Exception:  # noqa: BLE001 - a damaged labels group: the image opens as before
+        names = []
+    if names:
+        shown = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+        warnings.warn(MicrosegWarning(f"{path.name} also holds label images ({shown}): open "
+                                      f"{path.name}/labels/{names[0]} to see them"), stacklevel=4)
+
+
+def _first_image_array(group: Any, name: str, label_images: list[str] | None = None) -> Any:
     """The first (by name) array of at least 2 axes in a plain Zarr group (not OME-Zarr), with a warning
-    naming the arrays left out; InputError when it holds none."""
+    naming the arrays left out; InputError when it holds none (naming the label images an OME-Zarr
+    ``labels`` group lists: ``label_images``)."""
     arrays = sorted(group.arrays(), key=lambda item: item[0])
     images = [(key, arr) for key, arr in arrays if arr.ndim >= 2]
     if not images:
+        if label_images:
+            raise InputError(f"{name}: an OME-Zarr labels group; its label images are {', '.join(label_images)}: "
+                             f"open {name}/{label_images[0]}")
         raise InputError(f"{name}: Zarr group holds no image array (of at least 2 axes)"
                          + (f"; it holds {', '.join(key for key, _ in arrays)}" if arrays else ""))
     others = [key for key, _ in arrays if key != images[0][0]]

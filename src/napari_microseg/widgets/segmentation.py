@@ -336,6 +336,10 @@ class SegmentationWidget(MicrosegDock):
             else:
                 result = yield from segment_image(str(model), image, **settings)
                 clusters = None
+            if isinstance(image, np.ndarray) and image.size:  # a blank image: said, as the command line says it
+                frames = image.reshape(-1, image.shape[-2] * image.shape[-1]) if image.ndim == 3 else image.reshape(1, -1)
+                result.settings["constant_frames"] = [first_frame + i for i in
+                                                      np.flatnonzero(frames.min(axis=1) == frames.max(axis=1)).tolist()]
             if first_frame:  # one frame of a stack: its tables name that frame, not frame 0
                 for table in (result.objects, result.counts):
                     if table is not None and "t" in table.columns:
@@ -483,6 +487,11 @@ class SegmentationWidget(MicrosegDock):
                 self.diameter.value = round(diameter, 1)  # kept: untick 'estimate' to reuse it on other images
         elif (made_with or {}).get("diameter") == "auto":  # the run's setting, not the box as it is now
             note = "; no nuclei found to measure a diameter, segmented as trained"
+        blank = result.settings.get("constant_frames") or []
+        if blank:  # (lazy images: segment_image warns of them)
+            where = ("the image is" if labels.ndim == 2 or frame is not None else
+                     f"{len(blank)} frame(s) ({', '.join(str(t) for t in blank[:6])}{' ...' if len(blank) > 6 else ''}) are")
+            note += f"; {where} constant (every pixel one value): nothing to segment there"
         if corrected:
             note += f"; '{chosen}' stays the labels for the training set"
         self.show_message(f"segmented with {model.name}: new layer '{name}'{note}")
