@@ -378,3 +378,103 @@ def test_segmentation_dock_says_a_blank_image(make_napari_viewer, wait_worker):
     dock.scope.value = "whole stack"
     wait_worker(dock.segment())
     assert "1 frame(s) (1) are constant" in dock.status.text()
+
+
+def test_classify_train_resume_and_init_model_keep_the_models_input_preparation(tmp_path, capsys):
+    """--resume of a --keep-16bit run without repeating it trained the new epochs on min-max crops (recorded as
+    minmax); --init-model of a margin objects model trained on masked crops; all without a word."""
+    from napari_microseg.cli import main
+    from napari_microseg.io.models import read_model_config
+
+    k16 = tmp_path / "k16.pt"
+    assert main(["classify", "train", "images", "--simulated", "8", "--keep-16bit", "--epochs", "1", "--patience", "0",
+                 "--out", str(k16), "--threads", "1"]) == 0
+    assert main(["classify", "train", "images", "--resume", str(k16), "--simulated", "8", "--epochs", "2",
+                 "--out", str(k16), "--overwrite", "--threads", "1"]) == 0
+    assert read_model_config(k16)["normalization"]["kind"] == "fixed"
+    capsys.readouterr()
+    ft = tmp_path / "ft.pt"
+    assert main(["classify", "train", "images", "--init-model", str(k16), "--simulated", "8", "--epochs", "1",
+                 "--out", str(ft), "--threads", "1"]) == 0
+    assert read_model_config(ft)["normalization"]["kind"] == "fixed"
+
+    margin = tmp_path / "m.pt"
+    assert main(["classify", "train", "objects", "--simulated", "1", "--particles", "6", "--epochs", "1", "--mode",
+                 "margin", "--margin", "4", "--out", str(margin), "--threads", "1"]) == 0
+    assert main(["classify", "train", "objects", "--resume", str(margin), "--simulated", "1", "--particles", "6",
+                 "--epochs", "2", "--mode", "masked", "--out", str(margin), "--overwrite", "--threads", "1"]) == 2
+    assert "--mode: " in capsys.readouterr().err
+    tuned = tmp_path / "t.pt"
+    assert main(["classify", "train", "objects", "--init-model", str(margin), "--simulated", "1", "--particles", "6",
+                 "--epochs", "1", "--out", str(tuned), "--threads", "1"]) == 0
+    crop = read_model_config(tuned)["crop"]
+    assert crop["mode"] == "margin" and crop["margin"] == 4
+
+
+def test_classify_images_says_wrapped_int16_images_and_finds_named_files_masks(tmp_path, capsys):
+    """A 16-bit response image saved as int16 (bright half negative) was classified without a word; an image given
+    by name beside an integration/ folder was refused and told to add that folder."""
+    import pandas as pd
+    import tifffile
+
+    from napari_microseg.cli import main
+
+    sim = tmp_path / "sim"
+    assert main(["simulate", "response", "--out", str(sim), "--n", "2", "--seed", "4"]) == 0
+    first = sorted((sim / "images").glob("*.tif"))[0]
+    assert main(["classify", "images", "--model", "response_good_bad", "--input", str(first),
+                 "--out", str(tmp_path / "named")]) == 0
+    assert len(pd.read_csv(tmp_path / "named" / "flags.csv")) == 1
+    image = tifffile.imread(first).astype(np.uint16)
+    image[:4] = 60000  # a saturated streak: negative once read as int16
+    wrapped = tmp_path / "images" / "wrapped.tif"
+    wrapped.parent.mkdir()
+    tifffile.imwrite(wrapped, image.view(np.int16))
+    (tmp_path / "integration").mkdir()
+    tifffile.imwrite(tmp_path / "integration" / "wrapped.tif", tifffile.imread(sim / "integration" / first.name))
+    capsys.readouterr()
+    assert main(["classify", "images", "--model", "response_good_bad", "--input", str(wrapped),
+                 "--out", str(tmp_path / "w")]) == 0
+    assert "signed integers holding negative values (wrapped.tif)" in capsys.readouterr().err
+
+
+def test_cv_predictions_name_the_classes(tmp_path):
+    """<model>.cv_predictions.csv held class codes 0/1/2 in true / pred (every other table holds names)."""
+    import pandas as pd
+
+    from napari_microseg.cli import main
+
+    out = tmp_path / "p.pt"
+    assert main(["classify", "train", "profiles", "--simulated", "24", "--epochs", "1", "--folds", "2",
+                 "--out", str(out), "--threads", "1"]) == 0
+    predictions = pd.read_csv(tmp_path / "p.cv_predictions.csv")
+    names = set(predictions["true"]) | set(predictions["pred"])
+    assert names and all(isinstance(name, str) and not name.isdigit() for name in names)
+
+
+@pytest.mark.gui
+def test_classification_dock_says_8_bit_images_for_a_16_bit_model(make_napari_viewer, wait_worker, tmp_path):
+    """A --keep-16bit model given an 8-bit layer gave every image one verdict (a black image's) without a word;
+    `classify images` warns of it."""
+    from napari_microseg.cli import main
+    from napari_microseg.progress import drain
+    from napari_microseg.simulate.samples import generate_response
+    from napari_microseg.widgets.classification import FILE_CHOICE, ClassificationWidget
+
+    model = tmp_path / "k16.pt"
+    assert main(["classify", "train", "images", "--simulated", "8", "--keep-16bit", "--epochs", "1", "--patience", "0",
+                 "--out", str(model), "--threads", "1"]) == 0
+    data, kwargs, _ = next(iter(drain(generate_response({"n_images": 2}, 3))))
+    box = " ".join(str(int(v)) for v in kwargs["metadata"]["crop_box"][0])
+    images = np.asarray(data)
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image((images / max(images.max(), 1) * 255).astype(np.uint8), name="eight bit")
+    viewer.add_image(images, name="sixteen bit")
+    widget = ClassificationWidget(viewer)
+    widget.model_choice.value = FILE_CHOICE
+    widget.model_file.value = str(model)
+    widget.box.value = box
+    for name, said in (("eight bit", True), ("sixteen bit", False)):
+        widget.image_layer.value = name
+        wait_worker(widget.classify())
+        assert ("'eight bit' is 8-bit" in widget.status.text()) is said, widget.status.text()

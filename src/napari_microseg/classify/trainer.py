@@ -834,7 +834,9 @@ def cross_validate(
     stop_event: threading.Event | None = None,
     init_model: str | os.PathLike | None = None,
 ) -> Generator[ClassifierEvent, None, dict]:
-    """k-fold cross-validation; returns ``{"folds": DataFrame, "predictions": DataFrame, "summary": dict}``.
+    """k-fold cross-validation; returns ``{"folds": DataFrame, "predictions": DataFrame, "summary": dict}``
+    (predictions: one row per sample, ``index`` into ``data``, ``fold``, ``true`` and ``pred`` class names,
+    ``prob_<class>``, and ``group`` / ``subclass`` where ``data`` has them).
 
     Parameters
     ----------
@@ -882,7 +884,10 @@ def cross_validate(
             pred = prob.argmax(1)
             rep = classification_report(data.y[te], pred, data.class_names, prob=prob)
             rows.append({"fold": i, "n_train": len(tr), "n_test": len(te), "best_epoch": res.best_epoch, **rep["summary"]})
-            p = pd.DataFrame({"index": te, "fold": i, "true": data.y[te], "pred": pred})
+            names = np.asarray(data.class_names, dtype=object)  # class names, as every other table holds them
+            p = pd.DataFrame({"index": te, "fold": i, "true": names[data.y[te]], "pred": names[pred]})
+            if data.groups is not None:  # (the sample's group: its image, for joining back)
+                p["group"] = np.asarray(data.groups)[te]
             for c, name in enumerate(data.class_names):
                 p[f"prob_{name}"] = prob[:, c]
             if data.subclass is not None:

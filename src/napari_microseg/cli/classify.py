@@ -29,7 +29,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -130,16 +130,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                                               "(classes.csv with image, label or is_good, optional crop_* and group columns)")
     r.add_argument("--strategy", choices=("real", "simulated", "pretrain_finetune", "pretrain_freeze"), default=None,
                    help="default: simulated without --input, pretrain_finetune with it")
-    r.add_argument("--keep-16bit", action="store_true", help="keep the 16-bit scale (x / 65535) instead of per-image min-max")
+    r.add_argument("--keep-16bit", action=_GivenFlag,
+                   help="keep the 16-bit scale (x / 65535) instead of per-image min-max (with --init-model / --resume: "
+                        "that model's)")
     r.add_argument("--box", type=int, nargs=4, metavar=("Y0", "X0", "Y1", "X1"), help="crop box for real images without crop columns")
 
     r = tsub.add_parser("objects", help="[T] per-object classifier (LipNet) on simulated liposomes")
     common(r, 30, 32, 1e-3, "lipnet")
     r.add_argument("--task", choices=("lamellarity", "encapsulation"), default="lamellarity", help="what to classify")
-    r.add_argument("--mode", choices=("margin", "tight", "masked"), default="masked",
-                   help="crop: bounding box grown by --margin px, the bounding box, or the box with the background zeroed")
-    r.add_argument("--size", type=int, default=None, help="crop side in pixels (default: 28; 32 with --depth 6, as [T])")
-    r.add_argument("--margin", type=int, default=50, help="px added on every side of the box in --mode margin")
+    r.add_argument("--mode", choices=("margin", "tight", "masked"), default="masked", action=_Given,
+                   help="crop: bounding box grown by --margin px, the bounding box, or the box with the background zeroed "
+                        "(with --init-model / --resume: that model's)")
+    r.add_argument("--size", type=int, default=None, action=_Given,
+                   help="crop side in pixels (default: 28; 32 with --depth 6, as [T]; with --init-model / --resume: "
+                        "that model's)")
+    r.add_argument("--margin", type=int, default=50, action=_Given,
+                   help="px added on every side of the box in --mode margin (with --init-model / --resume: that model's)")
     r.add_argument("--depth", type=int, choices=(1, 2, 4, 6), default=4, action=_Given,
                    help="LipNet-k conv layers (default 4; with --init-model / --resume, that model's)")
     r.add_argument("--all-conv", action="store_true", help="LipNet-kc (stride-2 convs, 1x1 conv head)")
@@ -653,7 +659,8 @@ def _run_images(args) -> int:
                 images.append(image)
                 names.append(str(path))
         d = _keep_readable({"images": images, "files": names,
-                            "boxes": None if args.box is None else [list(args.box)] * len(images), "masks": None,
+                            "boxes": None if args.box is None else [list(args.box)] * len(images),
+                            "masks": None if args.box is not None else _named_files_masks(inputs, images),
                             "labels": None})
     d = _keep_croppable(d, lm, failures)
     if d.get("label_problem"):  # classified all the same; only the scores need the labels
@@ -666,6 +673,7 @@ def _run_images(args) -> int:
     if blank:
         print(f"warning: {len(blank)} image(s) are constant, so their verdicts mean nothing: {', '.join(blank[:3])}"
               f"{' ...' if len(blank) > 3 else ''}", file=sys.stderr)
+    _warn_of_signed_images(d["files"], d["images"])
     from ..classify.predict import dim_for_16_bit_scale
 
     norm = lm.config.get("normalization") or {}
@@ -742,6 +750,8 @@ def _run_objects(args) -> int:
     else:
         if not args.image or not args.labels:
             raise InputError("give --image and --labels, or --input with images/ and labels/")
+        image_folder = Path(args.image).parent  # one image of a simulated folder: warned as the folder is
+        _warn_if_training_samples(lm, image_folder.parent if image_folder.name == "images" else image_folder)
         pairs.append((str(args.image), _read(Path(args.image), args.hdu), str(args.labels), _read(Path(args.labels), args.hdu)))
     from ..io.images import is_rgb, rgb_to_grey
 
@@ -887,6 +897,105 @@ class _Given(argparse.Action):
         namespace.given = {*getattr(namespace, "given", set()), self.dest}
 
 
+def _named_files_masks(inputs: Sequence[Path], images: list) -> list | None:
+    """Integration masks of response images given by name, as a folder's are found: ``integration/<name>``
+    beside each file, or beside its ``images/`` folder (the layout ``simulate response`` writes); None unless
+    every image is a 2-D one of its file with a mask of its shape (then ``--box`` or a folder is needed)."""
+    from ..io.images import read_image
+
+    if len(inputs) != len(images) or any(image is None or np.ndim(image) != 2 for image in images):
+        return None
+    masks = []
+    for path, image in zip(inputs, images):
+        folders = [path.parent / "integration"] + ([path.parent.parent / "integration"]
+                                                   if path.parent.name == "images" else [])
+        found = next((folder / path.name for folder in folders if (folder / path.name).is_file()), None)
+        if found is None:
+            return None
+        try:
+            mask = np.asarray(read_image(found).data) > 0
+        except InputError:
+            return None
+        if mask.shape != np.shape(image):
+            return None
+        masks.append(mask)
+    return masks
+
+
+def _warn_of_signed_images(files: Sequence[Any], images: Sequence[np.ndarray]) -> None:
+    """Warn of [R] response images of a signed integer type holding negative values: 16-bit images saved as
+    int16 wrap their bright half below 0 (a bad image read as good), and an instrument's counts are never
+    negative."""
+    wrapped = [Path(str(f)).name for f, img in zip(files, images)
+               if np.asarray(img).dtype.kind == "i" and np.size(img) and int(np.min(img)) < 0]
+    if wrapped:
+        print(f"warning: {len(wrapped)} image(s) are signed integers holding negative values ({', '.join(wrapped[:3])}"
+              f"{' ...' if len(wrapped) > 3 else ''}): 16-bit counts saved as int16? Their bright pixels read as "
+              "negative, and their verdicts are wrong: save them as uint16", file=sys.stderr)
+
+
+class _GivenFlag(argparse.Action):
+    """A flag (``store_true``) noted as given, as :class:`_Given` notes options."""
+
+    def __init__(self, option_strings: Any, dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, True)
+        namespace.given = {*getattr(namespace, "given", set()), self.dest}
+
+
+def _source_preparation(args: argparse.Namespace) -> None:
+    """With ``--resume`` or ``--init-model``: the inputs prepared as that model's were, where not given again
+    (``--keep-16bit`` for [R] images; ``--mode``, ``--margin``, ``--size`` for [T] objects). A resumed run
+    given another preparation is refused (its best epoch would be chosen among losses on two input scales); a
+    fine-tune given one is told. They were the parser's defaults: a resumed 16-bit run trained on min-max
+    crops, a fine-tuned margin model on masked crops, without a word (AUC 0.665 -> 0.404 at lr 1e-12)."""
+    from ..io.models import read_model_config
+    from ..pretrained import resolve_model
+    from ..training.trainer import last_checkpoint_path
+
+    source = args.resume or args.init_model
+    if not source or args.train_task == "profiles":
+        return
+    path = Path(source) if args.resume else resolve_model(str(source))
+    for candidate in (path, last_checkpoint_path(path)):
+        if candidate.is_file():
+            config = read_model_config(candidate)
+            break
+    else:
+        return  # none there: the trainer says so
+    given = getattr(args, "given", set())
+    if args.train_task == "images":
+        kind = (config.get("normalization") or {}).get("kind")
+        theirs = {"keep_16bit": kind == "fixed"} if kind in ("fixed", "minmax") else {}
+        shown = {True: "the 16-bit scale (x / 65535, --keep-16bit)", False: "per-image min-max"}
+    else:
+        crop = config.get("crop") or {}
+        size = crop.get("size")
+        theirs = {key: value for key, value in (("mode", crop.get("mode")), ("margin", crop.get("margin")),
+                                                ("size", int(size[0]) if isinstance(size, list) and size else None))
+                  if value is not None}
+        shown = None
+    option = {"keep_16bit": "--keep-16bit", "mode": "--mode", "margin": "--margin", "size": "--size"}
+    flag = "--resume" if args.resume else "--init-model"
+    for key, value in theirs.items():
+        if key == "margin" and theirs.get("mode", getattr(args, "mode", None)) != "margin":
+            continue  # (a margin only crops in --mode margin)
+        if key not in given:
+            setattr(args, key, value)
+            continue
+        if getattr(args, key) == value:
+            continue
+        said = (shown[value] if shown else f"{option[key]} {value}")
+        if args.resume:
+            raise InputError(f"{option[key]}: {source} was trained on inputs prepared with {said}, and a resumed run "
+                             f"goes on with them: leave {option[key]} out (or train a new network)")
+        print(f"note: {flag} {source} was trained on inputs prepared with {said}; this run trains it with "
+              f"{option[key]} {getattr(args, key) if key != 'keep_16bit' else ''}".rstrip(), file=sys.stderr)
+
+
 #: ``classify train`` options a resumed run keeps from its checkpoint unless given again -> its config key
 RESUMED_OPTIONS = {"batch_size": "batch_size", "lr": "lr", "patience": "early_stopping_patience",
                    "val_fraction": "val_fraction"}
@@ -959,6 +1068,7 @@ def _run_train(args) -> int:
     if args.resume:
         _resumed_options(args)
     _check_network_options(args)
+    _source_preparation(args)
     if getattr(args, "depth", None) is not None and args.size is None:  # LipNet-6 took 28 px crops, not [T]'s 32
         args.size = 32 if args.depth == 6 else 28
     if args.lr is None:  # the optimiser's own scale: Adam kept Adadelta's 1 and trained nothing (loss 2e5)
@@ -1024,6 +1134,16 @@ def _run_train(args) -> int:
             if d["labels"] is None:  # training needs them; classifying a folder does not
                 raise InputError(d.get("label_problem")
                                  or f"{args.input}: classes.csv needs a 'label' (good/bad) or 'is_good' column")
+            _warn_of_signed_images(d["files"], d["images"])
+            if args.keep_16bit:
+                from ..classify.predict import dim_for_16_bit_scale
+
+                dim = dim_for_16_bit_scale({"normalization": norm}, d["images"])
+                if dim:  # (as classify images says it of a 16-bit model given them)
+                    print(f"warning: --keep-16bit trains on x / 65535, but {len(dim)} of {len(d['images'])} image(s) "
+                          f"hold values within 0-255 only ({', '.join(Path(d['files'][i]).name for i in dim[:3])}"
+                          f"{' ...' if len(dim) > 3 else ''}): 8-bit images look almost black; use the 16-bit "
+                          "originals, or leave --keep-16bit out", file=sys.stderr)
             x = response_crops(d["images"], d["boxes"], d["masks"], normalization=norm)
             real = ClassificationData(x, d["labels"], list(RESPONSE_CLASS_NAMES), d["groups"], d["subclass"],
                                       f"{len(x)} annotated images from {args.input}")

@@ -320,6 +320,12 @@ class ClassificationWidget(MicrosegDock):
             misplaced = placement_mismatch(layer, self.chosen_layer(self.labels_layer.value, "objects (labels)"))
             if misplaced:  # objects cut from the image by pixel index, not where the user saw them
                 notes.append(misplaced)
+        norm = config.get("normalization") or {}
+        if (self.task_name == "images" and isinstance(norm, dict) and norm.get("kind") == "fixed"
+                and float(norm.get("scale", 1)) > 255 and np.dtype(getattr(layer.data, "dtype", np.float32)) == np.uint8):
+            # (the dtype only, on the GUI thread: `classify images` checks each image's values)
+            notes.append(f"this model keeps the 16-bit scale (x / {float(norm['scale']):g}) but '{layer.name}' is "
+                         "8-bit: its images look almost black to it; use the 16-bit originals or a min-max model")
         truth = layer.metadata.get("class") if self.task_name != "images" else None
         known = [str(c) for c in config.get("class_names") or []]
         if truth is not None and known and len(truth) and not set(map(str, truth)) & set(known):
