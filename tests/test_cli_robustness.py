@@ -223,7 +223,7 @@ def test_segment_names_the_file_and_refuses_images_too_small_to_segment(tmp_path
     tifffile.imwrite(tmp_path / "with_nan.tif", bad)
     assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "with_nan.tif"),
                  "--out", str(tmp_path / "a"), "--quiet"]) == 2
-    assert "with_nan.tif: frame 0 contains NaN" in capsys.readouterr().err
+    assert "with_nan.tif: the image contains NaN" in capsys.readouterr().err
     tifffile.imwrite(tmp_path / "column.tif", nuclei_image[:, :1])
     assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "column.tif"),
                  "--out", str(tmp_path / "b"), "--quiet"]) == 2

@@ -478,3 +478,104 @@ def test_classification_dock_says_8_bit_images_for_a_16_bit_model(make_napari_vi
         widget.image_layer.value = name
         wait_worker(widget.classify())
         assert ("'eight bit' is 8-bit" in widget.status.text()) is said, widget.status.text()
+
+
+def _nuclei_tifs(folder, n: int, size: int = 64):
+    """``n`` simulated nuclei images n0.tif ... in ``folder`` (float32, ``size`` px square)."""
+    import tifffile
+
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        tifffile.imwrite(folder / f"n{i}.tif", simulate_nuclei_image(shape=(size, size), n_nuclei=4, seed=i)[0]
+                         .astype(np.float32))
+
+
+def test_batch_tables_stay_of_one_run_when_ctrl_c_lands_while_they_are_merged(tmp_path, monkeypatch):
+    """Ctrl-C right after counts.csv was merged left counts.csv of 3 images beside objects.csv of 2 and the earlier
+    run's batch_run.json: the merge now finishes first, then the run stops."""
+    import os
+    import signal
+
+    import pandas as pd
+
+    import napari_microseg.measure.tables as tables
+    from napari_microseg.cli import main
+
+    _nuclei_tifs(tmp_path / "in", 2)
+    run = ["batch", "segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "in"),
+           "--out", str(tmp_path / "out"), "--workers", "0", "--quiet"]
+    assert main(run) == 0
+    _nuclei_tifs(tmp_path / "in", 3)
+    original = tables.write_table_csv
+
+    def write_then_ctrl_c(table, path, *args, **kwargs):
+        written = original(table, path, *args, **kwargs)
+        if os.path.basename(str(path)) == "counts.csv":
+            os.kill(os.getpid(), signal.SIGINT)
+        return written
+
+    monkeypatch.setattr(tables, "write_table_csv", write_then_ctrl_c)
+    assert main(run) == 130
+    out = tmp_path / "out"
+    counts, objects = pd.read_csv(out / "counts.csv"), pd.read_csv(out / "objects.csv")
+    assert sorted(counts["image"].unique()) == sorted(objects["image"].unique()) == ["n0.tif", "n1.tif", "n2.tif"]
+    assert json.loads((out / "batch_run.json").read_text())["total"] == 3
+
+
+def test_batch_reruns_after_a_run_without_results_and_reads_colour_zarr_and_frames_as_segment(tmp_path, capsys):
+    """A batch whose items all failed refused the corrected rerun ("results made with other settings"); an RGB
+    (Y, X, 3) Zarr became 256 one-row frames; a NaN in frame 2 of a Zarr stack was called frame 0."""
+    import pandas as pd
+    import tifffile
+    import zarr
+
+    from napari_microseg.cli import main
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    image = simulate_nuclei_image(shape=(64, 64), n_nuclei=4, seed=1)[0].astype(np.float32)
+    (tmp_path / "mc").mkdir()
+    tifffile.imwrite(tmp_path / "mc" / "two.ome.tif", np.stack([image.max() - image, image]), metadata={"axes": "CYX"})
+    run = ["batch", "segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "mc"),
+           "--out", str(tmp_path / "o1"), "--workers", "0", "--quiet"]
+    assert main(run) == 1
+    capsys.readouterr()
+    assert main([*run, "--channel", "1"]) == 0, capsys.readouterr().err
+    assert len(pd.read_csv(tmp_path / "o1" / "counts.csv")) == 1
+
+    (tmp_path / "z").mkdir()
+    rgb = np.stack([image / image.max() * 255] * 3, axis=-1).astype(np.uint8)
+    zarr.save_array(str(tmp_path / "z" / "rgb.zarr"), rgb)
+    stack = np.stack([image] * 3)
+    stack[2, 5, 5] = np.nan
+    zarr.open_array(str(tmp_path / "z" / "movie.zarr"), mode="w", shape=stack.shape, chunks=(1, 64, 64),
+                    dtype=stack.dtype)[...] = stack
+    assert main(["batch", "segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "z"),
+                 "--out", str(tmp_path / "o2"), "--workers", "0", "--quiet"]) == 1
+    failures = pd.read_csv(tmp_path / "o2" / "failures.csv")
+    assert failures["key"].tolist() == ["movie.zarr/t000002"]
+    assert "frame 0" not in failures["reason"].iloc[0] and "contains NaN" in failures["reason"].iloc[0]
+    counts = pd.read_csv(tmp_path / "o2" / "counts.csv")
+    assert sorted(counts["image"].unique()) == ["movie.zarr", "rgb.zarr"] and (counts["image"] == "rgb.zarr").sum() == 1
+
+
+def test_segment_quiet_still_says_how_a_stacks_planes_were_read(tmp_path, capsys):
+    """--quiet (no progress bar) hid the note that a 3-plane TIFF without metadata was taken as frames; batch never
+    said it."""
+    import pandas as pd
+    import tifffile
+
+    from napari_microseg.cli import main
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    planes = np.stack([simulate_nuclei_image(shape=(64, 64), n_nuclei=4, seed=s)[0] for s in range(3)]).astype(np.float32)
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "three.tif", planes, photometric="minisblack")
+    assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "in" / "three.tif"),
+                 "--out", str(tmp_path / "s"), "--quiet"]) == 0
+    assert "does not say what its 3 planes are" in capsys.readouterr().err
+    assert main(["batch", "segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "in"),
+                 "--out", str(tmp_path / "b"), "--workers", "0", "--quiet"]) == 0
+    notes = pd.read_csv(tmp_path / "b" / "notes.csv")
+    assert notes["note"].str.contains("does not say what its 3 planes are").any()

@@ -386,7 +386,7 @@ def plan_items(inputs: Sequence[tuple[Path, str]], task: str) -> tuple[list[Batc
     Returns the items, ``{stem: shape}`` of the Zarr stacks split into frames (their label stores
     are created before the run) and ``{stem: calibration}`` of those stacks (what their metadata state).
     """
-    from ..io.images import image_kind, read_image
+    from ..io.images import image_kind, is_rgb, read_image
 
     items: list[BatchItem] = []
     stacks: dict[str, tuple] = {}
@@ -399,7 +399,9 @@ def plan_items(inputs: Sequence[tuple[Path, str]], task: str) -> tuple[list[Batc
                 shape = tuple(int(s) for s in stack.data.shape)
             except InputError:
                 shape = None  # the worker reports the reason
-            if shape is not None and len(shape) == 3:
+            axes = str(stack.metadata.get("axes", "")).upper() if shape is not None else ""
+            colour = shape is not None and (axes.endswith(("S", "C")) if len(axes) == 3 else is_rgb(stack.data))
+            if shape is not None and len(shape) == 3 and not colour:  # (a colour image is one item, read as grey)
                 stacks[stem] = shape
                 calibrations[stem] = dict(stack.metadata.get("calibration") or {})
                 if stack.metadata.get("origin") and calibrations[stem]:  # where it lies (OME-Zarr's translation)
@@ -662,9 +664,16 @@ def _check_out_folder(out: Path, task: str, settings_hash: str, overwrite: bool)
         previous = {}
     if previous.get("task") not in (None, task):
         raise InputError(f"{out} holds results of 'batch {previous.get('task')}'; choose another folder for 'batch {task}'")
-    if previous.get("settings_hash") not in (None, settings_hash) and not overwrite:
+    if previous.get("settings_hash") not in (None, settings_hash) and not overwrite and _holds_done_items(out):
         raise InputError(f"{out} holds results made with other settings or another model; "
                          "choose another folder, or allow overwriting (--overwrite) to redo every item")
+
+
+def _holds_done_items(out: Path) -> bool:
+    """Whether the manifest in ``out`` records an item done (a run whose items all failed, or that stopped or
+    could not reach its scheduler before the first, holds no results: a rerun with corrected settings goes
+    on there, as that run's message told the user to run it)."""
+    return any(record.get("status") == "done" for record in Manifest(out / MANIFEST_NAME).load().values())
 
 
 # ----------------------------------------------------------------------------- Dask
@@ -1125,7 +1134,8 @@ def run_batch(
     # --overwrite of a run with other settings redoes every item: its merged tables and run record go when this
     # run starts (a stopped run left them beside labels of the new settings, "processed 12, failed 0", rows
     # that no longer matched the label files); they are written again when the items are all done
-    redo_all = overwrite and _previous_settings_hash(out) not in (None, settings_hash)
+    redo_all = (_previous_settings_hash(out) not in (None, settings_hash)
+                and (overwrite or not _holds_done_items(out)))  # (its failures.csv, run record: not this run's)
     # inputs added to an earlier run keep its names (relative to its input folder), so done items are skipped
     previous_root = None if overwrite else _previous_input_root(out)
     ignored: list[Path] = []
@@ -1328,43 +1338,48 @@ def run_batch(
         # a worker killed while writing (its item done again since) left its hidden partial file: gone now, as the
         # run still holds the folder and its own tasks have all ended
         remove_stale_temporaries(out)
-        done_records = [records[i.key] for i in items if records.get(i.key, {}).get("status") == "done"]
-        tables = merge_tables(out, done_records) if done_records else {}
-        for name, _ in MERGED_TABLES.values():  # an earlier run's table that this run has no rows for
-            if name not in {p.name for p in tables.values()}:
-                (out / name).unlink(missing_ok=True)
-        for stem in stacks:
-            keys = [i.key for i in items if i.stem == stem]
-            statuses = [records.get(k, {}).get("status") for k in keys]
-            if all(status == "done" for status in statuses):
-                import zarr
+        from ..cli._signals import interrupts_deferred
 
-                arr = zarr.open_array(str(out / "labels" / f"{stem}.zarr"), mode="r+")
-                arr.attrs["microseg_batch"] = {"complete": True, "frames": len(keys)}
-            elif all(status in ("done", "failed") for status in statuses):  # finished, some frames failed: said
-                import zarr  # when it is read (their frames are empty), not "unfinished" for ever
+        # the merged tables, failures, notes and the run's record all of this run or none: a Ctrl-C between them
+        # left counts.csv of 3 images beside objects.csv of 2, and a batch_run.json of the run before
+        with interrupts_deferred():
+            done_records = [records[i.key] for i in items if records.get(i.key, {}).get("status") == "done"]
+            tables = merge_tables(out, done_records) if done_records else {}
+            for name, _ in MERGED_TABLES.values():  # an earlier run's table that this run has no rows for
+                if name not in {p.name for p in tables.values()}:
+                    (out / name).unlink(missing_ok=True)
+            for stem in stacks:
+                keys = [i.key for i in items if i.stem == stem]
+                statuses = [records.get(k, {}).get("status") for k in keys]
+                if all(status == "done" for status in statuses):
+                    import zarr
 
-                arr = zarr.open_array(str(out / "labels" / f"{stem}.zarr"), mode="r+")
-                failed = [int(k.rsplit("/t", 1)[-1]) for k, status in zip(keys, statuses) if status == "failed"]
-                arr.attrs["microseg_batch"] = {"complete": False, "frames": len(keys), "failed_frames": failed}
-        failures_csv = write_failures_csv(out / FAILURES_NAME, failures)
-        notes = write_notes_csv(out, [records[i.key] for i in items if i.key in records],
-                                {i.key: i.image for i in items})
-        summary = BatchSummary(task=task, out=out, total=total, processed=counts["processed"],
-                               skipped=counts["skipped"], failed=counts["failed"],
-                               seconds=round(time.perf_counter() - start, 3), tables=tables, failures=failures,
-                               manifest=manifest.path, failures_csv=failures_csv, workers=n_workers,
-                               ignored=[str(p) for p in sorted(ignored)], notes=notes)
-        # the run's own record beside its settings: a script (or a person, later) need not parse the terminal
-        atomic_write_text(out / RUN_NAME, json.dumps({
-            "task": task, "finished": utc_now(), "seconds": summary.seconds, "total": total,
-            "processed": summary.processed, "skipped": summary.skipped, "failed": summary.failed,
-            "tables": {kind: path.name for kind, path in tables.items()}, "workers": n_workers,
-            "failures_csv": failures_csv.name if failures_csv else None,
-            "notes": len(notes), "ignored_files": summary.ignored,
-            # the arithmetic the network ran in ("auto" resolved per worker; per item in the manifest)
-            **({"precision": used} if (used := sorted({str(r["precision"]) for r in done_records
-                                                       if r.get("precision")})) else {})}, indent=2) + "\n")
+                    arr = zarr.open_array(str(out / "labels" / f"{stem}.zarr"), mode="r+")
+                    arr.attrs["microseg_batch"] = {"complete": True, "frames": len(keys)}
+                elif all(status in ("done", "failed") for status in statuses):  # finished, some frames failed: said
+                    import zarr  # when it is read (their frames are empty), not "unfinished" for ever
+
+                    arr = zarr.open_array(str(out / "labels" / f"{stem}.zarr"), mode="r+")
+                    failed = [int(k.rsplit("/t", 1)[-1]) for k, status in zip(keys, statuses) if status == "failed"]
+                    arr.attrs["microseg_batch"] = {"complete": False, "frames": len(keys), "failed_frames": failed}
+            failures_csv = write_failures_csv(out / FAILURES_NAME, failures)
+            notes = write_notes_csv(out, [records[i.key] for i in items if i.key in records],
+                                    {i.key: i.image for i in items})
+            summary = BatchSummary(task=task, out=out, total=total, processed=counts["processed"],
+                                   skipped=counts["skipped"], failed=counts["failed"],
+                                   seconds=round(time.perf_counter() - start, 3), tables=tables, failures=failures,
+                                   manifest=manifest.path, failures_csv=failures_csv, workers=n_workers,
+                                   ignored=[str(p) for p in sorted(ignored)], notes=notes)
+            # the run's own record beside its settings: a script (or a person, later) need not parse the terminal
+            atomic_write_text(out / RUN_NAME, json.dumps({
+                "task": task, "finished": utc_now(), "seconds": summary.seconds, "total": total,
+                "processed": summary.processed, "skipped": summary.skipped, "failed": summary.failed,
+                "tables": {kind: path.name for kind, path in tables.items()}, "workers": n_workers,
+                "failures_csv": failures_csv.name if failures_csv else None,
+                "notes": len(notes), "ignored_files": summary.ignored,
+                # the arithmetic the network ran in ("auto" resolved per worker; per item in the manifest)
+                **({"precision": used} if (used := sorted({str(r["precision"]) for r in done_records
+                                                           if r.get("precision")})) else {})}, indent=2) + "\n")
         finished = True
         yield event("finished")
         return summary

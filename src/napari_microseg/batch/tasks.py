@@ -248,7 +248,7 @@ def _read_whole(item: BatchItem, spec: TaskSpec, grey: bool = False, calibration
     dict receives what the file states (``pixel_size_um``, ``frame_interval_min``), as the
     single-file commands carry it on to their labels and track tables.
     """
-    from ..io.images import LAZY_TIFF_BYTES, channel_or_grey, check_complete, is_z_stack, read_image
+    from ..io.images import LAZY_TIFF_BYTES, channel_or_grey, check_complete, is_z_stack, read_image, unnamed_planes
 
     channel = spec.params.get("channel")
     image = read_image(item.source, hdu=spec.params.get("hdu"), channel=channel, lazy_above_bytes=LAZY_TIFF_BYTES)
@@ -256,6 +256,11 @@ def _read_whole(item: BatchItem, spec: TaskSpec, grey: bool = False, calibration
     if is_z_stack(image):  # as segment and track say it: in notes.csv, not "frames" without a word
         getattr(_READ_NOTES, "notes", []).append("a Z stack (axes ZYX): its planes are worked one by one, as "
                                                  "frames (t in the tables is the plane)")
+    elif spec.task == "segment" and unnamed_planes(str(image.metadata.get("axes", "")), tuple(image.data.shape)):
+        # (as `microseg segment` says it)
+        getattr(_READ_NOTES, "notes", []).append(
+            f"does not say what its {image.data.shape[0]} planes are: taken as time frames; if they are channels, "
+            "save one per file (or an OME / ImageJ TIFF and --channel)")
     if calibration is not None:
         calibration.update(image.metadata.get("calibration") or {})
         if image.metadata.get("origin") and calibration:  # where it lies (an OME-Zarr's translation), um

@@ -327,17 +327,18 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
     import numpy as np
 
     from ..inference.segment import segment_image
-    from ..io.images import LABELS_SOFTWARE, is_z_stack, not_2d_or_stack, write_tiff
+    from ..io.images import LABELS_SOFTWARE, is_z_stack, not_2d_or_stack, unnamed_planes, write_tiff
     from ..progress import run_with_text_progress
 
     image, data = _read_input(args, path)
     if data.ndim not in (2, 3):
         raise InputError(not_2d_or_stack(path.name, data.shape, str(image.metadata.get("axes", ""))))
     axes = str(image.metadata.get("axes", "")).upper()
-    if data.ndim == 3 and is_z_stack(image) and not args.quiet:
+    # (said with --quiet too: it hides the progress bar, not how the file was read)
+    if data.ndim == 3 and is_z_stack(image):
         print(f"note: {path.name} is a Z stack (axes ZYX): its planes are segmented one by one, as frames "
               "(t in the tables is the plane)", file=sys.stderr)
-    elif data.ndim == 3 and len(axes) == 3 and axes[0] in "SQI" and data.shape[0] <= 4 and not args.quiet:
+    elif data.ndim == 3 and unnamed_planes(axes, data.shape):
         # a plain TIFF stack of a few planes says nothing of what they are: channels as likely as frames
         print(f"note: {path.name} does not say what its {data.shape[0]} planes are (axes {axes}): taken as time "
               "frames; if they are channels, save one per file (or an OME / ImageJ TIFF and --channel)",

@@ -195,8 +195,10 @@ def _sample_frame(frame: Any, max_pixels: int = NORMALIZATION_SAMPLE_PIXELS) -> 
     return sample.astype(working_float(sample.dtype))
 
 
-def _non_finite_message(t: int) -> str:
-    return (f"frame {t} contains NaN or infinite values (masked, saturated or missing pixels?): replace them with a "
+def _non_finite_message(t: int, stack: bool = True) -> str:
+    """The refusal of a frame ``t`` of a stack (or of a 2-D image: ``stack`` False, said as "the image": a frame
+    of a Zarr stack segmented alone by ``batch`` was called frame 0 whatever its number)."""
+    return (f"{f'frame {t}' if stack else 'the image'} contains NaN or infinite values (masked, saturated or missing pixels?): replace them with a "
             "finite value, e.g. the background level, before segmenting")
 
 
@@ -224,13 +226,13 @@ def make_band_transform(image: Any, spec: dict, limits_in: tuple[float, float] |
         if t not in limits:
             sample = _sample_frame(image[t] if stack else image) if per_frame else np.zeros((1, 1), np.float32)
             if not np.all(np.isfinite(sample)):
-                raise InputError(_non_finite_message(t))
+                raise InputError(_non_finite_message(t, stack))
             limits.clear()  # only the current frame is needed
             limits[t] = normalization_limits(sample, spec)
         offset, scale = limits[t]
         x = np.asarray(band)
         if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
-            raise InputError(_non_finite_message(t))
+            raise InputError(_non_finite_message(t, stack))
         out = clip_bright(normalise_values(x, offset, scale), spec)  # lone hot pixels cut
         if limits_in is not None:  # saturated or blank CCD pixels: as bright / dark as the model knows, no further
             np.clip(out, limits_in[0], limits_in[1], out=out)

@@ -303,6 +303,13 @@ def is_lazy(data: Any) -> bool:
         and (hasattr(data, "compute") or type(data).__module__.split(".")[0] == "zarr")
 
 
+def unnamed_planes(axes: str, shape: tuple) -> bool:
+    """Whether a (N, Y, X) file of ``axes`` (tifffile's letters) says nothing of what its few (<= 4) planes are:
+    a plain TIFF stack (S, Q or I first) holds channels as likely as frames; they are taken as frames, said."""
+    axes = str(axes).upper()
+    return len(shape) == 3 and len(axes) == 3 and axes[0] in "SQI" and int(shape[0]) <= 4
+
+
 def is_rgb(data: Any) -> bool:
     """True for an RGB(A) image ``(Y, X, 3|4)`` or time-lapse ``(T, Y, X, 3|4)`` (Y and X over 4 px)."""
     shape = tuple(getattr(data, "shape", ()))
