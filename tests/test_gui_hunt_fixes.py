@@ -204,7 +204,7 @@ def test_segment_then_track_in_napari_joins_the_csv_files(make_napari_viewer, tm
     joined = tracks.merge(objects, on=["t", "label", "frame_label"], suffixes=("", "_objects"))
     assert len(joined) == len(tracks) == len(objects)
     np.testing.assert_allclose(joined["y"], joined["y_objects"], atol=1e-3)
-    assert [Path(p).name for p in seg.export()] == ["counts_3.csv", "objects_3.csv"]
+    assert [Path(p).name for p in seg.export()] == ["counts_3.csv", "objects_3.csv", "segment_run_3.json"]
     import json
 
     record = json.loads((tmp_path / "track_config_2.json").read_text())  # what the CLI records, too

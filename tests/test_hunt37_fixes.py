@@ -579,3 +579,49 @@ def test_segment_quiet_still_says_how_a_stacks_planes_were_read(tmp_path, capsys
                  "--out", str(tmp_path / "b"), "--workers", "0", "--quiet"]) == 0
     notes = pd.read_csv(tmp_path / "b" / "notes.csv")
     assert notes["note"].str.contains("does not say what its 3 planes are").any()
+
+
+@pytest.mark.gui
+def test_segmentation_export_records_its_run_and_empty_results_keep_their_columns(make_napari_viewer, wait_worker,
+                                                                                  tmp_path):
+    """A dock export wrote no record of its model or device (the layer said 'auto'); a result of 0 objects had no
+    `label` column (DESIGN), a corrected stack with every object erased lost `frame_label`, and the hot-repeats
+    defects layer had no features."""
+    import pandas as pd
+    from test_hunt35_fixes import _segmented_stack
+
+    from napari_microseg.pretrained import model_digest
+
+    viewer, dock = _segmented_stack(make_napari_viewer, wait_worker, tmp_path, n_frames=2)
+    written = dock.export()
+    record = json.loads(open(written[-1]).read())
+    assert written[-1].endswith("segment_run.json") and record["device"] == "cpu" and record["precision"]
+    assert record["model_sha256"] == model_digest(record["model"]) and record["labels"].endswith("(as segmented)")
+    layer = dock.result_layer
+    layer.data = np.zeros_like(layer.data)  # every object erased
+    wait_worker(dock.export())
+    objects = pd.read_csv(dock.status.text().split("written: ", 1)[1].split(", ")[1])
+    assert len(objects) == 0 and "frame_label" in objects.columns
+
+    dock.min_size.value = 5000  # nothing kept
+    wait_worker(dock.segment())
+    assert "label" in dock.result_layer.features.columns and len(dock.result_layer.features) == 0
+
+
+@pytest.mark.gui
+def test_the_defects_layer_of_a_hot_repeats_run_has_features(make_napari_viewer, wait_worker):
+    from napari_microseg.simulate.ccd import simulate_ccd_frame
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    exposures = np.stack([simulate_ccd_frame(shape=(64, 64), seed=s).image for s in range(3)]).astype(np.float32)
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(exposures, name="sensor")
+    dock = SegmentationWidget(viewer)
+    viewer.window.add_dock_widget(dock, name="Segmentation")
+    dock.image_layer.value = "sensor"
+    dock.model_choice.value = "ccd_classes"
+    dock.scope.value = "whole stack"
+    dock.hot_repeats.value = True
+    wait_worker(dock.segment())
+    defects = viewer.layers["sensor defects"]
+    assert defects.features["label"].tolist() == [0, 1]

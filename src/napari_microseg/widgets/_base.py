@@ -780,7 +780,14 @@ def with_frame_labels(table: Any, frame_ids: dict[int, tuple[int | None, int]] |
     """``table`` (with a ``label`` column of stack-wide ids, and ``t``) with ``frame_label`` next to it, from
     :func:`frame_label_map`: 0 for an id the segmentation did not make, or one painted into another frame
     than its own (an id reused from another frame is not that frame's object); as it is without a map."""
-    if frame_ids is None or not len(table):
+    if frame_ids is None:
+        return table
+    if not len(table):  # every object erased: the column all the same (scripts join on it)
+        if "frame_label" not in table.columns and "label" in table.columns:
+            import pandas as pd
+
+            table = table.copy()
+            table.insert(int(table.columns.get_loc("label")) + 1, "frame_label", pd.Series(dtype=np.int64))
         return table
     table = table.drop(columns="frame_label", errors="ignore")
     frames = table["t"].to_numpy() if "t" in table.columns else [None] * len(table)

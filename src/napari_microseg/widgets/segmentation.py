@@ -359,7 +359,8 @@ class SegmentationWidget(MicrosegDock):
                              made_with={k: v for k, v in settings.items() if k != "keep_probabilities"})
             if defects is not None:  # the sensor's defects, as the CLI's defect mask: one (Y, X) layer over all frames
                 self.viewer.add_labels(defects.astype(np.uint8), name=unique_layer_name(self.viewer, f"{layer.name} defects"),
-                                       opacity=1.0, **layer_geometry(layer, 2))
+                                       opacity=1.0, features={"label": [0, 1], "class": ["ok", "defect"]},
+                                       **layer_geometry(layer, 2))
                 self.counts_label.value += f"; {int(defects.sum())} defect pixels"
             self.result_digest = digest  # edits that emit no event (a script writing into .data) show as a change
             self.clusters = clusters
@@ -438,7 +439,7 @@ class SegmentationWidget(MicrosegDock):
             kwargs["colormap"] = class_colormap(len(names))
             kwargs["opacity"] = 0.7
             kwargs["features"] = {"label": list(range(len(names))), "class": names}
-        elif not features.empty and "label" in features:
+        elif "label" in features:  # (no object: the columns all the same, DESIGN's label among them)
             kwargs["features"] = label_features(features)  # hover shows each object's own measurements
         added = self.viewer.add_labels(labels, **kwargs, **layer_geometry(layer, labels.ndim))  # on top of the image
         run_ids = frame_label_map(added)
@@ -536,7 +537,8 @@ class SegmentationWidget(MicrosegDock):
         result = self.result
         self._earlier_results[self.result_layer.unique_id] = weakref.ref(self.result_layer), {
             "result": SimpleNamespace(counts=result.counts, objects=result.objects, output_mode=result.output_mode,
-                                      class_names=list(result.class_names), labels=None),
+                                      class_names=list(result.class_names), labels=None,
+                                      settings=dict(getattr(result, "settings", None) or {})),
             "result_image": weakref.ref(self.result_image) if self.result_image is not None else None,
             "result_image_name": getattr(self.result_image, "name", None),
             "result_digest": self.result_digest, "clusters": self.clusters}  # (a closed image layer is let go)
@@ -704,7 +706,7 @@ class SegmentationWidget(MicrosegDock):
             written = self._write_tables([("counts", counts, ["t", "count"]),
                                           ("objects", objects, ["t", "label", "y", "x", "area"])],
                                          f"measured on your corrected labels in '{layer.name}' (ids as in the "
-                                         "layer), written: ")
+                                         "layer), written: ", layer=layer, corrected=True)
             if classes and written:  # the clusters' charges come from the segmentation, not from paint
                 self.show_message(self.status.text() + "; no clusters.csv: it is measured when segmenting, not "
                                   "from a painted class map")
@@ -717,19 +719,53 @@ class SegmentationWidget(MicrosegDock):
 
         return self.start(make_generator, done, label="exporting")
 
-    def _write_tables(self, tables: list, message: str) -> list[str]:
-        """Write (stem, table, leading columns) as new CSV files in the export folder; their paths."""
+    def _write_tables(self, tables: list, message: str, layer: Any = None, corrected: bool = False) -> list[str]:
+        """Write (stem, table, leading columns) as new CSV files in the export folder, and the run's record beside
+        them (``segment_run.json``, as ``microseg segment`` writes it: the model and its sha256, the device and
+        arithmetic, the settings; ``layer``: the labels layer measured, default the result layer; ``corrected``:
+        measured on the user's corrections); their paths."""
         from ..io.tables import write_csv
 
         folder = field_path(self.export_dir.value, "export folder")
         written = []
         # never over an earlier export; the files of this one share their number (counts_3 with objects_3)
-        paths = free_names(folder, [f"{stem}.csv" for stem, _, _ in tables])
+        paths = free_names(folder, [f"{stem}.csv" for stem, _, _ in tables] + ["segment_run.json"])
         for path, (_, table, leading) in zip(paths, tables):
             write_csv(path, table, overwrite=False, leading=leading)
             written.append(str(path))
+        self._write_record(paths[-1], layer if layer is not None else self.result_layer, corrected, written)
+        written.append(str(paths[-1]))
         self.show_message(message + ", ".join(written))
         return written
+
+    def _write_record(self, path: Path, layer: Any, corrected: bool, tables: list[str]) -> None:
+        """``segment_run.json`` of an export (see :meth:`_write_tables`): a dock export could not be traced to its
+        model or device (the layer said device 'auto')."""
+        import json
+
+        from .. import __version__
+        from ..io.atomic import atomic_write_text
+
+        metadata = getattr(layer, "metadata", {}) or {}
+        model = metadata.get("model")
+        try:
+            from ..pretrained import model_digest
+
+            digest = model_digest(str(model)) if model else None
+        except Exception:  # noqa: BLE001 - a model file moved or deleted since: recorded by name only
+            digest = None
+        settings = dict(getattr(self.result, "settings", None) or {})
+        record = {"command": "Segmentation dock export", "microseg_version": __version__,
+                  "labels": f"napari layer '{getattr(layer, 'name', '')}'" + (" (corrected)" if corrected else
+                                                                              " (as segmented)"),
+                  "image": f"napari layer '{metadata.get('segmented_from')}'" if metadata.get("segmented_from") else None,
+                  "model": model, "model_sha256": digest, "dock_settings": metadata.get("segment_settings"),
+                  **{key: settings.get(key) for key in ("device", "precision", "output_mode", "threshold", "min_size",
+                                                        "max_size", "remove_border", "tile", "overlap",
+                                                        "test_time_augmentation", "diameter", "scale_factor")
+                     if key in settings},
+                  "tables": [Path(p).name for p in tables]}
+        atomic_write_text(path, json.dumps(record, indent=2, default=str) + "\n")
 
     # -- semantic classes (CCD) -------------------------------------------
     def _class_choices(self, *_: Any) -> list[str]:
