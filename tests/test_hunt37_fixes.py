@@ -13,6 +13,14 @@ import pytest
 SAMPLE_CCD = "src/napari_microseg/sample_data/ccd_fe55_ESIS1_00002_crop.fits.gz"
 
 
+def _nuclei(seed: int = 3, size: int = 160, n: int = 12):
+    """A simulated nuclei image and its labels, ``size`` px square with ``n`` nuclei."""
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+
+    image, labels = simulate_nuclei_image(shape=(size, size), n_nuclei=n, seed=seed)[:2]
+    return image, labels
+
+
 @pytest.fixture(scope="module")
 def stain_and_phase(tmp_path_factory):
     """A simulated field: (stain.tif, phase.tif) paths, 128 x 160 px, uint16 / float32."""
@@ -625,3 +633,127 @@ def test_the_defects_layer_of_a_hot_repeats_run_has_features(make_napari_viewer,
     wait_worker(dock.segment())
     defects = viewer.layers["sensor defects"]
     assert defects.features["label"].tolist() == [0, 1]
+
+
+def test_renumbered_track_ids_are_saved_back_as_the_files(tmp_path):
+    """Opening a table with ids up to 3e9 then saving it wrote ids 1..N: it no longer matched its labels."""
+    import pandas as pd
+
+    from napari_microseg._reader import read_tracks_layer
+    from napari_microseg._writer import write_tracks_csv
+    from napari_microseg.errors import MicrosegWarning
+
+    table = pd.DataFrame({"track_id": [3_000_000_000] * 2 + [3_000_000_007] * 2, "t": [0, 1, 2, 3],
+                          "y": [1.0, 2, 3, 4], "x": [1.0, 1, 1, 1], "parent_track_id": [0, 0, 3_000_000_000, 3_000_000_000]})
+    table.to_csv(tmp_path / "big_tracks.csv", index=False)
+    with pytest.warns(MicrosegWarning, match="writes them back"):
+        (data, kwargs, _), = read_tracks_layer(str(tmp_path / "big_tracks.csv"))
+    features = pd.DataFrame(kwargs["properties"])
+    write_tracks_csv(str(tmp_path / "saved_tracks.csv"), data, {"graph": kwargs["graph"], "features": features})
+    saved = pd.read_csv(tmp_path / "saved_tracks.csv")
+    assert saved["track_id"].tolist() == table["track_id"].tolist()
+    assert saved["parent_track_id"].tolist() == table["parent_track_id"].tolist()
+    assert "track_id_original" not in saved.columns
+
+
+@pytest.mark.gui
+def test_a_copy_of_the_last_result_is_not_taken_for_an_earlier_run_of_the_same_settings(make_napari_viewer,
+                                                                                       wait_worker, tmp_path):
+    """Two runs of one name and settings (another field opened under the same name): a corrected copy of the
+    last result was exported as the earlier run's, with the earlier image's intensities; its record hashed the
+    model file as it was at export time."""
+    import shutil
+
+    import pandas as pd
+    from test_gui_hunt_fixes import _segmentation_dock
+
+    from napari_microseg.pretrained import model_digest, resolve_model
+
+    image = _nuclei(seed=4, size=96, n=8)[0].astype(np.float32)
+    image = image / image.max()
+    model = tmp_path / "mine.pt"
+    shutil.copy(resolve_model("nuclei_fluorescence_fast"), model)
+    viewer = make_napari_viewer(show=False)
+    first_image = viewer.add_image(image, name="img")
+    dock = _segmentation_dock(viewer, "img")
+    dock.model_choice.value = "model file ..."
+    dock.model_file.value = str(model)
+    dock.export_dir.value = str(tmp_path)
+    wait_worker(dock.segment())
+    first_image.name = "img old"
+    viewer.add_image(image * 100, name="img")  # another field, same name and settings
+    dock.image_layer.value = "img"
+    wait_worker(dock.segment())
+    latest = dock.result_layer
+    copy = viewer.add_labels(np.array(latest.data), name="latest copy", metadata=dict(latest.metadata))
+    copy.data[copy.data == np.unique(copy.data)[1]] = 0
+    viewer.layers.selection.active = copy
+    digest = model_digest(str(model))
+    shutil.copy(resolve_model("nuclei_phase"), model)  # the file replaced after it segmented
+    wait_worker(dock.export())
+    written = dock.status.text().split("written: ", 1)[1].split(", ")
+    objects = pd.read_csv(written[1])
+    assert len(objects) == len(latest.features) - 1 and objects["mean_intensity"].min() > 2  # the field x 100
+    assert dock.result_layer is latest and "earlier" not in dock.status.text()
+    assert json.loads(open(written[-1]).read())["model_sha256"] == digest
+
+
+@pytest.mark.gui
+def test_object_labels_refused_by_a_class_model_fine_tune_a_nuclei_model_after(make_napari_viewer, wait_worker,
+                                                                                tmp_path, monkeypatch):
+    """Fine-tune with a class model chosen marked object labels with few ids as class maps before refusing
+    another frame; the nuclei model it advised then refused them as "class maps"."""
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    image, labels = _nuclei(seed=2, size=96, n=10)
+    few = np.zeros_like(labels)
+    few[10:20, 10:20], few[40:50, 40:50] = 1, 2
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(image.astype(np.float32), name="a")
+    viewer.add_image(image.astype(np.float32), name="b")
+    viewer.add_labels(few.astype(np.uint16), name="few")
+    viewer.add_labels(labels.astype(np.uint16), name="many")
+    dock = SegmentationWidget(viewer)
+    viewer.window.add_dock_widget(dock, name="Segmentation")
+    dock.finetune_epochs.value = 1
+    for image_name, labels_name in (("a", "few"), ("b", "many")):
+        dock.image_layer.value, dock.labels_for_training.value = image_name, labels_name
+        dock.add_to_training_set()
+    dock.model_choice.value = "ccd_classes"
+    assert dock.fine_tune() is None and "takes a class map" in dock.status.text()
+    dock.model_choice.value = "nuclei_fluorescence_fast"
+    worker = dock.fine_tune()
+    assert worker is not None, dock.status.text()
+    wait_worker(worker)
+    assert "fine-tuned" in dock.status.text()
+
+
+def test_batch_refuses_other_settings_over_results_whose_manifest_is_gone(tmp_path, capsys):
+    """With manifest.jsonl deleted, a rerun with other settings and no --overwrite replaced the labels and tables."""
+    from napari_microseg.cli import main
+
+    _nuclei_tifs(tmp_path / "in", 1)
+    run = ["batch", "segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "in"),
+           "--out", str(tmp_path / "out"), "--workers", "0", "--quiet"]
+    assert main(run) == 0
+    (tmp_path / "out" / "manifest.jsonl").unlink()
+    before = (tmp_path / "out" / "objects.csv").read_bytes()
+    capsys.readouterr()
+    assert main([*run, "--min-size", "300"]) == 2
+    assert "other settings" in capsys.readouterr().err and (tmp_path / "out" / "objects.csv").read_bytes() == before
+
+
+def test_a_one_frame_stacks_probability_map_keeps_its_frame_axis(tmp_path):
+    """The OME-XML write of --save-probabilities dropped a one-frame stack's T axis: (K, Y, X) beside (1, Y, X)
+    labels."""
+    import tifffile
+
+    from napari_microseg.cli import main
+    from napari_microseg.io.images import write_tiff
+
+    write_tiff(tmp_path / "one.tif", _nuclei(seed=1, size=64, n=4)[0][None].astype(np.float32))
+    assert main(["segment", "--model", "nuclei_fluorescence_fast", "--input", str(tmp_path / "one.tif"),
+                 "--out", str(tmp_path / "out"), "--save-probabilities", "--quiet"]) == 0
+    maps = tifffile.imread(tmp_path / "out" / "probabilities" / "one.tif")
+    assert maps.ndim == 4 and maps.shape[0] == 1 and maps.shape[-2:] == (64, 64)

@@ -162,7 +162,8 @@ def _compact_track_ids(result: Any, name: str) -> Any:
                          parent_track_id=table["parent_track_id"].map(lambda p: mapping.get(int(p), 0)))
     warnings.warn(MicrosegWarning(f"{name}: track ids up to {int(ids[-1])} are shown as 1..{len(ids)} (napari needs "
                                   "memory for every id up to the largest); the ids of the file are the "
-                                  "'track_id_original' property"), stacklevel=3)
+                                  "'track_id_original' property, and a save with this plugin writes them back"),
+                  stacklevel=3)
     return finalize(table, n_frames=result.n_frames, config=result.config, info=result.info)
 
 

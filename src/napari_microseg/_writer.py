@@ -123,7 +123,7 @@ def write_tracks_csv(path: str, data: Any, meta: dict) -> list[str]:
     features = meta.get("features")
     if features is not None and not isinstance(features, pd.DataFrame):
         features = pd.DataFrame(features)
-    table = tracks_table_from_layer(np.asarray(data), meta.get("graph") or {}, features)
+    table = _original_track_ids(tracks_table_from_layer(np.asarray(data), meta.get("graph") or {}, features))
     target = _with_suffix(path, (".csv",), ".csv")
     from .tracking.export import _warn_of_dropped_links
 
@@ -156,6 +156,24 @@ def write_tracks_csv(path: str, data: Any, meta: dict) -> list[str]:
     placement["table_sha256"] = placement_digest(target)
     atomic_write_text(sidecar, json.dumps(placement, indent=2) + "\n")
     return [str(target), str(sidecar)]
+
+
+def _original_track_ids(table: pd.DataFrame) -> pd.DataFrame:
+    """A tracks table with the ids the reader renumbered (their file's ids in ``track_id_original``, see
+    ``_reader._compact_track_ids``) given back, parents with them: saved, it matches its labels again."""
+    if "track_id_original" not in table.columns or not len(table):
+        return table
+    original = pd.to_numeric(table["track_id_original"], errors="coerce")
+    if original.isna().any():
+        return table
+    mapping = dict(zip(table["track_id"].astype(np.int64), original.astype(np.int64)))
+    if len(set(mapping.values())) != len(mapping):  # (edited into clashing ids: kept as shown)
+        return table
+    table = table.assign(track_id=table["track_id"].map(mapping))
+    for column in ("parent_track_id", "root_track_id"):
+        if column in table.columns:
+            table[column] = table[column].map(lambda v: mapping.get(int(v), 0) if v else 0)
+    return table.drop(columns="track_id_original")
 
 
 def placement_path(table: Path) -> Path:

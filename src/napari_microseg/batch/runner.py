@@ -670,10 +670,15 @@ def _check_out_folder(out: Path, task: str, settings_hash: str, overwrite: bool)
 
 
 def _holds_done_items(out: Path) -> bool:
-    """Whether the manifest in ``out`` records an item done (a run whose items all failed, or that stopped or
-    could not reach its scheduler before the first, holds no results: a rerun with corrected settings goes
-    on there, as that run's message told the user to run it)."""
-    return any(record.get("status") == "done" for record in Manifest(out / MANIFEST_NAME).load().values())
+    """Whether ``out`` holds results: its manifest records an item done, or results lie there all the same (label
+    files, merged tables; a manifest deleted). A run whose items all failed, or that stopped or could not reach
+    its scheduler before the first, holds none: a rerun with corrected settings goes on there, as that run's
+    message told the user to run it."""
+    if any(record.get("status") == "done" for record in Manifest(out / MANIFEST_NAME).load().values()):
+        return True
+    labels = out / "labels"
+    return ((labels.is_dir() and any(labels.iterdir()))
+            or any((out / name).exists() for name, _ in MERGED_TABLES.values()))
 
 
 # ----------------------------------------------------------------------------- Dask

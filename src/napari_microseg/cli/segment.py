@@ -409,11 +409,16 @@ def _segment_one(args: argparse.Namespace, loaded, path: Path, i: int, n_inputs:
         if args.save_probabilities and getattr(result, "probabilities", None) is not None:
             probabilities = result.probabilities  # (K, Y, X) or (T, K, Y, X): K classes, not focal planes
             try:
+                one_frame = np.ndim(probabilities) == 4 and np.shape(probabilities)[0] == 1
+                # OME-XML drops a one-frame stack's T axis (read back (K, Y, X) beside (1, Y, X) labels): such a map
+                # keeps its shape in tifffile's own description, uncalibrated, as before
+                ome = ({"metadata": {"axes": "TCYX"}} if one_frame else
+                       {"ome": True, "metadata": probabilities_metadata(
+                           np.ndim(probabilities), image.metadata.get("calibration"),
+                           z_planes=data.ndim == 3 and is_z_stack(image),
+                           channel_names=_probability_names(loaded, probabilities))})
                 write_tiff(root / "probabilities" / f"{_stem(path)}.tif", probabilities, overwrite=args.overwrite,
-                           photometric="minisblack", ome=True,
-                           metadata=probabilities_metadata(np.ndim(probabilities), image.metadata.get("calibration"),
-                                                           z_planes=data.ndim == 3 and is_z_stack(image),
-                                                           channel_names=_probability_names(loaded, probabilities)))
+                           photometric="minisblack", **ome)
             except BaseException:  # (a full disk): the image is not done, so its labels go too (they were left
                 if not zarr_out:  # beside tables without it, and refused a rerun without --overwrite)
                     Path(target).unlink(missing_ok=True)

@@ -108,7 +108,7 @@ def _warn_of_dropped_links(table: pd.DataFrame, name: str) -> None:
                     f"t={int(first[child])}, its parent {parent} ends at t={int(last[parent])})")
     if said:
         warnings.warn(MicrosegWarning(f"{name}: {len(missing) + len(late)} division link(s) left out: "
-                                      + "; ".join(said) + ". Those tracks are shown without a parent"), stacklevel=3)
+                                      + "; ".join(said) + ". Those tracks are taken without a parent"), stacklevel=3)
 
 
 def _check_track_columns(table: pd.DataFrame, name: str) -> None:

@@ -31,6 +31,8 @@ from ._base import (field_path, NO_MODEL_MESSAGE, MicrosegDock, chosen_model_pat
                     unique_stack_ids, unwritable_reason, with_frame_labels, snapshot, worker_copy, filling, labels_digest)
 
 FILE_CHOICE = "model file ..."
+#: the result layer's metadata key of its run's own id (a copy made by Duplicate Layer keeps it)
+RUN_ID_KEY = "segment_run_id"
 #: the model chosen when the widget opens (the shipped nuclei model), if it is installed
 DEFAULT_MODEL = "nuclei_fluorescence"
 
@@ -330,12 +332,16 @@ class SegmentationWidget(MicrosegDock):
             from ..measure.counts import class_index
             from ..progress import Progress
 
+            from ..pretrained import model_digest
+
+            digest = model_digest(str(model))  # the file as it segments (replaced later, the export still names it)
             defects = None
             if two_pass:  # one exposure's probabilities in memory at a time, not the whole stack's
                 result, clusters, defects = yield from _repeat_rule_run(model, image, settings)
             else:
                 result = yield from segment_image(str(model), image, **settings)
                 clusters = None
+            result.settings["model_sha256"] = digest
             if isinstance(image, np.ndarray) and image.size:  # a blank image: said, as the command line says it
                 frames = image.reshape(-1, image.shape[-2] * image.shape[-1]) if image.ndim == 3 else image.reshape(1, -1)
                 result.settings["constant_frames"] = [first_frame + i for i in
@@ -431,9 +437,14 @@ class SegmentationWidget(MicrosegDock):
         corrections with the output that was corrected)."""
         self.result = result
         name = unique_layer_name(self.viewer, f"{layer.name} segmented")
+        import uuid
+
         kwargs = {"name": name, "opacity": 0.5, "metadata": {"objects": result.objects, "counts": result.counts, "model": str(model),
                                                              "segment_settings": dict(made_with or {}),
-                                                             "segmented_from": layer.name}}
+                                                             "segmented_from": layer.name,
+                                                             # this run's own (Duplicate Layer keeps it): a copy is
+                                                             # matched to its run, not to another of the same settings
+                                                             RUN_ID_KEY: uuid.uuid4().hex}}
         if result.output_mode == "multiclass":
             names = list(result.class_names) or [f"class {i}" for i in range(int(labels.max()) + 1)]
             kwargs["colormap"] = class_colormap(len(names))
@@ -551,6 +562,9 @@ class SegmentationWidget(MicrosegDock):
         choice. Returns the note for the export's message ("" when the selection is no earlier result). While
         the dock runs a task, an earlier result is refused (InputError): the last run's tables were written for it."""
         active = self.viewer.layers.selection.active
+        layer = self.result_layer
+        if layer is not None and (active is layer or (active is not None and _same_run(active, layer))):
+            return ""  # the last result, or a copy of it
         entry = self._earlier_results.get(getattr(active, "unique_id", None))
         if entry is not None and entry[0]() is not active:
             entry = None
@@ -748,13 +762,8 @@ class SegmentationWidget(MicrosegDock):
 
         metadata = getattr(layer, "metadata", {}) or {}
         model = metadata.get("model")
-        try:
-            from ..pretrained import model_digest
-
-            digest = model_digest(str(model)) if model else None
-        except Exception:  # noqa: BLE001 - a model file moved or deleted since: recorded by name only
-            digest = None
         settings = dict(getattr(self.result, "settings", None) or {})
+        digest = settings.get("model_sha256")  # taken when it segmented (the file may have been replaced since)
         record = {"command": "Segmentation dock export", "microseg_version": __version__,
                   "labels": f"napari layer '{getattr(layer, 'name', '')}'" + (" (corrected)" if corrected else
                                                                               " (as segmented)"),
@@ -1027,21 +1036,23 @@ class SegmentationWidget(MicrosegDock):
                      "the training set to leave it out)")
         return note
 
-    def _take_plain_labels_as_class_maps(self, model: Path) -> bool:
-        """For fine-tuning the class ``model``: the frames added from a labels layer that is no class map of this
-        dock (one the reader opened, ``autolabel ccd``'s classes.tif, a layer painted by hand) count as class maps
-        where every value is one of the model's classes (-1: not annotated). False after saying which frame holds
-        another value (they were refused as "object labels (nuclei)")."""
+    def _plain_labels_as_class_maps(self, model: Path) -> set | None:
+        """For fine-tuning the class ``model``: the keys of the frames added from a labels layer that is no class
+        map of this dock (one the reader opened, ``autolabel ccd``'s classes.tif, a layer painted by hand) whose
+        every value is one of the model's classes (-1: not annotated): they train as class maps (they were
+        refused as "object labels (nuclei)"). None after saying which frame holds another value. Nothing is
+        stored: with a nuclei model chosen next, the same frames are object labels again."""
         from ..errors import MicrosegError
         from ..io.models import read_model_config
 
         try:
             names = [str(name) for name in read_model_config(model).get("class_names") or []]
         except MicrosegError:
-            return True  # (the model's own check says what is wrong with it)
+            return set()  # (the model's own check says what is wrong with it)
         if not names:
-            return True
-        for key, (model_used, settings, is_class_map) in list(self.correction_sources.items()):
+            return set()
+        taken = set()
+        for key, (_, _, is_class_map) in self.correction_sources.items():
             if is_class_map or key not in self.corrections:
                 continue
             labels = self.corrections[key][1]
@@ -1051,9 +1062,9 @@ class SegmentationWidget(MicrosegDock):
                                 f"{model.stem} takes a class map of its classes 0..{len(names) - 1} "
                                 f"({', '.join(names)}; -1: not annotated). Clear the training set, or choose a "
                                 "nuclei model to fine-tune on object labels")
-                return False
-            self.correction_sources[key] = (model_used, settings, True)
-        return True
+                return None
+            taken.add(key)
+        return taken
 
     def fine_tune(self, *_: Any) -> Any:
         """Fine-tune the current model on the corrected frames in a worker; the result becomes the current model."""
@@ -1069,10 +1080,12 @@ class SegmentationWidget(MicrosegDock):
             self.show_error(reason)
             return None
         class_model = self._chosen_output_mode() == "multiclass"
-        if class_model and not self._take_plain_labels_as_class_maps(base):
+        taken_as_class_maps = self._plain_labels_as_class_maps(base) if class_model else set()
+        if taken_as_class_maps is None:
             return None
         sources = [self.correction_sources.get(key, (None, None, False)) for key in self.corrections]
-        if any(is_class_map != class_model for _, _, is_class_map in sources):
+        if any((is_class_map or key in taken_as_class_maps) != class_model
+               for key, (_, _, is_class_map) in zip(self.corrections, sources)):
             self.show_error("the training set holds class maps (a class model's output): choose a class model "
                             "(e.g. ccd_classes) to fine-tune, or clear the training set" if not class_model else
                             "the training set holds object labels (nuclei): choose a nuclei model to fine-tune, or "
@@ -1253,6 +1266,9 @@ def _same_run(layer: Any, result_layer: Any) -> bool:
     """Whether the Labels ``layer`` is a copy of the Segmentation dock's ``result_layer`` (napari's Duplicate
     Layer keeps its metadata: the run's image, settings and model) of the same shape."""
     mine, theirs = result_layer.metadata, getattr(layer, "metadata", {}) or {}
-    same = all(theirs.get(key) == mine.get(key) for key in ("segmented_from", "segment_settings", "model"))
+    if not isinstance(layer, type(result_layer)):
+        return False
+    keys = ("segmented_from", "segment_settings", "model", RUN_ID_KEY)  # (a run of an earlier version has no id)
+    same = all(theirs.get(key) == mine.get(key) for key in keys)
     return (same and theirs.get("segmented_from") is not None
             and tuple(layer.data.shape) == tuple(result_layer.data.shape))
