@@ -155,7 +155,7 @@ def test_a_new_run_clears_the_previous_runs_results(make_napari_viewer, tmp_path
     wait_worker(widget.segment())
     assert widget.clusters is None and widget.counts_label.value.endswith("objects"), widget.status.text()
     written = widget.export()
-    assert sorted(p.rsplit("/", 1)[-1] for p in written) == ["counts.csv", "objects.csv"]
+    assert sorted(p.rsplit("/", 1)[-1] for p in written) == ["counts.csv", "objects.csv", "segment_run.json"]
     assert not (tmp_path / "nuclei" / "clusters.csv").exists()
 
     # a run that fails in the worker (an unreadable model file) leaves nothing of the last run behind

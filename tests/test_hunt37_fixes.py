@@ -757,3 +757,46 @@ def test_a_one_frame_stacks_probability_map_keeps_its_frame_axis(tmp_path):
                  "--out", str(tmp_path / "out"), "--save-probabilities", "--quiet"]) == 0
     maps = tifffile.imread(tmp_path / "out" / "probabilities" / "one.tif")
     assert maps.ndim == 4 and maps.shape[0] == 1 and maps.shape[-2:] == (64, 64)
+
+
+@pytest.mark.gui
+def test_classification_dock_reads_a_lazy_stack_of_response_images_in_its_worker(make_napari_viewer, wait_worker):
+    """On a Zarr-backed stack the constant check held lazy dask scalars, computed on the GUI thread when shown (a
+    window frozen for minutes at 6,000 images); the verdicts now come from chunks read in the worker."""
+    import dask.array as da
+
+    from napari_microseg.progress import drain
+    from napari_microseg.simulate.samples import generate_response
+    from napari_microseg.widgets.classification import ClassificationWidget
+
+    data, kwargs, _ = next(iter(drain(generate_response({"n_images": 4}, 3))))
+    images = np.asarray(data)
+    images[2] = 7  # a constant image
+    box = " ".join(str(int(v)) for v in kwargs["metadata"]["crop_box"][0])
+    viewer = make_napari_viewer(show=False)
+    import threading
+
+    computed_on = set()
+
+    def note_thread(block):  # where the lazy images are read
+        computed_on.add(threading.current_thread() is threading.main_thread())
+        return block
+
+    lazy = da.from_array(images, chunks=(1, *images.shape[1:])).map_blocks(note_thread, dtype=images.dtype)
+    viewer.add_image(lazy, name="lazy", contrast_limits=(0, float(images.max())))
+    viewer.add_image(images, name="in memory")
+    widget = ClassificationWidget(viewer)
+    widget.model_choice.value = "response_good_bad"
+    widget.box.value = box
+    import dask
+
+    found = {}
+    for name in ("lazy", "in memory"):
+        widget.image_layer.value = name
+        computed_on.clear()  # (napari's drawing reads the shown frame on the GUI thread)
+        with dask.config.set(scheduler="synchronous"):  # lazy images read in the thread that asks for them
+            wait_worker(widget.classify())
+            found[name] = widget.results["probability_bad"].to_numpy()
+        assert "constant" in widget.status.text(), widget.status.text()
+        assert computed_on <= {False}, "the lazy images were read on the GUI thread"
+    np.testing.assert_allclose(found["lazy"], found["in memory"], atol=1e-6)

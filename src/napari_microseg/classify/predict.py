@@ -175,7 +175,7 @@ def classify_stack_objects_iter(model: Any, image: np.ndarray, labels: np.ndarra
         counted += int(np.count_nonzero(np.unique(labels[i])))
         yield Progress(i, n_frames, f"classifying frame {i + 1}/{n_frames}: {counted} objects so far{note}")
         try:
-            tables.append(classify_objects(lm, image[i], labels[i], t=i, batch_size=batch_size))
+            tables.append(classify_objects(lm, np.asarray(image[i]), labels[i], t=i, batch_size=batch_size))
         except InputError as err:  # which frame (a NaN pixel in frame 7 of 20 was said without it)
             raise InputError(f"frame {i}: {err}") from None
     found = [table for table in tables if len(table)]  # frames without objects add no rows (nor object dtypes)

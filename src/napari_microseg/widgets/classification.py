@@ -224,12 +224,12 @@ class ClassificationWidget(MicrosegDock):
         task = self.task_name
         self._job_truth = None
         if task == "images":
-            images = [data] if data.ndim == 2 else list(data)
-            boxes = self._box_setting(len(images), images[0].shape) or _metadata_boxes(layer)
-            if boxes is not None and len(boxes) != len(images):  # the metadata of a stack since cut or joined
+            n_images = 1 if data.ndim == 2 else int(data.shape[0])
+            boxes = self._box_setting(n_images, tuple(data.shape[-2:])) or _metadata_boxes(layer)
+            if boxes is not None and len(boxes) != n_images:  # the metadata of a stack since cut or joined
                 raise InputError(f"'{layer.name}' carries {len(boxes)} integration box(es) (metadata 'crop_box') for "
-                                 f"{len(images)} image(s): type the integration box y0 x0 y1 x1 to use for all")
-            truth = _metadata_truth(layer, len(images))  # the run's true classes: taken once its worker starts
+                                 f"{n_images} image(s): type the integration box y0 x0 y1 x1 to use for all")
+            truth = _metadata_truth(layer, n_images)  # the run's true classes: taken once its worker starts
             self._job_truth = None if truth is None else np.array([t == "bad" for t in truth], dtype=int)
             truth_now = self._job_truth
             # read here (the worker never touches a Qt widget); above 1 ("none reaches it") the table's verdicts
@@ -239,19 +239,22 @@ class ClassificationWidget(MicrosegDock):
             def job():
                 from ..classify.predict import classify_images
 
-                # in chunks, each a step: progress, and Stop between them (5,000 images ran as one step)
-                parts = []
-                for start in range(0, len(images), CLASSIFY_CHUNK):
-                    yield Progress(start, len(images), f"classifying {len(images)} images ...")
-                    chunk = images[start:start + CLASSIFY_CHUNK]
+                # in chunks, each a step: progress, and Stop between them (5,000 images ran as one step); each chunk
+                # read once, here (a Zarr-backed stack's images were lazy: the constant check computed every graph
+                # on the GUI thread, a window frozen for minutes at 6,000 images)
+                parts, constant = [], []
+                for start in range(0, n_images, CLASSIFY_CHUNK):
+                    yield Progress(start, n_images, f"classifying {n_images} images ...")
+                    chunk = [np.asarray(data)] if data.ndim == 2 else list(np.asarray(data[start:start + CLASSIFY_CHUNK]))
                     chunk_boxes = boxes[start:start + CLASSIFY_CHUNK] if boxes is not None and np.ndim(boxes) != 1 \
                         else boxes
                     part = classify_images(str(model), chunk, boxes=chunk_boxes, threshold=threshold)
                     part["index"] += start
                     parts.append(part)
+                    # as `classify images` says it: a constant image's verdict means nothing
+                    constant += [bool(img.size and img.min() == img.max()) for img in chunk]
                 table = pd.concat(parts, ignore_index=True)
-                # as `classify images` says it: a constant image's verdict means nothing
-                table["constant"] = [bool(np.size(img)) and np.min(img) == np.max(img) for img in images]
+                table["constant"] = constant
                 if truth_now is not None and len(truth_now) == len(table):  # the ROC here (its sklearn import too):
                     from ..classify.evaluate import roc_curve_auc  # on the GUI thread it held the window 0.6-2.6 s
 
@@ -277,7 +280,7 @@ class ClassificationWidget(MicrosegDock):
                 if not objects.any():
                     raise InputError("the labels layer holds no objects")
                 mask_note = " (the layer is a 0/1 mask: its connected objects)" if was_mask else ""
-                image = np.asarray(data)
+                image = data if data.ndim == 3 else np.asarray(data)  # a lazy stack: read frame by frame
                 if image.ndim == 3:  # frame by frame: progress, and Stop between frames (it waited for the
                     # whole stack, 14-26 s for 20 frames)
                     table = yield from classify_stack_objects_iter(str(model), image, objects, note=mask_note)
@@ -286,7 +289,8 @@ class ClassificationWidget(MicrosegDock):
                     table = classify_objects(str(model), image, objects)
                 table = with_frame_labels(table, frame_ids)
                 # as `classify objects` says it: the classes of objects on a constant frame mean nothing
-                flat = np.array([np.min(f) == np.max(f) for f in (image if image.ndim == 3 else [image])], bool)
+                flat = np.array([bool(np.min(f) == np.max(f)) for f in ((np.asarray(image[i]) for i in range(image.shape[0]))
+                                                                       if image.ndim == 3 else [image])], bool)
                 frames = table["t"].to_numpy(int) if image.ndim == 3 and "t" in table else np.zeros(len(table), int)
                 table["constant"] = flat[frames] if len(flat) else False
                 return table, class_layer_data(objects, table)
