@@ -800,3 +800,38 @@ def test_classification_dock_reads_a_lazy_stack_of_response_images_in_its_worker
         assert "constant" in widget.status.text(), widget.status.text()
         assert computed_on <= {False}, "the lazy images were read on the GUI thread"
     np.testing.assert_allclose(found["lazy"], found["in memory"], atol=1e-6)
+
+
+def test_fine_tunes_comparison_stops_between_tiles(tiny_nuclei_model, monkeypatch):
+    """Stop during "comparing with the old model" waited for two whole segmentations of each frame (26 s on a
+    4096^2 frame) and then finished the comparison all the same."""
+    import sys
+    import threading
+
+    from napari_microseg.training.finetune import corrections_before_after
+
+    segment_module = sys.modules["napari_microseg.inference.segment"]  # (the package's `segment` is the function)
+
+    finished = []
+    original = segment_module.segment_image
+
+    def counted(*args, **kwargs):
+        result = yield from original(*args, **kwargs)
+        finished.append(1)
+        return result
+
+    monkeypatch.setattr(segment_module, "segment_image", counted)
+    image, labels = _nuclei(seed=1, size=256, n=12)
+    stop = threading.Event()
+    gen = corrections_before_after(tiny_nuclei_model, tiny_nuclei_model, [image], [labels],
+                                   {"tile": 64}, stop_event=stop)
+    events = 0
+    try:
+        while True:
+            next(gen)
+            events += 1
+            if events == 3:  # a few tiles into the old model's segmentation
+                stop.set()
+    except StopIteration as done:
+        assert done.value is None
+    assert not finished, "a whole segmentation ran after Stop"

@@ -86,7 +86,7 @@ def corrections_before_after(base: Any, tuned: Any, images: list, corrected: lis
     image now, with ``segment_options`` (the keywords of :func:`~napari_microseg.inference.segment.segment`
     the labels were made with: tile, min_size, diameter, device ...). None when ``stop_event`` is set.
     Runs the networks: call it off the GUI thread."""
-    from ..inference.segment import segment
+    from ..inference.segment import segment_image
     from ..io.models import load_model
     from ..progress import Progress
 
@@ -95,17 +95,37 @@ def corrections_before_after(base: Any, tuned: Any, images: list, corrected: lis
     base_model, tuned_model = (load_model(m, device=device, segmentation=True) for m in (base, tuned))
     before: dict = {}
     after: dict = {}
+    def run(model: Any, image: Any, step: int):
+        """The model's labels of ``image``, tile by tile: Stop acts between tiles (it waited for two whole
+        segmentations of each frame, 26 s on a 4096^2 frame); None when stopped."""
+        gen = segment_image(model, image, measure=False, **options)
+        try:
+            while True:
+                if stop_event is not None and stop_event.is_set():
+                    return None
+                try:
+                    event = next(gen)
+                except StopIteration as finished:
+                    return np.asarray(finished.value.labels)
+                share = event.done / event.total if getattr(event, "total", 0) else 0.0
+                yield Progress(int(100 * (step + min(share, 1.0))), 200 * len(images),
+                               "comparing with the old model on the corrected frames")
+        finally:
+            gen.close()
+
     for i, (image, labels) in enumerate(zip(images, corrected)):
         if stop_event is not None and stop_event.is_set():
             return None
-        yield Progress(i, len(images), "comparing with the old model on the corrected frames")
-        segmented = np.asarray(segment(base_model, image, measure=False, **options).labels)
-        output = np.asarray(segment(tuned_model, image, measure=False, **options).labels)
+        yield Progress(200 * i, 200 * len(images), "comparing with the old model on the corrected frames")
+        segmented = yield from run(base_model, image, 2 * i)
+        output = None if segmented is None else (yield from run(tuned_model, image, 2 * i + 1))
+        if output is None:
+            return None
         for total, scores in ((before, correction_agreement(labels, segmented, segmented)),
                               (after, correction_agreement(labels, segmented, output))):
             for key, value in scores.items():
                 total[key] = total.get(key, 0) + value
-    yield Progress(len(images), len(images), "compared with the old model")
+    yield Progress(200 * len(images), 200 * len(images), "compared with the old model")
     return before, after
 
 
