@@ -460,7 +460,15 @@ def autolabel_fluorescence_iter(image, **kwargs) -> Generator[Progress, None, np
             yield Progress(t, n, f"frame {t + 1}/{n}: {step.message}")
         yield Progress(t + 1, n, f"frame {t + 1}/{n}: {int(frames[-1].max())} nuclei")
     dtype = np.result_type(*[f.dtype for f in frames])  # uint16, uint32 or int32 (too_large_value)
-    return np.stack([f.astype(dtype) for f in frames])
+    # filled frame by frame, each let go once copied: the frames, their converted copies and the stack were all
+    # alive at once (3x the labels' memory)
+    if not frames:  # a stack of no frames: no labels
+        return np.zeros(arr.shape, np.uint16)
+    out = np.empty((n, *frames[0].shape), dtype)
+    for t in range(n):
+        out[t] = frames[t]
+        frames[t] = None
+    return out
 
 
 def autolabel_fluorescence(
