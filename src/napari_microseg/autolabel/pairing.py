@@ -89,6 +89,15 @@ def _edges(img: np.ndarray) -> np.ndarray:
     return np.hypot(ndi.sobel(f, 0), ndi.sobel(f, 1))
 
 
+def check_finite(image: np.ndarray, name: str) -> None:
+    """Raise :class:`InputError` naming ``name`` (as the caller knows the image: "--target t.tif", "the target
+    'DAPI'") when a float ``image`` (any shape) holds NaN or infinite values; integer images pass unread."""
+    image = np.asarray(image)
+    if image.dtype.kind in "fc" and not np.isfinite(image).all():
+        raise InputError(f"{name} holds NaN or infinite values (masked or missing pixels?): replace them "
+                         "(e.g. by the image's median) to register it")
+
+
 def constant_frames(image: np.ndarray) -> list[int]:
     """The indices of the frames of a (Y, X) image or (T, Y, X) stack in which every pixel is the same
     (a blank channel); [0] for a constant 2-D image, [] when none is."""
@@ -120,10 +129,8 @@ def check_registration(stain: np.ndarray, target: np.ndarray, upsample_factor: i
     a, b = np.asarray(stain), np.asarray(target)
     if a.shape != b.shape:
         raise InputError(f"stain {a.shape} and target {b.shape} differ in shape")
-    for name, image in (("stain", a), ("target", b)):  # (scikit-image's message gave advice for its own keywords)
-        if image.dtype.kind in "fc" and not np.isfinite(image).all():
-            raise InputError(f"the {name} holds NaN or infinite values (masked or missing pixels?): replace them "
-                             "(e.g. by the image's median) to register it")
+    for name, image in (("the stain", a), ("the target", b)):  # (scikit-image's message gave advice for its own keywords)
+        check_finite(image, name)
     if a.size == 0 or a.min() == a.max() or b.min() == b.max():  # a blank channel: no shift can be measured
         return (0.0, 0.0), 1.0
     if a.size > max_pixels:  # central crop keeps it fast on huge fields

@@ -293,11 +293,9 @@ def run_fluorescence(args: argparse.Namespace) -> int:
         target, target_calibration = read_any(args.target, channel=args.target_channel, option="--target-channel")
         if target.shape != stain.shape:
             raise InputError(f"--target shape {target.shape} differs from --stain shape {stain.shape}")
-        if target.dtype.kind in "fc" and not np.isfinite(target).all():  # said before the labelling, not after
-            raise InputError(f"--target {args.target} holds NaN or infinite values (masked or missing pixels?): "
-                             "replace them (e.g. by the image's median)")
-        from ..autolabel.pairing import constant_frames
+        from ..autolabel.pairing import check_finite, constant_frames
 
+        check_finite(target, f"--target {args.target}")  # said before the labelling, not after
         blank = constant_frames(target)
         if blank:
             first = target if target.ndim == 2 else target[blank[0]]

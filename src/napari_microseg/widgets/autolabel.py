@@ -335,7 +335,7 @@ class AutolabelWidget(MicrosegDock):
 
         def make_generator():
             from ..autolabel.fluorescence import autolabel_fluorescence_iter
-            from ..autolabel.pairing import align_labels_iter, constant_frames
+            from ..autolabel.pairing import align_labels_iter, check_finite, constant_frames
             from ..progress import Progress
 
             # a lazy (dask / zarr) stain is read frame by frame by the auto-labeller (read whole here, a 1.6 GB
@@ -344,9 +344,7 @@ class AutolabelWidget(MicrosegDock):
             yield Progress(0, 1, "reading the layers" if target is not None else "auto-labelling")
             target_data = None if target is None else np.asarray(target)
             if target_data is not None:  # said before the labelling, not after it (as the command line)
-                if target_data.dtype.kind in "fc" and not np.isfinite(target_data).all():
-                    raise InputError(f"the target '{target_layer.name}' holds NaN or infinite values (masked or "
-                                     "missing pixels?): replace them (e.g. by the image's median) to register it")
+                check_finite(target_data, f"the target '{target_layer.name}'")
                 blank = constant_frames(target_data)
                 if blank:
                     sizes["blank_target"] = len(blank)
