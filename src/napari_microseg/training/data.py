@@ -1,8 +1,10 @@
 """Training data: labelled image pairs, targets per output mode, patch sampling, splits.
 
-Targets are ``int64`` arrays of shape ``(Y, X)`` holding class indices, with
-``IGNORE = -1`` for pixels that must not contribute to the loss (not annotated,
-or padding added to images smaller than the patch).
+Targets are small signed-integer arrays of shape ``(Y, X)`` (``int8``; ``int16`` above
+127 classes: 1 byte a pixel, where ``int64`` took 8 and dominated training's memory) holding
+class indices, with ``IGNORE = -1`` for pixels that must not contribute to the loss (not
+annotated, or padding added to images smaller than the patch). Batches handed to the network
+(:meth:`PatchSampler.sample`, :func:`tile_for_validation`) are ``int64``, as torch's losses take.
 
 Output modes and how targets are made from label images:
 
@@ -59,7 +61,7 @@ class LabelledImage:
     Attributes
     ----------
     image : float32 ``(C, Y, X)``, already normalised.
-    target : int64 ``(Y, X)`` class indices, ``IGNORE`` (-1) where not annotated.
+    target : int8 (int16 above 127 classes) ``(Y, X)`` class indices, ``IGNORE`` (-1) where not annotated.
     name : where it came from (file name, ``frame 3``, ...).
     sequence : for a frame of a time-lapse (a stack), which one (frames of one sequence are
         kept in time order); None for an image of its own.
@@ -148,7 +150,8 @@ def make_target(
 
     Returns
     -------
-    int64 ``(Y, X)`` target with ``IGNORE`` (-1) at ignored pixels.
+    int64 ``(Y, X)`` target with ``IGNORE`` (-1) at ignored pixels (as torch's losses take it;
+    :func:`prepare_training_data` keeps it as :func:`target_dtype`).
     """
     from skimage.segmentation import find_boundaries
 
@@ -199,6 +202,14 @@ def make_target(
         raise InputError(f"unknown output mode {output_mode!r}: use {', '.join(OUTPUT_MODES)}")
     target[ignored] = IGNORE
     return target
+
+
+def target_dtype(n_classes: int) -> np.dtype:
+    """The smallest signed integer type holding class indices ``0 .. n_classes - 1`` and ``IGNORE`` (-1)."""
+    for dtype in (np.int8, np.int16, np.int32):
+        if n_classes - 1 <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    return np.dtype(np.int64)
 
 
 def _as_list(images: Any, labels: Any) -> tuple[list[np.ndarray], list[np.ndarray | None], list[int | None]]:
@@ -355,7 +366,8 @@ def prepare_training_data(
         if lb.shape != im.shape[1:]:
             raise InputError(f"image {i} has shape {im.shape[1:]} but its labels have shape {lb.shape}")
         mask = None if ignore_masks is None else ignore_masks[i]
-        target = make_target(lb, output_mode, n_classes, ignore_value, unlabelled_is_ignored, background_value, mask)
+        target = make_target(lb, output_mode, n_classes, ignore_value, unlabelled_is_ignored, background_value,
+                             mask).astype(target_dtype(n_classes))  # kept in 1 byte a pixel, not int64's 8
         if frames is None and not np.any(target != IGNORE):
             continue
         if frames is None and in_stack[i] is not None and not unlabelled_is_ignored and not np.any(lb != 0) and ignore_masks is None:
@@ -369,7 +381,7 @@ def prepare_training_data(
                                off_centre_steps)[None]
         norm = normalize(im, spec)
         name = names[i] if names is not None else f"image {i}"
-        items.append(LabelledImage(norm.astype(np.float32), target, name, in_stack[i]))
+        items.append(LabelledImage(norm.astype(np.float32, copy=False), target, name, in_stack[i]))
     if off_centre_steps:  # said once for the data set (one warning per frame, each pointing to a command
         import warnings  # train does not have, was printed for the simulator's own frames)
 
@@ -805,7 +817,7 @@ class PatchSampler:
         for it in data.items:
             im, tg = _pad_to(it.image, it.target, self.patch)
             self.images.append(np.ascontiguousarray(im, dtype=np.float32))
-            self.targets.append(np.ascontiguousarray(tg, dtype=np.int64))
+            self.targets.append(np.ascontiguousarray(tg))  # (its small type: copied into int64 batches)
             fg = np.argwhere(tg > 0)
             if len(fg) > 20000:  # keep memory small; a subsample is as good for centring
                 fg = fg[np.random.default_rng(len(fg)).choice(len(fg), 20000, replace=False)]

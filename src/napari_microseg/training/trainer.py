@@ -397,7 +397,7 @@ def annotation_digest(item: LabelledImage) -> str:
     a run used, whatever they are called (a resumed run checks that it is given those)."""
     import hashlib
 
-    target = np.ascontiguousarray(item.target)
+    target = np.ascontiguousarray(item.target, dtype=np.int64)  # (as int64: the digests runs recorded before targets were int8)
     return hashlib.sha1(repr(target.shape).encode() + target.tobytes()).hexdigest()[:16]
 
 

@@ -201,8 +201,10 @@ def _background_like_an_object(labels: list[np.ndarray], background_value: int) 
 
 
 #: bytes of memory training takes per pixel of its images (the pixels read, the normalised float32 copy,
-#: the int64 targets, patches): measured 22 on a 200-frame 2048 x 2048 uint16 movie with uint32 labels
-TRAINING_BYTES_PER_PIXEL = 22
+#: the targets, patches): measured 22 on a 200-frame 2048 x 2048 uint16 movie with uint32 labels when the
+#: targets were int64; int8 targets took a fifth off the peak (31.8 -> 25.4 B/px with the inputs, 24 frames
+#: of 1024 x 1024, benchmarks/bench_train_memory.py)
+TRAINING_BYTES_PER_PIXEL = 18
 
 
 def _check_training_memory(image: Any, label: Any, name: str) -> None:
