@@ -783,7 +783,7 @@ def test_evaluate_classes_scores_no_class_that_is_in_no_map(tmp_path, capsys):
     assert table.loc["cell", "f1"] == 1.0 and np.isnan(table.loc["ghost", "f1"])
     assert main(["evaluate", "classes", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred"),
                  "--class-names", "bg", "--out", str(tmp_path / "d.csv")]) == 0
-    assert "names 1 classes; the maps hold 2" in capsys.readouterr().err
+    assert "names 1 classes; the maps also hold 1: named by their index" in capsys.readouterr().err
 
 
 @pytest.mark.gui

@@ -60,3 +60,151 @@ def test_a_resumed_run_knows_its_validation_images_by_the_digests_recorded_with_
     target64 = np.ascontiguousarray(make_target(labels, "three_class"), dtype=np.int64)
     recorded = hashlib.sha1(repr(target64.shape).encode() + target64.tobytes()).hexdigest()[:16]
     assert annotation_digest(item) == recorded
+
+
+# ---------------------------------------------------------------- evaluate: inputs read as label images
+def _gt_and_pred() -> tuple[np.ndarray, np.ndarray]:
+    """3 truth objects; the prediction finds one exactly, half of another, and a false one (AP@0.5 = 1/4)."""
+    truth = np.zeros((20, 20), np.uint8)
+    truth[0:4, 0:4], truth[0:4, 10:14], truth[10:14, 0:4] = 1, 5, 9
+    pred = np.zeros((20, 20), np.uint8)
+    pred[0:4, 0:4], pred[0:4, 10:12], pred[15:17, 15:17] = 2, 7, 3
+    return truth, pred
+
+
+def _scores(out) -> dict:
+    import pandas as pd
+
+    table = pd.read_csv(out)
+    return table[table["name"] == "ALL"].iloc[0].to_dict() | {"rows": len(table) - 1}
+
+
+@pytest.mark.parametrize("form", ["grey_alpha", "palette_white_background"])
+def test_evaluate_seg_reads_png_labels_as_the_tiff_of_the_same_ids(tmp_path, form):
+    """A grey + alpha PNG was 20 frames 2 px wide ("20 images scored", AP 0.824); a palette PNG whose colour 0 is
+    white (glasbey) made the background an object (AP 0.600): both now score as the TIFF does (AP 0.250... of 3)."""
+    import tifffile
+    from PIL import Image
+
+    from napari_microseg.cli import main
+
+    truth, pred = _gt_and_pred()
+    palette = [255, 255, 255] + [int(v) for v in np.random.default_rng(0).integers(0, 255, 765)]
+
+    def save(array, path):
+        if form == "grey_alpha":
+            Image.fromarray(np.stack([array, np.full_like(array, 255)], -1), "LA").save(path)
+        else:
+            picture = Image.fromarray(array, "P")
+            picture.putpalette(palette)
+            picture.save(path)
+
+    for kind in ("tif", "png"):
+        (tmp_path / kind / "truth").mkdir(parents=True)
+        (tmp_path / kind / "pred").mkdir()
+    tifffile.imwrite(tmp_path / "tif" / "truth" / "a.tif", truth)
+    tifffile.imwrite(tmp_path / "tif" / "pred" / "a.tif", pred)
+    save(truth, tmp_path / "png" / "truth" / "a.png")
+    save(pred, tmp_path / "png" / "pred" / "a.png")
+    for kind in ("tif", "png"):
+        assert main(["evaluate", "seg", "--gt", str(tmp_path / kind / "truth"), "--pred", str(tmp_path / kind / "pred"),
+                     "--out", str(tmp_path / f"{kind}.csv")]) == 0
+    tif, png = _scores(tmp_path / "tif.csv"), _scores(tmp_path / "png.csv")
+    assert png["rows"] == 1 and png["n_gt"] == 3 and png["pixel_tp"] == tif["pixel_tp"] == 24
+    assert png["ap@0.50"] == pytest.approx(tif["ap@0.50"]) == pytest.approx(0.5)
+
+
+def test_evaluate_classes_takes_palette_class_maps_in_any_folder(tmp_path):
+    """VOC-style palette PNGs in a folder named 'pred' were refused as "a class map in colour" (their indices were
+    read only in folders named like labels)."""
+    from PIL import Image
+
+    from napari_microseg.cli import main
+
+    classes = np.zeros((32, 32), np.uint8)
+    classes[4:12, 4:12], classes[20:28, 10:30] = 1, 2
+    for folder in ("truth", "pred"):
+        (tmp_path / folder).mkdir()
+        picture = Image.fromarray(classes, "P")
+        picture.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [0] * 759)
+        picture.save(tmp_path / folder / "a.png")
+    assert main(["evaluate", "classes", "--gt", str(tmp_path / "truth"), "--pred", str(tmp_path / "pred"),
+                 "--out", str(tmp_path / "classes.csv")]) == 0
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "classes.csv")
+    assert list(table["class"])[:3] == [0, 1, 2] and list(table["iou"])[:3] == [1.0, 1.0, 1.0]
+
+
+def _ome_zarr_with_labels(path, labels: np.ndarray) -> None:
+    import zarr
+
+    group = zarr.open_group(str(path), mode="w")
+    group.create_array("0", data=(np.random.default_rng(0).random(labels.shape) * 1000).astype(np.uint16))
+    multiscales = [{"version": "0.4", "axes": [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
+                    "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1, 1]}]}]}]
+    group.attrs["multiscales"] = multiscales
+    label_group = group.create_group("labels")
+    label_group.attrs["labels"] = ["nuclei"]
+    nuclei = label_group.create_group("nuclei")
+    nuclei.create_array("0", data=labels)
+    nuclei.attrs["multiscales"] = multiscales
+    nuclei.attrs["image-label"] = {"version": "0.4"}
+
+
+def test_evaluate_opens_zarr_label_stores_whatever_their_names(tmp_path, capsys):
+    """The OME-Zarr label image the reader points to (cells.ome.zarr/labels/nuclei) was "a folder that holds no label
+    images"; two single Zarr stores of different names were "no file names match" (TIFFs were scored)."""
+    import tifffile
+    import zarr
+
+    from napari_microseg.cli import main
+
+    truth = np.zeros((64, 64), np.uint16)
+    truth[5:15, 5:15], truth[30:40, 30:40] = 1, 2
+    _ome_zarr_with_labels(tmp_path / "cells.ome.zarr", truth)
+    zarr.save_array(str(tmp_path / "truth.zarr"), truth)
+    zarr.save_array(str(tmp_path / "seg.zarr"), truth)
+    tifffile.imwrite(tmp_path / "seg.tif", truth)
+    for gt, pred in (("cells.ome.zarr/labels/nuclei", "seg.tif"), ("truth.zarr", "seg.zarr")):
+        out = tmp_path / f"{pred}.csv"
+        assert main(["evaluate", "seg", "--gt", str(tmp_path / gt), "--pred", str(tmp_path / pred),
+                     "--out", str(out), "--overwrite"]) == 0, capsys.readouterr().err
+        scores = _scores(out)
+        assert scores["rows"] == 1 and scores["n_gt"] == 2 and scores["ap@0.50"] == 1.0
+
+
+def test_evaluate_a_file_against_a_folder_pairs_by_name(tmp_path, capsys):
+    """--gt img7.tif --pred labels/ (a failed run's folder holding img1.tif only) scored img1 against img7's truth
+    with a warning: a folder's files pair by name, as between two folders."""
+    import tifffile
+
+    from napari_microseg.cli import main
+
+    truth, pred = _gt_and_pred()
+    (tmp_path / "labels").mkdir()
+    tifffile.imwrite(tmp_path / "img7.tif", truth)
+    tifffile.imwrite(tmp_path / "labels" / "img1.tif", pred)
+    assert main(["evaluate", "seg", "--gt", str(tmp_path / "img7.tif"), "--pred", str(tmp_path / "labels"),
+                 "--out", str(tmp_path / "m.csv")]) == 2
+    assert "no file names" in capsys.readouterr().err
+    tifffile.imwrite(tmp_path / "labels" / "img7_labels.tif", truth)
+    assert main(["evaluate", "seg", "--gt", str(tmp_path / "img7.tif"), "--pred", str(tmp_path / "labels"),
+                 "--out", str(tmp_path / "m.csv")]) == 0
+    assert _scores(tmp_path / "m.csv")["ap@0.50"] == 1.0
+
+
+def test_evaluate_classes_names_the_values_beyond_the_named_classes_and_hints_at_void(tmp_path, capsys):
+    import tifffile
+
+    from napari_microseg.cli import main
+
+    truth = np.zeros((16, 16), np.uint8)
+    truth[:4], truth[4:8], truth[-2:] = 1, 2, 255
+    pred = np.where(truth == 255, 0, truth).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "t.tif", truth)
+    tifffile.imwrite(tmp_path / "p.tif", pred)
+    assert main(["evaluate", "classes", "--gt", str(tmp_path / "t.tif"), "--pred", str(tmp_path / "p.tif"),
+                 "--class-names", "bg,a,b", "--out", str(tmp_path / "c.csv")]) == 0
+    err = capsys.readouterr().err
+    assert "also hold 255" in err and "--ignore 255" in err and "256" not in err

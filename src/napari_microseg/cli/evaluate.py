@@ -178,7 +178,11 @@ def _key(name: str) -> str:
 
 
 def _list(path: Path) -> list[Path]:
-    if path.is_file() or path.name.lower().endswith(".zarr"):
+    """The label images ``path`` names: itself (a file, or a Zarr store whatever its name: an OME-Zarr's
+    ``cells.ome.zarr/labels/nuclei``), else the image files in the folder."""
+    from ..io.images import image_kind
+
+    if path.is_file() or path.name.lower().endswith(".zarr") or (path.is_dir() and image_kind(path) == "zarr"):
         return [path]
     if not path.is_dir():
         raise InputError(f"{path}: no such file or folder")
@@ -195,7 +199,7 @@ def match_files(gt_dir: Path, pred_dir: Path, unpredicted_as_empty: bool = False
     failed on) is paired with None when ``unpredicted_as_empty`` (scored as nothing found, so that
     failures do not raise the score), else left out."""
     gts, preds = _list(gt_dir), _list(pred_dir)
-    if len(gts) == 1 and len(preds) == 1 and not (gt_dir.is_dir() and pred_dir.is_dir()):
+    if gts == [gt_dir] and preds == [pred_dir]:
         # two files named: scored together whatever their names; in two folders the names must pair (a
         # failed run's folder holding another image's labels scored img7 against img1's truth)
         if _key(gts[0].name) != _key(preds[0].name):
@@ -251,14 +255,10 @@ def read_labels(path: Path, not_annotated: bool = False):
 
     if path.suffix.lower() == ".npy":
         arr = _load_npy(path)
-    elif path.suffix.lower() == ".png":
-        from skimage.io import imread
-
-        arr = imread(path)
-    else:
+    else:  # (a PNG too: grey + alpha is its grey channel, a palette PNG its indices, not colours)
         from ..io.images import read_image
 
-        arr = read_image(path).data
+        arr = read_image(path, labels=True).data
     from ..evaluation.metrics import check_label_image
 
     from ..measure.labels import colour_labels_as_ids
@@ -490,7 +490,7 @@ def _class_map(path: Path, ignore: int | None = None, predicted: bool = False):
 
     from ..measure.labels import colour_labels_as_ids
 
-    arr = _load_npy(path) if path.suffix.lower() == ".npy" else np.asarray(read_image(path).data)
+    arr = _load_npy(path) if path.suffix.lower() == ".npy" else np.asarray(read_image(path, labels=True).data)
     arr = colour_labels_as_ids(arr, path.name, classes=True)
     if arr.ndim not in (2, 3):
         raise InputError(f"{path.name}: expected a (Y,X) or (T,Y,X) class map, got shape {arr.shape}")
@@ -556,8 +556,13 @@ def run_classes(args: argparse.Namespace) -> int:
     absent = (table["n_true"] == 0) & (table["n_pred"] == 0)  # in no map: no score, rather than a perfect one
     table.loc[absent, ["precision", "recall", "f1", "iou"]] = np.nan
     if args.class_names and len(names) != confusion.shape[0]:
-        print(f"warning: --class-names names {len(names)} classes; the maps hold {confusion.shape[0]} (0 to "
-              f"{confusion.shape[0] - 1}): the others are named by their index", file=sys.stderr)
+        seen = np.flatnonzero(confusion.sum(axis=0) + confusion.sum(axis=1))
+        beyond = [int(v) for v in seen if v >= len(names)]
+        void = (f"; is {beyond[-1]} 'not annotated' (void)? give --ignore {beyond[-1]}"
+                if beyond and beyond[-1] in (255, 65535) else "")
+        print(f"warning: --class-names names {len(names)} classes; the maps also hold "
+              f"{', '.join(str(v) for v in beyond[:6]) if beyond else 'none beyond them'}: named by their index{void}",
+              file=sys.stderr)
     # a class neither named nor seen (ids between the classes used and a 255) is no row: 253 empty rows were
     keep = ~(absent & (table["class"] >= len(names))).to_numpy()
     table, confusion = table[keep].reset_index(drop=True), confusion[np.ix_(keep, keep)]

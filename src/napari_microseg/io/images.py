@@ -165,7 +165,7 @@ class ImageData:
 
 def read_image(path: str | os.PathLike, hdu: int | None = None, min_ndim: int = 2,
                channel: int | str | None = None, lazy_above_bytes: int | None = None,
-               channel_option: str | None = None) -> ImageData:
+               channel_option: str | None = None, labels: bool = False) -> ImageData:
     """Read a TIFF, FITS or Zarr image.
 
     Parameters
@@ -186,6 +186,9 @@ def read_image(path: str | os.PathLike, hdu: int | None = None, min_ndim: int = 
     channel_option : the command line option that picks this file's channel (e.g. ``--target-channel``),
         for the message refusing a multi-channel file without one; None: the options of every command;
         "": the command has none (the channel is to be saved as a file of its own).
+    labels : the file is a label image or class map whatever its name: a palette PNG gives its
+        palette indices (by default only one named or filed as labels does, ``*_mask.png``, ``labels/``;
+        a photograph's palette indices are no image).
 
     Returns
     -------
@@ -209,6 +212,8 @@ def read_image(path: str | os.PathLike, hdu: int | None = None, min_ndim: int = 
         result = reader(p, hdu)
     elif kind == "tiff":
         result = reader(p, lazy_above_bytes)
+    elif kind == "plain":
+        result = reader(p, labels)
     else:
         result = reader(p)
     shape = tuple(result.data.shape)
@@ -521,11 +526,11 @@ def _tiff_level(series: Any, level: int) -> Any:
     return da.from_zarr(zarr.open(series.aszarr(level=level), mode="r"))
 
 
-def _read_plain(path: Path) -> ImageData:
+def _read_plain(path: Path, labels: bool = False) -> ImageData:
     """A PNG, JPEG or BMP file: grey (Y, X) or colour (Y, X, 3|4) as stored (8 or 16 bit); grey with
     alpha (Y, X, 2) is its grey channel. 16-bit colour and grey-with-alpha PNGs are decoded by
     imagecodecs (Pillow cut them to 8 bits); a palette PNG named or filed as labels (``*_mask.png``,
-    ``labels/``) gives its palette indices, its object or class ids, not their colours."""
+    ``labels/``) or read as ``labels`` gives its palette indices, its object or class ids, not their colours."""
     import skimage.io
 
     try:
@@ -536,7 +541,7 @@ def _read_plain(path: Path) -> ImageData:
             import imagecodecs
 
             data = np.asarray(imagecodecs.png_decode(path.read_bytes()))
-        elif colour == 3 and _named_as_labels(path):
+        elif colour == 3 and (labels or _named_as_labels(path)):
             from PIL import Image
 
             with Image.open(path) as picture:
