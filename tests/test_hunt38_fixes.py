@@ -208,3 +208,91 @@ def test_evaluate_classes_names_the_values_beyond_the_named_classes_and_hints_at
                  "--class-names", "bg,a,b", "--out", str(tmp_path / "c.csv")]) == 0
     err = capsys.readouterr().err
     assert "also hold 255" in err and "--ignore 255" in err and "256" not in err
+
+
+# ---------------------------------------------------------------- train: resumes
+def _training_folders(tmp_path, n=3):
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    for i in range(n):
+        labels = _disks((64, 64), step=16, radius=4 + i % 2)
+        tifffile.imwrite(tmp_path / "images" / f"im{i}.tif", ((labels > 0) * 120 + rng.normal(20, 8, labels.shape)).astype(np.uint8))
+        tifffile.imwrite(tmp_path / "labels" / f"im{i}.tif", labels)
+    return ["--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"), "--patch", "32",
+            "--patches-per-epoch", "4", "--batch-size", "2", "--threads", "1", "--quiet"]
+
+
+def test_a_resumed_run_never_writes_its_history_over_a_file_that_is_no_history(tmp_path, capsys):
+    """`train --resume a.pt --out a.pt --history precious_model.pt` replaced a 1.9 MB model by a 128-byte CSV, with
+    no --overwrite (a new run is refused so). A real history file is still rewritten by its run's resume."""
+    from napari_microseg.cli import main
+
+    common = _training_folders(tmp_path)
+    model = str(tmp_path / "a.pt")
+    assert main(["train", *common, "--out", model, "--epochs", "1"]) == 0
+    precious = tmp_path / "precious_model.pt"
+    precious.write_bytes(b"PK\x03\x04 a model of another study")
+    assert main(["train", *common, "--out", model, "--resume", model, "--epochs", "2",
+                 "--history", str(precious)]) == 2
+    assert "no training history" in capsys.readouterr().err
+    assert precious.read_bytes() == b"PK\x03\x04 a model of another study"
+    history = tmp_path / "run_history.csv"
+    history.write_text("epoch,train_loss,val_loss,val_dice,lr,seconds\n1,0.5,0.5,0.5,0.001,1.0\n")
+    assert main(["train", *common, "--out", model, "--resume", model, "--epochs", "2", "--history", str(history)]) == 0
+    assert [line.split(",")[0] for line in history.read_text().splitlines()] == ["epoch", "1", "2"]
+
+
+def test_a_resume_stopped_before_its_first_epoch_keeps_the_kept_models_record(tmp_path):
+    """Resumed with another loss and stopped before an epoch ended, the kept model (epoch 1's bce_dice weights) was
+    recorded as loss focal, best epoch None, no metrics."""
+    from napari_microseg.io.models import read_model_file
+    from napari_microseg.training.trainer import train
+
+    labels = np.stack([_disks(), _disks()[::-1], _disks()[:, ::-1]])
+    images = (labels > 0) * 100.0 + np.random.default_rng(0).normal(0, 5, labels.shape)
+    config = dict(epochs=1, patch_size=32, patches_per_epoch=4, batch_size=2, device="cpu", num_threads=1,
+                  loss="bce_dice")
+    out = tmp_path / "a.pt"
+    for _ in train(config, (images, labels), out_path=out):
+        pass
+    before = read_model_file(out)["config"]["training"]
+    assert before["loss"] == "bce_dice" and before["best_epoch"] == 1
+    gen = train({**config, "epochs": 2, "loss": "focal"}, (images, labels), out_path=out, resume=out)
+    for event in gen:
+        if event.kind == "step":
+            break
+    gen.close()  # Stop before the resumed epoch ended
+    after = read_model_file(out)["config"]["training"]
+    assert after["loss"] == "bce_dice" and after["best_epoch"] == 1 and after["metrics"] == before["metrics"]
+
+
+def test_an_interrupted_fine_tune_suggests_a_resume_command_that_runs(tmp_path, capsys, monkeypatch):
+    """After Ctrl-C of `train --init-model base.pt`, "run the same command with --resume X" was refused ("not
+    both"): the advice now says to leave --init-model out, and that command runs."""
+    import re
+
+    import napari_microseg.progress as progress
+    from napari_microseg.cli import main
+
+    common = _training_folders(tmp_path)
+    base = str(tmp_path / "base.pt")
+    assert main(["train", *common, "--out", base, "--epochs", "1"]) == 0
+    real_run = progress.run_with_text_progress
+
+    def interrupted_after_an_epoch(events, **kwargs):
+        for event in events:
+            if getattr(event, "kind", "") == "epoch":
+                raise KeyboardInterrupt
+        raise AssertionError("no epoch ended")
+
+    monkeypatch.setattr(progress, "run_with_text_progress", interrupted_after_an_epoch)
+    tuned = str(tmp_path / "tuned.pt")
+    assert main(["train", *common, "--init-model", base, "--out", tuned, "--epochs", "2"]) == 130
+    advice = capsys.readouterr().err
+    match = re.search(r"--resume (\S+) and without --init-model", advice)
+    assert match, advice
+    monkeypatch.setattr(progress, "run_with_text_progress", real_run)
+    assert main(["train", *common, "--out", tuned, "--epochs", "2", "--resume", match.group(1)]) == 0

@@ -274,6 +274,18 @@ def check_history_path(history_path: Path, out: Path, *model_files: str | os.Pat
                          f"(e.g. {history_path / (out.stem + '.history.csv')})")
 
 
+def _is_training_history(path: Path) -> bool:
+    """True when ``path`` is a file whose first line is a training history's header (``epoch,train_loss,...``)."""
+    from ..io.tables import TRAIN_HISTORY_COLUMNS
+
+    try:
+        with open(path, "rb") as handle:
+            first = handle.readline(200).decode("utf-8", "replace").strip().lstrip("\ufeff")
+    except OSError:
+        return False
+    return first.split(",")[:2] == TRAIN_HISTORY_COLUMNS[:2]
+
+
 def write_history_csv(path: str | Path, history: list[dict]) -> Path:
     """Write the per-epoch history as CSV (atomically)."""
     from ..io.tables import TRAIN_HISTORY_COLUMNS, write_history_csv as write
@@ -318,7 +330,7 @@ def _note_unfinished_simulation(images: str) -> None:
 
 
 def _train_into(args: argparse.Namespace) -> int:
-    from ..io.tables import model_sidecar
+    from ..io.tables import TRAIN_HISTORY_COLUMNS, model_sidecar
     from ..progress import run_with_text_progress
     from ..training.data import load_training_pairs
     from ..training.normalize import make_normalization_spec
@@ -335,7 +347,13 @@ def _train_into(args: argparse.Namespace) -> int:
     # --resume continues --out's own run (its model or checkpoint); resuming another run writes a new file
     continues_out = bool(args.resume) and Path(args.resume).resolve() in (out.resolve(), last_checkpoint_path(out).resolve())
     for target in (out, history_path, last_checkpoint_path(out)):
-        if target.exists() and not (args.overwrite or continues_out):
+        # a resumed run rewrites its own history, never another file given as --history (a model was replaced)
+        continued = continues_out and (target != history_path or _is_training_history(history_path))
+        if target.exists() and not (args.overwrite or continued):
+            if args.resume and target == history_path and continues_out:
+                raise InputError(f"--history {history_path} exists and is no training history (a history CSV "
+                                 f"starts with {','.join(TRAIN_HISTORY_COLUMNS[:2])},...): give another path, or "
+                                 "pass --overwrite to replace it")
             if args.resume:
                 raise InputError(f"{target} exists and belongs to another run than --resume {args.resume}: "
                                  "continue that run into a new --out, or pass --overwrite to replace it")
@@ -497,7 +515,10 @@ def _train_into(args: argparse.Namespace) -> int:
             result = run_with_text_progress(history_each_epoch(gen), label="train", quiet=args.quiet)  # --quiet: the summary lines still come
     except KeyboardInterrupt:
         gen.close()  # keeps the best model; write what history there is
-        _write_history_from_file(out, history_path, before)
+        # a fine-tune goes on from its checkpoint, which holds the initial model's weights: --init-model
+        # given again beside --resume is refused ("not both")
+        _write_history_from_file(out, history_path, before,
+                                 " and without --init-model (the checkpoint holds the fine-tune)" if args.init_model else "")
         raise
     write_history_csv(history_path, result.history)
     best = next((r for r in result.history if r["epoch"] == result.best_epoch), None)
@@ -532,7 +553,7 @@ def _file_state(path: Path) -> tuple | None:
     return stat.st_size, stat.st_mtime_ns
 
 
-def _write_history_from_file(model_path: Path, history_path: Path, before: dict) -> None:
+def _write_history_from_file(model_path: Path, history_path: Path, before: dict, resume_options: str = "") -> None:
     """After an interruption: the history of this run from its checkpoint or model file, and what
     was kept. A file still as it was before the run (``before``: :func:`_file_state` of each, empty
     for a run that continues its own files) is an earlier run's: its history is not this run's."""
@@ -549,7 +570,7 @@ def _write_history_from_file(model_path: Path, history_path: Path, before: dict)
         if not training.get("history"):
             break
         write_history_csv(history_path, training["history"])
-        say_interrupted(model_path, len(training["history"]), history_path)
+        say_interrupted(model_path, len(training["history"]), history_path, resume_options=resume_options)
         return
     say_interrupted(model_path, 0, history_path)
 

@@ -1047,6 +1047,11 @@ def train(
 
     stop_reason = "completed"
     saved_any = out_path.is_file() and ckpt is not None and resumes_own_run
+    epochs_before = len(history)  # a resumed run stopped before its first epoch ended keeps the kept model's record:
+    # rewritten, it named the new settings (--loss, --patches-per-epoch) beside the earlier run's weights
+
+    def ran_an_epoch() -> bool:
+        return len(history) > epochs_before
     epoch = start_epoch - 1
     lr = optimizer.param_groups[0]["lr"]
     t_epoch = time.perf_counter()
@@ -1168,17 +1173,17 @@ def train(
                 break
     except (GeneratorExit, KeyboardInterrupt):  # closed (Stop), or Ctrl-C / SIGTERM while a step ran in here
         stop_reason = "stopped"
-        if saved_any:  # before an epoch finished nothing is written: an untrained network is no model, and
-            record_whole_run(stop_reason)  # with --overwrite it would replace the earlier run's one
+        if saved_any and ran_an_epoch():  # before an epoch finished nothing is written: an untrained network is
+            record_whole_run(stop_reason)  # no model, and with --overwrite it would replace the earlier run's one
         raise
     except InputError:  # diverged: the model kept (its best epoch) says how the run ended
-        if saved_any:
+        if saved_any and ran_an_epoch():
             record_whole_run("diverged")
         raise
     finally:
         if cfg.num_threads:
             torch.set_num_threads(prev_threads)
-    if saved_any:
+    if saved_any and ran_an_epoch():
         record_whole_run(stop_reason)
     epochs_run = history[-1]["epoch"] if history else 0
     return TrainResult(str(out_path) if saved_any else None, str(last_path) if last_path.is_file() else None,
