@@ -296,3 +296,58 @@ def test_an_interrupted_fine_tune_suggests_a_resume_command_that_runs(tmp_path, 
     assert match, advice
     monkeypatch.setattr(progress, "run_with_text_progress", real_run)
     assert main(["train", *common, "--out", tuned, "--epochs", "2", "--resume", match.group(1)]) == 0
+
+
+# ---------------------------------------------------------------- track / evaluate tracks: whose folder
+@pytest.fixture(scope="module")
+def small_simulation(tmp_path_factory):
+    from napari_microseg.cli import main
+
+    folder = tmp_path_factory.mktemp("sim") / "sim"
+    assert main(["simulate", "nuclei", "--out", str(folder), "--frames", "6", "--nuclei", "8", "--shape", "96", "96",
+                 "--seed", "3"]) == 0
+    return folder
+
+
+def test_track_never_replaces_a_simulations_ground_truth(small_simulation, tmp_path, capsys):
+    """`track --out <simulation> --overwrite` replaced the truth's tracks.csv (and `evaluate tracks --gt` then scored
+    against the replacement, tracks_labels.tif being preferred): refused now, and such a folder is refused as
+    ambiguous by evaluate."""
+    import shutil
+
+    from napari_microseg.cli import main
+
+    sim = tmp_path / "sim"
+    shutil.copytree(small_simulation, sim)
+    truth = (sim / "tracks.csv").read_bytes()
+    for extra in ([], ["--overwrite"]):
+        assert main(["track", "--labels", str(sim / "labels.tif"), "--out", str(sim), *extra]) == 2
+        err = capsys.readouterr().err
+        assert "simulation's ground truth" in err and "use --overwrite" not in err
+    assert (sim / "tracks.csv").read_bytes() == truth
+    assert main(["track", "--labels", str(sim / "labels.tif"), "--out", str(tmp_path / "run")]) == 0
+    assert main(["track", "--labels", str(sim / "labels.tif"), "--out", str(tmp_path / "run"), "--overwrite"]) == 0
+    shutil.copy(tmp_path / "run" / "tracks_labels.tif", sim / "tracks_labels.tif")  # a folder mixed by hand
+    assert main(["evaluate", "tracks", "--gt", str(sim), "--pred", str(tmp_path / "run"),
+                 "--out", str(tmp_path / "t.csv")]) == 2
+    assert "cannot be told" in capsys.readouterr().err
+
+
+def test_evaluate_tracks_points_a_batch_folder_to_one_movie(small_simulation, tmp_path, capsys):
+    """For a `batch track --ctc` folder the hint named <out>/ctc_RES, which was refused in turn: it now names the
+    movies' folders, one of which scores."""
+    import shutil
+
+    from napari_microseg.cli import main
+
+    (tmp_path / "labels").mkdir()
+    for name in ("m0", "m1"):
+        shutil.copy(small_simulation / "labels.tif", tmp_path / "labels" / f"{name}.tif")
+    assert main(["batch", "track", "--input", str(tmp_path / "labels"), "--out", str(tmp_path / "out"),
+                 "--workers", "0", "--ctc"]) == 0
+    for given in ("out", "out/ctc_RES"):
+        assert main(["evaluate", "tracks", "--gt", str(small_simulation), "--pred", str(tmp_path / given),
+                     "--out", str(tmp_path / "t.csv")]) == 2
+        assert str(tmp_path / "out" / "ctc_RES" / "m0") in capsys.readouterr().err
+    assert main(["evaluate", "tracks", "--gt", str(small_simulation), "--pred", str(tmp_path / "out/ctc_RES/m0"),
+                 "--out", str(tmp_path / "t.csv")]) == 0

@@ -138,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--out {out} exists and is not a folder")
     targets = OUTPUT_NAMES if args.ctc else OUTPUT_NAMES[:-1]
     existing = [n for n in targets if (out / n).exists()]
+    _refuse_another_runs_tables(out, existing)  # (not "use --overwrite": it would replace another run's truth)
     if existing and not args.overwrite:
         raise InputError(f"{out} already holds {', '.join(existing)} (use --overwrite to replace)")
     if args.seed < 0:
@@ -285,6 +286,28 @@ def _ctc_files_replaced(out: Path, ctc: bool, replace_earlier_ctc: bool, new_nam
     if replace_earlier_ctc and (folder / "res_track.txt").is_file() and earlier_run_record(out, "track_config.json") is not None:
         return [folder / "res_track.txt", *ctc_mask_files(folder)]
     return []
+
+
+#: run records of the other commands whose folders hold a tracks.csv or counts.csv of their own
+OTHER_RUN_RECORDS = {"params.json": "a simulation's ground truth (microseg simulate)",
+                     "segment_run.json": "a segmentation's (microseg segment)",
+                     "batch_run.json": "a batch run's (microseg batch)"}
+
+
+def _refuse_another_runs_tables(out: Path, existing: list[str]) -> None:
+    """InputError when ``--overwrite`` would replace tables another command's run wrote in ``out``: a
+    simulation's tracks.csv is the truth ``evaluate tracks`` scores against (replaced, a run scored itself),
+    a segmentation's counts.csv its counts. An earlier track run's own files (``track_config.json``) are
+    replaced as asked."""
+    from ..errors import InputError
+    from ._staging import earlier_run_record
+
+    if not existing or earlier_run_record(out, "track_config.json") is not None:
+        return
+    for record, whose in OTHER_RUN_RECORDS.items():
+        if earlier_run_record(out, record) is not None:
+            raise InputError(f"{out} holds {', '.join(existing)} of another run: {whose} ({record}); --overwrite "
+                             "replaces an earlier track run's files only: choose another --out")
 
 
 def _publish(staging: Path, out: Path, ctc: bool, replace_earlier_ctc: bool) -> None:

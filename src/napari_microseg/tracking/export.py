@@ -448,6 +448,11 @@ def read_tracks_folder(folder: str | os.PathLike) -> TrackResult | Path:
     if sorted(folder.glob("*_track.txt")):
         return folder
     tracks = folder / "tracks.csv"
+    if tracks.is_file() and (folder / "tracks_labels.tif").is_file() and (folder / "labels.tif").is_file():
+        # a simulation's folder tracked into: which tracks.csv is there, the truth's or the run's?
+        raise InputError(f"{folder} holds both labels.tif (a simulation's truth) and tracks_labels.tif (a track "
+                         "run's result): which of them tracks.csv belongs to cannot be told; keep each run in a "
+                         "folder of its own")
     if tracks.is_file() and (folder / "tracks_labels.tif").is_file():
         # (its own integer type: ids past 2^31 were wrapped by int32, and then matched no row of tracks.csv)
         relabelled = np.asarray(time_stack(read_image(folder / "tracks_labels.tif").data, "tracks_labels.tif"))
@@ -467,7 +472,20 @@ def read_tracks_folder(folder: str | os.PathLike) -> TrackResult | Path:
         result.config["image_shape"] = list(labels.shape)
         return result
     hint = ""
-    if (folder / "tracks.csv").is_file():  # the Tracking widget's CSV export: its CTC export holds the masks
+    movies = sorted(q for q in (folder / CTC_FOLDER).glob("*") if q.is_dir()) if (folder / CTC_FOLDER).is_dir() else []
+    inside = sorted(q for q in folder.iterdir() if q.is_dir() and any(q.glob("*_track.txt")))
+    if inside:  # a batch's ctc_RES, or any folder of CTC exports: one of them is scored
+        movies = inside
+    if inside:
+        hint = (f"; it holds CTC folders of several movies: give one of {', '.join(str(q) for q in movies[:3])}"
+                f"{' ...' if len(movies) > 3 else ''}")
+    elif (folder / "batch_config.json").is_file() or (folder / "tracks_labels").is_dir() or movies:
+        # a batch track folder holds several movies: one is scored at a time, from its CTC export
+        hint = (f"; a batch track folder holds several movies: give one of {', '.join(str(q) for q in movies[:3])}"
+                f"{' ...' if len(movies) > 3 else ''}" if movies else
+                "; a batch track folder holds several movies: rerun it with --ctc and give one movie's folder "
+                f"{folder / CTC_FOLDER / '<movie>'}")
+    elif (folder / "tracks.csv").is_file():  # the Tracking widget's CSV export: its CTC export holds the masks
         ctc = sorted(folder.glob(f"{CTC_FOLDER}*"))
         hint = (f"; a Tracking widget export has no label stack: give its CTC folder {ctc[0]}" if ctc else
                 "; a Tracking widget export has no label stack: press 'Export CTC' and give that folder")
