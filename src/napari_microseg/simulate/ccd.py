@@ -26,6 +26,9 @@ least ``cluster_threshold`` ADC (default: twice the read-noise sd).
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +37,7 @@ from scipy.special import erf
 
 from ..errors import InputError
 from ..io.atomic import atomic_path
+from ..progress import Progress, drain
 from ._common import check_range, check_shape_2d, jsonable, make_rng
 
 #: the CCD pixel classes, by class id (as the shipped ``ccd_classes`` model names them)
@@ -101,6 +105,60 @@ def _add_gaussian_charge(target: np.ndarray, y: float, x: float, sigma: float, t
     target[y0:y1, x0:x1] += total * np.outer(py, px)
 
 
+#: padded window elements (charges x window pixels) of one pass of :func:`_add_gaussian_charges`
+_CHARGES_PASS_ELEMENTS = 1 << 18
+
+
+def _add_in_order(flat_target: np.ndarray, index: np.ndarray, values: np.ndarray, stamp: np.ndarray) -> None:
+    """``flat_target[index[k]] += values[k]`` for k = 0, 1, ... in that order, each addition rounded to
+    the target's dtype as a slice ``+=`` rounds it (``np.add.at`` does the same, ~1.7x slower with a float32
+    target and float64 values): in rounds, each adding every pixel's first value left (no pixel twice in a
+    round). ``stamp``: int32 scratch as large as the target, any content."""
+    while len(index):
+        order = np.arange(len(index), dtype=np.int32)
+        stamp[index] = np.iinfo(np.int32).max
+        np.minimum.at(stamp, index, order)
+        first = stamp[index] == order  # the first value left of its pixel
+        flat_target[index[first]] += values[first]
+        if first.all():
+            return
+        index, values = index[~first], values[~first]
+
+
+def _add_gaussian_charges(target: np.ndarray, ys, xs, sigmas, totals) -> None:
+    """:func:`_add_gaussian_charge` for many charges at once, bit for bit: the same per-pixel weights
+    (``total * (py * px)`` from the same erf differences) added to the float32 ``target`` in the charges'
+    order, each addition done in float64 and rounded to float32 as the slice ``+=`` does
+    (:func:`_add_in_order`: overlapping charges sum in the same order). ``target`` must be C-contiguous."""
+    ys, xs, sigmas, totals = (np.asarray(v, np.float64).ravel() for v in (ys, xs, sigmas, totals))
+    if not len(ys):
+        return
+    if not target.flags.c_contiguous:  # (not met here: the component images are fresh arrays)
+        for y, x, s, t in zip(ys, xs, sigmas, totals):
+            _add_gaussian_charge(target, y, x, s, t)
+        return
+    ny, nx = target.shape
+    flat_target = target.reshape(-1)
+    stamp = np.empty(flat_target.size, np.int32)  # (only the pages of the pixels charged are touched)
+    radius = np.ceil(4 * sigmas).astype(np.int64) + 1
+    width = 2 * int(radius.max()) + 1
+    step = max(1, _CHARGES_PASS_ELEMENTS // (width * width))
+    for i in range(0, len(ys), step):
+        y, x, sig, tot, r = ys[i : i + step], xs[i : i + step], sigmas[i : i + step], totals[i : i + step], radius[i : i + step]
+        big = int(r.max())
+        d = np.arange(-big, big + 1)  # pixel offsets from the centre pixel
+        edges = np.arange(-big, big + 2)  # their lower edges, and the last one's upper edge
+        iy, ix = np.floor(y + 0.5).astype(np.int64), np.floor(x + 0.5).astype(np.int64)
+        s = (sig * np.sqrt(2))[:, None]
+        py = np.diff(erf(((iy[:, None] + edges) - 0.5 - y[:, None]) / s), axis=1) / 2
+        px = np.diff(erf(((ix[:, None] + edges) - 0.5 - x[:, None]) / s), axis=1) / 2
+        rows, cols = iy[:, None] + d, ix[:, None] + d
+        near = np.abs(d)[None, :] <= r[:, None]  # each charge's own window, 2 r + 1 px wide
+        inside = (near & (rows >= 0) & (rows < ny))[:, :, None] & (near & (cols >= 0) & (cols < nx))[:, None, :]
+        weights = tot[:, None, None] * (py[:, :, None] * px[:, None, :])
+        _add_in_order(flat_target, (rows[:, :, None] * nx + cols[:, None, :])[inside], weights[inside], stamp)
+
+
 def _add_segment(target: np.ndarray, p0, p1, adc_per_px: float, sigma: float, rng) -> None:
     """Deposit charge along a straight segment (steps of 0.5 px), each step diffused."""
     p0, p1 = np.asarray(p0, float), np.asarray(p1, float)
@@ -111,7 +169,7 @@ def _add_segment(target: np.ndarray, p0, p1, adc_per_px: float, sigma: float, rn
         _add_gaussian_charge(target, y, x, sigma, adc_per_px * 0.5 * rng.gamma(4.0, 0.25))
 
 
-def simulate_ccd_frame(
+def simulate_ccd_frame_iter(
     shape: tuple[int, int] = (256, 256),
     seed: int | None = 0,
     pedestal: float = 8800.0,
@@ -136,8 +194,13 @@ def simulate_ccd_frame(
     n_muons: int | None = None,
     n_electrons: int | None = None,
     target_fractions: tuple[float, float, float, float] = BALANCED_FRACTIONS,
-) -> CCDFrame:
+) -> Generator[Progress, None, CCDFrame]:
     """Simulate one CCD tile in ADC with exact per-pixel class labels.
+
+    :func:`simulate_ccd_frame` returns the frame; this generator form yields
+    :class:`~napari_microseg.progress.Progress` (``done`` of 100) while a balanced layout is built (after
+    each pass of clusters, every 1000 hot lines), so a worker can stop partway through a large frame, and
+    returns the same frame.
 
     Parameters
     ----------
@@ -184,7 +247,7 @@ def simulate_ccd_frame(
 
     Returns
     -------
-    CCDFrame
+    CCDFrame (the generator's return value)
     """
     ny, nx = check_shape_2d(shape, minimum=4)
     g_lo, g_hi = check_range(glow_level, "glow_level")
@@ -209,30 +272,43 @@ def simulate_ccd_frame(
     hot = np.zeros((ny, nx), np.float32)
     clusters = np.zeros((ny, nx), np.float32)
     tracks = np.zeros((ny, nx), np.float32)
-    cluster_rows: list[tuple] = []
+    cluster_rows: list[np.ndarray] = []  # (k, 5) blocks: y, x, energy_keV, sigma_px, total_adc
+    n_drawn = 0  # rows in cluster_rows
 
-    def add_clusters(k: int) -> None:
+    def add_clusters(k: int) -> Generator[None, None, None]:
+        """Draw ``k`` point charges and add them, yielding after each pass of 16384 (all drawn first:
+        the random stream is the same however they are added)."""
+        nonlocal n_drawn
         energies = fe55_energies(k, rng, fe55_sd_kev, continuum_fraction, continuum_mean_kev)
         depth = np.clip(rng.exponential(absorption_depth, k), 0, 1)
         sig = s_lo + (s_hi - s_lo) * np.sqrt(depth)
         ys = rng.uniform(0, ny, k)
         xs = rng.uniform(0, nx, k)
         totals = energies * 1000.0 / EV_PER_ELECTRON * gain
-        for y, x, e, s, tot in zip(ys, xs, energies, sig, totals):
-            _add_gaussian_charge(clusters, y, x, s, tot)
-            cluster_rows.append((y, x, e, s, tot))
+        for i in range(0, k, 16384):
+            part = slice(i, i + 16384)
+            _add_gaussian_charges(clusters, ys[part], xs[part], sig[part], totals[part])
+            yield
+        cluster_rows.append(np.column_stack([ys, xs, energies, sig, totals]))
+        n_drawn += k
 
-    def add_hot_lines(k: int) -> None:
+    def add_hot_lines(k: int, free: np.ndarray | None = None) -> int:
+        """Add ``k`` hot lines; with ``free`` (a mask), return by how much they changed the count of
+        hot pixels in it (each line's own pixels counted: not the whole frame per line)."""
+        change = 0
         for _ in range(k):
             vertical = rng.random() < 0.5
             full = ny if vertical else nx
             length = int(rng.integers(min(h_lo, full), min(h_hi, full) + 1))
             start = int(rng.integers(0, full - length + 1))
             other = int(rng.integers(0, nx if vertical else ny))
-            if vertical:
-                hot[start : start + length, other] = hot_level
-            else:
-                hot[other, start : start + length] = hot_level
+            line = (slice(start, start + length), other) if vertical else (other, slice(start, start + length))
+            if free is not None:
+                change -= int(np.count_nonzero((hot[line] > 0) & free[line]))
+            hot[line] = hot_level
+            if free is not None:
+                change += int(np.count_nonzero((hot[line] > 0) & free[line]))
+        return change
 
     if muons:
         for _ in range(int(rng.integers(1, 3)) if n_muons is None else int(n_muons)):
@@ -270,15 +346,23 @@ def simulate_ccd_frame(
             have = np.count_nonzero((clusters + tracks) >= cluster_threshold)
             if have >= need_cl:
                 break
-            if cluster_rows:  # adapt the batch to the pixels per cluster seen so far
-                per_cluster = max(have / len(cluster_rows), 1.0)
+            if n_drawn:  # adapt the batch to the pixels per cluster seen so far
+                per_cluster = max(have / n_drawn, 1.0)
                 batch = max(2, int(0.7 * (need_cl - have) / per_cluster))
-            add_clusters(batch)
+            for _ in add_clusters(batch):
+                yield Progress(min(int(70 * have / max(need_cl, 1)), 69), 100, f"clusters: {n_drawn} drawn")
         cl_mask = (clusters + tracks) >= cluster_threshold
-        for _ in range(10 * (ny + nx)):
-            if np.count_nonzero((hot > 0) & ~cl_mask) >= f_hot * n_pix:
+        free = ~cl_mask
+        # a running count of the hot pixels outside clusters (recounting the frame for every line made a
+        # 2048 x 2048 frame take 20 s)
+        have_hot = int(np.count_nonzero((hot > 0) & free))
+        need_hot = f_hot * n_pix
+        for lines in range(10 * (ny + nx)):
+            if have_hot >= need_hot:
                 break
-            add_hot_lines(1)
+            have_hot += add_hot_lines(1, free)
+            if lines % 1000 == 999:
+                yield Progress(70 + min(int(25 * have_hot / max(need_hot, 1)), 24), 100, f"hot lines: {lines + 1}")
         glow_info = None
         if glow_probability >= 1 or (glow_probability > 0 and rng.random() < glow_probability):
             free_per_col = ((hot == 0) & ~cl_mask).sum(0)
@@ -308,22 +392,32 @@ def simulate_ccd_frame(
         else:
             glow_info = None
         add_hot_lines(int(rng.integers(0, 7)) if n_hot is None else int(n_hot))
-        add_clusters(int(rng.integers(5, 41)) if n_clusters is None else int(n_clusters))
+        for _ in add_clusters(int(rng.integers(5, 41)) if n_clusters is None else int(n_clusters)):
+            pass
 
     classes = class_map(glow)
     image = pedestal + glow + hot + clusters + tracks
     image = image + rng.normal(0, noise_sd, (ny, nx))
     params["glow_band"] = None if glow_info is None else {"column": glow_info[0], "width": glow_info[1], "level": glow_info[2]}
-    params["n_clusters_drawn"] = len(cluster_rows)
+    params["n_clusters_drawn"] = n_drawn
     params["class_names"] = list(CLASS_NAMES)
     params = jsonable(params)
     return CCDFrame(
         image=image.astype(np.float32),
         classes=classes,
         components={"glow": glow, "hot": hot, "clusters": clusters, "tracks": tracks},
-        clusters=np.array(cluster_rows, float).reshape(-1, 5),
+        clusters=np.concatenate(cluster_rows, axis=0) if cluster_rows else np.zeros((0, 5)),
         params=params,
     )
+
+
+def simulate_ccd_frame(*args, **kwargs) -> CCDFrame:
+    return drain(simulate_ccd_frame_iter(*args, **kwargs))
+
+
+# the same documentation and signature as the generator form (not its name: pickling finds functions by name)
+functools.update_wrapper(simulate_ccd_frame, simulate_ccd_frame_iter, assigned=("__doc__",))
+simulate_ccd_frame.__signature__ = inspect.signature(simulate_ccd_frame_iter).replace(return_annotation="CCDFrame")
 
 
 #: hot lines / pixels of the sensor made by :func:`simulate_ccd_sensor` when none is asked for
@@ -374,8 +468,10 @@ def write_ccd_fits(path, frame: CCDFrame, classes_path=None, overwrite: bool = F
     classes_path : optional second FITS path for the uint8 class map.
     overwrite : if False (default) and a target exists, raise :class:`InputError`.
 
-    Header keys: BUNIT='ADU', PEDESTAL, NOISE, SEED, GAIN, GLOWPROB, GLOWCOL,
+    Header keys: BUNIT='ADU', PEDESTAL, NOISE, SEED, GAIN, ADUPERE, GLOWPROB, GLOWCOL,
     GLOWWID, GLOWLVL, HOTLVL, NCLUST, BALANCED, CLASSES, plus SIMULAT and ORIGIN.
+    ``GAIN`` is electrons per ADU, as FITS readers (ccdproc, astropy) take it: ``1 / gain``;
+    ``ADUPERE`` is the simulation's ``gain`` itself (ADU per electron).
     """
     from astropy.io import fits
 
@@ -392,7 +488,11 @@ def write_ccd_fits(path, frame: CCDFrame, classes_path=None, overwrite: bool = F
     header["NOISE"] = (float(p.get("noise_sd", 0)), "[ADU] Gaussian read-noise sd")
     seed = p.get("seed")
     header["SEED"] = (int(seed) if isinstance(seed, int) else -1, "random seed (-1: none or a Generator)")
-    header["GAIN"] = (float(p.get("gain", 1.0)), "[ADU/e-] conversion gain")
+    # GAIN in its usual FITS sense, electrons per ADU (ccdproc multiplies by it to get electrons); the
+    # simulation's gain (ADU per electron) under a key of its own
+    adu_per_electron = float(p.get("gain", 1.0))
+    header["GAIN"] = (1.0 / adu_per_electron, "[e-/ADU] electrons per ADU (1 / ADUPERE)")
+    header["ADUPERE"] = (adu_per_electron, "[ADU/e-] simulated conversion gain")
     # an exposure of one sensor: the sensor's (the exposure itself draws none)
     glow_probability = (p.get("sensor") or p).get("glow_probability", 0)
     header["GLOWPROB"] = (float(glow_probability), "probability of a glowing band")

@@ -44,8 +44,19 @@ def generate_nuclei(p: dict, seed: int) -> Generator[Progress, None, list[tuple]
     return layers
 
 
+def _within_frame(steps: Generator[Progress, None, object], i: int, n: int) -> Generator[Progress, None, object]:
+    """Run frame ``i``'s generator (:func:`~napari_microseg.simulate.ccd.simulate_ccd_frame_iter`), its
+    progress told as frame ``i`` of ``n`` with the step's message; return the frame."""
+    while True:
+        try:
+            step = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        yield Progress(i, n, f"CCD frame {i + 1}/{n}: {step.message} ({step.done} %)")
+
+
 def generate_ccd(p: dict, seed: int) -> Generator[Progress, None, list[tuple]]:
-    from ..simulate.ccd import CLASS_NAMES, simulate_ccd_exposure, simulate_ccd_frame, simulate_ccd_sensor
+    from ..simulate.ccd import CLASS_NAMES, simulate_ccd_exposure, simulate_ccd_frame_iter, simulate_ccd_sensor
 
     from ..simulate._common import SENSOR_SAMPLE_INDEX, check_memory, sample_seed
 
@@ -61,7 +72,9 @@ def generate_ccd(p: dict, seed: int) -> Generator[Progress, None, list[tuple]]:
         if sensor is not None:
             frame = simulate_ccd_exposure(sensor, seed=sample_seed(seed, i), balanced=p["balanced"])  # balanced: refused there
         else:  # frame i as `microseg simulate ccd --seed SEED` makes it
-            frame = simulate_ccd_frame(shape=(p["size"], p["size"]), seed=sample_seed(seed, i), balanced=p["balanced"])
+            steps = simulate_ccd_frame_iter(shape=(p["size"], p["size"]), seed=sample_seed(seed, i), balanced=p["balanced"])
+            # a balanced frame reports its progress (and lets Stop act) while it is built
+            frame = yield from _within_frame(steps, i, n)
         images.append(frame.image)
         classes.append(frame.classes)
         yield Progress(i + 1, n, f"CCD frame {i + 1}/{n}")
