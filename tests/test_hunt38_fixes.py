@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 
 import numpy as np
 import pytest
@@ -351,3 +352,30 @@ def test_evaluate_tracks_points_a_batch_folder_to_one_movie(small_simulation, tm
         assert str(tmp_path / "out" / "ctc_RES" / "m0") in capsys.readouterr().err
     assert main(["evaluate", "tracks", "--gt", str(small_simulation), "--pred", str(tmp_path / "out/ctc_RES/m0"),
                  "--out", str(tmp_path / "t.csv")]) == 0
+
+
+# ---------------------------------------------------------------- train: what validation holds
+def test_the_split_says_when_validation_holds_far_more_than_its_share_or_no_object():
+    """5 stacks of 2 painted frames: validation took 5 of 10 frames (asked 20 %) without a word; a validation image
+    holding no object gave val Dice 0.000 every epoch, without a word (the one-image strip warned of it)."""
+    from napari_microseg.errors import MicrosegWarning
+    from napari_microseg.training.data import prepare_training_data, split_train_val
+
+    frames = np.stack([_disks(), _disks()[::-1]])
+    stacks = prepare_training_data([frames.astype(np.float32)] * 5, [frames] * 5, output_mode="binary")
+    with pytest.warns(MicrosegWarning, match=r"5 of 10 images \(50%, the share asked is 20%\)"):
+        train, val = split_train_val(stacks, 0.2)
+    assert len(val.items) == 5 and len(train.items) == 5
+    empty = np.zeros((64, 64), np.uint16)
+    images = [_disks().astype(np.float32), np.zeros((64, 64), np.float32), _disks().astype(np.float32)]
+    for seed in range(20):  # a seed whose random choice holds out the empty field
+        data = prepare_training_data(images, [_disks(), empty, _disks()], output_mode="binary")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            train, val = split_train_val(data, 0.2, seed=seed)
+        said = [str(w.message) for w in caught if "hold no object" in str(w.message)]
+        assert bool(said) == (not any((item.target > 0).any() for item in val.items))
+        if said:
+            break
+    else:
+        pytest.fail("no seed held out the empty field")

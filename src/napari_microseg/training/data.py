@@ -673,6 +673,17 @@ def split_train_val(
             val_idx = set(order[:n_val].tolist())
         train = [it for i, it in enumerate(data.items) if i not in val_idx]
         val = [it for i, it in enumerate(data.items) if i in val_idx]
+        share = len(val) / len(data.items)
+        if share > 1.5 * val_fraction and len(val) > 1:  # e.g. 5 stacks of 2 painted frames: one each, half of all
+            warnings.warn(MicrosegWarning(
+                f"validation holds out {len(val)} of {len(data.items)} images ({share:.0%}, the share asked is "
+                f"{val_fraction:.0%}): each time-lapse gives at least its last painted frame; paint more frames, join "
+                "the stacks, or give validation images"), stacklevel=2)
+        if any((it.target > 0).any() for it in train) and not any((it.target > 0).any() for it in val):
+            warnings.warn(MicrosegWarning(
+                f"the validation image(s) ({', '.join(it.name for it in val[:3])}{' ...' if len(val) > 3 else ''}) "
+                "hold no object: the validation Dice says nothing and the best epoch is chosen on background alone; "
+                "give validation images with objects, or set the validation share to 0"), stacklevel=2)
         return like(train), like(val)
     it = data.items[0]
     h, w = it.shape
