@@ -344,15 +344,20 @@ def test_classify_runs_record_model_and_device_and_refuse_bad_object_inputs(tmp_
     labels[10:20, 10:20] = -3
     tifffile.imwrite(tmp_path / "i.tif", image)
     tifffile.imwrite(tmp_path / "l.tif", labels)
+    # (models of the task: a model of another is refused before any input is read)
+    threads = ["--epochs", "1", "--device", "cpu", "--threads", "1"]
+    assert main(["classify", "train", "objects", "--simulated", "1", "--particles", "4", *threads,
+                 "--out", str(tmp_path / "obj.pt")]) == 0
+    assert main(["classify", "train", "profiles", "--simulated", "8", *threads, "--out", str(tmp_path / "prof.pt")]) == 0
     capsys.readouterr()
-    common = ["classify", "objects", "--model", "response_good_bad", "--out", str(tmp_path / "o")]
+    common = ["classify", "objects", "--model", str(tmp_path / "obj.pt"), "--out", str(tmp_path / "o")]
     assert main(common + ["--image", str(tmp_path / "i.tif"), "--labels", str(tmp_path / "l.tif"),
                           "--input", str(sim)]) == 2
     assert "not both" in capsys.readouterr().err
     assert main(common + ["--image", str(tmp_path / "i.tif"), "--labels", str(tmp_path / "l.tif")]) == 2
     assert "labels must be >= 0" in capsys.readouterr().err
     np.save(tmp_path / "p.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    assert main(["classify", "profiles", "--model", "response_good_bad", "--input", str(tmp_path / "p.npy"),
+    assert main(["classify", "profiles", "--model", str(tmp_path / "prof.pt"), "--input", str(tmp_path / "p.npy"),
                  "--out", str(tmp_path / "p")]) == 2
     err = capsys.readouterr().err
     assert "not a numeric .npy array" in err and "Traceback" not in err
@@ -549,8 +554,11 @@ def test_blank_ccd_frames_and_flat_profiles_are_named(tmp_path, capsys):
     assert main(["autolabel", "ccd", "--input", str(tmp_path / "zero.fits"), "--out", str(tmp_path / "a")]) == 0
     assert "zero.fits is constant" in capsys.readouterr().err
     np.save(tmp_path / "flat.npy", np.zeros((3, 1, 32), np.float32))
-    main(["classify", "profiles", "--model", "response_good_bad", "--input", str(tmp_path / "flat.npy"),
-          "--out", str(tmp_path / "p")])  # the wrong model is refused after the warning
+    assert main(["classify", "train", "profiles", "--simulated", "8", "--epochs", "1", "--device", "cpu",
+                 "--threads", "1", "--out", str(tmp_path / "prof.pt")]) == 0
+    capsys.readouterr()
+    assert main(["classify", "profiles", "--model", str(tmp_path / "prof.pt"), "--input", str(tmp_path / "flat.npy"),
+                 "--out", str(tmp_path / "p")]) == 0
     assert "3 of 3 profile(s) are flat" in capsys.readouterr().err
 
 

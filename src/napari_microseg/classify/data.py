@@ -417,6 +417,16 @@ def simulated_liposome_data(n_images: int, task: str = "lamellarity", mode: str 
 PROFILE_NORMALIZATION = {"kind": "minmax"}
 
 
+def one_view_chirality_note(task: str, n_views: int) -> str | None:
+    """[P] The warning for a chirality classifier of one view (``classify train profiles --task chirality
+    --views 1``, the dock's views 1): a single projection cannot tell chirality, so it trains to chance
+    accuracy; None for any other task or number of views."""
+    if str(task) == "chirality" and int(n_views) < 2:
+        return ("chirality from one view: a single projection cannot tell a clockwise particle from an "
+                "anticlockwise one (METHODS.md [P]), so expect an accuracy near chance")
+    return None
+
+
 def simulated_profile_data(n: int, task: str = "hole", n_views: int = 1, seed: int = 0, progress: bool = False,
                            **sim_kwargs):
     """Simulated thickness profiles ([P]) as classification data: ``x`` (n, views, points) float32.

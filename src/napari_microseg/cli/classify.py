@@ -1,7 +1,8 @@
 """``microseg classify``: classify whole images, objects or thickness profiles, or train a classifier.
 
   classify images    --model M --input DIR|FILES --out DIR   -> flags.csv (index,file,probability_bad,verdict,threshold)
-                     (+ metrics.json, confusion.csv, roc.csv, subclass_accuracy.csv for a simulated folder)
+                     (+ metrics.json, confusion.csv, confusion_normalized.csv, roc.csv, subclass_accuracy.csv
+                     for a simulated folder)
   classify objects   --model M --image IMG --labels LBL --out DIR (or --input a simulated liposome folder)
                      -> objects.csv (t,label,y,x,area,class,probability,prob_*) + counts.csv (t,count,count_<class>...)
   classify profiles  --model M --input profiles.tif|.npy|DIR --out DIR -> profiles.csv + population.csv
@@ -11,8 +12,9 @@
 
 Each run also writes classify_run.json (model, device, settings, counts, seconds); where the
 input folder's classes.csv holds the true classes (simulated folders do), objects and profiles
-runs also write metrics.json (accuracy, balanced accuracy, macro F1, per class) and
-confusion.csv (rows: true class, columns: predicted).
+runs also write metrics.json (accuracy, balanced accuracy, macro F1, per class, the confusion matrix
+raw and row-normalised), confusion.csv and confusion_normalized.csv (rows: true class, columns:
+predicted; normalised: each true class's row sums to 1).
 Existing outputs are never replaced without --overwrite.
 
 Image inputs for ``images``: a folder written by ``microseg simulate response`` (classes.csv
@@ -29,13 +31,16 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from ..errors import InputError
 from ..io.atomic import make_output_folder
 from ._help import HelpFormatter
+
+if TYPE_CHECKING:  # (annotations only: --help needs no pandas)
+    import pandas as pd
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_accuracy", "lr", "seconds", "phase"]
 
@@ -92,8 +97,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     def common(r: argparse.ArgumentParser, epochs: int, batch: int, lr: float | None, arch: str) -> None:
         r.add_argument("--out", required=True, type=Path, help="model file to write (.pt)")
-        r.add_argument("--simulated", type=int, default=0, help="number of simulated samples to train on: response images (at least 4, unless --strategy "
-                            "real), TEM images (at least 1) or STEM particles (at least 4) (default: 0, none)")
+        r.add_argument("--simulated", type=int, default=0, action=_Given,
+                       help="number of simulated samples to train on: response images (at least 4, unless --strategy "
+                            "real), TEM images (at least 1) or STEM particles (at least 4) (default: 0, none; objects "
+                            "and profiles with --resume: the resumed run's own)")
         r.add_argument("--epochs", type=int, default=epochs, help=f"training epochs (default {epochs})")
         r.add_argument("--batch-size", type=int, default=batch, action=_Given,
                        help=f"samples per step (default {batch}; with --resume, the resumed run's own)")
@@ -137,7 +144,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     r = tsub.add_parser("objects", help="[T] per-object classifier (LipNet) on simulated liposomes")
     common(r, 30, 32, 1e-3, "lipnet")
-    r.add_argument("--task", choices=("lamellarity", "encapsulation"), default="lamellarity", help="what to classify")
+    r.add_argument("--task", choices=("lamellarity", "encapsulation"), default="lamellarity", action=_Given,
+                   help="what to classify (default lamellarity; with --resume, the resumed run's own)")
     r.add_argument("--mode", choices=("margin", "tight", "masked"), default="masked", action=_Given,
                    help="crop: bounding box grown by --margin px, the bounding box, or the box with the background zeroed "
                         "(with --init-model / --resume: that model's)")
@@ -149,7 +157,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--depth", type=int, choices=(1, 2, 4, 6), default=4, action=_Given,
                    help="LipNet-k conv layers (default 4; with --init-model / --resume, that model's)")
     r.add_argument("--all-conv", action="store_true", help="LipNet-kc (stride-2 convs, 1x1 conv head)")
-    r.add_argument("--particles", type=int, default=30, help="particles per simulated image")
+    r.add_argument("--particles", type=int, default=30, action=_Given,
+                   help="particles per simulated image (default 30; with --resume, the resumed run's own)")
     r.add_argument("--no-oversample", action="store_true", help="do not oversample the rarer classes each epoch")
     r.add_argument("--undersample", type=float, default=0.2, help="share of the majority left out per epoch")
     r.add_argument("--class-weights", action="store_true", help="weight the loss inversely to class frequency "
@@ -159,15 +168,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     r = tsub.add_parser("profiles", help="[P] 1D CNN on thickness profiles (single or multi-view)")
     common(r, 200, 128, None, "profile_cnn")  # the study: Adadelta, up to 200 epochs, early stopping
-    r.add_argument("--task", choices=("hole", "chirality"), default="hole", help="what to classify")
-    r.add_argument("--views", type=int, default=1, help="projections per particle (>1: shared-weight multi-view network)")
-    r.add_argument("--view-angle", type=float, default=90.0, help="degrees between views")
-    r.add_argument("--points", type=int, default=32, help="samples per thickness profile")
+    r.add_argument("--task", choices=("hole", "chirality"), default="hole", action=_Given,
+                   help="what to classify (default hole; with --resume, the resumed run's own)")
+    r.add_argument("--views", type=int, default=1, action=_Given,
+                   help="projections per particle (>1: shared-weight multi-view network; chirality needs 2 or more); "
+                        "default 1; with --resume, the resumed run's own")
+    r.add_argument("--view-angle", type=float, default=90.0, action=_Given,
+                   help="degrees between views (default 90; with --resume, the resumed run's own)")
+    r.add_argument("--points", type=int, default=32, action=_Given,
+                   help="samples per thickness profile (default 32; with --resume, the resumed run's own)")
     r.add_argument("--no-pooling", action="store_true", help="drop the two max-pool layers")
-    r.add_argument("--hole-radius", type=float, default=0.1, help="simulated hole radius, hole task (the study: 0.1 and 0.05)")
-    r.add_argument("--offset-sd", type=float, default=0.3,
-                   help="sd of the simulated particles' offset from the rotation centre (0: centred, the study's chirality set-up)")
-    r.add_argument("--view-angle-jitter", type=float, default=0.0, help="sd of a random jitter of each view's angle, degrees")
+    r.add_argument("--hole-radius", type=float, default=0.1, action=_Given,
+                   help="simulated hole radius, hole task (the study: 0.1 and 0.05; with --resume, the resumed run's own)")
+    r.add_argument("--offset-sd", type=float, default=0.3, action=_Given,
+                   help="sd of the simulated particles' offset from the rotation centre (0: centred, the study's "
+                        "chirality set-up; default 0.3; with --resume, the resumed run's own)")
+    r.add_argument("--view-angle-jitter", type=float, default=0.0, action=_Given,
+                   help="sd of a random jitter of each view's angle, degrees (with --resume, the resumed run's own)")
     r.add_argument("--optimizer", default="adadelta", choices=("adam", "adamw", "sgd", "adadelta"),
                    help="optimiser (Adadelta, as in the study, takes --lr 1)")
 
@@ -224,8 +241,20 @@ def _truth_table(path: Path, needed: tuple[str, ...]) -> "pd.DataFrame | None":
 #: what each classify run writes: always, and only when the input knows the true classes
 OUTPUTS = {"images": ("flags.csv", "classify_run.json"), "objects": ("objects.csv", "counts.csv", "classify_run.json"),
            "profiles": ("profiles.csv", "population.csv", "classify_run.json")}
-SCORED_OUTPUTS = {"images": ("metrics.json", "confusion.csv", "roc.csv", "subclass_accuracy.csv"),
-                  "objects": ("metrics.json", "confusion.csv"), "profiles": ("metrics.json", "confusion.csv")}
+SCORED_OUTPUTS = {"images": ("metrics.json", "confusion.csv", "confusion_normalized.csv", "roc.csv", "subclass_accuracy.csv"),
+                  "objects": ("metrics.json", "confusion.csv", "confusion_normalized.csv"),
+                  "profiles": ("metrics.json", "confusion.csv", "confusion_normalized.csv")}
+
+
+def _write_confusion(out: Path, report: dict, class_names: list) -> None:
+    """``confusion.csv`` (counts) and ``confusion_normalized.csv`` (row-normalised: each true class's row sums
+    to 1, an empty row stays 0): rows the true class, columns the predicted one."""
+    import pandas as pd
+
+    for name, key in (("confusion.csv", "confusion"), ("confusion_normalized.csv", "confusion_normalized")):
+        table = pd.DataFrame(np.asarray(report[key]), columns=[f"predicted {c}" for c in class_names])
+        table.insert(0, "true class", list(class_names))
+        _write_csv(out / name, table)
 
 
 def _prepare_outputs(args) -> None:
@@ -247,10 +276,9 @@ def _remove_stale(out: Path, what: str) -> None:
 
 def _score_against_truth(out: Path, truth: "pd.Series", predicted: "pd.Series", class_names: list) -> dict | None:
     """Where the input carries the true classes (a simulated folder's classes.csv): ``metrics.json``
-    (accuracy, balanced accuracy, macro F1, per-class precision/recall/F1) and ``confusion.csv``
-    (rows: true class, columns: predicted). Returns the summary, or None without usable truth."""
-    import pandas as pd
-
+    (accuracy, balanced accuracy, macro F1, per-class precision/recall/F1, the confusion matrix raw and
+    row-normalised), ``confusion.csv`` and ``confusion_normalized.csv`` (rows: true class, columns: predicted).
+    Returns the summary, or None without usable truth."""
     from ..classify.evaluate import classification_report
 
     known = truth.notna() & truth.isin(class_names)
@@ -268,12 +296,12 @@ def _score_against_truth(out: Path, truth: "pd.Series", predicted: "pd.Series", 
     y_true = truth[known].map(index).to_numpy(int)
     y_pred = predicted[known].map(index).to_numpy(int)
     report = classification_report(y_true, y_pred, class_names)
-    confusion = pd.DataFrame(report["confusion"], columns=[f"predicted {c}" for c in class_names])
-    confusion.insert(0, "true class", class_names)
-    _write_csv(out / "confusion.csv", confusion)
+    _write_confusion(out, report, class_names)
     per_class = report["per_class"].to_dict(orient="records")
     _write_json(out / "metrics.json", {"n": int(known.sum()), **report["summary"], "per_class": per_class,
-                                        "confusion": report["confusion"].tolist(), "class_names": class_names})
+                                        "confusion": report["confusion"].tolist(),
+                                        "confusion_normalized": report["confusion_normalized"].tolist(),
+                                        "class_names": class_names})
     return report["summary"]
 
 
@@ -621,14 +649,28 @@ def run(args: argparse.Namespace) -> int:
         release_out_lock(lock)
 
 
+def _check_model_task(args, lm, task: str) -> None:
+    """One clear error (exit 2), right after the model is loaded and before any input is read, when ``--model``
+    classifies another task: `classify objects` with a profiles model read every image and said 'skipped ...'
+    of each before it failed."""
+    from ..classify.predict import _check_task
+
+    try:
+        _check_task(lm, task)
+    except InputError as err:
+        theirs = lm.config.get("task")
+        raise InputError(f"--model {args.model}: {err}: use it with 'microseg classify {theirs}', or give a model "
+                         f"of {task}") from None
+
+
 def _run_images(args) -> int:
     from ..classify.evaluate import classification_report, roc_curve_auc
-    from ..classify.predict import _check_task, classify_images, load_classifier, resolve_threshold
+    from ..classify.predict import classify_images, load_classifier, resolve_threshold
 
     started = time.perf_counter()
     _prepare_outputs(args)
     lm = load_classifier(args.model, device=args.device)
-    _check_task(lm, "images")  # before the crops: an objects model was said to need "its 28x28 crop" of each image
+    _check_model_task(args, lm, "images")  # before the crops: an objects model was said to need "its 28x28 crop" of each image
     try:
         threshold = resolve_threshold(lm, args.threshold)
     except InputError as err:
@@ -696,13 +738,12 @@ def _run_images(args) -> int:
         rep = classification_report(y, pred, ["good", "bad"], prob=p)
         roc = roc_curve_auc(y, p)
         _write_json(out / "metrics.json", {"n": len(y), **rep["summary"], "confusion": rep["confusion"].tolist(),
+                                            "confusion_normalized": rep["confusion_normalized"].tolist(),
                                             "class_names": ["good", "bad"], "threshold": float(df["threshold"].iloc[0]),
                                             "auc": roc["auc"]})
         import pandas as pd
 
-        confusion = pd.DataFrame(rep["confusion"], columns=["predicted good", "predicted bad"])
-        confusion.insert(0, "true class", ["good", "bad"])
-        _write_csv(out / "confusion.csv", confusion)  # as objects and profiles write it
+        _write_confusion(out, rep, ["good", "bad"])  # as objects and profiles write them
 
         # the curve's start (nothing flagged) has no threshold: sklearn's "inf" was text to a spreadsheet; blank
         thresholds = np.where(np.isfinite(roc["thresholds"]), roc["thresholds"], np.nan)
@@ -730,11 +771,14 @@ def _run_objects(args) -> int:
     from ..measure.labels import colour_labels_as_ids, masks_to_labels
 
     started = time.perf_counter()
-    _prepare_outputs(args)
-    lm = load_classifier(args.model, device=args.device)
-    pairs = []
     if args.input is not None and (args.image or args.labels):
         raise InputError("give --input (a simulated liposome folder) or --image and --labels, not both")
+    if args.input is None and not (args.image and args.labels):
+        raise InputError("give --image and --labels, or --input with images/ and labels/")
+    _prepare_outputs(args)
+    lm = load_classifier(args.model, device=args.device)
+    _check_model_task(args, lm, "objects")  # before any image is read (each was read, then 'skipped' for this reason)
+    pairs = []
     truth = None  # (image, label) -> true class, where the folder's classes.csv has the model's classes
     if args.input is not None:
         truth = _truth_table(Path(args.input) / "classes.csv", ("image", "label"))
@@ -748,8 +792,6 @@ def _run_objects(args) -> int:
                 raise InputError(f"{lab}: label image missing")
             pairs.append((f"images/{f.name}", _read(f), f"labels/{f.name}", _read(lab)))
     else:
-        if not args.image or not args.labels:
-            raise InputError("give --image and --labels, or --input with images/ and labels/")
         image_folder = Path(args.image).parent  # one image of a simulated folder: warned as the folder is
         _warn_if_training_samples(lm, image_folder.parent if image_folder.name == "images" else image_folder)
         pairs.append((str(args.image), _read(Path(args.image), args.hdu), str(args.labels), _read(Path(args.labels), args.hdu)))
@@ -839,6 +881,7 @@ def _run_profiles(args) -> int:
     started = time.perf_counter()
     _prepare_outputs(args)
     lm = load_classifier(args.model, device=args.device)
+    _check_model_task(args, lm, "profiles")  # before the profiles are read
     src = Path(args.input)
     if src.is_dir():
         src = src / "profiles.tif"
@@ -1019,6 +1062,88 @@ def _resumed_options(args: argparse.Namespace) -> None:
             return
 
 
+#: ``classify train objects|profiles`` sample options a resumed run keeps from its checkpoint's simulation record
+#: unless given again (refused, before anything is simulated, when given otherwise) -> its ``settings`` key
+RESUMED_SAMPLE_OPTIONS = {
+    "objects": {"particles": "n_particles"},
+    "profiles": {"task": "task", "views": "n_views", "view_angle": "view_angle_deg", "points": "data_points",
+                 "hole_radius": "hole_radius", "offset_sd": "offset_sd", "view_angle_jitter": "view_angle_jitter_deg"},
+}
+
+
+def _resume_config(resume: str) -> dict | None:
+    """The config of a ``--resume`` file (a model or its ``.last.pt``); None when neither is there."""
+    from ..io.models import read_model_config
+    from ..training.trainer import last_checkpoint_path
+
+    for candidate in (Path(resume), last_checkpoint_path(Path(resume))):
+        if candidate.is_file():
+            return read_model_config(candidate)
+    return None
+
+
+def _resumed_samples(args: argparse.Namespace) -> None:
+    """With ``--resume`` (objects, profiles): the resumed run's own samples where their options are not given
+    again (``--simulated``, ``--seed``; objects ``--task``, ``--particles``; profiles ``--task``, ``--views``,
+    ``--view-angle``, ``--points``, ``--hole-radius``, ``--offset-sd``, ``--view-angle-jitter``), from its
+    checkpoint's record; one given otherwise, or a checkpoint of another task, is refused here, before anything
+    is simulated (they were asked for again, and a mismatch refused only after all the data was simulated)."""
+    import re
+
+    config = _resume_config(args.resume)
+    if config is None:  # before any simulation too (the trainer said it only after it)
+        raise InputError(f"cannot resume from {args.resume}: no such model file, nor a .last.pt checkpoint beside it")
+    kind = config.get("task")
+    if kind != args.train_task:
+        what = f"a classifier of {kind}" if kind else "not a classifier (a segmentation model?)"
+        raise InputError(f"--resume {args.resume}: {what}; this run trains a classifier of {args.train_task}")
+    if args.train_task not in RESUMED_SAMPLE_OPTIONS:
+        return
+    training = config.get("training") or {}
+    before = training.get("config") or {}
+    record = training.get("simulation") or {}
+    given = getattr(args, "given", set())
+    theirs: dict[str, Any] = {}
+    if before.get("seed") is not None:
+        theirs["seed"] = int(before["seed"])
+    if record:  # trained on simulated samples: their number and settings
+        settings = record.get("settings") or {}
+        for option, key in RESUMED_SAMPLE_OPTIONS[args.train_task].items():
+            if key in settings:
+                theirs[option] = settings[key]
+        if args.train_task == "profiles" and training.get("n_samples") is not None:
+            theirs["simulated"] = int(training["n_samples"])  # one sample per particle
+        elif args.train_task == "objects":
+            found = re.search(r"from (\d+) simulated liposome images", str(training.get("data") or ""))
+            if found:
+                theirs["simulated"] = int(found.group(1))
+    if args.train_task == "objects":  # the classes name the question: lamellarity or encapsulation
+        from ..classify.crops import LIPOSOME_CLASSES
+
+        names = [str(c) for c in config.get("class_names") or []]
+        for question, classes in LIPOSOME_CLASSES.items():
+            if list(classes) == names:
+                theirs["task"] = question
+    for option, value in theirs.items():
+        now = getattr(args, option)
+        if (now is None) if option == "seed" else (option not in given):
+            setattr(args, option, value)
+            continue
+        same = float(now) == float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+            else str(now) == str(value)
+        if not same:
+            flag = "--" + option.replace("_", "-")
+
+            def shown(v: Any) -> str:
+                return f"{v:g}" if isinstance(v, float) else str(v)
+
+            other = ("; to start from its network on another task, give it as --init-model (its output layer "
+                     "starts afresh)") if option == "task" else " (or train a new network)"
+            raise InputError(f"{flag} {shown(now)}: the run of --resume {args.resume} trained on samples simulated "
+                             f"with {flag} {shown(value)}, and a resumed run goes on on its own samples: leave {flag} "
+                             f"out{other}")
+
+
 def _check_network_options(args: argparse.Namespace) -> None:
     """``--arch`` / ``--depth`` given with ``--init-model`` or ``--resume`` that differ from that model's network:
     refused (the network is the model's own; they were dropped without a word, and recorded as if used)."""
@@ -1063,6 +1188,8 @@ def _run_train(args) -> int:
     from ..progress import run_with_text_progress
 
     task = args.train_task
+    if args.resume:  # its own samples (and task), or a refusal before anything is simulated
+        _resumed_samples(args)
     if args.seed is None:  # a resumed run goes on with its own seed: its simulated samples and validation split
         args.seed = _resumed_seed(args.resume) if args.resume else 0
     if args.resume:
@@ -1175,10 +1302,13 @@ def _run_train(args) -> int:
                                     oversample=not args.no_oversample, undersample_fraction=args.undersample,
                                     class_weights="auto" if args.class_weights else None, label_smoothing=args.label_smoothing, **base)
     else:
-        from ..classify.data import simulated_profile_data
+        from ..classify.data import one_view_chirality_note, simulated_profile_data
 
         if args.simulated < 4:
             raise InputError("--simulated N (number of particles) must be >= 4")
+        note = one_view_chirality_note(args.task, args.views)
+        if note:  # it trained without a word, to chance accuracy
+            print(f"warning: {note}: give --views 2 or more", file=sys.stderr)
         simulated = simulated_profile_data(args.simulated, task=args.task, n_views=args.views, seed=args.seed,
                                            view_angle_deg=args.view_angle, data_points=args.points,
                                            hole_radius=args.hole_radius, offset_sd=args.offset_sd,

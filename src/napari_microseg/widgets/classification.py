@@ -295,8 +295,22 @@ class ClassificationWidget(MicrosegDock):
                 table["constant"] = flat[frames] if len(flat) else False
                 return table, class_layer_data(objects, table)
         else:
-            if data.ndim != 3:
-                raise InputError(f"profiles must be an (N, views, points) layer, got shape {data.shape}")
+            from ..io.models import read_model_config
+
+            want = read_model_config(model).get("input_shape") or []  # (views, points), the config only
+            views = int(want[0]) if len(want) == 2 else None
+            shape = tuple(data.shape)
+            if data.ndim == 2 and views not in (None, 1):  # (N, points): one view per particle, as the CLI takes it
+                raise InputError(f"'{layer.name}' holds one profile per particle, shape {shape} (N, points), but this "
+                                 f"model takes {views} views per particle: give an (N, {views}, points) layer, or a "
+                                 "model trained on one view")
+            if data.ndim not in (2, 3):
+                raise InputError(f"profiles must be an (N, views, points) layer, or (N, points) for one view, got "
+                                 f"shape {shape}")
+            if data.ndim == 3 and views is not None and shape[1] != views:
+                raise InputError(f"'{layer.name}' holds {shape[1]} view(s) per particle, shape {shape} (N, views, "
+                                 f"points), but this model takes {views}: give an (N, {views}, points) layer, or a "
+                                 f"model trained on {shape[1]} view(s)")
 
             def job():
                 from ..classify.predict import classify_profiles
@@ -530,6 +544,9 @@ class ClassificationWidget(MicrosegDock):
         if self.results_task in ("images", "profiles") and "index" in rec:
             if layer is not None and layer.ndim >= 3:
                 show_frame(self.viewer, layer, int(rec["index"]))
+            elif layer is not None and self.results_task == "profiles" and layer.ndim == 2:  # (N, points): its row
+                world = layer.data_to_world((float(rec["index"]), (layer.data.shape[1] - 1) / 2))
+                self.viewer.camera.center = (float(world[-2]), float(world[-1]))
             else:
                 self.viewer.dims.set_current_step(0, int(rec["index"]))
         elif "y" in rec and "x" in rec:
@@ -565,6 +582,10 @@ class ClassificationWidget(MicrosegDock):
             return None
         task, n, epochs = self.task_name, int(self.train_n.value), int(self.train_epochs.value)
         profile_task, views = str(self.train_profile_task.value), int(self.train_views.value)
+        from ..classify.data import one_view_chirality_note
+
+        note = one_view_chirality_note(profile_task, views) if task == "profiles" else None
+        warning = f"\nwarning: {note}: choose 2 views or more" if note else ""
         try:
             wanted = field_path(self.train_out.value, "new model file")
         except InputError as err:
@@ -597,13 +618,16 @@ class ClassificationWidget(MicrosegDock):
                 self.plot.add_epoch(event.epoch, event.val_loss, event.val_accuracy)
                 self.plot.refresh()
 
+        def say(text: str) -> None:  # with the warning of a one-view chirality run (it trained without a word)
+            (self.show_error if warning else self.show_message)(text + warning)
+
         def done(result: Any) -> None:
             if result is None:
-                self.show_message("stopped while simulating the training data; nothing was written")
+                say("stopped while simulating the training data; nothing was written")
                 return
             self.plot.refresh()
             if not result.model_path:  # stopped before the first epoch: an untrained network is no model
-                self.show_message(NO_MODEL_MESSAGE)
+                say(NO_MODEL_MESSAGE)
                 return
             recent = {result.model_path: task, **{p: t for p, t in RECENT_CLASSIFIERS.items() if p != result.model_path}}
             RECENT_CLASSIFIERS.clear()
@@ -612,12 +636,15 @@ class ClassificationWidget(MicrosegDock):
             if result.model_path in self.model_choice.choices:  # the task may have been changed meanwhile
                 self.model_choice.value = result.model_path
             renamed = f" ({wanted.name} or its .last.pt checkpoint exists: written as {out.name})" if out != wanted else ""
-            self.show_message(f"trained ({result.stop_reason}): {result.model_path}{renamed}")
+            say(f"trained ({result.stop_reason}): {result.model_path}{renamed}")
 
-        return self.start(make_generator, done, on_event=on_event, label="training classifier",
-                          cooperative_stop=stop_event,
-                          stop_message="Stopping after this step; the best model so far is kept ...",
-                          writes=(out, out.with_name(out.name + LAST_SUFFIX)))
+        worker = self.start(make_generator, done, on_event=on_event, label="training classifier",
+                            cooperative_stop=stop_event,
+                            stop_message="Stopping after this step; the best model so far is kept ...",
+                            writes=(out, out.with_name(out.name + LAST_SUFFIX)))
+        if worker is not None and warning:  # said from the start too (the run's progress replaces it; done says it again)
+            self.show_error(f"training classifier ...{warning}")
+        return worker
 
 
 def class_layer_data(objects: np.ndarray, table: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
