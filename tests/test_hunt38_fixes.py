@@ -188,7 +188,8 @@ def test_evaluate_a_file_against_a_folder_pairs_by_name(tmp_path, capsys):
     tifffile.imwrite(tmp_path / "labels" / "img1.tif", pred)
     assert main(["evaluate", "seg", "--gt", str(tmp_path / "img7.tif"), "--pred", str(tmp_path / "labels"),
                  "--out", str(tmp_path / "m.csv")]) == 2
-    assert "no file names" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no file names" in err and "give that file as --pred" in err and str(tmp_path / "labels" / "img1.tif") in err
     tifffile.imwrite(tmp_path / "labels" / "img7_labels.tif", truth)
     assert main(["evaluate", "seg", "--gt", str(tmp_path / "img7.tif"), "--pred", str(tmp_path / "labels"),
                  "--out", str(tmp_path / "m.csv")]) == 0
@@ -328,7 +329,13 @@ def test_track_never_replaces_a_simulations_ground_truth(small_simulation, tmp_p
     assert (sim / "tracks.csv").read_bytes() == truth
     assert main(["track", "--labels", str(sim / "labels.tif"), "--out", str(tmp_path / "run")]) == 0
     assert main(["track", "--labels", str(sim / "labels.tif"), "--out", str(tmp_path / "run"), "--overwrite"]) == 0
-    shutil.copy(tmp_path / "run" / "tracks_labels.tif", sim / "tracks_labels.tif")  # a folder mixed by hand
+    # a folder of one's own labels.tif (autolabel's, or saved from napari) tracked into: scored as the track run
+    (tmp_path / "own").mkdir()
+    shutil.copy(sim / "labels.tif", tmp_path / "own" / "labels.tif")
+    assert main(["track", "--labels", str(tmp_path / "own" / "labels.tif"), "--out", str(tmp_path / "own")]) == 0
+    assert main(["evaluate", "tracks", "--gt", str(sim), "--pred", str(tmp_path / "own"),
+                 "--out", str(tmp_path / "own.csv")]) == 0
+    shutil.copy(tmp_path / "run" / "tracks_labels.tif", sim / "tracks_labels.tif")  # a simulation mixed by hand
     assert main(["evaluate", "tracks", "--gt", str(sim), "--pred", str(tmp_path / "run"),
                  "--out", str(tmp_path / "t.csv")]) == 2
     assert "cannot be told" in capsys.readouterr().err
@@ -379,3 +386,45 @@ def test_the_split_says_when_validation_holds_far_more_than_its_share_or_no_obje
             break
     else:
         pytest.fail("no seed held out the empty field")
+
+
+# ---------------------------------------------------------------- batch in this process: Stop within an image
+def test_an_in_process_batch_stops_between_an_images_tiles(tmp_path, tiny_nuclei_model, monkeypatch):
+    """Stop in the Segmentation dock's batch "in this process" waited for the whole image (33 s on a 4096^2 TIFF):
+    it now acts between tiles; the image is left for a rerun, which does it, and the images done are kept."""
+    import threading
+
+    import tifffile
+
+    import sys
+
+    from napari_microseg.batch import run_batch_sync
+    from napari_microseg.batch.runner import run_batch
+    from napari_microseg.progress import drain
+
+    (tmp_path / "in").mkdir()
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(tmp_path / "in" / "a_small.tif", (rng.random((64, 64)) * 255).astype(np.uint8))
+    tifffile.imwrite(tmp_path / "in" / "b_big.tif", (rng.random((256, 256)) * 255).astype(np.uint8))
+    out = tmp_path / "out"
+    segment_module = sys.modules["napari_microseg.inference.segment"]  # (the package's attribute is the function)
+    stop, tiles_of_the_big_image = threading.Event(), []
+    real_tiling = segment_module.predict_tiled_iter
+
+    def tiling_with_stop_pressed(frame, *args, **kwargs):  # Stop pressed once the big image's first tiles are done
+        for event in real_tiling(frame, *args, **kwargs):
+            if frame.shape == (256, 256):
+                tiles_of_the_big_image.append(event.done)
+                stop.set()
+            yield event
+
+    monkeypatch.setattr(segment_module, "predict_tiled_iter", tiling_with_stop_pressed)
+    gen = run_batch("segment", str(tmp_path / "in"), str(out), str(tiny_nuclei_model), workers=0, tile=64,
+                    stop_event=stop)
+    assert drain(gen) is None  # stopped
+    assert len(tiles_of_the_big_image) == 1  # between its tiles, not after all of them
+    assert (out / "labels" / "a_small.tif").is_file() and not (out / "labels" / "b_big.tif").exists()
+    monkeypatch.setattr(segment_module, "predict_tiled_iter", real_tiling)
+    summary = run_batch_sync("segment", str(tmp_path / "in"), str(out), model=str(tiny_nuclei_model), workers=0, tile=64)
+    assert (summary.processed, summary.skipped, summary.failed) == (1, 1, 0)
+    assert (out / "labels" / "b_big.tif").is_file()

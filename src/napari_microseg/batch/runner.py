@@ -1057,8 +1057,9 @@ def run_batch(
     max_in_flight: int | None = None,
     heartbeat: float = 1.0,
     resume_threads: int = 4,
+    stop_event: threading.Event | None = None,
     **params: Any,
-) -> Generator[BatchProgress, None, BatchSummary]:
+) -> Generator[BatchProgress, None, BatchSummary | None]:
     """Run a task over many images on Dask; a generator of :class:`BatchProgress` returning a :class:`BatchSummary`.
 
     Parameters
@@ -1086,6 +1087,9 @@ def run_batch(
     resume_threads : threads hashing the inputs of items done by an earlier run
         (in this process, before any cluster starts; a rerun with nothing left
         to do starts no cluster).
+    stop_event : with ``workers=0`` (in this process): once set, the run ends (returning None) before its next
+        item, or between the tiles of an image being segmented (that item is left for a rerun); a caller that
+        closes the generator stops it only between items.
     **params : task settings. segment: ``tile, overlap, batch_size, threshold,
         min_size, max_size, fill_holes, remove_border, diameter`` (see
         :func:`napari_microseg.inference.segment.segment_image`); track:
@@ -1103,7 +1107,7 @@ def run_batch(
 
     Returns
     -------
-    BatchSummary. Items that failed are listed in ``OUT/failures.csv`` (and in
+    BatchSummary (None when stopped by ``stop_event``). Items that failed are listed in ``OUT/failures.csv`` (and in
     the summary); the batch itself only raises for bad settings or inputs
     that cannot be found.
     """
@@ -1262,10 +1266,21 @@ def run_batch(
             yield event("starting" if in_process else "starting Dask workers")
         if in_process and todo:
             compute_start = time.perf_counter()
-            for item in todo:
-                rec = run_item(item, spec)
-                finish(rec)
-                yield event(item.image, last=rec)
+            from .tasks import _STOP, ItemStopped
+
+            _STOP.event = stop_event  # segmenting stops between tiles once it is set
+            try:
+                for item in todo:
+                    if stop_event is not None and stop_event.is_set():
+                        return None
+                    try:
+                        rec = run_item(item, spec)
+                    except ItemStopped:  # the item is not recorded: a rerun does it (done ones are skipped)
+                        return None
+                    finish(rec)
+                    yield event(item.image, last=rec)
+            finally:
+                _STOP.event = None
         elif todo:
             from distributed import as_completed
 

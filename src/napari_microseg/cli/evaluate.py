@@ -218,8 +218,13 @@ def match_files(gt_dir: Path, pred_dir: Path, unpredicted_as_empty: bool = False
         else:
             unpredicted.append(g)
     if not pairs:
+        single = ""  # a file against a folder of one: its name may differ (segment names labels after the image)
+        if gts == [gt_dir] and len(preds) == 1:
+            single = f"; to score {preds[0]} against {gt_dir.name} whatever its name, give that file as --pred"
+        elif preds == [pred_dir] and len(gts) == 1:
+            single = f"; to score {pred_dir.name} against {gts[0]} whatever its name, give that file as --gt"
         raise InputError(f"no file names in {pred_dir} match those in {gt_dir} (names are paired without their "
-                         f"suffix and a trailing {', '.join(_ENDINGS)})")
+                         f"suffix and a trailing {', '.join(_ENDINGS)}){single}")
 
     def listed(paths: list) -> str:
         return ", ".join(p.name for p in paths[:3]) + (" ..." if len(paths) > 3 else "")

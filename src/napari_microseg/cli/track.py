@@ -300,11 +300,14 @@ def _refuse_another_runs_tables(out: Path, existing: list[str]) -> None:
     a segmentation's counts.csv its counts. An earlier track run's own files (``track_config.json``) are
     replaced as asked."""
     from ..errors import InputError
+    from ..tracking.export import is_simulation_folder
     from ._staging import earlier_run_record
 
     if not existing or earlier_run_record(out, "track_config.json") is not None:
         return
     for record, whose in OTHER_RUN_RECORDS.items():
+        if record == "params.json" and not is_simulation_folder(out):  # (autolabel's record: another run's)
+            whose = "another command's (microseg autolabel?)"
         if earlier_run_record(out, record) is not None:
             raise InputError(f"{out} holds {', '.join(existing)} of another run: {whose} ({record}); --overwrite "
                              "replaces an earlier track run's files only: choose another --out")

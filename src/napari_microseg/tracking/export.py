@@ -431,6 +431,18 @@ def ctc_mask_files(folder: Path) -> list[Path]:
     return [path for path in Path(folder).glob("mask*.tif") if path.stem[4:].isdigit()]
 
 
+def is_simulation_folder(folder: str | os.PathLike) -> bool:
+    """True when ``folder/params.json`` is a ``microseg simulate`` run's record (its ``sample_seeds`` or its command
+    line's ``simulate``), not another command's (``autolabel`` writes a params.json too)."""
+    import json
+
+    try:
+        record = json.loads((Path(folder) / "params.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and ("sample_seeds" in record or (record.get("cli") or {}).get("command") == "simulate")
+
+
 def read_tracks_folder(folder: str | os.PathLike) -> TrackResult | Path:
     """Tracks with their masks from a folder, for scoring (:func:`~.metrics.ctc_scores`).
 
@@ -448,8 +460,10 @@ def read_tracks_folder(folder: str | os.PathLike) -> TrackResult | Path:
     if sorted(folder.glob("*_track.txt")):
         return folder
     tracks = folder / "tracks.csv"
-    if tracks.is_file() and (folder / "tracks_labels.tif").is_file() and (folder / "labels.tif").is_file():
-        # a simulation's folder tracked into: which tracks.csv is there, the truth's or the run's?
+    if (tracks.is_file() and (folder / "tracks_labels.tif").is_file() and (folder / "labels.tif").is_file()
+            and is_simulation_folder(folder) and not (folder / "track_config.json").is_file()):
+        # a simulation's folder with a track run's label stack put in by hand: whose is tracks.csv? (a track run
+        # writes track_config.json beside its tracks.csv; any other labels.tif, autolabel's, is no truth)
         raise InputError(f"{folder} holds both labels.tif (a simulation's truth) and tracks_labels.tif (a track "
                          "run's result): which of them tracks.csv belongs to cannot be told; keep each run in a "
                          "folder of its own")

@@ -872,9 +872,13 @@ class SegmentationWidget(MicrosegDock):
         def make_generator():
             from ..batch.runner import run_batch
 
-            return run_batch("segment", source, out, str(model), **settings)
+            # (in this process, Stop acts between an image's tiles: the run's stop event, set by Stop, is checked
+            # there; with Dask workers the run is closed at its next event and cancels its workers' tasks)
+            return run_batch("segment", source, out, str(model), stop_event=self._stop_requested, **settings)
 
         def done(summary: Any) -> None:
+            if summary is None:  # (stopped within an image: the dock says so as after any Stop)
+                return
             untried = " (test-time augmentation is for the dock's runs only)" if self.tta.value else ""
             said = [note for note in (summary.left_out_note(), summary.notes_note()) if note]
             self.show_message(f"batch: {summary.processed} done, {summary.skipped} skipped (already done), "
