@@ -428,3 +428,26 @@ def test_an_in_process_batch_stops_between_an_images_tiles(tmp_path, tiny_nuclei
     summary = run_batch_sync("segment", str(tmp_path / "in"), str(out), model=str(tiny_nuclei_model), workers=0, tile=64)
     assert (summary.processed, summary.skipped, summary.failed) == (1, 1, 0)
     assert (out / "labels" / "b_big.tif").is_file()
+
+
+def test_resume_messages_name_what_differs_and_what_to_do_with_a_shipped_model(tmp_path):
+    """`--resume X --p-low 2` said "cannot resume with normalisation 'percentile': ... trained on 'percentile'";
+    `--resume nuclei_fluorescence` said "not found" (--init-model takes that name)."""
+    from napari_microseg.errors import InputError
+    from napari_microseg.training.trainer import read_checkpoint, train
+
+    labels = np.stack([_disks(), _disks()[::-1]])
+    images = (labels > 0) * 100.0 + np.random.default_rng(0).normal(0, 5, labels.shape)
+    config = dict(epochs=1, patch_size=32, patches_per_epoch=4, batch_size=2, device="cpu", num_threads=1)
+    out = tmp_path / "a.pt"
+    for _ in train(config, (images, labels), out_path=out):
+        pass
+    with pytest.raises(InputError, match=r"normalisation 'percentile' p_high 99.8 p_low 2.0: .* trained on "
+                                         r"'percentile' p_high 99.8 p_low 1.0 images"):
+        for _ in train({**config, "epochs": 2, "normalization": {"kind": "percentile", "p_low": 2.0}}, (images, labels),
+                       out_path=out, resume=out):
+            pass
+    with pytest.raises(InputError, match="shipped model, not a run of yours.*--init-model nuclei_fluorescence"):
+        read_checkpoint("nuclei_fluorescence")
+    with pytest.raises(InputError, match="not found"):
+        read_checkpoint(tmp_path / "missing.pt")

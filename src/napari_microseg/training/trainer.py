@@ -455,6 +455,16 @@ def read_checkpoint(resume: str | os.PathLike) -> dict:
         raise InputError(f"cannot resume from {rp.name}: {alt.name} beside it holds no optimiser state (a model "
                          "was saved under that name): fine-tune from it instead (microseg train --init-model)")
     if ckpt is None:
+        from ..pretrained import resolve_model
+
+        try:  # a shipped model's name (--init-model takes one): no run to go on, a model to fine-tune
+            shipped_path = resolve_model(str(resume)) if not rp.suffix else None
+        except Exception:  # noqa: BLE001 - not a shipped name either
+            shipped_path = None
+        if shipped_path is not None and Path(shipped_path).is_file():
+            raise InputError(f"cannot resume {resume}: it is a shipped model, not a run of yours (it holds no "
+                             "optimiser state): fine-tune from it instead (microseg train --init-model "
+                             f"{resume}, or Fine-tune in the Segmentation dock)")
         raise InputError(f"cannot resume: {rp} not found")
     shipped = Path(__file__).resolve().parent.parent / "pretrained"
     if (ckpt.get("config") or {}).get("training") and not rp.resolve().is_relative_to(shipped):
@@ -657,8 +667,12 @@ def train(
             raise InputError(f"cannot resume: checkpoint output mode is {mode!r}, settings say {cfg.output_mode!r}")
         saved_norm = ckpt["config"].get("normalization")
         if cfg.normalization is not None and saved_norm and normalization != make_normalization_spec(saved_norm):
-            raise InputError(f"cannot resume with normalisation {normalization['kind']!r}: the checkpoint's weights "
-                             f"were trained on {saved_norm.get('kind')!r} images; leave it unset to keep that")
+            def said(spec: dict) -> str:  # the kind and its settings ('percentile' p_low 2.0 vs p_low 1.0)
+                return f"{spec.get('kind')!r}" + "".join(f" {k} {v}" for k, v in sorted(spec.items()) if k != "kind")
+
+            raise InputError(f"cannot resume with normalisation {said(normalization)}: the checkpoint's weights "
+                             f"were trained on {said(make_normalization_spec(saved_norm))} images; leave it unset to "
+                             "keep that")
         before = (ckpt["config"].get("training") or {}).get("config") or {}
         for key in ("optimizer", "freeze_encoder"):  # the saved optimiser state belongs to these
             if key in before and before[key] != getattr(cfg, key):
