@@ -451,3 +451,33 @@ def test_resume_messages_name_what_differs_and_what_to_do_with_a_shipped_model(t
         read_checkpoint("nuclei_fluorescence")
     with pytest.raises(InputError, match="not found"):
         read_checkpoint(tmp_path / "missing.pt")
+
+
+# ---------------------------------------------------------------- docks: a Z stack's result keeps its axes' names
+def test_a_z_stacks_segmentation_keeps_its_axis_names_and_saves_as_zyx(make_napari_viewer, wait_worker, tmp_path):
+    """The Segmentation dock's labels of a Z stack (axis_labels z, y, x, as the reader opens one) had napari's default
+    axis names, and were saved as a time-lapse (TYX); they now keep "z" and save as ZYX."""
+    import tifffile
+
+    from napari_microseg._writer import write_labels_tiff
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+    from napari_microseg.widgets._base import layer_geometry
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    image = simulate_nuclei_image(shape=(96, 96), n_nuclei=6, seed=1)[0]
+    viewer = make_napari_viewer(show=False)
+    layer = viewer.add_image(np.stack([image, image[::-1], image[:, ::-1]]), name="planes", axis_labels=("z", "y", "x"))
+    widget = SegmentationWidget(viewer)
+    widget.image_layer.value = "planes"
+    widget.model_choice.value = "nuclei_fluorescence_fast"
+    widget.tile.value = 128
+    widget.scope.value = "whole stack"
+    wait_worker(widget.segment())
+    result = viewer.layers["planes segmented"]
+    assert tuple(result.axis_labels) == ("z", "y", "x")
+    data, meta, _ = result.as_layer_data_tuple()
+    written = write_labels_tiff(str(tmp_path / "planes_labels.tif"), data, meta)
+    with tifffile.TiffFile(written[0]) as tif:
+        assert tif.series[0].axes == "ZYX"
+    plain = viewer.add_image(image, name="plain")  # napari's default names ("-2", "-1") are not passed on
+    assert "axis_labels" not in layer_geometry(plain, 2) and layer_geometry(layer, 2)["axis_labels"] == ("y", "x")

@@ -959,6 +959,11 @@ def layer_geometry(layer: Any, ndim: int) -> dict:
     units = getattr(layer, "units", None)
     if units is not None and len(units) >= ndim:
         geometry["units"] = tuple(str(unit) for unit in units)[-ndim:]
+    # its axes' names (a Z stack's "z", as the reader names it): the result saves as ZYX, not as a time-lapse;
+    # napari's own defaults ("-3", "-2", "-1") say nothing and are left to the new layer
+    names = tuple(str(name) for name in (getattr(layer, "axis_labels", None) or ()))
+    if len(names) >= ndim and not all(name.lstrip("-").isdigit() for name in names[-ndim:]):
+        geometry["axis_labels"] = names[-ndim:]
     # a rotated, sheared or affine-placed image: the result turns with it (the rotation of the last ndim
     # axes when it leaves the others alone; shear and affine with all of the layer's axes only)
     rotate = np.asarray(getattr(layer, "rotate", np.eye(len(scale))), float)
