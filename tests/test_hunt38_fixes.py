@@ -481,3 +481,30 @@ def test_a_z_stacks_segmentation_keeps_its_axis_names_and_saves_as_zyx(make_napa
         assert tif.series[0].axes == "ZYX"
     plain = viewer.add_image(image, name="plain")  # napari's default names ("-2", "-1") are not passed on
     assert "axis_labels" not in layer_geometry(plain, 2) and layer_geometry(layer, 2)["axis_labels"] == ("y", "x")
+
+
+def test_a_result_with_every_object_erased_is_added_to_the_training_set(make_napari_viewer, wait_worker):
+    """Erasing every false object of a result (a quiet CCD frame's false hot pixels and clusters; an empty field's
+    false nuclei) and pressing "Add to training set" said "the corrected labels are empty": such a frame is the
+    correction that teaches the model not to make them. An empty labels layer of one's own is still refused."""
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    image = simulate_nuclei_image(shape=(96, 96), n_nuclei=6, seed=1)[0]
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(image, name="field")
+    widget = SegmentationWidget(viewer)
+    widget.image_layer.value = "field"
+    widget.model_choice.value = "nuclei_fluorescence_fast"
+    widget.tile.value = 128
+    wait_worker(widget.segment())
+    result = viewer.layers["field segmented"]
+    assert result.data.max() > 0
+    result.data = np.zeros_like(result.data)  # every object erased
+    widget.labels_for_training.value = "field segmented"
+    assert widget.add_to_training_set() == 1
+    assert "taught as an empty field" in widget.status.text()
+    viewer.add_labels(np.zeros((96, 96), np.uint8), name="my empty layer")
+    widget.labels_for_training.value = "my empty layer"
+    assert widget.add_to_training_set() == 1
+    assert "empty on this frame" in widget.status.text()

@@ -925,10 +925,14 @@ class SegmentationWidget(MicrosegDock):
                 return len(self.training_pairs)
             image, labels = image[t], labels[t]
         image, labels = np.asarray(image), np.asarray(labels)
-        if not (labels > 0).any():
+        class_names = _layer_classes(labels_layer)
+        empty = not (labels > 0).any()
+        # a result of this dock with every object erased (false hot pixels, clusters or nuclei removed) is a
+        # correction: an empty field teaches the model not to make them; a labels layer of one's own that is
+        # empty on this frame is more likely the wrong layer
+        if empty and not class_names and source is None:
             self.show_error("the corrected labels are empty on this frame")
             return len(self.training_pairs)
-        class_names = _layer_classes(labels_layer)
         if class_names and int(labels.max()) >= len(class_names):  # a class map painted with a value of no class
             self.show_error(f"'{labels_layer.name}' holds value {int(labels.max())} on this frame, but its classes are "
                             f"0..{len(class_names) - 1} ({', '.join(class_names)}): paint with those values")
@@ -938,7 +942,7 @@ class SegmentationWidget(MicrosegDock):
         metadata = getattr(labels_layer, "metadata", {}) or {}
         self.correction_sources[key] = (metadata.get("model"), metadata.get("segment_settings"), bool(class_names))
         note = (f"frame {t} of {image_layer.name} {'updated' if key in self.corrections else 'added'} with the labels "
-                f"of '{labels_layer.name}'")
+                f"of '{labels_layer.name}'" + (" (no objects left: taught as an empty field)" if empty else ""))
         self.corrections[key] = (image.copy(), labels.copy())  # corrected again: the newer labels replace the older
         self.correction_names[key] = image_layer.name
         self.correction_layers[key] = (weakref.ref(labels_layer), int(t) if labels_layer.ndim == 3 else None)
