@@ -508,3 +508,27 @@ def test_a_result_with_every_object_erased_is_added_to_the_training_set(make_nap
     widget.labels_for_training.value = "my empty layer"
     assert widget.add_to_training_set() == 1
     assert "empty on this frame" in widget.status.text()
+
+
+def test_a_cluster_beside_excluded_columns_is_measured_without_them(tmp_path):
+    """`autolabel ccd --exclude-columns 0-7`: a 900 ADC cluster beside a prescan 300 ADC below the active area read
+    -446 ADC (grown into the prescan, its baseline taken there); it now reads as the same cluster mid-frame, at_edge."""
+    from astropy.io import fits
+
+    from napari_microseg.cli import main
+
+    rng = np.random.default_rng(1)
+    frame = (1000 + rng.normal(0, 5, (128, 128))).astype(np.float32)
+    frame[:, 0:8] -= 300  # prescan
+    frame[40:43, 8:11] += 100  # a 3 x 3 cluster of 900 ADC beside it
+    frame[80:83, 60:63] += 100  # the same cluster mid-frame
+    fits.writeto(tmp_path / "excl.fits", frame)
+    assert main(["autolabel", "ccd", "--input", str(tmp_path / "excl.fits"), "--out", str(tmp_path / "al"),
+                 "--exclude-columns", "0-7"]) == 0
+    import pandas as pd
+
+    clusters = pd.read_csv(tmp_path / "al" / "clusters.csv").sort_values("x").reset_index(drop=True)
+    assert len(clusters) == 2
+    beside, middle = clusters.iloc[0], clusters.iloc[1]
+    assert abs(beside["charge_adc"] - 900) < 100 and abs(middle["charge_adc"] - 900) < 100
+    assert (beside["at_edge"], middle["at_edge"]) == (1, 0)

@@ -693,7 +693,8 @@ def _expand_labels_by_strips(lab: np.ndarray, grow: float, strip_rows: int = GRO
 def find_clusters(class_map: np.ndarray, image: np.ndarray, pedestal: float | np.ndarray | None = None,
                   cluster_class: int = 3, max_size: int | None = None, connectivity: int = 2,
                   background_classes: Sequence[int] = (0, 1), ring: int = 3, first_label: int = 1,
-                  tap_pedestal: float | np.ndarray | None = None, grow: float = CHARGE_GROW_PX) -> pd.DataFrame:
+                  tap_pedestal: float | np.ndarray | None = None, grow: float = CHARGE_GROW_PX,
+                  exclude_columns: Sequence[int] | None = None) -> pd.DataFrame:
     """One row per connected cluster (class ``cluster_class``) of a class map.
 
     Parameters
@@ -722,6 +723,9 @@ def find_clusters(class_map: np.ndarray, image: np.ndarray, pedestal: float | np
         diffused into the pixels around it below the class threshold (on real Fe-55 frames the
         class pixels held ~70 % of a 7 x 7 window's sum; grown by 1.5 px, diagonals included,
         98-100 %). 0: the class pixels only. The grown pixels are left out of the baselines.
+    exclude_columns : column indices that are no sensor pixels (prescan / overscan, as given to
+        :func:`autolabel_ccd`): never grown into nor taken for a baseline (a prescan 300 ADC below the
+        active area made a 900 ADC cluster beside it read -446); a cluster beside them is ``at_edge``.
 
     Returns
     -------
@@ -750,6 +754,10 @@ def find_clusters(class_map: np.ndarray, image: np.ndarray, pedestal: float | np
     if ped is None and tap_pedestal is not None:  # levelled taps: one level on both sides of a boundary
         img = img - _pedestal_like(tap_pedestal, img.shape)
     quiet = np.isin(cls, list(background_classes))
+    excluded = np.zeros(img.shape[1], bool)
+    if exclude_columns is not None and len(exclude_columns):
+        excluded[np.asarray(list(exclude_columns), int)] = True
+        quiet = quiet & ~excluded[None, :]  # no sensor pixels: neither charge nor baseline
     sided = quiet  # the quiet pixels, grown ones included: which side of a band's edge a pixel lies on
     grown = lab
     if grow > 0:  # into quiet pixels only (a hot pixel beside a cluster is no part of its charge)
@@ -779,7 +787,9 @@ def find_clusters(class_map: np.ndarray, image: np.ndarray, pedestal: float | np
             cy, cx = (yy * w).sum() / w.sum(), (xx * w).sum() / w.sum()
         else:
             cy, cx = yy.mean(), xx.mean()
-        at_edge = sl[0].start == 0 or sl[1].start == 0 or sl[0].stop == ny or sl[1].stop == nx
+        at_edge = (sl[0].start == 0 or sl[1].start == 0 or sl[0].stop == ny or sl[1].stop == nx
+                   or (sl[1].start > 0 and excluded[sl[1].start - 1])  # beside no-sensor columns: an edge too
+                   or (sl[1].stop < nx and excluded[sl[1].stop]))
         rows[i] = (i + first_label, cy + sl[0].start, cx + sl[1].start, core.sum(), vals.sum(), core_vals.max(),
                    core_vals.sum(), at_edge)
     table = pd.DataFrame(rows, columns=cols)

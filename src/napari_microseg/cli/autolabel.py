@@ -517,7 +517,8 @@ def _run_ccd_locked(args: argparse.Namespace, image: np.ndarray, calibration: di
         hot_min_length=args.hot_min_length,
     )
     clusters = find_clusters(res.classes, image, max_size=args.cluster_max_size, tap_pedestal=res.baseline.pedestal,  # local baselines: hot columns left out
-                             first_label=1 + object_label_offset(res.classes))  # labels as in objects.csv
+                             first_label=1 + object_label_offset(res.classes),  # labels as in objects.csv
+                             exclude_columns=args.exclude_columns)
     objects, counts = class_map_tables(res.classes, image, list(CLASS_NAMES))  # the tables `segment` writes
     fractions = np.bincount(res.classes.ravel(), minlength=4)[:4] / max(res.classes.size, 1)
     params = {"command": "autolabel ccd", "input": str(args.input), "hdu": args.hdu, "shape": list(image.shape),
