@@ -532,3 +532,33 @@ def test_a_cluster_beside_excluded_columns_is_measured_without_them(tmp_path):
     beside, middle = clusters.iloc[0], clusters.iloc[1]
     assert abs(beside["charge_adc"] - 900) < 100 and abs(middle["charge_adc"] - 900) < 100
     assert (beside["at_edge"], middle["at_edge"]) == (1, 0)
+
+
+def test_autolabel_tiles_of_a_time_lapse_are_held_out_by_frame(tmp_path):
+    """`train --images OUT/tiles/images` (autolabel's tiles, the [N] phase route): validation tiles were drawn at
+    random, each beside its frame t +/- 1 twin at the same place in training (labels IoU 0.65-0.94). With OUT/tiles.csv
+    they are now the last frames at every place."""
+    import pandas as pd
+    import tifffile
+
+    from napari_microseg.cli import main
+    from napari_microseg.io.models import read_model_config
+
+    rows = []
+    for folder in ("images", "labels"):
+        (tmp_path / "al" / "tiles" / folder).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for index, (t, x) in enumerate((t, x) for t in range(3) for x in (0, 64)):
+        labels = _disks((64, 64), step=16, radius=4 + (t + x // 64) % 2)
+        name = f"tile_{index:05d}.tif"
+        tifffile.imwrite(tmp_path / "al" / "tiles" / "images" / name,
+                         ((labels > 0) * 120 + rng.normal(20, 8, labels.shape)).astype(np.uint8))
+        tifffile.imwrite(tmp_path / "al" / "tiles" / "labels" / name, labels)
+        rows.append(dict(tile=index, t=t, y=0, x=x, height=64, width=64, kept=True,
+                         target_file=f"tiles/images/{name}", labels_file=f"tiles/labels/{name}"))
+    pd.DataFrame(rows).to_csv(tmp_path / "al" / "tiles.csv", index=False)
+    assert main(["train", "--images", str(tmp_path / "al" / "tiles" / "images"), "--labels",
+                 str(tmp_path / "al" / "tiles" / "labels"), "--patch", "32", "--patches-per-epoch", "4", "--batch-size",
+                 "2", "--threads", "1", "--quiet", "--epochs", "1", "--out", str(tmp_path / "m.pt")]) == 0
+    held_out = read_model_config(tmp_path / "m.pt")["training"]["validation_images"]
+    assert sorted(held_out) == ["tile_00004.tif", "tile_00005.tif"]  # frame 2 at both places

@@ -274,6 +274,31 @@ def check_history_path(history_path: Path, out: Path, *model_files: str | os.Pat
                          f"(e.g. {history_path / (out.stem + '.history.csv')})")
 
 
+def _autolabel_tile_places(images: str, names: list[str]) -> dict[str, str]:
+    """For tiles written by ``autolabel fluorescence --target`` (``OUT/tiles/images`` beside ``OUT/tiles.csv``)
+    of two or more frames: each tile file's name -> its place in the frames (``"tiles at y 0, x 512"``), as the
+    sequence it is a frame of. The split then holds out the last frames at every place, as for a time-lapse: a
+    random choice put the same place of frame t +/- 1 (labels IoU 0.65-0.94) in training beside each validation
+    tile. {} for other folders, or tiles of one frame."""
+    import pandas as pd
+
+    folder = Path(images)
+    table_path = folder.parent.parent / "tiles.csv"
+    if not folder.is_dir() or folder.name != "images" or folder.parent.name != "tiles" or not table_path.is_file():
+        return {}
+    try:
+        table = pd.read_csv(table_path)
+        table = table[table["target_file"].notna()]
+        places = {Path(str(row.target_file)).name: (int(row.t), f"tiles at y {int(row.y)}, x {int(row.x)}")
+                  for row in table.itertuples()}
+    except (OSError, ValueError, KeyError, AttributeError, pd.errors.ParserError):
+        return {}  # not autolabel's table: the split by file, as before
+    if len({t for t, _ in places.values()}) < 2:
+        return {}
+    # (the files are named in frame order, tile_00000 ..., so each place's tiles come in time order)
+    return {name: places[name][1] for name in names if name in places}
+
+
 def _is_training_history(path: Path) -> bool:
     """True when ``path`` is a file whose first line is a training history's header (``epoch,train_loss,...``)."""
     from ..io.tables import TRAIN_HISTORY_COLUMNS
@@ -462,7 +487,11 @@ def _train_into(args: argparse.Namespace) -> int:
     if args.simulated is None:  # frames of one stack file: validation holds out a block of them, not neighbours
         from ..io.images import sequence_of
 
-        train_data = {"images": images, "labels": labels, "sequences": [sequence_of(n) for n in names], "names": names}
+        sequences = [sequence_of(n) for n in names]
+        tile_places = _autolabel_tile_places(args.images, names)
+        if tile_places:  # tiles of a time-lapse: held out as the last frames at each place, not as neighbours
+            sequences = [tile_places.get(n, seq) for n, seq in zip(names, sequences)]
+        train_data = {"images": images, "labels": labels, "sequences": sequences, "names": names}
     else:
         train_data = (images, labels)
     val_data = None
