@@ -562,3 +562,48 @@ def test_autolabel_tiles_of_a_time_lapse_are_held_out_by_frame(tmp_path):
                  "2", "--threads", "1", "--quiet", "--epochs", "1", "--out", str(tmp_path / "m.pt")]) == 0
     held_out = read_model_config(tmp_path / "m.pt")["training"]["validation_images"]
     assert sorted(held_out) == ["tile_00004.tif", "tile_00005.tif"]  # frame 2 at both places
+
+
+def test_the_classification_dock_says_when_its_classifier_learned_nothing(make_napari_viewer, wait_worker, tmp_path):
+    """The dock's defaults (20 epochs for every task) left a [P] hole classifier at chance (0.575) and said only
+    "trained (completed)"; profiles now default to 100 epochs (a number typed in is kept), the end message gives the
+    best validation accuracy, and one no better than always saying the commonest class is an error line; the loss
+    plot no longer takes all but 54 px of the dock."""
+    from napari_microseg.widgets.classification import TRAIN_EPOCHS_DEFAULT, ClassificationWidget
+
+    viewer = make_napari_viewer()
+    widget = ClassificationWidget(viewer)
+    widget.task.value = "profiles [P]"
+    assert widget.train_epochs.value == TRAIN_EPOCHS_DEFAULT["profiles"] == 100
+    widget.task.value = "objects [T]"
+    assert widget.train_epochs.value == TRAIN_EPOCHS_DEFAULT["objects"]
+    widget.train_epochs.value = 7
+    widget.task.value = "profiles [P]"
+    assert widget.train_epochs.value == 7  # typed in: kept
+    widget.train_n.value, widget.train_epochs.value = 40, 1
+    widget.train_out.value = str(tmp_path / "hole.pt")
+    wait_worker(widget.train())
+    said = widget.status.text()
+    assert "best validation accuracy" in said and "no better than always saying the commonest class" in said, said
+    assert widget.plot.maximumHeight() <= 240
+
+
+@pytest.mark.gui
+def test_autolabel_apply_summary_is_not_replaced_by_a_preview_asked_before_it(make_napari_viewer, wait_worker, qtbot):
+    """A setting changed and Apply pressed within the preview's 0.4 s pause: the preview ran after Apply and its
+    "preview: 4 nuclei on frame 9" replaced Apply's summary (objects left out as -1 ...)."""
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+    from napari_microseg.widgets.autolabel import AutolabelWidget
+
+    sim = simulate_nuclei_timelapse(n_frames=2, shape=(96, 128), n_nuclei=10, seed=5)
+    viewer = make_napari_viewer()
+    viewer.add_image(sim.fluorescence, name="DAPI")
+    dock = AutolabelWidget(viewer)
+    viewer.window.add_dock_widget(dock, name="Auto-label")
+    dock.stain_layer.value = "DAPI"
+    wait_worker(dock.preview())
+    dock.max_diameter.value = 12.0  # a live preview is now waiting for the user's pause ...
+    assert dock.timer.isActive()
+    wait_worker(dock.apply())  # ... and Apply is pressed at once
+    qtbot.wait(3 * dock.timer.interval())
+    assert not dock.busy and dock.status.text().startswith("labelled"), dock.status.text()

@@ -397,7 +397,11 @@ class AutolabelWidget(MicrosegDock):
                               f"{left_out}{placed}")
 
         self._last_run = "apply"
-        return self.start(make_generator, done, label="auto-labelling")
+        worker = self.start(make_generator, done, label="auto-labelling")
+        if worker is not None:  # a preview waiting for the user's pause: Apply labels with these settings, and
+            self.timer.stop()  # the preview's message replaced Apply's summary half a second after it
+            self._pending_preview = False
+        return worker
 
     def _target(self, stain_layer: Any, shape: tuple) -> tuple[Any, Any]:
         """The chosen target layer and its grey data (not read yet when lazy); (None, None) when none
