@@ -607,3 +607,26 @@ def test_autolabel_apply_summary_is_not_replaced_by_a_preview_asked_before_it(ma
     wait_worker(dock.apply())  # ... and Apply is pressed at once
     qtbot.wait(3 * dock.timer.interval())
     assert not dock.busy and dock.status.text().startswith("labelled"), dock.status.text()
+
+
+def test_a_fits_frame_segmented_with_a_nuclei_model_is_said(make_napari_viewer, wait_worker):
+    """The real Fe-55 frame (FITS) segmented with the default nuclei model gave 24 "nuclei", the glow two giant
+    ones, without a word; the message now points to the CCD class model, and says nothing with it."""
+    import numpy as np
+
+    from napari_microseg._reader import get_reader
+    from napari_microseg.widgets.segmentation import SegmentationWidget
+
+    path = "src/napari_microseg/sample_data/ccd_fe55_ESIS1_00002_crop.fits.gz"
+    viewer = make_napari_viewer(show=False)
+    for data, kwargs, kind in get_reader(path)(path):
+        getattr(viewer, f"add_{kind}")(np.asarray(data)[:256, :256], **kwargs)
+    widget = SegmentationWidget(viewer)
+    widget.image_layer.value = viewer.layers[0].name
+    widget.model_choice.value = "nuclei_fluorescence_fast"
+    widget.tile.value = 256
+    wait_worker(widget.segment())
+    assert "a FITS frame (a CCD exposure?) segmented with a nuclei model" in widget.status.text()
+    widget.model_choice.value = "ccd_classes"
+    wait_worker(widget.segment())
+    assert "segmented with ccd_classes" in widget.status.text() and "FITS" not in widget.status.text()

@@ -504,6 +504,10 @@ class SegmentationWidget(MicrosegDock):
             where = ("the image is" if labels.ndim == 2 or frame is not None else
                      f"{len(blank)} frame(s) ({', '.join(str(t) for t in blank[:6])}{' ...' if len(blank) > 6 else ''}) are")
             note += f"; {where} constant (every pixel one value): nothing to segment there"
+        if result.output_mode != "multiclass" and (getattr(layer, "metadata", None) or {}).get("source_kind") == "fits":
+            # a CCD frame through a nuclei model: its glow became giant "nuclei", without a word
+            note += ("; a FITS frame (a CCD exposure?) segmented with a nuclei model: for glow, hot pixels and "
+                     "charge clusters choose the ccd_classes model")
         if corrected:
             note += f"; '{chosen}' stays the labels for the training set"
         self.show_message(f"segmented with {model.name}: new layer '{name}'{note}")
