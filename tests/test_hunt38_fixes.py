@@ -504,6 +504,8 @@ def test_a_result_with_every_object_erased_is_added_to_the_training_set(make_nap
     widget.labels_for_training.value = "field segmented"
     assert widget.add_to_training_set() == 1
     assert "taught as an empty field" in widget.status.text()
+    assert widget.fine_tune() is None  # empty fields alone teach nothing: said before any training
+    assert "every corrected frame in the training set is an empty field" in widget.status.text()
     viewer.add_labels(np.zeros((96, 96), np.uint8), name="my empty layer")
     widget.labels_for_training.value = "my empty layer"
     assert widget.add_to_training_set() == 1
@@ -584,7 +586,7 @@ def test_the_classification_dock_says_when_its_classifier_learned_nothing(make_n
     widget.train_out.value = str(tmp_path / "hole.pt")
     wait_worker(widget.train())
     said = widget.status.text()
-    assert "best validation accuracy" in said and "no better than always saying the commonest class" in said, said
+    assert "validation accuracy" in said and "no better than always saying the commonest class" in said, said
     assert widget.plot.maximumHeight() <= 240
 
 
@@ -630,3 +632,24 @@ def test_a_fits_frame_segmented_with_a_nuclei_model_is_said(make_napari_viewer, 
     widget.model_choice.value = "ccd_classes"
     wait_worker(widget.segment())
     assert "segmented with ccd_classes" in widget.status.text() and "FITS" not in widget.status.text()
+
+
+@pytest.mark.gui
+def test_the_autolabel_preview_takes_the_axis_names_of_the_stain_now_chosen(make_napari_viewer, wait_worker):
+    """Result layers now take their image's axis names; the Auto-label preview, updated in place for another stain,
+    kept a Z stack's ("z") for a time-lapse of napari's default names."""
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+    from napari_microseg.widgets.autolabel import AutolabelWidget
+
+    sim = simulate_nuclei_timelapse(n_frames=2, shape=(96, 128), n_nuclei=10, seed=5)
+    viewer = make_napari_viewer()
+    viewer.add_image(sim.fluorescence, name="planes", axis_labels=("z", "y", "x"))
+    viewer.add_image(sim.fluorescence, name="movie")
+    dock = AutolabelWidget(viewer)
+    dock.live.value = False
+    dock.stain_layer.value = "planes"
+    wait_worker(dock.preview())
+    assert tuple(dock.preview_layer.axis_labels) == ("z", "y", "x")
+    dock.stain_layer.value = "movie"
+    wait_worker(dock.preview())
+    assert tuple(dock.preview_layer.axis_labels) == tuple(viewer.layers["movie"].axis_labels)

@@ -273,7 +273,10 @@ class AutolabelWidget(MicrosegDock):
                 return done(outcome)
             else:
                 self.preview_layer.data = full
-                for key, value in layer_geometry(layer, full.ndim).items():  # on top of the stain now chosen
+                geometry = layer_geometry(layer, full.ndim)
+                # a stain of napari's default axis names after a Z stack: not the Z stack's names kept
+                geometry.setdefault("axis_labels", tuple(str(i) for i in range(-full.ndim, 0)))
+                for key, value in geometry.items():  # on top of the stain now chosen
                     setattr(self.preview_layer, key, value)
             self.preview_layer.features = features
             self._preview_painted = False

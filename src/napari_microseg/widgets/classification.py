@@ -652,11 +652,11 @@ class ClassificationWidget(MicrosegDock):
             renamed = f" ({wanted.name} or its .last.pt checkpoint exists: written as {out.name})" if out != wanted else ""
             best = next((row for row in result.history if row.get("epoch") == result.best_epoch), {})
             accuracy = best.get("val_accuracy")
-            scored = "" if accuracy is None else f"; best validation accuracy {accuracy:.2f}"
+            scored = "" if accuracy is None else f"; validation accuracy {accuracy:.2f} (the kept, lowest-loss epoch)"
             share = chance.get("share")
             if accuracy is not None and share is not None and accuracy <= share + 0.05:  # it learned nothing yet
-                scored += (f" - no better than always saying the commonest class ({share:.2f}): train more epochs "
-                           "or samples before trusting its classes")
+                scored += (f" - no better than always saying the commonest class (its share of the samples: "
+                           f"{share:.2f}): train more epochs or samples before trusting its classes")
                 self.show_error(f"trained ({result.stop_reason}): {result.model_path}{renamed}{scored}{warning}")
                 return
             say(f"trained ({result.stop_reason}): {result.model_path}{renamed}{scored}")

@@ -934,7 +934,7 @@ class SegmentationWidget(MicrosegDock):
         # a result of this dock with every object erased (false hot pixels, clusters or nuclei removed) is a
         # correction: an empty field teaches the model not to make them; a labels layer of one's own that is
         # empty on this frame is more likely the wrong layer
-        if empty and not class_names and source is None:
+        if empty and source is None:
             self.show_error("the corrected labels are empty on this frame")
             return len(self.training_pairs)
         if class_names and int(labels.max()) >= len(class_names):  # a class map painted with a value of no class
@@ -1082,6 +1082,10 @@ class SegmentationWidget(MicrosegDock):
         """Fine-tune the current model on the corrected frames in a worker; the result becomes the current model."""
         if not self.training_pairs:
             self.show_error("Add at least one corrected frame to the training set first.")
+            return None
+        if not any((labels > 0).any() for _, labels in self.training_pairs):  # empty fields only: nothing to learn
+            self.show_error("every corrected frame in the training set is an empty field (all objects erased): add at "
+                            "least one corrected frame with objects beside them")
             return None
         base = self._chosen_model()
         if base is None:
