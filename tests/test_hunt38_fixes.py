@@ -251,6 +251,7 @@ def test_a_resume_stopped_before_its_first_epoch_keeps_the_kept_models_record(tm
     """Resumed with another loss and stopped before an epoch ended, the kept model (epoch 1's bce_dice weights) was
     recorded as loss focal, best epoch None, no metrics."""
     from napari_microseg.io.models import read_model_file
+    from napari_microseg.progress import drain
     from napari_microseg.training.trainer import train
 
     labels = np.stack([_disks(), _disks()[::-1], _disks()[:, ::-1]])
@@ -258,8 +259,7 @@ def test_a_resume_stopped_before_its_first_epoch_keeps_the_kept_models_record(tm
     config = dict(epochs=1, patch_size=32, patches_per_epoch=4, batch_size=2, device="cpu", num_threads=1,
                   loss="bce_dice")
     out = tmp_path / "a.pt"
-    for _ in train(config, (images, labels), out_path=out):
-        pass
+    drain(train(config, (images, labels), out_path=out))
     before = read_model_file(out)["config"]["training"]
     assert before["loss"] == "bce_dice" and before["best_epoch"] == 1
     gen = train({**config, "epochs": 2, "loss": "focal"}, (images, labels), out_path=out, resume=out)
@@ -434,19 +434,18 @@ def test_resume_messages_name_what_differs_and_what_to_do_with_a_shipped_model(t
     """`--resume X --p-low 2` said "cannot resume with normalisation 'percentile': ... trained on 'percentile'";
     `--resume nuclei_fluorescence` said "not found" (--init-model takes that name)."""
     from napari_microseg.errors import InputError
+    from napari_microseg.progress import drain
     from napari_microseg.training.trainer import read_checkpoint, train
 
     labels = np.stack([_disks(), _disks()[::-1]])
     images = (labels > 0) * 100.0 + np.random.default_rng(0).normal(0, 5, labels.shape)
     config = dict(epochs=1, patch_size=32, patches_per_epoch=4, batch_size=2, device="cpu", num_threads=1)
     out = tmp_path / "a.pt"
-    for _ in train(config, (images, labels), out_path=out):
-        pass
+    drain(train(config, (images, labels), out_path=out))
     with pytest.raises(InputError, match=r"normalisation 'percentile' p_high 99.8 p_low 2.0: .* trained on "
                                          r"'percentile' p_high 99.8 p_low 1.0 images"):
-        for _ in train({**config, "epochs": 2, "normalization": {"kind": "percentile", "p_low": 2.0}}, (images, labels),
-                       out_path=out, resume=out):
-            pass
+        drain(train({**config, "epochs": 2, "normalization": {"kind": "percentile", "p_low": 2.0}}, (images, labels),
+                    out_path=out, resume=out))
     with pytest.raises(InputError, match="shipped model, not a run of yours.*--init-model nuclei_fluorescence"):
         read_checkpoint("nuclei_fluorescence")
     with pytest.raises(InputError, match="not found"):

@@ -392,8 +392,7 @@ def simulate_ccd_frame_iter(
         else:
             glow_info = None
         add_hot_lines(int(rng.integers(0, 7)) if n_hot is None else int(n_hot))
-        for _ in add_clusters(int(rng.integers(5, 41)) if n_clusters is None else int(n_clusters)):
-            pass
+        drain(add_clusters(int(rng.integers(5, 41)) if n_clusters is None else int(n_clusters)))
 
     classes = class_map(glow)
     image = pedestal + glow + hot + clusters + tracks

@@ -1,7 +1,7 @@
 """Training data: labelled image pairs, targets per output mode, patch sampling, splits.
 
 Targets are small signed-integer arrays of shape ``(Y, X)`` (``int8``; ``int16`` above
-127 classes: 1 byte a pixel, where ``int64`` took 8 and dominated training's memory) holding
+128 classes: 1 byte a pixel, where ``int64`` took 8 and dominated training's memory) holding
 class indices, with ``IGNORE = -1`` for pixels that must not contribute to the loss (not
 annotated, or padding added to images smaller than the patch). Batches handed to the network
 (:meth:`PatchSampler.sample`, :func:`tile_for_validation`) are ``int64``, as torch's losses take.
@@ -61,7 +61,7 @@ class LabelledImage:
     Attributes
     ----------
     image : float32 ``(C, Y, X)``, already normalised.
-    target : int8 (int16 above 127 classes) ``(Y, X)`` class indices, ``IGNORE`` (-1) where not annotated.
+    target : int8 (int16 above 128 classes) ``(Y, X)`` class indices, ``IGNORE`` (-1) where not annotated.
     name : where it came from (file name, ``frame 3``, ...).
     sequence : for a frame of a time-lapse (a stack), which one (frames of one sequence are
         kept in time order); None for an image of its own.
