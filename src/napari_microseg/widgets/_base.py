@@ -55,6 +55,11 @@ _GC_LOCK = threading.Lock()
 #: files that runs in progress will write (resolved paths): :func:`free_name` counts them as taken
 _FILES_BEING_WRITTEN: set[str] = set()
 
+#: what a closed dock left for the next dock of its kind opened in the same viewer (napari's close button
+#: destroys a dock, and the Plugins menu builds a new one): viewer -> {dock class name: (the closed dock's
+#: id, its state)}; see :meth:`MicrosegDock.take_over_closed_dock`
+_LEFT_ON_CLOSE: "weakref.WeakKeyDictionary[Any, dict[str, tuple[int, dict]]]" = weakref.WeakKeyDictionary()
+
 
 def _hold_gc() -> None:
     """Move the objects alive now out of the garbage collector's reach while a run goes on: napari's,
@@ -212,6 +217,10 @@ class MicrosegDock(QWidget):
 
     title = ""
     description = ""
+    #: attributes (results, undo history, training set, ...) a closed dock hands to the next dock of its kind
+    #: opened in the same viewer, with its form's values and result lines: closing a dock by mistake (its
+    #: close button) and opening it again from the Plugins menu lost the results ("nothing to export")
+    kept_on_close: tuple[str, ...] = ()
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -310,6 +319,51 @@ class MicrosegDock(QWidget):
         if not follow:
             self.stop()  # nobody can see (or stop) a closed dock's run: it winds down as after Stop
             self.dock_closed()
+            self._leave_state()
+        else:  # docked again: its own state, left when it was closed, is its own again (no new dock takes it)
+            left = _LEFT_ON_CLOSE.get(self.viewer, {})
+            if left.get(type(self).__name__, (None,))[0] == id(self):
+                del left[type(self).__name__]
+
+    def _form_values(self) -> dict[str, Any]:
+        """The values of the dock's magicgui controls (not its buttons), by attribute name: layer pickers
+        last (setting one may move another control)."""
+        from magicgui.widgets.bases import BaseValueWidget, ButtonWidget
+
+        values = {name: widget.value for name, widget in vars(self).items()  # (a FileEdit's too)
+                  if isinstance(widget, BaseValueWidget) and not isinstance(widget, ButtonWidget)}
+        pickers = {name for name, widget in vars(self).items() if any(widget is p for p in self.layer_pickers)}
+        return {**{k: v for k, v in values.items() if k not in pickers}, **{k: v for k, v in values.items() if k in pickers}}
+
+    def _leave_state(self) -> None:
+        """Keep :attr:`kept_on_close` and the form's values for the next dock of this kind opened in the viewer."""
+        if not self.kept_on_close:
+            return
+        state = {name: getattr(self, name) for name in self.kept_on_close if hasattr(self, name)}
+        _LEFT_ON_CLOSE.setdefault(self.viewer, {})[type(self).__name__] = (id(self), {"attributes": state,
+                                                                                    "form": self._form_values()})
+
+    def take_over_closed_dock(self) -> bool:
+        """At the end of a subclass's ``__init__``: take the results and form values a closed dock of this kind
+        left in this viewer (:attr:`kept_on_close`), then :meth:`state_taken_over` reconnects them. False (and
+        nothing changed) when none was left."""
+        left = _LEFT_ON_CLOSE.get(self.viewer, {}).pop(type(self).__name__, None)
+        if left is None:
+            return False
+        state = left[1]
+        for name, value in state["form"].items():
+            widget = getattr(self, name, None)
+            with contextlib.suppress(Exception):  # a choice no longer offered (a layer closed since): the default stays
+                if widget is not None and widget.value != value:
+                    widget.value = value
+        for name, value in state["attributes"].items():
+            setattr(self, name, value)
+        self.state_taken_over()
+        return True
+
+    def state_taken_over(self) -> None:
+        """Called after :meth:`take_over_closed_dock` set the closed dock's attributes: subclasses follow their
+        result layers' edits again and show the results (tables, lines)."""
 
     def dock_closed(self) -> None:
         """Called when the dock is taken out of the window (after its viewer events are disconnected);

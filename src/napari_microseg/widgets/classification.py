@@ -59,6 +59,9 @@ class ClassificationWidget(MicrosegDock):
         "simulated data with a live plot."
     )
 
+    kept_on_close = ("results", "results_task", "results_layer", "results_model", "truth", "_exact_threshold",
+                     "_epochs_default")
+
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__(napari_viewer)
         self.task = ComboBox(label="task", choices=list(TASKS), value=list(TASKS)[0],
@@ -164,6 +167,19 @@ class ClassificationWidget(MicrosegDock):
         self.truth: np.ndarray | None = None  # the shown results' true classes (1 bad, 0 good), when known
         self._job_truth: np.ndarray | None = None  # those of the run being prepared
         self._task_changed()
+        self.take_over_closed_dock()
+
+    def state_taken_over(self) -> None:
+        """A closed Classification dock's results (:meth:`take_over_closed_dock`): its table (and ROC) again."""
+        if self.results is None or self.results_task != self.task_name:
+            self.results = self.results_task = self.results_layer = self.results_model = None
+            return
+        if self.results_task == "images":
+            self._apply_threshold()  # table, verdicts, ROC and summary at the kept threshold
+        else:
+            self._fill_table(self.results)
+        self.show_message(f"kept from the closed Classification dock: the results of {len(self.results)} "
+                          f"{self.results_task} (Export writes them)")
 
     # -- form -------------------------------------------------------------------
     @property

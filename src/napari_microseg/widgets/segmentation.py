@@ -68,6 +68,12 @@ class SegmentationWidget(MicrosegDock):
         "so correct all of a frame you add."
     )
 
+    kept_on_close = (
+        "result", "tiles", "clusters", "result_layer_name", "result_layer", "_result_image_ref", "_result_image_name",
+        "result_edited", "result_digest", "_measurements_outdated", "_edit_count", "_earlier_results",
+        "_edited_since_add", "corrections", "correction_names", "correction_sources", "correction_layers",
+        "fine_tuned_path", "finetune_scores", "model_picked_by_user", "_picker_chosen_by_user")
+
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__(napari_viewer)
         self.image_layer = ComboBox(label="image", choices=lambda *_: layer_names(self.viewer, "Image"))
@@ -193,6 +199,34 @@ class SegmentationWidget(MicrosegDock):
         self.fine_tuned_path: str | None = None
         self.finetune_scores: dict | None = None  # the last fine-tune's correction_agreement, before / after
         self._toggle_file()
+        self.take_over_closed_dock()
+
+    def state_taken_over(self) -> None:
+        """A closed Segmentation dock's results and training set (:meth:`take_over_closed_dock`): Export writes
+        its last result again, its result layers' corrections are followed, List tiles shows its tiles."""
+        self._earlier_results = {k: v for k, v in self._earlier_results.items() if v[0]() is not None}
+        for layer in [self.result_layer, *(entry[0]() for entry in self._earlier_results.values())]:
+            if layer is not None and layer in self.viewer.layers:
+                for event in (layer.events.paint, layer.events.data):
+                    event.disconnect(self._mark_result_edited)  # (once, whichever dock connected it)
+                    event.connect(self._mark_result_edited)
+                watch_undo(layer, self._mark_result_edited)  # (replaces the closed dock's)
+        self.find_class.reset_choices()
+        if self.tiles is not None and len(self.tiles):
+            with filling(self.tile_table):
+                self.tile_table.setRowCount(len(self.tiles))
+                for row, rec in enumerate(self.tiles.itertuples(index=False)):
+                    for col, value in enumerate(_tile_row(rec)):
+                        self.tile_table.setItem(row, col, QTableWidgetItem(value))
+            self.tile_table.setVisible(True)
+        self._show_training_set()
+        kept = [f"the last result '{self.result_layer.name}'" if self.result is not None and self.result_layer is not None
+                and self.result_layer in self.viewer.layers else "",
+                f"a training set of {len(self.corrections)} frame(s)" if self.corrections else ""]
+        kept = [text for text in kept if text]
+        if kept:
+            self.show_message(f"kept from the closed Segmentation dock: {' and '.join(kept)} (Export and Fine-tune "
+                              "take them)")
 
     # -- model choice ------------------------------------------------------
     def _model_choices(self, *_: Any) -> list[tuple[str, str]]:
@@ -513,6 +547,8 @@ class SegmentationWidget(MicrosegDock):
         self.show_message(f"segmented with {model.name}: new layer '{name}'{note}")
 
     def _mark_result_edited(self, event: Any = None) -> None:
+        if not self._following_viewer:  # a closed dock (its results handed to a new one, which follows them)
+            return
         source = getattr(event, "source", None)
         if source is not None:  # corrected labels: a new run does not take the training set's labels from them
             self._edited_since_add.add(source.unique_id)
@@ -810,8 +846,8 @@ class SegmentationWidget(MicrosegDock):
         with filling(self.tile_table):
             self.tile_table.setRowCount(len(self.tiles))
             for row, rec in enumerate(self.tiles.itertuples(index=False)):
-                for col, value in enumerate([int(rec.y0), int(rec.x0), int(rec.pixels), f"{int(rec.tile_row)},{int(rec.tile_col)}"]):
-                    self.tile_table.setItem(row, col, QTableWidgetItem(str(value)))
+                for col, value in enumerate(_tile_row(rec)):
+                    self.tile_table.setItem(row, col, QTableWidgetItem(value))
         self.show_message(f"{len(self.tiles)} tiles hold '{self.find_class.value}'")
         return self.tiles
 
@@ -1206,6 +1242,11 @@ def _layer_classes(layer: Any) -> list[str]:
     if [int(v) for v in features["label"]] != list(range(len(features))):  # objects with a class each: no class map
         return []
     return [str(name) for name in features["class"]]
+
+
+def _tile_row(rec: Any) -> list[str]:
+    """The tile table's cells of one row of :func:`~napari_microseg.measure.tiles.tiles_with_class`'s table."""
+    return [str(int(rec.y0)), str(int(rec.x0)), str(int(rec.pixels)), f"{int(rec.tile_row)},{int(rec.tile_col)}"]
 
 
 def counts_summary(counts: Any, classes: bool) -> str:

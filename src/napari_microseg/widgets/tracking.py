@@ -39,6 +39,9 @@ class TrackingWidget(MicrosegDock):
         "Tracks + relabelled Labels layers, a track table (click to jump), curation, CSV and Cell Tracking Challenge export."
     )
 
+    kept_on_close = ("result", "edits", "tracks_layer", "relabelled_layer", "_by_track_edited", "_source_ref",
+                     "_source_edited", "tracked_name", "tracked_image", "tracked_geometry")
+
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__(napari_viewer)
         from ..tracking.track import available_configs
@@ -114,6 +117,25 @@ class TrackingWidget(MicrosegDock):
         self.tracked_name = ""
         self.tracked_image: str | None = None
         self.tracked_geometry: dict = {}  # where the tracked labels layer lies (layer_geometry)
+        self.take_over_closed_dock()
+
+    def state_taken_over(self) -> None:
+        """A closed Tracking dock's tracks, curation edits (Undo) and layers (:meth:`take_over_closed_dock`):
+        its table is shown again, and the edits of its layers followed."""
+        source = self._source_ref() if self._source_ref is not None else None
+        if source is not None:
+            for event in (source.events.paint, source.events.data):
+                event.disconnect(self._mark_source_edited)  # (once, whichever dock connected it)
+                event.connect(self._mark_source_edited)
+        if self.relabelled_layer is not None:
+            for event in (self.relabelled_layer.events.paint, self.relabelled_layer.events.data):
+                event.disconnect(self._mark_by_track_edited)
+                event.connect(self._mark_by_track_edited)
+        if self.result is not None:
+            self._fill_table()
+            self.show_message(f"kept from the closed Tracking dock: {self.result.n_tracks} tracks of '{self.tracked_name}'"
+                              + (f" with {len(self.edits)} edit(s) to undo" if self.edits else "")
+                              + " (curation and Export take them)")
 
     def _config_radius(self, *_: Any) -> None:
         """Show the chosen model's own search radius (15 px for cell, 10 for particle)."""
@@ -222,6 +244,8 @@ class TrackingWidget(MicrosegDock):
             event.connect(self._mark_source_edited)
 
     def _mark_source_edited(self, event: Any = None) -> None:
+        if not self._following_viewer:  # a closed dock (its results handed to a new one, which follows them)
+            return
         source = getattr(event, "source", None)
         if self._pending_source is not None and source is self._pending_source():
             self._pending_edited = True
@@ -231,6 +255,8 @@ class TrackingWidget(MicrosegDock):
     def _mark_by_track_edited(self, event: Any = None) -> None:
         """A paint stroke or new data in the current "by track" layer, other than the dock's own update
         (an earlier run's or a kept "(edited)" layer does not count)."""
+        if not self._following_viewer:  # a closed dock (see _mark_source_edited)
+            return
         if not self._updating_layers and getattr(event, "source", self.relabelled_layer) is self.relabelled_layer:
             self._by_track_edited = True
 
