@@ -211,9 +211,23 @@ def _earlier_run_files(out: Path) -> list[Path]:
     if not isinstance(record, dict) or record.get("command") != "autolabel fluorescence":
         return []
     wrote = ("tiles.csv", "qc.csv") + ((record["labels_on_target"],) if record.get("labels_on_target") else ())
-    return ([out / n for n in wrote if (out / n).is_file()]
-            + [p for sub in ("images", "labels") for p in sorted((out / "tiles" / sub).glob("tile_*.tif"))
-               if RUN_TILE_NAME.fullmatch(p.name)])
+    return [out / n for n in wrote if (out / n).is_file()] + _earlier_run_tiles(out)
+
+
+def _earlier_run_tiles(out: Path) -> list[Path]:
+    """The tile pairs an earlier auto-label run in ``out`` wrote: those its ``tiles.csv`` lists (a user's own
+    ``tile_00050.tif`` beside them is not one of them); every ``tiles/images|labels/tile_NNNNN.tif`` when the
+    table is gone or unreadable."""
+    import pandas as pd
+
+    every = [p for sub in ("images", "labels") for p in sorted((out / "tiles" / sub).glob("tile_*.tif"))
+             if RUN_TILE_NAME.fullmatch(p.name)]
+    try:
+        table = pd.read_csv(out / "tiles.csv", usecols=["target_file", "labels_file"], dtype=str, keep_default_na=False)
+    except (OSError, ValueError):
+        return every
+    listed = {str((out / name).resolve()) for name in [*table["target_file"], *table["labels_file"]] if name}
+    return [p for p in every if str(p.resolve()) in listed]
 
 
 def _stale_outputs(out: Path, names: list[str], overwrite: bool) -> list[Path]:
@@ -232,14 +246,16 @@ def _stale_outputs(out: Path, names: list[str], overwrite: bool) -> list[Path]:
 
 def _publish(stage: Path, out: Path, stale: list[Path], replaces_tiles: bool) -> None:
     """Move every file written into ``stage`` to the same place in ``out``, after removing ``stale`` files and,
-    when this run writes tiles, the tiles an earlier run wrote (``tile_NNNNN.tif``; a user's own stay), with
+    when this run writes tiles, the tiles an earlier auto-label run wrote (``tile_NNNNN.tif`` of a folder whose
+    ``params.json`` is that run's, :func:`_earlier_run_files`; a user's own stay, whatever their names), with
     Ctrl-C and TERM held back: an interrupted run leaves the earlier run's outputs whole, never half of each."""
     from ..io.atomic import guard_target
     from ._signals import interrupts_deferred
 
     moves = [(path, out / path.relative_to(stage)) for path in sorted(stage.rglob("*")) if path.is_file()]
-    old_tiles = [p for sub in ("images", "labels") for p in sorted((out / "tiles" / sub).glob("tile_*.tif"))
-                 if RUN_TILE_NAME.fullmatch(p.name)] if replaces_tiles else []
+    # only an earlier auto-label run's (its params.json says so): tile_00050.tif files of a user's own, or of
+    # another command's folder, were deleted with --overwrite though no run here wrote them
+    old_tiles = [p for p in _earlier_run_files(out) if p.parent.parent.name == "tiles"] if replaces_tiles else []
     for _, target in moves:
         guard_target(target)  # an input is never replaced, even with --overwrite
     with interrupts_deferred():

@@ -28,7 +28,9 @@ LIVE_PREVIEW_MAX_PIXELS = 4096 * 4096  # (said as "4096 x 4096 px" in the dock)
 #: `python benchmarks/bench_autolabel.py memory`): the figure the live preview's refusal gives (110 overstated it)
 AUTOLABEL_BYTES_PER_PIXEL = 60
 NO_TARGET = "(none)"
-QC_COLUMNS = ["tile", "y", "x", "fg fraction", "objects", "kept", "reason"]
+QC_COLUMNS = ["tile", "y", "x", "fg", "objects", "kept", "reason"]  # fg: the foreground fraction (0-1)
+#: the QC table's short names of qc.csv's reasons (:func:`~napari_microseg.autolabel.qc.qc_filter`)
+QC_REASONS_SHOWN = {"lowest_foreground": "lowest fg", "too_much_foreground": "too much fg"}
 
 
 def size_note(sizes: dict, params: dict) -> str:
@@ -112,11 +114,13 @@ class AutolabelWidget(MicrosegDock):
         self.qc_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)  # narrow columns ...
         self.qc_table.horizontalHeader().setStretchLastSection(True)  # ... and the reason takes the rest
         self.qc_table.setHorizontalHeaderLabels(QC_COLUMNS)
+        self.qc_table.horizontalHeaderItem(QC_COLUMNS.index("fg")).setToolTip("the tile's foreground fraction (0-1)")
         self.qc_table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.qc_table.verticalHeader().setVisible(False)
         self.qc_table.setMinimumHeight(120)
         self.qc_table.setVisible(False)  # shown with the first QC
         self.body.addWidget(self.qc_table)
+        self.grow_with_dock(self.qc_table)  # a tall dock shows more tiles (5 of 16 rows above 150 px left empty)
         self._last_run = ""  # "preview" or "apply": what the dock ran last
         self._changed_during_apply = False  # the form changed while an Apply ran
         self._apply_summary: str | None = None  # that Apply's message, said again with the next preview
@@ -490,9 +494,13 @@ class AutolabelWidget(MicrosegDock):
             with filling(self.qc_table):
                 self.qc_table.setRowCount(len(table))
                 for row, rec in enumerate(table.itertuples(index=False)):
-                    values = [rec.tile, rec.y, rec.x, f"{rec.foreground_fraction:.3f}", rec.n_objects, "yes" if rec.kept else "no", rec.reason]
+                    values = [rec.tile, rec.y, rec.x, f"{rec.foreground_fraction:.3f}", rec.n_objects, "yes" if rec.kept else "no",
+                              QC_REASONS_SHOWN.get(rec.reason, rec.reason)]  # (short: "lowest_foreground" was cut off)
                     for col, value in enumerate(values):
-                        self.qc_table.setItem(row, col, QTableWidgetItem(str(value)))
+                        item = QTableWidgetItem(str(value))
+                        if col == len(values) - 1 and rec.reason:
+                            item.setToolTip(str(rec.reason))  # qc.csv's name of the rule
+                        self.qc_table.setItem(row, col, item)
             where = "" if t is None else f" of frame {t} (only this frame is checked; the other frames are as they were)"
             # which labels it read: QC checks the last Apply result, not the edits of an earlier "(QC)" layer
             read = (f" (of '{layer.name}'; edits made in '{earlier.name}' are not in it)"
