@@ -54,3 +54,68 @@ def earlier_run_record(out: Path, record_name: str) -> dict | None:
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) else None
+
+
+#: the run records of the commands whose ``--out`` folders hold tables of their own (``counts.csv``, ``objects.csv``,
+#: ``tracks.csv``: one command's replaced by another's under ``--overwrite`` was that run's result lost), with whose
+#: they are (a ``params.json`` not of a simulation is autolabel's: :func:`describe_run_record`)
+RUN_RECORDS = {"segment_run.json": "a segmentation's (microseg segment)",
+               "track_config.json": "a tracking's (microseg track)",
+               "params.json": "a simulation's ground truth (microseg simulate)",
+               "batch_run.json": "a batch run's (microseg batch)",
+               "classify_run.json": "a classification's (microseg classify)"}
+
+
+def describe_run_record(out: Path, record_name: str) -> str:
+    """Whose run the record ``out/record_name`` (a name of :data:`RUN_RECORDS`) is, in words."""
+    from ..tracking.export import is_simulation_folder
+
+    if record_name == "params.json" and not is_simulation_folder(out):
+        return "another command's (microseg autolabel?)"
+    return RUN_RECORDS.get(record_name, f"another command's ({record_name})")
+
+
+def newer_run_record(out: Path, own: str, others) -> str | None:
+    """Of the run records ``others`` in ``out`` (names :func:`earlier_run_record` reads), the newest one
+    written at or after the record ``own`` (or any, when ``out`` holds no ``own``), else None.
+
+    The tables a folder holds are the last run's that wrote them: a command that wrote its tables there
+    before (``own``) and another whose run came after (e.g. ``microseg track``, then ``microseg segment
+    --overwrite``: its counts.csv replaced track's) leave the folder's tables to the later one, whose record
+    is the newer (modification times, nanoseconds; a tie counts as the other's, the folder kept). A folder
+    copied without its times (``cp -r``) may be taken as another run's: refused, never replaced."""
+
+    def written(name: str) -> int | None:
+        if earlier_run_record(out, name) is None:
+            return None
+        try:
+            return (out / name).stat().st_mtime_ns
+        except OSError:
+            return None
+
+    own_time = written(own)
+    newest = None
+    for name in others:
+        time = written(name)
+        if time is not None and (own_time is None or time >= own_time) and (newest is None or time > newest[0]):
+            newest = (time, name)
+    return newest[1] if newest else None
+
+
+def refuse_another_runs_outputs(out: Path, existing: list[str], own: str, command: str) -> None:
+    """InputError when ``existing`` (names of the outputs this ``command`` run would write that ``out``
+    holds) are another command's run's: its record (:data:`RUN_RECORDS`) is newer than this command's
+    own record ``own`` (or there is none of it; :func:`newer_run_record`). ``--overwrite`` replaces only
+    an earlier run of the same command's files (not "use --overwrite": it would replace another run's
+    result, a simulation's truth)."""
+    from ..errors import InputError
+
+    if not existing:
+        return
+    record = newer_run_record(out, own, [name for name in RUN_RECORDS if name != own])
+    if record is None:
+        return
+    shown = ", ".join(existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
+    after = f", written after the earlier {command} run's {own}" if earlier_run_record(out, own) is not None else ""
+    raise InputError(f"{out} holds {shown} of another run: {describe_run_record(out, record)} ({record}{after}); "
+                     f"--overwrite replaces an earlier {command} run's files only: choose another --out")

@@ -29,7 +29,7 @@ from ..defaults import DEFAULT_MIN_SIZE, DEFAULT_TILE
 from ..errors import InputError
 from ..io.atomic import guard_target, make_output_folder, refuse_folders_in_the_way, replace_tree, temp_prefix
 from ._help import HelpFormatter
-from ._staging import earlier_run_record
+from ._staging import earlier_run_record, refuse_another_runs_outputs
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fit.fz",
                   ".fts.fz", ".fz", ".zarr")
@@ -848,6 +848,10 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
         targets.extend(_label_target(out, path, shape, args.zarr_above))
         if args.save_probabilities:
             targets.append(out / "probabilities" / f"{_stem(path)}.tif")
+    # another command's run's outputs (a track run's counts.csv, a simulation's truth labels) are never replaced,
+    # not even with --overwrite (refused before "use --overwrite" is said): an earlier segment run's only
+    refuse_another_runs_outputs(out, [str(t.relative_to(out)) for t in targets if t.exists()], "segment_run.json",
+                                "segment")
     check_overwrite(targets, args.overwrite)
     refuse_folders_in_the_way(targets)
     for target in targets:  # labels and tables never replace an input, even with --overwrite

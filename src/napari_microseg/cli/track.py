@@ -288,29 +288,15 @@ def _ctc_files_replaced(out: Path, ctc: bool, replace_earlier_ctc: bool, new_nam
     return []
 
 
-#: run records of the other commands whose folders hold a tracks.csv or counts.csv of their own
-OTHER_RUN_RECORDS = {"params.json": "a simulation's ground truth (microseg simulate)",
-                     "segment_run.json": "a segmentation's (microseg segment)",
-                     "batch_run.json": "a batch run's (microseg batch)"}
-
-
 def _refuse_another_runs_tables(out: Path, existing: list[str]) -> None:
     """InputError when ``--overwrite`` would replace tables another command's run wrote in ``out``: a
     simulation's tracks.csv is the truth ``evaluate tracks`` scores against (replaced, a run scored itself),
     a segmentation's counts.csv its counts. An earlier track run's own files (``track_config.json``) are
-    replaced as asked."""
-    from ..errors import InputError
-    from ..tracking.export import is_simulation_folder
-    from ._staging import earlier_run_record
+    replaced as asked, unless another command's run wrote there after it (its record is the newer: e.g.
+    ``segment --overwrite`` after a track run, whose counts.csv is now the segmentation's)."""
+    from ._staging import refuse_another_runs_outputs
 
-    if not existing or earlier_run_record(out, "track_config.json") is not None:
-        return
-    for record, whose in OTHER_RUN_RECORDS.items():
-        if record == "params.json" and not is_simulation_folder(out):  # (autolabel's record: another run's)
-            whose = "another command's (microseg autolabel?)"
-        if earlier_run_record(out, record) is not None:
-            raise InputError(f"{out} holds {', '.join(existing)} of another run: {whose} ({record}); --overwrite "
-                             "replaces an earlier track run's files only: choose another --out")
+    refuse_another_runs_outputs(out, existing, "track_config.json", "track")
 
 
 def _publish(staging: Path, out: Path, ctc: bool, replace_earlier_ctc: bool) -> None:
