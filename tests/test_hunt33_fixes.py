@@ -164,7 +164,8 @@ def test_simulate_ccd_writes_each_point_charge_and_autolabel_recovers_its_charge
     assert main(["simulate", "ccd", "--out", str(tmp_path / "sim"), "--n", "2", "--noise", "20",
                  "--glow-probability", "0", "--seed", "3"]) == 0
     truth = pd.read_csv(tmp_path / "sim" / "clusters_truth.csv")
-    assert list(truth.columns) == ["index", "y", "x", "energy_kev", "sigma_px", "charge_adc"]
+    # (session 39: charge_adc is the charge on the frame, fraction_on_frame its share of the whole charge)
+    assert list(truth.columns) == ["index", "y", "x", "energy_kev", "sigma_px", "charge_adc", "fraction_on_frame"]
     assert set(truth["index"]) == {0, 1} and (truth.charge_adc > 0).all()
     assert main(["autolabel", "ccd", "--input", str(tmp_path / "sim" / "frames" / "ccd_00000.fits"),
                  "--out", str(tmp_path / "auto")]) == 0

@@ -7,7 +7,10 @@ Domains:
   liposomes      TEM images: images/, labels/, classes.csv (image,label,lamellarity,encapsulation,...)
   nanoparticles  thickness profiles: profiles.tif (n, views, points), classes.csv, renders.tif
   ccd            CCD frames: frames/*.fits (ADC), classes/*.tif (uint8), classes.csv (class fractions),
-                 clusters_truth.csv (each point charge drawn: index, y, x, energy_kev, sigma_px, charge_adc)
+                 clusters_truth.csv (each point charge drawn: index, y, x, energy_kev, sigma_px, charge_adc,
+                 fraction_on_frame: charge_adc is the ADC it deposited on the frame, fraction_on_frame its
+                 share of the whole charge E / 3.65 eV x gain, below 1 at the frame's edge; y, x in px,
+                 pixel k centred at k, as in clusters.csv of autolabel ccd / segment)
 
 Sample i of a run uses the seed SeedSequence([seed, i]), so a run with --n 2N
 starts with the N samples of a run with --n N (nested data sets); a single
@@ -526,8 +529,8 @@ def _run_ccd(args, out: Path) -> dict:
 
     from ..measure.counts import column_name
     from ..progress import Progress
-    from ..simulate.ccd import (CLASS_NAMES, simulate_ccd_exposure, simulate_ccd_frame, simulate_ccd_sensor,
-                                write_ccd_fits)
+    from ..simulate.ccd import (CLASS_NAMES, charge_on_frame, simulate_ccd_exposure, simulate_ccd_frame,
+                                simulate_ccd_sensor, write_ccd_fits)
 
     sensor = None
     if args.one_sensor:  # the sensor's defects from their own seed, the same for every frame
@@ -555,15 +558,21 @@ def _run_ccd(args, out: Path) -> dict:
                    "n_clusters": f.params["n_clusters_drawn"], "n_cluster_pieces": pieces}
             row.update({f"fraction_{column_name(c)}": float(v) for c, v in zip(CLASS_NAMES, f.class_fractions)})
             rows.append(row)
-            # each point charge drawn, for checking a cluster measurement against the truth (clusters.csv)
+            # each point charge drawn, for checking a cluster measurement against the truth (clusters.csv): the
+            # charge it deposited on the frame (a charge at the edge was listed whole, the part off the frame
+            # too, which no measurement of the frame can find) and the share of its whole charge that is
             drawn = pd.DataFrame(np.asarray(f.clusters, np.float64).reshape(-1, 5),
                                  columns=["y", "x", "energy_kev", "sigma_px", "charge_adc"])
+            on_frame = charge_on_frame(f.image.shape, f.clusters)
+            drawn["fraction_on_frame"] = np.divide(on_frame, drawn["charge_adc"].to_numpy(),
+                                                   out=np.zeros(len(drawn)), where=drawn["charge_adc"].to_numpy() > 0)
+            drawn["charge_adc"] = on_frame
             drawn.insert(0, "index", i)
             deposits.append(drawn)
             yield Progress(i + 1, args.n, name)
         _write_csv(out / "classes.csv", pd.DataFrame(rows))
         _write_csv(out / "clusters_truth.csv", pd.concat(deposits, ignore_index=True) if deposits else
-                   pd.DataFrame(columns=["index", "y", "x", "energy_kev", "sigma_px", "charge_adc"]))
+                   pd.DataFrame(columns=["index", "y", "x", "energy_kev", "sigma_px", "charge_adc", "fraction_on_frame"]))
         return {"simulation": first, "class_names": list(CLASS_NAMES)}
 
     return _drive(gen(), args.n, "ccd")

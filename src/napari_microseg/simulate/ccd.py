@@ -61,7 +61,9 @@ class CCDFrame:
     classes : (Y, X) uint8, 0 background, 1 glowing, 2 hot pixel, 3 cluster (exact).
     components : dict name -> (Y, X) float32 noise-free component images in ADC
         ("glow", "hot", "clusters", "tracks").
-    clusters : (N, 5) float array, one row per point charge: y, x, energy_keV, sigma_px, total_adc.
+    clusters : (N, 5) float array, one row per point charge: y, x (px; pixel k centred at k, the frame
+        spans -0.5 .. n - 0.5), energy_keV, sigma_px, total_adc (the whole charge drawn; a charge near the
+        frame's edge has part of it off the frame: :func:`charge_on_frame` gives what lies on it).
     params : every parameter used (JSON-serialisable).
     """
 
@@ -103,6 +105,24 @@ def _add_gaussian_charge(target: np.ndarray, y: float, x: float, sigma: float, t
     py = np.diff(ey) / 2
     px = np.diff(ex) / 2
     target[y0:y1, x0:x1] += total * np.outer(py, px)
+
+
+def charge_on_frame(shape: tuple[int, int], clusters: np.ndarray) -> np.ndarray:
+    """The charge (ADC) each point charge of ``clusters`` (:attr:`CCDFrame.clusters`, (N, 5): y, x,
+    energy_keV, sigma_px, total_adc) deposited on a frame of ``shape`` (Y, X) px, as
+    :func:`_add_gaussian_charge` adds it: its total times the share of its Gaussian over the pixels of its
+    window (4 sigma + 1 px around it) inside the frame. Below the total for a charge near the frame's
+    edge (what a measurement of the frame can find); shape (N,), float64."""
+    rows = np.asarray(clusters, np.float64).reshape(-1, 5)
+    y, x, sigma, total = rows[:, 0], rows[:, 1], rows[:, 3], rows[:, 4]
+    r = np.ceil(4 * sigma).astype(np.int64) + 1
+    s = sigma * np.sqrt(2)
+    share = np.ones(len(rows))
+    for centre, n in ((y, shape[0]), (x, shape[1])):
+        i = np.floor(centre + 0.5).astype(np.int64)
+        lo, hi = np.maximum(i - r, 0), np.minimum(i + r + 1, n)  # the window's pixels on the frame
+        share *= np.where(lo < hi, (erf((hi - 0.5 - centre) / s) - erf((lo - 0.5 - centre) / s)) / 2, 0.0)
+    return total * share
 
 
 #: padded window elements (charges x window pixels) of one pass of :func:`_add_gaussian_charges`
@@ -282,8 +302,11 @@ def simulate_ccd_frame_iter(
         energies = fe55_energies(k, rng, fe55_sd_kev, continuum_fraction, continuum_mean_kev)
         depth = np.clip(rng.exponential(absorption_depth, k), 0, 1)
         sig = s_lo + (s_hi - s_lo) * np.sqrt(depth)
-        ys = rng.uniform(0, ny, k)
-        xs = rng.uniform(0, nx, k)
+        # anywhere on the frame: pixel k spans k - 0.5 .. k + 0.5 (:func:`_add_gaussian_charge`), the frame
+        # -0.5 .. n - 0.5 (drawn over 0 .. n, no charge was centred in the first row's and column's outer
+        # halves, and some past the last row and column, half on the frame)
+        ys = rng.uniform(-0.5, ny - 0.5, k)
+        xs = rng.uniform(-0.5, nx - 0.5, k)
         totals = energies * 1000.0 / EV_PER_ELECTRON * gain
         for i in range(0, k, 16384):
             part = slice(i, i + 16384)
