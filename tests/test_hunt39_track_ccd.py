@@ -97,6 +97,20 @@ def test_segment_overwrite_keeps_a_tracks_counts(model_file, movie, tmp_path, ca
     assert _segment(model_file, movie, tmp_path / "own", "--overwrite") == 0
 
 
+def test_segment_overwrite_keeps_a_simulations_truth_labels(model_file, tmp_path, capsys):
+    """`segment --input <simulation>/images --out <simulation> --overwrite` replaced the truth labels/*.tif with
+    its own: refused now (the simulation's params.json is the folder's newest record)."""
+    sim = tmp_path / "sim"
+    assert main(["simulate", "nuclei", "--mode", "images", "--n", "1", "--shape", "64", "64", "--out", str(sim)]) == 0
+    truth = next((sim / "labels").iterdir())
+    before = truth.read_bytes()
+    capsys.readouterr()
+    assert main(["segment", "--model", str(model_file), "--input", str(sim / "images"), "--out", str(sim),
+                 "--overwrite", "--device", "cpu", "--quiet", "--tile", "64", "--overlap", "16"]) == 2
+    assert "simulation's ground truth" in capsys.readouterr().err
+    assert truth.read_bytes() == before
+
+
 # ---------------------------------------------------------------- simulated CCD clusters: where, how much
 def test_simulated_ccd_charges_are_drawn_over_the_whole_frame():
     """Pixel k spans k - 0.5 .. k + 0.5 (the clusters table's and regionprops' convention): the point charges were
