@@ -41,7 +41,9 @@ def test_training_on_a_stack_uses_every_frame(make_napari_viewer, qtbot, tmp_pat
     assert widget.result is not None, widget.status.text()
     assert widget.result.epochs_run == 1 and widget.result.stop_reason == "completed"
     trained_on = load_model(tmp_path / "stack.pt").config["training"]
-    assert trained_on["data"] == "napari layers: sim nuclei (fluorescence) + sim nuclei labels (3 annotated frame(s))"
+    assert trained_on["data"] == ("napari layers: sim nuclei (fluorescence) + sim nuclei labels (3 annotated frame(s)); "
+                                  "2 trained on, 1 held out for validation")  # (the last frame validates)
+    assert (trained_on["n_training_images"], trained_on["n_validation_images"]) == (2, 1)
 
 
 def test_renamed_layers_stay_chosen_and_run(make_napari_viewer, qtbot, wait_worker):

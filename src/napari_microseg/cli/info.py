@@ -36,7 +36,8 @@ def model_summary(spec: str) -> dict:
                "patch_size": config.get("patch_size"), "object_size": config.get("object_size"),
                "input_range": config.get("input_range"), "postprocess": config.get("postprocess"),
                "threshold": config.get("threshold"), "use_thresholds": config.get("use_thresholds"),
-               "training": {key: training.get(key) for key in ("data", "validation", "epochs_run", "best_epoch",
+               "training": {key: training.get(key) for key in ("data", "validation", "n_training_images",
+                                                               "n_validation_images", "epochs_run", "best_epoch",
                                                                "stop_reason", "seed", "device", "init_model",
                                                                "resumed_from", "metrics", "saved")}}
     return {key: value for key, value in summary.items() if value not in (None, {}, [])}

@@ -274,12 +274,10 @@ def check_history_path(history_path: Path, out: Path, *model_files: str | os.Pat
                          f"(e.g. {history_path / (out.stem + '.history.csv')})")
 
 
-def _autolabel_tile_places(images: str, names: list[str]) -> dict[str, str]:
-    """For tiles written by ``autolabel fluorescence --target`` (``OUT/tiles/images`` beside ``OUT/tiles.csv``)
-    of two or more frames: each tile file's name -> its place in the frames (``"tiles at y 0, x 512"``), as the
-    sequence it is a frame of. The split then holds out the last frames at every place, as for a time-lapse: a
-    random choice put the same place of frame t +/- 1 (labels IoU 0.65-0.94) in training beside each validation
-    tile. {} for other folders, or tiles of one frame."""
+def _autolabel_tiles_table(images: str):
+    """The rows of ``OUT/tiles.csv`` of the tiles ``autolabel fluorescence --target`` wrote (``images``:
+    ``OUT/tiles/images``) whose files exist, as ``{file name: (t, y, x, height, width)}`` (px; a table
+    without the tile size gives -1); {} for other folders or a table not autolabel's."""
     import pandas as pd
 
     folder = Path(images)
@@ -289,14 +287,65 @@ def _autolabel_tile_places(images: str, names: list[str]) -> dict[str, str]:
     try:
         table = pd.read_csv(table_path)
         table = table[table["target_file"].notna()]
-        places = {Path(str(row.target_file)).name: (int(row.t), f"tiles at y {int(row.y)}, x {int(row.x)}")
-                  for row in table.itertuples()}
+        size = {key: table[key] if key in table else pd.Series(-1, index=table.index) for key in ("height", "width")}
+        return {Path(str(row.target_file)).name: (int(row.t), int(row.y), int(row.x), int(size["height"][row.Index]),
+                                                  int(size["width"][row.Index]))
+                for row in table.itertuples()}
     except (OSError, ValueError, KeyError, AttributeError, pd.errors.ParserError):
         return {}  # not autolabel's table: the split by file, as before
-    if len({t for t, _ in places.values()}) < 2:
+
+
+def _autolabel_tile_places(images: str, names: list[str]) -> dict[str, str]:
+    """For tiles written by ``autolabel fluorescence --target`` (``OUT/tiles/images`` beside ``OUT/tiles.csv``)
+    of two or more frames: each tile file's name -> its place in the frames (``"tiles at y 0, x 512"``), as the
+    sequence it is a frame of. The split then holds out the last frames at every place, as for a time-lapse: a
+    random choice put the same place of frame t +/- 1 (labels IoU 0.65-0.94) in training beside each validation
+    tile. {} for other folders, or tiles of one frame."""
+    places = _autolabel_tiles_table(images)
+    if len({t for t, *_ in places.values()}) < 2:
         return {}
     # (the files are named in frame order, tile_00000 ..., so each place's tiles come in time order)
-    return {name: places[name][1] for name in names if name in places}
+    return {name: f"tiles at y {places[name][1]}, x {places[name][2]}" for name in names if name in places}
+
+
+def _autolabel_tile_groups(images: str, names: list[str]) -> dict[str, str]:
+    """For tiles written by ``autolabel fluorescence --target``: each tile file's name -> the tiles of its
+    frame it overlaps, joined (``"frame 0, tiles overlapping from y 448, x 0"``: the last row / column of
+    tiles is moved back to fit the field, over the one before it), as the group the split keeps on one
+    side; tiles that overlap no other are left out. {} for other folders (or a table without tile sizes)."""
+    tiles = {name: place for name, place in _autolabel_tiles_table(images).items() if name in set(names)}
+    if any(h < 1 or w < 1 for *_, h, w in tiles.values()):
+        return {}
+    order = sorted(tiles)
+    parent = {name: name for name in order}
+
+    def root(name: str) -> str:
+        while parent[name] != name:
+            parent[name] = parent[parent[name]]
+            name = parent[name]
+        return name
+
+    by_frame: dict[int, list[str]] = {}
+    for name in order:
+        by_frame.setdefault(tiles[name][0], []).append(name)
+    for frame in by_frame.values():
+        for i, a in enumerate(frame):
+            _, ya, xa, ha, wa = tiles[a]
+            for b in frame[i + 1:]:
+                _, yb, xb, hb, wb = tiles[b]
+                if ya < yb + hb and yb < ya + ha and xa < xb + wb and xb < xa + wa:  # they share pixels
+                    parent[root(b)] = root(a)
+    members: dict[str, list[str]] = {}
+    for name in order:
+        members.setdefault(root(name), []).append(name)
+    groups = {}
+    for group in members.values():
+        if len(group) > 1:
+            t = tiles[group[0]][0]
+            key = (f"frame {t}, tiles overlapping from y {min(tiles[n][1] for n in group)}, "
+                   f"x {min(tiles[n][2] for n in group)}")
+            groups.update({name: key for name in group})
+    return groups
 
 
 def _is_training_history(path: Path) -> bool:
@@ -491,7 +540,10 @@ def _train_into(args: argparse.Namespace) -> int:
         tile_places = _autolabel_tile_places(args.images, names)
         if tile_places:  # tiles of a time-lapse: held out as the last frames at each place, not as neighbours
             sequences = [tile_places.get(n, seq) for n, seq in zip(names, sequences)]
-        train_data = {"images": images, "labels": labels, "sequences": sequences, "names": names}
+        # overlapping tiles of a field (autolabel's last row / column moved back): on one side of the split
+        groups = _autolabel_tile_groups(args.images, names)
+        train_data = {"images": images, "labels": labels, "sequences": sequences, "names": names,
+                      **({"groups": [groups.get(n) for n in names]} if groups else {})}
     else:
         train_data = (images, labels)
     val_data = None

@@ -65,12 +65,16 @@ class LabelledImage:
     name : where it came from (file name, ``frame 3``, ...).
     sequence : for a frame of a time-lapse (a stack), which one (frames of one sequence are
         kept in time order); None for an image of its own.
+    group : for a tile cut from a field, the tiles of that field it overlaps (one key for all of
+        them, e.g. the last column of tiles moved back to fit the field and the column before it):
+        the split keeps a group on one side; None for an image that overlaps no other.
     """
 
     image: np.ndarray
     target: np.ndarray
     name: str = ""
     sequence: Any = None
+    group: Any = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -292,6 +296,7 @@ def prepare_training_data(
     names: Sequence[str] | None = None,
     description: str = "",
     sequences: Sequence[Any] | None = None,
+    groups: Sequence[Any] | None = None,
 ) -> TrainingData:
     """Normalise images and make targets; return a :class:`TrainingData`.
 
@@ -313,6 +318,8 @@ def prepare_training_data(
         frames already split from their stacks (:func:`load_training_pairs`); by default the
         stacks among ``images``. Validation then takes whole blocks of frames
         (:func:`split_train_val`), and all-zero frames of a sequence count as not annotated.
+    groups : per image, the key of the tiles of one field it overlaps (None: it overlaps no other
+        image); the split puts no validation tile over a training tile (:func:`split_train_val`).
 
     Raises
     ------
@@ -322,7 +329,8 @@ def prepare_training_data(
     imgs, labs, in_stack = _as_list(images, labels)
     if sequences is not None:
         in_stack = list(sequences)
-    for what, per_image in (("names", names), ("ignore masks", ignore_masks), ("sequences", sequences)):
+    for what, per_image in (("names", names), ("ignore masks", ignore_masks), ("sequences", sequences),
+                            ("groups", groups)):
         if per_image is not None and len(per_image) != len(imgs):
             raise InputError(f"{len(per_image)} {what} for {len(imgs)} images (frames of stacks count one each)")
     spec = make_normalization_spec(normalization)
@@ -381,7 +389,8 @@ def prepare_training_data(
                                off_centre_steps)[None]
         norm = normalize(im, spec)
         name = names[i] if names is not None else f"image {i}"
-        items.append(LabelledImage(norm.astype(np.float32, copy=False), target, name, in_stack[i]))
+        items.append(LabelledImage(norm.astype(np.float32, copy=False), target, name, in_stack[i],
+                                   None if groups is None else groups[i]))
     if off_centre_steps:  # said once for the data set (one warning per frame, each pointing to a command
         import warnings  # train does not have, was printed for the simulator's own frames)
 
@@ -649,6 +658,9 @@ def split_train_val(
     time-lapse (``LabelledImage.sequence``) are held out as a block, the last ``val_fraction`` of
     each sequence, so validation frames are not the near-copies next to training frames that a
     random choice would give; images of their own are then chosen at random.
+    Tiles of one field that overlap (``LabelledImage.group``) go to one side together, so no
+    validation pixel is trained on: the random choice takes whole groups, and a group a time-lapse's
+    held-out frames cut through is held out whole (said in a warning).
     With one image a strip of ``val_fraction`` of the longer axis is held out, so no validation
     pixel is seen in training: at the image's end when that strip holds a fair share of the
     annotations, else where it holds about ``val_fraction`` of them (sparse painting), with the
@@ -666,19 +678,34 @@ def split_train_val(
 
     if len(data.items) >= 2:
         val_idx = _validation_frames(data.items, val_fraction, seed)
-        if not val_idx:  # images of their own (or one-frame sequences): a random choice of images
+        if not val_idx:  # images of their own (or one-frame sequences): a random choice of images, taking
+            # overlapping tiles of a field together (each other image is a unit of its own: as drawn before groups)
+            units = _split_units(data.items)
+            if len(units) < 2:  # every tile overlaps another (one small field): by tile, said below
+                units = [[i] for i in range(len(data.items))]
             rng = np.random.default_rng(seed)
-            order = rng.permutation(len(data.items))
-            n_val = min(len(order) - 1, max(1, int(round(val_fraction * len(order)))))
-            val_idx = set(order[:n_val].tolist())
+            order = rng.permutation(len(units))
+            wanted = max(1, int(round(val_fraction * len(data.items))))
+            val_idx = set()
+            for unit in order[: len(units) - 1]:  # (one unit at least is left to training)
+                if len(val_idx) >= wanted:
+                    break
+                if len(val_idx) + len(units[unit]) <= wanted:  # a group that would pass the share asked: the next
+                    val_idx.update(units[unit])
+            if not val_idx:  # every group is larger than the share asked: the smallest one drawn
+                val_idx.update(min((units[unit] for unit in order), key=len))
+        val_idx = _keep_groups_together(data.items, val_idx)
         train = [it for i, it in enumerate(data.items) if i not in val_idx]
         val = [it for i, it in enumerate(data.items) if i in val_idx]
         share = len(val) / len(data.items)
         if share > 1.5 * val_fraction and len(val) > 1:  # e.g. 5 stacks of 2 painted frames: one each, half of all
+            why = ("tiles of a field that overlap are held out together; give validation images"
+                   if any(it.group is not None for it in val) else
+                   "each time-lapse gives at least its last painted frame; paint more frames, join the stacks, or "
+                   "give validation images")
             warnings.warn(MicrosegWarning(
                 f"validation holds out {len(val)} of {len(data.items)} images ({share:.0%}, the share asked is "
-                f"{val_fraction:.0%}): each time-lapse gives at least its last painted frame; paint more frames, join "
-                "the stacks, or give validation images"), stacklevel=2)
+                f"{val_fraction:.0%}): {why}"), stacklevel=2)
         if any((it.target > 0).any() for it in train) and not any((it.target > 0).any() for it in val):
             warnings.warn(MicrosegWarning(
                 f"the validation image(s) ({', '.join(it.name for it in val[:3])}{' ...' if len(val) > 3 else ''}) "
@@ -713,6 +740,49 @@ def split_train_val(
             "nothing and the best epoch is chosen on background alone; give validation images, annotate objects "
             "across the image, or set the validation share to 0"), stacklevel=2)
     return like(train_items), like([val_item])
+
+
+def _split_units(items: list[LabelledImage]) -> list[list[int]]:
+    """Indices of ``items`` in the units a split keeps on one side: each group of overlapping tiles
+    (``LabelledImage.group``), and each other item alone; in the order of their first items."""
+    units: list[list[int]] = []
+    of_group: dict[Any, list[int]] = {}
+    for i, it in enumerate(items):
+        if it.group is None:
+            units.append([i])
+        elif it.group in of_group:
+            of_group[it.group].append(i)
+        else:
+            of_group[it.group] = [i]
+            units.append(of_group[it.group])
+    return units
+
+
+def _keep_groups_together(items: list[LabelledImage], val_idx: set[int]) -> set[int]:
+    """``val_idx`` with no group of overlapping tiles on both sides: a group it cuts through is held out
+    whole (or, when that would leave nothing to train on, trained on whole), said in a warning; a group
+    that is every item is left cut, with a warning that validation overlaps training."""
+    cut = [unit for unit in _split_units(items) if 0 < len(val_idx.intersection(unit)) < len(unit)]
+    if not cut:
+        return val_idx
+    members = {i for unit in cut for i in unit}
+    grown, shrunk = val_idx | members, val_idx - members
+    if len(grown) < len(items):
+        warnings.warn(MicrosegWarning(
+            f"{len(grown) - len(val_idx)} training tile(s) overlap validation tiles of the same field (the last row "
+            "or column of tiles is moved back to fit it): held out for validation too, so that no validation "
+            f"pixel is trained on ({len(grown)} of {len(items)} images held out)"), stacklevel=3)
+        return grown
+    if shrunk:
+        warnings.warn(MicrosegWarning(
+            f"{len(val_idx) - len(shrunk)} validation tile(s) overlap training tiles of the same field (the last "
+            "row or column of tiles is moved back to fit it): trained on instead, so that no validation pixel is "
+            f"trained on ({len(shrunk)} of {len(items)} images held out)"), stacklevel=3)
+        return shrunk
+    warnings.warn(MicrosegWarning(
+        "the tiles all overlap one another (one small field): validation tiles overlap training tiles, so "
+        "validation will look better than the model is; give validation images or a larger field"), stacklevel=3)
+    return val_idx
 
 
 def _validation_frames(items: list[LabelledImage], val_fraction: float, seed: int) -> set[int]:

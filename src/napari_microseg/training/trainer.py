@@ -298,19 +298,20 @@ def _as_training_data(data: Any, cfg: TrainConfig, normalization: dict) -> Train
         return None
     if isinstance(data, TrainingData):
         return data
-    sequences = names = None
+    sequences = names = groups = None
     if isinstance(data, dict):
         images, labels, sequences, names = data["images"], data["labels"], data.get("sequences"), data.get("names")
+        groups = data.get("groups")
     elif isinstance(data, (tuple, list)) and len(data) == 2:
         images, labels = data
     else:
         raise InputError("training data must be a TrainingData, an (images, labels) pair or a dict with images and "
                          "labels (and optionally sequences: per image, the time-lapse it is a frame of; names: per image, "
-                         "what the model's record calls it)")
+                         "what the model's record calls it; groups: per image, the tiles of one field it overlaps)")
     return prepare_training_data(
         images, labels, output_mode=cfg.output_mode, n_classes=cfg.n_classes, normalization=normalization,
         ignore_value=cfg.ignore_value, unlabelled_is_ignored=cfg.unlabelled_is_ignored,
-        background_value=cfg.background_value, sequences=sequences, names=names,
+        background_value=cfg.background_value, sequences=sequences, names=names, groups=groups,
     )
 
 
@@ -392,6 +393,31 @@ def _check_counts_and_rates(cfg: TrainConfig) -> None:
             raise InputError(f"{name} must be a whole number >= 0, got {value!r}")
 
 
+STRIP_SUFFIX = " (validation strip)"  # the name of a one-image split's validation part (split_train_val)
+
+
+def split_note(train_td: TrainingData, held_out: TrainingData | None) -> str:
+    """What the model record's ``data`` adds when validation was held out of the images it describes
+    (the description counts them all): ``"; 3 trained on, 1 held out for validation"``, or for one image
+    split by a strip ``"; trained on the parts of a.tif beside its validation strip (held out)"``.
+    ``""`` when nothing was held out (no validation, or validation images given apart)."""
+    if held_out is None or not len(held_out):
+        return ""
+    strips = [it.name[: -len(STRIP_SUFFIX)] for it in held_out.items if it.name.endswith(STRIP_SUFFIX)]
+    if strips and len(held_out) == 1:
+        others = len(train_td) - sum(1 for it in train_td.items if it.name.startswith(f"{strips[0]} (train part"))
+        return (f"; trained on the parts of {strips[0]} beside its validation strip (held out)"
+                + (f" and {others} other image(s)" if others > 0 else ""))
+    return f"; {len(train_td)} trained on, {len(held_out)} held out for validation"
+
+
+def crash_reason(err: BaseException) -> str:
+    """The ``stop_reason`` a model file records for a run ended by an unexpected error:
+    ``"error: <exception type>: <message>"`` (the message's first line, at most 200 characters)."""
+    message = (str(err).strip().splitlines() or [""])[0][:200]
+    return f"error: {type(err).__name__}" + (f": {message}" if message else "")
+
+
 def annotation_digest(item: LabelledImage) -> str:
     """A short digest (16 hex digits) of an image's training target and its shape: which validation images
     a run used, whatever they are called (a resumed run checks that it is given those)."""
@@ -415,7 +441,7 @@ def _run_split_kept(every: TrainingData, train_td: TrainingData, val_td: Trainin
     by_name: dict = {}
     for item in every.items:
         by_name.setdefault(item.name, []).append(item)
-    strip = " (validation strip)"
+    strip = STRIP_SUFFIX
     if len(recorded) == 1 and recorded[0].endswith(strip) and len(by_name.get(recorded[0][: -len(strip)], [])) == 1:
         # a one-image run's strip: cut again from that image (the same cut: it depends on the image alone);
         # images added since train
@@ -576,6 +602,8 @@ def train(
         model's record lists the validation images by these names).
     val_data : validation data in the same forms; None: split off ``config.val_fraction``
         of ``train_data`` (by image, or a strip of a single image).
+        A dict's optional ``groups`` (per image, the tiles of one field it overlaps) keep overlapping
+        tiles on one side of that split.
     out_path : model file for the best model; the resumable last state goes to
         ``out_path + ".last.pt"``.
     resume : a ``.last.pt`` checkpoint (or a model path next to one): continue its epochs,
@@ -589,6 +617,8 @@ def train(
     Stopping (``close()``, ``stop_event``, early stopping) keeps the best model file. If
     stopped before the first epoch finished nothing is saved (an untrained network is no model,
     and a file already at ``out_path`` stays as it is); the result's ``model_path`` is None.
+    An error after an epoch finished (divergence, out of memory, a full disk ...) is raised with the best
+    model kept: its record's ``stop_reason`` is ``"diverged"`` or ``"error: <type>: <message>"``.
     """
     import torch
 
@@ -715,6 +745,7 @@ def train(
     if fitted != cfg.patch_size:  # patches larger than every image would be mostly padding
         cfg = replace(cfg, patch_size=fitted)
     val_td = _as_training_data(val_data, cfg, normalization)
+    held_out = val_td is None  # validation drawn from the training data: its description counts both
     if val_td is None:
         every = train_td
         train_td, val_td = split_train_val(train_td, cfg.val_fraction, seed=cfg.split_seed)
@@ -932,7 +963,7 @@ def train(
     done = 0
     first_step_loss = None  # this run's loss at its first step, before any update: the blow-up reference
 
-    train_desc = cfg.data_description or train_td.description
+    train_desc = (cfg.data_description or train_td.description) + split_note(train_td, val_td if held_out else None)
     levels = {}  # the training images' peak levels, to warn when an input arrives on another intensity scale
     if normalization["kind"] in SCALE_KEEPING:
         from .normalize import input_range
@@ -962,6 +993,8 @@ def train(
                                          max(float(base_size["range"][1]), object_size["range"][1])],
                                "measured_on": f"{object_size['measured_on']}, joined with the base model's range"}
     val_desc = "none" if val_td is None else f"{len(val_td)} image(s) / {len(val_x)} tiles"
+    if held_out and val_td is not None and any(it.group is not None for it in every.items):
+        val_desc += " (tiles of a field that overlap kept on one side of the split)"
     # the watershed / post-processing settings tuned for the base (or resumed) model go on with its weights:
     # a fine-tune on a few corrected frames lost them (AP@0.5 0.860 with the defaults, 0.877 with them)
     inherited_postprocess = None
@@ -994,6 +1027,9 @@ def train(
                 "data": train_desc,
                 "validation": val_desc,
                 "validation_images": [] if val_td is None else [it.name for it in val_td.items],
+                # (records written before these counts: "data" counted the validation images among the trained ones)
+                "n_training_images": len(train_td),
+                "n_validation_images": 0 if val_td is None else len(val_td),
                 "validation_digests": validation_digests,
                 "epochs_run": history[-1]["epoch"] if history else 0,
                 "best_epoch": best_epoch,
@@ -1167,8 +1203,13 @@ def train(
                                  "learning rate (the best model so far, if any, is kept)")
             improved = best_value is None or (monitored > best_value if higher_better else monitored < best_value)
             if improved:
+                kept = (best_value, best_epoch, bad_epochs)
                 best_value, best_epoch, bad_epochs = float(monitored), epoch, 0
-                save_model(out_path, model, file_config(True, dict(row)))
+                try:
+                    save_model(out_path, model, file_config(True, dict(row)))
+                except BaseException:  # (a full disk): the file keeps the earlier best epoch, and its record says so
+                    best_value, best_epoch, bad_epochs = kept
+                    raise
                 saved_any = True
             else:
                 bad_epochs += 1
@@ -1193,6 +1234,13 @@ def train(
     except InputError:  # diverged: the model kept (its best epoch) says how the run ended
         if saved_any and ran_an_epoch():
             record_whole_run("diverged")
+        raise
+    except Exception as err:  # out of memory, a full disk, a failing reader ...: the kept model (its best epoch)
+        # says how the run ended and lists every epoch run (its file was written at its best epoch: it had no
+        # stop_reason and lacked the later epochs); its weights and the .last.pt checkpoint stay as they are
+        if saved_any and ran_an_epoch():
+            with contextlib.suppress(Exception):  # (the disk that failed may refuse this too: the error is said)
+                record_whole_run(crash_reason(err))
         raise
     finally:
         if cfg.num_threads:
