@@ -316,6 +316,10 @@ def read_layers(path: str | list[str]) -> list[tuple]:
             from .measure.tables import ids_features  # a Labels layer carries its ids (DESIGN: features, label)
 
             kwargs["features"] = ids_features(np.asarray(data))  # (a small lazy one, Zarr, read for it: 64 MB at most)
+        if kind == "labels" and len(paths) == 1:  # the per-object table a save with this plugin kept beside it
+            saved = _saved_features(Path(str(p)), kwargs.get("features"))
+            if saved is not None:
+                kwargs["features"] = saved
         if kind == "labels" and Path(str(p).rstrip("/")).parent.name.lower() in LABEL_FOLDERS \
                 and isinstance(kwargs["name"], str) and "label" not in kwargs["name"].lower():
             kwargs["name"] += " labels"  # images/x.tif and labels/x.tif: "x" and "x labels", not "x [1]"
@@ -323,6 +327,47 @@ def read_layers(path: str | list[str]) -> list[tuple]:
     if len(layers) > 1:  # napari hands a list of files over only for File > Open Files as Stack
         return [_stacked(layers, paths)]
     return layers
+
+
+def _saved_features(labels: Path, features: Any) -> Any:
+    """``features`` (the reader's ``label, pixels, index`` of a labels file, or None) joined by label with the
+    columns that napari's Save with this plugin kept beside it (``x.features.csv``, see
+    ``_writer.write_labels_tiff``): the saved rows of labels the file does not hold (a class table's) kept too.
+    None when there is no such table, or it was saved with other labels (the file was written again since:
+    warned, its table is not these labels')."""
+    import warnings
+
+    import pandas as pd
+
+    from ._writer import FEATURES_DIGEST_COLUMN, READER_FEATURE_COLUMNS, features_path, labels_digest
+    from .errors import MicrosegWarning
+    from .io.tables import read_csv_table
+    from .measure.tables import label_features
+
+    sidecar = features_path(labels)
+    if not sidecar.is_file() or not labels.is_file():
+        return None
+    try:  # a class named "NA" or "None" stays a name
+        table = read_csv_table(sidecar, keep_default_na=False, na_values=[""])
+    except (InputError, OSError):
+        return None
+    if FEATURES_DIGEST_COLUMN not in table.columns or "label" not in table.columns:
+        return None  # not a table this plugin saved: the user's own
+    written_for = {str(v) for v in table[FEATURES_DIGEST_COLUMN].dropna().unique()}
+    label = pd.to_numeric(table["label"], errors="coerce")
+    stale = written_for != {labels_digest(labels)}
+    if stale or label.isna().any() or (label != label.round()).any() or label.duplicated().any():
+        said = (f"was saved with an earlier {labels.name} (written again since)" if stale
+                else "does not name each object once by a whole number in its label column")
+        warnings.warn(MicrosegWarning(f"{sidecar.name} {said}: its features are left out"), stacklevel=3)
+        return None
+    table = table.drop(columns=[c for c in table.columns if c in READER_FEATURE_COLUMNS or c == FEATURES_DIGEST_COLUMN])
+    table.insert(0, "label", label.astype(np.int64).to_numpy())
+    if features is not None:
+        own = pd.DataFrame(features)[["label", "pixels"]]
+        table = own.merge(table, on="label", how="outer", sort=True)
+        table["pixels"] = table["pixels"].fillna(0).astype(np.int64)  # a saved row of no pixels here (a class's)
+    return label_features(table)
 
 
 #: labels files up to this many pixels (Zarr ones too) open with a ``features`` table of their ids (label, pixels):

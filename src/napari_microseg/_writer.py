@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError, WriteRefused
-from .io.images import LABELS_SOFTWARE, MICROSEG_SOFTWARE, calibration_from_layer, origin_from_layer, write_tiff
+from .io.images import (LABELS_SOFTWARE, MICROSEG_SOFTWARE, calibration_from_layer, origin_from_layer, tiff_axes,
+                        write_tiff)
 from .io.tables import TRACKS_COLUMNS, tracks_table_from_layer, write_csv
 
 
@@ -80,10 +81,11 @@ def write_image_tiff(path: str, data: Any, meta: dict) -> list[str]:
     scale = meta.get("scale") or ()
     # an RGB(A) layer has one scale entry fewer than its data's axes (none for its colour axis)
     rgb = bool(meta.get("rgb")) and data.ndim in (3, 4) and data.shape[-1] in (3, 4) and len(scale) == data.ndim - 1
-    # colour as colour, not 3 px wide frames; a colour movie keeps its frames' colours, not its calibration
-    colour = {"photometric": "rgb", "metadata": {"axes": "YXS" if data.ndim == 3 else "TYXS"}} if rgb else {}
-    calibration = (_with_z_planes(calibration_from_layer(scale, meta.get("units")), meta, data.ndim)
-                   if len(scale) == data.ndim - rgb and not (rgb and data.ndim == 4) else None)
+    # its scale (um, min) as OME calibration: a colour image's or colour movie's too (YXS, TYXS or ZYXS)
+    calibration = (_with_z_planes(calibration_from_layer(scale, meta.get("units")), meta, data.ndim - rgb)
+                   if len(scale) == data.ndim - rgb else None)
+    # colour as colour, not 3 px wide frames; a colour movie as frames (or planes) of colour
+    colour = {"photometric": "rgb", "metadata": {"axes": tiff_axes(data.ndim - 1, calibration) + "S"}} if rgb else {}
     # where it lies (translate) with its calibration, as the tracks writer keeps it: saved apart, they lay apart
     origin = origin_from_layer(meta.get("translate"), meta.get("units")) if calibration else None
     write_tiff(target, np.asarray(data) if rgb else data, overwrite=True, calibration=calibration, origin=origin,
@@ -109,12 +111,106 @@ def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
 
     dtype = np.int32 if low < 0 else label_dtype(high)
     target = _with_suffix(path, (".tif", ".tiff"), ".tif")
+    # the layer's per-object table (classes, ground truth, track ids) beyond what the reader rebuilds: beside it
+    kept = _kept_features(meta.get("features"))
+    sidecar = features_path(target)
+    ours = _is_features_sidecar(sidecar)
+    if kept is not None:  # checked before anything is written: the labels alone would open without their table
+        from .io.atomic import guard_target
+
+        guard_target(sidecar)
+        if sidecar.is_dir() or (sidecar.exists() and not ours):
+            raise InputError(f"{sidecar.name} exists beside {target.name} and is not a table this plugin saved: "
+                             f"the layer's features ({', '.join(map(str, kept.columns[1:4]))}"
+                             f"{', ...' if len(kept.columns) > 4 else ''}) are saved there, so nothing was written; "
+                             "move or rename it, or save the labels under another name")
+        if _write_protected(sidecar):  # (refused by atomic_path once the labels were written: refused now)
+            raise InputError(f"{sidecar.name}: is write-protected, so the layer's features cannot be saved beside "
+                             f"{target.name}; nothing was written (make it writable, or choose another name)")
     # the layer's physical scale (um, min) goes with it, as the reader set it from the movie
     calibration = _with_z_planes(calibration_from_layer(meta.get("scale"), meta.get("units")), meta, arr.ndim)
     write_tiff(target, arr.astype(dtype), overwrite=True, calibration=calibration,
                origin=origin_from_layer(meta.get("translate"), meta.get("units")),  # where it lies, as tracks keep it
                software=LABELS_SOFTWARE)  # reopened as labels, whatever the file's name
-    return [str(target)]
+    if kept is None:
+        if ours and not _write_protected(sidecar):
+            sidecar.unlink(missing_ok=True)  # an earlier save's table: not these labels' (a user's file stays)
+        return [str(target)]
+    if kept["label"].duplicated().any():  # (one row per object per frame): the reader takes one row per label
+        import warnings
+
+        from .errors import MicrosegWarning
+
+        warnings.warn(MicrosegWarning(f"{sidecar.name} written with the layer's features, which hold several rows of "
+                                      "one label: opening the labels again leaves them out (one row per label)"),
+                      stacklevel=2)
+    # the labels file it belongs to: labels written again later (``microseg segment --overwrite``) do not take it
+    write_csv(sidecar, kept.assign(**{FEATURES_DIGEST_COLUMN: labels_digest(target)}))
+    return [str(target), str(sidecar)]
+
+
+#: columns of a Labels layer's ``features`` that the reader makes itself from the labels (see ``ids_features``)
+READER_FEATURE_COLUMNS = ("label", "pixels", "index")
+
+#: column of ``<labels>.features.csv`` holding ``labels_digest`` of the labels file it was saved with
+FEATURES_DIGEST_COLUMN = "labels_file_sha256"
+
+
+def _kept_features(features: Any) -> pd.DataFrame | None:
+    """A Labels layer's ``features`` to save beside its labels: ``label`` (napari's ``index`` where there is no
+    ``label`` column, else the row number, as napari finds a label's row) and the columns the reader does not
+    make itself; None when there are none (or no rows)."""
+    if features is None:
+        return None
+    table = features if isinstance(features, pd.DataFrame) else pd.DataFrame(features)
+    others = [c for c in table.columns if c not in READER_FEATURE_COLUMNS and c != FEATURES_DIGEST_COLUMN]
+    if not others or not len(table):
+        return None
+    if "label" in table.columns:
+        label = table["label"]
+    elif "index" in table.columns:
+        label = table["index"]
+    else:
+        label = pd.Series(np.arange(len(table)))
+    kept = table[others].reset_index(drop=True)
+    kept.insert(0, "label", np.asarray(label))
+    return kept
+
+
+def features_path(labels: Path) -> Path:
+    """The table beside a saved labels file that holds its layer's features (``x.tif`` -> ``x.features.csv``)."""
+    return labels.with_name(labels.stem + ".features.csv")
+
+
+def _is_features_sidecar(path: Path) -> bool:
+    """Whether ``path`` is a features table this plugin saved (its header names ``FEATURES_DIGEST_COLUMN``)."""
+    if not path.is_file():
+        return False
+    try:
+        with open(path, "rb") as table:
+            header = table.readline(65536).decode("utf-8-sig", "replace")
+    except OSError:
+        return False
+    return FEATURES_DIGEST_COLUMN in [name.strip().strip('"') for name in header.strip().split(",")]
+
+
+def _write_protected(path: Path) -> bool:
+    """Whether ``path`` is a file (not a link, which is replaced) that its mode keeps from being written (0444)."""
+    try:
+        return not path.is_symlink() and path.is_file() and not path.stat().st_mode & 0o222
+    except OSError:
+        return False
+
+
+def labels_digest(labels: Path) -> str:
+    """``sha256:<hex>`` of a labels file's bytes: its saved features stand for this file only."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(labels, "rb") as data:
+        for block in iter(lambda: data.read(1 << 22), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
 
 
 @_refusals_kept

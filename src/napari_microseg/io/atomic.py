@@ -191,7 +191,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     symbolic link is written through: the file it leads to gets the new content (the link was
     replaced by a file of its own, the linked file left as it was). A file replaced keeps its mode
     (a 0640 file became 0644).
-    Raises :class:`InputError` when ``path`` is a declared input (:func:`protect_inputs`).
+    Raises :class:`InputError` when ``path`` is a declared input (:func:`protect_inputs`), or a file
+    write-protected by its mode (no write bit, e.g. 0444: a link to one is replaced, never written through).
     """
     target = Path(path)
     guard_target(target)
@@ -210,6 +211,10 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     with contextlib.suppress(OSError):
         if target.is_file() and not replacing_link:
             existing_mode = stat.S_IMODE(target.stat().st_mode)
+    if existing_mode is not None and not existing_mode & 0o222:
+        # write-protected (a raw image made read-only, 0444): its folder's write permission let a rename replace it
+        raise InputError(f"{target}: is write-protected (mode {existing_mode:04o}), so it is not replaced; make it "
+                         "writable (chmod u+w) to replace it, or choose another name")
     if target.is_dir():
         raise InputError(f"{target}: is a folder; give the name of a file to write")
     try:

@@ -1068,7 +1068,8 @@ def write_tiff(path: str | os.PathLike, data: np.ndarray, overwrite: bool = Fals
         contents = {"data": arr}
     for key, value in tiff_axes_kwargs(data, calibration).items():
         kwargs.setdefault(key, value)
-    ome = _ome_calibration(calibration or {}, np.ndim(data) if not hasattr(data, "compute") else data.ndim)
+    colour = kwargs.get("photometric") == "rgb"  # colour samples last (YXS, TYXS): calibrated as the grey axes
+    ome = _ome_calibration(calibration or {}, (np.ndim(data) if not hasattr(data, "compute") else data.ndim) - colour)
     one_plane = len(shape) in (3, 4) and shape[0] == 1 and "imagej" not in kwargs
     ome_name = target.name.lower().endswith((".ome.tif", ".ome.tiff"))  # tifffile writes OME-XML for such a name
     if one_plane and (ome or ome_name):
@@ -1084,7 +1085,7 @@ def write_tiff(path: str | os.PathLike, data: np.ndarray, overwrite: bool = Fals
             kwargs.setdefault("resolutionunit", "CENTIMETER")
     elif ome and "imagej" not in kwargs:
         kwargs["ome"] = True
-        grey_shape = shape[:-1] if kwargs.get("photometric") == "rgb" else shape  # colour samples: one plane
+        grey_shape = shape[:-1] if colour else shape  # colour samples: one plane
         kwargs["metadata"] = {**(kwargs.get("metadata") or {}), **ome, **_ome_planes(origin, grey_shape)}
     writes_ome = kwargs.get("ome") is True or (ome_name and kwargs.get("ome") is None and "imagej" not in kwargs)
     if writes_ome:
