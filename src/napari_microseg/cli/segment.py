@@ -521,6 +521,25 @@ def _publish_staged(stage: Path, out: Path) -> None:
             os.replace(source, target)
 
 
+def _earlier_labels_in_other_format(out: Path, written: list[Path]) -> list[Path]:
+    """The label files an earlier segment run in ``out`` wrote for the images this run wrote ``written`` for,
+    in the other format (``labels/f32.zarr`` when this run wrote ``labels/f32.tif``, as ``--zarr-above``
+    chose): the same image's earlier result, which the new tables do not describe (it was kept, and called
+    "of other images"). Only files the earlier run's record (segment_run.json, read before this run's
+    replaces it) lists: a user's own file stays."""
+    earlier = earlier_run_record(out, "segment_run.json") or {}
+    listed = {Path(str(record.get("labels"))).name for record in earlier.get("images") or []
+              if isinstance(record, dict) and record.get("labels")}
+    stale = []
+    for path in written:
+        stem = path.name[: -len(path.suffix)] if path.suffix in (".tif", ".zarr") else path.name
+        for suffix in (".tif", ".zarr"):
+            other = path.with_name(stem + suffix)
+            if other.name != path.name and other.name in listed and other.exists():
+                stale.append(other)
+    return stale
+
+
 def _note_earlier_labels(out: Path, written: set[Path]) -> None:
     """With --overwrite: name the label files in ``out/labels`` that this run did not write (an earlier
     run's, of other images). They stay, since rerunning a subset patches a run, but ``evaluate seg``
@@ -960,6 +979,8 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
         elif args.overwrite and earlier_run_record(out, "segment_run.json") is not None:
             # an earlier class-model run's clusters must not pass for this run's (a user's own file is no run's)
             stale.append(out / "clusters.csv")
+        if args.overwrite:  # an earlier run's labels of these images in the other format (f32.zarr beside f32.tif)
+            stale += _earlier_labels_in_other_format(out, [Path(record["labels"]) for record in per_image])
         settings = dict(result.settings)
         for per_image_key in ("image_tile", "scale_warning", "coverage_warning"):  # per image below, with its diameter and resize factor
             settings.pop(per_image_key, None)
@@ -984,7 +1005,10 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
         if stage is not None:  # this run's labels, probabilities, defect masks and tables into place together
             _publish_staged(stage, out)
         for path in stale:
-            path.unlink(missing_ok=True)
+            if path.is_dir() and path.suffix == ".zarr":  # (an earlier run's Zarr labels: a folder)
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
         if args.overwrite:
             _note_earlier_labels(out, {Path(record["labels"]) for record in per_image})
     print(f"wrote {written}, {out / 'segment_run.json'}")
