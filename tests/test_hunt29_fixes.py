@@ -510,7 +510,8 @@ def test_class_weights_do_not_count_rare_classes_twice_with_oversampling(tmp_pat
 def test_batch_into_the_same_out_with_another_folder_keeps_the_first_folders_results(tmp_path):
     """`batch segment --input day1 --out r` then `--input day2 --out r` (the same file names, other images)
     replaced day1's labels unasked: the second folder was taken for the first one moved. While the first
-    folder is there, day2's images are named under their folder and nothing of day1 is replaced."""
+    folder is there, day2's images are named under their folder and nothing of day1 is replaced (day2 alone,
+    which would drop day1's rows from the merged tables, is refused since hunt 39: both folders are given)."""
     import json
 
     import tifffile
@@ -527,17 +528,25 @@ def test_batch_into_the_same_out_with_another_folder_keeps_the_first_folders_res
     run_batch_sync("segment", tmp_path / "day1", out, model="nuclei_fluorescence_fast", workers=0)
     before = {p.name: p.read_bytes() for p in (out / "labels").glob("*.tif")}
     assert sorted(before) == ["A00.tif", "A01.tif"]
-    summary = run_batch_sync("segment", tmp_path / "day2", out, model="nuclei_fluorescence_fast", workers=0)
-    assert summary.processed == 2
-    assert {p.name: p.read_bytes() for p in (out / "labels").glob("*.tif")} == before  # day1's kept as they were
-    assert sorted(p.name for p in (out / "labels" / "day2").glob("*.tif")) == ["A00.tif", "A01.tif"]
-    config = json.loads((out / "batch_config.json").read_text())
-    assert config["input_root"] == str(tmp_path / "day1")  # the folder the out folder's names start from
-    assert run_batch_sync("segment", tmp_path / "day2", out, model="nuclei_fluorescence_fast", workers=0).skipped == 2
+    # day2 alone would drop day1's rows from the merged tables: refused (hunt 39), nothing of day1 replaced
+    from napari_microseg.errors import InputError
+
+    with pytest.raises(InputError, match="A00.tif, A01.tif"):
+        run_batch_sync("segment", tmp_path / "day2", out, model="nuclei_fluorescence_fast", workers=0)
+    assert {p.name: p.read_bytes() for p in (out / "labels").glob("*.tif")} == before
     # the first folder moved: recognised by its names, its done images skipped
     (tmp_path / "day1").rename(tmp_path / "moved")
     assert run_batch_sync("segment", tmp_path / "moved", out, model="nuclei_fluorescence_fast", workers=0).skipped == 2
     assert {p.name: p.read_bytes() for p in (out / "labels").glob("*.tif")} == before
+    # day2 beside it: its images named under their folder, the first folder's kept as they were
+    both = [tmp_path / "moved", tmp_path / "day2"]
+    summary = run_batch_sync("segment", both, out, model="nuclei_fluorescence_fast", workers=0)
+    assert (summary.processed, summary.skipped) == (2, 2)
+    assert {p.name: p.read_bytes() for p in (out / "labels").glob("*.tif")} == before  # day1's kept as they were
+    assert sorted(p.name for p in (out / "labels" / "day2").glob("*.tif")) == ["A00.tif", "A01.tif"]
+    config = json.loads((out / "batch_config.json").read_text())
+    assert config["input_root"] == str(tmp_path / "moved")  # the folder the out folder's names start from
+    assert run_batch_sync("segment", both, out, model="nuclei_fluorescence_fast", workers=0).skipped == 4
 
 
 def test_batch_track_rerun_without_ctc_takes_away_the_earlier_ctc_export(tmp_path):

@@ -21,9 +21,12 @@ manifest records as done whose input checksum is unchanged and whose outputs
 exist (the checksums are computed in the driver with a few threads before any
 cluster starts, so a rerun with nothing left to do starts none); a killed run
 loses at most the items that were in flight. Inputs added since are
-processed; the merged tables hold the items of the current inputs only. A
-rerun with other settings (model, threshold, tile...) is refused unless
-``overwrite=True``, which redoes every item.
+processed; the merged tables hold the items of the current inputs only (an
+input deleted since leaves them). A run whose inputs leave out inputs done
+before that are still in place (another folder or pattern into the same
+``OUT``) is refused unless ``overwrite=True``, which replaces the tables with
+this run's inputs only. A rerun with other settings (model, threshold, tile...)
+is refused unless ``overwrite=True``, which redoes every item.
 Failed items (unreadable file, wrong shape...) are recorded with their reason
 in ``OUT/failures.csv`` and retried by the next run; they never stop a batch.
 
@@ -642,6 +645,52 @@ def _same_files_as_recorded(found: Sequence[tuple[Path, str]], out: Path, task: 
     return compared == 0 or same * 2 > compared
 
 
+def _done_inputs_left_out(out: Path, found: Sequence[tuple[Path, str]]) -> list[str]:
+    """The inputs of the earlier run in ``out`` (its ``batch_config.json`` ``inputs``) whose items are done, i.e. rows
+    of the merged tables, that this run's inputs ``found`` leave out although they are still where they were: another
+    ``--input`` (a folder or pattern selecting other files). Inputs deleted since are not among them (their rows
+    leave the tables, which hold the current inputs' items). Sorted paths."""
+    earlier = {p for p in _earlier_config(out).get("inputs") or [] if isinstance(p, str)}
+    if not earlier:
+        return []
+    current = {os.path.abspath(p) for p, _ in found}
+    if all(os.path.abspath(p) in current for p in earlier):  # a rerun of the same inputs (or more): no manifest read
+        return []
+    real: set[str] | None = None  # the inputs' real paths, worked out only when a record's path is not among them
+    left: set[str] = set()
+    for record in Manifest(out / MANIFEST_NAME).load().values():
+        source = record.get("input")
+        if record.get("status") != "done" or not isinstance(source, str) or source not in earlier \
+                or source in left or os.path.abspath(source) in current or not os.path.exists(source):
+            continue
+        if real is None:
+            real = {os.path.realpath(p) for p, _ in found}
+        if os.path.realpath(source) not in real:
+            left.add(source)
+    return sorted(left)
+
+
+def _refuse_leaving_out_done_inputs(out: Path, found: Sequence[tuple[Path, str]]) -> None:
+    """Refuse a run whose inputs leave out done inputs of the earlier run in ``out`` that are still in place
+    (see :func:`_done_inputs_left_out`): its merged tables would lose their rows without a word."""
+    left = _done_inputs_left_out(out, found)
+    if not left:
+        return
+    root = _earlier_config(out).get("input_root")
+
+    def name(path: str) -> str:
+        with contextlib.suppress(ValueError, TypeError):
+            return Path(path).relative_to(root).as_posix() if isinstance(root, str) and root else path
+        return path
+
+    names = ", ".join(name(p) for p in left[:3]) + (" ..." if len(left) > 3 else "")
+    where = f" (in {root})" if isinstance(root, str) and root and all(name(p) != p for p in left[:3]) else ""
+    raise InputError(f"{out} holds the results of {len(left)} input(s) done before that this run's inputs leave out, "
+                     f"still in place: {names}{where}; the merged tables would lose their rows. Give them as inputs too "
+                     "(--input), choose another output folder (--out), or allow overwriting (--overwrite) to replace "
+                     "the tables with this run's inputs only")
+
+
 def _previous_settings_hash(out: Path) -> str | None:
     """The settings hash an earlier batch recorded in ``out`` (None: none, or unreadable)."""
     return _earlier_config(out).get("settings_hash")
@@ -1080,7 +1129,8 @@ def run_batch(
     torch_threads : torch CPU threads per task (default 1 on a cluster; unchanged in process).
     memory_limit : per-worker memory limit of the local cluster (default: Dask's share of RAM).
     device : torch device for the model on the workers (``"auto"``, ``"cpu"``, ``"cuda"``...).
-    overwrite : redo every item when ``out`` holds results made with other settings.
+    overwrite : redo every item when ``out`` holds results made with other settings; replace the merged tables
+        with this run's inputs only when ``out`` holds done inputs, still in place, that ``inputs`` leave out.
     max_in_flight : tasks submitted at a time (default 4 per worker thread); bounds
         scheduler memory for 10^4..10^5 items.
     heartbeat : seconds between progress events while waiting (lets a caller cancel).
@@ -1172,6 +1222,8 @@ def run_batch(
                     ignored = []
                     found = find_batch_inputs(inputs, root=distinct, ignored=ignored, **search)
                     moved_root = distinct
+    if not overwrite:  # another --input into the same folder: its earlier inputs' rows left the tables unasked
+        _refuse_leaving_out_done_inputs(out, found)
     out.mkdir(parents=True, exist_ok=True)
     lock = acquire_out_lock(out)
     manifest = Manifest(out / MANIFEST_NAME)
