@@ -151,3 +151,67 @@ def test_classification_results_survive_closing_the_dock(make_napari_viewer, tmp
     written = reopened.export()
     assert written is not None, reopened.status.text()
     assert list(pd.read_csv(written)["class"]) == classes
+
+
+def test_paint_made_while_the_tracking_dock_is_closed_is_kept_by_the_reopened_dock(make_napari_viewer, tmp_path,
+                                                                                  wait_worker):
+    """Paint in the "by track" layer while the dock was closed: the reopened dock's first curation edit overwrote
+    it without a word (the closed dock no longer followed the layer); Export did not say the labels were edited."""
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+    from napari_microseg.widgets.tracking import TrackingWidget
+
+    sim = simulate_nuclei_timelapse(n_frames=5, shape=(96, 96), n_nuclei=6, seed=2)
+    viewer = make_napari_viewer(show=False)
+    viewer.add_labels(sim.labels, name="nuclei")
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-microseg", "Tracking")
+    widget.labels_layer.value = "nuclei"
+    widget.export_dir.value = str(tmp_path)
+    wait_worker(widget.track())
+    assert widget.result is not None, widget.status.text()
+    dock.destroyOnClose()  # the close button
+    by_track = viewer.layers["nuclei by track"]
+    painted = by_track.data.copy()
+    painted[0, :5, :5] = 999
+    by_track.data = painted
+    source = viewer.layers["nuclei"]
+    source.data = np.where(source.data == source.data.max(), 0, source.data)
+
+    _, reopened = viewer.window.add_plugin_dock_widget("napari-microseg", "Tracking")
+    assert reopened is not widget and reopened.result is not None
+    reopened.export_csv()
+    assert "was edited since it was tracked" in reopened.status.text(), reopened.status.text()
+    reopened.table.selectRow(0)
+    wait_worker(reopened.delete_selected())
+    assert "your edits are kept in 'nuclei by track (edited)'" in reopened.status.text(), reopened.status.text()
+    assert (viewer.layers["nuclei by track (edited)"].data[0, :5, :5] == 999).all()
+
+
+def test_a_fine_tune_stopped_by_closing_the_dock_hands_its_model_to_the_reopened_dock(make_napari_viewer, qtbot,
+                                                                                      tmp_path, tiny_nuclei_model,
+                                                                                      wait_worker):
+    """Closing the dock stops a fine-tune, which keeps its best model: the closed dock chose it, the reopened
+    one (which took the state at the closing) kept the old model and never said a model was written."""
+    import shutil
+
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+    from napari_microseg.widgets.segmentation import FILE_CHOICE
+
+    shutil.copy(tiny_nuclei_model, tmp_path / "m.pt")
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(simulate_nuclei_image(shape=(96, 96), n_nuclei=6, seed=4)[0], name="nuclei")
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-microseg", "Segmentation")
+    widget.image_layer.value = "nuclei"
+    widget.model_choice.value = FILE_CHOICE
+    widget.model_file.value = str(tmp_path / "m.pt")
+    wait_worker(widget.segment())
+    assert widget.add_to_training_set() == 1
+    widget.finetune_epochs.value = 200
+    worker = widget.fine_tune()
+    assert worker is not None, widget.status.text()
+    qtbot.waitUntil(lambda: (tmp_path / "m-ft1.pt").exists(), timeout=120000)  # an epoch kept: a model to keep
+    dock.destroyOnClose()
+    _, reopened = viewer.window.add_plugin_dock_widget("napari-microseg", "Segmentation")
+    wait_worker(worker)
+    assert reopened.fine_tuned_path == str(tmp_path / "m-ft1.pt")
+    assert reopened.model_choice.value == str(tmp_path / "m-ft1.pt")
+    assert "fine-tuned (stopped" in reopened.status.text(), reopened.status.text()

@@ -18,6 +18,7 @@ import time
 import traceback
 import weakref
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Generator, Sequence
 
 import numpy as np
@@ -206,6 +207,14 @@ def _room_in_thread_pool() -> None:
         pool.setMaxThreadCount(pool.activeThreadCount() + 1)
 
 
+def _stop_recording(state: dict) -> None:
+    """Disconnect the recorders of edits :meth:`MicrosegDock._record_edits_while_closed` connected."""
+    for emitter, callback in state.get("recorders", []):
+        with contextlib.suppress(Exception):
+            emitter.disconnect(callback)
+    state["recorders"] = []
+
+
 class MicrosegDock(QWidget):
     """Base for the plugin's dock widgets.
 
@@ -233,6 +242,8 @@ class MicrosegDock(QWidget):
         self.viewer.layers.events.removed.connect(collect_closed_layer)  # (a function: no dock held by it)
         self._following_viewer = True
         self._docked = False  # has been in a window: a later parent of None means it was closed
+        self._successor: Any = None  # (weak) the dock that took this closed dock's state: see take_over_closed_dock
+        self._handed_over: tuple[dict, dict] = ({}, {})  # the closed dock's attributes and form when this one took them
         self.worker = None
         # the buttons that start work in a worker: greyed out while one runs (one run at a time)
         self.run_buttons: tuple[Any, ...] = ()
@@ -335,31 +346,111 @@ class MicrosegDock(QWidget):
         pickers = {name for name, widget in vars(self).items() if any(widget is p for p in self.layer_pickers)}
         return {**{k: v for k, v in values.items() if k not in pickers}, **{k: v for k, v in values.items() if k in pickers}}
 
+    def layers_followed(self) -> list:
+        """The layers whose edits the dock follows (its result layers, the labels it tracked): while it is
+        closed, their paint, new data and undo are recorded and replayed to the dock that takes its state
+        (:meth:`_record_edits_while_closed`, :attr:`edit_handlers`)."""
+        return []
+
+    #: the dock's methods that follow a layer's edits (called with an event whose ``source`` is the layer)
+    edit_handlers: tuple[str, ...] = ()
+
     def _leave_state(self) -> None:
-        """Keep :attr:`kept_on_close` and the form's values for the next dock of this kind opened in the viewer."""
+        """Keep :attr:`kept_on_close`, the form's values and the status line for the next dock of this kind
+        opened in the viewer; the edits made meanwhile in :meth:`layers_followed` are recorded for it. Called
+        when the dock is closed, and again when a run it was winding down ends before another dock took it."""
         if not self.kept_on_close:
             return
-        state = {name: getattr(self, name) for name in self.kept_on_close if hasattr(self, name)}
-        _LEFT_ON_CLOSE.setdefault(self.viewer, {})[type(self).__name__] = (id(self), {"attributes": state,
-                                                                                    "form": self._form_values()})
+        left = _LEFT_ON_CLOSE.setdefault(self.viewer, {})
+        earlier = left.get(type(self).__name__)
+        edited = {}
+        if earlier is not None and earlier[0] == id(self):  # (a run that ended since: the edits recorded stay)
+            edited = earlier[1]["edited"]
+            _stop_recording(earlier[1])
+        state = {"attributes": {name: getattr(self, name) for name in self.kept_on_close if hasattr(self, name)},
+                 "form": self._form_values(), "status": (self.status.text(), self.status.styleSheet()),
+                 "edited": edited, "dock": weakref.ref(self), "taken": False}
+        self._record_edits_while_closed(state)
+        left[type(self).__name__] = (id(self), state)
+
+    def _record_edits_while_closed(self, state: dict) -> None:
+        """Record in ``state["edited"]`` the layers of :meth:`layers_followed` painted, given new data or
+        undone while nobody follows them (the closed dock ignores its own handlers): a Tracking dock opened
+        again overwrote the paint made meanwhile, as if nothing had been painted."""
+        from napari.layers import Labels
+
+        edited = state["edited"]
+
+        def record(event: Any) -> None:
+            source = getattr(event, "source", None)
+            if not state["taken"] and source is not None:
+                edited[id(source)] = source
+
+        connections = []
+        for layer in self.layers_followed():
+            if layer is None or layer not in self.viewer.layers:
+                continue
+            for emitter in (layer.events.paint, layer.events.data):
+                emitter.connect(record)
+                connections.append((emitter, record))
+            if isinstance(layer, Labels):
+                watch_undo(layer, record)  # (replaced by the next dock's own, or idle once taken)
+        state["recorders"] = connections
 
     def take_over_closed_dock(self) -> bool:
         """At the end of a subclass's ``__init__``: take the results and form values a closed dock of this kind
-        left in this viewer (:attr:`kept_on_close`), then :meth:`state_taken_over` reconnects them. False (and
-        nothing changed) when none was left."""
+        left in this viewer (:attr:`kept_on_close`); :meth:`state_taken_over` then reconnects them, and the
+        edits made in its layers while it was closed are replayed (:attr:`edit_handlers`). A run the closed dock
+        is still winding down (Stop at its closing: a fine-tune saving its model) hands its end over too
+        (:meth:`_run_ended_while_closed`). False (and nothing changed) when no dock was left closed."""
         left = _LEFT_ON_CLOSE.get(self.viewer, {}).pop(type(self).__name__, None)
         if left is None:
             return False
         state = left[1]
-        for name, value in state["form"].items():
+        state["taken"] = True
+        _stop_recording(state)
+        self._apply_form(state["form"])
+        for name, value in state["attributes"].items():
+            setattr(self, name, value)
+        self.state_taken_over()
+        for layer in state["edited"].values():  # painted while the dock was closed: as if it had followed them
+            for handler in self.edit_handlers:
+                getattr(self, handler)(SimpleNamespace(source=layer))
+        closed = state["dock"]()
+        if closed is not None and closed.busy:
+            closed._successor = weakref.ref(self)
+            self._handed_over = ({name: getattr(closed, name) for name in self.kept_on_close if hasattr(closed, name)},
+                                 closed._form_values())
+        return True
+
+    def _apply_form(self, values: dict) -> None:
+        for name, value in values.items():
             widget = getattr(self, name, None)
             with contextlib.suppress(Exception):  # a choice no longer offered (a layer closed since): the default stays
                 if widget is not None and widget.value != value:
                     widget.value = value
-        for name, value in state["attributes"].items():
-            setattr(self, name, value)
-        self.state_taken_over()
-        return True
+
+    def _run_ended_while_closed(self) -> None:
+        """A run this dock wound down after its closing has ended: what it changed (a model saved, chosen) goes
+        to the dock that took its state, or into the state left for the next one."""
+        if self._following_viewer:
+            return
+        successor = self._successor() if self._successor is not None else None
+        if successor is None:
+            left = _LEFT_ON_CLOSE.get(self.viewer, {}).get(type(self).__name__)
+            if left is not None and left[0] == id(self):
+                self._leave_state()
+            return
+        attributes, form = successor._handed_over
+        changed = {name: getattr(self, name) for name in attributes if getattr(self, name) is not attributes[name]}
+        for name, value in changed.items():
+            setattr(successor, name, value)
+        now = self._form_values()
+        successor._apply_form({name: value for name, value in now.items() if form.get(name) != value})
+        if changed:
+            successor.state_taken_over()
+        successor.status.setStyleSheet(self.status.styleSheet())  # the run's own last word
+        successor.status.setText(self.status.text())
 
     def state_taken_over(self) -> None:
         """Called after :meth:`take_over_closed_dock` set the closed dock's attributes: subclasses follow their
@@ -683,6 +774,7 @@ class MicrosegDock(QWidget):
             self.progress.setValue(1 if state == "done" else 0)
             self.progress.setFormat(state)
             self._after_run()
+            self._run_ended_while_closed()
             # napari keeps every worker for as long as the window (its task list): the dock's slots, and the
             # layers and arrays their closures hold, are let go (a closed 400 MB movie stayed in memory)
             for signal, slot in slots:

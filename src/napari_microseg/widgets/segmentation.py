@@ -201,6 +201,12 @@ class SegmentationWidget(MicrosegDock):
         self._toggle_file()
         self.take_over_closed_dock()
 
+    edit_handlers = ("_mark_result_edited",)
+
+    def layers_followed(self) -> list:
+        """The last result's layer and the earlier results' (their corrections: Export, Add to training set)."""
+        return [self.result_layer, *(entry[0]() for entry in self._earlier_results.values())]
+
     def state_taken_over(self) -> None:
         """A closed Segmentation dock's results and training set (:meth:`take_over_closed_dock`): Export writes
         its last result again, its result layers' corrections are followed, List tiles shows its tiles."""

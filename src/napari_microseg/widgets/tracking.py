@@ -119,6 +119,13 @@ class TrackingWidget(MicrosegDock):
         self.tracked_geometry: dict = {}  # where the tracked labels layer lies (layer_geometry)
         self.take_over_closed_dock()
 
+    edit_handlers = ("_mark_source_edited", "_mark_by_track_edited")
+
+    def layers_followed(self) -> list:
+        """The labels layer tracked (edited since: Export says so) and the "by track" layer (its paint is kept
+        apart by the next curation edit)."""
+        return [self._source_ref() if self._source_ref is not None else None, self.relabelled_layer]
+
     def state_taken_over(self) -> None:
         """A closed Tracking dock's tracks, curation edits (Undo) and layers (:meth:`take_over_closed_dock`):
         its table is shown again, and the edits of its layers followed."""
