@@ -158,7 +158,6 @@ def test_paint_made_while_the_tracking_dock_is_closed_is_kept_by_the_reopened_do
     """Paint in the "by track" layer while the dock was closed: the reopened dock's first curation edit overwrote
     it without a word (the closed dock no longer followed the layer); Export did not say the labels were edited."""
     from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
-    from napari_microseg.widgets.tracking import TrackingWidget
 
     sim = simulate_nuclei_timelapse(n_frames=5, shape=(96, 96), n_nuclei=6, seed=2)
     viewer = make_napari_viewer(show=False)
