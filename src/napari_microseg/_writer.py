@@ -115,6 +115,9 @@ def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
     kept = _kept_features(meta.get("features"))
     sidecar = features_path(target)
     ours = _is_features_sidecar(sidecar)
+    # our table of an earlier save, but of labels other than those replaced now (written since by another tool):
+    # its features are in no layer (the reader left them out), so it is kept apart, not removed or replaced
+    stale = ours and not _saved_for(sidecar, target)
     if kept is not None:  # checked before anything is written: the labels alone would open without their table
         from .io.atomic import guard_target
 
@@ -132,9 +135,11 @@ def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
     write_tiff(target, arr.astype(dtype), overwrite=True, calibration=calibration,
                origin=origin_from_layer(meta.get("translate"), meta.get("units")),  # where it lies, as tracks keep it
                software=LABELS_SOFTWARE)  # reopened as labels, whatever the file's name
+    if stale and not _write_protected(sidecar):
+        _keep_stale_sidecar(sidecar, target, kept is not None)
+    elif kept is None and ours and not _write_protected(sidecar):
+        sidecar.unlink(missing_ok=True)  # the replaced labels' own table: not these labels' (a user's file stays)
     if kept is None:
-        if ours and not _write_protected(sidecar):
-            sidecar.unlink(missing_ok=True)  # an earlier save's table: not these labels' (a user's file stays)
         return [str(target)]
     if kept["label"].duplicated().any():  # (one row per object per frame): the reader takes one row per label
         import warnings
@@ -192,6 +197,53 @@ def _is_features_sidecar(path: Path) -> bool:
     except OSError:
         return False
     return FEATURES_DIGEST_COLUMN in [name.strip().strip('"') for name in header.strip().split(",")]
+
+
+def _saved_for(sidecar: Path, labels: Path) -> bool:
+    """Whether our features table ``sidecar`` was saved with the labels file ``labels`` as it is now (its
+    ``FEATURES_DIGEST_COLUMN`` names ``labels_digest(labels)`` only)."""
+    if not labels.is_file():
+        return False
+    try:
+        digests = pd.read_csv(sidecar, usecols=[FEATURES_DIGEST_COLUMN], dtype=str)[FEATURES_DIGEST_COLUMN]
+        return set(digests.dropna()) == {labels_digest(labels)}
+    except (OSError, ValueError):
+        return False
+
+
+def _stale_name(sidecar: Path) -> Path:
+    """A free name beside ``sidecar`` to keep it under (``x.features.csv`` -> ``x.features.stale.csv``,
+    then ``x.features.stale.2.csv``, ...)."""
+    base = sidecar.name[:-len(".csv")] if sidecar.name.endswith(".csv") else sidecar.name
+    candidate, n = sidecar.with_name(base + ".stale.csv"), 1
+    while candidate.exists() or candidate.is_symlink():
+        n += 1
+        candidate = sidecar.with_name(f"{base}.stale.{n}.csv")
+    return candidate
+
+
+def _keep_stale_sidecar(sidecar: Path, labels: Path, replaced: bool) -> None:
+    """Move our features table ``sidecar``, saved with labels other than the ``labels`` file just replaced
+    (written since by another tool), out of the way under ``<...>.stale.csv``, warned: its features (classes,
+    annotations) were in no layer, so the save did not hold them."""
+    import warnings
+
+    from .errors import MicrosegWarning
+
+    kept = _stale_name(sidecar)
+    try:
+        sidecar.rename(kept)
+    except OSError as err:
+        if replaced:  # (the labels are written: their features are not, rather than over the earlier ones)
+            raise InputError(f"{labels.name} written, but not its features: {sidecar.name}, saved with an earlier "
+                             f"{labels.name}, could not be moved aside to {kept.name} ({err.strerror or err})") from None
+        said = f"it is left in place ({err.strerror or err})"
+    else:
+        said = f"it is kept as {kept.name}"
+    warnings.warn(MicrosegWarning(
+        f"{sidecar.name} was saved with an earlier {labels.name} (written again since, by another program) and its "
+        f"features were not in the layer saved now: {said}, not {'replaced' if replaced else 'removed'}; "
+        "join its columns to the layer by label to keep them"), stacklevel=4)
 
 
 def _write_protected(path: Path) -> bool:
