@@ -62,7 +62,7 @@ def test_labels_features_are_saved_beside_the_labels_and_read_back(tmp_path):
     labels, features = _labels_with_classes()
     meta = {"scale": (1.0, 0.5, 0.5), "units": ("minute", "micrometer", "micrometer"), "features": features}
     written = write_labels_tiff(str(tmp_path / "cells.tif"), labels, meta)
-    assert [os.path.basename(p) for p in written] == ["cells.tif", "cells.features.csv"]
+    assert [os.path.basename(p) for p in written] == ["cells.tif", "cells.tif.features.csv"]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing to warn about
         back, kwargs, kind = _read_one(written[0])
@@ -85,13 +85,15 @@ def test_labels_features_are_saved_beside_the_labels_and_read_back(tmp_path):
     from napari_microseg.io.images import LABELS_SOFTWARE, write_tiff
 
     write_tiff(tmp_path / "cells.tif", labels[::-1].copy(), overwrite=True, software=LABELS_SOFTWARE)
-    with pytest.warns(UserWarning, match="cells.features.csv was saved with an earlier cells.tif"):
+    with pytest.warns(UserWarning, match="cells.tif.features.csv was saved with an earlier cells.tif"):
         _, kwargs, _ = _read_one(tmp_path / "cells.tif")
     assert "class" not in kwargs["features"].columns
 
-    # saved over by labels with no features of their own: the earlier save's table goes
-    write_labels_tiff(str(tmp_path / "cells.tif"), labels, {"features": pd.DataFrame({"label": [1, 4]})})
-    assert not (tmp_path / "cells.features.csv").exists()
+    # saved over by labels with no features of their own: the earlier save's table (stale) is kept aside
+    with pytest.warns(UserWarning, match="kept as cells.tif.features.stale.csv"):
+        write_labels_tiff(str(tmp_path / "cells.tif"), labels, {"features": pd.DataFrame({"label": [1, 4]})})
+    assert not (tmp_path / "cells.tif.features.csv").exists()
+    assert (tmp_path / "cells.tif.features.stale.csv").is_file()
 
 
 def test_a_users_features_csv_is_not_replaced(tmp_path):
@@ -101,9 +103,9 @@ def test_a_users_features_csv_is_not_replaced(tmp_path):
     from napari_microseg.errors import WriteRefused
 
     labels, features = _labels_with_classes()
-    own = tmp_path / "cells.features.csv"
+    own = tmp_path / "cells.tif.features.csv"
     own.write_text("label,note\n1,my own notes\n")
-    with pytest.raises(WriteRefused, match="cells.features.csv exists beside cells.tif"):
+    with pytest.raises(WriteRefused, match="cells.tif.features.csv exists beside cells.tif"):
         write_labels_tiff(str(tmp_path / "cells.tif"), labels, {"features": features})
     assert not (tmp_path / "cells.tif").exists() and own.read_text() == "label,note\n1,my own notes\n"
     # labels with nothing to keep beside them save, and leave it alone
@@ -121,7 +123,7 @@ def test_napari_save_keeps_a_sample_layers_features(make_napari_viewer, tmp_path
     labels, features = _labels_with_classes()
     layer = viewer.add_labels(labels, name="classes", features=features.drop(columns=["pixels", "index"]))
     saved = layer.save(str(tmp_path / "classes.tif"), plugin="napari-microseg")
-    assert sorted(os.path.basename(p) for p in saved) == ["classes.features.csv", "classes.tif"]
+    assert sorted(os.path.basename(p) for p in saved) == ["classes.tif", "classes.tif.features.csv"]
     (back,) = viewer.open(str(tmp_path / "classes.tif"), plugin="napari-microseg")
     assert back.features.set_index("label").loc[4, "class"] == "cell"
 
@@ -155,7 +157,7 @@ def test_write_protected_file_is_not_replaced(tmp_path):
     labels, features = _labels_with_classes()
     write_labels_tiff(str(tmp_path / "cells.tif"), labels, {"features": features})
     before = (tmp_path / "cells.tif").read_bytes()
-    os.chmod(tmp_path / "cells.features.csv", 0o444)
-    with pytest.raises(WriteRefused, match="cells.features.csv: is write-protected"):
+    os.chmod(tmp_path / "cells.tif.features.csv", 0o444)
+    with pytest.raises(WriteRefused, match="cells.tif.features.csv: is write-protected"):
         write_labels_tiff(str(tmp_path / "cells.tif"), labels[::-1].copy(), {"features": features})
     assert (tmp_path / "cells.tif").read_bytes() == before

@@ -57,3 +57,26 @@ def test_stale_features_table_is_kept_when_labels_are_saved_without_them(tmp_pat
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert _read_one(target)[1]["features"].set_index("label").loc[1, "cls"] == "new"
+
+
+def test_tif_and_tiff_of_one_stem_keep_their_own_features(tmp_path):
+    """``cells.tif`` and ``cells.tiff`` shared ``cells.features.csv``: saving one removed or replaced the
+    other's features."""
+    from napari_microseg._writer import features_path, write_labels_tiff
+
+    a = np.zeros((16, 16), np.uint16)
+    a[2:6, 2:6] = 1
+    b = np.zeros((16, 16), np.uint16)
+    b[8:14, 8:14] = 1
+    written = write_labels_tiff(str(tmp_path / "cells.tif"), a, {"features": pd.DataFrame({"label": [1], "cls": ["mitotic"]})})
+    assert os.path.basename(written[1]) == "cells.tif.features.csv"
+    assert features_path(tmp_path / "cells.tiff").name == "cells.tiff.features.csv"
+    write_labels_tiff(str(tmp_path / "cells.tiff"), b, {})  # no features: cells.tif's stay
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _read_one(tmp_path / "cells.tif")[1]["features"].set_index("label").loc[1, "cls"] == "mitotic"
+    write_labels_tiff(str(tmp_path / "cells.tiff"), b, {"features": pd.DataFrame({"label": [1], "cls": ["other"]})})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _read_one(tmp_path / "cells.tif")[1]["features"].set_index("label").loc[1, "cls"] == "mitotic"
+        assert _read_one(tmp_path / "cells.tiff")[1]["features"].set_index("label").loc[1, "cls"] == "other"

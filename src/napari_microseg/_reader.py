@@ -331,7 +331,7 @@ def read_layers(path: str | list[str]) -> list[tuple]:
 
 def _saved_features(labels: Path, features: Any) -> Any:
     """``features`` (the reader's ``label, pixels, index`` of a labels file, or None) joined by label with the
-    columns that napari's Save with this plugin kept beside it (``x.features.csv``, see
+    columns that napari's Save with this plugin kept beside it (``x.tif.features.csv``, see
     ``_writer.write_labels_tiff``): the saved rows of labels the file does not hold (a class table's) kept too.
     None when there is no such table, or it was saved with other labels (the file was written again since:
     warned, its table is not these labels')."""

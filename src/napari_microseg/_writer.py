@@ -157,7 +157,7 @@ def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
 #: columns of a Labels layer's ``features`` that the reader makes itself from the labels (see ``ids_features``)
 READER_FEATURE_COLUMNS = ("label", "pixels", "index")
 
-#: column of ``<labels>.features.csv`` holding ``labels_digest`` of the labels file it was saved with
+#: column of ``<labels file name>.features.csv`` (``x.tif.features.csv``) holding ``labels_digest`` of the labels file it was saved with
 FEATURES_DIGEST_COLUMN = "labels_file_sha256"
 
 
@@ -183,8 +183,9 @@ def _kept_features(features: Any) -> pd.DataFrame | None:
 
 
 def features_path(labels: Path) -> Path:
-    """The table beside a saved labels file that holds its layer's features (``x.tif`` -> ``x.features.csv``)."""
-    return labels.with_name(labels.stem + ".features.csv")
+    """The table beside a saved labels file that holds its layer's features (``x.tif`` -> ``x.tif.features.csv``:
+    the whole file name, so ``x.tif`` and ``x.tiff`` beside it keep tables of their own)."""
+    return labels.with_name(labels.name + ".features.csv")
 
 
 def _is_features_sidecar(path: Path) -> bool:
@@ -212,8 +213,8 @@ def _saved_for(sidecar: Path, labels: Path) -> bool:
 
 
 def _stale_name(sidecar: Path) -> Path:
-    """A free name beside ``sidecar`` to keep it under (``x.features.csv`` -> ``x.features.stale.csv``,
-    then ``x.features.stale.2.csv``, ...)."""
+    """A free name beside ``sidecar`` to keep it under (``x.tif.features.csv`` -> ``x.tif.features.stale.csv``,
+    then ``x.tif.features.stale.2.csv``, ...)."""
     base = sidecar.name[:-len(".csv")] if sidecar.name.endswith(".csv") else sidecar.name
     candidate, n = sidecar.with_name(base + ".stale.csv"), 1
     while candidate.exists() or candidate.is_symlink():
