@@ -80,3 +80,70 @@ def test_tif_and_tiff_of_one_stem_keep_their_own_features(tmp_path):
         warnings.simplefilter("error")
         assert _read_one(tmp_path / "cells.tif")[1]["features"].set_index("label").loc[1, "cls"] == "mitotic"
         assert _read_one(tmp_path / "cells.tiff")[1]["features"].set_index("label").loc[1, "cls"] == "other"
+
+
+def _record(path, content, ns):
+    """A run record ``path`` (JSON) dated ``ns`` (its mtime, nanoseconds)."""
+    import json
+
+    path.write_text(json.dumps(content))
+    os.utime(path, ns=(ns, ns))
+
+
+def test_classify_objects_overwrite_does_not_replace_a_segmentations_tables(tmp_path, capsys):
+    """``classify objects --overwrite --out <segment folder>`` replaced segment's objects.csv and counts.csv."""
+    from napari_microseg.cli import main
+
+    out = tmp_path / "seg"
+    out.mkdir()
+    _record(out / "segment_run.json", {"model": "m", "images": []}, 2_000_000_000_000_000_000)
+    for name in ("objects.csv", "counts.csv"):
+        (out / name).write_text("segmentation's\n")
+    image = tmp_path / "x.tif"
+    import tifffile
+
+    tifffile.imwrite(image, np.zeros((16, 16), np.uint16))
+    rc = main(["classify", "objects", "--model", str(tmp_path / "absent.pt"), "--image", str(image), "--labels",
+               str(image), "--out", str(out), "--overwrite"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "objects.csv, counts.csv of another run: a segmentation's" in err, err
+    assert (out / "objects.csv").read_text() == (out / "counts.csv").read_text() == "segmentation's\n"
+
+
+def test_a_demos_folder_is_another_runs(tmp_path):
+    """``track --out <demo folder> --overwrite`` replaced the demo's tracks.csv and counts.csv: the demo's
+    records (its mark, its report) were not run records."""
+    from napari_microseg.cli._staging import refuse_another_runs_outputs
+    from napari_microseg.errors import InputError
+
+    for record in (".microseg_demo", "demo_report.json"):
+        out = tmp_path / record.strip(".")
+        out.mkdir()
+        _record(out / record, {"files": {}}, 2_000_000_000_000_000_000)
+        with pytest.raises(InputError, match="tracks.csv, counts.csv of another run: a demo's"):
+            refuse_another_runs_outputs(out, ["tracks.csv", "counts.csv"], "track_config.json", "track")
+
+
+def test_only_files_the_newer_runs_command_writes_are_refused(tmp_path):
+    """simulate -> segment -> simulate --overwrite -> segment --overwrite was refused, segment's own
+    objects.csv, counts.csv and segment_run.json called the simulation's."""
+    from napari_microseg.cli._staging import refuse_another_runs_outputs
+    from napari_microseg.errors import InputError
+
+    out = tmp_path / "sim"
+    (out / "labels").mkdir(parents=True)
+    _record(out / "segment_run.json", {"model": "m", "images": []}, 1_000_000_000_000_000_000)
+    _record(out / "params.json", {"domain": "nuclei", "sample_seeds": [2]}, 2_000_000_000_000_000_000)
+    own = ["objects.csv", "counts.csv", "labels/fluorescence.tif", "segment_run.json"]
+    refuse_another_runs_outputs(out, own, "segment_run.json", "segment")  # segment's own files: replaced
+    # the simulation's truth is still refused, its files only listed
+    with pytest.raises(InputError, match=r"holds labels.tif of another run: a simulation's") as refused:
+        refuse_another_runs_outputs(out, own + ["labels.tif"], "segment_run.json", "segment")
+    assert "objects.csv" not in str(refused.value)
+    with pytest.raises(InputError, match=r"holds tracks.csv of another run"):
+        refuse_another_runs_outputs(out, ["tracks.csv", "counts.csv"], "track_config.json", "track")
+    # a batch run's folder is all its own, but never this command's record
+    _record(out / "batch_run.json", {"tables": []}, 3_000_000_000_000_000_000)
+    with pytest.raises(InputError, match="holds objects.csv, counts.csv, labels/fluorescence.tif of another run: a batch") as refused:
+        refuse_another_runs_outputs(out, own, "segment_run.json", "segment")
+    assert "segment_run.json of another" not in str(refused.value) and "labels/fluorescence.tif" in str(refused.value)

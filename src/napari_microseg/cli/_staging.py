@@ -63,7 +63,48 @@ RUN_RECORDS = {"segment_run.json": "a segmentation's (microseg segment)",
                "track_config.json": "a tracking's (microseg track)",
                "params.json": "a simulation's ground truth (microseg simulate)",
                "batch_run.json": "a batch run's (microseg batch)",
-               "classify_run.json": "a classification's (microseg classify)"}
+               "classify_run.json": "a classification's (microseg classify)",
+               "demo_report.json": "a demo's (microseg demo)",
+               ".microseg_demo": "a demo's (microseg demo, stopped before its report)"}
+
+#: records that are marks, not JSON: the demo writes ``.microseg_demo`` first, its report last
+_MARK_RECORDS = (".microseg_demo",)
+
+
+def _owned_by(out: Path, record_name: str):
+    """A test of a path relative to ``--out`` (``labels/x.tif``): whether the command whose run record is
+    ``record_name`` writes a file there (the files a later run of that command left are its, not the
+    files other commands wrote beside them)."""
+    if record_name == "segment_run.json":
+        first = {"objects.csv", "counts.csv", "clusters.csv", "segment_run.json", "labels", "probabilities",
+                 "defect_masks"}
+        return lambda rel: Path(rel).parts[0] in first
+    if record_name == "track_config.json":
+        from .track import OUTPUT_NAMES
+
+        return lambda rel: Path(rel).parts[0] in OUTPUT_NAMES
+    if record_name == "classify_run.json":
+        from .classify import OUTPUTS, SCORED_OUTPUTS
+
+        names = {name for table in (OUTPUTS, SCORED_OUTPUTS) for names in table.values() for name in names}
+        return lambda rel: Path(rel).parts[0] in names
+    if record_name in ("demo_report.json", ".microseg_demo"):
+        from ..demo import DEMO_FILES
+
+        return lambda rel: Path(rel).parts[0] in DEMO_FILES
+    from ..tracking.export import is_simulation_folder
+
+    if record_name == "params.json" and is_simulation_folder(out):  # a simulation's truth: its files, samples, movies
+        from .simulate import _SAMPLE_NAME, _SIMULATION_FILES
+
+        top = {name for names in _SIMULATION_FILES.values() for name in names} | {"params.json"}
+        movie = re.compile(r"movie_\d+")
+
+        def simulated(rel: str) -> bool:
+            parts = Path(rel).parts
+            return parts[0] in top or bool(movie.fullmatch(parts[0])) or bool(_SAMPLE_NAME.fullmatch(parts[-1]))
+        return simulated
+    return lambda rel: True  # a batch run's folder, autolabel's (params.json), a record not known here: all of it
 
 
 def describe_run_record(out: Path, record_name: str) -> str:
@@ -85,8 +126,16 @@ def newer_run_record(out: Path, own: str, others) -> str | None:
     is the newer (modification times, nanoseconds; a tie counts as the other's, the folder kept). A folder
     copied without its times (``cp -r``) may be taken as another run's: refused, never replaced."""
 
+    newer = newer_run_records(out, own, others)
+    return newer[0] if newer else None
+
+
+def newer_run_records(out: Path, own: str, others) -> list[str]:
+    """Of the run records ``others`` in ``out``, those written at or after the record ``own`` (all of
+    them, when ``out`` holds no ``own``), newest first (see :func:`newer_run_record`)."""
+
     def written(name: str) -> int | None:
-        if earlier_run_record(out, name) is None:
+        if (not (out / name).is_file()) if name in _MARK_RECORDS else earlier_run_record(out, name) is None:
             return None
         try:
             return (out / name).stat().st_mtime_ns
@@ -94,12 +143,12 @@ def newer_run_record(out: Path, own: str, others) -> str | None:
             return None
 
     own_time = written(own)
-    newest = None
+    found = []
     for name in others:
         time = written(name)
-        if time is not None and (own_time is None or time >= own_time) and (newest is None or time > newest[0]):
-            newest = (time, name)
-    return newest[1] if newest else None
+        if time is not None and (own_time is None or time >= own_time):
+            found.append((time, name))
+    return [name for _, name in sorted(found, reverse=True)]
 
 
 def refuse_another_runs_outputs(out: Path, existing: list[str], own: str, command: str) -> None:
@@ -112,9 +161,16 @@ def refuse_another_runs_outputs(out: Path, existing: list[str], own: str, comman
 
     if not existing:
         return
-    record = newer_run_record(out, own, [name for name in RUN_RECORDS if name != own])
-    if record is None:
+    for record in newer_run_records(out, own, [name for name in RUN_RECORDS if name != own]):
+        # only the files that run's command writes are its (this command's own record and files beside them,
+        # which that run left, are not)
+        owned = _owned_by(out, record)
+        theirs = [name for name in existing if Path(name).parts and Path(name).name != own and owned(name)]
+        if theirs:
+            break
+    else:
         return
+    existing = theirs
     shown = ", ".join(existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
     after = f", written after the earlier {command} run's {own}" if earlier_run_record(out, own) is not None else ""
     raise InputError(f"{out} holds {shown} of another run: {describe_run_record(out, record)} ({record}{after}); "

@@ -258,8 +258,14 @@ def _write_confusion(out: Path, report: dict, class_names: list) -> None:
 
 
 def _prepare_outputs(args) -> None:
-    """Before any work: refuse to replace this run's outputs without --overwrite."""
-    _refuse_existing(args, *(Path(args.out) / n for n in OUTPUTS[args.what] + SCORED_OUTPUTS[args.what]))
+    """Before any work: refuse to replace this run's outputs without --overwrite, and another command's run's
+    (a segmentation's objects.csv and counts.csv in its --out) even with it."""
+    from ._staging import refuse_another_runs_outputs
+
+    out = Path(args.out)
+    names = OUTPUTS[args.what] + SCORED_OUTPUTS[args.what]
+    refuse_another_runs_outputs(out, [n for n in names if (out / n).exists()], "classify_run.json", "classify")
+    _refuse_existing(args, *(out / n for n in names))
 
 
 def _remove_stale(out: Path, what: str) -> None:
