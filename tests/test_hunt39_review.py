@@ -147,3 +147,63 @@ def test_only_files_the_newer_runs_command_writes_are_refused(tmp_path):
     with pytest.raises(InputError, match="holds objects.csv, counts.csv, labels/fluorescence.tif of another run: a batch") as refused:
         refuse_another_runs_outputs(out, own, "segment_run.json", "segment")
     assert "segment_run.json of another" not in str(refused.value) and "labels/fluorescence.tif" in str(refused.value)
+
+
+def _disks(shape=(64, 64), step=16, radius=5):
+    from skimage.draw import disk
+
+    labels = np.zeros(shape, np.uint16)
+    for k, (y, x) in enumerate(((y, x) for y in range(step // 2, shape[0], step) for x in range(step // 2, shape[1], step))):
+        rr, cc = disk((y, x), radius, shape=shape)
+        labels[rr, cc] = k + 1
+    return labels
+
+
+def test_a_write_protected_checkpoint_is_a_crash_not_divergence(tmp_path):
+    """A write-protected ``.last.pt`` (0444), refused after epoch 1, recorded ``stop_reason: diverged``: every
+    InputError was taken for divergence."""
+    from napari_microseg.errors import InputError
+    from napari_microseg.io.models import read_model_file
+    from napari_microseg.progress import drain
+    from napari_microseg.training.trainer import train
+
+    labels = _disks((96, 96))
+    image = ((labels > 0) * 120 + np.random.default_rng(0).normal(20, 8, labels.shape)).astype(np.float32)
+    last = tmp_path / "m.pt.last.pt"
+    last.write_bytes(b"an earlier checkpoint")
+    os.chmod(last, 0o444)
+    cfg = {"patch_size": 32, "epochs": 2, "patches_per_epoch": 4, "batch_size": 2, "num_threads": 1,
+           "device": "cpu", "augment": False}
+    with pytest.raises(InputError, match="write-protected") as raised:
+        drain(train(cfg, ([image], [labels]), out_path=tmp_path / "m.pt"))
+    reason = read_model_file(tmp_path / "m.pt")["config"]["training"]["stop_reason"]
+    assert reason.startswith("error: InputError") and "write-protected" in reason, reason
+    assert last.read_bytes() == b"an earlier checkpoint"
+    from napari_microseg.errors import TrainingDiverged
+
+    assert issubclass(TrainingDiverged, InputError) and not isinstance(raised.value, TrainingDiverged)
+
+
+@pytest.mark.parametrize("protected", ["m.pt.last.pt", "m.pt", "h.csv"])
+def test_microseg_train_refuses_write_protected_outputs_before_training(tmp_path, capsys, protected):
+    """``microseg train --overwrite`` with a write-protected --out, .last.pt or --history trained (replacing the
+    model) and failed after the first epoch."""
+    import tifffile
+
+    from napari_microseg.cli import main
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    labels = _disks((64, 64))
+    tifffile.imwrite(tmp_path / "images" / "a.tif", ((labels > 0) * 100 + 10).astype(np.uint16))
+    tifffile.imwrite(tmp_path / "labels" / "a.tif", labels)
+    for name in ("m.pt", "m.pt.last.pt", "h.csv"):
+        (tmp_path / name).write_bytes(b"earlier " + name.encode())
+    os.chmod(tmp_path / protected, 0o444)
+    rc = main(["train", "--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"), "--out",
+               str(tmp_path / "m.pt"), "--history", str(tmp_path / "h.csv"), "--epochs", "1", "--patch", "32",
+               "--patches-per-epoch", "2", "--batch-size", "2", "--device", "cpu", "--overwrite"])
+    err = capsys.readouterr().err
+    assert rc != 0 and f"{protected}: is write-protected" in err, err
+    for name in ("m.pt", "m.pt.last.pt", "h.csv"):
+        assert (tmp_path / name).read_bytes() == b"earlier " + name.encode()

@@ -9,6 +9,11 @@ class InputError(MicrosegError, ValueError):
     """Bad input data: wrong dimensionality, empty labels, shape mismatch, NaN, unreadable file."""
 
 
+class TrainingDiverged(InputError):
+    """Training diverged (a loss or the network's output not finite, or running away): the run's model file
+    records ``stop_reason: diverged``. Other errors while training are crashes (``crash_reason``)."""
+
+
 class WriteRefused(MicrosegError, OSError):
     """A napari writer refused a layer (its message says why). Not a ValueError: napari's ``layer.save``
     takes a ValueError from a writer for "no writer found" and drops its message."""

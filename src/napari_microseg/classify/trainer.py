@@ -27,7 +27,7 @@ from typing import Any, Generator
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, TrainingDiverged
 from ..training.trainer import _make_optimizer, _versions, check_common_settings, check_model_out_path, last_checkpoint_path
 from ..training.rng import HeldGlobalRng
 from .data import ClassificationData, as_classification_data, class_weights_from_labels, epoch_indices, undersample_majority
@@ -619,7 +619,7 @@ def train_classifier(
                     logits = model(xb)
                 loss = loss_fn(logits.float(), yb)
                 if not torch.isfinite(loss):
-                    raise InputError(f"training diverged (loss is {float(loss)}) at epoch {epoch}; lower the learning rate")
+                    raise TrainingDiverged(f"training diverged (loss is {float(loss)}) at epoch {epoch}; lower the learning rate")
                 loss.backward()
                 optimizer.step()
                 run_loss += float(loss.detach()) * len(yb)
@@ -653,7 +653,7 @@ def train_classifier(
             row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr, "seconds": seconds}
             history.append(row)
             if not math.isfinite(monitored):  # a network that outputs NaN is no model: never saved as the best one
-                raise InputError(f"training diverged: the monitored loss is {monitored} at epoch {epoch}; lower the "
+                raise TrainingDiverged(f"training diverged: the monitored loss is {monitored} at epoch {epoch}; lower the "
                                  "learning rate (the best model so far, if any, is kept)")
             improved = best_value is None or monitored < best_value
             if improved and val is None:  # no validation ran the network as it will be used: a quick check
@@ -662,7 +662,7 @@ def train_classifier(
                     finite = bool(torch.isfinite(model(x_all[:8].to(device)).float()).all())
                 set_train_mode()
                 if not finite:
-                    raise InputError(f"training diverged: the network gives NaN in use (evaluation mode) after epoch "
+                    raise TrainingDiverged(f"training diverged: the network gives NaN in use (evaluation mode) after epoch "
                                      f"{epoch}; lower the learning rate (the best model so far, if any, is kept)")
             if improved:
                 best_value, best_epoch, bad_epochs = float(monitored), epoch, 0

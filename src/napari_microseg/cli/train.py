@@ -413,7 +413,7 @@ def _train_into(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix == "":
         raise InputError(f"--out {out} needs a file name with an extension such as .pt")
-    from ..io.atomic import guard_target
+    from ..io.atomic import guard_target, unwritable_reason, write_protected_reason
     from ..training.trainer import last_checkpoint_path
 
     history_path = Path(args.history) if args.history else model_sidecar(out, "history.csv")
@@ -433,6 +433,11 @@ def _train_into(args: argparse.Namespace) -> int:
                                  "continue that run into a new --out, or pass --overwrite to replace it")
             raise InputError(f"{target} exists; pass --overwrite to replace it or --resume to continue it")
         guard_target(target)  # never an input, checked before any training
+        # a write-protected (0444) file, or a folder that takes none, is refused now: found after the first epoch,
+        # the run failed there (and its record said "diverged")
+        unwritable = write_protected_reason(target) or unwritable_reason(target)
+        if unwritable:
+            raise InputError(unwritable)
     _resolve_output_mode(args)
     settings = _run_settings(args)  # (resumed runs keep their own)
     if args.background_value is not None and args.background_value == args.ignore_value:

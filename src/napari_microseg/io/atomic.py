@@ -285,6 +285,23 @@ def replace_tree(new: str | os.PathLike, target: str | os.PathLike) -> Path:
     return target
 
 
+def write_protected_reason(path: str | os.PathLike) -> str | None:
+    """Why :func:`atomic_path` (or a run publishing its outputs) would not replace the file ``path``: it is
+    write-protected by its mode (no write bit, e.g. 0444), said as atomic_path says it; None otherwise (no
+    file there, a writable one, or a link, which is replaced or written through)."""
+    target = Path(path)
+    try:
+        if target.is_symlink() or not target.is_file():
+            return None
+        mode = stat.S_IMODE(target.stat().st_mode)
+    except OSError:
+        return None
+    if mode & 0o222:
+        return None
+    return (f"{target}: is write-protected (mode {mode:04o}), so it is not replaced; make it writable "
+            "(chmod u+w) to replace it, or choose another name")
+
+
 def unwritable_reason(path: Path) -> str | None:
     """Why a result file cannot be written at ``path`` (checked before long work starts), or None."""
     if path.is_dir():

@@ -27,7 +27,7 @@ from typing import Any, Generator
 import numpy as np
 
 from ..defaults import LAST_SUFFIX
-from ..errors import InputError, MicrosegWarning
+from ..errors import InputError, MicrosegWarning, TrainingDiverged
 from .augment import AugmentConfig, augment_batch
 from .data import IGNORE, IMAGE_SAMPLING, LabelledImage, PatchSampler, TrainingData, prepare_training_data, split_train_val, tile_for_validation
 from .normalize import SCALE_KEEPING, make_normalization_spec
@@ -1139,7 +1139,7 @@ def train(
                         raise InputError(f"the loss is {value} at the first step, before any training: {cause} overflow "
                                          "the network's float32 arithmetic (check the starting model, the images' range "
                                          "and the normalisation)")
-                    raise InputError(f"training diverged (loss is {value}) at epoch {epoch}; lower the learning rate")
+                    raise TrainingDiverged(f"training diverged (loss is {value}) at epoch {epoch}; lower the learning rate")
                 if scaler is not None:
                     scaler.scale(loss).backward()
                     scaler.step(optimizer)
@@ -1161,7 +1161,7 @@ def train(
                 break
             train_loss = run_loss / max(run_n, 1)
             if first_step_loss is not None and train_loss > BLOW_UP_FACTOR * max(first_step_loss, BLOW_UP_FLOOR):
-                raise InputError(f"training diverged: the training loss rose from {first_step_loss:.3g} at the start "
+                raise TrainingDiverged(f"training diverged: the training loss rose from {first_step_loss:.3g} at the start "
                                  f"to {train_loss:.3g} over epoch {epoch}; lower the learning rate (the best "
                                  "model so far, if any, is kept)")
             val_loss = val_dice = None
@@ -1189,7 +1189,7 @@ def train(
                     finite = bool(torch.isfinite(model(xb).float()).all())
                 set_train_mode()
                 if not finite:
-                    raise InputError(f"training diverged: the network's output is not finite at epoch {epoch}; lower "
+                    raise TrainingDiverged(f"training diverged: the network's output is not finite at epoch {epoch}; lower "
                                      "the learning rate (the best model so far, if any, is kept)")
             monitored = {"val_loss": val_loss, "val_dice": val_dice}[cfg.monitor]
             if monitored is None:  # no validation data: monitor training loss
@@ -1199,7 +1199,7 @@ def train(
                    "lr": lr, "seconds": seconds}
             history.append(row)
             if not math.isfinite(monitored):  # a network that outputs NaN is no model: never saved as the best one
-                raise InputError(f"training diverged: the monitored loss is {monitored} at epoch {epoch}; lower the "
+                raise TrainingDiverged(f"training diverged: the monitored loss is {monitored} at epoch {epoch}; lower the "
                                  "learning rate (the best model so far, if any, is kept)")
             improved = best_value is None or (monitored > best_value if higher_better else monitored < best_value)
             if improved:
@@ -1231,8 +1231,8 @@ def train(
         if saved_any and ran_an_epoch():  # before an epoch finished nothing is written: an untrained network is
             record_whole_run(stop_reason)  # no model, and with --overwrite it would replace the earlier run's one
         raise
-    except InputError:  # diverged: the model kept (its best epoch) says how the run ended
-        if saved_any and ran_an_epoch():
+    except TrainingDiverged:  # the model kept (its best epoch) says how the run ended; any other error (a
+        if saved_any and ran_an_epoch():  # write-protected .last.pt, a full disk) is a crash, below
             record_whole_run("diverged")
         raise
     except Exception as err:  # out of memory, a full disk, a failing reader ...: the kept model (its best epoch)
