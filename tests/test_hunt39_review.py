@@ -207,3 +207,31 @@ def test_microseg_train_refuses_write_protected_outputs_before_training(tmp_path
     assert rc != 0 and f"{protected}: is write-protected" in err, err
     for name in ("m.pt", "m.pt.last.pt", "h.csv"):
         assert (tmp_path / name).read_bytes() == b"earlier " + name.encode()
+
+
+@pytest.mark.parametrize("command", ["segment", "track"])
+def test_overwrite_does_not_replace_write_protected_outputs(tmp_path, capsys, command):
+    """``segment --overwrite`` and ``track --overwrite`` moved their outputs into place by rename, replacing
+    write-protected (0444) ones that atomic_path refuses."""
+    import tifffile
+
+    from napari_microseg.cli import main
+
+    stack = np.zeros((3, 32, 32), np.uint16)
+    stack[:, 4:10, 4:10] = 1
+    stack[:, 18:26, 18:26] = 2
+    movie = tmp_path / ("movie.tif" if command == "segment" else "labels.tif")
+    tifffile.imwrite(movie, (stack > 0).astype(np.uint16) * 200 + 10 if command == "segment" else stack)
+    out = tmp_path / "out"
+    out.mkdir()
+    protected = out / ("objects.csv" if command == "segment" else "tracks.csv")
+    protected.write_text("kept\n")
+    os.chmod(protected, 0o444)
+    if command == "segment":
+        argv = ["segment", "--model", "nuclei_fluorescence_fast", "--input", str(movie), "--out", str(out), "--overwrite"]
+    else:
+        argv = ["track", "--labels", str(movie), "--out", str(out), "--overwrite", "--max-search-radius", "5"]
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc != 0 and f"{protected.name}: is write-protected (mode 0444), so it is not replaced" in err, err
+    assert protected.read_text() == "kept\n"

@@ -150,6 +150,12 @@ def run(args: argparse.Namespace) -> int:
     refuse_folders_in_the_way(out / name for name in OUTPUT_NAMES[:-1])  # (ctc_RES is a folder)
     for path in _ctc_files_replaced(out, args.ctc, args.overwrite):
         guard_target(path)  # e.g. the --labels stack kept in ctc_RES: never removed, refused before any work
+    from ..measure.tables import check_overwrite
+
+    # a write-protected (0444) output is not replaced (nor an earlier CTC mask removed): refused before any work,
+    # as atomic_path refuses it (the outputs are moved into place by rename, which the folder's mode lets through)
+    check_overwrite([out / name for name in targets] + _ctc_files_replaced(out, args.ctc, args.overwrite),
+                    args.overwrite)
     recorded = check_config(args.config)  # a bad config is refused before the stacks are read
     _run_settings_from_config(args, recorded)
     check_units(args.pixel_size, args.frame_interval)  # before any frame is read

@@ -217,8 +217,17 @@ def object_table(labels: Any, intensity: Any = None, t_offset: int = 0, detailed
 
 
 def check_overwrite(paths: Sequence[str | os.PathLike], overwrite: bool) -> None:
-    """Raise :class:`InputError` if any path exists and ``overwrite`` is False."""
+    """Raise :class:`InputError` if any path exists and ``overwrite`` is False, or (with ``overwrite``) is a
+    write-protected file (0444), which :func:`~napari_microseg.io.atomic.atomic_path` never replaces: a run
+    that publishes its outputs by renaming them into place (``segment``, ``track``) is refused before its
+    work, as atomic_path says it."""
     if overwrite:
+        from ..io.atomic import write_protected_reason
+
+        for path in paths:
+            protected = write_protected_reason(path)
+            if protected:
+                raise InputError(protected)
         return
     existing = [str(p) for p in paths if os.path.exists(p)]
     if existing:
