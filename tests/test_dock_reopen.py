@@ -214,3 +214,63 @@ def test_a_fine_tune_stopped_by_closing_the_dock_hands_its_model_to_the_reopened
     assert reopened.fine_tuned_path == str(tmp_path / "m-ft1.pt")
     assert reopened.model_choice.value == str(tmp_path / "m-ft1.pt")
     assert "fine-tuned (stopped" in reopened.status.text(), reopened.status.text()
+
+
+def test_a_reopened_tracking_dock_lets_the_closed_ones_results_go(make_napari_viewer, qtbot, tmp_path, wait_worker):
+    """The closed dock's edit recorders (undo wrappers on the tracked labels layer) and the hand-over kept its
+    tracking result and "by track" layer alive after the reopened dock tracked again and they were closed
+    (a 400 MB movie's stacks stayed in memory)."""
+    import gc
+    import weakref
+
+    from napari_microseg.simulate.nuclei import simulate_nuclei_timelapse
+
+    sim = simulate_nuclei_timelapse(n_frames=4, shape=(96, 96), n_nuclei=5, seed=2)
+    viewer = make_napari_viewer(show=False)
+    viewer.add_labels(sim.labels, name="nuclei")
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-microseg", "Tracking")
+    widget.labels_layer.value = "nuclei"
+    wait_worker(widget.track())
+    first_stack = weakref.ref(widget.result.relabelled)
+    dock.destroyOnClose()
+    _, reopened = viewer.window.add_plugin_dock_widget("napari-microseg", "Tracking")
+    reopened.labels_layer.value = "nuclei"
+    wait_worker(reopened.track())
+    for layer in [lay for lay in viewer.layers if lay.name in ("nuclei tracks", "nuclei by track")]:
+        viewer.layers.remove(layer)  # the first run's layers
+    assert "undo" not in vars(viewer.layers["nuclei"])  # napari's own undo again, not a recorder
+    del widget, dock
+    for _ in range(3):
+        gc.collect()
+        qtbot.wait(20)
+    assert first_stack() is None  # (the layer itself napari's canvas may still hold without a window)
+
+
+def test_a_fine_tune_ending_after_two_closings_reaches_the_third_dock(make_napari_viewer, qtbot, tmp_path,
+                                                                     tiny_nuclei_model, wait_worker):
+    """Dock A closed during its fine-tune, B opened and closed at once, C opened after the fine-tune ended:
+    C kept the old model (the run's end went to the closed B only)."""
+    import shutil
+
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+    from napari_microseg.widgets.segmentation import FILE_CHOICE
+
+    shutil.copy(tiny_nuclei_model, tmp_path / "m.pt")
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(simulate_nuclei_image(shape=(96, 96), n_nuclei=6, seed=4)[0], name="nuclei")
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-microseg", "Segmentation")
+    widget.image_layer.value = "nuclei"
+    widget.model_choice.value = FILE_CHOICE
+    widget.model_file.value = str(tmp_path / "m.pt")
+    wait_worker(widget.segment())
+    assert widget.add_to_training_set() == 1
+    widget.finetune_epochs.value = 200
+    worker = widget.fine_tune()
+    qtbot.waitUntil(lambda: (tmp_path / "m-ft1.pt").exists(), timeout=120000)
+    dock.destroyOnClose()
+    second_dock, _ = viewer.window.add_plugin_dock_widget("napari-microseg", "Segmentation")
+    second_dock.destroyOnClose()
+    wait_worker(worker)
+    _, third = viewer.window.add_plugin_dock_widget("napari-microseg", "Segmentation")
+    assert third.fine_tuned_path == str(tmp_path / "m-ft1.pt")
+    assert third.model_choice.value == str(tmp_path / "m-ft1.pt")

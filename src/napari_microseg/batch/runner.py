@@ -686,9 +686,9 @@ def _refuse_leaving_out_done_inputs(out: Path, found: Sequence[tuple[Path, str]]
     names = ", ".join(name(p) for p in left[:3]) + (" ..." if len(left) > 3 else "")
     where = f" (in {root})" if isinstance(root, str) and root and all(name(p) != p for p in left[:3]) else ""
     raise InputError(f"{out} holds the results of {len(left)} input(s) done before that this run's inputs leave out, "
-                     f"still in place: {names}{where}; the merged tables would lose their rows. Give them as inputs too "
-                     "(--input), choose another output folder (--out), or allow overwriting (--overwrite) to replace "
-                     "the tables with this run's inputs only")
+                     f"still in place: {names}{where}; the merged tables would lose their rows (and with --overwrite "
+                     "this run's label files could replace theirs of the same names). Give them as inputs too "
+                     f"(--input), choose another output folder (--out), or delete {out} to start afresh")
 
 
 def _previous_settings_hash(out: Path) -> str | None:
@@ -1222,8 +1222,9 @@ def run_batch(
                     ignored = []
                     found = find_batch_inputs(inputs, root=distinct, ignored=ignored, **search)
                     moved_root = distinct
-    if not overwrite:  # another --input into the same folder: its earlier inputs' rows left the tables unasked
-        _refuse_leaving_out_done_inputs(out, found)
+    # another --input into the same folder: its earlier inputs' rows left the tables unasked; with --overwrite too
+    # (its results, named by another input root, were replaced file by file and stayed "done" in the manifest)
+    _refuse_leaving_out_done_inputs(out, found)
     out.mkdir(parents=True, exist_ok=True)
     lock = acquire_out_lock(out)
     manifest = Manifest(out / MANIFEST_NAME)

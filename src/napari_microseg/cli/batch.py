@@ -79,9 +79,8 @@ def _common(p: argparse.ArgumentParser, task: str) -> None:
     p.add_argument("--hdu", type=int, default=None,
                    help="FITS files: the HDU to read (0-based; default: the first with image data)")
     p.add_argument("--overwrite", action="store_true",
-                   help="allow redoing all items when --out holds results made with other settings, and "
-                        "replacing the merged tables with this run's inputs only when --out holds results of "
-                        "inputs (still in place) that --input leaves out")
+                   help="allow redoing all items when --out holds results made with other settings (a run "
+                        "whose --input leaves out inputs done there, still in place, is refused even so)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

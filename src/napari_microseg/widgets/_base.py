@@ -212,7 +212,13 @@ def _stop_recording(state: dict) -> None:
     for emitter, callback in state.get("recorders", []):
         with contextlib.suppress(Exception):
             emitter.disconnect(callback)
-    state["recorders"] = []
+    for layer_ref, wrappers in state.get("undo_recorders", []):  # the layer's own undo / redo again (the wrappers
+        layer = layer_ref()  # held the recorder and, through it, what the closed dock kept: a tracked run's stacks)
+        for name, wrapper in wrappers:
+            if layer is not None and vars(layer).get(name) is wrapper:
+                with contextlib.suppress(Exception):
+                    delattr(layer, name)
+    state["recorders"], state["undo_recorders"] = [], []
 
 
 class MicrosegDock(QWidget):
@@ -379,14 +385,14 @@ class MicrosegDock(QWidget):
         again overwrote the paint made meanwhile, as if nothing had been painted."""
         from napari.layers import Labels
 
-        edited = state["edited"]
+        edited = state["edited"]  # id -> the layer, weakly (one closed meanwhile is let go)
 
-        def record(event: Any) -> None:
+        def record(event: Any) -> None:  # (holds the edited layers only, never what the dock kept)
             source = getattr(event, "source", None)
-            if not state["taken"] and source is not None:
-                edited[id(source)] = source
+            if source is not None:
+                edited[id(source)] = weakref.ref(source)
 
-        connections = []
+        connections, undo_wrappers = [], []
         for layer in self.layers_followed():
             if layer is None or layer not in self.viewer.layers:
                 continue
@@ -394,8 +400,8 @@ class MicrosegDock(QWidget):
                 emitter.connect(record)
                 connections.append((emitter, record))
             if isinstance(layer, Labels):
-                watch_undo(layer, record)  # (replaced by the next dock's own, or idle once taken)
-        state["recorders"] = connections
+                undo_wrappers.append((weakref.ref(layer), watch_undo(layer, record)))
+        state["recorders"], state["undo_recorders"] = connections, undo_wrappers
 
     def take_over_closed_dock(self) -> bool:
         """At the end of a subclass's ``__init__``: take the results and form values a closed dock of this kind
@@ -413,14 +419,20 @@ class MicrosegDock(QWidget):
         for name, value in state["attributes"].items():
             setattr(self, name, value)
         self.state_taken_over()
-        for layer in state["edited"].values():  # painted while the dock was closed: as if it had followed them
-            for handler in self.edit_handlers:
-                getattr(self, handler)(SimpleNamespace(source=layer))
+        for ref in state["edited"].values():  # painted while the dock was closed: as if it had followed them
+            layer = ref()
+            if layer is not None and layer in self.viewer.layers:
+                for handler in self.edit_handlers:
+                    getattr(self, handler)(SimpleNamespace(source=layer))
+        if not self.status.text() and state["status"][0]:  # (nothing of its own to say: the closed dock's last word)
+            self.status.setStyleSheet(state["status"][1])
+            self.status.setText(state["status"][0])
         closed = state["dock"]()
-        if closed is not None and closed.busy:
+        if closed is not None:  # a run it winds down, or one its own closed predecessor winds down, ends here
             closed._successor = weakref.ref(self)
-            self._handed_over = ({name: getattr(closed, name) for name in self.kept_on_close if hasattr(closed, name)},
-                                 closed._form_values())
+            if closed.busy:  # (what it held then, to tell what the run's end changed; let go once it ended)
+                self._handed_over = ({name: getattr(closed, name) for name in self.kept_on_close
+                                      if hasattr(closed, name)}, closed._form_values())
         return True
 
     def _apply_form(self, values: dict) -> None:
@@ -442,15 +454,30 @@ class MicrosegDock(QWidget):
                 self._leave_state()
             return
         attributes, form = successor._handed_over
+        successor._handed_over = ({}, {})  # (it held the results of the hand-over: a tracked run's stacks)
         changed = {name: getattr(self, name) for name in attributes if getattr(self, name) is not attributes[name]}
-        for name, value in changed.items():
-            setattr(successor, name, value)
         now = self._form_values()
-        successor._apply_form({name: value for name, value in now.items() if form.get(name) != value})
+        form_changed = {name: value for name, value in now.items() if form.get(name) != value}
+        status = (self.status.text(), self.status.styleSheet())
+        while True:  # to the dock that holds the state now: the successor, or its own successor if it was closed too
+            for name, value in changed.items():
+                setattr(successor, name, value)
+            successor._apply_form(form_changed)
+            later = successor._successor() if successor._successor is not None else None
+            if successor._following_viewer or later is None:
+                break
+            successor = later
+        if not successor._following_viewer:  # closed, its state not taken yet: the state it left gets the run's end
+            left = _LEFT_ON_CLOSE.get(successor.viewer, {}).get(type(successor).__name__)
+            if left is not None and left[0] == id(successor):
+                successor.status.setStyleSheet(status[1])
+                successor.status.setText(status[0])
+                successor._leave_state()
+            return
         if changed:
             successor.state_taken_over()
-        successor.status.setStyleSheet(self.status.styleSheet())  # the run's own last word
-        successor.status.setText(self.status.text())
+        successor.status.setStyleSheet(status[1])  # the run's own last word
+        successor.status.setText(status[0])
 
     def state_taken_over(self) -> None:
         """Called after :meth:`take_over_closed_dock` set the closed dock's attributes: subclasses follow their
@@ -890,13 +917,14 @@ def frame_label_map(layer: Any) -> dict[int, tuple[int | None, int]] | None:
     return found or None
 
 
-def watch_undo(layer: Any, callback: Callable[[Any], None]) -> None:
+def watch_undo(layer: Any, callback: Callable[[Any], None]) -> list[tuple[str, Callable]]:
     """Call ``callback(event)`` (``event.source`` the layer) after the Labels ``layer``'s undo and redo
     (Ctrl+Z / Shift+Ctrl+Z), which change its data without a ``paint`` or ``data`` event. The layer is
     held weakly (a closed layer is freed as before)."""
     from types import SimpleNamespace
 
     ref = weakref.ref(layer)
+    installed = []
     for name in ("undo", "redo"):
         original = getattr(type(layer), name)
 
@@ -911,6 +939,8 @@ def watch_undo(layer: Any, callback: Callable[[Any], None]) -> None:
             return result
 
         setattr(layer, name, replay)
+        installed.append((name, replay))
+    return installed  # (name, wrapper): see _stop_recording
 
 
 def _history_lengths(layer: Any) -> tuple[int, int] | None:
