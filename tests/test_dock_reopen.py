@@ -11,6 +11,30 @@ import pytest
 pytestmark = pytest.mark.gui
 
 
+def _fine_tuning_dock(viewer, qtbot, tmp_path, model, wait_worker):
+    """A Segmentation dock (from the Plugins menu) in ``viewer`` that segmented a simulated image with a copy of
+    ``model`` (``tmp_path / "m.pt"``), added it to the training set and is fine-tuning (200 epochs) with the first
+    epoch's model written (``m-ft1.pt``): (its napari dock widget, the fine-tune's worker)."""
+    import shutil
+
+    from napari_microseg.simulate.nuclei import simulate_nuclei_image
+    from napari_microseg.widgets.segmentation import FILE_CHOICE
+
+    shutil.copy(model, tmp_path / "m.pt")
+    viewer.add_image(simulate_nuclei_image(shape=(96, 96), n_nuclei=6, seed=4)[0], name="nuclei")
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-microseg", "Segmentation")
+    widget.image_layer.value = "nuclei"
+    widget.model_choice.value = FILE_CHOICE
+    widget.model_file.value = str(tmp_path / "m.pt")
+    wait_worker(widget.segment())
+    assert widget.add_to_training_set() == 1
+    widget.finetune_epochs.value = 200
+    worker = widget.fine_tune()
+    assert worker is not None, widget.status.text()
+    qtbot.waitUntil(lambda: (tmp_path / "m-ft1.pt").exists(), timeout=120000)  # an epoch kept: a model to keep
+    return dock, worker
+
+
 def _close(viewer, widget):
     """napari's close button (destroyOnClose): the dock is taken out of the window."""
     viewer.window.remove_dock_widget(widget)
@@ -190,24 +214,8 @@ def test_a_fine_tune_stopped_by_closing_the_dock_hands_its_model_to_the_reopened
                                                                                       wait_worker):
     """Closing the dock stops a fine-tune, which keeps its best model: the closed dock chose it, the reopened
     one (which took the state at the closing) kept the old model and never said a model was written."""
-    import shutil
-
-    from napari_microseg.simulate.nuclei import simulate_nuclei_image
-    from napari_microseg.widgets.segmentation import FILE_CHOICE
-
-    shutil.copy(tiny_nuclei_model, tmp_path / "m.pt")
     viewer = make_napari_viewer(show=False)
-    viewer.add_image(simulate_nuclei_image(shape=(96, 96), n_nuclei=6, seed=4)[0], name="nuclei")
-    dock, widget = viewer.window.add_plugin_dock_widget("napari-microseg", "Segmentation")
-    widget.image_layer.value = "nuclei"
-    widget.model_choice.value = FILE_CHOICE
-    widget.model_file.value = str(tmp_path / "m.pt")
-    wait_worker(widget.segment())
-    assert widget.add_to_training_set() == 1
-    widget.finetune_epochs.value = 200
-    worker = widget.fine_tune()
-    assert worker is not None, widget.status.text()
-    qtbot.waitUntil(lambda: (tmp_path / "m-ft1.pt").exists(), timeout=120000)  # an epoch kept: a model to keep
+    dock, worker = _fine_tuning_dock(viewer, qtbot, tmp_path, tiny_nuclei_model, wait_worker)
     dock.destroyOnClose()
     _, reopened = viewer.window.add_plugin_dock_widget("napari-microseg", "Segmentation")
     wait_worker(worker)
@@ -250,23 +258,8 @@ def test_a_fine_tune_ending_after_two_closings_reaches_the_third_dock(make_napar
                                                                      tiny_nuclei_model, wait_worker):
     """Dock A closed during its fine-tune, B opened and closed at once, C opened after the fine-tune ended:
     C kept the old model (the run's end went to the closed B only)."""
-    import shutil
-
-    from napari_microseg.simulate.nuclei import simulate_nuclei_image
-    from napari_microseg.widgets.segmentation import FILE_CHOICE
-
-    shutil.copy(tiny_nuclei_model, tmp_path / "m.pt")
     viewer = make_napari_viewer(show=False)
-    viewer.add_image(simulate_nuclei_image(shape=(96, 96), n_nuclei=6, seed=4)[0], name="nuclei")
-    dock, widget = viewer.window.add_plugin_dock_widget("napari-microseg", "Segmentation")
-    widget.image_layer.value = "nuclei"
-    widget.model_choice.value = FILE_CHOICE
-    widget.model_file.value = str(tmp_path / "m.pt")
-    wait_worker(widget.segment())
-    assert widget.add_to_training_set() == 1
-    widget.finetune_epochs.value = 200
-    worker = widget.fine_tune()
-    qtbot.waitUntil(lambda: (tmp_path / "m-ft1.pt").exists(), timeout=120000)
+    dock, worker = _fine_tuning_dock(viewer, qtbot, tmp_path, tiny_nuclei_model, wait_worker)
     dock.destroyOnClose()
     second_dock, _ = viewer.window.add_plugin_dock_widget("napari-microseg", "Segmentation")
     second_dock.destroyOnClose()
