@@ -339,7 +339,8 @@ def _saved_features(labels: Path, features: Any) -> Any:
 
     import pandas as pd
 
-    from ._writer import FEATURES_DIGEST_COLUMN, READER_FEATURE_COLUMNS, features_path, labels_digest
+    from ._writer import FEATURES_DIGEST_COLUMN, READER_FEATURE_COLUMNS, features_path
+    from .batch.manifest import sha256_file
     from .errors import MicrosegWarning
     from .io.tables import read_csv_table
     from .measure.tables import label_features
@@ -355,7 +356,7 @@ def _saved_features(labels: Path, features: Any) -> Any:
         return None  # not a table this plugin saved: the user's own
     written_for = {str(v) for v in table[FEATURES_DIGEST_COLUMN].dropna().unique()}
     label = pd.to_numeric(table["label"], errors="coerce")
-    stale = written_for != {labels_digest(labels)}
+    stale = written_for != {sha256_file(labels)}
     if stale or label.isna().any() or (label != label.round()).any() or label.duplicated().any():
         said = (f"was saved with an earlier {labels.name} (written again since)" if stale
                 else "does not name each object once by a whole number in its label column")

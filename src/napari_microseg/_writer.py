@@ -13,6 +13,8 @@ import pandas as pd
 from .errors import InputError, WriteRefused
 from .io.images import (LABELS_SOFTWARE, MICROSEG_SOFTWARE, calibration_from_layer, origin_from_layer, tiff_axes,
                         write_tiff)
+from .batch.manifest import sha256_file
+from .io.atomic import write_protected_reason
 from .io.tables import TRACKS_COLUMNS, tracks_table_from_layer, write_csv
 
 
@@ -127,7 +129,7 @@ def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
                              f"the layer's features ({', '.join(map(str, kept.columns[1:4]))}"
                              f"{', ...' if len(kept.columns) > 4 else ''}) are saved there, so nothing was written; "
                              "move or rename it, or save the labels under another name")
-        if _write_protected(sidecar):  # (refused by atomic_path once the labels were written: refused now)
+        if write_protected_reason(sidecar):  # (refused by atomic_path once the labels were written: refused now)
             raise InputError(f"{sidecar.name}: is write-protected, so the layer's features cannot be saved beside "
                              f"{target.name}; nothing was written (make it writable, or choose another name)")
     # the layer's physical scale (um, min) goes with it, as the reader set it from the movie
@@ -135,9 +137,9 @@ def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
     write_tiff(target, arr.astype(dtype), overwrite=True, calibration=calibration,
                origin=origin_from_layer(meta.get("translate"), meta.get("units")),  # where it lies, as tracks keep it
                software=LABELS_SOFTWARE)  # reopened as labels, whatever the file's name
-    if stale and not _write_protected(sidecar):
+    if stale and not write_protected_reason(sidecar):
         _keep_stale_sidecar(sidecar, target, kept is not None)
-    elif kept is None and ours and not _write_protected(sidecar):
+    elif kept is None and ours and not write_protected_reason(sidecar):
         sidecar.unlink(missing_ok=True)  # the replaced labels' own table: not these labels' (a user's file stays)
     if kept is None:
         return [str(target)]
@@ -150,14 +152,14 @@ def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
                                       "one label: opening the labels again leaves them out (one row per label)"),
                       stacklevel=2)
     # the labels file it belongs to: labels written again later (``microseg segment --overwrite``) do not take it
-    write_csv(sidecar, kept.assign(**{FEATURES_DIGEST_COLUMN: labels_digest(target)}))
+    write_csv(sidecar, kept.assign(**{FEATURES_DIGEST_COLUMN: sha256_file(target)}))
     return [str(target), str(sidecar)]
 
 
 #: columns of a Labels layer's ``features`` that the reader makes itself from the labels (see ``ids_features``)
 READER_FEATURE_COLUMNS = ("label", "pixels", "index")
 
-#: column of ``<labels file name>.features.csv`` (``x.tif.features.csv``) holding ``labels_digest`` of the labels file it was saved with
+#: column of ``<labels file name>.features.csv`` (``x.tif.features.csv``) holding ``sha256_file`` of the labels file it was saved with
 FEATURES_DIGEST_COLUMN = "labels_file_sha256"
 
 
@@ -202,12 +204,12 @@ def _is_features_sidecar(path: Path) -> bool:
 
 def _saved_for(sidecar: Path, labels: Path) -> bool:
     """Whether our features table ``sidecar`` was saved with the labels file ``labels`` as it is now (its
-    ``FEATURES_DIGEST_COLUMN`` names ``labels_digest(labels)`` only)."""
+    ``FEATURES_DIGEST_COLUMN`` names ``sha256_file(labels)`` only)."""
     if not labels.is_file():
         return False
     try:
         digests = pd.read_csv(sidecar, usecols=[FEATURES_DIGEST_COLUMN], dtype=str)[FEATURES_DIGEST_COLUMN]
-        return set(digests.dropna()) == {labels_digest(labels)}
+        return set(digests.dropna()) == {sha256_file(labels)}
     except (OSError, ValueError):
         return False
 
@@ -245,25 +247,6 @@ def _keep_stale_sidecar(sidecar: Path, labels: Path, replaced: bool) -> None:
         f"{sidecar.name} was saved with an earlier {labels.name} (written again since, by another program) and its "
         f"features were not in the layer saved now: {said}, not {'replaced' if replaced else 'removed'}; "
         "join its columns to the layer by label to keep them"), stacklevel=4)
-
-
-def _write_protected(path: Path) -> bool:
-    """Whether ``path`` is a file (not a link, which is replaced) that its mode keeps from being written (0444)."""
-    try:
-        return not path.is_symlink() and path.is_file() and not path.stat().st_mode & 0o222
-    except OSError:
-        return False
-
-
-def labels_digest(labels: Path) -> str:
-    """``sha256:<hex>`` of a labels file's bytes: its saved features stand for this file only."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(labels, "rb") as data:
-        for block in iter(lambda: data.read(1 << 22), b""):
-            digest.update(block)
-    return "sha256:" + digest.hexdigest()
 
 
 @_refusals_kept

@@ -211,10 +211,10 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     with contextlib.suppress(OSError):
         if target.is_file() and not replacing_link:
             existing_mode = stat.S_IMODE(target.stat().st_mode)
-    if existing_mode is not None and not existing_mode & 0o222:
-        # write-protected (a raw image made read-only, 0444): its folder's write permission let a rename replace it
-        raise InputError(f"{target}: is write-protected (mode {existing_mode:04o}), so it is not replaced; make it "
-                         "writable (chmod u+w) to replace it, or choose another name")
+    # write-protected (a raw image made read-only, 0444): its folder's write permission let a rename replace it
+    protected = None if replacing_link else write_protected_reason(target)
+    if protected:
+        raise InputError(protected)
     if target.is_dir():
         raise InputError(f"{target}: is a folder; give the name of a file to write")
     try:

@@ -375,7 +375,7 @@ class MicrosegDock(QWidget):
             _stop_recording(earlier[1])
         state = {"attributes": {name: getattr(self, name) for name in self.kept_on_close if hasattr(self, name)},
                  "form": self._form_values(), "status": (self.status.text(), self.status.styleSheet()),
-                 "edited": edited, "dock": weakref.ref(self), "taken": False}
+                 "edited": edited, "dock": weakref.ref(self)}
         self._record_edits_while_closed(state)
         left[type(self).__name__] = (id(self), state)
 
@@ -413,7 +413,6 @@ class MicrosegDock(QWidget):
         if left is None:
             return False
         state = left[1]
-        state["taken"] = True
         _stop_recording(state)
         self._apply_form(state["form"])
         for name, value in state["attributes"].items():
